@@ -1,0 +1,99 @@
+# Bettong build. `make deps` installs what is missing (Debian, root), `make` builds
+# build/bettong, `make test` runs the C unit tests and the pytest integration tests,
+# `make asan` runs the same suite on an AddressSanitizer + UBSan build.
+#
+# PYTHON selects the interpreter the engine embeds (default: the system one). Every
+# variable that asks Python or pkg-config is recursively expanded, so it is only
+# evaluated when a recipe runs: `make deps test` works on a machine without the
+# headers yet.
+
+PYTHON ?= /usr/bin/python3
+CC ?= cc
+BUILD ?= build
+SAN_FLAGS ?=
+OPT ?= -O2 -g
+
+PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+PY_LIBDIR = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
+PY_LIBVER = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LDVERSION"))')
+PY_LIBS = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBS") or "")')
+PY_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+
+REPO := $(abspath .)
+CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
+	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
+LDLIBS_BASE = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LIBVER) $(PY_LIBS) -luv -lm -lpthread
+
+# Every module under src/ except the entry point goes into one static library that
+# the binary, the unit tests and the benchmarks link against.
+LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/tools/*.c)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+MAIN_SRC := $(wildcard src/cmd/*.c)
+MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
+HEADERS := $(wildcard src/*/*.h)
+
+CTEST_SRC := $(wildcard tests/c/test_*.c)
+CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps test ctest pytest asan demo bench clean install
+
+all: $(BUILD)/bettong
+
+$(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -c $< -o $@
+
+$(BUILD)/libbettong.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/bettong: $(MAIN_OBJ) $(BUILD)/libbettong.a
+	$(CC) $(SAN_FLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libbettong.a $(LDLIBS_BASE)
+
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -o $@ $< $(BUILD)/libbettong.a $(LDLIBS_BASE) -lcmocka
+
+# Install missing Debian packages. Cheap when everything is present.
+DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
+	python3-cloudpickle liblmdb-dev
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing; \
+	else echo "deps: all present"; fi
+
+ctest: $(CTEST_BIN)
+	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
+
+pytest: $(BUILD)/bettong
+	BETTONG_BIN=$(abspath $(BUILD)/bettong) $(PYTHON) -m pytest -q tests/py $(PYTEST_ARGS)
+
+test: $(BUILD)/bettong ctest pytest
+
+# The same suite on a sanitized build in build-asan/. Python itself is not
+# instrumented; its allocations at exit are suppressed in tests/lsan.supp.
+asan:
+	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	  LSAN_OPTIONS=suppressions=$(REPO)/tests/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 test
+
+demo: $(BUILD)/bettong
+	$(PYTHON) examples/word_count/demo.py --bin $(BUILD)/bettong
+
+bench: $(BUILD)/bettong
+	$(MAKE) -C bench BETTONG_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON)
+	$(PYTHON) bench/run_word_count.py --bin $(BUILD)/bettong
+
+install: $(BUILD)/bettong
+	install -D -m 755 $(BUILD)/bettong $(DESTDIR)/usr/local/bin/bettong
+
+clean:
+	rm -rf build build-asan

@@ -1,0 +1,39 @@
+/* bettong: one binary, one subcommand per job. */
+#include <stdio.h>
+#include <string.h>
+
+#include "stream/run.h"
+#include "tools/tools.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: bettong COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  run       run a Wallaroo-API streaming application (bettong run --help)\n"
+            "  send      send framed records to a TCP address (bettong send --help)\n"
+            "  receive   listen and write what arrives (bettong receive --help)\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "send") == 0)
+        return cmd_send(argc - 1, argv + 1);
+    if (strcmp(cmd, "receive") == 0)
+        return cmd_receive(argc - 1, argv + 1);
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "bettong: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

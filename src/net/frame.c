@@ -1,0 +1,97 @@
+#include "net/frame.h"
+
+#include <string.h>
+
+int frame_spec_from_struct(frame_spec_t *spec, size_t header_len, const char *fmt)
+{
+    int big = 0; /* native order on the platforms we build for is little-endian */
+    const char *p = fmt;
+    switch (*p) {
+    case '>':
+    case '!':
+        big = 1;
+        p++;
+        break;
+    case '<':
+    case '=':
+    case '@':
+        p++;
+        break;
+    default:
+        break;
+    }
+    int size, is_signed;
+    switch (*p) {
+    case 'B': size = 1; is_signed = 0; break;
+    case 'b': size = 1; is_signed = 1; break;
+    case 'H': size = 2; is_signed = 0; break;
+    case 'h': size = 2; is_signed = 1; break;
+    case 'I': case 'L': size = 4; is_signed = 0; break;
+    case 'i': case 'l': size = 4; is_signed = 1; break;
+    case 'Q': size = 8; is_signed = 0; break;
+    case 'q': size = 8; is_signed = 1; break;
+    default: return -1;
+    }
+    /* Native "@L" is 8 bytes on LP64; only accept it when the sizes agree. */
+    if (p[1] != '\0' || (size_t)size != header_len)
+        return -1;
+    spec->header_len = header_len;
+    spec->int_size = size;
+    spec->big_endian = big;
+    spec->is_signed = is_signed;
+    spec->length_fn = NULL;
+    spec->length_ctx = NULL;
+    return 0;
+}
+
+int frame_header_length(const frame_spec_t *spec, const uint8_t *h, uint64_t *len)
+{
+    uint64_t v = 0;
+    int n = spec->int_size;
+    if (spec->big_endian)
+        for (int i = 0; i < n; i++)
+            v = (v << 8) | h[i];
+    else
+        for (int i = n - 1; i >= 0; i--)
+            v = (v << 8) | h[i];
+    if (spec->is_signed && n < 8 && (v >> (8 * n - 1)) & 1)
+        return -1;
+    if (spec->is_signed && n == 8 && (v >> 63))
+        return -1;
+    *len = v;
+    return 0;
+}
+
+frame_status frame_next(const frame_spec_t *spec, const uint8_t *data, size_t avail,
+                        size_t *payload_off, size_t *payload_len, size_t *frame_len,
+                        uint64_t *declared_len)
+{
+    if (avail < spec->header_len) {
+        *frame_len = 0;
+        return FRAME_NEED_MORE;
+    }
+    uint64_t len;
+    int rc = spec->length_fn
+                 ? spec->length_fn(spec->length_ctx, data, spec->header_len, &len)
+                 : frame_header_length(spec, data, &len);
+    if (rc < 0)
+        return FRAME_BAD_HEADER;
+    *declared_len = len;
+    if (len > spec->max_payload)
+        return FRAME_TOO_LARGE;
+    size_t total = spec->header_len + (size_t)len;
+    *frame_len = total;
+    if (avail < total)
+        return FRAME_NEED_MORE;
+    *payload_off = spec->header_len;
+    *payload_len = (size_t)len;
+    return FRAME_OK;
+}
+
+void frame_put_u32be(uint8_t out[4], uint32_t v)
+{
+    out[0] = (uint8_t)(v >> 24);
+    out[1] = (uint8_t)(v >> 16);
+    out[2] = (uint8_t)(v >> 8);
+    out[3] = (uint8_t)v;
+}

@@ -1,0 +1,91 @@
+#include "util/buf.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void buf_init(buf_t *b) { memset(b, 0, sizeof *b); }
+
+void buf_free(buf_t *b)
+{
+    free(b->data);
+    buf_init(b);
+}
+
+int buf_reserve(buf_t *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    /* Reclaim the consumed prefix before growing. */
+    if (b->off > 0) {
+        buf_compact(b);
+        if (b->cap - b->len >= extra)
+            return 0;
+    }
+    size_t need = b->len + extra;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    if (!p)
+        return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int buf_append(buf_t *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+void buf_consume(buf_t *b, size_t n)
+{
+    b->off += n;
+    if (b->off >= b->len)
+        b->off = b->len = 0;
+}
+
+void buf_compact(buf_t *b)
+{
+    if (b->off == 0)
+        return;
+    size_t n = b->len - b->off;
+    if (n)
+        memmove(b->data, b->data + b->off, n);
+    b->off = 0;
+    b->len = n;
+}
+
+void buf_clear(buf_t *b) { b->off = b->len = 0; }
+
+void buf_shrink(buf_t *b, size_t keep)
+{
+    if (buf_unread(b) == 0 && b->cap > keep) {
+        free(b->data);
+        buf_init(b);
+    }
+}
+
+int buf_prepend(buf_t *b, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (b->off >= n) {
+        b->off -= n;
+        memcpy(b->data + b->off, p, n);
+        return 0;
+    }
+    buf_compact(b);
+    if (buf_reserve(b, n) < 0)
+        return -1;
+    memmove(b->data + n, b->data, b->len);
+    memcpy(b->data, p, n);
+    b->len += n;
+    return 0;
+}

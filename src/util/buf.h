@@ -1,0 +1,34 @@
+/* A growable byte buffer with a read offset: bytes are appended at the end and
+ * consumed from the front; compaction moves the unread tail to the start. */
+#ifndef BETTONG_BUF_H
+#define BETTONG_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    uint8_t *data;
+    size_t off; /* first unread byte */
+    size_t len; /* end of written bytes */
+    size_t cap;
+} buf_t;
+
+void buf_init(buf_t *b);
+void buf_free(buf_t *b);
+/* Make room for at least `extra` bytes after len; returns 0 or -1 on OOM. */
+int buf_reserve(buf_t *b, size_t extra);
+int buf_append(buf_t *b, const void *p, size_t n);
+/* Unread bytes. */
+static inline size_t buf_unread(const buf_t *b) { return b->len - b->off; }
+static inline uint8_t *buf_head(const buf_t *b) { return b->data + b->off; }
+void buf_consume(buf_t *b, size_t n);
+/* Move unread bytes to the start. */
+void buf_compact(buf_t *b);
+/* Drop everything (keeps the allocation). */
+void buf_clear(buf_t *b);
+/* Give back memory above `keep` bytes when the buffer is empty. */
+void buf_shrink(buf_t *b, size_t keep);
+/* Put `n` bytes before the unread ones (used to requeue failed writes). */
+int buf_prepend(buf_t *b, const void *p, size_t n);
+
+#endif
