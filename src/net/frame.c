@@ -5,15 +5,20 @@
 int frame_spec_from_struct(frame_spec_t *spec, size_t header_len, const char *fmt)
 {
     int big = 0; /* native order on the platforms we build for is little-endian */
+    int native_size = 1; /* no prefix or '@': native sizes, as in Python's struct */
     const char *p = fmt;
     switch (*p) {
     case '>':
     case '!':
         big = 1;
+        native_size = 0;
         p++;
         break;
     case '<':
     case '=':
+        native_size = 0;
+        p++;
+        break;
     case '@':
         p++;
         break;
@@ -26,8 +31,10 @@ int frame_spec_from_struct(frame_spec_t *spec, size_t header_len, const char *fm
     case 'b': size = 1; is_signed = 1; break;
     case 'H': size = 2; is_signed = 0; break;
     case 'h': size = 2; is_signed = 1; break;
-    case 'I': case 'L': size = 4; is_signed = 0; break;
-    case 'i': case 'l': size = 4; is_signed = 1; break;
+    case 'I': size = 4; is_signed = 0; break;
+    case 'i': size = 4; is_signed = 1; break;
+    case 'L': size = native_size ? (int)sizeof(long) : 4; is_signed = 0; break;
+    case 'l': size = native_size ? (int)sizeof(long) : 4; is_signed = 1; break;
     case 'Q': size = 8; is_signed = 0; break;
     case 'q': size = 8; is_signed = 1; break;
     default: return -1;
@@ -78,6 +85,9 @@ frame_status frame_next(const frame_spec_t *spec, const uint8_t *data, size_t av
         return FRAME_BAD_HEADER;
     *declared_len = len;
     if (len > spec->max_payload)
+        return FRAME_TOO_LARGE;
+    /* Guard the sum below against wrapping when max_payload does not bound it. */
+    if (len > SIZE_MAX - spec->header_len)
         return FRAME_TOO_LARGE;
     size_t total = spec->header_len + (size_t)len;
     *frame_len = total;

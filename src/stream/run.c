@@ -1,3 +1,273 @@
 #include "stream/run.h"
+
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
-int cmd_run(int argc, char **argv) { fprintf(stderr, "run: under construction\n"); return 2; }
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "py/bridge.h"
+#include "stream/app.h"
+#include "stream/engine.h"
+#include "util/log.h"
+
+#define MAX_PATHS 32
+
+typedef struct {
+    char module[256];
+    const char *paths[MAX_PATHS + 1];
+    size_t npaths;
+    char *owned[MAX_PATHS]; /* strings in paths we allocated */
+    size_t nowned;
+    engine_options_t engine;
+    uint64_t max_frame;
+    long worker_count;
+} run_args_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: bettong run [APP.py] [--application-module NAME] [options] [application flags]\n"
+"\n"
+"Runs a streaming application written with the Wallaroo Python API on this worker.\n"
+"Every argument (program name first) is passed to the application's\n"
+"application_setup(args); flags the engine does not know are left to the application.\n"
+"\n"
+"  APP.py                      the application file (its directory goes on sys.path)\n"
+"  --application-module NAME   the application module, found on --application-path,\n"
+"                              the current directory or PYTHONPATH\n"
+"  --application-path DIR      a directory to search first (repeatable, or DIR:DIR)\n"
+"  --on-error POLICY           what to do with a message whose user code raised:\n"
+"                              skip (default: drop it and go on),\n"
+"                              dead-letter:FILE (append its input frame to FILE),\n"
+"                              stop (flush the sinks and exit with status 1)\n"
+"  --max-frame BYTES           largest accepted input frame payload (default 16M;\n"
+"                              suffixes K, M, G); a larger one closes its connection\n"
+"  --flush-timeout SECONDS     how long a stop waits for the sinks (default 10)\n"
+"  --log-level LEVEL           debug, info (default), warn, error\n"
+"  -h, --help                  this text\n"
+"\n"
+"Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
+"  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
+"  --name/-n NAME              the worker's name, used in log lines\n"
+"  --worker-count/-w N         accepted; this release runs one worker (N > 1 warns)\n"
+"  --cluster-initializer/-t, --control/-c, --data/-d, --external/-e, --metrics/-m,\n"
+"  --my-control, --my-data, --join/-j, --resilience-dir, --ponythreads,\n"
+"  --ponynoblock, --ponypinasio, --ponyminthreads ...\n"
+"                              accepted and ignored on a single worker (cluster\n"
+"                              addresses, metrics and Pony runtime tuning have no\n"
+"                              meaning here)\n");
+}
+
+/* "--flag value" or "--flag=value": returns the value and advances *i, or NULL. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag)
+{
+    size_t n = strlen(flag);
+    const char *a = argv[*i];
+    if (strncmp(a, flag, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] == '\0' && *i + 1 < argc) {
+        (*i)++;
+        return argv[*i];
+    }
+    return NULL;
+}
+
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    switch (*end) {
+    case 'k': case 'K': v <<= 10; end++; break;
+    case 'm': case 'M': v <<= 20; end++; break;
+    case 'g': case 'G': v <<= 30; end++; break;
+    default: break;
+    }
+    if (*end != '\0' || v == 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int add_path(run_args_t *a, char *owned_path)
+{
+    if (a->npaths >= MAX_PATHS) {
+        free(owned_path);
+        fprintf(stderr, "bettong run: too many --application-path entries\n");
+        return -1;
+    }
+    a->paths[a->npaths++] = owned_path;
+    a->owned[a->nowned++] = owned_path;
+    return 0;
+}
+
+static int add_path_list(run_args_t *a, const char *list)
+{
+    char *copy = strdup(list);
+    for (char *save = NULL, *tok = strtok_r(copy, ":", &save); tok;
+         tok = strtok_r(NULL, ":", &save))
+        if (add_path(a, strdup(tok)) < 0) {
+            free(copy);
+            return -1;
+        }
+    free(copy);
+    return 0;
+}
+
+static int set_app_file(run_args_t *a, const char *file)
+{
+    if (access(file, R_OK) != 0) {
+        fprintf(stderr, "bettong run: cannot read application file '%s': %s\n", file,
+                strerror(errno));
+        return -1;
+    }
+    char *d = strdup(file), *b = strdup(file);
+    char *dir = dirname(d), *base = basename(b);
+    size_t len = strlen(base);
+    if (len > 3 && strcmp(base + len - 3, ".py") == 0)
+        base[len - 3] = '\0';
+    snprintf(a->module, sizeof a->module, "%s", base);
+    char real[PATH_MAX];
+    int rc = add_path(a, strdup(realpath(dir, real) ? real : dir));
+    free(d);
+    free(b);
+    return rc;
+}
+
+static int parse_on_error(run_args_t *a, const char *v)
+{
+    if (strcmp(v, "skip") == 0) {
+        a->engine.on_error = ON_ERROR_SKIP;
+    } else if (strcmp(v, "stop") == 0) {
+        a->engine.on_error = ON_ERROR_STOP;
+    } else if (strncmp(v, "dead-letter:", 12) == 0 && v[12]) {
+        a->engine.on_error = ON_ERROR_DEAD_LETTER;
+        a->engine.dead_letter_path = v + 12;
+    } else {
+        fprintf(stderr, "bettong run: --on-error must be skip, stop or dead-letter:FILE\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns 0 to run, 1 after --help, -1 on a usage error. */
+static int parse_args(run_args_t *a, int argc, char **argv)
+{
+    const char *v;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            usage(stdout);
+            return 1;
+        } else if (i == 1 && arg[0] != '-') {
+            if (set_app_file(a, arg) < 0)
+                return -1;
+        } else if ((v = flag_value(argc, argv, &i, "--application-module"))) {
+            snprintf(a->module, sizeof a->module, "%s", v);
+        } else if ((v = flag_value(argc, argv, &i, "--application-path"))) {
+            if (add_path_list(a, v) < 0)
+                return -1;
+        } else if ((v = flag_value(argc, argv, &i, "--on-error"))) {
+            if (parse_on_error(a, v) < 0)
+                return -1;
+        } else if ((v = flag_value(argc, argv, &i, "--max-frame"))) {
+            if (parse_size(v, &a->max_frame) < 0) {
+                fprintf(stderr, "bettong run: bad --max-frame '%s'\n", v);
+                return -1;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--flush-timeout"))) {
+            a->engine.flush_timeout_s = atof(v);
+        } else if ((v = flag_value(argc, argv, &i, "--log-level"))) {
+            int level = log_parse_level(v);
+            if (level < 0) {
+                fprintf(stderr, "bettong run: bad --log-level '%s'\n", v);
+                return -1;
+            }
+            log_set_level((log_level)level);
+        } else if ((v = flag_value(argc, argv, &i, "--name")) ||
+                   (v = flag_value(argc, argv, &i, "-n"))) {
+            char role[64];
+            snprintf(role, sizeof role, "bettong[%s]", v);
+            log_set_role(role);
+        } else if ((v = flag_value(argc, argv, &i, "--worker-count")) ||
+                   (v = flag_value(argc, argv, &i, "-w"))) {
+            a->worker_count = atol(v);
+        }
+        /* Anything else belongs to the application. */
+    }
+    if (!a->module[0]) {
+        fprintf(stderr, "bettong run: name the application: bettong run APP.py, or "
+                        "--application-module NAME\n\n");
+        usage(stderr);
+        return -1;
+    }
+    return 0;
+}
+
+static void free_args(run_args_t *a)
+{
+    for (size_t i = 0; i < a->nowned; i++)
+        free(a->owned[i]);
+}
+
+int cmd_run(int argc, char **argv)
+{
+    run_args_t a;
+    memset(&a, 0, sizeof a);
+    a.engine.on_error = ON_ERROR_SKIP;
+    a.engine.flush_timeout_s = 10.0;
+    a.engine.backlog_high = 8u << 20;
+    a.engine.backlog_low = 2u << 20;
+    a.max_frame = 16u << 20;
+    log_set_role("bettong run");
+    int rc = parse_args(&a, argc, argv);
+    if (rc != 0) {
+        free_args(&a);
+        return rc > 0 ? 0 : 2;
+    }
+    if (a.worker_count > 1)
+        log_warn("--worker-count %ld: this release runs one worker; all state stays here",
+                 a.worker_count);
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd) && add_path(&a, strdup(cwd)) < 0) {
+        free_args(&a);
+        return 2;
+    }
+    a.paths[a.npaths] = NULL;
+
+    /* application_setup sees the process's whole argument vector. */
+    char **full_argv = argv - 1;
+    int full_argc = argc + 1;
+    char err[8192];
+    if (py_start(full_argc, full_argv, a.paths, err, sizeof err) < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        free_args(&a);
+        return 2;
+    }
+    app_t app;
+    app_options_t opt = {.module = a.module, .argc = full_argc, .argv = full_argv,
+                         .max_frame = a.max_frame};
+    py_gil_enter();
+    rc = app_load(&app, &opt, err, sizeof err);
+    py_gil_leave();
+    if (rc < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        py_stop();
+        free_args(&a);
+        return 2;
+    }
+    int code = engine_run(&app, &a.engine);
+    py_gil_enter();
+    app_free(&app);
+    py_gil_leave();
+    py_stop();
+    free_args(&a);
+    return code;
+}

@@ -1,0 +1,199 @@
+#include "net/outconn.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/addr.h"
+#include "util/log.h"
+
+#define RETRY_MIN_MS 50
+#define RETRY_MAX_MS 1000
+/* Write at most this much per uv_write so that progress callbacks come often. */
+#define WRITE_MAX (4u * 1024 * 1024)
+
+static void try_connect(outconn_t *o);
+static void start_write(outconn_t *o);
+
+void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
+                  void (*on_progress)(outconn_t *o), void *owner)
+{
+    memset(o, 0, sizeof *o);
+    o->loop = loop;
+    memcpy(&o->addr, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
+    snprintf(o->name, sizeof o->name, "%s", name);
+    buf_init(&o->pending);
+    buf_init(&o->inflight);
+    o->on_progress = on_progress;
+    o->owner = owner;
+    o->retry_ms = RETRY_MIN_MS;
+    uv_timer_init(loop, &o->retry_timer);
+    o->retry_timer.data = o;
+}
+
+static void on_retry_timer(uv_timer_t *t) { try_connect(t->data); }
+
+static void free_handle(uv_handle_t *h) { free(h); }
+
+/* The connection is gone: requeue the failed write and schedule a retry. */
+static void connection_lost(outconn_t *o, const char *why)
+{
+    if (o->handle) {
+        uv_close((uv_handle_t *)o->handle, free_handle);
+        o->handle = NULL;
+    }
+    if (o->connected)
+        log_warn("%s: connection lost (%s); %zu bytes waiting, reconnecting", o->name, why,
+                 outconn_backlog(o));
+    o->connected = 0;
+    o->connecting = 0;
+    if (o->writing) {
+        /* The write callback has not run yet; it requeues when it does. */
+        return;
+    }
+    if (o->closing)
+        return;
+    uv_timer_start(&o->retry_timer, on_retry_timer, o->retry_ms, 0);
+    o->retry_ms = o->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : o->retry_ms * 2;
+}
+
+static void alloc_discard(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+    static char sink[4096];
+    b->base = sink;
+    b->len = sizeof sink;
+}
+
+/* The receiver is not supposed to talk; reading only tells us when it is gone. */
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    outconn_t *o = s->data;
+    if (nread < 0 && o->handle == (uv_tcp_t *)s)
+        connection_lost(o, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    outconn_t *o = req->data;
+    o->connecting = 0;
+    if (o->closing)
+        return;
+    if (status < 0) {
+        if (!o->warned_down) {
+            log_warn("%s: cannot connect (%s); retrying, output waits", o->name,
+                     uv_strerror(status));
+            o->warned_down = 1;
+        }
+        connection_lost(o, uv_strerror(status));
+        return;
+    }
+    o->connected = 1;
+    o->retry_ms = RETRY_MIN_MS;
+    if (o->warned_down || o->reconnects)
+        log_info("%s: connected", o->name);
+    else
+        log_debug("%s: connected", o->name);
+    o->warned_down = 0;
+    o->reconnects++;
+    uv_tcp_nodelay(o->handle, 1);
+    uv_read_start((uv_stream_t *)o->handle, alloc_discard, on_read);
+    start_write(o);
+}
+
+static void try_connect(outconn_t *o)
+{
+    if (o->closing || o->connected || o->connecting)
+        return;
+    o->handle = malloc(sizeof *o->handle);
+    if (!o->handle) {
+        log_error("%s: out of memory", o->name);
+        return;
+    }
+    uv_tcp_init(o->loop, o->handle);
+    o->handle->data = o;
+    o->connect_req.data = o;
+    o->connecting = 1;
+    int rc = uv_tcp_connect(&o->connect_req, o->handle, (struct sockaddr *)&o->addr, on_connect);
+    if (rc < 0) {
+        o->connecting = 0;
+        connection_lost(o, uv_strerror(rc));
+    }
+}
+
+void outconn_start(outconn_t *o) { try_connect(o); }
+
+static void on_write(uv_write_t *req, int status)
+{
+    outconn_t *o = req->data;
+    o->writing = 0;
+    if (status < 0) {
+        /* Put the failed bytes back in front, in order. */
+        if (buf_prepend(&o->pending, buf_head(&o->inflight), buf_unread(&o->inflight)) < 0)
+            log_error("%s: out of memory requeueing %zu bytes", o->name,
+                      buf_unread(&o->inflight));
+        buf_clear(&o->inflight);
+        if (o->handle)
+            connection_lost(o, uv_strerror(status));
+        else if (!o->closing)
+            connection_lost(o, "write failed"); /* schedules the retry deferred above */
+        return;
+    }
+    o->bytes_written += buf_unread(&o->inflight);
+    buf_clear(&o->inflight);
+    if (o->on_progress)
+        o->on_progress(o);
+    start_write(o);
+}
+
+static void start_write(outconn_t *o)
+{
+    if (o->writing || !o->connected || o->closing || buf_unread(&o->pending) == 0)
+        return;
+    /* Hand the pending bytes over by swapping buffers: no copy. */
+    size_t n = buf_unread(&o->pending);
+    if (n > WRITE_MAX) {
+        buf_append(&o->inflight, buf_head(&o->pending), WRITE_MAX);
+        buf_consume(&o->pending, WRITE_MAX);
+    } else {
+        buf_t tmp = o->inflight;
+        o->inflight = o->pending;
+        o->pending = tmp;
+        buf_clear(&o->pending);
+    }
+    uv_buf_t b = uv_buf_init((char *)buf_head(&o->inflight), (unsigned)buf_unread(&o->inflight));
+    o->write_req.data = o;
+    o->writing = 1;
+    int rc = uv_write(&o->write_req, (uv_stream_t *)o->handle, &b, 1, on_write);
+    if (rc < 0) {
+        o->writing = 0;
+        buf_prepend(&o->pending, buf_head(&o->inflight), buf_unread(&o->inflight));
+        buf_clear(&o->inflight);
+        connection_lost(o, uv_strerror(rc));
+    }
+}
+
+void outconn_flush(outconn_t *o) { start_write(o); }
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    outconn_t *o = h->data;
+    buf_free(&o->pending);
+    buf_free(&o->inflight);
+    if (o->on_closed)
+        o->on_closed(o);
+}
+
+void outconn_close(outconn_t *o, void (*on_closed)(outconn_t *o))
+{
+    if (o->closing)
+        return;
+    o->closing = 1;
+    o->on_closed = on_closed;
+    if (o->handle) {
+        uv_close((uv_handle_t *)o->handle, free_handle);
+        o->handle = NULL;
+    }
+    uv_timer_stop(&o->retry_timer);
+    uv_close((uv_handle_t *)&o->retry_timer, on_timer_closed);
+}

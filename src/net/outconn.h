@@ -1,0 +1,58 @@
+/* Outbound TCP with reconnection: the engine's sink connection. Bytes are
+ * appended to a pending buffer and written in large batches, one write in flight
+ * at a time. If the peer is not up the connection is retried; if it drops, the
+ * bytes of the write that failed go back in front of the pending ones and are
+ * sent again once reconnected, so nothing handed over is dropped by the engine.
+ * (Bytes the kernel had accepted before the peer vanished cannot be recovered
+ * without acknowledgements from the receiver; the connection is also read so
+ * that a peer that closes is noticed at once, before more is written to it.) */
+#ifndef BETTONG_OUTCONN_H
+#define BETTONG_OUTCONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "util/buf.h"
+
+typedef struct outconn outconn_t;
+
+struct outconn {
+    uv_loop_t *loop;
+    uv_tcp_t *handle; /* NULL when not connected; a new handle per attempt */
+    uv_connect_t connect_req;
+    uv_write_t write_req;
+    uv_timer_t retry_timer;
+    struct sockaddr_storage addr;
+    char name[128];
+    buf_t pending;  /* not yet handed to the kernel */
+    buf_t inflight; /* the write in progress */
+    int connected;
+    int connecting;
+    int writing;
+    int closing;
+    int warned_down; /* a "cannot connect" line was logged for this outage */
+    unsigned retry_ms;
+    uint64_t bytes_written;
+    uint64_t reconnects;
+    /* Called after each completed write, so the owner can lift backpressure. */
+    void (*on_progress)(outconn_t *o);
+    void *owner;
+    void (*on_closed)(outconn_t *o);
+};
+
+void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
+                  void (*on_progress)(outconn_t *o), void *owner);
+/* Start connecting (and keep retrying). */
+void outconn_start(outconn_t *o);
+/* The buffer to append output to; call outconn_flush after appending. */
+static inline buf_t *outconn_buffer(outconn_t *o) { return &o->pending; }
+void outconn_flush(outconn_t *o);
+static inline size_t outconn_backlog(const outconn_t *o)
+{
+    return buf_unread(&o->pending) + buf_unread(&o->inflight);
+}
+/* Close now; whatever is not written is dropped (callers drain first). */
+void outconn_close(outconn_t *o, void (*on_closed)(outconn_t *o));
+
+#endif

@@ -1,0 +1,438 @@
+#include "stream/app.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/addr.h"
+#include "py/bridge.h"
+#include "py/pykey.h"
+#include "stream/exec.h"
+
+/* Set err from printf-style text; returns -1 for `return fail(...)`. */
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Set err from the pending Python exception, with its traceback. */
+static int fail_py(char *err, size_t errlen, const char *what)
+{
+    char *tb = py_take_traceback();
+    snprintf(err, errlen, "%s:\n%s", what, tb);
+    free(tb);
+    return -1;
+}
+
+/* Borrowed item of a description dict; NULL (with err) if missing. */
+static PyObject *field(PyObject *dict, const char *key, char *err, size_t errlen)
+{
+    PyObject *v = PyDict_Check(dict) ? PyDict_GetItemString(dict, key) : NULL;
+    if (!v)
+        fail(err, errlen, "application description: missing '%s'", key);
+    return v;
+}
+
+static int copy_str(PyObject *s, char *out, size_t outlen)
+{
+    const char *u = PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
+    if (!u) {
+        PyErr_Clear();
+        return -1;
+    }
+    snprintf(out, outlen, "%s", u);
+    return 0;
+}
+
+static char *dup_str(PyObject *s)
+{
+    const char *u = PyUnicode_Check(s) ? PyUnicode_AsUTF8(s) : NULL;
+    if (!u)
+        PyErr_Clear();
+    return strdup(u ? u : "?");
+}
+
+/* The plain function behind a decorator object, or the named method of a
+ * hand-written one. New reference or NULL with err set. */
+static PyObject *callable_of(PyObject *obj, const char *method, const char *what, char *err,
+                             size_t errlen)
+{
+    PyObject *fn = py_getattr_opt(obj, "_bettong_fn");
+    if (fn && PyCallable_Check(fn))
+        return fn;
+    Py_XDECREF(fn);
+    fn = py_getattr_opt(obj, method);
+    if (fn && PyCallable_Check(fn))
+        return fn;
+    Py_XDECREF(fn);
+    PyObject *r = PyObject_Repr(obj);
+    fail(err, errlen, "%s %s has no %s() method", what, r ? PyUnicode_AsUTF8(r) : "?", method);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return NULL;
+}
+
+static int resolve(const char *host, int port, struct sockaddr_storage *out, char *err,
+                   size_t errlen)
+{
+    hostport_t hp;
+    snprintf(hp.host, sizeof hp.host, "%s", host);
+    hp.port = port;
+    return hostport_resolve(&hp, out, err, errlen);
+}
+
+static int load_host_port(PyObject *desc, char *host, size_t hostlen, int *port, char *err,
+                          size_t errlen)
+{
+    PyObject *h = field(desc, "host", err, errlen);
+    PyObject *p = h ? field(desc, "port", err, errlen) : NULL;
+    if (!p)
+        return -1;
+    if (copy_str(h, host, hostlen) < 0 || !PyLong_Check(p))
+        return fail(err, errlen, "application description: bad host or port");
+    *port = (int)PyLong_AsLong(p);
+    return 0;
+}
+
+static int load_decoder(source_t *src, PyObject *dec, const app_options_t *opt, char *err,
+                        size_t errlen)
+{
+    src->frame.max_payload = opt->max_frame;
+    PyObject *fmt = py_getattr_opt(dec, "_bettong_length_fmt");
+    PyObject *hlen = py_getattr_opt(dec, "_bettong_header_length");
+    int c_framing = 0;
+    if (fmt && hlen && PyUnicode_Check(fmt) && PyLong_Check(hlen)) {
+        const char *f = PyUnicode_AsUTF8(fmt);
+        long n = PyLong_AsLong(hlen);
+        c_framing = f && n > 0 && frame_spec_from_struct(&src->frame, (size_t)n, f) == 0;
+        PyErr_Clear();
+    }
+    Py_XDECREF(fmt);
+    Py_XDECREF(hlen);
+    if (!c_framing) {
+        PyObject *n = py_call_method0(dec, "header_length");
+        if (!n)
+            return fail_py(err, errlen, "decoder header_length() raised");
+        long len = PyLong_Check(n) ? PyLong_AsLong(n) : -1;
+        Py_DECREF(n);
+        if (len <= 0 || len > 1024) {
+            PyErr_Clear();
+            return fail(err, errlen, "decoder header_length() must return an int in 1..1024");
+        }
+        src->payload_length = callable_of(dec, "payload_length", "decoder", err, errlen);
+        if (!src->payload_length)
+            return -1;
+        src->frame.header_len = (size_t)len;
+        src->frame.length_fn = exec_payload_length;
+        src->frame.length_ctx = src;
+    }
+    /* Only the decorator's own payload_length may be bypassed: a hand-written
+     * decode() is always called as a method. */
+    src->decode = callable_of(dec, "decode", "decoder", err, errlen);
+    return src->decode ? 0 : -1;
+}
+
+static int load_source(pipeline_t *p, PyObject *desc, const app_options_t *opt, char *err,
+                       size_t errlen)
+{
+    source_t *src = &p->source;
+    PyObject *kind = field(desc, "kind", err, errlen);
+    if (!kind)
+        return -1;
+    const char *k = PyUnicode_AsUTF8(kind);
+    if (k && strcmp(k, "tcp") == 0) {
+        src->kind = SOURCE_TCP;
+        if (load_host_port(desc, src->host, sizeof src->host, &src->port, err, errlen) < 0)
+            return -1;
+        if (resolve(src->host, src->port, &src->addr, err, errlen) < 0)
+            return -1;
+        PyObject *dec = field(desc, "decoder", err, errlen);
+        return dec ? load_decoder(src, dec, opt, err, errlen) : -1;
+    }
+    if (k && strcmp(k, "gen") == 0) {
+        src->kind = SOURCE_GEN;
+        PyObject *g = field(desc, "generator", err, errlen);
+        if (!g)
+            return -1;
+        src->gen_initial = py_getattr_opt(g, "initial_value");
+        src->gen_apply = py_getattr_opt(g, "apply");
+        if (!src->gen_initial || !src->gen_apply)
+            return fail(err, errlen, "generator needs initial_value() and apply()");
+        return 0;
+    }
+    PyErr_Clear();
+    return fail(err, errlen,
+                "pipeline '%s': source kind '%s' is not supported by Bettong (TCP and "
+                "generator sources are)", p->name, k ? k : "?");
+}
+
+/* Make the state objects for the declared partition keys up front, as Wallaroo
+ * does; other keys get theirs on first use. */
+static int create_initial_keys(step_t *s, PyObject *keys, char *err, size_t errlen)
+{
+    PyObject *seq = PySequence_Fast(keys, "partition_keys must be a list");
+    if (!seq)
+        return fail_py(err, errlen, "bad partition_keys");
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *key = PySequence_Fast_GET_ITEM(seq, i);
+        uint64_t h;
+        int rc = exec_route_key(s, key, &h);
+        if (rc == 0 && !state_for_key(s->state, routing_slot(h), key))
+            rc = -1;
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return fail_py(err, errlen, "cannot create the state for a partition key");
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static int load_step(app_t *app, step_t *s, PyObject *desc, char *err, size_t errlen)
+{
+    PyObject *kind = field(desc, "kind", err, errlen);
+    PyObject *comp = kind ? field(desc, "computation", err, errlen) : NULL;
+    PyObject *arity = comp ? field(desc, "arity", err, errlen) : NULL;
+    if (!arity)
+        return -1;
+    const char *k = PyUnicode_AsUTF8(kind);
+    const char *a = PyUnicode_AsUTF8(arity);
+    if (!k || !a) {
+        PyErr_Clear();
+        return fail(err, errlen, "application description: bad step");
+    }
+    s->multi = strcmp(a, "multi") == 0;
+    s->parallel = strcmp(k, "to_parallel") == 0;
+    PyObject *name = py_call_method0(comp, "name");
+    if (!name)
+        return fail_py(err, errlen, "a computation's name() raised");
+    PyObject *name_str = PyObject_Str(name);
+    Py_DECREF(name);
+    if (!name_str)
+        return fail_py(err, errlen, "a computation's name() is not printable");
+    char label[300];
+    snprintf(label, sizeof label, "computation '%s'", PyUnicode_AsUTF8(name_str));
+    Py_DECREF(name_str);
+    s->label = strdup(label);
+    s->fn = callable_of(comp, s->multi ? "compute_multi" : "compute", label, err, errlen);
+    if (!s->fn)
+        return -1;
+    if (strcmp(k, "to") == 0 || strcmp(k, "to_parallel") == 0) {
+        s->kind = STEP_STATELESS;
+        return 0;
+    }
+    PyObject *cls = field(desc, "state_class", err, errlen);
+    PyObject *sname = cls ? field(desc, "state_name", err, errlen) : NULL;
+    if (!sname)
+        return -1;
+    const char *sn = PyUnicode_AsUTF8(sname);
+    if (!sn) {
+        PyErr_Clear();
+        return fail(err, errlen, "state_name must be a str");
+    }
+    s->state = state_store_get(&app->states, sn, cls, err, errlen);
+    if (!s->state)
+        return -1;
+    if (strcmp(k, "to_stateful") == 0) {
+        s->kind = STEP_STATEFUL;
+        return 0;
+    }
+    s->kind = strcmp(k, "to_state_partition_u64") == 0 ? STEP_PARTITION_U64 : STEP_PARTITION;
+    PyObject *pf = field(desc, "partition_function", err, errlen);
+    PyObject *keys = pf ? field(desc, "partition_keys", err, errlen) : NULL;
+    if (!keys)
+        return -1;
+    s->partition_fn = callable_of(pf, "partition", "partition function", err, errlen);
+    if (!s->partition_fn)
+        return -1;
+    return create_initial_keys(s, keys, err, errlen);
+}
+
+static int load_sink(app_t *app, pipeline_t *p, PyObject *desc, char *err, size_t errlen)
+{
+    PyObject *kind = field(desc, "kind", err, errlen);
+    if (!kind)
+        return -1;
+    const char *k = PyUnicode_AsUTF8(kind);
+    if (!k || strcmp(k, "tcp") != 0) {
+        PyErr_Clear();
+        return fail(err, errlen, "pipeline '%s': sink kind '%s' is not supported by Bettong "
+                    "(TCP sinks are)", p->name, k ? k : "?");
+    }
+    char host[256];
+    int port;
+    if (load_host_port(desc, host, sizeof host, &port, err, errlen) < 0)
+        return -1;
+    PyObject *enc = field(desc, "encoder", err, errlen);
+    if (!enc)
+        return -1;
+    p->encode = callable_of(enc, "encode", "encoder", err, errlen);
+    if (!p->encode)
+        return -1;
+    p->has_sink = 1;
+    for (size_t i = 0; i < app->nsinks; i++) {
+        if (strcmp(app->sinks[i].host, host) == 0 && app->sinks[i].port == port) {
+            p->sink_index = i;
+            return 0;
+        }
+    }
+    sink_addr_t *grown = realloc(app->sinks, (app->nsinks + 1) * sizeof *grown);
+    if (!grown)
+        return fail(err, errlen, "out of memory");
+    app->sinks = grown;
+    sink_addr_t *sa = &app->sinks[app->nsinks];
+    memset(sa, 0, sizeof *sa);
+    snprintf(sa->host, sizeof sa->host, "%s", host);
+    sa->port = port;
+    if (resolve(host, port, &sa->addr, err, errlen) < 0)
+        return -1;
+    p->sink_index = app->nsinks++;
+    return 0;
+}
+
+static int load_pipeline(app_t *app, pipeline_t *p, PyObject *desc, const app_options_t *opt,
+                         char *err, size_t errlen)
+{
+    PyObject *name = field(desc, "name", err, errlen);
+    PyObject *source = name ? field(desc, "source", err, errlen) : NULL;
+    PyObject *steps = source ? field(desc, "steps", err, errlen) : NULL;
+    PyObject *sink = steps ? field(desc, "sink", err, errlen) : NULL;
+    if (!sink)
+        return -1;
+    p->name = dup_str(name);
+    if (load_source(p, source, opt, err, errlen) < 0)
+        return -1;
+    if (!PyList_Check(steps))
+        return fail(err, errlen, "application description: steps must be a list");
+    size_t n = (size_t)PyList_GET_SIZE(steps);
+    p->steps = calloc(n ? n : 1, sizeof *p->steps);
+    if (!p->steps)
+        return fail(err, errlen, "out of memory");
+    p->nsteps = n;
+    for (size_t i = 0; i < n; i++) {
+        if (load_step(app, &p->steps[i], PyList_GET_ITEM(steps, i), err, errlen) < 0) {
+            char inner[1024];
+            snprintf(inner, sizeof inner, "%s", err);
+            return fail(err, errlen, "pipeline '%s', step %zu: %s", p->name, i + 1, inner);
+        }
+    }
+    if (sink != Py_None)
+        return load_sink(app, p, sink, err, errlen);
+    return 0;
+}
+
+static int check_listen_addresses(app_t *app, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < app->npipes; i++)
+        for (size_t j = 0; j < i; j++) {
+            source_t *a = &app->pipes[i].source, *b = &app->pipes[j].source;
+            if (a->kind == SOURCE_TCP && b->kind == SOURCE_TCP &&
+                strcmp(a->host, b->host) == 0 && a->port == b->port)
+                return fail(err, errlen, "pipelines '%s' and '%s' both listen on %s:%d",
+                            app->pipes[j].name, app->pipes[i].name, a->host, a->port);
+        }
+    return 0;
+}
+
+static int build_from_description(app_t *app, PyObject *desc, const app_options_t *opt,
+                                  char *err, size_t errlen)
+{
+    if (!PyDict_Check(desc) || !PyDict_GetItemString(desc, "bettong_description"))
+        return fail(err, errlen, "application_setup() must return the result of "
+                    "ApplicationBuilder.build()");
+    PyObject *name = field(desc, "name", err, errlen);
+    PyObject *pipes = name ? field(desc, "pipelines", err, errlen) : NULL;
+    if (!pipes)
+        return -1;
+    app->name = dup_str(name);
+    if (!PyList_Check(pipes) || PyList_GET_SIZE(pipes) == 0)
+        return fail(err, errlen, "the application has no pipeline");
+    size_t n = (size_t)PyList_GET_SIZE(pipes);
+    app->pipes = calloc(n, sizeof *app->pipes);
+    if (!app->pipes)
+        return fail(err, errlen, "out of memory");
+    app->npipes = n;
+    for (size_t i = 0; i < n; i++)
+        if (load_pipeline(app, &app->pipes[i], PyList_GET_ITEM(pipes, i), opt, err, errlen) < 0)
+            return -1;
+    return check_listen_addresses(app, err, errlen);
+}
+
+static PyObject *argv_list(int argc, char **argv)
+{
+    PyObject *list = PyList_New(argc);
+    for (int i = 0; list && i < argc; i++) {
+        PyObject *s = PyUnicode_DecodeFSDefault(argv[i]);
+        if (!s) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, s);
+    }
+    return list;
+}
+
+int app_load(app_t *app, const app_options_t *opt, char *err, size_t errlen)
+{
+    memset(app, 0, sizeof *app);
+    char what[512];
+    app->module = PyImport_ImportModule(opt->module);
+    if (!app->module) {
+        snprintf(what, sizeof what, "cannot import application module '%s'", opt->module);
+        fail_py(err, errlen, what);
+        return -1;
+    }
+    PyObject *setup = py_getattr_opt(app->module, "application_setup");
+    if (!setup || !PyCallable_Check(setup)) {
+        Py_XDECREF(setup);
+        fail(err, errlen, "module '%s' has no application_setup(args) function", opt->module);
+        app_free(app);
+        return -1;
+    }
+    PyObject *args = argv_list(opt->argc, opt->argv);
+    PyObject *desc = args ? py_call1(setup, args) : NULL;
+    Py_XDECREF(args);
+    Py_DECREF(setup);
+    int rc;
+    if (!desc) {
+        rc = fail_py(err, errlen, "application_setup() raised");
+    } else {
+        rc = build_from_description(app, desc, opt, err, errlen);
+        Py_DECREF(desc);
+    }
+    if (rc < 0)
+        app_free(app);
+    return rc;
+}
+
+void app_free(app_t *app)
+{
+    for (size_t i = 0; i < app->npipes; i++) {
+        pipeline_t *p = &app->pipes[i];
+        for (size_t j = 0; j < p->nsteps; j++) {
+            Py_XDECREF(p->steps[j].fn);
+            Py_XDECREF(p->steps[j].partition_fn);
+            free(p->steps[j].label);
+        }
+        free(p->steps);
+        Py_XDECREF(p->source.decode);
+        Py_XDECREF(p->source.payload_length);
+        Py_XDECREF(p->source.gen_initial);
+        Py_XDECREF(p->source.gen_apply);
+        Py_XDECREF(p->encode);
+        free(p->name);
+    }
+    free(app->pipes);
+    free(app->sinks);
+    state_registry_free(&app->states);
+    Py_XDECREF(app->module);
+    free(app->name);
+    memset(app, 0, sizeof *app);
+}

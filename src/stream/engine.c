@@ -1,0 +1,392 @@
+#include "stream/engine.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "net/addr.h"
+#include "net/inconn.h"
+#include "net/outconn.h"
+#include "py/bridge.h"
+#include "py/pyerr.h"
+#include "util/hist.h"
+#include "util/log.h"
+
+#define GEN_BATCH 256
+#define STATS_INTERVAL_MS 5000
+#define DRAIN_POLL_MS 10
+
+typedef struct engine engine_t;
+
+/* Per pipeline: its source's handles. */
+typedef struct {
+    engine_t *e;
+    pipeline_t *pipe;
+    listener_t listener; /* SOURCE_TCP */
+    int listening;
+    uv_idle_t idle;      /* SOURCE_GEN */
+    PyObject *gen_prev;  /* owned: the generator's last value */
+    int gen_active;
+} source_rt_t;
+
+struct engine {
+    uv_loop_t loop;
+    app_t *app;
+    const engine_options_t *opt;
+    exec_t x;
+    source_rt_t *sources;
+    outconn_t *sinks;
+    buf_t **sink_bufs;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t stats_timer, drain_timer;
+    int paused;
+    int stopping;
+    int exit_code;
+    uint64_t stop_deadline_ns;
+    uint64_t started_ns;
+    FILE *dead_letter;
+};
+
+static void begin_stop(engine_t *e, int code, const char *why);
+
+/* ------------------------------------------------------------ backpressure */
+
+static size_t sinks_backlog(engine_t *e)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->app->nsinks; i++)
+        n += outconn_backlog(&e->sinks[i]);
+    return n;
+}
+
+static void gen_start(source_rt_t *s);
+
+static void set_paused(engine_t *e, int paused)
+{
+    if (e->paused == paused || e->stopping)
+        return;
+    e->paused = paused;
+    log_debug("%s sources (sink backlog %zu bytes)", paused ? "pausing" : "resuming",
+              sinks_backlog(e));
+    for (size_t i = 0; i < e->app->npipes; i++) {
+        source_rt_t *s = &e->sources[i];
+        if (s->listening)
+            paused ? listener_pause(&s->listener) : listener_resume(&s->listener);
+        else if (s->gen_active)
+            paused ? (void)uv_idle_stop(&s->idle) : gen_start(s);
+    }
+}
+
+static void check_backlog(engine_t *e)
+{
+    size_t backlog = sinks_backlog(e);
+    if (!e->paused && backlog > e->opt->backlog_high)
+        set_paused(e, 1);
+    else if (e->paused && backlog < e->opt->backlog_low)
+        set_paused(e, 0);
+}
+
+static void flush_sinks(engine_t *e)
+{
+    for (size_t i = 0; i < e->app->nsinks; i++)
+        outconn_flush(&e->sinks[i]);
+}
+
+static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
+
+/* ------------------------------------------------------------ batches */
+
+static void batch_begin(void *owner)
+{
+    (void)owner;
+    py_gil_enter();
+}
+
+static void batch_end(void *owner)
+{
+    source_rt_t *s = owner;
+    engine_t *e = s->e;
+    if (pyerr_total())
+        pyerr_summary(0);
+    py_gil_leave();
+    if (e->dead_letter)
+        fflush(e->dead_letter);
+    flush_sinks(e);
+    check_backlog(e);
+}
+
+static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame_len,
+                    const uint8_t *payload, size_t payload_len)
+{
+    source_rt_t *s = owner;
+    engine_t *e = s->e;
+    if (exec_frame(&e->x, s->pipe, frame, frame_len, payload, payload_len) < 0) {
+        log_warn("%s: closing connection %llu from %s: the decoder raised (see above)",
+                 c->listener->name, (unsigned long long)c->id, c->peer);
+        return -1;
+    }
+    if (e->x.stop_requested) {
+        begin_stop(e, 1, "--on-error=stop");
+        return 1;
+    }
+    return 0;
+}
+
+static void on_conn_closed(void *owner, inconn_t *c)
+{
+    log_debug("%s: connection %llu from %s closed", c->listener->name,
+              (unsigned long long)c->id, c->peer);
+}
+
+static const inconn_handler_t source_handler = {
+    .batch_begin = batch_begin,
+    .frame = on_frame,
+    .batch_end = batch_end,
+    .closed = on_conn_closed,
+};
+
+/* ------------------------------------------------------------ generator sources */
+
+static void gen_finish(source_rt_t *s, const char *why)
+{
+    s->gen_active = 0;
+    uv_idle_stop(&s->idle);
+    log_info("pipeline '%s': generator source %s", s->pipe->name, why);
+}
+
+static void on_gen_idle(uv_idle_t *h)
+{
+    source_rt_t *s = h->data;
+    engine_t *e = s->e;
+    py_gil_enter();
+    for (int i = 0; i < GEN_BATCH && s->gen_active && !e->x.stop_requested; i++) {
+        PyObject *next = s->gen_prev ? py_call1(s->pipe->source.gen_apply, s->gen_prev)
+                                     : PyObject_CallNoArgs(s->pipe->source.gen_initial);
+        if (!next) {
+            pyerr_report("generator");
+            gen_finish(s, "raised; it is stopped");
+            break;
+        }
+        Py_XSETREF(s->gen_prev, next);
+        if (next == Py_None) {
+            gen_finish(s, "returned None: it is done");
+            break;
+        }
+        exec_message(&e->x, s->pipe, next);
+    }
+    batch_end(s); /* releases the GIL */
+    if (e->x.stop_requested)
+        begin_stop(e, 1, "--on-error=stop");
+}
+
+static void gen_start(source_rt_t *s)
+{
+    if (s->gen_active)
+        uv_idle_start(&s->idle, on_gen_idle);
+}
+
+/* ------------------------------------------------------------ stop */
+
+static void close_cb_noop(uv_handle_t *h) { (void)h; }
+
+static void on_listener_closed(listener_t *l) { (void)l; }
+
+static void finish(engine_t *e)
+{
+    size_t left = sinks_backlog(e);
+    if (left) {
+        log_error("stopping with %zu bytes of output not delivered: the sink did not take "
+                  "them within %.1f s", left, e->opt->flush_timeout_s);
+        if (e->exit_code == 0)
+            e->exit_code = 1;
+    }
+    for (size_t i = 0; i < e->app->nsinks; i++)
+        outconn_close(&e->sinks[i], NULL);
+    uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&e->sigint, close_cb_noop);
+    uv_close((uv_handle_t *)&e->sigterm, close_cb_noop);
+    for (size_t i = 0; i < e->app->npipes; i++)
+        if (e->app->pipes[i].source.kind == SOURCE_GEN)
+            uv_close((uv_handle_t *)&e->sources[i].idle, close_cb_noop);
+}
+
+static void on_drain_timer(uv_timer_t *t)
+{
+    engine_t *e = t->data;
+    flush_sinks(e);
+    if (sinks_backlog(e) == 0 || now_ns() >= e->stop_deadline_ns) {
+        uv_timer_stop(t);
+        finish(e);
+    }
+}
+
+static void begin_stop(engine_t *e, int code, const char *why)
+{
+    if (e->stopping)
+        return;
+    e->stopping = 1;
+    e->exit_code = code;
+    log_info("stopping (%s): flushing %zu bytes to the sinks", why, sinks_backlog(e));
+    for (size_t i = 0; i < e->app->npipes; i++) {
+        source_rt_t *s = &e->sources[i];
+        if (s->listening) {
+            s->listening = 0;
+            listener_close(&s->listener, on_listener_closed);
+        }
+        if (s->gen_active) {
+            s->gen_active = 0;
+            uv_idle_stop(&s->idle);
+        }
+    }
+    flush_sinks(e);
+    e->stop_deadline_ns = now_ns() + (uint64_t)(e->opt->flush_timeout_s * 1e9);
+    uv_timer_start(&e->drain_timer, on_drain_timer, 0, DRAIN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    engine_t *e = h->data;
+    if (e->stopping) {
+        log_warn("second %s: exiting without waiting for the sinks", strsignal(signum));
+        exit(1);
+    }
+    begin_stop(e, 0, strsignal(signum));
+}
+
+static void on_stats_timer(uv_timer_t *t)
+{
+    engine_t *e = t->data;
+    if (pyerr_total()) {
+        py_gil_enter();
+        pyerr_summary(0);
+        py_gil_leave();
+    }
+    log_debug("in %llu, out %llu, failed %llu, backlog %zu",
+              (unsigned long long)e->x.frames_in, (unsigned long long)e->x.messages_out,
+              (unsigned long long)e->x.failed, sinks_backlog(e));
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int start_sources(engine_t *e)
+{
+    char err[512];
+    for (size_t i = 0; i < e->app->npipes; i++) {
+        source_rt_t *s = &e->sources[i];
+        s->e = e;
+        s->pipe = &e->app->pipes[i];
+        if (s->pipe->source.kind == SOURCE_GEN) {
+            uv_idle_init(&e->loop, &s->idle);
+            s->idle.data = s;
+            s->gen_active = 1;
+            gen_start(s);
+            continue;
+        }
+        char name[300];
+        snprintf(name, sizeof name, "source '%s'", s->pipe->name);
+        if (listener_start(&s->listener, &e->loop, (struct sockaddr *)&s->pipe->source.addr,
+                           &s->pipe->source.frame, &source_handler, s, name, err,
+                           sizeof err) < 0) {
+            log_error("%s", err);
+            return -1;
+        }
+        s->listening = 1;
+        log_info("%s listening on %s:%d", name, s->pipe->source.host, s->pipe->source.port);
+    }
+    return 0;
+}
+
+static void start_sinks(engine_t *e)
+{
+    for (size_t i = 0; i < e->app->nsinks; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "sink %s:%d", e->app->sinks[i].host, e->app->sinks[i].port);
+        outconn_init(&e->sinks[i], &e->loop, (struct sockaddr *)&e->app->sinks[i].addr, name,
+                     on_sink_progress, e);
+        e->sink_bufs[i] = outconn_buffer(&e->sinks[i]);
+        outconn_start(&e->sinks[i]);
+    }
+}
+
+static int open_dead_letter(engine_t *e)
+{
+    if (e->opt->on_error != ON_ERROR_DEAD_LETTER)
+        return 0;
+    e->dead_letter = fopen(e->opt->dead_letter_path, "ab");
+    if (!e->dead_letter) {
+        log_error("cannot open dead-letter file '%s': %s", e->opt->dead_letter_path,
+                  strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void report_totals(engine_t *e)
+{
+    double secs = (double)(now_ns() - e->started_ns) / 1e9;
+    log_info("stopped after %.1f s: %llu messages in, %llu out, %llu failed in user code",
+             secs, (unsigned long long)e->x.frames_in, (unsigned long long)e->x.messages_out,
+             (unsigned long long)e->x.failed);
+}
+
+int engine_run(app_t *app, const engine_options_t *opt)
+{
+    engine_t e;
+    memset(&e, 0, sizeof e);
+    e.app = app;
+    e.opt = opt;
+    e.started_ns = now_ns();
+    uv_loop_init(&e.loop);
+    signal(SIGPIPE, SIG_IGN);
+    e.sources = calloc(app->npipes, sizeof *e.sources);
+    e.sinks = calloc(app->nsinks ? app->nsinks : 1, sizeof *e.sinks);
+    e.sink_bufs = calloc(app->nsinks ? app->nsinks : 1, sizeof *e.sink_bufs);
+    if (!e.sources || !e.sinks || !e.sink_bufs || open_dead_letter(&e) < 0) {
+        free(e.sources);
+        free(e.sinks);
+        free(e.sink_bufs);
+        return 2;
+    }
+    e.x.app = app;
+    e.x.sink_bufs = e.sink_bufs;
+    e.x.on_error = opt->on_error;
+    e.x.dead_letter = e.dead_letter;
+
+    uv_signal_init(&e.loop, &e.sigint);
+    uv_signal_init(&e.loop, &e.sigterm);
+    e.sigint.data = e.sigterm.data = &e;
+    uv_signal_start(&e.sigint, on_signal, SIGINT);
+    uv_signal_start(&e.sigterm, on_signal, SIGTERM);
+    uv_timer_init(&e.loop, &e.drain_timer);
+    uv_timer_init(&e.loop, &e.stats_timer);
+    e.drain_timer.data = e.stats_timer.data = &e;
+    uv_timer_start(&e.stats_timer, on_stats_timer, STATS_INTERVAL_MS, STATS_INTERVAL_MS);
+
+    start_sinks(&e);
+    if (start_sources(&e) < 0) {
+        e.exit_code = 2;
+        begin_stop(&e, 2, "a source cannot listen");
+    } else {
+        log_info("ready: application '%s', %zu pipeline(s), %zu sink(s)", app->name,
+                 app->npipes, app->nsinks);
+    }
+    uv_run(&e.loop, UV_RUN_DEFAULT);
+
+    py_gil_enter();
+    pyerr_summary(1);
+    for (size_t i = 0; i < app->npipes; i++)
+        Py_CLEAR(e.sources[i].gen_prev);
+    py_gil_leave();
+    report_totals(&e);
+    if (uv_loop_close(&e.loop) != 0)
+        log_debug("event loop closed with handles still open");
+    if (e.dead_letter)
+        fclose(e.dead_letter);
+    free(e.sources);
+    free(e.sinks);
+    free(e.sink_bufs);
+    return e.exit_code;
+}

@@ -1,0 +1,256 @@
+#include "stream/exec.h"
+
+#include <string.h>
+
+#include "py/bridge.h"
+#include "py/pyerr.h"
+#include "py/pykey.h"
+#include "util/hash.h"
+#include "util/log.h"
+
+static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg);
+
+/* A user callback raised: count and log it, then apply the policy to the input
+ * message (once per input, however many of its branches fail). */
+static void user_error(exec_t *x, const char *where)
+{
+    pyerr_report(where);
+    if (x->cur_failed)
+        return;
+    x->cur_failed = 1;
+    x->failed++;
+    if (x->on_error == ON_ERROR_STOP) {
+        if (!x->stop_requested)
+            log_error("stopping: --on-error=stop and %s raised", where);
+        x->stop_requested = 1;
+    } else if (x->on_error == ON_ERROR_DEAD_LETTER && x->dead_letter) {
+        if (x->cur_frame) {
+            fwrite(x->cur_frame, 1, x->cur_frame_len, x->dead_letter);
+        } else if (x->cur_message) {
+            /* Generator input has no frame: write its pickle, framed like one. */
+            PyObject *pickle = PyImport_ImportModule("pickle");
+            PyObject *data = pickle ? PyObject_CallMethod(pickle, "dumps", "O", x->cur_message)
+                                    : NULL;
+            if (data && PyBytes_GET_SIZE(data) <= 0xffffffffLL) {
+                uint8_t hdr[4];
+                uint32_t n = (uint32_t)PyBytes_GET_SIZE(data);
+                hdr[0] = (uint8_t)(n >> 24);
+                hdr[1] = (uint8_t)(n >> 16);
+                hdr[2] = (uint8_t)(n >> 8);
+                hdr[3] = (uint8_t)n;
+                fwrite(hdr, 1, 4, x->dead_letter);
+                fwrite(PyBytes_AS_STRING(data), 1, (size_t)n, x->dead_letter);
+            } else {
+                PyErr_Clear();
+                log_warn("dead letter: the failed message cannot be pickled; not written");
+            }
+            Py_XDECREF(data);
+            Py_XDECREF(pickle);
+        }
+    }
+}
+
+static void emit(exec_t *x, pipeline_t *p, PyObject *msg)
+{
+    if (!p->has_sink) {
+        return;
+    }
+    PyObject *out = py_call1(p->encode, msg);
+    if (!out) {
+        user_error(x, "encoder");
+        return;
+    }
+    buf_t *b = x->sink_bufs[p->sink_index];
+    const char *data = NULL;
+    Py_ssize_t n = 0;
+    Py_buffer view;
+    int have_view = 0;
+    if (PyBytes_Check(out)) {
+        data = PyBytes_AS_STRING(out);
+        n = PyBytes_GET_SIZE(out);
+    } else if (PyUnicode_Check(out)) {
+        data = PyUnicode_AsUTF8AndSize(out, &n);
+    } else if (PyObject_CheckBuffer(out) && PyObject_GetBuffer(out, &view, PyBUF_SIMPLE) == 0) {
+        have_view = 1;
+        data = view.buf;
+        n = view.len;
+    } else {
+        PyErr_Format(PyExc_TypeError, "encoder returned %.100s, expected bytes or str",
+                     Py_TYPE(out)->tp_name);
+    }
+    if (!data) {
+        Py_DECREF(out);
+        user_error(x, "encoder");
+        return;
+    }
+    if (buf_append(b, data, (size_t)n) < 0)
+        log_error("out of memory buffering sink output");
+    else
+        x->messages_out++;
+    if (have_view)
+        PyBuffer_Release(&view);
+    Py_DECREF(out);
+}
+
+int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash)
+{
+    if (s->kind == STEP_PARTITION_U64) {
+        if (!PyLong_Check(key)) {
+            PyErr_Format(PyExc_TypeError,
+                         "to_state_partition_u64: partition key must be an int, not %.100s",
+                         Py_TYPE(key)->tp_name);
+            return -1;
+        }
+        unsigned long long v = PyLong_AsUnsignedLongLong(key);
+        if (v == (unsigned long long)-1 && PyErr_Occurred())
+            return -1;
+        *hash = hash_u64(v);
+        return 0;
+    }
+    return pykey_hash(key, hash);
+}
+
+/* The state object the message belongs to (borrowed), or NULL after reporting. */
+static PyObject *state_of(exec_t *x, step_t *s, PyObject *msg)
+{
+    if (s->kind == STEP_STATEFUL) {
+        PyObject *st = state_single(s->state);
+        if (!st)
+            user_error(x, "state class");
+        return st;
+    }
+    PyObject *key = py_call1(s->partition_fn, msg);
+    if (!key) {
+        user_error(x, "partition function");
+        return NULL;
+    }
+    uint64_t h;
+    PyObject *st = NULL;
+    if (exec_route_key(s, key, &h) == 0) {
+        /* One worker owns every slot here; a cluster forwards by routing_owner. */
+        st = state_for_key(s->state, routing_slot(h), key);
+    }
+    Py_DECREF(key);
+    if (!st)
+        user_error(x, "partition function");
+    return st;
+}
+
+/* Send each output of a multi step on; None sends nothing. */
+static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step_t *s)
+{
+    if (outs == Py_None)
+        return;
+    PyObject *seq = PySequence_Fast(outs, "compute_multi must return a list or None");
+    if (!seq) {
+        user_error(x, s->label);
+        return;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    PyObject **items = PySequence_Fast_ITEMS(seq);
+    for (Py_ssize_t i = 0; i < n && !x->stop_requested; i++)
+        if (items[i] != Py_None)
+            run_from(x, p, next, items[i]);
+    Py_DECREF(seq);
+}
+
+/* Split a state computation's (output, state_changed) result. Returns a borrowed
+ * output or NULL after reporting. */
+static PyObject *state_result_output(exec_t *x, step_t *s, PyObject *r)
+{
+    if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must return a 2-tuple (output, state_changed), not %.100s", s->label,
+                     Py_TYPE(r)->tp_name);
+        user_error(x, s->label);
+        return NULL;
+    }
+    return PyTuple_GET_ITEM(r, 0);
+}
+
+static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg)
+{
+    if (i == p->nsteps) {
+        emit(x, p, msg);
+        return;
+    }
+    step_t *s = &p->steps[i];
+    PyObject *r;
+    if (s->kind == STEP_STATELESS) {
+        r = py_call1(s->fn, msg);
+    } else {
+        PyObject *st = state_of(x, s, msg);
+        if (!st)
+            return;
+        r = py_call2(s->fn, msg, st);
+    }
+    if (!r) {
+        user_error(x, s->label);
+        return;
+    }
+    PyObject *out = r;
+    if (s->kind != STEP_STATELESS && !(out = state_result_output(x, s, r))) {
+        Py_DECREF(r);
+        return;
+    }
+    if (s->multi)
+        run_each(x, p, i + 1, out, s);
+    else if (out != Py_None)
+        run_from(x, p, i + 1, out);
+    Py_DECREF(r);
+}
+
+int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
+               const uint8_t *payload, size_t payload_len)
+{
+    x->frames_in++;
+    PyObject *bytes = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)payload_len);
+    PyObject *msg = bytes ? py_call1(p->source.decode, bytes) : NULL;
+    Py_XDECREF(bytes);
+    if (!msg) {
+        char where[300];
+        snprintf(where, sizeof where, "decoder of pipeline '%s'", p->name);
+        pyerr_report(where);
+        return -1;
+    }
+    x->cur_frame = frame;
+    x->cur_frame_len = frame_len;
+    x->cur_message = NULL;
+    x->cur_failed = 0;
+    if (msg != Py_None)
+        run_from(x, p, 0, msg);
+    Py_DECREF(msg);
+    x->cur_frame = NULL;
+    return 0;
+}
+
+void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
+{
+    x->frames_in++;
+    x->cur_frame = NULL;
+    x->cur_message = msg;
+    x->cur_failed = 0;
+    run_from(x, p, 0, msg);
+    x->cur_message = NULL;
+}
+
+int exec_payload_length(void *ctx, const uint8_t *header, size_t header_len, uint64_t *len)
+{
+    source_t *src = ctx;
+    PyObject *h = PyBytes_FromStringAndSize((const char *)header, (Py_ssize_t)header_len);
+    PyObject *r = h ? py_call1(src->payload_length, h) : NULL;
+    Py_XDECREF(h);
+    if (!r) {
+        pyerr_report("decoder payload_length");
+        return -1;
+    }
+    long long v = PyLong_Check(r) ? PyLong_AsLongLong(r) : -1;
+    Py_DECREF(r);
+    if (v < 0) {
+        PyErr_Clear();
+        log_warn("decoder payload_length returned a negative or non-int length");
+        return -1;
+    }
+    *len = (uint64_t)v;
+    return 0;
+}

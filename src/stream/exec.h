@@ -1,0 +1,51 @@
+/* Running messages through a pipeline's steps: decode, the steps one after
+ * another (depth first, so a multi step's outputs go on in order), then encode
+ * into the sink's buffer. Called with the GIL held, once per frame, by the engine
+ * that took the GIL for the whole batch. A user exception is reported (pyerr) and
+ * the message is handled by the policy; a decoder exception closes the
+ * connection instead. */
+#ifndef BETTONG_EXEC_H
+#define BETTONG_EXEC_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "stream/app.h"
+#include "util/buf.h"
+
+typedef enum { ON_ERROR_SKIP, ON_ERROR_DEAD_LETTER, ON_ERROR_STOP } on_error_t;
+
+typedef struct {
+    app_t *app;
+    buf_t **sink_bufs;      /* per app sink: where encoded output is appended */
+    on_error_t on_error;
+    FILE *dead_letter;      /* for ON_ERROR_DEAD_LETTER */
+    int stop_requested;     /* set by ON_ERROR_STOP */
+    uint64_t frames_in;
+    uint64_t messages_out;
+    uint64_t failed;        /* input messages dropped because user code raised */
+    /* The input being processed, for the dead-letter file. */
+    const uint8_t *cur_frame;
+    size_t cur_frame_len;
+    PyObject *cur_message;  /* borrowed; generator input */
+    int cur_failed;
+} exec_t;
+
+/* Decode a frame's payload and run it through `p`. Returns 0, or -1 if the
+ * decoder raised (the caller closes the connection). */
+int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
+               const uint8_t *payload, size_t payload_len);
+/* Run an already decoded message (generator sources). */
+void exec_message(exec_t *x, pipeline_t *p, PyObject *msg);
+
+/* frame_length_fn for decoders whose header C cannot parse: calls the user's
+ * payload_length. ctx is the source_t. */
+int exec_payload_length(void *ctx, const uint8_t *header, size_t header_len, uint64_t *len);
+
+/* The routing hash of a partition key for step `s` (u64 steps take ints only).
+ * Returns 0 or -1 with a Python exception set. */
+int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash);
+
+#endif

@@ -1,0 +1,39 @@
+/* State objects of stateful steps. One store per state name, shared by every
+ * step (in any pipeline) that names it. A partitioned store keeps one dict per
+ * routing slot mapping key -> state object, so the state of a slot can be
+ * handed to another worker as a unit. */
+#ifndef BETTONG_STATE_H
+#define BETTONG_STATE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+
+#include "stream/routing.h"
+
+typedef struct state_store {
+    char *name;
+    PyObject *state_class; /* owned */
+    PyObject *single;      /* owned; the to_stateful object, made on first use */
+    PyObject *slots[ROUTING_SLOTS]; /* owned dicts, made on first use */
+    size_t keys;
+    struct state_store *next;
+} state_store_t;
+
+typedef struct {
+    state_store_t *head;
+} state_registry_t;
+
+/* With GIL. Find the store named `name` or make it. A different class for an
+ * existing name is refused (returns NULL with err set). */
+state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *state_class,
+                               char *err, size_t errlen);
+/* Borrowed reference to the state for `key` in `slot`, created on first use by
+ * calling the state class. NULL with a Python exception on failure. */
+PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key);
+/* Borrowed reference to the single state object. */
+PyObject *state_single(state_store_t *s);
+/* With GIL: drop every store. */
+void state_registry_free(state_registry_t *r);
+
+#endif
