@@ -79,11 +79,11 @@ test: $(BUILD)/bettong ctest pytest
 # The same suite on a sanitized build in build-asan/. Python itself is not
 # instrumented; its allocations at exit are suppressed in tests/lsan.supp.
 asan:
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+	LSAN_OPTIONS=suppressions=$(REPO)/tests/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" \
-	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-	  LSAN_OPTIONS=suppressions=$(REPO)/tests/lsan.supp:print_suppressions=0 \
-	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 test
+	  SAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" test
 
 demo: $(BUILD)/bettong
 	$(PYTHON) examples/word_count/demo.py --bin $(BUILD)/bettong
