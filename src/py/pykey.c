@@ -77,7 +77,7 @@ int pykey_hash(PyObject *key, uint64_t *out)
     if (PyFloat_Check(key)) {
         double d = PyFloat_AS_DOUBLE(key);
         /* 2.0 == 2 as dict keys, so they must land in the same slot. */
-        if (d == (double)(int64_t)d && d > -9.2e18 && d < 9.2e18) {
+        if (d > -9.2e18 && d < 9.2e18 && d == (double)(int64_t)d) {
             *out = hash_int64((int64_t)d);
             return 0;
         }
