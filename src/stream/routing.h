@@ -16,8 +16,9 @@ typedef struct {
 
 static inline unsigned routing_slot(uint64_t key_hash) { return (unsigned)(key_hash % ROUTING_SLOTS); }
 
-/* Spread slots evenly over `workers` workers: slot s belongs to s % workers, so
- * every worker holds an equal share and adding a worker moves about 1/n of them. */
+/* The initial layout for a cluster formed with `workers` workers: slot s belongs
+ * to s % workers, an equal share each. A worker joining later must not re-run
+ * this (it would move most slots): it takes over a share with routing_assign. */
 void routing_init(routing_table_t *t, unsigned workers);
 static inline unsigned routing_owner(const routing_table_t *t, unsigned slot) { return t->owner[slot]; }
 void routing_assign(routing_table_t *t, unsigned slot, unsigned worker);

@@ -46,9 +46,11 @@ int buf_append(buf_t *b, const void *p, size_t n)
 
 void buf_consume(buf_t *b, size_t n)
 {
-    b->off += n;
-    if (b->off >= b->len)
+    /* Compare with what is left rather than adding first: off + n can wrap. */
+    if (n >= b->len - b->off)
         b->off = b->len = 0;
+    else
+        b->off += n;
 }
 
 void buf_compact(buf_t *b)
