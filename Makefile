@@ -92,8 +92,13 @@ bench: $(BUILD)/bettong
 	$(MAKE) -C bench BETTONG_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON)
 	$(PYTHON) bench/run_word_count.py --bin $(BUILD)/bettong
 
+# The binary looks for its Python library at <bindir>/../lib/bettong/python.
+PREFIX ?= /usr/local
 install: $(BUILD)/bettong
-	install -D -m 755 $(BUILD)/bettong $(DESTDIR)/usr/local/bin/bettong
+	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
+	mkdir -p $(DESTDIR)$(PREFIX)/lib/bettong/python
+	cp -r python/wallaroo $(DESTDIR)$(PREFIX)/lib/bettong/python/
+	find $(DESTDIR)$(PREFIX)/lib/bettong/python -name __pycache__ -prune -exec rm -rf {} +
 
 clean:
 	rm -rf build build-asan

@@ -60,8 +60,16 @@ int hostport_resolve(const hostport_t *hp, struct sockaddr_storage *out, char *e
         snprintf(err, errlen, "cannot resolve '%s': %s", hp->host, gai_strerror(rc));
         return -1;
     }
+    /* "localhost" may resolve to ::1 first while peers listen on 127.0.0.1:
+     * prefer an IPv4 address when there is one. */
+    struct addrinfo *pick = res;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
     memset(out, 0, sizeof *out);
-    memcpy(out, res->ai_addr, res->ai_addrlen);
+    memcpy(out, pick->ai_addr, pick->ai_addrlen);
     freeaddrinfo(res);
     return 0;
 }

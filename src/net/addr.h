@@ -13,7 +13,7 @@ typedef struct {
 /* Split "host:port"; an empty host means 127.0.0.1. Returns 0 or -1 with a message
  * in err. */
 int hostport_parse(const char *s, hostport_t *out, char *err, size_t errlen);
-/* Resolve to a socket address (numeric or by name, blocking). */
+/* Resolve to a socket address (numeric or by name, blocking; IPv4 preferred). */
 int hostport_resolve(const hostport_t *hp, struct sockaddr_storage *out, char *err, size_t errlen);
 /* "host:port" text of a resolved address. */
 void sockaddr_text(const struct sockaddr *sa, char *out, size_t outlen);

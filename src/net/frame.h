@@ -25,7 +25,7 @@ typedef struct {
 } frame_spec_t;
 
 /* Fill `spec` from a struct format of one integer; header_len must equal the
- * format's size. Returns 0, or -1 if the format is not one C can parse (the
+ * format's size. max_payload is left to the caller. Returns 0, or -1 if the format is not one C can parse (the
  * caller then falls back to a length callback). */
 int frame_spec_from_struct(frame_spec_t *spec, size_t header_len, const char *fmt);
 

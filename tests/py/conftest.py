@@ -1,0 +1,426 @@
+"""Helpers for the integration tests: run `bettong run` / `send` / `receive` as
+real processes over loopback TCP, with a timeout on every wait and every
+process killed at teardown.
+
+The binary is $BETTONG_BIN, or build/bettong in the repository.
+"""
+
+import importlib.util
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TESTS = Path(__file__).resolve().parent
+APPS = TESTS / "apps"
+EXAMPLES = REPO / "examples"
+BIN = os.environ.get("BETTONG_BIN") or str(REPO / "build" / "bettong")
+
+# The API module, for the tests that import applications in-process.
+if str(REPO / "python") not in sys.path:
+    sys.path.insert(0, str(REPO / "python"))
+
+LISTENING_RE = re.compile(r"bettong receive: listening on (\S+):(\d+)")
+
+# No single test may run longer than this (seconds), whatever it waits for.
+TEST_TIME_LIMIT = int(os.environ.get("BETTONG_TEST_TIME_LIMIT", "60"))
+
+
+# ------------------------------------------------------------------ plain helpers
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=0.25):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(predicate, timeout, what, interval=0.02):
+    """Poll `predicate` until it returns a true value (returned); fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def frame(payload, fmt=">I"):
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    return struct.pack(fmt, len(payload)) + payload
+
+
+def frames(payloads, fmt=">I"):
+    return b"".join(frame(p, fmt) for p in payloads)
+
+
+def parse_frames(data, fmt=">I"):
+    """Split `data` into the payloads of its length-prefixed frames; a trailing
+    incomplete frame is an error."""
+    size = struct.calcsize(fmt)
+    out, pos = [], 0
+    while pos < len(data):
+        assert pos + size <= len(data), "truncated frame header at byte %d" % pos
+        (n,) = struct.unpack(fmt, data[pos:pos + size])
+        assert pos + size + n <= len(data), "truncated frame payload at byte %d" % pos
+        out.append(data[pos + size:pos + size + n])
+        pos += size + n
+    return out
+
+
+def write_framed(path, payloads, fmt=">I"):
+    Path(path).write_bytes(frames(payloads, fmt))
+    return Path(path)
+
+
+def load_module(path, name=None):
+    """Import an application module from a file path (examples have no package)."""
+    path = Path(path)
+    name = name or "bt_app_" + path.stem
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def example_path(name):
+    return EXAMPLES / name / (name + ".py")
+
+
+def app_path(name):
+    return APPS / (name + ".py")
+
+
+def py_send(port, data, chunk=None, delay=0.0, host="127.0.0.1", close=True):
+    """Send raw bytes from a Python socket, optionally `chunk` bytes at a time
+    with `delay` seconds between chunks. Returns the socket when close=False."""
+    s = socket.create_connection((host, port), timeout=10)
+    if chunk is None:
+        s.sendall(data)
+    else:
+        for i in range(0, len(data), chunk):
+            s.sendall(data[i:i + chunk])
+            if delay:
+                time.sleep(delay)
+    if close:
+        s.close()
+        return None
+    return s
+
+
+def lines_of(data):
+    """Text lines of bytes output (each must end in a newline)."""
+    text = data.decode("utf-8")
+    assert text == "" or text.endswith("\n"), "output ends with a partial line: %r" % text[-80:]
+    return text.split("\n")[:-1]
+
+
+# ------------------------------------------------------------------ processes
+
+class Procs:
+    """Every process a test starts; all killed (with their process group) at teardown."""
+
+    def __init__(self):
+        self.procs = []
+
+    def spawn(self, args, **kw):
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        p = subprocess.Popen([str(a) for a in args], start_new_session=True, **kw)
+        self.procs.append(p)
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                # Still running (not reaped), so its pid is still its own process
+                # group's id: kill the group, i.e. it and anything it started.
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except OSError:
+                    try:
+                        p.kill()
+                    except OSError:
+                        pass
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            for f in (p.stdout, p.stderr):
+                if f is not None:
+                    try:
+                        f.close()
+                    except OSError:
+                        pass
+
+
+class Receiver:
+    """`bettong receive --listen 127.0.0.1:PORT [--framed] --out FILE [--expect N]`."""
+
+    def __init__(self, procs, out, port=0, framed=False, expect=None, extra=()):
+        self.out = Path(out)
+        args = [BIN, "receive", "--listen", "127.0.0.1:%d" % port, "--out", self.out]
+        if framed:
+            args.append("--framed")
+        if expect is not None:
+            args += ["--expect", str(expect)]
+        args += list(extra)
+        self.proc = procs.spawn(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.err_lines = []
+        self.port = None
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._thread.start()
+        if not self._listening.wait(10) or self.port is None:
+            self.kill()
+            pytest.fail("bettong receive did not report 'listening on' within 10 s "
+                        "(exit %r):\n%s" % (self.proc.poll(), "\n".join(self.err_lines)))
+        if port:
+            assert self.port == port, "receive listens on %d, asked for %d" % (self.port, port)
+
+    def _read_stderr(self):
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.err_lines.append(line)
+            m = LISTENING_RE.search(line)
+            if m and self.port is None:
+                self.port = int(m.group(2))
+                self._listening.set()
+        self._listening.set()
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    def data(self):
+        try:
+            return self.out.read_bytes()
+        except FileNotFoundError:
+            return b""
+
+    def wait_bytes(self, nbytes, timeout=20, settle=0.15):
+        """Wait until the output holds at least `nbytes` bytes (or the receiver
+        exited, or `timeout`), then a little longer to catch anything extra.
+        Returns the output; the caller compares it with what it expects."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.data()) >= nbytes or self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        time.sleep(settle)
+        return self.data()
+
+    def wait_lines(self, n, timeout=20, settle=0.15):
+        """As wait_bytes, until the output holds at least `n` newline characters."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.data().count(b"\n") >= n or self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        time.sleep(settle)
+        return self.data()
+
+    def wait_exit(self, timeout=20):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bettong receive did not exit within %.0f s; output has %d bytes"
+                        % (timeout, len(self.data())))
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+class Engine:
+    """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file."""
+
+    _n = 0
+
+    def __init__(self, procs, tmp, app, ins=(), outs=(), extra=(), wait=True,
+                 ready_timeout=15):
+        Engine._n += 1
+        self.in_ports = list(ins)
+        self.out_ports = list(outs)
+        self.err_path = Path(tmp) / ("engine-%d.stderr" % Engine._n)
+        args = [BIN, "run"]
+        if app is not None:
+            args.append(str(app))
+        if self.in_ports:
+            args += ["--in", ",".join("127.0.0.1:%d" % p for p in self.in_ports)]
+        if self.out_ports:
+            args += ["--out", ",".join("127.0.0.1:%d" % p for p in self.out_ports)]
+        args += [str(a) for a in extra]
+        self.args = args
+        with open(self.err_path, "wb") as err:
+            self.proc = procs.spawn(args, cwd=str(REPO), stdout=err, stderr=err)
+        if wait:
+            self.wait_ready(ready_timeout)
+
+    def stderr(self):
+        try:
+            return self.err_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout=15):
+        """Wait until every --in port accepts connections; fail with the engine's
+        stderr if it exits first."""
+        deadline = time.monotonic() + timeout
+        for port in self.in_ports:
+            while not port_open(port):
+                if self.proc.poll() is not None:
+                    pytest.fail("bettong run exited with %d before listening on %d:\n%s"
+                                % (self.proc.returncode, port, self.stderr()))
+                if time.monotonic() > deadline:
+                    pytest.fail("bettong run did not listen on %d within %.0f s:\n%s"
+                                % (port, timeout, self.stderr()))
+                time.sleep(0.03)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout=15):
+        """Wait for the engine to exit by itself; returns (exit code, stderr)."""
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bettong run did not exit within %.0f s:\n%s" % (timeout, self.stderr()))
+        return rc, self.stderr()
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signal the engine and wait for it; returns (exit code, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail("bettong run did not exit within %.0f s of signal %d:\n%s"
+                        % (timeout, sig, self.stderr()))
+        return rc, self.stderr()
+
+
+class Harness:
+    """What a test gets from the `bt` fixture."""
+
+    def __init__(self, tmp):
+        self.tmp = Path(tmp)
+        self.procs = Procs()
+        self._files = 0
+
+    def path(self, name):
+        self._files += 1
+        return self.tmp / ("%d-%s" % (self._files, name))
+
+    def receiver(self, port=0, framed=False, expect=None, out=None, extra=()):
+        return Receiver(self.procs, out or self.path("received.out"), port=port,
+                        framed=framed, expect=expect, extra=extra)
+
+    def engine(self, app, ins=(), outs=(), extra=(), wait=True, ready_timeout=15):
+        return Engine(self.procs, self.tmp, app, ins=ins, outs=outs, extra=extra,
+                      wait=wait, ready_timeout=ready_timeout)
+
+    def framed_file(self, payloads, name="input.bin", fmt=">I"):
+        return write_framed(self.path(name), payloads, fmt)
+
+    def _send_args(self, port, path, framed, repeat, extra):
+        args = [BIN, "send", "--to", "127.0.0.1:%d" % port, "--file", str(path)]
+        if framed:
+            args.append("--framed")
+        if repeat is not None:
+            args += ["--repeat", str(repeat)]
+        return args + [str(a) for a in extra]
+
+    def send(self, port, path, framed=True, repeat=None, extra=(), timeout=30):
+        """Run `bettong send` to completion; fail on a non-zero exit."""
+        p = self.procs.spawn(self._send_args(port, path, framed, repeat, extra),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            pytest.fail("bettong send to %d did not finish within %.0f s" % (port, timeout))
+        if p.returncode != 0:
+            pytest.fail("bettong send exited with %d:\n%s"
+                        % (p.returncode, out.decode("utf-8", "replace")))
+
+    def send_payloads(self, port, payloads, fmt=">I", **kw):
+        """Frame `payloads`, write them to a file and send it with `bettong send --framed`."""
+        self.send(port, self.framed_file(payloads, fmt=fmt), framed=True, **kw)
+
+    def send_async(self, port, path, framed=True, repeat=None, extra=()):
+        return self.procs.spawn(self._send_args(port, path, framed, repeat, extra),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def wait_senders(self, senders, timeout=30):
+        deadline = time.monotonic() + timeout
+        for p in senders:
+            try:
+                out, _ = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail("bettong send did not finish within %.0f s" % timeout)
+            if p.returncode != 0:
+                pytest.fail("bettong send exited with %d:\n%s"
+                            % (p.returncode, out.decode("utf-8", "replace")))
+
+    def cleanup(self):
+        self.procs.cleanup()
+
+
+@pytest.fixture
+def bt(tmp_path):
+    h = Harness(tmp_path)
+    try:
+        yield h
+    finally:
+        h.cleanup()
+
+
+# ------------------------------------------------------------------ time limit
+
+class TimeLimitExceeded(Exception):
+    pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    """Nothing may hang the suite: every test body gets TEST_TIME_LIMIT seconds."""
+    if not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expired(signum, frame_):
+        raise TimeLimitExceeded("test exceeded %d s" % TEST_TIME_LIMIT)
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIME_LIMIT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

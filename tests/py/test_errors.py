@@ -1,0 +1,364 @@
+"""Failures and bad input: load errors, exceptions in user code under each
+--on-error policy, bad frames on a connection, signals, and a sink that is late
+or goes away."""
+
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+
+from conftest import (APPS, app_path, example_path, frame, frames, free_port,
+                      lines_of, port_open, py_send)
+
+ERRORS_APP = app_path("errors_app")
+
+
+def stop_ok(engine):
+    rc, err = engine.stop()
+    assert rc == 0, "engine exited with %d after SIGTERM:\n%s" % (rc, err)
+    return err
+
+
+def reverse_expected(texts):
+    return "".join(t[::-1] + "\n" for t in texts).encode("utf-8")
+
+
+# ------------------------------------------------------------------ load errors
+
+def run_load_error(bt, app, extra=()):
+    """Start an engine that must refuse to load: it exits 2 with a message, and
+    its --in port never accepts a connection."""
+    port, out = free_port(), free_port()
+    eng = bt.engine(app, ins=[port], outs=[out], extra=extra, wait=False)
+    deadline = time.monotonic() + 15
+    while eng.alive():
+        assert not port_open(port), "engine listened although the application did not load"
+        assert time.monotonic() < deadline, "engine did not exit:\n" + eng.stderr()
+        time.sleep(0.05)
+    rc, err = eng.wait_exit()
+    assert rc == 2, "exit %d, expected 2:\n%s" % (rc, err)
+    assert not port_open(port)
+    return err
+
+
+def test_no_such_module(bt):
+    err = run_load_error(bt, None, ["--application-module", "no_such_module_bt42",
+                                    "--application-path", str(APPS)])
+    assert "no_such_module_bt42" in err
+
+
+def test_no_such_app_file(bt):
+    err = run_load_error(bt, APPS / "does_not_exist_app.py")
+    assert "does_not_exist_app" in err
+
+
+def test_application_setup_raises(bt):
+    err = run_load_error(bt, app_path("setup_raises_app"))
+    assert "setup exploded on purpose" in err
+    assert "RuntimeError" in err
+
+
+def test_to_before_new_pipeline(bt):
+    err = run_load_error(bt, app_path("to_before_pipeline_app"))
+    assert "WallarooError" in err or "new_pipeline" in err
+    assert "new_pipeline" in err
+
+
+def test_build_with_unfinished_pipeline(bt):
+    err = run_load_error(bt, app_path("unfinished_pipeline_app"))
+    assert "not finished" in err
+
+
+def test_module_without_application_setup(bt):
+    err = run_load_error(bt, app_path("no_setup_app"))
+    assert "application_setup" in err
+
+
+def test_module_with_syntax_error(bt):
+    path = bt.tmp / "broken_syntax_app.py"
+    path.write_text("import wallaroo\n\ndef application_setup(args)\n    return None\n")
+    err = run_load_error(bt, path)
+    assert "SyntaxError" in err
+
+
+# ------------------------------------------------------------------ user exceptions
+
+def mixed_messages(n_good, n_boom):
+    """Good messages ("good N", all in partition 'g') interleaved with failing ones."""
+    msgs, good, boom = [], [], []
+    for i in range(max(n_good, n_boom)):
+        if i < n_good:
+            msgs.append("good %d" % i)
+            good.append(msgs[-1])
+        if i < n_boom:
+            msgs.append("boom %d \u00fc" % i)
+            boom.append(msgs[-1])
+    return msgs, good, boom
+
+
+def assert_logged_once(err, step):
+    """The failure is logged with its traceback, but not once per message."""
+    assert "Traceback" in err, err
+    assert "ValueError" in err and "deliberate failure in %s" % step in err, err
+    assert 1 <= err.count("Traceback (most recent call last)") <= 5, err[:5000]
+    assert err.count("deliberate failure in %s" % step) <= 10, err[:5000]
+
+
+@pytest.mark.parametrize("step,policy", [("compute", ["--on-error", "skip"]),
+                                         ("partition", []),
+                                         ("state", ["--on-error=skip"]),
+                                         ("encoder", [])])
+def test_exception_skipped(bt, step, policy):
+    """1000 failures: each failed message dropped, the others all go on, in order;
+    one traceback, not 1000."""
+    msgs, good, boom = mixed_messages(300, 1000)
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+                    extra=["--fail-in", step] + policy)
+    bt.send_payloads(port, msgs)
+    expected = "".join(g + "\n" for g in good).encode()
+    assert recv.wait_bytes(len(expected)) == expected
+    assert eng.alive()
+    # The engine still works after the failures.
+    bt.send_payloads(port, ["good again"])
+    assert recv.wait_bytes(len(expected) + 11) == expected + b"good again\n"
+    err = stop_ok(eng)
+    assert_logged_once(err, step)
+
+
+@pytest.mark.parametrize("step", ["compute", "state", "encoder"])
+def test_exception_dead_letter(bt, step):
+    """--on-error dead-letter:FILE appends each failed message's input frame,
+    header and payload byte for byte."""
+    msgs, good, boom = mixed_messages(200, 50)
+    boom.append("boom " + "\u00e9" * 700)  # a bigger frame too
+    msgs.append(boom[-1])
+    msgs.append("good last")
+    good.append("good last")
+    dead = bt.tmp / ("dead-%s.bin" % step)
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+                    extra=["--fail-in", step, "--on-error", "dead-letter:%s" % dead])
+    bt.send_payloads(port, msgs)
+    expected = "".join(g + "\n" for g in good).encode()
+    assert recv.wait_bytes(len(expected)) == expected
+    err = stop_ok(eng)
+    assert dead.exists(), "no dead-letter file:\n" + err
+    assert dead.read_bytes() == frames(boom)
+    assert_logged_once(err, step)
+
+
+def test_exception_stop_policy(bt):
+    """--on-error stop: the engine flushes what it processed and exits non-zero."""
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+                    extra=["--fail-in", "compute", "--on-error", "stop"])
+    first = ["good %d" % i for i in range(100)]
+    bt.send_payloads(port, first)
+    expected = "".join(g + "\n" for g in first).encode()
+    assert recv.wait_bytes(len(expected)) == expected
+    before = ["good before %d" % i for i in range(50)]
+    after = ["good after %d" % i for i in range(50)]
+    bt.send_payloads(port, before + ["boom now"] + after)
+    rc, err = eng.wait_exit(15)
+    assert rc != 0, err
+    assert_logged_once(err, "compute")
+    got = lines_of(recv.wait_bytes(len(expected) + sum(len(b) + 1 for b in before)))
+    good = first + before + after
+    # Everything before the failure was flushed; nothing out of order.
+    assert got[:len(first) + len(before)] == first + before
+    assert got == good[:len(got)]
+
+
+# ------------------------------------------------------------------ bad input
+
+BAD_INPUTS = {
+    "too large": struct.pack(">I", 2000) + b"x" * 2000,
+    "garbage": b"\xff\xff\xff\xffGARBAGE GARBAGE",
+    "decoder raises": frame(b"!decoder please fail"),
+    "not utf-8": frame(b"\xff\xfe\xfd bad bytes"),
+}
+
+
+def closed_by_peer(sock, timeout=10):
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+def test_bad_connection_closed_others_go_on(bt, kind):
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port], extra=["--max-frame", "1024"])
+    a_texts = ["a%d" % i for i in range(200)] + ["a" * 1024]  # exactly the limit: fine
+    c_texts = ["c%d" % i for i in range(200)]
+
+    # A connects first and stays open across the bad connection.
+    a = py_send(port, frames(a_texts[:100]), close=False)
+    first = "".join(t + "\n" for t in a_texts[:100]).encode()
+    assert recv.wait_bytes(len(first)) == first
+    err_before = len(eng.stderr())
+
+    # B: one good frame, then the bad input.
+    b = py_send(port, frame("b good before") + BAD_INPUTS[kind], close=False)
+    assert closed_by_peer(b), "engine did not close the connection after %s" % kind
+    b.close()
+    assert eng.alive()
+    deadline = time.monotonic() + 5
+    while len(eng.stderr()) <= err_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(eng.stderr()) > err_before, "nothing logged about the bad connection"
+
+    a.sendall(frames(a_texts[100:]))
+    a.close()
+    bt.send_payloads(port, c_texts)
+
+    expected = a_texts + ["b good before"] + c_texts
+    total = sum(len(t) + 1 for t in expected)
+    got = lines_of(recv.wait_bytes(total))
+    assert [g for g in got if g.startswith("a")] == a_texts
+    assert [g for g in got if g.startswith("c")] == c_texts
+    assert sorted(got) == sorted(expected)
+    stop_ok(eng)
+
+
+def test_default_max_frame_allows_large_frames(bt):
+    """The default limit is 16 MiB: a 1 MiB frame goes through."""
+    big = "z" * (1 << 20)
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    bt.send_payloads(port, ["small", big, "end"])
+    expected = reverse_expected(["small", big, "end"])
+    assert recv.wait_bytes(len(expected)) == expected
+    # One byte over 16 MiB: refused from its header alone.
+    bad = py_send(port, struct.pack(">I", 16 * 1024 * 1024 + 1) + b"x" * 1000, close=False)
+    assert closed_by_peer(bad), "a frame over the default 16 MiB limit was not refused"
+    bad.close()
+    bt.send_payloads(port, ["after"])
+    assert recv.wait_bytes(len(expected) + 6) == expected + b"retfa\n"
+    stop_ok(eng)
+
+
+# ------------------------------------------------------------------ signals
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_flushes_and_exits_0(bt, sig):
+    """Stopped mid-stream (frames still arriving, a backlog being processed), the
+    engine exits 0 and every message it encoded reaches the sink: the output is a
+    whole-line prefix of the input, one line per encoder mark."""
+    marker = bt.tmp / "marks"
+    texts = ["message %04d" % i for i in range(400)]
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(app_path("marked_app"), ins=[port], outs=[recv.port],
+                    extra=["--marker", marker, "--delay", "0.01"])
+    stop_sending = threading.Event()
+
+    def trickle():  # a frame every 5 ms: faster than the app's 10 ms per message
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                for t in texts:
+                    if stop_sending.is_set():
+                        return
+                    s.sendall(frame(t))
+                    time.sleep(0.005)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        recv.wait_lines(1, settle=0.3)
+        rc, err = eng.stop(sig)
+    finally:
+        stop_sending.set()
+        sender.join(5)
+    assert rc == 0, "exit %d after signal %d:\n%s" % (rc, sig, err)
+    time.sleep(0.3)  # the receiver flushes its file on a 100 ms timer
+    got = lines_of(recv.data())
+    marks = marker.read_bytes() if marker.exists() else b""
+    assert 1 <= len(got) < len(texts)
+    assert got == texts[:len(got)]
+    assert len(got) == len(marks), "%d messages encoded, %d reached the sink" % (len(marks),
+                                                                                len(got))
+
+
+def test_sigint_after_all_output(bt):
+    texts = ["x%d" % i for i in range(1000)]
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    bt.send_payloads(port, texts)
+    expected = reverse_expected(texts)
+    assert recv.wait_bytes(len(expected)) == expected
+    rc, err = eng.stop(signal.SIGINT)
+    assert rc == 0, err
+
+
+# ------------------------------------------------------------------ sinks
+
+def test_sink_not_up_at_start(bt):
+    """The receiver starts a second after the data was sent: the engine retries
+    and the output, held meanwhile, arrives exactly."""
+    out_port, port = free_port(), free_port()
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    texts = ["late %d" % i for i in range(500)]
+    bt.send_payloads(port, texts)
+    time.sleep(1.0)
+    assert eng.alive(), eng.stderr()
+    recv = bt.receiver(port=out_port)
+    expected = reverse_expected(texts)
+    assert recv.wait_bytes(len(expected)) == expected
+    stop_ok(eng)
+
+
+def test_sink_drops_mid_stream(bt):
+    """Receiver 1 gets batch 1 and dies; receiver 2 on the same port gets all of batch 2."""
+    out_port, port = free_port(), free_port()
+    recv1 = bt.receiver(port=out_port)
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    batch1 = ["one %d" % i for i in range(300)]
+    batch2 = ["two %d" % i for i in range(300)]
+    bt.send_payloads(port, batch1)
+    expected1 = reverse_expected(batch1)
+    assert recv1.wait_bytes(len(expected1)) == expected1
+    recv1.kill()
+    recv2 = bt.receiver(port=out_port)
+    bt.send_payloads(port, batch2)
+    expected2 = reverse_expected(batch2)
+    assert recv2.wait_bytes(len(expected2)) == expected2
+    stop_ok(eng)
+
+
+def test_sink_down_backpressure_drops_nothing(bt):
+    """About 20 MB of output waits for a sink that is not up: the engine may stop
+    reading (the sender then waits), but once the receiver comes up every output
+    arrives, in order."""
+    out_port, port = free_port(), free_port()
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    texts = ["%06d " % i + "p" * 90 for i in range(200000)]
+    sender = bt.send_async(port, bt.framed_file(texts))
+    time.sleep(1.5)
+    assert eng.alive(), eng.stderr()
+    recv = bt.receiver(port=out_port)
+    bt.wait_senders([sender], timeout=40)
+    expected = reverse_expected(texts)
+    got = recv.wait_bytes(len(expected), timeout=40)
+    assert len(got) == len(expected)
+    assert got == expected
+    stop_ok(eng)
