@@ -1,0 +1,123 @@
+/* The task pool's wire protocol, shared by the pool (`bettong pool`), its workers
+ * (`bettong worker`) and the client extension (python/bettong/_bettong).
+ *
+ * A message is a frame: a u32 big-endian length of what follows, then a u8 type
+ * and the type's fields. Integers are big-endian. "str16" is a u16 length then
+ * that many bytes; "rest" is every remaining byte of the frame (a pickle).
+ *
+ * Connection life: the peer sends HELLO first; the pool answers WELCOME or
+ * REFUSED (and closes). Nothing else is read before a HELLO is accepted, so no
+ * pickle from an unauthenticated peer is ever looked at.
+ *
+ *  peer -> pool   HELLO     u8 role, u8 version, u32 pid, str16 name, str16 secret
+ *  pool -> peer   WELCOME   u32 peer_id, u32 workers
+ *  pool -> peer   REFUSED   str16 reason
+ *
+ *  client -> pool FUNC      u64 func_id, rest: cloudpickled function
+ *  client -> pool CALLS     u64 func_id, u32 timeout_ms (0: none), u16 retries,
+ *                           u32 count, then count x (u64 call_id, u32 len, bytes:
+ *                           pickled (args tuple, kwargs dict))
+ *  client -> pool CANCEL    u64 call_id
+ *  pool -> client CANCELLED u64 call_id, u8 cancelled (1: dropped before it ran)
+ *  client -> pool FORGET    u64 func_id (no more calls of it will come)
+ *  pool -> client RESULT    u64 call_id, u8 status, u32 worker_id, u32 attempts,
+ *                           u64 submitted_us, u64 started_us, u64 finished_us,
+ *                           rest: payload (see status)
+ *  client -> pool STATUS    (empty)
+ *  pool -> client STATUS_REPLY u32 workers, u32 queued, u32 running
+ *
+ *  pool -> worker FUNCDEF   u64 func_gid, rest: cloudpickled function
+ *  pool -> worker FUNCDROP  u64 func_gid
+ *  pool -> worker TASK      u64 task_id, u64 func_gid, rest: pickled (args, kwargs)
+ *  worker -> pool DONE      u64 task_id, u8 status, u64 started_us, u64 finished_us,
+ *                           rest: payload
+ *
+ * Times are microseconds since the Unix epoch. A worker runs its tasks one at a
+ * time in the order received; the pool may send several ahead. */
+#ifndef BETTONG_PROTO_H
+#define BETTONG_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+#define PROTO_VERSION 1
+/* Largest frame accepted: a result or argument of a few GB is not sent as one. */
+#define PROTO_MAX_FRAME (2047ull * 1024 * 1024)
+
+typedef enum {
+    MSG_HELLO = 1,
+    MSG_WELCOME = 2,
+    MSG_REFUSED = 3,
+    MSG_FUNC = 10,
+    MSG_CALLS = 11,
+    MSG_CANCEL = 12,
+    MSG_CANCELLED = 13,
+    MSG_FORGET = 14,
+    MSG_RESULT = 20,
+    MSG_STATUS = 21,
+    MSG_STATUS_REPLY = 22,
+    MSG_FUNCDEF = 30,
+    MSG_FUNCDROP = 31,
+    MSG_TASK = 32,
+    MSG_DONE = 33,
+} msg_type;
+
+typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2 } peer_role;
+
+typedef enum {
+    CALL_OK = 0,           /* payload: pickled result */
+    CALL_RAISED = 1,       /* payload: pickled (exception or None, type name, message,
+                              traceback text) */
+    CALL_WORKER_DIED = 2,  /* payload: utf-8 text */
+    CALL_TIMEOUT = 3,      /* payload: utf-8 text */
+    CALL_CANCELLED = 4,    /* payload: empty */
+    CALL_ERROR = 5,        /* payload: utf-8 text (function would not unpickle,
+                              result would not pickle, ...) */
+} call_status;
+
+/* ---- writing: append one message to a buffer ---- */
+
+typedef struct {
+    buf_t *b;
+    size_t start; /* where this frame begins, counted from b's read offset */
+    int err;      /* out of memory: proto_end drops the frame */
+} proto_wr_t;
+
+/* Start a message of `type` at the end of b. */
+void proto_begin(proto_wr_t *w, buf_t *b, msg_type type);
+/* Fill in the frame length. Returns 0, or -1 (the partial frame is removed from
+ * the buffer) if memory ran out or the frame is larger than PROTO_MAX_FRAME. */
+int proto_end(proto_wr_t *w);
+void proto_put_u8(proto_wr_t *w, uint8_t v);
+void proto_put_u16(proto_wr_t *w, uint16_t v);
+void proto_put_u32(proto_wr_t *w, uint32_t v);
+void proto_put_u64(proto_wr_t *w, uint64_t v);
+void proto_put_bytes(proto_wr_t *w, const void *p, size_t n);
+void proto_put_str16(proto_wr_t *w, const char *s, size_t n);
+
+/* ---- reading: fields of one frame body (after the length) ---- */
+
+typedef struct {
+    const uint8_t *p;
+    const uint8_t *end;
+    int err; /* set once a read ran past the end; later reads return 0 */
+} proto_rd_t;
+
+void proto_rd_init(proto_rd_t *r, const uint8_t *body, size_t len);
+uint8_t proto_u8(proto_rd_t *r);
+uint16_t proto_u16(proto_rd_t *r);
+uint32_t proto_u32(proto_rd_t *r);
+uint64_t proto_u64(proto_rd_t *r);
+/* A span of n bytes (pointer into the frame), NULL on error. */
+const uint8_t *proto_bytes(proto_rd_t *r, size_t n);
+/* A str16: pointer and length, NULL on error. */
+const uint8_t *proto_str16(proto_rd_t *r, size_t *n);
+/* Every remaining byte. */
+const uint8_t *proto_rest(proto_rd_t *r, size_t *n);
+
+/* Microseconds since the epoch. */
+uint64_t proto_now_us(void);
+
+#endif
