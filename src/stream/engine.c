@@ -17,6 +17,9 @@
 #define GEN_BATCH 256
 #define STATS_INTERVAL_MS 5000
 #define DRAIN_POLL_MS 10
+/* Within a long batch, hand the output produced so far to the kernel at least
+ * this often, so the first messages of a large read do not wait for the last. */
+#define MIDBATCH_FLUSH_NS 200000u
 
 typedef struct engine engine_t;
 
@@ -41,6 +44,8 @@ struct engine {
     buf_t **sink_bufs;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer, drain_timer;
+    uint64_t last_flush_ns;
+    unsigned batch_frames;
     int paused;
     int stopping;
     int exit_code;
@@ -100,8 +105,22 @@ static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
 
 static void batch_begin(void *owner)
 {
-    (void)owner;
+    source_rt_t *s = owner;
+    s->e->batch_frames = 0;
+    s->e->last_flush_ns = now_ns();
     py_gil_enter();
+}
+
+/* Called per message inside a batch; cheap unless a flush is due. */
+static void maybe_flush_midbatch(engine_t *e)
+{
+    if (++e->batch_frames % 16 != 0)
+        return;
+    uint64_t now = now_ns();
+    if (now - e->last_flush_ns >= MIDBATCH_FLUSH_NS) {
+        e->last_flush_ns = now;
+        flush_sinks(e);
+    }
 }
 
 static void batch_end(void *owner)
@@ -131,6 +150,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         begin_stop(e, 1, "--on-error=stop");
         return 1;
     }
+    maybe_flush_midbatch(e);
     return 0;
 }
 
@@ -160,7 +180,7 @@ static void on_gen_idle(uv_idle_t *h)
 {
     source_rt_t *s = h->data;
     engine_t *e = s->e;
-    py_gil_enter();
+    batch_begin(s);
     for (int i = 0; i < GEN_BATCH && s->gen_active && !e->x.stop_requested; i++) {
         PyObject *next = s->gen_prev ? py_call1(s->pipe->source.gen_apply, s->gen_prev)
                                      : PyObject_CallNoArgs(s->pipe->source.gen_initial);
@@ -175,6 +195,7 @@ static void on_gen_idle(uv_idle_t *h)
             break;
         }
         exec_message(&e->x, s->pipe, next);
+        maybe_flush_midbatch(e);
     }
     batch_end(s); /* releases the GIL */
     if (e->x.stop_requested)
