@@ -13,17 +13,13 @@ BUILD ?= build
 SAN_FLAGS ?=
 OPT ?= -O2 -g
 
-PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-PY_LIBDIR = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')
-PY_LIBVER = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LDVERSION"))')
-PY_LIBS = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("LIBS") or "")')
-PY_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+include mk/python.mk
 
 REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = -L$(PY_LIBDIR) -Wl,-rpath,$(PY_LIBDIR) -lpython$(PY_LIBVER) $(PY_LIBS) -luv -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
@@ -33,12 +29,24 @@ MAIN_SRC := $(wildcard src/cmd/*.c)
 MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard src/*/*.h)
 
+# The Python package's client extension, bettong._bettong: built with the configured
+# Python's headers into python/bettong/, from position-independent objects of its own
+# (never the binary's objects), without the sanitizers (it loads into a plain python).
+EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
+PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
+PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c src/util/buf.c
+PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
+CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE)
+
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps test ctest pytest asan demo bench clean install
+.PHONY: all deps test ctest pytest asan demo bench clean install pyext
 
-all: $(BUILD)/bettong
+all: $(BUILD)/bettong $(PYEXT)
+
+pyext: $(PYEXT)
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -50,6 +58,13 @@ $(BUILD)/libbettong.a: $(LIB_OBJ)
 
 $(BUILD)/bettong: $(MAIN_OBJ) $(BUILD)/libbettong.a
 	$(CC) $(SAN_FLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libbettong.a $(LDLIBS_BASE)
+
+$(BUILD)/pic/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_PIC) -c $< -o $@
+
+$(PYEXT): $(PYEXT_OBJ)
+	$(CC) -shared -o $@ $(PYEXT_OBJ) -lpthread
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -92,13 +107,22 @@ bench: $(BUILD)/bettong
 	$(MAKE) -C bench BETTONG_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON)
 	$(PYTHON) bench/run_word_count.py --bin $(BUILD)/bettong
 
-# The binary looks for its Python library at <bindir>/../lib/bettong/python.
+# The binary looks for its Python library at <bindir>/../lib/bettong/python. The
+# `bettong` package (with its extension) goes where $(PYTHON) imports from (its
+# sysconfig 'purelib'), told where the installed binary is by _install.py.
 PREFIX ?= /usr/local
-install: $(BUILD)/bettong
+install: $(BUILD)/bettong $(PYEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/bettong/python
 	cp -r python/wallaroo $(DESTDIR)$(PREFIX)/lib/bettong/python/
 	find $(DESTDIR)$(PREFIX)/lib/bettong/python -name __pycache__ -prune -exec rm -rf {} +
+	set -e; site="$(DESTDIR)$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
+	  rm -rf "$$site/bettong"; mkdir -p "$$site/bettong"; \
+	  cp python/bettong/*.py $(PYEXT) "$$site/bettong/"; \
+	  rm -f "$$site/bettong/_install.py"; \
+	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
+	  echo "installed the bettong package in $$site/bettong"
 
 clean:
 	rm -rf build build-asan
+	rm -f python/bettong/_bettong*.so
