@@ -12,8 +12,11 @@ between runs):
   b. bettong end to end: `bettong receive` <- `bettong run word_count.py` <-
      `bettong send --repeat`; words/s = output records / receive's time.
   c. the same with bench/asyncio_wc.py (plain Python asyncio) in place of the engine.
+     (a), (b), (c) run back to back in --rounds rounds (default 3); the figures are
+     medians, the ratios medians of the per-round ratios.
   d. latency at half of (b)'s rate: build/bench/latency is both source client and
-     sink; p50/p99/p999/max of line -> marker-output time.
+     sink; p50/p99/p999/max of line -> marker-output time. The asyncio server is
+     measured at the same offered rate too, as context for the machine's noise.
   e. peak RSS of `bettong run` (and its children) over a --soak-seconds full-speed run,
      sampled every second (VmRSS), plus the kernel's high-water mark (VmHWM).
 
@@ -358,12 +361,16 @@ def verify_output(path, corpus, repeat):
 class Bench:
     def __init__(self, opts):
         self.opts = opts
-        self.bettong = os.path.abspath(opts.bin)
+        bettong = os.path.abspath(opts.bin)
         self.tools = os.path.abspath(opts.tools_dir or
-                                     os.path.join(os.path.dirname(self.bettong), "bench"))
+                                     os.path.join(os.path.dirname(bettong), "bench"))
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         self.outdir = os.path.join(HERE, "out", stamp)
         os.makedirs(self.outdir, exist_ok=True)
+        # Run a private copy, so that a rebuild of build/bettong during the run
+        # cannot change (or break) what is measured.
+        self.bettong = os.path.join(self.outdir, "bettong")
+        shutil.copy2(bettong, self.bettong)
         self.python = opts.python or self.embedded_python()
         self.python_version = subprocess.run(
             [self.python, "-c", "import sys; print(sys.version.split()[0])"],
@@ -371,7 +378,7 @@ class Bench:
         self.app = load_app()
         self.corpus = Corpus(opts.corpus, self.app)
         self.r = {}          # results
-        self.runs = {"inproc": [], "bettong": [], "asyncio": []}  # per round
+        self.runs = {"inproc": [], "bettong": [], "asyncio": [], "asyncio-emb": []}
         self.rate_guess = {}
         self.errors = {}     # phase -> message
         self.env = None      # (load at start, load at end, steal %, busy %)
@@ -419,6 +426,9 @@ class Bench:
         addr_in, addr_out = "127.0.0.1:%d" % in_port, "127.0.0.1:%d" % out_port
         if kind == "bettong":
             argv = [self.bettong, "run", APP, "--in", addr_in, "--out", addr_out]
+        elif kind == "asyncio-emb":
+            argv = [os.path.join(self.tools, "pyembed"), os.path.join(HERE, "asyncio_wc.py"),
+                    "--in", addr_in, "--out", addr_out, "--app-dir", APP_DIR]
         else:
             argv = [self.python, os.path.join(HERE, "asyncio_wc.py"), "--in", addr_in,
                     "--out", addr_out, "--app-dir", APP_DIR]
@@ -638,7 +648,7 @@ class Bench:
     def run_phase(self, name, fn):
         try:
             fn()
-        except BenchError as e:
+        except (BenchError, OSError, subprocess.SubprocessError) as e:
             self.errors[name] = str(e)
             log("%s FAILED: %s" % (name, e))
 
@@ -720,11 +730,24 @@ def report(b):
     add("| (a) in-process limit, words/s (%s) | %s | | |" % (med, fmt_rate(inproc)))
     add("| (b) bettong end to end, words/s | %s | | |" % fmt_rate(bt))
     add("| (c) asyncio server end to end, words/s | %s | | |" % fmt_rate(aio))
+    aio_emb = b.peak("asyncio-emb")
+    if aio_emb:
+        add("| (c') the same asyncio server run on the engine's libpython (context) | %s | | |"
+            % fmt_rate(aio_emb))
     for a, base, target, label in (("bettong", "inproc", TARGET_INPROC_RATIO,
                                     "bettong / in-process limit"),
                                    ("bettong", "asyncio", TARGET_ASYNCIO_RATIO,
-                                    "bettong / asyncio server")):
+                                    "bettong / asyncio server"),
+                                   ("bettong", "asyncio-emb", None,
+                                    "bettong / (c') (context)")):
         rs = b.ratios(a, base)
+        if target is None:
+            if rs:
+                add("| %s | %.2f%s | | |" % (
+                    label, median(rs),
+                    " (rounds: %s)" % ", ".join("%.2f" % v for v in rs) if len(rs) > 1
+                    else ""))
+            continue
         if rs:
             x = median(rs)
             rng = " (rounds: %s)" % ", ".join("%.2f" % v for v in rs) if len(rs) > 1 else ""
@@ -762,16 +785,18 @@ def report(b):
     d("- corpus: `%s`: %d lines, %d words a pass (%.1f words per non-empty line)"
       % (os.path.relpath(c.path, REPO), c.lines, c.words, c.words_per_line))
     if nr:
-        d("- each round runs (a), (b), (c) back to back for about %g s each; per-round "
-          "words/s: in-process %s; bettong %s; asyncio %s"
-          % (b.opts.seconds, rates("inproc") or "-", rates("bettong") or "-",
-             rates("asyncio") or "-"))
+        d("- each round runs (a), (b), (c)%s back to back for about %g s each; per-round "
+          "words/s: in-process %s; bettong %s; asyncio %s%s"
+          % (", (c')" if b.runs["asyncio-emb"] else "", b.opts.seconds,
+             rates("inproc") or "-", rates("bettong") or "-", rates("asyncio") or "-",
+             "; asyncio on the engine's libpython " + rates("asyncio-emb")
+             if b.runs["asyncio-emb"] else ""))
     for x in b.runs["inproc"]:
         d("- (a) round %d: `inproc` %d words in %.2f s after a 200,000-word warm-up, "
           "%.2f s CPU (%s words per CPU-second)"
           % (x["round"], x["words"], x["seconds"], x["cpu_seconds"],
              fmt_rate(x["words"] / x["cpu_seconds"]) if x["cpu_seconds"] else "-"))
-    for kind, tag in (("bettong", "b"), ("asyncio", "c")):
+    for kind, tag in (("bettong", "b"), ("asyncio", "c"), ("asyncio-emb", "c'")):
         for x in b.runs[kind]:
             d("- (%s) round %d: %s, %d words (%d passes); `bettong receive` %.2f s; wall "
               "from the first send to the last output %.2f s (%s words/s); server CPU "
@@ -809,6 +834,11 @@ def report(b):
         d("- note: the asyncio server reaches %.2f of the in-process limit, so >= %g x the "
           "asyncio server means >= %.1f x the in-process limit of one interpreter"
           % (aio / inproc, TARGET_ASYNCIO_RATIO, TARGET_ASYNCIO_RATIO * aio / inproc))
+    rs = b.ratios("asyncio", "asyncio-emb")
+    if rs:
+        d("- note: the same asyncio server is %.2f x as fast on `%s` as on the shared "
+          "libpython the engine and `inproc` embed (per round: %s)"
+          % (median(rs), b.python, ", ".join("%.2f" % v for v in rs)))
     if b.env:
         d("- machine load: load average %s at the start, %s at the end; CPU steal %.1f %%, "
           "all CPUs busy %.0f %% over the run" % b.env)
@@ -865,6 +895,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of (a), (b), (c) back to back; figures are medians, ratios "
                     "the median of per-round ratios (default 3, 1 with --quick)")
+    ap.add_argument("--no-embedded-asyncio", action="store_true",
+                    help="skip the asyncio server runs on the engine's libpython (context)")
     ap.add_argument("--no-latency-asyncio", action="store_true",
                     help="skip the asyncio server latency run at the same rate (context)")
     ap.add_argument("--only", help="comma-separated phases to run: "
@@ -893,7 +925,7 @@ def main():
     if unknown:
         ap.error("unknown phase(s): %s" % ", ".join(sorted(unknown)))
 
-    for tool in ("inproc", "latency"):
+    for tool in ("inproc", "latency", "pyembed"):
         path = os.path.join(opts.tools_dir or os.path.join(os.path.dirname(
             os.path.abspath(opts.bin)), "bench"), tool)
         if not os.access(path, os.X_OK):
@@ -916,8 +948,11 @@ def main():
     signal.signal(signal.SIGTERM, stop_on_signal)
     try:
         for rnd in range(1, opts.rounds + 1):
-            for kind in ("inproc", "bettong", "asyncio"):
-                if kind in only and kind not in b.errors:
+            for kind in ("inproc", "bettong", "asyncio", "asyncio-emb"):
+                if kind == "asyncio-emb" and (opts.no_embedded_asyncio
+                                              or "asyncio" not in only):
+                    continue
+                if (kind in only or kind == "asyncio-emb") and kind not in b.errors:
                     if kind == "inproc":
                         b.run_phase(kind, lambda: b.inproc(rnd))
                     else:
@@ -938,6 +973,10 @@ def main():
     finally:
         Proc.stop_all()
         b.finish_env()
+        try:
+            os.unlink(b.bettong)  # the private copy
+        except OSError:
+            pass
 
     table, details = report(b)
     m = machine_info()
