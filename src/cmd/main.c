@@ -2,6 +2,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "pool/pool.h"
+#include "pool/worker.h"
 #include "stream/run.h"
 #include "tools/tools.h"
 
@@ -13,7 +15,10 @@ static void usage(FILE *f)
             "commands:\n"
             "  run       run a Wallaroo-API streaming application (bettong run --help)\n"
             "  send      send framed records to a TCP address (bettong send --help)\n"
-            "  receive   listen and write what arrives (bettong receive --help)\n");
+            "  receive   listen and write what arrives (bettong receive --help)\n"
+            "  pool      run a task pool for parallel functions (bettong pool --help)\n"
+            "  worker    run a pool's tasks, or lend this machine's cores to a pool\n"
+            "            (bettong worker --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -29,6 +34,10 @@ int main(int argc, char **argv)
         return cmd_send(argc - 1, argv + 1);
     if (strcmp(cmd, "receive") == 0)
         return cmd_receive(argc - 1, argv + 1);
+    if (strcmp(cmd, "pool") == 0)
+        return cmd_pool(argc - 1, argv + 1);
+    if (strcmp(cmd, "worker") == 0)
+        return cmd_worker(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

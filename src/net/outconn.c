@@ -9,11 +9,10 @@
 
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 1000
-/* Write at most this much per uv_write so that progress callbacks come often. */
-#define WRITE_MAX (4u * 1024 * 1024)
 
 static void try_connect(outconn_t *o);
 static void start_write(outconn_t *o);
+static void on_write_done(writer_t *w, int status);
 
 void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
                   void (*on_progress)(outconn_t *o), void *owner)
@@ -23,8 +22,7 @@ void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, co
     memcpy(&o->addr, addr,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     snprintf(o->name, sizeof o->name, "%s", name);
-    buf_init(&o->pending);
-    buf_init(&o->inflight);
+    writer_init(&o->w, on_write_done, o);
     o->on_progress = on_progress;
     o->owner = owner;
     o->retry_ms = RETRY_MIN_MS;
@@ -43,12 +41,13 @@ static void connection_lost(outconn_t *o, const char *why)
         uv_close((uv_handle_t *)o->handle, free_handle);
         o->handle = NULL;
     }
+    writer_set_stream(&o->w, NULL);
     if (o->connected)
         log_warn("%s: connection lost (%s); %zu bytes waiting, reconnecting", o->name, why,
                  outconn_backlog(o));
     o->connected = 0;
     o->connecting = 0;
-    if (o->writing) {
+    if (o->w.writing) {
         /* The write callback has not run yet; it requeues when it does. */
         return;
     }
@@ -98,6 +97,7 @@ static void on_connect(uv_connect_t *req, int status)
     o->reconnects++;
     uv_tcp_nodelay(o->handle, 1);
     uv_read_start((uv_stream_t *)o->handle, alloc_discard, on_read);
+    writer_set_stream(&o->w, (uv_stream_t *)o->handle);
     start_write(o);
 }
 
@@ -123,54 +123,27 @@ static void try_connect(outconn_t *o)
 
 void outconn_start(outconn_t *o) { try_connect(o); }
 
-static void on_write(uv_write_t *req, int status)
+/* The writer keeps the bytes of a failed write, in front of the newer ones, so
+ * they are sent again once reconnected. */
+static void on_write_done(writer_t *w, int status)
 {
-    outconn_t *o = req->data;
-    o->writing = 0;
+    outconn_t *o = w->owner;
     if (status < 0) {
-        /* Put the failed bytes back in front, in order. */
-        if (buf_prepend(&o->pending, buf_head(&o->inflight), buf_unread(&o->inflight)) < 0)
-            log_error("%s: out of memory requeueing %zu bytes", o->name,
-                      buf_unread(&o->inflight));
-        buf_clear(&o->inflight);
         if (o->handle)
             connection_lost(o, uv_strerror(status));
         else if (!o->closing)
             connection_lost(o, "write failed"); /* schedules the retry deferred above */
         return;
     }
-    o->bytes_written += buf_unread(&o->inflight);
-    buf_clear(&o->inflight);
     if (o->on_progress)
         o->on_progress(o);
-    start_write(o);
 }
 
 static void start_write(outconn_t *o)
 {
-    if (o->writing || !o->connected || o->closing || buf_unread(&o->pending) == 0)
+    if (!o->connected || o->closing)
         return;
-    /* Hand the pending bytes over by swapping buffers: no copy. */
-    size_t n = buf_unread(&o->pending);
-    if (n > WRITE_MAX) {
-        buf_append(&o->inflight, buf_head(&o->pending), WRITE_MAX);
-        buf_consume(&o->pending, WRITE_MAX);
-    } else {
-        buf_t tmp = o->inflight;
-        o->inflight = o->pending;
-        o->pending = tmp;
-        buf_clear(&o->pending);
-    }
-    uv_buf_t b = uv_buf_init((char *)buf_head(&o->inflight), (unsigned)buf_unread(&o->inflight));
-    o->write_req.data = o;
-    o->writing = 1;
-    int rc = uv_write(&o->write_req, (uv_stream_t *)o->handle, &b, 1, on_write);
-    if (rc < 0) {
-        o->writing = 0;
-        buf_prepend(&o->pending, buf_head(&o->inflight), buf_unread(&o->inflight));
-        buf_clear(&o->inflight);
-        connection_lost(o, uv_strerror(rc));
-    }
+    writer_flush(&o->w);
 }
 
 void outconn_flush(outconn_t *o) { start_write(o); }
@@ -178,8 +151,7 @@ void outconn_flush(outconn_t *o) { start_write(o); }
 static void on_timer_closed(uv_handle_t *h)
 {
     outconn_t *o = h->data;
-    buf_free(&o->pending);
-    buf_free(&o->inflight);
+    writer_free(&o->w);
     if (o->on_closed)
         o->on_closed(o);
 }

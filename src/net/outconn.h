@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "net/writer.h"
 #include "util/buf.h"
 
 typedef struct outconn outconn_t;
@@ -21,19 +22,15 @@ struct outconn {
     uv_loop_t *loop;
     uv_tcp_t *handle; /* NULL when not connected; a new handle per attempt */
     uv_connect_t connect_req;
-    uv_write_t write_req;
     uv_timer_t retry_timer;
     struct sockaddr_storage addr;
     char name[128];
-    buf_t pending;  /* not yet handed to the kernel */
-    buf_t inflight; /* the write in progress */
+    writer_t w;     /* pending bytes and the write in progress */
     int connected;
     int connecting;
-    int writing;
     int closing;
     int warned_down; /* a "cannot connect" line was logged for this outage */
     unsigned retry_ms;
-    uint64_t bytes_written;
     uint64_t reconnects;
     /* Called after each completed write, so the owner can lift backpressure. */
     void (*on_progress)(outconn_t *o);
@@ -46,12 +43,9 @@ void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, co
 /* Start connecting (and keep retrying). */
 void outconn_start(outconn_t *o);
 /* The buffer to append output to; call outconn_flush after appending. */
-static inline buf_t *outconn_buffer(outconn_t *o) { return &o->pending; }
+static inline buf_t *outconn_buffer(outconn_t *o) { return writer_buf(&o->w); }
 void outconn_flush(outconn_t *o);
-static inline size_t outconn_backlog(const outconn_t *o)
-{
-    return buf_unread(&o->pending) + buf_unread(&o->inflight);
-}
+static inline size_t outconn_backlog(const outconn_t *o) { return writer_backlog(&o->w); }
 /* Close now; whatever is not written is dropped (callers drain first). */
 void outconn_close(outconn_t *o, void (*on_closed)(outconn_t *o));
 

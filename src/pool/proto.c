@@ -24,10 +24,12 @@ void proto_begin(proto_wr_t *w, buf_t *b, msg_type type)
     put_be(w, (uint64_t)type, 1);
 }
 
-int proto_end(proto_wr_t *w)
+int proto_end(proto_wr_t *w) { return proto_end_with(w, 0); }
+
+int proto_end_with(proto_wr_t *w, size_t extra)
 {
     size_t start = w->b->off + w->start;
-    uint64_t n = w->b->len - start - 4;
+    uint64_t n = w->b->len - start - 4 + (uint64_t)extra;
     if (w->err || n > PROTO_MAX_FRAME) {
         w->b->len = start;
         return -1;

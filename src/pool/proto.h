@@ -32,6 +32,18 @@
  *  worker -> pool DONE      u64 task_id, u8 status, u64 started_us, u64 finished_us,
  *                           rest: payload
  *
+ * Added after version 1 was first written (same PROTO_VERSION: only the pool
+ * sends it, and the pool and its workers are the same binary):
+ *
+ *  pool -> worker SKIP      u64 task_id: drop this task if it has not started.
+ *                           If the worker drops it, it answers DONE(task_id,
+ *                           CALL_CANCELLED, now, now, empty), which may come
+ *                           before the DONE of a task sent earlier; if the task
+ *                           already started (or is done) nothing extra is sent.
+ *                           The pool sends it for a client's CANCEL of a call
+ *                           it had sent ahead to a worker, and answers that
+ *                           CANCEL once the worker has answered.
+ *
  * Times are microseconds since the Unix epoch. A worker runs its tasks one at a
  * time in the order received; the pool may send several ahead. */
 #ifndef BETTONG_PROTO_H
@@ -62,6 +74,7 @@ typedef enum {
     MSG_FUNCDROP = 31,
     MSG_TASK = 32,
     MSG_DONE = 33,
+    MSG_SKIP = 34, /* added: see above */
 } msg_type;
 
 typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2 } peer_role;
@@ -90,6 +103,10 @@ void proto_begin(proto_wr_t *w, buf_t *b, msg_type type);
 /* Fill in the frame length. Returns 0, or -1 (the partial frame is removed from
  * the buffer) if memory ran out or the frame is larger than PROTO_MAX_FRAME. */
 int proto_end(proto_wr_t *w);
+/* Like proto_end, for a frame whose last `extra` bytes (a large payload) the
+ * caller sends right after the buffer's bytes instead of copying them in: the
+ * length counts them. Returns 0 or -1 as proto_end. */
+int proto_end_with(proto_wr_t *w, size_t extra);
 void proto_put_u8(proto_wr_t *w, uint8_t v);
 void proto_put_u16(proto_wr_t *w, uint16_t v);
 void proto_put_u32(proto_wr_t *w, uint32_t v);

@@ -1,0 +1,209 @@
+#include "net/writer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+/* Per uv_write: at most this many bytes (progress callbacks come often enough
+ * for backpressure to react) and this many buffers. */
+#define WRITE_MAX (4u * 1024 * 1024)
+#define WRITE_BUFS 64
+/* A written segment's allocation is kept as the next pending buffer only up to
+ * this size, so one large message does not pin its memory. */
+#define KEEP_BUFFER (1024 * 1024)
+#define KEEP_SEGS 8
+
+void writer_init(writer_t *w, void (*on_done)(writer_t *w, int status), void *owner)
+{
+    memset(w, 0, sizeof *w);
+    buf_init(&w->pending);
+    buf_init(&w->spare);
+    w->max_write = WRITE_MAX;
+    w->on_done = on_done;
+    w->owner = owner;
+}
+
+void writer_set_stream(writer_t *w, uv_stream_t *stream) { w->stream = stream; }
+
+static wseg_t *seg_new(writer_t *w)
+{
+    wseg_t *s = w->free_segs;
+    if (s) {
+        w->free_segs = s->next;
+        w->nfree--;
+    } else {
+        s = malloc(sizeof *s);
+        if (!s)
+            return NULL;
+    }
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+static void seg_append(writer_t *w, wseg_t *s, size_t n)
+{
+    if (w->tail)
+        w->tail->next = s;
+    else
+        w->head = s;
+    w->tail = s;
+    w->queued += n;
+}
+
+/* A segment is written (or dropped): release what it holds, keep its parts. */
+static void seg_done(writer_t *w, wseg_t *s)
+{
+    if (s->ref) {
+        if (s->release)
+            s->release(s->ctx);
+    } else if (!w->spare.data && s->bytes.cap <= KEEP_BUFFER) {
+        buf_clear(&s->bytes);
+        w->spare = s->bytes;
+    } else {
+        buf_free(&s->bytes);
+    }
+    if (w->nfree < KEEP_SEGS) {
+        s->next = w->free_segs;
+        w->free_segs = s;
+        w->nfree++;
+    } else {
+        free(s);
+    }
+}
+
+/* Turn the pending bytes into a segment, so the owner can keep appending while
+ * they are being written. Returns -1 if memory ran out (they stay pending). */
+static int seal_pending(writer_t *w)
+{
+    size_t n = buf_unread(&w->pending);
+    if (n == 0)
+        return 0;
+    wseg_t *s = seg_new(w);
+    if (!s)
+        return -1;
+    s->bytes = w->pending;
+    w->pending = w->spare;
+    buf_init(&w->spare);
+    seg_append(w, s, n);
+    return 0;
+}
+
+int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn release, void *ctx)
+{
+    if (n == 0) {
+        if (release)
+            release(ctx);
+        return 0;
+    }
+    wseg_t *s = NULL;
+    if (seal_pending(w) < 0 || !(s = seg_new(w))) {
+        log_error("out of memory queueing %zu bytes for writing", n);
+        if (release)
+            release(ctx);
+        return -1;
+    }
+    s->ref = p;
+    s->reflen = n;
+    s->release = release;
+    s->ctx = ctx;
+    seg_append(w, s, n);
+    return 0;
+}
+
+static size_t seg_len(const wseg_t *s) { return s->ref ? s->reflen : buf_unread(&s->bytes); }
+static const uint8_t *seg_data(const wseg_t *s) { return s->ref ? s->ref : buf_head(&s->bytes); }
+
+/* The write of `w->inflight` bytes succeeded: let go of what was written. */
+static void advance(writer_t *w, size_t n)
+{
+    w->queued -= n;
+    w->bytes_written += n;
+    while (n > 0 && w->head) {
+        wseg_t *s = w->head;
+        size_t left = seg_len(s) - w->head_off;
+        if (n < left) {
+            w->head_off += n;
+            return;
+        }
+        n -= left;
+        w->head_off = 0;
+        w->head = s->next;
+        if (!w->head)
+            w->tail = NULL;
+        seg_done(w, s);
+    }
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    writer_t *w = req->data;
+    size_t n = w->inflight;
+    w->writing = 0;
+    w->inflight = 0;
+    if (w->freed)
+        return;
+    if (status < 0) {
+        if (w->on_done)
+            w->on_done(w, status);
+        return;
+    }
+    advance(w, n);
+    if (w->on_done)
+        w->on_done(w, 0);
+    if (!w->freed)
+        writer_flush(w);
+}
+
+void writer_flush(writer_t *w)
+{
+    if (w->writing || !w->stream || w->freed)
+        return;
+    if (seal_pending(w) < 0)
+        log_error("out of memory preparing a write; retrying at the next flush");
+    if (!w->head)
+        return;
+    uv_buf_t bufs[WRITE_BUFS];
+    unsigned nb = 0;
+    size_t total = 0;
+    size_t off = w->head_off;
+    for (wseg_t *s = w->head; s && nb < WRITE_BUFS && total < w->max_write; s = s->next) {
+        size_t n = seg_len(s) - off;
+        if (n > w->max_write - total)
+            n = w->max_write - total;
+        bufs[nb++] = uv_buf_init((char *)seg_data(s) + off, (unsigned)n);
+        total += n;
+        off = 0;
+    }
+    w->req.data = w;
+    w->writing = 1;
+    w->inflight = total;
+    int rc = uv_write(&w->req, w->stream, bufs, nb, on_write);
+    if (rc < 0) {
+        w->writing = 0;
+        w->inflight = 0;
+        if (w->on_done)
+            w->on_done(w, rc);
+    }
+}
+
+void writer_free(writer_t *w)
+{
+    w->freed = 1;
+    while (w->head) {
+        wseg_t *s = w->head;
+        w->head = s->next;
+        seg_done(w, s);
+    }
+    w->tail = NULL;
+    w->queued = 0;
+    w->head_off = 0;
+    while (w->free_segs) {
+        wseg_t *s = w->free_segs;
+        w->free_segs = s->next;
+        free(s);
+    }
+    w->nfree = 0;
+    buf_free(&w->pending);
+    buf_free(&w->spare);
+}

@@ -1,0 +1,679 @@
+#include "pool/peer.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/blob.h"
+#include "pool/proto.h"
+#include "util/log.h"
+
+/* Before HELLO is accepted: a HELLO with the longest name and secret fits. */
+#define HELLO_MAX_FRAME (2 * 65535 + 64)
+#define HELLO_TIMEOUT_MS 10000
+/* A refused peer gets this long to read its REFUSED before the close. */
+#define LINGER_TIMEOUT_MS 5000
+/* Frames at least this large keep their memory (no copy of the payload);
+ * payloads at least REF_MIN are written by reference. */
+#define TAKE_MIN (256 * 1024)
+#define REF_MIN (64 * 1024)
+/* Backpressure (see peer.h). A queued call costs about CALL_OVERHEAD bytes
+ * besides its arguments. */
+#define QUEUE_HIGH (1024ull * 1024 * 1024)
+#define QUEUE_LOW (512ull * 1024 * 1024)
+#define CALL_OVERHEAD 160
+#define RESULTS_HIGH (256ull * 1024 * 1024)
+#define RESULTS_LOW (64ull * 1024 * 1024)
+
+struct peer {
+    pool_t *pool;
+    inconn_t *c;
+    int role;              /* 0 until HELLO is accepted, then ROLE_CLIENT / ROLE_WORKER */
+    uint32_t id;
+    uint32_t pid;
+    char name[64];
+    sched_client_t *client;
+    sched_worker_t *worker; /* NULL once the scheduler let go of it */
+    uint64_t deadline_ms;   /* HELLO or linger deadline; 0: none */
+    int dirty;              /* written to since the last flush */
+    peer_t *prev, *next;
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static const char *role_name(int role)
+{
+    return role == ROLE_CLIENT ? "client" : role == ROLE_WORKER ? "worker" : "peer";
+}
+
+/* "worker 3 'local-1' (pid 1234) from unix pid 1234", for log lines. */
+static const char *label(const peer_t *pe, char *out, size_t outlen)
+{
+    if (pe->role)
+        snprintf(out, outlen, "%s %u '%s' (pid %u) from %s", role_name(pe->role), pe->id,
+                 pe->name, pe->pid, pe->c->peer);
+    else
+        snprintf(out, outlen, "connection %llu from %s", (unsigned long long)pe->c->id,
+                 pe->c->peer);
+    return out;
+}
+
+/* Log why and close the connection (the frame callback returns -1). */
+static int bad_peer(peer_t *pe, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad_peer(peer_t *pe, const char *fmt, ...)
+{
+    char why[256], who[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_warn("closing %s: %s", label(pe, who, sizeof who), why);
+    return -1;
+}
+
+static void out_begin(peer_t *pe, proto_wr_t *w, msg_type type)
+{
+    proto_begin(w, inconn_out(pe->c), type);
+    pe->dirty = 1;
+}
+
+/* A frame could not be queued (out of memory): the scheduler counts it as
+ * sent, so the connection cannot go on. Closing it makes the scheduler let go
+ * of the peer (a worker's tasks go back to the queue). */
+static void write_failed(peer_t *pe)
+{
+    char who[200];
+    log_error("out of memory writing to %s: closing it", label(pe, who, sizeof who));
+    inconn_close(pe->c, NULL);
+}
+
+static void out_end(peer_t *pe, proto_wr_t *w)
+{
+    if (proto_end(w) < 0)
+        write_failed(pe);
+}
+
+/* End a frame whose last field is a payload: large ones are written in place,
+ * kept alive by a reference to their blob. */
+static void out_end_payload(peer_t *pe, proto_wr_t *w, const span_t *sp)
+{
+    if (sp->n >= REF_MIN && sp->blob) {
+        if (proto_end_with(w, sp->n) < 0) {
+            write_failed(pe);
+            return;
+        }
+        blob_ref(sp->blob);
+        if (inconn_put_ref(pe->c, sp->p, sp->n, blob_unref_cb, sp->blob) < 0)
+            write_failed(pe);
+        return;
+    }
+    proto_put_bytes(w, sp->p, sp->n);
+    out_end(pe, w);
+}
+
+/* The payload of a frame as a span: the frame's own memory when it is large
+ * (taken from the connection), else a copy. NULL blob if memory ran out. */
+static blob_t *frame_blob(peer_t *pe, size_t frame_len, const uint8_t *p, size_t n)
+{
+    if (frame_len >= TAKE_MIN) {
+        void *block = inconn_take_frame(pe->c);
+        if (block)
+            return blob_wrap(block);
+    }
+    return blob_copy(p, n);
+}
+
+/* ------------------------------------------------------------ HELLO */
+
+static int secret_ok(const pool_t *p, const uint8_t *s, size_t n)
+{
+    if (p->secret_len == 0)
+        return 1;
+    /* Constant time over the configured secret: no early exit on a mismatch. */
+    unsigned diff = (unsigned)(n != p->secret_len);
+    for (size_t i = 0; i < p->secret_len; i++)
+        diff |= (unsigned)(uint8_t)p->secret[i] ^ (unsigned)(i < n ? s[i] : 0);
+    return diff == 0;
+}
+
+static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < outlen; i++)
+        out[k++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+    out[k] = '\0';
+}
+
+static int refuse(peer_t *pe, int role, const char *reason)
+{
+    pool_t *p = pe->pool;
+    char who[200];
+    log_warn("refused %s (%s '%s', pid %u): %s", label(pe, who, sizeof who), role_name(role),
+             pe->name, pe->pid, reason);
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_REFUSED);
+    proto_put_str16(&w, reason, strlen(reason));
+    out_end(pe, &w);
+    pe->dirty = 0;
+    pe->deadline_ms = pool_now_ms(p) + LINGER_TIMEOUT_MS;
+    inconn_close_after_flush(pe->c, NULL);
+    return 1;
+}
+
+static int accept_peer(peer_t *pe, int role)
+{
+    pool_t *p = pe->pool;
+    pe->id = ++p->next_peer_id;
+    pe->deadline_ms = 0;
+    if (role == ROLE_CLIENT) {
+        pe->client = sched_client_add(p->sched, pe);
+        if (!pe->client)
+            return bad_peer(pe, "out of memory");
+        if (!p->had_client)
+            p->first_client = pe;
+        p->had_client = 1;
+        if (p->clients_paused)
+            inconn_pause(pe->c);
+    } else {
+        pe->worker = sched_worker_add(p->sched, pe, pe->id, pe->pid);
+        if (!pe->worker)
+            return bad_peer(pe, "out of memory");
+        if (p->workers_paused)
+            inconn_pause(pe->c);
+    }
+    pe->role = role;
+    inconn_set_max_payload(pe->c, PROTO_MAX_FRAME);
+    sched_stats_t st;
+    sched_stats(p->sched, &st);
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_WELCOME);
+    proto_put_u32(&w, pe->id);
+    proto_put_u32(&w, st.workers);
+    out_end(pe, &w);
+    char who[200];
+    log_info("%s joined", label(pe, who, sizeof who));
+    return 0;
+}
+
+static int on_hello(peer_t *pe, const uint8_t *body, size_t len)
+{
+    pool_t *p = pe->pool;
+    proto_rd_t r;
+    proto_rd_init(&r, body, len);
+    uint8_t type = proto_u8(&r);
+    if (type != MSG_HELLO)
+        return bad_peer(pe, "the first message is not HELLO (type %u)", type);
+    uint8_t role = proto_u8(&r);
+    uint8_t version = proto_u8(&r);
+    uint32_t pid = proto_u32(&r);
+    size_t name_len, secret_len;
+    const uint8_t *name = proto_str16(&r, &name_len);
+    const uint8_t *secret = proto_str16(&r, &secret_len);
+    if (r.err)
+        return bad_peer(pe, "truncated HELLO");
+    pe->pid = pid;
+    copy_name(pe->name, sizeof pe->name, name, name_len);
+    if (role != ROLE_CLIENT && role != ROLE_WORKER)
+        return refuse(pe, role, "unknown role in HELLO");
+    if (version != PROTO_VERSION) {
+        char why[96];
+        snprintf(why, sizeof why, "protocol version %u is not supported (this pool speaks %u)",
+                 version, PROTO_VERSION);
+        return refuse(pe, role, why);
+    }
+    if (!secret_ok(p, secret, secret_len))
+        return refuse(pe, role,
+                      secret_len ? "authentication failed: wrong secret"
+                                 : "authentication failed: this pool needs a secret "
+                                   "(BETTONG_SECRET)");
+    if (p->stopping)
+        return refuse(pe, role, "the pool is stopping");
+    return accept_peer(pe, role);
+}
+
+/* ------------------------------------------------------------ clients */
+
+static int on_func(peer_t *pe, size_t frame_len, proto_rd_t *r)
+{
+    uint64_t func_id = proto_u64(r);
+    size_t n;
+    const uint8_t *fn = proto_rest(r, &n);
+    if (r->err)
+        return bad_peer(pe, "truncated FUNC");
+    span_t sp = {.blob = frame_blob(pe, frame_len, fn, n), .p = fn, .n = n};
+    if (!sp.blob)
+        return bad_peer(pe, "out of memory storing a function of %zu bytes", n);
+    if (sp.blob->owned == NULL)
+        sp.p = sp.blob->data;
+    int rc = sched_func(pe->pool->sched, pe->client, func_id, &sp);
+    if (rc == SCHED_DUPLICATE)
+        return bad_peer(pe, "FUNC %llu sent twice", (unsigned long long)func_id);
+    if (rc < 0)
+        return bad_peer(pe, "out of memory storing a function");
+    return 0;
+}
+
+/* Check a CALLS body's entries before queueing any, so a bad one queues none.
+ * Each entry takes at least 12 bytes: a count the frame cannot hold is refused
+ * before looping over it. */
+static int calls_valid(proto_rd_t r, uint32_t count)
+{
+    if ((size_t)count > (size_t)(r.end - r.p) / 12)
+        return 0;
+    for (uint32_t i = 0; i < count && !r.err; i++) {
+        proto_u64(&r);
+        proto_bytes(&r, proto_u32(&r));
+    }
+    return !r.err;
+}
+
+static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
+{
+    pool_t *p = pe->pool;
+    uint64_t func_id = proto_u64(r);
+    uint32_t timeout_ms = proto_u32(r);
+    uint16_t retries = proto_u16(r);
+    uint32_t count = proto_u32(r);
+    if (r->err || !calls_valid(*r, count))
+        return bad_peer(pe, "truncated CALLS (%u calls announced)", count);
+    /* A large frame is kept whole: every call's arguments point into it. */
+    blob_t *shared = NULL;
+    if (frame_len >= TAKE_MIN) {
+        void *block = inconn_take_frame(pe->c);
+        shared = block ? blob_wrap(block) : NULL;
+    }
+    uint64_t now = pool_now_us(p);
+    int rc = 0;
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        uint64_t call_id = proto_u64(r);
+        uint32_t n = proto_u32(r);
+        const uint8_t *args = proto_bytes(r, n);
+        span_t sp = {.p = args, .n = n};
+        if (shared) {
+            blob_ref(shared);
+            sp.blob = shared;
+        } else if ((sp.blob = blob_copy(args, n)) != NULL) {
+            sp.p = sp.blob->data;
+        } else {
+            rc = bad_peer(pe, "out of memory queueing calls");
+            break;
+        }
+        int s = sched_call(p->sched, pe->client, func_id, call_id, timeout_ms, retries, &sp, now);
+        if (s == SCHED_DUPLICATE)
+            rc = bad_peer(pe, "call id %llu is already in use", (unsigned long long)call_id);
+        else if (s < 0)
+            rc = bad_peer(pe, "out of memory queueing calls");
+    }
+    blob_unref(shared);
+    return rc;
+}
+
+static int on_status(peer_t *pe)
+{
+    sched_stats_t st;
+    sched_stats(pe->pool->sched, &st);
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_STATUS_REPLY);
+    proto_put_u32(&w, st.workers);
+    proto_put_u32(&w, st.queued);
+    proto_put_u32(&w, st.running);
+    out_end(pe, &w);
+    return 0;
+}
+
+static int on_client_msg(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len)
+{
+    pool_t *p = pe->pool;
+    proto_rd_t r;
+    proto_rd_init(&r, body, len);
+    uint8_t type = proto_u8(&r);
+    uint64_t id;
+    switch (type) {
+    case MSG_FUNC:
+        return on_func(pe, frame_len, &r);
+    case MSG_CALLS:
+        return on_calls(pe, frame_len, &r);
+    case MSG_CANCEL:
+        id = proto_u64(&r);
+        if (r.err)
+            return bad_peer(pe, "truncated CANCEL");
+        sched_cancel(p->sched, pe->client, id, pool_now_us(p));
+        return 0;
+    case MSG_FORGET:
+        id = proto_u64(&r);
+        if (r.err)
+            return bad_peer(pe, "truncated FORGET");
+        sched_forget(p->sched, pe->client, id);
+        return 0;
+    case MSG_STATUS:
+        return on_status(pe);
+    default:
+        return bad_peer(pe, "message type %u is not one a client sends", type);
+    }
+}
+
+/* ------------------------------------------------------------ workers */
+
+static int on_done(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len)
+{
+    pool_t *p = pe->pool;
+    proto_rd_t r;
+    proto_rd_init(&r, body, len);
+    uint8_t type = proto_u8(&r);
+    if (type != MSG_DONE)
+        return bad_peer(pe, "message type %u is not one a worker sends", type);
+    uint64_t task_id = proto_u64(&r);
+    uint8_t status = proto_u8(&r);
+    uint64_t started = proto_u64(&r);
+    uint64_t finished = proto_u64(&r);
+    size_t n;
+    const uint8_t *payload = proto_rest(&r, &n);
+    if (r.err)
+        return bad_peer(pe, "truncated DONE");
+    if (!pe->worker)
+        return 0; /* being closed for a timeout: its results no longer count */
+    /* A large result goes to the client from this frame's memory. */
+    if (frame_len >= TAKE_MIN)
+        p->cur_block = inconn_take_frame(pe->c);
+    int rc = sched_done(p->sched, pe->worker, task_id, status, started, finished, payload, n,
+                        pool_now_us(p));
+    free(p->cur_block);
+    p->cur_block = NULL;
+    if (rc == SCHED_PROTOCOL)
+        return bad_peer(pe, "DONE for task %llu with status %u does not match the task it runs",
+                        (unsigned long long)task_id, status);
+    return 0;
+}
+
+/* ------------------------------------------------------------ inconn handler */
+
+static void on_opened(void *owner, inconn_t *c)
+{
+    pool_t *p = owner;
+    peer_t *pe = calloc(1, sizeof *pe);
+    if (!pe) {
+        inconn_close(c, "out of memory");
+        return;
+    }
+    pe->pool = p;
+    pe->c = c;
+    pe->deadline_ms = pool_now_ms(p) + HELLO_TIMEOUT_MS;
+    c->user = pe;
+    inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    pe->next = p->peers;
+    if (p->peers)
+        p->peers->prev = pe;
+    p->peers = pe;
+}
+
+static void on_batch_begin(void *owner) { (void)owner; }
+
+static void on_batch_end(void *owner) { peer_after_event(owner); }
+
+static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame_len,
+                    const uint8_t *body, size_t len)
+{
+    peer_t *pe = c->user;
+    if (!pe || pe->pool->stopping)
+        return -1;
+    if (len == 0)
+        return bad_peer(pe, "empty frame");
+    switch (pe->role) {
+    case 0:
+        return on_hello(pe, body, len);
+    case ROLE_CLIENT:
+        return on_client_msg(pe, frame_len, body, len);
+    default:
+        return on_done(pe, frame_len, body, len);
+    }
+}
+
+static void on_closed(void *owner, inconn_t *c)
+{
+    pool_t *p = owner;
+    peer_t *pe = c->user;
+    if (!pe)
+        return;
+    if (pe->prev)
+        pe->prev->next = pe->next;
+    else
+        p->peers = pe->next;
+    if (pe->next)
+        pe->next->prev = pe->prev;
+    char who[200];
+    if (pe->role && !p->stopping)
+        log_info("%s left", label(pe, who, sizeof who));
+    /* While stopping the scheduler is not touched: it is freed whole. */
+    if (pe->role == ROLE_CLIENT && !p->stopping) {
+        sched_client_remove(p->sched, pe->client);
+        if (pe == p->first_client && p->exit_with_client)
+            pool_stop(p, 0, "the first client went away (--exit-with-client)");
+    } else if (pe->role == ROLE_WORKER && pe->worker && !p->stopping) {
+        sched_worker_remove(p->sched, pe->worker, pool_now_us(p));
+    }
+    if (pe == p->first_client)
+        p->first_client = NULL;
+    free(pe);
+    c->user = NULL;
+    peer_after_event(p);
+}
+
+static void on_wrote(void *owner, inconn_t *c)
+{
+    peer_t *pe = c->user;
+    /* A client took results: workers may be read again. */
+    if (pe && pe->role == ROLE_CLIENT && pe->pool->workers_paused)
+        peer_after_event(owner);
+}
+
+const inconn_handler_t peer_handler = {
+    .opened = on_opened,
+    .batch_begin = on_batch_begin,
+    .frame = on_frame,
+    .batch_end = on_batch_end,
+    .closed = on_closed,
+    .wrote = on_wrote,
+};
+
+/* ------------------------------------------------------------ scheduler ops */
+
+static void op_funcdef(void *ctx, void *wio, uint64_t gid, const span_t *fn)
+{
+    peer_t *pe = wio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_FUNCDEF);
+    proto_put_u64(&w, gid);
+    out_end_payload(pe, &w, fn);
+}
+
+static void op_funcdrop(void *ctx, void *wio, uint64_t gid)
+{
+    peer_t *pe = wio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_FUNCDROP);
+    proto_put_u64(&w, gid);
+    out_end(pe, &w);
+}
+
+static void op_task(void *ctx, void *wio, uint64_t task_id, uint64_t gid, const span_t *args)
+{
+    peer_t *pe = wio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_TASK);
+    proto_put_u64(&w, task_id);
+    proto_put_u64(&w, gid);
+    out_end_payload(pe, &w, args);
+}
+
+static void put_result_head(proto_wr_t *w, const sched_result_t *r, uint8_t status)
+{
+    proto_put_u64(w, r->call_id);
+    proto_put_u8(w, status);
+    proto_put_u32(w, r->worker_id);
+    proto_put_u32(w, r->attempts);
+    proto_put_u64(w, r->submitted_us);
+    proto_put_u64(w, r->started_us);
+    proto_put_u64(w, r->finished_us);
+}
+
+static void op_result(void *ctx, void *cio, const sched_result_t *r)
+{
+    pool_t *p = ctx;
+    peer_t *pe = cio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_RESULT);
+    put_result_head(&w, r, r->status);
+    /* The payload still lies in the DONE frame's memory: hand that over. */
+    if (p->cur_block && r->payload_len >= REF_MIN) {
+        if (proto_end_with(&w, r->payload_len) == 0) {
+            void *block = p->cur_block;
+            p->cur_block = NULL; /* the writer frees it, even if this fails */
+            if (inconn_put_ref(pe->c, r->payload, r->payload_len, free, block) < 0)
+                write_failed(pe);
+            return;
+        }
+    } else {
+        proto_put_bytes(&w, r->payload, r->payload_len);
+        if (proto_end(&w) == 0)
+            return;
+    }
+    /* Only a result within a few bytes of the frame limit gets here (RESULT's
+     * header is longer than DONE's), or memory ran out. */
+    char text[200];
+    int n = snprintf(text, sizeof text,
+                     "the result (%zu bytes) could not be forwarded: too large for a frame or "
+                     "out of memory", r->payload_len);
+    out_begin(pe, &w, MSG_RESULT);
+    put_result_head(&w, r, CALL_ERROR);
+    proto_put_bytes(&w, text, (size_t)n);
+    out_end(pe, &w);
+}
+
+static void op_cancelled(void *ctx, void *cio, uint64_t call_id, int dropped)
+{
+    peer_t *pe = cio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_CANCELLED);
+    proto_put_u64(&w, call_id);
+    proto_put_u8(&w, (uint8_t)(dropped != 0));
+    out_end(pe, &w);
+}
+
+static void op_skip(void *ctx, void *wio, uint64_t task_id)
+{
+    peer_t *pe = wio;
+    proto_wr_t w;
+    out_begin(pe, &w, MSG_SKIP);
+    proto_put_u64(&w, task_id);
+    out_end(pe, &w);
+}
+
+static void op_kill_worker(void *ctx, void *wio, const char *why)
+{
+    pool_t *p = ctx;
+    peer_t *pe = wio;
+    char who[200];
+    log_warn("killing %s: %s", label(pe, who, sizeof who), why);
+    pe->worker = NULL;
+    pool_kill_local(p, pe->pid);
+    /* A remote worker exits when its connection closes. */
+    inconn_close(pe->c, NULL);
+}
+
+const sched_ops_t peer_sched_ops = {
+    .funcdef = op_funcdef,
+    .funcdrop = op_funcdrop,
+    .task = op_task,
+    .result = op_result,
+    .cancelled = op_cancelled,
+    .skip = op_skip,
+    .kill_worker = op_kill_worker,
+};
+
+/* ------------------------------------------------------------ after events */
+
+static void set_paused(pool_t *p, int role, int paused)
+{
+    for (peer_t *pe = p->peers; pe; pe = pe->next)
+        if (pe->role == role)
+            paused ? inconn_pause(pe->c) : inconn_resume(pe->c);
+}
+
+static void apply_backpressure(pool_t *p, size_t results_backlog)
+{
+    sched_stats_t st;
+    sched_stats(p->sched, &st);
+    size_t queued = st.queued_bytes + (size_t)st.queued * CALL_OVERHEAD;
+    if (!p->clients_paused && queued > QUEUE_HIGH) {
+        log_info("%u calls (%zu bytes) queued: not reading clients until the queue drains",
+                 st.queued, queued);
+        p->clients_paused = 1;
+        set_paused(p, ROLE_CLIENT, 1);
+    } else if (p->clients_paused && queued < QUEUE_LOW) {
+        p->clients_paused = 0;
+        set_paused(p, ROLE_CLIENT, 0);
+    }
+    if (!p->workers_paused && results_backlog > RESULTS_HIGH) {
+        log_info("%zu bytes of results wait for clients to read them: not reading workers "
+                 "meanwhile", results_backlog);
+        p->workers_paused = 1;
+        set_paused(p, ROLE_WORKER, 1);
+    } else if (p->workers_paused && results_backlog < RESULTS_LOW) {
+        p->workers_paused = 0;
+        set_paused(p, ROLE_WORKER, 0);
+    }
+}
+
+static void on_timeout_timer(uv_timer_t *t) { peer_after_event(t->data); }
+
+static void arm_timeouts(pool_t *p, uint64_t next, uint64_t now)
+{
+    if (next == UINT64_MAX || p->workers_paused) {
+        uv_timer_stop(&p->timeouts);
+        return;
+    }
+    uint64_t ms = next > now ? (next - now + 999) / 1000 : 1;
+    uv_timer_start(&p->timeouts, on_timeout_timer, ms, 0);
+}
+
+void peer_after_event(pool_t *p)
+{
+    if (p->stopping)
+        return;
+    uint64_t now = pool_now_us(p);
+    /* Timeouts before dispatching (a killed worker's tasks go out at once) and
+     * after (the deadlines of the tasks just sent arm the timer). */
+    uint64_t next = UINT64_MAX;
+    if (!p->workers_paused)
+        sched_check_timeouts(p->sched, now);
+    sched_dispatch(p->sched, now);
+    if (!p->workers_paused) {
+        next = sched_check_timeouts(p->sched, now);
+        sched_dispatch(p->sched, now);
+    }
+    size_t results_backlog = 0;
+    for (peer_t *pe = p->peers; pe; pe = pe->next) {
+        if (pe->dirty) {
+            pe->dirty = 0;
+            inconn_flush(pe->c);
+        }
+        if (pe->role == ROLE_CLIENT)
+            results_backlog += inconn_backlog(pe->c);
+    }
+    apply_backpressure(p, results_backlog);
+    arm_timeouts(p, next, now);
+}
+
+void peer_sweep(pool_t *p)
+{
+    uint64_t now = pool_now_ms(p);
+    for (peer_t *pe = p->peers; pe; pe = pe->next) {
+        if (!pe->deadline_ms || now < pe->deadline_ms || pe->c->closing)
+            continue;
+        if (pe->c->lingering)
+            inconn_close(pe->c, NULL);
+        else
+            inconn_close(pe->c, "no HELLO within 10 s");
+    }
+}

@@ -1,0 +1,39 @@
+/* The pool's connections: every peer starts unauthenticated and may send only a
+ * HELLO (in a frame of at most HELLO_MAX_FRAME bytes, within HELLO_TIMEOUT);
+ * once accepted it is a client or a worker and its messages go to the
+ * scheduler. The scheduler's decisions come back through peer_sched_ops and
+ * are written as frames; everything written during one event is flushed once
+ * at its end (peer_after_event), which is also where backpressure is decided:
+ *
+ * - queued calls hold more than QUEUE_HIGH bytes: stop reading clients (their
+ *   CALLS wait in their sockets) until below QUEUE_LOW;
+ * - results not yet taken by clients pass RESULTS_HIGH bytes: stop reading
+ *   workers (their DONE frames wait) until below RESULTS_LOW. Timeouts are not
+ *   checked meanwhile: a DONE may be waiting unread.
+ *
+ * Call timeouts use p->timeouts (its data must be the pool), armed for the
+ * earliest deadline after every event.
+ *
+ * Bad input from a peer (garbage, a frame over the limit, a message its role
+ * may not send, truncated fields) gets a log line naming the peer and closes
+ * that connection only. */
+#ifndef BETTONG_PEER_H
+#define BETTONG_PEER_H
+
+#include <stdint.h>
+
+#include "net/inconn.h"
+#include "pool/pool.h"
+#include "pool/sched.h"
+
+extern const inconn_handler_t peer_handler;
+extern const sched_ops_t peer_sched_ops;
+
+/* After any event that may have written or changed the queue: flush, apply
+ * backpressure, re-arm the timeout timer. */
+void peer_after_event(pool_t *p);
+/* Once a second: close peers that did not say HELLO in time, or that do not
+ * take their last bytes (REFUSED) in time. */
+void peer_sweep(pool_t *p);
+
+#endif

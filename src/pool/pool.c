@@ -1,0 +1,538 @@
+#include "pool/pool.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "net/addr.h"
+#include "pool/peer.h"
+#include "pool/proto.h"
+#include "pool/spawn.h"
+#include "util/log.h"
+
+#define PROG "bettong pool"
+#define HOUSEKEEPING_MS 200
+/* After SIGTERM, local workers get this long before SIGKILL. */
+#define STOP_GRACE_MS 2000
+/* A local worker that dies sooner than this after its start counts as a quick
+ * death: restarts back off (100 ms doubling, at most RESTART_MAX_MS) so a
+ * worker that cannot start does not spin. */
+#define QUICK_DEATH_MS 1000
+#define RESTART_MAX_MS 5000
+/* --exit-with-client: how long to wait for that first client. */
+#define FIRST_CLIENT_WAIT_MS 120000
+
+typedef struct {
+    const char *listen;
+    const char *unix_path;
+    long workers; /* -1: one per CPU */
+    const char *secret;
+    int exit_with_client;
+    const char *log_level;
+    unsigned ahead;
+} pool_args_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: bettong pool (--listen HOST:PORT | --unix PATH) [options]\n"
+"\n"
+"Runs a task pool: clients (the `bettong` Python package) send functions and\n"
+"calls, workers run them. Prints one line, '" PROG ": listening on ADDR', once\n"
+"it accepts connections (ADDR is unix:PATH, or HOST:PORT with the real port when\n"
+"port 0 was asked).\n"
+"\n"
+"  --listen HOST:PORT    listen on TCP (a bare PORT means 127.0.0.1:PORT). A\n"
+"                        non-loopback address needs a secret.\n"
+"  --unix PATH           listen on a Unix-domain socket (mode 0600; put it in a\n"
+"                        private directory). Both --listen and --unix may be given.\n"
+"  --workers N           local worker processes to run and keep running (default:\n"
+"                        one per CPU); 0 for a scheduler that waits for\n"
+"                        `bettong worker --join` processes\n"
+"  --secret S            every client and worker must present S in its HELLO\n"
+"                        (default: $BETTONG_SECRET, which `ps` does not show).\n"
+"                        Local workers get it through their environment.\n"
+"  --exit-with-client    exit (stopping the local workers) when the first client\n"
+"                        to connect goes away; also when the process that started\n"
+"                        the pool dies before any client connected, or none\n"
+"                        connects within 120 s\n"
+"  --ahead N             most tasks sent ahead to one worker (default 64); the\n"
+"                        pool sends fewer when tasks are slow\n"
+"  --log-level LEVEL     debug, info (default), warn, error\n"
+"  -h, --help            this text\n"
+"\n"
+"SIGINT or SIGTERM stops the workers (SIGTERM, SIGKILL after 2 s) and exits 0.\n");
+}
+
+/* "--flag value" or "--flag=value": returns the value and advances *i, or NULL. */
+static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
+{
+    size_t n = strlen(flag);
+    const char *a = argv[*i];
+    if (strncmp(a, flag, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+static int parse_count(const char *s, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < 0 || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, pool_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->workers = -1;
+    a->ahead = 64;
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        long n;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if (strcmp(argv[i], "--exit-with-client") == 0) {
+            a->exit_with_client = 1;
+        } else if ((v = flag_value(argc, argv, &i, "--listen", &missing))) {
+            a->listen = v;
+        } else if ((v = flag_value(argc, argv, &i, "--unix", &missing))) {
+            a->unix_path = v;
+        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+            a->secret = v;
+        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+            if (log_parse_level(v) < 0) {
+                fprintf(stderr, PROG ": unknown log level '%s'\n", v);
+                return -1;
+            }
+            a->log_level = v;
+        } else if ((v = flag_value(argc, argv, &i, "--workers", &missing))) {
+            if (parse_count(v, 4096, &a->workers) < 0) {
+                fprintf(stderr, PROG ": --workers takes a number from 0 to 4096\n");
+                return -1;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--ahead", &missing))) {
+            if (parse_count(v, 100000, &n) < 0 || n < 1) {
+                fprintf(stderr, PROG ": --ahead takes a number of at least 1\n");
+                return -1;
+            }
+            a->ahead = (unsigned)n;
+        } else {
+            fprintf(stderr, missing ? PROG ": option '%s' needs a value\n"
+                                    : PROG ": unknown argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!a->listen && !a->unix_path) {
+        fprintf(stderr, PROG ": give --listen HOST:PORT or --unix PATH\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ clock */
+
+uint64_t pool_now_us(const pool_t *p) { return uv_hrtime() / 1000 + p->clock_base_us; }
+
+/* ------------------------------------------------------------ local workers */
+
+static void start_local(pool_t *p, local_worker_t *lw)
+{
+    char name[32], err[256];
+    snprintf(name, sizeof name, "local-%u", lw->index);
+    spawn_args_t a = {.connect = p->worker_connect,
+                      .name = name,
+                      .secret = p->secret_len ? p->secret : NULL,
+                      .log_level = p->log_level};
+    lw->restart_at_ms = 0;
+    lw->started_ms = pool_now_ms(p);
+    lw->pid = spawn_worker(&a, err, sizeof err);
+    if (lw->pid < 0) {
+        lw->pid = 0;
+        lw->quick_deaths++;
+        lw->restart_at_ms = lw->started_ms + RESTART_MAX_MS;
+        log_error("cannot start local worker %s: %s (trying again in %d s)", name, err,
+                  RESTART_MAX_MS / 1000);
+        return;
+    }
+    log_debug("started local worker %s (pid %d)", name, (int)lw->pid);
+}
+
+static local_worker_t *find_local(pool_t *p, pid_t pid)
+{
+    for (unsigned i = 0; i < p->nlocals; i++)
+        if (p->locals[i].pid == pid && pid > 0)
+            return &p->locals[i];
+    return NULL;
+}
+
+void pool_kill_local(pool_t *p, uint32_t pid)
+{
+    local_worker_t *lw = find_local(p, (pid_t)pid);
+    if (lw) {
+        lw->killed = 1;
+        kill(lw->pid, SIGKILL);
+    }
+}
+
+static unsigned live_locals(const pool_t *p)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < p->nlocals; i++)
+        n += p->locals[i].pid > 0;
+    return n;
+}
+
+/* When it dies: start it again, at once unless it keeps dying young. */
+static void schedule_restart(pool_t *p, local_worker_t *lw, int status)
+{
+    char how[96];
+    spawn_describe_status(status, how, sizeof how);
+    uint64_t now = pool_now_ms(p);
+    if (now - lw->started_ms < QUICK_DEATH_MS && !lw->killed)
+        lw->quick_deaths++;
+    else
+        lw->quick_deaths = 0;
+    lw->killed = 0;
+    uint64_t delay = 0;
+    if (lw->quick_deaths) {
+        unsigned shift = lw->quick_deaths > 8 ? 8 : lw->quick_deaths - 1;
+        delay = 100ull << shift;
+        if (delay > RESTART_MAX_MS)
+            delay = RESTART_MAX_MS;
+    }
+    log_warn("local worker local-%u (pid %d) %s; starting it again%s", lw->index, (int)lw->pid,
+             how, delay ? " after a pause (it died soon after starting)" : "");
+    lw->pid = 0;
+    lw->restart_at_ms = now + delay;
+    if (delay == 0)
+        start_local(p, lw);
+}
+
+static void maybe_finish(pool_t *p);
+
+static void on_sigchld(uv_signal_t *h, int signum)
+{
+    pool_t *p = h->data;
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        local_worker_t *lw = find_local(p, pid);
+        if (!lw)
+            continue;
+        if (p->stopping) {
+            lw->pid = 0;
+            continue;
+        }
+        schedule_restart(p, lw, status);
+    }
+    if (p->stopping)
+        maybe_finish(p);
+}
+
+/* --exit-with-client: the caller that started us may die before it connects
+ * (then no connection will ever close to tell us). Stop if our parent changes
+ * or no client comes in time. */
+static void watch_for_caller(pool_t *p, uint64_t now)
+{
+    if (!p->exit_with_client || p->had_client || p->stopping)
+        return;
+    if (getppid() != p->parent)
+        pool_stop(p, 0, "the process that started the pool is gone (--exit-with-client)");
+    else if (now - p->started_ms > FIRST_CLIENT_WAIT_MS)
+        pool_stop(p, 1, "no client connected within 120 s (--exit-with-client)");
+}
+
+static void on_housekeeping(uv_timer_t *t)
+{
+    pool_t *p = t->data;
+    uint64_t now = pool_now_ms(p);
+    watch_for_caller(p, now);
+    if (p->stopping)
+        return;
+    for (unsigned i = 0; i < p->nlocals; i++) {
+        local_worker_t *lw = &p->locals[i];
+        if (lw->pid == 0 && lw->restart_at_ms && now >= lw->restart_at_ms)
+            start_local(p, lw);
+    }
+    peer_sweep(p);
+}
+
+/* ------------------------------------------------------------ stop */
+
+static void close_noop(uv_handle_t *h) { (void)h; }
+
+static void maybe_finish(pool_t *p)
+{
+    if (!p->stopping || p->tcp_open || p->unix_open || live_locals(p) > 0)
+        return;
+    if (uv_is_closing((uv_handle_t *)&p->sigchld))
+        return;
+    uv_close((uv_handle_t *)&p->sigint, close_noop);
+    uv_close((uv_handle_t *)&p->sigterm, close_noop);
+    uv_close((uv_handle_t *)&p->sigchld, close_noop);
+    uv_close((uv_handle_t *)&p->housekeeping, close_noop);
+    uv_close((uv_handle_t *)&p->timeouts, close_noop);
+    uv_close((uv_handle_t *)&p->kill_timer, close_noop);
+}
+
+static void on_listener_closed(listener_t *l)
+{
+    pool_t *p = l->owner;
+    if (l == &p->tcp)
+        p->tcp_open = 0;
+    else
+        p->unix_open = 0;
+    maybe_finish(p);
+}
+
+static void kill_locals(pool_t *p, int sig)
+{
+    for (unsigned i = 0; i < p->nlocals; i++)
+        if (p->locals[i].pid > 0)
+            kill(p->locals[i].pid, sig);
+}
+
+static void on_kill_timer(uv_timer_t *t)
+{
+    pool_t *p = t->data;
+    if (live_locals(p))
+        log_warn("%u local worker(s) still running %d s after SIGTERM: SIGKILL",
+                 live_locals(p), STOP_GRACE_MS / 1000);
+    kill_locals(p, SIGKILL);
+}
+
+void pool_stop(pool_t *p, int code, const char *why)
+{
+    if (p->stopping)
+        return;
+    p->stopping = 1;
+    p->exit_code = code;
+    log_info("stopping (%s)", why);
+    uv_timer_stop(&p->housekeeping);
+    uv_timer_stop(&p->timeouts);
+    if (p->tcp_open)
+        listener_close(&p->tcp, on_listener_closed);
+    if (p->unix_open)
+        listener_close(&p->unx, on_listener_closed);
+    kill_locals(p, SIGTERM);
+    uv_timer_start(&p->kill_timer, on_kill_timer, STOP_GRACE_MS, 0);
+    maybe_finish(p);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    pool_t *p = h->data;
+    if (p->stopping) {
+        kill_locals(p, SIGKILL);
+        return;
+    }
+    pool_stop(p, 0, strsignal(signum));
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int set_secret(pool_t *p, const char *secret)
+{
+    if (!secret)
+        secret = getenv("BETTONG_SECRET");
+    if (!secret || !*secret)
+        return 0;
+    size_t n = strlen(secret);
+    if (n >= sizeof p->secret) {
+        fprintf(stderr, PROG ": the secret is too long (at most %zu bytes)\n",
+                sizeof p->secret - 1);
+        return -1;
+    }
+    memcpy(p->secret, secret, n + 1);
+    p->secret_len = n;
+    return 0;
+}
+
+/* Resolve --listen; a non-loopback address without a secret would let anyone
+ * who can connect run code here: refuse. */
+static int resolve_listen(pool_t *p, const char *text, struct sockaddr_storage *sa)
+{
+    hostport_t hp;
+    char err[300];
+    const char *spec = text;
+    char tmp[300];
+    /* A bare port means 127.0.0.1:PORT. */
+    if (strspn(text, "0123456789") == strlen(text) && *text) {
+        snprintf(tmp, sizeof tmp, "127.0.0.1:%s", text);
+        spec = tmp;
+    }
+    if (hostport_parse(spec, &hp, err, sizeof err) < 0 ||
+        hostport_resolve(&hp, sa, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": --listen: %s\n", err);
+        return -1;
+    }
+    if (!sockaddr_is_loopback((struct sockaddr *)sa) && p->secret_len == 0) {
+        fprintf(stderr,
+                PROG ": refusing to listen on %s without a secret: anyone who can reach it "
+                "could run code here. Give --secret S (or set BETTONG_SECRET), or listen on "
+                "a loopback address.\n", text);
+        return -1;
+    }
+    return 0;
+}
+
+/* What local workers connect to: the Unix socket if there is one, else the TCP
+ * address (a wildcard address reached through loopback). */
+static void choose_worker_connect(pool_t *p)
+{
+    if (p->have_unix) {
+        snprintf(p->worker_connect, sizeof p->worker_connect, "%s", p->unx.addr);
+        return;
+    }
+    const char *addr = p->tcp.addr;
+    const char *port = strrchr(addr, ':');
+    if (strncmp(addr, "0.0.0.0:", 8) == 0)
+        snprintf(p->worker_connect, sizeof p->worker_connect, "127.0.0.1%s", port);
+    else if (strncmp(addr, "[::]:", 5) == 0)
+        snprintf(p->worker_connect, sizeof p->worker_connect, "[::1]%s", port);
+    else
+        snprintf(p->worker_connect, sizeof p->worker_connect, "%s", addr);
+}
+
+static int start_listeners(pool_t *p, const pool_args_t *a)
+{
+    char err[512];
+    if (a->listen) {
+        struct sockaddr_storage sa;
+        if (resolve_listen(p, a->listen, &sa) < 0)
+            return -1;
+        if (listener_start(&p->tcp, &p->loop, (struct sockaddr *)&sa, &p->spec, &peer_handler,
+                           p, "listener", err, sizeof err) < 0) {
+            fprintf(stderr, PROG ": %s\n", err);
+            return -1;
+        }
+        p->have_tcp = p->tcp_open = 1;
+    }
+    if (a->unix_path) {
+        if (listener_start_unix(&p->unx, &p->loop, a->unix_path, &p->spec, &peer_handler, p,
+                                "listener", err, sizeof err) < 0) {
+            fprintf(stderr, PROG ": %s\n", err);
+            return -1;
+        }
+        p->have_unix = p->unix_open = 1;
+    }
+    return 0;
+}
+
+static void announce(pool_t *p)
+{
+    if (p->have_unix && p->have_tcp)
+        printf(PROG ": listening on %s and %s\n", p->unx.addr, p->tcp.addr);
+    else
+        printf(PROG ": listening on %s\n", p->have_unix ? p->unx.addr : p->tcp.addr);
+    fflush(stdout);
+}
+
+static void start_handles(pool_t *p)
+{
+    uv_signal_init(&p->loop, &p->sigint);
+    uv_signal_init(&p->loop, &p->sigterm);
+    uv_signal_init(&p->loop, &p->sigchld);
+    p->sigint.data = p->sigterm.data = p->sigchld.data = p;
+    uv_signal_start(&p->sigint, on_signal, SIGINT);
+    uv_signal_start(&p->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&p->sigchld, on_sigchld, SIGCHLD);
+    uv_timer_init(&p->loop, &p->housekeeping);
+    uv_timer_init(&p->loop, &p->timeouts);
+    uv_timer_init(&p->loop, &p->kill_timer);
+    p->housekeeping.data = p->timeouts.data = p->kill_timer.data = p;
+    uv_timer_start(&p->housekeeping, on_housekeeping, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
+}
+
+static int start_locals(pool_t *p, long n)
+{
+    if (n == 0)
+        return 0;
+    p->locals = calloc((size_t)n, sizeof *p->locals);
+    if (!p->locals) {
+        log_error("out of memory");
+        return -1;
+    }
+    p->nlocals = (unsigned)n;
+    for (unsigned i = 0; i < p->nlocals; i++) {
+        p->locals[i].index = i + 1;
+        start_local(p, &p->locals[i]);
+    }
+    log_info("%u local worker(s) connecting to %s", p->nlocals, p->worker_connect);
+    return 0;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+int cmd_pool(int argc, char **argv)
+{
+    pool_args_t a;
+    if (parse_args(argc, argv, &a) < 0) {
+        fprintf(stderr, "(bettong pool --help for the options)\n");
+        return 2;
+    }
+    log_set_role("pool");
+    if (a.log_level)
+        log_set_level((log_level)log_parse_level(a.log_level));
+    signal(SIGPIPE, SIG_IGN);
+
+    static pool_t pool;
+    pool_t *p = &pool;
+    p->log_level = a.log_level;
+    p->exit_with_client = a.exit_with_client;
+    if (set_secret(p, a.secret) < 0)
+        return 2;
+    p->clock_base_us = proto_now_us() - uv_hrtime() / 1000;
+    p->parent = getppid();
+    p->started_ms = pool_now_ms(p);
+    p->spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 1,
+                             .max_payload = PROTO_MAX_FRAME};
+    sched_config_t cfg = {.ahead_max = a.ahead};
+    p->sched = sched_new(&cfg, &peer_sched_ops, p);
+    if (!p->sched || uv_loop_init(&p->loop) < 0) {
+        fprintf(stderr, PROG ": out of memory\n");
+        return 2;
+    }
+    int rc = start_listeners(p, &a);
+    if (rc == 0) {
+        announce(p);
+        choose_worker_connect(p);
+        start_handles(p);
+        long n = a.workers >= 0 ? a.workers : (long)spawn_ncpu();
+        if (start_locals(p, n) < 0)
+            pool_stop(p, 1, "out of memory");
+    }
+    if (rc < 0) {
+        /* Close whatever did start, so the loop can be closed cleanly. */
+        uv_walk(&p->loop, close_walk_cb, NULL);
+    }
+    uv_run(&p->loop, UV_RUN_DEFAULT);
+    sched_free(p->sched);
+    free(p->locals);
+    if (uv_loop_close(&p->loop) != 0)
+        log_debug("event loop closed with handles still open");
+    return rc < 0 ? 2 : p->exit_code;
+}

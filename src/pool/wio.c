@@ -1,0 +1,575 @@
+#include "pool/wio.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "net/addr.h"
+#include "pool/proto.h"
+#include "util/buf.h"
+#include "util/log.h"
+
+#define READ_CHUNK (256 * 1024)
+#define HELLO_WAIT_S 30
+/* The pool's answer to HELLO is small; anything longer is not a pool. */
+#define ANSWER_MAX 65536
+#define IOV_BATCH 256
+
+/* An output segment: DONE frames' bytes, or a pinned payload written in place. */
+typedef struct oseg {
+    struct oseg *next;
+    buf_t b;
+    const uint8_t *p; /* pinned bytes (pin != NULL) */
+    size_t n;
+    void *pin;
+} oseg_t;
+
+static struct {
+    int fd;
+    pthread_mutex_t in_mu;
+    pthread_cond_t in_cv;
+    wmsg_t *in_head, *in_tail;
+    int main_waiting;
+    pthread_mutex_t out_mu;
+    pthread_cond_t out_cv;
+    oseg_t *out_head, *out_tail;
+    int writer_waiting;
+    oseg_t *released; /* pinned segments written, for the main thread */
+} io = {
+    .fd = -1,
+    .in_mu = PTHREAD_MUTEX_INITIALIZER,
+    .in_cv = PTHREAD_COND_INITIALIZER,
+    .out_mu = PTHREAD_MUTEX_INITIALIZER,
+    .out_cv = PTHREAD_COND_INITIALIZER,
+};
+
+/* ------------------------------------------------------------ connecting */
+
+static int connect_unix(const char *path, char *err, size_t errlen)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, errlen, "socket path too long: %s", path);
+        return -1;
+    }
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        snprintf(err, errlen, "cannot connect to unix:%s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Keepalive: a worker whose remote pool vanished without a FIN (machine gone)
+ * notices within minutes instead of waiting forever. */
+static void tune_tcp(int fd)
+{
+    int one = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+}
+
+static int connect_tcp(const char *addr, char *err, size_t errlen)
+{
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    char why[300];
+    if (hostport_parse(addr, &hp, why, sizeof why) < 0 ||
+        hostport_resolve(&hp, &sa, why, sizeof why) < 0) {
+        snprintf(err, errlen, "%s", why);
+        return -1;
+    }
+    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : sizeof(struct sockaddr_in);
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, len) < 0) {
+        snprintf(err, errlen, "cannot connect to %s: %s", addr, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    tune_tcp(fd);
+    return fd;
+}
+
+int wio_connect(const char *addr, char *err, size_t errlen)
+{
+    if (strncmp(addr, "unix:", 5) == 0)
+        return connect_unix(addr + 5, err, errlen);
+    return connect_tcp(addr, err, errlen);
+}
+
+/* ------------------------------------------------------------ blocking I/O */
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n > 0) {
+        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int read_all(int fd, void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        b += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static uint32_t be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void set_recv_timeout(int fd, int seconds)
+{
+    struct timeval tv = {.tv_sec = seconds};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+}
+
+static int parse_answer(const uint8_t *body, size_t n, uint32_t *peer_id, char *err,
+                        size_t errlen)
+{
+    proto_rd_t r;
+    proto_rd_init(&r, body, n);
+    uint8_t type = proto_u8(&r);
+    if (type == MSG_WELCOME) {
+        *peer_id = proto_u32(&r);
+        proto_u32(&r);
+        if (!r.err)
+            return 0;
+    } else if (type == MSG_REFUSED) {
+        size_t len;
+        const uint8_t *why = proto_str16(&r, &len);
+        if (why) {
+            snprintf(err, errlen, "the pool refused this worker: %.*s", (int)len, why);
+            return WORKER_EXIT_REFUSED;
+        }
+    }
+    snprintf(err, errlen, "unexpected answer to HELLO (message type %u)", type);
+    return WORKER_EXIT_NO_CONNECT;
+}
+
+int wio_hello(int fd, const char *name, const char *secret, uint32_t *peer_id, char *err,
+              size_t errlen)
+{
+    buf_t b;
+    buf_init(&b);
+    proto_wr_t w;
+    proto_begin(&w, &b, MSG_HELLO);
+    proto_put_u8(&w, ROLE_WORKER);
+    proto_put_u8(&w, PROTO_VERSION);
+    proto_put_u32(&w, (uint32_t)getpid());
+    proto_put_str16(&w, name, strlen(name));
+    proto_put_str16(&w, secret ? secret : "", secret ? strlen(secret) : 0);
+    int rc = proto_end(&w) < 0 ? -1 : write_all(fd, buf_head(&b), buf_unread(&b));
+    buf_free(&b);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot send HELLO: %s", strerror(errno));
+        return WORKER_EXIT_NO_CONNECT;
+    }
+    set_recv_timeout(fd, HELLO_WAIT_S);
+    uint8_t head[4];
+    if (read_all(fd, head, 4) < 0) {
+        snprintf(err, errlen, "no answer to HELLO (the pool closed the connection or did not "
+                 "answer within %d s)", HELLO_WAIT_S);
+        return WORKER_EXIT_NO_CONNECT;
+    }
+    uint32_t n = be32(head);
+    uint8_t *body = n && n <= ANSWER_MAX ? malloc(n) : NULL;
+    if (!body || read_all(fd, body, n) < 0) {
+        free(body);
+        snprintf(err, errlen, "bad answer to HELLO (%u bytes)", n);
+        return WORKER_EXIT_NO_CONNECT;
+    }
+    rc = parse_answer(body, n, peer_id, err, errlen);
+    free(body);
+    set_recv_timeout(fd, 0);
+    return rc;
+}
+
+/* ------------------------------------------------------------ reader thread */
+
+static void die_bad_frame(const char *what, unsigned type)
+{
+    log_error("bad message from the pool (%s, type %u): exiting", what, type);
+    _exit(WORKER_EXIT_ERROR);
+}
+
+/* Fill in m's fields from its body. */
+static void parse_msg(wmsg_t *m, size_t len)
+{
+    proto_rd_t r;
+    proto_rd_init(&r, m->body, len);
+    m->type = proto_u8(&r);
+    switch (m->type) {
+    case MSG_FUNCDEF:
+        m->id = proto_u64(&r);
+        m->payload = proto_rest(&r, &m->len);
+        break;
+    case MSG_FUNCDROP:
+        m->id = proto_u64(&r);
+        break;
+    case MSG_TASK:
+        m->id = proto_u64(&r);
+        m->gid = proto_u64(&r);
+        m->payload = proto_rest(&r, &m->len);
+        break;
+    case MSG_SKIP:
+        m->id = proto_u64(&r);
+        break;
+    default:
+        die_bad_frame("not a message a worker expects", m->type);
+    }
+    if (r.err)
+        die_bad_frame("truncated", m->type);
+}
+
+static wmsg_t *msg_alloc(size_t len)
+{
+    wmsg_t *m = malloc(sizeof *m + len);
+    if (!m) {
+        log_error("out of memory for a message of %zu bytes from the pool: exiting", len);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    memset(m, 0, sizeof *m);
+    return m;
+}
+
+static void push_msgs(wmsg_t *head, wmsg_t *tail)
+{
+    if (!head)
+        return;
+    pthread_mutex_lock(&io.in_mu);
+    if (io.in_tail)
+        io.in_tail->next = head;
+    else
+        io.in_head = head;
+    io.in_tail = tail;
+    if (io.main_waiting)
+        pthread_cond_signal(&io.in_cv);
+    pthread_mutex_unlock(&io.in_mu);
+}
+
+/* SKIP: a task still waiting in the queue has not started (the main thread
+ * takes one message at a time): drop it and say so. One already taken is
+ * running or done; its own DONE answers. */
+static void skip_task(uint64_t task_id)
+{
+    wmsg_t *found = NULL;
+    pthread_mutex_lock(&io.in_mu);
+    for (wmsg_t *prev = NULL, *m = io.in_head; m; prev = m, m = m->next) {
+        if (m->type != MSG_TASK || m->id != task_id)
+            continue;
+        if (prev)
+            prev->next = m->next;
+        else
+            io.in_head = m->next;
+        if (io.in_tail == m)
+            io.in_tail = prev;
+        found = m;
+        break;
+    }
+    pthread_mutex_unlock(&io.in_mu);
+    if (!found)
+        return;
+    wio_msg_free(found);
+    uint64_t now = proto_now_us();
+    if (wio_done(task_id, CALL_CANCELLED, now, now, NULL, 0, NULL) < 0) {
+        log_error("out of memory answering SKIP: exiting");
+        _exit(WORKER_EXIT_ERROR);
+    }
+}
+
+static void connection_gone(void)
+{
+    /* The pool closed the connection (or stopped a stuck call this way). */
+    _exit(WORKER_EXIT_OK);
+}
+
+/* A frame larger than the read buffer: read its rest straight into the message. */
+static wmsg_t *read_large(buf_t *rb, size_t len)
+{
+    wmsg_t *m = msg_alloc(len);
+    size_t have = buf_unread(rb) - 4;
+    memcpy(m->body, buf_head(rb) + 4, have);
+    buf_clear(rb);
+    if (read_all(io.fd, m->body + have, len - have) < 0)
+        connection_gone();
+    return m;
+}
+
+static void *reader_main(void *arg)
+{
+    buf_t rb;
+    buf_init(&rb);
+    for (;;) {
+        if (buf_reserve(&rb, READ_CHUNK) < 0) {
+            log_error("out of memory reading from the pool: exiting");
+            _exit(WORKER_EXIT_ERROR);
+        }
+        ssize_t n = read(io.fd, rb.data + rb.len, rb.cap - rb.len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            connection_gone();
+        rb.len += (size_t)n;
+        wmsg_t *head = NULL, *tail = NULL;
+        while (buf_unread(&rb) >= 4) {
+            size_t len = be32(buf_head(&rb));
+            if (len == 0 || len > PROTO_MAX_FRAME)
+                die_bad_frame("bad frame length", 0);
+            wmsg_t *m;
+            if (buf_unread(&rb) >= 4 + len) {
+                m = msg_alloc(len);
+                memcpy(m->body, buf_head(&rb) + 4, len);
+                buf_consume(&rb, 4 + len);
+            } else if (len > READ_CHUNK) {
+                m = read_large(&rb, len);
+            } else {
+                break;
+            }
+            parse_msg(m, len);
+            if (m->type == MSG_SKIP) {
+                /* The tasks before it must be in the queue first. */
+                push_msgs(head, tail);
+                head = tail = NULL;
+                skip_task(m->id);
+                wio_msg_free(m);
+                continue;
+            }
+            if (tail)
+                tail->next = m;
+            else
+                head = m;
+            tail = m;
+        }
+        push_msgs(head, tail);
+        if (buf_unread(&rb) == 0)
+            buf_shrink(&rb, 4 * READ_CHUNK);
+    }
+    return NULL;
+}
+
+wmsg_t *wio_take(int wait)
+{
+    pthread_mutex_lock(&io.in_mu);
+    while (wait && !io.in_head) {
+        io.main_waiting = 1;
+        pthread_cond_wait(&io.in_cv, &io.in_mu);
+        io.main_waiting = 0;
+    }
+    wmsg_t *m = io.in_head;
+    if (m) {
+        io.in_head = m->next;
+        if (!io.in_head)
+            io.in_tail = NULL;
+        m->next = NULL;
+    }
+    pthread_mutex_unlock(&io.in_mu);
+    return m;
+}
+
+void wio_msg_free(wmsg_t *m) { free(m); }
+
+/* ------------------------------------------------------------ writer thread */
+
+static oseg_t *oseg_new(void)
+{
+    oseg_t *s = calloc(1, sizeof *s);
+    if (s)
+        buf_init(&s->b);
+    return s;
+}
+
+static void oseg_append(oseg_t *s)
+{
+    if (io.out_tail)
+        io.out_tail->next = s;
+    else
+        io.out_head = s;
+    io.out_tail = s;
+}
+
+int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t finished_us,
+             const void *payload, size_t len, void *pin)
+{
+    if (len > PROTO_MAX_FRAME - 64)
+        return -1;
+    int rc = -1;
+    pthread_mutex_lock(&io.out_mu);
+    oseg_t *s = io.out_tail;
+    oseg_t *ps = pin ? oseg_new() : NULL;
+    if ((!s || s->pin) && (s = oseg_new()) != NULL)
+        oseg_append(s);
+    if (s && (!pin || ps)) {
+        proto_wr_t w;
+        proto_begin(&w, &s->b, MSG_DONE);
+        proto_put_u64(&w, task_id);
+        proto_put_u8(&w, status);
+        proto_put_u64(&w, started_us);
+        proto_put_u64(&w, finished_us);
+        if (ps) {
+            rc = proto_end_with(&w, len);
+            if (rc == 0) {
+                ps->p = payload;
+                ps->n = len;
+                ps->pin = pin;
+                oseg_append(ps);
+                ps = NULL;
+            }
+        } else {
+            proto_put_bytes(&w, payload, len);
+            rc = proto_end(&w);
+        }
+    }
+    free(ps);
+    if (rc == 0 && io.writer_waiting)
+        pthread_cond_signal(&io.out_cv);
+    pthread_mutex_unlock(&io.out_mu);
+    return rc;
+}
+
+void wio_released(void (*release)(void *pin))
+{
+    pthread_mutex_lock(&io.out_mu);
+    oseg_t *s = io.released;
+    io.released = NULL;
+    pthread_mutex_unlock(&io.out_mu);
+    while (s) {
+        oseg_t *next = s->next;
+        release(s->pin);
+        free(s);
+        s = next;
+    }
+}
+
+static size_t oseg_len(const oseg_t *s) { return s->pin ? s->n : buf_unread(&s->b); }
+static const uint8_t *oseg_data(const oseg_t *s) { return s->pin ? s->p : buf_head(&s->b); }
+
+/* Write the segments, in batches of iovecs, all of them or die. */
+static void write_segments(oseg_t *s)
+{
+    struct iovec iov[IOV_BATCH];
+    size_t off = 0; /* into s */
+    while (s) {
+        int n = 0;
+        oseg_t *t = s;
+        size_t toff = off;
+        for (; t && n < IOV_BATCH; t = t->next, toff = 0) {
+            size_t len = oseg_len(t) - toff;
+            if (len == 0)
+                continue;
+            iov[n].iov_base = (void *)(oseg_data(t) + toff);
+            iov[n].iov_len = len;
+            n++;
+        }
+        if (n == 0)
+            return;
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t w = sendmsg(io.fd, &mh, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            connection_gone();
+        /* Advance past what was written. */
+        size_t left = (size_t)w;
+        while (s && left >= oseg_len(s) - off) {
+            left -= oseg_len(s) - off;
+            off = 0;
+            s = s->next;
+        }
+        off += left;
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    for (;;) {
+        pthread_mutex_lock(&io.out_mu);
+        while (!io.out_head) {
+            io.writer_waiting = 1;
+            pthread_cond_wait(&io.out_cv, &io.out_mu);
+            io.writer_waiting = 0;
+        }
+        oseg_t *list = io.out_head;
+        io.out_head = io.out_tail = NULL;
+        pthread_mutex_unlock(&io.out_mu);
+
+        write_segments(list);
+
+        /* Pinned payloads go back to the main thread (it holds the GIL to
+         * release them); byte segments are freed here. */
+        oseg_t *pins = NULL;
+        while (list) {
+            oseg_t *next = list->next;
+            if (list->pin) {
+                list->next = pins;
+                pins = list;
+            } else {
+                buf_free(&list->b);
+                free(list);
+            }
+            list = next;
+        }
+        if (pins) {
+            pthread_mutex_lock(&io.out_mu);
+            oseg_t *last = pins;
+            while (last->next)
+                last = last->next;
+            last->next = io.released;
+            io.released = pins;
+            pthread_mutex_unlock(&io.out_mu);
+        }
+    }
+    return NULL;
+}
+
+int wio_start(int fd, char *err, size_t errlen)
+{
+    io.fd = fd;
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&t, &attr, reader_main, NULL);
+    if (rc == 0)
+        rc = pthread_create(&t, &attr, writer_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot start a thread: %s", strerror(rc));
+        return -1;
+    }
+    return 0;
+}

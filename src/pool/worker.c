@@ -1,0 +1,292 @@
+#include "pool/worker.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool/join.h"
+#include "pool/proto.h"
+#include "pool/spawn.h"
+#include "pool/wio.h"
+#include "pool/wrun.h"
+#include "py/bridge.h"
+#include "util/log.h"
+
+#define PROG "bettong worker"
+/* Results at least this large are written from the bytes object itself. */
+#define PIN_MIN (64 * 1024)
+
+typedef struct {
+    const char *connect;
+    const char *join;
+    const char *name;
+    const char *secret;
+    const char *log_level;
+    long procs;       /* -1: one per CPU */
+    double give_up_s;
+} worker_args_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: bettong worker --join HOST:PORT [--procs N] [--secret S] [--name NAME]\n"
+"                      [--give-up SECONDS] [--log-level LEVEL]\n"
+"       bettong worker --connect ADDR [--name NAME] [--log-level LEVEL]\n"
+"\n"
+"--join lends this machine's cores to a `bettong pool` listening on HOST:PORT: it\n"
+"starts N worker processes (default: one per CPU), starts again any that dies,\n"
+"and stops them on SIGTERM or SIGINT. It gives up (exit 1) when none can connect\n"
+"for --give-up seconds (default 30), and stops at once (exit 2) if the pool\n"
+"refuses them (wrong secret).\n"
+"\n"
+"--connect ADDR is one worker process (what the pool and --join start): ADDR is\n"
+"unix:PATH or HOST:PORT. It runs the pool's tasks with the embedded Python until\n"
+"the connection closes.\n"
+"\n"
+"  --secret S          the pool's secret (default: $BETTONG_SECRET; --connect\n"
+"                      reads only the environment)\n"
+"  --name NAME         shown in the pool's log lines (default: HOST-PID)\n"
+"\n"
+"Environment: BETTONG_SECRET (the secret), BETTONG_WORKER_PATH (directories to\n"
+"add to sys.path, separated by ':', so the caller's modules import).\n");
+}
+
+static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
+{
+    size_t n = strlen(flag);
+    const char *a = argv[*i];
+    if (strncmp(a, flag, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+static int parse_number(const char *s, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end != '\0' || !(v >= 0) || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, worker_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->procs = -1;
+    a->give_up_s = 30;
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        double d;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if ((v = flag_value(argc, argv, &i, "--connect", &missing))) {
+            a->connect = v;
+        } else if ((v = flag_value(argc, argv, &i, "--join", &missing))) {
+            a->join = v;
+        } else if ((v = flag_value(argc, argv, &i, "--name", &missing))) {
+            a->name = v;
+        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+            a->secret = v;
+        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+            if (log_parse_level(v) < 0) {
+                fprintf(stderr, PROG ": unknown log level '%s'\n", v);
+                return -1;
+            }
+            a->log_level = v;
+        } else if ((v = flag_value(argc, argv, &i, "--procs", &missing))) {
+            if (parse_number(v, 4096, &d) < 0 || d < 1 || d != (long)d) {
+                fprintf(stderr, PROG ": --procs takes a number from 1 to 4096\n");
+                return -1;
+            }
+            a->procs = (long)d;
+        } else if ((v = flag_value(argc, argv, &i, "--give-up", &missing))) {
+            if (parse_number(v, 1e9, &a->give_up_s) < 0) {
+                fprintf(stderr, PROG ": --give-up takes a number of seconds\n");
+                return -1;
+            }
+        } else {
+            fprintf(stderr, missing ? PROG ": option '%s' needs a value\n"
+                                    : PROG ": unknown argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!a->connect == !a->join) {
+        fprintf(stderr, PROG ": give one of --join HOST:PORT or --connect ADDR\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ process mode */
+
+static void release_pin(void *pin) { Py_DECREF((PyObject *)pin); }
+
+static void send_text_error(uint64_t task_id, const wrun_out_t *out, const char *text)
+{
+    if (wio_done(task_id, CALL_ERROR, out->started_us, out->finished_us, text, strlen(text),
+                 NULL) < 0) {
+        log_error("cannot queue a result: out of memory");
+        _exit(WORKER_EXIT_ERROR);
+    }
+}
+
+/* Runs the task and frees its message (as soon as its arguments are read). */
+static void run_task(wmsg_t *m)
+{
+    wrun_out_t out;
+    wrun_call_t call;
+    uint64_t task_id = m->id;
+    int ok = wrun_prepare(m->gid, m->payload, m->len, &call, &out) == 0;
+    wio_msg_free(m);
+    if (ok)
+        wrun_run(&call, &out);
+    const void *data;
+    size_t len;
+    wrun_payload(&out, &data, &len);
+    /* A large result is written from its bytes object: no copy. */
+    PyObject *pin = out.bytes && len >= PIN_MIN ? out.bytes : NULL;
+    if (wio_done(task_id, out.status, out.started_us, out.finished_us, data, len, pin) == 0) {
+        if (pin)
+            out.bytes = NULL; /* comes back through wio_released */
+    } else {
+        char text[200];
+        snprintf(text, sizeof text, "the result (%zu bytes) is too large to send (the limit is "
+                 "%llu bytes) or memory ran out", len, (unsigned long long)PROTO_MAX_FRAME);
+        send_text_error(task_id, &out, text);
+    }
+    wrun_out_clear(&out);
+}
+
+/* Handles and frees the message. */
+static void handle(wmsg_t *m)
+{
+    switch (m->type) {
+    case MSG_FUNCDEF:
+        log_debug("function %llu (%zu bytes)", (unsigned long long)m->id, m->len);
+        wrun_funcdef(m->id, m->payload, m->len);
+        wio_msg_free(m);
+        break;
+    case MSG_FUNCDROP:
+        log_debug("function %llu dropped", (unsigned long long)m->id);
+        wrun_funcdrop(m->id);
+        wio_msg_free(m);
+        break;
+    default:
+        run_task(m);
+        break;
+    }
+}
+
+/* Messages until the connection closes (the I/O thread exits the process). */
+static void serve(void)
+{
+    for (;;) {
+        wmsg_t *m = wio_take(0);
+        if (!m) {
+            /* Nothing to do: let user threads have the GIL while we wait. */
+            py_gil_leave();
+            m = wio_take(1);
+            py_gil_enter();
+        }
+        wio_released(release_pin);
+        handle(m);
+    }
+}
+
+/* The secret is for the handshake only: user code never sees it. */
+static char *take_secret(void)
+{
+    const char *s = getenv("BETTONG_SECRET");
+    char *copy = strdup(s ? s : "");
+    unsetenv("BETTONG_SECRET");
+    return copy;
+}
+
+static int run_process(const worker_args_t *a)
+{
+    char name[128], err[512];
+    if (a->name) {
+        snprintf(name, sizeof name, "%s", a->name);
+    } else {
+        char host[64] = "worker";
+        gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
+    }
+    char role[160];
+    snprintf(role, sizeof role, "worker %s", name);
+    log_set_role(role);
+    char *secret = take_secret();
+    if (!secret) {
+        log_error("out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    int fd = wio_connect(a->connect, err, sizeof err);
+    if (fd < 0) {
+        free(secret);
+        log_error("%s", err);
+        return WORKER_EXIT_NO_CONNECT;
+    }
+    uint32_t id = 0;
+    int rc = wio_hello(fd, name, secret, &id, err, sizeof err);
+    free(secret);
+    if (rc != 0) {
+        log_error("%s", err);
+        return rc;
+    }
+    log_debug("connected to %s as worker %u", a->connect, id);
+    /* Prints from user code reach the log promptly. */
+    setenv("PYTHONUNBUFFERED", "1", 0);
+    char *pyargv[] = {"", NULL};
+    if (py_start(1, pyargv, NULL, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return WORKER_EXIT_ERROR;
+    }
+    py_gil_enter();
+    if (wrun_init(err, sizeof err) < 0 || wio_start(fd, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return WORKER_EXIT_ERROR;
+    }
+    serve();
+    return WORKER_EXIT_OK;
+}
+
+int cmd_worker(int argc, char **argv)
+{
+    worker_args_t a;
+    if (parse_args(argc, argv, &a) < 0) {
+        fprintf(stderr, "(bettong worker --help for the options)\n");
+        return 2;
+    }
+    if (a.log_level)
+        log_set_level((log_level)log_parse_level(a.log_level));
+    if (a.connect)
+        return run_process(&a);
+    log_set_role("worker --join");
+    char host[64] = "worker";
+    gethostname(host, sizeof host - 1);
+    char name[128];
+    snprintf(name, sizeof name, "%s", a.name ? a.name : host);
+    const char *secret = a.secret ? a.secret : getenv("BETTONG_SECRET");
+    join_args_t j = {.address = a.join,
+                     .procs = a.procs > 0 ? (unsigned)a.procs : spawn_ncpu(),
+                     .secret = secret && *secret ? secret : NULL,
+                     .name = name,
+                     .give_up_s = a.give_up_s,
+                     .log_level = a.log_level};
+    return join_run(&j);
+}

@@ -1,0 +1,408 @@
+#include "pool/wrun.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pool/idmap.h"
+#include "pool/proto.h"
+#include "py/bridge.h"
+#include "util/log.h"
+
+/* A function the pool sent, or why it could not be unpickled. */
+typedef struct {
+    PyObject *fn;
+    char *error;
+} fentry_t;
+
+static PyObject *pickle_loads, *pickle_dumps, *cloudpickle_dumps, *format_exception;
+static PyObject *protocol5;
+static idmap_t funcs; /* gid -> fentry_t */
+
+/* Put the caller's sys.path entries (BETTONG_WORKER_PATH) on ours: its own
+ * directories (the script's, the project's) near the front, so the user's
+ * modules import; library directories of an interpreter (a stdlib, a
+ * site-packages) at the back, so a caller running another build of Python
+ * cannot shadow this interpreter's own standard library. */
+static const char PATH_CODE[] =
+    "def add(entries):\n"
+    "    import os, sys\n"
+    "    have = set(sys.path)\n"
+    "    front, back = [], []\n"
+    "    for p in entries.split(os.pathsep):\n"
+    "        if not p or p in have:\n"
+    "            continue\n"
+    "        have.add(p)\n"
+    "        base = os.path.basename(p.rstrip(os.sep))\n"
+    "        lib = (base in ('site-packages', 'dist-packages', 'lib-dynload')\n"
+    "               or p.endswith('.zip') or os.path.isfile(os.path.join(p, 'os.py')))\n"
+    "        (back if lib else front).append(p)\n"
+    "    sys.path[1:1] = front\n"
+    "    sys.path.extend(back)\n";
+
+/* ------------------------------------------------------------ helpers */
+
+static char *text_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *text_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    if (!s)
+        abort(); /* out of memory while describing an error: nothing sane is left */
+    return s;
+}
+
+/* The current exception as text ("Type: message") and cleared. */
+static char *take_summary(void)
+{
+    char *s = py_exception_summary();
+    PyErr_Clear();
+    return s;
+}
+
+static PyObject *import_attr(const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    if (!m)
+        return NULL;
+    PyObject *a = PyObject_GetAttrString(m, name);
+    Py_DECREF(m);
+    return a;
+}
+
+static int add_caller_path(void)
+{
+    const char *env = getenv("BETTONG_WORKER_PATH");
+    if (!env || !*env)
+        return 0;
+    PyObject *globals = PyDict_New();
+    if (!globals || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        Py_XDECREF(globals);
+        return -1;
+    }
+    PyObject *r = PyRun_String(PATH_CODE, Py_file_input, globals, globals);
+    PyObject *add = r ? PyDict_GetItemString(globals, "add") : NULL; /* borrowed */
+    PyObject *arg = add ? PyUnicode_DecodeFSDefault(env) : NULL;
+    PyObject *done = arg ? py_call1(add, arg) : NULL;
+    int rc = done ? 0 : -1;
+    Py_XDECREF(done);
+    Py_XDECREF(arg);
+    Py_XDECREF(r);
+    Py_DECREF(globals);
+    return rc;
+}
+
+int wrun_init(char *err, size_t errlen)
+{
+    idmap_init(&funcs);
+    if (add_caller_path() < 0) {
+        char *why = take_summary();
+        log_warn("cannot add BETTONG_WORKER_PATH to sys.path: %s", why);
+        free(why);
+    }
+    pickle_loads = import_attr("pickle", "loads");
+    pickle_dumps = pickle_loads ? import_attr("pickle", "dumps") : NULL;
+    format_exception = pickle_dumps ? import_attr("traceback", "format_exception") : NULL;
+    protocol5 = PyLong_FromLong(5);
+    if (!format_exception || !protocol5) {
+        char *why = take_summary();
+        snprintf(err, errlen, "cannot import pickle/traceback: %s", why);
+        free(why);
+        return -1;
+    }
+    /* Functions arrive cloudpickled: loading them needs cloudpickle importable
+     * (pickle.loads imports it by itself); it also pickles what pickle cannot. */
+    cloudpickle_dumps = import_attr("cloudpickle", "dumps");
+    if (!cloudpickle_dumps) {
+        char *why = take_summary();
+        log_warn("cloudpickle is not importable (%s): functions defined in the caller's "
+                 "__main__ and lambdas will not load", why);
+        free(why);
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ functions */
+
+static void fentry_free(fentry_t *e)
+{
+    if (!e)
+        return;
+    Py_XDECREF(e->fn);
+    free(e->error);
+    free(e);
+}
+
+/* Unpickle from memory the caller owns, without copying it into a bytes. */
+static PyObject *loads_in_place(const uint8_t *p, size_t n)
+{
+    PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    if (!mv)
+        return NULL;
+    PyObject *obj = py_call1(pickle_loads, mv);
+    /* The memory goes away after this call: make sure nothing can read it later
+     * through a view that escaped. A loads error stays the current exception. */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *rel = PyObject_CallMethod(mv, "release", NULL);
+    if (!rel)
+        PyErr_Clear();
+    Py_XDECREF(rel);
+    Py_DECREF(mv);
+    PyErr_Restore(type, value, tb);
+    return obj;
+}
+
+void wrun_funcdef(uint64_t gid, const uint8_t *p, size_t n)
+{
+    fentry_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        log_error("out of memory storing function %llu", (unsigned long long)gid);
+        return;
+    }
+    e->fn = loads_in_place(p, n);
+    if (!e->fn) {
+        char *tb = py_take_traceback();
+        e->error = text_printf("the function could not be unpickled in the worker (pid %d):\n%s",
+                               (int)getpid(), tb);
+        free(tb);
+    }
+    fentry_t *old = idmap_get(&funcs, gid);
+    if (idmap_put(&funcs, gid, e) < 0) {
+        log_error("out of memory storing function %llu", (unsigned long long)gid);
+        fentry_free(e);
+        return;
+    }
+    fentry_free(old);
+}
+
+void wrun_funcdrop(uint64_t gid) { fentry_free(idmap_del(&funcs, gid)); }
+
+/* ------------------------------------------------------------ pickling */
+
+/* pickle.dumps(obj, 5), else cloudpickle.dumps(obj, 5). On failure NULL, with
+ * both reasons in *why (malloc'd). */
+static PyObject *dumps_any(PyObject *obj, char **why)
+{
+    PyObject *b = py_call2(pickle_dumps, obj, protocol5);
+    if (b)
+        return b;
+    char *e1 = take_summary();
+    char *e2 = NULL;
+    if (cloudpickle_dumps) {
+        b = py_call2(cloudpickle_dumps, obj, protocol5);
+        if (b) {
+            free(e1);
+            return b;
+        }
+        e2 = take_summary();
+    }
+    if (why)
+        *why = e2 ? text_printf("pickle: %s; cloudpickle: %s", e1, e2) : text_printf("%s", e1);
+    free(e1);
+    free(e2);
+    return NULL;
+}
+
+/* "module.QualName", or "QualName" for builtins. New reference. */
+static PyObject *type_name(PyTypeObject *t)
+{
+    PyObject *mod = PyObject_GetAttrString((PyObject *)t, "__module__");
+    PyObject *qn = PyObject_GetAttrString((PyObject *)t, "__qualname__");
+    PyObject *name = NULL;
+    if (qn && PyUnicode_Check(qn)) {
+        if (mod && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "builtins") != 0)
+            name = PyUnicode_FromFormat("%U.%U", mod, qn);
+        else
+            name = Py_NewRef(qn);
+    }
+    Py_XDECREF(mod);
+    Py_XDECREF(qn);
+    if (!name) {
+        PyErr_Clear();
+        name = PyUnicode_FromString(t->tp_name);
+    }
+    return name;
+}
+
+static PyObject *traceback_text(PyObject *type, PyObject *value, PyObject *tb)
+{
+    PyObject *lines = PyObject_CallFunctionObjArgs(format_exception, type, value,
+                                                   tb ? tb : Py_None, NULL);
+    PyObject *sep = lines ? PyUnicode_FromString("") : NULL;
+    PyObject *text = sep ? PyUnicode_Join(sep, lines) : NULL;
+    Py_XDECREF(sep);
+    Py_XDECREF(lines);
+    if (!text) {
+        PyErr_Clear();
+        text = PyUnicode_FromString("(traceback unavailable)");
+    }
+    return text;
+}
+
+static PyObject *message_text(PyObject *value)
+{
+    PyObject *s = PyObject_Str(value);
+    if (!s) {
+        PyErr_Clear();
+        s = PyUnicode_FromString("<exception str() failed>");
+    }
+    return s;
+}
+
+/* The user's function raised: out gets CALL_RAISED with the pickled
+ * (exception or None, type name, message, traceback). */
+static void raised(wrun_out_t *out)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (!value)
+        value = Py_NewRef(Py_None);
+    if (tb && value != Py_None)
+        PyException_SetTraceback(value, tb);
+    PyObject *name = type_name(type ? (PyTypeObject *)type : Py_TYPE(value));
+    PyObject *msg = message_text(value);
+    PyObject *text = traceback_text(type ? type : (PyObject *)Py_TYPE(value), value, tb);
+    PyObject *t = name && msg && text ? PyTuple_Pack(4, value, name, msg, text) : NULL;
+    out->bytes = t ? dumps_any(t, NULL) : NULL;
+    if (!out->bytes && name && msg && text) {
+        /* The exception itself does not pickle: send its description. */
+        Py_XDECREF(t);
+        t = PyTuple_Pack(4, Py_None, name, msg, text);
+        out->bytes = t ? dumps_any(t, NULL) : NULL;
+    }
+    if (out->bytes) {
+        out->status = CALL_RAISED;
+    } else {
+        PyErr_Clear();
+        out->status = CALL_ERROR;
+        out->text = text_printf("the call raised, and its exception could not be reported");
+    }
+    Py_XDECREF(t);
+    Py_XDECREF(name);
+    Py_XDECREF(msg);
+    Py_XDECREF(text);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* ------------------------------------------------------------ tasks */
+
+static void error_out(wrun_out_t *out, char *text)
+{
+    out->status = CALL_ERROR;
+    out->text = text;
+}
+
+/* args, kwargs from the task's payload, or an error in out. */
+static int unpack_args(const uint8_t *p, size_t n, PyObject **args, PyObject **kwargs,
+                       wrun_out_t *out)
+{
+    PyObject *pair = loads_in_place(p, n);
+    if (!pair) {
+        char *tb = py_take_traceback();
+        error_out(out, text_printf("the call's arguments could not be unpickled in the worker "
+                                   "(pid %d):\n%s", (int)getpid(), tb));
+        free(tb);
+        return -1;
+    }
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        Py_DECREF(pair);
+        error_out(out, text_printf("the call's payload is not an (args, kwargs) pair"));
+        return -1;
+    }
+    PyObject *a = PyTuple_GET_ITEM(pair, 0);
+    PyObject *k = PyTuple_GET_ITEM(pair, 1);
+    *args = PyTuple_Check(a) ? Py_NewRef(a) : PySequence_Tuple(a);
+    if (!*args || (k != Py_None && !PyDict_Check(k))) {
+        PyErr_Clear();
+        Py_XDECREF(*args);
+        Py_DECREF(pair);
+        error_out(out, text_printf("the call's payload is not an (args tuple, kwargs dict) "
+                                   "pair"));
+        return -1;
+    }
+    *kwargs = k == Py_None ? NULL : Py_NewRef(k);
+    Py_DECREF(pair);
+    return 0;
+}
+
+static void result_out(PyObject *res, wrun_out_t *out)
+{
+    char *why = NULL;
+    out->bytes = dumps_any(res, &why);
+    if (out->bytes) {
+        out->status = CALL_OK;
+        return;
+    }
+    PyObject *tn = type_name(Py_TYPE(res));
+    const char *name = tn ? PyUnicode_AsUTF8(tn) : NULL;
+    if (!name)
+        PyErr_Clear();
+    error_out(out, text_printf("the result of the call (of type %s) could not be pickled: %s",
+                               name ? name : Py_TYPE(res)->tp_name, why ? why : "?"));
+    Py_XDECREF(tn);
+    free(why);
+}
+
+int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, wrun_call_t *call, wrun_out_t *out)
+{
+    memset(out, 0, sizeof *out);
+    memset(call, 0, sizeof *call);
+    out->started_us = proto_now_us();
+    fentry_t *e = idmap_get(&funcs, gid);
+    if (!e)
+        error_out(out, text_printf("function %llu was never sent to this worker",
+                                   (unsigned long long)gid));
+    else if (e->error)
+        error_out(out, text_printf("%s", e->error));
+    else if (unpack_args(p, n, &call->args, &call->kwargs, out) == 0)
+        call->fn = Py_NewRef(e->fn);
+    if (!call->fn) {
+        out->finished_us = proto_now_us();
+        return -1;
+    }
+    return 0;
+}
+
+void wrun_run(wrun_call_t *call, wrun_out_t *out)
+{
+    PyObject *res = PyObject_Call(call->fn, call->args, call->kwargs);
+    /* The arguments may be large: let them go before pickling the result. */
+    Py_CLEAR(call->args);
+    Py_CLEAR(call->kwargs);
+    Py_CLEAR(call->fn);
+    if (res) {
+        result_out(res, out);
+        Py_DECREF(res);
+    } else {
+        raised(out);
+    }
+    out->finished_us = proto_now_us();
+}
+
+void wrun_payload(const wrun_out_t *out, const void **data, size_t *len)
+{
+    if (out->bytes) {
+        *data = PyBytes_AS_STRING(out->bytes);
+        *len = (size_t)PyBytes_GET_SIZE(out->bytes);
+    } else {
+        *data = out->text ? out->text : "";
+        *len = out->text ? strlen(out->text) : 0;
+    }
+}
+
+void wrun_out_clear(wrun_out_t *out)
+{
+    Py_CLEAR(out->bytes);
+    free(out->text);
+    out->text = NULL;
+}
