@@ -19,11 +19,11 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = $(PY_LDLIBS) -luv -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
-LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/pool/*.c src/tools/*.c)
+LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/pool/*.c src/tools/*.c src/store/*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_SRC := $(wildcard src/cmd/*.c)
 MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
@@ -34,8 +34,12 @@ HEADERS := $(wildcard src/*/*.h)
 # (never the binary's objects), without the sanitizers (it loads into a plain python).
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
-PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c src/util/buf.c
+PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c src/net/wire.c src/util/buf.c
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
+# The object store's client extension, bettong._store, built the same way.
+STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))
+STOREEXT_SRC := python/bettong/_store.c src/net/wire.c src/util/buf.c
+STOREEXT_OBJ = $(STOREEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE)
 
@@ -44,9 +48,9 @@ CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test ctest pytest asan demo bench clean install pyext
 
-all: $(BUILD)/bettong $(PYEXT)
+all: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 
-pyext: $(PYEXT)
+pyext: $(PYEXT) $(STOREEXT)
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -65,6 +69,9 @@ $(BUILD)/pic/%.o: %.c $(HEADERS)
 
 $(PYEXT): $(PYEXT_OBJ)
 	$(CC) -shared -o $@ $(PYEXT_OBJ) -lpthread
+
+$(STOREEXT): $(STOREEXT_OBJ)
+	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lpthread
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -86,7 +93,7 @@ deps:
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
 
-pytest: $(BUILD)/bettong
+pytest: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	BETTONG_BIN=$(abspath $(BUILD)/bettong) $(PYTHON) -m pytest -q tests/py $(PYTEST_ARGS)
 
 test: $(BUILD)/bettong ctest pytest
@@ -103,7 +110,7 @@ asan:
 demo: $(BUILD)/bettong
 	$(PYTHON) examples/word_count/demo.py --bin $(BUILD)/bettong
 
-bench: $(BUILD)/bettong
+bench: $(BUILD)/bettong $(PYEXT)
 	$(MAKE) -C bench BETTONG_BUILD=$(abspath $(BUILD)) PYTHON=$(PYTHON)
 	$(PYTHON) bench/run_word_count.py --bin $(BUILD)/bettong
 
@@ -111,18 +118,18 @@ bench: $(BUILD)/bettong
 # `bettong` package (with its extension) goes where $(PYTHON) imports from (its
 # sysconfig 'purelib'), told where the installed binary is by _install.py.
 PREFIX ?= /usr/local
-install: $(BUILD)/bettong $(PYEXT)
+install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/bettong/python
 	cp -r python/wallaroo $(DESTDIR)$(PREFIX)/lib/bettong/python/
 	find $(DESTDIR)$(PREFIX)/lib/bettong/python -name __pycache__ -prune -exec rm -rf {} +
 	set -e; site="$(DESTDIR)$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
 	  rm -rf "$$site/bettong"; mkdir -p "$$site/bettong"; \
-	  cp python/bettong/*.py $(PYEXT) "$$site/bettong/"; \
+	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) "$$site/bettong/"; \
 	  rm -f "$$site/bettong/_install.py"; \
 	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
 	  echo "installed the bettong package in $$site/bettong"
 
 clean:
 	rm -rf build build-asan
-	rm -f python/bettong/_bettong*.so
+	rm -f python/bettong/_bettong*.so python/bettong/_store*.so

@@ -7,6 +7,7 @@
 
 #include "pool/blob.h"
 #include "pool/proto.h"
+#include "util/ctcmp.h"
 #include "util/log.h"
 
 /* Before HELLO is accepted: a HELLO with the longest name and secret fits. */
@@ -128,13 +129,7 @@ static blob_t *frame_blob(peer_t *pe, size_t frame_len, const uint8_t *p, size_t
 
 static int secret_ok(const pool_t *p, const uint8_t *s, size_t n)
 {
-    if (p->secret_len == 0)
-        return 1;
-    /* Constant time over the configured secret: no early exit on a mismatch. */
-    unsigned diff = (unsigned)(n != p->secret_len);
-    for (size_t i = 0; i < p->secret_len; i++)
-        diff |= (unsigned)(uint8_t)p->secret[i] ^ (unsigned)(i < n ? s[i] : 0);
-    return diff == 0;
+    return p->secret_len == 0 || ct_equal(p->secret, p->secret_len, s, n);
 }
 
 static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)

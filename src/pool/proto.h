@@ -44,14 +44,17 @@
  *                           it had sent ahead to a worker, and answers that
  *                           CANCEL once the worker has answered.
  *
- * Times are microseconds since the Unix epoch. A worker runs its tasks one at a
- * time in the order received; the pool may send several ahead. */
+ * The fields are encoded by net/wire.h (proto_* below are its functions under
+ * this protocol's names). Times are microseconds since the Unix epoch. A worker
+ * runs its tasks one at a time in the order received; the pool may send several
+ * ahead. */
 #ifndef BETTONG_PROTO_H
 #define BETTONG_PROTO_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/wire.h"
 #include "util/buf.h"
 
 #define PROTO_VERSION 1
@@ -90,51 +93,55 @@ typedef enum {
                               result would not pickle, ...) */
 } call_status;
 
-/* ---- writing: append one message to a buffer ---- */
+/* ---- writing and reading: net/wire.h, under the pool's names ----
+ *
+ * proto_begin starts a frame whose limit is PROTO_MAX_FRAME; everything else is
+ * the wire codec as it is. */
 
-typedef struct {
-    buf_t *b;
-    size_t start; /* where this frame begins, counted from b's read offset */
-    int err;      /* out of memory: proto_end drops the frame */
-} proto_wr_t;
+typedef wire_wr_t proto_wr_t;
+typedef wire_rd_t proto_rd_t;
 
 /* Start a message of `type` at the end of b. */
-void proto_begin(proto_wr_t *w, buf_t *b, msg_type type);
+static inline void proto_begin(proto_wr_t *w, buf_t *b, msg_type type)
+{
+    wire_begin(w, b, (uint8_t)type, PROTO_MAX_FRAME);
+}
 /* Fill in the frame length. Returns 0, or -1 (the partial frame is removed from
  * the buffer) if memory ran out or the frame is larger than PROTO_MAX_FRAME. */
-int proto_end(proto_wr_t *w);
+static inline int proto_end(proto_wr_t *w) { return wire_end(w); }
 /* Like proto_end, for a frame whose last `extra` bytes (a large payload) the
  * caller sends right after the buffer's bytes instead of copying them in: the
  * length counts them. Returns 0 or -1 as proto_end. */
-int proto_end_with(proto_wr_t *w, size_t extra);
-void proto_put_u8(proto_wr_t *w, uint8_t v);
-void proto_put_u16(proto_wr_t *w, uint16_t v);
-void proto_put_u32(proto_wr_t *w, uint32_t v);
-void proto_put_u64(proto_wr_t *w, uint64_t v);
-void proto_put_bytes(proto_wr_t *w, const void *p, size_t n);
-void proto_put_str16(proto_wr_t *w, const char *s, size_t n);
+static inline int proto_end_with(proto_wr_t *w, size_t extra) { return wire_end_with(w, extra); }
+static inline void proto_put_u8(proto_wr_t *w, uint8_t v) { wire_put_u8(w, v); }
+static inline void proto_put_u16(proto_wr_t *w, uint16_t v) { wire_put_u16(w, v); }
+static inline void proto_put_u32(proto_wr_t *w, uint32_t v) { wire_put_u32(w, v); }
+static inline void proto_put_u64(proto_wr_t *w, uint64_t v) { wire_put_u64(w, v); }
+static inline void proto_put_bytes(proto_wr_t *w, const void *p, size_t n)
+{
+    wire_put_bytes(w, p, n);
+}
+static inline void proto_put_str16(proto_wr_t *w, const char *s, size_t n)
+{
+    wire_put_str16(w, s, n);
+}
 
-/* ---- reading: fields of one frame body (after the length) ---- */
-
-typedef struct {
-    const uint8_t *p;
-    const uint8_t *end;
-    int err; /* set once a read ran past the end; later reads return 0 */
-} proto_rd_t;
-
-void proto_rd_init(proto_rd_t *r, const uint8_t *body, size_t len);
-uint8_t proto_u8(proto_rd_t *r);
-uint16_t proto_u16(proto_rd_t *r);
-uint32_t proto_u32(proto_rd_t *r);
-uint64_t proto_u64(proto_rd_t *r);
+static inline void proto_rd_init(proto_rd_t *r, const uint8_t *body, size_t len)
+{
+    wire_rd_init(r, body, len);
+}
+static inline uint8_t proto_u8(proto_rd_t *r) { return wire_u8(r); }
+static inline uint16_t proto_u16(proto_rd_t *r) { return wire_u16(r); }
+static inline uint32_t proto_u32(proto_rd_t *r) { return wire_u32(r); }
+static inline uint64_t proto_u64(proto_rd_t *r) { return wire_u64(r); }
 /* A span of n bytes (pointer into the frame), NULL on error. */
-const uint8_t *proto_bytes(proto_rd_t *r, size_t n);
+static inline const uint8_t *proto_bytes(proto_rd_t *r, size_t n) { return wire_bytes(r, n); }
 /* A str16: pointer and length, NULL on error. */
-const uint8_t *proto_str16(proto_rd_t *r, size_t *n);
+static inline const uint8_t *proto_str16(proto_rd_t *r, size_t *n) { return wire_str16(r, n); }
 /* Every remaining byte. */
-const uint8_t *proto_rest(proto_rd_t *r, size_t *n);
+static inline const uint8_t *proto_rest(proto_rd_t *r, size_t *n) { return wire_rest(r, n); }
 
 /* Microseconds since the epoch. */
-uint64_t proto_now_us(void);
+static inline uint64_t proto_now_us(void) { return wire_now_us(); }
 
 #endif

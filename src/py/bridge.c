@@ -137,6 +137,25 @@ void py_gil_enter(void) { PyEval_RestoreThread(saved_tstate); }
 
 void py_gil_leave(void) { saved_tstate = PyEval_SaveThread(); }
 
+void py_thread_init(py_thread_t *t)
+{
+    /* PyGILState_Ensure makes this thread's state and records it as the
+     * thread's own, so extension code that calls PyGILState_Ensure in it
+     * finds it. */
+    t->gstate = PyGILState_Ensure();
+    t->ts = PyEval_SaveThread();
+}
+
+void py_thread_enter(py_thread_t *t) { PyEval_RestoreThread(t->ts); }
+
+void py_thread_leave(py_thread_t *t) { t->ts = PyEval_SaveThread(); }
+
+void py_thread_done(py_thread_t *t)
+{
+    PyEval_RestoreThread(t->ts);
+    PyGILState_Release(t->gstate);
+}
+
 static char *dup_or(const char *s, const char *fallback)
 {
     char *r = strdup(s ? s : fallback);

@@ -23,6 +23,20 @@ void py_stop(void);
 void py_gil_enter(void);
 void py_gil_leave(void);
 
+/* A thread of the program's own (not the one that called py_start) that runs
+ * Python: py_thread_init once at its start (GIL not held; returns with it not
+ * held), then py_thread_enter / py_thread_leave around each piece of Python
+ * work, and py_thread_done before the thread ends. */
+typedef struct {
+    PyThreadState *ts;
+    PyGILState_STATE gstate;
+} py_thread_t;
+
+void py_thread_init(py_thread_t *t);
+void py_thread_enter(py_thread_t *t);
+void py_thread_leave(py_thread_t *t);
+void py_thread_done(py_thread_t *t);
+
 /* The directory holding the `wallaroo` and `bettong` packages. */
 const char *py_library_dir(void);
 

@@ -1,0 +1,1381 @@
+/* bettong._bettong: the client side of the task pool's wire protocol
+ * (src/pool/proto.h), for the Python package `bettong`.
+ *
+ * One type, Connection, and a few constants.
+ *
+ *   Connection(address, secret=b"", name="", timeout=30.0)
+ *       Connects to "unix:/path" (or a plain "/path") or "host:port" ("[v6]:port"),
+ *       sends HELLO and waits for the answer. WELCOME fills `peer_id` and `workers`;
+ *       REFUSED raises RefusedError (a PermissionError) with the pool's reason.
+ *
+ *   send_func(func_id, payload)          one FUNC message
+ *   send_calls(func_id, timeout_ms, retries, call_ids, payloads)
+ *       CALLS messages for every payload (a sequence of bytes-like objects, each a
+ *       pickled (args, kwargs); a payload may also be a tuple of bytes-like
+ *       objects, sent one after the other as one payload). call_ids is an int (the first id; the others
+ *       follow it: first, first+1, ...) or a sequence as long as payloads. The
+ *       items are cut into frames of about 8 MiB; everything goes out in one
+ *       sendmsg() series under the sender lock. Payloads of 8 KiB and more are not
+ *       copied: they are written from the caller's objects (writev).
+ *   cancel(call_ids)                     CANCEL for one id or a sequence of ids
+ *   forget(func_id)                      FORGET
+ *   status()                             STATUS (the reply arrives through recv)
+ *   recv(timeout=None) -> list
+ *       Blocks (GIL released) until at least one message has arrived, or the
+ *       timeout (seconds) passes ([] then). Returns every whole message that is
+ *       buffered, as tuples:
+ *         (MSG_RESULT, call_id, status, worker_id, attempts, submitted_us,
+ *          started_us, finished_us, payload: bytes)
+ *         (MSG_CANCELLED, call_id, cancelled: bool)
+ *         (MSG_STATUS_REPLY, workers, queued, running)
+ *         (type, body: bytes) for any other type.
+ *       A RESULT of 64 KiB or more is read from the socket straight into its
+ *       bytes object. When such a result is a successful one whose payload is a
+ *       pickled bytes object (protocol 5: the common big result), the bytes are
+ *       read straight into the bytes object the caller gets, not into a pickle
+ *       to be copied out of again: that event has a tenth item, True, and its
+ *       ninth is the result itself.
+ *       Raises ConnectionError when the pool closed the connection
+ *       (or close() was called), ProtocolError on a malformed frame.
+ *   close()                              shuts the socket down (wakes a blocked
+ *                                        recv) and closes it once no thread uses it
+ *   fileno(), closed, peer_id, workers, address
+ *
+ * Threads: any number of senders (one sender lock: frames never interleave), and
+ * one receiving thread at a time (a second concurrent recv raises RuntimeError).
+ * Calls that would block release the GIL; a send the socket takes at once, or a
+ * read of bytes already there, is done without releasing it (no thread switch per
+ * small message). The sender lock is never waited for with the GIL held. A send
+ * interrupted by a signal whose handler raises (Ctrl-C) after part of a frame
+ * went out leaves the stream unusable, so the connection is shut down.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pool/proto.h"
+#include "util/buf.h"
+
+/* Payloads from this size are written from the caller's buffer, not copied. */
+#define SMALL_PAYLOAD (8 * 1024)
+/* A CALLS frame is closed once it holds this much (unless it has one item). */
+#define CALLS_FRAME_SOFT (8u * 1024 * 1024)
+/* A RESULT frame this large is read straight into its bytes object. */
+#define BIG_RESULT (64 * 1024)
+#define READ_CHUNK (256 * 1024)
+/* type + call_id + status + worker + attempts + three times */
+#define RESULT_FIXED (1 + 8 + 1 + 4 + 4 + 8 + 8 + 8)
+
+#ifndef IOV_MAX
+#define IOV_MAX 1024
+#endif
+
+static PyObject *RefusedError;
+static PyObject *ProtocolError;
+
+typedef struct {
+    PyObject_HEAD
+    int fd;
+    int closed;    /* close() was called: no new use of fd */
+    int users;     /* threads using fd with the GIL released */
+    int receiving; /* a recv() is running */
+    pthread_mutex_t mu;      /* fd, closed, users */
+    pthread_mutex_t send_mu; /* one writer at a time; never taken with the GIL held */
+    buf_t in;
+    /* A large RESULT being read straight into its payload object. */
+    PyObject *big;      /* bytes of the payload's full size, or NULL */
+    size_t big_have;    /* bytes of it already read */
+    uint8_t big_head[RESULT_FIXED];
+    /* A successful result that is one pickled bytes object (PROTO 5, BINBYTES
+     * len, the bytes, MEMOIZE, STOP) is read straight into the bytes object the
+     * caller gets: `big` holds the value, and the two closing opcodes are read
+     * into big_tail. */
+    int big_raw;
+    uint8_t big_tail[2];
+    size_t big_tail_have;
+    uint32_t peer_id;
+    uint32_t workers;
+    PyObject *address;
+} Conn;
+
+/* ------------------------------------------------------------------ fd users */
+
+/* Returns the fd for use without the GIL, or -1 if the connection is closed. */
+static int fd_enter(Conn *c)
+{
+    int fd = -1;
+    pthread_mutex_lock(&c->mu);
+    if (!c->closed && c->fd >= 0) {
+        c->users++;
+        fd = c->fd;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return fd;
+}
+
+static void fd_leave(Conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (--c->users == 0 && c->closed && c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void conn_shutdown(Conn *c)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->closed) {
+        c->closed = 1;
+        if (c->fd >= 0) {
+            shutdown(c->fd, SHUT_RDWR);
+            if (c->users == 0) {
+                close(c->fd);
+                c->fd = -1;
+            }
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+static PyObject *closed_error(void)
+{
+    PyErr_SetString(PyExc_ConnectionError, "connection to the pool is closed");
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ time */
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Milliseconds left until deadline (deadline < 0: forever -> -1). */
+static int ms_left(double deadline)
+{
+    if (deadline < 0)
+        return -1;
+    double left = deadline - mono_now();
+    if (left <= 0)
+        return 0;
+    double ms = left * 1000.0 + 0.999;
+    return ms > (double)INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* ------------------------------------------------------------------ sending */
+
+typedef struct {
+    const uint8_t *ext; /* NULL: a range of the frame buffer */
+    size_t off;
+    size_t len;
+} seg_t;
+
+typedef struct {
+    buf_t b;
+    seg_t *segs;
+    size_t nsegs, capsegs;
+    size_t seg_start; /* start of the buffer bytes not yet in a segment */
+} out_t;
+
+static void out_init(out_t *o)
+{
+    buf_init(&o->b);
+    o->segs = NULL;
+    o->nsegs = o->capsegs = 0;
+    o->seg_start = 0;
+}
+
+static void out_free(out_t *o)
+{
+    buf_free(&o->b);
+    PyMem_RawFree(o->segs);
+}
+
+static int out_push(out_t *o, const uint8_t *ext, size_t off, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (o->nsegs == o->capsegs) {
+        size_t cap = o->capsegs ? o->capsegs * 2 : 16;
+        seg_t *s = PyMem_RawRealloc(o->segs, cap * sizeof *s);
+        if (!s)
+            return -1;
+        o->segs = s;
+        o->capsegs = cap;
+    }
+    o->segs[o->nsegs++] = (seg_t){ext, off, len};
+    return 0;
+}
+
+/* Close the current run of buffer bytes into a segment. */
+static int out_flush_buf(out_t *o)
+{
+    int rc = out_push(o, NULL, o->seg_start, o->b.len - o->seg_start);
+    o->seg_start = o->b.len;
+    return rc;
+}
+
+/* Reference `len` bytes at `p` without copying them. */
+static int out_ext(out_t *o, const void *p, size_t len)
+{
+    if (out_flush_buf(o) < 0)
+        return -1;
+    return out_push(o, p, 0, len);
+}
+
+static void put_len_at(buf_t *b, size_t at, uint32_t n)
+{
+    uint8_t *p = b->data + at;
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+}
+
+/* Write every iovec. Blocking mode: called without the GIL, with send_mu held;
+ * returns 0, -1 with errno, or -2 for EINTR. Non-blocking mode (MSG_DONTWAIT, may
+ * hold the GIL): also returns 1 when the socket is full. The iovecs left are kept
+ * in *iovp / *cntp either way, to go on from there. */
+static int send_iov(int fd, struct iovec **iovp, size_t *cntp, int nonblock)
+{
+    struct iovec *iov = *iovp;
+    size_t cnt = *cntp;
+    int rc = 0;
+    while (cnt > 0) {
+        struct msghdr msg;
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = cnt > IOV_MAX ? IOV_MAX : cnt;
+        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
+        if (w < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                if (nonblock) {
+                    rc = 1;
+                    break;
+                }
+                struct pollfd pfd = {fd, POLLOUT, 0};
+                poll(&pfd, 1, -1);
+                continue;
+            }
+            rc = errno == EINTR ? -2 : -1;
+            break;
+        }
+        size_t n = (size_t)w;
+        while (cnt > 0 && n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0 && n > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    *iovp = iov;
+    *cntp = cnt;
+    return rc;
+}
+
+/* Send what `o` holds as one unit. GIL held on entry and exit. When the sender
+ * lock is free and the socket takes everything at once (the usual case), the GIL
+ * is never released: no thread switch for a small message. */
+static PyObject *out_send(Conn *c, out_t *o)
+{
+    if (out_flush_buf(o) < 0)
+        return PyErr_NoMemory();
+    if (o->nsegs == 0)
+        Py_RETURN_NONE;
+    struct iovec *iov_all = PyMem_RawMalloc(o->nsegs * sizeof *iov_all);
+    if (!iov_all)
+        return PyErr_NoMemory();
+    size_t total = 0;
+    for (size_t i = 0; i < o->nsegs; i++) {
+        seg_t *s = &o->segs[i];
+        iov_all[i].iov_base = (void *)(s->ext ? s->ext : o->b.data + s->off);
+        iov_all[i].iov_len = s->len;
+        total += s->len;
+    }
+    int fd = fd_enter(c);
+    if (fd < 0) {
+        PyMem_RawFree(iov_all);
+        return closed_error();
+    }
+    struct iovec *iov = iov_all;
+    size_t cnt = o->nsegs;
+    int rc = 1, err = 0, interrupted = 0;
+    /* Never wait for send_mu with the GIL held: its holder may want the GIL. */
+    int locked = pthread_mutex_trylock(&c->send_mu) == 0;
+    if (locked) {
+        rc = send_iov(fd, &iov, &cnt, 1);
+        err = errno;
+    }
+    if (rc == 1 || rc == -2) { /* full, interrupted, or someone else is sending */
+        PyThreadState *ts = PyEval_SaveThread();
+        if (!locked)
+            pthread_mutex_lock(&c->send_mu);
+        locked = 1;
+        for (;;) {
+            rc = send_iov(fd, &iov, &cnt, 0);
+            err = errno;
+            if (rc != -2)
+                break;
+            /* EINTR: let Python's signal handlers run (Ctrl-C). Taking the GIL
+             * with send_mu held is safe: nobody waits for send_mu holding it. */
+            PyEval_RestoreThread(ts);
+            if (PyErr_CheckSignals() < 0)
+                interrupted = 1;
+            ts = PyEval_SaveThread();
+            if (interrupted)
+                break;
+        }
+        PyEval_RestoreThread(ts);
+    }
+    if (locked)
+        pthread_mutex_unlock(&c->send_mu);
+    fd_leave(c);
+    PyMem_RawFree(iov_all);
+    if (interrupted) {
+        /* Part of a frame may be out: the stream cannot be used any more. */
+        size_t left = 0;
+        for (size_t i = 0; i < cnt; i++)
+            left += iov[i].iov_len;
+        if (left != total)
+            conn_shutdown(c);
+        return NULL;
+    }
+    if (rc < 0) {
+        errno = err;
+        if (err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == EBADF) {
+            PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s",
+                         strerror(err));
+            return NULL;
+        }
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ receiving */
+
+static uint32_t be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* The RESULT tuple from its fixed fields (body from the type byte) and payload
+ * (a new reference that is stolen). raw: the payload is the result itself, not
+ * its pickle (the tuple then has a tenth item, True). */
+static PyObject *result_tuple_ex(const uint8_t *fixed, PyObject *payload, int raw)
+{
+    proto_rd_t r;
+    proto_rd_init(&r, fixed, RESULT_FIXED);
+    uint8_t type = proto_u8(&r);
+    uint64_t call_id = proto_u64(&r);
+    uint8_t status = proto_u8(&r);
+    uint32_t worker = proto_u32(&r);
+    uint32_t attempts = proto_u32(&r);
+    uint64_t sub = proto_u64(&r);
+    uint64_t start = proto_u64(&r);
+    uint64_t fin = proto_u64(&r);
+    PyObject *t = PyTuple_New(raw ? 10 : 9);
+    if (!t) {
+        Py_DECREF(payload);
+        return NULL;
+    }
+    PyObject *v[8] = {
+        PyLong_FromLong(type),
+        PyLong_FromUnsignedLongLong(call_id),
+        PyLong_FromLong(status),
+        PyLong_FromUnsignedLong(worker),
+        PyLong_FromUnsignedLong(attempts),
+        PyLong_FromUnsignedLongLong(sub),
+        PyLong_FromUnsignedLongLong(start),
+        PyLong_FromUnsignedLongLong(fin),
+    };
+    for (int i = 0; i < 8; i++) {
+        if (!v[i]) {
+            for (int j = i; j < 8; j++)
+                Py_XDECREF(v[j]);
+            Py_DECREF(payload);
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, i, v[i]);
+    }
+    PyTuple_SET_ITEM(t, 8, payload);
+    if (raw) {
+        Py_INCREF(Py_True);
+        PyTuple_SET_ITEM(t, 9, Py_True);
+    }
+    return t;
+}
+
+static PyObject *result_tuple(const uint8_t *fixed, PyObject *payload)
+{
+    return result_tuple_ex(fixed, payload, 0);
+}
+
+/* One decoded frame body (type byte first) as an event tuple. */
+static PyObject *decode_frame(const uint8_t *body, size_t len)
+{
+    proto_rd_t r;
+    proto_rd_init(&r, body, len);
+    uint8_t type = proto_u8(&r);
+    switch (type) {
+    case MSG_RESULT: {
+        if (len < RESULT_FIXED)
+            break;
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)body + RESULT_FIXED,
+                                                      (Py_ssize_t)(len - RESULT_FIXED));
+        if (!payload)
+            return NULL;
+        return result_tuple(body, payload);
+    }
+    case MSG_CANCELLED: {
+        uint64_t id = proto_u64(&r);
+        uint8_t dropped = proto_u8(&r);
+        if (r.err)
+            break;
+        return Py_BuildValue("iKO", (int)type, (unsigned long long)id,
+                             dropped ? Py_True : Py_False);
+    }
+    case MSG_STATUS_REPLY: {
+        uint32_t w = proto_u32(&r), q = proto_u32(&r), run = proto_u32(&r);
+        if (r.err)
+            break;
+        return Py_BuildValue("ikkk", (int)type, (unsigned long)w, (unsigned long)q,
+                             (unsigned long)run);
+    }
+    default:
+        return Py_BuildValue("iy#", (int)type, (const char *)body + 1,
+                             (Py_ssize_t)(len - 1));
+    }
+    PyErr_Format(ProtocolError, "malformed message of type %d (%zu bytes)", (int)type, len);
+    return NULL;
+}
+
+/* Append every whole frame in c->in to `events`. Returns 0 or -1. */
+static int drain_frames(Conn *c, PyObject *events)
+{
+    while (buf_unread(&c->in) >= 4) {
+        const uint8_t *h = buf_head(&c->in);
+        uint32_t n = be32(h);
+        if (n == 0 || n > PROTO_MAX_FRAME) {
+            PyErr_Format(ProtocolError, "bad frame length %u from the pool", n);
+            return -1;
+        }
+        if (buf_unread(&c->in) < 4 + (size_t)n)
+            break;
+        PyObject *ev = decode_frame(h + 4, n);
+        buf_consume(&c->in, 4 + (size_t)n);
+        if (!ev)
+            return -1;
+        int rc = PyList_Append(events, ev);
+        Py_DECREF(ev);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Pickle protocol 5 of one bytes object: PROTO 5, BINBYTES (u32 little-endian
+ * length), the bytes, then MEMOIZE and STOP. */
+#define RAW_HEAD 7
+#define RAW_TAIL 2
+static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
+
+/* If the partial frame at the head of c->in is a large RESULT, move it into a
+ * bytes object that the rest is read into: the payload, or (a successful result
+ * that is a pickled bytes object) the result itself. Returns 0 or -1. */
+static int maybe_start_big(Conn *c)
+{
+    size_t un = buf_unread(&c->in);
+    if (c->big || un < 4 + RESULT_FIXED + RAW_HEAD)
+        return 0;
+    const uint8_t *h = buf_head(&c->in);
+    uint32_t n = be32(h);
+    if (h[4] != MSG_RESULT || n < BIG_RESULT || un >= 4 + (size_t)n)
+        return 0;
+    size_t plen = n - RESULT_FIXED;
+    const uint8_t *p = h + 4 + RESULT_FIXED;
+    size_t avail = un - 4 - RESULT_FIXED; /* < plen: the frame is not whole */
+    uint32_t rawlen = (uint32_t)p[3] | ((uint32_t)p[4] << 8) | ((uint32_t)p[5] << 16) |
+                      ((uint32_t)p[6] << 24);
+    int raw = h[4 + 9] == CALL_OK && p[0] == 0x80 && p[1] == 5 && p[2] == 'B' &&
+              (size_t)rawlen + RAW_HEAD + RAW_TAIL == plen;
+    size_t size = raw ? rawlen : plen;
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+    if (!b)
+        return -1;
+    memcpy(c->big_head, h + 4, RESULT_FIXED);
+    size_t have = avail, tail = 0;
+    if (raw) {
+        have = avail - RAW_HEAD;
+        if (have > size) {
+            tail = have - size;
+            have = size;
+        }
+        memcpy(PyBytes_AS_STRING(b), p + RAW_HEAD, have);
+        memcpy(c->big_tail, p + RAW_HEAD + have, tail);
+    } else {
+        memcpy(PyBytes_AS_STRING(b), p, have);
+    }
+    buf_consume(&c->in, un);
+    buf_shrink(&c->in, 4 * READ_CHUNK);
+    c->big = b;
+    c->big_have = have;
+    c->big_raw = raw;
+    c->big_tail_have = tail;
+    return 0;
+}
+
+/* The event of a large RESULT read to its end. */
+static PyObject *finish_big(Conn *c)
+{
+    PyObject *value = c->big;
+    c->big = NULL;
+    if (!c->big_raw)
+        return result_tuple(c->big_head, value);
+    if (memcmp(c->big_tail, raw_tail, RAW_TAIL) == 0)
+        return result_tuple_ex(c->big_head, value, 1);
+    /* Not the pickle it looked like: give the pickle back, whole. */
+    Py_ssize_t len = PyBytes_GET_SIZE(value);
+    PyObject *pk = PyBytes_FromStringAndSize(NULL, len + RAW_HEAD + RAW_TAIL);
+    if (!pk) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    uint8_t *q = (uint8_t *)PyBytes_AS_STRING(pk);
+    q[0] = 0x80;
+    q[1] = 5;
+    q[2] = 'B';
+    for (int i = 0; i < 4; i++)
+        q[3 + i] = (uint8_t)((uint64_t)len >> (8 * i));
+    memcpy(q + RAW_HEAD, PyBytes_AS_STRING(value), (size_t)len);
+    memcpy(q + RAW_HEAD + len, c->big_tail, RAW_TAIL);
+    Py_DECREF(value);
+    return result_tuple(c->big_head, pk);
+}
+
+/* ------------------------------------------------------------------ the type */
+
+static int parse_address(PyObject *addr, struct sockaddr_storage *ss, socklen_t *sslen,
+                         int *is_unix, char *host, size_t hostlen, char *port, size_t portlen)
+{
+    const char *s = PyUnicode_AsUTF8(addr);
+    if (!s)
+        return -1;
+    const char *path = NULL;
+    if (strncmp(s, "unix:", 5) == 0)
+        path = s + 5;
+    else if (s[0] == '/')
+        path = s;
+    if (path) {
+        struct sockaddr_un *un = (struct sockaddr_un *)ss;
+        memset(un, 0, sizeof *un);
+        un->sun_family = AF_UNIX;
+        if (strlen(path) == 0 || strlen(path) >= sizeof un->sun_path) {
+            PyErr_Format(PyExc_ValueError, "bad unix socket path: %R", addr);
+            return -1;
+        }
+        strcpy(un->sun_path, path);
+        *sslen = (socklen_t)sizeof *un;
+        *is_unix = 1;
+        return 0;
+    }
+    *is_unix = 0;
+    if (strncmp(s, "tcp:", 4) == 0)
+        s += 4;
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon[1] == '\0') {
+        PyErr_Format(PyExc_ValueError, "pool address must be 'host:port' or 'unix:/path', not %R",
+                     addr);
+        return -1;
+    }
+    size_t hl = (size_t)(colon - s);
+    const char *hs = s;
+    if (hl >= 2 && hs[0] == '[' && hs[hl - 1] == ']') {
+        hs++;
+        hl -= 2;
+    }
+    if (hl == 0) {
+        hs = "127.0.0.1";
+        hl = strlen(hs);
+    }
+    if (hl >= hostlen || strlen(colon + 1) >= portlen) {
+        PyErr_Format(PyExc_ValueError, "pool address too long: %R", addr);
+        return -1;
+    }
+    memcpy(host, hs, hl);
+    host[hl] = '\0';
+    strcpy(port, colon + 1);
+    return 0;
+}
+
+/* Connect with a deadline. Called without the GIL. Returns fd or -1 (errno). */
+static int connect_deadline(const struct sockaddr *sa, socklen_t len, double deadline)
+{
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -1;
+    if (connect(fd, sa, len) < 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            int e = errno;
+            close(fd);
+            errno = e;
+            return -1;
+        }
+        for (;;) {
+            struct pollfd pfd = {fd, POLLOUT, 0};
+            int pr = poll(&pfd, 1, ms_left(deadline));
+            if (pr < 0 && errno == EINTR)
+                continue;
+            if (pr <= 0) {
+                close(fd);
+                errno = pr == 0 ? ETIMEDOUT : errno;
+                return -1;
+            }
+            break;
+        }
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr) {
+            close(fd);
+            errno = soerr;
+            return -1;
+        }
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    if (sa->sa_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    return fd;
+}
+
+/* Read until c->in holds one whole frame, without the GIL, before the deadline.
+ * Returns the frame length, 0 on EOF, -1 with errno (ETIMEDOUT at the deadline),
+ * -3 on a bad length. */
+static long read_frame_raw(Conn *c, int fd, double deadline)
+{
+    for (;;) {
+        size_t un = buf_unread(&c->in);
+        if (un >= 4) {
+            uint32_t n = be32(buf_head(&c->in));
+            if (n == 0 || n > 1024 * 1024)
+                return -3;
+            if (un >= 4 + (size_t)n)
+                return (long)n;
+        }
+        if (buf_reserve(&c->in, 4096) < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        struct pollfd pfd = {fd, POLLIN, 0};
+        int pr = poll(&pfd, 1, ms_left(deadline));
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr < 0)
+            return -1;
+        if (pr == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        ssize_t r = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return 0;
+        c->in.len += (size_t)r;
+    }
+}
+
+static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"address", "secret", "name", "timeout", NULL};
+    PyObject *address;
+    Py_buffer secret = {0};
+    const char *name = "";
+    Py_ssize_t namelen = 0;
+    double timeout = 30.0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|y*s#d:Connection", kwlist, &address,
+                                     &secret, &name, &namelen, &timeout))
+        return -1;
+    if (c->fd >= 0 || c->address) {
+        PyErr_SetString(PyExc_RuntimeError, "Connection already initialised");
+        PyBuffer_Release(&secret);
+        return -1;
+    }
+    Py_INCREF(address);
+    c->address = address;
+
+    struct sockaddr_storage ss;
+    socklen_t sslen = 0;
+    int is_unix = 0;
+    char host[256], port[32];
+    if (parse_address(address, &ss, &sslen, &is_unix, host, sizeof host, port, sizeof port) < 0)
+        goto fail;
+    double deadline = timeout > 0 ? mono_now() + timeout : -1;
+
+    int fd = -1, err = 0, gai = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (is_unix) {
+        fd = connect_deadline((struct sockaddr *)&ss, sslen, deadline);
+        err = errno;
+    } else {
+        struct addrinfo hints, *res = NULL;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_socktype = SOCK_STREAM;
+        hints.ai_family = AF_UNSPEC;
+        gai = getaddrinfo(host, port, &hints, &res);
+        if (gai == 0) {
+            /* IPv4 first, like the rest of Bettong. */
+            for (int pass = 0; pass < 2 && fd < 0; pass++)
+                for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+                    if ((pass == 0) != (ai->ai_family == AF_INET))
+                        continue;
+                    fd = connect_deadline(ai->ai_addr, ai->ai_addrlen, deadline);
+                    err = errno;
+                }
+            freeaddrinfo(res);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (gai != 0) {
+        PyErr_Format(PyExc_ConnectionError, "cannot resolve %s: %s", host, gai_strerror(gai));
+        goto fail;
+    }
+    if (fd < 0) {
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
+                     "cannot connect to the pool at %U: %s", address, strerror(err));
+        goto fail;
+    }
+    c->fd = fd;
+
+    /* HELLO */
+    out_t o;
+    out_init(&o);
+    proto_wr_t w;
+    proto_begin(&w, &o.b, MSG_HELLO);
+    proto_put_u8(&w, ROLE_CLIENT);
+    proto_put_u8(&w, PROTO_VERSION);
+    proto_put_u32(&w, (uint32_t)getpid());
+    proto_put_str16(&w, name, (size_t)namelen);
+    proto_put_str16(&w, secret.buf ? secret.buf : "", secret.buf ? (size_t)secret.len : 0);
+    if (proto_end(&w) < 0) {
+        out_free(&o);
+        PyErr_NoMemory();
+        goto fail;
+    }
+    PyObject *ok = out_send(c, &o);
+    out_free(&o);
+    if (!ok)
+        goto fail;
+    Py_DECREF(ok);
+
+    long n;
+    Py_BEGIN_ALLOW_THREADS
+    n = read_frame_raw(c, fd, deadline);
+    err = errno;
+    Py_END_ALLOW_THREADS
+    if (n == 0) {
+        PyErr_Format(PyExc_ConnectionError,
+                     "the pool at %U closed the connection during the handshake", address);
+        goto fail;
+    }
+    if (n == -3) {
+        PyErr_Format(ProtocolError, "%U does not speak the Bettong pool protocol", address);
+        goto fail;
+    }
+    if (n < 0) {
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
+                     "no answer to HELLO from the pool at %U: %s", address, strerror(err));
+        goto fail;
+    }
+    proto_rd_t r;
+    proto_rd_init(&r, buf_head(&c->in) + 4, (size_t)n);
+    uint8_t type = proto_u8(&r);
+    if (type == MSG_WELCOME) {
+        c->peer_id = proto_u32(&r);
+        c->workers = proto_u32(&r);
+        if (r.err) {
+            PyErr_SetString(ProtocolError, "malformed WELCOME");
+            goto fail;
+        }
+    } else if (type == MSG_REFUSED) {
+        size_t rl = 0;
+        const uint8_t *reason = proto_str16(&r, &rl);
+        PyObject *msg = PyUnicode_DecodeUTF8(reason ? (const char *)reason : "", (Py_ssize_t)rl,
+                                             "replace");
+        if (msg) {
+            PyErr_Format(RefusedError, "the pool at %U refused the connection: %U", address, msg);
+            Py_DECREF(msg);
+        }
+        goto fail;
+    } else {
+        PyErr_Format(ProtocolError, "unexpected message %d in answer to HELLO", (int)type);
+        goto fail;
+    }
+    buf_consume(&c->in, 4 + (size_t)n);
+    PyBuffer_Release(&secret);
+    return 0;
+fail:
+    PyBuffer_Release(&secret);
+    conn_shutdown(c);
+    return -1;
+}
+
+static PyObject *Conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    Conn *c = (Conn *)type->tp_alloc(type, 0);
+    if (!c)
+        return NULL;
+    c->fd = -1;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->send_mu, NULL);
+    buf_init(&c->in);
+    return (PyObject *)c;
+}
+
+static void Conn_dealloc(Conn *c)
+{
+    conn_shutdown(c);
+    /* No thread can be using fd: a method call holds a reference. */
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    buf_free(&c->in);
+    Py_CLEAR(c->big);
+    Py_CLEAR(c->address);
+    pthread_mutex_destroy(&c->mu);
+    pthread_mutex_destroy(&c->send_mu);
+    Py_TYPE(c)->tp_free((PyObject *)c);
+}
+
+/* send_func(func_id, payload) */
+static PyObject *Conn_send_func(Conn *c, PyObject *args)
+{
+    unsigned long long func_id;
+    Py_buffer p;
+    if (!PyArg_ParseTuple(args, "Ky*:send_func", &func_id, &p))
+        return NULL;
+    if ((uint64_t)p.len + 9 > PROTO_MAX_FRAME) {
+        PyBuffer_Release(&p);
+        return PyErr_Format(PyExc_ValueError, "the pickled function is too large (%zd bytes)",
+                            p.len);
+    }
+    out_t o;
+    out_init(&o);
+    proto_wr_t w;
+    proto_begin(&w, &o.b, MSG_FUNC);
+    proto_put_u64(&w, func_id);
+    PyObject *res = NULL;
+    if (w.err)
+        goto oom;
+    put_len_at(&o.b, w.start, (uint32_t)(1 + 8 + p.len));
+    if (p.len < SMALL_PAYLOAD) {
+        if (buf_append(&o.b, p.buf, (size_t)p.len) < 0)
+            goto oom;
+    } else if (out_ext(&o, p.buf, (size_t)p.len) < 0) {
+        goto oom;
+    }
+    res = out_send(c, &o);
+    goto done;
+oom:
+    PyErr_NoMemory();
+done:
+    out_free(&o);
+    PyBuffer_Release(&p);
+    return res;
+}
+
+/* The buffers of one call's payload: a bytes-like object, or a tuple of them
+ * (written one after the other: a pickle whose large middle part is the
+ * caller's object itself, not a copy of it). */
+typedef struct {
+    Py_ssize_t first; /* its first view */
+    Py_ssize_t nviews;
+    uint64_t len;
+} item_t;
+
+/* send_calls(func_id, timeout_ms, retries, call_ids, payloads) */
+static PyObject *Conn_send_calls(Conn *c, PyObject *args)
+{
+    unsigned long long func_id;
+    unsigned long timeout_ms;
+    unsigned int retries;
+    PyObject *ids_obj, *payloads_obj;
+    if (!PyArg_ParseTuple(args, "KkIOO:send_calls", &func_id, &timeout_ms, &retries, &ids_obj,
+                          &payloads_obj))
+        return NULL;
+    if (timeout_ms > UINT32_MAX)
+        timeout_ms = UINT32_MAX;
+    if (retries > UINT16_MAX)
+        return PyErr_Format(PyExc_ValueError, "retries must be at most %u", UINT16_MAX);
+
+    PyObject *payloads = PySequence_Fast(payloads_obj, "payloads must be a sequence");
+    if (!payloads)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(payloads);
+    PyObject *ids = NULL;
+    uint64_t first = 0;
+    int consecutive = PyLong_Check(ids_obj);
+    if (consecutive) {
+        first = PyLong_AsUnsignedLongLong(ids_obj);
+        if (PyErr_Occurred()) {
+            Py_DECREF(payloads);
+            return NULL;
+        }
+    } else {
+        ids = PySequence_Fast(ids_obj, "call_ids must be an int or a sequence");
+        if (!ids) {
+            Py_DECREF(payloads);
+            return NULL;
+        }
+        if (PySequence_Fast_GET_SIZE(ids) != n) {
+            Py_DECREF(payloads);
+            Py_DECREF(ids);
+            return PyErr_Format(PyExc_ValueError, "%zd call ids for %zd payloads",
+                                PySequence_Fast_GET_SIZE(ids), n);
+        }
+    }
+
+    PyObject **objs = PySequence_Fast_ITEMS(payloads);
+    Py_ssize_t nviews = 0;
+    for (Py_ssize_t k = 0; k < n; k++)
+        nviews += PyTuple_Check(objs[k]) ? PyTuple_GET_SIZE(objs[k]) : 1;
+
+    PyObject *res = NULL;
+    Py_ssize_t got = 0; /* views taken */
+    Py_buffer *views = PyMem_Calloc((size_t)(nviews ? nviews : 1), sizeof *views);
+    item_t *items = PyMem_Calloc((size_t)(n ? n : 1), sizeof *items);
+    uint64_t *idv = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *idv);
+    out_t o;
+    out_init(&o);
+    if (!views || !idv || !items) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *obj = objs[k];
+        int tup = PyTuple_Check(obj);
+        Py_ssize_t parts = tup ? PyTuple_GET_SIZE(obj) : 1;
+        items[k].first = got;
+        items[k].nviews = parts;
+        for (Py_ssize_t q = 0; q < parts; q++) {
+            if (PyObject_GetBuffer(tup ? PyTuple_GET_ITEM(obj, q) : obj, &views[got],
+                                   PyBUF_SIMPLE) < 0)
+                goto done;
+            items[k].len += (uint64_t)views[got].len;
+            got++;
+        }
+        if (items[k].len + 64 > PROTO_MAX_FRAME) {
+            PyErr_Format(PyExc_ValueError,
+                         "the arguments of call %zd are too large to send (%llu bytes pickled)",
+                         k, (unsigned long long)items[k].len);
+            goto done;
+        }
+        if (consecutive) {
+            idv[k] = first + (uint64_t)k;
+        } else {
+            idv[k] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(ids, k));
+            if (PyErr_Occurred())
+                goto done;
+        }
+    }
+
+    Py_ssize_t i = 0;
+    while (i < n) {
+        /* Items [i, j) go in this frame. */
+        Py_ssize_t j = i;
+        uint64_t size = 1 + 8 + 4 + 2 + 4;
+        while (j < n) {
+            uint64_t add = 12 + items[j].len;
+            if (j > i && size + add > CALLS_FRAME_SOFT)
+                break;
+            size += add;
+            j++;
+        }
+        proto_wr_t w;
+        proto_begin(&w, &o.b, MSG_CALLS);
+        proto_put_u64(&w, func_id);
+        proto_put_u32(&w, (uint32_t)timeout_ms);
+        proto_put_u16(&w, (uint16_t)retries);
+        proto_put_u32(&w, (uint32_t)(j - i));
+        if (w.err)
+            goto oom;
+        put_len_at(&o.b, w.start, (uint32_t)size);
+        for (Py_ssize_t k = i; k < j; k++) {
+            uint8_t h[12];
+            uint64_t id = idv[k];
+            uint32_t len = (uint32_t)items[k].len;
+            for (int b = 0; b < 8; b++)
+                h[b] = (uint8_t)(id >> (56 - 8 * b));
+            h[8] = (uint8_t)(len >> 24);
+            h[9] = (uint8_t)(len >> 16);
+            h[10] = (uint8_t)(len >> 8);
+            h[11] = (uint8_t)len;
+            if (buf_append(&o.b, h, 12) < 0)
+                goto oom;
+            for (Py_ssize_t q = 0; q < items[k].nviews; q++) {
+                Py_buffer *v = &views[items[k].first + q];
+                if (v->len < SMALL_PAYLOAD) {
+                    if (buf_append(&o.b, v->buf, (size_t)v->len) < 0)
+                        goto oom;
+                } else if (out_ext(&o, v->buf, (size_t)v->len) < 0) {
+                    goto oom;
+                }
+            }
+        }
+        i = j;
+    }
+    res = out_send(c, &o);
+    goto done;
+oom:
+    PyErr_NoMemory();
+done:
+    out_free(&o);
+    if (views)
+        for (Py_ssize_t k = 0; k < got; k++)
+            PyBuffer_Release(&views[k]);
+    PyMem_Free(views);
+    PyMem_Free(items);
+    PyMem_Free(idv);
+    Py_DECREF(payloads);
+    Py_XDECREF(ids);
+    return res;
+}
+
+/* A run of small fixed messages, each `type` + one u64. */
+static PyObject *send_u64s(Conn *c, msg_type type, PyObject *obj)
+{
+    out_t o;
+    out_init(&o);
+    PyObject *res = NULL, *seq = NULL;
+    if (PyLong_Check(obj)) {
+        uint64_t v = PyLong_AsUnsignedLongLong(obj);
+        if (PyErr_Occurred())
+            goto done;
+        proto_wr_t w;
+        proto_begin(&w, &o.b, type);
+        proto_put_u64(&w, v);
+        if (proto_end(&w) < 0)
+            goto oom;
+    } else {
+        seq = PySequence_Fast(obj, "expected an int or a sequence of ints");
+        if (!seq)
+            goto done;
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+            uint64_t v = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+            if (PyErr_Occurred())
+                goto done;
+            proto_wr_t w;
+            proto_begin(&w, &o.b, type);
+            proto_put_u64(&w, v);
+            if (proto_end(&w) < 0)
+                goto oom;
+        }
+    }
+    res = out_send(c, &o);
+    goto done;
+oom:
+    PyErr_NoMemory();
+done:
+    Py_XDECREF(seq);
+    out_free(&o);
+    return res;
+}
+
+static PyObject *Conn_cancel(Conn *c, PyObject *ids) { return send_u64s(c, MSG_CANCEL, ids); }
+
+static PyObject *Conn_forget(Conn *c, PyObject *ids) { return send_u64s(c, MSG_FORGET, ids); }
+
+static PyObject *Conn_status(Conn *c, PyObject *unused)
+{
+    out_t o;
+    out_init(&o);
+    proto_wr_t w;
+    proto_begin(&w, &o.b, MSG_STATUS);
+    PyObject *res = proto_end(&w) < 0 ? PyErr_NoMemory() : out_send(c, &o);
+    out_free(&o);
+    return res;
+}
+
+static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
+{
+    for (;;) {
+        if (c->big && c->big_have == (size_t)PyBytes_GET_SIZE(c->big) &&
+            (!c->big_raw || c->big_tail_have == RAW_TAIL)) {
+            PyObject *ev = finish_big(c);
+            if (!ev || PyList_Append(events, ev) < 0) {
+                Py_XDECREF(ev);
+                return NULL;
+            }
+            Py_DECREF(ev);
+        }
+        if (!c->big && drain_frames(c, events) < 0)
+            return NULL;
+        if (PyList_GET_SIZE(events) > 0)
+            return events;
+        if (maybe_start_big(c) < 0)
+            return NULL;
+
+        /* Where the next read goes. */
+        uint8_t *dst;
+        size_t want;
+        if (c->big && c->big_have < (size_t)PyBytes_GET_SIZE(c->big)) {
+            dst = (uint8_t *)PyBytes_AS_STRING(c->big) + c->big_have;
+            want = (size_t)PyBytes_GET_SIZE(c->big) - c->big_have;
+        } else if (c->big) {
+            dst = c->big_tail + c->big_tail_have;
+            want = RAW_TAIL - c->big_tail_have;
+        } else {
+            size_t need = READ_CHUNK;
+            if (buf_unread(&c->in) >= 4) {
+                size_t frame = 4 + (size_t)be32(buf_head(&c->in));
+                if (frame > buf_unread(&c->in) && frame - buf_unread(&c->in) > need)
+                    need = frame - buf_unread(&c->in);
+            }
+            if (buf_reserve(&c->in, need) < 0)
+                return PyErr_NoMemory();
+            dst = c->in.data + c->in.len;
+            want = c->in.cap - c->in.len;
+        }
+
+        int fd = fd_enter(c);
+        if (fd < 0)
+            return closed_error();
+        /* What is already there is read without letting go of the GIL. */
+        ssize_t r = recv(fd, dst, want, MSG_DONTWAIT);
+        int pr = 1, err = errno;
+        if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
+            Py_BEGIN_ALLOW_THREADS
+            struct pollfd pfd = {fd, POLLIN, 0};
+            pr = poll(&pfd, 1, ms_left(deadline));
+            if (pr > 0)
+                r = read(fd, dst, want);
+            err = errno;
+            Py_END_ALLOW_THREADS
+        }
+        fd_leave(c);
+        if (pr < 0 || (pr > 0 && r < 0)) {
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return NULL;
+                continue;
+            }
+            if (err == ECONNRESET || err == ENOTCONN || err == EBADF) {
+                PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s",
+                             strerror(err));
+                return NULL;
+            }
+            errno = err;
+            return PyErr_SetFromErrno(PyExc_OSError);
+        }
+        if (pr == 0)
+            return events; /* timed out: [] */
+        if (r == 0) {
+            if (c->closed)
+                return closed_error();
+            PyErr_SetString(PyExc_ConnectionError, "the pool closed the connection");
+            return NULL;
+        }
+        if (c->big && c->big_have < (size_t)PyBytes_GET_SIZE(c->big))
+            c->big_have += (size_t)r;
+        else if (c->big)
+            c->big_tail_have += (size_t)r;
+        else
+            c->in.len += (size_t)r;
+    }
+}
+
+static PyObject *Conn_recv(Conn *c, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *tobj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O:recv", kwlist, &tobj))
+        return NULL;
+    double deadline = -1;
+    if (tobj != Py_None) {
+        double t = PyFloat_AsDouble(tobj);
+        if (t == -1.0 && PyErr_Occurred())
+            return NULL;
+        deadline = mono_now() + (t > 0 ? t : 0);
+    }
+    if (c->receiving)
+        return PyErr_Format(PyExc_RuntimeError, "recv() is already running in another thread");
+    PyObject *events = PyList_New(0);
+    if (!events)
+        return NULL;
+    c->receiving = 1;
+    PyObject *res = recv_loop(c, deadline, events);
+    c->receiving = 0;
+    if (!res)
+        Py_DECREF(events);
+    return res;
+}
+
+static PyObject *Conn_close(Conn *c, PyObject *unused)
+{
+    conn_shutdown(c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Conn_fileno(Conn *c, PyObject *unused)
+{
+    return PyLong_FromLong(c->closed ? -1 : c->fd);
+}
+
+static PyObject *Conn_get_closed(Conn *c, void *unused) { return PyBool_FromLong(c->closed); }
+
+static PyObject *Conn_get_peer_id(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLong(c->peer_id);
+}
+
+static PyObject *Conn_get_workers(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLong(c->workers);
+}
+
+static PyObject *Conn_get_address(Conn *c, void *unused)
+{
+    if (!c->address)
+        Py_RETURN_NONE;
+    Py_INCREF(c->address);
+    return c->address;
+}
+
+static PyObject *Conn_repr(Conn *c)
+{
+    return PyUnicode_FromFormat("<bettong._bettong.Connection %R peer %u, %u workers%s>",
+                                c->address ? c->address : Py_None, c->peer_id, c->workers,
+                                c->closed ? ", closed" : "");
+}
+
+static PyMethodDef Conn_methods[] = {
+    {"send_func", (PyCFunction)Conn_send_func, METH_VARARGS,
+     "send_func(func_id, payload): one FUNC message."},
+    {"send_calls", (PyCFunction)Conn_send_calls, METH_VARARGS,
+     "send_calls(func_id, timeout_ms, retries, call_ids, payloads): CALLS messages."},
+    {"cancel", (PyCFunction)Conn_cancel, METH_O, "cancel(call_id or ids): CANCEL messages."},
+    {"forget", (PyCFunction)Conn_forget, METH_O, "forget(func_id or ids): FORGET messages."},
+    {"status", (PyCFunction)Conn_status, METH_NOARGS, "status(): a STATUS message."},
+    {"recv", (PyCFunction)(void (*)(void))Conn_recv, METH_VARARGS | METH_KEYWORDS,
+     "recv(timeout=None) -> list of event tuples ([] on timeout)."},
+    {"close", (PyCFunction)Conn_close, METH_NOARGS, "close(): shut the connection down."},
+    {"fileno", (PyCFunction)Conn_fileno, METH_NOARGS, "fileno() -> the socket's fd."},
+    {NULL},
+};
+
+static PyGetSetDef Conn_getset[] = {
+    {"closed", (getter)Conn_get_closed, NULL, "close() was called", NULL},
+    {"peer_id", (getter)Conn_get_peer_id, NULL, "the id the pool gave this client", NULL},
+    {"workers", (getter)Conn_get_workers, NULL, "workers in the pool at WELCOME", NULL},
+    {"address", (getter)Conn_get_address, NULL, "the pool's address", NULL},
+    {NULL},
+};
+
+static PyTypeObject ConnType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bettong._bettong.Connection",
+    .tp_basicsize = sizeof(Conn),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A client connection to a Bettong task pool.",
+    .tp_new = Conn_new,
+    .tp_init = (initproc)Conn_init,
+    .tp_dealloc = (destructor)Conn_dealloc,
+    .tp_methods = Conn_methods,
+    .tp_getset = Conn_getset,
+    .tp_repr = (reprfunc)Conn_repr,
+};
+
+static PyObject *mod_now_us(PyObject *m, PyObject *unused)
+{
+    return PyLong_FromUnsignedLongLong(proto_now_us());
+}
+
+static PyMethodDef mod_methods[] = {
+    {"now_us", mod_now_us, METH_NOARGS, "Microseconds since the epoch (the pool's clock)."},
+    {NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "bettong._bettong",
+    "Client side of the Bettong task pool protocol (src/pool/proto.h).", -1, mod_methods,
+};
+
+PyMODINIT_FUNC PyInit__bettong(void)
+{
+    if (PyType_Ready(&ConnType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&moddef);
+    if (!m)
+        return NULL;
+    RefusedError = PyErr_NewExceptionWithDoc(
+        "bettong._bettong.RefusedError",
+        "The pool refused the connection (a wrong or missing secret, ...).",
+        PyExc_PermissionError, NULL);
+    ProtocolError = PyErr_NewExceptionWithDoc(
+        "bettong._bettong.ProtocolError", "The peer broke the pool protocol.",
+        PyExc_ConnectionError, NULL);
+    if (!RefusedError || !ProtocolError)
+        goto fail;
+    Py_INCREF(&ConnType);
+    if (PyModule_AddObject(m, "Connection", (PyObject *)&ConnType) < 0) {
+        Py_DECREF(&ConnType);
+        goto fail;
+    }
+    Py_INCREF(RefusedError);
+    Py_INCREF(ProtocolError);
+    if (PyModule_AddObject(m, "RefusedError", RefusedError) < 0 ||
+        PyModule_AddObject(m, "ProtocolError", ProtocolError) < 0)
+        goto fail;
+    struct {
+        const char *name;
+        long v;
+    } consts[] = {
+        {"PROTO_VERSION", PROTO_VERSION},
+        {"MAX_FRAME", (long)PROTO_MAX_FRAME},
+        {"MSG_RESULT", MSG_RESULT},
+        {"MSG_CANCELLED", MSG_CANCELLED},
+        {"MSG_STATUS_REPLY", MSG_STATUS_REPLY},
+        {"CALL_OK", CALL_OK},
+        {"CALL_RAISED", CALL_RAISED},
+        {"CALL_WORKER_DIED", CALL_WORKER_DIED},
+        {"CALL_TIMEOUT", CALL_TIMEOUT},
+        {"CALL_CANCELLED", CALL_CANCELLED},
+        {"CALL_ERROR", CALL_ERROR},
+    };
+    for (size_t i = 0; i < sizeof consts / sizeof consts[0]; i++)
+        if (PyModule_AddIntConstant(m, consts[i].name, consts[i].v) < 0)
+            goto fail;
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}

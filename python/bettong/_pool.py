@@ -1,0 +1,604 @@
+"""The connection to a pool: starting a local `bettong pool`, the receiver thread
+that resolves futures, call and function ids, cancel, close.
+
+One `Client` per pool connection. Senders may be any thread (the extension has one
+sender lock); one daemon thread receives and resolves futures in batches. Nothing
+that can block on the pool runs on the receiver thread: a reduce is submitted from a
+helper thread (`defer`), so a sender blocked by a full socket can never stop the
+receiver from draining results.
+"""
+
+import atexit
+import collections
+import os
+import queue
+import re
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+
+from . import errors
+from . import futures as _futures_mod
+from ._serial import payload_size
+from .futures import (_COND, _DONE, _notify, CANCELLED_AND_NOTIFIED, CALL_CANCELLED, CALL_OK,
+                      FINISHED, resolve_local)
+
+try:
+    from . import _bettong
+except ImportError as e:  # pragma: no cover - reported when a pool is used
+    _bettong = None
+    _IMPORT_ERROR = e
+
+MSG_RESULT = 20
+MSG_CANCELLED = 13
+MSG_STATUS_REPLY = 22
+
+_LISTENING = re.compile(r"bettong pool: listening on (\S+)")
+_START_TIMEOUT = float(os.environ.get("BETTONG_POOL_START_TIMEOUT", "60"))
+
+# Calls held back by call_async/submit before they are sent at once.
+_OUTQ_MAX = 512
+_MAX_ARGS = 2047 * 1024 * 1024 - 64  # PROTO_MAX_FRAME, less the CALLS header
+
+# Functions kept registered in the pool for reuse (by digest), and their bytes.
+_FUNC_CACHE_ENTRIES = 64
+_FUNC_CACHE_BYTES = 256 * 1024 * 1024
+
+
+def _extension():
+    if _bettong is None:
+        raise ImportError(
+            "bettong's C extension (bettong._bettong) is not built: run `make` in the "
+            f"Bettong repository ({_IMPORT_ERROR})")
+    return _bettong
+
+
+def find_binary():
+    """The bettong binary: $BETTONG_BIN, the build tree next to this package, the
+    installed one, or `bettong` on PATH."""
+    env = os.environ.get("BETTONG_BIN")
+    if env:
+        return env
+    here = os.path.dirname(os.path.abspath(__file__))
+    if os.path.basename(os.path.dirname(here)) == "python":  # <repo>/python/bettong
+        cand = os.path.normpath(os.path.join(here, "..", "..", "build", "bettong"))
+        if os.path.isfile(cand) and os.access(cand, os.X_OK):
+            return cand
+    try:
+        from ._install import BIN
+        if os.path.isfile(BIN) and os.access(BIN, os.X_OK):
+            return BIN
+    except ImportError:
+        pass
+    found = shutil.which("bettong")
+    if found:
+        return found
+    raise FileNotFoundError(
+        "cannot find the bettong binary: set BETTONG_BIN, build it (make) or install it "
+        "(make install)")
+
+
+def default_workers():
+    """One worker per core."""
+    return os.cpu_count() or 1
+
+
+def worker_path():
+    """The caller's sys.path for the workers (so the script's modules import)."""
+    cwd = os.getcwd()
+    out = []
+    for p in sys.path:
+        p = cwd if p == "" else p
+        if p not in out:
+            out.append(p)
+    return os.pathsep.join(out)
+
+
+class LocalPool:
+    """A `bettong pool` process on a Unix socket in a private directory. It exits
+    (with its workers) when our connection closes, even if we are killed."""
+
+    def __init__(self, workers, secret=b""):
+        self.workers = workers
+        self.dir = tempfile.mkdtemp(prefix="bettong-")  # mode 0700
+        sock = os.path.join(self.dir, "pool.sock")
+        if len(sock.encode()) > 100:  # sun_path is short
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = tempfile.mkdtemp(prefix="bettong-", dir="/tmp")
+            sock = os.path.join(self.dir, "pool.sock")
+        binary = find_binary()
+        env = dict(os.environ)
+        env["BETTONG_WORKER_PATH"] = worker_path()
+        # The socket is private (0700 directory); a secret, when there is one, is
+        # the one this client sends (given by environment, not on the command line).
+        if secret:
+            env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
+        else:
+            env.pop("BETTONG_SECRET", None)
+        cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
+               "--log-level", os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")]
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
+        except OSError as e:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            raise errors.PoolError(f"cannot start {binary}: {e}") from e
+        try:
+            self.address = self._read_address()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read_address(self):
+        out = self.proc.stdout
+        fd = out.fileno()
+        data = b""
+        deadline = time.monotonic() + _START_TIMEOUT
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise errors.PoolError(
+                    f"bettong pool did not start listening within {_START_TIMEOUT:.0f} s")
+            r, _, _ = select.select([fd], [], [], min(left, 0.5))
+            if r:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    break
+                data += chunk
+        line = data.split(b"\n", 1)[0].decode("utf-8", "replace")
+        m = _LISTENING.search(line)
+        if not m:
+            try:
+                rc = self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                rc = None
+            what = f"exited with status {rc}" if rc is not None else f"printed {line!r}"
+            raise errors.PoolError(f"bettong pool {what} instead of listening "
+                                   "(its messages are above)")
+        out.close()  # the pool prints nothing more
+        return m.group(1)
+
+    def stop(self, timeout=5.0):
+        """After our connection closed the pool exits by itself; wait for it, then
+        make sure, and remove the socket's directory."""
+        proc = self.proc if hasattr(self, "proc") else None
+        if proc is not None:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, 9)  # its own session: the pool and its workers
+                except OSError:
+                    proc.kill()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            if proc.stdout and not proc.stdout.closed:
+                proc.stdout.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_clients = weakref.WeakSet()
+
+
+def flush_all():
+    for c in list(_clients):
+        if c._outq:
+            try:
+                c.flush()
+            except BaseException:
+                pass
+
+
+_futures_mod.flush_all = flush_all
+
+
+@atexit.register
+def _close_all():
+    for c in list(_clients):
+        try:
+            c.close()
+        except Exception:
+            pass
+
+
+class Client:
+    """One connection to a pool and everything in flight on it."""
+
+    def __init__(self, address=None, secret=None, workers=None, name=None):
+        ext = _extension()
+        self.pid = os.getpid()
+        self.local = None
+        if secret is None:
+            secret = os.environ.get("BETTONG_SECRET", "")
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if address is None:
+            self.local = LocalPool(workers or default_workers(), secret)
+            address = self.local.address
+        if name is None:
+            name = f"{os.path.basename(sys.argv[0] or 'python')}[{os.getpid()}]"
+        try:
+            self.conn = ext.Connection(address, secret, name)
+        except BaseException:
+            if self.local:
+                self.local.stop()
+            raise
+        self.address = address
+        self.workers = self.conn.workers
+        self.closed = False
+        self._closing = False
+        self._pending = {}            # call_id -> future
+        self._ids_lock = threading.Lock()
+        self._func_lock = threading.Lock()
+        self._next_call = 1
+        self._next_func = 1
+        self._funcs = collections.OrderedDict()  # digest -> [func_id, size, pins]
+        self._func_bytes = 0
+        self._cancel_waits = {}        # call_id -> [Event, ...]
+        self._status_waits = []
+        self._status = None
+        self._deferred = None
+        self._defer_lock = threading.Lock()
+        self._outq = collections.deque()   # calls held back: (func_id, tms, retries, id, payload)
+        self._send_lock = threading.Lock()  # one flush at a time (keeps their order)
+        self._flush_ev = threading.Event()
+        self._flusher = None
+        self._close_when_idle = False
+        self._receiver = threading.Thread(target=self._receive, name="bettong-receiver",
+                                          daemon=True)
+        self._receiver.start()
+        _clients.add(self)
+
+    # ------------------------------------------------------------ ids, functions
+    def call_ids(self, n):
+        """Reserve n consecutive call ids; returns the first."""
+        with self._ids_lock:
+            first = self._next_call
+            self._next_call += n
+        return first
+
+    def pin_function(self, pf):
+        """The pool's id for a pickled function, sending it if the pool does not
+        have it. Pinned until unpin_function: it cannot be forgotten meanwhile.
+        The registry lock is held while FUNC goes out, so no thread can send calls
+        of a function before the pool has it."""
+        with self._func_lock:
+            ent = self._funcs.get(pf.digest)
+            if ent is not None:
+                self._funcs.move_to_end(pf.digest)
+                ent[2] += 1
+                return ent[0]
+            func_id = self._next_func
+            self._next_func += 1
+            evict = self._evictable(len(pf.payload))
+            if evict:
+                self.flush()  # calls of those functions still held back go first
+                self.conn.forget(evict)
+            self.conn.send_func(func_id, pf.payload)
+            self._funcs[pf.digest] = [func_id, len(pf.payload), 1]
+            self._func_bytes += len(pf.payload)
+            return func_id
+
+    def _evictable(self, incoming=0):
+        """Drop unpinned functions (least recently used first) until `incoming`
+        more bytes fit; returns their ids, to FORGET."""
+        out = []
+        funcs = self._funcs
+        for digest, ent in list(funcs.items()):
+            if (len(funcs) < _FUNC_CACHE_ENTRIES
+                    and self._func_bytes + incoming <= _FUNC_CACHE_BYTES):
+                break
+            if ent[2] == 0:
+                del funcs[digest]
+                self._func_bytes -= ent[1]
+                out.append(ent[0])
+        return out
+
+    def unpin_function(self, pf):
+        with self._func_lock:
+            ent = self._funcs.get(pf.digest)
+            if ent is not None:
+                ent[2] -= 1
+            if len(self._funcs) > _FUNC_CACHE_ENTRIES or self._func_bytes > _FUNC_CACHE_BYTES:
+                evict = self._evictable()
+                if evict:
+                    try:
+                        self.flush()
+                        self.conn.forget(evict)
+                    except OSError:
+                        pass
+
+    # ------------------------------------------------------------ submitting
+    def submit(self, func_id, timeout_ms, retries, first, payloads, futures):
+        """Register futures for calls first.. and send them."""
+        pending = self._pending
+        pending.update(zip(range(first, first + len(futures)), futures))
+        try:
+            self.conn.send_calls(func_id, timeout_ms, retries, first, payloads)
+        except BaseException:
+            for i in range(first, first + len(futures)):
+                pending.pop(i, None)
+            raise
+
+    def submit_one(self, func_id, timeout_ms, retries, call_id, payload, future):
+        """One call (call_async, submit): held back a moment so that calls made in a
+        row go out together (one message, one write, one wake-up of the pool).
+        They go when someone waits for a result, when many are waiting, or else
+        from the flusher thread as soon as it gets the interpreter."""
+        size = payload_size(payload)
+        if size > _MAX_ARGS:
+            raise ValueError(f"the arguments are too large to send ({size} bytes pickled)")
+        self._pending[call_id] = future
+        q = self._outq
+        q.append((func_id, timeout_ms, retries, call_id, payload))
+        n = len(q)
+        if n == 1:
+            self._start_flusher()
+            self._flush_ev.set()
+        elif n >= _OUTQ_MAX:
+            self.flush()
+
+    def _start_flusher(self):
+        if self._flusher is None:
+            with self._defer_lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._run_flusher,
+                                                     name="bettong-flush", daemon=True)
+                    self._flusher.start()
+
+    def _run_flusher(self):
+        ev = self._flush_ev
+        while not self._closing:
+            ev.wait()
+            ev.clear()
+            if self._closing:
+                return
+            try:
+                self.flush()
+            except BaseException:
+                pass  # the connection is gone: the receiver fails the futures
+
+    def flush(self):
+        """Send the calls held back, in order, grouped by function and options."""
+        q = self._outq
+        if not q:
+            return
+        with self._send_lock:
+            n = len(q)
+            if n == 0:
+                return
+            items = [q.popleft() for _ in range(n)]
+            start = 0
+            while start < n:
+                f0, t0, r0 = items[start][:3]
+                end = start + 1
+                while end < n and items[end][0] == f0 and items[end][1] == t0 and items[end][2] == r0:
+                    end += 1
+                group = items[start:end]
+                try:
+                    self.conn.send_calls(f0, t0, r0, [it[3] for it in group],
+                                         [it[4] for it in group])
+                except BaseException:
+                    # Not sent: back to the front, for the next flush (if the
+                    # connection is gone, the receiver fails their futures).
+                    q.extendleft(reversed(items[start:]))
+                    raise
+                start = end
+
+    def withdraw(self, futures):
+        """Cancel calls already sent (a later part of their map failed to pickle)."""
+        ids = list(dict.fromkeys(f._call_id for f in futures if f._call_id is not None))
+        for i in ids:
+            self._pending.pop(i, None)
+        try:
+            self.conn.cancel(ids)
+        except OSError:
+            pass
+        resolve_local(futures, cancelled=True)
+
+    def defer(self, fn, *args):
+        """Run fn(*args) on a helper thread (from the receiver thread: sending)."""
+        if self._deferred is None:
+            with self._defer_lock:
+                if self._deferred is None:
+                    q = queue.SimpleQueue()
+                    t = threading.Thread(target=self._run_deferred, args=(q,),
+                                         name="bettong-submit", daemon=True)
+                    t.start()
+                    self._deferred = q
+        self._deferred.put((fn, args))
+
+    def _run_deferred(self, q):
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except BaseException:  # the function reports to its own future
+                pass
+
+    # ------------------------------------------------------------ cancel, status
+    def cancel_call(self, f, timeout=5.0):
+        """CANCEL one call and wait (briefly) for the pool's answer."""
+        call_id = f._call_id
+        if self.closed or call_id not in self._pending:
+            return f.cancelled()
+        if self._outq and threading.current_thread() is not self._receiver:
+            self.flush()
+        ev = threading.Event()
+        self._cancel_waits.setdefault(call_id, []).append(ev)
+        try:
+            self.conn.cancel(call_id)
+        except OSError:
+            return f.cancelled()
+        if threading.current_thread() is self._receiver:
+            return False  # the answer can only come through this thread
+        ev.wait(timeout)
+        return f.cancelled()
+
+    def cancel_many(self, futures):
+        """CANCEL calls without waiting for the answers."""
+        ids = [f._call_id for f in futures if f._call_id is not None]
+        if ids and not self.closed:
+            try:
+                self.conn.cancel(ids)
+            except OSError:
+                pass
+
+    def cancel_all(self):
+        """CANCEL every call in flight (without waiting for the answers)."""
+        ids = list(self._pending)
+        if ids and not self.closed:
+            try:
+                self.conn.cancel(ids)
+            except OSError:
+                pass
+
+    def status(self, timeout=5.0):
+        """(workers, queued, running) from the pool."""
+        ev = threading.Event()
+        self._status_waits.append(ev)
+        self.conn.status()
+        if not ev.wait(timeout) or self._status is None:
+            raise TimeoutError("no STATUS_REPLY from the pool")
+        return self._status
+
+    # ------------------------------------------------------------ receiving
+    def _receive(self):
+        recv = self.conn.recv
+        try:
+            while True:
+                self._dispatch(recv())
+        except BaseException as e:
+            self._lost(e)
+
+    def _dispatch(self, events, RESULT=MSG_RESULT, OK=CALL_OK, CANCELLED=CALL_CANCELLED,
+                  FIN=FINISHED, CAN=CANCELLED_AND_NOTIFIED):
+        pop = self._pending.pop
+        callbacks = []
+        others = None
+        with _COND:
+            for ev in events:
+                if ev[0] != RESULT:
+                    if others is None:
+                        others = []
+                    others.append(ev)
+                    continue
+                f = pop(ev[1], None)
+                if f is None:
+                    continue
+                if f._watch:  # a chunk's call whose items have waiters or callbacks
+                    f._ev = ev
+                    if ev[2] == CANCELLED:
+                        f._state = CAN
+                        callbacks += _notify(f, "add_cancelled")
+                    else:
+                        f._state = FIN
+                        # which items failed is only known once the chunk is unpickled
+                        callbacks += _notify(f, "add_result" if ev[2] == OK else "add_exception")
+                    continue
+                f._ev = ev
+                if ev[2] == CANCELLED:
+                    f._state = CAN
+                    if f._w:
+                        for w in f._w:
+                            w.add_cancelled(f)
+                else:
+                    f._state = FIN
+                    if f._w:
+                        if ev[2] == OK:
+                            for w in f._w:
+                                w.add_result(f)
+                        else:
+                            for w in f._w:
+                                w.add_exception(f)
+                if f._cb:
+                    callbacks.append(f)
+            if others:
+                for ev in others:
+                    if ev[0] == MSG_CANCELLED and ev[2]:
+                        f = pop(ev[1], None)
+                        if f is not None and f._state not in _DONE:
+                            f._state = CAN
+                            callbacks += _notify(f, "add_cancelled")
+            _COND.notify_all()
+        for f in callbacks:
+            f._invoke_callbacks()
+        if self._close_when_idle and not self._pending:
+            self._close_when_idle = False
+            self.defer(self.close)
+        if others:
+            for ev in others:
+                if ev[0] == MSG_CANCELLED:
+                    for e in self._cancel_waits.pop(ev[1], ()):
+                        e.set()
+                elif ev[0] == MSG_STATUS_REPLY:
+                    self._status = tuple(ev[1:4])
+                    waits, self._status_waits = self._status_waits, []
+                    for e in waits:
+                        e.set()
+
+    def _lost(self, exc):
+        """The connection ended: by close(), or the pool went away."""
+        self.closed = True
+        futures = list(self._pending.values())
+        self._pending.clear()
+        if self._closing:
+            resolve_local(futures, cancelled=True)
+        else:
+            err = errors.PoolError(f"lost the connection to the pool at {self.address}: {exc}")
+            resolve_local(futures, exc=err)
+        for evs in list(self._cancel_waits.values()):
+            for e in evs:
+                e.set()
+        self._cancel_waits.clear()
+        for e in self._status_waits:
+            e.set()
+
+    # ------------------------------------------------------------ closing
+    def close(self, timeout=5.0):
+        """Close the connection (a local pool then exits with its workers). Calls in
+        flight are cancelled."""
+        if self._closing:
+            return
+        self._closing = True
+        _clients.discard(self)
+        if self.pid != os.getpid():  # a forked child: the parent's pool is not ours
+            return
+        self.conn.close()
+        if threading.current_thread() is not self._receiver:
+            self._receiver.join(timeout)
+        if self._deferred is not None:
+            self._deferred.put(None)
+        self._flush_ev.set()  # the flusher sees _closing and ends
+        if self.local is not None:
+            self.local.stop(timeout)
+
+    def release(self):
+        """Its executor is gone: close now, or once the calls in flight are done
+        (their futures may still be waited on)."""
+        if self._pending and not self.closed:
+            self._close_when_idle = True
+            if self._pending:
+                return
+        if threading.current_thread() is self._receiver:
+            self.defer(self.close)
+        else:
+            self.close()
+
+    def interrupt(self):
+        """Ctrl-C: drop what has not started, then close."""
+        if self._closing:
+            return
+        self.cancel_all()
+        self.close()

@@ -1,0 +1,225 @@
+"""Serialization of functions and call arguments.
+
+Functions go with cloudpickle (lambdas, closures, functions of __main__ travel by
+value). Arguments go with plain pickle (protocol 5, fast, in C) unless that fails or
+the pickle names __main__ (a class or function of the caller's script, which a
+worker's __main__ does not have): then with cloudpickle, which sends those by value.
+"""
+
+import dis
+import hashlib
+import pickle
+import reprlib
+import sys
+import types
+import weakref
+
+import cloudpickle
+
+_MAIN = b"__main__"
+_dumps = pickle.dumps
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 80
+
+
+def short_repr(obj):
+    try:
+        return _short.repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__} object>"
+
+
+def dumps_args(obj):
+    """Pickle a call's (args, kwargs). Raises what cloudpickle raised."""
+    try:
+        p = _dumps(obj, 5)
+        if _MAIN not in p:
+            return p
+    except Exception:
+        pass
+    return cloudpickle.dumps(obj, 5)
+
+
+# A call whose one argument is a large bytes object: its pickle, ((b,), {}) in
+# protocol 5, is a fixed head (PROTO 5, BINBYTES, the length), the bytes and a
+# fixed tail; it is sent as those three pieces, so the bytes are not copied into
+# a pickle first (the worker receives exactly what pickle.dumps would give).
+BIG_BYTES_ARG = 128 * 1024
+
+
+def _bytes_arg_tail():
+    tail = None
+    for n in (BIG_BYTES_ARG, 3 * BIG_BYTES_ARG + 7):
+        data = b"\0" * n
+        p = pickle.dumps(((data,), {}), 5)
+        head = b"\x80\x05B" + n.to_bytes(4, "little")
+        if not p.startswith(head) or p[7:7 + n] != data:
+            return None
+        if tail is not None and p[7 + n:] != tail:
+            return None
+        tail = p[7 + n:]
+    return tail
+
+
+_BYTES_ARG_TAIL = _bytes_arg_tail()
+
+
+def bytes_arg_payload(b):
+    """The pickle of ((b,), {}) as (head, b, tail), or None when b is too small,
+    too large or pickle does not lay it out as expected."""
+    n = len(b)
+    if _BYTES_ARG_TAIL is None or n < BIG_BYTES_ARG or n >= 1 << 32:
+        return None
+    return (b"\x80\x05B" + n.to_bytes(4, "little"), b, _BYTES_ARG_TAIL)
+
+
+def payload_size(p):
+    return sum(map(len, p)) if type(p) is tuple else len(p)
+
+
+def digest(payload):
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+class PickledFunction:
+    """A function serialized once: payload, digest, and whether it travels by
+    reference only (nothing of it is captured by value, so the payload can be
+    reused for as long as the function object lives)."""
+
+    __slots__ = ("payload", "digest", "by_reference", "__weakref__")
+
+    def __init__(self, payload, by_reference):
+        self.payload = payload
+        self.digest = digest(payload)
+        self.by_reference = by_reference
+
+
+def dumps_function(fn):
+    try:
+        payload = cloudpickle.dumps(fn, 5)
+    except Exception as e:
+        raise TypeError(f"cannot pickle the function {short_repr(fn)}: {e}") from e
+    by_ref = (isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
+              and b"cloudpickle" not in payload)
+    return PickledFunction(payload, by_ref)
+
+
+class Raw:
+    """An already pickled value placed inside another pickle: it unpickles as the
+    value itself (pickle.loads of the bytes), so a map's results reach a reduce
+    without being unpickled and pickled again on the way. The class itself never
+    appears in the stream."""
+
+    __slots__ = ("payload",)
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __reduce__(self):
+        return (pickle.loads, (self.payload,))
+
+
+# ------------------------------------------------------------------ reuse of a
+# function pickled by value
+#
+# A function of __main__ (or a lambda, a closure) is pickled with what it uses:
+# the globals its code names, its closure cells, its defaults. Pickling it again
+# for every call_async costs tens of microseconds, but reusing the first pickle is
+# only right while what it captured is unchanged. The fingerprint below records
+# that, cheaply, when everything captured is an immutable value (numbers,
+# strings, tuples of them), a module, a class, a builtin or a function (compared
+# by identity; a function pickled by value is fingerprinted in turn). Anything
+# else (a list, a dict, an object: it could have changed in place) makes the
+# function "unsafe": it is pickled again for every call.
+
+class Unsafe(Exception):
+    """What a function captures cannot be compared cheaply."""
+
+
+_GLOBAL_OPS = frozenset(dis.opmap[n] for n in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")
+                        if n in dis.opmap)
+_code_globals = weakref.WeakKeyDictionary()
+_ATOMS = frozenset((int, float, complex, str, bytes, bool, type(None), range,
+                    type(Ellipsis), type(NotImplemented)))
+_EMPTY_CELL = object()
+_MISSING = object()
+_MAX_DEPTH = 4
+_MAX_ITEMS = 64
+
+
+def _global_names(co):
+    """Names of the globals a code object (and the code nested in it) uses."""
+    names = _code_globals.get(co)
+    if names is None:
+        found = [ins.argval for ins in dis.get_instructions(co) if ins.opcode in _GLOBAL_OPS]
+        for c in co.co_consts:
+            if isinstance(c, types.CodeType):
+                found.extend(_global_names(c))
+        names = tuple(dict.fromkeys(found))
+        _code_globals[co] = names
+    return names
+
+
+def importable(obj):
+    """True when pickle would send obj by reference (module.qualname) and a
+    worker can import it: not __main__, not a module cloudpickle sends by value."""
+    mod = getattr(obj, "__module__", None)
+    qual = getattr(obj, "__qualname__", None)
+    if not mod or not qual or mod == "__main__" or "<" in qual:
+        return False
+    m = sys.modules.get(mod)
+    if m is None:
+        return False
+    try:
+        if mod in cloudpickle.list_registry_pickle_by_value():
+            return False
+    except AttributeError:  # an old cloudpickle
+        pass
+    o = m
+    for part in qual.split("."):
+        o = getattr(o, part, None)
+    return o is obj
+
+
+def _fp(v, depth):
+    t = type(v)
+    if t in _ATOMS:
+        return (t, v)
+    if t is tuple or t is frozenset:
+        if len(v) > _MAX_ITEMS:
+            raise Unsafe
+        return (t, tuple(_fp(x, depth) for x in v))
+    if t is types.FunctionType:
+        if importable(v):
+            return v
+        if depth >= _MAX_DEPTH:
+            raise Unsafe
+        return (v, function_fingerprint(v, depth + 1))
+    if isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType)):
+        return v
+    raise Unsafe
+
+
+def function_fingerprint(fn, depth=0):
+    """A value equal for as long as the pickle of fn would be the same; raises
+    Unsafe when that cannot be told cheaply."""
+    if type(fn) is not types.FunctionType or fn.__dict__:
+        raise Unsafe
+    parts = [fn.__code__, fn.__name__, fn.__qualname__, fn.__module__]
+    if fn.__defaults__:
+        parts.append(_fp(fn.__defaults__, depth))
+    if fn.__kwdefaults__:
+        parts.append(tuple((k, _fp(v, depth)) for k, v in fn.__kwdefaults__.items()))
+    if fn.__closure__:
+        for cell in fn.__closure__:
+            try:
+                v = cell.cell_contents
+            except ValueError:
+                v = _EMPTY_CELL
+            parts.append(_EMPTY_CELL if v is _EMPTY_CELL else _fp(v, depth))
+    g = fn.__globals__
+    for name in _global_names(fn.__code__):
+        v = g.get(name, _MISSING)
+        parts.append((name, _MISSING if v is _MISSING else _fp(v, depth)))
+    return tuple(parts)

@@ -1,0 +1,97 @@
+"""Objects that run on the workers (kept import-light: the extension is not needed)."""
+
+import os
+import pickle
+import traceback
+
+
+class EnvFunction:
+    """Runs `func` with extra environment variables set for the duration of the
+    call (map/call_async's extra_env), then puts the environment back."""
+
+    def __init__(self, func, env):
+        self.func = func
+        self.env = {str(k): str(v) for k, v in env.items()}
+
+    def __call__(self, *args, **kwargs):
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def __repr__(self):
+        return f"<{self.func!r} with extra_env {sorted(self.env)}>"
+
+
+class ChunkFunction:
+    """Runs `func` over a chunk of calls (map with chunksize): one pool call for
+    many items. Returns (results, errors): results in order (None where the call
+    failed), errors None or {index: (exception or None, type name, message,
+    traceback text)} -- what a failed call's payload holds."""
+
+    def __init__(self, func):
+        self.func = func
+
+    def __call__(self, calls):
+        func = self.func
+        out = []
+        errors = None
+        for i, (args, kwargs) in enumerate(calls):
+            try:
+                out.append(func(*args, **kwargs))
+            except BaseException as e:  # noqa: B902 (the caller gets it back)
+                out.append(None)
+                if errors is None:
+                    errors = {}
+                errors[i] = describe(e)
+        return out, errors
+
+    def __repr__(self):
+        return f"<chunks of {self.func!r}>"
+
+
+def describe(e):
+    """(exception, type name, message, traceback) of an exception raised by a
+    call; the exception is None when it would not pickle."""
+    tb = e.__traceback__
+    tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # not our frame
+    text = "".join(traceback.format_exception(type(e), e, tb))
+    try:
+        pickle.dumps(e, 5)
+        exc = e
+    except Exception:
+        try:
+            import cloudpickle
+            cloudpickle.dumps(e, 5)
+            exc = e
+        except Exception:
+            exc = None
+    e.__traceback__ = None  # the result is pickled with it otherwise
+    return (exc, type(e).__qualname__, str(e), text)
+
+
+def join_chunks(parts):
+    """The map results a reduce receives from chunked calls: each part is a
+    chunk's pickled (results, errors) or its results list, in order."""
+    out = []
+    for p in parts:
+        out.extend(pickle.loads(p)[0] if isinstance(p, bytes) else p)
+    return out
+
+
+class ChunkedResults:
+    """Pickles as the concatenated results of chunks (see join_chunks)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __reduce__(self):
+        return (join_chunks, (self.parts,))

@@ -1,0 +1,653 @@
+"""FunctionExecutor: PyWren/Lithops-style parallel functions on a Bettong pool.
+
+The hot path of a map, per item: one pickle.dumps (in a list comprehension), one
+future object, one dict entry; the items go to the pool in CALLS messages of up to a
+few thousand calls, each sent as soon as it is pickled so that the workers start
+while the rest is prepared. Results are resolved in batches by the receiver thread
+and unpickled only when asked for.
+"""
+
+import collections
+import inspect
+import itertools
+import math
+import operator
+import os
+import pickle
+import threading
+import weakref
+
+import cloudpickle
+
+from . import _pool
+from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
+                      function_fingerprint, short_repr)
+from ._worker import ChunkedResults, ChunkFunction, EnvFunction
+from .futures import (ALL_COMPLETED, FINISHED, CancelledError, ChunkItem, FutureList, Job,
+                      ResponseFuture, resolve_local, results_of, wait_futures)
+from .storage import Storage
+
+_dumps = pickle.dumps
+_MAIN = b"__main__"
+_E = {}  # the kwargs of a call without any (never mutated)
+
+# Calls per CALLS message when the caller gives no chunksize: a small first one so
+# the workers start at once, then bigger ones.
+_FIRST_CHUNK = 256
+_MAX_CHUNK = 8192
+
+# Lithops options that mean nothing here (accepted so its code runs unchanged).
+_IGNORED_OPTIONS = frozenset((
+    "config", "backend", "compute_backend", "storage_backend", "runtime", "runtime_memory",
+    "log_level", "type", "mode", "monitoring", "remote_invoker", "include_modules",
+    "exclude_modules", "obj_chunk_size", "obj_chunk_number", "obj_newline",
+    "map_runtime_memory", "reduce_runtime_memory", "reducer_one_per_object",
+    "spawn_reducer", "invoke_pool_threads", "runtime_timeout",
+))
+
+
+def _check_options(where, options):
+    unknown = set(options) - _IGNORED_OPTIONS
+    if unknown:
+        raise TypeError(f"{where}() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+
+
+def _timeout_ms(timeout):
+    if timeout is None or timeout == 0:
+        return 0
+    if timeout < 0:
+        raise ValueError("timeout must be positive")
+    return min(0xFFFFFFFF, max(1, math.ceil(timeout * 1000)))
+
+
+def _retries(retries):
+    retries = int(retries or 0)
+    if not 0 <= retries <= 0xFFFF:
+        raise ValueError("retries must be between 0 and 65535")
+    return retries
+
+
+_params_cache = weakref.WeakKeyDictionary()
+
+
+def _params(func):
+    """{parameter name: position, or None for keyword-only} of func (cached: the
+    signature of a builtin is parsed from text, which is slow)."""
+    try:
+        return _params_cache[func]
+    except (KeyError, TypeError):
+        pass
+    out = _signature_params(func)
+    try:
+        _params_cache[func] = out
+    except TypeError:
+        pass
+    return out
+
+
+def _signature_params(func):
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        return {}
+    out = {}
+    pos = 0
+    for p in sig.parameters.values():
+        if p.kind == p.POSITIONAL_ONLY:
+            pos += 1
+        elif p.kind == p.POSITIONAL_OR_KEYWORD:
+            out[p.name] = pos
+            pos += 1
+        elif p.kind == p.KEYWORD_ONLY:
+            out[p.name] = None
+    return out
+
+
+_SPECIAL = frozenset((tuple, dict, bytes))
+
+
+def _special_payload(x):
+    """The payload of an item that is a tuple (positional arguments), a dict
+    (keyword arguments) or a bytes (sent without a copy when large)."""
+    t = type(x)
+    if t is tuple:
+        return _dumps((x, _E), 5)
+    if t is dict:
+        return _dumps(((), x), 5)
+    raw = bytes_arg_payload(x)
+    return raw if raw is not None else _dumps(((x,), _E), 5)
+
+
+class _Binding:
+    """How items of iterdata become pickled (args, kwargs).
+
+    A tuple binds positionally, a dict by keyword (exact types: a namedtuple or an
+    OrderedDict is one value), anything else is the single first argument.
+    extra_args (a tuple/list, or a dict) is appended, or merged. A parameter named
+    `id` gets the item's index, one named `storage` the executor's Storage."""
+
+    def __init__(self, func, extra_args, storage, what):
+        self.what = what
+        params = _params(func)
+        self.extra_pos = ()
+        self.extra_kw = None
+        if extra_args is None:
+            pass
+        elif isinstance(extra_args, dict):
+            self.extra_kw = dict(extra_args)
+        elif isinstance(extra_args, (tuple, list)):
+            self.extra_pos = tuple(extra_args)
+        else:
+            self.extra_pos = (extra_args,)
+        self.want_id = "id" in params
+        self.id_pos = params.get("id")
+        self.storage = storage
+        self.want_storage = "storage" in params and storage is not None
+        self.storage_pos = params.get("storage")
+        self.simple = not (self.extra_pos or self.extra_kw or self.want_id or self.want_storage)
+
+    def bind(self, i, x):
+        t = type(x)
+        extra_kw = self.extra_kw
+        if t is tuple:
+            args = x + self.extra_pos if self.extra_pos else x
+            kwargs = dict(extra_kw) if extra_kw else {}
+        elif t is dict:
+            args = self.extra_pos
+            kwargs = {**x, **extra_kw} if extra_kw else dict(x)
+        else:
+            args = (x,) + self.extra_pos
+            kwargs = dict(extra_kw) if extra_kw else {}
+        if self.want_id and "id" not in kwargs and (self.id_pos is None or len(args) <= self.id_pos):
+            kwargs["id"] = i
+        if (self.want_storage and "storage" not in kwargs
+                and (self.storage_pos is None or len(args) <= self.storage_pos)):
+            kwargs["storage"] = self.storage
+        return args, kwargs
+
+    def one(self, i, x):
+        try:
+            if self.simple:
+                t = type(x)
+                if t is bytes and (raw := bytes_arg_payload(x)) is not None:
+                    return raw
+                obj = ((x,), _E) if t is not tuple and t is not dict else (
+                    (x, _E) if t is tuple else ((), x))
+            else:
+                obj = self.bind(i, x)
+            return dumps_args(obj)
+        except Exception as e:
+            raise TypeError(f"cannot pickle argument {i} of {self.what}: {short_repr(x)}: {e}") from e
+
+    def calls(self, items, base):
+        """The (args, kwargs) of each item."""
+        if self.simple:
+            T, D, E = tuple, dict, _E
+            return [((x,), E) if (t := type(x)) is not T and t is not D
+                    else ((x, E) if t is T else ((), x)) for x in items]
+        bind = self.bind
+        return [bind(base + j, x) for j, x in enumerate(items)]
+
+    def payloads(self, items, base):
+        if self.simple:
+            E, dumps, special, S = _E, _dumps, _special_payload, _SPECIAL
+            try:
+                out = [dumps(((x,), E), 5) if type(x) not in S else special(x) for x in items]
+            except Exception:
+                out = None
+            if out is not None:
+                if any(map(operator.contains, out, itertools.repeat(_MAIN))):
+                    for j, p in enumerate(out):
+                        if _MAIN in p:  # something of the caller's script: by value
+                            out[j] = self.one(base + j, items[j])
+                return out
+        one = self.one
+        return [one(base + j, x) for j, x in enumerate(items)]
+
+
+def chunk_payload(binding, items, base):
+    """The pickled arguments of a chunk's call: ([(args, kwargs), ...],), {}."""
+    obj = ((binding.calls(items, base),), _E)
+    try:
+        p = _dumps(obj, 5)
+        if _MAIN not in p:
+            return p
+    except Exception:
+        pass
+    try:
+        return cloudpickle.dumps(obj, 5)
+    except Exception:
+        for j, x in enumerate(items):  # name the item that does not pickle
+            binding.one(base + j, x)
+        raise
+
+
+class _Reduce:
+    """The reduce of a map_reduce: sent once every map call is done, with the list
+    of map results (still pickled: they are unpickled on the worker)."""
+
+    def __init__(self, executor, client, pf, maps, future, timeout_ms, retries, storage):
+        self.client = client
+        self.pf = pf
+        self.maps = maps
+        self.future = future
+        self.timeout_ms = timeout_ms
+        self.retries = retries
+        self.storage = storage
+        self.remaining = len(maps)
+        self.lock = threading.Lock()
+        future._cancel_hook = self.cancel
+        future.map_futures = maps
+        self.func_id = client.pin_function(pf)  # sent now; unpinned once fired
+        if not maps:
+            self.fire()
+        else:
+            for f in maps:
+                f.add_done_callback(self.one_done)
+
+    def one_done(self, f):
+        with self.lock:
+            self.remaining -= 1
+            last = self.remaining == 0
+        if last:
+            self.client.defer(self.fire)
+
+    def cancel(self, future):
+        with self.lock:
+            sent = future._call_id is not None
+            if not sent:
+                resolve_local([future], cancelled=True)
+        if sent:
+            return future.cancel()
+        ids = [f._call_id for f in self.maps if not f.done()]
+        if ids:
+            try:
+                self.client.conn.cancel(ids)
+            except OSError:
+                pass
+        return True
+
+    def fire(self):
+        rf = self.future
+        try:
+            with self.lock:
+                if rf.done():
+                    return
+                failed = next((f for f in self.maps
+                               if f._state != FINISHED or not f.succeeded()), None)
+                if failed is not None:
+                    if failed.cancelled():
+                        exc = CancelledError(f"map call {failed._call_id} of the map_reduce was cancelled")
+                    else:
+                        exc = failed.exception()
+                    resolve_local([rf], exc=exc)
+                    return
+                if self.maps and self.maps[0]._chunk is not None:
+                    parts = []
+                    for c in dict.fromkeys(f._chunk for f in self.maps):
+                        ev = c._ev  # its payload is dropped only once _result is set
+                        parts.append(ev[8] if len(ev) == 9 else c._result[0])
+                    values = ChunkedResults(parts)
+                else:
+                    values = []
+                    for f in self.maps:
+                        ev = f._ev  # its payload is dropped only once _result is set
+                        n = len(ev)
+                        values.append(Raw(ev[8]) if n == 9 else ev[8] if n == 10 else f._result)
+                kwargs = {"storage": self.storage} if self.storage is not None else {}
+                payload = _dumps(((values,), kwargs), 5)
+                del values
+                client = self.client
+                call_id = client.call_ids(1)
+                rf._call_id = call_id
+                client.submit(self.func_id, self.timeout_ms, self.retries, call_id, [payload],
+                              [rf])
+        except BaseException as e:
+            resolve_local([rf], exc=e)
+        finally:
+            self.client.unpin_function(self.pf)
+
+
+class FunctionExecutor:
+    """Runs functions on a pool of Bettong workers.
+
+    FunctionExecutor()                      a local pool, one worker per core
+    FunctionExecutor(workers=8)             a local pool of 8 workers
+    FunctionExecutor(address="host:port")   a running pool (secret=, or $BETTONG_SECRET;
+                                            address= defaults to $BETTONG_POOL if set)
+
+    The local pool starts on first use and is reused; close() (or the with block,
+    or the end of the program) stops it. `storage` / `storage_dir` choose the
+    Storage handed to functions with a `storage` parameter. `timeout` (seconds) and
+    `retries` are the defaults of every call."""
+
+    def __init__(self, workers=None, address=None, secret=None, storage=None,
+                 storage_dir=None, timeout=None, retries=0, show_progressbar=None,
+                 name=None, max_workers=None, **options):
+        _check_options("FunctionExecutor", options)
+        if workers is None:
+            workers = max_workers
+        if workers is not None and int(workers) < 1:
+            raise ValueError("workers must be at least 1")
+        if address is None:
+            address = os.environ.get("BETTONG_POOL") or None
+        self._workers = int(workers) if workers is not None else None
+        self.address = address
+        self._secret = secret
+        if isinstance(storage, Storage):
+            self.storage = storage
+        elif storage_dir is not None:
+            self.storage = Storage(storage_dir)
+        else:  # None, or a Lithops backend name ("localhost")
+            self.storage = Storage()
+        self._timeout = timeout
+        self._tms = _timeout_ms(timeout)
+        self._retries = _retries(retries)
+        self._show = show_progressbar
+        self._name = name
+        self._client = None
+        self._lock = threading.Lock()
+        self._jobs = {}            # Jobs not wholly collected (get_result()/wait() without fs)
+        self._recent = collections.deque(maxlen=16)  # weakrefs to recent FutureLists (plot)
+        self._pf_cache = weakref.WeakKeyDictionary()
+        self._bindings = weakref.WeakKeyDictionary()  # call_async's, per function
+        self._finalizer = None
+
+    # ------------------------------------------------------------ the pool
+    def _get_client(self):
+        c = self._client
+        if c is not None and not c.closed and not c._closing and c.pid == os.getpid():
+            return c
+        with self._lock:
+            c = self._client
+            if c is None or c.closed or c._closing or c.pid != os.getpid():
+                if c is not None and c.closed and c.pid == os.getpid():
+                    c.close()  # the pool went away: reap what is left of it
+                self._client = None
+                c = self._client = _pool.Client(self.address, self._secret, self._workers,
+                                                self._name)
+                # An executor dropped without close() does not leave its pool running
+                # for the rest of the program: it closes once its calls are done.
+                if self._finalizer is not None:
+                    self._finalizer.detach()
+                self._finalizer = weakref.finalize(self, c.release)
+        return c
+
+    @property
+    def workers(self):
+        """Workers of the pool (starts it if needed)."""
+        return self._get_client().workers
+
+    def status(self):
+        """{'workers', 'queued', 'running'} from the pool."""
+        w, q, r = self._get_client().status()
+        return {"workers": w, "queued": q, "running": r}
+
+    def close(self):
+        """Stop the local pool (or disconnect from a remote one). Calls still in flight
+        are cancelled. The executor starts a new pool if used again."""
+        with self._lock:
+            c, self._client = self._client, None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+        if c is not None:
+            c.close()
+
+    shutdown = close
+
+    def clean(self, *args, **kwargs):
+        """Lithops' clean(): nothing to remove here."""
+
+    def _interrupt(self):
+        with self._lock:
+            c, self._client = self._client, None
+        if c is not None:
+            c.interrupt()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            pending = [f for j in list(self._jobs.values()) for f in j.futures if not f.done()]
+            if pending:
+                wait_futures(pending, show_progressbar=False, on_interrupt=self._interrupt)
+        elif self._client is not None:
+            self._client.cancel_all()
+        self.close()
+        return False
+
+    def __repr__(self):
+        where = self.address or ("local pool" if self._client else "local pool (not started)")
+        return f"<bettong.FunctionExecutor {where}>"
+
+    # ------------------------------------------------------------ submitting
+    def _pickled(self, fn):
+        """fn pickled, reusing an earlier pickle of the same function object when it
+        travels by reference, or when nothing it captured has changed since."""
+        cache = self._pf_cache
+        try:
+            ent = cache.get(fn)
+        except TypeError:  # not weakly referenceable
+            return dumps_function(fn)
+        try:
+            fp = function_fingerprint(fn)
+        except Unsafe:
+            fp = None
+        if ent is not None:
+            old_fp, pf = ent
+            if pf.by_reference or (fp is not None and fp == old_fp):
+                return pf
+        pf = dumps_function(fn)
+        if pf.by_reference or fp is not None:
+            try:
+                cache[fn] = (fp, pf)
+            except TypeError:
+                pass
+        return pf
+
+    def _submit_items(self, func, items, binding, extra_env, chunksize, timeout, retries):
+        """Send one call per item (chunksize None or 1) or one per chunk of
+        chunksize items; returns a future per item, in order."""
+        fn = EnvFunction(func, extra_env) if extra_env else func
+        if chunksize is not None:
+            chunksize = int(chunksize)
+            if chunksize < 1:
+                raise ValueError("chunksize must be at least 1")
+        n = len(items)
+        chunked = chunksize is not None and chunksize > 1 and n > 1
+        pf = self._pickled(ChunkFunction(fn) if chunked else fn)
+        tms = self._tms if timeout is None else _timeout_ms(timeout)
+        retries = self._retries if retries is None else _retries(retries)
+        if n == 0:
+            return FutureList()
+        client = self._get_client()
+        if client._outq:
+            client.flush()  # calls made before this map go first
+        func_id = client.pin_function(pf)
+        futures = FutureList()
+        try:
+            if chunked:
+                self._send_chunks(client, func_id, tms, retries, items, binding, chunksize,
+                                  futures)
+            else:
+                self._send_calls(client, func_id, tms, retries, items, binding, futures)
+        except BaseException:
+            if futures:
+                client.withdraw(futures)
+            raise
+        finally:
+            client.unpin_function(pf)
+        return futures
+
+    @staticmethod
+    def _send_calls(client, func_id, tms, retries, items, binding, futures):
+        # A small first message so the workers start at once, then bigger ones.
+        RF = ResponseFuture
+        n = len(items)
+        start, step = 0, _FIRST_CHUNK
+        while start < n:
+            payloads = binding.payloads(items[start:start + step], start)
+            m = len(payloads)
+            first = client.call_ids(m)
+            futs = [RF(client, i) for i in range(first, first + m)]
+            client.submit(func_id, tms, retries, first, payloads, futs)
+            futures += futs
+            start += m
+            step = min(step * 2, _MAX_CHUNK)
+
+    @staticmethod
+    def _send_chunks(client, func_id, tms, retries, items, binding, k, futures):
+        # One call per k items; a message holds up to _MAX_CHUNK items' worth.
+        RF, CI = ResponseFuture, ChunkItem
+        n = len(items)
+        start = 0
+        per_msg = max(1, _FIRST_CHUNK // k)
+        while start < n:
+            end = min(n, start + per_msg * k)
+            payloads = [chunk_payload(binding, items[s:s + k], s) for s in range(start, end, k)]
+            m = len(payloads)
+            first = client.call_ids(m)
+            carriers = []
+            for j in range(m):
+                c = RF(client, first + j)
+                c._items = its = [CI(c, i) for i in range(min(k, n - start - j * k))]
+                futures += its
+                carriers.append(c)
+            client.submit(func_id, tms, retries, first, payloads, carriers)
+            start = end
+            per_msg = min(per_msg * 2, max(1, _MAX_CHUNK // k))
+
+    def _record(self, kind, futures):
+        if futures:
+            Job(kind, futures, self._jobs)
+            if isinstance(futures, FutureList):
+                self._recent.append(weakref.ref(futures))
+
+    def _send_one(self, fn, payload, timeout, retries):
+        """One call of fn with an already pickled (args, kwargs): its future."""
+        pf = self._pickled(fn)
+        tms = self._tms if timeout is None else _timeout_ms(timeout)
+        retries = self._retries if retries is None else _retries(retries)
+        client = self._get_client()
+        func_id = client.pin_function(pf)
+        try:
+            call_id = client.call_ids(1)
+            f = ResponseFuture(client, call_id)
+            client.submit_one(func_id, tms, retries, call_id, payload, f)
+        finally:
+            client.unpin_function(pf)
+        return f
+
+    def call_async(self, func, data, extra_env=None, timeout=None, retries=None, **options):
+        """Run func once on data (bound like one map item). Returns its future."""
+        if options:
+            _check_options("call_async", options)
+        binding = self._bindings.get(func) if extra_env is None else None
+        if binding is None:
+            binding = _Binding(func, None, self.storage, "call_async")
+            if extra_env is None:
+                try:
+                    self._bindings[func] = binding
+                except TypeError:
+                    pass
+        payload = binding.one(0, data)
+        fn = EnvFunction(func, extra_env) if extra_env else func
+        f = self._send_one(fn, payload, timeout, retries)
+        Job("call_async", (f,), self._jobs)
+        return f
+
+    def map(self, map_function, map_iterdata, extra_args=None, extra_env=None, chunksize=None,
+            timeout=None, retries=None, **options):
+        """One call of map_function per item of map_iterdata; futures in order."""
+        _check_options("map", options)
+        items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
+        binding = _Binding(map_function, extra_args, self.storage, "map")
+        fs = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
+                                retries)
+        self._record("map", fs)
+        return fs
+
+    def map_reduce(self, map_function, map_iterdata, reduce_function, extra_args=None,
+                   extra_env=None, chunksize=None, timeout=None, retries=None, **options):
+        """A map, then reduce_function(list of the map results, in iterdata order) on a
+        worker as soon as the maps are done. Returns the reduce's future (its
+        `map_futures` attribute holds the map's). A failed map call fails the reduce
+        with the same exception."""
+        _check_options("map_reduce", options)
+        rfn = EnvFunction(reduce_function, extra_env) if extra_env else reduce_function
+        rpf = self._pickled(rfn)
+        rstorage = self.storage if "storage" in _params(reduce_function) else None
+        items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
+        binding = _Binding(map_function, extra_args, self.storage, "map_reduce")
+        maps = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
+                                  retries)
+        client = self._get_client()
+        rf = ResponseFuture(client, None)
+        _Reduce(self, client, rpf, maps, rf,
+                _timeout_ms(self._timeout if timeout is None else timeout),
+                self._retries if retries is None else _retries(retries), rstorage)
+        self._record("map_reduce", [rf])
+        return rf
+
+    # ------------------------------------------------------------ results
+    def _uncollected(self):
+        jobs = list(self._jobs.values())
+        fs = [f for j in jobs for f in j.futures if not f._collected]
+        single = len(jobs) == 1 and jobs[0].kind in ("call_async", "map_reduce") and len(fs) == 1
+        return fs, single
+
+    def wait(self, fs=None, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None,
+             **options):
+        """Wait for futures (all this executor's uncollected ones by default).
+        Returns (done, not_done). return_when: ALL_COMPLETED, ANY_COMPLETED, ALWAYS."""
+        if fs is None:
+            fs, _ = self._uncollected()
+        elif isinstance(fs, ResponseFuture):
+            fs = [fs]
+        show = self._show if show_progressbar is None else show_progressbar
+        return wait_futures(fs, return_when, timeout, show, on_interrupt=self._interrupt)
+
+    def get_result(self, fs=None, timeout=None, show_progressbar=None, throw_except=True,
+                   **options):
+        """Results in the order of fs (a list), one value for one future, or for every
+        uncollected future of this executor when fs is None (one value if that is a
+        single call_async or map_reduce). The first failure (in order) is raised once
+        all are done; with throw_except=False it is returned in place."""
+        single = False
+        if fs is None:
+            fs, single = self._uncollected()
+        elif isinstance(fs, ResponseFuture):
+            fs, single = [fs], True
+        else:
+            fs = list(fs)
+        show = self._show if show_progressbar is None else show_progressbar
+        out = results_of(fs, timeout, show, throw_except, on_interrupt=self._interrupt)
+        return out[0] if single else out
+
+    def plot(self, fs=None, path=None, dst=None):
+        """A PNG timeline of the calls (one row per worker) at `path`; needs matplotlib."""
+        from .plot import plot_timeline
+        if fs is None:  # the uncollected futures, and recent maps still referenced
+            fs = self._uncollected()[0]
+            seen = {id(f) for f in fs}
+            for ref in self._recent:
+                lst = ref()
+                for f in lst or ():
+                    if id(f) not in seen:
+                        seen.add(id(f))
+                        fs.append(f)
+        elif isinstance(fs, ResponseFuture):
+            fs = [fs]
+        return plot_timeline(list(fs), path or dst or "bettong-timeline.png")
+
+
+def default_executor(**kwargs):
+    """PyWren's name for a FunctionExecutor."""
+    return FunctionExecutor(**kwargs)
+
+
+def local_executor(**kwargs):
+    """PyWren's name for a FunctionExecutor on a local pool."""
+    return FunctionExecutor(**kwargs)

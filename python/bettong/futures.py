@@ -1,0 +1,699 @@
+"""Futures of bettong calls, and waiting for many of them.
+
+`ResponseFuture` is a `concurrent.futures.Future`, so `concurrent.futures.wait` and
+`as_completed` work on it. It is made cheap for maps of many items:
+
+- every bettong future shares one condition (`_COND`), so a future costs no lock of
+  its own; the receiver thread resolves a whole batch of results under it at once
+  and wakes the waiters once;
+- a result stays a pickle until `result()` (or `exception()`) is called, on the
+  caller's thread: a huge result does not hold up the others;
+- the waiter and callback lists are created on first use.
+"""
+
+import concurrent.futures as _cf
+import itertools
+import pickle
+import threading
+import time
+from concurrent.futures import CancelledError
+from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED,
+                                      PENDING)
+
+from . import errors
+
+try:
+    from ._bettong import (CALL_CANCELLED, CALL_ERROR, CALL_OK, CALL_RAISED,
+                           CALL_TIMEOUT, CALL_WORKER_DIED)
+except ImportError:
+    CALL_OK, CALL_RAISED, CALL_WORKER_DIED, CALL_TIMEOUT, CALL_CANCELLED, CALL_ERROR = range(6)
+
+_loads = pickle.loads
+
+# wait() conditions. The first two are concurrent.futures' own values, so the
+# standard module's constants work here too.
+ALL_COMPLETED = _cf.ALL_COMPLETED
+ANY_COMPLETED = _cf.FIRST_COMPLETED
+FIRST_COMPLETED = _cf.FIRST_COMPLETED
+ALWAYS = "ALWAYS"
+_RETURN_WHEN = {
+    ALL_COMPLETED: ALL_COMPLETED, ANY_COMPLETED: ANY_COMPLETED, ALWAYS: ALWAYS,
+    "ANY_COMPLETED": ANY_COMPLETED, _cf.FIRST_EXCEPTION: _cf.FIRST_EXCEPTION,
+    # PyWren's integer spellings
+    1: ALL_COMPLETED, 2: ANY_COMPLETED, 3: ALWAYS,
+}
+
+_DONE = frozenset((FINISHED, CANCELLED, CANCELLED_AND_NOTIFIED))
+_CANCELLED = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED))
+
+def flush_all():
+    """Send the calls every pool connection holds back (set by _pool)."""
+
+
+# One condition for every bettong future (reentrant, as concurrent.futures.wait
+# acquires the condition of each future it is given).
+_COND = threading.Condition(threading.RLock())
+
+
+class ResponseFuture(_cf.Future):
+    """The future of one call. `stats` gives its timings once it is done."""
+
+    _condition = _COND
+    _state = PENDING
+    _result = None
+    _exception = None
+    _ev = None          # the RESULT event tuple (its payload dropped once decoded, if large)
+    _dec = False        # _result / _exception are set from it
+    _w = None           # waiters (concurrent.futures protocol), made on first use
+    _cb = None          # done callbacks, made on first use
+    _collected = False  # its result was fetched (get_result(None) skips it)
+    _job = None         # the executor's record of the submission it belongs to
+    _client = None
+    _call_id = None
+    _cancel_hook = None  # for a future not sent yet (a reduce): how to cancel it
+    _items = None       # a chunk's call (map with chunksize): the futures of its items
+    _watch = None       # ... those of them with waiters or callbacks
+    _chunk = None       # an item of a chunk: the chunk's call
+    _index = 0
+    _ncoll = 0          # a chunk's call: items collected one by one
+    _all_collected = False  # ... all its items collected at once
+
+    def __init__(self, client=None, call_id=None):  # noqa: D107 (no super().__init__: no lock)
+        # Every attribute set later on the hot paths is made here, so that setting
+        # it then does not grow the instance's dict (which costs more than all of
+        # this).
+        self._client = client
+        self._call_id = call_id
+        self._state = PENDING
+        self._ev = None
+        self._job = None
+        self._result = None
+        self._dec = False
+        self._collected = False
+        self._w = None
+        self._cb = None
+
+    # concurrent.futures' code reads these two lists; make them on first use.
+    @property
+    def _waiters(self):
+        w = self._w
+        if w is None:
+            w = self._w = []
+        return w
+
+    @property
+    def _done_callbacks(self):
+        cb = self._cb
+        if cb is None:
+            cb = self._cb = []
+        return cb
+
+    @property
+    def call_id(self):
+        return self._call_id
+
+    def __repr__(self):
+        state = self._state.lower()
+        if self._state == FINISHED:
+            state += " (error)" if self.errored() else ""
+        return f"<ResponseFuture call {self._call_id} {state}>"
+
+    # ---- state
+    def done(self):
+        return self._state in _DONE
+
+    def cancelled(self):
+        return self._state in _CANCELLED
+
+    def running(self):
+        return False  # the pool does not say when a call starts
+
+    def succeeded(self):
+        """Done, and the function returned."""
+        if self._state != FINISHED:
+            return False
+        if self._dec:
+            return self._exception is None
+        ev = self._ev
+        return ev is None or ev[2] == CALL_OK
+
+    def errored(self):
+        """Done, and the call failed (raised, timed out, its worker died, ...)."""
+        return self._state == FINISHED and not self.succeeded()
+
+    # Lithops spellings
+    @property
+    def success(self):
+        return self.succeeded()
+
+    @property
+    def error(self):
+        return self.errored()
+
+    @property
+    def ready(self):
+        return self.done()
+
+    @property
+    def stats(self):
+        """Timings once done: submitted, started, finished (epoch seconds), the
+        worker that ran the call and the attempts it took. Empty before."""
+        ev = self._ev
+        if ev is None:
+            return {}
+        sub, start, fin = ev[5] / 1e6, ev[6] / 1e6, ev[7] / 1e6
+        return {
+            "call_id": ev[1], "worker": ev[3], "attempts": ev[4],
+            "submitted": sub, "started": start, "finished": fin,
+            "exec_time": max(0.0, fin - start) if start else 0.0,
+            # Lithops names of the same times
+            "host_submit_tstamp": sub, "worker_start_tstamp": start,
+            "worker_end_tstamp": fin,
+        }
+
+    # ---- outcome
+    def _decode(self):
+        """Turn the raw result into a value or an exception (once). The event
+        tuple stays for the stats; a large payload is dropped from it."""
+        ev = self._ev
+        if self._dec or ev is None:
+            return
+        status, payload = ev[2], ev[8]
+        if len(ev) == 10:  # the result itself (a big bytes), not its pickle
+            self._result = payload
+        elif status == CALL_OK:
+            try:
+                self._result = _loads(payload)
+            except BaseException as e:
+                self._exception = e
+        elif status == CALL_RAISED:
+            self._exception = errors.raised_exception(payload)
+        elif status == CALL_WORKER_DIED:
+            self._exception = errors.worker_died(payload)
+        elif status == CALL_TIMEOUT:
+            self._exception = errors.timed_out(payload)
+        elif status != CALL_CANCELLED:
+            self._exception = errors.call_error(payload)
+        self._dec = True
+        if len(payload) > 4096:
+            self._ev = ev[:8]
+
+    def _wait(self, timeout):
+        if self._state in _DONE:
+            return
+        client = self._client
+        if client is not None and client._outq:
+            client.flush()  # calls still held back to be sent together go now
+        try:
+            with _COND:
+                if timeout is None:
+                    while self._state not in _DONE:
+                        _COND.wait()
+                else:
+                    end = time.monotonic() + timeout
+                    while self._state not in _DONE:
+                        left = end - time.monotonic()
+                        if left <= 0:
+                            raise TimeoutError(f"call {self._call_id} not done after {timeout} s")
+                        _COND.wait(left)
+        except KeyboardInterrupt:
+            if self._client is not None:
+                self._client.interrupt()
+            raise
+
+    def _collect(self):
+        self._collected = True
+        job = self._job
+        if job is not None:
+            self._job = None
+            job.collected_one()
+
+    def result(self, timeout=None):
+        self._wait(timeout)
+        if not self._collected:
+            self._collect()
+        if self._state != FINISHED:
+            raise CancelledError()
+        if not self._dec:
+            self._decode()
+        exc = self._exception
+        if exc is not None:
+            raise exc
+        return self._result
+
+    def exception(self, timeout=None):
+        self._wait(timeout)
+        if self._state != FINISHED:
+            raise CancelledError()
+        if not self._dec:
+            self._decode()
+        return self._exception
+
+    def cancel(self):
+        """Drop the call if it has not started. Returns whether it was dropped."""
+        state = self._state
+        if state in _DONE:
+            return state in _CANCELLED
+        if self._call_id is None:
+            hook = self._cancel_hook
+            return bool(hook and hook(self))
+        client = self._client
+        return bool(client and client.cancel_call(self))
+
+    def set_running_or_notify_cancel(self):
+        raise RuntimeError("bettong futures are run by the pool")
+
+
+class ChunkItem(ResponseFuture):
+    """The future of one item of a map with chunksize: its chunk (one pool call,
+    `_chunk`) runs the items one after the other on a worker. An item holds only
+    its chunk and index: state, stats, call id and cancel are the chunk's
+    (cancelling an item cancels its chunk); the result is the item's, taken from
+    the chunk's list when asked for."""
+
+    def __init__(self, chunk, index):  # noqa: D107
+        self._chunk = chunk
+        self._index = index
+
+    # The chunk's, read through (and the chunk's state written through).
+    @property
+    def _state(self):
+        return self._chunk._state
+
+    @_state.setter
+    def _state(self, value):
+        self._chunk._state = value
+
+    @property
+    def _ev(self):
+        return self._chunk._ev
+
+    @_ev.setter
+    def _ev(self, value):
+        pass  # the chunk's event is the item's
+
+    @property
+    def _call_id(self):
+        return self._chunk._call_id
+
+    @property
+    def _client(self):
+        return self._chunk._client
+
+    @property
+    def _job(self):
+        return self._chunk._job
+
+    @_job.setter
+    def _job(self, value):
+        self._chunk._job = value
+
+    @property
+    def _dec(self):
+        return False  # decoded on each look (a list index), never cached here
+
+    @_dec.setter
+    def _dec(self, value):
+        pass
+
+    # waiters and callbacks are the item's own; the chunk is told to pass its end on
+    def _watch(self):
+        c = self._chunk
+        if c._watch is None:
+            c._watch = []
+        c._watch.append(self)
+
+    @property
+    def _waiters(self):
+        w = self.__dict__.get("_w")
+        if w is None:
+            w = self._w = []
+            self._watch()
+        return w
+
+    @property
+    def _done_callbacks(self):
+        cb = self._cb
+        if cb is None:
+            cb = self._cb = []
+            self._watch()
+        return cb
+
+    def _outcome(self):
+        """(value, exception) of this item, from the chunk's result."""
+        c = self._chunk
+        if not c._dec:
+            c._decode()
+        if c._exception is not None:
+            return None, c._exception
+        try:
+            values, errs = c._result
+            if errs and self._index in errs:
+                exc = self.__dict__.get("_exception")
+                if exc is None:
+                    exc = self._exception = errors.rebuilt_exception(errs[self._index])
+                return None, exc
+            return values[self._index], None
+        except Exception as e:  # not what ChunkFunction returns
+            return None, errors.RemoteError(type(e).__name__, f"bad result of a chunk: {e}")
+
+    def _decode(self):
+        pass
+
+    @property
+    def _collected(self):
+        return self.__dict__.get("_c", False) or self._chunk._all_collected
+
+    @_collected.setter
+    def _collected(self, value):
+        self._c = value
+
+    def _collect(self):
+        self._c = True
+        c = self._chunk
+        c._ncoll += 1
+        job = c._job
+        if job is not None:
+            job.collected_one()
+
+    def result(self, timeout=None):
+        self._wait(timeout)
+        if not self._collected:
+            self._collect()
+        if self._state != FINISHED:
+            raise CancelledError()
+        value, exc = self._outcome()
+        if exc is not None:
+            raise exc
+        return value
+
+    def exception(self, timeout=None):
+        self._wait(timeout)
+        if self._state != FINISHED:
+            raise CancelledError()
+        return self._outcome()[1]
+
+    def succeeded(self):
+        return self._state == FINISHED and self._outcome()[1] is None
+
+    def __repr__(self):
+        return f"<ResponseFuture call {self._call_id}[{self._index}] {self._state.lower()}>"
+
+
+class FutureList(list):
+    """The list of futures map() returns (a list that can be weakly referenced)."""
+
+    __slots__ = ("__weakref__",)
+
+
+class Job:
+    """An executor's record of one submission (call_async, map, map_reduce) whose
+    results were not all collected; it forgets the job once they are, so that
+    results the caller dropped are freed."""
+
+    __slots__ = ("kind", "futures", "left", "jobs")
+
+    def __init__(self, kind, futures, jobs):
+        self.kind = kind
+        self.futures = futures
+        self.left = len(futures)
+        self.jobs = jobs  # the executor's dict of jobs
+        if futures and futures[0]._chunk is not None:  # items of chunks: on the chunks
+            for c in dict.fromkeys(f._chunk for f in futures):
+                c._job = self
+        else:
+            for f in futures:
+                f._job = self
+        jobs[id(self)] = self
+
+    def collected_one(self):
+        self.left -= 1
+        if self.left <= 0:
+            self.jobs.pop(id(self), None)
+
+
+# ------------------------------------------------------------------ resolving
+
+def _notify(f, how):
+    """With _COND held: tell f's waiters (concurrent.futures' protocol) it ended;
+    a chunk's call tells those of its items too. Returns the futures whose done
+    callbacks are to run."""
+    out = []
+    for x in (f,) + tuple(f._watch or ()):
+        if x._w:
+            for w in x._w:
+                getattr(w, how)(x)
+        if x._cb:
+            out.append(x)
+    return out
+
+
+def resolve_local(futures, exc=None, cancelled=False):
+    """Finish futures on this side: cancelled, or failed with `exc`. For an item
+    of a chunk, that is its chunk's call (and so every item of it)."""
+    todo = []
+    with _COND:
+        for f in futures:
+            if f._chunk is not None:
+                f = f._chunk
+            if f._state in _DONE:
+                continue
+            if cancelled:
+                f._state = CANCELLED_AND_NOTIFIED
+                todo += _notify(f, "add_cancelled")
+            else:
+                f._exception = exc
+                f._dec = True
+                f._state = FINISHED
+                todo += _notify(f, "add_exception")
+        _COND.notify_all()
+    for f in todo:
+        f._invoke_callbacks()
+
+
+# ------------------------------------------------------------------ waiting
+
+class _Counter:
+    """A waiter (concurrent.futures' protocol) that counts completions."""
+
+    __slots__ = ("n", "errors")
+
+    def __init__(self):
+        self.n = 0
+        self.errors = 0
+
+    def add_result(self, f):
+        self.n += 1
+
+    def add_exception(self, f):
+        self.n += 1
+        self.errors += 1
+
+    def add_cancelled(self, f):
+        self.n += 1
+
+
+def _pending(fs):
+    """The futures of fs not done yet (an item of a chunk is done with its chunk:
+    `(f._chunk or f)` reads the state without the item's property)."""
+    return [f for f in fs if (f._chunk or f)._state not in _DONE]
+
+
+def _split(fs):
+    not_done = _pending(fs)
+    if not not_done:
+        return list(fs), []
+    nd = set(map(id, not_done))
+    return [f for f in fs if id(f) not in nd], not_done
+
+
+def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None,
+                 on_interrupt=None, lists=True):
+    """Wait for bettong futures; returns (done, not_done) lists in the order of fs
+    (or, with lists=False, only whether all are done).
+
+    ALWAYS looks once without blocking; a timeout returns what is done by then.
+    Ctrl-C calls on_interrupt() (default: interrupt the futures' pools) and
+    re-raises."""
+    fs = fs if isinstance(fs, list) else list(fs)
+    rw = _RETURN_WHEN.get(return_when)
+    if rw is None:
+        raise ValueError(f"unknown return_when {return_when!r}")
+    if not all(map(isinstance, fs, itertools.repeat(ResponseFuture))):
+        # other kinds of futures: the standard way
+        if rw == ALWAYS:
+            d, nd = [f for f in fs if f.done()], [f for f in fs if not f.done()]
+        else:
+            d, nd = _cf.wait(fs, timeout, rw)
+        d, nd = [f for f in fs if f in d], [f for f in fs if f in nd]
+        return (d, nd) if lists else not nd
+    pending = _pending(fs)
+    if rw == ALWAYS or not pending:
+        return _split(fs) if lists else not pending
+
+    from .progress import Progress
+    flush_all()  # calls held back to be sent together go now
+    total = len(fs)
+    bar = Progress(total, total - len(pending), show_progressbar)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        with _COND:
+            if rw == ALL_COMPLETED:
+                _wait_all(pending, total, bar, deadline)
+            else:
+                _wait_first(pending, fs, rw, bar, deadline)
+    except KeyboardInterrupt:
+        bar.close()
+        if on_interrupt is not None:
+            on_interrupt()
+        else:
+            for c in {f._client for f in fs if f._client is not None}:
+                c.interrupt()
+        raise
+    left = _pending(pending)
+    bar.update(total - len(left))
+    bar.close()
+    if not lists:
+        return not left
+    return _split(fs) if left else (list(fs), [])
+
+
+def _wait_all(pending, total, bar, deadline):
+    """With _COND held: until every future of pending is done (or the deadline).
+    A cursor walks pending; nothing is installed on the futures."""
+    i, n = 0, len(pending)
+    base = total - n
+    next_draw = 0.0
+    while True:
+        while i < n and (pending[i]._chunk or pending[i])._state in _DONE:
+            i += 1
+        if i == n:
+            return
+        wait_for = bar.tick if bar.active else None
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            wait_for = left if wait_for is None else min(left, wait_for)
+        _COND.wait(wait_for)
+        if bar.active and time.monotonic() >= next_draw:
+            done = n - len(_pending(itertools.islice(pending, i, None)))
+            bar.update(base + done)
+            next_draw = time.monotonic() + bar.tick
+
+
+def _wait_first(pending, fs, rw, bar, deadline):
+    """With _COND held: until one future is done (ANY_COMPLETED) or one failed
+    (FIRST_EXCEPTION; or all are done)."""
+    if rw == ANY_COMPLETED and len(pending) < len(fs):
+        return
+    if rw == _cf.FIRST_EXCEPTION and any(f.errored() for f in fs):
+        return
+    counter = _Counter()
+    for f in pending:
+        f._waiters.append(counter)
+    try:
+        need = 1 if rw == ANY_COMPLETED else len(pending)
+        while counter.n < need and not (rw == _cf.FIRST_EXCEPTION and counter.errors):
+            wait_for = bar.tick if bar.active else None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                wait_for = left if wait_for is None else min(left, wait_for)
+            _COND.wait(wait_for)
+            if bar.active:
+                bar.update(len(fs) - len(pending) + counter.n)
+    finally:
+        for f in pending:
+            w = f._w
+            if w:
+                try:
+                    w.remove(counter)
+                except ValueError:
+                    pass
+
+
+def wait(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None):
+    """Wait for futures of any executor: (done, not_done)."""
+    if isinstance(fs, _cf.Future):
+        fs = [fs]
+    return wait_futures(fs, return_when, timeout, show_progressbar)
+
+
+def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_interrupt=None):
+    """Results of futures in their order, after all are done; raises the first
+    failure (in order) unless throw_except is false (the exception is then put in
+    place of the result)."""
+    if not wait_futures(fs, ALL_COMPLETED, timeout, show_progressbar, on_interrupt, lists=False):
+        raise TimeoutError(f"{len(_pending(fs))} of {len(fs)} calls were not done after "
+                           f"{timeout} s")
+    out = []
+    append = out.append
+    loads = _loads
+    i, n = 0, len(fs)
+    while i < n:
+        f = fs[i]
+        i += 1
+        chunk = f._chunk
+        if chunk is not None:
+            # A whole chunk in a row (as map made them): its list at once.
+            items = chunk._items
+            if (f._index == 0 and chunk._state == FINISHED and not chunk._all_collected
+                    and items and fs[i - 1:i - 1 + len(items)] == items):
+                if not chunk._dec:
+                    chunk._decode()
+                if chunk._exception is None and not chunk._result[1]:
+                    out += chunk._result[0]
+                    i += len(items) - 1
+                    chunk._all_collected = True
+                    job = chunk._job
+                    if job is not None:
+                        job.left -= len(items) - chunk._ncoll
+                        if job.left <= 0:
+                            job.jobs.pop(id(job), None)
+                    continue
+            # An item of a chunk: its value straight from the chunk's list.
+            if chunk._state == FINISHED:
+                if not chunk._dec:
+                    chunk._decode()
+                if chunk._exception is None:
+                    values, errs = chunk._result
+                    k = f._index
+                    if not errs or k not in errs:
+                        if not f._collected:
+                            f._collect()
+                        append(values[k])
+                        continue
+        # The common case inline: a plain successful result not yet looked at.
+        elif (ev := f._ev) is not None and not f._dec and ev[2] == CALL_OK and len(ev[8]) <= 4096:
+            try:
+                f._result = loads(ev[8])
+            except BaseException as e:
+                f._exception = e
+            f._dec = True
+            if not f._collected:
+                f._collected = True
+                job = f._job
+                if job is not None:
+                    f._job = None
+                    job.left -= 1
+                    if job.left <= 0:
+                        job.jobs.pop(id(job), None)
+            if f._exception is None:
+                append(f._result)
+                continue
+        try:
+            append(f.result())
+        except BaseException as e:  # noqa: B902
+            if throw_except:
+                raise
+            append(e)
+    return out
+
+
+def get_all_results(fs, timeout=None, show_progressbar=None, throw_except=True):
+    """Results of futures of any executor, in order (PyWren's name)."""
+    if isinstance(fs, _cf.Future):
+        return results_of([fs], timeout, show_progressbar, throw_except)[0]
+    return results_of(list(fs), timeout, show_progressbar, throw_except)

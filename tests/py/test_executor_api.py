@@ -1,0 +1,697 @@
+"""The executor API (docs: /work/shared/specs/executor-api.md), in process, on a
+local pool of 2 workers: call_async, map (argument binding, extra_args, `id`,
+chunksize), map_reduce, wait, get_result, the module-level helpers, futures,
+PoolExecutor and the PyWren aliases.
+
+The functions sent to the workers are defined in this module, which is pickled
+by value (cloudpickle.register_pickle_by_value), so the workers never import it."""
+
+import concurrent.futures
+import os
+import sys
+import threading
+import time
+
+import cloudpickle
+import pytest
+
+from executor_helpers import RESULT_TIMEOUT, bettong_procs, descendants, stat, wait_all_gone
+
+import bettong  # noqa: E402  (executor_helpers puts python/ on sys.path)
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+T = RESULT_TIMEOUT
+
+
+# ------------------------------------------------------------------ remote functions
+
+def add1(x):
+    return x + 1
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b):
+    return a + b
+
+
+def add3(a, b, c):
+    return (a, b, c)
+
+
+def ident(x):
+    return x
+
+
+def with_id(x, id):
+    return (x, id)
+
+
+def kw_with_id(a, id, b=0):
+    return (a, b, id)
+
+
+def sleep_ret(seconds, value=None):
+    time.sleep(seconds)
+    return value if value is not None else seconds
+
+
+def pid_of(_x=None):
+    return os.getpid()
+
+
+def slow_then_value(x):
+    # later items finish first, so "in iterdata order" means something
+    time.sleep(0.03 * (6 - x))
+    return x
+
+
+def collect(results):
+    return (list(results), os.getpid())
+
+
+def sum_all(results):
+    return sum(results)
+
+
+def touch_and_sleep(path, seconds):
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return "slept"
+
+
+def fail_value(msg):
+    raise ValueError(msg)
+
+
+class PickleCounter:
+    """Counts, in the caller, how many times it is pickled."""
+    count = 0
+
+    def __init__(self, payload):
+        self.payload = payload
+
+    def __getstate__(self):
+        PickleCounter.count += 1
+        return {"payload": self.payload}
+
+
+# ------------------------------------------------------------------ fixtures
+
+@pytest.fixture(scope="module")
+def ex():
+    e = bettong.FunctionExecutor(workers=2)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+@pytest.fixture
+def fresh():
+    """A private executor for tests that look at everything it made."""
+    made = []
+
+    def make(**kw):
+        kw.setdefault("workers", 2)
+        e = bettong.FunctionExecutor(**kw)
+        made.append(e)
+        return e
+
+    try:
+        yield make
+    finally:
+        for e in made:
+            e.close()
+
+
+def results(fs):
+    return [f.result(timeout=T) for f in fs]
+
+
+def timings(*fs):
+    """The futures' stats relative to the first one's submission, for messages."""
+    t0 = min(stat(f, "submitted") for f in fs)
+    return "; ".join("call %s: worker %s, started +%.3f s, finished +%.3f s" % (
+        f.call_id, stat(f, "worker"), stat(f, "started") - t0, stat(f, "finished") - t0)
+        for f in fs)
+
+
+def wait_file(path, timeout=15):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path) or os.path.getsize(path) == 0:
+        assert time.monotonic() < deadline, "the call never started (no %s)" % path
+        time.sleep(0.01)
+
+
+# ------------------------------------------------------------------ call_async
+
+def test_call_async_single_value(ex):
+    f = ex.call_async(add1, 41)
+    assert f.result(timeout=T) == 42
+
+
+def test_call_async_binds_tuple_and_dict(ex):
+    assert ex.call_async(add, (2, 3)).result(timeout=T) == 5
+    assert ex.call_async(add, {"a": "x", "b": "y"}).result(timeout=T) == "xy"
+    # a list is not a tuple: it is the single first argument
+    assert ex.call_async(ident, [1, 2]).result(timeout=T) == [1, 2]
+
+
+def test_call_async_runs_on_a_worker(ex):
+    assert ex.call_async(pid_of, None).result(timeout=T) != os.getpid()
+
+
+def test_call_async_extra_env(ex):
+    def getenv(name):
+        return os.environ.get(name)
+
+    f = ex.call_async(getenv, "BT_EXEC_EXTRA_ENV", extra_env={"BT_EXEC_EXTRA_ENV": "yes-42"})
+    assert f.result(timeout=T) == "yes-42"
+
+
+# ------------------------------------------------------------------ map
+
+def test_map_single_binding_in_order(ex):
+    fs = ex.map(square, range(20))
+    assert isinstance(fs, list) and len(fs) == 20
+    assert results(fs) == [x * x for x in range(20)]
+
+
+def test_map_results_in_iterdata_order_when_finishing_out_of_order(ex):
+    fs = ex.map(slow_then_value, range(6))
+    assert ex.get_result(fs, timeout=T) == list(range(6))
+
+
+def test_map_tuple_binding(ex):
+    assert results(ex.map(add, [(1, 2), (3, 4), ("a", "b")])) == [3, 7, "ab"]
+
+
+def test_map_dict_binding(ex):
+    assert results(ex.map(add, [{"a": 1, "b": 2}, {"b": "y", "a": "x"}])) == [3, "xy"]
+
+
+def test_map_list_item_is_single_argument(ex):
+    assert results(ex.map(ident, [[1, 2], [3]])) == [[1, 2], [3]]
+
+
+def test_map_extra_args_appended_to_tuple(ex):
+    assert results(ex.map(add3, [(1, 2), (3, 4)], extra_args=(10,))) == [(1, 2, 10), (3, 4, 10)]
+
+
+def test_map_extra_args_after_single_value(ex):
+    assert results(ex.map(add, [1, 2], extra_args=(10,))) == [11, 12]
+
+
+def test_map_extra_args_merged_into_dict(ex):
+    fs = ex.map(add3, [{"a": 1}, {"a": 2, "b": 20}], extra_args={"b": 5, "c": 7})
+    got = results(fs)
+    assert got[0] == (1, 5, 7)
+    # the item and extra_args together give every parameter
+    assert got[1][0] == 2 and got[1][2] == 7
+
+
+def test_map_id_parameter(ex):
+    assert results(ex.map(with_id, ["a", "b", "c"])) == [("a", 0), ("b", 1), ("c", 2)]
+
+
+def test_map_id_with_dict_binding(ex):
+    fs = ex.map(kw_with_id, [{"a": 1}, {"a": 2, "b": 3}])
+    assert results(fs) == [(1, 0, 0), (2, 3, 1)]
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, 100, 1000])
+def test_map_chunksize(ex, chunksize):
+    fs = ex.map(square, range(100), chunksize=chunksize)
+    assert len(fs) == 100
+    assert ex.get_result(fs, timeout=T) == [x * x for x in range(100)]
+
+
+def test_map_chunksize_with_id(ex):
+    fs = ex.map(with_id, list("abcdefghij"), chunksize=3)
+    assert results(fs) == [(c, i) for i, c in enumerate("abcdefghij")]
+
+
+def test_map_empty_iterdata(ex):
+    assert ex.map(square, []) == []
+    assert ex.map(square, iter(())) == []
+    assert ex.get_result([], timeout=T) == []
+
+
+def test_map_of_a_generator(ex):
+    assert results(ex.map(square, (x for x in range(5)))) == [0, 1, 4, 9, 16]
+
+
+def test_map_extra_env(ex):
+    def getenv(name):
+        return os.environ.get(name)
+
+    fs = ex.map(getenv, ["BT_EXEC_MAP_ENV"] * 3, extra_env={"BT_EXEC_MAP_ENV": "m"})
+    assert results(fs) == ["m"] * 3
+    # the variable was for those calls only
+    assert ex.call_async(getenv, "BT_EXEC_MAP_ENV").result(timeout=T) is None
+
+
+def test_map_pickles_the_function_once(ex):
+    PickleCounter.count = 0
+    big = PickleCounter(b"z" * 100000)
+
+    def uses_big(x):
+        return len(big.payload) + x
+
+    fs = ex.map(uses_big, range(40))
+    assert results(fs) == [100000 + x for x in range(40)]
+    assert 1 <= PickleCounter.count <= 2, (
+        "the function (with its closure) was pickled %d times for a map of 40 items"
+        % PickleCounter.count)
+
+
+# ------------------------------------------------------------------ map_reduce
+
+def test_map_reduce_gets_results_in_iterdata_order(ex):
+    rf = ex.map_reduce(slow_then_value, range(6), collect)
+    got, reduce_pid = rf.result(timeout=T)
+    assert got == list(range(6))
+    assert reduce_pid != os.getpid(), "reduce_func ran in the caller, not on a worker"
+    assert stat(rf, "worker") is not None
+
+
+def test_map_reduce_sum_and_extra_args(ex):
+    rf = ex.map_reduce(add, [1, 2, 3], sum_all, extra_args=(100,))
+    assert rf.result(timeout=T) == 306
+
+
+def test_map_reduce_get_result_single_value(fresh):
+    e = fresh()
+    rf = e.map_reduce(square, range(10), sum_all)
+    assert e.get_result(rf, timeout=T) == sum(x * x for x in range(10))
+
+
+def test_map_reduce_map_error_fails_reduce(ex):
+    rf = ex.map_reduce(fail_value, ["map-failed-7"], sum_all)
+    with pytest.raises(ValueError, match="map-failed-7"):
+        rf.result(timeout=T)
+
+
+# ------------------------------------------------------------------ wait
+
+def test_wait_all_completed(ex):
+    fs = ex.map(sleep_ret, [0.05, 0.1, 0.02, 0.08])
+    done, not_done = ex.wait(fs, return_when=bettong.ALL_COMPLETED, timeout=T,
+                             show_progressbar=False)
+    assert len(done) == 4 and len(not_done) == 0
+    assert all(f.done() for f in fs)
+
+
+def test_wait_any_completed(ex):
+    fast = ex.call_async(sleep_ret, 0.01)
+    slow = ex.call_async(sleep_ret, 1.5)
+    t0 = time.monotonic()
+    done, not_done = ex.wait([slow, fast], return_when=bettong.ANY_COMPLETED, timeout=T,
+                             show_progressbar=False)
+    elapsed = time.monotonic() - t0
+    slow.result(timeout=T)
+    assert fast in done and slow in not_done, timings(fast, slow)
+    assert elapsed < 1.2, "ANY_COMPLETED waited %.2f s for the slow call" % elapsed
+
+
+def test_wait_always_is_one_look(ex):
+    slow = ex.call_async(sleep_ret, 1.0)
+    t0 = time.monotonic()
+    done, not_done = ex.wait([slow], return_when=bettong.ALWAYS, show_progressbar=False)
+    assert time.monotonic() - t0 < 0.5
+    assert slow in not_done and len(done) == 0
+    slow.result(timeout=T)
+    done, not_done = ex.wait([slow], return_when=bettong.ALWAYS, show_progressbar=False)
+    assert slow in done and len(not_done) == 0
+
+
+def test_wait_timeout_returns_what_is_done(ex):
+    fast = ex.call_async(sleep_ret, 0.0)
+    fast.result(timeout=T)
+    slow = ex.call_async(sleep_ret, 1.5)
+    t0 = time.monotonic()
+    done, not_done = ex.wait([fast, slow], return_when=bettong.ALL_COMPLETED, timeout=0.3,
+                             show_progressbar=False)
+    elapsed = time.monotonic() - t0
+    assert 0.25 <= elapsed < 1.2, "wait(timeout=0.3) returned after %.2f s" % elapsed
+    assert fast in done and slow in not_done
+    slow.result(timeout=T)
+
+
+def test_wait_default_fs_is_this_executors_futures(fresh):
+    e = fresh()
+    fs = e.map(sleep_ret, [0.01, 0.02])
+    done, not_done = e.wait(timeout=T, show_progressbar=False)
+    assert set(done) >= set(fs) and len(not_done) == 0
+
+
+# ------------------------------------------------------------------ get_result
+
+def test_get_result_list_and_single(ex):
+    fs = ex.map(square, range(5))
+    assert ex.get_result(fs, timeout=T, show_progressbar=False) == [0, 1, 4, 9, 16]
+    f = ex.call_async(square, 9)
+    assert ex.get_result(f, timeout=T) == 81
+
+
+def test_get_result_timeout_raises(ex):
+    slow = ex.call_async(sleep_ret, 1.5)
+    t0 = time.monotonic()
+    with pytest.raises((TimeoutError, concurrent.futures.TimeoutError)):
+        ex.get_result([slow], timeout=0.2, show_progressbar=False)
+    assert time.monotonic() - t0 < 1.2
+    assert slow.result(timeout=T) == 1.5
+
+
+def test_get_result_none_single_call_async(fresh):
+    e = fresh()
+    e.call_async(square, 12)
+    assert e.get_result(timeout=T) == 144
+
+
+def test_get_result_none_only_uncollected(fresh):
+    e = fresh()
+    e.call_async(square, 3)
+    assert e.get_result(timeout=T) == 9
+    e.map(square, [4, 5])
+    assert e.get_result(timeout=T) == [16, 25]
+    e.map_reduce(square, [1, 2, 3], sum_all)
+    assert e.get_result(timeout=T) == 14
+    # a call_async and a map, both uncollected: every result, in the order made
+    e.call_async(add1, 0)
+    e.map(add1, [10, 20])
+    assert e.get_result(timeout=T) == [1, 11, 21]
+
+
+def test_get_result_raises_the_call_exception(ex):
+    fs = ex.map(fail_value, ["get-result-err-1"])
+    with pytest.raises(ValueError, match="get-result-err-1"):
+        ex.get_result(fs, timeout=T)
+
+
+# ------------------------------------------------------------------ module-level helpers
+
+def test_module_level_wait_and_get_all_results(ex, fresh):
+    e2 = fresh()
+    fs = ex.map(square, [1, 2]) + e2.map(square, [3, 4])
+    done, not_done = bettong.wait(fs, return_when=bettong.ALL_COMPLETED, timeout=T)
+    assert len(done) == 4 and not not_done
+    assert bettong.get_all_results(fs) == [1, 4, 9, 16]
+
+
+def test_module_level_wait_any(ex):
+    fast = ex.call_async(sleep_ret, 0.0)
+    slow = ex.call_async(sleep_ret, 1.0)
+    done, not_done = bettong.wait([slow, fast], return_when=bettong.ANY_COMPLETED, timeout=T)
+    ok = fast in done and slow in not_done
+    slow.result(timeout=T)
+    assert ok, timings(fast, slow)
+
+
+# ------------------------------------------------------------------ futures
+
+def test_future_done_succeeded_errored(ex):
+    ok = ex.call_async(square, 3)
+    bad = ex.call_async(fail_value, "errored-1")
+    ok.result(timeout=T)
+    with pytest.raises(ValueError):
+        bad.result(timeout=T)
+    assert ok.done() and ok.succeeded() and not ok.errored()
+    assert bad.done() and bad.errored() and not bad.succeeded()
+
+
+def test_future_not_done_while_running(ex):
+    slow = ex.call_async(sleep_ret, 0.8)
+    assert not slow.done() and not slow.succeeded() and not slow.errored()
+    with pytest.raises((TimeoutError, concurrent.futures.TimeoutError)):
+        slow.result(timeout=0.05)
+    assert slow.result(timeout=T) == 0.8
+
+
+def test_future_exception(ex):
+    ok = ex.call_async(square, 3)
+    bad = ex.call_async(fail_value, "exc-2")
+    assert ok.exception(timeout=T) is None
+    e = bad.exception(timeout=T)
+    assert isinstance(e, ValueError) and "exc-2" in str(e)
+
+
+def test_future_add_done_callback(ex):
+    seen, ev = [], threading.Event()
+
+    def cb(fut):
+        seen.append(fut)
+        ev.set()
+
+    f = ex.call_async(sleep_ret, 0.2)
+    f.add_done_callback(cb)
+    assert ev.wait(T), "the callback was never called"
+    assert seen == [f] and f.done()
+    # added after it is done: called at once
+    later = []
+    f.add_done_callback(later.append)
+    deadline = time.monotonic() + 5
+    while not later and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert later == [f]
+    time.sleep(0.1)
+    assert len(seen) == 1, "callback called %d times" % len(seen)
+
+
+def test_future_stats(ex):
+    t_before = time.time()
+    fs = ex.map(sleep_ret, [0.05, 0.05, 0.05, 0.05])
+    results(fs)
+    t_after = time.time()
+    for f in fs:
+        sub, start, fin = stat(f, "submitted"), stat(f, "started"), stat(f, "finished")
+        assert sub <= start <= fin, (sub, start, fin)
+        assert stat(f, "worker") is not None
+        # timings on one clock (seconds since the epoch), and the call took its 50 ms
+        assert t_before - 1 <= sub <= t_after + 1, (t_before, sub, t_after)
+        assert fin - start >= 0.045, (start, fin)
+
+
+def test_cancel_queued_call(fresh, tmp_path):
+    e = fresh(workers=1)
+    path = str(tmp_path / "started")
+    long = e.call_async(touch_and_sleep, (path, 1.5))
+    wait_file(path)
+    queued = e.call_async(square, 5)
+    queued_map = e.map(square, [6, 7, 8])
+    assert queued.cancel() is True
+    assert [f.cancel() for f in queued_map] == [True, True, True]
+    assert long.cancel() is False, "a running call cannot be dropped"
+    assert queued.done()
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result(timeout=T)
+    assert long.result(timeout=T) == "slept"
+    finished = e.call_async(square, 4)
+    assert finished.result(timeout=T) == 16
+    assert finished.cancel() is False
+    assert finished.result(timeout=T) == 16
+    # the cancelled calls never ran: the worker is free for new work at once
+    t0 = time.monotonic()
+    assert e.call_async(square, 2).result(timeout=T) == 4
+    assert time.monotonic() - t0 < 2
+
+
+def test_cancel_call_queued_behind_a_long_call_of_a_fast_function(fresh):
+    """The pool may send calls ahead to a worker; one that has not started there
+    yet has still not started: cancel() drops it (the spec: "drops a call that
+    has not started")."""
+    e = fresh(workers=1)
+    e.get_result(e.map(sleep_ret, [0.0005] * 20), timeout=T)   # sleep_ret is known fast
+    long = e.call_async(sleep_ret, 1.5)                        # this call is not
+    queued = e.call_async(sleep_ret, 0.0005)
+    time.sleep(0.3)
+    assert not queued.done()
+    assert queued.cancel() is True, "a call waiting behind a running one was not dropped"
+    with pytest.raises(concurrent.futures.CancelledError):
+        queued.result(timeout=T)
+    assert long.result(timeout=T) == 1.5
+
+
+# ------------------------------------------------------------------ executors
+
+def test_executor_with_block_and_close_stop_the_pool():
+    mine = os.getpid()
+    before = set(bettong_procs(descendants(mine)))
+    with bettong.FunctionExecutor(workers=2) as e:
+        assert e.call_async(square, 7).result(timeout=T) == 49
+        started = [r for r in bettong_procs(descendants(mine)) if r not in before]
+        assert started, "no pool/worker process seen while the executor was open"
+        # the pool is reused, not restarted, by later calls
+        pids1 = set(e.get_result(e.map(pid_of, range(4)), timeout=T))
+        pids2 = set(e.get_result(e.map(pid_of, range(4)), timeout=T))
+        now = [r for r in bettong_procs(descendants(mine)) if r not in before]
+        assert set(now) == set(started), (started, now)
+        assert (pids1 | pids2) <= {r.pid for r in started}, (pids1, pids2, started)
+    wait_all_gone(started, 5, "after the with block")
+
+
+def test_close_is_idempotent():
+    e = bettong.FunctionExecutor(workers=1)
+    assert e.call_async(square, 2).result(timeout=T) == 4
+    e.close()
+    e.close()
+
+
+def test_workers_option_sets_the_pool_size(fresh):
+    e = fresh(workers=3)
+    fs = e.map(sleep_ret, [0.4] * 6, extra_args=(None,))
+    results(fs)
+    assert len({stat(f, "worker") for f in fs}) == 3
+
+
+def test_two_executors_at_once(fresh):
+    a, b = fresh(), fresh()
+    fa = a.map(sleep_ret, [0.1] * 6, extra_args=("a",))
+    fb = b.map(sleep_ret, [0.1] * 6, extra_args=("b",))
+    pa = a.map(pid_of, range(4))
+    pb = b.map(pid_of, range(4))
+    assert results(fa) == ["a"] * 6
+    assert results(fb) == ["b"] * 6
+    assert not set(results(pa)) & set(results(pb)), "two executors shared worker processes"
+
+
+def test_aliases():
+    for factory in (bettong.default_executor, bettong.local_executor):
+        e = factory(workers=2)
+        try:
+            assert isinstance(e, bettong.FunctionExecutor)
+            assert e.call_async(square, 6).result(timeout=T) == 36
+        finally:
+            e.close()
+
+
+def test_default_executor_one_worker_per_core():
+    with bettong.FunctionExecutor() as e:
+        n = len(os.sched_getaffinity(0))
+        fs = e.map(sleep_ret, [0.3] * (2 * n), extra_args=(None,))
+        results(fs)
+        assert len({stat(f, "worker") for f in fs}) == n
+
+
+# ------------------------------------------------------------------ PoolExecutor
+
+def test_pool_executor_submit_map_shutdown():
+    pe = bettong.PoolExecutor(workers=2)
+    try:
+        assert isinstance(pe, concurrent.futures.Executor)
+        f = pe.submit(add, 1, 2)
+        assert f.result(timeout=T) == 3
+        assert pe.submit(add, a="x", b="y").result(timeout=T) == "xy"
+        assert list(pe.map(square, range(10))) == [x * x for x in range(10)]
+        assert list(pe.map(add, [1, 2, 3], [10, 20, 30])) == [11, 22, 33]
+        assert list(pe.map(square, range(50), chunksize=8)) == [x * x for x in range(50)]
+        bad = pe.submit(fail_value, "pool-exec-err")
+        with pytest.raises(ValueError, match="pool-exec-err"):
+            bad.result(timeout=T)
+        assert pe.submit(pid_of).result(timeout=T) != os.getpid()
+    finally:
+        pe.shutdown(wait=True)
+    with pytest.raises(RuntimeError):
+        pe.submit(add, 1, 2)
+
+
+def test_pool_executor_with_block_waits():
+    with bettong.PoolExecutor(workers=2) as pe:
+        fs = [pe.submit(sleep_ret, 0.1, i) for i in range(4)]
+    assert all(f.done() for f in fs)
+    assert [f.result(timeout=0) for f in fs] == [0, 1, 2, 3]
+
+
+def test_pool_executor_map_timeout():
+    with bettong.PoolExecutor(workers=1) as pe:
+        it = pe.map(sleep_ret, [1.5], timeout=0.2)
+        with pytest.raises((TimeoutError, concurrent.futures.TimeoutError)):
+            list(it)
+
+
+# ------------------------------------------------------------------ more shapes
+
+def no_args():
+    return "none given"
+
+
+def test_binding_edge_cases(ex):
+    assert ex.call_async(ident, None).result(timeout=T) is None
+    assert ex.get_result(ex.map(no_args, [(), ()]), timeout=T) == ["none given"] * 2
+    assert ex.call_async(ident, ((1, 2),)).result(timeout=T) == (1, 2)
+    assert ex.call_async(ident, {"x": {"a": 1}}).result(timeout=T) == {"a": 1}
+
+
+def test_large_map_keeps_order(ex):
+    n = 20000
+    fs = ex.map(add1, range(n))
+    assert len(fs) == n
+    assert ex.get_result(fs, timeout=T) == list(range(1, n + 1))
+
+
+def test_submit_from_many_threads(ex):
+    out, errs = {}, []
+
+    def job(t):
+        try:
+            fs = ex.map(add, [(t, i) for i in range(300)])
+            single = ex.call_async(square, t)
+            out[t] = (ex.get_result(fs, timeout=T), single.result(timeout=T))
+        except BaseException as e:  # reported below
+            errs.append(e)
+
+    threads = [threading.Thread(target=job, args=(t,)) for t in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(T)
+    assert not errs, errs
+    assert all(not th.is_alive() for th in threads)
+    for t in range(6):
+        assert out[t] == ([t + i for i in range(300)], t * t)
+
+
+def test_close_with_calls_in_flight():
+    e = bettong.FunctionExecutor(workers=2)
+    running = e.map(sleep_ret, [20, 20])
+    queued = e.map(sleep_ret, [20] * 4)
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    e.close()
+    assert time.monotonic() - t0 < 5, "close() waited for the calls in flight"
+    for f in running + queued:
+        assert f.done(), "close() left a future pending"
+        with pytest.raises(BaseException) as info:
+            f.result(timeout=1)
+        assert not isinstance(info.value, (TimeoutError, AssertionError))
+
+
+def raise_system_exit(code):
+    sys.exit(code)
+
+
+def test_system_exit_in_function_is_an_exception(ex):
+    f = ex.call_async(raise_system_exit, 3)
+    with pytest.raises(SystemExit) as info:
+        f.result(timeout=T)
+    assert info.value.code == 3
+    assert ex.get_result(ex.map(square, [1, 2]), timeout=T) == [1, 4]
+
+
+def test_plot(ex, tmp_path):
+    fs = ex.map(sleep_ret, [0.05] * 4)
+    results(fs)
+    path = tmp_path / "timeline.png"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="matplotlib"):
+            ex.plot(fs, str(path))
+        return
+    ex.plot(fs, str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
