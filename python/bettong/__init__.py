@@ -44,6 +44,17 @@ _EXPORTS = {
     "PoolError": ".errors",
     "RefusedError": ".errors",
     "ProtocolError": ".errors",
+    # Persistent objects (the data service, `bettong store`).
+    "connect": ".objects",
+    "disconnect": ".objects",
+    "Persistent": ".objects",
+    "DataClayObject": ".objects",
+    "active": ".objects",
+    "activemethod": ".objects",
+    "NotFound": ".objects",
+    "DoesNotExist": ".objects",
+    "AliasTaken": ".objects",
+    "StoreError": ".objects",
 }
 
 __all__ = list(_EXPORTS)

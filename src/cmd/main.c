@@ -4,6 +4,7 @@
 
 #include "pool/pool.h"
 #include "pool/worker.h"
+#include "store/store.h"
 #include "stream/run.h"
 #include "tools/tools.h"
 
@@ -18,7 +19,8 @@ static void usage(FILE *f)
             "  receive   listen and write what arrives (bettong receive --help)\n"
             "  pool      run a task pool for parallel functions (bettong pool --help)\n"
             "  worker    run a pool's tasks, or lend this machine's cores to a pool\n"
-            "            (bettong worker --help)\n");
+            "            (bettong worker --help)\n"
+            "  store     run the persistent-object data service (bettong store --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -38,6 +40,8 @@ int main(int argc, char **argv)
         return cmd_pool(argc - 1, argv + 1);
     if (strcmp(cmd, "worker") == 0)
         return cmd_worker(argc - 1, argv + 1);
+    if (strcmp(cmd, "store") == 0)
+        return cmd_store(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

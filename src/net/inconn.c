@@ -55,9 +55,15 @@ void inconn_close(inconn_t *c, const char *why)
     uv_close(&c->h.handle, on_conn_closed);
 }
 
+/* Our side is shut down: the peer reads the answer, then EOF. Stay open,
+ * reading and dropping, until it closes too (or the owner's deadline closes
+ * us), so bytes it still sends do not meet a closed socket and turn into a
+ * reset that could break its last send or lose the answer. */
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
-    inconn_close(req->data, NULL);
+    inconn_t *c = req->data;
+    if (status < 0 || !c->reading)
+        inconn_close(c, NULL);
 }
 
 /* The last bytes are written (or the connection failed): finish. */

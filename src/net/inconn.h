@@ -98,8 +98,10 @@ void listener_resume(listener_t *l);
 void listener_close(listener_t *l, void (*on_closed)(listener_t *l));
 
 void inconn_close(inconn_t *c, const char *why);
-/* Stop reading, write what is queued, then close (answers such as REFUSED
- * reach the peer). `why` as for inconn_close. */
+/* Stop handing over frames, write what is queued, shut our side down, then
+ * close once the peer closes (what it sends meanwhile is read and dropped; the
+ * owner closes a peer that lingers too long with inconn_close). Answers such as
+ * REFUSED reach the peer. `why` as for inconn_close. */
 void inconn_close_after_flush(inconn_t *c, const char *why);
 
 /* Pause / resume reading this connection alone. */

@@ -59,7 +59,45 @@
  *
  * A CALL, SET_FIELD, UPDATE, PERSIST, DELETE or alias change that modified the
  * store is committed to disk before its answer is sent. A CALL that raises leaves
- * the object as it was before the call. */
+ * the object as it was before the call.
+ *
+ * Added by the store's implementation (no new messages or fields; what the store
+ * does where the text above leaves a choice):
+ *
+ * - Frames are at most 1 GiB (the length field); a HELLO at most 128 KiB. A
+ *   malformed frame (truncated fields, unknown type, over the limit, anything but
+ *   HELLO first) closes that connection only. A well-formed request with an
+ *   invalid name (object id not 1..128 bytes of UTF-8, alias not 1..400 bytes,
+ *   method or field not 1..255 bytes) is answered FAILED BAD_REQUEST.
+ * - WELCOME's store name is "bettong store DIR".
+ * - Answers about one object (every request naming an object id) come in request
+ *   order; a read is never answered before the changes it saw are on disk. CLASS,
+ *   PERSIST, LOOKUP_ALIAS, DELETE_ALIAS and GET_CLASS run in arrival order among
+ *   themselves and see every change requested before them.
+ * - PERSIST naming an id that already exists (stored, or in a PERSIST not yet
+ *   answered) fails the whole batch with BAD_REQUEST; a taken alias with
+ *   ALIAS_TAKEN; a class id never sent with UNKNOWN_CLASS. Requests about its
+ *   objects sent before its answer wait for it.
+ * - ADD_ALIAS of an alias that already names the same object succeeds.
+ * - CLASS: qualname is "module:qualname" (or "module.qualname"); a class whose
+ *   module does not import (or is __main__) is loaded from the pickle.
+ * - In the store a live object is built as cls.__new__(cls); its instance dict
+ *   gets the state's items, "_bettong_id" (its id, str) and "_bettong_cid" (its
+ *   class id, int). Its persistent fields are the stored state's keys plus the
+ *   annotated names of the class and its bases that the instance has (ClassVar
+ *   annotations and names starting with "_bt" excluded, as the client computes
+ *   them), plus any field set by SET_FIELD or UPDATE. Fields are read and set
+ *   with object.__getattribute__ / object.__setattr__ (a class's own
+ *   __getattr__ / __setattr__ are not called for GET_FIELD, SET_FIELD, UPDATE or
+ *   the method lookup of CALL).
+ * - An object is written only when the pickle of its persistent fields changed.
+ *   When a CALL's result or the object's new state cannot be pickled, the call is
+ *   undone and answered FAILED INTERNAL with the reason.
+ * - RAISED's type is "module.Qualname" ("ValueError" for builtins); the traceback
+ *   is the formatted text of the method's frames.
+ * - A persistent id of an object that does not exist: in CALL arguments or a
+ *   SET_FIELD / UPDATE value, FAILED NOT_FOUND; inside a stored state, None.
+ * - OK for ALIASES holds a pickled list of str; LOOKUP_ID answers REF. */
 #ifndef BETTONG_SPROTO_H
 #define BETTONG_SPROTO_H
 

@@ -1,0 +1,1382 @@
+"""Persistent objects: dataClay-style objects kept in a Bettong store.
+
+    import bettong
+    bettong.connect("127.0.0.1:7450")            # or $BETTONG_STORE
+
+    class Car(bettong.Persistent):
+        speed: float                              # annotated: persistent state
+        plate: str
+
+        @bettong.active
+        def accelerate(self, dv):                 # runs in the store
+            self.speed += dv
+            return self.speed
+
+    car = Car(); car.speed = 0.0; car.plate = "B-1"
+    car.make_persistent(alias="mine")             # car is now a proxy
+    car.accelerate(5.0)                           # a CALL to the master copy
+    Car.get_by_alias("mine").speed                # a GET_FIELD
+
+The contract is shared/specs/objects-api.md; the wire protocol src/store/sproto.h,
+spoken by the C extension bettong._store.
+
+What runs where
+---------------
+- A local (not yet persistent) object is a plain Python object: everything runs
+  in-process, with no overhead.
+- make_persistent() turns the object itself into a proxy: its class is switched to
+  a generated subclass (same name, isinstance still holds) in which
+    * every annotated field (of the class and its bases) is a remote field: reading
+      it is a GET_FIELD, assigning it a SET_FIELD;
+    * every @active method is a remote call (CALL): it runs in the store on the
+      master copy, one call at a time per object, and is durable before it
+      returns; an exception re-raises here with its type, message and the remote
+      traceback (as __cause__), and the object is left as it was;
+    * every other method (not @active), property and dunder runs locally, on the
+      proxy, as dataClay does: its reads and writes of annotated fields are remote
+      gets and sets (one request each, not atomic together), other attributes stay
+      local to the proxy;
+    * an attribute the class lacks raises AttributeError, as on a local object.
+- Arguments and results are pickled (protocol 5; cloudpickle when they name
+  __main__). A persistent object inside them travels as a reference: a proxy here,
+  the live object in the store. A local (not yet persistent) Persistent object
+  inside arguments, a field assignment or dc_update is made persistent first (as
+  make_persistent does with the objects a state references) and travels as a
+  reference too; afterwards it is a proxy.
+- A proxy pickled for anything else (an executor's function or argument, a stream
+  message) pickles as a reference and is usable after unpickling in another
+  process: it connects lazily to $BETTONG_STORE ($BETTONG_STORE_SECRET, else
+  $BETTONG_SECRET). connect() sets $BETTONG_STORE (and $BETTONG_STORE_SECRET) so
+  that workers started afterwards find the store.
+
+make_persistent and durability
+------------------------------
+With an alias, make_persistent() waits for the store's durable acknowledgement
+(and raises AliasTaken if the alias is taken). Without one it is write-behind: the
+object (and the objects it references) are queued and sent in batched PERSIST
+requests (one durable transaction each) -- before any other request this process
+sends to the store, when a proxy is pickled, when its id is read, at flush(), at
+exit, and otherwise about 20 ms after the first object of a batch. If a batch
+fails, its objects turn back into local objects and the error is raised by the
+call that sent it (a make_persistent() that filled a batch, flush()) or else by
+the next request.
+
+Classes
+-------
+A class goes to the store (CLASS) the first time one of its objects is stored:
+"module:qualname" (the store imports it when it can) and its code by value
+(cloudpickle; the class's module is pickled by value with it unless something in
+it does not pickle), so models defined in a script's __main__ or in a module the
+store cannot import work without deploying anything. Its class id is a 64-bit
+hash of that pickle: the same in every process that runs the same class source.
+An object that comes back as a reference gets this process's class of the same
+module and name when there is one (so isinstance holds), else the store's copy
+(GET_CLASS).
+
+Identity: a process has one proxy per stored object (a weak identity map), so
+looking the same object up twice, or getting it back from a call, gives the same
+proxy: `is` and == (identity, the default) say whether two proxies are the same
+object.
+
+Threads: each thread has its own connection to the store (opened on first use);
+everything here may be used from any thread. A forked child opens its own. A
+connection that the store closed while it was idle (the store restarted) is
+replaced transparently; a request interrupted while waiting (Ctrl-C) drops its
+connection, and the next request opens a new one.
+"""
+
+import atexit
+import copy
+import functools
+import hashlib
+import importlib
+import io
+import itertools
+import os
+import pickle
+import sys
+import threading
+import types
+import weakref
+
+import cloudpickle
+
+from .errors import BettongError, RemoteError, RemoteTraceback
+
+try:
+    from . import _store
+except ImportError as e:  # pragma: no cover - reported when a store is used
+    _store = None
+    _IMPORT_ERROR = e
+
+try:
+    from .errors import ProtocolError, RefusedError
+except ImportError:  # pragma: no cover
+    ProtocolError = ConnectionError
+    RefusedError = PermissionError
+
+__all__ = [
+    "connect", "disconnect", "flush", "Persistent", "DataClayObject", "active",
+    "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
+    "RemoteError", "persistent_fields", "is_persistent",
+]
+
+# ------------------------------------------------------------------ protocol numbers
+# (src/store/sproto.h; also in bettong._store)
+_CLASS, _PERSIST, _LOOKUP_ALIAS, _LOOKUP_ID, _CALL = 10, 11, 12, 13, 14
+_GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS = 15, 16, 17, 18, 19
+_DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS = 20, 21, 22, 23
+_OK, _REF, _RAISED, _FAILED, _CLASS_BYTES = 40, 41, 42, 43, 44
+_ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
+_ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
+
+_REF_TAG = "bettong.obj"   # persistent ids: (_REF_TAG, object_id, class_id)
+_MAIN = b"__main__"
+
+# Write-behind: a batch is sent once it holds this many objects or bytes, or this
+# long after its first object.
+_WB_MAX_OBJECTS = 2000
+_WB_MAX_BYTES = 4 * 1024 * 1024
+_WB_DELAY = 0.02
+
+
+# ------------------------------------------------------------------ errors
+
+class StoreError(BettongError):
+    """The store could not do what was asked (storage failure, bad request, ...)."""
+
+
+class NotFound(StoreError, LookupError):
+    """No object with that alias or id (it was never stored, or was deleted)."""
+
+
+DoesNotExist = NotFound
+
+
+class AliasTaken(StoreError, ValueError):
+    """The alias already names another object."""
+
+
+class NotConnected(StoreError):
+    """No store configured: call bettong.connect(address) or set $BETTONG_STORE."""
+
+
+def _failed(code, message):
+    if code == _ERR_NOT_FOUND:
+        return NotFound(message)
+    if code == _ERR_ALIAS_TAKEN:
+        return AliasTaken(message)
+    if code == _ERR_NO_ATTRIBUTE:
+        return AttributeError(message)
+    if code == _ERR_BAD_REQUEST:
+        return StoreError(f"the store refused the request: {message}")
+    return StoreError(message)
+
+
+def _remote_exception(payload):
+    """The exception to raise for a RAISED answer: pickled (exception or None,
+    type name, message, traceback text)."""
+    try:
+        exc, type_name, message, tb = _loads(payload)
+    except Exception as e:  # the exception's class is not importable here, ...
+        return RemoteError("<unknown>", f"the remote exception could not be unpickled: {e!r}")
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(type_name, message, tb)
+    if tb:
+        text = tb if tb.endswith("\n") else tb + "\n"
+        exc.__cause__ = RemoteTraceback(f'\n"""\n{text}"""')
+    return exc
+
+
+def _answer_error(a):
+    """The exception for an answer that is not the expected one."""
+    t = a[0]
+    if t == _FAILED:
+        return _failed(a[2], a[3])
+    if t == _RAISED:
+        return _remote_exception(a[2])
+    return ProtocolError(f"unexpected answer of type {t} from the store")
+
+
+# ------------------------------------------------------------------ configuration
+# and connections
+
+_cfg_lock = threading.RLock()
+_address = None          # "host:port" once configured
+_secret = b""
+_tls = threading.local()  # .c: this thread's connection
+_registered = set()      # class ids this store has been sent (this session)
+_attention = 0           # nonzero: write-behind objects unacknowledged, or an error
+
+
+def _extension():
+    if _store is None:
+        raise ImportError(
+            "bettong's store extension (bettong._store) is not built: run `make` in the "
+            f"Bettong repository ({_IMPORT_ERROR})")
+    return _store
+
+
+def _env_secret():
+    s = os.environ.get("BETTONG_STORE_SECRET")
+    if s is None:
+        s = os.environ.get("BETTONG_SECRET", "")
+    return s
+
+
+def _as_bytes(secret):
+    if secret is None:
+        return b""
+    if isinstance(secret, str):
+        return secret.encode("utf-8", "surrogateescape")
+    return bytes(secret)
+
+
+class Session:
+    """What connect() returns: the store's address and name; close() disconnects."""
+
+    def __init__(self, address, name):
+        self.address = address
+        self.name = name
+
+    def close(self):
+        disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return f"<bettong store {self.name!r} at {self.address}>"
+
+
+def connect(address=None, secret=None):
+    """Use the store at `address` ("host:port"; default $BETTONG_STORE) with
+    `secret` (default $BETTONG_STORE_SECRET, else $BETTONG_SECRET) from now on, in
+    every thread. Connects this thread at once (raising if the store cannot be
+    reached or refuses us). Also sets $BETTONG_STORE (and $BETTONG_STORE_SECRET) so
+    that processes started from here on (executor workers) use the same store."""
+    global _address, _secret, _tls, _registered
+    _extension()
+    if address is None:
+        address = os.environ.get("BETTONG_STORE")
+        if not address:
+            raise NotConnected("no store address: pass one to connect() or set BETTONG_STORE")
+    if secret is None:
+        secret = _env_secret()
+    secret = _as_bytes(secret)
+    if _address is not None and _attention:
+        flush()
+    _wb.drop_connection()
+    with _cfg_lock:
+        if address != _address or secret != _secret:
+            _registered = set()
+        _address, _secret = address, secret
+        _tls = threading.local()
+        os.environ["BETTONG_STORE"] = address
+        if secret:
+            os.environ["BETTONG_STORE_SECRET"] = secret.decode("utf-8", "surrogateescape")
+        else:
+            os.environ.pop("BETTONG_STORE_SECRET", None)
+    c = _get_conn()
+    return Session(address, c.store_name)
+
+
+def disconnect():
+    """Send what make_persistent queued, then close this process's connections and
+    forget the address (the next use connects again from $BETTONG_STORE)."""
+    global _address, _secret, _tls
+    try:
+        if _address is not None and _attention:
+            flush()
+    finally:
+        _wb.drop_connection()
+        with _cfg_lock:
+            old = _tls
+            _tls = threading.local()
+            _address, _secret = None, b""
+        c = getattr(old, "c", None)
+        if c is not None:
+            c.close()
+
+
+def _configured():
+    global _address, _secret
+    with _cfg_lock:
+        if _address is None:
+            addr = os.environ.get("BETTONG_STORE")
+            if not addr:
+                raise NotConnected(
+                    "not connected to a store: call bettong.connect(address) or set "
+                    "BETTONG_STORE")
+            _address, _secret = addr, _as_bytes(_env_secret())
+        return _address, _secret
+
+
+def _client_name():
+    return f"{os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else 'python')}[{os.getpid()}]"
+
+
+def _get_conn():
+    """This thread's connection, opened if needed (no write-behind check)."""
+    c = getattr(_tls, "c", None)
+    if c is not None:
+        return c
+    address, secret = _configured()
+    tls = _tls
+    c = _extension().Connection(address, secret, _client_name())
+    tls.c = c
+    return c
+
+
+def _drop_conn(c):
+    """Forget a connection that failed (the next request opens a new one)."""
+    if getattr(_tls, "c", None) is c:
+        try:
+            del _tls.c
+        except AttributeError:
+            pass
+    c.close()
+
+
+def _conn_slow():
+    """The connection, after the write-behind queue was acknowledged (so that no
+    request can overtake a PERSIST sent before it) and its errors raised."""
+    if _attention:
+        _wb.settle()
+    return _get_conn()
+
+
+def _request(*args):
+    """One request and its answer on this thread's connection, after the objects
+    queued by make_persistent are acknowledged. A connection the store closed
+    while idle (the store restarted) is replaced once; any other connection
+    failure drops the connection and raises."""
+    try:
+        c = _tls.c
+    except AttributeError:
+        c = None
+    if c is None or _attention:
+        c = _conn_slow()
+    return _send_on(c, args)
+
+
+def _request_direct(*args):
+    """A request that need not wait for the write-behind queue (the queue's own
+    PERSISTs, class registrations and lookups)."""
+    return _send_on(_get_conn(), args)
+
+
+def _send_on(c, args):
+    try:
+        return c.request(*args)
+    except (TypeError, ValueError, OverflowError):
+        raise  # the request could not be encoded: nothing was sent
+    except BaseException as e:
+        # The connection failed, or the wait was interrupted (Ctrl-C): its answer
+        # would come later, on a connection no one reads any more.
+        _drop_conn(c)
+        if isinstance(e, _store.StaleConnection):
+            return _send_on(_get_conn(), args)   # a fresh connection is never stale
+        raise
+
+
+def _reset_after_fork():
+    global _tls, _wb, _attention, _id_prefix, _id_counter
+    _tls = threading.local()
+    _wb = _WriteBehind()
+    _attention = 0
+    _id_prefix = _oid_prefix() << 64   # ids unique from the parent's
+    _id_counter = itertools.count(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# ------------------------------------------------------------------ classes
+
+# Per-class caches (plain dicts: a Persistent class lives as long as the process).
+_fields_cache = {}
+_records = {}                            # cls -> (class_id, qualname, pickle)
+_classes = {}                            # class_id -> class
+_proxy_classes = {}
+_cp_lock = threading.Lock()              # cloudpickle's by-value registry
+
+
+def persistent_fields(cls):
+    """The persistent fields of a Persistent class: its annotated names and its
+    bases', in definition order (ClassVar annotations and _bt names excluded)."""
+    try:
+        return _fields_cache[cls]
+    except KeyError:
+        pass
+    except TypeError:
+        return ()
+    cls = getattr(cls, "_bt_base", cls)
+    out = []
+    for k in reversed(cls.__mro__):
+        ann = k.__dict__.get("__annotations__")
+        if not ann or not isinstance(ann, dict):
+            continue
+        for name, t in ann.items():
+            if name.startswith("_bt") or name in out:
+                continue
+            text = t if isinstance(t, str) else repr(t)
+            if text.startswith(("ClassVar", "typing.ClassVar")):
+                continue
+            out.append(name)
+    res = tuple(out)
+    _fields_cache[cls] = res
+    return res
+
+
+def active(fn):
+    """Mark a method as active: on a proxy it runs in the store, on the master copy
+    (alias: activemethod). On a local object it is a plain method."""
+    if not isinstance(fn, types.FunctionType):
+        raise TypeError(f"@active is for methods (functions), not {type(fn).__name__}")
+    fn._bettong_active = True
+    return fn
+
+
+def _is_active(v):
+    return getattr(v, "_bettong_active", False) is True and isinstance(v, types.FunctionType)
+
+
+def _qualname(cls):
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _load_class(module, qualname, data):
+    """Inside a class pickle: the class, from its by-value pickle `data` (the store
+    imports module.qualname first when it can)."""
+    return pickle.loads(data)
+
+
+def _code_digest(h, co, depth=0):
+    h.update(co.co_code)
+    h.update(repr((co.co_names, co.co_varnames, co.co_freevars, co.co_cellvars,
+                   co.co_argcount, co.co_kwonlyargcount)).encode())
+    for c in co.co_consts:
+        if isinstance(c, types.CodeType):
+            if depth < 8:
+                _code_digest(h, c, depth + 1)
+        elif isinstance(c, frozenset):
+            h.update(repr(sorted(map(repr, c))).encode())
+        else:
+            h.update(repr(c).encode("utf-8", "replace"))
+
+
+def _class_digest(cls):
+    """A digest of a class's name and code, the same in every process for the same
+    class source (used as cloudpickle's tracker id, so that a class pickled by
+    value gives the same bytes, hence the same class id, from every process, and
+    one class object in the store)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{cls.__module__}\0{cls.__qualname__}\0".encode())
+    for name in sorted(cls.__dict__):
+        v = cls.__dict__[name]
+        h.update(name.encode() + b"\0")
+        if isinstance(v, (classmethod, staticmethod)):
+            v = v.__func__
+        if isinstance(v, property):
+            for f in (v.fget, v.fset, v.fdel):
+                if isinstance(f, types.FunctionType):
+                    _code_digest(h, f.__code__)
+        elif isinstance(v, types.FunctionType):
+            _code_digest(h, v.__code__)
+        elif isinstance(v, (int, float, str, bytes, bool, type(None))):
+            h.update(repr(v).encode())
+        elif name == "__annotations__" and isinstance(v, dict):
+            h.update(repr(list(v)).encode())
+        else:
+            h.update(type(v).__qualname__.encode())
+    return h.hexdigest()
+
+
+def _seed_tracker(classes):
+    """Give classes cloudpickle has not tracked yet a deterministic tracker id."""
+    try:
+        from cloudpickle import cloudpickle as cp
+        by_class = cp._DYNAMIC_CLASS_TRACKER_BY_CLASS
+        by_id = cp._DYNAMIC_CLASS_TRACKER_BY_ID
+        lock = cp._DYNAMIC_CLASS_TRACKER_LOCK
+    except (ImportError, AttributeError):
+        return
+    for k in classes:
+        try:
+            with lock:
+                if k in by_class:
+                    continue
+                tid = _class_digest(k)
+                if tid in by_id:  # an identical class already loaded: leave it
+                    continue
+                by_class[k] = tid
+                by_id[tid] = k
+        except Exception:
+            pass
+
+
+def _local_persistent_classes(cls):
+    """cls, its Persistent bases, and the Persistent classes of its module."""
+    out = [k for k in cls.__mro__ if isinstance(k, type) and issubclass(k, Persistent)
+           and k is not Persistent]
+    mod = sys.modules.get(cls.__module__)
+    if mod is not None:
+        for v in list(vars(mod).values()):
+            if isinstance(v, type) and issubclass(v, Persistent) and v is not Persistent \
+                    and v not in out:
+                out.append(v)
+    return out
+
+
+def _importable_module(cls):
+    """The module to pickle by value with cls, if cls is importable from one (not
+    __main__, not bettong itself)."""
+    name = cls.__module__
+    if not name or name == "__main__" or name == "bettong" or name.startswith("bettong."):
+        return None
+    mod = sys.modules.get(name)
+    if mod is None:
+        return None
+    o = mod
+    for part in cls.__qualname__.split("."):
+        o = getattr(o, part, None)
+    return mod if o is cls else None
+
+
+def _pickle_class_by_value(cls):
+    mod = _importable_module(cls)
+    with _cp_lock:
+        _seed_tracker(_local_persistent_classes(cls))
+        if mod is None:
+            return cloudpickle.dumps(cls, 5)
+        registered = False
+        try:
+            if mod.__name__ not in cloudpickle.list_registry_pickle_by_value():
+                cloudpickle.register_pickle_by_value(mod)
+                registered = True
+            return cloudpickle.dumps(cls, 5)
+        except Exception:
+            # Something of its module does not pickle by value (a lock, a socket,
+            # ...): by reference; the store must be able to import it.
+            pass
+        finally:
+            if registered:
+                try:
+                    cloudpickle.unregister_pickle_by_value(mod)
+                except Exception:
+                    pass
+        return cloudpickle.dumps(cls, 5)
+
+
+def _class_record(cls):
+    """(class_id, qualname, class pickle) of a Persistent class, computed once."""
+    rec = _records.get(cls)
+    if rec is not None:
+        return rec
+    cls = getattr(cls, "_bt_base", cls)
+    rec = _records.get(cls)
+    if rec is not None:
+        return rec
+    qual = _qualname(cls)
+    try:
+        inner = _pickle_class_by_value(cls)
+    except Exception as e:
+        raise TypeError(f"cannot pickle the class {qual}: {e}") from e
+    data = _make_class_pickle(cls.__module__, cls.__qualname__, inner)
+    cid = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    rec = (cid, qual, data)
+    _records[cls] = rec
+    _classes.setdefault(cid, cls)
+    return rec
+
+
+class _LoadClassCall:
+    """Pickles as the call _load_class(module, qualname, data)."""
+
+    def __init__(self, module, qualname, data):
+        self.args = (module, qualname, data)
+
+    def __reduce__(self):
+        return (_load_class, self.args)
+
+
+def _make_class_pickle(module, qualname, data):
+    return pickle.dumps(_LoadClassCall(module, qualname, data), 5)
+
+
+def _class_pickle_parts(data):
+    """(module, qualname, inner pickle) of a class pickle made here, without
+    loading the class; None for any other pickle."""
+
+    class _U(pickle.Unpickler):
+        def find_class(self, module, name):
+            if module == __name__ and name == "_load_class":
+                return lambda m, q, d: ("parts", m, q, d)
+            raise pickle.UnpicklingError("not a bettong class pickle")
+
+    try:
+        r = _U(io.BytesIO(data)).load()
+    except Exception:
+        return None
+    if isinstance(r, tuple) and len(r) == 4 and r[0] == "parts":
+        return r[1], r[2], r[3]
+    return None
+
+
+def _local_class(module, qualname):
+    """The Persistent class module.qualname of this process, if it has one."""
+    mod = sys.modules.get(module)
+    if mod is None and module != "__main__":
+        try:
+            mod = importlib.import_module(module)
+        except Exception:
+            mod = None
+    if mod is None:
+        return None
+    o = mod
+    for part in qualname.split("."):
+        o = getattr(o, part, None)
+        if o is None:
+            return None
+    if isinstance(o, type) and issubclass(o, Persistent):
+        return o
+    return None
+
+
+def _class_for(cid, hint=None):
+    """The class of an object whose class id is cid: known here, the hint if it is
+    that class, this process's class of the same name, or the store's pickle."""
+    cls = _classes.get(cid)
+    if cls is not None:
+        return cls
+    if hint is not None:
+        try:
+            if _class_record(hint)[0] == cid:
+                return hint
+        except Exception:
+            pass
+    a = _request_direct(_GET_CLASS, cid)
+    if a[0] != _CLASS_BYTES:
+        raise _answer_error(a)
+    data = a[2]
+    parts = _class_pickle_parts(data)
+    cls = None
+    if parts is not None:
+        cls = _local_class(parts[0], parts[1])
+        if cls is None:
+            cls = pickle.loads(parts[2])
+    else:
+        cls = pickle.loads(data)
+    if not (isinstance(cls, type) and issubclass(cls, Persistent)):
+        raise StoreError(f"class {cid:#x} in the store is not a Persistent class")
+    _classes.setdefault(cid, cls)
+    return _classes[cid]
+
+
+def _register(cid, qual, data, force=False):
+    if cid in _registered and not force:
+        return
+    a = _request_direct(_CLASS, cid, qual, data)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    _registered.add(cid)
+
+
+def _register_ids(cids):
+    """Send the classes of these ids again (the store answered UNKNOWN_CLASS)."""
+    for cid in set(cids):
+        cls = _classes.get(cid)
+        if cls is not None:
+            _register(*_class_record(cls), force=True)
+
+
+# ------------------------------------------------------------------ pickling
+
+_ATOMS = frozenset((int, float, str, bytes, bool, type(None), complex))
+_pickle_dumps = pickle.dumps
+_pickle_loads = pickle.loads
+_UnpicklingError = pickle.UnpicklingError
+
+
+def _ref_of(obj, assign):
+    """The persistent id of a Persistent object, or None to pickle it by value.
+    `assign`, when given, makes a local object persistent (returns its new id)."""
+    d = obj.__dict__
+    oid = d.get("_bettong_id")
+    if oid is not None:
+        return (_REF_TAG, oid, d["_bettong_cid"])
+    if assign is None:
+        return None
+    return (_REF_TAG, assign(obj), _class_record(type(obj))[0])
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, f, assign):
+        super().__init__(f, 5)
+        self.assign = assign
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Persistent):
+            return _ref_of(obj, self.assign)
+        return None
+
+
+class _CloudPickler(cloudpickle.Pickler):
+    def __init__(self, f, assign):
+        super().__init__(f, 5)
+        self.assign = assign
+
+    def persistent_id(self, obj):
+        if isinstance(obj, Persistent):
+            return _ref_of(obj, self.assign)
+        return None
+
+
+def _flat(v):
+    """True for a value with no object inside that pickle could need to treat
+    specially: atoms, and short lists and tuples of atoms."""
+    t = type(v)
+    if t in _ATOMS:
+        return True
+    if (t is list or t is tuple) and len(v) <= 32:
+        for x in v:
+            if type(x) not in _ATOMS:
+                return False
+        return True
+    return False
+
+
+def _dumps_state(fields, assign):
+    """Pickle a state dict (plain pickle when it is flat: the common case)."""
+    for v in fields.values():
+        if not _flat(v):
+            return _dumps(fields, assign)
+    return _pickle_dumps(fields, 5)
+
+
+def _dumps(obj, assign=None):
+    """Pickle a value for the store: persistent objects as references; cloudpickle
+    when plain pickle fails or names __main__."""
+    f = io.BytesIO()
+    try:
+        _Pickler(f, assign).dump(obj)
+        data = f.getvalue()
+        if _MAIN not in data:
+            return data
+    except Exception:
+        pass
+    f = io.BytesIO()
+    _CloudPickler(f, assign).dump(obj)
+    return f.getvalue()
+
+
+_NOARGS = _pickle_dumps(((), {}), 5)
+
+
+def _dumps_args(args, kwargs):
+    atoms = _ATOMS
+    for a in args:
+        if type(a) not in atoms:
+            return _dumps_refs((args, kwargs))
+    if kwargs:
+        for v in kwargs.values():
+            if type(v) not in atoms:
+                return _dumps_refs((args, kwargs))
+    return _pickle_dumps((args, kwargs), 5)
+
+
+def _dumps_refs(value):
+    """Pickle a value whose local Persistent objects are to be made persistent
+    (stored now, durably) and sent as references."""
+    if _flat(value):
+        return _pickle_dumps(value, 5)
+    new = []
+    data = _dumps(value, _assigner(new))
+    if new:
+        _persist_now(new, None)
+    return data
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid):
+        if type(pid) is tuple and len(pid) == 3 and pid[0] == _REF_TAG:
+            return _proxy_for(pid[1], pid[2])
+        raise _UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def _loads(data):
+    try:
+        return _pickle_loads(data)
+    except _UnpicklingError:
+        return _Unpickler(io.BytesIO(data)).load()
+
+
+# ------------------------------------------------------------------ proxies
+
+_proxies = weakref.WeakValueDictionary()  # object id -> proxy
+
+
+def _proxy_for(oid, cid, hint=None):
+    p = _proxies.get(oid)
+    if p is not None:
+        return p
+    cls = _class_for(cid, hint)
+    p = object.__new__(_proxy_class(cls))
+    d = p.__dict__
+    d["_bettong_id"] = oid
+    d["_bettong_cid"] = cid
+    return _proxies.setdefault(oid, p)
+
+
+def _rebuild(cls, oid, cid):
+    """Unpickling a proxy pickled for another process."""
+    local = _local_class(cls.__module__, cls.__qualname__) if cls.__module__ == "__main__" \
+        else None
+    cls = local or cls
+    _classes.setdefault(cid, cls)
+    p = _proxies.get(oid)
+    if p is not None:
+        return p
+    p = object.__new__(_proxy_class(cls))
+    d = p.__dict__
+    d["_bettong_id"] = oid
+    d["_bettong_cid"] = cid
+    return _proxies.setdefault(oid, p)
+
+
+def _oid(obj):
+    oid = obj.__dict__.get("_bettong_id")
+    if oid is None:
+        raise StoreError(f"this {type(obj).__name__} object is not persistent "
+                         "(make_persistent() it first)")
+    return oid
+
+
+class _Field:
+    """A persistent field on a proxy: a remote get and set."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, typ=None):
+        if obj is None:
+            return self
+        a = _request(_GET_FIELD, obj.__dict__["_bettong_id"], self.name)
+        if a[0] == _OK:
+            return _loads(a[2])
+        raise _answer_error(a)
+
+    def __set__(self, obj, value):
+        oid = obj.__dict__["_bettong_id"]
+        data = _dumps_refs(value)
+        a = _request(_SET_FIELD, oid, self.name, data)
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+    def __delete__(self, obj):
+        raise AttributeError(f"the persistent field {self.name!r} of a persistent object "
+                             "cannot be deleted")
+
+
+def _remote_method(name, fn):
+    def method(self, *args, **kwargs):
+        try:
+            c = _tls.c
+        except AttributeError:
+            c = None
+        if c is None or _attention:
+            c = _conn_slow()
+        payload = _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS
+        a = _send_on(c, (_CALL, self.__dict__["_bettong_id"], name, payload))
+        if a[0] == _OK:
+            return _loads(a[2])
+        raise _answer_error(a)
+
+    functools.update_wrapper(method, fn)
+    method._bettong_active = True
+    method._bettong_remote = True
+    return method
+
+
+def _proxy_reduce_ex(self, protocol):
+    if _attention:
+        _wb.settle()
+    d = self.__dict__
+    return (_rebuild, (type(self)._bt_base, d["_bettong_id"], d["_bettong_cid"]))
+
+
+def _proxy_class(cls):
+    """The proxy subclass of a Persistent class (made once per class)."""
+    pc = _proxy_classes.get(cls)
+    if pc is not None:
+        return pc
+    if "_bt_base" in cls.__dict__:
+        return cls
+    ns = {
+        "__slots__": (),
+        "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__,
+        "__doc__": cls.__doc__,
+        "_bt_base": cls,
+        "__reduce_ex__": _proxy_reduce_ex,
+    }
+    for f in persistent_fields(cls):
+        ns[f] = _Field(f)
+    seen = set(ns)
+    for k in cls.__mro__:
+        for name, v in k.__dict__.items():
+            if name in seen:
+                continue
+            seen.add(name)
+            if _is_active(v):
+                ns[name] = _remote_method(name, v)
+    pc = type(cls)(cls.__name__, (cls,), ns)
+    _proxy_classes[cls] = pc
+    return pc
+
+
+def is_persistent(obj):
+    """True if obj is a proxy to a stored object."""
+    return isinstance(obj, Persistent) and "_bettong_id" in obj.__dict__
+
+
+# ------------------------------------------------------------------ make_persistent
+
+def _oid_prefix():
+    """64 random bits (a UUID's first half, version 4) for this process's ids."""
+    return (int.from_bytes(os.urandom(8), "big") & ~0xF000) | 0x4000
+
+
+_id_prefix = _oid_prefix() << 64
+_id_counter = itertools.count(1)
+_VARIANT = 0b10 << 62
+
+
+def _new_oid():
+    """A new object id: UUID text (version 4 form) made of this process's random
+    prefix and a counter: unique without a system call per object (os.urandom
+    costs ~15 us on some VMs)."""
+    h = "%032x" % (_id_prefix | _VARIANT | next(_id_counter))
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _assigner(new):
+    """An `assign` for _dumps: gives each local Persistent object met a new id and
+    appends it to `new` (as [obj, oid]); the same object gets the same id."""
+    seen = {}
+
+    def assign(obj):
+        ent = seen.get(id(obj))
+        if ent is None:
+            ent = [obj, _new_oid()]
+            seen[id(obj)] = ent
+            new.append(ent)
+        return ent[1]
+
+    assign.seen = seen
+    return assign
+
+
+def _collect(root, alias, new=None):
+    """PERSIST items for root (if given) and every local Persistent object reachable
+    from its persistent state (and from the objects in `new`). Returns (items,
+    entries): entries are [obj, oid, cid, fields] for the objects to turn into
+    proxies once stored."""
+    if new is None:
+        new = []
+    assign = _assigner(new)
+    if root is not None:
+        assign(root)
+    else:
+        for ent in new:
+            assign.seen[id(ent[0])] = ent
+    items = []
+    out = []
+    nbytes = 0
+    i = 0
+    while i < len(new):
+        obj, oid = new[i][0], new[i][1]
+        i += 1
+        cls = type(obj)
+        rec = _records.get(cls)
+        if rec is None:
+            rec = _class_record(cls)
+        cid = rec[0]
+        if cid not in _registered:
+            _register(*rec)
+        d = obj.__dict__
+        fields = {f: d[f] for f in persistent_fields(cls) if f in d}
+        state = _dumps_state(fields, assign)
+        nbytes += len(state)
+        items.append((oid, cid, alias if obj is root else None, state))
+        out.append([obj, oid, cid, fields])
+    return items, out, nbytes
+
+
+def _to_proxy(ent):
+    obj, oid, cid, fields = ent
+    d = obj.__dict__
+    for f in fields:
+        d.pop(f, None)
+    d["_bettong_id"] = oid
+    d["_bettong_cid"] = cid
+    object.__setattr__(obj, "__class__", _proxy_class(type(obj)))  # past a frozen __setattr__
+    _proxies[oid] = obj
+
+
+def _to_local(ent):
+    obj, oid, cid, fields = ent
+    d = obj.__dict__
+    if d.get("_bettong_id") != oid:
+        return
+    base = getattr(type(obj), "_bt_base", None)
+    if base is not None:
+        object.__setattr__(obj, "__class__", base)
+    d.pop("_bettong_id", None)
+    d.pop("_bettong_cid", None)
+    d.update(fields)
+    if _proxies.get(oid) is obj:
+        del _proxies[oid]
+
+
+def _send_persist(items):
+    a = _request_direct(_PERSIST, items)
+    if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
+        _register_ids(it[1] for it in items)
+        a = _request_direct(_PERSIST, items)
+    if a[0] != _OK:
+        raise _answer_error(a)
+
+
+def _persist_now(new, alias, root=None):
+    """Store root / the objects in `new` (and what they reference) now, durably,
+    then turn them into proxies."""
+    items, ents, _ = _collect(root, alias, new if root is None else None)
+    if _attention:
+        _wb.settle()
+    with _wb.flush_lock:
+        _send_persist(items)
+    for ent in ents:
+        _to_proxy(ent)
+
+
+class _WriteBehind:
+    """Objects made persistent without an alias, not yet acknowledged.
+
+    Batches go out on a connection of their own (used only under flush_lock), one
+    batch in flight at a time: the next batch is prepared while the store stores
+    the previous one."""
+
+    def __init__(self):
+        self.lock = threading.Lock()         # the queue: items, ents, nbytes
+        self.flush_lock = threading.RLock()  # the connection and the batch in flight
+        self.items = []
+        self.ents = []
+        self.nbytes = 0
+        self.unacked = 0                     # queued or in flight
+        self.error = None                    # of a background flush, for settle()
+        self.inflight = None                 # (conn, req_id, items, ents)
+        self.conn = None
+        self.wake = threading.Event()
+        self.thread = None
+
+    def _update_attention(self):
+        global _attention
+        _attention = self.unacked + (1 if self.error is not None else 0)
+
+    def add(self, items, ents, nbytes):
+        with self.lock:
+            first = not self.items
+            self.items += items
+            self.ents += ents
+            self.nbytes += nbytes
+            self.unacked += len(items)
+            self._update_attention()
+            full = len(self.items) >= _WB_MAX_OBJECTS or self.nbytes >= _WB_MAX_BYTES
+        if full:
+            self.push(raise_error=True)
+        elif first:
+            self._start_timer()
+
+    def _start_timer(self):
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self._run, name="bettong-persist",
+                                                   daemon=True)
+                    self.thread.start()
+        self.wake.set()
+
+    def _run(self):
+        pause = threading.Event()
+        while True:
+            self.wake.wait()
+            self.wake.clear()
+            pause.wait(_WB_DELAY)
+            if _wb is not self:
+                return
+            try:
+                self.flush(raise_error=False)
+            except BaseException:
+                pass
+
+    def _connection(self):
+        c = self.conn
+        if c is None or c.closed:
+            address, secret = _configured()
+            c = self.conn = _extension().Connection(address, secret, _client_name())
+        return c
+
+    def drop_connection(self):
+        with self.flush_lock:
+            c, self.conn = self.conn, None
+            if c is not None:
+                c.close()
+
+    def _failed(self, items, ents, exc, raise_error):
+        for ent in ents:
+            _to_local(ent)
+        with self.lock:
+            self.unacked -= len(items)
+            if not raise_error and self.error is None:
+                self.error = exc
+            self._update_attention()
+        if raise_error:
+            raise exc
+
+    def _send(self, items, ents, raise_error):
+        """Send a batch without waiting for its answer."""
+        for attempt in (0, 1):
+            c = None
+            try:
+                c = self._connection()
+                req = c.send(_PERSIST, items)
+                c.flush()
+                self.inflight = (c, req, items, ents)
+                return
+            except BaseException as e:
+                if c is not None and (isinstance(e, ConnectionError)
+                                      or not isinstance(e, Exception)):
+                    self.conn = None
+                    c.close()
+                if attempt == 0 and _store is not None and isinstance(e, _store.StaleConnection):
+                    continue
+                self._failed(items, ents, e, raise_error)
+                return
+
+    def _wait_inflight(self, raise_error):
+        inf = self.inflight
+        if inf is None:
+            return
+        self.inflight = None
+        c, req, items, ents = inf
+        try:
+            a = None
+            while a is None:
+                for ans in c.recv():
+                    if ans[1] == req:
+                        a = ans
+            if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
+                _register_ids(it[1] for it in items)
+                a = c.request(_PERSIST, items)
+            if a[0] != _OK:
+                raise _answer_error(a)
+        except BaseException as e:
+            if isinstance(e, ConnectionError) or not isinstance(e, Exception):
+                self.conn = None   # lost or interrupted: the stream is of no more use
+                c.close()
+            self._failed(items, ents, e, raise_error)
+            return
+        with self.lock:
+            self.unacked -= len(items)
+            self._update_attention()
+
+    def push(self, raise_error=True):
+        """Send what is queued (once the batch in flight is acknowledged)."""
+        with self.flush_lock:
+            self._wait_inflight(raise_error)
+            with self.lock:
+                items, ents = self.items, self.ents
+                self.items, self.ents, self.nbytes = [], [], 0
+            if items:
+                self._send(items, ents, raise_error)
+
+    def flush(self, raise_error=True):
+        """Send what is queued and wait until the store has it. On failure the
+        objects turn back into local objects; the error is raised (or kept for the
+        next request)."""
+        with self.flush_lock:
+            self.push(raise_error)
+            self._wait_inflight(raise_error)
+
+    def settle(self):
+        """Before any other request: everything queued is acknowledged; an error of
+        a background flush is raised (once)."""
+        self.flush(raise_error=True)
+        if self.error is not None:
+            with self.lock:
+                e, self.error = self.error, None
+                self._update_attention()
+            if e is not None:
+                raise StoreError(f"objects made persistent earlier could not be stored "
+                                 f"(they are local objects again): {e}") from e
+
+
+_wb = _WriteBehind()
+
+
+def flush():
+    """Send the objects that make_persistent() queued and wait until the store has
+    them (durably). Raises what storing them raised."""
+    _wb.settle()
+
+
+@atexit.register
+def _flush_at_exit():
+    if _attention and _address is not None:
+        try:
+            _wb.settle()
+        except BaseException as e:
+            print(f"bettong: objects made persistent could not be stored: {e}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------ the base class
+
+class Persistent:
+    """Base class of persistent objects (alias: DataClayObject).
+
+    Annotated fields are the persistent state; @active methods run in the store on
+    a proxy. See the module's documentation for the details."""
+
+    def make_persistent(self, alias=None):
+        """Store this object (and the local Persistent objects its state references)
+        in the store; afterwards this object is a proxy to the stored copy. With an
+        alias the call waits for the store (AliasTaken if the alias is taken);
+        without, it is write-behind (see the module documentation). On a proxy:
+        adds the alias, if one is given."""
+        if "_bettong_id" in self.__dict__:
+            if alias is not None:
+                self.add_alias(alias)
+            return None
+        if alias is not None:
+            _persist_now(None, alias, root=self)
+            return None
+        items, ents, nbytes = _collect(self, None)
+        for ent in ents:
+            _to_proxy(ent)
+        _wb.add(items, ents, nbytes)
+        return None
+
+    # -- lookups
+    @classmethod
+    def get_by_alias(cls, alias):
+        """A proxy to the object named alias (NotFound if there is none)."""
+        a = _request(_LOOKUP_ALIAS, alias)
+        if a[0] == _REF:
+            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
+        raise _answer_error(a)
+
+    @classmethod
+    def get_by_id(cls, object_id):
+        """A proxy to the object with this id (NotFound if there is none)."""
+        a = _request(_LOOKUP_ID, str(object_id))
+        if a[0] == _REF:
+            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
+        raise _answer_error(a)
+
+    @property
+    def id(self):
+        """The object's id (a UUID text), None while it is not persistent."""
+        oid = self.__dict__.get("_bettong_id")
+        if oid is not None and _attention:
+            _wb.settle()
+        return oid
+
+    def getID(self):
+        return self.id
+
+    # -- aliases
+    def add_alias(self, alias):
+        a = _request(_ADD_ALIAS, _oid(self), alias)
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+    @classmethod
+    def delete_alias(cls, alias):
+        a = _request(_DELETE_ALIAS, alias)
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+    def get_aliases(self):
+        """The object's aliases (a set)."""
+        a = _request(_ALIASES, _oid(self))
+        if a[0] != _OK:
+            raise _answer_error(a)
+        return set(_loads(a[2]) or ())
+
+    # -- deletion
+    def delete(self):
+        """Remove the object from the store (with its aliases)."""
+        oid = _oid(self)
+        a = _request(_DELETE, oid)
+        if a[0] != _OK:
+            raise _answer_error(a)
+        if _proxies.get(oid) is self:
+            del _proxies[oid]
+
+    # -- copies
+    def dc_clone(self):
+        """A local, non-persistent copy of the object's current persistent state."""
+        oid = self.__dict__.get("_bettong_id")
+        base = getattr(type(self), "_bt_base", type(self))
+        if oid is None:
+            return copy.deepcopy(self)
+        a = _request(_GET_STATE, oid)
+        if a[0] != _OK:
+            raise _answer_error(a)
+        state = _loads(a[2])
+        obj = object.__new__(base)
+        obj.__dict__.update(state)
+        return obj
+
+    @classmethod
+    def dc_clone_by_alias(cls, alias):
+        return cls.get_by_alias(alias).dc_clone()
+
+    def dc_update(self, other):
+        """Replace the stored object's persistent fields with other's."""
+        if is_persistent(other):
+            other = other.dc_clone()
+        d = other.__dict__
+        fields = {f: d[f] for f in persistent_fields(type(other)) if f in d}
+        oid = self.__dict__.get("_bettong_id")
+        if oid is None:
+            self.__dict__.update(fields)
+            return None
+        data = _dumps_refs(fields)
+        a = _request(_UPDATE, oid, data)
+        if a[0] != _OK:
+            raise _answer_error(a)
+        return None
+
+    @classmethod
+    def dc_update_by_alias(cls, alias, other):
+        cls.get_by_alias(alias).dc_update(other)
+
+    def __repr__(self):
+        oid = self.__dict__.get("_bettong_id")
+        name = type(self).__qualname__
+        if oid is None:
+            return f"<{name} object (not persistent) at {id(self):#x}>"
+        return f"<{name} {oid}>"
+
+
+DataClayObject = Persistent
+activemethod = active

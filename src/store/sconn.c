@@ -1,0 +1,475 @@
+#include "store/sconn.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/wire.h"
+#include "store/sobj.h"
+#include "store/sproto.h"
+#include "store/sreply.h"
+#include "util/ctcmp.h"
+#include "util/log.h"
+
+/* Before HELLO is accepted: a HELLO with the longest secret and name fits. */
+#define HELLO_MAX_FRAME (2 * 65535 + 64)
+#define HELLO_TIMEOUT_MS 10000
+#define LINGER_TIMEOUT_MS 5000
+/* Frames at least this large are kept (not copied) for their request. */
+#define TAKE_MIN (256 * 1024)
+/* Answers at least this large are written from their own memory. */
+#define REF_MIN (64 * 1024)
+#define NAME_MAX_LEN 255
+
+struct held {
+    held_t *prev, *next;
+    uint64_t seq;
+    sconn_t *conn;
+    buf_t frame;
+};
+
+/* ------------------------------------------------------------ references */
+
+static void conn_unref(sconn_t *cn)
+{
+    if (--cn->refs == 0)
+        free(cn);
+}
+
+static const char *label(const sconn_t *cn, char *out, size_t n)
+{
+    if (cn->authed)
+        snprintf(out, n, "client '%s' (connection %llu from %s)", cn->name,
+                 (unsigned long long)cn->c->id, cn->c->peer);
+    else
+        snprintf(out, n, "connection %llu from %s", (unsigned long long)cn->c->id, cn->c->peer);
+    return out;
+}
+
+/* Log why and close the connection after what is queued for it is written.
+ * Returns 1 (the frame callback's "stop this batch"). */
+static int bad_input(sconn_t *cn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad_input(sconn_t *cn, const char *fmt, ...)
+{
+    char why[256], who[200];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_warn("closing %s: %s", label(cn, who, sizeof who), why);
+    /* Stop reading requests, but drain what the peer still sends until it
+     * closes (or the linger deadline): it sees an end of stream, not a reset
+     * that could break its last send. */
+    cn->deadline_ms = store_now_ms(cn->st) + LINGER_TIMEOUT_MS;
+    inconn_close_after_flush(cn->c, NULL);
+    return 1;
+}
+
+/* ------------------------------------------------------------ answers */
+
+static void pause_check(sconn_t *cn)
+{
+    if (!cn->c)
+        return;
+    int over = cn->reqs > CONN_MAX_REQS || cn->bytes > CONN_MAX_BYTES ||
+               inconn_backlog(cn->c) > CONN_MAX_BACKLOG;
+    int under = cn->reqs < CONN_MAX_REQS / 2 && cn->bytes < CONN_MAX_BYTES / 2 &&
+                inconn_backlog(cn->c) < CONN_MAX_BACKLOG / 2;
+    if (!cn->paused && over) {
+        cn->paused = 1;
+        inconn_pause(cn->c);
+    } else if (cn->paused && under) {
+        cn->paused = 0;
+        inconn_resume(cn->c);
+    }
+}
+
+static void release_buf(void *p) { free(p); }
+
+static void write_now(sconn_t *cn, buf_t *frame)
+{
+    size_t n = buf_unread(frame);
+    if (!cn->c || cn->c->closing || n == 0) {
+        buf_clear(frame);
+        return;
+    }
+    int rc;
+    if (n >= REF_MIN && frame->off == 0) {
+        /* Hand the buffer's memory to the writer. */
+        void *mem = frame->data;
+        buf_init(frame);
+        rc = inconn_put_ref(cn->c, mem, n, release_buf, mem);
+    } else {
+        rc = buf_append(inconn_out(cn->c), buf_head(frame), n);
+        buf_clear(frame);
+    }
+    if (rc < 0) {
+        char who[200];
+        log_error("out of memory answering %s: closing it", label(cn, who, sizeof who));
+        inconn_close(cn->c, NULL);
+        return;
+    }
+    inconn_flush(cn->c);
+    pause_check(cn);
+}
+
+void sconn_answer(sconn_t *cn, buf_t *frame, uint64_t seq)
+{
+    store_t *st = cn->st;
+    if (seq <= st->durable || !cn->c) {
+        write_now(cn, frame);
+        return;
+    }
+    held_t *h = calloc(1, sizeof *h);
+    if (!h) {
+        log_error("out of memory holding an answer: closing the connection");
+        buf_clear(frame);
+        inconn_close(cn->c, NULL);
+        return;
+    }
+    h->seq = seq;
+    h->conn = cn;
+    cn->refs++;
+    h->frame = *frame; /* the frame's memory moves to the held answer */
+    buf_init(frame);
+    /* Sorted by seq, stable: walk back from the tail (seqs mostly grow). */
+    held_t *at = st->held_tail;
+    while (at && at->seq > seq)
+        at = at->prev;
+    h->prev = at;
+    h->next = at ? at->next : st->held_head;
+    if (h->next)
+        h->next->prev = h;
+    else
+        st->held_tail = h;
+    if (at)
+        at->next = h;
+    else
+        st->held_head = h;
+}
+
+static void held_pop(store_t *st, held_t *h)
+{
+    st->held_head = h->next;
+    if (st->held_head)
+        st->held_head->prev = NULL;
+    else
+        st->held_tail = NULL;
+}
+
+static void release_while(store_t *st, uint64_t limit, int inclusive)
+{
+    held_t *h;
+    while ((h = st->held_head) && (inclusive ? h->seq <= limit : h->seq < limit)) {
+        held_pop(st, h);
+        write_now(h->conn, &h->frame);
+        buf_free(&h->frame);
+        conn_unref(h->conn);
+        free(h);
+    }
+}
+
+void sconn_release(store_t *st, uint64_t seq) { release_while(st, seq, 1); }
+
+void sconn_release_below(store_t *st, uint64_t seq) { release_while(st, seq, 0); }
+
+void sconn_drop_held(store_t *st)
+{
+    held_t *h;
+    while ((h = st->held_head)) {
+        held_pop(st, h);
+        buf_free(&h->frame);
+        conn_unref(h->conn);
+        free(h);
+    }
+}
+
+void sreq_free(sreq_t *r)
+{
+    sconn_t *cn = r->conn;
+    cn->reqs--;
+    cn->bytes -= r->cost;
+    pause_check(cn);
+    conn_unref(cn);
+    free(r->mem);
+    free(r);
+}
+
+/* ------------------------------------------------------------ HELLO */
+
+static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 1 < outlen; i++)
+        out[k++] = (s[i] >= 0x20 && s[i] < 0x7f) ? (char)s[i] : '?';
+    out[k] = '\0';
+}
+
+static int refuse(sconn_t *cn, const char *reason)
+{
+    char who[200];
+    log_warn("refused %s (client '%s'): %s", label(cn, who, sizeof who), cn->name, reason);
+    wire_wr_t w;
+    wire_begin(&w, inconn_out(cn->c), SMSG_REFUSED, HELLO_MAX_FRAME);
+    wire_put_str16(&w, reason, strlen(reason));
+    wire_end(&w);
+    cn->deadline_ms = store_now_ms(cn->st) + LINGER_TIMEOUT_MS;
+    inconn_close_after_flush(cn->c, NULL);
+    return 1;
+}
+
+static int on_hello(sconn_t *cn, const uint8_t *body, size_t len)
+{
+    store_t *st = cn->st;
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    uint8_t type = wire_u8(&r);
+    if (type != SMSG_HELLO)
+        return bad_input(cn, "the first message is not HELLO (type %u)", type);
+    uint8_t version = wire_u8(&r);
+    size_t slen, nlen;
+    const uint8_t *secret = wire_str16(&r, &slen);
+    const uint8_t *name = wire_str16(&r, &nlen);
+    if (r.err)
+        return bad_input(cn, "truncated HELLO");
+    copy_name(cn->name, sizeof cn->name, name, nlen);
+    if (version != SPROTO_VERSION) {
+        char why[96];
+        snprintf(why, sizeof why, "protocol version %u is not supported (this store speaks %u)",
+                 version, SPROTO_VERSION);
+        return refuse(cn, why);
+    }
+    if (st->secret_len && !ct_equal(st->secret, st->secret_len, secret, slen))
+        return refuse(cn, slen ? "authentication failed: wrong secret"
+                               : "authentication failed: this store needs a secret "
+                                 "(BETTONG_SECRET)");
+    if (st->stopping)
+        return refuse(cn, "the store is stopping");
+    cn->authed = 1;
+    cn->deadline_ms = 0;
+    inconn_set_max_payload(cn->c, STORE_MAX_FRAME);
+    wire_wr_t w;
+    wire_begin(&w, inconn_out(cn->c), SMSG_WELCOME, STORE_MAX_FRAME);
+    wire_put_str16(&w, st->name, strlen(st->name));
+    if (wire_end(&w) < 0)
+        return bad_input(cn, "out of memory");
+    inconn_flush(cn->c);
+    char who[200];
+    log_info("%s joined", label(cn, who, sizeof who));
+    return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static int text_ok(const uint8_t *p, size_t n, size_t max)
+{
+    return p && n >= 1 && n <= max && utf8_valid(p, n);
+}
+
+/* Fields by type. Returns 0 (parsed), 1 (parsed but invalid: answered
+ * BAD_REQUEST), -1 (malformed: close). */
+static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
+{
+    const uint8_t *oid = NULL, *name = NULL;
+    size_t n;
+    int need_oid = 0, name_max = 0;
+    switch (q->type) {
+    case SMSG_CLASS:
+        q->class_id = wire_u64(r);
+        name = wire_str16(r, &q->namelen);
+        q->payload = wire_rest(r, &q->len);
+        if (!r->err && !utf8_valid(name, q->namelen))
+            return *why = "the qualname is not UTF-8", 1;
+        break;
+    case SMSG_PERSIST:
+        q->count = wire_u32(r);
+        q->payload = wire_rest(r, &q->len);
+        break;
+    case SMSG_LOOKUP_ALIAS:
+    case SMSG_DELETE_ALIAS:
+        name = wire_str16(r, &q->namelen);
+        name_max = SDB_ALIAS_MAX;
+        break;
+    case SMSG_CALL:
+    case SMSG_GET_FIELD:
+    case SMSG_SET_FIELD:
+    case SMSG_ADD_ALIAS:
+        need_oid = 1;
+        oid = wire_str16(r, &n);
+        name = wire_str16(r, &q->namelen);
+        name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX : NAME_MAX_LEN;
+        if (q->type == SMSG_CALL || q->type == SMSG_SET_FIELD)
+            q->payload = wire_rest(r, &q->len);
+        break;
+    case SMSG_LOOKUP_ID:
+    case SMSG_GET_STATE:
+    case SMSG_UPDATE:
+    case SMSG_ALIASES:
+    case SMSG_DELETE:
+        need_oid = 1;
+        oid = wire_str16(r, &n);
+        if (q->type == SMSG_UPDATE)
+            q->payload = wire_rest(r, &q->len);
+        break;
+    case SMSG_GET_CLASS:
+        q->class_id = wire_u64(r);
+        break;
+    default:
+        return *why = "unknown message type", -1;
+    }
+    if (r->err)
+        return *why = "truncated message", -1;
+    q->name = (const char *)name;
+    if (need_oid) {
+        q->oid = (const char *)oid;
+        q->oidlen = n;
+        if (!text_ok(oid, n, SDB_ID_MAX))
+            return *why = "an object id is 1 to 128 bytes of UTF-8", 1;
+    }
+    if (name_max && !text_ok(name, q->namelen, (size_t)name_max))
+        return *why = name_max == SDB_ALIAS_MAX ? "an alias is 1 to 400 bytes of UTF-8"
+                                                : "a name is 1 to 255 bytes of UTF-8", 1;
+    return 0;
+}
+
+static void answer_bad_request(sconn_t *cn, uint64_t id, const char *why)
+{
+    buf_t b;
+    buf_init(&b);
+    if (sreply_failed(&b, id, STORE_ERR_BAD_REQUEST, "%s", why) == 0)
+        sconn_answer(cn, &b, 0);
+    buf_free(&b);
+}
+
+static int on_request(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t len)
+{
+    sreq_t *q = calloc(1, sizeof *q);
+    void *mem = NULL;
+    const uint8_t *b = body;
+    if (q && frame_len >= TAKE_MIN && (mem = inconn_take_frame(cn->c))) {
+        /* body stays where it is: now in memory we own */
+    } else if (q && (mem = malloc(len))) {
+        memcpy(mem, body, len);
+        b = mem;
+    }
+    if (!q || !mem) {
+        free(q);
+        return bad_input(cn, "out of memory for a request of %zu bytes", len);
+    }
+    q->mem = mem;
+    wire_rd_t r;
+    wire_rd_init(&r, b, len);
+    q->type = wire_u8(&r);
+    q->id = wire_u64(&r);
+    const char *why = "truncated message";
+    int rc = r.err ? -1 : parse_fields(q, &r, &why);
+    if (rc < 0) {
+        unsigned type = q->type;
+        free(mem);
+        free(q);
+        return bad_input(cn, "%s (type %u)", why, type);
+    }
+    if (rc > 0) {
+        answer_bad_request(cn, q->id, why);
+        free(mem);
+        free(q);
+        return 0;
+    }
+    q->conn = cn;
+    cn->refs++;
+    q->cost = len;
+    cn->reqs++;
+    cn->bytes += len;
+    sobj_submit(cn->st, q);
+    pause_check(cn);
+    return cn->paused ? 1 : 0;
+}
+
+/* ------------------------------------------------------------ handler */
+
+static void on_opened(void *owner, inconn_t *c)
+{
+    store_t *st = owner;
+    sconn_t *cn = calloc(1, sizeof *cn);
+    if (!cn) {
+        inconn_close(c, "out of memory");
+        return;
+    }
+    cn->st = st;
+    cn->c = c;
+    cn->refs = 1;
+    cn->deadline_ms = store_now_ms(st) + HELLO_TIMEOUT_MS;
+    c->user = cn;
+    inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    cn->next = st->conns;
+    if (st->conns)
+        st->conns->prev = cn;
+    st->conns = cn;
+}
+
+static void on_batch(void *owner) { (void)owner; }
+
+static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame_len,
+                    const uint8_t *body, size_t len)
+{
+    sconn_t *cn = c->user;
+    if (!cn || cn->st->stopping)
+        return -1;
+    if (len == 0)
+        return bad_input(cn, "empty frame");
+    if (!cn->authed)
+        return on_hello(cn, body, len);
+    return on_request(cn, frame_len, body, len);
+}
+
+static void on_closed(void *owner, inconn_t *c)
+{
+    store_t *st = owner;
+    sconn_t *cn = c->user;
+    if (!cn)
+        return;
+    if (cn->prev)
+        cn->prev->next = cn->next;
+    else
+        st->conns = cn->next;
+    if (cn->next)
+        cn->next->prev = cn->prev;
+    if (cn->authed && !st->stopping) {
+        char who[200];
+        log_info("%s left%s", label(cn, who, sizeof who),
+                 cn->reqs ? " (its requests in progress finish; their answers are dropped)" : "");
+    }
+    cn->c = NULL;
+    c->user = NULL;
+    conn_unref(cn);
+}
+
+static void on_wrote(void *owner, inconn_t *c)
+{
+    sconn_t *cn = c->user;
+    if (cn && cn->paused)
+        pause_check(cn);
+}
+
+const inconn_handler_t sconn_handler = {
+    .opened = on_opened,
+    .batch_begin = on_batch,
+    .frame = on_frame,
+    .batch_end = on_batch,
+    .closed = on_closed,
+    .wrote = on_wrote,
+};
+
+void sconn_sweep(store_t *st)
+{
+    uint64_t now = store_now_ms(st);
+    for (sconn_t *cn = st->conns; cn; cn = cn->next) {
+        if (!cn->deadline_ms || now < cn->deadline_ms || !cn->c || cn->c->closing)
+            continue;
+        if (cn->c->lingering)
+            inconn_close(cn->c, NULL);
+        else
+            inconn_close(cn->c, "no HELLO within 10 s");
+    }
+}

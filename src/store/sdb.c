@@ -1,0 +1,572 @@
+#include "store/sdb.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/log.h"
+
+/* Address space reserved for the map; the file only grows as data is written. */
+#define SDB_MAPSIZE (256ull * 1024 * 1024 * 1024)
+#define MARKER_TEXT "bettong store\nformat 1\n"
+
+struct sdb {
+    MDB_env *env;
+    MDB_dbi objects, aliases, obj_aliases, classes, meta;
+    int lock_fd;
+    int created;
+    char dir[4096];
+};
+
+/* ------------------------------------------------------------ directory */
+
+static int ensure_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(dir, &st) == 0) {
+        if (S_ISDIR(st.st_mode))
+            return 0;
+        snprintf(err, errlen, "%s exists and is not a directory", dir);
+        return -1;
+    }
+    if (errno != ENOENT || mkdir(dir, 0700) < 0) {
+        snprintf(err, errlen, "cannot create the directory %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int take_lock(sdb_t *db, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/" SDB_LOCKFILE, db->dir);
+    db->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (db->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (flock(db->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno == EWOULDBLOCK)
+            snprintf(err, errlen, "%s is in use by another bettong store (%s is locked)",
+                     db->dir, path);
+        else
+            snprintf(err, errlen, "cannot lock %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* 1: marked store, 0: empty (besides the lock file), -1: refused (err set). */
+static int inspect_dir(sdb_t *db, char *err, size_t errlen)
+{
+    DIR *d = opendir(db->dir);
+    if (!d) {
+        snprintf(err, errlen, "cannot read the directory %s: %s", db->dir, strerror(errno));
+        return -1;
+    }
+    int marker = 0, others = 0;
+    char other[256] = "";
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+            !strcmp(e->d_name, SDB_LOCKFILE))
+            continue;
+        if (!strcmp(e->d_name, SDB_MARKER)) {
+            marker = 1;
+        } else if (!others++) {
+            snprintf(other, sizeof other, "%s", e->d_name);
+        }
+    }
+    closedir(d);
+    if (!marker && others) {
+        snprintf(err, errlen,
+                 "%s is not empty and is not a bettong store (no %s marker; it holds '%s'"
+                 "%s): refusing to use it. Give an empty or new directory.",
+                 db->dir, SDB_MARKER, other, others > 1 ? " and more" : "");
+        return -1;
+    }
+    return marker;
+}
+
+static int check_marker(sdb_t *db, char *err, size_t errlen)
+{
+    char path[4200], text[64] = "";
+    snprintf(path, sizeof path, "%s/" SDB_MARKER, db->dir);
+    FILE *f = fopen(path, "re");
+    size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+    if (f)
+        fclose(f);
+    text[n] = '\0';
+    if (strcmp(text, MARKER_TEXT) != 0) {
+        snprintf(err, errlen, "%s: %s does not mark a bettong store of a format this version "
+                 "reads: refusing to use it", db->dir, SDB_MARKER);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/data.mdb", db->dir);
+    if (access(path, F_OK) != 0) {
+        snprintf(err, errlen, "%s is marked as a bettong store but %s is missing: refusing "
+                 "to start an empty store over it", db->dir, path);
+        return -1;
+    }
+    return 0;
+}
+
+static int fsync_path(const char *path, int flags)
+{
+    int fd = open(path, flags | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Write the marker durably: a temporary file, fsync, rename, fsync the dir. */
+static int write_marker(sdb_t *db, char *err, size_t errlen)
+{
+    char tmp[4200], path[4200];
+    snprintf(tmp, sizeof tmp, "%s/" SDB_MARKER ".tmp", db->dir);
+    snprintf(path, sizeof path, "%s/" SDB_MARKER, db->dir);
+    FILE *f = fopen(tmp, "we");
+    int ok = f && fputs(MARKER_TEXT, f) >= 0;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    if (!ok || fsync_path(tmp, O_RDONLY) < 0 || rename(tmp, path) < 0 ||
+        fsync_path(db->dir, O_RDONLY | O_DIRECTORY) < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ environment */
+
+static int mdb_failed(int rc, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", what, mdb_strerror(rc));
+    return -1;
+}
+
+static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = mdb_dbi_open(txn, "objects", create, &db->objects)) ||
+        (rc = mdb_dbi_open(txn, "aliases", create, &db->aliases)) ||
+        (rc = mdb_dbi_open(txn, "obj_aliases", create | MDB_DUPSORT, &db->obj_aliases)) ||
+        (rc = mdb_dbi_open(txn, "classes", create, &db->classes)) ||
+        (rc = mdb_dbi_open(txn, "meta", create, &db->meta)))
+        return mdb_failed(rc, "the store's databases cannot be opened", err, errlen);
+    return 0;
+}
+
+static uint32_t get_u32be(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int put_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
+{
+    uint8_t ver[4] = {0, 0, 0, SDB_VERSION};
+    MDB_val k1 = {6, "format"}, v1 = {strlen(SDB_FORMAT), SDB_FORMAT};
+    MDB_val k2 = {7, "version"}, v2 = {4, ver};
+    int rc = mdb_put(txn, db->meta, &k1, &v1, 0);
+    if (!rc)
+        rc = mdb_put(txn, db->meta, &k2, &v2, 0);
+    return rc ? mdb_failed(rc, "cannot initialize the store", err, errlen) : 0;
+}
+
+static int check_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
+{
+    MDB_val k1 = {6, "format"}, k2 = {7, "version"}, v1, v2;
+    if (mdb_get(txn, db->meta, &k1, &v1) || v1.mv_size != strlen(SDB_FORMAT) ||
+        memcmp(v1.mv_data, SDB_FORMAT, v1.mv_size) != 0) {
+        snprintf(err, errlen, "%s: the data is not a bettong store's (format mark missing)",
+                 db->dir);
+        return -1;
+    }
+    if (mdb_get(txn, db->meta, &k2, &v2) || v2.mv_size != 4 ||
+        get_u32be(v2.mv_data) != SDB_VERSION) {
+        snprintf(err, errlen, "%s: the store's format version is not %u", db->dir,
+                 SDB_VERSION);
+        return -1;
+    }
+    return 0;
+}
+
+static int open_env(sdb_t *db, int init, char *err, size_t errlen)
+{
+    int rc = mdb_env_create(&db->env);
+    if (rc)
+        return mdb_failed(rc, "LMDB", err, errlen);
+    if ((rc = mdb_env_set_maxdbs(db->env, 8)) ||
+        (rc = mdb_env_set_mapsize(db->env, SDB_MAPSIZE)) ||
+        (rc = mdb_env_set_maxreaders(db->env, 512)))
+        return mdb_failed(rc, "LMDB", err, errlen);
+    /* NOTLS: read transactions are not tied to threads' TLS slots. */
+    if ((rc = mdb_env_open(db->env, db->dir, MDB_NOTLS, 0600))) {
+        char what[4200];
+        snprintf(what, sizeof what, "cannot open the store in %s", db->dir);
+        return mdb_failed(rc, what, err, errlen);
+    }
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)))
+        return mdb_failed(rc, "LMDB", err, errlen);
+    if (open_dbis(db, txn, init ? MDB_CREATE : 0, err, errlen) < 0 ||
+        (init ? put_meta(db, txn, err, errlen) : check_meta(db, txn, err, errlen)) < 0) {
+        mdb_txn_abort(txn);
+        return -1;
+    }
+    if ((rc = mdb_txn_commit(txn)))
+        return mdb_failed(rc, "cannot initialize the store", err, errlen);
+    return 0;
+}
+
+sdb_t *sdb_open(const char *dir, char *err, size_t errlen)
+{
+    sdb_t *db = calloc(1, sizeof *db);
+    if (!db) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    db->lock_fd = -1;
+    if (strlen(dir) >= sizeof db->dir - 64) {
+        snprintf(err, errlen, "directory path too long");
+        free(db);
+        return NULL;
+    }
+    snprintf(db->dir, sizeof db->dir, "%s", dir);
+    /* Look before creating the lock file, so a foreign directory is left exactly
+     * as it was; look again once the lock is held. */
+    int marked = -1;
+    if (ensure_dir(dir, err, errlen) == 0 && inspect_dir(db, err, errlen) >= 0 &&
+        take_lock(db, err, errlen) == 0)
+        marked = inspect_dir(db, err, errlen);
+    if (marked == 1 && check_marker(db, err, errlen) < 0)
+        marked = -1;
+    if (marked >= 0 && open_env(db, !marked, err, errlen) == 0 &&
+        (marked || write_marker(db, err, errlen) == 0)) {
+        db->created = !marked;
+        return db;
+    }
+    sdb_close(db);
+    return NULL;
+}
+
+void sdb_close(sdb_t *db)
+{
+    if (!db)
+        return;
+    if (db->env)
+        mdb_env_close(db->env);
+    if (db->lock_fd >= 0)
+        close(db->lock_fd); /* releases the flock */
+    free(db);
+}
+
+int sdb_was_created(const sdb_t *db) { return db->created; }
+
+/* ------------------------------------------------------------ reads */
+
+static int check(int rc, const char *what)
+{
+    if (rc == 0)
+        return SDB_OK;
+    if (rc == MDB_NOTFOUND)
+        return SDB_NOTFOUND;
+    log_error("store: %s: %s", what, mdb_strerror(rc));
+    return SDB_ERROR;
+}
+
+static int key_ok(size_t n, size_t max) { return n >= 1 && n <= max; }
+
+int sdb_read_begin(sdb_t *db, sdb_read_t *r)
+{
+    MDB_txn *txn = NULL;
+    r->db = db;
+    int rc = check(mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn), "read transaction");
+    r->txn = txn;
+    return rc;
+}
+
+void sdb_read_end(sdb_read_t *r)
+{
+    if (r->txn)
+        mdb_txn_abort(r->txn);
+    r->txn = NULL;
+}
+
+static void put_u64be(uint8_t out[8], uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        out[i] = (uint8_t)v;
+}
+
+static uint64_t get_u64be(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int sdb_get_object(sdb_read_t *r, const char *id, size_t idlen, uint64_t *class_id,
+                   const uint8_t **state, size_t *state_len)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->objects, &k, &v), "reading an object");
+    if (rc)
+        return rc;
+    if (v.mv_size < 8) {
+        log_error("store: object %.*s has a malformed record", (int)idlen, id);
+        return SDB_ERROR;
+    }
+    *class_id = get_u64be(v.mv_data);
+    *state = (const uint8_t *)v.mv_data + 8;
+    *state_len = v.mv_size - 8;
+    return SDB_OK;
+}
+
+int sdb_get_alias(sdb_read_t *r, const char *alias, size_t alen, const char **id, size_t *idlen)
+{
+    if (!key_ok(alen, SDB_ALIAS_MAX))
+        return SDB_NOTFOUND;
+    MDB_val k = {alen, (void *)alias}, v;
+    int rc = check(mdb_get(r->txn, r->db->aliases, &k, &v), "reading an alias");
+    if (rc == SDB_OK) {
+        *id = v.mv_data;
+        *idlen = v.mv_size;
+    }
+    return rc;
+}
+
+int sdb_get_class(sdb_read_t *r, uint64_t class_id, const char **qualname, size_t *qlen,
+                  const uint8_t **pickle, size_t *plen)
+{
+    uint8_t key[8];
+    put_u64be(key, class_id);
+    MDB_val k = {8, key}, v;
+    int rc = check(mdb_get(r->txn, r->db->classes, &k, &v), "reading a class");
+    if (rc)
+        return rc;
+    const uint8_t *p = v.mv_data;
+    size_t q = v.mv_size >= 2 ? (size_t)p[0] << 8 | p[1] : SIZE_MAX;
+    if (v.mv_size < 2 || v.mv_size - 2 < q) {
+        log_error("store: class %llu has a malformed record", (unsigned long long)class_id);
+        return SDB_ERROR;
+    }
+    *qualname = (const char *)p + 2;
+    *qlen = q;
+    *pickle = p + 2 + q;
+    *plen = v.mv_size - 2 - q;
+    return SDB_OK;
+}
+
+int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count)
+{
+    *count = 0;
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_cursor *cur;
+    int rc = check(mdb_cursor_open(r->txn, r->db->obj_aliases, &cur), "listing aliases");
+    if (rc)
+        return rc;
+    MDB_val k = {idlen, (void *)id}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    while (mrc == 0) {
+        uint8_t len[2] = {(uint8_t)(v.mv_size >> 8), (uint8_t)v.mv_size};
+        if (buf_append(out, len, 2) < 0 || buf_append(out, v.mv_data, v.mv_size) < 0) {
+            mdb_cursor_close(cur);
+            log_error("store: out of memory listing aliases");
+            return SDB_ERROR;
+        }
+        (*count)++;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(cur);
+    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "listing aliases");
+}
+
+/* ------------------------------------------------------------ writes */
+
+static MDB_txn *wtxn(sdb_write_t *w) { return w->unit ? w->unit : w->txn; }
+
+int sdb_write_begin(sdb_t *db, sdb_write_t *w)
+{
+    MDB_txn *txn = NULL;
+    w->db = db;
+    w->unit = NULL;
+    int rc = check(mdb_txn_begin(db->env, NULL, 0, &txn), "write transaction");
+    w->txn = txn;
+    return rc;
+}
+
+int sdb_write_commit(sdb_write_t *w)
+{
+    if (w->unit)
+        sdb_unit_abort(w);
+    int rc = mdb_txn_commit(w->txn);
+    w->txn = NULL;
+    return check(rc, "commit");
+}
+
+void sdb_write_abort(sdb_write_t *w)
+{
+    if (w->unit)
+        sdb_unit_abort(w);
+    if (w->txn)
+        mdb_txn_abort(w->txn);
+    w->txn = NULL;
+}
+
+int sdb_unit_begin(sdb_write_t *w)
+{
+    MDB_txn *t = NULL;
+    int rc = check(mdb_txn_begin(w->db->env, w->txn, 0, &t), "nested transaction");
+    w->unit = t;
+    return rc;
+}
+
+int sdb_unit_commit(sdb_write_t *w)
+{
+    int rc = mdb_txn_commit(w->unit);
+    w->unit = NULL;
+    return check(rc, "nested commit");
+}
+
+void sdb_unit_abort(sdb_write_t *w)
+{
+    if (w->unit)
+        mdb_txn_abort(w->unit);
+    w->unit = NULL;
+}
+
+sdb_read_t sdb_write_view(sdb_write_t *w) { return (sdb_read_t){.db = w->db, .txn = wtxn(w)}; }
+
+int sdb_put_object(sdb_write_t *w, const char *id, size_t idlen, uint64_t class_id,
+                   const void *state, size_t state_len, int create)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {8 + state_len, NULL};
+    /* Reserve the value's room in the map and write it in place: no copy. */
+    int rc = mdb_put(wtxn(w), w->db->objects, &k, &v, MDB_RESERVE | (create ? MDB_NOOVERWRITE : 0));
+    if (rc == MDB_KEYEXIST)
+        return SDB_EXISTS;
+    if ((rc = check(rc, "storing an object")))
+        return rc;
+    put_u64be(v.mv_data, class_id);
+    if (state_len)
+        memcpy((uint8_t *)v.mv_data + 8, state, state_len);
+    return SDB_OK;
+}
+
+int sdb_del_object(sdb_write_t *w, const char *id, size_t idlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_txn *txn = wtxn(w);
+    MDB_val k = {idlen, (void *)id};
+    int rc = check(mdb_del(txn, w->db->objects, &k, NULL), "deleting an object");
+    if (rc)
+        return rc;
+    MDB_cursor *cur;
+    if ((rc = check(mdb_cursor_open(txn, w->db->obj_aliases, &cur), "deleting aliases")))
+        return rc;
+    MDB_val v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    while (mrc == 0) {
+        MDB_val a = v;
+        mrc = mdb_del(txn, w->db->aliases, &a, NULL);
+        if (mrc && mrc != MDB_NOTFOUND)
+            break;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(cur);
+    if (mrc != MDB_NOTFOUND)
+        return check(mrc, "deleting aliases");
+    rc = mdb_del(txn, w->db->obj_aliases, &k, NULL);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "deleting aliases");
+}
+
+int sdb_put_alias(sdb_write_t *w, const char *alias, size_t alen, const char *id, size_t idlen)
+{
+    if (!key_ok(alen, SDB_ALIAS_MAX) || !key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_txn *txn = wtxn(w);
+    MDB_val ko = {idlen, (void *)id}, vo;
+    int rc = check(mdb_get(txn, w->db->objects, &ko, &vo), "reading an object");
+    if (rc)
+        return rc;
+    MDB_val ka = {alen, (void *)alias}, va = {idlen, (void *)id};
+    int mrc = mdb_put(txn, w->db->aliases, &ka, &va, MDB_NOOVERWRITE);
+    if (mrc == MDB_KEYEXIST) {
+        /* va now holds the existing value. */
+        return va.mv_size == idlen && memcmp(va.mv_data, id, idlen) == 0 ? SDB_OK : SDB_EXISTS;
+    }
+    if ((rc = check(mrc, "storing an alias")))
+        return rc;
+    MDB_val vr = {alen, (void *)alias};
+    return check(mdb_put(txn, w->db->obj_aliases, &ko, &vr, 0), "storing an alias");
+}
+
+int sdb_del_alias(sdb_write_t *w, const char *alias, size_t alen)
+{
+    if (!key_ok(alen, SDB_ALIAS_MAX))
+        return SDB_NOTFOUND;
+    MDB_txn *txn = wtxn(w);
+    MDB_val ka = {alen, (void *)alias}, vid;
+    int rc = check(mdb_get(txn, w->db->aliases, &ka, &vid), "reading an alias");
+    if (rc)
+        return rc;
+    MDB_val ko = vid, vr = {alen, (void *)alias};
+    /* The reverse entry first: vid points into the map, which the next delete
+     * may change. */
+    int mrc = mdb_del(txn, w->db->obj_aliases, &ko, &vr);
+    if (mrc && mrc != MDB_NOTFOUND)
+        return check(mrc, "deleting an alias");
+    return check(mdb_del(txn, w->db->aliases, &ka, NULL), "deleting an alias");
+}
+
+int sdb_put_class(sdb_write_t *w, uint64_t class_id, const char *qualname, size_t qlen,
+                  const void *pickle, size_t plen)
+{
+    if (qlen > 0xffff)
+        return SDB_ERROR;
+    MDB_txn *txn = wtxn(w);
+    uint8_t key[8];
+    put_u64be(key, class_id);
+    MDB_val k = {8, key}, v = {2 + qlen + plen, NULL};
+    int rc = mdb_put(txn, w->db->classes, &k, &v, MDB_RESERVE | MDB_NOOVERWRITE);
+    if (rc == MDB_KEYEXIST) {
+        const uint8_t *p = v.mv_data;
+        int same = v.mv_size == 2 + qlen + plen && p[0] == (uint8_t)(qlen >> 8) &&
+                   p[1] == (uint8_t)qlen && memcmp(p + 2, qualname, qlen) == 0 &&
+                   memcmp(p + 2 + qlen, pickle, plen) == 0;
+        return same ? SDB_OK : SDB_CONFLICT;
+    }
+    if ((rc = check(rc, "storing a class")))
+        return rc;
+    uint8_t *p = v.mv_data;
+    p[0] = (uint8_t)(qlen >> 8);
+    p[1] = (uint8_t)qlen;
+    memcpy(p + 2, qualname, qlen);
+    memcpy(p + 2 + qlen, pickle, plen);
+    return SDB_OK;
+}
+
+int sdb_has_class(sdb_write_t *w, uint64_t class_id)
+{
+    uint8_t key[8];
+    put_u64be(key, class_id);
+    MDB_val k = {8, key}, v;
+    return check(mdb_get(wtxn(w), w->db->classes, &k, &v), "reading a class");
+}

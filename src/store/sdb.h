@@ -1,0 +1,116 @@
+/* The object store's storage: an LMDB environment in the store's directory.
+ * No Python and no event loop here, so it is unit-tested on its own.
+ *
+ * Named databases:
+ *   objects      object id -> u64 class_id (big-endian) + state pickle
+ *   aliases      alias -> object id
+ *   obj_aliases  object id -> alias (sorted duplicates: an object's aliases)
+ *   classes      u64 class_id (big-endian) -> u16 qualname length, qualname,
+ *                class pickle
+ *   meta         "format" -> SDB_FORMAT, "version" -> u32 SDB_VERSION
+ *
+ * The directory: a new or empty one is initialized and then marked with the
+ * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
+ * that is refused rather than mistaken for a store); a marked one is opened and
+ * its meta database checked; anything else (a non-empty directory without the
+ * marker, a marker that does not match, data that LMDB cannot open) is refused
+ * and never written to. DIR/store.lock is held with flock(LOCK_EX|LOCK_NB) for
+ * the life of the sdb_t, so a second store on the same directory is refused.
+ *
+ * Threads: reads (sdb_read_*) from any thread, each with its own read
+ * transaction; writes from one thread at a time (LMDB has one writer). Every
+ * commit is synchronous (LMDB's default): once sdb_write_commit returns 0 the
+ * change survives a crash of the process or the machine.
+ *
+ * Limits: an object id is 1..SDB_ID_MAX bytes, an alias 1..SDB_ALIAS_MAX (LMDB
+ * keys are at most 511 bytes); callers check them (sdb_* return SDB_ERROR for
+ * keys outside them). Storage failures are logged here and returned as
+ * SDB_ERROR. */
+#ifndef BETTONG_SDB_H
+#define BETTONG_SDB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+#define SDB_MARKER "BETTONG_STORE"
+#define SDB_LOCKFILE "store.lock"
+#define SDB_FORMAT "bettong-store"
+#define SDB_VERSION 1u
+#define SDB_ID_MAX 128
+#define SDB_ALIAS_MAX 400
+
+enum {
+    SDB_OK = 0,
+    SDB_NOTFOUND = 1,
+    SDB_EXISTS = 2,   /* create of an existing object; alias taken */
+    SDB_CONFLICT = 3, /* a class id already held with other bytes */
+    SDB_ERROR = -1,   /* storage failure (logged) */
+};
+
+typedef struct sdb sdb_t;
+
+/* Open (or initialize) the store in `dir`, creating the directory if needed.
+ * Returns NULL with a message in err (refused, locked, unreadable, ...). */
+sdb_t *sdb_open(const char *dir, char *err, size_t errlen);
+void sdb_close(sdb_t *db);
+/* 1 if sdb_open initialized a new store, 0 if it opened an existing one. */
+int sdb_was_created(const sdb_t *db);
+
+/* ---- reads: a read transaction per sdb_read_t; results point into the map and
+ * stay valid until sdb_read_end. ---- */
+
+typedef struct {
+    sdb_t *db;
+    void *txn; /* MDB_txn */
+} sdb_read_t;
+
+int sdb_read_begin(sdb_t *db, sdb_read_t *r);
+void sdb_read_end(sdb_read_t *r);
+int sdb_get_object(sdb_read_t *r, const char *id, size_t idlen, uint64_t *class_id,
+                   const uint8_t **state, size_t *state_len);
+int sdb_get_alias(sdb_read_t *r, const char *alias, size_t alen, const char **id,
+                  size_t *idlen);
+int sdb_get_class(sdb_read_t *r, uint64_t class_id, const char **qualname, size_t *qlen,
+                  const uint8_t **pickle, size_t *plen);
+/* Append the object's aliases to `out` as str16 entries; *count is set. */
+int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count);
+
+/* ---- writes: one write transaction; each request's changes go in a unit (a
+ * nested transaction) that is kept or dropped as a whole. ---- */
+
+typedef struct {
+    sdb_t *db;
+    void *txn;  /* the outer MDB_txn */
+    void *unit; /* the open nested MDB_txn, or NULL */
+} sdb_write_t;
+
+int sdb_write_begin(sdb_t *db, sdb_write_t *w);
+/* Commit (synchronously). On failure the transaction is gone: nothing of it
+ * was stored. */
+int sdb_write_commit(sdb_write_t *w);
+void sdb_write_abort(sdb_write_t *w);
+int sdb_unit_begin(sdb_write_t *w);
+int sdb_unit_commit(sdb_write_t *w);
+void sdb_unit_abort(sdb_write_t *w);
+/* A read view of the write transaction (the open unit if there is one): sees
+ * the changes made so far. Do not sdb_read_end it. */
+sdb_read_t sdb_write_view(sdb_write_t *w);
+
+/* Store an object; with `create`, SDB_EXISTS if the id is taken. */
+int sdb_put_object(sdb_write_t *w, const char *id, size_t idlen, uint64_t class_id,
+                   const void *state, size_t state_len, int create);
+/* Remove an object and its aliases; SDB_NOTFOUND if absent. */
+int sdb_del_object(sdb_write_t *w, const char *id, size_t idlen);
+/* Name an object: SDB_NOTFOUND if the object does not exist, SDB_EXISTS if the
+ * alias names another object (naming the same object again is SDB_OK). */
+int sdb_put_alias(sdb_write_t *w, const char *alias, size_t alen, const char *id, size_t idlen);
+int sdb_del_alias(sdb_write_t *w, const char *alias, size_t alen);
+/* Register a class: SDB_OK if stored or already held with the same bytes,
+ * SDB_CONFLICT if held with different ones. */
+int sdb_put_class(sdb_write_t *w, uint64_t class_id, const char *qualname, size_t qlen,
+                  const void *pickle, size_t plen);
+int sdb_has_class(sdb_write_t *w, uint64_t class_id);
+
+#endif

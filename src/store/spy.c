@@ -1,0 +1,1067 @@
+#include "store/spy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "py/bridge.h"
+#include "store/omap.h"
+#include "store/sproto.h"
+#include "store/sreply.h"
+#include "util/log.h"
+
+#define PID_TAG "bettong.obj"
+#define TRIM_SCAN 256
+
+typedef struct {
+    uint64_t class_id;
+    PyObject *cls;       /* owned: the class */
+    PyObject *annotated; /* owned: tuple of the annotated field names (MRO) */
+} sclass_t;
+
+/* A registry entry: a live object, or a tombstone (obj NULL) for an object
+ * deleted by a unit that may not be on disk yet. */
+typedef struct reg {
+    onode_t node;            /* first: a reg_t is its node */
+    PyObject *obj;           /* owned */
+    PyObject *state;         /* owned bytes: the stored state */
+    PyObject *fields;        /* owned tuple of str: the persistent fields */
+    sclass_t *cls;
+    uint64_t write_seq;      /* its last write handed to the committer */
+    uint64_t tomb_seq;       /* tombstone: the deleting unit */
+    int loading;
+    struct reg *prev, *next; /* LRU list (live) or the tombstone list */
+} reg_t;
+
+typedef struct {
+    reg_t *head, *tail; /* head: most recent */
+} rlist_t;
+
+static struct {
+    sdb_t *db;
+    committer_t *cm;
+    size_t cache;
+    omap_t objs;
+    size_t live;
+    rlist_t lru, tombs;
+    idmap_t classes; /* class_id -> sclass_t */
+    idmap_t types;   /* (uintptr_t)class object -> sclass_t */
+    /* owned references, made once by spy_init */
+    PyObject *Pickler, *Unpickler, *BytesIO, *import_module;
+    PyObject *pid_fn, *load_strict, *load_lenient;
+    PyObject *MissingObject; /* exception: a reference to an object that does not exist */
+    PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
+        *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid;
+} S;
+
+enum { FOUND = 0, MISSING = 1, BROKEN = 2 /* exception set */ };
+
+/* ------------------------------------------------------------ lists */
+
+static void rlist_push(rlist_t *l, reg_t *e)
+{
+    e->prev = NULL;
+    e->next = l->head;
+    if (l->head)
+        l->head->prev = e;
+    else
+        l->tail = e;
+    l->head = e;
+}
+
+static void rlist_remove(rlist_t *l, reg_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        l->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        l->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_touch(reg_t *e)
+{
+    if (S.lru.head != e) {
+        rlist_remove(&S.lru, e);
+        rlist_push(&S.lru, e);
+    }
+}
+
+/* ------------------------------------------------------------ pickles */
+
+/* pickle.Pickler(BytesIO(), 5) with our persistent_id, dump(obj): the bytes
+ * (new reference), or NULL with an exception. */
+static PyObject *dumps(PyObject *obj)
+{
+    PyObject *out = NULL, *res = NULL;
+    PyObject *f = PyObject_CallNoArgs(S.BytesIO);
+    PyObject *p = f ? PyObject_CallFunction(S.Pickler, "Oi", f, 5) : NULL;
+    if (p && PyObject_SetAttr(p, S.s_persistent_id, S.pid_fn) == 0)
+        res = PyObject_CallMethodOneArg(p, S.s_dump, obj);
+    if (res)
+        out = PyObject_CallMethodNoArgs(f, S.s_getvalue);
+    Py_XDECREF(res);
+    Py_XDECREF(p);
+    Py_XDECREF(f);
+    return out;
+}
+
+/* Unpickle p[0..n) resolving persistent ids (strictly: a missing object raises
+ * MissingObject; leniently: it becomes None). New reference or NULL. */
+static PyObject *loads(const uint8_t *p, size_t n, int strict)
+{
+    PyObject *out = NULL;
+    PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    PyObject *f = mv ? PyObject_CallOneArg(S.BytesIO, mv) : NULL;
+    PyObject *u = f ? PyObject_CallOneArg(S.Unpickler, f) : NULL;
+    if (u && PyObject_SetAttr(u, S.s_persistent_load, strict ? S.load_strict : S.load_lenient) == 0)
+        out = PyObject_CallMethodNoArgs(u, S.s_load);
+    Py_XDECREF(u);
+    Py_XDECREF(f);
+    Py_XDECREF(mv);
+    return out;
+}
+
+static PyObject *loads_bytes(PyObject *b, int strict)
+{
+    return loads((const uint8_t *)PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), strict);
+}
+
+/* ------------------------------------------------------------ instances */
+
+/* The instance dict (new reference), or NULL with an exception. */
+static PyObject *instance_dict(PyObject *obj)
+{
+    if (Py_TYPE(obj)->tp_dictoffset == 0) {
+        PyErr_Format(PyExc_TypeError, "instances of %s have no __dict__: a persistent class "
+                     "cannot use __slots__ alone", Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return PyObject_GenericGetDict(obj, NULL);
+}
+
+/* The object's `_bettong_id` if it is a live instance of a loaded class
+ * (new reference), else NULL (no exception). */
+static PyObject *instance_id(PyObject *obj)
+{
+    if (Py_TYPE(obj)->tp_dictoffset == 0)
+        return NULL;
+    PyObject *d = PyObject_GenericGetDict(obj, NULL);
+    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
+    if (oid && PyUnicode_Check(oid))
+        Py_INCREF(oid);
+    else
+        oid = NULL;
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return oid;
+}
+
+static PyObject *persistent_id(PyObject *self, PyObject *obj)
+{
+    sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)Py_TYPE(obj));
+    PyObject *oid = c ? instance_id(obj) : NULL;
+    if (!oid)
+        Py_RETURN_NONE;
+    uint64_t cid = c->class_id;
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
+    reg_t *e = s ? (reg_t *)omap_get(&S.objs, s, (size_t)n) : NULL;
+    if (e && e->cls)
+        cid = e->cls->class_id;
+    PyErr_Clear();
+    PyObject *pid = Py_BuildValue("(OOK)", S.tag, oid, (unsigned long long)cid);
+    Py_DECREF(oid);
+    return pid;
+}
+
+static reg_t *reg_get(const char *id, size_t n, int *status);
+
+static PyObject *persistent_load(PyObject *pid, int strict)
+{
+    PyObject *oid = PyTuple_Check(pid) && PyTuple_GET_SIZE(pid) == 3 ? PyTuple_GET_ITEM(pid, 1)
+                                                                     : NULL;
+    if (!oid || !PyUnicode_Check(oid) ||
+        PyObject_RichCompareBool(PyTuple_GET_ITEM(pid, 0), S.tag, Py_EQ) != 1) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "unsupported persistent id in a pickle");
+        return NULL;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
+    if (!s)
+        return NULL;
+    int status;
+    reg_t *e = reg_get(s, (size_t)n, &status);
+    if (e)
+        return Py_NewRef(e->obj);
+    if (status == BROKEN)
+        return NULL;
+    if (strict) {
+        PyErr_Format(S.MissingObject, "no object with id '%s'", s);
+        return NULL;
+    }
+    log_warn("store: a stored state refers to object %s, which no longer exists: None in "
+             "its place", s);
+    Py_RETURN_NONE;
+}
+
+static PyObject *persistent_load_strict(PyObject *self, PyObject *pid)
+{
+    return persistent_load(pid, 1);
+}
+
+static PyObject *persistent_load_lenient(PyObject *self, PyObject *pid)
+{
+    return persistent_load(pid, 0);
+}
+
+static PyMethodDef pid_def = {"persistent_id", persistent_id, METH_O, NULL};
+static PyMethodDef load_strict_def = {"persistent_load", persistent_load_strict, METH_O, NULL};
+static PyMethodDef load_lenient_def = {"persistent_load", persistent_load_lenient, METH_O, NULL};
+
+/* ------------------------------------------------------------ classes */
+
+/* Import module q[0..modlen) and follow the dotted attributes in `attrs`.
+ * New reference; NULL if the module does not import (exception cleared), or
+ * *imported set and NULL if an attribute is missing. */
+static PyObject *resolve(const char *q, size_t modlen, const char *attrs, int *imported)
+{
+    PyObject *obj = PyObject_CallFunction(S.import_module, "s#", q, (Py_ssize_t)modlen);
+    *imported = obj != NULL;
+    while (obj && *attrs) {
+        const char *dot = strchr(attrs, '.');
+        size_t n = dot ? (size_t)(dot - attrs) : strlen(attrs);
+        PyObject *name = PyUnicode_FromStringAndSize(attrs, (Py_ssize_t)n);
+        PyObject *next = name ? PyObject_GetAttr(obj, name) : NULL;
+        Py_XDECREF(name);
+        Py_DECREF(obj);
+        obj = next;
+        attrs += n + (dot != NULL);
+    }
+    PyErr_Clear();
+    return obj;
+}
+
+/* Import "pkg.mod:Qual.name" or "pkg.mod.Qual.name" (the longest importable
+ * module prefix). A class (new reference) or NULL (no exception). */
+static PyObject *import_qualname(const char *q)
+{
+    if (strstr(q, "<locals>") || !strncmp(q, "__main__", 8))
+        return NULL;
+    const char *colon = strchr(q, ':');
+    PyObject *obj = NULL;
+    int imported = 0;
+    if (colon) {
+        obj = resolve(q, (size_t)(colon - q), colon + 1, &imported);
+    } else {
+        for (size_t i = strlen(q); i > 1 && !imported; i--)
+            if (q[i - 1] == '.')
+                obj = resolve(q, i - 1, q + i, &imported);
+    }
+    if (obj && !PyType_Check(obj))
+        Py_CLEAR(obj);
+    return obj;
+}
+
+/* 1 if an annotation names a class variable (not a field). */
+static int is_classvar(PyObject *ann)
+{
+    PyObject *text = PyUnicode_Check(ann) ? Py_NewRef(ann) : PyObject_Repr(ann);
+    const char *t = text ? PyUnicode_AsUTF8(text) : NULL;
+    int yes = t && (!strncmp(t, "ClassVar", 8) || !strncmp(t, "typing.ClassVar", 15));
+    Py_XDECREF(text);
+    PyErr_Clear();
+    return yes;
+}
+
+/* The annotated field names of cls and its bases (base first), as the client
+ * computes them (bettong.objects.persistent_fields): ClassVar annotations and
+ * names starting with "_bt" are not fields. */
+static PyObject *annotated_fields(PyObject *cls)
+{
+    PyObject *names = PyList_New(0);
+    PyObject *mro = ((PyTypeObject *)cls)->tp_mro; /* borrowed */
+    for (Py_ssize_t i = mro ? PyTuple_GET_SIZE(mro) - 1 : -1; names && i >= 0; i--) {
+        PyObject *d = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict; /* borrowed */
+        PyObject *ann = d ? PyDict_GetItemWithError(d, S.s_annotations) : NULL;
+        if (!ann || !PyDict_Check(ann))
+            continue;
+        PyObject *k, *v;
+        Py_ssize_t pos = 0;
+        while (names && PyDict_Next(ann, &pos, &k, &v)) {
+            if (!PyUnicode_Check(k) || PyUnicode_Tailmatch(k, S.s_bt, 0, 3, -1) == 1 ||
+                is_classvar(v))
+                continue;
+            int has = PySequence_Contains(names, k);
+            if (has < 0 || (has == 0 && PyList_Append(names, k) < 0))
+                Py_CLEAR(names);
+        }
+    }
+    PyErr_Clear();
+    PyObject *t = names ? PyList_AsTuple(names) : NULL;
+    Py_XDECREF(names);
+    return t;
+}
+
+/* Read a class's record from LMDB: qualname and pickle as new objects. */
+static int read_class(uint64_t cid, PyObject **qualname, PyObject **pickle)
+{
+    sdb_read_t r;
+    const char *q;
+    const uint8_t *p;
+    size_t qn, pn;
+    int rc = sdb_read_begin(S.db, &r);
+    if (rc == SDB_OK)
+        rc = sdb_get_class(&r, cid, &q, &qn, &p, &pn);
+    if (rc == SDB_OK) {
+        *qualname = PyUnicode_DecodeUTF8(q, (Py_ssize_t)qn, "replace");
+        *pickle = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)pn);
+        if (!*qualname || !*pickle)
+            rc = SDB_ERROR;
+    }
+    sdb_read_end(&r);
+    if (rc == SDB_NOTFOUND)
+        PyErr_Format(PyExc_LookupError, "class id %llu is not registered",
+                     (unsigned long long)cid);
+    else if (rc && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading a class");
+    return rc;
+}
+
+static sclass_t *class_get(uint64_t cid)
+{
+    sclass_t *c = idmap_get(&S.classes, cid);
+    if (c)
+        return c;
+    PyObject *qualname = NULL, *pickle = NULL, *cls = NULL;
+    if (read_class(cid, &qualname, &pickle) == SDB_OK) {
+        const char *q = PyUnicode_AsUTF8(qualname);
+        cls = q ? import_qualname(q) : NULL;
+        if (!cls)
+            cls = loads_bytes(pickle, 1);
+        if (cls && !PyType_Check(cls)) {
+            PyErr_Format(PyExc_TypeError, "class id %llu (%s) did not unpickle to a class",
+                         (unsigned long long)cid, q ? q : "?");
+            Py_CLEAR(cls);
+        }
+    }
+    PyObject *ann = cls ? annotated_fields(cls) : NULL;
+    c = ann ? calloc(1, sizeof *c) : NULL;
+    if (c && idmap_put(&S.classes, cid, c) == 0) {
+        c->class_id = cid;
+        c->cls = cls;
+        c->annotated = ann;
+        if (!idmap_get(&S.types, (uint64_t)(uintptr_t)cls))
+            idmap_put(&S.types, (uint64_t)(uintptr_t)cls, c); /* best effort */
+        log_debug("store: class %llu is %s", (unsigned long long)cid,
+                  ((PyTypeObject *)cls)->tp_name);
+    } else {
+        if (ann && !PyErr_Occurred())
+            PyErr_NoMemory();
+        free(c);
+        c = NULL;
+        Py_XDECREF(cls);
+        Py_XDECREF(ann);
+    }
+    Py_XDECREF(qualname);
+    Py_XDECREF(pickle);
+    return c;
+}
+
+/* ------------------------------------------------------------ state */
+
+/* The persistent fields: the state's keys, then annotated names not among them. */
+static PyObject *fields_of(PyObject *state, sclass_t *c, PyObject *extra)
+{
+    PyObject *names = PyDict_Keys(state);
+    Py_ssize_t n = c->annotated ? PyTuple_GET_SIZE(c->annotated) : 0;
+    for (Py_ssize_t i = 0; names && i < n; i++) {
+        PyObject *a = PyTuple_GET_ITEM(c->annotated, i);
+        if (!PyDict_Contains(state, a) && PyList_Append(names, a) < 0)
+            Py_CLEAR(names);
+    }
+    if (names && extra) {
+        int has = PySequence_Contains(names, extra);
+        if (has < 0 || (has == 0 && PyList_Append(names, extra) < 0))
+            Py_CLEAR(names);
+    }
+    PyObject *t = names ? PyList_AsTuple(names) : NULL;
+    Py_XDECREF(names);
+    return t;
+}
+
+/* {field: value} for the persistent fields the instance has. */
+static PyObject *persistent_dict(reg_t *e)
+{
+    PyObject *d = instance_dict(e->obj);
+    PyObject *out = d ? PyDict_New() : NULL;
+    for (Py_ssize_t i = 0; out && i < PyTuple_GET_SIZE(e->fields); i++) {
+        PyObject *k = PyTuple_GET_ITEM(e->fields, i);
+        PyObject *v = PyDict_GetItemWithError(d, k);
+        if ((!v && PyErr_Occurred()) || (v && PyDict_SetItem(out, k, v) < 0))
+            Py_CLEAR(out);
+    }
+    Py_XDECREF(d);
+    return out;
+}
+
+/* Put the stored state back into the instance (after a failed call). */
+static void restore(reg_t *e)
+{
+    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *d = st && PyDict_Check(st) ? instance_dict(e->obj) : NULL;
+    int ok = d != NULL;
+    for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(e->fields); i++) {
+        PyObject *k = PyTuple_GET_ITEM(e->fields, i);
+        PyObject *v = PyDict_GetItemWithError(st, k);
+        if (v)
+            ok = PyDict_SetItem(d, k, v) == 0;
+        else if (!PyErr_Occurred() && PyDict_Contains(d, k) == 1)
+            ok = PyDict_DelItem(d, k) == 0;
+        else
+            ok = !PyErr_Occurred();
+    }
+    if (!ok) {
+        char *tb = py_take_traceback();
+        log_error("store: object %s could not be restored after a failed call:\n%s",
+                  e->node.id, tb);
+        free(tb);
+    }
+    Py_XDECREF(d);
+    Py_XDECREF(st);
+}
+
+/* ------------------------------------------------------------ registry */
+
+static void reg_free(reg_t *e)
+{
+    Py_XDECREF(e->obj);
+    Py_XDECREF(e->state);
+    Py_XDECREF(e->fields);
+    free(e);
+}
+
+/* Remove a live entry from the registry (the object lives on while referenced). */
+static void reg_evict(reg_t *e)
+{
+    omap_del(&S.objs, &e->node);
+    rlist_remove(&S.lru, e);
+    S.live--;
+    reg_free(e);
+}
+
+static void tomb_drop(reg_t *e)
+{
+    omap_del(&S.objs, &e->node);
+    rlist_remove(&S.tombs, e);
+    free(e);
+}
+
+static int read_object(const char *id, size_t n, uint64_t *cid, PyObject **state)
+{
+    sdb_read_t r;
+    const uint8_t *p;
+    size_t len;
+    int rc = sdb_read_begin(S.db, &r);
+    if (rc == SDB_OK)
+        rc = sdb_get_object(&r, id, n, cid, &p, &len);
+    if (rc == SDB_OK && !(*state = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len)))
+        rc = SDB_ERROR;
+    sdb_read_end(&r);
+    if (rc == SDB_ERROR && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading an object");
+    return rc;
+}
+
+/* Fill a fresh entry's object from its stored state. */
+static int reg_fill(reg_t *e)
+{
+    PyObject *st = loads_bytes(e->state, 0);
+    if (st && !PyDict_Check(st)) {
+        PyErr_Format(PyExc_TypeError, "the stored state of %s is not a dict", e->node.id);
+        Py_CLEAR(st);
+    }
+    PyObject *d = st ? instance_dict(e->obj) : NULL;
+    int ok = d && PyDict_Update(d, st) == 0 && (e->fields = fields_of(st, e->cls, NULL));
+    Py_XDECREF(d);
+    Py_XDECREF(st);
+    if (!ok)
+        return -1;
+    /* Our own pickle of it, so an unchanged object pickles to equal bytes. */
+    PyObject *pd = persistent_dict(e);
+    PyObject *mine = pd ? dumps(pd) : NULL;
+    Py_XDECREF(pd);
+    if (mine)
+        Py_SETREF(e->state, mine);
+    PyErr_Clear();
+    return 0;
+}
+
+static reg_t *reg_load(const char *id, size_t n, int *status)
+{
+    uint64_t cid;
+    PyObject *state = NULL;
+    int rc = read_object(id, n, &cid, &state);
+    *status = rc == SDB_NOTFOUND ? MISSING : BROKEN;
+    if (rc)
+        return NULL;
+    sclass_t *c = class_get(cid);
+    PyObject *obj = c ? PyObject_CallMethodOneArg(c->cls, S.s_new, c->cls) : NULL;
+    PyObject *d = obj ? instance_dict(obj) : NULL;
+    PyObject *oid = d ? PyUnicode_DecodeUTF8(id, (Py_ssize_t)n, "strict") : NULL;
+    PyObject *pcid = oid ? PyLong_FromUnsignedLongLong(cid) : NULL;
+    int ok = pcid && PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
+             PyDict_SetItem(d, S.s_bettong_cid, pcid) == 0;
+    Py_XDECREF(pcid);
+    Py_XDECREF(oid);
+    Py_XDECREF(d);
+    reg_t *e = ok ? calloc(1, sizeof *e) : NULL;
+    if (!e) {
+        if (ok)
+            PyErr_NoMemory();
+        Py_XDECREF(obj);
+        Py_DECREF(state);
+        return NULL;
+    }
+    onode_set(&e->node, id, n);
+    e->obj = obj;
+    e->state = state;
+    e->cls = c;
+    e->loading = 1;
+    if (omap_add(&S.objs, &e->node) < 0) {
+        PyErr_NoMemory();
+        reg_free(e);
+        return NULL;
+    }
+    rlist_push(&S.lru, e);
+    S.live++;
+    /* Registered before its state is loaded: a cycle back to it resolves. */
+    if (reg_fill(e) < 0) {
+        reg_evict(e);
+        return NULL;
+    }
+    e->loading = 0;
+    *status = FOUND;
+    return e;
+}
+
+static reg_t *reg_get(const char *id, size_t n, int *status)
+{
+    reg_t *e = (reg_t *)omap_get(&S.objs, id, n);
+    if (e && !e->obj) {
+        if (e->tomb_seq > committer_durable(S.cm)) {
+            *status = MISSING;
+            return NULL;
+        }
+        tomb_drop(e); /* deleted on disk too */
+        e = NULL;
+    }
+    if (!e)
+        return reg_load(id, n, status);
+    lru_touch(e);
+    *status = FOUND;
+    return e;
+}
+
+/* The request's object, once no other thread is still loading it. */
+static reg_t *reg_target(const char *id, size_t n, int *status)
+{
+    reg_t *e;
+    while ((e = reg_get(id, n, status)) && e->loading) {
+        Py_BEGIN_ALLOW_THREADS
+        usleep(200);
+        Py_END_ALLOW_THREADS
+    }
+    return e;
+}
+
+void spy_trim(void)
+{
+    uint64_t durable = committer_durable(S.cm);
+    while (S.tombs.tail && S.tombs.tail->tomb_seq <= durable)
+        tomb_drop(S.tombs.tail);
+    reg_t *e = S.lru.tail;
+    for (int scanned = 0; e && S.live > S.cache && scanned < TRIM_SCAN; scanned++) {
+        reg_t *prev = e->prev;
+        if (!e->loading && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable)
+            reg_evict(e);
+        e = prev;
+    }
+}
+
+size_t spy_cached(void) { return S.live; }
+
+/* ------------------------------------------------------------ answers */
+
+static void answer_internal(spy_req_t *r, const char *what)
+{
+    char *summary = py_exception_summary();
+    char *tb = py_take_traceback();
+    log_warn("store: %s (object %.*s): %s", what, (int)r->oidlen, r->oid, tb);
+    sreply_failed(r->answer, r->req, STORE_ERR_INTERNAL, "%s: %s", what, summary);
+    free(summary);
+    free(tb);
+}
+
+/* "module.Qualname" of the exception's type ("ValueError" for builtins). */
+static PyObject *type_name(PyObject *type)
+{
+    PyObject *mod = PyObject_GetAttr(type, S.s_module);
+    PyObject *qn = PyObject_GetAttr(type, S.s_qualname);
+    PyObject *out = NULL;
+    if (qn && mod && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "builtins"))
+        out = PyUnicode_FromFormat("%U.%U", mod, qn);
+    else if (qn)
+        out = Py_NewRef(qn);
+    PyErr_Clear();
+    Py_XDECREF(mod);
+    Py_XDECREF(qn);
+    return out ? out : PyUnicode_FromString(((PyTypeObject *)type)->tp_name);
+}
+
+/* The current exception as RAISED: (exception or None, type, message, traceback). */
+static void answer_raised(spy_req_t *r)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb && value)
+        PyException_SetTraceback(value, tb);
+    PyObject *tname = type_name(type);
+    PyObject *msg = value ? PyObject_Str(value) : NULL;
+    if (!msg) {
+        PyErr_Clear();
+        msg = PyUnicode_FromString("");
+    }
+    Py_XINCREF(type);
+    Py_XINCREF(value);
+    Py_XINCREF(tb);
+    PyErr_Restore(type, value, tb);
+    char *text = py_take_traceback();
+    PyObject *tbtext = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    free(text);
+    PyObject *t = Py_BuildValue("(OOOO)", value ? value : Py_None, tname, msg, tbtext);
+    PyObject *b = t ? dumps(t) : NULL;
+    if (!b) {
+        PyErr_Clear();
+        Py_XDECREF(t);
+        t = Py_BuildValue("(OOOO)", Py_None, tname, msg, tbtext);
+        b = t ? dumps(t) : NULL;
+    }
+    if (b)
+        sreply_raised(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    else
+        answer_internal(r, "the exception could not be pickled");
+    Py_XDECREF(b);
+    Py_XDECREF(t);
+    Py_XDECREF(tbtext);
+    Py_XDECREF(msg);
+    Py_XDECREF(tname);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* An AttributeError from looking up a method or field: NO_ATTRIBUTE with its
+ * text; anything else raised there: RAISED. */
+static void answer_lookup_error(spy_req_t *r)
+{
+    if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        answer_raised(r);
+        return;
+    }
+    char *summary = py_exception_summary(); /* "AttributeError: text" */
+    const char *text = strncmp(summary, "AttributeError: ", 16) == 0 ? summary + 16 : summary;
+    PyErr_Clear();
+    sreply_failed(r->answer, r->req, STORE_ERR_NO_ATTRIBUTE, "%s", text);
+    free(summary);
+}
+
+/* Arguments that would not unpickle: a reference to a missing object is
+ * NOT_FOUND, anything else BAD_REQUEST. */
+static void answer_bad_payload(spy_req_t *r, const char *what)
+{
+    int missing = PyErr_ExceptionMatches(S.MissingObject);
+    char *summary = py_exception_summary();
+    PyErr_Clear();
+    sreply_failed(r->answer, r->req, missing ? STORE_ERR_NOT_FOUND : STORE_ERR_BAD_REQUEST,
+                  "%s: %s", what, summary);
+    free(summary);
+}
+
+static void answer_pickled(spy_req_t *r, PyObject *value)
+{
+    PyObject *b = dumps(value);
+    if (b)
+        sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    else
+        answer_internal(r, "the result could not be pickled");
+    Py_XDECREF(b);
+}
+
+/* ------------------------------------------------------------ writes */
+
+static void swap_bufs(buf_t *a, buf_t *b)
+{
+    buf_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* The request changed the object (maybe): pickle its persistent fields; if they
+ * differ from the stored state, the answer in r->answer goes with a unit that
+ * writes them. Returns 0, or -1 (state not picklable: object restored, the
+ * answer replaced by FAILED). */
+static int write_back(spy_req_t *r, reg_t *e)
+{
+    PyObject *pd = persistent_dict(e);
+    PyObject *b = pd ? dumps(pd) : NULL;
+    Py_XDECREF(pd);
+    if (!b) {
+        buf_clear(r->answer);
+        answer_internal(r, "the object's state could not be pickled (the change is undone)");
+        restore(e);
+        return -1;
+    }
+    Py_ssize_t n = PyBytes_GET_SIZE(b);
+    if (n == PyBytes_GET_SIZE(e->state) &&
+        memcmp(PyBytes_AS_STRING(b), PyBytes_AS_STRING(e->state), (size_t)n) == 0) {
+        Py_DECREF(b);
+        return 0; /* read-only: nothing to write */
+    }
+    buf_clear(r->unit_bytes);
+    if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
+        Py_DECREF(b);
+        buf_clear(r->answer);
+        PyErr_NoMemory();
+        answer_internal(r, "out of memory (the change is undone)");
+        restore(e);
+        return -1;
+    }
+    *r->op = (wop_t){.kind = WOP_PUT, .id = e->node.id, .idlen = e->node.len,
+                     .class_id = e->cls->class_id, .data = buf_head(r->unit_bytes),
+                     .len = (size_t)n};
+    Py_SETREF(e->state, b);
+    swap_bufs(r->answer, r->unit_answer);
+    r->unit->ops = r->op;
+    r->unit->nops = 1;
+    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static PyObject *name_of(spy_req_t *r)
+{
+    return PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
+}
+
+/* args and kwargs from a CALL's pickle; NULL with the answer written. */
+static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
+{
+    PyObject *t = loads(r->payload, r->len, 1);
+    if (!t) {
+        answer_bad_payload(r, "the arguments could not be unpickled");
+        return -1;
+    }
+    if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(t, 0)) ||
+        !PyDict_Check(PyTuple_GET_ITEM(t, 1))) {
+        Py_DECREF(t);
+        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+                      "CALL arguments must be a pickled (tuple, dict)");
+        return -1;
+    }
+    *args = Py_NewRef(PyTuple_GET_ITEM(t, 0));
+    *kwargs = Py_NewRef(PyTuple_GET_ITEM(t, 1));
+    Py_DECREF(t);
+    return 0;
+}
+
+static void run_call(spy_req_t *r, reg_t *e)
+{
+    PyObject *name = name_of(r);
+    PyObject *meth = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
+    Py_XDECREF(name);
+    if (!meth) {
+        answer_lookup_error(r);
+        return;
+    }
+    PyObject *args, *kwargs;
+    if (call_args(r, &args, &kwargs) < 0) {
+        Py_DECREF(meth);
+        return;
+    }
+    PyObject *res = PyObject_Call(meth, args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    Py_DECREF(meth);
+    Py_DECREF(args);
+    Py_DECREF(kwargs);
+    if (!res) {
+        answer_raised(r);
+        restore(e);
+        return;
+    }
+    PyObject *b = dumps(res);
+    Py_DECREF(res);
+    if (!b) {
+        answer_internal(r, "the result could not be pickled (the call is undone)");
+        restore(e);
+        return;
+    }
+    int ok = sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    Py_DECREF(b);
+    if (ok < 0) {
+        restore(e);
+        return; /* out of memory: the caller answers */
+    }
+    write_back(r, e);
+}
+
+static void run_get_field(spy_req_t *r, reg_t *e)
+{
+    PyObject *name = name_of(r);
+    PyObject *v = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
+    Py_XDECREF(name);
+    if (!v) {
+        answer_lookup_error(r);
+        return;
+    }
+    answer_pickled(r, v);
+    Py_DECREF(v);
+}
+
+/* Make `name` persistent from now on (a field set explicitly). */
+static int add_field(reg_t *e, PyObject *name)
+{
+    int has = PySequence_Contains(e->fields, name);
+    if (has != 0)
+        return has < 0 ? -1 : 0;
+    PyObject *t = PyTuple_Pack(1, name);
+    PyObject *n = t ? PySequence_Concat(e->fields, t) : NULL;
+    Py_XDECREF(t);
+    if (!n)
+        return -1;
+    Py_SETREF(e->fields, n);
+    return 0;
+}
+
+static void run_set_field(spy_req_t *r, reg_t *e)
+{
+    PyObject *v = loads(r->payload, r->len, 1);
+    if (!v) {
+        answer_bad_payload(r, "the value could not be unpickled");
+        return;
+    }
+    PyObject *name = name_of(r);
+    int rc = name ? PyObject_GenericSetAttr(e->obj, name, v) : -1;
+    if (rc == 0)
+        rc = add_field(e, name);
+    Py_XDECREF(name);
+    Py_DECREF(v);
+    if (rc < 0) {
+        answer_lookup_error(r);
+        restore(e);
+        return;
+    }
+    if (sreply_none(r->answer, r->req) == 0)
+        write_back(r, e);
+}
+
+static void run_update(spy_req_t *r, reg_t *e)
+{
+    PyObject *d = loads(r->payload, r->len, 1);
+    if (!d || !PyDict_Check(d)) {
+        if (d)
+            PyErr_SetString(PyExc_TypeError, "UPDATE takes a pickled dict");
+        answer_bad_payload(r, "the new state could not be used");
+        Py_XDECREF(d);
+        return;
+    }
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    int rc = 0;
+    while (rc == 0 && PyDict_Next(d, &pos, &k, &v)) {
+        rc = PyUnicode_Check(k) ? PyObject_GenericSetAttr(e->obj, k, v) : -1;
+        if (rc == 0)
+            rc = add_field(e, k);
+        else if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "field names must be str");
+    }
+    Py_DECREF(d);
+    if (rc < 0) {
+        answer_raised(r);
+        restore(e);
+        return;
+    }
+    if (sreply_none(r->answer, r->req) == 0)
+        write_back(r, e);
+}
+
+static void run_delete(spy_req_t *r, reg_t *e)
+{
+    if (sreply_none(r->unit_answer, r->req) < 0)
+        return;
+    *r->op = (wop_t){.kind = WOP_DELETE, .id = e->node.id, .idlen = e->node.len};
+    r->unit->ops = r->op;
+    r->unit->nops = 1;
+    /* The id must outlive the entry: the op points at the unit's own copy. */
+    buf_clear(r->unit_bytes);
+    if (buf_append(r->unit_bytes, e->node.id, e->node.len) < 0) {
+        buf_clear(r->unit_answer);
+        return;
+    }
+    r->op->id = (const char *)buf_head(r->unit_bytes);
+    r->write_seq = committer_submit(S.cm, r->unit);
+    r->deleted = 1;
+    /* The entry becomes a tombstone until the delete is on disk. */
+    rlist_remove(&S.lru, e);
+    S.live--;
+    Py_CLEAR(e->obj);
+    Py_CLEAR(e->state);
+    Py_CLEAR(e->fields);
+    e->tomb_seq = r->write_seq;
+    rlist_push(&S.tombs, e);
+}
+
+void spy_run(spy_req_t *r)
+{
+    r->write_seq = 0;
+    r->deleted = 0;
+    int status;
+    reg_t *e = reg_target(r->oid, r->oidlen, &status);
+    if (!e) {
+        if (status == MISSING)
+            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
+                          (int)r->oidlen, r->oid);
+        else
+            answer_internal(r, "the object could not be loaded");
+        return;
+    }
+    PyObject *hold = Py_NewRef(e->obj); /* keeps it out of spy_trim meanwhile */
+    switch (r->type) {
+    case SMSG_CALL:
+        run_call(r, e);
+        break;
+    case SMSG_GET_FIELD:
+        run_get_field(r, e);
+        break;
+    case SMSG_SET_FIELD:
+        run_set_field(r, e);
+        break;
+    case SMSG_GET_STATE:
+        sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
+                  (size_t)PyBytes_GET_SIZE(e->state));
+        break;
+    case SMSG_UPDATE:
+        run_update(r, e);
+        break;
+    case SMSG_DELETE:
+        run_delete(r, e);
+        break;
+    default:
+        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST, "not a Python request");
+    }
+    Py_DECREF(hold);
+    if (PyErr_Occurred()) {
+        char *tb = py_take_traceback();
+        log_warn("store: unexpected Python error left over: %s", tb);
+        free(tb);
+    }
+}
+
+/* ------------------------------------------------------------ start, stop */
+
+static PyObject *attr_of(const char *module, const char *name)
+{
+    PyObject *m = PyImport_ImportModule(module);
+    PyObject *a = m ? PyObject_GetAttrString(m, name) : NULL;
+    Py_XDECREF(m);
+    return a;
+}
+
+static int intern_all(void)
+{
+    struct {
+        PyObject **slot;
+        const char *text;
+    } names[] = {
+        {&S.tag, PID_TAG},
+        {&S.s_bettong_id, "_bettong_id"},
+        {&S.s_persistent_id, "persistent_id"},
+        {&S.s_persistent_load, "persistent_load"},
+        {&S.s_dump, "dump"},
+        {&S.s_load, "load"},
+        {&S.s_getvalue, "getvalue"},
+        {&S.s_new, "__new__"},
+        {&S.s_annotations, "__annotations__"},
+        {&S.s_module, "__module__"},
+        {&S.s_qualname, "__qualname__"},
+        {&S.s_bt, "_bt"},
+        {&S.s_bettong_cid, "_bettong_cid"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
+            return -1;
+    return 0;
+}
+
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen)
+{
+    S.db = db;
+    S.cm = cm;
+    S.cache = cache;
+    omap_init(&S.objs);
+    idmap_init(&S.classes);
+    idmap_init(&S.types);
+    if (intern_all() < 0 || !(S.Pickler = attr_of("pickle", "Pickler")) ||
+        !(S.Unpickler = attr_of("pickle", "Unpickler")) || !(S.BytesIO = attr_of("io", "BytesIO")) ||
+        !(S.import_module = attr_of("importlib", "import_module")) ||
+        !(S.pid_fn = PyCFunction_New(&pid_def, NULL)) ||
+        !(S.load_strict = PyCFunction_New(&load_strict_def, NULL)) ||
+        !(S.load_lenient = PyCFunction_New(&load_lenient_def, NULL)) ||
+        !(S.MissingObject = PyErr_NewException("bettong_store.MissingObject",
+                                               PyExc_LookupError, NULL))) {
+        char *tb = py_take_traceback();
+        snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
+        free(tb);
+        return -1;
+    }
+    /* cloudpickle makes classes defined in a client's script loadable. */
+    PyObject *cp = PyImport_ImportModule("cloudpickle");
+    if (!cp) {
+        PyErr_Clear();
+        log_warn("store: cloudpickle is not importable: classes sent by value will not load");
+    }
+    Py_XDECREF(cp);
+    return 0;
+}
+
+void spy_fini(void)
+{
+    while (S.lru.head)
+        reg_evict(S.lru.head);
+    while (S.tombs.head)
+        tomb_drop(S.tombs.head);
+    size_t pos = 0;
+    uint64_t key;
+    sclass_t *c;
+    while ((c = idmap_next(&S.classes, &pos, &key))) {
+        Py_XDECREF(c->cls);
+        Py_XDECREF(c->annotated);
+        free(c);
+    }
+    idmap_free(&S.classes);
+    idmap_free(&S.types);
+    omap_free(&S.objs);
+    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module, &S.pid_fn,
+                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.tag,
+                         &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
+                         &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
+                         &S.s_qualname, &S.s_bt, &S.s_bettong_cid};
+    for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
+        Py_CLEAR(*refs[i]);
+}

@@ -1,0 +1,76 @@
+/* The object store's Python side: live objects, classes, pickles with
+ * persistent references, and the requests that run Python (CALL, GET_FIELD,
+ * SET_FIELD, GET_STATE, UPDATE, DELETE). Everything here runs with the GIL held
+ * (a Python thread of pyexec.h, or the main thread at start and stop); the GIL
+ * is what guards the registry below.
+ *
+ * The registry maps object id -> the live object (one Python object per id in
+ * the process), its class, its stored state (the pickle of its persistent
+ * fields as last written) and the names of those fields. A miss loads the
+ * object from LMDB: cls.__new__(cls), then its instance dict is given the
+ * state's items and `_bettong_id` (its id). Its persistent fields are the keys
+ * of the stored state plus every annotated field of the class (its MRO) that
+ * the instance has.
+ *
+ * Persistent references: pickles made here call persistent_id for every
+ * object: an instance of a loaded class that carries `_bettong_id` becomes
+ * ("bettong.obj", object_id, class_id). Loading resolves such ids to the
+ * registry's live objects (loading them as needed), so an object graph keeps
+ * its identity. An id that does not exist is an error in arguments (the
+ * request fails NOT_FOUND) and None inside a stored state (logged).
+ *
+ * Writes: when a request changed an object's persistent state, the new state
+ * is handed to the committer in the caller's unit, with the answer the
+ * committer's done callback is to send; otherwise the answer goes at once.
+ *
+ * Cache: at most `cache` loaded objects are kept; past that, the least
+ * recently used ones that nothing else references (reference count 1: the
+ * registry's own), that are not being loaded and whose last write is on disk
+ * are dropped (spy_trim, after every job). Objects that other live objects
+ * reference stay: the bound is soft. */
+#ifndef BETTONG_SPY_H
+#define BETTONG_SPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/commit.h"
+#include "store/sdb.h"
+#include "util/buf.h"
+
+/* With the GIL (the main thread, once). */
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen);
+/* With the GIL: drop every live object and class. */
+void spy_fini(void);
+
+typedef struct {
+    /* in */
+    uint8_t type; /* SMSG_CALL ... SMSG_DELETE */
+    uint64_t req;
+    const char *oid;
+    size_t oidlen;
+    const char *name; /* method or field */
+    size_t namelen;
+    const uint8_t *payload;
+    size_t len;
+    /* a write goes in this unit (ctx set by the caller), with one op whose
+     * bytes unit_bytes owns and whose answer is unit_answer */
+    wunit_t *unit;
+    wop_t *op;
+    buf_t *unit_bytes;
+    buf_t *unit_answer;
+    /* out */
+    buf_t *answer;      /* the answer when it goes now (nothing was written) */
+    uint64_t write_seq; /* the unit's sequence number when one was submitted */
+    int deleted;        /* DELETE succeeded (the unit removes it from disk) */
+} spy_req_t;
+
+/* Run one request (GIL held). Exactly one of *answer or a submitted unit
+ * carries its answer. */
+void spy_run(spy_req_t *r);
+/* Drop idle objects past the cache bound (GIL held). */
+void spy_trim(void);
+/* Loaded objects now (GIL held). */
+size_t spy_cached(void);
+
+#endif

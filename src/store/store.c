@@ -1,0 +1,335 @@
+#include "store/store.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net/addr.h"
+#include "py/bridge.h"
+#include "store/sconn.h"
+#include "store/sobj.h"
+#include "store/spy.h"
+#include "store/sreply.h"
+#include "util/log.h"
+
+#define PROG "bettong store"
+#define DEFAULT_LISTEN "127.0.0.1:7450"
+#define SWEEP_MS 1000
+
+typedef struct {
+    const char *dir;
+    const char *listen;
+    const char *secret;
+    long threads;
+    long cache;
+    const char *log_level;
+} store_args_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: bettong store --dir DIR [options]\n"
+"\n"
+"Runs the persistent-object data service: clients (the `bettong` Python package)\n"
+"store objects in it and run their methods where the master copy lives. Prints\n"
+"one line, '" PROG ": listening on HOST:PORT', once it accepts connections.\n"
+"\n"
+"  --dir DIR             where the objects are kept (LMDB). A new or empty\n"
+"                        directory is initialized; a directory holding anything\n"
+"                        else is refused, never overwritten\n"
+"  --listen HOST:PORT    address (default " DEFAULT_LISTEN "; port 0 picks one).\n"
+"                        A non-loopback address needs a secret\n"
+"  --secret S            every client must present S in its HELLO (default:\n"
+"                        $BETTONG_SECRET)\n"
+"  --threads N           Python threads running requests (default 2)\n"
+"  --cache N             live objects kept in memory (default 100000); idle ones\n"
+"                        past that are dropped and reloaded on demand\n"
+"  --log-level LEVEL     debug, info (default), warn, error\n"
+"  -h, --help            this text\n"
+"\n"
+"Every acknowledged change is on disk before its answer is sent. SIGINT or\n"
+"SIGTERM stops the store (requests in progress finish) and exits 0.\n");
+}
+
+static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
+{
+    size_t n = strlen(flag);
+    const char *a = argv[*i];
+    if (strncmp(a, flag, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    (*i)++;
+    return argv[*i];
+}
+
+static int parse_count(const char *s, long min, long max, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, store_args_t *a)
+{
+    *a = (store_args_t){.listen = DEFAULT_LISTEN, .threads = 2, .cache = 100000};
+    for (int i = 1; i < argc; i++) {
+        int missing = 0;
+        const char *v;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            exit(0);
+        } else if ((v = flag_value(argc, argv, &i, "--dir", &missing))) {
+            a->dir = v;
+        } else if ((v = flag_value(argc, argv, &i, "--listen", &missing))) {
+            a->listen = v;
+        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+            a->secret = v;
+        } else if ((v = flag_value(argc, argv, &i, "--threads", &missing))) {
+            if (parse_count(v, 1, 256, &a->threads) < 0) {
+                fprintf(stderr, PROG ": --threads takes a number from 1 to 256\n");
+                return -1;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--cache", &missing))) {
+            if (parse_count(v, 1, 1000000000L, &a->cache) < 0) {
+                fprintf(stderr, PROG ": --cache takes a number of at least 1\n");
+                return -1;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+            if (log_parse_level(v) < 0) {
+                fprintf(stderr, PROG ": unknown log level '%s'\n", v);
+                return -1;
+            }
+            a->log_level = v;
+        } else {
+            fprintf(stderr, missing ? PROG ": option '%s' needs a value\n"
+                                    : PROG ": unknown argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    if (!a->dir) {
+        fprintf(stderr, PROG ": give --dir DIR\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ start-up */
+
+static int set_secret(store_t *st, const char *secret)
+{
+    if (!secret)
+        secret = getenv("BETTONG_SECRET");
+    if (!secret || !*secret)
+        return 0;
+    size_t n = strlen(secret);
+    if (n >= sizeof st->secret) {
+        fprintf(stderr, PROG ": the secret is too long (at most %zu bytes)\n",
+                sizeof st->secret - 1);
+        return -1;
+    }
+    memcpy(st->secret, secret, n + 1);
+    st->secret_len = n;
+    return 0;
+}
+
+/* Resolve --listen; a non-loopback address without a secret would let anyone
+ * who can connect run code here: refuse. */
+static int resolve_listen(store_t *st, const char *text, struct sockaddr_storage *sa)
+{
+    hostport_t hp;
+    char err[300], tmp[300];
+    const char *spec = text;
+    if (*text && strspn(text, "0123456789") == strlen(text)) {
+        snprintf(tmp, sizeof tmp, "127.0.0.1:%s", text);
+        spec = tmp;
+    }
+    if (hostport_parse(spec, &hp, err, sizeof err) < 0 ||
+        hostport_resolve(&hp, sa, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": --listen: %s\n", err);
+        return -1;
+    }
+    if (!sockaddr_is_loopback((struct sockaddr *)sa) && st->secret_len == 0) {
+        fprintf(stderr,
+                PROG ": refusing to listen on %s without a secret: anyone who can reach it "
+                "could run code here. Give --secret S (or set BETTONG_SECRET), or listen on "
+                "a loopback address.\n", text);
+        return -1;
+    }
+    return 0;
+}
+
+static int start_python(store_t *st, const store_args_t *a)
+{
+    char err[1024];
+    char *pargv[] = {"bettong-store", NULL};
+    if (py_start(1, pargv, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    py_gil_enter();
+    int rc = spy_init(st->db, st->cm, (size_t)a->cache, err, sizeof err);
+    py_gil_leave();
+    if (rc < 0)
+        fprintf(stderr, PROG ": %s\n", err);
+    return rc;
+}
+
+static void on_sweep(uv_timer_t *t) { sconn_sweep(t->data); }
+
+static void close_noop(uv_handle_t *h) { (void)h; }
+
+/* The listener and every connection are closed: let the threads finish what
+ * they run, commit what is queued, and close the remaining handles. */
+static void on_listener_closed(listener_t *l)
+{
+    store_t *st = l->owner;
+    st->tcp_open = 0;
+    pyexec_stop(st->px);
+    committer_stop(st->cm);
+    sconn_drop_held(st);
+    sobj_drop_all(st);
+    uv_close((uv_handle_t *)&st->sigint, close_noop);
+    uv_close((uv_handle_t *)&st->sigterm, close_noop);
+    uv_close((uv_handle_t *)&st->sweep, close_noop);
+}
+
+static void store_stop(store_t *st, const char *why)
+{
+    if (st->stopping)
+        return;
+    st->stopping = 1;
+    log_info("stopping (%s)", why);
+    uv_timer_stop(&st->sweep);
+    listener_close(&st->tcp, on_listener_closed);
+}
+
+static void on_signal(uv_signal_t *h, int signum) { store_stop(h->data, strsignal(signum)); }
+
+static void start_handles(store_t *st)
+{
+    uv_signal_init(&st->loop, &st->sigint);
+    uv_signal_init(&st->loop, &st->sigterm);
+    st->sigint.data = st->sigterm.data = st;
+    uv_signal_start(&st->sigint, on_signal, SIGINT);
+    uv_signal_start(&st->sigterm, on_signal, SIGTERM);
+    uv_timer_init(&st->loop, &st->sweep);
+    st->sweep.data = st;
+    uv_timer_start(&st->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+}
+
+/* Storage, committer, Python, threads, listener: 0 or -1 (message printed). */
+static int start(store_t *st, const store_args_t *a)
+{
+    char err[1024];
+    struct sockaddr_storage sa;
+    if (resolve_listen(st, a->listen, &sa) < 0)
+        return -1;
+    st->db = sdb_open(a->dir, err, sizeof err);
+    if (!st->db) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    log_info("%s store in %s", sdb_was_created(st->db) ? "initialized a new" : "opened the",
+             a->dir);
+    snprintf(st->name, sizeof st->name, "bettong store %s", a->dir);
+    st->cm = committer_start(&st->loop, st->db, sobj_unit_done, st, err, sizeof err);
+    if (!st->cm) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    if (start_python(st, a) < 0)
+        return -1;
+    st->px = pyexec_start(&st->loop, (unsigned)a->threads, err, sizeof err);
+    if (!st->px) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    pyexec_set_after(st->px, spy_trim);
+    st->spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 1,
+                              .max_payload = STORE_MAX_FRAME};
+    if (listener_start(&st->tcp, &st->loop, (struct sockaddr *)&sa, &st->spec, &sconn_handler,
+                       st, "store", err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    st->tcp_open = 1;
+    return 0;
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* After a failed start: stop what did start. */
+static void unwind(store_t *st)
+{
+    if (st->px)
+        pyexec_stop(st->px);
+    if (st->cm)
+        committer_stop(st->cm);
+    uv_walk(&st->loop, close_walk_cb, NULL);
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+}
+
+static void finish(store_t *st)
+{
+    if (Py_IsInitialized()) {
+        py_gil_enter();
+        spy_fini();
+        py_gil_leave();
+        py_stop();
+    }
+    pyexec_free(st->px);
+    committer_free(st->cm);
+    omap_free(&st->objs);
+    sdb_close(st->db);
+    if (uv_loop_close(&st->loop) != 0)
+        log_debug("event loop closed with handles still open");
+}
+
+int cmd_store(int argc, char **argv)
+{
+    store_args_t a;
+    if (parse_args(argc, argv, &a) < 0) {
+        fprintf(stderr, "(bettong store --help for the options)\n");
+        return 2;
+    }
+    log_set_role("store");
+    if (a.log_level)
+        log_set_level((log_level)log_parse_level(a.log_level));
+    signal(SIGPIPE, SIG_IGN);
+
+    static store_t store;
+    store_t *st = &store;
+    omap_init(&st->objs);
+    if (set_secret(st, a.secret) < 0 || uv_loop_init(&st->loop) < 0)
+        return 2;
+    if (start(st, &a) < 0) {
+        unwind(st);
+        finish(st);
+        return 2;
+    }
+    start_handles(st);
+    printf(PROG ": listening on %s\n", st->tcp.addr);
+    fflush(stdout);
+    log_info("%ld Python thread(s), cache of %ld objects%s", a.threads, a.cache,
+             st->secret_len ? ", clients need the secret" : "");
+    uv_run(&st->loop, UV_RUN_DEFAULT);
+    finish(st);
+    return st->exit_code;
+}

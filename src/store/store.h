@@ -1,0 +1,78 @@
+/* `bettong store`: the persistent-object data service (sproto.h).
+ *
+ * Threads:
+ * - the loop thread (libuv): every socket, HELLO and request parsing, the
+ *   per-object queues (sobj.c), answers and their ordering (sconn.c);
+ * - --threads Python threads (pyexec.h): requests that run Python (spy.h),
+ *   each taking the GIL for its request;
+ * - the committer (commit.h): LMDB's writer, group commit.
+ *
+ * Durability and order: a request that changes the store is answered by the
+ * committer's done callback, after its batch is on disk. An answer that does
+ * not change anything but is about an object with a change not yet on disk
+ * (sobj_t.last_seq) is held until that change is (held answers, sorted by
+ * sequence number and released as units complete), so no answer shows state
+ * that a crash could still lose, and answers about one object leave in request
+ * order. */
+#ifndef BETTONG_STORE_H
+#define BETTONG_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/frame.h"
+#include "net/inconn.h"
+#include "store/commit.h"
+#include "store/omap.h"
+#include "store/pyexec.h"
+#include "store/sdb.h"
+
+typedef struct sconn sconn_t;
+typedef struct held held_t;
+
+/* One parsed request. Its fields point into `mem`, which it owns. */
+typedef struct sreq {
+    struct sreq *next;
+    sconn_t *conn; /* counted reference */
+    uint8_t type;
+    uint64_t id;
+    const char *oid;
+    size_t oidlen;
+    const char *name; /* method, field, alias or qualname */
+    size_t namelen;
+    uint64_t class_id;
+    const uint8_t *payload; /* "rest", or PERSIST's entries */
+    size_t len;
+    uint32_t count;         /* PERSIST */
+    size_t cost;            /* bytes counted against the connection */
+    void *mem;
+} sreq_t;
+
+typedef struct store {
+    uv_loop_t loop;
+    listener_t tcp;
+    int tcp_open;
+    frame_spec_t spec;
+    sdb_t *db;
+    committer_t *cm;
+    pyexec_t *px;
+    char secret[256];
+    size_t secret_len;
+    char name[300];
+    omap_t objs;       /* sobj_t: objects with queued requests or writes in flight */
+    uint64_t durable;  /* the last unit whose answer went out (loop's view) */
+    held_t *held_head, *held_tail; /* sorted by seq */
+    sconn_t *conns;
+    uv_signal_t sigint, sigterm;
+    uv_timer_t sweep;
+    int stopping;
+    int exit_code;
+} store_t;
+
+int cmd_store(int argc, char **argv);
+
+/* Milliseconds on the loop's clock. */
+static inline uint64_t store_now_ms(store_t *st) { return uv_now(&st->loop); }
+
+#endif

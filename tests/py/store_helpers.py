@@ -1,0 +1,199 @@
+"""Helpers for the object-store tests (tests/py/test_store*.py): run `bettong store`
+as a real process on a free loopback port with a directory of its own, run client
+programs against it, and reset the in-process client between tests.
+
+Every wait is bounded; every process a test starts is killed at teardown (with its
+process group).
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, Procs, free_port, port_open
+from executor_helpers import PYTHON, run_script, sub_env
+
+PYDIR = REPO / "python"
+if str(PYDIR) not in sys.path:
+    sys.path.insert(0, str(PYDIR))
+
+START_TIMEOUT = 10   # seconds for a store to listen
+STOP_TIMEOUT = 10
+
+
+class Store:
+    """One `bettong store --listen 127.0.0.1:PORT --dir DIR [--secret S]` process,
+    its stderr in a file."""
+
+    _n = 0
+
+    def __init__(self, procs, tmp, dir=None, port=None, secret=None, extra=(), wait=True):
+        Store._n += 1
+        self.procs = procs
+        self.tmp = Path(tmp)
+        self.dir = Path(dir) if dir is not None else self.tmp / ("store-%d" % Store._n)
+        self.port = port or free_port()
+        self.secret = secret
+        self.extra = list(extra)
+        self.err_path = self.tmp / ("store-%d.log" % Store._n)
+        self.proc = None
+        self.started_at = None
+        self.start(wait=wait)
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def args(self):
+        a = [BIN, "store", "--listen", self.address, "--dir", str(self.dir)]
+        if self.secret is not None:
+            a += ["--secret", self.secret]
+        return a + [str(x) for x in self.extra]
+
+    def start(self, wait=True):
+        env = dict(os.environ)
+        env.pop("BETTONG_SECRET", None)
+        env.pop("BETTONG_STORE_SECRET", None)
+        env["PYTHONPATH"] = str(PYDIR)
+        with open(self.err_path, "ab") as err:
+            self.started_at = time.monotonic()
+            self.proc = self.procs.spawn(self.args(), stdout=err, stderr=err, env=env,
+                                         cwd=str(self.tmp))
+        if wait:
+            self.wait_ready()
+        return self
+
+    def log(self):
+        try:
+            return self.err_path.read_bytes().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        """Wait until the port accepts connections; returns the seconds it took
+        from the spawn. Fails with the log if the store exits first."""
+        deadline = time.monotonic() + timeout
+        while not port_open(self.port):
+            if self.proc.poll() is not None:
+                pytest.fail("bettong store exited with %d before listening:\n%s"
+                            % (self.proc.returncode, self.log()))
+            if time.monotonic() > deadline:
+                pytest.fail("bettong store did not listen on %d within %.0f s:\n%s"
+                            % (self.port, timeout, self.log()))
+            time.sleep(0.005)
+        return time.monotonic() - self.started_at
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bettong store did not exit within %.0f s:\n%s" % (timeout, self.log()))
+
+    def kill(self, sig=signal.SIGKILL):
+        """Signal the store; with SIGKILL also wait for it to be gone."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        if sig == signal.SIGKILL:
+            return self.wait_exit()
+        return None
+
+    def stop(self):
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait_exit()
+
+    def restart(self):
+        """SIGKILL it, then start a new store on the same directory and port."""
+        self.kill()
+        deadline = time.monotonic() + START_TIMEOUT
+        while port_open(self.port):
+            if time.monotonic() > deadline:
+                pytest.fail("port %d still open after the store was killed" % self.port)
+            time.sleep(0.01)
+        return self.start()
+
+
+class Stores:
+    """What the `stores` fixture gives: a factory of stores, all stopped at the end."""
+
+    def __init__(self, tmp):
+        self.tmp = Path(tmp)
+        self.procs = Procs()
+
+    def __call__(self, **kw):
+        return Store(self.procs, self.tmp, **kw)
+
+    def cleanup(self):
+        self.procs.cleanup()
+
+
+def client_reset():
+    """Forget the in-process client's store (between tests)."""
+    from bettong import objects
+    try:
+        objects.disconnect()
+    except Exception:
+        pass
+    os.environ.pop("BETTONG_STORE", None)
+    os.environ.pop("BETTONG_STORE_SECRET", None)
+
+
+def client_env(store, extra=None):
+    """The environment of a client program: the package, the store's address."""
+    env = sub_env()
+    env.pop("BETTONG_STORE_SECRET", None)
+    env["BETTONG_STORE"] = store.address
+    if extra:
+        env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run_client(store, script, args=(), timeout=45, extra_env=None, cwd=None):
+    """Run a Python client program (a path or source text) against the store."""
+    return run_script(script, args=args, timeout=timeout, env=client_env(store, extra_env),
+                      cwd=cwd)
+
+
+def spawn_client(procs, store, script_path, args=(), extra_env=None, cwd=None):
+    """Start a client program without waiting (output piped)."""
+    argv = [PYTHON, str(script_path)] + [str(a) for a in args]
+    return procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=client_env(store, extra_env), cwd=str(cwd or REPO))
+
+
+def wait_clients(clients, timeout=45):
+    """Wait for every client started by spawn_client; returns [(rc, out, err)]."""
+    deadline = time.monotonic() + timeout
+    out = []
+    for p in clients:
+        try:
+            o, e = p.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pytest.fail("a client program did not finish within %.0f s" % timeout)
+        out.append((p.returncode, o.decode("utf-8", "replace"), e.decode("utf-8", "replace")))
+    return out
+
+
+class Timer(threading.Thread):
+    """Runs fn after `delay` seconds unless cancelled (used to bound raw socket waits)."""
+
+    def __init__(self, delay, fn):
+        super().__init__(daemon=True)
+        self.delay, self.fn, self.ev = delay, fn, threading.Event()
+
+    def run(self):
+        if not self.ev.wait(self.delay):
+            self.fn()
+
+    def cancel(self):
+        self.ev.set()
