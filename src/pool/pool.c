@@ -12,6 +12,7 @@
 #include "pool/peer.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
+#include "util/args.h"
 #include "util/log.h"
 
 #define PROG "bettong pool"
@@ -68,35 +69,7 @@ static void usage(FILE *f)
 "SIGINT or SIGTERM stops the workers (SIGTERM, SIGKILL after 2 s) and exits 0.\n");
 }
 
-/* "--flag value" or "--flag=value": returns the value and advances *i, or NULL. */
-static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
-{
-    size_t n = strlen(flag);
-    const char *a = argv[*i];
-    if (strncmp(a, flag, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
 
-static int parse_count(const char *s, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < 0 || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 static int parse_args(int argc, char **argv, pool_args_t *a)
 {
@@ -112,25 +85,25 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
             exit(0);
         } else if (strcmp(argv[i], "--exit-with-client") == 0) {
             a->exit_with_client = 1;
-        } else if ((v = flag_value(argc, argv, &i, "--listen", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
             a->listen = v;
-        } else if ((v = flag_value(argc, argv, &i, "--unix", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--unix", &missing))) {
             a->unix_path = v;
-        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
-        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
             if (log_parse_level(v) < 0) {
                 fprintf(stderr, PROG ": unknown log level '%s'\n", v);
                 return -1;
             }
             a->log_level = v;
-        } else if ((v = flag_value(argc, argv, &i, "--workers", &missing))) {
-            if (parse_count(v, 4096, &a->workers) < 0) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--workers", &missing))) {
+            if (args_parse_long(v, 0, 4096, &a->workers) < 0) {
                 fprintf(stderr, PROG ": --workers takes a number from 0 to 4096\n");
                 return -1;
             }
-        } else if ((v = flag_value(argc, argv, &i, "--ahead", &missing))) {
-            if (parse_count(v, 100000, &n) < 0 || n < 1) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--ahead", &missing))) {
+            if (args_parse_long(v, 0, 100000, &n) < 0 || n < 1) {
                 fprintf(stderr, PROG ": --ahead takes a number of at least 1\n");
                 return -1;
             }

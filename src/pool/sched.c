@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool/idmap.h"
+#include "util/idmap.h"
 #include "pool/proto.h"
 
 #define DEFAULT_AHEAD_MIN 1

@@ -12,6 +12,7 @@
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
+#include "util/args.h"
 #include "util/log.h"
 
 #define PROG "bettong worker"
@@ -53,23 +54,6 @@ static void usage(FILE *f)
 "add to sys.path, separated by ':', so the caller's modules import).\n");
 }
 
-static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
-{
-    size_t n = strlen(flag);
-    const char *a = argv[*i];
-    if (strncmp(a, flag, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
 
 static int parse_number(const char *s, double max, double *out)
 {
@@ -94,27 +78,27 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
-        } else if ((v = flag_value(argc, argv, &i, "--connect", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--connect", &missing))) {
             a->connect = v;
-        } else if ((v = flag_value(argc, argv, &i, "--join", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--join", &missing))) {
             a->join = v;
-        } else if ((v = flag_value(argc, argv, &i, "--name", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--name", &missing))) {
             a->name = v;
-        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
-        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
             if (log_parse_level(v) < 0) {
                 fprintf(stderr, PROG ": unknown log level '%s'\n", v);
                 return -1;
             }
             a->log_level = v;
-        } else if ((v = flag_value(argc, argv, &i, "--procs", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--procs", &missing))) {
             if (parse_number(v, 4096, &d) < 0 || d < 1 || d != (long)d) {
                 fprintf(stderr, PROG ": --procs takes a number from 1 to 4096\n");
                 return -1;
             }
             a->procs = (long)d;
-        } else if ((v = flag_value(argc, argv, &i, "--give-up", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--give-up", &missing))) {
             if (parse_number(v, 1e9, &a->give_up_s) < 0) {
                 fprintf(stderr, PROG ": --give-up takes a number of seconds\n");
                 return -1;

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "pool/idmap.h"
+#include "util/idmap.h"
 #include "pool/proto.h"
 #include "py/bridge.h"
 #include "util/log.h"

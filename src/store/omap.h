@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "pool/idmap.h"
+#include "util/idmap.h"
 #include "store/sdb.h"
 
 typedef struct onode {

@@ -12,6 +12,7 @@
 #include "store/sobj.h"
 #include "store/spy.h"
 #include "store/sreply.h"
+#include "util/args.h"
 #include "util/log.h"
 
 #define PROG "bettong store"
@@ -53,34 +54,7 @@ static void usage(FILE *f)
 "SIGTERM stops the store (requests in progress finish) and exits 0.\n");
 }
 
-static const char *flag_value(int argc, char **argv, int *i, const char *flag, int *missing)
-{
-    size_t n = strlen(flag);
-    const char *a = argv[*i];
-    if (strncmp(a, flag, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = 1;
-        return NULL;
-    }
-    (*i)++;
-    return argv[*i];
-}
 
-static int parse_count(const char *s, long min, long max, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
 
 static int parse_args(int argc, char **argv, store_args_t *a)
 {
@@ -91,23 +65,23 @@ static int parse_args(int argc, char **argv, store_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
-        } else if ((v = flag_value(argc, argv, &i, "--dir", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--dir", &missing))) {
             a->dir = v;
-        } else if ((v = flag_value(argc, argv, &i, "--listen", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
             a->listen = v;
-        } else if ((v = flag_value(argc, argv, &i, "--secret", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
-        } else if ((v = flag_value(argc, argv, &i, "--threads", &missing))) {
-            if (parse_count(v, 1, 256, &a->threads) < 0) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--threads", &missing))) {
+            if (args_parse_long(v, 1, 256, &a->threads) < 0) {
                 fprintf(stderr, PROG ": --threads takes a number from 1 to 256\n");
                 return -1;
             }
-        } else if ((v = flag_value(argc, argv, &i, "--cache", &missing))) {
-            if (parse_count(v, 1, 1000000000L, &a->cache) < 0) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--cache", &missing))) {
+            if (args_parse_long(v, 1, 1000000000L, &a->cache) < 0) {
                 fprintf(stderr, PROG ": --cache takes a number of at least 1\n");
                 return -1;
             }
-        } else if ((v = flag_value(argc, argv, &i, "--log-level", &missing))) {
+        } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
             if (log_parse_level(v) < 0) {
                 fprintf(stderr, PROG ": unknown log level '%s'\n", v);
                 return -1;

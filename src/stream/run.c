@@ -11,6 +11,7 @@
 #include "py/bridge.h"
 #include "stream/app.h"
 #include "stream/engine.h"
+#include "util/args.h"
 #include "util/log.h"
 
 #define MAX_PATHS 32
@@ -61,20 +62,11 @@ static void usage(FILE *f)
 "                              meaning here)\n");
 }
 
-/* "--flag value" or "--flag=value": returns the value and advances *i, or NULL. */
+/* A flag with its value; a flag given last without one is left to the
+ * application, like any argument the engine does not know. */
 static const char *flag_value(int argc, char **argv, int *i, const char *flag)
 {
-    size_t n = strlen(flag);
-    const char *a = argv[*i];
-    if (strncmp(a, flag, n) != 0)
-        return NULL;
-    if (a[n] == '=')
-        return a + n + 1;
-    if (a[n] == '\0' && *i + 1 < argc) {
-        (*i)++;
-        return argv[*i];
-    }
-    return NULL;
+    return args_flag_value(argc, argv, i, flag, NULL);
 }
 
 static int parse_size(const char *s, uint64_t *out)

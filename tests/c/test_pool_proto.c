@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "pool/idmap.h"
+#include "util/idmap.h"
 #include "pool/proto.h"
 
 /* ---- helpers ----------------------------------------------------------------- */

@@ -1,4 +1,4 @@
-#include "pool/idmap.h"
+#include "util/idmap.h"
 
 #include <stdlib.h>
 #include <string.h>
