@@ -34,11 +34,11 @@ HEADERS := $(wildcard src/*/*.h)
 # (never the binary's objects), without the sanitizers (it loads into a plain python).
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
-PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c src/net/wire.c src/util/buf.c
+PYEXT_SRC := python/bettong/_bettong.c python/bettong/_sock.c src/pool/proto.c src/net/wire.c src/util/buf.c
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
 STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))
-STOREEXT_SRC := python/bettong/_store.c src/net/wire.c src/util/buf.c
+STOREEXT_SRC := python/bettong/_store.c python/bettong/_sock.c src/net/wire.c src/util/buf.c
 STOREEXT_OBJ = $(STOREEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE)
@@ -63,7 +63,7 @@ $(BUILD)/libbettong.a: $(LIB_OBJ)
 $(BUILD)/bettong: $(MAIN_OBJ) $(BUILD)/libbettong.a
 	$(CC) $(SAN_FLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libbettong.a $(LDLIBS_BASE)
 
-$(BUILD)/pic/%.o: %.c $(HEADERS)
+$(BUILD)/pic/%.o: %.c $(HEADERS) python/bettong/_sock.h
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PIC) -c $< -o $@
 

@@ -53,11 +53,8 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -65,9 +62,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "_sock.h"
 #include "pool/proto.h"
 #include "util/buf.h"
 
@@ -158,27 +155,6 @@ static PyObject *closed_error(void)
 {
     PyErr_SetString(PyExc_ConnectionError, "connection to the pool is closed");
     return NULL;
-}
-
-/* ------------------------------------------------------------------ time */
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-/* Milliseconds left until deadline (deadline < 0: forever -> -1). */
-static int ms_left(double deadline)
-{
-    if (deadline < 0)
-        return -1;
-    double left = deadline - mono_now();
-    if (left <= 0)
-        return 0;
-    double ms = left * 1000.0 + 0.999;
-    return ms > (double)INT_MAX ? INT_MAX : (int)ms;
 }
 
 /* ------------------------------------------------------------------ sending */
@@ -376,11 +352,6 @@ static PyObject *out_send(Conn *c, out_t *o)
 
 /* ------------------------------------------------------------------ receiving */
 
-static uint32_t be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
 /* The RESULT tuple from its fixed fields (body from the type byte) and payload
  * (a new reference that is stolen). raw: the payload is the result itself, not
  * its pickle (the tuple then has a tenth item, True). */
@@ -478,7 +449,7 @@ static int drain_frames(Conn *c, PyObject *events)
 {
     while (buf_unread(&c->in) >= 4) {
         const uint8_t *h = buf_head(&c->in);
-        uint32_t n = be32(h);
+        uint32_t n = sock_be32(h);
         if (n == 0 || n > PROTO_MAX_FRAME) {
             PyErr_Format(ProtocolError, "bad frame length %u from the pool", n);
             return -1;
@@ -512,7 +483,7 @@ static int maybe_start_big(Conn *c)
     if (c->big || un < 4 + RESULT_FIXED + RAW_HEAD)
         return 0;
     const uint8_t *h = buf_head(&c->in);
-    uint32_t n = be32(h);
+    uint32_t n = sock_be32(h);
     if (h[4] != MSG_RESULT || n < BIG_RESULT || un >= 4 + (size_t)n)
         return 0;
     size_t plen = n - RESULT_FIXED;
@@ -584,94 +555,28 @@ static int parse_address(PyObject *addr, struct sockaddr_storage *ss, socklen_t 
     const char *s = PyUnicode_AsUTF8(addr);
     if (!s)
         return -1;
-    const char *path = NULL;
-    if (strncmp(s, "unix:", 5) == 0)
-        path = s + 5;
-    else if (s[0] == '/')
-        path = s;
-    if (path) {
-        struct sockaddr_un *un = (struct sockaddr_un *)ss;
-        memset(un, 0, sizeof *un);
-        un->sun_family = AF_UNIX;
-        if (strlen(path) == 0 || strlen(path) >= sizeof un->sun_path) {
-            PyErr_Format(PyExc_ValueError, "bad unix socket path: %R", addr);
-            return -1;
-        }
-        strcpy(un->sun_path, path);
-        *sslen = (socklen_t)sizeof *un;
+    int u = sock_parse_unix(s, (struct sockaddr_un *)ss);
+    if (u < 0) {
+        PyErr_Format(PyExc_ValueError, "bad unix socket path: %R", addr);
+        return -1;
+    }
+    if (u > 0) {
+        *sslen = (socklen_t)sizeof(struct sockaddr_un);
         *is_unix = 1;
         return 0;
     }
     *is_unix = 0;
-    if (strncmp(s, "tcp:", 4) == 0)
-        s += 4;
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon[1] == '\0') {
+    int rc = sock_parse_hostport(s, host, hostlen, port, portlen);
+    if (rc == SOCK_EFORMAT) {
         PyErr_Format(PyExc_ValueError, "pool address must be 'host:port' or 'unix:/path', not %R",
                      addr);
         return -1;
     }
-    size_t hl = (size_t)(colon - s);
-    const char *hs = s;
-    if (hl >= 2 && hs[0] == '[' && hs[hl - 1] == ']') {
-        hs++;
-        hl -= 2;
-    }
-    if (hl == 0) {
-        hs = "127.0.0.1";
-        hl = strlen(hs);
-    }
-    if (hl >= hostlen || strlen(colon + 1) >= portlen) {
+    if (rc == SOCK_ETOOLONG) {
         PyErr_Format(PyExc_ValueError, "pool address too long: %R", addr);
         return -1;
     }
-    memcpy(host, hs, hl);
-    host[hl] = '\0';
-    strcpy(port, colon + 1);
     return 0;
-}
-
-/* Connect with a deadline. Called without the GIL. Returns fd or -1 (errno). */
-static int connect_deadline(const struct sockaddr *sa, socklen_t len, double deadline)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, sa, len) < 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        for (;;) {
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            int pr = poll(&pfd, 1, ms_left(deadline));
-            if (pr < 0 && errno == EINTR)
-                continue;
-            if (pr <= 0) {
-                close(fd);
-                errno = pr == 0 ? ETIMEDOUT : errno;
-                return -1;
-            }
-            break;
-        }
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        if (soerr) {
-            close(fd);
-            errno = soerr;
-            return -1;
-        }
-    }
-    int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    if (sa->sa_family != AF_UNIX) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
 }
 
 /* Read until c->in holds one whole frame, without the GIL, before the deadline.
@@ -682,7 +587,7 @@ static long read_frame_raw(Conn *c, int fd, double deadline)
     for (;;) {
         size_t un = buf_unread(&c->in);
         if (un >= 4) {
-            uint32_t n = be32(buf_head(&c->in));
+            uint32_t n = sock_be32(buf_head(&c->in));
             if (n == 0 || n > 1024 * 1024)
                 return -3;
             if (un >= 4 + (size_t)n)
@@ -693,7 +598,7 @@ static long read_frame_raw(Conn *c, int fd, double deadline)
             return -1;
         }
         struct pollfd pfd = {fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, ms_left(deadline));
+        int pr = poll(&pfd, 1, sock_ms_left(deadline));
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr < 0)
@@ -738,31 +643,15 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     char host[256], port[32];
     if (parse_address(address, &ss, &sslen, &is_unix, host, sizeof host, port, sizeof port) < 0)
         goto fail;
-    double deadline = timeout > 0 ? mono_now() + timeout : -1;
+    double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
     int fd = -1, err = 0, gai = 0;
     Py_BEGIN_ALLOW_THREADS
-    if (is_unix) {
-        fd = connect_deadline((struct sockaddr *)&ss, sslen, deadline);
-        err = errno;
-    } else {
-        struct addrinfo hints, *res = NULL;
-        memset(&hints, 0, sizeof hints);
-        hints.ai_socktype = SOCK_STREAM;
-        hints.ai_family = AF_UNSPEC;
-        gai = getaddrinfo(host, port, &hints, &res);
-        if (gai == 0) {
-            /* IPv4 first, like the rest of Bettong. */
-            for (int pass = 0; pass < 2 && fd < 0; pass++)
-                for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-                    if ((pass == 0) != (ai->ai_family == AF_INET))
-                        continue;
-                    fd = connect_deadline(ai->ai_addr, ai->ai_addrlen, deadline);
-                    err = errno;
-                }
-            freeaddrinfo(res);
-        }
-    }
+    if (is_unix)
+        fd = sock_connect_deadline((struct sockaddr *)&ss, sslen, deadline);
+    else
+        fd = sock_connect_host(host, port, deadline, &gai);
+    err = errno;
     Py_END_ALLOW_THREADS
     if (gai != 0) {
         PyErr_Format(PyExc_ConnectionError, "cannot resolve %s: %s", host, gai_strerror(gai));
@@ -1154,13 +1043,7 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
             dst = c->big_tail + c->big_tail_have;
             want = RAW_TAIL - c->big_tail_have;
         } else {
-            size_t need = READ_CHUNK;
-            if (buf_unread(&c->in) >= 4) {
-                size_t frame = 4 + (size_t)be32(buf_head(&c->in));
-                if (frame > buf_unread(&c->in) && frame - buf_unread(&c->in) > need)
-                    need = frame - buf_unread(&c->in);
-            }
-            if (buf_reserve(&c->in, need) < 0)
+            if (buf_reserve(&c->in, sock_read_need(&c->in, READ_CHUNK)) < 0)
                 return PyErr_NoMemory();
             dst = c->in.data + c->in.len;
             want = c->in.cap - c->in.len;
@@ -1175,7 +1058,7 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
         if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             Py_BEGIN_ALLOW_THREADS
             struct pollfd pfd = {fd, POLLIN, 0};
-            pr = poll(&pfd, 1, ms_left(deadline));
+            pr = poll(&pfd, 1, sock_ms_left(deadline));
             if (pr > 0)
                 r = read(fd, dst, want);
             err = errno;
@@ -1224,7 +1107,7 @@ static PyObject *Conn_recv(Conn *c, PyObject *args, PyObject *kw)
         double t = PyFloat_AsDouble(tobj);
         if (t == -1.0 && PyErr_Occurred())
             return NULL;
-        deadline = mono_now() + (t > 0 ? t : 0);
+        deadline = sock_now() + (t > 0 ? t : 0);
     }
     if (c->receiving)
         return PyErr_Format(PyExc_RuntimeError, "recv() is already running in another thread");

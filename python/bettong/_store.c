@@ -54,20 +54,16 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/types.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "_sock.h"
 #include "net/wire.h"
 #include "store/sproto.h"
 #include "util/buf.h"
@@ -108,31 +104,6 @@ typedef struct {
     PyObject *address;
     PyObject *store_name;
 } SConn;
-
-/* ------------------------------------------------------------------ time */
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int ms_left(double deadline)
-{
-    if (deadline < 0)
-        return -1;
-    double left = deadline - mono_now();
-    if (left <= 0)
-        return 0;
-    double ms = left * 1000.0 + 0.999;
-    return ms > (double)INT_MAX ? INT_MAX : (int)ms;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
 
 /* ------------------------------------------------------------------ open / close */
 
@@ -239,14 +210,7 @@ static int read_some(SConn *c, int wait, double deadline)
 {
     int try_first = wait != 2;
     for (;;) {
-        size_t need = READ_CHUNK;
-        size_t un = buf_unread(&c->in);
-        if (un >= 4) {
-            size_t frame = 4 + (size_t)be32(buf_head(&c->in));
-            if (frame > un && frame - un > need)
-                need = frame - un;
-        }
-        if (buf_reserve(&c->in, need) < 0) {
+        if (buf_reserve(&c->in, sock_read_need(&c->in, READ_CHUNK)) < 0) {
             PyErr_NoMemory();
             return -1;
         }
@@ -264,7 +228,7 @@ static int read_some(SConn *c, int wait, double deadline)
                 return 0;
             int pr;
             int fd = c->fd;
-            int ms = ms_left(deadline);
+            int ms = sock_ms_left(deadline);
             Py_BEGIN_ALLOW_THREADS
             if (ms < 0) {
                 /* No deadline: block in recv() itself. */
@@ -314,7 +278,7 @@ static int read_some(SConn *c, int wait, double deadline)
             return -1;
         }
         c->in.len += (size_t)r;
-        c->last_io = mono_now();
+        c->last_io = sock_now();
         return 1;
     }
 }
@@ -331,7 +295,7 @@ static int flush_out(SConn *c)
         int err = errno;
         if (w > 0) {
             buf_consume(&c->out, (size_t)w);
-            c->last_io = mono_now();
+            c->last_io = sock_now();
             continue;
         }
         if (w < 0 && err == EINTR) {
@@ -376,7 +340,7 @@ static int check_idle(SConn *c)
 {
     if (c->pending > 0 || buf_unread(&c->in) > 0 || buf_unread(&c->out) > 0)
         return 0;
-    if (mono_now() - c->last_io < IDLE_CHECK)
+    if (sock_now() - c->last_io < IDLE_CHECK)
         return 0;
     uint8_t b;
     ssize_t r = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -459,7 +423,7 @@ static int next_answer(SConn *c, PyObject **ans, uint64_t *req)
     if (un < 4)
         return 0;
     const uint8_t *h = buf_head(&c->in);
-    uint32_t n = be32(h);
+    uint32_t n = sock_be32(h);
     if (n == 0 || n > SPROTO_MAX_FRAME) {
         conn_break(c);
         PyErr_Format(ProtocolError, "bad frame length %u from the store", n);
@@ -674,77 +638,16 @@ static int parse_address(PyObject *addr, char *host, size_t hostlen, char *port,
     const char *s = PyUnicode_AsUTF8(addr);
     if (!s)
         return -1;
-    if (strncmp(s, "tcp:", 4) == 0)
-        s += 4;
-    const char *colon = strrchr(s, ':');
-    if (!colon || colon[1] == '\0') {
+    int rc = sock_parse_hostport(s, host, hostlen, port, portlen);
+    if (rc == SOCK_EFORMAT) {
         PyErr_Format(PyExc_ValueError, "store address must be 'host:port', not %R", addr);
         return -1;
     }
-    size_t hl = (size_t)(colon - s);
-    const char *hs = s;
-    if (hl >= 2 && hs[0] == '[' && hs[hl - 1] == ']') {
-        hs++;
-        hl -= 2;
-    }
-    if (hl == 0) {
-        hs = "127.0.0.1";
-        hl = strlen(hs);
-    }
-    if (hl >= hostlen || strlen(colon + 1) >= portlen) {
+    if (rc == SOCK_ETOOLONG) {
         PyErr_Format(PyExc_ValueError, "store address too long: %R", addr);
         return -1;
     }
-    memcpy(host, hs, hl);
-    host[hl] = '\0';
-    strcpy(port, colon + 1);
     return 0;
-}
-
-/* Connect with a deadline. Called without the GIL. Returns fd or -1 (errno). */
-static int connect_deadline(const struct sockaddr *sa, socklen_t len, double deadline)
-{
-    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0)
-        return -1;
-    if (connect(fd, sa, len) < 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-            int e = errno;
-            close(fd);
-            errno = e;
-            return -1;
-        }
-        for (;;) {
-            struct pollfd pfd = {fd, POLLOUT, 0};
-            int pr = poll(&pfd, 1, ms_left(deadline));
-            if (pr < 0 && errno == EINTR)
-                continue;
-            if (pr <= 0) {
-                int e = pr == 0 ? ETIMEDOUT : errno;
-                close(fd);
-                errno = e;
-                return -1;
-            }
-            break;
-        }
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        if (soerr) {
-            close(fd);
-            errno = soerr;
-            return -1;
-        }
-    }
-    /* A blocking socket: reads and writes that must not wait say MSG_DONTWAIT; a
-     * wait without a deadline is a blocking recv() (one system call, not poll()
-     * then recv()). */
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0)
-        fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    return fd;
 }
 
 static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
@@ -773,26 +676,12 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
     char host[256], port[32];
     if (parse_address(address, host, sizeof host, port, sizeof port) < 0)
         goto fail;
-    double deadline = timeout > 0 ? mono_now() + timeout : -1;
+    double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
     int fd = -1, err = 0, gai = 0;
     Py_BEGIN_ALLOW_THREADS
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_family = AF_UNSPEC;
-    gai = getaddrinfo(host, port, &hints, &res);
-    if (gai == 0) {
-        /* IPv4 first, like the rest of Bettong. */
-        for (int pass = 0; pass < 2 && fd < 0; pass++)
-            for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-                if ((pass == 0) != (ai->ai_family == AF_INET))
-                    continue;
-                fd = connect_deadline(ai->ai_addr, ai->ai_addrlen, deadline);
-                err = errno;
-            }
-        freeaddrinfo(res);
-    }
+    fd = sock_connect_host(host, port, deadline, &gai);
+    err = errno;
     Py_END_ALLOW_THREADS
     if (gai != 0) {
         PyErr_Format(PyExc_ConnectionError, "cannot resolve %s: %s", host, gai_strerror(gai));
@@ -823,7 +712,7 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
     for (;;) {
         size_t un = buf_unread(&c->in);
         if (un >= 4) {
-            uint32_t n = be32(buf_head(&c->in));
+            uint32_t n = sock_be32(buf_head(&c->in));
             if (n == 0 || n > MAX_HANDSHAKE_FRAME) {
                 PyErr_Format(ProtocolError, "%U does not speak the Bettong store protocol",
                              address);
@@ -848,7 +737,7 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
             goto fail;
         }
     }
-    uint32_t n = be32(buf_head(&c->in));
+    uint32_t n = sock_be32(buf_head(&c->in));
     wire_rd_t r;
     wire_rd_init(&r, buf_head(&c->in) + 4, n);
     uint8_t type = wire_u8(&r);
@@ -993,7 +882,7 @@ static PyObject *SConn_recv(SConn *c, PyObject *args, PyObject *kw)
         double t = PyFloat_AsDouble(tobj);
         if (t == -1.0 && PyErr_Occurred())
             return NULL;
-        deadline = mono_now() + (t > 0 ? t : 0);
+        deadline = sock_now() + (t > 0 ? t : 0);
     }
     if (op_begin(c) < 0)
         return NULL;
