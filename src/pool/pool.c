@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "net/guard.h"
 #include "pool/peer.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
@@ -325,44 +326,20 @@ static void on_signal(uv_signal_t *h, int signum)
 
 static int set_secret(pool_t *p, const char *secret)
 {
-    if (!secret)
-        secret = getenv("BETTONG_SECRET");
-    if (!secret || !*secret)
-        return 0;
-    size_t n = strlen(secret);
-    if (n >= sizeof p->secret) {
-        fprintf(stderr, PROG ": the secret is too long (at most %zu bytes)\n",
-                sizeof p->secret - 1);
+    char err[200];
+    if (guard_secret_load(secret, p->secret, sizeof p->secret, &p->secret_len, err,
+                          sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    memcpy(p->secret, secret, n + 1);
-    p->secret_len = n;
     return 0;
 }
 
-/* Resolve --listen; a non-loopback address without a secret would let anyone
- * who can connect run code here: refuse. */
 static int resolve_listen(pool_t *p, const char *text, struct sockaddr_storage *sa)
 {
-    hostport_t hp;
-    char err[300];
-    const char *spec = text;
-    char tmp[300];
-    /* A bare port means 127.0.0.1:PORT. */
-    if (strspn(text, "0123456789") == strlen(text) && *text) {
-        snprintf(tmp, sizeof tmp, "127.0.0.1:%s", text);
-        spec = tmp;
-    }
-    if (hostport_parse(spec, &hp, err, sizeof err) < 0 ||
-        hostport_resolve(&hp, sa, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": --listen: %s\n", err);
-        return -1;
-    }
-    if (!sockaddr_is_loopback((struct sockaddr *)sa) && p->secret_len == 0) {
-        fprintf(stderr,
-                PROG ": refusing to listen on %s without a secret: anyone who can reach it "
-                "could run code here. Give --secret S (or set BETTONG_SECRET), or listen on "
-                "a loopback address.\n", text);
+    char err[600];
+    if (guard_resolve_listen(text, p->secret_len > 0, sa, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
     return 0;

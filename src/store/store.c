@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "net/addr.h"
+#include "net/guard.h"
 #include "py/bridge.h"
 #include "store/sconn.h"
 #include "store/sobj.h"
@@ -104,42 +105,20 @@ static int parse_args(int argc, char **argv, store_args_t *a)
 
 static int set_secret(store_t *st, const char *secret)
 {
-    if (!secret)
-        secret = getenv("BETTONG_SECRET");
-    if (!secret || !*secret)
-        return 0;
-    size_t n = strlen(secret);
-    if (n >= sizeof st->secret) {
-        fprintf(stderr, PROG ": the secret is too long (at most %zu bytes)\n",
-                sizeof st->secret - 1);
+    char err[200];
+    if (guard_secret_load(secret, st->secret, sizeof st->secret, &st->secret_len, err,
+                          sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    memcpy(st->secret, secret, n + 1);
-    st->secret_len = n;
     return 0;
 }
 
-/* Resolve --listen; a non-loopback address without a secret would let anyone
- * who can connect run code here: refuse. */
 static int resolve_listen(store_t *st, const char *text, struct sockaddr_storage *sa)
 {
-    hostport_t hp;
-    char err[300], tmp[300];
-    const char *spec = text;
-    if (*text && strspn(text, "0123456789") == strlen(text)) {
-        snprintf(tmp, sizeof tmp, "127.0.0.1:%s", text);
-        spec = tmp;
-    }
-    if (hostport_parse(spec, &hp, err, sizeof err) < 0 ||
-        hostport_resolve(&hp, sa, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": --listen: %s\n", err);
-        return -1;
-    }
-    if (!sockaddr_is_loopback((struct sockaddr *)sa) && st->secret_len == 0) {
-        fprintf(stderr,
-                PROG ": refusing to listen on %s without a secret: anyone who can reach it "
-                "could run code here. Give --secret S (or set BETTONG_SECRET), or listen on "
-                "a loopback address.\n", text);
+    char err[600];
+    if (guard_resolve_listen(text, st->secret_len > 0, sa, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
     return 0;
