@@ -23,7 +23,7 @@ LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
-LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/pool/*.c src/tools/*.c src/store/*.c)
+LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/cluster/*.c src/pool/*.c src/tools/*.c src/store/*.c)
 LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 MAIN_SRC := $(wildcard src/cmd/*.c)
 MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)

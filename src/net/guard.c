@@ -9,7 +9,13 @@
 int guard_secret_load(const char *given, char *out, size_t cap, size_t *len, char *err,
                       size_t errlen)
 {
-    const char *secret = given ? given : getenv("BETTONG_SECRET");
+    return guard_secret_load_env(given, "BETTONG_SECRET", out, cap, len, err, errlen);
+}
+
+int guard_secret_load_env(const char *given, const char *env, char *out, size_t cap,
+                          size_t *len, char *err, size_t errlen)
+{
+    const char *secret = given ? given : getenv(env);
     *len = 0;
     if (!secret || !*secret)
         return 0;

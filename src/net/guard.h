@@ -11,6 +11,9 @@
  * err if it does not fit. */
 int guard_secret_load(const char *given, char *out, size_t cap, size_t *len, char *err,
                       size_t errlen);
+/* The same with the environment variable `env` instead of BETTONG_SECRET. */
+int guard_secret_load_env(const char *given, const char *env, char *out, size_t cap,
+                          size_t *len, char *err, size_t errlen);
 
 /* Resolve a --listen address ("H:P", or a bare PORT for 127.0.0.1:PORT). A
  * non-loopback address without a secret is refused: anyone who can reach it

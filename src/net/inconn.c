@@ -175,6 +175,8 @@ static int drain_frames(inconn_t *c)
         begun = 1;
     }
     while (!c->closing && !c->lingering && c->reading) {
+        /* The limit may change between frames (raised once a peer authenticates). */
+        spec.max_payload = c->max_payload;
         size_t poff = 0, plen = 0, flen = 0;
         uint64_t declared = 0;
         frame_status st = frame_next(&spec, buf_head(&c->in), buf_unread(&c->in), &poff, &plen,
@@ -300,13 +302,15 @@ static void describe_peer(inconn_t *c)
             snprintf(c->peer, sizeof c->peer, "unix pid %d", (int)cred.pid);
         else
             snprintf(c->peer, sizeof c->peer, "unix");
+        c->peer_loopback = 1;
         return;
     }
     struct sockaddr_storage peer;
     int plen = sizeof peer;
-    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&peer, &plen) == 0)
+    if (uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&peer, &plen) == 0) {
         sockaddr_text((struct sockaddr *)&peer, c->peer, sizeof c->peer);
-    else
+        c->peer_loopback = sockaddr_is_loopback((struct sockaddr *)&peer);
+    } else
         snprintf(c->peer, sizeof c->peer, "?");
 }
 
@@ -380,22 +384,68 @@ static int listen_or_fail(listener_t *l, int rc, char *err, size_t errlen)
     return 0;
 }
 
-int listener_start(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr,
-                   const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
-                   const char *name, char *err, size_t errlen)
+static void record_bound_address(listener_t *l)
+{
+    /* Port 0 asks the kernel for one: report the port it gave. */
+    struct sockaddr_storage bound;
+    int blen = sizeof bound;
+    if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen) == 0)
+        sockaddr_text((struct sockaddr *)&bound, l->addr, sizeof l->addr);
+}
+
+static int start_tcp(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr, int reuseport,
+                     const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
+                     const char *name, char *err, size_t errlen)
 {
     listener_init(l, loop, spec, handler, owner, name);
     sockaddr_text(addr, l->addr, sizeof l->addr);
     uv_tcp_init(loop, &l->h.tcp);
     l->h.handle.data = l;
-    int rc = uv_tcp_bind(&l->h.tcp, addr, 0);
-    if (rc == 0) {
-        /* Port 0 asks the kernel for one: report the port it gave. */
-        struct sockaddr_storage bound;
-        int blen = sizeof bound;
-        if (uv_tcp_getsockname(&l->h.tcp, (struct sockaddr *)&bound, &blen) == 0)
-            sockaddr_text((struct sockaddr *)&bound, l->addr, sizeof l->addr);
+    int rc = 0;
+    if (reuseport) {
+        int one = 1;
+        int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) {
+            rc = uv_translate_sys_error(errno);
+            if (fd >= 0)
+                close(fd);
+        } else if ((rc = uv_tcp_open(&l->h.tcp, fd)) < 0) {
+            close(fd);
+        }
     }
+    if (rc == 0)
+        rc = uv_tcp_bind(&l->h.tcp, addr, 0);
+    if (rc == 0)
+        record_bound_address(l);
+    return listen_or_fail(l, rc, err, errlen);
+}
+
+int listener_start(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr,
+                   const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
+                   const char *name, char *err, size_t errlen)
+{
+    return start_tcp(l, loop, addr, 0, spec, handler, owner, name, err, errlen);
+}
+
+int listener_start_shared(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr,
+                          const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
+                          const char *name, char *err, size_t errlen)
+{
+    return start_tcp(l, loop, addr, 1, spec, handler, owner, name, err, errlen);
+}
+
+int listener_adopt(listener_t *l, uv_loop_t *loop, int fd, const frame_spec_t *spec,
+                   const inconn_handler_t *handler, void *owner, const char *name, char *err,
+                   size_t errlen)
+{
+    listener_init(l, loop, spec, handler, owner, name);
+    uv_tcp_init(loop, &l->h.tcp);
+    l->h.handle.data = l;
+    int rc = uv_tcp_open(&l->h.tcp, fd);
+    if (rc == 0)
+        record_bound_address(l);
+    else
+        close(fd);
     return listen_or_fail(l, rc, err, errlen);
 }
 

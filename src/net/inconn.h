@@ -60,6 +60,7 @@ struct inconn {
     uv_shutdown_t shutdown_req;
     uint64_t id;
     char peer[64];
+    int peer_loopback;    /* a TCP peer on a loopback address, or a Unix socket */
     void *user; /* owner's per-connection data */
     inconn_t *prev, *next;
 };
@@ -86,6 +87,16 @@ struct listener {
 int listener_start(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr,
                    const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
                    const char *name, char *err, size_t errlen);
+/* Like listener_start, with SO_REUSEPORT: processes of one cluster on one
+ * machine share the port and the kernel spreads connections over them. */
+int listener_start_shared(listener_t *l, uv_loop_t *loop, const struct sockaddr *addr,
+                          const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
+                          const char *name, char *err, size_t errlen);
+/* Serve a TCP socket that is already bound and listening (made by a parent
+ * process); the listener owns it from now on. */
+int listener_adopt(listener_t *l, uv_loop_t *loop, int fd, const frame_spec_t *spec,
+                   const inconn_handler_t *handler, void *owner, const char *name, char *err,
+                   size_t errlen);
 /* Bind and listen on a Unix-domain socket at `path` (mode 0600). A stale socket
  * file that nobody listens on is replaced; a live one is an error. */
 int listener_start_unix(listener_t *l, uv_loop_t *loop, const char *path,

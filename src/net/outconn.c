@@ -42,11 +42,19 @@ static void connection_lost(outconn_t *o, const char *why)
         o->handle = NULL;
     }
     writer_set_stream(&o->w, NULL);
-    if (o->connected)
+    if (o->connected && !o->on_lost)
         log_warn("%s: connection lost (%s); %zu bytes waiting, reconnecting", o->name, why,
                  outconn_backlog(o));
+    int was_up = o->connected;
     o->connected = 0;
     o->connecting = 0;
+    if (o->on_lost && (was_up || o->reconnects > 0)) {
+        if (!o->lost && !o->closing) {
+            o->lost = 1;
+            o->on_lost(o, why);
+        }
+        return;
+    }
     if (o->w.writing) {
         /* The write callback has not run yet; it requeues when it does. */
         return;
@@ -103,7 +111,7 @@ static void on_connect(uv_connect_t *req, int status)
 
 static void try_connect(outconn_t *o)
 {
-    if (o->closing || o->connected || o->connecting)
+    if (o->closing || o->connected || o->connecting || o->lost)
         return;
     o->handle = malloc(sizeof *o->handle);
     if (!o->handle) {
@@ -122,6 +130,11 @@ static void try_connect(outconn_t *o)
 }
 
 void outconn_start(outconn_t *o) { try_connect(o); }
+
+void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *why))
+{
+    o->on_lost = on_lost;
+}
 
 /* The writer keeps the bytes of a failed write, in front of the newer ones, so
  * they are sent again once reconnected. */

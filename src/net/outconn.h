@@ -36,10 +36,17 @@ struct outconn {
     void (*on_progress)(outconn_t *o);
     void *owner;
     void (*on_closed)(outconn_t *o);
+    /* Set by outconn_set_final: once connected, a drop is reported here and the
+     * connection is not retried (a cluster link whose peer is gone). */
+    void (*on_lost)(outconn_t *o, const char *why);
+    int lost;
 };
 
 void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
                   void (*on_progress)(outconn_t *o), void *owner);
+/* Keep retrying until the first connection, but report a later drop to
+ * on_lost instead of reconnecting; what was queued stays unsent. */
+void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *why));
 /* Start connecting (and keep retrying). */
 void outconn_start(outconn_t *o);
 /* The buffer to append output to; call outconn_flush after appending. */

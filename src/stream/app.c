@@ -9,6 +9,7 @@
 #include "py/bridge.h"
 #include "py/pykey.h"
 #include "stream/exec.h"
+#include "util/log.h"
 
 /* Set err from printf-style text; returns -1 for `return fail(...)`. */
 static int fail(char *err, size_t errlen, const char *fmt, ...)
@@ -365,6 +366,75 @@ static int build_from_description(app_t *app, PyObject *desc, const app_options_
     return check_listen_addresses(app, err, errlen);
 }
 
+static int use_pickle(app_t *app, char *err, size_t errlen)
+{
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    if (pickle) {
+        app->serialize = PyObject_GetAttrString(pickle, "dumps");
+        app->deserialize = PyObject_GetAttrString(pickle, "loads");
+        app->protocol = PyLong_FromLong(5);
+        Py_DECREF(pickle);
+    }
+    if (!app->serialize || !app->deserialize || !app->protocol)
+        return fail_py(err, errlen, "cannot load pickle");
+    return 0;
+}
+
+/* The module's own serialize/deserialize when it defines both (and they are
+ * not wallaroo's defaults, which are pickle anyway); pickle otherwise. */
+static int load_serializers(app_t *app, char *err, size_t errlen)
+{
+    PyObject *ser = py_getattr_opt(app->module, "serialize");
+    PyObject *de = py_getattr_opt(app->module, "deserialize");
+    int own = ser && de && PyCallable_Check(ser) && PyCallable_Check(de);
+    if (own) {
+        PyObject *w = PyImport_ImportModule("wallaroo");
+        PyObject *wser = w ? py_getattr_opt(w, "serialize") : NULL;
+        PyErr_Clear();
+        own = ser != wser;
+        Py_XDECREF(wser);
+        Py_XDECREF(w);
+    } else if ((ser != NULL) != (de != NULL)) {
+        log_warn("module '%s' defines only one of serialize/deserialize: using pickle",
+                 PyModule_GetName(app->module));
+        PyErr_Clear();
+    }
+    if (!own) {
+        Py_XDECREF(ser);
+        Py_XDECREF(de);
+        return use_pickle(app, err, errlen);
+    }
+    app->serialize = ser;
+    app->deserialize = de;
+    return 0;
+}
+
+PyObject *app_serialize(app_t *app, PyObject *obj)
+{
+    if (app->protocol) {
+        PyObject *args[2] = {obj, app->protocol};
+        return PyObject_Vectorcall(app->serialize, args, 2, NULL);
+    }
+    PyObject *r = py_call1(app->serialize, obj);
+    if (r && !PyBytes_Check(r) && !PyByteArray_Check(r) && !PyObject_CheckBuffer(r)) {
+        PyErr_Format(PyExc_TypeError, "serialize() returned %.100s, expected bytes",
+                     Py_TYPE(r)->tp_name);
+        Py_CLEAR(r);
+    }
+    return r;
+}
+
+PyObject *app_deserialize(app_t *app, const void *data, size_t len)
+{
+    /* pickle reads from a view of the frame; the module's own function gets bytes. */
+    PyObject *b = app->protocol
+                      ? PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ)
+                      : PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    PyObject *r = b ? py_call1(app->deserialize, b) : NULL;
+    Py_XDECREF(b);
+    return r;
+}
+
 static PyObject *argv_list(int argc, char **argv)
 {
     PyObject *list = PyList_New(argc);
@@ -406,6 +476,8 @@ int app_load(app_t *app, const app_options_t *opt, char *err, size_t errlen)
     } else {
         rc = build_from_description(app, desc, opt, err, errlen);
         Py_DECREF(desc);
+        if (rc == 0)
+            rc = load_serializers(app, err, errlen);
     }
     if (rc < 0)
         app_free(app);
@@ -432,6 +504,9 @@ void app_free(app_t *app)
     free(app->pipes);
     free(app->sinks);
     state_registry_free(&app->states);
+    Py_XDECREF(app->serialize);
+    Py_XDECREF(app->deserialize);
+    Py_XDECREF(app->protocol);
     Py_XDECREF(app->module);
     free(app->name);
     memset(app, 0, sizeof *app);

@@ -62,6 +62,11 @@ typedef struct {
     sink_addr_t *sinks;
     size_t nsinks;
     state_registry_t states;
+    /* What messages and state crossing a worker boundary go through: the
+     * module's own serialize/deserialize, or pickle (protocol 5). */
+    PyObject *serialize;   /* owned */
+    PyObject *deserialize; /* owned */
+    PyObject *protocol;    /* owned: the pickle protocol, NULL for the module's own */
 } app_t;
 
 typedef struct {
@@ -75,5 +80,10 @@ typedef struct {
 int app_load(app_t *app, const app_options_t *opt, char *err, size_t errlen);
 /* With GIL. */
 void app_free(app_t *app);
+/* With GIL. The serialized form of obj (a new bytes-like reference), or NULL
+ * with a Python exception. */
+PyObject *app_serialize(app_t *app, PyObject *obj);
+/* With GIL. The object back from its serialized form, or NULL with an exception. */
+PyObject *app_deserialize(app_t *app, const void *data, size_t len);
 
 #endif

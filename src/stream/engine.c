@@ -6,6 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "cluster/cluster.h"
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -46,7 +47,11 @@ struct engine {
     uv_timer_t stats_timer, drain_timer;
     uint64_t last_flush_ns;
     unsigned batch_frames;
-    int paused;
+    int paused;         /* sources not reading: bp_paused or held */
+    int bp_paused;      /* backpressure from the sinks and links */
+    int held;           /* the cluster holds the sources (forming, moving slots) */
+    cluster_t *cluster;
+    uv_timer_t stop_timer; /* a cluster stop that does not come */
     int stopping;
     int exit_code;
     uint64_t stop_deadline_ns;
@@ -68,8 +73,9 @@ static size_t sinks_backlog(engine_t *e)
 
 static void gen_start(source_rt_t *s);
 
-static void set_paused(engine_t *e, int paused)
+static void apply_pause(engine_t *e)
 {
+    int paused = e->bp_paused || e->held;
     if (e->paused == paused || e->stopping)
         return;
     e->paused = paused;
@@ -84,19 +90,34 @@ static void set_paused(engine_t *e, int paused)
     }
 }
 
+/* Sources stop on what waits in the sinks and the links to other workers;
+ * forwarded messages stop only on the sinks, which drain on their own, so two
+ * workers waiting on each other's links cannot stall each other. */
 static void check_backlog(engine_t *e)
 {
-    size_t backlog = sinks_backlog(e);
-    if (!e->paused && backlog > e->opt->backlog_high)
-        set_paused(e, 1);
-    else if (e->paused && backlog < e->opt->backlog_low)
-        set_paused(e, 0);
+    size_t sinks = sinks_backlog(e);
+    size_t backlog = sinks + (e->cluster ? cluster_backlog(e->cluster) : 0);
+    if (!e->bp_paused && backlog > e->opt->backlog_high) {
+        e->bp_paused = 1;
+        apply_pause(e);
+    } else if (e->bp_paused && backlog < e->opt->backlog_low) {
+        e->bp_paused = 0;
+        apply_pause(e);
+    }
+    if (e->cluster) {
+        if (sinks > e->opt->backlog_high)
+            cluster_hold_inbound(e->cluster, 1);
+        else if (sinks < e->opt->backlog_low)
+            cluster_hold_inbound(e->cluster, 0);
+    }
 }
 
 static void flush_sinks(engine_t *e)
 {
     for (size_t i = 0; i < e->app->nsinks; i++)
         outconn_flush(&e->sinks[i]);
+    if (e->cluster)
+        cluster_flush(e->cluster);
 }
 
 static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
@@ -204,7 +225,7 @@ static void on_gen_idle(uv_idle_t *h)
 
 static void gen_start(source_rt_t *s)
 {
-    if (s->gen_active)
+    if (s->gen_active && !s->e->paused)
         uv_idle_start(&s->idle, on_gen_idle);
 }
 
@@ -225,6 +246,9 @@ static void finish(engine_t *e)
     }
     for (size_t i = 0; i < e->app->nsinks; i++)
         outconn_close(&e->sinks[i], NULL);
+    if (e->cluster)
+        cluster_shutdown(e->cluster, NULL, NULL);
+    uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->sigint, close_cb_noop);
@@ -250,6 +274,7 @@ static void begin_stop(engine_t *e, int code, const char *why)
         return;
     e->stopping = 1;
     e->exit_code = code;
+    uv_timer_stop(&e->stop_timer);
     log_info("stopping (%s): flushing %zu bytes to the sinks", why, sinks_backlog(e));
     for (size_t i = 0; i < e->app->npipes; i++) {
         source_rt_t *s = &e->sources[i];
@@ -267,14 +292,64 @@ static void begin_stop(engine_t *e, int code, const char *why)
     uv_timer_start(&e->drain_timer, on_drain_timer, 0, DRAIN_POLL_MS);
 }
 
+static void on_stop_timer(uv_timer_t *t)
+{
+    engine_t *e = t->data;
+    log_warn("the cluster did not stop within %.0f s; stopping this worker alone",
+             e->opt->flush_timeout_s + 5);
+    begin_stop(e, 1, "cluster stop timed out");
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     engine_t *e = h->data;
-    if (e->stopping) {
+    if (e->stopping || uv_is_active((uv_handle_t *)&e->stop_timer)) {
         log_warn("second %s: exiting without waiting for the sinks", strsignal(signum));
         exit(1);
     }
+    if (e->cluster && cluster_request_stop(e->cluster, strsignal(signum)) == 0) {
+        log_info("%s: asking the cluster to stop", strsignal(signum));
+        uv_timer_start(&e->stop_timer, on_stop_timer,
+                       (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
+        return;
+    }
     begin_stop(e, 0, strsignal(signum));
+}
+
+/* ------------------------------------------------------------ the cluster's hooks */
+
+static void hook_hold(void *ctx, int hold)
+{
+    engine_t *e = ctx;
+    e->held = hold;
+    apply_pause(e);
+}
+
+static void hook_batch_begin(void *ctx)
+{
+    engine_t *e = ctx;
+    e->batch_frames = 0;
+    e->last_flush_ns = now_ns();
+    py_gil_enter();
+}
+
+static void hook_batch_end(void *ctx)
+{
+    engine_t *e = ctx;
+    if (pyerr_total())
+        pyerr_summary(0);
+    py_gil_leave();
+    if (e->dead_letter)
+        fflush(e->dead_letter);
+    flush_sinks(e);
+    check_backlog(e);
+    if (e->x.stop_requested)
+        begin_stop(e, 1, "--on-error=stop");
+}
+
+static void hook_finish(void *ctx, int code, const char *why)
+{
+    begin_stop(ctx, code, why);
 }
 
 static void on_stats_timer(uv_timer_t *t)
@@ -308,13 +383,17 @@ static int start_sources(engine_t *e)
         }
         char name[300];
         snprintf(name, sizeof name, "source '%s'", s->pipe->name);
-        if (listener_start(&s->listener, &e->loop, (struct sockaddr *)&s->pipe->source.addr,
-                           &s->pipe->source.frame, &source_handler, s, name, err,
-                           sizeof err) < 0) {
+        int (*start)(listener_t *, uv_loop_t *, const struct sockaddr *, const frame_spec_t *,
+                     const inconn_handler_t *, void *, const char *, char *, size_t) =
+            e->opt->shared_ports ? listener_start_shared : listener_start;
+        if (start(&s->listener, &e->loop, (struct sockaddr *)&s->pipe->source.addr,
+                  &s->pipe->source.frame, &source_handler, s, name, err, sizeof err) < 0) {
             log_error("%s", err);
             return -1;
         }
         s->listening = 1;
+        if (e->paused)
+            listener_pause(&s->listener);
         log_info("%s listening on %s:%d", name, s->pipe->source.host, s->pipe->source.port);
     }
     return 0;
@@ -383,10 +462,25 @@ int engine_run(app_t *app, const engine_options_t *opt)
     uv_signal_start(&e.sigterm, on_signal, SIGTERM);
     uv_timer_init(&e.loop, &e.drain_timer);
     uv_timer_init(&e.loop, &e.stats_timer);
-    e.drain_timer.data = e.stats_timer.data = &e;
+    uv_timer_init(&e.loop, &e.stop_timer);
+    e.drain_timer.data = e.stats_timer.data = e.stop_timer.data = &e;
     uv_timer_start(&e.stats_timer, on_stats_timer, STATS_INTERVAL_MS, STATS_INTERVAL_MS);
 
     start_sinks(&e);
+    if (opt->cluster) {
+        /* Sources wait until the cluster has formed. */
+        e.held = 1;
+        e.paused = 1;
+        cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
+                                 .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
+                                 .finish = hook_finish};
+        char err[512];
+        e.cluster = cluster_start(&e.loop, app, &e.x, opt->cluster, &hooks, err, sizeof err);
+        if (!e.cluster) {
+            log_error("cannot join the cluster: %s", err);
+            exit(2);
+        }
+    }
     if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");
@@ -402,6 +496,12 @@ int engine_run(app_t *app, const engine_options_t *opt)
         Py_CLEAR(e.sources[i].gen_prev);
     py_gil_leave();
     report_totals(&e);
+    if (e.cluster) {
+        int cc = cluster_exit_code(e.cluster);
+        if (cc > e.exit_code)
+            e.exit_code = cc;
+        cluster_free(e.cluster);
+    }
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");
     if (e.dead_letter)

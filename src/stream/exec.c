@@ -110,10 +110,28 @@ int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash)
     return pykey_hash(key, hash);
 }
 
-/* The state object the message belongs to (borrowed), or NULL after reporting. */
-static PyObject *state_of(exec_t *x, step_t *s, PyObject *msg)
+/* Whether the message must go on elsewhere: if its slot belongs to another
+ * worker it is handed to the cluster and 1 is returned. */
+static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, PyObject *msg)
+{
+    if (!x->table)
+        return 0;
+    unsigned owner = routing_owner(x->table, slot);
+    if (owner == x->self)
+        return 0;
+    x->forward(x->forward_ctx, owner, (unsigned)(p - x->app->pipes), (unsigned)(s - p->steps),
+               msg);
+    x->forwarded++;
+    return 1;
+}
+
+/* The state object the message belongs to (borrowed), or NULL: after reporting
+ * an error, or (*away set) when its state lives on another worker. */
+static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg, int *away)
 {
     if (s->kind == STEP_STATEFUL) {
+        if ((*away = forwarded_away(x, p, s, s->state->home_slot, msg)))
+            return NULL;
         PyObject *st = state_single(s->state);
         if (!st)
             user_error(x, "state class");
@@ -127,11 +145,12 @@ static PyObject *state_of(exec_t *x, step_t *s, PyObject *msg)
     uint64_t h;
     PyObject *st = NULL;
     if (exec_route_key(s, key, &h) == 0) {
-        /* One worker owns every slot here; a cluster forwards by routing_owner. */
-        st = state_for_key(s->state, routing_slot(h), key);
+        unsigned slot = routing_slot(h);
+        if (!(*away = forwarded_away(x, p, s, slot, msg)))
+            st = state_for_key(s->state, slot, key);
     }
     Py_DECREF(key);
-    if (!st)
+    if (!st && !*away)
         user_error(x, "partition function");
     return st;
 }
@@ -179,7 +198,8 @@ static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg)
     if (s->kind == STEP_STATELESS) {
         r = py_call1(s->fn, msg);
     } else {
-        PyObject *st = state_of(x, s, msg);
+        int away = 0;
+        PyObject *st = state_of(x, p, s, msg, &away);
         if (!st)
             return;
         r = py_call2(s->fn, msg, st);
@@ -232,6 +252,26 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
     x->cur_failed = 0;
     run_from(x, p, 0, msg);
     x->cur_message = NULL;
+}
+
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, const uint8_t *data, size_t len)
+{
+    if (pipe >= x->app->npipes || step >= x->app->pipes[pipe].nsteps)
+        return -1;
+    pipeline_t *p = &x->app->pipes[pipe];
+    x->cur_frame = NULL;
+    x->cur_failed = 0;
+    PyObject *msg = app_deserialize(x->app, data, len);
+    if (!msg) {
+        x->cur_message = NULL;
+        user_error(x, "deserialize (a message from another worker)");
+        return 0;
+    }
+    x->cur_message = msg;
+    run_from(x, p, step, msg);
+    x->cur_message = NULL;
+    Py_DECREF(msg);
+    return 0;
 }
 
 int exec_payload_length(void *ctx, const uint8_t *header, size_t header_len, uint64_t *len)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 
 #include "stream/app.h"
+#include "stream/routing.h"
 #include "util/buf.h"
 
 typedef enum { ON_ERROR_SKIP, ON_ERROR_DEAD_LETTER, ON_ERROR_STOP } on_error_t;
@@ -29,8 +30,16 @@ typedef struct {
     /* The input being processed, for the dead-letter file. */
     const uint8_t *cur_frame;
     size_t cur_frame_len;
-    PyObject *cur_message;  /* borrowed; generator input */
+    PyObject *cur_message;  /* borrowed; generator or forwarded input */
     int cur_failed;
+    /* In a cluster: who owns each slot, and how a message whose state lives
+     * elsewhere leaves (msg borrowed; it continues at `step` of pipeline `pipe`
+     * on worker `owner`). table is NULL on a single worker. */
+    const routing_table_t *table;
+    unsigned self;
+    void (*forward)(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg);
+    void *forward_ctx;
+    uint64_t forwarded;
 } exec_t;
 
 /* Decode a frame's payload and run it through `p`. Returns 0, or -1 if the
@@ -39,6 +48,11 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
                const uint8_t *payload, size_t payload_len);
 /* Run an already decoded message (generator sources). */
 void exec_message(exec_t *x, pipeline_t *p, PyObject *msg);
+
+/* Run a message another worker forwarded: deserialize it and go on at `step` of
+ * pipeline `pipe`. Returns 0 (a failure of user code is reported and counted),
+ * or -1 if pipe/step do not exist here (the peer runs another application). */
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, const uint8_t *data, size_t len);
 
 /* frame_length_fn for decoders whose header C cannot parse: calls the user's
  * payload_length. ctx is the source_t. */

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cluster/local.h"
+#include "net/guard.h"
 #include "py/bridge.h"
 #include "stream/app.h"
 #include "stream/engine.h"
@@ -24,7 +26,15 @@ typedef struct {
     size_t nowned;
     engine_options_t engine;
     uint64_t max_frame;
+    /* cluster flags */
     long worker_count;
+    long workers;            /* --workers N: N local processes */
+    int initializer;
+    const char *name, *control, *data, *my_control, *my_data, *join, *secret;
+    long control_fd;         /* internal: the coordinator's socket from --workers */
+    int shared_ports;        /* internal: sources share ports (--workers) */
+    double cluster_timeout;
+    cluster_config_t cluster;
 } run_args_t;
 
 static void usage(FILE *f)
@@ -50,16 +60,34 @@ static void usage(FILE *f)
 "  --log-level LEVEL           debug, info (default), warn, error\n"
 "  -h, --help                  this text\n"
 "\n"
-"Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
+"Clusters (the same application on many workers; state partitions spread over\n"
+"them, messages routed to the worker that holds their key's state):\n"
+"  --workers N                 run N local worker processes as one cluster; they\n"
+"                              share each --in port and stop together\n"
+"  --cluster-initializer, -t   this worker starts the cluster (with --worker-count\n"
+"                              > 1, or with --control) and runs its coordinator\n"
+"  --worker-count, -w N        the cluster forms once N workers have joined\n"
+"  --control, -c H:P           the initializer's control address (on the\n"
+"                              initializer: where it listens; on the others: whom\n"
+"                              to join)\n"
+"  --data, -d H:P              the initializer's data address\n"
+"  --join, -j H:P              join a running cluster (its control address): the\n"
+"                              newcomer takes over a share of the slots\n"
+"  --my-control H:P, --my-data H:P\n"
+"                              this worker's own addresses (default 127.0.0.1 with\n"
+"                              a port the kernel picks)\n"
+"  --name, -n NAME             the worker's name (unique in a cluster)\n"
+"  --cluster-secret S          the secret every member presents (or set\n"
+"                              BETTONG_CLUSTER_SECRET); without one, only loopback\n"
+"                              peers are accepted\n"
+"  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
+"\n"
+"Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
-"  --name/-n NAME              the worker's name, used in log lines\n"
-"  --worker-count/-w N         accepted; this release runs one worker (N > 1 warns)\n"
-"  --cluster-initializer/-t, --control/-c, --data/-d, --external/-e, --metrics/-m,\n"
-"  --my-control, --my-data, --join/-j, --resilience-dir, --ponythreads,\n"
-"  --ponynoblock, --ponypinasio, --ponyminthreads ...\n"
-"                              accepted and ignored on a single worker (cluster\n"
-"                              addresses, metrics and Pony runtime tuning have no\n"
-"                              meaning here)\n");
+"  --external/-e, --metrics/-m, --resilience-dir, --ponythreads, --ponynoblock,\n"
+"  --ponypinasio, --ponyminthreads ...\n"
+"                              accepted and ignored (metrics and Pony runtime tuning\n"
+"                              have no meaning here)\n");
 }
 
 /* A flag with its value; a flag given last without one is left to the
@@ -188,9 +216,42 @@ static int parse_args(run_args_t *a, int argc, char **argv)
             char role[64];
             snprintf(role, sizeof role, "bettong[%s]", v);
             log_set_role(role);
+            a->name = v;
         } else if ((v = flag_value(argc, argv, &i, "--worker-count")) ||
                    (v = flag_value(argc, argv, &i, "-w"))) {
-            a->worker_count = atol(v);
+            if (args_parse_long(v, 1, CL_MAX_WORKERS, &a->worker_count) < 0) {
+                fprintf(stderr, "bettong run: bad --worker-count '%s'\n", v);
+                return -1;
+            }
+        } else if ((v = flag_value(argc, argv, &i, "--workers"))) {
+            if (args_parse_long(v, 1, CL_MAX_WORKERS, &a->workers) < 0) {
+                fprintf(stderr, "bettong run: bad --workers '%s'\n", v);
+                return -1;
+            }
+        } else if (strcmp(arg, "--cluster-initializer") == 0 || strcmp(arg, "-t") == 0) {
+            a->initializer = 1;
+        } else if ((v = flag_value(argc, argv, &i, "--control")) ||
+                   (v = flag_value(argc, argv, &i, "-c"))) {
+            a->control = v;
+        } else if ((v = flag_value(argc, argv, &i, "--data")) ||
+                   (v = flag_value(argc, argv, &i, "-d"))) {
+            a->data = v;
+        } else if ((v = flag_value(argc, argv, &i, "--join")) ||
+                   (v = flag_value(argc, argv, &i, "-j"))) {
+            a->join = v;
+        } else if ((v = flag_value(argc, argv, &i, "--my-control"))) {
+            a->my_control = v;
+        } else if ((v = flag_value(argc, argv, &i, "--my-data"))) {
+            a->my_data = v;
+        } else if ((v = flag_value(argc, argv, &i, "--cluster-secret"))) {
+            a->secret = v;
+        } else if ((v = flag_value(argc, argv, &i, "--cluster-timeout"))) {
+            a->cluster_timeout = atof(v);
+        } else if ((v = flag_value(argc, argv, &i, "--bettong-control-fd"))) {
+            if (args_parse_long(v, 0, 65535, &a->control_fd) < 0)
+                return -1;
+        } else if (strcmp(arg, "--bettong-shared-ports") == 0) {
+            a->shared_ports = 1;
         }
         /* Anything else belongs to the application. */
     }
@@ -201,6 +262,49 @@ static int parse_args(run_args_t *a, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+/* Whether this worker is part of a cluster, and how; fills a->cluster. Returns
+ * 1 for a cluster, 0 for a worker on its own, -1 on a usage error. */
+static int cluster_mode(run_args_t *a)
+{
+    cluster_config_t *c = &a->cluster;
+    int joiner = !a->initializer && (a->join || a->control);
+    int init = a->initializer && (a->worker_count > 1 || a->control);
+    if (!init && !joiner) {
+        if (a->my_control || a->my_data)
+            log_warn("--my-control/--my-data without --control or --join: running alone");
+        return 0;
+    }
+    memset(c, 0, sizeof *c);
+    char err[300];
+    if (guard_secret_load_env(a->secret, "BETTONG_CLUSTER_SECRET", c->secret.secret,
+                              sizeof c->secret.secret, &c->secret.len, err, sizeof err) < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        return -1;
+    }
+    if (init && !a->control && a->control_fd < 0) {
+        fprintf(stderr, "bettong run: --cluster-initializer with --worker-count %ld needs "
+                        "--control H:P\n", a->worker_count);
+        return -1;
+    }
+    c->initializer = init;
+    c->worker_count = init ? (unsigned)(a->worker_count > 0 ? a->worker_count : 1) : 0;
+    c->control_fd = (int)a->control_fd;
+    snprintf(c->control, sizeof c->control, "%s", a->join ? a->join : a->control ? a->control
+                                                                                 : "127.0.0.1:0");
+    if (a->name)
+        snprintf(c->name, sizeof c->name, "%s", a->name);
+    else
+        snprintf(c->name, sizeof c->name, init ? "initializer" : "worker-%ld", (long)getpid());
+    snprintf(c->my_control, sizeof c->my_control, "%s", a->my_control ? a->my_control
+                                                                      : "127.0.0.1:0");
+    const char *data = init && a->data ? a->data : a->my_data;
+    snprintf(c->my_data, sizeof c->my_data, "%s", data ? data : "127.0.0.1:0");
+    c->timeout_ms = a->cluster_timeout > 0 ? (unsigned)(a->cluster_timeout * 1000) : 0;
+    c->stop_timeout_s = a->engine.flush_timeout_s;
+    a->engine.cluster = c;
+    return 1;
 }
 
 static void free_args(run_args_t *a)
@@ -218,15 +322,22 @@ int cmd_run(int argc, char **argv)
     a.engine.backlog_high = 8u << 20;
     a.engine.backlog_low = 2u << 20;
     a.max_frame = 16u << 20;
+    a.control_fd = -1;
     log_set_role("bettong run");
     int rc = parse_args(&a, argc, argv);
     if (rc != 0) {
         free_args(&a);
         return rc > 0 ? 0 : 2;
     }
-    if (a.worker_count > 1)
-        log_warn("--worker-count %ld: this release runs one worker; all state stays here",
-                 a.worker_count);
+    if (a.workers > 1) {
+        free_args(&a);
+        return local_cluster_run(argc, argv, (unsigned)a.workers);
+    }
+    if (cluster_mode(&a) < 0) {
+        free_args(&a);
+        return 2;
+    }
+    a.engine.shared_ports = a.shared_ports;
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof cwd) && add_path(&a, strdup(cwd)) < 0) {
         free_args(&a);

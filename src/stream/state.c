@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/hash.h"
+
 state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *state_class,
                                char *err, size_t errlen)
 {
@@ -25,6 +27,9 @@ state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *
     }
     Py_INCREF(state_class);
     s->state_class = state_class;
+    /* The single object lives in a slot of its own, so it has one owner in a
+     * cluster and moves like partitioned state. */
+    s->home_slot = routing_slot(hash_bytes(name, strlen(name), 0));
     s->next = r->head;
     r->head = s;
     return s;
@@ -58,6 +63,60 @@ PyObject *state_single(state_store_t *s)
     if (!s->single)
         s->single = PyObject_CallNoArgs(s->state_class);
     return s->single;
+}
+
+PyObject *state_slot_take(state_store_t *s, unsigned slot)
+{
+    PyObject *dict = s->slots[slot];
+    s->slots[slot] = NULL;
+    if (dict)
+        s->keys -= (size_t)PyDict_GET_SIZE(dict);
+    return dict;
+}
+
+int state_slot_put(state_store_t *s, unsigned slot, PyObject *dict)
+{
+    if (!PyDict_Check(dict)) {
+        PyErr_Format(PyExc_TypeError, "state of slot %u of '%s' is a %.100s, not a dict", slot,
+                     s->name, Py_TYPE(dict)->tp_name);
+        return -1;
+    }
+    if (!s->slots[slot]) {
+        if (!(s->slots[slot] = PyDict_New()))
+            return -1;
+    }
+    Py_ssize_t before = PyDict_GET_SIZE(s->slots[slot]);
+    if (PyDict_Update(s->slots[slot], dict) < 0)
+        return -1;
+    s->keys += (size_t)(PyDict_GET_SIZE(s->slots[slot]) - before);
+    return 0;
+}
+
+PyObject *state_single_take(state_store_t *s)
+{
+    PyObject *obj = s->single;
+    s->single = NULL;
+    return obj;
+}
+
+void state_single_put(state_store_t *s, PyObject *obj)
+{
+    Py_INCREF(obj);
+    Py_XSETREF(s->single, obj);
+}
+
+size_t state_count_keys(const state_registry_t *r, int (*keep)(const void *ctx, unsigned slot),
+                        const void *ctx)
+{
+    size_t n = 0;
+    for (const state_store_t *s = r->head; s; s = s->next) {
+        for (unsigned i = 0; i < ROUTING_SLOTS; i++)
+            if (s->slots[i] && keep(ctx, i))
+                n += (size_t)PyDict_GET_SIZE(s->slots[i]);
+        if (s->single && keep(ctx, s->home_slot))
+            n++;
+    }
+    return n;
 }
 
 void state_registry_free(state_registry_t *r)

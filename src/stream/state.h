@@ -13,6 +13,7 @@
 
 typedef struct state_store {
     char *name;
+    unsigned home_slot;    /* the slot that holds the to_stateful object */
     PyObject *state_class; /* owned */
     PyObject *single;      /* owned; the to_stateful object, made on first use */
     PyObject *slots[ROUTING_SLOTS]; /* owned dicts, made on first use */
@@ -33,6 +34,18 @@ state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *
 PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key);
 /* Borrowed reference to the single state object. */
 PyObject *state_single(state_store_t *s);
+/* With GIL. Take a slot's states out of the store: a new reference to its dict
+ * (key -> state), or NULL if it holds none; the store forgets them. */
+PyObject *state_slot_take(state_store_t *s, unsigned slot);
+/* With GIL. Add the states of `dict` (key -> state) to a slot, replacing
+ * states with the same key. Returns 0, or -1 with a Python exception. */
+int state_slot_put(state_store_t *s, unsigned slot, PyObject *dict);
+/* With GIL. Take the to_stateful object (new reference or NULL) / install one. */
+PyObject *state_single_take(state_store_t *s);
+void state_single_put(state_store_t *s, PyObject *obj);
+/* How many keys the slots that `keep(slot)` accepts hold, across stores. */
+size_t state_count_keys(const state_registry_t *r, int (*keep)(const void *ctx, unsigned slot),
+                        const void *ctx);
 /* With GIL: drop every store. */
 void state_registry_free(state_registry_t *r);
 

@@ -1,0 +1,924 @@
+#include "cluster/cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/coord.h"
+#include "net/addr.h"
+#include "net/inconn.h"
+#include "net/outconn.h"
+#include "py/bridge.h"
+#include "py/pyerr.h"
+#include "util/hist.h"
+#include "util/log.h"
+
+#define CLOSE_POLL_MS 10
+#define CLOSE_WAIT_MS 2000
+
+/* Another worker, as this one knows it. */
+typedef struct {
+    unsigned index;
+    int state;
+    char name[CL_NAME_MAX];
+    char control[CL_ADDR_MAX];
+    char data[CL_ADDR_MAX];
+    outconn_t link; /* our data connection to it */
+    int link_open;
+    uint64_t sent;      /* messages appended to the link */
+    uint64_t processed; /* messages from it run here */
+    uint64_t dropped;   /* messages for its slots dropped after it was lost */
+    int lost;
+    int bye;            /* it said goodbye on its data link to us */
+    uint64_t link_down_ns; /* our link to it closed then (0: it did not) */
+} peer_t;
+
+/* Per inbound connection (from the coordinator, or a peer's data link). */
+typedef struct {
+    int authed;
+    int bye;
+    cl_hello_t hello;
+    uint64_t last_rx_ns;
+} conn_info_t;
+
+struct cluster {
+    uv_loop_t *loop;
+    app_t *app;
+    exec_t *x;
+    cluster_config_t cfg;
+    cluster_hooks_t hooks;
+    frame_spec_t spec;
+    listener_t control_l, data_l;
+    int control_up, data_up;
+    outconn_t to_coord;
+    int to_coord_open;
+    peer_t *peers[CL_MAX_WORKERS];
+    unsigned self;
+    int have_self;
+    routing_table_t table;
+    int have_table;
+    int started;
+    int inbound_held;
+    int stopping;
+    int coord_lost;
+    int lost_any;
+    uv_timer_t tick;
+    coord_t *coord;
+    /* shutdown */
+    int closing;
+    unsigned open_handles;
+    uint64_t close_deadline_ns;
+    uv_timer_t close_timer;
+    void (*done)(void *ctx);
+    void *done_ctx;
+};
+
+/* ------------------------------------------------------------ peers */
+
+static peer_t *peer_get(cluster_t *c, unsigned index)
+{
+    if (index >= CL_MAX_WORKERS)
+        return NULL;
+    if (!c->peers[index]) {
+        peer_t *p = calloc(1, sizeof *p);
+        if (!p)
+            return NULL;
+        p->index = index;
+        p->state = CL_JOINING;
+        snprintf(p->name, sizeof p->name, "#%u", index);
+        c->peers[index] = p;
+    }
+    return c->peers[index];
+}
+
+static void on_link_lost(outconn_t *o, const char *why);
+
+static void peer_lost(cluster_t *c, peer_t *p, const char *why)
+{
+    if (p->lost || p->state == CL_LEFT || c->stopping)
+        return;
+    p->lost = 1;
+    p->state = CL_LOST_STATE;
+    c->lost_any = 1;
+    unsigned slots = c->have_table ? routing_count(&c->table, p->index) : 0;
+    log_error("cluster: worker '%s' (data %s) is lost: %s; messages for its %u slots are "
+              "dropped from now on", p->name, p->data, why, slots);
+}
+
+static void open_link(cluster_t *c, peer_t *p)
+{
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    char err[300];
+    if (hostport_parse(p->data, &hp, err, sizeof err) < 0 ||
+        hostport_resolve(&hp, &sa, err, sizeof err) < 0) {
+        log_error("cluster: worker '%s' has an unusable data address '%s': %s", p->name,
+                  p->data, err);
+        return;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "data link to '%s'", p->name);
+    outconn_init(&p->link, c->loop, (struct sockaddr *)&sa, name, NULL, c);
+    outconn_set_final(&p->link, on_link_lost);
+    cl_put_hello(outconn_buffer(&p->link), &c->cfg.secret, CL_CH_DATA, c->self, c->cfg.name);
+    p->link_open = 1;
+    c->open_handles++;
+    outconn_start(&p->link);
+}
+
+/* Our link to a peer closed. A peer that leaves or stops says BYE on its own
+ * link to us, which may be read a moment after this: judge at the next tick. */
+static void on_link_lost(outconn_t *o, const char *why)
+{
+    cluster_t *c = o->owner;
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        if (c->peers[i] && &c->peers[i]->link == o && !c->peers[i]->link_down_ns)
+            c->peers[i]->link_down_ns = now_ns();
+}
+
+/* ------------------------------------------------------------ forwarding */
+
+static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg)
+{
+    cluster_t *c = ctx;
+    peer_t *p = owner < CL_MAX_WORKERS ? c->peers[owner] : NULL;
+    if (!p || p->lost || !p->link_open) {
+        if (p && p->dropped++ == 0)
+            log_error("cluster: dropping messages for the slots of worker '%s' (lost)", p->name);
+        c->x->failed++;
+        return;
+    }
+    PyObject *data = app_serialize(c->app, msg);
+    Py_buffer view;
+    if (!data || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
+        Py_XDECREF(data);
+        pyerr_report("serialize (a message for another worker)");
+        c->x->failed++;
+        return;
+    }
+    wire_wr_t w;
+    wire_begin(&w, outconn_buffer(&p->link), CL_MSG, CL_MAX_FRAME);
+    wire_put_u16(&w, (uint16_t)pipe);
+    wire_put_u16(&w, (uint16_t)step);
+    wire_put_bytes(&w, view.buf, (size_t)view.len);
+    if (wire_end(&w) == 0) {
+        p->sent++;
+    } else {
+        log_error("cluster: a message of %zd bytes cannot be forwarded (too large or out of "
+                  "memory); dropped", view.len);
+        c->x->failed++;
+    }
+    PyBuffer_Release(&view);
+    Py_DECREF(data);
+}
+
+void cluster_flush(cluster_t *c)
+{
+    if (c->to_coord_open)
+        outconn_flush(&c->to_coord);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        if (c->peers[i] && c->peers[i]->link_open)
+            outconn_flush(&c->peers[i]->link);
+}
+
+size_t cluster_backlog(const cluster_t *c)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        if (c->peers[i] && c->peers[i]->link_open && !c->peers[i]->lost)
+            n += outconn_backlog(&c->peers[i]->link);
+    return n;
+}
+
+void cluster_hold_inbound(cluster_t *c, int hold)
+{
+    if (c->inbound_held == hold || !c->data_up)
+        return;
+    c->inbound_held = hold;
+    if (hold) {
+        listener_pause(&c->data_l);
+    } else {
+        uint64_t now = now_ns();
+        for (inconn_t *ic = c->data_l.conns; ic; ic = ic->next)
+            if (ic->user)
+                ((conn_info_t *)ic->user)->last_rx_ns = now;
+        listener_resume(&c->data_l);
+    }
+}
+
+/* ------------------------------------------------------------ to the coordinator */
+
+static buf_t *coord_buf(cluster_t *c) { return outconn_buffer(&c->to_coord); }
+
+static void send_counts(cluster_t *c, uint32_t seq)
+{
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_COUNTS, CL_MAX_FRAME);
+    wire_put_u32(&w, seq);
+    unsigned n = 0;
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        n += c->peers[i] != NULL && i != c->self;
+    wire_put_u16(&w, (uint16_t)n);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (!p || i == c->self)
+            continue;
+        wire_put_u16(&w, (uint16_t)i);
+        wire_put_u64(&w, p->sent);
+        wire_put_u64(&w, p->processed);
+    }
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
+static int owned_here(const void *ctx, unsigned slot)
+{
+    const cluster_t *c = ctx;
+    return c->have_table && routing_owner(&c->table, slot) == c->self;
+}
+
+static void send_status(cluster_t *c, uint32_t seq)
+{
+    py_gil_enter();
+    size_t keys = state_count_keys(&c->app->states, owned_here, c);
+    py_gil_leave();
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_STATUS, CL_MAX_FRAME);
+    wire_put_u32(&w, seq);
+    wire_put_u64(&w, keys);
+    wire_put_u64(&w, c->x->frames_in);
+    wire_put_u64(&w, c->x->messages_out);
+    wire_put_u64(&w, c->x->forwarded);
+    wire_put_u64(&w, c->x->failed);
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
+static void on_coord_link_lost(outconn_t *o, const char *why)
+{
+    cluster_t *c = o->owner;
+    if (c->stopping || c->coord_lost)
+        return;
+    c->coord_lost = 1;
+    c->lost_any = 1;
+    log_error("cluster: lost the coordinator at %s: %s; this worker goes on with the slots "
+              "it has, but the cluster cannot change or stop together", c->cfg.control, why);
+}
+
+static int join_coordinator(cluster_t *c, char *err, size_t errlen)
+{
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    if (hostport_parse(c->cfg.control, &hp, err, errlen) < 0 ||
+        hostport_resolve(&hp, &sa, err, errlen) < 0)
+        return -1;
+    outconn_init(&c->to_coord, c->loop, (struct sockaddr *)&sa, "control link to the coordinator",
+                 NULL, c);
+    outconn_set_final(&c->to_coord, on_coord_link_lost);
+    buf_t *b = coord_buf(c);
+    cl_put_hello(b, &c->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, c->cfg.name);
+    wire_wr_t w;
+    wire_begin(&w, b, CL_JOIN, CL_MAX_FRAME);
+    wire_put_str16(&w, c->cfg.name, strlen(c->cfg.name));
+    wire_put_str16(&w, c->control_l.addr, strlen(c->control_l.addr));
+    wire_put_str16(&w, c->data_l.addr, strlen(c->data_l.addr));
+    wire_end(&w);
+    c->to_coord_open = 1;
+    c->open_handles++;
+    outconn_start(&c->to_coord);
+    return 0;
+}
+
+int cluster_request_stop(cluster_t *c, const char *why)
+{
+    if (!c->to_coord_open || c->coord_lost || !c->to_coord.connected)
+        return -1;
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_STOP, CL_MAX_FRAME);
+    wire_put_str16(&w, why, strlen(why));
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+    return 0;
+}
+
+/* ------------------------------------------------------------ membership and table */
+
+static void apply_members(cluster_t *c, wire_rd_t *r)
+{
+    unsigned you = wire_u16(r);
+    unsigned n = wire_u16(r);
+    if (!c->have_self) {
+        c->self = you;
+        c->have_self = 1;
+        c->x->self = you;
+        log_info("cluster: joined as worker %u", you);
+    }
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        unsigned index = wire_u16(r);
+        int state = wire_u8(r);
+        char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
+        cl_str16(r, name, sizeof name);
+        cl_str16(r, control, sizeof control);
+        cl_str16(r, data, sizeof data);
+        if (r->err || index == c->self)
+            continue;
+        peer_t *p = peer_get(c, index);
+        if (!p)
+            continue;
+        snprintf(p->name, sizeof p->name, "%s", name);
+        snprintf(p->control, sizeof p->control, "%s", control);
+        snprintf(p->data, sizeof p->data, "%s", data);
+        if (state == CL_LOST_STATE) {
+            peer_lost(c, p, "reported by the coordinator");
+            continue;
+        }
+        if (!p->lost)
+            p->state = state;
+        if (!p->link_open && !p->lost &&
+            (state == CL_JOINING || state == CL_ACTIVE || state == CL_LEAVING))
+            open_link(c, p);
+    }
+}
+
+/* The first table: drop the state made up front (declared partition keys) for
+ * slots that other workers own; they make their own. */
+static void drop_unowned_state(cluster_t *c)
+{
+    py_gil_enter();
+    for (state_store_t *s = c->app->states.head; s; s = s->next) {
+        for (unsigned slot = 0; slot < ROUTING_SLOTS; slot++)
+            if (!owned_here(c, slot))
+                Py_XDECREF(state_slot_take(s, slot));
+        if (!owned_here(c, s->home_slot))
+            Py_XDECREF(state_single_take(s));
+    }
+    py_gil_leave();
+}
+
+static void apply_table(cluster_t *c, wire_rd_t *r)
+{
+    uint32_t seq = wire_u32(r);
+    routing_table_t t;
+    memset(&t, 0, sizeof t);
+    unsigned max = 0;
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++) {
+        t.owner[s] = wire_u16(r);
+        if (t.owner[s] + 1u > max)
+            max = t.owner[s] + 1u;
+    }
+    if (r->err) {
+        log_error("cluster: malformed routing table from the coordinator; ignored");
+        return;
+    }
+    t.workers = max;
+    int first = !c->have_table;
+    c->table = t;
+    c->have_table = 1;
+    if (first) {
+        drop_unowned_state(c);
+        c->x->table = &c->table;
+        c->x->self = c->self;
+    }
+    log_debug("cluster: routing table %u: %u slots here", seq, routing_count(&c->table, c->self));
+    cl_put_u32(coord_buf(c), CL_ACK, seq);
+    outconn_flush(&c->to_coord);
+}
+
+/* ------------------------------------------------------------ moving slots */
+
+typedef struct {
+    state_store_t *store;
+    int kind; /* 1: the slot's dict of keyed states, 2: the to_stateful object */
+    PyObject *data;
+    Py_buffer view;
+} part_t;
+
+/* With GIL. Take the slot's state out of every store and append it, serialized,
+ * to the link to its new owner. */
+static void send_slot(cluster_t *c, peer_t *to, unsigned slot)
+{
+    part_t parts[64];
+    unsigned n = 0;
+    for (state_store_t *s = c->app->states.head; s; s = s->next) {
+        PyObject *objs[2] = {state_slot_take(s, slot),
+                             s->home_slot == slot ? state_single_take(s) : NULL};
+        for (int k = 0; k < 2; k++) {
+            if (!objs[k])
+                continue;
+            PyObject *data = n < 64 ? app_serialize(c->app, objs[k]) : NULL;
+            if (data && PyObject_GetBuffer(data, &parts[n].view, PyBUF_SIMPLE) == 0) {
+                parts[n].store = s;
+                parts[n].kind = k + 1;
+                parts[n].data = data;
+                n++;
+            } else {
+                Py_XDECREF(data);
+                if (PyErr_Occurred())
+                    pyerr_report("serialize (state moving to another worker)");
+                log_error("cluster: the state of '%s' in slot %u cannot be moved to '%s'; "
+                          "it is lost", s->name, slot, to->name);
+            }
+            Py_DECREF(objs[k]);
+        }
+    }
+    wire_wr_t w;
+    wire_begin(&w, outconn_buffer(&to->link), CL_STATE, CL_MAX_FRAME);
+    wire_put_u16(&w, (uint16_t)slot);
+    wire_put_u16(&w, (uint16_t)n);
+    for (unsigned i = 0; i < n; i++) {
+        wire_put_str16(&w, parts[i].store->name, strlen(parts[i].store->name));
+        wire_put_u8(&w, (uint8_t)parts[i].kind);
+        wire_put_u32(&w, (uint32_t)parts[i].view.len);
+        wire_put_bytes(&w, parts[i].view.buf, (size_t)parts[i].view.len);
+        PyBuffer_Release(&parts[i].view);
+        Py_DECREF(parts[i].data);
+    }
+    if (wire_end(&w) < 0)
+        log_error("cluster: the state of slot %u is too large to move to '%s'; it is lost",
+                  slot, to->name);
+}
+
+static void migrate(cluster_t *c, wire_rd_t *r)
+{
+    unsigned n = wire_u16(r);
+    py_gil_enter();
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        unsigned slot = wire_u16(r);
+        unsigned to = wire_u16(r);
+        peer_t *p = to < CL_MAX_WORKERS ? c->peers[to] : NULL;
+        if (r->err || slot >= ROUTING_SLOTS)
+            break;
+        if (!p || !p->link_open || p->lost) {
+            log_error("cluster: cannot move slot %u to worker %u: no link to it", slot, to);
+            continue;
+        }
+        send_slot(c, p, slot);
+    }
+    py_gil_leave();
+    log_info("cluster: moved %u slots away", n);
+    cluster_flush(c);
+}
+
+static state_store_t *store_named(cluster_t *c, const uint8_t *name, size_t len)
+{
+    for (state_store_t *s = c->app->states.head; s; s = s->next)
+        if (strlen(s->name) == len && memcmp(s->name, name, len) == 0)
+            return s;
+    return NULL;
+}
+
+/* With GIL (a data batch). Install one slot's state sent by its old owner. */
+static int install_slot(cluster_t *c, wire_rd_t *r)
+{
+    unsigned slot = wire_u16(r);
+    unsigned n = wire_u16(r);
+    if (r->err || slot >= ROUTING_SLOTS)
+        return -1;
+    for (unsigned i = 0; i < n; i++) {
+        size_t nlen;
+        const uint8_t *name = wire_str16(r, &nlen);
+        int kind = wire_u8(r);
+        uint32_t len = wire_u32(r);
+        const uint8_t *bytes = wire_bytes(r, len);
+        if (r->err)
+            return -1;
+        state_store_t *s = store_named(c, name, nlen);
+        PyObject *obj = s ? app_deserialize(c->app, bytes, len) : NULL;
+        int rc = -1;
+        if (obj && kind == 1) {
+            rc = state_slot_put(s, slot, obj);
+        } else if (obj && kind == 2) {
+            state_single_put(s, obj);
+            rc = 0;
+        }
+        Py_XDECREF(obj);
+        if (rc < 0) {
+            if (PyErr_Occurred())
+                pyerr_report("deserialize (state moved from another worker)");
+            log_error("cluster: the state of '%.*s' in slot %u could not be installed; it is "
+                      "lost", (int)nlen, (const char *)name, slot);
+        }
+    }
+    cl_put_u32(coord_buf(c), CL_INSTALLED, 1);
+    return 0;
+}
+
+/* ------------------------------------------------------------ inbound connections */
+
+static void conn_opened(void *owner, inconn_t *ic)
+{
+    conn_info_t *ci = calloc(1, sizeof *ci);
+    if (!ci) {
+        inconn_close(ic, "out of memory");
+        return;
+    }
+    ci->last_rx_ns = now_ns();
+    ic->user = ci;
+    inconn_set_max_payload(ic, CL_MAX_HELLO);
+}
+
+/* The HELLO of a new connection: returns 1 if it passed, -1 to close. */
+static int check_first_frame(cluster_t *c, inconn_t *ic, conn_info_t *ci, int channel,
+                             const uint8_t *body, size_t len)
+{
+    if (cl_check_hello(&c->cfg.secret, ic, body, len, &ci->hello) < 0)
+        return -1;
+    if (ci->hello.channel != channel) {
+        log_warn("%s: refusing connection from %s: wrong channel", ic->listener->name, ic->peer);
+        return -1;
+    }
+    if (channel == CL_CH_DATA && ci->hello.index >= CL_MAX_WORKERS) {
+        log_warn("%s: refusing connection from %s: bad worker index", ic->listener->name,
+                 ic->peer);
+        return -1;
+    }
+    ci->authed = 1;
+    inconn_set_max_payload(ic, CL_MAX_FRAME);
+    return 1;
+}
+
+static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
+                         const uint8_t *payload, size_t payload_len)
+{
+    cluster_t *c = owner;
+    conn_info_t *ci = ic->user;
+    ci->last_rx_ns = now_ns();
+    if (!ci->authed)
+        return check_first_frame(c, ic, ci, CL_CH_CONTROL, payload, payload_len) < 0 ? -1 : 0;
+    wire_rd_t r;
+    wire_rd_init(&r, payload, payload_len);
+    uint8_t type = wire_u8(&r);
+    switch (type) {
+    case CL_PING:
+        break;
+    case CL_BYE:
+        ci->bye = 1;
+        break;
+    case CL_MEMBERS:
+        apply_members(c, &r);
+        break;
+    case CL_TABLE:
+        apply_table(c, &r);
+        break;
+    case CL_PAUSE:
+        c->hooks.hold_sources(c->hooks.ctx, 1);
+        send_counts(c, wire_u32(&r));
+        break;
+    case CL_COUNTQ:
+        send_counts(c, wire_u32(&r));
+        break;
+    case CL_MIGRATE:
+        migrate(c, &r);
+        break;
+    case CL_RESUME:
+        if (!c->started)
+            log_info("cluster: formed; starting the sources");
+        c->started = 1;
+        c->hooks.hold_sources(c->hooks.ctx, 0);
+        break;
+    case CL_STATUSQ:
+        send_status(c, wire_u32(&r));
+        break;
+    case CL_FINISH:
+        /* Quiet now: peers closing from here on are stopping too. */
+        c->stopping = 1;
+        c->hooks.finish(c->hooks.ctx, 0, "the cluster is stopping");
+        break;
+    case CL_LEAVE:
+        c->stopping = 1;
+        c->hooks.finish(c->hooks.ctx, 0, "this worker left the cluster");
+        break;
+    case CL_LOST: {
+        unsigned index = wire_u16(&r);
+        char why[200];
+        cl_str16(&r, why, sizeof why);
+        peer_t *p = index < CL_MAX_WORKERS ? c->peers[index] : NULL;
+        if (p && index != c->self)
+            peer_lost(c, p, why);
+        break;
+    }
+    default:
+        log_warn("%s: unknown message type %u from the coordinator; closing", ic->listener->name,
+                 type);
+        return -1;
+    }
+    if (r.err) {
+        log_warn("%s: malformed message %u from the coordinator; closing", ic->listener->name,
+                 type);
+        return -1;
+    }
+    return 0;
+}
+
+static void control_closed(void *owner, inconn_t *ic)
+{
+    cluster_t *c = owner;
+    conn_info_t *ci = ic->user;
+    if (ci && ci->authed && !ci->bye && !c->stopping && !c->coord_lost) {
+        c->coord_lost = 1;
+        c->lost_any = 1;
+        log_error("cluster: lost the coordinator at %s (its connection closed); this worker "
+                  "goes on with the slots it has", c->cfg.control);
+    }
+    free(ci);
+    ic->user = NULL;
+}
+
+static void nothing(void *owner) { (void)owner; }
+
+static const inconn_handler_t control_handler = {
+    .opened = conn_opened,
+    .batch_begin = nothing,
+    .frame = control_frame,
+    .batch_end = nothing,
+    .closed = control_closed,
+};
+
+static void data_batch_begin(void *owner)
+{
+    cluster_t *c = owner;
+    c->hooks.batch_begin(c->hooks.ctx);
+}
+
+static void data_batch_end(void *owner)
+{
+    cluster_t *c = owner;
+    c->hooks.batch_end(c->hooks.ctx);
+    if (c->to_coord_open)
+        outconn_flush(&c->to_coord);
+}
+
+static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
+                      const uint8_t *payload, size_t payload_len)
+{
+    cluster_t *c = owner;
+    conn_info_t *ci = ic->user;
+    ci->last_rx_ns = now_ns();
+    if (!ci->authed) {
+        if (check_first_frame(c, ic, ci, CL_CH_DATA, payload, payload_len) < 0)
+            return -1;
+        peer_t *p = peer_get(c, ci->hello.index);
+        if (p && p->name[0] == '#')
+            snprintf(p->name, sizeof p->name, "%s", ci->hello.name);
+        return 0;
+    }
+    wire_rd_t r;
+    wire_rd_init(&r, payload, payload_len);
+    uint8_t type = wire_u8(&r);
+    peer_t *p = c->peers[ci->hello.index];
+    switch (type) {
+    case CL_MSG: {
+        unsigned pipe = wire_u16(&r);
+        unsigned step = wire_u16(&r);
+        size_t n;
+        const uint8_t *data = wire_rest(&r, &n);
+        if (r.err || exec_forwarded(c->x, pipe, step, data, n) < 0) {
+            log_warn("%s: a message from '%s' names a step this application does not have; "
+                     "closing (do all workers run the same application?)", ic->listener->name,
+                     ci->hello.name);
+            return -1;
+        }
+        if (p)
+            p->processed++;
+        return 0;
+    }
+    case CL_STATE:
+        if (install_slot(c, &r) < 0) {
+            log_warn("%s: malformed slot state from '%s'; closing", ic->listener->name,
+                     ci->hello.name);
+            return -1;
+        }
+        return 0;
+    case CL_PING:
+        return 0;
+    case CL_BYE:
+        ci->bye = 1;
+        if (p)
+            p->bye = 1;
+        return 0;
+    default:
+        log_warn("%s: unknown message type %u from '%s'; closing", ic->listener->name, type,
+                 ci->hello.name);
+        return -1;
+    }
+}
+
+static void data_closed(void *owner, inconn_t *ic)
+{
+    cluster_t *c = owner;
+    conn_info_t *ci = ic->user;
+    if (ci && ci->authed && !ci->bye && !c->stopping) {
+        peer_t *p = c->peers[ci->hello.index];
+        if (p)
+            peer_lost(c, p, "its data connection closed");
+    }
+    free(ci);
+    ic->user = NULL;
+}
+
+static const inconn_handler_t data_handler = {
+    .opened = conn_opened,
+    .batch_begin = data_batch_begin,
+    .frame = data_frame,
+    .batch_end = data_batch_end,
+    .closed = data_closed,
+};
+
+/* ------------------------------------------------------------ heartbeats */
+
+static void expire_silent(cluster_t *c, listener_t *l, uint64_t now)
+{
+    uint64_t limit = (uint64_t)c->cfg.timeout_ms * 1000000u;
+    inconn_t *ic = l->conns;
+    while (ic) {
+        inconn_t *next = ic->next;
+        conn_info_t *ci = ic->user;
+        if (ci && ci->authed && !ic->paused && !l->paused && now - ci->last_rx_ns > limit) {
+            char why[96];
+            snprintf(why, sizeof why, "nothing heard from '%s' for %.1f s", ci->hello.name,
+                     (double)(now - ci->last_rx_ns) / 1e9);
+            inconn_close(ic, why);
+        }
+        ic = next;
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    cluster_t *c = t->data;
+    if (c->to_coord_open && !c->coord_lost)
+        cl_put_empty(coord_buf(c), CL_PING);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (p && p->link_open && !p->lost)
+            cl_put_empty(outconn_buffer(&p->link), CL_PING);
+    }
+    cluster_flush(c);
+    uint64_t now = now_ns();
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)
+            peer_lost(c, p, "our data connection to it closed");
+    }
+    if (c->control_up)
+        expire_silent(c, &c->control_l, now);
+    if (c->data_up)
+        expire_silent(c, &c->data_l, now);
+}
+
+/* ------------------------------------------------------------ start and stop */
+
+static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn_handler_t *h,
+                     const char *what, char *err, size_t errlen)
+{
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    if (hostport_parse(addr, &hp, err, errlen) < 0 || hostport_resolve(&hp, &sa, err, errlen) < 0)
+        return -1;
+    if (c->cfg.secret.len == 0 && !sockaddr_is_loopback((struct sockaddr *)&sa)) {
+        snprintf(err, errlen, "%s %s is not a loopback address: a cluster across machines "
+                 "needs a secret (--cluster-secret or BETTONG_CLUSTER_SECRET)", what, addr);
+        return -1;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "cluster %s", what);
+    return listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen);
+}
+
+cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_config_t *cfg,
+                         const cluster_hooks_t *hooks, char *err, size_t errlen)
+{
+    cluster_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->app = app;
+    c->x = x;
+    c->cfg = *cfg;
+    c->hooks = *hooks;
+    cl_frame_spec(&c->spec);
+    if (c->cfg.timeout_ms == 0)
+        c->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
+    if (cfg->secret.len == 0)
+        log_warn("cluster: no cluster secret configured (--cluster-secret or "
+                 "BETTONG_CLUSTER_SECRET): only peers on loopback are accepted");
+    if (listen_on(c, &c->control_l, cfg->my_control, &control_handler, "control", err, errlen) < 0) {
+        free(c);
+        return NULL;
+    }
+    c->control_up = 1;
+    c->open_handles++;
+    if (listen_on(c, &c->data_l, cfg->my_data, &data_handler, "data", err, errlen) < 0) {
+        listener_close(&c->control_l, NULL);
+        c->control_up = 0;
+        return c->closing = 1, NULL; /* the loop closes the listener; c is leaked on purpose */
+    }
+    c->data_up = 1;
+    c->open_handles++;
+    if (cfg->initializer && !(c->coord = coord_start(loop, &c->cfg, err, errlen)))
+        return NULL;
+    x->forward = forward;
+    x->forward_ctx = c;
+    if (join_coordinator(c, err, errlen) < 0)
+        return NULL;
+    uv_timer_init(loop, &c->tick);
+    c->tick.data = c;
+    uv_timer_start(&c->tick, on_tick, CL_HEARTBEAT_MS, CL_HEARTBEAT_MS);
+    c->open_handles++;
+    log_info("cluster: worker '%s' (control %s, data %s) joining the cluster at %s", cfg->name,
+             c->control_l.addr, c->data_l.addr, cfg->control);
+    return c;
+}
+
+int cluster_exit_code(const cluster_t *c) { return c && c->lost_any ? 3 : 0; }
+
+static void handle_closed(cluster_t *c)
+{
+    if (--c->open_handles == 0 && c->done) {
+        void (*done)(void *) = c->done;
+        c->done = NULL;
+        done(c->done_ctx);
+    }
+}
+
+static void on_listener_closed(listener_t *l)
+{
+    cluster_t *c = l == NULL ? NULL : (cluster_t *)l->owner;
+    if (c)
+        handle_closed(c);
+}
+
+static void on_outconn_closed(outconn_t *o) { handle_closed(o->owner); }
+
+static void on_timer_closed(uv_handle_t *h) { handle_closed(h->data); }
+
+static void close_everything(cluster_t *c)
+{
+    uv_timer_stop(&c->close_timer);
+    uv_close((uv_handle_t *)&c->close_timer, NULL);
+    if (c->control_up)
+        listener_close(&c->control_l, on_listener_closed);
+    if (c->data_up)
+        listener_close(&c->data_l, on_listener_closed);
+    if (c->to_coord_open)
+        outconn_close(&c->to_coord, on_outconn_closed);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        if (c->peers[i] && c->peers[i]->link_open)
+            outconn_close(&c->peers[i]->link, on_outconn_closed);
+    uv_close((uv_handle_t *)&c->tick, on_timer_closed);
+    if (c->coord)
+        coord_shutdown(c->coord);
+}
+
+static size_t outgoing_backlog(cluster_t *c)
+{
+    size_t n = cluster_backlog(c);
+    if (c->to_coord_open && c->to_coord.connected)
+        n += outconn_backlog(&c->to_coord);
+    return n;
+}
+
+/* Wait (briefly) until the goodbyes are written, then close. */
+static void on_close_poll(uv_timer_t *t)
+{
+    cluster_t *c = t->data;
+    cluster_flush(c);
+    if (outgoing_backlog(c) == 0 || now_ns() >= c->close_deadline_ns)
+        close_everything(c);
+}
+
+void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    c->stopping = 1;
+    c->done = done;
+    c->done_ctx = ctx;
+    uv_timer_stop(&c->tick);
+    if (c->to_coord_open && !c->coord_lost)
+        cl_put_empty(coord_buf(c), CL_BYE);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (p && p->link_open && !p->lost)
+            cl_put_empty(outconn_buffer(&p->link), CL_BYE);
+    }
+    cluster_flush(c);
+    c->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
+    uv_timer_init(c->loop, &c->close_timer);
+    c->close_timer.data = c;
+    uv_timer_start(&c->close_timer, on_close_poll, 0, CLOSE_POLL_MS);
+}
+
+void cluster_free(cluster_t *c)
+{
+    if (!c)
+        return;
+    if (c->coord)
+        coord_free(c->coord);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        free(c->peers[i]);
+    free(c);
+}

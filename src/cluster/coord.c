@@ -1,0 +1,988 @@
+#include "cluster/coord.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/plan.h"
+#include "net/addr.h"
+#include "net/inconn.h"
+#include "net/outconn.h"
+#include "stream/routing.h"
+#include "util/hist.h"
+#include "util/log.h"
+
+#define TICK_MS 1000
+#define RECOUNT_MS 2
+#define STATUS_WAIT_MS 2000
+#define MAX_QUEUE 32
+#define CLOSE_POLL_MS 10
+#define CLOSE_WAIT_MS 1000
+
+typedef enum { OP_NONE, OP_FORM, OP_GROW, OP_SHRINK, OP_STOP } op_kind;
+typedef enum { PH_COUNT, PH_MIGRATE, PH_TABLE } op_phase;
+
+typedef struct {
+    op_kind kind;
+    unsigned member;   /* the joiner or the leaver */
+    inconn_t *admin;   /* who asked (shrink), answered at the end; may be NULL */
+} op_t;
+
+typedef struct {
+    unsigned index;
+    int state;
+    char name[CL_NAME_MAX];
+    char control[CL_ADDR_MAX];
+    char data[CL_ADDR_MAX];
+    inconn_t *in;      /* its control connection to us */
+    outconn_t out;     /* ours to its control listener */
+    int out_open;
+    int replied;       /* answered the current round */
+    int have_counts;   /* sent/ran hold an answer of this change */
+    int have_prev;     /* prev_sent/prev_ran hold the answer before that */
+    uint64_t sent[CL_MAX_WORKERS], ran[CL_MAX_WORKERS];
+    uint64_t prev_sent[CL_MAX_WORKERS], prev_ran[CL_MAX_WORKERS];
+    int status_ok;
+    uint64_t keys, in_count, out_count, forwarded, failed;
+} member_t;
+
+/* Per inbound connection. */
+typedef struct {
+    int authed;
+    int channel;
+    int bye;
+    int member; /* index, or -1 */
+    uint64_t last_rx_ns;
+} kconn_t;
+
+struct coord {
+    uv_loop_t *loop;
+    cluster_config_t cfg;
+    frame_spec_t spec;
+    listener_t l;
+    member_t *m[CL_MAX_WORKERS];
+    unsigned nm;
+    routing_table_t table, next;
+    int formed;
+    op_t cur;
+    op_phase phase;
+    uint32_t seq;
+    uint64_t op_started_ns, op_warned_ns;
+    plan_move_t moves[ROUTING_SLOTS];
+    size_t nmoves, installed;
+    op_t queue[MAX_QUEUE];
+    size_t nq;
+    int stop_queued;
+    uv_timer_t tick, recount;
+    /* one status question at a time */
+    inconn_t *status_admin;
+    uint32_t status_seq;
+    uint64_t status_deadline_ns;
+    int stopping;
+    int closing;
+    uint64_t close_deadline_ns;
+    uv_timer_t close_timer;
+};
+
+static void next_op(coord_t *k);
+static void member_lost(coord_t *k, member_t *m, const char *why);
+
+/* ------------------------------------------------------------ sending */
+
+static int live(const member_t *m)
+{
+    return m && (m->state == CL_JOINING || m->state == CL_ACTIVE || m->state == CL_LEAVING);
+}
+
+static buf_t *mbuf(member_t *m) { return outconn_buffer(&m->out); }
+
+static void send_u32(member_t *m, uint8_t type, uint32_t v)
+{
+    cl_put_u32(mbuf(m), type, v);
+    outconn_flush(&m->out);
+}
+
+static void send_empty(member_t *m, uint8_t type)
+{
+    cl_put_empty(mbuf(m), type);
+    outconn_flush(&m->out);
+}
+
+static void send_members(coord_t *k, member_t *to)
+{
+    wire_wr_t w;
+    wire_begin(&w, mbuf(to), CL_MEMBERS, CL_MAX_FRAME);
+    wire_put_u16(&w, (uint16_t)to->index);
+    wire_put_u16(&w, (uint16_t)k->nm);
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        wire_put_u16(&w, (uint16_t)i);
+        wire_put_u8(&w, (uint8_t)m->state);
+        wire_put_str16(&w, m->name, strlen(m->name));
+        wire_put_str16(&w, m->control, strlen(m->control));
+        wire_put_str16(&w, m->data, strlen(m->data));
+    }
+    wire_end(&w);
+    outconn_flush(&to->out);
+}
+
+static void broadcast_members(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]))
+            send_members(k, k->m[i]);
+}
+
+static void send_table(coord_t *k, member_t *to, const routing_table_t *t)
+{
+    wire_wr_t w;
+    wire_begin(&w, mbuf(to), CL_TABLE, CL_MAX_FRAME);
+    wire_put_u32(&w, k->seq);
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        wire_put_u16(&w, t->owner[s]);
+    wire_end(&w);
+    outconn_flush(&to->out);
+}
+
+static void reply_admin(inconn_t *admin, int code, const char *fmt, ...)
+{
+    if (!admin)
+        return;
+    char text[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    wire_wr_t w;
+    wire_begin(&w, inconn_out(admin), CL_REPLY, CL_MAX_FRAME);
+    wire_put_u8(&w, (uint8_t)code);
+    wire_put_bytes(&w, text, strlen(text));
+    wire_end(&w);
+    inconn_close_after_flush(admin, NULL);
+}
+
+/* ------------------------------------------------------------ members */
+
+static void on_member_link_lost(outconn_t *o, const char *why)
+{
+    coord_t *k = o->owner;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (&k->m[i]->out == o)
+            member_lost(k, k->m[i], why);
+}
+
+static member_t *member_named(coord_t *k, const char *name)
+{
+    for (unsigned i = 0; i < k->nm; i++)
+        if (strcmp(k->m[i]->name, name) == 0)
+            return k->m[i];
+    return NULL;
+}
+
+static unsigned count_state(coord_t *k, int state)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < k->nm; i++)
+        n += k->m[i]->state == state;
+    return n;
+}
+
+/* A worker says JOIN on its control connection. */
+static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
+{
+    char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
+    cl_str16(r, name, sizeof name);
+    cl_str16(r, control, sizeof control);
+    cl_str16(r, data, sizeof data);
+    if (r->err || !name[0])
+        return -1;
+    if (member_named(k, name)) {
+        log_error("cluster: refusing a second worker named '%s' (from %s)", name, ic->peer);
+        return -1;
+    }
+    if (k->nm >= CL_MAX_WORKERS || k->stopping) {
+        log_error("cluster: refusing worker '%s': %s", name,
+                  k->stopping ? "the cluster is stopping" : "too many workers");
+        return -1;
+    }
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    char err[300];
+    if (hostport_parse(control, &hp, err, sizeof err) < 0 ||
+        hostport_resolve(&hp, &sa, err, sizeof err) < 0) {
+        log_error("cluster: refusing worker '%s': bad control address '%s': %s", name, control,
+                  err);
+        return -1;
+    }
+    member_t *m = calloc(1, sizeof *m);
+    if (!m)
+        return -1;
+    m->index = k->nm;
+    m->state = CL_JOINING;
+    snprintf(m->name, sizeof m->name, "%s", name);
+    snprintf(m->control, sizeof m->control, "%s", control);
+    snprintf(m->data, sizeof m->data, "%s", data);
+    m->in = ic;
+    kc->member = (int)m->index;
+    char lname[128];
+    snprintf(lname, sizeof lname, "control link to '%s'", name);
+    outconn_init(&m->out, k->loop, (struct sockaddr *)&sa, lname, NULL, k);
+    outconn_set_final(&m->out, on_member_link_lost);
+    cl_put_hello(mbuf(m), &k->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, "coordinator");
+    m->out_open = 1;
+    outconn_start(&m->out);
+    k->m[k->nm++] = m;
+    if (!k->formed) {
+        unsigned joined = count_state(k, CL_JOINING);
+        log_info("cluster: worker '%s' joined (%u of %u)", name, joined, k->cfg.worker_count);
+        if (joined == k->cfg.worker_count && k->cur.kind == OP_NONE && k->nq == 0)
+            k->queue[k->nq++] = (op_t){OP_FORM, 0, NULL};
+    } else {
+        log_info("cluster: worker '%s' asks to join the running cluster", name);
+        if (k->nq < MAX_QUEUE)
+            k->queue[k->nq++] = (op_t){OP_GROW, m->index, NULL};
+    }
+    next_op(k);
+    return 0;
+}
+
+/* ------------------------------------------------------------ a change, step by step */
+
+static int takes_part(coord_t *k, const member_t *m)
+{
+    if (!live(m))
+        return 0;
+    /* A joiner takes part only in the change that adds it. */
+    return m->state != CL_JOINING || k->cur.kind == OP_FORM ||
+           (k->cur.kind == OP_GROW && k->cur.member == m->index);
+}
+
+static void start_round(coord_t *k, uint8_t type)
+{
+    k->seq++;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        m->replied = 0;
+        if (takes_part(k, m))
+            send_u32(m, type, k->seq);
+    }
+}
+
+static int round_done(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++)
+        if (takes_part(k, k->m[i]) && !k->m[i]->replied)
+            return 0;
+    return 1;
+}
+
+static void finish_op(coord_t *k)
+{
+    k->cur = (op_t){OP_NONE, 0, NULL};
+    next_op(k);
+}
+
+static void resume_all(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++)
+        if (takes_part(k, k->m[i]))
+            send_empty(k->m[i], CL_RESUME);
+}
+
+/* Everything sent has been run, and nothing changed since the last round. */
+static int quiet(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *a = k->m[i];
+        if (!takes_part(k, a))
+            continue;
+        if (!a->have_prev || memcmp(a->sent, a->prev_sent, sizeof a->sent) != 0 ||
+            memcmp(a->ran, a->prev_ran, sizeof a->ran) != 0)
+            return 0;
+        for (unsigned j = 0; j < k->nm; j++) {
+            member_t *b = k->m[j];
+            if (j != i && takes_part(k, b) && a->sent[j] != b->ran[i])
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static void enter_table(coord_t *k)
+{
+    k->phase = PH_TABLE;
+    k->seq++;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        m->replied = 0;
+        if (takes_part(k, m))
+            send_table(k, m, &k->next);
+    }
+}
+
+static void owners_except(coord_t *k, unsigned skip, unsigned *owners, size_t *n)
+{
+    *n = 0;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (k->m[i]->state == CL_ACTIVE && i != skip)
+            owners[(*n)++] = i;
+}
+
+static void enter_migrate(coord_t *k)
+{
+    unsigned owners[CL_MAX_WORKERS];
+    size_t n;
+    k->next = k->table;
+    if (k->cur.kind == OP_GROW) {
+        owners_except(k, k->cur.member, owners, &n);
+        k->nmoves = plan_grow(&k->table, owners, n, k->cur.member, k->moves);
+    } else {
+        owners_except(k, k->cur.member, owners, &n);
+        k->nmoves = plan_shrink(&k->table, owners, n, k->cur.member, k->moves);
+    }
+    plan_apply(&k->next, k->moves, k->nmoves);
+    k->installed = 0;
+    k->phase = PH_MIGRATE;
+    log_info("cluster: quiet; moving %zu slots", k->nmoves);
+    /* One MIGRATE per giver, listing its moves. */
+    for (unsigned g = 0; g < k->nm; g++) {
+        size_t count = 0;
+        for (size_t i = 0; i < k->nmoves; i++)
+            count += k->moves[i].from == g;
+        if (!count)
+            continue;
+        member_t *m = k->m[g];
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_MIGRATE, CL_MAX_FRAME);
+        wire_put_u16(&w, (uint16_t)count);
+        for (size_t i = 0; i < k->nmoves; i++)
+            if (k->moves[i].from == g) {
+                wire_put_u16(&w, k->moves[i].slot);
+                wire_put_u16(&w, k->moves[i].to);
+            }
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
+    if (k->nmoves == 0)
+        enter_table(k);
+}
+
+static void on_recount(uv_timer_t *t);
+
+static void counted(coord_t *k)
+{
+    if (!quiet(k)) {
+        uv_timer_start(&k->recount, on_recount, RECOUNT_MS, 0);
+        return;
+    }
+    if (k->cur.kind == OP_STOP) {
+        log_info("cluster: quiet; stopping every worker");
+        for (unsigned i = 0; i < k->nm; i++)
+            if (takes_part(k, k->m[i]))
+                send_empty(k->m[i], CL_FINISH);
+        k->cur = (op_t){OP_NONE, 0, NULL};
+        return;
+    }
+    enter_migrate(k);
+}
+
+static void on_recount(uv_timer_t *t)
+{
+    coord_t *k = t->data;
+    if (k->cur.kind != OP_NONE && k->phase == PH_COUNT)
+        start_round(k, CL_COUNTQ);
+}
+
+static void done_tabling(coord_t *k)
+{
+    k->table = k->next;
+    op_t op = k->cur;
+    if (op.kind == OP_FORM) {
+        k->formed = 1;
+        for (unsigned i = 0; i < k->nm; i++)
+            if (k->m[i]->state == CL_JOINING)
+                k->m[i]->state = CL_ACTIVE;
+        broadcast_members(k);
+        resume_all(k);
+        log_info("cluster: formed with %u workers", count_state(k, CL_ACTIVE));
+    } else if (op.kind == OP_GROW) {
+        member_t *m = k->m[op.member];
+        m->state = CL_ACTIVE;
+        broadcast_members(k);
+        resume_all(k);
+        log_info("cluster: worker '%s' joined with %u slots (%zu moved); %u workers",
+                 m->name, routing_count(&k->table, m->index), k->nmoves,
+                 count_state(k, CL_ACTIVE));
+    } else if (op.kind == OP_SHRINK) {
+        member_t *m = k->m[op.member];
+        send_empty(m, CL_LEAVE);
+        m->state = CL_LEFT;
+        broadcast_members(k);
+        resume_all(k);
+        log_info("cluster: worker '%s' left; its %zu slots moved to the others; %u workers",
+                 m->name, k->nmoves, count_state(k, CL_ACTIVE));
+        reply_admin(op.admin, 0, "worker '%s' left the cluster: %zu slots moved to the %u "
+                    "remaining workers\n", m->name, k->nmoves, count_state(k, CL_ACTIVE));
+    }
+    finish_op(k);
+}
+
+static void start_op(coord_t *k, op_t op)
+{
+    k->cur = op;
+    k->op_started_ns = k->op_warned_ns = now_ns();
+    for (unsigned i = 0; i < k->nm; i++)
+        k->m[i]->have_prev = k->m[i]->have_counts = 0;
+    if (op.kind == OP_FORM) {
+        /* Slot s goes to the (s mod n)-th worker, in the order they joined. */
+        unsigned idx[CL_MAX_WORKERS], n = 0;
+        for (unsigned i = 0; i < k->nm; i++)
+            if (k->m[i]->state == CL_JOINING)
+                idx[n++] = i;
+        memset(&k->next, 0, sizeof k->next);
+        for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+            k->next.owner[s] = (uint16_t)idx[s % n];
+        k->next.workers = k->nm;
+        broadcast_members(k);
+        enter_table(k);
+        return;
+    }
+    if (op.kind == OP_GROW)
+        broadcast_members(k); /* everyone links to the joiner, it to everyone */
+    if (op.kind == OP_SHRINK)
+        log_info("cluster: worker '%s' is leaving; pausing the sources", k->m[op.member]->name);
+    else if (op.kind == OP_GROW)
+        log_info("cluster: worker '%s' is joining; pausing the sources", k->m[op.member]->name);
+    else
+        log_info("cluster: stopping; pausing the sources");
+    k->phase = PH_COUNT;
+    start_round(k, CL_PAUSE);
+}
+
+static void next_op(coord_t *k)
+{
+    if (k->cur.kind != OP_NONE || k->closing)
+        return;
+    while (k->nq > 0) {
+        op_t op = k->queue[0];
+        memmove(k->queue, k->queue + 1, (k->nq - 1) * sizeof *k->queue);
+        k->nq--;
+        /* A joiner or leaver lost while waiting: nothing to do for it. */
+        if ((op.kind == OP_GROW || op.kind == OP_SHRINK) && !live(k->m[op.member])) {
+            reply_admin(op.admin, 1, "worker '%s' is no longer in the cluster\n",
+                        k->m[op.member]->name);
+            continue;
+        }
+        if (op.kind != OP_FORM && !k->formed) {
+            reply_admin(op.admin, 1, "the cluster has not formed yet\n");
+            continue;
+        }
+        start_op(k, op);
+        return;
+    }
+}
+
+/* ------------------------------------------------------------ answers from workers */
+
+static void on_counts(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint32_t seq = wire_u32(r);
+    unsigned n = wire_u16(r);
+    if (k->cur.kind == OP_NONE || k->phase != PH_COUNT || seq != k->seq || m->replied)
+        return;
+    memcpy(m->prev_sent, m->sent, sizeof m->sent);
+    memcpy(m->prev_ran, m->ran, sizeof m->ran);
+    m->have_prev = m->have_counts;
+    m->have_counts = 1;
+    memset(m->sent, 0, sizeof m->sent);
+    memset(m->ran, 0, sizeof m->ran);
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        unsigned peer = wire_u16(r);
+        uint64_t sent = wire_u64(r), ran = wire_u64(r);
+        if (peer < CL_MAX_WORKERS) {
+            m->sent[peer] = sent;
+            m->ran[peer] = ran;
+        }
+    }
+    if (r->err)
+        return;
+    m->replied = 1;
+    if (round_done(k))
+        counted(k);
+}
+
+static void on_ack(coord_t *k, member_t *m, uint32_t seq)
+{
+    if (k->cur.kind == OP_NONE || k->phase != PH_TABLE || seq != k->seq)
+        return;
+    m->replied = 1;
+    if (round_done(k))
+        done_tabling(k);
+}
+
+static void on_installed(coord_t *k, uint32_t n)
+{
+    if (k->cur.kind == OP_NONE || k->phase != PH_MIGRATE)
+        return;
+    k->installed += n;
+    if (k->installed >= k->nmoves)
+        enter_table(k);
+}
+
+static void status_reply(coord_t *k);
+
+static void on_status(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint32_t seq = wire_u32(r);
+    m->keys = wire_u64(r);
+    m->in_count = wire_u64(r);
+    m->out_count = wire_u64(r);
+    m->forwarded = wire_u64(r);
+    m->failed = wire_u64(r);
+    if (r->err || seq != k->status_seq || !k->status_admin)
+        return;
+    m->status_ok = 1;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]) && !k->m[i]->status_ok)
+            return;
+    status_reply(k);
+}
+
+static void status_reply(coord_t *k)
+{
+    char text[8192];
+    size_t off = 0;
+    int any_lost = 0;
+    off += (size_t)snprintf(text + off, sizeof text - off,
+                            "cluster %s, %u active workers, coordinator at %s\n",
+                            k->formed ? "formed" : "forming", count_state(k, CL_ACTIVE),
+                            k->l.addr);
+    off += (size_t)snprintf(text + off, sizeof text - off,
+                            "%-16s %5s %-8s %6s %8s %10s %10s %10s %s\n", "NAME", "INDEX",
+                            "STATE", "SLOTS", "KEYS", "IN", "OUT", "FORWARDED", "DATA");
+    for (unsigned i = 0; i < k->nm && off < sizeof text - 200; i++) {
+        member_t *m = k->m[i];
+        any_lost |= m->state == CL_LOST_STATE;
+        unsigned slots = k->formed ? routing_count(&k->table, i) : 0;
+        if (live(m) && m->status_ok)
+            off += (size_t)snprintf(text + off, sizeof text - off,
+                                    "%-16s %5u %-8s %6u %8llu %10llu %10llu %10llu %s\n",
+                                    m->name, i, cl_state_name(m->state), slots,
+                                    (unsigned long long)m->keys,
+                                    (unsigned long long)m->in_count,
+                                    (unsigned long long)m->out_count,
+                                    (unsigned long long)m->forwarded, m->data);
+        else
+            off += (size_t)snprintf(text + off, sizeof text - off,
+                                    "%-16s %5u %-8s %6u %8s %10s %10s %10s %s\n", m->name, i,
+                                    live(m) ? "silent" : cl_state_name(m->state), slots, "-",
+                                    "-", "-", "-", m->data);
+    }
+    reply_admin(k->status_admin, any_lost ? 1 : 0, "%s", text);
+    k->status_admin = NULL;
+}
+
+static void ask_status(coord_t *k, inconn_t *admin)
+{
+    if (k->status_admin) {
+        reply_admin(admin, 2, "another status question is being answered; ask again\n");
+        return;
+    }
+    k->status_admin = admin;
+    k->status_seq++;
+    k->status_deadline_ns = now_ns() + (uint64_t)STATUS_WAIT_MS * 1000000u;
+    int asked = 0;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        m->status_ok = 0;
+        if (live(m)) {
+            send_u32(m, CL_STATUSQ, k->status_seq);
+            asked = 1;
+        }
+    }
+    if (!asked)
+        status_reply(k);
+}
+
+static void ask_shrink(coord_t *k, inconn_t *admin, wire_rd_t *r)
+{
+    char name[CL_NAME_MAX];
+    cl_str16(r, name, sizeof name);
+    member_t *m = member_named(k, name);
+    if (!m || m->state != CL_ACTIVE) {
+        reply_admin(admin, 1, "no active worker named '%s' in this cluster\n", name);
+        return;
+    }
+    if (strcmp(name, k->cfg.name) == 0) {
+        reply_admin(admin, 1, "'%s' is the initializer: it runs the coordinator and cannot "
+                    "leave\n", name);
+        return;
+    }
+    if (count_state(k, CL_ACTIVE) < 2 || k->nq >= MAX_QUEUE) {
+        reply_admin(admin, 1, "cannot shrink: %s\n",
+                    k->nq >= MAX_QUEUE ? "too many changes waiting" : "it is the last worker");
+        return;
+    }
+    log_info("cluster: asked to shrink worker '%s' away (from %s)", name, admin->peer);
+    k->queue[k->nq++] = (op_t){OP_SHRINK, m->index, admin};
+    next_op(k);
+}
+
+static void request_stop(coord_t *k, const char *who, const char *why)
+{
+    if (k->stop_queued || k->stopping)
+        return;
+    k->stop_queued = 1;
+    k->stopping = 1;
+    log_info("cluster: '%s' asks to stop the cluster (%s)", who, why);
+    if (!k->formed) {
+        /* Nothing runs yet: tell whoever joined to finish. */
+        for (unsigned i = 0; i < k->nm; i++)
+            if (live(k->m[i]))
+                send_empty(k->m[i], CL_FINISH);
+        k->nq = 0;
+        return;
+    }
+    /* Drop waiting changes: their askers are told. */
+    for (size_t i = 0; i < k->nq; i++)
+        reply_admin(k->queue[i].admin, 1, "the cluster is stopping\n");
+    k->nq = 0;
+    k->queue[k->nq++] = (op_t){OP_STOP, 0, NULL};
+    next_op(k);
+}
+
+/* ------------------------------------------------------------ failures */
+
+static void member_lost(coord_t *k, member_t *m, const char *why)
+{
+    if (!live(m))
+        return;
+    int was = m->state;
+    m->state = CL_LOST_STATE;
+    if (k->stopping) {
+        log_debug("cluster: worker '%s' went away while the cluster stopped: %s", m->name, why);
+        if (k->cur.kind == OP_STOP && k->phase == PH_COUNT && round_done(k))
+            counted(k);
+        return;
+    } else {
+        log_error("cluster: worker '%s' (data %s) is lost: %s; its %u slots have no worker",
+                  m->name, m->data, why, k->formed ? routing_count(&k->table, m->index) : 0);
+    }
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *o = k->m[i];
+        if (o != m && live(o)) {
+            wire_wr_t w;
+            wire_begin(&w, mbuf(o), CL_LOST, CL_MAX_FRAME);
+            wire_put_u16(&w, (uint16_t)m->index);
+            wire_put_str16(&w, why, strlen(why));
+            wire_end(&w);
+            outconn_flush(&o->out);
+        }
+    }
+    if (k->cur.kind == OP_NONE)
+        return;
+    int involved = k->cur.kind == OP_FORM || k->cur.kind == OP_STOP ||
+                   k->cur.member == m->index || was == CL_ACTIVE || was == CL_LEAVING;
+    if (!involved)
+        return;
+    if (k->cur.kind == OP_STOP) {
+        if (k->phase == PH_COUNT && round_done(k))
+            counted(k);
+        return;
+    }
+    if (k->cur.kind == OP_FORM) {
+        log_error("cluster: cannot form: worker '%s' was lost while forming", m->name);
+        return;
+    }
+    /* A grow or shrink that lost a worker: finish with what is known. */
+    log_error("cluster: the change under way (%s of '%s') lost worker '%s'",
+              k->cur.kind == OP_GROW ? "grow" : "shrink", k->m[k->cur.member]->name, m->name);
+    if ((k->cur.kind == OP_GROW || k->cur.kind == OP_SHRINK) && k->cur.member == m->index &&
+        k->phase == PH_COUNT) {
+        reply_admin(k->cur.admin, 1, "worker '%s' was lost; nothing moved\n", m->name);
+        resume_all(k);
+        finish_op(k);
+        return;
+    }
+    if (k->phase == PH_COUNT && round_done(k))
+        counted(k);
+    else if (k->phase == PH_MIGRATE)
+        enter_table(k);
+    else if (k->phase == PH_TABLE && round_done(k))
+        done_tabling(k);
+}
+
+/* ------------------------------------------------------------ inbound */
+
+static void kconn_opened(void *owner, inconn_t *ic)
+{
+    kconn_t *kc = calloc(1, sizeof *kc);
+    if (!kc) {
+        inconn_close(ic, "out of memory");
+        return;
+    }
+    kc->member = -1;
+    kc->last_rx_ns = now_ns();
+    ic->user = kc;
+    inconn_set_max_payload(ic, CL_MAX_HELLO);
+}
+
+static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wire_rd_t *r)
+{
+    if (type == CL_JOIN) {
+        if (kc->member >= 0)
+            return -1;
+        return admit(k, ic, kc, r);
+    }
+    if (kc->member < 0)
+        return type == CL_PING ? 0 : -1;
+    member_t *m = k->m[kc->member];
+    switch (type) {
+    case CL_PING:
+        return 0;
+    case CL_BYE:
+        kc->bye = 1;
+        return 0;
+    case CL_COUNTS:
+        on_counts(k, m, r);
+        break;
+    case CL_ACK:
+        on_ack(k, m, wire_u32(r));
+        break;
+    case CL_INSTALLED:
+        on_installed(k, wire_u32(r));
+        break;
+    case CL_STATUS:
+        on_status(k, m, r);
+        break;
+    case CL_STOP: {
+        char why[200];
+        cl_str16(r, why, sizeof why);
+        request_stop(k, m->name, why);
+        break;
+    }
+    default:
+        return -1;
+    }
+    return r->err ? -1 : 0;
+}
+
+static int kconn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
+                       const uint8_t *payload, size_t payload_len)
+{
+    coord_t *k = owner;
+    kconn_t *kc = ic->user;
+    kc->last_rx_ns = now_ns();
+    if (!kc->authed) {
+        cl_hello_t h;
+        if (cl_check_hello(&k->cfg.secret, ic, payload, payload_len, &h) < 0)
+            return -1;
+        if (h.channel == CL_CH_DATA) {
+            log_warn("%s: refusing connection from %s: a data link on the control port",
+                     ic->listener->name, ic->peer);
+            return -1;
+        }
+        kc->authed = 1;
+        kc->channel = h.channel;
+        inconn_set_max_payload(ic, h.channel == CL_CH_ADMIN ? CL_MAX_HELLO : CL_MAX_FRAME);
+        return 0;
+    }
+    wire_rd_t r;
+    wire_rd_init(&r, payload, payload_len);
+    uint8_t type = wire_u8(&r);
+    if (kc->channel == CL_CH_ADMIN) {
+        if (type == CL_ASK_STATUS)
+            ask_status(k, ic);
+        else if (type == CL_ASK_SHRINK)
+            ask_shrink(k, ic, &r);
+        else
+            return -1;
+        return 1;
+    }
+    if (worker_frame(k, ic, kc, type, &r) < 0) {
+        log_warn("%s: unexpected or malformed message %u from %s; closing", ic->listener->name,
+                 type, ic->peer);
+        return -1;
+    }
+    return 0;
+}
+
+static void forget_admin(coord_t *k, inconn_t *ic)
+{
+    if (k->status_admin == ic)
+        k->status_admin = NULL;
+    if (k->cur.admin == ic)
+        k->cur.admin = NULL;
+    for (size_t i = 0; i < k->nq; i++)
+        if (k->queue[i].admin == ic)
+            k->queue[i].admin = NULL;
+}
+
+static void kconn_closed(void *owner, inconn_t *ic)
+{
+    coord_t *k = owner;
+    kconn_t *kc = ic->user;
+    forget_admin(k, ic);
+    if (kc && kc->member >= 0) {
+        member_t *m = k->m[kc->member];
+        m->in = NULL;
+        if (!kc->bye && !k->closing && m->state != CL_LEFT)
+            member_lost(k, m, "its control connection closed");
+    }
+    free(kc);
+    ic->user = NULL;
+}
+
+static void knothing(void *owner) { (void)owner; }
+
+static const inconn_handler_t coord_handler = {
+    .opened = kconn_opened,
+    .batch_begin = knothing,
+    .frame = kconn_frame,
+    .batch_end = knothing,
+    .closed = kconn_closed,
+};
+
+/* ------------------------------------------------------------ timers */
+
+static void on_tick(uv_timer_t *t)
+{
+    coord_t *k = t->data;
+    uint64_t now = now_ns();
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]))
+            send_empty(k->m[i], CL_PING);
+    uint64_t limit = (uint64_t)k->cfg.timeout_ms * 1000000u;
+    inconn_t *ic = k->l.conns;
+    while (ic) {
+        inconn_t *next = ic->next;
+        kconn_t *kc = ic->user;
+        if (kc && kc->member >= 0 && now - kc->last_rx_ns > limit) {
+            char why[96];
+            snprintf(why, sizeof why, "nothing heard for %.1f s",
+                     (double)(now - kc->last_rx_ns) / 1e9);
+            inconn_close(ic, why);
+        }
+        ic = next;
+    }
+    if (k->status_admin && now > k->status_deadline_ns)
+        status_reply(k);
+    if (k->cur.kind != OP_NONE && now - k->op_warned_ns > 5000000000ull) {
+        k->op_warned_ns = now;
+        log_warn("cluster: a change has waited %.0f s for the workers (phase %d); messages "
+                 "still in flight or a worker not answering", (double)(now - k->op_started_ns) / 1e9,
+                 (int)k->phase);
+    }
+    if (k->cur.kind == OP_STOP &&
+        now - k->op_started_ns > (uint64_t)(k->cfg.stop_timeout_s * 1e9)) {
+        log_warn("cluster: stopping without waiting longer for in-flight messages");
+        for (unsigned i = 0; i < k->nm; i++)
+            if (live(k->m[i]))
+                send_empty(k->m[i], CL_FINISH);
+        k->cur = (op_t){OP_NONE, 0, NULL};
+    }
+}
+
+/* ------------------------------------------------------------ start and stop */
+
+coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, size_t errlen)
+{
+    coord_t *k = calloc(1, sizeof *k);
+    if (!k) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    k->loop = loop;
+    k->cfg = *cfg;
+    if (k->cfg.stop_timeout_s <= 0)
+        k->cfg.stop_timeout_s = 10;
+    if (k->cfg.timeout_ms == 0)
+        k->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
+    cl_frame_spec(&k->spec);
+    int rc;
+    if (cfg->control_fd >= 0) {
+        rc = listener_adopt(&k->l, loop, cfg->control_fd, &k->spec, &coord_handler, k,
+                            "cluster coordinator", err, errlen);
+    } else {
+        hostport_t hp;
+        struct sockaddr_storage sa;
+        rc = hostport_parse(cfg->control, &hp, err, errlen);
+        if (rc == 0)
+            rc = hostport_resolve(&hp, &sa, err, errlen);
+        if (rc == 0 && cfg->secret.len == 0 && !sockaddr_is_loopback((struct sockaddr *)&sa)) {
+            snprintf(err, errlen, "control address %s is not a loopback address: a cluster "
+                     "across machines needs a secret (--cluster-secret or "
+                     "BETTONG_CLUSTER_SECRET)", cfg->control);
+            rc = -1;
+        }
+        if (rc == 0)
+            rc = listener_start(&k->l, loop, (struct sockaddr *)&sa, &k->spec, &coord_handler,
+                                k, "cluster coordinator", err, errlen);
+    }
+    if (rc < 0) {
+        free(k);
+        return NULL;
+    }
+    /* The workers (this process's own one included) connect here. */
+    snprintf(k->cfg.control, sizeof k->cfg.control, "%s", k->l.addr);
+    uv_timer_init(loop, &k->tick);
+    uv_timer_init(loop, &k->recount);
+    k->tick.data = k->recount.data = k;
+    uv_timer_start(&k->tick, on_tick, TICK_MS, TICK_MS);
+    log_info("cluster: coordinator listening on %s; waiting for %u workers", k->l.addr,
+             cfg->worker_count);
+    return k;
+}
+
+static void close_all(coord_t *k)
+{
+    uv_timer_stop(&k->close_timer);
+    uv_close((uv_handle_t *)&k->close_timer, NULL);
+    uv_close((uv_handle_t *)&k->tick, NULL);
+    uv_close((uv_handle_t *)&k->recount, NULL);
+    for (unsigned i = 0; i < k->nm; i++)
+        if (k->m[i]->out_open)
+            outconn_close(&k->m[i]->out, NULL);
+    listener_close(&k->l, NULL);
+}
+
+static void on_close_poll(uv_timer_t *t)
+{
+    coord_t *k = t->data;
+    size_t left = 0;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (m->out_open && m->out.connected) {
+            outconn_flush(&m->out);
+            left += outconn_backlog(&m->out);
+        }
+    }
+    if (left == 0 || now_ns() >= k->close_deadline_ns)
+        close_all(k);
+}
+
+void coord_shutdown(coord_t *k)
+{
+    if (k->closing)
+        return;
+    k->closing = 1;
+    uv_timer_stop(&k->tick);
+    uv_timer_stop(&k->recount);
+    for (unsigned i = 0; i < k->nm; i++)
+        if (k->m[i]->out_open && live(k->m[i]))
+            send_empty(k->m[i], CL_BYE);
+    k->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
+    uv_timer_init(k->loop, &k->close_timer);
+    k->close_timer.data = k;
+    uv_timer_start(&k->close_timer, on_close_poll, 0, CLOSE_POLL_MS);
+}
+
+void coord_free(coord_t *k)
+{
+    if (!k)
+        return;
+    for (unsigned i = 0; i < k->nm; i++)
+        free(k->m[i]);
+    free(k);
+}

@@ -1,0 +1,35 @@
+/* The coordinator: in the initializer's process, on its loop. It admits
+ * workers (the cluster forms once --worker-count have joined), owns the
+ * routing table, and runs every change the same way, one at a time:
+ *
+ *   1. PAUSE: every worker holds its sources and reports, per peer, how many
+ *      messages it forwarded and how many it ran;
+ *   2. COUNT: ask again until two rounds agree and every message sent has
+ *      been run (nothing is in flight: the cluster is quiet);
+ *   3. MIGRATE: old owners send the moving slots' state to the new owners
+ *      over their data links; the new owners report each slot installed;
+ *   4. TABLE: every worker takes the new routing table and acknowledges;
+ *   5. RESUME (or LEAVE for a worker that shrank away, FINISH for a stop).
+ *
+ * Because nothing is in flight while slots move and everyone has the new
+ * table before any source runs again, no message is lost, run twice or
+ * overtaken by a later one of its key. Changes: a worker joining (grow), an
+ * admin's shrink, and a stop asked for by any worker (SIGINT/SIGTERM). */
+#ifndef BETTONG_COORD_H
+#define BETTONG_COORD_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "cluster/config.h"
+
+typedef struct coord coord_t;
+
+/* Listen on cfg->control (or adopt cfg->control_fd). NULL with err set. */
+coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, size_t errlen);
+/* Say goodbye to the members, flush, close every handle. */
+void coord_shutdown(coord_t *k);
+/* After the loop ended. */
+void coord_free(coord_t *k);
+
+#endif

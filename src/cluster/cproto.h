@@ -1,0 +1,100 @@
+/* The cluster's wire protocol (on the framed format of net/wire.h). Three kinds
+ * of connection, each opened by the side that sends on it:
+ *   control: a worker -> the coordinator (JOIN, COUNTS, ...) and the
+ *            coordinator -> each worker (MEMBERS, TABLE, PAUSE, ...);
+ *   data:    worker A -> worker B, the messages A forwards to B's slots and the
+ *            state of slots moving to B, in order;
+ *   admin:   `bettong cluster` -> the coordinator, answered on the same
+ *            connection.
+ * Every connection starts with HELLO; nothing else is read before it passes
+ * (the cluster secret, or a loopback peer when no secret is configured). */
+#ifndef BETTONG_CPROTO_H
+#define BETTONG_CPROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/frame.h"
+#include "net/inconn.h"
+#include "net/wire.h"
+
+#define CL_MAX_FRAME (256u << 20) /* a slot's state travels in one frame */
+#define CL_MAX_HELLO 4096u        /* frame limit before HELLO passed */
+#define CL_MAX_WORKERS 256u       /* worker indices are below this */
+#define CL_NO_INDEX 0xffffu
+#define CL_NAME_MAX 64
+#define CL_ADDR_MAX 300
+#define CL_SECRET_MAX 256
+#define CL_HEARTBEAT_MS 1000
+#define CL_DEFAULT_TIMEOUT_MS 5000 /* silence after which a peer counts as lost */
+
+enum {
+    CL_HELLO = 1,      /* str16 secret, u8 channel, u16 index (or CL_NO_INDEX), str16 name */
+    CL_PING = 2,       /* any channel, to show the sender is alive */
+    CL_BYE = 3,        /* any channel: the sender closes on purpose */
+    /* data: worker -> worker */
+    CL_MSG = 10,       /* u16 pipe, u16 step, rest: the serialized message */
+    CL_STATE = 11,     /* u16 slot, u16 n, n x (str16 store, u8 kind, u32 len, bytes) */
+    /* control: worker -> coordinator */
+    CL_JOIN = 20,      /* str16 name, str16 control address, str16 data address */
+    CL_COUNTS = 21,    /* u32 seq, u16 n, n x (u16 peer, u64 sent, u64 processed) */
+    CL_INSTALLED = 22, /* u32 slots installed since the last one */
+    CL_ACK = 23,       /* u32 seq */
+    CL_STATUS = 24,    /* u32 seq, u64 keys, u64 in, u64 out, u64 forwarded, u64 failed */
+    CL_STOP = 25,      /* str16 why: asks for a stop of the whole cluster */
+    /* control: coordinator -> worker */
+    CL_MEMBERS = 30,   /* u16 you, u16 n, n x (u16 index, u8 state, str16 name,
+                          str16 control, str16 data) */
+    CL_TABLE = 31,     /* u32 seq, ROUTING_SLOTS x u16 owner */
+    CL_PAUSE = 32,     /* u32 seq: hold the sources, then answer COUNTS */
+    CL_COUNTQ = 33,    /* u32 seq: answer COUNTS */
+    CL_MIGRATE = 34,   /* u16 n, n x (u16 slot, u16 to): send these slots' state */
+    CL_RESUME = 35,    /* run the sources (the first one starts them) */
+    CL_STATUSQ = 36,   /* u32 seq */
+    CL_FINISH = 37,    /* the cluster stops: flush the sinks and exit */
+    CL_LEAVE = 38,     /* this worker owns no slot any more: flush and exit */
+    CL_LOST = 39,      /* u16 index, str16 why */
+    /* admin -> coordinator, and its answer */
+    CL_ASK_STATUS = 50,
+    CL_ASK_SHRINK = 51, /* str16 worker name */
+    CL_REPLY = 52,      /* u8 code (0: ok), rest: text for the user */
+};
+
+enum { CL_CH_CONTROL = 1, CL_CH_DATA = 2, CL_CH_ADMIN = 3 };
+
+/* Where a member is in its life. */
+enum { CL_JOINING = 1, CL_ACTIVE = 2, CL_LEAVING = 3, CL_LEFT = 4, CL_LOST_STATE = 5 };
+
+const char *cl_state_name(int state);
+
+typedef struct {
+    char secret[CL_SECRET_MAX];
+    size_t len; /* 0: none configured, only loopback peers are accepted */
+} cl_secret_t;
+
+/* The frame spec of every cluster listener. */
+void cl_frame_spec(frame_spec_t *spec);
+
+/* Append a HELLO. */
+void cl_put_hello(buf_t *b, const cl_secret_t *s, int channel, unsigned index, const char *name);
+/* Append a frame with no fields (PING, BYE, PAUSE-less kinds ...). */
+void cl_put_empty(buf_t *b, uint8_t type);
+/* Append a frame with one u32 (seq) field. */
+void cl_put_u32(buf_t *b, uint8_t type, uint32_t v);
+
+typedef struct {
+    int channel;
+    unsigned index;
+    char name[CL_NAME_MAX];
+} cl_hello_t;
+
+/* Check the first frame of connection c (body = type + fields). Logs and returns
+ * -1 when it is not a HELLO, the secret is wrong, or there is no secret and the
+ * peer is not on loopback; `what` names the listener in log lines. */
+int cl_check_hello(const cl_secret_t *s, inconn_t *c, const uint8_t *body, size_t len,
+                   cl_hello_t *out);
+
+/* Copy a str16 field into out (cut to fit, NUL-terminated); "" on error. */
+void cl_str16(wire_rd_t *r, char *out, size_t cap);
+
+#endif

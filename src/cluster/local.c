@@ -1,0 +1,215 @@
+#include "cluster/local.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cluster/cproto.h"
+#include "util/log.h"
+
+static volatile sig_atomic_t signalled;
+
+static void on_signal(int sig) { signalled = sig; }
+
+/* A listening TCP socket on 127.0.0.1 with a port the kernel picks. */
+static int control_socket(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, 128) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    return fd;
+}
+
+static int make_secret(void)
+{
+    if (getenv("BETTONG_CLUSTER_SECRET") && *getenv("BETTONG_CLUSTER_SECRET"))
+        return 0;
+    unsigned char raw[16];
+    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw)
+        return -1;
+    char hex[2 * sizeof raw + 1];
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return setenv("BETTONG_CLUSTER_SECRET", hex, 1);
+}
+
+/* Is argv[i] a flag (with its value) that this parent replaces? */
+static int own_flag(char **argv, int i, int argc, int *skip)
+{
+    static const char *with_value[] = {"--workers", "--name", "-n", "--worker-count", "-w",
+                                       "--control", "-c", "--data", "-d", "--join", "-j",
+                                       "--my-control", "--my-data", "--cluster-secret", NULL};
+    for (int k = 0; with_value[k]; k++)
+        if (strcmp(argv[i], with_value[k]) == 0) {
+            *skip = i + 1 < argc ? 2 : 1;
+            return 1;
+        }
+    if (strcmp(argv[i], "--cluster-initializer") == 0 || strcmp(argv[i], "-t") == 0) {
+        *skip = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const char *base,
+                        int port, int fd, const char *secret)
+{
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1)
+        _exit(3);
+    char **args = calloc((size_t)argc + 24, sizeof *args);
+    char name[CL_NAME_MAX], control[64], count[16], fdtext[16];
+    snprintf(name, sizeof name, "%s%u", base, i + 1);
+    snprintf(control, sizeof control, "127.0.0.1:%d", port);
+    snprintf(count, sizeof count, "%u", n);
+    snprintf(fdtext, sizeof fdtext, "%d", fd);
+    int k = 0;
+    args[k++] = "bettong";
+    args[k++] = "run";
+    for (int j = 1; j < argc;) {
+        int skip;
+        if (own_flag(argv, j, argc, &skip)) {
+            j += skip;
+            continue;
+        }
+        args[k++] = argv[j++];
+    }
+    args[k++] = "--name";
+    args[k++] = name;
+    args[k++] = "--control";
+    args[k++] = control;
+    args[k++] = "--bettong-shared-ports";
+    if (secret) {
+        args[k++] = "--cluster-secret";
+        args[k++] = (char *)secret;
+    }
+    if (i == 0) {
+        args[k++] = "--cluster-initializer";
+        args[k++] = "--worker-count";
+        args[k++] = count;
+        args[k++] = "--bettong-control-fd";
+        args[k++] = fdtext;
+    } else {
+        close(fd);
+    }
+    args[k] = NULL;
+    execv("/proc/self/exe", args);
+    fprintf(stderr, "bettong run: cannot start worker %u: %s\n", i + 1, strerror(errno));
+    _exit(2);
+}
+
+/* The --name given (the workers are NAME1..NAMEn), or "worker". */
+static const char *base_name(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--name") == 0 || strcmp(argv[i], "-n") == 0)
+            return argv[i + 1];
+    return "worker";
+}
+
+static const char *given_secret(int argc, char **argv)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], "--cluster-secret") == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+static int code_of(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    return 3;
+}
+
+int local_cluster_run(int argc, char **argv, unsigned n)
+{
+    log_set_role("bettong run --workers");
+    int port;
+    int fd = control_socket(&port);
+    if (fd < 0 || make_secret() < 0) {
+        log_error("cannot set up the local cluster: %s", strerror(errno));
+        return 2;
+    }
+    const char *base = base_name(argc, argv);
+    const char *secret = given_secret(argc, argv);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    pid_t pids[CL_MAX_WORKERS];
+    int done[CL_MAX_WORKERS] = {0};
+    for (unsigned i = 0; i < n; i++) {
+        pids[i] = fork();
+        if (pids[i] < 0) {
+            log_error("fork: %s", strerror(errno));
+            for (unsigned j = 0; j < i; j++)
+                kill(pids[j], SIGKILL);
+            return 2;
+        }
+        if (pids[i] == 0) {
+            /* Out of the terminal's process group: Ctrl-C reaches this parent
+             * alone, which passes it on once. */
+            setpgid(0, 0);
+            signal(SIGINT, SIG_DFL);
+            signal(SIGTERM, SIG_DFL);
+            exec_worker(argc, argv, i, n, base, port, fd, secret);
+        }
+    }
+    close(fd);
+    log_info("%u workers started (%s1..%s%u); cluster control at 127.0.0.1:%d", n, base, base, n,
+             port);
+    int worst = 0, forwarded = 0;
+    unsigned left = n;
+    while (left > 0) {
+        if (signalled && forwarded != signalled) {
+            /* The first signal stops the cluster together; a second one is
+             * passed on too, and makes each worker exit at once. */
+            forwarded = signalled;
+            for (unsigned i = 0; i < n; i++)
+                if (!done[i])
+                    kill(pids[i], signalled);
+            signalled = 0;
+        }
+        int status;
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (unsigned i = 0; i < n; i++) {
+            if (pids[i] != pid)
+                continue;
+            done[i] = 1;
+            left--;
+            int code = code_of(status);
+            if (WIFSIGNALED(status))
+                log_error("worker %s%u (pid %d) was killed by signal %d", base, i + 1, (int)pid,
+                          WTERMSIG(status));
+            else if (code != 0)
+                log_warn("worker %s%u (pid %d) exited with status %d", base, i + 1, (int)pid,
+                         code);
+            if (code > worst)
+                worst = code;
+        }
+    }
+    return worst;
+}

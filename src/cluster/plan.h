@@ -1,0 +1,26 @@
+/* Which slots move when a worker joins or leaves: pure data, so it is tested
+ * on its own. A joiner takes an equal share from the workers that hold the
+ * most; a leaver's slots go to those that hold the fewest. No slot moves
+ * between workers that stay, so a change moves as little state as it can. */
+#ifndef BETTONG_PLAN_H
+#define BETTONG_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "stream/routing.h"
+
+typedef struct {
+    uint16_t slot, from, to;
+} plan_move_t;
+
+/* `owners` are the workers that keep their slots (newcomer not among them).
+ * Writes at most ROUTING_SLOTS moves; returns how many. */
+size_t plan_grow(const routing_table_t *t, const unsigned *owners, size_t nowners,
+                 unsigned newcomer, plan_move_t *moves);
+/* `owners` are the workers that stay (leaver not among them; at least one). */
+size_t plan_shrink(const routing_table_t *t, const unsigned *owners, size_t nowners,
+                   unsigned leaver, plan_move_t *moves);
+void plan_apply(routing_table_t *t, const plan_move_t *moves, size_t n);
+
+#endif
