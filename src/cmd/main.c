@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cluster/admin.h"
 #include "pool/pool.h"
 #include "pool/worker.h"
 #include "store/store.h"
@@ -20,7 +21,8 @@ static void usage(FILE *f)
             "  pool      run a task pool for parallel functions (bettong pool --help)\n"
             "  worker    run a pool's tasks, or lend this machine's cores to a pool\n"
             "            (bettong worker --help)\n"
-            "  store     run the persistent-object data service (bettong store --help)\n");
+            "  store     run the persistent-object data service (bettong store --help)\n"
+            "  cluster   ask a running stream cluster: status, shrink (bettong cluster --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -40,6 +42,8 @@ int main(int argc, char **argv)
         return cmd_pool(argc - 1, argv + 1);
     if (strcmp(cmd, "worker") == 0)
         return cmd_worker(argc - 1, argv + 1);
+    if (strcmp(cmd, "cluster") == 0)
+        return cmd_cluster(argc - 1, argv + 1);
     if (strcmp(cmd, "store") == 0)
         return cmd_store(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
