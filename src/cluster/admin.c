@@ -28,6 +28,8 @@ static void usage(FILE *f)
 "  --control, -c H:P       the coordinator's control address\n"
 "  --worker NAME           the worker to remove (shrink)\n"
 "  --cluster-secret S      the cluster's secret (or BETTONG_CLUSTER_SECRET)\n"
+"  --cluster-secret-file F read the secret from file F (`bettong run --workers`\n"
+"                          logs where it wrote the secret it made)\n"
 "  --timeout SECONDS       give up waiting for the answer (default 60)\n");
 }
 
@@ -127,6 +129,22 @@ static int ask(const char *control, const cl_secret_t *secret, uint8_t what, con
     return code;
 }
 
+/* The first line of `path` (NULL after a message if it cannot be read). */
+static const char *read_secret_file(const char *path, char *out, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f || !fgets(out, (int)cap, f)) {
+        fprintf(stderr, "bettong cluster: cannot read %s: %s\n", path, strerror(errno));
+        if (f)
+            fclose(f);
+        out[0] = '\0';
+        return out;
+    }
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+    return out;
+}
+
 int cmd_cluster(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -135,6 +153,7 @@ int cmd_cluster(int argc, char **argv)
     }
     const char *sub = argv[1];
     const char *control = NULL, *worker = NULL, *given = NULL, *v;
+    char file_secret[CL_SECRET_MAX];
     double timeout = 60;
     for (int i = 2; i < argc; i++) {
         int missing = 0;
@@ -145,6 +164,8 @@ int cmd_cluster(int argc, char **argv)
             worker = v;
         else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret", &missing)))
             given = v;
+        else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret-file", &missing)))
+            given = read_secret_file(v, file_secret, sizeof file_secret);
         else if ((v = args_flag_value(argc, argv, &i, "--timeout", &missing)))
             timeout = atof(v);
         else {

@@ -254,15 +254,19 @@ static void send_status(cluster_t *c, uint32_t seq)
     outconn_flush(&c->to_coord);
 }
 
-static void on_coord_link_lost(outconn_t *o, const char *why)
+static void lose_coordinator(cluster_t *c, const char *why)
 {
-    cluster_t *c = o->owner;
     if (c->stopping || c->coord_lost)
         return;
     c->coord_lost = 1;
     c->lost_any = 1;
     log_error("cluster: lost the coordinator at %s: %s; this worker goes on with the slots "
               "it has, but the cluster cannot change or stop together", c->cfg.control, why);
+}
+
+static void on_coord_link_lost(outconn_t *o, const char *why)
+{
+    lose_coordinator(o->owner, why);
 }
 
 static int join_coordinator(cluster_t *c, char *err, size_t errlen)
@@ -614,12 +618,8 @@ static void control_closed(void *owner, inconn_t *ic)
 {
     cluster_t *c = owner;
     conn_info_t *ci = ic->user;
-    if (ci && ci->authed && !ci->bye && !c->stopping && !c->coord_lost) {
-        c->coord_lost = 1;
-        c->lost_any = 1;
-        log_error("cluster: lost the coordinator at %s (its connection closed); this worker "
-                  "goes on with the slots it has", c->cfg.control);
-    }
+    if (ci && ci->authed && !ci->bye)
+        lose_coordinator(c, "its connection closed");
     free(ci);
     ic->user = NULL;
 }
@@ -735,9 +735,13 @@ static void expire_silent(cluster_t *c, listener_t *l, uint64_t now)
         conn_info_t *ci = ic->user;
         if (ci && ci->authed && !ic->paused && !l->paused && now - ci->last_rx_ns > limit) {
             char why[96];
-            snprintf(why, sizeof why, "nothing heard from '%s' for %.1f s", ci->hello.name,
+            snprintf(why, sizeof why, "nothing heard from it for %.1f s",
                      (double)(now - ci->last_rx_ns) / 1e9);
-            inconn_close(ic, why);
+            if (ci->hello.channel == CL_CH_DATA && c->peers[ci->hello.index])
+                peer_lost(c, c->peers[ci->hello.index], why);
+            else
+                lose_coordinator(c, why);
+            inconn_close(ic, NULL);
         }
         ic = next;
     }
@@ -825,7 +829,8 @@ cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_c
         return NULL;
     uv_timer_init(loop, &c->tick);
     c->tick.data = c;
-    uv_timer_start(&c->tick, on_tick, CL_HEARTBEAT_MS, CL_HEARTBEAT_MS);
+    unsigned hb = cl_heartbeat_ms(c->cfg.timeout_ms);
+    uv_timer_start(&c->tick, on_tick, hb, hb);
     c->open_handles++;
     log_info("cluster: worker '%s' (control %s, data %s) joining the cluster at %s", cfg->name,
              c->control_l.addr, c->data_l.addr, cfg->control);

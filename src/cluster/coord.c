@@ -13,7 +13,6 @@
 #include "util/hist.h"
 #include "util/log.h"
 
-#define TICK_MS 1000
 #define RECOUNT_MS 2
 #define STATUS_WAIT_MS 2000
 #define MAX_QUEUE 32
@@ -860,9 +859,10 @@ static void on_tick(uv_timer_t *t)
         kconn_t *kc = ic->user;
         if (kc && kc->member >= 0 && now - kc->last_rx_ns > limit) {
             char why[96];
-            snprintf(why, sizeof why, "nothing heard for %.1f s",
+            snprintf(why, sizeof why, "nothing heard from it for %.1f s",
                      (double)(now - kc->last_rx_ns) / 1e9);
-            inconn_close(ic, why);
+            member_lost(k, k->m[kc->member], why);
+            inconn_close(ic, NULL);
         }
         ic = next;
     }
@@ -929,7 +929,8 @@ coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, si
     uv_timer_init(loop, &k->tick);
     uv_timer_init(loop, &k->recount);
     k->tick.data = k->recount.data = k;
-    uv_timer_start(&k->tick, on_tick, TICK_MS, TICK_MS);
+    unsigned hb = cl_heartbeat_ms(k->cfg.timeout_ms);
+    uv_timer_start(&k->tick, on_tick, hb, hb);
     log_info("cluster: coordinator listening on %s; waiting for %u workers", k->l.addr,
              cfg->worker_count);
     return k;

@@ -25,8 +25,14 @@
 #define CL_NAME_MAX 64
 #define CL_ADDR_MAX 300
 #define CL_SECRET_MAX 256
-#define CL_HEARTBEAT_MS 1000
 #define CL_DEFAULT_TIMEOUT_MS 5000 /* silence after which a peer counts as lost */
+
+/* How often to show a peer we are alive: a few times per timeout. */
+static inline unsigned cl_heartbeat_ms(unsigned timeout_ms)
+{
+    unsigned hb = timeout_ms / 4;
+    return hb < 50 ? 50 : hb > 1000 ? 1000 : hb;
+}
 
 enum {
     CL_HELLO = 1,      /* str16 secret, u8 channel, u16 index (or CL_NO_INDEX), str16 name */

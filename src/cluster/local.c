@@ -37,8 +37,11 @@ static int control_socket(int *port)
     return fd;
 }
 
-static int make_secret(void)
+/* The secret for the workers; a made-up one is also written to a private file
+ * (path in *file) so that `bettong cluster --cluster-secret-file` can use it. */
+static int make_secret(char *file, size_t cap)
 {
+    file[0] = '\0';
     if (getenv("BETTONG_CLUSTER_SECRET") && *getenv("BETTONG_CLUSTER_SECRET"))
         return 0;
     unsigned char raw[16];
@@ -47,6 +50,17 @@ static int make_secret(void)
     char hex[2 * sizeof raw + 1];
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    const char *dir = getenv("XDG_RUNTIME_DIR");
+    snprintf(file, cap, "%s/bettong-cluster-%ld.secret", dir && *dir ? dir : "/tmp",
+             (long)getpid());
+    int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || write(fd, hex, strlen(hex)) != (ssize_t)strlen(hex)) {
+        if (fd >= 0)
+            close(fd);
+        file[0] = '\0';
+    } else {
+        close(fd);
+    }
     return setenv("BETTONG_CLUSTER_SECRET", hex, 1);
 }
 
@@ -143,8 +157,9 @@ int local_cluster_run(int argc, char **argv, unsigned n)
 {
     log_set_role("bettong run --workers");
     int port;
+    char secret_file[512];
     int fd = control_socket(&port);
-    if (fd < 0 || make_secret() < 0) {
+    if (fd < 0 || make_secret(secret_file, sizeof secret_file) < 0) {
         log_error("cannot set up the local cluster: %s", strerror(errno));
         return 2;
     }
@@ -176,6 +191,8 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     close(fd);
     log_info("%u workers started (%s1..%s%u); cluster control at 127.0.0.1:%d", n, base, base, n,
              port);
+    if (secret_file[0])
+        log_info("cluster secret (made for this run) in %s", secret_file);
     int worst = 0, forwarded = 0;
     unsigned left = n;
     while (left > 0) {
@@ -211,5 +228,7 @@ int local_cluster_run(int argc, char **argv, unsigned n)
                 worst = code;
         }
     }
+    if (secret_file[0])
+        unlink(secret_file);
     return worst;
 }

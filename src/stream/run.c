@@ -329,7 +329,7 @@ int cmd_run(int argc, char **argv)
         free_args(&a);
         return rc > 0 ? 0 : 2;
     }
-    if (a.workers > 1) {
+    if (a.workers >= 1) {
         free_args(&a);
         return local_cluster_run(argc, argv, (unsigned)a.workers);
     }

@@ -1,0 +1,502 @@
+"""Streaming on many workers: the examples give the same results on 1, 2 and 3
+workers, formed with `--workers N` or with Wallaroo's flags; growing and
+shrinking while data flows loses, repeats and reorders nothing; a lost worker is
+reported; cluster ports refuse peers without the secret."""
+
+import collections
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+import pytest
+
+from conftest import (BIN, EXAMPLES, REPO, app_path, example_path, free_port, lines_of,
+                      load_module, wait_until)
+
+WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
+CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
+SECRET_FILE_RE = re.compile(r"cluster secret \(made for this run\) in (\S+)")
+
+
+# ------------------------------------------------------------------ helpers
+
+class Cluster:
+    """N workers running `app`, formed either by `--workers N` (one parent, the
+    workers share each --in port) or by Wallaroo's flags (one process per worker,
+    each with its own --in ports; worker 1 is the initializer)."""
+
+    def __init__(self, bt, app, n, form, nins=1, outs=(), extra=(), secret=None):
+        self.bt, self.app, self.n, self.form = bt, app, n, form
+        self.outs = list(outs)
+        self.extra = [str(a) for a in extra]
+        self.env_extra = []
+        if secret:
+            self.extra += ["--cluster-secret", secret]
+        self.engines = []
+        self.secret_args = ["--cluster-secret", secret] if secret else []
+        if form == "workers":
+            ports = [free_port() for _ in range(nins)]
+            eng = bt.engine(app, ins=ports, outs=self.outs,
+                            extra=["--workers", n, "--log-level", "info"] + self.extra)
+            self.engines.append(eng)
+            self.ports = [ports] * n
+            self.control = wait_until(lambda: self._control_from(eng), 15,
+                                      "the cluster's control address")
+            if not secret:
+                m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 5, "the secret file")
+                self.secret_args = ["--cluster-secret-file", m.group(1)]
+        else:
+            self.control = "127.0.0.1:%d" % free_port()
+            self.ports = []
+            for i in range(n):
+                self.add_worker(nins, initializer=(i == 0), wait=False)
+            for e in self.engines:
+                e.wait_ready()
+
+    @staticmethod
+    def _control_from(eng):
+        m = CONTROL_RE.search(eng.stderr())
+        return m.group(1) if m else None
+
+    def add_worker(self, nins=1, initializer=False, wait=True, join=False, name=None,
+                   secret=None):
+        ports = [free_port() for _ in range(nins)]
+        i = len(self.engines) + 1
+        flags = ["--name", name or "w%d" % i, "--log-level", "info"]
+        if initializer:
+            flags += ["--cluster-initializer", "--worker-count", self.n, "--control",
+                      self.control, "--data", "127.0.0.1:%d" % free_port()]
+        elif join:
+            flags += ["--join", self.control]
+        else:
+            flags += ["--control", self.control]
+        extra = list(self.extra)
+        if secret is not None:
+            i = extra.index("--cluster-secret")
+            extra[i + 1] = secret
+        eng = self.bt.engine(self.app, ins=ports, outs=self.outs, extra=flags + extra,
+                             wait=wait)
+        self.engines.append(eng)
+        self.ports.append(ports)
+        return eng
+
+    def status(self, secret=None, check=True):
+        args = [BIN, "cluster", "status", "--control", self.control]
+        args += ["--cluster-secret", secret] if secret else self.secret_args
+        p = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        if check:
+            assert p.returncode == 0, "cluster status failed (%d): %s%s" % (
+                p.returncode, p.stdout, p.stderr)
+        return p
+
+    def workers(self):
+        """{name: (state, slots, keys, in)} from `bettong cluster status`."""
+        out = {}
+        for line in self.status().stdout.splitlines()[2:]:
+            f = line.split()
+            out[f[0]] = (f[2], int(f[3]), f[4], f[5])
+        return out
+
+    def wait_formed(self, n=None):
+        n = n or self.n
+        wait_until(lambda: "cluster formed, %d active workers" % n in self.status(check=False).stdout,
+                   20, "a formed cluster of %d workers" % n, interval=0.1)
+
+    def stop(self):
+        """SIGTERM the parent / the initializer: every worker must exit 0."""
+        first = self.engines[0]
+        rc, err = first.stop(timeout=30)
+        results = [(rc, err)]
+        for e in self.engines[1:]:
+            results.append(e.wait_exit(30))
+        for i, (rc, err) in enumerate(results):
+            assert rc == 0, "worker %d exited with %d:\n%s" % (i + 1, rc, err)
+            assert "Traceback" not in err, err
+        return results
+
+    def stderr(self):
+        return "\n".join(e.stderr() for e in self.engines)
+
+
+def complete_lines(recv):
+    """The whole lines the receiver has written so far."""
+    data = recv.data()
+    return lines_of(data[:data.rfind(b"\n") + 1])
+
+
+def send_frames(port, payloads, fmt=">I"):
+    data = b"".join(struct.pack(fmt, len(p)) + p for p in payloads)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+
+
+def word_lines():
+    return WORDS_TXT.read_text("utf-8").split("\n")[:-1]
+
+
+def expected_word_totals(passes):
+    wc = load_module(example_path("word_count"))
+    totals = collections.Counter()
+    for _ in range(passes):
+        for line in word_lines():
+            totals.update(wc.split_words(line))
+    return totals
+
+
+def check_counts(lines, totals, in_order=True):
+    """Every word's counts are exactly 1..n (in output order too, unless the
+    word moved between workers, whose outputs reach the sink on two connections)."""
+    seen = collections.defaultdict(list)
+    for line in lines:
+        word, sep, count = line.rpartition(" => ")
+        assert sep, "malformed line %r" % line
+        seen[word].append(int(count))
+    for w in set(seen) | set(totals):
+        got = seen.get(w, [])
+        want = list(range(1, totals.get(w, 0) + 1))
+        assert (got if in_order else sorted(got)) == want, \
+            "word %r: counts %s, expected 1..%d" % (w, got[:10], totals.get(w, 0))
+
+
+FORMS = [(n, form) for n in (1, 2, 3) for form in ("workers", "flags")]
+FORM_IDS = ["%d-%s" % f for f in FORMS]
+
+
+# ------------------------------------------------------------------ the examples on N workers
+
+@pytest.mark.parametrize("n,form", FORMS, ids=FORM_IDS)
+def test_word_count_on_workers(bt, n, form):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), n, form, outs=[recv.port])
+    lines = [l.encode() for l in word_lines()]
+    # Several connections, spread over the workers' --in ports.
+    for i in range(2 * n):
+        send_frames(c.ports[i % n][0], lines)
+    totals = expected_word_totals(2 * n)
+    got = recv.wait_lines(sum(totals.values()), timeout=30)
+    check_counts(lines_of(got), totals)
+    if n > 1:
+        st = c.workers()
+        assert sum(w[1] for w in st.values()) == 4096
+        assert all(w[1] > 0 for w in st.values()), st
+    c.stop()
+
+
+@pytest.mark.parametrize("n,form", FORMS, ids=FORM_IDS)
+def test_alphabet_on_workers(bt, n, form):
+    """One to_stateful state: it lives on one worker; every vote is routed there
+    and the running totals come out exactly as on one worker."""
+    rng = random.Random(n)
+    votes = [(rng.choice("abcdefghijklmnopqrstuvwxyz"), rng.randrange(0, 1000))
+             for _ in range(2000)]
+    totals = collections.Counter()
+    expected = []
+    for letter, v in votes:
+        totals[letter] += v
+        expected.append("%s => %d\n" % (letter, totals[letter]))
+    expected = "".join(expected).encode()
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("alphabet"), n, form, outs=[recv.port])
+    send_frames(c.ports[-1][0], [struct.pack(">cI", l.encode(), v) for l, v in votes])
+    assert recv.wait_bytes(len(expected), timeout=30) == expected
+    c.stop()
+
+
+@pytest.mark.parametrize("n,form", FORMS, ids=FORM_IDS)
+def test_celsius_and_reverse_on_workers(bt, n, form):
+    """Stateless pipelines run where the message is, in order per connection."""
+    inputs = [float(i) - 40.0 for i in range(500)]
+    expected = b"".join(struct.pack(">If", 4, c * 1.8 + 32) for c in inputs)
+    recv = bt.receiver(framed=True)
+    c = Cluster(bt, example_path("celsius"), n, form, outs=[recv.port])
+    send_frames(c.ports[-1][0], [struct.pack(">f", x) for x in inputs])
+    assert recv.wait_bytes(len(expected), timeout=30) == expected
+    c.stop()
+
+    texts = ["line %d \u2014 caf\u00e9" % i for i in range(800)]
+    recv2 = bt.receiver()
+    c2 = Cluster(bt, example_path("reverse"), n, form, outs=[recv2.port])
+    send_frames(c2.ports[0][0], [t.encode() for t in texts])
+    want = "".join(t[::-1] + "\n" for t in texts).encode()
+    assert recv2.wait_bytes(len(want), timeout=30) == want
+    c2.stop()
+
+
+@pytest.mark.parametrize("n,form", FORMS, ids=FORM_IDS)
+def test_market_spread_on_workers(bt, n, form):
+    """Two pipelines share a state partitioned by symbol: the quotes sent to one
+    worker reach the orders sent to another."""
+    m = load_module(example_path("market_spread"))
+    rng = random.Random(5)
+    quotes = {}
+    for s in m.SYMBOLS:
+        mid = round(rng.uniform(20, 200), 2)
+        quotes[s] = (round(mid - 0.5, 2), round(mid + 0.5, 2))
+    orders, expected = [], []
+    for i in range(400):
+        s = rng.choice(m.SYMBOLS)
+        bid, offer = quotes[s]
+        price = round(rng.choice([bid, offer, rng.uniform(bid - 1, offer + 1)]), 2)
+        oid = "O%04d" % i
+        orders.append("%s,%s,buy,100,%.2f" % (oid, s, price))
+        if price < bid:
+            expected.append("%s,%s,REJECT,below bid" % (oid, s))
+        elif price > offer:
+            expected.append("%s,%s,REJECT,above offer" % (oid, s))
+        else:
+            expected.append("%s,%s,ACCEPT" % (oid, s))
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("market_spread"), n, form, nins=2, outs=[recv.port])
+    send_frames(c.ports[0][0], [("%s,%.2f,%.2f" % (s, b, o)).encode()
+                                for s, (b, o) in quotes.items()])
+    # The quotes are in once a probe order at each mid price is accepted.
+    probe_port = c.ports[-1][1]
+    pending = set(m.SYMBOLS)
+    deadline = time.monotonic() + 20
+    probes = 0
+    while pending:
+        assert time.monotonic() < deadline, "quotes never arrived for %s" % pending
+        batch = sorted(pending)
+        send_frames(probe_port, [("P%05d,%s,buy,1,%.2f" % (probes + i, s, sum(quotes[s]) / 2))
+                                 .encode() for i, s in enumerate(batch)])
+        probes += len(batch)
+        got = wait_until(lambda: complete_lines(recv) if len(complete_lines(recv)) >= probes
+                         else None, 20, "probe answers")
+        pending = {s for s in m.SYMBOLS
+                   if not any(l.startswith("P") and l.split(",")[1] == s and l.endswith("ACCEPT")
+                              for l in got)}
+    send_frames(probe_port, [o.encode() for o in orders])
+    got = wait_until(lambda: complete_lines(recv) if len(complete_lines(recv)) >= probes + len(orders)
+                     else None, 30, "order answers")
+    answers = [l for l in got if l.startswith("O")]
+    assert sorted(answers) == sorted(expected)
+    for s in m.SYMBOLS:  # one connection's orders of one symbol stay in order
+        assert [a for a in answers if a.split(",")[1] == s] == \
+            [e for e in expected if e.split(",")[1] == s]
+    c.stop()
+
+
+# ------------------------------------------------------------------ sharing a port
+
+def test_workers_share_the_in_port(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "workers", outs=[recv.port])
+    c.wait_formed()  # both workers listen
+    lines = [l.encode() for l in word_lines()[:50]]
+    for _ in range(12):
+        send_frames(c.ports[0][0], lines)
+    totals = collections.Counter()
+    wc = load_module(example_path("word_count"))
+    for _ in range(12):
+        for l in word_lines()[:50]:
+            totals.update(wc.split_words(l))
+    check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)
+    st = c.workers()
+    # Connections spread over both workers (the kernel hashes each connection).
+    assert all(int(w[3]) > 0 for w in st.values()), st
+    c.stop()
+
+
+# ------------------------------------------------------------------ grow and shrink
+
+def keyed_input(n_keys, n_msgs, seed):
+    rng = random.Random(seed)
+    keys = ["k%03d" % i for i in range(n_keys)]
+    msgs = [(rng.choice(keys), rng.randrange(1, 10 ** 6)) for _ in range(n_msgs)]
+    return msgs
+
+
+def expected_sums(msgs):
+    totals = collections.Counter()
+    per_key = collections.defaultdict(list)
+    for k, v in msgs:
+        totals[k] += v
+        per_key[k].append(totals[k])
+    return per_key
+
+
+def check_sums(lines, msgs):
+    """Each key's running sums, as a set, are those of its messages in the order
+    sent: a message lost, repeated or run out of order changes them."""
+    got = collections.defaultdict(list)
+    for line in lines:
+        k, _, s = line.rpartition(" => ")
+        got[k].append(int(s))
+    want = expected_sums(msgs)
+    assert set(got) == set(want)
+    for k in want:
+        assert sorted(got[k]) == want[k], "key %s: sums differ" % k
+
+
+def send_slowly(port, msgs, chunks):
+    """One connection, the messages in `chunks` parts with pauses between them."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    size = (len(msgs) + chunks - 1) // chunks
+    for i in range(0, len(msgs), size):
+        s.sendall(b"".join(struct.pack(">I", len(p)) + p
+                           for p in (("%s,%d" % kv).encode() for kv in msgs[i:i + size])))
+        time.sleep(0.05)
+    s.close()
+
+
+def test_grow_and_shrink_while_data_flows(bt):
+    import threading
+    msgs = keyed_input(300, 30000, 7)
+    recv = bt.receiver()
+    c = Cluster(bt, app_path("keyed_sums"), 2, "flags", outs=[recv.port])
+    c.wait_formed(2)
+    sender = threading.Thread(target=send_slowly, args=(c.ports[0][0], msgs, 60))
+    sender.start()
+    time.sleep(0.5)
+    # Grow: a third worker joins the running cluster and takes a share of the slots.
+    w3 = c.add_worker(join=True, name="w3")
+    c.wait_formed(3)
+    st = c.workers()
+    assert st["w3"][1] in (1365, 1366), st
+    assert sum(w[1] for w in st.values()) == 4096
+    time.sleep(0.5)
+    # Shrink: w2 hands its slots to the others and exits.
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "left the cluster" in p.stdout
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    sender.join(60)
+    got = recv.wait_lines(len(msgs), timeout=30)
+    check_sums(lines_of(got), msgs)
+    st = c.workers()
+    assert st["w2"][0] == "left" and st["w2"][1] == 0
+    assert st["w1"][1] + st["w3"][1] == 4096
+    moved = re.findall(r"moved (\d+) slots away", c.stderr())
+    assert moved, "no slot moved"
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    rc, err = w3.wait_exit(30)
+    assert rc == 0, err
+
+
+def test_shrink_refuses_the_initializer_and_unknown_workers(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port])
+    c.wait_formed()
+    for name, text in (("w1", "initializer"), ("nobody", "no active worker")):
+        p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", name],
+                           capture_output=True, text=True, timeout=20)
+        assert p.returncode == 1 and text in p.stderr, p.stdout + p.stderr
+    c.stop()
+
+
+# ------------------------------------------------------------------ failures
+
+def test_killed_worker_is_reported(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 3, "flags", outs=[recv.port])
+    c.wait_formed()
+    c.engines[2].proc.send_signal(signal.SIGKILL)
+    t0 = time.monotonic()
+    for e in c.engines[:2]:
+        wait_until(lambda: re.search(r"worker 'w3' .*is lost", e.stderr()), 10,
+                   "the others to report w3 lost")
+    assert time.monotonic() - t0 < 5
+    p = c.status(check=False)
+    assert p.returncode == 1, p.stdout
+    assert re.search(r"^w3 +\d+ +LOST", p.stdout, re.M), p.stdout
+    # Messages for the lost worker's slots are dropped and counted, nothing hangs.
+    send_frames(c.ports[0][0], [l.encode() for l in word_lines()])
+    time.sleep(0.5)
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 3, err
+    rc, err = c.engines[1].wait_exit(30)
+    assert rc == 3, err
+
+
+def test_unresponsive_worker_is_reported(bt):
+    """A worker that stops answering (no FIN: SIGSTOP) is reported after the timeout."""
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port],
+                extra=["--cluster-timeout", "1"])
+    c.wait_formed()
+    c.engines[1].proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: re.search(r"worker 'w2' .*is lost: nothing heard", c.engines[0].stderr()),
+                   10, "w1 to report w2 lost")
+    finally:
+        c.engines[1].proc.send_signal(signal.SIGCONT)
+    c.engines[1].proc.kill()
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 3, err
+
+
+# ------------------------------------------------------------------ security
+
+def raw_hello(port, secret, channel=1):
+    """Connect, send a HELLO with `secret` and a PING; True if the peer keeps
+    the connection open (it closes it when it refuses)."""
+    sec = secret.encode()
+    name = b"intruder"
+    body = bytes([1]) + struct.pack(">H", len(sec)) + sec + bytes([channel]) + \
+        struct.pack(">H", 0xffff) + struct.pack(">H", len(name)) + name
+    ping = bytes([2])
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(struct.pack(">I", len(body)) + body + struct.pack(">I", 1) + ping)
+    s.settimeout(1.0)
+    try:
+        data = s.recv(100)
+        return data != b""
+    except socket.timeout:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        s.close()
+
+
+def test_peers_without_the_secret_are_refused(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port], secret="s3cret")
+    c.wait_formed()
+    port = int(c.control.rsplit(":", 1)[1])
+    assert raw_hello(port, "wrong") is False
+    wait_until(lambda: "wrong cluster secret" in c.engines[0].stderr(), 5, "the refusal logged")
+    assert raw_hello(port, "s3cret") is True
+    # Garbage on the control port closes that connection only.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\xff" * 64 + b"GET / HTTP/1.0\r\n\r\n")
+        s.settimeout(2)
+        try:
+            assert s.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    # A status without the secret is refused; with it, the cluster is intact.
+    p = subprocess.run([BIN, "cluster", "status", "--control", c.control], capture_output=True,
+                       text=True, timeout=20, env={k: v for k, v in os.environ.items()
+                                                  if k != "BETTONG_CLUSTER_SECRET"})
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert c.status().returncode == 0
+    # A worker with the wrong secret cannot join.
+    bad = c.add_worker(join=True, name="w9", wait=False, secret="not-it")
+    wait_until(lambda: "wrong cluster secret" in c.engines[0].stderr(), 5, "refusal")
+    send_frames(c.ports[0][0], [l.encode() for l in word_lines()])
+    totals = expected_word_totals(1)
+    check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)
+    bad.proc.kill()
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+
+
+def test_cluster_address_beyond_loopback_needs_a_secret(bt):
+    recv = bt.receiver()
+    env = {k: v for k, v in os.environ.items() if k != "BETTONG_CLUSTER_SECRET"}
+    p = subprocess.run([BIN, "run", str(example_path("word_count")), "--in",
+                        "127.0.0.1:%d" % free_port(), "--out", "127.0.0.1:%d" % recv.port,
+                        "--cluster-initializer", "--worker-count", "2", "--control",
+                        "0.0.0.0:%d" % free_port()], capture_output=True, text=True,
+                       timeout=20, cwd=str(REPO), env=env)
+    assert p.returncode == 2
+    assert "needs a secret" in p.stderr
