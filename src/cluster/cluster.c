@@ -73,6 +73,9 @@ struct cluster {
     void *done_ctx;
 };
 
+/* The loop's cached clock: good enough for heartbeats, and free per frame. */
+static uint64_t loop_ns(const cluster_t *c) { return uv_now(c->loop) * 1000000u; }
+
 /* ------------------------------------------------------------ peers */
 
 static peer_t *peer_get(cluster_t *c, unsigned index)
@@ -133,12 +136,36 @@ static void on_link_lost(outconn_t *o, const char *why)
     cluster_t *c = o->owner;
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
         if (c->peers[i] && &c->peers[i]->link == o && !c->peers[i]->link_down_ns)
-            c->peers[i]->link_down_ns = now_ns();
+            c->peers[i]->link_down_ns = loop_ns(c);
 }
 
 /* ------------------------------------------------------------ forwarding */
 
-static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg)
+/* CL_MSG: u16 pipe, u16 step, u32 length of the key's form (0: no key), the
+ * key, then the message, each serialized once. The key travels so the owner
+ * does not call the partition function again. */
+static int put_message(cluster_t *c, wire_wr_t *w, PyObject *msg, PyObject *key)
+{
+    size_t len_at = w->b->len;
+    wire_put_u32(w, 0);
+    if (w->err)
+        return 0;
+    size_t start = w->b->len;
+    if (key) {
+        if (app_serialize_into(c->app, key, w->b) < 0)
+            return -1;
+        uint32_t n = (uint32_t)(w->b->len - start);
+        uint8_t *p = w->b->data + len_at;
+        p[0] = (uint8_t)(n >> 24);
+        p[1] = (uint8_t)(n >> 16);
+        p[2] = (uint8_t)(n >> 8);
+        p[3] = (uint8_t)n;
+    }
+    return app_serialize_into(c->app, msg, w->b);
+}
+
+static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg,
+                    PyObject *key)
 {
     cluster_t *c = ctx;
     peer_t *p = owner < CL_MAX_WORKERS ? c->peers[owner] : NULL;
@@ -148,28 +175,25 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         c->x->failed++;
         return;
     }
-    PyObject *data = app_serialize(c->app, msg);
-    Py_buffer view;
-    if (!data || PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
-        Py_XDECREF(data);
-        pyerr_report("serialize (a message for another worker)");
-        c->x->failed++;
-        return;
-    }
     wire_wr_t w;
     wire_begin(&w, outconn_buffer(&p->link), CL_MSG, CL_MAX_FRAME);
     wire_put_u16(&w, (uint16_t)pipe);
     wire_put_u16(&w, (uint16_t)step);
-    wire_put_bytes(&w, view.buf, (size_t)view.len);
+    /* Serialized straight into the link's buffer, once. */
+    if (put_message(c, &w, msg, key) < 0) {
+        w.err = 1;
+        wire_end(&w);
+        pyerr_report("serialize (a message for another worker)");
+        c->x->failed++;
+        return;
+    }
     if (wire_end(&w) == 0) {
         p->sent++;
     } else {
-        log_error("cluster: a message of %zd bytes cannot be forwarded (too large or out of "
-                  "memory); dropped", view.len);
+        log_error("cluster: a message cannot be forwarded (too large or out of memory); "
+                  "dropped");
         c->x->failed++;
     }
-    PyBuffer_Release(&view);
-    Py_DECREF(data);
 }
 
 void cluster_flush(cluster_t *c)
@@ -198,7 +222,7 @@ void cluster_hold_inbound(cluster_t *c, int hold)
     if (hold) {
         listener_pause(&c->data_l);
     } else {
-        uint64_t now = now_ns();
+        uint64_t now = loop_ns(c);
         for (inconn_t *ic = c->data_l.conns; ic; ic = ic->next)
             if (ic->user)
                 ((conn_info_t *)ic->user)->last_rx_ns = now;
@@ -390,52 +414,56 @@ static void apply_table(cluster_t *c, wire_rd_t *r)
 
 /* ------------------------------------------------------------ moving slots */
 
-typedef struct {
-    state_store_t *store;
-    int kind; /* 1: the slot's dict of keyed states, 2: the to_stateful object */
-    PyObject *data;
-    Py_buffer view;
-} part_t;
+/* With GIL. Append one store's part of a slot's state: name, kind, length,
+ * then obj serialized (kind 0, nothing, when it cannot be serialized). */
+static void put_part(cluster_t *c, wire_wr_t *w, state_store_t *s, int kind, PyObject *obj,
+                     unsigned slot)
+{
+    wire_put_str16(w, s->name, strlen(s->name));
+    size_t kind_at = w->b->len;
+    wire_put_u8(w, (uint8_t)kind);
+    size_t len_at = w->b->len;
+    wire_put_u32(w, 0);
+    size_t start = w->b->len;
+    if (w->err)
+        return;
+    if (app_serialize_into(c->app, obj, w->b) < 0 || w->b->len - start > UINT32_MAX) {
+        if (PyErr_Occurred())
+            pyerr_report("serialize (state moving to another worker)");
+        log_error("cluster: the state of '%s' in slot %u cannot be moved; it is lost", s->name,
+                  slot);
+        w->b->len = start;
+        w->b->data[kind_at] = 0;
+        return;
+    }
+    uint32_t n = (uint32_t)(w->b->len - start);
+    uint8_t *p = w->b->data + len_at;
+    p[0] = (uint8_t)(n >> 24);
+    p[1] = (uint8_t)(n >> 16);
+    p[2] = (uint8_t)(n >> 8);
+    p[3] = (uint8_t)n;
+}
 
 /* With GIL. Take the slot's state out of every store and append it, serialized,
  * to the link to its new owner. */
 static void send_slot(cluster_t *c, peer_t *to, unsigned slot)
 {
-    part_t parts[64];
     unsigned n = 0;
-    for (state_store_t *s = c->app->states.head; s; s = s->next) {
-        PyObject *objs[2] = {state_slot_take(s, slot),
-                             s->home_slot == slot ? state_single_take(s) : NULL};
-        for (int k = 0; k < 2; k++) {
-            if (!objs[k])
-                continue;
-            PyObject *data = n < 64 ? app_serialize(c->app, objs[k]) : NULL;
-            if (data && PyObject_GetBuffer(data, &parts[n].view, PyBUF_SIMPLE) == 0) {
-                parts[n].store = s;
-                parts[n].kind = k + 1;
-                parts[n].data = data;
-                n++;
-            } else {
-                Py_XDECREF(data);
-                if (PyErr_Occurred())
-                    pyerr_report("serialize (state moving to another worker)");
-                log_error("cluster: the state of '%s' in slot %u cannot be moved to '%s'; "
-                          "it is lost", s->name, slot, to->name);
-            }
-            Py_DECREF(objs[k]);
-        }
-    }
+    for (state_store_t *s = c->app->states.head; s; s = s->next)
+        n += (s->slots[slot] != NULL) + (s->home_slot == slot && s->single != NULL);
     wire_wr_t w;
     wire_begin(&w, outconn_buffer(&to->link), CL_STATE, CL_MAX_FRAME);
     wire_put_u16(&w, (uint16_t)slot);
     wire_put_u16(&w, (uint16_t)n);
-    for (unsigned i = 0; i < n; i++) {
-        wire_put_str16(&w, parts[i].store->name, strlen(parts[i].store->name));
-        wire_put_u8(&w, (uint8_t)parts[i].kind);
-        wire_put_u32(&w, (uint32_t)parts[i].view.len);
-        wire_put_bytes(&w, parts[i].view.buf, (size_t)parts[i].view.len);
-        PyBuffer_Release(&parts[i].view);
-        Py_DECREF(parts[i].data);
+    for (state_store_t *s = c->app->states.head; s; s = s->next) {
+        PyObject *dict = state_slot_take(s, slot);
+        PyObject *single = s->home_slot == slot ? state_single_take(s) : NULL;
+        if (dict)
+            put_part(c, &w, s, 1, dict, slot);
+        if (single)
+            put_part(c, &w, s, 2, single, slot);
+        Py_XDECREF(dict);
+        Py_XDECREF(single);
     }
     if (wire_end(&w) < 0)
         log_error("cluster: the state of slot %u is too large to move to '%s'; it is lost",
@@ -487,6 +515,8 @@ static int install_slot(cluster_t *c, wire_rd_t *r)
         if (r->err)
             return -1;
         state_store_t *s = store_named(c, name, nlen);
+        if (kind == 0)
+            continue; /* the old owner could not serialize it (logged there) */
         PyObject *obj = s ? app_deserialize(c->app, bytes, len) : NULL;
         int rc = -1;
         if (obj && kind == 1) {
@@ -516,7 +546,7 @@ static void conn_opened(void *owner, inconn_t *ic)
         inconn_close(ic, "out of memory");
         return;
     }
-    ci->last_rx_ns = now_ns();
+    ci->last_rx_ns = loop_ns(owner);
     ic->user = ci;
     inconn_set_max_payload(ic, CL_MAX_HELLO);
 }
@@ -546,7 +576,7 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
 {
     cluster_t *c = owner;
     conn_info_t *ci = ic->user;
-    ci->last_rx_ns = now_ns();
+    ci->last_rx_ns = loop_ns(c);
     if (!ci->authed)
         return check_first_frame(c, ic, ci, CL_CH_CONTROL, payload, payload_len) < 0 ? -1 : 0;
     wire_rd_t r;
@@ -653,7 +683,7 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
 {
     cluster_t *c = owner;
     conn_info_t *ci = ic->user;
-    ci->last_rx_ns = now_ns();
+    ci->last_rx_ns = loop_ns(c);
     if (!ci->authed) {
         if (check_first_frame(c, ic, ci, CL_CH_DATA, payload, payload_len) < 0)
             return -1;
@@ -670,16 +700,31 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
     case CL_MSG: {
         unsigned pipe = wire_u16(&r);
         unsigned step = wire_u16(&r);
+        uint32_t klen = wire_u32(&r);
+        const uint8_t *kdata = wire_bytes(&r, klen);
         size_t n;
         const uint8_t *data = wire_rest(&r, &n);
-        if (r.err || exec_forwarded(c->x, pipe, step, data, n) < 0) {
+        if (r.err)
+            return -1;
+        if (p)
+            p->processed++;
+        PyObject *key = klen ? app_deserialize(c->app, kdata, klen) : NULL;
+        PyObject *msg = !klen || key ? app_deserialize(c->app, data, n) : NULL;
+        int rc = 0;
+        if (msg)
+            rc = exec_forwarded(c->x, pipe, step, msg, key);
+        else {
+            pyerr_report("deserialize (a message from another worker)");
+            c->x->failed++;
+        }
+        Py_XDECREF(key);
+        Py_XDECREF(msg);
+        if (rc < 0) {
             log_warn("%s: a message from '%s' names a step this application does not have; "
                      "closing (do all workers run the same application?)", ic->listener->name,
                      ci->hello.name);
             return -1;
         }
-        if (p)
-            p->processed++;
         return 0;
     }
     case CL_STATE:
@@ -758,7 +803,7 @@ static void on_tick(uv_timer_t *t)
             cl_put_empty(outconn_buffer(&p->link), CL_PING);
     }
     cluster_flush(c);
-    uint64_t now = now_ns();
+    uint64_t now = loop_ns(c);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)

@@ -7,6 +7,7 @@
 
 #include "net/addr.h"
 #include "py/bridge.h"
+#include "py/msgcodec.h"
 #include "py/pykey.h"
 #include "stream/exec.h"
 #include "util/log.h"
@@ -409,27 +410,34 @@ static int load_serializers(app_t *app, char *err, size_t errlen)
     return 0;
 }
 
-PyObject *app_serialize(app_t *app, PyObject *obj)
+int app_serialize_into(app_t *app, PyObject *obj, buf_t *out)
 {
-    if (app->protocol) {
-        PyObject *args[2] = {obj, app->protocol};
-        return PyObject_Vectorcall(app->serialize, args, 2, NULL);
-    }
+    if (app->protocol)
+        return msgcodec_encode(out, obj, app->serialize, app->protocol);
     PyObject *r = py_call1(app->serialize, obj);
-    if (r && !PyBytes_Check(r) && !PyByteArray_Check(r) && !PyObject_CheckBuffer(r)) {
+    Py_buffer view;
+    if (!r)
+        return -1;
+    if (PyUnicode_Check(r) || PyObject_GetBuffer(r, &view, PyBUF_SIMPLE) < 0) {
+        PyErr_Clear();
         PyErr_Format(PyExc_TypeError, "serialize() returned %.100s, expected bytes",
                      Py_TYPE(r)->tp_name);
-        Py_CLEAR(r);
+        Py_DECREF(r);
+        return -1;
     }
-    return r;
+    int rc = buf_append(out, view.buf, (size_t)view.len);
+    if (rc < 0)
+        PyErr_NoMemory();
+    PyBuffer_Release(&view);
+    Py_DECREF(r);
+    return rc;
 }
 
 PyObject *app_deserialize(app_t *app, const void *data, size_t len)
 {
-    /* pickle reads from a view of the frame; the module's own function gets bytes. */
-    PyObject *b = app->protocol
-                      ? PyMemoryView_FromMemory((char *)data, (Py_ssize_t)len, PyBUF_READ)
-                      : PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
+    if (app->protocol)
+        return msgcodec_decode(data, len, app->deserialize);
+    PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
     PyObject *r = b ? py_call1(app->deserialize, b) : NULL;
     Py_XDECREF(b);
     return r;

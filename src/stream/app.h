@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "net/frame.h"
+#include "util/buf.h"
 #include "stream/state.h"
 
 typedef enum { STEP_STATELESS, STEP_STATEFUL, STEP_PARTITION, STEP_PARTITION_U64 } step_kind;
@@ -80,9 +81,10 @@ typedef struct {
 int app_load(app_t *app, const app_options_t *opt, char *err, size_t errlen);
 /* With GIL. */
 void app_free(app_t *app);
-/* With GIL. The serialized form of obj (a new bytes-like reference), or NULL
- * with a Python exception. */
-PyObject *app_serialize(app_t *app, PyObject *obj);
+/* With GIL. Append obj's serialized form to out (with pickle, through
+ * py/msgcodec). Returns 0, or -1 with a Python exception (out may hold a
+ * partial form: the caller cuts it off). */
+int app_serialize_into(app_t *app, PyObject *obj, buf_t *out);
 /* With GIL. The object back from its serialized form, or NULL with an exception. */
 PyObject *app_deserialize(app_t *app, const void *data, size_t len);
 

@@ -427,9 +427,15 @@ static int open_dead_letter(engine_t *e)
 static void report_totals(engine_t *e)
 {
     double secs = (double)(now_ns() - e->started_ns) / 1e9;
-    log_info("stopped after %.1f s: %llu messages in, %llu out, %llu failed in user code",
-             secs, (unsigned long long)e->x.frames_in, (unsigned long long)e->x.messages_out,
-             (unsigned long long)e->x.failed);
+    if (e->cluster)
+        log_info("stopped after %.1f s: %llu messages in, %llu out, %llu forwarded to other "
+                 "workers, %llu failed", secs, (unsigned long long)e->x.frames_in,
+                 (unsigned long long)e->x.messages_out, (unsigned long long)e->x.forwarded,
+                 (unsigned long long)e->x.failed);
+    else
+        log_info("stopped after %.1f s: %llu messages in, %llu out, %llu failed in user code",
+                 secs, (unsigned long long)e->x.frames_in, (unsigned long long)e->x.messages_out,
+                 (unsigned long long)e->x.failed);
 }
 
 int engine_run(app_t *app, const engine_options_t *opt)

@@ -9,6 +9,7 @@
 #include "util/log.h"
 
 static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg);
+static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key);
 
 /* A user callback raised: count and log it, then apply the policy to the input
  * message (once per input, however many of its branches fail). */
@@ -112,7 +113,8 @@ int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash)
 
 /* Whether the message must go on elsewhere: if its slot belongs to another
  * worker it is handed to the cluster and 1 is returned. */
-static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, PyObject *msg)
+static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, PyObject *msg,
+                          PyObject *key)
 {
     if (!x->table)
         return 0;
@@ -120,24 +122,26 @@ static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, Py
     if (owner == x->self)
         return 0;
     x->forward(x->forward_ctx, owner, (unsigned)(p - x->app->pipes), (unsigned)(s - p->steps),
-               msg);
+               msg, key);
     x->forwarded++;
     return 1;
 }
 
 /* The state object the message belongs to (borrowed), or NULL: after reporting
- * an error, or (*away set) when its state lives on another worker. */
-static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg, int *away)
+ * an error, or (*away set) when its state lives on another worker. known_key is
+ * the partition key when the worker that forwarded the message computed it. */
+static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
+                          PyObject *known_key, int *away)
 {
     if (s->kind == STEP_STATEFUL) {
-        if ((*away = forwarded_away(x, p, s, s->state->home_slot, msg)))
+        if ((*away = forwarded_away(x, p, s, s->state->home_slot, msg, NULL)))
             return NULL;
         PyObject *st = state_single(s->state);
         if (!st)
             user_error(x, "state class");
         return st;
     }
-    PyObject *key = py_call1(s->partition_fn, msg);
+    PyObject *key = known_key ? Py_NewRef(known_key) : py_call1(s->partition_fn, msg);
     if (!key) {
         user_error(x, "partition function");
         return NULL;
@@ -146,7 +150,7 @@ static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg, in
     PyObject *st = NULL;
     if (exec_route_key(s, key, &h) == 0) {
         unsigned slot = routing_slot(h);
-        if (!(*away = forwarded_away(x, p, s, slot, msg)))
+        if (!(*away = forwarded_away(x, p, s, slot, msg, key)))
             st = state_for_key(s->state, slot, key);
     }
     Py_DECREF(key);
@@ -189,6 +193,11 @@ static PyObject *state_result_output(exec_t *x, step_t *s, PyObject *r)
 
 static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg)
 {
+    run_step(x, p, i, msg, NULL);
+}
+
+static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key)
+{
     if (i == p->nsteps) {
         emit(x, p, msg);
         return;
@@ -199,7 +208,7 @@ static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg)
         r = py_call1(s->fn, msg);
     } else {
         int away = 0;
-        PyObject *st = state_of(x, p, s, msg, &away);
+        PyObject *st = state_of(x, p, s, msg, known_key, &away);
         if (!st)
             return;
         r = py_call2(s->fn, msg, st);
@@ -254,23 +263,16 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
     x->cur_message = NULL;
 }
 
-int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, const uint8_t *data, size_t len)
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key)
 {
     if (pipe >= x->app->npipes || step >= x->app->pipes[pipe].nsteps)
         return -1;
     pipeline_t *p = &x->app->pipes[pipe];
     x->cur_frame = NULL;
     x->cur_failed = 0;
-    PyObject *msg = app_deserialize(x->app, data, len);
-    if (!msg) {
-        x->cur_message = NULL;
-        user_error(x, "deserialize (a message from another worker)");
-        return 0;
-    }
     x->cur_message = msg;
-    run_from(x, p, step, msg);
+    run_step(x, p, step, msg, p->steps[step].kind == STEP_STATEFUL ? NULL : key);
     x->cur_message = NULL;
-    Py_DECREF(msg);
     return 0;
 }
 

@@ -33,11 +33,13 @@ typedef struct {
     PyObject *cur_message;  /* borrowed; generator or forwarded input */
     int cur_failed;
     /* In a cluster: who owns each slot, and how a message whose state lives
-     * elsewhere leaves (msg borrowed; it continues at `step` of pipeline `pipe`
-     * on worker `owner`). table is NULL on a single worker. */
+     * elsewhere leaves (msg and key borrowed; it continues at `step` of pipeline
+     * `pipe` on worker `owner`; key is its partition key, NULL for to_stateful).
+     * table is NULL on a single worker. */
     const routing_table_t *table;
     unsigned self;
-    void (*forward)(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg);
+    void (*forward)(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg,
+                    PyObject *key);
     void *forward_ctx;
     uint64_t forwarded;
 } exec_t;
@@ -49,10 +51,11 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
 /* Run an already decoded message (generator sources). */
 void exec_message(exec_t *x, pipeline_t *p, PyObject *msg);
 
-/* Run a message another worker forwarded: deserialize it and go on at `step` of
- * pipeline `pipe`. Returns 0 (a failure of user code is reported and counted),
- * or -1 if pipe/step do not exist here (the peer runs another application). */
-int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, const uint8_t *data, size_t len);
+/* Run a message another worker forwarded from `step` of pipeline `pipe`, with
+ * the partition key it computed (NULL: compute it here). Returns 0 (a failure of
+ * user code is reported and counted), or -1 if pipe/step do not exist here
+ * (the peer runs another application). */
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key);
 
 /* frame_length_fn for decoders whose header C cannot parse: calls the user's
  * payload_length. ctx is the source_t. */
