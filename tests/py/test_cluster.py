@@ -500,3 +500,101 @@ def test_cluster_address_beyond_loopback_needs_a_secret(bt):
                        timeout=20, cwd=str(REPO), env=env)
     assert p.returncode == 2
     assert "needs a secret" in p.stderr
+
+
+# ------------------------------------------------------------------ separate network namespaces
+
+def _ip(*args, ns=None):
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + ["ip"] + list(args)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=20)
+
+
+@pytest.fixture
+def netns3():
+    """Three network namespaces on one bridge, each with its own address
+    (10.213.N.1-3); the test process (the root namespace) is 10.213.N.254."""
+    import shutil
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and iproute2 to make network namespaces")
+    tag = "bt%04d" % (os.getpid() % 10000)
+    net = "10.213.%d" % (os.getpid() % 200 + 20)
+    names = ["%sn%d" % (tag, i) for i in (1, 2, 3)]
+    bridge = tag + "br"
+    try:
+        _ip("link", "add", bridge, "type", "bridge")
+    except subprocess.CalledProcessError as e:
+        pytest.skip("cannot make a bridge here: %s" % e.stderr.decode(errors="replace").strip())
+    try:
+        _ip("addr", "add", net + ".254/24", "dev", bridge)
+        _ip("link", "set", bridge, "up")
+        for i, ns in enumerate(names, 1):
+            _ip("netns", "add", ns)
+            _ip("link", "add", "%sv%d" % (tag, i), "type", "veth", "peer", "name",
+                "%sp%d" % (tag, i))
+            _ip("link", "set", "%sp%d" % (tag, i), "netns", ns)
+            _ip("link", "set", "%sv%d" % (tag, i), "master", bridge)
+            _ip("link", "set", "%sv%d" % (tag, i), "up")
+            _ip("addr", "add", "%s.%d/24" % (net, i), "dev", "%sp%d" % (tag, i), ns=ns)
+            _ip("link", "set", "%sp%d" % (tag, i), "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+        yield net, names
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def test_cluster_across_network_namespaces(bt, netns3):
+    """Three workers, each in its own network namespace with its own address,
+    talking over a bridge with a cluster secret: the word count is exact."""
+    net, names = netns3
+    out = bt.path("received.out")
+    rport = free_port()
+    recv_proc = bt.procs.spawn([BIN, "receive", "--listen", "%s.254:%d" % (net, rport), "--out",
+                                out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, BETTONG_CLUSTER_SECRET="netns-secret")
+    control = "%s.1:12500" % net
+    procs, logs = [], []
+    for i, ns in enumerate(names, 1):
+        host = "%s.%d" % (net, i)
+        flags = ["--name", "w%d" % i, "--my-control", host + ":12500", "--my-data",
+                 host + ":12501"]
+        if i == 1:
+            flags = ["--name", "w1", "--cluster-initializer", "--worker-count", "3",
+                     "--control", control, "--data", host + ":12501"]
+        else:
+            flags += ["--control", control]
+        log = bt.path("w%d.log" % i)
+        logs.append(log)
+        with open(log, "wb") as f:
+            procs.append(bt.procs.spawn(
+                ["ip", "netns", "exec", ns, BIN, "run", str(example_path("word_count")), "--in",
+                 host + ":7010", "--out", "%s.254:%d" % (net, rport)] + flags,
+                cwd=str(REPO), env=env, stdout=f, stderr=f))
+    status = [BIN, "cluster", "status", "--control", control]
+    wait_until(lambda: "cluster formed, 3 active" in subprocess.run(
+        status, capture_output=True, text=True, env=env, timeout=20).stdout, 30,
+        "the cluster to form across namespaces", interval=0.2)
+    lines = [l.encode() for l in word_lines()]
+    for i in (1, 2, 3):
+        send_frames_to("%s.%d" % (net, i), 7010, lines)
+    totals = expected_word_totals(3)
+
+    def enough():
+        data = out.read_bytes() if out.exists() else b""
+        return data.count(b"\n") >= sum(totals.values())
+    wait_until(enough, 30, "all counts at the receiver")
+    time.sleep(0.2)
+    check_counts(lines_of(out.read_bytes()), totals)
+    st = subprocess.run(status, capture_output=True, text=True, env=env, timeout=20).stdout
+    assert all(re.search(r"^w%d +\d+ +active +13[67]\d " % i, st, re.M) for i in (1, 2, 3)), st
+    procs[0].send_signal(signal.SIGTERM)
+    for p, log in zip(procs, logs):
+        assert p.wait(30) == 0, log.read_text()
+    recv_proc.kill()
+
+
+def send_frames_to(host, port, payloads):
+    data = b"".join(struct.pack(">I", len(p)) + p for p in payloads)
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(data)
