@@ -10,7 +10,9 @@
 #include <unistd.h>
 
 #include "py/bridge.h"
+#include "py/msgcodec.h"
 #include "py/pyerr.h"
+#include "py/pykey.h"
 #include "stream/app.h"
 #include "stream/exec.h"
 #include "util/log.h"
@@ -221,6 +223,130 @@ static void test_dead_letter_gets_the_frame(void **state)
     assert_memory_equal(data, "\0\0\0\x0agrape boom\0\0\0\x09" "boom boom", n);
 }
 
+/* ------------------------------------------------------------ cluster routing */
+
+typedef struct {
+    unsigned owner, pipe, step;
+    char msg[64], key[64];
+} fwd_t;
+
+static fwd_t fwds[16];
+static size_t nfwd;
+
+static void record_forward(void *ctx, unsigned owner, unsigned pipe, unsigned step,
+                           PyObject *msg, PyObject *key)
+{
+    fwd_t *f = &fwds[nfwd++];
+    f->owner = owner;
+    f->pipe = pipe;
+    f->step = step;
+    snprintf(f->msg, sizeof f->msg, "%s", PyUnicode_AsUTF8(msg));
+    snprintf(f->key, sizeof f->key, "%s", key ? PyUnicode_AsUTF8(key) : "-");
+}
+
+static unsigned slot_of(const char *key)
+{
+    PyObject *k = PyUnicode_FromString(key);
+    uint64_t h = 0;
+    assert_int_equal(pykey_hash(k, &h), 0);
+    Py_DECREF(k);
+    return routing_slot(h);
+}
+
+static void test_forwarding_by_table(void **state)
+{
+    static routing_table_t t;
+    routing_init(&t, 1);
+    routing_assign(&t, slot_of("h"), 3);
+    x.table = &t;
+    x.self = 0;
+    x.forward = record_forward;
+    nfwd = 0;
+    int rc;
+    /* Words starting with 'h' belong to worker 3: they leave at the state step
+     * (pipeline 0, step 2) with their key; the others are counted here. */
+    assert_string_equal(run(0, "hello ice hat", &rc), "ice=1;");
+    assert_int_equal(nfwd, 2);
+    assert_int_equal(fwds[0].owner, 3);
+    assert_int_equal(fwds[0].pipe, 0);
+    assert_int_equal(fwds[0].step, 2);
+    assert_string_equal(fwds[0].msg, "hello");
+    assert_string_equal(fwds[0].key, "h");
+    assert_string_equal(fwds[1].msg, "hat");
+    assert_int_equal(x.forwarded, 2);
+    /* On the owner, the message goes on from that step with the sender's key. */
+    routing_assign(&t, slot_of("h"), 0);
+    buf_clear(&out);
+    PyObject *msg = PyUnicode_FromString("hello"), *key = PyUnicode_FromString("h");
+    assert_int_equal(exec_forwarded(&x, 0, 2, msg, key), 0);
+    assert_int_equal(exec_forwarded(&x, 0, 2, msg, NULL), 0); /* key computed here */
+    assert_memory_equal(buf_head(&out), "hello=1;hello=2;", 16);
+    /* A step this application does not have is refused. */
+    assert_int_equal(exec_forwarded(&x, 0, 9, msg, key), -1);
+    assert_int_equal(exec_forwarded(&x, 7, 0, msg, key), -1);
+    Py_DECREF(msg);
+    Py_DECREF(key);
+    x.table = NULL;
+    x.forward = NULL;
+}
+
+/* encode then decode `expr` (evaluated in Python): the same value and type back. */
+static void round_trip(PyObject *dumps, PyObject *loads, PyObject *proto, const char *expr,
+                       int native)
+{
+    /* In __main__, so that pickle finds the class S. */
+    PyObject *globals = PyModule_GetDict(PyImport_AddModule("__main__"));
+    Py_INCREF(globals);
+    PyRun_String("class S(str): pass\n", Py_file_input, globals, globals);
+    PyObject *v = PyRun_String(expr, Py_eval_input, globals, globals);
+    assert_non_null(v);
+    buf_t b;
+    buf_init(&b);
+    assert_int_equal(msgcodec_encode(&b, v, dumps, proto), 0);
+    /* Plain types are C-encoded; anything else is a pickle ('p'). */
+    if (native != (buf_head(&b)[0] != 'p'))
+        fail_msg("%s: %s", expr, native ? "pickled, expected C-encoded" : "not pickled");
+    PyObject *back = msgcodec_decode(buf_head(&b), buf_unread(&b), loads);
+    assert_non_null(back);
+    assert_ptr_equal(Py_TYPE(back), Py_TYPE(v));
+    if (PyObject_RichCompareBool(back, v, Py_EQ) != 1)
+        fail_msg("%s did not come back equal", expr);
+    Py_DECREF(back);
+    Py_DECREF(v);
+    Py_DECREF(globals);
+    buf_free(&b);
+}
+
+static void test_msgcodec_round_trips(void **state)
+{
+    PyObject *pickle = PyImport_ImportModule("pickle");
+    PyObject *dumps = PyObject_GetAttrString(pickle, "dumps");
+    PyObject *loads = PyObject_GetAttrString(pickle, "loads");
+    PyObject *proto = PyLong_FromLong(5);
+    const char *native[] = {"'word'", "''", "'caf\\u00e9 \\U0001F998'", "b'\\x00\\xff'",
+                            "0", "-5", "2**63 - 1", "-2**63", "1.5", "-0.0", "True", "False",
+                            "None", "()", "('a', 1, (2.0, None), b'x')", NULL};
+    const char *pickled[] = {"2**64", "[1, 2]", "{'a': 1}", "S('sub')", "'\\ud800'",
+                             "('a', [1])", "frozenset({1})", NULL};
+    for (int i = 0; native[i]; i++)
+        round_trip(dumps, loads, proto, native[i], 1);
+    for (int i = 0; pickled[i]; i++)
+        round_trip(dumps, loads, proto, pickled[i], 0);
+    /* Corrupt input is an error, not a crash. */
+    const uint8_t bad[][6] = {{'s', 0, 0, 0, 9, 'a'}, {'i', 1, 2}, {'t', 0, 0, 0, 2, 'N'},
+                              {'?'}, {'N', 'N'}};
+    const size_t lens[] = {6, 3, 6, 1, 2};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        assert_null(msgcodec_decode(bad[i], lens[i], loads));
+        assert_non_null(PyErr_Occurred());
+        PyErr_Clear();
+    }
+    Py_DECREF(proto);
+    Py_DECREF(loads);
+    Py_DECREF(dumps);
+    Py_DECREF(pickle);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -232,6 +358,8 @@ int main(void)
         cmocka_unit_test(test_decoder_error_is_reported),
         cmocka_unit_test(test_stop_policy),
         cmocka_unit_test(test_dead_letter_gets_the_frame),
+        cmocka_unit_test(test_forwarding_by_table),
+        cmocka_unit_test(test_msgcodec_round_trips),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
