@@ -283,6 +283,14 @@ static void lose_coordinator(cluster_t *c, const char *why)
     if (c->stopping || c->coord_lost)
         return;
     c->coord_lost = 1;
+    if (!c->started) {
+        /* Never ran: refused (a name in use, a wrong secret: the coordinator's
+         * log says which) or the coordinator went away before the cluster formed. */
+        log_error("cluster: could not join the cluster at %s: %s (refused, or the "
+                  "coordinator is gone)", c->cfg.control, why);
+        c->hooks.finish(c->hooks.ctx, 2, "could not join the cluster");
+        return;
+    }
     c->lost_any = 1;
     log_error("cluster: lost the coordinator at %s: %s; this worker goes on with the slots "
               "it has, but the cluster cannot change or stop together", c->cfg.control, why);
@@ -879,6 +887,10 @@ cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_c
     c->open_handles++;
     log_info("cluster: worker '%s' (control %s, data %s) joining the cluster at %s", cfg->name,
              c->control_l.addr, c->data_l.addr, cfg->control);
+    if (strncmp(c->data_l.addr, "127.", 4) == 0 && strncmp(cfg->control, "127.", 4) != 0)
+        log_warn("cluster: this worker's addresses are on loopback but the coordinator is at "
+                 "%s: workers on other machines cannot reach it; give --my-control and "
+                 "--my-data", cfg->control);
     return c;
 }
 

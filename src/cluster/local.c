@@ -218,14 +218,30 @@ int local_cluster_run(int argc, char **argv, unsigned n)
             done[i] = 1;
             left--;
             int code = code_of(status);
-            if (WIFSIGNALED(status))
+            if (WIFSIGNALED(status) && forwarded && WTERMSIG(status) == forwarded) {
+                /* Stopped by the signal we passed on before it could set up its
+                 * own handling (still starting): nothing of it ran. */
+                code = 1;
+                log_warn("worker %s%u (pid %d) ended by signal %d while starting", base, i + 1,
+                         (int)pid, forwarded);
+            } else if (WIFSIGNALED(status)) {
                 log_error("worker %s%u (pid %d) was killed by signal %d", base, i + 1, (int)pid,
                           WTERMSIG(status));
+            }
             else if (code != 0)
                 log_warn("worker %s%u (pid %d) exited with status %d", base, i + 1, (int)pid,
                          code);
             if (code > worst)
                 worst = code;
+            /* A worker that could not start (bad arguments, the application
+             * does not load): the others would wait for it forever. */
+            if (code == 2 && !forwarded) {
+                log_error("worker %s%u could not start; stopping the others", base, i + 1);
+                forwarded = SIGTERM;
+                for (unsigned j = 0; j < n; j++)
+                    if (!done[j])
+                        kill(pids[j], SIGTERM);
+            }
         }
     }
     if (secret_file[0])

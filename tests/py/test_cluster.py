@@ -482,12 +482,28 @@ def test_peers_without_the_secret_are_refused(bt):
     # A worker with the wrong secret cannot join.
     bad = c.add_worker(join=True, name="w9", wait=False, secret="not-it")
     wait_until(lambda: "wrong cluster secret" in c.engines[0].stderr(), 5, "refusal")
+    rc, err = bad.wait_exit(15)
+    assert rc == 2 and "could not join" in err, err
+    # So does a second worker with a name already in the cluster.
+    dup = c.add_worker(join=True, name="w2", wait=False)
+    rc, err = dup.wait_exit(15)
+    assert rc == 2 and "could not join" in err, err
+    assert "second worker named 'w2'" in c.engines[0].stderr()
     send_frames(c.ports[0][0], [l.encode() for l in word_lines()])
     totals = expected_word_totals(1)
     check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)
-    bad.proc.kill()
     rc, err = c.engines[0].stop(timeout=30)
     assert rc == 0, err
+
+
+def test_workers_stop_when_one_cannot_start(bt):
+    """--workers N with an application that does not load: exit 2, nothing waits."""
+    recv = bt.receiver()
+    eng = bt.engine(app_path("setup_raises_app"), ins=[free_port()], outs=[recv.port],
+                    extra=["--workers", "2"], wait=False)
+    rc, err = eng.wait_exit(20)
+    assert rc == 2, err
+    assert "could not start" in err or "application_setup() raised" in err
 
 
 def test_cluster_address_beyond_loopback_needs_a_secret(bt):
