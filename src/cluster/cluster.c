@@ -842,13 +842,15 @@ static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn
     return listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen);
 }
 
-cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_config_t *cfg,
-                         const cluster_hooks_t *hooks, char *err, size_t errlen)
+int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
+                  const cluster_config_t *cfg, const cluster_hooks_t *hooks, char *err,
+                  size_t errlen)
 {
     cluster_t *c = calloc(1, sizeof *c);
+    *out = c;
     if (!c) {
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -1;
     }
     c->loop = loop;
     c->app = app;
@@ -856,42 +858,37 @@ cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_c
     c->cfg = *cfg;
     c->hooks = *hooks;
     cl_frame_spec(&c->spec);
+    uv_timer_init(loop, &c->tick);
+    c->tick.data = c;
+    c->open_handles++;
     if (c->cfg.timeout_ms == 0)
         c->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
     if (cfg->secret.len == 0)
         log_warn("cluster: no cluster secret configured (--cluster-secret or "
                  "BETTONG_CLUSTER_SECRET): only peers on loopback are accepted");
-    if (listen_on(c, &c->control_l, cfg->my_control, &control_handler, "control", err, errlen) < 0) {
-        free(c);
-        return NULL;
-    }
+    if (listen_on(c, &c->control_l, cfg->my_control, &control_handler, "control", err, errlen) < 0)
+        return -1;
     c->control_up = 1;
     c->open_handles++;
-    if (listen_on(c, &c->data_l, cfg->my_data, &data_handler, "data", err, errlen) < 0) {
-        listener_close(&c->control_l, NULL);
-        c->control_up = 0;
-        return c->closing = 1, NULL; /* the loop closes the listener; c is leaked on purpose */
-    }
+    if (listen_on(c, &c->data_l, cfg->my_data, &data_handler, "data", err, errlen) < 0)
+        return -1;
     c->data_up = 1;
     c->open_handles++;
-    if (cfg->initializer && !(c->coord = coord_start(loop, &c->cfg, err, errlen)))
-        return NULL;
+    if (cfg->initializer && coord_start(&c->coord, loop, &c->cfg, err, errlen) < 0)
+        return -1;
     x->forward = forward;
     x->forward_ctx = c;
     if (join_coordinator(c, err, errlen) < 0)
-        return NULL;
-    uv_timer_init(loop, &c->tick);
-    c->tick.data = c;
+        return -1;
     unsigned hb = cl_heartbeat_ms(c->cfg.timeout_ms);
     uv_timer_start(&c->tick, on_tick, hb, hb);
-    c->open_handles++;
     log_info("cluster: worker '%s' (control %s, data %s) joining the cluster at %s", cfg->name,
              c->control_l.addr, c->data_l.addr, cfg->control);
     if (strncmp(c->data_l.addr, "127.", 4) == 0 && strncmp(cfg->control, "127.", 4) != 0)
         log_warn("cluster: this worker's addresses are on loopback but the coordinator is at "
                  "%s: workers on other machines cannot reach it; give --my-control and "
                  "--my-data", cfg->control);
-    return c;
+    return 0;
 }
 
 int cluster_exit_code(const cluster_t *c) { return c && c->lost_any ? 3 : 0; }

@@ -38,9 +38,11 @@ typedef struct cluster cluster_t;
 
 /* Listen on this worker's control and data addresses (and, on the initializer,
  * start the coordinator), then join. Installs the forward hook in x. Without the
- * GIL. Returns NULL with a message in err. */
-cluster_t *cluster_start(uv_loop_t *loop, app_t *app, exec_t *x, const cluster_config_t *cfg,
-                         const cluster_hooks_t *hooks, char *err, size_t errlen);
+ * GIL. Returns 0, or -1 with a message in err; either way *out (NULL only when
+ * out of memory) is to be shut down and freed by the caller. */
+int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
+                  const cluster_config_t *cfg, const cluster_hooks_t *hooks, char *err,
+                  size_t errlen);
 /* Hand what the links hold to the kernel. */
 void cluster_flush(cluster_t *c);
 /* Bytes waiting in the data links. */

@@ -79,6 +79,7 @@ struct coord {
     uint32_t status_seq;
     uint64_t status_deadline_ns;
     int stopping;
+    int listening;
     int closing;
     uint64_t close_deadline_ns;
     uv_timer_t close_timer;
@@ -886,14 +887,19 @@ static void on_tick(uv_timer_t *t)
 
 /* ------------------------------------------------------------ start and stop */
 
-coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, size_t errlen)
+int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, char *err,
+                size_t errlen)
 {
     coord_t *k = calloc(1, sizeof *k);
+    *out = k;
     if (!k) {
         snprintf(err, errlen, "out of memory");
-        return NULL;
+        return -1;
     }
     k->loop = loop;
+    uv_timer_init(loop, &k->tick);
+    uv_timer_init(loop, &k->recount);
+    k->tick.data = k->recount.data = k;
     k->cfg = *cfg;
     if (k->cfg.stop_timeout_s <= 0)
         k->cfg.stop_timeout_s = 10;
@@ -920,20 +926,16 @@ coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, si
             rc = listener_start(&k->l, loop, (struct sockaddr *)&sa, &k->spec, &coord_handler,
                                 k, "cluster coordinator", err, errlen);
     }
-    if (rc < 0) {
-        free(k);
-        return NULL;
-    }
+    if (rc < 0)
+        return -1;
+    k->listening = 1;
     /* The workers (this process's own one included) connect here. */
     snprintf(k->cfg.control, sizeof k->cfg.control, "%s", k->l.addr);
-    uv_timer_init(loop, &k->tick);
-    uv_timer_init(loop, &k->recount);
-    k->tick.data = k->recount.data = k;
     unsigned hb = cl_heartbeat_ms(k->cfg.timeout_ms);
     uv_timer_start(&k->tick, on_tick, hb, hb);
     log_info("cluster: coordinator listening on %s; waiting for %u workers", k->l.addr,
              cfg->worker_count);
-    return k;
+    return 0;
 }
 
 static void close_all(coord_t *k)
@@ -945,7 +947,8 @@ static void close_all(coord_t *k)
     for (unsigned i = 0; i < k->nm; i++)
         if (k->m[i]->out_open)
             outconn_close(&k->m[i]->out, NULL);
-    listener_close(&k->l, NULL);
+    if (k->listening)
+        listener_close(&k->l, NULL);
 }
 
 static void on_close_poll(uv_timer_t *t)

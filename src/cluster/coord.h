@@ -25,8 +25,11 @@
 
 typedef struct coord coord_t;
 
-/* Listen on cfg->control (or adopt cfg->control_fd). NULL with err set. */
-coord_t *coord_start(uv_loop_t *loop, const cluster_config_t *cfg, char *err, size_t errlen);
+/* Listen on cfg->control (or adopt cfg->control_fd). Returns 0, or -1 with err
+ * set; either way *out (NULL only when out of memory) is to be shut down and
+ * freed by the caller. */
+int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, char *err,
+                size_t errlen);
 /* Say goodbye to the members, flush, close every handle. */
 void coord_shutdown(coord_t *k);
 /* After the loop ended. */

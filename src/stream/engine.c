@@ -481,13 +481,15 @@ int engine_run(app_t *app, const engine_options_t *opt)
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
                                  .finish = hook_finish};
         char err[512];
-        e.cluster = cluster_start(&e.loop, app, &e.x, opt->cluster, &hooks, err, sizeof err);
-        if (!e.cluster) {
-            log_error("cannot join the cluster: %s", err);
-            exit(2);
+        if (cluster_start(&e.cluster, &e.loop, app, &e.x, opt->cluster, &hooks, err,
+                          sizeof err) < 0) {
+            log_error("cannot take part in a cluster: %s", err);
+            begin_stop(&e, 2, "no cluster");
         }
     }
-    if (start_sources(&e) < 0) {
+    if (e.stopping) {
+        /* the cluster could not start: nothing listens */
+    } else if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");
     } else {
