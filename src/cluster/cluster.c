@@ -662,13 +662,9 @@ static void control_closed(void *owner, inconn_t *ic)
     ic->user = NULL;
 }
 
-static void nothing(void *owner) { (void)owner; }
-
 static const inconn_handler_t control_handler = {
     .opened = conn_opened,
-    .batch_begin = nothing,
     .frame = control_frame,
-    .batch_end = nothing,
     .closed = control_closed,
 };
 
@@ -800,17 +796,23 @@ static void expire_silent(cluster_t *c, listener_t *l, uint64_t now)
     }
 }
 
-static void on_tick(uv_timer_t *t)
+/* A frame with no fields (PING, BYE) to the coordinator and every live peer. */
+static void tell_everyone(cluster_t *c, uint8_t type)
 {
-    cluster_t *c = t->data;
     if (c->to_coord_open && !c->coord_lost)
-        cl_put_empty(coord_buf(c), CL_PING);
+        cl_put_empty(coord_buf(c), type);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_open && !p->lost)
-            cl_put_empty(outconn_buffer(&p->link), CL_PING);
+            cl_put_empty(outconn_buffer(&p->link), type);
     }
     cluster_flush(c);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    cluster_t *c = t->data;
+    tell_everyone(c, CL_PING);
     uint64_t now = loop_ns(c);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
@@ -957,14 +959,7 @@ void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx)
     c->done = done;
     c->done_ctx = ctx;
     uv_timer_stop(&c->tick);
-    if (c->to_coord_open && !c->coord_lost)
-        cl_put_empty(coord_buf(c), CL_BYE);
-    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
-        peer_t *p = c->peers[i];
-        if (p && p->link_open && !p->lost)
-            cl_put_empty(outconn_buffer(&p->link), CL_BYE);
-    }
-    cluster_flush(c);
+    tell_everyone(c, CL_BYE);
     c->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
     uv_timer_init(c->loop, &c->close_timer);
     c->close_timer.data = c;

@@ -834,13 +834,9 @@ static void kconn_closed(void *owner, inconn_t *ic)
     ic->user = NULL;
 }
 
-static void knothing(void *owner) { (void)owner; }
-
 static const inconn_handler_t coord_handler = {
     .opened = kconn_opened,
-    .batch_begin = knothing,
     .frame = kconn_frame,
-    .batch_end = knothing,
     .closed = kconn_closed,
 };
 

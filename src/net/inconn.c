@@ -171,7 +171,8 @@ static int drain_frames(inconn_t *c)
     int begun = 0;
     int rc = 0;
     if (spec.length_fn && buf_unread(&c->in) >= spec.header_len) {
-        l->handler->batch_begin(l->owner);
+        if (l->handler->batch_begin)
+            l->handler->batch_begin(l->owner);
         begun = 1;
     }
     while (!c->closing && !c->lingering && c->reading) {
@@ -192,7 +193,8 @@ static int drain_frames(inconn_t *c)
             break;
         }
         if (!begun) {
-            l->handler->batch_begin(l->owner);
+            if (l->handler->batch_begin)
+                l->handler->batch_begin(l->owner);
             begun = 1;
         }
         const uint8_t *f = buf_head(&c->in);
@@ -212,7 +214,7 @@ static int drain_frames(inconn_t *c)
         if (r > 0)
             break;
     }
-    if (begun)
+    if (begun && l->handler->batch_end)
         l->handler->batch_end(l->owner);
     if (!c->closing && buf_unread(&c->in) == 0)
         buf_shrink(&c->in, KEEP_BUFFER);

@@ -21,14 +21,14 @@ typedef struct listener listener_t;
 typedef struct {
     /* Optional: a connection was accepted (before anything is read from it). */
     void (*opened)(void *owner, inconn_t *c);
-    /* Before the first frame (or header callback) of a read. */
+    /* Optional: before the first frame (or header callback) of a read. */
     void (*batch_begin)(void *owner);
     /* One whole frame. Return 0 to go on, 1 to stop this batch (the frame was
      * consumed; the rest stay buffered until the connection reads again), -1
      * to close the connection. */
     int (*frame)(void *owner, inconn_t *c, const uint8_t *frame, size_t frame_len,
                  const uint8_t *payload, size_t payload_len);
-    /* After the last frame of a read (only if batch_begin was called). */
+    /* Optional: after the last frame of a read (when a batch began). */
     void (*batch_end)(void *owner);
     /* The connection is gone (peer closed, error, or inconn_close); it is freed
      * right after this returns. */

@@ -124,13 +124,16 @@ static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
 
 /* ------------------------------------------------------------ batches */
 
-static void batch_begin(void *owner)
+/* A batch (one read of a source or of a peer's link, or a generator's turn):
+ * the GIL once for all its messages. */
+static void begin_batch(engine_t *e)
 {
-    source_rt_t *s = owner;
-    s->e->batch_frames = 0;
-    s->e->last_flush_ns = now_ns();
+    e->batch_frames = 0;
+    e->last_flush_ns = now_ns();
     py_gil_enter();
 }
+
+static void batch_begin(void *owner) { begin_batch(((source_rt_t *)owner)->e); }
 
 /* Called per message inside a batch; cheap unless a flush is due. */
 static void maybe_flush_midbatch(engine_t *e)
@@ -144,10 +147,8 @@ static void maybe_flush_midbatch(engine_t *e)
     }
 }
 
-static void batch_end(void *owner)
+static void end_batch(engine_t *e)
 {
-    source_rt_t *s = owner;
-    engine_t *e = s->e;
     if (pyerr_total())
         pyerr_summary(0);
     py_gil_leave();
@@ -156,6 +157,8 @@ static void batch_end(void *owner)
     flush_sinks(e);
     check_backlog(e);
 }
+
+static void batch_end(void *owner) { end_batch(((source_rt_t *)owner)->e); }
 
 static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame_len,
                     const uint8_t *payload, size_t payload_len)
@@ -325,24 +328,12 @@ static void hook_hold(void *ctx, int hold)
     apply_pause(e);
 }
 
-static void hook_batch_begin(void *ctx)
-{
-    engine_t *e = ctx;
-    e->batch_frames = 0;
-    e->last_flush_ns = now_ns();
-    py_gil_enter();
-}
+static void hook_batch_begin(void *ctx) { begin_batch(ctx); }
 
 static void hook_batch_end(void *ctx)
 {
     engine_t *e = ctx;
-    if (pyerr_total())
-        pyerr_summary(0);
-    py_gil_leave();
-    if (e->dead_letter)
-        fflush(e->dead_letter);
-    flush_sinks(e);
-    check_backlog(e);
+    end_batch(e);
     if (e->x.stop_requested)
         begin_stop(e, 1, "--on-error=stop");
 }
