@@ -333,13 +333,16 @@ def check_sums(lines, msgs):
         assert sorted(got[k]) == want[k], "key %s: sums differ" % k
 
 
-def send_slowly(port, msgs, chunks):
-    """One connection, the messages in `chunks` parts with pauses between them."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+def send_slowly(port, msgs, chunks, progress=None, timeout=10):
+    """One connection, the messages in `chunks` parts with pauses between them;
+    progress (a list) gets one entry per part sent."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     size = (len(msgs) + chunks - 1) // chunks
     for i in range(0, len(msgs), size):
         s.sendall(b"".join(struct.pack(">I", len(p)) + p
                            for p in (("%s,%d" % kv).encode() for kv in msgs[i:i + size])))
+        if progress is not None:
+            progress.append(i)
         time.sleep(0.05)
     s.close()
 
@@ -614,3 +617,61 @@ def send_frames_to(host, port, payloads):
     data = b"".join(struct.pack(">I", len(p)) + p for p in payloads)
     with socket.create_connection((host, port), timeout=10) as s:
         s.sendall(data)
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def test_stalled_peer_bounds_memory_and_loses_nothing(bt):
+    """A worker stops reading (SIGSTOP) while data for its slots keeps coming:
+    the sender's links fill to the backpressure mark, its source stops reading
+    (memory stays bounded), and once the worker runs again every count is exact."""
+    import threading
+    recv = bt.receiver()
+    c = Cluster(bt, app_path("keyed_sums"), 2, "flags", outs=[recv.port],
+                extra=["--cluster-timeout", "60"])
+    c.wait_formed()
+    msgs = keyed_input(500, 1000000, 11)
+    c.engines[1].proc.send_signal(signal.SIGSTOP)
+    progress = []
+    sender = threading.Thread(target=send_slowly, args=(c.ports[0][0], msgs, 10, progress, 120))
+    sender.start()
+    w1 = c.engines[0].proc.pid
+    peak = 0
+    for _ in range(25):
+        time.sleep(0.2)
+        peak = max(peak, rss_mb(w1))
+    # Unimpeded, the ten parts take about a second; held back, the sender is
+    # still blocked in TCP because w1 stopped reading its source.
+    assert len(progress) < 10, "the sender finished: nothing held it back"
+    assert peak < 150, "w1 grew to %.0f MB while its peer was stopped" % peak
+    c.engines[1].proc.send_signal(signal.SIGCONT)
+    sender.join(120)
+    got = recv.wait_lines(len(msgs), timeout=60)
+    check_sums(lines_of(got), msgs)
+    c.stop()
+
+
+def test_garbage_on_the_data_port_closes_that_connection_only(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port])
+    c.wait_formed()
+    data_addr = [l.split()[-1] for l in c.status().stdout.splitlines()[2:]][1]
+    host, port = data_addr.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(struct.pack(">I", 3) + b"\x0a\x00\x01" + b"\xff" * 100)
+        s.settimeout(2)
+        try:
+            assert s.recv(10) == b""
+        except ConnectionResetError:
+            pass
+    assert re.search(r"refusing connection from .*(HELLO|malformed)", c.stderr()), c.stderr()
+    send_frames(c.ports[0][0], [l.encode() for l in word_lines()])
+    totals = expected_word_totals(1)
+    check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)
+    c.stop()
