@@ -136,7 +136,7 @@ def forwarded_in_logs(outdir, tag, n):
     return total
 
 
-def run_word_count(args, n, outdir, tag, lines=None):
+def run_word_count(args, n, outdir, tag, lines=None, rebalance=0):
     lines = args.lines if lines is None else lines
     expect = n * words_in(lines)
     rlog = os.path.join(outdir, tag + "-receive.log")
@@ -147,7 +147,8 @@ def run_word_count(args, n, outdir, tag, lines=None):
                                 stdout=log, stderr=log)
     time.sleep(0.2)
     c = Cluster(args.bin, os.path.join(REPO, "bench", "apps", "wc_gen.py"), n,
-                ["--out", "127.0.0.1:%d" % port, "--gen-lines", str(lines)], outdir, tag)
+                ["--out", "127.0.0.1:%d" % port, "--gen-lines", str(lines), "--rebalance",
+                 str(rebalance)], outdir, tag)
     if expect == 0:
         c.wait_formed(n)
         cpu = c.wait_idle()
@@ -164,8 +165,10 @@ def run_word_count(args, n, outdir, tag, lines=None):
         raise RuntimeError("%s: the receiver got %s of %d records (exit %d): %s"
                            % (tag, m.group(1) if m else "?", expect, rc, text[-300:]))
     secs = float(m.group(2))
+    balanced = sum(open(os.path.join(outdir, "%s-w%d.log" % (tag, i + 1))).read()
+                   .count("load balanced") for i in range(n))
     return {"words": expect, "secs": secs, "rate": expect / secs, "cpu": cpu,
-            "forwarded": forwarded_in_logs(outdir, tag, n)}
+            "forwarded": forwarded_in_logs(outdir, tag, n), "balanced": balanced}
 
 
 def run_pair_alone(args, outdir, tag):
@@ -219,6 +222,8 @@ def main():
     ap.add_argument("--lines", type=int, default=200000, help="lines generated per worker")
     ap.add_argument("--messages", type=int, default=1000000,
                     help="messages generated per worker in the forwarding probe")
+    ap.add_argument("--rebalance", type=float, default=1.0,
+                    help="the balancing period of the second 2-worker run (seconds)")
     ap.add_argument("--record", action="store_true")
     args = ap.parse_args()
     stamp = datetime.datetime.utcnow().strftime("%Y%m%d-%H%M%S")
@@ -229,6 +234,7 @@ def main():
     for r in range(args.rounds):
         one = run_word_count(args, 1, outdir, "r%d-wc1" % r)
         two = run_word_count(args, 2, outdir, "r%d-wc2" % r)
+        twob = run_word_count(args, 2, outdir, "r%d-wc2b" % r, rebalance=args.rebalance)
         pair = run_pair_alone(args, outdir, "r%d-pair" % r)
         wz1 = run_word_count(args, 1, outdir, "r%d-wz1" % r, lines=0)
         wz2 = run_word_count(args, 2, outdir, "r%d-wz2" % r, lines=0)
@@ -246,6 +252,7 @@ def main():
         wf = two["forwarded"] / two["words"]
         wextra = (wper2 - wlocal) / wf if wf else float("nan")
         row = {"wc1": one, "wc2": two, "speedup": two["rate"] / one["rate"], "local": local,
+               "wc2b": twob, "speedup_b": twob["rate"] / one["rate"],
                "pair": pair, "ceiling": pair["rate"] / one["rate"],
                "wlocal": wlocal, "wper2": wper2, "wf": wf, "wextra": wextra,
                "wfwd_ratio": (wlocal + wextra) / wlocal,
@@ -253,11 +260,12 @@ def main():
                "in_ok": k1["in"] == m and k2["in"] == 2 * m}
         rounds.append(row)
         print("round %d: word count 1 worker %.0f words/s (%.2f s), 2 workers %.0f words/s "
-              "(%.2f s): speed-up %.2f (two separate engines: %.2f); a word costs %.2f us "
+              "(%.2f s): speed-up %.2f, balancing every %g s: %.2f (%d balancings); two "
+              "separate engines: %.2f; a word costs %.2f us "
               "CPU, forwarded %.2f us (%.2f x, %.0f %% forwarded); probe: local %.2f us, "
               "forwarded %.2f us = %.2f x"
               % (r + 1, one["rate"], one["secs"], two["rate"], two["secs"], row["speedup"],
-                 row["ceiling"], wlocal * 1e6, (wlocal + wextra) * 1e6, row["wfwd_ratio"],
+                 args.rebalance, row["speedup_b"], twob["balanced"], row["ceiling"], wlocal * 1e6, (wlocal + wextra) * 1e6, row["wfwd_ratio"],
                  wf * 100, local * 1e6, (local + extra) * 1e6, row["fwd_ratio"]),
               flush=True)
     load1 = os.getloadavg()
@@ -270,9 +278,15 @@ def main():
          "%.0f" % statistics.median(x["wc1"]["rate"] for x in rounds), "", ""),
         ("(1) word count, generator source, 2 workers, words/s",
          "%.0f" % statistics.median(x["wc2"]["rate"] for x in rounds), "", ""),
-        ("(1) speed-up 1 -> 2 workers", "%.2f x (rounds: %s)" % (
+        ("(1) speed-up 1 -> 2 workers (no load balancing)", "%.2f x (rounds: %s)" % (
             speed, ", ".join("%.2f" % x["speedup"] for x in rounds)), ">= 1.7 x",
          "met" if speed >= 1.7 else "NOT MET"),
+        ("(1) word count, 2 workers balancing the load every %g s, words/s" % args.rebalance,
+         "%.0f" % statistics.median(x["wc2b"]["rate"] for x in rounds), "", ""),
+        ("(1) speed-up 1 -> 2 workers, balancing every %g s" % args.rebalance,
+         "%.2f x (rounds: %s)" % (med("speedup_b"), ", ".join(
+             "%.2f" % x["speedup_b"] for x in rounds)), ">= 1.7 x",
+         "met" if med("speedup_b") >= 1.7 else "NOT MET"),
         ("(1) context: two separate 1-worker engines at once / one alone", "%.2f x (rounds: %s)" % (
             med("ceiling"), ", ".join("%.2f" % x["ceiling"] for x in rounds)), "", ""),
         ("(2) word count: CPU per word, 1 worker, us", "%.2f" % (med("wlocal") * 1e6), "", ""),

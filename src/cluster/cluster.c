@@ -57,6 +57,7 @@ struct cluster {
     int have_self;
     routing_table_t table;
     int have_table;
+    uint32_t slot_runs[ROUTING_SLOTS]; /* messages run per slot since the last LOADQ */
     int started;
     int inbound_held;
     int stopping;
@@ -252,6 +253,25 @@ static void send_counts(cluster_t *c, uint32_t seq)
         wire_put_u64(&w, p->processed);
     }
     wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
+static void send_loads(cluster_t *c, uint32_t seq)
+{
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_LOADS, CL_MAX_FRAME);
+    wire_put_u32(&w, seq);
+    unsigned n = 0;
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        n += c->slot_runs[s] != 0;
+    wire_put_u16(&w, (uint16_t)n);
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        if (c->slot_runs[s]) {
+            wire_put_u16(&w, (uint16_t)s);
+            wire_put_u32(&w, c->slot_runs[s]);
+        }
+    wire_end(&w);
+    memset(c->slot_runs, 0, sizeof c->slot_runs);
     outconn_flush(&c->to_coord);
 }
 
@@ -621,6 +641,9 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
     case CL_STATUSQ:
         send_status(c, wire_u32(&r));
         break;
+    case CL_LOADQ:
+        send_loads(c, wire_u32(&r));
+        break;
     case CL_FINISH:
         /* Quiet now: peers closing from here on are stopping too. */
         c->stopping = 1;
@@ -880,6 +903,7 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
         return -1;
     x->forward = forward;
     x->forward_ctx = c;
+    x->slot_runs = c->slot_runs;
     if (join_coordinator(c, err, errlen) < 0)
         return -1;
     unsigned hb = cl_heartbeat_ms(c->cfg.timeout_ms);
@@ -970,6 +994,9 @@ void cluster_free(cluster_t *c)
 {
     if (!c)
         return;
+    c->x->table = NULL;
+    c->x->forward = NULL;
+    c->x->slot_runs = NULL;
     if (c->coord)
         coord_free(c->coord);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)

@@ -15,6 +15,7 @@ typedef struct {
     cl_secret_t secret;
     unsigned timeout_ms;           /* silence after which a peer is lost */
     double stop_timeout_s;         /* how long a cluster-wide stop may take */
+    double rebalance_s;            /* how often the coordinator evens out the load (0: never) */
 } cluster_config_t;
 
 #endif

@@ -19,7 +19,7 @@
 #define CLOSE_POLL_MS 10
 #define CLOSE_WAIT_MS 1000
 
-typedef enum { OP_NONE, OP_FORM, OP_GROW, OP_SHRINK, OP_STOP } op_kind;
+typedef enum { OP_NONE, OP_FORM, OP_GROW, OP_SHRINK, OP_BALANCE, OP_STOP } op_kind;
 typedef enum { PH_COUNT, PH_MIGRATE, PH_TABLE } op_phase;
 
 typedef struct {
@@ -44,6 +44,7 @@ typedef struct {
     uint64_t prev_sent[CL_MAX_WORKERS], prev_ran[CL_MAX_WORKERS];
     int status_ok;
     uint64_t keys, in_count, out_count, forwarded, failed;
+    int loads_ok;      /* answered the current LOADQ */
 } member_t;
 
 /* Per inbound connection. */
@@ -78,6 +79,14 @@ struct coord {
     inconn_t *status_admin;
     uint32_t status_seq;
     uint64_t status_deadline_ns;
+    /* load balancing: messages run per slot over the last period */
+    uint64_t load[ROUTING_SLOTS];
+    uint32_t load_seq;
+    int load_asked;
+    uint64_t last_balance_ns;
+    plan_move_t balance[ROUTING_SLOTS];
+    size_t nbalance;
+    uint64_t balances;
     int stopping;
     int listening;
     int closing;
@@ -280,6 +289,9 @@ static int round_done(coord_t *k)
 static void finish_op(coord_t *k)
 {
     k->cur = (op_t){OP_NONE, 0, NULL};
+    /* Loads measured across a change are not comparable: measure afresh. */
+    k->last_balance_ns = now_ns();
+    k->load_asked = 0;
     next_op(k);
 }
 
@@ -334,7 +346,15 @@ static void enter_migrate(coord_t *k)
     unsigned owners[CL_MAX_WORKERS];
     size_t n;
     k->next = k->table;
-    if (k->cur.kind == OP_GROW) {
+    if (k->cur.kind == OP_BALANCE) {
+        /* Planned from the loads before the pause; the table has not changed since
+         * (changes run one at a time), but a worker may have been lost. */
+        k->nmoves = 0;
+        for (size_t i = 0; i < k->nbalance; i++)
+            if (k->m[k->balance[i].from]->state == CL_ACTIVE &&
+                k->m[k->balance[i].to]->state == CL_ACTIVE)
+                k->moves[k->nmoves++] = k->balance[i];
+    } else if (k->cur.kind == OP_GROW) {
         owners_except(k, k->cur.member, owners, &n);
         k->nmoves = plan_grow(&k->table, owners, n, k->cur.member, k->moves);
     } else {
@@ -414,6 +434,9 @@ static void done_tabling(coord_t *k)
         log_info("cluster: worker '%s' joined with %u slots (%zu moved); %u workers",
                  m->name, routing_count(&k->table, m->index), k->nmoves,
                  count_state(k, CL_ACTIVE));
+    } else if (op.kind == OP_BALANCE) {
+        resume_all(k);
+        log_info("cluster: load balanced: %zu slots moved", k->nmoves);
     } else if (op.kind == OP_SHRINK) {
         member_t *m = k->m[op.member];
         send_empty(m, CL_LEAVE);
@@ -454,6 +477,9 @@ static void start_op(coord_t *k, op_t op)
         log_info("cluster: worker '%s' is leaving; pausing the sources", k->m[op.member]->name);
     else if (op.kind == OP_GROW)
         log_info("cluster: worker '%s' is joining; pausing the sources", k->m[op.member]->name);
+    else if (op.kind == OP_BALANCE)
+        log_info("cluster: evening out the load (%zu slots to move); pausing the sources",
+                 k->nbalance);
     else
         log_info("cluster: stopping; pausing the sources");
     k->phase = PH_COUNT;
@@ -531,6 +557,63 @@ static void on_installed(coord_t *k, uint32_t n)
 }
 
 static void status_reply(coord_t *k);
+
+/* ------------------------------------------------------------ load balancing */
+
+static void ask_loads(coord_t *k)
+{
+    k->load_seq++;
+    k->load_asked = 1;
+    k->last_balance_ns = now_ns();
+    memset(k->load, 0, sizeof k->load);
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        m->loads_ok = 0;
+        if (m->state == CL_ACTIVE)
+            send_u32(m, CL_LOADQ, k->load_seq);
+    }
+}
+
+/* Every active worker has said what ran on its slots: plan moves that even it
+ * out, and queue them as a change if they help enough. */
+static void loads_known(coord_t *k)
+{
+    k->load_asked = 0;
+    k->last_balance_ns = now_ns();
+    uint64_t total = 0;
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        total += k->load[s];
+    unsigned owners[CL_MAX_WORKERS];
+    size_t n;
+    owners_except(k, CL_NO_INDEX, owners, &n);
+    if (total < 1000 || n < 2 || k->cur.kind != OP_NONE || k->nq >= MAX_QUEUE || k->stopping)
+        return;
+    k->nbalance = plan_balance(&k->table, owners, n, k->load, 0.05, k->balance);
+    if (k->nbalance == 0)
+        return;
+    k->queue[k->nq++] = (op_t){OP_BALANCE, 0, NULL};
+    next_op(k);
+}
+
+static void on_loads(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint32_t seq = wire_u32(r);
+    unsigned n = wire_u16(r);
+    if (seq != k->load_seq || !k->load_asked || m->loads_ok)
+        return;
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        unsigned slot = wire_u16(r);
+        uint32_t count = wire_u32(r);
+        /* Only what the owner ran counts (a slot moved meanwhile is not). */
+        if (!r->err && slot < ROUTING_SLOTS && k->table.owner[slot] == m->index)
+            k->load[slot] += count;
+    }
+    m->loads_ok = 1;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (k->m[i]->state == CL_ACTIVE && !k->m[i]->loads_ok)
+            return;
+    loads_known(k);
+}
 
 static void on_status(coord_t *k, member_t *m, wire_rd_t *r)
 {
@@ -756,6 +839,9 @@ static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wir
     case CL_STATUS:
         on_status(k, m, r);
         break;
+    case CL_LOADS:
+        on_loads(k, m, r);
+        break;
     case CL_STOP: {
         char why[200];
         cl_str16(r, why, sizeof why);
@@ -865,6 +951,14 @@ static void on_tick(uv_timer_t *t)
     }
     if (k->status_admin && now > k->status_deadline_ns)
         status_reply(k);
+    if (k->cfg.rebalance_s > 0 && k->formed && !k->stopping && k->cur.kind == OP_NONE &&
+        k->nq == 0 && count_state(k, CL_ACTIVE) >= 2 &&
+        now - k->last_balance_ns >= (uint64_t)(k->cfg.rebalance_s * 1e9)) {
+        if (k->load_asked)
+            loads_known(k); /* a worker did not answer in a whole period: go without it */
+        else
+            ask_loads(k);
+    }
     if (k->cur.kind != OP_NONE && now - k->op_warned_ns > 5000000000ull) {
         k->op_warned_ns = now;
         log_warn("cluster: a change has waited %.0f s for the workers (phase %d); messages "

@@ -48,6 +48,8 @@ enum {
     CL_ACK = 23,       /* u32 seq */
     CL_STATUS = 24,    /* u32 seq, u64 keys, u64 in, u64 out, u64 forwarded, u64 failed */
     CL_STOP = 25,      /* str16 why: asks for a stop of the whole cluster */
+    CL_LOADS = 26,     /* u32 seq, u16 n, n x (u16 slot, u32 messages run there since the
+                          last LOADQ) */
     /* control: coordinator -> worker */
     CL_MEMBERS = 30,   /* u16 you, u16 n, n x (u16 index, u8 state, str16 name,
                           str16 control, str16 data) */
@@ -60,6 +62,7 @@ enum {
     CL_FINISH = 37,    /* the cluster stops: flush the sinks and exit */
     CL_LEAVE = 38,     /* this worker owns no slot any more: flush and exit */
     CL_LOST = 39,      /* u16 index, str16 why */
+    CL_LOADQ = 40,     /* u32 seq: answer LOADS, start counting again */
     /* admin -> coordinator, and its answer */
     CL_ASK_STATUS = 50,
     CL_ASK_SHRINK = 51, /* str16 worker name */

@@ -136,6 +136,8 @@ static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
     if (s->kind == STEP_STATEFUL) {
         if ((*away = forwarded_away(x, p, s, s->state->home_slot, msg, NULL)))
             return NULL;
+        if (x->slot_runs)
+            x->slot_runs[s->state->home_slot]++;
         PyObject *st = state_single(s->state);
         if (!st)
             user_error(x, "state class");
@@ -150,8 +152,11 @@ static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
     PyObject *st = NULL;
     if (exec_route_key(s, key, &h) == 0) {
         unsigned slot = routing_slot(h);
-        if (!(*away = forwarded_away(x, p, s, slot, msg, key)))
+        if (!(*away = forwarded_away(x, p, s, slot, msg, key))) {
+            if (x->slot_runs)
+                x->slot_runs[slot]++;
             st = state_for_key(s->state, slot, key);
+        }
     }
     Py_DECREF(key);
     if (!st && !*away)

@@ -42,6 +42,7 @@ typedef struct {
                     PyObject *key);
     void *forward_ctx;
     uint64_t forwarded;
+    uint32_t *slot_runs;    /* when set: messages run per slot, for balancing */
 } exec_t;
 
 /* Decode a frame's payload and run it through `p`. Returns 0, or -1 if the

@@ -34,6 +34,7 @@ typedef struct {
     long control_fd;         /* internal: the coordinator's socket from --workers */
     int shared_ports;        /* internal: sources share ports (--workers) */
     double cluster_timeout;
+    double rebalance;
     cluster_config_t cluster;
 } run_args_t;
 
@@ -81,6 +82,8 @@ static void usage(FILE *f)
 "                              BETTONG_CLUSTER_SECRET); without one, only loopback\n"
 "                              peers are accepted\n"
 "  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
+"  --rebalance SECONDS         how often the initializer evens out the load by\n"
+"                              moving busy slots (default 10; 0: never)\n"
 "\n"
 "Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
@@ -247,6 +250,13 @@ static int parse_args(run_args_t *a, int argc, char **argv)
             a->secret = v;
         } else if ((v = flag_value(argc, argv, &i, "--cluster-timeout"))) {
             a->cluster_timeout = atof(v);
+        } else if ((v = flag_value(argc, argv, &i, "--rebalance"))) {
+            char *end;
+            a->rebalance = strtod(v, &end);
+            if (*end || a->rebalance < 0) {
+                fprintf(stderr, "bettong run: bad --rebalance '%s' (seconds, 0 for never)\n", v);
+                return -1;
+            }
         } else if ((v = flag_value(argc, argv, &i, "--bettong-control-fd"))) {
             if (args_parse_long(v, 0, 65535, &a->control_fd) < 0)
                 return -1;
@@ -303,6 +313,7 @@ static int cluster_mode(run_args_t *a)
     snprintf(c->my_data, sizeof c->my_data, "%s", data ? data : "127.0.0.1:0");
     c->timeout_ms = a->cluster_timeout > 0 ? (unsigned)(a->cluster_timeout * 1000) : 0;
     c->stop_timeout_s = a->engine.flush_timeout_s;
+    c->rebalance_s = a->rebalance;
     a->engine.cluster = c;
     return 1;
 }
@@ -323,6 +334,7 @@ int cmd_run(int argc, char **argv)
     a.engine.backlog_low = 2u << 20;
     a.max_frame = 16u << 20;
     a.control_fd = -1;
+    a.rebalance = 10;
     log_set_role("bettong run");
     int rc = parse_args(&a, argc, argv);
     if (rc != 0) {

@@ -94,6 +94,66 @@ static void test_grow_then_shrink_round_trip(void **state)
     }
 }
 
+static uint64_t max_load(const routing_table_t *t, const unsigned *owners, size_t n,
+                         const uint64_t *load)
+{
+    uint64_t best = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t sum = 0;
+        for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+            if (t->owner[s] == owners[i])
+                sum += load[s];
+        best = sum > best ? sum : best;
+    }
+    return best;
+}
+
+static void test_balance_evens_out_hot_slots(void **state)
+{
+    static uint64_t load[ROUTING_SLOTS];
+    memset(load, 0, sizeof load);
+    routing_table_t t;
+    routing_init(&t, 2);
+    /* 27 busy slots of uneven weight, most of the work on worker 0's. */
+    const unsigned w[] = {160, 110, 90, 80, 70, 60, 55, 50, 45, 40, 35, 30, 25, 20,
+                          18, 16, 14, 12, 10, 9, 8, 7, 6, 5, 4, 3, 2};
+    for (unsigned i = 0; i < 27; i++)
+        load[(i * 2 + (i < 20 ? 0 : 1)) * 17] = w[i]; /* even slots belong to 0 */
+    unsigned owners[] = {0, 1};
+    uint64_t before = max_load(&t, owners, 2, load);
+    size_t n = plan_balance(&t, owners, 2, load, 0.05, moves);
+    assert_true(n > 0);
+    routing_table_t after = t;
+    plan_apply(&after, moves, n);
+    uint64_t total = 0;
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        total += load[s];
+    uint64_t m = max_load(&after, owners, 2, load);
+    assert_true(m < before);
+    /* Within one middling slot of half the total. */
+    assert_true(m <= total / 2 + 20);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(moves[i].from, t.owner[moves[i].slot]);
+        assert_true(load[moves[i].slot] > 0); /* idle slots stay put */
+    }
+}
+
+static void test_balance_leaves_a_balanced_cluster_alone(void **state)
+{
+    static uint64_t load[ROUTING_SLOTS];
+    routing_table_t t;
+    routing_init(&t, 3);
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        load[s] = 100 + (s % 7);
+    unsigned owners[] = {0, 1, 2};
+    assert_int_equal(plan_balance(&t, owners, 3, load, 0.05, moves), 0);
+    memset(load, 0, sizeof load);
+    assert_int_equal(plan_balance(&t, owners, 3, load, 0.05, moves), 0);
+    /* One slot carrying everything cannot be split: nothing helps. */
+    load[5] = 1000;
+    assert_int_equal(plan_balance(&t, owners, 3, load, 0.05, moves), 0);
+}
+
 static void test_empty_inputs(void **state)
 {
     routing_table_t t;
@@ -109,6 +169,8 @@ int main(void)
         cmocka_unit_test(test_grow_from_uneven),
         cmocka_unit_test(test_shrink_three_to_two),
         cmocka_unit_test(test_grow_then_shrink_round_trip),
+        cmocka_unit_test(test_balance_evens_out_hot_slots),
+        cmocka_unit_test(test_balance_leaves_a_balanced_cluster_alone),
         cmocka_unit_test(test_empty_inputs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -675,3 +675,27 @@ def test_garbage_on_the_data_port_closes_that_connection_only(bt):
     totals = expected_word_totals(1)
     check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)
     c.stop()
+
+
+def test_load_balancing_moves_busy_slots_and_loses_nothing(bt):
+    """A skewed load (a few keys take most messages): the coordinator measures
+    what runs on each slot and moves busy slots to the idler worker while data
+    flows; every key's sums stay exact."""
+    import threading
+    rng = random.Random(5)
+    hot = ["h%02d" % i for i in range(6)]
+    cold = ["c%03d" % i for i in range(200)]
+    msgs = [(rng.choice(hot) if rng.random() < 0.7 else rng.choice(cold), rng.randrange(1, 10 ** 6))
+            for _ in range(60000)]
+    recv = bt.receiver()
+    c = Cluster(bt, app_path("keyed_sums"), 2, "flags", outs=[recv.port],
+                extra=["--rebalance", "0.3"])
+    c.wait_formed()
+    sender = threading.Thread(target=send_slowly, args=(c.ports[0][0], msgs, 60))
+    sender.start()
+    sender.join(60)
+    got = recv.wait_lines(len(msgs), timeout=30)
+    check_sums(lines_of(got), msgs)
+    err = c.engines[0].stderr()
+    assert re.search(r"load balanced: \d+ slots moved", err), err[-3000:]
+    c.stop()
