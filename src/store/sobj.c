@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "net/wire.h"
+#include "py/bridge.h"
 #include "store/sconn.h"
 #include "store/spy.h"
 #include "store/sproto.h"
@@ -337,10 +338,10 @@ static void job_run(pyjob_t *pj)
     spy_run(&j->sr);
 }
 
-static void job_done(pyjob_t *pj)
+/* The run is back (loop thread): answer or hold, and free the object's queue
+ * head. The caller dispatches the object's next request. */
+static void job_finish(ojob_t *j)
 {
-    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
-    store_t *st = j->st;
     sobj_t *o = j->ent;
     sreq_t *r = j->req;
     o->busy = 0;
@@ -356,8 +357,16 @@ static void job_done(pyjob_t *pj)
         answer_failed(r, STORE_ERR_INTERNAL, "out of memory", o->last_seq);
     if (!j->sr.write_seq)
         j->refs--; /* no unit will come back */
-    obj_dispatch(st, o);
     job_unref(j);
+}
+
+static void job_done(pyjob_t *pj)
+{
+    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
+    store_t *st = j->st;
+    sobj_t *o = j->ent;
+    job_finish(j);
+    obj_dispatch(st, o);
 }
 
 static void job_unit_done(store_t *st, uowner_t *own, wunit_t *u)
@@ -370,6 +379,12 @@ static void job_unit_done(store_t *st, uowner_t *own, wunit_t *u)
     /* Still alive: it cannot be forgotten before this unit is on disk. */
     obj_maybe_free(st, j->ent);
     job_unref(j);
+}
+
+static int may_inline(uint8_t type)
+{
+    return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
+           type == SMSG_GET_STATE;
 }
 
 static void job_start(store_t *st, sobj_t *o, sreq_t *r)
@@ -401,6 +416,19 @@ static void job_start(store_t *st, sobj_t *o, sreq_t *r)
                         .unit_bytes = &j->unit_bytes, .unit_answer = &j->unit_answer,
                         .answer = &j->answer};
     o->busy = 1;
+    if (st->inline_ok && may_inline(r->type) && pyexec_idle(st->px)) {
+        /* No Python thread holds or waits for the GIL: a short request runs
+         * here, without a hand-off to a Python thread and back. */
+        py_gil_enter();
+        int ran = spy_run_inline(&j->sr);
+        if (ran)
+            spy_trim();
+        py_gil_leave();
+        if (ran) {
+            job_finish(j); /* obj_dispatch's loop goes on with the next request */
+            return;
+        }
+    }
     pyexec_submit(st->px, &j->pj);
 }
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "py/bridge.h"
@@ -13,11 +14,35 @@
 
 #define PID_TAG "bettong.obj"
 #define TRIM_SCAN 256
+/* Inline runs: a request kind qualifies after this many threaded runs in a row
+ * that were short and did not wait (spy_run_inline). */
+#define INLINE_AFTER 4
+/* Long inline runs (more CPU than inline_ns, or a wait) that send a kind to
+ * the threads for good. */
+#define INLINE_STRIKES 3
+/* Kinds remembered per class: names past this are decoded per request and
+ * never run inline (a client inventing field names cannot grow the table). */
+#define STATS_MAX 256
+
+/* What the store learned about one request kind of a class: a CALL of a method,
+ * a GET_FIELD or a SET_FIELD of a name. */
+typedef struct mstat {
+    struct mstat *next;
+    PyObject *name;   /* owned, interned str: the method or field */
+    uint32_t fast;    /* threaded runs in a row that were short (run_short) */
+    unsigned strikes; /* inline runs that were not short */
+    int banned;       /* INLINE_STRIKES of them: Python threads only from now on */
+    uint8_t type;
+    size_t namelen;
+    char text[];      /* the name's UTF-8 bytes */
+} mstat_t;
 
 typedef struct {
     uint64_t class_id;
     PyObject *cls;       /* owned: the class */
     PyObject *annotated; /* owned: tuple of the annotated field names (MRO) */
+    mstat_t *stats;      /* owned list */
+    unsigned nstats;
 } sclass_t;
 
 /* A registry entry: a live object, or a tombstone (obj NULL) for an object
@@ -42,6 +67,7 @@ static struct {
     sdb_t *db;
     committer_t *cm;
     size_t cache;
+    uint64_t inline_ns; /* the longest inline run allowed; 0: never inline */
     omap_t objs;
     size_t live;
     rlist_t lru, tombs;
@@ -371,6 +397,82 @@ static sclass_t *class_get(uint64_t cid)
     Py_XDECREF(qualname);
     Py_XDECREF(pickle);
     return c;
+}
+
+/* ------------------------------------------------------------ request kinds */
+
+/* This thread's CPU time and voluntary context switches so far. */
+typedef struct {
+    uint64_t cpu_us;
+    long waits;
+} tusage_t;
+
+static tusage_t thread_usage(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) < 0)
+        return (tusage_t){0, 0};
+    return (tusage_t){(uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+                          (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec),
+                      ru.ru_nvcsw};
+}
+
+/* A run was short: at most inline_ns of CPU, and it never gave up the CPU
+ * (sleep, I/O, a lock, the GIL: a voluntary context switch). Being preempted
+ * does not count against it. */
+static int run_short(tusage_t a, tusage_t b)
+{
+    return b.waits == a.waits && (b.cpu_us - a.cpu_us) * 1000 <= S.inline_ns;
+}
+
+static int has_kind(uint8_t type)
+{
+    return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD;
+}
+
+static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
+{
+    for (mstat_t *m = c->stats; m; m = m->next)
+        if (m->type == r->type && m->namelen == r->namelen &&
+            memcmp(m->text, r->name, r->namelen) == 0)
+            return m;
+    return NULL;
+}
+
+/* The request's kind, made on first use (NULL past STATS_MAX or out of memory:
+ * no exception). */
+static mstat_t *stat_get(sclass_t *c, const spy_req_t *r)
+{
+    mstat_t *m = stat_find(c, r);
+    if (m || c->nstats >= STATS_MAX)
+        return m;
+    PyObject *name = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
+    m = name ? calloc(1, sizeof *m + r->namelen) : NULL;
+    if (!m) {
+        Py_XDECREF(name);
+        PyErr_Clear();
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&name);
+    m->name = name;
+    m->type = r->type;
+    m->namelen = r->namelen;
+    memcpy(m->text, r->name, r->namelen);
+    m->next = c->stats;
+    c->stats = m;
+    c->nstats++;
+    return m;
+}
+
+static void stats_free(sclass_t *c)
+{
+    while (c->stats) {
+        mstat_t *m = c->stats;
+        c->stats = m->next;
+        Py_XDECREF(m->name);
+        free(m);
+    }
+    c->nstats = 0;
 }
 
 /* ------------------------------------------------------------ state */
@@ -756,8 +858,12 @@ static int write_back(spy_req_t *r, reg_t *e)
 
 /* ------------------------------------------------------------ requests */
 
-static PyObject *name_of(spy_req_t *r)
+/* The method or field name (new reference): the kind's interned name, or
+ * decoded from the request. */
+static PyObject *name_of(spy_req_t *r, mstat_t *m)
 {
+    if (m)
+        return Py_NewRef(m->name);
     return PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
 }
 
@@ -782,9 +888,9 @@ static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
     return 0;
 }
 
-static void run_call(spy_req_t *r, reg_t *e)
+static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     PyObject *meth = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!meth) {
@@ -821,9 +927,9 @@ static void run_call(spy_req_t *r, reg_t *e)
     write_back(r, e);
 }
 
-static void run_get_field(spy_req_t *r, reg_t *e)
+static void run_get_field(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     PyObject *v = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!v) {
@@ -849,14 +955,14 @@ static int add_field(reg_t *e, PyObject *name)
     return 0;
 }
 
-static void run_set_field(spy_req_t *r, reg_t *e)
+static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *v = loads(r->payload, r->len, 1);
     if (!v) {
         answer_bad_payload(r, "the value could not be unpickled");
         return;
     }
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     int rc = name ? PyObject_GenericSetAttr(e->obj, name, v) : -1;
     if (rc == 0)
         rc = add_field(e, name);
@@ -927,30 +1033,19 @@ static void run_delete(spy_req_t *r, reg_t *e)
     rlist_push(&S.tombs, e);
 }
 
-void spy_run(spy_req_t *r)
+/* Run a request on its live object (GIL held). */
+static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    r->write_seq = 0;
-    r->deleted = 0;
-    int status;
-    reg_t *e = reg_target(r->oid, r->oidlen, &status);
-    if (!e) {
-        if (status == MISSING)
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
-                          (int)r->oidlen, r->oid);
-        else
-            answer_internal(r, "the object could not be loaded");
-        return;
-    }
     PyObject *hold = Py_NewRef(e->obj); /* keeps it out of spy_trim meanwhile */
     switch (r->type) {
     case SMSG_CALL:
-        run_call(r, e);
+        run_call(r, e, m);
         break;
     case SMSG_GET_FIELD:
-        run_get_field(r, e);
+        run_get_field(r, e, m);
         break;
     case SMSG_SET_FIELD:
-        run_set_field(r, e);
+        run_set_field(r, e, m);
         break;
     case SMSG_GET_STATE:
         sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
@@ -971,6 +1066,75 @@ void spy_run(spy_req_t *r)
         log_warn("store: unexpected Python error left over: %s", tb);
         free(tb);
     }
+}
+
+void spy_run(spy_req_t *r)
+{
+    r->write_seq = 0;
+    r->deleted = 0;
+    int status;
+    reg_t *e = reg_target(r->oid, r->oidlen, &status);
+    if (!e) {
+        if (status == MISSING)
+            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
+                          (int)r->oidlen, r->oid);
+        else
+            answer_internal(r, "the object could not be loaded");
+        return;
+    }
+    mstat_t *m = has_kind(r->type) ? stat_get(e->cls, r) : NULL;
+    if (!m || !S.inline_ns) {
+        run_on(r, e, m);
+        return;
+    }
+    tusage_t u0 = thread_usage();
+    run_on(r, e, m);
+    tusage_t u1 = thread_usage();
+    if (run_short(u0, u1)) {
+        if (m->fast < UINT32_MAX)
+            m->fast++;
+    } else {
+        m->fast = 0;
+    }
+}
+
+int spy_run_inline(spy_req_t *r)
+{
+    if (!S.inline_ns)
+        return 0;
+    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    if (!e || !e->obj || e->loading)
+        return 0; /* not live: loading it may take long */
+    mstat_t *m = NULL;
+    if (r->type != SMSG_GET_STATE) {
+        if (!has_kind(r->type) || !(m = stat_find(e->cls, r)) || m->banned ||
+            m->fast < INLINE_AFTER)
+            return 0;
+    }
+    r->write_seq = 0;
+    r->deleted = 0;
+    lru_touch(e);
+    tusage_t u0 = thread_usage();
+    run_on(r, e, m);
+    tusage_t u1 = thread_usage();
+    if (m && !run_short(u0, u1)) {
+        /* Back to the Python threads (it must qualify again); a kind that is
+         * long here INLINE_STRIKES times never runs here again. */
+        m->fast = 0;
+        unsigned long long us = (unsigned long long)(u1.cpu_us - u0.cpu_us);
+        const char *waited = u1.waits != u0.waits ? " and waited" : "";
+        if (++m->strikes >= INLINE_STRIKES) {
+            m->banned = 1;
+            log_info("store: %s.%.*s took %llu us of CPU%s on the network thread: it runs on "
+                     "the Python threads from now on", ((PyTypeObject *)e->cls->cls)->tp_name,
+                     (int)m->namelen, m->text, us, waited);
+        } else {
+            log_debug("store: %s.%.*s took %llu us of CPU%s on the network thread",
+                      ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, us,
+                      waited);
+        }
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------ start, stop */
@@ -1009,9 +1173,11 @@ static int intern_all(void)
     return 0;
 }
 
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen)
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
+             size_t errlen)
 {
     S.db = db;
+    S.inline_ns = (uint64_t)inline_us * 1000;
     S.cm = cm;
     S.cache = cache;
     omap_init(&S.objs);
@@ -1050,6 +1216,7 @@ void spy_fini(void)
     uint64_t key;
     sclass_t *c;
     while ((c = idmap_next(&S.classes, &pos, &key))) {
+        stats_free(c);
         Py_XDECREF(c->cls);
         Py_XDECREF(c->annotated);
         free(c);

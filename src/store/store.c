@@ -26,6 +26,7 @@ typedef struct {
     const char *secret;
     long threads;
     long cache;
+    long inline_us;
     const char *log_level;
 } store_args_t;
 
@@ -48,6 +49,11 @@ static void usage(FILE *f)
 "  --threads N           Python threads running requests (default 2)\n"
 "  --cache N             live objects kept in memory (default 100000); idle ones\n"
 "                        past that are dropped and reloaded on demand\n"
+"  --inline-us N         a request whose recent runs each took at most N us\n"
+"                        (default 200) runs on the network thread itself when\n"
+"                        no Python thread is busy: no hand-off between threads;\n"
+"                        one that then runs longer goes back to the Python\n"
+"                        threads for good. 0: every request runs on them\n"
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -59,7 +65,8 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, store_args_t *a)
 {
-    *a = (store_args_t){.listen = DEFAULT_LISTEN, .threads = 2, .cache = 100000};
+    *a = (store_args_t){.listen = DEFAULT_LISTEN, .threads = 2, .cache = 100000,
+                        .inline_us = 200};
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
@@ -80,6 +87,11 @@ static int parse_args(int argc, char **argv, store_args_t *a)
         } else if ((v = args_flag_value(argc, argv, &i, "--cache", &missing))) {
             if (args_parse_long(v, 1, 1000000000L, &a->cache) < 0) {
                 fprintf(stderr, PROG ": --cache takes a number of at least 1\n");
+                return -1;
+            }
+        } else if ((v = args_flag_value(argc, argv, &i, "--inline-us", &missing))) {
+            if (args_parse_long(v, 0, 1000000, &a->inline_us) < 0) {
+                fprintf(stderr, PROG ": --inline-us takes a number from 0 to 1000000\n");
                 return -1;
             }
         } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
@@ -133,7 +145,7 @@ static int start_python(store_t *st, const store_args_t *a)
         return -1;
     }
     py_gil_enter();
-    int rc = spy_init(st->db, st->cm, (size_t)a->cache, err, sizeof err);
+    int rc = spy_init(st->db, st->cm, (size_t)a->cache, (unsigned)a->inline_us, err, sizeof err);
     py_gil_leave();
     if (rc < 0)
         fprintf(stderr, PROG ": %s\n", err);
@@ -219,6 +231,7 @@ static int start(store_t *st, const store_args_t *a)
         return -1;
     }
     st->tcp_open = 1;
+    st->inline_ok = a->inline_us > 0;
     return 0;
 }
 
@@ -280,8 +293,8 @@ int cmd_store(int argc, char **argv)
     start_handles(st);
     printf(PROG ": listening on %s\n", st->tcp.addr);
     fflush(stdout);
-    log_info("%ld Python thread(s), cache of %ld objects%s", a.threads, a.cache,
-             st->secret_len ? ", clients need the secret" : "");
+    log_info("%ld Python thread(s), cache of %ld objects, requests under %ld us inline%s",
+             a.threads, a.cache, a.inline_us, st->secret_len ? ", clients need the secret" : "");
     uv_run(&st->loop, UV_RUN_DEFAULT);
     finish(st);
     return st->exit_code;

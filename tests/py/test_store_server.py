@@ -315,3 +315,66 @@ def test_sigkill_during_calls_loses_nothing_acknowledged(stores, tmp_path):
     final = m.Counter.get_by_alias("racing").get()
     # every acknowledged increment survived; at most the one in flight more
     assert acked[-1] <= final <= acked[-1] + 1, (acked[-1], final)
+
+
+# ------------------------------------------------------------------ inline runs
+
+def _nap_while(slow, fast, s):
+    """Call slow.nap(s) on a thread; while it sleeps, time fast.nap(0) here."""
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("slow", slow.nap(s)))
+    t.start()
+    time.sleep(min(0.2, s / 4))
+    t0 = time.monotonic()
+    fast.nap(0)
+    waited = time.monotonic() - t0
+    t.join(s + 20)
+    assert not t.is_alive() and "slow" in out
+    return waited
+
+
+def test_short_requests_run_inline_long_ones_go_back_to_threads(stores):
+    st = stores()
+    objects.connect(st.address)
+    a, b = m.Napper(), m.Napper()
+    a.make_persistent()
+    b.make_persistent()
+    # Napper.nap qualifies for the network thread after a few short runs on the
+    # Python threads; a run there that sleeps sends it back to the Python
+    # threads, and after 3 such runs it never runs on the network thread again.
+    naps = 0
+    for cycle in range(10):
+        for _ in range(10):
+            b.nap(0)
+        naps += 1
+        assert a.nap(0.05) == naps
+        if "from now on" in st.log():
+            break
+    assert "Napper.nap took" in st.log() and "from now on" in st.log()
+    assert naps >= 3
+    for _ in range(10):
+        b.nap(0)
+    # now a long nap on a Python thread does not hold up calls on other objects
+    assert _nap_while(a, b, 1.0) < 0.5
+    assert a.nap(0) == naps + 2 and b.nap(0) == 10 * naps + 10 + 2
+    # per-object order and rollback still hold on inline runs
+    for _ in range(10):
+        assert b.nap(0) > 0
+    n = b.naps
+    for _ in range(10):                  # later ones on the network thread
+        with pytest.raises(ValueError, match="boom"):
+            b.boom()
+        assert b.naps == n
+
+
+def test_inline_us_zero_runs_everything_on_threads(stores):
+    st = stores(extra=["--inline-us", "0"])
+    objects.connect(st.address)
+    a, b = m.Napper(), m.Napper()
+    a.make_persistent()
+    b.make_persistent()
+    for _ in range(20):
+        b.nap(0)
+    assert _nap_while(a, b, 1.0) < 0.5
+    assert "took" not in st.log()
