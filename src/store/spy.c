@@ -13,6 +13,8 @@
 #include "util/log.h"
 
 #define PID_TAG "bettong.obj"
+/* Containers up to this many items are checked for a plain pickle (is_flat). */
+#define FLAT_MAX 64
 #define TRIM_SCAN 256
 /* Inline runs: a request kind qualifies after this many threaded runs in a row
  * that were short and did not wait (spy_run_inline). */
@@ -52,6 +54,11 @@ typedef struct reg {
     PyObject *obj;           /* owned */
     PyObject *state;         /* owned bytes: the stored state */
     PyObject *fields;        /* owned tuple of str: the persistent fields */
+    /* owned: when every persistent field held an immutable atom as `state` was
+     * pickled, those values (S.absent for a missing one) and the `fields`
+     * tuple they go with; else NULL. The same objects still there mean the
+     * same pickle (snap_unchanged). */
+    PyObject *snap, *snap_fields;
     sclass_t *cls;
     uint64_t write_seq;      /* its last write handed to the committer */
     uint64_t tomb_seq;       /* tombstone: the deleting unit */
@@ -75,6 +82,7 @@ static struct {
     idmap_t types;   /* (uintptr_t)class object -> sclass_t */
     /* owned references, made once by spy_init */
     PyObject *Pickler, *Unpickler, *BytesIO, *import_module;
+    PyObject *plain_dumps, *plain_loads, *protocol, *no_args, *absent;
     PyObject *pid_fn, *load_strict, *load_lenient;
     PyObject *MissingObject; /* exception: a reference to an object that does not exist */
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
@@ -119,10 +127,52 @@ static void lru_touch(reg_t *e)
 
 /* ------------------------------------------------------------ pickles */
 
+/* Values of these exact types hold no other object and never change. */
+static int is_atom(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyFloat_Type || t == &PyLong_Type || t == &PyUnicode_Type ||
+           t == &PyBytes_Type || t == &PyBool_Type || v == Py_None || t == &PyComplex_Type;
+}
+
+/* Nothing inside that our persistent_id could turn into a reference: an atom,
+ * or a tuple, list or dict of at most FLAT_MAX atoms. Pickled by plain
+ * pickle.dumps, such a value gives the same bytes as through our Pickler. */
+static int is_flat(PyObject *v)
+{
+    if (is_atom(v))
+        return 1;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        if (n > FLAT_MAX)
+            return 0;
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!is_atom(items[i]))
+                return 0;
+        return 1;
+    }
+    if (t == &PyDict_Type && PyDict_GET_SIZE(v) <= FLAT_MAX) {
+        PyObject *k, *x;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(v, &pos, &k, &x))
+            if (!is_atom(k) || !is_atom(x))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* pickle.Pickler(BytesIO(), 5) with our persistent_id, dump(obj): the bytes
- * (new reference), or NULL with an exception. */
+ * (new reference), or NULL with an exception. A flat value takes plain
+ * pickle.dumps (no Pickler and file objects to make). */
 static PyObject *dumps(PyObject *obj)
 {
+    if (is_flat(obj)) {
+        PyObject *args[2] = {obj, S.protocol};
+        return PyObject_Vectorcall(S.plain_dumps, args, 2, NULL);
+    }
     PyObject *out = NULL, *res = NULL;
     PyObject *f = PyObject_CallNoArgs(S.BytesIO);
     PyObject *p = f ? PyObject_CallFunction(S.Pickler, "Oi", f, 5) : NULL;
@@ -137,11 +187,18 @@ static PyObject *dumps(PyObject *obj)
 }
 
 /* Unpickle p[0..n) resolving persistent ids (strictly: a missing object raises
- * MissingObject; leniently: it becomes None). New reference or NULL. */
+ * MissingObject; leniently: it becomes None). New reference or NULL. Bytes
+ * without the opcodes of a persistent id (BINPERSID 'Q', PERSID 'P') anywhere
+ * take plain pickle.loads. */
 static PyObject *loads(const uint8_t *p, size_t n, int strict)
 {
     PyObject *out = NULL;
     PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    if (mv && !memchr(p, 'Q', n) && !memchr(p, 'P', n)) {
+        out = PyObject_CallOneArg(S.plain_loads, mv);
+        Py_DECREF(mv);
+        return out;
+    }
     PyObject *f = mv ? PyObject_CallOneArg(S.BytesIO, mv) : NULL;
     PyObject *u = f ? PyObject_CallOneArg(S.Unpickler, f) : NULL;
     if (u && PyObject_SetAttr(u, S.s_persistent_load, strict ? S.load_strict : S.load_lenient) == 0)
@@ -512,9 +569,69 @@ static PyObject *persistent_dict(reg_t *e)
     return out;
 }
 
+/* ------------------------------------------------------------ changes */
+
+/* An atom, or a tuple of at most FLAT_MAX atoms: nothing in it can change. */
+static int is_immutable(PyObject *v)
+{
+    if (is_atom(v))
+        return 1;
+    if (Py_TYPE(v) != &PyTuple_Type || PyTuple_GET_SIZE(v) > FLAT_MAX)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++)
+        if (!is_atom(PyTuple_GET_ITEM(v, i)))
+            return 0;
+    return 1;
+}
+
+/* e->state was just pickled from `pd` (persistent_dict): remember its values
+ * if they are all immutable. */
+static void snap_take(reg_t *e, PyObject *pd)
+{
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
+    Py_ssize_t n = PyTuple_GET_SIZE(e->fields);
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *v = PyDict_GetItemWithError(pd, PyTuple_GET_ITEM(e->fields, i));
+        if (!v && !PyErr_Occurred())
+            v = S.absent;
+        if (!v || !is_immutable(v)) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, Py_NewRef(v));
+    }
+    PyErr_Clear();
+    if (t) {
+        e->snap = t;
+        e->snap_fields = Py_NewRef(e->fields);
+    }
+}
+
+/* 1 if every persistent field still holds the very (immutable) object it held
+ * when e->state was pickled: the state would pickle to the same bytes, so
+ * nothing changed. 0: it may have changed (pickle and compare). */
+static int snap_unchanged(reg_t *e)
+{
+    if (!e->snap || e->snap_fields != e->fields)
+        return 0;
+    PyObject *d = instance_dict(e->obj);
+    int same = d != NULL;
+    for (Py_ssize_t i = 0; same && i < PyTuple_GET_SIZE(e->fields); i++) {
+        PyObject *v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(e->fields, i));
+        same = (v ? v : PyErr_Occurred() ? NULL : S.absent) == PyTuple_GET_ITEM(e->snap, i);
+    }
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return same;
+}
+
 /* Put the stored state back into the instance (after a failed call). */
 static void restore(reg_t *e)
 {
+    if (snap_unchanged(e))
+        return; /* the call changed no persistent field */
     PyObject *st = loads_bytes(e->state, 0);
     PyObject *d = st && PyDict_Check(st) ? instance_dict(e->obj) : NULL;
     int ok = d != NULL;
@@ -545,6 +662,8 @@ static void reg_free(reg_t *e)
     Py_XDECREF(e->obj);
     Py_XDECREF(e->state);
     Py_XDECREF(e->fields);
+    Py_XDECREF(e->snap);
+    Py_XDECREF(e->snap_fields);
     free(e);
 }
 
@@ -597,9 +716,11 @@ static int reg_fill(reg_t *e)
     /* Our own pickle of it, so an unchanged object pickles to equal bytes. */
     PyObject *pd = persistent_dict(e);
     PyObject *mine = pd ? dumps(pd) : NULL;
-    Py_XDECREF(pd);
-    if (mine)
+    if (mine) {
         Py_SETREF(e->state, mine);
+        snap_take(e, pd);
+    }
+    Py_XDECREF(pd);
     PyErr_Clear();
     return 0;
 }
@@ -821,10 +942,12 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * answer replaced by FAILED). */
 static int write_back(spy_req_t *r, reg_t *e)
 {
+    if (snap_unchanged(e))
+        return 0; /* read-only: nothing to write */
     PyObject *pd = persistent_dict(e);
     PyObject *b = pd ? dumps(pd) : NULL;
-    Py_XDECREF(pd);
     if (!b) {
+        Py_XDECREF(pd);
         buf_clear(r->answer);
         answer_internal(r, "the object's state could not be pickled (the change is undone)");
         restore(e);
@@ -834,11 +957,14 @@ static int write_back(spy_req_t *r, reg_t *e)
     if (n == PyBytes_GET_SIZE(e->state) &&
         memcmp(PyBytes_AS_STRING(b), PyBytes_AS_STRING(e->state), (size_t)n) == 0) {
         Py_DECREF(b);
+        snap_take(e, pd); /* equal values, maybe other objects */
+        Py_DECREF(pd);
         return 0; /* read-only: nothing to write */
     }
     buf_clear(r->unit_bytes);
     if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
+        Py_DECREF(pd);
         buf_clear(r->answer);
         PyErr_NoMemory();
         answer_internal(r, "out of memory (the change is undone)");
@@ -849,6 +975,8 @@ static int write_back(spy_req_t *r, reg_t *e)
                      .class_id = e->cls->class_id, .data = buf_head(r->unit_bytes),
                      .len = (size_t)n};
     Py_SETREF(e->state, b);
+    snap_take(e, pd);
+    Py_DECREF(pd);
     swap_bufs(r->answer, r->unit_answer);
     r->unit->ops = r->op;
     r->unit->nops = 1;
@@ -867,9 +995,15 @@ static PyObject *name_of(spy_req_t *r, mstat_t *m)
     return PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
 }
 
-/* args and kwargs from a CALL's pickle; NULL with the answer written. */
+/* args and kwargs (NULL: none) from a CALL's payload: a pickled (tuple, dict),
+ * or nothing for no arguments. -1 with the answer written. */
 static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
 {
+    if (r->len == 0) { /* no arguments */
+        *args = Py_NewRef(S.no_args);
+        *kwargs = NULL;
+        return 0;
+    }
     PyObject *t = loads(r->payload, r->len, 1);
     if (!t) {
         answer_bad_payload(r, "the arguments could not be unpickled");
@@ -902,10 +1036,14 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
         Py_DECREF(meth);
         return;
     }
-    PyObject *res = PyObject_Call(meth, args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    PyObject *res;
+    if (PyTuple_GET_SIZE(args) == 0 && (!kwargs || PyDict_GET_SIZE(kwargs) == 0))
+        res = PyObject_CallNoArgs(meth);
+    else
+        res = PyObject_Call(meth, args, kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     Py_DECREF(meth);
     Py_DECREF(args);
-    Py_DECREF(kwargs);
+    Py_XDECREF(kwargs);
     if (!res) {
         answer_raised(r);
         restore(e);
@@ -1029,6 +1167,8 @@ static void run_delete(spy_req_t *r, reg_t *e)
     Py_CLEAR(e->obj);
     Py_CLEAR(e->state);
     Py_CLEAR(e->fields);
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
     e->tomb_seq = r->write_seq;
     rlist_push(&S.tombs, e);
 }
@@ -1186,6 +1326,10 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char 
     if (intern_all() < 0 || !(S.Pickler = attr_of("pickle", "Pickler")) ||
         !(S.Unpickler = attr_of("pickle", "Unpickler")) || !(S.BytesIO = attr_of("io", "BytesIO")) ||
         !(S.import_module = attr_of("importlib", "import_module")) ||
+        !(S.plain_dumps = attr_of("pickle", "dumps")) ||
+        !(S.plain_loads = attr_of("pickle", "loads")) || !(S.protocol = PyLong_FromLong(5)) ||
+        !(S.no_args = PyTuple_New(0)) ||
+        !(S.absent = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) ||
         !(S.pid_fn = PyCFunction_New(&pid_def, NULL)) ||
         !(S.load_strict = PyCFunction_New(&load_strict_def, NULL)) ||
         !(S.load_lenient = PyCFunction_New(&load_lenient_def, NULL)) ||
@@ -1224,7 +1368,9 @@ void spy_fini(void)
     idmap_free(&S.classes);
     idmap_free(&S.types);
     omap_free(&S.objs);
-    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module, &S.pid_fn,
+    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module,
+                         &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
+                         &S.absent, &S.pid_fn,
                          &S.load_strict, &S.load_lenient, &S.MissingObject, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
