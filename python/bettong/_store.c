@@ -27,7 +27,7 @@
  *       (True, value); any other answer, or a payload plain unpickling fails
  *       on, comes back as (False, answer) for the caller to decode.
  *   spin_us                 microseconds (0 to 10000; default
- *       $BETTONG_STORE_SPIN_US, else 0) a request polls the socket for its
+ *       $BETTONG_STORE_SPIN_US, else 50) a request polls the socket for its
  *       answer (non-blocking recv, with sched_yield between tries) before it
  *       blocks in recv(). On a machine whose idle CPUs sleep, an answer that
  *       comes within that time finds the caller awake instead of waking an
@@ -100,11 +100,11 @@ static PyObject *plain_loads; /* pickle.loads */
 
 /* Microseconds a request waits for its answer by polling the socket before it
  * blocks in recv(): the default of Connection.spin_us, from
- * $BETTONG_STORE_SPIN_US. */
+ * $BETTONG_STORE_SPIN_US, else DEFAULT_SPIN_US. */
 #define SPIN_ENV "BETTONG_STORE_SPIN_US"
 #define SPIN_MAX_US 10000
 #ifndef DEFAULT_SPIN_US
-#define DEFAULT_SPIN_US 0
+#define DEFAULT_SPIN_US 50
 #endif
 
 /* A connection idle this long is checked before a request: a store that restarted

@@ -420,6 +420,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         return bad_input(cn, "empty frame");
     if (!cn->authed)
         return on_hello(cn, body, len);
+    cn->st->frames++;
     return on_request(cn, frame_len, body, len);
 }
 

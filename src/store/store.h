@@ -69,6 +69,8 @@ typedef struct store {
     uv_signal_t sigint, sigterm;
     uv_timer_t sweep;
     int inline_ok;     /* --inline-us > 0: short requests may run on the loop thread */
+    uint64_t spin_ns;  /* --spin-us: poll this long for more requests before sleeping */
+    uint64_t frames;   /* requests read so far */
     int stopping;
     int exit_code;
 } store_t;

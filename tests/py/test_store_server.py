@@ -369,7 +369,7 @@ def test_short_requests_run_inline_long_ones_go_back_to_threads(stores):
 
 
 def test_inline_us_zero_runs_everything_on_threads(stores):
-    st = stores(extra=["--inline-us", "0"])
+    st = stores(extra=["--inline-us", "0", "--spin-us", "0"])
     objects.connect(st.address)
     a, b = m.Napper(), m.Napper()
     a.make_persistent()
@@ -378,3 +378,27 @@ def test_inline_us_zero_runs_everything_on_threads(stores):
         b.nap(0)
     assert _nap_while(a, b, 1.0) < 0.5
     assert "took" not in st.log()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_spinning_is_bounded(stores):
+    """The store polls for more requests for --spin-us after the last one, and the
+    client for its answer for spin_us: once idle, neither burns CPU."""
+    code, out = run_store(["--dir", "/nonexistent-dir-never-made", "--spin-us", "-1"])
+    assert code == 2 and "--spin-us" in out
+    st = stores(extra=["--spin-us", "2000"])
+    objects.connect(st.address)
+    c = m.Counter(0)
+    c.make_persistent(alias="spin")
+    for _ in range(200):
+        c.incr()
+    time.sleep(0.2)
+    before = _cpu_seconds(st.proc.pid)
+    time.sleep(1.0)
+    assert _cpu_seconds(st.proc.pid) - before < 0.1     # asleep, not polling
+    assert c.get() == 200
