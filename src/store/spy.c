@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "py/bridge.h"
@@ -19,8 +20,8 @@
 /* Inline runs: a request kind qualifies after this many threaded runs in a row
  * that were short and did not wait (spy_run_inline). */
 #define INLINE_AFTER 4
-/* Long inline runs (more CPU than inline_ns, or a wait) that send a kind to
- * the threads for good. */
+/* Long inline runs (more CPU than inline_ns, or a wait and more wall time
+ * than that) that send a kind to the threads for good. */
 #define INLINE_STRIKES 3
 /* Kinds remembered per class: names past this are decoded per request and
  * never run inline (a client inventing field names cannot grow the table). */
@@ -457,6 +458,13 @@ static sclass_t *class_get(uint64_t cid)
 }
 
 /* ------------------------------------------------------------ request kinds */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 
 /* This thread's CPU time and voluntary context switches so far. */
 typedef struct {
@@ -1255,23 +1263,31 @@ int spy_run_inline(spy_req_t *r)
     r->deleted = 0;
     lru_touch(e);
     tusage_t u0 = thread_usage();
+    uint64_t w0 = mono_ns();
     run_on(r, e, m);
+    uint64_t wall = mono_ns() - w0;
     tusage_t u1 = thread_usage();
-    if (m && !run_short(u0, u1)) {
-        /* Back to the Python threads (it must qualify again); a kind that is
-         * long here INLINE_STRIKES times never runs here again. */
+    if (m && ((u1.cpu_us - u0.cpu_us) * 1000 > S.inline_ns ||
+              (u1.waits != u0.waits && wall > S.inline_ns))) {
+        /* It held the loop too long: more CPU than inline_ns, or it waited
+         * (sleep, I/O, a lock) and took longer than that (being preempted
+         * does not count). Back to the Python threads (it must qualify
+         * again); a kind that is long here INLINE_STRIKES times never runs
+         * here again. */
         m->fast = 0;
-        unsigned long long us = (unsigned long long)(u1.cpu_us - u0.cpu_us);
-        const char *waited = u1.waits != u0.waits ? " and waited" : "";
+        unsigned long long cpu = (unsigned long long)(u1.cpu_us - u0.cpu_us);
+        unsigned long long took = (unsigned long long)(wall / 1000);
+        const char *waited = u1.waits != u0.waits ? ", waiting" : "";
         if (++m->strikes >= INLINE_STRIKES) {
             m->banned = 1;
-            log_info("store: %s.%.*s took %llu us of CPU%s on the network thread: it runs on "
-                     "the Python threads from now on", ((PyTypeObject *)e->cls->cls)->tp_name,
-                     (int)m->namelen, m->text, us, waited);
+            log_info("store: %s.%.*s took %llu us (%llu us of CPU%s) on the network thread: "
+                     "it runs on the Python threads from now on",
+                     ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, took,
+                     cpu, waited);
         } else {
-            log_debug("store: %s.%.*s took %llu us of CPU%s on the network thread",
-                      ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, us,
-                      waited);
+            log_debug("store: %s.%.*s took %llu us (%llu us of CPU%s) on the network thread",
+                      ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, took,
+                      cpu, waited);
         }
     }
     return 1;

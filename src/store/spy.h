@@ -74,8 +74,9 @@ void spy_run(spy_req_t *r);
  * thread, while no Python thread runs a request): its object is live, and it is
  * a GET_STATE, or a CALL / GET_FIELD / SET_FIELD of a method or field of that
  * class whose last INLINE_AFTER runs on the Python threads each took at most
- * inline_us and did not wait (off the CPU: sleep, I/O, a lock). A run here that
- * takes longer than inline_us sends the kind back to the threads (it must
+ * inline_us of CPU and did not wait (a voluntary context switch: sleep, I/O, a
+ * lock, the GIL). A run here that takes more CPU than inline_us, or waits and
+ * takes longer than inline_us, sends the kind back to the threads (it must
  * qualify again); after INLINE_STRIKES such runs it never runs here again
  * (logged). Returns 1 if it ran (as spy_run does), 0 if not (nothing was
  * done). */
