@@ -402,6 +402,7 @@ static void on_opened(void *owner, inconn_t *c)
     cn->deadline_ms = store_now_ms(st) + HELLO_TIMEOUT_MS;
     c->user = cn;
     inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    inconn_set_sync_writes(c);
     cn->next = st->conns;
     if (st->conns)
         st->conns->prev = cn;
