@@ -146,6 +146,15 @@ class Napper(Persistent):
         return self.naps
 
     @active
+    def doze(self, s):
+        import time
+        time.sleep(s)
+
+    @active
+    def count(self):
+        return self.naps
+
+    @active
     def boom(self):
         self.naps += 100
         raise ValueError("boom")

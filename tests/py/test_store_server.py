@@ -380,6 +380,34 @@ def test_inline_us_zero_runs_everything_on_threads(stores):
     assert "took" not in st.log()
 
 
+def test_deep_pipeline_on_one_object(stores):
+    """More requests queued on one object than a connection may have in flight
+    (it is paused), then run at once on the network thread (the connection is
+    resumed meanwhile, which hands the object more requests from within its own
+    queue run): every answer comes, in order."""
+    import pickle
+    # a generous --inline-us, so that count() runs on the network thread even in
+    # a slow (sanitizer) build
+    st = stores(extra=["--inline-us", "20000"])
+    objects.connect(st.address)
+    a = m.Napper()
+    a.make_persistent()
+    for _ in range(20):
+        a.count()                          # short: runs on the network thread now
+    c = _store.Connection(st.address, b"", "deep-pipeline")
+    n = 25000
+    first = c.send(_store.CALL, a.id, "doze", pickle.dumps(((0.5,), {}), 5))
+    ids = [c.send(_store.CALL, a.id, "count", b"") for _ in range(n)]
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < n + 1 and time.monotonic() < deadline:
+        got.extend(c.recv(timeout=5))
+    assert [x[1] for x in got] == [first] + ids
+    assert all(x[0] == _store.OK and pickle.loads(x[2]) == 0 for x in got[1:])
+    assert c.ask(_store.CALL, a.id, "nap", pickle.dumps(((0,), {}), 5)) == (True, 1)
+    c.close()
+
+
 def _cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
