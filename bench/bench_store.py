@@ -32,6 +32,7 @@ import datetime
 import os
 import pickle
 import platform
+import resource
 import shlex
 import shutil
 import socket
@@ -280,12 +281,12 @@ def echo_rtt(duration):
         p.wait(10)
 
 
-def start_store(binary):
+def start_store(binary, extra=()):
     d = tempfile.mkdtemp(prefix="bettong-bench-store-")
     port = free_port()
     log = open(os.path.join(d, "log"), "wb")
     argv = [binary, "store", "--listen", "127.0.0.1:%d" % port,
-            "--dir", os.path.join(d, "data"), "--log-level", "warn"]
+            "--dir", os.path.join(d, "data"), "--log-level", "warn"] + list(extra)
     p = subprocess.Popen(argv, stdout=log, stderr=log)
     deadline = time.monotonic() + 10
     while True:
@@ -332,17 +333,30 @@ def worker_main(args):
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     lat, t0, t1 = timed_for(fn, args.duration)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     assert fn() == expect
     with open(args.out, "wb") as f:
         array.array("d", lat).tofile(f)
-    print("%r %r" % (t0, t1), flush=True)
+    print("%r %r %r" % (t0, t1, cpu), flush=True)
     if kind.startswith("bettong"):
         objects.disconnect()
 
 
-def run_clients(kind, target, keys, duration, tmp):
-    """len(keys) client processes of `kind`, started together; merged summary."""
+def proc_cpu(pid):
+    """CPU seconds (user + system) of process pid so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_clients(kind, target, keys, duration, tmp, server_pid=None, env=None):
+    """len(keys) client processes of `kind`, started together; merged summary, with
+    the clients' CPU per call (getrusage around their timed loops, the loop's own
+    clock reads included) and the server's (its /proc CPU time from "go" to the
+    last client's report, divided by the calls)."""
     procs = []
     for i, key in enumerate(keys):
         out = os.path.join(tmp, "lat-%s-%d-%d" % (kind, len(keys), i))
@@ -350,21 +364,24 @@ def run_clients(kind, target, keys, duration, tmp):
                 "--target", target, "--key", str(key), "--duration", repr(duration),
                 "--out", out]
         procs.append((subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True), out))
+                                       text=True, env=env), out))
     try:
         for p, _ in procs:
             if p.stdout.readline().strip() != "ready":
                 raise SystemExit("a %s client did not start" % kind)
+        s0 = proc_cpu(server_pid) if server_pid else 0.0
         for p, _ in procs:
             p.stdin.write("go\n")
             p.stdin.flush()
-        lat, starts, ends = [], [], []
-        for p, out in procs:
-            line = p.stdout.readline().split()
-            if len(line) != 2 or p.wait(30) != 0:
+        lat, starts, ends, cpu = [], [], [], 0.0
+        lines = [p.stdout.readline().split() for p, _ in procs]
+        s1 = proc_cpu(server_pid) if server_pid else 0.0
+        for (p, out), line in zip(procs, lines):
+            if len(line) != 3 or p.wait(30) != 0:
                 raise SystemExit("a %s client failed" % kind)
             starts.append(float(line[0]))
             ends.append(float(line[1]))
+            cpu += float(line[2])
             a = array.array("d")
             with open(out, "rb") as f:
                 a.frombytes(f.read())
@@ -375,7 +392,10 @@ def run_clients(kind, target, keys, duration, tmp):
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    return summarize(lat, min(starts), max(ends))
+    r = summarize(lat, min(starts), max(ends))
+    r["client_cpu"] = cpu / len(lat) * 1e6
+    r["server_cpu"] = (s1 - s0) / len(lat) * 1e6 if server_pid else None
+    return r
 
 
 # ------------------------------------------------------------------ machine facts
@@ -479,6 +499,7 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     tmp = tempfile.mkdtemp(prefix="bettong-bench-redis-")
     proc = store_tmp = None
+    quiet = quiet_tmp = None
     redis_procs = []
     address = args.store
     res = {}
@@ -518,11 +539,12 @@ def main():
                 label, r["p50"], r["p99"], per_s(r["rate"]), r["n"]), flush=True)
 
         # --- reads, 1 and 4 client processes, bettong and redis back to back
+        spid = proc.pid if proc is not None else None
         for op in ("call", "field"):
             for n in CLIENTS:
-                for system, target, keys in (("bettong", address, oids[:n]),
-                                             ("redis", rtarget, rkeys[:n])):
-                    r = run_clients("%s-%s" % (system, op), target, keys, D, tmp)
+                for system, target, keys, pid in (("bettong", address, oids[:n], spid),
+                                                  ("redis", rtarget, rkeys[:n], rp.pid)):
+                    r = run_clients("%s-%s" % (system, op), target, keys, D, tmp, pid)
                     res[(system, op, n)] = r
                     show("%s %s, %d client%s" % (
                         system, "read-only call" if op == "call" else "field read",
@@ -531,6 +553,26 @@ def main():
         r = run_clients("bettong-call", address, [oids[0]] * max(CLIENTS), D, tmp)
         res["shared"] = r
         show("bettong read-only call, 4 clients, 1 object", r)
+        # context: bettong without polling (a store with --spin-us 0, clients with
+        # BETTONG_STORE_SPIN_US=0): every wait sleeps at once
+        if not args.store:
+            quiet, quiet_tmp, qaddress = start_store(args.bin, ["--spin-us", "0"])
+            objects.connect(qaddress)
+            qpts = [Point(3.0, 4.0 + i) for i in range(max(CLIENTS))]
+            for q in qpts:
+                q.make_persistent()
+            objects.flush()
+            qenv = dict(os.environ, BETTONG_STORE_SPIN_US="0")
+            for n in CLIENTS:
+                r = run_clients("bettong-call", qaddress, [q.id for q in qpts[:n]], D, tmp,
+                                quiet.pid, qenv)
+                res[("nospin", n)] = r
+                show("bettong read-only call, no polling, %d client%s" % (
+                    n, "s" if n > 1 else ""), r)
+            objects.connect(address)
+            quiet.terminate()
+            quiet.wait(10)
+            quiet = None
 
         # --- mutating calls, 1 client
         p = pts[0]
@@ -618,10 +660,13 @@ def main():
             except subprocess.TimeoutExpired:
                 rp.kill()
                 rp.wait()
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
-            shutil.rmtree(store_tmp, ignore_errors=True)
+        for sp in (proc, quiet):
+            if sp is not None:
+                sp.terminate()
+                sp.wait(10)
+        for d in (store_tmp, quiet_tmp):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
         shutil.rmtree(tmp, ignore_errors=True)
     load_end = loadavg()
     cpu1 = cpu_times()
@@ -662,6 +707,13 @@ def main():
             verdicts.append(("%s calls/s, %s, >= redis" % (opname, who), ok))
             rows.append(("%s calls/s, %s" % (opname, who), per_s(b["rate"]),
                          per_s(r["rate"]), ratio(b["rate"], r["rate"]), tgt, v))
+            if b["server_cpu"] is not None:
+                bt = b["client_cpu"] + b["server_cpu"]
+                rt = r["client_cpu"] + r["server_cpu"]
+                rows.append(("%s CPU per call, client + server, %s" % (opname, who),
+                             "%.1f + %.1f = %.1f us" % (b["client_cpu"], b["server_cpu"], bt),
+                             "%.1f + %.1f = %.1f us" % (r["client_cpu"], r["server_cpu"], rt),
+                             ratio(bt, rt), "", ""))
     b, r = res[("bettong", "write")], res[("redis", "write")]
     rows.append(("durable mutating call p50, 1 client", us(b["p50"]), us(r["p50"]),
                  ratio(b["p50"], r["p50"]), "", ""))
@@ -676,7 +728,17 @@ def main():
                  "%.2f s" % b, "%.2f s" % r, ratio(b, r),
                  "<= %.3g s" % (TARGETS["make_persistent_s"] * args.objects / 100000),
                  verdict(okmp)))
-    ctx = [
+    ctx = []
+    for n in CLIENTS:
+        if ("nospin", n) in res:
+            q = res[("nospin", n)]
+            ctx.append(("bettong read-only call without polling (store --spin-us 0, clients "
+                        "BETTONG_STORE_SPIN_US=0), %d client%s: p50 / p99 / calls/s / CPU per "
+                        "call client + server" % (n, "s" if n > 1 else ""),
+                        "%s / %s / %s / %.1f + %.1f us" % (
+                            us(q["p50"]), us(q["p99"]), per_s(q["rate"]), q["client_cpu"],
+                            q["server_cpu"])))
+    ctx += [
         ("bettong read-only call, 4 clients on ONE object: p50 / p99 / calls/s",
          "%s / %s / %s" % (us(res["shared"]["p50"]), us(res["shared"]["p99"]),
                            per_s(res["shared"]["rate"]))),
@@ -731,6 +793,16 @@ def main():
             "before it returns), make_persistent = `q.make_persistent()` of %s "
             "`Point(x, y)` then `bettong.objects.flush()` (write-behind, batched "
             "durable PERSIST)" % "{:,}".format(args.objects),
+            "- polling: by default a bettong client polls its socket for up to 50 us "
+            "(non-blocking recv + sched_yield) before it blocks for an answer "
+            "(BETTONG_STORE_SPIN_US), and the store polls for up to 50 us after the last "
+            "request before it sleeps (--spin-us); the Redis client here blocks in recv "
+            "at once and redis-server does not poll. The context rows give bettong "
+            "without polling",
+            "- CPU per call: client = getrusage of each client process around its timed "
+            "loop (the loop's clock reads and list appends included), summed over the "
+            "clients, / calls; server = the server process's CPU time (/proc) from the "
+            "start signal to the last client's report, / calls",
             "- redis: `redis-server --save \"\" --appendonly no` (127.0.0.1, free port, "
             "temp dir) for the reads and make_persistent (context); `redis-server --save "
             "\"\" --appendonly yes --appendfsync always` for the durable figures; a minimal RESP client in the script (pure Python over one "

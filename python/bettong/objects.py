@@ -383,6 +383,24 @@ def _send_on(c, args):
         raise
 
 
+def _ask_failed(c, e, args):
+    """c.ask(*args) raised e: as _send_on does, drop the connection and send again
+    on a new one if the store had closed it while idle (nothing was sent), else
+    raise."""
+    if isinstance(e, (TypeError, ValueError, OverflowError)):
+        raise e  # the request could not be encoded: nothing was sent
+    _drop_conn(c)
+    if isinstance(e, _store.StaleConnection):
+        c = _get_conn()   # a fresh connection is never stale
+        try:
+            return c.ask(*args)
+        except BaseException as e2:
+            if not isinstance(e2, (TypeError, ValueError, OverflowError)):
+                _drop_conn(c)
+            raise
+    raise e
+
+
 def _reset_after_fork():
     global _tls, _wb, _attention, _id_prefix, _id_counter
     _tls = threading.local()
@@ -775,7 +793,7 @@ def _dumps(obj, assign=None):
     return f.getvalue()
 
 
-_NOARGS = _pickle_dumps(((), {}), 5)
+_NOARGS = b""   # a CALL without arguments (sproto.h)
 
 
 def _dumps_args(args, kwargs):
@@ -868,7 +886,19 @@ class _Field:
     def __get__(self, obj, typ=None):
         if obj is None:
             return self
-        a = _request(_GET_FIELD, obj.__dict__["_bettong_id"], self.name)
+        try:
+            c = _tls.c
+        except AttributeError:
+            c = None
+        if c is None or _attention:
+            c = _conn_slow()
+        args = (_GET_FIELD, obj.__dict__["_bettong_id"], self.name)
+        try:
+            plain, a = c.ask(*args)
+        except BaseException as e:
+            plain, a = _ask_failed(c, e, args)
+        if plain:
+            return a
         if a[0] == _OK:
             return _loads(a[2])
         raise _answer_error(a)
@@ -893,8 +923,14 @@ def _remote_method(name, fn):
             c = None
         if c is None or _attention:
             c = _conn_slow()
-        payload = _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS
-        a = _send_on(c, (_CALL, self.__dict__["_bettong_id"], name, payload))
+        req = (_CALL, self.__dict__["_bettong_id"], name,
+               _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS)
+        try:
+            plain, a = c.ask(*req)
+        except BaseException as e:
+            plain, a = _ask_failed(c, e, req)
+        if plain:
+            return a
         if a[0] == _OK:
             return _loads(a[2])
         raise _answer_error(a)

@@ -130,6 +130,8 @@ static inline int inconn_put_ref(inconn_t *c, const void *p, size_t n, writer_re
     return writer_put_ref(&c->out, p, n, release, ctx);
 }
 void inconn_flush(inconn_t *c);
+/* Small answers are written at once when nothing is queued (writer_set_sync). */
+static inline void inconn_set_sync_writes(inconn_t *c) { writer_set_sync(&c->out); }
 static inline size_t inconn_backlog(const inconn_t *c) { return writer_backlog(&c->out); }
 
 /* Only inside the frame callback: take ownership of the memory that holds the

@@ -155,10 +155,29 @@ static void on_write(uv_write_t *req, int status)
         writer_flush(w);
 }
 
+/* Small pending bytes, nothing queued or in flight: write what the socket
+ * takes now (writer_set_sync). */
+#define SYNC_MAX (64 * 1024)
+
 void writer_flush(writer_t *w)
 {
     if (w->writing || !w->stream || w->freed)
         return;
+    size_t n = buf_unread(&w->pending);
+    if (w->sync_writes && !w->head && n > 0 && n <= SYNC_MAX) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&w->pending), (unsigned)n);
+        int r = uv_try_write(w->stream, &b, 1);
+        if (r > 0) {
+            w->bytes_written += (uint64_t)r;
+            if ((size_t)r == n) {
+                buf_clear(&w->pending);
+                return;
+            }
+            buf_consume(&w->pending, (size_t)r);
+        }
+        /* EAGAIN, a partial write or an error: the rest goes by uv_write,
+         * which reports an error through on_done. */
+    }
     if (seal_pending(w) < 0)
         log_error("out of memory preparing a write; retrying at the next flush");
     if (!w->head)

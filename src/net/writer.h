@@ -41,6 +41,7 @@ struct writer {
     size_t max_write;    /* bytes per uv_write, so progress is reported often */
     int writing;
     int freed;
+    int sync_writes;     /* writer_flush may write at once (writer_set_sync) */
     uint64_t bytes_written;
     /* After every write: status 0, or a libuv error (the bytes are still queued;
      * not called for writes cancelled after writer_free). May be NULL. */
@@ -59,6 +60,11 @@ static inline buf_t *writer_buf(writer_t *w) { return &w->pending; }
 int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn release, void *ctx);
 /* Start writing if there is something to write and nothing in flight. */
 void writer_flush(writer_t *w);
+/* From now on, writer_flush first tries to write pending bytes at once
+ * (uv_try_write) when nothing is queued or in flight; bytes written that way
+ * get no on_done (the owner sees the backlog drop when writer_flush returns).
+ * Saves the deferred write callback and an epoll_ctl per small answer. */
+static inline void writer_set_sync(writer_t *w) { w->sync_writes = 1; }
 /* Bytes not yet written (including the write in flight). */
 static inline size_t writer_backlog(const writer_t *w)
 {

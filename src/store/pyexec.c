@@ -14,6 +14,7 @@ struct pyexec {
     pthread_cond_t cond;
     pyjob_t *todo, *todo_tail;
     pyjob_t *done, *done_tail;
+    unsigned running; /* jobs taken by a thread and not finished */
     int stopping;
     uv_async_t async;
     void (*after)(void);
@@ -30,6 +31,7 @@ static pyjob_t *take_job(pyexec_t *x)
         if (!x->todo)
             x->todo_tail = NULL;
         j->next = NULL;
+        x->running++;
     }
     pthread_mutex_unlock(&x->mu);
     return j;
@@ -43,6 +45,7 @@ static void finish_job(pyexec_t *x, pyjob_t *j)
     else
         x->done = j;
     x->done_tail = j;
+    x->running--;
     pthread_mutex_unlock(&x->mu);
     uv_async_send(&x->async);
 }
@@ -125,6 +128,14 @@ void pyexec_submit(pyexec_t *x, pyjob_t *j)
     x->todo_tail = j;
     pthread_cond_signal(&x->cond);
     pthread_mutex_unlock(&x->mu);
+}
+
+int pyexec_idle(pyexec_t *x)
+{
+    pthread_mutex_lock(&x->mu);
+    int idle = !x->todo && x->running == 0;
+    pthread_mutex_unlock(&x->mu);
+    return idle;
 }
 
 static void join_all(pyexec_t *x)

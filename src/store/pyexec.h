@@ -24,6 +24,9 @@ typedef struct pyexec pyexec_t;
 pyexec_t *pyexec_start(uv_loop_t *loop, unsigned n, char *err, size_t errlen);
 /* Queue a job (loop thread). */
 void pyexec_submit(pyexec_t *x, pyjob_t *j);
+/* 1 if no job is queued or running (loop thread): no thread of ours holds or
+ * waits for the GIL, and none will until the loop submits again. */
+int pyexec_idle(pyexec_t *x);
 /* After each job, `after` runs on the same thread with the GIL still held
  * (the store trims its cache there). Set before the first submit. */
 void pyexec_set_after(pyexec_t *x, void (*after)(void));

@@ -402,6 +402,7 @@ static void on_opened(void *owner, inconn_t *c)
     cn->deadline_ms = store_now_ms(st) + HELLO_TIMEOUT_MS;
     c->user = cn;
     inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    inconn_set_sync_writes(c);
     cn->next = st->conns;
     if (st->conns)
         st->conns->prev = cn;
@@ -420,6 +421,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         return bad_input(cn, "empty frame");
     if (!cn->authed)
         return on_hello(cn, body, len);
+    cn->st->frames++;
     return on_request(cn, frame_len, body, len);
 }
 

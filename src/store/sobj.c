@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "net/wire.h"
+#include "py/bridge.h"
 #include "store/sconn.h"
 #include "store/spy.h"
 #include "store/sproto.h"
@@ -66,7 +67,7 @@ static sobj_t *obj_create(store_t *st, const char *id, size_t n)
 /* Forget an entry with nothing queued, running, pending or not yet on disk. */
 static void obj_maybe_free(store_t *st, sobj_t *o)
 {
-    if (o->busy || o->head || o->pending || o->last_seq > st->durable)
+    if (o->hold || o->busy || o->head || o->pending || o->last_seq > st->durable)
         return;
     omap_del(&st->objs, &o->node);
     free(o);
@@ -126,6 +127,8 @@ static void ureq_answer(ureq_t *q, wunit_t *u, buf_t *b)
 static void ureq_done(store_t *st, uowner_t *own, wunit_t *u)
 {
     ureq_t *q = (ureq_t *)own;
+    if (q->ent)
+        q->ent->hold++;
     buf_t b;
     buf_init(&b);
     ureq_answer(q, u, &b);
@@ -141,8 +144,10 @@ static void ureq_done(store_t *st, uowner_t *own, wunit_t *u)
             o->last_seq = u->seq;
         obj_dispatch(st, o);
     }
-    if (q->ent)
+    if (q->ent) {
+        q->ent->hold--;
         obj_maybe_free(st, q->ent);
+    }
     ureq_free(q);
 }
 
@@ -337,10 +342,10 @@ static void job_run(pyjob_t *pj)
     spy_run(&j->sr);
 }
 
-static void job_done(pyjob_t *pj)
+/* The run is back (loop thread): answer or hold, and free the object's queue
+ * head. The caller dispatches the object's next request. */
+static void job_finish(ojob_t *j)
 {
-    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
-    store_t *st = j->st;
     sobj_t *o = j->ent;
     sreq_t *r = j->req;
     o->busy = 0;
@@ -356,20 +361,38 @@ static void job_done(pyjob_t *pj)
         answer_failed(r, STORE_ERR_INTERNAL, "out of memory", o->last_seq);
     if (!j->sr.write_seq)
         j->refs--; /* no unit will come back */
-    obj_dispatch(st, o);
     job_unref(j);
+}
+
+static void job_done(pyjob_t *pj)
+{
+    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
+    store_t *st = j->st;
+    sobj_t *o = j->ent;
+    o->hold++;
+    job_finish(j);
+    o->hold--;
+    obj_dispatch(st, o);
 }
 
 static void job_unit_done(store_t *st, uowner_t *own, wunit_t *u)
 {
     ojob_t *j = (ojob_t *)own;
+    sobj_t *o = j->ent;
+    o->hold++; /* still alive: it cannot be forgotten before this unit is on disk */
     if (u->status)
         answer_failed(j->req, u->status, u->msg, 0);
     else
         sconn_answer(j->req->conn, &j->unit_answer, 0);
-    /* Still alive: it cannot be forgotten before this unit is on disk. */
-    obj_maybe_free(st, j->ent);
+    o->hold--;
+    obj_maybe_free(st, o);
     job_unref(j);
+}
+
+static int may_inline(uint8_t type)
+{
+    return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
+           type == SMSG_GET_STATE;
 }
 
 static void job_start(store_t *st, sobj_t *o, sreq_t *r)
@@ -401,6 +424,19 @@ static void job_start(store_t *st, sobj_t *o, sreq_t *r)
                         .unit_bytes = &j->unit_bytes, .unit_answer = &j->unit_answer,
                         .answer = &j->answer};
     o->busy = 1;
+    if (st->inline_ok && may_inline(r->type) && pyexec_idle(st->px)) {
+        /* No Python thread holds or waits for the GIL: a short request runs
+         * here, without a hand-off to a Python thread and back. */
+        py_gil_enter();
+        int ran = spy_run_inline(&j->sr);
+        if (ran)
+            spy_trim();
+        py_gil_leave();
+        if (ran) {
+            job_finish(j); /* obj_dispatch's loop goes on with the next request */
+            return;
+        }
+    }
     pyexec_submit(st->px, &j->pj);
 }
 
@@ -408,6 +444,7 @@ static void job_start(store_t *st, sobj_t *o, sreq_t *r)
 
 static void obj_dispatch(store_t *st, sobj_t *o)
 {
+    o->hold++;
     while (!st->stopping && !o->busy && !o->pending && o->head) {
         sreq_t *r = o->head;
         if (is_python(r->type)) {
@@ -420,6 +457,7 @@ static void obj_dispatch(store_t *st, sobj_t *o)
         r->next = NULL;
         unit_submit(st, r, o);
     }
+    o->hold--;
     obj_maybe_free(st, o);
 }
 

@@ -21,6 +21,9 @@ typedef struct sobj {
     sreq_t *head, *tail; /* queued; the head is running while busy */
     int busy;
     int pending;         /* PERSISTs not yet decided that create it */
+    unsigned hold;       /* in use further up the stack: not freed meanwhile (an
+                            answer can resume a paused connection, whose buffered
+                            requests then reach this object at once) */
     uint64_t last_seq;   /* the last unit about it: later answers wait for it */
 } sobj_t;
 

@@ -36,7 +36,8 @@
  *  client -> store  LOOKUP_ALIAS   u64 req, str16 alias
  *  client -> store  LOOKUP_ID      u64 req, str16 object_id
  *  client -> store  CALL           u64 req, str16 object_id, str16 method,
- *                                  rest: pickled (args tuple, kwargs dict)
+ *                                  rest: pickled (args tuple, kwargs dict), or
+ *                                  empty for no arguments
  *  client -> store  GET_FIELD      u64 req, str16 object_id, str16 field
  *  client -> store  SET_FIELD      u64 req, str16 object_id, str16 field, rest: pickled value
  *  client -> store  GET_STATE      u64 req, str16 object_id        (dc_clone)

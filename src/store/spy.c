@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "py/bridge.h"
@@ -12,12 +14,38 @@
 #include "util/log.h"
 
 #define PID_TAG "bettong.obj"
+/* Containers up to this many items are checked for a plain pickle (is_flat). */
+#define FLAT_MAX 64
 #define TRIM_SCAN 256
+/* Inline runs: a request kind qualifies after this many threaded runs in a row
+ * that were short and did not wait (spy_run_inline). */
+#define INLINE_AFTER 4
+/* Long inline runs (more CPU than inline_ns, or a wait and more wall time
+ * than that) that send a kind to the threads for good. */
+#define INLINE_STRIKES 3
+/* Kinds remembered per class: names past this are decoded per request and
+ * never run inline (a client inventing field names cannot grow the table). */
+#define STATS_MAX 256
+
+/* What the store learned about one request kind of a class: a CALL of a method,
+ * a GET_FIELD or a SET_FIELD of a name. */
+typedef struct mstat {
+    struct mstat *next;
+    PyObject *name;   /* owned, interned str: the method or field */
+    uint32_t fast;    /* threaded runs in a row that were short (run_short) */
+    unsigned strikes; /* inline runs that were not short */
+    int banned;       /* INLINE_STRIKES of them: Python threads only from now on */
+    uint8_t type;
+    size_t namelen;
+    char text[];      /* the name's UTF-8 bytes */
+} mstat_t;
 
 typedef struct {
     uint64_t class_id;
     PyObject *cls;       /* owned: the class */
     PyObject *annotated; /* owned: tuple of the annotated field names (MRO) */
+    mstat_t *stats;      /* owned list */
+    unsigned nstats;
 } sclass_t;
 
 /* A registry entry: a live object, or a tombstone (obj NULL) for an object
@@ -27,6 +55,11 @@ typedef struct reg {
     PyObject *obj;           /* owned */
     PyObject *state;         /* owned bytes: the stored state */
     PyObject *fields;        /* owned tuple of str: the persistent fields */
+    /* owned: when every persistent field held an immutable atom as `state` was
+     * pickled, those values (S.absent for a missing one) and the `fields`
+     * tuple they go with; else NULL. The same objects still there mean the
+     * same pickle (snap_unchanged). */
+    PyObject *snap, *snap_fields;
     sclass_t *cls;
     uint64_t write_seq;      /* its last write handed to the committer */
     uint64_t tomb_seq;       /* tombstone: the deleting unit */
@@ -42,6 +75,7 @@ static struct {
     sdb_t *db;
     committer_t *cm;
     size_t cache;
+    uint64_t inline_ns; /* the longest inline run allowed; 0: never inline */
     omap_t objs;
     size_t live;
     rlist_t lru, tombs;
@@ -49,6 +83,7 @@ static struct {
     idmap_t types;   /* (uintptr_t)class object -> sclass_t */
     /* owned references, made once by spy_init */
     PyObject *Pickler, *Unpickler, *BytesIO, *import_module;
+    PyObject *plain_dumps, *plain_loads, *protocol, *no_args, *absent;
     PyObject *pid_fn, *load_strict, *load_lenient;
     PyObject *MissingObject; /* exception: a reference to an object that does not exist */
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
@@ -93,10 +128,52 @@ static void lru_touch(reg_t *e)
 
 /* ------------------------------------------------------------ pickles */
 
+/* Values of these exact types hold no other object and never change. */
+static int is_atom(PyObject *v)
+{
+    PyTypeObject *t = Py_TYPE(v);
+    return t == &PyFloat_Type || t == &PyLong_Type || t == &PyUnicode_Type ||
+           t == &PyBytes_Type || t == &PyBool_Type || v == Py_None || t == &PyComplex_Type;
+}
+
+/* Nothing inside that our persistent_id could turn into a reference: an atom,
+ * or a tuple, list or dict of at most FLAT_MAX atoms. Pickled by plain
+ * pickle.dumps, such a value gives the same bytes as through our Pickler. */
+static int is_flat(PyObject *v)
+{
+    if (is_atom(v))
+        return 1;
+    PyTypeObject *t = Py_TYPE(v);
+    if (t == &PyTuple_Type || t == &PyList_Type) {
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(v);
+        if (n > FLAT_MAX)
+            return 0;
+        PyObject **items = PySequence_Fast_ITEMS(v);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!is_atom(items[i]))
+                return 0;
+        return 1;
+    }
+    if (t == &PyDict_Type && PyDict_GET_SIZE(v) <= FLAT_MAX) {
+        PyObject *k, *x;
+        Py_ssize_t pos = 0;
+        while (PyDict_Next(v, &pos, &k, &x))
+            if (!is_atom(k) || !is_atom(x))
+                return 0;
+        return 1;
+    }
+    return 0;
+}
+
 /* pickle.Pickler(BytesIO(), 5) with our persistent_id, dump(obj): the bytes
- * (new reference), or NULL with an exception. */
+ * (new reference), or NULL with an exception. A flat value takes plain
+ * pickle.dumps (no Pickler and file objects to make). */
 static PyObject *dumps(PyObject *obj)
 {
+    if (is_flat(obj)) {
+        PyObject *args[2] = {obj, S.protocol};
+        return PyObject_Vectorcall(S.plain_dumps, args, 2, NULL);
+    }
     PyObject *out = NULL, *res = NULL;
     PyObject *f = PyObject_CallNoArgs(S.BytesIO);
     PyObject *p = f ? PyObject_CallFunction(S.Pickler, "Oi", f, 5) : NULL;
@@ -111,11 +188,18 @@ static PyObject *dumps(PyObject *obj)
 }
 
 /* Unpickle p[0..n) resolving persistent ids (strictly: a missing object raises
- * MissingObject; leniently: it becomes None). New reference or NULL. */
+ * MissingObject; leniently: it becomes None). New reference or NULL. Bytes
+ * without the opcodes of a persistent id (BINPERSID 'Q', PERSID 'P') anywhere
+ * take plain pickle.loads. */
 static PyObject *loads(const uint8_t *p, size_t n, int strict)
 {
     PyObject *out = NULL;
     PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
+    if (mv && !memchr(p, 'Q', n) && !memchr(p, 'P', n)) {
+        out = PyObject_CallOneArg(S.plain_loads, mv);
+        Py_DECREF(mv);
+        return out;
+    }
     PyObject *f = mv ? PyObject_CallOneArg(S.BytesIO, mv) : NULL;
     PyObject *u = f ? PyObject_CallOneArg(S.Unpickler, f) : NULL;
     if (u && PyObject_SetAttr(u, S.s_persistent_load, strict ? S.load_strict : S.load_lenient) == 0)
@@ -373,6 +457,89 @@ static sclass_t *class_get(uint64_t cid)
     return c;
 }
 
+/* ------------------------------------------------------------ request kinds */
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* This thread's CPU time and voluntary context switches so far. */
+typedef struct {
+    uint64_t cpu_us;
+    long waits;
+} tusage_t;
+
+static tusage_t thread_usage(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_THREAD, &ru) < 0)
+        return (tusage_t){0, 0};
+    return (tusage_t){(uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+                          (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec),
+                      ru.ru_nvcsw};
+}
+
+/* A run was short: at most inline_ns of CPU, and it never gave up the CPU
+ * (sleep, I/O, a lock, the GIL: a voluntary context switch). Being preempted
+ * does not count against it. */
+static int run_short(tusage_t a, tusage_t b)
+{
+    return b.waits == a.waits && (b.cpu_us - a.cpu_us) * 1000 <= S.inline_ns;
+}
+
+static int has_kind(uint8_t type)
+{
+    return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD;
+}
+
+static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
+{
+    for (mstat_t *m = c->stats; m; m = m->next)
+        if (m->type == r->type && m->namelen == r->namelen &&
+            memcmp(m->text, r->name, r->namelen) == 0)
+            return m;
+    return NULL;
+}
+
+/* The request's kind, made on first use (NULL past STATS_MAX or out of memory:
+ * no exception). */
+static mstat_t *stat_get(sclass_t *c, const spy_req_t *r)
+{
+    mstat_t *m = stat_find(c, r);
+    if (m || c->nstats >= STATS_MAX)
+        return m;
+    PyObject *name = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
+    m = name ? calloc(1, sizeof *m + r->namelen) : NULL;
+    if (!m) {
+        Py_XDECREF(name);
+        PyErr_Clear();
+        return NULL;
+    }
+    PyUnicode_InternInPlace(&name);
+    m->name = name;
+    m->type = r->type;
+    m->namelen = r->namelen;
+    memcpy(m->text, r->name, r->namelen);
+    m->next = c->stats;
+    c->stats = m;
+    c->nstats++;
+    return m;
+}
+
+static void stats_free(sclass_t *c)
+{
+    while (c->stats) {
+        mstat_t *m = c->stats;
+        c->stats = m->next;
+        Py_XDECREF(m->name);
+        free(m);
+    }
+    c->nstats = 0;
+}
+
 /* ------------------------------------------------------------ state */
 
 /* The persistent fields: the state's keys, then annotated names not among them. */
@@ -410,9 +577,69 @@ static PyObject *persistent_dict(reg_t *e)
     return out;
 }
 
+/* ------------------------------------------------------------ changes */
+
+/* An atom, or a tuple of at most FLAT_MAX atoms: nothing in it can change. */
+static int is_immutable(PyObject *v)
+{
+    if (is_atom(v))
+        return 1;
+    if (Py_TYPE(v) != &PyTuple_Type || PyTuple_GET_SIZE(v) > FLAT_MAX)
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++)
+        if (!is_atom(PyTuple_GET_ITEM(v, i)))
+            return 0;
+    return 1;
+}
+
+/* e->state was just pickled from `pd` (persistent_dict): remember its values
+ * if they are all immutable. */
+static void snap_take(reg_t *e, PyObject *pd)
+{
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
+    Py_ssize_t n = PyTuple_GET_SIZE(e->fields);
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t && i < n; i++) {
+        PyObject *v = PyDict_GetItemWithError(pd, PyTuple_GET_ITEM(e->fields, i));
+        if (!v && !PyErr_Occurred())
+            v = S.absent;
+        if (!v || !is_immutable(v)) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, Py_NewRef(v));
+    }
+    PyErr_Clear();
+    if (t) {
+        e->snap = t;
+        e->snap_fields = Py_NewRef(e->fields);
+    }
+}
+
+/* 1 if every persistent field still holds the very (immutable) object it held
+ * when e->state was pickled: the state would pickle to the same bytes, so
+ * nothing changed. 0: it may have changed (pickle and compare). */
+static int snap_unchanged(reg_t *e)
+{
+    if (!e->snap || e->snap_fields != e->fields)
+        return 0;
+    PyObject *d = instance_dict(e->obj);
+    int same = d != NULL;
+    for (Py_ssize_t i = 0; same && i < PyTuple_GET_SIZE(e->fields); i++) {
+        PyObject *v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(e->fields, i));
+        same = (v ? v : PyErr_Occurred() ? NULL : S.absent) == PyTuple_GET_ITEM(e->snap, i);
+    }
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return same;
+}
+
 /* Put the stored state back into the instance (after a failed call). */
 static void restore(reg_t *e)
 {
+    if (snap_unchanged(e))
+        return; /* the call changed no persistent field */
     PyObject *st = loads_bytes(e->state, 0);
     PyObject *d = st && PyDict_Check(st) ? instance_dict(e->obj) : NULL;
     int ok = d != NULL;
@@ -443,6 +670,8 @@ static void reg_free(reg_t *e)
     Py_XDECREF(e->obj);
     Py_XDECREF(e->state);
     Py_XDECREF(e->fields);
+    Py_XDECREF(e->snap);
+    Py_XDECREF(e->snap_fields);
     free(e);
 }
 
@@ -495,9 +724,11 @@ static int reg_fill(reg_t *e)
     /* Our own pickle of it, so an unchanged object pickles to equal bytes. */
     PyObject *pd = persistent_dict(e);
     PyObject *mine = pd ? dumps(pd) : NULL;
-    Py_XDECREF(pd);
-    if (mine)
+    if (mine) {
         Py_SETREF(e->state, mine);
+        snap_take(e, pd);
+    }
+    Py_XDECREF(pd);
     PyErr_Clear();
     return 0;
 }
@@ -719,10 +950,12 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * answer replaced by FAILED). */
 static int write_back(spy_req_t *r, reg_t *e)
 {
+    if (snap_unchanged(e))
+        return 0; /* read-only: nothing to write */
     PyObject *pd = persistent_dict(e);
     PyObject *b = pd ? dumps(pd) : NULL;
-    Py_XDECREF(pd);
     if (!b) {
+        Py_XDECREF(pd);
         buf_clear(r->answer);
         answer_internal(r, "the object's state could not be pickled (the change is undone)");
         restore(e);
@@ -732,11 +965,14 @@ static int write_back(spy_req_t *r, reg_t *e)
     if (n == PyBytes_GET_SIZE(e->state) &&
         memcmp(PyBytes_AS_STRING(b), PyBytes_AS_STRING(e->state), (size_t)n) == 0) {
         Py_DECREF(b);
+        snap_take(e, pd); /* equal values, maybe other objects */
+        Py_DECREF(pd);
         return 0; /* read-only: nothing to write */
     }
     buf_clear(r->unit_bytes);
     if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
+        Py_DECREF(pd);
         buf_clear(r->answer);
         PyErr_NoMemory();
         answer_internal(r, "out of memory (the change is undone)");
@@ -747,6 +983,8 @@ static int write_back(spy_req_t *r, reg_t *e)
                      .class_id = e->cls->class_id, .data = buf_head(r->unit_bytes),
                      .len = (size_t)n};
     Py_SETREF(e->state, b);
+    snap_take(e, pd);
+    Py_DECREF(pd);
     swap_bufs(r->answer, r->unit_answer);
     r->unit->ops = r->op;
     r->unit->nops = 1;
@@ -756,14 +994,24 @@ static int write_back(spy_req_t *r, reg_t *e)
 
 /* ------------------------------------------------------------ requests */
 
-static PyObject *name_of(spy_req_t *r)
+/* The method or field name (new reference): the kind's interned name, or
+ * decoded from the request. */
+static PyObject *name_of(spy_req_t *r, mstat_t *m)
 {
+    if (m)
+        return Py_NewRef(m->name);
     return PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
 }
 
-/* args and kwargs from a CALL's pickle; NULL with the answer written. */
+/* args and kwargs (NULL: none) from a CALL's payload: a pickled (tuple, dict),
+ * or nothing for no arguments. -1 with the answer written. */
 static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
 {
+    if (r->len == 0) { /* no arguments */
+        *args = Py_NewRef(S.no_args);
+        *kwargs = NULL;
+        return 0;
+    }
     PyObject *t = loads(r->payload, r->len, 1);
     if (!t) {
         answer_bad_payload(r, "the arguments could not be unpickled");
@@ -782,9 +1030,9 @@ static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
     return 0;
 }
 
-static void run_call(spy_req_t *r, reg_t *e)
+static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     PyObject *meth = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!meth) {
@@ -796,10 +1044,14 @@ static void run_call(spy_req_t *r, reg_t *e)
         Py_DECREF(meth);
         return;
     }
-    PyObject *res = PyObject_Call(meth, args, PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    PyObject *res;
+    if (PyTuple_GET_SIZE(args) == 0 && (!kwargs || PyDict_GET_SIZE(kwargs) == 0))
+        res = PyObject_CallNoArgs(meth);
+    else
+        res = PyObject_Call(meth, args, kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     Py_DECREF(meth);
     Py_DECREF(args);
-    Py_DECREF(kwargs);
+    Py_XDECREF(kwargs);
     if (!res) {
         answer_raised(r);
         restore(e);
@@ -821,9 +1073,9 @@ static void run_call(spy_req_t *r, reg_t *e)
     write_back(r, e);
 }
 
-static void run_get_field(spy_req_t *r, reg_t *e)
+static void run_get_field(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     PyObject *v = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!v) {
@@ -849,14 +1101,14 @@ static int add_field(reg_t *e, PyObject *name)
     return 0;
 }
 
-static void run_set_field(spy_req_t *r, reg_t *e)
+static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *v = loads(r->payload, r->len, 1);
     if (!v) {
         answer_bad_payload(r, "the value could not be unpickled");
         return;
     }
-    PyObject *name = name_of(r);
+    PyObject *name = name_of(r, m);
     int rc = name ? PyObject_GenericSetAttr(e->obj, name, v) : -1;
     if (rc == 0)
         rc = add_field(e, name);
@@ -923,34 +1175,25 @@ static void run_delete(spy_req_t *r, reg_t *e)
     Py_CLEAR(e->obj);
     Py_CLEAR(e->state);
     Py_CLEAR(e->fields);
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
     e->tomb_seq = r->write_seq;
     rlist_push(&S.tombs, e);
 }
 
-void spy_run(spy_req_t *r)
+/* Run a request on its live object (GIL held). */
+static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
 {
-    r->write_seq = 0;
-    r->deleted = 0;
-    int status;
-    reg_t *e = reg_target(r->oid, r->oidlen, &status);
-    if (!e) {
-        if (status == MISSING)
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
-                          (int)r->oidlen, r->oid);
-        else
-            answer_internal(r, "the object could not be loaded");
-        return;
-    }
     PyObject *hold = Py_NewRef(e->obj); /* keeps it out of spy_trim meanwhile */
     switch (r->type) {
     case SMSG_CALL:
-        run_call(r, e);
+        run_call(r, e, m);
         break;
     case SMSG_GET_FIELD:
-        run_get_field(r, e);
+        run_get_field(r, e, m);
         break;
     case SMSG_SET_FIELD:
-        run_set_field(r, e);
+        run_set_field(r, e, m);
         break;
     case SMSG_GET_STATE:
         sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
@@ -971,6 +1214,83 @@ void spy_run(spy_req_t *r)
         log_warn("store: unexpected Python error left over: %s", tb);
         free(tb);
     }
+}
+
+void spy_run(spy_req_t *r)
+{
+    r->write_seq = 0;
+    r->deleted = 0;
+    int status;
+    reg_t *e = reg_target(r->oid, r->oidlen, &status);
+    if (!e) {
+        if (status == MISSING)
+            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
+                          (int)r->oidlen, r->oid);
+        else
+            answer_internal(r, "the object could not be loaded");
+        return;
+    }
+    mstat_t *m = has_kind(r->type) ? stat_get(e->cls, r) : NULL;
+    if (!m || !S.inline_ns) {
+        run_on(r, e, m);
+        return;
+    }
+    tusage_t u0 = thread_usage();
+    run_on(r, e, m);
+    tusage_t u1 = thread_usage();
+    if (run_short(u0, u1)) {
+        if (m->fast < UINT32_MAX)
+            m->fast++;
+    } else {
+        m->fast = 0;
+    }
+}
+
+int spy_run_inline(spy_req_t *r)
+{
+    if (!S.inline_ns)
+        return 0;
+    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    if (!e || !e->obj || e->loading)
+        return 0; /* not live: loading it may take long */
+    mstat_t *m = NULL;
+    if (r->type != SMSG_GET_STATE) {
+        if (!has_kind(r->type) || !(m = stat_find(e->cls, r)) || m->banned ||
+            m->fast < INLINE_AFTER)
+            return 0;
+    }
+    r->write_seq = 0;
+    r->deleted = 0;
+    lru_touch(e);
+    tusage_t u0 = thread_usage();
+    uint64_t w0 = mono_ns();
+    run_on(r, e, m);
+    uint64_t wall = mono_ns() - w0;
+    tusage_t u1 = thread_usage();
+    if (m && ((u1.cpu_us - u0.cpu_us) * 1000 > S.inline_ns ||
+              (u1.waits != u0.waits && wall > S.inline_ns))) {
+        /* It held the loop too long: more CPU than inline_ns, or it waited
+         * (sleep, I/O, a lock) and took longer than that (being preempted
+         * does not count). Back to the Python threads (it must qualify
+         * again); a kind that is long here INLINE_STRIKES times never runs
+         * here again. */
+        m->fast = 0;
+        unsigned long long cpu = (unsigned long long)(u1.cpu_us - u0.cpu_us);
+        unsigned long long took = (unsigned long long)(wall / 1000);
+        const char *waited = u1.waits != u0.waits ? ", waiting" : "";
+        if (++m->strikes >= INLINE_STRIKES) {
+            m->banned = 1;
+            log_info("store: %s.%.*s took %llu us (%llu us of CPU%s) on the network thread: "
+                     "it runs on the Python threads from now on",
+                     ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, took,
+                     cpu, waited);
+        } else {
+            log_debug("store: %s.%.*s took %llu us (%llu us of CPU%s) on the network thread",
+                      ((PyTypeObject *)e->cls->cls)->tp_name, (int)m->namelen, m->text, took,
+                      cpu, waited);
+        }
+    }
+    return 1;
 }
 
 /* ------------------------------------------------------------ start, stop */
@@ -1009,9 +1329,11 @@ static int intern_all(void)
     return 0;
 }
 
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen)
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
+             size_t errlen)
 {
     S.db = db;
+    S.inline_ns = (uint64_t)inline_us * 1000;
     S.cm = cm;
     S.cache = cache;
     omap_init(&S.objs);
@@ -1020,6 +1342,10 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen)
     if (intern_all() < 0 || !(S.Pickler = attr_of("pickle", "Pickler")) ||
         !(S.Unpickler = attr_of("pickle", "Unpickler")) || !(S.BytesIO = attr_of("io", "BytesIO")) ||
         !(S.import_module = attr_of("importlib", "import_module")) ||
+        !(S.plain_dumps = attr_of("pickle", "dumps")) ||
+        !(S.plain_loads = attr_of("pickle", "loads")) || !(S.protocol = PyLong_FromLong(5)) ||
+        !(S.no_args = PyTuple_New(0)) ||
+        !(S.absent = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) ||
         !(S.pid_fn = PyCFunction_New(&pid_def, NULL)) ||
         !(S.load_strict = PyCFunction_New(&load_strict_def, NULL)) ||
         !(S.load_lenient = PyCFunction_New(&load_lenient_def, NULL)) ||
@@ -1050,6 +1376,7 @@ void spy_fini(void)
     uint64_t key;
     sclass_t *c;
     while ((c = idmap_next(&S.classes, &pos, &key))) {
+        stats_free(c);
         Py_XDECREF(c->cls);
         Py_XDECREF(c->annotated);
         free(c);
@@ -1057,7 +1384,9 @@ void spy_fini(void)
     idmap_free(&S.classes);
     idmap_free(&S.types);
     omap_free(&S.objs);
-    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module, &S.pid_fn,
+    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module,
+                         &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
+                         &S.absent, &S.pid_fn,
                          &S.load_strict, &S.load_lenient, &S.MissingObject, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,

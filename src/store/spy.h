@@ -38,8 +38,10 @@
 #include "store/sdb.h"
 #include "util/buf.h"
 
-/* With the GIL (the main thread, once). */
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, char *err, size_t errlen);
+/* With the GIL (the main thread, once). inline_us: the longest a request may
+ * run on the loop thread (spy_run_inline); 0: never there. */
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
+             size_t errlen);
 /* With the GIL: drop every live object and class. */
 void spy_fini(void);
 
@@ -68,6 +70,17 @@ typedef struct {
 /* Run one request (GIL held). Exactly one of *answer or a submitted unit
  * carries its answer. */
 void spy_run(spy_req_t *r);
+/* Run one request on the calling thread if it qualifies (GIL held; the loop
+ * thread, while no Python thread runs a request): its object is live, and it is
+ * a GET_STATE, or a CALL / GET_FIELD / SET_FIELD of a method or field of that
+ * class whose last INLINE_AFTER runs on the Python threads each took at most
+ * inline_us of CPU and did not wait (a voluntary context switch: sleep, I/O, a
+ * lock, the GIL). A run here that takes more CPU than inline_us, or waits and
+ * takes longer than inline_us, sends the kind back to the threads (it must
+ * qualify again); after INLINE_STRIKES such runs it never runs here again
+ * (logged). Returns 1 if it ran (as spy_run does), 0 if not (nothing was
+ * done). */
+int spy_run_inline(spy_req_t *r);
 /* Drop idle objects past the cache bound (GIL held). */
 void spy_trim(void);
 /* Loaded objects now (GIL held). */

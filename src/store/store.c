@@ -1,10 +1,12 @@
 #include "store/store.h"
 
 #include <errno.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "net/addr.h"
 #include "net/guard.h"
@@ -26,6 +28,8 @@ typedef struct {
     const char *secret;
     long threads;
     long cache;
+    long inline_us;
+    long spin_us;
     const char *log_level;
 } store_args_t;
 
@@ -48,6 +52,17 @@ static void usage(FILE *f)
 "  --threads N           Python threads running requests (default 2)\n"
 "  --cache N             live objects kept in memory (default 100000); idle ones\n"
 "                        past that are dropped and reloaded on demand\n"
+"  --inline-us N         a request whose recent runs each took at most N us\n"
+"                        (default 200) runs on the network thread itself when\n"
+"                        no Python thread is busy: no hand-off between threads;\n"
+"                        one that then runs longer goes back to the Python\n"
+"                        threads for good. 0: every request runs on them\n"
+"  --spin-us N           after the last request, poll for the next one for N us\n"
+"                        (default 50; yielding the CPU to anything else that\n"
+"                        can run) before the network thread sleeps: no wake-up\n"
+"                        of a sleeping thread (and CPU) per request when they\n"
+"                        come back to back; costs up to N us of CPU after each\n"
+"                        burst. 0: sleep at once\n"
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -59,7 +74,8 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, store_args_t *a)
 {
-    *a = (store_args_t){.listen = DEFAULT_LISTEN, .threads = 2, .cache = 100000};
+    *a = (store_args_t){.listen = DEFAULT_LISTEN, .threads = 2, .cache = 100000,
+                        .inline_us = 200, .spin_us = 50};
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
@@ -80,6 +96,16 @@ static int parse_args(int argc, char **argv, store_args_t *a)
         } else if ((v = args_flag_value(argc, argv, &i, "--cache", &missing))) {
             if (args_parse_long(v, 1, 1000000000L, &a->cache) < 0) {
                 fprintf(stderr, PROG ": --cache takes a number of at least 1\n");
+                return -1;
+            }
+        } else if ((v = args_flag_value(argc, argv, &i, "--inline-us", &missing))) {
+            if (args_parse_long(v, 0, 1000000, &a->inline_us) < 0) {
+                fprintf(stderr, PROG ": --inline-us takes a number from 0 to 1000000\n");
+                return -1;
+            }
+        } else if ((v = args_flag_value(argc, argv, &i, "--spin-us", &missing))) {
+            if (args_parse_long(v, 0, 100000, &a->spin_us) < 0) {
+                fprintf(stderr, PROG ": --spin-us takes a number from 0 to 100000\n");
                 return -1;
             }
         } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
@@ -133,7 +159,7 @@ static int start_python(store_t *st, const store_args_t *a)
         return -1;
     }
     py_gil_enter();
-    int rc = spy_init(st->db, st->cm, (size_t)a->cache, err, sizeof err);
+    int rc = spy_init(st->db, st->cm, (size_t)a->cache, (unsigned)a->inline_us, err, sizeof err);
     py_gil_leave();
     if (rc < 0)
         fprintf(stderr, PROG ": %s\n", err);
@@ -219,6 +245,8 @@ static int start(store_t *st, const store_args_t *a)
         return -1;
     }
     st->tcp_open = 1;
+    st->inline_ok = a->inline_us > 0;
+    st->spin_ns = (uint64_t)a->spin_us * 1000;
     return 0;
 }
 
@@ -255,6 +283,39 @@ static void finish(store_t *st)
         log_debug("event loop closed with handles still open");
 }
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The loop; with --spin-us, polled (without sleeping, yielding the CPU between
+ * polls) until no request came for spin_ns, then run until something happens. */
+static void run_loop(store_t *st)
+{
+    if (!st->spin_ns) {
+        uv_run(&st->loop, UV_RUN_DEFAULT);
+        return;
+    }
+    uint64_t seen = st->frames, quiet_since = mono_ns();
+    for (;;) {
+        if (!uv_run(&st->loop, UV_RUN_NOWAIT))
+            return;
+        uint64_t now = mono_ns();
+        if (st->frames != seen) {
+            seen = st->frames;
+            quiet_since = now;
+        } else if (now - quiet_since >= st->spin_ns) {
+            if (!uv_run(&st->loop, UV_RUN_ONCE))
+                return;
+            quiet_since = mono_ns();
+            continue;
+        }
+        sched_yield();
+    }
+}
+
 int cmd_store(int argc, char **argv)
 {
     store_args_t a;
@@ -280,9 +341,10 @@ int cmd_store(int argc, char **argv)
     start_handles(st);
     printf(PROG ": listening on %s\n", st->tcp.addr);
     fflush(stdout);
-    log_info("%ld Python thread(s), cache of %ld objects%s", a.threads, a.cache,
+    log_info("%ld Python thread(s), cache of %ld objects, requests under %ld us inline, "
+             "polling %ld us before sleeping%s", a.threads, a.cache, a.inline_us, a.spin_us,
              st->secret_len ? ", clients need the secret" : "");
-    uv_run(&st->loop, UV_RUN_DEFAULT);
+    run_loop(st);
     finish(st);
     return st->exit_code;
 }

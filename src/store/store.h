@@ -4,7 +4,9 @@
  * - the loop thread (libuv): every socket, HELLO and request parsing, the
  *   per-object queues (sobj.c), answers and their ordering (sconn.c);
  * - --threads Python threads (pyexec.h): requests that run Python (spy.h),
- *   each taking the GIL for its request;
+ *   each taking the GIL for its request; a request known to be short runs on
+ *   the loop thread itself instead, while those threads are idle
+ *   (spy_run_inline): no hand-off, no wake-up of another thread;
  * - the committer (commit.h): LMDB's writer, group commit.
  *
  * Durability and order: a request that changes the store is answered by the
@@ -66,6 +68,9 @@ typedef struct store {
     sconn_t *conns;
     uv_signal_t sigint, sigterm;
     uv_timer_t sweep;
+    int inline_ok;     /* --inline-us > 0: short requests may run on the loop thread */
+    uint64_t spin_ns;  /* --spin-us: poll this long for more requests before sleeping */
+    uint64_t frames;   /* requests read so far */
     int stopping;
     int exit_code;
 } store_t;

@@ -128,3 +128,33 @@ class Node(Persistent):
             out.append(node.label)
             node = node.next
         return out
+
+
+class Napper(Persistent):
+    """A method whose run time the caller chooses (inline runs, tests)."""
+    naps: int
+
+    def __init__(self):
+        self.naps = 0
+
+    @active
+    def nap(self, s):
+        import time
+        if s:
+            time.sleep(s)
+        self.naps += 1
+        return self.naps
+
+    @active
+    def doze(self, s):
+        import time
+        time.sleep(s)
+
+    @active
+    def count(self):
+        return self.naps
+
+    @active
+    def boom(self):
+        self.naps += 100
+        raise ValueError("boom")

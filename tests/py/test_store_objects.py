@@ -380,6 +380,51 @@ def test_extension_pipelining(store):
         c.request(_store.LOOKUP_ID, counter.id)
 
 
+def test_extension_ask_and_spin(store, monkeypatch):
+    from bettong import _store
+    counter = m.Counter(0)
+    counter.make_persistent()
+    car = m.Car("ASK-1", 2.0)
+    car.make_persistent()
+    monkeypatch.delenv("BETTONG_STORE_SPIN_US", raising=False)
+    c = _store.Connection(store.address, b"", "ask-test")
+    assert c.spin_us == 50                                 # the default
+    # a plain value comes back unpickled; no arguments is an empty payload
+    assert c.ask(_store.CALL, counter.id, "incr", b"") == (True, 1)
+    assert c.ask(_store.CALL, counter.id, "incr", pickle.dumps(((5,), {}), 5)) == (True, 6)
+    assert c.ask(_store.GET_FIELD, counter.id, "value") == (True, 6)
+    # a result holding a persistent reference is left to the caller
+    plain, a = c.ask(_store.CALL, car.id, "me", b"")
+    assert not plain and a[0] == _store.OK and a[1] > 0
+    # so are failures
+    plain, a = c.ask(_store.CALL, counter.id, "nope", b"")
+    assert not plain and a[0] == _store.FAILED and a[2] == _store.ERR_NO_ATTRIBUTE
+    plain, a = c.ask(_store.CALL, car.id, "fail_after_change", pickle.dumps((("x",), {}), 5))
+    assert not plain and a[0] == _store.RAISED
+    # polling for the answer before blocking gives the same answers
+    c.spin_us = 2000
+    assert c.spin_us == 2000
+    assert [c.ask(_store.CALL, counter.id, "incr", b"")[1] for _ in range(50)] == \
+        list(range(7, 57))
+    for bad in (-1, 10001):
+        with pytest.raises(ValueError):
+            c.spin_us = bad
+    c.close()
+    monkeypatch.setenv("BETTONG_STORE_SPIN_US", "30")
+    c = _store.Connection(store.address, b"", "ask-test-env")
+    assert c.spin_us == 30
+    assert c.ask(_store.GET_FIELD, counter.id, "value") == (True, 56)
+    c.close()
+    monkeypatch.setenv("BETTONG_STORE_SPIN_US", "lots")   # not a number: the default
+    c = _store.Connection(store.address, b"", "ask-test-env")
+    assert c.spin_us == 50
+    c.close()
+    monkeypatch.setenv("BETTONG_STORE_SPIN_US", "0")      # off: block at once
+    c = _store.Connection(store.address, b"", "ask-test-env")
+    assert c.spin_us == 0 and c.ask(_store.GET_FIELD, counter.id, "value") == (True, 56)
+    c.close()
+
+
 # ------------------------------------------------------------------ failures of the client
 
 def test_failed_write_behind_reverts(store, monkeypatch):

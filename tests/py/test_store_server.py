@@ -315,3 +315,118 @@ def test_sigkill_during_calls_loses_nothing_acknowledged(stores, tmp_path):
     final = m.Counter.get_by_alias("racing").get()
     # every acknowledged increment survived; at most the one in flight more
     assert acked[-1] <= final <= acked[-1] + 1, (acked[-1], final)
+
+
+# ------------------------------------------------------------------ inline runs
+
+def _nap_while(slow, fast, s):
+    """Call slow.nap(s) on a thread; while it sleeps, time fast.nap(0) here."""
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("slow", slow.nap(s)))
+    t.start()
+    time.sleep(min(0.2, s / 4))
+    t0 = time.monotonic()
+    fast.nap(0)
+    waited = time.monotonic() - t0
+    t.join(s + 20)
+    assert not t.is_alive() and "slow" in out
+    return waited
+
+
+def test_short_requests_run_inline_long_ones_go_back_to_threads(stores):
+    st = stores()
+    objects.connect(st.address)
+    a, b = m.Napper(), m.Napper()
+    a.make_persistent()
+    b.make_persistent()
+    # Napper.nap qualifies for the network thread after a few short runs on the
+    # Python threads; a run there that sleeps sends it back to the Python
+    # threads, and after 3 such runs it never runs on the network thread again.
+    naps = 0
+    for cycle in range(10):
+        for _ in range(10):
+            b.nap(0)
+        naps += 1
+        assert a.nap(0.05) == naps
+        if "from now on" in st.log():
+            break
+    assert "Napper.nap took" in st.log() and "from now on" in st.log()
+    assert naps >= 3
+    for _ in range(10):
+        b.nap(0)
+    # now a long nap on a Python thread does not hold up calls on other objects
+    assert _nap_while(a, b, 1.0) < 0.5
+    assert a.nap(0) == naps + 2 and b.nap(0) == 10 * naps + 10 + 2
+    # per-object order and rollback still hold on inline runs
+    for _ in range(10):
+        assert b.nap(0) > 0
+    n = b.naps
+    for _ in range(10):                  # later ones on the network thread
+        with pytest.raises(ValueError, match="boom"):
+            b.boom()
+        assert b.naps == n
+
+
+def test_inline_us_zero_runs_everything_on_threads(stores):
+    st = stores(extra=["--inline-us", "0", "--spin-us", "0"])
+    objects.connect(st.address)
+    a, b = m.Napper(), m.Napper()
+    a.make_persistent()
+    b.make_persistent()
+    for _ in range(20):
+        b.nap(0)
+    assert _nap_while(a, b, 1.0) < 0.5
+    assert "took" not in st.log()
+
+
+def test_deep_pipeline_on_one_object(stores):
+    """More requests queued on one object than a connection may have in flight
+    (it is paused), then run at once on the network thread (the connection is
+    resumed meanwhile, which hands the object more requests from within its own
+    queue run): every answer comes, in order."""
+    import pickle
+    # a generous --inline-us, so that count() runs on the network thread even in
+    # a slow (sanitizer) build
+    st = stores(extra=["--inline-us", "20000"])
+    objects.connect(st.address)
+    a = m.Napper()
+    a.make_persistent()
+    for _ in range(20):
+        a.count()                          # short: runs on the network thread now
+    c = _store.Connection(st.address, b"", "deep-pipeline")
+    n = 25000
+    first = c.send(_store.CALL, a.id, "doze", pickle.dumps(((0.5,), {}), 5))
+    ids = [c.send(_store.CALL, a.id, "count", b"") for _ in range(n)]
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < n + 1 and time.monotonic() < deadline:
+        got.extend(c.recv(timeout=5))
+    assert [x[1] for x in got] == [first] + ids
+    assert all(x[0] == _store.OK and pickle.loads(x[2]) == 0 for x in got[1:])
+    assert c.ask(_store.CALL, a.id, "nap", pickle.dumps(((0,), {}), 5)) == (True, 1)
+    c.close()
+
+
+def _cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_spinning_is_bounded(stores):
+    """The store polls for more requests for --spin-us after the last one, and the
+    client for its answer for spin_us: once idle, neither burns CPU."""
+    code, out = run_store(["--dir", "/nonexistent-dir-never-made", "--spin-us", "-1"])
+    assert code == 2 and "--spin-us" in out
+    st = stores(extra=["--spin-us", "2000"])
+    objects.connect(st.address)
+    c = m.Counter(0)
+    c.make_persistent(alias="spin")
+    for _ in range(200):
+        c.incr()
+    time.sleep(0.2)
+    before = _cpu_seconds(st.proc.pid)
+    time.sleep(1.0)
+    assert _cpu_seconds(st.proc.pid) - before < 0.1     # asleep, not polling
+    assert c.get() == 200
