@@ -97,6 +97,12 @@ static peer_t *peer_get(cluster_t *c, unsigned index)
 
 static void on_link_lost(outconn_t *o, const char *why);
 
+static void on_link_progress(outconn_t *o)
+{
+    cluster_t *c = o->owner;
+    c->hooks.progress(c->hooks.ctx);
+}
+
 static void peer_lost(cluster_t *c, peer_t *p, const char *why)
 {
     if (p->lost || p->state == CL_LEFT || c->stopping)
@@ -122,7 +128,7 @@ static void open_link(cluster_t *c, peer_t *p)
     }
     char name[128];
     snprintf(name, sizeof name, "data link to '%s'", p->name);
-    outconn_init(&p->link, c->loop, (struct sockaddr *)&sa, name, NULL, c);
+    outconn_init(&p->link, c->loop, (struct sockaddr *)&sa, name, on_link_progress, c);
     outconn_set_final(&p->link, on_link_lost);
     cl_put_hello(outconn_buffer(&p->link), &c->cfg.secret, CL_CH_DATA, c->self, c->cfg.name);
     p->link_open = 1;
@@ -142,27 +148,45 @@ static void on_link_lost(outconn_t *o, const char *why)
 
 /* ------------------------------------------------------------ forwarding */
 
-/* CL_MSG: u16 pipe, u16 step, u32 length of the key's form (0: no key), the
- * key, then the message, each serialized once. The key travels so the owner
- * does not call the partition function again. */
-static int put_message(cluster_t *c, wire_wr_t *w, PyObject *msg, PyObject *key)
+/* Positions in a buffer that is being appended to are kept relative to its
+ * read offset: an append may compact the buffer (move its unread bytes to the
+ * front), which changes absolute positions but not relative ones. */
+static size_t mark(const buf_t *b) { return buf_unread(b); }
+static uint8_t *at(buf_t *b, size_t rel) { return buf_head(b) + rel; }
+
+static void put_be32(uint8_t *p, size_t v)
 {
-    size_t len_at = w->b->len;
-    wire_put_u32(w, 0);
-    if (w->err)
-        return 0;
-    size_t start = w->b->len;
-    if (key) {
-        if (app_serialize_into(c->app, key, w->b) < 0)
-            return -1;
-        uint32_t n = (uint32_t)(w->b->len - start);
-        uint8_t *p = w->b->data + len_at;
-        p[0] = (uint8_t)(n >> 24);
-        p[1] = (uint8_t)(n >> 16);
-        p[2] = (uint8_t)(n >> 8);
-        p[3] = (uint8_t)n;
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* CL_MSG: u32 frame length, type, u16 pipe, u16 step, u32 length of the key's
+ * form (0: no key), the key, then the message, each serialized once straight
+ * into the link's buffer. The key travels so that the owner does not call the
+ * partition function again. Returns 0, or -1 (nothing appended; a Python
+ * exception or out of memory). */
+static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyObject *msg,
+                       PyObject *key)
+{
+    size_t start = mark(b);
+    uint8_t hdr[13] = {0, 0, 0, 0, CL_MSG, (uint8_t)(pipe >> 8), (uint8_t)pipe,
+                       (uint8_t)(step >> 8), (uint8_t)step, 0, 0, 0, 0};
+    if (buf_append(b, hdr, sizeof hdr) < 0)
+        return -1;
+    size_t kstart = mark(b);
+    if ((key && app_serialize_into(c->app, key, b) < 0)) {
+        b->len = b->off + start;
+        return -1;
     }
-    return app_serialize_into(c->app, msg, w->b);
+    put_be32(at(b, start + 9), mark(b) - kstart);
+    if (app_serialize_into(c->app, msg, b) < 0 || mark(b) - start - 4 > CL_MAX_FRAME) {
+        b->len = b->off + start;
+        return -1;
+    }
+    put_be32(at(b, start), mark(b) - start - 4);
+    return 0;
 }
 
 static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg,
@@ -176,25 +200,16 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         c->x->failed++;
         return;
     }
-    wire_wr_t w;
-    wire_begin(&w, outconn_buffer(&p->link), CL_MSG, CL_MAX_FRAME);
-    wire_put_u16(&w, (uint16_t)pipe);
-    wire_put_u16(&w, (uint16_t)step);
-    /* Serialized straight into the link's buffer, once. */
-    if (put_message(c, &w, msg, key) < 0) {
-        w.err = 1;
-        wire_end(&w);
-        pyerr_report("serialize (a message for another worker)");
-        c->x->failed++;
+    if (put_message(c, outconn_buffer(&p->link), pipe, step, msg, key) == 0) {
+        p->sent++;
         return;
     }
-    if (wire_end(&w) == 0) {
-        p->sent++;
-    } else {
+    if (PyErr_Occurred())
+        pyerr_report("serialize (a message for another worker)");
+    else
         log_error("cluster: a message cannot be forwarded (too large or out of memory); "
                   "dropped");
-        c->x->failed++;
-    }
+    c->x->failed++;
 }
 
 void cluster_flush(cluster_t *c)
@@ -448,28 +463,22 @@ static void put_part(cluster_t *c, wire_wr_t *w, state_store_t *s, int kind, PyO
                      unsigned slot)
 {
     wire_put_str16(w, s->name, strlen(s->name));
-    size_t kind_at = w->b->len;
+    size_t kind_at = mark(w->b);
     wire_put_u8(w, (uint8_t)kind);
-    size_t len_at = w->b->len;
     wire_put_u32(w, 0);
-    size_t start = w->b->len;
+    size_t start = mark(w->b);
     if (w->err)
         return;
-    if (app_serialize_into(c->app, obj, w->b) < 0 || w->b->len - start > UINT32_MAX) {
+    if (app_serialize_into(c->app, obj, w->b) < 0 || mark(w->b) - start > UINT32_MAX) {
         if (PyErr_Occurred())
             pyerr_report("serialize (state moving to another worker)");
         log_error("cluster: the state of '%s' in slot %u cannot be moved; it is lost", s->name,
                   slot);
-        w->b->len = start;
-        w->b->data[kind_at] = 0;
+        w->b->len = w->b->off + start;
+        *at(w->b, kind_at) = 0;
         return;
     }
-    uint32_t n = (uint32_t)(w->b->len - start);
-    uint8_t *p = w->b->data + len_at;
-    p[0] = (uint8_t)(n >> 24);
-    p[1] = (uint8_t)(n >> 16);
-    p[2] = (uint8_t)(n >> 8);
-    p[3] = (uint8_t)n;
+    put_be32(at(w->b, kind_at + 1), mark(w->b) - start);
 }
 
 /* With GIL. Take the slot's state out of every store and append it, serialized,

@@ -32,6 +32,8 @@ typedef struct {
     void (*batch_end)(void *ctx);
     /* Stop this worker: close the sources, flush the sinks, exit with code. */
     void (*finish)(void *ctx, int code, const char *why);
+    /* Bytes left a data link: sources paused on its backlog may resume. */
+    void (*progress)(void *ctx);
 } cluster_hooks_t;
 
 typedef struct cluster cluster_t;

@@ -40,10 +40,14 @@ static int put_tagged(buf_t *out, uint8_t tag, const void *p, size_t n, int with
         }
         put_u32(hdr + 1, (uint32_t)n);
     }
-    if (buf_append(out, hdr, with_len ? 5 : 1) < 0 || buf_append(out, p, n) < 0) {
+    size_t h = with_len ? 5 : 1;
+    if (buf_reserve(out, h + n) < 0) {
         PyErr_NoMemory();
         return -1;
     }
+    memcpy(out->data + out->len, hdr, h);
+    memcpy(out->data + out->len + h, p, n);
+    out->len += h + n;
     return 0;
 }
 
@@ -104,7 +108,7 @@ static int put_simple(buf_t *out, PyObject *obj, int depth)
         return buf_append(out, &tag, 1) < 0 ? (PyErr_NoMemory(), -1) : 1;
     }
     if (PyTuple_CheckExact(obj) && depth < MAX_DEPTH) {
-        size_t start = out->len;
+        size_t start = buf_unread(out); /* relative: appends may compact */
         Py_ssize_t n = PyTuple_GET_SIZE(obj);
         uint8_t hdr[5] = {TAG_TUPLE};
         put_u32(hdr + 1, (uint32_t)n);
@@ -115,7 +119,7 @@ static int put_simple(buf_t *out, PyObject *obj, int depth)
         for (Py_ssize_t i = 0; i < n; i++) {
             int rc = put_simple(out, PyTuple_GET_ITEM(obj, i), depth + 1);
             if (rc <= 0) {
-                out->len = start; /* the whole tuple goes to pickle instead */
+                out->len = out->off + start; /* the whole tuple goes to pickle instead */
                 return rc;
             }
         }

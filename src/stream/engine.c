@@ -15,7 +15,7 @@
 #include "util/hist.h"
 #include "util/log.h"
 
-#define GEN_BATCH 256
+#define GEN_BATCH 1024
 #define STATS_INTERVAL_MS 5000
 #define DRAIN_POLL_MS 10
 /* Within a long batch, hand the output produced so far to the kernel at least
@@ -343,6 +343,8 @@ static void hook_finish(void *ctx, int code, const char *why)
     begin_stop(ctx, code, why);
 }
 
+static void hook_progress(void *ctx) { check_backlog(ctx); }
+
 static void on_stats_timer(uv_timer_t *t)
 {
     engine_t *e = t->data;
@@ -470,7 +472,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
         e.paused = 1;
         cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
-                                 .finish = hook_finish};
+                                 .finish = hook_finish, .progress = hook_progress};
         char err[512];
         if (cluster_start(&e.cluster, &e.loop, app, &e.x, opt->cluster, &hooks, err,
                           sizeof err) < 0) {
