@@ -23,8 +23,8 @@ from . import _pool
 from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
                       function_fingerprint, short_repr)
 from ._worker import ChunkedResults, ChunkFunction, EnvFunction
-from .futures import (ALL_COMPLETED, FINISHED, CancelledError, ChunkItem, FutureList, Job,
-                      ResponseFuture, resolve_local, results_of, wait_futures)
+from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
+                      make_items, resolve_local, results_of, wait_futures)
 from .storage import Storage
 
 _dumps = pickle.dumps
@@ -206,8 +206,10 @@ class _Binding:
 
 
 def chunk_payload(binding, items, base):
-    """The pickled arguments of a chunk's call: ([(args, kwargs), ...],), {}."""
-    obj = ((binding.calls(items, base),), _E)
+    """The pickled arguments of a chunk's call: ([(args, kwargs), ...],), {}; or,
+    when the binding is the simple one (see ChunkFunction.raw), ([item, ...],), {}:
+    the items themselves, bound on the worker."""
+    obj = ((items if binding.simple else binding.calls(items, base),), _E)
     try:
         p = _dumps(obj, 5)
         if _MAIN not in p:
@@ -239,10 +241,13 @@ class _Reduce:
         future._cancel_hook = self.cancel
         future.map_futures = maps
         self.func_id = client.pin_function(pf)  # sent now; unpinned once fired
+        # A chunked map's calls are its chunks: told once per chunk, not per item.
+        watched = getattr(maps, "_chunks", None) or maps
+        self.remaining = len(watched)
         if not maps:
             self.fire()
         else:
-            for f in maps:
+            for f in watched:
                 f.add_done_callback(self.one_done)
 
     def one_done(self, f):
@@ -284,7 +289,10 @@ class _Reduce:
                     return
                 if self.maps and self.maps[0]._chunk is not None:
                     parts = []
-                    for c in dict.fromkeys(f._chunk for f in self.maps):
+                    chunks = getattr(self.maps, "_chunks", None)
+                    if chunks is None:
+                        chunks = dict.fromkeys(f._chunk for f in self.maps)
+                    for c in chunks:
                         ev = c._ev  # its payload is dropped only once _result is set
                         parts.append(ev[8] if len(ev) == 9 else c._result[0])
                     values = ChunkedResults(parts)
@@ -350,6 +358,7 @@ class FunctionExecutor:
         self._jobs = {}            # Jobs not wholly collected (get_result()/wait() without fs)
         self._recent = collections.deque(maxlen=16)  # weakrefs to recent FutureLists (plot)
         self._pf_cache = weakref.WeakKeyDictionary()
+        self._chunk_pfs = weakref.WeakKeyDictionary()  # fn's pickle -> ChunkFunction pickles
         self._bindings = weakref.WeakKeyDictionary()  # call_async's, per function
         self._finalizer = None
 
@@ -457,7 +466,7 @@ class FunctionExecutor:
                 raise ValueError("chunksize must be at least 1")
         n = len(items)
         chunked = chunksize is not None and chunksize > 1 and n > 1
-        pf = self._pickled(ChunkFunction(fn) if chunked else fn)
+        pf = self._chunk_function(fn, binding.simple) if chunked else self._pickled(fn)
         tms = self._tms if timeout is None else _timeout_ms(timeout)
         retries = self._retries if retries is None else _retries(retries)
         if n == 0:
@@ -497,31 +506,44 @@ class FunctionExecutor:
             start += m
             step = min(step * 2, _MAX_CHUNK)
 
+    def _chunk_function(self, fn, raw):
+        """ChunkFunction(fn, raw) pickled; the pickle is reused while fn's is (a
+        new wrapper per map would otherwise be pickled by value every time)."""
+        pf = self._pickled(fn)
+        key = ("chunks", raw)
+        ent = self._chunk_pfs.get(pf)
+        if ent is None:
+            ent = self._chunk_pfs[pf] = {}
+        cpf = ent.get(key)
+        if cpf is None:
+            cpf = ent[key] = dumps_function(ChunkFunction(fn, raw))
+        return cpf
+
     @staticmethod
     def _send_chunks(client, func_id, tms, retries, items, binding, k, futures):
-        # One call per k items; a message holds up to _MAX_CHUNK items' worth.
-        RF, CI = ResponseFuture, ChunkItem
+        # One call per k items; a message holds up to _MAX_CHUNK items' worth. The
+        # items' futures are made in C (make_items), a chunk's list at a time.
+        RF = ResponseFuture
         n = len(items)
         start = 0
         per_msg = max(1, _FIRST_CHUNK // k)
+        chunks = futures._chunks = []
         while start < n:
             end = min(n, start + per_msg * k)
             payloads = [chunk_payload(binding, items[s:s + k], s) for s in range(start, end, k)]
             m = len(payloads)
             first = client.call_ids(m)
-            carriers = []
-            for j in range(m):
-                c = RF(client, first + j)
-                c._items = its = [CI(c, i) for i in range(min(k, n - start - j * k))]
-                futures += its
-                carriers.append(c)
+            carriers = [RF(client, first + j) for j in range(m)]
+            for j, c in enumerate(carriers):
+                futures += make_items(c, min(k, n - start - j * k))
+            chunks += carriers
             client.submit(func_id, tms, retries, first, payloads, carriers)
             start = end
             per_msg = min(per_msg * 2, max(1, _MAX_CHUNK // k))
 
     def _record(self, kind, futures):
         if futures:
-            Job(kind, futures, self._jobs)
+            Job(kind, futures, self._jobs, getattr(futures, "_chunks", None))
             if isinstance(futures, FutureList):
                 self._recent.append(weakref.ref(futures))
 

@@ -236,6 +236,91 @@ def test_map_chunksize_with_id(ex):
     assert results(fs) == [(c, i) for i, c in enumerate("abcdefghij")]
 
 
+def fail_on_odd(x):
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
+def test_map_chunksize_binding_forms(ex):
+    # tuples bind positionally, dicts by keyword, anything else is the argument
+    # (bound on the worker: the chunk carries the items themselves)
+    assert results(ex.map(add, [(1, 2), (3, 4), (5, 6)], chunksize=2)) == [3, 7, 11]
+    assert results(ex.map(add, [{"a": 1, "b": 2}, {"a": 3, "b": 4}], chunksize=2)) == [3, 7]
+    assert results(ex.map(ident, [[1], "s", None], chunksize=2)) == [[1], "s", None]
+    assert results(ex.map(add, [(1,), (2,)], extra_args=(10,), chunksize=2)) == [11, 12]
+
+
+def test_map_chunksize_futures_per_item(ex):
+    fs = ex.map(fail_on_odd, range(10), chunksize=4)
+    assert len(fs) == 10 and len(set(map(id, fs))) == 10
+    assert all(isinstance(f, concurrent.futures.Future) for f in fs)
+    done, not_done = bettong.wait(fs, timeout=T)
+    assert len(done) == 10 and not not_done
+    for i, f in enumerate(fs):
+        assert f.done()
+        if i % 2:
+            assert f.errored() and not f.succeeded()
+            assert isinstance(f.exception(), ValueError) and f"odd {i}" in str(f.exception())
+            with pytest.raises(ValueError, match=f"odd {i}"):
+                f.result()
+        else:
+            assert f.succeeded() and f.result() == i
+        assert f.stats["call_id"] == fs[i - i % 4].stats["call_id"]  # one call per chunk
+    out = ex.get_result(fs, throw_except=False)
+    assert out[0::2] == [0, 2, 4, 6, 8]
+    assert all(isinstance(e, ValueError) for e in out[1::2])
+
+
+def test_map_chunksize_callbacks_and_waits(ex):
+    seen = []
+    fs = ex.map(sleep_ret, [0.3] * 6, chunksize=3)
+    for f in fs[2:4]:
+        f.add_done_callback(lambda f: seen.append(f))
+    done, not_done = bettong.wait(fs, return_when=bettong.ANY_COMPLETED, timeout=T)
+    assert done and all(f.done() for f in done)
+    assert list(concurrent.futures.as_completed(fs, timeout=T))
+    assert results(fs) == [0.3] * 6
+    deadline = time.monotonic() + T
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(map(id, seen)) == sorted(map(id, fs[2:4]))
+    late = []
+    fs[0].add_done_callback(late.append)  # done already: called at once
+    assert late == [fs[0]]
+
+
+def test_map_chunksize_cancel_item_cancels_its_chunk(fresh):
+    e = fresh(workers=1)
+    blocker = e.call_async(sleep_ret, 1.0)
+    fs = e.map(square, range(6), chunksize=3)
+    assert fs[4].cancel()
+    assert fs[3].cancelled() and fs[5].cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        fs[3].result(timeout=T)
+    assert results(fs[:3]) == [0, 1, 4]
+    assert blocker.result(timeout=T) == 1.0
+
+
+def test_map_chunksize_futures_are_freed(ex):
+    # The items' futures are not tracked by the cycle collector (they are made in
+    # C, a chunk at a time); a cycle through one (a callback that refers to the
+    # list of futures, added while its chunk runs) must still be collected.
+    import gc
+    import weakref
+    items = [(0.3 if i % 100 == 0 else 0, i + 1) for i in range(300)]
+    fs = ex.map(sleep_ret, items, chunksize=100)
+    fs[7].add_done_callback(lambda f, fs=fs: fs)
+    fs[150].add_done_callback(lambda f: None)
+    assert not fs[7].done()
+    assert ex.get_result(fs, timeout=T) == list(range(1, 301))
+    refs = [weakref.ref(fs[0]._chunk), weakref.ref(fs[7]), weakref.ref(fs[8]),
+            weakref.ref(fs[150]._chunk)]
+    del fs
+    gc.collect()
+    assert [r() for r in refs] == [None] * 4
+
+
 def test_map_empty_iterdata(ex):
     assert ex.map(square, []) == []
     assert ex.map(square, iter(())) == []
