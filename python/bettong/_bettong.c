@@ -502,6 +502,8 @@ static int maybe_start_big(Conn *c)
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (!b)
         return -1;
+    /* fresh memory about to be filled: backed at once, not fault by fault */
+    buf_prefault(PyBytes_AS_STRING(b), size);
     memcpy(c->big_head, h + 4, RESULT_FIXED);
     size_t have = avail, tail = 0;
     if (raw) {

@@ -712,6 +712,47 @@ def test_binding_edge_cases(ex):
     assert ex.call_async(ident, {"x": {"a": 1}}).result(timeout=T) == {"a": 1}
 
 
+def pattern_bytes(n, seed):
+    import hashlib
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+class BytesSub(bytes):
+    pass
+
+
+def make_result(kind, n):
+    b = pattern_bytes(n, n)
+    if kind == "bytes":
+        return b
+    if kind == "sub":
+        return BytesSub(b)
+    return ("t", b, len(b))
+
+
+@pytest.mark.parametrize("n", [65535, 65536, 1 << 20, 24 * 1000 * 1000 + 7])
+def test_large_bytes_results(ex, n):
+    # A bytes result of 64 KiB and more travels as itself (no pickle copy in the
+    # worker, read into the result's own memory here): same value, same type.
+    f = ex.call_async(make_result, ("bytes", n))
+    r = f.result(timeout=T)
+    assert type(r) is bytes and r == pattern_bytes(n, n)
+    assert f.succeeded() and f.stats["worker"] is not None
+
+
+def test_large_bytes_like_results_keep_their_type(ex):
+    n = 3 << 20
+    sub, tup = ex.get_result([ex.call_async(make_result, ("sub", n)),
+                              ex.call_async(make_result, ("tuple", n))], timeout=T)
+    assert type(sub) is BytesSub and sub == pattern_bytes(n, n)
+    assert tup == ("t", pattern_bytes(n, n), n)
+    # several in a row (the pool reuses its memory of a large frame)
+    fs = ex.map(make_result, [("bytes", (5 << 20) + i) for i in range(4)])
+    for i, r in enumerate(ex.get_result(fs, timeout=T)):
+        assert r == pattern_bytes((5 << 20) + i, (5 << 20) + i)
+
+
 def test_large_map_keeps_order(ex):
     n = 20000
     fs = ex.map(add1, range(n))
