@@ -28,6 +28,7 @@ from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, 
 from .storage import Storage
 
 _dumps = pickle.dumps
+_getpid = os.getpid
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
 
@@ -316,6 +317,48 @@ class _Reduce:
             self.client.unpin_function(self.pf)
 
 
+class _Hot:
+    """What call_async prepared for the function it was last given (held weakly),
+    so that a loop of call_async on one function skips the lookups: the
+    binding, the pickled function (still checked against the function's
+    fingerprint on every call, as _pickled does, unless it travels by
+    reference) and its id in the pool's registry, pinned while it is kept."""
+
+    __slots__ = ("ref", "binding", "pf", "fp", "client", "func_id")
+
+    def __init__(self, ref, binding, pf, fp, client, func_id):
+        self.ref = ref
+        self.binding = binding
+        self.pf = pf
+        self.fp = fp
+        self.client = client
+        self.func_id = func_id
+
+    def call(self, ex, func, data):
+        """The future of func(data), or None when the slow path must run."""
+        client = self.client
+        if client is not ex._client or client.closed or client._closing or client.pid != _getpid():
+            return None
+        if self.fp is not None:
+            try:
+                if function_fingerprint(func) != self.fp:
+                    return None
+            except Unsafe:
+                return None
+        payload = self.binding.one(0, data)
+        call_id = client.call_ids(1)
+        f = ResponseFuture(client, call_id)
+        client.submit_one(self.func_id, ex._tms, ex._retries, call_id, payload, f)
+        Job("call_async", (f,), ex._jobs)
+        return f
+
+    def drop(self):
+        try:
+            self.client.unpin_function(self.pf)
+        except Exception:  # noqa: BLE001 (a closed connection: nothing to unpin)
+            pass
+
+
 class FunctionExecutor:
     """Runs functions on a pool of Bettong workers.
 
@@ -360,6 +403,8 @@ class FunctionExecutor:
         self._pf_cache = weakref.WeakKeyDictionary()
         self._chunk_pfs = weakref.WeakKeyDictionary()  # fn's pickle -> ChunkFunction pickles
         self._bindings = weakref.WeakKeyDictionary()  # call_async's, per function
+        self._hot = None  # call_async's last function, prepared (_Hot)
+        self._hot_lock = threading.Lock()
         self._finalizer = None
 
     # ------------------------------------------------------------ the pool
@@ -400,6 +445,8 @@ class FunctionExecutor:
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None
+        with self._hot_lock:
+            self._hot = None  # (its pin goes with the connection)
         if c is not None:
             c.close()
 
@@ -566,6 +613,40 @@ class FunctionExecutor:
         """Run func once on data (bound like one map item). Returns its future."""
         if options:
             _check_options("call_async", options)
+        hot = self._hot
+        if (hot is not None and hot.ref() is func and extra_env is None and timeout is None
+                and retries is None):
+            with self._hot_lock:  # (its function stays pinned until it is sent)
+                f = hot.call(self, func, data) if hot is self._hot else None
+            if f is not None:
+                return f
+        f = self._call_async(func, data, extra_env, timeout, retries)
+        if extra_env is None and timeout is None and retries is None:
+            self._make_hot(func)
+        return f
+
+    def _make_hot(self, func):
+        """Keep what call_async prepared for func for its next call (see _Hot)."""
+        client = self._client
+        binding = self._bindings.get(func)
+        pf = self._pickled(func)
+        try:
+            fp = None if pf.by_reference else function_fingerprint(func)
+            ref = weakref.ref(func)
+        except (Unsafe, TypeError):
+            fp = ref = None  # pickled again for every call: nothing to keep
+        with self._hot_lock:
+            old = self._hot
+            if (old is not None and old.ref() is func and old.client is client
+                    and old.pf is pf and old.binding is binding):
+                return
+            self._hot = None
+            if old is not None:
+                old.drop()
+            if ref is not None and binding is not None and client is not None:
+                self._hot = _Hot(ref, binding, pf, fp, client, client.pin_function(pf))
+
+    def _call_async(self, func, data, extra_env, timeout, retries):
         binding = self._bindings.get(func) if extra_env is None else None
         if binding is None:
             binding = _Binding(func, None, self.storage, "call_async")

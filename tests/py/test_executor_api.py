@@ -321,6 +321,57 @@ def test_map_chunksize_futures_are_freed(ex):
     assert [r() for r in refs] == [None] * 4
 
 
+SCALE = 1
+FACTORS = [1]
+
+
+def scaled(x):
+    return x * SCALE
+
+
+def scaled_by_list(x):
+    return x * FACTORS[0]
+
+
+def env_value(name):
+    return os.environ.get(name)
+
+
+def test_call_async_in_a_row_sees_what_the_function_uses_change(ex):
+    # call_async keeps what it prepared for the function it was last given; a
+    # change of a global the function uses (an immutable value, or something it
+    # cannot compare cheaply, a list) must still reach the workers.
+    global SCALE
+    try:
+        assert [ex.call_async(scaled, i).result(timeout=T) for i in (1, 2, 3)] == [1, 2, 3]
+        SCALE = 10
+        assert [ex.call_async(scaled, i).result(timeout=T) for i in (1, 2)] == [10, 20]
+        FACTORS[0] = 7
+        assert [ex.call_async(scaled_by_list, i).result(timeout=T) for i in (1, 2)] == [7, 14]
+        FACTORS[0] = 3
+        assert ex.call_async(scaled_by_list, 2).result(timeout=T) == 6
+    finally:
+        SCALE = 1
+        FACTORS[0] = 1
+
+
+def test_call_async_in_a_row_with_options_and_other_functions(fresh):
+    e = fresh()
+    adders = [(lambda k: (lambda x: x + k))(k) for k in range(3)]
+    fs = [e.call_async(adders[i % 3], 100) for i in range(9)]
+    assert [f.result(timeout=T) for f in fs] == [100, 101, 102] * 3
+    assert e.call_async(env_value, "BT_HOT_TEST").result(timeout=T) is None
+    assert e.call_async(env_value, "BT_HOT_TEST", extra_env={"BT_HOT_TEST": "x"}).result(
+        timeout=T) == "x"
+    assert e.call_async(env_value, "BT_HOT_TEST").result(timeout=T) is None
+    with pytest.raises(TimeoutError):
+        e.call_async(sleep_ret, 5, timeout=0.2).result(timeout=T)
+    assert e.call_async(square, 3).result(timeout=T) == 9
+    e.close()  # a new pool on the next call
+    assert e.call_async(square, 4).result(timeout=T) == 16
+    assert e.call_async(square, 5).result(timeout=T) == 25
+
+
 def test_map_empty_iterdata(ex):
     assert ex.map(square, []) == []
     assert ex.map(square, iter(())) == []
