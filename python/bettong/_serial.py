@@ -140,6 +140,8 @@ class Unsafe(Exception):
 _GLOBAL_OPS = frozenset(dis.opmap[n] for n in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")
                         if n in dis.opmap)
 _code_globals = weakref.WeakKeyDictionary()
+_code_names = {}
+_CODE_NAMES_MAX = 1024
 _ATOMS = frozenset((int, float, complex, str, bytes, bool, type(None), range,
                     type(Ellipsis), type(NotImplemented)))
 _EMPTY_CELL = object()
@@ -150,6 +152,9 @@ _MAX_ITEMS = 64
 
 def _global_names(co):
     """Names of the globals a code object (and the code nested in it) uses."""
+    names = _code_names.get(co)
+    if names is not None:
+        return names
     names = _code_globals.get(co)
     if names is None:
         found = [ins.argval for ins in dis.get_instructions(co) if ins.opcode in _GLOBAL_OPS]
@@ -158,6 +163,12 @@ def _global_names(co):
                 found.extend(_global_names(c))
         names = tuple(dict.fromkeys(found))
         _code_globals[co] = names
+    # A plain dict in front of the weak one (whose get() is Python code): it is
+    # consulted on every call_async of a function pickled by value. Bounded, as
+    # it keeps the code objects alive.
+    if len(_code_names) >= _CODE_NAMES_MAX:
+        _code_names.clear()
+    _code_names[co] = names
     return names
 
 

@@ -51,6 +51,22 @@ class ChunkFunction:
         errors = None
         raw = getattr(self, "raw", False)
         T, D = tuple, dict
+        if raw:
+            kinds = set(map(type, calls))
+            if T not in kinds and D not in kinds:
+                # Every item is the one argument: the calls run in C (map), and
+                # a call that raises is recorded where it stands (the results
+                # before it are in out already) before going on with the rest.
+                it = iter(calls)
+                while True:
+                    try:
+                        out.extend(map(func, it))
+                        return out, errors
+                    except BaseException as e:  # noqa: B902 (the caller gets it back)
+                        if errors is None:
+                            errors = {}
+                        errors[len(out)] = describe(e)
+                        append(None)
         for i, c in enumerate(calls):
             try:
                 if not raw:

@@ -345,7 +345,18 @@ class _Hot:
                     return None
             except Unsafe:
                 return None
-        payload = self.binding.one(0, data)
+        binding = self.binding
+        t = type(data)
+        payload = None
+        if binding.simple and t is not tuple and t is not dict and t is not bytes:
+            try:
+                payload = _dumps(((data,), _E), 5)  # what binding.one does, inline
+            except Exception:  # noqa: BLE001 (binding.one says why)
+                payload = None
+            if payload is not None and _MAIN in payload:
+                payload = None  # something of the caller's script: by value
+        if payload is None:
+            payload = binding.one(0, data)
         call_id = client.call_ids(1)
         f = ResponseFuture(client, call_id)
         client.submit_one(self.func_id, ex._tms, ex._retries, call_id, payload, f)

@@ -657,14 +657,32 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
     return _split(fs) if left else (list(fs), [])
 
 
+def _holders(fs):
+    """The futures whose state tells when those of fs are done, and how many of
+    fs each stands for: a run of one chunk's items is its chunk's call once."""
+    if not fs or fs[0]._chunk is None:
+        return [f._chunk or f for f in fs], None
+    hs, ws = [], []
+    i, n = 0, len(fs)
+    while i < n:
+        m = _run(fs, i)
+        f = fs[i]
+        hs.append(f._chunk or f)
+        ws.append(m or 1)
+        i += m or 1
+    return hs, ws
+
+
 def _wait_all(pending, total, bar, deadline):
     """With _COND held: until every future of pending is done (or the deadline).
-    A cursor walks pending; nothing is installed on the futures."""
-    i, n = 0, len(pending)
-    base = total - n
+    A cursor walks them (a chunk's items at once); nothing is installed on the
+    futures."""
+    hs, ws = _holders(pending)
+    i, n = 0, len(hs)
+    base = total - len(pending)
     next_draw = 0.0
     while True:
-        while i < n and (pending[i]._chunk or pending[i])._state in _DONE:
+        while i < n and hs[i]._state in _DONE:
             i += 1
         if i == n:
             return
@@ -676,7 +694,7 @@ def _wait_all(pending, total, bar, deadline):
             wait_for = left if wait_for is None else min(left, wait_for)
         _COND.wait(wait_for)
         if bar.active and time.monotonic() >= next_draw:
-            done = n - len(_pending(itertools.islice(pending, i, None)))
+            done = sum(ws[j] if ws else 1 for j in range(n) if hs[j]._state in _DONE)
             bar.update(base + done)
             next_draw = time.monotonic() + bar.tick
 
