@@ -234,3 +234,42 @@ def function_fingerprint(fn, depth=0):
         v = g.get(name, _MISSING)
         parts.append((name, _MISSING if v is _MISSING else _fp(v, depth)))
     return tuple(parts)
+
+
+def quick_check(fn):
+    """For the plainest functions (no closure, keyword defaults or attributes;
+    defaults and the globals it uses all plain values, modules, classes or
+    builtins): a callable telling, by identity checks only, that fn still has
+    the fingerprint it has now (see function_fingerprint). None for any other
+    function, or when that cannot be told (Unsafe)."""
+    if type(fn) is not types.FunctionType or fn.__dict__ or fn.__closure__ or fn.__kwdefaults__:
+        return None
+    defaults = fn.__defaults__
+    if defaults is not None and any(type(x) not in _ATOMS for x in defaults):
+        return None
+    code = fn.__code__
+    g = fn.__globals__
+    names = _global_names(code)
+    seen = []
+    for name in names:
+        v = g.get(name, _MISSING)
+        if (v is not _MISSING and type(v) not in _ATOMS
+                and not isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType))):
+            return None  # (a function, whose own fingerprint would be needed)
+        seen.append(v)
+    name, qual, mod = fn.__name__, fn.__qualname__, fn.__module__
+    pairs = tuple(zip(names, seen))
+    get = g.get
+
+    def unchanged(f):
+        if (f.__code__ is not code or f.__defaults__ is not defaults or f.__dict__
+                or f.__closure__ is not None or f.__kwdefaults__ is not None
+                or f.__name__ is not name or f.__qualname__ is not qual
+                or f.__module__ is not mod or f.__globals__ is not g):
+            return False
+        for k, v in pairs:
+            if get(k, _MISSING) is not v:
+                return False
+        return True
+
+    return unchanged

@@ -21,7 +21,7 @@ import cloudpickle
 
 from . import _pool
 from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
-                      function_fingerprint, short_repr)
+                      function_fingerprint, quick_check, short_repr)
 from ._worker import ChunkedResults, ChunkFunction, EnvFunction
 from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
                       make_items, resolve_local, results_of, wait_futures)
@@ -35,6 +35,8 @@ _E = {}  # the kwargs of a call without any (never mutated)
 # Calls per CALLS message when the caller gives no chunksize: a small first one so
 # the workers start at once, then bigger ones.
 _FIRST_CHUNK = 256
+# call_asyncs in a row recorded in one Job (see FunctionExecutor._note_call)
+_CALLS_PER_JOB = 256
 _MAX_CHUNK = 8192
 
 # Lithops options that mean nothing here (accepted so its code runs unchanged).
@@ -324,24 +326,31 @@ class _Hot:
     fingerprint on every call, as _pickled does, unless it travels by
     reference) and its id in the pool's registry, pinned while it is kept."""
 
-    __slots__ = ("ref", "binding", "pf", "fp", "client", "func_id")
+    __slots__ = ("ref", "binding", "pf", "fp", "quick", "client", "func_id")
 
     def __init__(self, ref, binding, pf, fp, client, func_id):
         self.ref = ref
         self.binding = binding
         self.pf = pf
         self.fp = fp
+        # the plainest functions are checked by identities (_serial.quick_check)
+        self.quick = quick_check(ref()) if fp is not None else None
         self.client = client
         self.func_id = func_id
 
     def call(self, ex, func, data):
-        """The future of func(data), or None when the slow path must run."""
+        """The future of func(data), or None when the slow path must run. With
+        the executor's _hot_lock held."""
         client = self.client
         if client is not ex._client or client.closed or client._closing or client.pid != _getpid():
             return None
         if self.fp is not None:
+            quick = self.quick
             try:
-                if function_fingerprint(func) != self.fp:
+                if quick is not None:
+                    if not quick(func) and function_fingerprint(func) != self.fp:
+                        return None
+                elif function_fingerprint(func) != self.fp:
                     return None
             except Unsafe:
                 return None
@@ -360,7 +369,7 @@ class _Hot:
         call_id = client.call_ids(1)
         f = ResponseFuture(client, call_id)
         client.submit_one(self.func_id, ex._tms, ex._retries, call_id, payload, f)
-        Job("call_async", (f,), ex._jobs)
+        ex._note_call(f)
         return f
 
     def drop(self):
@@ -415,6 +424,7 @@ class FunctionExecutor:
         self._chunk_pfs = weakref.WeakKeyDictionary()  # fn's pickle -> ChunkFunction pickles
         self._bindings = weakref.WeakKeyDictionary()  # call_async's, per function
         self._hot = None  # call_async's last function, prepared (_Hot)
+        self._calls_job = None  # the Job of the latest call_asyncs in a row
         self._hot_lock = threading.Lock()
         self._finalizer = None
 
@@ -669,8 +679,24 @@ class FunctionExecutor:
         payload = binding.one(0, data)
         fn = EnvFunction(func, extra_env) if extra_env else func
         f = self._send_one(fn, payload, timeout, retries)
-        Job("call_async", (f,), self._jobs)
+        with self._hot_lock:
+            self._note_call(f)
         return f
+
+    def _note_call(self, f):
+        """Record a call_async's future (with _hot_lock held): calls in a row
+        share one Job, up to _CALLS_PER_JOB of them (a Job per call costs as
+        much as the rest of the call; a shared one keeps the futures it holds
+        until all of them are collected, hence the bound)."""
+        job = self._calls_job
+        jobs = self._jobs
+        if (job is not None and 0 < job.left and len(job.futures) < _CALLS_PER_JOB
+                and jobs and next(reversed(jobs)) == id(job) and jobs[id(job)] is job):
+            job.futures.append(f)
+            job.left += 1
+            f._job = job
+        else:
+            self._calls_job = Job("call_async", [f], jobs)
 
     def map(self, map_function, map_iterdata, extra_args=None, extra_env=None, chunksize=None,
             timeout=None, retries=None, **options):

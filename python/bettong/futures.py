@@ -702,6 +702,9 @@ def _wait_all(pending, total, bar, deadline):
 def _wait_first(pending, fs, rw, bar, deadline):
     """With _COND held: until one future is done (ANY_COMPLETED) or one failed
     (FIRST_EXCEPTION; or all are done)."""
+    # pending was looked at before _COND was taken: one may have ended since, and
+    # a waiter installed on it now would never hear of it.
+    pending = _pending(pending)
     if rw == ANY_COMPLETED and len(pending) < len(fs):
         return
     if rw == _cf.FIRST_EXCEPTION and any(f.errored() for f in fs):
