@@ -524,6 +524,21 @@ def test_get_result_none_only_uncollected(fresh):
     assert e.get_result(timeout=T) == [1, 11, 21]
 
 
+def test_get_result_none_call_asyncs_in_a_row(fresh):
+    # call_asyncs in a row share a record of what is uncollected: the order made,
+    # partial collection, and a map in between must all come out right
+    e = fresh()
+    fs = [e.call_async(add1, i) for i in range(600)]
+    assert fs[10].result(timeout=T) == 11 and fs[599].result(timeout=T) == 600
+    m = e.map(add1, [1000, 2000])
+    g = e.call_async(add1, 5)
+    want = [i + 1 for i in range(600) if i not in (10, 599)] + [1001, 2001, 6]
+    assert e.get_result(timeout=T) == want
+    assert e.get_result(timeout=T) == []
+    one = e.call_async(add1, 41)
+    assert e.get_result(timeout=T) == 42 and one.done() and m[0].done() and g.done()
+
+
 def test_get_result_raises_the_call_exception(ex):
     fs = ex.map(fail_value, ["get-result-err-1"])
     with pytest.raises(ValueError, match="get-result-err-1"):
