@@ -19,7 +19,8 @@ median over --rounds, a ratio the median of the per-round ratios):
      chunksize 100: bettong map(chunksize=100) + get_result against
      Pool.map(chunksize=100) (and ProcessPoolExecutor.map, for context).
   3. CPU-bound speed-up: 8 tasks of ~0.25 s of pure Python loop, on 1 and then
-     2 workers (bettong; multiprocessing.Pool for context).
+     2 workers (bettong; multiprocessing.Pool and plain forked processes, the
+     machine's ceiling at that moment, for context).
   4. transfer: one call returning a 100 MB bytes result; MB/s = 100 MB / wall time
      of call_async(...).result() (Pool.apply_async for context).
 
@@ -200,8 +201,30 @@ def chunked_round(n, chunk, ex, pool, ppe):
     return out
 
 
+def forked_spin(loops, tasks, procs):
+    """Wall time of `tasks` spin(loops) shared out over `procs` plain forked
+    processes (no pool at all): what the machine gives at this moment."""
+    t0 = time.perf_counter()
+    pids = []
+    for p in range(procs):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for _ in range(p, tasks, procs):
+                    spin(loops)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    return time.perf_counter() - t0
+
+
 def speedup_round(loops, tasks):
     out = {}
+    # the machine's own ceiling in this round (context for the figures below)
+    out["forked 1"] = forked_spin(loops, tasks, 1)
+    out["forked 2"] = forked_spin(loops, tasks, 2)
     for w in (1, 2):
         with bettong.FunctionExecutor(workers=w) as ex:
             ex.get_result(ex.map(noop, range(4)), show_progressbar=False)  # pool up
@@ -351,6 +374,10 @@ def main():
         ">= %.1f x" % TARGET_SPEEDUP, verdict(sp_b >= TARGET_SPEEDUP)))
     rows.append(("(3) Pool speed-up 1 -> 2 workers (context)", "%.2f x (%.2f s / %.2f s)" % (
         sp_p, median([s["Pool 1"] for s in speed]), median([s["Pool 2"] for s in speed])), "", ""))
+    rows.append(("(3) 1 -> 2 plain forked processes, the machine's ceiling (context)",
+                 "%.2f x (rounds: %s)" % (median([s["forked 1"] / s["forked 2"] for s in speed]),
+                                          ", ".join("%.2f" % (s["forked 1"] / s["forked 2"])
+                                                    for s in speed)), "", ""))
     rows.append(("(4) bettong %d MB result, MB/s" % mb, "%.0f (rounds: %s)" % (
         mbps["bettong"], ", ".join("%.0f" % (mb / t["bettong"]) for t in transfer)),
         ">= %.0f" % TARGET_MBPS, verdict(mbps["bettong"] >= TARGET_MBPS)))
@@ -390,7 +417,9 @@ def main():
             "future/AsyncResult" % (N, N),
             "- (2) %d items of `x*x + 1`, results collected as a list" % args.map_items,
             "- (3) spin(%d) (a pure Python loop, %.3f s in the caller); fresh pools for 1 "
-            "and 2 workers; the wall time of map + results" % (loops, one_task),
+            "and 2 workers; the wall time of map + results. The ceiling row runs the same "
+            "tasks in 1 and then 2 plain forked processes in each round, before the pools: "
+            "what the machine gave at that moment" % (loops, one_task),
             "- (4) one call returning %d MB of bytes made in the worker; wall time of "
             "call_async(...).result() (includes making the bytes in the worker; the row "
             "after it subtracts the function's run time from the future's stats)" % mb,

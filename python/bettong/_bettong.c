@@ -41,6 +41,10 @@
  *                                        recv) and closes it once no thread uses it
  *   fileno(), closed, peer_id, workers, address
  *
+ * And for futures.ChunkItem (the futures of a chunked map's items):
+ * chunk_items(cls, chunk, n) makes a chunk's n items in one go, chunk_run(cls, fs,
+ * start) measures a run of one chunk's items in a list, gc_track(obj).
+ *
  * Threads: any number of senders (one sender lock: frames never interleave), and
  * one receiving thread at a time (a second concurrent recv raises RuntimeError).
  * Calls that would block release the GIL; a send the socket takes at once, or a
@@ -51,6 +55,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -497,6 +502,8 @@ static int maybe_start_big(Conn *c)
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
     if (!b)
         return -1;
+    /* fresh memory about to be filled: backed at once, not fault by fault */
+    buf_prefault(PyBytes_AS_STRING(b), size);
     memcpy(c->big_head, h + 4, RESULT_FIXED);
     size_t have = avail, tail = 0;
     if (raw) {
@@ -1202,8 +1209,150 @@ static PyObject *mod_now_us(PyObject *m, PyObject *unused)
     return PyLong_FromUnsignedLongLong(proto_now_us());
 }
 
+/* The offset of an object slot (a member descriptor of __slots__) of cls. */
+static Py_ssize_t slot_offset(PyTypeObject *cls, const char *name)
+{
+    PyObject *d = PyObject_GetAttrString((PyObject *)cls, name);
+    if (!d)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *md = ((PyMemberDescrObject *)d)->d_member;
+        if (md->type == T_OBJECT_EX && !(md->flags & READONLY))
+            off = md->offset;
+    }
+    Py_DECREF(d);
+    if (off < 0)
+        PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", cls->tp_name, name);
+    return off;
+}
+
+/* chunk_items(cls, chunk, n) -> [cls(), ...]: n new instances of cls (a class with
+ * the slots _chunk and _index, and no __init__ to run) whose _chunk is chunk and
+ * _index 0..n-1. The futures of a chunked map's items: made here, they cost an
+ * allocation each instead of a Python call.
+ *
+ * They are left untracked by the cycle collector: a map of 200,000 items would
+ * otherwise add 200,000 containers that every full collection walks (most of the
+ * cost of making them). That is sound only while such an item is not part of a
+ * reference cycle: it refers to its chunk and its index only, nothing the chunk
+ * holds refers back to it, and the class tracks an item again (gc_track) before
+ * anything else is stored on it. */
+static PyObject *mod_chunk_items(PyObject *m, PyObject *args)
+{
+    PyTypeObject *cls;
+    PyObject *chunk;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "O!On:chunk_items", &PyType_Type, &cls, &chunk, &n))
+        return NULL;
+    if (n < 0)
+        return PyErr_Format(PyExc_ValueError, "negative count");
+    if (!PyType_IsSubtype(cls, &PyBaseObject_Type) || cls->tp_new == NULL)
+        return PyErr_Format(PyExc_TypeError, "cannot make %s objects", cls->tp_name);
+    Py_ssize_t off_chunk = slot_offset(cls, "_chunk");
+    if (off_chunk < 0)
+        return NULL;
+    Py_ssize_t off_index = slot_offset(cls, "_index");
+    if (off_index < 0)
+        return NULL;
+    PyObject *noargs = PyTuple_New(0);
+    if (!noargs)
+        return NULL;
+    PyObject *out = PyList_New(n);
+    if (!out) {
+        Py_DECREF(noargs);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *index = PyLong_FromSsize_t(i);
+        if (!index)
+            goto fail;
+        PyObject *o = cls->tp_new(cls, noargs, NULL);
+        if (!o) {
+            Py_DECREF(index);
+            goto fail;
+        }
+        if (!PyObject_TypeCheck(o, cls)) {
+            Py_DECREF(index);
+            Py_DECREF(o);
+            PyErr_Format(PyExc_TypeError, "%s() made another type", cls->tp_name);
+            goto fail;
+        }
+        Py_INCREF(chunk);
+        *(PyObject **)((char *)o + off_chunk) = chunk;   /* fresh slots: NULL */
+        *(PyObject **)((char *)o + off_index) = index;   /* the slot owns it */
+        PyObject_GC_UnTrack(o);
+        PyList_SET_ITEM(out, i, o);
+    }
+    Py_DECREF(noargs);
+    return out;
+fail:
+    Py_DECREF(noargs);
+    Py_DECREF(out);   /* the unset entries are NULL: list_dealloc skips them */
+    return NULL;
+}
+
+/* gc_track(obj): have the cycle collector track obj again (see chunk_items). */
+static PyObject *mod_gc_track(PyObject *m, PyObject *o)
+{
+    if (PyObject_IS_GC(o) && !PyObject_GC_IsTracked(o))
+        PyObject_GC_Track(o);
+    Py_RETURN_NONE;
+}
+
+/* chunk_run(cls, fs, start) -> n: how many futures of the list fs from start on
+ * are the consecutive items of one chunk (cls objects, see chunk_items, with the
+ * same _chunk and _index going up by one): 0 when fs[start] is not a cls. Lets
+ * a map's list be walked a chunk at a time. */
+static PyObject *mod_chunk_run(PyObject *m, PyObject *args)
+{
+    PyTypeObject *cls;
+    PyObject *fs;
+    Py_ssize_t start;
+    if (!PyArg_ParseTuple(args, "O!O!n:chunk_run", &PyType_Type, &cls, &PyList_Type, &fs,
+                          &start))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(fs);
+    if (start < 0 || start >= n || !PyObject_TypeCheck(PyList_GET_ITEM(fs, start), cls))
+        return PyLong_FromLong(0);
+    Py_ssize_t off_chunk = slot_offset(cls, "_chunk");
+    if (off_chunk < 0)
+        return NULL;
+    Py_ssize_t off_index = slot_offset(cls, "_index");
+    if (off_index < 0)
+        return NULL;
+    PyObject *f0 = PyList_GET_ITEM(fs, start);
+    PyObject *chunk = *(PyObject **)((char *)f0 + off_chunk);
+    PyObject *idx = *(PyObject **)((char *)f0 + off_index);
+    if (!chunk || !idx || !PyLong_Check(idx))
+        return PyLong_FromLong(0);
+    Py_ssize_t first = PyLong_AsSsize_t(idx);
+    if (first == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t i = start + 1;
+    for (; i < n; i++) {
+        PyObject *f = PyList_GET_ITEM(fs, i);
+        if (!PyObject_TypeCheck(f, cls) || *(PyObject **)((char *)f + off_chunk) != chunk)
+            break;
+        PyObject *k = *(PyObject **)((char *)f + off_index);
+        if (!k || !PyLong_Check(k))
+            break;
+        Py_ssize_t v = PyLong_AsSsize_t(k);
+        if (v == -1 && PyErr_Occurred())
+            return NULL;
+        if (v != first + (i - start))
+            break;
+    }
+    return PyLong_FromSsize_t(i - start);
+}
+
 static PyMethodDef mod_methods[] = {
+    {"gc_track", mod_gc_track, METH_O, "gc_track(obj): the cycle collector tracks obj again."},
+    {"chunk_run", mod_chunk_run, METH_VARARGS,
+     "chunk_run(cls, fs, start): length of the run of one chunk's items in fs from start."},
     {"now_us", mod_now_us, METH_NOARGS, "Microseconds since the epoch (the pool's clock)."},
+    {"chunk_items", mod_chunk_items, METH_VARARGS,
+     "chunk_items(cls, chunk, n): n new cls objects with _chunk = chunk, _index = 0..n-1."},
     {NULL},
 };
 

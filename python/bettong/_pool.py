@@ -333,7 +333,7 @@ class Client:
         row go out together (one message, one write, one wake-up of the pool).
         They go when someone waits for a result, when many are waiting, or else
         from the flusher thread as soon as it gets the interpreter."""
-        size = payload_size(payload)
+        size = len(payload) if type(payload) is bytes else payload_size(payload)
         if size > _MAX_ARGS:
             raise ValueError(f"the arguments are too large to send ({size} bytes pickled)")
         self._pending[call_id] = future

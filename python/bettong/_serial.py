@@ -140,6 +140,8 @@ class Unsafe(Exception):
 _GLOBAL_OPS = frozenset(dis.opmap[n] for n in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")
                         if n in dis.opmap)
 _code_globals = weakref.WeakKeyDictionary()
+_code_names = {}
+_CODE_NAMES_MAX = 1024
 _ATOMS = frozenset((int, float, complex, str, bytes, bool, type(None), range,
                     type(Ellipsis), type(NotImplemented)))
 _EMPTY_CELL = object()
@@ -150,6 +152,9 @@ _MAX_ITEMS = 64
 
 def _global_names(co):
     """Names of the globals a code object (and the code nested in it) uses."""
+    names = _code_names.get(co)
+    if names is not None:
+        return names
     names = _code_globals.get(co)
     if names is None:
         found = [ins.argval for ins in dis.get_instructions(co) if ins.opcode in _GLOBAL_OPS]
@@ -158,6 +163,12 @@ def _global_names(co):
                 found.extend(_global_names(c))
         names = tuple(dict.fromkeys(found))
         _code_globals[co] = names
+    # A plain dict in front of the weak one (whose get() is Python code): it is
+    # consulted on every call_async of a function pickled by value. Bounded, as
+    # it keeps the code objects alive.
+    if len(_code_names) >= _CODE_NAMES_MAX:
+        _code_names.clear()
+    _code_names[co] = names
     return names
 
 
@@ -223,3 +234,42 @@ def function_fingerprint(fn, depth=0):
         v = g.get(name, _MISSING)
         parts.append((name, _MISSING if v is _MISSING else _fp(v, depth)))
     return tuple(parts)
+
+
+def quick_check(fn):
+    """For the plainest functions (no closure, keyword defaults or attributes;
+    defaults and the globals it uses all plain values, modules, classes or
+    builtins): a callable telling, by identity checks only, that fn still has
+    the fingerprint it has now (see function_fingerprint). None for any other
+    function, or when that cannot be told (Unsafe)."""
+    if type(fn) is not types.FunctionType or fn.__dict__ or fn.__closure__ or fn.__kwdefaults__:
+        return None
+    defaults = fn.__defaults__
+    if defaults is not None and any(type(x) not in _ATOMS for x in defaults):
+        return None
+    code = fn.__code__
+    g = fn.__globals__
+    names = _global_names(code)
+    seen = []
+    for name in names:
+        v = g.get(name, _MISSING)
+        if (v is not _MISSING and type(v) not in _ATOMS
+                and not isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType))):
+            return None  # (a function, whose own fingerprint would be needed)
+        seen.append(v)
+    name, qual, mod = fn.__name__, fn.__qualname__, fn.__module__
+    pairs = tuple(zip(names, seen))
+    get = g.get
+
+    def unchanged(f):
+        if (f.__code__ is not code or f.__defaults__ is not defaults or f.__dict__
+                or f.__closure__ is not None or f.__kwdefaults__ is not None
+                or f.__name__ is not name or f.__qualname__ is not qual
+                or f.__module__ is not mod or f.__globals__ is not g):
+            return False
+        for k, v in pairs:
+            if get(k, _MISSING) is not v:
+                return False
+        return True
+
+    return unchanged

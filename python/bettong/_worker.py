@@ -33,20 +33,52 @@ class ChunkFunction:
     """Runs `func` over a chunk of calls (map with chunksize): one pool call for
     many items. Returns (results, errors): results in order (None where the call
     failed), errors None or {index: (exception or None, type name, message,
-    traceback text)} -- what a failed call's payload holds."""
+    traceback text)} -- what a failed call's payload holds.
 
-    def __init__(self, func):
+    The calls are a list of (args, kwargs); or, with raw, the map's items
+    themselves, bound here as the executor binds an item without extra_args, id
+    or storage: a tuple positionally, a dict by keyword, anything else as the one
+    argument (the caller then pickles only the items, as multiprocessing does)."""
+
+    def __init__(self, func, raw=False):
         self.func = func
+        self.raw = raw
 
     def __call__(self, calls):
         func = self.func
         out = []
+        append = out.append
         errors = None
-        for i, (args, kwargs) in enumerate(calls):
+        raw = getattr(self, "raw", False)
+        T, D = tuple, dict
+        if raw:
+            kinds = set(map(type, calls))
+            if T not in kinds and D not in kinds:
+                # Every item is the one argument: the calls run in C (map), and
+                # a call that raises is recorded where it stands (the results
+                # before it are in out already) before going on with the rest.
+                it = iter(calls)
+                while True:
+                    try:
+                        out.extend(map(func, it))
+                        return out, errors
+                    except BaseException as e:  # noqa: B902 (the caller gets it back)
+                        if errors is None:
+                            errors = {}
+                        errors[len(out)] = describe(e)
+                        append(None)
+        for i, c in enumerate(calls):
             try:
-                out.append(func(*args, **kwargs))
+                if not raw:
+                    append(func(*c[0], **c[1]))
+                elif (t := type(c)) is not T and t is not D:
+                    append(func(c))
+                elif t is T:
+                    append(func(*c))
+                else:
+                    append(func(**c))
             except BaseException as e:  # noqa: B902 (the caller gets it back)
-                out.append(None)
+                append(None)
                 if errors is None:
                     errors = {}
                 errors[i] = describe(e)

@@ -21,19 +21,22 @@ import cloudpickle
 
 from . import _pool
 from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
-                      function_fingerprint, short_repr)
+                      function_fingerprint, quick_check, short_repr)
 from ._worker import ChunkedResults, ChunkFunction, EnvFunction
-from .futures import (ALL_COMPLETED, FINISHED, CancelledError, ChunkItem, FutureList, Job,
-                      ResponseFuture, resolve_local, results_of, wait_futures)
+from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
+                      make_items, resolve_local, results_of, wait_futures)
 from .storage import Storage
 
 _dumps = pickle.dumps
+_getpid = os.getpid
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
 
 # Calls per CALLS message when the caller gives no chunksize: a small first one so
 # the workers start at once, then bigger ones.
 _FIRST_CHUNK = 256
+# call_asyncs in a row recorded in one Job (see FunctionExecutor._note_call)
+_CALLS_PER_JOB = 256
 _MAX_CHUNK = 8192
 
 # Lithops options that mean nothing here (accepted so its code runs unchanged).
@@ -206,8 +209,10 @@ class _Binding:
 
 
 def chunk_payload(binding, items, base):
-    """The pickled arguments of a chunk's call: ([(args, kwargs), ...],), {}."""
-    obj = ((binding.calls(items, base),), _E)
+    """The pickled arguments of a chunk's call: ([(args, kwargs), ...],), {}; or,
+    when the binding is the simple one (see ChunkFunction.raw), ([item, ...],), {}:
+    the items themselves, bound on the worker."""
+    obj = ((items if binding.simple else binding.calls(items, base),), _E)
     try:
         p = _dumps(obj, 5)
         if _MAIN not in p:
@@ -239,10 +244,13 @@ class _Reduce:
         future._cancel_hook = self.cancel
         future.map_futures = maps
         self.func_id = client.pin_function(pf)  # sent now; unpinned once fired
+        # A chunked map's calls are its chunks: told once per chunk, not per item.
+        watched = getattr(maps, "_chunks", None) or maps
+        self.remaining = len(watched)
         if not maps:
             self.fire()
         else:
-            for f in maps:
+            for f in watched:
                 f.add_done_callback(self.one_done)
 
     def one_done(self, f):
@@ -284,7 +292,10 @@ class _Reduce:
                     return
                 if self.maps and self.maps[0]._chunk is not None:
                     parts = []
-                    for c in dict.fromkeys(f._chunk for f in self.maps):
+                    chunks = getattr(self.maps, "_chunks", None)
+                    if chunks is None:
+                        chunks = dict.fromkeys(f._chunk for f in self.maps)
+                    for c in chunks:
                         ev = c._ev  # its payload is dropped only once _result is set
                         parts.append(ev[8] if len(ev) == 9 else c._result[0])
                     values = ChunkedResults(parts)
@@ -306,6 +317,66 @@ class _Reduce:
             resolve_local([rf], exc=e)
         finally:
             self.client.unpin_function(self.pf)
+
+
+class _Hot:
+    """What call_async prepared for the function it was last given (held weakly),
+    so that a loop of call_async on one function skips the lookups: the
+    binding, the pickled function (still checked against the function's
+    fingerprint on every call, as _pickled does, unless it travels by
+    reference) and its id in the pool's registry, pinned while it is kept."""
+
+    __slots__ = ("ref", "binding", "pf", "fp", "quick", "client", "func_id")
+
+    def __init__(self, ref, binding, pf, fp, client, func_id):
+        self.ref = ref
+        self.binding = binding
+        self.pf = pf
+        self.fp = fp
+        # the plainest functions are checked by identities (_serial.quick_check)
+        self.quick = quick_check(ref()) if fp is not None else None
+        self.client = client
+        self.func_id = func_id
+
+    def call(self, ex, func, data):
+        """The future of func(data), or None when the slow path must run. With
+        the executor's _hot_lock held."""
+        client = self.client
+        if client is not ex._client or client.closed or client._closing or client.pid != _getpid():
+            return None
+        if self.fp is not None:
+            quick = self.quick
+            try:
+                if quick is not None:
+                    if not quick(func) and function_fingerprint(func) != self.fp:
+                        return None
+                elif function_fingerprint(func) != self.fp:
+                    return None
+            except Unsafe:
+                return None
+        binding = self.binding
+        t = type(data)
+        payload = None
+        if binding.simple and t is not tuple and t is not dict and t is not bytes:
+            try:
+                payload = _dumps(((data,), _E), 5)  # what binding.one does, inline
+            except Exception:  # noqa: BLE001 (binding.one says why)
+                payload = None
+            if payload is not None and _MAIN in payload:
+                payload = None  # something of the caller's script: by value
+        if payload is None:
+            payload = binding.one(0, data)
+        call_id = client.call_ids(1)
+        f = ResponseFuture(client, call_id)
+        client.submit_one(self.func_id, ex._tms, ex._retries, call_id, payload, f)
+        ex._note_call(f)
+        return f
+
+    def drop(self):
+        try:
+            self.client.unpin_function(self.pf)
+        except Exception:  # noqa: BLE001 (a closed connection: nothing to unpin)
+            pass
 
 
 class FunctionExecutor:
@@ -350,7 +421,11 @@ class FunctionExecutor:
         self._jobs = {}            # Jobs not wholly collected (get_result()/wait() without fs)
         self._recent = collections.deque(maxlen=16)  # weakrefs to recent FutureLists (plot)
         self._pf_cache = weakref.WeakKeyDictionary()
+        self._chunk_pfs = weakref.WeakKeyDictionary()  # fn's pickle -> ChunkFunction pickles
         self._bindings = weakref.WeakKeyDictionary()  # call_async's, per function
+        self._hot = None  # call_async's last function, prepared (_Hot)
+        self._calls_job = None  # the Job of the latest call_asyncs in a row
+        self._hot_lock = threading.Lock()
         self._finalizer = None
 
     # ------------------------------------------------------------ the pool
@@ -391,6 +466,8 @@ class FunctionExecutor:
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None
+        with self._hot_lock:
+            self._hot = None  # (its pin goes with the connection)
         if c is not None:
             c.close()
 
@@ -457,7 +534,7 @@ class FunctionExecutor:
                 raise ValueError("chunksize must be at least 1")
         n = len(items)
         chunked = chunksize is not None and chunksize > 1 and n > 1
-        pf = self._pickled(ChunkFunction(fn) if chunked else fn)
+        pf = self._chunk_function(fn, binding.simple) if chunked else self._pickled(fn)
         tms = self._tms if timeout is None else _timeout_ms(timeout)
         retries = self._retries if retries is None else _retries(retries)
         if n == 0:
@@ -497,31 +574,44 @@ class FunctionExecutor:
             start += m
             step = min(step * 2, _MAX_CHUNK)
 
+    def _chunk_function(self, fn, raw):
+        """ChunkFunction(fn, raw) pickled; the pickle is reused while fn's is (a
+        new wrapper per map would otherwise be pickled by value every time)."""
+        pf = self._pickled(fn)
+        key = ("chunks", raw)
+        ent = self._chunk_pfs.get(pf)
+        if ent is None:
+            ent = self._chunk_pfs[pf] = {}
+        cpf = ent.get(key)
+        if cpf is None:
+            cpf = ent[key] = dumps_function(ChunkFunction(fn, raw))
+        return cpf
+
     @staticmethod
     def _send_chunks(client, func_id, tms, retries, items, binding, k, futures):
-        # One call per k items; a message holds up to _MAX_CHUNK items' worth.
-        RF, CI = ResponseFuture, ChunkItem
+        # One call per k items; a message holds up to _MAX_CHUNK items' worth. The
+        # items' futures are made in C (make_items), a chunk's list at a time.
+        RF = ResponseFuture
         n = len(items)
         start = 0
         per_msg = max(1, _FIRST_CHUNK // k)
+        chunks = futures._chunks = []
         while start < n:
             end = min(n, start + per_msg * k)
             payloads = [chunk_payload(binding, items[s:s + k], s) for s in range(start, end, k)]
             m = len(payloads)
             first = client.call_ids(m)
-            carriers = []
-            for j in range(m):
-                c = RF(client, first + j)
-                c._items = its = [CI(c, i) for i in range(min(k, n - start - j * k))]
-                futures += its
-                carriers.append(c)
+            carriers = [RF(client, first + j) for j in range(m)]
+            for j, c in enumerate(carriers):
+                futures += make_items(c, min(k, n - start - j * k))
+            chunks += carriers
             client.submit(func_id, tms, retries, first, payloads, carriers)
             start = end
             per_msg = min(per_msg * 2, max(1, _MAX_CHUNK // k))
 
     def _record(self, kind, futures):
         if futures:
-            Job(kind, futures, self._jobs)
+            Job(kind, futures, self._jobs, getattr(futures, "_chunks", None))
             if isinstance(futures, FutureList):
                 self._recent.append(weakref.ref(futures))
 
@@ -544,6 +634,40 @@ class FunctionExecutor:
         """Run func once on data (bound like one map item). Returns its future."""
         if options:
             _check_options("call_async", options)
+        hot = self._hot
+        if (hot is not None and hot.ref() is func and extra_env is None and timeout is None
+                and retries is None):
+            with self._hot_lock:  # (its function stays pinned until it is sent)
+                f = hot.call(self, func, data) if hot is self._hot else None
+            if f is not None:
+                return f
+        f = self._call_async(func, data, extra_env, timeout, retries)
+        if extra_env is None and timeout is None and retries is None:
+            self._make_hot(func)
+        return f
+
+    def _make_hot(self, func):
+        """Keep what call_async prepared for func for its next call (see _Hot)."""
+        client = self._client
+        binding = self._bindings.get(func)
+        pf = self._pickled(func)
+        try:
+            fp = None if pf.by_reference else function_fingerprint(func)
+            ref = weakref.ref(func)
+        except (Unsafe, TypeError):
+            fp = ref = None  # pickled again for every call: nothing to keep
+        with self._hot_lock:
+            old = self._hot
+            if (old is not None and old.ref() is func and old.client is client
+                    and old.pf is pf and old.binding is binding):
+                return
+            self._hot = None
+            if old is not None:
+                old.drop()
+            if ref is not None and binding is not None and client is not None:
+                self._hot = _Hot(ref, binding, pf, fp, client, client.pin_function(pf))
+
+    def _call_async(self, func, data, extra_env, timeout, retries):
         binding = self._bindings.get(func) if extra_env is None else None
         if binding is None:
             binding = _Binding(func, None, self.storage, "call_async")
@@ -555,8 +679,24 @@ class FunctionExecutor:
         payload = binding.one(0, data)
         fn = EnvFunction(func, extra_env) if extra_env else func
         f = self._send_one(fn, payload, timeout, retries)
-        Job("call_async", (f,), self._jobs)
+        with self._hot_lock:
+            self._note_call(f)
         return f
+
+    def _note_call(self, f):
+        """Record a call_async's future (with _hot_lock held): calls in a row
+        share one Job, up to _CALLS_PER_JOB of them (a Job per call costs as
+        much as the rest of the call; a shared one keeps the futures it holds
+        until all of them are collected, hence the bound)."""
+        job = self._calls_job
+        jobs = self._jobs
+        if (job is not None and 0 < job.left and len(job.futures) < _CALLS_PER_JOB
+                and jobs and next(reversed(jobs)) == id(job) and jobs[id(job)] is job):
+            job.futures.append(f)
+            job.left += 1
+            f._job = job
+        else:
+            self._calls_job = Job("call_async", [f], jobs)
 
     def map(self, map_function, map_iterdata, extra_args=None, extra_env=None, chunksize=None,
             timeout=None, retries=None, **options):

@@ -16,11 +16,20 @@ import itertools
 import pickle
 import threading
 import time
+import weakref
 from concurrent.futures import CancelledError
 from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED,
                                       PENDING)
 
 from . import errors
+
+try:
+    from ._bettong import chunk_items as _chunk_items, chunk_run as _chunk_run, gc_track as _gc_track
+except ImportError:  # (only the workers import this without the extension)
+    _chunk_items = _chunk_run = None
+
+    def _gc_track(obj):
+        pass
 
 try:
     from ._bettong import (CALL_CANCELLED, CALL_ERROR, CALL_OK, CALL_RAISED,
@@ -71,8 +80,8 @@ class ResponseFuture(_cf.Future):
     _client = None
     _call_id = None
     _cancel_hook = None  # for a future not sent yet (a reduce): how to cancel it
-    _items = None       # a chunk's call (map with chunksize): the futures of its items
-    _watch = None       # ... those of them with waiters or callbacks
+    _n = 0              # a chunk's call (map with chunksize): the number of its items
+    _watch = None       # ... those of them with waiters or callbacks (until it is done)
     _chunk = None       # an item of a chunk: the chunk's call
     _index = 0
     _ncoll = 0          # a chunk's call: items collected one by one
@@ -269,11 +278,25 @@ class ChunkItem(ResponseFuture):
     `_chunk`) runs the items one after the other on a worker. An item holds only
     its chunk and index: state, stats, call id and cancel are the chunk's
     (cancelling an item cancels its chunk); the result is the item's, taken from
-    the chunk's list when asked for."""
+    the chunk's list when asked for.
+
+    A map makes a chunk's items in C (make_items), untracked by the cycle
+    collector (see _bettong.chunk_items). That stays sound because nothing an item
+    can reach leads back to it: the chunk does not list its items (runs of them in
+    a list are found with chunk_run), it holds its Job weakly, and it holds items
+    with waiters or callbacks (`_watch`) only until it is done. An item is tracked
+    again before anything is stored on it (__setattr__)."""
+
+    # Its two own fields are slots, filled from C without a Python call per item.
+    __slots__ = ("_chunk", "_index")
 
     def __init__(self, chunk, index):  # noqa: D107
         self._chunk = chunk
         self._index = index
+
+    def __setattr__(self, name, value):
+        _gc_track(self)
+        object.__setattr__(self, name, value)
 
     # The chunk's, read through (and the chunk's state written through).
     @property
@@ -302,11 +325,11 @@ class ChunkItem(ResponseFuture):
 
     @property
     def _job(self):
-        return self._chunk._job
+        return _job_of(self._chunk)
 
     @_job.setter
     def _job(self, value):
-        self._chunk._job = value
+        self._chunk._job = None if value is None else weakref.ref(value)
 
     @property
     def _dec(self):
@@ -316,12 +339,16 @@ class ChunkItem(ResponseFuture):
     def _dec(self, value):
         pass
 
-    # waiters and callbacks are the item's own; the chunk is told to pass its end on
+    # waiters and callbacks are the item's own; the chunk is told to pass its end
+    # on (with _COND held: concurrent.futures reads these under the condition)
     def _watch(self):
         c = self._chunk
+        if c._state in _DONE:
+            return  # nothing more to pass on
         if c._watch is None:
             c._watch = []
-        c._watch.append(self)
+        if not any(x is self for x in c._watch):  # (waiters and callbacks: once)
+            c._watch.append(self)
 
     @property
     def _waiters(self):
@@ -333,7 +360,7 @@ class ChunkItem(ResponseFuture):
 
     @property
     def _done_callbacks(self):
-        cb = self._cb
+        cb = self.__dict__.get("_cb")
         if cb is None:
             cb = self._cb = []
             self._watch()
@@ -372,7 +399,7 @@ class ChunkItem(ResponseFuture):
         self._c = True
         c = self._chunk
         c._ncoll += 1
-        job = c._job
+        job = _job_of(c)
         if job is not None:
             job.collected_one()
 
@@ -400,10 +427,42 @@ class ChunkItem(ResponseFuture):
         return f"<ResponseFuture call {self._call_id}[{self._index}] {self._state.lower()}>"
 
 
+def _job_of(chunk):
+    """The Job of a chunk's call (held weakly, see ChunkItem), or None."""
+    ref = chunk._job
+    return ref() if ref is not None else None
+
+
+def make_items(chunk, n):
+    """The futures of the n items of a chunk's call, in order."""
+    chunk._n = n
+    if _chunk_items is not None:
+        return _chunk_items(ChunkItem, chunk, n)
+    return [ChunkItem(chunk, i) for i in range(n)]
+
+
+def _run(fs, i):
+    """How many futures of the list fs from i on are consecutive items of one
+    chunk (0 if fs[i] is not an item of a chunk)."""
+    if _chunk_run is not None:
+        return _chunk_run(ChunkItem, fs, i)
+    f = fs[i]
+    if type(f) is not ChunkItem:
+        return 0
+    c, k, j, n = f._chunk, f._index, i + 1, len(fs)
+    while j < n and type(fs[j]) is ChunkItem and fs[j]._chunk is c and fs[j]._index == k + j - i:
+        j += 1
+    return j - i
+
+
 class FutureList(list):
     """The list of futures map() returns (a list that can be weakly referenced)."""
 
-    __slots__ = ("__weakref__",)
+    __slots__ = ("__weakref__", "_chunks")
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._chunks = None  # a chunked map's: the calls of its chunks, in order
 
 
 class Job:
@@ -411,16 +470,19 @@ class Job:
     results were not all collected; it forgets the job once they are, so that
     results the caller dropped are freed."""
 
-    __slots__ = ("kind", "futures", "left", "jobs")
+    __slots__ = ("kind", "futures", "left", "jobs", "__weakref__")
 
-    def __init__(self, kind, futures, jobs):
+    def __init__(self, kind, futures, jobs, chunks=None):
         self.kind = kind
         self.futures = futures
         self.left = len(futures)
         self.jobs = jobs  # the executor's dict of jobs
-        if futures and futures[0]._chunk is not None:  # items of chunks: on the chunks
-            for c in dict.fromkeys(f._chunk for f in futures):
-                c._job = self
+        if chunks is None and futures and futures[0]._chunk is not None:
+            chunks = dict.fromkeys(f._chunk for f in futures)
+        if chunks is not None:  # items of chunks (a chunked map): on the chunks, weakly
+            ref = weakref.ref(self)
+            for c in chunks:
+                c._job = ref
         else:
             for f in futures:
                 f._job = self
@@ -439,7 +501,10 @@ def _notify(f, how):
     a chunk's call tells those of its items too. Returns the futures whose done
     callbacks are to run."""
     out = []
-    for x in (f,) + tuple(f._watch or ()):
+    watch = f._watch
+    if watch is not None:
+        f._watch = None  # done: it holds its items no longer (see ChunkItem)
+    for x in (f,) + tuple(watch or ()):
         if x._w:
             for w in x._w:
                 getattr(w, how)(x)
@@ -495,8 +560,42 @@ class _Counter:
 
 def _pending(fs):
     """The futures of fs not done yet (an item of a chunk is done with its chunk:
-    `(f._chunk or f)` reads the state without the item's property)."""
-    return [f for f in fs if (f._chunk or f)._state not in _DONE]
+    `(f._chunk or f)` reads the state without the item's property). The items of
+    a chunk in a row, as map made them, are looked at once per chunk."""
+    if not isinstance(fs, list) or not fs or fs[0]._chunk is None:
+        return [f for f in fs if (f._chunk or f)._state not in _DONE]
+    out = []
+    i, n = 0, len(fs)
+    while i < n:
+        m = _run(fs, i)
+        if m:
+            if fs[i]._chunk._state not in _DONE:
+                out += fs[i:i + m]
+            i += m
+            continue
+        f = fs[i]
+        if (f._chunk or f)._state not in _DONE:
+            out.append(f)
+        i += 1
+    return out
+
+
+def _all_ours(fs):
+    """Whether every future of the list fs is a bettong one (the items of a chunk
+    in a row, as map made them, are checked at once)."""
+    RF = ResponseFuture
+    if not fs or not isinstance(fs[0], RF) or fs[0]._chunk is None:
+        return all(map(isinstance, fs, itertools.repeat(RF)))
+    i, n = 0, len(fs)
+    while i < n:
+        m = _run(fs, i)
+        if m:
+            i += m
+        elif isinstance(fs[i], RF):
+            i += 1
+        else:
+            return False
+    return True
 
 
 def _split(fs):
@@ -519,7 +618,7 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
     rw = _RETURN_WHEN.get(return_when)
     if rw is None:
         raise ValueError(f"unknown return_when {return_when!r}")
-    if not all(map(isinstance, fs, itertools.repeat(ResponseFuture))):
+    if not _all_ours(fs):
         # other kinds of futures: the standard way
         if rw == ALWAYS:
             d, nd = [f for f in fs if f.done()], [f for f in fs if not f.done()]
@@ -558,14 +657,32 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
     return _split(fs) if left else (list(fs), [])
 
 
+def _holders(fs):
+    """The futures whose state tells when those of fs are done, and how many of
+    fs each stands for: a run of one chunk's items is its chunk's call once."""
+    if not fs or fs[0]._chunk is None:
+        return [f._chunk or f for f in fs], None
+    hs, ws = [], []
+    i, n = 0, len(fs)
+    while i < n:
+        m = _run(fs, i)
+        f = fs[i]
+        hs.append(f._chunk or f)
+        ws.append(m or 1)
+        i += m or 1
+    return hs, ws
+
+
 def _wait_all(pending, total, bar, deadline):
     """With _COND held: until every future of pending is done (or the deadline).
-    A cursor walks pending; nothing is installed on the futures."""
-    i, n = 0, len(pending)
-    base = total - n
+    A cursor walks them (a chunk's items at once); nothing is installed on the
+    futures."""
+    hs, ws = _holders(pending)
+    i, n = 0, len(hs)
+    base = total - len(pending)
     next_draw = 0.0
     while True:
-        while i < n and (pending[i]._chunk or pending[i])._state in _DONE:
+        while i < n and hs[i]._state in _DONE:
             i += 1
         if i == n:
             return
@@ -577,7 +694,7 @@ def _wait_all(pending, total, bar, deadline):
             wait_for = left if wait_for is None else min(left, wait_for)
         _COND.wait(wait_for)
         if bar.active and time.monotonic() >= next_draw:
-            done = n - len(_pending(itertools.islice(pending, i, None)))
+            done = sum(ws[j] if ws else 1 for j in range(n) if hs[j]._state in _DONE)
             bar.update(base + done)
             next_draw = time.monotonic() + bar.tick
 
@@ -585,6 +702,9 @@ def _wait_all(pending, total, bar, deadline):
 def _wait_first(pending, fs, rw, bar, deadline):
     """With _COND held: until one future is done (ANY_COMPLETED) or one failed
     (FIRST_EXCEPTION; or all are done)."""
+    # pending was looked at before _COND was taken: one may have ended since, and
+    # a waiter installed on it now would never hear of it.
+    pending = _pending(pending)
     if rw == ANY_COMPLETED and len(pending) < len(fs):
         return
     if rw == _cf.FIRST_EXCEPTION and any(f.errored() for f in fs):
@@ -638,18 +758,18 @@ def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_in
         chunk = f._chunk
         if chunk is not None:
             # A whole chunk in a row (as map made them): its list at once.
-            items = chunk._items
+            m = chunk._n
             if (f._index == 0 and chunk._state == FINISHED and not chunk._all_collected
-                    and items and fs[i - 1:i - 1 + len(items)] == items):
+                    and m and _run(fs, i - 1) >= m):
                 if not chunk._dec:
                     chunk._decode()
                 if chunk._exception is None and not chunk._result[1]:
                     out += chunk._result[0]
-                    i += len(items) - 1
+                    i += m - 1
                     chunk._all_collected = True
-                    job = chunk._job
+                    job = _job_of(chunk)
                     if job is not None:
-                        job.left -= len(items) - chunk._ncoll
+                        job.left -= m - chunk._ncoll
                         if job.left <= 0:
                             job.jobs.pop(id(job), None)
                     continue

@@ -140,5 +140,9 @@ static inline size_t inconn_backlog(const inconn_t *c) { return writer_backlog(&
  * valid until then), or NULL if memory ran out (nothing changes). The
  * connection goes on with a fresh buffer. */
 void *inconn_take_frame(inconn_t *c);
+/* Free a block from inconn_take_frame; a large one (4 to 256 MiB) may be kept
+ * instead, one at most, as the memory of the next large frame read (on any
+ * connection of this loop): its pages are then already backed. */
+void inconn_block_free(void *block);
 
 #endif

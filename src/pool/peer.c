@@ -373,7 +373,7 @@ static int on_done(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len
         p->cur_block = inconn_take_frame(pe->c);
     int rc = sched_done(p->sched, pe->worker, task_id, status, started, finished, payload, n,
                         pool_now_us(p));
-    free(p->cur_block);
+    inconn_block_free(p->cur_block);
     p->cur_block = NULL;
     if (rc == SCHED_PROTOCOL)
         return bad_peer(pe, "DONE for task %llu with status %u does not match the task it runs",
@@ -524,7 +524,7 @@ static void op_result(void *ctx, void *cio, const sched_result_t *r)
         if (proto_end_with(&w, r->payload_len) == 0) {
             void *block = p->cur_block;
             p->cur_block = NULL; /* the writer frees it, even if this fails */
-            if (inconn_put_ref(pe->c, r->payload, r->payload_len, free, block) < 0)
+            if (inconn_put_ref(pe->c, r->payload, r->payload_len, inconn_block_free, block) < 0)
                 write_failed(pe);
             return;
         }

@@ -19,6 +19,9 @@
 #include "util/buf.h"
 #include "util/log.h"
 
+/* SO_SNDBUF to a pool over a Unix socket (capped by net.core.wmem_max). */
+#define WIO_UNIX_SNDBUF (4 * 1024 * 1024)
+
 #define READ_CHUNK (256 * 1024)
 #define HELLO_WAIT_S 30
 /* The pool's answer to HELLO is small; anything longer is not a pool. */
@@ -425,36 +428,61 @@ static void oseg_append(oseg_t *s)
 int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t finished_us,
              const void *payload, size_t len, void *pin)
 {
-    if (len > PROTO_MAX_FRAME - 64)
+    return wio_done_wrapped(task_id, status, started_us, finished_us, NULL, 0, payload, len, pin,
+                            NULL, 0);
+}
+
+int wio_done_wrapped(uint64_t task_id, uint8_t status, uint64_t started_us,
+                     uint64_t finished_us, const void *head, size_t hlen, const void *payload,
+                     size_t len, void *pin, const void *tail, size_t tlen)
+{
+    if (len > PROTO_MAX_FRAME - 64 || hlen + tlen > 64 || len + hlen + tlen > PROTO_MAX_FRAME - 64)
         return -1;
     int rc = -1;
     pthread_mutex_lock(&io.out_mu);
     oseg_t *s = io.out_tail;
     oseg_t *ps = pin ? oseg_new() : NULL;
+    oseg_t *ts = pin && tlen ? oseg_new() : NULL; /* the bytes after a pinned payload */
+    if (ts && buf_append(&ts->b, tail, tlen) < 0) {
+        free(ts);
+        ts = NULL;
+    }
     if ((!s || s->pin) && (s = oseg_new()) != NULL)
         oseg_append(s);
-    if (s && (!pin || ps)) {
+    if (s && (!pin || (ps && (ts || !tlen)))) {
         proto_wr_t w;
         proto_begin(&w, &s->b, MSG_DONE);
         proto_put_u64(&w, task_id);
         proto_put_u8(&w, status);
         proto_put_u64(&w, started_us);
         proto_put_u64(&w, finished_us);
+        if (hlen)
+            proto_put_bytes(&w, head, hlen);
         if (ps) {
-            rc = proto_end_with(&w, len);
+            rc = proto_end_with(&w, len + tlen);
             if (rc == 0) {
                 ps->p = payload;
                 ps->n = len;
                 ps->pin = pin;
                 oseg_append(ps);
                 ps = NULL;
+                if (ts) {
+                    oseg_append(ts);
+                    ts = NULL;
+                }
             }
         } else {
             proto_put_bytes(&w, payload, len);
+            if (tlen)
+                proto_put_bytes(&w, tail, tlen);
             rc = proto_end(&w);
         }
     }
     free(ps);
+    if (ts) {
+        buf_free(&ts->b);
+        free(ts);
+    }
     if (rc == 0 && io.writer_waiting)
         pthread_cond_signal(&io.out_cv);
     pthread_mutex_unlock(&io.out_mu);
@@ -559,6 +587,14 @@ static void *writer_main(void *arg)
 int wio_start(int fd, char *err, size_t errlen)
 {
     io.fd = fd;
+    /* To a local pool, a larger send buffer than the default (about 200 KiB):
+     * a large result goes out in fewer writes (best effort; TCP tunes itself). */
+    int domain = 0;
+    socklen_t dlen = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain == AF_UNIX) {
+        int size = WIO_UNIX_SNDBUF;
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

@@ -58,6 +58,13 @@ void wio_msg_free(wmsg_t *m);
  * caller still owns `pin`). */
 int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t finished_us,
              const void *payload, size_t len, void *pin);
+/* The same for a payload sent between a few bytes of its own (head and tail,
+ * up to 64 bytes together, copied): head, payload, tail make the DONE payload.
+ * A large result that is a bytes object goes out this way, wrapped in the
+ * opcodes of its pickle, written from the bytes object itself. */
+int wio_done_wrapped(uint64_t task_id, uint8_t status, uint64_t started_us,
+                     uint64_t finished_us, const void *head, size_t hlen, const void *payload,
+                     size_t len, void *pin, const void *tail, size_t tlen);
 /* Pins whose bytes were written: call release(pin) for each (main thread). */
 void wio_released(void (*release)(void *pin));
 

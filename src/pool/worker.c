@@ -144,7 +144,8 @@ static void run_task(wmsg_t *m)
     wrun_payload(&out, &data, &len);
     /* A large result is written from its bytes object: no copy. */
     PyObject *pin = out.bytes && len >= PIN_MIN ? out.bytes : NULL;
-    if (wio_done(task_id, out.status, out.started_us, out.finished_us, data, len, pin) == 0) {
+    if (wio_done_wrapped(task_id, out.status, out.started_us, out.finished_us, out.head,
+                         out.head_len, data, len, pin, out.tail, out.tail_len) == 0) {
         if (pin)
             out.bytes = NULL; /* comes back through wio_released */
     } else {

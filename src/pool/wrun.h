@@ -3,7 +3,9 @@
  * Per task, in C: args, kwargs = pickle.loads(payload) (read in place through a
  * memoryview); result = fn(*args, **kwargs); payload = pickle.dumps(result,
  * protocol=5), or cloudpickle.dumps when plain pickle cannot (a class defined in
- * the caller's __main__, a lambda). No Python-level wrapper runs per task; the
+ * the caller's __main__, a lambda). A result that is a bytes object of 64 KiB or
+ * more is not copied into a pickle: the payload is its pickle's opcodes around
+ * the bytes object itself (see wrun_out_t), the same bytes on the wire. No Python-level wrapper runs per task; the
  * pickle callables are looked up once.
  *
  * Outcomes (proto.h call_status):
@@ -26,6 +28,11 @@ typedef struct {
     uint64_t started_us, finished_us;
     PyObject *bytes;  /* the payload as a bytes object (owned), or NULL */
     char *text;       /* or malloc'd text */
+    /* A large result that is a bytes object is not pickled (a copy of it): bytes
+     * is the result itself, and the payload is head + bytes + tail, the opcodes
+     * pickle.dumps(result, 5) would put around it. Both lengths 0 otherwise. */
+    uint8_t head[8], tail[2];
+    size_t head_len, tail_len;
 } wrun_out_t;
 
 /* Import pickle, cloudpickle (optional, with a warning), traceback; add the
@@ -46,7 +53,7 @@ typedef struct {
 int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, wrun_call_t *call, wrun_out_t *out);
 /* Step 2: run the call and pickle its outcome into out (bytes or text set). */
 void wrun_run(wrun_call_t *call, wrun_out_t *out);
-/* Put the payload of out in (*data, *len). */
+/* Put the payload of out in (*data, *len) (between out->head and out->tail). */
 void wrun_payload(const wrun_out_t *out, const void **data, size_t *len);
 void wrun_out_clear(wrun_out_t *out);
 

@@ -1,7 +1,14 @@
 #include "util/buf.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 void buf_init(buf_t *b) { memset(b, 0, sizeof *b); }
 
@@ -90,4 +97,15 @@ int buf_prepend(buf_t *b, const void *p, size_t n)
     memcpy(b->data, p, n);
     b->len += n;
     return 0;
+}
+
+void buf_prefault(void *p, size_t n)
+{
+    if (n < BUF_PREFAULT_MIN)
+        return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
+    uintptr_t end = ((uintptr_t)p + n) & ~(page - 1);
+    if (end > start)
+        (void)madvise((void *)start, end - start, MADV_POPULATE_WRITE);
 }

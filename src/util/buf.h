@@ -31,4 +31,11 @@ void buf_shrink(buf_t *b, size_t keep);
 /* Put `n` bytes before the unread ones (used to requeue failed writes). */
 int buf_prepend(buf_t *b, const void *p, size_t n);
 
+/* Have the kernel back the whole pages of p[0..n) with memory now, in one call
+ * (MADV_POPULATE_WRITE), instead of one page fault per page as they are first
+ * written: for a large receive buffer about to be filled. Best effort (nothing
+ * happens on kernels before 5.14 or below BUF_PREFAULT_MIN bytes). */
+#define BUF_PREFAULT_MIN (1024 * 1024)
+void buf_prefault(void *p, size_t n);
+
 #endif

@@ -236,6 +236,142 @@ def test_map_chunksize_with_id(ex):
     assert results(fs) == [(c, i) for i, c in enumerate("abcdefghij")]
 
 
+def fail_on_odd(x):
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
+def test_map_chunksize_binding_forms(ex):
+    # tuples bind positionally, dicts by keyword, anything else is the argument
+    # (bound on the worker: the chunk carries the items themselves)
+    assert results(ex.map(add, [(1, 2), (3, 4), (5, 6)], chunksize=2)) == [3, 7, 11]
+    assert results(ex.map(add, [{"a": 1, "b": 2}, {"a": 3, "b": 4}], chunksize=2)) == [3, 7]
+    assert results(ex.map(ident, [[1], "s", None], chunksize=2)) == [[1], "s", None]
+    assert results(ex.map(add, [(1,), (2,)], extra_args=(10,), chunksize=2)) == [11, 12]
+
+
+def test_map_chunksize_futures_per_item(ex):
+    fs = ex.map(fail_on_odd, range(10), chunksize=4)
+    assert len(fs) == 10 and len(set(map(id, fs))) == 10
+    assert all(isinstance(f, concurrent.futures.Future) for f in fs)
+    done, not_done = bettong.wait(fs, timeout=T)
+    assert len(done) == 10 and not not_done
+    for i, f in enumerate(fs):
+        assert f.done()
+        if i % 2:
+            assert f.errored() and not f.succeeded()
+            assert isinstance(f.exception(), ValueError) and f"odd {i}" in str(f.exception())
+            with pytest.raises(ValueError, match=f"odd {i}"):
+                f.result()
+        else:
+            assert f.succeeded() and f.result() == i
+        assert f.stats["call_id"] == fs[i - i % 4].stats["call_id"]  # one call per chunk
+    out = ex.get_result(fs, throw_except=False)
+    assert out[0::2] == [0, 2, 4, 6, 8]
+    assert all(isinstance(e, ValueError) for e in out[1::2])
+
+
+def test_map_chunksize_callbacks_and_waits(ex):
+    seen = []
+    fs = ex.map(sleep_ret, [0.3] * 6, chunksize=3)
+    for f in fs[2:4]:
+        f.add_done_callback(lambda f: seen.append(f))
+    done, not_done = bettong.wait(fs, return_when=bettong.ANY_COMPLETED, timeout=T)
+    assert done and all(f.done() for f in done)
+    assert list(concurrent.futures.as_completed(fs, timeout=T))
+    assert results(fs) == [0.3] * 6
+    deadline = time.monotonic() + T
+    while len(seen) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sorted(map(id, seen)) == sorted(map(id, fs[2:4]))
+    late = []
+    fs[0].add_done_callback(late.append)  # done already: called at once
+    assert late == [fs[0]]
+
+
+def test_map_chunksize_cancel_item_cancels_its_chunk(fresh):
+    e = fresh(workers=1)
+    blocker = e.call_async(sleep_ret, 1.0)
+    fs = e.map(square, range(6), chunksize=3)
+    assert fs[4].cancel()
+    assert fs[3].cancelled() and fs[5].cancelled()
+    with pytest.raises(concurrent.futures.CancelledError):
+        fs[3].result(timeout=T)
+    assert results(fs[:3]) == [0, 1, 4]
+    assert blocker.result(timeout=T) == 1.0
+
+
+def test_map_chunksize_futures_are_freed(ex):
+    # The items' futures are not tracked by the cycle collector (they are made in
+    # C, a chunk at a time); a cycle through one (a callback that refers to the
+    # list of futures, added while its chunk runs) must still be collected.
+    import gc
+    import weakref
+    items = [(0.3 if i % 100 == 0 else 0, i + 1) for i in range(300)]
+    fs = ex.map(sleep_ret, items, chunksize=100)
+    fs[7].add_done_callback(lambda f, fs=fs: fs)
+    fs[150].add_done_callback(lambda f: None)
+    assert not fs[7].done()
+    assert ex.get_result(fs, timeout=T) == list(range(1, 301))
+    refs = [weakref.ref(fs[0]._chunk), weakref.ref(fs[7]), weakref.ref(fs[8]),
+            weakref.ref(fs[150]._chunk)]
+    del fs
+    gc.collect()
+    assert [r() for r in refs] == [None] * 4
+
+
+SCALE = 1
+FACTORS = [1]
+
+
+def scaled(x):
+    return x * SCALE
+
+
+def scaled_by_list(x):
+    return x * FACTORS[0]
+
+
+def env_value(name):
+    return os.environ.get(name)
+
+
+def test_call_async_in_a_row_sees_what_the_function_uses_change(ex):
+    # call_async keeps what it prepared for the function it was last given; a
+    # change of a global the function uses (an immutable value, or something it
+    # cannot compare cheaply, a list) must still reach the workers.
+    global SCALE
+    try:
+        assert [ex.call_async(scaled, i).result(timeout=T) for i in (1, 2, 3)] == [1, 2, 3]
+        SCALE = 10
+        assert [ex.call_async(scaled, i).result(timeout=T) for i in (1, 2)] == [10, 20]
+        FACTORS[0] = 7
+        assert [ex.call_async(scaled_by_list, i).result(timeout=T) for i in (1, 2)] == [7, 14]
+        FACTORS[0] = 3
+        assert ex.call_async(scaled_by_list, 2).result(timeout=T) == 6
+    finally:
+        SCALE = 1
+        FACTORS[0] = 1
+
+
+def test_call_async_in_a_row_with_options_and_other_functions(fresh):
+    e = fresh()
+    adders = [(lambda k: (lambda x: x + k))(k) for k in range(3)]
+    fs = [e.call_async(adders[i % 3], 100) for i in range(9)]
+    assert [f.result(timeout=T) for f in fs] == [100, 101, 102] * 3
+    assert e.call_async(env_value, "BT_HOT_TEST").result(timeout=T) is None
+    assert e.call_async(env_value, "BT_HOT_TEST", extra_env={"BT_HOT_TEST": "x"}).result(
+        timeout=T) == "x"
+    assert e.call_async(env_value, "BT_HOT_TEST").result(timeout=T) is None
+    with pytest.raises(TimeoutError):
+        e.call_async(sleep_ret, 5, timeout=0.2).result(timeout=T)
+    assert e.call_async(square, 3).result(timeout=T) == 9
+    e.close()  # a new pool on the next call
+    assert e.call_async(square, 4).result(timeout=T) == 16
+    assert e.call_async(square, 5).result(timeout=T) == 25
+
+
 def test_map_empty_iterdata(ex):
     assert ex.map(square, []) == []
     assert ex.map(square, iter(())) == []
@@ -386,6 +522,21 @@ def test_get_result_none_only_uncollected(fresh):
     e.call_async(add1, 0)
     e.map(add1, [10, 20])
     assert e.get_result(timeout=T) == [1, 11, 21]
+
+
+def test_get_result_none_call_asyncs_in_a_row(fresh):
+    # call_asyncs in a row share a record of what is uncollected: the order made,
+    # partial collection, and a map in between must all come out right
+    e = fresh()
+    fs = [e.call_async(add1, i) for i in range(600)]
+    assert fs[10].result(timeout=T) == 11 and fs[599].result(timeout=T) == 600
+    m = e.map(add1, [1000, 2000])
+    g = e.call_async(add1, 5)
+    want = [i + 1 for i in range(600) if i not in (10, 599)] + [1001, 2001, 6]
+    assert e.get_result(timeout=T) == want
+    assert e.get_result(timeout=T) == []
+    one = e.call_async(add1, 41)
+    assert e.get_result(timeout=T) == 42 and one.done() and m[0].done() and g.done()
 
 
 def test_get_result_raises_the_call_exception(ex):
@@ -625,6 +776,47 @@ def test_binding_edge_cases(ex):
     assert ex.get_result(ex.map(no_args, [(), ()]), timeout=T) == ["none given"] * 2
     assert ex.call_async(ident, ((1, 2),)).result(timeout=T) == (1, 2)
     assert ex.call_async(ident, {"x": {"a": 1}}).result(timeout=T) == {"a": 1}
+
+
+def pattern_bytes(n, seed):
+    import hashlib
+    block = hashlib.sha256(str(seed).encode()).digest() * 2048  # 64 KiB
+    return (block * (n // len(block) + 1))[:n]
+
+
+class BytesSub(bytes):
+    pass
+
+
+def make_result(kind, n):
+    b = pattern_bytes(n, n)
+    if kind == "bytes":
+        return b
+    if kind == "sub":
+        return BytesSub(b)
+    return ("t", b, len(b))
+
+
+@pytest.mark.parametrize("n", [65535, 65536, 1 << 20, 24 * 1000 * 1000 + 7])
+def test_large_bytes_results(ex, n):
+    # A bytes result of 64 KiB and more travels as itself (no pickle copy in the
+    # worker, read into the result's own memory here): same value, same type.
+    f = ex.call_async(make_result, ("bytes", n))
+    r = f.result(timeout=T)
+    assert type(r) is bytes and r == pattern_bytes(n, n)
+    assert f.succeeded() and f.stats["worker"] is not None
+
+
+def test_large_bytes_like_results_keep_their_type(ex):
+    n = 3 << 20
+    sub, tup = ex.get_result([ex.call_async(make_result, ("sub", n)),
+                              ex.call_async(make_result, ("tuple", n))], timeout=T)
+    assert type(sub) is BytesSub and sub == pattern_bytes(n, n)
+    assert tup == ("t", pattern_bytes(n, n), n)
+    # several in a row (the pool reuses its memory of a large frame)
+    fs = ex.map(make_result, [("bytes", (5 << 20) + i) for i in range(4)])
+    for i, r in enumerate(ex.get_result(fs, timeout=T)):
+        assert r == pattern_bytes((5 << 20) + i, (5 << 20) + i)
 
 
 def test_large_map_keeps_order(ex):
