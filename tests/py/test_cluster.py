@@ -699,3 +699,38 @@ def test_load_balancing_moves_busy_slots_and_loses_nothing(bt):
     err = c.engines[0].stderr()
     assert re.search(r"load balanced: \d+ slots moved", err), err[-3000:]
     c.stop()
+
+
+def test_stream_computations_use_persistent_objects(bt, tmp_path, monkeypatch):
+    """Computations on two workers call an active method of one persistent object
+    in a running store: every message's add() runs on the master copy once."""
+    import sys
+    from store_helpers import Stores, client_reset
+    sys.path.insert(0, str(REPO / "tests" / "py" / "apps"))
+    import store_stream_app as app
+    from bettong import objects
+    stores = Stores(tmp_path)
+    try:
+        store = stores()
+        client_reset()
+        objects.connect(store.address)
+        app.Tally().make_persistent(alias="stream-tally")
+        monkeypatch.setenv("BETTONG_STORE", store.address)
+        msgs = keyed_input(50, 3000, 17)
+        recv = bt.receiver()
+        c = Cluster(bt, app_path("store_stream_app"), 2, "workers", outs=[recv.port],
+                    extra=["--tally", "stream-tally"])
+        c.wait_formed()
+        for i in range(3):
+            send_frames(c.ports[0][0], [("%s,%d" % kv).encode() for kv in msgs[i::3]])
+        sent = msgs[0::3] + msgs[1::3] + msgs[2::3]
+        got = recv.wait_lines(len(msgs), timeout=60)
+        lines = lines_of(got)
+        assert len(lines) == len(msgs)
+        t = app.Tally.get_by_alias("stream-tally")
+        assert t.count == len(msgs)
+        assert t.total == sum(n for _, n in sent)
+        c.stop()
+    finally:
+        client_reset()
+        stores.cleanup()
