@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cluster/coord.h"
+#include "cluster/migrate.h"
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -148,20 +149,6 @@ static void on_link_lost(outconn_t *o, const char *why)
 
 /* ------------------------------------------------------------ forwarding */
 
-/* Positions in a buffer that is being appended to are kept relative to its
- * read offset: an append may compact the buffer (move its unread bytes to the
- * front), which changes absolute positions but not relative ones. */
-static size_t mark(const buf_t *b) { return buf_unread(b); }
-static uint8_t *at(buf_t *b, size_t rel) { return buf_head(b) + rel; }
-
-static void put_be32(uint8_t *p, size_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* CL_MSG: u32 frame length, type, u16 pipe, u16 step, u32 length of the key's
  * form (0: no key), the key, then the message, each serialized once straight
  * into the link's buffer. The key travels so that the owner does not call the
@@ -170,22 +157,22 @@ static void put_be32(uint8_t *p, size_t v)
 static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyObject *msg,
                        PyObject *key)
 {
-    size_t start = mark(b);
+    size_t start = cl_mark(b);
     uint8_t hdr[13] = {0, 0, 0, 0, CL_MSG, (uint8_t)(pipe >> 8), (uint8_t)pipe,
                        (uint8_t)(step >> 8), (uint8_t)step, 0, 0, 0, 0};
     if (buf_append(b, hdr, sizeof hdr) < 0)
         return -1;
-    size_t kstart = mark(b);
+    size_t kstart = cl_mark(b);
     if ((key && app_serialize_into(c->app, key, b) < 0)) {
         b->len = b->off + start;
         return -1;
     }
-    put_be32(at(b, start + 9), mark(b) - kstart);
-    if (app_serialize_into(c->app, msg, b) < 0 || mark(b) - start - 4 > CL_MAX_FRAME) {
+    cl_put_be32(cl_at(b, start + 9), cl_mark(b) - kstart);
+    if (app_serialize_into(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
         b->len = b->off + start;
         return -1;
     }
-    put_be32(at(b, start), mark(b) - start - 4);
+    cl_put_be32(cl_at(b, start), cl_mark(b) - start - 4);
     return 0;
 }
 
@@ -411,21 +398,6 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
     }
 }
 
-/* The first table: drop the state made up front (declared partition keys) for
- * slots that other workers own; they make their own. */
-static void drop_unowned_state(cluster_t *c)
-{
-    py_gil_enter();
-    for (state_store_t *s = c->app->states.head; s; s = s->next) {
-        for (unsigned slot = 0; slot < ROUTING_SLOTS; slot++)
-            if (!owned_here(c, slot))
-                Py_XDECREF(state_slot_take(s, slot));
-        if (!owned_here(c, s->home_slot))
-            Py_XDECREF(state_single_take(s));
-    }
-    py_gil_leave();
-}
-
 static void apply_table(cluster_t *c, wire_rd_t *r)
 {
     uint32_t seq = wire_u32(r);
@@ -446,7 +418,11 @@ static void apply_table(cluster_t *c, wire_rd_t *r)
     c->table = t;
     c->have_table = 1;
     if (first) {
-        drop_unowned_state(c);
+        /* The state made up front (declared partition keys) of slots that other
+         * workers own: they make their own. */
+        py_gil_enter();
+        migrate_drop_unowned(c->app, owned_here, c);
+        py_gil_leave();
         c->x->table = &c->table;
         c->x->self = c->self;
     }
@@ -456,56 +432,6 @@ static void apply_table(cluster_t *c, wire_rd_t *r)
 }
 
 /* ------------------------------------------------------------ moving slots */
-
-/* With GIL. Append one store's part of a slot's state: name, kind, length,
- * then obj serialized (kind 0, nothing, when it cannot be serialized). */
-static void put_part(cluster_t *c, wire_wr_t *w, state_store_t *s, int kind, PyObject *obj,
-                     unsigned slot)
-{
-    wire_put_str16(w, s->name, strlen(s->name));
-    size_t kind_at = mark(w->b);
-    wire_put_u8(w, (uint8_t)kind);
-    wire_put_u32(w, 0);
-    size_t start = mark(w->b);
-    if (w->err)
-        return;
-    if (app_serialize_into(c->app, obj, w->b) < 0 || mark(w->b) - start > UINT32_MAX) {
-        if (PyErr_Occurred())
-            pyerr_report("serialize (state moving to another worker)");
-        log_error("cluster: the state of '%s' in slot %u cannot be moved; it is lost", s->name,
-                  slot);
-        w->b->len = w->b->off + start;
-        *at(w->b, kind_at) = 0;
-        return;
-    }
-    put_be32(at(w->b, kind_at + 1), mark(w->b) - start);
-}
-
-/* With GIL. Take the slot's state out of every store and append it, serialized,
- * to the link to its new owner. */
-static void send_slot(cluster_t *c, peer_t *to, unsigned slot)
-{
-    unsigned n = 0;
-    for (state_store_t *s = c->app->states.head; s; s = s->next)
-        n += (s->slots[slot] != NULL) + (s->home_slot == slot && s->single != NULL);
-    wire_wr_t w;
-    wire_begin(&w, outconn_buffer(&to->link), CL_STATE, CL_MAX_FRAME);
-    wire_put_u16(&w, (uint16_t)slot);
-    wire_put_u16(&w, (uint16_t)n);
-    for (state_store_t *s = c->app->states.head; s; s = s->next) {
-        PyObject *dict = state_slot_take(s, slot);
-        PyObject *single = s->home_slot == slot ? state_single_take(s) : NULL;
-        if (dict)
-            put_part(c, &w, s, 1, dict, slot);
-        if (single)
-            put_part(c, &w, s, 2, single, slot);
-        Py_XDECREF(dict);
-        Py_XDECREF(single);
-    }
-    if (wire_end(&w) < 0)
-        log_error("cluster: the state of slot %u is too large to move to '%s'; it is lost",
-                  slot, to->name);
-}
 
 static void migrate(cluster_t *c, wire_rd_t *r)
 {
@@ -521,57 +447,13 @@ static void migrate(cluster_t *c, wire_rd_t *r)
             log_error("cluster: cannot move slot %u to worker %u: no link to it", slot, to);
             continue;
         }
-        send_slot(c, p, slot);
+        if (migrate_put_slot(c->app, outconn_buffer(&p->link), slot) < 0)
+            log_error("cluster: the state of slot %u is too large to move to '%s'; it is lost",
+                      slot, p->name);
     }
     py_gil_leave();
     log_info("cluster: moved %u slots away", n);
     cluster_flush(c);
-}
-
-static state_store_t *store_named(cluster_t *c, const uint8_t *name, size_t len)
-{
-    for (state_store_t *s = c->app->states.head; s; s = s->next)
-        if (strlen(s->name) == len && memcmp(s->name, name, len) == 0)
-            return s;
-    return NULL;
-}
-
-/* With GIL (a data batch). Install one slot's state sent by its old owner. */
-static int install_slot(cluster_t *c, wire_rd_t *r)
-{
-    unsigned slot = wire_u16(r);
-    unsigned n = wire_u16(r);
-    if (r->err || slot >= ROUTING_SLOTS)
-        return -1;
-    for (unsigned i = 0; i < n; i++) {
-        size_t nlen;
-        const uint8_t *name = wire_str16(r, &nlen);
-        int kind = wire_u8(r);
-        uint32_t len = wire_u32(r);
-        const uint8_t *bytes = wire_bytes(r, len);
-        if (r->err)
-            return -1;
-        state_store_t *s = store_named(c, name, nlen);
-        if (kind == 0)
-            continue; /* the old owner could not serialize it (logged there) */
-        PyObject *obj = s ? app_deserialize(c->app, bytes, len) : NULL;
-        int rc = -1;
-        if (obj && kind == 1) {
-            rc = state_slot_put(s, slot, obj);
-        } else if (obj && kind == 2) {
-            state_single_put(s, obj);
-            rc = 0;
-        }
-        Py_XDECREF(obj);
-        if (rc < 0) {
-            if (PyErr_Occurred())
-                pyerr_report("deserialize (state moved from another worker)");
-            log_error("cluster: the state of '%.*s' in slot %u could not be installed; it is "
-                      "lost", (int)nlen, (const char *)name, slot);
-        }
-    }
-    cl_put_u32(coord_buf(c), CL_INSTALLED, 1);
-    return 0;
 }
 
 /* ------------------------------------------------------------ inbound connections */
@@ -764,11 +646,12 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
         return 0;
     }
     case CL_STATE:
-        if (install_slot(c, &r) < 0) {
+        if (migrate_install(c->app, &r) < 0) {
             log_warn("%s: malformed slot state from '%s'; closing", ic->listener->name,
                      ci->hello.name);
             return -1;
         }
+        cl_put_u32(coord_buf(c), CL_INSTALLED, 1);
         return 0;
     case CL_PING:
         return 0;

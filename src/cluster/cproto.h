@@ -103,6 +103,19 @@ typedef struct {
 int cl_check_hello(const cl_secret_t *s, inconn_t *c, const uint8_t *body, size_t len,
                    cl_hello_t *out);
 
+/* Positions in a buffer that is being appended to are kept relative to its
+ * read offset: an append may compact the buffer (move its unread bytes to the
+ * front), which changes absolute positions but not relative ones. */
+static inline size_t cl_mark(const buf_t *b) { return buf_unread(b); }
+static inline uint8_t *cl_at(buf_t *b, size_t rel) { return buf_head(b) + rel; }
+static inline void cl_put_be32(uint8_t *p, size_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
 /* Copy a str16 field into out (cut to fit, NUL-terminated); "" on error. */
 void cl_str16(wire_rd_t *r, char *out, size_t cap);
 
