@@ -65,6 +65,8 @@ struct cluster {
     int coord_lost;
     int lost_any;
     uv_timer_t tick;
+    uint64_t last_tick_ns;   /* loop clock of the last tick */
+    uint64_t last_ping_ns;   /* wall clock of the last heartbeat sent */
     coord_t *coord;
     /* shutdown */
     int closing;
@@ -333,6 +335,7 @@ static int join_coordinator(cluster_t *c, char *err, size_t errlen)
     outconn_init(&c->to_coord, c->loop, (struct sockaddr *)&sa, "control link to the coordinator",
                  NULL, c);
     outconn_set_final(&c->to_coord, on_coord_link_lost);
+    outconn_set_sync(&c->to_coord);
     buf_t *b = coord_buf(c);
     cl_put_hello(b, &c->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, c->cfg.name);
     wire_wr_t w;
@@ -629,8 +632,10 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
         PyObject *key = klen ? app_deserialize(c->app, kdata, klen) : NULL;
         PyObject *msg = !klen || key ? app_deserialize(c->app, data, n) : NULL;
         int rc = 0;
-        if (msg)
+        if (msg) {
             rc = exec_forwarded(c->x, pipe, step, msg, key);
+            c->hooks.ran(c->hooks.ctx);
+        }
         else {
             pyerr_report("deserialize (a message from another worker)");
             c->x->failed++;
@@ -701,10 +706,7 @@ static void expire_silent(cluster_t *c, listener_t *l, uint64_t now)
             char why[96];
             snprintf(why, sizeof why, "nothing heard from it for %.1f s",
                      (double)(now - ci->last_rx_ns) / 1e9);
-            if (ci->hello.channel == CL_CH_DATA && c->peers[ci->hello.index])
-                peer_lost(c, c->peers[ci->hello.index], why);
-            else
-                lose_coordinator(c, why);
+            lose_coordinator(c, why);
             inconn_close(ic, NULL);
         }
         ic = next;
@@ -724,20 +726,54 @@ static void tell_everyone(cluster_t *c, uint8_t type)
     cluster_flush(c);
 }
 
+void cluster_keepalive(cluster_t *c)
+{
+    uint64_t now = now_ns();
+    if (now - c->last_ping_ns < (uint64_t)cl_heartbeat_ms(c->cfg.timeout_ms) * 1000000u)
+        return;
+    c->last_ping_ns = now;
+    tell_everyone(c, CL_PING);
+    if (c->coord)
+        coord_keepalive(c->coord);
+}
+
+/* Our own loop was held up (a long batch of user code): what peers sent
+ * meanwhile is still unread, so silence measured now means nothing. Start
+ * their clocks again instead of judging them. */
+static void forgive_silence(listener_t *l, uint64_t now)
+{
+    for (inconn_t *ic = l->conns; ic; ic = ic->next)
+        if (ic->user)
+            ((conn_info_t *)ic->user)->last_rx_ns = now;
+}
+
 static void on_tick(uv_timer_t *t)
 {
     cluster_t *c = t->data;
+    c->last_ping_ns = now_ns();
     tell_everyone(c, CL_PING);
     uint64_t now = loop_ns(c);
+    uint64_t hb = (uint64_t)cl_heartbeat_ms(c->cfg.timeout_ms) * 1000000u;
+    int late = c->last_tick_ns && now - c->last_tick_ns > 2 * hb;
+    c->last_tick_ns = now;
+    if (late) {
+        if (c->control_up)
+            forgive_silence(&c->control_l, now);
+        if (c->data_up)
+            forgive_silence(&c->data_l, now);
+        return;
+    }
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)
             peer_lost(c, p, "our data connection to it closed");
     }
+    /* Silence is judged on the control links only: their heartbeats are written
+     * at once even during a long batch, while a data link's may wait behind a
+     * write in progress. A silent peer is reported by the coordinator (LOST);
+     * a peer whose connection closes is seen here at once. */
     if (c->control_up)
         expire_silent(c, &c->control_l, now);
-    if (c->data_up)
-        expire_silent(c, &c->data_l, now);
 }
 
 /* ------------------------------------------------------------ start and stop */

@@ -34,6 +34,9 @@ typedef struct {
     void (*finish)(void *ctx, int code, const char *why);
     /* Bytes left a data link: sources paused on its backlog may resume. */
     void (*progress)(void *ctx);
+    /* After each forwarded message run (in a batch): flush and keep alive as
+     * a source batch does. */
+    void (*ran)(void *ctx);
 } cluster_hooks_t;
 
 typedef struct cluster cluster_t;
@@ -47,6 +50,10 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
                   size_t errlen);
 /* Hand what the links hold to the kernel. */
 void cluster_flush(cluster_t *c);
+/* Called often during a long batch of user code: sends the heartbeats that are
+ * due (this worker's and, on the initializer, the coordinator's), so that a
+ * busy worker is not taken for a lost one. Cheap when nothing is due. */
+void cluster_keepalive(cluster_t *c);
 /* Bytes waiting in the data links. */
 size_t cluster_backlog(const cluster_t *c);
 /* Stop (1) or resume (0) reading forwarded messages (backpressure from the sinks). */

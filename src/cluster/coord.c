@@ -75,6 +75,7 @@ struct coord {
     size_t nq;
     int stop_queued;
     uv_timer_t tick, recount;
+    uint64_t last_tick_ns;
     /* one status question at a time */
     inconn_t *status_admin;
     uint32_t status_seq;
@@ -238,6 +239,7 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
     snprintf(lname, sizeof lname, "control link to '%s'", name);
     outconn_init(&m->out, k->loop, (struct sockaddr *)&sa, lname, NULL, k);
     outconn_set_final(&m->out, on_member_link_lost);
+    outconn_set_sync(&m->out);
     cl_put_hello(mbuf(m), &k->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, "coordinator");
     m->out_open = 1;
     outconn_start(&m->out);
@@ -928,15 +930,30 @@ static const inconn_handler_t coord_handler = {
 
 /* ------------------------------------------------------------ timers */
 
+void coord_keepalive(coord_t *k)
+{
+    if (k->closing)
+        return;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]))
+            send_empty(k->m[i], CL_PING);
+}
+
 static void on_tick(uv_timer_t *t)
 {
     coord_t *k = t->data;
     uint64_t now = now_ns();
-    for (unsigned i = 0; i < k->nm; i++)
-        if (live(k->m[i]))
-            send_empty(k->m[i], CL_PING);
+    coord_keepalive(k);
     uint64_t limit = (uint64_t)k->cfg.timeout_ms * 1000000u;
+    uint64_t hb = (uint64_t)cl_heartbeat_ms(k->cfg.timeout_ms) * 1000000u;
+    int late = k->last_tick_ns && now - k->last_tick_ns > 2 * hb;
+    k->last_tick_ns = now;
     inconn_t *ic = k->l.conns;
+    /* After a hold-up of this loop (a long batch of the worker it shares the
+     * process with), members' messages are still unread: restart their clocks. */
+    for (inconn_t *x = ic; late && x; x = x->next)
+        if (x->user)
+            ((kconn_t *)x->user)->last_rx_ns = now;
     while (ic) {
         inconn_t *next = ic->next;
         kconn_t *kc = ic->user;

@@ -30,6 +30,8 @@ typedef struct coord coord_t;
  * freed by the caller. */
 int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, char *err,
                 size_t errlen);
+/* Send the members their heartbeat now (the loop is busy with a long batch). */
+void coord_keepalive(coord_t *k);
 /* Say goodbye to the members, flush, close every handle. */
 void coord_shutdown(coord_t *k);
 /* After the loop ended. */

@@ -47,6 +47,10 @@ void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, co
 /* Keep retrying until the first connection, but report a later drop to
  * on_lost instead of reconnecting; what was queued stays unsent. */
 void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *why));
+/* Small writes go out at once when nothing is queued (writer_set_sync), also
+ * while the loop is busy: for control links whose heartbeats must flow during
+ * a long batch. */
+static inline void outconn_set_sync(outconn_t *o) { writer_set_sync(&o->w); }
 /* Start connecting (and keep retrying). */
 void outconn_start(outconn_t *o);
 /* The buffer to append output to; call outconn_flush after appending. */

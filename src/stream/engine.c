@@ -144,6 +144,8 @@ static void maybe_flush_midbatch(engine_t *e)
     if (now - e->last_flush_ns >= MIDBATCH_FLUSH_NS) {
         e->last_flush_ns = now;
         flush_sinks(e);
+        if (e->cluster)
+            cluster_keepalive(e->cluster);
     }
 }
 
@@ -345,6 +347,8 @@ static void hook_finish(void *ctx, int code, const char *why)
 
 static void hook_progress(void *ctx) { check_backlog(ctx); }
 
+static void hook_ran(void *ctx) { maybe_flush_midbatch(ctx); }
+
 static void on_stats_timer(uv_timer_t *t)
 {
     engine_t *e = t->data;
@@ -472,7 +476,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
         e.paused = 1;
         cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
-                                 .finish = hook_finish, .progress = hook_progress};
+                                 .finish = hook_finish, .progress = hook_progress,
+                                 .ran = hook_ran};
         char err[512];
         if (cluster_start(&e.cluster, &e.loop, app, &e.x, opt->cluster, &hooks, err,
                           sizeof err) < 0) {
