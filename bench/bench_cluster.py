@@ -78,7 +78,7 @@ class Cluster:
             flags = ["--name", "w%d" % (i + 1)]
             if i == 0:
                 flags += ["--cluster-initializer", "--worker-count", str(n), "--control",
-                          self.control, "--data", "127.0.0.1:%d" % free_port()]
+                          self.control, "--data", "127.0.0.1:0"]
             else:
                 flags += ["--control", self.control]
             log = open(os.path.join(outdir, "%s-w%d.log" % (tag, i + 1)), "wb")

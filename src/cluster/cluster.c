@@ -827,8 +827,12 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
         return -1;
     c->data_up = 1;
     c->open_handles++;
-    if (cfg->initializer && coord_start(&c->coord, loop, &c->cfg, err, errlen) < 0)
-        return -1;
+    if (cfg->initializer) {
+        if (coord_start(&c->coord, loop, &c->cfg, err, errlen) < 0)
+            return -1;
+        /* --control H:0 asks the kernel for a port: join where it listens. */
+        snprintf(c->cfg.control, sizeof c->cfg.control, "%s", coord_address(c->coord));
+    }
     x->forward = forward;
     x->forward_ctx = c;
     x->slot_runs = c->slot_runs;

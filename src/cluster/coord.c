@@ -930,6 +930,8 @@ static const inconn_handler_t coord_handler = {
 
 /* ------------------------------------------------------------ timers */
 
+const char *coord_address(const coord_t *k) { return k->l.addr; }
+
 void coord_keepalive(coord_t *k)
 {
     if (k->closing)

@@ -30,6 +30,8 @@ typedef struct coord coord_t;
  * freed by the caller. */
 int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, char *err,
                 size_t errlen);
+/* The address the coordinator listens on (with the port the kernel gave). */
+const char *coord_address(const coord_t *k);
 /* Send the members their heartbeat now (the loop is busy with a long batch). */
 void coord_keepalive(coord_t *k);
 /* Say goodbye to the members, flush, close every handle. */

@@ -51,12 +51,22 @@ class Cluster:
                 m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 5, "the secret file")
                 self.secret_args = ["--cluster-secret-file", m.group(1)]
         else:
-            self.control = "127.0.0.1:%d" % free_port()
+            # The initializer listens on ports the kernel picks and logs them;
+            # the others join the control address it logged.
+            self.control = "127.0.0.1:0"
             self.ports = []
-            for i in range(n):
-                self.add_worker(nins, initializer=(i == 0), wait=False)
+            first = self.add_worker(nins, initializer=True, wait=False)
+            self.control = wait_until(lambda: self._coordinator_of(first), 15,
+                                      "the coordinator's address")
+            for i in range(1, n):
+                self.add_worker(nins, wait=False)
             for e in self.engines:
                 e.wait_ready()
+
+    @staticmethod
+    def _coordinator_of(eng):
+        m = re.search(r"coordinator listening on (127\.0\.0\.1:\d+)", eng.stderr())
+        return m.group(1) if m else None
 
     @staticmethod
     def _control_from(eng):
@@ -70,7 +80,7 @@ class Cluster:
         flags = ["--name", name or "w%d" % i, "--log-level", "info"]
         if initializer:
             flags += ["--cluster-initializer", "--worker-count", self.n, "--control",
-                      self.control, "--data", "127.0.0.1:%d" % free_port()]
+                      self.control, "--data", "127.0.0.1:0"]
         elif join:
             flags += ["--join", self.control]
         else:
