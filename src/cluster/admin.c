@@ -63,10 +63,8 @@ static int read_all(int fd, uint8_t *p, size_t n)
 
 static int connect_to(const char *control, double timeout, char *err, size_t errlen)
 {
-    hostport_t hp;
     struct sockaddr_storage sa;
-    if (hostport_parse(control, &hp, err, errlen) < 0 ||
-        hostport_resolve(&hp, &sa, err, errlen) < 0)
+    if (hostport_lookup(control, &sa, err, errlen) < 0)
         return -1;
     int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct timeval tv = {.tv_sec = (time_t)timeout,

@@ -120,11 +120,9 @@ static void peer_lost(cluster_t *c, peer_t *p, const char *why)
 
 static void open_link(cluster_t *c, peer_t *p)
 {
-    hostport_t hp;
     struct sockaddr_storage sa;
     char err[300];
-    if (hostport_parse(p->data, &hp, err, sizeof err) < 0 ||
-        hostport_resolve(&hp, &sa, err, sizeof err) < 0) {
+    if (hostport_lookup(p->data, &sa, err, sizeof err) < 0) {
         log_error("cluster: worker '%s' has an unusable data address '%s': %s", p->name,
                   p->data, err);
         return;
@@ -327,10 +325,8 @@ static void on_coord_link_lost(outconn_t *o, const char *why)
 
 static int join_coordinator(cluster_t *c, char *err, size_t errlen)
 {
-    hostport_t hp;
     struct sockaddr_storage sa;
-    if (hostport_parse(c->cfg.control, &hp, err, errlen) < 0 ||
-        hostport_resolve(&hp, &sa, err, errlen) < 0)
+    if (hostport_lookup(c->cfg.control, &sa, err, errlen) < 0)
         return -1;
     outconn_init(&c->to_coord, c->loop, (struct sockaddr *)&sa, "control link to the coordinator",
                  NULL, c);
@@ -759,8 +755,6 @@ static void on_tick(uv_timer_t *t)
     if (late) {
         if (c->control_up)
             forgive_silence(&c->control_l, now);
-        if (c->data_up)
-            forgive_silence(&c->data_l, now);
         return;
     }
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
@@ -781,15 +775,9 @@ static void on_tick(uv_timer_t *t)
 static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn_handler_t *h,
                      const char *what, char *err, size_t errlen)
 {
-    hostport_t hp;
     struct sockaddr_storage sa;
-    if (hostport_parse(addr, &hp, err, errlen) < 0 || hostport_resolve(&hp, &sa, err, errlen) < 0)
+    if (cl_listen_address(addr, &c->cfg.secret, what, &sa, err, errlen) < 0)
         return -1;
-    if (c->cfg.secret.len == 0 && !sockaddr_is_loopback((struct sockaddr *)&sa)) {
-        snprintf(err, errlen, "%s %s is not a loopback address: a cluster across machines "
-                 "needs a secret (--cluster-secret or BETTONG_CLUSTER_SECRET)", what, addr);
-        return -1;
-    }
     char name[128];
     snprintf(name, sizeof name, "cluster %s", what);
     return listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen);

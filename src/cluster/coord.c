@@ -216,11 +216,9 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
                   k->stopping ? "the cluster is stopping" : "too many workers");
         return -1;
     }
-    hostport_t hp;
     struct sockaddr_storage sa;
     char err[300];
-    if (hostport_parse(control, &hp, err, sizeof err) < 0 ||
-        hostport_resolve(&hp, &sa, err, sizeof err) < 0) {
+    if (hostport_lookup(control, &sa, err, sizeof err) < 0) {
         log_error("cluster: refusing worker '%s': bad control address '%s': %s", name, control,
                   err);
         return -1;
@@ -1020,17 +1018,8 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
         rc = listener_adopt(&k->l, loop, cfg->control_fd, &k->spec, &coord_handler, k,
                             "cluster coordinator", err, errlen);
     } else {
-        hostport_t hp;
         struct sockaddr_storage sa;
-        rc = hostport_parse(cfg->control, &hp, err, errlen);
-        if (rc == 0)
-            rc = hostport_resolve(&hp, &sa, err, errlen);
-        if (rc == 0 && cfg->secret.len == 0 && !sockaddr_is_loopback((struct sockaddr *)&sa)) {
-            snprintf(err, errlen, "control address %s is not a loopback address: a cluster "
-                     "across machines needs a secret (--cluster-secret or "
-                     "BETTONG_CLUSTER_SECRET)", cfg->control);
-            rc = -1;
-        }
+        rc = cl_listen_address(cfg->control, &cfg->secret, "control address", &sa, err, errlen);
         if (rc == 0)
             rc = listener_start(&k->l, loop, (struct sockaddr *)&sa, &k->spec, &coord_handler,
                                 k, "cluster coordinator", err, errlen);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "net/addr.h"
 #include "util/ctcmp.h"
 #include "util/log.h"
 
@@ -91,6 +92,19 @@ int cl_check_hello(const cl_secret_t *s, inconn_t *c, const uint8_t *body, size_
     } else if (!ct_equal(s->secret, s->len, secret, slen)) {
         log_warn("%s: refusing connection from %s ('%s'): wrong cluster secret", name, c->peer,
                  out->name);
+        return -1;
+    }
+    return 0;
+}
+
+int cl_listen_address(const char *addr, const cl_secret_t *s, const char *what,
+                      struct sockaddr_storage *sa, char *err, size_t errlen)
+{
+    if (hostport_lookup(addr, sa, err, errlen) < 0)
+        return -1;
+    if (s->len == 0 && !sockaddr_is_loopback((struct sockaddr *)sa)) {
+        snprintf(err, errlen, "%s %s is not a loopback address: a cluster across machines "
+                 "needs a secret (--cluster-secret or BETTONG_CLUSTER_SECRET)", what, addr);
         return -1;
     }
     return 0;

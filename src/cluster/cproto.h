@@ -97,6 +97,11 @@ typedef struct {
     char name[CL_NAME_MAX];
 } cl_hello_t;
 
+/* Resolve an address a cluster member listens on (`what` names it in the
+ * message): beyond loopback only with a cluster secret. Returns 0 or -1 with err. */
+int cl_listen_address(const char *addr, const cl_secret_t *s, const char *what,
+                      struct sockaddr_storage *sa, char *err, size_t errlen);
+
 /* Check the first frame of connection c (body = type + fields). Logs and returns
  * -1 when it is not a HELLO, the secret is wrong, or there is no secret and the
  * peer is not on loopback; `what` names the listener in log lines. */

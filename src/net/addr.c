@@ -108,3 +108,11 @@ int sockaddr_is_loopback(const struct sockaddr *sa)
     }
     return sa->sa_family == AF_UNIX;
 }
+
+int hostport_lookup(const char *text, struct sockaddr_storage *out, char *err, size_t errlen)
+{
+    hostport_t hp;
+    if (hostport_parse(text, &hp, err, errlen) < 0)
+        return -1;
+    return hostport_resolve(&hp, out, err, errlen);
+}
