@@ -19,7 +19,7 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
@@ -79,7 +79,7 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 
 # Install missing Debian packages. Cheap when everything is present.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
-	python3-cloudpickle liblmdb-dev
+	python3-cloudpickle liblmdb-dev zlib1g-dev
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \

@@ -76,7 +76,9 @@ static void alloc_discard(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     outconn_t *o = s->data;
-    if (nread < 0 && o->handle == (uv_tcp_t *)s)
+    if (nread > 0 && o->on_data && o->handle == (uv_tcp_t *)s)
+        o->on_data(o, (const uint8_t *)b->base, (size_t)nread);
+    else if (nread < 0 && o->handle == (uv_tcp_t *)s)
         connection_lost(o, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
 }
 
@@ -106,6 +108,8 @@ static void on_connect(uv_connect_t *req, int status)
     uv_tcp_nodelay(o->handle, 1);
     uv_read_start((uv_stream_t *)o->handle, alloc_discard, on_read);
     writer_set_stream(&o->w, (uv_stream_t *)o->handle);
+    if (o->on_connected)
+        o->on_connected(o);
     start_write(o);
 }
 
@@ -130,6 +134,19 @@ static void try_connect(outconn_t *o)
 }
 
 void outconn_start(outconn_t *o) { try_connect(o); }
+
+void outconn_set_reader(outconn_t *o, void (*on_connected)(outconn_t *o),
+                        void (*on_data)(outconn_t *o, const uint8_t *p, size_t n))
+{
+    o->on_connected = on_connected;
+    o->on_data = on_data;
+}
+
+void outconn_reset(outconn_t *o, const char *why)
+{
+    if (o->handle && o->connected)
+        connection_lost(o, why);
+}
 
 void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *why))
 {

@@ -40,6 +40,9 @@ struct outconn {
      * connection is not retried (a cluster link whose peer is gone). */
     void (*on_lost)(outconn_t *o, const char *why);
     int lost;
+    /* Set by outconn_set_reader: a receiver that talks back. */
+    void (*on_connected)(outconn_t *o);
+    void (*on_data)(outconn_t *o, const uint8_t *p, size_t n);
 };
 
 void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
@@ -51,6 +54,16 @@ void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *w
  * while the loop is busy: for control links whose heartbeats must flow during
  * a long batch. */
 static inline void outconn_set_sync(outconn_t *o) { writer_set_sync(&o->w); }
+/* For a receiver that talks back (the exactly-once sink protocol): on_connected
+ * runs on every new connection before anything queued is written, on_data
+ * with every read. */
+void outconn_set_reader(outconn_t *o, void (*on_connected)(outconn_t *o),
+                        void (*on_data)(outconn_t *o, const uint8_t *p, size_t n));
+/* Drop what is queued and not yet being written (the owner resends its own way
+ * on a new connection). */
+static inline void outconn_discard(outconn_t *o) { writer_discard(&o->w); }
+/* Close the current connection (the peer broke a protocol) and reconnect. */
+void outconn_reset(outconn_t *o, const char *why);
 /* Start connecting (and keep retrying). */
 void outconn_start(outconn_t *o);
 /* The buffer to append output to; call outconn_flush after appending. */

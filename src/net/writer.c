@@ -206,9 +206,8 @@ void writer_flush(writer_t *w)
     }
 }
 
-void writer_free(writer_t *w)
+static void drop_segments(writer_t *w)
 {
-    w->freed = 1;
     while (w->head) {
         wseg_t *s = w->head;
         w->head = s->next;
@@ -217,6 +216,20 @@ void writer_free(writer_t *w)
     w->tail = NULL;
     w->queued = 0;
     w->head_off = 0;
+}
+
+void writer_discard(writer_t *w)
+{
+    if (w->writing)
+        return;
+    drop_segments(w);
+    buf_clear(&w->pending);
+}
+
+void writer_free(writer_t *w)
+{
+    w->freed = 1;
+    drop_segments(w);
     while (w->free_segs) {
         wseg_t *s = w->free_segs;
         w->free_segs = s->next;

@@ -70,6 +70,9 @@ static inline size_t writer_backlog(const writer_t *w)
 {
     return w->queued + buf_unread(&w->pending);
 }
+/* Drop every byte queued or pending (not a write in flight): the owner will
+ * send something else on a new connection. */
+void writer_discard(writer_t *w);
 /* Drop everything queued. The writer's memory must stay valid until the
  * stream's close callback (a cancelled write still reports to it). */
 void writer_free(writer_t *w);

@@ -129,9 +129,11 @@ static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, Py
 
 /* The state object the message belongs to (borrowed), or NULL: after reporting
  * an error, or (*away set) when its state lives on another worker. known_key is
- * the partition key when the worker that forwarded the message computed it. */
+ * the partition key when the worker that forwarded the message computed it.
+ * With change tracking, *slot and *key (a new reference; NULL for to_stateful)
+ * say where the state lives, to mark it changed after the step. */
 static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
-                          PyObject *known_key, int *away)
+                          PyObject *known_key, int *away, unsigned *slot_out, PyObject **key_out)
 {
     if (s->kind == STEP_STATEFUL) {
         if ((*away = forwarded_away(x, p, s, s->state->home_slot, msg, NULL)))
@@ -141,6 +143,7 @@ static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
         PyObject *st = state_single(s->state);
         if (!st)
             user_error(x, "state class");
+        *slot_out = s->state->home_slot;
         return st;
     }
     PyObject *key = known_key ? Py_NewRef(known_key) : py_call1(s->partition_fn, msg);
@@ -156,12 +159,26 @@ static PyObject *state_of(exec_t *x, pipeline_t *p, step_t *s, PyObject *msg,
             if (x->slot_runs)
                 x->slot_runs[slot]++;
             st = state_for_key(s->state, slot, key);
+            *slot_out = slot;
         }
     }
-    Py_DECREF(key);
+    if (st && x->track_changes)
+        *key_out = key;
+    else
+        Py_DECREF(key);
     if (!st && !*away)
         user_error(x, "partition function");
     return st;
+}
+
+/* A state step said its state changed: note it for the next checkpoint. */
+static void note_change(exec_t *x, step_t *s, PyObject *r, unsigned slot, PyObject *key)
+{
+    int changed = PyObject_IsTrue(PyTuple_GET_ITEM(r, 1));
+    if (changed > 0 && state_mark_changed(s->state, slot, key) == 0)
+        return;
+    if (changed != 0)
+        user_error(x, "marking state changed");
 }
 
 /* Send each output of a multi step on; None sends nothing. */
@@ -208,25 +225,31 @@ static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject
         return;
     }
     step_t *s = &p->steps[i];
-    PyObject *r;
+    PyObject *r, *key = NULL;
+    unsigned slot = 0;
     if (s->kind == STEP_STATELESS) {
         r = py_call1(s->fn, msg);
     } else {
         int away = 0;
-        PyObject *st = state_of(x, p, s, msg, known_key, &away);
+        PyObject *st = state_of(x, p, s, msg, known_key, &away, &slot, &key);
         if (!st)
             return;
         r = py_call2(s->fn, msg, st);
     }
     if (!r) {
+        Py_XDECREF(key);
         user_error(x, s->label);
         return;
     }
     PyObject *out = r;
     if (s->kind != STEP_STATELESS && !(out = state_result_output(x, s, r))) {
+        Py_XDECREF(key);
         Py_DECREF(r);
         return;
     }
+    if (s->kind != STEP_STATELESS && x->track_changes)
+        note_change(x, s, r, slot, key);
+    Py_XDECREF(key);
     if (s->multi)
         run_each(x, p, i + 1, out, s);
     else if (out != Py_None)

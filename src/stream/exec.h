@@ -43,6 +43,9 @@ typedef struct {
     void *forward_ctx;
     uint64_t forwarded;
     uint32_t *slot_runs;    /* when set: messages run per slot, for balancing */
+    /* With resilience: mark the state a step reports changed (the classic
+     * API's (output, changed)), for incremental checkpoints. */
+    int track_changes;
 } exec_t;
 
 /* Decode a frame's payload and run it through `p`. Returns 0, or -1 if the

@@ -105,18 +105,47 @@ void state_single_put(state_store_t *s, PyObject *obj)
     Py_XSETREF(s->single, obj);
 }
 
+int state_mark_changed(state_store_t *s, unsigned slot, PyObject *key)
+{
+    if (!key) {
+        s->single_changed = 1;
+        return 0;
+    }
+    if (!s->changed[slot] && !(s->changed[slot] = PySet_New(NULL)))
+        return -1;
+    return PySet_Add(s->changed[slot], key);
+}
+
+void state_clear_changed(state_store_t *s)
+{
+    for (unsigned i = 0; i < ROUTING_SLOTS; i++)
+        Py_CLEAR(s->changed[i]);
+    s->single_changed = 0;
+}
+
 size_t state_count_keys(const state_registry_t *r, int (*keep)(const void *ctx, unsigned slot),
                         const void *ctx)
 {
     size_t n = 0;
     for (const state_store_t *s = r->head; s; s = s->next) {
         for (unsigned i = 0; i < ROUTING_SLOTS; i++)
-            if (s->slots[i] && keep(ctx, i))
+            if (s->slots[i] && (!keep || keep(ctx, i)))
                 n += (size_t)PyDict_GET_SIZE(s->slots[i]);
-        if (s->single && keep(ctx, s->home_slot))
+        if (s->single && (!keep || keep(ctx, s->home_slot)))
             n++;
     }
     return n;
+}
+
+void state_registry_clear(state_registry_t *r)
+{
+    for (state_store_t *s = r->head; s; s = s->next) {
+        for (unsigned i = 0; i < ROUTING_SLOTS; i++)
+            Py_CLEAR(s->slots[i]);
+        Py_CLEAR(s->single);
+        state_clear_changed(s);
+        s->keys = 0;
+    }
 }
 
 void state_registry_free(state_registry_t *r)
@@ -126,6 +155,7 @@ void state_registry_free(state_registry_t *r)
         state_store_t *next = s->next;
         for (unsigned i = 0; i < ROUTING_SLOTS; i++)
             Py_XDECREF(s->slots[i]);
+        state_clear_changed(s);
         Py_XDECREF(s->single);
         Py_XDECREF(s->state_class);
         free(s->name);

@@ -17,6 +17,11 @@ typedef struct state_store {
     PyObject *state_class; /* owned */
     PyObject *single;      /* owned; the to_stateful object, made on first use */
     PyObject *slots[ROUTING_SLOTS]; /* owned dicts, made on first use */
+    /* With resilience: the keys whose state changed since the last checkpoint,
+     * per slot (owned sets, made on first change), and whether the single
+     * object did. An incremental snapshot writes only these. */
+    PyObject *changed[ROUTING_SLOTS];
+    int single_changed;
     size_t keys;
     struct state_store *next;
 } state_store_t;
@@ -43,9 +48,16 @@ int state_slot_put(state_store_t *s, unsigned slot, PyObject *dict);
 /* With GIL. Take the to_stateful object (new reference or NULL) / install one. */
 PyObject *state_single_take(state_store_t *s);
 void state_single_put(state_store_t *s, PyObject *obj);
-/* How many keys the slots that `keep(slot)` accepts hold, across stores. */
+/* With GIL. Note that the state of `key` in `slot` changed (key NULL: the
+ * single object). Returns 0, or -1 with a Python exception. */
+int state_mark_changed(state_store_t *s, unsigned slot, PyObject *key);
+/* With GIL. Forget every change mark (after a full snapshot). */
+void state_clear_changed(state_store_t *s);
+/* How many keys the slots that `keep(slot)` accepts (all: NULL) hold, across stores. */
 size_t state_count_keys(const state_registry_t *r, int (*keep)(const void *ctx, unsigned slot),
                         const void *ctx);
+/* With GIL: drop every state object and change mark, keeping the stores. */
+void state_registry_clear(state_registry_t *r);
 /* With GIL: drop every store. */
 void state_registry_free(state_registry_t *r);
 

@@ -1,0 +1,75 @@
+/* Resilience on one worker: checkpoints, recovery, resumable sources.
+ *
+ * Every interval the loop thread cuts checkpoint N between two batches: the
+ * state that changed since N-1 (or all of it, periodically) is pickled into a
+ * snapshot (stream/stsnap.c) with each resumable source's position and each
+ * generator's last value, and each sink's output epoch N ends there. The
+ * snapshot is written and fsynced by a libuv work thread while processing goes
+ * on; N is complete when its file is on disk and every exactly-once receiver
+ * holds epoch N, and is then recorded in the catalog (stream/catalog.c), also
+ * off the loop. Then the receivers commit epoch N and the resumable clients
+ * hear which of their records it covers. One checkpoint is in flight at a time.
+ *
+ * On start-up the last complete checkpoint whose files are whole is loaded;
+ * a damaged one falls back to the one before. */
+#ifndef BETTONG_RESIL_H
+#define BETTONG_RESIL_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "net/inconn.h"
+#include "stream/app.h"
+#include "stream/sink.h"
+
+typedef struct {
+    const char *dir;      /* --resilience-dir: files go to DIR/<worker> */
+    const char *worker;   /* this worker's name */
+    uint64_t interval_ns; /* --time-between-checkpoints */
+} resil_options_t;
+
+/* What the checkpoints need of the engine. */
+typedef struct {
+    void *ctx;
+    /* Generator pipeline `pipe`'s last value (borrowed; NULL: none yet), and
+     * setting it on recovery (value borrowed). With the GIL. */
+    PyObject *(*gen_get)(void *ctx, size_t pipe);
+    void (*gen_set)(void *ctx, size_t pipe, PyObject *value);
+} resil_engine_t;
+
+typedef struct resil resil_t;
+
+/* Open DIR/<worker>, refuse another application's directory, and load the
+ * last usable checkpoint into app's state (takes the GIL). Returns NULL with
+ * err set. */
+resil_t *resil_open(uv_loop_t *loop, app_t *app, const resil_options_t *opt,
+                    const resil_engine_t *eng, char *err, size_t errlen);
+/* The checkpoint the state was loaded from (0: started empty). */
+uint64_t resil_recovered(const resil_t *r);
+/* The sinks whose epochs the checkpoints cut; then checkpoints start. */
+void resil_start(resil_t *r, sink_t *sinks, size_t nsinks);
+/* A sink's receiver made an epoch durable or was found to be plain. */
+void resil_sink_changed(resil_t *r);
+
+/* Source connections. The first frame of a connection whose payload starts
+ * with RS_MAGIC names a resumable stream: answer it (r may be NULL: resilience
+ * is off, the client is refused). Returns 0, or -1 to close the connection. */
+int resil_hello(resil_t *r, inconn_t *c, const uint8_t *payload, size_t len);
+/* A record of the stream on connection c was run (c->user is its stream). */
+void resil_advance(inconn_t *c);
+void resil_closed(resil_t *r, inconn_t *c);
+/* c->user of a connection that is known to be plain. */
+extern char resil_plain_conn;
+
+/* Stopping: cut a last checkpoint (after the one in flight) and call done
+ * when it is complete or cannot be. */
+void resil_final(resil_t *r, void (*done)(void *ctx), void *ctx);
+/* Close the timer; the loop ends once the work in flight has ended. */
+void resil_shutdown(resil_t *r);
+/* After the loop ended. */
+void resil_free(resil_t *r);
+
+#endif
