@@ -13,6 +13,45 @@
 #include "util/args.h"
 #include "util/log.h"
 
+/* Wallaroo worker flags that Bettong takes but does not implement: each is
+ * named once in a warning, so that nobody counts on it silently. */
+typedef struct {
+    const char *flag, *alias;
+    int has_value;
+    const char *why;
+} ignored_flag_t;
+
+#define NO_PONY "there is no Pony runtime (one thread runs the loop and the Python steps)"
+#define NO_SPIKE "Wallaroo's network fault injection (spike) is not built in"
+
+static const ignored_flag_t ignored_flags[] = {
+    {"--external", "-e", 1, "there is no external control channel"},
+    {"--metrics", "-m", 1, "no metrics are sent"},
+    {"--stop-pause", NULL, 1, "a cluster change pauses the sources only while it runs"},
+    {"--log-rotation", NULL, 0, "there is no event log to rotate"},
+    {"--event-log-file-size", NULL, 1, "there is no event log to rotate"},
+    {"--resilience-no-local-file-io", NULL, 0, "not implemented"},
+    {"--spike-seed", NULL, 1, NO_SPIKE},
+    {"--spike-drop", NULL, 0, NO_SPIKE},
+    {"--spike-prob", NULL, 1, NO_SPIKE},
+    {"--spike-margin", NULL, 1, NO_SPIKE},
+    {"--ponythreads", NULL, 1, NO_PONY},
+    {"--ponyminthreads", NULL, 1, NO_PONY},
+    {"--ponysuspendthreshold", NULL, 1, NO_PONY},
+    {"--ponycdinterval", NULL, 1, NO_PONY},
+    {"--ponygcinitial", NULL, 1, NO_PONY},
+    {"--ponygcfactor", NULL, 1, NO_PONY},
+    {"--ponynoblock", NULL, 0, NO_PONY},
+    {"--ponypin", NULL, 0, NO_PONY},
+    {"--ponypinasio", NULL, 0, NO_PONY},
+    {"--ponynopin", NULL, 0, NO_PONY},
+    {"--ponynoscale", NULL, 0, NO_PONY},
+    {"--ponynoyield", NULL, 0, NO_PONY},
+};
+
+#define NIGNORED (sizeof ignored_flags / sizeof ignored_flags[0])
+_Static_assert(NIGNORED <= 32, "run_args_t.ignored has a bit per ignored flag");
+
 static void usage(FILE *f, const run_ext_t *ext)
 {
     fprintf(f,
@@ -41,10 +80,16 @@ static void usage(FILE *f, const run_ext_t *ext)
 "\n"
 "Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
-"  --external/-e, --metrics/-m, --resilience-dir, --ponythreads, --ponynoblock,\n"
-"  --ponypinasio, --ponyminthreads ...\n"
-"                              accepted and ignored (metrics and Pony runtime tuning\n"
-"                              have no meaning here)\n");
+"  --external/-e, --metrics/-m, --stop-pause, --log-rotation,\n"
+"  --event-log-file-size, --resilience-no-local-file-io, --spike-seed,\n"
+"  --spike-drop, --spike-prob, --spike-margin, --ponythreads, --ponyminthreads,\n"
+"  --ponysuspendthreshold, --ponycdinterval, --ponygcinitial, --ponygcfactor,\n"
+"  --ponynoblock, --ponypin, --ponypinasio, --ponynopin, --ponynoscale,\n"
+"  --ponynoyield\n"
+"                              accepted without effect (metrics, Wallaroo's event\n"
+"                              log, fault injection and Pony runtime tuning have no\n"
+"                              meaning here); each one given is named in a warning\n"
+"                              at start-up\n");
 }
 
 /* A flag with its value; a flag given last without one is left to the
@@ -134,6 +179,33 @@ static int parse_on_error(run_args_t *a, const char *v)
     return 0;
 }
 
+/* A Wallaroo flag without effect here: noted (with its value skipped) for
+ * warn_ignored. Returns 1 if argv[*i] is one. */
+static int take_ignored(run_args_t *a, int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < NIGNORED; k++) {
+        const ignored_flag_t *f = &ignored_flags[k];
+        int hit = f->has_value
+                      ? flag_value(argc, argv, i, f->flag) ||
+                            (f->alias && flag_value(argc, argv, i, f->alias))
+                      : strcmp(argv[*i], f->flag) == 0;
+        if (hit) {
+            a->ignored |= 1u << k;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One warning per flag, however often it was given. */
+static void warn_ignored(const run_args_t *a)
+{
+    for (size_t k = 0; k < NIGNORED; k++)
+        if (a->ignored & (1u << k))
+            log_warn("%s is accepted for Wallaroo compatibility but has no effect "
+                     "here: %s", ignored_flags[k].flag, ignored_flags[k].why);
+}
+
 /* The engine's own flags. Returns 1 if argv[*i] was one, -1 on a bad value. */
 static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
 {
@@ -194,6 +266,8 @@ int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext)
         }
         if (rc < 0)
             return -1;
+        if (rc == 0)
+            take_ignored(a, argc, argv, &i);
         /* Anything else belongs to the application. */
     }
     if (!a->module[0]) {
@@ -202,6 +276,10 @@ int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext)
         usage(stderr, ext);
         return -1;
     }
+    /* Workers a `--workers` parent started (sharing its ports) leave the
+     * warnings to it: one per flag, not one per process. */
+    if (!a->engine.shared_ports)
+        warn_ignored(a);
     return 0;
 }
 

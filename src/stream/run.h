@@ -20,6 +20,7 @@ typedef struct {
     size_t nowned;
     engine_options_t engine;    /* the caller may set .cluster and .cluster_config */
     uint64_t max_frame;
+    uint32_t ignored;           /* Wallaroo flags given that have no effect (a bit each) */
 } run_args_t;
 
 /* What the command above adds to the engine's flags. */
@@ -33,7 +34,8 @@ typedef struct {
     void *ctx;
 } run_ext_t;
 
-/* argv[0] is "run". Fills a (from defaults). Returns 0 to run, 1 after --help, -1 on
+/* argv[0] is "run". Fills a (from defaults); warns once about each Wallaroo
+ * flag given that has no effect here. Returns 0 to run, 1 after --help, -1 on
  * a usage error. a is to be freed with run_args_free (or run_worker) either way. */
 int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext);
 /* Start Python, load the application and run the engine; frees a. argv is
