@@ -47,7 +47,7 @@ struct cluster {
     app_t *app;
     exec_t *x;
     cluster_config_t cfg;
-    cluster_hooks_t hooks;
+    engine_cluster_hooks_t hooks;
     frame_spec_t spec;
     listener_t control_l, data_l;
     int control_up, data_up;
@@ -184,7 +184,7 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
     if (!p || p->lost || !p->link_open) {
         if (p && p->dropped++ == 0)
             log_error("cluster: dropping messages for the slots of worker '%s' (lost)", p->name);
-        c->x->failed++;
+        exec_count_failed(c->x);
         return;
     }
     if (put_message(c, outconn_buffer(&p->link), pipe, step, msg, key) == 0) {
@@ -196,7 +196,7 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
     else
         log_error("cluster: a message cannot be forwarded (too large or out of memory); "
                   "dropped");
-    c->x->failed++;
+    exec_count_failed(c->x);
 }
 
 void cluster_flush(cluster_t *c)
@@ -367,7 +367,8 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
     if (!c->have_self) {
         c->self = you;
         c->have_self = 1;
-        c->x->self = you;
+        if (c->have_table)
+            exec_set_router(c->x, &c->table, c->self, forward, c);
         log_info("cluster: joined as worker %u", you);
     }
     for (unsigned i = 0; i < n && !r->err; i++) {
@@ -422,8 +423,7 @@ static void apply_table(cluster_t *c, wire_rd_t *r)
         py_gil_enter();
         migrate_drop_unowned(c->app, owned_here, c);
         py_gil_leave();
-        c->x->table = &c->table;
-        c->x->self = c->self;
+        exec_set_router(c->x, &c->table, c->self, forward, c);
     }
     log_debug("cluster: routing table %u: %u slots here", seq, routing_count(&c->table, c->self));
     cl_put_u32(coord_buf(c), CL_ACK, seq);
@@ -634,7 +634,7 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
         }
         else {
             pyerr_report("deserialize (a message from another worker)");
-            c->x->failed++;
+            exec_count_failed(c->x);
         }
         Py_XDECREF(key);
         Py_XDECREF(msg);
@@ -784,7 +784,7 @@ static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn
 }
 
 int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
-                  const cluster_config_t *cfg, const cluster_hooks_t *hooks, char *err,
+                  const cluster_config_t *cfg, const engine_cluster_hooks_t *hooks, char *err,
                   size_t errlen)
 {
     cluster_t *c = calloc(1, sizeof *c);
@@ -821,9 +821,7 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
         /* --control H:0 asks the kernel for a port: join where it listens. */
         snprintf(c->cfg.control, sizeof c->cfg.control, "%s", coord_address(c->coord));
     }
-    x->forward = forward;
-    x->forward_ctx = c;
-    x->slot_runs = c->slot_runs;
+    exec_count_slot_runs(x, c->slot_runs);
     if (join_coordinator(c, err, errlen) < 0)
         return -1;
     unsigned hb = cl_heartbeat_ms(c->cfg.timeout_ms);
@@ -914,12 +912,43 @@ void cluster_free(cluster_t *c)
 {
     if (!c)
         return;
-    c->x->table = NULL;
-    c->x->forward = NULL;
-    c->x->slot_runs = NULL;
+    exec_set_router(c->x, NULL, 0, NULL, NULL);
+    exec_count_slot_runs(c->x, NULL);
     if (c->coord)
         coord_free(c->coord);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
         free(c->peers[i]);
     free(c);
 }
+
+/* ------------------------------------------------------------ the engine's table */
+
+static int op_start(void **handle, uv_loop_t *loop, app_t *app, exec_t *x, const void *config,
+                    const engine_cluster_hooks_t *hooks, char *err, size_t errlen)
+{
+    cluster_t *c = NULL;
+    int rc = cluster_start(&c, loop, app, x, config, hooks, err, errlen);
+    *handle = c;
+    return rc;
+}
+
+static void op_flush(void *h) { cluster_flush(h); }
+static void op_keepalive(void *h) { cluster_keepalive(h); }
+static size_t op_backlog(const void *h) { return cluster_backlog(h); }
+static void op_hold_inbound(void *h, int hold) { cluster_hold_inbound(h, hold); }
+static int op_request_stop(void *h, const char *why) { return cluster_request_stop(h, why); }
+static void op_shutdown(void *h) { cluster_shutdown(h, NULL, NULL); }
+static int op_exit_code(const void *h) { return cluster_exit_code(h); }
+static void op_free(void *h) { cluster_free(h); }
+
+const engine_cluster_ops_t cluster_engine_ops = {
+    .start = op_start,
+    .flush = op_flush,
+    .keepalive = op_keepalive,
+    .backlog = op_backlog,
+    .hold_inbound = op_hold_inbound,
+    .request_stop = op_request_stop,
+    .shutdown = op_shutdown,
+    .exit_code = op_exit_code,
+    .free = op_free,
+};

@@ -18,35 +18,18 @@
 
 #include "cluster/config.h"
 #include "stream/app.h"
+#include "stream/engine.h"
 #include "stream/exec.h"
-
-/* What the cluster asks of the engine it runs in. */
-typedef struct {
-    void *ctx;
-    /* Stop (1) or run (0) the sources: until the cluster forms, and while the
-     * slots move. Sources start held. */
-    void (*hold_sources)(void *ctx, int hold);
-    /* Around a read batch of forwarded messages: take the GIL / release it,
-     * flush the sinks and links, apply backpressure. */
-    void (*batch_begin)(void *ctx);
-    void (*batch_end)(void *ctx);
-    /* Stop this worker: close the sources, flush the sinks, exit with code. */
-    void (*finish)(void *ctx, int code, const char *why);
-    /* Bytes left a data link: sources paused on its backlog may resume. */
-    void (*progress)(void *ctx);
-    /* After each forwarded message run (in a batch): flush and keep alive as
-     * a source batch does. */
-    void (*ran)(void *ctx);
-} cluster_hooks_t;
 
 typedef struct cluster cluster_t;
 
 /* Listen on this worker's control and data addresses (and, on the initializer,
- * start the coordinator), then join. Installs the forward hook in x. Without the
+ * start the coordinator), then join. Routes x's messages once the first table
+ * has come (exec_set_router). Without the
  * GIL. Returns 0, or -1 with a message in err; either way *out (NULL only when
  * out of memory) is to be shut down and freed by the caller. */
 int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
-                  const cluster_config_t *cfg, const cluster_hooks_t *hooks, char *err,
+                  const cluster_config_t *cfg, const engine_cluster_hooks_t *hooks, char *err,
                   size_t errlen);
 /* Hand what the links hold to the kernel. */
 void cluster_flush(cluster_t *c);
@@ -68,5 +51,9 @@ void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx);
 int cluster_exit_code(const cluster_t *c);
 /* After the loop ended. */
 void cluster_free(cluster_t *c);
+
+/* The functions above as the engine's table (engine.h), with a
+ * cluster_config_t as its config: what `bettong run` registers. */
+extern const engine_cluster_ops_t cluster_engine_ops;
 
 #endif

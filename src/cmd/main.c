@@ -6,7 +6,7 @@
 #include "pool/pool.h"
 #include "pool/worker.h"
 #include "store/store.h"
-#include "stream/run.h"
+#include "cluster/runcl.h"
 #include "tools/tools.h"
 
 static void usage(FILE *f)

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <uv.h>
 
-#include "cluster/cluster.h"
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -50,7 +49,8 @@ struct engine {
     int paused;         /* sources not reading: bp_paused or held */
     int bp_paused;      /* backpressure from the sinks and links */
     int held;           /* the cluster holds the sources (forming, moving slots) */
-    cluster_t *cluster;
+    const engine_cluster_ops_t *cl; /* NULL: a worker on its own */
+    void *cluster;                  /* what cl->start made */
     uv_timer_t stop_timer; /* a cluster stop that does not come */
     int stopping;
     int exit_code;
@@ -96,7 +96,7 @@ static void apply_pause(engine_t *e)
 static void check_backlog(engine_t *e)
 {
     size_t sinks = sinks_backlog(e);
-    size_t backlog = sinks + (e->cluster ? cluster_backlog(e->cluster) : 0);
+    size_t backlog = sinks + (e->cluster ? e->cl->backlog(e->cluster) : 0);
     if (!e->bp_paused && backlog > e->opt->backlog_high) {
         e->bp_paused = 1;
         apply_pause(e);
@@ -106,9 +106,9 @@ static void check_backlog(engine_t *e)
     }
     if (e->cluster) {
         if (sinks > e->opt->backlog_high)
-            cluster_hold_inbound(e->cluster, 1);
+            e->cl->hold_inbound(e->cluster, 1);
         else if (sinks < e->opt->backlog_low)
-            cluster_hold_inbound(e->cluster, 0);
+            e->cl->hold_inbound(e->cluster, 0);
     }
 }
 
@@ -117,7 +117,7 @@ static void flush_sinks(engine_t *e)
     for (size_t i = 0; i < e->app->nsinks; i++)
         outconn_flush(&e->sinks[i]);
     if (e->cluster)
-        cluster_flush(e->cluster);
+        e->cl->flush(e->cluster);
 }
 
 static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
@@ -145,7 +145,7 @@ static void maybe_flush_midbatch(engine_t *e)
         e->last_flush_ns = now;
         flush_sinks(e);
         if (e->cluster)
-            cluster_keepalive(e->cluster);
+            e->cl->keepalive(e->cluster);
     }
 }
 
@@ -252,7 +252,7 @@ static void finish(engine_t *e)
     for (size_t i = 0; i < e->app->nsinks; i++)
         outconn_close(&e->sinks[i], NULL);
     if (e->cluster)
-        cluster_shutdown(e->cluster, NULL, NULL);
+        e->cl->shutdown(e->cluster);
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
@@ -312,7 +312,7 @@ static void on_signal(uv_signal_t *h, int signum)
         log_warn("second %s: exiting without waiting for the sinks", strsignal(signum));
         exit(1);
     }
-    if (e->cluster && cluster_request_stop(e->cluster, strsignal(signum)) == 0) {
+    if (e->cluster && e->cl->request_stop(e->cluster, strsignal(signum)) == 0) {
         log_info("%s: asking the cluster to stop", strsignal(signum));
         uv_timer_start(&e->stop_timer, on_stop_timer,
                        (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
@@ -474,13 +474,14 @@ int engine_run(app_t *app, const engine_options_t *opt)
         /* Sources wait until the cluster has formed. */
         e.held = 1;
         e.paused = 1;
-        cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
+        engine_cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
                                  .finish = hook_finish, .progress = hook_progress,
                                  .ran = hook_ran};
         char err[512];
-        if (cluster_start(&e.cluster, &e.loop, app, &e.x, opt->cluster, &hooks, err,
-                          sizeof err) < 0) {
+        e.cl = opt->cluster;
+        if (e.cl->start(&e.cluster, &e.loop, app, &e.x, opt->cluster_config, &hooks, err,
+                        sizeof err) < 0) {
             log_error("cannot take part in a cluster: %s", err);
             begin_stop(&e, 2, "no cluster");
         }
@@ -503,10 +504,10 @@ int engine_run(app_t *app, const engine_options_t *opt)
     py_gil_leave();
     report_totals(&e);
     if (e.cluster) {
-        int cc = cluster_exit_code(e.cluster);
+        int cc = e.cl->exit_code(e.cluster);
         if (cc > e.exit_code)
             e.exit_code = cc;
-        cluster_free(e.cluster);
+        e.cl->free(e.cluster);
     }
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -6,11 +6,61 @@
 #ifndef BETTONG_ENGINE_H
 #define BETTONG_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
-#include "cluster/config.h"
 #include "stream/app.h"
 #include "stream/exec.h"
+
+/* What a cluster, a layer above the engine, asks of the engine it runs in. */
+typedef struct {
+    void *ctx;
+    /* Stop (1) or run (0) the sources: until the cluster forms, and while the
+     * slots move. Sources start held. */
+    void (*hold_sources)(void *ctx, int hold);
+    /* Around a read batch of forwarded messages: take the GIL / release it,
+     * flush the sinks and links, apply backpressure. */
+    void (*batch_begin)(void *ctx);
+    void (*batch_end)(void *ctx);
+    /* Stop this worker: close the sources, flush the sinks, exit with code. */
+    void (*finish)(void *ctx, int code, const char *why);
+    /* Bytes left a data link: sources paused on its backlog may resume. */
+    void (*progress)(void *ctx);
+    /* After each forwarded message run (in a batch): flush and keep alive as
+     * a source batch does. */
+    void (*ran)(void *ctx);
+} engine_cluster_hooks_t;
+
+/* How the engine reaches the cluster without knowing it: the command that
+ * starts the engine (cluster/runcl.c) fills engine_options_t.cluster with the
+ * cluster's table (cluster/cluster.h: cluster_engine_ops) and its config, which
+ * the engine only passes on. `handle` is what start made. */
+typedef struct {
+    /* On the engine's loop, without the GIL: listen, join, and route x's
+     * messages. Returns 0, or -1 with a message in err; either way *handle
+     * (NULL only when out of memory) is shut down and freed by the engine. */
+    int (*start)(void **handle, uv_loop_t *loop, app_t *app, exec_t *x, const void *config,
+                 const engine_cluster_hooks_t *hooks, char *err, size_t errlen);
+    /* Hand what the links hold to the kernel (with the sinks, once per batch). */
+    void (*flush)(void *handle);
+    /* Called often during a long batch of user code, so that a busy worker is
+     * not taken for a lost one; cheap when nothing is due. */
+    void (*keepalive)(void *handle);
+    /* Bytes waiting in the links: they pause the sources as the sinks' do. */
+    size_t (*backlog)(const void *handle);
+    /* Stop (1) or resume (0) reading forwarded messages (the sinks are full). */
+    void (*hold_inbound)(void *handle, int hold);
+    /* A signal: ask every worker to stop together. 0 if asked (the answer is
+     * the finish hook), -1 if this worker must stop alone. */
+    int (*request_stop)(void *handle, const char *why);
+    /* Leave and close everything; the loop then ends. */
+    void (*shutdown)(void *handle);
+    /* The process's exit code as the cluster sees it (a lost peer: 3), or 0. */
+    int (*exit_code)(const void *handle);
+    /* After the loop ended. */
+    void (*free)(void *handle);
+} engine_cluster_ops_t;
 
 typedef struct {
     on_error_t on_error;
@@ -18,7 +68,8 @@ typedef struct {
     double flush_timeout_s;      /* how long a stop waits for the sinks to drain */
     uint64_t backlog_high;       /* bytes waiting in sinks that pause the sources */
     uint64_t backlog_low;        /* ... and that resume them */
-    const cluster_config_t *cluster; /* NULL: a worker on its own */
+    const engine_cluster_ops_t *cluster; /* NULL: a worker on its own */
+    const void *cluster_config;  /* the cluster's own, given to cluster->start */
     int shared_ports;            /* sources share their ports with sibling processes */
 } engine_options_t;
 

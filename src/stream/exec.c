@@ -111,6 +111,19 @@ int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash)
     return pykey_hash(key, hash);
 }
 
+void exec_set_router(exec_t *x, const routing_table_t *table, unsigned self,
+                     exec_forward_fn forward, void *ctx)
+{
+    x->table = table;
+    x->self = self;
+    x->forward = forward;
+    x->forward_ctx = ctx;
+}
+
+void exec_count_slot_runs(exec_t *x, uint32_t *counts) { x->slot_runs = counts; }
+
+void exec_count_failed(exec_t *x) { x->failed++; }
+
 /* Whether the message must go on elsewhere: if its slot belongs to another
  * worker it is handed to the cluster and 1 is returned. */
 static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, PyObject *msg,

@@ -18,6 +18,12 @@
 
 typedef enum { ON_ERROR_SKIP, ON_ERROR_DEAD_LETTER, ON_ERROR_STOP } on_error_t;
 
+/* How a message whose state lives on worker `owner` leaves this one (msg and
+ * key borrowed; it continues at `step` of pipeline `pipe` there; key is its
+ * partition key, NULL for to_stateful). */
+typedef void (*exec_forward_fn)(void *ctx, unsigned owner, unsigned pipe, unsigned step,
+                                PyObject *msg, PyObject *key);
+
 typedef struct {
     app_t *app;
     buf_t **sink_bufs;      /* per app sink: where encoded output is appended */
@@ -32,21 +38,30 @@ typedef struct {
     size_t cur_frame_len;
     PyObject *cur_message;  /* borrowed; generator or forwarded input */
     int cur_failed;
-    /* In a cluster: who owns each slot, and how a message whose state lives
-     * elsewhere leaves (msg and key borrowed; it continues at `step` of pipeline
-     * `pipe` on worker `owner`; key is its partition key, NULL for to_stateful).
-     * table is NULL on a single worker. */
+    uint64_t forwarded;
+    /* Private to exec.c: set through exec_set_router and exec_count_slot_runs,
+     * so that the cluster, a layer above, never writes into this struct. */
     const routing_table_t *table;
     unsigned self;
-    void (*forward)(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyObject *msg,
-                    PyObject *key);
+    exec_forward_fn forward;
     void *forward_ctx;
-    uint64_t forwarded;
-    uint32_t *slot_runs;    /* when set: messages run per slot, for balancing */
+    uint32_t *slot_runs;
     /* With resilience: mark the state a step reports changed (the classic
      * API's (output, changed)), for incremental checkpoints. */
     int track_changes;
 } exec_t;
+
+/* In a cluster: who owns each slot (this worker is `self`), and how messages
+ * for the other workers' slots leave. A NULL table (the default) makes every
+ * slot local: a worker on its own. */
+void exec_set_router(exec_t *x, const routing_table_t *table, unsigned self,
+                     exec_forward_fn forward, void *ctx);
+/* When counts is not NULL, count the messages run here per slot into
+ * counts[ROUTING_SLOTS] (the coordinator balances the load on them). */
+void exec_count_slot_runs(exec_t *x, uint32_t *counts);
+/* An input message dropped outside exec (it could not be forwarded or
+ * decoded): counted with the failures of user code. */
+void exec_count_failed(exec_t *x);
 
 /* Decode a frame's payload and run it through `p`. Returns 0, or -1 if the
  * decoder raised (the caller closes the connection). */

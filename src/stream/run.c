@@ -8,37 +8,51 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cluster/local.h"
-#include "net/guard.h"
 #include "py/bridge.h"
 #include "stream/app.h"
-#include "stream/engine.h"
 #include "util/args.h"
 #include "util/log.h"
 
-#define MAX_PATHS 32
-
+/* Wallaroo worker flags that Bettong takes but does not implement: each is
+ * named once in a warning, so that nobody counts on it silently. */
 typedef struct {
-    char module[256];
-    const char *paths[MAX_PATHS + 1];
-    size_t npaths;
-    char *owned[MAX_PATHS]; /* strings in paths we allocated */
-    size_t nowned;
-    engine_options_t engine;
-    uint64_t max_frame;
-    /* cluster flags */
-    long worker_count;
-    long workers;            /* --workers N: N local processes */
-    int initializer;
-    const char *name, *control, *data, *my_control, *my_data, *join, *secret;
-    long control_fd;         /* internal: the coordinator's socket from --workers */
-    int shared_ports;        /* internal: sources share ports (--workers) */
-    double cluster_timeout;
-    double rebalance;
-    cluster_config_t cluster;
-} run_args_t;
+    const char *flag, *alias;
+    int has_value;
+    const char *why;
+} ignored_flag_t;
 
-static void usage(FILE *f)
+#define NO_PONY "there is no Pony runtime (one thread runs the loop and the Python steps)"
+#define NO_SPIKE "Wallaroo's network fault injection (spike) is not built in"
+
+static const ignored_flag_t ignored_flags[] = {
+    {"--external", "-e", 1, "there is no external control channel"},
+    {"--metrics", "-m", 1, "no metrics are sent"},
+    {"--stop-pause", NULL, 1, "a cluster change pauses the sources only while it runs"},
+    {"--log-rotation", NULL, 0, "there is no event log to rotate"},
+    {"--event-log-file-size", NULL, 1, "there is no event log to rotate"},
+    {"--resilience-no-local-file-io", NULL, 0, "not implemented"},
+    {"--spike-seed", NULL, 1, NO_SPIKE},
+    {"--spike-drop", NULL, 0, NO_SPIKE},
+    {"--spike-prob", NULL, 1, NO_SPIKE},
+    {"--spike-margin", NULL, 1, NO_SPIKE},
+    {"--ponythreads", NULL, 1, NO_PONY},
+    {"--ponyminthreads", NULL, 1, NO_PONY},
+    {"--ponysuspendthreshold", NULL, 1, NO_PONY},
+    {"--ponycdinterval", NULL, 1, NO_PONY},
+    {"--ponygcinitial", NULL, 1, NO_PONY},
+    {"--ponygcfactor", NULL, 1, NO_PONY},
+    {"--ponynoblock", NULL, 0, NO_PONY},
+    {"--ponypin", NULL, 0, NO_PONY},
+    {"--ponypinasio", NULL, 0, NO_PONY},
+    {"--ponynopin", NULL, 0, NO_PONY},
+    {"--ponynoscale", NULL, 0, NO_PONY},
+    {"--ponynoyield", NULL, 0, NO_PONY},
+};
+
+#define NIGNORED (sizeof ignored_flags / sizeof ignored_flags[0])
+_Static_assert(NIGNORED <= 32, "run_args_t.ignored has a bit per ignored flag");
+
+static void usage(FILE *f, const run_ext_t *ext)
 {
     fprintf(f,
 "usage: bettong run [APP.py] [--application-module NAME] [options] [application flags]\n"
@@ -59,38 +73,23 @@ static void usage(FILE *f)
 "                              suffixes K, M, G); a larger one closes its connection\n"
 "  --flush-timeout SECONDS     how long a stop waits for the sinks (default 10)\n"
 "  --log-level LEVEL           debug, info (default), warn, error\n"
-"  -h, --help                  this text\n"
-"\n"
-"Clusters (the same application on many workers; state partitions spread over\n"
-"them, messages routed to the worker that holds their key's state):\n"
-"  --workers N                 run N local worker processes as one cluster; they\n"
-"                              share each --in port and stop together\n"
-"  --cluster-initializer, -t   this worker starts the cluster (with --worker-count\n"
-"                              > 1, or with --control) and runs its coordinator\n"
-"  --worker-count, -w N        the cluster forms once N workers have joined\n"
-"  --control, -c H:P           the initializer's control address (on the\n"
-"                              initializer: where it listens; on the others: whom\n"
-"                              to join)\n"
-"  --data, -d H:P              the initializer's data address\n"
-"  --join, -j H:P              join a running cluster (its control address): the\n"
-"                              newcomer takes over a share of the slots\n"
-"  --my-control H:P, --my-data H:P\n"
-"                              this worker's own addresses (default 127.0.0.1 with\n"
-"                              a port the kernel picks)\n"
-"  --name, -n NAME             the worker's name (unique in a cluster)\n"
-"  --cluster-secret S          the secret every member presents (or set\n"
-"                              BETTONG_CLUSTER_SECRET); without one, only loopback\n"
-"                              peers are accepted\n"
-"  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
-"  --rebalance SECONDS         how often the initializer evens out the load by\n"
-"                              moving busy slots (default 10; 0: never)\n"
+"  -h, --help                  this text\n");
+    if (ext && ext->usage)
+        ext->usage(f);
+    fprintf(f,
 "\n"
 "Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
-"  --external/-e, --metrics/-m, --resilience-dir, --ponythreads, --ponynoblock,\n"
-"  --ponypinasio, --ponyminthreads ...\n"
-"                              accepted and ignored (metrics and Pony runtime tuning\n"
-"                              have no meaning here)\n");
+"  --external/-e, --metrics/-m, --stop-pause, --log-rotation,\n"
+"  --event-log-file-size, --resilience-no-local-file-io, --spike-seed,\n"
+"  --spike-drop, --spike-prob, --spike-margin, --ponythreads, --ponyminthreads,\n"
+"  --ponysuspendthreshold, --ponycdinterval, --ponygcinitial, --ponygcfactor,\n"
+"  --ponynoblock, --ponypin, --ponypinasio, --ponynopin, --ponynoscale,\n"
+"  --ponynoyield\n"
+"                              accepted without effect (metrics, Wallaroo's event\n"
+"                              log, fault injection and Pony runtime tuning have no\n"
+"                              meaning here); each one given is named in a warning\n"
+"                              at start-up\n");
 }
 
 /* A flag with its value; a flag given last without one is left to the
@@ -121,7 +120,7 @@ static int parse_size(const char *s, uint64_t *out)
 
 static int add_path(run_args_t *a, char *owned_path)
 {
-    if (a->npaths >= MAX_PATHS) {
+    if (a->npaths >= RUN_MAX_PATHS) {
         free(owned_path);
         fprintf(stderr, "bettong run: too many --application-path entries\n");
         return -1;
@@ -180,209 +179,152 @@ static int parse_on_error(run_args_t *a, const char *v)
     return 0;
 }
 
-/* Returns 0 to run, 1 after --help, -1 on a usage error. */
-static int parse_args(run_args_t *a, int argc, char **argv)
+/* A Wallaroo flag without effect here: noted (with its value skipped) for
+ * warn_ignored. Returns 1 if argv[*i] is one. */
+static int take_ignored(run_args_t *a, int argc, char **argv, int *i)
+{
+    for (size_t k = 0; k < NIGNORED; k++) {
+        const ignored_flag_t *f = &ignored_flags[k];
+        int hit = f->has_value
+                      ? flag_value(argc, argv, i, f->flag) ||
+                            (f->alias && flag_value(argc, argv, i, f->alias))
+                      : strcmp(argv[*i], f->flag) == 0;
+        if (hit) {
+            a->ignored |= 1u << k;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* One warning per flag, however often it was given. */
+static void warn_ignored(const run_args_t *a)
+{
+    for (size_t k = 0; k < NIGNORED; k++)
+        if (a->ignored & (1u << k))
+            log_warn("%s is accepted for Wallaroo compatibility but has no effect "
+                     "here: %s", ignored_flags[k].flag, ignored_flags[k].why);
+}
+
+/* The engine's own flags. Returns 1 if argv[*i] was one, -1 on a bad value. */
+static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
 {
     const char *v;
+    if ((v = flag_value(argc, argv, i, "--application-module"))) {
+        snprintf(a->module, sizeof a->module, "%s", v);
+    } else if ((v = flag_value(argc, argv, i, "--application-path"))) {
+        if (add_path_list(a, v) < 0)
+            return -1;
+    } else if ((v = flag_value(argc, argv, i, "--on-error"))) {
+        if (parse_on_error(a, v) < 0)
+            return -1;
+    } else if ((v = flag_value(argc, argv, i, "--max-frame"))) {
+        if (parse_size(v, &a->max_frame) < 0) {
+            fprintf(stderr, "bettong run: bad --max-frame '%s'\n", v);
+            return -1;
+        }
+    } else if ((v = flag_value(argc, argv, i, "--flush-timeout"))) {
+        a->engine.flush_timeout_s = atof(v);
+    } else if ((v = flag_value(argc, argv, i, "--log-level"))) {
+        int level = log_parse_level(v);
+        if (level < 0) {
+            fprintf(stderr, "bettong run: bad --log-level '%s'\n", v);
+            return -1;
+        }
+        log_set_level((log_level)level);
+    } else if (strcmp(argv[*i], "--bettong-shared-ports") == 0) {
+        a->engine.shared_ports = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static void defaults(run_args_t *a)
+{
+    memset(a, 0, sizeof *a);
+    a->engine.on_error = ON_ERROR_SKIP;
+    a->engine.flush_timeout_s = 10.0;
+    a->engine.backlog_high = 8u << 20;
+    a->engine.backlog_low = 2u << 20;
+    a->max_frame = 16u << 20;
+}
+
+int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext)
+{
+    defaults(a);
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        int rc = 0;
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
-            usage(stdout);
+            usage(stdout, ext);
             return 1;
         } else if (i == 1 && arg[0] != '-') {
-            if (set_app_file(a, arg) < 0)
-                return -1;
-        } else if ((v = flag_value(argc, argv, &i, "--application-module"))) {
-            snprintf(a->module, sizeof a->module, "%s", v);
-        } else if ((v = flag_value(argc, argv, &i, "--application-path"))) {
-            if (add_path_list(a, v) < 0)
-                return -1;
-        } else if ((v = flag_value(argc, argv, &i, "--on-error"))) {
-            if (parse_on_error(a, v) < 0)
-                return -1;
-        } else if ((v = flag_value(argc, argv, &i, "--max-frame"))) {
-            if (parse_size(v, &a->max_frame) < 0) {
-                fprintf(stderr, "bettong run: bad --max-frame '%s'\n", v);
-                return -1;
-            }
-        } else if ((v = flag_value(argc, argv, &i, "--flush-timeout"))) {
-            a->engine.flush_timeout_s = atof(v);
-        } else if ((v = flag_value(argc, argv, &i, "--log-level"))) {
-            int level = log_parse_level(v);
-            if (level < 0) {
-                fprintf(stderr, "bettong run: bad --log-level '%s'\n", v);
-                return -1;
-            }
-            log_set_level((log_level)level);
-        } else if ((v = flag_value(argc, argv, &i, "--name")) ||
-                   (v = flag_value(argc, argv, &i, "-n"))) {
-            char role[64];
-            snprintf(role, sizeof role, "bettong[%s]", v);
-            log_set_role(role);
-            a->name = v;
-        } else if ((v = flag_value(argc, argv, &i, "--worker-count")) ||
-                   (v = flag_value(argc, argv, &i, "-w"))) {
-            if (args_parse_long(v, 1, CL_MAX_WORKERS, &a->worker_count) < 0) {
-                fprintf(stderr, "bettong run: bad --worker-count '%s'\n", v);
-                return -1;
-            }
-        } else if ((v = flag_value(argc, argv, &i, "--workers"))) {
-            if (args_parse_long(v, 1, CL_MAX_WORKERS, &a->workers) < 0) {
-                fprintf(stderr, "bettong run: bad --workers '%s'\n", v);
-                return -1;
-            }
-        } else if (strcmp(arg, "--cluster-initializer") == 0 || strcmp(arg, "-t") == 0) {
-            a->initializer = 1;
-        } else if ((v = flag_value(argc, argv, &i, "--control")) ||
-                   (v = flag_value(argc, argv, &i, "-c"))) {
-            a->control = v;
-        } else if ((v = flag_value(argc, argv, &i, "--data")) ||
-                   (v = flag_value(argc, argv, &i, "-d"))) {
-            a->data = v;
-        } else if ((v = flag_value(argc, argv, &i, "--join")) ||
-                   (v = flag_value(argc, argv, &i, "-j"))) {
-            a->join = v;
-        } else if ((v = flag_value(argc, argv, &i, "--my-control"))) {
-            a->my_control = v;
-        } else if ((v = flag_value(argc, argv, &i, "--my-data"))) {
-            a->my_data = v;
-        } else if ((v = flag_value(argc, argv, &i, "--cluster-secret"))) {
-            a->secret = v;
-        } else if ((v = flag_value(argc, argv, &i, "--cluster-timeout"))) {
-            a->cluster_timeout = atof(v);
-        } else if ((v = flag_value(argc, argv, &i, "--rebalance"))) {
-            char *end;
-            a->rebalance = strtod(v, &end);
-            if (*end || a->rebalance < 0) {
-                fprintf(stderr, "bettong run: bad --rebalance '%s' (seconds, 0 for never)\n", v);
-                return -1;
-            }
-        } else if ((v = flag_value(argc, argv, &i, "--bettong-control-fd"))) {
-            if (args_parse_long(v, 0, 65535, &a->control_fd) < 0)
-                return -1;
-        } else if (strcmp(arg, "--bettong-shared-ports") == 0) {
-            a->shared_ports = 1;
+            rc = set_app_file(a, arg) < 0 ? -1 : 1;
+        } else if ((rc = take_engine_flag(a, argc, argv, &i)) == 0 && ext && ext->flag) {
+            rc = ext->flag(ext->ctx, argc, argv, &i);
         }
+        if (rc < 0)
+            return -1;
+        if (rc == 0)
+            take_ignored(a, argc, argv, &i);
         /* Anything else belongs to the application. */
     }
     if (!a->module[0]) {
         fprintf(stderr, "bettong run: name the application: bettong run APP.py, or "
                         "--application-module NAME\n\n");
-        usage(stderr);
+        usage(stderr, ext);
         return -1;
     }
+    /* Workers a `--workers` parent started (sharing its ports) leave the
+     * warnings to it: one per flag, not one per process. */
+    if (!a->engine.shared_ports)
+        warn_ignored(a);
     return 0;
 }
 
-/* Whether this worker is part of a cluster, and how; fills a->cluster. Returns
- * 1 for a cluster, 0 for a worker on its own, -1 on a usage error. */
-static int cluster_mode(run_args_t *a)
-{
-    cluster_config_t *c = &a->cluster;
-    int joiner = !a->initializer && (a->join || a->control);
-    int init = a->initializer && (a->worker_count > 1 || a->control);
-    if (!init && !joiner) {
-        if (a->my_control || a->my_data)
-            log_warn("--my-control/--my-data without --control or --join: running alone");
-        return 0;
-    }
-    memset(c, 0, sizeof *c);
-    char err[300];
-    if (guard_secret_load_env(a->secret, "BETTONG_CLUSTER_SECRET", c->secret.secret,
-                              sizeof c->secret.secret, &c->secret.len, err, sizeof err) < 0) {
-        fprintf(stderr, "bettong run: %s\n", err);
-        return -1;
-    }
-    if (init && !a->control && a->control_fd < 0) {
-        fprintf(stderr, "bettong run: --cluster-initializer with --worker-count %ld needs "
-                        "--control H:P\n", a->worker_count);
-        return -1;
-    }
-    c->initializer = init;
-    c->worker_count = init ? (unsigned)(a->worker_count > 0 ? a->worker_count : 1) : 0;
-    c->control_fd = (int)a->control_fd;
-    snprintf(c->control, sizeof c->control, "%s", a->join ? a->join : a->control ? a->control
-                                                                                 : "127.0.0.1:0");
-    if (a->name)
-        snprintf(c->name, sizeof c->name, "%s", a->name);
-    else
-        snprintf(c->name, sizeof c->name, init ? "initializer" : "worker-%ld", (long)getpid());
-    snprintf(c->my_control, sizeof c->my_control, "%s", a->my_control ? a->my_control
-                                                                      : "127.0.0.1:0");
-    const char *data = init && a->data ? a->data : a->my_data;
-    snprintf(c->my_data, sizeof c->my_data, "%s", data ? data : "127.0.0.1:0");
-    c->timeout_ms = a->cluster_timeout > 0 ? (unsigned)(a->cluster_timeout * 1000) : 0;
-    c->stop_timeout_s = a->engine.flush_timeout_s;
-    c->rebalance_s = a->rebalance;
-    a->engine.cluster = c;
-    return 1;
-}
-
-static void free_args(run_args_t *a)
+void run_args_free(run_args_t *a)
 {
     for (size_t i = 0; i < a->nowned; i++)
         free(a->owned[i]);
+    a->nowned = 0;
 }
 
-int cmd_run(int argc, char **argv)
+int run_worker(run_args_t *a, int argc, char **argv)
 {
-    run_args_t a;
-    memset(&a, 0, sizeof a);
-    a.engine.on_error = ON_ERROR_SKIP;
-    a.engine.flush_timeout_s = 10.0;
-    a.engine.backlog_high = 8u << 20;
-    a.engine.backlog_low = 2u << 20;
-    a.max_frame = 16u << 20;
-    a.control_fd = -1;
-    a.rebalance = 10;
-    log_set_role("bettong run");
-    int rc = parse_args(&a, argc, argv);
-    if (rc != 0) {
-        free_args(&a);
-        return rc > 0 ? 0 : 2;
-    }
-    if (a.workers >= 1) {
-        free_args(&a);
-        return local_cluster_run(argc, argv, (unsigned)a.workers);
-    }
-    if (cluster_mode(&a) < 0) {
-        free_args(&a);
-        return 2;
-    }
-    a.engine.shared_ports = a.shared_ports;
     char cwd[PATH_MAX];
-    if (getcwd(cwd, sizeof cwd) && add_path(&a, strdup(cwd)) < 0) {
-        free_args(&a);
+    if (getcwd(cwd, sizeof cwd) && add_path(a, strdup(cwd)) < 0) {
+        run_args_free(a);
         return 2;
     }
-    a.paths[a.npaths] = NULL;
+    a->paths[a->npaths] = NULL;
 
     /* application_setup sees the process's whole argument vector. */
     char **full_argv = argv - 1;
     int full_argc = argc + 1;
     char err[8192];
-    if (py_start(full_argc, full_argv, a.paths, err, sizeof err) < 0) {
+    if (py_start(full_argc, full_argv, a->paths, err, sizeof err) < 0) {
         fprintf(stderr, "bettong run: %s\n", err);
-        free_args(&a);
+        run_args_free(a);
         return 2;
     }
     app_t app;
-    app_options_t opt = {.module = a.module, .argc = full_argc, .argv = full_argv,
-                         .max_frame = a.max_frame};
+    app_options_t opt = {.module = a->module, .argc = full_argc, .argv = full_argv,
+                         .max_frame = a->max_frame};
     py_gil_enter();
-    rc = app_load(&app, &opt, err, sizeof err);
+    int rc = app_load(&app, &opt, err, sizeof err);
     py_gil_leave();
     if (rc < 0) {
         fprintf(stderr, "bettong run: %s\n", err);
         py_stop();
-        free_args(&a);
+        run_args_free(a);
         return 2;
     }
-    int code = engine_run(&app, &a.engine);
+    int code = engine_run(&app, &a->engine);
     py_gil_enter();
     app_free(&app);
     py_gil_leave();
     py_stop();
-    free_args(&a);
+    run_args_free(a);
     return code;
 }

@@ -258,9 +258,7 @@ static void test_forwarding_by_table(void **state)
     static routing_table_t t;
     routing_init(&t, 1);
     routing_assign(&t, slot_of("h"), 3);
-    x.table = &t;
-    x.self = 0;
-    x.forward = record_forward;
+    exec_set_router(&x, &t, 0, record_forward, NULL);
     nfwd = 0;
     int rc;
     /* Words starting with 'h' belong to worker 3: they leave at the state step
@@ -286,8 +284,7 @@ static void test_forwarding_by_table(void **state)
     assert_int_equal(exec_forwarded(&x, 7, 0, msg, key), -1);
     Py_DECREF(msg);
     Py_DECREF(key);
-    x.table = NULL;
-    x.forward = NULL;
+    exec_set_router(&x, NULL, 0, NULL, NULL);
 }
 
 /* encode then decode `expr` (evaluated in Python): the same value and type back. */

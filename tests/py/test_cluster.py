@@ -291,6 +291,23 @@ def test_market_spread_on_workers(bt, n, form):
     c.stop()
 
 
+# ------------------------------------------------------------------ Wallaroo flags without effect
+
+def test_ignored_flags_warned_once_by_the_workers_parent(bt):
+    """With --workers, the parent names each ignored Wallaroo flag once; the
+    workers it starts (with the same flags) do not repeat it."""
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("reverse"), 2, "workers", outs=[recv.port],
+                extra=["--ponythreads", "4", "--external", "127.0.0.1:5050"])
+    c.wait_formed()
+    send_frames(c.ports[0][0], [b"abc"])
+    assert recv.wait_bytes(4) == b"cba\n"
+    c.stop()
+    err = c.stderr()
+    for flag in ("--ponythreads", "--external"):
+        assert err.count("%s is accepted for Wallaroo compatibility" % flag) == 1, err
+
+
 # ------------------------------------------------------------------ sharing a port
 
 def test_workers_share_the_in_port(bt):

@@ -362,3 +362,29 @@ def test_sink_down_backpressure_drops_nothing(bt):
     assert len(got) == len(expected)
     assert got == expected
     stop_ok(eng)
+
+
+# ------------------------------------------------------------------ Wallaroo flags without effect
+
+def test_ignored_wallaroo_flags_warned_once(bt):
+    """Wallaroo worker flags that mean nothing here are each named in exactly one
+    warning at start-up (even when given twice or in their short form), the
+    flags the application reads are not, and the application runs as usual."""
+    recv = bt.receiver()
+    port = free_port()
+    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port],
+                    extra=["--metrics", "127.0.0.1:5001", "-m", "127.0.0.1:5002",
+                           "--ponythreads", "4", "--ponynoblock", "--ponythreads=2",
+                           "--spike-drop"])
+    texts = ["abc", "hello"]
+    bt.send_payloads(port, texts)
+    expected = reverse_expected(texts)
+    assert recv.wait_bytes(len(expected)) == expected
+    err = stop_ok(eng)
+    ready = err.index("ready:")
+    for flag in ("--metrics", "--ponythreads", "--ponynoblock", "--spike-drop"):
+        warning = "%s is accepted for Wallaroo compatibility but has no effect" % flag
+        assert err.count(warning) == 1, err
+        assert err.index(warning) < ready, err
+    assert "--in is accepted" not in err and "--out is accepted" not in err, err
+    assert err.count("for Wallaroo compatibility") == 4, err

@@ -1,0 +1,200 @@
+#include "cluster/runcl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster/cluster.h"
+#include "cluster/config.h"
+#include "cluster/local.h"
+#include "net/guard.h"
+#include "stream/run.h"
+#include "util/args.h"
+#include "util/log.h"
+
+/* The cluster's flags, as given. */
+typedef struct {
+    long worker_count;
+    long workers;            /* --workers N: N local processes */
+    int initializer;
+    const char *name, *control, *data, *my_control, *my_data, *join, *secret;
+    long control_fd;         /* internal: the coordinator's socket from --workers */
+    double cluster_timeout;
+    double rebalance;
+    cluster_config_t cluster;
+} cl_args_t;
+
+static void cluster_usage(FILE *f)
+{
+    fprintf(f,
+"\n"
+"Clusters (the same application on many workers; state partitions spread over\n"
+"them, messages routed to the worker that holds their key's state):\n"
+"  --workers N                 run N local worker processes as one cluster; they\n"
+"                              share each --in port and stop together\n"
+"  --cluster-initializer, -t   this worker starts the cluster (with --worker-count\n"
+"                              > 1, or with --control) and runs its coordinator\n"
+"  --worker-count, -w N        the cluster forms once N workers have joined\n"
+"  --control, -c H:P           the initializer's control address (on the\n"
+"                              initializer: where it listens; on the others: whom\n"
+"                              to join)\n"
+"  --data, -d H:P              the initializer's data address\n"
+"  --join, -j H:P              join a running cluster (its control address): the\n"
+"                              newcomer takes over a share of the slots\n"
+"  --my-control H:P, --my-data H:P\n"
+"                              this worker's own addresses (default 127.0.0.1 with\n"
+"                              a port the kernel picks)\n"
+"  --name, -n NAME             the worker's name (unique in a cluster)\n"
+"  --cluster-secret S          the secret every member presents (or set\n"
+"                              BETTONG_CLUSTER_SECRET); without one, only loopback\n"
+"                              peers are accepted\n"
+"  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
+"  --rebalance SECONDS         how often the initializer evens out the load by\n"
+"                              moving busy slots (default 10; 0: never)\n");
+}
+
+/* A flag with its value; a flag given last without one is left to the
+ * application, like any argument the engine does not know. */
+static const char *value2(int argc, char **argv, int *i, const char *flag, const char *alias)
+{
+    const char *v = args_flag_value(argc, argv, i, flag, NULL);
+    if (!v && alias)
+        v = args_flag_value(argc, argv, i, alias, NULL);
+    return v;
+}
+
+/* The flags that take a number. Returns 1 if argv[*i] was one, -1 on a bad value. */
+static int take_number(cl_args_t *c, int argc, char **argv, int *i)
+{
+    const char *v;
+    if ((v = value2(argc, argv, i, "--worker-count", "-w"))) {
+        if (args_parse_long(v, 1, CL_MAX_WORKERS, &c->worker_count) < 0) {
+            fprintf(stderr, "bettong run: bad --worker-count '%s'\n", v);
+            return -1;
+        }
+    } else if ((v = value2(argc, argv, i, "--workers", NULL))) {
+        if (args_parse_long(v, 1, CL_MAX_WORKERS, &c->workers) < 0) {
+            fprintf(stderr, "bettong run: bad --workers '%s'\n", v);
+            return -1;
+        }
+    } else if ((v = value2(argc, argv, i, "--cluster-timeout", NULL))) {
+        c->cluster_timeout = atof(v);
+    } else if ((v = value2(argc, argv, i, "--rebalance", NULL))) {
+        char *end;
+        c->rebalance = strtod(v, &end);
+        if (*end || c->rebalance < 0) {
+            fprintf(stderr, "bettong run: bad --rebalance '%s' (seconds, 0 for never)\n", v);
+            return -1;
+        }
+    } else if ((v = value2(argc, argv, i, "--bettong-control-fd", NULL))) {
+        if (args_parse_long(v, 0, 65535, &c->control_fd) < 0)
+            return -1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+/* run_ext_t.flag: the cluster's flags. */
+static int take_flag(void *ctx, int argc, char **argv, int *i)
+{
+    cl_args_t *c = ctx;
+    const char *v;
+    if ((v = value2(argc, argv, i, "--name", "-n"))) {
+        char role[64];
+        snprintf(role, sizeof role, "bettong[%s]", v);
+        log_set_role(role);
+        c->name = v;
+    } else if (strcmp(argv[*i], "--cluster-initializer") == 0 || strcmp(argv[*i], "-t") == 0) {
+        c->initializer = 1;
+    } else if ((v = value2(argc, argv, i, "--control", "-c"))) {
+        c->control = v;
+    } else if ((v = value2(argc, argv, i, "--data", "-d"))) {
+        c->data = v;
+    } else if ((v = value2(argc, argv, i, "--join", "-j"))) {
+        c->join = v;
+    } else if ((v = value2(argc, argv, i, "--my-control", NULL))) {
+        c->my_control = v;
+    } else if ((v = value2(argc, argv, i, "--my-data", NULL))) {
+        c->my_data = v;
+    } else if ((v = value2(argc, argv, i, "--cluster-secret", NULL))) {
+        c->secret = v;
+    } else {
+        return take_number(c, argc, argv, i);
+    }
+    return 1;
+}
+
+/* Whether this worker is part of a cluster, and how; fills c->cluster. Returns
+ * 1 for a cluster, 0 for a worker on its own, -1 on a usage error. */
+static int cluster_mode(cl_args_t *a, double flush_timeout_s)
+{
+    cluster_config_t *c = &a->cluster;
+    int joiner = !a->initializer && (a->join || a->control);
+    int init = a->initializer && (a->worker_count > 1 || a->control);
+    if (!init && !joiner) {
+        if (a->my_control || a->my_data)
+            log_warn("--my-control/--my-data without --control or --join: running alone");
+        return 0;
+    }
+    memset(c, 0, sizeof *c);
+    char err[300];
+    if (guard_secret_load_env(a->secret, "BETTONG_CLUSTER_SECRET", c->secret.secret,
+                              sizeof c->secret.secret, &c->secret.len, err, sizeof err) < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        return -1;
+    }
+    if (init && !a->control && a->control_fd < 0) {
+        fprintf(stderr, "bettong run: --cluster-initializer with --worker-count %ld needs "
+                        "--control H:P\n", a->worker_count);
+        return -1;
+    }
+    c->initializer = init;
+    c->worker_count = init ? (unsigned)(a->worker_count > 0 ? a->worker_count : 1) : 0;
+    c->control_fd = (int)a->control_fd;
+    snprintf(c->control, sizeof c->control, "%s", a->join ? a->join : a->control ? a->control
+                                                                                 : "127.0.0.1:0");
+    if (a->name)
+        snprintf(c->name, sizeof c->name, "%s", a->name);
+    else
+        snprintf(c->name, sizeof c->name, init ? "initializer" : "worker-%ld", (long)getpid());
+    snprintf(c->my_control, sizeof c->my_control, "%s", a->my_control ? a->my_control
+                                                                      : "127.0.0.1:0");
+    const char *data = init && a->data ? a->data : a->my_data;
+    snprintf(c->my_data, sizeof c->my_data, "%s", data ? data : "127.0.0.1:0");
+    c->timeout_ms = a->cluster_timeout > 0 ? (unsigned)(a->cluster_timeout * 1000) : 0;
+    c->stop_timeout_s = flush_timeout_s;
+    c->rebalance_s = a->rebalance;
+    return 1;
+}
+
+int cmd_run(int argc, char **argv)
+{
+    cl_args_t c;
+    memset(&c, 0, sizeof c);
+    c.control_fd = -1;
+    c.rebalance = 10;
+    log_set_role("bettong run");
+    run_args_t a;
+    run_ext_t ext = {.flag = take_flag, .usage = cluster_usage, .ctx = &c};
+    int rc = run_parse(&a, argc, argv, &ext);
+    if (rc != 0) {
+        run_args_free(&a);
+        return rc > 0 ? 0 : 2;
+    }
+    if (c.workers >= 1) {
+        run_args_free(&a);
+        return local_cluster_run(argc, argv, (unsigned)c.workers);
+    }
+    rc = cluster_mode(&c, a.engine.flush_timeout_s);
+    if (rc < 0) {
+        run_args_free(&a);
+        return 2;
+    }
+    if (rc > 0) {
+        a.engine.cluster = &cluster_engine_ops;
+        a.engine.cluster_config = &c.cluster;
+    }
+    return run_worker(&a, argc, argv);
+}
