@@ -183,6 +183,13 @@ int cmd_run(int argc, char **argv)
         run_args_free(&a);
         return rc > 0 ? 0 : 2;
     }
+    if (a.engine.resilience && (c.workers >= 1 || c.initializer || c.join || c.control)) {
+        fprintf(stderr, "bettong run: --run-with-resilience runs on a worker alone for now; "
+                        "checkpoints across a cluster (--workers, --cluster-initializer, "
+                        "--join) are not implemented yet\n");
+        run_args_free(&a);
+        return 2;
+    }
     if (c.workers >= 1) {
         run_args_free(&a);
         return local_cluster_run(argc, argv, (unsigned)c.workers);
@@ -192,6 +199,7 @@ int cmd_run(int argc, char **argv)
         run_args_free(&a);
         return 2;
     }
+    a.engine.worker_name = c.name;
     if (rc > 0) {
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;

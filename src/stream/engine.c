@@ -9,6 +9,9 @@
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
+#include "stream/eoproto.h"
+#include "stream/resil.h"
+#include "stream/sink.h"
 #include "py/bridge.h"
 #include "py/pyerr.h"
 #include "util/hist.h"
@@ -40,7 +43,8 @@ struct engine {
     const engine_options_t *opt;
     exec_t x;
     source_rt_t *sources;
-    outconn_t *sinks;
+    sink_t *sinks;
+    resil_t *resil;     /* NULL without --run-with-resilience */
     buf_t **sink_bufs;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer, drain_timer;
@@ -53,6 +57,7 @@ struct engine {
     void *cluster;                  /* what cl->start made */
     uv_timer_t stop_timer; /* a cluster stop that does not come */
     int stopping;
+    int final_checkpoint; /* stopping waits for the last checkpoint */
     int exit_code;
     uint64_t stop_deadline_ns;
     uint64_t started_ns;
@@ -67,7 +72,7 @@ static size_t sinks_backlog(engine_t *e)
 {
     size_t n = 0;
     for (size_t i = 0; i < e->app->nsinks; i++)
-        n += outconn_backlog(&e->sinks[i]);
+        n += sink_backlog(&e->sinks[i]);
     return n;
 }
 
@@ -115,12 +120,14 @@ static void check_backlog(engine_t *e)
 static void flush_sinks(engine_t *e)
 {
     for (size_t i = 0; i < e->app->nsinks; i++)
-        outconn_flush(&e->sinks[i]);
+        sink_flush(&e->sinks[i]);
     if (e->cluster)
         e->cl->flush(e->cluster);
 }
 
-static void on_sink_progress(outconn_t *o) { check_backlog(o->owner); }
+static void on_sink_progress(void *ctx) { check_backlog(ctx); }
+
+static void on_sink_changed(void *ctx) { resil_sink_changed(((engine_t *)ctx)->resil); }
 
 /* ------------------------------------------------------------ batches */
 
@@ -167,7 +174,18 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
 {
     source_rt_t *s = owner;
     engine_t *e = s->e;
-    if (exec_frame(&e->x, s->pipe, frame, frame_len, payload, payload_len) < 0) {
+    if (!c->user) {
+        /* A connection's first frame says whether it is a resumable stream. */
+        if (rs_is_hello(payload, payload_len))
+            return resil_hello(e->resil, c, payload, payload_len);
+        c->user = &resil_plain_conn;
+    }
+    int rc = exec_frame(&e->x, s->pipe, frame, frame_len, payload, payload_len);
+    /* A record of a resumable stream counts as taken even when its decoder
+     * raised: resent, it would only close the connection again. */
+    if (c->user != &resil_plain_conn)
+        resil_advance(c);
+    if (rc < 0) {
         log_warn("%s: closing connection %llu from %s: the decoder raised (see above)",
                  c->listener->name, (unsigned long long)c->id, c->peer);
         return -1;
@@ -182,6 +200,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
 
 static void on_conn_closed(void *owner, inconn_t *c)
 {
+    resil_closed(((source_rt_t *)owner)->e->resil, c);
     log_debug("%s: connection %llu from %s closed", c->listener->name,
               (unsigned long long)c->id, c->peer);
 }
@@ -250,7 +269,9 @@ static void finish(engine_t *e)
             e->exit_code = 1;
     }
     for (size_t i = 0; i < e->app->nsinks; i++)
-        outconn_close(&e->sinks[i], NULL);
+        sink_close(&e->sinks[i]);
+    if (e->resil)
+        resil_shutdown(e->resil);
     if (e->cluster)
         e->cl->shutdown(e->cluster);
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
@@ -267,11 +288,20 @@ static void on_drain_timer(uv_timer_t *t)
 {
     engine_t *e = t->data;
     flush_sinks(e);
+    if (e->final_checkpoint) {
+        if (now_ns() < e->stop_deadline_ns)
+            return;
+        log_warn("the last checkpoint did not complete within %.1f s; stopping without it",
+                 e->opt->flush_timeout_s);
+        e->final_checkpoint = 0;
+    }
     if (sinks_backlog(e) == 0 || now_ns() >= e->stop_deadline_ns) {
         uv_timer_stop(t);
         finish(e);
     }
 }
+
+static void on_final_checkpoint(void *ctx) { ((engine_t *)ctx)->final_checkpoint = 0; }
 
 static void begin_stop(engine_t *e, int code, const char *why)
 {
@@ -294,6 +324,11 @@ static void begin_stop(engine_t *e, int code, const char *why)
     }
     flush_sinks(e);
     e->stop_deadline_ns = now_ns() + (uint64_t)(e->opt->flush_timeout_s * 1e9);
+    if (e->resil && code != 2) {
+        /* What ran until now is kept: a restart goes on from here. */
+        e->final_checkpoint = 1;
+        resil_final(e->resil, on_final_checkpoint, e);
+    }
     uv_timer_start(&e->drain_timer, on_drain_timer, 0, DRAIN_POLL_MS);
 }
 
@@ -374,6 +409,11 @@ static int start_sources(engine_t *e)
         if (s->pipe->source.kind == SOURCE_GEN) {
             uv_idle_init(&e->loop, &s->idle);
             s->idle.data = s;
+            if (s->gen_prev == Py_None) {
+                log_info("pipeline '%s': generator source was done at the checkpoint",
+                         s->pipe->name);
+                continue;
+            }
             s->gen_active = 1;
             gen_start(s);
             continue;
@@ -398,14 +438,49 @@ static int start_sources(engine_t *e)
 
 static void start_sinks(engine_t *e)
 {
+    sink_options_t so = {.resilient = e->resil != NULL,
+                         .writer = e->opt->worker_name ? e->opt->worker_name : "initializer",
+                         .recovered = e->resil ? resil_recovered(e->resil) : 0,
+                         .progress = on_sink_progress, .changed = on_sink_changed, .ctx = e};
     for (size_t i = 0; i < e->app->nsinks; i++) {
         char name[300];
         snprintf(name, sizeof name, "sink %s:%d", e->app->sinks[i].host, e->app->sinks[i].port);
-        outconn_init(&e->sinks[i], &e->loop, (struct sockaddr *)&e->app->sinks[i].addr, name,
-                     on_sink_progress, e);
-        e->sink_bufs[i] = outconn_buffer(&e->sinks[i]);
-        outconn_start(&e->sinks[i]);
+        sink_init(&e->sinks[i], &e->loop, (struct sockaddr *)&e->app->sinks[i].addr, name,
+                  &e->sink_bufs[i], &so);
     }
+    if (e->resil)
+        resil_start(e->resil, e->sinks, e->app->nsinks);
+}
+
+/* ------------------------------------------------------------ resilience */
+
+static PyObject *gen_get(void *ctx, size_t pipe)
+{
+    return ((engine_t *)ctx)->sources[pipe].gen_prev;
+}
+
+static void gen_set(void *ctx, size_t pipe, PyObject *value)
+{
+    Py_XINCREF(value);
+    Py_XSETREF(((engine_t *)ctx)->sources[pipe].gen_prev, value);
+}
+
+static int open_resilience(engine_t *e)
+{
+    const engine_options_t *o = e->opt;
+    if (!o->resilience)
+        return 0;
+    resil_options_t ro = {.dir = o->resilience_dir ? o->resilience_dir : "/tmp",
+                          .worker = o->worker_name ? o->worker_name : "initializer",
+                          .interval_ns = o->checkpoint_interval_ns};
+    resil_engine_t eng = {.ctx = e, .gen_get = gen_get, .gen_set = gen_set};
+    char err[1024];
+    if (!(e->resil = resil_open(&e->loop, e->app, &ro, &eng, err, sizeof err))) {
+        log_error("cannot run with resilience: %s", err);
+        return -1;
+    }
+    e->x.track_changes = 1;
+    return 0;
 }
 
 static int open_dead_letter(engine_t *e)
@@ -457,6 +532,15 @@ int engine_run(app_t *app, const engine_options_t *opt)
     e.x.sink_bufs = e.sink_bufs;
     e.x.on_error = opt->on_error;
     e.x.dead_letter = e.dead_letter;
+    if (open_resilience(&e) < 0) {
+        uv_loop_close(&e.loop);
+        free(e.sources);
+        free(e.sinks);
+        free(e.sink_bufs);
+        if (e.dead_letter)
+            fclose(e.dead_letter);
+        return 2;
+    }
 
     uv_signal_init(&e.loop, &e.sigint);
     uv_signal_init(&e.loop, &e.sigterm);
@@ -509,6 +593,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
             e.exit_code = cc;
         e.cl->free(e.cluster);
     }
+    resil_free(e.resil);
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");
     if (e.dead_letter)

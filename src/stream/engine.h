@@ -71,6 +71,12 @@ typedef struct {
     const engine_cluster_ops_t *cluster; /* NULL: a worker on its own */
     const void *cluster_config;  /* the cluster's own, given to cluster->start */
     int shared_ports;            /* sources share their ports with sibling processes */
+    const char *worker_name;     /* --name (NULL: "initializer") */
+    /* --run-with-resilience: checkpoints in resilience_dir/<worker name>
+     * (NULL: /tmp) every checkpoint_interval_ns. */
+    int resilience;
+    const char *resilience_dir;
+    uint64_t checkpoint_interval_ns;
 } engine_options_t;
 
 /* Run until SIGINT/SIGTERM (or --on-error=stop). Called without the GIL. Returns

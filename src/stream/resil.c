@@ -251,6 +251,8 @@ static void completed(resil_t *r)
         r->deltas++;
     }
     r->completed++;
+    if (r->closing)
+        return; /* the sinks and sources are gone */
     for (size_t i = 0; i < r->nsinks; i++)
         sink_commit(&r->sinks[i], in->n);
     send_acks(r);

@@ -73,6 +73,11 @@ static void usage(FILE *f, const run_ext_t *ext)
 "                              suffixes K, M, G); a larger one closes its connection\n"
 "  --flush-timeout SECONDS     how long a stop waits for the sinks (default 10)\n"
 "  --log-level LEVEL           debug, info (default), warn, error\n"
+"  --run-with-resilience       take checkpoints of the state and recover from the\n"
+"                              last one when started again (docs/resilience.md)\n"
+"  --resilience-dir DIR        where: DIR/<worker name>/ (default /tmp)\n"
+"  --time-between-checkpoints NS\n"
+"                              nanoseconds between checkpoints (default 1000000000)\n"
 "  -h, --help                  this text\n");
     if (ext && ext->usage)
         ext->usage(f);
@@ -232,6 +237,21 @@ static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
             return -1;
         }
         log_set_level((log_level)level);
+    } else if (strcmp(argv[*i], "--run-with-resilience") == 0) {
+        a->engine.resilience = 1;
+    } else if ((v = flag_value(argc, argv, i, "--resilience-dir"))) {
+        a->engine.resilience_dir = v;
+    } else if ((v = flag_value(argc, argv, i, "--time-between-checkpoints"))) {
+        char *end;
+        errno = 0;
+        unsigned long long ns = strtoull(v, &end, 10);
+        if (errno || *end || ns < 1000000ULL) {
+            fprintf(stderr, "bettong run: bad --time-between-checkpoints '%s' (nanoseconds, at "
+                            "least 1000000)\n", v);
+            return -1;
+        }
+        a->engine.checkpoint_interval_ns = ns;
+        a->given_interval = 1;
     } else if (strcmp(argv[*i], "--bettong-shared-ports") == 0) {
         a->engine.shared_ports = 1;
     } else {
@@ -248,6 +268,7 @@ static void defaults(run_args_t *a)
     a->engine.backlog_high = 8u << 20;
     a->engine.backlog_low = 2u << 20;
     a->max_frame = 16u << 20;
+    a->engine.checkpoint_interval_ns = 1000000000ULL;
 }
 
 int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext)
@@ -280,6 +301,9 @@ int run_parse(run_args_t *a, int argc, char **argv, const run_ext_t *ext)
      * warnings to it: one per flag, not one per process. */
     if (!a->engine.shared_ports)
         warn_ignored(a);
+    if (!a->engine.resilience && (a->engine.resilience_dir || a->given_interval))
+        log_warn("--resilience-dir and --time-between-checkpoints have no effect without "
+                 "--run-with-resilience");
     return 0;
 }
 

@@ -21,6 +21,7 @@ typedef struct {
     engine_options_t engine;    /* the caller may set .cluster and .cluster_config */
     uint64_t max_frame;
     uint32_t ignored;           /* Wallaroo flags given that have no effect (a bit each) */
+    int given_interval;         /* --time-between-checkpoints was given */
 } run_args_t;
 
 /* What the command above adds to the engine's flags. */
