@@ -280,7 +280,9 @@ static void writer_free(writer_t *w)
 
 static uint64_t spool_checksum(uint64_t epoch, const uint8_t *p, size_t n)
 {
-    return hash_bytes(p, n, hash_combine(epoch, n));
+    /* An empty epoch has no buffer at all (p may be NULL). */
+    uint64_t seed = hash_combine(epoch, n);
+    return n ? hash_bytes(p, n, seed) : seed;
 }
 
 static int spool_write_entry(int fd, const epoch_t *e)
@@ -797,6 +799,8 @@ static int on_epoch_end(eosink_t *s, eoconn_t *c, uint64_t epoch)
 static uint64_t count_records(const eosink_t *s, const uint8_t *p, size_t len)
 {
     uint64_t count = 0;
+    if (len == 0)
+        return 0;
     if (!s->framed) {
         const uint8_t *end = p + len;
         while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
