@@ -409,7 +409,8 @@ def test_corrupt_spool_tail_is_dropped(bt):
     e.epoch(2, b"again\n")
     e.commit(2)
     wait_file(rx, b"kept\nagain\n")
-    assert any("corrupt tail" in line for line in rx.err_lines), rx.err_lines
+    wait_until(lambda: any("corrupt tail" in line for line in rx.err_lines), WAIT,
+               "the receiver to log the dropped spool tail")
 
 
 def test_expect_counts_committed_records(bt):
@@ -422,7 +423,8 @@ def test_expect_counts_committed_records(bt):
     e.commit(1)
     assert rx.wait_exit() == 0
     assert rx.data() == frame(b"r1") + frame(b"r2") + frame(b"r3")
-    assert any("3 records" in line for line in rx.err_lines), rx.err_lines
+    wait_until(lambda: any(" 3 records" in line for line in rx.err_lines), WAIT,
+               "the receiver's summary")
 
 
 def test_protocol_error_closes_only_that_connection(bt):
@@ -433,7 +435,8 @@ def test_protocol_error_closes_only_that_connection(bt):
     bad.epoch(1, b"x\n")
     bad.commit(5)
     assert wait_closed(bad.sock)
-    assert any("does not hold prepared" in line for line in rx.err_lines), rx.err_lines
+    wait_until(lambda: any("does not hold prepared" in line for line in rx.err_lines), WAIT,
+               "the receiver to log the bad commit")
     good.epoch(1, b"fine\n")
     good.commit(1)
     wait_file(rx, b"fine\n")
