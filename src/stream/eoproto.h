@@ -10,6 +10,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* The u32 big-endian length that starts every frame of both protocols. */
+static inline uint32_t eo_get_u32be(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 /* ---- resumable sources ---- */
 
 /* The payload of a resumable client's first frame starts with these bytes,

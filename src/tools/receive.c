@@ -19,6 +19,7 @@
 #include "net/addr.h"
 #include "net/frame.h"
 #include "tools/cli.h"
+#include "tools/eosink.h"
 #include "util/buf.h"
 #include "util/hist.h"
 #include "util/log.h"
@@ -44,6 +45,7 @@ typedef struct {
     int has_expect;
     double timeout;
     int has_timeout;
+    int exactly_once;
 } recv_opts_t;
 
 typedef struct {
@@ -51,6 +53,7 @@ typedef struct {
     buf_t in;       /* received, not yet written: at most one unfinished record */
     size_t scanned; /* leading bytes of `in` already known to hold no newline */
     char peer[64];
+    eoconn_t *eo; /* --exactly-once: the protocol's state of this connection */
 } conn_t;
 
 typedef enum { CONN_KEEP, CONN_EOF, CONN_BAD } conn_state;
@@ -59,6 +62,7 @@ typedef struct {
     recv_opts_t o;
     frame_spec_t spec;
     FILE *out;
+    eosink_t *eo; /* --exactly-once: owns the output file instead of `out` */
     int listen_fd;
     conn_t *conns;
     size_t nconns, cap;
@@ -78,7 +82,16 @@ static void on_stop_signal(int sig)
     stop_requested = 1;
 }
 
-enum { OPT_LISTEN, OPT_OUT, OPT_FRAMED, OPT_EXPECT, OPT_TIMEOUT, OPT_VERBOSE, OPT_HELP };
+enum {
+    OPT_LISTEN,
+    OPT_OUT,
+    OPT_FRAMED,
+    OPT_EXPECT,
+    OPT_TIMEOUT,
+    OPT_VERBOSE,
+    OPT_EXACTLY_ONCE,
+    OPT_HELP
+};
 
 static const cli_option_t recv_options[] = {
     {OPT_LISTEN, CLI_VALUE, {"--listen", "-l"}},
@@ -87,6 +100,7 @@ static const cli_option_t recv_options[] = {
     {OPT_EXPECT, CLI_VALUE, {"--expect"}},
     {OPT_TIMEOUT, CLI_VALUE, {"--timeout"}},
     {OPT_VERBOSE, CLI_FLAG, {"--verbose", "-v"}},
+    {OPT_EXACTLY_ONCE, CLI_FLAG, {"--exactly-once"}},
     {OPT_HELP, CLI_FLAG, {"--help", "-h"}},
 };
 
@@ -106,6 +120,13 @@ static void usage(FILE *f)
             "  --timeout S             give up after S seconds: exit 1 if --expect is not met\n"
             "                          (without --expect: just stop, exit 0)\n"
             "  --verbose, -v           log connections as they open and close\n"
+            "  --exactly-once          speak the exactly-once sink protocol (docs/resilience.md):\n"
+            "                          records reach FILE only when the engine's checkpoint\n"
+            "                          commits them; FILE.eostate and FILE.eospool.* next to\n"
+            "                          FILE let a restarted receiver go on without losing or\n"
+            "                          repeating output (FILE is kept, not truncated; remove\n"
+            "                          all three to start afresh). Needs --out FILE; --expect\n"
+            "                          counts committed records\n"
             "  --help, -h              this text\n"
             "\n"
             "Prints '" PROG ": listening on HOST:PORT' once listening and\n"
@@ -132,6 +153,9 @@ static int apply_option(recv_opts_t *o, int id, const char *v, char *err, size_t
         return 0;
     case OPT_VERBOSE:
         o->verbose = 1;
+        return 0;
+    case OPT_EXACTLY_ONCE:
+        o->exactly_once = 1;
         return 0;
     case OPT_EXPECT:
         o->has_expect = 1;
@@ -176,6 +200,9 @@ static int parse_args(int argc, char **argv, recv_opts_t *o)
         if (apply_option(o, id, v, err, sizeof err) < 0)
             return bad_usage(err);
     }
+    /* The state that makes output exactly-once lives next to the file. */
+    if (o->exactly_once && (!o->out_path || strcmp(o->out_path, "-") == 0))
+        return bad_usage("--exactly-once needs --out FILE (its state is kept next to FILE)");
     return -1;
 }
 
@@ -231,7 +258,7 @@ static int output(receiver_t *rx, const uint8_t *p, size_t n)
 static void flush_output(receiver_t *rx, uint64_t now)
 {
     rx->last_flush_ns = now;
-    if (!rx->dirty || rx->failed)
+    if (!rx->dirty || rx->failed || !rx->out)
         return;
     rx->dirty = 0;
     if (fflush(rx->out) != 0) {
@@ -289,6 +316,17 @@ static conn_state complete_frames(const frame_spec_t *spec, conn_t *c, size_t *l
     }
 }
 
+/* --exactly-once: the engine's frames; output happens on commits only. */
+static conn_state drain_eo(receiver_t *rx, conn_t *c)
+{
+    int rc = eosink_input(rx->eo, c->eo, &c->in, &rx->records, &rx->bytes);
+    if (eosink_failed(rx->eo))
+        rx->failed = 1;
+    if (buf_unread(&c->in) == 0)
+        buf_shrink(&c->in, KEEP_BUFFER);
+    return rc < 0 ? CONN_BAD : CONN_KEEP;
+}
+
 /* Move the whole records at the head of c->in to the output. */
 static conn_state drain_records(receiver_t *rx, conn_t *c)
 {
@@ -336,7 +374,7 @@ static conn_state conn_service(receiver_t *rx, conn_t *c)
             rx->first_ns = now;
         rx->last_ns = now;
         c->in.len += (size_t)n;
-        if (drain_records(rx, c) == CONN_BAD)
+        if ((rx->eo ? drain_eo(rx, c) : drain_records(rx, c)) == CONN_BAD)
             return CONN_BAD;
         /* A short read means the socket is empty: skip the EAGAIN round trip. */
         if ((size_t)n < room)
@@ -374,6 +412,12 @@ static void conns_close(receiver_t *rx, size_t i, conn_state why)
 {
     conn_t *c = &rx->conns[i];
     size_t tail = buf_unread(&c->in);
+    if (c->eo) {
+        /* An unfinished frame of the protocol is nothing to write. */
+        eosink_conn_closed(rx->eo, c->eo);
+        c->eo = NULL;
+        tail = 0;
+    }
     if (why != CONN_BAD && tail > 0) {
         if (rx->o.framed)
             log_warn("connection from %s ended inside a frame (%zu bytes of it written)",
@@ -412,7 +456,10 @@ static void accept_all(receiver_t *rx)
             close(fd);
             continue;
         }
-        log_info("connection from %s", rx->conns[rx->nconns - 1].peer);
+        conn_t *c = &rx->conns[rx->nconns - 1];
+        log_info("connection from %s", c->peer);
+        if (rx->eo && !(c->eo = eosink_accept(rx->eo, fd, c->peer)))
+            conns_close(rx, rx->nconns - 1, CONN_BAD);
     }
 }
 
@@ -516,6 +563,13 @@ static int install_signals(sigset_t *wait_mask)
 static int open_output(receiver_t *rx)
 {
     const char *path = rx->o.out_path;
+    if (rx->o.exactly_once) {
+        char err[1024];
+        rx->eo = eosink_open(path, rx->o.framed, MAX_RECORD, err, sizeof err);
+        if (!rx->eo)
+            fprintf(stderr, PROG ": %s\n", err);
+        return rx->eo ? 0 : -1;
+    }
     if (!path || strcmp(path, "-") == 0) {
         rx->out = stdout;
     } else if (!(rx->out = fopen(path, "wb"))) {
@@ -542,6 +596,8 @@ static void shut_down(receiver_t *rx)
         rx->failed = 1;
     }
     rx->out = NULL;
+    eosink_close(rx->eo);
+    rx->eo = NULL;
     free(rx->conns);
     free(rx->pfds);
 }

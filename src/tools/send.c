@@ -20,44 +20,18 @@
 
 #include "net/addr.h"
 #include "net/frame.h"
+#include "stream/eoproto.h"
 #include "tools/cli.h"
+#include "tools/rsend.h"
+#include "tools/send.h"
 #include "util/buf.h"
 #include "util/hist.h"
 
-#define PROG "bettong send"
-/* Big enough that the per-syscall cost vanishes for records of a few bytes. */
-#define SEND_CHUNK ((size_t)64 * 1024)
+#define PROG SEND_PROG
 #define READ_CHUNK ((size_t)1 << 20)
 #define RETRY_NS (50 * 1000000ULL)
-/* A connect attempt may wait this long even when the deadline is closer, so
- * that --connect-timeout 0 still means one real attempt. */
-#define MIN_ATTEMPT_MS 100
-#define NS_PER_S 1e9
-
-typedef struct {
-    hostport_t to;
-    int have_to;
-    const char *file;
-    int framed;
-    uint64_t repeat; /* 0 = forever */
-    uint64_t count;  /* 0 = no limit */
-    double rate;     /* 0 = as fast as possible */
-    double connect_timeout;
-} send_opts_t;
-
-/* Records framed back to back: record i is data[off[i] .. off[i+1]). */
-typedef struct {
-    uint8_t *data;
-    size_t len;
-    size_t *off;
-    size_t n;
-} records_t;
-
-typedef struct {
-    uint64_t records;
-    uint64_t bytes;
-    uint64_t ns;
-} send_stats_t;
+#define MIN_ATTEMPT_MS SEND_MIN_ATTEMPT_MS
+#define NS_PER_S SEND_NS_PER_S
 
 static volatile sig_atomic_t stop_requested;
 
@@ -67,7 +41,21 @@ static void on_stop_signal(int sig)
     stop_requested = 1;
 }
 
-enum { OPT_TO, OPT_FILE, OPT_FRAMED, OPT_REPEAT, OPT_COUNT, OPT_RATE, OPT_CTIMEOUT, OPT_HELP };
+int send_stop_requested(void) { return stop_requested; }
+
+enum {
+    OPT_TO,
+    OPT_FILE,
+    OPT_FRAMED,
+    OPT_REPEAT,
+    OPT_COUNT,
+    OPT_RATE,
+    OPT_CTIMEOUT,
+    OPT_RESUMABLE,
+    OPT_STREAM,
+    OPT_ACK_TIMEOUT,
+    OPT_HELP
+};
 
 static const cli_option_t send_options[] = {
     {OPT_TO, CLI_VALUE, {"--to", "--host", "-h"}},
@@ -77,6 +65,9 @@ static const cli_option_t send_options[] = {
     {OPT_COUNT, CLI_VALUE, {"--count", "--messages", "-m"}},
     {OPT_RATE, CLI_VALUE, {"--rate"}},
     {OPT_CTIMEOUT, CLI_VALUE, {"--connect-timeout"}},
+    {OPT_RESUMABLE, CLI_FLAG, {"--resumable"}},
+    {OPT_STREAM, CLI_VALUE, {"--stream"}},
+    {OPT_ACK_TIMEOUT, CLI_VALUE, {"--ack-timeout"}},
     {OPT_HELP, CLI_FLAG, {"--help"}},
 };
 
@@ -97,9 +88,19 @@ static void usage(FILE *f)
             "  --count, --messages, -m N stop after N records in total (0: no limit)\n"
             "  --rate R                  records per second (0: as fast as possible)\n"
             "  --connect-timeout S       keep retrying the connection for S seconds (default 10)\n"
+            "  --resumable               speak the resumable source protocol (docs/resilience.md):\n"
+            "                            resend from where the engine says after a reconnect,\n"
+            "                            reconnecting with backoff; exit 2 if the engine refuses\n"
+            "  --stream NAME             the stream's name with --resumable (default: FILE's\n"
+            "                            basename, or 'stdin')\n"
+            "  --ack-timeout S           with --resumable, wait up to S seconds at the end for\n"
+            "                            every record to be acknowledged (default 30; 0: don't\n"
+            "                            wait); exit 1 if they are not\n"
             "  --help                    this text\n"
             "\n"
-            "Prints '" PROG ": sent N records (B bytes) in T s, R records/s' at the end.\n");
+            "Prints '" PROG ": sent N records (B bytes) in T s, R records/s' at the end\n"
+            "(with --resumable, every record put on the wire, resends included), and with\n"
+            "--resumable '" PROG ": acknowledged N records'.\n");
 }
 
 static int bad_usage(const char *msg)
@@ -148,6 +149,22 @@ static int apply_option(send_opts_t *o, int id, const char *v, char *err, size_t
             return 0;
         snprintf(err, errlen, "bad --connect-timeout '%s' (expected seconds)", v);
         return -1;
+    case OPT_RESUMABLE:
+        o->resumable = 1;
+        return 0;
+    case OPT_STREAM:
+        o->have_stream = 1;
+        o->stream = v;
+        if (strlen(v) >= 1 && strlen(v) <= RS_NAME_MAX)
+            return 0;
+        snprintf(err, errlen, "bad --stream '%s' (1 to %d bytes)", v, RS_NAME_MAX);
+        return -1;
+    case OPT_ACK_TIMEOUT:
+        o->have_ack_timeout = 1;
+        if (cli_parse_nonneg(v, &o->ack_timeout) == 0 && o->ack_timeout < 1e7)
+            return 0;
+        snprintf(err, errlen, "bad --ack-timeout '%s' (expected seconds)", v);
+        return -1;
     }
     snprintf(err, errlen, "internal error: option %d", id);
     return -1;
@@ -159,6 +176,7 @@ static int parse_args(int argc, char **argv, send_opts_t *o)
     memset(o, 0, sizeof *o);
     o->repeat = 1;
     o->connect_timeout = 10;
+    o->ack_timeout = 30;
     cli_t c;
     cli_init(&c, argc, argv);
     char err[512];
@@ -182,6 +200,8 @@ static int parse_args(int argc, char **argv, send_opts_t *o)
         return bad_usage("missing --to HOST:PORT");
     if (!o->file)
         return bad_usage("missing input file (--file FILE, or '-' for stdin)");
+    if ((o->have_stream || o->have_ack_timeout) && !o->resumable)
+        return bad_usage("--stream and --ack-timeout need --resumable");
     return -1;
 }
 
@@ -378,7 +398,7 @@ static uint64_t total_records(const send_opts_t *o, size_t file_records)
     return total;
 }
 
-static void sleep_until_ns(uint64_t t)
+void send_sleep_until_ns(uint64_t t)
 {
     struct timespec ts = {(time_t)(t / 1000000000ULL), (long)(t % 1000000000ULL)};
     /* EINTR just means a signal; the caller re-checks the stop flag and the clock. */
@@ -403,7 +423,7 @@ static int wait_connected(int fd, int wait_ms)
 }
 
 /* Connect once, waiting at most wait_ms. Returns the fd or -1 with errno set. */
-static int try_connect(const struct sockaddr_storage *addr, int wait_ms)
+int send_try_connect(const struct sockaddr_storage *addr, int wait_ms)
 {
     socklen_t alen = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
                                                  : sizeof(struct sockaddr_in);
@@ -443,7 +463,7 @@ static int connect_with_retry(const send_opts_t *o, const struct sockaddr_storag
     for (;;) {
         uint64_t now = now_ns();
         int wait_ms = now < deadline ? (int)((deadline - now) / 1000000ULL) : 0;
-        int fd = try_connect(addr, wait_ms < MIN_ATTEMPT_MS ? MIN_ATTEMPT_MS : wait_ms);
+        int fd = send_try_connect(addr, wait_ms < MIN_ATTEMPT_MS ? MIN_ATTEMPT_MS : wait_ms);
         if (fd >= 0)
             return fd;
         int e = errno;
@@ -456,12 +476,12 @@ static int connect_with_retry(const send_opts_t *o, const struct sockaddr_storag
                          (double)(now - start) / NS_PER_S);
             return -1;
         }
-        sleep_until_ns(now + RETRY_NS < deadline ? now + RETRY_NS : deadline);
+        send_sleep_until_ns(now + RETRY_NS < deadline ? now + RETRY_NS : deadline);
     }
 }
 
 /* Write everything unless the connection fails; *written says how far it got. */
-static int write_all(int fd, const uint8_t *p, size_t n, size_t *written)
+int send_write_all(int fd, const uint8_t *p, size_t n, size_t *written)
 {
     *written = 0;
     while (*written < n) {
@@ -479,7 +499,7 @@ static int write_all(int fd, const uint8_t *p, size_t n, size_t *written)
 }
 
 /* The largest j in (pos, hi] with off[j] - off[pos] <= limit, but at least pos + 1. */
-static size_t last_record_within(const records_t *r, size_t pos, size_t hi, size_t limit)
+size_t send_last_record_within(const records_t *r, size_t pos, size_t hi, size_t limit)
 {
     size_t lo = pos + 1;
     if (r->off[hi] - r->off[pos] <= limit)
@@ -499,12 +519,12 @@ static size_t records_completed(const records_t *r, size_t pos, size_t end, size
 {
     if (r->off[pos + 1] - r->off[pos] > written)
         return 0;
-    return last_record_within(r, pos, end, written) - pos;
+    return send_last_record_within(r, pos, end, written) - pos;
 }
 
 /* How many records may go now to stay on schedule (record k is due at k/rate s);
  * 0 means sleep first. The first record is due at once. */
-static uint64_t paced_allowance(uint64_t start, double rate, uint64_t sent)
+uint64_t send_paced_allowance(uint64_t start, double rate, uint64_t sent)
 {
     double due = (double)(now_ns() - start) * rate / NS_PER_S + 1.0;
     if (due >= 18e18)
@@ -512,7 +532,7 @@ static uint64_t paced_allowance(uint64_t start, double rate, uint64_t sent)
     uint64_t allowed = (uint64_t)due;
     if (allowed > sent)
         return allowed - sent;
-    sleep_until_ns(start + (uint64_t)((double)sent * NS_PER_S / rate));
+    send_sleep_until_ns(start + (uint64_t)((double)sent * NS_PER_S / rate));
     return 0;
 }
 
@@ -525,15 +545,15 @@ static int send_loop(int fd, const records_t *r, uint64_t total, double rate, se
     while (s->records < total && !stop_requested) {
         uint64_t budget = total - s->records;
         if (rate > 0) {
-            uint64_t allowed = paced_allowance(start, rate, s->records);
+            uint64_t allowed = send_paced_allowance(start, rate, s->records);
             if (allowed == 0)
                 continue;
             budget = allowed < budget ? allowed : budget;
         }
         size_t hi = budget < r->n - pos ? pos + (size_t)budget : r->n;
-        size_t end = last_record_within(r, pos, hi, SEND_CHUNK);
+        size_t end = send_last_record_within(r, pos, hi, SEND_CHUNK);
         size_t nbytes = r->off[end] - r->off[pos], written;
-        if (write_all(fd, r->data + r->off[pos], nbytes, &written) < 0) {
+        if (send_write_all(fd, r->data + r->off[pos], nbytes, &written) < 0) {
             int e = errno;
             /* Count the records that made it whole before the failure. */
             s->records += records_completed(r, pos, end, written);
@@ -552,7 +572,7 @@ static int send_loop(int fd, const records_t *r, uint64_t total, double rate, se
 
 /* Half-close so the receiver sees EOF after the last byte, then discard anything
  * it sent us: closing with unread input would reset the connection instead. */
-static void finish_connection(int fd)
+void send_finish_connection(int fd)
 {
     if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
         fprintf(stderr, PROG ": warning: shutdown: %s\n", strerror(errno));
@@ -614,6 +634,11 @@ int cmd_send(int argc, char **argv)
         records_free(&recs);
         return 1;
     }
+    if (o.resumable) {
+        rc = rsend_run(&o, &recs, total_records(&o, file_records), &addr);
+        records_free(&recs);
+        return rc;
+    }
     int fd = connect_with_retry(&o, &addr, err, sizeof err);
     if (fd < 0) {
         fprintf(stderr, PROG ": %s\n", err);
@@ -622,7 +647,7 @@ int cmd_send(int argc, char **argv)
     }
     send_stats_t s = {0};
     rc = send_loop(fd, &recs, total_records(&o, file_records), o.rate, &s, err, sizeof err);
-    finish_connection(fd);
+    send_finish_connection(fd);
     records_free(&recs);
     if (rc < 0)
         fprintf(stderr, PROG ": error: %s\n", err);
