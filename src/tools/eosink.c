@@ -890,7 +890,18 @@ static int on_abort(eosink_t *s, eoconn_t *c, uint64_t epoch)
         w->prepared = epoch > w->committed ? epoch : w->committed;
     log_info("writer %s: aborted the epochs after %" PRIu64 " (%zu prepared dropped)", w->name,
              epoch, dropped);
-    return dropped > 0 ? spool_rewrite(s, w) : 0;
+    if (dropped > 0 && spool_rewrite(s, w) < 0)
+        return -1;
+    if (epoch < w->committed) {
+        /* The writer lost its checkpoints: a new history after `epoch`. What
+         * is in the output stays; its epochs count from here again. */
+        log_warn("writer %s: aborts to epoch %" PRIu64 ", before its committed %" PRIu64
+                 ": it starts a new history (what is in the output stays)", w->name, epoch,
+                 w->committed);
+        w->committed = w->prepared = epoch;
+        return state_save(s);
+    }
+    return 0;
 }
 
 static int handle_frame(eosink_t *s, eoconn_t *c, const uint8_t *body, size_t len,
