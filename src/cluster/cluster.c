@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster/align.h"
 #include "cluster/coord.h"
 #include "cluster/migrate.h"
 #include "net/addr.h"
@@ -38,6 +39,7 @@ typedef struct {
 typedef struct {
     int authed;
     int bye;
+    int at_barrier;   /* held: its barrier came, the checkpoint is not cut yet */
     cl_hello_t hello;
     uint64_t last_rx_ns;
 } conn_info_t;
@@ -68,6 +70,9 @@ struct cluster {
     uint64_t last_tick_ns;   /* loop clock of the last tick */
     uint64_t last_ping_ns;   /* wall clock of the last heartbeat sent */
     coord_t *coord;
+    /* checkpoints (with resilience) */
+    align_t align;
+    uv_timer_t align_timer;  /* the snapshot runs from here, outside any batch */
     /* shutdown */
     int closing;
     unsigned open_handles;
@@ -455,6 +460,117 @@ static void migrate(cluster_t *c, wire_rd_t *r)
     cluster_flush(c);
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+static void send_ckpt_done(cluster_t *c, uint64_t n, int ok)
+{
+    if (!c->to_coord_open)
+        return;
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_CKPT_DONE, CL_MAX_FRAME);
+    wire_put_u64(&w, n);
+    wire_put_u8(&w, ok ? 1 : 0);
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
+void cluster_checkpoint_done(cluster_t *c, uint64_t n, int ok) { send_ckpt_done(c, n, ok); }
+
+/* Participants lost since the checkpoint began send no barrier. */
+static void gone_peers(cluster_t *c, uint8_t gone[CL_MAX_WORKERS])
+{
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+        gone[i] = c->peers[i] && c->peers[i]->lost;
+}
+
+static void on_aligned(uv_timer_t *t)
+{
+    cluster_t *c = t->data;
+    uint8_t gone[CL_MAX_WORKERS];
+    gone_peers(c, gone);
+    if (!align_ready(&c->align, gone))
+        return;
+    c->hooks.checkpoint_state(c->hooks.ctx);
+    align_done(&c->align);
+    for (inconn_t *ic = c->data_l.conns; ic; ic = ic->next) {
+        conn_info_t *ci = ic->user;
+        if (ci && ci->at_barrier) {
+            ci->at_barrier = 0;
+            ci->last_rx_ns = loop_ns(c);
+            inconn_resume(ic);
+        }
+    }
+    c->hooks.hold_sources(c->hooks.ctx, 0);
+}
+
+/* The snapshot waits for the loop's next turn: a barrier is read inside a
+ * batch of its link, and the held inputs resume from outside any batch. */
+static void maybe_aligned(cluster_t *c)
+{
+    uint8_t gone[CL_MAX_WORKERS];
+    gone_peers(c, gone);
+    if (align_ready(&c->align, gone))
+        uv_timer_start(&c->align_timer, on_aligned, 0, 0);
+}
+
+/* CL_CKPT: cut the sources' positions, hold the sources, send barrier n to
+ * every other participant after what was forwarded to it before. */
+static void start_checkpoint(cluster_t *c, wire_rd_t *r)
+{
+    uint64_t n = wire_u64(r);
+    unsigned count = wire_u16(r);
+    uint8_t part[CL_MAX_WORKERS];
+    memset(part, 0, sizeof part);
+    for (unsigned i = 0; i < count && !r->err; i++) {
+        unsigned w = wire_u16(r);
+        if (w < CL_MAX_WORKERS)
+            part[w] = 1;
+    }
+    if (r->err)
+        return;
+    if (!c->hooks.checkpoint_sources) {
+        log_error("cluster: the coordinator runs checkpoints but this worker runs without "
+                  "--run-with-resilience");
+        send_ckpt_done(c, n, 0);
+        return;
+    }
+    c->align.self = c->self;
+    if (align_cut(&c->align, n, part) < 0 || c->hooks.checkpoint_sources(c->hooks.ctx, n) < 0) {
+        send_ckpt_done(c, n, 0);
+        return;
+    }
+    c->hooks.hold_sources(c->hooks.ctx, 1);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (!part[i] || i == c->self || !p || !p->link_open || p->lost)
+            continue;
+        wire_wr_t w;
+        wire_begin(&w, outconn_buffer(&p->link), CL_BARRIER, CL_MAX_FRAME);
+        wire_put_u64(&w, n);
+        wire_end(&w);
+    }
+    cluster_flush(c);
+    maybe_aligned(c);
+}
+
+/* CL_RESTORE: load checkpoint k (the cluster's last complete one) before the
+ * sources start. */
+static void restore(cluster_t *c, uint64_t k)
+{
+    char err[1024] = "";
+    int ok = c->hooks.restore && c->hooks.restore(c->hooks.ctx, k, err, sizeof err) == 0;
+    if (!ok)
+        log_error("cluster: cannot restore checkpoint %llu: %s", (unsigned long long)k,
+                  c->hooks.restore ? err : "this worker runs without --run-with-resilience");
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_RESTORED, CL_MAX_FRAME);
+    wire_put_u64(&w, k);
+    wire_put_u8(&w, ok);
+    wire_put_u16(&w, 0);
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
 /* ------------------------------------------------------------ inbound connections */
 
 static void conn_opened(void *owner, inconn_t *ic)
@@ -533,6 +649,19 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
         break;
     case CL_LOADQ:
         send_loads(c, wire_u32(&r));
+        break;
+    case CL_CKPT:
+        start_checkpoint(c, &r);
+        break;
+    case CL_CKPT_END: {
+        uint64_t n = wire_u64(&r);
+        int complete = wire_u8(&r);
+        if (!r.err && c->hooks.checkpoint_end)
+            c->hooks.checkpoint_end(c->hooks.ctx, n, complete);
+        break;
+    }
+    case CL_RESTORE:
+        restore(c, wire_u64(&r));
         break;
     case CL_FINISH:
         /* Quiet now: peers closing from here on are stopping too. */
@@ -654,6 +783,19 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
         }
         cl_put_u32(coord_buf(c), CL_INSTALLED, 1);
         return 0;
+    case CL_BARRIER: {
+        uint64_t n = wire_u64(&r);
+        if (r.err || align_barrier(&c->align, n, ci->hello.index) < 0) {
+            log_warn("%s: unexpected barrier %llu from '%s'; closing", ic->listener->name,
+                     (unsigned long long)n, ci->hello.name);
+            return -1;
+        }
+        /* What follows on this link belongs after the checkpoint. */
+        ci->at_barrier = 1;
+        inconn_pause(ic);
+        maybe_aligned(c);
+        return 1;
+    }
     case CL_PING:
         return 0;
     case CL_BYE:
@@ -802,6 +944,9 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
     uv_timer_init(loop, &c->tick);
     c->tick.data = c;
     c->open_handles++;
+    uv_timer_init(loop, &c->align_timer);
+    c->align_timer.data = c;
+    c->open_handles++;
     if (c->cfg.timeout_ms == 0)
         c->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
     if (cfg->secret.len == 0)
@@ -871,6 +1016,7 @@ static void close_everything(cluster_t *c)
         if (c->peers[i] && c->peers[i]->link_open)
             outconn_close(&c->peers[i]->link, on_outconn_closed);
     uv_close((uv_handle_t *)&c->tick, on_timer_closed);
+    uv_close((uv_handle_t *)&c->align_timer, on_timer_closed);
     if (c->coord)
         coord_shutdown(c->coord);
 }
@@ -940,6 +1086,7 @@ static int op_request_stop(void *h, const char *why) { return cluster_request_st
 static void op_shutdown(void *h) { cluster_shutdown(h, NULL, NULL); }
 static int op_exit_code(const void *h) { return cluster_exit_code(h); }
 static void op_free(void *h) { cluster_free(h); }
+static void op_checkpoint_done(void *h, uint64_t n, int ok) { cluster_checkpoint_done(h, n, ok); }
 
 const engine_cluster_ops_t cluster_engine_ops = {
     .start = op_start,
@@ -951,4 +1098,5 @@ const engine_cluster_ops_t cluster_engine_ops = {
     .shutdown = op_shutdown,
     .exit_code = op_exit_code,
     .free = op_free,
+    .checkpoint_done = op_checkpoint_done,
 };

@@ -49,6 +49,9 @@ int cluster_request_stop(cluster_t *c, const char *why);
 void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx);
 /* 3 if a worker (or the coordinator) was lost while this one ran, else 0. */
 int cluster_exit_code(const cluster_t *c);
+/* This worker's part of checkpoint n is durable (ok) or failed: tell the
+ * coordinator. */
+void cluster_checkpoint_done(cluster_t *c, uint64_t n, int ok);
 /* After the loop ended. */
 void cluster_free(cluster_t *c);
 

@@ -16,6 +16,11 @@ typedef struct {
     unsigned timeout_ms;           /* silence after which a peer is lost */
     double stop_timeout_s;         /* how long a cluster-wide stop may take */
     double rebalance_s;            /* how often the coordinator evens out the load (0: never) */
+    /* --run-with-resilience: the coordinator starts a checkpoint every
+     * checkpoint_interval_ns and keeps its record in resilience_dir/coordinator. */
+    int resilience;
+    char resilience_dir[4096];
+    uint64_t checkpoint_interval_ns;
 } cluster_config_t;
 
 #endif

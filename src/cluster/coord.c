@@ -9,6 +9,7 @@
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
+#include "stream/catalog.h"
 #include "stream/routing.h"
 #include "util/hist.h"
 #include "util/log.h"
@@ -19,8 +20,8 @@
 #define CLOSE_POLL_MS 10
 #define CLOSE_WAIT_MS 1000
 
-typedef enum { OP_NONE, OP_FORM, OP_GROW, OP_SHRINK, OP_BALANCE, OP_STOP } op_kind;
-typedef enum { PH_COUNT, PH_MIGRATE, PH_TABLE } op_phase;
+typedef enum { OP_NONE, OP_FORM, OP_GROW, OP_SHRINK, OP_BALANCE, OP_STOP, OP_CHECKPOINT } op_kind;
+typedef enum { PH_COUNT, PH_MIGRATE, PH_TABLE, PH_RESTORE } op_phase;
 
 typedef struct {
     op_kind kind;
@@ -45,6 +46,9 @@ typedef struct {
     int status_ok;
     uint64_t keys, in_count, out_count, forwarded, failed;
     int loads_ok;      /* answered the current LOADQ */
+    int ckpt_replied, ckpt_ok; /* its part of the checkpoint in flight */
+    int restored;      /* answered RESTORE (ok or not) */
+    int restore_ok;
 } member_t;
 
 /* Per inbound connection. */
@@ -91,6 +95,18 @@ struct coord {
     int stopping;
     int listening;
     int closing;
+    /* Resilience: checkpoints, and the record of the complete ones (members
+     * and table included) in resilience_dir/coordinator. */
+    catalog_t *record;
+    uv_timer_t ckpt_timer;
+    uint64_t ckpt_last;      /* the last checkpoint started */
+    uint64_t ckpt_complete;  /* the last complete one */
+    uint64_t ckpt_n;         /* the one in flight */
+    int ckpt_lost;           /* a participant was lost: it is abandoned */
+    int have_rec;            /* rec_*: the members and table of ckpt_complete */
+    unsigned rec_n;
+    char rec_names[CL_MAX_WORKERS][CL_NAME_MAX];
+    uint16_t rec_owner[ROUTING_SLOTS];
     uint64_t close_deadline_ns;
     uv_timer_t close_timer;
 };
@@ -288,7 +304,12 @@ static int round_done(coord_t *k)
 
 static void finish_op(coord_t *k)
 {
+    int was_checkpoint = k->cur.kind == OP_CHECKPOINT;
     k->cur = (op_t){OP_NONE, 0, NULL};
+    if (was_checkpoint) {
+        next_op(k);
+        return;
+    }
     /* Loads measured across a change are not comparable: measure afresh. */
     k->last_balance_ns = now_ns();
     k->load_asked = 0;
@@ -414,18 +435,29 @@ static void on_recount(uv_timer_t *t)
         start_round(k, CL_COUNTQ);
 }
 
+static void formed_now(coord_t *k)
+{
+    k->formed = 1;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (k->m[i]->state == CL_JOINING)
+            k->m[i]->state = CL_ACTIVE;
+    broadcast_members(k);
+    resume_all(k);
+    log_info("cluster: formed with %u workers", count_state(k, CL_ACTIVE));
+}
+
+static void enter_restore(coord_t *k);
+
 static void done_tabling(coord_t *k)
 {
     k->table = k->next;
     op_t op = k->cur;
+    if (op.kind == OP_FORM && k->record) {
+        enter_restore(k);
+        return;
+    }
     if (op.kind == OP_FORM) {
-        k->formed = 1;
-        for (unsigned i = 0; i < k->nm; i++)
-            if (k->m[i]->state == CL_JOINING)
-                k->m[i]->state = CL_ACTIVE;
-        broadcast_members(k);
-        resume_all(k);
-        log_info("cluster: formed with %u workers", count_state(k, CL_ACTIVE));
+        formed_now(k);
     } else if (op.kind == OP_GROW) {
         member_t *m = k->m[op.member];
         m->state = CL_ACTIVE;
@@ -451,14 +483,231 @@ static void done_tabling(coord_t *k)
     finish_op(k);
 }
 
+/* ------------------------------------------------------------ checkpoints */
+
+/* The members and the table, by name: what a restart must form again. */
+static void put_layout(coord_t *k, buf_t *b)
+{
+    wire_wr_t w;
+    wire_begin(&w, b, 0, CL_MAX_FRAME);
+    wire_put_u16(&w, (uint16_t)k->nm);
+    for (unsigned i = 0; i < k->nm; i++)
+        wire_put_str16(&w, k->m[i]->name, strlen(k->m[i]->name));
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        wire_put_u16(&w, k->table.owner[s]);
+    wire_end(&w);
+}
+
+static int get_layout(coord_t *k, const buf_t *b)
+{
+    wire_rd_t r;
+    if (buf_unread(b) < 5)
+        return -1;
+    wire_rd_init(&r, buf_head(b) + 5, buf_unread(b) - 5);
+    k->rec_n = wire_u16(&r);
+    for (unsigned i = 0; i < k->rec_n && i < CL_MAX_WORKERS; i++)
+        cl_str16(&r, k->rec_names[i], sizeof k->rec_names[i]);
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        k->rec_owner[s] = wire_u16(&r);
+    if (r.err || k->rec_n > CL_MAX_WORKERS)
+        return -1;
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        if (k->rec_owner[s] >= k->rec_n)
+            return -1;
+    return 0;
+}
+
+/* Durably: checkpoint n is complete, with this cluster's members and table. */
+static int record_complete(coord_t *k, uint64_t n)
+{
+    buf_t layout;
+    buf_init(&layout);
+    put_layout(k, &layout);
+    snap_info_t info = {.n = n, .base = n, .full = 1};
+    char err[512];
+    int rc = catalog_complete_with(k->record, &info, n > 1 ? n - 1 : 0, "cluster",
+                                   buf_head(&layout), buf_unread(&layout), err, sizeof err);
+    buf_free(&layout);
+    if (rc < 0)
+        log_error("cluster: cannot record checkpoint %llu as complete: %s",
+                  (unsigned long long)n, err);
+    return rc;
+}
+
+static void send_ckpt_end(coord_t *k, uint64_t n, int complete)
+{
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (!takes_part(k, m))
+            continue;
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_CKPT_END, CL_MAX_FRAME);
+        wire_put_u64(&w, n);
+        wire_put_u8(&w, complete ? 1 : 0);
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
+}
+
+/* Every participant answered (or was lost): complete or abandon. */
+static void checkpoint_answered(coord_t *k)
+{
+    int complete = !k->ckpt_lost;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (!takes_part(k, m))
+            continue;
+        if (!m->ckpt_replied)
+            return;
+        complete = complete && m->ckpt_ok;
+    }
+    uint64_t n = k->ckpt_n;
+    if (complete && record_complete(k, n) < 0)
+        complete = 0;
+    if (complete)
+        k->ckpt_complete = n;
+    else
+        log_warn("cluster: checkpoint %llu abandoned (%s); checkpoint %llu stays the one to "
+                 "recover from", (unsigned long long)n,
+                 k->ckpt_lost ? "a worker was lost" : "a worker could not take its part",
+                 (unsigned long long)k->ckpt_complete);
+    send_ckpt_end(k, n, complete);
+    finish_op(k);
+}
+
+static void start_checkpoint(coord_t *k)
+{
+    uint64_t n = ++k->ckpt_last;
+    k->ckpt_n = n;
+    k->ckpt_lost = 0;
+    uint16_t idx[CL_MAX_WORKERS];
+    unsigned count = 0;
+    for (unsigned i = 0; i < k->nm; i++)
+        if (takes_part(k, k->m[i]))
+            idx[count++] = (uint16_t)i;
+    for (unsigned i = 0; i < count; i++) {
+        member_t *m = k->m[idx[i]];
+        m->ckpt_replied = m->ckpt_ok = 0;
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_CKPT, CL_MAX_FRAME);
+        wire_put_u64(&w, n);
+        wire_put_u16(&w, (uint16_t)count);
+        for (unsigned j = 0; j < count; j++)
+            wire_put_u16(&w, idx[j]);
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
+}
+
+static void on_ckpt_done(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint64_t n = wire_u64(r);
+    int ok = wire_u8(r);
+    if (r->err || k->cur.kind != OP_CHECKPOINT || n != k->ckpt_n || m->ckpt_replied)
+        return;
+    m->ckpt_replied = 1;
+    m->ckpt_ok = ok;
+    checkpoint_answered(k);
+}
+
+static void on_ckpt_timer(uv_timer_t *t)
+{
+    coord_t *k = t->data;
+    if (!k->formed || k->stopping || k->closing || k->cur.kind != OP_NONE || k->nq > 0)
+        return;
+    k->queue[k->nq++] = (op_t){OP_CHECKPOINT, 0, NULL};
+    next_op(k);
+}
+
+/* The cluster formed again: every worker loads the last complete checkpoint
+ * before any source runs. */
+static void enter_restore(coord_t *k)
+{
+    k->phase = PH_RESTORE;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        m->restored = m->restore_ok = 0;
+        if (!takes_part(k, m))
+            continue;
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_RESTORE, CL_MAX_FRAME);
+        wire_put_u64(&w, k->ckpt_complete);
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
+    log_info("cluster: every worker loads checkpoint %llu", (unsigned long long)k->ckpt_complete);
+}
+
+static void formed_now(coord_t *k);
+
+static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint64_t n = wire_u64(r);
+    int ok = wire_u8(r);
+    if (r->err || k->cur.kind != OP_FORM || k->phase != PH_RESTORE || n != k->ckpt_complete)
+        return;
+    m->restored = 1;
+    m->restore_ok = ok;
+    int all_ok = 1;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *o = k->m[i];
+        if (!takes_part(k, o))
+            continue;
+        if (!o->restored)
+            return;
+        all_ok = all_ok && o->restore_ok;
+    }
+    if (!all_ok) {
+        log_error("cluster: a worker could not load checkpoint %llu (see its log); stopping "
+                  "the cluster rather than running on inconsistent state",
+                  (unsigned long long)n);
+        for (unsigned i = 0; i < k->nm; i++)
+            if (live(k->m[i]))
+                send_empty(k->m[i], CL_FINISH);
+        k->stopping = 1;
+        k->cur = (op_t){OP_NONE, 0, NULL};
+        return;
+    }
+    formed_now(k);
+    finish_op(k);
+}
+
+/* With a record, the table of its checkpoint, its members found by name. */
+static int recorded_table(coord_t *k, routing_table_t *t)
+{
+    int map[CL_MAX_WORKERS];
+    for (unsigned j = 0; j < k->rec_n; j++) {
+        member_t *m = member_named(k, k->rec_names[j]);
+        map[j] = m ? (int)m->index : -1;
+    }
+    memset(t, 0, sizeof *t);
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++) {
+        int owner = map[k->rec_owner[s]];
+        if (owner < 0) {
+            log_error("cluster: worker '%s' held slots at checkpoint %llu but is not among "
+                      "the workers that joined: start it with the same --name",
+                      k->rec_names[k->rec_owner[s]], (unsigned long long)k->ckpt_complete);
+            return -1;
+        }
+        t->owner[s] = (uint16_t)owner;
+    }
+    t->workers = k->nm;
+    return 0;
+}
+
 static void start_op(coord_t *k, op_t op)
 {
     k->cur = op;
     k->op_started_ns = k->op_warned_ns = now_ns();
     for (unsigned i = 0; i < k->nm; i++)
         k->m[i]->have_prev = k->m[i]->have_counts = 0;
+    if (op.kind == OP_CHECKPOINT) {
+        start_checkpoint(k);
+        return;
+    }
     if (op.kind == OP_FORM) {
-        /* Slot s goes to the (s mod n)-th worker, in the order they joined. */
+        /* Slot s goes to the (s mod n)-th worker, in the order they joined;
+         * after a restart, to the worker of that name at the checkpoint. */
         unsigned idx[CL_MAX_WORKERS], n = 0;
         for (unsigned i = 0; i < k->nm; i++)
             if (k->m[i]->state == CL_JOINING)
@@ -467,6 +716,14 @@ static void start_op(coord_t *k, op_t op)
         for (unsigned s = 0; s < ROUTING_SLOTS; s++)
             k->next.owner[s] = (uint16_t)idx[s % n];
         k->next.workers = k->nm;
+        if (k->have_rec && recorded_table(k, &k->next) < 0) {
+            for (unsigned i = 0; i < k->nm; i++)
+                if (live(k->m[i]))
+                    send_empty(k->m[i], CL_FINISH);
+            k->stopping = 1;
+            k->cur = (op_t){OP_NONE, 0, NULL};
+            return;
+        }
         broadcast_members(k);
         enter_table(k);
         return;
@@ -731,6 +988,9 @@ static void request_stop(coord_t *k, const char *who, const char *why)
     for (size_t i = 0; i < k->nq; i++)
         reply_admin(k->queue[i].admin, 1, "the cluster is stopping\n");
     k->nq = 0;
+    /* With resilience, what ran until now is kept: a last checkpoint. */
+    if (k->record)
+        k->queue[k->nq++] = (op_t){OP_CHECKPOINT, 0, NULL};
     k->queue[k->nq++] = (op_t){OP_STOP, 0, NULL};
     next_op(k);
 }
@@ -745,6 +1005,11 @@ static void member_lost(coord_t *k, member_t *m, const char *why)
     m->state = CL_LOST_STATE;
     if (k->stopping) {
         log_debug("cluster: worker '%s' went away while the cluster stopped: %s", m->name, why);
+        if (k->cur.kind == OP_CHECKPOINT) {
+            k->ckpt_lost = 1;
+            checkpoint_answered(k);
+            return;
+        }
         if (k->cur.kind == OP_STOP && k->phase == PH_COUNT && round_done(k))
             counted(k);
         return;
@@ -765,6 +1030,16 @@ static void member_lost(coord_t *k, member_t *m, const char *why)
     }
     if (k->cur.kind == OP_NONE)
         return;
+    if (k->cur.kind == OP_CHECKPOINT) {
+        k->ckpt_lost = 1;
+        checkpoint_answered(k);
+        return;
+    }
+    if (k->cur.kind == OP_FORM && k->phase == PH_RESTORE) {
+        log_error("cluster: worker '%s' was lost while the cluster restored its checkpoint",
+                  m->name);
+        return;
+    }
     int involved = k->cur.kind == OP_FORM || k->cur.kind == OP_STOP ||
                    k->cur.member == m->index || was == CL_ACTIVE || was == CL_LEAVING;
     if (!involved)
@@ -841,6 +1116,12 @@ static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wir
         break;
     case CL_LOADS:
         on_loads(k, m, r);
+        break;
+    case CL_CKPT_DONE:
+        on_ckpt_done(k, m, r);
+        break;
+    case CL_RESTORED:
+        on_restored(k, m, r);
         break;
     case CL_STOP: {
         char why[200];
@@ -994,6 +1275,39 @@ static void on_tick(uv_timer_t *t)
 
 /* ------------------------------------------------------------ start and stop */
 
+/* The record of complete checkpoints: where a restarted cluster goes on from. */
+static int open_record(coord_t *k, char *err, size_t errlen)
+{
+    char dir[4200];
+    snprintf(dir, sizeof dir, "%s/coordinator", k->cfg.resilience_dir);
+    if (!(k->record = catalog_open(dir, "cluster coordinator", err, errlen)))
+        return -1;
+    snap_info_t last;
+    int n = catalog_list(k->record, &last, 1, err, errlen);
+    if (n < 0)
+        return -1;
+    if (n == 1) {
+        buf_t b;
+        buf_init(&b);
+        int got = catalog_get(k->record, "cluster", &b, err, errlen);
+        if (got <= 0 || get_layout(k, &b) < 0) {
+            buf_free(&b);
+            if (got >= 0)
+                snprintf(err, errlen, "the record of checkpoint %llu in %s has no usable "
+                         "member list", (unsigned long long)last.n, dir);
+            return -1;
+        }
+        buf_free(&b);
+        k->have_rec = 1;
+        k->ckpt_complete = k->ckpt_last = last.n;
+        log_info("cluster: the last complete checkpoint is %llu (%u workers); the cluster goes "
+                 "on from it", (unsigned long long)last.n, k->rec_n);
+    }
+    uint64_t ms = k->cfg.checkpoint_interval_ns / 1000000;
+    uv_timer_start(&k->ckpt_timer, on_ckpt_timer, ms ? ms : 1, ms ? ms : 1);
+    return 0;
+}
+
 int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, char *err,
                 size_t errlen)
 {
@@ -1006,7 +1320,8 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     k->loop = loop;
     uv_timer_init(loop, &k->tick);
     uv_timer_init(loop, &k->recount);
-    k->tick.data = k->recount.data = k;
+    uv_timer_init(loop, &k->ckpt_timer);
+    k->tick.data = k->recount.data = k->ckpt_timer.data = k;
     k->cfg = *cfg;
     if (k->cfg.stop_timeout_s <= 0)
         k->cfg.stop_timeout_s = 10;
@@ -1027,6 +1342,8 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     if (rc < 0)
         return -1;
     k->listening = 1;
+    if (cfg->resilience && open_record(k, err, errlen) < 0)
+        return -1;
     /* The workers (this process's own one included) connect here. */
     snprintf(k->cfg.control, sizeof k->cfg.control, "%s", k->l.addr);
     unsigned hb = cl_heartbeat_ms(k->cfg.timeout_ms);
@@ -1038,6 +1355,7 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
 
 static void close_all(coord_t *k)
 {
+    uv_close((uv_handle_t *)&k->ckpt_timer, NULL);
     uv_timer_stop(&k->close_timer);
     uv_close((uv_handle_t *)&k->close_timer, NULL);
     uv_close((uv_handle_t *)&k->tick, NULL);
@@ -1070,6 +1388,7 @@ void coord_shutdown(coord_t *k)
         return;
     k->closing = 1;
     uv_timer_stop(&k->tick);
+    uv_timer_stop(&k->ckpt_timer);
     uv_timer_stop(&k->recount);
     for (unsigned i = 0; i < k->nm; i++)
         if (k->m[i]->out_open && live(k->m[i]))
@@ -1086,5 +1405,6 @@ void coord_free(coord_t *k)
         return;
     for (unsigned i = 0; i < k->nm; i++)
         free(k->m[i]);
+    catalog_close(k->record);
     free(k);
 }

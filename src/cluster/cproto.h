@@ -41,6 +41,7 @@ enum {
     /* data: worker -> worker */
     CL_MSG = 10,       /* u16 pipe, u16 step, rest: the serialized message */
     CL_STATE = 11,     /* u16 slot, u16 n, n x (str16 store, u8 kind, u32 len, bytes) */
+    CL_BARRIER = 12,   /* u64 n: what follows on this link comes after checkpoint n */
     /* control: worker -> coordinator */
     CL_JOIN = 20,      /* str16 name, str16 control address, str16 data address */
     CL_COUNTS = 21,    /* u32 seq, u16 n, n x (u16 peer, u64 sent, u64 processed) */
@@ -50,6 +51,8 @@ enum {
     CL_STOP = 25,      /* str16 why: asks for a stop of the whole cluster */
     CL_LOADS = 26,     /* u32 seq, u16 n, n x (u16 slot, u32 messages run there since the
                           last LOADQ) */
+    CL_CKPT_DONE = 27, /* u64 n, u8 ok: this worker's part of checkpoint n is durable */
+    CL_RESTORED = 28,  /* u64 k, u8 ok, u16 n, n x (u64 position, str16 stream) */
     /* control: coordinator -> worker */
     CL_MEMBERS = 30,   /* u16 you, u16 n, n x (u16 index, u8 state, str16 name,
                           str16 control, str16 data) */
@@ -63,6 +66,9 @@ enum {
     CL_LEAVE = 38,     /* this worker owns no slot any more: flush and exit */
     CL_LOST = 39,      /* u16 index, str16 why */
     CL_LOADQ = 40,     /* u32 seq: answer LOADS, start counting again */
+    CL_CKPT = 41,      /* u64 n, u16 n, n x u16 participant: cut checkpoint n */
+    CL_CKPT_END = 42,  /* u64 n, u8 complete: checkpoint n is complete or abandoned */
+    CL_RESTORE = 43,   /* u64 k: load checkpoint k (0: none), answer RESTORED */
     /* admin -> coordinator, and its answer */
     CL_ASK_STATUS = 50,
     CL_ASK_SHRINK = 51, /* str16 worker name */

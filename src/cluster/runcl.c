@@ -169,6 +169,24 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
     return 1;
 }
 
+/* A cluster with resilience restarts from its checkpoints: every worker must
+ * come back under the name it had. */
+static int check_resilience(const cl_args_t *c)
+{
+    if (c->join) {
+        fprintf(stderr, "bettong run: --run-with-resilience with --join (growing a running "
+                        "cluster) is not implemented yet: start every worker with the cluster "
+                        "(--cluster-initializer --worker-count N, the others with --control)\n");
+        return -1;
+    }
+    if ((c->control || c->initializer) && !c->initializer && !c->name && c->workers < 1) {
+        fprintf(stderr, "bettong run: --run-with-resilience in a cluster needs --name NAME: a "
+                        "restarted worker finds its checkpoints by its name\n");
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_run(int argc, char **argv)
 {
     cl_args_t c;
@@ -183,10 +201,7 @@ int cmd_run(int argc, char **argv)
         run_args_free(&a);
         return rc > 0 ? 0 : 2;
     }
-    if (a.engine.resilience && (c.workers >= 1 || c.initializer || c.join || c.control)) {
-        fprintf(stderr, "bettong run: --run-with-resilience runs on a worker alone for now; "
-                        "checkpoints across a cluster (--workers, --cluster-initializer, "
-                        "--join) are not implemented yet\n");
+    if (a.engine.resilience && check_resilience(&c) < 0) {
         run_args_free(&a);
         return 2;
     }
@@ -200,6 +215,12 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     a.engine.worker_name = c.name;
+    if (rc > 0 && a.engine.resilience) {
+        c.cluster.resilience = 1;
+        snprintf(c.cluster.resilience_dir, sizeof c.cluster.resilience_dir, "%s",
+                 a.engine.resilience_dir ? a.engine.resilience_dir : "/tmp");
+        c.cluster.checkpoint_interval_ns = a.engine.checkpoint_interval_ns;
+    }
     if (rc > 0) {
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;

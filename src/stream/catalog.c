@@ -214,24 +214,53 @@ static int prune(catalog_t *c, MDB_txn *txn, uint64_t below)
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
-int catalog_complete(catalog_t *c, const snap_info_t *info, uint64_t prune_below, char *err,
-                     size_t errlen)
+int catalog_complete_with(catalog_t *c, const snap_info_t *info, uint64_t prune_below,
+                          const char *key, const void *meta, size_t len, char *err,
+                          size_t errlen)
 {
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc)
         return lmdb_fail(rc, "begin", err, errlen);
-    uint8_t key[8], rec[REC_LEN];
-    key_of(info->n, key);
+    uint8_t kb[8], rec[REC_LEN];
+    key_of(info->n, kb);
     encode(info, rec);
-    MDB_val k = {8, key}, v = {REC_LEN, rec};
-    if ((rc = mdb_put(txn, c->ckpts, &k, &v, 0)) || (rc = prune(c, txn, prune_below))) {
+    MDB_val k = {8, kb}, v = {REC_LEN, rec};
+    MDB_val mk = {key ? strlen(key) : 0, (void *)key}, mv = {len, (void *)meta};
+    if ((rc = mdb_put(txn, c->ckpts, &k, &v, 0)) || (rc = prune(c, txn, prune_below)) ||
+        (key && (rc = mdb_put(txn, c->meta, &mk, &mv, 0)))) {
         mdb_txn_abort(txn);
         return lmdb_fail(rc, "record", err, errlen);
     }
     if ((rc = mdb_txn_commit(txn)))
         return lmdb_fail(rc, "commit", err, errlen);
     return 0;
+}
+
+int catalog_complete(catalog_t *c, const snap_info_t *info, uint64_t prune_below, char *err,
+                     size_t errlen)
+{
+    return catalog_complete_with(c, info, prune_below, NULL, NULL, 0, err, errlen);
+}
+
+int catalog_get(catalog_t *c, const char *key, buf_t *out, char *err, size_t errlen)
+{
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+    if (rc)
+        return lmdb_fail(rc, "begin", err, errlen);
+    MDB_val k = {strlen(key), (void *)key}, v;
+    rc = mdb_get(txn, c->meta, &k, &v);
+    int found = rc == 0;
+    if (found && buf_append(out, v.mv_data, v.mv_size) < 0) {
+        mdb_txn_abort(txn);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    mdb_txn_abort(txn);
+    if (rc != 0 && rc != MDB_NOTFOUND)
+        return lmdb_fail(rc, "read", err, errlen);
+    return found;
 }
 
 int catalog_list(catalog_t *c, snap_info_t *out, size_t max, char *err, size_t errlen)

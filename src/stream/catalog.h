@@ -27,6 +27,14 @@ const char *catalog_dir(const catalog_t *c);
  * earlier records stay as they were). */
 int catalog_complete(catalog_t *c, const snap_info_t *info, uint64_t prune_below, char *err,
                      size_t errlen);
+/* The same, storing `meta` (len bytes) under `key` in the same transaction:
+ * what must agree with the checkpoint (a cluster's members and table). */
+int catalog_complete_with(catalog_t *c, const snap_info_t *info, uint64_t prune_below,
+                          const char *key, const void *meta, size_t len, char *err,
+                          size_t errlen);
+/* The bytes stored under key, appended to out. Returns 1, 0 if there are none,
+ * or -1 with err set. */
+int catalog_get(catalog_t *c, const char *key, buf_t *out, char *err, size_t errlen);
 /* The complete checkpoints, newest first, into out (at most max). Returns how
  * many, or -1 with err set. */
 int catalog_list(catalog_t *c, snap_info_t *out, size_t max, char *err, size_t errlen);

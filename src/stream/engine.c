@@ -324,7 +324,7 @@ static void begin_stop(engine_t *e, int code, const char *why)
     }
     flush_sinks(e);
     e->stop_deadline_ns = now_ns() + (uint64_t)(e->opt->flush_timeout_s * 1e9);
-    if (e->resil && code != 2) {
+    if (e->resil && !e->opt->cluster && code != 2) {
         /* What ran until now is kept: a restart goes on from here. */
         e->final_checkpoint = 1;
         resil_final(e->resil, on_final_checkpoint, e);
@@ -441,6 +441,7 @@ static void start_sinks(engine_t *e)
     sink_options_t so = {.resilient = e->resil != NULL,
                          .writer = e->opt->worker_name ? e->opt->worker_name : "initializer",
                          .recovered = e->resil ? resil_recovered(e->resil) : 0,
+                         .history_later = e->resil && e->opt->cluster,
                          .progress = on_sink_progress, .changed = on_sink_changed, .ctx = e};
     for (size_t i = 0; i < e->app->nsinks; i++) {
         char name[300];
@@ -465,6 +466,36 @@ static void gen_set(void *ctx, size_t pipe, PyObject *value)
     Py_XSETREF(((engine_t *)ctx)->sources[pipe].gen_prev, value);
 }
 
+/* In a cluster: this worker's part of a checkpoint, to the coordinator. */
+static void report_checkpoint(void *ctx, uint64_t n, int ok)
+{
+    engine_t *e = ctx;
+    if (e->cluster)
+        e->cl->checkpoint_done(e->cluster, n, ok);
+}
+
+static int hook_checkpoint_sources(void *ctx, uint64_t n)
+{
+    return resil_checkpoint_sources(((engine_t *)ctx)->resil, n);
+}
+
+static void hook_checkpoint_state(void *ctx) { resil_checkpoint_state(((engine_t *)ctx)->resil); }
+
+static void hook_checkpoint_end(void *ctx, uint64_t n, int complete)
+{
+    resil_checkpoint_end(((engine_t *)ctx)->resil, n, complete);
+}
+
+static int hook_restore(void *ctx, uint64_t k, char *err, size_t errlen)
+{
+    engine_t *e = ctx;
+    if (resil_restore(e->resil, k, err, errlen) < 0)
+        return -1;
+    for (size_t i = 0; i < e->app->nsinks; i++)
+        sink_set_history(&e->sinks[i], k);
+    return 0;
+}
+
 static int open_resilience(engine_t *e)
 {
     const engine_options_t *o = e->opt;
@@ -472,7 +503,8 @@ static int open_resilience(engine_t *e)
         return 0;
     resil_options_t ro = {.dir = o->resilience_dir ? o->resilience_dir : "/tmp",
                           .worker = o->worker_name ? o->worker_name : "initializer",
-                          .interval_ns = o->checkpoint_interval_ns};
+                          .interval_ns = o->checkpoint_interval_ns,
+                          .coordinated = o->cluster != NULL};
     resil_engine_t eng = {.ctx = e, .gen_get = gen_get, .gen_set = gen_set};
     char err[1024];
     if (!(e->resil = resil_open(&e->loop, e->app, &ro, &eng, err, sizeof err))) {
@@ -480,6 +512,8 @@ static int open_resilience(engine_t *e)
         return -1;
     }
     e->x.track_changes = 1;
+    if (o->cluster)
+        resil_coordinate(e->resil, report_checkpoint, e);
     return 0;
 }
 
@@ -562,6 +596,12 @@ int engine_run(app_t *app, const engine_options_t *opt)
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
                                  .finish = hook_finish, .progress = hook_progress,
                                  .ran = hook_ran};
+        if (e.resil) {
+            hooks.checkpoint_sources = hook_checkpoint_sources;
+            hooks.checkpoint_state = hook_checkpoint_state;
+            hooks.checkpoint_end = hook_checkpoint_end;
+            hooks.restore = hook_restore;
+        }
         char err[512];
         e.cl = opt->cluster;
         if (e.cl->start(&e.cluster, &e.loop, app, &e.x, opt->cluster_config, &hooks, err,

@@ -30,6 +30,14 @@ typedef struct {
     /* After each forwarded message run (in a batch): flush and keep alive as
      * a source batch does. */
     void (*ran)(void *ctx);
+    /* With resilience (NULL without): the two halves of checkpoint n on this
+     * worker (see stream/resil.h), its end as the coordinator decided, and
+     * loading checkpoint k when the cluster (re)forms. The engine reports its
+     * part through engine_cluster_ops_t.checkpoint_done. */
+    int (*checkpoint_sources)(void *ctx, uint64_t n);
+    void (*checkpoint_state)(void *ctx);
+    void (*checkpoint_end)(void *ctx, uint64_t n, int complete);
+    int (*restore)(void *ctx, uint64_t k, char *err, size_t errlen);
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that
@@ -60,6 +68,8 @@ typedef struct {
     int (*exit_code)(const void *handle);
     /* After the loop ended. */
     void (*free)(void *handle);
+    /* This worker's part of checkpoint n is durable (ok) or failed. */
+    void (*checkpoint_done)(void *handle, uint64_t n, int ok);
 } engine_cluster_ops_t;
 
 typedef struct {

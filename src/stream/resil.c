@@ -53,9 +53,17 @@ struct resil {
     uint64_t base_bytes, chain_bytes, deltas;
     uint64_t pruned_below;  /* files below this are gone */
     int force_full;         /* a cut failed: its changes are only in a full one */
+    /* In a cluster the coordinator starts checkpoints and says when one is
+     * complete; this worker reports when its part is durable. */
+    int coordinated;
+    void (*report)(void *ctx, uint64_t n, int ok);
+    void *report_ctx;
+    int reported;
     /* The checkpoint in flight. */
     int busy;
     int written;
+    int full;
+    int sources_rc;
     uv_work_t work;
     work_kind kind;
     int working;
@@ -172,19 +180,26 @@ static void do_work(uv_work_t *w)
     if (r->kind == WORK_WRITE) {
         r->work_rc = snap_write_file(r->dir, r->info.n, &r->snap, r->work_err,
                                      sizeof r->work_err);
-        return;
+        if (r->work_rc < 0 || !r->coordinated)
+            return;
+        /* In a cluster the catalog lists what this worker holds; which of it is
+         * complete is the coordinator's record. */
     }
-    r->work_rc = catalog_complete(r->cat, &r->info, r->prune_below, r->work_err,
-                                  sizeof r->work_err);
-    if (r->work_rc == 0)
-        for (uint64_t n = r->pruned_below; n < r->prune_below; n++)
-            snap_remove_file(r->dir, n);
+    if (r->kind == WORK_WRITE || r->kind == WORK_COMPLETE) {
+        r->work_rc = catalog_complete(r->cat, &r->info, r->prune_below, r->work_err,
+                                      sizeof r->work_err);
+        if (r->work_rc == 0)
+            for (uint64_t n = r->pruned_below; n < r->prune_below; n++)
+                snap_remove_file(r->dir, n);
+    }
 }
 
 static void after_work(uv_work_t *w, int status);
 
 static void queue(resil_t *r, work_kind kind)
 {
+    /* Keep the chains of the last complete checkpoint and of the next one. */
+    r->prune_below = r->base;
     r->kind = kind;
     r->working = 1;
     r->work.data = r;
@@ -214,6 +229,7 @@ static void settle(resil_t *r)
 {
     r->busy = 0;
     r->written = 0;
+    r->reported = 0;
     buf_clear(&r->snap);
     buf_shrink(&r->snap, 1 << 20);
     if (r->final) {
@@ -226,13 +242,16 @@ static void settle(resil_t *r)
 
 static void try_complete(resil_t *r)
 {
-    if (!r->busy || !r->written || r->working)
+    if (!r->busy || !r->written || r->working || r->reported)
         return;
     for (size_t i = 0; i < r->nsinks; i++)
         if (!sink_ready_for(&r->sinks[i], r->info.n))
             return;
-    /* Keep the chains of this checkpoint and of the one before it. */
-    r->prune_below = r->base;
+    if (r->coordinated) {
+        r->reported = 1;
+        r->report(r->report_ctx, r->info.n, 1);
+        return;
+    }
     queue(r, WORK_COMPLETE);
 }
 
@@ -240,7 +259,8 @@ static void completed(resil_t *r)
 {
     snap_info_t *in = &r->info;
     r->last_complete = in->n;
-    r->pruned_below = r->prune_below;
+    if (r->prune_below > r->pruned_below)
+        r->pruned_below = r->prune_below;
     if (in->full) {
         r->base = in->n;
         r->base_bytes = in->size;
@@ -275,10 +295,18 @@ static void after_work(uv_work_t *w, int status)
         log_error("checkpoint %llu failed: %s; checkpoint %llu stays the one to recover from, "
                   "processing goes on", (unsigned long long)r->info.n, r->work_err,
                   (unsigned long long)r->last_complete);
+        if (r->coordinated && !r->closing) {
+            /* The coordinator abandons it everywhere. */
+            r->reported = 1;
+            r->report(r->report_ctx, r->info.n, 0);
+            return;
+        }
         settle(r);
         return;
     }
     if (r->kind == WORK_WRITE) {
+        if (r->coordinated && r->prune_below > r->pruned_below)
+            r->pruned_below = r->prune_below;
         r->written = 1;
         try_complete(r);
         return;
@@ -333,29 +361,47 @@ static int want_full(const resil_t *r)
            r->chain_bytes > r->base_bytes;
 }
 
-/* Between two batches: the snapshot of this moment, and the sinks' epochs end. */
-static void cut(resil_t *r)
+/* The first half of checkpoint n, between two batches: where the sources
+ * are (resumable positions, generators' last values). In a cluster the
+ * sources are then held until the inputs from the peers are aligned. */
+static int cut_sources(resil_t *r, uint64_t n)
 {
-    if (r->busy || r->closing)
-        return;
-    uint64_t t0 = now_ns();
-    uint64_t n = r->last_cut + 1;
-    int full = want_full(r);
-    snap_begin(&r->snap, n, full ? n : r->base, full);
-    stsnap_stats_t st;
+    r->cut_ns = now_ns();
+    r->full = want_full(r);
+    snap_begin(&r->snap, n, r->full ? n : r->base, r->full);
     py_gil_enter();
-    int rc = stsnap_write(&r->app->states, full, &r->snap, &st);
-    if (rc == 0)
-        rc = put_generators(r, &r->snap);
+    int rc = put_generators(r, &r->snap);
     if (rc < 0) {
         char where[64];
         snprintf(where, sizeof where, "checkpoint %llu", (unsigned long long)n);
         pyerr_report(where);
     }
     py_gil_leave();
-    if (rc == 0 && (put_streams(r, &r->snap) < 0 || snap_finish(&r->snap, &r->info) < 0))
-        rc = -1;
+    if (rc == 0)
+        rc = put_streams(r, &r->snap);
     r->last_cut = n;
+    r->busy = 1;
+    return rc;
+}
+
+/* The second half: the state as it is now, and the sinks' epoch n ends; the
+ * snapshot goes to the writer thread. */
+static void cut_state(resil_t *r, int rc)
+{
+    uint64_t n = r->last_cut, t0 = now_ns();
+    stsnap_stats_t st = {0};
+    if (rc == 0) {
+        py_gil_enter();
+        rc = stsnap_write(&r->app->states, r->full, &r->snap, &st);
+        if (rc < 0) {
+            char where[64];
+            snprintf(where, sizeof where, "checkpoint %llu", (unsigned long long)n);
+            pyerr_report(where);
+        }
+        py_gil_leave();
+    }
+    if (rc == 0 && snap_finish(&r->snap, &r->info) < 0)
+        rc = -1;
     for (size_t i = 0; i < r->nsinks; i++)
         sink_end_epoch(&r->sinks[i], n);
     uint64_t pause = now_ns() - t0;
@@ -364,20 +410,29 @@ static void cut(resil_t *r)
     if (rc < 0) {
         r->failed++;
         r->force_full = 1;
-        log_error("checkpoint %llu could not be taken (see above); the next one is full", 
+        log_error("checkpoint %llu could not be taken (see above); the next one is full",
                   (unsigned long long)n);
-        buf_clear(&r->snap);
-        if (r->final)
-            finish_final(r);
+        if (r->coordinated) {
+            r->reported = 1;
+            r->report(r->report_ctx, n, 0);
+            return;
+        }
+        settle(r);
         return;
     }
     r->force_full = 0;
-    r->busy = 1;
-    r->cut_ns = t0;
     log_debug("checkpoint %llu cut: %s, %llu keys, %zu bytes, loop paused %.2f ms",
-              (unsigned long long)n, full ? "full" : "incremental",
+              (unsigned long long)n, r->full ? "full" : "incremental",
               (unsigned long long)st.keys, buf_unread(&r->snap), (double)pause / 1e6);
     queue(r, WORK_WRITE);
+}
+
+/* A worker on its own: both halves at once. */
+static void cut(resil_t *r)
+{
+    if (r->busy || r->closing)
+        return;
+    cut_state(r, cut_sources(r, r->last_cut + 1));
 }
 
 static void on_timer(uv_timer_t *t)
@@ -388,6 +443,43 @@ static void on_timer(uv_timer_t *t)
         return;
     }
     cut(r);
+}
+
+/* ------------------------------------------------------------ in a cluster */
+
+void resil_coordinate(resil_t *r, void (*report)(void *ctx, uint64_t n, int ok), void *ctx)
+{
+    r->coordinated = 1;
+    r->report = report;
+    r->report_ctx = ctx;
+}
+
+int resil_checkpoint_sources(resil_t *r, uint64_t n)
+{
+    if (r->busy || r->closing) {
+        log_error("checkpoint %llu asked while checkpoint %llu is in flight",
+                  (unsigned long long)n, (unsigned long long)r->last_cut);
+        return -1;
+    }
+    r->sources_rc = cut_sources(r, n);
+    return 0;
+}
+
+void resil_checkpoint_state(resil_t *r)
+{
+    if (r->busy && !r->written && !r->working && !r->reported)
+        cut_state(r, r->sources_rc);
+}
+
+void resil_checkpoint_end(resil_t *r, uint64_t n, int complete)
+{
+    if (!r->busy || r->last_cut != n)
+        return;
+    if (complete && r->written)
+        completed(r);
+    else
+        r->force_full = 1;
+    settle(r);
 }
 
 /* ------------------------------------------------------------ recovery */
@@ -516,6 +608,44 @@ static int recover(resil_t *r, char *err, size_t errlen)
     return 0;
 }
 
+int resil_restore(resil_t *r, uint64_t k, char *err, size_t errlen)
+{
+    if (k == 0) {
+        log_info("the cluster starts without a checkpoint: empty state");
+        return 0;
+    }
+    snap_info_t *list = calloc(MAX_LIST, sizeof *list);
+    if (!list) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int count = catalog_list(r->cat, list, MAX_LIST, err, errlen), rc = -1;
+    int at = -1;
+    for (int i = 0; i < count; i++)
+        if (list[i].n == k)
+            at = i;
+    if (count >= 0 && at < 0)
+        snprintf(err, errlen, "this worker holds no checkpoint %llu in %s",
+                 (unsigned long long)k, r->dir);
+    uint64_t t0 = now_ns();
+    if (at >= 0) {
+        py_gil_enter();
+        forget_loaded(r);
+        rc = load_chain(r, list, count, at, err, errlen);
+        if (rc < 0)
+            forget_loaded(r);
+        size_t keys = state_count_keys(&r->app->states, NULL, NULL);
+        py_gil_leave();
+        if (rc == 0) {
+            r->recovered = r->last_cut = r->last_complete = k;
+            log_info("recovered from checkpoint %llu in %s: %zu keys of state, %.1f ms",
+                     (unsigned long long)k, r->dir, keys, (double)(now_ns() - t0) / 1e6);
+        }
+    }
+    free(list);
+    return rc;
+}
+
 /* ------------------------------------------------------------ life */
 
 resil_t *resil_open(uv_loop_t *loop, app_t *app, const resil_options_t *opt,
@@ -534,7 +664,9 @@ resil_t *resil_open(uv_loop_t *loop, app_t *app, const resil_options_t *opt,
     snprintf(r->dir, sizeof r->dir, "%s/%s", opt->dir, opt->worker);
     char identity[512];
     snprintf(identity, sizeof identity, "application '%s'", app->name);
-    if (!(r->cat = catalog_open(r->dir, identity, err, errlen)) || recover(r, err, errlen) < 0) {
+    r->coordinated = opt->coordinated;
+    if (!(r->cat = catalog_open(r->dir, identity, err, errlen)) ||
+        (!r->coordinated && recover(r, err, errlen) < 0)) {
         catalog_close(r->cat);
         free(r);
         return NULL;
@@ -550,6 +682,10 @@ void resil_start(resil_t *r, sink_t *sinks, size_t nsinks)
 {
     r->sinks = sinks;
     r->nsinks = nsinks;
+    if (r->coordinated) {
+        log_info("resilience: checkpoints as the coordinator starts them, in %s", r->dir);
+        return;
+    }
     uint64_t ms = r->interval_ns / 1000000;
     uv_timer_start(&r->timer, on_timer, ms ? ms : 1, ms ? ms : 1);
     log_info("resilience: checkpoints every %.3f s in %s", (double)r->interval_ns / 1e9,

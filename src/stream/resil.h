@@ -29,6 +29,7 @@ typedef struct {
     const char *dir;      /* --resilience-dir: files go to DIR/<worker> */
     const char *worker;   /* this worker's name */
     uint64_t interval_ns; /* --time-between-checkpoints */
+    int coordinated;      /* in a cluster: nothing is loaded before resil_restore */
 } resil_options_t;
 
 /* What the checkpoints need of the engine. */
@@ -63,6 +64,22 @@ void resil_advance(inconn_t *c);
 void resil_closed(resil_t *r, inconn_t *c);
 /* c->user of a connection that is known to be plain. */
 extern char resil_plain_conn;
+
+/* In a cluster: the coordinator starts each checkpoint n; the worker cuts its
+ * sources' positions (resil_checkpoint_sources, then holds its sources), and
+ * once every peer's barrier n has arrived cuts its state
+ * (resil_checkpoint_state). report(ctx, n, ok) says when its part is durable
+ * and its exactly-once receivers hold epoch n (or that it failed); the
+ * coordinator then ends n everywhere: complete (receivers commit, resumable
+ * clients are acknowledged) or abandoned. */
+void resil_coordinate(resil_t *r, void (*report)(void *ctx, uint64_t n, int ok), void *ctx);
+int resil_checkpoint_sources(resil_t *r, uint64_t n);
+/* Load checkpoint k of this worker's files (0: start empty), as the
+ * coordinator says the cluster goes on from it. With GIL taken inside.
+ * Returns 0 or -1 with err set. */
+int resil_restore(resil_t *r, uint64_t k, char *err, size_t errlen);
+void resil_checkpoint_state(resil_t *r);
+void resil_checkpoint_end(resil_t *r, uint64_t n, int complete);
 
 /* Stopping: cut a last checkpoint (after the one in flight) and call done
  * when it is complete or cannot be. */

@@ -153,6 +153,7 @@ static void on_connected(outconn_t *o)
     sink_t *s = of(o);
     buf_clear(&s->in);
     s->ready = 0;
+    s->waiting_state = 0;
     if (s->mode == SINK_PLAIN)
         return;
     /* The frames queued for the old connection are resent from `retained`
@@ -239,6 +240,12 @@ static int on_frame(sink_t *s, const uint8_t *body, size_t n)
         uint64_t committed = wire_u64(&r), prepared = wire_u64(&r);
         if (r.err)
             return -1;
+        if (s->opt.history_later) {
+            s->waiting_state = 1;
+            s->state_committed = committed;
+            s->state_prepared = prepared;
+            return 0;
+        }
         on_state(s, committed, prepared);
         return 0;
     }
@@ -310,6 +317,18 @@ void sink_init(sink_t *s, uv_loop_t *loop, const struct sockaddr *addr, const ch
         *out = outconn_buffer(&s->o);
     }
     outconn_start(&s->o);
+}
+
+void sink_set_history(sink_t *s, uint64_t recovered)
+{
+    s->opt.recovered = recovered;
+    s->opt.history_later = 0;
+    s->epoch = recovered + 1;
+    s->complete = s->committed = s->prepared = recovered;
+    if (s->waiting_state) {
+        s->waiting_state = 0;
+        on_state(s, s->state_committed, s->state_prepared);
+    }
 }
 
 void sink_flush(sink_t *s)

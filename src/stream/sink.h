@@ -26,6 +26,7 @@ typedef struct {
     int resilient;
     const char *writer;   /* the worker's name, sent in 'W' */
     uint64_t recovered;   /* the checkpoint this process started from (0: none) */
+    int history_later;    /* recovered is not known yet: sink_set_history tells it */
     /* Bytes were written (backpressure may lift). */
     void (*progress)(void *ctx);
     /* The receiver made an epoch durable, or the sink's mode was decided. */
@@ -48,12 +49,17 @@ struct sink {
     uint64_t prepared;  /* the receiver's last durable epoch */
     uint64_t complete;  /* the last complete checkpoint */
     uint64_t committed; /* the last commit sent or reported */
+    int waiting_state;  /* an 'S' came before the history was known */
+    uint64_t state_committed, state_prepared;
 };
 
 /* Start connecting to addr. *out is set to the buffer exec appends to, and
  * kept current by the sink. */
 void sink_init(sink_t *s, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
                buf_t **out, const sink_options_t *opt);
+/* The checkpoint this worker goes on from (a cluster restores one after it
+ * formed): the exactly-once handshake waits for it. */
+void sink_set_history(sink_t *s, uint64_t recovered);
 /* Hand the appended records on (framed in the open epoch, if not plain). */
 void sink_flush(sink_t *s);
 /* Bytes waiting: in the connection, the stage and the kept frames. */
