@@ -66,6 +66,7 @@ struct cluster {
     int stopping;
     int coord_lost;
     int lost_any;
+    int restarting;      /* leaving to start again from the last complete checkpoint */
     uv_timer_t tick;
     uint64_t last_tick_ns;   /* loop clock of the last tick */
     uint64_t last_ping_ns;   /* wall clock of the last heartbeat sent */
@@ -111,6 +112,10 @@ static void on_link_progress(outconn_t *o)
     c->hooks.progress(c->hooks.ctx);
 }
 
+/* With resilience a lost member makes the whole cluster start again from its
+ * last complete checkpoint (each worker restarts; see ENGINE_EXIT_RESTART). */
+static int resilient(const cluster_t *c) { return c->hooks.restore != NULL; }
+
 static void peer_lost(cluster_t *c, peer_t *p, const char *why)
 {
     if (p->lost || p->state == CL_LEFT || c->stopping)
@@ -119,6 +124,13 @@ static void peer_lost(cluster_t *c, peer_t *p, const char *why)
     p->state = CL_LOST_STATE;
     c->lost_any = 1;
     unsigned slots = c->have_table ? routing_count(&c->table, p->index) : 0;
+    if (resilient(c)) {
+        log_error("cluster: worker '%s' (data %s) is lost: %s; the cluster restarts from its "
+                  "last complete checkpoint", p->name, p->data, why);
+        c->restarting = 1;
+        c->hooks.finish(c->hooks.ctx, ENGINE_EXIT_RESTART, "a worker was lost");
+        return;
+    }
     log_error("cluster: worker '%s' (data %s) is lost: %s; messages for its %u slots are "
               "dropped from now on", p->name, p->data, why, slots);
 }
@@ -310,6 +322,14 @@ static void lose_coordinator(cluster_t *c, const char *why)
     if (c->stopping || c->coord_lost)
         return;
     c->coord_lost = 1;
+    if (resilient(c)) {
+        log_error("cluster: %s the coordinator at %s: %s; restarting to join the cluster again "
+                  "from its last complete checkpoint", c->started ? "lost" : "could not join",
+                  c->cfg.control, why);
+        c->restarting = 1;
+        c->hooks.finish(c->hooks.ctx, ENGINE_EXIT_RESTART, "the coordinator was lost");
+        return;
+    }
     if (!c->started) {
         /* Never ran: refused (a name in use, a wrong secret: the coordinator's
          * log says which) or the coordinator went away before the cluster formed. */
@@ -553,6 +573,25 @@ static void start_checkpoint(cluster_t *c, wire_rd_t *r)
     maybe_aligned(c);
 }
 
+typedef struct {
+    wire_wr_t *w;
+    size_t n;
+} stream_list_t;
+
+static void count_stream(void *arg, const char *name, uint64_t pos)
+{
+    ((stream_list_t *)arg)->n++;
+}
+
+static void put_stream(void *arg, const char *name, uint64_t pos)
+{
+    stream_list_t *l = arg;
+    if (l->n++ >= 0xffff)
+        return;
+    wire_put_u64(l->w, pos);
+    wire_put_str16(l->w, name, strlen(name));
+}
+
 /* CL_RESTORE: load checkpoint k (the cluster's last complete one) before the
  * sources start. */
 static void restore(cluster_t *c, uint64_t k)
@@ -562,13 +601,33 @@ static void restore(cluster_t *c, uint64_t k)
     if (!ok)
         log_error("cluster: cannot restore checkpoint %llu: %s", (unsigned long long)k,
                   c->hooks.restore ? err : "this worker runs without --run-with-resilience");
+    stream_list_t list = {0};
+    if (ok)
+        c->hooks.each_stream(c->hooks.ctx, count_stream, &list);
     wire_wr_t w;
     wire_begin(&w, coord_buf(c), CL_RESTORED, CL_MAX_FRAME);
     wire_put_u64(&w, k);
     wire_put_u8(&w, ok);
-    wire_put_u16(&w, 0);
+    wire_put_u16(&w, (uint16_t)(list.n > 0xffff ? 0xffff : list.n));
+    list.w = &w;
+    list.n = 0;
+    if (ok)
+        c->hooks.each_stream(c->hooks.ctx, put_stream, &list);
     wire_end(&w);
     outconn_flush(&c->to_coord);
+}
+
+/* CL_STREAMS: where every resumable stream was at the restored checkpoint. */
+static void streams_known(cluster_t *c, wire_rd_t *r)
+{
+    unsigned n = wire_u16(r);
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        uint64_t pos = wire_u64(r);
+        char name[256];
+        cl_str16(r, name, sizeof name);
+        if (!r->err && name[0] && c->hooks.stream_known)
+            c->hooks.stream_known(c->hooks.ctx, name, pos);
+    }
 }
 
 /* ------------------------------------------------------------ inbound connections */
@@ -662,6 +721,9 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
     }
     case CL_RESTORE:
         restore(c, wire_u64(&r));
+        break;
+    case CL_STREAMS:
+        streams_known(c, &r);
         break;
     case CL_FINISH:
         /* Quiet now: peers closing from here on are stopping too. */
@@ -1018,7 +1080,7 @@ static void close_everything(cluster_t *c)
     uv_close((uv_handle_t *)&c->tick, on_timer_closed);
     uv_close((uv_handle_t *)&c->align_timer, on_timer_closed);
     if (c->coord)
-        coord_shutdown(c->coord);
+        coord_shutdown(c->coord, c->restarting);
 }
 
 static size_t outgoing_backlog(cluster_t *c)
@@ -1047,7 +1109,10 @@ void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx)
     c->done = done;
     c->done_ctx = ctx;
     uv_timer_stop(&c->tick);
-    tell_everyone(c, CL_BYE);
+    /* A restart leaves without a goodbye: the others must take it as lost
+     * and restart too. */
+    if (!c->restarting)
+        tell_everyone(c, CL_BYE);
     c->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
     uv_timer_init(c->loop, &c->close_timer);
     c->close_timer.data = c;

@@ -107,6 +107,8 @@ struct coord {
     unsigned rec_n;
     char rec_names[CL_MAX_WORKERS][CL_NAME_MAX];
     uint16_t rec_owner[ROUTING_SLOTS];
+    buf_t streams;           /* STREAMS being gathered from RESTORED answers */
+    unsigned nstreams;
     uint64_t close_deadline_ns;
     uv_timer_t close_timer;
 };
@@ -640,6 +642,68 @@ static void enter_restore(coord_t *k)
 
 static void formed_now(coord_t *k);
 
+/* The resumable streams' positions in the RESTORED answers, every stream once
+ * with the highest position any worker had for it: a stream that reconnected
+ * to another worker left a lower, older one behind. */
+static void gather_streams(coord_t *k, wire_rd_t *r)
+{
+    unsigned n = wire_u16(r);
+    for (unsigned i = 0; i < n && !r->err; i++) {
+        uint64_t pos = wire_u64(r);
+        size_t len;
+        const uint8_t *name = wire_str16(r, &len);
+        if (!name)
+            break;
+        /* Entries: u64 position, str16 name. */
+        wire_rd_t e;
+        wire_rd_init(&e, buf_head(&k->streams), buf_unread(&k->streams));
+        int found = 0;
+        while (e.p < e.end && !e.err) {
+            uint8_t *at = (uint8_t *)e.p;
+            uint64_t have = wire_u64(&e);
+            size_t hl;
+            const uint8_t *hn = wire_str16(&e, &hl);
+            if (hn && hl == len && memcmp(hn, name, len) == 0) {
+                found = 1;
+                if (pos > have)
+                    for (int b = 7; b >= 0; b--, pos >>= 8)
+                        at[b] = (uint8_t)pos;
+                break;
+            }
+        }
+        if (!found && k->nstreams < 0xffff) {
+            uint8_t p8[8];
+            for (int b = 7; b >= 0; b--, pos >>= 8)
+                p8[b] = (uint8_t)pos;
+            uint8_t l2[2] = {(uint8_t)(len >> 8), (uint8_t)len};
+            buf_append(&k->streams, p8, 8);
+            buf_append(&k->streams, l2, 2);
+            buf_append(&k->streams, name, len);
+            k->nstreams++;
+        }
+    }
+}
+
+static void send_streams(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (!takes_part(k, m))
+            continue;
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_STREAMS, CL_MAX_FRAME);
+        wire_put_u16(&w, (uint16_t)k->nstreams);
+        wire_put_bytes(&w, buf_head(&k->streams), buf_unread(&k->streams));
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
+    if (k->nstreams)
+        log_info("cluster: %u resumable streams go on where the checkpoint left them",
+                 k->nstreams);
+    buf_free(&k->streams);
+    k->nstreams = 0;
+}
+
 static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
 {
     uint64_t n = wire_u64(r);
@@ -648,6 +712,7 @@ static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
         return;
     m->restored = 1;
     m->restore_ok = ok;
+    gather_streams(k, r);
     int all_ok = 1;
     for (unsigned i = 0; i < k->nm; i++) {
         member_t *o = k->m[i];
@@ -668,6 +733,7 @@ static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
         k->cur = (op_t){OP_NONE, 0, NULL};
         return;
     }
+    send_streams(k);
     formed_now(k);
     finish_op(k);
 }
@@ -1382,7 +1448,7 @@ static void on_close_poll(uv_timer_t *t)
         close_all(k);
 }
 
-void coord_shutdown(coord_t *k)
+void coord_shutdown(coord_t *k, int quietly)
 {
     if (k->closing)
         return;
@@ -1390,7 +1456,7 @@ void coord_shutdown(coord_t *k)
     uv_timer_stop(&k->tick);
     uv_timer_stop(&k->ckpt_timer);
     uv_timer_stop(&k->recount);
-    for (unsigned i = 0; i < k->nm; i++)
+    for (unsigned i = 0; i < k->nm && !quietly; i++)
         if (k->m[i]->out_open && live(k->m[i]))
             send_empty(k->m[i], CL_BYE);
     k->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
@@ -1406,5 +1472,6 @@ void coord_free(coord_t *k)
     for (unsigned i = 0; i < k->nm; i++)
         free(k->m[i]);
     catalog_close(k->record);
+    buf_free(&k->streams);
     free(k);
 }

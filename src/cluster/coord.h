@@ -34,8 +34,9 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
 const char *coord_address(const coord_t *k);
 /* Send the members their heartbeat now (the loop is busy with a long batch). */
 void coord_keepalive(coord_t *k);
-/* Say goodbye to the members, flush, close every handle. */
-void coord_shutdown(coord_t *k);
+/* Say goodbye to the members (not when leaving `quietly`: the members must
+ * take the coordinator as lost), flush, close every handle. */
+void coord_shutdown(coord_t *k, int quietly);
 /* After the loop ended. */
 void coord_free(coord_t *k);
 

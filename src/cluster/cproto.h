@@ -69,6 +69,8 @@ enum {
     CL_CKPT = 41,      /* u64 n, u16 n, n x u16 participant: cut checkpoint n */
     CL_CKPT_END = 42,  /* u64 n, u8 complete: checkpoint n is complete or abandoned */
     CL_RESTORE = 43,   /* u64 k: load checkpoint k (0: none), answer RESTORED */
+    CL_STREAMS = 44,   /* u16 n, n x (u64 position, str16 stream): resumable streams'
+                          positions at the restored checkpoint, on any worker */
     /* admin -> coordinator, and its answer */
     CL_ASK_STATUS = 50,
     CL_ASK_SHRINK = 51, /* str16 worker name */

@@ -12,9 +12,11 @@
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster/cproto.h"
+#include "stream/engine.h"
 #include "util/log.h"
 
 static volatile sig_atomic_t signalled;
@@ -153,6 +155,59 @@ static int code_of(int status)
     return 3;
 }
 
+static int has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return 1;
+    return 0;
+}
+
+/* Restarts of one worker within the window: more than RESTART_MAX and the
+ * cluster stops, rather than crash forever. */
+#define RESTART_MAX 5
+#define RESTART_WINDOW_S 60
+
+typedef struct {
+    unsigned count;
+    time_t since;
+} restarts_t;
+
+static pid_t spawn_worker(int argc, char **argv, unsigned i, unsigned n, const char *base,
+                          int port, int fd, const char *secret)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        /* Out of the terminal's process group: Ctrl-C reaches this parent
+         * alone, which passes it on once. */
+        setpgid(0, 0);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        exec_worker(argc, argv, i, n, base, port, fd, secret);
+    }
+    return pid;
+}
+
+/* Start worker i again after a pause that grows with its recent restarts.
+ * Returns its pid, or -1 when it restarted too often (or fork failed). */
+static pid_t restart_worker(restarts_t *r, int argc, char **argv, unsigned i, unsigned n,
+                            const char *base, int port, int fd, const char *secret)
+{
+    time_t now = time(NULL);
+    if (now - r->since > RESTART_WINDOW_S) {
+        r->since = now;
+        r->count = 0;
+    }
+    if (++r->count > RESTART_MAX)
+        return -1;
+    unsigned ms = 100u << (r->count - 1);
+    usleep((ms > 2000 ? 2000 : ms) * 1000u);
+    pid_t pid = spawn_worker(argc, argv, i, n, base, port, fd, secret);
+    if (pid > 0)
+        log_info("worker %s%u restarted (pid %d, restart %u)", base, i + 1, (int)pid, r->count);
+    return pid;
+}
+
 int local_cluster_run(int argc, char **argv, unsigned n)
 {
     log_set_role("bettong run --workers");
@@ -172,23 +227,21 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     pid_t pids[CL_MAX_WORKERS];
     int done[CL_MAX_WORKERS] = {0};
     for (unsigned i = 0; i < n; i++) {
-        pids[i] = fork();
+        pids[i] = spawn_worker(argc, argv, i, n, base, port, fd, secret);
         if (pids[i] < 0) {
             log_error("fork: %s", strerror(errno));
             for (unsigned j = 0; j < i; j++)
                 kill(pids[j], SIGKILL);
             return 2;
         }
-        if (pids[i] == 0) {
-            /* Out of the terminal's process group: Ctrl-C reaches this parent
-             * alone, which passes it on once. */
-            setpgid(0, 0);
-            signal(SIGINT, SIG_DFL);
-            signal(SIGTERM, SIG_DFL);
-            exec_worker(argc, argv, i, n, base, port, fd, secret);
-        }
     }
-    close(fd);
+    /* With resilience the parent restarts workers, the initializer too: it
+     * keeps the coordinator's socket for the next one. */
+    int resilient = has_flag(argc, argv, "--run-with-resilience");
+    if (!resilient)
+        close(fd);
+    restarts_t rs[CL_MAX_WORKERS];
+    memset(rs, 0, sizeof rs);
     log_info("%u workers started (%s1..%s%u); cluster control at 127.0.0.1:%d", n, base, base, n,
              port);
     if (secret_file[0])
@@ -215,9 +268,27 @@ int local_cluster_run(int argc, char **argv, unsigned n)
         for (unsigned i = 0; i < n; i++) {
             if (pids[i] != pid)
                 continue;
+            int code = code_of(status);
+            if (resilient && !forwarded &&
+                (code == ENGINE_EXIT_RESTART || WIFSIGNALED(status))) {
+                if (WIFSIGNALED(status))
+                    log_error("worker %s%u (pid %d) was killed by signal %d; restarting it",
+                              base, i + 1, (int)pid, WTERMSIG(status));
+                pid_t again = restart_worker(&rs[i], argc, argv, i, n, base, port, fd, secret);
+                if (again > 0) {
+                    pids[i] = again;
+                    continue;
+                }
+                log_error("worker %s%u keeps failing (%u restarts within %d s); stopping the "
+                          "cluster", base, i + 1, rs[i].count, RESTART_WINDOW_S);
+                code = 3;
+                forwarded = SIGTERM;
+                for (unsigned j = 0; j < n; j++)
+                    if (!done[j] && j != i)
+                        kill(pids[j], SIGTERM);
+            }
             done[i] = 1;
             left--;
-            int code = code_of(status);
             if (WIFSIGNALED(status) && forwarded && WTERMSIG(status) == forwarded) {
                 /* Stopped by the signal we passed on before it could set up its
                  * own handling (still starting): nothing of it ran. */

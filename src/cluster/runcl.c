@@ -1,5 +1,6 @@
 #include "cluster/runcl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "net/guard.h"
 #include "stream/run.h"
 #include "util/args.h"
+#include "util/hist.h"
 #include "util/log.h"
 
 /* The cluster's flags, as given. */
@@ -187,6 +189,41 @@ static int check_resilience(const cl_args_t *c)
     return 0;
 }
 
+/* Start this worker again with the same command line (a cluster with
+ * resilience restarts from its last complete checkpoint). A `--workers`
+ * parent does that itself; alone, the worker execs itself, with a growing
+ * pause, and gives up after RESTART_MAX restarts within RESTART_WINDOW_S. */
+#define RESTART_MAX 20
+#define RESTART_WINDOW_S 120
+
+static void restart_self(char **argv)
+{
+    const char *env = getenv("BETTONG_RESTARTS");
+    unsigned long count = 0;
+    long long since = 0;
+    long long now = (long long)(now_ns() / 1000000000ull);
+    if (env && sscanf(env, "%lu:%lld", &count, &since) == 2 && now - since <= RESTART_WINDOW_S)
+        count++;
+    else {
+        count = 1;
+        since = now;
+    }
+    if (count > RESTART_MAX) {
+        log_error("restarted %lu times within %d s: giving up (see the errors above)", count - 1,
+                  RESTART_WINDOW_S);
+        return;
+    }
+    char text[64];
+    snprintf(text, sizeof text, "%lu:%lld", count, since);
+    setenv("BETTONG_RESTARTS", text, 1);
+    unsigned ms = count < 5 ? 100u * (unsigned)count : 1000u;
+    log_info("restarting in %u ms (restart %lu)", ms, count);
+    usleep(ms * 1000u);
+    /* argv is "run ..." inside the process's own argument vector. */
+    execv("/proc/self/exe", argv - 1);
+    log_error("cannot restart: %s", strerror(errno));
+}
+
 int cmd_run(int argc, char **argv)
 {
     cl_args_t c;
@@ -225,5 +262,9 @@ int cmd_run(int argc, char **argv)
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;
     }
-    return run_worker(&a, argc, argv);
+    int shared = a.engine.shared_ports;
+    int code = run_worker(&a, argc, argv);
+    if (code == ENGINE_EXIT_RESTART && !shared)
+        restart_self(argv);
+    return code;
 }

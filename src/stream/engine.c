@@ -262,7 +262,7 @@ static void on_listener_closed(listener_t *l) { (void)l; }
 static void finish(engine_t *e)
 {
     size_t left = sinks_backlog(e);
-    if (left) {
+    if (left && e->exit_code != ENGINE_EXIT_RESTART) {
         log_error("stopping with %zu bytes of output not delivered: the sink did not take "
                   "them within %.1f s", left, e->opt->flush_timeout_s);
         if (e->exit_code == 0)
@@ -321,6 +321,11 @@ static void begin_stop(engine_t *e, int code, const char *why)
             s->gen_active = 0;
             uv_idle_stop(&s->idle);
         }
+    }
+    if (code == ENGINE_EXIT_RESTART) {
+        /* What was not committed is done again after the restart. */
+        finish(e);
+        return;
     }
     flush_sinks(e);
     e->stop_deadline_ns = now_ns() + (uint64_t)(e->opt->flush_timeout_s * 1e9);
@@ -496,6 +501,17 @@ static int hook_restore(void *ctx, uint64_t k, char *err, size_t errlen)
     return 0;
 }
 
+static void hook_each_stream(void *ctx, void (*each)(void *arg, const char *name, uint64_t pos),
+                             void *arg)
+{
+    resil_each_stream(((engine_t *)ctx)->resil, each, arg);
+}
+
+static void hook_stream_known(void *ctx, const char *name, uint64_t pos)
+{
+    resil_stream_known(((engine_t *)ctx)->resil, name, pos);
+}
+
 static int open_resilience(engine_t *e)
 {
     const engine_options_t *o = e->opt;
@@ -601,6 +617,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
             hooks.checkpoint_state = hook_checkpoint_state;
             hooks.checkpoint_end = hook_checkpoint_end;
             hooks.restore = hook_restore;
+            hooks.each_stream = hook_each_stream;
+            hooks.stream_known = hook_stream_known;
         }
         char err[512];
         e.cl = opt->cluster;

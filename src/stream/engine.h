@@ -38,6 +38,11 @@ typedef struct {
     void (*checkpoint_state)(void *ctx);
     void (*checkpoint_end)(void *ctx, uint64_t n, int complete);
     int (*restore)(void *ctx, uint64_t k, char *err, size_t errlen);
+    /* Resumable streams' positions after a restore: this worker's, and those
+     * the others had (a stream may reconnect to any worker). */
+    void (*each_stream)(void *ctx, void (*each)(void *arg, const char *name, uint64_t pos),
+                        void *arg);
+    void (*stream_known)(void *ctx, const char *name, uint64_t pos);
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that
@@ -88,6 +93,11 @@ typedef struct {
     const char *resilience_dir;
     uint64_t checkpoint_interval_ns;
 } engine_options_t;
+
+/* The exit code of a worker that must start again from the last complete
+ * checkpoint (a cluster with resilience lost a member): its command restarts
+ * it (cluster/runcl.c, or the --workers parent). */
+#define ENGINE_EXIT_RESTART 75
 
 /* Run until SIGINT/SIGTERM (or --on-error=stop). Called without the GIL. Returns
  * the process exit code: 0 after a clean stop with everything flushed, 1 if

@@ -153,6 +153,20 @@ int resil_hello(resil_t *r, inconn_t *c, const uint8_t *payload, size_t len)
     return 0;
 }
 
+void resil_each_stream(resil_t *r, void (*each)(void *arg, const char *name, uint64_t pos),
+                       void *arg)
+{
+    for (rstream_t *s = r->streams; s; s = s->next)
+        each(arg, s->name, s->pos);
+}
+
+void resil_stream_known(resil_t *r, const char *name, uint64_t pos)
+{
+    rstream_t *s = stream_get(r, name, strlen(name));
+    if (s && !s->conn && pos > s->pos)
+        s->pos = s->cut_pos = pos;
+}
+
 void resil_advance(inconn_t *c) { ((rstream_t *)c->user)->pos++; }
 
 void resil_closed(resil_t *r, inconn_t *c)

@@ -81,6 +81,13 @@ int resil_restore(resil_t *r, uint64_t k, char *err, size_t errlen);
 void resil_checkpoint_state(resil_t *r);
 void resil_checkpoint_end(resil_t *r, uint64_t n, int complete);
 
+/* Resumable streams' positions: every stream this worker knows, and (from
+ * the other workers of a cluster that restored a checkpoint) a position a
+ * stream had there: a stream may connect to any worker. */
+void resil_each_stream(resil_t *r, void (*each)(void *arg, const char *name, uint64_t pos),
+                       void *arg);
+void resil_stream_known(resil_t *r, const char *name, uint64_t pos);
+
 /* Stopping: cut a last checkpoint (after the one in flight) and call done
  * when it is complete or cannot be. */
 void resil_final(resil_t *r, void (*done)(void *ctx), void *ctx);
