@@ -476,6 +476,8 @@ static void migrate(cluster_t *c, wire_rd_t *r)
                       slot, p->name);
     }
     py_gil_leave();
+    if (c->hooks.state_moved)
+        c->hooks.state_moved(c->hooks.ctx);
     log_info("cluster: moved %u slots away", n);
     cluster_flush(c);
 }
@@ -598,6 +600,13 @@ static void restore(cluster_t *c, uint64_t k)
 {
     char err[1024] = "";
     int ok = c->hooks.restore && c->hooks.restore(c->hooks.ctx, k, err, sizeof err) == 0;
+    if (ok) {
+        /* The files hold the slots this worker had when they were written;
+         * the table of checkpoint k says which are its own. */
+        py_gil_enter();
+        migrate_drop_unowned(c->app, owned_here, c);
+        py_gil_leave();
+    }
     if (!ok)
         log_error("cluster: cannot restore checkpoint %llu: %s", (unsigned long long)k,
                   c->hooks.restore ? err : "this worker runs without --run-with-resilience");
@@ -843,6 +852,8 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
                      ci->hello.name);
             return -1;
         }
+        if (c->hooks.state_moved)
+            c->hooks.state_moved(c->hooks.ctx);
         cl_put_u32(coord_buf(c), CL_INSTALLED, 1);
         return 0;
     case CL_BARRIER: {

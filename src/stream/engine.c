@@ -76,6 +76,16 @@ static size_t sinks_backlog(engine_t *e)
     return n;
 }
 
+/* Output kept for exactly-once receivers until its checkpoint: it bounds the
+ * sources, not the peers' links (a barrier must still come in to end it). */
+static size_t sinks_retained(engine_t *e)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < e->app->nsinks; i++)
+        n += sink_retained(&e->sinks[i]);
+    return n;
+}
+
 static void gen_start(source_rt_t *s);
 
 static void apply_pause(engine_t *e)
@@ -101,7 +111,7 @@ static void apply_pause(engine_t *e)
 static void check_backlog(engine_t *e)
 {
     size_t sinks = sinks_backlog(e);
-    size_t backlog = sinks + (e->cluster ? e->cl->backlog(e->cluster) : 0);
+    size_t backlog = sinks + sinks_retained(e) + (e->cluster ? e->cl->backlog(e->cluster) : 0);
     if (!e->bp_paused && backlog > e->opt->backlog_high) {
         e->bp_paused = 1;
         apply_pause(e);
@@ -261,7 +271,7 @@ static void on_listener_closed(listener_t *l) { (void)l; }
 
 static void finish(engine_t *e)
 {
-    size_t left = sinks_backlog(e);
+    size_t left = sinks_backlog(e) + sinks_retained(e);
     if (left && e->exit_code != ENGINE_EXIT_RESTART) {
         log_error("stopping with %zu bytes of output not delivered: the sink did not take "
                   "them within %.1f s", left, e->opt->flush_timeout_s);
@@ -295,7 +305,7 @@ static void on_drain_timer(uv_timer_t *t)
                  e->opt->flush_timeout_s);
         e->final_checkpoint = 0;
     }
-    if (sinks_backlog(e) == 0 || now_ns() >= e->stop_deadline_ns) {
+    if (sinks_backlog(e) + sinks_retained(e) == 0 || now_ns() >= e->stop_deadline_ns) {
         uv_timer_stop(t);
         finish(e);
     }
@@ -501,6 +511,8 @@ static int hook_restore(void *ctx, uint64_t k, char *err, size_t errlen)
     return 0;
 }
 
+static void hook_state_moved(void *ctx) { resil_force_full(((engine_t *)ctx)->resil); }
+
 static void hook_each_stream(void *ctx, void (*each)(void *arg, const char *name, uint64_t pos),
                              void *arg)
 {
@@ -618,6 +630,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
             hooks.checkpoint_end = hook_checkpoint_end;
             hooks.restore = hook_restore;
             hooks.each_stream = hook_each_stream;
+            hooks.state_moved = hook_state_moved;
             hooks.stream_known = hook_stream_known;
         }
         char err[512];

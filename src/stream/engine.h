@@ -43,6 +43,8 @@ typedef struct {
     void (*each_stream)(void *ctx, void (*each)(void *arg, const char *name, uint64_t pos),
                         void *arg);
     void (*stream_known)(void *ctx, const char *name, uint64_t pos);
+    /* Slots' state moved in or out of this worker. */
+    void (*state_moved)(void *ctx);
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that

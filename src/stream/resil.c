@@ -64,6 +64,7 @@ struct resil {
     int written;
     int full;
     int sources_rc;
+    int end_after_work;     /* abandoned by the coordinator during the write */
     uv_work_t work;
     work_kind kind;
     int working;
@@ -153,6 +154,8 @@ int resil_hello(resil_t *r, inconn_t *c, const uint8_t *payload, size_t len)
     return 0;
 }
 
+void resil_force_full(resil_t *r) { r->force_full = 1; }
+
 void resil_each_stream(resil_t *r, void (*each)(void *arg, const char *name, uint64_t pos),
                        void *arg)
 {
@@ -241,6 +244,7 @@ static void finish_final(resil_t *r)
 /* The checkpoint in flight ended (complete or not): the next may start. */
 static void settle(resil_t *r)
 {
+    r->end_after_work = 0;
     r->busy = 0;
     r->written = 0;
     r->reported = 0;
@@ -299,6 +303,12 @@ static void after_work(uv_work_t *w, int status)
 {
     resil_t *r = w->data;
     r->working = 0;
+    if (r->end_after_work) {
+        r->end_after_work = 0;
+        r->force_full = 1;
+        settle(r);
+        return;
+    }
     if (status < 0 && r->work_rc == 0) {
         r->work_rc = -1;
         snprintf(r->work_err, sizeof r->work_err, "cancelled");
@@ -489,6 +499,12 @@ void resil_checkpoint_end(resil_t *r, uint64_t n, int complete)
 {
     if (!r->busy || r->last_cut != n)
         return;
+    if (r->working) {
+        /* Abandoned while this worker still writes it (another failed): the
+         * writer's buffer stays until it is done. */
+        r->end_after_work = 1;
+        return;
+    }
     if (complete && r->written)
         completed(r);
     else

@@ -81,6 +81,10 @@ int resil_restore(resil_t *r, uint64_t k, char *err, size_t errlen);
 void resil_checkpoint_state(resil_t *r);
 void resil_checkpoint_end(resil_t *r, uint64_t n, int complete);
 
+/* Slots' state moved in or out (a cluster change): the next snapshot is a
+ * full one, so that a chain never needs another worker's files. */
+void resil_force_full(resil_t *r);
+
 /* Resumable streams' positions: every stream this worker knows, and (from
  * the other workers of a cluster that restored a checkpoint) a position a
  * stream had there: a stream may connect to any worker. */

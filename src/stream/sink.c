@@ -340,7 +340,7 @@ void sink_flush(sink_t *s)
 
 size_t sink_backlog(const sink_t *s)
 {
-    return outconn_backlog(&s->o) + buf_unread(&s->stage) + buf_unread(&s->retained);
+    return outconn_backlog(&s->o) + buf_unread(&s->stage);
 }
 
 void sink_end_epoch(sink_t *s, uint64_t n)

@@ -62,8 +62,11 @@ void sink_init(sink_t *s, uv_loop_t *loop, const struct sockaddr *addr, const ch
 void sink_set_history(sink_t *s, uint64_t recovered);
 /* Hand the appended records on (framed in the open epoch, if not plain). */
 void sink_flush(sink_t *s);
-/* Bytes waiting: in the connection, the stage and the kept frames. */
+/* Bytes waiting to be written: in the connection and the stage. */
 size_t sink_backlog(const sink_t *s);
+/* Bytes kept until the receiver holds their epoch (they go only after the
+ * next checkpoint, whatever the receiver's speed). */
+static inline size_t sink_retained(const sink_t *s) { return buf_unread(&s->retained); }
 /* Checkpoint n cut the output: the open epoch (n) ends, n+1 begins. */
 void sink_end_epoch(sink_t *s, uint64_t n);
 /* Whether checkpoint n may complete as far as this sink goes: a plain sink
