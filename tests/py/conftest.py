@@ -255,6 +255,18 @@ class Receiver:
             except subprocess.TimeoutExpired:
                 pass
 
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        """Signal the receiver and wait for it; returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            pytest.fail("bettong receive did not exit within %.0f s of signal %d" % (timeout, sig))
+        self._thread.join(5)  # its last stderr lines (the summary) are read
+        return rc
+
 
 class Engine:
     """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file."""
@@ -264,6 +276,7 @@ class Engine:
     def __init__(self, procs, tmp, app, ins=(), outs=(), extra=(), wait=True,
                  ready_timeout=15):
         Engine._n += 1
+        self.spec = (app, tuple(ins), tuple(outs), tuple(extra))  # for Harness.restart
         self.in_ports = list(ins)
         self.out_ports = list(outs)
         self.err_path = Path(tmp) / ("engine-%d.stderr" % Engine._n)
@@ -303,6 +316,43 @@ class Engine:
 
     def alive(self):
         return self.proc.poll() is None
+
+    def wait_log(self, pattern, timeout=15, count=1):
+        """Wait until the engine's stderr holds `count` matches of the regular
+        expression `pattern`; returns the last of them. Fails, with the stderr,
+        after `timeout` or when the engine exits without having logged it."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            exited = self.proc.poll() is not None  # before reading: nothing comes after
+            text = self.stderr()
+            found = list(rx.finditer(text))
+            if len(found) >= count:
+                return found[count - 1]
+            if exited:
+                pytest.fail("bettong run exited with %d without logging %r (%d of %d):\n%s"
+                            % (self.proc.returncode, pattern, len(found), count, text))
+            if time.monotonic() > deadline:
+                pytest.fail("bettong run did not log %r within %.0f s (%d of %d):\n%s"
+                            % (pattern, timeout, len(found), count, text))
+            time.sleep(0.02)
+
+    def count_log(self, pattern):
+        """How many times the engine's stderr matches `pattern` so far."""
+        return len(re.findall(pattern, self.stderr()))
+
+    def kill(self):
+        """SIGKILL the engine (and anything it started) and reap it; returns its stderr."""
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                self.proc.kill()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pytest.fail("bettong run did not die within 10 s of SIGKILL")
+        return self.stderr()
 
     def wait_exit(self, timeout=15):
         """Wait for the engine to exit by itself; returns (exit code, stderr)."""
@@ -344,6 +394,33 @@ class Harness:
     def engine(self, app, ins=(), outs=(), extra=(), wait=True, ready_timeout=15):
         return Engine(self.procs, self.tmp, app, ins=ins, outs=outs, extra=extra,
                       wait=wait, ready_timeout=ready_timeout)
+
+    def engine_on_free_ports(self, app, n_ins, outs=(), extra=(), attempts=3,
+                             ready_timeout=15):
+        """An engine listening on `n_ins` ports picked with free_port(), ready.
+        A port taken by someone else between the pick and the engine's bind
+        (tests running in parallel) means another try on new ports."""
+        for attempt in range(attempts):
+            ins = [free_port() for _ in range(n_ins)]
+            eng = self.engine(app, ins=ins, outs=outs, extra=extra, wait=False)
+            deadline = time.monotonic() + ready_timeout
+            while eng.alive() and not all(port_open(p) for p in ins):
+                if time.monotonic() > deadline:
+                    pytest.fail("bettong run did not listen on %s within %.0f s:\n%s"
+                                % (ins, ready_timeout, eng.stderr()))
+                time.sleep(0.03)
+            if eng.alive():
+                return eng
+            if "address already in use" not in eng.stderr() or attempt + 1 == attempts:
+                pytest.fail("bettong run exited with %d before listening on %s:\n%s"
+                            % (eng.proc.returncode, ins, eng.stderr()))
+
+    def restart(self, engine, wait=True, ready_timeout=15):
+        """A new engine with the command line of `engine` (which must have exited)."""
+        assert engine.proc.poll() is not None, "restart of an engine that still runs"
+        app, ins, outs, extra = engine.spec
+        return self.engine(app, ins=ins, outs=outs, extra=extra, wait=wait,
+                           ready_timeout=ready_timeout)
 
     def framed_file(self, payloads, name="input.bin", fmt=">I"):
         return write_framed(self.path(name), payloads, fmt)
@@ -387,6 +464,18 @@ class Harness:
             if p.returncode != 0:
                 pytest.fail("bettong send exited with %d:\n%s"
                             % (p.returncode, out.decode("utf-8", "replace")))
+
+    def finish(self, proc, timeout=30, what="bettong send"):
+        """Wait for a tool started by send_async (stdout and stderr piped together);
+        returns (exit code, its output as text)."""
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            pytest.fail("%s did not finish within %.0f s:\n%s"
+                        % (what, timeout, out.decode("utf-8", "replace")))
+        return proc.returncode, out.decode("utf-8", "replace")
 
     def cleanup(self):
         self.procs.cleanup()
