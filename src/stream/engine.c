@@ -446,7 +446,7 @@ static int start_sources(engine_t *e)
         s->listening = 1;
         if (e->paused)
             listener_pause(&s->listener);
-        log_info("%s listening on %s:%d", name, s->pipe->source.host, s->pipe->source.port);
+        log_info("%s listening on %s", name, s->listener.addr);
     }
     return 0;
 }
