@@ -216,6 +216,33 @@ static unsigned count_state(coord_t *k, int state)
     return n;
 }
 
+/* After a restart the cluster forms again with the workers that held slots
+ * at its last complete checkpoint (a worker that shrank away since is not
+ * waited for). */
+static int recorded_owner(const coord_t *k, unsigned j)
+{
+    for (unsigned s = 0; s < ROUTING_SLOTS; s++)
+        if (k->rec_owner[s] == j)
+            return 1;
+    return 0;
+}
+
+static unsigned recorded_owners(const coord_t *k)
+{
+    unsigned n = 0;
+    for (unsigned j = 0; j < k->rec_n; j++)
+        n += recorded_owner(k, j);
+    return n;
+}
+
+static int all_owners_joined(coord_t *k)
+{
+    for (unsigned j = 0; j < k->rec_n; j++)
+        if (recorded_owner(k, j) && !member_named(k, k->rec_names[j]))
+            return 0;
+    return 1;
+}
+
 /* A worker says JOIN on its control connection. */
 static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
 {
@@ -262,8 +289,10 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
     k->m[k->nm++] = m;
     if (!k->formed) {
         unsigned joined = count_state(k, CL_JOINING);
-        log_info("cluster: worker '%s' joined (%u of %u)", name, joined, k->cfg.worker_count);
-        if (joined == k->cfg.worker_count && k->cur.kind == OP_NONE && k->nq == 0)
+        unsigned want = k->have_rec ? recorded_owners(k) : k->cfg.worker_count;
+        log_info("cluster: worker '%s' joined (%u of %u)", name, joined, want);
+        if ((k->have_rec ? all_owners_joined(k) : joined == want) && k->cur.kind == OP_NONE &&
+            k->nq == 0)
             k->queue[k->nq++] = (op_t){OP_FORM, 0, NULL};
     } else {
         log_info("cluster: worker '%s' asks to join the running cluster", name);
