@@ -650,6 +650,17 @@ static void on_ckpt_timer(uv_timer_t *t)
     next_op(k);
 }
 
+/* A restarted cluster that cannot go on from its checkpoint stops rather
+ * than run on state that does not fit together. */
+static void give_up_forming(coord_t *k)
+{
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]))
+            send_empty(k->m[i], CL_FINISH);
+    k->stopping = 1;
+    k->cur = (op_t){OP_NONE, 0, NULL};
+}
+
 /* The cluster formed again: every worker loads the last complete checkpoint
  * before any source runs. */
 static void enter_restore(coord_t *k)
@@ -755,11 +766,7 @@ static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
         log_error("cluster: a worker could not load checkpoint %llu (see its log); stopping "
                   "the cluster rather than running on inconsistent state",
                   (unsigned long long)n);
-        for (unsigned i = 0; i < k->nm; i++)
-            if (live(k->m[i]))
-                send_empty(k->m[i], CL_FINISH);
-        k->stopping = 1;
-        k->cur = (op_t){OP_NONE, 0, NULL};
+        give_up_forming(k);
         return;
     }
     send_streams(k);
@@ -812,11 +819,7 @@ static void start_op(coord_t *k, op_t op)
             k->next.owner[s] = (uint16_t)idx[s % n];
         k->next.workers = k->nm;
         if (k->have_rec && recorded_table(k, &k->next) < 0) {
-            for (unsigned i = 0; i < k->nm; i++)
-                if (live(k->m[i]))
-                    send_empty(k->m[i], CL_FINISH);
-            k->stopping = 1;
-            k->cur = (op_t){OP_NONE, 0, NULL};
+            give_up_forming(k);
             return;
         }
         broadcast_members(k);
