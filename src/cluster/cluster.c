@@ -734,11 +734,14 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
     case CL_STREAMS:
         streams_known(c, &r);
         break;
-    case CL_FINISH:
+    case CL_FINISH: {
         /* Quiet now: peers closing from here on are stopping too. */
+        int code = r.p < r.end ? wire_u8(&r) : 0;
         c->stopping = 1;
-        c->hooks.finish(c->hooks.ctx, 0, "the cluster is stopping");
+        c->hooks.finish(c->hooks.ctx, code, code ? "the cluster cannot go on" : "the cluster is "
+                        "stopping");
         break;
+    }
     case CL_LEAVE:
         c->stopping = 1;
         c->hooks.finish(c->hooks.ctx, 0, "this worker left the cluster");

@@ -654,9 +654,16 @@ static void on_ckpt_timer(uv_timer_t *t)
  * than run on state that does not fit together. */
 static void give_up_forming(coord_t *k)
 {
-    for (unsigned i = 0; i < k->nm; i++)
-        if (live(k->m[i]))
-            send_empty(k->m[i], CL_FINISH);
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (!live(m))
+            continue;
+        wire_wr_t w;
+        wire_begin(&w, mbuf(m), CL_FINISH, CL_MAX_FRAME);
+        wire_put_u8(&w, 2);
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
     k->stopping = 1;
     k->cur = (op_t){OP_NONE, 0, NULL};
 }

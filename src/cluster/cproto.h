@@ -62,7 +62,7 @@ enum {
     CL_MIGRATE = 34,   /* u16 n, n x (u16 slot, u16 to): send these slots' state */
     CL_RESUME = 35,    /* run the sources (the first one starts them) */
     CL_STATUSQ = 36,   /* u32 seq */
-    CL_FINISH = 37,    /* the cluster stops: flush the sinks and exit */
+    CL_FINISH = 37,    /* [u8 exit code]: the cluster stops: flush the sinks and exit */
     CL_LEAVE = 38,     /* this worker owns no slot any more: flush and exit */
     CL_LOST = 39,      /* u16 index, str16 why */
     CL_LOADQ = 40,     /* u32 seq: answer LOADS, start counting again */
