@@ -596,11 +596,12 @@ static void put_stream(void *arg, const char *name, uint64_t pos)
 
 /* CL_RESTORE: load checkpoint k (the cluster's last complete one) before the
  * sources start. */
-static void restore(cluster_t *c, uint64_t k)
+static void restore(cluster_t *c, uint64_t k, uint64_t history)
 {
     char err[1024] = "";
-    int ok = c->hooks.restore && c->hooks.restore(c->hooks.ctx, k, err, sizeof err) == 0;
-    if (ok) {
+    int ok = c->hooks.restore &&
+             c->hooks.restore(c->hooks.ctx, k, history, err, sizeof err) == 0;
+    if (ok && k > 0) {
         /* The files hold the slots this worker had when they were written;
          * the table of checkpoint k says which are its own. */
         py_gil_enter();
@@ -728,9 +729,12 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
             c->hooks.checkpoint_end(c->hooks.ctx, n, complete);
         break;
     }
-    case CL_RESTORE:
-        restore(c, wire_u64(&r));
+    case CL_RESTORE: {
+        uint64_t k = wire_u64(&r), history = wire_u64(&r);
+        if (!r.err)
+            restore(c, k, history);
         break;
+    }
     case CL_STREAMS:
         streams_known(c, &r);
         break;

@@ -227,6 +227,14 @@ static int recorded_owner(const coord_t *k, unsigned j)
     return 0;
 }
 
+static int recorded_member(const coord_t *k, const char *name)
+{
+    for (unsigned j = 0; j < k->rec_n; j++)
+        if (strcmp(k->rec_names[j], name) == 0)
+            return 1;
+    return 0;
+}
+
 static unsigned recorded_owners(const coord_t *k)
 {
     unsigned n = 0;
@@ -678,8 +686,11 @@ static void enter_restore(coord_t *k)
         m->restored = m->restore_ok = 0;
         if (!takes_part(k, m))
             continue;
+        /* A worker that joined after the checkpoint has nothing of it: it
+         * starts empty (and gets no slot of it). */
         wire_wr_t w;
         wire_begin(&w, mbuf(m), CL_RESTORE, CL_MAX_FRAME);
+        wire_put_u64(&w, recorded_member(k, m->name) ? k->ckpt_complete : 0);
         wire_put_u64(&w, k->ckpt_complete);
         wire_end(&w);
         outconn_flush(&m->out);
@@ -755,7 +766,8 @@ static void on_restored(coord_t *k, member_t *m, wire_rd_t *r)
 {
     uint64_t n = wire_u64(r);
     int ok = wire_u8(r);
-    if (r->err || k->cur.kind != OP_FORM || k->phase != PH_RESTORE || n != k->ckpt_complete)
+    if (r->err || k->cur.kind != OP_FORM || k->phase != PH_RESTORE ||
+        n != (recorded_member(k, m->name) ? k->ckpt_complete : 0))
         return;
     m->restored = 1;
     m->restore_ok = ok;
@@ -835,6 +847,17 @@ static void start_op(coord_t *k, op_t op)
     }
     if (op.kind == OP_GROW)
         broadcast_members(k); /* everyone links to the joiner, it to everyone */
+    if (op.kind == OP_GROW && k->record) {
+        /* A worker joining a running cluster has no checkpoint of it: it starts
+         * empty (its sinks learn that their history starts now). */
+        wire_wr_t w;
+        member_t *m = k->m[op.member];
+        wire_begin(&w, mbuf(m), CL_RESTORE, CL_MAX_FRAME);
+        wire_put_u64(&w, 0);
+        wire_put_u64(&w, k->ckpt_last);
+        wire_end(&w);
+        outconn_flush(&m->out);
+    }
     if (op.kind == OP_SHRINK)
         log_info("cluster: worker '%s' is leaving; pausing the sources", k->m[op.member]->name);
     else if (op.kind == OP_GROW)

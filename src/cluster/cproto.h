@@ -68,7 +68,8 @@ enum {
     CL_LOADQ = 40,     /* u32 seq: answer LOADS, start counting again */
     CL_CKPT = 41,      /* u64 n, u16 n, n x u16 participant: cut checkpoint n */
     CL_CKPT_END = 42,  /* u64 n, u8 complete: checkpoint n is complete or abandoned */
-    CL_RESTORE = 43,   /* u64 k: load checkpoint k (0: none), answer RESTORED */
+    CL_RESTORE = 43,   /* u64 k, u64 history: load checkpoint k (0: none; output epochs
+                          count after history), answer RESTORED */
     CL_STREAMS = 44,   /* u16 n, n x (u64 position, str16 stream): resumable streams'
                           positions at the restored checkpoint, on any worker */
     /* admin -> coordinator, and its answer */

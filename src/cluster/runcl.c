@@ -175,13 +175,7 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
  * come back under the name it had. */
 static int check_resilience(const cl_args_t *c)
 {
-    if (c->join) {
-        fprintf(stderr, "bettong run: --run-with-resilience with --join (growing a running "
-                        "cluster) is not implemented yet: start every worker with the cluster "
-                        "(--cluster-initializer --worker-count N, the others with --control)\n");
-        return -1;
-    }
-    if ((c->control || c->initializer) && !c->initializer && !c->name && c->workers < 1) {
+    if ((c->control || c->join) && !c->initializer && !c->name && c->workers < 1) {
         fprintf(stderr, "bettong run: --run-with-resilience in a cluster needs --name NAME: a "
                         "restarted worker finds its checkpoints by its name\n");
         return -1;

@@ -501,13 +501,13 @@ static void hook_checkpoint_end(void *ctx, uint64_t n, int complete)
     resil_checkpoint_end(((engine_t *)ctx)->resil, n, complete);
 }
 
-static int hook_restore(void *ctx, uint64_t k, char *err, size_t errlen)
+static int hook_restore(void *ctx, uint64_t k, uint64_t history, char *err, size_t errlen)
 {
     engine_t *e = ctx;
     if (resil_restore(e->resil, k, err, errlen) < 0)
         return -1;
     for (size_t i = 0; i < e->app->nsinks; i++)
-        sink_set_history(&e->sinks[i], k);
+        sink_set_history(&e->sinks[i], history, k == 0);
     return 0;
 }
 

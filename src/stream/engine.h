@@ -33,11 +33,13 @@ typedef struct {
     /* With resilience (NULL without): the two halves of checkpoint n on this
      * worker (see stream/resil.h), its end as the coordinator decided, and
      * loading checkpoint k when the cluster (re)forms. The engine reports its
-     * part through engine_cluster_ops_t.checkpoint_done. */
+     * part through engine_cluster_ops_t.checkpoint_done. restore: k is the
+     * checkpoint to load (0: none, start empty) and history the cluster's last
+     * checkpoint number, after which this worker's output epochs count. */
     int (*checkpoint_sources)(void *ctx, uint64_t n);
     void (*checkpoint_state)(void *ctx);
     void (*checkpoint_end)(void *ctx, uint64_t n, int complete);
-    int (*restore)(void *ctx, uint64_t k, char *err, size_t errlen);
+    int (*restore)(void *ctx, uint64_t k, uint64_t history, char *err, size_t errlen);
     /* Resumable streams' positions after a restore: this worker's, and those
      * the others had (a stream may reconnect to any worker). */
     void (*each_stream)(void *ctx, void (*each)(void *arg, const char *name, uint64_t pos),

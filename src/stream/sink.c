@@ -185,7 +185,7 @@ static void on_state(sink_t *s, uint64_t committed, uint64_t prepared)
         uint64_t k = s->opt.recovered;
         if (k > 0 && committed < k && prepared >= k)
             put_epoch_frame(out, EO_COMMIT, k);
-        else if (k > committed && prepared < k)
+        else if (k > committed && prepared < k && !s->fresh)
             log_error("%s: the receiver lacks output up to checkpoint %llu (it holds %llu): "
                       "that output is lost", s->o.name, (unsigned long long)k,
                       (unsigned long long)prepared);
@@ -319,8 +319,9 @@ void sink_init(sink_t *s, uv_loop_t *loop, const struct sockaddr *addr, const ch
     outconn_start(&s->o);
 }
 
-void sink_set_history(sink_t *s, uint64_t recovered)
+void sink_set_history(sink_t *s, uint64_t recovered, int fresh)
 {
+    s->fresh = fresh;
     s->opt.recovered = recovered;
     s->opt.history_later = 0;
     s->epoch = recovered + 1;

@@ -45,6 +45,7 @@ struct sink {
     sink_mode mode;
     int ready;          /* exactly-once: 'W'/'S' done on this connection */
     int history_sent;   /* the first 'X' of this process was sent */
+    int fresh;          /* nothing was loaded: no earlier output of ours to find */
     uint64_t epoch;     /* the open epoch */
     uint64_t prepared;  /* the receiver's last durable epoch */
     uint64_t complete;  /* the last complete checkpoint */
@@ -58,8 +59,9 @@ struct sink {
 void sink_init(sink_t *s, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
                buf_t **out, const sink_options_t *opt);
 /* The checkpoint this worker goes on from (a cluster restores one after it
- * formed): the exactly-once handshake waits for it. */
-void sink_set_history(sink_t *s, uint64_t recovered);
+ * formed): the exactly-once handshake waits for it. fresh: this worker loaded
+ * nothing (it joins with empty state; its epochs still count from there). */
+void sink_set_history(sink_t *s, uint64_t recovered, int fresh);
 /* Hand the appended records on (framed in the open epoch, if not plain). */
 void sink_flush(sink_t *s);
 /* Bytes waiting to be written: in the connection and the stage. */
