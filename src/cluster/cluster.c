@@ -1131,7 +1131,9 @@ void cluster_shutdown(cluster_t *c, void (*done)(void *ctx), void *ctx)
      * and restart too. */
     if (!c->restarting)
         tell_everyone(c, CL_BYE);
-    c->close_deadline_ns = now_ns() + (uint64_t)CLOSE_WAIT_MS * 1000000u;
+    /* A restart does not wait for its links to drain: what they hold is done
+     * again after it. */
+    c->close_deadline_ns = now_ns() + (c->restarting ? 0 : (uint64_t)CLOSE_WAIT_MS * 1000000u);
     uv_timer_init(c->loop, &c->close_timer);
     c->close_timer.data = c;
     uv_timer_start(&c->close_timer, on_close_poll, 0, CLOSE_POLL_MS);
