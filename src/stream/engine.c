@@ -20,6 +20,9 @@
 #define GEN_BATCH 1024
 #define STATS_INTERVAL_MS 5000
 #define DRAIN_POLL_MS 10
+/* The bound of output kept for exactly-once receivers, as a multiple of the
+ * sinks' (8 MiB -> 64 MiB): a checkpoint interval of output at full speed. */
+#define RETAINED_FACTOR 8
 /* Within a long batch, hand the output produced so far to the kernel at least
  * this often, so the first messages of a large read do not wait for the last. */
 #define MIDBATCH_FLUSH_NS 200000u
@@ -111,11 +114,16 @@ static void apply_pause(engine_t *e)
 static void check_backlog(engine_t *e)
 {
     size_t sinks = sinks_backlog(e);
-    size_t backlog = sinks + sinks_retained(e) + (e->cluster ? e->cl->backlog(e->cluster) : 0);
-    if (!e->bp_paused && backlog > e->opt->backlog_high) {
+    size_t backlog = sinks + (e->cluster ? e->cl->backlog(e->cluster) : 0);
+    /* Output kept for exactly-once receivers grows by a checkpoint interval's
+     * worth whatever the receiver does: it has its own, larger bound. */
+    size_t retained = sinks_retained(e);
+    uint64_t rhigh = RETAINED_FACTOR * e->opt->backlog_high;
+    uint64_t rlow = RETAINED_FACTOR * e->opt->backlog_low;
+    if (!e->bp_paused && (backlog > e->opt->backlog_high || retained > rhigh)) {
         e->bp_paused = 1;
         apply_pause(e);
-    } else if (e->bp_paused && backlog < e->opt->backlog_low) {
+    } else if (e->bp_paused && backlog < e->opt->backlog_low && retained < rlow) {
         e->bp_paused = 0;
         apply_pause(e);
     }

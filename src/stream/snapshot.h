@@ -21,7 +21,7 @@
 #define SNAP_HEADER 'H'  /* magic, u64 n, u64 base, u8 full */
 #define SNAP_STORE 'N'   /* u16 id, str16 name: a state store's id in this file */
 #define SNAP_SLOT 'F'    /* u16 store, u16 slot, rest pickle(dict): the whole slot */
-#define SNAP_DELTA 'D'   /* u16 store, u16 slot, rest pickle(dict): changed keys */
+#define SNAP_DELTA 'D'   /* u16 store, rest pickle([slot, {key: state}, ...]): changed keys */
 #define SNAP_SINGLE 'S'  /* u16 store, rest pickle(obj): a to_stateful object */
 #define SNAP_STREAM 'R'  /* u64 position, str16 name: a resumable source */
 #define SNAP_GEN 'G'     /* u16 pipeline, rest pickle(last value) */

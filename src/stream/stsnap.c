@@ -92,6 +92,62 @@ static int put_slot(wire_wr_t *w, buf_t *b, uint8_t type, unsigned id, unsigned 
     return 0;
 }
 
+/* One SNAP_DELTA entry: the list [slot, {key: state}, slot, ...] pickled in
+ * one call, so what each slot and each state's class cost is paid once per
+ * entry, not once per slot. */
+static int put_changes(buf_t *b, unsigned id, PyObject *list)
+{
+    wire_wr_t w;
+    wire_begin(&w, b, SNAP_DELTA, SNAP_MAX_ENTRY);
+    wire_put_u16(&w, (uint16_t)id);
+    if (stsnap_pickle_into(list, &w) < 0)
+        return -1;
+    if (wire_end(&w) < 0) {
+        PyErr_SetString(PyExc_MemoryError, "changed state does not fit a snapshot entry");
+        return -1;
+    }
+    return 0;
+}
+
+/* The keys of s changed since the last checkpoint, in entries of at most
+ * DELTA_KEYS keys. */
+#define DELTA_KEYS 1000000
+
+static int write_changes(state_store_t *s, unsigned id, buf_t *b, stsnap_stats_t *st)
+{
+    PyObject *list = PyList_New(0);
+    size_t keys = 0;
+    for (unsigned slot = 0; list && slot < ROUTING_SLOTS; slot++) {
+        if (!s->changed[slot])
+            continue;
+        PyObject *d = changed_items(s->slots[slot], s->changed[slot]);
+        PyObject *n = d ? PyLong_FromUnsignedLong(slot) : NULL;
+        int rc = n && PyList_Append(list, n) == 0 && PyList_Append(list, d) == 0 ? 0 : -1;
+        if (rc == 0)
+            keys += (size_t)PyDict_GET_SIZE(d);
+        Py_XDECREF(n);
+        Py_XDECREF(d);
+        if (rc == 0 && keys >= DELTA_KEYS) {
+            rc = put_changes(b, id, list);
+            st->entries++;
+            st->keys += keys;
+            keys = 0;
+            Py_SETREF(list, rc == 0 ? PyList_New(0) : NULL);
+        }
+        if (rc < 0)
+            Py_CLEAR(list);
+    }
+    if (!list)
+        return -1;
+    int rc = PyList_GET_SIZE(list) > 0 ? put_changes(b, id, list) : 0;
+    if (PyList_GET_SIZE(list) > 0) {
+        st->entries++;
+        st->keys += keys;
+    }
+    Py_DECREF(list);
+    return rc;
+}
+
 static int write_store(state_store_t *s, unsigned id, int full, buf_t *b, stsnap_stats_t *st)
 {
     wire_wr_t w;
@@ -99,27 +155,17 @@ static int write_store(state_store_t *s, unsigned id, int full, buf_t *b, stsnap
     wire_put_u16(&w, (uint16_t)id);
     wire_put_str16(&w, s->name, strlen(s->name));
     wire_end(&w);
-    for (unsigned slot = 0; slot < ROUTING_SLOTS; slot++) {
+    for (unsigned slot = 0; full && slot < ROUTING_SLOTS; slot++) {
         PyObject *dict = s->slots[slot];
-        if (full) {
-            if (!dict || PyDict_GET_SIZE(dict) == 0)
-                continue;
-            if (put_slot(&w, b, SNAP_SLOT, id, slot, dict) < 0)
-                return -1;
-            st->keys += (uint64_t)PyDict_GET_SIZE(dict);
-        } else {
-            if (!s->changed[slot])
-                continue;
-            PyObject *d = changed_items(dict, s->changed[slot]);
-            int rc = d ? put_slot(&w, b, SNAP_DELTA, id, slot, d) : -1;
-            if (d)
-                st->keys += (uint64_t)PyDict_GET_SIZE(d);
-            Py_XDECREF(d);
-            if (rc < 0)
-                return -1;
-        }
+        if (!dict || PyDict_GET_SIZE(dict) == 0)
+            continue;
+        if (put_slot(&w, b, SNAP_SLOT, id, slot, dict) < 0)
+            return -1;
+        st->keys += (uint64_t)PyDict_GET_SIZE(dict);
         st->entries++;
     }
+    if (!full && write_changes(s, id, b, st) < 0)
+        return -1;
     if (s->single && (full || s->single_changed)) {
         wire_begin(&w, b, SNAP_SINGLE, SNAP_MAX_ENTRY);
         wire_put_u16(&w, (uint16_t)id);
@@ -230,6 +276,45 @@ static int apply_state(stsnap_ids_t *ids, uint8_t type, wire_rd_t *f, char *err,
     return 1;
 }
 
+static int apply_changes(stsnap_ids_t *ids, wire_rd_t *f, char *err, size_t errlen)
+{
+    unsigned id = wire_u16(f);
+    size_t n;
+    const uint8_t *p = wire_rest(f, &n);
+    if (f->err || id >= ids->n) {
+        snprintf(err, errlen, "malformed state entry");
+        return -1;
+    }
+    state_store_t *s = ids->by_id[id];
+    if (!s)
+        return 1;
+    PyObject *list = stsnap_unpickle(p, n);
+    if (!list || !PyList_Check(list) || PyList_GET_SIZE(list) % 2) {
+        if (list && !PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "changed state is not a list of slots and dicts");
+        Py_XDECREF(list);
+        python_error(err, errlen, "cannot unpickle state");
+        return -1;
+    }
+    int rc = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list) && rc == 0; i += 2) {
+        long slot = PyLong_AsLong(PyList_GET_ITEM(list, i));
+        if (slot < 0 || slot >= (long)ROUTING_SLOTS) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_ValueError, "slot %ld out of range", slot);
+            rc = -1;
+        } else {
+            rc = state_slot_put(s, (unsigned)slot, PyList_GET_ITEM(list, i + 1));
+        }
+    }
+    Py_DECREF(list);
+    if (rc < 0) {
+        python_error(err, errlen, "cannot restore state");
+        return -1;
+    }
+    return 1;
+}
+
 int stsnap_apply(state_registry_t *r, stsnap_ids_t *ids, uint8_t type, wire_rd_t *f, char *err,
                  size_t errlen)
 {
@@ -237,9 +322,10 @@ int stsnap_apply(state_registry_t *r, stsnap_ids_t *ids, uint8_t type, wire_rd_t
     case SNAP_STORE:
         return declare_store(r, ids, f, err, errlen);
     case SNAP_SLOT:
-    case SNAP_DELTA:
     case SNAP_SINGLE:
         return apply_state(ids, type, f, err, errlen);
+    case SNAP_DELTA:
+        return apply_changes(ids, f, err, errlen);
     default:
         return 0;
     }

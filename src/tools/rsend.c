@@ -20,7 +20,9 @@
 
 #define PROG SEND_PROG
 #define BACKOFF_FIRST_NS (50 * 1000000ULL)
-#define BACKOFF_MAX_NS (1000 * 1000000ULL)
+#define BACKOFF_MAX_NS (250 * 1000000ULL)
+/* How long the end waits for the engine to close its side. */
+#define FINISH_WAIT_MS 1000
 /* Wake up this often while waiting for acknowledgements, to notice signals. */
 #define ACK_POLL_MS 200
 
@@ -308,6 +310,31 @@ static rs_status step(rs_client_t *c, uint64_t start, uint64_t *ack_deadline, in
     return read_answers(c, ms > ACK_POLL_MS ? ACK_POLL_MS : (int)ms);
 }
 
+/* The engine sends acknowledgements: closing with some unread would reset
+ * the connection, and the engine could lose records still in its socket
+ * (with --ack-timeout 0). So: shut our side, read until the engine closes
+ * its own (or FINISH_WAIT_MS pass), then close. */
+static void finish_connection(int fd)
+{
+    if (shutdown(fd, SHUT_WR) < 0 && errno != ENOTCONN)
+        fprintf(stderr, PROG ": warning: shutdown: %s\n", strerror(errno));
+    uint64_t deadline = now_ns() + FINISH_WAIT_MS * 1000000ULL;
+    uint8_t scratch[4096];
+    for (;;) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            break;
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int n = poll(&p, 1, (int)((deadline - now) / 1000000ULL) + 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0 || recv(fd, scratch, sizeof scratch, 0) <= 0)
+            break;
+    }
+    if (close(fd) < 0)
+        fprintf(stderr, PROG ": warning: close: %s\n", strerror(errno));
+}
+
 static void print_summary(const rs_client_t *c)
 {
     fprintf(stderr,
@@ -347,7 +374,7 @@ int rsend_run(const send_opts_t *o, const records_t *r, uint64_t total,
     }
     c.s.ns = now_ns() - start;
     if (c.fd >= 0)
-        send_finish_connection(c.fd);
+        finish_connection(c.fd);
     buf_free(&c.in);
     if (timed_out)
         fprintf(stderr, PROG ": timed out after %g s waiting for acknowledgements (%" PRIu64
