@@ -34,14 +34,16 @@ each against a baseline measured in the same run. Run by hand, not in CI.
 (4) Latency at half load. bench/apps/wc_stamp.py: the word count with the
     sender's CLOCK_MONOTONIC time at the head of every line, carried to every
     output line. Its maximum rate over TCP (resilience off; `bettong send` at
-    full speed into `bettong receive --expect`) is measured first; then a
-    paced Python sender offers half of it, resilience off with a plain Python
-    TCP receiver that stamps what it reads, against resilience on with 100 ms
-    checkpoints, a resumable sender and `bettong receive --exactly-once`
+    full speed into `bettong receive --expect`) is measured first (for context
+    also with resilience on, 100 ms checkpoints, exactly-once); then a paced
+    Python sender offers half of it (--load), resilience off with a plain
+    Python TCP receiver that stamps what it reads, against resilience on with
+    100 ms checkpoints, a resumable sender and `bettong receive --exactly-once`
     writing to a file that a Python tailer polls every 1 ms. Latency of an
     output line = the time it was read (from the socket, or from the file)
     - the stamp of its line. p50/p99/p99.9/max per run, rounds alternating;
-    ratio on/off of the medians.
+    ratio on/off of the medians. The same again at --extra-loads (default a
+    quarter of the maximum), for context.
 
 --quick runs all of it small (about a minute). --record appends a section to
 bench/RESULTS.md. Process logs go to bench/out/resil-<time>/.
@@ -664,6 +666,8 @@ class Bench:
                 p.stop()
             if d:
                 self.drop_dir(d)
+            if kind == "eo":
+                self.drop_output(outfile)
         got = col.matches(re.compile(r"collect: progress (\d+)"))[-1][2]
         if int(got.group(1)) != expect:
             raise BenchError("%s: %s output records, %d expected" % (tag, got.group(1), expect))
@@ -885,25 +889,36 @@ class Bench:
                 f.write("".join("0 %s\n" % l for l in self.corpus.lines))
         return path
 
-    def max_rate(self, run):
-        tag = "maxrate-%d" % run
+    def max_rate(self, run, eo=False):
+        """wc_stamp.py at full speed over TCP: resilience off into `bettong receive`,
+        or (eo) resilience on at 100 ms checkpoints from a resumable sender into
+        `bettong receive --exactly-once` (--expect counts committed records)."""
+        tag = "maxrate-%s-%d" % ("eo" if eo else "off", run)
         repeat = self.o.maxrate_passes
         expect = self.corpus.words * repeat
+        out = os.path.join(self.outdir, tag + ".out") if eo else "/dev/null"
         recv = Proc(self.name(tag + "-receive"),
-                    [self.bin, "receive", "--listen", "127.0.0.1:0", "--out", "/dev/null",
-                     "--expect", str(expect), "--timeout", "600"], self.outdir)
-        procs = [recv]
+                    [self.bin, "receive"] + (["--exactly-once"] if eo else []) +
+                    ["--listen", "127.0.0.1:0", "--out", out, "--expect", str(expect),
+                     "--timeout", "600"], self.outdir)
+        procs, d = [recv], None
         try:
             addr = receiver_addr(recv)
-            eng = Proc(self.name(tag + "-engine"),
-                       [self.bin, "run", WC_STAMP, "--in", "127.0.0.1:0", "--out", addr],
-                       self.outdir)
+            argv = [self.bin, "run", WC_STAMP, "--in", "127.0.0.1:0", "--out", addr,
+                    "--log-level", "debug"]
+            if eo:
+                d = self.resil_dir(tag)
+                argv += ["--run-with-resilience", "--resilience-dir", d,
+                         "--time-between-checkpoints", "100000000"]
+            eng = Proc(self.name(tag + "-engine"), argv, self.outdir)
             procs.append(eng)
             port = engine_port(eng)
             t_send = time.monotonic()
             snd = Proc(self.name(tag + "-send"),
                        [self.bin, "send", "--to", "127.0.0.1:%d" % port, "--file",
-                        self.stamped_file(), "--repeat", str(repeat)], self.outdir)
+                        self.stamped_file(), "--repeat", str(repeat)] +
+                       (["--resumable", "--stream", tag, "--ack-timeout", "0"] if eo else []),
+                       self.outdir)
             procs.append(snd)
             rc = recv.wait(900)
             _, t_end, m = recv.wait_for(RECV_SUMMARY, 10)
@@ -913,13 +928,29 @@ class Bench:
         finally:
             for p in reversed(procs):
                 p.stop()
+            if d:
+                self.drop_dir(d)
+            self.drop_output(out)
         # From starting the sender to the receiver's last record: the receiver's own
         # first-to-last time leaves out the start (and so flatters a short run).
         rate = expect / (t_end - t_send)
-        log("(4) maximum rate over TCP (resilience off), run %d: %s words/s (%d words, %.2f s "
-            "from starting the sender to the last record; the receiver's first-to-last "
-            "%.2f s)" % (run, fmt_int(rate), expect, t_end - t_send, float(m.group(3))))
-        return rate
+        pauses = len(eng.matches(re.compile(r"pausing sources")))
+        log("(4) maximum rate over TCP (%s), run %d: %s words/s (%d words, %.2f s from starting "
+            "the sender to the last record; the receiver's first-to-last %.2f s)%s"
+            % ("resilience on, 100 ms checkpoints, exactly-once" if eo else "resilience off",
+               run, fmt_int(rate), expect, t_end - t_send, float(m.group(3)),
+               "; sources paused for the sink backlog %d times" % pauses if eo else ""))
+        return rate, pauses
+
+    def drop_output(self, path):
+        if self.o.keep_checkpoints or not path.startswith(self.outdir):
+            return
+        for f in os.listdir(self.outdir):
+            if os.path.join(self.outdir, f).startswith(path):
+                try:
+                    os.unlink(os.path.join(self.outdir, f))
+                except OSError:
+                    pass
 
     def latency(self, resil, rnd, words_rate):
         tag = "lat-%s-r%d" % ("on" if resil else "off", rnd)
@@ -990,6 +1021,8 @@ class Bench:
                 p.stop()
             if d:
                 self.drop_dir(d)
+            if resil:
+                self.drop_output(outfile)
         hist = [tuple(x) for x in cres["hist"]]
         n = sum(c for _, c in hist)
         r = {"offered_words": words_rate, "offered_lines": lines_rate,
@@ -999,7 +1032,8 @@ class Bench:
              "p999": pct(hist, 0.999), "max": hist[-1][0] if hist else float("nan"),
              "mean": sum(v * c for v, c in hist) / n if n else float("nan"),
              "sender": sres, "per_second": cres["per_second"],
-             "engine_cpu": cpu1 - cpu0}
+             "engine_cpu": cpu1 - cpu0,
+             "bp_pauses": len(eng.matches(re.compile(r"pausing sources")))}
         if resil:
             cuts = [x[2] for x in eng.matches(CUT)]
             cps = [x[2] for x in eng.matches(COMPLETE)]
@@ -1194,58 +1228,73 @@ def report(b, o):
 
     # (4)
     lt = R.get("latency")
-    if lt and lt.get("rounds"):
-        lr = lt["rounds"]
-        offs = [x["off"] for x in lr if x.get("off")]
-        ons = [x["on"] for x in lr if x.get("on")]
-        if offs and ons:
-            p50o, p99o = median([x["p50"] for x in offs]), median([x["p99"] for x in offs])
-            p50n, p99n = median([x["p50"] for x in ons]), median([x["p99"] for x in ons])
-            rows += [
-                ("(4) max rate over TCP (resilience off), words/s; offered: half",
-                 "%s; %s" % (fmt_int(lt["max_rate"]), fmt_int(lt["max_rate"] / 2)), "", ""),
-                ("(4) latency p50 / p99, resilience off, plain receiver",
-                 "%s / %s" % (fmt_ms(p50o), fmt_ms(p99o)), "", ""),
-                ("(4) latency p50 / p99, resilience on, 100 ms checkpoints, exactly-once",
-                 "%s / %s" % (fmt_ms(p50n), fmt_ms(p99n)), "", ""),
-                ("(4) on / off: p50, p99 (ratios of medians)",
-                 "%.0f x, %.0f x" % (p50n / p50o, p99n / p99o), "",
-                 "(no target; exactly-once output waits for the checkpoint after it)"),
-            ]
-        details.append("- (4) maximum rate runs (resilience off, `bettong send` at full "
-                       "speed): %s words/s"
-                       % ", ".join(fmt_int(x) for x in lt["max_runs"]))
-        for i, x in enumerate(lr):
-            for kind in ("off", "on"):
-                y = x.get(kind)
-                if not y:
-                    continue
-                s = y["sender"]
-                worst = sorted(y["per_second"], key=lambda kv: -kv[1])[:3]
-                details.append(
-                    "- (4) round %d, resilience %s: %s words/s offered (%.0f lines/s); "
-                    "%d samples, %d lost; p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean %s; "
-                    "engine CPU %.1f s; sender late > 1 ms %d times (slipped %.0f ms in all, "
-                    "worst %.1f ms), longest write %.1f ms%s; worst seconds of the window "
-                    "(second: max): %s"
-                    % (i + 1, kind, fmt_int(y["offered_words"]), y["offered_lines"],
-                       y["samples"], y["lost"], fmt_ms(y["p50"]), fmt_ms(y["p90"]),
-                       fmt_ms(y["p99"]), fmt_ms(y["p999"]), fmt_ms(y["max"]),
-                       fmt_ms(y["mean"]), y["engine_cpu"], s["slips"], s["slipped_ms"],
-                       s["worst_late_ms"], s["longest_write_ms"],
-                       "; %d checkpoints, cut -> complete median %.1f ms, max %.1f ms, "
-                       "median %s bytes, loop paused <= %.2f ms; %d acknowledgements "
-                       "read by the sender" % (y["checkpoints"], y["cp_ms_med"], y["cp_ms_max"],
-                                               fmt_int(y["cp_bytes"]), y["pause_max"],
-                                               s["acks"]) if kind == "on" else "",
-                       ", ".join("%d: %s" % (sec, fmt_ms(us)) for sec, us in worst)))
+    if lt and lt.get("loads"):
+        rows.append(("(4) max rate of wc_stamp.py over TCP (resilience off), words/s",
+                     "%s (runs: %s)" % (fmt_int(lt["max_rate"]),
+                                        ", ".join(fmt_int(x) for x in lt["max_runs"])), "", ""))
+        if lt["eo_max_runs"]:
+            eo_peak = median([x[0] for x in lt["eo_max_runs"]])
+            rows.append(("(4) context: max rate with resilience on, 100 ms checkpoints, "
+                         "exactly-once, words/s",
+                         "%s (%.2f x off; runs: %s)" % (
+                             fmt_int(eo_peak), eo_peak / lt["max_rate"],
+                             ", ".join(fmt_int(x[0]) for x in lt["eo_max_runs"])), "", ""))
+        for li, (load, lr) in enumerate(lt["loads"]):
+            offs = [x["off"] for x in lr if x.get("off")]
+            ons = [x["on"] for x in lr if x.get("on")]
+            what = "%s load (%s words/s)" % (
+                "half" if load == 0.5 else "%.0f %%" % (100 * load),
+                fmt_int(lt["max_rate"] * load))
+            ctx = "" if li == 0 else "context: "
+            if offs and ons:
+                p50o, p99o = median([x["p50"] for x in offs]), median([x["p99"] for x in offs])
+                p50n, p99n = median([x["p50"] for x in ons]), median([x["p99"] for x in ons])
+                rows += [
+                    ("(4) %slatency p50 / p99 at %s, resilience off, plain receiver"
+                     % (ctx, what), "%s / %s" % (fmt_ms(p50o), fmt_ms(p99o)), "", ""),
+                    ("(4) %slatency p50 / p99 at %s, resilience on, 100 ms checkpoints, "
+                     "exactly-once" % (ctx, what),
+                     "%s / %s" % (fmt_ms(p50n), fmt_ms(p99n)), "", ""),
+                    ("(4) %son / off at %s: p50, p99 (ratios of medians)" % (ctx, what),
+                     "%.1f x, %.1f x" % (p50n / p50o, p99n / p99o), "",
+                     "no target" if li == 0 else ""),
+                ]
+            for i, x in enumerate(lr):
+                for kind in ("off", "on"):
+                    y = x.get(kind)
+                    if not y:
+                        continue
+                    sd = y["sender"]
+                    worst = sorted(y["per_second"], key=lambda kv: -kv[1])[:3]
+                    details.append(
+                        "- (4) %s, round %d, resilience %s: %s words/s offered (%.0f lines/s);"
+                        " %d samples, %d lost; p50 %s, p90 %s, p99 %s, p99.9 %s, max %s, mean "
+                        "%s; engine CPU %.1f s; sender late > 1 ms %d times (slipped %.0f ms "
+                        "in all, worst %.1f ms), longest write %.1f ms%s; worst seconds of the"
+                        " window (second: max): %s"
+                        % (what, i + 1, kind, fmt_int(y["offered_words"]), y["offered_lines"],
+                           y["samples"], y["lost"], fmt_ms(y["p50"]), fmt_ms(y["p90"]),
+                           fmt_ms(y["p99"]), fmt_ms(y["p999"]), fmt_ms(y["max"]),
+                           fmt_ms(y["mean"]), y["engine_cpu"], sd["slips"], sd["slipped_ms"],
+                           sd["worst_late_ms"], sd["longest_write_ms"],
+                           "; %d checkpoints, cut -> complete median %.1f ms, max %.1f ms, "
+                           "median %s bytes, loop paused <= %.2f ms; sources paused for the "
+                           "sink backlog %d times; %d acknowledgements read by the sender"
+                           % (y["checkpoints"], y["cp_ms_med"], y["cp_ms_max"],
+                              fmt_int(y["cp_bytes"]), y["pause_max"], y["bp_pauses"],
+                              sd["acks"]) if kind == "on" else
+                           "; sources paused for the sink backlog %d times" % y["bp_pauses"],
+                           ", ".join("%d: %s" % (sec, fmt_ms(us)) for sec, us in worst)))
         details.append(
             "- (4) setup: bench/apps/wc_stamp.py (the word count carrying the sender's "
-            "CLOCK_MONOTONIC stamp to every output line), a paced Python sender (this "
-            "script, ~1 ms ticks); off: a plain Python TCP receiver stamping each read; on: "
-            "a resumable sender, `bettong receive --exactly-once --out FILE` and a Python "
-            "tailer reading FILE every 1 ms (adds ~0.5 ms on average). Every output line "
-            "(one per word) is a sample; stamps in microseconds")
+            "CLOCK_MONOTONIC stamp to every output line); the maximum rate with `bettong send`"
+            " at full speed (%d corpus passes, from starting the sender to the last record; "
+            "median of the runs); then a paced Python sender (this script, ~1 ms ticks) for "
+            "%.0f s after %.0f s of warm-up; off: a plain Python TCP receiver stamping each "
+            "read; on: a resumable sender, `bettong receive --exactly-once --out FILE` and a "
+            "Python tailer reading FILE every 1 ms (adds ~0.5 ms on average). Every output "
+            "line (one per word) is a sample; stamps in microseconds"
+            % (o.maxrate_passes, o.latency_seconds, o.latency_warmup))
     else:
         rows.append(("(4) latency", "-", "", "not measured"))
     return rows, details
@@ -1299,10 +1348,19 @@ def main():
     ap.add_argument("--maxrate-passes", type=int, default=300,
                     help="(4) corpus passes of each maximum rate run")
     ap.add_argument("--maxrate-runs", type=int, default=3)
+    ap.add_argument("--load", type=float, default=0.5,
+                    help="(4) offered rate as a fraction of the maximum (default 0.5)")
+    ap.add_argument("--max-rate", type=float,
+                    help="(4) take this maximum rate (words/s) instead of measuring it")
+    ap.add_argument("--extra-loads", default="0.25",
+                    help="(4) further loads measured the same way, for context "
+                    "(comma-separated fractions; default 0.25; '' for none)")
+    ap.add_argument("--no-eo-max-rate", action="store_true",
+                    help="(4) skip the maximum rate runs with exactly-once output (context)")
     ap.add_argument("--latency-seconds", type=float, default=10.0)
     ap.add_argument("--latency-warmup", type=float, default=2.0)
     ap.add_argument("--keep-checkpoints", action="store_true",
-                    help="keep the checkpoint directories in bench/out/")
+                    help="keep the checkpoint directories and output files in bench/out/")
     # Internal: the helper processes.
     ap.add_argument("--_send", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_collect", dest="mode", help=argparse.SUPPRESS)
@@ -1366,18 +1424,32 @@ def main():
         if "recovery" in only:
             b.results["recovery"] = b.run("recovery", b.recovery)
         if "latency" in only:
-            runs = [b.run("latency", lambda: b.max_rate(i + 1)) for i in range(o.maxrate_runs)]
+            if o.max_rate:
+                runs = [(o.max_rate, 0)]
+            else:
+                runs = [b.run("latency", lambda: b.max_rate(i + 1))
+                        for i in range(o.maxrate_runs)]
             runs = [x for x in runs if x]
+            eo_runs = [] if o.no_eo_max_rate else [
+                b.run("latency", lambda: b.max_rate(i + 1, eo=True))
+                for i in range(o.maxrate_runs)]
+            eo_runs = [x for x in eo_runs if x]
             if runs:
-                peak = median(runs)
-                lt = b.results["latency"] = {"max_rate": peak, "max_runs": runs, "rounds": []}
-                for rnd in range(1, o.rounds + 1):
-                    order = (False, True) if rnd % 2 else (True, False)
-                    row = {}
-                    for resil in order:
-                        row["on" if resil else "off"] = b.run(
-                            "latency", lambda: b.latency(resil, rnd, peak / 2))
-                    lt["rounds"].append(row)
+                peak = median([x[0] for x in runs])
+                lt = b.results["latency"] = {
+                    "max_rate": peak, "max_runs": [x[0] for x in runs],
+                    "eo_max_runs": eo_runs, "loads": []}
+                loads = [o.load] + [float(x) for x in o.extra_loads.split(",") if x]
+                for load in loads:
+                    rounds = []
+                    for rnd in range(1, o.rounds + 1):
+                        order = (False, True) if rnd % 2 else (True, False)
+                        row = {}
+                        for resil in order:
+                            row["on" if resil else "off"] = b.run(
+                                "latency", lambda: b.latency(resil, rnd, peak * load))
+                        rounds.append(row)
+                    lt["loads"].append((load, rounds))
     except KeyboardInterrupt:
         log("interrupted")
         b.errors["run"] = "interrupted"
