@@ -2,7 +2,7 @@
 """Resilience benchmark: what checkpoints, recovery and exactly-once output cost,
 each against a baseline measured in the same run. Run by hand, not in CI.
 
-    python3 bench/bench_resilience.py [--bin build/bettong] [--quick] [--record]
+    /usr/bin/python3 bench/bench_resilience.py [--bin build/bettong] [--quick] [--record]
         [--only throughput,checkpoint,recovery,latency] [--rounds N]
 
 (1) Throughput. The seed's word count with a generator source
@@ -908,8 +908,10 @@ class Bench:
                     "--log-level", "debug"]
             if eo:
                 d = self.resil_dir(tag)
+                # The receiver leaves once it has every record: the engine's final
+                # checkpoint cannot complete then, so do not wait 10 s for it.
                 argv += ["--run-with-resilience", "--resilience-dir", d,
-                         "--time-between-checkpoints", "100000000"]
+                         "--time-between-checkpoints", "100000000", "--flush-timeout", "1"]
             eng = Proc(self.name(tag + "-engine"), argv, self.outdir)
             procs.append(eng)
             port = engine_port(eng)
