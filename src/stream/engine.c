@@ -664,6 +664,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
     pyerr_summary(1);
     for (size_t i = 0; i < app->npipes; i++)
         Py_CLEAR(e.sources[i].gen_prev);
+    resil_drop_python(e.resil);
     py_gil_leave();
     report_totals(&e);
     if (e.cluster) {

@@ -17,6 +17,8 @@
 /* Deltas on one full snapshot, at most; a full one also comes once the deltas
  * together outweigh it. */
 #define FULL_EVERY 16
+/* How long one turn of writing a snapshot's state may hold the loop. */
+#define STATE_STEP_NS (2 * 1000000ULL)
 /* Candidate checkpoints looked at on recovery (the catalog keeps two chains). */
 #define MAX_LIST 256
 /* An acknowledgement is not queued for a client that has this much unread. */
@@ -64,6 +66,9 @@ struct resil {
     int written;
     int full;
     int sources_rc;
+    stsnap_run_t run;       /* the state owed to the snapshot in flight */
+    uv_idle_t state_idle;   /* writes it between batches */
+    uint64_t state_ns, cut_pause_ns;
     int end_after_work;     /* abandoned by the coordinator during the write */
     uv_work_t work;
     work_kind kind;
@@ -410,13 +415,77 @@ static int cut_sources(resil_t *r, uint64_t n)
 
 /* The second half: the state as it is now, and the sinks' epoch n ends; the
  * snapshot goes to the writer thread. */
+/* The snapshot could not be made: the next one is full. */
+static void cut_failed(resil_t *r, uint64_t n)
+{
+    r->failed++;
+    r->force_full = 1;
+    log_error("checkpoint %llu could not be taken (see above); the next one is full",
+              (unsigned long long)n);
+    if (r->coordinated) {
+        r->reported = 1;
+        r->report(r->report_ctx, n, 0);
+        return;
+    }
+    settle(r);
+}
+
+/* Every owed slot is written: the snapshot goes to the writer thread. */
+static void state_written(resil_t *r)
+{
+    uint64_t n = r->last_cut;
+    int ok = !r->run.failed;
+    stsnap_stats_t st = r->run.st;
+    stsnap_end(&r->run);
+    if (!ok || snap_finish(&r->snap, &r->info) < 0) {
+        cut_failed(r, n);
+        return;
+    }
+    r->force_full = 0;
+    log_debug("checkpoint %llu cut: %s, %llu keys, %zu bytes, loop paused %.2f ms (longest "
+              "step), state written in %.1f ms", (unsigned long long)n,
+              r->full ? "full" : "incremental", (unsigned long long)st.keys,
+              buf_unread(&r->snap), (double)r->cut_pause_ns / 1e6,
+              (double)(now_ns() - r->state_ns) / 1e6);
+    queue(r, WORK_WRITE);
+}
+
+/* One turn of writing owed state, with the GIL; the longest is the pause
+ * this checkpoint puts on the loop. */
+static int write_some(resil_t *r)
+{
+    uint64_t t0 = now_ns();
+    py_gil_enter();
+    int done = stsnap_step(&r->run, STATE_STEP_NS);
+    py_gil_leave();
+    uint64_t pause = now_ns() - t0;
+    if (pause > r->cut_pause_ns)
+        r->cut_pause_ns = pause;
+    if (pause > r->pause_max_ns)
+        r->pause_max_ns = pause;
+    return done;
+}
+
+static void on_state_idle(uv_idle_t *h)
+{
+    resil_t *r = h->data;
+    if (!write_some(r))
+        return;
+    uv_idle_stop(h);
+    state_written(r);
+}
+
+/* The second half: the state as it is now is owed to the snapshot (written
+ * a slot at a time between batches, a slot before it is next used), and the
+ * sinks' epoch n ends. */
 static void cut_state(resil_t *r, int rc)
 {
-    uint64_t n = r->last_cut, t0 = now_ns();
-    stsnap_stats_t st = {0};
+    uint64_t n = r->last_cut;
+    r->state_ns = now_ns();
+    r->cut_pause_ns = 0;
     if (rc == 0) {
         py_gil_enter();
-        rc = stsnap_write(&r->app->states, r->full, &r->snap, &st);
+        rc = stsnap_begin(&r->run, &r->app->states, r->full, &r->snap);
         if (rc < 0) {
             char where[64];
             snprintf(where, sizeof where, "checkpoint %llu", (unsigned long long)n);
@@ -424,31 +493,16 @@ static void cut_state(resil_t *r, int rc)
         }
         py_gil_leave();
     }
-    if (rc == 0 && snap_finish(&r->snap, &r->info) < 0)
-        rc = -1;
     for (size_t i = 0; i < r->nsinks; i++)
         sink_end_epoch(&r->sinks[i], n);
-    uint64_t pause = now_ns() - t0;
-    if (pause > r->pause_max_ns)
-        r->pause_max_ns = pause;
     if (rc < 0) {
-        r->failed++;
-        r->force_full = 1;
-        log_error("checkpoint %llu could not be taken (see above); the next one is full",
-                  (unsigned long long)n);
-        if (r->coordinated) {
-            r->reported = 1;
-            r->report(r->report_ctx, n, 0);
-            return;
-        }
-        settle(r);
+        cut_failed(r, n);
         return;
     }
-    r->force_full = 0;
-    log_debug("checkpoint %llu cut: %s, %llu keys, %zu bytes, loop paused %.2f ms",
-              (unsigned long long)n, r->full ? "full" : "incremental",
-              (unsigned long long)st.keys, buf_unread(&r->snap), (double)pause / 1e6);
-    queue(r, WORK_WRITE);
+    if (write_some(r))
+        state_written(r);
+    else
+        uv_idle_start(&r->state_idle, on_state_idle);
 }
 
 /* A worker on its own: both halves at once. */
@@ -503,6 +557,16 @@ void resil_checkpoint_end(resil_t *r, uint64_t n, int complete)
         /* Abandoned while this worker still writes it (another failed): the
          * writer's buffer stays until it is done. */
         r->end_after_work = 1;
+        return;
+    }
+    if (r->run.active) {
+        /* Abandoned while its state is still being written here. */
+        uv_idle_stop(&r->state_idle);
+        py_gil_enter();
+        stsnap_end(&r->run);
+        py_gil_leave();
+        r->force_full = 1;
+        settle(r);
         return;
     }
     if (complete && r->written)
@@ -703,6 +767,8 @@ resil_t *resil_open(uv_loop_t *loop, app_t *app, const resil_options_t *opt,
     }
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    uv_idle_init(loop, &r->state_idle);
+    r->state_idle.data = r;
     return r;
 }
 
@@ -741,11 +807,18 @@ void resil_shutdown(resil_t *r)
         return;
     r->closing = 1;
     uv_close((uv_handle_t *)&r->timer, on_timer_closed);
+    uv_close((uv_handle_t *)&r->state_idle, on_timer_closed);
     log_info("resilience: %llu checkpoints complete (last %llu), %llu failed, %llu skipped "
              "(the previous one still in flight); longest loop pause %.2f ms",
              (unsigned long long)r->completed, (unsigned long long)r->last_complete,
              (unsigned long long)r->failed, (unsigned long long)r->skipped,
              (double)r->pause_max_ns / 1e6);
+}
+
+void resil_drop_python(resil_t *r)
+{
+    if (r)
+        stsnap_end(&r->run);
 }
 
 void resil_free(resil_t *r)

@@ -97,6 +97,9 @@ void resil_stream_known(resil_t *r, const char *name, uint64_t pos);
 void resil_final(resil_t *r, void (*done)(void *ctx), void *ctx);
 /* Close the timer; the loop ends once the work in flight has ended. */
 void resil_shutdown(resil_t *r);
+/* After the loop ended, with the GIL: a snapshot cut short lets go of what
+ * it held. */
+void resil_drop_python(resil_t *r);
 /* After the loop ended. */
 void resil_free(resil_t *r);
 

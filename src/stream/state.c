@@ -37,6 +37,7 @@ state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *
 
 PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key)
 {
+    state_touch(s, slot);
     PyObject *dict = s->slots[slot];
     if (!dict) {
         dict = PyDict_New();
@@ -60,6 +61,7 @@ PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key)
 
 PyObject *state_single(state_store_t *s)
 {
+    state_touch_single(s);
     if (!s->single)
         s->single = PyObject_CallNoArgs(s->state_class);
     return s->single;
@@ -67,6 +69,7 @@ PyObject *state_single(state_store_t *s)
 
 PyObject *state_slot_take(state_store_t *s, unsigned slot)
 {
+    state_touch(s, slot);
     PyObject *dict = s->slots[slot];
     s->slots[slot] = NULL;
     if (dict)
@@ -94,6 +97,7 @@ int state_slot_put(state_store_t *s, unsigned slot, PyObject *dict)
 
 PyObject *state_single_take(state_store_t *s)
 {
+    state_touch_single(s);
     PyObject *obj = s->single;
     s->single = NULL;
     return obj;

@@ -22,6 +22,18 @@ typedef struct state_store {
      * object did. An incremental snapshot writes only these. */
     PyObject *changed[ROUTING_SLOTS];
     int single_changed;
+    /* A snapshot in progress (copy on write, stream/stsnap.c): the slots whose
+     * state as of the checkpoint's cut is not written yet. A slot is written
+     * before anything reads or changes it (state_touch); the rest are written
+     * a little at a time between batches. For an incremental snapshot,
+     * pending_changed holds the keys changed before the cut. */
+    uint8_t pending[ROUTING_SLOTS];
+    PyObject *pending_changed[ROUTING_SLOTS];
+    int single_pending;
+    unsigned npending;
+    void (*write_pending)(void *ctx, struct state_store *s, int single, unsigned slot);
+    void *write_ctx;
+    unsigned snap_id;      /* its id in the snapshot being written */
     size_t keys;
     struct state_store *next;
 } state_store_t;
@@ -29,6 +41,20 @@ typedef struct state_store {
 typedef struct {
     state_store_t *head;
 } state_registry_t;
+
+/* Before a slot's state (or the single object) is used: a snapshot still
+ * owing it writes it first. */
+static inline void state_touch(state_store_t *s, unsigned slot)
+{
+    if (s->npending && s->pending[slot])
+        s->write_pending(s->write_ctx, s, 0, slot);
+}
+
+static inline void state_touch_single(state_store_t *s)
+{
+    if (s->single_pending)
+        s->write_pending(s->write_ctx, s, 1, s->home_slot);
+}
 
 /* With GIL. Find the store named `name` or make it. A different class for an
  * existing name is refused (returns NULL with err set). */

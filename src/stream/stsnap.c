@@ -4,7 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "py/pyerr.h"
 #include "stream/snapshot.h"
+#include "util/hist.h"
 #include "util/log.h"
 
 static PyObject *pickle_dumps, *pickle_loads; /* owned for the process's life */
@@ -77,120 +79,234 @@ static PyObject *changed_items(PyObject *slot_dict, PyObject *changed)
     return d;
 }
 
-static int put_slot(wire_wr_t *w, buf_t *b, uint8_t type, unsigned id, unsigned slot,
-                    PyObject *dict)
-{
-    wire_begin(w, b, type, SNAP_MAX_ENTRY);
-    wire_put_u16(w, (uint16_t)id);
-    wire_put_u16(w, (uint16_t)slot);
-    if (stsnap_pickle_into(dict, w) < 0)
-        return -1;
-    if (wire_end(w) < 0) {
-        PyErr_SetString(PyExc_MemoryError, "a slot's state does not fit a snapshot entry");
-        return -1;
-    }
-    return 0;
-}
-
-/* One SNAP_DELTA entry: the list [slot, {key: state}, slot, ...] pickled in
- * one call, so what each slot and each state's class cost is paid once per
- * entry, not once per slot. */
-static int put_changes(buf_t *b, unsigned id, PyObject *list)
+/* One entry: its type, the store's id, maybe a slot, then a pickle. */
+static int put_entry(buf_t *b, uint8_t type, unsigned id, int with_slot, unsigned slot,
+                     PyObject *obj)
 {
     wire_wr_t w;
-    wire_begin(&w, b, SNAP_DELTA, SNAP_MAX_ENTRY);
+    wire_begin(&w, b, type, SNAP_MAX_ENTRY);
     wire_put_u16(&w, (uint16_t)id);
-    if (stsnap_pickle_into(list, &w) < 0)
+    if (with_slot)
+        wire_put_u16(&w, (uint16_t)slot);
+    if (stsnap_pickle_into(obj, &w) < 0)
         return -1;
     if (wire_end(&w) < 0) {
-        PyErr_SetString(PyExc_MemoryError, "changed state does not fit a snapshot entry");
+        PyErr_SetString(PyExc_MemoryError, "state does not fit a snapshot entry");
         return -1;
     }
     return 0;
 }
 
-/* The keys of s changed since the last checkpoint, in entries of at most
- * DELTA_KEYS keys. */
-#define DELTA_KEYS 1000000
-
-static int write_changes(state_store_t *s, unsigned id, buf_t *b, stsnap_stats_t *st)
+/* The changed keys of a slot, appended to an SNAP_DELTA list [slot, {key:
+ * state}, ...] (one pickle call for many slots: what each slot and each
+ * state's class cost is paid once per entry). Returns keys added, or -1. */
+static Py_ssize_t add_changes(PyObject *list, state_store_t *s, unsigned slot)
 {
-    PyObject *list = PyList_New(0);
-    size_t keys = 0;
-    for (unsigned slot = 0; list && slot < ROUTING_SLOTS; slot++) {
-        if (!s->changed[slot])
-            continue;
-        PyObject *d = changed_items(s->slots[slot], s->changed[slot]);
-        PyObject *n = d ? PyLong_FromUnsignedLong(slot) : NULL;
-        int rc = n && PyList_Append(list, n) == 0 && PyList_Append(list, d) == 0 ? 0 : -1;
-        if (rc == 0)
-            keys += (size_t)PyDict_GET_SIZE(d);
-        Py_XDECREF(n);
-        Py_XDECREF(d);
-        if (rc == 0 && keys >= DELTA_KEYS) {
-            rc = put_changes(b, id, list);
-            st->entries++;
-            st->keys += keys;
-            keys = 0;
-            Py_SETREF(list, rc == 0 ? PyList_New(0) : NULL);
-        }
-        if (rc < 0)
-            Py_CLEAR(list);
-    }
-    if (!list)
-        return -1;
-    int rc = PyList_GET_SIZE(list) > 0 ? put_changes(b, id, list) : 0;
-    if (PyList_GET_SIZE(list) > 0) {
-        st->entries++;
-        st->keys += keys;
-    }
-    Py_DECREF(list);
-    return rc;
+    PyObject *d = changed_items(s->slots[slot], s->pending_changed[slot]);
+    PyObject *n = d ? PyLong_FromUnsignedLong(slot) : NULL;
+    int rc = n && PyList_Append(list, n) == 0 && PyList_Append(list, d) == 0 ? 0 : -1;
+    Py_ssize_t keys = rc == 0 ? PyDict_GET_SIZE(d) : -1;
+    Py_XDECREF(n);
+    Py_XDECREF(d);
+    Py_CLEAR(s->pending_changed[slot]);
+    return keys;
 }
 
-static int write_store(state_store_t *s, unsigned id, int full, buf_t *b, stsnap_stats_t *st)
+static void done_one(stsnap_run_t *run, state_store_t *s, int single, unsigned slot)
+{
+    if (single) {
+        s->single_pending = 0;
+    } else {
+        s->pending[slot] = 0;
+        s->npending--;
+    }
+    run->left--;
+}
+
+/* A Python error while writing: reported once, the snapshot is dropped (the
+ * flags still go, so processing is not held up). */
+static void run_failed(stsnap_run_t *run)
+{
+    if (!run->failed)
+        pyerr_report("checkpoint (pickling state)");
+    PyErr_Clear();
+    run->failed = 1;
+}
+
+/* Write one pending slot (or single object) of s, as it was at the cut. */
+static void write_one(stsnap_run_t *run, state_store_t *s, int single, unsigned slot)
+{
+    int rc = 0;
+    if (run->failed) {
+        /* nothing more is written */
+    } else if (single) {
+        rc = put_entry(run->b, SNAP_SINGLE, s->snap_id, 0, 0, s->single);
+        run->st.entries++;
+        run->st.keys++;
+    } else if (run->full) {
+        PyObject *dict = s->slots[slot];
+        if (dict && PyDict_GET_SIZE(dict) > 0) {
+            rc = put_entry(run->b, SNAP_SLOT, s->snap_id, 1, slot, dict);
+            run->st.entries++;
+            run->st.keys += (uint64_t)PyDict_GET_SIZE(dict);
+        }
+    } else {
+        PyObject *list = PyList_New(0);
+        Py_ssize_t keys = list ? add_changes(list, s, slot) : -1;
+        rc = keys < 0 ? -1 : put_entry(run->b, SNAP_DELTA, s->snap_id, 0, 0, list);
+        Py_XDECREF(list);
+        run->st.entries++;
+        run->st.keys += keys > 0 ? (uint64_t)keys : 0;
+    }
+    if (rc < 0)
+        run_failed(run);
+    if (!single)
+        Py_CLEAR(s->pending_changed[slot]);
+    done_one(run, s, single, slot);
+}
+
+/* state_touch: a step is about to use a slot the snapshot still owes. */
+static void write_pending(void *ctx, state_store_t *s, int single, unsigned slot)
+{
+    write_one(ctx, s, single, slot);
+}
+
+static int put_store(buf_t *b, state_store_t *s)
 {
     wire_wr_t w;
     wire_begin(&w, b, SNAP_STORE, SNAP_MAX_ENTRY);
-    wire_put_u16(&w, (uint16_t)id);
+    wire_put_u16(&w, (uint16_t)s->snap_id);
     wire_put_str16(&w, s->name, strlen(s->name));
-    wire_end(&w);
-    for (unsigned slot = 0; full && slot < ROUTING_SLOTS; slot++) {
-        PyObject *dict = s->slots[slot];
-        if (!dict || PyDict_GET_SIZE(dict) == 0)
-            continue;
-        if (put_slot(&w, b, SNAP_SLOT, id, slot, dict) < 0)
-            return -1;
-        st->keys += (uint64_t)PyDict_GET_SIZE(dict);
-        st->entries++;
-    }
-    if (!full && write_changes(s, id, b, st) < 0)
-        return -1;
-    if (s->single && (full || s->single_changed)) {
-        wire_begin(&w, b, SNAP_SINGLE, SNAP_MAX_ENTRY);
-        wire_put_u16(&w, (uint16_t)id);
-        if (stsnap_pickle_into(s->single, &w) < 0 || wire_end(&w) < 0)
-            return -1;
-        st->entries++;
-        st->keys++;
-    }
-    state_clear_changed(s);
-    return 0;
+    return wire_end(&w);
 }
 
-int stsnap_write(state_registry_t *r, int full, buf_t *b, stsnap_stats_t *st)
+/* Mark what the snapshot owes of s: every slot with state (full), or the
+ * slots with changes, whose change sets move aside (new changes go to fresh
+ * ones, for the next checkpoint). */
+static void mark_store(stsnap_run_t *run, state_store_t *s)
 {
-    memset(st, 0, sizeof *st);
+    for (unsigned slot = 0; slot < ROUTING_SLOTS; slot++) {
+        int owed = run->full ? s->slots[slot] && PyDict_GET_SIZE(s->slots[slot]) > 0
+                             : s->changed[slot] != NULL;
+        if (!owed)
+            continue;
+        if (!run->full) {
+            s->pending_changed[slot] = s->changed[slot];
+            s->changed[slot] = NULL;
+        }
+        s->pending[slot] = 1;
+        s->npending++;
+        run->left++;
+    }
+    if (s->single && (run->full || s->single_changed)) {
+        s->single_pending = 1;
+        run->left++;
+    }
+    s->single_changed = 0;
+    if (run->full)
+        state_clear_changed(s);
+    s->write_pending = write_pending;
+    s->write_ctx = run;
+}
+
+int stsnap_begin(stsnap_run_t *run, state_registry_t *r, int full, buf_t *b)
+{
+    memset(run, 0, sizeof *run);
+    run->r = r;
+    run->b = b;
+    run->full = full;
     unsigned id = 0;
     for (state_store_t *s = r->head; s; s = s->next, id++) {
         if (id >= STSNAP_MAX_STORES) {
             PyErr_SetString(PyExc_OverflowError, "too many state stores for a snapshot");
             return -1;
         }
-        if (write_store(s, id, full, b, st) < 0)
+        s->snap_id = id;
+        if (put_store(b, s) < 0) {
+            PyErr_NoMemory();
             return -1;
+        }
     }
+    for (state_store_t *s = r->head; s; s = s->next)
+        mark_store(run, s);
+    run->active = 1;
     return 0;
+}
+
+/* Incremental: the pending slots of s, several to an entry. */
+static void step_changes(stsnap_run_t *run, state_store_t *s, uint64_t deadline)
+{
+    PyObject *list = PyList_New(0);
+    Py_ssize_t keys = 0;
+    unsigned n = 0;
+    for (unsigned slot = 0; list && slot < ROUTING_SLOTS && s->npending; slot++) {
+        if (!s->pending[slot])
+            continue;
+        Py_ssize_t k = add_changes(list, s, slot);
+        done_one(run, s, 0, slot);
+        if (k < 0) {
+            Py_CLEAR(list);
+            break;
+        }
+        keys += k;
+        if (++n % 4 == 0 && (keys >= 100000 || now_ns() >= deadline))
+            break;
+    }
+    if (list && PyList_GET_SIZE(list) > 0 && !run->failed &&
+        put_entry(run->b, SNAP_DELTA, s->snap_id, 0, 0, list) < 0)
+        Py_CLEAR(list);
+    if (!list)
+        run_failed(run);
+    else if (PyList_GET_SIZE(list) > 0) {
+        run->st.entries++;
+        run->st.keys += (uint64_t)keys;
+    }
+    Py_XDECREF(list);
+}
+
+int stsnap_step(stsnap_run_t *run, uint64_t budget_ns)
+{
+    uint64_t deadline = now_ns() + budget_ns;
+    for (state_store_t *s = run->r->head; s && run->left; s = s->next) {
+        if (s->single_pending)
+            write_one(run, s, 1, s->home_slot);
+        while (s->npending && now_ns() < deadline) {
+            if (!run->full) {
+                step_changes(run, s, deadline);
+                continue;
+            }
+            unsigned n = 0;
+            for (unsigned slot = 0; slot < ROUTING_SLOTS && s->npending; slot++) {
+                if (!s->pending[slot])
+                    continue;
+                write_one(run, s, 0, slot);
+                if (++n % 4 == 0 && now_ns() >= deadline)
+                    break;
+            }
+        }
+        if (now_ns() >= deadline)
+            break;
+    }
+    return run->left == 0;
+}
+
+void stsnap_end(stsnap_run_t *run)
+{
+    if (!run->active)
+        return;
+    for (state_store_t *s = run->r->head; s; s = s->next) {
+        for (unsigned slot = 0; s->npending && slot < ROUTING_SLOTS; slot++)
+            if (s->pending[slot]) {
+                s->pending[slot] = 0;
+                s->npending--;
+                Py_CLEAR(s->pending_changed[slot]);
+            }
+        s->single_pending = 0;
+        s->write_pending = NULL;
+        s->write_ctx = NULL;
+    }
+    run->left = 0;
+    run->active = 0;
 }
 
 static state_store_t *store_named(state_registry_t *r, const uint8_t *name, size_t n)

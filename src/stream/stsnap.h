@@ -21,10 +21,30 @@ typedef struct {
     uint64_t keys;      /* keys in them */
 } stsnap_stats_t;
 
-/* With GIL. Append the state entries of a checkpoint to b, full or
- * incremental, and clear the change marks. Returns 0, or -1 with a Python
- * exception (b may hold a partial entry: the caller drops the snapshot). */
-int stsnap_write(state_registry_t *r, int full, buf_t *b, stsnap_stats_t *st);
+/* Writing a checkpoint's state without stopping the loop for it (copy on
+ * write at the grain of a slot): stsnap_begin marks, at the cut, what the
+ * snapshot owes (every slot with state, or the slots with changed keys);
+ * stsnap_step writes owed slots for up to a budget of time between batches;
+ * a step that is about to use an owed slot writes it first (state_touch), so
+ * every slot is written as it was at the cut. With GIL, all of them. */
+typedef struct {
+    state_registry_t *r;
+    buf_t *b;
+    int full;
+    int active;
+    int failed;          /* a pickling error: the snapshot is to be dropped */
+    size_t left;         /* owed slots and single objects */
+    stsnap_stats_t st;
+} stsnap_run_t;
+
+/* Write the stores' names into b and mark what is owed. Returns 0, or -1 with
+ * a Python exception (nothing marked). */
+int stsnap_begin(stsnap_run_t *run, state_registry_t *r, int full, buf_t *b);
+/* Write owed state for up to budget_ns. Returns 1 once nothing is owed (then
+ * run->failed says whether the snapshot is whole). */
+int stsnap_step(stsnap_run_t *run, uint64_t budget_ns);
+/* Forget what is still owed (after the last step, or to drop the snapshot). */
+void stsnap_end(stsnap_run_t *run);
 
 /* Store ids of the file being applied (ids are per file). */
 typedef struct {
