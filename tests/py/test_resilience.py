@@ -596,9 +596,8 @@ def test_word_count_exactly_once_across_kills_on_workers(bt, wc, rng, tmp_path):
     assert eng.wait_log(LOADS).group(1) == "0"
     assert eng.count_log(r"the cluster starts without a checkpoint: empty state") == 2
     sender = resumable_sender(bt, port, TALES, "tales-workers", repeat=repeat, rate=450)
-    kills_on_a_cluster(recv, [sender], len(expected),
-                       cluster_kill_plan(rng, ["worker1", "worker2"]),
-                       lambda: eng.count_log(FORMED),
+    plan = cluster_kill_plan(rng, ["worker1", "worker2"])
+    kills_on_a_cluster(recv, [sender], len(expected), plan, lambda: eng.count_log(FORMED),
                        lambda name: kill_a_worker_of(eng, name),
                        lambda: complete_checkpoints(eng.stderr()))
     out = finish_sender(bt, sender, len(lines) * repeat)
@@ -609,8 +608,9 @@ def test_word_count_exactly_once_across_kills_on_workers(bt, wc, rng, tmp_path):
     # Every re-formation loaded a complete checkpoint on both workers and
     # brought the stream back.
     loads = [int(n) for n in re.findall(LOADS, err)]
-    assert len(loads) == 4 and all(n >= 1 for n in loads[1:]), loads
-    assert err.count("cluster: 1 resumable streams go on where the checkpoint left them") >= 3, err
+    assert len(loads) == len(plan) + 1 and all(n >= 1 for n in loads[1:]), loads
+    assert err.count("cluster: 1 resumable streams go on where the checkpoint left "
+                     "them") == len(plan), err
     assert "connection lost" in out, out
 
 
@@ -656,8 +656,9 @@ def test_word_count_exactly_once_across_kills_with_wallaroo_flags(bt, wc, rng, t
     wait_until(formed_count, 15, "the cluster to form")
     senders = [resumable_sender(bt, runs[name][0].in_ports[0], TALES, "tales-" + name,
                                 repeat=repeat, rate=230) for name in ("w1", "w2")]
-    kills_on_a_cluster(recv, senders, len(expected), cluster_kill_plan(rng, ["w1", "w2"]),
-                       formed_count, kill, lambda: complete_checkpoints(log("w1") + log("w2")))
+    plan = cluster_kill_plan(rng, ["w1", "w2"])
+    kills_on_a_cluster(recv, senders, len(expected), plan, formed_count, kill,
+                       lambda: complete_checkpoints(log("w1") + log("w2")))
     for s in senders:
         finish_sender(bt, s, len(lines) * repeat)
     wait_word_counts(recv, expected, totals)
@@ -668,9 +669,10 @@ def test_word_count_exactly_once_across_kills_with_wallaroo_flags(bt, wc, rng, t
     assert recv.stop() == 0
     assert_word_counts(recv.data(), expected, totals)
     loads = [int(n) for n in re.findall(LOADS, log("w1"))]
-    assert len(loads) == 4 and all(n >= 1 for n in loads[1:]), loads
-    assert log("w1").count("cluster: 2 resumable streams go on where the checkpoint left "
-                           "them") >= 3, log("w1")
+    assert len(loads) == len(plan) + 1 and all(n >= 1 for n in loads[1:]), loads
+    streams = re.findall(r"cluster: (\d+) resumable streams go on where the checkpoint left",
+                         log("w1"))
+    assert len(streams) == len(plan) and streams[-1] == "2", streams
     assert sorted(os.listdir(rdir)) == ["coordinator", "w1", "w2"]
 
 
@@ -754,6 +756,28 @@ def test_workers_that_keep_failing_stop_the_cluster(bt, tmp_path):
     print(m.group(0))
     assert kills > 5, err
 
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "the --workers parent counts a worker's restart after another worker's loss (exit 75) "
+    "like a crash of its own: 3 kills of each worker make it give up; docs/resilience.md: "
+    "'after 5 crashes of one worker within 60 s'"))
+def test_crashes_spread_over_the_workers_do_not_stop_the_cluster(bt, tmp_path):
+    """worker1 and worker2 killed in turn, 3 times each, the cluster formed
+    again in between: no worker crashed 5 times, the cluster goes on."""
+    recv = bt.receiver()
+    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
+                                  extra=["--workers", 2] + resil_flags(tmp_path / "resil"))
+    eng.wait_log(FORMED)
+    for i, victim in enumerate(["worker1", "worker2"] * 3):
+        formed = eng.count_log(FORMED)
+        kill_a_worker_of(eng, victim)
+        wait_until(lambda: eng.count_log(FORMED) > formed or not eng.alive(), 15,
+                   "kill %d: the cluster formed again" % (i + 1))
+        assert eng.alive(), "kill %d (%s; no worker crashed more than %d times): %s" % (
+            i + 1, victim, (i + 2) // 2,
+            re.findall(r"worker \w+ keeps failing[^\n]*", eng.stderr()))
+    stop_ok(eng)
 
 # ------------------------------------------------------------ refusals
 
