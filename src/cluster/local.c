@@ -188,23 +188,29 @@ static pid_t spawn_worker(int argc, char **argv, unsigned i, unsigned n, const c
     return pid;
 }
 
-/* Start worker i again after a pause that grows with its recent restarts.
- * Returns its pid, or -1 when it restarted too often (or fork failed). */
-static pid_t restart_worker(restarts_t *r, int argc, char **argv, unsigned i, unsigned n,
-                            const char *base, int port, int fd, const char *secret)
+/* Start worker i again. A worker that crashed waits a pause that grows with
+ * its recent crashes; one that only restarts with the cluster (it exited
+ * ENGINE_EXIT_RESTART because another was lost) starts at once and is not
+ * counted. Returns its pid, or -1 when it crashed too often (or fork failed). */
+static pid_t restart_worker(restarts_t *r, int crashed, int argc, char **argv, unsigned i,
+                            unsigned n, const char *base, int port, int fd, const char *secret)
 {
     time_t now = time(NULL);
     if (now - r->since > RESTART_WINDOW_S) {
         r->since = now;
         r->count = 0;
     }
-    if (++r->count > RESTART_MAX)
-        return -1;
-    unsigned ms = 100u << (r->count - 1);
-    usleep((ms > 2000 ? 2000 : ms) * 1000u);
+    if (crashed) {
+        if (++r->count > RESTART_MAX)
+            return -1;
+        unsigned ms = 100u << (r->count - 1);
+        usleep((ms > 2000 ? 2000 : ms) * 1000u);
+    }
     pid_t pid = spawn_worker(argc, argv, i, n, base, port, fd, secret);
-    if (pid > 0)
+    if (pid > 0 && crashed)
         log_info("worker %s%u restarted (pid %d, restart %u)", base, i + 1, (int)pid, r->count);
+    else if (pid > 0)
+        log_info("worker %s%u restarted with the cluster (pid %d)", base, i + 1, (int)pid);
     return pid;
 }
 
@@ -271,21 +277,26 @@ int local_cluster_run(int argc, char **argv, unsigned n)
             int code = code_of(status);
             if (resilient && !forwarded &&
                 (code == ENGINE_EXIT_RESTART || WIFSIGNALED(status))) {
-                if (WIFSIGNALED(status))
+                int crashed = WIFSIGNALED(status);
+                if (crashed)
                     log_error("worker %s%u (pid %d) was killed by signal %d; restarting it",
                               base, i + 1, (int)pid, WTERMSIG(status));
-                pid_t again = restart_worker(&rs[i], argc, argv, i, n, base, port, fd, secret);
+                pid_t again = restart_worker(&rs[i], crashed, argc, argv, i, n, base, port, fd,
+                                             secret);
                 if (again > 0) {
                     pids[i] = again;
                     continue;
                 }
-                log_error("worker %s%u keeps failing (%u restarts within %d s); stopping the "
-                          "cluster", base, i + 1, rs[i].count, RESTART_WINDOW_S);
-                code = 3;
+                log_error("worker %s%u keeps failing (%u crashes within %d s); stopping the "
+                          "cluster", base, i + 1, rs[i].count - 1, RESTART_WINDOW_S);
                 forwarded = SIGTERM;
                 for (unsigned j = 0; j < n; j++)
                     if (!done[j] && j != i)
                         kill(pids[j], SIGTERM);
+                done[i] = 1;
+                left--;
+                worst = 3;
+                continue;
             }
             done[i] = 1;
             left--;
