@@ -485,8 +485,16 @@ static PyObject *gen_get(void *ctx, size_t pipe)
 
 static void gen_set(void *ctx, size_t pipe, PyObject *value)
 {
+    source_rt_t *s = &((engine_t *)ctx)->sources[pipe];
     Py_XINCREF(value);
-    Py_XSETREF(((engine_t *)ctx)->sources[pipe].gen_prev, value);
+    Py_XSETREF(s->gen_prev, value);
+    /* Done at the checkpoint: it stays done (in a cluster the sources exist
+     * already when a checkpoint is loaded). */
+    if (value == Py_None && s->gen_active) {
+        s->gen_active = 0;
+        uv_idle_stop(&s->idle);
+        log_info("pipeline '%s': generator source was done at the checkpoint", s->pipe->name);
+    }
 }
 
 /* In a cluster: this worker's part of a checkpoint, to the coordinator. */
