@@ -109,7 +109,10 @@ PLAIN_SINK = re.compile(r"plain receiver \(no exactly-once greeting\)")
 WORKER_LINE = re.compile(r"bettong\[([^\]]+)\] ")
 FORMED = re.compile(r"INFO: cluster: formed with (\d+) workers")
 KILLED = r"worker %s \(pid %d\) was killed by signal 9; restarting it"
-RESTARTED = re.compile(r"worker (\S+) restarted \(pid (\d+), restart (\d+)\)")
+# A crashed worker: "restarted (pid P, restart K)"; one that only restarted
+# with the cluster (exit 75): "restarted with the cluster (pid P)" (restart 0).
+RESTARTED = re.compile(r"worker (\S+) restarted (?:with the cluster )?\(pid (\d+)"
+                       r"(?:, restart (\d+))?\)")
 LOADS = re.compile(r"cluster: every worker loads checkpoint (\d+)")
 SOURCE_PORT = re.compile(r"source '[^']*' listening on [^ ]*:(\d+)$")
 
@@ -1035,7 +1038,7 @@ class Bench:
                        "recovered": {w: {"n": int(m.group(1)), "keys": int(m.group(3)),
                                          "ms": float(m.group(4)), "at": t - t_kill}
                                      for w, (_, t, m) in rec_w.items()},
-                       "restart": {w: {"no": int(m.group(3)), "at": t - t_kill}
+                       "restart": {w: {"no": int(m.group(3) or 0), "at": t - t_kill}
                                    for w, (_, t, m) in restarted.items()},
                        "ready": {w: t - t_kill for w, (_, t, _) in ready.items()},
                        "plain": {w: t - t_kill for w, (_, t, _) in plain.items()},
