@@ -8,6 +8,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "util/fileio.h"
+
 #define TRAILER_LEN (4 + 1 + 8 + 4)
 
 void snap_begin(buf_t *b, uint64_t n, uint64_t base, int full)
@@ -75,33 +77,6 @@ void snap_path(char *out, size_t outlen, const char *dir, uint64_t n)
     snprintf(out, outlen, "%s/ckpt-%020llu.snap", dir, (unsigned long long)n);
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t k = write(fd, p, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    errno = saved;
-    return rc;
-}
-
 int snap_write_file(const char *dir, uint64_t n, const buf_t *b, char *err, size_t errlen)
 {
     char path[4200], tmp[4300];
@@ -113,7 +88,7 @@ int snap_write_file(const char *dir, uint64_t n, const buf_t *b, char *err, size
         return -1;
     }
     const char *what = "write";
-    int rc = write_all(fd, buf_head(b), buf_unread(b));
+    int rc = fd_write_all(fd, buf_head(b), buf_unread(b));
     if (rc == 0 && (what = "fsync", fsync(fd) < 0))
         rc = -1;
     int saved = errno;

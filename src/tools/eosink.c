@@ -16,6 +16,7 @@
 #include "net/wire.h"
 #include "stream/eoproto.h"
 #include "util/hash.h"
+#include "util/fileio.h"
 #include "util/log.h"
 
 #define STATE_MAGIC "bettong-eostate 1"
@@ -141,37 +142,13 @@ static int name_unescape(const char *esc, char *out)
 }
 
 /* fsync the directory, so a created or renamed entry survives a crash. */
-static int sync_dir(const eosink_t *s)
-{
-    int fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
+static int sync_dir(const eosink_t *s) { return fsync_dir(s->dir); }
 
 static void fail(eosink_t *s, const char *what, const char *path)
 {
     log_error("%s %s: %s; stopping (committed output stays as it is)", what, path,
               strerror(errno));
     s->failed = 1;
-}
-
-static int write_full(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------ epoch lists */
@@ -293,7 +270,9 @@ static int spool_write_entry(int fd, const epoch_t *e)
     put_be(h + 4, e->epoch, 8);
     put_be(h + 12, n, 8);
     put_be(h + 20, spool_checksum(e->epoch, buf_head(&e->data), n), 8);
-    return write_full(fd, h, sizeof h) < 0 || write_full(fd, buf_head(&e->data), n) < 0 ? -1 : 0;
+    if (fd_write_all(fd, h, sizeof h) < 0)
+        return -1;
+    return fd_write_all(fd, buf_head(&e->data), n);
 }
 
 static int spool_open(eosink_t *s, writer_t *w)
