@@ -614,6 +614,58 @@ def test_word_count_exactly_once_across_kills_on_workers(bt, wc, rng, tmp_path):
     assert "connection lost" in out, out
 
 
+class WallarooPair:
+    """Two workers started with Wallaroo's flags (w1 the initializer, w2
+    joining it), each with its own --in ports. kill(name) SIGKILLs one, starts
+    it again with its command line, and checks that the other restarts itself
+    (the same process)."""
+
+    def __init__(self, bt, app, n_ins, recv_port, rdir):
+        self.bt = bt
+        control, data = free_port(), free_port()
+        common = resil_flags(rdir, debug=True)
+        flags = {
+            "w1": ["--name", "w1", "--cluster-initializer", "--worker-count", 2,
+                   "--control", "127.0.0.1:%d" % control, "--data", "127.0.0.1:%d" % data],
+            "w2": ["--name", "w2", "--control", "127.0.0.1:%d" % control],
+        }
+        self.runs = {}  # every engine each worker ran as, the current one last
+        for name in ("w1", "w2"):
+            self.runs[name] = [bt.engine(app, ins=[free_port() for _ in range(n_ins)],
+                                         outs=[recv_port], extra=flags[name] + common,
+                                         wait=False)]
+        for name in ("w1", "w2"):
+            self.runs[name][-1].wait_ready()
+        wait_until(self.formed_count, 15, "the cluster to form")
+
+    def ports(self, name):
+        return self.runs[name][0].in_ports
+
+    def log(self, name):
+        return "".join(e.stderr() for e in self.runs[name])
+
+    def formed_count(self):
+        return len(re.findall(FORMED, self.log("w1")))
+
+    def checkpoints(self):
+        return complete_checkpoints(self.log("w1") + self.log("w2"))
+
+    def kill(self, name):
+        eng = self.runs[name][-1]
+        other = self.runs["w2" if name == "w1" else "w1"][-1]
+        restarts = other.count_log(RESTARTING)
+        eng.kill()
+        self.runs[name].append(self.bt.restart(eng, wait=False))
+        m = other.wait_log(RESTARTING, count=restarts + 1)
+        assert int(m.group(1)) == restarts + 1, m.group(0)
+
+    def stop(self):
+        rc, err = self.runs["w1"][-1].stop(timeout=20)
+        assert rc == 0, err
+        rc, err = self.runs["w2"][-1].wait_exit(20)
+        assert rc == 0, err
+
+
 def test_word_count_exactly_once_across_kills_with_wallaroo_flags(bt, wc, rng, tmp_path):
     repeat = 3  # 2040 records per sender at 230/s: 9 s
     lines = text_lines(TALES)
@@ -622,58 +674,51 @@ def test_word_count_exactly_once_across_kills_with_wallaroo_flags(bt, wc, rng, t
     expected, totals = word_count_output(wc, lines * repeat * 2)
     recv = eo_receiver(bt)
     rdir = tmp_path / "resil"
-    control, data = free_port(), free_port()
-    common = resil_flags(rdir, debug=True)
-    flags = {
-        "w1": ["--name", "w1", "--cluster-initializer", "--worker-count", 2,
-               "--control", "127.0.0.1:%d" % control, "--data", "127.0.0.1:%d" % data],
-        "w2": ["--name", "w2", "--control", "127.0.0.1:%d" % control],
-    }
-    runs = {}  # every engine each worker ran as, the current one last
-    for name in ("w1", "w2"):
-        runs[name] = [bt.engine(example_path("word_count"), ins=[free_port()], outs=[recv.port],
-                                extra=flags[name] + common, wait=False)]
-    for name in ("w1", "w2"):
-        runs[name][-1].wait_ready()
-
-    def log(name):
-        return "".join(e.stderr() for e in runs[name])
-
-    def formed_count():
-        return len(re.findall(FORMED, log("w1")))
-
-    def kill(name):
-        eng = runs[name][-1]
-        other = runs["w2" if name == "w1" else "w1"][-1]
-        restarts = other.count_log(RESTARTING)
-        eng.kill()
-        # The killed worker starts again with its command line; the other
-        # notices the loss and restarts itself (the same process).
-        runs[name].append(bt.restart(eng, wait=False))
-        m = other.wait_log(RESTARTING, count=restarts + 1)
-        assert int(m.group(1)) == restarts + 1, m.group(0)
-
-    wait_until(formed_count, 15, "the cluster to form")
-    senders = [resumable_sender(bt, runs[name][0].in_ports[0], TALES, "tales-" + name,
+    pair = WallarooPair(bt, example_path("word_count"), 1, recv.port, rdir)
+    senders = [resumable_sender(bt, pair.ports(name)[0], TALES, "tales-" + name,
                                 repeat=repeat, rate=230) for name in ("w1", "w2")]
     plan = cluster_kill_plan(rng, ["w1", "w2"])
-    kills_on_a_cluster(recv, senders, len(expected), plan, formed_count, kill,
-                       lambda: complete_checkpoints(log("w1") + log("w2")))
+    kills_on_a_cluster(recv, senders, len(expected), plan, pair.formed_count, pair.kill,
+                       pair.checkpoints)
     for s in senders:
         finish_sender(bt, s, len(lines) * repeat)
     wait_word_counts(recv, expected, totals)
-    rc, err = runs["w1"][-1].stop(timeout=20)
-    assert rc == 0, err
-    rc, err = runs["w2"][-1].wait_exit(20)
-    assert rc == 0, err
+    pair.stop()
     assert recv.stop() == 0
     assert_word_counts(recv.data(), expected, totals)
-    loads = [int(n) for n in re.findall(LOADS, log("w1"))]
+    loads = [int(n) for n in re.findall(LOADS, pair.log("w1"))]
     assert len(loads) == len(plan) + 1 and all(n >= 1 for n in loads[1:]), loads
     streams = re.findall(r"cluster: (\d+) resumable streams go on where the checkpoint left",
-                         log("w1"))
+                         pair.log("w1"))
     assert len(streams) == len(plan) and streams[-1] == "2", streams
     assert sorted(os.listdir(rdir)) == ["coordinator", "w1", "w2"]
+
+
+def test_market_spread_exactly_once_across_kills_with_wallaroo_flags(bt, ms, rng, tmp_path):
+    """Market spread on two workers started with Wallaroo's flags: all market
+    data to w1 first, then the orders to both workers' order ports, with kills
+    of either worker; every order is answered exactly once (each order file
+    goes to both workers, so each answer is expected twice)."""
+    repeat = 25  # 1500 orders per sender at 170/s: 9 s
+    market, orders = text_lines(MARKET), text_lines(ORDERS)
+    expected = market_spread_output(ms, market, orders * repeat) * 2
+    recv = eo_receiver(bt)
+    pair = WallarooPair(bt, example_path("market_spread"), 2, recv.port, tmp_path / "resil")
+    finish_sender(bt, resumable_sender(bt, pair.ports("w1")[0], MARKET, "market"), len(market))
+    senders = [resumable_sender(bt, pair.ports(name)[1], ORDERS, "orders-" + name,
+                                repeat=repeat, rate=170) for name in ("w1", "w2")]
+    plan = cluster_kill_plan(rng, ["w1", "w2"], kills=rng.choice([2, 3]))
+    kills_on_a_cluster(recv, senders, len(expected), plan, pair.formed_count, pair.kill,
+                       pair.checkpoints)
+    for s in senders:
+        finish_sender(bt, s, len(orders) * repeat)
+    wait_until(lambda: len(recv.data()) >= len(expected), 20,
+               "%d bytes of output (have %d)" % (len(expected), len(recv.data())))
+    pair.stop()
+    assert recv.stop() == 0
+    got = recv.data()
+    assert sorted(got.split(b"\n")) == sorted(expected.split(b"\n")), (
+        "%d lines, expected %d" % (got.count(b"\n"), expected.count(b"\n")))
 
 
 def test_market_spread_exactly_once_across_kills_on_workers(bt, ms, rng, tmp_path):
