@@ -498,6 +498,35 @@ static void send_ckpt_done(cluster_t *c, uint64_t n, int ok)
 
 void cluster_checkpoint_done(cluster_t *c, uint64_t n, int ok) { send_ckpt_done(c, n, ok); }
 
+void cluster_claim_stream(cluster_t *c, uint32_t id, const char *name)
+{
+    if (!c->to_coord_open)
+        return;
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_CLAIM, CL_MAX_FRAME);
+    wire_put_u32(&w, id);
+    wire_put_str16(&w, name, strlen(name));
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
+/* CL_RELEASE: a stream of ours went on at another worker. */
+static void release_stream(cluster_t *c, wire_rd_t *r)
+{
+    uint32_t id = wire_u32(r);
+    char name[256];
+    cl_str16(r, name, sizeof name);
+    if (r->err || !c->hooks.stream_release)
+        return;
+    uint64_t pos = c->hooks.stream_release(c->hooks.ctx, name);
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_RELEASED, CL_MAX_FRAME);
+    wire_put_u32(&w, id);
+    wire_put_u64(&w, pos);
+    wire_end(&w);
+    outconn_flush(&c->to_coord);
+}
+
 /* Participants lost since the checkpoint began send no barrier. */
 static void gone_peers(cluster_t *c, uint8_t gone[CL_MAX_WORKERS])
 {
@@ -737,6 +766,16 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
     }
     case CL_STREAMS:
         streams_known(c, &r);
+        break;
+    case CL_GRANT: {
+        uint32_t id = wire_u32(&r);
+        uint64_t pos = wire_u64(&r);
+        if (!r.err && c->hooks.stream_granted)
+            c->hooks.stream_granted(c->hooks.ctx, id, pos);
+        break;
+    }
+    case CL_RELEASE:
+        release_stream(c, &r);
         break;
     case CL_FINISH: {
         /* Quiet now: peers closing from here on are stopping too. */
@@ -1172,6 +1211,10 @@ static void op_shutdown(void *h) { cluster_shutdown(h, NULL, NULL); }
 static int op_exit_code(const void *h) { return cluster_exit_code(h); }
 static void op_free(void *h) { cluster_free(h); }
 static void op_checkpoint_done(void *h, uint64_t n, int ok) { cluster_checkpoint_done(h, n, ok); }
+static void op_claim_stream(void *h, uint32_t id, const char *name)
+{
+    cluster_claim_stream(h, id, name);
+}
 
 const engine_cluster_ops_t cluster_engine_ops = {
     .start = op_start,
@@ -1184,4 +1227,5 @@ const engine_cluster_ops_t cluster_engine_ops = {
     .exit_code = op_exit_code,
     .free = op_free,
     .checkpoint_done = op_checkpoint_done,
+    .claim_stream = op_claim_stream,
 };

@@ -52,6 +52,8 @@ int cluster_exit_code(const cluster_t *c);
 /* This worker's part of checkpoint n is durable (ok) or failed: tell the
  * coordinator. */
 void cluster_checkpoint_done(cluster_t *c, uint64_t n, int ok);
+/* A resumable stream connected to this worker: ask the coordinator for it. */
+void cluster_claim_stream(cluster_t *c, uint32_t id, const char *name);
 /* After the loop ended. */
 void cluster_free(cluster_t *c);
 

@@ -51,6 +51,16 @@ typedef struct {
     int restore_ok;
 } member_t;
 
+/* A resumable stream: which worker has it, and a claim waiting for that
+ * worker to let it go. */
+typedef struct kstream {
+    struct kstream *next;
+    int owner;          /* member index, -1: none */
+    int claimant;       /* member waiting for it, -1: none */
+    uint32_t claim_id;  /* its claim */
+    char name[256];
+} kstream_t;
+
 /* Per inbound connection. */
 typedef struct {
     int authed;
@@ -109,6 +119,7 @@ struct coord {
     uint16_t rec_owner[ROUTING_SLOTS];
     buf_t streams;           /* STREAMS being gathered from RESTORED answers */
     unsigned nstreams;
+    kstream_t *owners;       /* resumable streams and the workers that have them */
     uint64_t close_deadline_ns;
     uv_timer_t close_timer;
 };
@@ -1199,6 +1210,81 @@ static void member_lost(coord_t *k, member_t *m, const char *why)
         done_tabling(k);
 }
 
+/* ------------------------------------------------------------ resumable streams */
+
+static kstream_t *stream_named(coord_t *k, const char *name)
+{
+    for (kstream_t *st = k->owners; st; st = st->next)
+        if (strcmp(st->name, name) == 0)
+            return st;
+    kstream_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    snprintf(st->name, sizeof st->name, "%s", name);
+    st->owner = st->claimant = -1;
+    st->next = k->owners;
+    k->owners = st;
+    return st;
+}
+
+static void grant(member_t *m, uint32_t id, uint64_t pos)
+{
+    wire_wr_t w;
+    wire_begin(&w, mbuf(m), CL_GRANT, CL_MAX_FRAME);
+    wire_put_u32(&w, id);
+    wire_put_u64(&w, pos);
+    wire_end(&w);
+    outconn_flush(&m->out);
+}
+
+/* A resumable stream connected to worker m. If another live worker has it,
+ * that one lets it go first (its position comes with the grant), so the
+ * stream never runs on two workers or goes back to an older position. */
+static void on_claim(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint32_t id = wire_u32(r);
+    char name[256];
+    cl_str16(r, name, sizeof name);
+    kstream_t *st = r->err ? NULL : stream_named(k, name);
+    if (!st)
+        return;
+    member_t *owner = st->owner >= 0 ? k->m[st->owner] : NULL;
+    if (!owner || owner == m || !live(owner)) {
+        st->owner = (int)m->index;
+        st->claimant = -1;
+        grant(m, id, 0);
+        return;
+    }
+    st->claimant = (int)m->index;
+    st->claim_id = id;
+    wire_wr_t w;
+    wire_begin(&w, mbuf(owner), CL_RELEASE, CL_MAX_FRAME);
+    wire_put_u32(&w, id);
+    wire_put_str16(&w, name, strlen(name));
+    wire_end(&w);
+    outconn_flush(&owner->out);
+    log_info("cluster: stream '%s' moves from worker '%s' to '%s'", name, owner->name,
+             m->name);
+}
+
+static void on_released(coord_t *k, member_t *m, wire_rd_t *r)
+{
+    uint32_t id = wire_u32(r);
+    uint64_t pos = wire_u64(r);
+    if (r->err)
+        return;
+    for (kstream_t *st = k->owners; st; st = st->next) {
+        if (st->claimant < 0 || st->claim_id != id || st->owner != (int)m->index)
+            continue;
+        member_t *to = k->m[st->claimant];
+        st->owner = st->claimant;
+        st->claimant = -1;
+        if (live(to))
+            grant(to, id, pos);
+        return;
+    }
+}
+
 /* ------------------------------------------------------------ inbound */
 
 static void kconn_opened(void *owner, inconn_t *ic)
@@ -1250,6 +1336,12 @@ static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wir
         break;
     case CL_RESTORED:
         on_restored(k, m, r);
+        break;
+    case CL_CLAIM:
+        on_claim(k, m, r);
+        break;
+    case CL_RELEASED:
+        on_released(k, m, r);
         break;
     case CL_STOP: {
         char why[200];
@@ -1535,5 +1627,10 @@ void coord_free(coord_t *k)
         free(k->m[i]);
     catalog_close(k->record);
     buf_free(&k->streams);
+    while (k->owners) {
+        kstream_t *st = k->owners;
+        k->owners = st->next;
+        free(st);
+    }
     free(k);
 }

@@ -53,6 +53,7 @@ enum {
                           last LOADQ) */
     CL_CKPT_DONE = 27, /* u64 n, u8 ok: this worker's part of checkpoint n is durable */
     CL_RESTORED = 28,  /* u64 k, u8 ok, u16 n, n x (u64 position, str16 stream) */
+    CL_CLAIM = 29,     /* u32 id, str16 stream: a resumable stream connected here */
     /* control: coordinator -> worker */
     CL_MEMBERS = 30,   /* u16 you, u16 n, n x (u16 index, u8 state, str16 name,
                           str16 control, str16 data) */
@@ -72,6 +73,9 @@ enum {
                           count after history), answer RESTORED */
     CL_STREAMS = 44,   /* u16 n, n x (u64 position, str16 stream): resumable streams'
                           positions at the restored checkpoint, on any worker */
+    CL_GRANT = 45,     /* u32 id, u64 position: the stream claimed is this worker's */
+    CL_RELEASE = 46,   /* u32 id, str16 stream: let the stream go, answer RELEASED */
+    CL_RELEASED = 47,  /* worker -> coordinator: u32 id, u64 position reached */
     /* admin -> coordinator, and its answer */
     CL_ASK_STATUS = 50,
     CL_ASK_SHRINK = 51, /* str16 worker name */

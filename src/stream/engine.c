@@ -197,6 +197,10 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         if (rs_is_hello(payload, payload_len))
             return resil_hello(e->resil, c, payload, payload_len);
         c->user = &resil_plain_conn;
+    } else if (!resil_stream_ready(c)) {
+        log_warn("%s: connection %llu from %s sent a record before it was told where to "
+                 "resume; closing", c->listener->name, (unsigned long long)c->id, c->peer);
+        return -1;
     }
     int rc = exec_frame(&e->x, s->pipe, frame, frame_len, payload, payload_len);
     /* A record of a resumable stream counts as taken even when its decoder
@@ -505,6 +509,23 @@ static void report_checkpoint(void *ctx, uint64_t n, int ok)
         e->cl->checkpoint_done(e->cluster, n, ok);
 }
 
+static void claim_stream(void *ctx, uint32_t id, const char *name)
+{
+    engine_t *e = ctx;
+    if (e->cluster)
+        e->cl->claim_stream(e->cluster, id, name);
+}
+
+static void hook_stream_granted(void *ctx, uint32_t id, uint64_t pos)
+{
+    resil_stream_granted(((engine_t *)ctx)->resil, id, pos);
+}
+
+static uint64_t hook_stream_release(void *ctx, const char *name)
+{
+    return resil_stream_release(((engine_t *)ctx)->resil, name);
+}
+
 static int hook_checkpoint_sources(void *ctx, uint64_t n)
 {
     return resil_checkpoint_sources(((engine_t *)ctx)->resil, n);
@@ -556,8 +577,10 @@ static int open_resilience(engine_t *e)
         return -1;
     }
     e->x.track_changes = 1;
-    if (o->cluster)
+    if (o->cluster) {
         resil_coordinate(e->resil, report_checkpoint, e);
+        resil_claim_streams(e->resil, claim_stream);
+    }
     return 0;
 }
 
@@ -647,6 +670,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
             hooks.restore = hook_restore;
             hooks.each_stream = hook_each_stream;
             hooks.state_moved = hook_state_moved;
+            hooks.stream_granted = hook_stream_granted;
+            hooks.stream_release = hook_stream_release;
             hooks.stream_known = hook_stream_known;
         }
         char err[512];

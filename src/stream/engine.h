@@ -47,6 +47,12 @@ typedef struct {
     void (*stream_known)(void *ctx, const char *name, uint64_t pos);
     /* Slots' state moved in or out of this worker. */
     void (*state_moved)(void *ctx);
+    /* The coordinator's answers about a resumable stream (see
+     * engine_cluster_ops_t.claim_stream): granted to this worker, with the
+     * position the worker that had it reached; or to be let go (returns the
+     * position this worker reached). */
+    void (*stream_granted)(void *ctx, uint32_t id, uint64_t pos);
+    uint64_t (*stream_release)(void *ctx, const char *name);
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that
@@ -79,6 +85,9 @@ typedef struct {
     void (*free)(void *handle);
     /* This worker's part of checkpoint n is durable (ok) or failed. */
     void (*checkpoint_done)(void *handle, uint64_t n, int ok);
+    /* A resumable stream connected here: ask the coordinator for it (the
+     * answer is the stream_granted hook, with this id). */
+    void (*claim_stream)(void *handle, uint32_t id, const char *name);
 } engine_cluster_ops_t;
 
 typedef struct {

@@ -29,6 +29,7 @@ char resil_plain_conn;
 typedef struct rstream {
     struct rstream *next;
     inconn_t *conn;       /* its connection now, or NULL */
+    uint32_t claim;       /* a claim of it waits for the coordinator (0: none) */
     uint64_t pos;         /* records run */
     uint64_t cut_pos;     /* pos at the checkpoint in flight */
     char name[RS_NAME_MAX + 1];
@@ -58,6 +59,8 @@ struct resil {
     /* In a cluster the coordinator starts checkpoints and says when one is
      * complete; this worker reports when its part is durable. */
     int coordinated;
+    void (*claim)(void *ctx, uint32_t id, const char *name);
+    uint32_t claims;        /* claim ids given out */
     void (*report)(void *ctx, uint64_t n, int ok);
     void *report_ctx;
     int reported;
@@ -128,6 +131,14 @@ static int refuse(inconn_t *c, const char *why)
     return 0;
 }
 
+static void resume(inconn_t *c, rstream_t *s)
+{
+    log_info("%s: stream '%s' (connection %llu from %s) resumes at record %llu",
+             c->listener->name, s->name, (unsigned long long)c->id, c->peer,
+             (unsigned long long)s->pos);
+    answer(c, RS_RESUME, s->pos, NULL);
+}
+
 int resil_hello(resil_t *r, inconn_t *c, const uint8_t *payload, size_t len)
 {
     if (!r)
@@ -152,11 +163,57 @@ int resil_hello(resil_t *r, inconn_t *c, const uint8_t *payload, size_t len)
     }
     s->conn = c;
     c->user = s;
-    log_info("%s: stream '%s' (connection %llu from %s) resumes at record %llu",
-             c->listener->name, s->name, (unsigned long long)c->id, c->peer,
-             (unsigned long long)s->pos);
-    answer(c, RS_RESUME, s->pos, NULL);
+    if (r->claim) {
+        /* Another worker may hold the stream and a newer position. */
+        if (++r->claims == 0)
+            r->claims = 1;
+        s->claim = r->claims;
+        r->claim(r->report_ctx, s->claim, s->name);
+        return 0;
+    }
+    resume(c, s);
     return 0;
+}
+
+void resil_claim_streams(resil_t *r, void (*claim)(void *ctx, uint32_t id, const char *name))
+{
+    r->claim = claim;
+}
+
+void resil_stream_granted(resil_t *r, uint32_t id, uint64_t pos)
+{
+    for (rstream_t *s = r->streams; s; s = s->next) {
+        if (s->claim != id)
+            continue;
+        s->claim = 0;
+        if (pos > s->pos)
+            s->pos = s->cut_pos = pos;
+        if (s->conn)
+            resume(s->conn, s);
+        return;
+    }
+}
+
+uint64_t resil_stream_release(resil_t *r, const char *name)
+{
+    rstream_t *s = stream_get(r, name, strlen(name));
+    if (!s)
+        return 0;
+    if (s->conn) {
+        inconn_t *c = s->conn;
+        s->conn = NULL;
+        c->user = &resil_plain_conn;
+        log_info("%s: stream '%s' went on at another worker; closing its connection %llu",
+                 c->listener->name, s->name, (unsigned long long)c->id);
+        inconn_close(c, "its stream went on at another worker");
+    }
+    s->claim = 0;
+    return s->pos;
+}
+
+int resil_stream_ready(const inconn_t *c)
+{
+    return c->user == &resil_plain_conn || ((const rstream_t *)c->user)->claim == 0;
 }
 
 void resil_force_full(resil_t *r) { r->force_full = 1; }

@@ -73,6 +73,16 @@ extern char resil_plain_conn;
  * coordinator then ends n everywhere: complete (receivers commit, resumable
  * clients are acknowledged) or abandoned. */
 void resil_coordinate(resil_t *r, void (*report)(void *ctx, uint64_t n, int ok), void *ctx);
+/* In a cluster a resumable stream may come to any worker: before it answers
+ * a hello, the worker claims the stream (claim(ctx, id, name)); the
+ * coordinator has the worker that had it let go (resil_stream_release: its
+ * connection closes, the position it reached is returned) and grants it
+ * (resil_stream_granted), with that position. */
+void resil_claim_streams(resil_t *r, void (*claim)(void *ctx, uint32_t id, const char *name));
+void resil_stream_granted(resil_t *r, uint32_t id, uint64_t pos);
+uint64_t resil_stream_release(resil_t *r, const char *name);
+/* Whether the stream on c may send records (its position was answered). */
+int resil_stream_ready(const inconn_t *c);
 int resil_checkpoint_sources(resil_t *r, uint64_t n);
 /* Load checkpoint k of this worker's files (0: start empty), as the
  * coordinator says the cluster goes on from it. With GIL taken inside.

@@ -694,6 +694,33 @@ def test_word_count_exactly_once_across_kills_with_wallaroo_flags(bt, wc, rng, t
     assert sorted(os.listdir(rdir)) == ["coordinator", "w1", "w2"]
 
 
+def test_a_stream_moves_to_another_worker_without_a_crash(bt, wc, tmp_path):
+    """A resumable client killed while it sends, and a new one for the same
+    stream connecting to the other worker: that worker resumes where the first
+    one was (the coordinator has the first let the stream go), and the output
+    stays exact."""
+    repeat = 5
+    lines = text_lines(TALES)
+    expected, totals = word_count_output(wc, lines * repeat)
+    recv = eo_receiver(bt)
+    pair = WallarooPair(bt, example_path("word_count"), 1, recv.port, tmp_path / "resil")
+    first = resumable_sender(bt, pair.ports("w1")[0], TALES, "moving", repeat=repeat, rate=1500)
+    wait_until(lambda: len(recv.data()) >= len(expected) // 5, 20, "a fifth of the output")
+    assert first.poll() is None, "the first sender finished: the run is too short"
+    first.kill()
+    first.wait()
+    second = resumable_sender(bt, pair.ports("w2")[0], TALES, "moving", repeat=repeat, rate=3000)
+    out = finish_sender(bt, second, len(lines) * repeat)
+    m = re.search(r"resumes at record (\d+)", pair.log("w2"))
+    assert m and int(m.group(1)) > 0, pair.log("w2")
+    assert "stream 'moving' moves from worker 'w1' to 'w2'" in pair.log("w1")
+    wait_word_counts(recv, expected, totals)
+    pair.stop()
+    assert recv.stop() == 0
+    assert_word_counts(recv.data(), expected, totals)
+    assert "acknowledged %d records" % (len(lines) * repeat) in out, out
+
+
 def test_market_spread_exactly_once_across_kills_with_wallaroo_flags(bt, ms, rng, tmp_path):
     """Market spread on two workers started with Wallaroo's flags: all market
     data to w1 first, then the orders to both workers' order ports, with kills
