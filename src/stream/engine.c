@@ -197,7 +197,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         if (rs_is_hello(payload, payload_len))
             return resil_hello(e->resil, c, payload, payload_len);
         c->user = &resil_plain_conn;
-    } else if (!resil_stream_ready(c)) {
+    } else if (c->user != &resil_plain_conn && !resil_stream_ready(c)) {
         log_warn("%s: connection %llu from %s sent a record before it was told where to "
                  "resume; closing", c->listener->name, (unsigned long long)c->id, c->peer);
         return -1;
