@@ -85,7 +85,7 @@ static int own_flag(char **argv, int i, int argc, int *skip)
 }
 
 static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const char *base,
-                        int port, int fd, const char *secret)
+                        int port, int fd)
 {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
@@ -112,10 +112,6 @@ static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const cha
     args[k++] = "--control";
     args[k++] = control;
     args[k++] = "--bettong-shared-ports";
-    if (secret) {
-        args[k++] = "--cluster-secret";
-        args[k++] = (char *)secret;
-    }
     if (i == 0) {
         args[k++] = "--cluster-initializer";
         args[k++] = "--worker-count";
@@ -174,7 +170,7 @@ typedef struct {
 } restarts_t;
 
 static pid_t spawn_worker(int argc, char **argv, unsigned i, unsigned n, const char *base,
-                          int port, int fd, const char *secret)
+                          int port, int fd)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -183,7 +179,7 @@ static pid_t spawn_worker(int argc, char **argv, unsigned i, unsigned n, const c
         setpgid(0, 0);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
-        exec_worker(argc, argv, i, n, base, port, fd, secret);
+        exec_worker(argc, argv, i, n, base, port, fd);
     }
     return pid;
 }
@@ -193,7 +189,7 @@ static pid_t spawn_worker(int argc, char **argv, unsigned i, unsigned n, const c
  * ENGINE_EXIT_RESTART because another was lost) starts at once and is not
  * counted. Returns its pid, or -1 when it crashed too often (or fork failed). */
 static pid_t restart_worker(restarts_t *r, int crashed, int argc, char **argv, unsigned i,
-                            unsigned n, const char *base, int port, int fd, const char *secret)
+                            unsigned n, const char *base, int port, int fd)
 {
     time_t now = time(NULL);
     if (now - r->since > RESTART_WINDOW_S) {
@@ -206,7 +202,7 @@ static pid_t restart_worker(restarts_t *r, int crashed, int argc, char **argv, u
         unsigned ms = 100u << (r->count - 1);
         usleep((ms > 2000 ? 2000 : ms) * 1000u);
     }
-    pid_t pid = spawn_worker(argc, argv, i, n, base, port, fd, secret);
+    pid_t pid = spawn_worker(argc, argv, i, n, base, port, fd);
     if (pid > 0 && crashed)
         log_info("worker %s%u restarted (pid %d, restart %u)", base, i + 1, (int)pid, r->count);
     else if (pid > 0)
@@ -219,13 +215,19 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     log_set_role("bettong run --workers");
     int port;
     char secret_file[512];
+    /* The workers get the secret through their environment, never their
+     * argument vectors (which every user of the machine can read). */
+    const char *secret = given_secret(argc, argv);
+    if (secret && setenv("BETTONG_CLUSTER_SECRET", secret, 1) < 0) {
+        log_error("cannot pass the cluster secret on: %s", strerror(errno));
+        return 2;
+    }
     int fd = control_socket(&port);
     if (fd < 0 || make_secret(secret_file, sizeof secret_file) < 0) {
         log_error("cannot set up the local cluster: %s", strerror(errno));
         return 2;
     }
     const char *base = base_name(argc, argv);
-    const char *secret = given_secret(argc, argv);
     struct sigaction sa = {.sa_handler = on_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
@@ -233,7 +235,7 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     pid_t pids[CL_MAX_WORKERS];
     int done[CL_MAX_WORKERS] = {0};
     for (unsigned i = 0; i < n; i++) {
-        pids[i] = spawn_worker(argc, argv, i, n, base, port, fd, secret);
+        pids[i] = spawn_worker(argc, argv, i, n, base, port, fd);
         if (pids[i] < 0) {
             log_error("fork: %s", strerror(errno));
             for (unsigned j = 0; j < i; j++)
@@ -281,8 +283,7 @@ int local_cluster_run(int argc, char **argv, unsigned n)
                 if (crashed)
                     log_error("worker %s%u (pid %d) was killed by signal %d; restarting it",
                               base, i + 1, (int)pid, WTERMSIG(status));
-                pid_t again = restart_worker(&rs[i], crashed, argc, argv, i, n, base, port, fd,
-                                             secret);
+                pid_t again = restart_worker(&rs[i], crashed, argc, argv, i, n, base, port, fd);
                 if (again > 0) {
                     pids[i] = again;
                     continue;

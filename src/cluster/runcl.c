@@ -122,6 +122,8 @@ static int take_flag(void *ctx, int argc, char **argv, int *i)
         c->my_data = v;
     } else if ((v = value2(argc, argv, i, "--cluster-secret", NULL))) {
         c->secret = v;
+        log_warn("--cluster-secret on the command line can be read by every user of this "
+                 "machine (ps); set BETTONG_CLUSTER_SECRET in the environment instead");
     } else {
         return take_number(c, argc, argv, i);
     }

@@ -761,3 +761,31 @@ def test_stream_computations_use_persistent_objects(bt, tmp_path, monkeypatch):
     finally:
         client_reset()
         stores.cleanup()
+
+
+def test_workers_get_the_secret_through_their_environment(bt):
+    """`--workers` with --cluster-secret: the cluster forms with it, the parent
+    warns that the command line shows it, and no worker's argument vector
+    (readable by every user in /proc) holds it."""
+    secret = "s3cret-%d" % os.getpid()
+    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[free_port()],
+                                  extra=["--workers", 2, "--cluster-secret", secret])
+    eng.wait_log(r"cluster: formed with 2 workers")
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                stat = f.read()
+            with open("/proc/%s/cmdline" % entry, "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) == eng.proc.pid:
+            children.append(cmdline)
+    assert len(children) == 2, children
+    assert all(secret.encode() not in c for c in children), children
+    assert eng.count_log(r"--cluster-secret on the command line can be read") == 1
+    rc, err = eng.stop(timeout=20)
+    assert rc == 0, err
