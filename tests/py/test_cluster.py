@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, app_path, example_path, free_port, lines_of,
-                      load_module, wait_until)
+from conftest import (BIN, EXAMPLES, REPO, app_path, children_of, example_path, free_port,
+                      lines_of, load_module, wait_until)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
 CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
@@ -771,19 +771,7 @@ def test_workers_get_the_secret_through_their_environment(bt):
     eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[free_port()],
                                   extra=["--workers", 2, "--cluster-secret", secret])
     eng.wait_log(r"cluster: formed with 2 workers")
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[1]) == eng.proc.pid:
-            children.append(cmdline)
+    children = list(children_of(eng.proc.pid).values())
     assert len(children) == 2, children
     assert all(secret.encode() not in c for c in children), children
     assert eng.count_log(r"--cluster-secret on the command line can be read") == 1

@@ -28,7 +28,8 @@ import tempfile
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, example_path, free_port, load_module, wait_until)
+from conftest import (BIN, EXAMPLES, children_of, example_path, free_port, load_module,
+                      wait_until)
 
 pytestmark = pytest.mark.skipif(not os.access(BIN, os.X_OK), reason="no binary at %s" % BIN)
 
@@ -519,21 +520,9 @@ def wait_word_counts(recv, expected_out, totals, timeout=20, ordered=True):
 
 def worker_pid(parent, name):
     """The pid of the `--workers` child of `parent` named `name` (None if none runs)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                stat = f.read()
-            with open("/proc/%s/cmdline" % entry, "rb") as f:
-                args = f.read().split(b"\0")
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid != parent or stat[stat.rindex(")") + 2] == "Z":
-            continue
+    for pid, args in children_of(parent).items():
         if any(a == b"--name" and b == name.encode() for a, b in zip(args, args[1:])):
-            return int(entry)
+            return pid
     return None
 
 
