@@ -19,7 +19,7 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lcrypto -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
@@ -34,11 +34,12 @@ HEADERS := $(wildcard src/*/*.h)
 # (never the binary's objects), without the sanitizers (it loads into a plain python).
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
-PYEXT_SRC := python/bettong/_bettong.c python/bettong/_sock.c src/pool/proto.c src/net/wire.c src/util/buf.c
+CLIENT_SRC := src/net/sock.c src/net/auth.c src/net/wire.c src/util/buf.c
+PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c $(CLIENT_SRC)
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
 STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))
-STOREEXT_SRC := python/bettong/_store.c python/bettong/_sock.c src/net/wire.c src/util/buf.c
+STOREEXT_SRC := python/bettong/_store.c $(CLIENT_SRC)
 STOREEXT_OBJ = $(STOREEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE)
@@ -63,15 +64,15 @@ $(BUILD)/libbettong.a: $(LIB_OBJ)
 $(BUILD)/bettong: $(MAIN_OBJ) $(BUILD)/libbettong.a
 	$(CC) $(SAN_FLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libbettong.a $(LDLIBS_BASE)
 
-$(BUILD)/pic/%.o: %.c $(HEADERS) python/bettong/_sock.h
+$(BUILD)/pic/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PIC) -c $< -o $@
 
 $(PYEXT): $(PYEXT_OBJ)
-	$(CC) -shared -o $@ $(PYEXT_OBJ) -lpthread
+	$(CC) -shared -o $@ $(PYEXT_OBJ) -lcrypto -lpthread
 
 $(STOREEXT): $(STOREEXT_OBJ)
-	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lpthread
+	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lcrypto -lpthread
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -79,7 +80,7 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 
 # Install missing Debian packages. Cheap when everything is present.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
-	python3-cloudpickle liblmdb-dev zlib1g-dev
+	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \

@@ -69,7 +69,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "_sock.h"
+#include "net/sock.h"
 #include "pool/proto.h"
 #include "util/buf.h"
 

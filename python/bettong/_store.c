@@ -77,7 +77,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "_sock.h"
+#include "net/sock.h"
 #include "net/wire.h"
 #include "store/sproto.h"
 #include "util/buf.h"

@@ -1,5 +1,7 @@
-/* Blocking-socket pieces shared by the client extensions: see _sock.h. */
-#include "_sock.h"
+/* Blocking sockets for clients: see sock.h. */
+#include "net/sock.h"
+
+#include "net/auth.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,4 +153,129 @@ int sock_connect_host(const char *host, const char *port, double deadline, int *
     freeaddrinfo(res);
     errno = err;
     return fd;
+}
+
+/* Wait until fd is ready for `events` or the deadline passes. Returns 0 or -1
+ * with errno (ETIMEDOUT). */
+static int wait_ready(int fd, short events, double deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {fd, events, 0};
+        int pr = poll(&pfd, 1, sock_ms_left(deadline));
+        if (pr > 0)
+            return 0;
+        if (pr == 0) {
+            errno = ETIMEDOUT;
+            return -1;
+        }
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+int sock_write_all(int fd, const void *p, size_t n, double deadline)
+{
+    const uint8_t *q = p;
+    while (n > 0) {
+        ssize_t k = send(fd, q, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (k > 0) {
+            q += k;
+            n -= (size_t)k;
+            continue;
+        }
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (wait_ready(fd, POLLOUT, deadline) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
+                    size_t *len)
+{
+    for (;;) {
+        size_t un = buf_unread(in);
+        if (un >= 4) {
+            uint32_t n = sock_be32(buf_head(in));
+            if (n == 0 || n > max) {
+                errno = EMSGSIZE;
+                return -1;
+            }
+            if (un >= 4 + (size_t)n) {
+                *body = buf_head(in) + 4;
+                *len = n;
+                return 0;
+            }
+        }
+        /* Room for what this frame still needs, but never more than what has
+         * arrived so far (or 64 KiB): a declared length alone does not make us
+         * allocate, and a large frame still takes few reallocations. */
+        size_t want = sock_read_need(in, 4096);
+        size_t cap = un > 65536 ? un : 65536;
+        if (buf_reserve(in, want < cap ? want : cap) < 0) {
+            errno = ENOMEM;
+            return -1;
+        }
+        ssize_t k = recv(fd, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
+        if (k > 0) {
+            in->len += (size_t)k;
+            continue;
+        }
+        if (k == 0) {
+            errno = ECONNRESET;
+            return -1;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return -1;
+        if (wait_ready(fd, POLLIN, deadline) < 0)
+            return -1;
+    }
+}
+
+int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
+                   size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                   double deadline, const uint8_t **answer, size_t *answer_len)
+{
+    auth_session_t s;
+    buf_t out;
+    buf_init(&out);
+    int rc = SOCK_HS_ESYSTEM;
+    const uint8_t *body;
+    size_t len;
+    if (max < AUTH_MAX_FRAME)
+        max = AUTH_MAX_FRAME;
+    if (auth_client_hello(&s, &out, service, identity, identity_len) != AUTH_OK)
+        goto done;
+    rc = SOCK_HS_EIO;
+    if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        sock_read_frame(fd, in, max, deadline, &body, &len) < 0)
+        goto done;
+    buf_consume(&out, buf_unread(&out));
+    int ar = auth_client_answer(&s, body, len, secret, secret_len, &out);
+    if (ar == AUTH_EFORMAT) {
+        /* Not a challenge: the service refused the HELLO itself. */
+        *answer = body;
+        *answer_len = len;
+        rc = 0;
+        goto done;
+    }
+    if (ar != AUTH_OK) {
+        rc = ar == AUTH_EPROOF ? SOCK_HS_EPROOF : SOCK_HS_ESYSTEM;
+        goto done;
+    }
+    buf_consume(in, 4 + len);
+    rc = SOCK_HS_EIO;
+    if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        sock_read_frame(fd, in, max, deadline, answer, answer_len) < 0)
+        goto done;
+    rc = 0;
+done:
+    auth_session_clear(&s);
+    buf_free(&out);
+    return rc;
 }

@@ -1,0 +1,83 @@
+/* Blocking sockets for Bettong's clients: the Python client extensions
+ * bettong._bettong (task pool) and bettong._store (object store), pool workers and
+ * `bettong cluster`. Monotonic deadlines, address parsing, connecting with a
+ * deadline, reading whole frames, and the client side of the handshake
+ * (net/auth.h). Plain C, no Python, no event loop: errors are return codes and
+ * errno; the callers raise their own errors. Safe to call without the GIL. */
+#ifndef BETTONG_SOCK_H
+#define BETTONG_SOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "util/buf.h"
+
+/* Seconds on the monotonic clock. */
+double sock_now(void);
+
+/* Milliseconds left until deadline, for poll() (deadline < 0: forever -> -1). */
+int sock_ms_left(double deadline);
+
+/* A big-endian 32-bit number (a frame's length prefix). */
+static inline uint32_t sock_be32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+/* How much room to reserve in `in` before the next read: `chunk`, or more if the
+ * frame whose length prefix is there needs more to be whole. */
+size_t sock_read_need(const buf_t *in, size_t chunk);
+
+/* "unix:/path" or "/path": fills *un and returns 1; a bad path (empty or too
+ * long) returns -1; anything else (not a unix address) returns 0. */
+int sock_parse_unix(const char *s, struct sockaddr_un *un);
+
+/* sock_parse_hostport's errors. */
+enum { SOCK_EFORMAT = -1, SOCK_ETOOLONG = -2 };
+
+/* "[tcp:]host:port" ("[v6addr]:port"; an empty host is 127.0.0.1) into host and
+ * port. Returns 0, SOCK_EFORMAT (no ":port") or SOCK_ETOOLONG (does not fit). */
+int sock_parse_hostport(const char *s, char *host, size_t hostlen, char *port, size_t portlen);
+
+/* Connect with a deadline (< 0: none). Returns a blocking, close-on-exec fd
+ * (TCP_NODELAY unless AF_UNIX), or -1 with errno (ETIMEDOUT at the deadline). */
+int sock_connect_deadline(const struct sockaddr *sa, socklen_t len, double deadline);
+
+/* Resolve host:port and connect to the first address that takes it, IPv4 first,
+ * like the rest of Bettong. Returns the fd, or -1: *gai is the getaddrinfo()
+ * error when resolving failed (else 0), errno the last connect's error. */
+int sock_connect_host(const char *host, const char *port, double deadline, int *gai);
+
+/* Write all of p[n] before the deadline (< 0: none). Returns 0, or -1 with errno
+ * (ETIMEDOUT at the deadline). */
+int sock_write_all(int fd, const void *p, size_t n, double deadline);
+
+/* Read until `in` holds one whole frame (u32 length + body), before the
+ * deadline. Returns 0 with *body / *len the frame's body (its type and fields,
+ * inside `in`; the caller consumes 4 + *len bytes once done with it), or -1 with
+ * errno: ETIMEDOUT at the deadline, ECONNRESET when the peer closed, EMSGSIZE for
+ * a frame longer than max or an empty one, ENOMEM. */
+int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
+                    size_t *len);
+
+/* sock_handshake's results besides 0. */
+enum {
+    SOCK_HS_EIO = -1,     /* errno: the connection failed or timed out */
+    SOCK_HS_EPROOF = -2,  /* the server could not prove the secret: nothing was sent */
+    SOCK_HS_EFORMAT = -3, /* the answer was not a handshake message */
+    SOCK_HS_ESYSTEM = -4, /* no random bytes, out of memory, identity too long */
+};
+
+/* The client side of the handshake of net/auth.h on a connected socket: send
+ * the HELLO claiming `identity` to `service`, check the server's proof against
+ * `secret`, send ours, and read the service's answer. Returns 0 with *answer /
+ * *answer_len the answer frame's body in `in` (the service's WELCOME or REFUSED;
+ * a REFUSED may also come instead of the challenge), consumed as with
+ * sock_read_frame; or a SOCK_HS_ error. No answer frame may exceed max. */
+int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
+                   size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                   double deadline, const uint8_t **answer, size_t *answer_len);
+
+#endif
