@@ -27,7 +27,8 @@ static void usage(FILE *f)
 "\n"
 "  --control, -c H:P       the coordinator's control address\n"
 "  --worker NAME           the worker to remove (shrink)\n"
-"  --cluster-secret S      the cluster's secret (or BETTONG_CLUSTER_SECRET)\n"
+"  --cluster-secret S      the cluster's secret (or BETTONG_CLUSTER_SECRET; warns:\n"
+"                          ps shows a command line to every user)\n"
 "  --cluster-secret-file F read the secret from file F (`bettong run --workers`\n"
 "                          logs where it wrote the secret it made)\n"
 "  --timeout SECONDS       give up waiting for the answer (default 60)\n");
@@ -127,22 +128,6 @@ static int ask(const char *control, const cl_secret_t *secret, uint8_t what, con
     return code;
 }
 
-/* The first line of `path` (NULL after a message if it cannot be read). */
-static const char *read_secret_file(const char *path, char *out, size_t cap)
-{
-    FILE *f = fopen(path, "r");
-    if (!f || !fgets(out, (int)cap, f)) {
-        fprintf(stderr, "bettong cluster: cannot read %s: %s\n", path, strerror(errno));
-        if (f)
-            fclose(f);
-        out[0] = '\0';
-        return out;
-    }
-    fclose(f);
-    out[strcspn(out, "\r\n")] = '\0';
-    return out;
-}
-
 int cmd_cluster(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -150,8 +135,8 @@ int cmd_cluster(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
-    const char *control = NULL, *worker = NULL, *given = NULL, *v;
-    char file_secret[CL_SECRET_MAX];
+    const char *control = NULL, *worker = NULL, *v;
+    guard_secret_src_t src = {.flag = "--cluster-secret", .env = "BETTONG_CLUSTER_SECRET"};
     double timeout = 60;
     for (int i = 2; i < argc; i++) {
         int missing = 0;
@@ -161,9 +146,9 @@ int cmd_cluster(int argc, char **argv)
         else if ((v = args_flag_value(argc, argv, &i, "--worker", &missing)))
             worker = v;
         else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret", &missing)))
-            given = v;
+            src.value = v;
         else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret-file", &missing)))
-            given = read_secret_file(v, file_secret, sizeof file_secret);
+            src.file = v;
         else if ((v = args_flag_value(argc, argv, &i, "--timeout", &missing)))
             timeout = atof(v);
         else {
@@ -173,9 +158,9 @@ int cmd_cluster(int argc, char **argv)
         }
     }
     cl_secret_t secret;
-    char err[300];
-    if (guard_secret_load_env(given, "BETTONG_CLUSTER_SECRET", secret.secret,
-                              sizeof secret.secret, &secret.len, err, sizeof err) < 0) {
+    char err[600];
+    if (guard_secret_get(&src, secret.secret, sizeof secret.secret, &secret.len, err,
+                         sizeof err) < 0) {
         fprintf(stderr, "bettong cluster: %s\n", err);
         return 2;
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cluster/cproto.h"
+#include "net/guard.h"
 #include "stream/engine.h"
 #include "util/log.h"
 
@@ -71,7 +72,8 @@ static int own_flag(char **argv, int i, int argc, int *skip)
 {
     static const char *with_value[] = {"--workers", "--name", "-n", "--worker-count", "-w",
                                        "--control", "-c", "--data", "-d", "--join", "-j",
-                                       "--my-control", "--my-data", "--cluster-secret", NULL};
+                                       "--my-control", "--my-data", "--cluster-secret",
+                                       "--cluster-secret-file", NULL};
     for (int k = 0; with_value[k]; k++)
         if (strcmp(argv[i], with_value[k]) == 0) {
             *skip = i + 1 < argc ? 2 : 1;
@@ -136,12 +138,33 @@ static const char *base_name(int argc, char **argv)
     return "worker";
 }
 
-static const char *given_secret(int argc, char **argv)
+static const char *flag_value(int argc, char **argv, const char *flag)
 {
     for (int i = 1; i + 1 < argc; i++)
-        if (strcmp(argv[i], "--cluster-secret") == 0)
+        if (strcmp(argv[i], flag) == 0)
             return argv[i + 1];
     return NULL;
+}
+
+/* The workers get the secret through their environment, never their argument
+ * vectors (which every user of the machine can read). Returns 0 or -1. */
+static int pass_secret_on(int argc, char **argv)
+{
+    guard_secret_src_t src = {.flag = "--cluster-secret",
+                              .value = flag_value(argc, argv, "--cluster-secret"),
+                              .file = flag_value(argc, argv, "--cluster-secret-file"),
+                              .env = "BETTONG_CLUSTER_SECRET"};
+    cl_secret_t s;
+    char err[600];
+    if (guard_secret_get(&src, s.secret, sizeof s.secret, &s.len, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (s.len && setenv("BETTONG_CLUSTER_SECRET", s.secret, 1) < 0) {
+        log_error("cannot pass the cluster secret on: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int code_of(int status)
@@ -215,13 +238,8 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     log_set_role("bettong run --workers");
     int port;
     char secret_file[512];
-    /* The workers get the secret through their environment, never their
-     * argument vectors (which every user of the machine can read). */
-    const char *secret = given_secret(argc, argv);
-    if (secret && setenv("BETTONG_CLUSTER_SECRET", secret, 1) < 0) {
-        log_error("cannot pass the cluster secret on: %s", strerror(errno));
+    if (pass_secret_on(argc, argv) < 0)
         return 2;
-    }
     int fd = control_socket(&port);
     if (fd < 0 || make_secret(secret_file, sizeof secret_file) < 0) {
         log_error("cannot set up the local cluster: %s", strerror(errno));

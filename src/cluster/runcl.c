@@ -20,7 +20,7 @@ typedef struct {
     long worker_count;
     long workers;            /* --workers N: N local processes */
     int initializer;
-    const char *name, *control, *data, *my_control, *my_data, *join, *secret;
+    const char *name, *control, *data, *my_control, *my_data, *join, *secret, *secret_file;
     long control_fd;         /* internal: the coordinator's socket from --workers */
     double cluster_timeout;
     double rebalance;
@@ -48,9 +48,11 @@ static void cluster_usage(FILE *f)
 "                              this worker's own addresses (default 127.0.0.1 with\n"
 "                              a port the kernel picks)\n"
 "  --name, -n NAME             the worker's name (unique in a cluster)\n"
-"  --cluster-secret S          the secret every member presents (or set\n"
-"                              BETTONG_CLUSTER_SECRET); without one, only loopback\n"
+"  --cluster-secret-file PATH  the secret every member proves it knows: the first\n"
+"                              line of PATH (mode 0600 or 0400); or set\n"
+"                              BETTONG_CLUSTER_SECRET. Without one, only loopback\n"
 "                              peers are accepted\n"
+"  --cluster-secret S          the same on the command line (warns: ps shows it)\n"
 "  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
 "  --rebalance SECONDS         how often the initializer evens out the load by\n"
 "                              moving busy slots (default 10; 0: never)\n");
@@ -122,8 +124,8 @@ static int take_flag(void *ctx, int argc, char **argv, int *i)
         c->my_data = v;
     } else if ((v = value2(argc, argv, i, "--cluster-secret", NULL))) {
         c->secret = v;
-        log_warn("--cluster-secret on the command line can be read by every user of this "
-                 "machine (ps); set BETTONG_CLUSTER_SECRET in the environment instead");
+    } else if ((v = value2(argc, argv, i, "--cluster-secret-file", NULL))) {
+        c->secret_file = v;
     } else {
         return take_number(c, argc, argv, i);
     }
@@ -143,9 +145,11 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
         return 0;
     }
     memset(c, 0, sizeof *c);
-    char err[300];
-    if (guard_secret_load_env(a->secret, "BETTONG_CLUSTER_SECRET", c->secret.secret,
-                              sizeof c->secret.secret, &c->secret.len, err, sizeof err) < 0) {
+    char err[600];
+    guard_secret_src_t src = {.flag = "--cluster-secret", .value = a->secret,
+                              .file = a->secret_file, .env = "BETTONG_CLUSTER_SECRET"};
+    if (guard_secret_get(&src, c->secret.secret, sizeof c->secret.secret, &c->secret.len, err,
+                         sizeof err) < 0) {
         fprintf(stderr, "bettong run: %s\n", err);
         return -1;
     }

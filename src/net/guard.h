@@ -6,14 +6,23 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-/* The secret from `given` (--secret) or else $BETTONG_SECRET, copied into
- * out[cap] with its length in *len (0: none). Returns 0, or -1 with a message in
- * err if it does not fit. */
-int guard_secret_load(const char *given, char *out, size_t cap, size_t *len, char *err,
-                      size_t errlen);
-/* The same with the environment variable `env` instead of BETTONG_SECRET. */
-int guard_secret_load_env(const char *given, const char *env, char *out, size_t cap,
-                          size_t *len, char *err, size_t errlen);
+/* Where a service's or client's secret may come from. */
+typedef struct {
+    const char *flag;  /* the command-line spelling, "--secret" (for messages) */
+    const char *value; /* its value on the command line, or NULL */
+    const char *file;  /* the value of the -file form ("--secret-file"), or NULL */
+    const char *env;   /* the environment variable, "BETTONG_SECRET" */
+} guard_secret_src_t;
+
+/* The secret, into out[cap] with its length in *len (0: none): the first line
+ * of src->file, which must be a regular file that only its owner may read or
+ * write (mode 0600 or 0400: the secret file of ssh keys); else src->value, which
+ * works but logs a warning (every user of the machine can read a command line
+ * with ps); else the environment variable. Returns 0, or -1 with a message in
+ * err (both forms given, an unreadable or too open file, an empty file, a
+ * secret that does not fit). */
+int guard_secret_get(const guard_secret_src_t *src, char *out, size_t cap, size_t *len,
+                     char *err, size_t errlen);
 
 /* Resolve a --listen address ("H:P", or a bare PORT for 127.0.0.1:PORT). A
  * non-loopback address without a secret is refused: anyone who can reach it

@@ -32,7 +32,7 @@ typedef struct {
     const char *listen;
     const char *unix_path;
     long workers; /* -1: one per CPU */
-    const char *secret;
+    const char *secret, *secret_file;
     int exit_with_client;
     const char *log_level;
     unsigned ahead;
@@ -55,9 +55,12 @@ static void usage(FILE *f)
 "  --workers N           local worker processes to run and keep running (default:\n"
 "                        one per CPU); 0 for a scheduler that waits for\n"
 "                        `bettong worker --join` processes\n"
-"  --secret S            every client and worker must present S in its HELLO\n"
-"                        (default: $BETTONG_SECRET, which `ps` does not show).\n"
-"                        Local workers get it through their environment.\n"
+"  --secret-file PATH    the shared secret every client and worker must prove it\n"
+"                        knows: the first line of PATH (mode 0600 or 0400).\n"
+"                        Default: $BETTONG_SECRET. Local workers get it through\n"
+"                        their environment\n"
+"  --secret S            the same on the command line (works, but warns: every\n"
+"                        user of the machine can read it with ps)\n"
 "  --exit-with-client    exit (stopping the local workers) when the first client\n"
 "                        to connect goes away; also when the process that started\n"
 "                        the pool dies before any client connected, or none\n"
@@ -92,6 +95,8 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
             a->unix_path = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret-file", &missing))) {
+            a->secret_file = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
             if (log_parse_level(v) < 0) {
                 fprintf(stderr, PROG ": unknown log level '%s'\n", v);
@@ -324,11 +329,13 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ------------------------------------------------------------ start-up */
 
-static int set_secret(pool_t *p, const char *secret)
+static int set_secret(pool_t *p, const pool_args_t *a)
 {
-    char err[200];
-    if (guard_secret_load(secret, p->secret, sizeof p->secret, &p->secret_len, err,
-                          sizeof err) < 0) {
+    char err[600];
+    guard_secret_src_t src = {.flag = "--secret", .value = a->secret, .file = a->secret_file,
+                              .env = "BETTONG_SECRET"};
+    if (guard_secret_get(&src, p->secret, sizeof p->secret, &p->secret_len, err,
+                         sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
@@ -453,7 +460,7 @@ int cmd_pool(int argc, char **argv)
     pool_t *p = &pool;
     p->log_level = a.log_level;
     p->exit_with_client = a.exit_with_client;
-    if (set_secret(p, a.secret) < 0)
+    if (set_secret(p, &a) < 0)
         return 2;
     p->clock_base_us = proto_now_us() - uv_hrtime() / 1000;
     p->parent = getppid();

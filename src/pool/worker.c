@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "net/guard.h"
 #include "pool/join.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
@@ -23,7 +24,7 @@ typedef struct {
     const char *connect;
     const char *join;
     const char *name;
-    const char *secret;
+    const char *secret, *secret_file;
     const char *log_level;
     long procs;       /* -1: one per CPU */
     double give_up_s;
@@ -32,7 +33,7 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-"usage: bettong worker --join HOST:PORT [--procs N] [--secret S] [--name NAME]\n"
+"usage: bettong worker --join HOST:PORT [--procs N] [--secret-file PATH] [--name NAME]\n"
 "                      [--give-up SECONDS] [--log-level LEVEL]\n"
 "       bettong worker --connect ADDR [--name NAME] [--log-level LEVEL]\n"
 "\n"
@@ -46,8 +47,11 @@ static void usage(FILE *f)
 "unix:PATH or HOST:PORT. It runs the pool's tasks with the embedded Python until\n"
 "the connection closes.\n"
 "\n"
-"  --secret S          the pool's secret (default: $BETTONG_SECRET; --connect\n"
-"                      reads only the environment)\n"
+"  --secret-file PATH  the pool's secret: the first line of PATH (mode 0600 or\n"
+"                      0400). Default: $BETTONG_SECRET (--connect reads only\n"
+"                      the environment)\n"
+"  --secret S          the same on the command line (works, but warns: every\n"
+"                      user of the machine can read it with ps)\n"
 "  --name NAME         shown in the pool's log lines (default: HOST-PID)\n"
 "\n"
 "Environment: BETTONG_SECRET (the secret), BETTONG_WORKER_PATH (directories to\n"
@@ -86,6 +90,8 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
             a->name = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret-file", &missing))) {
+            a->secret_file = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--log-level", &missing))) {
             if (log_parse_level(v) < 0) {
                 fprintf(stderr, PROG ": unknown log level '%s'\n", v);
@@ -266,10 +272,17 @@ int cmd_worker(int argc, char **argv)
     gethostname(host, sizeof host - 1);
     char name[128];
     snprintf(name, sizeof name, "%s", a.name ? a.name : host);
-    const char *secret = a.secret ? a.secret : getenv("BETTONG_SECRET");
+    char secret[256], err[600];
+    size_t secret_len;
+    guard_secret_src_t src = {.flag = "--secret", .value = a.secret, .file = a.secret_file,
+                              .env = "BETTONG_SECRET"};
+    if (guard_secret_get(&src, secret, sizeof secret, &secret_len, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
     join_args_t j = {.address = a.join,
                      .procs = a.procs > 0 ? (unsigned)a.procs : spawn_ncpu(),
-                     .secret = secret && *secret ? secret : NULL,
+                     .secret = secret_len ? secret : NULL,
                      .name = name,
                      .give_up_s = a.give_up_s,
                      .log_level = a.log_level};

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fileio.h"
 #include "util/log.h"
 
 /* Address space reserved for the map; the file only grows as data is written. */
@@ -140,7 +141,9 @@ static int write_marker(sdb_t *db, char *err, size_t errlen)
         ok = 0;
     if (!ok || fsync_path(tmp, O_RDONLY) < 0 || rename(tmp, path) < 0 ||
         fsync_path(db->dir, O_RDONLY | O_DIRECTORY) < 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        char text[300];
+        snprintf(err, errlen, "cannot write %s: %s", path,
+                 fs_strerror(errno, db->dir, text, sizeof text));
         return -1;
     }
     return 0;
@@ -148,9 +151,16 @@ static int write_marker(sdb_t *db, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ environment */
 
-static int mdb_failed(int rc, const char *what, char *err, size_t errlen)
+/* LMDB's text for rc; for a system error, its real cause (a full disk). */
+static const char *lmdb_text(const sdb_t *db, int rc, char *out, size_t cap)
 {
-    snprintf(err, errlen, "%s: %s", what, mdb_strerror(rc));
+    return rc > 0 ? fs_strerror(rc, db->dir, out, cap) : mdb_strerror(rc);
+}
+
+static int mdb_failed(const sdb_t *db, int rc, const char *what, char *err, size_t errlen)
+{
+    char text[300];
+    snprintf(err, errlen, "%s: %s", what, lmdb_text(db, rc, text, sizeof text));
     return -1;
 }
 
@@ -162,7 +172,7 @@ static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t
         (rc = mdb_dbi_open(txn, "obj_aliases", create | MDB_DUPSORT, &db->obj_aliases)) ||
         (rc = mdb_dbi_open(txn, "classes", create, &db->classes)) ||
         (rc = mdb_dbi_open(txn, "meta", create, &db->meta)))
-        return mdb_failed(rc, "the store's databases cannot be opened", err, errlen);
+        return mdb_failed(db, rc, "the store's databases cannot be opened", err, errlen);
     return 0;
 }
 
@@ -179,7 +189,7 @@ static int put_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
     int rc = mdb_put(txn, db->meta, &k1, &v1, 0);
     if (!rc)
         rc = mdb_put(txn, db->meta, &k2, &v2, 0);
-    return rc ? mdb_failed(rc, "cannot initialize the store", err, errlen) : 0;
+    return rc ? mdb_failed(db, rc, "cannot initialize the store", err, errlen) : 0;
 }
 
 static int check_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
@@ -204,27 +214,27 @@ static int open_env(sdb_t *db, int init, char *err, size_t errlen)
 {
     int rc = mdb_env_create(&db->env);
     if (rc)
-        return mdb_failed(rc, "LMDB", err, errlen);
+        return mdb_failed(db, rc, "LMDB", err, errlen);
     if ((rc = mdb_env_set_maxdbs(db->env, 8)) ||
         (rc = mdb_env_set_mapsize(db->env, SDB_MAPSIZE)) ||
         (rc = mdb_env_set_maxreaders(db->env, 512)))
-        return mdb_failed(rc, "LMDB", err, errlen);
+        return mdb_failed(db, rc, "LMDB", err, errlen);
     /* NOTLS: read transactions are not tied to threads' TLS slots. */
     if ((rc = mdb_env_open(db->env, db->dir, MDB_NOTLS, 0600))) {
         char what[4200];
         snprintf(what, sizeof what, "cannot open the store in %s", db->dir);
-        return mdb_failed(rc, what, err, errlen);
+        return mdb_failed(db, rc, what, err, errlen);
     }
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)))
-        return mdb_failed(rc, "LMDB", err, errlen);
+        return mdb_failed(db, rc, "LMDB", err, errlen);
     if (open_dbis(db, txn, init ? MDB_CREATE : 0, err, errlen) < 0 ||
         (init ? put_meta(db, txn, err, errlen) : check_meta(db, txn, err, errlen)) < 0) {
         mdb_txn_abort(txn);
         return -1;
     }
     if ((rc = mdb_txn_commit(txn)))
-        return mdb_failed(rc, "cannot initialize the store", err, errlen);
+        return mdb_failed(db, rc, "cannot initialize the store", err, errlen);
     return 0;
 }
 
@@ -415,6 +425,12 @@ int sdb_write_commit(sdb_write_t *w)
         sdb_unit_abort(w);
     int rc = mdb_txn_commit(w->txn);
     w->txn = NULL;
+    if (rc > 0) {
+        /* The one write that reaches the disk: name a full disk as such. */
+        char text[300];
+        log_error("store: commit: %s", lmdb_text(w->db, rc, text, sizeof text));
+        return SDB_ERROR;
+    }
     return check(rc, "commit");
 }
 

@@ -25,7 +25,7 @@
 typedef struct {
     const char *dir;
     const char *listen;
-    const char *secret;
+    const char *secret, *secret_file;
     long threads;
     long cache;
     long inline_us;
@@ -47,8 +47,11 @@ static void usage(FILE *f)
 "                        else is refused, never overwritten\n"
 "  --listen HOST:PORT    address (default " DEFAULT_LISTEN "; port 0 picks one).\n"
 "                        A non-loopback address needs a secret\n"
-"  --secret S            every client must present S in its HELLO (default:\n"
-"                        $BETTONG_SECRET)\n"
+"  --secret-file PATH    the shared secret every client must prove it knows: the\n"
+"                        first line of PATH (mode 0600 or 0400). Default:\n"
+"                        $BETTONG_SECRET\n"
+"  --secret S            the same on the command line (works, but warns: every\n"
+"                        user of the machine can read it with ps)\n"
 "  --threads N           Python threads running requests (default 2)\n"
 "  --cache N             live objects kept in memory (default 100000); idle ones\n"
 "                        past that are dropped and reloaded on demand\n"
@@ -88,6 +91,8 @@ static int parse_args(int argc, char **argv, store_args_t *a)
             a->listen = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--secret-file", &missing))) {
+            a->secret_file = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--threads", &missing))) {
             if (args_parse_long(v, 1, 256, &a->threads) < 0) {
                 fprintf(stderr, PROG ": --threads takes a number from 1 to 256\n");
@@ -129,11 +134,13 @@ static int parse_args(int argc, char **argv, store_args_t *a)
 
 /* ------------------------------------------------------------ start-up */
 
-static int set_secret(store_t *st, const char *secret)
+static int set_secret(store_t *st, const store_args_t *a)
 {
-    char err[200];
-    if (guard_secret_load(secret, st->secret, sizeof st->secret, &st->secret_len, err,
-                          sizeof err) < 0) {
+    char err[600];
+    guard_secret_src_t src = {.flag = "--secret", .value = a->secret, .file = a->secret_file,
+                              .env = "BETTONG_SECRET"};
+    if (guard_secret_get(&src, st->secret, sizeof st->secret, &st->secret_len, err,
+                         sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
@@ -331,7 +338,7 @@ int cmd_store(int argc, char **argv)
     static store_t store;
     store_t *st = &store;
     omap_init(&st->objs);
-    if (set_secret(st, a.secret) < 0 || uv_loop_init(&st->loop) < 0)
+    if (set_secret(st, &a) < 0 || uv_loop_init(&st->loop) < 0)
         return 2;
     if (start(st, &a) < 0) {
         unwind(st);

@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "util/fileio.h"
+
 /* Address space for the map; the file only grows with what is written. */
 #define CAT_MAPSIZE (1ull << 30)
 #define KEY_IDENTITY "identity"
@@ -67,9 +69,11 @@ static int take_lock(catalog_t *c, char *err, size_t errlen)
     return 0;
 }
 
-static int lmdb_fail(int rc, const char *what, char *err, size_t errlen)
+static int lmdb_fail(const catalog_t *c, int rc, const char *what, char *err, size_t errlen)
 {
-    snprintf(err, errlen, "checkpoint catalog: %s: %s", what, mdb_strerror(rc));
+    char text[300];
+    snprintf(err, errlen, "checkpoint catalog: %s: %s", what,
+             rc > 0 ? fs_strerror(rc, c->dir, text, sizeof text) : mdb_strerror(rc));
     return -1;
 }
 
@@ -79,7 +83,7 @@ static int check_identity(catalog_t *c, const char *identity, char *err, size_t 
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc)
-        return lmdb_fail(rc, "begin", err, errlen);
+        return lmdb_fail(c, rc, "begin", err, errlen);
     MDB_val k = {strlen(KEY_IDENTITY), KEY_IDENTITY}, v;
     rc = mdb_get(txn, c->meta, &k, &v);
     if (rc == 0) {
@@ -95,14 +99,14 @@ static int check_identity(catalog_t *c, const char *identity, char *err, size_t 
     }
     if (rc != MDB_NOTFOUND) {
         mdb_txn_abort(txn);
-        return lmdb_fail(rc, "read", err, errlen);
+        return lmdb_fail(c, rc, "read", err, errlen);
     }
     v.mv_size = strlen(identity);
     v.mv_data = (void *)identity;
     if ((rc = mdb_put(txn, c->meta, &k, &v, 0)) || (rc = mdb_txn_commit(txn))) {
         if (rc && txn)
             mdb_txn_abort(txn);
-        return lmdb_fail(rc, "write", err, errlen);
+        return lmdb_fail(c, rc, "write", err, errlen);
     }
     return 0;
 }
@@ -113,19 +117,19 @@ static int open_env(catalog_t *c, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/catalog.mdb", c->dir);
     int rc;
     if ((rc = mdb_env_create(&c->env)))
-        return lmdb_fail(rc, "create", err, errlen);
+        return lmdb_fail(c, rc, "create", err, errlen);
     if ((rc = mdb_env_set_maxdbs(c->env, 4)) || (rc = mdb_env_set_mapsize(c->env, CAT_MAPSIZE)))
-        return lmdb_fail(rc, "configure", err, errlen);
+        return lmdb_fail(c, rc, "configure", err, errlen);
     if ((rc = mdb_env_open(c->env, path, MDB_NOSUBDIR | MDB_NOTLS, 0600)))
-        return lmdb_fail(rc, path, err, errlen);
+        return lmdb_fail(c, rc, path, err, errlen);
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)))
-        return lmdb_fail(rc, "begin", err, errlen);
+        return lmdb_fail(c, rc, "begin", err, errlen);
     if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &c->meta)) ||
         (rc = mdb_dbi_open(txn, "checkpoints", MDB_CREATE, &c->ckpts)) ||
         (rc = mdb_txn_commit(txn))) {
         mdb_txn_abort(txn);
-        return lmdb_fail(rc, "open tables", err, errlen);
+        return lmdb_fail(c, rc, "open tables", err, errlen);
     }
     return 0;
 }
@@ -221,7 +225,7 @@ int catalog_complete_with(catalog_t *c, const snap_info_t *info, uint64_t prune_
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, 0, &txn);
     if (rc)
-        return lmdb_fail(rc, "begin", err, errlen);
+        return lmdb_fail(c, rc, "begin", err, errlen);
     uint8_t kb[8], rec[REC_LEN];
     key_of(info->n, kb);
     encode(info, rec);
@@ -230,10 +234,10 @@ int catalog_complete_with(catalog_t *c, const snap_info_t *info, uint64_t prune_
     if ((rc = mdb_put(txn, c->ckpts, &k, &v, 0)) || (rc = prune(c, txn, prune_below)) ||
         (key && (rc = mdb_put(txn, c->meta, &mk, &mv, 0)))) {
         mdb_txn_abort(txn);
-        return lmdb_fail(rc, "record", err, errlen);
+        return lmdb_fail(c, rc, "record", err, errlen);
     }
     if ((rc = mdb_txn_commit(txn)))
-        return lmdb_fail(rc, "commit", err, errlen);
+        return lmdb_fail(c, rc, "commit", err, errlen);
     return 0;
 }
 
@@ -248,7 +252,7 @@ int catalog_get(catalog_t *c, const char *key, buf_t *out, char *err, size_t err
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
     if (rc)
-        return lmdb_fail(rc, "begin", err, errlen);
+        return lmdb_fail(c, rc, "begin", err, errlen);
     MDB_val k = {strlen(key), (void *)key}, v;
     rc = mdb_get(txn, c->meta, &k, &v);
     int found = rc == 0;
@@ -259,7 +263,7 @@ int catalog_get(catalog_t *c, const char *key, buf_t *out, char *err, size_t err
     }
     mdb_txn_abort(txn);
     if (rc != 0 && rc != MDB_NOTFOUND)
-        return lmdb_fail(rc, "read", err, errlen);
+        return lmdb_fail(c, rc, "read", err, errlen);
     return found;
 }
 
@@ -268,11 +272,11 @@ int catalog_list(catalog_t *c, snap_info_t *out, size_t max, char *err, size_t e
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
     if (rc)
-        return lmdb_fail(rc, "begin", err, errlen);
+        return lmdb_fail(c, rc, "begin", err, errlen);
     MDB_cursor *cur;
     if ((rc = mdb_cursor_open(txn, c->ckpts, &cur))) {
         mdb_txn_abort(txn);
-        return lmdb_fail(rc, "cursor", err, errlen);
+        return lmdb_fail(c, rc, "cursor", err, errlen);
     }
     size_t n = 0;
     MDB_val k, v;
@@ -283,6 +287,6 @@ int catalog_list(catalog_t *c, snap_info_t *out, size_t max, char *err, size_t e
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     if (rc != 0 && rc != MDB_NOTFOUND)
-        return lmdb_fail(rc, "list", err, errlen);
+        return lmdb_fail(c, rc, "list", err, errlen);
     return (int)n;
 }

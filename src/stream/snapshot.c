@@ -108,8 +108,9 @@ int snap_write_file(const char *dir, uint64_t n, const buf_t *b, char *err, size
         rc = -1;
     }
     if (rc < 0) {
+        char text[300];
         snprintf(err, errlen, "cannot write checkpoint %llu to %s (%s): %s",
-                 (unsigned long long)n, dir, what, strerror(saved));
+                 (unsigned long long)n, dir, what, fs_strerror(saved, dir, text, sizeof text));
         unlink(tmp);
     }
     return rc;
