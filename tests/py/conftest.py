@@ -501,6 +501,20 @@ class Harness:
 
 
 @pytest.fixture
+def stores(tmp_path):
+    """A factory of `bettong store` processes (store_helpers.Store), all stopped at
+    the end; the in-process client is disconnected before and after."""
+    from store_helpers import Stores, client_reset
+    client_reset()
+    s = Stores(tmp_path)
+    try:
+        yield s
+    finally:
+        client_reset()
+        s.cleanup()
+
+
+@pytest.fixture
 def bt(tmp_path):
     h = Harness(tmp_path)
     try:

@@ -10,21 +10,9 @@ import uuid
 import pytest
 
 from conftest import BIN, children_of, example_path, free_port
-from store_helpers import Stores, client_reset
 
 from bettong import objects
 import store_models as m
-
-
-@pytest.fixture
-def stores(tmp_path):
-    client_reset()
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        client_reset()
-        s.cleanup()
 
 
 def secret_file(tmp_path, secret, mode=0o600, name="secret"):

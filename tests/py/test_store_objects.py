@@ -11,23 +11,12 @@ import uuid
 
 import pytest
 
-from store_helpers import Stores, client_reset
+from store_helpers import client_reset
 
 from bettong import objects
 from bettong.objects import AliasTaken, NotFound, Persistent, StoreError, active
 from bettong.errors import RemoteError, RemoteTraceback
 import store_models as m
-
-
-@pytest.fixture
-def stores(tmp_path):
-    client_reset()
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        client_reset()
-        s.cleanup()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import textwrap
 import pytest
 
 from conftest import REPO
-from store_helpers import (PYDIR, Stores, client_reset, run_client, spawn_client,
+from store_helpers import (PYDIR, run_client, spawn_client,
                            wait_clients)
 
 from bettong import objects
@@ -19,17 +19,6 @@ import store_models as m
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 PATH_WITH_MODELS = os.pathsep.join([str(PYDIR), TESTS])
-
-
-@pytest.fixture
-def stores(tmp_path):
-    client_reset()
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        client_reset()
-        s.cleanup()
 
 
 @pytest.fixture

@@ -11,22 +11,11 @@ import time
 import pytest
 
 from conftest import BIN, free_port
-from store_helpers import PYTHON, Stores, client_env, client_reset, spawn_client
+from store_helpers import PYTHON, client_env, spawn_client
 
 from bettong import objects
 from bettong import _store
 import store_models as m
-
-
-@pytest.fixture
-def stores(tmp_path):
-    client_reset()
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        client_reset()
-        s.cleanup()
 
 
 def run_store(args, timeout=10):
