@@ -699,6 +699,7 @@ static int check_first_frame(cluster_t *c, inconn_t *ic, conn_info_t *ci, int ch
         return -1;
     }
     ci->authed = 1;
+    inconn_authenticated(ic);
     inconn_set_max_payload(ic, CL_MAX_FRAME);
     return 1;
 }
@@ -1041,7 +1042,10 @@ static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn
         return -1;
     char name[128];
     snprintf(name, sizeof name, "cluster %s", what);
-    return listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen);
+    if (listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen) < 0)
+        return -1;
+    listener_require_auth(l, CL_HELLO_TIMEOUT_MS);
+    return 0;
 }
 
 int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,

@@ -1371,6 +1371,7 @@ static int kconn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t f
             return -1;
         }
         kc->authed = 1;
+        inconn_authenticated(ic);
         kc->channel = h.channel;
         inconn_set_max_payload(ic, h.channel == CL_CH_ADMIN ? CL_MAX_HELLO : CL_MAX_FRAME);
         return 0;
@@ -1561,6 +1562,7 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     }
     if (rc < 0)
         return -1;
+    listener_require_auth(&k->l, CL_HELLO_TIMEOUT_MS);
     k->listening = 1;
     if (cfg->resilience && open_record(k, err, errlen) < 0)
         return -1;

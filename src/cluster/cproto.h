@@ -20,6 +20,7 @@
 
 #define CL_MAX_FRAME (256u << 20) /* a slot's state travels in one frame */
 #define CL_MAX_HELLO 4096u        /* frame limit before HELLO passed */
+#define CL_HELLO_TIMEOUT_MS 10000u /* a connection that has not passed its HELLO by then closes */
 #define CL_MAX_WORKERS 256u       /* worker indices are below this */
 #define CL_NO_INDEX 0xffffu
 #define CL_NAME_MAX 64

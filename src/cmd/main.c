@@ -8,6 +8,7 @@
 #include "store/store.h"
 #include "cluster/runcl.h"
 #include "tools/tools.h"
+#include "util/fdlimit.h"
 
 static void usage(FILE *f)
 {
@@ -32,6 +33,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *cmd = argv[1];
+    /* Every connection is a descriptor; the listeners log the limit. */
+    fdlimit_raise();
     if (strcmp(cmd, "run") == 0)
         return cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "send") == 0)

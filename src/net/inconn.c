@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <malloc.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,8 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "util/args.h"
+#include "util/fdlimit.h"
 #include "util/log.h"
 
 #define READ_CHUNK (64 * 1024)
@@ -21,6 +24,73 @@
 /* Sizes of taken blocks kept as the spare (inconn_block_free). */
 #define INCONN_SPARE_MIN (4 * 1024 * 1024)
 #define INCONN_SPARE_MAX (256 * 1024 * 1024)
+/* The spare block goes to a frame only once this fraction (1/N) of it has
+ * arrived: a header alone must not take it from the legitimate large frames. */
+#define SPARE_JUSTIFY 4
+/* Log lines about refused connections and deadlines: at most one a second. */
+#define LIMIT_LOG_MS 1000
+
+/* The limits of this process's service (inconn_set_limits); every listener
+ * runs on the one loop thread, like the spare block below. */
+static rbudget_t budget;
+static unsigned limit_max_conns;
+static int limits_logged;
+
+void inconn_set_limits(uint64_t max_buffered, unsigned max_conns)
+{
+    budget.limit = max_buffered;
+    limit_max_conns = max_conns;
+}
+
+int inconn_flag(inconn_flags_t *f, int argc, char **argv, int *i, const char *prog)
+{
+    const char *v;
+    long n;
+    if ((v = args_flag_value(argc, argv, i, "--max-buffered", NULL))) {
+        if (args_parse_size(v, &f->max_buffered) < 0) {
+            fprintf(stderr, "%s: bad --max-buffered '%s' (bytes, suffixes K, M, G)\n", prog, v);
+            return -1;
+        }
+        return 1;
+    }
+    if ((v = args_flag_value(argc, argv, i, "--max-connections", NULL))) {
+        if (args_parse_long(v, 1, 10000000, &n) < 0) {
+            fprintf(stderr, "%s: --max-connections takes a number of at least 1\n", prog);
+            return -1;
+        }
+        f->max_conns = (unsigned)n;
+        return 1;
+    }
+    return 0;
+}
+
+void inconn_apply_flags(const inconn_flags_t *f, uint64_t min_buffered)
+{
+    uint64_t b = f->max_buffered;
+    if (!b)
+        b = INCONN_DEFAULT_MAX_BUFFERED > min_buffered ? INCONN_DEFAULT_MAX_BUFFERED
+                                                        : min_buffered;
+    inconn_set_limits(b, f->max_conns);
+}
+
+unsigned inconn_default_max_conns(void)
+{
+    unsigned long fds = fdlimit_current();
+    unsigned long n = fds > 128 + 64 ? (fds - 128) / 4 : 16;
+    return n > 1024 ? 1024 : n < 16 ? 16 : (unsigned)n;
+}
+
+uint64_t inconn_buffered(void) { return budget.used; }
+uint64_t inconn_buffered_peak(void) { return budget.peak; }
+
+static uint64_t loop_ms(const inconn_t *c) { return uv_now(c->listener->loop); }
+
+/* Charge c's read buffer to the budget as it is now. */
+static void recharge(inconn_t *c)
+{
+    size_t cap = c->closing ? 0 : c->in.cap;
+    rbudget_set(&budget, &c->charge, cap > INCONN_UNCHARGED ? cap : 0, loop_ms(c));
+}
 
 static void maybe_listener_closed(listener_t *l)
 {
@@ -42,6 +112,7 @@ static void on_conn_closed(uv_handle_t *h)
     if (c->next)
         c->next->prev = c->prev;
     l->nconns--;
+    l->nclosing--;
     if (l->handler->closed)
         l->handler->closed(l->owner, c);
     buf_free(&c->in);
@@ -55,6 +126,8 @@ void inconn_close(inconn_t *c, const char *why)
     if (c->closing)
         return;
     c->closing = 1;
+    c->listener->nclosing++;
+    recharge(c);
     if (why)
         log_warn("%s: closing connection %llu from %s: %s", c->listener->name,
                  (unsigned long long)c->id, c->peer, why);
@@ -145,11 +218,13 @@ void inconn_block_free(void *block)
 }
 
 /* Move c's unread bytes into the spare block if it holds a frame of `need`
- * bytes and c's own buffer does not. */
+ * bytes and c's own buffer does not, once enough of the frame has arrived to
+ * justify it and the budget has room for it. */
 static void take_spare(inconn_t *c, size_t need)
 {
     size_t have = buf_unread(&c->in);
-    if (!spare || spare_size < need || spare_size < have || c->in.cap - c->in.off >= need)
+    if (!spare || spare_size < need || spare_size < have || c->in.cap - c->in.off >= need ||
+        have < need / SPARE_JUSTIFY || !rbudget_fits(&budget, &c->charge, spare_size))
         return;
     memcpy(spare, buf_head(&c->in), have);
     free(c->in.data);
@@ -159,29 +234,82 @@ static void take_spare(inconn_t *c, size_t need)
     c->in.cap = spare_size;
     spare = NULL;
     spare_size = 0;
+    recharge(c);
+}
+
+static inconn_t *charge_owner(rb_charge_t *ch)
+{
+    return (inconn_t *)((char *)ch - offsetof(inconn_t, charge));
+}
+
+/* Make the budget room for c's buffer to hold `cap` bytes: the oldest holders
+ * give way first (an empty buffer is just freed; a partial frame closes its
+ * connection). Returns 0, or -1 when c itself is the oldest holder (closed). */
+static int make_room(inconn_t *c, size_t cap)
+{
+    uint64_t want = cap > INCONN_UNCHARGED ? cap : 0;
+    while (!rbudget_fits(&budget, &c->charge, want)) {
+        rb_charge_t *oldest = rbudget_oldest(&budget);
+        inconn_t *v = oldest ? charge_owner(oldest) : c;
+        char why[200];
+        if (v == c) {
+            snprintf(why, sizeof why, "its frame of %zu bytes does not fit in the read-buffer "
+                     "budget (--max-buffered %llu bytes, %llu held)", c->need,
+                     (unsigned long long)budget.limit, (unsigned long long)budget.used);
+            inconn_close(c, why);
+            return -1;
+        }
+        if (buf_unread(&v->in) == 0) {
+            buf_free(&v->in);
+            recharge(v);
+            continue;
+        }
+        snprintf(why, sizeof why, "over the read-buffer budget (--max-buffered %llu bytes): "
+                 "its partial frame (%zu of %zu bytes) has waited longest",
+                 (unsigned long long)budget.limit, buf_unread(&v->in), v->need);
+        inconn_close(v, why);
+        /* Its memory goes now, not when the close completes: nothing reads it. */
+        buf_free(&v->in);
+    }
+    return 0;
+}
+
+/* The room to read into next. A large frame's buffer grows with the bytes that
+ * have arrived, never with what its header declares: at most double what is
+ * held, up to the whole frame, which is then read in place. A header alone so
+ * costs a connection one small buffer, and memory follows real traffic. */
+static size_t next_room(inconn_t *c, int *large)
+{
+    size_t have = buf_unread(&c->in);
+    *large = c->need > have && c->need - have > READ_CHUNK;
+    if (!*large)
+        return READ_CHUNK;
+    size_t step = have > READ_CHUNK ? have : READ_CHUNK;
+    return c->need - have < step ? c->need - have : step;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     inconn_t *c = h->data;
-    size_t want = READ_CHUNK;
-    size_t have = buf_unread(&c->in);
-    /* Room for the whole frame being assembled, so a large frame is read in
-     * place instead of through repeated small reads. */
-    int large = c->need > have && c->need - have > want;
-    if (large) {
-        want = c->need - have;
+    out->base = NULL;
+    out->len = 0;
+    int large;
+    size_t want = next_room(c, &large);
+    if (large)
         take_spare(c, c->need);
-    }
     size_t old_cap = c->in.cap;
-    if (buf_reserve(&c->in, want) < 0) {
-        out->base = NULL;
-        out->len = 0;
-        return;
+    if (c->in.cap - c->in.len < want) {
+        /* Exact sizes for large frames, so the budget sees what is held. */
+        if (make_room(c, buf_unread(&c->in) + want) < 0)
+            return;
+        if ((large ? buf_reserve_exact(&c->in, want) : buf_reserve(&c->in, want)) < 0)
+            return;
+        recharge(c);
     }
-    /* A large frame's new memory: backed at once rather than fault by fault. */
+    /* The new memory of a large frame, justified by the bytes already here:
+     * backed at once rather than fault by fault. */
     if (large && c->in.cap > old_cap)
-        buf_prefault(c->in.data + c->in.len, want);
+        buf_prefault(c->in.data + c->in.len, c->in.cap - c->in.len);
     out->base = (char *)c->in.data + c->in.len;
     out->len = c->in.cap - c->in.len;
 }
@@ -209,6 +337,7 @@ void *inconn_take_frame(inconn_t *c)
     void *block = c->in.data;
     c->in = fresh;
     c->taken = 1;
+    recharge(c);
     return block;
 }
 
@@ -269,6 +398,7 @@ static int drain_frames(inconn_t *c)
         l->handler->batch_end(l->owner);
     if (!c->closing && buf_unread(&c->in) == 0)
         buf_shrink(&c->in, KEEP_BUFFER);
+    recharge(c);
     return rc;
 }
 
@@ -294,6 +424,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0)
         return;
+    c->last_rx_ms = loop_ms(c);
     c->in.len += (size_t)nread;
     if (c->lingering) {
         /* Read and drop, so the kernel has no unread bytes that would turn our
@@ -378,13 +509,81 @@ static void unix_send_buffer(inconn_t *c)
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
 }
 
+/* A count of refused connections, logged at most once a second. */
+static void note_refusal(listener_t *l, const char *why)
+{
+    uint64_t now = uv_now(l->loop);
+    l->refused++;
+    if (l->refusal_logged_ms && now - l->refusal_logged_ms < LIMIT_LOG_MS)
+        return;
+    log_warn("%s: refused %llu connection(s) since the last such line: %s", l->name,
+             (unsigned long long)l->refused, why);
+    l->refused = 0;
+    l->refusal_logged_ms = now;
+}
+
+/* At the cap: the connection that has been silent longest, if it has been
+ * silent long enough to give way (see listener_set_max_conns), else NULL.
+ * One that we do not read (paused) is silent because of us: it stays. */
+static inconn_t *evictable(listener_t *l)
+{
+    uint64_t now = uv_now(l->loop);
+    uint64_t need = l->auth_ms ? INCONN_EVICT_PREAUTH_MS : INCONN_EVICT_SILENT_MS;
+    inconn_t *best = NULL;
+    for (inconn_t *c = l->conns; c; c = c->next) {
+        if (c->closing || c->authed || !c->reading || now - c->last_rx_ms < need)
+            continue;
+        if (!best || c->last_rx_ms < best->last_rx_ms)
+            best = c;
+    }
+    return best;
+}
+
+/* Accept the connection and close it at once: left in the kernel's backlog it
+ * would fill it, and then every client of this port would wait. */
+static void refuse_connection(listener_t *l)
+{
+    stream_handle_t *h = malloc(sizeof *h);
+    if (!h)
+        return;
+    if (l->is_unix)
+        uv_pipe_init(l->loop, &h->pipe, 0);
+    else
+        uv_tcp_init(l->loop, &h->tcp);
+    h->handle.data = h;
+    (void)uv_accept(&l->h.stream, &h->stream);
+    uv_close(&h->handle, free_unaccepted);
+}
+
+/* Keep the listener within its cap. Returns 0 to accept the new connection,
+ * -1 when it was refused. */
+static int within_cap(listener_t *l)
+{
+    if (!l->max_conns || l->nconns - l->nclosing < l->max_conns)
+        return 0;
+    inconn_t *victim = evictable(l);
+    if (victim) {
+        inconn_close(victim, NULL);
+        note_refusal(l, "the listener is at its cap of connections (--max-connections); "
+                        "the silent ones give way to new ones");
+        return 0;
+    }
+    refuse_connection(l);
+    note_refusal(l, "the listener is at its cap of connections (--max-connections)");
+    return -1;
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     listener_t *l = server->data;
     if (status < 0) {
-        log_warn("%s: accept failed: %s", l->name, uv_strerror(status));
+        char why[160];
+        snprintf(why, sizeof why, "accept failed: %s", uv_strerror(status));
+        note_refusal(l, why);
         return;
     }
+    if (within_cap(l) < 0)
+        return;
     inconn_t *c = calloc(1, sizeof *c);
     if (!c) {
         log_error("%s: out of memory accepting a connection", l->name);
@@ -409,6 +608,7 @@ static void on_connection(uv_stream_t *server, int status)
     else
         unix_send_buffer(c);
     describe_peer(c);
+    c->opened_ms = c->last_rx_ms = uv_now(l->loop);
     c->id = ++l->next_id;
     c->next = l->conns;
     if (l->conns)
@@ -434,7 +634,97 @@ static void listener_init(listener_t *l, uv_loop_t *loop, const frame_spec_t *sp
     l->spec = spec;
     l->handler = handler;
     l->owner = owner;
+    l->open_handles = 1;
+    l->max_conns = limit_max_conns ? limit_max_conns : inconn_default_max_conns();
     snprintf(l->name, sizeof l->name, "%s", name);
+    if (!limits_logged) {
+        limits_logged = 1;
+        log_info("open-file limit %s; at most %u connections per listener; read buffers "
+                 "%s%llu bytes in all", fdlimit_describe(), l->max_conns,
+                 budget.limit ? "at most " : "unlimited, ",
+                 (unsigned long long)budget.limit);
+    }
+}
+
+void listener_set_max_conns(listener_t *l, unsigned n) { l->max_conns = n; }
+
+/* Connections past their deadline this sweep, logged as one line. */
+typedef struct {
+    unsigned unauthenticated, idle;
+} sweep_count_t;
+
+static void sweep_one(listener_t *l, inconn_t *c, uint64_t now, sweep_count_t *n)
+{
+    if (c->closing)
+        return;
+    /* Time we did not read is not the peer's silence: its clocks start again. */
+    if (!c->reading && !c->lingering) {
+        c->last_rx_ms = now;
+        if (!c->authed)
+            c->opened_ms = now;
+        return;
+    }
+    if (l->auth_ms && !c->authed && now - c->opened_ms >= l->auth_ms) {
+        n->unauthenticated++;
+        inconn_close(c, NULL);
+    } else if (l->idle_ms && !c->lingering && now - c->last_rx_ms >= l->idle_ms) {
+        n->idle++;
+        log_info("%s: closing connection %llu from %s: nothing received for %.1f s (idle "
+                 "timeout)", l->name, (unsigned long long)c->id, c->peer,
+                 (double)(now - c->last_rx_ms) / 1000);
+        inconn_close(c, NULL);
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    listener_t *l = t->data;
+    uint64_t now = uv_now(l->loop);
+    sweep_count_t n = {0, 0};
+    inconn_t *c = l->conns;
+    while (c) {
+        inconn_t *next = c->next;
+        sweep_one(l, c, now, &n);
+        c = next;
+    }
+    if (n.unauthenticated)
+        log_warn("%s: closed %u connection(s) that did not authenticate within %.1f s",
+                 l->name, n.unauthenticated, (double)l->auth_ms / 1000);
+}
+
+/* One timer per listener checks the deadlines of all its connections, often
+ * enough to close each within about a quarter of its deadline late. */
+static void start_sweep(listener_t *l)
+{
+    unsigned shortest = l->auth_ms;
+    if (l->idle_ms && (!shortest || l->idle_ms < shortest))
+        shortest = l->idle_ms;
+    if (l->closing || !shortest)
+        return;
+    unsigned every = shortest / 4;
+    every = every < 20 ? 20 : every > 1000 ? 1000 : every;
+    if (!l->sweeping) {
+        uv_timer_init(l->loop, &l->sweep);
+        l->sweep.data = l;
+        l->sweeping = 1;
+        l->open_handles++;
+    }
+    uv_timer_start(&l->sweep, on_sweep, every, every);
+}
+
+void listener_require_auth(listener_t *l, unsigned ms)
+{
+    const char *env = getenv("BETTONG_AUTH_TIMEOUT_MS");
+    if (env && atoi(env) > 0)
+        ms = (unsigned)atoi(env);
+    l->auth_ms = ms;
+    start_sweep(l);
+}
+
+void listener_set_idle_timeout(listener_t *l, unsigned ms)
+{
+    l->idle_ms = ms;
+    start_sweep(l);
 }
 
 static int listen_or_fail(listener_t *l, int rc, char *err, size_t errlen)
@@ -600,6 +890,8 @@ void listener_resume(listener_t *l)
 static void on_listener_handle_closed(uv_handle_t *h)
 {
     listener_t *l = h->data;
+    if (--l->open_handles > 0)
+        return;
     l->closing = 2;
     maybe_listener_closed(l);
 }
@@ -615,5 +907,7 @@ void listener_close(listener_t *l, void (*on_closed)(listener_t *l))
     /* The socket file is ours: remove it so no one connects to a dead pool. */
     if (l->is_unix)
         unlink(l->addr + strlen("unix:"));
+    if (l->sweeping)
+        uv_close((uv_handle_t *)&l->sweep, on_listener_handle_closed);
     uv_close(&l->h.handle, on_listener_handle_closed);
 }

@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "net/frame.h"
+#include "net/rbudget.h"
 #include "net/writer.h"
 #include "util/buf.h"
 
@@ -61,6 +62,10 @@ struct inconn {
     uint64_t id;
     char peer[64];
     int peer_loopback;    /* a TCP peer on a loopback address, or a Unix socket */
+    int authed;           /* inconn_authenticated was called */
+    uint64_t opened_ms;   /* loop time of the accept */
+    uint64_t last_rx_ms;  /* loop time bytes last arrived (or the accept) */
+    rb_charge_t charge;   /* its read buffer in the budget (--max-buffered) */
     void *user; /* owner's per-connection data */
     inconn_t *prev, *next;
 };
@@ -76,6 +81,15 @@ struct listener {
     char addr[300];  /* "host:port" (the real port) or "unix:PATH" */
     inconn_t *conns; /* open connections */
     size_t nconns;
+    size_t nclosing; /* of them, being closed (they no longer count for the cap) */
+    unsigned max_conns; /* open connections at most (listener_set_max_conns) */
+    unsigned auth_ms;   /* listener_require_auth; 0: none */
+    unsigned idle_ms;   /* listener_set_idle_timeout; 0: none */
+    uv_timer_t sweep;   /* deadlines and idle timeouts */
+    int sweeping;
+    int open_handles;   /* the socket and, once started, the sweep timer */
+    uint64_t refused;   /* connections refused at the cap, not yet logged */
+    uint64_t refusal_logged_ms;
     int paused;      /* new and existing connections do not read */
     int closing;
     uint64_t next_id;
@@ -102,6 +116,70 @@ int listener_adopt(listener_t *l, uv_loop_t *loop, int fd, const frame_spec_t *s
 int listener_start_unix(listener_t *l, uv_loop_t *loop, const char *path,
                         const frame_spec_t *spec, const inconn_handler_t *handler, void *owner,
                         const char *name, char *err, size_t errlen);
+/* Limits shared by every listener of the process (one service), set from its
+ * flags before its listeners start:
+ *   max_buffered  bytes the connections' read buffers may hold together
+ *                 (--max-buffered; 0: no limit). Buffers of up to
+ *                 INCONN_UNCHARGED bytes are not counted. When a buffer must
+ *                 grow past the limit, the connection whose partial frame has
+ *                 waited longest is closed first (an empty buffer is freed
+ *                 instead), until it fits; see rbudget.h.
+ *   max_conns     open connections per listener (--max-connections; 0: the
+ *                 default, inconn_default_max_conns). */
+#define INCONN_UNCHARGED (256 * 1024)
+void inconn_set_limits(uint64_t max_buffered, unsigned max_conns);
+/* The default --max-buffered: every service's largest frame fits (the store's
+ * 1 GiB, a cluster's 256 MiB slot state, with room for a few at once), and
+ * headers alone never reach it since buffers grow only with bytes received. */
+#define INCONN_DEFAULT_MAX_BUFFERED (1024ull * 1024 * 1024)
+
+/* The flags of every service that accepts connections, parsed alike. */
+typedef struct {
+    uint64_t max_buffered; /* 0: not given */
+    unsigned max_conns;    /* 0: not given */
+} inconn_flags_t;
+/* 1 if argv[*i] is --max-buffered or --max-connections (its value taken), 0
+ * if not, -1 after a message on stderr (prog names the command). */
+int inconn_flag(inconn_flags_t *f, int argc, char **argv, int *i, const char *prog);
+/* inconn_set_limits from the flags: max_buffered defaults to
+ * INCONN_DEFAULT_MAX_BUFFERED, raised to min_buffered if that is larger. */
+void inconn_apply_flags(const inconn_flags_t *f, uint64_t min_buffered);
+#define INCONN_FLAGS_USAGE \
+"  --max-buffered BYTES  memory all connections' read buffers may hold together\n" \
+"                        (default 1G, or the largest frame if larger; suffixes\n" \
+"                        K, M, G). Past it the connection whose partial frame\n" \
+"                        has waited longest is closed first\n" \
+"  --max-connections N   open connections per listening port (default: 1024, or\n" \
+"                        less when the open-file limit is low); beyond it a new\n" \
+"                        one replaces a silent connection, or is closed at once\n"
+/* min(1024, (open-file limit - 128) / 4), at least 16: four full listeners
+ * still leave descriptors for files, sinks and links. */
+unsigned inconn_default_max_conns(void);
+/* Bytes charged to the budget now, and the most at any time. */
+uint64_t inconn_buffered(void);
+uint64_t inconn_buffered_peak(void);
+
+/* At most n open connections on this listener. A new one beyond it replaces
+ * the connection that has been silent longest, if that one has been silent
+ * long enough to give way (INCONN_EVICT_PREAUTH_MS for a connection that has
+ * not authenticated on a listener that requires it, INCONN_EVICT_SILENT_MS on
+ * a listener that requires none; an authenticated one never gives way); else
+ * the new one is accepted and closed at once, so the kernel's backlog does not
+ * fill up, with a log line at most once a second. */
+#define INCONN_EVICT_PREAUTH_MS 250
+#define INCONN_EVICT_SILENT_MS 1000
+void listener_set_max_conns(listener_t *l, unsigned n);
+/* Every connection must pass inconn_authenticated within `ms` of its accept or
+ * is closed (not counting time the listener or it spent paused). The
+ * environment variable BETTONG_AUTH_TIMEOUT_MS overrides ms (for tests). */
+void listener_require_auth(listener_t *l, unsigned ms);
+/* A connection from which nothing arrives for `ms` (while it is read) is
+ * closed; 0 turns it off. */
+void listener_set_idle_timeout(listener_t *l, unsigned ms);
+/* The peer proved who it is (its HELLO passed): no deadline any more, and it
+ * never gives way to a new connection at the cap. */
+static inline void inconn_authenticated(inconn_t *c) { c->authed = 1; }
+
 /* Stop reading on every connection / start again. */
 void listener_pause(listener_t *l);
 void listener_resume(listener_t *l);

@@ -178,6 +178,7 @@ static int accept_peer(peer_t *pe, int role)
             inconn_pause(pe->c);
     }
     pe->role = role;
+    inconn_authenticated(pe->c);
     inconn_set_max_payload(pe->c, PROTO_MAX_FRAME);
     sched_stats_t st;
     sched_stats(p->sched, &st);

@@ -36,6 +36,7 @@ typedef struct {
     int exit_with_client;
     const char *log_level;
     unsigned ahead;
+    inconn_flags_t limits;
 } pool_args_t;
 
 static void usage(FILE *f)
@@ -67,6 +68,7 @@ static void usage(FILE *f)
 "                        connects within 120 s\n"
 "  --ahead N             most tasks sent ahead to one worker (default 64); the\n"
 "                        pool sends fewer when tasks are slow\n"
+INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -84,9 +86,13 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
         int missing = 0;
         const char *v;
         long n;
+        int lim;
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
+        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0) {
+            if (lim < 0)
+                return -1;
         } else if (strcmp(argv[i], "--exit-with-client") == 0) {
             a->exit_with_client = 1;
         } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
@@ -370,8 +376,13 @@ static void choose_worker_connect(pool_t *p)
         snprintf(p->worker_connect, sizeof p->worker_connect, "%s", addr);
 }
 
+/* The pool's own HELLO deadline is in peer.c; the listener's also lets silent
+ * unauthenticated connections give way at the cap. */
+#define AUTH_DEADLINE_MS 10000
+
 static int start_listeners(pool_t *p, const pool_args_t *a)
 {
+    inconn_apply_flags(&a->limits, PROTO_MAX_FRAME + (1u << 20));
     char err[512];
     if (a->listen) {
         struct sockaddr_storage sa;
@@ -383,6 +394,7 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
             return -1;
         }
         p->have_tcp = p->tcp_open = 1;
+        listener_require_auth(&p->tcp, AUTH_DEADLINE_MS);
     }
     if (a->unix_path) {
         if (listener_start_unix(&p->unx, &p->loop, a->unix_path, &p->spec, &peer_handler, p,
@@ -391,6 +403,7 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
             return -1;
         }
         p->have_unix = p->unix_open = 1;
+        listener_require_auth(&p->unx, AUTH_DEADLINE_MS);
     }
     return 0;
 }

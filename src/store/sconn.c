@@ -247,6 +247,7 @@ static int on_hello(sconn_t *cn, const uint8_t *body, size_t len)
     if (st->stopping)
         return refuse(cn, "the store is stopping");
     cn->authed = 1;
+    inconn_authenticated(cn->c);
     cn->deadline_ms = 0;
     inconn_set_max_payload(cn->c, STORE_MAX_FRAME);
     wire_wr_t w;

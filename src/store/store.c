@@ -21,6 +21,7 @@
 #define PROG "bettong store"
 #define DEFAULT_LISTEN "127.0.0.1:7450"
 #define SWEEP_MS 1000
+#define AUTH_DEADLINE_MS 10000
 
 typedef struct {
     const char *dir;
@@ -31,6 +32,7 @@ typedef struct {
     long inline_us;
     long spin_us;
     const char *log_level;
+    inconn_flags_t limits;
 } store_args_t;
 
 static void usage(FILE *f)
@@ -66,6 +68,7 @@ static void usage(FILE *f)
 "                        of a sleeping thread (and CPU) per request when they\n"
 "                        come back to back; costs up to N us of CPU after each\n"
 "                        burst. 0: sleep at once\n"
+INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -82,9 +85,13 @@ static int parse_args(int argc, char **argv, store_args_t *a)
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
+        int lim;
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
+        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0) {
+            if (lim < 0)
+                return -1;
         } else if ((v = args_flag_value(argc, argv, &i, "--dir", &missing))) {
             a->dir = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
@@ -246,11 +253,15 @@ static int start(store_t *st, const store_args_t *a)
     pyexec_set_after(st->px, spy_trim);
     st->spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 1,
                               .max_payload = STORE_MAX_FRAME};
+    inconn_apply_flags(&a->limits, STORE_MAX_FRAME + (1u << 20));
     if (listener_start(&st->tcp, &st->loop, (struct sockaddr *)&sa, &st->spec, &sconn_handler,
                        st, "store", err, sizeof err) < 0) {
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
+    /* sconn.c has its own HELLO deadline; the listener's also lets silent
+     * unauthenticated connections give way at the cap. */
+    listener_require_auth(&st->tcp, AUTH_DEADLINE_MS);
     st->tcp_open = 1;
     st->inline_ok = a->inline_us > 0;
     st->spin_ns = (uint64_t)a->spin_us * 1000;

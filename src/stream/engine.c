@@ -456,6 +456,8 @@ static int start_sources(engine_t *e)
             return -1;
         }
         s->listening = 1;
+        if (e->opt->source_idle_ms)
+            listener_set_idle_timeout(&s->listener, e->opt->source_idle_ms);
         if (e->paused)
             listener_pause(&s->listener);
         log_info("%s listening on %s", name, s->listener.addr);

@@ -99,6 +99,7 @@ typedef struct {
     const engine_cluster_ops_t *cluster; /* NULL: a worker on its own */
     const void *cluster_config;  /* the cluster's own, given to cluster->start */
     int shared_ports;            /* sources share their ports with sibling processes */
+    unsigned source_idle_ms;     /* close a source connection silent this long (0: never) */
     const char *worker_name;     /* --name (NULL: "initializer") */
     /* --run-with-resilience: checkpoints in resilience_dir/<worker name>
      * (NULL: /tmp) every checkpoint_interval_ns. */

@@ -71,6 +71,16 @@ static void usage(FILE *f, const run_ext_t *ext)
 "                              stop (flush the sinks and exit with status 1)\n"
 "  --max-frame BYTES           largest accepted input frame payload (default 16M;\n"
 "                              suffixes K, M, G); a larger one closes its connection\n"
+"  --max-buffered BYTES        memory the read buffers of all connections (sources,\n"
+"                              cluster links) may hold together (default 1G, at\n"
+"                              least --max-frame + 1M); past it the connection whose\n"
+"                              partial frame has waited longest is closed first\n"
+"  --max-connections N         open connections per listening port (default 1024,\n"
+"                              less when the open-file limit is low); beyond it a\n"
+"                              new one replaces one silent for 1 s, or is closed\n"
+"  --source-idle-timeout SECONDS\n"
+"                              close a source connection that sends nothing for\n"
+"                              this long (default: never; a quiet producer is fine)\n"
 "  --flush-timeout SECONDS     how long a stop waits for the sinks (default 10)\n"
 "  --log-level LEVEL           debug, info (default), warn, error\n"
 "  --run-with-resilience       take checkpoints of the state and recover from the\n"
@@ -215,6 +225,7 @@ static void warn_ignored(const run_args_t *a)
 static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
 {
     const char *v;
+    int rc;
     if ((v = flag_value(argc, argv, i, "--application-module"))) {
         snprintf(a->module, sizeof a->module, "%s", v);
     } else if ((v = flag_value(argc, argv, i, "--application-path"))) {
@@ -228,6 +239,16 @@ static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
             fprintf(stderr, "bettong run: bad --max-frame '%s'\n", v);
             return -1;
         }
+    } else if ((v = flag_value(argc, argv, i, "--source-idle-timeout"))) {
+        char *end;
+        double s = strtod(v, &end);
+        if (*end || !(s > 0) || s > 86400 * 365) {
+            fprintf(stderr, "bettong run: bad --source-idle-timeout '%s' (seconds)\n", v);
+            return -1;
+        }
+        a->engine.source_idle_ms = (unsigned)(s * 1000 + 0.5) ? (unsigned)(s * 1000 + 0.5) : 1;
+    } else if ((rc = inconn_flag(&a->limits, argc, argv, i, "bettong run")) != 0) {
+        return rc;
     } else if ((v = flag_value(argc, argv, i, "--flush-timeout"))) {
         a->engine.flush_timeout_s = atof(v);
     } else if ((v = flag_value(argc, argv, i, "--log-level"))) {
@@ -332,6 +353,8 @@ int run_worker(run_args_t *a, int argc, char **argv)
         run_args_free(a);
         return 2;
     }
+    /* Every listener of this process (sources, cluster ports) shares them. */
+    inconn_apply_flags(&a->limits, a->max_frame + 64 + (1u << 20));
     app_t app;
     app_options_t opt = {.module = a->module, .argc = full_argc, .argv = full_argv,
                          .max_frame = a->max_frame};

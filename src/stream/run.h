@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "net/inconn.h"
 #include "stream/engine.h"
 
 #define RUN_MAX_PATHS 32
@@ -20,6 +21,7 @@ typedef struct {
     size_t nowned;
     engine_options_t engine;    /* the caller may set .cluster and .cluster_config */
     uint64_t max_frame;
+    inconn_flags_t limits;      /* --max-buffered, --max-connections */
     uint32_t ignored;           /* Wallaroo flags given that have no effect (a bit each) */
     int given_interval;         /* --time-between-checkpoints was given */
 } run_args_t;

@@ -33,3 +33,23 @@ int args_parse_long(const char *s, long min, long max, long *out)
     *out = v;
     return 0;
 }
+
+int args_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -1;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (*end != '\0' || v == 0 || v > (~0ull >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}

@@ -40,6 +40,21 @@ int buf_reserve(buf_t *b, size_t extra)
     return 0;
 }
 
+int buf_reserve_exact(buf_t *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    buf_compact(b);
+    if (b->cap - b->len >= extra)
+        return 0;
+    uint8_t *p = realloc(b->data, b->len + extra);
+    if (!p)
+        return -1;
+    b->data = p;
+    b->cap = b->len + extra;
+    return 0;
+}
+
 int buf_append(buf_t *b, const void *p, size_t n)
 {
     if (n == 0)

@@ -17,6 +17,10 @@ void buf_init(buf_t *b);
 void buf_free(buf_t *b);
 /* Make room for at least `extra` bytes after len; returns 0 or -1 on OOM. */
 int buf_reserve(buf_t *b, size_t extra);
+/* The same, but grow to exactly len + extra (after moving the unread bytes to
+ * the start), not to the next power of two: for a buffer whose size is
+ * accounted. */
+int buf_reserve_exact(buf_t *b, size_t extra);
 int buf_append(buf_t *b, const void *p, size_t n);
 /* Unread bytes. */
 static inline size_t buf_unread(const buf_t *b) { return b->len - b->off; }

@@ -147,6 +147,33 @@ def py_send(port, data, chunk=None, delay=0.0, host="127.0.0.1", close=True):
     return s
 
 
+def raw_hello(service, secret=b"", name=b"raw-test"):
+    """The first frame a raw client of the pool ("pool", as a client) or the
+    store ("store") sends: its HELLO. The one place tests build it by hand, so
+    a new handshake changes only this function (and read_welcome)."""
+    if service == "pool":
+        body = struct.pack(">BBBI", 1, 1, 1, os.getpid())
+        body += struct.pack(">H", len(name)) + name + struct.pack(">H", len(secret)) + secret
+    elif service == "store":
+        body = struct.pack(">BBH", 1, 1, len(secret)) + secret
+        body += struct.pack(">H", len(name)) + name
+    else:
+        raise ValueError(service)
+    return struct.pack(">I", len(body)) + body
+
+
+def read_welcome(sock, timeout=5):
+    """Read the answer to raw_hello; True if it is a WELCOME (type 2)."""
+    sock.settimeout(timeout)
+    data = b""
+    while len(data) < 5 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return False
+        data += chunk
+    return data[4] == 2
+
+
 def lines_of(data):
     """Text lines of bytes output (each must end in a newline)."""
     text = data.decode("utf-8")
