@@ -695,7 +695,7 @@ static void handshake_error(PyObject *address, int rc, int err)
     if (rc == SOCK_HS_EPROOF)
         PyErr_Format(AuthenticationError,
                      "the store at %U could not prove it knows the secret "
-                     "(BETTONG_STORE_SECRET): refused it (the secrets differ, or it is not the "
+                     "(BETTONG_STORE_SECRET or BETTONG_SECRET): refused it (the secrets differ, or it is not the "
                      "real store); nothing it sent was read", address);
     else if (rc == SOCK_HS_EFORMAT)
         PyErr_Format(ProtocolError, "%U does not speak the Bettong store handshake", address);
