@@ -68,7 +68,6 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>

@@ -197,14 +197,14 @@ static int on_identity(peer_t *pe)
     uint32_t pid = proto_u32(&r);
     size_t name_len;
     const uint8_t *name = proto_str16(&r, &name_len);
-    auth_session_clear(&pe->auth.s);
-    if (r.err) {
-        /* A peer that knows the secret but not this protocol's identity: most
-         * likely a version 1 client. */
-        return refuse(pe, 0, "malformed identity in the handshake (another Bettong release?)");
+    if (!r.err) {
+        pe->pid = pid;
+        copy_name(pe->name, sizeof pe->name, name, name_len);
     }
-    pe->pid = pid;
-    copy_name(pe->name, sizeof pe->name, name, name_len);
+    /* The name was copied: the session (nonces, identity) is of no more use. */
+    auth_session_clear(&pe->auth.s);
+    if (r.err)
+        return refuse(pe, 0, "malformed identity in the handshake (another Bettong release?)");
     if (role != ROLE_CLIENT && role != ROLE_WORKER)
         return refuse(pe, role, "unknown role in the handshake");
     if (version != PROTO_VERSION) {

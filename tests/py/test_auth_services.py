@@ -10,6 +10,7 @@ fake server) lives in conftest.py for other attack tests to reuse."""
 
 import os
 import pickle
+import re
 import socket
 import struct
 import subprocess
@@ -205,11 +206,13 @@ def test_pool_refuses_a_client_whose_proof_is_wrong(procs):
         assert read_all_frames(s) == []
     finally:
         s.close()
-    # With the secret the same handshake is welcome.
+    # With the secret the same handshake is welcome, under the name it proved.
     s = socket.create_connection(("127.0.0.1", pool.port), timeout=5)
     try:
-        answer = auth_handshake(s, "pool", pool_identity(), SECRET)
+        answer = auth_handshake(s, "pool", pool_identity(name="proved-name"), SECRET)
         assert answer[0] == WELCOME, answer
+        joined = re.compile(r"client \d+ 'proved-name' \(pid %d\).* joined" % os.getpid())
+        assert pool.out.wait_for(joined, 5), pool.out.text()
     finally:
         s.close()
 
@@ -248,6 +251,14 @@ def test_store_client_with_a_wrong_secret_gets_a_clear_error(stores):
     try:
         answer = auth_handshake(s, "store", store_identity(), b"wrong", check_server=False)
         assert "authentication failed" in refusal_text(answer)
+    finally:
+        s.close()
+    # The right one is welcome, under the name it proved.
+    s = socket.create_connection(("127.0.0.1", st.port), timeout=5)
+    try:
+        answer = auth_handshake(s, "store", store_identity("proved-name"), SECRET)
+        assert answer[0] == WELCOME, answer
+        wait_until(lambda: "client 'proved-name'" in st.log(), 5, "the store's log line")
     finally:
         s.close()
     assert st.alive()
