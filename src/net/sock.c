@@ -321,9 +321,11 @@ static int handshake(int fd, buf_t *in, const char *service, const void *identit
         goto done;
     *proved = 1;
     rc = 0;
-done:
+done:;
+    int e = errno; /* the caller reads it for SOCK_HS_EIO */
     auth_session_clear(&s);
     buf_free(&out);
+    errno = e;
     return rc;
 }
 

@@ -128,8 +128,9 @@ static int parse_answer(const uint8_t *body, size_t n, uint32_t *peer_id, char *
     return WORKER_EXIT_UNPROVEN;
 }
 
-/* What the handshake's failures mean to a worker, in err: the exit status. */
-static int handshake_failed(int rc, const char *addr, char *err, size_t errlen)
+/* What the handshake's failures mean to a worker (rc, errno e), in err: the
+ * exit status. */
+static int handshake_failed(int rc, int e, const char *addr, char *err, size_t errlen)
 {
     if (rc == SOCK_HS_EPROOF) {
         snprintf(err, errlen, "the pool at %s could not prove it knows the secret "
@@ -147,7 +148,7 @@ static int handshake_failed(int rc, const char *addr, char *err, size_t errlen)
         return WORKER_EXIT_ERROR;
     }
     snprintf(err, errlen, "no answer to the handshake from %s (%s; waited at most %d s)", addr,
-             errno == ECONNRESET ? "the pool closed the connection" : strerror(errno),
+             e == ECONNRESET ? "the pool closed the connection" : strerror(e),
              HELLO_WAIT_S);
     return WORKER_EXIT_NO_CONNECT;
 }
@@ -166,9 +167,10 @@ int wio_hello(int fd, const char *addr, const char *name, const char *secret, ui
     int rc = sock_handshake_strict(fd, &io.early, POOL_SERVICE, buf_head(&id), buf_unread(&id),
                                    secret, strlen(secret), ANSWER_MAX,
                                    sock_now() + HELLO_WAIT_S, MSG_REFUSED, &body, &len);
+    int e = errno;
     buf_free(&id);
     if (rc != 0)
-        return handshake_failed(rc, addr, err, errlen);
+        return handshake_failed(rc, e, addr, err, errlen);
     rc = parse_answer(body, len, peer_id, err, errlen);
     /* What came after WELCOME (the pool may send work at once) is the
      * reader's. */
