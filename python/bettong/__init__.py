@@ -43,6 +43,7 @@ _EXPORTS = {
     "WorkerDied": ".errors",
     "PoolError": ".errors",
     "RefusedError": ".errors",
+    "AuthenticationError": ".errors",
     "ProtocolError": ".errors",
     # Persistent objects (the data service, `bettong store`).
     "connect": ".objects",

@@ -4,9 +4,13 @@
  * One type, Connection, and a few constants.
  *
  *   Connection(address, secret=b"", name="", timeout=30.0)
- *       Connects to "unix:/path" (or a plain "/path") or "host:port" ("[v6]:port"),
- *       sends HELLO and waits for the answer. WELCOME fills `peer_id` and `workers`;
- *       REFUSED raises RefusedError (a PermissionError) with the pool's reason.
+ *       Connects to "unix:/path" (or a plain "/path") or "host:port" ("[v6]:port")
+ *       and runs the handshake of src/net/auth.h (net/sock.c: the secret is the
+ *       key of both proofs and is never sent), within `timeout` seconds. WELCOME
+ *       fills `peer_id` and `workers`; REFUSED raises RefusedError (a
+ *       PermissionError) with the pool's reason; a pool that cannot prove it knows
+ *       the secret raises AuthenticationError (a RefusedError) before anything it
+ *       sent is read.
  *
  *   send_func(func_id, payload)          one FUNC message
  *   send_calls(func_id, timeout_ms, retries, call_ids, payloads)
@@ -59,14 +63,12 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "net/sock.h"
@@ -82,12 +84,15 @@
 #define READ_CHUNK (256 * 1024)
 /* type + call_id + status + worker + attempts + three times */
 #define RESULT_FIXED (1 + 8 + 1 + 4 + 4 + 8 + 8 + 8)
+/* The pool's answers to the handshake are small; anything longer is not a pool. */
+#define HANDSHAKE_MAX (64 * 1024)
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
 #endif
 
 static PyObject *RefusedError;
+static PyObject *AuthenticationError;
 static PyObject *ProtocolError;
 
 typedef struct {
@@ -556,73 +561,68 @@ static PyObject *finish_big(Conn *c)
 
 /* ------------------------------------------------------------------ the type */
 
-static int parse_address(PyObject *addr, struct sockaddr_storage *ss, socklen_t *sslen,
-                         int *is_unix, char *host, size_t hostlen, char *port, size_t portlen)
+/* The exception for a failed sock_connect_addr. */
+static void connect_error(PyObject *address, int what, int err, const char *why)
 {
-    const char *s = PyUnicode_AsUTF8(addr);
-    if (!s)
-        return -1;
-    int u = sock_parse_unix(s, (struct sockaddr_un *)ss);
-    if (u < 0) {
-        PyErr_Format(PyExc_ValueError, "bad unix socket path: %R", addr);
-        return -1;
-    }
-    if (u > 0) {
-        *sslen = (socklen_t)sizeof(struct sockaddr_un);
-        *is_unix = 1;
-        return 0;
-    }
-    *is_unix = 0;
-    int rc = sock_parse_hostport(s, host, hostlen, port, portlen);
-    if (rc == SOCK_EFORMAT) {
-        PyErr_Format(PyExc_ValueError, "pool address must be 'host:port' or 'unix:/path', not %R",
-                     addr);
-        return -1;
-    }
-    if (rc == SOCK_ETOOLONG) {
-        PyErr_Format(PyExc_ValueError, "pool address too long: %R", addr);
-        return -1;
-    }
-    return 0;
+    if (what == SOCK_CA_ADDRESS)
+        PyErr_Format(PyExc_ValueError, "pool address %R: %s", address, why);
+    else if (what == SOCK_CA_RESOLVE)
+        PyErr_Format(PyExc_ConnectionError, "%s", why);
+    else
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
+                     "cannot connect to the pool at %U: %s", address, why);
 }
 
-/* Read until c->in holds one whole frame, without the GIL, before the deadline.
- * Returns the frame length, 0 on EOF, -1 with errno (ETIMEDOUT at the deadline),
- * -3 on a bad length. */
-static long read_frame_raw(Conn *c, int fd, double deadline)
+/* The exception for a failed handshake (sock_handshake_strict's rc). */
+static void handshake_error(PyObject *address, int rc, int err)
 {
-    for (;;) {
-        size_t un = buf_unread(&c->in);
-        if (un >= 4) {
-            uint32_t n = sock_be32(buf_head(&c->in));
-            if (n == 0 || n > 1024 * 1024)
-                return -3;
-            if (un >= 4 + (size_t)n)
-                return (long)n;
-        }
-        if (buf_reserve(&c->in, 4096) < 0) {
-            errno = ENOMEM;
-            return -1;
-        }
-        struct pollfd pfd = {fd, POLLIN, 0};
-        int pr = poll(&pfd, 1, sock_ms_left(deadline));
-        if (pr < 0 && errno == EINTR)
-            continue;
-        if (pr < 0)
-            return -1;
-        if (pr == 0) {
-            errno = ETIMEDOUT;
-            return -1;
-        }
-        ssize_t r = read(fd, c->in.data + c->in.len, c->in.cap - c->in.len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0)
-            return -1;
-        if (r == 0)
+    if (rc == SOCK_HS_EPROOF)
+        PyErr_Format(AuthenticationError,
+                     "the pool at %U could not prove it knows the secret (BETTONG_SECRET): "
+                     "refused it (the secrets differ, or it is not the real pool); nothing it "
+                     "sent was read", address);
+    else if (rc == SOCK_HS_EFORMAT)
+        PyErr_Format(ProtocolError, "%U does not speak the Bettong pool handshake", address);
+    else if (rc == SOCK_HS_ESYSTEM)
+        PyErr_Format(PyExc_OSError, "cannot start the handshake with %U: no random bytes or "
+                     "out of memory", address);
+    else if (err == ECONNRESET)
+        PyErr_Format(PyExc_ConnectionError,
+                     "the pool at %U closed the connection during the handshake", address);
+    else
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
+                     "no answer to the handshake from the pool at %U: %s", address,
+                     strerror(err));
+}
+
+/* WELCOME or REFUSED (the handshake's answer). Returns 0 or -1 (exception set). */
+static int take_answer(Conn *c, const uint8_t *body, size_t len)
+{
+    proto_rd_t r;
+    proto_rd_init(&r, body, len);
+    uint8_t type = proto_u8(&r);
+    if (type == MSG_WELCOME) {
+        c->peer_id = proto_u32(&r);
+        c->workers = proto_u32(&r);
+        if (!r.err)
             return 0;
-        c->in.len += (size_t)r;
+        PyErr_SetString(ProtocolError, "malformed WELCOME");
+        return -1;
     }
+    if (type == MSG_REFUSED) {
+        size_t rl = 0;
+        const uint8_t *reason = proto_str16(&r, &rl);
+        PyObject *msg = PyUnicode_DecodeUTF8(reason ? (const char *)reason : "", (Py_ssize_t)rl,
+                                             "replace");
+        if (msg) {
+            PyErr_Format(RefusedError, "the pool at %U refused the connection: %U", c->address,
+                         msg);
+            Py_DECREF(msg);
+        }
+        return -1;
+    }
+    PyErr_Format(ProtocolError, "unexpected message %d in answer to the handshake", (int)type);
+    return -1;
 }
 
 static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
@@ -643,102 +643,47 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     }
     Py_INCREF(address);
     c->address = address;
-
-    struct sockaddr_storage ss;
-    socklen_t sslen = 0;
-    int is_unix = 0;
-    char host[256], port[32];
-    if (parse_address(address, &ss, &sslen, &is_unix, host, sizeof host, port, sizeof port) < 0)
+    const char *addr = PyUnicode_AsUTF8(address);
+    buf_t id;
+    buf_init(&id);
+    if (!addr)
         goto fail;
-    double deadline = timeout > 0 ? sock_now() + timeout : -1;
-
-    int fd = -1, err = 0, gai = 0;
-    Py_BEGIN_ALLOW_THREADS
-    if (is_unix)
-        fd = sock_connect_deadline((struct sockaddr *)&ss, sslen, deadline);
-    else
-        fd = sock_connect_host(host, port, deadline, &gai);
-    err = errno;
-    Py_END_ALLOW_THREADS
-    if (gai != 0) {
-        PyErr_Format(PyExc_ConnectionError, "cannot resolve %s: %s", host, gai_strerror(gai));
-        goto fail;
-    }
-    if (fd < 0) {
-        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
-                     "cannot connect to the pool at %U: %s", address, strerror(err));
-        goto fail;
-    }
-    c->fd = fd;
-
-    /* HELLO */
-    out_t o;
-    out_init(&o);
-    proto_wr_t w;
-    proto_begin(&w, &o.b, MSG_HELLO);
-    proto_put_u8(&w, ROLE_CLIENT);
-    proto_put_u8(&w, PROTO_VERSION);
-    proto_put_u32(&w, (uint32_t)getpid());
-    proto_put_str16(&w, name, (size_t)namelen);
-    proto_put_str16(&w, secret.buf ? secret.buf : "", secret.buf ? (size_t)secret.len : 0);
-    if (proto_end(&w) < 0) {
-        out_free(&o);
+    if (proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name, (size_t)namelen) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
-    PyObject *ok = out_send(c, &o);
-    out_free(&o);
-    if (!ok)
-        goto fail;
-    Py_DECREF(ok);
+    double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
-    long n;
+    /* Connect and authenticate without the GIL: both block. */
+    int fd, what = 0, err = 0, rc = 0;
+    char why[300];
+    const uint8_t *body = NULL;
+    size_t len = 0;
     Py_BEGIN_ALLOW_THREADS
-    n = read_frame_raw(c, fd, deadline);
+    fd = sock_connect_addr(addr, 1, deadline, &what, why, sizeof why);
+    if (fd >= 0)
+        rc = sock_handshake_strict(fd, &c->in, POOL_SERVICE, buf_head(&id), buf_unread(&id),
+                                   secret.buf, (size_t)secret.len, HANDSHAKE_MAX, deadline,
+                                   MSG_REFUSED, &body, &len);
     err = errno;
     Py_END_ALLOW_THREADS
-    if (n == 0) {
-        PyErr_Format(PyExc_ConnectionError,
-                     "the pool at %U closed the connection during the handshake", address);
+    if (fd < 0) {
+        connect_error(address, what, err, why);
         goto fail;
     }
-    if (n == -3) {
-        PyErr_Format(ProtocolError, "%U does not speak the Bettong pool protocol", address);
+    c->fd = fd;
+    if (rc != 0) {
+        handshake_error(address, rc, err);
         goto fail;
     }
-    if (n < 0) {
-        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
-                     "no answer to HELLO from the pool at %U: %s", address, strerror(err));
+    if (take_answer(c, body, len) < 0)
         goto fail;
-    }
-    proto_rd_t r;
-    proto_rd_init(&r, buf_head(&c->in) + 4, (size_t)n);
-    uint8_t type = proto_u8(&r);
-    if (type == MSG_WELCOME) {
-        c->peer_id = proto_u32(&r);
-        c->workers = proto_u32(&r);
-        if (r.err) {
-            PyErr_SetString(ProtocolError, "malformed WELCOME");
-            goto fail;
-        }
-    } else if (type == MSG_REFUSED) {
-        size_t rl = 0;
-        const uint8_t *reason = proto_str16(&r, &rl);
-        PyObject *msg = PyUnicode_DecodeUTF8(reason ? (const char *)reason : "", (Py_ssize_t)rl,
-                                             "replace");
-        if (msg) {
-            PyErr_Format(RefusedError, "the pool at %U refused the connection: %U", address, msg);
-            Py_DECREF(msg);
-        }
-        goto fail;
-    } else {
-        PyErr_Format(ProtocolError, "unexpected message %d in answer to HELLO", (int)type);
-        goto fail;
-    }
-    buf_consume(&c->in, 4 + (size_t)n);
+    buf_consume(&c->in, 4 + len);
+    buf_free(&id);
     PyBuffer_Release(&secret);
     return 0;
 fail:
+    buf_free(&id);
     PyBuffer_Release(&secret);
     conn_shutdown(c);
     return -1;
@@ -1372,10 +1317,16 @@ PyMODINIT_FUNC PyInit__bettong(void)
         "bettong._bettong.RefusedError",
         "The pool refused the connection (a wrong or missing secret, ...).",
         PyExc_PermissionError, NULL);
+    /* A RefusedError: code that does not retry a refusal does not retry this. */
+    AuthenticationError = RefusedError ? PyErr_NewExceptionWithDoc(
+        "bettong._bettong.AuthenticationError",
+        "The server could not prove it knows the shared secret (the secrets differ, or it "
+        "is not the real service): this client refused it before reading anything it sent.",
+        RefusedError, NULL) : NULL;
     ProtocolError = PyErr_NewExceptionWithDoc(
         "bettong._bettong.ProtocolError", "The peer broke the pool protocol.",
         PyExc_ConnectionError, NULL);
-    if (!RefusedError || !ProtocolError)
+    if (!RefusedError || !AuthenticationError || !ProtocolError)
         goto fail;
     Py_INCREF(&ConnType);
     if (PyModule_AddObject(m, "Connection", (PyObject *)&ConnType) < 0) {
@@ -1383,8 +1334,10 @@ PyMODINIT_FUNC PyInit__bettong(void)
         goto fail;
     }
     Py_INCREF(RefusedError);
+    Py_INCREF(AuthenticationError);
     Py_INCREF(ProtocolError);
     if (PyModule_AddObject(m, "RefusedError", RefusedError) < 0 ||
+        PyModule_AddObject(m, "AuthenticationError", AuthenticationError) < 0 ||
         PyModule_AddObject(m, "ProtocolError", ProtocolError) < 0)
         goto fail;
     struct {

@@ -2,10 +2,12 @@
  * (src/store/sproto.h), for bettong.objects.
  *
  *   Connection(address, secret=b"", name="", timeout=30.0)
- *       Connects to "host:port" ("[v6]:port", ":port" for loopback), sends HELLO and
- *       waits (at most `timeout` seconds) for the answer. WELCOME fills
+ *       Connects to "host:port" ("[v6]:port", ":port" for loopback) and runs the
+ *       handshake of src/net/auth.h (net/sock.c: the secret is the key of both
+ *       proofs and is never sent), within `timeout` seconds. WELCOME fills
  *       `store_name`; REFUSED raises RefusedError (a PermissionError) with the
- *       store's reason.
+ *       store's reason; a store that cannot prove it knows the secret raises
+ *       AuthenticationError (a RefusedError) before anything it sent is read.
  *
  *   send(type, *fields) -> req_id
  *       Encodes one request (a fresh request id, then the fields of `type` as
@@ -66,7 +68,6 @@
 #include <Python.h>
 
 #include <errno.h>
-#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -90,10 +91,11 @@
 #define READ_CHUNK (256 * 1024)
 /* send() writes the buffer once it holds this much. */
 #define AUTO_FLUSH (256 * 1024)
-/* Largest HELLO answer: anything bigger is not the store speaking. */
+/* Largest answer to the handshake: anything bigger is not the store speaking. */
 #define MAX_HANDSHAKE_FRAME (64 * 1024)
 
 static PyObject *RefusedError;
+static PyObject *AuthenticationError;
 static PyObject *ProtocolError;
 static PyObject *StaleConnection;
 static PyObject *plain_loads; /* pickle.loads */
@@ -674,20 +676,63 @@ static uint64_t encode(SConn *c, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------ handshake */
 
-static int parse_address(PyObject *addr, char *host, size_t hostlen, char *port, size_t portlen)
+/* The exception for a failed sock_connect_addr. */
+static void connect_error(PyObject *address, int what, int err, const char *why)
 {
-    const char *s = PyUnicode_AsUTF8(addr);
-    if (!s)
-        return -1;
-    int rc = sock_parse_hostport(s, host, hostlen, port, portlen);
-    if (rc == SOCK_EFORMAT) {
-        PyErr_Format(PyExc_ValueError, "store address must be 'host:port', not %R", addr);
+    if (what == SOCK_CA_ADDRESS)
+        PyErr_Format(PyExc_ValueError, "store address %R: %s", address, why);
+    else if (what == SOCK_CA_RESOLVE)
+        PyErr_Format(PyExc_ConnectionError, "%s", why);
+    else
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionRefusedError,
+                     "cannot connect to the store at %U: %s", address, why);
+}
+
+/* The exception for a failed handshake (sock_handshake_strict's rc). */
+static void handshake_error(PyObject *address, int rc, int err)
+{
+    if (rc == SOCK_HS_EPROOF)
+        PyErr_Format(AuthenticationError,
+                     "the store at %U could not prove it knows the secret "
+                     "(BETTONG_STORE_SECRET or BETTONG_SECRET): refused it (the secrets differ, or it is not the "
+                     "real store); nothing it sent was read", address);
+    else if (rc == SOCK_HS_EFORMAT)
+        PyErr_Format(ProtocolError, "%U does not speak the Bettong store handshake", address);
+    else if (rc == SOCK_HS_ESYSTEM)
+        PyErr_Format(PyExc_OSError, "cannot start the handshake with %U: no random bytes or "
+                     "out of memory", address);
+    else if (err == ECONNRESET)
+        PyErr_Format(PyExc_ConnectionError,
+                     "the store at %U closed the connection during the handshake", address);
+    else
+        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
+                     "no answer to the handshake from the store at %U: %s", address,
+                     strerror(err));
+}
+
+/* WELCOME or REFUSED (the handshake's answer). Returns 0 or -1 (exception set). */
+static int take_answer(SConn *c, const uint8_t *body, size_t len)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, body, len);
+    uint8_t type = wire_u8(&r);
+    size_t sl = 0;
+    const uint8_t *s = wire_str16(&r, &sl);
+    if (r.err || (type != SMSG_WELCOME && type != SMSG_REFUSED)) {
+        PyErr_Format(ProtocolError, "unexpected answer (type %d) to the handshake from %U",
+                     (int)type, c->address);
         return -1;
     }
-    if (rc == SOCK_ETOOLONG) {
-        PyErr_Format(PyExc_ValueError, "store address too long: %R", addr);
+    PyObject *str = text(s, sl);
+    if (!str)
+        return -1;
+    if (type == SMSG_REFUSED) {
+        PyErr_Format(RefusedError, "the store at %U refused the connection: %U", c->address,
+                     str);
+        Py_DECREF(str);
         return -1;
     }
+    c->store_name = str;
     return 0;
 }
 
@@ -709,99 +754,50 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
     }
     Py_INCREF(address);
     c->address = address;
-    if (secret.len > 0xffff || namelen > 0xffff) {
-        PyErr_SetString(PyExc_ValueError, "the secret and the name must be under 64 KiB");
+    const char *addr = PyUnicode_AsUTF8(address);
+    buf_t id;
+    buf_init(&id);
+    if (!addr)
+        goto fail;
+    if (sproto_put_identity(&id, name, (size_t)namelen) < 0) {
+        PyErr_NoMemory();
         goto fail;
     }
-
-    char host[256], port[32];
-    if (parse_address(address, host, sizeof host, port, sizeof port) < 0)
-        goto fail;
     double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
-    int fd = -1, err = 0, gai = 0;
+    /* Connect and authenticate without the GIL: both block. */
+    int fd, what = 0, err = 0, rc = 0;
+    char why[300];
+    const uint8_t *body = NULL;
+    size_t len = 0;
     Py_BEGIN_ALLOW_THREADS
-    fd = sock_connect_host(host, port, deadline, &gai);
+    fd = sock_connect_addr(addr, 0, deadline, &what, why, sizeof why);
+    if (fd >= 0)
+        rc = sock_handshake_strict(fd, &c->in, STORE_SERVICE, buf_head(&id), buf_unread(&id),
+                                   secret.buf, (size_t)secret.len, MAX_HANDSHAKE_FRAME,
+                                   deadline, SMSG_REFUSED, &body, &len);
     err = errno;
     Py_END_ALLOW_THREADS
-    if (gai != 0) {
-        PyErr_Format(PyExc_ConnectionError, "cannot resolve %s: %s", host, gai_strerror(gai));
-        goto fail;
-    }
     if (fd < 0) {
-        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionRefusedError,
-                     "cannot connect to the store at %U: %s", address, strerror(err));
+        connect_error(address, what, err, why);
         goto fail;
     }
     c->fd = fd;
     c->closed = 0;
     c->pid = getpid();
-
-    wire_wr_t w;
-    wire_begin(&w, &c->out, SMSG_HELLO, SPROTO_MAX_FRAME);
-    wire_put_u8(&w, SPROTO_VERSION);
-    wire_put_str16(&w, secret.buf ? secret.buf : "", (size_t)secret.len);
-    wire_put_str16(&w, name, (size_t)namelen);
-    if (wire_end(&w) < 0) {
-        PyErr_NoMemory();
+    if (rc != 0) {
+        handshake_error(address, rc, err);
         goto fail;
     }
-    if (flush_out(c) < 0)
+    if (take_answer(c, body, len) < 0)
         goto fail;
-
-    /* The answer: one frame, before the deadline. */
-    for (;;) {
-        size_t un = buf_unread(&c->in);
-        if (un >= 4) {
-            uint32_t n = sock_be32(buf_head(&c->in));
-            if (n == 0 || n > MAX_HANDSHAKE_FRAME) {
-                PyErr_Format(ProtocolError, "%U does not speak the Bettong store protocol",
-                             address);
-                goto fail;
-            }
-            if (un >= 4 + (size_t)n)
-                break;
-        }
-        int rr = read_some(c, 1, deadline);
-        if (rr < 0) {
-            if (PyErr_ExceptionMatches(PyExc_ConnectionError) &&
-                !PyErr_ExceptionMatches(ProtocolError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_ConnectionError,
-                             "the store at %U closed the connection during the handshake",
-                             address);
-            }
-            goto fail;
-        }
-        if (rr == 0) {
-            PyErr_Format(PyExc_TimeoutError, "no answer to HELLO from the store at %U", address);
-            goto fail;
-        }
-    }
-    uint32_t n = sock_be32(buf_head(&c->in));
-    wire_rd_t r;
-    wire_rd_init(&r, buf_head(&c->in) + 4, n);
-    uint8_t type = wire_u8(&r);
-    size_t sl = 0;
-    const uint8_t *s = wire_str16(&r, &sl);
-    if (r.err || (type != SMSG_WELCOME && type != SMSG_REFUSED)) {
-        PyErr_Format(ProtocolError, "unexpected answer (type %d) to HELLO from %U", (int)type,
-                     address);
-        goto fail;
-    }
-    PyObject *str = text(s, sl);
-    if (!str)
-        goto fail;
-    buf_consume(&c->in, 4 + (size_t)n);
-    if (type == SMSG_REFUSED) {
-        PyErr_Format(RefusedError, "the store at %U refused the connection: %U", address, str);
-        Py_DECREF(str);
-        goto fail;
-    }
-    c->store_name = str;
+    buf_consume(&c->in, 4 + len);
+    c->last_io = sock_now();
+    buf_free(&id);
     PyBuffer_Release(&secret);
     return 0;
 fail:
+    buf_free(&id);
     PyBuffer_Release(&secret);
     conn_close(c);
     return -1;
@@ -1218,6 +1214,12 @@ PyMODINIT_FUNC PyInit__store(void)
             "bettong._store.RefusedError",
             "The store refused the connection (a wrong or missing secret, ...).",
             PyExc_PermissionError, NULL);
+    AuthenticationError = package_error("AuthenticationError");
+    if (!AuthenticationError && RefusedError)
+        AuthenticationError = PyErr_NewExceptionWithDoc(
+            "bettong._store.AuthenticationError",
+            "The store could not prove it knows the shared secret: this client refused it.",
+            RefusedError, NULL);
     ProtocolError = package_error("ProtocolError");
     if (!ProtocolError)
         ProtocolError = PyErr_NewExceptionWithDoc(
@@ -1227,7 +1229,7 @@ PyMODINIT_FUNC PyInit__store(void)
         "bettong._store.StaleConnection",
         "The store had closed the idle connection; the request was not sent.",
         PyExc_ConnectionError, NULL);
-    if (!RefusedError || !ProtocolError || !StaleConnection)
+    if (!RefusedError || !AuthenticationError || !ProtocolError || !StaleConnection)
         goto fail;
     PyObject *pickle = PyImport_ImportModule("pickle");
     plain_loads = pickle ? PyObject_GetAttrString(pickle, "loads") : NULL;
@@ -1240,9 +1242,11 @@ PyMODINIT_FUNC PyInit__store(void)
         goto fail;
     }
     Py_INCREF(RefusedError);
+    Py_INCREF(AuthenticationError);
     Py_INCREF(ProtocolError);
     Py_INCREF(StaleConnection);
     if (PyModule_AddObject(m, "RefusedError", RefusedError) < 0 ||
+        PyModule_AddObject(m, "AuthenticationError", AuthenticationError) < 0 ||
         PyModule_AddObject(m, "ProtocolError", ProtocolError) < 0 ||
         PyModule_AddObject(m, "StaleConnection", StaleConnection) < 0)
         goto fail;

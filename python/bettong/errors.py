@@ -3,10 +3,15 @@
 import pickle
 
 try:  # the extension defines the connection-level errors
-    from ._bettong import ProtocolError, RefusedError
+    from ._bettong import AuthenticationError, ProtocolError, RefusedError
 except ImportError:  # a worker or a machine without the build: still importable
     class RefusedError(PermissionError):
         """The pool refused the connection (a wrong or missing secret, ...)."""
+
+    class AuthenticationError(RefusedError):
+        """The server could not prove it knows the shared secret (the secrets
+        differ, or it is not the real service): the client refused it before
+        reading anything it sent. Retrying cannot help."""
 
     class ProtocolError(ConnectionError):
         """The peer broke the pool protocol."""

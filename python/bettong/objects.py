@@ -110,10 +110,11 @@ except ImportError as e:  # pragma: no cover - reported when a store is used
     _IMPORT_ERROR = e
 
 try:
-    from .errors import ProtocolError, RefusedError
+    from .errors import AuthenticationError, ProtocolError, RefusedError
 except ImportError:  # pragma: no cover
     ProtocolError = ConnectionError
     RefusedError = PermissionError
+    AuthenticationError = PermissionError
 
 __all__ = [
     "connect", "disconnect", "flush", "Persistent", "DataClayObject", "active",

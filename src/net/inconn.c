@@ -425,6 +425,7 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (nread == 0)
         return;
     c->last_rx_ms = loop_ms(c);
+    c->heard = 1;
     c->in.len += (size_t)nread;
     if (c->lingering) {
         /* Read and drop, so the kernel has no unread bytes that would turn our
@@ -522,21 +523,27 @@ static void note_refusal(listener_t *l, const char *why)
     l->refusal_logged_ms = now;
 }
 
-/* At the cap: the connection that has been silent longest, if it has been
- * silent long enough to give way (see listener_set_max_conns), else NULL.
- * One that we do not read (paused) is silent because of us: it stays. */
+/* At the cap: the oldest connection that never sent a byte, else the one
+ * that has been silent longest if it has been silent long enough to give way
+ * (see listener_set_max_conns), else NULL. One that we do not read (paused)
+ * is silent because of us: it stays. */
 static inconn_t *evictable(listener_t *l)
 {
     uint64_t now = uv_now(l->loop);
     uint64_t need = l->auth_ms ? INCONN_EVICT_PREAUTH_MS : INCONN_EVICT_SILENT_MS;
-    inconn_t *best = NULL;
+    inconn_t *mute = NULL, *silent = NULL;
     for (inconn_t *c = l->conns; c; c = c->next) {
-        if (c->closing || c->authed || !c->reading || now - c->last_rx_ms < need)
+        if (c->closing || c->authed || !c->reading)
             continue;
-        if (!best || c->last_rx_ms < best->last_rx_ms)
-            best = c;
+        if (!c->heard) {
+            if (!mute || c->opened_ms < mute->opened_ms)
+                mute = c;
+        } else if (now - c->last_rx_ms >= need &&
+                   (!silent || c->last_rx_ms < silent->last_rx_ms)) {
+            silent = c;
+        }
     }
-    return best;
+    return mute ? mute : silent;
 }
 
 /* Accept the connection and close it at once: left in the kernel's backlog it

@@ -65,6 +65,7 @@ struct inconn {
     int authed;           /* inconn_authenticated was called */
     uint64_t opened_ms;   /* loop time of the accept */
     uint64_t last_rx_ms;  /* loop time bytes last arrived (or the accept) */
+    int heard;            /* at least one byte arrived */
     rb_charge_t charge;   /* its read buffer in the budget (--max-buffered) */
     void *user; /* owner's per-connection data */
     inconn_t *prev, *next;
@@ -160,12 +161,15 @@ uint64_t inconn_buffered(void);
 uint64_t inconn_buffered_peak(void);
 
 /* At most n open connections on this listener. A new one beyond it replaces
- * the connection that has been silent longest, if that one has been silent
- * long enough to give way (INCONN_EVICT_PREAUTH_MS for a connection that has
- * not authenticated on a listener that requires it, INCONN_EVICT_SILENT_MS on
- * a listener that requires none; an authenticated one never gives way); else
- * the new one is accepted and closed at once, so the kernel's backlog does not
- * fill up, with a log line at most once a second. */
+ * the oldest connection that has sent nothing at all (a client speaks first on
+ * every port, so one that has not is idle or hostile, and a real client's first
+ * bytes follow its connect at once); else the connection that has been silent
+ * longest, if that one has been silent long enough to give way
+ * (INCONN_EVICT_PREAUTH_MS for a connection that has not authenticated on a
+ * listener that requires it, INCONN_EVICT_SILENT_MS on a listener that requires
+ * none); an authenticated one never gives way. Else the new one is accepted
+ * and closed at once, so the kernel's backlog does not fill up, with a log line
+ * at most once a second. */
 #define INCONN_EVICT_PREAUTH_MS 250
 #define INCONN_EVICT_SILENT_MS 1000
 void listener_set_max_conns(listener_t *l, unsigned n);

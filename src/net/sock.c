@@ -4,6 +4,7 @@
 #include "net/auth.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
@@ -155,6 +156,48 @@ int sock_connect_host(const char *host, const char *port, double deadline, int *
     return fd;
 }
 
+int sock_connect_addr(const char *addr, int unix_ok, double deadline, int *what, char *why,
+                      size_t whylen)
+{
+    struct sockaddr_un un;
+    int u = unix_ok ? sock_parse_unix(addr, &un) : 0;
+    if (u < 0) {
+        *what = SOCK_CA_ADDRESS;
+        snprintf(why, whylen, "bad unix socket path (empty, or longer than %zu bytes)",
+                 sizeof un.sun_path - 1);
+        return -1;
+    }
+    if (u > 0) {
+        int fd = sock_connect_deadline((struct sockaddr *)&un, sizeof un, deadline);
+        int e = errno;
+        *what = SOCK_CA_CONNECT;
+        snprintf(why, whylen, "%s", strerror(e));
+        errno = e;
+        return fd;
+    }
+    char host[256], port[32];
+    int rc = sock_parse_hostport(addr, host, sizeof host, port, sizeof port);
+    if (rc < 0) {
+        *what = SOCK_CA_ADDRESS;
+        snprintf(why, whylen, "%s", rc == SOCK_ETOOLONG ? "too long"
+                                    : unix_ok ? "not 'host:port' or 'unix:/path'"
+                                              : "not 'host:port'");
+        return -1;
+    }
+    int gai = 0;
+    int fd = sock_connect_host(host, port, deadline, &gai);
+    int e = errno;
+    if (fd < 0 && gai != 0) {
+        *what = SOCK_CA_RESOLVE;
+        snprintf(why, whylen, "cannot resolve %s: %s", host, gai_strerror(gai));
+    } else {
+        *what = SOCK_CA_CONNECT;
+        snprintf(why, whylen, "%s", strerror(e));
+    }
+    errno = e;
+    return fd;
+}
+
 /* Wait until fd is ready for `events` or the deadline passes. Returns 0 or -1
  * with errno (ETIMEDOUT). */
 static int wait_ready(int fd, short events, double deadline)
@@ -237,9 +280,11 @@ int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint
     }
 }
 
-int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
-                   size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
-                   double deadline, const uint8_t **answer, size_t *answer_len)
+/* The handshake; *proved says whether the answer came after the server's proof
+ * was checked (1) or instead of the challenge (0). */
+static int handshake(int fd, buf_t *in, const char *service, const void *identity,
+                     size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                     double deadline, const uint8_t **answer, size_t *answer_len, int *proved)
 {
     auth_session_t s;
     buf_t out;
@@ -259,6 +304,7 @@ int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
     int ar = auth_client_answer(&s, body, len, secret, secret_len, &out);
     if (ar == AUTH_EFORMAT) {
         /* Not a challenge: the service refused the HELLO itself. */
+        *proved = 0;
         *answer = body;
         *answer_len = len;
         rc = 0;
@@ -273,9 +319,37 @@ int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
     if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
         sock_read_frame(fd, in, max, deadline, answer, answer_len) < 0)
         goto done;
+    *proved = 1;
     rc = 0;
-done:
+done:;
+    int e = errno; /* the caller reads it for SOCK_HS_EIO */
     auth_session_clear(&s);
     buf_free(&out);
+    errno = e;
+    return rc;
+}
+
+int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
+                   size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                   double deadline, const uint8_t **answer, size_t *answer_len)
+{
+    int proved;
+    return handshake(fd, in, service, identity, identity_len, secret, secret_len, max, deadline,
+                     answer, answer_len, &proved);
+}
+
+int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *identity,
+                          size_t identity_len, const void *secret, size_t secret_len,
+                          uint32_t max, double deadline, uint8_t refused_type,
+                          const uint8_t **answer, size_t *answer_len)
+{
+    int proved = 0;
+    int rc = handshake(fd, in, service, identity, identity_len, secret, secret_len, max,
+                       deadline, answer, answer_len, &proved);
+    /* A frame over the limit is not this protocol: retrying will not help. */
+    if (rc == SOCK_HS_EIO && errno == EMSGSIZE)
+        return SOCK_HS_EFORMAT;
+    if (rc == 0 && !proved && (*answer_len == 0 || (*answer)[0] != refused_type))
+        return SOCK_HS_EPROOF;
     return rc;
 }

@@ -50,6 +50,22 @@ int sock_connect_deadline(const struct sockaddr *sa, socklen_t len, double deadl
  * error when resolving failed (else 0), errno the last connect's error. */
 int sock_connect_host(const char *host, const char *port, double deadline, int *gai);
 
+/* sock_connect_addr's failures (*what). */
+enum {
+    SOCK_CA_ADDRESS = 1, /* the text is not an address (why says how) */
+    SOCK_CA_RESOLVE = 2, /* the host name did not resolve (why: getaddrinfo's text) */
+    SOCK_CA_CONNECT = 3, /* no connection (errno; ETIMEDOUT at the deadline) */
+};
+
+/* Connect to an address as Bettong's clients write it: "[tcp:]host:port"
+ * ("[v6addr]:port", ":port" for 127.0.0.1), and with unix_ok also "unix:/path"
+ * or "/path". What sock_parse_unix, sock_parse_hostport, sock_connect_deadline
+ * and sock_connect_host do, in one call for every client. Returns the fd, or -1
+ * with *what, errno (SOCK_CA_CONNECT) and a short text in why that does not
+ * repeat the address (the caller names it and the service). */
+int sock_connect_addr(const char *addr, int unix_ok, double deadline, int *what, char *why,
+                      size_t whylen);
+
 /* Write all of p[n] before the deadline (< 0: none). Returns 0, or -1 with errno
  * (ETIMEDOUT at the deadline). */
 int sock_write_all(int fd, const void *p, size_t n, double deadline);
@@ -79,5 +95,16 @@ enum {
 int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
                    size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
                    double deadline, const uint8_t **answer, size_t *answer_len);
+
+/* sock_handshake for a service whose refusal is the message type refused_type:
+ * an answer that comes instead of the server's challenge is believed only if it
+ * is that REFUSED. Anything else there (a WELCOME, a task, a pickle) comes from
+ * a server that proved nothing, and is SOCK_HS_EPROOF like a wrong proof: the
+ * caller must not read it. sock_handshake returns such an answer as it is. A
+ * frame over `max` is SOCK_HS_EFORMAT here (not this protocol), not SOCK_HS_EIO. */
+int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *identity,
+                          size_t identity_len, const void *secret, size_t secret_len,
+                          uint32_t max, double deadline, uint8_t refused_type,
+                          const uint8_t **answer, size_t *answer_len);
 
 #endif

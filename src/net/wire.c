@@ -27,6 +27,24 @@ void wire_begin(wire_wr_t *w, buf_t *b, uint8_t type, uint64_t max_frame)
 
 int wire_end(wire_wr_t *w) { return wire_end_with(w, 0); }
 
+void wire_begin_fields(wire_wr_t *w, buf_t *b)
+{
+    w->b = b;
+    w->start = buf_unread(b);
+    w->max_frame = UINT32_MAX;
+    w->err = 0;
+}
+
+int wire_end_fields(wire_wr_t *w)
+{
+    size_t start = w->b->off + w->start;
+    if (!w->err)
+        return 0;
+    if (w->b->len > start)
+        w->b->len = start;
+    return -1;
+}
+
 int wire_end_with(wire_wr_t *w, size_t extra)
 {
     size_t start = w->b->off + w->start;

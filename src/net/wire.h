@@ -39,6 +39,13 @@ void wire_put_bytes(wire_wr_t *w, const void *p, size_t n);
 /* A str16; text longer than 65535 bytes is cut to fit the length field. */
 void wire_put_str16(wire_wr_t *w, const char *s, size_t n);
 
+/* Bare fields (no length, no type) at the end of b, with the wire_put_*
+ * functions: a value carried inside a message, such as the identity a client
+ * proves in the handshake (net/auth.h). wire_end_fields returns 0, or -1 (the
+ * fields are removed) if memory ran out. */
+void wire_begin_fields(wire_wr_t *w, buf_t *b);
+int wire_end_fields(wire_wr_t *w);
+
 /* ---- reading: fields of one frame body (after the length) ---- */
 
 typedef struct {

@@ -75,10 +75,16 @@ static void child_ended(join_t *j, child_t *k, int status)
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
     pid_t pid = k->pid;
     k->pid = 0;
+    if (code == WORKER_EXIT_UNPROVEN) {
+        log_error("the pool at %s could not prove it knows the secret (BETTONG_SECRET or "
+                  "--secret): refusing it, stopping (see the message above)", j->a->address);
+        j->stop_code = JOIN_EXIT_UNPROVEN;
+        return;
+    }
     if (code == WORKER_EXIT_REFUSED) {
         log_error("the pool at %s refused the worker (see its message above): stopping",
                   j->a->address);
-        j->stop_code = 2;
+        j->stop_code = JOIN_EXIT_REFUSED;
         return;
     }
     if (code == WORKER_EXIT_NO_CONNECT) {

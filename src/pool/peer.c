@@ -5,13 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/authconn.h"
 #include "pool/blob.h"
 #include "pool/proto.h"
-#include "util/ctcmp.h"
 #include "util/log.h"
 
-/* Before HELLO is accepted: a HELLO with the longest name and secret fits. */
-#define HELLO_MAX_FRAME (2 * 65535 + 64)
+/* The handshake (frames of at most AUTH_MAX_FRAME) must be over this soon. */
 #define HELLO_TIMEOUT_MS 10000
 /* A refused peer gets this long to read its REFUSED before the close. */
 #define LINGER_TIMEOUT_MS 5000
@@ -30,13 +29,14 @@
 struct peer {
     pool_t *pool;
     inconn_t *c;
-    int role;              /* 0 until HELLO is accepted, then ROLE_CLIENT / ROLE_WORKER */
+    int role;              /* 0 until WELCOME, then ROLE_CLIENT / ROLE_WORKER */
+    authconn_t auth;       /* the handshake, until WELCOME */
     uint32_t id;
     uint32_t pid;
     char name[64];
     sched_client_t *client;
     sched_worker_t *worker; /* NULL once the scheduler let go of it */
-    uint64_t deadline_ms;   /* HELLO or linger deadline; 0: none */
+    uint64_t deadline_ms;   /* handshake or linger deadline; 0: none */
     int dirty;              /* written to since the last flush */
     peer_t *prev, *next;
 };
@@ -125,12 +125,7 @@ static blob_t *frame_blob(peer_t *pe, size_t frame_len, const uint8_t *p, size_t
     return blob_copy(p, n);
 }
 
-/* ------------------------------------------------------------ HELLO */
-
-static int secret_ok(const pool_t *p, const uint8_t *s, size_t n)
-{
-    return p->secret_len == 0 || ct_equal(p->secret, p->secret_len, s, n);
-}
+/* ------------------------------------------------------------ handshake */
 
 static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
 {
@@ -192,40 +187,57 @@ static int accept_peer(peer_t *pe, int role)
     return 0;
 }
 
-static int on_hello(peer_t *pe, const uint8_t *body, size_t len)
+/* The identity the peer proved (proto.h): who it is, and whether we take it. */
+static int on_identity(peer_t *pe)
 {
     pool_t *p = pe->pool;
     proto_rd_t r;
-    proto_rd_init(&r, body, len);
-    uint8_t type = proto_u8(&r);
-    if (type != MSG_HELLO)
-        return bad_peer(pe, "the first message is not HELLO (type %u)", type);
+    proto_rd_init(&r, pe->auth.s.identity, pe->auth.s.identity_len);
     uint8_t role = proto_u8(&r);
     uint8_t version = proto_u8(&r);
     uint32_t pid = proto_u32(&r);
-    size_t name_len, secret_len;
+    size_t name_len;
     const uint8_t *name = proto_str16(&r, &name_len);
-    const uint8_t *secret = proto_str16(&r, &secret_len);
+    if (!r.err) {
+        pe->pid = pid;
+        copy_name(pe->name, sizeof pe->name, name, name_len);
+    }
+    /* The name was copied: the session (nonces, identity) is of no more use. */
+    auth_session_clear(&pe->auth.s);
     if (r.err)
-        return bad_peer(pe, "truncated HELLO");
-    pe->pid = pid;
-    copy_name(pe->name, sizeof pe->name, name, name_len);
+        return refuse(pe, 0, "malformed identity in the handshake (another Bettong release?)");
     if (role != ROLE_CLIENT && role != ROLE_WORKER)
-        return refuse(pe, role, "unknown role in HELLO");
+        return refuse(pe, role, "unknown role in the handshake");
     if (version != PROTO_VERSION) {
         char why[96];
         snprintf(why, sizeof why, "protocol version %u is not supported (this pool speaks %u)",
                  version, PROTO_VERSION);
         return refuse(pe, role, why);
     }
-    if (!secret_ok(p, secret, secret_len))
-        return refuse(pe, role,
-                      secret_len ? "authentication failed: wrong secret"
-                                 : "authentication failed: this pool needs a secret "
-                                   "(BETTONG_SECRET)");
     if (p->stopping)
         return refuse(pe, role, "the pool is stopping");
     return accept_peer(pe, role);
+}
+
+/* A frame before WELCOME: only the handshake (net/authconn.h) is read. */
+static int on_handshake(peer_t *pe, const uint8_t *body, size_t len)
+{
+    pool_t *p = pe->pool;
+    const char *why = "";
+    int rc = authconn_frame(&pe->auth, pe->c, POOL_SERVICE, p->secret, p->secret_len, body, len,
+                            &why);
+    switch (rc) {
+    case AUTHCONN_MORE:
+        return 0;
+    case AUTHCONN_DONE:
+        return on_identity(pe);
+    case AUTHCONN_REFUSE:
+        auth_session_clear(&pe->auth.s);
+        return refuse(pe, 0, why);
+    default:
+        auth_session_clear(&pe->auth.s);
+        return bad_peer(pe, "%s", why);
+    }
 }
 
 /* ------------------------------------------------------------ clients */
@@ -396,7 +408,7 @@ static void on_opened(void *owner, inconn_t *c)
     pe->c = c;
     pe->deadline_ms = pool_now_ms(p) + HELLO_TIMEOUT_MS;
     c->user = pe;
-    inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    inconn_set_max_payload(c, AUTH_MAX_FRAME);
     pe->next = p->peers;
     if (p->peers)
         p->peers->prev = pe;
@@ -417,7 +429,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
         return bad_peer(pe, "empty frame");
     switch (pe->role) {
     case 0:
-        return on_hello(pe, body, len);
+        return on_handshake(pe, body, len);
     case ROLE_CLIENT:
         return on_client_msg(pe, frame_len, body, len);
     default:
@@ -670,6 +682,6 @@ void peer_sweep(pool_t *p)
         if (pe->c->lingering)
             inconn_close(pe->c, NULL);
         else
-            inconn_close(pe->c, "no HELLO within 10 s");
+            inconn_close(pe->c, "no handshake within 10 s");
     }
 }

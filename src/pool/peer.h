@@ -1,6 +1,7 @@
-/* The pool's connections: every peer starts unauthenticated and may send only a
- * HELLO (in a frame of at most HELLO_MAX_FRAME bytes, within HELLO_TIMEOUT);
- * once accepted it is a client or a worker and its messages go to the
+/* The pool's connections: every peer starts unauthenticated and may send only
+ * the handshake of net/auth.h (frames of at most AUTH_MAX_FRAME bytes, done
+ * within HELLO_TIMEOUT_MS), run by net/authconn.h; once its proof holds and its
+ * identity is accepted (WELCOME) it is a client or a worker and its messages go to the
  * scheduler. The scheduler's decisions come back through peer_sched_ops and
  * are written as frames; everything written during one event is flushed once
  * at its end (peer_after_event), which is also where backpressure is decided:
@@ -32,7 +33,7 @@ extern const sched_ops_t peer_sched_ops;
 /* After any event that may have written or changed the queue: flush, apply
  * backpressure, re-arm the timeout timer. */
 void peer_after_event(pool_t *p);
-/* Once a second: close peers that did not say HELLO in time, or that do not
+/* Once a second: close peers that did not finish the handshake in time, or that do not
  * take their last bytes (REFUSED) in time. */
 void peer_sweep(pool_t *p);
 

@@ -1,5 +1,6 @@
 /* `bettong pool`: the task pool server. One libuv loop, one thread: it accepts
- * clients and workers (TCP and/or a Unix socket), authenticates their HELLO,
+ * clients and workers (TCP and/or a Unix socket), authenticates them (the
+ * mutual handshake of net/auth.h, keyed with the secret),
  * feeds the scheduler (sched.h) with what clients send and turns its decisions
  * into frames (peer.c), and keeps N local worker processes alive (this file).
  *

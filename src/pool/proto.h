@@ -5,14 +5,24 @@
  * and the type's fields. Integers are big-endian. "str16" is a u16 length then
  * that many bytes; "rest" is every remaining byte of the frame (a pickle).
  *
- * Connection life: the peer sends HELLO first; the pool answers WELCOME or
- * REFUSED (and closes). Nothing else is read before a HELLO is accepted, so no
- * pickle from an unauthenticated peer is ever looked at.
+ * Connection life: the first frames are the handshake of net/auth.h for the
+ * service "pool" (HELLO, CHALLENGE, PROOF: each side proves it knows the shared
+ * secret without sending it). The identity the peer proves is
  *
- *  peer -> pool   HELLO     u8 role, u8 version, u32 pid, str16 name, str16 secret
+ *     u8 role, u8 version, u32 pid, str16 name      (proto_put_identity)
+ *
+ * Once the peer's proof holds the pool judges that identity and answers WELCOME
+ * or REFUSED (and closes). A handshake that fails (a wrong proof: a replayed
+ * session, a wrong secret) is answered REFUSED "authentication failed: ..." and
+ * closed. Nothing but handshake frames (at most AUTH_MAX_FRAME bytes, within 10
+ * s) is read before WELCOME, so no pickle from an unauthenticated peer is ever
+ * looked at; and a peer does not read the pool's FUNCDEF or TASK (a worker) or
+ * RESULT (a client) before the pool proved the secret.
+ *
  *  pool -> peer   WELCOME   u32 peer_id, u32 workers
- *  pool -> peer   REFUSED   str16 reason
- *
+ *  pool -> peer   REFUSED   str16 reason (also in place of the CHALLENGE, for a
+ *                           HELLO of another handshake version or service)
+
  *  client -> pool FUNC      u64 func_id, rest: cloudpickled function
  *  client -> pool CALLS     u64 func_id, u32 timeout_ms (0: none), u16 retries,
  *                           u32 count, then count x (u64 call_id, u32 len, bytes:
@@ -57,12 +67,18 @@
 #include "net/wire.h"
 #include "util/buf.h"
 
-#define PROTO_VERSION 1
+/* 2: the handshake of net/auth.h replaced version 1's HELLO (which carried the
+ * secret itself). */
+#define PROTO_VERSION 2
+/* The service name the handshake names. */
+#define POOL_SERVICE "pool"
+/* The longest peer name an identity carries (the pool keeps 63 bytes of it). */
+#define PROTO_NAME_MAX 255
 /* Largest frame accepted: a result or argument of a few GB is not sent as one. */
 #define PROTO_MAX_FRAME (2047ull * 1024 * 1024)
 
 typedef enum {
-    MSG_HELLO = 1,
+    /* 1 was version 1's HELLO */
     MSG_WELCOME = 2,
     MSG_REFUSED = 3,
     MSG_FUNC = 10,
@@ -140,6 +156,20 @@ static inline const uint8_t *proto_bytes(proto_rd_t *r, size_t n) { return wire_
 static inline const uint8_t *proto_str16(proto_rd_t *r, size_t *n) { return wire_str16(r, n); }
 /* Every remaining byte. */
 static inline const uint8_t *proto_rest(proto_rd_t *r, size_t *n) { return wire_rest(r, n); }
+
+/* Append the identity a peer proves in the handshake (see above) to b; a name
+ * longer than PROTO_NAME_MAX is cut. Returns 0 or -1 (out of memory). */
+static inline int proto_put_identity(buf_t *b, uint8_t role, uint32_t pid, const char *name,
+                                     size_t name_len)
+{
+    wire_wr_t w;
+    wire_begin_fields(&w, b);
+    wire_put_u8(&w, role);
+    wire_put_u8(&w, PROTO_VERSION);
+    wire_put_u32(&w, pid);
+    wire_put_str16(&w, name, name_len < PROTO_NAME_MAX ? name_len : PROTO_NAME_MAX);
+    return wire_end_fields(&w);
+}
 
 /* Microseconds since the epoch. */
 static inline uint64_t proto_now_us(void) { return wire_now_us(); }

@@ -14,7 +14,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "net/addr.h"
+#include "net/auth.h"
+#include "net/sock.h"
 #include "pool/proto.h"
 #include "util/buf.h"
 #include "util/log.h"
@@ -24,7 +25,8 @@
 
 #define READ_CHUNK (256 * 1024)
 #define HELLO_WAIT_S 30
-/* The pool's answer to HELLO is small; anything longer is not a pool. */
+#define CONNECT_WAIT_S 30
+/* The pool's answers to the handshake are small; anything longer is not a pool. */
 #define ANSWER_MAX 65536
 #define IOV_BATCH 256
 
@@ -48,6 +50,7 @@ static struct {
     oseg_t *out_head, *out_tail;
     int writer_waiting;
     oseg_t *released; /* pinned segments written, for the main thread */
+    buf_t early;      /* read during the handshake: what came after WELCOME */
 } io = {
     .fd = -1,
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -58,82 +61,34 @@ static struct {
 
 /* ------------------------------------------------------------ connecting */
 
-static int connect_unix(const char *path, char *err, size_t errlen)
-{
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    if (strlen(path) >= sizeof sa.sun_path) {
-        snprintf(err, errlen, "socket path too long: %s", path);
-        return -1;
-    }
-    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        snprintf(err, errlen, "cannot connect to unix:%s: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Keepalive: a worker whose remote pool vanished without a FIN (machine gone)
  * notices within minutes instead of waiting forever. */
 static void tune_tcp(int fd)
 {
     int one = 1, idle = 60, intvl = 10, cnt = 6;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
     setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
 }
 
-static int connect_tcp(const char *addr, char *err, size_t errlen)
+int wio_connect(const char *addr, char *err, size_t errlen)
 {
-    hostport_t hp;
-    struct sockaddr_storage sa;
+    int what;
     char why[300];
-    if (hostport_parse(addr, &hp, why, sizeof why) < 0 ||
-        hostport_resolve(&hp, &sa, why, sizeof why) < 0) {
-        snprintf(err, errlen, "%s", why);
+    int fd = sock_connect_addr(addr, 1, sock_now() + CONNECT_WAIT_S, &what, why, sizeof why);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot connect to %s: %s", addr, why);
         return -1;
     }
-    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                             : sizeof(struct sockaddr_in);
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, len) < 0) {
-        snprintf(err, errlen, "cannot connect to %s: %s", addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    tune_tcp(fd);
+    int domain = 0;
+    socklen_t dlen = sizeof domain;
+    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain != AF_UNIX)
+        tune_tcp(fd);
     return fd;
 }
 
-int wio_connect(const char *addr, char *err, size_t errlen)
-{
-    if (strncmp(addr, "unix:", 5) == 0)
-        return connect_unix(addr + 5, err, errlen);
-    return connect_tcp(addr, err, errlen);
-}
-
 /* ------------------------------------------------------------ blocking I/O */
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n > 0) {
-        ssize_t w = send(fd, b, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 static int read_all(int fd, void *p, size_t n)
 {
@@ -148,17 +103,6 @@ static int read_all(int fd, void *p, size_t n)
         n -= (size_t)r;
     }
     return 0;
-}
-
-static uint32_t be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
-
-static void set_recv_timeout(int fd, int seconds)
-{
-    struct timeval tv = {.tv_sec = seconds};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
 static int parse_answer(const uint8_t *body, size_t n, uint32_t *peer_id, char *err,
@@ -180,45 +124,57 @@ static int parse_answer(const uint8_t *body, size_t n, uint32_t *peer_id, char *
             return WORKER_EXIT_REFUSED;
         }
     }
-    snprintf(err, errlen, "unexpected answer to HELLO (message type %u)", type);
+    snprintf(err, errlen, "unexpected answer to the handshake (message type %u)", type);
+    return WORKER_EXIT_UNPROVEN;
+}
+
+/* What the handshake's failures mean to a worker (rc, errno e), in err: the
+ * exit status. */
+static int handshake_failed(int rc, int e, const char *addr, char *err, size_t errlen)
+{
+    if (rc == SOCK_HS_EPROOF) {
+        snprintf(err, errlen, "the pool at %s could not prove it knows the secret "
+                 "(BETTONG_SECRET): refusing it (the secrets differ, or it is not the real "
+                 "pool); nothing it sent was read", addr);
+        return WORKER_EXIT_UNPROVEN;
+    }
+    if (rc == SOCK_HS_EFORMAT) {
+        snprintf(err, errlen, "%s does not speak the Bettong pool handshake: refusing it",
+                 addr);
+        return WORKER_EXIT_UNPROVEN;
+    }
+    if (rc == SOCK_HS_ESYSTEM) {
+        snprintf(err, errlen, "cannot start the handshake: no random bytes or out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    snprintf(err, errlen, "no answer to the handshake from %s (%s; waited at most %d s)", addr,
+             e == ECONNRESET ? "the pool closed the connection" : strerror(e),
+             HELLO_WAIT_S);
     return WORKER_EXIT_NO_CONNECT;
 }
 
-int wio_hello(int fd, const char *name, const char *secret, uint32_t *peer_id, char *err,
-              size_t errlen)
+int wio_hello(int fd, const char *addr, const char *name, const char *secret, uint32_t *peer_id,
+              char *err, size_t errlen)
 {
-    buf_t b;
-    buf_init(&b);
-    proto_wr_t w;
-    proto_begin(&w, &b, MSG_HELLO);
-    proto_put_u8(&w, ROLE_WORKER);
-    proto_put_u8(&w, PROTO_VERSION);
-    proto_put_u32(&w, (uint32_t)getpid());
-    proto_put_str16(&w, name, strlen(name));
-    proto_put_str16(&w, secret ? secret : "", secret ? strlen(secret) : 0);
-    int rc = proto_end(&w) < 0 ? -1 : write_all(fd, buf_head(&b), buf_unread(&b));
-    buf_free(&b);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot send HELLO: %s", strerror(errno));
-        return WORKER_EXIT_NO_CONNECT;
+    buf_t id;
+    buf_init(&id);
+    if (proto_put_identity(&id, ROLE_WORKER, (uint32_t)getpid(), name, strlen(name)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return WORKER_EXIT_ERROR;
     }
-    set_recv_timeout(fd, HELLO_WAIT_S);
-    uint8_t head[4];
-    if (read_all(fd, head, 4) < 0) {
-        snprintf(err, errlen, "no answer to HELLO (the pool closed the connection or did not "
-                 "answer within %d s)", HELLO_WAIT_S);
-        return WORKER_EXIT_NO_CONNECT;
-    }
-    uint32_t n = be32(head);
-    uint8_t *body = n && n <= ANSWER_MAX ? malloc(n) : NULL;
-    if (!body || read_all(fd, body, n) < 0) {
-        free(body);
-        snprintf(err, errlen, "bad answer to HELLO (%u bytes)", n);
-        return WORKER_EXIT_NO_CONNECT;
-    }
-    rc = parse_answer(body, n, peer_id, err, errlen);
-    free(body);
-    set_recv_timeout(fd, 0);
+    const uint8_t *body;
+    size_t len;
+    int rc = sock_handshake_strict(fd, &io.early, POOL_SERVICE, buf_head(&id), buf_unread(&id),
+                                   secret, strlen(secret), ANSWER_MAX,
+                                   sock_now() + HELLO_WAIT_S, MSG_REFUSED, &body, &len);
+    int e = errno;
+    buf_free(&id);
+    if (rc != 0)
+        return handshake_failed(rc, e, addr, err, errlen);
+    rc = parse_answer(body, len, peer_id, err, errlen);
+    /* What came after WELCOME (the pool may send work at once) is the
+     * reader's. */
+    buf_consume(&io.early, 4 + len);
     return rc;
 }
 
@@ -333,11 +289,51 @@ static wmsg_t *read_large(buf_t *rb, size_t len)
     return m;
 }
 
+/* Cut the whole frames in rb into messages and queue them. */
+static void take_frames(buf_t *rb)
+{
+    wmsg_t *head = NULL, *tail = NULL;
+    while (buf_unread(rb) >= 4) {
+        size_t len = sock_be32(buf_head(rb));
+        if (len == 0 || len > PROTO_MAX_FRAME)
+            die_bad_frame("bad frame length", 0);
+        wmsg_t *m;
+        if (buf_unread(rb) >= 4 + len) {
+            m = msg_alloc(len);
+            memcpy(m->body, buf_head(rb) + 4, len);
+            buf_consume(rb, 4 + len);
+        } else if (len > READ_CHUNK) {
+            m = read_large(rb, len);
+        } else {
+            break;
+        }
+        parse_msg(m, len);
+        if (m->type == MSG_SKIP) {
+            /* The tasks before it must be in the queue first. */
+            push_msgs(head, tail);
+            head = tail = NULL;
+            skip_task(m->id);
+            wio_msg_free(m);
+            continue;
+        }
+        if (tail)
+            tail->next = m;
+        else
+            head = m;
+        tail = m;
+    }
+    push_msgs(head, tail);
+    if (buf_unread(rb) == 0)
+        buf_shrink(rb, 4 * READ_CHUNK);
+}
+
 static void *reader_main(void *arg)
 {
-    buf_t rb;
-    buf_init(&rb);
+    /* The reader starts with whatever the handshake read past WELCOME. */
+    buf_t rb = io.early;
+    buf_init(&io.early);
     for (;;) {
+        take_frames(&rb);
         if (buf_reserve(&rb, READ_CHUNK) < 0) {
             log_error("out of memory reading from the pool: exiting");
             _exit(WORKER_EXIT_ERROR);
@@ -348,39 +344,6 @@ static void *reader_main(void *arg)
         if (n <= 0)
             connection_gone();
         rb.len += (size_t)n;
-        wmsg_t *head = NULL, *tail = NULL;
-        while (buf_unread(&rb) >= 4) {
-            size_t len = be32(buf_head(&rb));
-            if (len == 0 || len > PROTO_MAX_FRAME)
-                die_bad_frame("bad frame length", 0);
-            wmsg_t *m;
-            if (buf_unread(&rb) >= 4 + len) {
-                m = msg_alloc(len);
-                memcpy(m->body, buf_head(&rb) + 4, len);
-                buf_consume(&rb, 4 + len);
-            } else if (len > READ_CHUNK) {
-                m = read_large(&rb, len);
-            } else {
-                break;
-            }
-            parse_msg(m, len);
-            if (m->type == MSG_SKIP) {
-                /* The tasks before it must be in the queue first. */
-                push_msgs(head, tail);
-                head = tail = NULL;
-                skip_task(m->id);
-                wio_msg_free(m);
-                continue;
-            }
-            if (tail)
-                tail->next = m;
-            else
-                head = m;
-            tail = m;
-        }
-        push_msgs(head, tail);
-        if (buf_unread(&rb) == 0)
-            buf_shrink(&rb, 4 * READ_CHUNK);
     }
     return NULL;
 }

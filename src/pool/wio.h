@@ -1,6 +1,7 @@
 /* A worker process's connection to its pool, with no Python in it.
  *
- * After the handshake (wio_connect, wio_hello) two threads run: a reader that
+ * After the handshake (wio_connect, wio_hello: the pool must prove it knows the
+ * secret before any of its frames is read) two threads run: a reader that
  * cuts frames off the blocking socket and queues FUNCDEF / FUNCDROP / TASK for
  * the main thread, and a writer that sends the DONE frames the main thread
  * queues, as many as have piled up per write (so quick tasks share writes and
@@ -24,8 +25,9 @@
 /* Exit statuses of `bettong worker --connect`, read by the join supervisor. */
 #define WORKER_EXIT_OK 0          /* the pool closed the connection */
 #define WORKER_EXIT_ERROR 1       /* anything else that went wrong */
-#define WORKER_EXIT_NO_CONNECT 3  /* could not connect / no answer to HELLO */
-#define WORKER_EXIT_REFUSED 4     /* the pool refused HELLO (secret, version) */
+#define WORKER_EXIT_NO_CONNECT 3  /* could not connect / no answer to the handshake */
+#define WORKER_EXIT_REFUSED 4     /* the pool refused us (version, stopping, proof) */
+#define WORKER_EXIT_UNPROVEN 5    /* the pool could not prove the secret: not ours */
 
 typedef struct wmsg {
     struct wmsg *next;
@@ -37,12 +39,17 @@ typedef struct wmsg {
     uint8_t body[];      /* the frame body the fields point into */
 } wmsg_t;
 
-/* Connect to "unix:PATH" or "host:port". Returns a blocking fd or -1 with err. */
+/* Connect (net/sock.h) to "unix:PATH" or "host:port", within 30 s. Returns a
+ * blocking fd or -1 with err. */
 int wio_connect(const char *addr, char *err, size_t errlen);
-/* Send HELLO and wait (up to 30 s) for the answer. Returns 0 (WELCOME: *peer_id
- * set), WORKER_EXIT_REFUSED (the reason in err) or WORKER_EXIT_NO_CONNECT. */
-int wio_hello(int fd, const char *name, const char *secret, uint32_t *peer_id, char *err,
-              size_t errlen);
+/* The handshake (net/auth.h, keyed with secret; "" for none) as worker `name`,
+ * within 30 s. Returns 0 (WELCOME: *peer_id set), WORKER_EXIT_REFUSED (the
+ * reason in err), WORKER_EXIT_UNPROVEN (the pool could not prove the secret, or
+ * does not speak the handshake: nothing it sent was read, let alone unpickled),
+ * WORKER_EXIT_NO_CONNECT or WORKER_EXIT_ERROR. Bytes read past WELCOME are kept
+ * for wio_start's reader. */
+int wio_hello(int fd, const char *addr, const char *name, const char *secret, uint32_t *peer_id,
+              char *err, size_t errlen);
 /* Start the reader and writer threads on fd. Returns 0 or -1. */
 int wio_start(int fd, char *err, size_t errlen);
 

@@ -40,8 +40,10 @@ static void usage(FILE *f)
 "--join lends this machine's cores to a `bettong pool` listening on HOST:PORT: it\n"
 "starts N worker processes (default: one per CPU), starts again any that dies,\n"
 "and stops them on SIGTERM or SIGINT. It gives up (exit 1) when none can connect\n"
-"for --give-up seconds (default 30), and stops at once (exit 2) if the pool\n"
-"refuses them (wrong secret).\n"
+"for --give-up seconds (default 30), stops at once (exit 2) if the pool\n"
+"refuses them (another version), and stops at once (exit 3) if the pool cannot\n"
+"prove it knows the secret (a wrong secret on either side, or not the real pool):\n"
+"no task of such a pool is ever read.\n"
 "\n"
 "--connect ADDR is one worker process (what the pool and --join start): ADDR is\n"
 "unix:PATH or HOST:PORT. It runs the pool's tasks with the embedded Python until\n"
@@ -221,6 +223,7 @@ static int run_process(const worker_args_t *a)
     char role[160];
     snprintf(role, sizeof role, "worker %s", name);
     log_set_role(role);
+    /* The secret is the handshake's key; it is never sent. */
     char *secret = take_secret();
     if (!secret) {
         log_error("out of memory");
@@ -233,7 +236,7 @@ static int run_process(const worker_args_t *a)
         return WORKER_EXIT_NO_CONNECT;
     }
     uint32_t id = 0;
-    int rc = wio_hello(fd, name, secret, &id, err, sizeof err);
+    int rc = wio_hello(fd, a->connect, name, secret, &id, err, sizeof err);
     free(secret);
     if (rc != 0) {
         log_error("%s", err);

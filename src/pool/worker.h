@@ -1,6 +1,6 @@
 /* `bettong worker`: a process that runs tasks for a pool.
  *
- * --connect ADDR (what the pool spawns): connect, HELLO, then run tasks with
+ * --connect ADDR (what the pool spawns): connect, the handshake, then run tasks with
  * embedded Python until the connection closes (wio.h: I/O threads; wrun.h:
  * the Python side). The main thread holds the GIL while it runs tasks and
  * releases it only while it waits for the next message.

@@ -5,15 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/authconn.h"
 #include "net/wire.h"
 #include "store/sobj.h"
 #include "store/sproto.h"
 #include "store/sreply.h"
-#include "util/ctcmp.h"
 #include "util/log.h"
 
-/* Before HELLO is accepted: a HELLO with the longest secret and name fits. */
-#define HELLO_MAX_FRAME (2 * 65535 + 64)
+/* The handshake (frames of at most AUTH_MAX_FRAME) must be over this soon. */
 #define HELLO_TIMEOUT_MS 10000
 #define LINGER_TIMEOUT_MS 5000
 /* Frames at least this large are kept (not copied) for their request. */
@@ -196,7 +195,16 @@ void sreq_free(sreq_t *r)
     free(r);
 }
 
-/* ------------------------------------------------------------ HELLO */
+/* ------------------------------------------------------------ handshake */
+
+static void auth_free(sconn_t *cn)
+{
+    if (cn->auth) {
+        auth_session_clear(&cn->auth->s);
+        free(cn->auth);
+        cn->auth = NULL;
+    }
+}
 
 static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
 {
@@ -211,7 +219,7 @@ static int refuse(sconn_t *cn, const char *reason)
     char who[200];
     log_warn("refused %s (client '%s'): %s", label(cn, who, sizeof who), cn->name, reason);
     wire_wr_t w;
-    wire_begin(&w, inconn_out(cn->c), SMSG_REFUSED, HELLO_MAX_FRAME);
+    wire_begin(&w, inconn_out(cn->c), SMSG_REFUSED, STORE_MAX_FRAME);
     wire_put_str16(&w, reason, strlen(reason));
     wire_end(&w);
     cn->deadline_ms = store_now_ms(cn->st) + LINGER_TIMEOUT_MS;
@@ -219,20 +227,17 @@ static int refuse(sconn_t *cn, const char *reason)
     return 1;
 }
 
-static int on_hello(sconn_t *cn, const uint8_t *body, size_t len)
+/* The identity the client proved (sproto.h): its name, and whether we take it. */
+static int on_identity(sconn_t *cn)
 {
     store_t *st = cn->st;
     wire_rd_t r;
-    wire_rd_init(&r, body, len);
-    uint8_t type = wire_u8(&r);
-    if (type != SMSG_HELLO)
-        return bad_input(cn, "the first message is not HELLO (type %u)", type);
+    wire_rd_init(&r, cn->auth->s.identity, cn->auth->s.identity_len);
     uint8_t version = wire_u8(&r);
-    size_t slen, nlen;
-    const uint8_t *secret = wire_str16(&r, &slen);
+    size_t nlen;
     const uint8_t *name = wire_str16(&r, &nlen);
     if (r.err)
-        return bad_input(cn, "truncated HELLO");
+        return refuse(cn, "malformed identity in the handshake (another Bettong release?)");
     copy_name(cn->name, sizeof cn->name, name, nlen);
     if (version != SPROTO_VERSION) {
         char why[96];
@@ -240,10 +245,6 @@ static int on_hello(sconn_t *cn, const uint8_t *body, size_t len)
                  version, SPROTO_VERSION);
         return refuse(cn, why);
     }
-    if (st->secret_len && !ct_equal(st->secret, st->secret_len, secret, slen))
-        return refuse(cn, slen ? "authentication failed: wrong secret"
-                               : "authentication failed: this store needs a secret "
-                                 "(BETTONG_SECRET)");
     if (st->stopping)
         return refuse(cn, "the store is stopping");
     cn->authed = 1;
@@ -259,6 +260,25 @@ static int on_hello(sconn_t *cn, const uint8_t *body, size_t len)
     char who[200];
     log_info("%s joined", label(cn, who, sizeof who));
     return 0;
+}
+
+/* A frame before WELCOME: only the handshake (net/authconn.h) is read. */
+static int on_handshake(sconn_t *cn, const uint8_t *body, size_t len)
+{
+    store_t *st = cn->st;
+    if (!cn->auth && !(cn->auth = calloc(1, sizeof *cn->auth)))
+        return bad_input(cn, "out of memory");
+    const char *why = "";
+    int rc = authconn_frame(cn->auth, cn->c, STORE_SERVICE, st->secret, st->secret_len, body, len,
+                            &why);
+    if (rc == AUTHCONN_MORE)
+        return 0;
+    if (rc == AUTHCONN_DONE)
+        rc = on_identity(cn);
+    else
+        rc = rc == AUTHCONN_REFUSE ? refuse(cn, why) : bad_input(cn, "%s", why);
+    auth_free(cn);
+    return rc;
 }
 
 /* ------------------------------------------------------------ requests */
@@ -402,7 +422,7 @@ static void on_opened(void *owner, inconn_t *c)
     cn->refs = 1;
     cn->deadline_ms = store_now_ms(st) + HELLO_TIMEOUT_MS;
     c->user = cn;
-    inconn_set_max_payload(c, HELLO_MAX_FRAME);
+    inconn_set_max_payload(c, AUTH_MAX_FRAME);
     inconn_set_sync_writes(c);
     cn->next = st->conns;
     if (st->conns)
@@ -421,7 +441,7 @@ static int on_frame(void *owner, inconn_t *c, const uint8_t *frame, size_t frame
     if (len == 0)
         return bad_input(cn, "empty frame");
     if (!cn->authed)
-        return on_hello(cn, body, len);
+        return on_handshake(cn, body, len);
     cn->st->frames++;
     return on_request(cn, frame_len, body, len);
 }
@@ -443,6 +463,7 @@ static void on_closed(void *owner, inconn_t *c)
         log_info("%s left%s", label(cn, who, sizeof who),
                  cn->reqs ? " (its requests in progress finish; their answers are dropped)" : "");
     }
+    auth_free(cn);
     cn->c = NULL;
     c->user = NULL;
     conn_unref(cn);
@@ -473,6 +494,6 @@ void sconn_sweep(store_t *st)
         if (cn->c->lingering)
             inconn_close(cn->c, NULL);
         else
-            inconn_close(cn->c, "no HELLO within 10 s");
+            inconn_close(cn->c, "no handshake within 10 s");
     }
 }

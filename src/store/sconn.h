@@ -1,5 +1,6 @@
-/* The store's connections: HELLO and the shared secret (nothing else is read,
- * and no pickle looked at, before a HELLO is accepted), request frames parsed
+/* The store's connections: the handshake of net/auth.h, keyed with the shared
+ * secret (net/authconn.h; nothing else is read, and no pickle looked at, before
+ * the client's proof holds and WELCOME goes out), request frames parsed
  * into sreq_t and handed to sobj.c, and answers written back, or held until
  * the change they depend on is on disk.
  *
@@ -21,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "net/authconn.h"
 #include "net/inconn.h"
 #include "store/store.h"
 #include "util/buf.h"
@@ -35,8 +37,9 @@ struct sconn {
     unsigned refs;   /* the connection itself, requests, held answers */
     int authed;
     int paused;
-    char name[64];   /* the client's name from HELLO */
-    uint64_t deadline_ms; /* HELLO or linger deadline; 0: none */
+    authconn_t *auth; /* the handshake under way (NULL before and after it) */
+    char name[64];   /* the client's name from its identity */
+    uint64_t deadline_ms; /* handshake or linger deadline; 0: none */
     size_t reqs, bytes;   /* requests in progress and their bytes */
     sconn_t *prev, *next;
 };
@@ -52,7 +55,7 @@ void sconn_release(store_t *st, uint64_t seq);
 void sconn_release_below(store_t *st, uint64_t seq);
 /* A request is finished: free it and its accounting. */
 void sreq_free(sreq_t *r);
-/* Close peers past their HELLO or linger deadline (once a second). */
+/* Close peers past their handshake or linger deadline (once a second). */
 void sconn_sweep(store_t *st);
 /* Drop held answers (at stop). */
 void sconn_drop_held(store_t *st);

@@ -5,9 +5,19 @@
  * the fields. Integers big-endian; str16 = u16 length + bytes (UTF-8); u32-bytes
  * = u32 length + bytes; "rest" = the remaining bytes of the frame.
  *
- * The first message is HELLO; the store answers WELCOME or REFUSED and reads
- * nothing else (no pickle) from a peer it has not accepted. A store listening on a
- * non-loopback address requires the shared secret.
+ * The first frames are the handshake of net/auth.h for the service "store"
+ * (HELLO, CHALLENGE, PROOF: each side proves it knows the shared secret without
+ * sending it). The identity the client proves is
+ *
+ *     u8 version, str16 client name                 (sproto_put_identity)
+ *
+ * Once the client's proof holds the store answers WELCOME or REFUSED. A failed
+ * handshake (a wrong proof: a replayed session, a wrong secret) is answered
+ * REFUSED "authentication failed: ..." and closed: nothing after it is read, so a
+ * recorded session's requests never run again. The store reads nothing else (no
+ * pickle) from a peer it has not accepted, and a client reads no answer from a
+ * store that has not proved the secret. A store listening on a non-loopback
+ * address requires the shared secret.
  *
  * Every request carries a u64 request id chosen by the client; the answer echoes
  * it. A client may pipeline requests; answers to calls on different objects may
@@ -24,9 +34,10 @@
  * pickled as a persistent id: the tuple ("bettong.obj", object_id, class_id). The
  * store resolves such ids to its live objects; the client to proxies.
  *
- *  client -> store  HELLO          u8 version, str16 secret, str16 client name
  *  store -> client  WELCOME        str16 store name
- *  store -> client  REFUSED        str16 reason
+ *  store -> client  REFUSED        str16 reason (also in place of the CHALLENGE,
+ *                                  for a HELLO of another handshake version or
+ *                                  service)
  *
  *  client -> store  CLASS          u64 req, u64 class_id, str16 qualname, rest: class pickle
  *  client -> store  PERSIST        u64 req, u32 count, count x (str16 object_id,
@@ -65,9 +76,9 @@
  * Added by the store's implementation (no new messages or fields; what the store
  * does where the text above leaves a choice):
  *
- * - Frames are at most 1 GiB (the length field); a HELLO at most 128 KiB. A
- *   malformed frame (truncated fields, unknown type, over the limit, anything but
- *   HELLO first) closes that connection only. A well-formed request with an
+ * - Frames are at most 1 GiB (the length field); a handshake frame at most
+ *   AUTH_MAX_FRAME. A malformed frame (truncated fields, unknown type, over the
+ *   limit, anything but the handshake first) closes that connection only. A well-formed request with an
  *   invalid name (object id not 1..128 bytes of UTF-8, alias not 1..400 bytes,
  *   method or field not 1..255 bytes) is answered FAILED BAD_REQUEST.
  * - WELCOME's store name is "bettong store DIR".
@@ -102,10 +113,22 @@
 #ifndef BETTONG_SPROTO_H
 #define BETTONG_SPROTO_H
 
-#define SPROTO_VERSION 1
+#include <stddef.h>
+#include <stdint.h>
+
+#include "net/wire.h"
+#include "util/buf.h"
+
+/* 2: the handshake of net/auth.h replaced version 1's HELLO (which carried the
+ * secret itself). */
+#define SPROTO_VERSION 2
+/* The service name the handshake names. */
+#define STORE_SERVICE "store"
+/* The longest client name an identity carries (the store keeps 63 bytes). */
+#define SPROTO_NAME_MAX 255
 
 typedef enum {
-    SMSG_HELLO = 1,
+    /* 1 was version 1's HELLO */
     SMSG_WELCOME = 2,
     SMSG_REFUSED = 3,
     SMSG_CLASS = 10,
@@ -137,5 +160,16 @@ typedef enum {
     STORE_ERR_UNKNOWN_CLASS = 5,  /* PERSIST named a class_id never sent */
     STORE_ERR_INTERNAL = 6,       /* storage failure, unpicklable result, ... */
 } store_error;
+
+/* Append the identity a client proves in the handshake (see above) to b; a name
+ * longer than SPROTO_NAME_MAX is cut. Returns 0 or -1 (out of memory). */
+static inline int sproto_put_identity(buf_t *b, const char *name, size_t name_len)
+{
+    wire_wr_t w;
+    wire_begin_fields(&w, b);
+    wire_put_u8(&w, SPROTO_VERSION);
+    wire_put_str16(&w, name, name_len < SPROTO_NAME_MAX ? name_len : SPROTO_NAME_MAX);
+    return wire_end_fields(&w);
+}
 
 #endif

@@ -5,6 +5,8 @@ process killed at teardown.
 The binary is $BETTONG_BIN, or build/bettong in the repository.
 """
 
+import hashlib
+import hmac
 import importlib.util
 import os
 import re
@@ -112,6 +114,223 @@ def write_framed(path, payloads, fmt=">I"):
     return Path(path)
 
 
+# ------------------------------------------------------------------ the handshake
+# The mutual challenge-response handshake of src/net/auth.h, in pure Python, for
+# tests that speak the pool's or the store's protocol by hand (and for attack
+# tests: a client that lies, a server that cannot prove the secret, a replay).
+
+AUTH_VERSION = 1
+AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = 0xF0, 0xF1, 0xF2
+AUTH_NONCE_LEN = 32
+_LABEL_SERVER = b"bettong-auth-1 server"
+_LABEL_CLIENT = b"bettong-auth-1 client"
+POOL_PROTO_VERSION = 2      # src/pool/proto.h PROTO_VERSION
+STORE_PROTO_VERSION = 2     # src/store/sproto.h SPROTO_VERSION
+ROLE_CLIENT, ROLE_WORKER = 1, 2
+
+
+class AuthFailed(Exception):
+    """The server's CHALLENGE did not prove the secret."""
+
+
+def _b(x):
+    return x.encode() if isinstance(x, str) else bytes(x)
+
+
+def _str16(b):
+    return struct.pack(">H", len(b)) + b
+
+
+def pool_identity(role=ROLE_CLIENT, name="test", pid=None, version=POOL_PROTO_VERSION):
+    """The identity a pool peer proves: u8 role, u8 version, u32 pid, str16 name."""
+    pid = os.getpid() if pid is None else pid
+    return struct.pack(">BBI", role, version, pid) + _str16(_b(name))
+
+
+def store_identity(name="test", version=STORE_PROTO_VERSION):
+    """The identity a store client proves: u8 version, str16 name."""
+    return struct.pack(">B", version) + _str16(_b(name))
+
+
+def auth_proof(label, service, identity, nonce_c, nonce_s, secret):
+    """HMAC-SHA256 over the transcript of net/auth.c, keyed with the secret
+    (empty: none). The transcript is laid out as a wire frame of type 0 (u32
+    length, u8 0) holding each variable field with its length first."""
+    t = _str16(label) + _str16(_b(service)) + _str16(bytes(identity)) + nonce_c + nonce_s
+    t = struct.pack(">IB", len(t) + 1, 0) + t
+    return hmac.new(_b(secret or b""), t, hashlib.sha256).digest()
+
+
+def auth_hello(service, identity, nonce_c=None, version=AUTH_VERSION):
+    """(HELLO frame, the client nonce in it)."""
+    nonce_c = os.urandom(AUTH_NONCE_LEN) if nonce_c is None else nonce_c
+    body = (bytes([AUTH_HELLO, version]) + _str16(_b(service)) + _str16(bytes(identity))
+            + nonce_c)
+    return frame(body), nonce_c
+
+
+def recv_exact(sock, n):
+    """n bytes from sock, or None if it closed first."""
+    data = b""
+    while len(data) < n:
+        try:
+            chunk = sock.recv(n - len(data))
+        except (ConnectionResetError, BrokenPipeError):
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def recv_frame(sock):
+    """The body of the next frame (after its length), or None at end of stream."""
+    head = recv_exact(sock, 4)
+    if head is None:
+        return None
+    (n,) = struct.unpack(">I", head)
+    return recv_exact(sock, n) if n else b""
+
+
+def auth_handshake(sock, service, identity, secret=b"", check_server=True):
+    """Run the client side of the handshake on a connected socket: HELLO, check
+    the server's CHALLENGE (AuthFailed if its proof is wrong, unless
+    check_server is false), send our PROOF. Returns the body of the service's
+    answer (WELCOME or REFUSED: type byte first), which may also come instead of
+    the CHALLENGE; None if the server closed the connection."""
+    hello, nonce_c = auth_hello(service, identity)
+    sock.sendall(hello)
+    body = recv_frame(sock)
+    if body is None or not body or body[0] != AUTH_CHALLENGE:
+        return body
+    assert len(body) == 1 + AUTH_NONCE_LEN + 32, "malformed CHALLENGE"
+    nonce_s, mac = body[1:1 + AUTH_NONCE_LEN], body[1 + AUTH_NONCE_LEN:]
+    want = auth_proof(_LABEL_SERVER, service, identity, nonce_c, nonce_s, secret)
+    if check_server and not hmac.compare_digest(want, mac):
+        raise AuthFailed("the server's proof does not match the secret")
+    proof = auth_proof(_LABEL_CLIENT, service, identity, nonce_c, nonce_s, secret)
+    sock.sendall(frame(bytes([AUTH_PROOF]) + proof))
+    return recv_frame(sock)
+
+
+def fake_challenge(nonce_s=None, proof=None):
+    """A CHALLENGE frame from a server that does not know the secret."""
+    nonce_s = os.urandom(AUTH_NONCE_LEN) if nonce_s is None else nonce_s
+    return frame(bytes([AUTH_CHALLENGE]) + nonce_s + (proof or os.urandom(32)))
+
+
+class RecordingRelay:
+    """A TCP relay on 127.0.0.1 in front of `target` (host, port) that records
+    what clients send (client_bytes) and what the server answers
+    (server_bytes), for replay and secrecy tests. One thread per direction."""
+
+    def __init__(self, target):
+        self.target = target
+        self.client_bytes = b""
+        self.server_bytes = b""
+        self.lock = threading.Lock()
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.port = self.ls.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.closed = False
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            s = socket.create_connection(self.target, timeout=10)
+            s.settimeout(None)
+            self.socks += [c, s]
+            threading.Thread(target=self._pump, args=(c, s, "client_bytes"), daemon=True).start()
+            threading.Thread(target=self._pump, args=(s, c, "server_bytes"), daemon=True).start()
+
+    def _pump(self, src, dst, attr):
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                try:
+                    dst.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                return
+            with self.lock:
+                setattr(self, attr, getattr(self, attr) + data)
+            try:
+                dst.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.closed = True
+        self.ls.close()
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+
+class FakeServer:
+    """A server that accepts, reads the client's HELLO, and then does what
+    `behave(conn, hello_body)` does (answer a CHALLENGE with a random proof,
+    send FUNCDEF / TASK at once, ...). Records each HELLO and everything else
+    the clients sent after it in `after_hello`."""
+
+    def __init__(self, behave):
+        self.behave = behave
+        self.hellos = []
+        self.after_hello = b""
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.address = "127.0.0.1:%d" % self.port
+        self.conns = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(10)
+        try:
+            hello = recv_frame(c)
+            if hello is None:
+                return
+            self.hellos.append(hello)
+            self.behave(c, hello)
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    return
+                self.after_hello += data
+        except OSError:
+            return
+
+    def close(self):
+        self.ls.close()
+        for c in self.conns:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
 def load_module(path, name=None):
     """Import an application module from a file path (examples have no package)."""
     path = Path(path)
@@ -147,31 +366,14 @@ def py_send(port, data, chunk=None, delay=0.0, host="127.0.0.1", close=True):
     return s
 
 
-def raw_hello(service, secret=b"", name=b"raw-test"):
-    """The first frame a raw client of the pool ("pool", as a client) or the
-    store ("store") sends: its HELLO. The one place tests build it by hand, so
-    a new handshake changes only this function (and read_welcome)."""
-    if service == "pool":
-        body = struct.pack(">BBBI", 1, 1, 1, os.getpid())
-        body += struct.pack(">H", len(name)) + name + struct.pack(">H", len(secret)) + secret
-    elif service == "store":
-        body = struct.pack(">BBH", 1, 1, len(secret)) + secret
-        body += struct.pack(">H", len(name)) + name
-    else:
-        raise ValueError(service)
-    return struct.pack(">I", len(body)) + body
-
-
-def read_welcome(sock, timeout=5):
-    """Read the answer to raw_hello; True if it is a WELCOME (type 2)."""
-    sock.settimeout(timeout)
-    data = b""
-    while len(data) < 5 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
-        chunk = sock.recv(4096)
-        if not chunk:
-            return False
-        data += chunk
-    return data[4] == 2
+def authenticated_socket(port, service, secret=b"", timeout=5):
+    """A raw connection to a pool ("pool", as a client) or a store ("store") on
+    loopback that has passed the handshake and been welcomed."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    identity = pool_identity(name="raw-test") if service == "pool" else store_identity("raw-test")
+    answer = auth_handshake(s, service, identity, secret)
+    assert answer and answer[0] == 2, "no WELCOME from the %s: %r" % (service, answer)
+    return s
 
 
 def lines_of(data):

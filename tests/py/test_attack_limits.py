@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, REPO, example_path, free_port, raw_hello, read_welcome,
+from conftest import (BIN, REPO, authenticated_socket, example_path, free_port,
                       wait_until)
 
 PYDIR = REPO / "python"
@@ -111,10 +111,7 @@ class Service:
         return wait_until(lambda: re.search(pattern, self.log()), timeout, pattern)
 
     def authed(self):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
-        s.sendall(raw_hello(self.kind))
-        assert read_welcome(s), "no WELCOME from the %s" % self.kind
-        return s
+        return authenticated_socket(self.port, self.kind)
 
     def client(self, timeout=20):
         """A legitimate client (the Python package, in a process of its own)
@@ -175,15 +172,15 @@ def stream_client(recv, port, tag, timeout=20):
     wait_until(delivered, timeout, "the legitimate frames at the receiver", interval=0.1)
 
 
-def declare_and_trickle(port, n, header, hello=None):
-    """n connections: [a HELLO], a header declaring a large frame, then (a read
-    of its own, once every header has been read) one byte."""
+def declare_and_trickle(port, n, header, service=None):
+    """n connections: [authenticated to the service], a header declaring a large
+    frame, then (a read of its own, once every header has been read) one byte."""
     socks = []
     for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port), timeout=5)
-        if hello:
-            s.sendall(hello)
-            assert read_welcome(s)
+        if service:
+            s = authenticated_socket(port, service)
+        else:
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
         s.sendall(header)
         socks.append(s)
     wait_until(lambda: unread_on(port) == 0, 10, "the headers read")
@@ -236,7 +233,7 @@ def test_declared_frames_cost_no_memory_on_a_source(bt):
 def test_declared_frames_cost_no_memory_after_hello(bt, kind, limit):
     svc = Service(bt, kind)
     socks = declare_and_trickle(svc.port, AMP_HELLO_N, struct.pack(">I", limit),
-                                hello=raw_hello(kind))
+                                service=kind)
     rss = rss_mb(svc.pid)
     assert rss < RSS_LIMIT_MB, "%s RSS %.0f MB after %d declared %d-byte frames" % (
         kind, rss, AMP_HELLO_N, limit)

@@ -16,7 +16,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, Procs, free_port
+from conftest import BIN, Procs, auth_hello, free_port, pool_identity
 from executor_helpers import RESULT_TIMEOUT, TcpPool, stat, sub_env
 
 import bettong  # noqa: E402
@@ -242,10 +242,8 @@ def test_loopback_pool_without_secret_starts(procs, clients, monkeypatch):
 # ------------------------------------------------------------------ garbage on the port
 
 def hello_frame(version):
-    name, secret = b"intruder", b"whatever"
-    body = struct.pack(">BBBI", 1, 1, version, os.getpid())
-    body += struct.pack(">H", len(name)) + name + struct.pack(">H", len(secret)) + secret
-    return struct.pack(">I", len(body)) + body
+    """A handshake HELLO of another handshake version."""
+    return auth_hello("pool", pool_identity(name="intruder"), version=version)[0]
 
 
 GARBAGE = {

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, free_port
+from conftest import BIN, auth_handshake, free_port, store_identity
 from store_helpers import PYTHON, client_env, spawn_client
 
 from bettong import objects
@@ -180,12 +180,12 @@ def test_garbage_closes_only_that_connection(stores):
     _send_quietly(s, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(256))
     assert _closed_by_peer(s)
     s.close()
-    # a frame length far too large before HELLO
+    # a frame length far too large before the handshake
     s = _raw(st.port)
     _send_quietly(s, b"\xff\xff\xff\xff\x01")
     assert _closed_by_peer(s)
     s.close()
-    # a request before HELLO
+    # a request before the handshake
     s = _raw(st.port)
     _send_quietly(s, struct.pack(">IBQ", 9, 13, 1))
     got = b""
@@ -199,7 +199,7 @@ def test_garbage_closes_only_that_connection(stores):
         pass
     assert b"garbage-test" not in got
     s.close()
-    # garbage after a good HELLO
+    # garbage after a good handshake
     for junk in ((99, os.urandom(64)),            # an unknown message type
                  (14, b"\x00\x01")):              # a truncated CALL
         conn = _store.Connection(st.address, b"", "garbage")
@@ -209,10 +209,8 @@ def test_garbage_closes_only_that_connection(stores):
                 conn.recv(timeout=0.1)
         conn.close()
     s = _raw(st.port)
-    hello = struct.pack(">BBH", 1, 1, 0) + struct.pack(">H", 1) + b"x"  # HELLO v1, no secret, "x"
-    s.sendall(struct.pack(">I", len(hello)) + hello)
-    welcome = s.recv(4096)
-    assert len(welcome) > 5 and welcome[4] == 2, welcome         # WELCOME
+    welcome = auth_handshake(s, "store", store_identity("x"))     # no secret
+    assert welcome and welcome[0] == 2, welcome                   # WELCOME
     try:
         s.sendall(b"\x00\x00\x00\x00")           # a zero-length frame
         s.sendall(os.urandom(1024))
