@@ -3,7 +3,9 @@
  * Input: a 4-byte preamble, then the byte stream a peer sends.
  *   [0] which spec: a struct format from the table below (C parsing), or a
  *       length callback (as a Python decoder's payload_length)
- *   [1] max_payload choice   [2] chunk size of the reads   [3] callback quirks
+ *   [1] bits 0-2: max_payload choice, bits 3-5: header length choice (which
+ *       may disagree with the format: then it is refused)
+ *   [2] chunk size of the reads (0: all at once)   [3] callback quirks
  * The stream is cut twice: fed whole, and fed in reads of the chosen size into
  * a buffer that is consumed frame by frame (inconn.c's drain_frames). Both
  * must give the same frames, and every answer of frame_next must be
@@ -23,6 +25,7 @@ static const char *const formats[] = {
 #define NFORMATS (sizeof formats / sizeof formats[0])
 
 static const uint64_t limits[] = {0, 1, 16, 255, 4096, UINT32_MAX, INT64_MAX, UINT64_MAX};
+static const size_t header_lens[] = {4, 1, 2, 8, 4, 8, 3, 0};
 
 /* The length callback: a header of header_len bytes read as little-endian,
  * refused when its first byte is 0xff (mode bit 0), with a big offset added so
@@ -101,16 +104,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&s, 0, sizeof s);
     if (which % (NFORMATS + 1) < NFORMATS) {
         const char *fmt = formats[which % (NFORMATS + 1)];
-        size_t hl = (which >> 5) ? (size_t)(which >> 5) : 4; /* may disagree with fmt */
+        size_t hl = header_lens[data[1] >> 3 & 7];
         if (frame_spec_from_struct(&s, hl, fmt) < 0)
             return 0;
         CHECK(s.header_len == hl && s.int_size == (int)hl && !s.length_fn);
     } else {
-        s.header_len = (which >> 5) % 9; /* 0..8, even 0 */
+        s.header_len = header_lens[data[1] >> 3 & 7]; /* even 0 */
         s.length_fn = cb_length;
         s.length_ctx = &mode;
     }
-    s.max_payload = limits[data[1] % (sizeof limits / sizeof limits[0])];
+    s.max_payload = limits[data[1] & 7];
     size_t chunk = data[2] ? data[2] : size;
     const uint8_t *stream = data + 4;
     size_t n = size - 4;
