@@ -167,8 +167,9 @@ fuzz-smoke: $(FUZZ_BIN)
 	  if [ -n "$$regs" ]; then \
 	    $$bin $$regs > $$log 2>&1 || { tail -40 $$log; echo "fuzz_$$t: a regression input fails"; exit 1; }; \
 	  fi; \
-	  $$bin -max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -max_len=4096 $$work fuzz/corpus/$$t \
-	    > $$log 2>&1 || { tail -40 $$log; echo "fuzz_$$t: crashed (input saved in the current directory)"; exit 1; }; \
+	  $$bin -max_total_time=$(FUZZ_SMOKE_SECONDS) -timeout=10 -max_len=4096 \
+	    -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- $$work fuzz/corpus/$$t \
+	    > $$log 2>&1 || { tail -40 $$log; echo "fuzz_$$t: crashed (input saved as $(FUZZ_BUILD)/crash-$$t-*)"; exit 1; }; \
 	  echo "fuzz_$$t: $$(echo $$regs | wc -w) regression inputs pass, $$(grep -o 'Done [0-9]* runs' $$log)"; \
 	done
 
