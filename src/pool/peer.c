@@ -7,6 +7,7 @@
 
 #include "net/authconn.h"
 #include "pool/blob.h"
+#include "pool/calls.h"
 #include "pool/proto.h"
 #include "util/log.h"
 
@@ -262,29 +263,12 @@ static int on_func(peer_t *pe, size_t frame_len, proto_rd_t *r)
     return 0;
 }
 
-/* Check a CALLS body's entries before queueing any, so a bad one queues none.
- * Each entry takes at least 12 bytes: a count the frame cannot hold is refused
- * before looping over it. */
-static int calls_valid(proto_rd_t r, uint32_t count)
-{
-    if ((size_t)count > (size_t)(r.end - r.p) / 12)
-        return 0;
-    for (uint32_t i = 0; i < count && !r.err; i++) {
-        proto_u64(&r);
-        proto_bytes(&r, proto_u32(&r));
-    }
-    return !r.err;
-}
-
 static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
 {
     pool_t *p = pe->pool;
-    uint64_t func_id = proto_u64(r);
-    uint32_t timeout_ms = proto_u32(r);
-    uint16_t retries = proto_u16(r);
-    uint32_t count = proto_u32(r);
-    if (r->err || !calls_valid(*r, count))
-        return bad_peer(pe, "truncated CALLS (%u calls announced)", count);
+    calls_head_t h;
+    if (calls_parse(r, &h) < 0)
+        return bad_peer(pe, "truncated CALLS (%u calls announced)", h.count);
     /* A large frame is kept whole: every call's arguments point into it. */
     blob_t *shared = NULL;
     if (frame_len >= TAKE_MIN) {
@@ -293,23 +277,23 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
     }
     uint64_t now = pool_now_us(p);
     int rc = 0;
-    for (uint32_t i = 0; i < count && rc == 0; i++) {
-        uint64_t call_id = proto_u64(r);
-        uint32_t n = proto_u32(r);
-        const uint8_t *args = proto_bytes(r, n);
-        span_t sp = {.p = args, .n = n};
+    for (uint32_t i = 0; i < h.count && rc == 0; i++) {
+        calls_entry_t e;
+        calls_next(r, &e);
+        span_t sp = {.p = e.args, .n = e.n};
         if (shared) {
             blob_ref(shared);
             sp.blob = shared;
-        } else if ((sp.blob = blob_copy(args, n)) != NULL) {
+        } else if ((sp.blob = blob_copy(e.args, e.n)) != NULL) {
             sp.p = sp.blob->data;
         } else {
             rc = bad_peer(pe, "out of memory queueing calls");
             break;
         }
-        int s = sched_call(p->sched, pe->client, func_id, call_id, timeout_ms, retries, &sp, now);
+        int s = sched_call(p->sched, pe->client, h.func_id, e.call_id, h.timeout_ms, h.retries,
+                           &sp, now);
         if (s == SCHED_DUPLICATE)
-            rc = bad_peer(pe, "call id %llu is already in use", (unsigned long long)call_id);
+            rc = bad_peer(pe, "call id %llu is already in use", (unsigned long long)e.call_id);
         else if (s < 0)
             rc = bad_peer(pe, "out of memory queueing calls");
     }

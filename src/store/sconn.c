@@ -9,6 +9,7 @@
 #include "net/wire.h"
 #include "store/sobj.h"
 #include "store/sproto.h"
+#include "store/sreq.h"
 #include "store/sreply.h"
 #include "util/log.h"
 
@@ -19,7 +20,6 @@
 #define TAKE_MIN (256 * 1024)
 /* Answers at least this large are written from their own memory. */
 #define REF_MIN (64 * 1024)
-#define NAME_MAX_LEN 255
 
 struct held {
     held_t *prev, *next;
@@ -283,77 +283,6 @@ static int on_handshake(sconn_t *cn, const uint8_t *body, size_t len)
 
 /* ------------------------------------------------------------ requests */
 
-static int text_ok(const uint8_t *p, size_t n, size_t max)
-{
-    return p && n >= 1 && n <= max && utf8_valid(p, n);
-}
-
-/* Fields by type. Returns 0 (parsed), 1 (parsed but invalid: answered
- * BAD_REQUEST), -1 (malformed: close). */
-static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
-{
-    const uint8_t *oid = NULL, *name = NULL;
-    size_t n;
-    int need_oid = 0, name_max = 0;
-    switch (q->type) {
-    case SMSG_CLASS:
-        q->class_id = wire_u64(r);
-        name = wire_str16(r, &q->namelen);
-        q->payload = wire_rest(r, &q->len);
-        if (!r->err && !utf8_valid(name, q->namelen))
-            return *why = "the qualname is not UTF-8", 1;
-        break;
-    case SMSG_PERSIST:
-        q->count = wire_u32(r);
-        q->payload = wire_rest(r, &q->len);
-        break;
-    case SMSG_LOOKUP_ALIAS:
-    case SMSG_DELETE_ALIAS:
-        name = wire_str16(r, &q->namelen);
-        name_max = SDB_ALIAS_MAX;
-        break;
-    case SMSG_CALL:
-    case SMSG_GET_FIELD:
-    case SMSG_SET_FIELD:
-    case SMSG_ADD_ALIAS:
-        need_oid = 1;
-        oid = wire_str16(r, &n);
-        name = wire_str16(r, &q->namelen);
-        name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX : NAME_MAX_LEN;
-        if (q->type == SMSG_CALL || q->type == SMSG_SET_FIELD)
-            q->payload = wire_rest(r, &q->len);
-        break;
-    case SMSG_LOOKUP_ID:
-    case SMSG_GET_STATE:
-    case SMSG_UPDATE:
-    case SMSG_ALIASES:
-    case SMSG_DELETE:
-        need_oid = 1;
-        oid = wire_str16(r, &n);
-        if (q->type == SMSG_UPDATE)
-            q->payload = wire_rest(r, &q->len);
-        break;
-    case SMSG_GET_CLASS:
-        q->class_id = wire_u64(r);
-        break;
-    default:
-        return *why = "unknown message type", -1;
-    }
-    if (r->err)
-        return *why = "truncated message", -1;
-    q->name = (const char *)name;
-    if (need_oid) {
-        q->oid = (const char *)oid;
-        q->oidlen = n;
-        if (!text_ok(oid, n, SDB_ID_MAX))
-            return *why = "an object id is 1 to 128 bytes of UTF-8", 1;
-    }
-    if (name_max && !text_ok(name, q->namelen, (size_t)name_max))
-        return *why = name_max == SDB_ALIAS_MAX ? "an alias is 1 to 400 bytes of UTF-8"
-                                                : "a name is 1 to 255 bytes of UTF-8", 1;
-    return 0;
-}
-
 static void answer_bad_request(sconn_t *cn, uint64_t id, const char *why)
 {
     buf_t b;
@@ -379,12 +308,8 @@ static int on_request(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t
         return bad_input(cn, "out of memory for a request of %zu bytes", len);
     }
     q->mem = mem;
-    wire_rd_t r;
-    wire_rd_init(&r, b, len);
-    q->type = wire_u8(&r);
-    q->id = wire_u64(&r);
-    const char *why = "truncated message";
-    int rc = r.err ? -1 : parse_fields(q, &r, &why);
+    const char *why;
+    int rc = sreq_parse(q, b, len, &why);
     if (rc < 0) {
         unsigned type = q->type;
         free(mem);

@@ -9,6 +9,7 @@
 #include "store/sconn.h"
 #include "store/spy.h"
 #include "store/sproto.h"
+#include "store/sreq.h"
 #include "store/sreply.h"
 #include "util/log.h"
 
@@ -199,50 +200,6 @@ static void unit_submit(store_t *st, sreq_t *r, sobj_t *o)
 
 /* ------------------------------------------------------------ PERSIST */
 
-typedef struct {
-    const char *id;
-    size_t idlen;
-    uint64_t class_id;
-    const char *alias;
-    size_t alen;
-    const uint8_t *state;
-    size_t slen;
-} pentry_t;
-
-static int persist_next(wire_rd_t *r, pentry_t *e)
-{
-    e->id = (const char *)wire_str16(r, &e->idlen);
-    e->class_id = wire_u64(r);
-    e->alias = (const char *)wire_str16(r, &e->alen);
-    uint32_t n = wire_u32(r);
-    e->state = wire_bytes(r, n);
-    e->slen = n;
-    return r->err ? -1 : 0;
-}
-
-/* Check every entry; count aliases. NULL, or why the batch is refused. */
-static const char *persist_check(sreq_t *r, size_t *naliases)
-{
-    /* An entry takes at least 16 bytes: a count the frame cannot hold is refused
-     * before looping over it. */
-    if (r->count > r->len / 16)
-        return "PERSIST announces more objects than it holds";
-    wire_rd_t rd;
-    wire_rd_init(&rd, r->payload, r->len);
-    *naliases = 0;
-    for (uint32_t i = 0; i < r->count; i++) {
-        pentry_t e;
-        if (persist_next(&rd, &e) < 0)
-            return "PERSIST is truncated";
-        if (e.idlen < 1 || e.idlen > SDB_ID_MAX || !utf8_valid((const uint8_t *)e.id, e.idlen))
-            return "an object id is 1 to 128 bytes of UTF-8";
-        if (e.alen > SDB_ALIAS_MAX || !utf8_valid((const uint8_t *)e.alias, e.alen))
-            return "an alias is 1 to 400 bytes of UTF-8";
-        *naliases += e.alen > 0;
-    }
-    return NULL;
-}
-
 /* Undo the pending marks of a refused batch. */
 static void persist_unmark(store_t *st, ureq_t *q)
 {
@@ -258,7 +215,7 @@ static const char *persist_build(store_t *st, ureq_t *q, char *why, size_t whyle
 {
     sreq_t *r = q->req;
     size_t naliases = 0;
-    const char *bad = persist_check(r, &naliases);
+    const char *bad = sreq_persist_check(r, &naliases);
     if (bad)
         return bad;
     q->ops = calloc((size_t)r->count * 2 + naliases + 1, sizeof *q->ops);
@@ -272,8 +229,8 @@ static const char *persist_build(store_t *st, ureq_t *q, char *why, size_t whyle
     wire_rd_t rd;
     wire_rd_init(&rd, r->payload, r->len);
     for (uint32_t i = 0; i < r->count && !bad; i++) {
-        pentry_t e;
-        persist_next(&rd, &e);
+        sreq_pentry_t e;
+        sreq_persist_next(&rd, &e); /* checked above: cannot fail */
         if (!idmap_get(&classes, e.class_id)) {
             if (idmap_put(&classes, e.class_id, q) < 0)
                 bad = "out of memory";

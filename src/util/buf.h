@@ -24,7 +24,9 @@ int buf_reserve_exact(buf_t *b, size_t extra);
 int buf_append(buf_t *b, const void *p, size_t n);
 /* Unread bytes. */
 static inline size_t buf_unread(const buf_t *b) { return b->len - b->off; }
-static inline uint8_t *buf_head(const buf_t *b) { return b->data + b->off; }
+/* A buffer that never held a byte has no memory: its head is NULL, not NULL + 0
+ * (undefined behaviour in C, which UBSan reports). */
+static inline uint8_t *buf_head(const buf_t *b) { return b->data ? b->data + b->off : NULL; }
 void buf_consume(buf_t *b, size_t n);
 /* Move unread bytes to the start. */
 void buf_compact(buf_t *b);

@@ -1,0 +1,68 @@
+/* Fuzz target: the pool's CALLS walk (pool/calls.c), run by peer.c on every
+ * CALLS a client sends.
+ *
+ * Input: a CALLS body after the type byte (u64 func_id, u32 timeout_ms,
+ * u16 retries, u32 count, count entries). Checks: calls_parse accepts exactly
+ * the bodies an independent walk finds whole; an accepted body's count entries
+ * are read without an error, each argument span inside the body. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool/calls.h"
+
+#define CHECK(c) do { if (!(c)) __builtin_trap(); } while (0)
+
+static uint64_t be(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* 1 if the body holds its header and `count` whole entries. */
+static int ref_valid(const uint8_t *b, size_t len)
+{
+    if (len < 18)
+        return 0;
+    uint64_t count = be(b + 14, 4);
+    size_t at = 18;
+    for (uint64_t i = 0; i < count; i++) {
+        if (len - at < 12)
+            return 0;
+        uint64_t n = be(b + at + 8, 4);
+        at += 12;
+        if (len - at < n)
+            return 0;
+        at += (size_t)n;
+    }
+    return 1;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    uint8_t *b = malloc(size ? size : 1);
+    CHECK(b);
+    memcpy(b, data, size);
+    proto_rd_t r;
+    proto_rd_init(&r, b, size);
+    calls_head_t h;
+    int rc = calls_parse(&r, &h);
+    CHECK((rc == 0) == ref_valid(b, size));
+    if (size >= 18) {
+        CHECK(h.func_id == be(b, 8) && h.timeout_ms == be(b + 8, 4));
+        CHECK(h.retries == be(b + 12, 2) && h.count == be(b + 14, 4));
+    }
+    if (rc == 0) {
+        CHECK(r.p == b + 18);
+        for (uint32_t i = 0; i < h.count; i++) {
+            calls_entry_t e;
+            calls_next(&r, &e);
+            CHECK(!r.err && e.args && e.args >= b && e.args + e.n <= b + size);
+        }
+        CHECK(r.p <= r.end);
+    }
+    free(b);
+    return 0;
+}
