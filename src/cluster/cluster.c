@@ -1179,7 +1179,8 @@ static void expire_handshakes(cluster_t *c, listener_t *l, uint64_t now)
     while (ic) {
         inconn_t *next = ic->next;
         conn_info_t *ci = ic->user;
-        if (ci && !ci->authed && now - ci->opened_ns > limit)
+        /* Not while we do not read it (backpressure): its handshake may be unread. */
+        if (ci && !ci->authed && !ic->paused && !l->paused && now - ci->opened_ns > limit)
             inconn_close(ic, ci->proven ? "its worker index is not a member (no MEMBERS named "
                                           "it within the handshake deadline)"
                                         : "no handshake within the deadline");
@@ -1193,10 +1194,6 @@ static void on_tick(uv_timer_t *t)
     c->last_ping_ns = now_ns();
     tell_everyone(c, CL_PING);
     uint64_t now = loop_ns(c);
-    if (c->control_up)
-        expire_handshakes(c, &c->control_l, now);
-    if (c->data_up)
-        expire_handshakes(c, &c->data_l, now);
     uint64_t hb = (uint64_t)cl_heartbeat_ms(c->cfg.timeout_ms) * 1000000u;
     int late = c->last_tick_ns && now - c->last_tick_ns > 2 * hb;
     c->last_tick_ns = now;
@@ -1205,6 +1202,10 @@ static void on_tick(uv_timer_t *t)
             forgive_silence(&c->control_l, now);
         return;
     }
+    if (c->control_up)
+        expire_handshakes(c, &c->control_l, now);
+    if (c->data_up)
+        expire_handshakes(c, &c->data_l, now);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)

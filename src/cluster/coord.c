@@ -1601,7 +1601,7 @@ static void on_tick(uv_timer_t *t)
     while (ic) {
         inconn_t *next = ic->next;
         kconn_t *kc = ic->user;
-        if (kc && !kc->authed && now - kc->opened_ns > hs_limit) {
+        if (kc && !kc->authed && !late && now - kc->opened_ns > hs_limit) {
             /* Silent or half-open: nothing holds a connection for long unproven. */
             inconn_close(ic, "no handshake within the deadline");
         } else if (kc && kc->member >= 0 && now - kc->last_rx_ns > limit) {
