@@ -5,12 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
+#include <netdb.h>
 #include <unistd.h>
 
 #include "cluster/cproto.h"
-#include "net/addr.h"
 #include "net/guard.h"
+#include "net/sock.h"
 #include "util/args.h"
 
 static void usage(FILE *f)
@@ -21,7 +21,8 @@ static void usage(FILE *f)
 "\n"
 "  status      print the workers of the cluster whose coordinator (the\n"
 "              initializer) listens on H:P: their state, slots, keys and message\n"
-"              counts; exit 1 if a worker is lost\n"
+"              counts; exit 1 (PROBLEM lines) if a worker is lost or silent,\n"
+"              slots have no worker, or the cluster has not formed\n"
 "  shrink      move the slots (and their state) of worker NAME to the others and\n"
 "              let it exit; returns once it has left\n"
 "\n"
@@ -34,97 +35,87 @@ static void usage(FILE *f)
 "  --timeout SECONDS       give up waiting for the answer (default 60)\n");
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
+/* Connect and run the handshake as the admin; returns the fd, or -1 after
+ * printing why. */
+static int open_admin(const char *control, const cl_secret_t *secret, double deadline,
+                      buf_t *in)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-static int read_all(int fd, uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static int connect_to(const char *control, double timeout, char *err, size_t errlen)
-{
-    struct sockaddr_storage sa;
-    if (hostport_lookup(control, &sa, err, errlen) < 0)
-        return -1;
-    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = (time_t)timeout,
-                         .tv_usec = (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) < 0 ||
-        connect(fd, (struct sockaddr *)&sa,
-                sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                         : sizeof(struct sockaddr_in)) < 0) {
-        snprintf(err, errlen, "cannot connect to %s: %s", control, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+    char host[256], port[32];
+    if (sock_parse_hostport(control, host, sizeof host, port, sizeof port) < 0) {
+        fprintf(stderr, "bettong cluster: bad address '%s' (want HOST:PORT)\n", control);
         return -1;
     }
-    return fd;
+    int gai = 0;
+    int fd = sock_connect_host(host, port, deadline, &gai);
+    if (fd < 0) {
+        fprintf(stderr, "bettong cluster: cannot connect to %s: %s\n", control,
+                gai ? gai_strerror(gai) : strerror(errno));
+        return -1;
+    }
+    buf_t id;
+    buf_init(&id);
+    cl_put_identity(&id, CL_CH_ADMIN, CL_NO_INDEX, "bettong cluster");
+    const uint8_t *answer = NULL;
+    size_t len = 0;
+    int rc = sock_handshake(fd, in, CL_SERVICE, buf_head(&id), buf_unread(&id), secret->secret,
+                            secret->len, CL_MAX_ADMIN, deadline, &answer, &len);
+    buf_free(&id);
+    char why[300] = "";
+    if (rc == 0 && len == 1 && answer[0] == CL_WELCOME) {
+        buf_consume(in, 4 + len);
+        return fd;
+    }
+    if (rc == 0 && cl_refused_why(answer, len, why, sizeof why))
+        fprintf(stderr, "bettong cluster: %s refused the connection: %s\n", control, why);
+    else if (rc == SOCK_HS_EPROOF)
+        fprintf(stderr, "bettong cluster: %s cannot prove the cluster secret: not this "
+                "cluster's coordinator, or the secret given here is wrong; nothing was sent\n",
+                control);
+    else if (rc == SOCK_HS_EIO)
+        fprintf(stderr, "bettong cluster: no answer from %s (%s): wrong secret, or not a "
+                "cluster coordinator\n", control,
+                errno == ETIMEDOUT ? "timed out" : errno == ECONNRESET ? "connection closed"
+                                                                     : strerror(errno));
+    else
+        fprintf(stderr, "bettong cluster: %s does not speak the cluster handshake\n", control);
+    close(fd);
+    return -1;
 }
 
 /* Send the question, print the answer; returns the answer's code. */
 static int ask(const char *control, const cl_secret_t *secret, uint8_t what, const char *worker,
                double timeout)
 {
-    char err[512];
-    int fd = connect_to(control, timeout, err, sizeof err);
-    if (fd < 0) {
-        fprintf(stderr, "bettong cluster: %s\n", err);
-        return 2;
-    }
-    buf_t b;
-    buf_init(&b);
-    cl_put_hello(&b, secret, CL_CH_ADMIN, CL_NO_INDEX, "bettong cluster");
+    double deadline = sock_now() + timeout;
+    buf_t in, out;
+    buf_init(&in);
+    buf_init(&out);
+    int code = 2;
+    int fd = open_admin(control, secret, deadline, &in);
+    if (fd < 0)
+        goto done;
     wire_wr_t w;
-    wire_begin(&w, &b, what, CL_MAX_HELLO);
+    wire_begin(&w, &out, what, CL_MAX_ADMIN);
     if (worker)
         wire_put_str16(&w, worker, strlen(worker));
     wire_end(&w);
-    uint8_t hdr[4];
-    int rc = write_all(fd, buf_head(&b), buf_unread(&b));
-    buf_free(&b);
-    uint32_t len = 0;
-    if (rc == 0 && read_all(fd, hdr, 4) == 0) {
-        len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-        rc = len >= 2 && len <= (1u << 20) ? 0 : -1;
-    } else {
-        rc = -1;
-    }
-    uint8_t *body = rc == 0 ? malloc(len) : NULL;
-    if (!body || read_all(fd, body, len) < 0 || body[0] != CL_REPLY) {
+    const uint8_t *body = NULL;
+    size_t len = 0;
+    if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        sock_read_frame(fd, &in, 1u << 20, deadline, &body, &len) < 0 || len < 2 ||
+        body[0] != CL_REPLY) {
         fprintf(stderr, "bettong cluster: no answer from %s (%s)\n", control,
-                errno == EAGAIN ? "timed out"
-                                : "connection closed: wrong secret, or not a cluster coordinator");
-        free(body);
-        close(fd);
-        return 2;
+                errno == ETIMEDOUT ? "timed out" : "connection closed");
+        goto done;
     }
-    close(fd);
-    int code = body[1];
+    code = body[1];
     /* A status is printed to stdout whatever it says; a refused shrink is an error. */
     fwrite(body + 2, 1, len - 2, code == 0 || what == CL_ASK_STATUS ? stdout : stderr);
-    free(body);
+done:
+    if (fd >= 0)
+        close(fd);
+    buf_free(&in);
+    buf_free(&out);
     return code;
 }
 

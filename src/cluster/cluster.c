@@ -4,9 +4,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "cluster/align.h"
 #include "cluster/coord.h"
 #include "cluster/migrate.h"
+#include "cluster/clink.h"
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -25,23 +28,28 @@ typedef struct {
     char name[CL_NAME_MAX];
     char control[CL_ADDR_MAX];
     char data[CL_ADDR_MAX];
-    outconn_t link; /* our data connection to it */
+    cl_link_t link; /* our data connection to it */
     int link_open;
     uint64_t sent;      /* messages appended to the link */
     uint64_t processed; /* messages from it run here */
     uint64_t dropped;   /* messages for its slots dropped after it was lost */
-    int lost;
+    int known;          /* a MEMBERS listed it (its name is the coordinator's word) */
+    int lost;           /* the coordinator declared it lost */
+    int unreachable;    /* our link to it failed: what we would send it is dropped */
     int bye;            /* it said goodbye on its data link to us */
     uint64_t link_down_ns; /* our link to it closed then (0: it did not) */
 } peer_t;
 
 /* Per inbound connection (from the coordinator, or a peer's data link). */
 typedef struct {
-    int authed;
+    authconn_t auth;  /* the handshake, until accepted */
+    int proven;       /* the peer proved the secret for `hello`; judged next */
+    int authed;       /* accepted: its frames are the channel's own */
     int bye;
     int at_barrier;   /* held: its barrier came, the checkpoint is not cut yet */
     cl_hello_t hello;
     uint64_t last_rx_ns;
+    uint64_t opened_ns;
 } conn_info_t;
 
 struct cluster {
@@ -53,7 +61,7 @@ struct cluster {
     frame_spec_t spec;
     listener_t control_l, data_l;
     int control_up, data_up;
-    outconn_t to_coord;
+    cl_link_t to_coord;
     int to_coord_open;
     peer_t *peers[CL_MAX_WORKERS];
     unsigned self;
@@ -71,6 +79,8 @@ struct cluster {
     uint64_t last_tick_ns;   /* loop clock of the last tick */
     uint64_t last_ping_ns;   /* wall clock of the last heartbeat sent */
     coord_t *coord;
+    char token[CL_TOKEN_LEN + 1]; /* sent in our JOIN; the coordinator proves it back */
+    inconn_t *coord_in;           /* the coordinator's control connection, once accepted */
     /* checkpoints (with resilience) */
     align_t align;
     uv_timer_t align_timer;  /* the snapshot runs from here, outside any batch */
@@ -146,22 +156,51 @@ static void open_link(cluster_t *c, peer_t *p)
     }
     char name[128];
     snprintf(name, sizeof name, "data link to '%s'", p->name);
-    outconn_init(&p->link, c->loop, (struct sockaddr *)&sa, name, on_link_progress, c);
-    outconn_set_final(&p->link, on_link_lost);
-    cl_put_hello(outconn_buffer(&p->link), &c->cfg.secret, CL_CH_DATA, c->self, c->cfg.name);
+    cl_link_init(&p->link, c->loop, (struct sockaddr *)&sa, name, on_link_progress, c,
+                 &c->cfg.secret, CL_CH_DATA, c->self, c->cfg.name);
+    outconn_set_final(&p->link.o, on_link_lost);
     p->link_open = 1;
     c->open_handles++;
-    outconn_start(&p->link);
+    outconn_start(&p->link.o);
 }
 
 /* Our link to a peer closed. A peer that leaves or stops says BYE on its own
- * link to us, which may be read a moment after this: judge at the next tick. */
+ * link to us, which may be read a moment after this: judge at the next tick
+ * (link_broken). */
 static void on_link_lost(outconn_t *o, const char *why)
 {
     cluster_t *c = o->owner;
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
-        if (c->peers[i] && &c->peers[i]->link == o && !c->peers[i]->link_down_ns)
+        if (c->peers[i] && &c->peers[i]->link.o == o && !c->peers[i]->link_down_ns)
             c->peers[i]->link_down_ns = loop_ns(c);
+}
+
+static void send_suspect(cluster_t *c, unsigned index, int ours, const char *why);
+static void judge_waiting(cluster_t *c);
+
+/* Our link to p closed without a goodbye (or failed its handshake). Links are
+ * not reopened: bytes the kernel had taken may be gone, and the counts that
+ * tell the coordinator when the cluster is quiet would never agree again. So
+ * what we would send p is dropped and counted from now on; whether p itself is
+ * lost is the coordinator's call, on its own link to p: it is told. */
+static void link_broken(cluster_t *c, peer_t *p)
+{
+    if (p->unreachable || p->lost || p->state == CL_LEFT)
+        return;
+    if (resilient(c)) {
+        /* What this worker sent p since the last checkpoint may be lost: the
+         * cluster goes on from that checkpoint, as when a worker is lost. */
+        peer_lost(c, p, p->link.failed ? p->link.why : "our data link to it closed");
+        return;
+    }
+    p->unreachable = 1;
+    unsigned slots = c->have_table ? routing_count(&c->table, p->index) : 0;
+    const char *why = p->link.failed ? p->link.why : "our data link to it closed";
+    log_error("cluster: cannot send to worker '%s' (data %s): %s; messages for its %u slots "
+              "are dropped from here; asked the coordinator to check it", p->name, p->data, why,
+              slots);
+    c->lost_any = 1;
+    send_suspect(c, p->index, 1, why);
 }
 
 /* ------------------------------------------------------------ forwarding */
@@ -198,13 +237,14 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
 {
     cluster_t *c = ctx;
     peer_t *p = owner < CL_MAX_WORKERS ? c->peers[owner] : NULL;
-    if (!p || p->lost || !p->link_open) {
+    if (!p || p->lost || p->unreachable || !p->link_open) {
         if (p && p->dropped++ == 0)
-            log_error("cluster: dropping messages for the slots of worker '%s' (lost)", p->name);
+            log_error("cluster: dropping messages for the slots of worker '%s' (%s)", p->name,
+                      p->lost ? "lost" : "unreachable");
         exec_count_failed(c->x);
         return;
     }
-    if (put_message(c, outconn_buffer(&p->link), pipe, step, msg, key) == 0) {
+    if (put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key) == 0) {
         p->sent++;
         return;
     }
@@ -219,18 +259,19 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
 void cluster_flush(cluster_t *c)
 {
     if (c->to_coord_open)
-        outconn_flush(&c->to_coord);
+        outconn_flush(&c->to_coord.o);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
         if (c->peers[i] && c->peers[i]->link_open)
-            outconn_flush(&c->peers[i]->link);
+            outconn_flush(&c->peers[i]->link.o);
 }
 
 size_t cluster_backlog(const cluster_t *c)
 {
     size_t n = 0;
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
-        if (c->peers[i] && c->peers[i]->link_open && !c->peers[i]->lost)
-            n += outconn_backlog(&c->peers[i]->link);
+        if (c->peers[i] && c->peers[i]->link_open && !c->peers[i]->lost &&
+            !c->peers[i]->unreachable)
+            n += outconn_backlog(&c->peers[i]->link.o);
     return n;
 }
 
@@ -252,7 +293,7 @@ void cluster_hold_inbound(cluster_t *c, int hold)
 
 /* ------------------------------------------------------------ to the coordinator */
 
-static buf_t *coord_buf(cluster_t *c) { return outconn_buffer(&c->to_coord); }
+static buf_t *coord_buf(cluster_t *c) { return outconn_buffer(&c->to_coord.o); }
 
 static void send_counts(cluster_t *c, uint32_t seq)
 {
@@ -272,7 +313,7 @@ static void send_counts(cluster_t *c, uint32_t seq)
         wire_put_u64(&w, p->processed);
     }
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 static void send_loads(cluster_t *c, uint32_t seq)
@@ -291,7 +332,7 @@ static void send_loads(cluster_t *c, uint32_t seq)
         }
     wire_end(&w);
     memset(c->slot_runs, 0, sizeof c->slot_runs);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 static int owned_here(const void *ctx, unsigned slot)
@@ -314,7 +355,7 @@ static void send_status(cluster_t *c, uint32_t seq)
     wire_put_u64(&w, c->x->forwarded);
     wire_put_u64(&w, c->x->failed);
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 static void lose_coordinator(cluster_t *c, const char *why)
@@ -345,7 +386,43 @@ static void lose_coordinator(cluster_t *c, const char *why)
 
 static void on_coord_link_lost(outconn_t *o, const char *why)
 {
-    lose_coordinator(o->owner, why);
+    cluster_t *c = o->owner;
+    if (cl_link_of(o)->failed && !c->stopping && !c->coord_lost) {
+        /* Not a broken connection: the coordinator could not prove the secret,
+         * or refused us. Trying again (a restart included) meets the same. */
+        c->coord_lost = 1;
+        c->lost_any = c->started;
+        log_error("cluster: could not join the cluster at %s: %s; stopping", c->cfg.control, why);
+        c->hooks.finish(c->hooks.ctx, 2, "could not join the cluster");
+        return;
+    }
+    lose_coordinator(c, why);
+}
+
+/* A fresh join token: CL_TOKEN_LEN hex digits. */
+static int make_token(char out[CL_TOKEN_LEN + 1])
+{
+    uint8_t raw[CL_TOKEN_LEN / 2];
+    if (RAND_bytes(raw, sizeof raw) != 1)
+        return -1;
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    return 0;
+}
+
+/* Tell the coordinator that a data link with worker `index` closed without a
+ * goodbye; it checks that worker on its own link and decides. */
+static void send_suspect(cluster_t *c, unsigned index, int ours, const char *why)
+{
+    if (!c->to_coord_open || c->coord_lost || c->stopping)
+        return;
+    wire_wr_t w;
+    wire_begin(&w, coord_buf(c), CL_SUSPECT, CL_MAX_FRAME);
+    wire_put_u16(&w, (uint16_t)index);
+    wire_put_u8(&w, ours ? 1 : 0);
+    wire_put_str16(&w, why, strlen(why));
+    wire_end(&w);
+    outconn_flush(&c->to_coord.o);
 }
 
 static int join_coordinator(cluster_t *c, char *err, size_t errlen)
@@ -353,33 +430,36 @@ static int join_coordinator(cluster_t *c, char *err, size_t errlen)
     struct sockaddr_storage sa;
     if (hostport_lookup(c->cfg.control, &sa, err, errlen) < 0)
         return -1;
-    outconn_init(&c->to_coord, c->loop, (struct sockaddr *)&sa, "control link to the coordinator",
-                 NULL, c);
-    outconn_set_final(&c->to_coord, on_coord_link_lost);
-    outconn_set_sync(&c->to_coord);
-    buf_t *b = coord_buf(c);
-    cl_put_hello(b, &c->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, c->cfg.name);
+    if (make_token(c->token) < 0) {
+        snprintf(err, errlen, "no random bytes for the join token");
+        return -1;
+    }
+    cl_link_init(&c->to_coord, c->loop, (struct sockaddr *)&sa, "control link to the coordinator",
+                 NULL, c, &c->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, c->cfg.name);
+    outconn_set_final(&c->to_coord.o, on_coord_link_lost);
+    outconn_set_sync(&c->to_coord.o);
     wire_wr_t w;
-    wire_begin(&w, b, CL_JOIN, CL_MAX_FRAME);
+    wire_begin(&w, coord_buf(c), CL_JOIN, CL_MAX_FRAME);
     wire_put_str16(&w, c->cfg.name, strlen(c->cfg.name));
     wire_put_str16(&w, c->control_l.addr, strlen(c->control_l.addr));
     wire_put_str16(&w, c->data_l.addr, strlen(c->data_l.addr));
+    wire_put_str16(&w, c->token, strlen(c->token));
     wire_end(&w);
     c->to_coord_open = 1;
     c->open_handles++;
-    outconn_start(&c->to_coord);
+    outconn_start(&c->to_coord.o);
     return 0;
 }
 
 int cluster_request_stop(cluster_t *c, const char *why)
 {
-    if (!c->to_coord_open || c->coord_lost || !c->to_coord.connected)
+    if (!c->to_coord_open || c->coord_lost || !c->to_coord.o.connected)
         return -1;
     wire_wr_t w;
     wire_begin(&w, coord_buf(c), CL_STOP, CL_MAX_FRAME);
     wire_put_str16(&w, why, strlen(why));
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
     return 0;
 }
 
@@ -409,6 +489,7 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
         if (!p)
             continue;
         snprintf(p->name, sizeof p->name, "%s", name);
+        p->known = 1;
         snprintf(p->control, sizeof p->control, "%s", control);
         snprintf(p->data, sizeof p->data, "%s", data);
         if (state == CL_LOST_STATE) {
@@ -421,6 +502,8 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
             (state == CL_JOINING || state == CL_ACTIVE || state == CL_LEAVING))
             open_link(c, p);
     }
+    if (!r->err)
+        judge_waiting(c);
 }
 
 static void apply_table(cluster_t *c, wire_rd_t *r)
@@ -452,7 +535,7 @@ static void apply_table(cluster_t *c, wire_rd_t *r)
     }
     log_debug("cluster: routing table %u: %u slots here", seq, routing_count(&c->table, c->self));
     cl_put_u32(coord_buf(c), CL_ACK, seq);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 /* ------------------------------------------------------------ moving slots */
@@ -467,11 +550,11 @@ static void migrate(cluster_t *c, wire_rd_t *r)
         peer_t *p = to < CL_MAX_WORKERS ? c->peers[to] : NULL;
         if (r->err || slot >= ROUTING_SLOTS)
             break;
-        if (!p || !p->link_open || p->lost) {
+        if (!p || !p->link_open || p->lost || p->unreachable) {
             log_error("cluster: cannot move slot %u to worker %u: no link to it", slot, to);
             continue;
         }
-        if (migrate_put_slot(c->app, outconn_buffer(&p->link), slot) < 0)
+        if (migrate_put_slot(c->app, outconn_buffer(&p->link.o), slot) < 0)
             log_error("cluster: the state of slot %u is too large to move to '%s'; it is lost",
                       slot, p->name);
     }
@@ -493,7 +576,7 @@ static void send_ckpt_done(cluster_t *c, uint64_t n, int ok)
     wire_put_u64(&w, n);
     wire_put_u8(&w, ok ? 1 : 0);
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 void cluster_checkpoint_done(cluster_t *c, uint64_t n, int ok) { send_ckpt_done(c, n, ok); }
@@ -507,7 +590,7 @@ void cluster_claim_stream(cluster_t *c, uint32_t id, const char *name)
     wire_put_u32(&w, id);
     wire_put_str16(&w, name, strlen(name));
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 /* CL_RELEASE: a stream of ours went on at another worker. */
@@ -524,7 +607,7 @@ static void release_stream(cluster_t *c, wire_rd_t *r)
     wire_put_u32(&w, id);
     wire_put_u64(&w, pos);
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 /* Participants lost since the checkpoint began send no barrier. */
@@ -593,10 +676,10 @@ static void start_checkpoint(cluster_t *c, wire_rd_t *r)
     c->hooks.hold_sources(c->hooks.ctx, 1);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
-        if (!part[i] || i == c->self || !p || !p->link_open || p->lost)
+        if (!part[i] || i == c->self || !p || !p->link_open || p->lost || p->unreachable)
             continue;
         wire_wr_t w;
-        wire_begin(&w, outconn_buffer(&p->link), CL_BARRIER, CL_MAX_FRAME);
+        wire_begin(&w, outconn_buffer(&p->link.o), CL_BARRIER, CL_MAX_FRAME);
         wire_put_u64(&w, n);
         wire_end(&w);
     }
@@ -653,7 +736,7 @@ static void restore(cluster_t *c, uint64_t k, uint64_t history)
     if (ok)
         c->hooks.each_stream(c->hooks.ctx, put_stream, &list);
     wire_end(&w);
-    outconn_flush(&c->to_coord);
+    outconn_flush(&c->to_coord.o);
 }
 
 /* CL_STREAMS: where every resumable stream was at the restored checkpoint. */
@@ -678,30 +761,110 @@ static void conn_opened(void *owner, inconn_t *ic)
         inconn_close(ic, "out of memory");
         return;
     }
-    ci->last_rx_ns = loop_ns(owner);
+    ci->last_rx_ns = ci->opened_ns = loop_ns(owner);
     ic->user = ci;
-    inconn_set_max_payload(ic, CL_MAX_HELLO);
+    inconn_set_max_payload(ic, AUTH_MAX_FRAME);
 }
 
-/* The HELLO of a new connection: returns 1 if it passed, -1 to close. */
-static int check_first_frame(cluster_t *c, inconn_t *ic, conn_info_t *ci, int channel,
-                             const uint8_t *body, size_t len)
+/* Whether the coordinator's control connection may be this one: it must prove
+ * the token of our JOIN, and there is only one. Returns NULL or why not. */
+static const char *judge_control(cluster_t *c, const cl_hello_t *h)
 {
-    if (cl_check_hello(&c->cfg.secret, ic, body, len, &ci->hello) < 0)
-        return -1;
-    if (ci->hello.channel != channel) {
-        log_warn("%s: refusing connection from %s: wrong channel", ic->listener->name, ic->peer);
+    if (h->channel != CL_CH_CONTROL)
+        return "not a control connection (wrong port?)";
+    if (strcmp(h->name, c->token) != 0)
+        return "not the coordinator this worker joined";
+    if (c->coord_in)
+        return "this worker already has its coordinator's connection";
+    return NULL;
+}
+
+/* Whether a data connection proven as h may be worker h->index's link: the
+ * index must be a current member with that name in the coordinator's MEMBERS.
+ * Returns 1 (yes), 0 (an index the last MEMBERS did not list: ask again at the
+ * next one), -1 (no: why says why). */
+static int judge_data(cluster_t *c, const cl_hello_t *h, char *why, size_t cap)
+{
+    if (h->channel != CL_CH_DATA) {
+        snprintf(why, cap, "not a data connection (wrong port?)");
         return -1;
     }
-    if (channel == CL_CH_DATA && ci->hello.index >= CL_MAX_WORKERS) {
-        log_warn("%s: refusing connection from %s: bad worker index", ic->listener->name,
-                 ic->peer);
+    if (h->index >= CL_MAX_WORKERS || (c->have_self && h->index == c->self)) {
+        snprintf(why, cap, "claims worker index %u, which is not another worker's", h->index);
         return -1;
     }
-    ci->authed = 1;
-    inconn_authenticated(ic);
-    inconn_set_max_payload(ic, CL_MAX_FRAME);
+    peer_t *p = c->peers[h->index];
+    if (!c->have_self || !p || !p->known)
+        return 0;
+    if (strcmp(p->name, h->name) != 0) {
+        snprintf(why, cap, "claims to be worker %u as '%s', but worker %u is '%s'", h->index,
+                 h->name, h->index, p->name);
+        return -1;
+    }
+    if (p->lost || p->state == CL_LEFT || p->state == CL_LOST_STATE) {
+        snprintf(why, cap, "worker %u ('%s') is no longer a member", h->index, p->name);
+        return -1;
+    }
     return 1;
+}
+
+static void accept_data(cluster_t *c, inconn_t *ic, conn_info_t *ci)
+{
+    ci->authed = 1;
+    ci->last_rx_ns = loop_ns(c);
+    cl_welcome(ic, CL_MAX_FRAME);
+    log_debug("%s: data link from worker %u ('%s') accepted", ic->listener->name,
+              ci->hello.index, ci->hello.name);
+}
+
+/* A data connection that waits for the MEMBERS that lists its worker. */
+static void judge_waiting(cluster_t *c)
+{
+    for (inconn_t *ic = c->data_l.conns; ic; ic = ic->next) {
+        conn_info_t *ci = ic->user;
+        if (!ci || !ci->proven || ci->authed || ic->lingering || ic->closing)
+            continue;
+        char why[200];
+        int ok = judge_data(c, &ci->hello, why, sizeof why);
+        if (ok > 0)
+            accept_data(c, ic, ci);
+        else if (ok < 0)
+            cl_refuse(ic, "%s", why);
+    }
+}
+
+/* A frame of a connection that is not accepted yet: the handshake, then the
+ * judgement of the identity it proved. Returns the frame callback's result. */
+static int handshake_frame(cluster_t *c, inconn_t *ic, conn_info_t *ci, int channel,
+                           const uint8_t *body, size_t len)
+{
+    if (ci->proven) {
+        log_warn("%s: closing connection from %s: it sent a frame before it was accepted",
+                 ic->listener->name, ic->peer);
+        return -1;
+    }
+    int rc = cl_accept_frame(&ci->auth, &c->cfg.secret, ic, body, len, &ci->hello);
+    if (rc != CL_ACC_DONE)
+        return rc == CL_ACC_CLOSE ? -1 : 0;
+    ci->proven = 1;
+    if (channel == CL_CH_CONTROL) {
+        const char *why = judge_control(c, &ci->hello);
+        if (why) {
+            cl_refuse(ic, "%s", why);
+            return 0;
+        }
+        ci->authed = 1;
+        c->coord_in = ic;
+        cl_welcome(ic, CL_MAX_FRAME);
+        return 0;
+    }
+    char why[200];
+    int ok = judge_data(c, &ci->hello, why, sizeof why);
+    if (ok > 0)
+        accept_data(c, ic, ci);
+    else if (ok < 0)
+        cl_refuse(ic, "%s", why);
+    return 0;
 }
 
 static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
@@ -711,7 +874,7 @@ static int control_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t
     conn_info_t *ci = ic->user;
     ci->last_rx_ns = loop_ns(c);
     if (!ci->authed)
-        return check_first_frame(c, ic, ci, CL_CH_CONTROL, payload, payload_len) < 0 ? -1 : 0;
+        return handshake_frame(c, ic, ci, CL_CH_CONTROL, payload, payload_len);
     wire_rd_t r;
     wire_rd_init(&r, payload, payload_len);
     uint8_t type = wire_u8(&r);
@@ -818,6 +981,8 @@ static void control_closed(void *owner, inconn_t *ic)
     conn_info_t *ci = ic->user;
     if (ci && ci->authed && !ci->bye)
         lose_coordinator(c, "its connection closed");
+    if (c->coord_in == ic)
+        c->coord_in = NULL;
     free(ci);
     ic->user = NULL;
 }
@@ -839,7 +1004,7 @@ static void data_batch_end(void *owner)
     cluster_t *c = owner;
     c->hooks.batch_end(c->hooks.ctx);
     if (c->to_coord_open)
-        outconn_flush(&c->to_coord);
+        outconn_flush(&c->to_coord.o);
 }
 
 static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
@@ -848,14 +1013,8 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
     cluster_t *c = owner;
     conn_info_t *ci = ic->user;
     ci->last_rx_ns = loop_ns(c);
-    if (!ci->authed) {
-        if (check_first_frame(c, ic, ci, CL_CH_DATA, payload, payload_len) < 0)
-            return -1;
-        peer_t *p = peer_get(c, ci->hello.index);
-        if (p && p->name[0] == '#')
-            snprintf(p->name, sizeof p->name, "%s", ci->hello.name);
-        return 0;
-    }
+    if (!ci->authed)
+        return handshake_frame(c, ic, ci, CL_CH_DATA, payload, payload_len);
     wire_rd_t r;
     wire_rd_init(&r, payload, payload_len);
     uint8_t type = wire_u8(&r);
@@ -934,10 +1093,16 @@ static void data_closed(void *owner, inconn_t *ic)
 {
     cluster_t *c = owner;
     conn_info_t *ci = ic->user;
+    /* Whoever proves the secret can open a data link as a member and close it:
+     * that alone must not make this worker give up on the member. The
+     * coordinator checks the member on its own link and decides. */
     if (ci && ci->authed && !ci->bye && !c->stopping) {
         peer_t *p = c->peers[ci->hello.index];
-        if (p)
-            peer_lost(c, p, "its data connection closed");
+        if (p && !p->lost) {
+            log_warn("%s: the data link from worker '%s' (%s) closed without a goodbye; asked "
+                     "the coordinator to check it", ic->listener->name, p->name, ic->peer);
+            send_suspect(c, p->index, 0, "its data link to this worker closed without a goodbye");
+        }
     }
     free(ci);
     ic->user = NULL;
@@ -978,8 +1143,8 @@ static void tell_everyone(cluster_t *c, uint8_t type)
         cl_put_empty(coord_buf(c), type);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
-        if (p && p->link_open && !p->lost)
-            cl_put_empty(outconn_buffer(&p->link), type);
+        if (p && p->link_open && !p->lost && !p->unreachable)
+            cl_put_empty(outconn_buffer(&p->link.o), type);
     }
     cluster_flush(c);
 }
@@ -1005,6 +1170,24 @@ static void forgive_silence(listener_t *l, uint64_t now)
             ((conn_info_t *)ic->user)->last_rx_ns = now;
 }
 
+/* A connection that has not finished the handshake (and been accepted) in
+ * time is closed, so that silent or half-open peers hold nothing for long. */
+static void expire_handshakes(cluster_t *c, listener_t *l, uint64_t now)
+{
+    uint64_t limit = (uint64_t)c->cfg.handshake_ms * 1000000u;
+    inconn_t *ic = l->conns;
+    while (ic) {
+        inconn_t *next = ic->next;
+        conn_info_t *ci = ic->user;
+        /* Not while we do not read it (backpressure): its handshake may be unread. */
+        if (ci && !ci->authed && !ic->paused && !l->paused && now - ci->opened_ns > limit)
+            inconn_close(ic, ci->proven ? "its worker index is not a member (no MEMBERS named "
+                                          "it within the handshake deadline)"
+                                        : "no handshake within the deadline");
+        ic = next;
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     cluster_t *c = t->data;
@@ -1019,10 +1202,14 @@ static void on_tick(uv_timer_t *t)
             forgive_silence(&c->control_l, now);
         return;
     }
+    if (c->control_up)
+        expire_handshakes(c, &c->control_l, now);
+    if (c->data_up)
+        expire_handshakes(c, &c->data_l, now);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)
-            peer_lost(c, p, "our data connection to it closed");
+            link_broken(c, p);
     }
     /* Silence is judged on the control links only: their heartbeats are written
      * at once even during a long batch, while a data link's may wait behind a
@@ -1044,7 +1231,6 @@ static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn
     snprintf(name, sizeof name, "cluster %s", what);
     if (listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen) < 0)
         return -1;
-    listener_require_auth(l, CL_HELLO_TIMEOUT_MS);
     return 0;
 }
 
@@ -1072,6 +1258,8 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
     c->open_handles++;
     if (c->cfg.timeout_ms == 0)
         c->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
+    if (c->cfg.handshake_ms == 0)
+        c->cfg.handshake_ms = CL_HANDSHAKE_MS;
     if (cfg->secret.len == 0)
         log_warn("cluster: no cluster secret configured (--cluster-secret or "
                  "BETTONG_CLUSTER_SECRET): only peers on loopback are accepted");
@@ -1134,10 +1322,10 @@ static void close_everything(cluster_t *c)
     if (c->data_up)
         listener_close(&c->data_l, on_listener_closed);
     if (c->to_coord_open)
-        outconn_close(&c->to_coord, on_outconn_closed);
+        outconn_close(&c->to_coord.o, on_outconn_closed);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
         if (c->peers[i] && c->peers[i]->link_open)
-            outconn_close(&c->peers[i]->link, on_outconn_closed);
+            outconn_close(&c->peers[i]->link.o, on_outconn_closed);
     uv_close((uv_handle_t *)&c->tick, on_timer_closed);
     uv_close((uv_handle_t *)&c->align_timer, on_timer_closed);
     if (c->coord)
@@ -1147,8 +1335,8 @@ static void close_everything(cluster_t *c)
 static size_t outgoing_backlog(cluster_t *c)
 {
     size_t n = cluster_backlog(c);
-    if (c->to_coord_open && c->to_coord.connected)
-        n += outconn_backlog(&c->to_coord);
+    if (c->to_coord_open && c->to_coord.o.connected)
+        n += outconn_backlog(&c->to_coord.o);
     return n;
 }
 
@@ -1190,8 +1378,13 @@ void cluster_free(cluster_t *c)
     exec_count_slot_runs(c->x, NULL);
     if (c->coord)
         coord_free(c->coord);
-    for (unsigned i = 0; i < CL_MAX_WORKERS; i++)
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        if (c->peers[i] && c->peers[i]->link_open)
+            cl_link_free(&c->peers[i]->link);
         free(c->peers[i]);
+    }
+    if (c->to_coord_open)
+        cl_link_free(&c->to_coord);
     free(c);
 }
 

@@ -14,6 +14,8 @@ typedef struct {
     char my_data[CL_ADDR_MAX];     /* where this worker hears its peers (--data/--my-data) */
     cl_secret_t secret;
     unsigned timeout_ms;           /* silence after which a peer is lost */
+    unsigned handshake_ms;         /* a connection not through the handshake by then is
+                                      closed (0: CL_HANDSHAKE_MS) */
     double stop_timeout_s;         /* how long a cluster-wide stop may take */
     double rebalance_s;            /* how often the coordinator evens out the load (0: never) */
     /* --run-with-resilience: the coordinator starts a checkpoint every

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cluster/plan.h"
+#include "cluster/clink.h"
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -36,7 +37,7 @@ typedef struct {
     char control[CL_ADDR_MAX];
     char data[CL_ADDR_MAX];
     inconn_t *in;      /* its control connection to us */
-    outconn_t out;     /* ours to its control listener */
+    cl_link_t out;     /* ours to its control listener */
     int out_open;
     int replied;       /* answered the current round */
     int have_counts;   /* sent/ran hold an answer of this change */
@@ -49,6 +50,9 @@ typedef struct {
     int ckpt_replied, ckpt_ok; /* its part of the checkpoint in flight */
     int restored;      /* answered RESTORE (ok or not) */
     int restore_ok;
+    uint64_t suspect_ns;   /* a peer reported its data link to it closed (0: none) */
+    char suspect_by[CL_NAME_MAX];
+    uint8_t cannot_send[CL_MAX_WORKERS]; /* its data link to worker i failed */
 } member_t;
 
 /* A resumable stream: which worker has it, and a claim waiting for that
@@ -63,6 +67,9 @@ typedef struct kstream {
 
 /* Per inbound connection. */
 typedef struct {
+    authconn_t auth;  /* the handshake, until accepted */
+    cl_hello_t hello; /* the identity it proved */
+    uint64_t opened_ns;
     int authed;
     int channel;
     int bye;
@@ -134,18 +141,18 @@ static int live(const member_t *m)
     return m && (m->state == CL_JOINING || m->state == CL_ACTIVE || m->state == CL_LEAVING);
 }
 
-static buf_t *mbuf(member_t *m) { return outconn_buffer(&m->out); }
+static buf_t *mbuf(member_t *m) { return outconn_buffer(&m->out.o); }
 
 static void send_u32(member_t *m, uint8_t type, uint32_t v)
 {
     cl_put_u32(mbuf(m), type, v);
-    outconn_flush(&m->out);
+    outconn_flush(&m->out.o);
 }
 
 static void send_empty(member_t *m, uint8_t type)
 {
     cl_put_empty(mbuf(m), type);
-    outconn_flush(&m->out);
+    outconn_flush(&m->out.o);
 }
 
 static void send_members(coord_t *k, member_t *to)
@@ -163,7 +170,7 @@ static void send_members(coord_t *k, member_t *to)
         wire_put_str16(&w, m->data, strlen(m->data));
     }
     wire_end(&w);
-    outconn_flush(&to->out);
+    outconn_flush(&to->out.o);
 }
 
 static void broadcast_members(coord_t *k)
@@ -181,7 +188,7 @@ static void send_table(coord_t *k, member_t *to, const routing_table_t *t)
     for (unsigned s = 0; s < ROUTING_SLOTS; s++)
         wire_put_u16(&w, t->owner[s]);
     wire_end(&w);
-    outconn_flush(&to->out);
+    outconn_flush(&to->out.o);
 }
 
 static void reply_admin(inconn_t *admin, int code, const char *fmt, ...)
@@ -207,7 +214,7 @@ static void on_member_link_lost(outconn_t *o, const char *why)
 {
     coord_t *k = o->owner;
     for (unsigned i = 0; i < k->nm; i++)
-        if (&k->m[i]->out == o)
+        if (&k->m[i]->out.o == o)
             member_lost(k, k->m[i], why);
 }
 
@@ -266,11 +273,18 @@ static int all_owners_joined(coord_t *k)
 static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
 {
     char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
+    char token[CL_TOKEN_LEN + 1];
     cl_str16(r, name, sizeof name);
     cl_str16(r, control, sizeof control);
     cl_str16(r, data, sizeof data);
-    if (r->err || !name[0])
+    cl_str16(r, token, sizeof token);
+    if (r->err || !name[0] || strlen(token) != CL_TOKEN_LEN)
         return -1;
+    if (strcmp(name, kc->hello.name) != 0) {
+        log_error("cluster: refusing a JOIN as '%s' on a connection proven as '%s' (from %s)",
+                  name, kc->hello.name, ic->peer);
+        return -1;
+    }
     if (member_named(k, name)) {
         log_error("cluster: refusing a second worker named '%s' (from %s)", name, ic->peer);
         return -1;
@@ -299,12 +313,14 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
     kc->member = (int)m->index;
     char lname[128];
     snprintf(lname, sizeof lname, "control link to '%s'", name);
-    outconn_init(&m->out, k->loop, (struct sockaddr *)&sa, lname, NULL, k);
-    outconn_set_final(&m->out, on_member_link_lost);
-    outconn_set_sync(&m->out);
-    cl_put_hello(mbuf(m), &k->cfg.secret, CL_CH_CONTROL, CL_NO_INDEX, "coordinator");
+    /* We prove the token of its JOIN back: the worker takes control only from
+     * the coordinator it joined. */
+    cl_link_init(&m->out, k->loop, (struct sockaddr *)&sa, lname, NULL, k, &k->cfg.secret,
+                 CL_CH_CONTROL, m->index, token);
+    outconn_set_final(&m->out.o, on_member_link_lost);
+    outconn_set_sync(&m->out.o);
     m->out_open = 1;
-    outconn_start(&m->out);
+    outconn_start(&m->out.o);
     k->m[k->nm++] = m;
     if (!k->formed) {
         unsigned joined = count_state(k, CL_JOINING);
@@ -453,7 +469,7 @@ static void enter_migrate(coord_t *k)
                 wire_put_u16(&w, k->moves[i].to);
             }
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
     if (k->nmoves == 0)
         enter_table(k);
@@ -595,7 +611,7 @@ static void send_ckpt_end(coord_t *k, uint64_t n, int complete)
         wire_put_u64(&w, n);
         wire_put_u8(&w, complete ? 1 : 0);
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
 }
 
@@ -645,7 +661,7 @@ static void start_checkpoint(coord_t *k)
         for (unsigned j = 0; j < count; j++)
             wire_put_u16(&w, idx[j]);
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
 }
 
@@ -681,7 +697,7 @@ static void give_up_forming(coord_t *k)
         wire_begin(&w, mbuf(m), CL_FINISH, CL_MAX_FRAME);
         wire_put_u8(&w, 2);
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
     k->stopping = 1;
     k->cur = (op_t){OP_NONE, 0, NULL};
@@ -704,7 +720,7 @@ static void enter_restore(coord_t *k)
         wire_put_u64(&w, recorded_member(k, m->name) ? k->ckpt_complete : 0);
         wire_put_u64(&w, k->ckpt_complete);
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
     log_info("cluster: every worker loads checkpoint %llu", (unsigned long long)k->ckpt_complete);
 }
@@ -764,7 +780,7 @@ static void send_streams(coord_t *k)
         wire_put_u16(&w, (uint16_t)k->nstreams);
         wire_put_bytes(&w, buf_head(&k->streams), buf_unread(&k->streams));
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
     if (k->nstreams)
         log_info("cluster: %u resumable streams go on where the checkpoint left them",
@@ -867,7 +883,7 @@ static void start_op(coord_t *k, op_t op)
         wire_put_u64(&w, 0);
         wire_put_u64(&w, k->ckpt_last);
         wire_end(&w);
-        outconn_flush(&m->out);
+        outconn_flush(&m->out.o);
     }
     if (op.kind == OP_SHRINK)
         log_info("cluster: worker '%s' is leaving; pausing the sources", k->m[op.member]->name);
@@ -1028,11 +1044,47 @@ static void on_status(coord_t *k, member_t *m, wire_rd_t *r)
     status_reply(k);
 }
 
+/* What is wrong with the cluster, as lines for the status (none: all is well):
+ * the status must never look fine while slots have no live worker, a worker
+ * does not answer, or a worker cannot send to another. Returns the count. */
+static unsigned status_problems(coord_t *k, char *text, size_t cap, size_t *off)
+{
+    unsigned n = 0;
+#define PROBLEM(...)                                                                  \
+    do {                                                                              \
+        n++;                                                                          \
+        if (*off < cap - 1)                                                           \
+            *off += (size_t)snprintf(text + *off, cap - *off, "PROBLEM: " __VA_ARGS__); \
+    } while (0)
+    if (!k->formed)
+        PROBLEM("the cluster has not formed yet: no slot has a worker\n");
+    unsigned orphans = 0;
+    for (unsigned i = 0; k->formed && i < k->nm; i++)
+        if (!live(k->m[i]))
+            orphans += routing_count(&k->table, i);
+    if (orphans)
+        PROBLEM("%u slots have no live worker: their messages are dropped\n", orphans);
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (m->state == CL_LOST_STATE)
+            PROBLEM("worker '%s' is lost\n", m->name);
+        else if (live(m) && !m->status_ok)
+            PROBLEM("worker '%s' did not answer\n", m->name);
+        for (unsigned j = 0; live(m) && j < k->nm; j++)
+            if (m->cannot_send[j] && live(k->m[j]))
+                PROBLEM("worker '%s' cannot send to worker '%s' (its data link failed): "
+                        "messages between them are dropped\n", m->name, k->m[j]->name);
+    }
+#undef PROBLEM
+    if (*off >= cap)
+        *off = cap - 1;
+    return n;
+}
+
 static void status_reply(coord_t *k)
 {
     char text[8192];
     size_t off = 0;
-    int any_lost = 0;
     off += (size_t)snprintf(text + off, sizeof text - off,
                             "cluster %s, %u active workers, coordinator at %s\n",
                             k->formed ? "formed" : "forming", count_state(k, CL_ACTIVE),
@@ -1042,7 +1094,6 @@ static void status_reply(coord_t *k)
                             "STATE", "SLOTS", "KEYS", "IN", "OUT", "FORWARDED", "DATA");
     for (unsigned i = 0; i < k->nm && off < sizeof text - 200; i++) {
         member_t *m = k->m[i];
-        any_lost |= m->state == CL_LOST_STATE;
         unsigned slots = k->formed ? routing_count(&k->table, i) : 0;
         if (live(m) && m->status_ok)
             off += (size_t)snprintf(text + off, sizeof text - off,
@@ -1058,7 +1109,10 @@ static void status_reply(coord_t *k)
                                     live(m) ? "silent" : cl_state_name(m->state), slots, "-",
                                     "-", "-", "-", m->data);
     }
-    reply_admin(k->status_admin, any_lost ? 1 : 0, "%s", text);
+    if (off >= sizeof text)
+        off = sizeof text - 1;
+    unsigned problems = status_problems(k, text, sizeof text, &off);
+    reply_admin(k->status_admin, problems ? 1 : 0, "%s", text);
     k->status_admin = NULL;
 }
 
@@ -1164,7 +1218,7 @@ static void member_lost(coord_t *k, member_t *m, const char *why)
             wire_put_u16(&w, (uint16_t)m->index);
             wire_put_str16(&w, why, strlen(why));
             wire_end(&w);
-            outconn_flush(&o->out);
+            outconn_flush(&o->out.o);
         }
     }
     if (k->cur.kind == OP_NONE)
@@ -1210,6 +1264,63 @@ static void member_lost(coord_t *k, member_t *m, const char *why)
         done_tabling(k);
 }
 
+/* ------------------------------------------------------------ suspicions */
+
+/* A worker saw a data link with worker `index` close without a goodbye. That
+ * alone proves nothing (anyone with the secret can open a link as a member and
+ * close it), so the coordinator checks the worker on its own control link: a
+ * member that is alive sends a heartbeat there within a heartbeat period
+ * (check_suspects). If the reporter's own link to it failed, the reporter can
+ * no longer send to it, which the status shows as a problem either way. */
+static void on_suspect(coord_t *k, member_t *from, wire_rd_t *r)
+{
+    unsigned index = wire_u16(r);
+    int ours = wire_u8(r);
+    char why[200];
+    cl_str16(r, why, sizeof why);
+    member_t *m = index < k->nm ? k->m[index] : NULL;
+    if (r->err || !m || m == from || !live(m) || k->stopping)
+        return;
+    if (ours)
+        from->cannot_send[index] = 1;
+    log_warn("cluster: worker '%s' reports worker '%s': %s; checking it", from->name, m->name,
+             why);
+    if (!m->suspect_ns) {
+        m->suspect_ns = now_ns();
+        snprintf(m->suspect_by, sizeof m->suspect_by, "%s", from->name);
+    }
+}
+
+/* Heard from m on its control connection since t? */
+static int heard_since(const member_t *m, uint64_t t)
+{
+    const kconn_t *kc = m->in ? m->in->user : NULL;
+    return kc && kc->last_rx_ns > t;
+}
+
+static void check_suspects(coord_t *k, uint64_t now)
+{
+    uint64_t window = 2 * (uint64_t)cl_heartbeat_ms(k->cfg.timeout_ms) * 1000000u + 100000000u;
+    for (unsigned i = 0; i < k->nm; i++) {
+        member_t *m = k->m[i];
+        if (!m->suspect_ns || now - m->suspect_ns < window)
+            continue;
+        uint64_t since = m->suspect_ns;
+        m->suspect_ns = 0;
+        if (!live(m))
+            continue;
+        if (heard_since(m, since)) {
+            log_info("cluster: worker '%s' answers the coordinator: it stays a member (the "
+                     "report from '%s' does not make it lost)", m->name, m->suspect_by);
+            continue;
+        }
+        char why[200];
+        snprintf(why, sizeof why, "nothing heard from it since '%s' reported its data link "
+                 "closed", m->suspect_by);
+        member_lost(k, m, why);
+    }
+}
+
 /* ------------------------------------------------------------ resumable streams */
 
 static kstream_t *stream_named(coord_t *k, const char *name)
@@ -1234,7 +1345,7 @@ static void grant(member_t *m, uint32_t id, uint64_t pos)
     wire_put_u32(&w, id);
     wire_put_u64(&w, pos);
     wire_end(&w);
-    outconn_flush(&m->out);
+    outconn_flush(&m->out.o);
 }
 
 /* A resumable stream connected to worker m. If another live worker has it,
@@ -1262,7 +1373,7 @@ static void on_claim(coord_t *k, member_t *m, wire_rd_t *r)
     wire_put_u32(&w, id);
     wire_put_str16(&w, name, strlen(name));
     wire_end(&w);
-    outconn_flush(&owner->out);
+    outconn_flush(&owner->out.o);
     log_info("cluster: stream '%s' moves from worker '%s' to '%s'", name, owner->name,
              m->name);
 }
@@ -1295,9 +1406,9 @@ static void kconn_opened(void *owner, inconn_t *ic)
         return;
     }
     kc->member = -1;
-    kc->last_rx_ns = now_ns();
+    kc->last_rx_ns = kc->opened_ns = now_ns();
     ic->user = kc;
-    inconn_set_max_payload(ic, CL_MAX_HELLO);
+    inconn_set_max_payload(ic, AUTH_MAX_FRAME);
 }
 
 static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wire_rd_t *r)
@@ -1349,10 +1460,50 @@ static int worker_frame(coord_t *k, inconn_t *ic, kconn_t *kc, uint8_t type, wir
         request_stop(k, m->name, why);
         break;
     }
+    case CL_SUSPECT:
+        on_suspect(k, m, r);
+        break;
     default:
         return -1;
     }
     return r->err ? -1 : 0;
+}
+
+/* Whether a connection proven as h may go on: an admin, or a worker that is
+ * about to JOIN under the name it proved. Returns NULL or why not. */
+static const char *judge(coord_t *k, const cl_hello_t *h, char *why, size_t cap)
+{
+    if (h->channel == CL_CH_ADMIN)
+        return NULL;
+    if (h->channel != CL_CH_CONTROL)
+        return "a data link on the coordinator's port (wrong address?)";
+    if (h->index != CL_NO_INDEX)
+        return "a worker's control link must not claim an index before it joined";
+    if (member_named(k, h->name)) {
+        snprintf(why, cap, "a worker named '%s' is already in the cluster", h->name);
+        return why;
+    }
+    return NULL;
+}
+
+/* A frame of a connection that is not accepted yet. Returns the frame
+ * callback's result. */
+static int handshake_frame(coord_t *k, inconn_t *ic, kconn_t *kc, const uint8_t *body,
+                           size_t len)
+{
+    int rc = cl_accept_frame(&kc->auth, &k->cfg.secret, ic, body, len, &kc->hello);
+    if (rc != CL_ACC_DONE)
+        return rc == CL_ACC_CLOSE ? -1 : 0;
+    char buf[200];
+    const char *why = judge(k, &kc->hello, buf, sizeof buf);
+    if (why) {
+        cl_refuse(ic, "%s", why);
+        return 0;
+    }
+    kc->authed = 1;
+    kc->channel = kc->hello.channel;
+    cl_welcome(ic, kc->channel == CL_CH_ADMIN ? CL_MAX_ADMIN : CL_MAX_FRAME);
+    return 0;
 }
 
 static int kconn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t frame_len,
@@ -1361,21 +1512,8 @@ static int kconn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t f
     coord_t *k = owner;
     kconn_t *kc = ic->user;
     kc->last_rx_ns = now_ns();
-    if (!kc->authed) {
-        cl_hello_t h;
-        if (cl_check_hello(&k->cfg.secret, ic, payload, payload_len, &h) < 0)
-            return -1;
-        if (h.channel == CL_CH_DATA) {
-            log_warn("%s: refusing connection from %s: a data link on the control port",
-                     ic->listener->name, ic->peer);
-            return -1;
-        }
-        kc->authed = 1;
-        inconn_authenticated(ic);
-        kc->channel = h.channel;
-        inconn_set_max_payload(ic, h.channel == CL_CH_ADMIN ? CL_MAX_HELLO : CL_MAX_FRAME);
-        return 0;
-    }
+    if (!kc->authed)
+        return handshake_frame(k, ic, kc, payload, payload_len);
     wire_rd_t r;
     wire_rd_init(&r, payload, payload_len);
     uint8_t type = wire_u8(&r);
@@ -1412,6 +1550,9 @@ static void kconn_closed(void *owner, inconn_t *ic)
     coord_t *k = owner;
     kconn_t *kc = ic->user;
     forget_admin(k, ic);
+    if (kc && kc->auth.challenged && !kc->authed && !ic->lingering)
+        log_warn("%s: connection from %s closed during the handshake (a peer that does not "
+                 "know this cluster's secret?)", ic->listener->name, ic->peer);
     if (kc && kc->member >= 0) {
         member_t *m = k->m[kc->member];
         m->in = NULL;
@@ -1456,10 +1597,14 @@ static void on_tick(uv_timer_t *t)
     for (inconn_t *x = ic; late && x; x = x->next)
         if (x->user)
             ((kconn_t *)x->user)->last_rx_ns = now;
+    uint64_t hs_limit = (uint64_t)k->cfg.handshake_ms * 1000000u;
     while (ic) {
         inconn_t *next = ic->next;
         kconn_t *kc = ic->user;
-        if (kc && kc->member >= 0 && now - kc->last_rx_ns > limit) {
+        if (kc && !kc->authed && !late && now - kc->opened_ns > hs_limit) {
+            /* Silent or half-open: nothing holds a connection for long unproven. */
+            inconn_close(ic, "no handshake within the deadline");
+        } else if (kc && kc->member >= 0 && now - kc->last_rx_ns > limit) {
             char why[96];
             snprintf(why, sizeof why, "nothing heard from it for %.1f s",
                      (double)(now - kc->last_rx_ns) / 1e9);
@@ -1468,6 +1613,7 @@ static void on_tick(uv_timer_t *t)
         }
         ic = next;
     }
+    check_suspects(k, now);
     if (k->status_admin && now > k->status_deadline_ns)
         status_reply(k);
     if (k->cfg.rebalance_s > 0 && k->formed && !k->stopping && k->cur.kind == OP_NONE &&
@@ -1548,6 +1694,8 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
         k->cfg.stop_timeout_s = 10;
     if (k->cfg.timeout_ms == 0)
         k->cfg.timeout_ms = CL_DEFAULT_TIMEOUT_MS;
+    if (k->cfg.handshake_ms == 0)
+        k->cfg.handshake_ms = CL_HANDSHAKE_MS;
     cl_frame_spec(&k->spec);
     int rc;
     if (cfg->control_fd >= 0) {
@@ -1562,7 +1710,6 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     }
     if (rc < 0)
         return -1;
-    listener_require_auth(&k->l, CL_HELLO_TIMEOUT_MS);
     k->listening = 1;
     if (cfg->resilience && open_record(k, err, errlen) < 0)
         return -1;
@@ -1584,7 +1731,7 @@ static void close_all(coord_t *k)
     uv_close((uv_handle_t *)&k->recount, NULL);
     for (unsigned i = 0; i < k->nm; i++)
         if (k->m[i]->out_open)
-            outconn_close(&k->m[i]->out, NULL);
+            outconn_close(&k->m[i]->out.o, NULL);
     if (k->listening)
         listener_close(&k->l, NULL);
 }
@@ -1595,9 +1742,9 @@ static void on_close_poll(uv_timer_t *t)
     size_t left = 0;
     for (unsigned i = 0; i < k->nm; i++) {
         member_t *m = k->m[i];
-        if (m->out_open && m->out.connected) {
-            outconn_flush(&m->out);
-            left += outconn_backlog(&m->out);
+        if (m->out_open && m->out.o.connected) {
+            outconn_flush(&m->out.o);
+            left += outconn_backlog(&m->out.o);
         }
     }
     if (left == 0 || now_ns() >= k->close_deadline_ns)
@@ -1625,8 +1772,10 @@ void coord_free(coord_t *k)
 {
     if (!k)
         return;
-    for (unsigned i = 0; i < k->nm; i++)
+    for (unsigned i = 0; i < k->nm; i++) {
+        cl_link_free(&k->m[i]->out);
         free(k->m[i]);
+    }
     catalog_close(k->record);
     buf_free(&k->streams);
     while (k->owners) {

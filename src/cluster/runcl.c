@@ -23,6 +23,7 @@ typedef struct {
     const char *name, *control, *data, *my_control, *my_data, *join, *secret, *secret_file;
     long control_fd;         /* internal: the coordinator's socket from --workers */
     double cluster_timeout;
+    double handshake_timeout;
     double rebalance;
     cluster_config_t cluster;
 } cl_args_t;
@@ -53,6 +54,9 @@ static void cluster_usage(FILE *f)
 "                              BETTONG_CLUSTER_SECRET. Without one, only loopback\n"
 "                              peers are accepted\n"
 "  --cluster-secret S          the same on the command line (warns: ps shows it)\n"
+"  --cluster-handshake-timeout SECONDS\n"
+"                              close a cluster connection that has not finished\n"
+"                              the handshake by then (default 10)\n"
 "  --cluster-timeout SECONDS   silence after which a peer counts as lost (default 5)\n"
 "  --rebalance SECONDS         how often the initializer evens out the load by\n"
 "                              moving busy slots (default 10; 0: never)\n");
@@ -84,6 +88,8 @@ static int take_number(cl_args_t *c, int argc, char **argv, int *i)
         }
     } else if ((v = value2(argc, argv, i, "--cluster-timeout", NULL))) {
         c->cluster_timeout = atof(v);
+    } else if ((v = value2(argc, argv, i, "--cluster-handshake-timeout", NULL))) {
+        c->handshake_timeout = atof(v);
     } else if ((v = value2(argc, argv, i, "--rebalance", NULL))) {
         char *end;
         c->rebalance = strtod(v, &end);
@@ -172,6 +178,7 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
     const char *data = init && a->data ? a->data : a->my_data;
     snprintf(c->my_data, sizeof c->my_data, "%s", data ? data : "127.0.0.1:0");
     c->timeout_ms = a->cluster_timeout > 0 ? (unsigned)(a->cluster_timeout * 1000) : 0;
+    c->handshake_ms = a->handshake_timeout > 0 ? (unsigned)(a->handshake_timeout * 1000) : 0;
     c->stop_timeout_s = flush_timeout_s;
     c->rebalance_s = a->rebalance;
     return 1;

@@ -107,7 +107,9 @@ static void on_connect(uv_connect_t *req, int status)
     o->reconnects++;
     uv_tcp_nodelay(o->handle, 1);
     uv_read_start((uv_stream_t *)o->handle, alloc_discard, on_read);
-    writer_set_stream(&o->w, (uv_stream_t *)o->handle);
+    o->released = !o->hold;
+    if (o->released)
+        writer_set_stream(&o->w, (uv_stream_t *)o->handle);
     if (o->on_connected)
         o->on_connected(o);
     start_write(o);
@@ -146,6 +148,58 @@ void outconn_reset(outconn_t *o, const char *why)
 {
     if (o->handle && o->connected)
         connection_lost(o, why);
+}
+
+void outconn_set_held(outconn_t *o) { o->hold = 1; }
+
+void outconn_release(outconn_t *o)
+{
+    if (!o->connected || o->released || o->closing)
+        return;
+    o->released = 1;
+    writer_set_stream(&o->w, (uv_stream_t *)o->handle);
+    start_write(o);
+}
+
+/* One handshake frame on its way: a copy, since the caller's buffer moves on. */
+typedef struct {
+    uv_write_t req;
+    outconn_t *o;
+    uv_tcp_t *handle;
+    uint8_t bytes[];
+} first_write_t;
+
+static void on_first_written(uv_write_t *req, int status)
+{
+    first_write_t *fw = req->data;
+    outconn_t *o = fw->o;
+    /* A failure on a connection that is already gone (or closing) is old news. */
+    if (status < 0 && status != UV_ECANCELED && o->handle == fw->handle && !o->closing)
+        connection_lost(o, uv_strerror(status));
+    free(fw);
+}
+
+int outconn_write_first(outconn_t *o, const void *p, size_t n)
+{
+    if (!o->connected || !o->handle || o->closing)
+        return -1;
+    first_write_t *fw = malloc(sizeof *fw + n);
+    if (!fw) {
+        connection_lost(o, "out of memory");
+        return -1;
+    }
+    fw->o = o;
+    fw->handle = o->handle;
+    memcpy(fw->bytes, p, n);
+    fw->req.data = fw;
+    uv_buf_t b = uv_buf_init((char *)fw->bytes, (unsigned)n);
+    int rc = uv_write(&fw->req, (uv_stream_t *)o->handle, &b, 1, on_first_written);
+    if (rc < 0) {
+        free(fw);
+        connection_lost(o, uv_strerror(rc));
+        return -1;
+    }
+    return 0;
 }
 
 void outconn_set_final(outconn_t *o, void (*on_lost)(outconn_t *o, const char *why))

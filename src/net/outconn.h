@@ -43,6 +43,10 @@ struct outconn {
     /* Set by outconn_set_reader: a receiver that talks back. */
     void (*on_connected)(outconn_t *o);
     void (*on_data)(outconn_t *o, const uint8_t *p, size_t n);
+    /* Set by outconn_set_held: each new connection writes nothing queued until
+     * outconn_release (a handshake comes first). */
+    int hold;
+    int released;
 };
 
 void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
@@ -59,6 +63,17 @@ static inline void outconn_set_sync(outconn_t *o) { writer_set_sync(&o->w); }
  * with every read. */
 void outconn_set_reader(outconn_t *o, void (*on_connected)(outconn_t *o),
                         void (*on_data)(outconn_t *o, const uint8_t *p, size_t n));
+/* For a link that must finish a handshake before anything queued may go out:
+ * on every new connection, what is queued waits until outconn_release; the
+ * handshake's own frames go out with outconn_write_first meanwhile (usually
+ * from on_connected / on_data, see outconn_set_reader). */
+void outconn_set_held(outconn_t *o);
+/* Write p[0..n) now, ahead of anything queued (connected only). Returns 0, or
+ * -1 (not connected, out of memory, or the write failed to start: the
+ * connection is dropped as for any failed write). */
+int outconn_write_first(outconn_t *o, const void *p, size_t n);
+/* The handshake of this connection is done: write what is queued. */
+void outconn_release(outconn_t *o);
 /* Drop what is queued and not yet being written (the owner resends its own way
  * on a new connection). */
 static inline void outconn_discard(outconn_t *o) { writer_discard(&o->w); }

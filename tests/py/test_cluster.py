@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, app_path, children_of, example_path, free_port,
-                      lines_of, load_module, wait_until)
+from conftest import (BIN, EXAMPLES, REPO, AuthBadProof, AuthRefused, app_path, auth_handshake,
+                      children_of, example_path, free_port, lines_of, load_module, wait_until)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
 CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
@@ -465,23 +465,28 @@ def test_unresponsive_worker_is_reported(bt):
 
 # ------------------------------------------------------------------ security
 
-def raw_hello(port, secret, channel=1):
-    """Connect, send a HELLO with `secret` and a PING; True if the peer keeps
-    the connection open (it closes it when it refuses)."""
-    sec = secret.encode()
-    name = b"intruder"
-    body = bytes([1]) + struct.pack(">H", len(sec)) + sec + bytes([channel]) + \
-        struct.pack(">H", 0xffff) + struct.pack(">H", len(name)) + name
-    ping = bytes([2])
+def cl_identity(channel, index, name):
+    """A cluster identity (src/cluster/cproto.h): u8 channel, u16 index, str16 name."""
+    name = name.encode() if isinstance(name, str) else name
+    return bytes([channel]) + struct.pack(">HH", index, len(name)) + name
+
+
+def raw_hello(port, secret, channel=1, check_server=True):
+    """Connect, run the handshake with `secret` as a new worker named
+    'intruder' and send a PING; True if the peer welcomes us and keeps the
+    connection open (it refuses and closes otherwise)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
-    s.sendall(struct.pack(">I", len(body)) + body + struct.pack(">I", 1) + ping)
-    s.settimeout(1.0)
     try:
-        data = s.recv(100)
-        return data != b""
+        answer = auth_handshake(s, "cluster", cl_identity(channel, 0xffff, "intruder"), secret,
+                                check_server=check_server)
+        if answer != bytes([4]):  # CL_WELCOME
+            return False
+        s.sendall(struct.pack(">I", 1) + bytes([2]))  # CL_PING
+        s.settimeout(1.0)
+        return s.recv(100) != b""
     except socket.timeout:
         return True
-    except ConnectionResetError:
+    except (ConnectionError, AuthRefused, AuthBadProof):
         return False
     finally:
         s.close()
@@ -492,8 +497,11 @@ def test_peers_without_the_secret_are_refused(bt):
     c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port], secret="s3cret")
     c.wait_formed()
     port = int(c.control.rsplit(":", 1)[1])
-    assert raw_hello(port, "wrong") is False
+    # A client that skips checking our proof, and proves a wrong secret, is refused.
+    assert raw_hello(port, "wrong", check_server=False) is False
     wait_until(lambda: "wrong cluster secret" in c.engines[0].stderr(), 5, "the refusal logged")
+    # One that checks finds that we cannot prove its (wrong) secret.
+    assert raw_hello(port, "wrong") is False
     assert raw_hello(port, "s3cret") is True
     # Garbage on the control port closes that connection only.
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
@@ -509,16 +517,17 @@ def test_peers_without_the_secret_are_refused(bt):
                                                   if k != "BETTONG_CLUSTER_SECRET"})
     assert p.returncode == 2, p.stdout + p.stderr
     assert c.status().returncode == 0
-    # A worker with the wrong secret cannot join.
+    # A worker with the wrong secret cannot join: the coordinator cannot prove
+    # its secret, so it stops before it says anything more.
     bad = c.add_worker(join=True, name="w9", wait=False, secret="not-it")
-    wait_until(lambda: "wrong cluster secret" in c.engines[0].stderr(), 5, "refusal")
     rc, err = bad.wait_exit(15)
-    assert rc == 2 and "could not join" in err, err
+    assert rc == 2 and "could not join" in err and "cannot prove the cluster secret" in err, err
+    wait_until(lambda: "closed during the handshake" in c.engines[0].stderr(), 5, "the close")
     # So does a second worker with a name already in the cluster.
     dup = c.add_worker(join=True, name="w2", wait=False)
     rc, err = dup.wait_exit(15)
     assert rc == 2 and "could not join" in err, err
-    assert "second worker named 'w2'" in c.engines[0].stderr()
+    assert "a worker named 'w2' is already in the cluster" in err, err
     send_frames(c.ports[0][0], [l.encode() for l in word_lines()])
     totals = expected_word_totals(1)
     check_counts(lines_of(recv.wait_lines(sum(totals.values()))), totals)

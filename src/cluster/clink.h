@@ -1,0 +1,45 @@
+/* The opener's side of the cluster handshake (cproto.h) on an outbound link:
+ * a control link to the coordinator or to a worker, or a data link to a peer.
+ * On every connection the link sends the HELLO with its identity, checks the
+ * acceptor's proof of the cluster secret, sends its own proof and waits for the
+ * WELCOME; only then does it write what the owner queued (outconn's held mode).
+ * An acceptor that cannot prove the secret, or that refuses us, fails the link:
+ * a line is logged, nothing else is sent, the connection is dropped and the
+ * outconn reports it (its on_lost), with `failed` set so the owner can tell an
+ * authentication failure from a connection that merely broke. */
+#ifndef BETTONG_CLINK_H
+#define BETTONG_CLINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cluster/cproto.h"
+#include "net/auth.h"
+#include "net/outconn.h"
+
+typedef struct {
+    outconn_t o;  /* first: the outconn callbacks find the link from it */
+    const cl_secret_t *secret;
+    uint8_t identity[5 + CL_NAME_MAX];
+    size_t identity_len;
+    auth_session_t s;
+    buf_t in;     /* handshake bytes read so far */
+    int state;
+    int up;       /* the current connection was welcomed */
+    int failed;   /* the handshake failed: why says how */
+    char why[300];
+} cl_link_t;
+
+/* Like outconn_init (owner and on_progress as there), with the identity this
+ * link proves and the secret it proves it with (kept by reference). */
+void cl_link_init(cl_link_t *l, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
+                  void (*on_progress)(outconn_t *o), void *owner, const cl_secret_t *secret,
+                  int channel, unsigned index, const char *id_name);
+
+/* The link of an outconn made by cl_link_init. */
+static inline cl_link_t *cl_link_of(outconn_t *o) { return (cl_link_t *)o; }
+
+/* After the outconn closed. */
+void cl_link_free(cl_link_t *l);
+
+#endif
