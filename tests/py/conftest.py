@@ -85,114 +85,6 @@ def wait_until(predicate, timeout, what, interval=0.02):
         time.sleep(interval)
 
 
-# ------------------------------------------------------------------ the auth handshake
-
-# src/net/auth.h: frame types, version, and the labels of the two proofs.
-AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = 0xF0, 0xF1, 0xF2
-AUTH_VERSION = 1
-AUTH_LABEL_SERVER = b"bettong-auth-1 server"
-AUTH_LABEL_CLIENT = b"bettong-auth-1 client"
-
-
-class AuthRefused(Exception):
-    """The server answered the HELLO with something other than a CHALLENGE
-    (its service's REFUSED, say): `body` is that frame's body."""
-
-    def __init__(self, body):
-        super().__init__("handshake answered with message type %d" % (body[0] if body else -1))
-        self.body = body
-
-
-class AuthBadProof(Exception):
-    """The server's CHALLENGE does not prove the secret: nothing more was sent."""
-
-
-def auth_str16(b):
-    return struct.pack(">H", len(b)) + b
-
-
-def auth_transcript(label, service, identity, nonce_c, nonce_s):
-    """The bytes both proofs cover (src/net/auth.c put_transcript): a frame of
-    type 0 holding the label, the service, the identity and both nonces."""
-    body = (b"\0" + auth_str16(label) + auth_str16(service) + auth_str16(identity)
-            + nonce_c + nonce_s)
-    return struct.pack(">I", len(body)) + body
-
-
-def auth_proof(secret, label, service, identity, nonce_c, nonce_s):
-    return hmac.new(secret, auth_transcript(label, service, identity, nonce_c, nonce_s),
-                    hashlib.sha256).digest()
-
-
-def auth_hello_frame(service, identity, nonce_c):
-    return frame(bytes([AUTH_HELLO, AUTH_VERSION]) + auth_str16(service) + auth_str16(identity)
-                 + nonce_c)
-
-
-def recv_exact(sock, n):
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed after %d of %d bytes" % (len(data), n))
-        data += chunk
-    return data
-
-
-def recv_frame(sock):
-    """One frame's body (u32 big-endian length first)."""
-    (n,) = struct.unpack(">I", recv_exact(sock, 4))
-    return recv_exact(sock, n)
-
-
-def auth_handshake(sock, service, identity_bytes, secret, nonce=None, check_server=True):
-    """The client side of the handshake of src/net/auth.h on a connected socket:
-    HELLO claiming `identity_bytes` to `service`, check the server's proof of
-    `secret` (bytes or str; b"" when none), send our PROOF, and return the body
-    of the service's answer frame (its WELCOME or REFUSED). Raises AuthRefused
-    when the HELLO is answered with something else than a CHALLENGE, and
-    AuthBadProof (after sending nothing more) when the server cannot prove the
-    secret. `nonce` fixes the client nonce (tests of replays); check_server=False
-    skips the check of the server's proof (to see a server refuse a wrong proof)."""
-    if isinstance(service, str):
-        service = service.encode()
-    if isinstance(secret, str):
-        secret = secret.encode()
-    nonce_c = nonce if nonce is not None else os.urandom(32)
-    sock.sendall(auth_hello_frame(service, identity_bytes, nonce_c))
-    body = recv_frame(sock)
-    if len(body) != 65 or body[0] != AUTH_CHALLENGE:
-        raise AuthRefused(body)
-    nonce_s, server_mac = body[1:33], body[33:65]
-    want = auth_proof(secret, AUTH_LABEL_SERVER, service, identity_bytes, nonce_c, nonce_s)
-    if check_server and not hmac.compare_digest(want, server_mac):
-        raise AuthBadProof("the server's proof does not match the secret")
-    proof = auth_proof(secret, AUTH_LABEL_CLIENT, service, identity_bytes, nonce_c, nonce_s)
-    sock.sendall(frame(bytes([AUTH_PROOF]) + proof))
-    return recv_frame(sock)
-
-
-def auth_server_challenge(secret, service, hello_body, nonce_s=None):
-    """The server's side, for fake servers in tests: from a HELLO body, the
-    CHALLENGE frame proving `secret`; returns (frame, identity, nonce_c, nonce_s)."""
-    if isinstance(service, str):
-        service = service.encode()
-    if isinstance(secret, str):
-        secret = secret.encode()
-    assert hello_body[0] == AUTH_HELLO and hello_body[1] == AUTH_VERSION, hello_body[:2]
-    pos = 2
-    (slen,) = struct.unpack(">H", hello_body[pos:pos + 2])
-    assert hello_body[pos + 2:pos + 2 + slen] == service
-    pos += 2 + slen
-    (ilen,) = struct.unpack(">H", hello_body[pos:pos + 2])
-    identity = hello_body[pos + 2:pos + 2 + ilen]
-    nonce_c = hello_body[pos + 2 + ilen:]
-    assert len(nonce_c) == 32
-    nonce_s = nonce_s or os.urandom(32)
-    mac = auth_proof(secret, AUTH_LABEL_SERVER, service, identity, nonce_c, nonce_s)
-    return frame(bytes([AUTH_CHALLENGE]) + nonce_s + mac), identity, nonce_c, nonce_s
-
-
 def frame(payload, fmt=">I"):
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
@@ -300,13 +192,14 @@ def recv_frame(sock):
     return recv_exact(sock, n) if n else b""
 
 
-def auth_handshake(sock, service, identity, secret=b"", check_server=True):
-    """Run the client side of the handshake on a connected socket: HELLO, check
-    the server's CHALLENGE (AuthFailed if its proof is wrong, unless
-    check_server is false), send our PROOF. Returns the body of the service's
-    answer (WELCOME or REFUSED: type byte first), which may also come instead of
-    the CHALLENGE; None if the server closed the connection."""
-    hello, nonce_c = auth_hello(service, identity)
+def auth_handshake(sock, service, identity, secret=b"", nonce=None, check_server=True):
+    """Run the client side of the handshake on a connected socket: HELLO (with
+    the client nonce `nonce`, random by default: tests of replays fix it), check
+    the server's CHALLENGE (AuthFailed if its proof is wrong, and nothing more is
+    sent, unless check_server is false), send our PROOF. Returns the body of the
+    service's answer (WELCOME or REFUSED: type byte first), which may also come
+    instead of the CHALLENGE; None if the server closed the connection."""
+    hello, nonce_c = auth_hello(service, identity, nonce)
     sock.sendall(hello)
     body = recv_frame(sock)
     if body is None or not body or body[0] != AUTH_CHALLENGE:
@@ -319,6 +212,22 @@ def auth_handshake(sock, service, identity, secret=b"", check_server=True):
     proof = auth_proof(_LABEL_CLIENT, service, identity, nonce_c, nonce_s, secret)
     sock.sendall(frame(bytes([AUTH_PROOF]) + proof))
     return recv_frame(sock)
+
+
+def auth_server_challenge(secret, service, hello_body, nonce_s=None):
+    """The server's side, for fake servers: from a HELLO body, the CHALLENGE
+    frame proving `secret`; returns (frame, identity, nonce_c, nonce_s)."""
+    assert hello_body[0] == AUTH_HELLO and hello_body[1] == AUTH_VERSION, hello_body[:2]
+    (slen,) = struct.unpack(">H", hello_body[2:4])
+    assert hello_body[4:4 + slen] == _b(service)
+    pos = 4 + slen
+    (ilen,) = struct.unpack(">H", hello_body[pos:pos + 2])
+    identity = hello_body[pos + 2:pos + 2 + ilen]
+    nonce_c = hello_body[pos + 2 + ilen:]
+    assert len(nonce_c) == AUTH_NONCE_LEN
+    nonce_s = nonce_s or os.urandom(AUTH_NONCE_LEN)
+    mac = auth_proof(_LABEL_SERVER, service, identity, nonce_c, nonce_s, secret)
+    return frame(bytes([AUTH_CHALLENGE]) + nonce_s + mac), identity, nonce_c, nonce_s
 
 
 def fake_challenge(nonce_s=None, proof=None):

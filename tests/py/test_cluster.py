@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, AuthBadProof, AuthRefused, app_path, auth_handshake,
+from conftest import (BIN, EXAMPLES, REPO, AuthFailed, app_path, auth_handshake,
                       children_of, example_path, free_port, lines_of, load_module, wait_until)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
@@ -486,7 +486,7 @@ def raw_hello(port, secret, channel=1, check_server=True):
         return s.recv(100) != b""
     except socket.timeout:
         return True
-    except (ConnectionError, AuthRefused, AuthBadProof):
+    except (ConnectionError, AuthFailed):
         return False
     finally:
         s.close()

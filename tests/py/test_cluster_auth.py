@@ -12,7 +12,7 @@ import socket
 import struct
 import threading
 
-from conftest import (AuthRefused, auth_handshake, auth_hello_frame, auth_server_challenge,
+from conftest import (auth_handshake, auth_hello, auth_server_challenge,
                       children_of, example_path, free_port, frame, lines_of, recv_frame,
                       wait_until)
 from test_cluster import (Cluster, check_counts, cl_identity, expected_word_totals, send_frames,
@@ -139,7 +139,7 @@ def test_recorded_handshakes_do_not_replay(bt):
         assert auth_handshake(rec, "cluster", ident, SECRET, nonce=nonce) == bytes([CL_WELCOME])
         s.sendall(frame(bytes([3])))  # BYE: a goodbye, nothing to check
     with socket.create_connection((dhost, dport), timeout=5) as s:
-        s.sendall(auth_hello_frame(b"cluster", ident, nonce))
+        s.sendall(auth_hello("cluster", ident, nonce)[0])
         assert recv_frame(s)[0] == 0xF1
         s.sendall(rec.sent[1])
         assert "wrong cluster secret" in refusal(recv_frame(s))
@@ -221,7 +221,7 @@ def test_silent_connections_are_closed_at_the_handshake_deadline(bt):
     silent = socket.create_connection(("127.0.0.1", port_of(c.control)), timeout=10)
     halfway = socket.create_connection((dhost, dport), timeout=10)
     # A HELLO, then nothing: as silent as no HELLO at all.
-    halfway.sendall(auth_hello_frame(b"cluster", cl_identity(CH_DATA, 0, "w1"), os.urandom(32)))
+    halfway.sendall(auth_hello("cluster", cl_identity(CH_DATA, 0, "w1"))[0])
     assert recv_frame(halfway)[0] == 0xF1
     for s in (silent, halfway):
         try:
