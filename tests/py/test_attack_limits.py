@@ -242,8 +242,10 @@ def test_declared_frames_cost_no_memory_after_hello(bt, kind, limit):
 
 
 def test_budget_closes_the_oldest_partial_frame(bt):
-    eng, recv, port = stream_engine(bt, extra=["--max-frame", "1M", "--max-buffered", "3M"])
-    body = 900 * 1024
+    # Two partial frames fit the budget whatever their buffers grew to (at most
+    # the frame's 1 MiB + 4 each); the bytes of three do not.
+    eng, recv, port = stream_engine(bt, extra=["--max-frame", "1M", "--max-buffered", "2100000"])
+    body = 700 * 1024
     socks = []
     for i in range(3):
         s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -253,7 +255,7 @@ def test_budget_closes_the_oldest_partial_frame(bt):
     # the third one's buffer did not fit: the first (waited longest) gave way
     first = "127.0.0.1:%d" % socks[0].getsockname()[1]
     eng.wait_log(r"closing connection \d+ from %s: over the read-buffer budget \(--max-buffered "
-                 r"3145728 bytes\): its partial frame \(921604 of 1048580 bytes\) has waited "
+                 r"2100000 bytes\): its partial frame \(716804 of 1048580 bytes\) has waited "
                  r"longest" % re.escape(first))
     assert closed_by_peer(socks[0])
     assert not closed_by_peer(socks[1], timeout=0.2)
