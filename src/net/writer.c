@@ -159,25 +159,38 @@ static void on_write(uv_write_t *req, int status)
  * takes now (writer_set_sync). */
 #define SYNC_MAX (64 * 1024)
 
+/* Write small pending bytes at once if nothing but an uv_write in flight is
+ * ahead of them. That write's callback may wait for a loop held up by a long
+ * batch of user code although its bytes went out long ago, and a heartbeat
+ * must not wait for the loop; uv_try_write refuses (EAGAIN) while libuv still
+ * holds bytes of an earlier write, so the order of bytes is kept. Returns 1
+ * when the pending bytes are all written. */
+static int write_pending_now(writer_t *w)
+{
+    size_t n = buf_unread(&w->pending);
+    if (!w->sync_writes || w->queued != w->inflight || n == 0 || n > SYNC_MAX)
+        return 0;
+    uv_buf_t b = uv_buf_init((char *)buf_head(&w->pending), (unsigned)n);
+    int r = uv_try_write(w->stream, &b, 1);
+    if (r <= 0)
+        return 0;
+    w->bytes_written += (uint64_t)r;
+    if ((size_t)r == n) {
+        buf_clear(&w->pending);
+        return 1;
+    }
+    buf_consume(&w->pending, (size_t)r);
+    return 0;
+}
+
 void writer_flush(writer_t *w)
 {
-    if (w->writing || !w->stream || w->freed)
+    if (!w->stream || w->freed)
         return;
-    size_t n = buf_unread(&w->pending);
-    if (w->sync_writes && !w->head && n > 0 && n <= SYNC_MAX) {
-        uv_buf_t b = uv_buf_init((char *)buf_head(&w->pending), (unsigned)n);
-        int r = uv_try_write(w->stream, &b, 1);
-        if (r > 0) {
-            w->bytes_written += (uint64_t)r;
-            if ((size_t)r == n) {
-                buf_clear(&w->pending);
-                return;
-            }
-            buf_consume(&w->pending, (size_t)r);
-        }
-        /* EAGAIN, a partial write or an error: the rest goes by uv_write,
-         * which reports an error through on_done. */
-    }
+    /* EAGAIN, a partial write or an error: the rest goes by uv_write (once
+     * the one in flight is done), which reports an error through on_done. */
+    if (write_pending_now(w) || w->writing)
+        return;
     if (seal_pending(w) < 0)
         log_error("out of memory preparing a write; retrying at the next flush");
     if (!w->head)

@@ -52,7 +52,9 @@ struct engine {
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer, drain_timer;
     uint64_t last_flush_ns;
+    uint64_t last_check_ns;
     unsigned batch_frames;
+    unsigned check_every; /* messages between two looks at the clock in a batch */
     int paused;         /* sources not reading: bp_paused or held */
     int bp_paused;      /* backpressure from the sinks and links */
     int held;           /* the cluster holds the sources (forming, moving slots) */
@@ -154,18 +156,26 @@ static void on_sink_changed(void *ctx) { resil_sink_changed(((engine_t *)ctx)->r
 static void begin_batch(engine_t *e)
 {
     e->batch_frames = 0;
-    e->last_flush_ns = now_ns();
+    e->last_flush_ns = e->last_check_ns = now_ns();
+    if (!e->check_every)
+        e->check_every = 16;
     py_gil_enter();
 }
 
 static void batch_begin(void *owner) { begin_batch(((source_rt_t *)owner)->e); }
 
-/* Called per message inside a batch; cheap unless a flush is due. */
+/* Called per message inside a batch; cheap unless a flush is due. The clock is
+ * read every 16 messages while they are fast, and after every message once
+ * they are slow (user code that waits on a remote call, a disk): heartbeats
+ * must not wait behind 16 of those, or peers would count this worker lost. */
+#define SLOW_MESSAGE_NS 50000u
 static void maybe_flush_midbatch(engine_t *e)
 {
-    if (++e->batch_frames % 16 != 0)
+    if (++e->batch_frames % e->check_every != 0)
         return;
     uint64_t now = now_ns();
+    e->check_every = now - e->last_check_ns > (uint64_t)SLOW_MESSAGE_NS * e->check_every ? 1 : 16;
+    e->last_check_ns = now;
     if (now - e->last_flush_ns >= MIDBATCH_FLUSH_NS) {
         e->last_flush_ns = now;
         flush_sinks(e);
