@@ -62,7 +62,10 @@ typedef struct {
     size_t n;
 } fkey_t;
 
-static fkey_t key_of(int secret) { return secret ? (fkey_t){SECRET, strlen(SECRET)} : (fkey_t){"", 0}; }
+static fkey_t key_of(int secret)
+{
+    return secret ? (fkey_t){SECRET, strlen(SECRET)} : (fkey_t){"", 0};
+}
 
 static uint32_t be32(const uint8_t *p)
 {
