@@ -127,10 +127,13 @@ FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
 	-fsanitize=fuzzer-no-link -Isrc -I$(PY_INCLUDE) -DBETTONG_PYTHON='"$(PY_EXE)"'
-FUZZ_TARGETS = frame wire msgcodec store_req pool_calls hello
-# >>> fuzz_auth (the challenge-response handshake, src/net/auth.c): once it lands,
-# add `auth` to FUZZ_TARGETS above and uncomment (with what auth.c links):
-# FUZZ_SRC_auth = src/net/auth.c src/util/ctcmp.c src/net/wire.c src/util/buf.c
+FUZZ_TARGETS = frame wire msgcodec store_req pool_calls hello auth
+# fuzz_auth: the challenge-response handshake (net/auth.c), the blocking client's
+# frame reader and handshake (net/sock.c) and the identity decoders; cproto.c
+# for cl_get_identity (its connection calls are faked in the harness).
+FUZZ_SRC_auth = src/net/auth.c src/net/sock.c src/net/wire.c src/util/buf.c \
+	src/cluster/cproto.c src/net/authconn.c src/net/addr.c src/util/log.c
+FUZZ_LIBS_auth = -lcrypto
 FUZZ_SRC_frame = src/net/frame.c src/util/buf.c
 FUZZ_SRC_wire = src/net/wire.c src/util/buf.c
 FUZZ_SRC_msgcodec = src/py/msgcodec.c src/util/buf.c
@@ -138,10 +141,11 @@ FUZZ_LIBS_msgcodec = $(PY_LDLIBS)
 FUZZ_SRC_store_req = src/store/sreq.c src/store/sreply.c src/net/wire.c src/util/buf.c
 FUZZ_SRC_pool_calls = src/pool/calls.c src/net/wire.c src/util/buf.c
 FUZZ_SRC_hello = src/cluster/cproto.c src/net/addr.c src/net/frame.c src/net/wire.c \
+	src/net/auth.c src/net/authconn.c \
 	src/store/sconn.c src/store/sreq.c src/store/sreply.c \
 	src/pool/peer.c src/pool/sched.c src/pool/blob.c src/pool/calls.c \
-	src/util/buf.c src/util/ctcmp.c src/util/hash.c src/util/idmap.c src/util/log.c
-FUZZ_LIBS_hello = -luv
+	src/util/buf.c src/util/hash.c src/util/idmap.c src/util/log.c
+FUZZ_LIBS_hello = -luv -lcrypto
 FUZZ_BIN = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SMOKE_SECONDS ?= 5
 

@@ -147,46 +147,135 @@ def pool_calls_seeds():
     yield "header-only", u64(1) + u32(0)
 
 
-# ---- hello: [service][flags] then (cluster) the HELLO body or (store, pool)
-# frames [sel][u16 len][body]
+# ---- hello: [service][flags] then steps [sel][u16 len][body]; sel bit 5: a
+# handshake step, body [mode][aux][material] (see fuzz_hello.c)
 SECRET = b"s3cret"
+POOL_VERSION, STORE_VERSION = 2, 2
+HS_ID, HS_FLIP, HS_FUZZ_PROOF, HS_NO_PROOF = 1, 1 << 1, 2 << 1, 3 << 1
+HS_OTHER_SERVICE, HS_OTHER_AUTH_VERSION, HS_WRONG_KEY, HS_ID_VERSION = 8, 0x10, 0x20, 0x40
 
 
 def fr(sel, body): return u8(sel) + u16(len(body)) + body
+def hs(sel, mode, material, aux=0): return fr(sel | 0x20, u8(mode) + u8(aux) + material)
 
 
-def pool_hello(role, secret=SECRET, version=1):
-    return u8(1) + u8(role) + u8(version) + u32(1234) + str16(b"fuzz-peer") + str16(secret)
+def pool_id(role, name=b"fuzz-peer", pid=1234): return u8(role) + u32(pid) + name
+def cl_id(channel, index, name): return u8(channel) + u16(index) + name
 
 
-def store_hello(secret=SECRET, version=1):
-    return u8(1) + u8(version) + str16(secret) + str16(b"fuzz-client")
+def auth_hello(service, identity, version=1, nonce=b"\x11" * 32):
+    """An AUTH_HELLO body, as auth_client_hello writes it."""
+    return u8(0xF0) + u8(version) + str16(service) + str16(identity) + nonce
+
+
+def pool_identity(role, name=b"fuzz-peer", version=POOL_VERSION, pid=1234):
+    return u8(role) + u8(version) + u32(pid) + str16(name)
+
+
+def store_identity(name=b"fuzz-client", version=STORE_VERSION):
+    return u8(version) + str16(name)
+
+
+def cluster_identity(channel, index, name):
+    return u8(channel) + u16(index) + str16(name)
 
 
 def hello_seeds():
-    cl = lambda ch, secret=SECRET: u8(1) + str16(secret) + u8(ch) + u16(3) + str16(b"w3")
-    yield "cluster-ok", b"\x00\x01" + cl(1)
-    yield "cluster-no-secret-loopback", b"\x00\x02" + cl(2, b"")
-    yield "cluster-bad-channel", b"\x00\x01" + cl(9)
-    yield "cluster-wrong-secret", b"\x00\x01" + cl(3, b"nope")
-    yield "store-session", b"\x01\x01" + fr(0, store_hello()) + fr(0, req("LOOKUP_ID", str16(OID))) + \
-        fr(0, req("CALL", str16(b""), str16(b"m"))) + fr(0x80, req("UPDATE", str16(OID), b"s")) + \
+    # cluster: flags bit 0 secret, bit 1 loopback
+    yield "cluster-ok", b"\x00\x01" + hs(0, HS_ID, cl_id(1, 0xFFFF, b"w1")) + fr(0, b"\x02")
+    yield "cluster-no-secret-loopback", b"\x00\x02" + hs(0, HS_ID, cl_id(2, 3, b"w3")) + \
+        fr(0, u8(5) + str16(b"why"))
+    yield "cluster-no-secret-remote", b"\x00\x00" + hs(0, HS_ID, cl_id(3, 0xFFFF, b"bettong cluster"))
+    yield "cluster-bad-channel", b"\x00\x01" + hs(0, HS_ID, cl_id(9, 0, b"w"))
+    yield "cluster-wrong-proof", b"\x00\x03" + hs(0, HS_ID | HS_FLIP, cl_id(2, 1, b"w1"), aux=77)
+    yield "cluster-client-wrong-key", b"\x00\x01" + hs(1, HS_ID | HS_WRONG_KEY, cl_id(1, 2, b"w2"))
+    yield "cluster-raw-identity", b"\x00\x03" + hs(2, 0, b"\x01\x00\x01\x00\x40" + b"n" * 64)
+    yield "cluster-garbage-first", b"\x00\x01" + fr(0, b"\x01\x00\x06s3cret") + \
+        hs(0, HS_ID, cl_id(1, 0xFFFF, b"w1"))
+    # store
+    yield "store-session", b"\x01\x01" + hs(0, HS_ID, b"fuzz-client") + \
+        fr(0, req("LOOKUP_ID", str16(OID))) + fr(0, req("CALL", str16(b""), str16(b"m"))) + \
+        fr(0x80, req("UPDATE", str16(OID), b"s")) + \
         fr(0, req("PERSIST", u32(1), persist_entry(OID, 1, b"a", b"")))
-    yield "store-wrong-secret", b"\x01\x01" + fr(0, store_hello(b"x"))
-    yield "store-bad-version", b"\x01\x00" + fr(1, store_hello(b"", 9)) + fr(1, b"\x01")
+    yield "store-wrong-proof", b"\x01\x01" + hs(0, HS_ID | HS_FUZZ_PROOF, b"c" + b"\xAA" * 32) + \
+        fr(0, req("GET_CLASS", u64(1)))
+    yield "store-bad-version", b"\x01\x00" + hs(1, HS_ID | HS_ID_VERSION, u8(9) + b"c") + fr(1, b"\x01")
+    yield "store-other-service", b"\x01\x01" + hs(0, HS_ID | HS_OTHER_SERVICE, b"c")
+    yield "store-other-auth-version", b"\x01\x00" + hs(0, HS_ID | HS_OTHER_AUTH_VERSION, b"c")
     yield "store-not-hello", b"\x01\x00" + fr(0, req("GET_CLASS", u64(1)))
-    yield "store-stopping", b"\x01\x04" + fr(0, store_hello(b""))
-    client = fr(0, pool_hello(1)) + fr(0, u8(10) + u64(1) + b"fn") + \
+    yield "store-stopping", b"\x01\x04" + hs(0, HS_ID, b"c")
+    yield "store-request-for-proof", b"\x01\x01" + hs(0, HS_ID | HS_NO_PROOF, b"c") + \
+        fr(0, req("GET_CLASS", u64(1)))
+    yield "store-raw-hello-and-proof", b"\x01\x00" + \
+        fr(0, auth_hello(b"store", store_identity())) + fr(0, u8(0xF2) + b"\x00" * 32)
+    # pool
+    client = hs(0, HS_ID, pool_id(1)) + fr(0, u8(10) + u64(1) + b"fn") + \
         fr(0, u8(11) + calls(2, [(1, b"a"), (2, b"b")])) + fr(0, u8(21))
-    worker = fr(1, pool_hello(2)) + fr(0x41, u8(33) + u64(1) + u8(0) + u64(1) + u64(2) + b"r")
+    worker = hs(1, HS_ID, pool_id(2, b"w", 99)) + \
+        fr(0x41, u8(33) + u64(1) + u8(0) + u64(1) + u64(2) + b"r")
     yield "pool-client", b"\x02\x01" + client
     yield "pool-client-worker", b"\x02\x01" + client + worker + fr(0x40, u8(12) + u64(2)) + \
         fr(0, u8(14) + u64(1))
-    yield "pool-large-calls", b"\x02\x00" + fr(0, pool_hello(1, b"")) + fr(0, u8(10) + u64(1)) + \
+    yield "pool-large-calls", b"\x02\x00" + hs(0, HS_ID, pool_id(1)) + fr(0, u8(10) + u64(1)) + \
         fr(0x80, u8(11) + calls(1, [(5, b"x" * 40)]))
-    yield "pool-bad-role", b"\x02\x00" + fr(0, pool_hello(7, b""))
-    yield "pool-duplicate-call", b"\x02\x00" + fr(0, pool_hello(1, b"")) + \
+    yield "pool-bad-role", b"\x02\x00" + hs(0, HS_ID, pool_id(7))
+    yield "pool-bad-version", b"\x02\x01" + hs(0, HS_ID | HS_ID_VERSION, u8(1) + u8(1) + u32(1) + b"p")
+    yield "pool-raw-identity", b"\x02\x00" + hs(0, 0, b"\x01\x02\x00\x00")
+    yield "pool-wrong-key", b"\x02\x01" + hs(0, HS_ID | HS_WRONG_KEY, pool_id(1)) + fr(0, u8(21))
+    yield "pool-flipped-proof", b"\x02\x00" + hs(2, HS_ID | HS_FLIP, pool_id(2), aux=255)
+    # A version 1 client (the HELLO that carried the secret) meets the handshake.
+    yield "pool-old-hello", b"\x02\x01" + \
+        fr(0, u8(1) + u8(1) + u8(1) + u32(1234) + str16(b"old") + str16(SECRET))
+    yield "pool-duplicate-call", b"\x02\x00" + hs(0, HS_ID, pool_id(1)) + \
         fr(0, u8(11) + calls(2, [(1, b""), (1, b"")]))
+
+
+# ---- auth: [op][flags: bit 0 secret, bits 1-2 service] then the op's bytes
+# (see fuzz_auth.c)
+A_HELLO, A_PROOF, A_CHALLENGE, A_FRAMES, A_HANDSHAKE, A_IDENTITY = range(6)
+SVC = {b"pool": 0, b"store": 2, b"cluster": 4, b"x": 6}
+
+
+def auth(op, service, secret, body): return u8(op) + u8(SVC[service] | secret) + body
+def frame(body): return u32(len(body)) + body
+
+
+def auth_seeds():
+    yield "hello-pool", auth(A_HELLO, b"pool", 1, auth_hello(b"pool", pool_identity(1)))
+    yield "hello-store", auth(A_HELLO, b"store", 0, auth_hello(b"store", store_identity()))
+    yield "hello-cluster", auth(A_HELLO, b"cluster", 1, auth_hello(b"cluster", cluster_identity(2, 4, b"w4")))
+    yield "hello-empty-identity", auth(A_HELLO, b"pool", 0, auth_hello(b"pool", b""))
+    yield "hello-max-identity", auth(A_HELLO, b"store", 1, auth_hello(b"store", b"i" * 1024))
+    yield "hello-identity-too-long", auth(A_HELLO, b"store", 1, auth_hello(b"store", b"i" * 1025))
+    yield "hello-other-service", auth(A_HELLO, b"cluster", 0, auth_hello(b"pool", b"id"))
+    yield "hello-version-2", auth(A_HELLO, b"pool", 0, auth_hello(b"pool", b"id", version=2))
+    yield "hello-short-nonce", auth(A_HELLO, b"pool", 0, auth_hello(b"pool", b"id")[:-1])
+    yield "hello-trailing", auth(A_HELLO, b"pool", 0, auth_hello(b"pool", b"id") + b"\0")
+    yield "proof-format", auth(A_PROOF, b"pool", 1, u8(3) + b"\x22" * 32 + b"abc" + u8(0xF2) + b"\x33" * 32)
+    yield "proof-short", auth(A_PROOF, b"cluster", 0, u8(0) + b"\0" * 32 + u8(0xF2) + b"\x33" * 31)
+    yield "proof-wrong-type", auth(A_PROOF, b"store", 1, u8(0) + b"\0" * 32 + u8(0xF1) + b"\x33" * 32)
+    yield "challenge-format", auth(A_CHALLENGE, b"pool", 1, u8(0xF1) + b"\x44" * 64)
+    yield "challenge-refused", auth(A_CHALLENGE, b"store", 0, u8(3) + str16(b"no"))
+    yield "challenge-long", auth(A_CHALLENGE, b"cluster", 0, u8(0xF1) + b"\x44" * 65)
+    two = frame(b"\xF1" + b"c" * 64) + frame(b"\x02")
+    yield "frames-two", auth(A_FRAMES, b"pool", 0, u8(0) + u8(255) + two)
+    yield "frames-split", auth(A_FRAMES, b"pool", 0, u8(0) + u8(6) + two)
+    yield "frames-too-large", auth(A_FRAMES, b"pool", 0, u8(2) + u8(0) + frame(b"x" * 17))
+    yield "frames-empty-frame", auth(A_FRAMES, b"pool", 0, u8(6) + u8(4) + u32(0) + b"z")
+    yield "frames-cut-short", auth(A_FRAMES, b"pool", 0, u8(6) + u8(3) + u32(100) + b"abc")
+    chal = frame(b"\xF1" + b"\x55" * 64)
+    yield "handshake-fake-challenge", auth(A_HANDSHAKE, b"pool", 1, u8(0) + chal + frame(b"\x02"))
+    yield "handshake-strict-refused", auth(A_HANDSHAKE, b"store", 0, u8(1) + frame(u8(3) + str16(b"stopping")))
+    yield "handshake-strict-welcome", auth(A_HANDSHAKE, b"cluster", 0, u8(1) + frame(b"\x04"))
+    yield "handshake-welcome", auth(A_HANDSHAKE, b"pool", 0, u8(0) + frame(u8(2) + u32(1) + u32(0)))
+    yield "handshake-huge-frame", auth(A_HANDSHAKE, b"pool", 0, u8(1) + u32(1 << 20) + b"x")
+    yield "handshake-nothing", auth(A_HANDSHAKE, b"cluster", 1, u8(0))
+    yield "identity-pool", auth(A_IDENTITY, b"pool", 0, pool_identity(1))
+    yield "identity-pool-trailing", auth(A_IDENTITY, b"pool", 0, pool_identity(2) + b"more")
+    yield "identity-store", auth(A_IDENTITY, b"pool", 0, store_identity())
+    yield "identity-cluster", auth(A_IDENTITY, b"pool", 0, cluster_identity(1, 0xFFFF, b"w"))
+    yield "identity-cluster-nul", auth(A_IDENTITY, b"pool", 0, cluster_identity(3, 0, b"a\0b"))
+    yield "identity-cut", auth(A_IDENTITY, b"pool", 0, u8(1) + u8(2) + u32(1) + u16(9) + b"ab")
 
 
 TARGETS = {
@@ -196,6 +285,7 @@ TARGETS = {
     "store_req": store_seeds,
     "pool_calls": pool_calls_seeds,
     "hello": hello_seeds,
+    "auth": auth_seeds,
 }
 
 

@@ -90,7 +90,10 @@ int auth_client_hello(auth_session_t *s, buf_t *out, const char *service, const 
     if (slen > AUTH_SERVICE_MAX || identity_len > AUTH_ID_MAX)
         return AUTH_EFORMAT;
     memcpy(s->service, service, slen);
-    memcpy(s->identity, identity, identity_len);
+    /* An empty identity may come as (NULL, 0), and memcpy from NULL is undefined
+     * even for no bytes. */
+    if (identity_len)
+        memcpy(s->identity, identity, identity_len);
     s->identity_len = identity_len;
     if (random_nonce(s->nonce_c) != AUTH_OK)
         return AUTH_ESYSTEM;

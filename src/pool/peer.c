@@ -192,32 +192,27 @@ static int accept_peer(peer_t *pe, int role)
 static int on_identity(peer_t *pe)
 {
     pool_t *p = pe->pool;
-    proto_rd_t r;
-    proto_rd_init(&r, pe->auth.s.identity, pe->auth.s.identity_len);
-    uint8_t role = proto_u8(&r);
-    uint8_t version = proto_u8(&r);
-    uint32_t pid = proto_u32(&r);
-    size_t name_len;
-    const uint8_t *name = proto_str16(&r, &name_len);
-    if (!r.err) {
-        pe->pid = pid;
-        copy_name(pe->name, sizeof pe->name, name, name_len);
+    proto_identity_t id;
+    int bad = proto_get_identity(pe->auth.s.identity, pe->auth.s.identity_len, &id);
+    if (!bad) {
+        pe->pid = id.pid;
+        copy_name(pe->name, sizeof pe->name, id.name, id.name_len);
     }
     /* The name was copied: the session (nonces, identity) is of no more use. */
     auth_session_clear(&pe->auth.s);
-    if (r.err)
+    if (bad)
         return refuse(pe, 0, "malformed identity in the handshake (another Bettong release?)");
-    if (role != ROLE_CLIENT && role != ROLE_WORKER)
-        return refuse(pe, role, "unknown role in the handshake");
-    if (version != PROTO_VERSION) {
+    if (id.role != ROLE_CLIENT && id.role != ROLE_WORKER)
+        return refuse(pe, id.role, "unknown role in the handshake");
+    if (id.version != PROTO_VERSION) {
         char why[96];
         snprintf(why, sizeof why, "protocol version %u is not supported (this pool speaks %u)",
-                 version, PROTO_VERSION);
-        return refuse(pe, role, why);
+                 id.version, PROTO_VERSION);
+        return refuse(pe, id.role, why);
     }
     if (p->stopping)
-        return refuse(pe, role, "the pool is stopping");
-    return accept_peer(pe, role);
+        return refuse(pe, id.role, "the pool is stopping");
+    return accept_peer(pe, id.role);
 }
 
 /* A frame before WELCOME: only the handshake (net/authconn.h) is read. */

@@ -171,6 +171,29 @@ static inline int proto_put_identity(buf_t *b, uint8_t role, uint32_t pid, const
     return wire_end_fields(&w);
 }
 
+/* An identity as proto_get_identity reads it; name points into the input. */
+typedef struct {
+    uint8_t role, version;
+    uint32_t pid;
+    const uint8_t *name;
+    size_t name_len;
+} proto_identity_t;
+
+/* Decode an identity (see above), as the pool does after the handshake: a
+ * function of its own so that the fuzz harnesses run the pool's decoder. Role
+ * and version are left for the caller to judge; bytes after the name are not
+ * looked at. Returns 0, or -1 if it is cut short. */
+static inline int proto_get_identity(const uint8_t *p, size_t len, proto_identity_t *id)
+{
+    wire_rd_t r;
+    wire_rd_init(&r, p, len);
+    id->role = wire_u8(&r);
+    id->version = wire_u8(&r);
+    id->pid = wire_u32(&r);
+    id->name = wire_str16(&r, &id->name_len);
+    return r.err ? -1 : 0;
+}
+
 /* Microseconds since the epoch. */
 static inline uint64_t proto_now_us(void) { return wire_now_us(); }
 

@@ -231,18 +231,14 @@ static int refuse(sconn_t *cn, const char *reason)
 static int on_identity(sconn_t *cn)
 {
     store_t *st = cn->st;
-    wire_rd_t r;
-    wire_rd_init(&r, cn->auth->s.identity, cn->auth->s.identity_len);
-    uint8_t version = wire_u8(&r);
-    size_t nlen;
-    const uint8_t *name = wire_str16(&r, &nlen);
-    if (r.err)
+    sproto_identity_t id;
+    if (sproto_get_identity(cn->auth->s.identity, cn->auth->s.identity_len, &id) < 0)
         return refuse(cn, "malformed identity in the handshake (another Bettong release?)");
-    copy_name(cn->name, sizeof cn->name, name, nlen);
-    if (version != SPROTO_VERSION) {
+    copy_name(cn->name, sizeof cn->name, id.name, id.name_len);
+    if (id.version != SPROTO_VERSION) {
         char why[96];
         snprintf(why, sizeof why, "protocol version %u is not supported (this store speaks %u)",
-                 version, SPROTO_VERSION);
+                 id.version, SPROTO_VERSION);
         return refuse(cn, why);
     }
     if (st->stopping)
