@@ -36,7 +36,7 @@ HEADERS := $(wildcard src/*/*.h)
 # (never the binary's objects), without the sanitizers (it loads into a plain python).
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
-CLIENT_SRC := src/net/sock.c src/net/auth.c src/net/wire.c src/util/buf.c
+CLIENT_SRC := python/bettong/_connerr.c src/net/sock.c src/net/auth.c src/net/wire.c src/util/buf.c
 PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c $(CLIENT_SRC)
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
@@ -66,7 +66,7 @@ $(BUILD)/libbettong.a: $(LIB_OBJ)
 $(BUILD)/bettong: $(MAIN_OBJ) $(BUILD)/libbettong.a
 	$(CC) $(SAN_FLAGS) -o $@ $(MAIN_OBJ) $(BUILD)/libbettong.a $(LDLIBS_BASE)
 
-$(BUILD)/pic/%.o: %.c $(HEADERS)
+$(BUILD)/pic/%.o: %.c $(HEADERS) $(wildcard python/bettong/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_PIC) -c $< -o $@
 

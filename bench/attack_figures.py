@@ -33,6 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "py"))
+from authwire import auth_handshake, pool_identity, store_identity  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = "/usr/bin/python3"
 REVERSE = REPO / "examples" / "reverse" / "reverse.py"
@@ -108,34 +111,15 @@ def wait_for(pred, timeout, what):
     raise RuntimeError("timed out waiting for " + what)
 
 
-def pool_hello(name=b"attack"):
-    body = struct.pack(">BBBI", 1, 1, 1, os.getpid())
-    body += struct.pack(">H", len(name)) + name + struct.pack(">H", 0)
-    return struct.pack(">I", len(body)) + body
-
-
-def store_hello(name=b"attack"):
-    body = struct.pack(">BBH", 1, 1, 0) + struct.pack(">H", len(name)) + name
-    return struct.pack(">I", len(body)) + body
-
-
-def read_welcome(s):
-    s.settimeout(5)
-    head = b""
-    while len(head) < 5:
-        d = s.recv(5 - len(head))
-        if not d:
-            raise ConnectionError("closed before WELCOME")
-        head += d
-    n = struct.unpack(">I", head[:4])[0]
-    rest = n - 1
-    while rest > 0:
-        d = s.recv(rest)
-        if not d:
-            raise ConnectionError("closed in WELCOME")
-        rest -= len(d)
-    if head[4] != 2:
-        raise ConnectionError("no WELCOME (type %d)" % head[4])
+def authenticated(port, service):
+    """A connection to a loopback pool or store (no secret) that passed the
+    handshake (tests/py/authwire.py) and was welcomed."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    identity = pool_identity(name="attack") if service == "pool" else store_identity("attack")
+    answer = auth_handshake(s, service, identity)
+    if not answer or answer[0] != 2:
+        raise OSError("the %s did not welcome us: %r" % (service, answer))
+    return s
 
 
 # ------------------------------------------------------------------ services
@@ -302,17 +286,17 @@ def store_client(svc, timeout=CLIENT_TIMEOUT):
 
 # ------------------------------------------------------------------ attacks
 
-def amplify(svc, n, header, hello=None, guard_mb=8000):
-    """n connections: [HELLO, WELCOME], the header; a moment later one byte (a
+def amplify(svc, n, header, service=None, guard_mb=8000):
+    """n connections: [the handshake of `service`], the header; a moment later one byte (a
     read of its own, so the service knows the declared size when it reads it).
     Returns (sockets, RSS MB, HWM MB, note)."""
     socks, note = [], ""
     for i in range(n):
         try:
-            s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
-            if hello:
-                s.sendall(hello)
-                read_welcome(s)
+            if service:
+                s = authenticated(svc.port, service)
+            else:
+                s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
             s.sendall(header)
             socks.append(s)
         except OSError as e:
@@ -382,17 +366,17 @@ def run_amp(args, tmp, rows):
         finally:
             svc.stop()
             svc.recv.stop()
-    for name, start, hello, header, client in (
-            ("pool", start_pool, pool_hello(), struct.pack(">I", 2047 << 20), pool_client),
-            ("store", start_store, store_hello(), struct.pack(">I", 1 << 30), store_client)):
+    for name, start, service, header, client in (
+            ("pool", start_pool, "pool", struct.pack(">I", 2047 << 20), pool_client),
+            ("store", start_store, "store", struct.pack(">I", 1 << 30), store_client)):
         n = args.hello_n
         svc = start(args.bin, tmp)
         try:
             base = settled_rss(svc.pid)
-            socks, rss, hwm, note = amplify(svc, n, header, hello=hello,
+            socks, rss, hwm, note = amplify(svc, n, header, service=service,
                                             guard_mb=args.rss_guard_mb)
             t = client(svc)
-            rows.append(("amplification: %s after HELLO, %d x (max-frame header + 1 byte)"
+            rows.append(("amplification: %s after the handshake, %d x (max-frame header + 1 byte)"
                          % (name, n),
                          "%d opened; RSS %s MB -> %s MB (HWM %.0f MB) %s"
                          % (len(socks), fmt(base), fmt(rss), hwm, note),

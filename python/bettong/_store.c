@@ -78,6 +78,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "_connerr.h"
 #include "net/sock.h"
 #include "net/wire.h"
 #include "store/sproto.h"
@@ -676,38 +677,13 @@ static uint64_t encode(SConn *c, PyObject *const *args, Py_ssize_t nargs)
 
 /* ------------------------------------------------------------------ handshake */
 
-/* The exception for a failed sock_connect_addr. */
-static void connect_error(PyObject *address, int what, int err, const char *why)
+/* How this module's connect and handshake failures read (_connerr.h). */
+static connerr_t connect_errors(void)
 {
-    if (what == SOCK_CA_ADDRESS)
-        PyErr_Format(PyExc_ValueError, "store address %R: %s", address, why);
-    else if (what == SOCK_CA_RESOLVE)
-        PyErr_Format(PyExc_ConnectionError, "%s", why);
-    else
-        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionRefusedError,
-                     "cannot connect to the store at %U: %s", address, why);
-}
-
-/* The exception for a failed handshake (sock_handshake_strict's rc). */
-static void handshake_error(PyObject *address, int rc, int err)
-{
-    if (rc == SOCK_HS_EPROOF)
-        PyErr_Format(AuthenticationError,
-                     "the store at %U could not prove it knows the secret "
-                     "(BETTONG_STORE_SECRET or BETTONG_SECRET): refused it (the secrets differ, or it is not the "
-                     "real store); nothing it sent was read", address);
-    else if (rc == SOCK_HS_EFORMAT)
-        PyErr_Format(ProtocolError, "%U does not speak the Bettong store handshake", address);
-    else if (rc == SOCK_HS_ESYSTEM)
-        PyErr_Format(PyExc_OSError, "cannot start the handshake with %U: no random bytes or "
-                     "out of memory", address);
-    else if (err == ECONNRESET)
-        PyErr_Format(PyExc_ConnectionError,
-                     "the store at %U closed the connection during the handshake", address);
-    else
-        PyErr_Format(err == ETIMEDOUT ? PyExc_TimeoutError : PyExc_ConnectionError,
-                     "no answer to the handshake from the store at %U: %s", address,
-                     strerror(err));
+    connerr_t e = {.service = "store", .secret_vars = "BETTONG_STORE_SECRET or BETTONG_SECRET",
+                   .refused_connect = PyExc_ConnectionRefusedError, .auth_error = AuthenticationError,
+                   .protocol_error = ProtocolError};
+    return e;
 }
 
 /* WELCOME or REFUSED (the handshake's answer). Returns 0 or -1 (exception set). */
@@ -779,14 +755,16 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
     err = errno;
     Py_END_ALLOW_THREADS
     if (fd < 0) {
-        connect_error(address, what, err, why);
+        connerr_t e = connect_errors();
+        connerr_connect(&e, address, what, err, why);
         goto fail;
     }
     c->fd = fd;
     c->closed = 0;
     c->pid = getpid();
     if (rc != 0) {
-        handshake_error(address, rc, err);
+        connerr_t e = connect_errors();
+        connerr_handshake(&e, address, rc, err);
         goto fail;
     }
     if (take_answer(c, body, len) < 0)

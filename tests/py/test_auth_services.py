@@ -20,11 +20,11 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import (AUTH_CHALLENGE, BIN, AuthFailed, FakeServer, Procs, RecordingRelay,
+from conftest import (AUTH_CHALLENGE, BIN, AuthFailed, FakeServer, RecordingRelay,
                       auth_handshake, fake_challenge, frame, pool_identity, recv_frame,
                       store_identity, wait_until)
 from executor_helpers import RESULT_TIMEOUT, LineReader, TcpPool, sub_env
-from store_helpers import Stores, client_reset
+from store_helpers import client_reset
 
 import bettong  # noqa: E402
 from bettong import _bettong, _store, objects  # noqa: E402
@@ -64,45 +64,6 @@ class Marker:
 
 def marker_pickle(path):
     return pickle.dumps(Marker(str(path)), protocol=5)
-
-
-@pytest.fixture
-def procs():
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
-@pytest.fixture
-def stores(tmp_path):
-    client_reset()
-    s = Stores(tmp_path)
-    try:
-        yield s
-    finally:
-        client_reset()
-        s.cleanup()
-
-
-@pytest.fixture
-def executors():
-    made = []
-
-    def make(address, secret=SECRET, **kw):
-        e = bettong.FunctionExecutor(address=address, secret=secret, **kw)
-        made.append(e)
-        return e
-
-    try:
-        yield make
-    finally:
-        for e in made:
-            try:
-                e.close()
-            except Exception:
-                pass
 
 
 @pytest.fixture

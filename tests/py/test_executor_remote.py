@@ -16,7 +16,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, Procs, auth_hello, free_port, pool_identity
+from conftest import BIN, auth_hello, free_port, pool_identity
 from executor_helpers import RESULT_TIMEOUT, TcpPool, stat, sub_env
 
 import bettong  # noqa: E402
@@ -34,34 +34,6 @@ def sleep_pid(seconds):
 
 def square(x):
     return x * x
-
-
-@pytest.fixture
-def procs():
-    p = Procs()
-    try:
-        yield p
-    finally:
-        p.cleanup()
-
-
-@pytest.fixture
-def clients():
-    made = []
-
-    def make(address, secret=SECRET, **kw):
-        e = bettong.FunctionExecutor(address=address, secret=secret, **kw)
-        made.append(e)
-        return e
-
-    try:
-        yield make
-    finally:
-        for e in made:
-            try:
-                e.close()
-            except Exception:
-                pass
 
 
 def worker_of_pid(pool, pid):
@@ -86,11 +58,11 @@ def wait_workers_joined(client, n, timeout=15):
 
 # ------------------------------------------------------------------ spreading work
 
-def test_remote_pool_spreads_work_over_two_workers(procs, clients):
+def test_remote_pool_spreads_work_over_two_workers(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker()
     pool.add_worker()
-    c = clients(pool.address)
+    c = executors(pool.address)
     wait_workers_joined(c, 2)
     fs = c.map(sleep_pid, [0.2] * 8)
     pids = c.get_result(fs, timeout=T)
@@ -101,10 +73,10 @@ def test_remote_pool_spreads_work_over_two_workers(procs, clients):
     assert pool.alive()
 
 
-def test_remote_pool_map_reduce_and_errors(procs, clients):
+def test_remote_pool_map_reduce_and_errors(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker(procs_n=2)
-    c = clients(pool.address)
+    c = executors(pool.address)
     assert c.map_reduce(square, range(10), sum).result(timeout=T) == 285
 
     def boom(x):
@@ -114,10 +86,10 @@ def test_remote_pool_map_reduce_and_errors(procs, clients):
         c.call_async(boom, 3).result(timeout=T)
 
 
-def test_worker_joining_late_gets_work(procs, clients):
+def test_worker_joining_late_gets_work(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker()
-    c = clients(pool.address)
+    c = executors(pool.address)
     wait_workers_joined(c, 1)
     backlog = c.map(sleep_pid, [0.15] * 16)
     late = pool.add_worker()
@@ -129,33 +101,33 @@ def test_worker_joining_late_gets_work(procs, clients):
     assert n_late >= 1, "the late worker ran none of 24 calls"
 
 
-def test_two_clients_share_a_remote_pool(procs, clients):
+def test_two_clients_share_a_remote_pool(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker(procs_n=2)
-    a, b = clients(pool.address), clients(pool.address)
+    a, b = executors(pool.address), executors(pool.address)
     fa, fb = a.map(square, range(50)), b.map(square, range(50, 100))
     assert a.get_result(fa, timeout=T) == [x * x for x in range(50)]
     assert b.get_result(fb, timeout=T) == [x * x for x in range(50, 100)]
 
 
-def test_client_close_leaves_remote_pool_running(procs, clients):
+def test_client_close_leaves_remote_pool_running(procs, executors):
     pool = TcpPool(procs, SECRET)
     w = pool.add_worker()
-    c = clients(pool.address)
+    c = executors(pool.address)
     assert c.call_async(square, 5).result(timeout=T) == 25
     c.close()
     time.sleep(0.3)
     assert pool.alive(), "closing a client stopped a pool it did not start"
     assert w.poll() is None, "closing a client stopped a worker"
-    c2 = clients(pool.address)
+    c2 = executors(pool.address)
     assert c2.call_async(square, 6).result(timeout=T) == 36
 
 
-def test_secret_from_environment(procs, clients, monkeypatch):
+def test_secret_from_environment(procs, executors, monkeypatch):
     pool = TcpPool(procs, SECRET)
     pool.add_worker()
     monkeypatch.setenv("BETTONG_SECRET", SECRET)
-    c = clients(pool.address, secret=None)
+    c = executors(pool.address, secret=None)
     assert c.call_async(square, 4).result(timeout=T) == 16
 
 
@@ -196,7 +168,7 @@ def test_client_without_secret_is_refused(procs, monkeypatch):
     assert pool.alive()
 
 
-def test_worker_with_wrong_secret_is_refused(procs, clients):
+def test_worker_with_wrong_secret_is_refused(procs, executors):
     pool = TcpPool(procs, SECRET)
     bad = pool.add_worker(secret="wrong-worker-secret")
     try:
@@ -231,11 +203,11 @@ def test_non_loopback_pool_without_secret_refuses_to_start(monkeypatch):
     assert "secret" in text.lower(), text
 
 
-def test_loopback_pool_without_secret_starts(procs, clients, monkeypatch):
+def test_loopback_pool_without_secret_starts(procs, executors, monkeypatch):
     monkeypatch.delenv("BETTONG_SECRET", raising=False)
     pool = TcpPool(procs, None)
     pool.add_worker()
-    c = clients(pool.address, secret=None)
+    c = executors(pool.address, secret=None)
     assert c.call_async(square, 3).result(timeout=T) == 9
 
 
@@ -272,10 +244,10 @@ def closed_by_peer(s, timeout=5.0):
     return False
 
 
-def test_garbage_on_the_port_closes_that_connection_only(procs, clients):
+def test_garbage_on_the_port_closes_that_connection_only(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker(procs_n=2)
-    c = clients(pool.address)
+    c = executors(pool.address)
     assert c.call_async(square, 1).result(timeout=T) == 1
     running = c.map(sleep_pid, [0.3] * 4)
     for name, data in GARBAGE.items():
@@ -291,7 +263,7 @@ def test_garbage_on_the_port_closes_that_connection_only(procs, clients):
         assert pool.alive(), "the pool died on %r:\n%s" % (name, pool.out.text())
     assert len(c.get_result(running, timeout=T)) == 4
     assert c.get_result(c.map(square, range(10)), timeout=T) == [x * x for x in range(10)]
-    c2 = clients(pool.address)
+    c2 = executors(pool.address)
     assert c2.call_async(square, 12).result(timeout=T) == 144
 
 
@@ -305,10 +277,10 @@ def write_pid_then_sleep(path, seconds):
     return os.getpid()
 
 
-def test_join_restarts_a_killed_worker_process(procs, clients, tmp_path):
+def test_join_restarts_a_killed_worker_process(procs, executors, tmp_path):
     pool = TcpPool(procs, SECRET)
     w = pool.add_worker(procs_n=1)
-    c = clients(pool.address)
+    c = executors(pool.address)
     wait_workers_joined(c, 1)
     path = str(tmp_path / "pid")
     f = c.call_async(write_pid_then_sleep, (path, 30))
@@ -327,10 +299,10 @@ def test_join_restarts_a_killed_worker_process(procs, clients, tmp_path):
     assert w.poll() is None
 
 
-def test_remote_pool_killed_fails_pending_calls(procs, clients):
+def test_remote_pool_killed_fails_pending_calls(procs, executors):
     pool = TcpPool(procs, SECRET)
     w = pool.add_worker(procs_n=2)
-    c = clients(pool.address)
+    c = executors(pool.address)
     wait_workers_joined(c, 2)
     pending = c.map(sleep_pid, [20] * 3)
     time.sleep(0.3)
