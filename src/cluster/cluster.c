@@ -1281,6 +1281,9 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
     if (join_coordinator(c, err, errlen) < 0)
         return -1;
     unsigned hb = cl_heartbeat_ms(c->cfg.timeout_ms);
+    /* From now on: a first tick held up by a long first batch is late, and
+     * forgives the silence it could not read, like any other. */
+    c->last_tick_ns = loop_ns(c);
     uv_timer_start(&c->tick, on_tick, hb, hb);
     log_info("cluster: worker '%s' (control %s, data %s) joining the cluster at %s", cfg->name,
              c->control_l.addr, c->data_l.addr, cfg->control);

@@ -1716,6 +1716,7 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     /* The workers (this process's own one included) connect here. */
     snprintf(k->cfg.control, sizeof k->cfg.control, "%s", k->l.addr);
     unsigned hb = cl_heartbeat_ms(k->cfg.timeout_ms);
+    k->last_tick_ns = now_ns(); /* a held-up first tick counts as late too */
     uv_timer_start(&k->tick, on_tick, hb, hb);
     log_info("cluster: coordinator listening on %s; waiting for %u workers", k->l.addr,
              cfg->worker_count);
