@@ -284,6 +284,11 @@ static size_t next_room(inconn_t *c, int *large)
     *large = c->need > have && c->need - have > READ_CHUNK;
     if (!*large)
         return READ_CHUNK;
+    /* Fill what the buffer has before growing it: growing on every read that
+     * leaves less than `have` free would copy the frame again and again. */
+    size_t room = c->in.cap - c->in.len;
+    if (room >= READ_CHUNK)
+        return room;
     size_t step = have > READ_CHUNK ? have : READ_CHUNK;
     return c->need - have < step ? c->need - have : step;
 }
