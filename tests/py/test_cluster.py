@@ -40,11 +40,13 @@ class Cluster:
         self.engines = []
         self.secret_args = ["--cluster-secret", secret] if secret else []
         if form == "workers":
-            ports = [free_port() for _ in range(nins)]
-            eng = bt.engine(app, ins=ports, outs=self.outs,
-                            extra=["--workers", n, "--log-level", "info"] + self.extra)
+            # Ports picked free may be taken before the workers bind them (by
+            # a port the kernel picks for a worker's own links): then new ones.
+            eng = bt.engine_on_free_ports(app, nins, outs=self.outs,
+                                          extra=["--workers", n, "--log-level", "info"]
+                                          + self.extra)
             self.engines.append(eng)
-            self.ports = [ports] * n
+            self.ports = [list(eng.spec[1])] * n
             self.control = wait_until(lambda: self._control_from(eng), 15,
                                       "the cluster's control address")
             if not secret:
