@@ -111,3 +111,27 @@ int guard_resolve_listen(const char *text, int have_secret, struct sockaddr_stor
     }
     return 0;
 }
+
+int guard_service_secret(const char *prog, const char *value, const char *file, char *out,
+                         size_t cap, size_t *len)
+{
+    char err[600];
+    guard_secret_src_t src = {.flag = "--secret", .value = value, .file = file,
+                              .env = "BETTONG_SECRET"};
+    if (guard_secret_get(&src, out, cap, len, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    return 0;
+}
+
+int guard_service_listen(const char *prog, const char *text, int have_secret,
+                         struct sockaddr_storage *sa)
+{
+    char err[600];
+    if (guard_resolve_listen(text, have_secret, sa, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    return 0;
+}

@@ -336,29 +336,6 @@ static void on_signal(uv_signal_t *h, int signum)
 
 /* ------------------------------------------------------------ start-up */
 
-static int set_secret(pool_t *p, const pool_args_t *a)
-{
-    char err[600];
-    guard_secret_src_t src = {.flag = "--secret", .value = a->secret, .file = a->secret_file,
-                              .env = "BETTONG_SECRET"};
-    if (guard_secret_get(&src, p->secret, sizeof p->secret, &p->secret_len, err,
-                         sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int resolve_listen(pool_t *p, const char *text, struct sockaddr_storage *sa)
-{
-    char err[600];
-    if (guard_resolve_listen(text, p->secret_len > 0, sa, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
 /* What local workers connect to: the Unix socket if there is one, else the TCP
  * address (a wildcard address reached through loopback). */
 static void choose_worker_connect(pool_t *p)
@@ -387,7 +364,7 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
     char err[512];
     if (a->listen) {
         struct sockaddr_storage sa;
-        if (resolve_listen(p, a->listen, &sa) < 0)
+        if (guard_service_listen(PROG, a->listen, p->secret_len > 0, &sa) < 0)
             return -1;
         if (listener_start(&p->tcp, &p->loop, (struct sockaddr *)&sa, &p->spec, &peer_handler,
                            p, "listener", err, sizeof err) < 0) {
@@ -474,7 +451,8 @@ int cmd_pool(int argc, char **argv)
     pool_t *p = &pool;
     p->log_level = a.log_level;
     p->exit_with_client = a.exit_with_client;
-    if (set_secret(p, &a) < 0)
+    if (guard_service_secret(PROG, a.secret, a.secret_file, p->secret, sizeof p->secret,
+                             &p->secret_len) < 0)
         return 2;
     p->clock_base_us = proto_now_us() - uv_hrtime() / 1000;
     p->parent = getppid();

@@ -142,29 +142,6 @@ static int parse_args(int argc, char **argv, store_args_t *a)
 
 /* ------------------------------------------------------------ start-up */
 
-static int set_secret(store_t *st, const store_args_t *a)
-{
-    char err[600];
-    guard_secret_src_t src = {.flag = "--secret", .value = a->secret, .file = a->secret_file,
-                              .env = "BETTONG_SECRET"};
-    if (guard_secret_get(&src, st->secret, sizeof st->secret, &st->secret_len, err,
-                         sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static int resolve_listen(store_t *st, const char *text, struct sockaddr_storage *sa)
-{
-    char err[600];
-    if (guard_resolve_listen(text, st->secret_len > 0, sa, err, sizeof err) < 0) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
 static int start_python(store_t *st, const store_args_t *a)
 {
     char err[1024];
@@ -229,7 +206,7 @@ static int start(store_t *st, const store_args_t *a)
 {
     char err[1024];
     struct sockaddr_storage sa;
-    if (resolve_listen(st, a->listen, &sa) < 0)
+    if (guard_service_listen(PROG, a->listen, st->secret_len > 0, &sa) < 0)
         return -1;
     st->db = sdb_open(a->dir, err, sizeof err);
     if (!st->db) {
@@ -350,7 +327,9 @@ int cmd_store(int argc, char **argv)
     static store_t store;
     store_t *st = &store;
     omap_init(&st->objs);
-    if (set_secret(st, &a) < 0 || uv_loop_init(&st->loop) < 0)
+    if (guard_service_secret(PROG, a.secret, a.secret_file, st->secret, sizeof st->secret,
+                             &st->secret_len) < 0 ||
+        uv_loop_init(&st->loop) < 0)
         return 2;
     if (start(st, &a) < 0) {
         unwind(st);
