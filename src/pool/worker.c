@@ -275,14 +275,11 @@ int cmd_worker(int argc, char **argv)
     gethostname(host, sizeof host - 1);
     char name[128];
     snprintf(name, sizeof name, "%s", a.name ? a.name : host);
-    char secret[256], err[600];
+    char secret[256];
     size_t secret_len;
-    guard_secret_src_t src = {.flag = "--secret", .value = a.secret, .file = a.secret_file,
-                              .env = "BETTONG_SECRET"};
-    if (guard_secret_get(&src, secret, sizeof secret, &secret_len, err, sizeof err) < 0) {
-        log_error("%s", err);
+    if (guard_service_secret("bettong worker", a.secret, a.secret_file, secret, sizeof secret,
+                             &secret_len) < 0)
         return 2;
-    }
     join_args_t j = {.address = a.join,
                      .procs = a.procs > 0 ? (unsigned)a.procs : spawn_ncpu(),
                      .secret = secret_len ? secret : NULL,
