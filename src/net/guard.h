@@ -30,7 +30,7 @@ int guard_secret_get(const guard_secret_src_t *src, char *out, size_t cap, size_
 int guard_resolve_listen(const char *text, int have_secret, struct sockaddr_storage *sa,
                          char *err, size_t errlen);
 
-/* For a service's start-up (the pool, the store): guard_secret_get with
+/* For start-up (the pool, the store, `bettong worker --join`): guard_secret_get with
  * --secret, --secret-file and $BETTONG_SECRET, and guard_resolve_listen, each
  * printing its error as "PROG: ..." on stderr. Return 0 or -1. */
 int guard_service_secret(const char *prog, const char *value, const char *file, char *out,
