@@ -110,6 +110,9 @@ def test_plain_peers_and_tls_peers_do_not_mix(bt, tls_cert):
     bad = c.add_worker(join=True, name="plain", wait=False)
     rc, err = bad.wait_exit(20)
     assert rc == 2 and "could not join" in err, err
+    wait_until(lambda: c.engines[0].stderr().count("does the peer connect without TLS?") >= 2,
+               5, "the plain worker's refusal logged")
+    c.engines.remove(bad)
     c.stop()
     # A TLS worker cannot join a plain cluster: the plain port says what it saw.
     plain = Cluster(bt, example_path("word_count"), 1, "flags", outs=[recv.port],
@@ -122,6 +125,7 @@ def test_plain_peers_and_tls_peers_do_not_mix(bt, tls_cert):
     assert "does the peer listen without TLS?" in err, err
     wait_until(lambda: "it looks like a TLS handshake" in plain.engines[0].stderr(), 5,
                "the plain port's log line")
+    plain.engines.remove(bad)
     plain.stop()
 
 
@@ -213,7 +217,7 @@ def test_tls_terminating_relay_is_refused(bt, tls_cert, tmp_path):
         assert status(c).returncode == 0
     finally:
         mitm.close()
-    c.engines = c.engines[:2]
+    c.engines.remove(bad)
     c.stop()
 
 
