@@ -238,14 +238,51 @@ static void start_write(writer_t *w, uv_buf_t *bufs, unsigned nb, size_t total)
     }
 }
 
+/* write_pending_now under TLS: small pending bytes behind a write whose
+ * callback has not run yet (the loop may be held up by a long batch, and a
+ * heartbeat must not wait for it). Once encrypted they cannot wait for their
+ * turn in the queue (the session has counted their records), so what the
+ * socket does not take now goes by a write of its own, which libuv queues
+ * behind the one in flight: the order of bytes is kept either way. */
+static void write_beside_tls(writer_t *w)
+{
+    size_t n = buf_unread(&w->pending);
+    if (!w->sync_writes || w->queued != w->inflight || n == 0 || n > SYNC_MAX)
+        return;
+    buf_t c;
+    buf_init(&c);
+    int rc = tls_encrypt(w->tls, buf_head(&w->pending), n) == 0 && tls_take_out(w->tls, &c) == 0
+                 ? 0 : -1;
+    if (rc == 0) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&c), (unsigned)buf_unread(&c));
+        int r = uv_try_write(w->stream, &b, 1);
+        size_t done = r > 0 ? (size_t)r : 0;
+        if (done < buf_unread(&c))
+            rc = stream_write_copy(w->stream, buf_head(&c) + done, buf_unread(&c) - done);
+    }
+    buf_free(&c);
+    if (rc < 0) {
+        log_error("cannot encrypt or write: %s", tls_error(w->tls));
+        if (w->on_done)
+            w->on_done(w, UV_EPROTO);
+        return;
+    }
+    w->bytes_written += n;
+    buf_clear(&w->pending);
+}
+
 /* Under TLS: the batch the plain path would write is encrypted into w->cipher
  * and that goes out instead, in one write; `inflight` counts its plaintext, so
  * the bytes leave the queue only once written. With writer_set_sync a batch
  * that is all there is goes out at once when the socket takes it. */
 static void flush_tls(writer_t *w)
 {
-    if (w->writing || !tls_ready(w->tls))
+    if (!tls_ready(w->tls))
         return;
+    if (w->writing) {
+        write_beside_tls(w);
+        return;
+    }
     if (seal_pending(w) < 0)
         log_error("out of memory preparing a write; retrying at the next flush");
     if (!w->head)

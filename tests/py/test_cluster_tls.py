@@ -7,6 +7,7 @@ certificate) is refused because the handshake's proofs are bound to the TLS
 session (docs/security.md)."""
 
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -235,3 +236,35 @@ def test_tls_flags_are_checked(bt, tls_cert, tmp_path):
     for extra, want in cases:
         p = subprocess.run(base + extra, capture_output=True, text=True, timeout=20, env=env)
         assert p.returncode == 2 and want in p.stderr, (extra, p.stderr)
+
+
+def test_grow_and_shrink_over_tls(bt, tls_cert):
+    """Slot state moves between workers over TLS data links while data flows:
+    nothing is lost, repeated or reordered; `cluster shrink --tls` works."""
+    import time
+    from conftest import app_path
+    from test_cluster import check_sums, keyed_input, send_slowly
+    msgs = keyed_input(300, 30000, 7)
+    recv = bt.receiver()
+    c = Cluster(bt, app_path("keyed_sums"), 2, "flags", outs=[recv.port],
+                extra=tls_flags(tls_cert), secret=SECRET)
+    wait_formed_tls(c, 2)
+    sender = threading.Thread(target=send_slowly, args=(c.ports[0][0], msgs, 60))
+    sender.start()
+    time.sleep(0.5)
+    c.n = 3
+    w3 = c.add_worker(join=True, name="w3")
+    wait_formed_tls(c, 3)
+    time.sleep(0.5)
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2",
+                        "--tls"] + c.secret_args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "left the cluster" in p.stdout, p.stdout + p.stderr
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    sender.join(60)
+    check_sums(lines_of(recv.wait_lines(len(msgs), timeout=30)), msgs)
+    assert re.findall(r"moved (\d+) slots away", c.stderr()), "no slot moved"
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    rc, err = w3.wait_exit(30)
+    assert rc == 0, err
