@@ -103,9 +103,18 @@ def test_plain_peers_and_tls_peers_do_not_mix(bt, tls_cert):
                 extra=tls_flags(tls_cert), secret=SECRET)
     wait_formed_tls(c)
     port = int(c.control.rsplit(":", 1)[1])
-    # The plain handshake (with the right secret) gets nowhere on a TLS port.
+    # The plain handshake (with the right secret) gets nowhere on a TLS port:
+    # the coordinator's, nor a worker's own control and data ports (so the data
+    # links the words crossed in the other tests were TLS too).
     assert raw_hello(port, SECRET) is False
     wait_until(lambda: "TLS handshake failed" in c.engines[0].stderr(), 5, "the refusal logged")
+    m = re.search(r"worker 'w2' \(control 127\.0\.0\.1:(\d+), data 127\.0\.0\.1:(\d+)\)",
+                  c.engines[1].stderr())
+    assert m, c.engines[1].stderr()
+    for p in m.groups():
+        assert raw_hello(int(p), SECRET, channel=2) is False
+    wait_until(lambda: c.engines[1].stderr().count("does the peer connect without TLS?") >= 2,
+               5, "worker 2's refusals logged")
     # A worker without TLS cannot join a TLS cluster.
     c.extra = ["--cluster-secret", SECRET]
     bad = c.add_worker(join=True, name="plain", wait=False)
