@@ -119,7 +119,7 @@ static int open_admin(admin_conn_t *a, const char *control, const cl_secret_t *s
         fprintf(stderr, "bettong cluster: no answer from %s (%s): wrong secret, or not a "
                 "cluster coordinator\n", control,
                 errno == ETIMEDOUT ? "timed out" : errno == ECONNRESET ? "connection closed"
-                                                 : errno == EPROTO ? tls_error(a->ts.t)
+                                                 : errno == EPROTO && a->ts.t ? tls_error(a->ts.t)
                                                                    : strerror(errno));
     else
         fprintf(stderr, "bettong cluster: %s does not speak the cluster handshake\n", control);
