@@ -21,7 +21,7 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lcrypto -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.

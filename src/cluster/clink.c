@@ -47,6 +47,10 @@ static void on_challenge(cl_link_t *l, const uint8_t *body, size_t len)
     }
     buf_t out;
     buf_init(&out);
+    /* Over TLS the proofs cover this session (see auth.h): a relay that
+     * terminates TLS toward us holds another session and cannot pass. */
+    uint8_t binding[TLS_BINDING_LEN];
+    auth_set_binding(&l->s, binding, outconn_binding(&l->o, binding));
     int rc = auth_client_answer(&l->s, body, len, l->secret->secret, l->secret->len, &out);
     if (rc == AUTH_OK) {
         l->state = LINK_PROOF;
@@ -126,6 +130,8 @@ void cl_link_init(cl_link_t *l, uv_loop_t *loop, const struct sockaddr *addr, co
     l->up = l->failed = 0;
     l->why[0] = '\0';
     outconn_set_held(&l->o);
+    if (secret->tls_client)
+        outconn_set_tls(&l->o, secret->tls_client);
     outconn_set_reader(&l->o, on_connected, on_data);
 }
 

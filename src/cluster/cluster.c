@@ -1231,6 +1231,7 @@ static int listen_on(cluster_t *c, listener_t *l, const char *addr, const inconn
     snprintf(name, sizeof name, "cluster %s", what);
     if (listener_start(l, c->loop, (struct sockaddr *)&sa, &c->spec, h, c, name, err, errlen) < 0)
         return -1;
+    listener_set_tls(l, c->cfg.secret.tls_server);
     return 0;
 }
 

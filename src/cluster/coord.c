@@ -1710,6 +1710,7 @@ int coord_start(coord_t **out, uv_loop_t *loop, const cluster_config_t *cfg, cha
     }
     if (rc < 0)
         return -1;
+    listener_set_tls(&k->l, cfg->secret.tls_server);
     k->listening = 1;
     if (cfg->resilience && open_record(k, err, errlen) < 0)
         return -1;

@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "net/authconn.h"
+#include "net/tls.h"
 #include "net/frame.h"
 #include "net/inconn.h"
 #include "net/wire.h"
@@ -137,6 +138,11 @@ const char *cl_state_name(int state);
 typedef struct {
     char secret[CL_SECRET_MAX];
     size_t len; /* 0: none configured, only loopback peers are accepted */
+    /* TLS (--tls-cert/--tls-key, --tls): the cluster's listeners take
+     * tls_server, its outbound links tls_client; NULL: plain TCP. Owned by
+     * the process (runcl.c), shared by reference. */
+    tls_ctx_t *tls_server;
+    tls_ctx_t *tls_client;
 } cl_secret_t;
 
 /* The frame spec of every cluster listener. */

@@ -21,12 +21,48 @@ typedef struct {
     long workers;            /* --workers N: N local processes */
     int initializer;
     const char *name, *control, *data, *my_control, *my_data, *join, *secret, *secret_file;
+    const char *tls_cert, *tls_key; /* --tls-cert, --tls-key */
+    int tls;                        /* --tls */
     long control_fd;         /* internal: the coordinator's socket from --workers */
     double cluster_timeout;
     double handshake_timeout;
     double rebalance;
     cluster_config_t cluster;
 } cl_args_t;
+
+/* The TLS contexts of the cluster's links (s->tls_server for its listeners,
+ * s->tls_client for its links), or none without TLS flags. A cluster is all
+ * TLS or none, and every worker listens (control and data ports), so a worker
+ * needs the certificate and key to take part: --tls alone is refused rather
+ * than half applied. Returns 0, or -1 after a message on stderr. */
+static int tls_setup(const cl_args_t *a, cl_secret_t *s)
+{
+    if (!a->tls && !a->tls_cert && !a->tls_key)
+        return 0;
+    if (!a->tls_cert || !a->tls_key) {
+        fprintf(stderr, "bettong run: TLS needs both --tls-cert FILE and --tls-key FILE (every "
+                        "worker of a TLS cluster also accepts TLS connections)\n");
+        return -1;
+    }
+    char err[600];
+    s->tls_server = tls_ctx_server(a->tls_cert, a->tls_key, err, sizeof err);
+    if (s->tls_server)
+        s->tls_client = tls_ctx_client(err, sizeof err);
+    if (!s->tls_server || !s->tls_client) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        tls_ctx_free(s->tls_server);
+        s->tls_server = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void tls_free(cl_secret_t *s)
+{
+    tls_ctx_free(s->tls_server);
+    tls_ctx_free(s->tls_client);
+    s->tls_server = s->tls_client = NULL;
+}
 
 static void cluster_usage(FILE *f)
 {
@@ -54,6 +90,15 @@ static void cluster_usage(FILE *f)
 "                              BETTONG_CLUSTER_SECRET. Without one, only loopback\n"
 "                              peers are accepted\n"
 "  --cluster-secret S          the same on the command line (warns: ps shows it)\n"
+"  --tls-cert FILE, --tls-key FILE\n"
+"                              TLS 1.3 on every cluster link (control, data and\n"
+"                              coordinator ports, and this worker's links to\n"
+"                              them): this worker's certificate and key (PEM).\n"
+"                              All workers of a cluster use TLS or none does;\n"
+"                              certificates are not verified, the handshake's\n"
+"                              proofs of the secret are bound to the TLS session\n"
+"  --tls                       the same (implied by --tls-cert/--tls-key, which\n"
+"                              it needs)\n"
 "  --cluster-handshake-timeout SECONDS\n"
 "                              close a cluster connection that has not finished\n"
 "                              the handshake by then (default 10)\n"
@@ -132,6 +177,12 @@ static int take_flag(void *ctx, int argc, char **argv, int *i)
         c->secret = v;
     } else if ((v = value2(argc, argv, i, "--cluster-secret-file", NULL))) {
         c->secret_file = v;
+    } else if ((v = value2(argc, argv, i, "--tls-cert", NULL))) {
+        c->tls_cert = v;
+    } else if ((v = value2(argc, argv, i, "--tls-key", NULL))) {
+        c->tls_key = v;
+    } else if (strcmp(argv[*i], "--tls") == 0) {
+        c->tls = 1;
     } else {
         return take_number(c, argc, argv, i);
     }
@@ -148,6 +199,12 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
     if (!init && !joiner) {
         if (a->my_control || a->my_data)
             log_warn("--my-control/--my-data without --control or --join: running alone");
+        if (a->tls || a->tls_cert || a->tls_key) {
+            fprintf(stderr, "bettong run: --tls, --tls-cert and --tls-key secure the links of "
+                            "a cluster; this worker runs alone (no --control, --join or "
+                            "--workers)\n");
+            return -1;
+        }
         return 0;
     }
     memset(c, 0, sizeof *c);
@@ -159,6 +216,8 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
         fprintf(stderr, "bettong run: %s\n", err);
         return -1;
     }
+    if (tls_setup(a, &c->secret) < 0)
+        return -1;
     if (init && !a->control && a->control_fd < 0) {
         fprintf(stderr, "bettong run: --cluster-initializer with --worker-count %ld needs "
                         "--control H:P\n", a->worker_count);
@@ -250,6 +309,15 @@ int cmd_run(int argc, char **argv)
         return 2;
     }
     if (c.workers >= 1) {
+        /* The workers get the TLS flags as they are; a bad file fails here once. */
+        cl_secret_t check;
+        memset(&check, 0, sizeof check);
+        rc = tls_setup(&c, &check);
+        tls_free(&check);
+        if (rc < 0) {
+            run_args_free(&a);
+            return 2;
+        }
         run_args_free(&a);
         return local_cluster_run(argc, argv, (unsigned)c.workers);
     }
@@ -271,6 +339,7 @@ int cmd_run(int argc, char **argv)
     }
     int shared = a.engine.shared_ports;
     int code = run_worker(&a, argc, argv);
+    tls_free(&c.cluster.secret);
     if (code == ENGINE_EXIT_RESTART && !shared)
         restart_self(argv);
     return code;

@@ -45,6 +45,12 @@ static int put_transcript(buf_t *t, const char *label, const auth_session_t *s)
     wire_put_bytes(&w, s->identity, s->identity_len);
     wire_put_bytes(&w, s->nonce_c, AUTH_NONCE_LEN);
     wire_put_bytes(&w, s->nonce_s, AUTH_NONCE_LEN);
+    /* Only with a binding: every transcript without TLS stays byte for byte
+     * what it was (older clients, the pure-Python one in the tests). */
+    if (s->binding_len > 0) {
+        wire_put_u16(&w, (uint16_t)s->binding_len);
+        wire_put_bytes(&w, s->binding, s->binding_len);
+    }
     return wire_end(&w);
 }
 
@@ -78,6 +84,16 @@ static int proof_matches(const auth_session_t *s, const char *label, const void 
 static int random_nonce(uint8_t nonce[AUTH_NONCE_LEN])
 {
     return RAND_bytes(nonce, AUTH_NONCE_LEN) == 1 ? AUTH_OK : AUTH_ESYSTEM;
+}
+
+int auth_set_binding(auth_session_t *s, const void *binding, size_t len)
+{
+    if (len > AUTH_BINDING_MAX)
+        return AUTH_EFORMAT;
+    if (len)
+        memcpy(s->binding, binding, len);
+    s->binding_len = len;
+    return AUTH_OK;
 }
 
 /* ------------------------------------------------------------ client */

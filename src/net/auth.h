@@ -37,6 +37,7 @@
 #define AUTH_MAC_LEN 32
 #define AUTH_SERVICE_MAX 32
 #define AUTH_ID_MAX 1024
+#define AUTH_BINDING_MAX 32
 /* Largest handshake frame (the length field's value): a HELLO with the longest
  * service and identity. A service reads nothing larger before authentication. */
 #define AUTH_MAX_FRAME (1 + 1 + 2 + AUTH_SERVICE_MAX + 2 + AUTH_ID_MAX + AUTH_NONCE_LEN)
@@ -60,7 +61,18 @@ typedef struct {
     size_t identity_len;
     uint8_t nonce_c[AUTH_NONCE_LEN];
     uint8_t nonce_s[AUTH_NONCE_LEN];
+    /* A channel binding (net/tls.h, tls_binding): when binding_len > 0 the
+     * proofs also cover it, so they only pass on the one TLS session both ends
+     * took it from. 0 (no TLS): the transcript is exactly as without it. */
+    uint8_t binding[AUTH_BINDING_MAX];
+    size_t binding_len;
 } auth_session_t;
+
+/* Bind the handshake to a transport session: on the client after
+ * auth_client_hello and before auth_client_answer, on the server after
+ * auth_server_hello and before auth_server_challenge (the hello calls clear
+ * the session). Returns AUTH_OK or AUTH_EFORMAT (longer than AUTH_BINDING_MAX). */
+int auth_set_binding(auth_session_t *s, const void *binding, size_t len);
 
 /* A short text for a result (for log lines and errors). */
 const char *auth_strerror(int rc);

@@ -14,6 +14,10 @@ int authconn_frame(authconn_t *a, inconn_t *c, const char *service, const void *
             *why = "the first message is not a Bettong handshake HELLO";
             return AUTHCONN_CLOSE;
         }
+        /* On TLS the proofs cover the session (auth.h: a relay that terminates
+         * TLS on both sides has two sessions, and its proofs fail). */
+        uint8_t binding[TLS_BINDING_LEN];
+        auth_set_binding(&a->s, binding, inconn_binding(c, binding));
         if (auth_server_challenge(&a->s, secret, secret_len, inconn_out(c)) != AUTH_OK) {
             *why = "cannot answer the handshake: no random bytes or out of memory";
             return AUTHCONN_CLOSE;

@@ -117,6 +117,7 @@ static void on_conn_closed(uv_handle_t *h)
         l->handler->closed(l->owner, c);
     buf_free(&c->in);
     writer_free(&c->out);
+    tls_conn_free(c->tls);
     free(c);
     maybe_listener_closed(l);
 }
@@ -293,11 +294,20 @@ static size_t next_room(inconn_t *c, int *large)
     return c->need - have < step ? c->need - have : step;
 }
 
+/* Ciphertext is read here and decrypted into the connection's buffer at once
+ * (one loop thread: one buffer serves every TLS connection). */
+static uint8_t tls_in[READ_CHUNK];
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
     inconn_t *c = h->data;
     out->base = NULL;
     out->len = 0;
+    if (c->tls) {
+        out->base = (char *)tls_in;
+        out->len = sizeof tls_in;
+        return;
+    }
     int large;
     size_t want = next_room(c, &large);
     if (large)
@@ -372,8 +382,15 @@ static int drain_frames(inconn_t *c)
             break;
         }
         if (st != FRAME_OK) {
-            char tmp[160];
-            inconn_close(c, frame_error_text(st, declared, spec.max_payload, tmp, sizeof tmp));
+            char tmp[160], why[300];
+            /* 0x16 0x03: a TLS record, i.e. a peer that speaks TLS to a plain port. */
+            const uint8_t *h = buf_head(&c->in);
+            int tls_peer = !c->tls && buf_unread(&c->in) >= 2 && h[0] == 0x16 && h[1] == 0x03;
+            snprintf(why, sizeof why, "%s%s",
+                     frame_error_text(st, declared, spec.max_payload, tmp, sizeof tmp),
+                     tls_peer ? " (it looks like a TLS handshake: the peer uses TLS, this "
+                                "port does not)" : "");
+            inconn_close(c, why);
             rc = -1;
             break;
         }
@@ -407,6 +424,38 @@ static int drain_frames(inconn_t *c)
     return rc;
 }
 
+/* Decrypt n bytes read into c->in (charged to the budget like any read) and
+ * write what the TLS engine answers (handshake records, alerts). Returns 0, or
+ * -1 when the connection was closed. */
+static int tls_read(inconn_t *c, const uint8_t *p, size_t n)
+{
+    int was_ready = tls_ready(c->tls);
+    /* Plaintext is never longer than the ciphertext it came in. */
+    if (make_room(c, buf_unread(&c->in) + n + READ_CHUNK) < 0)
+        return -1;
+    int rc = tls_feed(c->tls, p, n, &c->in);
+    recharge(c);
+    if (stream_write_tls_out(&c->h.stream, c->tls) < 0 && rc == 0) {
+        inconn_close(c, "cannot write TLS records (out of memory or connection broken)");
+        return -1;
+    }
+    if (rc < 0) {
+        char why[400];
+        snprintf(why, sizeof why, "%s%s", tls_error(c->tls),
+                 was_ready ? "" : " (does the peer connect without TLS?)");
+        inconn_close(c, why);
+        return -1;
+    }
+    if (!was_ready && tls_ready(c->tls))
+        inconn_flush(c); /* anything the owner queued meanwhile */
+    return 0;
+}
+
+size_t inconn_binding(inconn_t *c, uint8_t *b)
+{
+    return c->tls && tls_binding(c->tls, b) == 0 ? TLS_BINDING_LEN : 0;
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     inconn_t *c = s->data;
@@ -431,7 +480,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     c->last_rx_ms = loop_ms(c);
     c->heard = 1;
-    c->in.len += (size_t)nread;
+    if (!c->tls)
+        c->in.len += (size_t)nread;
+    else if (tls_read(c, (const uint8_t *)b->base, (size_t)nread) < 0)
+        return;
     if (c->lingering) {
         /* Read and drop, so the kernel has no unread bytes that would turn our
          * close into a reset before the peer has read the answer. */
@@ -615,6 +667,12 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     writer_set_stream(&c->out, &c->h.stream);
+    if (l->tls && !(c->tls = tls_conn_new(l->tls))) {
+        log_error("%s: out of memory starting TLS on a connection", l->name);
+        uv_close(&c->h.handle, free_unaccepted);
+        return;
+    }
+    writer_set_tls(&c->out, c->tls);
     if (!l->is_unix)
         uv_tcp_nodelay(&c->h.tcp, 1);
     else

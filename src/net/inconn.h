@@ -13,6 +13,7 @@
 
 #include "net/frame.h"
 #include "net/rbudget.h"
+#include "net/tls.h"
 #include "net/writer.h"
 #include "util/buf.h"
 
@@ -67,6 +68,7 @@ struct inconn {
     uint64_t last_rx_ms;  /* loop time bytes last arrived (or the accept) */
     int heard;            /* at least one byte arrived */
     rb_charge_t charge;   /* its read buffer in the budget (--max-buffered) */
+    tls_conn_t *tls;      /* under listener_set_tls: in decrypts into `in`, out encrypts */
     void *user; /* owner's per-connection data */
     inconn_t *prev, *next;
 };
@@ -91,6 +93,7 @@ struct listener {
     int open_handles;   /* the socket and, once started, the sweep timer */
     uint64_t refused;   /* connections refused at the cap, not yet logged */
     uint64_t refusal_logged_ms;
+    tls_ctx_t *tls;  /* listener_set_tls; NULL: plain TCP */
     int paused;      /* new and existing connections do not read */
     int closing;
     uint64_t next_id;
@@ -184,6 +187,16 @@ void listener_set_idle_timeout(listener_t *l, unsigned ms);
  * never gives way to a new connection at the cap. */
 static inline void inconn_authenticated(inconn_t *c) { c->authed = 1; }
 
+/* Every connection accepted from now on speaks TLS (a server context of
+ * net/tls.h, kept by reference): what it reads is decrypted before frames are
+ * cut (into the read buffer; a large frame is not read in place then), what
+ * its writer sends is encrypted. A peer whose TLS handshake fails is closed
+ * with a log line. The auth handshake (net/authconn.h) binds itself to the
+ * session (inconn_binding). */
+static inline void listener_set_tls(listener_t *l, tls_ctx_t *ctx) { l->tls = ctx; }
+/* The connection's TLS channel binding into b (TLS_BINDING_LEN bytes):
+ * returns the length, or 0 on a connection without TLS. */
+size_t inconn_binding(inconn_t *c, uint8_t *b);
 /* Stop reading on every connection / start again. */
 void listener_pause(listener_t *l);
 void listener_resume(listener_t *l);

@@ -34,6 +34,18 @@ static void on_retry_timer(uv_timer_t *t) { try_connect(t->data); }
 
 static void free_handle(uv_handle_t *h) { free(h); }
 
+static void drop_tls(outconn_t *o)
+{
+    writer_set_tls(&o->w, NULL);
+    tls_conn_free(o->tls);
+    o->tls = NULL;
+}
+
+size_t outconn_binding(outconn_t *o, uint8_t *b)
+{
+    return o->tls && tls_binding(o->tls, b) == 0 ? TLS_BINDING_LEN : 0;
+}
+
 /* The connection is gone: requeue the failed write and schedule a retry. */
 static void connection_lost(outconn_t *o, const char *why)
 {
@@ -42,6 +54,7 @@ static void connection_lost(outconn_t *o, const char *why)
         o->handle = NULL;
     }
     writer_set_stream(&o->w, NULL);
+    drop_tls(o);
     if (o->connected && !o->on_lost)
         log_warn("%s: connection lost (%s); %zu bytes waiting, reconnecting", o->name, why,
                  outconn_backlog(o));
@@ -72,11 +85,43 @@ static void alloc_discard(uv_handle_t *h, size_t suggested, uv_buf_t *b)
     b->len = sizeof sink;
 }
 
+static void established(outconn_t *o);
+
+/* Ciphertext read: decrypt, answer the TLS engine's records, finish the
+ * connection once the handshake is done, hand plaintext to on_data. Each step
+ * may drop the connection (a failed handshake, the owner's reset). */
+static void tls_read(outconn_t *o, uv_stream_t *s, const uint8_t *p, size_t n)
+{
+    buf_t plain;
+    buf_init(&plain);
+    int was_ready = tls_ready(o->tls);
+    int rc = tls_feed(o->tls, p, n, &plain);
+    int wr = stream_write_tls_out(s, o->tls);
+    if (rc < 0 || wr < 0) {
+        char why[400];
+        snprintf(why, sizeof why, "%s%s", rc < 0 ? tls_error(o->tls) : "cannot write TLS records",
+                 was_ready ? "" : " (does the peer listen without TLS?)");
+        log_error("%s: %s", o->name, why);
+        connection_lost(o, why);
+    } else {
+        if (!was_ready && tls_ready(o->tls))
+            established(o);
+        if (buf_unread(&plain) && o->on_data && o->handle == (uv_tcp_t *)s)
+            o->on_data(o, buf_head(&plain), buf_unread(&plain));
+    }
+    buf_free(&plain);
+}
+
 /* The receiver is not supposed to talk; reading only tells us when it is gone. */
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     outconn_t *o = s->data;
-    if (nread > 0 && o->on_data && o->handle == (uv_tcp_t *)s)
+    if (nread > 0 && o->tls && o->handle == (uv_tcp_t *)s)
+        tls_read(o, s, (const uint8_t *)b->base, (size_t)nread);
+    else if (nread < 0 && o->tls && !tls_ready(o->tls) && o->handle == (uv_tcp_t *)s)
+        connection_lost(o, "closed by peer during the TLS handshake (does the peer listen "
+                           "without TLS?)");
+    else if (nread > 0 && o->on_data && o->handle == (uv_tcp_t *)s)
         o->on_data(o, (const uint8_t *)b->base, (size_t)nread);
     else if (nread < 0 && o->handle == (uv_tcp_t *)s)
         connection_lost(o, nread == UV_EOF ? "closed by peer" : uv_strerror((int)nread));
@@ -107,6 +152,23 @@ static void on_connect(uv_connect_t *req, int status)
     o->reconnects++;
     uv_tcp_nodelay(o->handle, 1);
     uv_read_start((uv_stream_t *)o->handle, alloc_discard, on_read);
+    if (o->tls_ctx) {
+        /* The rest waits for the TLS handshake (tls_read). */
+        if (!(o->tls = tls_conn_new(o->tls_ctx)) ||
+            stream_write_tls_out((uv_stream_t *)o->handle, o->tls) < 0) {
+            log_error("%s: cannot start TLS (out of memory)", o->name);
+            connection_lost(o, "cannot start TLS");
+            return;
+        }
+        writer_set_tls(&o->w, o->tls);
+        return;
+    }
+    established(o);
+}
+
+/* Connected (and past TLS, if any): the owner may speak. */
+static void established(outconn_t *o)
+{
     o->released = !o->hold;
     if (o->released)
         writer_set_stream(&o->w, (uv_stream_t *)o->handle);
@@ -183,6 +245,16 @@ int outconn_write_first(outconn_t *o, const void *p, size_t n)
 {
     if (!o->connected || !o->handle || o->closing)
         return -1;
+    if (o->tls) {
+        if (tls_encrypt(o->tls, p, n) < 0 ||
+            stream_write_tls_out((uv_stream_t *)o->handle, o->tls) < 0) {
+            char why[300]; /* connection_lost frees the session and its text */
+            snprintf(why, sizeof why, "%s", tls_error(o->tls));
+            connection_lost(o, why);
+            return -1;
+        }
+        return 0;
+    }
     first_write_t *fw = malloc(sizeof *fw + n);
     if (!fw) {
         connection_lost(o, "out of memory");
@@ -250,6 +322,7 @@ void outconn_close(outconn_t *o, void (*on_closed)(outconn_t *o))
         uv_close((uv_handle_t *)o->handle, free_handle);
         o->handle = NULL;
     }
+    drop_tls(o);
     uv_timer_stop(&o->retry_timer);
     uv_close((uv_handle_t *)&o->retry_timer, on_timer_closed);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "net/tls.h"
 #include "net/writer.h"
 #include "util/buf.h"
 
@@ -47,6 +48,9 @@ struct outconn {
      * outconn_release (a handshake comes first). */
     int hold;
     int released;
+    /* Set by outconn_set_tls: every connection runs a TLS handshake first. */
+    tls_ctx_t *tls_ctx;
+    tls_conn_t *tls; /* the current connection's session */
 };
 
 void outconn_init(outconn_t *o, uv_loop_t *loop, const struct sockaddr *addr, const char *name,
@@ -68,6 +72,14 @@ void outconn_set_reader(outconn_t *o, void (*on_connected)(outconn_t *o),
  * handshake's own frames go out with outconn_write_first meanwhile (usually
  * from on_connected / on_data, see outconn_set_reader). */
 void outconn_set_held(outconn_t *o);
+/* Speak TLS (a client context of net/tls.h, kept by reference) on every
+ * connection: on_connected runs, and the writer writes, once the TLS handshake
+ * is done; everything read is decrypted before on_data. A failed TLS handshake
+ * is logged and counts as a lost connection. */
+static inline void outconn_set_tls(outconn_t *o, tls_ctx_t *ctx) { o->tls_ctx = ctx; }
+/* The current connection's TLS channel binding into b (TLS_BINDING_LEN
+ * bytes): returns the length, 0 without TLS. */
+size_t outconn_binding(outconn_t *o, uint8_t *b);
 /* Write p[0..n) now, ahead of anything queued (connected only). Returns 0, or
  * -1 (not connected, out of memory, or the write failed to start: the
  * connection is dropped as for any failed write). */

@@ -280,9 +280,21 @@ int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint
     }
 }
 
+/* The plain socket's I/O for the handshake. */
+static int plain_write(void *io, const void *p, size_t n, double deadline)
+{
+    return sock_write_all(*(int *)io, p, n, deadline);
+}
+
+static int plain_read(void *io, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
+                      size_t *len)
+{
+    return sock_read_frame(*(int *)io, in, max, deadline, body, len);
+}
+
 /* The handshake; *proved says whether the answer came after the server's proof
  * was checked (1) or instead of the challenge (0). */
-static int handshake(int fd, buf_t *in, const char *service, const void *identity,
+static int handshake(const sock_io_t *io, buf_t *in, const char *service, const void *identity,
                      size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
                      double deadline, const uint8_t **answer, size_t *answer_len, int *proved)
 {
@@ -294,11 +306,12 @@ static int handshake(int fd, buf_t *in, const char *service, const void *identit
     size_t len;
     if (max < AUTH_MAX_FRAME)
         max = AUTH_MAX_FRAME;
-    if (auth_client_hello(&s, &out, service, identity, identity_len) != AUTH_OK)
+    if (auth_client_hello(&s, &out, service, identity, identity_len) != AUTH_OK ||
+        auth_set_binding(&s, io->binding, io->binding_len) != AUTH_OK)
         goto done;
     rc = SOCK_HS_EIO;
-    if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
-        sock_read_frame(fd, in, max, deadline, &body, &len) < 0)
+    if (io->write_all(io->io, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        io->read_frame(io->io, in, max, deadline, &body, &len) < 0)
         goto done;
     buf_consume(&out, buf_unread(&out));
     int ar = auth_client_answer(&s, body, len, secret, secret_len, &out);
@@ -316,8 +329,8 @@ static int handshake(int fd, buf_t *in, const char *service, const void *identit
     }
     buf_consume(in, 4 + len);
     rc = SOCK_HS_EIO;
-    if (sock_write_all(fd, buf_head(&out), buf_unread(&out), deadline) < 0 ||
-        sock_read_frame(fd, in, max, deadline, answer, answer_len) < 0)
+    if (io->write_all(io->io, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        io->read_frame(io->io, in, max, deadline, answer, answer_len) < 0)
         goto done;
     *proved = 1;
     rc = 0;
@@ -329,12 +342,22 @@ done:;
     return rc;
 }
 
+int sock_handshake_io(const sock_io_t *io, buf_t *in, const char *service, const void *identity,
+                      size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                      double deadline, const uint8_t **answer, size_t *answer_len)
+{
+    int proved;
+    return handshake(io, in, service, identity, identity_len, secret, secret_len, max, deadline,
+                     answer, answer_len, &proved);
+}
+
 int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
                    size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
                    double deadline, const uint8_t **answer, size_t *answer_len)
 {
     int proved;
-    return handshake(fd, in, service, identity, identity_len, secret, secret_len, max, deadline,
+    sock_io_t io = {plain_write, plain_read, &fd, NULL, 0};
+    return handshake(&io, in, service, identity, identity_len, secret, secret_len, max, deadline,
                      answer, answer_len, &proved);
 }
 
@@ -344,7 +367,8 @@ int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *id
                           const uint8_t **answer, size_t *answer_len)
 {
     int proved = 0;
-    int rc = handshake(fd, in, service, identity, identity_len, secret, secret_len, max,
+    sock_io_t io = {plain_write, plain_read, &fd, NULL, 0};
+    int rc = handshake(&io, in, service, identity, identity_len, secret, secret_len, max,
                        deadline, answer, answer_len, &proved);
     /* A frame over the limit is not this protocol: retrying will not help. */
     if (rc == SOCK_HS_EIO && errno == EMSGSIZE)

@@ -96,6 +96,21 @@ int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
                    size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
                    double deadline, const uint8_t **answer, size_t *answer_len);
 
+/* sock_handshake over another transport (net/tlssock.h): its blocking write and
+ * frame read (as sock_write_all, sock_read_frame), and the channel binding the
+ * proofs cover (net/auth.h; NULL, 0: none). */
+typedef struct {
+    int (*write_all)(void *io, const void *p, size_t n, double deadline);
+    int (*read_frame)(void *io, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
+                      size_t *len);
+    void *io;
+    const uint8_t *binding;
+    size_t binding_len;
+} sock_io_t;
+int sock_handshake_io(const sock_io_t *io, buf_t *in, const char *service, const void *identity,
+                      size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
+                      double deadline, const uint8_t **answer, size_t *answer_len);
+
 /* sock_handshake for a service whose refusal is the message type refused_type:
  * an answer that comes instead of the server's challenge is believed only if it
  * is that REFUSED. Anything else there (a WELCOME, a task, a pickle) comes from

@@ -19,12 +19,51 @@ void writer_init(writer_t *w, void (*on_done)(writer_t *w, int status), void *ow
     memset(w, 0, sizeof *w);
     buf_init(&w->pending);
     buf_init(&w->spare);
+    buf_init(&w->cipher);
     w->max_write = WRITE_MAX;
     w->on_done = on_done;
     w->owner = owner;
 }
 
 void writer_set_stream(writer_t *w, uv_stream_t *stream) { w->stream = stream; }
+
+void writer_set_tls(writer_t *w, tls_conn_t *t) { w->tls = t; }
+
+typedef struct {
+    uv_write_t req;
+    uint8_t bytes[];
+} copy_write_t;
+
+static void on_copy_written(uv_write_t *req, int status) { free(req->data); }
+
+int stream_write_copy(uv_stream_t *s, const void *p, size_t n)
+{
+    if (n == 0)
+        return 0;
+    copy_write_t *cw = malloc(sizeof *cw + n);
+    if (!cw)
+        return -1;
+    memcpy(cw->bytes, p, n);
+    cw->req.data = cw;
+    uv_buf_t b = uv_buf_init((char *)cw->bytes, (unsigned)n);
+    if (uv_write(&cw->req, s, &b, 1, on_copy_written) < 0) {
+        free(cw);
+        return -1;
+    }
+    return 0;
+}
+
+int stream_write_tls_out(uv_stream_t *s, tls_conn_t *t)
+{
+    if (tls_out_pending(t) == 0)
+        return 0;
+    buf_t out;
+    buf_init(&out);
+    int rc = tls_take_out(t, &out) == 0 ? stream_write_copy(s, buf_head(&out), buf_unread(&out))
+                                         : -1;
+    buf_free(&out);
+    return rc;
+}
 
 static wseg_t *seg_new(writer_t *w)
 {
@@ -149,6 +188,8 @@ static void on_write(uv_write_t *req, int status)
         return;
     }
     advance(w, n);
+    if (w->tls)
+        buf_shrink(&w->cipher, KEEP_BUFFER);
     if (w->on_done)
         w->on_done(w, 0);
     if (!w->freed)
@@ -183,10 +224,111 @@ static int write_pending_now(writer_t *w)
     return 0;
 }
 
+static void start_write(writer_t *w, uv_buf_t *bufs, unsigned nb, size_t total)
+{
+    w->req.data = w;
+    w->writing = 1;
+    w->inflight = total;
+    int rc = uv_write(&w->req, w->stream, bufs, nb, on_write);
+    if (rc < 0) {
+        w->writing = 0;
+        w->inflight = 0;
+        if (w->on_done)
+            w->on_done(w, rc);
+    }
+}
+
+/* write_pending_now under TLS: small pending bytes behind a write whose
+ * callback has not run yet (the loop may be held up by a long batch, and a
+ * heartbeat must not wait for it). Once encrypted they cannot wait for their
+ * turn in the queue (the session has counted their records), so what the
+ * socket does not take now goes by a write of its own, which libuv queues
+ * behind the one in flight: the order of bytes is kept either way. */
+static void write_beside_tls(writer_t *w)
+{
+    size_t n = buf_unread(&w->pending);
+    if (!w->sync_writes || w->queued != w->inflight || n == 0 || n > SYNC_MAX)
+        return;
+    buf_t c;
+    buf_init(&c);
+    int rc = tls_encrypt(w->tls, buf_head(&w->pending), n) == 0 && tls_take_out(w->tls, &c) == 0
+                 ? 0 : -1;
+    if (rc == 0) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&c), (unsigned)buf_unread(&c));
+        int r = uv_try_write(w->stream, &b, 1);
+        size_t done = r > 0 ? (size_t)r : 0;
+        if (done < buf_unread(&c))
+            rc = stream_write_copy(w->stream, buf_head(&c) + done, buf_unread(&c) - done);
+    }
+    buf_free(&c);
+    if (rc < 0) {
+        log_error("cannot encrypt or write: %s", tls_error(w->tls));
+        if (w->on_done)
+            w->on_done(w, UV_EPROTO);
+        return;
+    }
+    w->bytes_written += n;
+    buf_clear(&w->pending);
+}
+
+/* Under TLS: the batch the plain path would write is encrypted into w->cipher
+ * and that goes out instead, in one write; `inflight` counts its plaintext, so
+ * the bytes leave the queue only once written. With writer_set_sync a batch
+ * that is all there is goes out at once when the socket takes it. */
+static void flush_tls(writer_t *w)
+{
+    if (!tls_ready(w->tls))
+        return;
+    if (w->writing) {
+        write_beside_tls(w);
+        return;
+    }
+    if (seal_pending(w) < 0)
+        log_error("out of memory preparing a write; retrying at the next flush");
+    if (!w->head)
+        return;
+    size_t total = 0, off = w->head_off;
+    for (wseg_t *s = w->head; s && total < w->max_write; s = s->next) {
+        size_t n = seg_len(s) - off;
+        if (n > w->max_write - total)
+            n = w->max_write - total;
+        if (tls_encrypt(w->tls, seg_data(s) + off, n) < 0) {
+            log_error("cannot encrypt: %s", tls_error(w->tls));
+            if (w->on_done)
+                w->on_done(w, UV_EPROTO);
+            return;
+        }
+        total += n;
+        off = 0;
+    }
+    buf_clear(&w->cipher);
+    if (tls_take_out(w->tls, &w->cipher) < 0) {
+        if (w->on_done)
+            w->on_done(w, UV_ENOMEM);
+        return;
+    }
+    if (w->sync_writes && w->queued == total) {
+        uv_buf_t b = uv_buf_init((char *)buf_head(&w->cipher), (unsigned)buf_unread(&w->cipher));
+        int r = uv_try_write(w->stream, &b, 1);
+        if (r > 0 && (size_t)r == buf_unread(&w->cipher)) {
+            advance(w, total);
+            return;
+        }
+        if (r > 0)
+            buf_consume(&w->cipher, (size_t)r);
+    }
+    uv_buf_t b = uv_buf_init((char *)buf_head(&w->cipher), (unsigned)buf_unread(&w->cipher));
+    start_write(w, &b, 1, total);
+}
+
 void writer_flush(writer_t *w)
 {
     if (!w->stream || w->freed)
         return;
+    if (w->tls) {
+        flush_tls(w);
+        return;
+    }
     /* EAGAIN, a partial write or an error: the rest goes by uv_write (once
      * the one in flight is done), which reports an error through on_done. */
     if (write_pending_now(w) || w->writing)
@@ -207,16 +349,7 @@ void writer_flush(writer_t *w)
         total += n;
         off = 0;
     }
-    w->req.data = w;
-    w->writing = 1;
-    w->inflight = total;
-    int rc = uv_write(&w->req, w->stream, bufs, nb, on_write);
-    if (rc < 0) {
-        w->writing = 0;
-        w->inflight = 0;
-        if (w->on_done)
-            w->on_done(w, rc);
-    }
+    start_write(w, bufs, nb, total);
 }
 
 static void drop_segments(writer_t *w)
@@ -251,4 +384,5 @@ void writer_free(writer_t *w)
     w->nfree = 0;
     buf_free(&w->pending);
     buf_free(&w->spare);
+    buf_free(&w->cipher);
 }

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "net/tls.h"
 #include "util/buf.h"
 
 typedef struct writer writer_t;
@@ -43,6 +44,10 @@ struct writer {
     int freed;
     int sync_writes;     /* writer_flush may write at once (writer_set_sync) */
     uint64_t bytes_written;
+    /* writer_set_tls: segments are encrypted into `cipher` just before they
+     * are written; NULL (no TLS) leaves the plain path untouched. */
+    tls_conn_t *tls;
+    buf_t cipher;
     /* After every write: status 0, or a libuv error (the bytes are still queued;
      * not called for writes cancelled after writer_free). May be NULL. */
     void (*on_done)(writer_t *w, int status);
@@ -65,6 +70,18 @@ void writer_flush(writer_t *w);
  * get no on_done (the owner sees the backlog drop when writer_flush returns).
  * Saves the deferred write callback and an epoll_ctl per small answer. */
 static inline void writer_set_sync(writer_t *w) { w->sync_writes = 1; }
+/* Encrypt everything written from now on with t (NULL: none). Nothing is
+ * written while t's handshake is under way; the owner flushes once it is done.
+ * A batch is encrypted just before its write and its plaintext stays queued
+ * until that write succeeds, as without TLS (a connection whose write failed
+ * is dead, and a new one encrypts again with its own session). */
+void writer_set_tls(writer_t *w, tls_conn_t *t);
+/* Write a copy of p[0..n) to a stream now, apart from any writer: TLS
+ * handshake records and alerts. A failure shows on the connection's reads.
+ * Returns 0, or -1 (out of memory, or the write could not start). */
+int stream_write_copy(uv_stream_t *s, const void *p, size_t n);
+/* Write what t has to send (stream_write_copy). */
+int stream_write_tls_out(uv_stream_t *s, tls_conn_t *t);
 /* Bytes not yet written (including the write in flight). */
 static inline size_t writer_backlog(const writer_t *w)
 {

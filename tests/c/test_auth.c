@@ -66,6 +66,23 @@ static int run_to_proof(run_t *r, const char *client_secret, const char *server_
                               &r->proof);
 }
 
+/* The same with channel bindings set on each side (NULL: none). */
+static int run_bound(run_t *r, const char *secret, const char *cbind, const char *sbind)
+{
+    size_t len;
+    assert_int_equal(auth_client_hello(&r->client, &r->hello, "cluster", "w", 1), AUTH_OK);
+    if (cbind)
+        assert_int_equal(auth_set_binding(&r->client, cbind, strlen(cbind)), AUTH_OK);
+    const uint8_t *h = body_of(&r->hello, &len);
+    assert_int_equal(auth_server_hello(&r->server, h, len, "cluster"), AUTH_OK);
+    if (sbind)
+        assert_int_equal(auth_set_binding(&r->server, sbind, strlen(sbind)), AUTH_OK);
+    assert_int_equal(auth_server_challenge(&r->server, secret, strlen(secret), &r->challenge),
+                     AUTH_OK);
+    const uint8_t *c = body_of(&r->challenge, &len);
+    return auth_client_answer(&r->client, c, len, secret, strlen(secret), &r->proof);
+}
+
 static int server_verdict(run_t *r, const char *server_secret)
 {
     size_t len;
@@ -162,6 +179,36 @@ static void test_proof_covers_the_identity(void **state)
     run_free(&r);
 }
 
+/* Equal bindings pass; a different one (a man in the middle with two TLS
+ * sessions) or a binding on one side only fails; a binding that is too long
+ * is refused. Without bindings the proofs are those of the plain handshake. */
+static void test_binding(void **state)
+{
+    static const char B1[] = "0123456789abcdef0123456789abcdef";
+    static const char B2[] = "0123456789abcdef0123456789abcdeX";
+    run_t r;
+    run_init(&r);
+    assert_int_equal(run_bound(&r, SECRET, B1, B1), AUTH_OK);
+    assert_int_equal(server_verdict(&r, SECRET), AUTH_OK);
+    run_free(&r);
+    run_init(&r);
+    assert_int_equal(run_bound(&r, SECRET, B1, B2), AUTH_EPROOF);
+    run_free(&r);
+    run_init(&r);
+    assert_int_equal(run_bound(&r, SECRET, B1, NULL), AUTH_EPROOF);
+    run_free(&r);
+    run_init(&r);
+    assert_int_equal(run_bound(&r, "", NULL, B1), AUTH_EPROOF);
+    run_free(&r);
+    run_init(&r);
+    assert_int_equal(run_bound(&r, SECRET, NULL, NULL), AUTH_OK);
+    assert_int_equal(server_verdict(&r, SECRET), AUTH_OK);
+    run_free(&r);
+    char big[AUTH_BINDING_MAX + 1];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(auth_set_binding(&r.client, big, sizeof big), AUTH_EFORMAT);
+}
+
 static void test_bad_hellos(void **state)
 {
     auth_session_t c, s;
@@ -227,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_recorded_proof_does_not_replay),
         cmocka_unit_test(test_secret_never_on_the_wire),
         cmocka_unit_test(test_proof_covers_the_identity),
+        cmocka_unit_test(test_binding),
         cmocka_unit_test(test_bad_hellos),
         cmocka_unit_test(test_bad_challenges_and_proofs),
     };

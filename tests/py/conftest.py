@@ -710,3 +710,24 @@ def pytest_runtest_call(item):
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------ TLS
+
+def make_tls_cert(directory, name="bettong-test"):
+    """A throwaway self-signed certificate and key (PEM) made with the openssl
+    command in `directory`; returns (cert_path, key_path) as strings."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / (name + ".crt"), directory / (name + ".key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=" + name], check=True, capture_output=True,
+                   timeout=30)
+    return str(cert), str(key)
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    """(cert, key) paths of a self-signed pair made for this test."""
+    return make_tls_cert(tmp_path / "tls")
