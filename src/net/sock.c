@@ -236,23 +236,31 @@ int sock_write_all(int fd, const void *p, size_t n, double deadline)
     return 0;
 }
 
+int sock_frame_ready(const buf_t *in, uint32_t max, const uint8_t **body, size_t *len)
+{
+    size_t un = buf_unread(in);
+    if (un < 4)
+        return 0;
+    uint32_t n = sock_be32(buf_head(in));
+    if (n == 0 || n > max) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    if (un < 4 + (size_t)n)
+        return 0;
+    *body = buf_head(in) + 4;
+    *len = n;
+    return 1;
+}
+
 int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
                     size_t *len)
 {
     for (;;) {
         size_t un = buf_unread(in);
-        if (un >= 4) {
-            uint32_t n = sock_be32(buf_head(in));
-            if (n == 0 || n > max) {
-                errno = EMSGSIZE;
-                return -1;
-            }
-            if (un >= 4 + (size_t)n) {
-                *body = buf_head(in) + 4;
-                *len = n;
-                return 0;
-            }
-        }
+        int ready = sock_frame_ready(in, max, body, len);
+        if (ready != 0)
+            return ready > 0 ? 0 : -1;
         /* Room for what this frame still needs, but never more than what has
          * arrived so far (or 64 KiB): a declared length alone does not make us
          * allocate, and a large frame still takes few reallocations. */

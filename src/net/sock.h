@@ -70,6 +70,11 @@ int sock_connect_addr(const char *addr, int unix_ok, double deadline, int *what,
  * (ETIMEDOUT at the deadline). */
 int sock_write_all(int fd, const void *p, size_t n, double deadline);
 
+/* Whether `in` starts with one whole frame: 1 with *body / *len its body (as
+ * sock_read_frame), 0 when more bytes are needed, -1 with errno EMSGSIZE for a
+ * frame longer than max or an empty one. */
+int sock_frame_ready(const buf_t *in, uint32_t max, const uint8_t **body, size_t *len);
+
 /* Read until `in` holds one whole frame (u32 length + body), before the
  * deadline. Returns 0 with *body / *len the frame's body (its type and fields,
  * inside `in`; the caller consumes 4 + *len bytes once done with it), or -1 with

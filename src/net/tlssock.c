@@ -97,19 +97,9 @@ int tlssock_read_frame(tlssock_t *s, buf_t *in, uint32_t max, double deadline,
                        const uint8_t **body, size_t *len)
 {
     for (;;) {
-        size_t un = buf_unread(in);
-        if (un >= 4) {
-            uint32_t n = sock_be32(buf_head(in));
-            if (n == 0 || n > max) {
-                errno = EMSGSIZE;
-                return -1;
-            }
-            if (un >= 4 + (size_t)n) {
-                *body = buf_head(in) + 4;
-                *len = n;
-                return 0;
-            }
-        }
+        int ready = sock_frame_ready(in, max, body, len);
+        if (ready != 0)
+            return ready > 0 ? 0 : -1;
         if (read_some(s, in, deadline) < 0)
             return -1;
     }
