@@ -250,7 +250,6 @@ def test_tls_flags_are_checked(bt, tls_cert, tmp_path):
 def test_grow_and_shrink_over_tls(bt, tls_cert):
     """Slot state moves between workers over TLS data links while data flows:
     nothing is lost, repeated or reordered; `cluster shrink --tls` works."""
-    import time
     from conftest import app_path
     from test_cluster import check_sums, keyed_input, send_slowly
     msgs = keyed_input(300, 30000, 7)
@@ -260,11 +259,11 @@ def test_grow_and_shrink_over_tls(bt, tls_cert):
     wait_formed_tls(c, 2)
     sender = threading.Thread(target=send_slowly, args=(c.ports[0][0], msgs, 60))
     sender.start()
-    time.sleep(0.5)
+    recv.wait_lines(1000, timeout=30, settle=0)  # data flows before the grow
     c.n = 3
     w3 = c.add_worker(join=True, name="w3")
     wait_formed_tls(c, 3)
-    time.sleep(0.5)
+    recv.wait_lines(recv.data().count(b"\n") + 1000, timeout=30, settle=0)
     p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2",
                         "--tls"] + c.secret_args, capture_output=True, text=True, timeout=30)
     assert p.returncode == 0 and "left the cluster" in p.stdout, p.stdout + p.stderr

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from conftest import BIN, children_of, example_path, free_port
+from conftest import BIN, children_of, example_path
 
 from bettong import objects
 import store_models as m
@@ -86,7 +86,8 @@ def test_workers_get_a_file_secret_through_their_environment(bt, tmp_path):
     their argument vectors, and nothing warns."""
     secret = "file-%s" % uuid.uuid4().hex
     path = secret_file(tmp_path, secret)
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[free_port()],
+    recv = bt.receiver()
+    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
                                   extra=["--workers", 2, "--cluster-secret-file", path])
     eng.wait_log(r"cluster: formed with 2 workers")
     children = children_of(eng.proc.pid)
