@@ -77,6 +77,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "python"))
 sys.path.insert(0, os.path.join(REPO, "examples", "word_count"))
+sys.path.insert(0, os.path.join(REPO, "tests", "py"))
+from proctree import children_of  # noqa: E402
 
 CORPUS = os.path.join(REPO, "examples", "word_count", "data", "bettong_tales.txt")
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -942,21 +944,9 @@ class Bench:
     @staticmethod
     def worker_pid(parent, name):
         """The pid of the `--workers` child of `parent` named `name`, or None."""
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    stat = f.read()
-                with open("/proc/%s/cmdline" % entry, "rb") as f:
-                    args = f.read().split(b"\0")
-            except OSError:
-                continue
-            rest = stat[stat.rindex(")") + 2:].split()
-            if int(rest[1]) != parent or rest[0] == "Z":
-                continue
+        for pid, args in children_of(parent).items():
             if any(a == b"--name" and b == name.encode() for a, b in zip(args, args[1:])):
-                return int(entry)
+                return pid
         return None
 
     def recovery_cluster(self):
