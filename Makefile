@@ -36,7 +36,8 @@ HEADERS := $(wildcard src/*/*.h)
 # (never the binary's objects), without the sanitizers (it loads into a plain python).
 EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX") or ".so")' 2>/dev/null)
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
-CLIENT_SRC := python/bettong/_connerr.c src/net/sock.c src/net/auth.c src/net/wire.c src/util/buf.c
+CLIENT_SRC := python/bettong/_connerr.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c \
+	src/net/wire.c src/util/buf.c
 PYEXT_SRC := python/bettong/_bettong.c src/pool/proto.c $(CLIENT_SRC)
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
@@ -71,10 +72,10 @@ $(BUILD)/pic/%.o: %.c $(HEADERS) $(wildcard python/bettong/*.h)
 	$(CC) $(CFLAGS_PIC) -c $< -o $@
 
 $(PYEXT): $(PYEXT_OBJ)
-	$(CC) -shared -o $@ $(PYEXT_OBJ) -lcrypto -lpthread
+	$(CC) -shared -o $@ $(PYEXT_OBJ) -lssl -lcrypto -lpthread
 
 $(STOREEXT): $(STOREEXT_OBJ)
-	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lcrypto -lpthread
+	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lssl -lcrypto -lpthread
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)

@@ -72,6 +72,7 @@
 #include <unistd.h>
 
 #include "_connerr.h"
+#include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
 #include "util/buf.h"
@@ -98,7 +99,9 @@ static PyObject *ProtocolError;
 
 typedef struct {
     PyObject_HEAD
-    int fd;
+    int fd;        /* bc.fd while open */
+    bconn_t bc;    /* the connection, plain or TLS; bc_open: bconn_free at the end */
+    int bc_open;
     int closed;    /* close() was called: no new use of fd */
     int users;     /* threads using fd with the GIL released */
     int receiving; /* a recv() is running */
@@ -238,21 +241,24 @@ static void put_len_at(buf_t *b, size_t at, uint32_t n)
     p[3] = (uint8_t)n;
 }
 
-/* Write every iovec. Blocking mode: called without the GIL, with send_mu held;
- * returns 0, -1 with errno, or -2 for EINTR. Non-blocking mode (MSG_DONTWAIT, may
- * hold the GIL): also returns 1 when the socket is full. The iovecs left are kept
- * in *iovp / *cntp either way, to go on from there. */
-static int send_iov(int fd, struct iovec **iovp, size_t *cntp, int nonblock)
+/* Write every iovec (and, over TLS, the ciphertext still waiting). Blocking
+ * mode: called without the GIL, with send_mu held; returns 0, -1 with errno, or
+ * -2 for EINTR. Non-blocking mode (MSG_DONTWAIT, may hold the GIL): also
+ * returns 1 when the socket is full. The iovecs left are kept in *iovp / *cntp
+ * either way, to go on from there. */
+static int send_iov(bconn_t *bc, struct iovec **iovp, size_t *cntp, int nonblock)
 {
     struct iovec *iov = *iovp;
     size_t cnt = *cntp;
     int rc = 0;
-    while (cnt > 0) {
-        struct msghdr msg;
-        memset(&msg, 0, sizeof msg);
-        msg.msg_iov = iov;
-        msg.msg_iovlen = cnt > IOV_MAX ? IOV_MAX : cnt;
-        ssize_t w = sendmsg(fd, &msg, MSG_NOSIGNAL | (nonblock ? MSG_DONTWAIT : 0));
+    int fd = bc->fd;
+    while (cnt > 0 || bconn_unsent(bc) > 0) {
+        ssize_t w;
+        if (cnt > 0)
+            w = bconn_send(bc, iov, cnt > IOV_MAX ? IOV_MAX : (int)cnt,
+                           nonblock ? MSG_DONTWAIT : 0);
+        else
+            w = bconn_flush(bc, nonblock ? MSG_DONTWAIT : 0);
         if (w < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 if (nonblock) {
@@ -301,8 +307,7 @@ static PyObject *out_send(Conn *c, out_t *o)
         iov_all[i].iov_len = s->len;
         total += s->len;
     }
-    int fd = fd_enter(c);
-    if (fd < 0) {
+    if (fd_enter(c) < 0) {
         PyMem_RawFree(iov_all);
         return closed_error();
     }
@@ -312,7 +317,7 @@ static PyObject *out_send(Conn *c, out_t *o)
     /* Never wait for send_mu with the GIL held: its holder may want the GIL. */
     int locked = pthread_mutex_trylock(&c->send_mu) == 0;
     if (locked) {
-        rc = send_iov(fd, &iov, &cnt, 1);
+        rc = send_iov(&c->bc, &iov, &cnt, 1);
         err = errno;
     }
     if (rc == 1 || rc == -2) { /* full, interrupted, or someone else is sending */
@@ -321,7 +326,7 @@ static PyObject *out_send(Conn *c, out_t *o)
             pthread_mutex_lock(&c->send_mu);
         locked = 1;
         for (;;) {
-            rc = send_iov(fd, &iov, &cnt, 0);
+            rc = send_iov(&c->bc, &iov, &cnt, 0);
             err = errno;
             if (rc != -2)
                 break;
@@ -351,9 +356,10 @@ static PyObject *out_send(Conn *c, out_t *o)
     }
     if (rc < 0) {
         errno = err;
-        if (err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == EBADF) {
+        if (err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == EBADF ||
+            err == EPROTO) {
             PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s",
-                         strerror(err));
+                         err == EPROTO ? "broken TLS stream" : strerror(err));
             return NULL;
         }
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -631,24 +637,25 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
     /* Connect and authenticate without the GIL: both block. */
-    int fd, what = 0, err = 0, rc = 0;
-    char why[300];
+    int opened, what = 0, err = 0, rc = 0;
+    char why[400];
     const uint8_t *body = NULL;
     size_t len = 0;
     Py_BEGIN_ALLOW_THREADS
-    fd = sock_connect_addr(addr, 1, deadline, &what, why, sizeof why);
-    if (fd >= 0)
-        rc = sock_handshake_strict(fd, &c->in, POOL_SERVICE, buf_head(&id), buf_unread(&id),
-                                   secret.buf, (size_t)secret.len, HANDSHAKE_MAX, deadline,
-                                   MSG_REFUSED, &body, &len);
+    opened = bconn_open(&c->bc, addr, 1, deadline, &what, why, sizeof why) == 0;
+    if (opened)
+        rc = bconn_handshake(&c->bc, &c->in, POOL_SERVICE, buf_head(&id), buf_unread(&id),
+                             secret.buf, (size_t)secret.len, HANDSHAKE_MAX, deadline,
+                             MSG_REFUSED, &body, &len);
     err = errno;
     Py_END_ALLOW_THREADS
-    if (fd < 0) {
+    if (!opened) {
         connerr_t e = connect_errors();
         connerr_connect(&e, address, what, err, why);
         goto fail;
     }
-    c->fd = fd;
+    c->bc_open = 1;
+    c->fd = c->bc.fd;
     if (rc != 0) {
         connerr_t e = connect_errors();
         connerr_handshake(&e, address, rc, err);
@@ -687,6 +694,8 @@ static void Conn_dealloc(Conn *c)
         close(c->fd);
         c->fd = -1;
     }
+    if (c->bc_open)
+        bconn_free(&c->bc);
     buf_free(&c->in);
     Py_CLEAR(c->big);
     Py_CLEAR(c->address);
@@ -983,14 +992,14 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
         if (fd < 0)
             return closed_error();
         /* What is already there is read without letting go of the GIL. */
-        ssize_t r = recv(fd, dst, want, MSG_DONTWAIT);
+        ssize_t r = bconn_recv(&c->bc, dst, want, MSG_DONTWAIT);
         int pr = 1, err = errno;
         if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             Py_BEGIN_ALLOW_THREADS
             struct pollfd pfd = {fd, POLLIN, 0};
             pr = poll(&pfd, 1, sock_ms_left(deadline));
             if (pr > 0)
-                r = read(fd, dst, want);
+                r = bconn_recv(&c->bc, dst, want, 0);
             err = errno;
             Py_END_ALLOW_THREADS
         }
@@ -1001,9 +1010,9 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
                     return NULL;
                 continue;
             }
-            if (err == ECONNRESET || err == ENOTCONN || err == EBADF) {
+            if (err == ECONNRESET || err == ENOTCONN || err == EBADF || err == EPROTO) {
                 PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s",
-                             strerror(err));
+                             err == EPROTO ? "broken TLS stream" : strerror(err));
                 return NULL;
             }
             errno = err;

@@ -79,6 +79,7 @@
 #include <unistd.h>
 
 #include "_connerr.h"
+#include "net/bconn.h"
 #include "net/sock.h"
 #include "net/wire.h"
 #include "store/sproto.h"
@@ -116,7 +117,9 @@ static PyObject *plain_loads; /* pickle.loads */
 
 typedef struct {
     PyObject_HEAD
-    int fd;
+    int fd;                 /* bc.fd while open */
+    bconn_t bc;             /* the connection, plain or TLS; bc_open: bconn_free at the end */
+    int bc_open;
     int closed;
     pid_t pid;              /* the process that connected */
     pthread_mutex_t op_mu;  /* one operation at a time; never waited for with the GIL */
@@ -217,11 +220,12 @@ static void conn_break(SConn *c)
 static PyObject *io_error(SConn *c, int err)
 {
     if (err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == EBADF ||
-        err == ESHUTDOWN) {
+        err == ESHUTDOWN || err == EPROTO) {
         if (c->closed)
             return closed_error();
         conn_break(c);
-        PyErr_Format(PyExc_ConnectionError, "connection to the store lost: %s", strerror(err));
+        PyErr_Format(PyExc_ConnectionError, "connection to the store lost: %s",
+                     err == EPROTO ? "broken TLS stream" : strerror(err));
         return NULL;
     }
     errno = err;
@@ -236,7 +240,8 @@ static PyObject *io_error(SConn *c, int err)
  * something), 0 (timed out, or nothing there without wait), -1 (exception set). */
 static int read_some(SConn *c, int wait, double deadline)
 {
-    int try_first = wait != 2;
+    /* Over TLS, plaintext may wait inside bc with nothing on the socket. */
+    int try_first = wait != 2 || bconn_buffered(&c->bc) > 0;
     for (;;) {
         if (buf_reserve(&c->in, sock_read_need(&c->in, READ_CHUNK)) < 0) {
             PyErr_NoMemory();
@@ -247,7 +252,7 @@ static int read_some(SConn *c, int wait, double deadline)
         ssize_t r = -1;
         int err = EAGAIN;
         if (try_first) {
-            r = recv(c->fd, dst, want, MSG_DONTWAIT);
+            r = bconn_recv(&c->bc, dst, want, MSG_DONTWAIT);
             err = errno;
         }
         try_first = 1;
@@ -256,6 +261,7 @@ static int read_some(SConn *c, int wait, double deadline)
                 return 0;
             int pr;
             int fd = c->fd;
+            bconn_t *bc = &c->bc;
             int ms = sock_ms_left(deadline);
             double spin = wait == 2 && ms < 0 ? c->spin : 0;
             Py_BEGIN_ALLOW_THREADS
@@ -268,14 +274,14 @@ static int read_some(SConn *c, int wait, double deadline)
                     double end = sock_now() + spin;
                     do {
                         sched_yield();
-                        r = recv(fd, dst, want, MSG_DONTWAIT);
+                        r = bconn_recv(bc, dst, want, MSG_DONTWAIT);
                         err = errno;
                     } while (r < 0 && (err == EAGAIN || err == EWOULDBLOCK) &&
                              sock_now() < end);
                 }
                 /* No deadline: block in recv() itself. */
                 if (spin <= 0 || (r < 0 && (err == EAGAIN || err == EWOULDBLOCK))) {
-                    r = recv(fd, dst, want, 0);
+                    r = bconn_recv(bc, dst, want, 0);
                     err = errno;
                 }
                 pr = r < 0 && err == EINTR ? -1 : 1;
@@ -284,7 +290,7 @@ static int read_some(SConn *c, int wait, double deadline)
                 pr = poll(&pfd, 1, ms);
                 err = errno;
                 if (pr > 0) {
-                    r = recv(fd, dst, want, MSG_DONTWAIT);
+                    r = bconn_recv(bc, dst, want, MSG_DONTWAIT);
                     err = errno;
                 }
             }
@@ -327,17 +333,19 @@ static int read_some(SConn *c, int wait, double deadline)
     }
 }
 
-/* Write everything in c->out. Called with the GIL and op_mu held; waits (GIL
- * released) when the socket is full, reading answers meanwhile. If a signal
- * handler raises, the bytes not yet written stay in c->out (the next operation
- * writes them), so the stream stays whole. */
+/* Write everything in c->out (and, over TLS, the ciphertext still waiting).
+ * Called with the GIL and op_mu held; waits (GIL released) when the socket is
+ * full, reading answers meanwhile. If a signal handler raises, the bytes not yet
+ * written stay in c->out (the next operation writes them), so the stream stays
+ * whole. */
 static int flush_out(SConn *c)
 {
-    while (buf_unread(&c->out) > 0) {
-        ssize_t w = send(c->fd, buf_head(&c->out), buf_unread(&c->out),
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (buf_unread(&c->out) > 0 || bconn_unsent(&c->bc) > 0) {
+        struct iovec v = {(void *)buf_head(&c->out), buf_unread(&c->out)};
+        ssize_t w = v.iov_len > 0 ? bconn_send(&c->bc, &v, 1, MSG_DONTWAIT)
+                                  : bconn_flush(&c->bc, MSG_DONTWAIT);
         int err = errno;
-        if (w > 0) {
+        if (w > 0 || (w == 0 && v.iov_len == 0)) {
             buf_consume(&c->out, (size_t)w);
             c->last_io = sock_now();
             continue;
@@ -382,7 +390,8 @@ static int flush_out(SConn *c)
  * that the caller may safely send the request again on a new connection. */
 static int check_idle(SConn *c)
 {
-    if (c->pending > 0 || buf_unread(&c->in) > 0 || buf_unread(&c->out) > 0)
+    if (c->pending > 0 || buf_unread(&c->in) > 0 || buf_unread(&c->out) > 0 ||
+        bconn_buffered(&c->bc) > 0)
         return 0;
     if (sock_now() - c->last_io < IDLE_CHECK)
         return 0;
@@ -742,24 +751,25 @@ static int SConn_init(SConn *c, PyObject *args, PyObject *kw)
     double deadline = timeout > 0 ? sock_now() + timeout : -1;
 
     /* Connect and authenticate without the GIL: both block. */
-    int fd, what = 0, err = 0, rc = 0;
-    char why[300];
+    int opened, what = 0, err = 0, rc = 0;
+    char why[400];
     const uint8_t *body = NULL;
     size_t len = 0;
     Py_BEGIN_ALLOW_THREADS
-    fd = sock_connect_addr(addr, 0, deadline, &what, why, sizeof why);
-    if (fd >= 0)
-        rc = sock_handshake_strict(fd, &c->in, STORE_SERVICE, buf_head(&id), buf_unread(&id),
-                                   secret.buf, (size_t)secret.len, MAX_HANDSHAKE_FRAME,
-                                   deadline, SMSG_REFUSED, &body, &len);
+    opened = bconn_open(&c->bc, addr, 0, deadline, &what, why, sizeof why) == 0;
+    if (opened)
+        rc = bconn_handshake(&c->bc, &c->in, STORE_SERVICE, buf_head(&id), buf_unread(&id),
+                             secret.buf, (size_t)secret.len, MAX_HANDSHAKE_FRAME, deadline,
+                             SMSG_REFUSED, &body, &len);
     err = errno;
     Py_END_ALLOW_THREADS
-    if (fd < 0) {
+    if (!opened) {
         connerr_t e = connect_errors();
         connerr_connect(&e, address, what, err, why);
         goto fail;
     }
-    c->fd = fd;
+    c->bc_open = 1;
+    c->fd = c->bc.fd;
     c->closed = 0;
     c->pid = getpid();
     if (rc != 0) {
@@ -824,6 +834,8 @@ static void SConn_dealloc(SConn *c)
         close(c->fd);
         c->fd = -1;
     }
+    if (c->bc_open)
+        bconn_free(&c->bc);
     buf_free(&c->in);
     buf_free(&c->out);
     Py_CLEAR(c->stash);

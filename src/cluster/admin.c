@@ -11,7 +11,7 @@
 #include "cluster/cproto.h"
 #include "net/guard.h"
 #include "net/sock.h"
-#include "net/tlssock.h"
+#include "net/bconn.h"
 #include "util/args.h"
 
 static void usage(FILE *f)
@@ -39,61 +39,18 @@ static void usage(FILE *f)
 "                          proofs of the secret are bound to the TLS session)\n");
 }
 
-/* A connection to the coordinator, plain or over TLS. */
-typedef struct {
-    int fd;
-    tls_ctx_t *ctx; /* NULL: plain */
-    tlssock_t ts;
-    sock_io_t io;
-} admin_conn_t;
-
-static int plain_write(void *io, const void *p, size_t n, double deadline)
+/* Connect and run the handshake as the admin; returns 0 with c open, or -1
+ * after printing why. "tls:" before the address (or --tls) speaks TLS. */
+static int open_admin(bconn_t *c, const char *addr, const char *control,
+                      const cl_secret_t *secret, double deadline, buf_t *in)
 {
-    return sock_write_all(((admin_conn_t *)io)->fd, p, n, deadline);
-}
-
-static int plain_read(void *io, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
-                      size_t *len)
-{
-    return sock_read_frame(((admin_conn_t *)io)->fd, in, max, deadline, body, len);
-}
-
-/* The transport over the connected fd: TLS (its handshake first) or plain. */
-static int admin_transport(admin_conn_t *a, const char *control, double deadline)
-{
-    if (!a->ctx) {
-        a->io = (sock_io_t){plain_write, plain_read, a, NULL, 0};
-        return 0;
-    }
+    int what = 0;
     char why[400];
-    if (tlssock_start(&a->ts, a->fd, a->ctx, deadline, why, sizeof why) < 0) {
-        fprintf(stderr, "bettong cluster: %s: %s\n", control, why);
-        return -1;
-    }
-    tlssock_io(&a->ts, &a->io);
-    return 0;
-}
-
-/* Connect and run the handshake as the admin; returns the fd, or -1 after
- * printing why. */
-static int open_admin(admin_conn_t *a, const char *control, const cl_secret_t *secret,
-                      double deadline, buf_t *in)
-{
-    char host[256], port[32];
-    if (sock_parse_hostport(control, host, sizeof host, port, sizeof port) < 0) {
-        fprintf(stderr, "bettong cluster: bad address '%s' (want HOST:PORT)\n", control);
-        return -1;
-    }
-    int gai = 0;
-    int fd = sock_connect_host(host, port, deadline, &gai);
-    if (fd < 0) {
-        fprintf(stderr, "bettong cluster: cannot connect to %s: %s\n", control,
-                gai ? gai_strerror(gai) : strerror(errno));
-        return -1;
-    }
-    a->fd = fd;
-    if (admin_transport(a, control, deadline) < 0) {
-        close(fd);
+    if (bconn_open(c, addr, 0, deadline, &what, why, sizeof why) < 0) {
+        if (what == SOCK_CA_ADDRESS)
+            fprintf(stderr, "bettong cluster: bad address '%s' (want HOST:PORT)\n", control);
+        else
+            fprintf(stderr, "bettong cluster: cannot connect to %s: %s\n", control, why);
         return -1;
     }
     buf_t id;
@@ -101,13 +58,15 @@ static int open_admin(admin_conn_t *a, const char *control, const cl_secret_t *s
     cl_put_identity(&id, CL_CH_ADMIN, CL_NO_INDEX, "bettong cluster");
     const uint8_t *answer = NULL;
     size_t len = 0;
-    int rc = sock_handshake_io(&a->io, in, CL_SERVICE, buf_head(&id), buf_unread(&id), secret->secret,
-                            secret->len, CL_MAX_ADMIN, deadline, &answer, &len);
+    sock_io_t io;
+    bconn_io(c, &io);
+    int rc = sock_handshake_io(&io, in, CL_SERVICE, buf_head(&id), buf_unread(&id),
+                               secret->secret, secret->len, CL_MAX_ADMIN, deadline, &answer,
+                               &len);
     buf_free(&id);
-    char why[300] = "";
     if (rc == 0 && len == 1 && answer[0] == CL_WELCOME) {
         buf_consume(in, 4 + len);
-        return fd;
+        return 0;
     }
     if (rc == 0 && cl_refused_why(answer, len, why, sizeof why))
         fprintf(stderr, "bettong cluster: %s refused the connection: %s\n", control, why);
@@ -119,28 +78,28 @@ static int open_admin(admin_conn_t *a, const char *control, const cl_secret_t *s
         fprintf(stderr, "bettong cluster: no answer from %s (%s): wrong secret, or not a "
                 "cluster coordinator\n", control,
                 errno == ETIMEDOUT ? "timed out" : errno == ECONNRESET ? "connection closed"
-                                                 : errno == EPROTO && a->ts.t ? tls_error(a->ts.t)
-                                                                   : strerror(errno));
+                : errno == EPROTO ? "broken TLS stream" : strerror(errno));
     else
         fprintf(stderr, "bettong cluster: %s does not speak the cluster handshake\n", control);
-    close(fd);
+    close(c->fd);
+    bconn_free(c);
     return -1;
 }
 
 /* Send the question, print the answer; returns the answer's code. */
-static int ask(const char *control, const cl_secret_t *secret, uint8_t what, const char *worker,
-               double timeout)
+static int ask(const char *control, int tls, const cl_secret_t *secret, uint8_t what,
+               const char *worker, double timeout)
 {
-    admin_conn_t a;
-    memset(&a, 0, sizeof a);
-    a.ctx = secret->tls_client;
+    char addr[600];
+    snprintf(addr, sizeof addr, "%s%s", tls && !bconn_tls_address(control) ? "tls:" : "",
+             control);
+    bconn_t c;
     double deadline = sock_now() + timeout;
     buf_t in, out;
     buf_init(&in);
     buf_init(&out);
     int code = 2;
-    int fd = open_admin(&a, control, secret, deadline, &in);
-    if (fd < 0)
+    if (open_admin(&c, addr, control, secret, deadline, &in) < 0)
         goto done;
     wire_wr_t w;
     wire_begin(&w, &out, what, CL_MAX_ADMIN);
@@ -149,20 +108,19 @@ static int ask(const char *control, const cl_secret_t *secret, uint8_t what, con
     wire_end(&w);
     const uint8_t *body = NULL;
     size_t len = 0;
-    if (a.io.write_all(a.io.io, buf_head(&out), buf_unread(&out), deadline) < 0 ||
-        a.io.read_frame(a.io.io, &in, 1u << 20, deadline, &body, &len) < 0 || len < 2 ||
+    if (bconn_write_all(&c, buf_head(&out), buf_unread(&out), deadline) < 0 ||
+        bconn_read_frame(&c, &in, 1u << 20, deadline, &body, &len) < 0 || len < 2 ||
         body[0] != CL_REPLY) {
         fprintf(stderr, "bettong cluster: no answer from %s (%s)\n", control,
                 errno == ETIMEDOUT ? "timed out" : "connection closed");
-        goto done;
+    } else {
+        code = body[1];
+        /* A status is printed to stdout whatever it says; a refused shrink is an error. */
+        fwrite(body + 2, 1, len - 2, code == 0 || what == CL_ASK_STATUS ? stdout : stderr);
     }
-    code = body[1];
-    /* A status is printed to stdout whatever it says; a refused shrink is an error. */
-    fwrite(body + 2, 1, len - 2, code == 0 || what == CL_ASK_STATUS ? stdout : stderr);
+    close(c.fd);
+    bconn_free(&c);
 done:
-    if (fd >= 0)
-        close(fd);
-    tlssock_free(&a.ts);
     buf_free(&in);
     buf_free(&out);
     return code;
@@ -214,22 +172,17 @@ int cmd_cluster(int argc, char **argv)
     }
     if (timeout <= 0)
         timeout = 60;
-    if (tls && !(secret.tls_client = tls_ctx_client(err, sizeof err))) {
-        fprintf(stderr, "bettong cluster: %s\n", err);
-        return 2;
-    }
     int code = 2;
     if (strcmp(sub, "status") == 0) {
-        code = ask(control, &secret, CL_ASK_STATUS, NULL, timeout);
+        code = ask(control, tls, &secret, CL_ASK_STATUS, NULL, timeout);
     } else if (strcmp(sub, "shrink") == 0) {
         if (worker)
-            code = ask(control, &secret, CL_ASK_SHRINK, worker, timeout);
+            code = ask(control, tls, &secret, CL_ASK_SHRINK, worker, timeout);
         else
             fprintf(stderr, "bettong cluster shrink: --worker NAME is required\n");
     } else {
         fprintf(stderr, "bettong cluster: unknown command '%s'\n\n", sub);
         usage(stderr);
     }
-    tls_ctx_free(secret.tls_client);
     return code;
 }

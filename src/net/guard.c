@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "util/args.h"
 #include "util/log.h"
 
 static int copy_secret(const char *secret, size_t n, char *out, size_t cap, size_t *len,
@@ -130,6 +131,39 @@ int guard_service_listen(const char *prog, const char *text, int have_secret,
 {
     char err[600];
     if (guard_resolve_listen(text, have_secret, sa, err, sizeof err) < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        return -1;
+    }
+    return 0;
+}
+
+int guard_tls_flag(guard_tls_args_t *t, int argc, char **argv, int *i, const char *prog)
+{
+    int missing = 0;
+    const char *v;
+    if ((v = args_flag_value(argc, argv, i, "--tls-cert", &missing)))
+        t->cert = v;
+    else if (!missing && (v = args_flag_value(argc, argv, i, "--tls-key", &missing)))
+        t->key = v;
+    if (v)
+        return 1;
+    if (!missing)
+        return 0;
+    fprintf(stderr, "%s: option '%s' needs a value\n", prog, argv[*i]);
+    return -1;
+}
+
+int guard_service_tls(const char *prog, const guard_tls_args_t *t, tls_ctx_t **ctx)
+{
+    *ctx = NULL;
+    if (!t->cert && !t->key)
+        return 0;
+    if (!t->cert || !t->key) {
+        fprintf(stderr, "%s: TLS needs both --tls-cert FILE and --tls-key FILE\n", prog);
+        return -1;
+    }
+    char err[512];
+    if (!(*ctx = tls_ctx_server(t->cert, t->key, err, sizeof err))) {
         fprintf(stderr, "%s: %s\n", prog, err);
         return -1;
     }

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "net/tls.h"
+
 /* Where a service's or client's secret may come from. */
 typedef struct {
     const char *flag;  /* the command-line spelling, "--secret" (for messages) */
@@ -37,5 +39,25 @@ int guard_service_secret(const char *prog, const char *value, const char *file, 
                          size_t cap, size_t *len);
 int guard_service_listen(const char *prog, const char *text, int have_secret,
                          struct sockaddr_storage *sa);
+
+/* --tls-cert FILE and --tls-key FILE of a service's command line. */
+typedef struct {
+    const char *cert, *key;
+} guard_tls_args_t;
+
+#define GUARD_TLS_USAGE \
+"  --tls-cert FILE, --tls-key FILE\n" \
+"                        TLS 1.3 on the TCP port (PEM certificate chain and\n" \
+"                        key); clients connect to tls:HOST:PORT. For links that\n" \
+"                        leave the machine (docs/security.md): the secret's\n" \
+"                        proofs are then bound to the TLS session\n"
+
+/* One of the flags at argv[*i] (its value taken, *i moved on): 1; not one of
+ * them: 0; a flag without its value: -1 after printing "PROG: ...". */
+int guard_tls_flag(guard_tls_args_t *t, int argc, char **argv, int *i, const char *prog);
+/* The server context the flags ask for (*ctx NULL without them). Returns 0,
+ * or -1 after printing why (only one of the two given, an unreadable file, a
+ * key that does not match). */
+int guard_service_tls(const char *prog, const guard_tls_args_t *t, tls_ctx_t **ctx);
 
 #endif

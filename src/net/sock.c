@@ -369,14 +369,13 @@ int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
                      answer, answer_len, &proved);
 }
 
-int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *identity,
-                          size_t identity_len, const void *secret, size_t secret_len,
-                          uint32_t max, double deadline, uint8_t refused_type,
-                          const uint8_t **answer, size_t *answer_len)
+int sock_handshake_strict_io(const sock_io_t *io, buf_t *in, const char *service,
+                             const void *identity, size_t identity_len, const void *secret,
+                             size_t secret_len, uint32_t max, double deadline,
+                             uint8_t refused_type, const uint8_t **answer, size_t *answer_len)
 {
     int proved = 0;
-    sock_io_t io = {plain_write, plain_read, &fd, NULL, 0};
-    int rc = handshake(&io, in, service, identity, identity_len, secret, secret_len, max,
+    int rc = handshake(io, in, service, identity, identity_len, secret, secret_len, max,
                        deadline, answer, answer_len, &proved);
     /* A frame over the limit is not this protocol: retrying will not help. */
     if (rc == SOCK_HS_EIO && errno == EMSGSIZE)
@@ -384,4 +383,14 @@ int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *id
     if (rc == 0 && !proved && (*answer_len == 0 || (*answer)[0] != refused_type))
         return SOCK_HS_EPROOF;
     return rc;
+}
+
+int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *identity,
+                          size_t identity_len, const void *secret, size_t secret_len,
+                          uint32_t max, double deadline, uint8_t refused_type,
+                          const uint8_t **answer, size_t *answer_len)
+{
+    sock_io_t io = {plain_write, plain_read, &fd, NULL, 0};
+    return sock_handshake_strict_io(&io, in, service, identity, identity_len, secret,
+                                    secret_len, max, deadline, refused_type, answer, answer_len);
 }

@@ -101,7 +101,7 @@ int sock_handshake(int fd, buf_t *in, const char *service, const void *identity,
                    size_t identity_len, const void *secret, size_t secret_len, uint32_t max,
                    double deadline, const uint8_t **answer, size_t *answer_len);
 
-/* sock_handshake over another transport (net/tlssock.h): its blocking write and
+/* sock_handshake over another transport (net/bconn.h): its blocking write and
  * frame read (as sock_write_all, sock_read_frame), and the channel binding the
  * proofs cover (net/auth.h; NULL, 0: none). */
 typedef struct {
@@ -126,5 +126,10 @@ int sock_handshake_strict(int fd, buf_t *in, const char *service, const void *id
                           size_t identity_len, const void *secret, size_t secret_len,
                           uint32_t max, double deadline, uint8_t refused_type,
                           const uint8_t **answer, size_t *answer_len);
+/* sock_handshake_strict over io. */
+int sock_handshake_strict_io(const sock_io_t *io, buf_t *in, const char *service,
+                             const void *identity, size_t identity_len, const void *secret,
+                             size_t secret_len, uint32_t max, double deadline,
+                             uint8_t refused_type, const uint8_t **answer, size_t *answer_len);
 
 #endif

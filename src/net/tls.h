@@ -2,7 +2,7 @@
  * its own. The caller reads ciphertext from its socket and feeds it in, gets
  * plaintext out; it hands plaintext in to send and writes the ciphertext that
  * comes out, in the order it comes out. The same engine serves libuv streams
- * (net/inconn, net/writer, net/outconn) and blocking sockets (net/tlssock).
+ * (net/inconn, net/writer, net/outconn) and blocking sockets (net/bconn).
  *
  * TLS 1.3 only. A server context has a certificate and key (PEM files); a
  * client context verifies no certificate: the peer is authenticated by the

@@ -37,6 +37,7 @@ typedef struct {
     const char *log_level;
     unsigned ahead;
     inconn_flags_t limits;
+    guard_tls_args_t tls;
 } pool_args_t;
 
 static void usage(FILE *f)
@@ -69,6 +70,7 @@ static void usage(FILE *f)
 "                        connects within 120 s\n"
 "  --ahead N             most tasks sent ahead to one worker (default 64); the\n"
 "                        pool sends fewer when tasks are slow\n"
+GUARD_TLS_USAGE
 INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
@@ -91,7 +93,8 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
-        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0) {
+        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0 ||
+                   (lim = guard_tls_flag(&a->tls, argc, argv, &i, PROG)) != 0) {
             if (lim < 0)
                 return -1;
         } else if (strcmp(argv[i], "--exit-with-client") == 0) {
@@ -346,12 +349,13 @@ static void choose_worker_connect(pool_t *p)
     }
     const char *addr = p->tcp.addr;
     const char *port = strrchr(addr, ':');
+    const char *tls = p->tls ? "tls:" : "";
     if (strncmp(addr, "0.0.0.0:", 8) == 0)
-        snprintf(p->worker_connect, sizeof p->worker_connect, "127.0.0.1%s", port);
+        snprintf(p->worker_connect, sizeof p->worker_connect, "%s127.0.0.1%s", tls, port);
     else if (strncmp(addr, "[::]:", 5) == 0)
-        snprintf(p->worker_connect, sizeof p->worker_connect, "[::1]%s", port);
+        snprintf(p->worker_connect, sizeof p->worker_connect, "%s[::1]%s", tls, port);
     else
-        snprintf(p->worker_connect, sizeof p->worker_connect, "%s", addr);
+        snprintf(p->worker_connect, sizeof p->worker_connect, "%s%s", tls, addr);
 }
 
 /* The pool's own HELLO deadline is in peer.c; the listener's also lets silent
@@ -373,6 +377,8 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
         }
         p->have_tcp = p->tcp_open = 1;
         listener_require_auth(&p->tcp, AUTH_DEADLINE_MS);
+        if (p->tls)
+            listener_set_tls(&p->tcp, p->tls);
     }
     if (a->unix_path) {
         if (listener_start_unix(&p->unx, &p->loop, a->unix_path, &p->spec, &peer_handler, p,
@@ -386,12 +392,16 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
     return 0;
 }
 
+/* The TCP address as clients write it ("tls:" first under TLS). */
 static void announce(pool_t *p)
 {
+    const char *tls = p->tls ? "tls:" : "";
     if (p->have_unix && p->have_tcp)
-        printf(PROG ": listening on %s and %s\n", p->unx.addr, p->tcp.addr);
+        printf(PROG ": listening on %s and %s%s\n", p->unx.addr, tls, p->tcp.addr);
+    else if (p->have_unix)
+        printf(PROG ": listening on %s\n", p->unx.addr);
     else
-        printf(PROG ": listening on %s\n", p->have_unix ? p->unx.addr : p->tcp.addr);
+        printf(PROG ": listening on %s%s\n", tls, p->tcp.addr);
     fflush(stdout);
 }
 
@@ -452,8 +462,14 @@ int cmd_pool(int argc, char **argv)
     p->log_level = a.log_level;
     p->exit_with_client = a.exit_with_client;
     if (guard_service_secret(PROG, a.secret, a.secret_file, p->secret, sizeof p->secret,
-                             &p->secret_len) < 0)
+                             &p->secret_len) < 0 ||
+        guard_service_tls(PROG, &a.tls, &p->tls) < 0)
         return 2;
+    if (p->tls && !a.listen) {
+        fprintf(stderr, PROG ": --tls-cert/--tls-key secure the TCP port: they need --listen\n");
+        tls_ctx_free(p->tls);
+        return 2;
+    }
     p->clock_base_us = proto_now_us() - uv_hrtime() / 1000;
     p->parent = getppid();
     p->started_ms = pool_now_ms(p);
@@ -483,5 +499,6 @@ int cmd_pool(int argc, char **argv)
     free(p->locals);
     if (uv_loop_close(&p->loop) != 0)
         log_debug("event loop closed with handles still open");
+    tls_ctx_free(p->tls);
     return rc < 0 ? 2 : p->exit_code;
 }

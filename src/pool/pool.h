@@ -44,7 +44,8 @@ typedef struct pool {
     pid_t parent;             /* our parent at start (see watch_for_caller) */
     uint64_t started_ms;
     const char *log_level;
-    char worker_connect[300]; /* what local workers connect to */
+    char worker_connect[320]; /* what local workers connect to */
+    tls_ctx_t *tls;           /* --tls-cert/--tls-key: the TCP port's TLS; NULL: none */
 
     /* peers (peer.c) */
     peer_t *peers;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "net/auth.h"
+#include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
 #include "util/buf.h"
@@ -40,7 +41,7 @@ typedef struct oseg {
 } oseg_t;
 
 static struct {
-    int fd;
+    bconn_t conn; /* to the pool, plain or TLS */
     pthread_mutex_t in_mu;
     pthread_cond_t in_cv;
     wmsg_t *in_head, *in_tail;
@@ -52,7 +53,7 @@ static struct {
     oseg_t *released; /* pinned segments written, for the main thread */
     buf_t early;      /* read during the handshake: what came after WELCOME */
 } io = {
-    .fd = -1,
+    .conn = {.fd = -1},
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
     .in_cv = PTHREAD_COND_INITIALIZER,
     .out_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -75,28 +76,25 @@ static void tune_tcp(int fd)
 int wio_connect(const char *addr, char *err, size_t errlen)
 {
     int what;
-    char why[300];
-    int fd = sock_connect_addr(addr, 1, sock_now() + CONNECT_WAIT_S, &what, why, sizeof why);
-    if (fd < 0) {
+    char why[400];
+    if (bconn_open(&io.conn, addr, 1, sock_now() + CONNECT_WAIT_S, &what, why, sizeof why) < 0) {
         snprintf(err, errlen, "cannot connect to %s: %s", addr, why);
         return -1;
     }
     int domain = 0;
     socklen_t dlen = sizeof domain;
-    if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain != AF_UNIX)
-        tune_tcp(fd);
-    return fd;
+    if (getsockopt(io.conn.fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain != AF_UNIX)
+        tune_tcp(io.conn.fd);
+    return 0;
 }
 
 /* ------------------------------------------------------------ blocking I/O */
 
-static int read_all(int fd, void *p, size_t n)
+static int read_all(void *p, size_t n)
 {
     uint8_t *b = p;
     while (n > 0) {
-        ssize_t r = read(fd, b, n);
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = bconn_recv(&io.conn, b, n, 0);
         if (r <= 0)
             return -1;
         b += r;
@@ -153,7 +151,7 @@ static int handshake_failed(int rc, int e, const char *addr, char *err, size_t e
     return WORKER_EXIT_NO_CONNECT;
 }
 
-int wio_hello(int fd, const char *addr, const char *name, const char *secret, uint32_t *peer_id,
+int wio_hello(const char *addr, const char *name, const char *secret, uint32_t *peer_id,
               char *err, size_t errlen)
 {
     buf_t id;
@@ -164,9 +162,9 @@ int wio_hello(int fd, const char *addr, const char *name, const char *secret, ui
     }
     const uint8_t *body;
     size_t len;
-    int rc = sock_handshake_strict(fd, &io.early, POOL_SERVICE, buf_head(&id), buf_unread(&id),
-                                   secret, strlen(secret), ANSWER_MAX,
-                                   sock_now() + HELLO_WAIT_S, MSG_REFUSED, &body, &len);
+    int rc = bconn_handshake(&io.conn, &io.early, POOL_SERVICE, buf_head(&id), buf_unread(&id),
+                             secret, strlen(secret), ANSWER_MAX, sock_now() + HELLO_WAIT_S,
+                             MSG_REFUSED, &body, &len);
     int e = errno;
     buf_free(&id);
     if (rc != 0)
@@ -284,7 +282,7 @@ static wmsg_t *read_large(buf_t *rb, size_t len)
     size_t have = buf_unread(rb) - 4;
     memcpy(m->body, buf_head(rb) + 4, have);
     buf_clear(rb);
-    if (read_all(io.fd, m->body + have, len - have) < 0)
+    if (read_all(m->body + have, len - have) < 0)
         connection_gone();
     return m;
 }
@@ -338,9 +336,7 @@ static void *reader_main(void *arg)
             log_error("out of memory reading from the pool: exiting");
             _exit(WORKER_EXIT_ERROR);
         }
-        ssize_t n = read(io.fd, rb.data + rb.len, rb.cap - rb.len);
-        if (n < 0 && errno == EINTR)
-            continue;
+        ssize_t n = bconn_recv(&io.conn, rb.data + rb.len, rb.cap - rb.len, 0);
         if (n <= 0)
             connection_gone();
         rb.len += (size_t)n;
@@ -487,9 +483,8 @@ static void write_segments(oseg_t *s)
             n++;
         }
         if (n == 0)
-            return;
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
-        ssize_t w = sendmsg(io.fd, &mh, MSG_NOSIGNAL);
+            break;
+        ssize_t w = bconn_send(&io.conn, iov, n, 0);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
@@ -503,6 +498,9 @@ static void write_segments(oseg_t *s)
         }
         off += left;
     }
+    /* Over TLS the last ciphertext may still wait. */
+    if (bconn_flush(&io.conn, 0) < 0)
+        connection_gone();
 }
 
 static void *writer_main(void *arg)
@@ -547,9 +545,9 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-int wio_start(int fd, char *err, size_t errlen)
+int wio_start(char *err, size_t errlen)
 {
-    io.fd = fd;
+    int fd = io.conn.fd;
     /* To a local pool, a larger send buffer than the default (about 200 KiB):
      * a large result goes out in fewer writes (best effort; TCP tunes itself). */
     int domain = 0;

@@ -39,8 +39,8 @@ typedef struct wmsg {
     uint8_t body[];      /* the frame body the fields point into */
 } wmsg_t;
 
-/* Connect (net/sock.h) to "unix:PATH" or "host:port", within 30 s. Returns a
- * blocking fd or -1 with err. */
+/* Connect (net/bconn.h) to "unix:PATH", "host:port" or "tls:host:port"
+ * (TLS 1.3), within 30 s. Returns 0 or -1 with err. */
 int wio_connect(const char *addr, char *err, size_t errlen);
 /* The handshake (net/auth.h, keyed with secret; "" for none) as worker `name`,
  * within 30 s. Returns 0 (WELCOME: *peer_id set), WORKER_EXIT_REFUSED (the
@@ -48,10 +48,10 @@ int wio_connect(const char *addr, char *err, size_t errlen);
  * does not speak the handshake: nothing it sent was read, let alone unpickled),
  * WORKER_EXIT_NO_CONNECT or WORKER_EXIT_ERROR. Bytes read past WELCOME are kept
  * for wio_start's reader. */
-int wio_hello(int fd, const char *addr, const char *name, const char *secret, uint32_t *peer_id,
+int wio_hello(const char *addr, const char *name, const char *secret, uint32_t *peer_id,
               char *err, size_t errlen);
-/* Start the reader and writer threads on fd. Returns 0 or -1. */
-int wio_start(int fd, char *err, size_t errlen);
+/* Start the reader and writer threads on the connection. Returns 0 or -1. */
+int wio_start(char *err, size_t errlen);
 
 /* The next message. With wait, blocks until there is one; without, returns
  * NULL if there is none. */

@@ -229,14 +229,13 @@ static int run_process(const worker_args_t *a)
         log_error("out of memory");
         return WORKER_EXIT_ERROR;
     }
-    int fd = wio_connect(a->connect, err, sizeof err);
-    if (fd < 0) {
+    if (wio_connect(a->connect, err, sizeof err) < 0) {
         free(secret);
         log_error("%s", err);
         return WORKER_EXIT_NO_CONNECT;
     }
     uint32_t id = 0;
-    int rc = wio_hello(fd, a->connect, name, secret, &id, err, sizeof err);
+    int rc = wio_hello(a->connect, name, secret, &id, err, sizeof err);
     free(secret);
     if (rc != 0) {
         log_error("%s", err);
@@ -251,7 +250,7 @@ static int run_process(const worker_args_t *a)
         return WORKER_EXIT_ERROR;
     }
     py_gil_enter();
-    if (wrun_init(err, sizeof err) < 0 || wio_start(fd, err, sizeof err) < 0) {
+    if (wrun_init(err, sizeof err) < 0 || wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;
     }

@@ -33,6 +33,7 @@ typedef struct {
     long spin_us;
     const char *log_level;
     inconn_flags_t limits;
+    guard_tls_args_t tls;
 } store_args_t;
 
 static void usage(FILE *f)
@@ -69,6 +70,7 @@ static void usage(FILE *f)
 "                        of a sleeping thread (and CPU) per request when they\n"
 "                        come back to back; costs up to N us of CPU after each\n"
 "                        burst. 0: sleep at once\n"
+GUARD_TLS_USAGE
 INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
@@ -90,7 +92,8 @@ static int parse_args(int argc, char **argv, store_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
-        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0) {
+        } else if ((lim = inconn_flag(&a->limits, argc, argv, &i, PROG)) != 0 ||
+                   (lim = guard_tls_flag(&a->tls, argc, argv, &i, PROG)) != 0) {
             if (lim < 0)
                 return -1;
         } else if ((v = args_flag_value(argc, argv, &i, "--dir", &missing))) {
@@ -240,6 +243,8 @@ static int start(store_t *st, const store_args_t *a)
     /* sconn.c has its own HELLO deadline; the listener's also lets silent
      * unauthenticated connections give way at the cap. */
     listener_require_auth(&st->tcp, AUTH_DEADLINE_MS);
+    if (st->tls)
+        listener_set_tls(&st->tcp, st->tls);
     st->tcp_open = 1;
     st->inline_ok = a->inline_us > 0;
     st->spin_ns = (uint64_t)a->spin_us * 1000;
@@ -277,6 +282,7 @@ static void finish(store_t *st)
     sdb_close(st->db);
     if (uv_loop_close(&st->loop) != 0)
         log_debug("event loop closed with handles still open");
+    tls_ctx_free(st->tls);
 }
 
 static uint64_t mono_ns(void)
@@ -329,7 +335,7 @@ int cmd_store(int argc, char **argv)
     omap_init(&st->objs);
     if (guard_service_secret(PROG, a.secret, a.secret_file, st->secret, sizeof st->secret,
                              &st->secret_len) < 0 ||
-        uv_loop_init(&st->loop) < 0)
+        guard_service_tls(PROG, &a.tls, &st->tls) < 0 || uv_loop_init(&st->loop) < 0)
         return 2;
     if (start(st, &a) < 0) {
         unwind(st);
@@ -337,7 +343,8 @@ int cmd_store(int argc, char **argv)
         return 2;
     }
     start_handles(st);
-    printf(PROG ": listening on %s\n", st->tcp.addr);
+    /* The address as clients write it ("tls:" first under TLS). */
+    printf(PROG ": listening on %s%s\n", st->tls ? "tls:" : "", st->tcp.addr);
     fflush(stdout);
     log_info("%ld Python thread(s), cache of %ld objects, requests under %ld us inline, "
              "polling %ld us before sleeping%s", a.threads, a.cache, a.inline_us, a.spin_us,

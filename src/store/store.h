@@ -61,6 +61,7 @@ typedef struct store {
     pyexec_t *px;
     char secret[256];
     size_t secret_len;
+    tls_ctx_t *tls;    /* --tls-cert/--tls-key: the port's TLS; NULL: none */
     char name[300];
     omap_t objs;       /* sobj_t: objects with queued requests or writes in flight */
     uint64_t durable;  /* the last unit whose answer went out (loop's view) */

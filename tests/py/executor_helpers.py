@@ -285,7 +285,7 @@ class TcpPool:
     def __init__(self, procs, secret, workers=0, extra=(), port=None):
         self.procs = procs
         self.secret = secret
-        self.port = port or free_port()
+        self.port = free_port() if port is None else port
         args = [BIN, "pool", "--listen", "127.0.0.1:%d" % self.port]
         if workers is not None:
             args += ["--workers", str(workers)]
@@ -301,7 +301,12 @@ class TcpPool:
             pytest.fail("bettong pool did not print 'listening on' within 15 s (exit %r):\n%s"
                         % (self.proc.poll(), self.out.text()))
         self.listen = m.group(1)
-        self.address = "127.0.0.1:%d" % self.port
+        if self.port == 0:
+            # port 0: the printed address, "tls:" first under TLS
+            self.address = self.listen
+            self.port = int(self.listen.rsplit(":", 1)[1])
+        else:
+            self.address = "127.0.0.1:%d" % self.port
         self.workers = []
 
     def add_worker(self, procs_n=1, secret=None, extra=()):

@@ -7,6 +7,7 @@ process group).
 """
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,9 @@ STOP_TIMEOUT = 10
 
 class Store:
     """One `bettong store --listen 127.0.0.1:PORT --dir DIR [--secret S]` process,
-    its stderr in a file."""
+    its stderr in a file. port=0: the store picks it (read from its "listening
+    on" line) and keeps it across restarts. With --tls-cert in extra, address
+    is "tls:127.0.0.1:PORT"."""
 
     _n = 0
 
@@ -38,7 +41,7 @@ class Store:
         self.procs = procs
         self.tmp = Path(tmp)
         self.dir = Path(dir) if dir is not None else self.tmp / ("store-%d" % Store._n)
-        self.port = port or free_port()
+        self.port = free_port() if port is None else port
         self.secret = secret
         self.extra = list(extra)
         self.err_path = self.tmp / ("store-%d.log" % Store._n)
@@ -48,10 +51,11 @@ class Store:
 
     @property
     def address(self):
-        return "127.0.0.1:%d" % self.port
+        tls = "tls:" if "--tls-cert" in self.extra else ""
+        return "%s127.0.0.1:%d" % (tls, self.port)
 
     def args(self):
-        a = [BIN, "store", "--listen", self.address, "--dir", str(self.dir)]
+        a = [BIN, "store", "--listen", "127.0.0.1:%d" % self.port, "--dir", str(self.dir)]
         if self.secret is not None:
             a += ["--secret", self.secret]
         return a + [str(x) for x in self.extra]
@@ -79,7 +83,7 @@ class Store:
         """Wait until the port accepts connections; returns the seconds it took
         from the spawn. Fails with the log if the store exits first."""
         deadline = time.monotonic() + timeout
-        while not port_open(self.port):
+        while not self._listening():
             if self.proc.poll() is not None:
                 pytest.fail("bettong store exited with %d before listening:\n%s"
                             % (self.proc.returncode, self.log()))
@@ -88,6 +92,14 @@ class Store:
                             % (self.port, timeout, self.log()))
             time.sleep(0.005)
         return time.monotonic() - self.started_at
+
+    def _listening(self):
+        if self.port:
+            return port_open(self.port)
+        m = re.search(r"bettong store: listening on (?:tls:)?127\.0\.0\.1:(\d+)", self.log())
+        if m:
+            self.port = int(m.group(1))
+        return m is not None
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
