@@ -15,7 +15,11 @@ PATH is a checkout of bsc-dom/dataclay (nothing of it is copied here). The scrip
      our python/ first on sys.path so that `import dataclay` is Bettong's
      compatibility package, --noconftest (their conftest starts docker
      services) and -p dataclay_functional_plugin (bench/), which provides their
-     `client` fixture on our service and records every report;
+     `client` fixture on our service and records every report. Their model
+     packages are reachable as dataclay/contrib/<pkg> in a directory of
+     symlinks put on sys.path after ours, in pytest and in the stores: the
+     stores import them if Bettong's dataclay.contrib takes in every
+     dataclay/contrib directory on sys.path (in pytest the plugin also adds it);
   3. prints passed / failed / errors / not collected, and each test that did
      not pass, grouped by what is missing or wrong: several backends, the
      async a_* API, dataClay's module layout or a missing name, wrong
@@ -54,6 +58,12 @@ INTERNAL_FILES = {
     "test_alien.py": "alien objects (AlienDataClayObject, pydantic)",
     "test_stub_object.py": "stub objects (StubDataClayObject)",
 }
+# dataClay API names (besides a_* and _dc_*): their absence is a missing name;
+# any other missing attribute is state the store lost (wrong semantics).
+API_NAMES = {"is_persistent", "new_version", "consolidate_version", "get_properties",
+             "dc_put", "dc_update_properties", "dc_clone", "getID", "data_manager",
+             "new_proxy_object", "get_by_id", "get_by_alias", "add_alias",
+             "delete_alias", "get_aliases", "make_persistent"}
 # Names whose absence means the test needs several backends.
 MULTI_NAMES = {"get_backends", "a_get_backends", "move", "new_replica", "_dc_meta",
                "backend_id", "recursive", "remotes", "sync", "backend_clients",
@@ -64,6 +74,7 @@ NEEDS = [
     ("async", re.compile(r"\bawait\b")),
     ("internals", re.compile(r"flush_all|storage\.api|StubDataClayObject|"
                              r"AlienDataClayObject|new_object_version")),
+    ("raises", re.compile(r"pytest\.raises")),         # used to classify, not shown
 ]
 GROUPS = [
     ("backends", "(a) several backends: get_backends, backend_id, move, new_replica, _dc_meta"),
@@ -121,7 +132,23 @@ def start_redis(workdir, logdir):
     raise SystemExit(f"redis-server did not start on a free port (see {logdir}/redis-*.log)")
 
 
-def start_store(bettong, name, workdir, logdir, metadata):
+def models_dir(checkout, workdir):
+    """A directory to put on sys.path (after ours) holding dataclay/contrib/<pkg>
+    for each model package of their contrib (modeltest, ...), as symlinks into
+    their checkout: their models, and nothing else of dataClay, importable as
+    dataclay.contrib.* wherever Bettong's dataclay.contrib extends its __path__
+    along sys.path (a namespace for model packages), in the stores too."""
+    src = os.path.join(checkout, "src", "dataclay", "contrib")
+    top = os.path.join(workdir, "models")
+    dst = os.path.join(top, "dataclay", "contrib")
+    os.makedirs(dst)
+    for name in sorted(os.listdir(src)):
+        if os.path.isfile(os.path.join(src, name, "__init__.py")):
+            os.symlink(os.path.join(src, name), os.path.join(dst, name))
+    return top
+
+
+def start_store(bettong, name, workdir, logdir, metadata, models):
     """One `bettong store` on a loopback port it picks; its address from its
     'listening on' line."""
     out = os.path.join(logdir, f"{name}.out")
@@ -129,7 +156,7 @@ def start_store(bettong, name, workdir, logdir, metadata):
             "--listen", "127.0.0.1:0"]
     if metadata:
         argv += ["--name", name, "--metadata", metadata]
-    env = dict(os.environ, PYTHONPATH=PYTHON_DIR)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([PYTHON_DIR, models]))
     with open(out, "wb") as o, open(os.path.join(logdir, f"{name}.log"), "wb") as e:
         p = subprocess.Popen(argv, stdout=o, stderr=e, env=env, start_new_session=True)
     m = wait_for(out, r"listening on (\S+):(\d+)", p, 20, f"bettong store {name}")
@@ -181,9 +208,10 @@ def test_inventory(functional_dir):
 
 def classify(message, needs):
     """(group, detail) of a failure from its exception line."""
-    m = re.search(r"No module named '([\w.]+)'", message)
+    where = " (in the store)" if message.startswith("bettong.") else ""
+    m = re.search(r"No module named '([\w.]+)'|import of module '([\w.]+)' failed", message)
     if m:
-        return "layout", f"module {m.group(1)} missing"
+        return "layout", f"module {m.group(1) or m.group(2)} missing{where}"
     m = re.search(r"cannot import name '(\w+)' from '([\w.]+)'", message)
     if m:
         return "layout", f"{m.group(2)}.{m.group(1)} missing"
@@ -195,23 +223,29 @@ def classify(message, needs):
             return "async", what
         if name in MULTI_NAMES:
             return "backends", what
-        return "layout", what
+        if name.startswith("_dc_") or name in API_NAMES:
+            return "layout", what
+        return "semantics", f"attribute {name} lost (not stored, or __setstate__ not run)"
     if "async def functions are not natively supported" in message:
         return "async", "pytest-asyncio missing"
     if "harness timeout" in message:
         return "hung", message
     if message.startswith("IndexError") and "backends" in needs:
         return "backends", "fewer backends than the test uses"
+    if "raises" in needs and re.match(r"assert '.*' in ", message):
+        return "layout", "exception message differs from dataClay's"
+    if "raises" in needs and message.startswith("bettong."):
+        return "layout", "exception type differs from dataClay's"
     short = message.splitlines()[0] if message else "(no message)"
     return "semantics", short[:160]
 
 
-def run_pytest(args, logdir, backends, results):
+def run_pytest(args, logdir, backends, results, models):
     functional = os.path.join(args.dataclay, "tests", "functional")
     env = dict(os.environ)
     env.update(
-        PYTHONPATH=os.pathsep.join([PYTHON_DIR, HERE]),
-        BETTONG_DCF_CHECKOUT=args.dataclay,
+        PYTHONPATH=os.pathsep.join([PYTHON_DIR, HERE, models]),
+        BETTONG_DCF_MODELS=os.path.join(models, "dataclay", "contrib"),
         BETTONG_DCF_BACKENDS=",".join(backends),
         BETTONG_DCF_RESULTS=results,
         BETTONG_DCF_PYTHON_DIR=PYTHON_DIR,
@@ -253,7 +287,7 @@ def check_prerequisites(args):
 
 # ---------------------------------------------------------------- report
 
-def summarize(inventory, records, rc, functional):
+def summarize(inventory, records, rc):
     """One row per test: (test, outcome, group, detail, needs)."""
     rows = {}
     layout = [r for r in records if r["kind"] == "layout"]
@@ -315,7 +349,7 @@ def print_report(args, rows, layout, rc, n_backends, metadata, log):
         for detail, items in sorted(by_detail.items(), key=lambda kv: -len(kv[1])):
             print(f"  {detail} [{len(items)}]")
             for t, r in items:
-                tags = [n for n in r[3] if n != key]
+                tags = [n for n in r[3] if n not in (key, "raises")]
                 note = f"  ({r[0]}; needs also: {', '.join(tags)})" if tags else f"  ({r[0]})"
                 print(f"    {t}{note}")
     need = collections.Counter(n for r in bad.values() for n in r[3])
@@ -374,13 +408,15 @@ def main():
             n = 1
             print(f"`bettong store --help` has no --metadata: starting one store "
                   f"(--backends {args.backends} asked for)")
+        models = models_dir(args.dataclay, workdir)
         backends = []
         for i in range(n):
-            p, addr, argv = start_store(args.bettong, f"backend_{i + 1}", workdir, logdir, url)
+            p, addr, argv = start_store(args.bettong, f"backend_{i + 1}", workdir, logdir, url,
+                                        models)
             procs.append((f"backend_{i + 1}", p))
             backends.append(addr)
             print(f"store backend_{i + 1} on {addr}: {' '.join(argv)}", flush=True)
-        rc, log = run_pytest(args, logdir, backends, results)
+        rc, log = run_pytest(args, logdir, backends, results, models)
         for name, p in procs:
             if p.poll() is not None:
                 print(f"warning: {name} exited with {p.returncode} during the run "
@@ -406,7 +442,7 @@ def main():
         bad_files = {os.path.basename(r["nodeid"]) for r in records if r["kind"] == "collect"}
         inventory = {t: v for t, v in inventory.items()
                      if t in seen or t.split("::")[0] in bad_files}
-    rows, layout = summarize(inventory, records, rc, functional)
+    rows, layout = summarize(inventory, records, rc)
     print_report(args, rows, layout, rc, len(backends), metadata, log)
     if args.json:
         with open(args.json, "w") as f:

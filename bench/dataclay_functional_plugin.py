@@ -9,29 +9,33 @@ dataClay's functional tests run with pytest from their own checkout, with
     harness started: `dataclay.Client(host=..., port=...)`, `start()` before the
     first test, `stop()` after the last, as their conftest does;
   - their model packages (src/dataclay/contrib/modeltest/...) are imported from
-    their checkout, unchanged, as `dataclay.contrib.*`: the checkout's contrib
-    directory is added to the __path__ of Bettong's `dataclay.contrib`, or, when
-    Bettong has no such package, to a bare stand-in package (recorded as a
-    layout gap, or refused with --strict-layout);
+    their checkout, unchanged, as `dataclay.contrib.*`: the harness's models
+    directory (symlinks to their contrib's packages) is on sys.path after ours,
+    and its dataclay/contrib is added to the __path__ of Bettong's
+    `dataclay.contrib` if it does not find them by itself, or, when Bettong has
+    no such package, to a bare stand-in package (recorded as a layout gap, or
+    refused with --strict-layout); the stores find them only through Bettong's
+    own `dataclay.contrib`;
   - every collection and test report is appended as one JSON line to
     $BETTONG_DCF_RESULTS, for the harness to classify;
   - a test running longer than $BETTONG_DCF_TEST_TIMEOUT seconds is interrupted
     (SIGALRM) so that one hung call does not stop the run.
 
-Environment (set by the harness): BETTONG_DCF_CHECKOUT, BETTONG_DCF_BACKENDS
+Environment (set by the harness): BETTONG_DCF_MODELS, BETTONG_DCF_BACKENDS
 ("host:port,..."; the client connects to the first), BETTONG_DCF_RESULTS,
 BETTONG_DCF_PYTHON_DIR, BETTONG_DCF_STRICT_LAYOUT, BETTONG_DCF_TEST_TIMEOUT.
 """
 
 import json
 import os
+import re
 import signal
 import sys
 import types
 
 import pytest
 
-_CHECKOUT = os.environ["BETTONG_DCF_CHECKOUT"]
+_MODELS = os.environ["BETTONG_DCF_MODELS"]
 _RESULTS = os.environ["BETTONG_DCF_RESULTS"]
 _BACKENDS = [(a.rsplit(":", 1)[0], int(a.rsplit(":", 1)[1]))
              for a in os.environ["BETTONG_DCF_BACKENDS"].split(",") if a]
@@ -47,10 +51,28 @@ def _message(report):
     """The exception line of a failed report ('Type: message'), else its text."""
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
+        if crash.message in ("AssertionError", "assert False"):
+            # A bare assert: where it failed, in the store's traceback if there is one.
+            text = str(report.longrepr)
+            remote = re.findall(r'File "([^"]+)", line (\d+).*\n\s*(.+)', text)
+            if remote:
+                path, line, src = remote[-1]
+                return f"{crash.message} at {os.path.basename(path)}:{line}: {src.strip()}"
+            return f"{crash.message} at {_source_line(crash.path, crash.lineno)}"
         return crash.message
     text = str(report.longrepr)
     errs = [ln[1:].strip() for ln in text.splitlines() if ln.startswith("E ")]
     return " | ".join(errs) if errs else text.strip().splitlines()[-1] if text.strip() else ""
+
+
+def _source_line(path, lineno):
+    """'file:line: source' of a failing assert (lineno is 1-based)."""
+    try:
+        with open(path) as f:
+            text = f.read().splitlines()[lineno - 1].strip()
+    except (OSError, IndexError, TypeError):
+        text = "?"
+    return f"{os.path.basename(str(path))}:{lineno}: {text}"
 
 
 def _mount_models():
@@ -62,7 +84,6 @@ def _mount_models():
     if not where.startswith(ours + os.sep):
         raise pytest.UsageError(f"`import dataclay` resolves to {where}, not to Bettong's "
                                 f"package under {ours}")
-    contrib_dir = os.path.join(_CHECKOUT, "src", "dataclay", "contrib")
     try:
         import dataclay.contrib as contrib
         standin = False
@@ -76,8 +97,9 @@ def _mount_models():
         sys.modules["dataclay.contrib"] = contrib
         dataclay.contrib = contrib
         standin = True
-    if contrib_dir not in list(contrib.__path__):
-        contrib.__path__.append(contrib_dir)
+    paths = [os.path.realpath(p) for p in contrib.__path__]
+    if os.path.realpath(_MODELS) not in paths:
+        contrib.__path__.append(_MODELS)
     _record(kind="layout", name="dataclay.contrib", standin=standin,
             dataclay_file=where)
 
