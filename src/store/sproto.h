@@ -145,11 +145,13 @@ typedef enum {
     SMSG_ALIASES = 21,
     SMSG_DELETE = 22,
     SMSG_GET_CLASS = 23,
+    SMSG_BACKENDS = 24,
     SMSG_OK = 40,
     SMSG_REF = 41,
     SMSG_RAISED = 42,
     SMSG_FAILED = 43,
     SMSG_CLASS_BYTES = 44,
+    SMSG_BACKEND_LIST = 45,
 } smsg_type;
 
 typedef enum {

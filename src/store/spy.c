@@ -86,6 +86,9 @@ static struct {
     PyObject *plain_dumps, *plain_loads, *protocol, *no_args, *absent;
     PyObject *pid_fn, *load_strict, *load_lenient;
     PyObject *MissingObject; /* exception: a reference to an object that does not exist */
+    /* In a service of several backends: bettong.objects._proxy_for, which makes
+     * the client's proxy of an object another backend holds; else NULL. */
+    PyObject *remote_ref;
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
         *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid;
 } S;
@@ -245,12 +248,34 @@ static PyObject *instance_id(PyObject *obj)
     return oid;
 }
 
+/* A client proxy (bettong.objects) of an object on another backend: its
+ * persistent id, else NULL (no exception). */
+static PyObject *proxy_id(PyObject *obj)
+{
+    if (!S.remote_ref || Py_TYPE(obj)->tp_dictoffset == 0 ||
+        !PyObject_HasAttrString((PyObject *)Py_TYPE(obj), "_bt_base"))
+        return NULL;
+    PyObject *d = PyObject_GenericGetDict(obj, NULL);
+    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
+    PyObject *cid = d && oid ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
+    PyObject *pid = oid && cid && PyUnicode_Check(oid) && PyLong_Check(cid)
+                        ? PyTuple_Pack(3, S.tag, oid, cid)
+                        : NULL;
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return pid;
+}
+
 static PyObject *persistent_id(PyObject *self, PyObject *obj)
 {
     sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)Py_TYPE(obj));
     PyObject *oid = c ? instance_id(obj) : NULL;
-    if (!oid)
+    if (!oid) {
+        PyObject *pid = c ? NULL : proxy_id(obj);
+        if (pid)
+            return pid;
         Py_RETURN_NONE;
+    }
     uint64_t cid = c->class_id;
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
@@ -285,6 +310,8 @@ static PyObject *persistent_load(PyObject *pid, int strict)
         return Py_NewRef(e->obj);
     if (status == BROKEN)
         return NULL;
+    if (S.remote_ref) /* held by another backend of the service (or by none) */
+        return PyObject_CallFunctionObjArgs(S.remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     if (strict) {
         PyErr_Format(S.MissingObject, "no object with id '%s'", s);
         return NULL;
@@ -1329,8 +1356,8 @@ static int intern_all(void)
     return 0;
 }
 
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
-             size_t errlen)
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+             char *err, size_t errlen)
 {
     S.db = db;
     S.inline_ns = (uint64_t)inline_us * 1000;
@@ -1353,6 +1380,13 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char 
                                                PyExc_LookupError, NULL))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
+        free(tb);
+        return -1;
+    }
+    if (service && !(S.remote_ref = attr_of("bettong.objects", "_proxy_for"))) {
+        char *tb = py_take_traceback();
+        snprintf(err, errlen, "cannot load bettong.objects for references to other "
+                 "backends: %s", tb);
         free(tb);
         return -1;
     }
@@ -1387,7 +1421,7 @@ void spy_fini(void)
     PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module,
                          &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
                          &S.absent, &S.pid_fn,
-                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.tag,
+                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
                          &S.s_qualname, &S.s_bt, &S.s_bettong_cid};

@@ -59,6 +59,8 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
     case SMSG_GET_CLASS:
         q->class_id = wire_u64(r);
         break;
+    case SMSG_BACKENDS:
+        break;
     default:
         return *why = "unknown message type", -1;
     }
