@@ -673,6 +673,7 @@ static const char *layout(int type)
     case SMSG_DELETE: return "s";
     case SMSG_GET_CLASS: return "Q";
     case SMSG_BACKENDS: return "";
+    case SMSG_MOVE: return "ss";
     default: return NULL;
     }
 }
@@ -1307,6 +1308,7 @@ PyMODINIT_FUNC PyInit__store(void)
         {"DELETE", SMSG_DELETE},
         {"GET_CLASS", SMSG_GET_CLASS},
         {"BACKENDS", SMSG_BACKENDS},
+        {"MOVE", SMSG_MOVE},
         {"BACKEND_LIST", SMSG_BACKEND_LIST},
         {"OK", SMSG_OK},
         {"REF", SMSG_REF},

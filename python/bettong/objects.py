@@ -126,7 +126,7 @@ __all__ = [
 # (src/store/sproto.h; also in bettong._store)
 _CLASS, _PERSIST, _LOOKUP_ALIAS, _LOOKUP_ID, _CALL = 10, 11, 12, 13, 14
 _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS = 15, 16, 17, 18, 19
-_DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS = 20, 21, 22, 23, 24
+_DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS, _MOVE = 20, 21, 22, 23, 24, 25
 _OK, _REF, _RAISED, _FAILED, _CLASS_BYTES, _BACKEND_LIST = 40, 41, 42, 43, 44, 45
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
@@ -432,7 +432,7 @@ def _ask_failed(c, e, args):
 # its own objects only.
 
 _BY_OBJECT = frozenset((_CALL, _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS,
-                        _ALIASES, _DELETE))
+                        _ALIASES, _DELETE, _MOVE))
 _dir_lock = threading.Lock()
 _backends = {}      # backend id -> Backend
 _home_id = None     # the backend connect() named (None: not asked yet)
@@ -587,6 +587,37 @@ def backend_of(obj):
     if _home_id is None:
         _get_conn()
     return _locate(oid) if _multi else _home_id
+
+
+def _adopt(bid, oid, cid, qual, data, state, aliases):
+    """In a store moving an object out (MOVE): give it to backend bid -- its
+    class, its state as stored, its aliases (claimed by this object's id, so
+    bid may take them over) -- and return once bid holds it durably."""
+    for args in ((_CLASS, cid, qual, data),
+                 (_PERSIST, [(oid, cid, aliases[0] if aliases else None, state)])):
+        a = _send_to(bid, args)
+        if a[0] != _OK:
+            raise _answer_error(a)
+    for alias in aliases[1:]:
+        a = _send_to(bid, (_ADD_ALIAS, oid, alias))
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+
+def _move(obj, backend_id):
+    """Move obj's master copy to another backend (a persistent object)."""
+    oid = _oid(obj)
+    if _attention:
+        _wb.settle()
+    if _home_id is None:
+        _get_conn()
+    bid = _backend(backend_id).id
+    if backend_of(obj) == bid:
+        return
+    a = _request(_MOVE, oid, bid)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    _where[oid] = bid
 
 
 def _placed(ents, bid):
@@ -1510,13 +1541,11 @@ class Persistent:
         without, it is write-behind (see the module documentation). In a service
         of several backends the objects go to the backend connect() named, or to
         backend_id (its id, a str or uuid.UUID: KeyError if there is none), and
-        the call waits for it. On a proxy: adds the alias, if one is given
-        (moving it to another backend is not supported yet: refused)."""
+        the call waits for it. On a proxy: backend_id moves it there (move()),
+        alias adds the alias."""
         if "_bettong_id" in self.__dict__:
-            if backend_id is not None and str(backend_id) != backend_of(self):
-                _backend(backend_id)
-                raise StoreError("moving a persistent object to another backend is not "
-                                 "supported yet")
+            if backend_id is not None:
+                _move(self, backend_id)
             if alias is not None:
                 self.add_alias(alias)
             return None
@@ -1535,6 +1564,19 @@ class Persistent:
             _to_proxy(ent)
         _placed(ents, _home_id)
         _wb.add(items, ents, nbytes)
+        return None
+
+    def move(self, backend_id, recursive=False, remotes=True):
+        """Move the object's master copy (state and aliases) to backend
+        backend_id; its id stays, so references to it keep working. Moving the
+        objects it references too (recursive) is not supported yet: refused."""
+        if recursive:
+            raise NotImplementedError("move(recursive=True) is not supported yet: move "
+                                      "each object")
+        if not is_persistent(self):
+            self.make_persistent(backend_id=backend_id)
+            return None
+        _move(self, backend_id)
         return None
 
     # -- lookups

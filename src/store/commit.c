@@ -162,6 +162,9 @@ static int directory_before(committer_t *c, sdb_write_t *w, wunit_t *u, const wo
     switch (op->kind) {
     case WOP_DELETE:
         return record_deletion(c, w, u, op);
+    case WOP_DELETE_MOVED: /* its location is the other backend's now */
+        return record(c, FX_DELETED, u, op->id, op->idlen, "", 0, 0) < 0 ? storage_failed(u)
+                                                                          : 0;
     case WOP_ALIAS_DEL:
         return record_unalias(c, w, u, op);
     default:
@@ -372,6 +375,7 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
                         op->id, op->idlen);
         return rc ? storage_failed(u) : 0;
     case WOP_DELETE:
+    case WOP_DELETE_MOVED:
         rc = sdb_del_object(w, op->id, op->idlen);
         if (rc == SDB_NOTFOUND)
             return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);

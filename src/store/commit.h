@@ -24,6 +24,8 @@ typedef enum {
     WOP_CREATE = 1,   /* new object (id, class_id, data); taken id: BAD_REQUEST */
     WOP_PUT,          /* replace an object's state (id, class_id, data) */
     WOP_DELETE,       /* object and its aliases (id); absent: NOT_FOUND */
+    WOP_DELETE_MOVED, /* the same, for an object now on another backend: its
+                         aliases stay in the service's directory */
     WOP_ALIAS_ADD,    /* name -> id; taken: ALIAS_TAKEN; no object: NOT_FOUND */
     WOP_ALIAS_DEL,    /* name; absent: NOT_FOUND */
     WOP_CLASS_PUT,    /* class_id, name = qualname, data = pickle; other bytes

@@ -200,10 +200,12 @@ static int publish_object(void *ctx, const char *id, size_t idlen, uint64_t clas
 {
     pipe_t *p = ctx;
     char key[SDB_ID_MAX + 32], val[SDB_BACKEND_ID_LEN + 32];
-    const char *argv[] = {"SET", key, val};
+    /* NX: an object that a move left here too (this backend stopped between
+     * the other one taking it and deleting it here) stays the other's. */
+    const char *argv[] = {"SET", key, val, "NX"};
     size_t lens[] = {3, key_of(key, sizeof key, PFX_LOC, id, idlen),
-                     value_of(val, sizeof val, p->m->id, SDB_BACKEND_ID_LEN, class_id)};
-    return pipe_append(p, 3, argv, lens) < 0 ? 1 : 0;
+                     value_of(val, sizeof val, p->m->id, SDB_BACKEND_ID_LEN, class_id), 2};
+    return pipe_append(p, 4, argv, lens) < 0 ? 1 : 0;
 }
 
 static int publish_alias(void *ctx, const char *alias, size_t alen, const char *id, size_t idlen)

@@ -86,7 +86,8 @@ static void answer_failed(sreq_t *r, int code, const char *msg, uint64_t seq)
 static int is_python(uint8_t type)
 {
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
-           type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE;
+           type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE ||
+           type == SMSG_MOVE;
 }
 
 static void obj_dispatch(store_t *st, sobj_t *o);

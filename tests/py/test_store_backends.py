@@ -187,3 +187,34 @@ def test_a_taken_name_is_refused(stores, tmp_path):
     bad = subprocess.run([BIN, "store", "--dir", str(tmp_path / "x"), "--metadata",
                           "redis://nohost"], capture_output=True, text=True, timeout=20)
     assert bad.returncode == 2 and "not redis://HOST:PORT" in bad.stderr, bad.stderr
+
+
+def test_move_keeps_state_aliases_and_references(service):
+    redis, backends = service
+    ids = ids_by_name()
+    car = m.Car("MOVER", 4.0)
+    car.make_persistent(alias="mover", backend_id=ids["b1"])
+    car.add_alias("mover-2")
+    garage = m.Garage("holder")
+    garage.make_persistent(backend_id=ids["b2"])
+    garage.add(car)
+    car.move(ids["b3"])
+    assert objects.backend_of(car) == ids["b3"]
+    assert car.accelerate(1.0) == 5.0
+    assert car.get_aliases() == {"mover", "mover-2"}
+    # The reference held on b2 reaches it on b3; so does a fresh client.
+    assert garage.total_speed() == 5.0
+    objects.connect(backends[1].address)
+    moved = m.Car.get_by_alias("mover-2")
+    assert objects.backend_of(moved) == ids["b3"] and moved.speed == 5.0
+    # Aliases stayed taken across the service; make_persistent(backend_id=)
+    # on a persistent object moves it too (dataClay's spelling).
+    with pytest.raises(objects.AliasTaken):
+        m.Car("X", 0.0).make_persistent(alias="mover", backend_id=ids["b1"])
+    moved.make_persistent(backend_id=ids["b1"])
+    assert objects.backend_of(moved) == ids["b1"] and moved.get_speed() == 5.0
+    # It is gone from where it was: b3 restarted does not bring it back there.
+    backends[2].restart()
+    assert objects.backend_of(m.Car.get_by_alias("mover")) == ids["b1"]
+    with pytest.raises(NotImplementedError):
+        moved.move(ids["b2"], recursive=True)
