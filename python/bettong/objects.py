@@ -1144,15 +1144,29 @@ def _ask(args):
         c = None
     if c is None or _attention:
         c = _conn_slow()
+    bid = _home_id
     if _multi:
-        a = _request_routed(args)
-    else:
-        try:
-            plain, a = c.ask(*args)
-        except BaseException as e:
+        bid = _locate(args[1])
+        if bid != _home_id:
+            c = _conn_to(bid)
+    try:
+        plain, a = c.ask(*args)
+    except BaseException as e:
+        if bid == _home_id:
             plain, a = _ask_failed(c, e, args)
-        if plain:
-            return a
+        elif isinstance(e, _store.StaleConnection):   # closed while idle: nothing sent
+            _drop_conn_to(bid, c)
+            plain, a = False, _request_routed(args)
+        else:
+            if not isinstance(e, (TypeError, ValueError, OverflowError)):
+                _drop_conn_to(bid, c)
+            if isinstance(e, ConnectionError):
+                raise ConnectionError(f"backend {_backends[bid].name!r} failed: {e}") from e
+            raise
+    if plain:
+        return a
+    if _multi and a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
+        a = _request_routed(args)   # it moved: follow it
     if a[0] == _OK:
         return _loads(a[2])
     raise _answer_error(a)
