@@ -1065,6 +1065,31 @@ def _loads(data):
         return _Unpickler(io.BytesIO(data)).load()
 
 
+class _RefCollector(pickle.Unpickler):
+    """Reads a pickled state only for the persistent references in it."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.refs = []
+
+    def persistent_load(self, pid):
+        if type(pid) is tuple and len(pid) == 3 and pid[0] == _REF_TAG:
+            self.refs.append((pid[1], pid[2]))
+            return None
+        raise _UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def _references(obj):
+    """The (object id, class id) of every persistent object obj's stored state
+    refers to, without making proxies of them."""
+    a = _request(_GET_STATE, _oid(obj))
+    if a[0] != _OK:
+        raise _answer_error(a)
+    r = _RefCollector(io.BytesIO(a[2]))
+    r.load()
+    return r.refs
+
+
 # ------------------------------------------------------------------ proxies
 
 _proxies = weakref.WeakValueDictionary()  # object id -> proxy
@@ -1582,15 +1607,32 @@ class Persistent:
 
     def move(self, backend_id, recursive=False, remotes=True):
         """Move the object's master copy (state and aliases) to backend
-        backend_id; its id stays, so references to it keep working. Moving the
-        objects it references too (recursive) is not supported yet: refused."""
-        if recursive:
-            raise NotImplementedError("move(recursive=True) is not supported yet: move "
-                                      "each object")
+        backend_id; its id stays, so references to it keep working. With
+        recursive, the objects it refers to (directly or through others) go
+        too: those on its own backend, and with remotes also those on other
+        backends. A local object is made persistent there instead."""
         if not is_persistent(self):
             self.make_persistent(backend_id=backend_id)
             return None
-        _move(self, backend_id)
+        if not recursive:
+            _move(self, backend_id)
+            return None
+        if _home_id is None:
+            _get_conn()
+        target = _backend(backend_id).id
+        source = backend_of(self)
+        seen = set()
+        todo = [(self.__dict__["_bettong_id"], self.__dict__["_bettong_cid"])]
+        while todo:
+            oid, cid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            obj = _proxy_for(oid, cid)
+            if obj is not self and not remotes and backend_of(obj) != source:
+                continue   # a reference held elsewhere stays, and is not followed
+            todo.extend(_references(obj))
+            _move(obj, target)
         return None
 
     # -- lookups

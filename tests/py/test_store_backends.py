@@ -216,5 +216,30 @@ def test_move_keeps_state_aliases_and_references(service):
     # It is gone from where it was: b3 restarted does not bring it back there.
     backends[2].restart()
     assert objects.backend_of(m.Car.get_by_alias("mover")) == ids["b1"]
-    with pytest.raises(NotImplementedError):
-        moved.move(ids["b2"], recursive=True)
+
+
+def chain(ids, names):
+    """Nodes n0 -> n1 -> ... (Node.next), node i on backend names[i]; the last
+    one points back at the first (a cycle)."""
+    nodes = [m.Node("n%d" % i) for i in range(len(names))]
+    for i, name in enumerate(names):
+        nodes[i].make_persistent(backend_id=ids[name])
+    for i in range(len(nodes)):
+        nodes[i].next = nodes[(i + 1) % len(nodes)]
+    return nodes
+
+
+def test_recursive_move(service):
+    redis, backends = service
+    ids = ids_by_name()
+    # remotes=False: the references on the root's own backend follow it; the
+    # one on b3 stays, and what it refers to is not followed.
+    nodes = chain(ids, ["b1", "b1", "b3", "b1"])
+    nodes[0].move(ids["b2"], recursive=True, remotes=False)
+    where = [objects.backend_of(n) for n in nodes]
+    assert where == [ids["b2"], ids["b2"], ids["b3"], ids["b1"]]
+    # remotes=True: the whole cycle, wherever its nodes are.
+    nodes[0].move(ids["b3"], recursive=True)
+    assert [objects.backend_of(n) for n in nodes] == [ids["b3"]] * 4
+    # References still resolve after the moves.
+    assert nodes[0].walk(4) == ["n0", "n1", "n2", "n3"]
