@@ -38,9 +38,6 @@ accept None (any backend: there is one); another value is passed to Bettong's
 make_persistent, which refuses it unless it supports several backends.
 """
 
-import asyncio
-import contextvars
-import functools
 import io
 import pickle
 
@@ -49,7 +46,7 @@ from bettong.objects import AliasTaken, NotFound, Persistent, active, is_persist
 
 from . import _errors
 from .config import current_dataset
-from .event_loop import io_bound_executor
+from . import event_loop as _loop
 
 __all__ = ["DataClayObject", "activemethod"]
 
@@ -80,9 +77,7 @@ def _not_registered(obj):
 
 
 async def _await_in_thread(fn, *args, **kwargs):
-    ctx = contextvars.copy_context()
-    fut = io_bound_executor.submit(functools.partial(ctx.run, fn, *args, **kwargs))
-    return await asyncio.wrap_future(fut)
+    return await _loop._dc_to_thread(fn, _loop.io_bound_executor, *args, **kwargs)
 
 
 def _async_variant(name):

@@ -40,6 +40,21 @@ io_bound_executor = concurrent.futures.ThreadPoolExecutor(
     max_workers=max(4, cpu_count * 2), thread_name_prefix="dataclay-io")
 
 
+def _after_fork_in_child():
+    """A forked child has neither the loop's thread nor the pools' threads."""
+    global dc_event_loop, cpu_bound_executor, io_bound_executor, _loop_lock
+    dc_event_loop = None
+    _loop_lock = threading.Lock()
+    cpu_bound_executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=cpu_bound_executor._max_workers, thread_name_prefix="dataclay-cpu")
+    io_bound_executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=io_bound_executor._max_workers, thread_name_prefix="dataclay-io")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def set_dc_event_loop(loop):
     global dc_event_loop
     dc_event_loop = loop

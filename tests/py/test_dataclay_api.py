@@ -546,3 +546,32 @@ def test_storage_api(store, tmp_path):
         storage.api.init(str(bad))
     with pytest.raises(TypeError):
         storage.api.init(str(props), flavour=1)
+
+
+def test_event_loop_in_forked_child():
+    """A forked child gets a loop and thread pools of its own (the parent's
+    threads are not there)."""
+    async def double(x):
+        return 2 * x
+
+    assert dc_loop.run_dc_coroutine(double, 1) == 2        # the parent's loop and pool
+    assert asyncio.run(dc_loop.dc_to_thread_io(lambda: 5)) == 5
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                           # the child
+        try:
+            v = dc_loop.run_dc_coroutine(double, 21)
+            v += asyncio.run(dc_loop.dc_to_thread_io(lambda: 100))
+            os.write(w, str(v).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    import select
+    import signal
+    ready, _, _ = select.select([r], [], [], 20)
+    if not ready:
+        os.kill(pid, signal.SIGKILL)
+    with os.fdopen(r) as f:
+        out = f.read() if ready else ""
+    os.waitpid(pid, 0)
+    assert out == "142", "the forked child did not answer within 20 s"

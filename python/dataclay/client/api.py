@@ -43,7 +43,7 @@ import os
 from bettong.objects import connect, disconnect
 
 from .. import config
-from ..event_loop import _ensure_dc_event_loop, io_bound_executor  # noqa: F401
+from ..event_loop import _ensure_dc_event_loop
 
 __all__ = ["Client", "init", "finish"]
 
