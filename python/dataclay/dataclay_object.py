@@ -42,7 +42,8 @@ import io
 import pickle
 
 from bettong import objects as _bo
-from bettong.objects import AliasTaken, NotFound, Persistent, active, is_persistent as _is_persistent
+from bettong.objects import AliasTaken, NotFound, Persistent, active
+from bettong.objects import is_persistent as _is_persistent
 
 from . import _errors
 from .config import current_dataset

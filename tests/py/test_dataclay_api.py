@@ -16,7 +16,6 @@ import uuid
 
 import pytest
 
-from conftest import BIN
 from store_helpers import PYDIR, Store
 
 from bettong import objects
@@ -83,13 +82,14 @@ def client(store):
 def test_module_layout():
     from dataclay.client.api import Client as C2, init, finish
     from dataclay.dataclay_object import DataClayObject as D2, activemethod as a2
-    from dataclay.event_loop import get_dc_event_loop, run_dc_coroutine  # noqa: F401
+    from dataclay.event_loop import get_dc_event_loop, run_dc_coroutine
     from dataclay.config import get_runtime
     import dataclay.contrib
     import storage.api
 
     assert C2 is Client and D2 is DataClayObject and a2 is activemethod
     assert callable(init) and callable(finish)
+    assert callable(get_dc_event_loop) and callable(run_dc_coroutine)
     assert dataclay.StorageObject is DataClayObject
     assert issubclass(DataClayObject, Persistent)
     assert get_runtime() is None                  # no Client started
