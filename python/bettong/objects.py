@@ -1202,9 +1202,30 @@ def _remote_method(name, fn):
         return _ask((_CALL, self.__dict__["_bettong_id"], name,
                      _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS))
 
+    if _is_coroutine_function(fn):
+        method = _awaitable_call(method)
     functools.update_wrapper(method, fn)
     method._bettong_active = True
     method._bettong_remote = True
+    return method
+
+
+def _is_coroutine_function(fn):
+    import inspect
+    return inspect.iscoroutinefunction(fn)
+
+
+def _awaitable_call(call):
+    """An active `async def` on a proxy: calling it returns an awaitable that runs
+    the (blocking) call in a thread of the awaiting loop's default executor, so
+    it can be awaited from any asyncio loop. The store runs the method itself:
+    what it does with the coroutine the method returns is the store's."""
+
+    async def method(self, *args, **kwargs):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(call, self, *args, **kwargs))
+
     return method
 
 

@@ -243,3 +243,50 @@ def test_recursive_move(service):
     assert [objects.backend_of(n) for n in nodes] == [ids["b3"]] * 4
     # References still resolve after the moves.
     assert nodes[0].walk(4) == ["n0", "n1", "n2", "n3"]
+
+
+def test_dataclay_spellings_across_backends(service):
+    """dataClay's names over a service: Client.get_backends() (uuid keys),
+    make_persistent(backend_id=uuid), _dc_meta.master_backend_id, move, and
+    get_runtime().backend_id inside the backend that runs a method."""
+    from dataclay import Client, DataClayObject, activemethod
+    from dataclay.config import get_runtime
+
+    class Place(DataClayObject):
+        label: str
+
+        def __init__(self, label):
+            self.label = label
+
+        @activemethod
+        def runtime_backend(self):
+            rt = get_runtime()
+            return str(rt.backend_id), rt.is_backend, sorted(
+                b.name for b in rt.backend_clients.values())
+
+    redis, backends = service
+    objects.disconnect()
+    client = Client(address=backends[0].address)
+    client.start()
+    try:
+        found = client.get_backends()
+        assert sorted(b.name for b in found.values()) == NAMES
+        by_name = {b.name: bid for bid, b in found.items()}
+        assert all(isinstance(k, uuid.UUID) for k in found)
+        p = Place("here")
+        p.make_persistent(alias="place", backend_id=by_name["b3"])
+        assert p._dc_meta.master_backend_id == by_name["b3"]
+        assert p._dc_meta.replica_backend_ids == set()
+        assert p.runtime_backend() == (str(by_name["b3"]), True, NAMES)
+        p.move(by_name["b2"])
+        p.sync()
+        assert Place.get_by_alias("place")._dc_meta.master_backend_id == by_name["b2"]
+        assert p.runtime_backend()[0] == str(by_name["b2"])
+        with pytest.raises(KeyError):
+            Place("x").make_persistent(backend_id=uuid.uuid4())
+        with pytest.raises(NotImplementedError, match="no replicas"):
+            p.new_replica()
+    finally:
+        client.stop()
+    with pytest.raises(RuntimeError, match="not active"):
+        client.get_backends()
