@@ -127,18 +127,30 @@ def _clone_state(oid, memo):
 
 
 class ObjectMetadata:
-    """What DataClayObject._dc_meta gives (see there)."""
+    """What DataClayObject._dc_meta gives (see there). master_backend_id is a
+    view of where this process believes the master copy is: setting it (to a
+    wrong backend, say) is corrected by the next request, which finds the
+    object elsewhere and follows it, as dataClay's client does."""
 
     def __init__(self, obj):
         d = obj.__dict__
+        self._obj = obj
         self.id = uuid.UUID(d["_bettong_id"])
         self.dataset_name = current_dataset()
         self.class_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-        self.master_backend_id = uuid.UUID(_bo.backend_of(obj))
         self.replica_backend_ids = set()
         self.is_read_only = False
         self.original_object_id = None
         self.versions_object_ids = []
+
+    @property
+    def master_backend_id(self):
+        return uuid.UUID(_bo.backend_of(self._obj))
+
+    @master_backend_id.setter
+    def master_backend_id(self, value):
+        _bo._backend(value)   # KeyError for a backend the service lacks
+        _bo._where[str(self.id)] = str(value)
 
     def __repr__(self):
         return f"<ObjectMetadata {self.id} master={self.master_backend_id}>"

@@ -277,6 +277,11 @@ def test_dataclay_spellings_across_backends(service):
         p.make_persistent(alias="place", backend_id=by_name["b3"])
         assert p._dc_meta.master_backend_id == by_name["b3"]
         assert p._dc_meta.replica_backend_ids == set()
+        # A wrong belief about the master is corrected by the next request.
+        p._dc_meta.master_backend_id = by_name["b1"]
+        assert p._dc_meta.master_backend_id == by_name["b1"]
+        assert p.label == "here"
+        assert p._dc_meta.master_backend_id == by_name["b3"]
         assert p.runtime_backend() == (str(by_name["b3"]), True, NAMES)
         p.move(by_name["b2"])
         p.sync()
