@@ -8,6 +8,11 @@
  *   classes      u64 class_id (big-endian) -> u16 qualname length, qualname,
  *                class pickle
  *   meta         "format" -> SDB_FORMAT, "version" -> u32 SDB_VERSION
+ *   refs         object id -> u64 (big-endian): how many stored objects' states
+ *                refer to it (srefs.h keeps it; absent: none). Version 2 of the
+ *                format; a version 1 store is opened and upgraded (the counts
+ *                rebuilt) by srefs_ensure, after which a version 1 binary
+ *                refuses it (it would not keep the counts).
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -37,7 +42,7 @@
 #define SDB_MARKER "BETTONG_STORE"
 #define SDB_LOCKFILE "store.lock"
 #define SDB_FORMAT "bettong-store"
-#define SDB_VERSION 1u
+#define SDB_VERSION 2u
 #define SDB_ID_MAX 128
 #define SDB_ALIAS_MAX 400
 
@@ -57,6 +62,8 @@ sdb_t *sdb_open(const char *dir, char *err, size_t errlen);
 void sdb_close(sdb_t *db);
 /* 1 if sdb_open initialized a new store, 0 if it opened an existing one. */
 int sdb_was_created(const sdb_t *db);
+/* The format version on disk: SDB_VERSION, or 1 until srefs_ensure upgraded it. */
+uint32_t sdb_version(const sdb_t *db);
 
 /* ---- reads: a read transaction per sdb_read_t; results point into the map and
  * stay valid until sdb_read_end. ---- */
@@ -112,5 +119,21 @@ int sdb_del_alias(sdb_write_t *w, const char *alias, size_t alen);
 int sdb_put_class(sdb_write_t *w, uint64_t class_id, const char *qualname, size_t qlen,
                   const void *pickle, size_t plen);
 int sdb_has_class(sdb_write_t *w, uint64_t class_id);
+
+/* ---- reference counts (the `refs` database; srefs.h is their interface) ---- */
+
+/* The count of id (0 when absent). */
+int sdb_ref_get(sdb_read_t *r, const char *id, size_t idlen, uint64_t *count);
+/* Add delta to the count of id (a count reaching 0 is removed; one that would
+ * go below 0 is logged and set to 0). */
+int sdb_ref_add(sdb_write_t *w, const char *id, size_t idlen, int64_t delta);
+/* Drop every count (before a rebuild). */
+int sdb_refs_clear(sdb_write_t *w);
+int sdb_set_version(sdb_write_t *w, uint32_t version);
+/* Call fn for every stored object (id, state); fn returning -1 stops the walk
+ * (SDB_ERROR). */
+int sdb_each_object(sdb_read_t *r, int (*fn)(void *ctx, const char *id, size_t idlen,
+                                              const uint8_t *state, size_t len),
+                    void *ctx);
 
 #endif

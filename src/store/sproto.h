@@ -159,7 +159,13 @@ typedef enum {
     STORE_ERR_BAD_REQUEST = 4,
     STORE_ERR_UNKNOWN_CLASS = 5,  /* PERSIST named a class_id never sent */
     STORE_ERR_INTERNAL = 6,       /* storage failure, unpicklable result, ... */
+    STORE_ERR_REFERENCED = 7,     /* DELETE of an object that stored objects refer to */
 } store_error;
+
+/* FAILED REFERENCED's message (object id, count). */
+#define STORE_REFERENCED_FMT                                                               \
+    "object '%.*s' is still referenced by %llu stored object(s): remove those references " \
+    "(or delete the objects that hold them) first"
 
 /* Append the identity a client proves in the handshake (see above) to b; a name
  * longer than SPROTO_NAME_MAX is cut. Returns 0 or -1 (out of memory). */

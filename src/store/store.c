@@ -14,6 +14,7 @@
 #include "store/sconn.h"
 #include "store/sobj.h"
 #include "store/spy.h"
+#include "store/srefs.h"
 #include "store/sreply.h"
 #include "util/args.h"
 #include "util/log.h"
@@ -218,6 +219,10 @@ static int start(store_t *st, const store_args_t *a)
     }
     log_info("%s store in %s", sdb_was_created(st->db) ? "initialized a new" : "opened the",
              a->dir);
+    if (srefs_ensure(st->db, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
     snprintf(st->name, sizeof st->name, "bettong store %s", a->dir);
     st->cm = committer_start(&st->loop, st->db, sobj_unit_done, st, err, sizeof err);
     if (!st->cm) {
