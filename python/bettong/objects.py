@@ -110,6 +110,13 @@ except ImportError as e:  # pragma: no cover - reported when a store is used
     _IMPORT_ERROR = e
 
 try:
+    # Only inside `bettong store` (src/store/spy.c makes it): the store's own
+    # registry, for code of model classes that runs there (see "Inside the store").
+    import _bettong_instore as _instore
+except ImportError:
+    _instore = None
+
+try:
     from .errors import AuthenticationError, ProtocolError, RefusedError
 except ImportError:  # pragma: no cover
     ProtocolError = ConnectionError
@@ -119,7 +126,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "connect", "disconnect", "flush", "Persistent", "DataClayObject", "active",
     "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
-    "RemoteError", "persistent_fields", "is_persistent",
+    "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "dclayMethod",
 ]
 
 # ------------------------------------------------------------------ protocol numbers
@@ -130,6 +137,7 @@ _DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS = 20, 21, 22, 23
 _OK, _REF, _RAISED, _FAILED, _CLASS_BYTES = 40, 41, 42, 43, 44
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
+_ERR_REFERENCED = 7
 
 _REF_TAG = "bettong.obj"   # persistent ids: (_REF_TAG, object_id, class_id)
 _MAIN = b"__main__"
@@ -158,6 +166,11 @@ class AliasTaken(StoreError, ValueError):
     """The alias already names another object."""
 
 
+class StillReferenced(StoreError):
+    """delete() of an object that stored objects still refer to (the store refuses
+    it: remove those references, or delete the objects holding them, first)."""
+
+
 class NotConnected(StoreError):
     """No store configured: call bettong.connect(address) or set $BETTONG_STORE."""
 
@@ -171,6 +184,8 @@ def _failed(code, message):
         return AttributeError(message)
     if code == _ERR_BAD_REQUEST:
         return StoreError(f"the store refused the request: {message}")
+    if code == _ERR_REFERENCED:
+        return StillReferenced(message)
     return StoreError(message)
 
 
@@ -425,6 +440,38 @@ _proxy_classes = {}
 _cp_lock = threading.Lock()              # cloudpickle's by-value registry
 
 
+def _classfield_names(doc):
+    """The field names of dataClay 2.x `@ClassField name type` lines in a class
+    docstring, in order."""
+    if not isinstance(doc, str) or "@ClassField" not in doc:
+        return []
+    out = []
+    for line in doc.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "@ClassField" and words[1].isidentifier():
+            out.append(words[1])
+    return out
+
+
+def _declare_classfields(cls):
+    """dataClay 2.x models declare their persistent fields in the class docstring
+    (`@ClassField name type`): each becomes an annotation of the class (type: the
+    rest of the line, as text) unless the class annotates it itself, so it is a
+    persistent field exactly as an annotated one is (client and store alike)."""
+    doc = cls.__dict__.get("__doc__")
+    names = _classfield_names(doc)
+    if not names:
+        return
+    ann = cls.__dict__.get("__annotations__")
+    if not isinstance(ann, dict):
+        ann = {}
+        type.__setattr__(cls, "__annotations__", ann)
+    for line in doc.splitlines():
+        words = line.split(None, 2)
+        if len(words) >= 2 and words[0] == "@ClassField" and words[1] in names:
+            ann.setdefault(words[1], words[2].strip() if len(words) > 2 else "Any")
+
+
 def persistent_fields(cls):
     """The persistent fields of a Persistent class: its annotated names and its
     bases', in definition order (ClassVar annotations and _bt names excluded)."""
@@ -459,6 +506,17 @@ def active(fn):
         raise TypeError(f"@active is for methods (functions), not {type(fn).__name__}")
     fn._bettong_active = True
     return fn
+
+
+def dclayMethod(*args, **declared):
+    """dataClay 2.x's method decorator: `@dclayMethod(arg='type', return_='type')`
+    (or bare `@dclayMethod`) marks an active method, as @active does; the types are
+    documentation only."""
+    if len(args) == 1 and not declared and isinstance(args[0], types.FunctionType):
+        return active(args[0])
+    if args:
+        raise TypeError("dclayMethod takes keyword arguments (arg='type', return_='type')")
+    return active
 
 
 def _is_active(v):
@@ -1050,11 +1108,40 @@ def _collect(root, alias, new=None):
             _register(*rec)
         d = obj.__dict__
         fields = {f: d[f] for f in persistent_fields(cls) if f in d}
-        state = _dumps_state(fields, assign)
+        if _custom_getstate(cls):
+            state = _dumps(obj.__getstate__(), assign)
+        else:
+            state = _dumps_state(fields, assign)
         nbytes += len(state)
         items.append((oid, cid, alias if obj is root else None, state))
         out.append([obj, oid, cid, fields])
     return items, out, nbytes
+
+
+_custom_cache = {}
+
+
+def _custom_getstate(cls):
+    """True if the class defines its own __getstate__ (not object's): its
+    persistent state is then what __getstate__ returns (see Persistent)."""
+    try:
+        return _custom_cache[cls]
+    except KeyError:
+        pass
+    g = getattr(cls, "__getstate__", None)
+    res = g is not None and g is not getattr(object, "__getstate__", None)
+    _custom_cache[cls] = res
+    return res
+
+
+def _apply_state(obj, state):
+    """Give a new local object a stored state, as loading it in the store does:
+    __setstate__(state) if the class has one, else the (dict) state's items."""
+    setstate = getattr(type(obj), "__setstate__", None)
+    if setstate is not None:
+        obj.__setstate__(state)
+    else:
+        obj.__dict__.update(state)
 
 
 def _to_proxy(ent):
@@ -1290,7 +1377,26 @@ class Persistent:
     """Base class of persistent objects (alias: DataClayObject).
 
     Annotated fields are the persistent state; @active methods run in the store on
-    a proxy. See the module's documentation for the details."""
+    a proxy. See the module's documentation for the details.
+
+    State: a class that defines its own __getstate__ stores what it returns (any
+    picklable value; persistent objects in it as references) instead of its
+    annotated fields; a class that defines __setstate__ gets the stored state
+    through it when the object is loaded (in the store, by dc_clone) instead of
+    the state's items going into the instance dict -- exactly what pickle does."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "_bt_base" not in cls.__dict__:      # not a proxy class
+            _declare_classfields(cls)
+
+    if _instore is not None:
+        def __new__(cls, *args, **kwargs):
+            # Inside the store, an object made during an active method's call is
+            # a persistent object of this store at once (dataClay's behaviour).
+            obj = object.__new__(cls)
+            _instore.created(obj)
+            return obj
 
     def make_persistent(self, alias=None):
         """Store this object (and the local Persistent objects its state references)
@@ -1298,6 +1404,9 @@ class Persistent:
         alias the call waits for the store (AliasTaken if the alias is taken);
         without, it is write-behind (see the module documentation). On a proxy:
         adds the alias, if one is given."""
+        if _instore is not None and _instore.in_call():
+            _instore.persist(self, alias)    # this store, in the call's commit
+            return None
         if "_bettong_id" in self.__dict__:
             if alias is not None:
                 self.add_alias(alias)
@@ -1315,6 +1424,8 @@ class Persistent:
     @classmethod
     def get_by_alias(cls, alias):
         """A proxy to the object named alias (NotFound if there is none)."""
+        if _instore is not None:
+            return _instore.lookup_alias(alias)     # the live object, in the store
         a = _request(_LOOKUP_ALIAS, alias)
         if a[0] == _REF:
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
@@ -1323,6 +1434,8 @@ class Persistent:
     @classmethod
     def get_by_id(cls, object_id):
         """A proxy to the object with this id (NotFound if there is none)."""
+        if _instore is not None:
+            return _instore.lookup_id(str(object_id))
         a = _request(_LOOKUP_ID, str(object_id))
         if a[0] == _REF:
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
@@ -1341,6 +1454,9 @@ class Persistent:
 
     # -- aliases
     def add_alias(self, alias):
+        if _instore is not None and _instore.in_call():
+            _instore.add_alias(self, alias)
+            return
         a = _request(_ADD_ALIAS, _oid(self), alias)
         if a[0] != _OK:
             raise _answer_error(a)
@@ -1353,6 +1469,9 @@ class Persistent:
 
     def get_aliases(self):
         """The object's aliases (a set)."""
+        if _instore is not None:
+            _oid(self)
+            return _instore.aliases(self)
         a = _request(_ALIASES, _oid(self))
         if a[0] != _OK:
             raise _answer_error(a)
@@ -1360,7 +1479,8 @@ class Persistent:
 
     # -- deletion
     def delete(self):
-        """Remove the object from the store (with its aliases)."""
+        """Remove the object from the store (with its aliases). Refused
+        (StillReferenced) while stored objects refer to it."""
         oid = _oid(self)
         a = _request(_DELETE, oid)
         if a[0] != _OK:
@@ -1380,7 +1500,7 @@ class Persistent:
             raise _answer_error(a)
         state = _loads(a[2])
         obj = object.__new__(base)
-        obj.__dict__.update(state)
+        _apply_state(obj, state)
         return obj
 
     @classmethod
@@ -1417,3 +1537,7 @@ class Persistent:
 
 DataClayObject = Persistent
 activemethod = active
+
+
+if _instore is not None:
+    _instore.setup(Persistent, _class_record, _new_oid, NotFound, AliasTaken)

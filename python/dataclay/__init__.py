@@ -23,6 +23,7 @@ shared/specs/objects-api.md.
 import os
 
 from bettong.objects import AliasTaken, NotFound, Persistent, StoreError, active, connect, disconnect
+from bettong.objects import dclayMethod  # dataClay 2.x models (see bettong.objects)
 
 DataClayObject = Persistent
 activemethod = active
@@ -31,7 +32,7 @@ DoesNotExistError = NotFound
 AlreadyExistError = AliasTaken
 DataClayException = StoreError
 
-__all__ = ["Client", "DataClayObject", "activemethod", "DoesNotExist", "DoesNotExistError",
+__all__ = ["Client", "DataClayObject", "activemethod", "dclayMethod", "DoesNotExist", "DoesNotExistError",
            "AlreadyExistError", "DataClayException"]
 
 
