@@ -78,6 +78,15 @@ looking the same object up twice, or getting it back from a call, gives the same
 proxy: `is` and == (identity, the default) say whether two proxies are the same
 object.
 
+Inside the store
+----------------
+`bettong store` imports this module too (model classes refer to it) and gives it
+_bettong_instore (src/store/spy.c): there, an instance of a Persistent class made
+during an active method's call becomes a persistent object of that store at once
+(Persistent.__new__), and make_persistent, add_alias, get_aliases, get_by_alias
+and get_by_id work on the store's own registry -- no network, in the call's one
+commit (sproto.h).
+
 Threads: each thread has its own connection to the store (opened on first use);
 everything here may be used from any thread. A forked child opens its own. A
 connection that the store closed while it was idle (the store restarted) is
