@@ -1403,7 +1403,7 @@ class Persistent:
         def __new__(cls, *args, **kwargs):
             # Inside the store, an object made during an active method's call is
             # a persistent object of this store at once (dataClay's behaviour).
-            obj = object.__new__(cls)
+            obj = super().__new__(cls)
             _instore.created(obj)
             return obj
 

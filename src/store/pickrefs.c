@@ -5,8 +5,9 @@
 
 #define PID_TAG "bettong.obj"
 #define PID_TAG_LEN 11
-/* A memo index past this is refused (a real state never comes near it; it
- * bounds the shadow memo's memory). */
+/* A memo index past this, or past the pickle's length (each memo entry takes
+ * an opcode, so a pickler's indices stay below it), is refused: it bounds the
+ * shadow memo's memory by the input's size. */
 #define MEMO_MAX (1u << 24)
 
 enum { E_OTHER = 0, E_STR, E_PID };
@@ -19,7 +20,7 @@ typedef struct {
 } ent_t;
 
 typedef struct {
-    const uint8_t *p, *end;
+    const uint8_t *start, *p, *end;
     ent_t *stack;
     size_t sp, stack_cap;
     size_t *marks;
@@ -81,7 +82,7 @@ static int pop_mark(walk_t *w, size_t *k)
 
 static int memo_put(walk_t *w, uint64_t idx)
 {
-    if (!w->sp || idx >= MEMO_MAX)
+    if (!w->sp || idx >= MEMO_MAX || idx >= (uint64_t)(w->end - w->start))
         return -1;
     if (idx >= w->memo_cap) {
         size_t old = w->memo_cap;
@@ -168,7 +169,8 @@ static int push_counted(walk_t *w, size_t lenbytes, int is_str)
 static int make_tuple(walk_t *w, size_t k, int above_mark)
 {
     ent_t it[3] = {{0}};
-    if (k == 3)
+    size_t floor = w->nmarks ? w->marks[w->nmarks - 1] : 0;
+    if (k == 3 && w->sp >= floor + 3) /* else pop below fails */
         memcpy(it, w->stack + w->sp - 3, sizeof it);
     if (above_mark) {
         if (pop_mark(w, NULL) < 0)
@@ -301,7 +303,7 @@ int pickrefs_scan(const uint8_t *p, size_t n, pickref_t **out, size_t *count)
      * a state of plain values). */
     if (!n || !memchr(p, 'Q', n))
         return 0;
-    walk_t w = {.p = p, .end = p + n};
+    walk_t w = {.start = p, .p = p, .end = p + n};
     int rc;
     while ((rc = step(&w)) == 0)
         ;
