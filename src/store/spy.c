@@ -1640,7 +1640,7 @@ static PyObject *mod_add_alias(PyObject *self, PyObject *args)
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
-/* aliases(obj): a set, on disk and pending. */
+/* aliases(obj): a set: on disk, and added by this call. */
 static PyObject *mod_aliases(PyObject *self, PyObject *obj)
 {
     PyObject *oid = live_id(obj);
@@ -1666,11 +1666,13 @@ static PyObject *mod_aliases(PyObject *self, PyObject *obj)
             p += 2 + len;
         }
         buf_free(&b);
-        PyObject *k, *v;
-        Py_ssize_t pos = 0;
-        while (out && PyDict_Next(S.pending_aliases, &pos, &k, &v))
-            if (PyUnicode_Compare(PyList_GET_ITEM(v, 0), oid) == 0 && PySet_Add(out, k) < 0)
+        scall_t *c = t_call; /* and those this call added (call_alias) */
+        for (Py_ssize_t i = 0; out && c && c->aliases && i < PyList_GET_SIZE(c->aliases); i++) {
+            PyObject *t = PyList_GET_ITEM(c->aliases, i);
+            if (PyUnicode_Compare(PyTuple_GET_ITEM(t, 1), oid) == 0 &&
+                PySet_Add(out, PyTuple_GET_ITEM(t, 0)) < 0)
                 Py_CLEAR(out);
+        }
     }
     Py_XDECREF(oid);
     return out;
@@ -1696,12 +1698,28 @@ static PyObject *mod_lookup_id(PyObject *self, PyObject *arg)
     return id ? live_object(id, (size_t)n) : NULL;
 }
 
-/* lookup_alias(alias): the live object it names (pending aliases too). */
+/* The object id the current call named `alias` (borrowed), or NULL. Only the
+ * call's own: another call's alias is not on disk yet, and a read must not
+ * see what a crash could still lose. */
+static PyObject *call_alias(PyObject *alias)
+{
+    scall_t *c = t_call;
+    for (Py_ssize_t i = 0; c && c->aliases && i < PyList_GET_SIZE(c->aliases); i++) {
+        PyObject *t = PyList_GET_ITEM(c->aliases, i);
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(t, 0), alias) == 0)
+            return PyTuple_GET_ITEM(t, 1);
+    }
+    PyErr_Clear();
+    return NULL;
+}
+
+/* lookup_alias(alias): the live object it names (on disk, or named by this
+ * call). */
 static PyObject *mod_lookup_alias(PyObject *self, PyObject *alias)
 {
-    PyObject *ent = PyDict_GetItemWithError(S.pending_aliases, alias);
-    if (ent)
-        return mod_lookup_id(self, PyList_GET_ITEM(ent, 0));
+    PyObject *oid = call_alias(alias);
+    if (oid)
+        return mod_lookup_id(self, oid);
     Py_ssize_t al;
     const char *a = PyErr_Occurred() ? NULL : PyUnicode_AsUTF8AndSize(alias, &al);
     if (!a)
