@@ -1779,9 +1779,10 @@ static struct PyModuleDef instore_def = {
     NULL, NULL, NULL, NULL,
 };
 
-/* Make _bettong_instore importable, then import bettong.objects (which calls
- * setup). Without it (bettong.objects does not import) objects made in calls
- * are stored by value, as before: logged. */
+/* Make _bettong_instore importable. bettong.objects calls its setup() when it
+ * is imported, which is when the first model class loads (they all derive from
+ * its Persistent): nothing is imported here, so start-up stays fast, and until
+ * then there is no Persistent object to adopt. */
 static int instore_init(void)
 {
     PyObject *m = PyModule_Create(&instore_def);
@@ -1790,18 +1791,6 @@ static int instore_init(void)
         return -1;
     }
     Py_DECREF(m);
-    PyObject *objects = PyImport_ImportModule("bettong.objects");
-    if (!objects) {
-        char *tb = py_take_traceback();
-        log_warn("store: bettong.objects does not import (%s): objects made in calls are "
-                 "stored by value", tb);
-        free(tb);
-        return 0;
-    }
-    Py_DECREF(objects);
-    if (!S.Persistent)
-        log_warn("store: this bettong.objects does not set up the store's side: objects made "
-                 "in calls are stored by value");
     return 0;
 }
 
