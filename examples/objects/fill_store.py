@@ -25,10 +25,11 @@ def main():
     except bettong.NotFound:
         pass
     else:
-        for car_id in old.get_ids().split("-"):
-            if car_id:
-                old.get_by_id(car_id).delete()
+        # the collection first: the store refuses to delete a car it still holds
+        old_cars = [old.get_by_id(i) for i in old.get_ids().split("-") if i]
         old.delete()
+        for car in old_cars:
+            car.delete()
 
     cars = Cars()
     for i in range(args.cars):

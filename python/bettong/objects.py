@@ -78,6 +78,15 @@ looking the same object up twice, or getting it back from a call, gives the same
 proxy: `is` and == (identity, the default) say whether two proxies are the same
 object.
 
+Inside the store
+----------------
+`bettong store` imports this module too (model classes refer to it) and gives it
+_bettong_instore (src/store/spy.c): there, an instance of a Persistent class made
+during an active method's call becomes a persistent object of that store at once
+(Persistent.__new__), and make_persistent, add_alias, get_aliases, get_by_alias
+and get_by_id work on the store's own registry -- no network, in the call's one
+commit (sproto.h).
+
 Threads: each thread has its own connection to the store (opened on first use);
 everything here may be used from any thread. A forked child opens its own. A
 connection that the store closed while it was idle (the store restarted) is
@@ -110,6 +119,13 @@ except ImportError as e:  # pragma: no cover - reported when a store is used
     _IMPORT_ERROR = e
 
 try:
+    # Only inside `bettong store` (src/store/spy.c makes it): the store's own
+    # registry, for code of model classes that runs there (see "Inside the store").
+    import _bettong_instore as _instore
+except ImportError:
+    _instore = None
+
+try:
     from .errors import AuthenticationError, ProtocolError, RefusedError
 except ImportError:  # pragma: no cover
     ProtocolError = ConnectionError
@@ -119,7 +135,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "connect", "disconnect", "flush", "Persistent", "DataClayObject", "active",
     "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
-    "RemoteError", "persistent_fields", "is_persistent",
+    "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "dclayMethod",
 ]
 
 # ------------------------------------------------------------------ protocol numbers
@@ -130,6 +146,7 @@ _DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS, _MOVE = 20, 21, 22, 23,
 _OK, _REF, _RAISED, _FAILED, _CLASS_BYTES, _BACKEND_LIST = 40, 41, 42, 43, 44, 45
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
+_ERR_REFERENCED = 7
 
 _REF_TAG = "bettong.obj"   # persistent ids: (_REF_TAG, object_id, class_id)
 _MAIN = b"__main__"
@@ -158,6 +175,11 @@ class AliasTaken(StoreError, ValueError):
     """The alias already names another object."""
 
 
+class StillReferenced(StoreError):
+    """delete() of an object that stored objects still refer to (the store refuses
+    it: remove those references, or delete the objects holding them, first)."""
+
+
 class NotConnected(StoreError):
     """No store configured: call bettong.connect(address) or set $BETTONG_STORE."""
 
@@ -171,6 +193,8 @@ def _failed(code, message):
         return AttributeError(message)
     if code == _ERR_BAD_REQUEST:
         return StoreError(f"the store refused the request: {message}")
+    if code == _ERR_REFERENCED:
+        return StillReferenced(message)
     return StoreError(message)
 
 
@@ -431,6 +455,9 @@ def _ask_failed(c, e, args):
 # and follows it. A backend that cannot be reached fails the requests about
 # its own objects only.
 
+# Inside a store that is a backend of a service (set by `bettong store`).
+_IN_SERVICE = os.environ.get("BETTONG_STORE_SERVICE") == "1"
+
 _BY_OBJECT = frozenset((_CALL, _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS,
                         _ALIASES, _DELETE, _MOVE))
 _dir_lock = threading.Lock()
@@ -604,6 +631,18 @@ def _adopt(bid, oid, cid, qual, data, state, aliases):
             raise _answer_error(a)
 
 
+def _became_remote(obj):
+    """In a store, after obj (a live object) moved to another backend: obj
+    becomes a proxy of it in place, so the live objects here that hold it reach
+    it there."""
+    d = obj.__dict__
+    oid, cid = d["_bettong_id"], d["_bettong_cid"]
+    d.clear()
+    d["_bettong_id"] = oid
+    d["_bettong_cid"] = cid
+    object.__setattr__(obj, "__class__", _proxy_class(type(obj)))
+
+
 def _move(obj, backend_id):
     """Move obj's master copy to another backend (a persistent object)."""
     oid = _oid(obj)
@@ -651,6 +690,38 @@ _proxy_classes = {}
 _cp_lock = threading.Lock()              # cloudpickle's by-value registry
 
 
+def _classfield_names(doc):
+    """The field names of dataClay 2.x `@ClassField name type` lines in a class
+    docstring, in order."""
+    if not isinstance(doc, str) or "@ClassField" not in doc:
+        return []
+    out = []
+    for line in doc.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "@ClassField" and words[1].isidentifier():
+            out.append(words[1])
+    return out
+
+
+def _declare_classfields(cls):
+    """dataClay 2.x models declare their persistent fields in the class docstring
+    (`@ClassField name type`): each becomes an annotation of the class (type: the
+    rest of the line, as text) unless the class annotates it itself, so it is a
+    persistent field exactly as an annotated one is (client and store alike)."""
+    doc = cls.__dict__.get("__doc__")
+    names = _classfield_names(doc)
+    if not names:
+        return
+    ann = cls.__dict__.get("__annotations__")
+    if not isinstance(ann, dict):
+        ann = {}
+        type.__setattr__(cls, "__annotations__", ann)
+    for line in doc.splitlines():
+        words = line.split(None, 2)
+        if len(words) >= 2 and words[0] == "@ClassField" and words[1] in names:
+            ann.setdefault(words[1], words[2].strip() if len(words) > 2 else "Any")
+
+
 def persistent_fields(cls):
     """The persistent fields of a Persistent class: its annotated names and its
     bases', in definition order (ClassVar annotations and _bt names excluded)."""
@@ -685,6 +756,17 @@ def active(fn):
         raise TypeError(f"@active is for methods (functions), not {type(fn).__name__}")
     fn._bettong_active = True
     return fn
+
+
+def dclayMethod(*args, **declared):
+    """dataClay 2.x's method decorator: `@dclayMethod(arg='type', return_='type')`
+    (or bare `@dclayMethod`) marks an active method, as @active does; the types are
+    documentation only."""
+    if len(args) == 1 and not declared and isinstance(args[0], types.FunctionType):
+        return active(args[0])
+    if args:
+        raise TypeError("dclayMethod takes keyword arguments (arg='type', return_='type')")
+    return active
 
 
 def _is_active(v):
@@ -1096,6 +1178,14 @@ _proxies = weakref.WeakValueDictionary()  # object id -> proxy
 
 
 def _proxy_for(oid, cid, hint=None, backend=None):
+    if _IN_SERVICE and _instore is not None:
+        # In a backend, an object it holds is its live object, never a proxy
+        # through its own port (a call reading its own object that way would
+        # wait behind itself in that object's queue).
+        try:
+            return _instore.lookup_id(oid)
+        except NotFound:
+            pass
     if backend is not None and _multi:
         _where[oid] = backend
     p = _proxies.get(oid)
@@ -1337,11 +1427,40 @@ def _collect(root, alias, new=None):
             _register(*rec)
         d = obj.__dict__
         fields = {f: d[f] for f in persistent_fields(cls) if f in d}
-        state = _dumps_state(fields, assign)
+        if _custom_getstate(cls):
+            state = _dumps(obj.__getstate__(), assign)
+        else:
+            state = _dumps_state(fields, assign)
         nbytes += len(state)
         items.append((oid, cid, alias if obj is root else None, state))
         out.append([obj, oid, cid, fields])
     return items, out, nbytes
+
+
+_custom_cache = {}
+
+
+def _custom_getstate(cls):
+    """True if the class defines its own __getstate__ (not object's): its
+    persistent state is then what __getstate__ returns (see Persistent)."""
+    try:
+        return _custom_cache[cls]
+    except KeyError:
+        pass
+    g = getattr(cls, "__getstate__", None)
+    res = g is not None and g is not getattr(object, "__getstate__", None)
+    _custom_cache[cls] = res
+    return res
+
+
+def _apply_state(obj, state):
+    """Give a new local object a stored state, as loading it in the store does:
+    __setstate__(state) if the class has one, else the (dict) state's items."""
+    setstate = getattr(type(obj), "__setstate__", None)
+    if setstate is not None:
+        obj.__setstate__(state)
+    else:
+        obj.__dict__.update(state)
 
 
 def _to_proxy(ent):
@@ -1592,7 +1711,26 @@ class Persistent:
     """Base class of persistent objects (alias: DataClayObject).
 
     Annotated fields are the persistent state; @active methods run in the store on
-    a proxy. See the module's documentation for the details."""
+    a proxy. See the module's documentation for the details.
+
+    State: a class that defines its own __getstate__ stores what it returns (any
+    picklable value; persistent objects in it as references) instead of its
+    annotated fields; a class that defines __setstate__ gets the stored state
+    through it when the object is loaded (in the store, by dc_clone) instead of
+    the state's items going into the instance dict -- exactly what pickle does."""
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        if "_bt_base" not in cls.__dict__:      # not a proxy class
+            _declare_classfields(cls)
+
+    if _instore is not None:
+        def __new__(cls, *args, **kwargs):
+            # Inside the store, an object made during an active method's call is
+            # a persistent object of this store at once (dataClay's behaviour).
+            obj = super().__new__(cls)
+            _instore.created(obj)
+            return obj
 
     def make_persistent(self, alias=None, backend_id=None):
         """Store this object (and the local Persistent objects its state references)
@@ -1602,7 +1740,14 @@ class Persistent:
         of several backends the objects go to the backend connect() named, or to
         backend_id (its id, a str or uuid.UUID: KeyError if there is none), and
         the call waits for it. On a proxy: backend_id moves it there (move()),
-        alias adds the alias."""
+        alias adds the alias. Inside an active method (in the store): the object
+        is this store's, in the call's commit, unless backend_id names another
+        backend."""
+        if _instore is not None and _instore.in_call() and (
+                backend_id is None
+                or str(backend_id) == os.environ.get("BETTONG_STORE_BACKEND_ID")):
+            _instore.persist(self, alias)    # this store, in the call's commit
+            return None
         if "_bettong_id" in self.__dict__:
             if backend_id is not None:
                 _move(self, backend_id)
@@ -1660,6 +1805,12 @@ class Persistent:
     @classmethod
     def get_by_alias(cls, alias):
         """A proxy to the object named alias (NotFound if there is none)."""
+        if _instore is not None:
+            try:
+                return _instore.lookup_alias(alias)     # the live object, in the store
+            except NotFound:
+                if not _IN_SERVICE:
+                    raise                               # else: on another backend?
         a = _request(_LOOKUP_ALIAS, alias)
         if a[0] == _REF:
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
@@ -1668,6 +1819,12 @@ class Persistent:
     @classmethod
     def get_by_id(cls, object_id):
         """A proxy to the object with this id (NotFound if there is none)."""
+        if _instore is not None:
+            try:
+                return _instore.lookup_id(str(object_id))
+            except NotFound:
+                if not _IN_SERVICE:
+                    raise
         a = _request(_LOOKUP_ID, str(object_id))
         if a[0] == _REF:
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
@@ -1686,6 +1843,9 @@ class Persistent:
 
     # -- aliases
     def add_alias(self, alias):
+        if _instore is not None and _instore.in_call():
+            _instore.add_alias(self, alias)
+            return
         a = _request(_ADD_ALIAS, _oid(self), alias)
         if a[0] != _OK:
             raise _answer_error(a)
@@ -1703,6 +1863,9 @@ class Persistent:
 
     def get_aliases(self):
         """The object's aliases (a set)."""
+        if _instore is not None:
+            _oid(self)
+            return _instore.aliases(self)
         a = _request(_ALIASES, _oid(self))
         if a[0] != _OK:
             raise _answer_error(a)
@@ -1710,7 +1873,8 @@ class Persistent:
 
     # -- deletion
     def delete(self):
-        """Remove the object from the store (with its aliases)."""
+        """Remove the object from the store (with its aliases). Refused
+        (StillReferenced) while stored objects refer to it."""
         oid = _oid(self)
         a = _request(_DELETE, oid)
         if a[0] != _OK:
@@ -1730,7 +1894,7 @@ class Persistent:
             raise _answer_error(a)
         state = _loads(a[2])
         obj = object.__new__(base)
-        obj.__dict__.update(state)
+        _apply_state(obj, state)
         return obj
 
     @classmethod
@@ -1767,3 +1931,7 @@ class Persistent:
 
 DataClayObject = Persistent
 activemethod = active
+
+
+if _instore is not None:
+    _instore.setup(Persistent, _class_record, _new_oid, NotFound, AliasTaken)

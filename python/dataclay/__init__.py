@@ -26,6 +26,8 @@ docs/user-guide.md says what differs from dataClay.
 
 from bettong.objects import NotFound
 
+from bettong.objects import dclayMethod  # dataClay 2.x models (see bettong.objects)
+
 from . import exceptions
 from .client.api import Client
 from .dataclay_object import DataClayObject, activemethod
@@ -35,5 +37,6 @@ StorageObject = DataClayObject
 DoesNotExist = NotFound   # Bettong's earlier spelling of the lookup error
 
 __version__ = "4.3.1+bettong"
-__all__ = ["Client", "DataClayObject", "StorageObject", "activemethod", "exceptions",
-           "DataClayException", "AlreadyExistError", "DoesNotExistError", "DoesNotExist"]
+__all__ = ["Client", "DataClayObject", "StorageObject", "activemethod", "dclayMethod",
+           "exceptions", "DataClayException", "AlreadyExistError", "DoesNotExistError",
+           "DoesNotExist"]

@@ -8,6 +8,7 @@
 
 #include "net/wire.h"
 #include "store/sproto.h"
+#include "store/srefs.h"
 #include "util/log.h"
 
 struct committer {
@@ -362,24 +363,64 @@ static int op_class(sdb_write_t *w, wunit_t *u, const wop_t *op)
     return storage_failed(u);
 }
 
+/* A state write, with the reference counts of what it refers to (srefs.h). */
+static int op_put(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *old = NULL;
+    size_t oldlen = 0;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &old, &oldlen);
+    if (rc == SDB_OK && op->kind == WOP_CREATE)
+        return fail(u, STORE_ERR_BAD_REQUEST, "an object with id '%.*s' already exists",
+                    op->id, op->idlen);
+    if (rc == SDB_NOTFOUND)
+        old = NULL;
+    else if (rc)
+        return storage_failed(u);
+    if (srefs_update(w, op->id, op->idlen, old, oldlen, op->data, op->len) != SDB_OK)
+        return storage_failed(u);
+    rc = sdb_put_object(w, op->id, op->idlen, op->class_id, op->data, op->len,
+                        op->kind == WOP_CREATE);
+    return rc ? storage_failed(u) : 0;
+}
+
+/* A delete: refused while stored objects refer to it (not for an object that
+ * moved to another backend: its referrers reach it there); its own references
+ * go away with it. */
+static int op_delete(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid, refs = 0;
+    const uint8_t *old;
+    size_t oldlen;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &old, &oldlen);
+    if (rc == SDB_NOTFOUND)
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
+    if (rc || srefs_count(&v, op->id, op->idlen, &refs) != SDB_OK)
+        return storage_failed(u);
+    if (refs && op->kind != WOP_DELETE_MOVED) {
+        u->status = STORE_ERR_REFERENCED;
+        snprintf(u->msg, sizeof u->msg, STORE_REFERENCED_FMT, (int)op->idlen, op->id,
+                 (unsigned long long)refs);
+        return -1;
+    }
+    if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0) != SDB_OK)
+        return storage_failed(u);
+    rc = sdb_del_object(w, op->id, op->idlen);
+    return rc ? storage_failed(u) : 0;
+}
+
 static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
     int rc;
     switch (op->kind) {
     case WOP_CREATE:
     case WOP_PUT:
-        rc = sdb_put_object(w, op->id, op->idlen, op->class_id, op->data, op->len,
-                            op->kind == WOP_CREATE);
-        if (rc == SDB_EXISTS)
-            return fail(u, STORE_ERR_BAD_REQUEST, "an object with id '%.*s' already exists",
-                        op->id, op->idlen);
-        return rc ? storage_failed(u) : 0;
+        return op_put(w, u, op);
     case WOP_DELETE:
     case WOP_DELETE_MOVED:
-        rc = sdb_del_object(w, op->id, op->idlen);
-        if (rc == SDB_NOTFOUND)
-            return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
-        return rc ? storage_failed(u) : 0;
+        return op_delete(w, u, op);
     case WOP_ALIAS_ADD:
         rc = sdb_put_alias(w, op->name, op->namelen, op->id, op->idlen);
         if (rc == SDB_EXISTS)

@@ -196,7 +196,8 @@ static size_t key_of(char *out, size_t cap, const char *prefix, const char *s, s
     return k < 0 ? 0 : (size_t)k < cap ? (size_t)k : cap - 1;
 }
 
-static int publish_object(void *ctx, const char *id, size_t idlen, uint64_t class_id)
+static int publish_object(void *ctx, const char *id, size_t idlen, uint64_t class_id,
+                          const uint8_t *state, size_t len)
 {
     pipe_t *p = ctx;
     char key[SDB_ID_MAX + 32], val[SDB_BACKEND_ID_LEN + 32];

@@ -21,10 +21,11 @@
 
 struct sdb {
     MDB_env *env;
-    MDB_dbi objects, aliases, obj_aliases, classes, meta;
+    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs;
     int lock_fd;
     int created;
     char backend_id[SDB_BACKEND_ID_LEN + 1];
+    uint32_t opened_version; /* the format version found on disk (or SDB_VERSION) */
     char dir[4096];
 };
 
@@ -173,7 +174,9 @@ static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t
         (rc = mdb_dbi_open(txn, "aliases", create, &db->aliases)) ||
         (rc = mdb_dbi_open(txn, "obj_aliases", create | MDB_DUPSORT, &db->obj_aliases)) ||
         (rc = mdb_dbi_open(txn, "classes", create, &db->classes)) ||
-        (rc = mdb_dbi_open(txn, "meta", create, &db->meta)))
+        (rc = mdb_dbi_open(txn, "meta", create, &db->meta)) ||
+        /* Always created: a version 1 store has none yet (srefs.h fills it). */
+        (rc = mdb_dbi_open(txn, "refs", MDB_CREATE, &db->refs)))
         return mdb_failed(db, rc, "the store's databases cannot be opened", err, errlen);
     return 0;
 }
@@ -185,6 +188,7 @@ static uint32_t get_u32be(const uint8_t *p)
 
 static int put_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
 {
+    db->opened_version = SDB_VERSION;
     uint8_t ver[4] = {0, 0, 0, SDB_VERSION};
     MDB_val k1 = {6, "format"}, v1 = {strlen(SDB_FORMAT), SDB_FORMAT};
     MDB_val k2 = {7, "version"}, v2 = {4, ver};
@@ -203,12 +207,14 @@ static int check_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
                  db->dir);
         return -1;
     }
+    /* Version 1 (no reference counts) is opened and upgraded by srefs_ensure. */
     if (mdb_get(txn, db->meta, &k2, &v2) || v2.mv_size != 4 ||
-        get_u32be(v2.mv_data) != SDB_VERSION) {
-        snprintf(err, errlen, "%s: the store's format version is not %u", db->dir,
+        (get_u32be(v2.mv_data) != SDB_VERSION && get_u32be(v2.mv_data) != 1)) {
+        snprintf(err, errlen, "%s: the store's format version is not %u (or 1)", db->dir,
                  SDB_VERSION);
         return -1;
     }
+    db->opened_version = get_u32be(v2.mv_data);
     return 0;
 }
 
@@ -321,6 +327,7 @@ void sdb_close(sdb_t *db)
 int sdb_was_created(const sdb_t *db) { return db->created; }
 
 const char *sdb_backend_id(const sdb_t *db) { return db->backend_id; }
+uint32_t sdb_version(const sdb_t *db) { return db->opened_version; }
 
 /* ------------------------------------------------------------ reads */
 
@@ -479,7 +486,7 @@ static int object_pair(void *ctx, const MDB_val *k, const MDB_val *v)
     uint64_t cid = 0;
     for (int i = 0; i < 8; i++)
         cid = cid << 8 | p[i];
-    return e->fn(e->ctx, k->mv_data, k->mv_size, cid);
+    return e->fn(e->ctx, k->mv_data, k->mv_size, cid, p + 8, v->mv_size - 8) ? SDB_ERROR : 0;
 }
 
 int sdb_each_object(sdb_read_t *r, sdb_each_object_fn *fn, void *ctx)
@@ -496,7 +503,7 @@ typedef struct {
 static int alias_pair(void *ctx, const MDB_val *k, const MDB_val *v)
 {
     each_alias_t *e = ctx;
-    return e->fn(e->ctx, k->mv_data, k->mv_size, v->mv_data, v->mv_size);
+    return e->fn(e->ctx, k->mv_data, k->mv_size, v->mv_data, v->mv_size) ? SDB_ERROR : 0;
 }
 
 int sdb_each_alias(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx)
@@ -685,4 +692,65 @@ int sdb_has_class(sdb_write_t *w, uint64_t class_id)
     put_u64be(key, class_id);
     MDB_val k = {8, key}, v;
     return check(mdb_get(wtxn(w), w->db->classes, &k, &v), "reading a class");
+}
+
+/* ------------------------------------------------------------ references */
+
+int sdb_ref_get(sdb_read_t *r, const char *id, size_t idlen, uint64_t *count)
+{
+    *count = 0;
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->refs, &k, &v), "reading a reference count");
+    if (rc == SDB_NOTFOUND)
+        return SDB_OK;
+    if (rc)
+        return rc;
+    if (v.mv_size != 8) {
+        log_error("store: the reference count of %.*s is malformed", (int)idlen, id);
+        return SDB_ERROR;
+    }
+    *count = get_u64be(v.mv_data);
+    return SDB_OK;
+}
+
+int sdb_ref_add(sdb_write_t *w, const char *id, size_t idlen, int64_t delta)
+{
+    sdb_read_t view = sdb_write_view(w);
+    uint64_t n;
+    int rc = sdb_ref_get(&view, id, idlen, &n);
+    if (rc)
+        return rc;
+    if (delta < 0 && (uint64_t)-delta > n) {
+        log_warn("store: the reference count of %.*s would go below 0: 0", (int)idlen, id);
+        n = 0;
+    } else {
+        n += (uint64_t)delta;
+    }
+    MDB_val k = {idlen, (void *)id};
+    if (n == 0) {
+        int mrc = mdb_del(wtxn(w), w->db->refs, &k, NULL);
+        return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "storing a reference count");
+    }
+    uint8_t b[8];
+    put_u64be(b, n);
+    MDB_val v = {8, b};
+    return check(mdb_put(wtxn(w), w->db->refs, &k, &v, 0), "storing a reference count");
+}
+
+int sdb_refs_clear(sdb_write_t *w)
+{
+    return check(mdb_drop(wtxn(w), w->db->refs, 0), "clearing the reference counts");
+}
+
+int sdb_set_version(sdb_write_t *w, uint32_t version)
+{
+    uint8_t ver[4] = {(uint8_t)(version >> 24), (uint8_t)(version >> 16), (uint8_t)(version >> 8),
+                      (uint8_t)version};
+    MDB_val k = {7, "version"}, v = {4, ver};
+    int rc = check(mdb_put(wtxn(w), w->db->meta, &k, &v, 0), "storing the format version");
+    if (rc == SDB_OK)
+        w->db->opened_version = version;
+    return rc;
 }

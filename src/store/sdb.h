@@ -9,6 +9,11 @@
  *                class pickle
  *   meta         "format" -> SDB_FORMAT, "version" -> u32 SDB_VERSION,
  *                "backend_id" -> the store's id (a UUID text, made once)
+ *   refs         object id -> u64 (big-endian): how many stored objects' states
+ *                refer to it (srefs.h keeps it; absent: none). Version 2 of the
+ *                format; a version 1 store is opened and upgraded (the counts
+ *                rebuilt) by srefs_ensure, after which a version 1 binary
+ *                refuses it (it would not keep the counts).
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -38,7 +43,7 @@
 #define SDB_MARKER "BETTONG_STORE"
 #define SDB_LOCKFILE "store.lock"
 #define SDB_FORMAT "bettong-store"
-#define SDB_VERSION 1u
+#define SDB_VERSION 2u
 #define SDB_ID_MAX 128
 #define SDB_ALIAS_MAX 400
 #define SDB_BACKEND_ID_LEN 36
@@ -62,6 +67,8 @@ int sdb_was_created(const sdb_t *db);
 /* The store's backend id: SDB_BACKEND_ID_LEN characters of UUID text, made when
  * the store was created (or first opened by a version that has it). */
 const char *sdb_backend_id(const sdb_t *db);
+/* The format version on disk: SDB_VERSION, or 1 until srefs_ensure upgraded it. */
+uint32_t sdb_version(const sdb_t *db);
 
 /* ---- reads: a read transaction per sdb_read_t; results point into the map and
  * stay valid until sdb_read_end. ---- */
@@ -81,9 +88,10 @@ int sdb_get_class(sdb_read_t *r, uint64_t class_id, const char **qualname, size_
                   const uint8_t **pickle, size_t *plen);
 /* Append the object's aliases to `out` as str16 entries; *count is set. */
 int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count);
-/* Every object (id, class id) / every alias (alias, object id), in key order;
- * a nonzero result of fn stops the walk and is returned. */
-typedef int sdb_each_object_fn(void *ctx, const char *id, size_t idlen, uint64_t class_id);
+/* Every object (id, class id, state) / every alias (alias, object id), in key
+ * order; a nonzero result of fn stops the walk, which returns SDB_ERROR. */
+typedef int sdb_each_object_fn(void *ctx, const char *id, size_t idlen, uint64_t class_id,
+                               const uint8_t *state, size_t len);
 typedef int sdb_each_alias_fn(void *ctx, const char *alias, size_t alen, const char *id,
                               size_t idlen);
 int sdb_each_object(sdb_read_t *r, sdb_each_object_fn *fn, void *ctx);
@@ -124,5 +132,16 @@ int sdb_del_alias(sdb_write_t *w, const char *alias, size_t alen);
 int sdb_put_class(sdb_write_t *w, uint64_t class_id, const char *qualname, size_t qlen,
                   const void *pickle, size_t plen);
 int sdb_has_class(sdb_write_t *w, uint64_t class_id);
+
+/* ---- reference counts (the `refs` database; srefs.h is their interface) ---- */
+
+/* The count of id (0 when absent). */
+int sdb_ref_get(sdb_read_t *r, const char *id, size_t idlen, uint64_t *count);
+/* Add delta to the count of id (a count reaching 0 is removed; one that would
+ * go below 0 is logged and set to 0). */
+int sdb_ref_add(sdb_write_t *w, const char *id, size_t idlen, int64_t delta);
+/* Drop every count (before a rebuild). */
+int sdb_refs_clear(sdb_write_t *w);
+int sdb_set_version(sdb_write_t *w, uint32_t version);
 
 #endif

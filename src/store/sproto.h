@@ -70,7 +70,9 @@
  *  store -> client  FAILED         u64 req, u8 code, str16 message
  *                                  (code: see store_error; NOT_FOUND covers an
  *                                  unknown alias or id, ALIAS_TAKEN a taken alias,
- *                                  NO_ATTRIBUTE a method or field the class lacks)
+ *                                  NO_ATTRIBUTE a method or field the class lacks,
+ *                                  REFERENCED a DELETE of an object that other
+ *                                  stored objects refer to)
  *  store -> client  CLASS_BYTES    u64 req, rest: class pickle
  *  store -> client  BACKEND_LIST   u64 req, u32 count, count x (str16 backend_id,
  *                                  str16 name, str16 address): the answering
@@ -126,7 +128,31 @@
  *   is the formatted text of the method's frames.
  * - A persistent id of an object that does not exist: in CALL arguments or a
  *   SET_FIELD / UPDATE value, FAILED NOT_FOUND; inside a stored state, None.
- * - OK for ALIASES holds a pickled list of str; LOOKUP_ID answers REF. */
+ * - OK for ALIASES holds a pickled list of str; LOOKUP_ID answers REF.
+ * - DELETE of an object whose id is inside the stored state of another object
+ *   (a persistent id; an object naming itself does not count) fails
+ *   REFERENCED (STORE_REFERENCED_FMT) and changes nothing: a stored reference
+ *   never dangles. The store counts the stored references to each object in
+ *   the commit that writes each state (srefs.h); a PERSIST or CALL that adds a
+ *   reference and a DELETE of its target are ordered by the committer.
+ * - A class that defines its own __getstate__ (not object's) stores what it
+ *   returns (PERSIST's state, GET_STATE's answer and the store's writes are
+ *   that value pickled, not a dict of fields); one that defines __setstate__
+ *   is given the state by it when the store loads the object (and after a
+ *   failed call: its instance dict emptied first), else the state's items go
+ *   into the instance dict. UPDATE and SET_FIELD still set fields by name.
+ * - During a CALL, an object of a class derived from bettong.objects'
+ *   Persistent that is made (Persistent.__new__), made persistent, or met
+ *   without an id while the target's new state or the result is pickled, is
+ *   given an id by the store (a UUID text, like a client's) and becomes a
+ *   persistent object of the store: its state (and its class, registered by
+ *   the store when it was not sent by a client) is written with the call's
+ *   change and the aliases the call added (make_persistent(alias=...),
+ *   add_alias: AliasTaken inside the method for an alias on disk or added by
+ *   a call not yet on disk) in the call's one durable unit, before the answer.
+ *   Inside references point to it by persistent id. A CALL that raises stores
+ *   none of them. Requests about one of these objects come in only after the
+ *   answer that named it, so after its unit. */
 #ifndef BETTONG_SPROTO_H
 #define BETTONG_SPROTO_H
 
@@ -179,7 +205,13 @@ typedef enum {
     STORE_ERR_BAD_REQUEST = 4,
     STORE_ERR_UNKNOWN_CLASS = 5,  /* PERSIST named a class_id never sent */
     STORE_ERR_INTERNAL = 6,       /* storage failure, unpicklable result, ... */
+    STORE_ERR_REFERENCED = 7,     /* DELETE of an object that stored objects refer to */
 } store_error;
+
+/* FAILED REFERENCED's message (object id, count). */
+#define STORE_REFERENCED_FMT                                                               \
+    "object '%.*s' is still referenced by %llu stored object(s): remove those references " \
+    "(or delete the objects that hold them) first"
 
 /* Append the identity a client proves in the handshake (see above) to b; a name
  * longer than SPROTO_NAME_MAX is cut. Returns 0 or -1 (out of memory). */

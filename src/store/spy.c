@@ -11,6 +11,7 @@
 #include "store/omap.h"
 #include "store/sproto.h"
 #include "store/sreply.h"
+#include "store/srefs.h"
 #include "util/log.h"
 
 #define PID_TAG "bettong.obj"
@@ -46,6 +47,14 @@ typedef struct {
     PyObject *annotated; /* owned: tuple of the annotated field names (MRO) */
     mstat_t *stats;      /* owned list */
     unsigned nstats;
+    /* The class defines its own __getstate__ / __setstate__: the persistent
+     * state is what __getstate__ returns, restored by __setstate__ (see
+     * state_value, state_apply). */
+    int getstate, setstate;
+    /* owned, or NULL: for a class the store registered itself (its first
+     * object was made in a call), "module:qualname" and the class pickle,
+     * written (idempotently) with every unit that creates one of its objects */
+    PyObject *qualname, *pickle;
 } sclass_t;
 
 /* A registry entry: a live object, or a tombstone (obj NULL) for an object
@@ -64,6 +73,7 @@ typedef struct reg {
     uint64_t write_seq;      /* its last write handed to the committer */
     uint64_t tomb_seq;       /* tombstone: the deleting unit */
     int loading;
+    int fresh;               /* made in a call whose unit is not submitted yet */
     struct reg *prev, *next; /* LRU list (live) or the tombstone list */
 } reg_t;
 
@@ -90,11 +100,43 @@ static struct {
      * the client's proxy of an object another backend holds; else NULL. */
     PyObject *remote_ref;
     PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
+    PyObject *became_remote; /* bettong.objects._became_remote (after MOVE) */
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
-        *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid;
+        *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid,
+        *s_getstate, *s_setstate;
+    PyObject *object_getstate; /* owned: object.__getstate__ (NULL before 3.11) */
+    /* owned, given by bettong.objects (setup()) when it is imported in the
+     * store: the Persistent base class, _class_record, _new_oid, and the
+     * exceptions NotFound and AliasTaken; NULL: objects made in calls are not
+     * adopted (stored by value, as before) */
+    PyObject *Persistent, *class_record, *new_oid, *NotFound, *AliasTaken;
+    /* owned dict: alias -> [object id, unit seq (0: not submitted)] for
+     * aliases added by calls whose units are not on disk yet */
+    PyObject *pending_aliases;
 } S;
 
 enum { FOUND = 0, MISSING = 1, BROKEN = 2 /* exception set */ };
+
+/* ------------------------------------------------------------ calls
+
+ * Objects made in a call. While a CALL's method runs (and its result and
+ * the object's new state are pickled), the thread running it has a call
+ * context: an object of a Persistent class made then (Persistent.__new__ in
+ * the store calls call_created), made persistent (make_persistent), or found
+ * without an id while the state or the result is pickled (persistent_id) is
+ * adopted: it gets an id and a registry entry at once, and its state is
+ * written by the call's own unit, with the target's change and the aliases
+ * the call added, in one transaction (write_many). A call that fails drops
+ * them (call_discard). Loading an object (reg_load) is not a creation:
+ * t_loading. */
+typedef struct {
+    reg_t **created;     /* owned array; the entries are the registry's */
+    size_t ncreated, cap;
+    PyObject *aliases;   /* owned list of (alias, object id) str tuples, or NULL */
+} scall_t;
+
+static _Thread_local scall_t *t_call;
+static _Thread_local int t_loading;
 
 /* ------------------------------------------------------------ lists */
 
@@ -249,34 +291,14 @@ static PyObject *instance_id(PyObject *obj)
     return oid;
 }
 
-/* A client proxy (bettong.objects) of an object on another backend: its
- * persistent id, else NULL (no exception). */
-static PyObject *proxy_id(PyObject *obj)
-{
-    if (!S.remote_ref || Py_TYPE(obj)->tp_dictoffset == 0 ||
-        !PyObject_HasAttrString((PyObject *)Py_TYPE(obj), "_bt_base"))
-        return NULL;
-    PyObject *d = PyObject_GenericGetDict(obj, NULL);
-    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
-    PyObject *cid = d && oid ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
-    PyObject *pid = oid && cid && PyUnicode_Check(oid) && PyLong_Check(cid)
-                        ? PyTuple_Pack(3, S.tag, oid, cid)
-                        : NULL;
-    Py_XDECREF(d);
-    PyErr_Clear();
-    return pid;
-}
+static PyObject *other_pid(PyObject *obj);
 
 static PyObject *persistent_id(PyObject *self, PyObject *obj)
 {
     sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)Py_TYPE(obj));
     PyObject *oid = c ? instance_id(obj) : NULL;
-    if (!oid) {
-        PyObject *pid = c ? NULL : proxy_id(obj);
-        if (pid)
-            return pid;
-        Py_RETURN_NONE;
-    }
+    if (!oid)
+        return other_pid(obj);
     uint64_t cid = c->class_id;
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
@@ -445,6 +467,8 @@ static int read_class(uint64_t cid, PyObject **qualname, PyObject **pickle)
     return rc;
 }
 
+static void class_flags(sclass_t *c);
+
 static sclass_t *class_get(uint64_t cid)
 {
     sclass_t *c = idmap_get(&S.classes, cid);
@@ -468,6 +492,7 @@ static sclass_t *class_get(uint64_t cid)
         c->class_id = cid;
         c->cls = cls;
         c->annotated = ann;
+        class_flags(c);
         if (!idmap_get(&S.types, (uint64_t)(uintptr_t)cls))
             idmap_put(&S.types, (uint64_t)(uintptr_t)cls, c); /* best effort */
         log_debug("store: class %llu is %s", (unsigned long long)cid,
@@ -626,6 +651,8 @@ static void snap_take(reg_t *e, PyObject *pd)
 {
     Py_CLEAR(e->snap);
     Py_CLEAR(e->snap_fields);
+    if (e->cls->getstate || !PyDict_Check(pd))
+        return; /* __getstate__ may read anything: always pickle and compare */
     Py_ssize_t n = PyTuple_GET_SIZE(e->fields);
     PyObject *t = PyTuple_New(n);
     for (Py_ssize_t i = 0; t && i < n; i++) {
@@ -664,8 +691,19 @@ static int snap_unchanged(reg_t *e)
 }
 
 /* Put the stored state back into the instance (after a failed call). */
+static int restore_custom(reg_t *e);
+
 static void restore(reg_t *e)
 {
+    if (e->cls->getstate || e->cls->setstate) {
+        if (restore_custom(e) < 0) {
+            char *tb = py_take_traceback();
+            log_error("store: object %s could not be restored after a failed call:\n%s",
+                      e->node.id, tb);
+            free(tb);
+        }
+        return;
+    }
     if (snap_unchanged(e))
         return; /* the call changed no persistent field */
     PyObject *st = loads_bytes(e->state, 0);
@@ -736,21 +774,20 @@ static int read_object(const char *id, size_t n, uint64_t *cid, PyObject **state
 }
 
 /* Fill a fresh entry's object from its stored state. */
+static int state_apply(reg_t *e, PyObject *st);
+static PyObject *state_value(reg_t *e);
+
 static int reg_fill(reg_t *e)
 {
     PyObject *st = loads_bytes(e->state, 0);
-    if (st && !PyDict_Check(st)) {
-        PyErr_Format(PyExc_TypeError, "the stored state of %s is not a dict", e->node.id);
-        Py_CLEAR(st);
-    }
-    PyObject *d = st ? instance_dict(e->obj) : NULL;
-    int ok = d && PyDict_Update(d, st) == 0 && (e->fields = fields_of(st, e->cls, NULL));
-    Py_XDECREF(d);
+    int ok = st && state_apply(e, st) == 0 &&
+             (e->fields = PyDict_Check(st) ? fields_of(st, e->cls, NULL)
+                                           : Py_NewRef(e->cls->annotated));
     Py_XDECREF(st);
     if (!ok)
         return -1;
     /* Our own pickle of it, so an unchanged object pickles to equal bytes. */
-    PyObject *pd = persistent_dict(e);
+    PyObject *pd = state_value(e);
     PyObject *mine = pd ? dumps(pd) : NULL;
     if (mine) {
         Py_SETREF(e->state, mine);
@@ -770,7 +807,9 @@ static reg_t *reg_load(const char *id, size_t n, int *status)
     if (rc)
         return NULL;
     sclass_t *c = class_get(cid);
+    t_loading++; /* Persistent.__new__ here is no creation (call_created) */
     PyObject *obj = c ? PyObject_CallMethodOneArg(c->cls, S.s_new, c->cls) : NULL;
+    t_loading--;
     PyObject *d = obj ? instance_dict(obj) : NULL;
     PyObject *oid = d ? PyUnicode_DecodeUTF8(id, (Py_ssize_t)n, "strict") : NULL;
     PyObject *pcid = oid ? PyLong_FromUnsignedLongLong(cid) : NULL;
@@ -800,7 +839,10 @@ static reg_t *reg_load(const char *id, size_t n, int *status)
     rlist_push(&S.lru, e);
     S.live++;
     /* Registered before its state is loaded: a cycle back to it resolves. */
-    if (reg_fill(e) < 0) {
+    t_loading++;
+    int filled = reg_fill(e);
+    t_loading--;
+    if (filled < 0) {
         reg_evict(e);
         return NULL;
     }
@@ -839,15 +881,18 @@ static reg_t *reg_target(const char *id, size_t n, int *status)
     return e;
 }
 
+static void pending_aliases_trim(uint64_t durable);
+
 void spy_trim(void)
 {
     uint64_t durable = committer_durable(S.cm);
+    pending_aliases_trim(durable);
     while (S.tombs.tail && S.tombs.tail->tomb_seq <= durable)
         tomb_drop(S.tombs.tail);
     reg_t *e = S.lru.tail;
     for (int scanned = 0; e && S.live > S.cache && scanned < TRIM_SCAN; scanned++) {
         reg_t *prev = e->prev;
-        if (!e->loading && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable)
+        if (!e->loading && !e->fresh && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable)
             reg_evict(e);
         e = prev;
     }
@@ -976,16 +1021,21 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * differ from the stored state, the answer in r->answer goes with a unit that
  * writes them. Returns 0, or -1 (state not picklable: object restored, the
  * answer replaced by FAILED). */
+static int call_pending(void);
+static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd);
+static void call_discard(void);
+
 static int write_back(spy_req_t *r, reg_t *e)
 {
     if (snap_unchanged(e))
-        return 0; /* read-only: nothing to write */
-    PyObject *pd = persistent_dict(e);
+        return call_pending() ? write_many(r, e, NULL, NULL) : 0; /* else read-only */
+    PyObject *pd = state_value(e);
     PyObject *b = pd ? dumps(pd) : NULL;
     if (!b) {
         Py_XDECREF(pd);
         buf_clear(r->answer);
         answer_internal(r, "the object's state could not be pickled (the change is undone)");
+        call_discard();
         restore(e);
         return -1;
     }
@@ -995,8 +1045,10 @@ static int write_back(spy_req_t *r, reg_t *e)
         Py_DECREF(b);
         snap_take(e, pd); /* equal values, maybe other objects */
         Py_DECREF(pd);
-        return 0; /* read-only: nothing to write */
+        return call_pending() ? write_many(r, e, NULL, NULL) : 0; /* else read-only */
     }
+    if (call_pending())
+        return write_many(r, e, b, pd); /* takes b and pd */
     buf_clear(r->unit_bytes);
     if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
@@ -1017,6 +1069,735 @@ static int write_back(spy_req_t *r, reg_t *e)
     r->unit->ops = r->op;
     r->unit->nops = 1;
     r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    return 0;
+}
+
+/* ------------------------------------------------------------ custom state
+
+ * A class that defines its own __getstate__ (not object's) or __setstate__
+ * keeps the state pickle would: __getstate__() if it has one, else the
+ * persistent fields; restored with __setstate__(state) if it has one, else the
+ * (dict) state's items go into the instance dict. */
+
+static void class_flags(sclass_t *c)
+{
+    PyObject *g = PyObject_GetAttr(c->cls, S.s_getstate);
+    c->getstate = g && g != S.object_getstate;
+    Py_XDECREF(g);
+    c->setstate = PyObject_HasAttr(c->cls, S.s_setstate);
+    PyErr_Clear();
+}
+
+/* What is pickled as the object's stored state (new reference). */
+static PyObject *state_value(reg_t *e)
+{
+    if (!e->cls->getstate)
+        return persistent_dict(e);
+    return PyObject_CallMethodNoArgs(e->obj, S.s_getstate);
+}
+
+/* Give a (new or cleared) object its state. */
+static int state_apply(reg_t *e, PyObject *st)
+{
+    if (e->cls->setstate) {
+        PyObject *r = PyObject_CallMethodOneArg(e->obj, S.s_setstate, st);
+        Py_XDECREF(r);
+        return r ? 0 : -1;
+    }
+    if (!PyDict_Check(st)) {
+        PyErr_Format(PyExc_TypeError, "the stored state of %s is not a dict (and its class "
+                     "has no __setstate__)", e->node.id);
+        return -1;
+    }
+    PyObject *d = instance_dict(e->obj);
+    int rc = d ? PyDict_Update(d, st) : -1;
+    Py_XDECREF(d);
+    return rc;
+}
+
+/* After a failed call, a custom-state object becomes what loading its stored
+ * state makes: its instance dict emptied (but its id), then state_apply. */
+static int restore_custom(reg_t *e)
+{
+    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *d = st ? instance_dict(e->obj) : NULL;
+    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
+    PyObject *cid = d ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
+    Py_XINCREF(oid);
+    Py_XINCREF(cid);
+    int rc = -1;
+    if (oid && cid) {
+        PyDict_Clear(d);
+        if (PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
+            PyDict_SetItem(d, S.s_bettong_cid, cid) == 0) {
+            t_loading++;
+            rc = state_apply(e, st);
+            t_loading--;
+        }
+    }
+    Py_XDECREF(oid);
+    Py_XDECREF(cid);
+    Py_XDECREF(d);
+    Py_XDECREF(st);
+    return rc;
+}
+
+/* ------------------------------------------------------------ adoption */
+
+static void call_begin(scall_t *c)
+{
+    *c = (scall_t){0};
+    t_call = c;
+}
+
+/* The context ends (its objects were submitted or discarded). */
+static void call_end(scall_t *c)
+{
+    free(c->created);
+    Py_XDECREF(c->aliases);
+    *c = (scall_t){0};
+    t_call = NULL;
+}
+
+static int call_pending(void)
+{
+    return t_call && (t_call->ncreated || (t_call->aliases && PyList_GET_SIZE(t_call->aliases)));
+}
+
+/* A failed call: its objects leave the registry and lose their ids, its
+ * aliases are given back. */
+static void call_discard(void)
+{
+    scall_t *c = t_call;
+    if (!c)
+        return;
+    PyObject *et, *ev, *etb;
+    PyErr_Fetch(&et, &ev, &etb); /* kept for the answer */
+    for (size_t i = 0; i < c->ncreated; i++) {
+        reg_t *e = c->created[i];
+        PyObject *d = e->obj ? instance_dict(e->obj) : NULL;
+        if (d) {
+            PyDict_DelItem(d, S.s_bettong_id);
+            PyDict_DelItem(d, S.s_bettong_cid);
+        }
+        Py_XDECREF(d);
+        PyErr_Clear();
+        reg_evict(e);
+    }
+    c->ncreated = 0;
+    for (Py_ssize_t i = 0; c->aliases && i < PyList_GET_SIZE(c->aliases); i++)
+        PyDict_DelItem(S.pending_aliases, PyTuple_GET_ITEM(PyList_GET_ITEM(c->aliases, i), 0));
+    PyErr_Clear();
+    Py_CLEAR(c->aliases);
+    PyErr_Restore(et, ev, etb);
+}
+
+/* The store's class record of a Persistent class (made with bettong.objects'
+ * _class_record, as a client makes it, the first time). */
+static sclass_t *class_of_type(PyTypeObject *type)
+{
+    sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)type);
+    if (c)
+        return c;
+    PyObject *rec = PyObject_CallOneArg(S.class_record, (PyObject *)type);
+    unsigned long long cid = 0;
+    PyObject *qual, *data;
+    if (!rec || !PyArg_ParseTuple(rec, "KUS", &cid, &qual, &data)) {
+        Py_XDECREF(rec);
+        return NULL;
+    }
+    c = idmap_get(&S.classes, cid);
+    if (!c) {
+        PyObject *ann = annotated_fields((PyObject *)type);
+        c = ann ? calloc(1, sizeof *c) : NULL;
+        if (!c || idmap_put(&S.classes, cid, c) < 0) {
+            free(c);
+            Py_XDECREF(ann);
+            Py_DECREF(rec);
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return NULL;
+        }
+        c->class_id = cid;
+        c->cls = Py_NewRef((PyObject *)type);
+        c->annotated = ann;
+        c->qualname = Py_NewRef(qual);
+        c->pickle = Py_NewRef(data);
+        class_flags(c);
+        log_debug("store: class %llu is %s (registered by the store)", cid, type->tp_name);
+    }
+    Py_DECREF(rec);
+    if (idmap_put(&S.types, (uint64_t)(uintptr_t)type, c) < 0) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return c;
+}
+
+/* Give obj (an instance of a Persistent class, without an id) an id and a
+ * registry entry, in the current call. The entry (borrowed) or NULL. */
+static reg_t *adopt(PyObject *obj)
+{
+    scall_t *call = t_call;
+    sclass_t *c = class_of_type(Py_TYPE(obj));
+    if (!c)
+        return NULL;
+    if (call->ncreated == call->cap) {
+        size_t cap = call->cap ? call->cap * 2 : 8;
+        reg_t **a = realloc(call->created, cap * sizeof *a);
+        if (!a) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        call->created = a;
+        call->cap = cap;
+    }
+    PyObject *oid = PyObject_CallNoArgs(S.new_oid);
+    Py_ssize_t n = 0;
+    const char *s = oid && PyUnicode_Check(oid) ? PyUnicode_AsUTF8AndSize(oid, &n) : NULL;
+    PyObject *d = s ? instance_dict(obj) : NULL;
+    PyObject *pcid = d ? PyLong_FromUnsignedLongLong(c->class_id) : NULL;
+    reg_t *e = pcid && n >= 1 && n <= SDB_ID_MAX ? calloc(1, sizeof *e) : NULL;
+    if (e && PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
+        PyDict_SetItem(d, S.s_bettong_cid, pcid) == 0) {
+        onode_set(&e->node, s, (size_t)n);
+        e->obj = Py_NewRef(obj);
+        e->cls = c;
+        e->fresh = 1;
+        if (omap_add(&S.objs, &e->node) == 0) {
+            rlist_push(&S.lru, e);
+            S.live++;
+            call->created[call->ncreated++] = e;
+        } else {
+            PyErr_NoMemory();
+            reg_free(e);
+            e = NULL;
+        }
+    } else {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "cannot give a new object an id");
+        free(e);
+        e = NULL;
+    }
+    Py_XDECREF(pcid);
+    Py_XDECREF(d);
+    Py_XDECREF(oid);
+    return e;
+}
+
+/* An instance of a Persistent class: already persistent (a proxy, or a class
+ * this registry has not met by that type) -> its reference; without an id in
+ * a call -> adopted; anything else is pickled by value. */
+static PyObject *other_pid(PyObject *obj)
+{
+    if (!S.Persistent || !PyType_IsSubtype(Py_TYPE(obj), (PyTypeObject *)S.Persistent))
+        Py_RETURN_NONE;
+    PyObject *oid = instance_id(obj);
+    if (oid) {
+        PyObject *d = instance_dict(obj);
+        PyObject *cid = d ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
+        PyObject *pid = cid ? PyTuple_Pack(3, S.tag, oid, cid) : NULL;
+        Py_XDECREF(d);
+        Py_DECREF(oid);
+        if (!pid && !PyErr_Occurred())
+            Py_RETURN_NONE;
+        return pid;
+    }
+    if (!t_call || t_loading)
+        Py_RETURN_NONE;
+    reg_t *e = adopt(obj);
+    if (!e)
+        return NULL;
+    return Py_BuildValue("(Os#K)", S.tag, e->node.id, (Py_ssize_t)e->node.len,
+                         (unsigned long long)e->cls->class_id);
+}
+
+/* A new object's first state: its persistent fields (as the client's
+ * make_persistent takes them: the annotated ones it has) pickled; pickling
+ * may adopt more objects. */
+static int fresh_fill(reg_t *e)
+{
+    if (!e->fields) {
+        PyObject *d = instance_dict(e->obj);
+        PyObject *names = d ? PyList_New(0) : NULL;
+        for (Py_ssize_t i = 0; names && i < PyTuple_GET_SIZE(e->cls->annotated); i++) {
+            PyObject *k = PyTuple_GET_ITEM(e->cls->annotated, i);
+            int has = PyDict_Contains(d, k);
+            if (has < 0 || (has && PyList_Append(names, k) < 0))
+                Py_CLEAR(names);
+        }
+        e->fields = names ? PyList_AsTuple(names) : NULL;
+        Py_XDECREF(names);
+        Py_XDECREF(d);
+        if (!e->fields)
+            return -1;
+    }
+    PyObject *pd = state_value(e);
+    PyObject *b = pd ? dumps(pd) : NULL;
+    if (b) {
+        Py_XSETREF(e->state, b);
+        snap_take(e, pd);
+    }
+    Py_XDECREF(pd);
+    return b ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ the call's unit */
+
+/* Bytes laid out after the ops in the unit's buffer. */
+typedef struct {
+    uint8_t *base;
+    size_t off;
+} lay_t;
+
+static const void *lay_copy(lay_t *l, const void *p, size_t n)
+{
+    uint8_t *d = l->base + l->off;
+    if (n)
+        memcpy(d, p, n);
+    l->off += n;
+    return d;
+}
+
+static int class_listed(reg_t **created, size_t upto, sclass_t *c)
+{
+    for (size_t i = 0; i < upto; i++)
+        if (created[i]->cls == c)
+            return 1;
+    return 0;
+}
+
+/* The call made objects or aliases: one unit creates the objects (and the
+ * classes the store registered), writes the target's new state b (NULL:
+ * unchanged) and adds the aliases; the answer goes with it. b and pd are
+ * taken. Returns 0 or -1 (everything undone, the answer replaced). */
+static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd)
+{
+    scall_t *call = t_call;
+    size_t i, nops = b != NULL, bytes = b ? (size_t)PyBytes_GET_SIZE(b) : 0;
+    for (i = 0; i < call->ncreated; i++) { /* grows while states adopt objects */
+        if (fresh_fill(call->created[i]) < 0)
+            goto fail;
+    }
+    for (i = 0; i < call->ncreated; i++) {
+        reg_t *n = call->created[i];
+        nops++;
+        bytes += n->node.len + (size_t)PyBytes_GET_SIZE(n->state);
+        if (n->cls->pickle && !class_listed(call->created, i, n->cls)) {
+            Py_ssize_t ql;
+            if (!PyUnicode_AsUTF8AndSize(n->cls->qualname, &ql))
+                goto fail;
+            nops++;
+            bytes += (size_t)ql + (size_t)PyBytes_GET_SIZE(n->cls->pickle);
+        }
+    }
+    Py_ssize_t nal = call->aliases ? PyList_GET_SIZE(call->aliases) : 0;
+    for (Py_ssize_t k = 0; k < nal; k++) {
+        PyObject *t = PyList_GET_ITEM(call->aliases, k);
+        Py_ssize_t al, il;
+        if (!PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 0), &al) ||
+            !PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 1), &il))
+            goto fail;
+        nops++;
+        bytes += (size_t)al + (size_t)il;
+    }
+    buf_clear(r->unit_bytes);
+    if (buf_reserve(r->unit_bytes, nops * sizeof(wop_t) + bytes) < 0) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    wop_t *ops = (wop_t *)buf_head(r->unit_bytes);
+    lay_t l = {(uint8_t *)(ops + nops), 0};
+    size_t k = 0;
+    for (i = 0; i < call->ncreated; i++) { /* classes first, then the objects */
+        sclass_t *c = call->created[i]->cls;
+        if (!c->pickle || class_listed(call->created, i, c))
+            continue;
+        Py_ssize_t ql;
+        const char *q = PyUnicode_AsUTF8AndSize(c->qualname, &ql);
+        ops[k] = (wop_t){.kind = WOP_CLASS_PUT, .class_id = c->class_id,
+                         .namelen = (size_t)ql, .len = (size_t)PyBytes_GET_SIZE(c->pickle)};
+        ops[k].name = lay_copy(&l, q, (size_t)ql);
+        ops[k].data = lay_copy(&l, PyBytes_AS_STRING(c->pickle), ops[k].len);
+        k++;
+    }
+    for (i = 0; i < call->ncreated; i++) {
+        reg_t *n = call->created[i];
+        ops[k] = (wop_t){.kind = WOP_CREATE, .idlen = n->node.len, .class_id = n->cls->class_id,
+                         .len = (size_t)PyBytes_GET_SIZE(n->state)};
+        ops[k].id = lay_copy(&l, n->node.id, n->node.len);
+        ops[k].data = lay_copy(&l, PyBytes_AS_STRING(n->state), ops[k].len);
+        k++;
+    }
+    if (b) {
+        ops[k] = (wop_t){.kind = WOP_PUT, .idlen = e->node.len, .class_id = e->cls->class_id,
+                         .len = (size_t)PyBytes_GET_SIZE(b)};
+        ops[k].id = lay_copy(&l, e->node.id, e->node.len);
+        ops[k].data = lay_copy(&l, PyBytes_AS_STRING(b), ops[k].len);
+        k++;
+    }
+    for (Py_ssize_t a = 0; a < nal; a++) { /* after the objects they name */
+        PyObject *t = PyList_GET_ITEM(call->aliases, a);
+        Py_ssize_t al, il;
+        const char *as = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 0), &al);
+        const char *is = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(t, 1), &il);
+        ops[k] = (wop_t){.kind = WOP_ALIAS_ADD, .namelen = (size_t)al, .idlen = (size_t)il};
+        ops[k].name = lay_copy(&l, as, (size_t)al);
+        ops[k].id = lay_copy(&l, is, (size_t)il);
+        k++;
+    }
+    r->unit_bytes->len = r->unit_bytes->off + nops * sizeof(wop_t) + l.off;
+    if (b) {
+        Py_SETREF(e->state, b);
+        snap_take(e, pd);
+    }
+    Py_XDECREF(pd);
+    swap_bufs(r->answer, r->unit_answer);
+    r->unit->ops = ops;
+    r->unit->nops = nops;
+    r->write_seq = committer_submit(S.cm, r->unit);
+    if (b)
+        e->write_seq = r->write_seq;
+    for (i = 0; i < call->ncreated; i++) {
+        call->created[i]->write_seq = r->write_seq;
+        call->created[i]->fresh = 0;
+    }
+    call->ncreated = 0;
+    PyObject *seq = PyLong_FromUnsignedLongLong(r->write_seq);
+    for (Py_ssize_t a = 0; seq && a < nal; a++) {
+        PyObject *ent = PyDict_GetItem(S.pending_aliases,
+                                       PyTuple_GET_ITEM(PyList_GET_ITEM(call->aliases, a), 0));
+        if (ent && PyList_Check(ent))
+            PyList_SetItem(ent, 1, Py_NewRef(seq));
+    }
+    Py_XDECREF(seq);
+    Py_CLEAR(call->aliases);
+    PyErr_Clear();
+    return 0;
+fail:
+    Py_XDECREF(b);
+    Py_XDECREF(pd);
+    buf_clear(r->answer);
+    answer_internal(r, "the objects the call made could not be stored (the call is undone)");
+    call_discard();
+    restore(e);
+    return -1;
+}
+
+/* Aliases whose units are on disk are no longer pending. */
+static void pending_aliases_trim(uint64_t durable)
+{
+    if (!S.pending_aliases || !PyDict_GET_SIZE(S.pending_aliases))
+        return;
+    PyObject *done = PyList_New(0);
+    PyObject *k, *v;
+    Py_ssize_t pos = 0;
+    while (done && PyDict_Next(S.pending_aliases, &pos, &k, &v)) {
+        unsigned long long seq = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(v, 1));
+        if (seq && seq <= durable && PyList_Append(done, k) < 0)
+            Py_CLEAR(done);
+    }
+    for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(done); i++)
+        PyDict_DelItem(S.pending_aliases, PyList_GET_ITEM(done, i));
+    Py_XDECREF(done);
+    PyErr_Clear();
+}
+
+/* DELETE of an object that stored objects refer to: FAILED REFERENCED now
+ * (the committer checks again, for references written meanwhile). */
+static int refuse_referenced(spy_req_t *r, reg_t *e)
+{
+    sdb_read_t rd;
+    uint64_t n = 0;
+    if (sdb_read_begin(S.db, &rd) == SDB_OK) {
+        srefs_count(&rd, e->node.id, e->node.len, &n);
+        sdb_read_end(&rd);
+    }
+    if (!n)
+        return 0;
+    sreply_failed(r->answer, r->req, STORE_ERR_REFERENCED, STORE_REFERENCED_FMT,
+                  (int)e->node.len, e->node.id, (unsigned long long)n);
+    return 1;
+}
+
+/* ------------------------------------------------------------ _bettong_instore
+
+ * The module bettong.objects uses when it runs inside the store (it imports
+ * it; clients cannot): make_persistent, aliases and lookups on this store's
+ * registry, with no network round trip, in the current call's unit. */
+
+static PyObject *live_id(PyObject *obj)
+{
+    PyObject *oid = instance_id(obj);
+    if (!oid)
+        PyErr_SetString(PyExc_ValueError, "the object is not persistent");
+    return oid;
+}
+
+static int in_call(void) { return t_call != NULL && !t_loading; }
+
+/* Persistent.__new__ in the store: adopt the new object in a call. */
+static PyObject *mod_created(PyObject *self, PyObject *obj)
+{
+    if (!in_call() || !S.Persistent)
+        Py_RETURN_NONE;
+    PyObject *oid = instance_id(obj);
+    if (oid) {
+        Py_DECREF(oid);
+        Py_RETURN_NONE;
+    }
+    return adopt(obj) ? Py_NewRef(Py_None) : NULL;
+}
+
+static PyObject *mod_in_call(PyObject *self, PyObject *noargs)
+{
+    return PyBool_FromLong(in_call());
+}
+
+/* Reserve alias for oid in the current call (AliasTaken if another object
+ * has it, on disk or in a unit not on disk yet). */
+static int alias_reserve(PyObject *alias, PyObject *oid)
+{
+    Py_ssize_t al, il;
+    const char *a = PyUnicode_AsUTF8AndSize(alias, &al);
+    const char *id = a ? PyUnicode_AsUTF8AndSize(oid, &il) : NULL;
+    if (!id)
+        return -1;
+    if (al < 1 || al > SDB_ALIAS_MAX) {
+        PyErr_Format(PyExc_ValueError, "an alias is 1 to %d bytes", SDB_ALIAS_MAX);
+        return -1;
+    }
+    PyObject *ent = PyDict_GetItemWithError(S.pending_aliases, alias);
+    if (ent) {
+        int same = PyUnicode_Compare(PyList_GET_ITEM(ent, 0), oid) == 0;
+        if (!same)
+            PyErr_Format(S.AliasTaken, "the alias '%U' is taken", alias);
+        return same ? 0 : -1;
+    }
+    if (PyErr_Occurred())
+        return -1;
+    sdb_read_t rd;
+    const char *held;
+    size_t hl;
+    int rc = sdb_read_begin(S.db, &rd);
+    if (rc == SDB_OK)
+        rc = sdb_get_alias(&rd, a, (size_t)al, &held, &hl);
+    int same = rc == SDB_OK && hl == (size_t)il && memcmp(held, id, hl) == 0;
+    sdb_read_end(&rd);
+    if (rc == SDB_OK) {
+        if (!same)
+            PyErr_Format(S.AliasTaken, "the alias '%U' is taken", alias);
+        return same ? 0 : -1;
+    }
+    if (rc != SDB_NOTFOUND) {
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading an alias");
+        return -1;
+    }
+    scall_t *c = t_call;
+    PyObject *pair = PyTuple_Pack(2, alias, oid);
+    PyObject *val = Py_BuildValue("[Oi]", oid, 0);
+    if (!c->aliases)
+        c->aliases = PyList_New(0);
+    rc = pair && val && c->aliases && PyList_Append(c->aliases, pair) == 0 &&
+                 PyDict_SetItem(S.pending_aliases, alias, val) == 0
+             ? 0
+             : -1;
+    Py_XDECREF(pair);
+    Py_XDECREF(val);
+    return rc;
+}
+
+/* persist(obj, alias or None): make_persistent inside a call. */
+static PyObject *mod_persist(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *alias;
+    if (!PyArg_ParseTuple(args, "OO", &obj, &alias))
+        return NULL;
+    if (!in_call() || !S.Persistent) {
+        PyErr_SetString(PyExc_RuntimeError, "not in a call");
+        return NULL;
+    }
+    PyObject *oid = instance_id(obj);
+    if (!oid) {
+        reg_t *e = adopt(obj);
+        if (!e)
+            return NULL;
+        oid = instance_id(obj);
+        if (!oid)
+            return NULL;
+    }
+    int rc = alias == Py_None ? 0 : alias_reserve(alias, oid);
+    Py_DECREF(oid);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* add_alias(obj, alias): inside a call. */
+static PyObject *mod_add_alias(PyObject *self, PyObject *args)
+{
+    PyObject *obj, *alias;
+    if (!PyArg_ParseTuple(args, "OU", &obj, &alias))
+        return NULL;
+    if (!in_call()) {
+        PyErr_SetString(PyExc_RuntimeError, "not in a call");
+        return NULL;
+    }
+    PyObject *oid = live_id(obj);
+    int rc = oid ? alias_reserve(alias, oid) : -1;
+    Py_XDECREF(oid);
+    return rc < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+/* aliases(obj): a set: on disk, and added by this call. */
+static PyObject *mod_aliases(PyObject *self, PyObject *obj)
+{
+    PyObject *oid = live_id(obj);
+    Py_ssize_t il;
+    const char *id = oid ? PyUnicode_AsUTF8AndSize(oid, &il) : NULL;
+    PyObject *out = id ? PySet_New(NULL) : NULL;
+    if (out) {
+        sdb_read_t rd;
+        buf_t b;
+        uint32_t n = 0;
+        buf_init(&b);
+        int rc = sdb_read_begin(S.db, &rd);
+        if (rc == SDB_OK && il <= SDB_ID_MAX)
+            rc = sdb_list_aliases(&rd, id, (size_t)il, &b, &n);
+        sdb_read_end(&rd);
+        const uint8_t *p = buf_head(&b);
+        for (uint32_t i = 0; out && rc == SDB_OK && i < n; i++) {
+            size_t len = (size_t)p[0] << 8 | p[1];
+            PyObject *s = PyUnicode_DecodeUTF8((const char *)p + 2, (Py_ssize_t)len, "replace");
+            if (!s || PySet_Add(out, s) < 0)
+                Py_CLEAR(out);
+            Py_XDECREF(s);
+            p += 2 + len;
+        }
+        buf_free(&b);
+        scall_t *c = t_call; /* and those this call added (call_alias) */
+        for (Py_ssize_t i = 0; out && c && c->aliases && i < PyList_GET_SIZE(c->aliases); i++) {
+            PyObject *t = PyList_GET_ITEM(c->aliases, i);
+            if (PyUnicode_Compare(PyTuple_GET_ITEM(t, 1), oid) == 0 &&
+                PySet_Add(out, PyTuple_GET_ITEM(t, 0)) < 0)
+                Py_CLEAR(out);
+        }
+    }
+    Py_XDECREF(oid);
+    return out;
+}
+
+static PyObject *live_object(const char *id, size_t n)
+{
+    int status;
+    reg_t *e = n >= 1 && n <= SDB_ID_MAX ? reg_target(id, n, &status) : NULL;
+    if (e)
+        return Py_NewRef(e->obj);
+    if (n < 1 || n > SDB_ID_MAX || status == MISSING)
+        PyErr_Format(S.NotFound ? S.NotFound : PyExc_LookupError, "no object with id '%.*s'",
+                     (int)(n > SDB_ID_MAX ? SDB_ID_MAX : n), id);
+    return NULL;
+}
+
+/* lookup_id(oid): the live object. */
+static PyObject *mod_lookup_id(PyObject *self, PyObject *arg)
+{
+    Py_ssize_t n;
+    const char *id = PyUnicode_AsUTF8AndSize(arg, &n);
+    return id ? live_object(id, (size_t)n) : NULL;
+}
+
+/* The object id the current call named `alias` (borrowed), or NULL. Only the
+ * call's own: another call's alias is not on disk yet, and a read must not
+ * see what a crash could still lose. */
+static PyObject *call_alias(PyObject *alias)
+{
+    scall_t *c = t_call;
+    for (Py_ssize_t i = 0; c && c->aliases && i < PyList_GET_SIZE(c->aliases); i++) {
+        PyObject *t = PyList_GET_ITEM(c->aliases, i);
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(t, 0), alias) == 0)
+            return PyTuple_GET_ITEM(t, 1);
+    }
+    PyErr_Clear();
+    return NULL;
+}
+
+/* lookup_alias(alias): the live object it names (on disk, or named by this
+ * call). */
+static PyObject *mod_lookup_alias(PyObject *self, PyObject *alias)
+{
+    PyObject *oid = call_alias(alias);
+    if (oid)
+        return mod_lookup_id(self, oid);
+    Py_ssize_t al;
+    const char *a = PyErr_Occurred() ? NULL : PyUnicode_AsUTF8AndSize(alias, &al);
+    if (!a)
+        return NULL;
+    sdb_read_t rd;
+    const char *id;
+    size_t n;
+    char copy[SDB_ID_MAX];
+    int rc = sdb_read_begin(S.db, &rd);
+    if (rc == SDB_OK)
+        rc = sdb_get_alias(&rd, a, (size_t)al, &id, &n);
+    if (rc == SDB_OK && n <= SDB_ID_MAX)
+        memcpy(copy, id, n);
+    sdb_read_end(&rd);
+    if (rc == SDB_NOTFOUND) {
+        PyErr_Format(S.NotFound ? S.NotFound : PyExc_LookupError,
+                     "no object with alias '%U'", alias);
+        return NULL;
+    }
+    if (rc || n > SDB_ID_MAX) {
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading an alias");
+        return NULL;
+    }
+    return live_object(copy, n);
+}
+
+/* setup(Persistent, _class_record, _new_oid, NotFound, AliasTaken): called
+ * by bettong.objects when it is imported in the store. */
+static PyObject *mod_setup(PyObject *self, PyObject *args)
+{
+    PyObject *p, *cr, *no, *nf, *at;
+    if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &p, &cr, &no, &nf, &at))
+        return NULL;
+    Py_XSETREF(S.Persistent, Py_NewRef(p));
+    Py_XSETREF(S.class_record, Py_NewRef(cr));
+    Py_XSETREF(S.new_oid, Py_NewRef(no));
+    Py_XSETREF(S.NotFound, Py_NewRef(nf));
+    Py_XSETREF(S.AliasTaken, Py_NewRef(at));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef instore_methods[] = {
+    {"setup", mod_setup, METH_VARARGS, NULL},
+    {"created", mod_created, METH_O, NULL},
+    {"in_call", mod_in_call, METH_NOARGS, NULL},
+    {"persist", mod_persist, METH_VARARGS, NULL},
+    {"add_alias", mod_add_alias, METH_VARARGS, NULL},
+    {"aliases", mod_aliases, METH_O, NULL},
+    {"lookup_id", mod_lookup_id, METH_O, NULL},
+    {"lookup_alias", mod_lookup_alias, METH_O, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef instore_def = {
+    PyModuleDef_HEAD_INIT, "_bettong_instore",
+    "The store's side of bettong.objects (only inside `bettong store`).", -1, instore_methods,
+    NULL, NULL, NULL, NULL,
+};
+
+/* Make _bettong_instore importable. bettong.objects calls its setup() when it
+ * is imported, which is when the first model class loads (they all derive from
+ * its Persistent): nothing is imported here, so start-up stays fast, and until
+ * then there is no Persistent object to adopt. */
+static int instore_init(void)
+{
+    PyObject *m = PyModule_Create(&instore_def);
+    if (!m || PyDict_SetItemString(PyImport_GetModuleDict(), "_bettong_instore", m) < 0) {
+        Py_XDECREF(m);
+        return -1;
+    }
+    Py_DECREF(m);
     return 0;
 }
 
@@ -1072,6 +1853,8 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
         Py_DECREF(meth);
         return;
     }
+    scall_t call = {0};
+    call_begin(&call);
     PyObject *res;
     if (PyTuple_GET_SIZE(args) == 0 && (!kwargs || PyDict_GET_SIZE(kwargs) == 0))
         res = PyObject_CallNoArgs(meth);
@@ -1081,13 +1864,17 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
     Py_DECREF(args);
     Py_XDECREF(kwargs);
     if (!res) {
+        call_discard();
+        call_end(&call);
         answer_raised(r);
         restore(e);
         return;
     }
-    PyObject *b = dumps(res);
+    PyObject *b = dumps(res); /* may adopt new objects: they travel as references */
     Py_DECREF(res);
     if (!b) {
+        call_discard();
+        call_end(&call);
         answer_internal(r, "the result could not be pickled (the call is undone)");
         restore(e);
         return;
@@ -1095,10 +1882,13 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
     int ok = sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     Py_DECREF(b);
     if (ok < 0) {
+        call_discard();
+        call_end(&call);
         restore(e);
         return; /* out of memory: the caller answers */
     }
     write_back(r, e);
+    call_end(&call);
 }
 
 static void run_get_field(spy_req_t *r, reg_t *e, mstat_t *m)
@@ -1184,6 +1974,9 @@ static void run_update(spy_req_t *r, reg_t *e)
 /* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
 static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
 {
+    /* A moved object's referrers reach it on the other backend. */
+    if (kind == WOP_DELETE && refuse_referenced(r, e))
+        return;
     if (sreply_none(r->unit_answer, r->req) < 0)
         return;
     *r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
@@ -1289,6 +2082,15 @@ static void run_move(spy_req_t *r, reg_t *e)
         return;
     }
     Py_DECREF(res);
+    /* Live objects here that refer to it hold this very Python object: it
+     * becomes a proxy of the moved one, so they reach it there. */
+    res = PyObject_CallFunction(S.became_remote, "O", e->obj);
+    if (!res) {
+        char *tb = py_take_traceback();
+        log_warn("store: a moved object could not become a proxy here: %s", tb);
+        free(tb);
+    }
+    Py_XDECREF(res);
     run_delete(r, e, WOP_DELETE_MOVED);
 }
 
@@ -1307,8 +2109,12 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
         run_set_field(r, e, m);
         break;
     case SMSG_GET_STATE:
-        sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
-                  (size_t)PyBytes_GET_SIZE(e->state));
+        if (e->state)
+            sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
+                      (size_t)PyBytes_GET_SIZE(e->state));
+        else
+            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%s' "
+                          "(not stored yet)", e->node.id);
         break;
     case SMSG_UPDATE:
         run_update(r, e);
@@ -1436,6 +2242,8 @@ static int intern_all(void)
         {&S.s_qualname, "__qualname__"},
         {&S.s_bt, "_bt"},
         {&S.s_bettong_cid, "_bettong_cid"},
+        {&S.s_getstate, "__getstate__"},
+        {&S.s_setstate, "__setstate__"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
@@ -1470,8 +2278,18 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int s
         free(tb);
         return -1;
     }
+    S.object_getstate = PyObject_GetAttr((PyObject *)&PyBaseObject_Type, S.s_getstate);
+    PyErr_Clear(); /* none before Python 3.11 */
+    if (!(S.pending_aliases = PyDict_New()) || instore_init() < 0) {
+        char *tb = py_take_traceback();
+        snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
+        free(tb);
+        return -1;
+    }
+    /* After instore_init: importing bettong.objects sets it up. */
     if (service && (!(S.remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
-                    !(S.adopt = attr_of("bettong.objects", "_adopt")))) {
+                    !(S.adopt = attr_of("bettong.objects", "_adopt")) ||
+                    !(S.became_remote = attr_of("bettong.objects", "_became_remote")))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot load bettong.objects for references to other "
                  "backends: %s", tb);
@@ -1501,6 +2319,8 @@ void spy_fini(void)
         stats_free(c);
         Py_XDECREF(c->cls);
         Py_XDECREF(c->annotated);
+        Py_XDECREF(c->qualname);
+        Py_XDECREF(c->pickle);
         free(c);
     }
     idmap_free(&S.classes);
@@ -1510,10 +2330,12 @@ void spy_fini(void)
                          &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
                          &S.absent, &S.pid_fn,
                          &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref,
-                         &S.adopt, &S.tag,
+                         &S.adopt, &S.became_remote, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
-                         &S.s_qualname, &S.s_bt, &S.s_bettong_cid};
+                         &S.s_qualname, &S.s_bt, &S.s_bettong_cid, &S.s_getstate,
+                         &S.s_setstate, &S.object_getstate, &S.Persistent, &S.class_record,
+                         &S.new_oid, &S.NotFound, &S.AliasTaken, &S.pending_aliases};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         Py_CLEAR(*refs[i]);
 }

@@ -19,6 +19,15 @@
  * its identity. An id that does not exist is an error in arguments (the
  * request fails NOT_FOUND) and None inside a stored state (logged).
  *
+ * State: a class's own __getstate__ / __setstate__, when it defines them, say
+ * what is stored and how an object is rebuilt from it (sproto.h).
+ *
+ * Calls make objects: an instance of a Persistent class made during a CALL is
+ * adopted (an id, a registry entry) and written by the call's unit with the
+ * target's change and the aliases the call added; the module
+ * _bettong_instore is how bettong.objects, inside the store, reaches this
+ * registry (sproto.h, spy.c "calls").
+ *
  * Writes: when a request changed an object's persistent state, the new state
  * is handed to the committer in the caller's unit, with the answer the
  * committer's done callback is to send; otherwise the answer goes at once.

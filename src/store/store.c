@@ -15,6 +15,7 @@
 #include "store/sconn.h"
 #include "store/sobj.h"
 #include "store/spy.h"
+#include "store/srefs.h"
 #include "store/sreply.h"
 #include "util/args.h"
 #include "util/log.h"
@@ -232,6 +233,7 @@ static void export_environment(store_t *st)
     setenv("BETTONG_STORE_BACKEND_NAME", st->backend_name, 1);
     if (!st->meta)
         return;
+    setenv("BETTONG_STORE_SERVICE", "1", 1);
     setenv("BETTONG_STORE", st->address, 1);
     if (st->secret_len)
         setenv("BETTONG_STORE_SECRET", st->secret, 1);
@@ -296,6 +298,10 @@ static int start(store_t *st, const store_args_t *a)
     }
     log_info("%s store in %s", sdb_was_created(st->db) ? "initialized a new" : "opened the",
              a->dir);
+    if (srefs_ensure(st->db, err, sizeof err) < 0) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
     snprintf(st->name, sizeof st->name, "bettong store %s", a->dir);
     st->cm = committer_start(&st->loop, st->db, sobj_unit_done, st, err, sizeof err);
     if (!st->cm) {
@@ -431,7 +437,8 @@ int cmd_store(int argc, char **argv)
     printf(PROG ": listening on %s%s\n", st->tls ? "tls:" : "", st->tcp.addr);
     fflush(stdout);
     log_info("%ld Python thread(s), cache of %ld objects, requests under %ld us inline, "
-             "polling %ld us before sleeping%s", a.threads, a.cache, a.inline_us, a.spin_us,
+             "polling %ld us before sleeping%s", a.threads, a.cache, st->meta ? 0 : a.inline_us,
+             a.spin_us,
              st->secret_len ? ", clients need the secret" : "");
     run_loop(st);
     finish(st);

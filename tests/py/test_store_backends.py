@@ -295,3 +295,22 @@ def test_dataclay_spellings_across_backends(service):
         client.stop()
     with pytest.raises(RuntimeError, match="not active"):
         client.get_backends()
+
+
+def test_a_live_referrer_follows_a_moved_object(service):
+    """n0 stays on b1 while n1, which it refers to (and holds in memory, live,
+    on b1), moves to b2: n0's methods reach n1 there, with its new state; a
+    method on b2 finds an object of b1 by alias."""
+    redis, backends = service
+    ids = ids_by_name()
+    n0, n1 = m.Node("n0"), m.Node("n1")
+    n0.make_persistent(alias="first", backend_id=ids["b1"])
+    n1.make_persistent(alias="second", backend_id=ids["b1"])
+    n0.next = n1
+    n1.next = n0
+    assert n0.walk(3) == ["n0", "n1", "n0"]      # both live on b1 now
+    n1.move(ids["b2"])
+    n1.label = "n1-on-b2"
+    assert n0.walk(3) == ["n0", "n1-on-b2", "n0"]
+    assert n1.walk(2) == ["n1-on-b2", "n0"]
+    assert objects.backend_of(n0) == ids["b1"] and objects.backend_of(n1) == ids["b2"]
