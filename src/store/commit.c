@@ -23,7 +23,9 @@ struct committer {
     uv_async_t async;
     void (*on_done)(void *ctx, wunit_t *u);
     void *ctx;
-    uint64_t batches, units; /* statistics (committer thread) */
+    /* Statistics (committer thread), logged at stop: commits per request says
+     * whether requests that arrive during a commit share the next one. */
+    uint64_t batches, units, largest;
 };
 
 /* ------------------------------------------------------------ applying ops */
@@ -206,6 +208,8 @@ static void commit_batch(committer_t *c, wunit_t *batch)
     }
     c->batches++;
     c->units += n;
+    if (n > c->largest)
+        c->largest = n;
     atomic_store(&c->durable, last);
 }
 
@@ -231,8 +235,9 @@ static void *committer_main(void *arg)
         uv_async_send(&c->async);
     }
     pthread_mutex_unlock(&c->mu);
-    log_info("committer: %llu commits for %llu requests", (unsigned long long)c->batches,
-             (unsigned long long)c->units);
+    log_info("committer: %llu commits for %llu requests (at most %llu in one)",
+             (unsigned long long)c->batches, (unsigned long long)c->units,
+             (unsigned long long)c->largest);
     return NULL;
 }
 
