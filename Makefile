@@ -21,7 +21,7 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
-LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lm -lpthread
+LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lhiredis -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
@@ -83,9 +83,11 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 
 # Install missing Debian packages. Cheap when everything is present.
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang-14 does not pull
-# in) are for `make fuzz`.
+# in) are for `make fuzz`; libhiredis-dev for the store's --metadata (a service
+# of several backends), whose tests start their own redis-server.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
-	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev
+	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
+	libhiredis-dev redis-server
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \

@@ -46,7 +46,8 @@
  *
  * Answers are tuples:
  *   (SMSG_OK, req_id, payload: bytes)
- *   (SMSG_REF, req_id, object_id: str, class_id: int)
+ *   (SMSG_REF, req_id, object_id: str, class_id: int, backend_id: str or None)
+ *   (SMSG_BACKEND_LIST, req_id, [(backend_id, name, address), ...])
  *   (SMSG_RAISED, req_id, payload: bytes)
  *   (SMSG_FAILED, req_id, code: int, message: str)
  *   (SMSG_CLASS_BYTES, req_id, payload: bytes)
@@ -412,6 +413,43 @@ static PyObject *text(const uint8_t *p, size_t n)
     return PyUnicode_DecodeUTF8(p ? (const char *)p : "", (Py_ssize_t)n, "replace");
 }
 
+/* BACKEND_LIST (after its type) as (type, req, [(id, name, address), ...]);
+ * NULL with ProtocolError when malformed. */
+static PyObject *decode_backends(wire_rd_t *r, uint8_t type, uint64_t *req)
+{
+    uint64_t id = wire_u64(r);
+    uint32_t count = wire_u32(r);
+    PyObject *list = r->err ? NULL : PyList_New(0);
+    for (uint32_t i = 0; list && i < count; i++) {
+        size_t n[3];
+        const uint8_t *f[3];
+        for (int k = 0; k < 3; k++)
+            f[k] = wire_str16(r, &n[k]);
+        if (r->err) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyObject *t = PyTuple_New(3);
+        for (int k = 0; t && k < 3; k++) {
+            PyObject *v = text(f[k], n[k]);
+            if (!v)
+                Py_CLEAR(t);
+            else
+                PyTuple_SET_ITEM(t, k, v);
+        }
+        if (!t || PyList_Append(list, t) < 0)
+            Py_CLEAR(list);
+        Py_XDECREF(t);
+    }
+    if (!list) {
+        if (!PyErr_Occurred())
+            PyErr_Format(ProtocolError, "malformed backend list from the store");
+        return NULL;
+    }
+    *req = id;
+    return Py_BuildValue("iKN", (int)type, (unsigned long long)id, list);
+}
+
 /* One frame body (type byte first) as an answer tuple; *req is its request id
  * (0 for a message that has none). */
 static PyObject *decode(const uint8_t *body, size_t len, uint64_t *req)
@@ -435,18 +473,26 @@ static PyObject *decode(const uint8_t *body, size_t len, uint64_t *req)
     }
     case SMSG_REF: {
         uint64_t id = wire_u64(&r);
-        size_t n = 0;
+        size_t n = 0, bn = 0;
         const uint8_t *oid = wire_str16(&r, &n);
         uint64_t cid = wire_u64(&r);
+        /* the backend that holds it (a store before several backends: none) */
+        const uint8_t *backend = r.p < r.end ? wire_str16(&r, &bn) : NULL;
         if (r.err)
             break;
         *req = id;
         PyObject *s = text(oid, n);
-        if (!s)
+        PyObject *b = s && backend ? text(backend, bn) : Py_NewRef(Py_None);
+        if (!s || !b) {
+            Py_XDECREF(s);
+            Py_XDECREF(b);
             return NULL;
-        return Py_BuildValue("iKNK", (int)type, (unsigned long long)id, s,
-                             (unsigned long long)cid);
+        }
+        return Py_BuildValue("iKNKN", (int)type, (unsigned long long)id, s,
+                             (unsigned long long)cid, b);
     }
+    case SMSG_BACKEND_LIST:
+        return decode_backends(&r, type, req);
     case SMSG_FAILED: {
         uint64_t id = wire_u64(&r);
         uint8_t code = wire_u8(&r);
@@ -626,6 +672,8 @@ static const char *layout(int type)
     case SMSG_ALIASES: return "s";
     case SMSG_DELETE: return "s";
     case SMSG_GET_CLASS: return "Q";
+    case SMSG_BACKENDS: return "";
+    case SMSG_MOVE: return "ss";
     default: return NULL;
     }
 }
@@ -1259,6 +1307,9 @@ PyMODINIT_FUNC PyInit__store(void)
         {"ALIASES", SMSG_ALIASES},
         {"DELETE", SMSG_DELETE},
         {"GET_CLASS", SMSG_GET_CLASS},
+        {"BACKENDS", SMSG_BACKENDS},
+        {"MOVE", SMSG_MOVE},
+        {"BACKEND_LIST", SMSG_BACKEND_LIST},
         {"OK", SMSG_OK},
         {"REF", SMSG_REF},
         {"RAISED", SMSG_RAISED},

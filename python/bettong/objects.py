@@ -161,8 +161,8 @@ __all__ = [
 # (src/store/sproto.h; also in bettong._store)
 _CLASS, _PERSIST, _LOOKUP_ALIAS, _LOOKUP_ID, _CALL = 10, 11, 12, 13, 14
 _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS = 15, 16, 17, 18, 19
-_DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS = 20, 21, 22, 23
-_OK, _REF, _RAISED, _FAILED, _CLASS_BYTES = 40, 41, 42, 43, 44
+_DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS, _MOVE = 20, 21, 22, 23, 24, 25
+_OK, _REF, _RAISED, _FAILED, _CLASS_BYTES, _BACKEND_LIST = 40, 41, 42, 43, 44, 45
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
 
@@ -309,6 +309,7 @@ def connect(address=None, secret=None):
     with _cfg_lock:
         if address != _address or secret != _secret:
             _registered = set()
+            _forget_directory()
         _address, _secret = address, secret
         _tls = threading.local()
         os.environ["BETTONG_STORE"] = address
@@ -318,6 +319,15 @@ def connect(address=None, secret=None):
             os.environ.pop("BETTONG_STORE_SECRET", None)
     c = _get_conn()
     return Session(address, c.store_name)
+
+
+def _forget_directory():
+    global _home_id, _multi
+    with _dir_lock:
+        _backends.clear()
+        _where.clear()
+        _home_id = None
+        _multi = False
 
 
 def disconnect():
@@ -333,8 +343,11 @@ def disconnect():
             old = _tls
             _tls = threading.local()
             _address, _secret = None, b""
+        _forget_directory()
         c = getattr(old, "c", None)
         if c is not None:
+            c.close()
+        for c in getattr(old, "others", {}).values():
             c.close()
 
 
@@ -363,6 +376,8 @@ def _get_conn():
     address, secret = _configured()
     tls = _tls
     c = _extension().Connection(address, secret, _client_name())
+    if _home_id is None:
+        _load_directory(c)
     tls.c = c
     return c
 
@@ -389,13 +404,16 @@ def _request(*args):
     """One request and its answer on this thread's connection, after the objects
     queued by make_persistent are acknowledged. A connection the store closed
     while idle (the store restarted) is replaced once; any other connection
-    failure drops the connection and raises."""
+    failure drops the connection and raises. In a service of several backends a
+    request about an object goes to the backend that holds it."""
     try:
         c = _tls.c
     except AttributeError:
         c = None
     if c is None or _attention:
         c = _conn_slow()
+    if _multi and args[0] in _BY_OBJECT:
+        return _request_routed(args)
     return _send_on(c, args)
 
 
@@ -437,9 +455,217 @@ def _ask_failed(c, e, args):
     raise e
 
 
+# ------------------------------------------------------------------ several backends
+#
+# A service of several backends (`bettong store --metadata`): every object lives
+# on one backend, and requests about it go to that backend, on this thread's
+# connection to it. The list of backends comes from the store connect() named
+# (BACKENDS, whose first entry is that store itself); where an object lives
+# from lookups (REF names the backend) and from make_persistent, cached. A
+# request that finds its object gone (NOT_FOUND) looks the object up once more
+# and follows it. A backend that cannot be reached fails the requests about
+# its own objects only.
+
+_BY_OBJECT = frozenset((_CALL, _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS,
+                        _ALIASES, _DELETE, _MOVE))
+_dir_lock = threading.Lock()
+_backends = {}      # backend id -> Backend
+_home_id = None     # the backend connect() named (None: not asked yet)
+_multi = False      # more than one backend: route requests
+_where = {}         # object id -> backend id
+
+
+class Backend(tuple):
+    """One backend of the service: (id, name, address)."""
+
+    __slots__ = ()
+
+    def __new__(cls, bid, name, address):
+        return tuple.__new__(cls, (bid, name, address))
+
+    id = property(lambda self: self[0])
+    name = property(lambda self: self[1])
+    address = property(lambda self: self[2])
+
+    def __repr__(self):
+        return f"<bettong backend {self.name!r} {self.id} at {self.address}>"
+
+
+def _load_directory(c):
+    """Ask connection c (to the configured store) for the service's backends."""
+    global _home_id, _multi
+    a = c.request(_BACKENDS)
+    if a[0] != _BACKEND_LIST or not a[2]:
+        raise _answer_error(a)
+    with _dir_lock:
+        _backends.clear()
+        for bid, name, address in a[2]:
+            _backends[bid] = Backend(bid, name, address)
+        _home_id = a[2][0][0]
+        _multi = len(_backends) > 1
+
+
+def backends():
+    """The backends of the connected service, {backend id: Backend(id, name,
+    address)}; one for a store that runs alone. Asks the store again."""
+    _load_directory(_get_conn())
+    return dict(_backends)
+
+
+def _backend(bid):
+    """A backend by id (str or uuid.UUID); the list is asked again once if it is
+    not known. KeyError if the service has no such backend."""
+    bid = str(bid)
+    b = _backends.get(bid)
+    if b is None:
+        _load_directory(_get_conn())
+        b = _backends.get(bid)
+    if b is None:
+        raise KeyError(f"no backend with id {bid} in the service")
+    return b
+
+
+def _conn_to(bid):
+    """This thread's connection to backend bid."""
+    if bid == _home_id:
+        return _get_conn()
+    others = getattr(_tls, "others", None)
+    if others is None:
+        others = _tls.others = {}
+    c = others.get(bid)
+    if c is not None and not c.closed:
+        return c
+    b = _backend(bid)
+    _address_, secret = _configured()
+    try:
+        c = _extension().Connection(b.address, secret, _client_name())
+    except (ConnectionError, OSError) as e:
+        # It may have restarted elsewhere: ask for the list once more.
+        _load_directory(_get_conn())
+        again = _backends.get(bid)
+        if again is None or again.address == b.address:
+            raise ConnectionError(f"backend {b.name!r} ({b.id}) at {b.address} cannot be "
+                                  f"reached: {e}") from e
+        c = _extension().Connection(again.address, secret, _client_name())
+    others[bid] = c
+    return c
+
+
+def _drop_conn_to(bid, c):
+    others = getattr(_tls, "others", None)
+    if others is not None and others.get(bid) is c:
+        del others[bid]
+    c.close()
+
+
+def _send_to(bid, args):
+    """One request on this thread's connection to backend bid (replaced once if
+    the backend closed it while idle)."""
+    if bid == _home_id:
+        return _send_on(_get_conn(), args)
+    for attempt in (0, 1):
+        c = _conn_to(bid)
+        try:
+            return c.request(*args)
+        except (TypeError, ValueError, OverflowError):
+            raise
+        except BaseException as e:
+            _drop_conn_to(bid, c)
+            if attempt == 0 and isinstance(e, _store.StaleConnection):
+                continue
+            if isinstance(e, ConnectionError):
+                b = _backends.get(bid)
+                name = b.name if b else bid
+                raise ConnectionError(f"backend {name!r} failed: {e}") from e
+            raise
+
+
+def _locate(oid, fresh=False):
+    """The backend that holds object oid (asked of the configured store unless
+    cached). NotFound if no backend has it."""
+    if not fresh:
+        bid = _where.get(oid)
+        if bid is not None:
+            return bid
+    a = _send_on(_get_conn(), (_LOOKUP_ID, oid))
+    if a[0] != _REF:
+        raise _answer_error(a)
+    bid = a[4] or _home_id
+    _where[oid] = bid
+    return bid
+
+
+def _request_routed(args):
+    oid = args[1]
+    bid = _locate(oid)
+    a = _send_to(bid, args)
+    if a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
+        # It moved, or was deleted: look once more.
+        _where.pop(oid, None)
+        try:
+            again = _locate(oid, fresh=True)
+        except NotFound:
+            return a
+        if again != bid:
+            a = _send_to(again, args)
+    return a
+
+
+def backend_of(obj):
+    """The id of the backend that holds obj's master copy (None for an object
+    that is not persistent)."""
+    oid = obj.__dict__.get("_bettong_id") if isinstance(obj, Persistent) else None
+    if oid is None:
+        return None
+    if _attention:
+        _wb.settle()
+    if _home_id is None:
+        _get_conn()
+    return _locate(oid) if _multi else _home_id
+
+
+def _adopt(bid, oid, cid, qual, data, state, aliases):
+    """In a store moving an object out (MOVE): give it to backend bid -- its
+    class, its state as stored, its aliases (claimed by this object's id, so
+    bid may take them over) -- and return once bid holds it durably."""
+    for args in ((_CLASS, cid, qual, data),
+                 (_PERSIST, [(oid, cid, aliases[0] if aliases else None, state)])):
+        a = _send_to(bid, args)
+        if a[0] != _OK:
+            raise _answer_error(a)
+    for alias in aliases[1:]:
+        a = _send_to(bid, (_ADD_ALIAS, oid, alias))
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+
+def _move(obj, backend_id):
+    """Move obj's master copy to another backend (a persistent object)."""
+    oid = _oid(obj)
+    if _attention:
+        _wb.settle()
+    if _home_id is None:
+        _get_conn()
+    bid = _backend(backend_id).id
+    if backend_of(obj) == bid:
+        return
+    a = _request(_MOVE, oid, bid)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    _where[oid] = bid
+
+
+def _placed(ents, bid):
+    """Objects just stored on backend bid."""
+    if _multi:
+        for ent in ents:
+            _where[ent[1]] = bid
+
+
 def _reset_after_fork():
-    global _tls, _wb, _attention, _id_prefix, _id_counter
+    global _tls, _wb, _attention, _id_prefix, _id_counter, _dir_lock
     _tls = threading.local()
+    _dir_lock = threading.Lock()
     _wb = _WriteBehind()
     _attention = 0
     _id_prefix = _oid_prefix() << 64   # ids unique from the parent's
@@ -702,9 +928,11 @@ def _local_class(module, qualname):
     return None
 
 
-def _class_for(cid, hint=None):
+def _class_for(cid, hint=None, oid=None):
     """The class of an object whose class id is cid: known here, the hint if it is
-    that class, this process's class of the same name, or the store's pickle."""
+    that class, this process's class of the same name, or the store's pickle
+    (asked of the backend that holds object oid when the configured one lacks
+    it)."""
     cls = _classes.get(cid)
     if cls is not None:
         return cls
@@ -715,6 +943,8 @@ def _class_for(cid, hint=None):
         except Exception:
             pass
     a = _request_direct(_GET_CLASS, cid)
+    if a[0] == _FAILED and a[2] == _ERR_NOT_FOUND and _multi and oid is not None:
+        a = _send_to(_locate(oid), (_GET_CLASS, cid))
     if a[0] != _CLASS_BYTES:
         raise _answer_error(a)
     data = a[2]
@@ -870,16 +1100,43 @@ def _loads(data):
         return _Unpickler(io.BytesIO(data)).load()
 
 
+class _RefCollector(pickle.Unpickler):
+    """Reads a pickled state only for the persistent references in it."""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self.refs = []
+
+    def persistent_load(self, pid):
+        if type(pid) is tuple and len(pid) == 3 and pid[0] == _REF_TAG:
+            self.refs.append((pid[1], pid[2]))
+            return None
+        raise _UnpicklingError(f"unknown persistent id {pid!r}")
+
+
+def _references(obj):
+    """The (object id, class id) of every persistent object obj's stored state
+    refers to, without making proxies of them."""
+    a = _request(_GET_STATE, _oid(obj))
+    if a[0] != _OK:
+        raise _answer_error(a)
+    r = _RefCollector(io.BytesIO(a[2]))
+    r.load()
+    return r.refs
+
+
 # ------------------------------------------------------------------ proxies
 
 _proxies = weakref.WeakValueDictionary()  # object id -> proxy
 
 
-def _proxy_for(oid, cid, hint=None):
+def _proxy_for(oid, cid, hint=None, backend=None):
+    if backend is not None and _multi:
+        _where[oid] = backend
     p = _proxies.get(oid)
     if p is not None:
         return p
-    cls = _class_for(cid, hint)
+    cls = _class_for(cid, hint, oid)
     p = object.__new__(_proxy_class(cls))
     d = p.__dict__
     d["_bettong_id"] = oid
@@ -922,22 +1179,7 @@ class _Field:
     def __get__(self, obj, typ=None):
         if obj is None:
             return self
-        try:
-            c = _tls.c
-        except AttributeError:
-            c = None
-        if c is None or _attention:
-            c = _conn_slow()
-        args = (_GET_FIELD, obj.__dict__["_bettong_id"], self.name)
-        try:
-            plain, a = c.ask(*args)
-        except BaseException as e:
-            plain, a = _ask_failed(c, e, args)
-        if plain:
-            return a
-        if a[0] == _OK:
-            return _loads(a[2])
-        raise _answer_error(a)
+        return _ask((_GET_FIELD, obj.__dict__["_bettong_id"], self.name))
 
     def __set__(self, obj, value):
         oid = obj.__dict__["_bettong_id"]
@@ -951,29 +1193,74 @@ class _Field:
                              "cannot be deleted")
 
 
+def _ask(args):
+    """A request about an object whose OK answer is the caller's value. On the
+    configured store through the extension's fast path (c.ask: a plain value
+    comes back unpickled by C); in a service of several backends, routed to
+    the backend that holds the object."""
+    try:
+        c = _tls.c
+    except AttributeError:
+        c = None
+    if c is None or _attention:
+        c = _conn_slow()
+    bid = _home_id
+    if _multi:
+        bid = _locate(args[1])
+        if bid != _home_id:
+            c = _conn_to(bid)
+    try:
+        plain, a = c.ask(*args)
+    except BaseException as e:
+        if bid == _home_id:
+            plain, a = _ask_failed(c, e, args)
+        elif isinstance(e, _store.StaleConnection):   # closed while idle: nothing sent
+            _drop_conn_to(bid, c)
+            plain, a = False, _request_routed(args)
+        else:
+            if not isinstance(e, (TypeError, ValueError, OverflowError)):
+                _drop_conn_to(bid, c)
+            if isinstance(e, ConnectionError):
+                raise ConnectionError(f"backend {_backends[bid].name!r} failed: {e}") from e
+            raise
+    if plain:
+        return a
+    if _multi and a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
+        a = _request_routed(args)   # it moved: follow it
+    if a[0] == _OK:
+        return _loads(a[2])
+    raise _answer_error(a)
+
+
 def _remote_method(name, fn):
     def method(self, *args, **kwargs):
-        try:
-            c = _tls.c
-        except AttributeError:
-            c = None
-        if c is None or _attention:
-            c = _conn_slow()
-        req = (_CALL, self.__dict__["_bettong_id"], name,
-               _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS)
-        try:
-            plain, a = c.ask(*req)
-        except BaseException as e:
-            plain, a = _ask_failed(c, e, req)
-        if plain:
-            return a
-        if a[0] == _OK:
-            return _loads(a[2])
-        raise _answer_error(a)
+        return _ask((_CALL, self.__dict__["_bettong_id"], name,
+                     _dumps_args(args, kwargs) if (args or kwargs) else _NOARGS))
 
+    if _is_coroutine_function(fn):
+        method = _awaitable_call(method)
     functools.update_wrapper(method, fn)
     method._bettong_active = True
     method._bettong_remote = True
+    return method
+
+
+def _is_coroutine_function(fn):
+    import inspect
+    return inspect.iscoroutinefunction(fn)
+
+
+def _awaitable_call(call):
+    """An active `async def` on a proxy: calling it returns an awaitable that runs
+    the (blocking) call in a thread of the awaiting loop's default executor, so
+    it can be awaited from any asyncio loop. The store runs the method itself:
+    what it does with the coroutine the method returns is the store's."""
+
+    async def method(self, *args, **kwargs):
+        import asyncio
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(call, self, *args, **kwargs))
+
     return method
 
 
@@ -1118,25 +1405,40 @@ def _to_local(ent):
         del _proxies[oid]
 
 
-def _send_persist(items):
-    a = _request_direct(_PERSIST, items)
-    if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
-        _register_ids(it[1] for it in items)
+def _send_persist(items, bid=None):
+    """PERSIST items on the configured store, or on backend bid."""
+    if bid is None or bid == _home_id:
         a = _request_direct(_PERSIST, items)
+        if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
+            _register_ids(it[1] for it in items)
+            a = _request_direct(_PERSIST, items)
+    else:
+        a = _send_to(bid, (_PERSIST, items))
+        if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
+            # That backend has not seen these classes yet.
+            for cid in {it[1] for it in items}:
+                cls = _classes.get(cid)
+                if cls is not None:
+                    r = _send_to(bid, (_CLASS,) + tuple(_class_record(cls)))
+                    if r[0] != _OK:
+                        raise _answer_error(r)
+            a = _send_to(bid, (_PERSIST, items))
     if a[0] != _OK:
         raise _answer_error(a)
 
 
-def _persist_now(new, alias, root=None):
+def _persist_now(new, alias, root=None, backend=None):
     """Store root / the objects in `new` (and what they reference) now, durably,
-    then turn them into proxies."""
+    on the configured store or backend `backend`, then turn them into
+    proxies."""
     items, ents, _ = _collect(root, alias, new if root is None else None)
     if _attention:
         _wb.settle()
     with _wb.flush_lock:
-        _send_persist(items)
+        _send_persist(items, backend)
     for ent in ents:
         _to_proxy(ent)
+    _placed(ents, backend or _home_id)
 
 
 # Answer codes that blame one make_persistent call of a batch (not the store or
@@ -1539,16 +1841,28 @@ class Persistent:
     Annotated fields are the persistent state; @active methods run in the store on
     a proxy. See the module's documentation for the details."""
 
-    def make_persistent(self, alias=None):
+    def make_persistent(self, alias=None, backend_id=None):
         """Store this object (and the local Persistent objects its state references)
         in the store; afterwards this object is a proxy to the stored copy. With an
         alias the call waits for the store (AliasTaken if the alias is taken),
         except inside pipeline(); without, it is write-behind (see the module
-        documentation). On a proxy: adds the alias, if one is given (waited for)."""
+        documentation). In a service of several backends the objects go to the
+        backend connect() named, or to backend_id (its id, a str or uuid.UUID:
+        KeyError if there is none), and the call waits for it. On a proxy:
+        backend_id moves it there (move()), alias adds the alias (waited for)."""
         if "_bettong_id" in self.__dict__:
+            if backend_id is not None:
+                _move(self, backend_id)
             if alias is not None:
                 self.add_alias(alias)
             return None
+        if backend_id is not None:
+            if _home_id is None:
+                _get_conn()
+            bid = _backend(backend_id).id
+            if bid != _home_id:
+                _persist_now(None, alias, root=self, backend=bid)
+                return None
         if alias is not None:
             if not _pipelining():
                 _persist_now(None, alias, root=self)
@@ -1557,7 +1871,38 @@ class Persistent:
         items, ents, nbytes = _collect(self, alias)
         for ent in ents:
             _to_proxy(ent)
+        _placed(ents, _home_id)
         _wb.add(items, ents, nbytes)
+        return None
+
+    def move(self, backend_id, recursive=False, remotes=True):
+        """Move the object's master copy (state and aliases) to backend
+        backend_id; its id stays, so references to it keep working. With
+        recursive, the objects it refers to (directly or through others) go
+        too: those on its own backend, and with remotes also those on other
+        backends. A local object is made persistent there instead."""
+        if not is_persistent(self):
+            self.make_persistent(backend_id=backend_id)
+            return None
+        if not recursive:
+            _move(self, backend_id)
+            return None
+        if _home_id is None:
+            _get_conn()
+        target = _backend(backend_id).id
+        source = backend_of(self)
+        seen = set()
+        todo = [(self.__dict__["_bettong_id"], self.__dict__["_bettong_cid"])]
+        while todo:
+            oid, cid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            obj = _proxy_for(oid, cid)
+            if obj is not self and not remotes and backend_of(obj) != source:
+                continue   # a reference held elsewhere stays, and is not followed
+            todo.extend(_references(obj))
+            _move(obj, target)
         return None
 
     # -- lookups
@@ -1566,7 +1911,7 @@ class Persistent:
         """A proxy to the object named alias (NotFound if there is none)."""
         a = _request(_LOOKUP_ALIAS, alias)
         if a[0] == _REF:
-            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
+            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
         raise _answer_error(a)
 
     @classmethod
@@ -1574,7 +1919,7 @@ class Persistent:
         """A proxy to the object with this id (NotFound if there is none)."""
         a = _request(_LOOKUP_ID, str(object_id))
         if a[0] == _REF:
-            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None)
+            return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
         raise _answer_error(a)
 
     @property
@@ -1597,6 +1942,11 @@ class Persistent:
     @classmethod
     def delete_alias(cls, alias):
         a = _request(_DELETE_ALIAS, alias)
+        if a[0] == _FAILED and a[2] == _ERR_NOT_FOUND and _multi:
+            # An alias of an object on another backend: removed there.
+            ref = _request(_LOOKUP_ALIAS, alias)
+            if ref[0] == _REF and ref[4] and ref[4] != _home_id:
+                a = _send_to(ref[4], (_DELETE_ALIAS, alias))
         if a[0] != _OK:
             raise _answer_error(a)
 

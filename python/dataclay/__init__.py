@@ -15,56 +15,25 @@
     ...
     client.stop()
 
-Only what Bettong implements is here: the model base class and decorator, the
-client's start/stop, and the lookup error. The contract is
-shared/specs/objects-api.md.
+dataClay's module layout, far enough for models and tests written for it:
+dataclay.client.api (Client, init, finish), dataclay.dataclay_object
+(DataClayObject, activemethod), dataclay.exceptions, dataclay.event_loop,
+dataclay.config (get_runtime), dataclay.contrib (a namespace for model
+packages: every dataclay/contrib directory on sys.path) and dataclay.api
+(dataClay 2.x's init/finish). The contract is shared/specs/objects-api.md;
+docs/user-guide.md says what differs from dataClay.
 """
 
-import os
+from bettong.objects import NotFound
 
-from bettong.objects import AliasTaken, NotFound, Persistent, StoreError, active, connect, disconnect
+from . import exceptions
+from .client.api import Client
+from .dataclay_object import DataClayObject, activemethod
+from .exceptions import AlreadyExistError, DataClayException, DoesNotExistError
 
-DataClayObject = Persistent
-activemethod = active
-DoesNotExist = NotFound
-DoesNotExistError = NotFound
-AlreadyExistError = AliasTaken
-DataClayException = StoreError
+StorageObject = DataClayObject
+DoesNotExist = NotFound   # Bettong's earlier spelling of the lookup error
 
-__all__ = ["Client", "DataClayObject", "activemethod", "DoesNotExist", "DoesNotExistError",
-           "AlreadyExistError", "DataClayException"]
-
-
-class Client:
-    """A connection to the store: Client(host=..., port=...) or Client(address=...);
-    with neither, $BETTONG_STORE. start() connects (every thread of the process
-    then uses the store), stop() disconnects. Other dataClay options (username,
-    password, dataset, ...) are accepted and ignored."""
-
-    def __init__(self, host=None, port=None, address=None, secret=None, **ignored):
-        if address is None and (host is not None or port is not None):
-            if port is None:
-                raise ValueError("Client(host=...) needs a port too")
-            address = "%s:%d" % (host or "127.0.0.1", int(port))
-        self.address = address
-        self.secret = secret
-        self.session = None
-
-    def start(self):
-        self.session = connect(self.address, self.secret)
-        return self
-
-    def stop(self):
-        if self.session is not None:
-            self.session = None
-            disconnect()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def __repr__(self):
-        where = self.address or os.environ.get("BETTONG_STORE", "$BETTONG_STORE")
-        return "<dataclay.Client %s%s>" % (where, "" if self.session else " (not started)")
+__version__ = "4.3.1+bettong"
+__all__ = ["Client", "DataClayObject", "StorageObject", "activemethod", "exceptions",
+           "DataClayException", "AlreadyExistError", "DoesNotExistError", "DoesNotExist"]

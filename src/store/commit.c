@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net/wire.h"
 #include "store/sproto.h"
 #include "util/log.h"
 
@@ -26,7 +27,169 @@ struct committer {
     /* Statistics (committer thread), logged at stop: commits per request says
      * whether requests that arrive during a commit share the next one. */
     uint64_t batches, units, largest;
+    /* committer_set_directory */
+    meta_t *meta;
+    char name[256], address[320];
+    /* What the batch being applied did to the directory (committer thread):
+     * effect_t records, settled once the batch is decided (settle_effects). */
+    buf_t effects;
 };
+
+/* ------------------------------------------------------------ the directory */
+
+static int storage_failed(wunit_t *u);
+
+/* An effect of an op on the service's directory (meta.h). */
+enum {
+    FX_CLAIMED = 1, /* alias claimed: released again unless its unit is kept */
+    FX_CREATED,     /* object created: its location published if kept */
+    FX_DELETED,     /* object deleted: its location removed if kept */
+    FX_UNALIASED,   /* alias removed: released if kept */
+};
+
+typedef struct {
+    uint8_t kind;
+    wunit_t *unit;
+    uint64_t class_id;
+    uint16_t idlen, alen;
+    /* followed by the id, then the alias */
+} effect_t;
+
+static int record(committer_t *c, uint8_t kind, wunit_t *u, const char *id, size_t idlen,
+                  const char *alias, size_t alen, uint64_t class_id)
+{
+    effect_t e = {kind, u, class_id, (uint16_t)idlen, (uint16_t)alen};
+    if (buf_append(&c->effects, &e, sizeof e) < 0 || buf_append(&c->effects, id, idlen) < 0 ||
+        buf_append(&c->effects, alias, alen) < 0) {
+        log_error("store: out of memory recording a change for the metadata service");
+        return -1;
+    }
+    return 0;
+}
+
+/* The batch is decided (committed: kept units keep their effects): tell the
+ * directory. Failures here are logged; the directory is rebuilt from the
+ * stores when the metadata service comes back. */
+static void settle_effects(committer_t *c, int committed)
+{
+    const uint8_t *p = buf_head(&c->effects), *end = p + buf_unread(&c->effects);
+    while (p + sizeof(effect_t) <= end) {
+        effect_t e;
+        memcpy(&e, p, sizeof e);
+        const char *id = (const char *)p + sizeof e, *alias = id + e.idlen;
+        p += sizeof e + e.idlen + e.alen;
+        int kept = committed && e.unit->status == 0;
+        int rc = META_OK;
+        if ((e.kind == FX_CLAIMED && !kept) || (e.kind == FX_UNALIASED && kept))
+            rc = meta_alias_release(c->meta, alias, e.alen, id, e.idlen);
+        else if (e.kind == FX_CREATED && kept)
+            rc = meta_loc_add(c->meta, id, e.idlen, e.class_id);
+        else if (e.kind == FX_DELETED && kept)
+            rc = meta_loc_remove(c->meta, id, e.idlen);
+        if (rc == META_ERROR)
+            log_warn("store: metadata service: %s", meta_error());
+    }
+    buf_clear(&c->effects);
+    if (meta_loc_flush(c->meta) == META_ERROR)
+        log_warn("store: metadata service: %s (published again once it answers)",
+                 meta_error());
+}
+
+/* Claim a new alias of an object held here, service-wide. */
+static int claim_alias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    const uint8_t *st;
+    size_t n;
+    uint64_t cid = 0;
+    if (sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n) != SDB_OK)
+        return 0; /* sdb_put_alias says NOT_FOUND */
+    int rc = meta_alias_claim(c->meta, op->name, op->namelen, op->id, op->idlen, cid);
+    if (rc == META_TAKEN) {
+        u->status = STORE_ERR_ALIAS_TAKEN;
+        snprintf(u->msg, sizeof u->msg, "the alias '%.*s' is taken", (int)op->namelen,
+                 op->name);
+        return -1;
+    }
+    if (rc == META_ERROR) {
+        u->status = STORE_ERR_INTERNAL;
+        snprintf(u->msg, sizeof u->msg, "%s", meta_error());
+        return -1;
+    }
+    return record(c, FX_CLAIMED, u, op->id, op->idlen, op->name, op->namelen, cid) < 0
+               ? storage_failed(u)
+               : 0;
+}
+
+/* Before deleting an object: its aliases, to release once the deletion holds. */
+static int record_deletion(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    buf_t names;
+    buf_init(&names);
+    uint32_t count = 0;
+    if (sdb_list_aliases(&v, op->id, op->idlen, &names, &count) != SDB_OK) {
+        buf_free(&names);
+        return 0; /* sdb_del_object reports it */
+    }
+    int rc = record(c, FX_DELETED, u, op->id, op->idlen, "", 0, 0);
+    const uint8_t *p = buf_head(&names);
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        size_t n = (size_t)p[0] << 8 | p[1];
+        rc = record(c, FX_UNALIASED, u, op->id, op->idlen, (const char *)p + 2, n, 0);
+        p += 2 + n;
+    }
+    buf_free(&names);
+    return rc < 0 ? storage_failed(u) : 0;
+}
+
+/* An alias removed here: released service-wide once the removal holds. */
+static int record_unalias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    const char *id;
+    size_t idlen;
+    if (sdb_get_alias(&v, op->name, op->namelen, &id, &idlen) != SDB_OK)
+        return 0;
+    return record(c, FX_UNALIASED, u, id, idlen, op->name, op->namelen, 0) < 0
+               ? storage_failed(u)
+               : 0;
+}
+
+/* Effects of an op on the directory, before it is applied. */
+static int directory_before(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    if (!c->meta)
+        return 0;
+    switch (op->kind) {
+    case WOP_DELETE:
+        return record_deletion(c, w, u, op);
+    case WOP_DELETE_MOVED: /* its location is the other backend's now */
+        return record(c, FX_DELETED, u, op->id, op->idlen, "", 0, 0) < 0 ? storage_failed(u)
+                                                                          : 0;
+    case WOP_ALIAS_DEL:
+        return record_unalias(c, w, u, op);
+    default:
+        return 0;
+    }
+}
+
+/* ... and after it was applied here. */
+static int directory_after(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    if (!c->meta)
+        return 0;
+    switch (op->kind) {
+    case WOP_CREATE:
+        return record(c, FX_CREATED, u, op->id, op->idlen, "", 0, op->class_id) < 0
+                   ? storage_failed(u)
+                   : 0;
+    case WOP_ALIAS_ADD:
+        return claim_alias(c, w, u, op);
+    default:
+        return 0;
+    }
+}
 
 /* ------------------------------------------------------------ applying ops */
 
@@ -44,12 +207,38 @@ static int storage_failed(wunit_t *u)
     return -1;
 }
 
-static int lookup_object(sdb_write_t *w, wunit_t *u, const char *id, size_t idlen)
+static int directory_failed(wunit_t *u)
+{
+    u->status = STORE_ERR_INTERNAL;
+    snprintf(u->msg, sizeof u->msg, "%s", meta_error());
+    return -1;
+}
+
+/* An object not held here, looked up in the directory (remote: whether to
+ * look there at all). */
+static int locate_elsewhere(committer_t *c, wunit_t *u, const char *id, size_t idlen)
+{
+    int rc = c->meta ? meta_locate(c->meta, id, idlen, u->out_backend, &u->out_class)
+                     : META_NONE;
+    if (rc == META_ERROR)
+        return directory_failed(u);
+    if (rc == META_NONE)
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", id, idlen);
+    memcpy(u->out_id, id, idlen);
+    u->out_idlen = idlen;
+    return 0;
+}
+
+static int lookup_object(committer_t *c, sdb_write_t *w, wunit_t *u, const char *id,
+                         size_t idlen, int remote)
 {
     sdb_read_t v = sdb_write_view(w);
     const uint8_t *st;
     size_t n;
+    u->out_backend[0] = '\0';
     int rc = sdb_get_object(&v, id, idlen, &u->out_class, &st, &n);
+    if (rc == SDB_NOTFOUND && remote)
+        return locate_elsewhere(c, u, id, idlen);
     if (rc == SDB_NOTFOUND)
         return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", id, idlen);
     if (rc)
@@ -59,24 +248,80 @@ static int lookup_object(sdb_write_t *w, wunit_t *u, const char *id, size_t idle
     return 0;
 }
 
-static int op_lookup_alias(sdb_write_t *w, wunit_t *u, const wop_t *op)
+static int op_lookup_alias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
     sdb_read_t v = sdb_write_view(w);
     const char *id;
     size_t idlen;
     int rc = sdb_get_alias(&v, op->name, op->namelen, &id, &idlen);
+    if (rc == SDB_NOTFOUND && c->meta) {
+        /* an alias of an object on another backend */
+        rc = meta_alias_get(c->meta, op->name, op->namelen, u->out_id, &u->out_idlen,
+                            &u->out_class);
+        if (rc == META_ERROR)
+            return directory_failed(u);
+        if (rc == META_OK)
+            return locate_elsewhere(c, u, u->out_id, u->out_idlen);
+        rc = SDB_NOTFOUND;
+    }
     if (rc == SDB_NOTFOUND)
         return fail(u, STORE_ERR_NOT_FOUND, "no object with alias '%.*s'", op->name, op->namelen);
     if (rc || idlen > SDB_ID_MAX)
         return storage_failed(u);
     char copy[SDB_ID_MAX];
     memcpy(copy, id, idlen);
-    return lookup_object(w, u, copy, idlen);
+    return lookup_object(c, w, u, copy, idlen, 0);
 }
 
-static int op_list_aliases(sdb_write_t *w, wunit_t *u, const wop_t *op)
+static int put_str16(buf_t *out, const char *s, size_t n)
 {
-    if (lookup_object(w, u, op->id, op->idlen) < 0)
+    uint8_t h[2] = {(uint8_t)(n >> 8), (uint8_t)n};
+    return buf_append(out, h, 2) == 0 && buf_append(out, s, n) == 0 ? 0 : -1;
+}
+
+/* This backend first, then the others the directory lists. */
+static int op_backends(committer_t *c, wunit_t *u)
+{
+    const char *id = sdb_backend_id(c->db);
+    if (put_str16(&u->out, id, strlen(id)) < 0 ||
+        put_str16(&u->out, c->name, strlen(c->name)) < 0 ||
+        put_str16(&u->out, c->address, strlen(c->address)) < 0)
+        return storage_failed(u);
+    u->out_count = 1;
+    if (!c->meta)
+        return 0;
+    buf_t all;
+    buf_init(&all);
+    uint32_t n = 0;
+    if (meta_backends(c->meta, &all, &n) != META_OK) {
+        buf_free(&all);
+        return directory_failed(u);
+    }
+    wire_rd_t r;
+    wire_rd_init(&r, buf_head(&all), buf_unread(&all));
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len[3];
+        const uint8_t *f[3];
+        for (int k = 0; k < 3; k++)
+            f[k] = wire_str16(&r, &len[k]);
+        if (r.err || (len[0] == strlen(id) && memcmp(f[0], id, len[0]) == 0))
+            continue;
+        int bad = 0;
+        for (int k = 0; k < 3; k++)
+            bad |= put_str16(&u->out, (const char *)f[k], len[k]);
+        if (bad) {
+            buf_free(&all);
+            return storage_failed(u);
+        }
+        u->out_count++;
+    }
+    buf_free(&all);
+    return 0;
+}
+
+static int op_list_aliases(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    if (lookup_object(c, w, u, op->id, op->idlen, 0) < 0)
         return -1;
     sdb_read_t v = sdb_write_view(w);
     return sdb_list_aliases(&v, op->id, op->idlen, &u->out, &u->out_count) ? storage_failed(u)
@@ -119,7 +364,7 @@ static int op_class(sdb_write_t *w, wunit_t *u, const wop_t *op)
     return storage_failed(u);
 }
 
-static int apply_op(sdb_write_t *w, wunit_t *u, const wop_t *op)
+static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
     int rc;
     switch (op->kind) {
@@ -132,6 +377,7 @@ static int apply_op(sdb_write_t *w, wunit_t *u, const wop_t *op)
                         op->id, op->idlen);
         return rc ? storage_failed(u) : 0;
     case WOP_DELETE:
+    case WOP_DELETE_MOVED:
         rc = sdb_del_object(w, op->id, op->idlen);
         if (rc == SDB_NOTFOUND)
             return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
@@ -154,13 +400,15 @@ static int apply_op(sdb_write_t *w, wunit_t *u, const wop_t *op)
     case WOP_CLASS_NEED:
         return op_class(w, u, op);
     case WOP_LOOKUP_ALIAS:
-        return op_lookup_alias(w, u, op);
+        return op_lookup_alias(c, w, u, op);
     case WOP_LOOKUP_ID:
-        return lookup_object(w, u, op->id, op->idlen);
+        return lookup_object(c, w, u, op->id, op->idlen, 1);
     case WOP_LIST_ALIASES:
-        return op_list_aliases(w, u, op);
+        return op_list_aliases(c, w, u, op);
     case WOP_GET_CLASS:
         return op_get_class(w, u, op);
+    case WOP_BACKENDS:
+        return op_backends(c, u);
     default:
         u->status = STORE_ERR_INTERNAL;
         snprintf(u->msg, sizeof u->msg, "unknown operation %u", op->kind);
@@ -168,14 +416,21 @@ static int apply_op(sdb_write_t *w, wunit_t *u, const wop_t *op)
     }
 }
 
-static void apply_unit(sdb_write_t *w, wunit_t *u)
+static int apply_op(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    if (directory_before(c, w, u, op) < 0 || apply_here(c, w, u, op) < 0)
+        return -1;
+    return directory_after(c, w, u, op);
+}
+
+static void apply_unit(committer_t *c, sdb_write_t *w, wunit_t *u)
 {
     if (sdb_unit_begin(w) != SDB_OK) {
         storage_failed(u);
         return;
     }
     for (size_t i = 0; i < u->nops; i++) {
-        if (apply_op(w, u, &u->ops[i]) < 0) {
+        if (apply_op(c, w, u, &u->ops[i]) < 0) {
             sdb_unit_abort(w);
             return;
         }
@@ -195,10 +450,12 @@ static void commit_batch(committer_t *c, wunit_t *batch)
     for (wunit_t *u = batch; u; u = u->next, n++) {
         last = u->seq;
         if (ok)
-            apply_unit(&w, u);
+            apply_unit(c, &w, u);
     }
     if (ok && sdb_write_commit(&w) != SDB_OK)
         ok = 0;
+    if (c->meta)
+        settle_effects(c, ok);
     if (!ok) {
         log_error("store: a commit of %zu request(s) failed: they are answered with an "
                   "internal error", n);
@@ -288,6 +545,14 @@ committer_t *committer_start(uv_loop_t *loop, sdb_t *db, void (*on_done)(void *c
     return c;
 }
 
+void committer_set_directory(committer_t *c, meta_t *meta, const char *name,
+                             const char *address)
+{
+    c->meta = meta;
+    snprintf(c->name, sizeof c->name, "%s", name);
+    snprintf(c->address, sizeof c->address, "%s", address);
+}
+
 uint64_t committer_submit(committer_t *c, wunit_t *u)
 {
     u->next = NULL;
@@ -295,6 +560,7 @@ uint64_t committer_submit(committer_t *c, wunit_t *u)
     u->msg[0] = '\0';
     u->out_idlen = 0;
     u->out_count = 0;
+    u->out_backend[0] = '\0';
     buf_init(&u->out);
     pthread_mutex_lock(&c->mu);
     u->seq = ++c->next_seq;
@@ -333,5 +599,6 @@ void committer_free(committer_t *c)
         return;
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cond);
+    buf_free(&c->effects);
     free(c);
 }

@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "store/meta.h"
 #include "store/sdb.h"
 #include "util/buf.h"
 
@@ -28,6 +29,8 @@ typedef enum {
     WOP_CREATE = 1,   /* new object (id, class_id, data); taken id: BAD_REQUEST */
     WOP_PUT,          /* replace an object's state (id, class_id, data) */
     WOP_DELETE,       /* object and its aliases (id); absent: NOT_FOUND */
+    WOP_DELETE_MOVED, /* the same, for an object now on another backend: its
+                         aliases stay in the service's directory */
     WOP_ALIAS_ADD,    /* name -> id; taken: ALIAS_TAKEN; no object: NOT_FOUND */
     WOP_ALIAS_DEL,    /* name; absent: NOT_FOUND */
     WOP_CLASS_PUT,    /* class_id, name = qualname, data = pickle; other bytes
@@ -35,9 +38,10 @@ typedef enum {
     WOP_CLASS_NEED,   /* class_id must be registered: else UNKNOWN_CLASS */
     /* reads that see every earlier unit; results in the unit's out fields */
     WOP_LOOKUP_ALIAS, /* name -> out_id, out_class */
-    WOP_LOOKUP_ID,    /* id -> out_id, out_class */
+    WOP_LOOKUP_ID,    /* id -> out_id, out_class (and out_backend: where) */
     WOP_LIST_ALIASES, /* id -> out (str16 entries), out_count; absent: NOT_FOUND */
     WOP_GET_CLASS,    /* class_id -> out (the pickle) */
+    WOP_BACKENDS,     /* -> out (str16 id, name, address per backend), out_count */
 } wop_kind;
 
 typedef struct {
@@ -63,6 +67,7 @@ struct wunit {
     char out_id[SDB_ID_MAX];
     size_t out_idlen;
     uint64_t out_class;
+    char out_backend[SDB_BACKEND_ID_LEN + 1]; /* lookups: "" when held here */
     buf_t out;     /* initialized by committer_submit; the owner frees it */
     uint32_t out_count;
     void *ctx;     /* the submitter's */
@@ -74,6 +79,13 @@ typedef struct committer committer_t;
  * in submission order, after its batch committed (or failed: status set). */
 committer_t *committer_start(uv_loop_t *loop, sdb_t *db, void (*on_done)(void *ctx, wunit_t *u),
                              void *ctx, char *err, size_t errlen);
+/* A store in a service of several backends (meta.h): aliases are claimed
+ * service-wide before they are written, locations published after each
+ * commit, lookups of what is not held here answered from the directory.
+ * Without it (meta NULL) the store is alone: BACKENDS lists only itself, by
+ * name and address. Before the first unit. */
+void committer_set_directory(committer_t *c, meta_t *meta, const char *name,
+                             const char *address);
 /* Queue a unit (any thread). Returns its sequence number. */
 uint64_t committer_submit(committer_t *c, wunit_t *u);
 /* The highest sequence number known to be on disk (any thread). */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ struct sdb {
     MDB_dbi objects, aliases, obj_aliases, classes, meta;
     int lock_fd;
     int created;
+    char backend_id[SDB_BACKEND_ID_LEN + 1];
     char dir[4096];
 };
 
@@ -210,6 +212,41 @@ static int check_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
     return 0;
 }
 
+/* A random (version 4) UUID in text form. */
+static int make_uuid(char out[SDB_BACKEND_ID_LEN + 1])
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b)
+        return -1;
+    b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
+    b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
+    snprintf(out, SDB_BACKEND_ID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+    return 0;
+}
+
+/* The backend id: made once, when a store first opens with this version (a
+ * store made before has none yet), and kept for its life. */
+static int ensure_backend_id(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
+{
+    MDB_val k = {10, "backend_id"}, v;
+    int rc = mdb_get(txn, db->meta, &k, &v);
+    if (rc == 0 && v.mv_size == SDB_BACKEND_ID_LEN) {
+        memcpy(db->backend_id, v.mv_data, SDB_BACKEND_ID_LEN);
+        db->backend_id[SDB_BACKEND_ID_LEN] = '\0';
+        return 0;
+    }
+    if (make_uuid(db->backend_id) < 0) {
+        snprintf(err, errlen, "no random bytes for the backend id: %s", strerror(errno));
+        return -1;
+    }
+    v = (MDB_val){SDB_BACKEND_ID_LEN, db->backend_id};
+    rc = mdb_put(txn, db->meta, &k, &v, 0);
+    return rc ? mdb_failed(db, rc, "cannot record the backend id", err, errlen) : 0;
+}
+
 static int open_env(sdb_t *db, int init, char *err, size_t errlen)
 {
     int rc = mdb_env_create(&db->env);
@@ -229,7 +266,8 @@ static int open_env(sdb_t *db, int init, char *err, size_t errlen)
     if ((rc = mdb_txn_begin(db->env, NULL, 0, &txn)))
         return mdb_failed(db, rc, "LMDB", err, errlen);
     if (open_dbis(db, txn, init ? MDB_CREATE : 0, err, errlen) < 0 ||
-        (init ? put_meta(db, txn, err, errlen) : check_meta(db, txn, err, errlen)) < 0) {
+        (init ? put_meta(db, txn, err, errlen) : check_meta(db, txn, err, errlen)) < 0 ||
+        ensure_backend_id(db, txn, err, errlen) < 0) {
         mdb_txn_abort(txn);
         return -1;
     }
@@ -281,6 +319,8 @@ void sdb_close(sdb_t *db)
 }
 
 int sdb_was_created(const sdb_t *db) { return db->created; }
+
+const char *sdb_backend_id(const sdb_t *db) { return db->backend_id; }
 
 /* ------------------------------------------------------------ reads */
 
@@ -403,6 +443,66 @@ int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, ui
     }
     mdb_cursor_close(cur);
     return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "listing aliases");
+}
+
+/* Call fn on every pair of dbi; stops at fn's nonzero result (returned). */
+static int each_pair(sdb_read_t *r, MDB_dbi dbi, const char *what,
+                     int (*fn)(void *ctx, const MDB_val *k, const MDB_val *v), void *ctx)
+{
+    MDB_cursor *cur;
+    int rc = check(mdb_cursor_open(r->txn, dbi, &cur), what);
+    if (rc)
+        return rc;
+    MDB_val k, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    while (mrc == 0 && rc == 0) {
+        rc = fn(ctx, &k, &v);
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(cur);
+    if (rc)
+        return rc;
+    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, what);
+}
+
+typedef struct {
+    sdb_each_object_fn *fn;
+    void *ctx;
+} each_object_t;
+
+static int object_pair(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    each_object_t *e = ctx;
+    if (v->mv_size < 8)
+        return 0;
+    const uint8_t *p = v->mv_data;
+    uint64_t cid = 0;
+    for (int i = 0; i < 8; i++)
+        cid = cid << 8 | p[i];
+    return e->fn(e->ctx, k->mv_data, k->mv_size, cid);
+}
+
+int sdb_each_object(sdb_read_t *r, sdb_each_object_fn *fn, void *ctx)
+{
+    each_object_t e = {fn, ctx};
+    return each_pair(r, r->db->objects, "walking the objects", object_pair, &e);
+}
+
+typedef struct {
+    sdb_each_alias_fn *fn;
+    void *ctx;
+} each_alias_t;
+
+static int alias_pair(void *ctx, const MDB_val *k, const MDB_val *v)
+{
+    each_alias_t *e = ctx;
+    return e->fn(e->ctx, k->mv_data, k->mv_size, v->mv_data, v->mv_size);
+}
+
+int sdb_each_alias(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx)
+{
+    each_alias_t e = {fn, ctx};
+    return each_pair(r, r->db->aliases, "walking the aliases", alias_pair, &e);
 }
 
 /* ------------------------------------------------------------ writes */

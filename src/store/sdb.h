@@ -7,7 +7,8 @@
  *   obj_aliases  object id -> alias (sorted duplicates: an object's aliases)
  *   classes      u64 class_id (big-endian) -> u16 qualname length, qualname,
  *                class pickle
- *   meta         "format" -> SDB_FORMAT, "version" -> u32 SDB_VERSION
+ *   meta         "format" -> SDB_FORMAT, "version" -> u32 SDB_VERSION,
+ *                "backend_id" -> the store's id (a UUID text, made once)
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -40,6 +41,7 @@
 #define SDB_VERSION 1u
 #define SDB_ID_MAX 128
 #define SDB_ALIAS_MAX 400
+#define SDB_BACKEND_ID_LEN 36
 
 enum {
     SDB_OK = 0,
@@ -57,6 +59,9 @@ sdb_t *sdb_open(const char *dir, char *err, size_t errlen);
 void sdb_close(sdb_t *db);
 /* 1 if sdb_open initialized a new store, 0 if it opened an existing one. */
 int sdb_was_created(const sdb_t *db);
+/* The store's backend id: SDB_BACKEND_ID_LEN characters of UUID text, made when
+ * the store was created (or first opened by a version that has it). */
+const char *sdb_backend_id(const sdb_t *db);
 
 /* ---- reads: a read transaction per sdb_read_t; results point into the map and
  * stay valid until sdb_read_end. ---- */
@@ -76,6 +81,13 @@ int sdb_get_class(sdb_read_t *r, uint64_t class_id, const char **qualname, size_
                   const uint8_t **pickle, size_t *plen);
 /* Append the object's aliases to `out` as str16 entries; *count is set. */
 int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count);
+/* Every object (id, class id) / every alias (alias, object id), in key order;
+ * a nonzero result of fn stops the walk and is returned. */
+typedef int sdb_each_object_fn(void *ctx, const char *id, size_t idlen, uint64_t class_id);
+typedef int sdb_each_alias_fn(void *ctx, const char *alias, size_t alen, const char *id,
+                              size_t idlen);
+int sdb_each_object(sdb_read_t *r, sdb_each_object_fn *fn, void *ctx);
+int sdb_each_alias(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx);
 
 /* ---- writes: one write transaction; each request's changes go in a unit (a
  * nested transaction) that is kept or dropped as a whole. ---- */

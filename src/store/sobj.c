@@ -86,7 +86,8 @@ static void answer_failed(sreq_t *r, int code, const char *msg, uint64_t seq)
 static int is_python(uint8_t type)
 {
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
-           type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE;
+           type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE ||
+           type == SMSG_MOVE;
 }
 
 static void obj_dispatch(store_t *st, sobj_t *o);
@@ -102,7 +103,7 @@ static void ureq_free(ureq_t *q)
     free(q);
 }
 
-static void ureq_answer(ureq_t *q, wunit_t *u, buf_t *b)
+static void ureq_answer(store_t *st, ureq_t *q, wunit_t *u, buf_t *b)
 {
     sreq_t *r = q->req;
     if (u->status) {
@@ -112,13 +113,17 @@ static void ureq_answer(ureq_t *q, wunit_t *u, buf_t *b)
     switch (r->type) {
     case SMSG_LOOKUP_ALIAS:
     case SMSG_LOOKUP_ID:
-        sreply_ref(b, r->id, u->out_id, u->out_idlen, u->out_class);
+        sreply_ref(b, r->id, u->out_id, u->out_idlen, u->out_class,
+                   u->out_backend[0] ? u->out_backend : sdb_backend_id(st->db));
         break;
     case SMSG_ALIASES:
         sreply_str_list(b, r->id, buf_head(&u->out), buf_unread(&u->out), u->out_count);
         break;
     case SMSG_GET_CLASS:
         sreply_class_bytes(b, r->id, buf_head(&u->out), buf_unread(&u->out));
+        break;
+    case SMSG_BACKENDS:
+        sreply_backends(b, r->id, buf_head(&u->out), buf_unread(&u->out), u->out_count);
         break;
     default: /* CLASS, PERSIST, ADD_ALIAS, DELETE_ALIAS */
         sreply_none(b, r->id);
@@ -132,7 +137,7 @@ static void ureq_done(store_t *st, uowner_t *own, wunit_t *u)
         q->ent->hold++;
     buf_t b;
     buf_init(&b);
-    ureq_answer(q, u, &b);
+    ureq_answer(st, q, u, &b);
     if (buf_unread(&b))
         sconn_answer(q->req->conn, &b, 0);
     else
@@ -188,6 +193,7 @@ static void unit_submit(store_t *st, sreq_t *r, sobj_t *o)
     case SMSG_LOOKUP_ALIAS: op->kind = WOP_LOOKUP_ALIAS; break;
     case SMSG_DELETE_ALIAS: op->kind = WOP_ALIAS_DEL; break;
     case SMSG_GET_CLASS: op->kind = WOP_GET_CLASS; break;
+    case SMSG_BACKENDS: op->kind = WOP_BACKENDS; break;
     case SMSG_ADD_ALIAS: op->kind = WOP_ALIAS_ADD; break;
     case SMSG_ALIASES: op->kind = WOP_LIST_ALIASES; break;
     default: op->kind = WOP_LOOKUP_ID; break;
@@ -428,6 +434,7 @@ void sobj_submit(store_t *st, sreq_t *r)
     case SMSG_LOOKUP_ALIAS:
     case SMSG_DELETE_ALIAS:
     case SMSG_GET_CLASS:
+    case SMSG_BACKENDS:
         unit_submit(st, r, NULL);
         return;
     default:

@@ -58,6 +58,10 @@
  *  client -> store  ALIASES        u64 req, str16 object_id
  *  client -> store  DELETE         u64 req, str16 object_id
  *  client -> store  GET_CLASS      u64 req, u64 class_id
+ *  client -> store  BACKENDS       u64 req                (answer: BACKEND_LIST)
+ *  client -> store  MOVE           u64 req, str16 object_id, str16 backend_id
+ *                                  (answer: OK None once the object is on
+ *                                  that backend and gone from this one)
  *
  *  store -> client  OK             u64 req, rest: pickled value (None for commands)
  *  store -> client  REF            u64 req, str16 object_id, u64 class_id (lookups)
@@ -68,6 +72,19 @@
  *                                  unknown alias or id, ALIAS_TAKEN a taken alias,
  *                                  NO_ATTRIBUTE a method or field the class lacks)
  *  store -> client  CLASS_BYTES    u64 req, rest: class pickle
+ *  store -> client  BACKEND_LIST   u64 req, u32 count, count x (str16 backend_id,
+ *                                  str16 name, str16 address): the answering
+ *                                  backend first
+ *
+ * REF ends with str16 backend_id: the backend that holds the object.
+ *
+ * Several backends (`bettong store --metadata`, store/meta.h): each object lives
+ * on one backend; requests about it go there (a backend answers NOT_FOUND for
+ * an object it does not hold: the client looks it up again, LOOKUP_ID, and
+ * follows it). LOOKUP_ALIAS and LOOKUP_ID answer for objects on any backend;
+ * aliases are unique across the service. MOVE hands the object (state, class,
+ * aliases) to the other backend as a client of it, then deletes it here; the
+ * object keeps its id, so references to it keep working.
  *
  * A CALL, SET_FIELD, UPDATE, PERSIST, DELETE or alias change that modified the
  * store is committed to disk before its answer is sent. A CALL that raises leaves
@@ -145,11 +162,14 @@ typedef enum {
     SMSG_ALIASES = 21,
     SMSG_DELETE = 22,
     SMSG_GET_CLASS = 23,
+    SMSG_BACKENDS = 24,
+    SMSG_MOVE = 25,
     SMSG_OK = 40,
     SMSG_REF = 41,
     SMSG_RAISED = 42,
     SMSG_FAILED = 43,
     SMSG_CLASS_BYTES = 44,
+    SMSG_BACKEND_LIST = 45,
 } smsg_type;
 
 typedef enum {

@@ -86,6 +86,10 @@ static struct {
     PyObject *plain_dumps, *plain_loads, *protocol, *no_args, *absent;
     PyObject *pid_fn, *load_strict, *load_lenient;
     PyObject *MissingObject; /* exception: a reference to an object that does not exist */
+    /* In a service of several backends: bettong.objects._proxy_for, which makes
+     * the client's proxy of an object another backend holds; else NULL. */
+    PyObject *remote_ref;
+    PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
         *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid;
 } S;
@@ -245,12 +249,34 @@ static PyObject *instance_id(PyObject *obj)
     return oid;
 }
 
+/* A client proxy (bettong.objects) of an object on another backend: its
+ * persistent id, else NULL (no exception). */
+static PyObject *proxy_id(PyObject *obj)
+{
+    if (!S.remote_ref || Py_TYPE(obj)->tp_dictoffset == 0 ||
+        !PyObject_HasAttrString((PyObject *)Py_TYPE(obj), "_bt_base"))
+        return NULL;
+    PyObject *d = PyObject_GenericGetDict(obj, NULL);
+    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
+    PyObject *cid = d && oid ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
+    PyObject *pid = oid && cid && PyUnicode_Check(oid) && PyLong_Check(cid)
+                        ? PyTuple_Pack(3, S.tag, oid, cid)
+                        : NULL;
+    Py_XDECREF(d);
+    PyErr_Clear();
+    return pid;
+}
+
 static PyObject *persistent_id(PyObject *self, PyObject *obj)
 {
     sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)Py_TYPE(obj));
     PyObject *oid = c ? instance_id(obj) : NULL;
-    if (!oid)
+    if (!oid) {
+        PyObject *pid = c ? NULL : proxy_id(obj);
+        if (pid)
+            return pid;
         Py_RETURN_NONE;
+    }
     uint64_t cid = c->class_id;
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
@@ -285,6 +311,8 @@ static PyObject *persistent_load(PyObject *pid, int strict)
         return Py_NewRef(e->obj);
     if (status == BROKEN)
         return NULL;
+    if (S.remote_ref) /* held by another backend of the service (or by none) */
+        return PyObject_CallFunctionObjArgs(S.remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     if (strict) {
         PyErr_Format(S.MissingObject, "no object with id '%s'", s);
         return NULL;
@@ -1153,11 +1181,12 @@ static void run_update(spy_req_t *r, reg_t *e)
         write_back(r, e);
 }
 
-static void run_delete(spy_req_t *r, reg_t *e)
+/* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
+static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
 {
     if (sreply_none(r->unit_answer, r->req) < 0)
         return;
-    *r->op = (wop_t){.kind = WOP_DELETE, .id = e->node.id, .idlen = e->node.len};
+    *r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
     r->unit->ops = r->op;
     r->unit->nops = 1;
     /* The id must outlive the entry: the op points at the unit's own copy. */
@@ -1179,6 +1208,88 @@ static void run_delete(spy_req_t *r, reg_t *e)
     Py_CLEAR(e->snap_fields);
     e->tomb_seq = r->write_seq;
     rlist_push(&S.tombs, e);
+}
+
+/* The object's class (qualname, pickle) and aliases, as MOVE sends them:
+ * new references, or -1 with an exception. */
+static int move_parts(reg_t *e, PyObject **qual, PyObject **pickle, PyObject **aliases)
+{
+    sdb_read_t rd;
+    const char *q;
+    const uint8_t *p;
+    size_t qn, pn;
+    buf_t names;
+    buf_init(&names);
+    uint32_t count = 0;
+    *qual = *pickle = *aliases = NULL;
+    if (sdb_read_begin(S.db, &rd) != SDB_OK) {
+        PyErr_SetString(PyExc_OSError, "cannot read the store");
+        return -1;
+    }
+    if (sdb_get_class(&rd, e->cls->class_id, &q, &qn, &p, &pn) == SDB_OK &&
+        sdb_list_aliases(&rd, e->node.id, e->node.len, &names, &count) == SDB_OK) {
+        *qual = PyUnicode_DecodeUTF8(q, (Py_ssize_t)qn, "replace");
+        *pickle = *qual ? PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)pn) : NULL;
+        *aliases = *pickle ? PyList_New(0) : NULL;
+        const uint8_t *s = buf_head(&names);
+        for (uint32_t i = 0; *aliases && i < count; i++) {
+            size_t n = (size_t)s[0] << 8 | s[1];
+            PyObject *a = PyUnicode_DecodeUTF8((const char *)s + 2, (Py_ssize_t)n, "replace");
+            if (!a || PyList_Append(*aliases, a) < 0)
+                Py_CLEAR(*aliases);
+            Py_XDECREF(a);
+            s += 2 + n;
+        }
+    } else {
+        PyErr_SetString(PyExc_OSError, "the object's class or aliases cannot be read");
+    }
+    sdb_read_end(&rd);
+    buf_free(&names);
+    if (*aliases)
+        return 0;
+    Py_CLEAR(*qual);
+    Py_CLEAR(*pickle);
+    return -1;
+}
+
+/* MOVE: hand the object to the backend named in the request (this store is
+ * then that backend's client: bettong.objects._adopt), and only once it holds
+ * it, delete it here. Requests queued behind the move find it gone and follow
+ * it (sproto.h). */
+static void run_move(spy_req_t *r, reg_t *e)
+{
+    if (!S.adopt) {
+        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+                      "this store is not part of a service of several backends");
+        return;
+    }
+    const char *self = sdb_backend_id(S.db);
+    if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
+        sreply_none(r->answer, r->req); /* already here */
+        return;
+    }
+    PyObject *qual, *pickle, *aliases;
+    if (!e->state) {
+        answer_internal(r, "the object has no stored state to move");
+        return;
+    }
+    if (move_parts(e, &qual, &pickle, &aliases) < 0) {
+        answer_raised(r);
+        return;
+    }
+    PyObject *res = PyObject_CallFunction(S.adopt, "s#s#KOOOO", r->name, (Py_ssize_t)r->namelen,
+                                          e->node.id, (Py_ssize_t)e->node.len,
+                                          (unsigned long long)e->cls->class_id, qual, pickle,
+                                          e->state, aliases);
+    Py_DECREF(qual);
+    Py_DECREF(pickle);
+    Py_DECREF(aliases);
+    if (!res) {
+        answer_raised(r);
+        return;
+    }
+    Py_DECREF(res);
+    run_delete(r, e, WOP_DELETE_MOVED);
 }
 
 /* Run a request on its live object (GIL held). */
@@ -1203,7 +1314,10 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
         run_update(r, e);
         break;
     case SMSG_DELETE:
-        run_delete(r, e);
+        run_delete(r, e, WOP_DELETE);
+        break;
+    case SMSG_MOVE:
+        run_move(r, e);
         break;
     default:
         sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST, "not a Python request");
@@ -1329,8 +1443,8 @@ static int intern_all(void)
     return 0;
 }
 
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
-             size_t errlen)
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+             char *err, size_t errlen)
 {
     S.db = db;
     S.inline_ns = (uint64_t)inline_us * 1000;
@@ -1353,6 +1467,14 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char 
                                                PyExc_LookupError, NULL))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
+        free(tb);
+        return -1;
+    }
+    if (service && (!(S.remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
+                    !(S.adopt = attr_of("bettong.objects", "_adopt")))) {
+        char *tb = py_take_traceback();
+        snprintf(err, errlen, "cannot load bettong.objects for references to other "
+                 "backends: %s", tb);
         free(tb);
         return -1;
     }
@@ -1387,7 +1509,8 @@ void spy_fini(void)
     PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module,
                          &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
                          &S.absent, &S.pid_fn,
-                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.tag,
+                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref,
+                         &S.adopt, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
                          &S.s_qualname, &S.s_bt, &S.s_bettong_cid};

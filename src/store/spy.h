@@ -39,9 +39,12 @@
 #include "util/buf.h"
 
 /* With the GIL (the main thread, once). inline_us: the longest a request may
- * run on the loop thread (spy_run_inline); 0: never there. */
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, char *err,
-             size_t errlen);
+ * run on the loop thread (spy_run_inline); 0: never there. service: the
+ * store is a backend of a service of several (meta.h): a reference to an
+ * object it does not hold becomes a client proxy (bettong.objects) that calls
+ * the backend holding it, and such proxies pickle as references. */
+int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+             char *err, size_t errlen);
 /* With the GIL: drop every live object and class. */
 void spy_fini(void);
 

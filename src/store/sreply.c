@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "net/wire.h"
 #include "store/sproto.h"
@@ -69,13 +70,27 @@ int sreply_str_list(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, 
     return wire_end(&w);
 }
 
-int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id)
+int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id,
+               const char *backend)
 {
     wire_wr_t w;
     wire_begin(&w, b, SMSG_REF, STORE_MAX_FRAME);
     wire_put_u64(&w, req);
     wire_put_str16(&w, id, idlen);
     wire_put_u64(&w, class_id);
+    wire_put_str16(&w, backend, strlen(backend));
+    return wire_end(&w);
+}
+
+int sreply_backends(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, uint32_t count)
+{
+    if (len > STORE_MAX_FRAME - 64)
+        return too_large(b, req, len);
+    wire_wr_t w;
+    wire_begin(&w, b, SMSG_BACKEND_LIST, STORE_MAX_FRAME);
+    wire_put_u64(&w, req);
+    wire_put_u32(&w, count);
+    wire_put_bytes(&w, entries, len);
     return wire_end(&w);
 }
 

@@ -20,7 +20,11 @@ int sreply_ok(buf_t *b, uint64_t req, const void *pickle, size_t n);
 int sreply_none(buf_t *b, uint64_t req);
 /* OK carrying a pickled list of str: `entries` holds `count` str16 entries. */
 int sreply_str_list(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, uint32_t count);
-int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id);
+/* REF: the object, its class and the backend that holds it (meta.h). */
+int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id,
+               const char *backend);
+/* BACKEND_LIST: count (str16 id, str16 name, str16 address) entries. */
+int sreply_backends(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, uint32_t count);
 int sreply_raised(buf_t *b, uint64_t req, const void *pickle, size_t n);
 int sreply_class_bytes(buf_t *b, uint64_t req, const void *pickle, size_t n);
 int sreply_failed(buf_t *b, uint64_t req, int code, const char *fmt, ...)

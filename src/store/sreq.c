@@ -39,10 +39,13 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
     case SMSG_GET_FIELD:
     case SMSG_SET_FIELD:
     case SMSG_ADD_ALIAS:
+    case SMSG_MOVE:
         need_oid = 1;
         oid = wire_str16(r, &n);
         name = wire_str16(r, &q->namelen);
-        name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX : NAME_MAX_LEN;
+        name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX
+                   : q->type == SMSG_MOVE    ? SDB_BACKEND_ID_LEN
+                                             : NAME_MAX_LEN;
         if (q->type == SMSG_CALL || q->type == SMSG_SET_FIELD)
             q->payload = wire_rest(r, &q->len);
         break;
@@ -58,6 +61,8 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
         break;
     case SMSG_GET_CLASS:
         q->class_id = wire_u64(r);
+        break;
+    case SMSG_BACKENDS:
         break;
     default:
         return *why = "unknown message type", -1;

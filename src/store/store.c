@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "net/addr.h"
+#include "net/bconn.h"
 #include "net/guard.h"
 #include "py/bridge.h"
 #include "store/sconn.h"
@@ -34,6 +35,7 @@ typedef struct {
     const char *log_level;
     inconn_flags_t limits;
     guard_tls_args_t tls;
+    const char *name, *metadata, *advertise;
 } store_args_t;
 
 static void usage(FILE *f)
@@ -56,6 +58,16 @@ static void usage(FILE *f)
 "                        $BETTONG_SECRET\n"
 "  --secret S            the same on the command line (works, but warns: every\n"
 "                        user of the machine can read it with ps)\n"
+"  --name NAME           this backend's name (default: backend- and the start of\n"
+"                        its id, made when DIR was initialized)\n"
+"  --metadata redis://HOST:PORT[/DB] | unix:PATH\n"
+"                        join the service of several backends whose directory\n"
+"                        (backends, where each object lives, aliases) is kept\n"
+"                        in this Redis; each backend keeps its own objects here\n"
+"                        in DIR. Without it the store is alone\n"
+"  --advertise HOST:PORT the address other backends and clients reach this one\n"
+"                        at (default: the --listen address; needed when that is\n"
+"                        a wildcard such as 0.0.0.0)\n"
 "  --threads N           Python threads running requests (default 2)\n"
 "  --cache N             live objects kept in memory (default 100000); idle ones\n"
 "                        past that are dropped and reloaded on demand\n"
@@ -98,6 +110,12 @@ static int parse_args(int argc, char **argv, store_args_t *a)
                 return -1;
         } else if ((v = args_flag_value(argc, argv, &i, "--dir", &missing))) {
             a->dir = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--name", &missing))) {
+            a->name = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--metadata", &missing))) {
+            a->metadata = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--advertise", &missing))) {
+            a->advertise = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
             a->listen = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
@@ -154,11 +172,71 @@ static int start_python(store_t *st, const store_args_t *a)
         return -1;
     }
     py_gil_enter();
-    int rc = spy_init(st->db, st->cm, (size_t)a->cache, (unsigned)a->inline_us, err, sizeof err);
+    /* In a service a call may reach another backend through this one's own
+     * port (locating, classes): never on the loop thread, which would wait on
+     * itself. */
+    unsigned inline_us = st->meta ? 0 : (unsigned)a->inline_us;
+    int rc = spy_init(st->db, st->cm, (size_t)a->cache, inline_us, st->meta != NULL, err,
+                      sizeof err);
     py_gil_leave();
     if (rc < 0)
         fprintf(stderr, PROG ": %s\n", err);
     return rc;
+}
+
+/* The address clients and other backends reach this one at ("tls:" first
+ * under TLS). -1 (printed) when it cannot be known. */
+static int advertised(store_t *st, const store_args_t *a, char *out, size_t cap)
+{
+    const char *addr = a->advertise ? a->advertise : st->tcp.addr;
+    if (!a->advertise && (strncmp(addr, "0.0.0.0:", 8) == 0 || strncmp(addr, "[::]:", 5) == 0)) {
+        fprintf(stderr, PROG ": listening on %s: give --advertise HOST:PORT, the address other "
+                "backends and clients reach this one at\n", addr);
+        return -1;
+    }
+    snprintf(out, cap, "%s%s", st->tls && !bconn_tls_address(addr) ? "tls:" : "", addr);
+    return 0;
+}
+
+/* Join the service (--metadata), or stand alone; either way the committer
+ * answers BACKENDS with what it is told here. Before the loop runs: no
+ * request can come in before this is done. */
+static int start_directory(store_t *st, const store_args_t *a)
+{
+    char err[1024];
+    if (advertised(st, a, st->address, sizeof st->address) < 0)
+        return -1;
+    const char *id = sdb_backend_id(st->db);
+    if (a->name)
+        snprintf(st->backend_name, sizeof st->backend_name, "%s", a->name);
+    else
+        snprintf(st->backend_name, sizeof st->backend_name, "backend-%.8s", id);
+    if (a->metadata &&
+        !(st->meta = meta_open(a->metadata, st->db, st->backend_name, st->address, err,
+                               sizeof err))) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    committer_set_directory(st->cm, st->meta, st->backend_name, st->address);
+    log_info("backend '%s' (%s) at %s%s", st->backend_name, id, st->address,
+             st->meta ? ", in a service of several backends" : "");
+    return 0;
+}
+
+/* What the store's Python code reads: which backend it runs in, and (in a
+ * service) how to reach the others, with this store's own secret. Before
+ * Python starts. */
+static void export_environment(store_t *st)
+{
+    setenv("BETTONG_STORE_BACKEND_ID", sdb_backend_id(st->db), 1);
+    setenv("BETTONG_STORE_BACKEND_NAME", st->backend_name, 1);
+    if (!st->meta)
+        return;
+    setenv("BETTONG_STORE", st->address, 1);
+    if (st->secret_len)
+        setenv("BETTONG_STORE_SECRET", st->secret, 1);
+    else
+        unsetenv("BETTONG_STORE_SECRET");
 }
 
 static void on_sweep(uv_timer_t *t) { sconn_sweep(t->data); }
@@ -224,14 +302,8 @@ static int start(store_t *st, const store_args_t *a)
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    if (start_python(st, a) < 0)
-        return -1;
-    st->px = pyexec_start(&st->loop, (unsigned)a->threads, err, sizeof err);
-    if (!st->px) {
-        fprintf(stderr, PROG ": %s\n", err);
-        return -1;
-    }
-    pyexec_set_after(st->px, spy_trim);
+    /* Bound first (its address is the backend's), though nothing is accepted
+     * before the loop runs. */
     st->spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 1,
                               .max_payload = STORE_MAX_FRAME};
     inconn_apply_flags(&a->limits, STORE_MAX_FRAME + (1u << 20));
@@ -240,12 +312,23 @@ static int start(store_t *st, const store_args_t *a)
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
+    st->tcp_open = 1;
     /* sconn.c has its own HELLO deadline; the listener's also lets silent
      * unauthenticated connections give way at the cap. */
     listener_require_auth(&st->tcp, AUTH_DEADLINE_MS);
     if (st->tls)
         listener_set_tls(&st->tcp, st->tls);
-    st->tcp_open = 1;
+    if (start_directory(st, a) < 0)
+        return -1;
+    export_environment(st);
+    if (start_python(st, a) < 0)
+        return -1;
+    st->px = pyexec_start(&st->loop, (unsigned)a->threads, err, sizeof err);
+    if (!st->px) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    pyexec_set_after(st->px, spy_trim);
     st->inline_ok = a->inline_us > 0;
     st->spin_ns = (uint64_t)a->spin_us * 1000;
     return 0;
@@ -279,6 +362,7 @@ static void finish(store_t *st)
     pyexec_free(st->px);
     committer_free(st->cm);
     omap_free(&st->objs);
+    meta_close(st->meta);
     sdb_close(st->db);
     if (uv_loop_close(&st->loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -26,6 +26,7 @@
 #include "net/frame.h"
 #include "net/inconn.h"
 #include "store/commit.h"
+#include "store/meta.h"
 #include "store/omap.h"
 #include "store/pyexec.h"
 #include "store/sdb.h"
@@ -62,6 +63,9 @@ typedef struct store {
     char secret[256];
     size_t secret_len;
     tls_ctx_t *tls;    /* --tls-cert/--tls-key: the port's TLS; NULL: none */
+    meta_t *meta;      /* --metadata: the service's directory; NULL: alone */
+    char backend_name[256];
+    char address[320]; /* where clients and other backends reach this one */
     char name[300];
     omap_t objs;       /* sobj_t: objects with queued requests or writes in flight */
     uint64_t durable;  /* the last unit whose answer went out (loop's view) */

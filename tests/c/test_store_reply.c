@@ -43,7 +43,7 @@ static void test_ok_none_ref_failed(void **state)
     assert_memory_equal(p, none, n);
 
     buf_clear(&b);
-    assert_int_equal(sreply_ref(&b, 8, "abc", 3, 0x1122334455667788ull), 0);
+    assert_int_equal(sreply_ref(&b, 8, "abc", 3, 0x1122334455667788ull, "backend-1"), 0);
     r = body_of(&b);
     assert_int_equal(wire_u8(&r), SMSG_REF);
     assert_int_equal(wire_u64(&r), 8);
@@ -51,7 +51,21 @@ static void test_ok_none_ref_failed(void **state)
     assert_int_equal(n, 3);
     assert_memory_equal(p, "abc", 3);
     assert_int_equal(wire_u64(&r), 0x1122334455667788ull);
+    p = wire_str16(&r, &n);
+    assert_int_equal(n, 9);
+    assert_memory_equal(p, "backend-1", 9);
     assert_true(r.p == r.end && !r.err);
+
+    buf_clear(&b);
+    static const uint8_t entry[] = {0, 1, 'i', 0, 1, 'n', 0, 3, 'h', ':', '1'};
+    assert_int_equal(sreply_backends(&b, 12, entry, sizeof entry, 1), 0);
+    r = body_of(&b);
+    assert_int_equal(wire_u8(&r), SMSG_BACKEND_LIST);
+    assert_int_equal(wire_u64(&r), 12);
+    assert_int_equal(wire_u32(&r), 1);
+    p = wire_rest(&r, &n);
+    assert_int_equal(n, sizeof entry);
+    assert_memory_equal(p, entry, n);
 
     buf_clear(&b);
     assert_int_equal(sreply_failed(&b, 9, STORE_ERR_ALIAS_TAKEN, "alias '%s' taken", "x"), 0);

@@ -135,6 +135,51 @@ class Store:
         return self.start()
 
 
+class Redis:
+    """A redis-server of its own for a test, on a Unix socket in the test's
+    directory (no TCP port, so none to guess), keeping nothing on disk: the
+    metadata service of a store service of several backends (--metadata
+    unix:PATH)."""
+
+    def __init__(self, procs, tmp):
+        self.procs = procs
+        self.tmp = Path(tmp)
+        self.sock = self.tmp / "redis.sock"
+        self.log_path = self.tmp / "redis.log"
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return "unix:%s" % self.sock
+
+    def start(self):
+        if self.sock.exists():
+            self.sock.unlink()
+        self.log_path.write_bytes(b"")
+        self.proc = self.procs.spawn(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm",
+             "700", "--save", "", "--appendonly", "no", "--logfile", str(self.log_path)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        while "ready to accept connections" not in self.log().lower():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("redis-server did not start:\n%s" % self.log())
+            time.sleep(0.01)
+        return self
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def kill(self):
+        """SIGKILL and wait: its data (kept in memory only) is gone."""
+        self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+
+
 class Stores:
     """What the `stores` fixture gives: a factory of stores, all stopped at the end."""
 
@@ -144,6 +189,17 @@ class Stores:
 
     def __call__(self, **kw):
         return Store(self.procs, self.tmp, **kw)
+
+    def redis(self):
+        """A redis-server for this test (Redis), stopped at the end."""
+        return Redis(self.procs, self.tmp)
+
+    def service(self, redis, names, **kw):
+        """Stores that are the backends `names` of one service whose directory
+        is in `redis`; each picks its port (kept across restarts)."""
+        extra = list(kw.pop("extra", ()))
+        return [self(port=0, extra=["--name", n, "--metadata", redis.url] + extra, **kw)
+                for n in names]
 
     def cleanup(self):
         self.procs.cleanup()

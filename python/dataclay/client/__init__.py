@@ -1,0 +1,1 @@
+"""dataClay's client package: dataclay.client.api holds Client, init and finish."""

@@ -1,0 +1,1 @@
+"""COMPSs' storage API (storage.api) on Bettong's persistent objects."""
