@@ -70,7 +70,8 @@ Sync points wait until every call queued before them (by any thread) is on
 disk, then raise the first failure: any request whose answer is used (a lookup
 by alias -- that alias too -- or id, a call or a field read or write on a
 proxy, add_alias, delete_alias, get_aliases, delete, dc_clone, dc_update, a
-make_persistent with an alias outside a pipeline), reading obj.id, pickling a
+make_persistent with an alias outside a pipeline or with the backend_id of
+another backend: those are waited for), reading obj.id, pickling a
 proxy, flush(), leaving a pipeline() block, connect() and disconnect(), and
 process exit (atexit; the failure is printed, nothing can raise there). When a
 sync point returns, everything queued before it is on disk: a store killed with

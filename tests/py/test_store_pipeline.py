@@ -337,3 +337,40 @@ def test_pipelined_requests_share_commits(stores):
     assert requests >= n
     assert commits * 10 <= requests, (commits, requests)
     assert largest >= 10
+
+
+# ------------------------------------------------------------------ several backends
+
+def test_pipeline_in_a_service_of_two_backends(stores):
+    """Aliases are unique service-wide (Redis): a pipeline on b1 meets an alias
+    taken on b2; the prefix before it is stored on b1 and found through b2; a
+    make_persistent to another backend is waited for (a sync point)."""
+    redis = stores.redis()
+    b1, b2 = stores.service(redis, ["b1", "b2"])
+    objects.connect(b1.address)
+    ids = {b.name: bid for bid, b in objects.backends().items()}
+    m.Counter(-1).make_persistent(alias="svc-taken", backend_id=ids["b2"])
+    first = [m.Counter(i) for i in range(300)]
+    dup, last = m.Counter(-2), m.Counter(-3)
+    with pytest.raises(AliasTaken, match=r"make_persistent\(alias='svc-taken'\)"):
+        with objects.pipeline():
+            for i, c in enumerate(first):
+                c.make_persistent(alias="svc-%d" % i)
+            dup.make_persistent(alias="svc-taken")
+            last.make_persistent(alias="svc-last")
+    assert not objects.is_persistent(dup) and not objects.is_persistent(last)
+    objects.connect(b2.address)
+    assert m.Counter.get_by_alias("svc-299").get() == 299
+    assert objects.backend_of(m.Counter.get_by_alias("svc-0")) == ids["b1"]
+    assert m.Counter.get_by_alias("svc-taken").get() == -1
+    with pytest.raises(NotFound):
+        m.Counter.get_by_alias("svc-last")
+    # to another backend from inside a pipeline: waited for, after the queue
+    with objects.pipeline():
+        q = m.Counter(7)
+        q.make_persistent(alias="svc-q")
+        r = m.Counter(8)
+        r.make_persistent(alias="svc-r", backend_id=ids["b1"])
+        assert objects._attention == 0
+    assert objects.backend_of(m.Counter.get_by_alias("svc-r")) == ids["b1"]
+    assert m.Counter.get_by_alias("svc-q").get() == 7
