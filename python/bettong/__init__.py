@@ -55,6 +55,7 @@ _EXPORTS = {
     "NotFound": ".objects",
     "DoesNotExist": ".objects",
     "AliasTaken": ".objects",
+    "pipeline": ".objects",
     "StoreError": ".objects",
 }
 

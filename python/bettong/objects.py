@@ -49,17 +49,52 @@ What runs where
   $BETTONG_SECRET). connect() sets $BETTONG_STORE (and $BETTONG_STORE_SECRET) so
   that workers started afterwards find the store.
 
-make_persistent and durability
-------------------------------
+make_persistent, pipelines and durability
+-----------------------------------------
 With an alias, make_persistent() waits for the store's durable acknowledgement
-(and raises AliasTaken if the alias is taken). Without one it is write-behind: the
-object (and the objects it references) are queued and sent in batched PERSIST
-requests (one durable transaction each) -- before any other request this process
-sends to the store, when a proxy is pickled, when its id is read, at flush(), at
-exit, and otherwise about 20 ms after the first object of a batch. If a batch
-fails, its objects turn back into local objects and the error is raised by the
-call that sent it (a make_persistent() that filled a batch, flush()) or else by
-the next request.
+and raises AliasTaken itself if the alias is taken (dataClay's contract), about
+one fsync per call. Without an alias it is write-behind, and inside a pipeline
+so is a call with an alias:
+
+    with bettong.pipeline():                      # this thread, until the block ends
+        for i, rec in enumerate(records):
+            Rec(rec).make_persistent(alias=f"rec-{i}")   # queued, not waited for
+    # here every call above is on disk, or AliasTaken/... was raised
+
+Queued calls (the object is a proxy at once) are sent in order, in batched
+PERSIST requests (one durable transaction each): once a batch holds 2000
+objects or 4 MiB of state, about 20 ms after its first object, or at a sync
+point.
+
+Sync points wait until every call queued before them (by any thread) is on
+disk, then raise the first failure: any request whose answer is used (a lookup
+by alias -- that alias too -- or id, a call or a field read or write on a
+proxy, add_alias, delete_alias, get_aliases, delete, dc_clone, dc_update, a
+make_persistent with an alias outside a pipeline or with the backend_id of
+another backend: those are waited for), reading obj.id, pickling a
+proxy, flush(), leaving a pipeline() block, connect() and disconnect(), and
+process exit (atexit; the failure is printed, nothing can raise there). When a
+sync point returns, everything queued before it is on disk: a store killed with
+SIGKILL right after loses none of it.
+
+Failures: the store's state is always a prefix of the queued calls. The first
+call that fails, and every call queued or made after it until the sync point,
+are not applied: their objects turn back into local objects with their fields.
+The sync point raises the store's error class (AliasTaken for a taken alias,
+NotFound, else StoreError) with a message naming the call
+("make_persistent(alias='rec-7') of a Rec failed: the alias 'rec-7' is taken.
+... it and the 992 make_persistent calls made after it were not applied ...")
+and the store's error as __cause__; it is raised once, and later calls work
+again. A prefix, rather than "every other call": the store ends as the same
+code would have left it without the pipeline (it would have stopped at the
+exception), and no stored object can refer to an object whose creation failed.
+A batch is one transaction, so finding the failing call stores the failed
+batch again in halves (about 2 log2(2000) waited requests, only on failure).
+
+Memory is bounded: one batch in flight and one filling; a make_persistent that
+fills the next batch waits until the one in flight is acknowledged
+(backpressure), so at most about 2 x (2000 objects or 4 MiB of state) are
+queued whatever the rate.
 
 Classes
 -------
@@ -95,6 +130,7 @@ connection, and the next request opens a new one.
 """
 
 import atexit
+import contextlib
 import copy
 import functools
 import hashlib
@@ -133,7 +169,7 @@ except ImportError:  # pragma: no cover
     AuthenticationError = PermissionError
 
 __all__ = [
-    "connect", "disconnect", "flush", "Persistent", "DataClayObject", "active",
+    "connect", "disconnect", "flush", "pipeline", "Persistent", "DataClayObject", "active",
     "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
     "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "dclayMethod",
 ]
@@ -1525,43 +1561,138 @@ def _persist_now(new, alias, root=None, backend=None):
     _placed(ents, backend or _home_id)
 
 
-class _WriteBehind:
-    """Objects made persistent without an alias, not yet acknowledged.
+# Answer codes that blame one make_persistent call of a batch (not the store or
+# the connection): the batch is then stored call by call up to that one.
+_PER_CALL_CODES = (_ERR_ALIAS_TAKEN, _ERR_BAD_REQUEST, _ERR_NOT_FOUND, _ERR_NO_ATTRIBUTE)
 
-    Batches go out on a connection of their own (used only under flush_lock), one
-    batch in flight at a time: the next batch is prepared while the store stores
-    the previous one."""
+
+class _Batch:
+    """make_persistent calls in call order: items (PERSIST entries) and ents (their
+    objects, [obj, oid, cid, fields]) side by side; ends[k] is where call k's
+    entries end (its root object first)."""
+
+    __slots__ = ("items", "ents", "ends", "nbytes")
 
     def __init__(self):
-        self.lock = threading.Lock()         # the queue: items, ents, nbytes
-        self.flush_lock = threading.RLock()  # the connection and the batch in flight
         self.items = []
         self.ents = []
+        self.ends = []
         self.nbytes = 0
-        self.unacked = 0                     # queued or in flight
-        self.error = None                    # of a background flush, for settle()
-        self.inflight = None                 # (conn, req_id, items, ents)
+
+    def start(self, k):
+        return self.ends[k - 1] if k else 0
+
+    def calls(self, lo, hi):
+        """The PERSIST entries of calls lo..hi-1."""
+        return self.items[self.start(lo):self.ends[hi - 1]]
+
+    def what(self, k):
+        """Call k as an error message names it."""
+        s = self.start(k)
+        obj, alias = self.ents[s][0], self.items[s][2]
+        cls = getattr(type(obj), "_bt_base", type(obj))
+        call = f"make_persistent(alias={alias!r})" if alias else "make_persistent()"
+        return f"{call} of a {cls.__qualname__}"
+
+
+class _Failure:
+    """The first queued make_persistent call that failed, kept until a sync point
+    raises it (_WriteBehind.settle)."""
+
+    __slots__ = ("exc", "what", "later")
+
+    def __init__(self, exc, what, later):
+        self.exc = exc      # what the store (or the connection) said
+        self.what = what    # the call, e.g. "make_persistent(alias='x') of a Car"
+        self.later = later  # calls made after it, not applied
+
+    def exception(self):
+        """The exception a sync point raises: the store's error class (AliasTaken,
+        NotFound, StoreError) with the call, the store's message and what was
+        not applied; the store's error as __cause__."""
+        n = self.later
+        msg = (f"{self.what} failed: {self.exc}. It was not waited for (pipelined): it "
+               f"and the {n} make_persistent call{'' if n == 1 else 's'} made after it "
+               f"{'was' if n == 1 else 'were'} not applied (their objects are local "
+               f"objects again); the calls before it are stored")
+        cls = type(self.exc) if isinstance(self.exc, StoreError) else StoreError
+        e = cls(msg)
+        e.__cause__ = self.exc
+        return e
+
+
+class _WriteBehind:
+    """make_persistent calls not yet acknowledged: those without an alias, and
+    those with one inside pipeline().
+
+    Calls are queued in call order and sent in batched PERSIST requests (one
+    durable transaction each) on a connection of their own (used only under
+    flush_lock), one batch in flight at a time: the next batch fills while the
+    store stores the previous one. A call that fills the next batch waits for
+    the one in flight: that is the memory bound, at most two batches of
+    _WB_MAX_OBJECTS objects or _WB_MAX_BYTES of state (plus one call's objects).
+
+    The store's state is always a prefix of the calls: when one fails, it and
+    every later call are not applied (their objects turn back into local
+    objects), and the failure is kept until a sync point raises it (settle);
+    calls made meanwhile are not applied either. A batch that failed because of
+    one of its calls (a taken alias) is stored again call range by call range
+    to find that call (_store_prefix)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()         # queue, unacked, failure, statistics
+        self.flush_lock = threading.RLock()  # the connection and the batch in flight
+        self.queue = _Batch()
+        self.unacked = 0                     # objects queued or in flight
+        self.failure = None                  # a _Failure until settle() raises it
+        self.inflight = None                 # (conn, req_id, batch)
+        self.inflight_bytes = 0
         self.conn = None
+        self.waiting = False                 # a thread waits for the batch in flight
+        self.peak_objects = 0                # most objects unacknowledged at once
+        self.peak_bytes = 0                  # most state bytes queued + in flight
         self.wake = threading.Event()
         self.thread = None
 
     def _update_attention(self):
         global _attention
-        _attention = self.unacked + (1 if self.error is not None else 0)
+        _attention = self.unacked + (1 if self.failure is not None else 0)
+
+    def _note_peaks(self):
+        if self.unacked > self.peak_objects:
+            self.peak_objects = self.unacked
+        b = self.queue.nbytes + self.inflight_bytes
+        if b > self.peak_bytes:
+            self.peak_bytes = b
 
     def add(self, items, ents, nbytes):
+        """Queue one make_persistent call (its objects are proxies already). Returns
+        False if it is not applied because an earlier call failed and no sync
+        point has raised that yet: its objects are local objects again."""
         with self.lock:
-            first = not self.items
-            self.items += items
-            self.ents += ents
-            self.nbytes += nbytes
-            self.unacked += len(items)
-            self._update_attention()
-            full = len(self.items) >= _WB_MAX_OBJECTS or self.nbytes >= _WB_MAX_BYTES
+            refused = self.failure is not None
+            if refused:
+                self.failure.later += 1
+            else:
+                q = self.queue
+                first = not q.items
+                q.items += items
+                q.ents += ents
+                q.ends.append(len(q.items))
+                q.nbytes += nbytes
+                self.unacked += len(items)
+                self._note_peaks()
+                self._update_attention()
+                full = len(q.items) >= _WB_MAX_OBJECTS or q.nbytes >= _WB_MAX_BYTES
+        if refused:
+            for ent in ents:
+                _to_local(ent)
+            return False
         if full:
-            self.push(raise_error=True)
+            self.push()
         elif first:
             self._start_timer()
+        return True
 
     def _start_timer(self):
         if self.thread is None:
@@ -1581,9 +1712,9 @@ class _WriteBehind:
             if _wb is not self:
                 return
             try:
-                self.flush(raise_error=False)
+                self.flush()
             except BaseException:
-                pass
+                pass   # kept as the failure for the next sync point
 
     def _connection(self):
         c = self.conn
@@ -1592,49 +1723,78 @@ class _WriteBehind:
             c = self.conn = _extension().Connection(address, secret, _client_name())
         return c
 
+    def _drop(self, c):
+        """Close a connection whose stream is of no more use (lost, interrupted)."""
+        if self.conn is c:
+            self.conn = None
+        c.close()
+
     def drop_connection(self):
         with self.flush_lock:
             c, self.conn = self.conn, None
             if c is not None:
                 c.close()
 
-    def _failed(self, items, ents, exc, raise_error):
-        for ent in ents:
-            _to_local(ent)
+    def _acked(self, n):
         with self.lock:
-            self.unacked -= len(items)
-            if not raise_error and self.error is None:
-                self.error = exc
+            self.unacked -= n
             self._update_attention()
-        if raise_error:
-            raise exc
 
-    def _send(self, items, ents, raise_error):
+    def _fail_from(self, batch, k, exc):
+        """Call k of batch failed with exc, the calls before it are stored: it, the
+        rest of the batch and everything queued are not applied."""
+        what = batch.what(k)
+        s = batch.start(k)
+        with self.lock:
+            queued, self.queue = self.queue, _Batch()
+            self.unacked -= len(batch.items) - s + len(queued.items)
+            later = len(batch.ends) - k - 1 + len(queued.ends)
+            if self.failure is None:
+                self.failure = _Failure(exc, what, later)
+            else:
+                self.failure.later += 1 + later
+            self._update_attention()
+        for ent in itertools.chain(batch.ents[s:], queued.ents):
+            _to_local(ent)
+
+    def _send(self, batch):
         """Send a batch without waiting for its answer."""
         for attempt in (0, 1):
             c = None
             try:
                 c = self._connection()
-                req = c.send(_PERSIST, items)
+                req = c.send(_PERSIST, batch.items)
                 c.flush()
-                self.inflight = (c, req, items, ents)
-                return
             except BaseException as e:
                 if c is not None and (isinstance(e, ConnectionError)
                                       or not isinstance(e, Exception)):
-                    self.conn = None
-                    c.close()
+                    self._drop(c)
                 if attempt == 0 and _store is not None and isinstance(e, _store.StaleConnection):
                     continue
-                self._failed(items, ents, e, raise_error)
+                self._fail_from(batch, 0, e)
+                if not isinstance(e, Exception):
+                    raise   # Ctrl-C: the failure is also kept for the next sync point
                 return
+            with self.lock:
+                self.inflight_bytes = batch.nbytes
+            self.inflight = (c, req, batch)
+            return
 
-    def _wait_inflight(self, raise_error):
+    def _persist(self, c, items):
+        """One PERSIST on c, waited for (a class the store lacks is sent first)."""
+        a = c.request(_PERSIST, items)
+        if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
+            _register_ids(it[1] for it in items)
+            a = c.request(_PERSIST, items)
+        return a
+
+    def _wait_inflight(self):
         inf = self.inflight
         if inf is None:
             return
         self.inflight = None
-        c, req, items, ents = inf
+        c, req, batch = inf
+        self.waiting = True
         try:
             a = None
             while a is None:
@@ -1642,58 +1802,146 @@ class _WriteBehind:
                     if ans[1] == req:
                         a = ans
             if a[0] == _FAILED and a[2] == _ERR_UNKNOWN_CLASS:
-                _register_ids(it[1] for it in items)
-                a = c.request(_PERSIST, items)
-            if a[0] != _OK:
-                raise _answer_error(a)
+                a = self._persist(c, batch.items)
         except BaseException as e:
-            if isinstance(e, ConnectionError) or not isinstance(e, Exception):
-                self.conn = None   # lost or interrupted: the stream is of no more use
-                c.close()
-            self._failed(items, ents, e, raise_error)
+            self._drop(c)   # lost or interrupted: the stream is of no more use
+            self._fail_from(batch, 0, e)
+            if not isinstance(e, Exception):
+                raise
             return
-        with self.lock:
-            self.unacked -= len(items)
-            self._update_attention()
+        finally:
+            self.waiting = False
+            with self.lock:
+                self.inflight_bytes = 0
+        if a[0] == _OK:
+            self._acked(len(batch.items))
+        elif a[0] == _FAILED and a[2] in _PER_CALL_CODES and len(batch.ends) > 1:
+            self._store_prefix(c, batch, a[2], _answer_error(a))
+        else:
+            self._fail_from(batch, 0, _answer_error(a))
 
-    def push(self, raise_error=True):
+    def _store_calls(self, c, batch, lo, hi):
+        """Store calls lo..hi-1 of batch in one PERSIST, waited for: None (stored),
+        else (answer code, exception)."""
+        items = batch.calls(lo, hi)
+        a = self._persist(c, items)
+        if a[0] == _OK:
+            self._acked(len(items))
+            return None
+        return (a[2] if a[0] == _FAILED else None), _answer_error(a)
+
+    def _store_prefix(self, c, batch, code, exc):
+        """batch failed as a whole with exc (one transaction: nothing of it is
+        stored), blaming one of its calls. Store its calls in order up to the
+        first that fails on its own, halving the failing range each time (about
+        2 log2(n) waited requests, only after a failure), then fail from that
+        one. Invariant: calls before lo are stored; calls lo..hi-1 failed
+        together with exc."""
+        n = len(batch.ends)
+        lo, hi = 0, n
+        try:
+            while code in _PER_CALL_CODES and hi - lo > 1:
+                mid = (lo + hi) // 2
+                err = self._store_calls(c, batch, lo, mid)
+                if err is not None:
+                    hi, (code, exc) = mid, err
+                    continue
+                lo = mid
+                # mid..hi-1 again without the calls before; should they pass now
+                # (another client freed an alias meanwhile), the rest of the batch.
+                while lo < n:
+                    err = self._store_calls(c, batch, lo, hi)
+                    if err is not None:
+                        code, exc = err
+                        break
+                    lo, hi = hi, n
+                else:
+                    return   # everything stored
+        except BaseException as e:
+            self._drop(c)
+            self._fail_from(batch, lo, e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        self._fail_from(batch, lo, exc)
+
+    def push(self):
         """Send what is queued (once the batch in flight is acknowledged)."""
         with self.flush_lock:
-            self._wait_inflight(raise_error)
+            self._wait_inflight()
             with self.lock:
-                items, ents = self.items, self.ents
-                self.items, self.ents, self.nbytes = [], [], 0
-            if items:
-                self._send(items, ents, raise_error)
+                batch, self.queue = self.queue, _Batch()
+            if batch.items:
+                self._send(batch)
 
-    def flush(self, raise_error=True):
-        """Send what is queued and wait until the store has it. On failure the
-        objects turn back into local objects; the error is raised (or kept for the
-        next request)."""
+    def flush(self):
+        """Send what is queued and wait until the store has it (or it failed: the
+        failure is kept for settle)."""
         with self.flush_lock:
-            self.push(raise_error)
-            self._wait_inflight(raise_error)
+            self.push()
+            self._wait_inflight()
 
     def settle(self):
-        """Before any other request: everything queued is acknowledged; an error of
-        a background flush is raised (once)."""
-        self.flush(raise_error=True)
-        if self.error is not None:
-            with self.lock:
-                e, self.error = self.error, None
-                self._update_attention()
-            if e is not None:
-                raise StoreError(f"objects made persistent earlier could not be stored "
-                                 f"(they are local objects again): {e}") from e
+        """A sync point: every call queued before it is stored, durably, or failed;
+        a failure is raised (once), as _Failure.exception says."""
+        self.flush()
+        with self.lock:
+            f, self.failure = self.failure, None
+            self._update_attention()
+        if f is not None:
+            raise f.exception()
 
 
 _wb = _WriteBehind()
 
 
 def flush():
-    """Send the objects that make_persistent() queued and wait until the store has
-    them (durably). Raises what storing them raised."""
+    """A sync point: send the make_persistent() calls queued (write-behind, and
+    pipelined ones) and wait until the store has them on disk. Raises the
+    failure of the first of them that failed (see _Failure.exception)."""
     _wb.settle()
+
+
+_pl = threading.local()   # .depth: pipeline() blocks this thread is in
+
+
+def _pipelining():
+    return getattr(_pl, "depth", 0) > 0
+
+
+def _check_alias(alias):
+    """What the extension would refuse when it encodes the batch (it would fail
+    the whole batch there): raised by the call itself instead."""
+    if not isinstance(alias, str):
+        raise TypeError(f"an alias is a str, not {type(alias).__name__}")
+    if len(alias.encode("utf-8")) > 0xFFFF:
+        raise ValueError("an alias is at most 65535 bytes of UTF-8")
+
+
+@contextlib.contextmanager
+def pipeline():
+    """Inside this block (this thread), make_persistent(alias=...) does not wait
+    for the store: its object becomes a proxy at once and the call is queued and
+    batched with the others (and with the write-behind ones without an alias).
+    Leaving the block is a sync point: it waits until every call queued before
+    is on disk, and raises the first failure (AliasTaken for a taken alias,
+    naming the call); the calls before the failing one are stored, it and every
+    later one are not (their objects are local again). Other sync points: see
+    the module documentation. A block left by an exception still waits for the
+    calls but leaves their failure to the next sync point. Nestable; also a
+    decorator."""
+    depth = getattr(_pl, "depth", 0)
+    _pl.depth = depth + 1
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        _pl.depth = depth
+        if ok:
+            flush()
+        elif _attention:
+            _wb.flush()
 
 
 @atexit.register
@@ -1735,14 +1983,14 @@ class Persistent:
     def make_persistent(self, alias=None, backend_id=None):
         """Store this object (and the local Persistent objects its state references)
         in the store; afterwards this object is a proxy to the stored copy. With an
-        alias the call waits for the store (AliasTaken if the alias is taken);
-        without, it is write-behind (see the module documentation). In a service
-        of several backends the objects go to the backend connect() named, or to
-        backend_id (its id, a str or uuid.UUID: KeyError if there is none), and
-        the call waits for it. On a proxy: backend_id moves it there (move()),
-        alias adds the alias. Inside an active method (in the store): the object
-        is this store's, in the call's commit, unless backend_id names another
-        backend."""
+        alias the call waits for the store (AliasTaken if the alias is taken),
+        except inside pipeline(); without, it is write-behind (see the module
+        documentation). In a service of several backends the objects go to the
+        backend connect() named, or to backend_id (its id, a str or uuid.UUID:
+        KeyError if there is none), and the call waits for it. On a proxy:
+        backend_id moves it there (move()), alias adds the alias (waited for).
+        Inside an active method (in the store): the object is this store's, in
+        the call's commit, unless backend_id names another backend."""
         if _instore is not None and _instore.in_call() and (
                 backend_id is None
                 or str(backend_id) == os.environ.get("BETTONG_STORE_BACKEND_ID")):
@@ -1762,9 +2010,11 @@ class Persistent:
                 _persist_now(None, alias, root=self, backend=bid)
                 return None
         if alias is not None:
-            _persist_now(None, alias, root=self)
-            return None
-        items, ents, nbytes = _collect(self, None)
+            if not _pipelining():
+                _persist_now(None, alias, root=self)
+                return None
+            _check_alias(alias)
+        items, ents, nbytes = _collect(self, alias)
         for ent in ents:
             _to_proxy(ent)
         _placed(ents, _home_id)

@@ -25,7 +25,9 @@ struct committer {
     uv_async_t async;
     void (*on_done)(void *ctx, wunit_t *u);
     void *ctx;
-    uint64_t batches, units; /* statistics (committer thread) */
+    /* Statistics (committer thread), logged at stop: commits per request says
+     * whether requests that arrive during a commit share the next one. */
+    uint64_t batches, units, largest;
     /* committer_set_directory */
     meta_t *meta;
     char name[256], address[320];
@@ -504,6 +506,8 @@ static void commit_batch(committer_t *c, wunit_t *batch)
     }
     c->batches++;
     c->units += n;
+    if (n > c->largest)
+        c->largest = n;
     atomic_store(&c->durable, last);
 }
 
@@ -529,8 +533,9 @@ static void *committer_main(void *arg)
         uv_async_send(&c->async);
     }
     pthread_mutex_unlock(&c->mu);
-    log_info("committer: %llu commits for %llu requests", (unsigned long long)c->batches,
-             (unsigned long long)c->units);
+    log_info("committer: %llu commits for %llu requests (at most %llu in one)",
+             (unsigned long long)c->batches, (unsigned long long)c->units,
+             (unsigned long long)c->largest);
     return NULL;
 }
 

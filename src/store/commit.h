@@ -7,6 +7,11 @@
  * loop thread (in submission order), which answers them; so no answer reports
  * a change before it is on disk.
  *
+ * Grouping needs requests that arrive while a commit is under way: a client
+ * that waits for each answer before sending the next gets one commit per
+ * request (the stop log line "committer: C commits for R requests" shows it);
+ * pipelined requests, or several clients, share commits.
+ *
  * Sequence numbers: committer_submit gives each unit the next number; after a
  * batch's commit, committer_durable() returns the last number it held. */
 #ifndef BETTONG_COMMIT_H
