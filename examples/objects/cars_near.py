@@ -8,7 +8,11 @@ stats["worker_near"] says where it ran. Run fill_spread.py first.
 
     export BETTONG_STORE=127.0.0.1:7451 BETTONG_POOL=127.0.0.1:7460
     export BETTONG_SECRET=...                    # the pool's secret
+    export BETTONG_STORE_SECRET=                 # the store's (else BETTONG_SECRET is used)
     PYTHONPATH=python python3 examples/objects/cars_near.py
+
+The workers must import models.py: start them with this directory in
+$BETTONG_WORKER_PATH.
 """
 
 import argparse
