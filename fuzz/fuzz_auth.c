@@ -353,7 +353,10 @@ static void op_identity(const uint8_t *p, size_t n)
             CHECK(memcmp(buf_head(&b), p, used) == 0);
         }
     } else {
-        CHECK(n < 8 || n < 8 + (size_t)(p[6] << 8 | p[7]));
+        /* cut short in the name, or (this version) in the near */
+        size_t at = n < 8 ? 0 : 8 + (size_t)(p[6] << 8 | p[7]);
+        CHECK(n < 8 || n < at ||
+              (p[1] == PROTO_VERSION && (n < at + 2 || n < at + 2 + (size_t)(p[at] << 8 | p[at + 1]))));
     }
     buf_clear(&b);
     sproto_identity_t si;
