@@ -334,16 +334,29 @@ static void op_identity(const uint8_t *p, size_t n)
     buf_init(&b);
     proto_identity_t pi;
     if (proto_get_identity(p, n, &pi) == 0) {
+        /* the near is read from an identity of this version only */
         size_t used = 1 + 1 + 4 + 2 + pi.name_len;
         CHECK(used <= n && pi.name == p + 8);
-        if (pi.name_len <= PROTO_NAME_MAX) {
-            CHECK(proto_put_identity(&b, pi.role, pi.pid, (const char *)pi.name, pi.name_len) == 0);
+        CHECK(pi.version == PROTO_VERSION ? pi.near != NULL : pi.near == NULL && !pi.near_len);
+        if (pi.near) {
+            CHECK(pi.near == p + used + 2);
+            used += 2 + pi.near_len;
+            CHECK(used <= n);
+        }
+        if (pi.name_len <= PROTO_NAME_MAX && pi.near_len <= PROTO_PLACE_MAX) {
+            CHECK(proto_put_identity(&b, pi.role, pi.pid, (const char *)pi.name, pi.name_len,
+                                     (const char *)pi.near, pi.near_len) == 0);
+            if (!pi.near)
+                b.len -= 2; /* (another version's identity has no near to compare) */
             CHECK(buf_unread(&b) == used);
             buf_head(&b)[1] = pi.version;
             CHECK(memcmp(buf_head(&b), p, used) == 0);
         }
     } else {
-        CHECK(n < 8 || n < 8 + (size_t)(p[6] << 8 | p[7]));
+        /* cut short in the name, or (this version) in the near */
+        size_t at = n < 8 ? 0 : 8 + (size_t)(p[6] << 8 | p[7]);
+        CHECK(n < 8 || n < at ||
+              (p[1] == PROTO_VERSION && (n < at + 2 || n < at + 2 + (size_t)(p[at] << 8 | p[at + 1]))));
     }
     buf_clear(&b);
     sproto_identity_t si;

@@ -311,7 +311,7 @@ static int make_identity(const svc_t *s, unsigned mode, cur_t m, buf_t *id)
         uint8_t version = (mode & 0x40) ? take8(&m) : PROTO_VERSION;
         uint32_t pid = (uint32_t)take8(&m) << 24 | (uint32_t)take8(&m) << 16 |
                        (uint32_t)take8(&m) << 8 | take8(&m);
-        CHECK(proto_put_identity(id, role, pid, (const char *)m.p, m.n) == 0);
+        CHECK(proto_put_identity(id, role, pid, (const char *)m.p, m.n, NULL, 0) == 0);
         buf_head(id)[1] = version;
         return (role == ROLE_CLIENT || role == ROLE_WORKER) && version == PROTO_VERSION;
     }

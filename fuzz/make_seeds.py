@@ -132,8 +132,8 @@ def store_seeds():
 
 
 # ---- pool_calls: a CALLS body after the type byte
-def calls(count, entries, func=1, timeout=0, retries=0):
-    return u64(func) + u32(timeout) + u16(retries) + u32(count) + b"".join(
+def calls(count, entries, func=1, timeout=0, retries=0, near=b""):
+    return u64(func) + u32(timeout) + u16(retries) + str16(near) + u32(count) + b"".join(
         u64(cid) + u32(len(a)) + a for cid, a in entries)
 
 
@@ -141,8 +141,10 @@ def pool_calls_seeds():
     yield "none", calls(0, [])
     yield "one", calls(1, [(1, b"args")], timeout=1000, retries=2)
     yield "three", calls(3, [(1, b""), (2, b"x"), (3, b"yz")])
+    yield "near", calls(2, [(1, b"a"), (2, b"b")], near=b"b1")
+    yield "near-past-end", u64(1) + u32(0) + u16(0) + u16(50) + b"b1"
     yield "count-lies", calls(2, [(1, b"a")])
-    yield "arg-past-end", u64(1) + u32(0) + u16(0) + u32(1) + u64(1) + u32(100) + b"ab"
+    yield "arg-past-end", u64(1) + u32(0) + u16(0) + u16(0) + u32(1) + u64(1) + u32(100) + b"ab"
     yield "huge-count", calls(0xffffffff, [(1, b"")])
     yield "header-only", u64(1) + u32(0)
 
@@ -150,7 +152,7 @@ def pool_calls_seeds():
 # ---- hello: [service][flags] then steps [sel][u16 len][body]; sel bit 5: a
 # handshake step, body [mode][aux][material] (see fuzz_hello.c)
 SECRET = b"s3cret"
-POOL_VERSION, STORE_VERSION = 2, 2
+POOL_VERSION, STORE_VERSION = 3, 2
 HS_ID, HS_FLIP, HS_FUZZ_PROOF, HS_NO_PROOF = 1, 1 << 1, 2 << 1, 3 << 1
 HS_OTHER_SERVICE, HS_OTHER_AUTH_VERSION, HS_WRONG_KEY, HS_ID_VERSION = 8, 0x10, 0x20, 0x40
 
@@ -168,8 +170,8 @@ def auth_hello(service, identity, version=1, nonce=b"\x11" * 32):
     return u8(0xF0) + u8(version) + str16(service) + str16(identity) + nonce
 
 
-def pool_identity(role, name=b"fuzz-peer", version=POOL_VERSION, pid=1234):
-    return u8(role) + u8(version) + u32(pid) + str16(name)
+def pool_identity(role, name=b"fuzz-peer", version=POOL_VERSION, pid=1234, near=b""):
+    return u8(role) + u8(version) + u32(pid) + str16(name) + str16(near)
 
 
 def store_identity(name=b"fuzz-client", version=STORE_VERSION):
@@ -272,6 +274,7 @@ def auth_seeds():
     yield "handshake-nothing", auth(A_HANDSHAKE, b"cluster", 1, u8(0))
     yield "identity-pool", auth(A_IDENTITY, b"pool", 0, pool_identity(1))
     yield "identity-pool-trailing", auth(A_IDENTITY, b"pool", 0, pool_identity(2) + b"more")
+    yield "identity-pool-near", auth(A_IDENTITY, b"pool", 0, pool_identity(2, near=b"b1"))
     yield "identity-store", auth(A_IDENTITY, b"pool", 0, store_identity())
     yield "identity-cluster", auth(A_IDENTITY, b"pool", 0, cluster_identity(1, 0xFFFF, b"w"))
     yield "identity-cluster-nul", auth(A_IDENTITY, b"pool", 0, cluster_identity(3, 0, b"a\0b"))

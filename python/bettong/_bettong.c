@@ -13,8 +13,9 @@
  *       sent is read.
  *
  *   send_func(func_id, payload)          one FUNC message
- *   send_calls(func_id, timeout_ms, retries, call_ids, payloads)
- *       CALLS messages for every payload (a sequence of bytes-like objects, each a
+ *   send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None)
+ *       CALLS messages for every payload, preferring workers near the store
+ *       backend named `near` (a str of at most 63 bytes; None: no preference) (a sequence of bytes-like objects, each a
  *       pickled (args, kwargs); a payload may also be a tuple of bytes-like
  *       objects, sent one after the other as one payload). call_ids is an int (the first id; the others
  *       follow it: first, first+1, ...) or a sequence as long as payloads. The
@@ -29,7 +30,7 @@
  *       timeout (seconds) passes ([] then). Returns every whole message that is
  *       buffered, as tuples:
  *         (MSG_RESULT, call_id, status, worker_id, attempts, submitted_us,
- *          started_us, finished_us, payload: bytes)
+ *          started_us, finished_us, worker_near: str or None, payload: bytes)
  *         (MSG_CANCELLED, call_id, cancelled: bool)
  *         (MSG_STATUS_REPLY, workers, queued, running)
  *         (type, body: bytes) for any other type.
@@ -37,8 +38,8 @@
  *       bytes object. When such a result is a successful one whose payload is a
  *       pickled bytes object (protocol 5: the common big result), the bytes are
  *       read straight into the bytes object the caller gets, not into a pickle
- *       to be copied out of again: that event has a tenth item, True, and its
- *       ninth is the result itself.
+ *       to be copied out of again: that event has an eleventh item, True, and
+ *       its tenth is the result itself.
  *       Raises ConnectionError when the pool closed the connection
  *       (or close() was called), ProtocolError on a malformed frame.
  *   close()                              shuts the socket down (wakes a blocked
@@ -84,8 +85,10 @@
 /* A RESULT frame this large is read straight into its bytes object. */
 #define BIG_RESULT (64 * 1024)
 #define READ_CHUNK (256 * 1024)
-/* type + call_id + status + worker + attempts + three times */
+/* type + call_id + status + worker + attempts + three times; then str16
+ * worker_near (at most PROTO_PLACE_MAX bytes) before the payload */
 #define RESULT_FIXED (1 + 8 + 1 + 4 + 4 + 8 + 8 + 8)
+#define RESULT_HEAD_MAX (RESULT_FIXED + 2 + PROTO_PLACE_MAX)
 /* The pool's answers to the handshake are small; anything longer is not a pool. */
 #define HANDSHAKE_MAX (64 * 1024)
 
@@ -111,7 +114,7 @@ typedef struct {
     /* A large RESULT being read straight into its payload object. */
     PyObject *big;      /* bytes of the payload's full size, or NULL */
     size_t big_have;    /* bytes of it already read */
-    uint8_t big_head[RESULT_FIXED];
+    uint8_t big_head[RESULT_HEAD_MAX];
     /* A successful result that is one pickled bytes object (PROTO 5, BINBYTES
      * len, the bytes, MEMOIZE, STOP) is read straight into the bytes object the
      * caller gets: `big` holds the value, and the two closing opcodes are read
@@ -122,6 +125,11 @@ typedef struct {
     uint32_t peer_id;
     uint32_t workers;
     PyObject *address;
+    /* The last worker_near seen, as a str (owned), so that results from the
+     * same place share one object instead of decoding it each time. */
+    PyObject *near_str;
+    uint8_t near_bytes[PROTO_PLACE_MAX];
+    size_t near_len;
 } Conn;
 
 /* ------------------------------------------------------------------ fd users */
@@ -369,10 +377,42 @@ static PyObject *out_send(Conn *c, out_t *o)
 
 /* ------------------------------------------------------------------ receiving */
 
-/* The RESULT tuple from its fixed fields (body from the type byte) and payload
- * (a new reference that is stolen). raw: the payload is the result itself, not
- * its pickle (the tuple then has a tenth item, True). */
-static PyObject *result_tuple_ex(const uint8_t *fixed, PyObject *payload, int raw)
+/* The length of a RESULT's head (fixed fields and worker_near, from the type
+ * byte) in the len bytes at body; 0 if they do not hold it all yet, -1 if the
+ * near is longer than any pool sends. */
+static long result_head_len(const uint8_t *body, size_t len)
+{
+    if (len < RESULT_FIXED + 2)
+        return 0;
+    size_t n = ((size_t)body[RESULT_FIXED] << 8) | body[RESULT_FIXED + 1];
+    if (n > PROTO_PLACE_MAX)
+        return -1;
+    return len < RESULT_FIXED + 2 + n ? 0 : (long)(RESULT_FIXED + 2 + n);
+}
+
+/* The worker_near of a RESULT head as a new reference: None for none. */
+static PyObject *near_object(Conn *c, const uint8_t *head)
+{
+    size_t n = ((size_t)head[RESULT_FIXED] << 8) | head[RESULT_FIXED + 1];
+    const uint8_t *p = head + RESULT_FIXED + 2;
+    if (n == 0)
+        Py_RETURN_NONE;
+    if (!c->near_str || c->near_len != n || memcmp(c->near_bytes, p, n) != 0) {
+        PyObject *str = PyUnicode_DecodeUTF8((const char *)p, (Py_ssize_t)n, "replace");
+        if (!str)
+            return NULL;
+        Py_XSETREF(c->near_str, str);
+        memcpy(c->near_bytes, p, n);
+        c->near_len = n;
+    }
+    Py_INCREF(c->near_str);
+    return c->near_str;
+}
+
+/* The RESULT tuple from its head (body from the type byte: see result_head_len)
+ * and payload (a new reference that is stolen). raw: the payload is the result
+ * itself, not its pickle (the tuple then has an eleventh item, True). */
+static PyObject *result_tuple_ex(Conn *c, const uint8_t *fixed, PyObject *payload, int raw)
 {
     proto_rd_t r;
     proto_rd_init(&r, fixed, RESULT_FIXED);
@@ -384,12 +424,12 @@ static PyObject *result_tuple_ex(const uint8_t *fixed, PyObject *payload, int ra
     uint64_t sub = proto_u64(&r);
     uint64_t start = proto_u64(&r);
     uint64_t fin = proto_u64(&r);
-    PyObject *t = PyTuple_New(raw ? 10 : 9);
+    PyObject *t = PyTuple_New(raw ? 11 : 10);
     if (!t) {
         Py_DECREF(payload);
         return NULL;
     }
-    PyObject *v[8] = {
+    PyObject *v[9] = {
         PyLong_FromLong(type),
         PyLong_FromUnsignedLongLong(call_id),
         PyLong_FromLong(status),
@@ -398,10 +438,11 @@ static PyObject *result_tuple_ex(const uint8_t *fixed, PyObject *payload, int ra
         PyLong_FromUnsignedLongLong(sub),
         PyLong_FromUnsignedLongLong(start),
         PyLong_FromUnsignedLongLong(fin),
+        near_object(c, fixed),
     };
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 9; i++) {
         if (!v[i]) {
-            for (int j = i; j < 8; j++)
+            for (int j = i; j < 9; j++)
                 Py_XDECREF(v[j]);
             Py_DECREF(payload);
             Py_DECREF(t);
@@ -409,34 +450,35 @@ static PyObject *result_tuple_ex(const uint8_t *fixed, PyObject *payload, int ra
         }
         PyTuple_SET_ITEM(t, i, v[i]);
     }
-    PyTuple_SET_ITEM(t, 8, payload);
+    PyTuple_SET_ITEM(t, 9, payload);
     if (raw) {
         Py_INCREF(Py_True);
-        PyTuple_SET_ITEM(t, 9, Py_True);
+        PyTuple_SET_ITEM(t, 10, Py_True);
     }
     return t;
 }
 
-static PyObject *result_tuple(const uint8_t *fixed, PyObject *payload)
+static PyObject *result_tuple(Conn *c, const uint8_t *fixed, PyObject *payload)
 {
-    return result_tuple_ex(fixed, payload, 0);
+    return result_tuple_ex(c, fixed, payload, 0);
 }
 
 /* One decoded frame body (type byte first) as an event tuple. */
-static PyObject *decode_frame(const uint8_t *body, size_t len)
+static PyObject *decode_frame(Conn *c, const uint8_t *body, size_t len)
 {
     proto_rd_t r;
     proto_rd_init(&r, body, len);
     uint8_t type = proto_u8(&r);
     switch (type) {
     case MSG_RESULT: {
-        if (len < RESULT_FIXED)
+        long head = result_head_len(body, len);
+        if (head <= 0)
             break;
-        PyObject *payload = PyBytes_FromStringAndSize((const char *)body + RESULT_FIXED,
-                                                      (Py_ssize_t)(len - RESULT_FIXED));
+        PyObject *payload = PyBytes_FromStringAndSize((const char *)body + head,
+                                                      (Py_ssize_t)(len - (size_t)head));
         if (!payload)
             return NULL;
-        return result_tuple(body, payload);
+        return result_tuple(c, body, payload);
     }
     case MSG_CANCELLED: {
         uint64_t id = proto_u64(&r);
@@ -473,7 +515,7 @@ static int drain_frames(Conn *c, PyObject *events)
         }
         if (buf_unread(&c->in) < 4 + (size_t)n)
             break;
-        PyObject *ev = decode_frame(h + 4, n);
+        PyObject *ev = decode_frame(c, h + 4, n);
         buf_consume(&c->in, 4 + (size_t)n);
         if (!ev)
             return -1;
@@ -497,15 +539,23 @@ static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
 static int maybe_start_big(Conn *c)
 {
     size_t un = buf_unread(&c->in);
-    if (c->big || un < 4 + RESULT_FIXED + RAW_HEAD)
+    if (c->big || un < 4 + RESULT_FIXED + 2)
         return 0;
     const uint8_t *h = buf_head(&c->in);
     uint32_t n = sock_be32(h);
     if (h[4] != MSG_RESULT || n < BIG_RESULT || un >= 4 + (size_t)n)
         return 0;
-    size_t plen = n - RESULT_FIXED;
-    const uint8_t *p = h + 4 + RESULT_FIXED;
-    size_t avail = un - 4 - RESULT_FIXED; /* < plen: the frame is not whole */
+    long head = result_head_len(h + 4, un - 4);
+    if (head < 0) {
+        PyErr_Format(ProtocolError, "RESULT with a worker locality longer than %d bytes",
+                     PROTO_PLACE_MAX);
+        return -1;
+    }
+    if (head == 0 || un < 4 + (size_t)head + RAW_HEAD)
+        return 0;
+    size_t plen = n - (size_t)head;
+    const uint8_t *p = h + 4 + head;
+    size_t avail = un - 4 - (size_t)head; /* < plen: the frame is not whole */
     uint32_t rawlen = (uint32_t)p[3] | ((uint32_t)p[4] << 8) | ((uint32_t)p[5] << 16) |
                       ((uint32_t)p[6] << 24);
     int raw = h[4 + 9] == CALL_OK && p[0] == 0x80 && p[1] == 5 && p[2] == 'B' &&
@@ -516,7 +566,7 @@ static int maybe_start_big(Conn *c)
         return -1;
     /* fresh memory about to be filled: backed at once, not fault by fault */
     buf_prefault(PyBytes_AS_STRING(b), size);
-    memcpy(c->big_head, h + 4, RESULT_FIXED);
+    memcpy(c->big_head, h + 4, (size_t)head);
     size_t have = avail, tail = 0;
     if (raw) {
         have = avail - RAW_HEAD;
@@ -544,9 +594,9 @@ static PyObject *finish_big(Conn *c)
     PyObject *value = c->big;
     c->big = NULL;
     if (!c->big_raw)
-        return result_tuple(c->big_head, value);
+        return result_tuple(c, c->big_head, value);
     if (memcmp(c->big_tail, raw_tail, RAW_TAIL) == 0)
-        return result_tuple_ex(c->big_head, value, 1);
+        return result_tuple_ex(c, c->big_head, value, 1);
     /* Not the pickle it looked like: give the pickle back, whole. */
     Py_ssize_t len = PyBytes_GET_SIZE(value);
     PyObject *pk = PyBytes_FromStringAndSize(NULL, len + RAW_HEAD + RAW_TAIL);
@@ -563,7 +613,7 @@ static PyObject *finish_big(Conn *c)
     memcpy(q + RAW_HEAD, PyBytes_AS_STRING(value), (size_t)len);
     memcpy(q + RAW_HEAD + len, c->big_tail, RAW_TAIL);
     Py_DECREF(value);
-    return result_tuple(c->big_head, pk);
+    return result_tuple(c, c->big_head, pk);
 }
 
 /* ------------------------------------------------------------------ the type */
@@ -630,7 +680,8 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     buf_init(&id);
     if (!addr)
         goto fail;
-    if (proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name, (size_t)namelen) < 0) {
+    if (proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name, (size_t)namelen, NULL,
+                           0) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -698,6 +749,7 @@ static void Conn_dealloc(Conn *c)
         bconn_free(&c->bc);
     buf_free(&c->in);
     Py_CLEAR(c->big);
+    Py_CLEAR(c->near_str);
     Py_CLEAR(c->address);
     pthread_mutex_destroy(&c->mu);
     pthread_mutex_destroy(&c->send_mu);
@@ -750,16 +802,21 @@ typedef struct {
     uint64_t len;
 } item_t;
 
-/* send_calls(func_id, timeout_ms, retries, call_ids, payloads) */
+/* send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None) */
 static PyObject *Conn_send_calls(Conn *c, PyObject *args)
 {
     unsigned long long func_id;
     unsigned long timeout_ms;
     unsigned int retries;
     PyObject *ids_obj, *payloads_obj;
-    if (!PyArg_ParseTuple(args, "KkIOO:send_calls", &func_id, &timeout_ms, &retries, &ids_obj,
-                          &payloads_obj))
+    const char *near = NULL;
+    Py_ssize_t near_len = 0;
+    if (!PyArg_ParseTuple(args, "KkIOO|z#:send_calls", &func_id, &timeout_ms, &retries, &ids_obj,
+                          &payloads_obj, &near, &near_len))
         return NULL;
+    if (near_len > PROTO_PLACE_MAX)
+        return PyErr_Format(PyExc_ValueError, "a store backend name of %zd bytes: at most %d",
+                            near_len, PROTO_PLACE_MAX);
     if (timeout_ms > UINT32_MAX)
         timeout_ms = UINT32_MAX;
     if (retries > UINT16_MAX)
@@ -840,7 +897,7 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
     while (i < n) {
         /* Items [i, j) go in this frame. */
         Py_ssize_t j = i;
-        uint64_t size = 1 + 8 + 4 + 2 + 4;
+        uint64_t size = 1 + 8 + 4 + 2 + 2 + (uint64_t)near_len + 4;
         while (j < n) {
             uint64_t add = 12 + items[j].len;
             if (j > i && size + add > CALLS_FRAME_SOFT)
@@ -853,6 +910,7 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
         proto_put_u64(&w, func_id);
         proto_put_u32(&w, (uint32_t)timeout_ms);
         proto_put_u16(&w, (uint16_t)retries);
+        proto_put_str16(&w, near ? near : "", (size_t)near_len);
         proto_put_u32(&w, (uint32_t)(j - i));
         if (w.err)
             goto oom;
@@ -1103,7 +1161,8 @@ static PyMethodDef Conn_methods[] = {
     {"send_func", (PyCFunction)Conn_send_func, METH_VARARGS,
      "send_func(func_id, payload): one FUNC message."},
     {"send_calls", (PyCFunction)Conn_send_calls, METH_VARARGS,
-     "send_calls(func_id, timeout_ms, retries, call_ids, payloads): CALLS messages."},
+     "send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None): CALLS "
+     "messages."},
     {"cancel", (PyCFunction)Conn_cancel, METH_O, "cancel(call_id or ids): CANCEL messages."},
     {"forget", (PyCFunction)Conn_forget, METH_O, "forget(func_id or ids): FORGET messages."},
     {"status", (PyCFunction)Conn_status, METH_NOARGS, "status(): a STATUS message."},

@@ -247,7 +247,7 @@ class Client:
         self._status = None
         self._deferred = None
         self._defer_lock = threading.Lock()
-        self._outq = collections.deque()   # calls held back: (func_id, tms, retries, id, payload)
+        self._outq = collections.deque()   # calls held back: (func_id, tms, retries, id, payload, near)
         self._send_lock = threading.Lock()  # one flush at a time (keeps their order)
         self._flush_ev = threading.Event()
         self._flusher = None
@@ -317,18 +317,24 @@ class Client:
                         pass
 
     # ------------------------------------------------------------ submitting
-    def submit(self, func_id, timeout_ms, retries, first, payloads, futures):
-        """Register futures for calls first.. and send them."""
+    def submit(self, func_id, timeout_ms, retries, first, payloads, futures, near=None):
+        """Register futures for calls first.. (or for the call ids in the list
+        `first`) and send them, near the store backend named `near` (None: no
+        preference)."""
         pending = self._pending
-        pending.update(zip(range(first, first + len(futures)), futures))
+        ids = range(first, first + len(futures)) if type(first) is int else first
+        pending.update(zip(ids, futures))
         try:
-            self.conn.send_calls(func_id, timeout_ms, retries, first, payloads)
+            if near is None:
+                self.conn.send_calls(func_id, timeout_ms, retries, first, payloads)
+            else:
+                self.conn.send_calls(func_id, timeout_ms, retries, first, payloads, near)
         except BaseException:
-            for i in range(first, first + len(futures)):
+            for i in ids:
                 pending.pop(i, None)
             raise
 
-    def submit_one(self, func_id, timeout_ms, retries, call_id, payload, future):
+    def submit_one(self, func_id, timeout_ms, retries, call_id, payload, future, near=None):
         """One call (call_async, submit): held back a moment so that calls made in a
         row go out together (one message, one write, one wake-up of the pool).
         They go when someone waits for a result, when many are waiting, or else
@@ -338,7 +344,7 @@ class Client:
             raise ValueError(f"the arguments are too large to send ({size} bytes pickled)")
         self._pending[call_id] = future
         q = self._outq
-        q.append((func_id, timeout_ms, retries, call_id, payload))
+        q.append((func_id, timeout_ms, retries, call_id, payload, near))
         n = len(q)
         if n == 1:
             self._start_flusher()
@@ -367,7 +373,8 @@ class Client:
                 pass  # the connection is gone: the receiver fails the futures
 
     def flush(self):
-        """Send the calls held back, in order, grouped by function and options."""
+        """Send the calls held back, in order, grouped by function, options and
+        locality."""
         q = self._outq
         if not q:
             return
@@ -379,13 +386,15 @@ class Client:
             start = 0
             while start < n:
                 f0, t0, r0 = items[start][:3]
+                near = items[start][5]
                 end = start + 1
-                while end < n and items[end][0] == f0 and items[end][1] == t0 and items[end][2] == r0:
+                while (end < n and items[end][0] == f0 and items[end][1] == t0
+                       and items[end][2] == r0 and items[end][5] == near):
                     end += 1
                 group = items[start:end]
                 try:
                     self.conn.send_calls(f0, t0, r0, [it[3] for it in group],
-                                         [it[4] for it in group])
+                                         [it[4] for it in group], near)
                 except BaseException:
                     # Not sent: back to the front, for the next flush (if the
                     # connection is gone, the receiver fails their futures).

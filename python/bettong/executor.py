@@ -19,7 +19,7 @@ import weakref
 
 import cloudpickle
 
-from . import _pool
+from . import _near, _pool
 from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
                       function_fingerprint, quick_check, short_repr)
 from ._worker import ChunkedResults, ChunkFunction, EnvFunction
@@ -297,14 +297,14 @@ class _Reduce:
                         chunks = dict.fromkeys(f._chunk for f in self.maps)
                     for c in chunks:
                         ev = c._ev  # its payload is dropped only once _result is set
-                        parts.append(ev[8] if len(ev) == 9 else c._result[0])
+                        parts.append(ev[9] if len(ev) == 10 else c._result[0])
                     values = ChunkedResults(parts)
                 else:
                     values = []
                     for f in self.maps:
                         ev = f._ev  # its payload is dropped only once _result is set
                         n = len(ev)
-                        values.append(Raw(ev[8]) if n == 9 else ev[8] if n == 10 else f._result)
+                        values.append(Raw(ev[9]) if n == 10 else ev[9] if n == 11 else f._result)
                 kwargs = {"storage": self.storage} if self.storage is not None else {}
                 payload = _dumps(((values,), kwargs), 5)
                 del values
@@ -524,9 +524,11 @@ class FunctionExecutor:
                 pass
         return pf
 
-    def _submit_items(self, func, items, binding, extra_env, chunksize, timeout, retries):
+    def _submit_items(self, func, items, binding, extra_env, chunksize, timeout, retries,
+                      near=None):
         """Send one call per item (chunksize None or 1) or one per chunk of
-        chunksize items; returns a future per item, in order."""
+        chunksize items, each near the store backend `near` says (see
+        bettong._near); returns a future per item, in order."""
         fn = EnvFunction(func, extra_env) if extra_env else func
         if chunksize is not None:
             chunksize = int(chunksize)
@@ -539,6 +541,7 @@ class FunctionExecutor:
         retries = self._retries if retries is None else _retries(retries)
         if n == 0:
             return FutureList()
+        places = _near.Places(near).of_items(items)  # before anything is sent
         client = self._get_client()
         if client._outq:
             client.flush()  # calls made before this map go first
@@ -547,9 +550,9 @@ class FunctionExecutor:
         try:
             if chunked:
                 self._send_chunks(client, func_id, tms, retries, items, binding, chunksize,
-                                  futures)
+                                  futures, places)
             else:
-                self._send_calls(client, func_id, tms, retries, items, binding, futures)
+                self._send_calls(client, func_id, tms, retries, items, binding, futures, places)
         except BaseException:
             if futures:
                 client.withdraw(futures)
@@ -559,7 +562,21 @@ class FunctionExecutor:
         return futures
 
     @staticmethod
-    def _send_calls(client, func_id, tms, retries, items, binding, futures):
+    def _submit_near(client, func_id, tms, retries, first, payloads, futs, places):
+        """Calls first.. with places[j] the backend call first+j is near: one
+        CALLS message per backend (the pool reads a preference per message)."""
+        if places is None:
+            client.submit(func_id, tms, retries, first, payloads, futs)
+            return
+        for place, idx in _near.groups(places, 0, len(futs)):
+            if len(idx) == len(futs):
+                client.submit(func_id, tms, retries, first, payloads, futs, place)
+            else:
+                client.submit(func_id, tms, retries, [first + j for j in idx],
+                              [payloads[j] for j in idx], [futs[j] for j in idx], place)
+
+    @staticmethod
+    def _send_calls(client, func_id, tms, retries, items, binding, futures, places=None):
         # A small first message so the workers start at once, then bigger ones.
         RF = ResponseFuture
         n = len(items)
@@ -569,7 +586,8 @@ class FunctionExecutor:
             m = len(payloads)
             first = client.call_ids(m)
             futs = [RF(client, i) for i in range(first, first + m)]
-            client.submit(func_id, tms, retries, first, payloads, futs)
+            FunctionExecutor._submit_near(client, func_id, tms, retries, first, payloads, futs,
+                                          None if places is None else places[start:start + m])
             futures += futs
             start += m
             step = min(step * 2, _MAX_CHUNK)
@@ -588,11 +606,13 @@ class FunctionExecutor:
         return cpf
 
     @staticmethod
-    def _send_chunks(client, func_id, tms, retries, items, binding, k, futures):
+    def _send_chunks(client, func_id, tms, retries, items, binding, k, futures, places=None):
         # One call per k items; a message holds up to _MAX_CHUNK items' worth. The
-        # items' futures are made in C (make_items), a chunk's list at a time.
+        # items' futures are made in C (make_items), a chunk's list at a time. A
+        # chunk is near the backend all its items are near (else nowhere).
         RF = ResponseFuture
         n = len(items)
+        cplaces = None if places is None else _near.chunk_places(places, n, k)
         start = 0
         per_msg = max(1, _FIRST_CHUNK // k)
         chunks = futures._chunks = []
@@ -605,7 +625,10 @@ class FunctionExecutor:
             for j, c in enumerate(carriers):
                 futures += make_items(c, min(k, n - start - j * k))
             chunks += carriers
-            client.submit(func_id, tms, retries, first, payloads, carriers)
+            c0 = start // k
+            FunctionExecutor._submit_near(client, func_id, tms, retries, first, payloads,
+                                          carriers,
+                                          None if cplaces is None else cplaces[c0:c0 + m])
             start = end
             per_msg = min(per_msg * 2, max(1, _MAX_CHUNK // k))
 
@@ -615,8 +638,9 @@ class FunctionExecutor:
             if isinstance(futures, FutureList):
                 self._recent.append(weakref.ref(futures))
 
-    def _send_one(self, fn, payload, timeout, retries):
-        """One call of fn with an already pickled (args, kwargs): its future."""
+    def _send_one(self, fn, payload, timeout, retries, near=None):
+        """One call of fn with an already pickled (args, kwargs), near the store
+        backend named `near` (None: anywhere): its future."""
         pf = self._pickled(fn)
         tms = self._tms if timeout is None else _timeout_ms(timeout)
         retries = self._retries if retries is None else _retries(retries)
@@ -625,23 +649,26 @@ class FunctionExecutor:
         try:
             call_id = client.call_ids(1)
             f = ResponseFuture(client, call_id)
-            client.submit_one(func_id, tms, retries, call_id, payload, f)
+            client.submit_one(func_id, tms, retries, call_id, payload, f, near)
         finally:
             client.unpin_function(pf)
         return f
 
-    def call_async(self, func, data, extra_env=None, timeout=None, retries=None, **options):
-        """Run func once on data (bound like one map item). Returns its future."""
+    def call_async(self, func, data, extra_env=None, timeout=None, retries=None, near=None,
+                   **options):
+        """Run func once on data (bound like one map item). Returns its future.
+        near: as for map (by default, near the backend of the first argument
+        that is a persistent object)."""
         if options:
             _check_options("call_async", options)
         hot = self._hot
         if (hot is not None and hot.ref() is func and extra_env is None and timeout is None
-                and retries is None):
+                and retries is None and near is None and not _near.maybe_near(data)):
             with self._hot_lock:  # (its function stays pinned until it is sent)
                 f = hot.call(self, func, data) if hot is self._hot else None
             if f is not None:
                 return f
-        f = self._call_async(func, data, extra_env, timeout, retries)
+        f = self._call_async(func, data, extra_env, timeout, retries, near)
         if extra_env is None and timeout is None and retries is None:
             self._make_hot(func)
         return f
@@ -667,7 +694,7 @@ class FunctionExecutor:
             if ref is not None and binding is not None and client is not None:
                 self._hot = _Hot(ref, binding, pf, fp, client, client.pin_function(pf))
 
-    def _call_async(self, func, data, extra_env, timeout, retries):
+    def _call_async(self, func, data, extra_env, timeout, retries, near=None):
         binding = self._bindings.get(func) if extra_env is None else None
         if binding is None:
             binding = _Binding(func, None, self.storage, "call_async")
@@ -676,9 +703,10 @@ class FunctionExecutor:
                     self._bindings[func] = binding
                 except TypeError:
                     pass
+        places = _near.Places(near).of_items([data])
         payload = binding.one(0, data)
         fn = EnvFunction(func, extra_env) if extra_env else func
-        f = self._send_one(fn, payload, timeout, retries)
+        f = self._send_one(fn, payload, timeout, retries, places[0] if places else None)
         with self._hot_lock:
             self._note_call(f)
         return f
@@ -699,18 +727,29 @@ class FunctionExecutor:
             self._calls_job = Job("call_async", [f], jobs)
 
     def map(self, map_function, map_iterdata, extra_args=None, extra_env=None, chunksize=None,
-            timeout=None, retries=None, **options):
-        """One call of map_function per item of map_iterdata; futures in order."""
+            timeout=None, retries=None, near=None, **options):
+        """One call of map_function per item of map_iterdata; futures in order.
+
+        near: where each call would rather run, for pools with workers started
+        next to store backends (`bettong worker --near-store NAME`). None (the
+        default): next to the backend holding the call's first argument that is
+        a persistent object, if any; False: anywhere; True: the first argument
+        is a persistent object, an object id or a backend; a callable: called
+        with each item, returns one of those; anything else: every call near
+        that backend or object. A call goes to a free worker near its backend,
+        else to any free worker (it never waits for a busy one). Each future's
+        stats["worker_near"] says where it ran."""
         _check_options("map", options)
         items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
         binding = _Binding(map_function, extra_args, self.storage, "map")
         fs = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
-                                retries)
+                                retries, near)
         self._record("map", fs)
         return fs
 
     def map_reduce(self, map_function, map_iterdata, reduce_function, extra_args=None,
-                   extra_env=None, chunksize=None, timeout=None, retries=None, **options):
+                   extra_env=None, chunksize=None, timeout=None, retries=None, near=None,
+                   **options):
         """A map, then reduce_function(list of the map results, in iterdata order) on a
         worker as soon as the maps are done. Returns the reduce's future (its
         `map_futures` attribute holds the map's). A failed map call fails the reduce
@@ -722,7 +761,7 @@ class FunctionExecutor:
         items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
         binding = _Binding(map_function, extra_args, self.storage, "map_reduce")
         maps = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
-                                  retries)
+                                  retries, near)
         client = self._get_client()
         rf = ResponseFuture(client, None)
         _Reduce(self, client, rpf, maps, rf,

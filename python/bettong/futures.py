@@ -166,13 +166,16 @@ class ResponseFuture(_cf.Future):
     @property
     def stats(self):
         """Timings once done: submitted, started, finished (epoch seconds), the
-        worker that ran the call and the attempts it took. Empty before."""
+        worker that ran the call (its id in the pool), the store backend that
+        worker runs next to (`worker_near`: the name it joined with,
+        `bettong worker --near-store NAME`; None if it has none or the call
+        never ran) and the attempts it took. Empty before."""
         ev = self._ev
         if ev is None:
             return {}
         sub, start, fin = ev[5] / 1e6, ev[6] / 1e6, ev[7] / 1e6
         return {
-            "call_id": ev[1], "worker": ev[3], "attempts": ev[4],
+            "call_id": ev[1], "worker": ev[3], "worker_near": ev[8], "attempts": ev[4],
             "submitted": sub, "started": start, "finished": fin,
             "exec_time": max(0.0, fin - start) if start else 0.0,
             # Lithops names of the same times
@@ -187,8 +190,8 @@ class ResponseFuture(_cf.Future):
         ev = self._ev
         if self._dec or ev is None:
             return
-        status, payload = ev[2], ev[8]
-        if len(ev) == 10:  # the result itself (a big bytes), not its pickle
+        status, payload = ev[2], ev[9]
+        if len(ev) == 11:  # the result itself (a big bytes), not its pickle
             self._result = payload
         elif status == CALL_OK:
             try:
@@ -205,7 +208,7 @@ class ResponseFuture(_cf.Future):
             self._exception = errors.call_error(payload)
         self._dec = True
         if len(payload) > 4096:
-            self._ev = ev[:8]
+            self._ev = ev[:9]
 
     def _wait(self, timeout):
         if self._state in _DONE:
@@ -786,9 +789,9 @@ def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_in
                         append(values[k])
                         continue
         # The common case inline: a plain successful result not yet looked at.
-        elif (ev := f._ev) is not None and not f._dec and ev[2] == CALL_OK and len(ev[8]) <= 4096:
+        elif (ev := f._ev) is not None and not f._dec and ev[2] == CALL_OK and len(ev[9]) <= 4096:
             try:
-                f._result = loads(ev[8])
+                f._result = loads(ev[9])
             except BaseException as e:
                 f._exception = e
             f._dec = True

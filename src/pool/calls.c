@@ -18,6 +18,7 @@ int calls_parse(proto_rd_t *r, calls_head_t *h)
     h->func_id = proto_u64(r);
     h->timeout_ms = proto_u32(r);
     h->retries = proto_u16(r);
+    h->near = proto_str16(r, &h->near_len);
     h->count = proto_u32(r);
     return r->err || !calls_valid(*r, h->count) ? -1 : 0;
 }

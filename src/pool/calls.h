@@ -13,6 +13,8 @@ typedef struct {
     uint64_t func_id;
     uint32_t timeout_ms;
     uint16_t retries;
+    const uint8_t *near; /* into the frame; near_len 0: no preference */
+    size_t near_len;
     uint32_t count;
 } calls_head_t;
 

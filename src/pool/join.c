@@ -48,7 +48,8 @@ static void start_child(join_t *j, unsigned i)
     spawn_args_t sa = {.connect = j->a->address,
                        .name = name,
                        .secret = j->a->secret,
-                       .log_level = j->a->log_level};
+                       .log_level = j->a->log_level,
+                       .near = j->a->near};
     child_t *k = &j->kids[i];
     k->started_ms = now_ms();
     k->restart_at_ms = 0;
@@ -187,7 +188,8 @@ int join_run(const join_args_t *a)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigprocmask(SIG_BLOCK, &set, NULL);
-    log_info("starting %u worker(s) for the pool at %s", a->procs, a->address);
+    log_info("starting %u worker(s) for the pool at %s%s%s%s", a->procs, a->address,
+             a->near ? " near store '" : "", a->near ? a->near : "", a->near ? "'" : "");
     for (unsigned i = 0; i < a->procs; i++)
         start_child(&j, i);
     while (j.stop_code < 0) {

@@ -21,6 +21,7 @@ typedef struct {
     const char *name;      /* children are NAME-1, NAME-2, ... */
     double give_up_s;
     const char *log_level; /* NULL: default */
+    const char *near;      /* --near-store: passed on to the children; NULL: none */
 } join_args_t;
 
 int join_run(const join_args_t *a);

@@ -35,6 +35,7 @@ struct peer {
     uint32_t id;
     uint32_t pid;
     char name[64];
+    char near[PROTO_PLACE_MAX + 1]; /* a worker's locality ("": none) */
     sched_client_t *client;
     sched_worker_t *worker; /* NULL once the scheduler let go of it */
     uint64_t deadline_ms;   /* handshake or linger deadline; 0: none */
@@ -49,12 +50,14 @@ static const char *role_name(int role)
     return role == ROLE_CLIENT ? "client" : role == ROLE_WORKER ? "worker" : "peer";
 }
 
-/* "worker 3 'local-1' (pid 1234) from unix pid 1234", for log lines. */
+/* "worker 3 'local-1' (pid 1234) from unix pid 1234", for log lines, with
+ * "near store 'b1'" for a worker that has a locality. */
 static const char *label(const peer_t *pe, char *out, size_t outlen)
 {
     if (pe->role)
-        snprintf(out, outlen, "%s %u '%s' (pid %u) from %s", role_name(pe->role), pe->id,
-                 pe->name, pe->pid, pe->c->peer);
+        snprintf(out, outlen, "%s %u '%s' (pid %u)%s%s%s from %s", role_name(pe->role), pe->id,
+                 pe->name, pe->pid, pe->near[0] ? " near store '" : "", pe->near,
+                 pe->near[0] ? "'" : "", pe->c->peer);
     else
         snprintf(out, outlen, "connection %llu from %s", (unsigned long long)pe->c->id,
                  pe->c->peer);
@@ -85,7 +88,7 @@ static void out_begin(peer_t *pe, proto_wr_t *w, msg_type type)
  * of the peer (a worker's tasks go back to the queue). */
 static void write_failed(peer_t *pe)
 {
-    char who[200];
+    char who[320];
     log_error("out of memory writing to %s: closing it", label(pe, who, sizeof who));
     inconn_close(pe->c, NULL);
 }
@@ -139,7 +142,7 @@ static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
 static int refuse(peer_t *pe, int role, const char *reason)
 {
     pool_t *p = pe->pool;
-    char who[200];
+    char who[320];
     log_warn("refused %s (%s '%s', pid %u): %s", label(pe, who, sizeof who), role_name(role),
              pe->name, pe->pid, reason);
     proto_wr_t w;
@@ -167,7 +170,11 @@ static int accept_peer(peer_t *pe, int role)
         if (p->clients_paused)
             inconn_pause(pe->c);
     } else {
-        pe->worker = sched_worker_add(p->sched, pe, pe->id, pe->pid);
+        uint16_t place = sched_place(p->sched, pe->near, strlen(pe->near));
+        if (pe->near[0] && !place)
+            log_warn("%u store backends already have workers near them: worker %u's locality "
+                     "'%s' is ignored", SCHED_MAX_PLACES, pe->id, pe->near);
+        pe->worker = sched_worker_add_near(p->sched, pe, pe->id, pe->pid, place);
         if (!pe->worker)
             return bad_peer(pe, "out of memory");
         if (p->workers_paused)
@@ -183,7 +190,7 @@ static int accept_peer(peer_t *pe, int role)
     proto_put_u32(&w, pe->id);
     proto_put_u32(&w, st.workers);
     out_end(pe, &w);
-    char who[200];
+    char who[320];
     log_info("%s joined", label(pe, who, sizeof who));
     return 0;
 }
@@ -194,9 +201,13 @@ static int on_identity(peer_t *pe)
     pool_t *p = pe->pool;
     proto_identity_t id;
     int bad = proto_get_identity(pe->auth.s.identity, pe->auth.s.identity_len, &id);
+    int long_near = 0;
     if (!bad) {
         pe->pid = id.pid;
         copy_name(pe->name, sizeof pe->name, id.name, id.name_len);
+        long_near = id.near_len > PROTO_PLACE_MAX;
+        if (!long_near && id.near)
+            copy_name(pe->near, sizeof pe->near, id.near, id.near_len);
     }
     /* The name was copied: the session (nonces, identity) is of no more use. */
     auth_session_clear(&pe->auth.s);
@@ -210,6 +221,11 @@ static int on_identity(peer_t *pe)
                  id.version, PROTO_VERSION);
         return refuse(pe, id.role, why);
     }
+    if (long_near)
+        return refuse(pe, id.role, "the store name given with --near-store is longer than "
+                                   "63 bytes");
+    if (id.role == ROLE_CLIENT)
+        pe->near[0] = '\0'; /* a locality means nothing for a client */
     if (p->stopping)
         return refuse(pe, id.role, "the pool is stopping");
     return accept_peer(pe, id.role);
@@ -264,6 +280,8 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
     calls_head_t h;
     if (calls_parse(r, &h) < 0)
         return bad_peer(pe, "truncated CALLS (%u calls announced)", h.count);
+    if (h.near_len > PROTO_PLACE_MAX)
+        return bad_peer(pe, "CALLS near a store name longer than %d bytes", PROTO_PLACE_MAX);
     /* A large frame is kept whole: every call's arguments point into it. */
     blob_t *shared = NULL;
     if (frame_len >= TAKE_MIN) {
@@ -271,6 +289,8 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
         shared = block ? blob_wrap(block) : NULL;
     }
     uint64_t now = pool_now_us(p);
+    /* No place (a full table) only loses the preference. */
+    uint16_t place = sched_place(p->sched, (const char *)h.near, h.near_len);
     int rc = 0;
     for (uint32_t i = 0; i < h.count && rc == 0; i++) {
         calls_entry_t e;
@@ -285,8 +305,8 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
             rc = bad_peer(pe, "out of memory queueing calls");
             break;
         }
-        int s = sched_call(p->sched, pe->client, h.func_id, e.call_id, h.timeout_ms, h.retries,
-                           &sp, now);
+        int s = sched_call_near(p->sched, pe->client, h.func_id, e.call_id, h.timeout_ms,
+                                h.retries, place, &sp, now);
         if (s == SCHED_DUPLICATE)
             rc = bad_peer(pe, "call id %llu is already in use", (unsigned long long)e.call_id);
         else if (s < 0)
@@ -428,7 +448,7 @@ static void on_closed(void *owner, inconn_t *c)
         p->peers = pe->next;
     if (pe->next)
         pe->next->prev = pe->prev;
-    char who[200];
+    char who[320];
     if (pe->role && !p->stopping)
         log_info("%s left", label(pe, who, sizeof who));
     /* While stopping the scheduler is not touched: it is freed whole. */
@@ -502,6 +522,7 @@ static void put_result_head(proto_wr_t *w, const sched_result_t *r, uint8_t stat
     proto_put_u64(w, r->submitted_us);
     proto_put_u64(w, r->started_us);
     proto_put_u64(w, r->finished_us);
+    proto_put_str16(w, r->worker_near, r->worker_near_len);
 }
 
 static void op_result(void *ctx, void *cio, const sched_result_t *r)
@@ -560,7 +581,7 @@ static void op_kill_worker(void *ctx, void *wio, const char *why)
 {
     pool_t *p = ctx;
     peer_t *pe = wio;
-    char who[200];
+    char who[320];
     log_warn("killing %s: %s", label(pe, who, sizeof who), why);
     pe->worker = NULL;
     pool_kill_local(p, pe->pid);
@@ -612,6 +633,7 @@ static void apply_backpressure(pool_t *p, size_t results_backlog)
     }
 }
 
+/* A call's timeout, or the end of a call's wait for its near workers. */
 static void on_timeout_timer(uv_timer_t *t) { peer_after_event(t->data); }
 
 static void arm_timeouts(pool_t *p, uint64_t next, uint64_t now)
@@ -634,11 +656,15 @@ void peer_after_event(pool_t *p)
     uint64_t next = UINT64_MAX;
     if (!p->workers_paused)
         sched_check_timeouts(p->sched, now);
-    sched_dispatch(p->sched, now);
+    uint64_t wake = sched_dispatch(p->sched, now);
     if (!p->workers_paused) {
         next = sched_check_timeouts(p->sched, now);
-        sched_dispatch(p->sched, now);
+        wake = sched_dispatch(p->sched, now);
     }
+    /* The same timer wakes us when a call that waits for its near workers
+     * may go to another. */
+    if (wake < next)
+        next = wake;
     size_t results_backlog = 0;
     for (peer_t *pe = p->peers; pe; pe = pe->next) {
         if (pe->dirty) {

@@ -36,6 +36,7 @@ typedef struct {
     int exit_with_client;
     const char *log_level;
     unsigned ahead;
+    long near_wait_ms;
     inconn_flags_t limits;
     guard_tls_args_t tls;
 } pool_args_t;
@@ -70,6 +71,11 @@ static void usage(FILE *f)
 "                        connects within 120 s\n"
 "  --ahead N             most tasks sent ahead to one worker (default 64); the\n"
 "                        pool sends fewer when tasks are slow\n"
+"  --near-wait MS        how long a call that prefers the workers near a store\n"
+"                        backend (bettong worker --near-store) waits for one of\n"
+"                        them to have room before another worker may take it\n"
+"                        (default 20; 0: not at all). A call nobody is near\n"
+"                        never waits\n"
 GUARD_TLS_USAGE
 INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
@@ -85,6 +91,7 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
     memset(a, 0, sizeof *a);
     a->workers = -1;
     a->ahead = 64;
+    a->near_wait_ms = 20;
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
@@ -124,6 +131,11 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
                 return -1;
             }
             a->ahead = (unsigned)n;
+        } else if ((v = args_flag_value(argc, argv, &i, "--near-wait", &missing))) {
+            if (args_parse_long(v, 0, 3600000, &a->near_wait_ms) < 0) {
+                fprintf(stderr, PROG ": --near-wait takes milliseconds, from 0 to 3600000\n");
+                return -1;
+            }
         } else {
             fprintf(stderr, missing ? PROG ": option '%s' needs a value\n"
                                     : PROG ": unknown argument '%s'\n", argv[i]);
@@ -475,7 +487,9 @@ int cmd_pool(int argc, char **argv)
     p->started_ms = pool_now_ms(p);
     p->spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 1,
                              .max_payload = PROTO_MAX_FRAME};
-    sched_config_t cfg = {.ahead_max = a.ahead};
+    /* 1 us, not 0: 0 would take the scheduler's default */
+    sched_config_t cfg = {.ahead_max = a.ahead,
+                          .near_wait_us = a.near_wait_ms ? (uint64_t)a.near_wait_ms * 1000 : 1};
     p->sched = sched_new(&cfg, &peer_sched_ops, p);
     if (!p->sched || uv_loop_init(&p->loop) < 0) {
         fprintf(stderr, PROG ": out of memory\n");

@@ -9,7 +9,15 @@
  * service "pool" (HELLO, CHALLENGE, PROOF: each side proves it knows the shared
  * secret without sending it). The identity the peer proves is
  *
- *     u8 role, u8 version, u32 pid, str16 name      (proto_put_identity)
+ *     u8 role, u8 version, u32 pid, str16 name, str16 near   (proto_put_identity)
+ *
+ * `near` is a worker's locality: the name of the store backend it runs next to
+ * (`bettong worker --join POOL --near-store B`), at most PROTO_PLACE_MAX bytes;
+ * empty for no backend, and always empty from a client. It is in the identity,
+ * not a message after WELCOME, so that the pool knows it before the worker's
+ * first task and nothing can run before it is known. A peer of another version
+ * is refused by the version byte (the first two fields never move), with a
+ * reason naming both versions.
  *
  * Once the peer's proof holds the pool judges that identity and answers WELCOME
  * or REFUSED (and closes). A handshake that fails (a wrong proof: a replayed
@@ -25,13 +33,18 @@
 
  *  client -> pool FUNC      u64 func_id, rest: cloudpickled function
  *  client -> pool CALLS     u64 func_id, u32 timeout_ms (0: none), u16 retries,
- *                           u32 count, then count x (u64 call_id, u32 len, bytes:
- *                           pickled (args tuple, kwargs dict))
+ *                           str16 near, u32 count, then count x (u64 call_id,
+ *                           u32 len, bytes: pickled (args tuple, kwargs dict))
+ *                           `near` (empty: none) is the store backend the calls
+ *                           would rather run next to: the client sends calls
+ *                           of different preferences in different messages.
  *  client -> pool CANCEL    u64 call_id
  *  pool -> client CANCELLED u64 call_id, u8 cancelled (1: dropped before it ran)
  *  client -> pool FORGET    u64 func_id (no more calls of it will come)
  *  pool -> client RESULT    u64 call_id, u8 status, u32 worker_id, u32 attempts,
  *                           u64 submitted_us, u64 started_us, u64 finished_us,
+ *                           str16 worker_near (the `near` of the worker that ran
+ *                           it; empty: none, or it never ran),
  *                           rest: payload (see status)
  *  client -> pool STATUS    (empty)
  *  pool -> client STATUS_REPLY u32 workers, u32 queued, u32 running
@@ -54,6 +67,11 @@
  *                           it had sent ahead to a worker, and answers that
  *                           CANCEL once the worker has answered.
  *
+ * Locality (version 3): a call whose `near` names a place goes to a worker
+ * whose `near` is the same name when one has room (see pool/sched.h); failing
+ * that, to any worker with room, so no call waits for a busy or absent near
+ * worker. Names are compared as bytes; the pool knows nothing of the store.
+ *
  * The fields are encoded by net/wire.h (proto_* below are its functions under
  * this protocol's names). Times are microseconds since the Unix epoch. A worker
  * runs its tasks one at a time in the order received; the pool may send several
@@ -68,12 +86,16 @@
 #include "util/buf.h"
 
 /* 2: the handshake of net/auth.h replaced version 1's HELLO (which carried the
- * secret itself). */
-#define PROTO_VERSION 2
+ * secret itself). 3: locality (the identity's near, CALLS' near, RESULT's
+ * worker_near). */
+#define PROTO_VERSION 3
 /* The service name the handshake names. */
 #define POOL_SERVICE "pool"
 /* The longest peer name an identity carries (the pool keeps 63 bytes of it). */
 #define PROTO_NAME_MAX 255
+/* The longest locality name (a store backend's name) in an identity or CALLS;
+ * a longer one is refused (a worker) or cut (the client never sends one). */
+#define PROTO_PLACE_MAX 63
 /* Largest frame accepted: a result or argument of a few GB is not sent as one. */
 #define PROTO_MAX_FRAME (2047ull * 1024 * 1024)
 
@@ -158,9 +180,10 @@ static inline const uint8_t *proto_str16(proto_rd_t *r, size_t *n) { return wire
 static inline const uint8_t *proto_rest(proto_rd_t *r, size_t *n) { return wire_rest(r, n); }
 
 /* Append the identity a peer proves in the handshake (see above) to b; a name
- * longer than PROTO_NAME_MAX is cut. Returns 0 or -1 (out of memory). */
+ * longer than PROTO_NAME_MAX is cut, so is a near longer than PROTO_PLACE_MAX.
+ * Returns 0 or -1 (out of memory). */
 static inline int proto_put_identity(buf_t *b, uint8_t role, uint32_t pid, const char *name,
-                                     size_t name_len)
+                                     size_t name_len, const char *near, size_t near_len)
 {
     wire_wr_t w;
     wire_begin_fields(&w, b);
@@ -168,6 +191,7 @@ static inline int proto_put_identity(buf_t *b, uint8_t role, uint32_t pid, const
     wire_put_u8(&w, PROTO_VERSION);
     wire_put_u32(&w, pid);
     wire_put_str16(&w, name, name_len < PROTO_NAME_MAX ? name_len : PROTO_NAME_MAX);
+    wire_put_str16(&w, near, near_len < PROTO_PLACE_MAX ? near_len : PROTO_PLACE_MAX);
     return wire_end_fields(&w);
 }
 
@@ -177,12 +201,16 @@ typedef struct {
     uint32_t pid;
     const uint8_t *name;
     size_t name_len;
+    const uint8_t *near; /* NULL (near_len 0) when the identity is of another version */
+    size_t near_len;
 } proto_identity_t;
 
 /* Decode an identity (see above), as the pool does after the handshake: a
  * function of its own so that the fuzz harnesses run the pool's decoder. Role
- * and version are left for the caller to judge; bytes after the name are not
- * looked at. Returns 0, or -1 if it is cut short. */
+ * and version are left for the caller to judge; the near is read only from an
+ * identity of this version (another version's is refused by its version, so
+ * its later fields need not parse); bytes after it are not looked at. Returns
+ * 0, or -1 if it is cut short. */
 static inline int proto_get_identity(const uint8_t *p, size_t len, proto_identity_t *id)
 {
     wire_rd_t r;
@@ -191,6 +219,10 @@ static inline int proto_get_identity(const uint8_t *p, size_t len, proto_identit
     id->version = wire_u8(&r);
     id->pid = wire_u32(&r);
     id->name = wire_str16(&r, &id->name_len);
+    id->near = NULL;
+    id->near_len = 0;
+    if (!r.err && id->version == PROTO_VERSION)
+        id->near = wire_str16(&r, &id->near_len);
     return r.err ? -1 : 0;
 }
 

@@ -10,9 +10,11 @@
 #define DEFAULT_AHEAD_MIN 1
 #define DEFAULT_AHEAD_MAX 64
 #define DEFAULT_AHEAD_TARGET_US 2000
+#define DEFAULT_NEAR_WAIT_US 20000
 
 typedef struct func func_t;
 typedef struct call call_t;
+typedef struct place place_t;
 
 struct func {
     uint64_t gid;
@@ -24,7 +26,9 @@ struct func {
     uint64_t avg_us;        /* moving average of its run time; 0: none seen yet */
 };
 
-/* A call is in exactly one list at a time: the queue, or its worker's tasks. */
+/* A call is in exactly one list at a time: the queue, or its worker's tasks.
+ * A queued call is also in its place's list (pprev/pnext), so that a worker
+ * near a place finds that place's oldest call without walking the queue. */
 struct call {
     uint64_t task_id;
     uint64_t call_id;
@@ -37,13 +41,27 @@ struct call {
     int cancel_pending;     /* CANCEL asked while sent ahead: SKIP sent to the worker */
     uint64_t submitted_us;
     sched_worker_t *worker; /* NULL while queued */
+    uint16_t place;         /* the place it would rather run at; 0: none */
+    int64_t qseq;           /* its position in the queue: the lower, the older */
     call_t *prev, *next;
+    call_t *pprev, *pnext;
 };
 
 typedef struct {
     call_t *head, *tail;
     size_t n;
 } call_list_t;
+
+/* A locality name (sched_place). Slot 0 is "no place": its list holds the
+ * queued calls without a preference. A slot whose refs fell to 0 is free for
+ * the next new name, so the table holds only names in use. */
+struct place {
+    char name[PROTO_PLACE_MAX + 1];
+    size_t len;
+    uint32_t refs;     /* workers near it, and calls (queued or running) preferring it */
+    uint32_t nworkers; /* workers near it */
+    call_t *head, *tail; /* its queued calls, oldest first */
+};
 
 struct sched_client {
     void *io;
@@ -56,6 +74,7 @@ struct sched_worker {
     void *io;
     uint32_t id;
     uint32_t pid;
+    uint16_t place;       /* where it runs: 0 none */
     call_list_t tasks;    /* sent, not DONE; the head is running */
     uint64_t head_start;  /* when the head started (see sched.h) */
     idmap_t gids;         /* functions this worker has: gid -> func_t */
@@ -76,6 +95,10 @@ struct sched {
     idmap_t funcs; /* gid -> func_t, every live function */
     uint64_t next_gid;
     uint64_t next_task_id;
+    int64_t seq_front, seq_back; /* the qseq of the queue's ends */
+    uint64_t wake_us; /* during a dispatch: when a call waiting to be stolen may be */
+    place_t places[SCHED_MAX_PLACES + 1];
+    unsigned nplaces; /* slots 1..nplaces may be in use */
 };
 
 /* ------------------------------------------------------------ lists */
@@ -118,34 +141,113 @@ static void list_unlink(call_list_t *l, call_t *c)
     l->n--;
 }
 
-/* Move all of `from` in front of `to`, keeping their order. */
-static void list_splice_front(call_list_t *to, call_list_t *from)
+/* ------------------------------------------------------------ places */
+
+uint16_t sched_place(sched_t *s, const char *name, size_t len)
 {
-    if (!from->head)
-        return;
-    from->tail->next = to->head;
-    if (to->head)
-        to->head->prev = from->tail;
-    else
-        to->tail = from->tail;
-    to->head = from->head;
-    to->n += from->n;
-    memset(from, 0, sizeof *from);
+    if (len == 0 || len > PROTO_PLACE_MAX)
+        return 0;
+    unsigned free_slot = 0;
+    for (unsigned i = 1; i <= s->nplaces; i++) {
+        place_t *p = &s->places[i];
+        if (p->refs == 0) {
+            if (!free_slot)
+                free_slot = i;
+        } else if (p->len == len && memcmp(p->name, name, len) == 0) {
+            return (uint16_t)i;
+        }
+    }
+    if (!free_slot) {
+        if (s->nplaces >= SCHED_MAX_PLACES)
+            return 0;
+        free_slot = ++s->nplaces;
+    }
+    place_t *p = &s->places[free_slot];
+    memset(p, 0, sizeof *p);
+    memcpy(p->name, name, len);
+    p->len = len;
+    return (uint16_t)free_slot;
 }
+
+const char *sched_place_name(const sched_t *s, uint16_t place, size_t *len)
+{
+    if (place == 0 || place > s->nplaces) {
+        *len = 0;
+        return "";
+    }
+    *len = s->places[place].len;
+    return s->places[place].name;
+}
+
+static void place_ref(sched_t *s, uint16_t place)
+{
+    if (place)
+        s->places[place].refs++;
+}
+
+static void place_unref(sched_t *s, uint16_t place)
+{
+    if (place)
+        s->places[place].refs--;
+}
+
+/* The place's list, in queue order (see qseq). */
+static void place_add(sched_t *s, call_t *c, int front)
+{
+    place_t *p = &s->places[c->place];
+    if (front) {
+        c->pprev = NULL;
+        c->pnext = p->head;
+        if (p->head)
+            p->head->pprev = c;
+        else
+            p->tail = c;
+        p->head = c;
+    } else {
+        c->pnext = NULL;
+        c->pprev = p->tail;
+        if (p->tail)
+            p->tail->pnext = c;
+        else
+            p->head = c;
+        p->tail = c;
+    }
+}
+
+static void place_remove(sched_t *s, call_t *c)
+{
+    place_t *p = &s->places[c->place];
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        p->head = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    else
+        p->tail = c->pprev;
+    c->pprev = c->pnext = NULL;
+}
+
+/* ------------------------------------------------------------ the queue */
 
 static void queue_add(sched_t *s, call_t *c, int front)
 {
     c->worker = NULL;
-    if (front)
+    if (front) {
         list_push_front(&s->queue, c);
-    else
+        c->qseq = --s->seq_front;
+    } else {
         list_push_back(&s->queue, c);
+        c->qseq = ++s->seq_back;
+    }
+    place_add(s, c, front);
     s->queued_bytes += c->args.n;
 }
 
 static void queue_remove(sched_t *s, call_t *c)
 {
     list_unlink(&s->queue, c);
+    place_remove(s, c);
     s->queued_bytes -= c->args.n;
 }
 
@@ -210,23 +312,29 @@ void sched_forget(sched_t *s, sched_client_t *c, uint64_t func_id)
 static void call_free(sched_t *s, call_t *c)
 {
     func_t *f = c->func;
+    place_unref(s, c->place);
     blob_unref(c->args.blob);
     free(c);
     f->ncalls--;
     func_maybe_drop(s, f);
 }
 
-/* The call's outcome is final: tell its client (if still there) and free it. */
-static void call_finish(sched_t *s, call_t *c, uint8_t status, uint32_t worker_id,
+/* The call's outcome is final: tell its client (if still there) and free it.
+ * w: the worker that ran it last (NULL: none). */
+static void call_finish(sched_t *s, call_t *c, uint8_t status, const sched_worker_t *w,
                         uint64_t started, uint64_t finished, const void *payload, size_t len)
 {
     if (c->client && c->cancel_pending && status != CALL_CANCELLED)
         s->ops->cancelled(s->ctx, c->client->io, c->call_id, 0); /* it ran after all */
     if (c->client) {
+        size_t near_len;
+        const char *near = sched_place_name(s, w ? w->place : 0, &near_len);
         sched_result_t r = {
             .call_id = c->call_id,
             .status = status,
-            .worker_id = worker_id,
+            .worker_id = w ? w->id : 0,
+            .worker_near = near,
+            .worker_near_len = near_len,
             .attempts = c->attempts,
             .submitted_us = c->submitted_us,
             .started_us = started,
@@ -245,12 +353,12 @@ static void call_cancelled(sched_t *s, call_t *c, uint64_t now)
 {
     if (c->client)
         s->ops->cancelled(s->ctx, c->client->io, c->call_id, 1);
-    call_finish(s, c, CALL_CANCELLED, 0, 0, now, NULL, 0);
+    call_finish(s, c, CALL_CANCELLED, NULL, 0, now, NULL, 0);
 }
 
 /* A run failed: run it again if retries allow (and someone still wants it),
  * otherwise report the failure. */
-static void call_failed(sched_t *s, call_t *c, uint8_t status, uint32_t worker_id,
+static void call_failed(sched_t *s, call_t *c, uint8_t status, const sched_worker_t *w,
                         uint64_t started, uint64_t finished, const void *payload, size_t len)
 {
     if (c->client && c->attempts <= c->retries && c->cancel_pending)
@@ -258,12 +366,21 @@ static void call_failed(sched_t *s, call_t *c, uint8_t status, uint32_t worker_i
     else if (c->client && c->attempts <= c->retries)
         queue_add(s, c, 1);
     else
-        call_finish(s, c, status, worker_id, started, finished, payload, len);
+        call_finish(s, c, status, w, started, finished, payload, len);
 }
 
 int sched_call(sched_t *s, sched_client_t *c, uint64_t func_id, uint64_t call_id,
                uint32_t timeout_ms, uint16_t retries, const span_t *args, uint64_t now)
 {
+    return sched_call_near(s, c, func_id, call_id, timeout_ms, retries, 0, args, now);
+}
+
+int sched_call_near(sched_t *s, sched_client_t *c, uint64_t func_id, uint64_t call_id,
+                    uint32_t timeout_ms, uint16_t retries, uint16_t place, const span_t *args,
+                    uint64_t now)
+{
+    if (place > s->nplaces || (place && s->places[place].len == 0))
+        place = 0; /* not an id sched_place gave: no preference */
     func_t *f = idmap_get(&c->funcs, func_id);
     if (!f) {
         char text[160];
@@ -292,6 +409,8 @@ int sched_call(sched_t *s, sched_client_t *c, uint64_t func_id, uint64_t call_id
     k->timeout_ms = timeout_ms;
     k->retries = retries;
     k->submitted_us = now;
+    k->place = place;
+    place_ref(s, place);
     f->ncalls++;
     queue_add(s, k, 0);
     return SCHED_OK;
@@ -386,12 +505,24 @@ static void head_started(sched_worker_t *w, uint64_t now)
 
 sched_worker_t *sched_worker_add(sched_t *s, void *io, uint32_t id, uint32_t pid)
 {
+    return sched_worker_add_near(s, io, id, pid, 0);
+}
+
+sched_worker_t *sched_worker_add_near(sched_t *s, void *io, uint32_t id, uint32_t pid,
+                                      uint16_t place)
+{
+    if (place > s->nplaces || (place && s->places[place].len == 0))
+        place = 0;
     sched_worker_t *w = calloc(1, sizeof *w);
     if (!w)
         return NULL;
     w->io = io;
     w->id = id;
     w->pid = pid;
+    w->place = place;
+    place_ref(s, place);
+    if (place)
+        s->places[place].nworkers++;
     idmap_init(&w->gids);
     w->next = s->workers;
     if (s->workers)
@@ -417,19 +548,22 @@ static void worker_gone(sched_t *s, sched_worker_t *w, uint8_t status, const cha
         list_unlink(&w->tasks, k);
         k->attempts--;
         k->worker = NULL;
-        if (k->client && k->cancel_pending) {
+        if (k->client && k->cancel_pending)
             call_cancelled(s, k, now);
-        } else if (k->client) {
+        else if (k->client)
             list_push_back(&back, k);
-            s->queued_bytes += k->args.n;
-        } else {
+        else
             call_free(s, k);
-        }
     }
-    list_splice_front(&s->queue, &back);
+    /* Back to the front of the queue in their order: the last one first. */
+    while (back.tail) {
+        call_t *k = back.tail;
+        list_unlink(&back, k);
+        queue_add(s, k, 1);
+    }
     if (running) {
         running->worker = NULL;
-        call_failed(s, running, status, w->id, w->head_start, now, text, strlen(text));
+        call_failed(s, running, status, w, w->head_start, now, text, strlen(text));
     }
     if (w->prev)
         w->prev->next = w->next;
@@ -440,6 +574,9 @@ static void worker_gone(sched_t *s, sched_worker_t *w, uint8_t status, const cha
     if (s->rr == w)
         s->rr = w->next;
     s->nworkers--;
+    if (w->place)
+        s->places[w->place].nworkers--;
+    place_unref(s, w->place);
     idmap_free(&w->gids);
     free(w);
 }
@@ -493,9 +630,9 @@ int sched_done(sched_t *s, sched_worker_t *w, uint64_t task_id, uint8_t status,
     uint64_t d = finished_us > started_us ? finished_us - started_us : 0;
     f->avg_us = f->avg_us ? (f->avg_us * 7 + d + 1) / 8 : d + 1;
     if (status == CALL_RAISED)
-        call_failed(s, k, status, w->id, started_us, finished_us, payload, payload_len);
+        call_failed(s, k, status, w, started_us, finished_us, payload, payload_len);
     else
-        call_finish(s, k, status, w->id, started_us, finished_us, payload, payload_len);
+        call_finish(s, k, status, w, started_us, finished_us, payload, payload_len);
     return SCHED_OK;
 }
 
@@ -534,9 +671,8 @@ int sched_worker_has_room(const sched_t *s, const sched_worker_t *w, uint64_t no
 
 /* ------------------------------------------------------------ dispatch */
 
-static void send_task(sched_t *s, sched_worker_t *w, uint64_t now)
+static void send_task(sched_t *s, sched_worker_t *w, call_t *k, uint64_t now)
 {
-    call_t *k = s->queue.head;
     queue_remove(s, k);
     func_t *f = k->func;
     if (!idmap_get(&w->gids, f->gid)) {
@@ -554,9 +690,35 @@ static void send_task(sched_t *s, sched_worker_t *w, uint64_t now)
         head_started(w, now);
 }
 
-void sched_dispatch(sched_t *s, uint64_t now)
+/* The call worker w should take next, or NULL: the oldest call preferring
+ * w's place; else the oldest call no worker is near (no preference, or nobody
+ * near its place); else, when `steal`, the oldest call of all, whose near
+ * workers are then all without room (see sched_dispatch), once it has waited
+ * near_wait_us since it was submitted. */
+static call_t *pick(sched_t *s, const sched_worker_t *w, int steal, uint64_t now)
 {
-    /* Rounds of one task per worker with room, so a batch spreads evenly. */
+    if (w->place && s->places[w->place].head)
+        return s->places[w->place].head;
+    call_t *best = s->places[0].head;
+    for (unsigned i = 1; i <= s->nplaces; i++) {
+        call_t *h = s->places[i].head;
+        if (h && s->places[i].nworkers == 0 && (!best || h->qseq < best->qseq))
+            best = h;
+    }
+    if (best || !steal)
+        return best;
+    call_t *head = s->queue.head;
+    uint64_t when = head->submitted_us + s->cfg.near_wait_us;
+    if (now >= when)
+        return head;
+    if (when < s->wake_us)
+        s->wake_us = when;
+    return NULL;
+}
+
+/* Rounds of one task per worker with room, so a batch spreads evenly. */
+static void dispatch_rounds(sched_t *s, uint64_t now, int steal)
+{
     int progress = 1;
     while (progress && s->queue.head && s->workers) {
         progress = 0;
@@ -565,14 +727,30 @@ void sched_dispatch(sched_t *s, uint64_t now)
         do {
             if (!s->queue.head)
                 break;
-            if (sched_worker_has_room(s, w, now)) {
-                send_task(s, w, now);
+            call_t *k;
+            if (sched_worker_has_room(s, w, now) && (k = pick(s, w, steal, now)) != NULL) {
+                send_task(s, w, k, now);
                 progress = 1;
             }
             w = w->next ? w->next : s->workers;
         } while (w != start);
         s->rr = w;
     }
+}
+
+/* First every worker takes calls near it, and calls no worker is near; only
+ * then do workers still with room take calls whose near workers have none,
+ * once such a call has waited near_wait_us: a free near worker is never passed
+ * over, a near worker that is merely a few quick calls behind keeps its own
+ * (the pool's other workers would otherwise take them the moment they run
+ * dry), and a busy or slow one holds nothing back for longer than that.
+ * Stealing frees no room elsewhere, so one pass of each is enough. */
+uint64_t sched_dispatch(sched_t *s, uint64_t now)
+{
+    s->wake_us = UINT64_MAX;
+    dispatch_rounds(s, now, 0);
+    dispatch_rounds(s, now, 1);
+    return s->wake_us;
 }
 
 uint64_t sched_check_timeouts(sched_t *s, uint64_t now)
@@ -617,6 +795,8 @@ sched_t *sched_new(const sched_config_t *cfg, const sched_ops_t *ops, void *ctx)
         s->cfg.ahead_max = s->cfg.ahead_min;
     if (s->cfg.ahead_target_us == 0)
         s->cfg.ahead_target_us = DEFAULT_AHEAD_TARGET_US;
+    if (s->cfg.near_wait_us == 0)
+        s->cfg.near_wait_us = DEFAULT_NEAR_WAIT_US;
     s->ops = ops;
     s->ctx = ctx;
     idmap_init(&s->funcs);

@@ -37,6 +37,21 @@
  *   that had it get FUNCDROP.
  * - A client that goes: its queued calls are dropped; running ones finish and
  *   their results are discarded.
+ * - Locality. A worker may be near a place (a store backend's name) and a call
+ *   may prefer one (sched_place interns the names). A worker with room takes,
+ *   in this order: the oldest call preferring its place; the oldest call that
+ *   no worker is near (no preference, or no worker near its place). Only when
+ *   no worker with room can take such a call do workers with room take the
+ *   oldest call of all (its near workers being all without room), once it
+ *   has waited near_wait_us since it was submitted (default 20 ms): a call
+ *   goes to a near worker when one has room, and otherwise to any worker with
+ *   room, so it waits for a busy, slow or absent near worker at most that
+ *   long (not at all for an absent one); the wait keeps the calls of a near
+ *   worker that is only a few quick calls behind from being taken by workers
+ *   that ran dry a moment earlier. "Room" is the
+ *   send-ahead rule above, so a near worker running a long call has none. The
+ *   preference goes with the call through retries and requeues; a RESULT says
+ *   where the worker that ran it is near.
  *
  * Time is microseconds on a clock the caller chooses (the pool: monotonic,
  * anchored at the Unix epoch at start-up); it is what RESULT reports as
@@ -53,10 +68,15 @@ typedef struct sched sched_t;
 typedef struct sched_client sched_client_t;
 typedef struct sched_worker sched_worker_t;
 
+/* Distinct place names in use at once; beyond it a new name gets no place. */
+#define SCHED_MAX_PLACES 256
+
 typedef struct {
     uint64_t call_id;
     uint8_t status; /* call_status */
     uint32_t worker_id;
+    const char *worker_near; /* the place of the worker that ran it ("": none) */
+    size_t worker_near_len;
     uint32_t attempts;
     uint64_t submitted_us, started_us, finished_us;
     const uint8_t *payload;
@@ -82,6 +102,9 @@ typedef struct {
     unsigned ahead_min;       /* tasks per worker, however slow they are (default 1) */
     unsigned ahead_max;       /* tasks per worker, however quick they are */
     uint64_t ahead_target_us; /* work to keep queued at a worker */
+    uint64_t near_wait_us;    /* how long a call waits for a worker near it to have
+                                 room before others may take it (default 20 ms;
+                                 1 for "not at all") */
 } sched_config_t;
 
 typedef enum {
@@ -99,7 +122,19 @@ void sched_free(sched_t *s);
 sched_client_t *sched_client_add(sched_t *s, void *io);
 void sched_client_remove(sched_t *s, sched_client_t *c);
 
+/* The id of the place `name` (a store backend's name, at most PROTO_PLACE_MAX
+ * bytes) for sched_worker_add_near and sched_call_near: the same id for the
+ * same name while a worker or call holds it. 0 (no place) for an empty or too
+ * long name, or when SCHED_MAX_PLACES names are held. The id is good until
+ * the next sched_place: a name nothing holds may then be replaced. */
+uint16_t sched_place(sched_t *s, const char *name, size_t len);
+/* The name of a place id ("" for 0). */
+const char *sched_place_name(const sched_t *s, uint16_t place, size_t *len);
+
 sched_worker_t *sched_worker_add(sched_t *s, void *io, uint32_t id, uint32_t pid);
+/* A worker near `place` (from sched_place; 0: none). */
+sched_worker_t *sched_worker_add_near(sched_t *s, void *io, uint32_t id, uint32_t pid,
+                                      uint16_t place);
 /* The worker is gone (connection closed, process died). */
 void sched_worker_remove(sched_t *s, sched_worker_t *w, uint64_t now);
 
@@ -112,6 +147,10 @@ void sched_forget(sched_t *s, sched_client_t *c, uint64_t func_id);
  * with CALL_ERROR. Returns SCHED_OK, SCHED_DUPLICATE or SCHED_NOMEM. */
 int sched_call(sched_t *s, sched_client_t *c, uint64_t func_id, uint64_t call_id,
                uint32_t timeout_ms, uint16_t retries, const span_t *args, uint64_t now);
+/* The same, for a call that prefers `place` (from sched_place; 0: none). */
+int sched_call_near(sched_t *s, sched_client_t *c, uint64_t func_id, uint64_t call_id,
+                    uint32_t timeout_ms, uint16_t retries, uint16_t place, const span_t *args,
+                    uint64_t now);
 /* CANCEL: answers through ops->cancelled, at once or (a call sent ahead) when
  * the worker answers the SKIP. Returns 1 if the call was dropped at once. */
 int sched_cancel(sched_t *s, sched_client_t *c, uint64_t call_id, uint64_t now);
@@ -122,8 +161,10 @@ int sched_done(sched_t *s, sched_worker_t *w, uint64_t task_id, uint8_t status,
                uint64_t started_us, uint64_t finished_us, const uint8_t *payload,
                size_t payload_len, uint64_t now);
 
-/* Send queued calls to workers with room. */
-void sched_dispatch(sched_t *s, uint64_t now);
+/* Send queued calls to workers with room. Returns when a call waiting for its
+ * near workers may go to another worker that has room now (dispatch again
+ * then), or UINT64_MAX. */
+uint64_t sched_dispatch(sched_t *s, uint64_t now);
 /* Kill workers whose running call is past its timeout. Returns the time of the
  * next deadline, or UINT64_MAX if no running call has a timeout. */
 uint64_t sched_check_timeouts(sched_t *s, uint64_t now);

@@ -75,7 +75,7 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
         }
         exe[n] = '\0';
     }
-    const char *argv[10];
+    const char *argv[12];
     int k = 0;
     argv[k++] = exe;
     argv[k++] = "worker";
@@ -86,6 +86,10 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
     if (a->log_level) {
         argv[k++] = "--log-level";
         argv[k++] = a->log_level;
+    }
+    if (a->near) {
+        argv[k++] = "--near-store";
+        argv[k++] = a->near;
     }
     argv[k] = NULL;
     char *secret_entry;

@@ -16,6 +16,7 @@
 typedef struct {
     const char *connect;   /* "unix:PATH" or "host:port" */
     const char *name;      /* the worker's name in logs and its identity */
+    const char *near;      /* the store backend it runs next to; NULL: none */
     const char *secret;    /* NULL or "": none */
     const char *log_level; /* NULL: the default */
 } spawn_args_t;

@@ -151,12 +151,13 @@ static int handshake_failed(int rc, int e, const char *addr, char *err, size_t e
     return WORKER_EXIT_NO_CONNECT;
 }
 
-int wio_hello(const char *addr, const char *name, const char *secret, uint32_t *peer_id,
-              char *err, size_t errlen)
+int wio_hello(const char *addr, const char *name, const char *near, const char *secret,
+              uint32_t *peer_id, char *err, size_t errlen)
 {
     buf_t id;
     buf_init(&id);
-    if (proto_put_identity(&id, ROLE_WORKER, (uint32_t)getpid(), name, strlen(name)) < 0) {
+    if (proto_put_identity(&id, ROLE_WORKER, (uint32_t)getpid(), name, strlen(name), near,
+                           near ? strlen(near) : 0) < 0) {
         snprintf(err, errlen, "out of memory");
         return WORKER_EXIT_ERROR;
     }

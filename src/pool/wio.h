@@ -42,14 +42,14 @@ typedef struct wmsg {
 /* Connect (net/bconn.h) to "unix:PATH", "host:port" or "tls:host:port"
  * (TLS 1.3), within 30 s. Returns 0 or -1 with err. */
 int wio_connect(const char *addr, char *err, size_t errlen);
-/* The handshake (net/auth.h, keyed with secret; "" for none) as worker `name`,
- * within 30 s. Returns 0 (WELCOME: *peer_id set), WORKER_EXIT_REFUSED (the
+/* The handshake (net/auth.h, keyed with secret; "" for none) as worker `name`
+ * near store backend `near` (NULL: none), within 30 s. Returns 0 (WELCOME: *peer_id set), WORKER_EXIT_REFUSED (the
  * reason in err), WORKER_EXIT_UNPROVEN (the pool could not prove the secret, or
  * does not speak the handshake: nothing it sent was read, let alone unpickled),
  * WORKER_EXIT_NO_CONNECT or WORKER_EXIT_ERROR. Bytes read past WELCOME are kept
  * for wio_start's reader. */
-int wio_hello(const char *addr, const char *name, const char *secret, uint32_t *peer_id,
-              char *err, size_t errlen);
+int wio_hello(const char *addr, const char *name, const char *near, const char *secret,
+              uint32_t *peer_id, char *err, size_t errlen);
 /* Start the reader and writer threads on the connection. Returns 0 or -1. */
 int wio_start(char *err, size_t errlen);
 

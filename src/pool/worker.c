@@ -26,6 +26,7 @@ typedef struct {
     const char *name;
     const char *secret, *secret_file;
     const char *log_level;
+    const char *near; /* --near-store: a store backend's name */
     long procs;       /* -1: one per CPU */
     double give_up_s;
 } worker_args_t;
@@ -34,8 +35,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "usage: bettong worker --join HOST:PORT [--procs N] [--secret-file PATH] [--name NAME]\n"
-"                      [--give-up SECONDS] [--log-level LEVEL]\n"
-"       bettong worker --connect ADDR [--name NAME] [--log-level LEVEL]\n"
+"                      [--near-store BACKEND] [--give-up SECONDS] [--log-level LEVEL]\n"
+"       bettong worker --connect ADDR [--name NAME] [--near-store BACKEND]\n"
+"                      [--log-level LEVEL]\n"
 "\n"
 "--join lends this machine's cores to a `bettong pool` listening on HOST:PORT: it\n"
 "starts N worker processes (default: one per CPU), starts again any that dies,\n"
@@ -55,6 +57,11 @@ static void usage(FILE *f)
 "  --secret S          the same on the command line (works, but warns: every\n"
 "                      user of the machine can read it with ps)\n"
 "  --name NAME         shown in the pool's log lines (default: HOST-PID)\n"
+"  --near-store B      these workers run next to the store backend named B (its\n"
+"                      `bettong store --name`): the pool sends them first the\n"
+"                      calls on objects of B (FunctionExecutor.map over\n"
+"                      persistent objects), and their results say so. User code\n"
+"                      sees it as $BETTONG_NEAR_STORE\n"
 "\n"
 "Environment: BETTONG_SECRET (the secret), BETTONG_WORKER_PATH (directories to\n"
 "add to sys.path, separated by ':', so the caller's modules import).\n");
@@ -90,6 +97,13 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
             a->join = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--name", &missing))) {
             a->name = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--near-store", &missing))) {
+            if (!*v || strlen(v) > PROTO_PLACE_MAX) {
+                fprintf(stderr, PROG ": --near-store takes a store backend's name of 1 to %d "
+                        "bytes\n", PROTO_PLACE_MAX);
+                return -1;
+            }
+            a->near = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret-file", &missing))) {
@@ -235,7 +249,7 @@ static int run_process(const worker_args_t *a)
         return WORKER_EXIT_NO_CONNECT;
     }
     uint32_t id = 0;
-    int rc = wio_hello(a->connect, name, secret, &id, err, sizeof err);
+    int rc = wio_hello(a->connect, name, a->near, secret, &id, err, sizeof err);
     free(secret);
     if (rc != 0) {
         log_error("%s", err);
@@ -244,6 +258,11 @@ static int run_process(const worker_args_t *a)
     log_debug("connected to %s as worker %u", a->connect, id);
     /* Prints from user code reach the log promptly. */
     setenv("PYTHONUNBUFFERED", "1", 0);
+    /* User code may want to know which backend it runs next to. */
+    if (a->near)
+        setenv("BETTONG_NEAR_STORE", a->near, 1);
+    else
+        unsetenv("BETTONG_NEAR_STORE");
     char *pyargv[] = {"", NULL};
     if (py_start(1, pyargv, NULL, err, sizeof err) < 0) {
         log_error("%s", err);
@@ -284,6 +303,7 @@ int cmd_worker(int argc, char **argv)
                      .secret = secret_len ? secret : NULL,
                      .name = name,
                      .give_up_s = a.give_up_s,
-                     .log_level = a.log_level};
+                     .log_level = a.log_level,
+                     .near = a.near};
     return join_run(&j);
 }

@@ -64,6 +64,7 @@ static void decode_identity(proto_rd_t *r)
     proto_u8(r);
     proto_u32(r);
     proto_str16(r, &n);
+    proto_str16(r, &n);
 }
 
 /* The identity a peer proves in the handshake (version 1's HELLO without its
@@ -72,10 +73,10 @@ static void test_identity(void **state)
 {
     buf_t b;
     buf_init(&b);
-    assert_int_equal(proto_put_identity(&b, ROLE_WORKER, 123456, "local-1", 7), 0);
-    /* u8 role, u8 version, u32 pid, str16 name */
+    assert_int_equal(proto_put_identity(&b, ROLE_WORKER, 123456, "local-1", 7, "b1", 2), 0);
+    /* u8 role, u8 version, u32 pid, str16 name, str16 near */
     static const uint8_t expect[] = {2, PROTO_VERSION, 0, 1, 0xe2, 0x40, 0, 7,
-                                     'l', 'o', 'c', 'a', 'l', '-', '1'};
+                                     'l', 'o', 'c', 'a', 'l', '-', '1', 0, 2, 'b', '1'};
     assert_int_equal(buf_unread(&b), sizeof expect);
     assert_memory_equal(buf_head(&b), expect, sizeof expect);
     check_prefixes_fail(buf_head(&b), buf_unread(&b), decode_identity, buf_unread(&b));
@@ -186,14 +187,16 @@ static void test_func_and_short_messages(void **state)
     buf_free(&b);
 }
 
-/* CALLS: u64 func_id, u32 timeout_ms, u16 retries, u32 count, then count x
- * (u64 call_id, u32 len, bytes). */
+/* CALLS: u64 func_id, u32 timeout_ms, u16 retries, str16 near, u32 count, then
+ * count x (u64 call_id, u32 len, bytes). */
 static void decode_calls(proto_rd_t *r)
 {
+    size_t nn;
     proto_u8(r);
     proto_u64(r);
     proto_u32(r);
     proto_u16(r);
+    proto_str16(r, &nn);
     uint32_t count = proto_u32(r);
     for (uint32_t i = 0; i < count && !r->err; i++) {
         proto_u64(r);
@@ -211,6 +214,7 @@ static void test_calls(void **state)
     proto_put_u64(&w, 5);
     proto_put_u32(&w, 1500);
     proto_put_u16(&w, 3);
+    proto_put_str16(&w, "b1", 2);
     proto_put_u32(&w, 3);
     for (uint32_t i = 0; i < 3; i++) {
         proto_put_u64(&w, 100 + i);
@@ -220,7 +224,7 @@ static void test_calls(void **state)
     assert_int_equal(proto_end(&w), 0);
     size_t len;
     const uint8_t *body = body_of(&b, &len);
-    assert_int_equal(len, 1 + 8 + 4 + 2 + 4 + 3 * 12 + 4);
+    assert_int_equal(len, 1 + 8 + 4 + 2 + 4 + 4 + 3 * 12 + 4);
 
     proto_rd_t r;
     proto_rd_init(&r, body, len);
@@ -228,6 +232,10 @@ static void test_calls(void **state)
     assert_int_equal(proto_u64(&r), 5);
     assert_int_equal(proto_u32(&r), 1500);
     assert_int_equal(proto_u16(&r), 3);
+    size_t nn;
+    const uint8_t *near = proto_str16(&r, &nn);
+    assert_int_equal(nn, 2);
+    assert_memory_equal(near, "b1", 2);
     assert_int_equal(proto_u32(&r), 3);
     for (uint32_t i = 0; i < 3; i++) {
         assert_int_equal(proto_u64(&r), 100 + i);
@@ -244,13 +252,13 @@ static void test_calls(void **state)
     /* A count larger than what follows. */
     uint8_t *copy = malloc(len);
     memcpy(copy, body, len);
-    copy[1 + 8 + 4 + 2 + 3] = 4;
+    copy[1 + 8 + 4 + 2 + 4 + 3] = 4;
     proto_rd_init(&r, copy, len);
     decode_calls(&r);
     assert_true(r.err);
     /* A call whose length runs past the end. */
     memcpy(copy, body, len);
-    copy[1 + 8 + 4 + 2 + 4 + 8 + 3] = 200;
+    copy[1 + 8 + 4 + 2 + 4 + 4 + 8 + 3] = 200;
     proto_rd_init(&r, copy, len);
     decode_calls(&r);
     assert_true(r.err);
@@ -271,6 +279,7 @@ static void decode_result(proto_rd_t *r)
     proto_u64(r);
     proto_u64(r);
     proto_u64(r);
+    proto_str16(r, &n);
     proto_rest(r, &n);
 }
 
@@ -287,11 +296,12 @@ static void test_result_cancelled_status(void **state)
     proto_put_u64(&w, 1700000000000000ull);
     proto_put_u64(&w, 1700000000000100ull);
     proto_put_u64(&w, 1700000000000200ull);
+    proto_put_str16(&w, "b2", 2);
     proto_put_bytes(&w, "exc", 3);
     assert_int_equal(proto_end(&w), 0);
     size_t len;
     const uint8_t *body = body_of(&b, &len);
-    assert_int_equal(len, 42 + 3);
+    assert_int_equal(len, 42 + 4 + 3);
     proto_rd_t r;
     proto_rd_init(&r, body, len);
     assert_int_equal(proto_u8(&r), MSG_RESULT);
@@ -303,11 +313,14 @@ static void test_result_cancelled_status(void **state)
     assert_int_equal(proto_u64(&r), 1700000000000100ull);
     assert_int_equal(proto_u64(&r), 1700000000000200ull);
     size_t n;
+    const uint8_t *wn = proto_str16(&r, &n);
+    assert_int_equal(n, 2);
+    assert_memory_equal(wn, "b2", 2);
     const uint8_t *p = proto_rest(&r, &n);
     assert_int_equal(n, 3);
     assert_memory_equal(p, "exc", 3);
     assert_false(r.err);
-    check_prefixes_fail(body, len, decode_result, 42);
+    check_prefixes_fail(body, len, decode_result, 46);
 
     buf_clear(&b);
     proto_begin(&w, &b, MSG_CANCELLED);

@@ -2,7 +2,9 @@
  * fake clock and callbacks that record what would be sent: FIFO order, FUNCDEF
  * before a worker's first task of a function, the send-ahead bounds, requeue to
  * the front when a worker dies, retries, cancel (queued, and sent ahead: SKIP),
- * timeouts, FORGET, a client that goes away, and the checks on DONE. */
+ * timeouts, FORGET, a client that goes away, and the checks on DONE; and the
+ * locality rules (a call goes to a worker near its place when one has room,
+ * else to any worker with room). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,6 +33,7 @@ typedef struct {
     int dropped;
     char text[256];
     size_t len;
+    char near[64]; /* RESULT: the place of the worker that ran it */
 } ev_t;
 
 #define MAX_EV 4096
@@ -78,6 +81,8 @@ static void op_result(void *ctx, void *cio, const sched_result_t *r)
     e->len = r->payload_len;
     if (r->payload_len && r->payload_len < sizeof e->text)
         memcpy(e->text, r->payload, r->payload_len);
+    assert_true(r->worker_near_len < sizeof e->near);
+    memcpy(e->near, r->worker_near, r->worker_near_len);
 }
 
 static void op_cancelled(void *ctx, void *cio, uint64_t call_id, int dropped)
@@ -801,6 +806,232 @@ static void test_no_workers_no_dispatch(void **state)
     sched_free(s);
 }
 
+
+/* ---- locality ------------------------------------------------------------------ */
+
+static char near_io[6];
+
+static sched_worker_t *add_near(sched_t *s, int k, const char *place)
+{
+    uint16_t id = place ? sched_place(s, place, strlen(place)) : 0;
+    sched_worker_t *w = sched_worker_add_near(s, &near_io[k], (uint32_t)(10 + k),
+                                              (uint32_t)(100 + k), id);
+    assert_non_null(w);
+    return w;
+}
+
+static void add_near_call(sched_t *s, sched_client_t *c, uint64_t call_id, const char *place,
+                          uint16_t retries, uint64_t now)
+{
+    char t[32];
+    snprintf(t, sizeof t, "%llu", (unsigned long long)call_id);
+    span_t a = text_span(t);
+    uint16_t id = place ? sched_place(s, place, strlen(place)) : 0;
+    assert_int_equal(sched_call_near(s, c, 1, call_id, 0, retries, id, &a, now), SCHED_OK);
+}
+
+static ev_t *result_of(uint64_t call_id)
+{
+    for (size_t i = 0; i < nev; i++)
+        if (evs[i].kind == EV_RESULT && evs[i].id == call_id)
+            return &evs[i];
+    fail_msg("no result for call %llu", (unsigned long long)call_id);
+    return NULL;
+}
+
+/* Round-robin alone would give the first worker the first call; each goes to
+ * the worker near its place instead, and its result names that place. */
+static void test_near_worker_first(void **state)
+{
+    sched_t *s = new_sched(1, 1, 1000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    sched_worker_t *a = add_near(s, 0, "b1");
+    sched_worker_t *b = add_near(s, 1, "b2");
+    add_func(s, c, 1);
+    add_near_call(s, c, 1, "b2", 0, 0);
+    add_near_call(s, c, 2, "b1", 0, 0);
+    sched_dispatch(s, 0);
+    ev_t *ta = nth(EV_TASK, &near_io[0], 0, 0), *tb = nth(EV_TASK, &near_io[1], 0, 0);
+    assert_int_equal(task_call(ta), 2);
+    assert_int_equal(task_call(tb), 1);
+    done_ok(s, a, ta, 1, 2);
+    done_ok(s, b, tb, 1, 2);
+    assert_string_equal(result_of(2)->near, "b1");
+    assert_int_equal(result_of(2)->worker, 10);
+    assert_string_equal(result_of(1)->near, "b2");
+    sched_free(s);
+}
+
+#define WAIT 20000 /* the default near_wait_us */
+
+/* The near worker runs a long call: the other calls near it wait near_wait_us
+ * (dispatch says when that is over), then go to the worker without a place
+ * one after the other, all done before the long call is (a slow near worker
+ * holds nothing back for longer than the wait). */
+static void test_busy_near_worker_falls_back(void **state)
+{
+    sched_t *s = new_sched(1, 1, 1000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    sched_worker_t *a = add_near(s, 0, "b1");
+    sched_worker_t *p = add_near(s, 1, NULL);
+    add_func(s, c, 1);
+    for (uint64_t i = 1; i <= 4; i++)
+        add_near_call(s, c, i, "b1", 0, 0);
+    assert_int_equal(sched_dispatch(s, 0), WAIT);
+    ev_t *ta = nth(EV_TASK, &near_io[0], 0, 0);
+    assert_int_equal(task_call(ta), 1);
+    assert_int_equal(count(EV_TASK, &near_io[1], 0), 0);
+    assert_int_equal(sched_dispatch(s, WAIT - 1), WAIT);
+    assert_int_equal(count(EV_TASK, &near_io[1], 0), 0);
+    assert_int_equal(sched_dispatch(s, WAIT), UINT64_MAX);
+    for (uint64_t i = 2; i <= 4; i++) {
+        ev_t *tp = nth(EV_TASK, &near_io[1], i - 2, 0);
+        assert_int_equal(task_call(tp), i);
+        done_ok(s, p, tp, WAIT + i * 10, WAIT + i * 10 + 5);
+        sched_dispatch(s, WAIT + i * 10 + 5);
+        assert_string_equal(result_of(i)->near, "");
+        assert_int_equal(result_of(i)->worker, 11);
+    }
+    assert_int_equal(count(EV_TASK, &near_io[0], 0), 1);
+    done_ok(s, a, ta, 0, 1000000);
+    assert_string_equal(result_of(1)->near, "b1");
+    sched_free(s);
+}
+
+/* A free worker near another place takes the calls nobody is near (no
+ * preference, or no worker near their place) before it takes one whose near
+ * worker is busy, and the older of those first. */
+static void test_unclaimed_before_stolen(void **state)
+{
+    sched_t *s = new_sched(1, 1, 1000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    add_near(s, 0, "b1");
+    add_func(s, c, 1);
+    add_near_call(s, c, 1, "b1", 0, 0); /* keeps b1's worker busy */
+    sched_dispatch(s, 0);
+    add_near_call(s, c, 2, "b1", 0, 1);  /* its near worker is busy */
+    add_near_call(s, c, 3, "b3", 0, 1);  /* nobody is near b3 */
+    add_near_call(s, c, 4, NULL, 0, 1);  /* no preference */
+    sched_worker_t *q = add_near(s, 1, "b2");
+    uint64_t expect[] = {3, 4, 2};
+    for (int i = 0; i < 3; i++) {
+        /* the unclaimed ones at once, the stolen one after its wait */
+        uint64_t t0 = i < 2 ? 10 + (uint64_t)i : 1 + WAIT;
+        sched_dispatch(s, t0);
+        ev_t *t = nth(EV_TASK, &near_io[1], (size_t)i, 0);
+        assert_int_equal(task_call(t), expect[i]);
+        done_ok(s, q, t, t0, t0 + 1);
+    }
+    sched_free(s);
+}
+
+/* The wait is counted from the call's submission, and near_wait_us can be
+ * set: 1 us is (almost) no wait. */
+static void test_near_wait_configurable(void **state)
+{
+    nev = 0;
+    sched_config_t cfg = {.ahead_min = 1, .ahead_max = 1, .ahead_target_us = 1000,
+                          .near_wait_us = 1};
+    sched_t *s = sched_new(&cfg, &ops, NULL);
+    assert_non_null(s);
+    sched_client_t *c = sched_client_add(s, client_io);
+    add_near(s, 0, "b1");
+    add_near(s, 1, "b2");
+    add_func(s, c, 1);
+    add_near_call(s, c, 1, "b1", 0, 100);
+    add_near_call(s, c, 2, "b1", 0, 100);
+    assert_int_equal(sched_dispatch(s, 100), 101);
+    assert_int_equal(count(EV_TASK, &near_io[1], 0), 0);
+    assert_int_equal(sched_dispatch(s, 101), UINT64_MAX);
+    assert_int_equal(task_call(nth(EV_TASK, &near_io[1], 0, 0)), 2);
+    sched_free(s);
+}
+
+/* A near worker that goes away: its running call fails (its result names
+ * where it ran), the calls sent ahead keep their preference and go first to
+ * the other worker near the same place. */
+static void test_requeued_calls_keep_their_place(void **state)
+{
+    sched_t *s = new_sched(3, 3, 1000000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    sched_worker_t *a = add_near(s, 0, "b1");
+    add_func(s, c, 1);
+    for (uint64_t i = 1; i <= 3; i++)
+        add_near_call(s, c, i, "b1", 0, 0);
+    sched_dispatch(s, 0);
+    assert_int_equal(count(EV_TASK, &near_io[0], 0), 3);
+    sched_worker_t *p = add_near(s, 1, NULL);
+    sched_worker_t *b = add_near(s, 2, "b1");
+    size_t mark = nev;
+    sched_worker_remove(s, a, 5);
+    ev_t *r = result_of(1);
+    assert_int_equal(r->status, CALL_WORKER_DIED);
+    assert_string_equal(r->near, "b1");
+    sched_dispatch(s, 5);
+    /* b1's other worker has room for both: the plain one gets none */
+    assert_int_equal(count(EV_TASK, &near_io[2], mark), 2);
+    assert_int_equal(task_call(nth(EV_TASK, &near_io[2], 0, mark)), 2);
+    assert_int_equal(task_call(nth(EV_TASK, &near_io[2], 1, mark)), 3);
+    assert_int_equal(count(EV_TASK, &near_io[1], mark), 0);
+    (void)p;
+    (void)b;
+    sched_free(s);
+}
+
+/* A retried call keeps its place. */
+static void test_retry_keeps_place(void **state)
+{
+    sched_t *s = new_sched(1, 1, 1000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    sched_worker_t *p = add_near(s, 0, NULL);
+    sched_worker_t *a = add_near(s, 1, "b1");
+    add_func(s, c, 1);
+    add_near_call(s, c, 1, "b1", 1, 0);
+    sched_dispatch(s, 0);
+    ev_t *t = nth(EV_TASK, &near_io[1], 0, 0);
+    size_t mark = nev;
+    assert_int_equal(sched_done(s, a, t->id, CALL_RAISED, 1, 2, (const uint8_t *)"x", 1, 2),
+                     SCHED_OK);
+    sched_dispatch(s, 2);
+    assert_int_equal(count(EV_TASK, &near_io[1], mark), 1);
+    assert_int_equal(count(EV_TASK, &near_io[0], mark), 0);
+    (void)p;
+    sched_free(s);
+}
+
+/* Names are interned while something holds them; the table is bounded and a
+ * name nothing holds any more gives its slot to the next new one. */
+static void test_places_interned_and_bounded(void **state)
+{
+    sched_t *s = new_sched(1, 1, 1000);
+    assert_int_equal(sched_place(s, "", 0), 0);
+    char longname[PROTO_PLACE_MAX + 2];
+    memset(longname, 'x', sizeof longname);
+    assert_int_equal(sched_place(s, longname, PROTO_PLACE_MAX + 1), 0);
+    uint16_t b1 = sched_place(s, "b1", 2);
+    assert_true(b1 != 0);
+    static char ios[SCHED_MAX_PLACES + 1];
+    sched_worker_t *ws[SCHED_MAX_PLACES];
+    ws[0] = sched_worker_add_near(s, &ios[0], 1, 1, b1);
+    assert_int_equal(sched_place(s, "b1", 2), b1);
+    size_t len;
+    assert_memory_equal(sched_place_name(s, b1, &len), "b1", 2);
+    assert_int_equal(len, 2);
+    for (unsigned i = 1; i < SCHED_MAX_PLACES; i++) {
+        char name[16];
+        int n = snprintf(name, sizeof name, "p%u", i);
+        uint16_t id = sched_place(s, name, (size_t)n);
+        assert_true(id != 0 && id != b1);
+        ws[i] = sched_worker_add_near(s, &ios[i], i + 1, i + 1, id);
+    }
+    assert_int_equal(sched_place(s, "one-too-many", 12), 0);
+    sched_worker_remove(s, ws[0], 0);
+    uint16_t again = sched_place(s, "one-too-many", 12);
+    assert_int_equal(again, b1);
+    assert_memory_equal(sched_place_name(s, again, &len), "one-too-many", 12);
+    sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -822,6 +1053,13 @@ int main(void)
         cmocka_unit_test(test_duplicates_and_bad_done),
         cmocka_unit_test(test_args_released_on_final_run),
         cmocka_unit_test(test_no_workers_no_dispatch),
+        cmocka_unit_test(test_near_worker_first),
+        cmocka_unit_test(test_busy_near_worker_falls_back),
+        cmocka_unit_test(test_unclaimed_before_stolen),
+        cmocka_unit_test(test_requeued_calls_keep_their_place),
+        cmocka_unit_test(test_retry_keeps_place),
+        cmocka_unit_test(test_places_interned_and_bounded),
+        cmocka_unit_test(test_near_wait_configurable),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -119,7 +119,7 @@ static void test_identities(void **state)
 {
     buf_t b;
     buf_init(&b);
-    assert_int_equal(proto_put_identity(&b, ROLE_WORKER, 1234, "w-1", 3), 0);
+    assert_int_equal(proto_put_identity(&b, ROLE_WORKER, 1234, "w-1", 3, NULL, 0), 0);
     wire_rd_t r;
     wire_rd_init(&r, buf_head(&b), buf_unread(&b));
     assert_int_equal(wire_u8(&r), ROLE_WORKER);
@@ -129,6 +129,8 @@ static void test_identities(void **state)
     const uint8_t *name = wire_str16(&r, &n);
     assert_int_equal(n, 3);
     assert_memory_equal(name, "w-1", 3);
+    wire_str16(&r, &n);
+    assert_int_equal(n, 0);
     assert_true(r.p == r.end && !r.err);
     buf_clear(&b);
     char longname[1000];

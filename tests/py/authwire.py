@@ -20,7 +20,7 @@ AUTH_HELLO, AUTH_CHALLENGE, AUTH_PROOF = 0xF0, 0xF1, 0xF2
 AUTH_NONCE_LEN = 32
 _LABEL_SERVER = b"bettong-auth-1 server"
 _LABEL_CLIENT = b"bettong-auth-1 client"
-POOL_PROTO_VERSION = 2      # src/pool/proto.h PROTO_VERSION
+POOL_PROTO_VERSION = 3      # src/pool/proto.h PROTO_VERSION
 STORE_PROTO_VERSION = 2     # src/store/sproto.h SPROTO_VERSION
 ROLE_CLIENT, ROLE_WORKER = 1, 2
 
@@ -37,10 +37,13 @@ def _str16(b):
     return struct.pack(">H", len(b)) + b
 
 
-def pool_identity(role=ROLE_CLIENT, name="test", pid=None, version=POOL_PROTO_VERSION):
-    """The identity a pool peer proves: u8 role, u8 version, u32 pid, str16 name."""
+def pool_identity(role=ROLE_CLIENT, name="test", pid=None, version=POOL_PROTO_VERSION,
+                  near=""):
+    """The identity a pool peer proves: u8 role, u8 version, u32 pid, str16 name,
+    str16 near (from version 3)."""
     pid = os.getpid() if pid is None else pid
-    return struct.pack(">BBI", role, version, pid) + _str16(_b(name))
+    out = struct.pack(">BBI", role, version, pid) + _str16(_b(name))
+    return out + _str16(_b(near)) if version >= 3 else out
 
 
 def store_identity(name="test", version=STORE_PROTO_VERSION):

@@ -309,9 +309,11 @@ class TcpPool:
             self.address = "127.0.0.1:%d" % self.port
         self.workers = []
 
-    def add_worker(self, procs_n=1, secret=None, extra=()):
+    def add_worker(self, procs_n=1, secret=None, extra=(), env=None):
+        """`bettong worker --join` this pool with `extra` arguments; env: more
+        environment variables for it."""
         args = [BIN, "worker", "--join", self.address, "--procs", str(procs_n)]
-        env = sub_env()
+        env = sub_env(extra=env)
         secret = self.secret if secret is None else secret
         if secret:
             env["BETTONG_SECRET"] = secret

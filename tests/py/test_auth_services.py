@@ -368,11 +368,11 @@ def test_pool_client_refuses_a_fake_pool(servers, tmp_path, kind):
     p = marker_pickle(path)
 
     def result_at_once(conn, hello):
-        conn.sendall(frame(struct.pack(">BQBIIQQQ", MSG_RESULT, 1, 0, 1, 1, 0, 0, 0) + p))
+        conn.sendall(frame(struct.pack(">BQBIIQQQH", MSG_RESULT, 1, 0, 1, 1, 0, 0, 0, 0) + p))
 
     def welcome_at_once(conn, hello):
         conn.sendall(frame(struct.pack(">BII", WELCOME, 1, 1))
-                     + frame(struct.pack(">BQBIIQQQ", MSG_RESULT, 1, 0, 1, 1, 0, 0, 0) + p))
+                     + frame(struct.pack(">BQBIIQQQH", MSG_RESULT, 1, 0, 1, 1, 0, 0, 0, 0) + p))
 
     behave = {"random-proof": answer_with_random_proof, "result-at-once": result_at_once,
               "welcome-at-once": welcome_at_once}[kind]
