@@ -13,6 +13,7 @@
 #define KEY_BACKENDS "bettong:backends"
 #define PFX_ALIAS "bettong:alias:"
 #define PFX_LOC "bettong:loc:"
+#define PFX_REP "bettong:rep:"
 /* Commands in flight at once while publishing. */
 #define PUBLISH_BATCH 1024
 /* How often the directory is checked for this backend. */
@@ -200,6 +201,8 @@ static int publish_object(void *ctx, const char *id, size_t idlen, uint64_t clas
                           const uint8_t *state, size_t len)
 {
     pipe_t *p = ctx;
+    if (sdb_replica_master(p->rd, id, idlen, NULL) == SDB_OK)
+        return 0; /* a replica: the master's object, published by the master */
     char key[SDB_ID_MAX + 32], val[SDB_BACKEND_ID_LEN + 32];
     /* NX: an object that a move left here too (this backend stopped between
      * the other one taking it and deleting it here) stays the other's. */
@@ -224,6 +227,16 @@ static int publish_alias(void *ctx, const char *alias, size_t alen, const char *
     return pipe_append(p, 4, argv, lens) < 0 ? 1 : 0;
 }
 
+/* A replica of an object this backend is the master of. */
+static int publish_replica(void *ctx, const char *id, size_t idlen, const char *bid, size_t blen)
+{
+    pipe_t *p = ctx;
+    char key[SDB_ID_MAX + 32];
+    const char *argv[] = {"SADD", key, bid};
+    size_t lens[] = {4, key_of(key, sizeof key, PFX_REP, id, idlen), blen};
+    return pipe_append(p, 3, argv, lens) < 0 ? 1 : 0;
+}
+
 /* Register this backend and publish every object and alias it holds. */
 static int publish(meta_t *m)
 {
@@ -244,6 +257,8 @@ static int publish(meta_t *m)
     int rc = sdb_each_object(&rd, publish_object, &p);
     if (rc == 0)
         rc = sdb_each_alias(&rd, publish_alias, &p);
+    if (rc == 0)
+        rc = sdb_each_replica(&rd, publish_replica, &p);
     sdb_read_end(&rd);
     if (p.failed || rc != 0 || pipe_drain(&p, 0) < 0)
         return -1;
@@ -604,6 +619,110 @@ int meta_locate(meta_t *m, const char *id, size_t idlen, char *backend, uint64_t
     if (rc == META_OK)
         backend[blen] = '\0';
     return rc;
+}
+
+/* ------------------------------------------------------------ replicas */
+
+/* GET the location and SMEMBERS the replica set, pipelined (mu held). */
+static int locate_replicas_locked(meta_t *m, const char *lkey, size_t llen, const char *rkey,
+                                  size_t rlen, char *backend, size_t *blen, uint64_t *class_id,
+                                  buf_t *replicas, uint32_t *nrep)
+{
+    const char *a1[] = {"GET", lkey}, *a2[] = {"SMEMBERS", rkey};
+    size_t l1[] = {3, llen}, l2[] = {8, rlen};
+    if (redisAppendCommandArgv(m->rc, 2, a1, l1) != REDIS_OK ||
+        redisAppendCommandArgv(m->rc, 2, a2, l2) != REDIS_OK) {
+        set_error("metadata service (Redis) failed: %s", m->rc->errstr);
+        drop(m);
+        return META_ERROR;
+    }
+    redisReply *r[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++) {
+        if (redisGetReply(m->rc, (void **)&r[i]) != REDIS_OK || !r[i]) {
+            set_error("metadata service (Redis) failed: %s", m->rc->errstr);
+            drop(m);
+            if (i)
+                freeReplyObject(r[0]);
+            return META_ERROR;
+        }
+    }
+    int rc = META_NONE;
+    if (r[0]->type == REDIS_REPLY_STRING) {
+        rc = parse_value(r[0]->str, r[0]->len, backend, SDB_BACKEND_ID_LEN + 1, blen,
+                         class_id) == 0 ? META_OK : META_ERROR;
+        if (rc == META_ERROR)
+            set_error("malformed entry '%s' in the metadata service", lkey);
+    } else if (r[0]->type == REDIS_REPLY_ERROR) {
+        set_error("metadata service (Redis) refused a command: %s", r[0]->str);
+        rc = META_ERROR;
+    }
+    for (size_t i = 0; rc == META_OK && r[1]->type == REDIS_REPLY_ARRAY && i < r[1]->elements;
+         i++) {
+        redisReply *e = r[1]->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len > SDB_BACKEND_ID_LEN)
+            continue;
+        uint8_t h[2] = {0, (uint8_t)e->len};
+        if (buf_append(replicas, h, 2) < 0 || buf_append(replicas, e->str, e->len) < 0) {
+            set_error("%s", "out of memory");
+            rc = META_ERROR;
+        } else {
+            (*nrep)++;
+        }
+    }
+    freeReplyObject(r[0]);
+    freeReplyObject(r[1]);
+    return rc;
+}
+
+int meta_locate_replicas(meta_t *m, const char *id, size_t idlen, char *backend,
+                         uint64_t *class_id, buf_t *replicas, uint32_t *nrep)
+{
+    char lkey[SDB_ID_MAX + 32], rkey[SDB_ID_MAX + 32];
+    size_t llen = key_of(lkey, sizeof lkey, PFX_LOC, id, idlen);
+    size_t rlen = key_of(rkey, sizeof rkey, PFX_REP, id, idlen);
+    size_t blen = 0, mark = buf_unread(replicas);
+    pthread_mutex_lock(&m->mu);
+    int rc, tries = 0;
+    do {
+        replicas->len = replicas->off + mark; /* a retry starts the list again */
+        *nrep = 0;
+        rc = ensure(m) < 0 ? META_ERROR
+                           : locate_replicas_locked(m, lkey, llen, rkey, rlen, backend, &blen,
+                                                    class_id, replicas, nrep);
+    } while (retry(m, rc, &tries));
+    pthread_mutex_unlock(&m->mu);
+    if (rc == META_OK)
+        backend[blen] = '\0';
+    return rc;
+}
+
+/* SADD / SREM key member. */
+static int set_member(meta_t *m, const char *cmd, const char *id, size_t idlen, const char *bid,
+                      size_t blen)
+{
+    char key[SDB_ID_MAX + 32];
+    const char *argv[] = {cmd, key, bid};
+    size_t lens[] = {strlen(cmd), key_of(key, sizeof key, PFX_REP, id, idlen), blen};
+    pthread_mutex_lock(&m->mu);
+    int rc, tries = 0;
+    do {
+        redisReply *r = ensure(m) < 0 ? NULL : command_ok(m, 3, argv, lens);
+        rc = r ? META_OK : META_ERROR;
+        if (r)
+            freeReplyObject(r);
+    } while (retry(m, rc, &tries));
+    pthread_mutex_unlock(&m->mu);
+    return rc;
+}
+
+int meta_replica_add(meta_t *m, const char *id, size_t idlen, const char *bid, size_t blen)
+{
+    return set_member(m, "SADD", id, idlen, bid, blen);
+}
+
+int meta_replica_remove(meta_t *m, const char *id, size_t idlen, const char *bid, size_t blen)
+{
+    return set_member(m, "SREM", id, idlen, bid, blen);
 }
 
 /* ------------------------------------------------------------ backends */

@@ -14,6 +14,9 @@
  *   bettong:backends        hash: backend id -> "name\naddress"
  *   bettong:alias:ALIAS     "object id\nclass id (hex)"
  *   bettong:loc:OBJECT_ID   "backend id\nclass id (hex)"
+ *   bettong:rep:OBJECT_ID   set of the backend ids holding a replica of the
+ *                           object (kept by its master; replicas publish no
+ *                           location of their own)
  *
  * Threads: every call may come from any thread (the committer, the Python
  * threads); one mutex guards the connection, so calls are serialized. A
@@ -65,6 +68,14 @@ int meta_loc_remove(meta_t *m, const char *id, size_t idlen);
 int meta_loc_flush(meta_t *m);
 /* Which backend holds an object: its id into backend[SDB_BACKEND_ID_LEN + 1]. */
 int meta_locate(meta_t *m, const char *id, size_t idlen, char *backend, uint64_t *class_id);
+
+/* meta_locate, and the object's replicas appended to replicas as str16
+ * entries (*nrep set), in one round trip. */
+int meta_locate_replicas(meta_t *m, const char *id, size_t idlen, char *backend,
+                         uint64_t *class_id, buf_t *replicas, uint32_t *nrep);
+/* Add / remove a backend of an object's replica set (SADD / SREM). */
+int meta_replica_add(meta_t *m, const char *id, size_t idlen, const char *bid, size_t blen);
+int meta_replica_remove(meta_t *m, const char *id, size_t idlen, const char *bid, size_t blen);
 
 /* Every registered backend, appended to out as (str16 id, str16 name, str16
  * address) entries; *count is set. */

@@ -21,7 +21,7 @@
 
 struct sdb {
     MDB_env *env;
-    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs;
+    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs, replica_of, replicas;
     int lock_fd;
     int created;
     char backend_id[SDB_BACKEND_ID_LEN + 1];
@@ -176,7 +176,10 @@ static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t
         (rc = mdb_dbi_open(txn, "classes", create, &db->classes)) ||
         (rc = mdb_dbi_open(txn, "meta", create, &db->meta)) ||
         /* Always created: a version 1 store has none yet (srefs.h fills it). */
-        (rc = mdb_dbi_open(txn, "refs", MDB_CREATE, &db->refs)))
+        (rc = mdb_dbi_open(txn, "refs", MDB_CREATE, &db->refs)) ||
+        /* Likewise: stores made before replicas have none. */
+        (rc = mdb_dbi_open(txn, "replica_of", MDB_CREATE, &db->replica_of)) ||
+        (rc = mdb_dbi_open(txn, "replicas", MDB_CREATE | MDB_DUPSORT, &db->replicas)))
         return mdb_failed(db, rc, "the store's databases cannot be opened", err, errlen);
     return 0;
 }
@@ -258,7 +261,7 @@ static int open_env(sdb_t *db, int init, char *err, size_t errlen)
     int rc = mdb_env_create(&db->env);
     if (rc)
         return mdb_failed(db, rc, "LMDB", err, errlen);
-    if ((rc = mdb_env_set_maxdbs(db->env, 8)) ||
+    if ((rc = mdb_env_set_maxdbs(db->env, 16)) ||
         (rc = mdb_env_set_mapsize(db->env, SDB_MAPSIZE)) ||
         (rc = mdb_env_set_maxreaders(db->env, 512)))
         return mdb_failed(db, rc, "LMDB", err, errlen);
@@ -753,4 +756,95 @@ int sdb_set_version(sdb_write_t *w, uint32_t version)
     if (rc == SDB_OK)
         w->db->opened_version = version;
     return rc;
+}
+
+/* ------------------------------------------------------------ replicas */
+
+int sdb_replica_master(sdb_read_t *r, const char *id, size_t idlen, char *master)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_NOTFOUND;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->replica_of, &k, &v), "reading a replica mark");
+    if (rc == SDB_OK && master) {
+        size_t n = v.mv_size < SDB_BACKEND_ID_LEN ? v.mv_size : SDB_BACKEND_ID_LEN;
+        memcpy(master, v.mv_data, n);
+        master[n] = '\0';
+    }
+    return rc;
+}
+
+int sdb_set_replica_master(sdb_write_t *w, const char *id, size_t idlen, const char *master)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {strlen(master), (void *)master};
+    return check(mdb_put(wtxn(w), w->db->replica_of, &k, &v, 0), "storing a replica mark");
+}
+
+int sdb_clear_replica_master(sdb_write_t *w, const char *id, size_t idlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id};
+    int rc = mdb_del(wtxn(w), w->db->replica_of, &k, NULL);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing a replica mark");
+}
+
+int sdb_list_replicas(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count)
+{
+    *count = 0;
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_cursor *cur;
+    int rc = check(mdb_cursor_open(r->txn, r->db->replicas, &cur), "listing replicas");
+    if (rc)
+        return rc;
+    MDB_val k = {idlen, (void *)id}, v;
+    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    while (mrc == 0) {
+        uint8_t len[2] = {(uint8_t)(v.mv_size >> 8), (uint8_t)v.mv_size};
+        if (buf_append(out, len, 2) < 0 || buf_append(out, v.mv_data, v.mv_size) < 0) {
+            mdb_cursor_close(cur);
+            log_error("store: out of memory listing replicas");
+            return SDB_ERROR;
+        }
+        (*count)++;
+        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
+    }
+    mdb_cursor_close(cur);
+    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "listing replicas");
+}
+
+int sdb_add_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bid, size_t blen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX) || !key_ok(blen, SDB_BACKEND_ID_LEN))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {blen, (void *)bid};
+    int rc = mdb_put(wtxn(w), w->db->replicas, &k, &v, MDB_NODUPDATA);
+    return rc == MDB_KEYEXIST ? SDB_OK : check(rc, "storing a replica");
+}
+
+int sdb_del_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bid, size_t blen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX) || !key_ok(blen, SDB_BACKEND_ID_LEN))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {blen, (void *)bid};
+    int rc = mdb_del(wtxn(w), w->db->replicas, &k, &v);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing a replica");
+}
+
+int sdb_del_replicas(sdb_write_t *w, const char *id, size_t idlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id};
+    int rc = mdb_del(wtxn(w), w->db->replicas, &k, NULL);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing replicas");
+}
+
+int sdb_each_replica(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx)
+{
+    each_alias_t e = {fn, ctx};
+    return each_pair(r, r->db->replicas, "walking the replicas", alias_pair, &e);
 }

@@ -14,6 +14,12 @@
  *                format; a version 1 store is opened and upgraded (the counts
  *                rebuilt) by srefs_ensure, after which a version 1 binary
  *                refuses it (it would not keep the counts).
+ *   replica_of   object id -> the master's backend id: the object in `objects`
+ *                is a read-only replica of an object another backend holds
+ *                (REPLICA_PUT), not this backend's own. Created on open (a
+ *                store of before has none).
+ *   replicas     object id -> backend id (sorted duplicates): the backends
+ *                holding a replica of an object this backend is the master of.
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -143,5 +149,24 @@ int sdb_ref_add(sdb_write_t *w, const char *id, size_t idlen, int64_t delta);
 /* Drop every count (before a rebuild). */
 int sdb_refs_clear(sdb_write_t *w);
 int sdb_set_version(sdb_write_t *w, uint32_t version);
+
+/* ---- replicas (sproto.h: REPLICATE, REPLICA_PUT, REPLICA_DROP) ---- */
+
+/* Is id a replica here? SDB_OK with its master's id in master[SDB_BACKEND_ID_LEN
+ * + 1] (NULL: not wanted), SDB_NOTFOUND if it is not (absent, or a master). */
+int sdb_replica_master(sdb_read_t *r, const char *id, size_t idlen, char *master);
+/* Mark id as a replica of master's object / unmark it. */
+int sdb_set_replica_master(sdb_write_t *w, const char *id, size_t idlen, const char *master);
+int sdb_clear_replica_master(sdb_write_t *w, const char *id, size_t idlen);
+/* The backends holding replicas of id (a master here), appended to out as
+ * str16 entries; *count is set. */
+int sdb_list_replicas(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count);
+/* Add / remove one backend of id's replica list (adding one listed, or
+ * removing one not listed, is SDB_OK); sdb_del_replicas empties the list. */
+int sdb_add_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bid, size_t blen);
+int sdb_del_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bid, size_t blen);
+int sdb_del_replicas(sdb_write_t *w, const char *id, size_t idlen);
+/* Every (object id, replica backend id) pair, as sdb_each_alias walks aliases. */
+int sdb_each_replica(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx);
 
 #endif
