@@ -46,7 +46,8 @@
  *
  * Answers are tuples:
  *   (SMSG_OK, req_id, payload: bytes)
- *   (SMSG_REF, req_id, object_id: str, class_id: int, backend_id: str or None)
+ *   (SMSG_REF, req_id, object_id: str, class_id: int, backend_id: str or None,
+ *    replicas: tuple of the backend ids holding replicas, () if none)
  *   (SMSG_BACKEND_LIST, req_id, [(backend_id, name, address), ...])
  *   (SMSG_RAISED, req_id, payload: bytes)
  *   (SMSG_FAILED, req_id, code: int, message: str)
@@ -450,6 +451,23 @@ static PyObject *decode_backends(wire_rd_t *r, uint8_t type, uint64_t *req)
     return Py_BuildValue("iKN", (int)type, (unsigned long long)id, list);
 }
 
+/* REF's replica list: a new tuple of n str, or NULL (malformed, or an
+ * exception set). */
+static PyObject *decode_replicas(wire_rd_t *r, uint16_t n)
+{
+    PyObject *t = PyTuple_New(n);
+    for (uint16_t i = 0; t && i < n; i++) {
+        size_t len = 0;
+        const uint8_t *p = wire_str16(r, &len);
+        PyObject *v = r->err ? NULL : text(p, len);
+        if (!v)
+            Py_CLEAR(t);
+        else
+            PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
+
 /* One frame body (type byte first) as an answer tuple; *req is its request id
  * (0 for a message that has none). */
 static PyObject *decode(const uint8_t *body, size_t len, uint64_t *req)
@@ -478,7 +496,12 @@ static PyObject *decode(const uint8_t *body, size_t len, uint64_t *req)
         uint64_t cid = wire_u64(&r);
         /* the backend that holds it (a store before several backends: none) */
         const uint8_t *backend = r.p < r.end ? wire_str16(&r, &bn) : NULL;
+        /* and those holding replicas (a store before replicas: none) */
+        uint16_t nrep = r.p < r.end ? wire_u16(&r) : 0;
         if (r.err)
+            break;
+        PyObject *reps = decode_replicas(&r, nrep);
+        if (!reps)
             break;
         *req = id;
         PyObject *s = text(oid, n);
@@ -486,10 +509,11 @@ static PyObject *decode(const uint8_t *body, size_t len, uint64_t *req)
         if (!s || !b) {
             Py_XDECREF(s);
             Py_XDECREF(b);
+            Py_DECREF(reps);
             return NULL;
         }
-        return Py_BuildValue("iKNKN", (int)type, (unsigned long long)id, s,
-                             (unsigned long long)cid, b);
+        return Py_BuildValue("iKNKNN", (int)type, (unsigned long long)id, s,
+                             (unsigned long long)cid, b, reps);
     }
     case SMSG_BACKEND_LIST:
         return decode_backends(&r, type, req);
@@ -674,6 +698,9 @@ static const char *layout(int type)
     case SMSG_GET_CLASS: return "Q";
     case SMSG_BACKENDS: return "";
     case SMSG_MOVE: return "ss";
+    case SMSG_REPLICATE: return "ss";
+    case SMSG_REPLICA_PUT: return "sQsr";
+    case SMSG_REPLICA_DROP: return "s";
     default: return NULL;
     }
 }
@@ -1309,6 +1336,9 @@ PyMODINIT_FUNC PyInit__store(void)
         {"GET_CLASS", SMSG_GET_CLASS},
         {"BACKENDS", SMSG_BACKENDS},
         {"MOVE", SMSG_MOVE},
+        {"REPLICATE", SMSG_REPLICATE},
+        {"REPLICA_PUT", SMSG_REPLICA_PUT},
+        {"REPLICA_DROP", SMSG_REPLICA_DROP},
         {"BACKEND_LIST", SMSG_BACKEND_LIST},
         {"OK", SMSG_OK},
         {"REF", SMSG_REF},

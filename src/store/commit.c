@@ -46,6 +46,8 @@ enum {
     FX_CREATED,     /* object created: its location published if kept */
     FX_DELETED,     /* object deleted: its location removed if kept */
     FX_UNALIASED,   /* alias removed: released if kept */
+    FX_REP_ADDED,   /* replica listed (the alias field holds its backend id) */
+    FX_REP_REMOVED, /* replica unlisted */
 };
 
 typedef struct {
@@ -87,6 +89,10 @@ static void settle_effects(committer_t *c, int committed)
             rc = meta_loc_add(c->meta, id, e.idlen, e.class_id);
         else if (e.kind == FX_DELETED && kept)
             rc = meta_loc_remove(c->meta, id, e.idlen);
+        else if (e.kind == FX_REP_ADDED && kept)
+            rc = meta_replica_add(c->meta, id, e.idlen, alias, e.alen);
+        else if (e.kind == FX_REP_REMOVED && kept)
+            rc = meta_replica_remove(c->meta, id, e.idlen, alias, e.alen);
         if (rc == META_ERROR)
             log_warn("store: metadata service: %s", meta_error());
     }
@@ -157,6 +163,25 @@ static int record_unalias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_
                : 0;
 }
 
+/* An object deleted here (or moved away): its replicas leave the directory
+ * with it. */
+static int record_unreplicated(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    buf_t names;
+    buf_init(&names);
+    uint32_t count = 0;
+    int rc = sdb_list_replicas(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
+    const uint8_t *p = buf_head(&names);
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        size_t n = (size_t)p[0] << 8 | p[1];
+        rc = record(c, FX_REP_REMOVED, u, op->id, op->idlen, (const char *)p + 2, n, 0);
+        p += 2 + n;
+    }
+    buf_free(&names);
+    return rc < 0 ? storage_failed(u) : 0;
+}
+
 /* Effects of an op on the directory, before it is applied. */
 static int directory_before(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
@@ -164,8 +189,12 @@ static int directory_before(committer_t *c, sdb_write_t *w, wunit_t *u, const wo
         return 0;
     switch (op->kind) {
     case WOP_DELETE:
+        if (record_unreplicated(c, w, u, op) < 0)
+            return -1;
         return record_deletion(c, w, u, op);
     case WOP_DELETE_MOVED: /* its location is the other backend's now */
+        if (record_unreplicated(c, w, u, op) < 0)
+            return -1;
         return record(c, FX_DELETED, u, op->id, op->idlen, "", 0, 0) < 0 ? storage_failed(u)
                                                                           : 0;
     case WOP_ALIAS_DEL:
@@ -187,6 +216,12 @@ static int directory_after(committer_t *c, sdb_write_t *w, wunit_t *u, const wop
                    : 0;
     case WOP_ALIAS_ADD:
         return claim_alias(c, w, u, op);
+    case WOP_REPLICA_ADD:
+    case WOP_REPLICA_DEL:
+        return record(c, op->kind == WOP_REPLICA_ADD ? FX_REP_ADDED : FX_REP_REMOVED, u, op->id,
+                      op->idlen, op->name, op->namelen, 0) < 0
+                   ? storage_failed(u)
+                   : 0;
     default:
         return 0;
     }
@@ -219,7 +254,8 @@ static int directory_failed(wunit_t *u)
  * look there at all). */
 static int locate_elsewhere(committer_t *c, wunit_t *u, const char *id, size_t idlen)
 {
-    int rc = c->meta ? meta_locate(c->meta, id, idlen, u->out_backend, &u->out_class)
+    int rc = c->meta ? meta_locate_replicas(c->meta, id, idlen, u->out_backend, &u->out_class,
+                                            &u->out, &u->out_count)
                      : META_NONE;
     if (rc == META_ERROR)
         return directory_failed(u);
@@ -238,6 +274,8 @@ static int lookup_object(committer_t *c, sdb_write_t *w, wunit_t *u, const char 
     size_t n;
     u->out_backend[0] = '\0';
     int rc = sdb_get_object(&v, id, idlen, &u->out_class, &st, &n);
+    if (rc == SDB_OK && sdb_replica_master(&v, id, idlen, NULL) == SDB_OK)
+        rc = SDB_NOTFOUND; /* a replica: the object is its master's */
     if (rc == SDB_NOTFOUND && remote)
         return locate_elsewhere(c, u, id, idlen);
     if (rc == SDB_NOTFOUND)
@@ -272,6 +310,80 @@ static int op_lookup_alias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop
     char copy[SDB_ID_MAX];
     memcpy(copy, id, idlen);
     return lookup_object(c, w, u, copy, idlen, 0);
+}
+
+/* LOOKUP_ID / LOOKUP_ALIAS: where the object is and, for one held here, the
+ * backends holding its replicas (locate_elsewhere lists those of others). */
+static int op_lookup(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    int rc = op->kind == WOP_LOOKUP_ID ? lookup_object(c, w, u, op->id, op->idlen, 1)
+                                       : op_lookup_alias(c, w, u, op);
+    if (rc < 0 || u->out_backend[0])
+        return rc;
+    sdb_read_t v = sdb_write_view(w);
+    return sdb_list_replicas(&v, u->out_id, u->out_idlen, &u->out, &u->out_count) ? storage_failed(u)
+                                                                                   : 0;
+}
+
+/* Is id a replica here (not this backend's own object)? */
+static int replica_here(sdb_write_t *w, const char *id, size_t idlen)
+{
+    sdb_read_t v = sdb_write_view(w);
+    return sdb_replica_master(&v, id, idlen, NULL) == SDB_OK;
+}
+
+static int op_replica_put(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *st;
+    size_t n;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n);
+    if (rc == SDB_OK && !replica_here(w, op->id, op->idlen))
+        return fail(u, STORE_ERR_BAD_REQUEST, "object '%.*s' is held here as a master, not a "
+                    "replica", op->id, op->idlen);
+    if (rc != SDB_OK && rc != SDB_NOTFOUND)
+        return storage_failed(u);
+    char master[SDB_BACKEND_ID_LEN + 1];
+    size_t mn = op->namelen < SDB_BACKEND_ID_LEN ? op->namelen : SDB_BACKEND_ID_LEN;
+    memcpy(master, op->name, mn);
+    master[mn] = '\0';
+    if ((rc = sdb_has_class(w, op->class_id)) == SDB_NOTFOUND) {
+        u->status = STORE_ERR_UNKNOWN_CLASS;
+        snprintf(u->msg, sizeof u->msg, "class id %llu was never sent (CLASS first)",
+                 (unsigned long long)op->class_id);
+        return -1;
+    }
+    /* No reference counts: a replica's references are its master's. */
+    if (rc || sdb_put_object(w, op->id, op->idlen, op->class_id, op->data, op->len, 0) ||
+        sdb_set_replica_master(w, op->id, op->idlen, master))
+        return storage_failed(u);
+    return 0;
+}
+
+static int op_replica_drop(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    if (!replica_here(w, op->id, op->idlen))
+        return fail(u, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'", op->id, op->idlen);
+    if (sdb_del_object(w, op->id, op->idlen) || sdb_clear_replica_master(w, op->id, op->idlen))
+        return storage_failed(u);
+    return 0;
+}
+
+static int op_replica_list(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *st;
+    size_t n;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n);
+    if (op->kind == WOP_REPLICA_ADD && (rc == SDB_NOTFOUND || replica_here(w, op->id, op->idlen)))
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
+    if (rc != SDB_OK && rc != SDB_NOTFOUND)
+        return storage_failed(u);
+    rc = op->kind == WOP_REPLICA_ADD ? sdb_add_replica(w, op->id, op->idlen, op->name, op->namelen)
+                                     : sdb_del_replica(w, op->id, op->idlen, op->name, op->namelen);
+    return rc ? storage_failed(u) : 0;
 }
 
 static int put_str16(buf_t *out, const char *s, size_t n)
@@ -407,7 +519,8 @@ static int op_delete(sdb_write_t *w, wunit_t *u, const wop_t *op)
                  (unsigned long long)refs);
         return -1;
     }
-    if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0) != SDB_OK)
+    if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0) != SDB_OK ||
+        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK)
         return storage_failed(u);
     rc = sdb_del_object(w, op->id, op->idlen);
     return rc ? storage_failed(u) : 0;
@@ -424,6 +537,8 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
     case WOP_DELETE_MOVED:
         return op_delete(w, u, op);
     case WOP_ALIAS_ADD:
+        if (replica_here(w, op->id, op->idlen)) /* its aliases are its master's */
+            return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
         rc = sdb_put_alias(w, op->name, op->namelen, op->id, op->idlen);
         if (rc == SDB_EXISTS)
             return fail(u, STORE_ERR_ALIAS_TAKEN, "the alias '%.*s' is taken", op->name,
@@ -441,9 +556,15 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
     case WOP_CLASS_NEED:
         return op_class(w, u, op);
     case WOP_LOOKUP_ALIAS:
-        return op_lookup_alias(c, w, u, op);
     case WOP_LOOKUP_ID:
-        return lookup_object(c, w, u, op->id, op->idlen, 1);
+        return op_lookup(c, w, u, op);
+    case WOP_REPLICA_PUT:
+        return op_replica_put(w, u, op);
+    case WOP_REPLICA_DROP:
+        return op_replica_drop(w, u, op);
+    case WOP_REPLICA_ADD:
+    case WOP_REPLICA_DEL:
+        return op_replica_list(w, u, op);
     case WOP_LIST_ALIASES:
         return op_list_aliases(c, w, u, op);
     case WOP_GET_CLASS:

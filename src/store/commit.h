@@ -38,10 +38,20 @@ typedef enum {
     WOP_CLASS_NEED,   /* class_id must be registered: else UNKNOWN_CLASS */
     /* reads that see every earlier unit; results in the unit's out fields */
     WOP_LOOKUP_ALIAS, /* name -> out_id, out_class */
-    WOP_LOOKUP_ID,    /* id -> out_id, out_class (and out_backend: where) */
+    WOP_LOOKUP_ID,    /* id -> out_id, out_class (and out_backend: where; out,
+                         out_count: the str16 ids of the backends holding
+                         replicas, for this and WOP_LOOKUP_ALIAS) */
     WOP_LIST_ALIASES, /* id -> out (str16 entries), out_count; absent: NOT_FOUND */
     WOP_GET_CLASS,    /* class_id -> out (the pickle) */
     WOP_BACKENDS,     /* -> out (str16 id, name, address per backend), out_count */
+    /* replicas (sproto.h REPLICATE): */
+    WOP_REPLICA_PUT,  /* store (id, class_id, data) as a replica of the object of
+                         backend name[0..namelen); a master of that id here:
+                         BAD_REQUEST */
+    WOP_REPLICA_DROP, /* forget the replica id; not a replica here: NOT_FOUND */
+    WOP_REPLICA_ADD,  /* list backend name as holding a replica of id (held
+                         here); published to the directory once kept */
+    WOP_REPLICA_DEL,  /* unlist it */
 } wop_kind;
 
 typedef struct {

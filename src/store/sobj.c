@@ -87,7 +87,8 @@ static int is_python(uint8_t type)
 {
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
            type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE ||
-           type == SMSG_MOVE;
+           type == SMSG_MOVE || type == SMSG_REPLICATE || type == SMSG_REPLICA_PUT ||
+           type == SMSG_REPLICA_DROP;
 }
 
 static void obj_dispatch(store_t *st, sobj_t *o);
@@ -113,8 +114,9 @@ static void ureq_answer(store_t *st, ureq_t *q, wunit_t *u, buf_t *b)
     switch (r->type) {
     case SMSG_LOOKUP_ALIAS:
     case SMSG_LOOKUP_ID:
-        sreply_ref(b, r->id, u->out_id, u->out_idlen, u->out_class,
-                   u->out_backend[0] ? u->out_backend : sdb_backend_id(st->db));
+        sreply_ref_replicas(b, r->id, u->out_id, u->out_idlen, u->out_class,
+                            u->out_backend[0] ? u->out_backend : sdb_backend_id(st->db),
+                            buf_head(&u->out), buf_unread(&u->out), u->out_count);
         break;
     case SMSG_ALIASES:
         sreply_str_list(b, r->id, buf_head(&u->out), buf_unread(&u->out), u->out_count);
@@ -382,7 +384,8 @@ static void job_start(store_t *st, sobj_t *o, sreq_t *r)
     buf_init(&j->unit.out);
     j->unit.ctx = &j->own;
     j->sr = (spy_req_t){.type = r->type, .req = r->id, .oid = r->oid, .oidlen = r->oidlen,
-                        .name = r->name, .namelen = r->namelen, .payload = r->payload,
+                        .name = r->name, .namelen = r->namelen, .class_id = r->class_id,
+                        .payload = r->payload,
                         .len = r->len, .unit = &j->unit, .op = &j->op,
                         .unit_bytes = &j->unit_bytes, .unit_answer = &j->unit_answer,
                         .answer = &j->answer};

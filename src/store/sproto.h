@@ -62,6 +62,17 @@
  *  client -> store  MOVE           u64 req, str16 object_id, str16 backend_id
  *                                  (answer: OK None once the object is on
  *                                  that backend and gone from this one)
+ *  client -> store  REPLICATE      u64 req, str16 object_id, str16 backend_id
+ *                                  (to the master: OK None once backend_id
+ *                                  holds a read-only replica, durably, and
+ *                                  this backend lists it)
+ *  store -> store   REPLICA_PUT    u64 req, str16 object_id, u64 class_id,
+ *                                  str16 master backend_id, rest: state
+ *                                  (a master to a replica's backend: store
+ *                                  this state as a replica of the master's
+ *                                  object; OK None once durable)
+ *  store -> store   REPLICA_DROP   u64 req, str16 object_id (a master to a
+ *                                  replica's backend: forget the replica)
  *
  *  store -> client  OK             u64 req, rest: pickled value (None for commands)
  *  store -> client  REF            u64 req, str16 object_id, u64 class_id (lookups)
@@ -78,7 +89,9 @@
  *                                  str16 name, str16 address): the answering
  *                                  backend first
  *
- * REF ends with str16 backend_id: the backend that holds the object.
+ * REF ends with str16 backend_id: the backend that holds the object, then
+ * u16 count, count x str16 backend_id: the backends that hold a replica of it
+ * (absent from a store of before replicas: none).
  *
  * Several backends (`bettong store --metadata`, store/meta.h): each object lives
  * on one backend; requests about it go there (a backend answers NOT_FOUND for
@@ -87,6 +100,21 @@
  * aliases are unique across the service. MOVE hands the object (state, class,
  * aliases) to the other backend as a client of it, then deletes it here; the
  * object keeps its id, so references to it keep working.
+ *
+ * Replicas (REPLICATE): read-only copies of an object on other backends. The
+ * master M sends the class (CLASS) and the stored state (REPLICA_PUT) to the
+ * replica's backend R as its client; R stores it marked as a replica of M, M
+ * lists R (in its LMDB and in the service's directory). Every later write of
+ * the object on M (CALL, SET_FIELD, UPDATE that changed it) first sends
+ * REPLICA_PUT with the new state to every replica and waits for each one's
+ * durable answer, then commits on M and answers: a read on a replica that
+ * starts after a write's answer sees that write (or a later one). A replica
+ * that does not answer (within BETTONG_REPLICA_TIMEOUT seconds, default 5) is
+ * dropped from M's list and the write goes on. DELETE and MOVE on M send
+ * REPLICA_DROP to every replica first. On R a replica answers GET_FIELD and
+ * GET_STATE; CALL, SET_FIELD, UPDATE, DELETE, MOVE, ADD_ALIAS, ALIASES and
+ * REPLICATE about it answer NOT_FOUND (the client looks it up: LOOKUP_ID on R
+ * names M), and R publishes no location for it.
  *
  * A CALL, SET_FIELD, UPDATE, PERSIST, DELETE or alias change that modified the
  * store is committed to disk before its answer is sent. A CALL that raises leaves
@@ -190,6 +218,9 @@ typedef enum {
     SMSG_GET_CLASS = 23,
     SMSG_BACKENDS = 24,
     SMSG_MOVE = 25,
+    SMSG_REPLICATE = 26,
+    SMSG_REPLICA_PUT = 27,
+    SMSG_REPLICA_DROP = 28,
     SMSG_OK = 40,
     SMSG_REF = 41,
     SMSG_RAISED = 42,

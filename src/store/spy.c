@@ -74,6 +74,10 @@ typedef struct reg {
     uint64_t tomb_seq;       /* tombstone: the deleting unit */
     int loading;
     int fresh;               /* made in a call whose unit is not submitted yet */
+    int replica;             /* a read-only replica of another backend's object */
+    /* owned tuple of str, or NULL (none): the backends holding replicas of
+     * this object (a master here), as its LMDB list says once written */
+    PyObject *replicas;
     struct reg *prev, *next; /* LRU list (live) or the tombstone list */
 } reg_t;
 
@@ -101,6 +105,9 @@ static struct {
     PyObject *remote_ref;
     PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
     PyObject *became_remote; /* bettong.objects._became_remote (after MOVE) */
+    /* bettong.objects._replicate, _replica_push, _replica_drop (replicas), in a
+     * service; else NULL */
+    PyObject *replicate, *replica_push, *replica_drop;
     PyObject *tag, *s_bettong_id, *s_persistent_id, *s_persistent_load, *s_dump, *s_load,
         *s_getvalue, *s_new, *s_annotations, *s_module, *s_qualname, *s_bt, *s_bettong_cid,
         *s_getstate, *s_setstate;
@@ -329,6 +336,8 @@ static PyObject *persistent_load(PyObject *pid, int strict)
         return NULL;
     int status;
     reg_t *e = reg_get(s, (size_t)n, &status);
+    if (e && e->replica && S.remote_ref) /* its master's: calls and writes go there */
+        return PyObject_CallFunctionObjArgs(S.remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     if (e)
         return Py_NewRef(e->obj);
     if (status == BROKEN)
@@ -733,6 +742,7 @@ static void restore(reg_t *e)
 
 static void reg_free(reg_t *e)
 {
+    Py_XDECREF(e->replicas);
     Py_XDECREF(e->obj);
     Py_XDECREF(e->state);
     Py_XDECREF(e->fields);
@@ -798,14 +808,53 @@ static int reg_fill(reg_t *e)
     return 0;
 }
 
+/* Whether id is a replica here, and (a master) the backends holding its
+ * replicas: NULL for none, else a new tuple. -1 with an exception. */
+static int read_replication(const char *id, size_t n, int *replica, PyObject **replicas)
+{
+    sdb_read_t r;
+    buf_t names;
+    buf_init(&names);
+    uint32_t count = 0;
+    *replica = 0;
+    *replicas = NULL;
+    int rc = sdb_read_begin(S.db, &r);
+    if (rc == SDB_OK) {
+        *replica = sdb_replica_master(&r, id, n, NULL) == SDB_OK;
+        rc = sdb_list_replicas(&r, id, n, &names, &count);
+    }
+    sdb_read_end(&r);
+    if (rc == SDB_OK && count)
+        *replicas = PyTuple_New(count);
+    const uint8_t *p = buf_head(&names);
+    for (uint32_t i = 0; *replicas && i < count; i++) {
+        size_t len = (size_t)p[0] << 8 | p[1];
+        PyObject *b = PyUnicode_DecodeUTF8((const char *)p + 2, (Py_ssize_t)len, "replace");
+        if (!b)
+            Py_CLEAR(*replicas);
+        else
+            PyTuple_SET_ITEM(*replicas, i, b);
+        p += 2 + len;
+    }
+    buf_free(&names);
+    if (rc != SDB_OK && !PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading an object's replicas");
+    return rc == SDB_OK && (count == 0 || *replicas) ? 0 : -1;
+}
+
 static reg_t *reg_load(const char *id, size_t n, int *status)
 {
     uint64_t cid;
-    PyObject *state = NULL;
+    PyObject *state = NULL, *replicas = NULL;
+    int replica = 0;
     int rc = read_object(id, n, &cid, &state);
     *status = rc == SDB_NOTFOUND ? MISSING : BROKEN;
     if (rc)
         return NULL;
+    if (read_replication(id, n, &replica, &replicas) < 0) {
+        Py_DECREF(state);
+        return NULL;
+    }
     sclass_t *c = class_get(cid);
     t_loading++; /* Persistent.__new__ here is no creation (call_created) */
     PyObject *obj = c ? PyObject_CallMethodOneArg(c->cls, S.s_new, c->cls) : NULL;
@@ -824,12 +873,15 @@ static reg_t *reg_load(const char *id, size_t n, int *status)
             PyErr_NoMemory();
         Py_XDECREF(obj);
         Py_DECREF(state);
+        Py_XDECREF(replicas);
         return NULL;
     }
     onode_set(&e->node, id, n);
     e->obj = obj;
     e->state = state;
     e->cls = c;
+    e->replica = replica;
+    e->replicas = replicas;
     e->loading = 1;
     if (omap_add(&S.objs, &e->node) < 0) {
         PyErr_NoMemory();
@@ -1022,13 +1074,15 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * writes them. Returns 0, or -1 (state not picklable: object restored, the
  * answer replaced by FAILED). */
 static int call_pending(void);
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd);
+static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops);
 static void call_discard(void);
+static PyObject *replicas_push(reg_t *e, PyObject *b);
+static void replicas_forget(reg_t *e, PyObject *drops);
 
 static int write_back(spy_req_t *r, reg_t *e)
 {
     if (snap_unchanged(e))
-        return call_pending() ? write_many(r, e, NULL, NULL) : 0; /* else read-only */
+        return call_pending() ? write_many(r, e, NULL, NULL, NULL) : 0; /* else read-only */
     PyObject *pd = state_value(e);
     PyObject *b = pd ? dumps(pd) : NULL;
     if (!b) {
@@ -1045,10 +1099,20 @@ static int write_back(spy_req_t *r, reg_t *e)
         Py_DECREF(b);
         snap_take(e, pd); /* equal values, maybe other objects */
         Py_DECREF(pd);
-        return call_pending() ? write_many(r, e, NULL, NULL) : 0; /* else read-only */
+        return call_pending() ? write_many(r, e, NULL, NULL, NULL) : 0; /* else read-only */
     }
+    /* Write-through: every replica holds the new state durably before this
+     * backend commits it, so before the answer (sproto.h). Those that fail
+     * are unlisted by this write's unit. */
+    PyObject *drops = replicas_push(e, b);
+    if (drops && PyList_GET_SIZE(drops)) {
+        int rc = write_many(r, e, b, pd, drops); /* takes b and pd */
+        Py_DECREF(drops);
+        return rc;
+    }
+    Py_XDECREF(drops);
     if (call_pending())
-        return write_many(r, e, b, pd); /* takes b and pd */
+        return write_many(r, e, b, pd, NULL); /* takes b and pd */
     buf_clear(r->unit_bytes);
     if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
@@ -1371,10 +1435,19 @@ static int class_listed(reg_t **created, size_t upto, sclass_t *c)
  * classes the store registered), writes the target's new state b (NULL:
  * unchanged) and adds the aliases; the answer goes with it. b and pd are
  * taken. Returns 0 or -1 (everything undone, the answer replaced). */
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd)
+static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops)
 {
-    scall_t *call = t_call;
+    scall_t none = {0}; /* SET_FIELD, UPDATE: no call context */
+    scall_t *call = t_call ? t_call : &none;
+    Py_ssize_t ndrops = drops ? PyList_GET_SIZE(drops) : 0;
     size_t i, nops = b != NULL, bytes = b ? (size_t)PyBytes_GET_SIZE(b) : 0;
+    for (Py_ssize_t d = 0; d < ndrops; d++) {
+        Py_ssize_t bl;
+        if (!PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(drops, d), &bl))
+            goto fail;
+        nops++;
+        bytes += e->node.len + (size_t)bl;
+    }
     for (i = 0; i < call->ncreated; i++) { /* grows while states adopt objects */
         if (fresh_fill(call->created[i]) < 0)
             goto fail;
@@ -1436,6 +1509,14 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd)
         ops[k].data = lay_copy(&l, PyBytes_AS_STRING(b), ops[k].len);
         k++;
     }
+    for (Py_ssize_t d = 0; d < ndrops; d++) { /* replicas that missed this write */
+        Py_ssize_t bl;
+        const char *bid = PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(drops, d), &bl);
+        ops[k] = (wop_t){.kind = WOP_REPLICA_DEL, .idlen = e->node.len, .namelen = (size_t)bl};
+        ops[k].id = lay_copy(&l, e->node.id, e->node.len);
+        ops[k].name = lay_copy(&l, bid, (size_t)bl);
+        k++;
+    }
     for (Py_ssize_t a = 0; a < nal; a++) { /* after the objects they name */
         PyObject *t = PyList_GET_ITEM(call->aliases, a);
         Py_ssize_t al, il;
@@ -1456,8 +1537,9 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd)
     r->unit->ops = ops;
     r->unit->nops = nops;
     r->write_seq = committer_submit(S.cm, r->unit);
-    if (b)
+    if (b || ndrops)
         e->write_seq = r->write_seq;
+    replicas_forget(e, drops);
     for (i = 0; i < call->ncreated; i++) {
         call->created[i]->write_seq = r->write_seq;
         call->created[i]->fresh = 0;
@@ -1689,8 +1771,10 @@ static PyObject *live_object(const char *id, size_t n)
 {
     int status;
     reg_t *e = n >= 1 && n <= SDB_ID_MAX ? reg_target(id, n, &status) : NULL;
-    if (e)
+    if (e && !e->replica)
         return Py_NewRef(e->obj);
+    if (e) /* a replica: its master's object (the caller then asks the service) */
+        status = MISSING;
     if (n < 1 || n > SDB_ID_MAX || status == MISSING)
         PyErr_Format(S.NotFound ? S.NotFound : PyExc_LookupError, "no object with id '%.*s'",
                      (int)(n > SDB_ID_MAX ? SDB_ID_MAX : n), id);
@@ -1971,12 +2055,31 @@ static void run_update(spy_req_t *r, reg_t *e)
         write_back(r, e);
 }
 
+/* The entry becomes a tombstone until the unit seq that deletes it is on disk. */
+static void reg_tombstone(reg_t *e, uint64_t seq)
+{
+    rlist_remove(&S.lru, e);
+    S.live--;
+    Py_CLEAR(e->obj);
+    Py_CLEAR(e->state);
+    Py_CLEAR(e->fields);
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
+    Py_CLEAR(e->replicas);
+    e->tomb_seq = seq;
+    rlist_push(&S.tombs, e);
+}
+
+static void replicas_drop_all(reg_t *e);
+
 /* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
 static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
 {
     /* A moved object's referrers reach it on the other backend. */
     if (kind == WOP_DELETE && refuse_referenced(r, e))
         return;
+    if (kind == WOP_DELETE)
+        replicas_drop_all(e); /* (MOVE dropped them before handing it over) */
     if (sreply_none(r->unit_answer, r->req) < 0)
         return;
     *r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
@@ -1991,16 +2094,7 @@ static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
     r->op->id = (const char *)buf_head(r->unit_bytes);
     r->write_seq = committer_submit(S.cm, r->unit);
     r->deleted = 1;
-    /* The entry becomes a tombstone until the delete is on disk. */
-    rlist_remove(&S.lru, e);
-    S.live--;
-    Py_CLEAR(e->obj);
-    Py_CLEAR(e->state);
-    Py_CLEAR(e->fields);
-    Py_CLEAR(e->snap);
-    Py_CLEAR(e->snap_fields);
-    e->tomb_seq = r->write_seq;
-    rlist_push(&S.tombs, e);
+    reg_tombstone(e, r->write_seq);
 }
 
 /* The object's class (qualname, pickle) and aliases, as MOVE sends them:
@@ -2066,6 +2160,8 @@ static void run_move(spy_req_t *r, reg_t *e)
         answer_internal(r, "the object has no stored state to move");
         return;
     }
+    /* Its replicas go: the new master starts without any (sproto.h). */
+    replicas_drop_all(e);
     if (move_parts(e, &qual, &pickle, &aliases) < 0) {
         answer_raised(r);
         return;
@@ -2092,6 +2188,241 @@ static void run_move(spy_req_t *r, reg_t *e)
     }
     Py_XDECREF(res);
     run_delete(r, e, WOP_DELETE_MOVED);
+}
+
+/* ------------------------------------------------------------ replicas
+
+ * The master side (REPLICATE, write-through in write_back, drops on DELETE
+ * and MOVE) calls bettong.objects (_replicate, _replica_push, _replica_drop)
+ * as a client of the replicas' backends, from the Python thread running the
+ * request, as MOVE does; e->replicas mirrors the object's LMDB list. The
+ * replica side (REPLICA_PUT, REPLICA_DROP) writes the replica and refreshes
+ * or forgets its live object. */
+
+static void log_failures(reg_t *e, PyObject *failed, const char *what)
+{
+    for (Py_ssize_t i = 0; failed && i < PyList_GET_SIZE(failed); i++) {
+        PyObject *t = PyList_GET_ITEM(failed, i);
+        const char *bid = PyTuple_Check(t) && PyTuple_GET_SIZE(t) == 2
+                              ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(t, 0)) : NULL;
+        const char *why = bid ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(t, 1)) : NULL;
+        PyErr_Clear();
+        log_warn("store: the replica of object %s on backend %s %s: %s", e->node.id,
+                 bid ? bid : "?", what, why ? why : "?");
+    }
+}
+
+/* Send the new state b to every replica of e (waiting for each one's durable
+ * answer, or its timeout). A new list of the backend ids (str) that failed,
+ * each logged, or NULL when there are no replicas (or the push could not be
+ * made at all: then every replica is kept, logged). */
+static PyObject *replicas_push(reg_t *e, PyObject *b)
+{
+    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !S.replica_push)
+        return NULL;
+    PyObject *failed = PyObject_CallFunction(S.replica_push, "s#KsOO", e->node.id,
+                                             (Py_ssize_t)e->node.len,
+                                             (unsigned long long)e->cls->class_id,
+                                             sdb_backend_id(S.db), b, e->replicas);
+    PyObject *ids = failed && PyList_Check(failed) ? PyList_New(0) : NULL;
+    for (Py_ssize_t i = 0; ids && i < PyList_GET_SIZE(failed); i++) {
+        PyObject *t = PyList_GET_ITEM(failed, i);
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 ||
+            PyList_Append(ids, PyTuple_GET_ITEM(t, 0)) < 0)
+            Py_CLEAR(ids);
+    }
+    if (!ids) {
+        char *tb = py_take_traceback();
+        log_error("store: the new state of object %s could not be sent to its replicas: %s",
+                  e->node.id, tb);
+        free(tb);
+    } else {
+        log_failures(e, failed, "missed a write and is dropped");
+    }
+    Py_XDECREF(failed);
+    return ids;
+}
+
+/* Unlist the backends in drops (a list of str, or NULL) from e->replicas. */
+static void replicas_forget(reg_t *e, PyObject *drops)
+{
+    if (!drops || !PyList_GET_SIZE(drops) || !e->replicas)
+        return;
+    PyObject *keep = PyList_New(0);
+    for (Py_ssize_t i = 0; keep && i < PyTuple_GET_SIZE(e->replicas); i++) {
+        PyObject *bid = PyTuple_GET_ITEM(e->replicas, i);
+        int gone = PySequence_Contains(drops, bid);
+        if (gone < 0 || (!gone && PyList_Append(keep, bid) < 0))
+            Py_CLEAR(keep);
+    }
+    PyObject *t = keep ? PyList_AsTuple(keep) : NULL;
+    Py_XDECREF(keep);
+    if (t)
+        Py_SETREF(e->replicas, t);
+    PyErr_Clear(); /* out of memory: the list on disk is right; a reload fixes it */
+}
+
+/* Before a DELETE or MOVE: tell every replica to forget the object (best
+ * effort: one that cannot be reached is logged; its copy is no longer listed
+ * anywhere, so no client reads it). */
+static void replicas_drop_all(reg_t *e)
+{
+    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !S.replica_drop)
+        return;
+    PyObject *failed = PyObject_CallFunction(S.replica_drop, "s#O", e->node.id,
+                                             (Py_ssize_t)e->node.len, e->replicas);
+    if (!failed) {
+        char *tb = py_take_traceback();
+        log_warn("store: the replicas of object %s could not be dropped: %s", e->node.id, tb);
+        free(tb);
+    }
+    log_failures(e, failed, "could not be dropped");
+    Py_XDECREF(failed);
+}
+
+/* REPLICATE (on the master): give the backend named in the request a replica
+ * (its class, the stored state), then list it, durably, before the answer. */
+static void run_replicate(spy_req_t *r, reg_t *e)
+{
+    if (!S.replicate) {
+        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+                      "this store is not part of a service of several backends");
+        return;
+    }
+    const char *self = sdb_backend_id(S.db);
+    if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
+        sreply_none(r->answer, r->req); /* the master is here: nothing to copy */
+        return;
+    }
+    PyObject *target = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
+    int listed = target && e->replicas ? PySequence_Contains(e->replicas, target) : 0;
+    PyObject *qual = NULL, *pickle = NULL, *aliases = NULL;
+    if (!target || listed < 0 || (!listed && move_parts(e, &qual, &pickle, &aliases) < 0)) {
+        Py_XDECREF(target);
+        answer_raised(r);
+        return;
+    }
+    if (listed) { /* already there, and kept up to date */
+        Py_DECREF(target);
+        sreply_none(r->answer, r->req);
+        return;
+    }
+    PyObject *res = PyObject_CallFunction(S.replicate, "Os#KsOOO", target, e->node.id,
+                                          (Py_ssize_t)e->node.len,
+                                          (unsigned long long)e->cls->class_id, self, e->state,
+                                          qual, pickle);
+    Py_DECREF(qual);
+    Py_DECREF(pickle);
+    Py_DECREF(aliases);
+    PyObject *one = res ? PyTuple_Pack(1, target) : NULL;
+    PyObject *all = one ? (e->replicas ? PySequence_Concat(e->replicas, one) : Py_NewRef(one))
+                        : NULL;
+    Py_XDECREF(one);
+    Py_DECREF(target);
+    Py_XDECREF(res);
+    if (!all || sreply_none(r->unit_answer, r->req) < 0) {
+        /* R holds a copy no one lists: harmless, never read */
+        Py_XDECREF(all);
+        if (PyErr_Occurred())
+            answer_raised(r);
+        return;
+    }
+    *r->op = (wop_t){.kind = WOP_REPLICA_ADD, .id = r->oid, .idlen = r->oidlen,
+                     .name = r->name, .namelen = r->namelen};
+    r->unit->ops = r->op;
+    r->unit->nops = 1;
+    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    Py_XSETREF(e->replicas, all);
+}
+
+/* A live replica takes the state just received: its instance dict emptied
+ * (but its id), then given the state as a load would. */
+static int replica_refresh(reg_t *e)
+{
+    Py_CLEAR(e->snap);
+    Py_CLEAR(e->snap_fields);
+    if (restore_custom(e) < 0)
+        return -1;
+    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *f = !st ? NULL : PyDict_Check(st) ? fields_of(st, e->cls, NULL)
+                                                : Py_NewRef(e->cls->annotated);
+    Py_XDECREF(st);
+    if (!f)
+        return -1;
+    Py_XSETREF(e->fields, f);
+    return 0;
+}
+
+/* REPLICA_PUT (on a replica's backend): store the state as the replica of
+ * the master's object, in one unit; a live replica is refreshed at once (the
+ * answers of reads after it wait for the unit, sobj.c). */
+static void run_replica_put(spy_req_t *r)
+{
+    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    while (e && e->obj && e->loading) { /* another thread is loading it */
+        Py_BEGIN_ALLOW_THREADS
+        usleep(200);
+        Py_END_ALLOW_THREADS
+        e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    }
+    if (e && e->obj && !e->replica) {
+        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+                      "object '%.*s' is held here as a master, not a replica", (int)r->oidlen,
+                      r->oid);
+        return;
+    }
+    if (e && e->obj) {
+        if (e->cls->class_id != r->class_id) {
+            sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+                          "a replica keeps its class");
+            return;
+        }
+        PyObject *b = PyBytes_FromStringAndSize((const char *)r->payload, (Py_ssize_t)r->len);
+        if (!b) {
+            answer_internal(r, "out of memory");
+            return;
+        }
+        Py_SETREF(e->state, b);
+        if (replica_refresh(e) < 0) { /* it is loaded again from disk */
+            char *tb = py_take_traceback();
+            log_warn("store: replica %s could not take its new state (dropped from memory): "
+                     "%s", e->node.id, tb);
+            free(tb);
+            e->write_seq = 0;
+            if (Py_REFCNT(e->obj) == 1)
+                reg_evict(e);
+            e = NULL;
+        }
+    }
+    if (sreply_none(r->unit_answer, r->req) < 0)
+        return;
+    *r->op = (wop_t){.kind = WOP_REPLICA_PUT, .id = r->oid, .idlen = r->oidlen,
+                     .class_id = r->class_id, .name = r->name, .namelen = r->namelen,
+                     .data = r->payload, .len = r->len};
+    r->unit->ops = r->op;
+    r->unit->nops = 1;
+    r->write_seq = committer_submit(S.cm, r->unit);
+    if (e && e->obj)
+        e->write_seq = r->write_seq;
+}
+
+/* REPLICA_DROP (on a replica's backend): forget the replica. */
+static void run_replica_drop(spy_req_t *r)
+{
+    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    if (e && e->obj && !e->replica) {
+        sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'",
+                      (int)r->oidlen, r->oid);
+        return;
+    }
+    if (sreply_none(r->unit_answer, r->req) < 0)
+        return;
+    *r->op = (wop_t){.kind = WOP_REPLICA_DROP, .id = r->oid, .idlen = r->oidlen};
+    r->unit->ops = r->op;
+    r->unit->nops = 1;
+    r->write_seq = committer_submit(S.cm, r->unit);
+    if (e && e->obj && !e->loading)
+        reg_tombstone(e, r->write_seq);
 }
 
 /* Run a request on its live object (GIL held). */
@@ -2125,6 +2456,9 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
     case SMSG_MOVE:
         run_move(r, e);
         break;
+    case SMSG_REPLICATE:
+        run_replicate(r, e);
+        break;
     default:
         sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST, "not a Python request");
     }
@@ -2140,8 +2474,14 @@ void spy_run(spy_req_t *r)
 {
     r->write_seq = 0;
     r->deleted = 0;
+    if (r->type == SMSG_REPLICA_PUT || r->type == SMSG_REPLICA_DROP) {
+        (r->type == SMSG_REPLICA_PUT ? run_replica_put : run_replica_drop)(r);
+        return;
+    }
     int status;
     reg_t *e = reg_target(r->oid, r->oidlen, &status);
+    if (e && e->replica && r->type != SMSG_GET_FIELD && r->type != SMSG_GET_STATE)
+        e = NULL, status = MISSING; /* a replica only reads: the rest is its master's */
     if (!e) {
         if (status == MISSING)
             sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
@@ -2289,7 +2629,10 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int s
     /* After instore_init: importing bettong.objects sets it up. */
     if (service && (!(S.remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
                     !(S.adopt = attr_of("bettong.objects", "_adopt")) ||
-                    !(S.became_remote = attr_of("bettong.objects", "_became_remote")))) {
+                    !(S.became_remote = attr_of("bettong.objects", "_became_remote")) ||
+                    !(S.replicate = attr_of("bettong.objects", "_replicate")) ||
+                    !(S.replica_push = attr_of("bettong.objects", "_replica_push")) ||
+                    !(S.replica_drop = attr_of("bettong.objects", "_replica_drop")))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot load bettong.objects for references to other "
                  "backends: %s", tb);
@@ -2330,7 +2673,8 @@ void spy_fini(void)
                          &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
                          &S.absent, &S.pid_fn,
                          &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref,
-                         &S.adopt, &S.became_remote, &S.tag,
+                         &S.adopt, &S.became_remote, &S.replicate, &S.replica_push,
+                         &S.replica_drop, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
                          &S.s_qualname, &S.s_bt, &S.s_bettong_cid, &S.s_getstate,

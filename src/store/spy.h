@@ -59,12 +59,14 @@ void spy_fini(void);
 
 typedef struct {
     /* in */
-    uint8_t type; /* SMSG_CALL ... SMSG_DELETE */
+    uint8_t type; /* SMSG_CALL ... SMSG_DELETE, SMSG_MOVE, SMSG_REPLICATE, SMSG_REPLICA_* */
     uint64_t req;
     const char *oid;
     size_t oidlen;
-    const char *name; /* method or field */
+    const char *name; /* method or field; a backend id (MOVE, REPLICATE,
+                         REPLICA_PUT's master) */
     size_t namelen;
+    uint64_t class_id; /* REPLICA_PUT */
     const uint8_t *payload;
     size_t len;
     /* a write goes in this unit (ctx set by the caller), with one op whose

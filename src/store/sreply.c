@@ -82,6 +82,23 @@ int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t cl
     return wire_end(&w);
 }
 
+int sreply_ref_replicas(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id,
+                        const char *backend, const uint8_t *entries, size_t len, uint32_t count)
+{
+    if (count > 0xffff)
+        count = 0; /* cannot be: a backend id per replica, one replica per backend */
+    wire_wr_t w;
+    wire_begin(&w, b, SMSG_REF, STORE_MAX_FRAME);
+    wire_put_u64(&w, req);
+    wire_put_str16(&w, id, idlen);
+    wire_put_u64(&w, class_id);
+    wire_put_str16(&w, backend, strlen(backend));
+    wire_put_u16(&w, (uint16_t)count);
+    if (count)
+        wire_put_bytes(&w, entries, len);
+    return wire_end(&w);
+}
+
 int sreply_backends(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, uint32_t count)
 {
     if (len > STORE_MAX_FRAME - 64)

@@ -24,6 +24,9 @@ int sreply_str_list(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, 
 int sreply_ref(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id,
                const char *backend);
 /* BACKEND_LIST: count (str16 id, str16 name, str16 address) entries. */
+/* REF with the backends holding replicas: entries are count str16 ids. */
+int sreply_ref_replicas(buf_t *b, uint64_t req, const char *id, size_t idlen, uint64_t class_id,
+                        const char *backend, const uint8_t *entries, size_t len, uint32_t count);
 int sreply_backends(buf_t *b, uint64_t req, const uint8_t *entries, size_t len, uint32_t count);
 int sreply_raised(buf_t *b, uint64_t req, const void *pickle, size_t n);
 int sreply_class_bytes(buf_t *b, uint64_t req, const void *pickle, size_t n);

@@ -35,16 +35,25 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
         name = wire_str16(r, &q->namelen);
         name_max = SDB_ALIAS_MAX;
         break;
+    case SMSG_REPLICA_PUT:
+        need_oid = 1;
+        oid = wire_str16(r, &n);
+        q->class_id = wire_u64(r);
+        name = wire_str16(r, &q->namelen);
+        name_max = SDB_BACKEND_ID_LEN;
+        q->payload = wire_rest(r, &q->len);
+        break;
     case SMSG_CALL:
     case SMSG_GET_FIELD:
     case SMSG_SET_FIELD:
     case SMSG_ADD_ALIAS:
     case SMSG_MOVE:
+    case SMSG_REPLICATE:
         need_oid = 1;
         oid = wire_str16(r, &n);
         name = wire_str16(r, &q->namelen);
         name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX
-                   : q->type == SMSG_MOVE    ? SDB_BACKEND_ID_LEN
+                   : q->type == SMSG_MOVE || q->type == SMSG_REPLICATE ? SDB_BACKEND_ID_LEN
                                              : NAME_MAX_LEN;
         if (q->type == SMSG_CALL || q->type == SMSG_SET_FIELD)
             q->payload = wire_rest(r, &q->len);
@@ -54,6 +63,7 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
     case SMSG_UPDATE:
     case SMSG_ALIASES:
     case SMSG_DELETE:
+    case SMSG_REPLICA_DROP:
         need_oid = 1;
         oid = wire_str16(r, &n);
         if (q->type == SMSG_UPDATE)
