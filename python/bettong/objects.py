@@ -141,7 +141,9 @@ import os
 import pickle
 import sys
 import threading
+import time
 import types
+import warnings
 import weakref
 
 import cloudpickle
@@ -172,6 +174,7 @@ __all__ = [
     "connect", "disconnect", "flush", "pipeline", "Persistent", "DataClayObject", "active",
     "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
     "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "dclayMethod",
+    "replicas_of",
 ]
 
 # ------------------------------------------------------------------ protocol numbers
@@ -179,6 +182,7 @@ __all__ = [
 _CLASS, _PERSIST, _LOOKUP_ALIAS, _LOOKUP_ID, _CALL = 10, 11, 12, 13, 14
 _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS = 15, 16, 17, 18, 19
 _DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS, _MOVE = 20, 21, 22, 23, 24, 25
+_REPLICATE, _REPLICA_PUT, _REPLICA_DROP = 26, 27, 28
 _OK, _REF, _RAISED, _FAILED, _CLASS_BYTES, _BACKEND_LIST = 40, 41, 42, 43, 44, 45
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
@@ -351,6 +355,7 @@ def _forget_directory():
     with _dir_lock:
         _backends.clear()
         _where.clear()
+        _replicas.clear()
         _home_id = None
         _multi = False
 
@@ -495,12 +500,14 @@ def _ask_failed(c, e, args):
 _IN_SERVICE = os.environ.get("BETTONG_STORE_SERVICE") == "1"
 
 _BY_OBJECT = frozenset((_CALL, _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS,
-                        _ALIASES, _DELETE, _MOVE))
+                        _ALIASES, _DELETE, _MOVE, _REPLICATE))
 _dir_lock = threading.Lock()
 _backends = {}      # backend id -> Backend
 _home_id = None     # the backend connect() named (None: not asked yet)
 _multi = False      # more than one backend: route requests
 _where = {}         # object id -> backend id
+_replicas = {}      # object id -> frozenset of the backend ids holding replicas (REF)
+_READS = frozenset((_GET_FIELD, _GET_STATE))   # what a replica answers
 
 
 class Backend(tuple):
@@ -553,8 +560,9 @@ def _backend(bid):
     return b
 
 
-def _conn_to(bid):
-    """This thread's connection to backend bid."""
+def _conn_to(bid, timeout=None):
+    """This thread's connection to backend bid (opened within timeout seconds,
+    default the extension's)."""
     if bid == _home_id:
         return _get_conn()
     others = getattr(_tls, "others", None)
@@ -565,8 +573,9 @@ def _conn_to(bid):
         return c
     b = _backend(bid)
     _address_, secret = _configured()
+    kw = {} if timeout is None else {"timeout": timeout}
     try:
-        c = _extension().Connection(b.address, secret, _client_name())
+        c = _extension().Connection(b.address, secret, _client_name(), **kw)
     except (ConnectionError, OSError) as e:
         # It may have restarted elsewhere: ask for the list once more.
         _load_directory(_get_conn())
@@ -574,7 +583,7 @@ def _conn_to(bid):
         if again is None or again.address == b.address:
             raise ConnectionError(f"backend {b.name!r} ({b.id}) at {b.address} cannot be "
                                   f"reached: {e}") from e
-        c = _extension().Connection(again.address, secret, _client_name())
+        c = _extension().Connection(again.address, secret, _client_name(), **kw)
     others[bid] = c
     return c
 
@@ -618,13 +627,42 @@ def _locate(oid, fresh=False):
     a = _send_on(_get_conn(), (_LOOKUP_ID, oid))
     if a[0] != _REF:
         raise _answer_error(a)
-    bid = a[4] or _home_id
-    _where[oid] = bid
-    return bid
+    _note_ref(a)
+    return _where[oid]
+
+
+def _note_ref(a):
+    """What a REF answer says of its object: where its master copy is, and
+    which backends hold replicas of it."""
+    oid = a[2]
+    _where[oid] = a[4] or _home_id
+    reps = a[5] if len(a) > 5 else ()
+    if reps:
+        _replicas[oid] = frozenset(reps)
+    else:
+        _replicas.pop(oid, None)
+
+
+def _read_here(args):
+    """A read the backend connect() named can answer: it holds a replica."""
+    return args[0] in _READS and _home_id in _replicas.get(args[1], ())
+
+
+def _replica_missed(oid):
+    """The home backend answered NOT_FOUND for a replica it was believed to
+    hold (dropped meanwhile): read the master from now on."""
+    reps = _replicas.get(oid)
+    if reps is not None:
+        _replicas[oid] = reps - {_home_id}
 
 
 def _request_routed(args):
     oid = args[1]
+    if _read_here(args):
+        a = _send_on(_get_conn(), args)
+        if not (a[0] == _FAILED and a[2] == _ERR_NOT_FOUND):
+            return a
+        _replica_missed(oid)
     bid = _locate(oid)
     a = _send_to(bid, args)
     if a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
@@ -679,6 +717,129 @@ def _became_remote(obj):
     object.__setattr__(obj, "__class__", _proxy_class(type(obj)))
 
 
+# Replicas: the master's side, called by the store (src/store/spy.c) from the
+# Python thread running the request, as a client of the replicas' backends.
+
+_REPLICA_TIMEOUT = float(os.environ.get("BETTONG_REPLICA_TIMEOUT", "5"))
+
+
+def _replicate(bid, oid, cid, master, state, qual, data):
+    """REPLICATE: give backend bid a replica of object oid (its class, its
+    stored state) and return once bid holds it durably."""
+    for args in ((_CLASS, cid, qual, data), (_REPLICA_PUT, oid, cid, master, state)):
+        a = _send_to(bid, args)
+        if a[0] != _OK:
+            raise _answer_error(a)
+
+
+def _answer_for(c, req, deadline):
+    """The answer to request req on c, or None past the deadline."""
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        for a in c.recv(left):
+            if a[1] == req:
+                return a
+
+
+def _to_replicas(bids, args):
+    """Send args to every backend in bids at once, then wait for every
+    answer (at most BETTONG_REPLICA_TIMEOUT seconds in all). The failures, as
+    [(backend id, why)]; a connection that failed or timed out is dropped."""
+    sent, failed = [], []
+    for bid in bids:
+        for attempt in (0, 1):
+            c = None
+            try:
+                c = _conn_to(bid, timeout=_REPLICA_TIMEOUT)
+                req = c.send(*args)
+                c.flush()
+                sent.append((bid, c, req))
+            except BaseException as e:
+                if c is not None:
+                    _drop_conn_to(bid, c)
+                if attempt == 0 and _store is not None and isinstance(e, _store.StaleConnection):
+                    continue   # closed while idle (it restarted): nothing was sent
+                if not isinstance(e, Exception):
+                    raise
+                failed.append((bid, f"{type(e).__name__}: {e}"))
+            break
+    deadline = time.monotonic() + _REPLICA_TIMEOUT
+    for bid, c, req in sent:
+        try:
+            a = _answer_for(c, req, deadline)
+        except Exception as e:
+            _drop_conn_to(bid, c)
+            failed.append((bid, f"{type(e).__name__}: {e}"))
+            continue
+        if a is None:
+            _drop_conn_to(bid, c)   # its answer would come later, to no one
+            failed.append((bid, f"no answer within {_REPLICA_TIMEOUT:g} s"))
+        elif a[0] != _OK:
+            failed.append((bid, str(_answer_error(a))))
+    return failed
+
+
+def _replica_push(oid, cid, master, state, bids):
+    """Write-through: the new state of object oid to every replica in bids,
+    each stored durably before this returns. The failures [(bid, why)]."""
+    return _to_replicas(bids, (_REPLICA_PUT, oid, cid, master, state))
+
+
+def _replica_drop(oid, bids):
+    """Before a DELETE or MOVE: every replica in bids forgets oid. The
+    failures [(bid, why)] (a replica already gone is none)."""
+    failed = _to_replicas(bids, (_REPLICA_DROP, oid))
+    return [f for f in failed if "no replica with id" not in f[1]]
+
+
+def replicas_of(obj):
+    """The ids of the backends holding a read-only replica of obj (a set; the
+    master's backend is not among them). Asks the service."""
+    oid = _oid(obj)
+    if _attention:
+        _wb.settle()
+    if _home_id is None:
+        _get_conn()
+    if not _multi:
+        return set()
+    _locate(oid, fresh=True)
+    return set(_replicas.get(oid, ()))
+
+
+def _new_replica(obj, backend_id=None):
+    """Persistent.new_replica for one object: the backend it went to, or None
+    when there was nothing to do (warned)."""
+    oid = _oid(obj)
+    if _attention:
+        _wb.settle()
+    if _home_id is None:
+        _get_conn()
+    master = _locate(oid, fresh=True) if _multi else _home_id
+    have = _replicas.get(oid, frozenset())
+    if backend_id is None:
+        # dataClay: a backend without a copy yet. The one this client is
+        # connected to first (its reads then stay here), then in list order.
+        free = [b for b in backends() if b != master and b not in have]
+        if not free:
+            warnings.warn("All available backends have a replica", stacklevel=3)
+            return None
+        bid = free[0]
+    else:
+        bid = _backend(backend_id).id
+        if bid in have:
+            warnings.warn("The backend already has a replica", stacklevel=3)
+            return None
+        if bid == master:
+            return None    # the master copy is there
+    a = _request(_REPLICATE, oid, bid)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    _replicas[oid] = _replicas.get(oid, frozenset()) | {bid}
+    return bid
+
+
 def _move(obj, backend_id):
     """Move obj's master copy to another backend (a persistent object)."""
     oid = _oid(obj)
@@ -693,6 +854,7 @@ def _move(obj, backend_id):
     if a[0] != _OK:
         raise _answer_error(a)
     _where[oid] = bid
+    _replicas.pop(oid, None)   # a move drops the replicas
 
 
 def _placed(ents, bid):
@@ -1296,8 +1458,10 @@ def _ask(args):
     if c is None or _attention:
         c = _conn_slow()
     bid = _home_id
+    here = False
     if _multi:
-        bid = _locate(args[1])
+        here = _read_here(args)   # a replica next to us answers reads
+        bid = _home_id if here else _locate(args[1])
         if bid != _home_id:
             c = _conn_to(bid)
     try:
@@ -1317,7 +1481,9 @@ def _ask(args):
     if plain:
         return a
     if _multi and a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
-        a = _request_routed(args)   # it moved: follow it
+        if here:
+            _replica_missed(args[1])
+        a = _request_routed(args)   # it moved (or the replica went): follow it
     if a[0] == _OK:
         return _loads(a[2])
     raise _answer_error(a)
@@ -2051,6 +2217,44 @@ class Persistent:
             _move(obj, target)
         return None
 
+    def new_replica(self, backend_id=None, recursive=False, remotes=True):
+        """Make a read-only replica of the object on backend backend_id (by
+        default one that has no copy yet, the backend connected to first; when
+        every backend has one, a warning and nothing else). Reads (fields,
+        dc_clone) by a client connected to a backend holding a replica are
+        answered there; everything else goes to the master copy, which sends
+        every change to its replicas before it answers: a read on a replica
+        that starts after a change was acknowledged sees it. With recursive,
+        the objects it refers to (directly or through others) get a replica
+        there too: those on its own backend, and with remotes also those on
+        other backends."""
+        if not is_persistent(self):
+            raise StoreError(f"this {type(self).__name__} object is not persistent "
+                             "(make_persistent() it first)")
+        bid = _new_replica(self, backend_id)
+        if not recursive:
+            return None
+        if bid is None:
+            if backend_id is None:
+                return None
+            bid = _backend(backend_id).id
+        source = backend_of(self)
+        seen = {self.__dict__["_bettong_id"]}
+        todo = list(_references(self))
+        while todo:
+            oid, cid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            obj = _proxy_for(oid, cid)
+            where = backend_of(obj)
+            if not remotes and where != source:
+                continue   # a reference held elsewhere is not copied, nor followed
+            todo.extend(_references(obj))
+            if where != bid and bid not in replicas_of(obj):
+                _new_replica(obj, bid)
+        return None
+
     # -- lookups
     @classmethod
     def get_by_alias(cls, alias):
@@ -2063,6 +2267,8 @@ class Persistent:
                     raise                               # else: on another backend?
         a = _request(_LOOKUP_ALIAS, alias)
         if a[0] == _REF:
+            if _multi:
+                _note_ref(a)
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
         raise _answer_error(a)
 
@@ -2077,6 +2283,8 @@ class Persistent:
                     raise
         a = _request(_LOOKUP_ID, str(object_id))
         if a[0] == _REF:
+            if _multi:
+                _note_ref(a)
             return _proxy_for(a[2], a[3], cls if cls is not Persistent else None, a[4])
         raise _answer_error(a)
 
@@ -2131,6 +2339,7 @@ class Persistent:
             raise _answer_error(a)
         if _proxies.get(oid) is self:
             del _proxies[oid]
+        _replicas.pop(oid, None)
 
     # -- copies
     def dc_clone(self):

@@ -27,7 +27,7 @@ bettong.objects for everything else):
 - The async a_* variants: each runs its synchronous method in a thread of
   dataclay.event_loop's pool and awaits it, so it can be awaited from any
   asyncio loop. A variant whose synchronous method this Bettong does not have
-  (move, new_replica, sync, new_version, consolidate_version when absent)
+  (new_version, consolidate_version when absent)
   raises the same AttributeError the synchronous call does.
 - activemethod on an `async def`: on a local object the call returns the
   coroutine (await it); on a proxy it returns an awaitable running the call in
@@ -138,7 +138,7 @@ class ObjectMetadata:
         self.id = uuid.UUID(d["_bettong_id"])
         self.dataset_name = current_dataset()
         self.class_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
-        self.replica_backend_ids = set()
+        self._replicas = None
         self.is_read_only = False
         self.original_object_id = None
         self.versions_object_ids = []
@@ -151,6 +151,18 @@ class ObjectMetadata:
     def master_backend_id(self, value):
         _bo._backend(value)   # KeyError for a backend the service lacks
         _bo._where[str(self.id)] = str(value)
+
+    @property
+    def replica_backend_ids(self):
+        """The backends holding a replica (a set of uuid.UUID), asked of the
+        service the first time it is read from this metadata."""
+        if self._replicas is None:
+            self._replicas = {uuid.UUID(b) for b in _bo.replicas_of(self._obj)}
+        return self._replicas
+
+    @replica_backend_ids.setter
+    def replica_backend_ids(self, value):
+        self._replicas = set(value)
 
     def __repr__(self):
         return f"<ObjectMetadata {self.id} master={self.master_backend_id}>"
@@ -173,8 +185,8 @@ class DataClayObject(Persistent):
     @property
     def _dc_meta(self):
         """dataClay's object metadata, read now: id, dataset_name, class_name,
-        master_backend_id (the backend holding the master copy), replica ids
-        (always none: Bettong has no replicas yet), is_read_only,
+        master_backend_id (the backend holding the master copy),
+        replica_backend_ids (those holding read-only replicas), is_read_only,
         original_object_id and versions_object_ids (no versions)."""
         if not _is_persistent(self):
             raise _errors.ObjectNotRegisteredError(None)
@@ -189,9 +201,13 @@ class DataClayObject(Persistent):
         _bo.backend_of(self)
 
     def new_replica(self, backend_id=None, recursive=False, remotes=True):
-        """Refused: Bettong has no replicas yet (reads go to the master copy)."""
-        raise NotImplementedError("new_replica: Bettong has no replicas yet; every read "
-                                  "goes to the master copy")
+        """A read-only replica on backend_id (by default a backend without a
+        copy yet; a warning when every backend has one): see
+        bettong.Persistent.new_replica. ObjectNotRegisteredError on a local
+        object."""
+        if not _is_persistent(self):
+            raise _not_registered(self)
+        return super().new_replica(backend_id, recursive, remotes)
 
     # -- make_persistent and aliases
     def make_persistent(self, alias=None, backend_id=None, **kwargs):
