@@ -289,8 +289,8 @@ def test_dataclay_spellings_across_backends(service):
         assert p.runtime_backend()[0] == str(by_name["b2"])
         with pytest.raises(KeyError):
             Place("x").make_persistent(backend_id=uuid.uuid4())
-        with pytest.raises(NotImplementedError, match="no replicas"):
-            p.new_replica()
+        p.new_replica(by_name["b1"])   # replicas: see test_store_replicas.py
+        assert p._dc_meta.replica_backend_ids == {by_name["b1"]}
     finally:
         client.stop()
     with pytest.raises(RuntimeError, match="not active"):
