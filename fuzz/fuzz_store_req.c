@@ -66,7 +66,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case SMSG_UPDATE:
     case SMSG_ALIASES:
     case SMSG_DELETE:
+    case SMSG_REPLICA_DROP:
         check_text(q.oid, q.oidlen, SDB_ID_MAX, b, size);
+        break;
+    case SMSG_MOVE:
+    case SMSG_REPLICATE:
+    case SMSG_REPLICA_PUT:
+        check_text(q.oid, q.oidlen, SDB_ID_MAX, b, size);
+        check_text(q.name, q.namelen, SDB_BACKEND_ID_LEN, b, size);
         break;
     case SMSG_CLASS:
         CHECK(inside(q.name, q.namelen, b, size));
