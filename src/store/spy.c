@@ -1440,7 +1440,8 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
     scall_t none = {0}; /* SET_FIELD, UPDATE: no call context */
     scall_t *call = t_call ? t_call : &none;
     Py_ssize_t ndrops = drops ? PyList_GET_SIZE(drops) : 0;
-    size_t i, nops = b != NULL, bytes = b ? (size_t)PyBytes_GET_SIZE(b) : 0;
+    /* the target's op lays out its id and its state */
+    size_t i, nops = b != NULL, bytes = b ? e->node.len + (size_t)PyBytes_GET_SIZE(b) : 0;
     for (Py_ssize_t d = 0; d < ndrops; d++) {
         Py_ssize_t bl;
         if (!PyUnicode_AsUTF8AndSize(PyList_GET_ITEM(drops, d), &bl))
