@@ -608,6 +608,19 @@ def _send_to(bid, args):
             raise
 
 
+def _note_location(oid, bid):
+    """A REF said backend bid holds oid. A backend this process does not know
+    (the list was asked while the service was incomplete, say just after its
+    Redis restarted) makes it ask for the list again."""
+    if bid not in _backends and _home_id is not None:
+        try:
+            _load_directory(_get_conn())
+        except Exception:
+            pass   # the next request that needs it asks again
+    if _multi:
+        _where[oid] = bid
+
+
 def _locate(oid, fresh=False):
     """The backend that holds object oid (asked of the configured store unless
     cached). NotFound if no backend has it."""
@@ -619,7 +632,7 @@ def _locate(oid, fresh=False):
     if a[0] != _REF:
         raise _answer_error(a)
     bid = a[4] or _home_id
-    _where[oid] = bid
+    _note_location(oid, bid)
     return bid
 
 
@@ -1222,8 +1235,8 @@ def _proxy_for(oid, cid, hint=None, backend=None):
             return _instore.lookup_id(oid)
         except NotFound:
             pass
-    if backend is not None and _multi:
-        _where[oid] = backend
+    if backend is not None:
+        _note_location(oid, backend)
     p = _proxies.get(oid)
     if p is not None:
         return p
