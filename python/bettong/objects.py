@@ -425,18 +425,25 @@ def _conn_slow():
     return _get_conn()
 
 
-def _request(*args):
-    """One request and its answer on this thread's connection, after the objects
-    queued by make_persistent are acknowledged. A connection the store closed
-    while idle (the store restarted) is replaced once; any other connection
-    failure drops the connection and raises. In a service of several backends a
-    request about an object goes to the backend that holds it."""
+def _this_conn():
+    """This thread's connection to the configured store, once the objects
+    queued by make_persistent are acknowledged."""
     try:
         c = _tls.c
     except AttributeError:
         c = None
     if c is None or _attention:
         c = _conn_slow()
+    return c
+
+
+def _request(*args):
+    """One request and its answer on this thread's connection, after the objects
+    queued by make_persistent are acknowledged. A connection the store closed
+    while idle (the store restarted) is replaced once; any other connection
+    failure drops the connection and raises. In a service of several backends a
+    request about an object goes to the backend that holds it."""
+    c = _this_conn()
     if _multi and args[0] in _BY_OBJECT:
         return _request_routed(args)
     return _send_on(c, args)
@@ -1302,12 +1309,7 @@ def _ask(args):
     configured store through the extension's fast path (c.ask: a plain value
     comes back unpickled by C); in a service of several backends, routed to
     the backend that holds the object."""
-    try:
-        c = _tls.c
-    except AttributeError:
-        c = None
-    if c is None or _attention:
-        c = _conn_slow()
+    c = _this_conn()
     bid = _home_id
     if _multi:
         bid = _locate(args[1])
