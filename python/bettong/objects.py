@@ -430,18 +430,25 @@ def _conn_slow():
     return _get_conn()
 
 
-def _request(*args):
-    """One request and its answer on this thread's connection, after the objects
-    queued by make_persistent are acknowledged. A connection the store closed
-    while idle (the store restarted) is replaced once; any other connection
-    failure drops the connection and raises. In a service of several backends a
-    request about an object goes to the backend that holds it."""
+def _this_conn():
+    """This thread's connection to the configured store, once the objects
+    queued by make_persistent are acknowledged."""
     try:
         c = _tls.c
     except AttributeError:
         c = None
     if c is None or _attention:
         c = _conn_slow()
+    return c
+
+
+def _request(*args):
+    """One request and its answer on this thread's connection, after the objects
+    queued by make_persistent are acknowledged. A connection the store closed
+    while idle (the store restarted) is replaced once; any other connection
+    failure drops the connection and raises. In a service of several backends a
+    request about an object goes to the backend that holds it."""
+    c = _this_conn()
     if _multi and args[0] in _BY_OBJECT:
         return _request_routed(args)
     return _send_on(c, args)
@@ -617,6 +624,19 @@ def _send_to(bid, args):
             raise
 
 
+def _note_location(oid, bid):
+    """A REF said backend bid holds oid. A backend this process does not know
+    (the list was asked while the service was incomplete, say just after its
+    Redis restarted) makes it ask for the list again."""
+    if bid not in _backends and _home_id is not None:
+        try:
+            _load_directory(_get_conn())
+        except Exception:
+            pass   # the next request that needs it asks again
+    if _multi:
+        _where[oid] = bid
+
+
 def _locate(oid, fresh=False):
     """The backend that holds object oid (asked of the configured store unless
     cached). NotFound if no backend has it."""
@@ -627,15 +647,16 @@ def _locate(oid, fresh=False):
     a = _send_on(_get_conn(), (_LOOKUP_ID, oid))
     if a[0] != _REF:
         raise _answer_error(a)
+    bid = a[4] or _home_id
     _note_ref(a)
-    return _where[oid]
+    return bid
 
 
 def _note_ref(a):
     """What a REF answer says of its object: where its master copy is, and
     which backends hold replicas of it."""
     oid = a[2]
-    _where[oid] = a[4] or _home_id
+    _note_location(oid, a[4] or _home_id)
     reps = a[5] if len(a) > 5 else ()
     if reps:
         _replicas[oid] = frozenset(reps)
@@ -1384,8 +1405,8 @@ def _proxy_for(oid, cid, hint=None, backend=None):
             return _instore.lookup_id(oid)
         except NotFound:
             pass
-    if backend is not None and _multi:
-        _where[oid] = backend
+    if backend is not None:
+        _note_location(oid, backend)
     p = _proxies.get(oid)
     if p is not None:
         return p
@@ -1451,12 +1472,7 @@ def _ask(args):
     configured store through the extension's fast path (c.ask: a plain value
     comes back unpickled by C); in a service of several backends, routed to
     the backend that holds the object."""
-    try:
-        c = _tls.c
-    except AttributeError:
-        c = None
-    if c is None or _attention:
-        c = _conn_slow()
+    c = _this_conn()
     bid = _home_id
     here = False
     if _multi:

@@ -53,6 +53,15 @@ _NOT_YET = {
 }
 
 
+def _missing(runtime, name, who):
+    """The AttributeError for what a runtime lacks: saying why for dataClay's
+    names that Bettong does not provide."""
+    why = _NOT_YET.get(name)
+    if why is not None:
+        raise AttributeError(f"get_runtime().{name} is not provided by {who}: it needs {why}")
+    raise AttributeError(f"{type(runtime).__name__!r} object has no attribute {name!r}")
+
+
 class ClientRuntime:
     """What get_runtime() gives in a client after dataclay.Client.start()."""
 
@@ -67,11 +76,7 @@ class ClientRuntime:
         self.username = username
 
     def __getattr__(self, name):
-        why = _NOT_YET.get(name)
-        if why is not None:
-            raise AttributeError(f"get_runtime().{name} is not provided by Bettong's dataClay "
-                                 f"client runtime: it needs {why}")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        _missing(self, name, "Bettong's dataClay client runtime")
 
     def __repr__(self):
         return f"<dataclay ClientRuntime {self.address} dataset={self.dataset!r}>"
@@ -116,11 +121,7 @@ class BackendRuntime:
         return os.environ.get("DC_DATASET") or DEFAULT_DATASET
 
     def __getattr__(self, name):
-        why = _NOT_YET.get(name)
-        if why is not None:
-            raise AttributeError(f"get_runtime().{name} is not provided by Bettong: it needs "
-                                 f"{why}")
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        _missing(self, name, "Bettong")
 
     def __repr__(self):
         return f"<dataclay BackendRuntime {self.name!r} {self.backend_id}>"

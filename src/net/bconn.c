@@ -279,36 +279,17 @@ ssize_t bconn_recv(bconn_t *c, void *p, size_t n, int flags)
     return (ssize_t)k;
 }
 
+static ssize_t recv_cb(void *ctx, void *p, size_t n, int flags)
+{
+    return bconn_recv(ctx, p, n, flags);
+}
+
 int bconn_read_frame(bconn_t *c, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
                      size_t *len)
 {
     if (!c->tls)
         return sock_read_frame(c->fd, in, max, deadline, body, len);
-    for (;;) {
-        int ready = sock_frame_ready(in, max, body, len);
-        if (ready != 0)
-            return ready > 0 ? 0 : -1;
-        /* As sock_read_frame: room for what has arrived, not what is declared. */
-        size_t want = sock_read_need(in, 4096);
-        size_t cap = buf_unread(in) > 65536 ? buf_unread(in) : 65536;
-        if (buf_reserve(in, want < cap ? want : cap) < 0) {
-            errno = ENOMEM;
-            return -1;
-        }
-        ssize_t k = bconn_recv(c, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
-        if (k > 0) {
-            in->len += (size_t)k;
-            continue;
-        }
-        if (k == 0) {
-            errno = ECONNRESET;
-            return -1;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            return -1;
-        if (wait_fd(c->fd, POLLIN, deadline) < 0)
-            return -1;
-    }
+    return sock_read_frame_from(recv_cb, c, c->fd, in, max, deadline, body, len);
 }
 
 /* ------------------------------------------------------------ opening */

@@ -253,8 +253,19 @@ int sock_frame_ready(const buf_t *in, uint32_t max, const uint8_t **body, size_t
     return 1;
 }
 
+static ssize_t plain_recv(void *ctx, void *p, size_t n, int flags)
+{
+    return recv(*(int *)ctx, p, n, flags);
+}
+
 int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
                     size_t *len)
+{
+    return sock_read_frame_from(plain_recv, &fd, fd, in, max, deadline, body, len);
+}
+
+int sock_read_frame_from(sock_recv_fn *recv_fn, void *ctx, int fd, buf_t *in, uint32_t max,
+                         double deadline, const uint8_t **body, size_t *len)
 {
     for (;;) {
         size_t un = buf_unread(in);
@@ -270,7 +281,7 @@ int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint
             errno = ENOMEM;
             return -1;
         }
-        ssize_t k = recv(fd, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
+        ssize_t k = recv_fn(ctx, in->data + in->len, in->cap - in->len, MSG_DONTWAIT);
         if (k > 0) {
             in->len += (size_t)k;
             continue;

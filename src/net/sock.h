@@ -82,6 +82,11 @@ int sock_frame_ready(const buf_t *in, uint32_t max, const uint8_t **body, size_t
  * a frame longer than max or an empty one, ENOMEM. */
 int sock_read_frame(int fd, buf_t *in, uint32_t max, double deadline, const uint8_t **body,
                     size_t *len);
+/* sock_read_frame from another byte stream (net/bconn.h): recv_fn reads as
+ * recv(2) does (flags MSG_DONTWAIT), fd is what to poll when it has nothing. */
+typedef ssize_t sock_recv_fn(void *ctx, void *p, size_t n, int flags);
+int sock_read_frame_from(sock_recv_fn *recv_fn, void *ctx, int fd, buf_t *in, uint32_t max,
+                         double deadline, const uint8_t **body, size_t *len);
 
 /* sock_handshake's results besides 0. */
 enum {

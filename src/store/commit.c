@@ -46,6 +46,7 @@ enum {
     FX_CREATED,     /* object created: its location published if kept */
     FX_DELETED,     /* object deleted: its location removed if kept */
     FX_UNALIASED,   /* alias removed: released if kept */
+    FX_REFS,        /* a reference count changed (class_id: the delta): sent if kept */
     FX_REP_ADDED,   /* replica listed (the alias field holds its backend id) */
     FX_REP_REMOVED, /* replica unlisted */
 };
@@ -89,6 +90,8 @@ static void settle_effects(committer_t *c, int committed)
             rc = meta_loc_add(c->meta, id, e.idlen, e.class_id);
         else if (e.kind == FX_DELETED && kept)
             rc = meta_loc_remove(c->meta, id, e.idlen);
+        else if (e.kind == FX_REFS && kept)
+            rc = meta_refs_add(c->meta, id, e.idlen, (int)(int64_t)e.class_id);
         else if (e.kind == FX_REP_ADDED && kept)
             rc = meta_replica_add(c->meta, id, e.idlen, alias, e.alen);
         else if (e.kind == FX_REP_REMOVED && kept)
@@ -477,9 +480,22 @@ static int op_class(sdb_write_t *w, wunit_t *u, const wop_t *op)
     return storage_failed(u);
 }
 
-/* A state write, with the reference counts of what it refers to (srefs.h). */
-static int op_put(sdb_write_t *w, wunit_t *u, const wop_t *op)
+/* srefs_update's changes, for the service's directory (settle_effects). */
+typedef struct {
+    committer_t *c;
+    wunit_t *u;
+} tell_t;
+
+static void tell_refs(void *ctx, const char *id, size_t idlen, int delta)
 {
+    tell_t *t = ctx;
+    record(t->c, FX_REFS, t->u, id, idlen, "", 0, (uint64_t)(int64_t)delta);
+}
+
+/* A state write, with the reference counts of what it refers to (srefs.h). */
+static int op_put(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    tell_t t = {c, u};
     sdb_read_t v = sdb_write_view(w);
     uint64_t cid;
     const uint8_t *old = NULL;
@@ -492,7 +508,8 @@ static int op_put(sdb_write_t *w, wunit_t *u, const wop_t *op)
         old = NULL;
     else if (rc)
         return storage_failed(u);
-    if (srefs_update(w, op->id, op->idlen, old, oldlen, op->data, op->len) != SDB_OK)
+    if (srefs_update(w, op->id, op->idlen, old, oldlen, op->data, op->len,
+                     c->meta ? tell_refs : NULL, &t) != SDB_OK)
         return storage_failed(u);
     rc = sdb_put_object(w, op->id, op->idlen, op->class_id, op->data, op->len,
                         op->kind == WOP_CREATE);
@@ -502,8 +519,9 @@ static int op_put(sdb_write_t *w, wunit_t *u, const wop_t *op)
 /* A delete: refused while stored objects refer to it (not for an object that
  * moved to another backend: its referrers reach it there); its own references
  * go away with it. */
-static int op_delete(sdb_write_t *w, wunit_t *u, const wop_t *op)
+static int op_delete(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
+    tell_t t = {c, u};
     sdb_read_t v = sdb_write_view(w);
     uint64_t cid, refs = 0;
     const uint8_t *old;
@@ -513,13 +531,22 @@ static int op_delete(sdb_write_t *w, wunit_t *u, const wop_t *op)
         return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
     if (rc || srefs_count(&v, op->id, op->idlen, &refs) != SDB_OK)
         return storage_failed(u);
+    /* In a service, other backends' stored objects may refer to it too. */
+    if (!refs && c->meta && op->kind != WOP_DELETE_MOVED &&
+        meta_refs_elsewhere(c->meta, op->id, op->idlen, &refs) != META_OK) {
+        u->status = STORE_ERR_INTERNAL;
+        snprintf(u->msg, sizeof u->msg, "cannot check what refers to it on the other "
+                 "backends: %s", meta_error());
+        return -1;
+    }
     if (refs && op->kind != WOP_DELETE_MOVED) {
         u->status = STORE_ERR_REFERENCED;
         snprintf(u->msg, sizeof u->msg, STORE_REFERENCED_FMT, (int)op->idlen, op->id,
                  (unsigned long long)refs);
         return -1;
     }
-    if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0) != SDB_OK ||
+    if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0, c->meta ? tell_refs : NULL,
+                     &t) != SDB_OK ||
         sdb_del_replicas(w, op->id, op->idlen) != SDB_OK)
         return storage_failed(u);
     rc = sdb_del_object(w, op->id, op->idlen);
@@ -532,10 +559,10 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
     switch (op->kind) {
     case WOP_CREATE:
     case WOP_PUT:
-        return op_put(w, u, op);
+        return op_put(c, w, u, op);
     case WOP_DELETE:
     case WOP_DELETE_MOVED:
-        return op_delete(w, u, op);
+        return op_delete(c, w, u, op);
     case WOP_ALIAS_ADD:
         if (replica_here(w, op->id, op->idlen)) /* its aliases are its master's */
             return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);

@@ -8,12 +8,14 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "store/srefs.h"
 #include "util/log.h"
 
 #define KEY_BACKENDS "bettong:backends"
 #define PFX_ALIAS "bettong:alias:"
 #define PFX_LOC "bettong:loc:"
 #define PFX_REP "bettong:rep:"
+#define PFX_REFS "bettong:refs:" /* + backend id: hash, object id -> count */
 /* Commands in flight at once while publishing. */
 #define PUBLISH_BATCH 1024
 /* How often the directory is checked for this backend. */
@@ -21,6 +23,11 @@
 
 /* Delete KEYS[1] if its value starts with ARGV[1] followed by a newline: an
  * alias or a location is removed only by the backend it names. */
+/* HINCRBY, and the field gone when it reaches 0. */
+static const char *INCR_OR_DROP =
+    "local v = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) "
+    "if v <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end return v";
+
 static const char *DEL_IF_OURS =
     "local v = redis.call('GET', KEYS[1]) "
     "if v and string.sub(v, 1, string.len(ARGV[1]) + 1) == ARGV[1] .. '\\n' then "
@@ -34,7 +41,7 @@ struct meta {
     sdb_t *db;
     char name[256], address[320];
     const char *id; /* sdb's backend id */
-    buf_t locq;     /* queued: u8 add (1) / remove (0), u64 class id, u16 len, id */
+    buf_t locq;     /* queued: u8 kind (Q_*), u64 class id or count delta, u16 len, id */
     size_t nloc;
     /* the watcher (watch_main) */
     pthread_t watcher;
@@ -197,12 +204,26 @@ static size_t key_of(char *out, size_t cap, const char *prefix, const char *s, s
     return k < 0 ? 0 : (size_t)k < cap ? (size_t)k : cap - 1;
 }
 
+/* One reference of a state being published: +1 in this backend's counts. */
+static void publish_ref(void *ctx, const char *id, size_t idlen, int delta)
+{
+    pipe_t *p = ctx;
+    char key[64], n[16];
+    snprintf(key, sizeof key, "%s%s", PFX_REFS, p->m->id);
+    snprintf(n, sizeof n, "%d", delta);
+    const char *argv[] = {"HINCRBY", key, id, n};
+    size_t lens[] = {7, strlen(key), idlen, strlen(n)};
+    pipe_append(p, 4, argv, lens);
+}
+
 static int publish_object(void *ctx, const char *id, size_t idlen, uint64_t class_id,
                           const uint8_t *state, size_t len)
 {
     pipe_t *p = ctx;
     if (sdb_replica_master(p->rd, id, idlen, NULL) == SDB_OK)
         return 0; /* a replica: the master's object, published by the master */
+    if (srefs_each(id, idlen, state, len, publish_ref, p) < 0)
+        return 1;
     char key[SDB_ID_MAX + 32], val[SDB_BACKEND_ID_LEN + 32];
     /* NX: an object that a move left here too (this backend stopped between
      * the other one taking it and deleting it here) stays the other's. */
@@ -246,6 +267,14 @@ static int publish(meta_t *m)
     size_t lens[] = {4, strlen(KEY_BACKENDS), SDB_BACKEND_ID_LEN, strlen(val)};
     redisReply *r = command_ok(m, 4, argv, lens);
     if (!r)
+        return -1;
+    freeReplyObject(r);
+    /* This backend's reference counts are counted again from its states. */
+    char refs[64];
+    snprintf(refs, sizeof refs, "%s%s", PFX_REFS, m->id);
+    const char *dargv[] = {"DEL", refs};
+    size_t dlens[] = {3, strlen(refs)};
+    if (!(r = command_ok(m, 2, dargv, dlens)))
         return -1;
     freeReplyObject(r);
     sdb_read_t rd;
@@ -534,9 +563,12 @@ int meta_alias_get(meta_t *m, const char *alias, size_t alen, char *id, size_t *
 
 /* ------------------------------------------------------------ locations */
 
-static int queue_loc(meta_t *m, uint8_t add, const char *id, size_t idlen, uint64_t class_id)
+/* What the queue holds (locq's kind byte). */
+enum { Q_LOC_REMOVE = 0, Q_LOC_ADD = 1, Q_REFS = 2 };
+
+static int queue_loc(meta_t *m, uint8_t kind, const char *id, size_t idlen, uint64_t class_id)
 {
-    uint8_t h[11] = {add};
+    uint8_t h[11] = {kind};
     for (int i = 0; i < 8; i++)
         h[1 + i] = (uint8_t)(class_id >> (56 - 8 * i));
     h[9] = (uint8_t)(idlen >> 8);
@@ -553,12 +585,68 @@ static int queue_loc(meta_t *m, uint8_t add, const char *id, size_t idlen, uint6
 
 int meta_loc_add(meta_t *m, const char *id, size_t idlen, uint64_t class_id)
 {
-    return queue_loc(m, 1, id, idlen, class_id);
+    return queue_loc(m, Q_LOC_ADD, id, idlen, class_id);
 }
 
 int meta_loc_remove(meta_t *m, const char *id, size_t idlen)
 {
-    return queue_loc(m, 0, id, idlen, 0);
+    return queue_loc(m, Q_LOC_REMOVE, id, idlen, 0);
+}
+
+int meta_refs_add(meta_t *m, const char *id, size_t idlen, int delta)
+{
+    return queue_loc(m, Q_REFS, id, idlen, (uint64_t)(int64_t)delta);
+}
+
+/* The count of id in backend bid's hash, added to *sum. */
+static int add_count(meta_t *m, const char *bid, size_t blen, const char *id, size_t idlen,
+                     uint64_t *sum)
+{
+    char key[64];
+    snprintf(key, sizeof key, "%s%.*s", PFX_REFS, (int)blen, bid);
+    const char *argv[] = {"HGET", key, id};
+    size_t lens[] = {4, strlen(key), idlen};
+    redisReply *r = command_ok(m, 3, argv, lens);
+    if (!r)
+        return -1;
+    if (r->type == REDIS_REPLY_STRING) {
+        long long n = strtoll(r->str, NULL, 10);
+        if (n > 0)
+            *sum += (uint64_t)n;
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+static int refs_elsewhere_locked(meta_t *m, const char *id, size_t idlen, uint64_t *count)
+{
+    *count = 0;
+    const char *argv[] = {"HKEYS", KEY_BACKENDS};
+    size_t lens[] = {5, strlen(KEY_BACKENDS)};
+    redisReply *r = command_ok(m, 2, argv, lens);
+    if (!r)
+        return META_ERROR;
+    int rc = META_OK;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements && rc == META_OK; i++) {
+        redisReply *k = r->element[i];
+        if (k->len == SDB_BACKEND_ID_LEN && memcmp(k->str, m->id, SDB_BACKEND_ID_LEN) == 0)
+            continue;
+        if (add_count(m, k->str, k->len, id, idlen, count) < 0)
+            rc = META_ERROR;
+    }
+    freeReplyObject(r);
+    return rc;
+}
+
+int meta_refs_elsewhere(meta_t *m, const char *id, size_t idlen, uint64_t *count)
+{
+    pthread_mutex_lock(&m->mu);
+    int rc, tries = 0;
+    do
+        rc = ensure(m) < 0 ? META_ERROR : refs_elsewhere_locked(m, id, idlen, count);
+    while (retry(m, rc, &tries));
+    pthread_mutex_unlock(&m->mu);
+    return rc;
 }
 
 /* Send the queued locations (mu held, connected). */
@@ -573,7 +661,14 @@ static int send_locs(meta_t *m)
         size_t idlen = (size_t)q[9] << 8 | q[10];
         char key[SDB_ID_MAX + 32], val[SDB_BACKEND_ID_LEN + 32];
         size_t klen = key_of(key, sizeof key, PFX_LOC, (const char *)q + 11, idlen);
-        if (q[0]) {
+        if (q[0] == Q_REFS) {
+            char hash[64], n[24];
+            snprintf(hash, sizeof hash, "%s%s", PFX_REFS, m->id);
+            snprintf(n, sizeof n, "%lld", (long long)(int64_t)cid);
+            const char *argv[] = {"EVAL", INCR_OR_DROP, "1", hash, (const char *)q + 11, n};
+            size_t lens[] = {4, strlen(INCR_OR_DROP), 1, strlen(hash), idlen, strlen(n)};
+            pipe_append(&p, 6, argv, lens);
+        } else if (q[0] == Q_LOC_ADD) {
             const char *argv[] = {"SET", key, val};
             size_t lens[] = {3, klen, value_of(val, sizeof val, m->id, SDB_BACKEND_ID_LEN, cid)};
             pipe_append(&p, 3, argv, lens);

@@ -14,6 +14,9 @@
  *   bettong:backends        hash: backend id -> "name\naddress"
  *   bettong:alias:ALIAS     "object id\nclass id (hex)"
  *   bettong:loc:OBJECT_ID   "backend id\nclass id (hex)"
+ *   bettong:refs:BACKEND_ID hash: object id -> how many of that backend's
+ *                           stored states refer to it (srefs.h), counted again
+ *                           from the states whenever the backend publishes
  *   bettong:rep:OBJECT_ID   set of the backend ids holding a replica of the
  *                           object (kept by its master; replicas publish no
  *                           location of their own)
@@ -66,6 +69,11 @@ int meta_alias_get(meta_t *m, const char *alias, size_t alen, char *id, size_t *
 int meta_loc_add(meta_t *m, const char *id, size_t idlen, uint64_t class_id);
 int meta_loc_remove(meta_t *m, const char *id, size_t idlen);
 int meta_loc_flush(meta_t *m);
+/* This backend's count of stored references to id (any backend's object)
+ * changes by delta: queued, sent by meta_loc_flush (srefs.h). */
+int meta_refs_add(meta_t *m, const char *id, size_t idlen, int delta);
+/* How many stored objects of the other backends refer to id. */
+int meta_refs_elsewhere(meta_t *m, const char *id, size_t idlen, uint64_t *count);
 /* Which backend holds an object: its id into backend[SDB_BACKEND_ID_LEN + 1]. */
 int meta_locate(meta_t *m, const char *id, size_t idlen, char *backend, uint64_t *class_id);
 

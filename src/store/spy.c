@@ -105,6 +105,7 @@ static struct {
     PyObject *remote_ref;
     PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
     PyObject *became_remote; /* bettong.objects._became_remote (after MOVE) */
+    PyObject *asyncio_run;   /* asyncio.run, once an async method ran */
     /* bettong.objects._replicate, _replica_push, _replica_drop (replicas), in a
      * service; else NULL */
     PyObject *replicate, *replica_push, *replica_drop;
@@ -1924,6 +1925,23 @@ static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
     return 0;
 }
 
+static PyObject *attr_of(const char *module, const char *name);
+
+/* An `async def` active method's coroutine, run to its end on this thread (an
+ * event loop of its own, asyncio.run): the call's outcome is the coroutine's,
+ * and the object stays locked for the whole of it, as for any call. Steals
+ * coro; new reference or NULL. */
+static PyObject *run_coroutine(PyObject *coro)
+{
+    if (!S.asyncio_run && !(S.asyncio_run = attr_of("asyncio", "run"))) {
+        Py_DECREF(coro);
+        return NULL;
+    }
+    PyObject *res = PyObject_CallOneArg(S.asyncio_run, coro);
+    Py_DECREF(coro);
+    return res;
+}
+
 static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *name = name_of(r, m);
@@ -1945,6 +1963,8 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
         res = PyObject_CallNoArgs(meth);
     else
         res = PyObject_Call(meth, args, kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    if (res && PyCoro_CheckExact(res))
+        res = run_coroutine(res);
     Py_DECREF(meth);
     Py_DECREF(args);
     Py_XDECREF(kwargs);
@@ -2674,8 +2694,8 @@ void spy_fini(void)
                          &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
                          &S.absent, &S.pid_fn,
                          &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref,
-                         &S.adopt, &S.became_remote, &S.replicate, &S.replica_push,
-                         &S.replica_drop, &S.tag,
+                         &S.adopt, &S.became_remote, &S.asyncio_run, &S.replicate,
+                         &S.replica_push, &S.replica_drop, &S.tag,
                          &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
                          &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
                          &S.s_qualname, &S.s_bt, &S.s_bettong_cid, &S.s_getstate,

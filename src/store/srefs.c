@@ -52,15 +52,32 @@ static int refset_of(refset_t *s, const char *self, size_t selflen, const uint8_
     return 0;
 }
 
-static int bump(sdb_write_t *w, const pickref_t *r, int64_t delta)
+static int bump(sdb_write_t *w, const pickref_t *r, int64_t delta, srefs_tell_fn *tell,
+                void *ctx)
 {
     if (r->len < 1 || r->len > SDB_ID_MAX)
         return SDB_OK; /* not an id this store could hold */
+    if (tell)
+        tell(ctx, (const char *)r->id, r->len, (int)delta);
     return sdb_ref_add(w, (const char *)r->id, r->len, delta);
 }
 
+int srefs_each(const char *self, size_t selflen, const uint8_t *state, size_t len,
+               srefs_tell_fn *fn, void *ctx)
+{
+    refset_t s;
+    if (refset_of(&s, self, selflen, state, len) < 0)
+        return -1;
+    for (size_t i = 0; i < s.n; i++)
+        if (s.refs[i].len >= 1 && s.refs[i].len <= SDB_ID_MAX)
+            fn(ctx, (const char *)s.refs[i].id, s.refs[i].len, +1);
+    refset_free(&s);
+    return 0;
+}
+
 int srefs_update(sdb_write_t *w, const char *id, size_t idlen, const uint8_t *old,
-                 size_t oldlen, const uint8_t *new_state, size_t newlen)
+                 size_t oldlen, const uint8_t *new_state, size_t newlen, srefs_tell_fn *tell,
+                 void *ctx)
 {
     refset_t a, b;
     if (refset_of(&a, id, idlen, old, oldlen) < 0)
@@ -75,9 +92,9 @@ int srefs_update(sdb_write_t *w, const char *id, size_t idlen, const uint8_t *ol
     while (rc == SDB_OK && (i < a.n || j < b.n)) {
         int c = i == a.n ? 1 : j == b.n ? -1 : pickref_cmp(&a.refs[i], &b.refs[j]);
         if (c < 0)
-            rc = bump(w, &a.refs[i++], -1);
+            rc = bump(w, &a.refs[i++], -1, tell, ctx);
         else if (c > 0)
-            rc = bump(w, &b.refs[j++], +1);
+            rc = bump(w, &b.refs[j++], +1, tell, ctx);
         else
             i++, j++;
     }
@@ -107,7 +124,7 @@ static int count_one(void *ctx, const char *id, size_t idlen, uint64_t class_id,
         return -1;
     int rc = SDB_OK;
     for (size_t i = 0; i < s.n && rc == SDB_OK; i++)
-        rc = bump(rb->w, &s.refs[i], +1);
+        rc = bump(rb->w, &s.refs[i], +1, NULL, NULL);
     rb->objects++;
     rb->refs += s.n;
     refset_free(&s);

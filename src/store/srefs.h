@@ -10,13 +10,11 @@
  * persistent ids inside its pickle (pickrefs.h), other than its own id; a
  * referrer counts once however often it names the object.
  *
- * Several backends: this file is the one place where a state's references are
- * counted. A reference to an object whose master copy is on another backend
- * would be counted there, not here: srefs_update is where such ids are to be
- * told apart (by the location the metadata service gives) and their +1/-1
- * sent to that backend's count (through the metadata service, Redis), and
- * srefs_count where a backend asks for its own objects. Both stay this
- * small interface. */
+ * Several backends: the same changes are also told to the caller (`tell`),
+ * which sends them to the service's directory (commit.c, meta.h): there each
+ * backend keeps the counts of what its own states refer to, wherever those
+ * objects live, so a delete can add up every backend's referrers, and a move
+ * changes nothing in them. */
 #ifndef BETTONG_SREFS_H
 #define BETTONG_SREFS_H
 
@@ -30,8 +28,15 @@
  * refer to go down and up in w. A state that cannot be scanned counts no
  * references (logged). Call it before the state itself is written (old may
  * point into the map). Returns SDB_OK or SDB_ERROR. */
+typedef void srefs_tell_fn(void *ctx, const char *id, size_t idlen, int delta);
+/* ... and each count that changes, also to tell (unless NULL). */
 int srefs_update(sdb_write_t *w, const char *id, size_t idlen, const uint8_t *old,
-                 size_t oldlen, const uint8_t *new_state, size_t newlen);
+                 size_t oldlen, const uint8_t *new_state, size_t newlen, srefs_tell_fn *tell,
+                 void *ctx);
+/* Each distinct id a state refers to (not self), to fn with delta +1. Returns
+ * 0, or -1 out of memory. */
+int srefs_each(const char *self, size_t selflen, const uint8_t *state, size_t len,
+               srefs_tell_fn *fn, void *ctx);
 /* How many stored objects refer to id. */
 int srefs_count(sdb_read_t *r, const char *id, size_t idlen, uint64_t *count);
 /* At start-up, before any request: a store of format version 1 gets its

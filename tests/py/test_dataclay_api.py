@@ -375,15 +375,21 @@ def test_async_active_method_local_and_proxy(client):
     assert p.add_year() == 4                        # sync active methods unaffected
 
 
-@pytest.mark.xfail(strict=True, reason="the store does not yet run the coroutine an active "
-                   "async def returns (store-side change needed)")
 def test_async_active_method_runs_in_store(client):
+    """The store runs an async active method's coroutine to its end: its result
+    is the call's, its exception the call's (the object left as it was)."""
     p = Person("A", 1)
     p.make_persistent()
 
     async def main():
         return await p.older(5)
     assert asyncio.run(main()) == 6
+    assert p.age == 6
+
+    async def fails():
+        return await p.older("not a number")
+    with pytest.raises(TypeError):
+        asyncio.run(fails())
     assert p.age == 6
 
 

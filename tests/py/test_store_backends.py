@@ -314,3 +314,41 @@ def test_a_live_referrer_follows_a_moved_object(service):
     assert n0.walk(3) == ["n0", "n1-on-b2", "n0"]
     assert n1.walk(2) == ["n1-on-b2", "n0"]
     assert objects.backend_of(n0) == ids["b1"] and objects.backend_of(n1) == ids["b2"]
+
+
+def test_a_delete_counts_referrers_on_every_backend(service):
+    """An object another backend's object refers to cannot be deleted (the
+    counts of every backend add up, in Redis); nor after it moved; once the
+    reference is gone, it can. The counts survive Redis losing them (each
+    backend counts its states again when it publishes)."""
+    redis, backends = service
+    ids = ids_by_name()
+    target = m.Car("TARGET", 1.0)
+    target.make_persistent(backend_id=ids["b2"])
+    holder = m.Garage("holder")
+    holder.make_persistent(alias="holder", backend_id=ids["b1"])
+    holder.add(target)
+    with pytest.raises(objects.StillReferenced):
+        target.delete()
+    target.move(ids["b3"])
+    with pytest.raises(objects.StillReferenced):
+        target.delete()
+    redis.kill()
+    redis.start()
+    # b1 publishes its counts before its aliases: once its alias is found
+    # through b3, its counts are back.
+    objects.connect(backends[2].address)
+    wait_until(lambda: _found("holder"), 15, "b1 published again")
+    with pytest.raises(objects.StillReferenced):
+        target.delete()
+    holder.cars = []
+    target.delete()
+    with pytest.raises(objects.NotFound):
+        target.get_speed()
+
+
+def _found(alias):
+    try:
+        return m.Garage.get_by_alias(alias)
+    except (objects.NotFound, objects.StoreError):
+        return None
