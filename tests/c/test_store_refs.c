@@ -188,8 +188,9 @@ static void put(sdb_t *db, const char *id, const char *st, size_t len)
     v = sdb_write_view(&w);
     if (sdb_get_object(&v, id, strlen(id), &cid, &old, &oldlen) != SDB_OK)
         old = NULL;
-    assert_int_equal(srefs_update(&w, id, strlen(id), old, oldlen, (const uint8_t *)st, len),
-                     SDB_OK);
+    assert_int_equal(
+        srefs_update(&w, id, strlen(id), old, oldlen, (const uint8_t *)st, len, NULL, NULL),
+        SDB_OK);
     assert_int_equal(sdb_put_object(&w, id, strlen(id), 1, st, len, 0), SDB_OK);
     assert_int_equal(sdb_write_commit(&w), SDB_OK);
 }
