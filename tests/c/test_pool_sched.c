@@ -82,7 +82,8 @@ static void op_result(void *ctx, void *cio, const sched_result_t *r)
     if (r->payload_len && r->payload_len < sizeof e->text)
         memcpy(e->text, r->payload, r->payload_len);
     assert_true(r->worker_near_len < sizeof e->near);
-    memcpy(e->near, r->worker_near, r->worker_near_len);
+    if (r->worker_near_len)
+        memcpy(e->near, r->worker_near, r->worker_near_len);
 }
 
 static void op_cancelled(void *ctx, void *cio, uint64_t call_id, int dropped)
