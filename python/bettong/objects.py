@@ -704,6 +704,14 @@ def backend_of(obj):
     oid = obj.__dict__.get("_bettong_id") if isinstance(obj, Persistent) else None
     if oid is None:
         return None
+    if _instore is not None:
+        # In a store: one of its own live objects (maybe made by the running
+        # call, not on disk yet) is here.
+        try:
+            if _instore.lookup_id(oid) is obj:
+                return os.environ.get("BETTONG_STORE_BACKEND_ID")
+        except NotFound:
+            pass
     if _attention:
         _wb.settle()
     if _home_id is None:
