@@ -66,8 +66,11 @@ def service(stores):
 
 
 def near_pool(procs, stores_by_name, near=NAMES, procs_n=1):
-    """A pool with `procs_n` workers next to each backend of `near`."""
-    pool = TcpPool(procs, SECRET, workers=0, port=0)
+    """A pool with `procs_n` workers next to each backend of `near`. Calls wait
+    up to 2 s (--near-wait) for their near worker before going elsewhere, far
+    more than any of these tests' calls take: slow machines (a sanitizer
+    build, a loaded CI) do not turn "ran near" into a race."""
+    pool = TcpPool(procs, SECRET, workers=0, port=0, extra=["--near-wait", "2000"])
     for name in near:
         pool.add_worker(procs_n=procs_n, extra=["--near-store", name, "--name", "near-" + name],
                         env={"BETTONG_STORE": stores_by_name[name].address,
