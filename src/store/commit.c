@@ -131,6 +131,21 @@ static int claim_alias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *
                : 0;
 }
 
+/* One effect of `kind` about op's object per str16 name in names (its aliases,
+ * its replicas' backends). */
+static int record_each(committer_t *c, uint8_t kind, wunit_t *u, const wop_t *op,
+                       const buf_t *names, uint32_t count)
+{
+    const uint8_t *p = buf_head(names);
+    int rc = 0;
+    for (uint32_t i = 0; i < count && rc == 0; i++) {
+        size_t n = (size_t)p[0] << 8 | p[1];
+        rc = record(c, kind, u, op->id, op->idlen, (const char *)p + 2, n, 0);
+        p += 2 + n;
+    }
+    return rc;
+}
+
 /* Before deleting an object: its aliases, to release once the deletion holds. */
 static int record_deletion(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
@@ -143,12 +158,8 @@ static int record_deletion(committer_t *c, sdb_write_t *w, wunit_t *u, const wop
         return 0; /* sdb_del_object reports it */
     }
     int rc = record(c, FX_DELETED, u, op->id, op->idlen, "", 0, 0);
-    const uint8_t *p = buf_head(&names);
-    for (uint32_t i = 0; i < count && rc == 0; i++) {
-        size_t n = (size_t)p[0] << 8 | p[1];
-        rc = record(c, FX_UNALIASED, u, op->id, op->idlen, (const char *)p + 2, n, 0);
-        p += 2 + n;
-    }
+    if (rc == 0)
+        rc = record_each(c, FX_UNALIASED, u, op, &names, count);
     buf_free(&names);
     return rc < 0 ? storage_failed(u) : 0;
 }
@@ -175,12 +186,8 @@ static int record_unreplicated(committer_t *c, sdb_write_t *w, wunit_t *u, const
     buf_init(&names);
     uint32_t count = 0;
     int rc = sdb_list_replicas(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
-    const uint8_t *p = buf_head(&names);
-    for (uint32_t i = 0; i < count && rc == 0; i++) {
-        size_t n = (size_t)p[0] << 8 | p[1];
-        rc = record(c, FX_REP_REMOVED, u, op->id, op->idlen, (const char *)p + 2, n, 0);
-        p += 2 + n;
-    }
+    if (rc == 0)
+        rc = record_each(c, FX_REP_REMOVED, u, op, &names, count);
     buf_free(&names);
     return rc < 0 ? storage_failed(u) : 0;
 }

@@ -430,13 +430,15 @@ int sdb_get_class(sdb_read_t *r, uint64_t class_id, const char **qualname, size_
     return SDB_OK;
 }
 
-int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count)
+/* The duplicates of key id in dbi, appended to out as str16 entries. */
+static int list_dups(sdb_read_t *r, MDB_dbi dbi, const char *what, const char *id, size_t idlen,
+                     buf_t *out, uint32_t *count)
 {
     *count = 0;
     if (!key_ok(idlen, SDB_ID_MAX))
         return SDB_ERROR;
     MDB_cursor *cur;
-    int rc = check(mdb_cursor_open(r->txn, r->db->obj_aliases, &cur), "listing aliases");
+    int rc = check(mdb_cursor_open(r->txn, dbi, &cur), what);
     if (rc)
         return rc;
     MDB_val k = {idlen, (void *)id}, v;
@@ -445,14 +447,19 @@ int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, ui
         uint8_t len[2] = {(uint8_t)(v.mv_size >> 8), (uint8_t)v.mv_size};
         if (buf_append(out, len, 2) < 0 || buf_append(out, v.mv_data, v.mv_size) < 0) {
             mdb_cursor_close(cur);
-            log_error("store: out of memory listing aliases");
+            log_error("store: out of memory %s", what);
             return SDB_ERROR;
         }
         (*count)++;
         mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
     }
     mdb_cursor_close(cur);
-    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "listing aliases");
+    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, what);
+}
+
+int sdb_list_aliases(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count)
+{
+    return list_dups(r, r->db->obj_aliases, "listing aliases", id, idlen, out, count);
 }
 
 /* Call fn on every pair of dbi; stops at fn's nonzero result (returned). */
@@ -793,27 +800,7 @@ int sdb_clear_replica_master(sdb_write_t *w, const char *id, size_t idlen)
 
 int sdb_list_replicas(sdb_read_t *r, const char *id, size_t idlen, buf_t *out, uint32_t *count)
 {
-    *count = 0;
-    if (!key_ok(idlen, SDB_ID_MAX))
-        return SDB_ERROR;
-    MDB_cursor *cur;
-    int rc = check(mdb_cursor_open(r->txn, r->db->replicas, &cur), "listing replicas");
-    if (rc)
-        return rc;
-    MDB_val k = {idlen, (void *)id}, v;
-    int mrc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
-    while (mrc == 0) {
-        uint8_t len[2] = {(uint8_t)(v.mv_size >> 8), (uint8_t)v.mv_size};
-        if (buf_append(out, len, 2) < 0 || buf_append(out, v.mv_data, v.mv_size) < 0) {
-            mdb_cursor_close(cur);
-            log_error("store: out of memory listing replicas");
-            return SDB_ERROR;
-        }
-        (*count)++;
-        mrc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
-    }
-    mdb_cursor_close(cur);
-    return mrc == MDB_NOTFOUND ? SDB_OK : check(mrc, "listing replicas");
+    return list_dups(r, r->db->replicas, "listing replicas", id, idlen, out, count);
 }
 
 int sdb_add_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bid, size_t blen)

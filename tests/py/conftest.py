@@ -649,6 +649,19 @@ def executors(request):
 
 
 @pytest.fixture
+def service(stores):
+    """A store service of three backends (store_helpers.SERVICE_NAMES) on a
+    redis-server of the test's own, the in-process client connected to the
+    first: (Redis, [Store, ...])."""
+    from store_helpers import SERVICE_NAMES
+    from bettong import objects
+    redis = stores.redis()
+    backends = stores.service(redis, SERVICE_NAMES)
+    objects.connect(backends[0].address)
+    return redis, backends
+
+
+@pytest.fixture
 def stores(tmp_path):
     """A factory of `bettong store` processes (store_helpers.Store), all stopped at
     the end; the in-process client is disconnected before and after."""

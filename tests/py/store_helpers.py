@@ -135,6 +135,16 @@ class Store:
         return self.start()
 
 
+# The backends' names of the `service` fixture (conftest.py).
+SERVICE_NAMES = ["b1", "b2", "b3"]
+
+
+def ids_by_name():
+    """{name: backend id} of the service the in-process client is connected to."""
+    from bettong import objects
+    return {b.name: bid for bid, b in objects.backends().items()}
+
+
 class Redis:
     """A redis-server of its own for a test, on a Unix socket in the test's
     directory (no TCP port, so none to guess), keeping nothing on disk: the

@@ -16,20 +16,10 @@ from conftest import BIN, wait_until
 
 from bettong import objects
 import store_models as m
-
-NAMES = ["b1", "b2", "b3"]
-
-
-@pytest.fixture
-def service(stores):
-    redis = stores.redis()
-    backends = stores.service(redis, NAMES)
-    objects.connect(backends[0].address)
-    return redis, backends
+from store_helpers import SERVICE_NAMES as NAMES, ids_by_name
 
 
-def ids_by_name():
-    return {b.name: bid for bid, b in objects.backends().items()}
+
 
 
 def test_backends_and_placement(service):

@@ -18,21 +18,11 @@ from conftest import wait_until
 
 from bettong import objects
 import store_models as m
+from store_helpers import SERVICE_NAMES as NAMES, ids_by_name
 
-NAMES = ["b1", "b2", "b3"]
 READ_TIMEOUT = 20   # seconds a read may take before the test calls it stuck
 
 
-@pytest.fixture
-def service(stores):
-    redis = stores.redis()
-    backends = stores.service(redis, NAMES)
-    objects.connect(backends[0].address)
-    return redis, backends
-
-
-def ids_by_name():
-    return {b.name: bid for bid, b in objects.backends().items()}
 
 
 def raw(bid, *args):
