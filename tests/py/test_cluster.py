@@ -50,7 +50,8 @@ class Cluster:
             self.control = wait_until(lambda: self._control_from(eng), 15,
                                       "the cluster's control address")
             if not secret:
-                m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 5, "the secret file")
+                m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 15,
+                               "the secret file")
                 self.secret_args = ["--cluster-secret-file", m.group(1)]
         else:
             # The initializer listens on ports the kernel picks and logs them;
