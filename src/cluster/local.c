@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +54,18 @@ static int make_secret(char *file, size_t cap)
     char hex[2 * sizeof raw + 1];
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    /* A name of its own: the pid alone is reused, and the file of a parent
+     * that was killed is still there (O_EXCL would then refuse it). */
+    uint32_t tag;
+    if (getrandom(&tag, sizeof tag, 0) != (ssize_t)sizeof tag)
+        return -1;
     const char *dir = getenv("XDG_RUNTIME_DIR");
-    snprintf(file, cap, "%s/bettong-cluster-%ld.secret", dir && *dir ? dir : "/tmp",
-             (long)getpid());
+    snprintf(file, cap, "%s/bettong-cluster-%ld-%08x.secret", dir && *dir ? dir : "/tmp",
+             (long)getpid(), (unsigned)tag);
     int fd = open(file, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 || write(fd, hex, strlen(hex)) != (ssize_t)strlen(hex)) {
+        log_warn("cannot write the cluster secret to %s (%s): `bettong cluster` will need "
+                 "it some other way", file, strerror(errno));
         if (fd >= 0)
             close(fd);
         file[0] = '\0';
