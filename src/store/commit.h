@@ -52,6 +52,8 @@ typedef enum {
     WOP_REPLICA_ADD,  /* list backend name as holding a replica of id (held
                          here); published to the directory once kept */
     WOP_REPLICA_DEL,  /* unlist it */
+    WOP_FORWARD,      /* the object id (a version) is replaced by a forward to
+                         the object name (its original): sdb_put_forward */
 } wop_kind;
 
 typedef struct {

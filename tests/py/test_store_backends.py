@@ -342,3 +342,21 @@ def _found(alias):
         return m.Garage.get_by_alias(alias)
     except (objects.NotFound, objects.StoreError):
         return None
+
+
+def test_object_made_in_a_call_placed_on_another_backend(service):
+    """make_persistent(backend_id=...) inside an active method, of an object
+    that call made: it is stored there (with the alias the call gave it), and
+    the caller's state refers to it there."""
+    redis, backends = service
+    ids = ids_by_name()
+    maker = m.Maker()
+    maker.make_persistent(backend_id=ids["b1"])
+    car = maker.make_on(ids["b3"], alias="made-in-call")
+    assert objects.backend_of(car) == ids["b3"]
+    assert car.accelerate(1.0) == 2.0
+    assert objects.backend_of(m.Car.get_by_alias("made-in-call")) == ids["b3"]
+    assert maker.made[0].get_speed() == 2.0
+    # Still referenced from b1: b3 refuses to delete it.
+    with pytest.raises(objects.StillReferenced):
+        car.delete()
