@@ -61,6 +61,11 @@ so is a call with an alias:
             Rec(rec).make_persistent(alias=f"rec-{i}")   # queued, not waited for
     # here every call above is on disk, or AliasTaken/... was raised
 
+BETTONG_PIPELINE=1 in the environment makes every thread of the process
+pipeline as if its code ran inside pipeline() (for code that cannot be
+changed, such as dataClay applications): a taken alias then raises at the next
+sync point, not at the call.
+
 Queued calls (the object is a proxy at once) are sent in order, in batched
 PERSIST requests (one durable transaction each): once a batch holds 2000
 objects or 4 MiB of state, about 20 ms after its first object, or at a sync
@@ -2271,8 +2276,14 @@ def flush():
 _pl = threading.local()   # .depth: pipeline() blocks this thread is in
 
 
+# BETTONG_PIPELINE=1: every thread of the process pipelines, as if its code
+# ran inside pipeline() (for programs that cannot be changed, dataClay's say);
+# sync points as inside a block, the last one at exit.
+_PIPELINE_ALL = os.environ.get("BETTONG_PIPELINE", "") not in ("", "0")
+
+
 def _pipelining():
-    return getattr(_pl, "depth", 0) > 0
+    return _PIPELINE_ALL or getattr(_pl, "depth", 0) > 0
 
 
 def _check_alias(alias):
