@@ -379,7 +379,7 @@ def test_pipeline_in_a_service_of_two_backends(stores):
 
 def test_pipeline_for_the_whole_process_from_the_environment(stores, tmp_path):
     """BETTONG_PIPELINE=1: a program that never says pipeline() pipelines its
-    aliased calls (the store groups them: far fewer commits than calls); a
+    aliased calls (batched: far fewer requests than calls); a
     taken alias raises at the next sync point, naming the call; without the
     variable the same program's call raises at once."""
     import subprocess
