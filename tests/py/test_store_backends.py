@@ -360,3 +360,30 @@ def test_object_made_in_a_call_placed_on_another_backend(service):
     # Still referenced from b1: b3 refuses to delete it.
     with pytest.raises(objects.StillReferenced):
         car.delete()
+
+
+def test_deletions_while_redis_is_away_reach_it_when_it_is_back(service):
+    """An alias deleted while Redis is down (it comes back with its data, as a
+    Redis with persistence would): the deletion is owed and sent when it
+    answers again, so the alias can be taken again -- not refused for ever by
+    the stale entry."""
+    redis, backends = service
+    ids = ids_by_name()
+    c = m.Counter(1)
+    c.make_persistent(alias="owed-alias", backend_id=ids["b2"])
+    objects.connect(backends[1].address)            # b2 holds the alias itself
+    objects.backends()
+    redis.shutdown_saving()
+    m.Counter.delete_alias("owed-alias")
+    redis.start()                                    # with the stale entry
+    objects.connect(backends[0].address)
+
+    def taken_again():
+        try:
+            m.Counter(2).make_persistent(alias="owed-alias", backend_id=ids["b1"])
+            return True
+        except objects.AliasTaken:
+            return False
+    wait_until(taken_again, 15, "the alias free again once Redis is back")
+    assert "deletion(s) made while it was away sent" in backends[1].log()
+    assert m.Counter.get_by_alias("owed-alias").incr(0) == 2
