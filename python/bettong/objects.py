@@ -927,6 +927,8 @@ _REPLICA_TIMEOUT = float(os.environ.get("BETTONG_REPLICA_TIMEOUT", "5"))
 def _replicate(bid, oid, cid, master, state, qual, data):
     """REPLICATE: give backend bid a replica of object oid (its class, its
     stored state) and return once bid holds it durably."""
+    with _owed_lock:
+        _owed_drops.pop((oid, bid), None)
     for args in ((_CLASS, cid, qual, data), (_REPLICA_PUT, oid, cid, master, state)):
         a = _send_to(bid, args)
         if a[0] != _OK:
@@ -984,15 +986,62 @@ def _to_replicas(bids, args):
 
 def _replica_push(oid, cid, master, state, bids):
     """Write-through: the new state of object oid to every replica in bids,
-    each stored durably before this returns. The failures [(bid, why)]."""
-    return _to_replicas(bids, (_REPLICA_PUT, oid, cid, master, state))
+    each stored durably before this returns. The failures [(bid, why)]: the
+    master unlists them, and they are owed a drop."""
+    failed = _to_replicas(bids, (_REPLICA_PUT, oid, cid, master, state))
+    _owe_drops(oid, failed)
+    return failed
 
 
 def _replica_drop(oid, bids):
     """Before a DELETE or MOVE: every replica in bids forgets oid. The
-    failures [(bid, why)] (a replica already gone is none)."""
+    failures [(bid, why)] (a replica already gone is none), owed."""
     failed = _to_replicas(bids, (_REPLICA_DROP, oid))
-    return [f for f in failed if "no replica with id" not in f[1]]
+    failed = [f for f in failed if "no replica with id" not in f[1]]
+    _owe_drops(oid, failed)
+    return failed
+
+
+# A replica the master dropped because its backend did not answer may still be
+# on that backend, stale, and be read there by a client that learned of it
+# earlier. The master owes it a REPLICA_DROP: a thread of the master's store
+# sends the owed drops about once a second until each backend takes its own
+# (they are in memory: a master restarted meanwhile forgets them).
+_owed_drops = {}            # (object id, backend id) -> why it was dropped
+_owed_lock = threading.Lock()
+_owed_wake = threading.Event()
+_owed_thread = None
+_OWED_EVERY = 1.0           # seconds between rounds
+
+
+def _owe_drops(oid, failed):
+    global _owed_thread
+    if not failed:
+        return
+    with _owed_lock:
+        for bid, why in failed:
+            _owed_drops[(oid, bid)] = why
+        if _owed_thread is None or not _owed_thread.is_alive():
+            _owed_thread = threading.Thread(target=_send_owed_drops, daemon=True,
+                                            name="bettong-owed-drops")
+            _owed_thread.start()
+
+
+def _send_owed_drops():
+    while True:
+        _owed_wake.wait(_OWED_EVERY)
+        with _owed_lock:
+            owed = list(_owed_drops)
+        if not owed:
+            return
+        for oid, bid in owed:
+            failed = _to_replicas([bid], (_REPLICA_DROP, oid))
+            if not failed or "no replica with id" in failed[0][1]:
+                with _owed_lock:
+                    _owed_drops.pop((oid, bid), None)
+                name = _backends[bid].name if bid in _backends else bid
+                print(f"bettong store: the stale replica of {oid} on backend {name!r} "
+                      "is dropped", file=sys.stderr, flush=True)
 
 
 def replicas_of(obj):
