@@ -603,10 +603,29 @@ static int op_delete(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op
     }
     if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0, c->meta ? tell_refs : NULL,
                      &t) != SDB_OK ||
-        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK)
+        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK ||
+        sdb_clear_moving(w, op->id, op->idlen) != SDB_OK)
         return storage_failed(u);
     rc = sdb_del_object(w, op->id, op->idlen);
     return rc ? storage_failed(u) : 0;
+}
+
+/* A move's mark (sdb.h `moving`): set before the object is handed over, so
+ * that a crash before the delete here is found and resolved (spy.c). */
+static int op_move_mark(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *st;
+    size_t n;
+    if (op->kind == WOP_MOVE_ABORT)
+        return sdb_clear_moving(w, op->id, op->idlen) ? storage_failed(u) : 0;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n);
+    if (rc == SDB_NOTFOUND)
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
+    if (rc || sdb_set_moving(w, op->id, op->idlen, op->name, op->namelen) != SDB_OK)
+        return storage_failed(u);
+    return 0;
 }
 
 /* FORWARD: the object (a version) goes, as a delete would take it, but its id
@@ -678,6 +697,9 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
         return op_backends(c, u);
     case WOP_FORWARD:
         return op_forward(c, w, u, op);
+    case WOP_MOVE_BEGIN:
+    case WOP_MOVE_ABORT:
+        return op_move_mark(w, u, op);
     default:
         u->status = STORE_ERR_INTERNAL;
         snprintf(u->msg, sizeof u->msg, "unknown operation %u", op->kind);

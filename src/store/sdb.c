@@ -21,7 +21,8 @@
 
 struct sdb {
     MDB_env *env;
-    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs, replica_of, replicas, forwards;
+    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs, replica_of, replicas, forwards,
+        moving;
     int lock_fd;
     int created;
     char backend_id[SDB_BACKEND_ID_LEN + 1];
@@ -181,7 +182,8 @@ static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t
         (rc = mdb_dbi_open(txn, "replica_of", MDB_CREATE, &db->replica_of)) ||
         (rc = mdb_dbi_open(txn, "replicas", MDB_CREATE | MDB_DUPSORT, &db->replicas)) ||
         /* And before versions. */
-        (rc = mdb_dbi_open(txn, "forwards", MDB_CREATE, &db->forwards)))
+        (rc = mdb_dbi_open(txn, "forwards", MDB_CREATE, &db->forwards)) ||
+        (rc = mdb_dbi_open(txn, "moving", MDB_CREATE, &db->moving)))
         return mdb_failed(db, rc, "the store's databases cannot be opened", err, errlen);
     return 0;
 }
@@ -864,4 +866,37 @@ int sdb_put_forward(sdb_write_t *w, const char *id, size_t idlen, const char *ta
         return SDB_ERROR;
     MDB_val k = {idlen, (void *)id}, v = {tlen, (void *)target};
     return check(mdb_put(wtxn(w), w->db->forwards, &k, &v, 0), "storing a forward");
+}
+
+/* ------------------------------------------------------------ moves */
+
+int sdb_get_moving(sdb_read_t *r, const char *id, size_t idlen, char *dest)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_NOTFOUND;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->moving, &k, &v), "reading a move mark");
+    if (rc == SDB_OK) {
+        size_t n = v.mv_size < SDB_BACKEND_ID_LEN ? v.mv_size : SDB_BACKEND_ID_LEN;
+        memcpy(dest, v.mv_data, n);
+        dest[n] = '\0';
+    }
+    return rc;
+}
+
+int sdb_set_moving(sdb_write_t *w, const char *id, size_t idlen, const char *dest, size_t dlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX) || !key_ok(dlen, SDB_BACKEND_ID_LEN))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {dlen, (void *)dest};
+    return check(mdb_put(wtxn(w), w->db->moving, &k, &v, 0), "storing a move mark");
+}
+
+int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id};
+    int rc = mdb_del(wtxn(w), w->db->moving, &k, NULL);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing a move mark");
 }

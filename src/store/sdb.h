@@ -26,6 +26,11 @@
  *                replicas: a version 2 store is opened and marked 3 (nothing to
  *                rebuild), after which a version 2 binary, which would ignore
  *                replicas and forwards, refuses it.
+ *   moving       object id -> backend id: a MOVE of the object to that backend
+ *                began (sdb_set_moving) and has not ended; the delete that
+ *                ends it clears it. Found after a crash, it says the object
+ *                may be the other backend's already (spy.c resolves it).
+ *                Format 3 too.
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -182,5 +187,13 @@ int sdb_each_replica(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx);
 int sdb_get_forward(sdb_read_t *r, const char *id, size_t idlen, char *target, size_t *tlen);
 int sdb_put_forward(sdb_write_t *w, const char *id, size_t idlen, const char *target,
                     size_t tlen);
+
+/* ---- moves (sproto.h: MOVE) ---- */
+
+/* The backend a move of id began to, in dest[SDB_BACKEND_ID_LEN + 1];
+ * SDB_NOTFOUND if none. */
+int sdb_get_moving(sdb_read_t *r, const char *id, size_t idlen, char *dest);
+int sdb_set_moving(sdb_write_t *w, const char *id, size_t idlen, const char *dest, size_t dlen);
+int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen);
 
 #endif
