@@ -144,6 +144,7 @@ import io
 import itertools
 import os
 import pickle
+import pickletools
 import sys
 import threading
 import time
@@ -1227,8 +1228,17 @@ def _qualname(cls):
 
 def _load_class(module, qualname, data):
     """Inside a class pickle: the class, from its by-value pickle `data` (the store
-    imports module.qualname first when it can)."""
-    return pickle.loads(data)
+    imports module.qualname first when it can). The class keeps the record it
+    came in (its class id, name and pickle), so that a store that hands it on
+    (to another backend) hands on the same class, not a copy of its own under
+    another id."""
+    cls = pickle.loads(data)
+    if isinstance(cls, type) and cls not in _records:
+        rec_data = _make_class_pickle(module, qualname, data)
+        cid = int.from_bytes(hashlib.blake2b(rec_data, digest_size=8).digest(), "big")
+        _records[cls] = (cid, f"{module}:{qualname}", rec_data)
+        _classes.setdefault(cid, cls)
+    return cls
 
 
 def _code_digest(h, co, depth=0):
@@ -1423,6 +1433,27 @@ def _local_class(module, qualname):
     return None
 
 
+def _tracked_local(data, qualname):
+    """The class of this process that a store's by-value class pickle was made
+    from, if any: cloudpickle names a class it pickles by value with a tracker
+    id (_seed_tracker makes it the same in every process), and loading such a
+    pickle here would give back this process's class after setting the
+    pickled attributes on it -- a store's copy (its module name, its own
+    functions) would overwrite this process's class."""
+    try:
+        from cloudpickle import cloudpickle as cp
+        by_id = cp._DYNAMIC_CLASS_TRACKER_BY_ID
+        for _op, arg, _pos in pickletools.genops(data):
+            if isinstance(arg, str) and len(arg) == 32:
+                k = by_id.get(arg)
+                if isinstance(k, type) and issubclass(k, Persistent) \
+                        and k.__qualname__ == qualname:
+                    return k
+    except Exception:
+        pass
+    return None
+
+
 def _class_for(cid, hint=None, oid=None):
     """The class of an object whose class id is cid: known here, the hint if it is
     that class, this process's class of the same name, or the store's pickle
@@ -1446,7 +1477,7 @@ def _class_for(cid, hint=None, oid=None):
     parts = _class_pickle_parts(data)
     cls = None
     if parts is not None:
-        cls = _local_class(parts[0], parts[1])
+        cls = _local_class(parts[0], parts[1]) or _tracked_local(parts[2], parts[1])
         if cls is None:
             cls = pickle.loads(parts[2])
     else:

@@ -7,6 +7,7 @@ others' do not; then everything is back), Redis killed and restarted empty
 (the backends publish themselves again and clients recover), a store alone as
 a service of one, and a name that is taken."""
 
+import pickle
 import subprocess
 import uuid
 
@@ -360,6 +361,10 @@ def test_object_made_in_a_call_placed_on_another_backend(service):
     # Still referenced from b1: b3 refuses to delete it.
     with pytest.raises(objects.StillReferenced):
         car.delete()
+    # The store's copy of the class (made from this process's, inside Maker's
+    # pickle) came back as this process's own class, left as it was.
+    assert type(car).__mro__[1] is m.Car and m.Car.__module__ == "store_models"
+    assert pickle.loads(pickle.dumps(car)) is car
 
 
 def test_deletions_while_redis_is_away_reach_it_when_it_is_back(service):
