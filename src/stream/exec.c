@@ -310,7 +310,9 @@ static PyObject *stream_key(exec_t *x, step_t *s, PyObject *msg)
 }
 
 /* key_by / collect(): as in Wallaroo, the steps after it run on the worker
- * that owns the key's slot; the message goes there now, with its key. */
+ * that owns the key's slot; the message goes there now, with its key.
+ * known_key is that key when this worker is where it was sent (the key the
+ * stream had before this step is replaced, never used). */
 static void run_key_by(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key)
 {
     step_t *s = &p->steps[i];
@@ -374,7 +376,7 @@ static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject
     }
     switch (p->steps[i].kind) {
     case STEP_KEY_BY:
-        run_key_by(x, p, i, msg, key);
+        run_key_by(x, p, i, msg, NULL);
         break;
     case STEP_KEYED_STATE:
         run_keyed_state(x, p, i, msg, key);
@@ -427,7 +429,10 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;
-    run_step(x, p, step, msg, p->steps[step].kind == STEP_STATEFUL ? NULL : key);
+    if (p->steps[step].kind == STEP_KEY_BY)
+        run_key_by(x, p, step, msg, key);
+    else
+        run_step(x, p, step, msg, p->steps[step].kind == STEP_STATEFUL ? NULL : key);
     x->cur_message = NULL;
     return 0;
 }
