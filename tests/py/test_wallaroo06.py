@@ -744,3 +744,61 @@ def test_wallaroo_examples_not_supported_yet_say_so(bt, example, message):
     rc, err = eng.wait_exit(20)
     assert rc == 2, err
     assert message in err, err
+
+
+# ------------------------------------------------------------------ resilience
+
+@pytest.fixture
+def rng():
+    seed = int(os.environ.get("BETTONG_TEST_SEED") or random.SystemRandom().randrange(1 << 30))
+    print("random seed: %d (BETTONG_TEST_SEED=%d replays it)" % (seed, seed))
+    return random.Random(seed)
+
+
+def test_word_count_06_exactly_once_across_kills(bt, rng, tmp_path):
+    """A 0.6 application's state (a store per state stage, keyed by word) is
+    checkpointed and recovered like the classic API's: killed three times,
+    the output is that of a run without a crash, byte for byte."""
+    import test_resilience as tr
+    wc = load_module(example06("word_count"))
+    repeat = 3
+    lines = tr.text_lines(tr.TALES)
+    expected, _ = tr.word_count_output(wc, lines * repeat)
+    recv = tr.eo_receiver(bt)
+    eng = bt.engine_on_free_ports(example06("word_count"), 1, outs=[recv.port],
+                                  extra=tr.resil_flags(tmp_path / "resil", debug=True))
+    eng.wait_log(r"no checkpoint in \S+ yet: starting with empty state")
+    sender = tr.resumable_sender(bt, eng.in_ports[0], tr.TALES, "tales", repeat=repeat,
+                                 rate=600)
+    eng = tr.run_with_kills(bt, eng, recv, sender, len(expected), tr.kill_plan(rng))
+    tr.finish_sender(bt, sender, len(lines) * repeat)
+    tr.wait_output(recv, expected)
+    tr.stop_ok(eng)
+    assert recv.stop() == 0
+    tr.assert_same_output(recv.data(), expected)
+
+
+def test_word_count_06_exactly_once_across_kills_on_workers(bt, rng, tmp_path):
+    """The same on `--workers 2`, either worker killed (the initializer runs
+    the source, the other holds its share of the words)."""
+    import test_resilience as tr
+    wc = load_module(example06("word_count"))
+    repeat = 6
+    lines = tr.text_lines(tr.TALES)
+    expected, totals = tr.word_count_output(wc, lines * repeat)
+    recv = tr.eo_receiver(bt)
+    eng = bt.engine_on_free_ports(example06("word_count"), 1, outs=[recv.port],
+                                  extra=["--workers", 2] + tr.resil_flags(tmp_path / "resil",
+                                                                          debug=True))
+    eng.wait_log(tr.FORMED)
+    sender = tr.resumable_sender(bt, eng.in_ports[0], tr.TALES, "tales06", repeat=repeat,
+                                 rate=450)
+    plan = tr.cluster_kill_plan(rng, ["worker1", "worker2"])
+    tr.kills_on_a_cluster(recv, [sender], len(expected), plan, lambda: eng.count_log(tr.FORMED),
+                          lambda name: tr.kill_a_worker_of(eng, name),
+                          lambda: tr.complete_checkpoints(eng.stderr()))
+    tr.finish_sender(bt, sender, len(lines) * repeat)
+    tr.wait_word_counts(recv, expected, totals)
+    tr.stop_ok(eng)
+    assert recv.stop() == 0
+    tr.assert_word_counts(recv.data(), expected, totals)
