@@ -15,7 +15,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
