@@ -30,6 +30,9 @@ if str(REPO / "python") not in sys.path:
     sys.path.insert(0, str(REPO / "python"))
 
 LISTENING_RE = re.compile(r"bettong receive: listening on (\S+):(\d+)")
+# `bettong run`: one line per TCP source (per worker with --workers), in the
+# order of the pipelines, once the source listens.
+SOURCE_RE = re.compile(r"source '(.*)' listening on (\S+):(\d+)$", re.M)
 
 # No single test may run longer than this (seconds), whatever it waits for.
 TEST_TIME_LIMIT = int(os.environ.get("BETTONG_TEST_TIME_LIMIT", "60"))
@@ -37,11 +40,40 @@ TEST_TIME_LIMIT = int(os.environ.get("BETTONG_TEST_TIME_LIMIT", "60"))
 
 # ------------------------------------------------------------------ plain helpers
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+# Every process a test starts listens on port 0 and the test reads the address
+# the process prints (`bettong run`: "source 'NAME' listening on H:P", cluster
+# workers "(control H:P, data H:P)", the initializer "coordinator listening on
+# H:P", `--workers` "cluster control at H:P"; `bettong receive`, `pool` and
+# `store`: "listening on H:P"). A port is never guessed free.
+#
+# Only a port a process must have before it can print one is reserved instead:
+# the port a restarted process must come back on (a restart by the test, or
+# a worker that restarts itself with its own command line), or the port of a
+# sink that comes up later (or never). The reservation is a socket bound to
+# 127.0.0.1:0 with SO_REUSEADDR that never listens, held until the test ends:
+# the kernel gives its port to nobody else (neither to a bind to port 0 nor to
+# an outgoing connection), connections to it are refused while none of our
+# processes listens on it, and ours (which all bind with SO_REUSEADDR) can
+# bind and listen on it, again and again (socket(7)).
+
+
+class PortReservations:
+    """Ports reserved for one test (see above); `reserve()` returns one."""
+
+    def __init__(self):
+        self.socks = []
+
+    def reserve(self, host="127.0.0.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        self.socks.append(s)
         return s.getsockname()[1]
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
 
 
 def port_open(port, host="127.0.0.1"):
@@ -309,11 +341,14 @@ class Procs:
 
 
 class Receiver:
-    """`bettong receive --listen 127.0.0.1:PORT [--framed] --out FILE [--expect N]`."""
+    """`bettong receive --listen HOST:PORT [--framed] --out FILE [--expect N]`;
+    port 0: the port it prints."""
 
-    def __init__(self, procs, out, port=0, framed=False, expect=None, extra=()):
+    def __init__(self, procs, out, port=0, framed=False, expect=None, extra=(),
+                 host="127.0.0.1"):
         self.out = Path(out)
-        args = [BIN, "receive", "--listen", "127.0.0.1:%d" % port, "--out", self.out]
+        self.host = host
+        args = [BIN, "receive", "--listen", "%s:%d" % (host, port), "--out", self.out]
         if framed:
             args.append("--framed")
         if expect is not None:
@@ -344,7 +379,7 @@ class Receiver:
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def data(self):
         try:
@@ -403,7 +438,12 @@ class Receiver:
 
 
 class Engine:
-    """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file."""
+    """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file.
+
+    `ins` are the ports of the --in addresses on 127.0.0.1: 0 (the kernel picks
+    one; in_ports then holds the ports the engine printed, in the order of its
+    pipelines, once ready) or a reserved port (Harness.reserve_port). `outs` are
+    the ports of the sinks, which the engine connects to."""
 
     _n = 0
 
@@ -413,6 +453,7 @@ class Engine:
         self.spec = (app, tuple(ins), tuple(outs), tuple(extra))  # for Harness.restart
         self.in_ports = list(ins)
         self.out_ports = list(outs)
+        self.sources = {}  # pipeline name: port, once ready
         self.err_path = Path(tmp) / ("engine-%d.stderr" % Engine._n)
         args = [BIN, "run"]
         if app is not None:
@@ -434,19 +475,39 @@ class Engine:
         except FileNotFoundError:
             return ""
 
+    def listening(self):
+        """{pipeline name: port} of the sources that have logged that they listen
+        (with --workers, the first worker's line for each)."""
+        found = {}
+        for m in SOURCE_RE.finditer(self.stderr()):
+            found.setdefault(m.group(1), int(m.group(3)))
+        return found
+
     def wait_ready(self, timeout=15):
-        """Wait until every --in port accepts connections; fail with the engine's
+        """Wait until every --in source has logged that it listens, and set
+        in_ports (in the order of the pipelines, which is the order of the --in
+        addresses in the applications here) and sources; fail with the engine's
         stderr if it exits first."""
         deadline = time.monotonic() + timeout
-        for port in self.in_ports:
-            while not port_open(port):
-                if self.proc.poll() is not None:
-                    pytest.fail("bettong run exited with %d before listening on %d:\n%s"
-                                % (self.proc.returncode, port, self.stderr()))
-                if time.monotonic() > deadline:
-                    pytest.fail("bettong run did not listen on %d within %.0f s:\n%s"
-                                % (port, timeout, self.stderr()))
-                time.sleep(0.03)
+        want = len(self.spec[1])
+        while True:
+            exited = self.proc.poll() is not None  # before reading: nothing comes after
+            found = self.listening()
+            if len(found) >= want:
+                break
+            if exited:
+                pytest.fail("bettong run exited with %d before its %d sources listened:\n%s"
+                            % (self.proc.returncode, want, self.stderr()))
+            if time.monotonic() > deadline:
+                pytest.fail("bettong run did not have its %d sources listening within %.0f s:\n%s"
+                            % (want, timeout, self.stderr()))
+            time.sleep(0.02)
+        ports = list(found.values())
+        for asked, got in zip(self.spec[1], ports):
+            assert asked in (0, got), "a source listens on %d, asked for %d" % (got, asked)
+        self.sources = found
+        self.in_ports = ports
+        return ports
 
     def alive(self):
         return self.proc.poll() is None
@@ -515,42 +576,30 @@ class Harness:
     def __init__(self, tmp):
         self.tmp = Path(tmp)
         self.procs = Procs()
+        self.ports = PortReservations()
         self._files = 0
 
     def path(self, name):
         self._files += 1
         return self.tmp / ("%d-%s" % (self._files, name))
 
-    def receiver(self, port=0, framed=False, expect=None, out=None, extra=()):
+    def receiver(self, port=0, framed=False, expect=None, out=None, extra=(), host="127.0.0.1"):
         return Receiver(self.procs, out or self.path("received.out"), port=port,
-                        framed=framed, expect=expect, extra=extra)
+                        framed=framed, expect=expect, extra=extra, host=host)
 
     def engine(self, app, ins=(), outs=(), extra=(), wait=True, ready_timeout=15):
         return Engine(self.procs, self.tmp, app, ins=ins, outs=outs, extra=extra,
                       wait=wait, ready_timeout=ready_timeout)
 
-    def engine_on_free_ports(self, app, n_ins, outs=(), extra=(), attempts=3,
-                             ready_timeout=15):
-        """An engine listening on `n_ins` ports picked with free_port(), ready.
-        A port taken by someone else between the pick and the engine's bind
-        (tests running in parallel) means another try on new ports."""
-        for attempt in range(attempts):
-            ins = [free_port() for _ in range(n_ins)]
-            eng = self.engine(app, ins=ins, outs=outs, extra=extra, wait=False)
-            deadline = time.monotonic() + ready_timeout
-            while eng.alive() and not all(port_open(p) for p in ins):
-                if time.monotonic() > deadline:
-                    pytest.fail("bettong run did not listen on %s within %.0f s:\n%s"
-                                % (ins, ready_timeout, eng.stderr()))
-                time.sleep(0.03)
-            if eng.alive():
-                return eng
-            if "address already in use" not in eng.stderr() or attempt + 1 == attempts:
-                pytest.fail("bettong run exited with %d before listening on %s:\n%s"
-                            % (eng.proc.returncode, ins, eng.stderr()))
+    def reserve_port(self):
+        """A port for a process that must have it before it can print one (a
+        restart on the same port, a sink that comes up later): see
+        PortReservations. Held until the test ends."""
+        return self.ports.reserve()
 
     def restart(self, engine, wait=True, ready_timeout=15):
-        """A new engine with the command line of `engine` (which must have exited)."""
+        """A new engine with the command line of `engine` (which must have exited):
+        on the same ports where they were reserved, on new ones where they were 0."""
         assert engine.proc.poll() is not None, "restart of an engine that still runs"
         app, ins, outs, extra = engine.spec
         return self.engine(app, ins=ins, outs=outs, extra=extra, wait=wait,
@@ -613,6 +662,7 @@ class Harness:
 
     def cleanup(self):
         self.procs.cleanup()
+        self.ports.close()
 
 
 @pytest.fixture
@@ -623,6 +673,17 @@ def procs():
         yield p
     finally:
         p.cleanup()
+
+
+@pytest.fixture
+def reserve_port():
+    """A function returning a reserved port (PortReservations) for tests without
+    `bt`; the reservations end with the test."""
+    r = PortReservations()
+    try:
+        yield r.reserve
+    finally:
+        r.close()
 
 
 @pytest.fixture

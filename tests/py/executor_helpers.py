@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, free_port
+from conftest import BIN, REPO
 
 PYDIR = REPO / "python"
 TESTS = Path(__file__).resolve().parent
@@ -280,12 +280,13 @@ class LineReader:
 
 class TcpPool:
     """`bettong pool --listen 127.0.0.1:PORT --secret S [--workers N]` and its
-    `bettong worker --join` processes, all killed at teardown."""
+    `bettong worker --join` processes, all killed at teardown. port 0 (the
+    default): the kernel picks it, and address is the one the pool prints."""
 
-    def __init__(self, procs, secret, workers=0, extra=(), port=None):
+    def __init__(self, procs, secret, workers=0, extra=(), port=0):
         self.procs = procs
         self.secret = secret
-        self.port = free_port() if port is None else port
+        self.port = port
         args = [BIN, "pool", "--listen", "127.0.0.1:%d" % self.port]
         if workers is not None:
             args += ["--workers", str(workers)]

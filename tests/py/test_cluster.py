@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, AuthFailed, app_path, auth_handshake,
-                      children_of, example_path, free_port, lines_of, load_module, wait_until)
+from conftest import (BIN, EXAMPLES, REPO, SOURCE_RE, AuthFailed, app_path, auth_handshake,
+                      children_of, example_path, lines_of, load_module, wait_until)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
 CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
@@ -28,7 +28,9 @@ SECRET_FILE_RE = re.compile(r"cluster secret \(made for this run\) in (\S+)")
 class Cluster:
     """N workers running `app`, formed either by `--workers N` (one parent, the
     workers share each --in port) or by Wallaroo's flags (one process per worker,
-    each with its own --in ports; worker 1 is the initializer)."""
+    each with its own --in ports; worker 1 is the initializer). Every port is
+    picked by the kernel (port 0) and read from the logs: ports[i] are worker
+    i's --in ports once it listens."""
 
     def __init__(self, bt, app, n, form, nins=1, outs=(), extra=(), secret=None):
         self.bt, self.app, self.n, self.form = bt, app, n, form
@@ -40,13 +42,11 @@ class Cluster:
         self.engines = []
         self.secret_args = ["--cluster-secret", secret] if secret else []
         if form == "workers":
-            # Ports picked free may be taken before the workers bind them (by
-            # a port the kernel picks for a worker's own links): then new ones.
-            eng = bt.engine_on_free_ports(app, nins, outs=self.outs,
-                                          extra=["--workers", n, "--log-level", "info"]
-                                          + self.extra)
+            # Port 0 in --in: the parent has the kernel pick each port once, and
+            # the workers share it.
+            eng = bt.engine(app, ins=[0] * nins, outs=self.outs,
+                            extra=["--workers", n, "--log-level", "info"] + self.extra)
             self.engines.append(eng)
-            self.ports = [list(eng.spec[1])] * n
             self.control = wait_until(lambda: self._control_from(eng), 15,
                                       "the cluster's control address")
             if not secret:
@@ -57,7 +57,6 @@ class Cluster:
             # The initializer listens on ports the kernel picks and logs them;
             # the others join the control address it logged.
             self.control = "127.0.0.1:0"
-            self.ports = []
             first = self.add_worker(nins, initializer=True, wait=False)
             self.control = wait_until(lambda: self._coordinator_of(first), 15,
                                       "the coordinator's address")
@@ -65,6 +64,12 @@ class Cluster:
                 self.add_worker(nins, wait=False)
             for e in self.engines:
                 e.wait_ready()
+
+    @property
+    def ports(self):
+        if self.form == "workers":
+            return [self.engines[0].in_ports] * self.n
+        return [e.in_ports for e in self.engines]
 
     @staticmethod
     def _coordinator_of(eng):
@@ -78,7 +83,6 @@ class Cluster:
 
     def add_worker(self, nins=1, initializer=False, wait=True, join=False, name=None,
                    secret=None):
-        ports = [free_port() for _ in range(nins)]
         i = len(self.engines) + 1
         flags = ["--name", name or "w%d" % i, "--log-level", "info"]
         if initializer:
@@ -92,10 +96,9 @@ class Cluster:
         if secret is not None:
             i = extra.index("--cluster-secret")
             extra[i + 1] = secret
-        eng = self.bt.engine(self.app, ins=ports, outs=self.outs, extra=flags + extra,
+        eng = self.bt.engine(self.app, ins=[0] * nins, outs=self.outs, extra=flags + extra,
                              wait=wait)
         self.engines.append(eng)
-        self.ports.append(ports)
         return eng
 
     def status(self, secret=None, check=True):
@@ -538,10 +541,30 @@ def test_peers_without_the_secret_are_refused(bt):
     assert rc == 0, err
 
 
+def test_workers_share_the_ports_picked_for_port_0(bt):
+    """--workers 2 --in 127.0.0.1:0,127.0.0.1:0: the parent has the kernel pick
+    each port once and logs them; both workers listen on those ports (not one
+    each), and the application's two sources get one each."""
+    recv = bt.receiver()
+    eng = bt.engine(example_path("market_spread"), ins=[0, 0], outs=[recv.port],
+                    extra=["--workers", 2])
+    eng.wait_log(r"cluster: formed with 2 workers")
+    m = eng.wait_log(r"--in 127\.0\.0\.1:0,127\.0\.0\.1:0: the workers share "
+                     r"127\.0\.0\.1:(\d+),127\.0\.0\.1:(\d+)")
+    picked = [int(m.group(1)), int(m.group(2))]
+    assert picked[0] != picked[1]
+    eng.wait_log(r"source 'Orders' listening on", count=2)
+    lines = [(name, int(port)) for name, _, port in SOURCE_RE.findall(eng.stderr())]
+    assert sorted(lines) == sorted([("Market Data", picked[0]), ("Orders", picked[1])] * 2), lines
+    assert eng.in_ports == picked
+    rc, err = eng.stop(timeout=20)
+    assert rc == 0, err
+
+
 def test_workers_stop_when_one_cannot_start(bt):
     """--workers N with an application that does not load: exit 2, nothing waits."""
     recv = bt.receiver()
-    eng = bt.engine(app_path("setup_raises_app"), ins=[free_port()], outs=[recv.port],
+    eng = bt.engine(app_path("setup_raises_app"), ins=[0], outs=[recv.port],
                     extra=["--workers", "2"], wait=False)
     rc, err = eng.wait_exit(20)
     assert rc == 2, err
@@ -552,9 +575,9 @@ def test_cluster_address_beyond_loopback_needs_a_secret(bt):
     recv = bt.receiver()
     env = {k: v for k, v in os.environ.items() if k != "BETTONG_CLUSTER_SECRET"}
     p = subprocess.run([BIN, "run", str(example_path("word_count")), "--in",
-                        "127.0.0.1:%d" % free_port(), "--out", "127.0.0.1:%d" % recv.port,
+                        "127.0.0.1:0", "--out", "127.0.0.1:%d" % recv.port,
                         "--cluster-initializer", "--worker-count", "2", "--control",
-                        "0.0.0.0:%d" % free_port()], capture_output=True, text=True,
+                        "0.0.0.0:0"], capture_output=True, text=True,
                        timeout=20, cwd=str(REPO), env=env)
     assert p.returncode == 2
     assert "needs a secret" in p.stderr
@@ -606,10 +629,8 @@ def test_cluster_across_network_namespaces(bt, netns3):
     """Three workers, each in its own network namespace with its own address,
     talking over a bridge with a cluster secret: the word count is exact."""
     net, names = netns3
-    out = bt.path("received.out")
-    rport = free_port()
-    recv_proc = bt.procs.spawn([BIN, "receive", "--listen", "%s.254:%d" % (net, rport), "--out",
-                                out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recv = bt.receiver(host=net + ".254")
+    out, rport = recv.out, recv.port
     env = dict(os.environ, BETTONG_CLUSTER_SECRET="netns-secret")
     control = "%s.1:12500" % net
     procs, logs = [], []
@@ -649,7 +670,7 @@ def test_cluster_across_network_namespaces(bt, netns3):
     procs[0].send_signal(signal.SIGTERM)
     for p, log in zip(procs, logs):
         assert p.wait(30) == 0, log.read_text()
-    recv_proc.kill()
+    recv.kill()
 
 
 def send_frames_to(host, port, payloads):
@@ -780,8 +801,9 @@ def test_workers_get_the_secret_through_their_environment(bt):
     warns that the command line shows it, and no worker's argument vector
     (readable by every user in /proc) holds it."""
     secret = "s3cret-%d" % os.getpid()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[free_port()],
-                                  extra=["--workers", 2, "--cluster-secret", secret])
+    # The sink's port is reserved and nobody listens on it: output waits, refused.
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[bt.reserve_port()],
+                    extra=["--workers", 2, "--cluster-secret", secret])
     eng.wait_log(r"cluster: formed with 2 workers")
     children = list(children_of(eng.proc.pid).values())
     assert len(children) == 2, children
