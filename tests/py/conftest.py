@@ -303,6 +303,42 @@ def lines_of(data):
 
 # ------------------------------------------------------------------ processes
 
+# The threads that read a process's pipe to its end, by stream (read_to_end).
+_PIPE_READERS = {}
+_PIPE_READERS_LOCK = threading.Lock()
+
+
+def read_to_end(stream, on_line, on_end=None):
+    """Read the lines of `stream` (a pipe from a process) on a thread of its own
+    until the end of the pipe, calling on_line(bytes) for each and then
+    on_end(); the thread then closes the stream. Returns the thread.
+
+    The stream is the thread's alone: closed by another thread while a
+    readline() is in progress or about to start, a BufferedReader fails in the
+    reading thread (ValueError "PyMemoryView_FromBuffer(): info->buf must not
+    be NULL", or "readline of closed file"). So Procs.cleanup does not close
+    such a stream: it waits for its thread, which ends once every process
+    holding the pipe (the process, and what it started) has exited."""
+    def run():
+        try:
+            for raw in iter(stream.readline, b""):
+                on_line(raw)
+        finally:
+            try:
+                if on_end is not None:
+                    on_end()
+            finally:
+                stream.close()
+                with _PIPE_READERS_LOCK:
+                    _PIPE_READERS.pop(stream, None)
+
+    t = threading.Thread(target=run, daemon=True)
+    with _PIPE_READERS_LOCK:
+        _PIPE_READERS[stream] = t
+    t.start()
+    return t
+
+
 class Procs:
     """Every process a test starts; all killed (with their process group) at teardown."""
 
@@ -333,11 +369,21 @@ class Procs:
             except subprocess.TimeoutExpired:
                 pass
             for f in (p.stdout, p.stderr):
-                if f is not None:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
+                if f is None:
+                    continue
+                with _PIPE_READERS_LOCK:
+                    reader = _PIPE_READERS.get(f)
+                if reader is not None:
+                    # Read by a thread (read_to_end), which closes it at the end
+                    # of the pipe: never closed under it. A process that still
+                    # holds the pipe after this wait leaves the thread to finish
+                    # when it exits.
+                    reader.join(5)
+                    continue
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 class Receiver:
@@ -358,8 +404,7 @@ class Receiver:
         self.err_lines = []
         self.port = None
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._read_stderr, daemon=True)
-        self._thread.start()
+        self._thread = read_to_end(self.proc.stderr, self._stderr_line, self._listening.set)
         if not self._listening.wait(10) or self.port is None:
             self.kill()
             pytest.fail("bettong receive did not report 'listening on' within 10 s "
@@ -367,15 +412,13 @@ class Receiver:
         if port:
             assert self.port == port, "receive listens on %d, asked for %d" % (self.port, port)
 
-    def _read_stderr(self):
-        for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.err_lines.append(line)
-            m = LISTENING_RE.search(line)
-            if m and self.port is None:
-                self.port = int(m.group(2))
-                self._listening.set()
-        self._listening.set()
+    def _stderr_line(self, raw):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        self.err_lines.append(line)
+        m = LISTENING_RE.search(line)
+        if m and self.port is None:
+            self.port = int(m.group(2))
+            self._listening.set()
 
     @property
     def addr(self):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO
+from conftest import BIN, REPO, read_to_end
 
 PYDIR = REPO / "python"
 TESTS = Path(__file__).resolve().parent
@@ -242,20 +242,21 @@ POOL_LISTEN_RE = re.compile(r"bettong pool: listening on (\S+)")
 
 
 class LineReader:
-    """Collects a process's output lines on a thread."""
+    """Collects a process's output lines on a thread, which owns the stream
+    (conftest.read_to_end): `closed` once the pipe has ended."""
 
     def __init__(self, stream):
         self.lines = []
         self.cond = threading.Condition()
         self.closed = False
-        self.t = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self.t.start()
+        self.t = read_to_end(stream, self._line, self._end)
 
-    def _run(self, stream):
-        for raw in iter(stream.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
+    def _line(self, raw):
+        with self.cond:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.cond.notify_all()
+
+    def _end(self):
         with self.cond:
             self.closed = True
             self.cond.notify_all()
