@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 APP = os.path.join(HERE, "word_count.py")
 DATA = os.path.join(HERE, "data", "bettong_tales.txt")
 LISTENING = re.compile(r"listening on (\S+):(\d+)")
+SOURCE_LISTENING = re.compile(r"source '.*' listening on (\S+):(\d+)")
 
 
 def load_app():
@@ -37,20 +37,6 @@ def load_app():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def fail(msg):
@@ -142,19 +128,24 @@ def main():
             fail("bettong receive did not report its port:\n" + "\n".join(watcher.lines))
         out_port = watcher.port
 
-        in_port = free_port()
+        # Port 0: the kernel picks the source's port, which the engine logs.
         with open(engine_err, "wb") as err:
             engine = subprocess.Popen(
-                [bettong, "run", APP, "--in", "127.0.0.1:%d" % in_port,
+                [bettong, "run", APP, "--in", "127.0.0.1:0",
                  "--out", "127.0.0.1:%d" % out_port],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         procs.append(engine)
         deadline = time.monotonic() + 15
-        while not port_open(in_port):
-            if engine.poll() is not None:
+        while True:
+            exited = engine.poll() is not None
+            m = SOURCE_LISTENING.search(read_text(engine_err))
+            if m:
+                in_port = int(m.group(2))
+                break
+            if exited:
                 fail("bettong run exited with %d:\n%s" % (engine.returncode, read_text(engine_err)))
             if time.monotonic() > deadline:
-                fail("bettong run did not listen on port %d within 15 s" % in_port)
+                fail("bettong run did not listen within 15 s:\n%s" % read_text(engine_err))
             time.sleep(0.05)
 
         t0 = time.monotonic()

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "cluster/cproto.h"
+#include "net/addr.h"
 #include "net/guard.h"
 #include "stream/engine.h"
 #include "util/log.h"
@@ -39,6 +40,114 @@ static int control_socket(int *port)
     }
     *port = ntohs(sa.sin_port);
     return fd;
+}
+
+/* --in addresses with port 0: the kernel picks the port here, once, and the
+ * workers are given it, so that they share it (each would get a port of its
+ * own otherwise) and a restarted worker comes back on it. For as long as this
+ * parent runs it keeps a socket bound to each such port (not listening: it
+ * takes no connections), so that nobody else gets the port meanwhile; the
+ * workers bind it too (SO_REUSEPORT). Returns the port, 0 when `item` is not
+ * a well-formed address with port 0 (the application's to read), or -1 with
+ * err set. */
+static int pick_port(const char *item, char *err, size_t errlen)
+{
+    hostport_t hp;
+    struct sockaddr_storage sa;
+    char ignored[300];
+    if (hostport_parse(item, &hp, ignored, sizeof ignored) < 0 || hp.port != 0)
+        return 0;
+    if (hostport_resolve(&hp, &sa, err, errlen) < 0)
+        return -1;
+    socklen_t len = sa.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : sizeof(struct sockaddr_in);
+    int one = 1;
+    int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
+        bind(fd, (struct sockaddr *)&sa, len) < 0 ||
+        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
+        snprintf(err, errlen, "cannot pick a port for --in %s: %s", item, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    /* The descriptor stays open (close-on-exec) until this process exits. */
+    return ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+                                          : ((struct sockaddr_in *)&sa)->sin_port);
+}
+
+/* A --in value (host:port,...) with every port 0 replaced by the port picked
+ * for it: a string of its own, or NULL with err set. */
+static char *pick_ports(const char *value, char *err, size_t errlen)
+{
+    size_t cap = strlen(value) + 16 * (strlen(value) / 2 + 1), used = 0;
+    char *out = malloc(cap), *copy = strdup(value);
+    char *save = NULL;
+    for (char *item = out && copy ? strtok_r(copy, ",", &save) : NULL; item;
+         item = strtok_r(NULL, ",", &save)) {
+        int port = pick_port(item, err, errlen);
+        if (port < 0) {
+            free(out);
+            free(copy);
+            return NULL;
+        }
+        const char *sep = used ? "," : "";
+        if (port > 0)
+            used += (size_t)snprintf(out + used, cap - used, "%s%.*s:%d", sep,
+                                     (int)(strrchr(item, ':') - item), item, port);
+        else
+            used += (size_t)snprintf(out + used, cap - used, "%s%s", sep, item);
+    }
+    if (!out || !copy) {
+        snprintf(err, errlen, "out of memory");
+        free(out);
+        out = NULL;
+    }
+    free(copy);
+    return out;
+}
+
+/* Port 0 in the --in values (--in V, -i V, --in=V) of argv: picked here for
+ * all workers (see pick_port); argv then holds the picked ports, and the
+ * workers' argument vectors are made from it. Returns 0 or -1 (logged). */
+static int share_picked_ports(int argc, char **argv)
+{
+    char err[600];
+    for (int i = 1; i < argc; i++) {
+        int inline_form = strncmp(argv[i], "--in=", 5) == 0;
+        const char *value;
+        if (inline_form)
+            value = argv[i] + 5;
+        else if ((strcmp(argv[i], "--in") == 0 || strcmp(argv[i], "-i") == 0) && i + 1 < argc)
+            value = argv[++i];
+        else
+            continue;
+        char *picked = pick_ports(value, err, sizeof err);
+        if (!picked) {
+            log_error("%s", err);
+            return -1;
+        }
+        if (strcmp(picked, value) == 0) {
+            free(picked);
+            continue;
+        }
+        log_info("--in %s: the workers share %s", value, picked);
+        if (inline_form) {
+            size_t n = strlen(picked) + 6;
+            char *flag = malloc(n);
+            if (!flag) {
+                free(picked);
+                log_error("out of memory");
+                return -1;
+            }
+            snprintf(flag, n, "--in=%s", picked);
+            free(picked);
+            picked = flag;
+        }
+        argv[i] = picked;
+    }
+    return 0;
 }
 
 /* The secret for the workers; a made-up one is also written to a private file
@@ -247,6 +356,8 @@ int local_cluster_run(int argc, char **argv, unsigned n)
     int port;
     char secret_file[512];
     if (pass_secret_on(argc, argv) < 0)
+        return 2;
+    if (share_picked_ports(argc, argv) < 0)
         return 2;
     int fd = control_socket(&port);
     if (fd < 0 || make_secret(secret_file, sizeof secret_file) < 0) {

@@ -4,7 +4,8 @@
  * random cluster secret (in the workers' environment, not on a command line),
  * starts the workers with the same arguments plus the cluster flags, passes
  * SIGINT/SIGTERM on (the first worker's coordinator then stops them together),
- * and reports a worker that dies. The workers share each --in port. */
+ * and reports a worker that dies. The workers share each --in port; a port 0
+ * there is picked once, by this parent, and kept for them. */
 #ifndef BETTONG_LOCAL_H
 #define BETTONG_LOCAL_H
 

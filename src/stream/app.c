@@ -386,7 +386,7 @@ int app_check_listen_addresses(app_t *app, char *err, size_t errlen)
     for (size_t i = 0; i < app->npipes; i++)
         for (size_t j = 0; j < i; j++) {
             source_t *a = &app->pipes[i].source, *b = &app->pipes[j].source;
-            /* Port 0 lets the kernel pick a free port for each (tests). */
+            /* Port 0 asks the kernel for a port: each source gets its own. */
             if (a->kind == SOURCE_TCP && b->kind == SOURCE_TCP && a->port != 0 &&
                 strcmp(a->host, b->host) == 0 && a->port == b->port)
                 return fail(err, errlen, "pipelines '%s' and '%s' both listen on %s:%d",

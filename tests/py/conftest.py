@@ -30,6 +30,9 @@ if str(REPO / "python") not in sys.path:
     sys.path.insert(0, str(REPO / "python"))
 
 LISTENING_RE = re.compile(r"bettong receive: listening on (\S+):(\d+)")
+# `bettong run`: one line per TCP source (per worker with --workers), in the
+# order of the pipelines, once the source listens.
+SOURCE_RE = re.compile(r"source '(.*)' listening on (\S+):(\d+)$", re.M)
 
 # No single test may run longer than this (seconds), whatever it waits for.
 TEST_TIME_LIMIT = int(os.environ.get("BETTONG_TEST_TIME_LIMIT", "60"))
@@ -37,11 +40,40 @@ TEST_TIME_LIMIT = int(os.environ.get("BETTONG_TEST_TIME_LIMIT", "60"))
 
 # ------------------------------------------------------------------ plain helpers
 
-def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+# Every process a test starts listens on port 0 and the test reads the address
+# the process prints (`bettong run`: "source 'NAME' listening on H:P", cluster
+# workers "(control H:P, data H:P)", the initializer "coordinator listening on
+# H:P", `--workers` "cluster control at H:P"; `bettong receive`, `pool` and
+# `store`: "listening on H:P"). A port is never guessed free.
+#
+# Only a port a process must have before it can print one is reserved instead:
+# the port a restarted process must come back on (a restart by the test, or
+# a worker that restarts itself with its own command line), or the port of a
+# sink that comes up later (or never). The reservation is a socket bound to
+# 127.0.0.1:0 with SO_REUSEADDR that never listens, held until the test ends:
+# the kernel gives its port to nobody else (neither to a bind to port 0 nor to
+# an outgoing connection), connections to it are refused while none of our
+# processes listens on it, and ours (which all bind with SO_REUSEADDR) can
+# bind and listen on it, again and again (socket(7)).
+
+
+class PortReservations:
+    """Ports reserved for one test (see above); `reserve()` returns one."""
+
+    def __init__(self):
+        self.socks = []
+
+    def reserve(self, host="127.0.0.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        self.socks.append(s)
         return s.getsockname()[1]
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+        self.socks = []
 
 
 def port_open(port, host="127.0.0.1"):
@@ -271,6 +303,42 @@ def lines_of(data):
 
 # ------------------------------------------------------------------ processes
 
+# The threads that read a process's pipe to its end, by stream (read_to_end).
+_PIPE_READERS = {}
+_PIPE_READERS_LOCK = threading.Lock()
+
+
+def read_to_end(stream, on_line, on_end=None):
+    """Read the lines of `stream` (a pipe from a process) on a thread of its own
+    until the end of the pipe, calling on_line(bytes) for each and then
+    on_end(); the thread then closes the stream. Returns the thread.
+
+    The stream is the thread's alone: closed by another thread while a
+    readline() is in progress or about to start, a BufferedReader fails in the
+    reading thread (ValueError "PyMemoryView_FromBuffer(): info->buf must not
+    be NULL", or "readline of closed file"). So Procs.cleanup does not close
+    such a stream: it waits for its thread, which ends once every process
+    holding the pipe (the process, and what it started) has exited."""
+    def run():
+        try:
+            for raw in iter(stream.readline, b""):
+                on_line(raw)
+        finally:
+            try:
+                if on_end is not None:
+                    on_end()
+            finally:
+                stream.close()
+                with _PIPE_READERS_LOCK:
+                    _PIPE_READERS.pop(stream, None)
+
+    t = threading.Thread(target=run, daemon=True)
+    with _PIPE_READERS_LOCK:
+        _PIPE_READERS[stream] = t
+    t.start()
+    return t
+
+
 class Procs:
     """Every process a test starts; all killed (with their process group) at teardown."""
 
@@ -301,19 +369,32 @@ class Procs:
             except subprocess.TimeoutExpired:
                 pass
             for f in (p.stdout, p.stderr):
-                if f is not None:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
+                if f is None:
+                    continue
+                with _PIPE_READERS_LOCK:
+                    reader = _PIPE_READERS.get(f)
+                if reader is not None:
+                    # Read by a thread (read_to_end), which closes it at the end
+                    # of the pipe: never closed under it. A process that still
+                    # holds the pipe after this wait leaves the thread to finish
+                    # when it exits.
+                    reader.join(5)
+                    continue
+                try:
+                    f.close()
+                except OSError:
+                    pass
 
 
 class Receiver:
-    """`bettong receive --listen 127.0.0.1:PORT [--framed] --out FILE [--expect N]`."""
+    """`bettong receive --listen HOST:PORT [--framed] --out FILE [--expect N]`;
+    port 0: the port it prints."""
 
-    def __init__(self, procs, out, port=0, framed=False, expect=None, extra=()):
+    def __init__(self, procs, out, port=0, framed=False, expect=None, extra=(),
+                 host="127.0.0.1"):
         self.out = Path(out)
-        args = [BIN, "receive", "--listen", "127.0.0.1:%d" % port, "--out", self.out]
+        self.host = host
+        args = [BIN, "receive", "--listen", "%s:%d" % (host, port), "--out", self.out]
         if framed:
             args.append("--framed")
         if expect is not None:
@@ -323,8 +404,7 @@ class Receiver:
         self.err_lines = []
         self.port = None
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._read_stderr, daemon=True)
-        self._thread.start()
+        self._thread = read_to_end(self.proc.stderr, self._stderr_line, self._listening.set)
         if not self._listening.wait(10) or self.port is None:
             self.kill()
             pytest.fail("bettong receive did not report 'listening on' within 10 s "
@@ -332,19 +412,17 @@ class Receiver:
         if port:
             assert self.port == port, "receive listens on %d, asked for %d" % (self.port, port)
 
-    def _read_stderr(self):
-        for raw in iter(self.proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            self.err_lines.append(line)
-            m = LISTENING_RE.search(line)
-            if m and self.port is None:
-                self.port = int(m.group(2))
-                self._listening.set()
-        self._listening.set()
+    def _stderr_line(self, raw):
+        line = raw.decode("utf-8", "replace").rstrip("\n")
+        self.err_lines.append(line)
+        m = LISTENING_RE.search(line)
+        if m and self.port is None:
+            self.port = int(m.group(2))
+            self._listening.set()
 
     @property
     def addr(self):
-        return "127.0.0.1:%d" % self.port
+        return "%s:%d" % (self.host, self.port)
 
     def data(self):
         try:
@@ -403,7 +481,12 @@ class Receiver:
 
 
 class Engine:
-    """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file."""
+    """`bettong run APP --in ... --out ... EXTRA`, cwd = the repository, stderr to a file.
+
+    `ins` are the ports of the --in addresses on 127.0.0.1: 0 (the kernel picks
+    one; in_ports then holds the ports the engine printed, in the order of its
+    pipelines, once ready) or a reserved port (Harness.reserve_port). `outs` are
+    the ports of the sinks, which the engine connects to."""
 
     _n = 0
 
@@ -413,6 +496,7 @@ class Engine:
         self.spec = (app, tuple(ins), tuple(outs), tuple(extra))  # for Harness.restart
         self.in_ports = list(ins)
         self.out_ports = list(outs)
+        self.sources = {}  # pipeline name: port, once ready
         self.err_path = Path(tmp) / ("engine-%d.stderr" % Engine._n)
         args = [BIN, "run"]
         if app is not None:
@@ -434,19 +518,39 @@ class Engine:
         except FileNotFoundError:
             return ""
 
+    def listening(self):
+        """{pipeline name: port} of the sources that have logged that they listen
+        (with --workers, the first worker's line for each)."""
+        found = {}
+        for m in SOURCE_RE.finditer(self.stderr()):
+            found.setdefault(m.group(1), int(m.group(3)))
+        return found
+
     def wait_ready(self, timeout=15):
-        """Wait until every --in port accepts connections; fail with the engine's
+        """Wait until every --in source has logged that it listens, and set
+        in_ports (in the order of the pipelines, which is the order of the --in
+        addresses in the applications here) and sources; fail with the engine's
         stderr if it exits first."""
         deadline = time.monotonic() + timeout
-        for port in self.in_ports:
-            while not port_open(port):
-                if self.proc.poll() is not None:
-                    pytest.fail("bettong run exited with %d before listening on %d:\n%s"
-                                % (self.proc.returncode, port, self.stderr()))
-                if time.monotonic() > deadline:
-                    pytest.fail("bettong run did not listen on %d within %.0f s:\n%s"
-                                % (port, timeout, self.stderr()))
-                time.sleep(0.03)
+        want = len(self.spec[1])
+        while True:
+            exited = self.proc.poll() is not None  # before reading: nothing comes after
+            found = self.listening()
+            if len(found) >= want:
+                break
+            if exited:
+                pytest.fail("bettong run exited with %d before its %d sources listened:\n%s"
+                            % (self.proc.returncode, want, self.stderr()))
+            if time.monotonic() > deadline:
+                pytest.fail("bettong run did not have its %d sources listening within %.0f s:\n%s"
+                            % (want, timeout, self.stderr()))
+            time.sleep(0.02)
+        ports = list(found.values())
+        for asked, got in zip(self.spec[1], ports):
+            assert asked in (0, got), "a source listens on %d, asked for %d" % (got, asked)
+        self.sources = found
+        self.in_ports = ports
+        return ports
 
     def alive(self):
         return self.proc.poll() is None
@@ -515,42 +619,30 @@ class Harness:
     def __init__(self, tmp):
         self.tmp = Path(tmp)
         self.procs = Procs()
+        self.ports = PortReservations()
         self._files = 0
 
     def path(self, name):
         self._files += 1
         return self.tmp / ("%d-%s" % (self._files, name))
 
-    def receiver(self, port=0, framed=False, expect=None, out=None, extra=()):
+    def receiver(self, port=0, framed=False, expect=None, out=None, extra=(), host="127.0.0.1"):
         return Receiver(self.procs, out or self.path("received.out"), port=port,
-                        framed=framed, expect=expect, extra=extra)
+                        framed=framed, expect=expect, extra=extra, host=host)
 
     def engine(self, app, ins=(), outs=(), extra=(), wait=True, ready_timeout=15):
         return Engine(self.procs, self.tmp, app, ins=ins, outs=outs, extra=extra,
                       wait=wait, ready_timeout=ready_timeout)
 
-    def engine_on_free_ports(self, app, n_ins, outs=(), extra=(), attempts=3,
-                             ready_timeout=15):
-        """An engine listening on `n_ins` ports picked with free_port(), ready.
-        A port taken by someone else between the pick and the engine's bind
-        (tests running in parallel) means another try on new ports."""
-        for attempt in range(attempts):
-            ins = [free_port() for _ in range(n_ins)]
-            eng = self.engine(app, ins=ins, outs=outs, extra=extra, wait=False)
-            deadline = time.monotonic() + ready_timeout
-            while eng.alive() and not all(port_open(p) for p in ins):
-                if time.monotonic() > deadline:
-                    pytest.fail("bettong run did not listen on %s within %.0f s:\n%s"
-                                % (ins, ready_timeout, eng.stderr()))
-                time.sleep(0.03)
-            if eng.alive():
-                return eng
-            if "address already in use" not in eng.stderr() or attempt + 1 == attempts:
-                pytest.fail("bettong run exited with %d before listening on %s:\n%s"
-                            % (eng.proc.returncode, ins, eng.stderr()))
+    def reserve_port(self):
+        """A port for a process that must have it before it can print one (a
+        restart on the same port, a sink that comes up later): see
+        PortReservations. Held until the test ends."""
+        return self.ports.reserve()
 
     def restart(self, engine, wait=True, ready_timeout=15):
-        """A new engine with the command line of `engine` (which must have exited)."""
+        """A new engine with the command line of `engine` (which must have exited):
+        on the same ports where they were reserved, on new ones where they were 0."""
         assert engine.proc.poll() is not None, "restart of an engine that still runs"
         app, ins, outs, extra = engine.spec
         return self.engine(app, ins=ins, outs=outs, extra=extra, wait=wait,
@@ -613,6 +705,7 @@ class Harness:
 
     def cleanup(self):
         self.procs.cleanup()
+        self.ports.close()
 
 
 # ------------------------------------------------------------------ clusters
@@ -621,15 +714,12 @@ CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
 SECRET_FILE_RE = re.compile(r"cluster secret \(made for this run\) in (\S+)")
 
 
-SOURCE_RE = re.compile(r"source '([^']*)' listening on 127\.0\.0\.1:(\d+)")
-
-
 def wait_sources(eng, n, timeout=15):
     """{source name: port} once the engine has logged that its n sources listen
     (started with --in 127.0.0.1:0,...: the kernel picks the ports)."""
     if n:
-        eng.wait_log(SOURCE_RE.pattern, timeout=timeout, count=n)
-    return {m.group(1): int(m.group(2)) for m in SOURCE_RE.finditer(eng.stderr())}
+        eng.wait_log(r"source '[^']*' listening on \S+:\d+", timeout=timeout, count=n)
+    return {m.group(1): int(m.group(3)) for m in SOURCE_RE.finditer(eng.stderr())}
 
 
 def engine_port0(bt, app, n_ins=1, outs=(), extra=()):
@@ -642,7 +732,9 @@ def engine_port0(bt, app, n_ins=1, outs=(), extra=()):
 class Cluster:
     """N workers running `app`, formed either by `--workers N` (one parent, the
     workers share each --in port) or by Wallaroo's flags (one process per worker,
-    each with its own --in ports; worker 1 is the initializer).
+    each with its own --in ports; worker 1 is the initializer). Every port is
+    picked by the kernel (port 0) and read from the logs: ports[i] are worker
+    i's --in ports once it listens.
 
     sources="initializer" for Wallaroo 0.6 applications, whose sources run on
     the initializer only: every worker gets --in 127.0.0.1:0 (as Wallaroo's
@@ -666,7 +758,6 @@ class Cluster:
                             extra=self._in_args() + ["--workers", n, "--log-level",
                                                      "info"] + self.extra)
             self.engines.append(eng)
-            self.ports = []
             self.control = wait_until(lambda: self._control_from(eng), 15,
                                       "the cluster's control address")
             if not secret:
@@ -674,13 +765,11 @@ class Cluster:
                                "the secret file")
                 self.secret_args = ["--cluster-secret-file", m.group(1)]
         elif form == "workers":
-            # Ports picked free may be taken before the workers bind them (by
-            # a port the kernel picks for a worker's own links): then new ones.
-            eng = bt.engine_on_free_ports(app, nins, outs=self.outs,
-                                          extra=["--workers", n, "--log-level", "info"]
-                                          + self.extra)
+            # Port 0 in --in: the parent has the kernel pick each port once, and
+            # the workers share it.
+            eng = bt.engine(app, ins=[0] * nins, outs=self.outs,
+                            extra=["--workers", n, "--log-level", "info"] + self.extra)
             self.engines.append(eng)
-            self.ports = [list(eng.spec[1])] * n
             self.control = wait_until(lambda: self._control_from(eng), 15,
                                       "the cluster's control address")
             if not secret:
@@ -691,7 +780,6 @@ class Cluster:
             # The initializer listens on ports the kernel picks and logs them;
             # the others join the control address it logged.
             self.control = "127.0.0.1:0"
-            self.ports = []
             first = self.add_worker(nins, initializer=True, wait=False)
             self.control = wait_until(lambda: self._coordinator_of(first), 15,
                                       "the coordinator's address")
@@ -702,6 +790,16 @@ class Cluster:
         if sources == "initializer":
             # {source name: port} of the initializer, the one that listens.
             self.source_ports = wait_sources(self.engines[0], nins)
+
+    @property
+    def ports(self):
+        """ports[i]: worker i's --in ports, once it listens (none where the
+        sources run on the initializer only)."""
+        if self.sources != "every":
+            return [[] for _ in self.engines]
+        if self.form == "workers":
+            return [self.engines[0].in_ports] * self.n
+        return [e.in_ports for e in self.engines]
 
     def _in_args(self):
         return ["--in", ",".join(["127.0.0.1:0"] * self.nins)] if self.nins else []
@@ -724,7 +822,7 @@ class Cluster:
 
     def add_worker(self, nins=1, initializer=False, wait=True, join=False, name=None,
                    secret=None):
-        ports = [free_port() for _ in range(nins)] if self.sources == "every" else []
+        ports = [0] * nins if self.sources == "every" else []
         i = len(self.engines) + 1
         flags = ["--name", name or "w%d" % i, "--log-level", "info"]
         if initializer:
@@ -745,7 +843,6 @@ class Cluster:
         self.engines.append(eng)
         if wait:
             self._wait_ready(eng)
-        self.ports.append(ports)
         return eng
 
     def status(self, secret=None, check=True):
@@ -795,6 +892,17 @@ def procs():
         yield p
     finally:
         p.cleanup()
+
+
+@pytest.fixture
+def reserve_port():
+    """A function returning a reserved port (PortReservations) for tests without
+    `bt`; the reservations end with the test."""
+    r = PortReservations()
+    try:
+        yield r.reserve
+    finally:
+        r.close()
 
 
 @pytest.fixture

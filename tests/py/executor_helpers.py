@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, free_port
+from conftest import BIN, REPO, read_to_end
 
 PYDIR = REPO / "python"
 TESTS = Path(__file__).resolve().parent
@@ -242,20 +242,21 @@ POOL_LISTEN_RE = re.compile(r"bettong pool: listening on (\S+)")
 
 
 class LineReader:
-    """Collects a process's output lines on a thread."""
+    """Collects a process's output lines on a thread, which owns the stream
+    (conftest.read_to_end): `closed` once the pipe has ended."""
 
     def __init__(self, stream):
         self.lines = []
         self.cond = threading.Condition()
         self.closed = False
-        self.t = threading.Thread(target=self._run, args=(stream,), daemon=True)
-        self.t.start()
+        self.t = read_to_end(stream, self._line, self._end)
 
-    def _run(self, stream):
-        for raw in iter(stream.readline, b""):
-            with self.cond:
-                self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
-                self.cond.notify_all()
+    def _line(self, raw):
+        with self.cond:
+            self.lines.append(raw.decode("utf-8", "replace").rstrip("\n"))
+            self.cond.notify_all()
+
+    def _end(self):
         with self.cond:
             self.closed = True
             self.cond.notify_all()
@@ -280,12 +281,13 @@ class LineReader:
 
 class TcpPool:
     """`bettong pool --listen 127.0.0.1:PORT --secret S [--workers N]` and its
-    `bettong worker --join` processes, all killed at teardown."""
+    `bettong worker --join` processes, all killed at teardown. port 0 (the
+    default): the kernel picks it, and address is the one the pool prints."""
 
-    def __init__(self, procs, secret, workers=0, extra=(), port=None):
+    def __init__(self, procs, secret, workers=0, extra=(), port=0):
         self.procs = procs
         self.secret = secret
-        self.port = free_port() if port is None else port
+        self.port = port
         args = [BIN, "pool", "--listen", "127.0.0.1:%d" % self.port]
         if workers is not None:
             args += ["--workers", str(workers)]

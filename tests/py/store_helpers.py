@@ -1,5 +1,5 @@
 """Helpers for the object-store tests (tests/py/test_store*.py): run `bettong store`
-as a real process on a free loopback port with a directory of its own, run client
+as a real process on loopback port 0 (the port it prints) with a directory of its own, run client
 programs against it, and reset the in-process client between tests.
 
 Every wait is bounded; every process a test starts is killed at teardown (with its
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, Procs, free_port, port_open
+from conftest import BIN, REPO, Procs, port_open
 from executor_helpers import PYTHON, run_script, sub_env
 
 PYDIR = REPO / "python"
@@ -36,12 +36,12 @@ class Store:
 
     _n = 0
 
-    def __init__(self, procs, tmp, dir=None, port=None, secret=None, extra=(), wait=True):
+    def __init__(self, procs, tmp, dir=None, port=0, secret=None, extra=(), wait=True):
         Store._n += 1
         self.procs = procs
         self.tmp = Path(tmp)
         self.dir = Path(dir) if dir is not None else self.tmp / ("store-%d" % Store._n)
-        self.port = free_port() if port is None else port
+        self.port = port
         self.secret = secret
         self.extra = list(extra)
         self.err_path = self.tmp / ("store-%d.log" % Store._n)

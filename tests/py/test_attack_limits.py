@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, REPO, authenticated_socket, example_path, free_port,
+from conftest import (BIN, REPO, SOURCE_RE, authenticated_socket, example_path,
                       wait_until)
 
 PYDIR = REPO / "python"
@@ -94,14 +94,13 @@ def closed_by_peer(s, timeout=5.0):
 
 
 class Service:
-    """A `bettong pool` or `bettong store` on a free loopback port, stderr in a
-    file, started with a soft open-file limit of 1024."""
+    """A `bettong pool` or `bettong store` on loopback port 0 (port: the one it
+    prints), stderr in a file, started with a soft open-file limit of 1024."""
 
     def __init__(self, bt, kind, extra=(), env=None):
         self.kind = kind
-        self.port = free_port()
         self.log_path = bt.path(kind + ".log")
-        args = [BIN, kind, "--listen", "127.0.0.1:%d" % self.port]
+        args = [BIN, kind, "--listen", "127.0.0.1:0"]
         if kind == "pool":
             args += ["--workers", "1"]
         else:
@@ -112,9 +111,11 @@ class Service:
         with open(self.log_path, "wb") as log:
             self.proc = bt.procs.spawn(args + [str(a) for a in extra], stdout=log, stderr=log,
                                        env=e, cwd=str(bt.tmp), preexec_fn=low_fd_limit)
-        wait_until(lambda: "listening on" in self.log() or self.proc.poll() is not None, 15,
-                   "bettong %s listening" % kind)
+        listening = re.compile(r"bettong %s: listening on 127\.0\.0\.1:(\d+)" % kind)
+        m = wait_until(lambda: listening.search(self.log()) or self.proc.poll() is not None,
+                       15, "bettong %s listening" % kind)
         assert self.proc.poll() is None, self.log()
+        self.port = int(m.group(1))
         self.pid = self.proc.pid
 
     def log(self):
@@ -157,8 +158,8 @@ class Service:
 
 def stream_engine(bt, extra=()):
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port], extra=extra)
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port], extra=extra)
+    port = eng.in_ports[0]
     return eng, recv, port
 
 
@@ -282,13 +283,13 @@ def test_budget_closes_the_oldest_partial_frame(bt):
 
 def test_flood_on_a_source(bt):
     recv = bt.receiver()
-    port = free_port()
     eng_err = bt.path("engine.log")
     with open(eng_err, "wb") as log:
         proc = bt.procs.spawn([BIN, "run", str(example_path("reverse")), "--in",
-                               "127.0.0.1:%d" % port, "--out", "127.0.0.1:%d" % recv.port],
+                               "127.0.0.1:0", "--out", "127.0.0.1:%d" % recv.port],
                               cwd=str(REPO), stdout=log, stderr=log, preexec_fn=low_fd_limit)
-    wait_until(lambda: "listening on" in eng_err.read_text(), 15, "the source listening")
+    m = wait_until(lambda: SOURCE_RE.search(eng_err.read_text()), 15, "the source listening")
+    port = int(m.group(3))
     socks = flood(port, FLOOD_N)
     wait_until(lambda: "refused" in eng_err.read_text(), 15, "the cap reached")
     stream_client(recv, port, "flood")
@@ -311,9 +312,9 @@ def test_flood_on_pool_and_store(bt, kind):
 
 def test_flood_on_a_cluster_control_port(bt):
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port],
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port],
                     extra=["--workers", "2", "--log-level", "info"])
+    port = eng.in_ports[0]
     m = eng.wait_log(r"worker '\S+' \(control 127\.0\.0\.1:(\d+), data", timeout=20)
     eng.wait_log(r"cluster formed|formed with 2", timeout=20)
     socks = flood(int(m.group(1)), FLOOD_N)
@@ -346,10 +347,10 @@ def test_cap_refuses_and_logs(bt):
 
 def test_silent_cluster_connections_are_closed(bt):
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port],
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port],
                     extra=["--workers", "2", "--log-level", "info",
                            "--cluster-handshake-timeout", "0.3"])
+    port = eng.in_ports[0]
     m = eng.wait_log(r"worker '\S+' \(control 127\.0\.0\.1:(\d+), data 127\.0\.0\.1:(\d+)\)",
                      timeout=20)
     coord = eng.wait_log(r"cluster control at 127\.0\.0\.1:(\d+)", timeout=20)

@@ -4,7 +4,7 @@ reading, so the sender blocks instead of the engine buffering without limit."""
 import socket
 import time
 
-from conftest import example_path, free_port, wait_until
+from conftest import example_path, wait_until
 
 
 def rss_mb(pid):
@@ -22,9 +22,9 @@ def test_stalled_sink_bounds_memory_and_blocks_the_sender(bt):
     stalled.bind(("127.0.0.1", 0))
     stalled.listen(1)
     out_port = stalled.getsockname()[1]
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port],
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[out_port],
                     extra=["--flush-timeout", "1"])
+    port = eng.in_ports[0]
     base_rss = rss_mb(eng.proc.pid)
     # 300 MB of input (and as much output) on the wire if nothing pushed back.
     payloads = ["%08d " % i + "x" * 200 for i in range(50000)]

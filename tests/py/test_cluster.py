@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, AuthFailed, Cluster, app_path,  # noqa: F401
-                      auth_handshake, children_of, example_path, free_port, lines_of,
+from conftest import (BIN, EXAMPLES, REPO, SOURCE_RE, AuthFailed, Cluster,  # noqa: F401
+                      app_path, auth_handshake, children_of, example_path, lines_of,
                       load_module, wait_until)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
@@ -422,10 +422,30 @@ def test_peers_without_the_secret_are_refused(bt):
     assert rc == 0, err
 
 
+def test_workers_share_the_ports_picked_for_port_0(bt):
+    """--workers 2 --in 127.0.0.1:0,127.0.0.1:0: the parent has the kernel pick
+    each port once and logs them; both workers listen on those ports (not one
+    each), and the application's two sources get one each."""
+    recv = bt.receiver()
+    eng = bt.engine(example_path("market_spread"), ins=[0, 0], outs=[recv.port],
+                    extra=["--workers", 2])
+    eng.wait_log(r"cluster: formed with 2 workers")
+    m = eng.wait_log(r"--in 127\.0\.0\.1:0,127\.0\.0\.1:0: the workers share "
+                     r"127\.0\.0\.1:(\d+),127\.0\.0\.1:(\d+)")
+    picked = [int(m.group(1)), int(m.group(2))]
+    assert picked[0] != picked[1]
+    eng.wait_log(r"source 'Orders' listening on", count=2)
+    lines = [(name, int(port)) for name, _, port in SOURCE_RE.findall(eng.stderr())]
+    assert sorted(lines) == sorted([("Market Data", picked[0]), ("Orders", picked[1])] * 2), lines
+    assert eng.in_ports == picked
+    rc, err = eng.stop(timeout=20)
+    assert rc == 0, err
+
+
 def test_workers_stop_when_one_cannot_start(bt):
     """--workers N with an application that does not load: exit 2, nothing waits."""
     recv = bt.receiver()
-    eng = bt.engine(app_path("setup_raises_app"), ins=[free_port()], outs=[recv.port],
+    eng = bt.engine(app_path("setup_raises_app"), ins=[0], outs=[recv.port],
                     extra=["--workers", "2"], wait=False)
     rc, err = eng.wait_exit(20)
     assert rc == 2, err
@@ -436,9 +456,9 @@ def test_cluster_address_beyond_loopback_needs_a_secret(bt):
     recv = bt.receiver()
     env = {k: v for k, v in os.environ.items() if k != "BETTONG_CLUSTER_SECRET"}
     p = subprocess.run([BIN, "run", str(example_path("word_count")), "--in",
-                        "127.0.0.1:%d" % free_port(), "--out", "127.0.0.1:%d" % recv.port,
+                        "127.0.0.1:0", "--out", "127.0.0.1:%d" % recv.port,
                         "--cluster-initializer", "--worker-count", "2", "--control",
-                        "0.0.0.0:%d" % free_port()], capture_output=True, text=True,
+                        "0.0.0.0:0"], capture_output=True, text=True,
                        timeout=20, cwd=str(REPO), env=env)
     assert p.returncode == 2
     assert "needs a secret" in p.stderr
@@ -490,10 +510,8 @@ def test_cluster_across_network_namespaces(bt, netns3):
     """Three workers, each in its own network namespace with its own address,
     talking over a bridge with a cluster secret: the word count is exact."""
     net, names = netns3
-    out = bt.path("received.out")
-    rport = free_port()
-    recv_proc = bt.procs.spawn([BIN, "receive", "--listen", "%s.254:%d" % (net, rport), "--out",
-                                out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    recv = bt.receiver(host=net + ".254")
+    out, rport = recv.out, recv.port
     env = dict(os.environ, BETTONG_CLUSTER_SECRET="netns-secret")
     control = "%s.1:12500" % net
     procs, logs = [], []
@@ -533,7 +551,7 @@ def test_cluster_across_network_namespaces(bt, netns3):
     procs[0].send_signal(signal.SIGTERM)
     for p, log in zip(procs, logs):
         assert p.wait(30) == 0, log.read_text()
-    recv_proc.kill()
+    recv.kill()
 
 
 def send_frames_to(host, port, payloads):
@@ -664,8 +682,9 @@ def test_workers_get_the_secret_through_their_environment(bt):
     warns that the command line shows it, and no worker's argument vector
     (readable by every user in /proc) holds it."""
     secret = "s3cret-%d" % os.getpid()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[free_port()],
-                                  extra=["--workers", 2, "--cluster-secret", secret])
+    # The sink's port is reserved and nobody listens on it: output waits, refused.
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[bt.reserve_port()],
+                    extra=["--workers", 2, "--cluster-secret", secret])
     eng.wait_log(r"cluster: formed with 2 workers")
     children = list(children_of(eng.proc.pid).values())
     assert len(children) == 2, children

@@ -13,7 +13,7 @@ import struct
 import threading
 
 from conftest import (auth_handshake, auth_hello, auth_server_challenge,
-                      children_of, example_path, free_port, frame, lines_of, recv_frame,
+                      children_of, example_path, frame, lines_of, recv_frame,
                       wait_until)
 from test_cluster import (Cluster, check_counts, cl_identity, expected_word_totals, send_frames,
                           word_lines)
@@ -190,7 +190,7 @@ def test_a_worker_stops_at_a_coordinator_that_cannot_prove_the_secret(bt):
     lsock.settimeout(20)
     fake = "127.0.0.1:%d" % lsock.getsockname()[1]
     recv = bt.receiver()
-    eng = bt.engine(example_path("word_count"), ins=[free_port()], outs=[recv.port], wait=False,
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port], wait=False,
                     extra=["--name", "w2", "--control", fake, "--cluster-secret", SECRET])
     conn, _ = lsock.accept()
     conn.settimeout(10)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (APPS, app_path, example_path, frame, frames, free_port,
-                      lines_of, port_open, py_send)
+from conftest import (APPS, SOURCE_RE, app_path, example_path, frame, frames, lines_of,
+                      py_send)
 
 ERRORS_APP = app_path("errors_app")
 
@@ -30,17 +30,12 @@ def reverse_expected(texts):
 
 def run_load_error(bt, app, extra=()):
     """Start an engine that must refuse to load: it exits 2 with a message, and
-    its --in port never accepts a connection."""
-    port, out = free_port(), free_port()
-    eng = bt.engine(app, ins=[port], outs=[out], extra=extra, wait=False)
-    deadline = time.monotonic() + 15
-    while eng.alive():
-        assert not port_open(port), "engine listened although the application did not load"
-        assert time.monotonic() < deadline, "engine did not exit:\n" + eng.stderr()
-        time.sleep(0.05)
+    its --in source never listens (no "listening on" line: the engine logs one
+    the moment a source listens)."""
+    eng = bt.engine(app, ins=[0], outs=[bt.reserve_port()], extra=extra, wait=False)
     rc, err = eng.wait_exit()
     assert rc == 2, "exit %d, expected 2:\n%s" % (rc, err)
-    assert not port_open(port)
+    assert not SOURCE_RE.search(err), "engine listened although the application did not load"
     return err
 
 
@@ -116,9 +111,9 @@ def test_exception_skipped(bt, step, policy):
     one traceback, not 1000."""
     msgs, good, boom = mixed_messages(300, 1000)
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+    eng = bt.engine(ERRORS_APP, ins=[0], outs=[recv.port],
                     extra=["--fail-in", step] + policy)
+    port = eng.in_ports[0]
     bt.send_payloads(port, msgs)
     expected = "".join(g + "\n" for g in good).encode()
     assert recv.wait_bytes(len(expected)) == expected
@@ -141,9 +136,9 @@ def test_exception_dead_letter(bt, step):
     good.append("good last")
     dead = bt.tmp / ("dead-%s.bin" % step)
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+    eng = bt.engine(ERRORS_APP, ins=[0], outs=[recv.port],
                     extra=["--fail-in", step, "--on-error", "dead-letter:%s" % dead])
+    port = eng.in_ports[0]
     bt.send_payloads(port, msgs)
     expected = "".join(g + "\n" for g in good).encode()
     assert recv.wait_bytes(len(expected)) == expected
@@ -156,9 +151,9 @@ def test_exception_dead_letter(bt, step):
 def test_exception_stop_policy(bt):
     """--on-error stop: the engine flushes what it processed and exits non-zero."""
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port],
+    eng = bt.engine(ERRORS_APP, ins=[0], outs=[recv.port],
                     extra=["--fail-in", "compute", "--on-error", "stop"])
+    port = eng.in_ports[0]
     first = ["good %d" % i for i in range(100)]
     bt.send_payloads(port, first)
     expected = "".join(g + "\n" for g in first).encode()
@@ -202,8 +197,8 @@ def closed_by_peer(sock, timeout=10):
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
 def test_bad_connection_closed_others_go_on(bt, kind):
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(ERRORS_APP, ins=[port], outs=[recv.port], extra=["--max-frame", "1024"])
+    eng = bt.engine(ERRORS_APP, ins=[0], outs=[recv.port], extra=["--max-frame", "1024"])
+    port = eng.in_ports[0]
     a_texts = ["a%d" % i for i in range(200)] + ["a" * 1024]  # exactly the limit: fine
     c_texts = ["c%d" % i for i in range(200)]
 
@@ -240,8 +235,8 @@ def test_default_max_frame_allows_large_frames(bt):
     """The default limit is 16 MiB: a 1 MiB frame goes through."""
     big = "z" * (1 << 20)
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, ["small", big, "end"])
     expected = reverse_expected(["small", big, "end"])
     assert recv.wait_bytes(len(expected)) == expected
@@ -264,9 +259,9 @@ def test_signal_flushes_and_exits_0(bt, sig):
     marker = bt.tmp / "marks"
     texts = ["message %04d" % i for i in range(400)]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(app_path("marked_app"), ins=[port], outs=[recv.port],
+    eng = bt.engine(app_path("marked_app"), ins=[0], outs=[recv.port],
                     extra=["--marker", marker, "--delay", "0.01"])
+    port = eng.in_ports[0]
     stop_sending = threading.Event()
 
     def trickle():  # a frame every 5 ms: faster than the app's 10 ms per message
@@ -301,8 +296,8 @@ def test_signal_flushes_and_exits_0(bt, sig):
 def test_sigint_after_all_output(bt):
     texts = ["x%d" % i for i in range(1000)]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, texts)
     expected = reverse_expected(texts)
     assert recv.wait_bytes(len(expected)) == expected
@@ -312,14 +307,22 @@ def test_sigint_after_all_output(bt):
 
 # ------------------------------------------------------------------ sinks
 
+def sink_refused(out_port):
+    """The engine's line saying that its sink on `out_port` refused it."""
+    return (r"sink 127\.0\.0\.1:%d: cannot connect \(connection refused\); retrying, "
+            r"output waits" % out_port)
+
+
 def test_sink_not_up_at_start(bt):
-    """The receiver starts a second after the data was sent: the engine retries
-    and the output, held meanwhile, arrives exactly."""
-    out_port, port = free_port(), free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    """The receiver starts after the data was sent and the engine found the
+    sink down: the engine retries and the output, held meanwhile, arrives
+    exactly. (The sink's port is reserved: refused until the receiver listens.)"""
+    out_port = bt.reserve_port()
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[out_port])
+    port = eng.in_ports[0]
     texts = ["late %d" % i for i in range(500)]
     bt.send_payloads(port, texts)
-    time.sleep(1.0)
+    eng.wait_log(sink_refused(out_port))
     assert eng.alive(), eng.stderr()
     recv = bt.receiver(port=out_port)
     expected = reverse_expected(texts)
@@ -328,10 +331,12 @@ def test_sink_not_up_at_start(bt):
 
 
 def test_sink_drops_mid_stream(bt):
-    """Receiver 1 gets batch 1 and dies; receiver 2 on the same port gets all of batch 2."""
-    out_port, port = free_port(), free_port()
+    """Receiver 1 gets batch 1 and dies; receiver 2 on the same port (reserved)
+    gets all of batch 2."""
+    out_port = bt.reserve_port()
     recv1 = bt.receiver(port=out_port)
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[out_port])
+    port = eng.in_ports[0]
     batch1 = ["one %d" % i for i in range(300)]
     batch2 = ["two %d" % i for i in range(300)]
     bt.send_payloads(port, batch1)
@@ -348,12 +353,17 @@ def test_sink_drops_mid_stream(bt):
 def test_sink_down_backpressure_drops_nothing(bt):
     """About 20 MB of output waits for a sink that is not up: the engine may stop
     reading (the sender then waits), but once the receiver comes up every output
-    arrives, in order."""
-    out_port, port = free_port(), free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[out_port])
+    arrives, in order. (The sink's port is reserved: refused until the
+    receiver listens.)"""
+    out_port = bt.reserve_port()
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[out_port],
+                    extra=["--log-level", "debug"])
+    port = eng.in_ports[0]
     texts = ["%06d " % i + "p" * 90 for i in range(200000)]
     sender = bt.send_async(port, bt.framed_file(texts))
-    time.sleep(1.5)
+    eng.wait_log(sink_refused(out_port))
+    # The output that waits passed the sink's high-water mark: sources paused.
+    eng.wait_log(r"DEBUG: pausing sources \(sink backlog \d+ bytes\)", timeout=20)
     assert eng.alive(), eng.stderr()
     recv = bt.receiver(port=out_port)
     bt.wait_senders([sender], timeout=40)
@@ -371,11 +381,11 @@ def test_ignored_wallaroo_flags_warned_once(bt):
     warning at start-up (even when given twice or in their short form), the
     flags the application reads are not, and the application runs as usual."""
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port],
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port],
                     extra=["--metrics", "127.0.0.1:5001", "-m", "127.0.0.1:5002",
                            "--ponythreads", "4", "--ponynoblock", "--ponythreads=2",
                            "--spike-drop"])
+    port = eng.in_ports[0]
     texts = ["abc", "hello"]
     bt.send_payloads(port, texts)
     expected = reverse_expected(texts)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, REPO, app_path, example_path, frames, free_port,
+from conftest import (BIN, EXAMPLES, REPO, app_path, example_path, frames,
                       lines_of, load_module, py_send)
 
 WORDS_TXT = EXAMPLES / "word_count" / "data" / "bettong_tales.txt"
@@ -66,8 +66,8 @@ def test_word_count(bt, wc):
     words = [w for line in lines for w in wc.split_words(line)]
     expected = running_counts(words)
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("word_count"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, lines)
     nbytes = sum(len(e.encode("utf-8")) + 1 for e in expected)
     got = lines_of(recv.wait_bytes(nbytes))
@@ -81,8 +81,8 @@ def test_word_count_text_file_as_lines(bt, wc):
     lines = word_count_lines()
     totals = collections.Counter(w for line in lines for w in wc.split_words(line))
     recv = bt.receiver(expect=sum(totals.values()))
-    port = free_port()
-    eng = bt.engine(example_path("word_count"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send(port, WORDS_TXT, framed=False)
     assert recv.wait_exit(20) == 0
     check_word_count_output(lines_of(recv.data()), totals)
@@ -97,8 +97,8 @@ def test_word_count_many_connections(bt, wc):
     totals = {w: c * senders * repeat for w, c in per_pass.items()}
     data = bt.framed_file(lines)
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("word_count"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     procs = [bt.send_async(port, data, framed=True, repeat=repeat) for _ in range(senders)]
     bt.wait_senders(procs, timeout=40)
     nbytes = sum(c * (len(w.encode("utf-8")) + 5) + sum(len(str(k)) for k in range(1, c + 1))
@@ -133,8 +133,8 @@ def test_celsius_exact_floats_in_order(bt):
     inputs = celsius_inputs()
     expected = b"".join(struct.pack(">If", 4, c * 1.8 + 32) for c in inputs)
     recv = bt.receiver(framed=True)  # binary output: the receiver must not wait for lines
-    port = free_port()
-    eng = bt.engine(example_path("celsius"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("celsius"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, [struct.pack(">f", c) for c in inputs])
     got = recv.wait_bytes(len(expected))
     assert len(got) == len(expected)
@@ -146,8 +146,8 @@ def test_celsius_framed_receiver_counts_frames(bt):
     inputs = celsius_inputs()[:300]
     expected = b"".join(struct.pack(">If", 4, c * 1.8 + 32) for c in inputs)
     recv = bt.receiver(framed=True, expect=len(inputs))
-    port = free_port()
-    eng = bt.engine(example_path("celsius"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("celsius"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, [struct.pack(">f", c) for c in inputs])
     assert recv.wait_exit(20) == 0
     assert recv.data() == expected
@@ -167,8 +167,8 @@ def test_alphabet_running_totals(bt):
         expected.append("%s => %d\n" % (letter, totals[letter]))
     expected = "".join(expected).encode()
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("alphabet"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("alphabet"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, [struct.pack(">cI", l.encode(), v) for l, v in votes])
     assert recv.wait_bytes(len(expected)) == expected
     stop_ok(eng)
@@ -187,9 +187,8 @@ def reverse_expected(texts):
 def test_reverse_in_order(bt):
     texts = REVERSE_TEXTS + ["line %d" % i for i in range(2000)]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port],
-                    extra=["--log-level", "warn"])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, texts)
     expected = reverse_expected(texts)
     assert recv.wait_bytes(len(expected)) == expected
@@ -200,8 +199,8 @@ def test_reverse_bundled_text_file(bt):
     path = EXAMPLES / "reverse" / "data" / "lines.txt"
     texts = path.read_text("utf-8").split("\n")[:-1]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send(port, path, framed=False)
     expected = reverse_expected(texts)
     assert recv.wait_bytes(len(expected)) == expected
@@ -211,10 +210,10 @@ def test_reverse_bundled_text_file(bt):
 def test_reverse_by_module_name(bt):
     """--application-module NAME with --application-path DIR instead of a file path."""
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(None, ins=[port], outs=[recv.port],
+    eng = bt.engine(None, ins=[0], outs=[recv.port],
                     extra=["--application-module", "reverse",
                            "--application-path", str(EXAMPLES / "reverse")])
+    port = eng.in_ports[0]
     bt.send_payloads(port, ["abc", "stressed"])
     assert recv.wait_bytes(13) == b"cba\ndesserts\n"
     stop_ok(eng)
@@ -224,8 +223,8 @@ def test_frames_split_across_reads(bt):
     """Frames trickled byte by byte, headers split too: each still arrives whole."""
     texts = ["first", "second frame", "", "caf\u00e9 \u00e0 la carte", "last"]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     py_send(port, frames(texts), chunk=1, delay=0.002)
     expected = reverse_expected(texts)
     assert recv.wait_bytes(len(expected)) == expected
@@ -236,8 +235,8 @@ def test_many_frames_per_read(bt):
     """20000 small frames in one sendall: the engine splits one read into many frames."""
     texts = ["%d" % i for i in range(20000)]
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     py_send(port, frames(texts))
     expected = reverse_expected(texts)
     assert recv.wait_bytes(len(expected)) == expected
@@ -247,8 +246,8 @@ def test_many_frames_per_read(bt):
 def test_order_kept_per_connection(bt):
     """Four connections at once: each connection's outputs come in its own order."""
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(example_path("reverse"), ins=[port], outs=[recv.port])
+    eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     conns = {c: ["%s%04d" % (c, i) for i in range(1500)] for c in "ABCD"}
     files = [bt.framed_file(texts) for texts in conns.values()]
     bt.wait_senders([bt.send_async(port, f) for f in files])
@@ -266,10 +265,10 @@ def test_market_spread_two_sources(bt):
     m = load_module(example_path("market_spread"))
     rng = random.Random(3)
     symbols = m.SYMBOLS
-    market_port, orders_port = free_port(), free_port()
     recv = bt.receiver()
-    eng = bt.engine(example_path("market_spread"), ins=[market_port, orders_port],
+    eng = bt.engine(example_path("market_spread"), ins=[0, 0],
                     outs=[recv.port])
+    market_port, orders_port = eng.in_ports
     received = []
 
     def wait_lines(n):
@@ -354,10 +353,10 @@ def test_market_spread_bundled_data(bt):
     """The bundled files through both sources: every order gets exactly one result."""
     data = EXAMPLES / "market_spread" / "data"
     orders = (data / "orders.txt").read_text().split("\n")[:-1]
-    market_port, orders_port = free_port(), free_port()
     recv = bt.receiver(expect=len(orders))
-    eng = bt.engine(example_path("market_spread"), ins=[market_port, orders_port],
+    eng = bt.engine(example_path("market_spread"), ins=[0, 0],
                     outs=[recv.port])
+    market_port, orders_port = eng.in_ports
     bt.send(market_port, data / "market.txt", framed=False)
     bt.send(orders_port, data / "orders.txt", framed=False)
     assert recv.wait_exit(20) == 0
@@ -379,8 +378,8 @@ def test_duck_typed_classes(bt):
     texts = ["%s %d" % (rng.choice(kinds), i) for i in range(1500)] + ["y" * 300]
     expected = m.expected_output(texts).encode("utf-8")
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(app_path("duck_app"), ins=[port], outs=[recv.port])
+    eng = bt.engine(app_path("duck_app"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     py_send(port, frames(texts, fmt=">H"))
     assert recv.wait_bytes(len(expected)) == expected
     stop_ok(eng)
@@ -398,8 +397,8 @@ def test_state_partition_u64(bt):
         expected.append("key=%d value=%d sum=%d" % (k, v, sums[k]))
     assert len(sums) == len(m.KEYS)  # keys outside the initial list are used too
     recv = bt.receiver()
-    port = free_port()
-    eng = bt.engine(app_path("u64_app"), ins=[port], outs=[recv.port])
+    eng = bt.engine(app_path("u64_app"), ins=[0], outs=[recv.port])
+    port = eng.in_ports[0]
     bt.send_payloads(port, [struct.pack(">Q", v) for v in values])
     got = lines_of(recv.wait_bytes(sum(len(e) + 1 for e in expected)))
     assert sorted(got) == sorted(expected)

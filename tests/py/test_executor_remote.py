@@ -16,7 +16,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, auth_hello, free_port, pool_identity
+from conftest import BIN, auth_hello, pool_identity
 from executor_helpers import RESULT_TIMEOUT, TcpPool, stat, sub_env
 
 import bettong  # noqa: E402
@@ -187,8 +187,7 @@ def test_non_loopback_pool_without_secret_refuses_to_start(monkeypatch):
     """--listen 0.0.0.0 is used only to see the pool refuse: nothing is sent to it."""
     env = sub_env()
     env.pop("BETTONG_SECRET", None)
-    port = free_port()
-    p = subprocess.Popen([BIN, "pool", "--listen", "0.0.0.0:%d" % port, "--workers", "0"],
+    p = subprocess.Popen([BIN, "pool", "--listen", "0.0.0.0:0", "--workers", "0"],
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:

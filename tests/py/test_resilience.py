@@ -13,7 +13,10 @@ exact; market spread likewise; a clean stop and restart; a worker that keeps
 dying stops the cluster.
 
 Every wait is on something observable (a log line, the receiver's file, an
-exit); kill points are drawn from a seeded random.Random whose seed is printed
+exit). Sources listen on port 0, except where a restarted engine must come
+back on the port a resumable sender reconnects to: that port is reserved
+(conftest.py), and so is the coordinator's of workers that restart
+themselves with their own command line. Kill points are drawn from a seeded random.Random whose seed is printed
 (set BETTONG_TEST_SEED to replay one)."""
 
 import collections
@@ -28,8 +31,7 @@ import tempfile
 
 import pytest
 
-from conftest import (BIN, EXAMPLES, children_of, example_path, free_port, load_module,
-                      wait_until)
+from conftest import BIN, EXAMPLES, children_of, example_path, load_module, wait_until
 
 pytestmark = pytest.mark.skipif(not os.access(BIN, os.X_OK), reason="no binary at %s" % BIN)
 
@@ -195,8 +197,9 @@ def test_word_count_exactly_once_across_kills(bt, wc, rng, tmp_path):
     lines = text_lines(TALES)
     expected, _ = word_count_output(wc, lines * repeat)
     recv = eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(tmp_path / "resil", debug=True))
+    # The sender reconnects to the port of the engine restarted: reserved.
+    eng = bt.engine(example_path("word_count"), ins=[bt.reserve_port()], outs=[recv.port],
+                    extra=resil_flags(tmp_path / "resil", debug=True))
     port = eng.in_ports[0]
     eng.wait_log(r"no checkpoint in \S+ yet: starting with empty state")
     eng.wait_log(r"resilience: checkpoints every 0\.050 s")
@@ -215,8 +218,9 @@ def test_market_spread_exactly_once_across_kills(bt, ms, rng, tmp_path):
     market, orders = text_lines(MARKET), text_lines(ORDERS)
     expected = market_spread_output(ms, market, orders * repeat)
     recv = eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example_path("market_spread"), 2, outs=[recv.port],
-                                  extra=resil_flags(tmp_path / "resil", debug=True))
+    # The senders reconnect to the ports of the engine restarted: reserved.
+    eng = bt.engine(example_path("market_spread"), ins=[bt.reserve_port(), bt.reserve_port()],
+                    outs=[recv.port], extra=resil_flags(tmp_path / "resil", debug=True))
     market_port, orders_port = eng.in_ports
     eng.wait_log(HOLDS_EPOCH)
     # All market data first: acknowledged means in a complete checkpoint.
@@ -238,8 +242,8 @@ def test_plain_sender_and_receiver_with_resilience(bt, wc, tmp_path):
     lines = text_lines(TALES)
     expected, _ = word_count_output(wc, lines)
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(tmp_path / "resil"))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(tmp_path / "resil"))
     port = eng.in_ports[0]
     bt.send(port, TALES, framed=False)
     wait_output(recv, expected)
@@ -256,14 +260,15 @@ def test_clean_stop_and_restart_keeps_the_counts(bt, wc, tmp_path):
     both = [w for w in totals_a if totals[w] > totals_a[w]]
     assert both
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(tmp_path / "resil"))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(tmp_path / "resil"))
     port = eng.in_ports[0]
     bt.send_payloads(port, part_a)
     wait_output(recv, out_a)
     stop_ok(eng)
     eng = bt.restart(eng)
     assert int(eng.wait_log(RECOVERED).group(1)) >= 1
+    port = eng.in_ports[0]  # port 0 again: the kernel picked another
     bt.send_payloads(port, part_b)
     got = wait_output(recv, out_a + out_b)
     stop_ok(eng)
@@ -281,14 +286,15 @@ def test_clean_stop_and_restart_resumes_a_stream_exactly_once(bt, wc, tmp_path):
     out_a, _ = word_count_output(wc, part_a)
     expected, _ = word_count_output(wc, lines)
     recv = eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(tmp_path / "resil"))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(tmp_path / "resil"))
     port = eng.in_ports[0]
     finish_sender(bt, resumable_sender(bt, port, file_a, "tales"), len(part_a))
     wait_output(recv, out_a)
     stop_ok(eng)
     eng = bt.restart(eng)
     assert int(eng.wait_log(RECOVERED).group(1)) >= 1
+    port = eng.in_ports[0]  # port 0 again: the kernel picked another
     sender = resumable_sender(bt, port, TALES, "tales")
     out = finish_sender(bt, sender, len(lines))
     assert "sent %d records" % (len(lines) - len(part_a)) in out, out
@@ -313,17 +319,16 @@ def test_damaged_checkpoint_falls_back_to_the_one_before(bt, wc, tmp_path, damag
     both = [w for w in totals_a if totals_ab[w] > totals_a[w]]
     rdir = tmp_path / "resil"
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(rdir, interval=NEVER))
-    port = eng.in_ports[0]
-    bt.send_payloads(port, part_a)
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(rdir, interval=NEVER))
+    bt.send_payloads(eng.in_ports[0], part_a)
     wait_output(recv, out_a)
     stop_ok(eng)
     assert snap_path(rdir, 1).exists() and not snap_path(rdir, 2).exists()
 
     eng = bt.restart(eng)
     assert eng.wait_log(RECOVERED).group(1) == "1"
-    bt.send_payloads(port, part_b)
+    bt.send_payloads(eng.in_ports[0], part_b)
     wait_output(recv, out_a + out_b)
     stop_ok(eng)
     snap2 = snap_path(rdir, 2)
@@ -346,7 +351,7 @@ def test_damaged_checkpoint_falls_back_to_the_one_before(bt, wc, tmp_path, damag
     # The state is A's alone: B's first half counts as it did after A.
     part_c = part_b[:len(part_b) // 2]
     out_c, totals_ac = word_count_output(wc, part_c, start=totals_a)
-    bt.send_payloads(port, part_c)
+    bt.send_payloads(eng.in_ports[0], part_c)
     got = wait_output(recv, out_a + out_b + out_c)
     stop_ok(eng)
     w = max(both, key=lambda w: totals_ab[w])
@@ -359,7 +364,7 @@ def test_damaged_checkpoint_falls_back_to_the_one_before(bt, wc, tmp_path, damag
     assert eng.wait_log(RECOVERED).group(1) == "2"
     assert "cannot recover" not in eng.stderr()
     out_c2, _ = word_count_output(wc, part_c, start=totals_ac)
-    bt.send_payloads(port, part_c)
+    bt.send_payloads(eng.in_ports[0], part_c)
     wait_output(recv, out_a + out_b + out_c + out_c2)
     stop_ok(eng)
 
@@ -370,11 +375,11 @@ def test_damaged_checkpoint_falls_back_to_the_one_before(bt, wc, tmp_path, damag
 def test_directory_of_another_application_is_refused(bt, tmp_path):
     rdir = tmp_path / "resil"
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(rdir))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(rdir))
     eng.wait_log(r"ready: application")
     stop_ok(eng)
-    other = bt.engine(example_path("celsius"), ins=[free_port()], outs=[recv.port],
+    other = bt.engine(example_path("celsius"), ins=[0], outs=[recv.port],
                       extra=resil_flags(rdir), wait=False)
     rc, err = other.wait_exit()
     assert rc == 2, err
@@ -388,17 +393,17 @@ def test_directory_of_another_application_is_refused(bt, tmp_path):
 def test_directory_in_use_is_refused(bt, tmp_path):
     rdir = tmp_path / "resil"
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(rdir))
-    second = bt.engine(example_path("word_count"), ins=[free_port()], outs=[recv.port],
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(rdir))
+    second = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
                        extra=resil_flags(rdir), wait=False)
     rc, err = second.wait_exit()
     assert rc == 2, err
     assert "in use by another worker" in err, err
     assert eng.alive()
     # Another worker name has its own subdirectory of the same DIR.
-    named = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                    extra=resil_flags(rdir) + ["--name", "second"])
+    named = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                      extra=resil_flags(rdir) + ["--name", "second"])
     named.wait_log(r"no checkpoint in \S+/second yet")
     stop_ok(named)
     stop_ok(eng)
@@ -440,8 +445,8 @@ def test_disk_full_fails_checkpoints_but_processing_goes_on(bt, wc, rng, small_t
     out_1, totals = word_count_output(wc, first)
     out_2, _ = word_count_output(wc, second, start=totals)
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=resil_flags(small_tmpfs))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=resil_flags(small_tmpfs))
     port = eng.in_ports[0]
     bt.send_payloads(port, first)
     m = eng.wait_log(r"checkpoint (\d+) failed: ([^\n]*)", timeout=20)
@@ -577,9 +582,9 @@ def test_word_count_exactly_once_across_kills_on_workers(bt, wc, rng, tmp_path):
     lines = text_lines(TALES)
     expected, totals = word_count_output(wc, lines * repeat)
     recv = eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2] + resil_flags(tmp_path / "resil",
-                                                                       debug=True))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(tmp_path / "resil",
+                                                         debug=True))
     port = eng.in_ports[0]
     eng.wait_log(FORMED)
     assert eng.wait_log(LOADS).group(1) == "0"
@@ -607,20 +612,23 @@ class WallarooPair:
     """Two workers started with Wallaroo's flags (w1 the initializer, w2
     joining it), each with its own --in ports. kill(name) SIGKILLs one, starts
     it again with its command line, and checks that the other restarts itself
-    (the same process)."""
+    (the same process, with its own command line). So the --in ports (the
+    senders reconnect to them) and the coordinator's port (w2 joins it again)
+    are reserved, not 0: each worker comes back on them. The data ports are 0:
+    a worker tells the coordinator its own each time it joins."""
 
     def __init__(self, bt, app, n_ins, recv_port, rdir):
         self.bt = bt
-        control, data = free_port(), free_port()
+        control = bt.reserve_port()
         common = resil_flags(rdir, debug=True)
         flags = {
             "w1": ["--name", "w1", "--cluster-initializer", "--worker-count", 2,
-                   "--control", "127.0.0.1:%d" % control, "--data", "127.0.0.1:%d" % data],
+                   "--control", "127.0.0.1:%d" % control, "--data", "127.0.0.1:0"],
             "w2": ["--name", "w2", "--control", "127.0.0.1:%d" % control],
         }
         self.runs = {}  # every engine each worker ran as, the current one last
         for name in ("w1", "w2"):
-            self.runs[name] = [bt.engine(app, ins=[free_port() for _ in range(n_ins)],
+            self.runs[name] = [bt.engine(app, ins=[bt.reserve_port() for _ in range(n_ins)],
                                          outs=[recv_port], extra=flags[name] + common,
                                          wait=False)]
         for name in ("w1", "w2"):
@@ -742,9 +750,9 @@ def test_market_spread_exactly_once_across_kills_on_workers(bt, ms, rng, tmp_pat
     market, orders = text_lines(MARKET), text_lines(ORDERS)
     expected = market_spread_output(ms, market, orders * repeat)
     recv = eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example_path("market_spread"), 2, outs=[recv.port],
-                                  extra=["--workers", 2] + resil_flags(tmp_path / "resil",
-                                                                       debug=True))
+    eng = bt.engine(example_path("market_spread"), ins=[0, 0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(tmp_path / "resil",
+                                                         debug=True))
     market_port, orders_port = eng.in_ports
     eng.wait_log(FORMED)
     # All market data first: acknowledged means in a complete checkpoint.
@@ -772,8 +780,8 @@ def test_clean_stop_and_restart_of_workers_keeps_the_counts(bt, wc, tmp_path):
     assert any(totals[w] > totals_a[w] for w in totals_a)
     rdir = tmp_path / "resil"
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2] + resil_flags(rdir, interval=NEVER))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(rdir, interval=NEVER))
     port = eng.in_ports[0]
     eng.wait_log(FORMED)
     bt.send_payloads(port, part_a)
@@ -786,7 +794,7 @@ def test_clean_stop_and_restart_of_workers_keeps_the_counts(bt, wc, tmp_path):
         eng.wait_log(r"recovered from checkpoint %d in %s: \d+ keys of state"
                      % (n, re.escape(str(rdir / name))))
     eng.wait_log(FORMED)
-    bt.send_payloads(port, part_b)
+    bt.send_payloads(eng.in_ports[0], part_b)  # the port the new parent picked
     wait_word_counts(recv, out_a + out_b, totals)
     stop_ok(eng)
 
@@ -795,8 +803,8 @@ def test_workers_that_keep_failing_stop_the_cluster(bt, tmp_path):
     """worker2 killed again each time it is restarted: after 5 crashes within
     60 s the parent stops the cluster and exits 3."""
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2] + resil_flags(tmp_path / "resil"))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(tmp_path / "resil"))
     eng.wait_log(FORMED)
     kill_a_worker_of(eng, "worker2")
     kills = 1
@@ -823,8 +831,8 @@ def test_crashes_spread_over_the_workers_do_not_stop_the_cluster(bt, tmp_path):
     """worker1 and worker2 killed in turn, 3 times each, the cluster formed
     again in between: no worker crashed 5 times, the cluster goes on."""
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2] + resil_flags(tmp_path / "resil"))
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(tmp_path / "resil"))
     eng.wait_log(FORMED)
     for i, victim in enumerate(["worker1", "worker2"] * 3):
         formed = eng.count_log(FORMED)
@@ -846,21 +854,24 @@ def test_grow_then_kill_the_joiner_keeps_exactly_once(bt, wc, tmp_path):
     lines = text_lines(TALES)
     expected, totals = word_count_output(wc, lines * repeat)
     recv = eo_receiver(bt)
-    control, data = free_port(), free_port()
+    # w1 and w2 restart themselves with their command lines when w3 is lost:
+    # the coordinator's port (the others join it again) and w1's --in port (the
+    # sender reconnects to it) are reserved; the rest is 0.
+    control = bt.reserve_port()
     common = resil_flags(tmp_path / "resil", debug=True)
     app = example_path("word_count")
-    w1 = bt.engine(app, ins=[free_port()], outs=[recv.port], wait=False,
+    w1 = bt.engine(app, ins=[bt.reserve_port()], outs=[recv.port], wait=False,
                    extra=["--name", "w1", "--cluster-initializer", "--worker-count", 2,
                           "--control", "127.0.0.1:%d" % control,
-                          "--data", "127.0.0.1:%d" % data] + common)
-    w2 = bt.engine(app, ins=[free_port()], outs=[recv.port], wait=False,
+                          "--data", "127.0.0.1:0"] + common)
+    w2 = bt.engine(app, ins=[0], outs=[recv.port], wait=False,
                    extra=["--name", "w2", "--control", "127.0.0.1:%d" % control] + common)
     w1.wait_ready()
     w2.wait_ready()
     w1.wait_log(FORMED)
     sender = resumable_sender(bt, w1.in_ports[0], TALES, "grow", repeat=repeat, rate=300)
     wait_until(lambda: len(recv.data()) >= len(expected) // 5, 20, "a fifth of the output")
-    w3 = bt.engine(app, ins=[free_port()], outs=[recv.port], wait=False,
+    w3 = bt.engine(app, ins=[0], outs=[recv.port], wait=False,
                    extra=["--name", "w3", "--join", "127.0.0.1:%d" % control] + common)
     w1.wait_log(r"cluster: worker 'w3' joined with \d+ slots")
     # Two complete checkpoints after the grow: the joiner is in the record.
@@ -895,8 +906,9 @@ def test_grow_then_kill_the_joiner_keeps_exactly_once(bt, wc, tmp_path):
 def test_resilience_on_a_joiner_without_a_name_is_refused(bt, tmp_path):
     """With Wallaroo's flags a worker finds its checkpoints again by its --name."""
     rdir = tmp_path / "resil"
-    eng = bt.engine(example_path("word_count"), ins=[free_port()], outs=[free_port()],
-                    extra=resil_flags(rdir) + ["--control", "127.0.0.1:%d" % free_port()],
+    # Refused before it connects anywhere: the reserved ports refuse anyway.
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[bt.reserve_port()],
+                    extra=resil_flags(rdir) + ["--control", "127.0.0.1:%d" % bt.reserve_port()],
                     wait=False)
     rc, err = eng.wait_exit()
     assert rc == 2, err
@@ -908,7 +920,7 @@ def test_resumable_sender_refused_without_resilience(bt, wc):
     lines = text_lines(TALES)[:40]
     expected, _ = word_count_output(wc, lines)
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port])
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port])
     port = eng.in_ports[0]
     rc, out = bt.finish(resumable_sender(bt, port, TALES, "tales"), timeout=20)
     assert rc == 2, out

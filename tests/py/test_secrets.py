@@ -87,8 +87,8 @@ def test_workers_get_a_file_secret_through_their_environment(bt, tmp_path):
     secret = "file-%s" % uuid.uuid4().hex
     path = secret_file(tmp_path, secret)
     recv = bt.receiver()
-    eng = bt.engine_on_free_ports(example_path("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2, "--cluster-secret-file", path])
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--workers", 2, "--cluster-secret-file", path])
     eng.wait_log(r"cluster: formed with 2 workers")
     children = children_of(eng.proc.pid)
     assert len(children) == 2, children

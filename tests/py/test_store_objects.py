@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 
+from conftest import wait_until
 from store_helpers import client_reset
 
 from bettong import objects
@@ -287,22 +288,30 @@ def test_write_behind_sent_in_background(store):
     c = m.Counter(5)
     c.make_persistent()
     oid = c.__dict__["_bettong_id"]
-    # another connection (a fresh thread) finds it without this thread's help
-    deadline = time.monotonic() + 5
+    # Without this thread's help (no sync point here) the write-behind thread
+    # sends the call and the store acknowledges it: the client's count of
+    # objects queued or in flight drops to 0 (a failure would keep it up, and
+    # is shown). Not looked up before that: a lookup of an id not stored yet,
+    # on another connection, makes the store refuse a PERSIST of that id that
+    # arrives meanwhile ("already exists": src/store/sobj.c keeps an entry for
+    # the looked-up id until its lookup is on disk), which is how this test,
+    # polling with lookups from the start, failed under load.
+    wb = objects._wb
+    wait_until(lambda: objects._attention == 0 or wb.failure is not None, 30,
+               "the write-behind call acknowledged")
+    assert wb.failure is None, wb.failure.exception()
+    # Acknowledged means stored: another connection (a fresh thread) finds it,
+    # at the first lookup.
     found = []
 
     def look():
         a = objects._get_conn().request(objects._LOOKUP_ID, oid)
         found.append(a[0])
 
-    while time.monotonic() < deadline:
-        found.clear()
-        t = threading.Thread(target=look)
-        t.start()
-        t.join(5)
-        if found and found[0] == objects._REF:
-            break
-        time.sleep(0.01)
+    t = threading.Thread(target=look)
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "the lookup got no answer within 30 s"
     assert found == [objects._REF]
 
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import BIN, auth_handshake, free_port, store_identity
+from conftest import BIN, auth_handshake, store_identity
 from store_helpers import PYTHON, client_env, spawn_client
 
 from bettong import objects
@@ -62,8 +62,7 @@ def test_foreign_directory_refused(tmp_path):
     d = tmp_path / "foreign"
     d.mkdir()
     (d / "notes.txt").write_text("somebody else's files\n")
-    port = free_port()
-    rc, out = run_store(["--listen", "127.0.0.1:%d" % port, "--dir", d])
+    rc, out = run_store(["--listen", "127.0.0.1:0", "--dir", d])
     assert rc != 0
     assert out.strip(), "no message"
     assert str(d) in out or "refus" in out.lower() or "not a" in out.lower(), out
@@ -76,7 +75,7 @@ def test_corrupt_directory_refused(stores, tmp_path):
     st.stop()
     # the marker says something else
     (st.dir / "BETTONG_STORE").write_text("something else\n")
-    rc, out = run_store(["--listen", "127.0.0.1:%d" % free_port(), "--dir", st.dir])
+    rc, out = run_store(["--listen", "127.0.0.1:0", "--dir", st.dir])
     assert rc != 0 and out.strip()
     # a marked directory whose data is garbage
     d = tmp_path / "garbage"
@@ -84,12 +83,12 @@ def test_corrupt_directory_refused(stores, tmp_path):
     for p in st.dir.iterdir():
         if p.is_file():
             (d / p.name).write_bytes(b"\xde\xad\xbe\xef" * 1024)
-    rc, out = run_store(["--listen", "127.0.0.1:%d" % free_port(), "--dir", d])
+    rc, out = run_store(["--listen", "127.0.0.1:0", "--dir", d])
     assert rc != 0 and out.strip()
     # a file where the directory should be
     f = tmp_path / "a-file"
     f.write_text("x")
-    rc, out = run_store(["--listen", "127.0.0.1:%d" % free_port(), "--dir", f])
+    rc, out = run_store(["--listen", "127.0.0.1:0", "--dir", f])
     assert rc != 0 and out.strip()
 
 
@@ -98,7 +97,7 @@ def test_locked_directory_refused(stores):
     objects.connect(a.address)
     m.Counter(5).make_persistent(alias="still-here")
     t0 = time.monotonic()
-    rc, out = run_store(["--listen", "127.0.0.1:%d" % free_port(), "--dir", a.dir])
+    rc, out = run_store(["--listen", "127.0.0.1:0", "--dir", a.dir])
     assert rc != 0 and out.strip()
     assert time.monotonic() - t0 < 5
     assert a.alive()

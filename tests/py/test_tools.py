@@ -1,7 +1,8 @@
 """Integration tests for `bettong send` and `bettong receive`.
 
-Self-contained: real processes on loopback, port 0 everywhere (the receiver's
-"listening on" line says which port it got), and a timeout on every wait.
+Real processes on loopback, port 0 everywhere (the receiver's "listening on"
+line says which port it got; a port the sender needs before any receiver is up
+is reserved, conftest.py), and a timeout on every wait.
 The binary comes from $BETTONG_BIN (default: <repo>/build/bettong).
 """
 
@@ -62,12 +63,6 @@ def recv_summary(stderr):
     assert m, stderr
     assert len(RECV_SUMMARY.findall(stderr)) == 1, stderr
     return int(m.group(1)), int(m.group(2)), float(m.group(3)), int(m.group(4))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:
@@ -320,9 +315,9 @@ def test_unpaced_throughput(tmp_path, receivers):
     assert rrate > 1_000_000
 
 
-def test_send_retries_until_receiver_is_up(tmp_path, receivers):
+def test_send_retries_until_receiver_is_up(tmp_path, receivers, reserve_port):
     src = write(tmp_path, "in.txt", b"a\nb\nc\n")
-    port = free_port()
+    port = reserve_port()  # refused until the receiver listens on it (conftest.py)
     sender = subprocess.Popen(
         [BIN, "send", "--to", f"127.0.0.1:{port}", src, "--connect-timeout", "15"],
         stderr=subprocess.PIPE,
@@ -341,10 +336,11 @@ def test_send_retries_until_receiver_is_up(tmp_path, receivers):
     assert rx.finish()[0] == 0
 
 
-def test_send_connect_timeout(tmp_path):
+def test_send_connect_timeout(tmp_path, reserve_port):
     src = write(tmp_path, "in.txt", b"a\n")
+    port = reserve_port()  # nothing listens on it: refused (conftest.py)
     t0 = time.monotonic()
-    r = run_send("--to", f"127.0.0.1:{free_port()}", src, "--connect-timeout", "0.3")
+    r = run_send("--to", f"127.0.0.1:{port}", src, "--connect-timeout", "0.3")
     assert r.returncode == 1
     assert 0.25 <= time.monotonic() - t0 < 5
     assert b"cannot connect" in r.stderr

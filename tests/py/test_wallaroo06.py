@@ -764,8 +764,8 @@ def test_word_count_06_exactly_once_across_kills(bt, rng, tmp_path):
     lines = tr.text_lines(tr.TALES)
     expected, _ = tr.word_count_output(wc, lines * repeat)
     recv = tr.eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example06("word_count"), 1, outs=[recv.port],
-                                  extra=tr.resil_flags(tmp_path / "resil", debug=True))
+    eng = bt.engine(example06("word_count"), ins=[bt.reserve_port()], outs=[recv.port],
+                    extra=tr.resil_flags(tmp_path / "resil", debug=True))
     eng.wait_log(r"no checkpoint in \S+ yet: starting with empty state")
     sender = tr.resumable_sender(bt, eng.in_ports[0], tr.TALES, "tales", repeat=repeat,
                                  rate=600)
@@ -786,9 +786,8 @@ def test_word_count_06_exactly_once_across_kills_on_workers(bt, rng, tmp_path):
     lines = tr.text_lines(tr.TALES)
     expected, totals = tr.word_count_output(wc, lines * repeat)
     recv = tr.eo_receiver(bt)
-    eng = bt.engine_on_free_ports(example06("word_count"), 1, outs=[recv.port],
-                                  extra=["--workers", 2] + tr.resil_flags(tmp_path / "resil",
-                                                                          debug=True))
+    eng = bt.engine(example06("word_count"), ins=[bt.reserve_port()], outs=[recv.port],
+                    extra=["--workers", 2] + tr.resil_flags(tmp_path / "resil", debug=True))
     eng.wait_log(tr.FORMED)
     sender = tr.resumable_sender(bt, eng.in_ports[0], tr.TALES, "tales06", repeat=repeat,
                                  rate=450)
