@@ -558,7 +558,7 @@ static int has_kind(uint8_t type)
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD;
 }
 
-static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
+static mstat_t *stat_find(sclass_t *c, const sreq_t *r)
 {
     for (mstat_t *m = c->stats; m; m = m->next)
         if (m->type == r->type && m->namelen == r->namelen &&
@@ -569,7 +569,7 @@ static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
 
 /* The request's kind, made on first use (NULL past STATS_MAX or out of memory:
  * no exception). */
-static mstat_t *stat_get(sclass_t *c, const spy_req_t *r)
+static mstat_t *stat_get(sclass_t *c, const sreq_t *r)
 {
     mstat_t *m = stat_find(c, r);
     if (m || c->nstats >= STATS_MAX)
@@ -955,12 +955,12 @@ size_t spy_cached(void) { return S.live; }
 
 /* ------------------------------------------------------------ answers */
 
-static void answer_internal(spy_req_t *r, const char *what)
+static void answer_internal(sreq_t *r, const char *what)
 {
     char *summary = py_exception_summary();
     char *tb = py_take_traceback();
     log_warn("store: %s (object %.*s): %s", what, (int)r->oidlen, r->oid, tb);
-    sreply_failed(r->answer, r->req, STORE_ERR_INTERNAL, "%s: %s", what, summary);
+    sreply_failed(&r->answer, r->id, STORE_ERR_INTERNAL, "%s: %s", what, summary);
     free(summary);
     free(tb);
 }
@@ -982,7 +982,7 @@ static PyObject *type_name(PyObject *type)
 }
 
 /* The current exception as RAISED: (exception or None, type, message, traceback). */
-static void answer_raised(spy_req_t *r)
+static void answer_raised(sreq_t *r)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
@@ -1011,7 +1011,7 @@ static void answer_raised(spy_req_t *r)
         b = t ? dumps(t) : NULL;
     }
     if (b)
-        sreply_raised(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        sreply_raised(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     else
         answer_internal(r, "the exception could not be pickled");
     Py_XDECREF(b);
@@ -1026,7 +1026,7 @@ static void answer_raised(spy_req_t *r)
 
 /* An AttributeError from looking up a method or field: NO_ATTRIBUTE with its
  * text; anything else raised there: RAISED. */
-static void answer_lookup_error(spy_req_t *r)
+static void answer_lookup_error(sreq_t *r)
 {
     if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
         answer_raised(r);
@@ -1035,27 +1035,27 @@ static void answer_lookup_error(spy_req_t *r)
     char *summary = py_exception_summary(); /* "AttributeError: text" */
     const char *text = strncmp(summary, "AttributeError: ", 16) == 0 ? summary + 16 : summary;
     PyErr_Clear();
-    sreply_failed(r->answer, r->req, STORE_ERR_NO_ATTRIBUTE, "%s", text);
+    sreply_failed(&r->answer, r->id, STORE_ERR_NO_ATTRIBUTE, "%s", text);
     free(summary);
 }
 
 /* Arguments that would not unpickle: a reference to a missing object is
  * NOT_FOUND, anything else BAD_REQUEST. */
-static void answer_bad_payload(spy_req_t *r, const char *what)
+static void answer_bad_payload(sreq_t *r, const char *what)
 {
     int missing = PyErr_ExceptionMatches(S.MissingObject);
     char *summary = py_exception_summary();
     PyErr_Clear();
-    sreply_failed(r->answer, r->req, missing ? STORE_ERR_NOT_FOUND : STORE_ERR_BAD_REQUEST,
+    sreply_failed(&r->answer, r->id, missing ? STORE_ERR_NOT_FOUND : STORE_ERR_BAD_REQUEST,
                   "%s: %s", what, summary);
     free(summary);
 }
 
-static void answer_pickled(spy_req_t *r, PyObject *value)
+static void answer_pickled(sreq_t *r, PyObject *value)
 {
     PyObject *b = dumps(value);
     if (b)
-        sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     else
         answer_internal(r, "the result could not be pickled");
     Py_XDECREF(b);
@@ -1063,11 +1063,15 @@ static void answer_pickled(spy_req_t *r, PyObject *value)
 
 /* ------------------------------------------------------------ writes */
 
-static void swap_bufs(buf_t *a, buf_t *b)
+/* Hand the request's unit (nops ops at ops) to the committer: the answer in
+ * r->answer goes once the unit is on disk, and from now on the run touches
+ * neither (spy.h). The unit's sequence number. */
+static uint64_t unit_submit(sreq_t *r, wop_t *ops, size_t nops)
 {
-    buf_t t = *a;
-    *a = *b;
-    *b = t;
+    r->unit.ops = ops;
+    r->unit.nops = nops;
+    r->write_seq = committer_submit(S.cm, &r->unit);
+    return r->write_seq;
 }
 
 /* The request changed the object (maybe): pickle its persistent fields; if they
@@ -1075,12 +1079,12 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * writes them. Returns 0, or -1 (state not picklable: object restored, the
  * answer replaced by FAILED). */
 static int call_pending(void);
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops);
+static int write_many(sreq_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops);
 static void call_discard(void);
 static PyObject *replicas_push(reg_t *e, PyObject *b);
 static void replicas_forget(reg_t *e, PyObject *drops);
 
-static int write_back(spy_req_t *r, reg_t *e)
+static int write_back(sreq_t *r, reg_t *e)
 {
     if (snap_unchanged(e))
         return call_pending() ? write_many(r, e, NULL, NULL, NULL) : 0; /* else read-only */
@@ -1088,7 +1092,7 @@ static int write_back(spy_req_t *r, reg_t *e)
     PyObject *b = pd ? dumps(pd) : NULL;
     if (!b) {
         Py_XDECREF(pd);
-        buf_clear(r->answer);
+        buf_clear(&r->answer);
         answer_internal(r, "the object's state could not be pickled (the change is undone)");
         call_discard();
         restore(e);
@@ -1114,26 +1118,23 @@ static int write_back(spy_req_t *r, reg_t *e)
     Py_XDECREF(drops);
     if (call_pending())
         return write_many(r, e, b, pd, NULL); /* takes b and pd */
-    buf_clear(r->unit_bytes);
-    if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
         Py_DECREF(pd);
-        buf_clear(r->answer);
+        buf_clear(&r->answer);
         PyErr_NoMemory();
         answer_internal(r, "out of memory (the change is undone)");
         restore(e);
         return -1;
     }
-    *r->op = (wop_t){.kind = WOP_PUT, .id = e->node.id, .idlen = e->node.len,
-                     .class_id = e->cls->class_id, .data = buf_head(r->unit_bytes),
-                     .len = (size_t)n};
+    r->op = (wop_t){.kind = WOP_PUT, .id = e->node.id, .idlen = e->node.len,
+                    .class_id = e->cls->class_id, .data = buf_head(&r->unit_bytes),
+                    .len = (size_t)n};
     Py_SETREF(e->state, b);
     snap_take(e, pd);
     Py_DECREF(pd);
-    swap_bufs(r->answer, r->unit_answer);
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    e->write_seq = unit_submit(r, &r->op, 1);
     return 0;
 }
 
@@ -1436,7 +1437,7 @@ static int class_listed(reg_t **created, size_t upto, sclass_t *c)
  * classes the store registered), writes the target's new state b (NULL:
  * unchanged) and adds the aliases; the answer goes with it. b and pd are
  * taken. Returns 0 or -1 (everything undone, the answer replaced). */
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops)
+static int write_many(sreq_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops)
 {
     scall_t none = {0}; /* SET_FIELD, UPDATE: no call context */
     scall_t *call = t_call ? t_call : &none;
@@ -1476,12 +1477,12 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
         nops++;
         bytes += (size_t)al + (size_t)il;
     }
-    buf_clear(r->unit_bytes);
-    if (buf_reserve(r->unit_bytes, nops * sizeof(wop_t) + bytes) < 0) {
+    buf_clear(&r->unit_bytes);
+    if (buf_reserve(&r->unit_bytes, nops * sizeof(wop_t) + bytes) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
-    wop_t *ops = (wop_t *)buf_head(r->unit_bytes);
+    wop_t *ops = (wop_t *)buf_head(&r->unit_bytes);
     lay_t l = {(uint8_t *)(ops + nops), 0};
     size_t k = 0;
     for (i = 0; i < call->ncreated; i++) { /* classes first, then the objects */
@@ -1529,16 +1530,13 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
         ops[k].id = lay_copy(&l, is, (size_t)il);
         k++;
     }
-    r->unit_bytes->len = r->unit_bytes->off + nops * sizeof(wop_t) + l.off;
+    r->unit_bytes.len = r->unit_bytes.off + nops * sizeof(wop_t) + l.off;
     if (b) {
         Py_SETREF(e->state, b);
         snap_take(e, pd);
     }
     Py_XDECREF(pd);
-    swap_bufs(r->answer, r->unit_answer);
-    r->unit->ops = ops;
-    r->unit->nops = nops;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    unit_submit(r, ops, nops);
     if (b || ndrops)
         e->write_seq = r->write_seq;
     replicas_forget(e, drops);
@@ -1561,7 +1559,7 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
 fail:
     Py_XDECREF(b);
     Py_XDECREF(pd);
-    buf_clear(r->answer);
+    buf_clear(&r->answer);
     answer_internal(r, "the objects the call made could not be stored (the call is undone)");
     call_discard();
     restore(e);
@@ -1589,7 +1587,7 @@ static void pending_aliases_trim(uint64_t durable)
 
 /* DELETE of an object that stored objects refer to: FAILED REFERENCED now
  * (the committer checks again, for references written meanwhile). */
-static int refuse_referenced(spy_req_t *r, reg_t *e)
+static int refuse_referenced(sreq_t *r, reg_t *e)
 {
     sdb_read_t rd;
     uint64_t n = 0;
@@ -1599,7 +1597,7 @@ static int refuse_referenced(spy_req_t *r, reg_t *e)
     }
     if (!n)
         return 0;
-    sreply_failed(r->answer, r->req, STORE_ERR_REFERENCED, STORE_REFERENCED_FMT,
+    sreply_failed(&r->answer, r->id, STORE_ERR_REFERENCED, STORE_REFERENCED_FMT,
                   (int)e->node.len, e->node.id, (unsigned long long)n);
     return 1;
 }
@@ -1891,7 +1889,7 @@ static int instore_init(void)
 
 /* The method or field name (new reference): the kind's interned name, or
  * decoded from the request. */
-static PyObject *name_of(spy_req_t *r, mstat_t *m)
+static PyObject *name_of(sreq_t *r, mstat_t *m)
 {
     if (m)
         return Py_NewRef(m->name);
@@ -1900,7 +1898,7 @@ static PyObject *name_of(spy_req_t *r, mstat_t *m)
 
 /* args and kwargs (NULL: none) from a CALL's payload: a pickled (tuple, dict),
  * or nothing for no arguments. -1 with the answer written. */
-static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
+static int call_args(sreq_t *r, PyObject **args, PyObject **kwargs)
 {
     if (r->len == 0) { /* no arguments */
         *args = Py_NewRef(S.no_args);
@@ -1915,7 +1913,7 @@ static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(t, 0)) ||
         !PyDict_Check(PyTuple_GET_ITEM(t, 1))) {
         Py_DECREF(t);
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "CALL arguments must be a pickled (tuple, dict)");
         return -1;
     }
@@ -1942,7 +1940,7 @@ static PyObject *run_coroutine(PyObject *coro)
     return res;
 }
 
-static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_call(sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *name = name_of(r, m);
     PyObject *meth = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
@@ -1984,7 +1982,7 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
         restore(e);
         return;
     }
-    int ok = sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    int ok = sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     Py_DECREF(b);
     if (ok < 0) {
         call_discard();
@@ -1996,7 +1994,7 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
     call_end(&call);
 }
 
-static void run_get_field(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_get_field(sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *name = name_of(r, m);
     PyObject *v = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
@@ -2024,7 +2022,7 @@ static int add_field(reg_t *e, PyObject *name)
     return 0;
 }
 
-static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_set_field(sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *v = loads(r->payload, r->len, 1);
     if (!v) {
@@ -2042,11 +2040,11 @@ static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
         restore(e);
         return;
     }
-    if (sreply_none(r->answer, r->req) == 0)
+    if (sreply_none(&r->answer, r->id) == 0)
         write_back(r, e);
 }
 
-static void run_update(spy_req_t *r, reg_t *e)
+static void run_update(sreq_t *r, reg_t *e)
 {
     PyObject *d = loads(r->payload, r->len, 1);
     if (!d || !PyDict_Check(d)) {
@@ -2072,7 +2070,7 @@ static void run_update(spy_req_t *r, reg_t *e)
         restore(e);
         return;
     }
-    if (sreply_none(r->answer, r->req) == 0)
+    if (sreply_none(&r->answer, r->id) == 0)
         write_back(r, e);
 }
 
@@ -2094,27 +2092,24 @@ static void reg_tombstone(reg_t *e, uint64_t seq)
 static void replicas_drop_all(reg_t *e);
 
 /* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
-static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
+static void run_delete(sreq_t *r, reg_t *e, uint8_t kind)
 {
     /* A moved object's referrers reach it on the other backend. */
     if (kind == WOP_DELETE && refuse_referenced(r, e))
         return;
     if (kind == WOP_DELETE)
         replicas_drop_all(e); /* (MOVE dropped them before handing it over) */
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
+    r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
     /* The id must outlive the entry: the op points at the unit's own copy. */
-    buf_clear(r->unit_bytes);
-    if (buf_append(r->unit_bytes, e->node.id, e->node.len) < 0) {
-        buf_clear(r->unit_answer);
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, e->node.id, e->node.len) < 0) {
+        buf_clear(&r->answer);
         return;
     }
-    r->op->id = (const char *)buf_head(r->unit_bytes);
-    r->write_seq = committer_submit(S.cm, r->unit);
-    r->deleted = 1;
+    r->op.id = (const char *)buf_head(&r->unit_bytes);
+    unit_submit(r, &r->op, 1);
     reg_tombstone(e, r->write_seq);
 }
 
@@ -2164,16 +2159,16 @@ static int move_parts(reg_t *e, PyObject **qual, PyObject **pickle, PyObject **a
  * then that backend's client: bettong.objects._adopt), and only once it holds
  * it, delete it here. Requests queued behind the move find it gone and follow
  * it (sproto.h). */
-static void run_move(spy_req_t *r, reg_t *e)
+static void run_move(sreq_t *r, reg_t *e)
 {
     if (!S.adopt) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "this store is not part of a service of several backends");
         return;
     }
     const char *self = sdb_backend_id(S.db);
     if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
-        sreply_none(r->answer, r->req); /* already here */
+        sreply_none(&r->answer, r->id); /* already here */
         return;
     }
     PyObject *qual, *pickle, *aliases;
@@ -2303,16 +2298,16 @@ static void replicas_drop_all(reg_t *e)
 
 /* REPLICATE (on the master): give the backend named in the request a replica
  * (its class, the stored state), then list it, durably, before the answer. */
-static void run_replicate(spy_req_t *r, reg_t *e)
+static void run_replicate(sreq_t *r, reg_t *e)
 {
     if (!S.replicate) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "this store is not part of a service of several backends");
         return;
     }
     const char *self = sdb_backend_id(S.db);
     if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
-        sreply_none(r->answer, r->req); /* the master is here: nothing to copy */
+        sreply_none(&r->answer, r->id); /* the master is here: nothing to copy */
         return;
     }
     PyObject *target = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
@@ -2325,7 +2320,7 @@ static void run_replicate(spy_req_t *r, reg_t *e)
     }
     if (listed) { /* already there, and kept up to date */
         Py_DECREF(target);
-        sreply_none(r->answer, r->req);
+        sreply_none(&r->answer, r->id);
         return;
     }
     PyObject *res = PyObject_CallFunction(S.replicate, "Os#KsOOO", target, e->node.id,
@@ -2341,18 +2336,16 @@ static void run_replicate(spy_req_t *r, reg_t *e)
     Py_XDECREF(one);
     Py_DECREF(target);
     Py_XDECREF(res);
-    if (!all || sreply_none(r->unit_answer, r->req) < 0) {
+    if (!all || sreply_none(&r->answer, r->id) < 0) {
         /* R holds a copy no one lists: harmless, never read */
         Py_XDECREF(all);
         if (PyErr_Occurred())
             answer_raised(r);
         return;
     }
-    *r->op = (wop_t){.kind = WOP_REPLICA_ADD, .id = r->oid, .idlen = r->oidlen,
-                     .name = r->name, .namelen = r->namelen};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_ADD, .id = r->oid, .idlen = r->oidlen,
+                    .name = r->name, .namelen = r->namelen};
+    e->write_seq = unit_submit(r, &r->op, 1);
     Py_XSETREF(e->replicas, all);
 }
 
@@ -2377,7 +2370,7 @@ static int replica_refresh(reg_t *e)
 /* REPLICA_PUT (on a replica's backend): store the state as the replica of
  * the master's object, in one unit; a live replica is refreshed at once (the
  * answers of reads after it wait for the unit, sobj.c). */
-static void run_replica_put(spy_req_t *r)
+static void run_replica_put(sreq_t *r)
 {
     reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
     while (e && e->obj && e->loading) { /* another thread is loading it */
@@ -2387,14 +2380,14 @@ static void run_replica_put(spy_req_t *r)
         e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
     }
     if (e && e->obj && !e->replica) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "object '%.*s' is held here as a master, not a replica", (int)r->oidlen,
                       r->oid);
         return;
     }
     if (e && e->obj) {
         if (e->cls->class_id != r->class_id) {
-            sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+            sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                           "a replica keeps its class");
             return;
         }
@@ -2415,39 +2408,35 @@ static void run_replica_put(spy_req_t *r)
             e = NULL;
         }
     }
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = WOP_REPLICA_PUT, .id = r->oid, .idlen = r->oidlen,
-                     .class_id = r->class_id, .name = r->name, .namelen = r->namelen,
-                     .data = r->payload, .len = r->len};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_PUT, .id = r->oid, .idlen = r->oidlen,
+                    .class_id = r->class_id, .name = r->name, .namelen = r->namelen,
+                    .data = r->payload, .len = r->len};
+    unit_submit(r, &r->op, 1);
     if (e && e->obj)
         e->write_seq = r->write_seq;
 }
 
 /* REPLICA_DROP (on a replica's backend): forget the replica. */
-static void run_replica_drop(spy_req_t *r)
+static void run_replica_drop(sreq_t *r)
 {
     reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
     if (e && e->obj && !e->replica) {
-        sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'",
+        sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'",
                       (int)r->oidlen, r->oid);
         return;
     }
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = WOP_REPLICA_DROP, .id = r->oid, .idlen = r->oidlen};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_DROP, .id = r->oid, .idlen = r->oidlen};
+    unit_submit(r, &r->op, 1);
     if (e && e->obj && !e->loading)
         reg_tombstone(e, r->write_seq);
 }
 
 /* Run a request on its live object (GIL held). */
-static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_on(sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *hold = Py_NewRef(e->obj); /* keeps it out of spy_trim meanwhile */
     switch (r->type) {
@@ -2462,10 +2451,10 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
         break;
     case SMSG_GET_STATE:
         if (e->state)
-            sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
+            sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(e->state),
                       (size_t)PyBytes_GET_SIZE(e->state));
         else
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%s' "
+            sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%s' "
                           "(not stored yet)", e->node.id);
         break;
     case SMSG_UPDATE:
@@ -2481,7 +2470,7 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
         run_replicate(r, e);
         break;
     default:
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST, "not a Python request");
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST, "not a Python request");
     }
     Py_DECREF(hold);
     if (PyErr_Occurred()) {
@@ -2491,10 +2480,9 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
     }
 }
 
-void spy_run(spy_req_t *r)
+void spy_run(sreq_t *r)
 {
     r->write_seq = 0;
-    r->deleted = 0;
     if (r->type == SMSG_REPLICA_PUT || r->type == SMSG_REPLICA_DROP) {
         (r->type == SMSG_REPLICA_PUT ? run_replica_put : run_replica_drop)(r);
         return;
@@ -2505,7 +2493,7 @@ void spy_run(spy_req_t *r)
         e = NULL, status = MISSING; /* a replica only reads: the rest is its master's */
     if (!e) {
         if (status == MISSING)
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
+            sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
                           (int)r->oidlen, r->oid);
         else
             answer_internal(r, "the object could not be loaded");
@@ -2527,7 +2515,7 @@ void spy_run(spy_req_t *r)
     }
 }
 
-int spy_run_inline(spy_req_t *r)
+int spy_run_inline(sreq_t *r)
 {
     if (!S.inline_ns)
         return 0;
@@ -2541,7 +2529,6 @@ int spy_run_inline(spy_req_t *r)
             return 0;
     }
     r->write_seq = 0;
-    r->deleted = 0;
     lru_touch(e);
     tusage_t u0 = thread_usage();
     uint64_t w0 = mono_ns();
