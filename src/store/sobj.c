@@ -251,7 +251,8 @@ static sreq_t *job_of(pyjob_t *pj)
 
 static void job_run(pyjob_t *pj)
 {
-    spy_run(job_of(pj));
+    sreq_t *r = job_of(pj);
+    spy_run(r->conn->st->spy, r);
 }
 
 /* Take the head (the request that ran) off its object's queue. */
@@ -333,9 +334,9 @@ static void job_start(store_t *st, sobj_t *o, sreq_t *r)
          * here, without a hand-off to a Python thread and back. */
         sreq_enter(r, SREQ_INLINE);
         py_gil_enter();
-        int ran = spy_run_inline(r);
+        int ran = spy_run_inline(st->spy, r);
         if (ran)
-            spy_trim();
+            spy_trim(st->spy);
         py_gil_leave();
         if (ran) {
             job_finish(r); /* obj_dispatch's loop goes on with the next request */

@@ -47,15 +47,23 @@
 #include "store/sdb.h"
 #include "store/sreq.h"
 
+/* The Python side's state: the registry, the classes, the Python objects it
+ * uses. One per store, made by spy_init and held by the store, which hands it
+ * to every function below; Python calls into C (pickling's persistent_id and
+ * persistent_load, the _bettong_instore module) reach it through their
+ * module. */
+typedef struct spy spy_t;
+
 /* With the GIL (the main thread, once). inline_us: the longest a request may
  * run on the loop thread (spy_run_inline); 0: never there. service: the
  * store is a backend of a service of several (meta.h): a reference to an
  * object it does not hold becomes a client proxy (bettong.objects) that calls
- * the backend holding it, and such proxies pickle as references. */
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
-             char *err, size_t errlen);
-/* With the GIL: drop every live object and class. */
-void spy_fini(void);
+ * the backend holding it, and such proxies pickle as references. NULL with
+ * err set on failure. */
+spy_t *spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+                char *err, size_t errlen);
+/* With the GIL: drop every live object and class, and sp. */
+void spy_fini(spy_t *sp);
 
 /* The request's run (GIL held; INLINE or THREAD, sreq.h). It reads the
  * message (type, id, oid, name, class_id, payload) and leaves either
@@ -66,7 +74,7 @@ void spy_fini(void);
  *   run touches neither r->answer nor the unit (its ops, r->unit_bytes)
  *   again;
  * an empty answer and no unit mean out of memory (the caller answers). */
-void spy_run(sreq_t *r);
+void spy_run(spy_t *sp, sreq_t *r);
 /* Run one request on the calling thread if it qualifies (GIL held; the loop
  * thread, while no Python thread runs a request): its object is live, and it is
  * a GET_STATE, or a CALL / GET_FIELD / SET_FIELD of a method or field of that
@@ -77,10 +85,10 @@ void spy_run(sreq_t *r);
  * qualify again); after INLINE_STRIKES such runs it never runs here again
  * (logged). Returns 1 if it ran (as spy_run does), 0 if not (nothing was
  * done). */
-int spy_run_inline(sreq_t *r);
+int spy_run_inline(spy_t *sp, sreq_t *r);
 /* Drop idle objects past the cache bound (GIL held). */
-void spy_trim(void);
+void spy_trim(spy_t *sp);
 /* Loaded objects now (GIL held). */
-size_t spy_cached(void);
+size_t spy_cached(const spy_t *sp);
 
 #endif

@@ -36,6 +36,8 @@ typedef struct held held_t;
 
 /* One request, from its frame to its answer (sreq.h). */
 typedef struct sreq sreq_t;
+/* The Python side (spy.h). */
+typedef struct spy spy_t;
 
 typedef struct store {
     uv_loop_t loop;
@@ -45,6 +47,7 @@ typedef struct store {
     sdb_t *db;
     committer_t *cm;
     pyexec_t *px;
+    spy_t *spy;
     char secret[256];
     size_t secret_len;
     tls_ctx_t *tls;    /* --tls-cert/--tls-key: the port's TLS; NULL: none */
