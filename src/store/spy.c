@@ -528,6 +528,17 @@ static sclass_t *class_get(spy_t *sp, uint64_t cid)
         }
     }
     PyObject *ann = cls ? annotated_fields(sp, cls) : NULL;
+    /* Loading ran Python, which lets other threads run: one of them may have
+     * loaded this class meanwhile. Its record stays the class's (replacing it
+     * would leak it and split the kinds' statistics between two records). */
+    sclass_t *other = ann ? idmap_get(&sp->classes, cid) : NULL;
+    if (other) {
+        Py_DECREF(cls);
+        Py_DECREF(ann);
+        Py_XDECREF(qualname);
+        Py_XDECREF(pickle);
+        return other;
+    }
     c = ann ? calloc(1, sizeof *c) : NULL;
     if (c && idmap_put(&sp->classes, cid, c) == 0) {
         c->class_id = cid;
