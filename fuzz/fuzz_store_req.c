@@ -69,6 +69,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case SMSG_REPLICA_DROP:
         check_text(q.oid, q.oidlen, SDB_ID_MAX, b, size);
         break;
+    case SMSG_FORWARD:
+        check_text(q.oid, q.oidlen, SDB_ID_MAX, b, size);
+        check_text(q.name, q.namelen, SDB_ID_MAX, b, size);
+        break;
     case SMSG_MOVE:
     case SMSG_REPLICATE:
     case SMSG_REPLICA_PUT:
@@ -101,6 +105,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     case SMSG_GET_CLASS:
     case SMSG_BACKENDS: /* no fields */
+    case SMSG_UNLOAD:
         break;
     default:
         CHECK(0); /* an unknown type is malformed */

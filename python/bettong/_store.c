@@ -701,6 +701,8 @@ static const char *layout(int type)
     case SMSG_REPLICATE: return "ss";
     case SMSG_REPLICA_PUT: return "sQsr";
     case SMSG_REPLICA_DROP: return "s";
+    case SMSG_FORWARD: return "ss";
+    case SMSG_UNLOAD: return "";
     default: return NULL;
     }
 }
@@ -1339,6 +1341,8 @@ PyMODINIT_FUNC PyInit__store(void)
         {"REPLICATE", SMSG_REPLICATE},
         {"REPLICA_PUT", SMSG_REPLICA_PUT},
         {"REPLICA_DROP", SMSG_REPLICA_DROP},
+        {"FORWARD", SMSG_FORWARD},
+        {"UNLOAD", SMSG_UNLOAD},
         {"BACKEND_LIST", SMSG_BACKEND_LIST},
         {"OK", SMSG_OK},
         {"REF", SMSG_REF},

@@ -61,6 +61,11 @@ so is a call with an alias:
             Rec(rec).make_persistent(alias=f"rec-{i}")   # queued, not waited for
     # here every call above is on disk, or AliasTaken/... was raised
 
+BETTONG_PIPELINE=1 in the environment makes every thread of the process
+pipeline as if its code ran inside pipeline() (for code that cannot be
+changed, such as dataClay applications): a taken alias then raises at the next
+sync point, not at the call.
+
 Queued calls (the object is a proxy at once) are sent in order, in batched
 PERSIST requests (one durable transaction each): once a batch holds 2000
 objects or 4 MiB of state, about 20 ms after its first object, or at a sync
@@ -139,6 +144,7 @@ import io
 import itertools
 import os
 import pickle
+import pickletools
 import sys
 import threading
 import time
@@ -173,7 +179,9 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "connect", "disconnect", "flush", "pipeline", "Persistent", "DataClayObject", "active",
     "activemethod", "NotFound", "DoesNotExist", "AliasTaken", "StoreError", "NotConnected",
-    "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "dclayMethod",
+    "RemoteError", "persistent_fields", "is_persistent", "StillReferenced", "NotAVersion",
+    "unload",
+    "dclayMethod",
     "replicas_of",
 ]
 
@@ -182,11 +190,11 @@ __all__ = [
 _CLASS, _PERSIST, _LOOKUP_ALIAS, _LOOKUP_ID, _CALL = 10, 11, 12, 13, 14
 _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS = 15, 16, 17, 18, 19
 _DELETE_ALIAS, _ALIASES, _DELETE, _GET_CLASS, _BACKENDS, _MOVE = 20, 21, 22, 23, 24, 25
-_REPLICATE, _REPLICA_PUT, _REPLICA_DROP = 26, 27, 28
+_REPLICATE, _REPLICA_PUT, _REPLICA_DROP, _FORWARD, _UNLOAD = 26, 27, 28, 29, 30
 _OK, _REF, _RAISED, _FAILED, _CLASS_BYTES, _BACKEND_LIST = 40, 41, 42, 43, 44, 45
 _ERR_NOT_FOUND, _ERR_ALIAS_TAKEN, _ERR_NO_ATTRIBUTE = 1, 2, 3
 _ERR_BAD_REQUEST, _ERR_UNKNOWN_CLASS, _ERR_INTERNAL = 4, 5, 6
-_ERR_REFERENCED = 7
+_ERR_REFERENCED, _ERR_FORWARDED = 7, 8
 
 _REF_TAG = "bettong.obj"   # persistent ids: (_REF_TAG, object_id, class_id)
 _MAIN = b"__main__"
@@ -218,6 +226,11 @@ class AliasTaken(StoreError, ValueError):
 class StillReferenced(StoreError):
     """delete() of an object that stored objects still refer to (the store refuses
     it: remove those references, or delete the objects holding them, first)."""
+
+
+class NotAVersion(StoreError):
+    """consolidate_version() of an object that is not a version (new_version()
+    made none of it)."""
 
 
 class NotConnected(StoreError):
@@ -447,11 +460,150 @@ def _request(*args):
     queued by make_persistent are acknowledged. A connection the store closed
     while idle (the store restarted) is replaced once; any other connection
     failure drops the connection and raises. In a service of several backends a
-    request about an object goes to the backend that holds it."""
+    request about an object goes to the backend that holds it. A request naming
+    a consolidated version goes to its original."""
     c = _this_conn()
-    if _multi and args[0] in _BY_OBJECT:
-        return _request_routed(args)
-    return _send_on(c, args)
+    if _forwards and args[0] in _BY_OBJECT:
+        args = _unforward(args)
+    for _hop in range(_MAX_HOPS):
+        if _multi and args[0] in _BY_OBJECT:
+            a = _request_routed(args)
+        else:
+            a = _send_on(c, args)
+        if not _forwarded(a):
+            return a
+        args = _follow(args, a)
+    return a
+
+
+# ------------------------------------------------------------------ versions
+#
+# consolidate_version() replaces every version of the chain by a forward to the
+# original (FORWARD, sproto.h): a request naming one fails FORWARDED with the
+# original's id, and is sent again naming it; proxies of the version become
+# proxies of the original.
+
+_forwards = {}      # object id -> the id it was forwarded to
+_MAX_HOPS = 8
+_VERSION_KEY = "_bt_version"   # in a version's stored state: (original id, [version ids])
+
+
+def _forwarded(a):
+    return a[0] == _FAILED and a[2] == _ERR_FORWARDED
+
+
+def _note_forward(oid, target):
+    _forwards[oid] = target
+    p = _proxies.get(oid)
+    if p is not None:
+        p.__dict__["_bettong_id"] = target
+
+
+def _unforward(args):
+    oid = args[1]
+    target = _forwards.get(oid)
+    if target is None:
+        return args
+    for _hop in range(_MAX_HOPS):
+        nxt = _forwards.get(target)
+        if nxt is None:
+            break
+        target = nxt
+    return (args[0], target) + tuple(args[2:])
+
+
+def _follow(args, a):
+    """args was answered FORWARDED: the same request for the original."""
+    _note_forward(args[1], a[3])
+    return (args[0], a[3]) + tuple(args[2:])
+
+
+def _became_forward(obj, target):
+    """In a store, after FORWARD: the live object of the version becomes the
+    original's, so that the live objects here holding it see the original. When
+    this store holds the original, obj shares its live object's attributes;
+    else obj becomes a proxy of it."""
+    d = obj.__dict__
+    if _instore is not None:
+        try:
+            live = _instore.lookup_id(target)
+        except NotFound:
+            live = None
+        if live is not None and live is not obj:
+            object.__setattr__(obj, "__dict__", live.__dict__)
+            return
+    cid = d.get("_bettong_cid")
+    d.clear()
+    d["_bettong_id"] = target
+    d["_bettong_cid"] = cid
+    object.__setattr__(obj, "__class__", _proxy_class(type(obj)))
+
+
+def _version_state(state):
+    """A stored state without its version mark (what users see of it)."""
+    if isinstance(state, dict) and _VERSION_KEY in state:
+        state = dict(state)
+        del state[_VERSION_KEY]
+    return state
+
+
+def _version_mark(obj):
+    """(original id, [version ids]) of a version (a proxy), else None."""
+    if "_bettong_id" not in obj.__dict__:
+        return None
+    try:
+        mark = _ask((_GET_FIELD, obj.__dict__["_bettong_id"], _VERSION_KEY))
+    except AttributeError:
+        return None
+    return mark
+
+
+def _new_version(obj, backend_id=None):
+    oid = _oid(obj)
+    a = _request(_GET_STATE, oid)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    state = _loads(a[2])
+    if not isinstance(state, dict):
+        raise StoreError(f"{type(obj).__qualname__} keeps its own state (__getstate__): "
+                         "versions need objects whose state is their fields")
+    oid = obj.__dict__["_bettong_id"]   # an id forwarded meanwhile names the original
+    mark = state.pop(_VERSION_KEY, None)
+    state[_VERSION_KEY] = (mark[0], list(mark[1]) + [oid]) if mark else (oid, [])
+    cid = obj.__dict__["_bettong_cid"]
+    if _home_id is None:
+        _get_conn()
+    bid = _backend(backend_id).id if backend_id is not None else _home_id
+    vid = _new_oid()
+    if cid not in _registered and cid in _classes:
+        _register(*_class_record(_classes[cid]))
+    if _attention:
+        _wb.settle()
+    _send_persist([(vid, cid, None, _dumps(state))], bid)
+    if _multi:
+        _where[vid] = bid
+    return _proxy_for(vid, cid)
+
+
+def _consolidate_version(obj):
+    oid = _oid(obj)
+    a = _request(_GET_STATE, oid)
+    if a[0] != _OK:
+        raise _answer_error(a)
+    state = _loads(a[2])
+    mark = state.pop(_VERSION_KEY, None) if isinstance(state, dict) else None
+    if not mark:
+        raise NotAVersion(f"Object {oid} is not a version!")
+    original, chain = mark
+    a = _request(_UPDATE, original, _dumps_refs(state))
+    if a[0] != _OK:
+        raise _answer_error(a)
+    for vid in list(chain) + [oid]:
+        a = _request(_FORWARD, vid, original)
+        if a[0] != _OK and not (a[0] == _FAILED and a[2] == _ERR_NOT_FOUND):
+            raise _answer_error(a)   # (one consolidated before is gone: fine)
+        _note_forward(vid, original)
+    obj.__dict__["_bettong_id"] = original
 
 
 def _request_direct(*args):
@@ -507,7 +659,7 @@ def _ask_failed(c, e, args):
 _IN_SERVICE = os.environ.get("BETTONG_STORE_SERVICE") == "1"
 
 _BY_OBJECT = frozenset((_CALL, _GET_FIELD, _SET_FIELD, _GET_STATE, _UPDATE, _ADD_ALIAS,
-                        _ALIASES, _DELETE, _MOVE, _REPLICATE))
+                        _ALIASES, _DELETE, _MOVE, _REPLICATE, _FORWARD))
 _dir_lock = threading.Lock()
 _backends = {}      # backend id -> Backend
 _home_id = None     # the backend connect() named (None: not asked yet)
@@ -648,6 +800,10 @@ def _locate(oid, fresh=False):
     if a[0] != _REF:
         raise _answer_error(a)
     bid = a[4] or _home_id
+    if a[2] != oid:   # a consolidated version: its original's REF
+        _note_forward(oid, a[2])
+        if _multi:
+            _where[oid] = bid
     _note_ref(a)
     return bid
 
@@ -678,6 +834,8 @@ def _replica_missed(oid):
 
 
 def _request_routed(args):
+    if _forwards:
+        args = _unforward(args)
     oid = args[1]
     if _read_here(args):
         a = _send_on(_get_conn(), args)
@@ -696,6 +854,21 @@ def _request_routed(args):
         if again != bid:
             a = _send_to(again, args)
     return a
+
+
+def unload(backend_id=None):
+    """Drop from the store's memory (backend backend_id's, default the one
+    connect() named) every loaded object that no running request or other
+    loaded object holds: the next request about one loads it from disk. Every
+    acknowledged change is on disk already: nothing is lost. Returns how many
+    objects were dropped."""
+    if _home_id is None:
+        _get_conn()
+    bid = _home_id if backend_id is None else _backend(backend_id).id
+    a = _send_to(bid, (_UNLOAD,))
+    if a[0] != _OK:
+        raise _answer_error(a)
+    return _loads(a[2])
 
 
 def backend_of(obj):
@@ -755,6 +928,8 @@ _REPLICA_TIMEOUT = float(os.environ.get("BETTONG_REPLICA_TIMEOUT", "5"))
 def _replicate(bid, oid, cid, master, state, qual, data):
     """REPLICATE: give backend bid a replica of object oid (its class, its
     stored state) and return once bid holds it durably."""
+    with _owed_lock:
+        _owed_drops.pop((oid, bid), None)
     for args in ((_CLASS, cid, qual, data), (_REPLICA_PUT, oid, cid, master, state)):
         a = _send_to(bid, args)
         if a[0] != _OK:
@@ -812,15 +987,62 @@ def _to_replicas(bids, args):
 
 def _replica_push(oid, cid, master, state, bids):
     """Write-through: the new state of object oid to every replica in bids,
-    each stored durably before this returns. The failures [(bid, why)]."""
-    return _to_replicas(bids, (_REPLICA_PUT, oid, cid, master, state))
+    each stored durably before this returns. The failures [(bid, why)]: the
+    master unlists them, and they are owed a drop."""
+    failed = _to_replicas(bids, (_REPLICA_PUT, oid, cid, master, state))
+    _owe_drops(oid, failed)
+    return failed
 
 
 def _replica_drop(oid, bids):
     """Before a DELETE or MOVE: every replica in bids forgets oid. The
-    failures [(bid, why)] (a replica already gone is none)."""
+    failures [(bid, why)] (a replica already gone is none), owed."""
     failed = _to_replicas(bids, (_REPLICA_DROP, oid))
-    return [f for f in failed if "no replica with id" not in f[1]]
+    failed = [f for f in failed if "no replica with id" not in f[1]]
+    _owe_drops(oid, failed)
+    return failed
+
+
+# A replica the master dropped because its backend did not answer may still be
+# on that backend, stale, and be read there by a client that learned of it
+# earlier. The master owes it a REPLICA_DROP: a thread of the master's store
+# sends the owed drops about once a second until each backend takes its own
+# (they are in memory: a master restarted meanwhile forgets them).
+_owed_drops = {}            # (object id, backend id) -> why it was dropped
+_owed_lock = threading.Lock()
+_owed_wake = threading.Event()
+_owed_thread = None
+_OWED_EVERY = 1.0           # seconds between rounds
+
+
+def _owe_drops(oid, failed):
+    global _owed_thread
+    if not failed:
+        return
+    with _owed_lock:
+        for bid, why in failed:
+            _owed_drops[(oid, bid)] = why
+        if _owed_thread is None or not _owed_thread.is_alive():
+            _owed_thread = threading.Thread(target=_send_owed_drops, daemon=True,
+                                            name="bettong-owed-drops")
+            _owed_thread.start()
+
+
+def _send_owed_drops():
+    while True:
+        _owed_wake.wait(_OWED_EVERY)
+        with _owed_lock:
+            owed = list(_owed_drops)
+        if not owed:
+            return
+        for oid, bid in owed:
+            failed = _to_replicas([bid], (_REPLICA_DROP, oid))
+            if not failed or "no replica with id" in failed[0][1]:
+                with _owed_lock:
+                    _owed_drops.pop((oid, bid), None)
+                name = _backends[bid].name if bid in _backends else bid
+                print(f"bettong store: the stale replica of {oid} on backend {name!r} "
+                      "is dropped", file=sys.stderr, flush=True)
 
 
 def replicas_of(obj):
@@ -1006,8 +1228,17 @@ def _qualname(cls):
 
 def _load_class(module, qualname, data):
     """Inside a class pickle: the class, from its by-value pickle `data` (the store
-    imports module.qualname first when it can)."""
-    return pickle.loads(data)
+    imports module.qualname first when it can). The class keeps the record it
+    came in (its class id, name and pickle), so that a store that hands it on
+    (to another backend) hands on the same class, not a copy of its own under
+    another id."""
+    cls = pickle.loads(data)
+    if isinstance(cls, type) and cls not in _records:
+        rec_data = _make_class_pickle(module, qualname, data)
+        cid = int.from_bytes(hashlib.blake2b(rec_data, digest_size=8).digest(), "big")
+        _records[cls] = (cid, f"{module}:{qualname}", rec_data)
+        _classes.setdefault(cid, cls)
+    return cls
 
 
 def _code_digest(h, co, depth=0):
@@ -1202,6 +1433,27 @@ def _local_class(module, qualname):
     return None
 
 
+def _tracked_local(data, qualname):
+    """The class of this process that a store's by-value class pickle was made
+    from, if any: cloudpickle names a class it pickles by value with a tracker
+    id (_seed_tracker makes it the same in every process), and loading such a
+    pickle here would give back this process's class after setting the
+    pickled attributes on it -- a store's copy (its module name, its own
+    functions) would overwrite this process's class."""
+    try:
+        from cloudpickle import cloudpickle as cp
+        by_id = cp._DYNAMIC_CLASS_TRACKER_BY_ID
+        for _op, arg, _pos in pickletools.genops(data):
+            if isinstance(arg, str) and len(arg) == 32:
+                k = by_id.get(arg)
+                if isinstance(k, type) and issubclass(k, Persistent) \
+                        and k.__qualname__ == qualname:
+                    return k
+    except Exception:
+        pass
+    return None
+
+
 def _class_for(cid, hint=None, oid=None):
     """The class of an object whose class id is cid: known here, the hint if it is
     that class, this process's class of the same name, or the store's pickle
@@ -1225,7 +1477,7 @@ def _class_for(cid, hint=None, oid=None):
     parts = _class_pickle_parts(data)
     cls = None
     if parts is not None:
-        cls = _local_class(parts[0], parts[1])
+        cls = _local_class(parts[0], parts[1]) or _tracked_local(parts[2], parts[1])
         if cls is None:
             cls = pickle.loads(parts[2])
     else:
@@ -1418,6 +1670,11 @@ def _proxy_for(oid, cid, hint=None, backend=None):
     p = _proxies.get(oid)
     if p is not None:
         return p
+    if _forwards and oid in _forwards:
+        oid = _unforward((None, oid))[1]
+        p = _proxies.get(oid)
+        if p is not None:
+            return p
     cls = _class_for(cid, hint, oid)
     p = object.__new__(_proxy_class(cls))
     d = p.__dict__
@@ -1480,6 +1737,8 @@ def _ask(args):
     configured store through the extension's fast path (c.ask: a plain value
     comes back unpickled by C); in a service of several backends, routed to
     the backend that holds the object."""
+    if _forwards:
+        args = _unforward(args)
     c = _this_conn()
     bid = _home_id
     here = False
@@ -1508,6 +1767,8 @@ def _ask(args):
         if here:
             _replica_missed(args[1])
         a = _request_routed(args)   # it moved (or the replica went): follow it
+    if _forwarded(a):
+        a = _request(*_follow(args, a))
     if a[0] == _OK:
         return _loads(a[2])
     raise _answer_error(a)
@@ -2095,8 +2356,14 @@ def flush():
 _pl = threading.local()   # .depth: pipeline() blocks this thread is in
 
 
+# BETTONG_PIPELINE=1: every thread of the process pipelines, as if its code
+# ran inside pipeline() (for programs that cannot be changed, dataClay's say);
+# sync points as inside a block, the last one at exit.
+_PIPELINE_ALL = os.environ.get("BETTONG_PIPELINE", "") not in ("", "0")
+
+
 def _pipelining():
-    return getattr(_pl, "depth", 0) > 0
+    return _PIPELINE_ALL or getattr(_pl, "depth", 0) > 0
 
 
 def _check_alias(alias):
@@ -2186,6 +2453,15 @@ class Persistent:
                 or str(backend_id) == os.environ.get("BETTONG_STORE_BACKEND_ID")):
             _instore.persist(self, alias)    # this store, in the call's commit
             return None
+        if _instore is not None and backend_id is not None and _instore.in_call():
+            names = _instore.release(self)   # made by this call: not stored yet
+            if names is not None:
+                bid = _backend(backend_id).id
+                _persist_now(None, alias or (names[0] if names else None), root=self,
+                             backend=bid)
+                for name in names[1:] if alias is None else names:
+                    self.add_alias(name)
+                return None
         if "_bettong_id" in self.__dict__:
             if backend_id is not None:
                 _move(self, backend_id)
@@ -2365,6 +2641,22 @@ class Persistent:
             del _proxies[oid]
         _replicas.pop(oid, None)
 
+    # -- versions
+    def new_version(self, backend_id=None):
+        """A version of this persistent object: a new persistent object (its own
+        id, on backend_id or the backend connect() named) holding a copy of its
+        persistent state, to change without touching the original. A version's
+        new_version() makes a version of the version. consolidate_version()
+        merges it back."""
+        return _new_version(self, backend_id)
+
+    def consolidate_version(self):
+        """Make this version's state the original's, durably; from then on this
+        object, and every version of its chain, names the original (requests and
+        stored references reach the original). NotAVersion for an object that
+        is not a version."""
+        _consolidate_version(self)
+
     # -- copies
     def dc_clone(self):
         """A local, non-persistent copy of the object's current persistent state."""
@@ -2375,7 +2667,7 @@ class Persistent:
         a = _request(_GET_STATE, oid)
         if a[0] != _OK:
             raise _answer_error(a)
-        state = _loads(a[2])
+        state = _version_state(_loads(a[2]))
         obj = object.__new__(base)
         _apply_state(obj, state)
         return obj

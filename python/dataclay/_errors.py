@@ -4,7 +4,7 @@ dataClay class (dataclay.exceptions) and of Bettong's class for the same failure
 bettong.NotFound` both catch a missing alias. Not for users to name: catch the
 classes of dataclay.exceptions or bettong."""
 
-from bettong.objects import AliasTaken, NotFound, StoreError
+from bettong.objects import AliasTaken, NotAVersion, NotFound, StoreError
 
 from . import exceptions as dx
 
@@ -36,3 +36,7 @@ class ObjectNotRegisteredError(dx.ObjectNotRegisteredError, StoreError):
 
     def __reduce__(self):
         return (type(self), (self.object_id, self.what))
+
+
+class ObjectIsNotVersionError(dx.ObjectIsNotVersionError, NotAVersion):
+    """consolidate_version() of an object that is not a version."""

@@ -27,8 +27,9 @@ bettong.objects for everything else):
 - The async a_* variants: each runs its synchronous method in a thread of
   dataclay.event_loop's pool and awaits it, so it can be awaited from any
   asyncio loop. A variant whose synchronous method this Bettong does not have
-  (new_version, consolidate_version when absent)
   raises the same AttributeError the synchronous call does.
+- Versions: new_version(backend_id=None) and consolidate_version(), with
+  _dc_meta.original_object_id / versions_object_ids.
 - activemethod on an `async def`: on a local object the call returns the
   coroutine (await it); on a proxy it returns an awaitable running the call in
   the store.
@@ -43,7 +44,7 @@ import pickle
 import uuid
 
 from bettong import objects as _bo
-from bettong.objects import AliasTaken, NotFound, Persistent, active
+from bettong.objects import AliasTaken, NotAVersion, NotFound, Persistent, active
 from bettong.objects import is_persistent as _is_persistent
 
 from . import _errors
@@ -123,7 +124,7 @@ def _clone_state(oid, memo):
     a = _bo._request(_bo._GET_STATE, oid)
     if a[0] != _bo._OK:
         raise _bo._answer_error(a)
-    return _CloneUnpickler(a[2], memo).load()
+    return _bo._version_state(_CloneUnpickler(a[2], memo).load())
 
 
 class ObjectMetadata:
@@ -140,8 +141,7 @@ class ObjectMetadata:
         self.class_name = f"{type(obj).__module__}.{type(obj).__qualname__}"
         self._replicas = None
         self.is_read_only = False
-        self.original_object_id = None
-        self.versions_object_ids = []
+        self._mark = None   # the version mark, asked of the store when first read
 
     @property
     def master_backend_id(self):
@@ -151,6 +151,23 @@ class ObjectMetadata:
     def master_backend_id(self, value):
         _bo._backend(value)   # KeyError for a backend the service lacks
         _bo._where[str(self.id)] = str(value)
+
+    def _version(self):
+        if self._mark is None:
+            mark = _bo._version_mark(self._obj)
+            self._mark = (uuid.UUID(mark[0]), [uuid.UUID(v) for v in mark[1]]) if mark \
+                else (None, [])
+        return self._mark
+
+    @property
+    def original_object_id(self):
+        """For a version, the id of the object it is a version of (else None)."""
+        return self._version()[0]
+
+    @property
+    def versions_object_ids(self):
+        """For a version, the versions between the original and it."""
+        return self._version()[1]
 
     @property
     def replica_backend_ids(self):
@@ -187,7 +204,8 @@ class DataClayObject(Persistent):
         """dataClay's object metadata, read now: id, dataset_name, class_name,
         master_backend_id (the backend holding the master copy),
         replica_backend_ids (those holding read-only replicas), is_read_only,
-        original_object_id and versions_object_ids (no versions)."""
+        original_object_id and versions_object_ids (for a version: the object
+        it is a version of, and the versions in between)."""
         if not _is_persistent(self):
             raise _errors.ObjectNotRegisteredError(None)
         return ObjectMetadata(self)
@@ -298,7 +316,7 @@ class DataClayObject(Persistent):
         a = _bo._request(_bo._GET_STATE, oid)
         if a[0] != _bo._OK:
             raise _bo._answer_error(a)
-        return _bo._loads(a[2])
+        return _bo._version_state(_bo._loads(a[2]))
 
     def dc_update_properties(self, new_properties):
         """Set these persistent fields (a dict by field name; dataClay's internal
@@ -353,6 +371,32 @@ class DataClayObject(Persistent):
         if _base(cls) is not _base(type(from_object)):
             raise TypeError("Objects must be of the same type")
         cls.get_by_alias(alias).dc_update(from_object)
+
+    # -- versions
+    def new_version(self, backend_id=None, recursive=False):
+        """A version of this object (see bettong's Persistent.new_version): on
+        backend_id, or the backend the client is connected to. recursive=True
+        (versions of what it references too) is refused: versions are of one
+        object, and references in the version name the same objects as the
+        original's."""
+        if not _is_persistent(self):
+            raise _not_registered(self)
+        if recursive:
+            raise NotImplementedError("new_version(recursive=True): Bettong makes versions of "
+                                      "one object; its references name the same objects")
+        return super().new_version(backend_id)
+
+    def consolidate_version(self):
+        """Make this version the original (see bettong's
+        Persistent.consolidate_version); ObjectIsNotVersionError for an object
+        that is not a version."""
+        if not _is_persistent(self):
+            raise _not_registered(self)
+        try:
+            super().consolidate_version()
+        except NotAVersion as e:
+            raise _errors.ObjectIsNotVersionError(uuid.UUID(self.__dict__["_bettong_id"])) \
+                from e
 
     # -- the async variants
     a_make_persistent = _async_variant("make_persistent")

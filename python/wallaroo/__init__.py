@@ -1,23 +1,34 @@
-"""The classic Wallaroo Python API, as run by Bettong.
+"""The Wallaroo Python API, as run by Bettong: the classic API (ApplicationBuilder,
+partitioned state) and Wallaroo 0.6.1's pipeline API (source, to, key_by, merge,
+to_sink, build_application).
 
-This module only describes an application: `ApplicationBuilder.build()` returns a
-plain description (dicts and lists holding the user's objects) that the C engine
-turns into a running topology. Nothing here runs per message.
+This module only describes an application. `ApplicationBuilder.build()` returns
+a plain description (dicts and lists holding the user's objects);
+`build_application()` returns Wallaroo 0.6.1's tuple `(app_name, root_idx,
+vs, es)`. The C engine turns either into a running topology, and tells the two
+APIs apart by which of them it got. Nothing here runs per message.
 
-Decorated functions become small objects with the duck-typed methods of the spec
-(`name()`, `compute(data)`, ...). They also carry the plain function in
+Decorated functions become small objects with the duck-typed methods of the
+spec (`name()`, `compute(data)`, ...). They also carry the plain function in
 `_bettong_fn` so the engine can call it directly, without the method layer.
 """
 
+import inspect
 import pickle
 import struct
+import sys
 
 __all__ = [
-    "ApplicationBuilder", "WallarooError",
+    "ApplicationBuilder", "WallarooError", "WallarooParameterError",
     "computation", "computation_multi", "state_computation",
-    "state_computation_multi", "partition", "decoder", "encoder",
+    "state_computation_multi", "partition", "key_extractor", "decoder", "encoder",
+    "source", "build_application", "Pipeline",
     "TCPSourceConfig", "TCPSinkConfig", "GenSourceConfig",
     "KafkaSourceConfig", "KafkaSinkConfig",
+    "CustomKafkaSourceCLIParser", "CustomKafkaSinkCLIParser",
+    "DefaultKafkaSourceCLIParser", "DefaultKafkaSinkCLIParser",
+    "range_windows", "count_windows", "Aggregation",
+    "nanoseconds", "microseconds", "milliseconds", "seconds", "minutes", "hours",
     "tcp_parse_input_addrs", "tcp_parse_output_addrs",
     "kafka_parse_source_options", "kafka_parse_sink_options",
     "serialize", "deserialize",
@@ -26,6 +37,10 @@ __all__ = [
 
 class WallarooError(Exception):
     """Misuse of the API (raised while the application is being built)."""
+
+
+class WallarooParameterError(WallarooError):
+    """Wallaroo 0.6.1's name for misuse of its pipeline API."""
 
 
 # ---------------------------------------------------------------- serialization
@@ -40,10 +55,38 @@ def deserialize(data):
 
 # ---------------------------------------------------------------- decorators
 
-class _Computation:
+def _check_arity(fn, n, what):
+    """Refuse, when it is decorated, a function that cannot be called with n
+    positional arguments (as Wallaroo 0.6.1 does); it would fail on every
+    message otherwise. Callables without a signature are let through."""
+    if not callable(fn):
+        raise WallarooParameterError("%s: expected a function, got %r" % (what, fn))
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        sig.bind(*([None] * n))
+    except TypeError:
+        raise WallarooParameterError(
+            "%s: function %s%s must take %d positional argument%s"
+            % (what, getattr(fn, "__name__", "?"), sig, n, "" if n == 1 else "s"))
+
+
+class BaseWrapped(object):
+    """Wallaroo's decorated objects return themselves when called, so that
+    `.to(f)` and `.to(f())` are the same."""
+
+    def __call__(self, *args):
+        return self
+
+
+class _Computation(BaseWrapped):
     kind = "computation"
+    arity = 1
 
     def __init__(self, fn, name):
+        _check_arity(fn, self.arity, "@wallaroo.%s" % self.kind)
         self._bettong_fn = fn
         self._name = name or getattr(fn, "__name__", "computation")
 
@@ -67,19 +110,44 @@ class _ComputationMulti(_Computation):
 
 
 class _StateComputation(_Computation):
+    """A state computation. With `state=StateClass` (Wallaroo 0.6.1's form) it
+    belongs in a `wallaroo.source(...)` pipeline and returns its output
+    directly; without it, in an ApplicationBuilder step that names the state
+    class, and returns `(output, state_changed)`."""
+
     kind = "state_computation"
+    arity = 2
+
+    def __init__(self, fn, name, state=None):
+        _Computation.__init__(self, fn, name)
+        if state is not None and not callable(state):
+            raise WallarooParameterError("@wallaroo.%s(name=%r): state=%r is not a class"
+                                         % (self.kind, self._name, state))
+        self._bettong_state_class = state
 
     def compute(self, data, state):
         return self._bettong_fn(data, state)
 
+    def initial_state(self):
+        if self._bettong_state_class is None:
+            raise WallarooParameterError("%r has no state class (state=)" % self)
+        return self._bettong_state_class()
 
-class _StateComputationMulti(_Computation):
+
+class _StateComputationMulti(_StateComputation):
     kind = "state_computation_multi"
 
     def compute_multi(self, data, state):
         return self._bettong_fn(data, state)
 
     compute = None
+
+
+# Wallaroo 0.6.1's public-looking names of these classes.
+Computation = _Computation
+ComputationMulti = _ComputationMulti
+StateComputation = _StateComputation
+StateComputationMulti = _StateComputationMulti
 
 
 def _named_decorator(cls):
@@ -94,14 +162,26 @@ def _named_decorator(cls):
     return decorator_factory
 
 
+def _state_decorator(cls):
+    def decorator_factory(name=None, state=None):
+        if callable(name) and not isinstance(name, str):
+            return cls(name, None)
+
+        def wrap(fn):
+            return cls(fn, name, state)
+        return wrap
+    return decorator_factory
+
+
 computation = _named_decorator(_Computation)
 computation_multi = _named_decorator(_ComputationMulti)
-state_computation = _named_decorator(_StateComputation)
-state_computation_multi = _named_decorator(_StateComputationMulti)
+state_computation = _state_decorator(_StateComputation)
+state_computation_multi = _state_decorator(_StateComputationMulti)
 
 
-class _Partition:
+class _Partition(BaseWrapped):
     def __init__(self, fn):
+        _check_arity(fn, 1, "@wallaroo.partition")
         self._bettong_fn = fn
 
     def partition(self, data):
@@ -112,8 +192,35 @@ def partition(fn):
     return _Partition(fn)
 
 
-class _Decoder:
+class KeyExtractor(BaseWrapped):
+    """`@wallaroo.key_extractor`: the key of a message (str or bytes; an int n
+    stands for chr(n), as in Wallaroo 0.6.1). The engine calls the plain
+    function and makes the key bytes itself (UTF-8 for a str), so "a" and b"a"
+    are the same key."""
+
+    def __init__(self, fn):
+        _check_arity(fn, 1, "@wallaroo.key_extractor")
+        self._bettong_fn = fn
+        self._name = getattr(fn, "__name__", "key_extractor")
+
+    def name(self):
+        return self._name
+
+    def extract_key(self, data):
+        key = self._bettong_fn(data)
+        return chr(key) if isinstance(key, int) else key
+
+    def __repr__(self):
+        return "<wallaroo key_extractor %r>" % self._name
+
+
+def key_extractor(fn):
+    return KeyExtractor(fn)
+
+
+class _Decoder(BaseWrapped):
     def __init__(self, fn, header_length, length_fmt):
+        _check_arity(fn, 1, "@wallaroo.decoder")
         if struct.calcsize(length_fmt) != header_length:
             raise WallarooError(
                 "decoder %r: header_length=%d does not match length_fmt %r (%d bytes)"
@@ -139,8 +246,9 @@ def decoder(header_length, length_fmt):
     return wrap
 
 
-class _Encoder:
+class _Encoder(BaseWrapped):
     def __init__(self, fn):
+        _check_arity(fn, 1, "@wallaroo.encoder")
         self._bettong_fn = fn
 
     def encode(self, data):
@@ -149,6 +257,10 @@ class _Encoder:
 
 def encoder(fn):
     return _Encoder(fn)
+
+
+Decoder = OctetDecoder = _Decoder
+Encoder = OctetEncoder = _Encoder
 
 
 # ---------------------------------------------------------------- sources, sinks
@@ -163,18 +275,41 @@ def _check_port(port, what):
     return p
 
 
+def _check_parallelism(parallelism):
+    """TCPSourceConfig's parallelism: how many clients the source serves at
+    once (Wallaroo 0.6.1); None (the classic API's default) means no limit."""
+    if parallelism is None:
+        return None
+    if isinstance(parallelism, bool) or not isinstance(parallelism, int) or parallelism < 1:
+        raise WallarooParameterError(
+            "TCPSourceConfig: parallelism=%r must be an int >= 1 (the number of clients "
+            "the source serves at once)" % (parallelism,))
+    return parallelism
+
+
 class TCPSourceConfig:
-    def __init__(self, host, port, decoder):
+    """A TCP source: the engine listens on host:port, each connection framed by
+    `decoder`. `parallelism` (Wallaroo 0.6.1) is how many connections it serves
+    at once; more wait, connected, until one of them closes. In a
+    `wallaroo.source(...)` pipeline it defaults to 10, as in Wallaroo; in the
+    classic API to no limit."""
+
+    def __init__(self, host, port, decoder, parallelism=None):
         self.host = host
         self.port = port
         self.decoder = decoder
+        self.parallelism = _check_parallelism(parallelism)
 
     def _describe(self):
         _require_methods(self.decoder, ("header_length", "payload_length", "decode"),
                          "TCPSourceConfig decoder")
         return {"kind": "tcp", "host": str(self.host or "127.0.0.1"),
                 "port": _check_port(self.port, "TCPSourceConfig"),
-                "decoder": self.decoder}
+                "decoder": self.decoder, "parallelism": self.parallelism}
+
+    def to_tuple(self):
+        parallelism = 10 if self.parallelism is None else self.parallelism
+        return ("tcp", self.host, self.port, self.decoder, parallelism)
 
 
 class TCPSinkConfig:
@@ -189,6 +324,9 @@ class TCPSinkConfig:
                 "port": _check_port(self.port, "TCPSinkConfig"),
                 "encoder": self.encoder}
 
+    def to_tuple(self):
+        return ("tcp", self.host, self.port, self.encoder)
+
 
 class GenSourceConfig:
     """A source fed by `generator.initial_value()` and then `generator.apply(prev)`.
@@ -201,6 +339,12 @@ class GenSourceConfig:
         _require_methods(self.generator, ("initial_value", "apply"), "GenSourceConfig generator")
         return {"kind": "gen", "generator": self.generator}
 
+    def to_tuple(self):
+        return ("gen", self.generator)
+
+
+# Kafka is not supported: these configs exist so that applications load, and
+# the engine refuses them with a message naming the source or sink.
 
 class KafkaSourceConfig:
     def __init__(self, topic, brokers, log_level, decoder):
@@ -208,6 +352,9 @@ class KafkaSourceConfig:
 
     def _describe(self):
         return {"kind": "kafka", "topic": self.topic, "brokers": self.brokers}
+
+    def to_tuple(self):
+        return ("kafka", self.topic, self.brokers, self.log_level, self.decoder)
 
 
 class KafkaSinkConfig:
@@ -220,6 +367,52 @@ class KafkaSinkConfig:
 
     def _describe(self):
         return {"kind": "kafka", "topic": self.topic, "brokers": self.brokers}
+
+    def to_tuple(self):
+        return ("kafka", self.topic, self.brokers, self.log_level,
+                self.max_produce_buffer_ms, self.max_message_size, self.encoder)
+
+
+class CustomKafkaSourceCLIParser:
+    """Wallaroo 0.6.1's Kafka source from --kafka_source_* flags (refused by the engine)."""
+
+    def __init__(self, args, decoder):
+        self.topic, self.brokers, self.log_level = kafka_parse_source_options(args)
+        self.decoder = decoder
+
+    def to_tuple(self):
+        return ("kafka", self.topic, self.brokers, self.log_level, self.decoder)
+
+
+class CustomKafkaSinkCLIParser:
+    """Wallaroo 0.6.1's Kafka sink from --kafka_sink_* flags (refused by the engine)."""
+
+    def __init__(self, args, encoder):
+        (self.topic, self.brokers, self.log_level, self.max_produce_buffer_ms,
+         self.max_message_size) = kafka_parse_sink_options(args)
+        self.encoder = encoder
+
+    def to_tuple(self):
+        return ("kafka", self.topic, self.brokers, self.log_level,
+                self.max_produce_buffer_ms, self.max_message_size, self.encoder)
+
+
+class DefaultKafkaSourceCLIParser:
+    def __init__(self, decoder, name="kafka_source"):
+        self.decoder = decoder
+        self.name = name
+
+    def to_tuple(self):
+        return ("kafka-internal", self.name, self.decoder)
+
+
+class DefaultKafkaSinkCLIParser:
+    def __init__(self, encoder, name="kafka_sink"):
+        self.encoder = encoder
+        self.name = name
+
+    def to_tuple(self):
+        return ("kafka-internal", self.name, self.encoder)
 
 
 def _parse_addrs(args, long_flag, short_flag):
@@ -319,6 +512,13 @@ class ApplicationBuilder:
 
     def _add_step(self, call, kind, comp, stateful, **extra):
         pipe = self._open(call)
+        if getattr(comp, "_bettong_state_class", None) is not None:
+            # The two forms return different things: refuse rather than guess.
+            raise WallarooError(
+                "%s(%r): this state computation was declared with state= (Wallaroo 0.6's "
+                "form, which returns its output directly and belongs in a wallaroo.source(...) "
+                "pipeline); with ApplicationBuilder declare it without state= and return "
+                "(output, state_changed)" % (call, comp))
         step = {"kind": kind, "computation": comp,
                 "arity": _computation_arity(comp, stateful, call)}
         step.update(extra)
@@ -385,3 +585,217 @@ class ApplicationBuilder:
             raise WallarooError("build(): the application has no pipeline")
         return {"bettong_description": 1, "name": str(self._name),
                 "pipelines": list(self._pipelines)}
+
+
+# ---------------------------------------------------------------- Wallaroo 0.6 pipelines
+#
+# wallaroo.source(...).to(...).key_by(...).to_sink(...) and
+# build_application(), as in Wallaroo 0.6.1: every method returns a new
+# Pipeline; build_application() returns the tuple (app_name, root_idx, vs, es)
+# in which vs[i] is the list of stages of node i (a leaf starts with
+# ("source", name, config_tuple); a merge node holds the stages after the
+# merge) and es[i] the node's inputs (none for a leaf, two for a merge). The
+# engine compiles that tree onto its pipelines (src/stream/graph.c).
+
+def _unbuffered_stdio():
+    """Wallaroo 0.6.1 makes stdout and stderr flush on every write when they
+    are not a terminal, and its examples print() as they go: so do we, for
+    applications built with build_application()."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, _Unbuffered) and not stream.isatty():
+            setattr(sys, name, _Unbuffered(stream))
+
+
+class _Unbuffered(object):
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, data):
+        n = self.stream.write(data)
+        self.stream.flush()
+        return n
+
+    def writelines(self, datas):
+        self.stream.writelines(datas)
+        self.stream.flush()
+
+    def __getattr__(self, attr):
+        return getattr(self.stream, attr)
+
+
+class _PipelineTree(object):
+    """The tree of a Pipeline; copied, never changed, by Pipeline's methods."""
+
+    def __init__(self, vs, es, root_idx, closed=False, last_is_key_by=False):
+        self.vs = vs
+        self.es = es
+        self.root_idx = root_idx
+        self.is_closed = closed
+        self.last_is_key_by = last_is_key_by
+
+    def clone(self):
+        return _PipelineTree([list(v) for v in self.vs], [list(e) for e in self.es],
+                             self.root_idx, self.is_closed, self.last_is_key_by)
+
+    def with_stage(self, stage):
+        if self.is_closed:
+            raise WallarooParameterError("You can't add stages after to_sink/s (%s)."
+                                         % stage[0])
+        t = self.clone()
+        t.vs[t.root_idx].append(stage)
+        t.is_closed = stage[0] in ("to_sink", "to_sinks")
+        t.last_is_key_by = stage[0] in ("key_by", "collect")
+        return t
+
+    def merged(self, other):
+        if self.is_closed or other.is_closed:
+            raise WallarooParameterError("You can't merge with a terminated pipeline "
+                                         "(one that ends with to_sink/s).")
+        if self.last_is_key_by != other.last_is_key_by:
+            raise WallarooParameterError("A pipeline ending with key_by can only be merged "
+                                         "with another pipeline ending with key_by.")
+        t = self.clone()
+        # A new root holds the stages after the merge; its inputs are both roots.
+        root = len(t.vs)
+        t.vs.append([])
+        t.es.append([t.root_idx])
+        diff = len(t.vs)
+        t.vs.extend(list(v) for v in other.vs)
+        t.es.extend([e + diff for e in es] for es in other.es)
+        t.es[root].append(other.root_idx + diff)
+        t.root_idx = root
+        return t
+
+
+def _check_config(config, what):
+    if not callable(getattr(config, "to_tuple", None)):
+        raise WallarooParameterError("%s: %r is not a source or sink config" % (what, config))
+    return config.to_tuple()
+
+
+def _window_refusal(what):
+    return WallarooParameterError(
+        "%s: Wallaroo 0.6 windows (range_windows, count_windows, Aggregation) are not "
+        "supported by Bettong yet" % what)
+
+
+class Pipeline(object):
+    def __init__(self, pipeline_tree):
+        self._pipeline_tree = pipeline_tree
+
+    @classmethod
+    def from_source(cls, name, source_config):
+        stage = ("source", name, _check_config(source_config, "wallaroo.source(%r)" % (name,)))
+        return cls(_PipelineTree([[stage]], [[]], 0))
+
+    def _is_closed(self):
+        return self._pipeline_tree.is_closed
+
+    def __to_tuple__(self, app_name):
+        t = self._pipeline_tree.clone()
+        return (app_name, t.root_idx, t.vs, t.es)
+
+    def clone(self):
+        return Pipeline(self._pipeline_tree.clone())
+
+    def _then(self, stage):
+        return Pipeline(self._pipeline_tree.with_stage(stage))
+
+    def to(self, computation):
+        if isinstance(computation, Aggregation):
+            raise _window_refusal(".to(%r)" % (computation,))
+        if not callable(getattr(computation, "name", None)) or not (
+                callable(getattr(computation, "compute", None))
+                or callable(getattr(computation, "compute_multi", None))):
+            raise WallarooParameterError(".to(%r): not a computation (it needs name() and "
+                                         "compute() or compute_multi())" % (computation,))
+        if isinstance(computation, StateComputation):
+            if getattr(computation, "_bettong_state_class", None) is None:
+                raise WallarooParameterError(
+                    ".to(%r): a state computation in a wallaroo.source(...) pipeline needs its "
+                    "state class: @wallaroo.state_computation(name=..., state=StateClass)"
+                    % (computation,))
+            return self._then(("to_state", computation))
+        return self._then(("to", computation))
+
+    def key_by(self, key_extractor):
+        if not callable(getattr(key_extractor, "extract_key", None)):
+            raise WallarooParameterError(".key_by(%r): not a key extractor (decorate the "
+                                         "function with @wallaroo.key_extractor)"
+                                         % (key_extractor,))
+        return self._then(("key_by", key_extractor))
+
+    def collect(self):
+        return self._then(("collect", ""))
+
+    def merge(self, pipeline):
+        if not isinstance(pipeline, Pipeline):
+            raise WallarooParameterError(".merge(%r): not a pipeline" % (pipeline,))
+        return Pipeline(self._pipeline_tree.merged(pipeline._pipeline_tree))
+
+    def to_sink(self, sink_config):
+        return self._then(("to_sink", _check_config(sink_config, ".to_sink")))
+
+    def to_sinks(self, sink_configs):
+        configs = [_check_config(c, ".to_sinks") for c in sink_configs]
+        if not configs:
+            raise WallarooParameterError("You must specify at least one sink when using "
+                                         "to_sinks().")
+        return self._then(("to_sinks", configs))
+
+
+def source(name, source_config):
+    return Pipeline.from_source(name, source_config)
+
+
+def build_application(app_name, pipeline):
+    if not isinstance(pipeline, Pipeline):
+        raise WallarooParameterError("build_application(%r, %r): not a pipeline"
+                                     % (app_name, pipeline))
+    if not pipeline._is_closed():
+        raise WallarooParameterError("An application must end with to_sink/s.")
+    _unbuffered_stdio()
+    return pipeline.__to_tuple__(app_name)
+
+
+class Aggregation(BaseWrapped):
+    """Wallaroo 0.6.1's base class of window aggregations. It exists so that
+    modules defining aggregations import; windows themselves are refused."""
+
+    def name(self):
+        return self.__class__.__name__
+
+
+def range_windows(wrange):
+    raise _window_refusal("wallaroo.range_windows(%r)" % (wrange,))
+
+
+def count_windows(count):
+    raise _window_refusal("wallaroo.count_windows(%r)" % (count,))
+
+
+# Time units of Wallaroo 0.6.1: integer nanoseconds.
+
+def nanoseconds(x):
+    return x
+
+
+def microseconds(x):
+    return nanoseconds(x) * 1000
+
+
+def milliseconds(x):
+    return microseconds(x) * 1000
+
+
+def seconds(x):
+    return milliseconds(x) * 1000
+
+
+def minutes(x):
+    return seconds(x) * 60
+
+
+def hours(x):
+    return minutes(x) * 60

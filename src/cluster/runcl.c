@@ -336,6 +336,7 @@ int cmd_run(int argc, char **argv)
     if (rc > 0) {
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;
+        a.engine.joined = !c.cluster.initializer;
     }
     int shared = a.engine.shared_ports;
     int code = run_worker(&a, argc, argv);

@@ -101,6 +101,8 @@ static void maybe_listener_closed(listener_t *l)
     }
 }
 
+static void on_connection(uv_stream_t *server, int status);
+
 static void on_conn_closed(uv_handle_t *h)
 {
     inconn_t *c = h->data;
@@ -119,6 +121,11 @@ static void on_conn_closed(uv_handle_t *h)
     writer_free(&c->out);
     tls_conn_free(c->tls);
     free(c);
+    if (l->deferred && !l->closing && l->nconns < l->accept_limit) {
+        /* A connection waits for the one that just closed: serve it. */
+        l->deferred = 0;
+        on_connection(&l->h.stream, 0);
+    }
     maybe_listener_closed(l);
 }
 
@@ -646,6 +653,12 @@ static void on_connection(uv_stream_t *server, int status)
         note_refusal(l, why);
         return;
     }
+    if (l->accept_limit && l->nconns >= l->accept_limit) {
+        /* Not accepted now: libuv holds it and stops watching the listening
+         * socket until uv_accept, so the rest wait in the kernel's backlog. */
+        l->deferred = 1;
+        return;
+    }
     if (within_cap(l) < 0)
         return;
     inconn_t *c = calloc(1, sizeof *c);
@@ -717,6 +730,8 @@ static void listener_init(listener_t *l, uv_loop_t *loop, const frame_spec_t *sp
 }
 
 void listener_set_max_conns(listener_t *l, unsigned n) { l->max_conns = n; }
+
+void listener_set_accept_limit(listener_t *l, unsigned n) { l->accept_limit = n; }
 
 /* Connections past their deadline this sweep, logged as one line. */
 typedef struct {

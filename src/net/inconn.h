@@ -86,6 +86,8 @@ struct listener {
     size_t nconns;
     size_t nclosing; /* of them, being closed (they no longer count for the cap) */
     unsigned max_conns; /* open connections at most (listener_set_max_conns) */
+    unsigned accept_limit; /* listener_set_accept_limit; 0: none */
+    int deferred;       /* a connection waits to be accepted (at accept_limit) */
     unsigned auth_ms;   /* listener_require_auth; 0: none */
     unsigned idle_ms;   /* listener_set_idle_timeout; 0: none */
     uv_timer_t sweep;   /* deadlines and idle timeouts */
@@ -176,6 +178,10 @@ uint64_t inconn_buffered_peak(void);
 #define INCONN_EVICT_PREAUTH_MS 250
 #define INCONN_EVICT_SILENT_MS 1000
 void listener_set_max_conns(listener_t *l, unsigned n);
+/* Serve at most n connections at once: further ones are not accepted (they
+ * wait, connected, in the kernel's backlog) until one of those served has
+ * closed. This is Wallaroo's TCPSourceConfig parallelism. */
+void listener_set_accept_limit(listener_t *l, unsigned n);
 /* Every connection must pass inconn_authenticated within `ms` of its accept or
  * is closed (not counting time the listener or it spent paused). The
  * environment variable BETTONG_AUTH_TIMEOUT_MS overrides ms (for tests). */

@@ -123,3 +123,30 @@ int pykey_hash(PyObject *key, uint64_t *out)
         return -1;
     return hash_other(key, out);
 }
+
+PyObject *pykey_wallaroo06(PyObject *key)
+{
+    if (PyBytes_CheckExact(key))
+        return Py_NewRef(key);
+    if (PyBytes_Check(key))
+        return PyBytes_FromStringAndSize(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key));
+    if (PyUnicode_Check(key))
+        return PyUnicode_AsUTF8String(key);
+    if (PyLong_Check(key)) {
+        long n = PyLong_AsLong(key);
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+        if (n < 0 || n > 0x10ffff) {
+            PyErr_Format(PyExc_ValueError, "key_extractor returned %ld: an int key n stands "
+                         "for chr(n), which needs 0 <= n <= 0x10ffff", n);
+            return NULL;
+        }
+        PyObject *s = PyUnicode_FromOrdinal((int)n);
+        PyObject *b = s ? PyUnicode_AsUTF8String(s) : NULL;
+        Py_XDECREF(s);
+        return b;
+    }
+    PyErr_Format(PyExc_TypeError, "key_extractor must return str, bytes or int, not %.100s",
+                 Py_TYPE(key)->tp_name);
+    return NULL;
+}

@@ -13,4 +13,11 @@
  * unhashable key or a failed pickle of an unusual key type). */
 int pykey_hash(PyObject *key, uint64_t *out);
 
+/* With GIL. A Wallaroo 0.6 key (what a key_extractor returned) as the bytes
+ * Wallaroo keys by: a str as UTF-8 (so "a" and b"a" are one key), bytes as
+ * they are, an int n as chr(n) in UTF-8 (Wallaroo 0.6.1's wrapper calls chr).
+ * A new reference, or NULL with an exception (TypeError for any other type,
+ * ValueError for an int chr() refuses). */
+PyObject *pykey_wallaroo06(PyObject *key);
+
 #endif

@@ -164,6 +164,21 @@ static int record_deletion(committer_t *c, sdb_write_t *w, wunit_t *u, const wop
     return rc < 0 ? storage_failed(u) : 0;
 }
 
+/* Before forwarding an object (FORWARD): its aliases are released; its
+ * location stays, so that the service finds its forward here. */
+static int record_unaliased(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    buf_t names;
+    buf_init(&names);
+    uint32_t count = 0;
+    int rc = sdb_list_aliases(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
+    if (rc == 0)
+        rc = record_each(c, FX_UNALIASED, u, op, &names, count);
+    buf_free(&names);
+    return rc < 0 ? storage_failed(u) : 0;
+}
+
 /* An alias removed here: released service-wide once the removal holds. */
 static int record_unalias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
@@ -209,6 +224,10 @@ static int directory_before(committer_t *c, sdb_write_t *w, wunit_t *u, const wo
                                                                           : 0;
     case WOP_ALIAS_DEL:
         return record_unalias(c, w, u, op);
+    case WOP_FORWARD:
+        if (record_unreplicated(c, w, u, op) < 0)
+            return -1;
+        return record_unaliased(c, w, u, op);
     default:
         return 0;
     }
@@ -276,14 +295,44 @@ static int locate_elsewhere(committer_t *c, wunit_t *u, const char *id, size_t i
     return 0;
 }
 
+/* A version consolidated into its original names the original from then on:
+ * the id at the end of id's forwards (id itself if it has none), in
+ * buf[SDB_ID_MAX]. The hops are bounded: consolidation never makes a cycle,
+ * but the bound keeps a damaged table from hanging the committer. */
+static int follow_forwards(sdb_read_t *v, const char **id, size_t *idlen, char *buf)
+{
+    for (int hops = 0; hops < 64; hops++) {
+        size_t n;
+        int rc = sdb_get_forward(v, *id, *idlen, buf, &n);
+        if (rc == SDB_NOTFOUND)
+            return SDB_OK;
+        if (rc)
+            return rc;
+        *id = buf;
+        *idlen = n;
+    }
+    log_error("store: the forwards from %.*s do not end", (int)*idlen, *id);
+    return SDB_ERROR;
+}
+
 static int lookup_object(committer_t *c, sdb_write_t *w, wunit_t *u, const char *id,
                          size_t idlen, int remote)
 {
     sdb_read_t v = sdb_write_view(w);
     const uint8_t *st;
     size_t n;
+    char target[SDB_ID_MAX];
     u->out_backend[0] = '\0';
     int rc = sdb_get_object(&v, id, idlen, &u->out_class, &st, &n);
+    if (rc == SDB_NOTFOUND) {
+        const char *was = id;
+        if (follow_forwards(&v, &id, &idlen, target) != SDB_OK)
+            return storage_failed(u);
+        if (id != was) {
+            rc = sdb_get_object(&v, id, idlen, &u->out_class, &st, &n);
+            remote = 1; /* an original may be on another backend */
+        }
+    }
     if (rc == SDB_OK && sdb_replica_master(&v, id, idlen, NULL) == SDB_OK)
         rc = SDB_NOTFOUND; /* a replica: the object is its master's */
     if (rc == SDB_NOTFOUND && remote)
@@ -554,10 +603,51 @@ static int op_delete(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op
     }
     if (srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0, c->meta ? tell_refs : NULL,
                      &t) != SDB_OK ||
-        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK)
+        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK ||
+        sdb_clear_moving(w, op->id, op->idlen) != SDB_OK)
         return storage_failed(u);
     rc = sdb_del_object(w, op->id, op->idlen);
     return rc ? storage_failed(u) : 0;
+}
+
+/* A move's mark (sdb.h `moving`): set before the object is handed over, so
+ * that a crash before the delete here is found and resolved (spy.c). */
+static int op_move_mark(sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *st;
+    size_t n;
+    if (op->kind == WOP_MOVE_ABORT)
+        return sdb_clear_moving(w, op->id, op->idlen) ? storage_failed(u) : 0;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n);
+    if (rc == SDB_NOTFOUND)
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
+    if (rc || sdb_set_moving(w, op->id, op->idlen, op->name, op->namelen) != SDB_OK)
+        return storage_failed(u);
+    return 0;
+}
+
+/* FORWARD: the object (a version) goes, as a delete would take it, but its id
+ * stays in use: it names the original (name) from now on. What refers to the
+ * version keeps its count here; the original's own count is not raised. */
+static int op_forward(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    tell_t t = {c, u};
+    sdb_read_t v = sdb_write_view(w);
+    uint64_t cid;
+    const uint8_t *old;
+    size_t oldlen;
+    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &old, &oldlen);
+    if (rc == SDB_NOTFOUND)
+        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
+    if (rc || srefs_update(w, op->id, op->idlen, old, oldlen, NULL, 0,
+                           c->meta ? tell_refs : NULL, &t) != SDB_OK ||
+        sdb_del_replicas(w, op->id, op->idlen) != SDB_OK ||
+        sdb_del_object(w, op->id, op->idlen) != SDB_OK ||
+        sdb_put_forward(w, op->id, op->idlen, op->name, op->namelen) != SDB_OK)
+        return storage_failed(u);
+    return 0;
 }
 
 static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
@@ -605,6 +695,11 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
         return op_get_class(w, u, op);
     case WOP_BACKENDS:
         return op_backends(c, u);
+    case WOP_FORWARD:
+        return op_forward(c, w, u, op);
+    case WOP_MOVE_BEGIN:
+    case WOP_MOVE_ABORT:
+        return op_move_mark(w, u, op);
     default:
         u->status = STORE_ERR_INTERNAL;
         snprintf(u->msg, sizeof u->msg, "unknown operation %u", op->kind);

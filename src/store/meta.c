@@ -43,6 +43,11 @@ struct meta {
     const char *id; /* sdb's backend id */
     buf_t locq;     /* queued: u8 kind (Q_*), u64 class id or count delta, u16 len, id */
     size_t nloc;
+    /* Deletions (a location, an alias) that failed while Redis was away, sent
+     * by the next publish(): u16 key length, key, u16 owner length, owner.
+     * Without them a deleted object's entries would stay in the directory
+     * (publish() only adds), and its aliases could never be taken again. */
+    buf_t owed;
     /* the watcher (watch_main) */
     pthread_t watcher;
     int watching, stopping, down;
@@ -258,6 +263,52 @@ static int publish_replica(void *ctx, const char *id, size_t idlen, const char *
     return pipe_append(p, 3, argv, lens) < 0 ? 1 : 0;
 }
 
+/* At most this much owed (about a million deletions): past it, later ones
+ * are logged and left to the directory's users (a lookup finds no object). */
+#define OWED_MAX (64u << 20)
+
+/* mu held. */
+static void owe_delete(meta_t *m, const char *key, size_t klen, const char *owner, size_t olen)
+{
+    uint8_t h[2];
+    if (buf_unread(&m->owed) + klen + olen + 4 > OWED_MAX) {
+        log_warn("store: metadata service: too many deletions owed while it is away: the "
+                 "directory keeps %.*s", (int)klen, key);
+        return;
+    }
+    h[0] = (uint8_t)(klen >> 8), h[1] = (uint8_t)klen;
+    if (buf_append(&m->owed, h, 2) < 0 || buf_append(&m->owed, key, klen) < 0)
+        return;
+    h[0] = (uint8_t)(olen >> 8), h[1] = (uint8_t)olen;
+    if (buf_append(&m->owed, h, 2) < 0 || buf_append(&m->owed, owner, olen) < 0)
+        log_error("store: out of memory keeping a deletion for the metadata service");
+}
+
+/* The deletions owed (mu held, connected). */
+static int send_owed(meta_t *m)
+{
+    pipe_t p = {.m = m};
+    const uint8_t *q = buf_head(&m->owed), *end = q + buf_unread(&m->owed);
+    size_t n = 0;
+    while (q + 2 <= end && !p.failed) {
+        size_t klen = (size_t)q[0] << 8 | q[1];
+        const char *key = (const char *)q + 2;
+        size_t olen = (size_t)q[2 + klen] << 8 | q[3 + klen];
+        const char *owner = key + klen + 2;
+        const char *argv[] = {"EVAL", DEL_IF_OURS, "1", key, owner};
+        size_t lens[] = {4, strlen(DEL_IF_OURS), 1, klen, olen};
+        pipe_append(&p, 5, argv, lens);
+        q += 4 + klen + olen;
+        n++;
+    }
+    if (p.failed || pipe_drain(&p, 0) < 0)
+        return -1;
+    if (n)
+        log_info("store: metadata service: %zu deletion(s) made while it was away sent", n);
+    buf_clear(&m->owed);
+    return 0;
+}
+
 /* Register this backend and publish every object and alias it holds. */
 static int publish(meta_t *m)
 {
@@ -269,6 +320,8 @@ static int publish(meta_t *m)
     if (!r)
         return -1;
     freeReplyObject(r);
+    if (send_owed(m) < 0)
+        return -1;
     /* This backend's reference counts are counted again from its states. */
     char refs[64];
     snprintf(refs, sizeof refs, "%s%s", PFX_REFS, m->id);
@@ -401,6 +454,7 @@ meta_t *meta_open(const char *url, sdb_t *db, const char *name, const char *addr
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->wake, NULL);
     buf_init(&m->locq);
+    buf_init(&m->owed);
     m->db = db;
     m->id = sdb_backend_id(db);
     snprintf(m->name, sizeof m->name, "%s", name);
@@ -438,6 +492,7 @@ void meta_close(meta_t *m)
     }
     drop(m);
     buf_free(&m->locq);
+    buf_free(&m->owed);
     pthread_cond_destroy(&m->wake);
     pthread_mutex_destroy(&m->mu);
     free(m);
@@ -543,6 +598,8 @@ int meta_alias_release(meta_t *m, const char *alias, size_t alen, const char *id
     do
         rc = ensure(m) < 0 ? META_ERROR : del_if(m, key, klen, id, idlen);
     while (retry(m, rc, &tries));
+    if (rc == META_ERROR)
+        owe_delete(m, key, klen, id, idlen);
     pthread_mutex_unlock(&m->mu);
     return rc;
 }
@@ -682,6 +739,22 @@ static int send_locs(meta_t *m)
     return p.failed ? -1 : pipe_drain(&p, 0);
 }
 
+/* The location removals of the queue, owed (mu held): the next publish()
+ * adds what is held, so only what went is owed. */
+static void owe_removals(meta_t *m)
+{
+    const uint8_t *q = buf_head(&m->locq), *end = q + buf_unread(&m->locq);
+    while (q + 11 <= end) {
+        size_t idlen = (size_t)q[9] << 8 | q[10];
+        if (q[0] == Q_LOC_REMOVE) {
+            char key[SDB_ID_MAX + 32];
+            size_t klen = key_of(key, sizeof key, PFX_LOC, (const char *)q + 11, idlen);
+            owe_delete(m, key, klen, m->id, SDB_BACKEND_ID_LEN);
+        }
+        q += 11 + idlen;
+    }
+}
+
 int meta_loc_flush(meta_t *m)
 {
     pthread_mutex_lock(&m->mu);
@@ -689,8 +762,10 @@ int meta_loc_flush(meta_t *m)
     if (m->nloc) {
         /* A connection made now publishes everything anyway. */
         int fresh = !m->rc;
-        if (ensure(m) < 0 || (!fresh && send_locs(m) < 0))
+        if (ensure(m) < 0 || (!fresh && send_locs(m) < 0)) {
             rc = META_ERROR;
+            owe_removals(m);
+        }
         buf_clear(&m->locq);
         m->nloc = 0;
     }

@@ -21,7 +21,8 @@
 
 struct sdb {
     MDB_env *env;
-    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs, replica_of, replicas;
+    MDB_dbi objects, aliases, obj_aliases, classes, meta, refs, replica_of, replicas, forwards,
+        moving;
     int lock_fd;
     int created;
     char backend_id[SDB_BACKEND_ID_LEN + 1];
@@ -179,7 +180,10 @@ static int open_dbis(sdb_t *db, MDB_txn *txn, unsigned create, char *err, size_t
         (rc = mdb_dbi_open(txn, "refs", MDB_CREATE, &db->refs)) ||
         /* Likewise: stores made before replicas have none. */
         (rc = mdb_dbi_open(txn, "replica_of", MDB_CREATE, &db->replica_of)) ||
-        (rc = mdb_dbi_open(txn, "replicas", MDB_CREATE | MDB_DUPSORT, &db->replicas)))
+        (rc = mdb_dbi_open(txn, "replicas", MDB_CREATE | MDB_DUPSORT, &db->replicas)) ||
+        /* And before versions. */
+        (rc = mdb_dbi_open(txn, "forwards", MDB_CREATE, &db->forwards)) ||
+        (rc = mdb_dbi_open(txn, "moving", MDB_CREATE, &db->moving)))
         return mdb_failed(db, rc, "the store's databases cannot be opened", err, errlen);
     return 0;
 }
@@ -210,11 +214,11 @@ static int check_meta(sdb_t *db, MDB_txn *txn, char *err, size_t errlen)
                  db->dir);
         return -1;
     }
-    /* Version 1 (no reference counts) is opened and upgraded by srefs_ensure. */
+    /* Older versions are opened and upgraded by srefs_ensure. */
     if (mdb_get(txn, db->meta, &k2, &v2) || v2.mv_size != 4 ||
-        (get_u32be(v2.mv_data) != SDB_VERSION && get_u32be(v2.mv_data) != 1)) {
-        snprintf(err, errlen, "%s: the store's format version is not %u (or 1)", db->dir,
-                 SDB_VERSION);
+        get_u32be(v2.mv_data) < 1 || get_u32be(v2.mv_data) > SDB_VERSION) {
+        snprintf(err, errlen, "%s: the store's format version is not one this binary knows "
+                 "(1 to %u): made by a newer bettong?", db->dir, SDB_VERSION);
         return -1;
     }
     db->opened_version = get_u32be(v2.mv_data);
@@ -834,4 +838,65 @@ int sdb_each_replica(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx)
 {
     each_alias_t e = {fn, ctx};
     return each_pair(r, r->db->replicas, "walking the replicas", alias_pair, &e);
+}
+
+/* ------------------------------------------------------------ forwards */
+
+int sdb_get_forward(sdb_read_t *r, const char *id, size_t idlen, char *target, size_t *tlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_NOTFOUND;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->forwards, &k, &v), "reading a forward");
+    if (rc == SDB_OK && !key_ok(v.mv_size, SDB_ID_MAX)) {
+        log_error("store: the forward of %.*s is malformed", (int)idlen, id);
+        return SDB_ERROR;
+    }
+    if (rc == SDB_OK) {
+        memcpy(target, v.mv_data, v.mv_size);
+        *tlen = v.mv_size;
+    }
+    return rc;
+}
+
+int sdb_put_forward(sdb_write_t *w, const char *id, size_t idlen, const char *target,
+                    size_t tlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX) || !key_ok(tlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {tlen, (void *)target};
+    return check(mdb_put(wtxn(w), w->db->forwards, &k, &v, 0), "storing a forward");
+}
+
+/* ------------------------------------------------------------ moves */
+
+int sdb_get_moving(sdb_read_t *r, const char *id, size_t idlen, char *dest)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_NOTFOUND;
+    MDB_val k = {idlen, (void *)id}, v;
+    int rc = check(mdb_get(r->txn, r->db->moving, &k, &v), "reading a move mark");
+    if (rc == SDB_OK) {
+        size_t n = v.mv_size < SDB_BACKEND_ID_LEN ? v.mv_size : SDB_BACKEND_ID_LEN;
+        memcpy(dest, v.mv_data, n);
+        dest[n] = '\0';
+    }
+    return rc;
+}
+
+int sdb_set_moving(sdb_write_t *w, const char *id, size_t idlen, const char *dest, size_t dlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX) || !key_ok(dlen, SDB_BACKEND_ID_LEN))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id}, v = {dlen, (void *)dest};
+    return check(mdb_put(wtxn(w), w->db->moving, &k, &v, 0), "storing a move mark");
+}
+
+int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen)
+{
+    if (!key_ok(idlen, SDB_ID_MAX))
+        return SDB_ERROR;
+    MDB_val k = {idlen, (void *)id};
+    int rc = mdb_del(wtxn(w), w->db->moving, &k, NULL);
+    return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing a move mark");
 }

@@ -20,6 +20,17 @@
  *                store of before has none).
  *   replicas     object id -> backend id (sorted duplicates): the backends
  *                holding a replica of an object this backend is the master of.
+ *   forwards     object id -> object id: a version consolidated into its
+ *                original (sdb_put_forward): requests naming the first act on
+ *                the second. Version 3 of the format, as are replica_of and
+ *                replicas: a version 2 store is opened and marked 3 (nothing to
+ *                rebuild), after which a version 2 binary, which would ignore
+ *                replicas and forwards, refuses it.
+ *   moving       object id -> backend id: a MOVE of the object to that backend
+ *                began (sdb_set_moving) and has not ended; the delete that
+ *                ends it clears it. Found after a crash, it says the object
+ *                may be the other backend's already (spy.c resolves it).
+ *                Format 3 too.
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -49,7 +60,7 @@
 #define SDB_MARKER "BETTONG_STORE"
 #define SDB_LOCKFILE "store.lock"
 #define SDB_FORMAT "bettong-store"
-#define SDB_VERSION 2u
+#define SDB_VERSION 3u
 #define SDB_ID_MAX 128
 #define SDB_ALIAS_MAX 400
 #define SDB_BACKEND_ID_LEN 36
@@ -168,5 +179,21 @@ int sdb_del_replica(sdb_write_t *w, const char *id, size_t idlen, const char *bi
 int sdb_del_replicas(sdb_write_t *w, const char *id, size_t idlen);
 /* Every (object id, replica backend id) pair, as sdb_each_alias walks aliases. */
 int sdb_each_replica(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx);
+
+/* ---- forwards (sproto.h: FORWARD) ---- */
+
+/* The id that id was forwarded to, copied to target[SDB_ID_MAX] (its length in
+ * *tlen); SDB_NOTFOUND if id is no forward. */
+int sdb_get_forward(sdb_read_t *r, const char *id, size_t idlen, char *target, size_t *tlen);
+int sdb_put_forward(sdb_write_t *w, const char *id, size_t idlen, const char *target,
+                    size_t tlen);
+
+/* ---- moves (sproto.h: MOVE) ---- */
+
+/* The backend a move of id began to, in dest[SDB_BACKEND_ID_LEN + 1];
+ * SDB_NOTFOUND if none. */
+int sdb_get_moving(sdb_read_t *r, const char *id, size_t idlen, char *dest);
+int sdb_set_moving(sdb_write_t *w, const char *id, size_t idlen, const char *dest, size_t dlen);
+int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen);
 
 #endif

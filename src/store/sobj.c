@@ -56,7 +56,7 @@ static int is_python(uint8_t type)
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD ||
            type == SMSG_GET_STATE || type == SMSG_UPDATE || type == SMSG_DELETE ||
            type == SMSG_MOVE || type == SMSG_REPLICATE || type == SMSG_REPLICA_PUT ||
-           type == SMSG_REPLICA_DROP;
+           type == SMSG_REPLICA_DROP || type == SMSG_FORWARD;
 }
 
 static void obj_dispatch(store_t *st, sobj_t *o);
@@ -372,6 +372,20 @@ static void obj_dispatch(store_t *st, sobj_t *o)
     obj_maybe_free(st, o);
 }
 
+/* UNLOAD: here, on the loop thread, with the GIL (taken from the Python
+ * threads between their steps, as an inline run takes it). */
+static void unload_now(store_t *st, sreq_t *r)
+{
+    py_gil_enter();
+    spy_unload(st->spy, &r->answer, r->id);
+    py_gil_leave();
+    if (buf_unread(&r->answer))
+        sconn_answer(r->conn, &r->answer, 0);
+    else
+        answer_failed(r, STORE_ERR_INTERNAL, "out of memory", 0);
+    sreq_free(r);
+}
+
 void sobj_submit(store_t *st, sreq_t *r)
 {
     r->unit.ctx = r;
@@ -385,6 +399,9 @@ void sobj_submit(store_t *st, sreq_t *r)
     case SMSG_GET_CLASS:
     case SMSG_BACKENDS:
         unit_submit(st, r, NULL);
+        return;
+    case SMSG_UNLOAD:
+        unload_now(st, r);
         return;
     default:
         break;

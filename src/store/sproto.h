@@ -73,6 +73,13 @@
  *                                  object; OK None once durable)
  *  store -> store   REPLICA_DROP   u64 req, str16 object_id (a master to a
  *                                  replica's backend: forget the replica)
+ *  client -> store  FORWARD        u64 req, str16 object_id, str16 target_id
+ *                                  (versions: the object goes and its id names
+ *                                  target_id from then on; OK None once on disk;
+ *                                  OK None at once when object_id is target_id)
+ *  client -> store  UNLOAD         u64 req (drop the live objects nothing holds
+ *                                  from memory: the next request about one
+ *                                  loads it from disk; OK with their number)
  *
  *  store -> client  OK             u64 req, rest: pickled value (None for commands)
  *  store -> client  REF            u64 req, str16 object_id, u64 class_id (lookups)
@@ -115,6 +122,15 @@
  * GET_STATE; CALL, SET_FIELD, UPDATE, DELETE, MOVE, ADD_ALIAS, ALIASES and
  * REPLICATE about it answer NOT_FOUND (the client looks it up: LOOKUP_ID on R
  * names M), and R publishes no location for it.
+ *
+ * Versions (FORWARD): consolidating a version into its original replaces
+ * each version by a forward to the original on the version's backend. A
+ * request naming a forwarded id acts on the original when this backend holds
+ * it (LOOKUP_ID and LOOKUP_ALIAS answer REF with the original's id); else it
+ * fails FORWARDED, whose message is the original's id, and the client sends
+ * it there. A stored reference to a forwarded id loads as the original. The
+ * version's own aliases go; what referred to it keeps its count on the
+ * version's id (the original's count does not include it).
  *
  * A CALL, SET_FIELD, UPDATE, PERSIST, DELETE or alias change that modified the
  * store is committed to disk before its answer is sent. A CALL that raises leaves
@@ -221,6 +237,8 @@ typedef enum {
     SMSG_REPLICATE = 26,
     SMSG_REPLICA_PUT = 27,
     SMSG_REPLICA_DROP = 28,
+    SMSG_FORWARD = 29,
+    SMSG_UNLOAD = 30,
     SMSG_OK = 40,
     SMSG_REF = 41,
     SMSG_RAISED = 42,
@@ -237,6 +255,8 @@ typedef enum {
     STORE_ERR_UNKNOWN_CLASS = 5,  /* PERSIST named a class_id never sent */
     STORE_ERR_INTERNAL = 6,       /* storage failure, unpicklable result, ... */
     STORE_ERR_REFERENCED = 7,     /* DELETE of an object that stored objects refer to */
+    STORE_ERR_FORWARDED = 8,      /* the id was forwarded (FORWARD): the message is
+                                     the id it names now, held by another backend */
 } store_error;
 
 /* FAILED REFERENCED's message (object id, count). */

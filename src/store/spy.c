@@ -105,6 +105,7 @@ struct spy {
     PyObject *remote_ref;
     PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
     PyObject *became_remote; /* bettong.objects._became_remote (after MOVE) */
+    PyObject *became_forward; /* bettong.objects._became_forward (after FORWARD) */
     PyObject *asyncio_run;   /* asyncio.run, once an async method ran */
     /* bettong.objects._replicate, _replica_push, _replica_drop (replicas), in a
      * service; else NULL */
@@ -140,7 +141,16 @@ static spy_t *spy_of(PyObject *module)
     return NULL;
 }
 
-enum { FOUND = 0, MISSING = 1, BROKEN = 2 /* exception set */ };
+enum {
+    FOUND = 0,
+    MISSING = 1,
+    BROKEN = 2,   /* exception set */
+    FORWARDED = 3 /* a consolidated version's id: t_forward names its original */
+};
+
+/* Set with status FORWARDED: the id the looked-up id was forwarded to. */
+static _Thread_local char t_forward[SDB_ID_MAX];
+static _Thread_local size_t t_forward_len;
 
 /* ------------------------------------------------------------ calls
 
@@ -346,6 +356,29 @@ static PyObject *persistent_id(PyObject *self, PyObject *obj)
 
 static reg_t *reg_get(spy_t *sp, const char *id, size_t n, int *status);
 
+/* The live object a persistent id names: reg_get's entry, following the
+ * forwards of consolidated versions (new reference in *oid: the id at the
+ * end); NULL with *status MISSING or BROKEN. */
+static reg_t *reg_follow(spy_t *sp, PyObject **oid, const char **s, Py_ssize_t *n, int *status)
+{
+    reg_t *e = reg_get(sp, *s, (size_t)*n, status);
+    for (int hops = 0; !e && *status == FORWARDED; hops++) {
+        if (hops == 64) {
+            *status = MISSING; /* forwards without end: logged by the caller */
+            break;
+        }
+        PyObject *next = PyUnicode_DecodeUTF8(t_forward, (Py_ssize_t)t_forward_len, "strict");
+        if (!next || !(*s = PyUnicode_AsUTF8AndSize(next, n))) {
+            Py_XDECREF(next);
+            *status = BROKEN;
+            return NULL;
+        }
+        Py_SETREF(*oid, next);
+        e = reg_get(sp, *s, (size_t)*n, status);
+    }
+    return e;
+}
+
 static PyObject *persistent_load(spy_t *sp, PyObject *pid, int strict)
 {
     PyObject *oid = PyTuple_Check(pid) && PyTuple_GET_SIZE(pid) == 3 ? PyTuple_GET_ITEM(pid, 1)
@@ -361,22 +394,26 @@ static PyObject *persistent_load(spy_t *sp, PyObject *pid, int strict)
     if (!s)
         return NULL;
     int status;
-    reg_t *e = reg_get(sp, s, (size_t)n, &status);
+    Py_INCREF(oid);
+    reg_t *e = reg_follow(sp, &oid, &s, &n, &status);
+    PyObject *res = NULL;
     if (e && e->replica && sp->remote_ref) /* its master's: calls and writes go there */
-        return PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
-    if (e)
-        return Py_NewRef(e->obj);
-    if (status == BROKEN)
-        return NULL;
-    if (sp->remote_ref) /* held by another backend of the service (or by none) */
-        return PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
-    if (strict) {
+        res = PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
+    else if (e)
+        res = Py_NewRef(e->obj);
+    else if (status == BROKEN)
+        res = NULL;
+    else if (sp->remote_ref) /* held by another backend of the service (or by none) */
+        res = PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
+    else if (strict)
         PyErr_Format(sp->MissingObject, "no object with id '%s'", s);
-        return NULL;
+    else {
+        log_warn("store: a stored state refers to object %s, which no longer exists: None in "
+                 "its place", s);
+        res = Py_NewRef(Py_None);
     }
-    log_warn("store: a stored state refers to object %s, which no longer exists: None in "
-             "its place", s);
-    Py_RETURN_NONE;
+    Py_DECREF(oid);
+    return res;
 }
 
 static PyObject *persistent_load_strict(PyObject *self, PyObject *pid)
@@ -885,6 +922,22 @@ static int read_replication(spy_t *sp, const char *id, size_t n, int *replica, P
     return rc == SDB_OK && (count == 0 || *replicas) ? 0 : -1;
 }
 
+/* An id not held here: a forward (status FORWARDED, t_forward set), or
+ * MISSING. Requests naming it are sent on to the original (spy_run), so
+ * that each object has one queue; references to it load as the original
+ * (persistent_load). */
+static void read_forward(spy_t *sp, const char *id, size_t n, int *status)
+{
+    sdb_read_t r;
+    int rc = sdb_read_begin(sp->db, &r);
+    if (rc == SDB_OK)
+        rc = sdb_get_forward(&r, id, n, t_forward, &t_forward_len);
+    sdb_read_end(&r);
+    *status = rc == SDB_OK ? FORWARDED : rc == SDB_NOTFOUND ? MISSING : BROKEN;
+    if (rc == SDB_ERROR)
+        PyErr_SetString(PyExc_RuntimeError, "storage failure reading a forward");
+}
+
 static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
 {
     uint64_t cid;
@@ -892,6 +945,8 @@ static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
     int replica = 0;
     int rc = read_object(sp, id, n, &cid, &state);
     *status = rc == SDB_NOTFOUND ? MISSING : BROKEN;
+    if (rc == SDB_NOTFOUND)
+        read_forward(sp, id, n, status);
     if (rc)
         return NULL;
     if (read_replication(sp, id, n, &replica, &replicas) < 0) {
@@ -991,6 +1046,31 @@ void spy_trim(spy_t *sp)
             reg_evict(sp, e);
         e = prev;
     }
+}
+
+void spy_unload(spy_t *sp, buf_t *answer, uint64_t req)
+{
+    uint64_t durable = committer_durable(sp->cm);
+    size_t dropped = 0, before;
+    do { /* dropping a referrer can leave what it held unreferenced */
+        before = dropped;
+        for (reg_t *e = sp->lru.tail, *prev; e; e = prev) {
+            prev = e->prev;
+            if (!e->loading && !e->fresh && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable) {
+                reg_evict(sp, e);
+                dropped++;
+            }
+        }
+    } while (dropped > before);
+    PyObject *n = PyLong_FromSize_t(dropped);
+    PyObject *b = n ? dumps(sp, n) : NULL;
+    Py_XDECREF(n);
+    if (b)
+        sreply_ok(answer, req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    else
+        sreply_failed(answer, req, STORE_ERR_INTERNAL, "out of memory");
+    Py_XDECREF(b);
+    PyErr_Clear();
 }
 
 size_t spy_cached(const spy_t *sp) { return sp->live; }
@@ -1763,6 +1843,50 @@ static PyObject *mod_persist(PyObject *self, PyObject *args)
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
 
+/* release(obj): inside a call, obj was made by it (adopted, not on disk):
+ * it leaves the call and the registry, without its id, and the aliases the
+ * call reserved for it are given back (a list of str), so that it can be
+ * stored on another backend instead (make_persistent(backend_id=...)). None
+ * for an object the call did not make. */
+static PyObject *mod_release(PyObject *self, PyObject *obj)
+{
+    scall_t *c = in_call() ? t_call : NULL;
+    size_t i = 0;
+    while (c && i < c->ncreated && c->created[i]->obj != obj)
+        i++;
+    if (!c || i == c->ncreated)
+        Py_RETURN_NONE;
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    reg_t *e = c->created[i];
+    PyObject *oid = PyUnicode_DecodeUTF8(e->node.id, (Py_ssize_t)e->node.len, "strict");
+    PyObject *names = oid ? PyList_New(0) : NULL;
+    Py_ssize_t n = c->aliases ? PyList_GET_SIZE(c->aliases) : 0;
+    for (Py_ssize_t k = 0; names && k < n; k++) {
+        PyObject *pair = PyList_GET_ITEM(c->aliases, k);
+        if (PyUnicode_Compare(PyTuple_GET_ITEM(pair, 1), oid) != 0)
+            continue;
+        if (PyList_Append(names, PyTuple_GET_ITEM(pair, 0)) < 0 ||
+            PyDict_DelItem(sp->pending_aliases, PyTuple_GET_ITEM(pair, 0)) < 0 ||
+            PySequence_DelItem(c->aliases, k) < 0)
+            Py_CLEAR(names);
+        k--, n--;
+    }
+    PyObject *d = names ? instance_dict(obj) : NULL;
+    int ok = d && PyDict_DelItem(d, sp->s_bettong_id) == 0 &&
+             PyDict_DelItem(d, sp->s_bettong_cid) == 0;
+    Py_XDECREF(d);
+    Py_XDECREF(oid);
+    if (!ok) {
+        Py_XDECREF(names);
+        return NULL;
+    }
+    c->created[i] = c->created[--c->ncreated];
+    reg_evict(sp, e);
+    return names;
+}
+
 /* add_alias(obj, alias): inside a call. */
 static PyObject *mod_add_alias(PyObject *self, PyObject *args)
 {
@@ -1922,6 +2046,7 @@ static PyMethodDef instore_methods[] = {
     {"created", mod_created, METH_O, NULL},
     {"in_call", mod_in_call, METH_NOARGS, NULL},
     {"persist", mod_persist, METH_VARARGS, NULL},
+    {"release", mod_release, METH_O, NULL},
     {"add_alias", mod_add_alias, METH_VARARGS, NULL},
     {"aliases", mod_aliases, METH_O, NULL},
     {"lookup_id", mod_lookup_id, METH_O, NULL},
@@ -2163,6 +2288,7 @@ static void reg_tombstone(spy_t *sp, reg_t *e, uint64_t seq)
 }
 
 static void replicas_drop_all(spy_t *sp, reg_t *e);
+static void run_forward(spy_t *sp, sreq_t *r, reg_t *e);
 
 /* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
 static void run_delete(spy_t *sp, sreq_t *r, reg_t *e, uint8_t kind)
@@ -2277,6 +2403,42 @@ static void run_move(spy_t *sp, sreq_t *r, reg_t *e)
     }
     Py_XDECREF(res);
     run_delete(sp, r, e, WOP_DELETE_MOVED);
+}
+
+/* FORWARD (versions): the object goes and its id names the target from now
+ * on (the unit's WOP_FORWARD). The live object here, which other live
+ * objects may hold, becomes the target's (bettong.objects._became_forward). */
+static void run_forward(spy_t *sp, sreq_t *r, reg_t *e)
+{
+    if (r->namelen == e->node.len && memcmp(r->name, e->node.id, r->namelen) == 0) {
+        /* A version consolidated before: its FORWARD was sent on to the
+         * original, which names itself already. */
+        sreply_none(&r->answer, r->id);
+        return;
+    }
+    if (sreply_none(&r->answer, r->id) < 0)
+        return;
+    replicas_drop_all(sp, e);
+    /* The ids must outlive the entry: the op points at the unit's own copies. */
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, e->node.id, e->node.len) < 0 ||
+        buf_append(&r->unit_bytes, r->name, r->namelen) < 0) {
+        buf_clear(&r->answer);
+        return;
+    }
+    const char *ids = (const char *)buf_head(&r->unit_bytes);
+    r->op = (wop_t){.kind = WOP_FORWARD, .id = ids, .idlen = e->node.len,
+                    .name = ids + e->node.len, .namelen = r->namelen};
+    PyObject *res = PyObject_CallFunction(sp->became_forward, "Os#", e->obj, r->name,
+                                          (Py_ssize_t)r->namelen);
+    if (!res) {
+        char *tb = py_take_traceback();
+        log_warn("store: a consolidated version could not become its original here: %s", tb);
+        free(tb);
+    }
+    Py_XDECREF(res);
+    unit_submit(sp, r, &r->op, 1);
+    reg_tombstone(sp, e, r->write_seq);
 }
 
 /* ------------------------------------------------------------ replicas
@@ -2542,6 +2704,9 @@ static void run_on(spy_t *sp, sreq_t *r, reg_t *e, mstat_t *m)
     case SMSG_REPLICATE:
         run_replicate(sp, r, e);
         break;
+    case SMSG_FORWARD:
+        run_forward(sp, r, e);
+        break;
     default:
         sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST, "not a Python request");
     }
@@ -2568,6 +2733,9 @@ void spy_run(spy_t *sp, sreq_t *r)
         if (status == MISSING)
             sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
                           (int)r->oidlen, r->oid);
+        else if (status == FORWARDED) /* the client sends it on (sproto.h) */
+            sreply_failed(&r->answer, r->id, STORE_ERR_FORWARDED, "%.*s", (int)t_forward_len,
+                          t_forward);
         else
             answer_internal(r, "the object could not be loaded");
         return;
@@ -2699,6 +2867,12 @@ static int spy_setup(spy_t *sp, int service, char *err, size_t errlen)
     sp->object_getstate = PyObject_GetAttr((PyObject *)&PyBaseObject_Type, sp->s_getstate);
     PyErr_Clear(); /* none before Python 3.11 */
     /* After instore_init: importing bettong.objects sets it up. */
+    if (!(sp->became_forward = attr_of("bettong.objects", "_became_forward"))) {
+        char *tb = py_take_traceback();
+        snprintf(err, errlen, "cannot load bettong.objects: %s", tb);
+        free(tb);
+        return -1;
+    }
     if (service && (!(sp->remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
                     !(sp->adopt = attr_of("bettong.objects", "_adopt")) ||
                     !(sp->became_remote = attr_of("bettong.objects", "_became_remote")) ||
@@ -2767,13 +2941,14 @@ void spy_fini(spy_t *sp)
                          &sp->plain_dumps, &sp->plain_loads, &sp->protocol, &sp->no_args,
                          &sp->absent, &sp->pid_fn, &sp->load_strict, &sp->load_lenient,
                          &sp->MissingObject, &sp->remote_ref, &sp->adopt, &sp->became_remote,
-                         &sp->asyncio_run, &sp->replicate, &sp->replica_push,
-                         &sp->replica_drop, &sp->tag, &sp->s_bettong_id, &sp->s_persistent_id,
-                         &sp->s_persistent_load, &sp->s_dump, &sp->s_load, &sp->s_getvalue,
-                         &sp->s_new, &sp->s_annotations, &sp->s_module, &sp->s_qualname,
-                         &sp->s_bt, &sp->s_bettong_cid, &sp->s_getstate, &sp->s_setstate,
-                         &sp->object_getstate, &sp->Persistent, &sp->class_record,
-                         &sp->new_oid, &sp->NotFound, &sp->AliasTaken, &sp->pending_aliases};
+                         &sp->became_forward, &sp->asyncio_run, &sp->replicate,
+                         &sp->replica_push, &sp->replica_drop, &sp->tag, &sp->s_bettong_id,
+                         &sp->s_persistent_id, &sp->s_persistent_load, &sp->s_dump,
+                         &sp->s_load, &sp->s_getvalue, &sp->s_new, &sp->s_annotations,
+                         &sp->s_module, &sp->s_qualname, &sp->s_bt, &sp->s_bettong_cid,
+                         &sp->s_getstate, &sp->s_setstate, &sp->object_getstate,
+                         &sp->Persistent, &sp->class_record, &sp->new_oid, &sp->NotFound,
+                         &sp->AliasTaken, &sp->pending_aliases};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         Py_CLEAR(*refs[i]);
     /* Python may keep the module (bettong.objects does): its functions now

@@ -88,6 +88,10 @@ void spy_run(spy_t *sp, sreq_t *r);
 int spy_run_inline(spy_t *sp, sreq_t *r);
 /* Drop idle objects past the cache bound (GIL held). */
 void spy_trim(spy_t *sp);
+/* With the GIL: drop every live object that spy_trim could drop, whatever the
+ * cache's size (UNLOAD), until none is left that nothing else holds; append
+ * the answer to request req (OK with the number dropped) to answer. */
+void spy_unload(spy_t *sp, buf_t *answer, uint64_t req);
 /* Loaded objects now (GIL held). */
 size_t spy_cached(const spy_t *sp);
 

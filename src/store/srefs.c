@@ -131,10 +131,30 @@ static int count_one(void *ctx, const char *id, size_t idlen, uint64_t class_id,
     return rc == SDB_OK ? 0 : -1;
 }
 
+/* A version 2 store has its counts; what version 3 adds (replica and forward
+ * tables) starts empty. */
+static int mark_current(sdb_t *db, char *err, size_t errlen)
+{
+    sdb_write_t w;
+    int rc = sdb_write_begin(db, &w);
+    if (rc == SDB_OK && (rc = sdb_set_version(&w, SDB_VERSION)) == SDB_OK)
+        rc = sdb_write_commit(&w);
+    else if (rc == SDB_OK)
+        sdb_write_abort(&w);
+    if (rc != SDB_OK) {
+        snprintf(err, errlen, "cannot mark the store as format %u: see the log", SDB_VERSION);
+        return -1;
+    }
+    log_info("store: upgraded to format %u (replica and version tables)", SDB_VERSION);
+    return 0;
+}
+
 int srefs_ensure(sdb_t *db, char *err, size_t errlen)
 {
     if (sdb_version(db) == SDB_VERSION)
         return 0;
+    if (sdb_version(db) > 1)
+        return mark_current(db, err, errlen);
     sdb_write_t w;
     if (sdb_write_begin(db, &w) != SDB_OK) {
         snprintf(err, errlen, "cannot upgrade the store: no write transaction");

@@ -96,12 +96,14 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
     case SMSG_ADD_ALIAS:
     case SMSG_MOVE:
     case SMSG_REPLICATE:
+    case SMSG_FORWARD:
         need_oid = 1;
         oid = wire_str16(r, &n);
         name = wire_str16(r, &q->namelen);
         name_max = q->type == SMSG_ADD_ALIAS ? SDB_ALIAS_MAX
                    : q->type == SMSG_MOVE || q->type == SMSG_REPLICATE ? SDB_BACKEND_ID_LEN
-                                             : NAME_MAX_LEN;
+                   : q->type == SMSG_FORWARD                           ? SDB_ID_MAX
+                                                                       : NAME_MAX_LEN;
         if (q->type == SMSG_CALL || q->type == SMSG_SET_FIELD)
             q->payload = wire_rest(r, &q->len);
         break;
@@ -120,6 +122,7 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
         q->class_id = wire_u64(r);
         break;
     case SMSG_BACKENDS:
+    case SMSG_UNLOAD:
         break;
     default:
         return *why = "unknown message type", -1;
@@ -135,7 +138,9 @@ static int parse_fields(sreq_t *q, wire_rd_t *r, const char **why)
     }
     if (name_max && !text_ok(name, q->namelen, (size_t)name_max))
         return *why = name_max == SDB_ALIAS_MAX ? "an alias is 1 to 400 bytes of UTF-8"
-                                                : "a name is 1 to 255 bytes of UTF-8", 1;
+                      : name_max == SDB_ID_MAX  ? "an object id is 1 to 128 bytes of UTF-8"
+                                                : "a name is 1 to 255 bytes of UTF-8",
+               1;
     return 0;
 }
 

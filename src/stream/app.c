@@ -10,12 +10,10 @@
 #include "py/msgcodec.h"
 #include "py/pykey.h"
 #include "stream/exec.h"
+#include "stream/graph.h"
 #include "util/log.h"
 
-/* Set err from printf-style text; returns -1 for `return fail(...)`. */
-static int fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static int fail(char *err, size_t errlen, const char *fmt, ...)
+int app_fail(char *err, size_t errlen, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -24,14 +22,16 @@ static int fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
-/* Set err from the pending Python exception, with its traceback. */
-static int fail_py(char *err, size_t errlen, const char *what)
+int app_fail_py(char *err, size_t errlen, const char *what)
 {
     char *tb = py_take_traceback();
     snprintf(err, errlen, "%s:\n%s", what, tb);
     free(tb);
     return -1;
 }
+
+#define fail app_fail
+#define fail_py app_fail_py
 
 /* Borrowed item of a description dict; NULL (with err) if missing. */
 static PyObject *field(PyObject *dict, const char *key, char *err, size_t errlen)
@@ -61,10 +61,8 @@ static char *dup_str(PyObject *s)
     return strdup(u ? u : "?");
 }
 
-/* The plain function behind a decorator object, or the named method of a
- * hand-written one. New reference or NULL with err set. */
-static PyObject *callable_of(PyObject *obj, const char *method, const char *what, char *err,
-                             size_t errlen)
+PyObject *app_callable(PyObject *obj, const char *method, const char *what, char *err,
+                       size_t errlen)
 {
     PyObject *fn = py_getattr_opt(obj, "_bettong_fn");
     if (fn && PyCallable_Check(fn))
@@ -81,6 +79,29 @@ static PyObject *callable_of(PyObject *obj, const char *method, const char *what
     return NULL;
 }
 
+#define callable_of app_callable
+
+char *app_label(PyObject *obj, const char *what, char *err, size_t errlen)
+{
+    PyObject *name = py_call_method0(obj, "name");
+    PyObject *name_str = name ? PyObject_Str(name) : NULL;
+    Py_XDECREF(name);
+    const char *u = name_str ? PyUnicode_AsUTF8(name_str) : NULL;
+    if (!u) {
+        fail_py(err, errlen, "a computation's name() raised or is not printable");
+        Py_XDECREF(name_str);
+        return NULL;
+    }
+    size_t n = strlen(what) + strlen(u) + 4;
+    char *label = malloc(n);
+    if (label)
+        snprintf(label, n, "%s '%s'", what, u);
+    else
+        fail(err, errlen, "out of memory");
+    Py_DECREF(name_str);
+    return label;
+}
+
 static int resolve(const char *host, int port, struct sockaddr_storage *out, char *err,
                    size_t errlen)
 {
@@ -88,6 +109,13 @@ static int resolve(const char *host, int port, struct sockaddr_storage *out, cha
     snprintf(hp.host, sizeof hp.host, "%s", host);
     hp.port = port;
     return hostport_resolve(&hp, out, err, errlen);
+}
+
+int app_source_addr(source_t *src, const char *host, int port, char *err, size_t errlen)
+{
+    snprintf(src->host, sizeof src->host, "%s", host);
+    src->port = port;
+    return resolve(host, port, &src->addr, err, errlen);
 }
 
 static int load_host_port(PyObject *desc, char *host, size_t hostlen, int *port, char *err,
@@ -103,10 +131,10 @@ static int load_host_port(PyObject *desc, char *host, size_t hostlen, int *port,
     return 0;
 }
 
-static int load_decoder(source_t *src, PyObject *dec, const app_options_t *opt, char *err,
-                        size_t errlen)
+int app_load_decoder(source_t *src, PyObject *dec, uint64_t max_frame, char *err,
+                     size_t errlen)
 {
-    src->frame.max_payload = opt->max_frame;
+    src->frame.max_payload = max_frame;
     PyObject *fmt = py_getattr_opt(dec, "_bettong_length_fmt");
     PyObject *hlen = py_getattr_opt(dec, "_bettong_header_length");
     int c_framing = 0;
@@ -151,12 +179,24 @@ static int load_source(pipeline_t *p, PyObject *desc, const app_options_t *opt, 
     const char *k = PyUnicode_AsUTF8(kind);
     if (k && strcmp(k, "tcp") == 0) {
         src->kind = SOURCE_TCP;
-        if (load_host_port(desc, src->host, sizeof src->host, &src->port, err, errlen) < 0)
+        char host[256];
+        int port;
+        if (load_host_port(desc, host, sizeof host, &port, err, errlen) < 0)
             return -1;
-        if (resolve(src->host, src->port, &src->addr, err, errlen) < 0)
+        if (app_source_addr(src, host, port, err, errlen) < 0)
             return -1;
+        PyObject *par = PyDict_GetItemString(desc, "parallelism");
+        if (par && par != Py_None) {
+            long n = PyLong_Check(par) ? PyLong_AsLong(par) : -1;
+            if (n < 1 || n > 1000000) {
+                PyErr_Clear();
+                return fail(err, errlen, "pipeline '%s': parallelism must be an int in "
+                            "1..1000000", p->name);
+            }
+            src->max_clients = (unsigned)n;
+        }
         PyObject *dec = field(desc, "decoder", err, errlen);
-        return dec ? load_decoder(src, dec, opt, err, errlen) : -1;
+        return dec ? app_load_decoder(src, dec, opt->max_frame, err, errlen) : -1;
     }
     if (k && strcmp(k, "gen") == 0) {
         src->kind = SOURCE_GEN;
@@ -212,18 +252,9 @@ static int load_step(app_t *app, step_t *s, PyObject *desc, char *err, size_t er
     }
     s->multi = strcmp(a, "multi") == 0;
     s->parallel = strcmp(k, "to_parallel") == 0;
-    PyObject *name = py_call_method0(comp, "name");
-    if (!name)
-        return fail_py(err, errlen, "a computation's name() raised");
-    PyObject *name_str = PyObject_Str(name);
-    Py_DECREF(name);
-    if (!name_str)
-        return fail_py(err, errlen, "a computation's name() is not printable");
-    char label[300];
-    snprintf(label, sizeof label, "computation '%s'", PyUnicode_AsUTF8(name_str));
-    Py_DECREF(name_str);
-    s->label = strdup(label);
-    s->fn = callable_of(comp, s->multi ? "compute_multi" : "compute", label, err, errlen);
+    if (!(s->label = app_label(comp, "computation", err, errlen)))
+        return -1;
+    s->fn = callable_of(comp, s->multi ? "compute_multi" : "compute", s->label, err, errlen);
     if (!s->fn)
         return -1;
     if (strcmp(k, "to") == 0 || strcmp(k, "to_parallel") == 0) {
@@ -257,31 +288,12 @@ static int load_step(app_t *app, step_t *s, PyObject *desc, char *err, size_t er
     return create_initial_keys(s, keys, err, errlen);
 }
 
-static int load_sink(app_t *app, pipeline_t *p, PyObject *desc, char *err, size_t errlen)
+int app_sink_index(app_t *app, const char *host, int port, size_t *index, char *err,
+                   size_t errlen)
 {
-    PyObject *kind = field(desc, "kind", err, errlen);
-    if (!kind)
-        return -1;
-    const char *k = PyUnicode_AsUTF8(kind);
-    if (!k || strcmp(k, "tcp") != 0) {
-        PyErr_Clear();
-        return fail(err, errlen, "pipeline '%s': sink kind '%s' is not supported by Bettong "
-                    "(TCP sinks are)", p->name, k ? k : "?");
-    }
-    char host[256];
-    int port;
-    if (load_host_port(desc, host, sizeof host, &port, err, errlen) < 0)
-        return -1;
-    PyObject *enc = field(desc, "encoder", err, errlen);
-    if (!enc)
-        return -1;
-    p->encode = callable_of(enc, "encode", "encoder", err, errlen);
-    if (!p->encode)
-        return -1;
-    p->has_sink = 1;
     for (size_t i = 0; i < app->nsinks; i++) {
         if (strcmp(app->sinks[i].host, host) == 0 && app->sinks[i].port == port) {
-            p->sink_index = i;
+            *index = i;
             return 0;
         }
     }
@@ -295,8 +307,47 @@ static int load_sink(app_t *app, pipeline_t *p, PyObject *desc, char *err, size_
     sa->port = port;
     if (resolve(host, port, &sa->addr, err, errlen) < 0)
         return -1;
-    p->sink_index = app->nsinks++;
+    *index = app->nsinks++;
     return 0;
+}
+
+int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t errlen)
+{
+    PyObject *encode = callable_of(encoder, "encode", "encoder", err, errlen);
+    if (!encode)
+        return -1;
+    pipe_out_t *grown = realloc(p->outs, (p->nouts + 1) * sizeof *grown);
+    if (!grown) {
+        Py_DECREF(encode);
+        return fail(err, errlen, "out of memory");
+    }
+    p->outs = grown;
+    p->outs[p->nouts].sink = sink;
+    p->outs[p->nouts].encode = encode;
+    p->nouts++;
+    return 0;
+}
+
+static int load_sink(app_t *app, pipeline_t *p, PyObject *desc, char *err, size_t errlen)
+{
+    PyObject *kind = field(desc, "kind", err, errlen);
+    if (!kind)
+        return -1;
+    const char *k = PyUnicode_AsUTF8(kind);
+    if (!k || strcmp(k, "tcp") != 0) {
+        PyErr_Clear();
+        return fail(err, errlen, "pipeline '%s': sink kind '%s' is not supported by Bettong "
+                    "(TCP sinks are)", p->name, k ? k : "?");
+    }
+    char host[256];
+    int port;
+    size_t index;
+    if (load_host_port(desc, host, sizeof host, &port, err, errlen) < 0)
+        return -1;
+    PyObject *enc = field(desc, "encoder", err, errlen);
+    if (!enc || app_sink_index(app, host, port, &index, err, errlen) < 0)
+        return -1;
+    return app_add_out(p, index, enc, err, errlen);
 }
 
 static int load_pipeline(app_t *app, pipeline_t *p, PyObject *desc, const app_options_t *opt,
@@ -330,12 +381,13 @@ static int load_pipeline(app_t *app, pipeline_t *p, PyObject *desc, const app_op
     return 0;
 }
 
-static int check_listen_addresses(app_t *app, char *err, size_t errlen)
+int app_check_listen_addresses(app_t *app, char *err, size_t errlen)
 {
     for (size_t i = 0; i < app->npipes; i++)
         for (size_t j = 0; j < i; j++) {
             source_t *a = &app->pipes[i].source, *b = &app->pipes[j].source;
-            if (a->kind == SOURCE_TCP && b->kind == SOURCE_TCP &&
+            /* Port 0 lets the kernel pick a free port for each (tests). */
+            if (a->kind == SOURCE_TCP && b->kind == SOURCE_TCP && a->port != 0 &&
                 strcmp(a->host, b->host) == 0 && a->port == b->port)
                 return fail(err, errlen, "pipelines '%s' and '%s' both listen on %s:%d",
                             app->pipes[j].name, app->pipes[i].name, a->host, a->port);
@@ -346,9 +398,13 @@ static int check_listen_addresses(app_t *app, char *err, size_t errlen)
 static int build_from_description(app_t *app, PyObject *desc, const app_options_t *opt,
                                   char *err, size_t errlen)
 {
+    /* The two APIs are told apart by what built the application:
+     * build_application() gives Wallaroo 0.6's tuple, build() a dict. */
+    if (graph_is_description(desc))
+        return graph_load(app, desc, opt->max_frame, err, errlen);
     if (!PyDict_Check(desc) || !PyDict_GetItemString(desc, "bettong_description"))
         return fail(err, errlen, "application_setup() must return the result of "
-                    "ApplicationBuilder.build()");
+                    "ApplicationBuilder.build() or wallaroo.build_application()");
     PyObject *name = field(desc, "name", err, errlen);
     PyObject *pipes = name ? field(desc, "pipelines", err, errlen) : NULL;
     if (!pipes)
@@ -364,7 +420,7 @@ static int build_from_description(app_t *app, PyObject *desc, const app_options_
     for (size_t i = 0; i < n; i++)
         if (load_pipeline(app, &app->pipes[i], PyList_GET_ITEM(pipes, i), opt, err, errlen) < 0)
             return -1;
-    return check_listen_addresses(app, err, errlen);
+    return app_check_listen_addresses(app, err, errlen);
 }
 
 static int use_pickle(app_t *app, char *err, size_t errlen)
@@ -499,6 +555,8 @@ void app_free(app_t *app)
         for (size_t j = 0; j < p->nsteps; j++) {
             Py_XDECREF(p->steps[j].fn);
             Py_XDECREF(p->steps[j].partition_fn);
+            Py_XDECREF(p->steps[j].key_fn);
+            Py_XDECREF(p->steps[j].const_key);
             free(p->steps[j].label);
         }
         free(p->steps);
@@ -506,7 +564,9 @@ void app_free(app_t *app)
         Py_XDECREF(p->source.payload_length);
         Py_XDECREF(p->source.gen_initial);
         Py_XDECREF(p->source.gen_apply);
-        Py_XDECREF(p->encode);
+        for (size_t j = 0; j < p->nouts; j++)
+            Py_XDECREF(p->outs[j].encode);
+        free(p->outs);
         free(p->name);
     }
     free(app->pipes);

@@ -13,15 +13,22 @@
 #include "util/buf.h"
 #include "stream/state.h"
 
-typedef enum { STEP_STATELESS, STEP_STATEFUL, STEP_PARTITION, STEP_PARTITION_U64 } step_kind;
+typedef enum {
+    STEP_STATELESS, STEP_STATEFUL, STEP_PARTITION, STEP_PARTITION_U64,
+    /* Wallaroo 0.6 pipelines (stream/graph.c): */
+    STEP_KEY_BY,      /* sets the stream's key: key_fn(data), or const_key for collect() */
+    STEP_KEYED_STATE  /* a state computation over the stream's key; returns its output */
+} step_kind;
 
 typedef struct {
     step_kind kind;
     int multi;         /* compute_multi: a list of outputs */
     int parallel;      /* to_parallel (same as a stateless step on one worker) */
     char *label;       /* "computation 'name'" for logs */
-    PyObject *fn;      /* owned: fn(data) or fn(data, state) */
+    PyObject *fn;      /* owned: fn(data) or fn(data, state); NULL for STEP_KEY_BY */
     PyObject *partition_fn; /* owned: key = partition_fn(data) */
+    PyObject *key_fn;       /* owned, STEP_KEY_BY: key = key_fn(data) (then made bytes) */
+    PyObject *const_key;    /* owned, STEP_KEY_BY of collect(): the one key (bytes) */
     state_store_t *state;   /* shared with the registry */
 } step_t;
 
@@ -37,6 +44,8 @@ typedef struct {
     PyObject *payload_length;  /* owned, only for decoders C cannot parse */
     PyObject *gen_initial;     /* owned: generator.initial_value */
     PyObject *gen_apply;       /* owned: generator.apply */
+    unsigned max_clients;      /* TCP: connections served at once (0: no limit) */
+    int initializer_only;      /* runs on the cluster's initializer only (Wallaroo 0.6) */
 } source_t;
 
 typedef struct {
@@ -45,14 +54,22 @@ typedef struct {
     struct sockaddr_storage addr;
 } sink_addr_t;
 
+/* One sink a pipeline's outputs go to, with its encoder. */
+typedef struct {
+    size_t sink;        /* into app->sinks: pipelines to one address share it */
+    PyObject *encode;   /* owned */
+} pipe_out_t;
+
 typedef struct {
     char *name;
     source_t source;
     step_t *steps;
     size_t nsteps;
-    int has_sink;
-    size_t sink_index;  /* into app->sinks: pipelines to one address share it */
-    PyObject *encode;   /* owned */
+    pipe_out_t *outs;   /* every output goes to each of them (to_sinks); none: done() */
+    size_t nouts;
+    /* Wallaroo 0.6 conventions: an encoder's None writes nothing, and
+     * compute_multi must return a list (or None). */
+    int api06;
 } pipeline_t;
 
 typedef struct {
@@ -79,6 +96,32 @@ typedef struct {
 
 /* With GIL. Returns 0, or -1 with a message in err (and nothing allocated). */
 int app_load(app_t *app, const app_options_t *opt, char *err, size_t errlen);
+
+/* For the loaders of an application's description (app.c, graph.c), with GIL.
+ * Each returns -1 with a message in err on failure. */
+/* Set err from printf-style text; returns -1. */
+int app_fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Set err from the pending Python exception and its traceback; returns -1. */
+int app_fail_py(char *err, size_t errlen, const char *what);
+/* The plain function behind a decorator object (_bettong_fn), or the named
+ * method of a hand-written one: a new reference, or NULL. */
+PyObject *app_callable(PyObject *obj, const char *method, const char *what, char *err,
+                       size_t errlen);
+/* "computation 'NAME'" from obj.name(): malloc'd, or NULL. */
+char *app_label(PyObject *obj, const char *what, char *err, size_t errlen);
+/* The framing and decode of a TCP source from its decoder object. */
+int app_load_decoder(source_t *src, PyObject *dec, uint64_t max_frame, char *err,
+                     size_t errlen);
+/* Resolve host:port into src (a TCP source). */
+int app_source_addr(source_t *src, const char *host, int port, char *err, size_t errlen);
+/* The index of the sink at host:port in app->sinks, added if new. */
+int app_sink_index(app_t *app, const char *host, int port, size_t *index, char *err,
+                   size_t errlen);
+/* Append an output (sink index, encoder object) to p. */
+int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t errlen);
+/* Refuse two TCP sources on one address. */
+int app_check_listen_addresses(app_t *app, char *err, size_t errlen);
 /* With GIL. */
 void app_free(app_t *app);
 /* With GIL. Append obj's serialized form to out (with pickle, through

@@ -446,6 +446,15 @@ static int start_sources(engine_t *e)
         if (s->pipe->source.kind == SOURCE_GEN) {
             uv_idle_init(&e->loop, &s->idle);
             s->idle.data = s;
+        }
+        if (s->pipe->source.initializer_only && e->opt->joined) {
+            /* Wallaroo 0.6.1: "only the initializer handles sources"; this
+             * worker gets its share of the keys through the routing. */
+            log_info("source '%s' runs on the cluster's initializer only (Wallaroo 0.6 "
+                     "semantics): not started here", s->pipe->name);
+            continue;
+        }
+        if (s->pipe->source.kind == SOURCE_GEN) {
             if (s->gen_prev == Py_None) {
                 log_info("pipeline '%s': generator source was done at the checkpoint",
                          s->pipe->name);
@@ -466,6 +475,8 @@ static int start_sources(engine_t *e)
             return -1;
         }
         s->listening = 1;
+        if (s->pipe->source.max_clients)
+            listener_set_accept_limit(&s->listener, s->pipe->source.max_clients);
         if (e->opt->source_idle_ms)
             listener_set_idle_timeout(&s->listener, e->opt->source_idle_ms);
         if (e->paused)

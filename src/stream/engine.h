@@ -101,6 +101,9 @@ typedef struct {
     int shared_ports;            /* sources share their ports with sibling processes */
     unsigned source_idle_ms;     /* close a source connection silent this long (0: never) */
     const char *worker_name;     /* --name (NULL: "initializer") */
+    /* A member of a cluster that another worker initialized: sources that run
+     * on the initializer only (Wallaroo 0.6's) do not run here. */
+    int joined;
     /* --run-with-resilience: checkpoints in resilience_dir/<worker name>
      * (NULL: /tmp) every checkpoint_interval_ns. */
     int resilience;

@@ -9,7 +9,7 @@
 #include "util/log.h"
 
 static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg);
-static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key);
+static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key);
 
 /* A user callback raised: count and log it, then apply the policy to the input
  * message (once per input, however many of its branches fail). */
@@ -51,17 +51,20 @@ static void user_error(exec_t *x, const char *where)
     }
 }
 
-static void emit(exec_t *x, pipeline_t *p, PyObject *msg)
+/* Encode msg into one output's sink buffer. */
+static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObject *msg)
 {
-    if (!p->has_sink) {
-        return;
-    }
-    PyObject *out = py_call1(p->encode, msg);
+    PyObject *out = py_call1(o->encode, msg);
     if (!out) {
         user_error(x, "encoder");
         return;
     }
-    buf_t *b = x->sink_bufs[p->sink_index];
+    if (out == Py_None && p->api06) {
+        /* Wallaroo 0.6: an encoder's None writes nothing. */
+        Py_DECREF(out);
+        return;
+    }
+    buf_t *b = x->sink_bufs[o->sink];
     const char *data = NULL;
     Py_ssize_t n = 0;
     Py_buffer view;
@@ -91,6 +94,13 @@ static void emit(exec_t *x, pipeline_t *p, PyObject *msg)
     if (have_view)
         PyBuffer_Release(&view);
     Py_DECREF(out);
+}
+
+/* Every output goes to each of the pipeline's sinks (to_sinks), in order. */
+static void emit(exec_t *x, pipeline_t *p, PyObject *msg)
+{
+    for (size_t k = 0; k < p->nouts; k++)
+        emit_to(x, p, &p->outs[k], msg);
 }
 
 int exec_route_key(const step_t *s, PyObject *key, uint64_t *hash)
@@ -194,11 +204,19 @@ static void note_change(exec_t *x, step_t *s, PyObject *r, unsigned slot, PyObje
         user_error(x, "marking state changed");
 }
 
-/* Send each output of a multi step on; None sends nothing. */
-static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step_t *s)
+/* Send each output of a multi step on, with the stream's key; None sends
+ * nothing. Wallaroo 0.6 takes a list only (a tuple is an error there). */
+static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step_t *s,
+                     PyObject *key)
 {
     if (outs == Py_None)
         return;
+    if (p->api06 && !PyList_Check(outs)) {
+        PyErr_Format(PyExc_TypeError, "%s: compute_multi must return a list or None, not "
+                     "%.100s", s->label, Py_TYPE(outs)->tp_name);
+        user_error(x, s->label);
+        return;
+    }
     PyObject *seq = PySequence_Fast(outs, "compute_multi must return a list or None");
     if (!seq) {
         user_error(x, s->label);
@@ -208,8 +226,19 @@ static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n && !x->stop_requested; i++)
         if (items[i] != Py_None)
-            run_from(x, p, next, items[i]);
+            run_step(x, p, next, items[i], key);
     Py_DECREF(seq);
+}
+
+/* Hand step i's result on: each item of a multi step's list in order, or a
+ * single output unless it is None. */
+static void go_on(exec_t *x, pipeline_t *p, size_t i, PyObject *out, PyObject *key)
+{
+    step_t *s = &p->steps[i];
+    if (s->multi)
+        run_each(x, p, i + 1, out, s, key);
+    else if (out != Py_None)
+        run_step(x, p, i + 1, out, key);
 }
 
 /* Split a state computation's (output, state_changed) result. Returns a borrowed
@@ -231,12 +260,11 @@ static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg)
     run_step(x, p, i, msg, NULL);
 }
 
-static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key)
+/* The classic API's steps. known_key is the partition key when the worker
+ * that forwarded the message computed it. A stateless step passes the
+ * stream's key on (only Wallaroo 0.6 streams have one). */
+static void run_classic(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key)
 {
-    if (i == p->nsteps) {
-        emit(x, p, msg);
-        return;
-    }
     step_t *s = &p->steps[i];
     PyObject *r, *key = NULL;
     unsigned slot = 0;
@@ -263,11 +291,100 @@ static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject
     if (s->kind != STEP_STATELESS && x->track_changes)
         note_change(x, s, r, slot, key);
     Py_XDECREF(key);
-    if (s->multi)
-        run_each(x, p, i + 1, out, s);
-    else if (out != Py_None)
-        run_from(x, p, i + 1, out);
+    go_on(x, p, i, out, s->kind == STEP_STATELESS ? known_key : NULL);
     Py_DECREF(r);
+}
+
+/* STEP_KEY_BY: the stream's key from here on, as bytes (a new reference), or
+ * NULL after reporting. collect()'s constant key costs no Python call. */
+static PyObject *stream_key(exec_t *x, step_t *s, PyObject *msg)
+{
+    if (s->const_key)
+        return Py_NewRef(s->const_key);
+    PyObject *r = py_call1(s->key_fn, msg);
+    PyObject *key = r ? pykey_wallaroo06(r) : NULL;
+    Py_XDECREF(r);
+    if (!key)
+        user_error(x, s->label);
+    return key;
+}
+
+/* key_by / collect(): as in Wallaroo, the steps after it run on the worker
+ * that owns the key's slot; the message goes there now, with its key.
+ * known_key is that key when this worker is where it was sent (the key the
+ * stream had before this step is replaced, never used). */
+static void run_key_by(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *known_key)
+{
+    step_t *s = &p->steps[i];
+    PyObject *key = known_key ? Py_NewRef(known_key) : stream_key(x, s, msg);
+    uint64_t h;
+    if (!key)
+        return;
+    if (pykey_hash(key, &h) < 0) {
+        user_error(x, s->label);
+    } else if (!forwarded_away(x, p, s, routing_slot(h), msg, key)) {
+        if (x->slot_runs)
+            x->slot_runs[routing_slot(h)]++;
+        run_step(x, p, i + 1, msg, key);
+    }
+    Py_DECREF(key);
+}
+
+/* A Wallaroo 0.6 state computation: the state of the stream's key (a new one
+ * per message when no key_by came before, as Wallaroo's random keys give);
+ * its result is the output itself, and the state is always kept. */
+static void run_keyed_state(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key)
+{
+    step_t *s = &p->steps[i];
+    PyObject *st, *fresh = NULL;
+    unsigned slot = 0;
+    uint64_t h;
+    if (!key) {
+        st = fresh = PyObject_CallNoArgs(s->state->state_class);
+    } else if (pykey_hash(key, &h) < 0) {
+        user_error(x, s->label);
+        return;
+    } else {
+        slot = routing_slot(h);
+        if (forwarded_away(x, p, s, slot, msg, key))
+            return;
+        st = state_for_key(s->state, slot, key);
+    }
+    if (!st) {
+        user_error(x, "state class");
+        return;
+    }
+    PyObject *r = py_call2(s->fn, msg, st);
+    Py_XDECREF(fresh);
+    if (!r) {
+        user_error(x, s->label);
+        return;
+    }
+    if (key && x->track_changes && state_mark_changed(s->state, slot, key) < 0)
+        user_error(x, "marking state changed");
+    go_on(x, p, i, r, key);
+    Py_DECREF(r);
+}
+
+/* Step i of p on msg; key is the stream's key (Wallaroo 0.6), or a classic
+ * partition key computed by the worker that forwarded the message. */
+static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key)
+{
+    if (i == p->nsteps) {
+        emit(x, p, msg);
+        return;
+    }
+    switch (p->steps[i].kind) {
+    case STEP_KEY_BY:
+        run_key_by(x, p, i, msg, NULL);
+        break;
+    case STEP_KEYED_STATE:
+        run_keyed_state(x, p, i, msg, key);
+        break;
+    default:
+        run_classic(x, p, i, msg, key);
+        break;
+    }
 }
 
 int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
@@ -312,7 +429,10 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;
-    run_step(x, p, step, msg, p->steps[step].kind == STEP_STATEFUL ? NULL : key);
+    if (p->steps[step].kind == STEP_KEY_BY)
+        run_key_by(x, p, step, msg, key);
+    else
+        run_step(x, p, step, msg, p->steps[step].kind == STEP_STATEFUL ? NULL : key);
     x->cur_message = NULL;
     return 0;
 }

@@ -35,6 +35,14 @@ state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *
     return s;
 }
 
+state_store_t *state_store_find(state_registry_t *r, const char *name)
+{
+    for (state_store_t *s = r->head; s; s = s->next)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
 PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key)
 {
     state_touch(s, slot);

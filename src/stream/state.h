@@ -60,6 +60,8 @@ static inline void state_touch_single(state_store_t *s)
  * existing name is refused (returns NULL with err set). */
 state_store_t *state_store_get(state_registry_t *r, const char *name, PyObject *state_class,
                                char *err, size_t errlen);
+/* The store named `name`, or NULL. */
+state_store_t *state_store_find(state_registry_t *r, const char *name);
 /* Borrowed reference to the state for `key` in `slot`, created on first use by
  * calling the state class. NULL with a Python exception on failure. */
 PyObject *state_for_key(state_store_t *s, unsigned slot, PyObject *key);

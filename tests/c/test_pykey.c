@@ -101,6 +101,75 @@ static void test_other_types_by_pickle(void **state)
     assert_true(a == b);
 }
 
+/* pykey_wallaroo06 of `expr`: the bytes it makes, or NULL with the
+ * exception type in *exc (and the exception cleared). */
+static PyObject *wkey_of(const char *expr, PyObject **exc)
+{
+    PyObject *v = PyRun_String(expr, Py_eval_input, PyEval_GetBuiltins(), NULL);
+    assert_non_null(v);
+    PyObject *k = pykey_wallaroo06(v);
+    Py_DECREF(v);
+    *exc = NULL;
+    if (!k) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        *exc = type;
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    return k;
+}
+
+static void assert_wkey(const char *expr, const char *bytes, size_t n)
+{
+    PyObject *exc;
+    PyObject *k = wkey_of(expr, &exc);
+    assert_non_null(k);
+    assert_true(PyBytes_CheckExact(k));
+    assert_int_equal(PyBytes_GET_SIZE(k), n);
+    assert_memory_equal(PyBytes_AS_STRING(k), bytes, n);
+    Py_DECREF(k);
+}
+
+static void test_wallaroo06_keys_are_bytes(void **state)
+{
+    /* str as UTF-8 and bytes as they are: "a" and b"a" are one key. */
+    assert_wkey("'a'", "a", 1);
+    assert_wkey("b'a'", "a", 1);
+    assert_wkey("'caf\\u00e9'", "caf\xc3\xa9", 5);
+    assert_wkey("b''", "", 0);
+    /* An int n is chr(n), as Wallaroo 0.6.1's key_extractor wrapper makes it. */
+    assert_wkey("97", "a", 1);
+    assert_wkey("0x1F998", "\xf0\x9f\xa6\x98", 4);
+    assert_wkey("True", "\x01", 1);
+}
+
+static void test_wallaroo06_other_keys_refused(void **state)
+{
+    PyObject *exc;
+    assert_null(wkey_of("1.5", &exc));
+    assert_ptr_equal(exc, PyExc_TypeError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("('a',)", &exc));
+    assert_ptr_equal(exc, PyExc_TypeError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("bytearray(b'x')", &exc));
+    assert_ptr_equal(exc, PyExc_TypeError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("None", &exc));
+    assert_ptr_equal(exc, PyExc_TypeError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("-1", &exc));
+    assert_ptr_equal(exc, PyExc_ValueError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("0x110000", &exc));
+    assert_ptr_equal(exc, PyExc_ValueError);
+    Py_XDECREF(exc);
+    assert_null(wkey_of("'\\ud800'", &exc)); /* a lone surrogate has no UTF-8 */
+    assert_ptr_equal(exc, PyExc_UnicodeEncodeError);
+    Py_XDECREF(exc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -111,6 +180,8 @@ int main(void)
         cmocka_unit_test(test_tuples_and_frozensets),
         cmocka_unit_test(test_unhashable_key_raises),
         cmocka_unit_test(test_other_types_by_pickle),
+        cmocka_unit_test(test_wallaroo06_keys_are_bytes),
+        cmocka_unit_test(test_wallaroo06_other_keys_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -300,6 +300,50 @@ static void test_units_and_abort(void **state)
     sdb_close(db);
 }
 
+static void test_forwards(void **state)
+{
+    sdb_t *db = fresh("forwards");
+    assert_int_equal(sdb_version(db), SDB_VERSION);
+    sdb_write_t w;
+    assert_int_equal(sdb_write_begin(db, &w), SDB_OK);
+    assert_int_equal(sdb_put_forward(&w, "v1", 2, "orig", 4), SDB_OK);
+    assert_int_equal(sdb_put_forward(&w, "v2", 2, "orig", 4), SDB_OK);
+    assert_int_equal(sdb_put_forward(&w, "", 0, "orig", 4), SDB_ERROR); /* no id */
+    assert_int_equal(sdb_write_commit(&w), SDB_OK);
+    sdb_read_t r;
+    char target[SDB_ID_MAX];
+    size_t n = 0;
+    assert_int_equal(sdb_read_begin(db, &r), SDB_OK);
+    assert_int_equal(sdb_get_forward(&r, "v1", 2, target, &n), SDB_OK);
+    assert_int_equal(n, 4);
+    assert_memory_equal(target, "orig", 4);
+    assert_int_equal(sdb_get_forward(&r, "orig", 4, target, &n), SDB_NOTFOUND);
+    assert_int_equal(sdb_get_forward(&r, "", 0, target, &n), SDB_NOTFOUND);
+    sdb_read_end(&r);
+    sdb_close(db);
+}
+
+static void test_move_marks(void **state)
+{
+    sdb_t *db = fresh("moves");
+    const char *dest = "0b9e7b5c-1111-4222-8333-444455556666";
+    sdb_write_t w;
+    assert_int_equal(sdb_write_begin(db, &w), SDB_OK);
+    assert_int_equal(sdb_set_moving(&w, "obj", 3, dest, strlen(dest)), SDB_OK);
+    assert_int_equal(sdb_set_moving(&w, "gone", 4, dest, strlen(dest)), SDB_OK);
+    assert_int_equal(sdb_clear_moving(&w, "gone", 4), SDB_OK);
+    assert_int_equal(sdb_clear_moving(&w, "never", 5), SDB_OK); /* none: no error */
+    assert_int_equal(sdb_write_commit(&w), SDB_OK);
+    sdb_read_t r;
+    char got[SDB_BACKEND_ID_LEN + 1];
+    assert_int_equal(sdb_read_begin(db, &r), SDB_OK);
+    assert_int_equal(sdb_get_moving(&r, "obj", 3, got), SDB_OK);
+    assert_string_equal(got, dest);
+    assert_int_equal(sdb_get_moving(&r, "gone", 4, got), SDB_NOTFOUND);
+    sdb_read_end(&r);
+    sdb_close(db);
+}
+
 static void test_many_objects(void **state)
 {
     /* 100 000 small objects in one transaction, then all read back. */
@@ -336,6 +380,8 @@ int main(void)
         cmocka_unit_test(test_objects_and_aliases),
         cmocka_unit_test(test_classes),
         cmocka_unit_test(test_units_and_abort),
+        cmocka_unit_test(test_forwards),
+        cmocka_unit_test(test_move_marks),
         cmocka_unit_test(test_many_objects),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -615,6 +615,178 @@ class Harness:
         self.procs.cleanup()
 
 
+# ------------------------------------------------------------------ clusters
+
+CONTROL_RE = re.compile(r"cluster control at (127\.0\.0\.1:\d+)")
+SECRET_FILE_RE = re.compile(r"cluster secret \(made for this run\) in (\S+)")
+
+
+SOURCE_RE = re.compile(r"source '([^']*)' listening on 127\.0\.0\.1:(\d+)")
+
+
+def wait_sources(eng, n, timeout=15):
+    """{source name: port} once the engine has logged that its n sources listen
+    (started with --in 127.0.0.1:0,...: the kernel picks the ports)."""
+    if n:
+        eng.wait_log(SOURCE_RE.pattern, timeout=timeout, count=n)
+    return {m.group(1): int(m.group(2)) for m in SOURCE_RE.finditer(eng.stderr())}
+
+
+def engine_port0(bt, app, n_ins=1, outs=(), extra=()):
+    """`bettong run APP --in 127.0.0.1:0[,...]`: the engine and {source name: port}."""
+    eng = bt.engine(app, outs=outs, wait=False,
+                    extra=["--in", ",".join(["127.0.0.1:0"] * n_ins)] + list(extra))
+    return eng, wait_sources(eng, n_ins)
+
+
+class Cluster:
+    """N workers running `app`, formed either by `--workers N` (one parent, the
+    workers share each --in port) or by Wallaroo's flags (one process per worker,
+    each with its own --in ports; worker 1 is the initializer).
+
+    sources="initializer" for Wallaroo 0.6 applications, whose sources run on
+    the initializer only: every worker gets --in 127.0.0.1:0 (as Wallaroo's
+    workers all get --in), the initializer's kernel-picked ports are read from
+    its log into c.source_ports ({source name: port})."""
+
+    def __init__(self, bt, app, n, form, nins=1, outs=(), extra=(), secret=None,
+                 sources="every"):
+        self.bt, self.app, self.n, self.form = bt, app, n, form
+        self.sources = sources
+        self.nins = nins
+        self.outs = list(outs)
+        self.extra = [str(a) for a in extra]
+        self.env_extra = []
+        if secret:
+            self.extra += ["--cluster-secret", secret]
+        self.engines = []
+        self.secret_args = ["--cluster-secret", secret] if secret else []
+        if form == "workers" and sources == "initializer":
+            eng = bt.engine(app, outs=self.outs, wait=False,
+                            extra=self._in_args() + ["--workers", n, "--log-level",
+                                                     "info"] + self.extra)
+            self.engines.append(eng)
+            self.ports = []
+            self.control = wait_until(lambda: self._control_from(eng), 15,
+                                      "the cluster's control address")
+            if not secret:
+                m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 15,
+                               "the secret file")
+                self.secret_args = ["--cluster-secret-file", m.group(1)]
+        elif form == "workers":
+            # Ports picked free may be taken before the workers bind them (by
+            # a port the kernel picks for a worker's own links): then new ones.
+            eng = bt.engine_on_free_ports(app, nins, outs=self.outs,
+                                          extra=["--workers", n, "--log-level", "info"]
+                                          + self.extra)
+            self.engines.append(eng)
+            self.ports = [list(eng.spec[1])] * n
+            self.control = wait_until(lambda: self._control_from(eng), 15,
+                                      "the cluster's control address")
+            if not secret:
+                m = wait_until(lambda: SECRET_FILE_RE.search(eng.stderr()), 15,
+                               "the secret file")
+                self.secret_args = ["--cluster-secret-file", m.group(1)]
+        else:
+            # The initializer listens on ports the kernel picks and logs them;
+            # the others join the control address it logged.
+            self.control = "127.0.0.1:0"
+            self.ports = []
+            first = self.add_worker(nins, initializer=True, wait=False)
+            self.control = wait_until(lambda: self._coordinator_of(first), 15,
+                                      "the coordinator's address")
+            for i in range(1, n):
+                self.add_worker(nins, wait=False)
+            for e in self.engines:
+                self._wait_ready(e)
+        if sources == "initializer":
+            # {source name: port} of the initializer, the one that listens.
+            self.source_ports = wait_sources(self.engines[0], nins)
+
+    def _in_args(self):
+        return ["--in", ",".join(["127.0.0.1:0"] * self.nins)] if self.nins else []
+
+    def _wait_ready(self, eng):
+        if self.sources == "every":
+            eng.wait_ready()
+        else:
+            eng.wait_log(r"ready: application")
+
+    @staticmethod
+    def _coordinator_of(eng):
+        m = re.search(r"coordinator listening on (127\.0\.0\.1:\d+)", eng.stderr())
+        return m.group(1) if m else None
+
+    @staticmethod
+    def _control_from(eng):
+        m = CONTROL_RE.search(eng.stderr())
+        return m.group(1) if m else None
+
+    def add_worker(self, nins=1, initializer=False, wait=True, join=False, name=None,
+                   secret=None):
+        ports = [free_port() for _ in range(nins)] if self.sources == "every" else []
+        i = len(self.engines) + 1
+        flags = ["--name", name or "w%d" % i, "--log-level", "info"]
+        if initializer:
+            flags += ["--cluster-initializer", "--worker-count", self.n, "--control",
+                      self.control, "--data", "127.0.0.1:0"]
+        elif join:
+            flags += ["--join", self.control]
+        else:
+            flags += ["--control", self.control]
+        extra = list(self.extra)
+        if self.sources != "every":
+            extra += self._in_args()
+        if secret is not None:
+            i = extra.index("--cluster-secret")
+            extra[i + 1] = secret
+        eng = self.bt.engine(self.app, ins=ports, outs=self.outs, extra=flags + extra,
+                             wait=False)
+        self.engines.append(eng)
+        if wait:
+            self._wait_ready(eng)
+        self.ports.append(ports)
+        return eng
+
+    def status(self, secret=None, check=True):
+        args = [BIN, "cluster", "status", "--control", self.control]
+        args += ["--cluster-secret", secret] if secret else self.secret_args
+        p = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        if check:
+            assert p.returncode == 0, "cluster status failed (%d): %s%s" % (
+                p.returncode, p.stdout, p.stderr)
+        return p
+
+    def workers(self):
+        """{name: (state, slots, keys, in)} from `bettong cluster status`."""
+        out = {}
+        for line in self.status().stdout.splitlines()[2:]:
+            f = line.split()
+            out[f[0]] = (f[2], int(f[3]), f[4], f[5])
+        return out
+
+    def wait_formed(self, n=None):
+        n = n or self.n
+        wait_until(lambda: "cluster formed, %d active workers" % n in self.status(check=False).stdout,
+                   20, "a formed cluster of %d workers" % n, interval=0.1)
+
+    def stop(self):
+        """SIGTERM the parent / the initializer: every worker must exit 0."""
+        first = self.engines[0]
+        rc, err = first.stop(timeout=30)
+        results = [(rc, err)]
+        for e in self.engines[1:]:
+            results.append(e.wait_exit(30))
+        for i, (rc, err) in enumerate(results):
+            assert rc == 0, "worker %d exited with %d:\n%s" % (i + 1, rc, err)
+            assert "Traceback" not in err, err
+        return results
+
+    def stderr(self):
+        return "\n".join(e.stderr() for e in self.engines)
+
+
+
 @pytest.fixture
 def procs():
     """Processes a test starts (Procs), all killed at the end."""

@@ -169,7 +169,8 @@ class Redis:
         self.log_path.write_bytes(b"")
         self.proc = self.procs.spawn(
             ["redis-server", "--port", "0", "--unixsocket", str(self.sock), "--unixsocketperm",
-             "700", "--save", "", "--appendonly", "no", "--logfile", str(self.log_path)],
+             "700", "--save", "", "--appendonly", "no", "--logfile", str(self.log_path),
+             "--dir", str(self.tmp), "--dbfilename", "redis-dump.rdb"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT
         while "ready to accept connections" not in self.log().lower():
@@ -187,6 +188,18 @@ class Redis:
     def kill(self):
         """SIGKILL and wait: its data (kept in memory only) is gone."""
         self.proc.kill()
+        self.proc.wait(STOP_TIMEOUT)
+        dump = self.tmp / "redis-dump.rdb"
+        if dump.exists():
+            dump.unlink()
+
+    def shutdown_saving(self):
+        """Stop it with its data saved (SHUTDOWN SAVE): start() loads it again."""
+        import socket
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(self.sock))
+            s.sendall(b"*2\r\n$8\r\nSHUTDOWN\r\n$4\r\nSAVE\r\n")
+            s.recv(100)   # the connection closes as it exits
         self.proc.wait(STOP_TIMEOUT)
 
 

@@ -158,3 +158,21 @@ class Napper(Persistent):
     def boom(self):
         self.naps += 100
         raise ValueError("boom")
+
+
+class Maker(Persistent):
+    """Makes objects inside its active methods."""
+    made: list
+
+    def __init__(self):
+        self.made = []
+
+    @active
+    def make_on(self, backend_id, alias=None):
+        """A car made persistent here, then placed on backend_id, before the
+        call's unit is on disk."""
+        car = Car("MADE", 1.0)
+        car.make_persistent(alias=alias)
+        car.make_persistent(backend_id=backend_id)
+        self.made.append(car)
+        return car

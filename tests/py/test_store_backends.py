@@ -7,6 +7,7 @@ others' do not; then everything is back), Redis killed and restarted empty
 (the backends publish themselves again and clients recover), a store alone as
 a service of one, and a name that is taken."""
 
+import pickle
 import subprocess
 import uuid
 
@@ -342,3 +343,52 @@ def _found(alias):
         return m.Garage.get_by_alias(alias)
     except (objects.NotFound, objects.StoreError):
         return None
+
+
+def test_object_made_in_a_call_placed_on_another_backend(service):
+    """make_persistent(backend_id=...) inside an active method, of an object
+    that call made: it is stored there (with the alias the call gave it), and
+    the caller's state refers to it there."""
+    redis, backends = service
+    ids = ids_by_name()
+    maker = m.Maker()
+    maker.make_persistent(backend_id=ids["b1"])
+    car = maker.make_on(ids["b3"], alias="made-in-call")
+    assert objects.backend_of(car) == ids["b3"]
+    assert car.accelerate(1.0) == 2.0
+    assert objects.backend_of(m.Car.get_by_alias("made-in-call")) == ids["b3"]
+    assert maker.made[0].get_speed() == 2.0
+    # Still referenced from b1: b3 refuses to delete it.
+    with pytest.raises(objects.StillReferenced):
+        car.delete()
+    # The store's copy of the class (made from this process's, inside Maker's
+    # pickle) came back as this process's own class, left as it was.
+    assert type(car).__mro__[1] is m.Car and m.Car.__module__ == "store_models"
+    assert pickle.loads(pickle.dumps(car)) is car
+
+
+def test_deletions_while_redis_is_away_reach_it_when_it_is_back(service):
+    """An alias deleted while Redis is down (it comes back with its data, as a
+    Redis with persistence would): the deletion is owed and sent when it
+    answers again, so the alias can be taken again -- not refused for ever by
+    the stale entry."""
+    redis, backends = service
+    ids = ids_by_name()
+    c = m.Counter(1)
+    c.make_persistent(alias="owed-alias", backend_id=ids["b2"])
+    objects.connect(backends[1].address)            # b2 holds the alias itself
+    objects.backends()
+    redis.shutdown_saving()
+    m.Counter.delete_alias("owed-alias")
+    redis.start()                                    # with the stale entry
+    objects.connect(backends[0].address)
+
+    def taken_again():
+        try:
+            m.Counter(2).make_persistent(alias="owed-alias", backend_id=ids["b1"])
+            return True
+        except objects.AliasTaken:
+            return False
+    wait_until(taken_again, 15, "the alias free again once Redis is back")
+    assert "deletion(s) made while it was away sent" in backends[1].log()
+    assert m.Counter.get_by_alias("owed-alias").incr(0) == 2

@@ -6,6 +6,7 @@ sync point raises with the call named); ordering with later requests; the
 memory bound of the queue when the store does not answer; and the store's
 group commit of requests that arrive during a commit."""
 
+import os
 import pickle
 import re
 import signal
@@ -374,3 +375,51 @@ def test_pipeline_in_a_service_of_two_backends(stores):
         assert objects._attention == 0
     assert objects.backend_of(m.Counter.get_by_alias("svc-r")) == ids["b1"]
     assert m.Counter.get_by_alias("svc-q").get() == 7
+
+
+def test_pipeline_for_the_whole_process_from_the_environment(stores, tmp_path):
+    """BETTONG_PIPELINE=1: a program that never says pipeline() pipelines its
+    aliased calls (batched: far fewer requests than calls); a
+    taken alias raises at the next sync point, naming the call; without the
+    variable the same program's call raises at once."""
+    import subprocess
+    import sys
+    from store_helpers import PYDIR
+    st = stores()
+    prog = tmp_path / "client.py"
+    prog.write_text(
+        "import sys\n"
+        "from bettong import objects\n"
+        "from bettong.objects import AliasTaken, Persistent\n"
+        "class Rec(Persistent):\n"
+        "    n: int\n"
+        "    def __init__(self, n): self.n = n\n"
+        "objects.connect(sys.argv[1])\n"
+        "tag = sys.argv[2]\n"
+        "for i in range(3000):\n"
+        "    Rec(i).make_persistent(alias=f'{tag}-{i}')\n"
+        "try:\n"
+        "    Rec(-1).make_persistent(alias=f'{tag}-7')\n"
+        "    print('no error at the call')\n"
+        "    objects.flush()\n"
+        "    print('no error at the sync point')\n"
+        "except AliasTaken as e:\n"
+        "    print('AliasTaken:', e)\n")
+    env = dict(os.environ, PYTHONPATH=PYDIR, BETTONG_PIPELINE="1")
+    out = subprocess.run([sys.executable, str(prog), st.address, "env"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("no error at the call\nAliasTaken: "
+                                 "make_persistent(alias='env-7') of a Rec failed"), out.stdout
+    st.stop()
+    commits, requests, _ = _commit_stats(st)
+    assert requests < 100, (commits, requests)   # 3001 calls, batched
+    st = stores()
+    env.pop("BETTONG_PIPELINE")
+    out = subprocess.run([sys.executable, str(prog), st.address, "plain"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("AliasTaken: the alias 'plain-7' is taken"), out.stdout
+    st.stop()
+    commits, requests, _ = _commit_stats(st)
+    assert requests > 3000, (commits, requests)  # each call waited for

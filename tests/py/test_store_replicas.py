@@ -186,9 +186,11 @@ def test_a_replica_backend_killed(service):
     assert objects.replicas_of(c) == {ids["b2"]}
     assert "missed a write and is dropped" in backends[0].log()
     assert c.incr(1) == 12
-    # Back, b3 holds a stale copy that nobody lists: a client there reads
-    # the master's state.
+    # Back, b3 is sent the drop the master owes it: the stale copy goes.
     backends[2].start()
+    wait_until(lambda: failed_not_found(raw(ids["b3"], objects._GET_STATE, c.id)), 15,
+               "b3's stale replica dropped")
+    assert "the stale replica of %s on backend 'b3' is dropped" % c.id in backends[0].log()
     objects.connect(backends[2].address)
     again = m.Counter.get_by_alias("survives")
     assert objects.replicas_of(again) == {ids["b2"]}

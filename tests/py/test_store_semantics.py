@@ -12,8 +12,11 @@
 
 each also after the store is SIGKILLed and restarted."""
 
+import subprocess
+
 import pytest
 
+from conftest import BIN
 from store_helpers import client_reset
 
 from bettong import objects
@@ -192,18 +195,43 @@ def test_reference_counts_rebuilt_for_a_version_1_store(stores, tmp_path):
     pid = box.value.id
     client_reset()
     st.stop()
-    _downgrade_to_version_1(st.dir)
+    _set_format_version(st.dir, 1, drop_refs=True)
     st.start()
     objects.connect(st.address)
-    assert "upgraded to format 2: counted 1 stored reference(s)" in st.log()
+    assert "upgraded to format 3: counted 1 stored reference(s)" in st.log()
     p = sm.Puppy.get_by_id(pid)
     with pytest.raises(StillReferenced):
         p.delete()
 
 
-def _downgrade_to_version_1(path):
-    """Mark a stopped store as format 1 and drop its counts (what a store written
-    before them looks like), through liblmdb with ctypes."""
+def test_format_2_store_upgraded_and_a_newer_one_refused(stores):
+    """A store written before replicas and versions (format 2) keeps its counts
+    and is marked 3; a store of a format newer than the binary's is refused."""
+    st = stores()
+    objects.connect(st.address)
+    box = sm.Box(sm.Puppy("inside"))
+    box.make_persistent(alias="box-v2")
+    pid = box.value.id
+    client_reset()
+    st.stop()
+    _set_format_version(st.dir, 2)
+    st.start()
+    objects.connect(st.address)
+    assert "upgraded to format 3 (replica and version tables)" in st.log()
+    with pytest.raises(StillReferenced):   # its counts were kept
+        sm.Puppy.get_by_id(pid).delete()
+    client_reset()
+    st.stop()
+    _set_format_version(st.dir, 4)
+    proc = subprocess.run([BIN, "store", "--dir", str(st.dir), "--listen", "127.0.0.1:0"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0
+    assert "format version is not one this binary knows (1 to 3)" in proc.stderr
+
+
+def _set_format_version(path, version, drop_refs=False):
+    """Mark a stopped store as format `version` (and drop its counts: what a
+    store of format 1 looks like), through liblmdb with ctypes."""
     import ctypes
     import ctypes.util
     name = ctypes.util.find_library("lmdb")
@@ -220,13 +248,15 @@ def _downgrade_to_version_1(path):
         assert rc == 0, "lmdb error %d" % rc
 
     ok(lib.mdb_env_create(ctypes.byref(env)))
-    ok(lib.mdb_env_set_maxdbs(env, 8))
+    ok(lib.mdb_env_set_maxdbs(env, 16))
     ok(lib.mdb_env_open(env, str(path).encode(), 0, 0o600))
     ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
     ok(lib.mdb_dbi_open(txn, b"meta", 0, ctypes.byref(meta)))
-    ok(lib.mdb_dbi_open(txn, b"refs", 0, ctypes.byref(refs)))
-    ok(lib.mdb_drop(txn, refs, 0))
-    key, ver = ctypes.create_string_buffer(b"version", 7), ctypes.create_string_buffer(b"\0\0\0\1", 4)
+    if drop_refs:
+        ok(lib.mdb_dbi_open(txn, b"refs", 0, ctypes.byref(refs)))
+        ok(lib.mdb_drop(txn, refs, 0))
+    key = ctypes.create_string_buffer(b"version", 7)
+    ver = ctypes.create_string_buffer(version.to_bytes(4, "big"), 4)
     k, v = Val(7, ctypes.cast(key, ctypes.c_void_p)), Val(4, ctypes.cast(ver, ctypes.c_void_p))
     ok(lib.mdb_put(txn, meta, ctypes.byref(k), ctypes.byref(v), 0))
     ok(lib.mdb_txn_commit(txn))
@@ -261,3 +291,51 @@ def test_dclaymethod_spellings():
     assert g._bettong_active
     with pytest.raises(TypeError):
         dclayMethod("positional")
+
+
+# ------------------------------------------------------------------ unload (dataClay's flush_all)
+
+def test_unload_drops_loaded_objects_and_they_reload(store):
+    """unload() drops the store's loaded objects that nothing holds (a referrer
+    first, then what it held); the next requests load them from disk, through
+    __setstate__ for a class that has one."""
+    import store_models as m
+    cars = [m.Car("U%d" % i, float(i)) for i in range(4)]
+    garage = m.Garage("G", cars)
+    garage.make_persistent()
+    reader = sm.TextReader("unload")
+    reader.make_persistent()
+    assert reader.readline() == "mock_unload:1"
+    assert garage.total_speed() == 6.0        # loads the garage and its cars
+    assert objects.unload() == 6              # the garage, its 4 cars, the reader
+    assert objects.unload() == 0              # nothing left loaded
+    assert [c.get_speed() for c in cars] == [0.0, 1.0, 2.0, 3.0]
+    assert reader.readline() == "mock_unload:2"   # rebuilt by __setstate__
+    assert objects.unload() == 5
+
+
+def test_dataclay_flush_all_is_unload(stores):
+    from dataclay import Client, DataClayObject
+    from dataclay.event_loop import run_dc_coroutine
+
+    class Person(DataClayObject):
+        name: str
+
+        def __init__(self, name):
+            self.name = name
+
+    st = stores()
+    host, port = st.address.rsplit(":", 1)
+    client = Client(host=host, port=int(port))
+    client.start()
+    try:
+        p = Person("Marc")
+        p.make_persistent()
+        assert p.name == "Marc"                   # loaded in the store
+        (backend,) = client.get_backends().values()
+        run_dc_coroutine(backend.flush_all)
+        assert objects.unload() == 0              # flush_all dropped it
+        p.name = "Alice"
+        assert p.name == "Alice"
+    finally:
+        client.stop()

@@ -46,7 +46,7 @@ from bettong import objects as _bo
 from bettong.objects import connect, disconnect
 
 from .. import config
-from ..event_loop import _ensure_dc_event_loop
+from ..event_loop import _ensure_dc_event_loop, dc_to_thread_io
 
 __all__ = ["Client", "init", "finish"]
 
@@ -197,9 +197,9 @@ class Client:
 
 class BackendClient:
     """One backend of the service, as get_backends() gives it: its id (a
-    uuid.UUID), name, address, host and port. dataClay's BackendClient also
-    reaches into the backend's internals (flush_all, object versions): those
-    are not Bettong's and are refused."""
+    uuid.UUID), name, address, host and port, and the backend calls of
+    dataClay's that applications and COMPSs use: flush_all, new_object_version,
+    consolidate_object_version."""
 
     def __init__(self, backend):
         self.id = uuid.UUID(backend.id)
@@ -209,19 +209,27 @@ class BackendClient:
         self.host = host[4:] if host.startswith("tls:") else host
         self.port = int(port) if port.isdigit() else None
 
-    def _refused(self, what):
-        raise NotImplementedError(f"BackendClient.{what}: Bettong's backends keep every "
-                                  "acknowledged change on disk already and have no object "
-                                  "versions")
+    async def flush_all(self):
+        """dataClay's flush_all (unload every object from the backend's memory):
+        bettong.objects.unload on this backend. Every acknowledged change is on
+        disk already; this drops the loaded objects that nothing holds, so the
+        next request about one loads it from disk."""
+        await dc_to_thread_io(_bo.unload, self.id)
 
-    async def flush_all(self, *args, **kwargs):
-        self._refused("flush_all")
+    async def new_object_version(self, object_id):
+        """A version of object object_id on this backend (dataClay's COMPSs entry
+        point); returns its id (str)."""
+        from ..dataclay_object import DataClayObject
 
-    async def new_object_version(self, *args, **kwargs):
-        self._refused("new_object_version")
+        def run():
+            obj = DataClayObject.get_by_id(object_id)
+            return str(obj.new_version(backend_id=self.id)._dc_meta.id)
+        return await dc_to_thread_io(run)
 
-    async def consolidate_object_version(self, *args, **kwargs):
-        self._refused("consolidate_object_version")
+    async def consolidate_object_version(self, object_id):
+        """consolidate_version() of the version object_id."""
+        from ..dataclay_object import DataClayObject
+        await dc_to_thread_io(lambda: DataClayObject.get_by_id(object_id).consolidate_version())
 
     def __repr__(self):
         return f"<dataclay BackendClient {self.name!r} {self.id} at {self.address}>"
