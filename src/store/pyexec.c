@@ -17,7 +17,8 @@ struct pyexec {
     unsigned running; /* jobs taken by a thread and not finished */
     int stopping;
     uv_async_t async;
-    void (*after)(void);
+    void (*after)(void *ctx);
+    void *after_ctx;
 };
 
 static pyjob_t *take_job(pyexec_t *x)
@@ -62,7 +63,7 @@ static void *thread_main(void *arg)
         py_thread_enter(&pt);
         j->run(j);
         if (x->after)
-            x->after();
+            x->after(x->after_ctx);
         py_thread_leave(&pt);
         finish_job(x, j);
     }
@@ -115,7 +116,11 @@ pyexec_t *pyexec_start(uv_loop_t *loop, unsigned n, char *err, size_t errlen)
     return x;
 }
 
-void pyexec_set_after(pyexec_t *x, void (*after)(void)) { x->after = after; }
+void pyexec_set_after(pyexec_t *x, void (*after)(void *ctx), void *ctx)
+{
+    x->after = after;
+    x->after_ctx = ctx;
+}
 
 void pyexec_submit(pyexec_t *x, pyjob_t *j)
 {

@@ -27,9 +27,9 @@ void pyexec_submit(pyexec_t *x, pyjob_t *j);
 /* 1 if no job is queued or running (loop thread): no thread of ours holds or
  * waits for the GIL, and none will until the loop submits again. */
 int pyexec_idle(pyexec_t *x);
-/* After each job, `after` runs on the same thread with the GIL still held
+/* After each job, after(ctx) runs on the same thread with the GIL still held
  * (the store trims its cache there). Set before the first submit. */
-void pyexec_set_after(pyexec_t *x, void (*after)(void));
+void pyexec_set_after(pyexec_t *x, void (*after)(void *ctx), void *ctx);
 /* Run what is queued, stop the threads, deliver the last done callbacks, close
  * the loop handle (the loop must run once more), then pyexec_free. */
 void pyexec_stop(pyexec_t *x);

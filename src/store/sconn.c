@@ -191,8 +191,7 @@ void sreq_free(sreq_t *r)
     cn->bytes -= r->cost;
     pause_check(cn);
     conn_unref(cn);
-    free(r->mem);
-    free(r);
+    sreq_destroy(r);
 }
 
 /* ------------------------------------------------------------ handshake */
@@ -288,34 +287,44 @@ static void answer_bad_request(sconn_t *cn, uint64_t id, const char *why)
     buf_free(&b);
 }
 
+/* A request holding the frame's body: a large frame's own memory (taken from
+ * the connection, not copied), else a copy. NULL when out of memory. */
+static sreq_t *request_new(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t len,
+                           const uint8_t **b)
+{
+    int large = frame_len >= TAKE_MIN;
+    sreq_t *q = sreq_new(large ? 0 : len);
+    if (!q)
+        return NULL;
+    *b = body;
+    if (large && (q->mem = inconn_take_frame(cn->c)))
+        return q; /* body stays where it is: now in memory we own */
+    uint8_t *copy = large ? (q->mem = malloc(len)) : q->body;
+    if (!copy) {
+        sreq_destroy(q);
+        return NULL;
+    }
+    memcpy(copy, body, len);
+    *b = copy;
+    return q;
+}
+
 static int on_request(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t len)
 {
-    sreq_t *q = calloc(1, sizeof *q);
-    void *mem = NULL;
-    const uint8_t *b = body;
-    if (q && frame_len >= TAKE_MIN && (mem = inconn_take_frame(cn->c))) {
-        /* body stays where it is: now in memory we own */
-    } else if (q && (mem = malloc(len))) {
-        memcpy(mem, body, len);
-        b = mem;
-    }
-    if (!q || !mem) {
-        free(q);
+    const uint8_t *b;
+    sreq_t *q = request_new(cn, frame_len, body, len, &b);
+    if (!q)
         return bad_input(cn, "out of memory for a request of %zu bytes", len);
-    }
-    q->mem = mem;
     const char *why;
     int rc = sreq_parse(q, b, len, &why);
     if (rc < 0) {
         unsigned type = q->type;
-        free(mem);
-        free(q);
+        sreq_destroy(q);
         return bad_input(cn, "%s (type %u)", why, type);
     }
     if (rc > 0) {
         answer_bad_request(cn, q->id, why);
-        free(mem);
-        free(q);
+        sreq_destroy(q);
         return 0;
     }
     q->conn = cn;

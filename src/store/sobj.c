@@ -1,6 +1,7 @@
 #include "store/sobj.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,38 +13,6 @@
 #include "store/sreq.h"
 #include "store/sreply.h"
 #include "util/log.h"
-
-/* What a unit's owner does once the unit is done (committed or failed). */
-typedef struct uowner {
-    void (*done)(store_t *st, struct uowner *own, wunit_t *u);
-} uowner_t;
-
-/* A request run by a Python thread (spy.h). Freed when both its run is back
- * and its unit (if it made one) is done: refs. */
-typedef struct {
-    uowner_t own;
-    pyjob_t pj;
-    store_t *st;
-    sobj_t *ent;
-    sreq_t *req;
-    spy_req_t sr;
-    wunit_t unit;
-    wop_t op;
-    buf_t unit_bytes, unit_answer, answer;
-    int refs;
-} ojob_t;
-
-/* A request that is one committer unit. */
-typedef struct {
-    uowner_t own;
-    sreq_t *req;
-    sobj_t *ent;      /* the object it is about, or NULL */
-    wunit_t unit;
-    wop_t op;         /* single-op units */
-    wop_t *ops;       /* PERSIST: many (owned) */
-    sobj_t **created; /* PERSIST: the entries it marked pending (owned) */
-    size_t ncreated;
-} ureq_t;
 
 /* ------------------------------------------------------------ entries */
 
@@ -68,19 +37,18 @@ static sobj_t *obj_create(store_t *st, const char *id, size_t n)
 /* Forget an entry with nothing queued, running, pending or not yet on disk. */
 static void obj_maybe_free(store_t *st, sobj_t *o)
 {
-    if (o->hold || o->busy || o->head || o->pending || o->last_seq > st->durable)
+    if (o->hold || o->head || o->pending || o->last_seq > st->durable)
         return;
     omap_del(&st->objs, &o->node);
     free(o);
 }
 
+/* Answer FAILED (whatever the answer held is dropped). */
 static void answer_failed(sreq_t *r, int code, const char *msg, uint64_t seq)
 {
-    buf_t b;
-    buf_init(&b);
-    if (sreply_failed(&b, r->id, code, "%s", msg) == 0)
-        sconn_answer(r->conn, &b, seq);
-    buf_free(&b);
+    buf_clear(&r->answer);
+    if (sreply_failed(&r->answer, r->id, code, "%s", msg) == 0)
+        sconn_answer(r->conn, &r->answer, seq);
 }
 
 static int is_python(uint8_t type)
@@ -95,18 +63,8 @@ static void obj_dispatch(store_t *st, sobj_t *o);
 
 /* ------------------------------------------------------------ units */
 
-static void ureq_free(ureq_t *q)
+static void ureq_answer(store_t *st, sreq_t *r, wunit_t *u, buf_t *b)
 {
-    buf_free(&q->unit.out);
-    sreq_free(q->req);
-    free(q->ops);
-    free(q->created);
-    free(q);
-}
-
-static void ureq_answer(store_t *st, ureq_t *q, wunit_t *u, buf_t *b)
-{
-    sreq_t *r = q->req;
     if (u->status) {
         sreply_failed(b, r->id, u->status, "%s", u->msg);
         return;
@@ -132,57 +90,42 @@ static void ureq_answer(store_t *st, ureq_t *q, wunit_t *u, buf_t *b)
     }
 }
 
-static void ureq_done(store_t *st, uowner_t *own, wunit_t *u)
+/* A request that is one unit: COMMIT -> answered from the unit's results,
+ * freed. */
+static void ureq_done(store_t *st, sreq_t *r, wunit_t *u)
 {
-    ureq_t *q = (ureq_t *)own;
-    if (q->ent)
-        q->ent->hold++;
-    buf_t b;
-    buf_init(&b);
-    ureq_answer(st, q, u, &b);
-    if (buf_unread(&b))
-        sconn_answer(q->req->conn, &b, 0);
+    if (r->ent)
+        r->ent->hold++;
+    ureq_answer(st, r, u, &r->answer);
+    if (buf_unread(&r->answer))
+        sconn_answer(r->conn, &r->answer, 0);
     else
-        log_error("store: out of memory answering request %llu", (unsigned long long)q->req->id);
-    buf_free(&b);
-    for (size_t i = 0; i < q->ncreated; i++) {
-        sobj_t *o = q->created[i];
+        log_error("store: out of memory answering request %llu", (unsigned long long)r->id);
+    for (size_t i = 0; i < r->ncreated; i++) {
+        sobj_t *o = r->created[i];
         o->pending--;
         if (u->status == 0 && o->last_seq < u->seq)
             o->last_seq = u->seq;
         obj_dispatch(st, o);
     }
-    if (q->ent) {
-        q->ent->hold--;
-        obj_maybe_free(st, q->ent);
+    if (r->ent) {
+        r->ent->hold--;
+        obj_maybe_free(st, r->ent);
     }
-    ureq_free(q);
+    sreq_free(r);
 }
 
-static ureq_t *ureq_new(sreq_t *r)
+/* QUEUED -> COMMIT: hand the unit to the committer. */
+static uint64_t ureq_submit(store_t *st, sreq_t *r)
 {
-    ureq_t *q = calloc(1, sizeof *q);
-    if (!q) {
-        log_error("store: out of memory for request %llu", (unsigned long long)r->id);
-        answer_failed(r, STORE_ERR_INTERNAL, "out of memory", 0);
-        sreq_free(r);
-        return NULL;
-    }
-    q->own.done = ureq_done;
-    q->req = r;
-    q->unit.ctx = &q->own;
-    q->unit.ops = &q->op;
-    q->unit.nops = 1;
-    return q;
+    sreq_enter(r, SREQ_COMMIT);
+    return committer_submit(st->cm, &r->unit);
 }
 
 /* One request, one op (everything but PERSIST). */
 static void unit_submit(store_t *st, sreq_t *r, sobj_t *o)
 {
-    ureq_t *q = ureq_new(r);
-    if (!q)
-        return;
-    wop_t *op = &q->op;
+    wop_t *op = &r->op;
     op->id = r->oid;
     op->idlen = r->oidlen;
     op->name = r->name;
@@ -200,8 +143,10 @@ static void unit_submit(store_t *st, sreq_t *r, sobj_t *o)
     case SMSG_ALIASES: op->kind = WOP_LIST_ALIASES; break;
     default: op->kind = WOP_LOOKUP_ID; break;
     }
-    q->ent = o;
-    uint64_t seq = committer_submit(st->cm, &q->unit);
+    r->unit.ops = op;
+    r->unit.nops = 1;
+    r->ent = o;
+    uint64_t seq = ureq_submit(st, r);
     if (o && o->last_seq < seq)
         o->last_seq = seq;
 }
@@ -209,43 +154,52 @@ static void unit_submit(store_t *st, sreq_t *r, sobj_t *o)
 /* ------------------------------------------------------------ PERSIST */
 
 /* Undo the pending marks of a refused batch. */
-static void persist_unmark(store_t *st, ureq_t *q)
+static void persist_unmark(store_t *st, sreq_t *r)
 {
-    for (size_t i = 0; i < q->ncreated; i++) {
-        q->created[i]->pending--;
-        obj_maybe_free(st, q->created[i]);
+    for (size_t i = 0; i < r->ncreated; i++) {
+        r->created[i]->pending--;
+        obj_maybe_free(st, r->created[i]);
     }
-    q->ncreated = 0;
+    r->ncreated = 0;
+}
+
+/* Room for n ops in the request's unit bytes, zeroed. NULL when out of memory. */
+static wop_t *ops_alloc(sreq_t *r, size_t n)
+{
+    if (n > SIZE_MAX / sizeof(wop_t) || buf_reserve(&r->unit_bytes, n * sizeof(wop_t)) < 0)
+        return NULL;
+    r->unit_bytes.len = n * sizeof(wop_t);
+    memset(r->unit_bytes.data, 0, r->unit_bytes.len);
+    return (wop_t *)r->unit_bytes.data;
 }
 
 /* Build the ops and mark the ids pending. NULL, or why the batch is refused. */
-static const char *persist_build(store_t *st, ureq_t *q, char *why, size_t whylen)
+static const char *persist_build(store_t *st, sreq_t *r, char *why, size_t whylen)
 {
-    sreq_t *r = q->req;
     size_t naliases = 0;
     const char *bad = sreq_persist_check(r, &naliases);
     if (bad)
         return bad;
-    q->ops = calloc((size_t)r->count * 2 + naliases + 1, sizeof *q->ops);
-    q->created = calloc((size_t)r->count + 1, sizeof *q->created);
+    wop_t *ops = ops_alloc(r, (size_t)r->count * 2 + naliases + 1);
+    r->created = calloc((size_t)r->count + 1, sizeof *r->created);
     idmap_t classes;
     idmap_init(&classes);
-    if (!q->ops || !q->created)
+    if (!ops || !r->created)
         return "out of memory";
     size_t nops = 0, nalias_ops = 0;
-    wop_t *alias_ops = q->ops + (size_t)r->count * 2; /* aliases after every create */
+    wop_t *alias_ops = ops + (size_t)r->count * 2; /* aliases after every create */
     wire_rd_t rd;
     wire_rd_init(&rd, r->payload, r->len);
     for (uint32_t i = 0; i < r->count && !bad; i++) {
         sreq_pentry_t e;
         sreq_persist_next(&rd, &e); /* checked above: cannot fail */
         if (!idmap_get(&classes, e.class_id)) {
-            if (idmap_put(&classes, e.class_id, q) < 0)
+            if (idmap_put(&classes, e.class_id, r) < 0)
                 bad = "out of memory";
-            q->ops[nops++] = (wop_t){.kind = WOP_CLASS_NEED, .class_id = e.class_id};
+            ops[nops++] = (wop_t){.kind = WOP_CLASS_NEED, .class_id = e.class_id};
         }
-        q->ops[nops++] = (wop_t){.kind = WOP_CREATE, .id = e.id, .idlen = e.idlen,
-                                 .class_id = e.class_id, .data = e.state, .len = e.slen};
+        ops[nops++] = (wop_t){.kind = WOP_CREATE, .id = e.id, .idlen = e.idlen,
+                              .class_id = e.class_id, .data = e.state, .len = e.slen};
         if (e.alen)
             alias_ops[nalias_ops++] = (wop_t){.kind = WOP_ALIAS_ADD, .id = e.id,
                                               .idlen = e.idlen, .name = e.alias,
@@ -258,100 +212,110 @@ static const char *persist_build(store_t *st, ureq_t *q, char *why, size_t whyle
             bad = "out of memory";
         } else {
             o->pending++;
-            q->created[q->ncreated++] = o;
+            r->created[r->ncreated++] = o;
         }
     }
     idmap_free(&classes);
     if (bad)
         return bad;
-    memmove(q->ops + nops, alias_ops, nalias_ops * sizeof *q->ops);
-    q->unit.ops = q->ops;
-    q->unit.nops = nops + nalias_ops;
+    memmove(ops + nops, alias_ops, nalias_ops * sizeof *ops);
+    r->unit.ops = ops;
+    r->unit.nops = nops + nalias_ops;
     return NULL;
 }
 
 static void persist_submit(store_t *st, sreq_t *r)
 {
-    ureq_t *q = ureq_new(r);
-    if (!q)
-        return;
     char why[300];
-    const char *bad = persist_build(st, q, why, sizeof why);
+    const char *bad = persist_build(st, r, why, sizeof why);
     if (bad) {
-        persist_unmark(st, q);
+        persist_unmark(st, r);
         answer_failed(r, strcmp(bad, "out of memory") ? STORE_ERR_BAD_REQUEST
                                                        : STORE_ERR_INTERNAL, bad, 0);
-        ureq_free(q);
+        sreq_free(r);
         return;
     }
-    committer_submit(st->cm, &q->unit);
+    ureq_submit(st, r);
 }
 
-/* ------------------------------------------------------------ jobs */
+/* ------------------------------------------------------------ jobs
 
-static void job_unref(ojob_t *j)
+ * A request that runs Python (spy.h): INLINE or THREAD while it runs, then
+ * COMMIT if it submitted a unit; the state says who answers and who frees
+ * (sreq.h). */
+
+static sreq_t *job_of(pyjob_t *pj)
 {
-    if (--j->refs > 0)
-        return;
-    buf_free(&j->unit_bytes);
-    buf_free(&j->unit_answer);
-    buf_free(&j->answer);
-    buf_free(&j->unit.out);
-    sreq_free(j->req);
-    free(j);
+    return (sreq_t *)((char *)pj - offsetof(sreq_t, pj));
 }
 
 static void job_run(pyjob_t *pj)
 {
-    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
-    spy_run(&j->sr);
+    sreq_t *r = job_of(pj);
+    spy_run(r->conn->st->spy, r);
 }
 
-/* The run is back (loop thread): answer or hold, and free the object's queue
- * head. The caller dispatches the object's next request. */
-static void job_finish(ojob_t *j)
+/* Take the head (the request that ran) off its object's queue. */
+static void obj_pop(sobj_t *o)
 {
-    sobj_t *o = j->ent;
-    sreq_t *r = j->req;
-    o->busy = 0;
+    sreq_t *r = o->head;
     o->head = r->next;
     if (!o->head)
         o->tail = NULL;
     r->next = NULL;
-    if (j->sr.write_seq && o->last_seq < j->sr.write_seq)
-        o->last_seq = j->sr.write_seq;
-    if (buf_unread(&j->answer))
-        sconn_answer(r->conn, &j->answer, o->last_seq);
-    else if (!j->sr.write_seq)
+}
+
+/* The run is back (loop thread): off the queue; then answered now and freed,
+ * or COMMIT (its unit answers), or, ANSWERED already, freed. The caller
+ * dispatches the object's next request. */
+static void job_finish(sreq_t *r)
+{
+    sobj_t *o = r->ent;
+    obj_pop(o);
+    if (r->write_seq && o->last_seq < r->write_seq)
+        o->last_seq = r->write_seq;
+    if (r->state == SREQ_ANSWERED) {
+        sreq_free(r);
+        return;
+    }
+    if (r->write_seq) {
+        sreq_enter(r, SREQ_COMMIT);
+        return;
+    }
+    if (buf_unread(&r->answer))
+        sconn_answer(r->conn, &r->answer, o->last_seq);
+    else
         answer_failed(r, STORE_ERR_INTERNAL, "out of memory", o->last_seq);
-    if (!j->sr.write_seq)
-        j->refs--; /* no unit will come back */
-    job_unref(j);
+    sreq_free(r);
 }
 
 static void job_done(pyjob_t *pj)
 {
-    ojob_t *j = (ojob_t *)((char *)pj - offsetof(ojob_t, pj));
-    store_t *st = j->st;
-    sobj_t *o = j->ent;
+    sreq_t *r = job_of(pj);
+    store_t *st = r->conn->st;
+    sobj_t *o = r->ent;
     o->hold++;
-    job_finish(j);
+    job_finish(r);
     o->hold--;
     obj_dispatch(st, o);
 }
 
-static void job_unit_done(store_t *st, uowner_t *own, wunit_t *u)
+/* A run's unit is done: answer. COMMIT (the run is back): freed; THREAD (the
+ * run is not back yet): ANSWERED, freed by job_finish. */
+static void job_unit_done(store_t *st, sreq_t *r, wunit_t *u)
 {
-    ojob_t *j = (ojob_t *)own;
-    sobj_t *o = j->ent;
+    sobj_t *o = r->ent;
     o->hold++; /* still alive: it cannot be forgotten before this unit is on disk */
     if (u->status)
-        answer_failed(j->req, u->status, u->msg, 0);
+        answer_failed(r, u->status, u->msg, 0);
     else
-        sconn_answer(j->req->conn, &j->unit_answer, 0);
+        sconn_answer(r->conn, &r->answer, 0);
     o->hold--;
     obj_maybe_free(st, o);
-    job_unref(j);
+    if (r->state == SREQ_THREAD)
+        sreq_enter(r, SREQ_ANSWERED);
+    else
+        sreq_free(r);
 }
 
 static int may_inline(uint8_t type)
@@ -360,67 +324,48 @@ static int may_inline(uint8_t type)
            type == SMSG_GET_STATE;
 }
 
+/* The head of o's queue runs: INLINE, else THREAD. */
 static void job_start(store_t *st, sobj_t *o, sreq_t *r)
 {
-    ojob_t *j = calloc(1, sizeof *j);
-    if (!j) {
-        o->head = r->next;
-        if (!o->head)
-            o->tail = NULL;
-        answer_failed(r, STORE_ERR_INTERNAL, "out of memory", o->last_seq);
-        sreq_free(r);
-        return;
-    }
-    j->own.done = job_unit_done;
-    j->pj.run = job_run;
-    j->pj.done = job_done;
-    j->st = st;
-    j->ent = o;
-    j->req = r;
-    j->refs = 2; /* the run, and the unit it may submit */
-    buf_init(&j->unit_bytes);
-    buf_init(&j->unit_answer);
-    buf_init(&j->answer);
-    buf_init(&j->unit.out);
-    j->unit.ctx = &j->own;
-    j->sr = (spy_req_t){.type = r->type, .req = r->id, .oid = r->oid, .oidlen = r->oidlen,
-                        .name = r->name, .namelen = r->namelen, .class_id = r->class_id,
-                        .payload = r->payload,
-                        .len = r->len, .unit = &j->unit, .op = &j->op,
-                        .unit_bytes = &j->unit_bytes, .unit_answer = &j->unit_answer,
-                        .answer = &j->answer};
-    o->busy = 1;
+    r->pj.run = job_run;
+    r->pj.done = job_done;
     if (st->inline_ok && may_inline(r->type) && pyexec_idle(st->px)) {
         /* No Python thread holds or waits for the GIL: a short request runs
          * here, without a hand-off to a Python thread and back. */
+        sreq_enter(r, SREQ_INLINE);
         py_gil_enter();
-        int ran = spy_run_inline(&j->sr);
+        int ran = spy_run_inline(st->spy, r);
         if (ran)
-            spy_trim();
+            spy_trim(st->spy);
         py_gil_leave();
         if (ran) {
-            job_finish(j); /* obj_dispatch's loop goes on with the next request */
+            job_finish(r); /* obj_dispatch's loop goes on with the next request */
             return;
         }
     }
-    pyexec_submit(st->px, &j->pj);
+    sreq_enter(r, SREQ_THREAD);
+    pyexec_submit(st->px, &r->pj);
 }
 
 /* ------------------------------------------------------------ queues */
 
+/* The head's run is out (INLINE, THREAD, or ANSWERED before its run is
+ * back): the next request waits. */
+static int obj_busy(const sobj_t *o)
+{
+    return o->head && o->head->state != SREQ_QUEUED;
+}
+
 static void obj_dispatch(store_t *st, sobj_t *o)
 {
     o->hold++;
-    while (!st->stopping && !o->busy && !o->pending && o->head) {
+    while (!st->stopping && !obj_busy(o) && !o->pending && o->head) {
         sreq_t *r = o->head;
         if (is_python(r->type)) {
             job_start(st, o, r);
-            continue; /* busy now, or the request was answered */
+            continue; /* running now, or back and off the queue */
         }
-        o->head = r->next;
-        if (!o->head)
-            o->tail = NULL;
-        r->next = NULL;
+        obj_pop(o);
         unit_submit(st, r, o);
     }
     o->hold--;
@@ -431,21 +376,19 @@ static void obj_dispatch(store_t *st, sobj_t *o)
  * threads between their steps, as an inline run takes it). */
 static void unload_now(store_t *st, sreq_t *r)
 {
-    buf_t b;
-    buf_init(&b);
     py_gil_enter();
-    spy_unload(&b, r->id);
+    spy_unload(st->spy, &r->answer, r->id);
     py_gil_leave();
-    if (buf_unread(&b))
-        sconn_answer(r->conn, &b, 0);
+    if (buf_unread(&r->answer))
+        sconn_answer(r->conn, &r->answer, 0);
     else
         answer_failed(r, STORE_ERR_INTERNAL, "out of memory", 0);
-    buf_free(&b);
     sreq_free(r);
 }
 
 void sobj_submit(store_t *st, sreq_t *r)
 {
+    r->unit.ctx = r;
     switch (r->type) {
     case SMSG_PERSIST:
         persist_submit(st, r);
@@ -469,6 +412,7 @@ void sobj_submit(store_t *st, sreq_t *r)
         sreq_free(r);
         return;
     }
+    r->ent = o;
     if (o->tail)
         o->tail->next = r;
     else
@@ -480,12 +424,15 @@ void sobj_submit(store_t *st, sreq_t *r)
 void sobj_unit_done(void *ctx, wunit_t *u)
 {
     store_t *st = ctx;
-    uowner_t *own = u->ctx;
+    sreq_t *r = u->ctx;
     /* Answers that wait for earlier units go first, then this unit's own. */
     sconn_release_below(st, u->seq);
     if (st->durable < u->seq)
         st->durable = u->seq;
-    own->done(st, own, u);
+    if (is_python(r->type))
+        job_unit_done(st, r, u);
+    else
+        ureq_done(st, r, u);
     sconn_release(st, st->durable);
 }
 

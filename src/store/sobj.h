@@ -9,7 +9,10 @@
  * units in order, so each sees every change submitted before it.
  *
  * PERSIST puts its objects in the table as pending until its unit is decided,
- * so requests about them that arrive meanwhile wait for it. */
+ * so requests about them that arrive meanwhile wait for it.
+ *
+ * Every move of a request's state (sreq.h) is made here, on the loop thread:
+ * which state it leaves says who answers it and who frees it. */
 #ifndef BETTONG_SOBJ_H
 #define BETTONG_SOBJ_H
 
@@ -18,8 +21,7 @@
 
 typedef struct sobj {
     onode_t node; /* first */
-    sreq_t *head, *tail; /* queued; the head is running while busy */
-    int busy;
+    sreq_t *head, *tail; /* queued; the head is running unless QUEUED (sreq.h) */
     int pending;         /* PERSISTs not yet decided that create it */
     unsigned hold;       /* in use further up the stack: not freed meanwhile (an
                             answer can resume a paused connection, whose buffered
@@ -27,7 +29,7 @@ typedef struct sobj {
     uint64_t last_seq;   /* the last unit about it: later answers wait for it */
 } sobj_t;
 
-/* Take a parsed request (ownership passes). */
+/* Take a parsed request (QUEUED; ownership passes). */
 void sobj_submit(store_t *st, sreq_t *r);
 /* The committer's done callback (commit.h). */
 void sobj_unit_done(void *ctx, wunit_t *u);

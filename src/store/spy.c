@@ -65,7 +65,7 @@ typedef struct reg {
     PyObject *state;         /* owned bytes: the stored state */
     PyObject *fields;        /* owned tuple of str: the persistent fields */
     /* owned: when every persistent field held an immutable atom as `state` was
-     * pickled, those values (S.absent for a missing one) and the `fields`
+     * pickled, those values (sp->absent for a missing one) and the `fields`
      * tuple they go with; else NULL. The same objects still there mean the
      * same pickle (snap_unchanged). */
     PyObject *snap, *snap_fields;
@@ -85,7 +85,7 @@ typedef struct {
     reg_t *head, *tail; /* head: most recent */
 } rlist_t;
 
-static struct {
+struct spy {
     sdb_t *db;
     committer_t *cm;
     size_t cache;
@@ -122,7 +122,24 @@ static struct {
     /* owned dict: alias -> [object id, unit seq (0: not submitted)] for
      * aliases added by calls whose units are not on disk yet */
     PyObject *pending_aliases;
-} S;
+    /* owned: _bettong_instore, the module of the C functions Python calls
+     * (persistent_id, persistent_load, the module's own): its state points
+     * back here (spy_of) */
+    PyObject *module;
+};
+
+/* The store's Python side, for a C function Python calls: its self is the
+ * module, whose state holds it. NULL with an exception once the store has
+ * stopped (a reference kept by Python code may outlive it). */
+static spy_t *spy_of(PyObject *module)
+{
+    spy_t **slot = PyModule_GetState(module);
+    if (slot && *slot)
+        return *slot;
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_RuntimeError, "the object store has stopped");
+    return NULL;
+}
 
 enum {
     FOUND = 0,
@@ -153,6 +170,10 @@ typedef struct {
     PyObject *aliases;   /* owned list of (alias, object id) str tuples, or NULL */
 } scall_t;
 
+/* Per thread, not in spy_t: user code between the request and these
+ * (Persistent.__new__ calling _bettong_instore.created, pickling) has no path
+ * to the request, and a thread runs one request at a time while several
+ * threads run theirs interleaved. */
 static _Thread_local scall_t *t_call;
 static _Thread_local int t_loading;
 
@@ -182,11 +203,11 @@ static void rlist_remove(rlist_t *l, reg_t *e)
     e->prev = e->next = NULL;
 }
 
-static void lru_touch(reg_t *e)
+static void lru_touch(spy_t *sp, reg_t *e)
 {
-    if (S.lru.head != e) {
-        rlist_remove(&S.lru, e);
-        rlist_push(&S.lru, e);
+    if (sp->lru.head != e) {
+        rlist_remove(&sp->lru, e);
+        rlist_push(&sp->lru, e);
     }
 }
 
@@ -232,19 +253,19 @@ static int is_flat(PyObject *v)
 /* pickle.Pickler(BytesIO(), 5) with our persistent_id, dump(obj): the bytes
  * (new reference), or NULL with an exception. A flat value takes plain
  * pickle.dumps (no Pickler and file objects to make). */
-static PyObject *dumps(PyObject *obj)
+static PyObject *dumps(spy_t *sp, PyObject *obj)
 {
     if (is_flat(obj)) {
-        PyObject *args[2] = {obj, S.protocol};
-        return PyObject_Vectorcall(S.plain_dumps, args, 2, NULL);
+        PyObject *args[2] = {obj, sp->protocol};
+        return PyObject_Vectorcall(sp->plain_dumps, args, 2, NULL);
     }
     PyObject *out = NULL, *res = NULL;
-    PyObject *f = PyObject_CallNoArgs(S.BytesIO);
-    PyObject *p = f ? PyObject_CallFunction(S.Pickler, "Oi", f, 5) : NULL;
-    if (p && PyObject_SetAttr(p, S.s_persistent_id, S.pid_fn) == 0)
-        res = PyObject_CallMethodOneArg(p, S.s_dump, obj);
+    PyObject *f = PyObject_CallNoArgs(sp->BytesIO);
+    PyObject *p = f ? PyObject_CallFunction(sp->Pickler, "Oi", f, 5) : NULL;
+    if (p && PyObject_SetAttr(p, sp->s_persistent_id, sp->pid_fn) == 0)
+        res = PyObject_CallMethodOneArg(p, sp->s_dump, obj);
     if (res)
-        out = PyObject_CallMethodNoArgs(f, S.s_getvalue);
+        out = PyObject_CallMethodNoArgs(f, sp->s_getvalue);
     Py_XDECREF(res);
     Py_XDECREF(p);
     Py_XDECREF(f);
@@ -255,28 +276,29 @@ static PyObject *dumps(PyObject *obj)
  * MissingObject; leniently: it becomes None). New reference or NULL. Bytes
  * without the opcodes of a persistent id (BINPERSID 'Q', PERSID 'P') anywhere
  * take plain pickle.loads. */
-static PyObject *loads(const uint8_t *p, size_t n, int strict)
+static PyObject *loads(spy_t *sp, const uint8_t *p, size_t n, int strict)
 {
     PyObject *out = NULL;
     PyObject *mv = PyMemoryView_FromMemory((char *)p, (Py_ssize_t)n, PyBUF_READ);
     if (mv && !memchr(p, 'Q', n) && !memchr(p, 'P', n)) {
-        out = PyObject_CallOneArg(S.plain_loads, mv);
+        out = PyObject_CallOneArg(sp->plain_loads, mv);
         Py_DECREF(mv);
         return out;
     }
-    PyObject *f = mv ? PyObject_CallOneArg(S.BytesIO, mv) : NULL;
-    PyObject *u = f ? PyObject_CallOneArg(S.Unpickler, f) : NULL;
-    if (u && PyObject_SetAttr(u, S.s_persistent_load, strict ? S.load_strict : S.load_lenient) == 0)
-        out = PyObject_CallMethodNoArgs(u, S.s_load);
+    PyObject *f = mv ? PyObject_CallOneArg(sp->BytesIO, mv) : NULL;
+    PyObject *u = f ? PyObject_CallOneArg(sp->Unpickler, f) : NULL;
+    PyObject *load = strict ? sp->load_strict : sp->load_lenient;
+    if (u && PyObject_SetAttr(u, sp->s_persistent_load, load) == 0)
+        out = PyObject_CallMethodNoArgs(u, sp->s_load);
     Py_XDECREF(u);
     Py_XDECREF(f);
     Py_XDECREF(mv);
     return out;
 }
 
-static PyObject *loads_bytes(PyObject *b, int strict)
+static PyObject *loads_bytes(spy_t *sp, PyObject *b, int strict)
 {
-    return loads((const uint8_t *)PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), strict);
+    return loads(sp, (const uint8_t *)PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b), strict);
 }
 
 /* ------------------------------------------------------------ instances */
@@ -294,12 +316,12 @@ static PyObject *instance_dict(PyObject *obj)
 
 /* The object's `_bettong_id` if it is a live instance of a loaded class
  * (new reference), else NULL (no exception). */
-static PyObject *instance_id(PyObject *obj)
+static PyObject *instance_id(spy_t *sp, PyObject *obj)
 {
     if (Py_TYPE(obj)->tp_dictoffset == 0)
         return NULL;
     PyObject *d = PyObject_GenericGetDict(obj, NULL);
-    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
+    PyObject *oid = d ? PyDict_GetItemWithError(d, sp->s_bettong_id) : NULL;
     if (oid && PyUnicode_Check(oid))
         Py_INCREF(oid);
     else
@@ -309,34 +331,37 @@ static PyObject *instance_id(PyObject *obj)
     return oid;
 }
 
-static PyObject *other_pid(PyObject *obj);
+static PyObject *other_pid(spy_t *sp, PyObject *obj);
 
 static PyObject *persistent_id(PyObject *self, PyObject *obj)
 {
-    sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)Py_TYPE(obj));
-    PyObject *oid = c ? instance_id(obj) : NULL;
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    sclass_t *c = idmap_get(&sp->types, (uint64_t)(uintptr_t)Py_TYPE(obj));
+    PyObject *oid = c ? instance_id(sp, obj) : NULL;
     if (!oid)
-        return other_pid(obj);
+        return other_pid(sp, obj);
     uint64_t cid = c->class_id;
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(oid, &n);
-    reg_t *e = s ? (reg_t *)omap_get(&S.objs, s, (size_t)n) : NULL;
+    reg_t *e = s ? (reg_t *)omap_get(&sp->objs, s, (size_t)n) : NULL;
     if (e && e->cls)
         cid = e->cls->class_id;
     PyErr_Clear();
-    PyObject *pid = Py_BuildValue("(OOK)", S.tag, oid, (unsigned long long)cid);
+    PyObject *pid = Py_BuildValue("(OOK)", sp->tag, oid, (unsigned long long)cid);
     Py_DECREF(oid);
     return pid;
 }
 
-static reg_t *reg_get(const char *id, size_t n, int *status);
+static reg_t *reg_get(spy_t *sp, const char *id, size_t n, int *status);
 
 /* The live object a persistent id names: reg_get's entry, following the
  * forwards of consolidated versions (new reference in *oid: the id at the
  * end); NULL with *status MISSING or BROKEN. */
-static reg_t *reg_follow(PyObject **oid, const char **s, Py_ssize_t *n, int *status)
+static reg_t *reg_follow(spy_t *sp, PyObject **oid, const char **s, Py_ssize_t *n, int *status)
 {
-    reg_t *e = reg_get(*s, (size_t)*n, status);
+    reg_t *e = reg_get(sp, *s, (size_t)*n, status);
     for (int hops = 0; !e && *status == FORWARDED; hops++) {
         if (hops == 64) {
             *status = MISSING; /* forwards without end: logged by the caller */
@@ -349,17 +374,17 @@ static reg_t *reg_follow(PyObject **oid, const char **s, Py_ssize_t *n, int *sta
             return NULL;
         }
         Py_SETREF(*oid, next);
-        e = reg_get(*s, (size_t)*n, status);
+        e = reg_get(sp, *s, (size_t)*n, status);
     }
     return e;
 }
 
-static PyObject *persistent_load(PyObject *pid, int strict)
+static PyObject *persistent_load(spy_t *sp, PyObject *pid, int strict)
 {
     PyObject *oid = PyTuple_Check(pid) && PyTuple_GET_SIZE(pid) == 3 ? PyTuple_GET_ITEM(pid, 1)
                                                                      : NULL;
     if (!oid || !PyUnicode_Check(oid) ||
-        PyObject_RichCompareBool(PyTuple_GET_ITEM(pid, 0), S.tag, Py_EQ) != 1) {
+        PyObject_RichCompareBool(PyTuple_GET_ITEM(pid, 0), sp->tag, Py_EQ) != 1) {
         PyErr_Clear();
         PyErr_SetString(PyExc_ValueError, "unsupported persistent id in a pickle");
         return NULL;
@@ -370,18 +395,18 @@ static PyObject *persistent_load(PyObject *pid, int strict)
         return NULL;
     int status;
     Py_INCREF(oid);
-    reg_t *e = reg_follow(&oid, &s, &n, &status);
+    reg_t *e = reg_follow(sp, &oid, &s, &n, &status);
     PyObject *res = NULL;
-    if (e && e->replica && S.remote_ref) /* its master's: calls and writes go there */
-        res = PyObject_CallFunctionObjArgs(S.remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
+    if (e && e->replica && sp->remote_ref) /* its master's: calls and writes go there */
+        res = PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     else if (e)
         res = Py_NewRef(e->obj);
     else if (status == BROKEN)
         res = NULL;
-    else if (S.remote_ref) /* held by another backend of the service (or by none) */
-        res = PyObject_CallFunctionObjArgs(S.remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
+    else if (sp->remote_ref) /* held by another backend of the service (or by none) */
+        res = PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     else if (strict)
-        PyErr_Format(S.MissingObject, "no object with id '%s'", s);
+        PyErr_Format(sp->MissingObject, "no object with id '%s'", s);
     else {
         log_warn("store: a stored state refers to object %s, which no longer exists: None in "
                  "its place", s);
@@ -393,12 +418,18 @@ static PyObject *persistent_load(PyObject *pid, int strict)
 
 static PyObject *persistent_load_strict(PyObject *self, PyObject *pid)
 {
-    return persistent_load(pid, 1);
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    return persistent_load(sp, pid, 1);
 }
 
 static PyObject *persistent_load_lenient(PyObject *self, PyObject *pid)
 {
-    return persistent_load(pid, 0);
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    return persistent_load(sp, pid, 0);
 }
 
 static PyMethodDef pid_def = {"persistent_id", persistent_id, METH_O, NULL};
@@ -410,9 +441,9 @@ static PyMethodDef load_lenient_def = {"persistent_load", persistent_load_lenien
 /* Import module q[0..modlen) and follow the dotted attributes in `attrs`.
  * New reference; NULL if the module does not import (exception cleared), or
  * *imported set and NULL if an attribute is missing. */
-static PyObject *resolve(const char *q, size_t modlen, const char *attrs, int *imported)
+static PyObject *resolve(spy_t *sp, const char *q, size_t modlen, const char *attrs, int *imported)
 {
-    PyObject *obj = PyObject_CallFunction(S.import_module, "s#", q, (Py_ssize_t)modlen);
+    PyObject *obj = PyObject_CallFunction(sp->import_module, "s#", q, (Py_ssize_t)modlen);
     *imported = obj != NULL;
     while (obj && *attrs) {
         const char *dot = strchr(attrs, '.');
@@ -430,7 +461,7 @@ static PyObject *resolve(const char *q, size_t modlen, const char *attrs, int *i
 
 /* Import "pkg.mod:Qual.name" or "pkg.mod.Qual.name" (the longest importable
  * module prefix). A class (new reference) or NULL (no exception). */
-static PyObject *import_qualname(const char *q)
+static PyObject *import_qualname(spy_t *sp, const char *q)
 {
     if (strstr(q, "<locals>") || !strncmp(q, "__main__", 8))
         return NULL;
@@ -438,11 +469,11 @@ static PyObject *import_qualname(const char *q)
     PyObject *obj = NULL;
     int imported = 0;
     if (colon) {
-        obj = resolve(q, (size_t)(colon - q), colon + 1, &imported);
+        obj = resolve(sp, q, (size_t)(colon - q), colon + 1, &imported);
     } else {
         for (size_t i = strlen(q); i > 1 && !imported; i--)
             if (q[i - 1] == '.')
-                obj = resolve(q, i - 1, q + i, &imported);
+                obj = resolve(sp, q, i - 1, q + i, &imported);
     }
     if (obj && !PyType_Check(obj))
         Py_CLEAR(obj);
@@ -463,19 +494,19 @@ static int is_classvar(PyObject *ann)
 /* The annotated field names of cls and its bases (base first), as the client
  * computes them (bettong.objects.persistent_fields): ClassVar annotations and
  * names starting with "_bt" are not fields. */
-static PyObject *annotated_fields(PyObject *cls)
+static PyObject *annotated_fields(spy_t *sp, PyObject *cls)
 {
     PyObject *names = PyList_New(0);
     PyObject *mro = ((PyTypeObject *)cls)->tp_mro; /* borrowed */
     for (Py_ssize_t i = mro ? PyTuple_GET_SIZE(mro) - 1 : -1; names && i >= 0; i--) {
         PyObject *d = ((PyTypeObject *)PyTuple_GET_ITEM(mro, i))->tp_dict; /* borrowed */
-        PyObject *ann = d ? PyDict_GetItemWithError(d, S.s_annotations) : NULL;
+        PyObject *ann = d ? PyDict_GetItemWithError(d, sp->s_annotations) : NULL;
         if (!ann || !PyDict_Check(ann))
             continue;
         PyObject *k, *v;
         Py_ssize_t pos = 0;
         while (names && PyDict_Next(ann, &pos, &k, &v)) {
-            if (!PyUnicode_Check(k) || PyUnicode_Tailmatch(k, S.s_bt, 0, 3, -1) == 1 ||
+            if (!PyUnicode_Check(k) || PyUnicode_Tailmatch(k, sp->s_bt, 0, 3, -1) == 1 ||
                 is_classvar(v))
                 continue;
             int has = PySequence_Contains(names, k);
@@ -490,13 +521,13 @@ static PyObject *annotated_fields(PyObject *cls)
 }
 
 /* Read a class's record from LMDB: qualname and pickle as new objects. */
-static int read_class(uint64_t cid, PyObject **qualname, PyObject **pickle)
+static int read_class(spy_t *sp, uint64_t cid, PyObject **qualname, PyObject **pickle)
 {
     sdb_read_t r;
     const char *q;
     const uint8_t *p;
     size_t qn, pn;
-    int rc = sdb_read_begin(S.db, &r);
+    int rc = sdb_read_begin(sp->db, &r);
     if (rc == SDB_OK)
         rc = sdb_get_class(&r, cid, &q, &qn, &p, &pn);
     if (rc == SDB_OK) {
@@ -514,34 +545,45 @@ static int read_class(uint64_t cid, PyObject **qualname, PyObject **pickle)
     return rc;
 }
 
-static void class_flags(sclass_t *c);
+static void class_flags(spy_t *sp, sclass_t *c);
 
-static sclass_t *class_get(uint64_t cid)
+static sclass_t *class_get(spy_t *sp, uint64_t cid)
 {
-    sclass_t *c = idmap_get(&S.classes, cid);
+    sclass_t *c = idmap_get(&sp->classes, cid);
     if (c)
         return c;
     PyObject *qualname = NULL, *pickle = NULL, *cls = NULL;
-    if (read_class(cid, &qualname, &pickle) == SDB_OK) {
+    if (read_class(sp, cid, &qualname, &pickle) == SDB_OK) {
         const char *q = PyUnicode_AsUTF8(qualname);
-        cls = q ? import_qualname(q) : NULL;
+        cls = q ? import_qualname(sp, q) : NULL;
         if (!cls)
-            cls = loads_bytes(pickle, 1);
+            cls = loads_bytes(sp, pickle, 1);
         if (cls && !PyType_Check(cls)) {
             PyErr_Format(PyExc_TypeError, "class id %llu (%s) did not unpickle to a class",
                          (unsigned long long)cid, q ? q : "?");
             Py_CLEAR(cls);
         }
     }
-    PyObject *ann = cls ? annotated_fields(cls) : NULL;
+    PyObject *ann = cls ? annotated_fields(sp, cls) : NULL;
+    /* Loading ran Python, which lets other threads run: one of them may have
+     * loaded this class meanwhile. Its record stays the class's (replacing it
+     * would leak it and split the kinds' statistics between two records). */
+    sclass_t *other = ann ? idmap_get(&sp->classes, cid) : NULL;
+    if (other) {
+        Py_DECREF(cls);
+        Py_DECREF(ann);
+        Py_XDECREF(qualname);
+        Py_XDECREF(pickle);
+        return other;
+    }
     c = ann ? calloc(1, sizeof *c) : NULL;
-    if (c && idmap_put(&S.classes, cid, c) == 0) {
+    if (c && idmap_put(&sp->classes, cid, c) == 0) {
         c->class_id = cid;
         c->cls = cls;
         c->annotated = ann;
-        class_flags(c);
-        if (!idmap_get(&S.types, (uint64_t)(uintptr_t)cls))
-            idmap_put(&S.types, (uint64_t)(uintptr_t)cls, c); /* best effort */
+        class_flags(sp, c);
+        if (!idmap_get(&sp->types, (uint64_t)(uintptr_t)cls))
+            idmap_put(&sp->types, (uint64_t)(uintptr_t)cls, c); /* best effort */
         log_debug("store: class %llu is %s", (unsigned long long)cid,
                   ((PyTypeObject *)cls)->tp_name);
     } else {
@@ -585,9 +627,9 @@ static tusage_t thread_usage(void)
 /* A run was short: at most inline_ns of CPU, and it never gave up the CPU
  * (sleep, I/O, a lock, the GIL: a voluntary context switch). Being preempted
  * does not count against it. */
-static int run_short(tusage_t a, tusage_t b)
+static int run_short(spy_t *sp, tusage_t a, tusage_t b)
 {
-    return b.waits == a.waits && (b.cpu_us - a.cpu_us) * 1000 <= S.inline_ns;
+    return b.waits == a.waits && (b.cpu_us - a.cpu_us) * 1000 <= sp->inline_ns;
 }
 
 static int has_kind(uint8_t type)
@@ -595,7 +637,7 @@ static int has_kind(uint8_t type)
     return type == SMSG_CALL || type == SMSG_GET_FIELD || type == SMSG_SET_FIELD;
 }
 
-static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
+static mstat_t *stat_find(sclass_t *c, const sreq_t *r)
 {
     for (mstat_t *m = c->stats; m; m = m->next)
         if (m->type == r->type && m->namelen == r->namelen &&
@@ -606,7 +648,7 @@ static mstat_t *stat_find(sclass_t *c, const spy_req_t *r)
 
 /* The request's kind, made on first use (NULL past STATS_MAX or out of memory:
  * no exception). */
-static mstat_t *stat_get(sclass_t *c, const spy_req_t *r)
+static mstat_t *stat_get(sclass_t *c, const sreq_t *r)
 {
     mstat_t *m = stat_find(c, r);
     if (m || c->nstats >= STATS_MAX)
@@ -694,7 +736,7 @@ static int is_immutable(PyObject *v)
 
 /* e->state was just pickled from `pd` (persistent_dict): remember its values
  * if they are all immutable. */
-static void snap_take(reg_t *e, PyObject *pd)
+static void snap_take(spy_t *sp, reg_t *e, PyObject *pd)
 {
     Py_CLEAR(e->snap);
     Py_CLEAR(e->snap_fields);
@@ -705,7 +747,7 @@ static void snap_take(reg_t *e, PyObject *pd)
     for (Py_ssize_t i = 0; t && i < n; i++) {
         PyObject *v = PyDict_GetItemWithError(pd, PyTuple_GET_ITEM(e->fields, i));
         if (!v && !PyErr_Occurred())
-            v = S.absent;
+            v = sp->absent;
         if (!v || !is_immutable(v)) {
             Py_CLEAR(t);
             break;
@@ -722,7 +764,7 @@ static void snap_take(reg_t *e, PyObject *pd)
 /* 1 if every persistent field still holds the very (immutable) object it held
  * when e->state was pickled: the state would pickle to the same bytes, so
  * nothing changed. 0: it may have changed (pickle and compare). */
-static int snap_unchanged(reg_t *e)
+static int snap_unchanged(spy_t *sp, reg_t *e)
 {
     if (!e->snap || e->snap_fields != e->fields)
         return 0;
@@ -730,7 +772,7 @@ static int snap_unchanged(reg_t *e)
     int same = d != NULL;
     for (Py_ssize_t i = 0; same && i < PyTuple_GET_SIZE(e->fields); i++) {
         PyObject *v = PyDict_GetItemWithError(d, PyTuple_GET_ITEM(e->fields, i));
-        same = (v ? v : PyErr_Occurred() ? NULL : S.absent) == PyTuple_GET_ITEM(e->snap, i);
+        same = (v ? v : PyErr_Occurred() ? NULL : sp->absent) == PyTuple_GET_ITEM(e->snap, i);
     }
     Py_XDECREF(d);
     PyErr_Clear();
@@ -738,12 +780,12 @@ static int snap_unchanged(reg_t *e)
 }
 
 /* Put the stored state back into the instance (after a failed call). */
-static int restore_custom(reg_t *e);
+static int restore_custom(spy_t *sp, reg_t *e);
 
-static void restore(reg_t *e)
+static void restore(spy_t *sp, reg_t *e)
 {
     if (e->cls->getstate || e->cls->setstate) {
-        if (restore_custom(e) < 0) {
+        if (restore_custom(sp, e) < 0) {
             char *tb = py_take_traceback();
             log_error("store: object %s could not be restored after a failed call:\n%s",
                       e->node.id, tb);
@@ -751,9 +793,9 @@ static void restore(reg_t *e)
         }
         return;
     }
-    if (snap_unchanged(e))
+    if (snap_unchanged(sp, e))
         return; /* the call changed no persistent field */
-    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *st = loads_bytes(sp, e->state, 0);
     PyObject *d = st && PyDict_Check(st) ? instance_dict(e->obj) : NULL;
     int ok = d != NULL;
     for (Py_ssize_t i = 0; ok && i < PyTuple_GET_SIZE(e->fields); i++) {
@@ -790,27 +832,27 @@ static void reg_free(reg_t *e)
 }
 
 /* Remove a live entry from the registry (the object lives on while referenced). */
-static void reg_evict(reg_t *e)
+static void reg_evict(spy_t *sp, reg_t *e)
 {
-    omap_del(&S.objs, &e->node);
-    rlist_remove(&S.lru, e);
-    S.live--;
+    omap_del(&sp->objs, &e->node);
+    rlist_remove(&sp->lru, e);
+    sp->live--;
     reg_free(e);
 }
 
-static void tomb_drop(reg_t *e)
+static void tomb_drop(spy_t *sp, reg_t *e)
 {
-    omap_del(&S.objs, &e->node);
-    rlist_remove(&S.tombs, e);
+    omap_del(&sp->objs, &e->node);
+    rlist_remove(&sp->tombs, e);
     free(e);
 }
 
-static int read_object(const char *id, size_t n, uint64_t *cid, PyObject **state)
+static int read_object(spy_t *sp, const char *id, size_t n, uint64_t *cid, PyObject **state)
 {
     sdb_read_t r;
     const uint8_t *p;
     size_t len;
-    int rc = sdb_read_begin(S.db, &r);
+    int rc = sdb_read_begin(sp->db, &r);
     if (rc == SDB_OK)
         rc = sdb_get_object(&r, id, n, cid, &p, &len);
     if (rc == SDB_OK && !(*state = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len)))
@@ -822,24 +864,24 @@ static int read_object(const char *id, size_t n, uint64_t *cid, PyObject **state
 }
 
 /* Fill a fresh entry's object from its stored state. */
-static int state_apply(reg_t *e, PyObject *st);
-static PyObject *state_value(reg_t *e);
+static int state_apply(spy_t *sp, reg_t *e, PyObject *st);
+static PyObject *state_value(spy_t *sp, reg_t *e);
 
-static int reg_fill(reg_t *e)
+static int reg_fill(spy_t *sp, reg_t *e)
 {
-    PyObject *st = loads_bytes(e->state, 0);
-    int ok = st && state_apply(e, st) == 0 &&
+    PyObject *st = loads_bytes(sp, e->state, 0);
+    int ok = st && state_apply(sp, e, st) == 0 &&
              (e->fields = PyDict_Check(st) ? fields_of(st, e->cls, NULL)
                                            : Py_NewRef(e->cls->annotated));
     Py_XDECREF(st);
     if (!ok)
         return -1;
     /* Our own pickle of it, so an unchanged object pickles to equal bytes. */
-    PyObject *pd = state_value(e);
-    PyObject *mine = pd ? dumps(pd) : NULL;
+    PyObject *pd = state_value(sp, e);
+    PyObject *mine = pd ? dumps(sp, pd) : NULL;
     if (mine) {
         Py_SETREF(e->state, mine);
-        snap_take(e, pd);
+        snap_take(sp, e, pd);
     }
     Py_XDECREF(pd);
     PyErr_Clear();
@@ -848,7 +890,7 @@ static int reg_fill(reg_t *e)
 
 /* Whether id is a replica here, and (a master) the backends holding its
  * replicas: NULL for none, else a new tuple. -1 with an exception. */
-static int read_replication(const char *id, size_t n, int *replica, PyObject **replicas)
+static int read_replication(spy_t *sp, const char *id, size_t n, int *replica, PyObject **replicas)
 {
     sdb_read_t r;
     buf_t names;
@@ -856,7 +898,7 @@ static int read_replication(const char *id, size_t n, int *replica, PyObject **r
     uint32_t count = 0;
     *replica = 0;
     *replicas = NULL;
-    int rc = sdb_read_begin(S.db, &r);
+    int rc = sdb_read_begin(sp->db, &r);
     if (rc == SDB_OK) {
         *replica = sdb_replica_master(&r, id, n, NULL) == SDB_OK;
         rc = sdb_list_replicas(&r, id, n, &names, &count);
@@ -884,10 +926,10 @@ static int read_replication(const char *id, size_t n, int *replica, PyObject **r
  * MISSING. Requests naming it are sent on to the original (spy_run), so
  * that each object has one queue; references to it load as the original
  * (persistent_load). */
-static void read_forward(const char *id, size_t n, int *status)
+static void read_forward(spy_t *sp, const char *id, size_t n, int *status)
 {
     sdb_read_t r;
-    int rc = sdb_read_begin(S.db, &r);
+    int rc = sdb_read_begin(sp->db, &r);
     if (rc == SDB_OK)
         rc = sdb_get_forward(&r, id, n, t_forward, &t_forward_len);
     sdb_read_end(&r);
@@ -896,30 +938,30 @@ static void read_forward(const char *id, size_t n, int *status)
         PyErr_SetString(PyExc_RuntimeError, "storage failure reading a forward");
 }
 
-static reg_t *reg_load(const char *id, size_t n, int *status)
+static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
 {
     uint64_t cid;
     PyObject *state = NULL, *replicas = NULL;
     int replica = 0;
-    int rc = read_object(id, n, &cid, &state);
+    int rc = read_object(sp, id, n, &cid, &state);
     *status = rc == SDB_NOTFOUND ? MISSING : BROKEN;
     if (rc == SDB_NOTFOUND)
-        read_forward(id, n, status);
+        read_forward(sp, id, n, status);
     if (rc)
         return NULL;
-    if (read_replication(id, n, &replica, &replicas) < 0) {
+    if (read_replication(sp, id, n, &replica, &replicas) < 0) {
         Py_DECREF(state);
         return NULL;
     }
-    sclass_t *c = class_get(cid);
+    sclass_t *c = class_get(sp, cid);
     t_loading++; /* Persistent.__new__ here is no creation (call_created) */
-    PyObject *obj = c ? PyObject_CallMethodOneArg(c->cls, S.s_new, c->cls) : NULL;
+    PyObject *obj = c ? PyObject_CallMethodOneArg(c->cls, sp->s_new, c->cls) : NULL;
     t_loading--;
     PyObject *d = obj ? instance_dict(obj) : NULL;
     PyObject *oid = d ? PyUnicode_DecodeUTF8(id, (Py_ssize_t)n, "strict") : NULL;
     PyObject *pcid = oid ? PyLong_FromUnsignedLongLong(cid) : NULL;
-    int ok = pcid && PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
-             PyDict_SetItem(d, S.s_bettong_cid, pcid) == 0;
+    int ok = pcid && PyDict_SetItem(d, sp->s_bettong_id, oid) == 0 &&
+             PyDict_SetItem(d, sp->s_bettong_cid, pcid) == 0;
     Py_XDECREF(pcid);
     Py_XDECREF(oid);
     Py_XDECREF(d);
@@ -939,19 +981,19 @@ static reg_t *reg_load(const char *id, size_t n, int *status)
     e->replica = replica;
     e->replicas = replicas;
     e->loading = 1;
-    if (omap_add(&S.objs, &e->node) < 0) {
+    if (omap_add(&sp->objs, &e->node) < 0) {
         PyErr_NoMemory();
         reg_free(e);
         return NULL;
     }
-    rlist_push(&S.lru, e);
-    S.live++;
+    rlist_push(&sp->lru, e);
+    sp->live++;
     /* Registered before its state is loaded: a cycle back to it resolves. */
     t_loading++;
-    int filled = reg_fill(e);
+    int filled = reg_fill(sp, e);
     t_loading--;
     if (filled < 0) {
-        reg_evict(e);
+        reg_evict(sp, e);
         return NULL;
     }
     e->loading = 0;
@@ -959,29 +1001,29 @@ static reg_t *reg_load(const char *id, size_t n, int *status)
     return e;
 }
 
-static reg_t *reg_get(const char *id, size_t n, int *status)
+static reg_t *reg_get(spy_t *sp, const char *id, size_t n, int *status)
 {
-    reg_t *e = (reg_t *)omap_get(&S.objs, id, n);
+    reg_t *e = (reg_t *)omap_get(&sp->objs, id, n);
     if (e && !e->obj) {
-        if (e->tomb_seq > committer_durable(S.cm)) {
+        if (e->tomb_seq > committer_durable(sp->cm)) {
             *status = MISSING;
             return NULL;
         }
-        tomb_drop(e); /* deleted on disk too */
+        tomb_drop(sp, e); /* deleted on disk too */
         e = NULL;
     }
     if (!e)
-        return reg_load(id, n, status);
-    lru_touch(e);
+        return reg_load(sp, id, n, status);
+    lru_touch(sp, e);
     *status = FOUND;
     return e;
 }
 
 /* The request's object, once no other thread is still loading it. */
-static reg_t *reg_target(const char *id, size_t n, int *status)
+static reg_t *reg_target(spy_t *sp, const char *id, size_t n, int *status)
 {
     reg_t *e;
-    while ((e = reg_get(id, n, status)) && e->loading) {
+    while ((e = reg_get(sp, id, n, status)) && e->loading) {
         Py_BEGIN_ALLOW_THREADS
         usleep(200);
         Py_END_ALLOW_THREADS
@@ -989,39 +1031,39 @@ static reg_t *reg_target(const char *id, size_t n, int *status)
     return e;
 }
 
-static void pending_aliases_trim(uint64_t durable);
+static void pending_aliases_trim(spy_t *sp, uint64_t durable);
 
-void spy_trim(void)
+void spy_trim(spy_t *sp)
 {
-    uint64_t durable = committer_durable(S.cm);
-    pending_aliases_trim(durable);
-    while (S.tombs.tail && S.tombs.tail->tomb_seq <= durable)
-        tomb_drop(S.tombs.tail);
-    reg_t *e = S.lru.tail;
-    for (int scanned = 0; e && S.live > S.cache && scanned < TRIM_SCAN; scanned++) {
+    uint64_t durable = committer_durable(sp->cm);
+    pending_aliases_trim(sp, durable);
+    while (sp->tombs.tail && sp->tombs.tail->tomb_seq <= durable)
+        tomb_drop(sp, sp->tombs.tail);
+    reg_t *e = sp->lru.tail;
+    for (int scanned = 0; e && sp->live > sp->cache && scanned < TRIM_SCAN; scanned++) {
         reg_t *prev = e->prev;
         if (!e->loading && !e->fresh && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable)
-            reg_evict(e);
+            reg_evict(sp, e);
         e = prev;
     }
 }
 
-void spy_unload(buf_t *answer, uint64_t req)
+void spy_unload(spy_t *sp, buf_t *answer, uint64_t req)
 {
-    uint64_t durable = committer_durable(S.cm);
+    uint64_t durable = committer_durable(sp->cm);
     size_t dropped = 0, before;
     do { /* dropping a referrer can leave what it held unreferenced */
         before = dropped;
-        for (reg_t *e = S.lru.tail, *prev; e; e = prev) {
+        for (reg_t *e = sp->lru.tail, *prev; e; e = prev) {
             prev = e->prev;
             if (!e->loading && !e->fresh && Py_REFCNT(e->obj) == 1 && e->write_seq <= durable) {
-                reg_evict(e);
+                reg_evict(sp, e);
                 dropped++;
             }
         }
     } while (dropped > before);
     PyObject *n = PyLong_FromSize_t(dropped);
-    PyObject *b = n ? dumps(n) : NULL;
+    PyObject *b = n ? dumps(sp, n) : NULL;
     Py_XDECREF(n);
     if (b)
         sreply_ok(answer, req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
@@ -1031,25 +1073,25 @@ void spy_unload(buf_t *answer, uint64_t req)
     PyErr_Clear();
 }
 
-size_t spy_cached(void) { return S.live; }
+size_t spy_cached(const spy_t *sp) { return sp->live; }
 
 /* ------------------------------------------------------------ answers */
 
-static void answer_internal(spy_req_t *r, const char *what)
+static void answer_internal(sreq_t *r, const char *what)
 {
     char *summary = py_exception_summary();
     char *tb = py_take_traceback();
     log_warn("store: %s (object %.*s): %s", what, (int)r->oidlen, r->oid, tb);
-    sreply_failed(r->answer, r->req, STORE_ERR_INTERNAL, "%s: %s", what, summary);
+    sreply_failed(&r->answer, r->id, STORE_ERR_INTERNAL, "%s: %s", what, summary);
     free(summary);
     free(tb);
 }
 
 /* "module.Qualname" of the exception's type ("ValueError" for builtins). */
-static PyObject *type_name(PyObject *type)
+static PyObject *type_name(spy_t *sp, PyObject *type)
 {
-    PyObject *mod = PyObject_GetAttr(type, S.s_module);
-    PyObject *qn = PyObject_GetAttr(type, S.s_qualname);
+    PyObject *mod = PyObject_GetAttr(type, sp->s_module);
+    PyObject *qn = PyObject_GetAttr(type, sp->s_qualname);
     PyObject *out = NULL;
     if (qn && mod && PyUnicode_Check(mod) && PyUnicode_CompareWithASCIIString(mod, "builtins"))
         out = PyUnicode_FromFormat("%U.%U", mod, qn);
@@ -1062,14 +1104,14 @@ static PyObject *type_name(PyObject *type)
 }
 
 /* The current exception as RAISED: (exception or None, type, message, traceback). */
-static void answer_raised(spy_req_t *r)
+static void answer_raised(spy_t *sp, sreq_t *r)
 {
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     if (tb && value)
         PyException_SetTraceback(value, tb);
-    PyObject *tname = type_name(type);
+    PyObject *tname = type_name(sp, type);
     PyObject *msg = value ? PyObject_Str(value) : NULL;
     if (!msg) {
         PyErr_Clear();
@@ -1083,15 +1125,15 @@ static void answer_raised(spy_req_t *r)
     PyObject *tbtext = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
     free(text);
     PyObject *t = Py_BuildValue("(OOOO)", value ? value : Py_None, tname, msg, tbtext);
-    PyObject *b = t ? dumps(t) : NULL;
+    PyObject *b = t ? dumps(sp, t) : NULL;
     if (!b) {
         PyErr_Clear();
         Py_XDECREF(t);
         t = Py_BuildValue("(OOOO)", Py_None, tname, msg, tbtext);
-        b = t ? dumps(t) : NULL;
+        b = t ? dumps(sp, t) : NULL;
     }
     if (b)
-        sreply_raised(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        sreply_raised(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     else
         answer_internal(r, "the exception could not be pickled");
     Py_XDECREF(b);
@@ -1106,36 +1148,36 @@ static void answer_raised(spy_req_t *r)
 
 /* An AttributeError from looking up a method or field: NO_ATTRIBUTE with its
  * text; anything else raised there: RAISED. */
-static void answer_lookup_error(spy_req_t *r)
+static void answer_lookup_error(spy_t *sp, sreq_t *r)
 {
     if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-        answer_raised(r);
+        answer_raised(sp, r);
         return;
     }
     char *summary = py_exception_summary(); /* "AttributeError: text" */
     const char *text = strncmp(summary, "AttributeError: ", 16) == 0 ? summary + 16 : summary;
     PyErr_Clear();
-    sreply_failed(r->answer, r->req, STORE_ERR_NO_ATTRIBUTE, "%s", text);
+    sreply_failed(&r->answer, r->id, STORE_ERR_NO_ATTRIBUTE, "%s", text);
     free(summary);
 }
 
 /* Arguments that would not unpickle: a reference to a missing object is
  * NOT_FOUND, anything else BAD_REQUEST. */
-static void answer_bad_payload(spy_req_t *r, const char *what)
+static void answer_bad_payload(spy_t *sp, sreq_t *r, const char *what)
 {
-    int missing = PyErr_ExceptionMatches(S.MissingObject);
+    int missing = PyErr_ExceptionMatches(sp->MissingObject);
     char *summary = py_exception_summary();
     PyErr_Clear();
-    sreply_failed(r->answer, r->req, missing ? STORE_ERR_NOT_FOUND : STORE_ERR_BAD_REQUEST,
+    sreply_failed(&r->answer, r->id, missing ? STORE_ERR_NOT_FOUND : STORE_ERR_BAD_REQUEST,
                   "%s: %s", what, summary);
     free(summary);
 }
 
-static void answer_pickled(spy_req_t *r, PyObject *value)
+static void answer_pickled(spy_t *sp, sreq_t *r, PyObject *value)
 {
-    PyObject *b = dumps(value);
+    PyObject *b = dumps(sp, value);
     if (b)
-        sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+        sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     else
         answer_internal(r, "the result could not be pickled");
     Py_XDECREF(b);
@@ -1143,11 +1185,15 @@ static void answer_pickled(spy_req_t *r, PyObject *value)
 
 /* ------------------------------------------------------------ writes */
 
-static void swap_bufs(buf_t *a, buf_t *b)
+/* Hand the request's unit (nops ops at ops) to the committer: the answer in
+ * r->answer goes once the unit is on disk, and from now on the run touches
+ * neither (spy.h). The unit's sequence number. */
+static uint64_t unit_submit(spy_t *sp, sreq_t *r, wop_t *ops, size_t nops)
 {
-    buf_t t = *a;
-    *a = *b;
-    *b = t;
+    r->unit.ops = ops;
+    r->unit.nops = nops;
+    r->write_seq = committer_submit(sp->cm, &r->unit);
+    return r->write_seq;
 }
 
 /* The request changed the object (maybe): pickle its persistent fields; if they
@@ -1155,65 +1201,62 @@ static void swap_bufs(buf_t *a, buf_t *b)
  * writes them. Returns 0, or -1 (state not picklable: object restored, the
  * answer replaced by FAILED). */
 static int call_pending(void);
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops);
-static void call_discard(void);
-static PyObject *replicas_push(reg_t *e, PyObject *b);
+static int write_many(spy_t *sp, sreq_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops);
+static void call_discard(spy_t *sp);
+static PyObject *replicas_push(spy_t *sp, reg_t *e, PyObject *b);
 static void replicas_forget(reg_t *e, PyObject *drops);
 
-static int write_back(spy_req_t *r, reg_t *e)
+static int write_back(spy_t *sp, sreq_t *r, reg_t *e)
 {
-    if (snap_unchanged(e))
-        return call_pending() ? write_many(r, e, NULL, NULL, NULL) : 0; /* else read-only */
-    PyObject *pd = state_value(e);
-    PyObject *b = pd ? dumps(pd) : NULL;
+    if (snap_unchanged(sp, e))
+        return call_pending() ? write_many(sp, r, e, NULL, NULL, NULL) : 0; /* else read-only */
+    PyObject *pd = state_value(sp, e);
+    PyObject *b = pd ? dumps(sp, pd) : NULL;
     if (!b) {
         Py_XDECREF(pd);
-        buf_clear(r->answer);
+        buf_clear(&r->answer);
         answer_internal(r, "the object's state could not be pickled (the change is undone)");
-        call_discard();
-        restore(e);
+        call_discard(sp);
+        restore(sp, e);
         return -1;
     }
     Py_ssize_t n = PyBytes_GET_SIZE(b);
     if (n == PyBytes_GET_SIZE(e->state) &&
         memcmp(PyBytes_AS_STRING(b), PyBytes_AS_STRING(e->state), (size_t)n) == 0) {
         Py_DECREF(b);
-        snap_take(e, pd); /* equal values, maybe other objects */
+        snap_take(sp, e, pd); /* equal values, maybe other objects */
         Py_DECREF(pd);
-        return call_pending() ? write_many(r, e, NULL, NULL, NULL) : 0; /* else read-only */
+        return call_pending() ? write_many(sp, r, e, NULL, NULL, NULL) : 0; /* else read-only */
     }
     /* Write-through: every replica holds the new state durably before this
      * backend commits it, so before the answer (sproto.h). Those that fail
      * are unlisted by this write's unit. */
-    PyObject *drops = replicas_push(e, b);
+    PyObject *drops = replicas_push(sp, e, b);
     if (drops && PyList_GET_SIZE(drops)) {
-        int rc = write_many(r, e, b, pd, drops); /* takes b and pd */
+        int rc = write_many(sp, r, e, b, pd, drops); /* takes b and pd */
         Py_DECREF(drops);
         return rc;
     }
     Py_XDECREF(drops);
     if (call_pending())
-        return write_many(r, e, b, pd, NULL); /* takes b and pd */
-    buf_clear(r->unit_bytes);
-    if (buf_append(r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
+        return write_many(sp, r, e, b, pd, NULL); /* takes b and pd */
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, PyBytes_AS_STRING(b), (size_t)n) < 0) {
         Py_DECREF(b);
         Py_DECREF(pd);
-        buf_clear(r->answer);
+        buf_clear(&r->answer);
         PyErr_NoMemory();
         answer_internal(r, "out of memory (the change is undone)");
-        restore(e);
+        restore(sp, e);
         return -1;
     }
-    *r->op = (wop_t){.kind = WOP_PUT, .id = e->node.id, .idlen = e->node.len,
-                     .class_id = e->cls->class_id, .data = buf_head(r->unit_bytes),
-                     .len = (size_t)n};
+    r->op = (wop_t){.kind = WOP_PUT, .id = e->node.id, .idlen = e->node.len,
+                    .class_id = e->cls->class_id, .data = buf_head(&r->unit_bytes),
+                    .len = (size_t)n};
     Py_SETREF(e->state, b);
-    snap_take(e, pd);
+    snap_take(sp, e, pd);
     Py_DECREF(pd);
-    swap_bufs(r->answer, r->unit_answer);
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    e->write_seq = unit_submit(sp, r, &r->op, 1);
     return 0;
 }
 
@@ -1224,28 +1267,28 @@ static int write_back(spy_req_t *r, reg_t *e)
  * persistent fields; restored with __setstate__(state) if it has one, else the
  * (dict) state's items go into the instance dict. */
 
-static void class_flags(sclass_t *c)
+static void class_flags(spy_t *sp, sclass_t *c)
 {
-    PyObject *g = PyObject_GetAttr(c->cls, S.s_getstate);
-    c->getstate = g && g != S.object_getstate;
+    PyObject *g = PyObject_GetAttr(c->cls, sp->s_getstate);
+    c->getstate = g && g != sp->object_getstate;
     Py_XDECREF(g);
-    c->setstate = PyObject_HasAttr(c->cls, S.s_setstate);
+    c->setstate = PyObject_HasAttr(c->cls, sp->s_setstate);
     PyErr_Clear();
 }
 
 /* What is pickled as the object's stored state (new reference). */
-static PyObject *state_value(reg_t *e)
+static PyObject *state_value(spy_t *sp, reg_t *e)
 {
     if (!e->cls->getstate)
         return persistent_dict(e);
-    return PyObject_CallMethodNoArgs(e->obj, S.s_getstate);
+    return PyObject_CallMethodNoArgs(e->obj, sp->s_getstate);
 }
 
 /* Give a (new or cleared) object its state. */
-static int state_apply(reg_t *e, PyObject *st)
+static int state_apply(spy_t *sp, reg_t *e, PyObject *st)
 {
     if (e->cls->setstate) {
-        PyObject *r = PyObject_CallMethodOneArg(e->obj, S.s_setstate, st);
+        PyObject *r = PyObject_CallMethodOneArg(e->obj, sp->s_setstate, st);
         Py_XDECREF(r);
         return r ? 0 : -1;
     }
@@ -1262,21 +1305,21 @@ static int state_apply(reg_t *e, PyObject *st)
 
 /* After a failed call, a custom-state object becomes what loading its stored
  * state makes: its instance dict emptied (but its id), then state_apply. */
-static int restore_custom(reg_t *e)
+static int restore_custom(spy_t *sp, reg_t *e)
 {
-    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *st = loads_bytes(sp, e->state, 0);
     PyObject *d = st ? instance_dict(e->obj) : NULL;
-    PyObject *oid = d ? PyDict_GetItemWithError(d, S.s_bettong_id) : NULL;
-    PyObject *cid = d ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
+    PyObject *oid = d ? PyDict_GetItemWithError(d, sp->s_bettong_id) : NULL;
+    PyObject *cid = d ? PyDict_GetItemWithError(d, sp->s_bettong_cid) : NULL;
     Py_XINCREF(oid);
     Py_XINCREF(cid);
     int rc = -1;
     if (oid && cid) {
         PyDict_Clear(d);
-        if (PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
-            PyDict_SetItem(d, S.s_bettong_cid, cid) == 0) {
+        if (PyDict_SetItem(d, sp->s_bettong_id, oid) == 0 &&
+            PyDict_SetItem(d, sp->s_bettong_cid, cid) == 0) {
             t_loading++;
-            rc = state_apply(e, st);
+            rc = state_apply(sp, e, st);
             t_loading--;
         }
     }
@@ -1311,7 +1354,7 @@ static int call_pending(void)
 
 /* A failed call: its objects leave the registry and lose their ids, its
  * aliases are given back. */
-static void call_discard(void)
+static void call_discard(spy_t *sp)
 {
     scall_t *c = t_call;
     if (!c)
@@ -1322,16 +1365,16 @@ static void call_discard(void)
         reg_t *e = c->created[i];
         PyObject *d = e->obj ? instance_dict(e->obj) : NULL;
         if (d) {
-            PyDict_DelItem(d, S.s_bettong_id);
-            PyDict_DelItem(d, S.s_bettong_cid);
+            PyDict_DelItem(d, sp->s_bettong_id);
+            PyDict_DelItem(d, sp->s_bettong_cid);
         }
         Py_XDECREF(d);
         PyErr_Clear();
-        reg_evict(e);
+        reg_evict(sp, e);
     }
     c->ncreated = 0;
     for (Py_ssize_t i = 0; c->aliases && i < PyList_GET_SIZE(c->aliases); i++)
-        PyDict_DelItem(S.pending_aliases, PyTuple_GET_ITEM(PyList_GET_ITEM(c->aliases, i), 0));
+        PyDict_DelItem(sp->pending_aliases, PyTuple_GET_ITEM(PyList_GET_ITEM(c->aliases, i), 0));
     PyErr_Clear();
     Py_CLEAR(c->aliases);
     PyErr_Restore(et, ev, etb);
@@ -1339,23 +1382,23 @@ static void call_discard(void)
 
 /* The store's class record of a Persistent class (made with bettong.objects'
  * _class_record, as a client makes it, the first time). */
-static sclass_t *class_of_type(PyTypeObject *type)
+static sclass_t *class_of_type(spy_t *sp, PyTypeObject *type)
 {
-    sclass_t *c = idmap_get(&S.types, (uint64_t)(uintptr_t)type);
+    sclass_t *c = idmap_get(&sp->types, (uint64_t)(uintptr_t)type);
     if (c)
         return c;
-    PyObject *rec = PyObject_CallOneArg(S.class_record, (PyObject *)type);
+    PyObject *rec = PyObject_CallOneArg(sp->class_record, (PyObject *)type);
     unsigned long long cid = 0;
     PyObject *qual, *data;
     if (!rec || !PyArg_ParseTuple(rec, "KUS", &cid, &qual, &data)) {
         Py_XDECREF(rec);
         return NULL;
     }
-    c = idmap_get(&S.classes, cid);
+    c = idmap_get(&sp->classes, cid);
     if (!c) {
-        PyObject *ann = annotated_fields((PyObject *)type);
+        PyObject *ann = annotated_fields(sp, (PyObject *)type);
         c = ann ? calloc(1, sizeof *c) : NULL;
-        if (!c || idmap_put(&S.classes, cid, c) < 0) {
+        if (!c || idmap_put(&sp->classes, cid, c) < 0) {
             free(c);
             Py_XDECREF(ann);
             Py_DECREF(rec);
@@ -1368,11 +1411,11 @@ static sclass_t *class_of_type(PyTypeObject *type)
         c->annotated = ann;
         c->qualname = Py_NewRef(qual);
         c->pickle = Py_NewRef(data);
-        class_flags(c);
+        class_flags(sp, c);
         log_debug("store: class %llu is %s (registered by the store)", cid, type->tp_name);
     }
     Py_DECREF(rec);
-    if (idmap_put(&S.types, (uint64_t)(uintptr_t)type, c) < 0) {
+    if (idmap_put(&sp->types, (uint64_t)(uintptr_t)type, c) < 0) {
         PyErr_NoMemory();
         return NULL;
     }
@@ -1381,10 +1424,10 @@ static sclass_t *class_of_type(PyTypeObject *type)
 
 /* Give obj (an instance of a Persistent class, without an id) an id and a
  * registry entry, in the current call. The entry (borrowed) or NULL. */
-static reg_t *adopt(PyObject *obj)
+static reg_t *adopt(spy_t *sp, PyObject *obj)
 {
     scall_t *call = t_call;
-    sclass_t *c = class_of_type(Py_TYPE(obj));
+    sclass_t *c = class_of_type(sp, Py_TYPE(obj));
     if (!c)
         return NULL;
     if (call->ncreated == call->cap) {
@@ -1397,21 +1440,21 @@ static reg_t *adopt(PyObject *obj)
         call->created = a;
         call->cap = cap;
     }
-    PyObject *oid = PyObject_CallNoArgs(S.new_oid);
+    PyObject *oid = PyObject_CallNoArgs(sp->new_oid);
     Py_ssize_t n = 0;
     const char *s = oid && PyUnicode_Check(oid) ? PyUnicode_AsUTF8AndSize(oid, &n) : NULL;
     PyObject *d = s ? instance_dict(obj) : NULL;
     PyObject *pcid = d ? PyLong_FromUnsignedLongLong(c->class_id) : NULL;
     reg_t *e = pcid && n >= 1 && n <= SDB_ID_MAX ? calloc(1, sizeof *e) : NULL;
-    if (e && PyDict_SetItem(d, S.s_bettong_id, oid) == 0 &&
-        PyDict_SetItem(d, S.s_bettong_cid, pcid) == 0) {
+    if (e && PyDict_SetItem(d, sp->s_bettong_id, oid) == 0 &&
+        PyDict_SetItem(d, sp->s_bettong_cid, pcid) == 0) {
         onode_set(&e->node, s, (size_t)n);
         e->obj = Py_NewRef(obj);
         e->cls = c;
         e->fresh = 1;
-        if (omap_add(&S.objs, &e->node) == 0) {
-            rlist_push(&S.lru, e);
-            S.live++;
+        if (omap_add(&sp->objs, &e->node) == 0) {
+            rlist_push(&sp->lru, e);
+            sp->live++;
             call->created[call->ncreated++] = e;
         } else {
             PyErr_NoMemory();
@@ -1433,15 +1476,15 @@ static reg_t *adopt(PyObject *obj)
 /* An instance of a Persistent class: already persistent (a proxy, or a class
  * this registry has not met by that type) -> its reference; without an id in
  * a call -> adopted; anything else is pickled by value. */
-static PyObject *other_pid(PyObject *obj)
+static PyObject *other_pid(spy_t *sp, PyObject *obj)
 {
-    if (!S.Persistent || !PyType_IsSubtype(Py_TYPE(obj), (PyTypeObject *)S.Persistent))
+    if (!sp->Persistent || !PyType_IsSubtype(Py_TYPE(obj), (PyTypeObject *)sp->Persistent))
         Py_RETURN_NONE;
-    PyObject *oid = instance_id(obj);
+    PyObject *oid = instance_id(sp, obj);
     if (oid) {
         PyObject *d = instance_dict(obj);
-        PyObject *cid = d ? PyDict_GetItemWithError(d, S.s_bettong_cid) : NULL;
-        PyObject *pid = cid ? PyTuple_Pack(3, S.tag, oid, cid) : NULL;
+        PyObject *cid = d ? PyDict_GetItemWithError(d, sp->s_bettong_cid) : NULL;
+        PyObject *pid = cid ? PyTuple_Pack(3, sp->tag, oid, cid) : NULL;
         Py_XDECREF(d);
         Py_DECREF(oid);
         if (!pid && !PyErr_Occurred())
@@ -1450,17 +1493,17 @@ static PyObject *other_pid(PyObject *obj)
     }
     if (!t_call || t_loading)
         Py_RETURN_NONE;
-    reg_t *e = adopt(obj);
+    reg_t *e = adopt(sp, obj);
     if (!e)
         return NULL;
-    return Py_BuildValue("(Os#K)", S.tag, e->node.id, (Py_ssize_t)e->node.len,
+    return Py_BuildValue("(Os#K)", sp->tag, e->node.id, (Py_ssize_t)e->node.len,
                          (unsigned long long)e->cls->class_id);
 }
 
 /* A new object's first state: its persistent fields (as the client's
  * make_persistent takes them: the annotated ones it has) pickled; pickling
  * may adopt more objects. */
-static int fresh_fill(reg_t *e)
+static int fresh_fill(spy_t *sp, reg_t *e)
 {
     if (!e->fields) {
         PyObject *d = instance_dict(e->obj);
@@ -1477,11 +1520,11 @@ static int fresh_fill(reg_t *e)
         if (!e->fields)
             return -1;
     }
-    PyObject *pd = state_value(e);
-    PyObject *b = pd ? dumps(pd) : NULL;
+    PyObject *pd = state_value(sp, e);
+    PyObject *b = pd ? dumps(sp, pd) : NULL;
     if (b) {
         Py_XSETREF(e->state, b);
-        snap_take(e, pd);
+        snap_take(sp, e, pd);
     }
     Py_XDECREF(pd);
     return b ? 0 : -1;
@@ -1516,7 +1559,7 @@ static int class_listed(reg_t **created, size_t upto, sclass_t *c)
  * classes the store registered), writes the target's new state b (NULL:
  * unchanged) and adds the aliases; the answer goes with it. b and pd are
  * taken. Returns 0 or -1 (everything undone, the answer replaced). */
-static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops)
+static int write_many(spy_t *sp, sreq_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObject *drops)
 {
     scall_t none = {0}; /* SET_FIELD, UPDATE: no call context */
     scall_t *call = t_call ? t_call : &none;
@@ -1531,7 +1574,7 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
         bytes += e->node.len + (size_t)bl;
     }
     for (i = 0; i < call->ncreated; i++) { /* grows while states adopt objects */
-        if (fresh_fill(call->created[i]) < 0)
+        if (fresh_fill(sp, call->created[i]) < 0)
             goto fail;
     }
     for (i = 0; i < call->ncreated; i++) {
@@ -1556,12 +1599,12 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
         nops++;
         bytes += (size_t)al + (size_t)il;
     }
-    buf_clear(r->unit_bytes);
-    if (buf_reserve(r->unit_bytes, nops * sizeof(wop_t) + bytes) < 0) {
+    buf_clear(&r->unit_bytes);
+    if (buf_reserve(&r->unit_bytes, nops * sizeof(wop_t) + bytes) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
-    wop_t *ops = (wop_t *)buf_head(r->unit_bytes);
+    wop_t *ops = (wop_t *)buf_head(&r->unit_bytes);
     lay_t l = {(uint8_t *)(ops + nops), 0};
     size_t k = 0;
     for (i = 0; i < call->ncreated; i++) { /* classes first, then the objects */
@@ -1609,16 +1652,13 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
         ops[k].id = lay_copy(&l, is, (size_t)il);
         k++;
     }
-    r->unit_bytes->len = r->unit_bytes->off + nops * sizeof(wop_t) + l.off;
+    r->unit_bytes.len = r->unit_bytes.off + nops * sizeof(wop_t) + l.off;
     if (b) {
         Py_SETREF(e->state, b);
-        snap_take(e, pd);
+        snap_take(sp, e, pd);
     }
     Py_XDECREF(pd);
-    swap_bufs(r->answer, r->unit_answer);
-    r->unit->ops = ops;
-    r->unit->nops = nops;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    unit_submit(sp, r, ops, nops);
     if (b || ndrops)
         e->write_seq = r->write_seq;
     replicas_forget(e, drops);
@@ -1629,7 +1669,7 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
     call->ncreated = 0;
     PyObject *seq = PyLong_FromUnsignedLongLong(r->write_seq);
     for (Py_ssize_t a = 0; seq && a < nal; a++) {
-        PyObject *ent = PyDict_GetItem(S.pending_aliases,
+        PyObject *ent = PyDict_GetItem(sp->pending_aliases,
                                        PyTuple_GET_ITEM(PyList_GET_ITEM(call->aliases, a), 0));
         if (ent && PyList_Check(ent))
             PyList_SetItem(ent, 1, Py_NewRef(seq));
@@ -1641,45 +1681,45 @@ static int write_many(spy_req_t *r, reg_t *e, PyObject *b, PyObject *pd, PyObjec
 fail:
     Py_XDECREF(b);
     Py_XDECREF(pd);
-    buf_clear(r->answer);
+    buf_clear(&r->answer);
     answer_internal(r, "the objects the call made could not be stored (the call is undone)");
-    call_discard();
-    restore(e);
+    call_discard(sp);
+    restore(sp, e);
     return -1;
 }
 
 /* Aliases whose units are on disk are no longer pending. */
-static void pending_aliases_trim(uint64_t durable)
+static void pending_aliases_trim(spy_t *sp, uint64_t durable)
 {
-    if (!S.pending_aliases || !PyDict_GET_SIZE(S.pending_aliases))
+    if (!sp->pending_aliases || !PyDict_GET_SIZE(sp->pending_aliases))
         return;
     PyObject *done = PyList_New(0);
     PyObject *k, *v;
     Py_ssize_t pos = 0;
-    while (done && PyDict_Next(S.pending_aliases, &pos, &k, &v)) {
+    while (done && PyDict_Next(sp->pending_aliases, &pos, &k, &v)) {
         unsigned long long seq = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(v, 1));
         if (seq && seq <= durable && PyList_Append(done, k) < 0)
             Py_CLEAR(done);
     }
     for (Py_ssize_t i = 0; done && i < PyList_GET_SIZE(done); i++)
-        PyDict_DelItem(S.pending_aliases, PyList_GET_ITEM(done, i));
+        PyDict_DelItem(sp->pending_aliases, PyList_GET_ITEM(done, i));
     Py_XDECREF(done);
     PyErr_Clear();
 }
 
 /* DELETE of an object that stored objects refer to: FAILED REFERENCED now
  * (the committer checks again, for references written meanwhile). */
-static int refuse_referenced(spy_req_t *r, reg_t *e)
+static int refuse_referenced(spy_t *sp, sreq_t *r, reg_t *e)
 {
     sdb_read_t rd;
     uint64_t n = 0;
-    if (sdb_read_begin(S.db, &rd) == SDB_OK) {
+    if (sdb_read_begin(sp->db, &rd) == SDB_OK) {
         srefs_count(&rd, e->node.id, e->node.len, &n);
         sdb_read_end(&rd);
     }
     if (!n)
         return 0;
-    sreply_failed(r->answer, r->req, STORE_ERR_REFERENCED, STORE_REFERENCED_FMT,
+    sreply_failed(&r->answer, r->id, STORE_ERR_REFERENCED, STORE_REFERENCED_FMT,
                   (int)e->node.len, e->node.id, (unsigned long long)n);
     return 1;
 }
@@ -1690,9 +1730,9 @@ static int refuse_referenced(spy_req_t *r, reg_t *e)
  * it; clients cannot): make_persistent, aliases and lookups on this store's
  * registry, with no network round trip, in the current call's unit. */
 
-static PyObject *live_id(PyObject *obj)
+static PyObject *live_id(spy_t *sp, PyObject *obj)
 {
-    PyObject *oid = instance_id(obj);
+    PyObject *oid = instance_id(sp, obj);
     if (!oid)
         PyErr_SetString(PyExc_ValueError, "the object is not persistent");
     return oid;
@@ -1703,14 +1743,19 @@ static int in_call(void) { return t_call != NULL && !t_loading; }
 /* Persistent.__new__ in the store: adopt the new object in a call. */
 static PyObject *mod_created(PyObject *self, PyObject *obj)
 {
-    if (!in_call() || !S.Persistent)
+    if (!in_call()) /* every object made outside a call: nothing to look up */
         Py_RETURN_NONE;
-    PyObject *oid = instance_id(obj);
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    if (!sp->Persistent)
+        Py_RETURN_NONE;
+    PyObject *oid = instance_id(sp, obj);
     if (oid) {
         Py_DECREF(oid);
         Py_RETURN_NONE;
     }
-    return adopt(obj) ? Py_NewRef(Py_None) : NULL;
+    return adopt(sp, obj) ? Py_NewRef(Py_None) : NULL;
 }
 
 static PyObject *mod_in_call(PyObject *self, PyObject *noargs)
@@ -1720,7 +1765,7 @@ static PyObject *mod_in_call(PyObject *self, PyObject *noargs)
 
 /* Reserve alias for oid in the current call (AliasTaken if another object
  * has it, on disk or in a unit not on disk yet). */
-static int alias_reserve(PyObject *alias, PyObject *oid)
+static int alias_reserve(spy_t *sp, PyObject *alias, PyObject *oid)
 {
     Py_ssize_t al, il;
     const char *a = PyUnicode_AsUTF8AndSize(alias, &al);
@@ -1731,11 +1776,11 @@ static int alias_reserve(PyObject *alias, PyObject *oid)
         PyErr_Format(PyExc_ValueError, "an alias is 1 to %d bytes", SDB_ALIAS_MAX);
         return -1;
     }
-    PyObject *ent = PyDict_GetItemWithError(S.pending_aliases, alias);
+    PyObject *ent = PyDict_GetItemWithError(sp->pending_aliases, alias);
     if (ent) {
         int same = PyUnicode_Compare(PyList_GET_ITEM(ent, 0), oid) == 0;
         if (!same)
-            PyErr_Format(S.AliasTaken, "the alias '%U' is taken", alias);
+            PyErr_Format(sp->AliasTaken, "the alias '%U' is taken", alias);
         return same ? 0 : -1;
     }
     if (PyErr_Occurred())
@@ -1743,14 +1788,14 @@ static int alias_reserve(PyObject *alias, PyObject *oid)
     sdb_read_t rd;
     const char *held;
     size_t hl;
-    int rc = sdb_read_begin(S.db, &rd);
+    int rc = sdb_read_begin(sp->db, &rd);
     if (rc == SDB_OK)
         rc = sdb_get_alias(&rd, a, (size_t)al, &held, &hl);
     int same = rc == SDB_OK && hl == (size_t)il && memcmp(held, id, hl) == 0;
     sdb_read_end(&rd);
     if (rc == SDB_OK) {
         if (!same)
-            PyErr_Format(S.AliasTaken, "the alias '%U' is taken", alias);
+            PyErr_Format(sp->AliasTaken, "the alias '%U' is taken", alias);
         return same ? 0 : -1;
     }
     if (rc != SDB_NOTFOUND) {
@@ -1763,7 +1808,7 @@ static int alias_reserve(PyObject *alias, PyObject *oid)
     if (!c->aliases)
         c->aliases = PyList_New(0);
     rc = pair && val && c->aliases && PyList_Append(c->aliases, pair) == 0 &&
-                 PyDict_SetItem(S.pending_aliases, alias, val) == 0
+                 PyDict_SetItem(sp->pending_aliases, alias, val) == 0
              ? 0
              : -1;
     Py_XDECREF(pair);
@@ -1774,23 +1819,26 @@ static int alias_reserve(PyObject *alias, PyObject *oid)
 /* persist(obj, alias or None): make_persistent inside a call. */
 static PyObject *mod_persist(PyObject *self, PyObject *args)
 {
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     PyObject *obj, *alias;
     if (!PyArg_ParseTuple(args, "OO", &obj, &alias))
         return NULL;
-    if (!in_call() || !S.Persistent) {
+    if (!in_call() || !sp->Persistent) {
         PyErr_SetString(PyExc_RuntimeError, "not in a call");
         return NULL;
     }
-    PyObject *oid = instance_id(obj);
+    PyObject *oid = instance_id(sp, obj);
     if (!oid) {
-        reg_t *e = adopt(obj);
+        reg_t *e = adopt(sp, obj);
         if (!e)
             return NULL;
-        oid = instance_id(obj);
+        oid = instance_id(sp, obj);
         if (!oid)
             return NULL;
     }
-    int rc = alias == Py_None ? 0 : alias_reserve(alias, oid);
+    int rc = alias == Py_None ? 0 : alias_reserve(sp, alias, oid);
     Py_DECREF(oid);
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
@@ -1808,6 +1856,9 @@ static PyObject *mod_release(PyObject *self, PyObject *obj)
         i++;
     if (!c || i == c->ncreated)
         Py_RETURN_NONE;
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     reg_t *e = c->created[i];
     PyObject *oid = PyUnicode_DecodeUTF8(e->node.id, (Py_ssize_t)e->node.len, "strict");
     PyObject *names = oid ? PyList_New(0) : NULL;
@@ -1817,14 +1868,14 @@ static PyObject *mod_release(PyObject *self, PyObject *obj)
         if (PyUnicode_Compare(PyTuple_GET_ITEM(pair, 1), oid) != 0)
             continue;
         if (PyList_Append(names, PyTuple_GET_ITEM(pair, 0)) < 0 ||
-            PyDict_DelItem(S.pending_aliases, PyTuple_GET_ITEM(pair, 0)) < 0 ||
+            PyDict_DelItem(sp->pending_aliases, PyTuple_GET_ITEM(pair, 0)) < 0 ||
             PySequence_DelItem(c->aliases, k) < 0)
             Py_CLEAR(names);
         k--, n--;
     }
     PyObject *d = names ? instance_dict(obj) : NULL;
-    int ok = d && PyDict_DelItem(d, S.s_bettong_id) == 0 &&
-             PyDict_DelItem(d, S.s_bettong_cid) == 0;
+    int ok = d && PyDict_DelItem(d, sp->s_bettong_id) == 0 &&
+             PyDict_DelItem(d, sp->s_bettong_cid) == 0;
     Py_XDECREF(d);
     Py_XDECREF(oid);
     if (!ok) {
@@ -1832,13 +1883,16 @@ static PyObject *mod_release(PyObject *self, PyObject *obj)
         return NULL;
     }
     c->created[i] = c->created[--c->ncreated];
-    reg_evict(e);
+    reg_evict(sp, e);
     return names;
 }
 
 /* add_alias(obj, alias): inside a call. */
 static PyObject *mod_add_alias(PyObject *self, PyObject *args)
 {
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     PyObject *obj, *alias;
     if (!PyArg_ParseTuple(args, "OU", &obj, &alias))
         return NULL;
@@ -1846,8 +1900,8 @@ static PyObject *mod_add_alias(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_RuntimeError, "not in a call");
         return NULL;
     }
-    PyObject *oid = live_id(obj);
-    int rc = oid ? alias_reserve(alias, oid) : -1;
+    PyObject *oid = live_id(sp, obj);
+    int rc = oid ? alias_reserve(sp, alias, oid) : -1;
     Py_XDECREF(oid);
     return rc < 0 ? NULL : Py_NewRef(Py_None);
 }
@@ -1855,7 +1909,10 @@ static PyObject *mod_add_alias(PyObject *self, PyObject *args)
 /* aliases(obj): a set: on disk, and added by this call. */
 static PyObject *mod_aliases(PyObject *self, PyObject *obj)
 {
-    PyObject *oid = live_id(obj);
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
+    PyObject *oid = live_id(sp, obj);
     Py_ssize_t il;
     const char *id = oid ? PyUnicode_AsUTF8AndSize(oid, &il) : NULL;
     PyObject *out = id ? PySet_New(NULL) : NULL;
@@ -1864,7 +1921,7 @@ static PyObject *mod_aliases(PyObject *self, PyObject *obj)
         buf_t b;
         uint32_t n = 0;
         buf_init(&b);
-        int rc = sdb_read_begin(S.db, &rd);
+        int rc = sdb_read_begin(sp->db, &rd);
         if (rc == SDB_OK && il <= SDB_ID_MAX)
             rc = sdb_list_aliases(&rd, id, (size_t)il, &b, &n);
         sdb_read_end(&rd);
@@ -1890,16 +1947,16 @@ static PyObject *mod_aliases(PyObject *self, PyObject *obj)
     return out;
 }
 
-static PyObject *live_object(const char *id, size_t n)
+static PyObject *live_object(spy_t *sp, const char *id, size_t n)
 {
     int status;
-    reg_t *e = n >= 1 && n <= SDB_ID_MAX ? reg_target(id, n, &status) : NULL;
+    reg_t *e = n >= 1 && n <= SDB_ID_MAX ? reg_target(sp, id, n, &status) : NULL;
     if (e && !e->replica)
         return Py_NewRef(e->obj);
     if (e) /* a replica: its master's object (the caller then asks the service) */
         status = MISSING;
     if (n < 1 || n > SDB_ID_MAX || status == MISSING)
-        PyErr_Format(S.NotFound ? S.NotFound : PyExc_LookupError, "no object with id '%.*s'",
+        PyErr_Format(sp->NotFound ? sp->NotFound : PyExc_LookupError, "no object with id '%.*s'",
                      (int)(n > SDB_ID_MAX ? SDB_ID_MAX : n), id);
     return NULL;
 }
@@ -1907,9 +1964,12 @@ static PyObject *live_object(const char *id, size_t n)
 /* lookup_id(oid): the live object. */
 static PyObject *mod_lookup_id(PyObject *self, PyObject *arg)
 {
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     Py_ssize_t n;
     const char *id = PyUnicode_AsUTF8AndSize(arg, &n);
-    return id ? live_object(id, (size_t)n) : NULL;
+    return id ? live_object(sp, id, (size_t)n) : NULL;
 }
 
 /* The object id the current call named `alias` (borrowed), or NULL. Only the
@@ -1931,6 +1991,9 @@ static PyObject *call_alias(PyObject *alias)
  * call). */
 static PyObject *mod_lookup_alias(PyObject *self, PyObject *alias)
 {
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     PyObject *oid = call_alias(alias);
     if (oid)
         return mod_lookup_id(self, oid);
@@ -1942,14 +2005,14 @@ static PyObject *mod_lookup_alias(PyObject *self, PyObject *alias)
     const char *id;
     size_t n;
     char copy[SDB_ID_MAX];
-    int rc = sdb_read_begin(S.db, &rd);
+    int rc = sdb_read_begin(sp->db, &rd);
     if (rc == SDB_OK)
         rc = sdb_get_alias(&rd, a, (size_t)al, &id, &n);
     if (rc == SDB_OK && n <= SDB_ID_MAX)
         memcpy(copy, id, n);
     sdb_read_end(&rd);
     if (rc == SDB_NOTFOUND) {
-        PyErr_Format(S.NotFound ? S.NotFound : PyExc_LookupError,
+        PyErr_Format(sp->NotFound ? sp->NotFound : PyExc_LookupError,
                      "no object with alias '%U'", alias);
         return NULL;
     }
@@ -1957,21 +2020,24 @@ static PyObject *mod_lookup_alias(PyObject *self, PyObject *alias)
         PyErr_SetString(PyExc_RuntimeError, "storage failure reading an alias");
         return NULL;
     }
-    return live_object(copy, n);
+    return live_object(sp, copy, n);
 }
 
 /* setup(Persistent, _class_record, _new_oid, NotFound, AliasTaken): called
  * by bettong.objects when it is imported in the store. */
 static PyObject *mod_setup(PyObject *self, PyObject *args)
 {
+    spy_t *sp = spy_of(self);
+    if (!sp)
+        return NULL;
     PyObject *p, *cr, *no, *nf, *at;
     if (!PyArg_ParseTuple(args, "O!OOOO", &PyType_Type, &p, &cr, &no, &nf, &at))
         return NULL;
-    Py_XSETREF(S.Persistent, Py_NewRef(p));
-    Py_XSETREF(S.class_record, Py_NewRef(cr));
-    Py_XSETREF(S.new_oid, Py_NewRef(no));
-    Py_XSETREF(S.NotFound, Py_NewRef(nf));
-    Py_XSETREF(S.AliasTaken, Py_NewRef(at));
+    Py_XSETREF(sp->Persistent, Py_NewRef(p));
+    Py_XSETREF(sp->class_record, Py_NewRef(cr));
+    Py_XSETREF(sp->new_oid, Py_NewRef(no));
+    Py_XSETREF(sp->NotFound, Py_NewRef(nf));
+    Py_XSETREF(sp->AliasTaken, Py_NewRef(at));
     Py_RETURN_NONE;
 }
 
@@ -1988,24 +2054,32 @@ static PyMethodDef instore_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* The module's state is a pointer to its store's spy_t (spy_of). */
 static struct PyModuleDef instore_def = {
     PyModuleDef_HEAD_INIT, "_bettong_instore",
-    "The store's side of bettong.objects (only inside `bettong store`).", -1, instore_methods,
-    NULL, NULL, NULL, NULL,
+    "The store's side of bettong.objects (only inside `bettong store`).", sizeof(spy_t *),
+    instore_methods, NULL, NULL, NULL, NULL,
 };
 
-/* Make _bettong_instore importable. bettong.objects calls its setup() when it
- * is imported, which is when the first model class loads (they all derive from
- * its Persistent): nothing is imported here, so start-up stays fast, and until
- * then there is no Persistent object to adopt. */
-static int instore_init(void)
+/* Make _bettong_instore, pointing at sp, and importable. bettong.objects
+ * calls its setup() when it is imported, which is when the first model class
+ * loads (they all derive from its Persistent): nothing is imported here, so
+ * start-up stays fast, and until then there is no Persistent object to adopt.
+ *
+ * The one singleton left: bettong.objects imports the module by name, from
+ * sys.modules, which is the interpreter's, so there is one _bettong_instore,
+ * and one store's Python side, per process (`bettong store` runs one). All
+ * else is reached from its state. */
+static int instore_init(spy_t *sp)
 {
     PyObject *m = PyModule_Create(&instore_def);
-    if (!m || PyDict_SetItemString(PyImport_GetModuleDict(), "_bettong_instore", m) < 0) {
+    spy_t **slot = m ? PyModule_GetState(m) : NULL;
+    if (!slot || PyDict_SetItemString(PyImport_GetModuleDict(), "_bettong_instore", m) < 0) {
         Py_XDECREF(m);
         return -1;
     }
-    Py_DECREF(m);
+    *slot = sp;
+    sp->module = m;
     return 0;
 }
 
@@ -2013,7 +2087,7 @@ static int instore_init(void)
 
 /* The method or field name (new reference): the kind's interned name, or
  * decoded from the request. */
-static PyObject *name_of(spy_req_t *r, mstat_t *m)
+static PyObject *name_of(sreq_t *r, mstat_t *m)
 {
     if (m)
         return Py_NewRef(m->name);
@@ -2022,22 +2096,22 @@ static PyObject *name_of(spy_req_t *r, mstat_t *m)
 
 /* args and kwargs (NULL: none) from a CALL's payload: a pickled (tuple, dict),
  * or nothing for no arguments. -1 with the answer written. */
-static int call_args(spy_req_t *r, PyObject **args, PyObject **kwargs)
+static int call_args(spy_t *sp, sreq_t *r, PyObject **args, PyObject **kwargs)
 {
     if (r->len == 0) { /* no arguments */
-        *args = Py_NewRef(S.no_args);
+        *args = Py_NewRef(sp->no_args);
         *kwargs = NULL;
         return 0;
     }
-    PyObject *t = loads(r->payload, r->len, 1);
+    PyObject *t = loads(sp, r->payload, r->len, 1);
     if (!t) {
-        answer_bad_payload(r, "the arguments could not be unpickled");
+        answer_bad_payload(sp, r, "the arguments could not be unpickled");
         return -1;
     }
     if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 || !PyTuple_Check(PyTuple_GET_ITEM(t, 0)) ||
         !PyDict_Check(PyTuple_GET_ITEM(t, 1))) {
         Py_DECREF(t);
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "CALL arguments must be a pickled (tuple, dict)");
         return -1;
     }
@@ -2053,28 +2127,28 @@ static PyObject *attr_of(const char *module, const char *name);
  * event loop of its own, asyncio.run): the call's outcome is the coroutine's,
  * and the object stays locked for the whole of it, as for any call. Steals
  * coro; new reference or NULL. */
-static PyObject *run_coroutine(PyObject *coro)
+static PyObject *run_coroutine(spy_t *sp, PyObject *coro)
 {
-    if (!S.asyncio_run && !(S.asyncio_run = attr_of("asyncio", "run"))) {
+    if (!sp->asyncio_run && !(sp->asyncio_run = attr_of("asyncio", "run"))) {
         Py_DECREF(coro);
         return NULL;
     }
-    PyObject *res = PyObject_CallOneArg(S.asyncio_run, coro);
+    PyObject *res = PyObject_CallOneArg(sp->asyncio_run, coro);
     Py_DECREF(coro);
     return res;
 }
 
-static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_call(spy_t *sp, sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *name = name_of(r, m);
     PyObject *meth = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!meth) {
-        answer_lookup_error(r);
+        answer_lookup_error(sp, r);
         return;
     }
     PyObject *args, *kwargs;
-    if (call_args(r, &args, &kwargs) < 0) {
+    if (call_args(sp, r, &args, &kwargs) < 0) {
         Py_DECREF(meth);
         return;
     }
@@ -2086,48 +2160,48 @@ static void run_call(spy_req_t *r, reg_t *e, mstat_t *m)
     else
         res = PyObject_Call(meth, args, kwargs && PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     if (res && PyCoro_CheckExact(res))
-        res = run_coroutine(res);
+        res = run_coroutine(sp, res);
     Py_DECREF(meth);
     Py_DECREF(args);
     Py_XDECREF(kwargs);
     if (!res) {
-        call_discard();
+        call_discard(sp);
         call_end(&call);
-        answer_raised(r);
-        restore(e);
+        answer_raised(sp, r);
+        restore(sp, e);
         return;
     }
-    PyObject *b = dumps(res); /* may adopt new objects: they travel as references */
+    PyObject *b = dumps(sp, res); /* may adopt new objects: they travel as references */
     Py_DECREF(res);
     if (!b) {
-        call_discard();
+        call_discard(sp);
         call_end(&call);
         answer_internal(r, "the result could not be pickled (the call is undone)");
-        restore(e);
+        restore(sp, e);
         return;
     }
-    int ok = sreply_ok(r->answer, r->req, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    int ok = sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
     Py_DECREF(b);
     if (ok < 0) {
-        call_discard();
+        call_discard(sp);
         call_end(&call);
-        restore(e);
+        restore(sp, e);
         return; /* out of memory: the caller answers */
     }
-    write_back(r, e);
+    write_back(sp, r, e);
     call_end(&call);
 }
 
-static void run_get_field(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_get_field(spy_t *sp, sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *name = name_of(r, m);
     PyObject *v = name ? PyObject_GenericGetAttr(e->obj, name) : NULL;
     Py_XDECREF(name);
     if (!v) {
-        answer_lookup_error(r);
+        answer_lookup_error(sp, r);
         return;
     }
-    answer_pickled(r, v);
+    answer_pickled(sp, r, v);
     Py_DECREF(v);
 }
 
@@ -2146,11 +2220,11 @@ static int add_field(reg_t *e, PyObject *name)
     return 0;
 }
 
-static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_set_field(spy_t *sp, sreq_t *r, reg_t *e, mstat_t *m)
 {
-    PyObject *v = loads(r->payload, r->len, 1);
+    PyObject *v = loads(sp, r->payload, r->len, 1);
     if (!v) {
-        answer_bad_payload(r, "the value could not be unpickled");
+        answer_bad_payload(sp, r, "the value could not be unpickled");
         return;
     }
     PyObject *name = name_of(r, m);
@@ -2160,21 +2234,21 @@ static void run_set_field(spy_req_t *r, reg_t *e, mstat_t *m)
     Py_XDECREF(name);
     Py_DECREF(v);
     if (rc < 0) {
-        answer_lookup_error(r);
-        restore(e);
+        answer_lookup_error(sp, r);
+        restore(sp, e);
         return;
     }
-    if (sreply_none(r->answer, r->req) == 0)
-        write_back(r, e);
+    if (sreply_none(&r->answer, r->id) == 0)
+        write_back(sp, r, e);
 }
 
-static void run_update(spy_req_t *r, reg_t *e)
+static void run_update(spy_t *sp, sreq_t *r, reg_t *e)
 {
-    PyObject *d = loads(r->payload, r->len, 1);
+    PyObject *d = loads(sp, r->payload, r->len, 1);
     if (!d || !PyDict_Check(d)) {
         if (d)
             PyErr_SetString(PyExc_TypeError, "UPDATE takes a pickled dict");
-        answer_bad_payload(r, "the new state could not be used");
+        answer_bad_payload(sp, r, "the new state could not be used");
         Py_XDECREF(d);
         return;
     }
@@ -2190,19 +2264,19 @@ static void run_update(spy_req_t *r, reg_t *e)
     }
     Py_DECREF(d);
     if (rc < 0) {
-        answer_raised(r);
-        restore(e);
+        answer_raised(sp, r);
+        restore(sp, e);
         return;
     }
-    if (sreply_none(r->answer, r->req) == 0)
-        write_back(r, e);
+    if (sreply_none(&r->answer, r->id) == 0)
+        write_back(sp, r, e);
 }
 
 /* The entry becomes a tombstone until the unit seq that deletes it is on disk. */
-static void reg_tombstone(reg_t *e, uint64_t seq)
+static void reg_tombstone(spy_t *sp, reg_t *e, uint64_t seq)
 {
-    rlist_remove(&S.lru, e);
-    S.live--;
+    rlist_remove(&sp->lru, e);
+    sp->live--;
     Py_CLEAR(e->obj);
     Py_CLEAR(e->state);
     Py_CLEAR(e->fields);
@@ -2210,40 +2284,37 @@ static void reg_tombstone(reg_t *e, uint64_t seq)
     Py_CLEAR(e->snap_fields);
     Py_CLEAR(e->replicas);
     e->tomb_seq = seq;
-    rlist_push(&S.tombs, e);
+    rlist_push(&sp->tombs, e);
 }
 
-static void replicas_drop_all(reg_t *e);
-static void run_forward(spy_req_t *r, reg_t *e);
+static void replicas_drop_all(spy_t *sp, reg_t *e);
+static void run_forward(spy_t *sp, sreq_t *r, reg_t *e);
 
 /* Delete the object (kind WOP_DELETE, or WOP_DELETE_MOVED after MOVE). */
-static void run_delete(spy_req_t *r, reg_t *e, uint8_t kind)
+static void run_delete(spy_t *sp, sreq_t *r, reg_t *e, uint8_t kind)
 {
     /* A moved object's referrers reach it on the other backend. */
-    if (kind == WOP_DELETE && refuse_referenced(r, e))
+    if (kind == WOP_DELETE && refuse_referenced(sp, r, e))
         return;
     if (kind == WOP_DELETE)
-        replicas_drop_all(e); /* (MOVE dropped them before handing it over) */
-    if (sreply_none(r->unit_answer, r->req) < 0)
+        replicas_drop_all(sp, e); /* (MOVE dropped them before handing it over) */
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
+    r->op = (wop_t){.kind = kind, .id = e->node.id, .idlen = e->node.len};
     /* The id must outlive the entry: the op points at the unit's own copy. */
-    buf_clear(r->unit_bytes);
-    if (buf_append(r->unit_bytes, e->node.id, e->node.len) < 0) {
-        buf_clear(r->unit_answer);
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, e->node.id, e->node.len) < 0) {
+        buf_clear(&r->answer);
         return;
     }
-    r->op->id = (const char *)buf_head(r->unit_bytes);
-    r->write_seq = committer_submit(S.cm, r->unit);
-    r->deleted = 1;
-    reg_tombstone(e, r->write_seq);
+    r->op.id = (const char *)buf_head(&r->unit_bytes);
+    unit_submit(sp, r, &r->op, 1);
+    reg_tombstone(sp, e, r->write_seq);
 }
 
 /* The object's class (qualname, pickle) and aliases, as MOVE sends them:
  * new references, or -1 with an exception. */
-static int move_parts(reg_t *e, PyObject **qual, PyObject **pickle, PyObject **aliases)
+static int move_parts(spy_t *sp, reg_t *e, PyObject **qual, PyObject **pickle, PyObject **aliases)
 {
     sdb_read_t rd;
     const char *q;
@@ -2253,7 +2324,7 @@ static int move_parts(reg_t *e, PyObject **qual, PyObject **pickle, PyObject **a
     buf_init(&names);
     uint32_t count = 0;
     *qual = *pickle = *aliases = NULL;
-    if (sdb_read_begin(S.db, &rd) != SDB_OK) {
+    if (sdb_read_begin(sp->db, &rd) != SDB_OK) {
         PyErr_SetString(PyExc_OSError, "cannot read the store");
         return -1;
     }
@@ -2287,16 +2358,16 @@ static int move_parts(reg_t *e, PyObject **qual, PyObject **pickle, PyObject **a
  * then that backend's client: bettong.objects._adopt), and only once it holds
  * it, delete it here. Requests queued behind the move find it gone and follow
  * it (sproto.h). */
-static void run_move(spy_req_t *r, reg_t *e)
+static void run_move(spy_t *sp, sreq_t *r, reg_t *e)
 {
-    if (!S.adopt) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+    if (!sp->adopt) {
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "this store is not part of a service of several backends");
         return;
     }
-    const char *self = sdb_backend_id(S.db);
+    const char *self = sdb_backend_id(sp->db);
     if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
-        sreply_none(r->answer, r->req); /* already here */
+        sreply_none(&r->answer, r->id); /* already here */
         return;
     }
     PyObject *qual, *pickle, *aliases;
@@ -2305,12 +2376,12 @@ static void run_move(spy_req_t *r, reg_t *e)
         return;
     }
     /* Its replicas go: the new master starts without any (sproto.h). */
-    replicas_drop_all(e);
-    if (move_parts(e, &qual, &pickle, &aliases) < 0) {
-        answer_raised(r);
+    replicas_drop_all(sp, e);
+    if (move_parts(sp, e, &qual, &pickle, &aliases) < 0) {
+        answer_raised(sp, r);
         return;
     }
-    PyObject *res = PyObject_CallFunction(S.adopt, "s#s#KOOOO", r->name, (Py_ssize_t)r->namelen,
+    PyObject *res = PyObject_CallFunction(sp->adopt, "s#s#KOOOO", r->name, (Py_ssize_t)r->namelen,
                                           e->node.id, (Py_ssize_t)e->node.len,
                                           (unsigned long long)e->cls->class_id, qual, pickle,
                                           e->state, aliases);
@@ -2318,49 +2389,47 @@ static void run_move(spy_req_t *r, reg_t *e)
     Py_DECREF(pickle);
     Py_DECREF(aliases);
     if (!res) {
-        answer_raised(r);
+        answer_raised(sp, r);
         return;
     }
     Py_DECREF(res);
     /* Live objects here that refer to it hold this very Python object: it
      * becomes a proxy of the moved one, so they reach it there. */
-    res = PyObject_CallFunction(S.became_remote, "O", e->obj);
+    res = PyObject_CallFunction(sp->became_remote, "O", e->obj);
     if (!res) {
         char *tb = py_take_traceback();
         log_warn("store: a moved object could not become a proxy here: %s", tb);
         free(tb);
     }
     Py_XDECREF(res);
-    run_delete(r, e, WOP_DELETE_MOVED);
+    run_delete(sp, r, e, WOP_DELETE_MOVED);
 }
 
 /* FORWARD (versions): the object goes and its id names the target from now
  * on (the unit's WOP_FORWARD). The live object here, which other live
  * objects may hold, becomes the target's (bettong.objects._became_forward). */
-static void run_forward(spy_req_t *r, reg_t *e)
+static void run_forward(spy_t *sp, sreq_t *r, reg_t *e)
 {
     if (r->namelen == e->node.len && memcmp(r->name, e->node.id, r->namelen) == 0) {
         /* A version consolidated before: its FORWARD was sent on to the
          * original, which names itself already. */
-        sreply_none(r->answer, r->req);
+        sreply_none(&r->answer, r->id);
         return;
     }
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    replicas_drop_all(e);
+    replicas_drop_all(sp, e);
     /* The ids must outlive the entry: the op points at the unit's own copies. */
-    buf_clear(r->unit_bytes);
-    if (buf_append(r->unit_bytes, e->node.id, e->node.len) < 0 ||
-        buf_append(r->unit_bytes, r->name, r->namelen) < 0) {
-        buf_clear(r->unit_answer);
+    buf_clear(&r->unit_bytes);
+    if (buf_append(&r->unit_bytes, e->node.id, e->node.len) < 0 ||
+        buf_append(&r->unit_bytes, r->name, r->namelen) < 0) {
+        buf_clear(&r->answer);
         return;
     }
-    const char *ids = (const char *)buf_head(r->unit_bytes);
-    *r->op = (wop_t){.kind = WOP_FORWARD, .id = ids, .idlen = e->node.len,
-                     .name = ids + e->node.len, .namelen = r->namelen};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    PyObject *res = PyObject_CallFunction(S.became_forward, "Os#", e->obj, r->name,
+    const char *ids = (const char *)buf_head(&r->unit_bytes);
+    r->op = (wop_t){.kind = WOP_FORWARD, .id = ids, .idlen = e->node.len,
+                    .name = ids + e->node.len, .namelen = r->namelen};
+    PyObject *res = PyObject_CallFunction(sp->became_forward, "Os#", e->obj, r->name,
                                           (Py_ssize_t)r->namelen);
     if (!res) {
         char *tb = py_take_traceback();
@@ -2368,9 +2437,8 @@ static void run_forward(spy_req_t *r, reg_t *e)
         free(tb);
     }
     Py_XDECREF(res);
-    r->write_seq = committer_submit(S.cm, r->unit);
-    r->deleted = 1;
-    reg_tombstone(e, r->write_seq);
+    unit_submit(sp, r, &r->op, 1);
+    reg_tombstone(sp, e, r->write_seq);
 }
 
 /* ------------------------------------------------------------ replicas
@@ -2399,14 +2467,14 @@ static void log_failures(reg_t *e, PyObject *failed, const char *what)
  * answer, or its timeout). A new list of the backend ids (str) that failed,
  * each logged, or NULL when there are no replicas (or the push could not be
  * made at all: then every replica is kept, logged). */
-static PyObject *replicas_push(reg_t *e, PyObject *b)
+static PyObject *replicas_push(spy_t *sp, reg_t *e, PyObject *b)
 {
-    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !S.replica_push)
+    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !sp->replica_push)
         return NULL;
-    PyObject *failed = PyObject_CallFunction(S.replica_push, "s#KsOO", e->node.id,
+    PyObject *failed = PyObject_CallFunction(sp->replica_push, "s#KsOO", e->node.id,
                                              (Py_ssize_t)e->node.len,
                                              (unsigned long long)e->cls->class_id,
-                                             sdb_backend_id(S.db), b, e->replicas);
+                                             sdb_backend_id(sp->db), b, e->replicas);
     PyObject *ids = failed && PyList_Check(failed) ? PyList_New(0) : NULL;
     for (Py_ssize_t i = 0; ids && i < PyList_GET_SIZE(failed); i++) {
         PyObject *t = PyList_GET_ITEM(failed, i);
@@ -2448,11 +2516,11 @@ static void replicas_forget(reg_t *e, PyObject *drops)
 /* Before a DELETE or MOVE: tell every replica to forget the object (best
  * effort: one that cannot be reached is logged; its copy is no longer listed
  * anywhere, so no client reads it). */
-static void replicas_drop_all(reg_t *e)
+static void replicas_drop_all(spy_t *sp, reg_t *e)
 {
-    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !S.replica_drop)
+    if (!e->replicas || !PyTuple_GET_SIZE(e->replicas) || !sp->replica_drop)
         return;
-    PyObject *failed = PyObject_CallFunction(S.replica_drop, "s#O", e->node.id,
+    PyObject *failed = PyObject_CallFunction(sp->replica_drop, "s#O", e->node.id,
                                              (Py_ssize_t)e->node.len, e->replicas);
     if (!failed) {
         char *tb = py_take_traceback();
@@ -2465,32 +2533,32 @@ static void replicas_drop_all(reg_t *e)
 
 /* REPLICATE (on the master): give the backend named in the request a replica
  * (its class, the stored state), then list it, durably, before the answer. */
-static void run_replicate(spy_req_t *r, reg_t *e)
+static void run_replicate(spy_t *sp, sreq_t *r, reg_t *e)
 {
-    if (!S.replicate) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+    if (!sp->replicate) {
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "this store is not part of a service of several backends");
         return;
     }
-    const char *self = sdb_backend_id(S.db);
+    const char *self = sdb_backend_id(sp->db);
     if (r->namelen == strlen(self) && memcmp(r->name, self, r->namelen) == 0) {
-        sreply_none(r->answer, r->req); /* the master is here: nothing to copy */
+        sreply_none(&r->answer, r->id); /* the master is here: nothing to copy */
         return;
     }
     PyObject *target = PyUnicode_DecodeUTF8(r->name, (Py_ssize_t)r->namelen, "strict");
     int listed = target && e->replicas ? PySequence_Contains(e->replicas, target) : 0;
     PyObject *qual = NULL, *pickle = NULL, *aliases = NULL;
-    if (!target || listed < 0 || (!listed && move_parts(e, &qual, &pickle, &aliases) < 0)) {
+    if (!target || listed < 0 || (!listed && move_parts(sp, e, &qual, &pickle, &aliases) < 0)) {
         Py_XDECREF(target);
-        answer_raised(r);
+        answer_raised(sp, r);
         return;
     }
     if (listed) { /* already there, and kept up to date */
         Py_DECREF(target);
-        sreply_none(r->answer, r->req);
+        sreply_none(&r->answer, r->id);
         return;
     }
-    PyObject *res = PyObject_CallFunction(S.replicate, "Os#KsOOO", target, e->node.id,
+    PyObject *res = PyObject_CallFunction(sp->replicate, "Os#KsOOO", target, e->node.id,
                                           (Py_ssize_t)e->node.len,
                                           (unsigned long long)e->cls->class_id, self, e->state,
                                           qual, pickle);
@@ -2503,30 +2571,28 @@ static void run_replicate(spy_req_t *r, reg_t *e)
     Py_XDECREF(one);
     Py_DECREF(target);
     Py_XDECREF(res);
-    if (!all || sreply_none(r->unit_answer, r->req) < 0) {
+    if (!all || sreply_none(&r->answer, r->id) < 0) {
         /* R holds a copy no one lists: harmless, never read */
         Py_XDECREF(all);
         if (PyErr_Occurred())
-            answer_raised(r);
+            answer_raised(sp, r);
         return;
     }
-    *r->op = (wop_t){.kind = WOP_REPLICA_ADD, .id = r->oid, .idlen = r->oidlen,
-                     .name = r->name, .namelen = r->namelen};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = e->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_ADD, .id = r->oid, .idlen = r->oidlen,
+                    .name = r->name, .namelen = r->namelen};
+    e->write_seq = unit_submit(sp, r, &r->op, 1);
     Py_XSETREF(e->replicas, all);
 }
 
 /* A live replica takes the state just received: its instance dict emptied
  * (but its id), then given the state as a load would. */
-static int replica_refresh(reg_t *e)
+static int replica_refresh(spy_t *sp, reg_t *e)
 {
     Py_CLEAR(e->snap);
     Py_CLEAR(e->snap_fields);
-    if (restore_custom(e) < 0)
+    if (restore_custom(sp, e) < 0)
         return -1;
-    PyObject *st = loads_bytes(e->state, 0);
+    PyObject *st = loads_bytes(sp, e->state, 0);
     PyObject *f = !st ? NULL : PyDict_Check(st) ? fields_of(st, e->cls, NULL)
                                                 : Py_NewRef(e->cls->annotated);
     Py_XDECREF(st);
@@ -2539,24 +2605,24 @@ static int replica_refresh(reg_t *e)
 /* REPLICA_PUT (on a replica's backend): store the state as the replica of
  * the master's object, in one unit; a live replica is refreshed at once (the
  * answers of reads after it wait for the unit, sobj.c). */
-static void run_replica_put(spy_req_t *r)
+static void run_replica_put(spy_t *sp, sreq_t *r)
 {
-    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    reg_t *e = (reg_t *)omap_get(&sp->objs, r->oid, r->oidlen);
     while (e && e->obj && e->loading) { /* another thread is loading it */
         Py_BEGIN_ALLOW_THREADS
         usleep(200);
         Py_END_ALLOW_THREADS
-        e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+        e = (reg_t *)omap_get(&sp->objs, r->oid, r->oidlen);
     }
     if (e && e->obj && !e->replica) {
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                       "object '%.*s' is held here as a master, not a replica", (int)r->oidlen,
                       r->oid);
         return;
     }
     if (e && e->obj) {
         if (e->cls->class_id != r->class_id) {
-            sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST,
+            sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST,
                           "a replica keeps its class");
             return;
         }
@@ -2566,87 +2632,83 @@ static void run_replica_put(spy_req_t *r)
             return;
         }
         Py_SETREF(e->state, b);
-        if (replica_refresh(e) < 0) { /* it is loaded again from disk */
+        if (replica_refresh(sp, e) < 0) { /* it is loaded again from disk */
             char *tb = py_take_traceback();
             log_warn("store: replica %s could not take its new state (dropped from memory): "
                      "%s", e->node.id, tb);
             free(tb);
             e->write_seq = 0;
             if (Py_REFCNT(e->obj) == 1)
-                reg_evict(e);
+                reg_evict(sp, e);
             e = NULL;
         }
     }
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = WOP_REPLICA_PUT, .id = r->oid, .idlen = r->oidlen,
-                     .class_id = r->class_id, .name = r->name, .namelen = r->namelen,
-                     .data = r->payload, .len = r->len};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_PUT, .id = r->oid, .idlen = r->oidlen,
+                    .class_id = r->class_id, .name = r->name, .namelen = r->namelen,
+                    .data = r->payload, .len = r->len};
+    unit_submit(sp, r, &r->op, 1);
     if (e && e->obj)
         e->write_seq = r->write_seq;
 }
 
 /* REPLICA_DROP (on a replica's backend): forget the replica. */
-static void run_replica_drop(spy_req_t *r)
+static void run_replica_drop(spy_t *sp, sreq_t *r)
 {
-    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    reg_t *e = (reg_t *)omap_get(&sp->objs, r->oid, r->oidlen);
     if (e && e->obj && !e->replica) {
-        sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'",
+        sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no replica with id '%.*s'",
                       (int)r->oidlen, r->oid);
         return;
     }
-    if (sreply_none(r->unit_answer, r->req) < 0)
+    if (sreply_none(&r->answer, r->id) < 0)
         return;
-    *r->op = (wop_t){.kind = WOP_REPLICA_DROP, .id = r->oid, .idlen = r->oidlen};
-    r->unit->ops = r->op;
-    r->unit->nops = 1;
-    r->write_seq = committer_submit(S.cm, r->unit);
+    r->op = (wop_t){.kind = WOP_REPLICA_DROP, .id = r->oid, .idlen = r->oidlen};
+    unit_submit(sp, r, &r->op, 1);
     if (e && e->obj && !e->loading)
-        reg_tombstone(e, r->write_seq);
+        reg_tombstone(sp, e, r->write_seq);
 }
 
 /* Run a request on its live object (GIL held). */
-static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
+static void run_on(spy_t *sp, sreq_t *r, reg_t *e, mstat_t *m)
 {
     PyObject *hold = Py_NewRef(e->obj); /* keeps it out of spy_trim meanwhile */
     switch (r->type) {
     case SMSG_CALL:
-        run_call(r, e, m);
+        run_call(sp, r, e, m);
         break;
     case SMSG_GET_FIELD:
-        run_get_field(r, e, m);
+        run_get_field(sp, r, e, m);
         break;
     case SMSG_SET_FIELD:
-        run_set_field(r, e, m);
+        run_set_field(sp, r, e, m);
         break;
     case SMSG_GET_STATE:
         if (e->state)
-            sreply_ok(r->answer, r->req, PyBytes_AS_STRING(e->state),
+            sreply_ok(&r->answer, r->id, PyBytes_AS_STRING(e->state),
                       (size_t)PyBytes_GET_SIZE(e->state));
         else
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%s' "
+            sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%s' "
                           "(not stored yet)", e->node.id);
         break;
     case SMSG_UPDATE:
-        run_update(r, e);
+        run_update(sp, r, e);
         break;
     case SMSG_DELETE:
-        run_delete(r, e, WOP_DELETE);
+        run_delete(sp, r, e, WOP_DELETE);
         break;
     case SMSG_MOVE:
-        run_move(r, e);
+        run_move(sp, r, e);
         break;
     case SMSG_REPLICATE:
-        run_replicate(r, e);
+        run_replicate(sp, r, e);
         break;
     case SMSG_FORWARD:
-        run_forward(r, e);
+        run_forward(sp, r, e);
         break;
     default:
-        sreply_failed(r->answer, r->req, STORE_ERR_BAD_REQUEST, "not a Python request");
+        sreply_failed(&r->answer, r->id, STORE_ERR_BAD_REQUEST, "not a Python request");
     }
     Py_DECREF(hold);
     if (PyErr_Occurred()) {
@@ -2656,38 +2718,37 @@ static void run_on(spy_req_t *r, reg_t *e, mstat_t *m)
     }
 }
 
-void spy_run(spy_req_t *r)
+void spy_run(spy_t *sp, sreq_t *r)
 {
     r->write_seq = 0;
-    r->deleted = 0;
     if (r->type == SMSG_REPLICA_PUT || r->type == SMSG_REPLICA_DROP) {
-        (r->type == SMSG_REPLICA_PUT ? run_replica_put : run_replica_drop)(r);
+        (r->type == SMSG_REPLICA_PUT ? run_replica_put : run_replica_drop)(sp, r);
         return;
     }
     int status;
-    reg_t *e = reg_target(r->oid, r->oidlen, &status);
+    reg_t *e = reg_target(sp, r->oid, r->oidlen, &status);
     if (e && e->replica && r->type != SMSG_GET_FIELD && r->type != SMSG_GET_STATE)
         e = NULL, status = MISSING; /* a replica only reads: the rest is its master's */
     if (!e) {
         if (status == MISSING)
-            sreply_failed(r->answer, r->req, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
+            sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
                           (int)r->oidlen, r->oid);
         else if (status == FORWARDED) /* the client sends it on (sproto.h) */
-            sreply_failed(r->answer, r->req, STORE_ERR_FORWARDED, "%.*s", (int)t_forward_len,
+            sreply_failed(&r->answer, r->id, STORE_ERR_FORWARDED, "%.*s", (int)t_forward_len,
                           t_forward);
         else
             answer_internal(r, "the object could not be loaded");
         return;
     }
     mstat_t *m = has_kind(r->type) ? stat_get(e->cls, r) : NULL;
-    if (!m || !S.inline_ns) {
-        run_on(r, e, m);
+    if (!m || !sp->inline_ns) {
+        run_on(sp, r, e, m);
         return;
     }
     tusage_t u0 = thread_usage();
-    run_on(r, e, m);
+    run_on(sp, r, e, m);
     tusage_t u1 = thread_usage();
-    if (run_short(u0, u1)) {
+    if (run_short(sp, u0, u1)) {
         if (m->fast < UINT32_MAX)
             m->fast++;
     } else {
@@ -2695,11 +2756,11 @@ void spy_run(spy_req_t *r)
     }
 }
 
-int spy_run_inline(spy_req_t *r)
+int spy_run_inline(spy_t *sp, sreq_t *r)
 {
-    if (!S.inline_ns)
+    if (!sp->inline_ns)
         return 0;
-    reg_t *e = (reg_t *)omap_get(&S.objs, r->oid, r->oidlen);
+    reg_t *e = (reg_t *)omap_get(&sp->objs, r->oid, r->oidlen);
     if (!e || !e->obj || e->loading)
         return 0; /* not live: loading it may take long */
     mstat_t *m = NULL;
@@ -2709,15 +2770,14 @@ int spy_run_inline(spy_req_t *r)
             return 0;
     }
     r->write_seq = 0;
-    r->deleted = 0;
-    lru_touch(e);
+    lru_touch(sp, e);
     tusage_t u0 = thread_usage();
     uint64_t w0 = mono_ns();
-    run_on(r, e, m);
+    run_on(sp, r, e, m);
     uint64_t wall = mono_ns() - w0;
     tusage_t u1 = thread_usage();
-    if (m && ((u1.cpu_us - u0.cpu_us) * 1000 > S.inline_ns ||
-              (u1.waits != u0.waits && wall > S.inline_ns))) {
+    if (m && ((u1.cpu_us - u0.cpu_us) * 1000 > sp->inline_ns ||
+              (u1.waits != u0.waits && wall > sp->inline_ns))) {
         /* It held the loop too long: more CPU than inline_ns, or it waited
          * (sleep, I/O, a lock) and took longer than that (being preempted
          * does not count). Back to the Python threads (it must qualify
@@ -2752,27 +2812,27 @@ static PyObject *attr_of(const char *module, const char *name)
     return a;
 }
 
-static int intern_all(void)
+static int intern_all(spy_t *sp)
 {
     struct {
         PyObject **slot;
         const char *text;
     } names[] = {
-        {&S.tag, PID_TAG},
-        {&S.s_bettong_id, "_bettong_id"},
-        {&S.s_persistent_id, "persistent_id"},
-        {&S.s_persistent_load, "persistent_load"},
-        {&S.s_dump, "dump"},
-        {&S.s_load, "load"},
-        {&S.s_getvalue, "getvalue"},
-        {&S.s_new, "__new__"},
-        {&S.s_annotations, "__annotations__"},
-        {&S.s_module, "__module__"},
-        {&S.s_qualname, "__qualname__"},
-        {&S.s_bt, "_bt"},
-        {&S.s_bettong_cid, "_bettong_cid"},
-        {&S.s_getstate, "__getstate__"},
-        {&S.s_setstate, "__setstate__"},
+        {&sp->tag, PID_TAG},
+        {&sp->s_bettong_id, "_bettong_id"},
+        {&sp->s_persistent_id, "persistent_id"},
+        {&sp->s_persistent_load, "persistent_load"},
+        {&sp->s_dump, "dump"},
+        {&sp->s_load, "load"},
+        {&sp->s_getvalue, "getvalue"},
+        {&sp->s_new, "__new__"},
+        {&sp->s_annotations, "__annotations__"},
+        {&sp->s_module, "__module__"},
+        {&sp->s_qualname, "__qualname__"},
+        {&sp->s_bt, "_bt"},
+        {&sp->s_bettong_cid, "_bettong_cid"},
+        {&sp->s_getstate, "__getstate__"},
+        {&sp->s_setstate, "__setstate__"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!(*names[i].slot = PyUnicode_InternFromString(names[i].text)))
@@ -2780,59 +2840,72 @@ static int intern_all(void)
     return 0;
 }
 
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
-             char *err, size_t errlen)
+/* The Python objects the store uses, made once. -1 with err set. */
+static int spy_setup(spy_t *sp, int service, char *err, size_t errlen)
 {
-    S.db = db;
-    S.inline_ns = (uint64_t)inline_us * 1000;
-    S.cm = cm;
-    S.cache = cache;
-    omap_init(&S.objs);
-    idmap_init(&S.classes);
-    idmap_init(&S.types);
-    if (intern_all() < 0 || !(S.Pickler = attr_of("pickle", "Pickler")) ||
-        !(S.Unpickler = attr_of("pickle", "Unpickler")) || !(S.BytesIO = attr_of("io", "BytesIO")) ||
-        !(S.import_module = attr_of("importlib", "import_module")) ||
-        !(S.plain_dumps = attr_of("pickle", "dumps")) ||
-        !(S.plain_loads = attr_of("pickle", "loads")) || !(S.protocol = PyLong_FromLong(5)) ||
-        !(S.no_args = PyTuple_New(0)) ||
-        !(S.absent = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) ||
-        !(S.pid_fn = PyCFunction_New(&pid_def, NULL)) ||
-        !(S.load_strict = PyCFunction_New(&load_strict_def, NULL)) ||
-        !(S.load_lenient = PyCFunction_New(&load_lenient_def, NULL)) ||
-        !(S.MissingObject = PyErr_NewException("bettong_store.MissingObject",
-                                               PyExc_LookupError, NULL))) {
+    /* The module first: the C functions below take it as their self. */
+    if (instore_init(sp) < 0 || intern_all(sp) < 0 ||
+        !(sp->Pickler = attr_of("pickle", "Pickler")) ||
+        !(sp->Unpickler = attr_of("pickle", "Unpickler")) ||
+        !(sp->BytesIO = attr_of("io", "BytesIO")) ||
+        !(sp->import_module = attr_of("importlib", "import_module")) ||
+        !(sp->plain_dumps = attr_of("pickle", "dumps")) ||
+        !(sp->plain_loads = attr_of("pickle", "loads")) || !(sp->protocol = PyLong_FromLong(5)) ||
+        !(sp->no_args = PyTuple_New(0)) ||
+        !(sp->absent = PyObject_CallNoArgs((PyObject *)&PyBaseObject_Type)) ||
+        !(sp->pid_fn = PyCFunction_New(&pid_def, sp->module)) ||
+        !(sp->load_strict = PyCFunction_New(&load_strict_def, sp->module)) ||
+        !(sp->load_lenient = PyCFunction_New(&load_lenient_def, sp->module)) ||
+        !(sp->MissingObject = PyErr_NewException("bettong_store.MissingObject",
+                                                 PyExc_LookupError, NULL)) ||
+        !(sp->pending_aliases = PyDict_New())) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
         free(tb);
         return -1;
     }
-    S.object_getstate = PyObject_GetAttr((PyObject *)&PyBaseObject_Type, S.s_getstate);
+    sp->object_getstate = PyObject_GetAttr((PyObject *)&PyBaseObject_Type, sp->s_getstate);
     PyErr_Clear(); /* none before Python 3.11 */
-    if (!(S.pending_aliases = PyDict_New()) || instore_init() < 0) {
-        char *tb = py_take_traceback();
-        snprintf(err, errlen, "cannot set up the store's Python side: %s", tb);
-        free(tb);
-        return -1;
-    }
     /* After instore_init: importing bettong.objects sets it up. */
-    if (!(S.became_forward = attr_of("bettong.objects", "_became_forward"))) {
+    if (!(sp->became_forward = attr_of("bettong.objects", "_became_forward"))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot load bettong.objects: %s", tb);
         free(tb);
         return -1;
     }
-    if (service && (!(S.remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
-                    !(S.adopt = attr_of("bettong.objects", "_adopt")) ||
-                    !(S.became_remote = attr_of("bettong.objects", "_became_remote")) ||
-                    !(S.replicate = attr_of("bettong.objects", "_replicate")) ||
-                    !(S.replica_push = attr_of("bettong.objects", "_replica_push")) ||
-                    !(S.replica_drop = attr_of("bettong.objects", "_replica_drop")))) {
+    if (service && (!(sp->remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
+                    !(sp->adopt = attr_of("bettong.objects", "_adopt")) ||
+                    !(sp->became_remote = attr_of("bettong.objects", "_became_remote")) ||
+                    !(sp->replicate = attr_of("bettong.objects", "_replicate")) ||
+                    !(sp->replica_push = attr_of("bettong.objects", "_replica_push")) ||
+                    !(sp->replica_drop = attr_of("bettong.objects", "_replica_drop")))) {
         char *tb = py_take_traceback();
         snprintf(err, errlen, "cannot load bettong.objects for references to other "
                  "backends: %s", tb);
         free(tb);
         return -1;
+    }
+    return 0;
+}
+
+spy_t *spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+                char *err, size_t errlen)
+{
+    spy_t *sp = calloc(1, sizeof *sp);
+    if (!sp) {
+        snprintf(err, errlen, "out of memory setting up the store's Python side");
+        return NULL;
+    }
+    sp->db = db;
+    sp->inline_ns = (uint64_t)inline_us * 1000;
+    sp->cm = cm;
+    sp->cache = cache;
+    omap_init(&sp->objs);
+    idmap_init(&sp->classes);
+    idmap_init(&sp->types);
+    if (spy_setup(sp, service, err, errlen) < 0) {
+        spy_fini(sp);
+        return NULL;
     }
     /* cloudpickle makes classes defined in a client's script loadable. */
     PyObject *cp = PyImport_ImportModule("cloudpickle");
@@ -2841,19 +2914,19 @@ int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int s
         log_warn("store: cloudpickle is not importable: classes sent by value will not load");
     }
     Py_XDECREF(cp);
-    return 0;
+    return sp;
 }
 
-void spy_fini(void)
+void spy_fini(spy_t *sp)
 {
-    while (S.lru.head)
-        reg_evict(S.lru.head);
-    while (S.tombs.head)
-        tomb_drop(S.tombs.head);
+    while (sp->lru.head)
+        reg_evict(sp, sp->lru.head);
+    while (sp->tombs.head)
+        tomb_drop(sp, sp->tombs.head);
     size_t pos = 0;
     uint64_t key;
     sclass_t *c;
-    while ((c = idmap_next(&S.classes, &pos, &key))) {
+    while ((c = idmap_next(&sp->classes, &pos, &key))) {
         stats_free(c);
         Py_XDECREF(c->cls);
         Py_XDECREF(c->annotated);
@@ -2861,20 +2934,28 @@ void spy_fini(void)
         Py_XDECREF(c->pickle);
         free(c);
     }
-    idmap_free(&S.classes);
-    idmap_free(&S.types);
-    omap_free(&S.objs);
-    PyObject **refs[] = {&S.Pickler, &S.Unpickler, &S.BytesIO, &S.import_module,
-                         &S.plain_dumps, &S.plain_loads, &S.protocol, &S.no_args,
-                         &S.absent, &S.pid_fn,
-                         &S.load_strict, &S.load_lenient, &S.MissingObject, &S.remote_ref,
-                         &S.adopt, &S.became_remote, &S.became_forward, &S.asyncio_run, &S.replicate,
-                         &S.replica_push, &S.replica_drop, &S.tag,
-                         &S.s_bettong_id, &S.s_persistent_id, &S.s_persistent_load, &S.s_dump,
-                         &S.s_load, &S.s_getvalue, &S.s_new, &S.s_annotations, &S.s_module,
-                         &S.s_qualname, &S.s_bt, &S.s_bettong_cid, &S.s_getstate,
-                         &S.s_setstate, &S.object_getstate, &S.Persistent, &S.class_record,
-                         &S.new_oid, &S.NotFound, &S.AliasTaken, &S.pending_aliases};
+    idmap_free(&sp->classes);
+    idmap_free(&sp->types);
+    omap_free(&sp->objs);
+    PyObject **refs[] = {&sp->Pickler, &sp->Unpickler, &sp->BytesIO, &sp->import_module,
+                         &sp->plain_dumps, &sp->plain_loads, &sp->protocol, &sp->no_args,
+                         &sp->absent, &sp->pid_fn, &sp->load_strict, &sp->load_lenient,
+                         &sp->MissingObject, &sp->remote_ref, &sp->adopt, &sp->became_remote,
+                         &sp->became_forward, &sp->asyncio_run, &sp->replicate,
+                         &sp->replica_push, &sp->replica_drop, &sp->tag, &sp->s_bettong_id,
+                         &sp->s_persistent_id, &sp->s_persistent_load, &sp->s_dump,
+                         &sp->s_load, &sp->s_getvalue, &sp->s_new, &sp->s_annotations,
+                         &sp->s_module, &sp->s_qualname, &sp->s_bt, &sp->s_bettong_cid,
+                         &sp->s_getstate, &sp->s_setstate, &sp->object_getstate,
+                         &sp->Persistent, &sp->class_record, &sp->new_oid, &sp->NotFound,
+                         &sp->AliasTaken, &sp->pending_aliases};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++)
         Py_CLEAR(*refs[i]);
+    /* Python may keep the module (bettong.objects does): its functions now
+     * raise instead of reaching freed memory. */
+    spy_t **slot = sp->module ? PyModule_GetState(sp->module) : NULL;
+    if (slot)
+        *slot = NULL;
+    Py_CLEAR(sp->module);
+    free(sp);
 }

@@ -29,7 +29,7 @@
  * registry (sproto.h, spy.c "calls").
  *
  * Writes: when a request changed an object's persistent state, the new state
- * is handed to the committer in the caller's unit, with the answer the
+ * is handed to the committer in the request's own unit, with the answer the
  * committer's done callback is to send; otherwise the answer goes at once.
  *
  * Cache: at most `cache` loaded objects are kept; past that, the least
@@ -45,45 +45,36 @@
 
 #include "store/commit.h"
 #include "store/sdb.h"
-#include "util/buf.h"
+#include "store/sreq.h"
+
+/* The Python side's state: the registry, the classes, the Python objects it
+ * uses. One per store, made by spy_init and held by the store, which hands it
+ * to every function below; Python calls into C (pickling's persistent_id and
+ * persistent_load, the _bettong_instore module) reach it through their
+ * module. */
+typedef struct spy spy_t;
 
 /* With the GIL (the main thread, once). inline_us: the longest a request may
  * run on the loop thread (spy_run_inline); 0: never there. service: the
  * store is a backend of a service of several (meta.h): a reference to an
  * object it does not hold becomes a client proxy (bettong.objects) that calls
- * the backend holding it, and such proxies pickle as references. */
-int spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
-             char *err, size_t errlen);
-/* With the GIL: drop every live object and class. */
-void spy_fini(void);
+ * the backend holding it, and such proxies pickle as references. NULL with
+ * err set on failure. */
+spy_t *spy_init(sdb_t *db, committer_t *cm, size_t cache, unsigned inline_us, int service,
+                char *err, size_t errlen);
+/* With the GIL: drop every live object and class, and sp. */
+void spy_fini(spy_t *sp);
 
-typedef struct {
-    /* in */
-    uint8_t type; /* SMSG_CALL ... SMSG_DELETE, SMSG_MOVE, SMSG_REPLICATE, SMSG_REPLICA_* */
-    uint64_t req;
-    const char *oid;
-    size_t oidlen;
-    const char *name; /* method or field; a backend id (MOVE, REPLICATE,
-                         REPLICA_PUT's master) */
-    size_t namelen;
-    uint64_t class_id; /* REPLICA_PUT */
-    const uint8_t *payload;
-    size_t len;
-    /* a write goes in this unit (ctx set by the caller), with one op whose
-     * bytes unit_bytes owns and whose answer is unit_answer */
-    wunit_t *unit;
-    wop_t *op;
-    buf_t *unit_bytes;
-    buf_t *unit_answer;
-    /* out */
-    buf_t *answer;      /* the answer when it goes now (nothing was written) */
-    uint64_t write_seq; /* the unit's sequence number when one was submitted */
-    int deleted;        /* DELETE succeeded (the unit removes it from disk) */
-} spy_req_t;
-
-/* Run one request (GIL held). Exactly one of *answer or a submitted unit
- * carries its answer. */
-void spy_run(spy_req_t *r);
+/* The request's run (GIL held; INLINE or THREAD, sreq.h). It reads the
+ * message (type, id, oid, name, class_id, payload) and leaves either
+ * - its answer in r->answer, to go now (write_seq 0), or
+ * - a submitted unit (r->unit with r->op or ops laid out in r->unit_bytes;
+ *   unit.ctx set by the caller) whose done callback sends r->answer:
+ *   write_seq is the unit's sequence number. Once the unit is submitted the
+ *   run touches neither r->answer nor the unit (its ops, r->unit_bytes)
+ *   again;
+ * an empty answer and no unit mean out of memory (the caller answers). */
+void spy_run(spy_t *sp, sreq_t *r);
 /* Run one request on the calling thread if it qualifies (GIL held; the loop
  * thread, while no Python thread runs a request): its object is live, and it is
  * a GET_STATE, or a CALL / GET_FIELD / SET_FIELD of a method or field of that
@@ -94,14 +85,14 @@ void spy_run(spy_req_t *r);
  * qualify again); after INLINE_STRIKES such runs it never runs here again
  * (logged). Returns 1 if it ran (as spy_run does), 0 if not (nothing was
  * done). */
-int spy_run_inline(spy_req_t *r);
+int spy_run_inline(spy_t *sp, sreq_t *r);
 /* Drop idle objects past the cache bound (GIL held). */
-void spy_trim(void);
+void spy_trim(spy_t *sp);
 /* With the GIL: drop every live object that spy_trim could drop, whatever the
  * cache's size (UNLOAD), until none is left that nothing else holds; append
  * the answer to request req (OK with the number dropped) to answer. */
-void spy_unload(buf_t *answer, uint64_t req);
+void spy_unload(spy_t *sp, buf_t *answer, uint64_t req);
 /* Loaded objects now (GIL held). */
-size_t spy_cached(void);
+size_t spy_cached(const spy_t *sp);
 
 #endif

@@ -1,10 +1,57 @@
 #include "store/sreq.h"
 
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "store/sdb.h"
 #include "store/sproto.h"
 #include "store/sreply.h"
 
 #define NAME_MAX_LEN 255
+
+/* ------------------------------------------------------------ the object */
+
+sreq_t *sreq_new(size_t copy)
+{
+    /* The body is copied right after the struct: one allocation a request.
+     * Only the struct is zeroed (the body is overwritten at once). */
+    sreq_t *r = malloc(sizeof *r + copy);
+    if (r)
+        memset(r, 0, sizeof *r);
+    return r;
+}
+
+void sreq_destroy(sreq_t *r)
+{
+    buf_free(&r->answer);
+    buf_free(&r->unit_bytes);
+    buf_free(&r->unit.out);
+    free(r->created);
+    free(r->mem);
+    free(r);
+}
+
+/* The moves of the diagram in sreq.h, by the state moved from. */
+static const unsigned moves[] = {
+    [SREQ_QUEUED] = 1u << SREQ_INLINE | 1u << SREQ_THREAD | 1u << SREQ_COMMIT,
+    [SREQ_INLINE] = 1u << SREQ_THREAD | 1u << SREQ_COMMIT,
+    [SREQ_THREAD] = 1u << SREQ_COMMIT | 1u << SREQ_ANSWERED,
+    [SREQ_COMMIT] = 0,
+    [SREQ_ANSWERED] = 0,
+};
+
+void sreq_enter(sreq_t *r, sreq_state to)
+{
+    if (!(moves[r->state] & 1u << to)) {
+        fprintf(stderr, "store: request %llu (type %u) cannot go from state %d to %d\n",
+                (unsigned long long)r->id, r->type, (int)r->state, (int)to);
+        abort();
+    }
+    r->state = to;
+}
+
+/* ------------------------------------------------------------ parsing */
 
 static int text_ok(const uint8_t *p, size_t n, size_t max)
 {

@@ -177,12 +177,14 @@ static int start_python(store_t *st, const store_args_t *a)
      * port (locating, classes): never on the loop thread, which would wait on
      * itself. */
     unsigned inline_us = st->meta ? 0 : (unsigned)a->inline_us;
-    int rc = spy_init(st->db, st->cm, (size_t)a->cache, inline_us, st->meta != NULL, err,
-                      sizeof err);
+    st->spy = spy_init(st->db, st->cm, (size_t)a->cache, inline_us, st->meta != NULL, err,
+                       sizeof err);
     py_gil_leave();
-    if (rc < 0)
+    if (!st->spy) {
         fprintf(stderr, PROG ": %s\n", err);
-    return rc;
+        return -1;
+    }
+    return 0;
 }
 
 /* The address clients and other backends reach this one at ("tls:" first
@@ -285,6 +287,9 @@ static void start_handles(store_t *st)
 }
 
 /* Storage, committer, Python, threads, listener: 0 or -1 (message printed). */
+/* After every job on a Python thread (GIL held): the cache's bound. */
+static void trim_after_job(void *spy) { spy_trim(spy); }
+
 static int start(store_t *st, const store_args_t *a)
 {
     char err[1024];
@@ -334,7 +339,7 @@ static int start(store_t *st, const store_args_t *a)
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    pyexec_set_after(st->px, spy_trim);
+    pyexec_set_after(st->px, trim_after_job, st->spy);
     st->inline_ok = a->inline_us > 0;
     st->spin_ns = (uint64_t)a->spin_us * 1000;
     return 0;
@@ -361,7 +366,9 @@ static void finish(store_t *st)
 {
     if (Py_IsInitialized()) {
         py_gil_enter();
-        spy_fini();
+        if (st->spy)
+            spy_fini(st->spy);
+        st->spy = NULL;
         py_gil_leave();
         py_stop();
     }

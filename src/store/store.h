@@ -34,23 +34,10 @@
 typedef struct sconn sconn_t;
 typedef struct held held_t;
 
-/* One parsed request. Its fields point into `mem`, which it owns. */
-typedef struct sreq {
-    struct sreq *next;
-    sconn_t *conn; /* counted reference */
-    uint8_t type;
-    uint64_t id;
-    const char *oid;
-    size_t oidlen;
-    const char *name; /* method, field, alias or qualname */
-    size_t namelen;
-    uint64_t class_id;
-    const uint8_t *payload; /* "rest", or PERSIST's entries */
-    size_t len;
-    uint32_t count;         /* PERSIST */
-    size_t cost;            /* bytes counted against the connection */
-    void *mem;
-} sreq_t;
+/* One request, from its frame to its answer (sreq.h). */
+typedef struct sreq sreq_t;
+/* The Python side (spy.h). */
+typedef struct spy spy_t;
 
 typedef struct store {
     uv_loop_t loop;
@@ -60,6 +47,7 @@ typedef struct store {
     sdb_t *db;
     committer_t *cm;
     pyexec_t *px;
+    spy_t *spy;
     char secret[256];
     size_t secret_len;
     tls_ctx_t *tls;    /* --tls-cert/--tls-key: the port's TLS; NULL: none */
