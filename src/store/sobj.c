@@ -204,11 +204,14 @@ static const char *persist_build(store_t *st, sreq_t *r, char *why, size_t whyle
             alias_ops[nalias_ops++] = (wop_t){.kind = WOP_ALIAS_ADD, .id = e.id,
                                               .idlen = e.idlen, .name = e.alias,
                                               .namelen = e.alen};
+        /* An entry alone proves nothing: a request about the id (a lookup that
+         * came first, say) makes one. A PERSIST of it not yet answered does;
+         * one on disk is refused by its unit (WOP_CREATE). */
         sobj_t *o = obj_find(st, e.id, e.idlen);
-        if (o) {
+        if (o && o->pending) {
             snprintf(why, whylen, "an object with id '%.*s' already exists", (int)e.idlen, e.id);
             bad = why;
-        } else if (!(o = obj_create(st, e.id, e.idlen))) {
+        } else if (!o && !(o = obj_create(st, e.id, e.idlen))) {
             bad = "out of memory";
         } else {
             o->pending++;
