@@ -99,8 +99,9 @@ static void usage(FILE *f)
             "  --help                    this text\n"
             "\n"
             "Prints '" PROG ": sent N records (B bytes) in T s, R records/s' at the end\n"
-            "(with --resumable, every record put on the wire, resends included), and with\n"
-            "--resumable '" PROG ": acknowledged N records'.\n");
+            "('too short to measure a rate' under 1 ms; with --resumable, every record put\n"
+            "on the wire, resends included), and with --resumable '" PROG ": acknowledged\n"
+            "N records'.\n");
 }
 
 static int bad_usage(const char *msg)
@@ -651,8 +652,9 @@ int cmd_send(int argc, char **argv)
     records_free(&recs);
     if (rc < 0)
         fprintf(stderr, PROG ": error: %s\n", err);
-    fprintf(stderr, PROG ": sent %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %" PRIu64
-                    " records/s\n",
-            s.records, s.bytes, (double)s.ns / NS_PER_S, cli_rate(s.records, s.ns));
+    char rate[64];
+    fprintf(stderr, PROG ": sent %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %s\n",
+            s.records, s.bytes, (double)s.ns / NS_PER_S,
+            cli_rate_text(rate, sizeof rate, s.records, s.ns));
     return rc < 0 ? 1 : 0;
 }

@@ -23,11 +23,16 @@ BIN = os.environ.get("BETTONG_BIN", os.path.join(REPO, "build", "bettong"))
 
 WAIT = 20  # seconds: the ceiling for anything that should take well under one
 
+# The rate, or "too short to measure a rate" under a millisecond (rate None).
 SEND_SUMMARY = re.compile(
-    r"^bettong send: sent (\d+) records \((\d+) bytes\) in (\d+\.\d{3}) s, (\d+) records/s$", re.M
+    r"^bettong send: sent (\d+) records \((\d+) bytes\) in (\d+\.\d{3}) s, "
+    r"(?:(\d+) records/s|too short to measure a rate)$",
+    re.M,
 )
 RECV_SUMMARY = re.compile(
-    r"^bettong receive: (\d+) records \((\d+) bytes\) in (\d+\.\d{3}) s, (\d+) records/s$", re.M
+    r"^bettong receive: (\d+) records \((\d+) bytes\) in (\d+\.\d{3}) s, "
+    r"(?:(\d+) records/s|too short to measure a rate)$",
+    re.M,
 )
 LISTENING = re.compile(r"^bettong receive: listening on (\S+):(\d+)$")
 
@@ -50,18 +55,20 @@ def unframe(data):
     return out
 
 
-def send_summary(stderr):
-    m = SEND_SUMMARY.search(stderr)
+def _summary(pattern, stderr):
+    m = pattern.search(stderr)
     assert m, stderr
-    assert len(SEND_SUMMARY.findall(stderr)) == 1, stderr
-    return int(m.group(1)), int(m.group(2)), float(m.group(3)), int(m.group(4))
+    assert len(pattern.findall(stderr)) == 1, stderr
+    rate = int(m.group(4)) if m.group(4) is not None else None
+    return int(m.group(1)), int(m.group(2)), float(m.group(3)), rate
+
+
+def send_summary(stderr):
+    return _summary(SEND_SUMMARY, stderr)
 
 
 def recv_summary(stderr):
-    m = RECV_SUMMARY.search(stderr)
-    assert m, stderr
-    assert len(RECV_SUMMARY.findall(stderr)) == 1, stderr
-    return int(m.group(1)), int(m.group(2)), float(m.group(3)), int(m.group(4))
+    return _summary(RECV_SUMMARY, stderr)
 
 
 def free_port():
