@@ -256,7 +256,7 @@ static rs_status send_chunk(rs_client_t *c, uint64_t budget)
     if (budget > left)
         budget = left;
     size_t hi = budget < r->n - pos ? pos + (size_t)budget : r->n;
-    size_t end = send_last_record_within(r, pos, hi, SEND_CHUNK);
+    size_t end = records_last_within(r, pos, hi, SEND_CHUNK);
     size_t nbytes = r->off[end] - r->off[pos], written;
     if (send_write_all(c->fd, r->data + r->off[pos], nbytes, &written) < 0) {
         /* No need to count what got through: the next 'R' says what arrived. */
