@@ -7,6 +7,7 @@ The reference is giles/sender/giles-sender.pony and
 utils/data_receiver/data_receiver.pony of Wallaroo 0.6.1.
 """
 
+import json
 import os
 import re
 import select
@@ -15,6 +16,7 @@ import statistics
 import struct
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -444,6 +446,40 @@ def test_giles_u64_sequence_into_an_application(bt):
         expected.append("key=%d value=%d sum=%d" % (k, v, sums[k]))
     got = lines_of(recv.wait_bytes(sum(len(e) + 1 for e in expected)))
     assert sorted(got) == sorted(expected)
+    eng.stop()
+
+
+WALLAROO061 = Path(os.environ.get("WALLAROO061", "/tmp/w061"))
+
+
+def test_wallaroo_word_count_with_its_readme_command_line(bt):
+    """Wallaroo 0.6.1's examples/python/word_count fed by its README's sender
+    command line (without --repeat): count_this.txt's empty lines are skipped
+    as giles skips them, so the output is the 482 counts of _expected.json
+    (empty frames would add 10 counts of the empty word). Needs Wallaroo's
+    sources (WALLAROO061) and the 0.6 API."""
+    import wallaroo
+    example = WALLAROO061 / "examples" / "python" / "word_count"
+    if not (example / "count_this.txt").exists():
+        pytest.skip("Wallaroo 0.6.1's sources are not at %s (set WALLAROO061)" % WALLAROO061)
+    if not hasattr(wallaroo, "source"):
+        pytest.skip("this build has no Wallaroo 0.6 API (wallaroo.source)")
+    recv = bt.receiver()
+    eng = bt.engine(example / "word_count.py", outs=[recv.port], wait=False,
+                    extra=["--in", "127.0.0.1:0"])
+    port = int(eng.wait_log(r"source '[^']*' listening on 127\.0\.0\.1:(\d+)").group(1))
+    r = sent_ok("--host", "127.0.0.1:%d" % port, "--file", example / "count_this.txt",
+                "--batch-size", "5", "--interval", "100_000_000", "--messages", "10000000",
+                "--ponythreads=1", "--ponynoblock", "--no-write")
+    lines = [l for l in (example / "count_this.txt").read_text().split("\n") if l]
+    assert summary(SEND_SUMMARY, r.err)[0] == len(lines)
+    got = lines_of(recv.wait_lines(482, timeout=30))
+    assert len(got) == 482
+    last = {}
+    for line in got:
+        word, _, count = line.rpartition(" => ")
+        last[word] = int(count)
+    assert last == json.loads((example / "_expected.json").read_text())
     eng.stop()
 
 
