@@ -1,10 +1,29 @@
 #include "tools/cli.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The Pony runtime's flags (ponyc 0.25, which Wallaroo 0.6.1 was built with,
+ * plus --ponypin and --ponynoscale of other releases): thread counts, cycle
+ * detection, GC and scheduler tuning. None of them changes what a tool sends
+ * or writes. */
+typedef struct {
+    const char *name;
+    int has_value;
+} pony_flag_t;
+
+static const pony_flag_t pony_flags[] = {
+    {"--ponythreads", 1},   {"--ponyminthreads", 1}, {"--ponysuspendthreshold", 1},
+    {"--ponycdinterval", 1}, {"--ponygcinitial", 1},  {"--ponygcfactor", 1},
+    {"--ponynoyield", 0},   {"--ponynoblock", 0},    {"--ponynopin", 0},
+    {"--ponypinasio", 0},   {"--ponypin", 0},        {"--ponynoscale", 0},
+};
+#define NPONY (sizeof pony_flags / sizeof pony_flags[0])
+_Static_assert(NPONY <= 32, "cli_t.pony_seen has a bit per Pony flag");
 
 void cli_init(cli_t *c, int argc, char **argv)
 {
@@ -12,6 +31,25 @@ void cli_init(cli_t *c, int argc, char **argv)
     c->argv = argv;
     c->next = 1;
     c->options_done = 0;
+    c->pony_ok = 0;
+    c->pony_seen = 0;
+}
+
+void cli_accept_pony_flags(cli_t *c) { c->pony_ok = 1; }
+
+void cli_pony_note(unsigned pony_seen, const char *prog)
+{
+    if (!pony_seen)
+        return;
+    fprintf(stderr, "%s: note: ignoring", prog);
+    const char *sep = " ";
+    for (size_t i = 0; i < NPONY; i++)
+        if (pony_seen & (1u << i)) {
+            fprintf(stderr, "%s%s", sep, pony_flags[i].name);
+            sep = ", ";
+        }
+    fprintf(stderr, ": Pony runtime flags (Wallaroo's tools are Pony programs; "
+                    "this one is not)\n");
 }
 
 static int all_digits(const char *s)
@@ -88,6 +126,35 @@ static cli_status take_value(cli_t *c, const cli_option_t *o, const char *arg,
     return CLI_ERROR;
 }
 
+/* 1: `arg` was a Pony runtime flag, now skipped with its value; 0: it is not
+ * one; -1: refused (message in err). */
+static int skip_pony_flag(cli_t *c, const char *arg, char *err, size_t errlen)
+{
+    const char *inline_value;
+    if (name_matches(arg, "--ponyversion", &inline_value)) {
+        snprintf(err, errlen, "'%s' makes a Pony program print its runtime's version "
+                 "instead of running; there is no Pony runtime here", arg);
+        return -1;
+    }
+    for (size_t i = 0; i < NPONY; i++) {
+        if (!name_matches(arg, pony_flags[i].name, &inline_value))
+            continue;
+        if (pony_flags[i].has_value && !inline_value) {
+            if (c->next >= c->argc) {
+                snprintf(err, errlen, "option '%s' needs a value", arg);
+                return -1;
+            }
+            c->next++;
+        } else if (!pony_flags[i].has_value && inline_value) {
+            snprintf(err, errlen, "option '%s' takes no value", arg);
+            return -1;
+        }
+        c->pony_seen |= 1u << i;
+        return 1;
+    }
+    return 0;
+}
+
 cli_status cli_next(cli_t *c, const cli_option_t *opts, size_t nopts, int *id,
                     const char **value, char *err, size_t errlen)
 {
@@ -102,6 +169,13 @@ cli_status cli_next(cli_t *c, const cli_option_t *opts, size_t nopts, int *id,
     if (strcmp(arg, "--") == 0) {
         c->options_done = 1;
         return cli_next(c, opts, nopts, id, value, err, errlen);
+    }
+    if (c->pony_ok) {
+        int pony = skip_pony_flag(c, arg, err, errlen);
+        if (pony < 0)
+            return CLI_ERROR;
+        if (pony > 0)
+            return cli_next(c, opts, nopts, id, value, err, errlen);
     }
     const char *inline_value = NULL;
     const cli_option_t *o = find_option(arg, opts, nopts, &inline_value);
@@ -123,6 +197,44 @@ int cli_parse_u64(const char *s, uint64_t *out)
     if (errno != 0 || *end != '\0')
         return -1;
     *out = (uint64_t)v;
+    return 0;
+}
+
+static int digit_value(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'z')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'Z')
+        return ch - 'A' + 10;
+    return 99;
+}
+
+/* Pony's String.read_int with base 0: a 0x / 0b prefix only when at least one
+ * character follows it, a leading 0 is not octal, '_' is skipped, and the
+ * whole string must be used. giles reads I64, hence the INT64_MAX bound. */
+int cli_parse_pony_count(const char *s, uint64_t *out)
+{
+    uint64_t base = 10, v = 0;
+    int digits = 0;
+    if (strlen(s) > 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X' || s[1] == 'b' ||
+                                         s[1] == 'B')) {
+        base = (s[1] == 'x' || s[1] == 'X') ? 16 : 2;
+        s += 2;
+    }
+    for (; *s; s++) {
+        if (*s == '_')
+            continue;
+        uint64_t d = (uint64_t)digit_value(*s);
+        if (d >= base || v > ((uint64_t)INT64_MAX - d) / base)
+            return -1;
+        v = v * base + d;
+        digits++;
+    }
+    if (!digits)
+        return -1;
+    *out = v;
     return 0;
 }
 
@@ -158,4 +270,13 @@ uint64_t cli_rate(uint64_t records, uint64_t ns)
     if (ns == 0)
         return 0;
     return (uint64_t)llround((double)records * 1e9 / (double)ns);
+}
+
+const char *cli_rate_text(char *buf, size_t len, uint64_t records, uint64_t ns)
+{
+    if (ns < CLI_RATE_MIN_NS)
+        snprintf(buf, len, "too short to measure a rate");
+    else
+        snprintf(buf, len, "%" PRIu64 " records/s", cli_rate(records, ns));
+    return buf;
 }

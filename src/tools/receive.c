@@ -1,7 +1,8 @@
 /* bettong receive: accept TCP connections and write what arrives to a file, like
- * Wallaroo's data receiver. One thread, one poll loop. Each connection keeps the
- * bytes of its unfinished record, and only whole records go to the output, so
- * concurrent senders interleave record by record and the file stays parseable. */
+ * Wallaroo's data receiver (utils/data_receiver, whose flags it takes too). One
+ * thread, one poll loop. Each connection keeps the bytes of its unfinished
+ * record, and only whole records go to the output, so concurrent senders
+ * interleave record by record and the file stays parseable. */
 #include "tools/tools.h"
 
 #include <errno.h>
@@ -36,16 +37,26 @@
 #define ACCEPT_PAUSE_NS (100 * 1000000ULL)
 #define NS_PER_S 1e9
 
+/* What goes to the output. */
+typedef enum {
+    OUT_RAW,      /* every byte as it came (lines, or frames with their headers) */
+    OUT_PAYLOADS, /* data_receiver --framed: each frame's payload and a '\n' */
+    OUT_NONE,     /* --no-write: count, write nothing */
+} out_mode;
+
 typedef struct {
     hostport_t listen;
     const char *out_path; /* NULL or "-": stdout */
     int framed;
+    int no_write;
+    out_mode mode;
     int verbose;
     uint64_t expect;
     int has_expect;
     double timeout;
     int has_timeout;
     int exactly_once;
+    unsigned pony_seen; /* the Pony runtime flags given, for the note */
 } recv_opts_t;
 
 typedef struct {
@@ -90,17 +101,19 @@ enum {
     OPT_TIMEOUT,
     OPT_VERBOSE,
     OPT_EXACTLY_ONCE,
+    OPT_NO_WRITE,
     OPT_HELP
 };
 
 static const cli_option_t recv_options[] = {
     {OPT_LISTEN, CLI_VALUE, {"--listen", "-l"}},
     {OPT_OUT, CLI_VALUE, {"--out", "-o"}},
-    {OPT_FRAMED, CLI_FLAG, {"--framed", "--binary", "-y"}},
+    {OPT_FRAMED, CLI_FLAG, {"--framed", "--binary", "-y", "-f"}},
     {OPT_EXPECT, CLI_VALUE, {"--expect"}},
     {OPT_TIMEOUT, CLI_VALUE, {"--timeout"}},
     {OPT_VERBOSE, CLI_FLAG, {"--verbose", "-v"}},
     {OPT_EXACTLY_ONCE, CLI_FLAG, {"--exactly-once"}},
+    {OPT_NO_WRITE, CLI_FLAG, {"--no-write", "-n"}},
     {OPT_HELP, CLI_FLAG, {"--help", "-h"}},
 };
 
@@ -114,8 +127,14 @@ static void usage(FILE *f)
             "  --listen, -l H:P        address to listen on (default 127.0.0.1:0; port 0 picks\n"
             "                          a free one; a bare PORT means 127.0.0.1:PORT)\n"
             "  --out, -o FILE          output file, truncated first (default: stdout)\n"
-            "  --framed, --binary, -y  records are 4-byte big-endian length frames\n"
-            "                          (default: '\\n'-terminated lines)\n"
+            "  --framed, --binary, -y, -f\n"
+            "                          records are 4-byte big-endian length frames\n"
+            "                          (default: '\\n'-terminated lines). They are written as\n"
+            "                          they came to --out FILE (or --out - for stdout),\n"
+            "                          ready for 'bettong send --framed'; without --out, as\n"
+            "                          Wallaroo's data_receiver --framed prints them: each\n"
+            "                          payload followed by '\\n'\n"
+            "  --no-write, -n          write nothing, only count (data_receiver's --no-write)\n"
             "  --expect N              exit 0 once N records have arrived\n"
             "  --timeout S             give up after S seconds: exit 1 if --expect is not met\n"
             "                          (without --expect: just stop, exit 0)\n"
@@ -128,9 +147,13 @@ static void usage(FILE *f)
             "                          all three to start afresh). Needs --out FILE; --expect\n"
             "                          counts committed records\n"
             "  --help, -h              this text\n"
+            "  --ponythreads N, --ponynoblock, --ponypinasio, ... (the Pony runtime's flags,\n"
+            "                          in data_receiver command lines) ignored, with a note\n"
             "\n"
             "Prints '" PROG ": listening on HOST:PORT' once listening and\n"
-            "'" PROG ": N records (B bytes) in T s, R records/s' at exit.\n");
+            "'" PROG ": N records (B bytes) in T s, R records/s' at exit: B counts the\n"
+            "bytes received, T runs from the first byte to the last, and a T under 1 ms\n"
+            "prints 'too short to measure a rate' instead of R.\n");
 }
 
 static int bad_usage(const char *msg)
@@ -157,6 +180,9 @@ static int apply_option(recv_opts_t *o, int id, const char *v, char *err, size_t
     case OPT_EXACTLY_ONCE:
         o->exactly_once = 1;
         return 0;
+    case OPT_NO_WRITE:
+        o->no_write = 1;
+        return 0;
     case OPT_EXPECT:
         o->has_expect = 1;
         if (cli_parse_u64(v, &o->expect) == 0)
@@ -174,6 +200,26 @@ static int apply_option(recv_opts_t *o, int id, const char *v, char *err, size_t
     return -1;
 }
 
+/* data_receiver writes only to stdout, so a command line without --out is one
+ * of its own: there --framed prints payloads, as data_receiver does. --out is
+ * bettong's, and keeps the frames whole for replaying. */
+static int check_output(recv_opts_t *o)
+{
+    /* The state that makes output exactly-once lives next to the file. */
+    if (o->exactly_once && (!o->out_path || strcmp(o->out_path, "-") == 0))
+        return bad_usage("--exactly-once needs --out FILE (its state is kept next to FILE)");
+    if (o->no_write && (o->out_path || o->exactly_once))
+        return bad_usage("--no-write writes nothing: it does not go with --out or "
+                         "--exactly-once");
+    if (o->no_write)
+        o->mode = OUT_NONE;
+    else if (o->framed && !o->out_path && !o->exactly_once)
+        o->mode = OUT_PAYLOADS;
+    else
+        o->mode = OUT_RAW;
+    return -1;
+}
+
 /* Returns -1 to go on, or the exit code (0 after --help, 2 on bad usage). */
 static int parse_args(int argc, char **argv, recv_opts_t *o)
 {
@@ -181,6 +227,7 @@ static int parse_args(int argc, char **argv, recv_opts_t *o)
     strcpy(o->listen.host, "127.0.0.1");
     cli_t c;
     cli_init(&c, argc, argv);
+    cli_accept_pony_flags(&c);
     char err[512];
     int id = -1;
     const char *v;
@@ -200,10 +247,8 @@ static int parse_args(int argc, char **argv, recv_opts_t *o)
         if (apply_option(o, id, v, err, sizeof err) < 0)
             return bad_usage(err);
     }
-    /* The state that makes output exactly-once lives next to the file. */
-    if (o->exactly_once && (!o->out_path || strcmp(o->out_path, "-") == 0))
-        return bad_usage("--exactly-once needs --out FILE (its state is kept next to FILE)");
-    return -1;
+    o->pony_seen = c.pony_seen;
+    return check_output(o);
 }
 
 static int open_listener(const hostport_t *hp, char *text, size_t textlen, char *err,
@@ -237,21 +282,41 @@ static int open_listener(const hostport_t *hp, char *text, size_t textlen, char 
     return fd;
 }
 
-/* Returns 0, or -1 once the output is broken (reported once). */
+static int output_failed(receiver_t *rx)
+{
+    fprintf(stderr, PROG ": cannot write to %s: %s\n",
+            rx->o.out_path ? rx->o.out_path : "stdout", strerror(errno));
+    rx->failed = 1;
+    return -1;
+}
+
+/* Write p[0..n) as it is. Returns 0, or -1 once the output is broken (reported once). */
 static int output(receiver_t *rx, const uint8_t *p, size_t n)
 {
     if (rx->failed)
         return -1;
-    if (n == 0)
+    if (n == 0 || rx->o.mode == OUT_NONE)
         return 0;
-    if (fwrite(p, 1, n, rx->out) != n) {
-        fprintf(stderr, PROG ": cannot write to %s: %s\n",
-                rx->o.out_path ? rx->o.out_path : "stdout", strerror(errno));
-        rx->failed = 1;
-        return -1;
-    }
-    rx->bytes += n;
+    if (fwrite(p, 1, n, rx->out) != n)
+        return output_failed(rx);
     rx->dirty = 1;
+    return 0;
+}
+
+/* data_receiver --framed: the payload of each whole frame in p[0..n), then '\n'. */
+static int output_payloads(receiver_t *rx, const uint8_t *p, size_t n)
+{
+    if (rx->failed)
+        return -1;
+    for (size_t pos = 0; pos + 4 <= n;) {
+        size_t plen = (size_t)p[pos] << 24 | (size_t)p[pos + 1] << 16 |
+                      (size_t)p[pos + 2] << 8 | p[pos + 3];
+        if (fwrite(p + pos + 4, 1, plen, rx->out) != plen || fputc('\n', rx->out) == EOF)
+            return output_failed(rx);
+        pos += 4 + plen;
+    }
+    if (n > 0)
+        rx->dirty = 1;
     return 0;
 }
 
@@ -335,8 +400,12 @@ static conn_state drain_records(receiver_t *rx, conn_t *c)
     conn_state st = rx->o.framed ? complete_frames(&rx->spec, c, &len, &count)
                                  : complete_lines(c, &len, &count);
     /* Records count once they are in the output, so the summary matches the file. */
-    if (output(rx, buf_head(&c->in), len) == 0)
+    int rc = rx->o.mode == OUT_PAYLOADS ? output_payloads(rx, buf_head(&c->in), len)
+                                        : output(rx, buf_head(&c->in), len);
+    if (rc == 0) {
         rx->records += count;
+        rx->bytes += len;
+    }
     buf_consume(&c->in, len);
     /* One huge record should not pin its buffer for the connection's life. */
     if (buf_unread(&c->in) == 0)
@@ -418,11 +487,16 @@ static void conns_close(receiver_t *rx, size_t i, conn_state why)
         c->eo = NULL;
         tail = 0;
     }
-    if (why != CONN_BAD && tail > 0) {
+    if (why != CONN_BAD && tail > 0 && rx->o.mode == OUT_PAYLOADS) {
+        /* data_receiver prints whole payloads only. */
+        log_warn("connection from %s ended inside a frame (%zu bytes of it dropped)", c->peer,
+                 tail);
+    } else if (why != CONN_BAD && tail > 0) {
         if (rx->o.framed)
-            log_warn("connection from %s ended inside a frame (%zu bytes of it written)",
-                     c->peer, tail);
-        output(rx, buf_head(&c->in), tail);
+            log_warn("connection from %s ended inside a frame (%zu bytes of it %s)", c->peer,
+                     tail, rx->o.mode == OUT_NONE ? "counted" : "written");
+        if (output(rx, buf_head(&c->in), tail) == 0)
+            rx->bytes += tail;
     }
     if (why == CONN_BAD && tail > 0)
         log_warn("connection from %s: %zu unwritten bytes dropped", c->peer, tail);
@@ -570,6 +644,8 @@ static int open_output(receiver_t *rx)
             fprintf(stderr, PROG ": %s\n", err);
         return rx->eo ? 0 : -1;
     }
+    if (rx->o.mode == OUT_NONE)
+        return 0;
     if (!path || strcmp(path, "-") == 0) {
         rx->out = stdout;
     } else if (!(rx->out = fopen(path, "wb"))) {
@@ -602,12 +678,15 @@ static void shut_down(receiver_t *rx)
     free(rx->pfds);
 }
 
+/* The time runs from the first read that brought bytes to the last one, on the
+ * monotonic clock in nanoseconds. */
 static void print_summary(const receiver_t *rx)
 {
     uint64_t ns = rx->first_ns ? rx->last_ns - rx->first_ns : 0;
-    fprintf(stderr,
-            PROG ": %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %" PRIu64 " records/s\n",
-            rx->records, rx->bytes, (double)ns / NS_PER_S, cli_rate(rx->records, ns));
+    char rate[64];
+    fprintf(stderr, PROG ": %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %s\n",
+            rx->records, rx->bytes, (double)ns / NS_PER_S,
+            cli_rate_text(rate, sizeof rate, rx->records, ns));
 }
 
 static int receiver_init(receiver_t *rx, char *err, size_t errlen)
@@ -651,7 +730,9 @@ int cmd_receive(int argc, char **argv)
         free(rx.pfds);
         return 1;
     }
+    /* The listening line comes first: scripts read the port from it. */
     fprintf(stderr, PROG ": listening on %s\n", where);
+    cli_pony_note(rx.o.pony_seen, PROG);
     fflush(stderr);
     rx.last_flush_ns = now_ns();
     int loop = event_loop(&rx, &wait_mask);

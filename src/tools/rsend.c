@@ -256,7 +256,7 @@ static rs_status send_chunk(rs_client_t *c, uint64_t budget)
     if (budget > left)
         budget = left;
     size_t hi = budget < r->n - pos ? pos + (size_t)budget : r->n;
-    size_t end = send_last_record_within(r, pos, hi, SEND_CHUNK);
+    size_t end = records_last_within(r, pos, hi, SEND_CHUNK);
     size_t nbytes = r->off[end] - r->off[pos], written;
     if (send_write_all(c->fd, r->data + r->off[pos], nbytes, &written) < 0) {
         /* No need to count what got through: the next 'R' says what arrived. */
@@ -337,11 +337,10 @@ static void finish_connection(int fd)
 
 static void print_summary(const rs_client_t *c)
 {
-    fprintf(stderr,
-            PROG ": sent %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %" PRIu64
-                 " records/s\n",
+    char rate[64];
+    fprintf(stderr, PROG ": sent %" PRIu64 " records (%" PRIu64 " bytes) in %.3f s, %s\n",
             c->s.records, c->s.bytes, (double)c->s.ns / SEND_NS_PER_S,
-            cli_rate(c->s.records, c->s.ns));
+            cli_rate_text(rate, sizeof rate, c->s.records, c->s.ns));
     fprintf(stderr, PROG ": acknowledged %" PRIu64 " records", c->acked);
     if (c->resent > 0)
         fprintf(stderr, " (%" PRIu64 " resent after reconnects)", c->resent);

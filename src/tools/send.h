@@ -1,6 +1,7 @@
-/* What bettong send's plain mode (send.c) shares with its resumable mode
- * (rsend.c): the options, the input framed in memory, and the connect, write and
- * pacing helpers, so both modes send the same bytes the same way. */
+/* What bettong send's parts share: the options (parsed by send_args), and the
+ * connect, write and pacing helpers of send.c that the plain loop, giles'
+ * batches (batch.c) and the resumable mode (rsend.c) all use, so every mode
+ * sends the same bytes the same way. */
 #ifndef BETTONG_TOOLS_SEND_H
 #define BETTONG_TOOLS_SEND_H
 
@@ -9,6 +10,8 @@
 #include <sys/socket.h>
 
 #include "net/addr.h"
+#include "tools/records.h"
+#include "tools/source.h"
 
 #define SEND_PROG "bettong send"
 /* Big enough that the per-syscall cost vanishes for records of a few bytes. */
@@ -21,11 +24,27 @@
 typedef struct {
     hostport_t to;
     int have_to;
-    const char *file;
-    int framed;
-    uint64_t repeat; /* 0 = forever */
-    uint64_t count;  /* 0 = no limit */
-    double rate;     /* 0 = as fast as possible */
+    const char *file;   /* the input as given: NULL for giles' sequences */
+    char **paths;       /* the files to read in order: giles' --file takes "F1,F2,..." */
+    size_t npaths;
+    int binary;         /* --framed / --binary / -y */
+    uint64_t msg_size;  /* giles' --msg-size (0: not given) */
+    int variable_size;  /* giles' --variable-size */
+    uint64_t repeat;    /* 0 = forever */
+    int have_repeat;
+    uint64_t limit;     /* most records to send (UINT64_MAX: no limit) */
+    int have_limit;     /* --count or --messages was given */
+    double rate;        /* 0 = as fast as possible */
+    /* giles' pacing: batches of batch_size (+ up to vary_by - 1) every interval */
+    uint64_t batch_size, interval, vary_by;
+    int have_batch_size, have_interval, have_vary_by;
+    /* giles' sequences (no --file) */
+    int u64;
+    uint64_t start_from;
+    int have_start_from;
+    const char *partition;
+    int no_write;         /* giles' --no-write */
+    const char *sent_log; /* --sent-log FILE: giles' sent.txt */
     double connect_timeout;
     /* --resumable: the resumable source protocol of docs/resilience.md */
     int resumable;
@@ -33,14 +52,6 @@ typedef struct {
     double ack_timeout; /* seconds to wait for the last acknowledgement; 0: none */
     int have_stream, have_ack_timeout;
 } send_opts_t;
-
-/* Records framed back to back: record i is data[off[i] .. off[i+1]). */
-typedef struct {
-    uint8_t *data;
-    size_t len;
-    size_t *off;
-    size_t n;
-} records_t;
 
 typedef struct {
     uint64_t records;
@@ -55,8 +66,9 @@ void send_sleep_until_ns(uint64_t t);
 int send_try_connect(const struct sockaddr_storage *addr, int wait_ms);
 /* Write everything unless the connection fails; *written says how far it got. */
 int send_write_all(int fd, const uint8_t *p, size_t n, size_t *written);
-/* The largest j in (pos, hi] with off[j] - off[pos] <= limit, but at least pos + 1. */
-size_t send_last_record_within(const records_t *r, size_t pos, size_t hi, size_t limit);
+/* Write the span's records and count them in s (on a failure, those that went
+ * whole). Returns 0, or -1 with a message in err. */
+int send_span(int fd, const span_t *sp, send_stats_t *s, char *err, size_t errlen);
 /* How many records may go now to stay on schedule at `rate` per second since
  * `start`; 0 after sleeping until the next one is due. */
 uint64_t send_paced_allowance(uint64_t start, double rate, uint64_t sent);

@@ -1008,3 +1008,80 @@ def make_tls_cert(directory, name="bettong-test"):
 def tls_cert(tmp_path):
     """(cert, key) paths of a self-signed pair made for this test."""
     return make_tls_cert(tmp_path / "tls")
+
+
+class TcpRecorder:
+    """A plain TCP listener on 127.0.0.1, port 0, recording what every
+    connection sends with the monotonic time of each read: what a sender put
+    on the wire, and when (the pacing tests of `bettong send`)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.reads = []      # per connection: [(monotonic time, bytes), ...]
+        self._ended = []     # per connection: set at its EOF
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            reads, ended = [], threading.Event()
+            with self._lock:
+                self.reads.append(reads)
+                self._ended.append(ended)
+            threading.Thread(target=self._serve, args=(conn, reads, ended), daemon=True).start()
+
+    def _serve(self, conn, reads, ended):
+        with conn:
+            conn.settimeout(60)
+            try:
+                while True:
+                    chunk = conn.recv(1 << 16)
+                    if not chunk:
+                        break
+                    reads.append((time.monotonic(), chunk))
+            except OSError:
+                pass
+        ended.set()
+
+    def wait_closed(self, conns=1, timeout=20):
+        """Wait until `conns` connections came and ended; returns their reads."""
+        wait_until(lambda: len(self._ended) >= conns, timeout, "%d connection(s)" % conns)
+        for ended in self._ended[:conns]:
+            if not ended.wait(timeout):
+                pytest.fail("a connection to the recorder did not end within %.0f s" % timeout)
+        return self.reads[:conns]
+
+    def data(self, conn=0, timeout=20):
+        """Everything connection `conn` sent, once it ended."""
+        return b"".join(chunk for _, chunk in self.wait_closed(conn + 1, timeout)[conn])
+
+    def connections(self):
+        with self._lock:
+            return len(self.reads)
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def tcp_recorder():
+    """Start TcpRecorder listeners with tcp_recorder(); all closed at the end."""
+    made = []
+
+    def make():
+        r = TcpRecorder()
+        made.append(r)
+        return r
+
+    try:
+        yield make
+    finally:
+        for r in made:
+            r.close()

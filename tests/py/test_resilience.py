@@ -66,8 +66,9 @@ def rng():
 
 
 def text_lines(path):
-    """The records `bettong send` makes of a text file: its lines, newline removed."""
-    return path.read_text("utf-8").split("\n")[:-1]
+    """The records `bettong send` makes of a text file: its lines, newline removed,
+    the empty ones skipped (as Wallaroo's giles sender does)."""
+    return [line for line in path.read_text("utf-8").split("\n")[:-1] if line]
 
 
 def word_count_output(wc, lines, start=None):
