@@ -520,3 +520,25 @@ def test_dataclass_models(store):
     assert "a=1, b=2" in repr(p)              # the dataclass's __repr__, run here
     assert Pair.get_by_alias("pair") is p
     assert p.dc_clone() == Pair(1, 2)
+
+
+def test_persist_of_an_id_just_looked_up(store):
+    """A lookup of an id the store does not hold yet, then a PERSIST of that id
+    on the same connection without waiting in between: the lookup finds
+    nothing, the PERSIST is stored (the store's entry made for the lookup is
+    no object)."""
+    m.Counter(0).make_persistent(alias="registers-the-class")
+    c = m.Counter(41)
+    items, ents, _ = objects._collect(c, None)
+    oid = items[0][0]
+    conn = objects._get_conn()
+    r1 = conn.send(objects._LOOKUP_ID, oid)
+    r2 = conn.send(objects._PERSIST, items)
+    conn.flush()
+    answers = {}
+    while len(answers) < 2:
+        for a in conn.recv(10):
+            answers[a[1]] = a
+    assert answers[r1][0] == objects._FAILED and answers[r1][2] == objects._ERR_NOT_FOUND
+    assert answers[r2][0] == objects._OK, answers[r2]
+    assert m.Counter.get_by_id(oid).incr(1) == 42
