@@ -610,24 +610,6 @@ static int op_delete(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op
     return rc ? storage_failed(u) : 0;
 }
 
-/* A move's mark (sdb.h `moving`): set before the object is handed over, so
- * that a crash before the delete here is found and resolved (spy.c). */
-static int op_move_mark(sdb_write_t *w, wunit_t *u, const wop_t *op)
-{
-    sdb_read_t v = sdb_write_view(w);
-    uint64_t cid;
-    const uint8_t *st;
-    size_t n;
-    if (op->kind == WOP_MOVE_ABORT)
-        return sdb_clear_moving(w, op->id, op->idlen) ? storage_failed(u) : 0;
-    int rc = sdb_get_object(&v, op->id, op->idlen, &cid, &st, &n);
-    if (rc == SDB_NOTFOUND)
-        return fail(u, STORE_ERR_NOT_FOUND, "no object with id '%.*s'", op->id, op->idlen);
-    if (rc || sdb_set_moving(w, op->id, op->idlen, op->name, op->namelen) != SDB_OK)
-        return storage_failed(u);
-    return 0;
-}
-
 /* FORWARD: the object (a version) goes, as a delete would take it, but its id
  * stays in use: it names the original (name) from now on. What refers to the
  * version keeps its count here; the original's own count is not raised. */
@@ -697,9 +679,6 @@ static int apply_here(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *o
         return op_backends(c, u);
     case WOP_FORWARD:
         return op_forward(c, w, u, op);
-    case WOP_MOVE_BEGIN:
-    case WOP_MOVE_ABORT:
-        return op_move_mark(w, u, op);
     default:
         u->status = STORE_ERR_INTERNAL;
         snprintf(u->msg, sizeof u->msg, "unknown operation %u", op->kind);

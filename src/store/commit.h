@@ -54,9 +54,6 @@ typedef enum {
     WOP_REPLICA_DEL,  /* unlist it */
     WOP_FORWARD,      /* the object id (a version) is replaced by a forward to
                          the object name (its original): sdb_put_forward */
-    WOP_MOVE_BEGIN,   /* mark id as moving to backend name (sdb_set_moving);
-                         the WOP_DELETE_MOVED that ends the move clears it */
-    WOP_MOVE_ABORT,   /* clear the mark: the object stays here */
 } wop_kind;
 
 typedef struct {

@@ -28,9 +28,8 @@
  *                replicas and forwards, refuses it.
  *   moving       object id -> backend id: a MOVE of the object to that backend
  *                began (sdb_set_moving) and has not ended; the delete that
- *                ends it clears it. Found after a crash, it says the object
- *                may be the other backend's already (spy.c resolves it).
- *                Format 3 too.
+ *                ends it clears it. Format 3 too. (Not set yet: resolving a
+ *                move that a crash interrupted is still to be built.)
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
