@@ -892,6 +892,50 @@ def backend_of(obj):
     return _locate(oid) if _multi else _home_id
 
 
+def _move_held(bid, oid):
+    """In a store, for a move of object oid to backend bid that a crash
+    interrupted: does bid hold oid (the move went through)? Raises when bid
+    cannot be asked."""
+    a = _send_to(bid, (_LOOKUP_ID, oid))
+    if a[0] == _FAILED and a[2] == _ERR_NOT_FOUND:
+        return False
+    if a[0] != _REF:
+        raise _answer_error(a)
+    return a[2] == oid and (a[4] or bid) == bid
+
+
+def _move_finish(oid, bid):
+    """In a store: finish a move that a crash interrupted after backend bid took
+    the object (a MOVE to this store itself, in a thread: it runs in the
+    object's queue, after the request that found the mark)."""
+    def run():
+        try:
+            a = _send_to(os.environ["BETTONG_STORE_BACKEND_ID"], (_MOVE, oid, bid))
+            if a[0] != _OK:
+                raise _answer_error(a)
+            print(f"bettong store: the interrupted move of {oid} is finished", file=sys.stderr,
+                  flush=True)
+        except Exception as e:
+            print(f"bettong store: the interrupted move of {oid} could not be finished ({e}); "
+                  "it is tried again when the object is next loaded", file=sys.stderr,
+                  flush=True)
+    threading.Thread(target=run, daemon=True, name="bettong-move-finish").start()
+
+
+def _resolve_moves(oids):
+    """In a store, at start: objects with a move mark a stop left. A request
+    about each (to this store, once it serves) loads it, which resolves the
+    move (spy.c resolve_move)."""
+    def run():
+        for oid in oids:
+            try:
+                _send_to(os.environ["BETTONG_STORE_BACKEND_ID"], (_GET_STATE, oid))
+            except Exception as e:
+                print(f"bettong store: the move of {oid} could not be resolved now ({e}); it "
+                      "is when the object is next loaded", file=sys.stderr, flush=True)
+    threading.Thread(target=run, daemon=True, name="bettong-resolve-moves").start()
+
+
 def _adopt(bid, oid, cid, qual, data, state, aliases):
     """In a store moving an object out (MOVE): give it to backend bid -- its
     class, its state as stored, its aliases (claimed by this object's id, so

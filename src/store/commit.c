@@ -333,8 +333,13 @@ static int lookup_object(committer_t *c, sdb_write_t *w, wunit_t *u, const char 
             remote = 1; /* an original may be on another backend */
         }
     }
-    if (rc == SDB_OK && sdb_replica_master(&v, id, idlen, NULL) == SDB_OK)
+    char dest[SDB_BACKEND_ID_LEN + 1];
+    if (rc == SDB_OK && sdb_replica_master(&v, id, idlen, NULL) == SDB_OK) {
         rc = SDB_NOTFOUND; /* a replica: the object is its master's */
+    } else if (rc == SDB_OK && c->meta && sdb_get_moving(&v, id, idlen, dest) == SDB_OK) {
+        rc = SDB_NOTFOUND; /* a move a stop interrupted: where the directory says */
+        remote = 1;
+    }
     if (rc == SDB_NOTFOUND && remote)
         return locate_elsewhere(c, u, id, idlen);
     if (rc == SDB_NOTFOUND)

@@ -900,3 +900,9 @@ int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen)
     int rc = mdb_del(wtxn(w), w->db->moving, &k, NULL);
     return rc == MDB_NOTFOUND ? SDB_OK : check(rc, "removing a move mark");
 }
+
+int sdb_each_moving(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx)
+{
+    each_alias_t e = {fn, ctx};
+    return each_pair(r, r->db->moving, "walking the move marks", alias_pair, &e);
+}

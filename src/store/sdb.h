@@ -28,8 +28,9 @@
  *                replicas and forwards, refuses it.
  *   moving       object id -> backend id: a MOVE of the object to that backend
  *                began (sdb_set_moving) and has not ended; the delete that
- *                ends it clears it. Format 3 too. (Not set yet: resolving a
- *                move that a crash interrupted is still to be built.)
+ *                ends it clears it. Format 3 too. Found after a crash, it
+ *                says the object may be the other backend's already: spy.c
+ *                resolves it.
  *
  * The directory: a new or empty one is initialized and then marked with the
  * file SDB_MARKER (written last, so an interrupted start-up leaves a directory
@@ -194,5 +195,7 @@ int sdb_put_forward(sdb_write_t *w, const char *id, size_t idlen, const char *ta
 int sdb_get_moving(sdb_read_t *r, const char *id, size_t idlen, char *dest);
 int sdb_set_moving(sdb_write_t *w, const char *id, size_t idlen, const char *dest, size_t dlen);
 int sdb_clear_moving(sdb_write_t *w, const char *id, size_t idlen);
+/* Every (object id, backend id) move mark, as sdb_each_alias walks aliases. */
+int sdb_each_moving(sdb_read_t *r, sdb_each_alias_fn *fn, void *ctx);
 
 #endif

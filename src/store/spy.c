@@ -75,6 +75,9 @@ typedef struct reg {
     int loading;
     int fresh;               /* made in a call whose unit is not submitted yet */
     int replica;             /* a read-only replica of another backend's object */
+    int moved;               /* a move that a crash interrupted after the other
+                                backend took the object: its copy is that
+                                backend's now; only MOVE (finishing it) runs */
     /* owned tuple of str, or NULL (none): the backends holding replicas of
      * this object (a master here), as its LMDB list says once written */
     PyObject *replicas;
@@ -106,6 +109,9 @@ struct spy {
     PyObject *adopt; /* bettong.objects._adopt (MOVE), in a service; else NULL */
     PyObject *became_remote; /* bettong.objects._became_remote (after MOVE) */
     PyObject *became_forward; /* bettong.objects._became_forward (after FORWARD) */
+    /* bettong.objects._move_held and _move_finish (moves a crash interrupted),
+     * in a service; else NULL */
+    PyObject *move_held, *move_finish;
     PyObject *asyncio_run;   /* asyncio.run, once an async method ran */
     /* bettong.objects._replicate, _replica_push, _replica_drop (replicas), in a
      * service; else NULL */
@@ -397,7 +403,7 @@ static PyObject *persistent_load(spy_t *sp, PyObject *pid, int strict)
     Py_INCREF(oid);
     reg_t *e = reg_follow(sp, &oid, &s, &n, &status);
     PyObject *res = NULL;
-    if (e && e->replica && sp->remote_ref) /* its master's: calls and writes go there */
+    if (e && (e->replica || e->moved) && sp->remote_ref) /* its master's: go there */
         res = PyObject_CallFunctionObjArgs(sp->remote_ref, oid, PyTuple_GET_ITEM(pid, 2), NULL);
     else if (e)
         res = Py_NewRef(e->obj);
@@ -938,6 +944,111 @@ static void read_forward(spy_t *sp, const char *id, size_t n, int *status)
         PyErr_SetString(PyExc_RuntimeError, "storage failure reading a forward");
 }
 
+/* ------------------------------------------------------------ moves
+
+ * MOVE marks the object as moving (sdb `moving`, durable) before it hands it
+ * over, and the delete that ends the move clears the mark. A store killed in
+ * between finds the mark when it loads the object and asks the other backend:
+ * holding it, the move went through (the copy here is stale: requests about it
+ * go there, and a MOVE to this store finishes the move: the other backend's
+ * copy is kept and this one deleted); not holding it, the move did not happen
+ * (the mark goes, the object stays here). */
+
+/* A write of its own, from a Python thread (the GIL released meanwhile):
+ * marks are few and must be on disk before the hand-over. */
+static int write_move_mark(spy_t *sp, const char *id, size_t n, const char *dest)
+{
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    sdb_write_t w;
+    rc = sdb_write_begin(sp->db, &w);
+    if (rc == SDB_OK) {
+        rc = dest ? sdb_set_moving(&w, id, n, dest, strlen(dest)) : sdb_clear_moving(&w, id, n);
+        if (rc == SDB_OK)
+            rc = sdb_write_commit(&w);
+        else
+            sdb_write_abort(&w);
+    }
+    Py_END_ALLOW_THREADS
+    if (rc != SDB_OK)
+        PyErr_SetString(PyExc_OSError, "the store could not record a move");
+    return rc == SDB_OK ? 0 : -1;
+}
+
+/* 1: an interrupted move of id went through (the other backend holds it);
+ * 0: no mark, or the move did not happen (the mark is cleared); -1: cannot
+ * tell now (exception set). */
+static int resolve_move(spy_t *sp, const char *id, size_t n)
+{
+    char dest[SDB_BACKEND_ID_LEN + 1];
+    sdb_read_t rd;
+    int rc = sdb_read_begin(sp->db, &rd);
+    if (rc == SDB_OK)
+        rc = sdb_get_moving(&rd, id, n, dest);
+    sdb_read_end(&rd);
+    if (rc == SDB_NOTFOUND || (rc == SDB_OK && !sp->move_held))
+        return 0;
+    if (rc != SDB_OK) {
+        PyErr_SetString(PyExc_OSError, "the store could not read a move mark");
+        return -1;
+    }
+    PyObject *held = PyObject_CallFunction(sp->move_held, "ss#", dest, id, (Py_ssize_t)n);
+    int yes = held ? PyObject_IsTrue(held) : -1;
+    Py_XDECREF(held);
+    if (yes < 0)
+        return -1;
+    if (!yes) {
+        log_info("store: the move of %.*s to backend %s did not reach it: the object stays "
+                 "here", (int)n, id, dest);
+        return write_move_mark(sp, id, n, NULL);
+    }
+    log_warn("store: the move of %.*s to backend %s was interrupted after it took the "
+             "object: requests go there; finishing the move", (int)n, id, dest);
+    PyObject *res = PyObject_CallFunction(sp->move_finish, "s#s", id, (Py_ssize_t)n, dest);
+    if (!res)
+        return -1;
+    Py_DECREF(res);
+    return 1;
+}
+
+static PyObject *attr_of(const char *module, const char *name);
+
+/* The ids of the objects with a move mark, appended to a list. */
+static int list_marked(void *ctx, const char *id, size_t idlen, const char *dest, size_t dlen)
+{
+    PyObject *s = PyUnicode_DecodeUTF8(id, (Py_ssize_t)idlen, "replace");
+    int rc = s ? PyList_Append(ctx, s) : -1;
+    Py_XDECREF(s);
+    return rc < 0 ? 1 : 0;
+}
+
+/* At start, in a service: the marks a crash left are resolved as soon as the
+ * store serves (bettong.objects._resolve_moves: a request about each object
+ * loads it, which resolves it), not when a client happens to ask. */
+static int resolve_moves_at_start(spy_t *sp)
+{
+    PyObject *ids = PyList_New(0);
+    sdb_read_t rd;
+    int rc = ids ? sdb_read_begin(sp->db, &rd) : SDB_ERROR;
+    if (rc == SDB_OK) {
+        rc = sdb_each_moving(&rd, list_marked, ids);
+        sdb_read_end(&rd);
+    }
+    PyObject *res = NULL;
+    if (rc == SDB_OK && PyList_GET_SIZE(ids) > 0) {
+        log_info("store: %zd move(s) a stop interrupted: resolving them",
+                 PyList_GET_SIZE(ids));
+        PyObject *fn = attr_of("bettong.objects", "_resolve_moves");
+        res = fn ? PyObject_CallOneArg(fn, ids) : NULL;
+        Py_XDECREF(fn);
+    } else if (rc == SDB_OK) {
+        res = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(ids);
+    Py_XDECREF(res);
+    return res ? 0 : -1;
+}
+
 static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
 {
     uint64_t cid;
@@ -949,7 +1060,8 @@ static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
         read_forward(sp, id, n, status);
     if (rc)
         return NULL;
-    if (read_replication(sp, id, n, &replica, &replicas) < 0) {
+    int moved = resolve_move(sp, id, n);
+    if (moved < 0 || read_replication(sp, id, n, &replica, &replicas) < 0) {
         Py_DECREF(state);
         return NULL;
     }
@@ -980,6 +1092,7 @@ static reg_t *reg_load(spy_t *sp, const char *id, size_t n, int *status)
     e->cls = c;
     e->replica = replica;
     e->replicas = replicas;
+    e->moved = moved;
     e->loading = 1;
     if (omap_add(&sp->objs, &e->node) < 0) {
         PyErr_NoMemory();
@@ -2121,8 +2234,6 @@ static int call_args(spy_t *sp, sreq_t *r, PyObject **args, PyObject **kwargs)
     return 0;
 }
 
-static PyObject *attr_of(const char *module, const char *name);
-
 /* An `async def` active method's coroutine, run to its end on this thread (an
  * event loop of its own, asyncio.run): the call's outcome is the coroutine's,
  * and the object stays locked for the whole of it, as for any call. Steals
@@ -2381,14 +2492,28 @@ static void run_move(spy_t *sp, sreq_t *r, reg_t *e)
         answer_raised(sp, r);
         return;
     }
-    PyObject *res = PyObject_CallFunction(sp->adopt, "s#s#KOOOO", r->name, (Py_ssize_t)r->namelen,
-                                          e->node.id, (Py_ssize_t)e->node.len,
-                                          (unsigned long long)e->cls->class_id, qual, pickle,
-                                          e->state, aliases);
+    char dest[SDB_BACKEND_ID_LEN + 1];
+    snprintf(dest, sizeof dest, "%.*s", (int)r->namelen, r->name);
+    /* A move a crash interrupted is finished without a new hand-over: the
+     * other backend holds the object (resolve_move). */
+    PyObject *res = e->moved ? Py_NewRef(Py_None)
+                    : write_move_mark(sp, e->node.id, e->node.len, dest) == 0
+                        ? PyObject_CallFunction(sp->adopt, "s#s#KOOOO", r->name,
+                                                (Py_ssize_t)r->namelen, e->node.id,
+                                                (Py_ssize_t)e->node.len,
+                                                (unsigned long long)e->cls->class_id, qual,
+                                                pickle, e->state, aliases)
+                        : NULL;
     Py_DECREF(qual);
     Py_DECREF(pickle);
     Py_DECREF(aliases);
     if (!res) {
+        /* Not handed over (the other backend refused it, or is down): it stays. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        if (!e->moved && write_move_mark(sp, e->node.id, e->node.len, NULL) < 0)
+            PyErr_Clear(); /* logged by the next load, which resolves it */
+        PyErr_Restore(type, value, tb);
         answer_raised(sp, r);
         return;
     }
@@ -2729,6 +2854,8 @@ void spy_run(spy_t *sp, sreq_t *r)
     reg_t *e = reg_target(sp, r->oid, r->oidlen, &status);
     if (e && e->replica && r->type != SMSG_GET_FIELD && r->type != SMSG_GET_STATE)
         e = NULL, status = MISSING; /* a replica only reads: the rest is its master's */
+    if (e && e->moved && r->type != SMSG_MOVE)
+        e = NULL, status = MISSING; /* the other backend's now (resolve_move) */
     if (!e) {
         if (status == MISSING)
             sreply_failed(&r->answer, r->id, STORE_ERR_NOT_FOUND, "no object with id '%.*s'",
@@ -2875,6 +3002,9 @@ static int spy_setup(spy_t *sp, int service, char *err, size_t errlen)
     }
     if (service && (!(sp->remote_ref = attr_of("bettong.objects", "_proxy_for")) ||
                     !(sp->adopt = attr_of("bettong.objects", "_adopt")) ||
+                    !(sp->move_held = attr_of("bettong.objects", "_move_held")) ||
+                    !(sp->move_finish = attr_of("bettong.objects", "_move_finish")) ||
+                    resolve_moves_at_start(sp) < 0 ||
                     !(sp->became_remote = attr_of("bettong.objects", "_became_remote")) ||
                     !(sp->replicate = attr_of("bettong.objects", "_replicate")) ||
                     !(sp->replica_push = attr_of("bettong.objects", "_replica_push")) ||
@@ -2940,8 +3070,8 @@ void spy_fini(spy_t *sp)
     PyObject **refs[] = {&sp->Pickler, &sp->Unpickler, &sp->BytesIO, &sp->import_module,
                          &sp->plain_dumps, &sp->plain_loads, &sp->protocol, &sp->no_args,
                          &sp->absent, &sp->pid_fn, &sp->load_strict, &sp->load_lenient,
-                         &sp->MissingObject, &sp->remote_ref, &sp->adopt, &sp->became_remote,
-                         &sp->became_forward, &sp->asyncio_run, &sp->replicate,
+                         &sp->MissingObject, &sp->remote_ref, &sp->adopt, &sp->move_held,
+                         &sp->move_finish, &sp->became_remote, &sp->became_forward, &sp->asyncio_run, &sp->replicate,
                          &sp->replica_push, &sp->replica_drop, &sp->tag, &sp->s_bettong_id,
                          &sp->s_persistent_id, &sp->s_persistent_load, &sp->s_dump,
                          &sp->s_load, &sp->s_getvalue, &sp->s_new, &sp->s_annotations,

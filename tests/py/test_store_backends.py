@@ -392,3 +392,72 @@ def test_deletions_while_redis_is_away_reach_it_when_it_is_back(service):
     wait_until(taken_again, 15, "the alias free again once Redis is back")
     assert "deletion(s) made while it was away sent" in backends[1].log()
     assert m.Counter.get_by_alias("owed-alias").incr(0) == 2
+
+
+def _mark_moving(store_dir, marks):
+    """Write move marks {object id: backend id} into a stopped store's LMDB, as
+    a MOVE does before it hands the object over (through liblmdb, ctypes)."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("lmdb")
+    if not name:
+        pytest.skip("liblmdb not found")
+    lib = ctypes.CDLL(name)
+    env, txn, dbi = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_uint()
+
+    class Val(ctypes.Structure):
+        _fields_ = [("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
+
+    def ok(rc):
+        assert rc == 0, "lmdb error %d" % rc
+
+    ok(lib.mdb_env_create(ctypes.byref(env)))
+    ok(lib.mdb_env_set_maxdbs(env, 16))
+    ok(lib.mdb_env_set_mapsize(env, ctypes.c_size_t(1 << 30)))
+    ok(lib.mdb_env_open(env, str(store_dir).encode(), 0, 0o600))
+    ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
+    ok(lib.mdb_dbi_open(txn, b"moving", 0, ctypes.byref(dbi)))
+    keep = []
+    for oid, bid in marks.items():
+        k, v = ctypes.create_string_buffer(oid.encode()), ctypes.create_string_buffer(bid.encode())
+        keep += [k, v]
+        ok(lib.mdb_put(txn, dbi, ctypes.byref(Val(len(oid), ctypes.cast(k, ctypes.c_void_p))),
+                       ctypes.byref(Val(len(bid), ctypes.cast(v, ctypes.c_void_p))), 0))
+    ok(lib.mdb_txn_commit(txn))
+    lib.mdb_env_close(env)
+
+
+def test_a_move_interrupted_by_a_crash(service):
+    """A backend killed in the middle of MOVE, after the target took the
+    object and before its own copy was deleted (its move mark still there):
+    on restart it asks the target, finds the move went through, serves its
+    stale copy to no one and finishes the move (deletes it). A mark for a
+    move that never reached the target is dropped and the object stays."""
+    redis, backends = service
+    ids = ids_by_name()
+    gone = m.Counter(5)
+    gone.make_persistent(alias="moved-in-a-crash", backend_id=ids["b1"])
+    stays = m.Counter(7)
+    stays.make_persistent(backend_id=ids["b1"])
+    # What the move had done before the crash: b2 holds the object, with its
+    # alias, and says so in the directory.
+    state = objects._send_to(ids["b1"], (objects._GET_STATE, gone.id))[2]
+    cid, qual, data = objects._class_record(m.Counter)
+    objects._adopt(ids["b2"], gone.id, cid, qual, data, state, ["moved-in-a-crash"])
+    backends[0].kill()
+    _mark_moving(backends[0].dir, {gone.id: ids["b2"], stays.id: ids["b3"]})
+    backends[0].start()
+    wait_until(lambda: "the interrupted move of %s is finished" % gone.id in backends[0].log(),
+               15, "b1 finishing the interrupted move")
+    assert "did not reach it: the object stays here" in backends[0].log()
+    assert failed_not_found(objects._send_to(ids["b1"], (objects._GET_STATE, gone.id)))
+    objects.disconnect()
+    objects.connect(backends[0].address)
+    again = m.Counter.get_by_alias("moved-in-a-crash")
+    assert objects.backend_of(again) == ids["b2"] and again.incr(1) == 6
+    kept = m.Counter.get_by_id(stays.id)
+    assert objects.backend_of(kept) == ids["b1"] and kept.incr(1) == 8
+
+
+def failed_not_found(a):
+    return a[0] == objects._FAILED and a[2] == objects._ERR_NOT_FOUND
