@@ -164,19 +164,29 @@ static int record_deletion(committer_t *c, sdb_write_t *w, wunit_t *u, const wop
     return rc < 0 ? storage_failed(u) : 0;
 }
 
-/* Before forwarding an object (FORWARD): its aliases are released; its
- * location stays, so that the service finds its forward here. */
-static int record_unaliased(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+typedef int sdb_list_fn(sdb_read_t *r, const char *id, size_t idlen, buf_t *out,
+                        uint32_t *count);
+
+/* One effect of `kind` per name that `list` gives of op's object. */
+static int record_listed(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op,
+                         uint8_t kind, sdb_list_fn *list)
 {
     sdb_read_t v = sdb_write_view(w);
     buf_t names;
     buf_init(&names);
     uint32_t count = 0;
-    int rc = sdb_list_aliases(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
+    int rc = list(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
     if (rc == 0)
-        rc = record_each(c, FX_UNALIASED, u, op, &names, count);
+        rc = record_each(c, kind, u, op, &names, count);
     buf_free(&names);
     return rc < 0 ? storage_failed(u) : 0;
+}
+
+/* Before forwarding an object (FORWARD): its aliases are released; its
+ * location stays, so that the service finds its forward here. */
+static int record_unaliased(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
+{
+    return record_listed(c, w, u, op, FX_UNALIASED, sdb_list_aliases);
 }
 
 /* An alias removed here: released service-wide once the removal holds. */
@@ -196,15 +206,7 @@ static int record_unalias(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_
  * with it. */
 static int record_unreplicated(committer_t *c, sdb_write_t *w, wunit_t *u, const wop_t *op)
 {
-    sdb_read_t v = sdb_write_view(w);
-    buf_t names;
-    buf_init(&names);
-    uint32_t count = 0;
-    int rc = sdb_list_replicas(&v, op->id, op->idlen, &names, &count) == SDB_OK ? 0 : -1;
-    if (rc == 0)
-        rc = record_each(c, FX_REP_REMOVED, u, op, &names, count);
-    buf_free(&names);
-    return rc < 0 ? storage_failed(u) : 0;
+    return record_listed(c, w, u, op, FX_REP_REMOVED, sdb_list_replicas);
 }
 
 /* Effects of an op on the directory, before it is applied. */

@@ -6,6 +6,7 @@ Every wait is bounded; every process a test starts is killed at teardown (with i
 process group).
 """
 
+import contextlib
 import os
 import re
 import signal
@@ -288,3 +289,57 @@ class Timer(threading.Thread):
 
     def cancel(self):
         self.ev.set()
+
+
+def lmdb_edit(path, puts=None, drops=()):
+    """Change a stopped store's LMDB as an older or interrupted store would have
+    left it: puts {database name: {key bytes: value bytes}}, drops [database
+    names] emptied (through liblmdb with ctypes; skipped without it)."""
+    import ctypes
+    import ctypes.util
+    name = ctypes.util.find_library("lmdb")
+    if not name:
+        pytest.skip("liblmdb not found")
+    lib = ctypes.CDLL(name)
+    env, txn = ctypes.c_void_p(), ctypes.c_void_p()
+
+    class Val(ctypes.Structure):
+        _fields_ = [("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
+
+    def ok(rc):
+        assert rc == 0, "lmdb error %d" % rc
+
+    def dbi(db):
+        d = ctypes.c_uint()
+        ok(lib.mdb_dbi_open(txn, db.encode(), 0, ctypes.byref(d)))
+        return d
+
+    ok(lib.mdb_env_create(ctypes.byref(env)))
+    ok(lib.mdb_env_set_maxdbs(env, 16))
+    ok(lib.mdb_env_set_mapsize(env, ctypes.c_size_t(1 << 30)))
+    ok(lib.mdb_env_open(env, str(path).encode(), 0, 0o600))
+    ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
+    for db in drops:
+        ok(lib.mdb_drop(txn, dbi(db), 0))
+    for db, items in (puts or {}).items():
+        d = dbi(db)
+        for key, val in items.items():
+            k = ctypes.create_string_buffer(key, len(key))
+            v = ctypes.create_string_buffer(val, len(val))
+            ok(lib.mdb_put(txn, d, ctypes.byref(Val(len(key), ctypes.cast(k, ctypes.c_void_p))),
+                           ctypes.byref(Val(len(val), ctypes.cast(v, ctypes.c_void_p))), 0))
+    ok(lib.mdb_txn_commit(txn))
+    lib.mdb_env_close(env)
+
+
+@contextlib.contextmanager
+def dataclay_client(store):
+    """A started dataclay.Client of store, stopped at the end."""
+    from dataclay import Client
+    host, port = store.address.rsplit(":", 1)
+    client = Client(host=host, port=int(port))
+    client.start()
+    try:
+        yield client
+    finally:
+        client.stop()

@@ -17,7 +17,7 @@ from conftest import BIN, wait_until
 
 from bettong import objects
 import store_models as m
-from store_helpers import SERVICE_NAMES as NAMES, ids_by_name
+from store_helpers import SERVICE_NAMES as NAMES, ids_by_name, lmdb_edit
 
 
 
@@ -394,39 +394,6 @@ def test_deletions_while_redis_is_away_reach_it_when_it_is_back(service):
     assert m.Counter.get_by_alias("owed-alias").incr(0) == 2
 
 
-def _mark_moving(store_dir, marks):
-    """Write move marks {object id: backend id} into a stopped store's LMDB, as
-    a MOVE does before it hands the object over (through liblmdb, ctypes)."""
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("lmdb")
-    if not name:
-        pytest.skip("liblmdb not found")
-    lib = ctypes.CDLL(name)
-    env, txn, dbi = ctypes.c_void_p(), ctypes.c_void_p(), ctypes.c_uint()
-
-    class Val(ctypes.Structure):
-        _fields_ = [("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
-
-    def ok(rc):
-        assert rc == 0, "lmdb error %d" % rc
-
-    ok(lib.mdb_env_create(ctypes.byref(env)))
-    ok(lib.mdb_env_set_maxdbs(env, 16))
-    ok(lib.mdb_env_set_mapsize(env, ctypes.c_size_t(1 << 30)))
-    ok(lib.mdb_env_open(env, str(store_dir).encode(), 0, 0o600))
-    ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
-    ok(lib.mdb_dbi_open(txn, b"moving", 0, ctypes.byref(dbi)))
-    keep = []
-    for oid, bid in marks.items():
-        k, v = ctypes.create_string_buffer(oid.encode()), ctypes.create_string_buffer(bid.encode())
-        keep += [k, v]
-        ok(lib.mdb_put(txn, dbi, ctypes.byref(Val(len(oid), ctypes.cast(k, ctypes.c_void_p))),
-                       ctypes.byref(Val(len(bid), ctypes.cast(v, ctypes.c_void_p))), 0))
-    ok(lib.mdb_txn_commit(txn))
-    lib.mdb_env_close(env)
-
-
 def test_a_move_interrupted_by_a_crash(service):
     """A backend killed in the middle of MOVE, after the target took the
     object and before its own copy was deleted (its move mark still there):
@@ -445,7 +412,8 @@ def test_a_move_interrupted_by_a_crash(service):
     cid, qual, data = objects._class_record(m.Counter)
     objects._adopt(ids["b2"], gone.id, cid, qual, data, state, ["moved-in-a-crash"])
     backends[0].kill()
-    _mark_moving(backends[0].dir, {gone.id: ids["b2"], stays.id: ids["b3"]})
+    lmdb_edit(backends[0].dir, {"moving": {gone.id.encode(): ids["b2"].encode(),
+                                         stays.id.encode(): ids["b3"].encode()}})
     backends[0].start()
     wait_until(lambda: "the interrupted move of %s is finished" % gone.id in backends[0].log(),
                15, "b1 finishing the interrupted move")

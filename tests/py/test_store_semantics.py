@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from conftest import BIN
-from store_helpers import client_reset
+from store_helpers import client_reset, dataclay_client, lmdb_edit
 
 from bettong import objects
 from bettong.objects import NotFound, StillReferenced
@@ -231,36 +231,9 @@ def test_format_2_store_upgraded_and_a_newer_one_refused(stores):
 
 def _set_format_version(path, version, drop_refs=False):
     """Mark a stopped store as format `version` (and drop its counts: what a
-    store of format 1 looks like), through liblmdb with ctypes."""
-    import ctypes
-    import ctypes.util
-    name = ctypes.util.find_library("lmdb")
-    if not name:
-        pytest.skip("liblmdb not found")
-    lib = ctypes.CDLL(name)
-    env, txn = ctypes.c_void_p(), ctypes.c_void_p()
-    meta, refs = ctypes.c_uint(), ctypes.c_uint()
-
-    class Val(ctypes.Structure):
-        _fields_ = [("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
-
-    def ok(rc):
-        assert rc == 0, "lmdb error %d" % rc
-
-    ok(lib.mdb_env_create(ctypes.byref(env)))
-    ok(lib.mdb_env_set_maxdbs(env, 16))
-    ok(lib.mdb_env_open(env, str(path).encode(), 0, 0o600))
-    ok(lib.mdb_txn_begin(env, None, 0, ctypes.byref(txn)))
-    ok(lib.mdb_dbi_open(txn, b"meta", 0, ctypes.byref(meta)))
-    if drop_refs:
-        ok(lib.mdb_dbi_open(txn, b"refs", 0, ctypes.byref(refs)))
-        ok(lib.mdb_drop(txn, refs, 0))
-    key = ctypes.create_string_buffer(b"version", 7)
-    ver = ctypes.create_string_buffer(version.to_bytes(4, "big"), 4)
-    k, v = Val(7, ctypes.cast(key, ctypes.c_void_p)), Val(4, ctypes.cast(ver, ctypes.c_void_p))
-    ok(lib.mdb_put(txn, meta, ctypes.byref(k), ctypes.byref(v), 0))
-    ok(lib.mdb_txn_commit(txn))
-    lib.mdb_env_close(env)
+    store of format 1 looks like)."""
+    lmdb_edit(path, {"meta": {b"version": version.to_bytes(4, "big")}},
+              drops=["refs"] if drop_refs else ())
 
 
 # ------------------------------------------------------------------ 4. dataClay 2.x models
@@ -315,7 +288,7 @@ def test_unload_drops_loaded_objects_and_they_reload(store):
 
 
 def test_dataclay_flush_all_is_unload(stores):
-    from dataclay import Client, DataClayObject
+    from dataclay import DataClayObject
     from dataclay.event_loop import run_dc_coroutine
 
     class Person(DataClayObject):
@@ -324,11 +297,7 @@ def test_dataclay_flush_all_is_unload(stores):
         def __init__(self, name):
             self.name = name
 
-    st = stores()
-    host, port = st.address.rsplit(":", 1)
-    client = Client(host=host, port=int(port))
-    client.start()
-    try:
+    with dataclay_client(stores()) as client:
         p = Person("Marc")
         p.make_persistent()
         assert p.name == "Marc"                   # loaded in the store
@@ -337,5 +306,3 @@ def test_dataclay_flush_all_is_unload(stores):
         assert objects.unload() == 0              # flush_all dropped it
         p.name = "Alice"
         assert p.name == "Alice"
-    finally:
-        client.stop()

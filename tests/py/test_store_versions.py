@@ -10,7 +10,7 @@ import pytest
 
 from bettong import objects
 import store_models as m
-from store_helpers import ids_by_name
+from store_helpers import dataclay_client, ids_by_name
 
 
 def _chain(car):
@@ -97,7 +97,7 @@ def test_consolidate_across_backends(service):
 
 
 def test_dataclay_versions(stores):
-    from dataclay import Client, DataClayObject
+    from dataclay import DataClayObject
     from dataclay.exceptions import ObjectIsNotVersionError
 
     class Person(DataClayObject):
@@ -106,11 +106,7 @@ def test_dataclay_versions(stores):
         def __init__(self, name):
             self.name = name
 
-    store = stores()
-    host, port = store.address.rsplit(":", 1)
-    client = Client(host=host, port=int(port))
-    client.start()
-    try:
+    with dataclay_client(stores()):
         p = Person("Marc")
         p.make_persistent()
         with pytest.raises(ObjectIsNotVersionError, match="is not a version!"):
@@ -125,8 +121,6 @@ def test_dataclay_versions(stores):
         assert p.name == "Carol" and v1.name == "Carol"
         with pytest.raises(NotImplementedError, match="recursive"):
             p.new_version(recursive=True)
-    finally:
-        client.stop()
 
 
 def test_consolidate_twice_and_version_of_consolidated(stores):
