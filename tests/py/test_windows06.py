@@ -1,0 +1,226 @@
+"""Wallaroo 0.6.1's windows (range_windows, count_windows over an
+Aggregation): the builders in-process, then applications end to end on 1
+worker and on `--workers 2`, every output checked exactly.
+
+Range windows fire on ingest time. The tests make that deterministic by
+sending each burst of messages in one write (a burst takes far less than a
+window's 500 ms, so a key's burst falls in the one window its first message
+opens) and by waiting for the flush that follows 4 x (range + delay) of
+silence, which outputs every window holding data once. Count windows flush
+their partial window on the wall clock's multiples of 5 s: a test first sees
+one flush happen, then has 5 s for its burst."""
+
+import collections
+import random
+import time
+
+import pytest
+
+import wallaroo
+from conftest import Cluster, app_path, lines_of
+from test_wallaroo06 import FORMS, FORM_IDS, Run, complete_lines, send, w061_example, GenRun
+
+APP = app_path("w06_windows")
+KEYS = ["k%02d" % i for i in range(12)] + ["Dr. Whiskers", "ü"]
+
+
+def burst(rng, keys, per_key):
+    """Messages for each key (interleaved), and each key's values in order."""
+    msgs = [(k, rng.randrange(1, 1000)) for k in keys for _ in range(per_key)]
+    rng.shuffle(msgs)
+    values = collections.defaultdict(list)
+    for k, v in msgs:
+        values[k].append(v)
+    return msgs, values
+
+
+def line(key, values):
+    return "%s n=%d sum=%d first=%d" % (key, len(values), sum(values), values[0])
+
+
+def send_msgs(port, msgs):
+    send(port, [("%s,%d" % m).encode() for m in msgs])
+
+
+class Out:
+    """The receiver's lines, taken a phase at a time."""
+
+    def __init__(self, recv):
+        self.recv = recv
+        self.seen = 0
+
+    def next(self, n, timeout=30):
+        """The next n lines (sorted), and no more after a short settle."""
+        want = self.seen + n
+        got = complete_lines(self.recv.wait_lines(want, timeout=timeout, settle=0.3))
+        assert len(got) == want, (got[self.seen:], n)
+        new = got[self.seen:]
+        self.seen = want
+        return sorted(new)
+
+
+# ------------------------------------------------------------------ the API in-process
+
+class _Agg(wallaroo.Aggregation):
+    def initial_accumulator(self):
+        return 0
+
+    def update(self, data, acc):
+        pass
+
+    def combine(self, a1, a2):
+        return a1 + a2
+
+    def output(self, key, acc):
+        return acc
+
+
+def test_window_builders_give_wallaroos_stages():
+    from test_wallaroo06 import _src, _key, SINK
+    r = wallaroo.range_windows(wallaroo.seconds(9)).with_slide(wallaroo.seconds(3))
+    p = _src("a").key_by(_key).to(r.over(_Agg)).to(wallaroo.count_windows(5).over(_Agg()))
+    stages = p.to_sink(SINK)._pipeline_tree.vs[0]
+    assert stages[2][:4] == ("to_range_windows", 9 * 10 ** 9, 3 * 10 ** 9, 0)
+    assert isinstance(stages[2][4], _Agg)
+    assert stages[3][:2] == ("to_count_windows", 5) and isinstance(stages[3][2], _Agg)
+    tumbling = wallaroo.range_windows(100).with_delay(7).over(_Agg)
+    assert (tumbling.range, tumbling.slide, tumbling.delay) == (100, 100, 7)
+
+
+class _NoCombine(object):
+    def name(self):
+        return "x"
+
+    def initial_accumulator(self):
+        return 0
+
+    def update(self, d, a):
+        pass
+
+    def output(self, k, a):
+        return a
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: wallaroo.range_windows(10).with_slide(11).over(_Agg), "slide .* larger"),
+    (lambda: wallaroo.range_windows(10).with_slide(5).with_slide(5), "with_slide"),
+    (lambda: wallaroo.range_windows(10).with_delay(5).with_delay(5), "with_delay"),
+    (lambda: wallaroo.range_windows(0).over(_Agg), "range must be an int >= 1"),
+    (lambda: wallaroo.range_windows(1.5).over(_Agg), "range must be an int"),
+    (lambda: wallaroo.count_windows(-1).over(_Agg), "count must be an int >= 0"),
+    (lambda: wallaroo.count_windows(2).over(_NoCombine), "method 'combine'"),
+    (lambda: __import__("test_wallaroo06")._src("a").to(_Agg()), "an Aggregation runs over "
+                                                                 "windows"),
+], ids=["slide", "slide-twice", "delay-twice", "zero-range", "float-range", "negative-count",
+        "no-combine", "bare-aggregation"])
+def test_window_misuse_is_refused(build, message):
+    with pytest.raises(wallaroo.WallarooParameterError, match=message):
+        build()
+
+
+def test_windows_without_a_key_are_refused(bt):
+    eng = bt.engine(APP, extra=["--in", "127.0.0.1:0", "--out", "127.0.0.1:9", "--unkeyed"],
+                    wait=False)
+    rc, err = eng.wait_exit(20)
+    assert rc == 2, err
+    assert "windows need key_by() or collect() before them" in err, err
+
+
+# ------------------------------------------------------------------ range windows
+
+@pytest.mark.parametrize("n,form", FORMS[:2], ids=FORM_IDS[:2])
+@pytest.mark.parametrize("window", ["tumbling", "sliding", "delayed"])
+def test_range_windows(bt, window, n, form):
+    """Two bursts, each flushed after the silence that follows it: one window
+    per key and burst (two for a 250 ms slide: every message is in range/slide
+    windows). Then a burst for one key and, once its window is over, one
+    message: that message closes the burst's window, and is flushed in a
+    window of its own."""
+    per = 2 if window == "sliding" else 1
+    rng = random.Random(hash(window) % 1000 + n)
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, n, form, outs=[recv.port], extra=["--window", window])
+    for _ in range(2):
+        msgs, values = burst(rng, KEYS, 8)
+        send_msgs(run.port(), msgs)
+        assert out.next(per * len(KEYS)) == sorted([line(k, v) for k, v in values.items()] * per)
+    msgs, values = burst(rng, ["late"], 5)
+    send_msgs(run.port(), msgs)
+    # Ingest time is the clock these windows run on: the single message must
+    # come after the burst's window (500 ms) and delay (at most 500 ms) are
+    # over. Waiting longer changes nothing (the flush then closes the burst's
+    # window instead), so this is a lower bound, not a race.
+    time.sleep(1.1)
+    send_msgs(run.port(), [("late", 7)])
+    assert out.next(2 * per) == sorted([line("late", values["late"])] * per +
+                                       [line("late", [7])] * per)
+    run.stop()
+
+
+def test_collect_gives_output_wallaroos_collect_key(bt):
+    """Under collect() every message is in one key's windows, and output()
+    gets Wallaroo's internal key as a str."""
+    rng = random.Random(5)
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, 1, None, outs=[recv.port], extra=["--window", "tumbling", "--collect"])
+    msgs, values = burst(rng, KEYS, 3)
+    send_msgs(run.port(), msgs)
+    assert out.next(1) == [line("collect-key-0", [v for _, v in msgs])]
+    run.stop()
+
+
+# ------------------------------------------------------------------ count windows
+
+@pytest.mark.parametrize("n,form", FORMS[:2], ids=FORM_IDS[:2])
+def test_count_windows(bt, n, form):
+    """count_windows(3): every third message of a key outputs its window at
+    once; what is left is output at the next 5 s flush."""
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, n, form, outs=[recv.port], extra=["--window", "count"])
+    send_msgs(run.port(), [("prime", 1)])
+    assert out.next(1, timeout=15) == ["prime n=1 sum=1 first=1"]
+    # A flush just happened everywhere: the next is 5 s away.
+    rng = random.Random(n)
+    counts = {"a": 7, "b": 4, "c": 3, "d": 1}
+    msgs, values = burst(rng, [], 0)
+    for k, c in counts.items():
+        msgs += [(k, rng.randrange(1, 100)) for _ in range(c)]
+    rng.shuffle(msgs)
+    for k, v in msgs:
+        values[k].append(v)
+    send_msgs(run.port(), msgs)
+    full, partial = [], []
+    for k, vs in values.items():
+        for i in range(0, len(vs), 3):
+            (full if len(vs[i:i + 3]) == 3 else partial).append(line(k, vs[i:i + 3]))
+    assert out.next(len(full), timeout=4) == sorted(full)
+    assert out.next(len(partial), timeout=15) == sorted(partial)
+    run.stop()
+
+
+# ------------------------------------------------------------------ Wallaroo's example
+
+@pytest.mark.parametrize("n,form", FORMS[:2], ids=FORM_IDS[:2])
+def test_wallaroo_alerts_windowed(bt, n, form):
+    """Wallaroo 0.6.1's alerts_windowed, unchanged: 9 s windows sliding by 3 s
+    over its endless generator. Which alerts come depends on how many
+    transactions fall in each window (timing), so, as Wallaroo's own test
+    (_validate.py, --sink-expect 5 --sink-expect-allow-more, --workers 2),
+    this checks that alerts come and that each is a well-formed alert whose
+    total is past the 2000 threshold."""
+    app = w061_example("alerts_windowed", "alerts.py")
+    recv = bt.receiver()
+    run = GenRun(bt, app, n, form, outs=[recv.port])
+    got = complete_lines(recv.wait_lines(5, timeout=40, settle=0))
+    assert len(got) >= 5, got
+    users = {"Fido", "Rex", "Dr. Whiskers", "Feathers", "Mountaineer"}
+    for l in got:
+        kind, _, rest = l.partition(" Alert for ")
+        user, _, total = rest.rpartition(": ")
+        assert user in users, l
+        assert (kind, int(total) > 2000) in [("Deposit", True), ("Withdrawal", False)], l
+        assert abs(int(total)) > 2000, l
+    run.stop()
