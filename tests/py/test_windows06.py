@@ -12,12 +12,13 @@ one flush happen, then has 5 s for its burst."""
 
 import collections
 import random
+import subprocess
 import time
 
 import pytest
 
 import wallaroo
-from conftest import Cluster, app_path, lines_of
+from conftest import BIN, Cluster, app_path, engine_port0, wait_until
 from test_wallaroo06 import FORMS, FORM_IDS, Run, complete_lines, send, w061_example, GenRun
 
 APP = app_path("w06_windows")
@@ -224,3 +225,66 @@ def test_wallaroo_alerts_windowed(bt, n, form):
         assert (kind, int(total) > 2000) in [("Deposit", True), ("Withdrawal", False)], l
         assert abs(int(total)) > 2000, l
     run.stop()
+
+
+# ------------------------------------------------------------------ windows are state
+
+def test_windows_move_with_slots_when_a_worker_joins_and_leaves(bt):
+    """Windows of 3 s (flushed after 12 s of silence): a burst opens windows
+    on both workers, a third worker joins and the second leaves while they
+    are open; the flush then outputs each key's window whole, wherever its
+    slot went. A second burst afterwards is windowed as usual."""
+    keys = ["w%02d" % i for i in range(40)]
+    rng = random.Random(8)
+    recv = bt.receiver()
+    out = Out(recv)
+    c = Cluster(bt, APP, 2, "flags", outs=[recv.port], sources="initializer",
+                extra=["--range-ms", "3000"])
+    port = c.source_ports["windows"]
+    c.wait_formed(2)
+    msgs, values = burst(rng, keys, 5)
+    send_msgs(port, msgs)
+    # Every key's window is open once the workers hold the 40 keys.
+    wait_until(lambda: sum(int(w[2]) for w in c.workers().values()) == len(keys), 10,
+               "the keys' windows")
+    c.add_worker(join=True, name="w3")
+    c.wait_formed(3)
+    assert int(c.workers()["w3"][2]) > 0, "no window moved to the joining worker"
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2"]
+                       + c.secret_args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    assert not recv.data(), "a window was output before the silence was long enough"
+    assert out.next(len(keys), timeout=40) == sorted(line(k, v) for k, v in values.items())
+    msgs, values = burst(rng, keys, 3)
+    send_msgs(port, msgs)
+    assert out.next(len(keys), timeout=40) == sorted(line(k, v) for k, v in values.items())
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    rc, err = c.engines[2].wait_exit(30)
+    assert rc == 0, err
+
+
+def test_windows_are_in_checkpoints(bt, tmp_path):
+    """With resilience, open windows are in the checkpoint: killed (SIGKILL)
+    while they are open, the restarted worker outputs them whole."""
+    import test_resilience as tr
+    rng = random.Random(9)
+    recv = bt.receiver()
+    out = Out(recv)
+    flags = ["--range-ms", "3000"] + tr.resil_flags(tmp_path / "resil", debug=True)
+    eng, ports = engine_port0(bt, APP, 1, outs=[recv.port], extra=flags)
+    msgs, values = burst(rng, KEYS, 6)
+    send_msgs(ports["windows"], msgs)
+    # Checkpoints come every 50 ms: five after the burst was sent, the last
+    # ones were cut after it was read (one read on loopback).
+    base = tr.complete_checkpoints(eng.stderr())
+    wait_until(lambda: tr.complete_checkpoints(eng.stderr()) >= base + 5, 10,
+               "checkpoints after the burst")
+    eng.kill()
+    assert not recv.data()
+    eng2 = bt.restart(eng, wait=False)
+    eng2.wait_log(tr.RECOVERED)
+    assert out.next(len(KEYS), timeout=40) == sorted(line(k, v) for k, v in values.items())
+    tr.stop_ok(eng2)
