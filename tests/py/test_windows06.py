@@ -288,3 +288,27 @@ def test_windows_are_in_checkpoints(bt, tmp_path):
     eng2.wait_log(tr.RECOVERED)
     assert out.next(len(KEYS), timeout=40) == sorted(line(k, v) for k, v in values.items())
     tr.stop_ok(eng2)
+
+
+# ------------------------------------------------------------------ Bettong's example
+
+@pytest.mark.parametrize("n,form", FORMS[:2], ids=FORM_IDS[:2])
+@pytest.mark.parametrize("slide", [0, 500])
+def test_word_count_windowed_06(bt, n, form, slide):
+    """examples/word_count/word_count_windowed_06.py: the tales sent at once
+    fall in one window of a second per word (two with a 500 ms slide), so the
+    flush writes each word's total, once per window."""
+    from test_wallaroo06 import EXAMPLES, WORDS_TXT, load_module, per_key
+    app = EXAMPLES / "word_count" / "word_count_windowed_06.py"
+    wc = load_module(EXAMPLES / "word_count" / "word_count_06.py")
+    lines = WORDS_TXT.read_text("utf-8").split("\n")[:-1]
+    totals = collections.Counter(w for l in lines for w in wc.split_words(l))
+    per = 2 if slide else 1
+    recv = bt.receiver()
+    out = Out(recv)
+    extra = ["--window-ms", "1000"] + (["--slide-ms", str(slide)] if slide else [])
+    run = Run(bt, app, n, form, outs=[recv.port], extra=extra)
+    send(run.port("Split and Count"), [l.encode() for l in lines])
+    got = out.next(per * len(totals), timeout=40)
+    assert per_key(got) == {w: [c] * per for w, c in totals.items()}
+    run.stop()
