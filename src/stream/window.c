@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "util/log.h"
+
 /* Count windows flush their partial window this often (Wallaroo 0.6.1's
  * TumblingCountWindows timeout_interval). */
 #define COUNT_TICK_NS 5000000000LL
@@ -11,11 +13,18 @@
  * would cost more than the aggregation (a range of an hour sliding by 1 ns). */
 #define MAX_PANES 100000
 
+/* The wall clock never goes back here (the loop is one thread): a step back
+ * of the system clock (NTP) would otherwise make new messages "late". */
 int64_t window_now(void)
 {
+    static int64_t last;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    int64_t now = (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+    if (now < last)
+        return last;
+    last = now;
+    return now;
 }
 
 static int64_t gcd64(int64_t a, int64_t b)
@@ -133,6 +142,9 @@ void window_spec_free(window_spec_t *w)
 {
     if (!w)
         return;
+    if (w->late > 1)
+        log_warn("windows: %llu messages older than every open window of their key were "
+                 "dropped", (unsigned long long)w->late);
     Py_XDECREF(w->init);
     Py_XDECREF(w->update);
     Py_XDECREF(w->combine);
@@ -291,7 +303,13 @@ static int range_apply(window_spec_t *w, PyObject *st, PyObject *msg, int64_t ev
     if (range_parts(st, &start, &panes) < 0)
         return -1;
     if (ev < start) {
-        w->late++;
+        /* Wallaroo drops late data silently; with ingest time it means a
+         * clock behind the one that opened the windows (a slot moved from a
+         * host whose clock is ahead): say so, once. */
+        if (w->late++ == 0)
+            log_warn("windows: a message older than every open window of its key was "
+                     "dropped (is this host's clock behind another worker's?); further "
+                     "ones are counted at exit");
         return 0;
     }
     Py_ssize_t idx = (Py_ssize_t)((ev - start) / w->pane);

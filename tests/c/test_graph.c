@@ -61,6 +61,11 @@ static const char *APP =
     "def total(w, st):\n"
     "    st.n += 1\n"
     "    return (w, st.n)\n"
+    "class Agg(wallaroo.Aggregation):\n"
+    "    def initial_accumulator(self): return 0\n"
+    "    def update(self, d, a): pass\n"
+    "    def combine(self, a, b): return a + b\n"
+    "    def output(self, k, a): return None\n"
     "@wallaroo.encoder\n"
     "def enc(t):\n"
     "    return '%s=%d;' % t\n"
@@ -320,8 +325,10 @@ static void test_bad_trees_refused(void **state)
     assert_refused("('a', 0, [[" SRC "]], [[]])", "must end with to_sink");
     assert_refused("('a', 0, [[" SRC ", " SINK ", ('to', split)]], [[]])",
                    "to_sink/to_sinks must end the application");
-    assert_refused("('a', 0, [[" SRC ", ('to_count_windows', 5, None), " SINK "]], [[]])",
-                   "windows (range_windows, count_windows) are not supported by Bettong yet");
+    assert_refused("('a', 0, [[" SRC ", ('to_count_windows', 5, Agg()), " SINK "]], [[]])",
+                   "windows need key_by() or collect() before them");
+    assert_refused("('a', 0, [[" SRC ", ('collect', ''), ('to_range_windows', 10, 11, 0, Agg()), "
+                   SINK "]], [[]])", "the slide must not be larger than the range");
     assert_refused("('a', 0, [[('source', 's', ('kafka-internal', 'k', dec)), " SINK "]], [[]])",
                    "Kafka is not supported by Bettong");
     assert_refused("('a', 0, [[" SRC ", ('to_sink', ('sink_connector', 'n', 'h', '1', enc, "
