@@ -674,12 +674,6 @@ def _check_config(config, what):
     return config.to_tuple()
 
 
-def _window_refusal(what):
-    return WallarooParameterError(
-        "%s: Wallaroo 0.6 windows (range_windows, count_windows, Aggregation) are not "
-        "supported by Bettong yet" % what)
-
-
 class Pipeline(object):
     def __init__(self, pipeline_tree):
         self._pipeline_tree = pipeline_tree
@@ -703,8 +697,19 @@ class Pipeline(object):
         return Pipeline(self._pipeline_tree.with_stage(stage))
 
     def to(self, computation):
+        if isinstance(computation, RangeWindows):
+            return self._then(("to_range_windows", computation.range, computation.slide,
+                               computation.delay, computation.aggregation))
+        if isinstance(computation, CountWindows):
+            return self._then(("to_count_windows", computation.count,
+                               computation.aggregation))
         if isinstance(computation, Aggregation):
-            raise _window_refusal(".to(%r)" % (computation,))
+            # Wallaroo 0.6.1 would take it for a stateless computation and
+            # fail on its missing compute(): say what to write instead.
+            raise WallarooParameterError(
+                ".to(%r): an Aggregation runs over windows: "
+                ".to(wallaroo.range_windows(...).over(Agg)) or "
+                ".to(wallaroo.count_windows(n).over(Agg))" % (computation,))
         if not callable(getattr(computation, "name", None)) or not (
                 callable(getattr(computation, "compute", None))
                 or callable(getattr(computation, "compute_multi", None))):
@@ -760,19 +765,88 @@ def build_application(app_name, pipeline):
 
 
 class Aggregation(BaseWrapped):
-    """Wallaroo 0.6.1's base class of window aggregations. It exists so that
-    modules defining aggregations import; windows themselves are refused."""
+    """Wallaroo 0.6.1's base class of window aggregations: the engine calls
+    initial_accumulator(), update(data, acc) (mutates acc), combine(a1, a2)
+    (a new accumulator) and output(key, acc) (None: no output)."""
 
     def name(self):
         return self.__class__.__name__
 
 
+def _validate_aggregation(agg):
+    for method in ("name", "initial_accumulator", "update", "combine", "output"):
+        if not hasattr(agg, method):
+            raise WallarooParameterError("Aggregation must have method '%s'." % method)
+
+
+def _check_int(value, what, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise WallarooParameterError("%s must be an int >= %d (nanoseconds: use "
+                                     "wallaroo.seconds(...) and friends), not %r"
+                                     % (what, minimum, value))
+    return value
+
+
+class RangeWindowsBuilder(object):
+    def __init__(self, wrange):
+        self.range = wrange
+        self.slide = None
+        self.delay = None
+
+    def with_slide(self, slide):
+        if self.slide is not None:
+            raise WallarooParameterError("Only call `with_slide()` once per window "
+                                         "specification.")
+        self.slide = slide
+        return self
+
+    def with_delay(self, delay):
+        if self.delay is not None:
+            raise WallarooParameterError("Only call `with_delay()` once per window "
+                                         "specification.")
+        self.delay = delay
+        return self
+
+    def over(self, aggregation_cls):
+        slide = self.range if self.slide is None else self.slide
+        delay = 0 if self.delay is None else self.delay
+        return RangeWindows(self.range, slide, delay, aggregation_cls())
+
+
+class RangeWindows(object):
+    def __init__(self, wrange, slide, delay, agg):
+        # Wallaroo checks these when the application starts (fatal there).
+        self.range = _check_int(wrange, "range_windows: the range", 1)
+        self.slide = _check_int(slide, "range_windows: the slide", 1)
+        self.delay = _check_int(delay, "range_windows: the delay", 0)
+        if self.slide > self.range:
+            raise WallarooParameterError("range_windows: the slide (%d) must not be larger "
+                                         "than the range (%d)" % (slide, wrange))
+        _validate_aggregation(agg)
+        self.aggregation = agg
+
+
+class CountWindowsBuilder(object):
+    def __init__(self, count):
+        self.count = count
+
+    def over(self, aggregation_cls):
+        return CountWindows(self.count, aggregation_cls())
+
+
+class CountWindows(object):
+    def __init__(self, count, agg):
+        self.count = _check_int(count, "count_windows: the count", 0)
+        _validate_aggregation(agg)
+        self.aggregation = agg
+
+
 def range_windows(wrange):
-    raise _window_refusal("wallaroo.range_windows(%r)" % (wrange,))
+    return RangeWindowsBuilder(wrange)
 
 
 def count_windows(count):
-    raise _window_refusal("wallaroo.count_windows(%r)" % (count,))
+    return CountWindowsBuilder(count)
 
 
 # Time units of Wallaroo 0.6.1: integer nanoseconds.

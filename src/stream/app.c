@@ -557,6 +557,8 @@ void app_free(app_t *app)
             Py_XDECREF(p->steps[j].partition_fn);
             Py_XDECREF(p->steps[j].key_fn);
             Py_XDECREF(p->steps[j].const_key);
+            if (!p->steps[j].window_borrowed)
+                window_spec_free(p->steps[j].window);
             free(p->steps[j].label);
         }
         free(p->steps);

@@ -12,12 +12,14 @@
 #include "net/frame.h"
 #include "util/buf.h"
 #include "stream/state.h"
+#include "stream/window.h"
 
 typedef enum {
     STEP_STATELESS, STEP_STATEFUL, STEP_PARTITION, STEP_PARTITION_U64,
     /* Wallaroo 0.6 pipelines (stream/graph.c): */
     STEP_KEY_BY,      /* sets the stream's key: key_fn(data), or const_key for collect() */
-    STEP_KEYED_STATE  /* a state computation over the stream's key; returns its output */
+    STEP_KEYED_STATE, /* a state computation over the stream's key; returns its output */
+    STEP_WINDOW       /* range or count windows over the stream's key (stream/window.h) */
 } step_kind;
 
 typedef struct {
@@ -30,6 +32,10 @@ typedef struct {
     PyObject *key_fn;       /* owned, STEP_KEY_BY: key = key_fn(data) (then made bytes) */
     PyObject *const_key;    /* owned, STEP_KEY_BY of collect(): the one key (bytes) */
     state_store_t *state;   /* shared with the registry */
+    /* owned, STEP_WINDOW: the windows' spec and clock; the windows themselves
+     * are in `state`, per key */
+    window_spec_t *window;
+    int window_borrowed;    /* the spec is another pipeline's (a merge's shared stage) */
 } step_t;
 
 typedef enum { SOURCE_TCP, SOURCE_GEN } source_kind;

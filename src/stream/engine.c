@@ -51,6 +51,7 @@ struct engine {
     buf_t **sink_bufs;
     uv_signal_t sigint, sigterm;
     uv_timer_t stats_timer, drain_timer;
+    uv_timer_t window_timer; /* Wallaroo 0.6 windows' timers (stream/window.h) */
     uint64_t last_flush_ns;
     uint64_t last_check_ns;
     unsigned batch_frames;
@@ -309,6 +310,7 @@ static void finish(engine_t *e)
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
+    uv_close((uv_handle_t *)&e->window_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->sigint, close_cb_noop);
     uv_close((uv_handle_t *)&e->sigterm, close_cb_noop);
     for (size_t i = 0; i < e->app->npipes; i++)
@@ -420,6 +422,48 @@ static void hook_finish(void *ctx, int code, const char *why)
 static void hook_progress(void *ctx) { check_backlog(ctx); }
 
 static void hook_ran(void *ctx) { maybe_flush_midbatch(ctx); }
+
+/* While the cluster holds the sources (forming, moving slots) nothing may
+ * run that the coordinator's count of messages in flight would miss: a window
+ * timer then looks again this much later. */
+#define WINDOW_HELD_RETRY_MS 100
+
+/* The windows' timers, as one batch: the windows they close are output (and
+ * flushed) like the messages of a read. Re-armed for the next one due. */
+static void on_window_timer(uv_timer_t *t)
+{
+    engine_t *e = t->data;
+    if (e->stopping)
+        return;
+    if (e->held) {
+        uv_timer_start(t, on_window_timer, WINDOW_HELD_RETRY_MS, 0);
+        return;
+    }
+    begin_batch(e);
+    int64_t now = window_now();
+    int64_t next = exec_windows_due(&e->x, now);
+    end_batch(e);
+    if (e->x.stop_requested)
+        begin_stop(e, 1, "--on-error=stop");
+    else if (next != INT64_MAX)
+        uv_timer_start(t, on_window_timer, next > now ? (uint64_t)((next - now) / 1000000) + 1
+                                                      : 1, 0);
+}
+
+/* Arm the windows' timer if the application has window steps. */
+static void start_windows(engine_t *e)
+{
+    for (size_t i = 0; i < e->app->npipes; i++)
+        for (size_t j = 0; j < e->app->pipes[i].nsteps; j++) {
+            const window_spec_t *w = e->app->pipes[i].steps[j].window;
+            if (w) {
+                int64_t wait = w->next_tick_ns - window_now();
+                uv_timer_start(&e->window_timer, on_window_timer,
+                               wait > 0 ? (uint64_t)(wait / 1000000) + 1 : 1, 0);
+                return;
+            }
+        }
+}
 
 static void on_stats_timer(uv_timer_t *t)
 {
@@ -674,7 +718,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     uv_timer_init(&e.loop, &e.drain_timer);
     uv_timer_init(&e.loop, &e.stats_timer);
     uv_timer_init(&e.loop, &e.stop_timer);
-    e.drain_timer.data = e.stats_timer.data = e.stop_timer.data = &e;
+    uv_timer_init(&e.loop, &e.window_timer);
+    e.drain_timer.data = e.stats_timer.data = e.stop_timer.data = e.window_timer.data = &e;
     uv_timer_start(&e.stats_timer, on_stats_timer, STATS_INTERVAL_MS, STATS_INTERVAL_MS);
 
     start_sinks(&e);
@@ -713,6 +758,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
     } else {
         log_info("ready: application '%s', %zu pipeline(s), %zu sink(s)", app->name,
                  app->npipes, app->nsinks);
+        start_windows(&e);
     }
     uv_run(&e.loop, UV_RUN_DEFAULT);
 

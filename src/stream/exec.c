@@ -366,6 +366,120 @@ static void run_keyed_state(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, P
     Py_DECREF(r);
 }
 
+/* The key as output(key, acc) gets it: a str, as machida3's
+ * PyUnicode_FromString of the key bytes (up to a NUL). */
+static PyObject *window_key_str(PyObject *key)
+{
+    const char *b = PyBytes_AS_STRING(key);
+    return PyUnicode_DecodeUTF8(b, (Py_ssize_t)strnlen(b, (size_t)PyBytes_GET_SIZE(key)),
+                                "replace");
+}
+
+/* A window step's outputs go on, in order, with the key. */
+static void window_outputs(exec_t *x, pipeline_t *p, size_t i, PyObject *outs, PyObject *key)
+{
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(outs) && !x->stop_requested; k++)
+        run_step(x, p, i + 1, PyList_GET_ITEM(outs, k), key);
+}
+
+/* One key's windows, with the outputs (new list) they gave, or NULL after
+ * reporting. Marked changed for the next incremental checkpoint. */
+static PyObject *window_run(exec_t *x, step_t *s, unsigned slot, PyObject *key, PyObject *st,
+                            PyObject *msg, int64_t now, int idle)
+{
+    PyObject *ks = window_key_str(key);
+    PyObject *outs = ks ? PyList_New(0) : NULL;
+    int rc = outs ? (msg ? window_message(s->window, st, ks, msg, now, now, outs)
+                         : window_tick(s->window, st, ks, now, idle, outs)) : -1;
+    Py_XDECREF(ks);
+    if (rc == 0 && x->track_changes && state_mark_changed(s->state, slot, key) < 0)
+        rc = -1;
+    if (rc < 0) {
+        user_error(x, s->label);
+        /* what fired before the error is still output */
+    }
+    return outs;
+}
+
+/* Windows over the stream's key (graph.c refuses them without a key_by):
+ * the key's windows live in its slot, on the worker that owns it. */
+static void run_window(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key)
+{
+    step_t *s = &p->steps[i];
+    uint64_t h;
+    if (!key || pykey_hash(key, &h) < 0) {
+        if (!key)
+            PyErr_SetString(PyExc_RuntimeError, "a window step got a message without a key");
+        user_error(x, s->label);
+        return;
+    }
+    unsigned slot = routing_slot(h);
+    if (forwarded_away(x, p, s, slot, msg, key))
+        return;
+    PyObject *st = state_for_key(s->state, slot, key);
+    if (!st) {
+        user_error(x, "window state");
+        return;
+    }
+    PyObject *outs = window_run(x, s, slot, key, st, msg, window_now(), 0);
+    if (outs)
+        window_outputs(x, p, i, outs, key);
+    Py_XDECREF(outs);
+}
+
+/* The timer of one window step: every key of the slots this worker owns. The
+ * keys are listed first, since outputs may run steps that touch the store. */
+static void tick_window_step(exec_t *x, pipeline_t *p, size_t i, int64_t now)
+{
+    step_t *s = &p->steps[i];
+    int idle = window_idle(s->window, now);
+    int64_t wm = s->window->last_input_ns;
+    for (unsigned slot = 0; slot < ROUTING_SLOTS && !x->stop_requested; slot++) {
+        if (!s->state->slots[slot] || (x->table && routing_owner(x->table, slot) != x->self))
+            continue;
+        state_touch(s->state, slot);
+        PyObject *items = PyDict_Items(s->state->slots[slot]);
+        if (!items) {
+            user_error(x, "window state");
+            continue;
+        }
+        for (Py_ssize_t k = 0; k < PyList_GET_SIZE(items); k++) {
+            PyObject *kv = PyList_GET_ITEM(items, k);
+            PyObject *key = PyTuple_GET_ITEM(kv, 0), *st = PyTuple_GET_ITEM(kv, 1);
+            if (window_state_empty(st))
+                continue;
+            x->cur_failed = 0;
+            PyObject *outs = window_run(x, s, slot, key, st, NULL, wm, idle);
+            if (outs)
+                window_outputs(x, p, i, outs, key);
+            Py_XDECREF(outs);
+        }
+        Py_DECREF(items);
+    }
+}
+
+int64_t exec_windows_due(exec_t *x, int64_t now)
+{
+    int64_t next = INT64_MAX;
+    x->cur_frame = NULL;
+    x->cur_message = NULL;
+    for (size_t j = 0; j < x->app->npipes; j++) {
+        pipeline_t *p = &x->app->pipes[j];
+        for (size_t i = 0; i < p->nsteps; i++) {
+            window_spec_t *w = p->steps[i].window;
+            if (!w || p->steps[i].window_borrowed)
+                continue;
+            if (now >= w->next_tick_ns) {
+                tick_window_step(x, p, i, now);
+                w->next_tick_ns = window_next_tick(w, now);
+            }
+            if (w->next_tick_ns < next)
+                next = w->next_tick_ns;
+        }
+    }
+    return next;
+}
+
 /* Step i of p on msg; key is the stream's key (Wallaroo 0.6), or a classic
  * partition key computed by the worker that forwarded the message. */
 static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key)
@@ -380,6 +494,9 @@ static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject
         break;
     case STEP_KEYED_STATE:
         run_keyed_state(x, p, i, msg, key);
+        break;
+    case STEP_WINDOW:
+        run_window(x, p, i, msg, key);
         break;
     default:
         run_classic(x, p, i, msg, key);

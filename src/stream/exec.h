@@ -76,6 +76,11 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg);
  * (the peer runs another application). */
 int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key);
 
+/* With GIL. Run the timers of the window steps that are due at `now` (ns,
+ * window_now()): outputs of the windows they close, on this worker's slots.
+ * Returns when the next one is due (INT64_MAX: no window step). */
+int64_t exec_windows_due(exec_t *x, int64_t now);
+
 /* frame_length_fn for decoders whose header C cannot parse: calls the user's
  * payload_length. ctx is the source_t. */
 int exec_payload_length(void *ctx, const uint8_t *header, size_t header_len, uint64_t *len);

@@ -353,6 +353,46 @@ static int load_computation(app_t *app, step_t *s, PyObject *stage, Py_ssize_t n
     return s->state ? 0 : -1;
 }
 
+/* The spec of a window stage an earlier pipeline of a merge loaded already (its
+ * store is `st`): the pipelines share one clock, as they share the windows. */
+static window_spec_t *window_loaded(const app_t *app, const state_store_t *st)
+{
+    for (size_t i = 0; i < app->npipes; i++)
+        for (size_t j = 0; j < app->pipes[i].nsteps; j++) {
+            const step_t *o = &app->pipes[i].steps[j];
+            if (o->kind == STEP_WINDOW && o->state == st && o->window && !o->window_borrowed)
+                return o->window;
+        }
+    return NULL;
+}
+
+/* ("to_range_windows", range, slide, delay, agg) / ("to_count_windows", n,
+ * agg): a step over the stream's key whose per-key state is the key's windows
+ * (a list, stream/window.h) in a store of its own. */
+static int load_window(app_t *app, step_t *s, PyObject *stage, Py_ssize_t node, Py_ssize_t idx,
+                       char *err, size_t errlen)
+{
+    const char *tag = stage_tag(stage);
+    s->kind = STEP_WINDOW;
+    PyObject *agg = PyTuple_GET_ITEM(stage, PyTuple_GET_SIZE(stage) - 1);
+    char what[64];
+    snprintf(what, sizeof what, "%s", strcmp(tag, "to_range_windows") == 0
+             ? "range windows" : "count windows");
+    if (!(s->label = app_label(agg, what, err, errlen)))
+        return -1;
+    char name[64];
+    snprintf(name, sizeof name, "wallaroo06 windows %zd.%zd", node, idx);
+    if ((s->state = state_store_find(&app->states, name)) &&
+        (s->window = window_loaded(app, s->state))) {
+        s->window_borrowed = 1;
+        return 0;
+    }
+    if (!(s->window = window_spec_new(stage, err, errlen)))
+        return -1;
+    s->state = state_store_get(&app->states, name, (PyObject *)&PyList_Type, err, errlen);
+    return s->state ? 0 : -1;
+}
+
 static int load_step(app_t *app, step_t *s, PyObject *stage, const tree_t *t, Py_ssize_t node,
                      Py_ssize_t idx, char *err, size_t errlen)
 {
@@ -360,8 +400,7 @@ static int load_step(app_t *app, step_t *s, PyObject *stage, const tree_t *t, Py
     if (!tag)
         return fail(err, errlen, "a stage that is not a (tag, ...) tuple");
     if (strcmp(tag, "to_range_windows") == 0 || strcmp(tag, "to_count_windows") == 0)
-        return fail(err, errlen, "Wallaroo 0.6 windows (range_windows, count_windows) are not "
-                    "supported by Bettong yet");
+        return load_window(app, s, stage, node, idx, err, errlen);
     if (strcmp(tag, "collect") == 0)
         return load_key_step(s, stage, t, node, idx, err, errlen);
     if (PyTuple_GET_SIZE(stage) != 2)
@@ -435,6 +474,10 @@ static int load_chain_steps(app_t *app, pipeline_t *p, const tree_t *t, const Py
                 keyed = 1;
             else if (s->kind == STEP_KEYED_STATE && !keyed)
                 warn_unkeyed(p, s);
+            else if (s->kind == STEP_WINDOW && !keyed)
+                return fail(err, errlen, "%s: windows need key_by() or collect() before them "
+                            "(without a key, Wallaroo 0.6.1 gives every message a random key: "
+                            "a window of its own)", s->label);
         }
     }
     if (p->nouts == 0)

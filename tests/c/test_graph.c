@@ -61,6 +61,22 @@ static const char *APP =
     "def total(w, st):\n"
     "    st.n += 1\n"
     "    return (w, st.n)\n"
+    "def windowed(args):\n"
+    "    a = wallaroo.source('A', wallaroo.TCPSourceConfig('127.0.0.1', 0, dec))\n"
+    "    b = wallaroo.source('B', wallaroo.TCPSourceConfig('127.0.0.1', 0, dec))\n"
+    "    w = wallaroo.count_windows(2).over(Letters)\n"
+    "    return wallaroo.build_application('w', a.to(split).merge(b.to(split))\n"
+    "        .key_by(first).to(w).to_sink(wallaroo.TCPSinkConfig('127.0.0.1', 9, enc)))\n"
+    "class Letters(wallaroo.Aggregation):\n"
+    "    def initial_accumulator(self): return []\n"
+    "    def update(self, w, acc): acc.append(w)\n"
+    "    def combine(self, a, b): return a + b\n"
+    "    def output(self, k, acc): return (k + ':' + ''.join(acc), len(acc))\n"
+    "class Agg(wallaroo.Aggregation):\n"
+    "    def initial_accumulator(self): return 0\n"
+    "    def update(self, d, a): pass\n"
+    "    def combine(self, a, b): return a + b\n"
+    "    def output(self, k, a): return None\n"
     "@wallaroo.encoder\n"
     "def enc(t):\n"
     "    return '%s=%d;' % t\n"
@@ -290,6 +306,39 @@ static void test_collect_has_one_key(void **state)
     app_free(&c);
 }
 
+/* Windows after a merge: one window state per key and one spec (one clock)
+ * for both pipelines; the timer (exec_windows_due) flushes a partial count
+ * window once. */
+static void test_windows_after_a_merge(void **state)
+{
+    app_t c;
+    char err[1024];
+    assert_int_equal(load_other(&c, "windowed", err, sizeof err), 0);
+    step_t *w0 = &c.pipes[0].steps[2], *w1 = &c.pipes[1].steps[2];
+    assert_int_equal(w0->kind, STEP_WINDOW);
+    assert_int_equal(w1->kind, STEP_WINDOW);
+    assert_ptr_equal(w0->state, w1->state);
+    assert_ptr_equal(w0->window, w1->window);
+    assert_int_equal(w0->window_borrowed + w1->window_borrowed, 1);
+    exec_t saved = x;
+    x.app = &c;
+    run(&c, 0, "ab");
+    assert_string_equal(text_of(&out0), "");
+    run(&c, 1, "ax ay");
+    assert_string_equal(text_of(&out0), "a:abax=2;");
+    buf_clear(&out0);
+    int64_t later = w0->window->next_tick_ns;
+    assert_int_equal(exec_windows_due(&x, later - 1), later); /* not due yet */
+    assert_string_equal(text_of(&out0), "");
+    assert_int_equal(exec_windows_due(&x, later), later + 5000000000LL);
+    assert_string_equal(text_of(&out0), "a:ay=1;");
+    buf_clear(&out0);
+    assert_int_equal(exec_windows_due(&x, later + 5000000000LL), later + 10000000000LL);
+    assert_string_equal(text_of(&out0), "");
+    x = saved;
+    app_free(&c);
+}
+
 /* A tree given by hand (Python source evaluated with graph_app's names). */
 static void assert_refused(const char *expr, const char *message)
 {
@@ -320,8 +369,10 @@ static void test_bad_trees_refused(void **state)
     assert_refused("('a', 0, [[" SRC "]], [[]])", "must end with to_sink");
     assert_refused("('a', 0, [[" SRC ", " SINK ", ('to', split)]], [[]])",
                    "to_sink/to_sinks must end the application");
-    assert_refused("('a', 0, [[" SRC ", ('to_count_windows', 5, None), " SINK "]], [[]])",
-                   "windows (range_windows, count_windows) are not supported by Bettong yet");
+    assert_refused("('a', 0, [[" SRC ", ('to_count_windows', 5, Agg()), " SINK "]], [[]])",
+                   "windows need key_by() or collect() before them");
+    assert_refused("('a', 0, [[" SRC ", ('collect', ''), ('to_range_windows', 10, 11, 0, Agg()), "
+                   SINK "]], [[]])", "the slide must not be larger than the range");
     assert_refused("('a', 0, [[('source', 's', ('kafka-internal', 'k', dec)), " SINK "]], [[]])",
                    "Kafka is not supported by Bettong");
     assert_refused("('a', 0, [[" SRC ", ('to_sink', ('sink_connector', 'n', 'h', '1', enc, "
@@ -347,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_06_conventions_refuse),
         cmocka_unit_test(test_key_by_routes_to_the_key_owner),
         cmocka_unit_test(test_collect_has_one_key),
+        cmocka_unit_test(test_windows_after_a_merge),
         cmocka_unit_test(test_bad_trees_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -242,18 +242,8 @@ def test_parallelism_must_be_a_positive_int(value):
         wallaroo.TCPSourceConfig("127.0.0.1", 7000, _dec, parallelism=value)
 
 
-def test_windows_and_connectors_say_they_are_not_there_yet():
-    with pytest.raises(wallaroo.WallarooParameterError, match="windows .* not supported"):
-        wallaroo.range_windows(wallaroo.seconds(9))
-    with pytest.raises(wallaroo.WallarooParameterError, match="windows .* not supported"):
-        wallaroo.count_windows(5)
-
-    class Agg(wallaroo.Aggregation):
-        pass
-
-    assert Agg().name() == "Agg"
-    with pytest.raises(wallaroo.WallarooParameterError, match="windows .* not supported"):
-        _src("a").to(Agg())
+def test_connectors_say_they_are_not_there_yet():
+    # Windows are in test_windows06.py.
     sys.modules.pop("wallaroo.experimental", None)
     with pytest.raises(ImportError, match="wallaroo.experimental .* not supported by Bettong yet"):
         importlib.import_module("wallaroo.experimental")
@@ -732,11 +722,9 @@ def test_wallaroo_alerts(bt, example, n, form):
 
 
 @pytest.mark.parametrize("example, message", [
-    ("alerts_windowed/alerts.py", "windows (range_windows, count_windows, Aggregation) are not "
-                                  "supported by Bettong yet"),
     ("celsius_connectors/celsius.py", "wallaroo.experimental (Wallaroo 0.6.1's connectors"),
     ("celsius-kafka/celsius.py", "Kafka is not supported by Bettong"),
-], ids=["windows", "connectors", "kafka"])
+], ids=["connectors", "kafka"])
 def test_wallaroo_examples_not_supported_yet_say_so(bt, example, message):
     app = w061_example(*example.split("/"))
     eng = bt.engine(app, extra=["--out", "127.0.0.1:9"], wait=False)
