@@ -159,18 +159,30 @@ class TlsMitm:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
+        # Each connection's handshakes in a thread of its own: one that stalls
+        # (a client that connects and says nothing) must not keep the next
+        # connection waiting in the backlog.
         while True:
             try:
                 raw, _ = self.ls.accept()
-                c = self.server_ctx.wrap_socket(raw, server_side=True)
-                s = self.client_ctx.wrap_socket(socket.create_connection(self.target, timeout=10))
-            except (OSError, ssl.SSLError):
+            except OSError:
                 if self.ls.fileno() < 0:
                     return
                 continue
-            self.socks += [c, s]
-            threading.Thread(target=self._pump, args=(c, s, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
+            threading.Thread(target=self._relay, args=(raw,), daemon=True).start()
+
+    def _relay(self, raw):
+        try:
+            raw.settimeout(10)
+            c = self.server_ctx.wrap_socket(raw, server_side=True)
+            c.settimeout(None)
+            s = self.client_ctx.wrap_socket(socket.create_connection(self.target, timeout=10))
+        except (OSError, ssl.SSLError):
+            raw.close()
+            return
+        self.socks += [c, s]
+        threading.Thread(target=self._pump, args=(s, c, False), daemon=True).start()
+        self._pump(c, s, True)
 
     def _pump(self, src, dst, record):
         while True:
