@@ -23,7 +23,7 @@ def test_stalled_sink_bounds_memory_and_blocks_the_sender(bt):
     stalled.listen(1)
     out_port = stalled.getsockname()[1]
     eng = bt.engine(example_path("reverse"), ins=[0], outs=[out_port],
-                    extra=["--flush-timeout", "1"])
+                    extra=["--flush-timeout", "1", "--log-level", "debug"])
     port = eng.in_ports[0]
     base_rss = rss_mb(eng.proc.pid)
     # 300 MB of input (and as much output) on the wire if nothing pushed back.
@@ -31,10 +31,16 @@ def test_stalled_sink_bounds_memory_and_blocks_the_sender(bt):
     sender = bt.send_async(port, bt.framed_file(payloads), repeat=30)
     try:
         conn, _ = stalled.accept()
-        time.sleep(4)
+        # The engine says when it stops reading; memory is measured after that,
+        # and again after the sender has had time to push (it must not grow).
+        eng.wait_log(r"pausing sources \(sink backlog", timeout=30)
+        first = rss_mb(eng.proc.pid)
+        eng.wait_log(r"in \d+, out \d+, failed \d+, backlog", timeout=30,
+                     count=eng.count_log(r"in \d+, out \d+, failed \d+, backlog") + 1)
         assert eng.alive(), eng.stderr()
         assert sender.poll() is None, "the sender finished: nothing pushed back"
         grown = rss_mb(eng.proc.pid) - base_rss
+        assert rss_mb(eng.proc.pid) - first < 20, "engine kept growing while paused"
         # Sink high-water mark (8 MiB) + one read batch + Python's own arenas.
         assert grown < 60, "engine grew by %.1f MB with a stalled sink" % grown
         # Reading the output lets everything flow again.
