@@ -18,7 +18,9 @@ import re
 import pytest
 
 import wallaroo
-from conftest import app_path, engine_port0, wait_until
+import subprocess
+
+from conftest import BIN, Cluster, app_path, engine_port0, wait_until
 from test_wallaroo06 import FORMS, FORM_IDS, Run, complete_lines, send
 from test_windows06 import Out
 
@@ -271,6 +273,48 @@ def test_late_data_to_a_side_sink(bt, n, form):
 
 
 # ------------------------------------------------------------------ windows are state
+
+def test_event_time_windows_move_with_slots_when_a_worker_joins_and_leaves(bt):
+    """A burst opens windows on both workers (max out of order 30 s: none
+    closes on its own meanwhile); a third worker joins and the second
+    leaves. Then, per key, a message late before the move goes to the late
+    sink (its key's watermark moved with its windows), and the closers output
+    each key's windows whole, wherever its slot went."""
+    keys = ["w%02d" % i for i in range(40)]
+    rng = random.Random(8)
+    recv = bt.receiver()
+    late = bt.receiver(out=bt.path("late.out"))
+    out = Out(recv)
+    c = Cluster(bt, APP, 2, "flags", outs=[recv.port, late.port], sources="initializer",
+                extra=["--ooo-ms", "30000", "--late", "side"])
+    port = c.source_ports["events"]
+    c.wait_formed(2)
+    sent, events = data(rng, keys, 5, 3000, 30000)
+    # Each key's newest event, 40 s on: the burst's windows are 10 s behind
+    # the watermark, the tail's open.
+    tail = [(k, BASE + 40000, 7) for k in sent]
+    send(port, frames(interleave(rng, sent) + tail))
+    want = expect_range(events, 1000, 1000)
+    assert out.next(len(want)) == want
+    c.add_worker(join=True, name="w3")
+    c.wait_formed(3)
+    assert int(c.workers()["w3"][2]) > 0, "no window moved to the joining worker"
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2"]
+                       + c.secret_args, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    lates = [(k, BASE + 5000, 9) for k in sent]
+    send(port, frames(lates + [(k, BASE + 40500, 8) for k in sent] + closers(sent)))
+    assert out.next(len(sent)) == sorted(out_line(k, BASE + 40000, BASE + 41000, [7, 8])
+                                         for k in sent)
+    got = complete_lines(late.wait_lines(len(lates), timeout=20, settle=0.3))
+    assert sorted(got) == sorted("LATE %s,%d,%d" % e for e in lates)
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    rc, err = c.engines[2].wait_exit(30)
+    assert rc == 0, err
+
 
 def test_event_time_windows_are_in_checkpoints(bt, tmp_path):
     """With resilience, open windows and their keys' watermarks are in the
