@@ -86,7 +86,8 @@ static int load_aggregation(window_spec_t *w, PyObject *agg, char *err, size_t e
  * this checks their types again (a hand-made stage). */
 static int load_event_time(window_spec_t *w, PyObject *et, char *err, size_t errlen)
 {
-    if (!PyTuple_Check(et) || PyTuple_GET_SIZE(et) != 7 || !PyUnicode_Check(PyTuple_GET_ITEM(et, 0)) ||
+    if (!PyTuple_Check(et) || PyTuple_GET_SIZE(et) != 7 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(et, 0)) ||
         PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(et, 0), "event_time") != 0)
         return snprintf(err, errlen, "windows: expected (\"event_time\", extractor, "
                         "max_out_of_order, policy, keep, sink, output_bounds)"), -1;
@@ -301,7 +302,8 @@ int64_t window_tick_clock(const window_spec_t *w, int64_t now)
 
 int window_idle(const window_spec_t *w, int64_t now)
 {
-    return w->kind == WINDOW_RANGE && !w->et && now - w->last_input_ns > 4 * (w->range + w->delay_given);
+    return w->kind == WINDOW_RANGE && !w->et &&
+           now - w->last_input_ns > 4 * (w->range + w->delay_given);
 }
 
 int window_state_empty(PyObject *st)

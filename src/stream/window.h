@@ -48,8 +48,8 @@
  * message is added to the windows it falls in that are still kept, and each
  * closed one it changed is output again at once); side output (the message
  * goes to the late sink, encoded by that sink's encoder). An event-time state
- * with no window left stays (its watermark still tells late data) but costs
- * the timer nothing (window_state_empty). Ingest-time session windows (no
+ * with no window left stays (its watermark still tells late data); the timer
+ * skips it without a Python call (window_state_empty). Ingest-time session windows (no
  * extractor) are the same with the ingest time as event time and max out of
  * order 0. */
 #ifndef BETTONG_WINDOW_H
@@ -128,9 +128,10 @@ int window_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg,
 
 /* With GIL. The timer, for one key: range windows close what the watermark
  * `wm` passed (event time: `wm` is the wall clock, window_tick_clock, and the
- * key's watermark moves on with it while the key is idle); when `idle` (no input for 4 * (range + delay)) every window
- * that holds data is output once and the key's windows are closed. Count
- * windows output their partial window. Returns 0, or -1 with an exception. */
+ * key's watermark moves on with it while the key is idle); when `idle` (no
+ * input for 4 * (range + delay); not on event time) every window that holds
+ * data is output once and the key's windows are closed. Count windows output
+ * their partial window. Returns 0, or -1 with an exception. */
 int window_tick(window_spec_t *w, PyObject *st, PyObject *key, int64_t wm, int idle,
                 PyObject *outs);
 

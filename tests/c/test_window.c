@@ -433,6 +433,34 @@ static void test_et_datetimes_and_bad_times(void **state)
     window_spec_free(w);
 }
 
+/* Session windows with no extractor: the ingest time (the `wm` argument, the
+ * wall clock) is the event time, max out of order 0. */
+static void test_ingest_time_sessions(void **state)
+{
+    PyObject *et = Py_BuildValue("(sOLsLOO)", "event_time", Py_None, 0LL, "drop", 0LL,
+                                 Py_None, Py_False);
+    PyObject *stage = Py_BuildValue("(sLOO)", "to_session_windows", 100LL, agg, et);
+    char err[256] = "";
+    window_spec_t *w = window_spec_new(stage, err, sizeof err);
+    Py_DECREF(stage);
+    Py_DECREF(et);
+    if (!w)
+        fail_msg("%s", err);
+    PyObject *st = PyList_New(0);
+    int64_t times[] = {1000, 1050, 1150, 1300};
+    const char *want[] = {"", "", "", "k:1,2,3"};
+    for (int i = 0; i < 4; i++) {
+        PyObject *outs = PyList_New(0), *m = PyLong_FromLong(i + 1);
+        assert_int_equal(window_message(w, st, key, m, times[i], times[i], outs), 0);
+        Py_DECREF(m);
+        assert_string_equal(joined(outs), want[i]);
+    }
+    assert_string_equal(tick(w, st, 1400, 0), "");
+    assert_string_equal(tick(w, st, 1401, 0), "k:4");
+    Py_DECREF(st);
+    window_spec_free(w);
+}
+
 static void test_et_bad_specs_refused(void **state)
 {
     PyObject *et = Py_BuildValue("(sOLsLOO)", "event_time", ev_of, 0LL, "drop", 0LL, Py_None,
@@ -464,6 +492,7 @@ int main(void)
         cmocka_unit_test(test_et_late_update),
         cmocka_unit_test(test_et_late_side),
         cmocka_unit_test(test_et_datetimes_and_bad_times),
+        cmocka_unit_test(test_ingest_time_sessions),
         cmocka_unit_test(test_et_bad_specs_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
