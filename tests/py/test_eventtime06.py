@@ -272,6 +272,19 @@ def test_late_data_to_a_side_sink(bt, n, form):
     run.stop()
 
 
+def test_a_bad_event_time_is_a_user_error(bt):
+    """An event time out of range (here 10**16 ms) is the user's error:
+    logged with its reason, that message skipped, the rest windowed."""
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, 1, None, outs=[recv.port], extra=["--ooo-ms", "0"])
+    send(run.port(), frames([("a", BASE + 100, 1), ("a", 10 ** 16, 2), ("a", BASE + 200, 3)]
+                            + closers(["a"])))
+    assert out.next(1) == [out_line("a", BASE, BASE + 1000, [1, 3])]
+    assert "event time 10000000000000000000000 ns is out of range" in run.engine.stderr()
+    run.stop()
+
+
 # ------------------------------------------------------------------ windows are state
 
 def test_event_time_windows_move_with_slots_when_a_worker_joins_and_leaves(bt):
