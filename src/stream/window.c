@@ -14,6 +14,8 @@
 /* A window needs this many panes at most: beyond, the bookkeeping per message
  * would cost more than the aggregation (a range of an hour sliding by 1 ns). */
 #define MAX_PANES 100000
+/* Event-time range windows: at most this many windows per message. */
+#define MAX_ET_WINDOWS_PER_MESSAGE 1000
 /* Event-time windows' timer: half a slide (or gap), within these bounds. */
 #define ET_TICK_MIN_NS 10000000LL
 #define ET_TICK_MAX_NS 1000000000LL
@@ -146,6 +148,11 @@ static int load_range_et(window_spec_t *w, PyObject *stage, char *err, size_t er
     if (w->delay_given != 0)
         return snprintf(err, errlen, "range_windows: with_delay() is for ingest time; on event "
                         "time give max_out_of_order to with_event_time()"), -1;
+    /* On event time each message updates every window it is in. */
+    if ((w->range + w->slide - 1) / w->slide > MAX_ET_WINDOWS_PER_MESSAGE)
+        return snprintf(err, errlen, "range_windows: on event time a message is in each of "
+                        "range/slide windows; at most %d are supported",
+                        MAX_ET_WINDOWS_PER_MESSAGE), -1;
     return load_event_time(w, PyTuple_GET_ITEM(stage, 5), err, errlen);
 }
 

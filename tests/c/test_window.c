@@ -468,6 +468,8 @@ static void test_et_bad_specs_refused(void **state)
     refused(Py_BuildValue("(sLLLOO)", "to_range_windows", 10LL, 10LL, 5LL, eagg, et),
             "with_delay() is for ingest time");
     refused(Py_BuildValue("(sLOO)", "to_session_windows", 0LL, eagg, et), "gap must be");
+    refused(Py_BuildValue("(sLLLOO)", "to_range_windows", 10000LL, 5LL, 0LL, eagg, et),
+            "at most 1000 are supported");
     Py_DECREF(et);
     et = Py_BuildValue("(sOLsLOO)", "event_time", ev_of, 0LL, "later", 0LL, Py_None, Py_False);
     refused(Py_BuildValue("(sLOO)", "to_session_windows", 5LL, eagg, et), "the policy must be");
