@@ -200,6 +200,46 @@ def test_out_of_order_input_gives_the_sorted_inputs_windows(bt, window, n, form)
     run.stop()
 
 
+@pytest.mark.parametrize("n,form", FORMS[:2], ids=FORM_IDS[:2])
+def test_example_word_count_eventtime_06(bt, n, form):
+    """examples/word_count/word_count_eventtime_06.py: the tales' lines, each
+    with an ISO time (40 lines a second), sent out of order by up to 0.8 s;
+    then one line 3 s behind with two words seen before (they go to the late
+    sink: a word never seen before would not be late, its clock starting
+    there) and a last line an hour on with every word (it closes every
+    window)."""
+    import datetime
+    from test_wallaroo06 import EXAMPLES, WORDS_TXT, load_module
+    app = EXAMPLES / "word_count" / "word_count_eventtime_06.py"
+    wc = load_module(EXAMPLES / "word_count" / "word_count_06.py")
+    lines = [l for l in WORDS_TXT.read_text("utf-8").split("\n") if wc.split_words(l)][:200]
+    t0 = datetime.datetime(2026, 12, 6, 12, 0, 0)
+    timed = [(t0 + datetime.timedelta(milliseconds=25 * i), l) for i, l in enumerate(lines)]
+    rng = random.Random(n)
+    order = [tl for _, tl in sorted((tl[0].timestamp() + rng.uniform(0, 0.8), tl)
+                                    for tl in timed)]
+    counts = collections.Counter()
+    for when, l in timed:
+        start = when.replace(microsecond=0)
+        for w in wc.split_words(l):
+            counts[(start.isoformat(), w)] += 1
+    vocab = sorted({w for _, w in counts})
+    late_line = (timed[-1][0] - datetime.timedelta(seconds=3), " ".join(vocab[:2]))
+    closer = (t0 + datetime.timedelta(hours=1), " ".join(vocab))
+    recv = bt.receiver()
+    late = bt.receiver(out=bt.path("late.out"))
+    out = Out(recv)
+    run = Run(bt, app, n, form, outs=[recv.port, late.port])
+    send(run.port("Timed lines"), [("%s %s" % (t.isoformat(), l)).encode()
+                                   for t, l in order + [late_line, closer]])
+    want = sorted("%s %s => %d" % (s, w, c) for (s, w), c in counts.items())
+    assert out.next(len(want)) == want
+    got = complete_lines(late.wait_lines(2, timeout=20, settle=0.3))
+    assert sorted(got) == ["LATE %s %s" % (late_line[0].isoformat(), w)
+                           for w in vocab[:2]]
+    run.stop()
+
+
 # ------------------------------------------------------------------ late data
 
 LATE_KEYS = ["a", "b", "Dr. Whiskers"]
