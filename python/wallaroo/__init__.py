@@ -815,7 +815,7 @@ class _EventTimeOptions(object):
             raise WallarooParameterError("with_event_time(%r): the extractor must be "
                                          "callable (msg -> event time)" % (extractor,))
         self.extractor = getattr(extractor, "_bettong_fn", extractor)
-        self.max_out_of_order = _check_int(max_out_of_order,
+        self.max_out_of_order = _check_int(_timedelta_ns(max_out_of_order),
                                            "with_event_time: max_out_of_order", 0)
         return self
 
@@ -842,7 +842,7 @@ class _EventTimeOptions(object):
         if keep is not None:
             if self.late_policy[0] != "update":
                 raise WallarooParameterError("with_late_data: keep= is for \"update\"")
-            self.keep = _check_int(keep, "with_late_data: keep", 0)
+            self.keep = _check_int(_timedelta_ns(keep), "with_late_data: keep", 0)
         return self
 
     def _event_time_stage(self, aggregation, default_keep):
@@ -850,6 +850,15 @@ class _EventTimeOptions(object):
         keep = default_keep if self.keep is None else self.keep
         return ("event_time", self.extractor, self.max_out_of_order or 0, policy, keep, sink,
                 _output_takes_bounds(aggregation))
+
+
+def _timedelta_ns(value):
+    """A datetime.timedelta as int ns (Bytewax's spelling of durations); any
+    other value as it is."""
+    import datetime
+    if isinstance(value, datetime.timedelta):
+        return ((value.days * 86400 + value.seconds) * 10 ** 6 + value.microseconds) * 1000
+    return value
 
 
 def _output_takes_bounds(agg):

@@ -148,6 +148,12 @@ def test_event_time_builders_give_their_stages():
     # Ingest-time sessions; and classic range windows keep Wallaroo's stage.
     s = wallaroo.session_windows(7).with_late_data("update", keep=3).over(_Agg)
     assert s.event_time == ("event_time", None, 0, "update", 3, None, False)
+    # A bare sink config is a side output too; durations may be timedeltas.
+    import datetime
+    s = (wallaroo.session_windows(7)
+         .with_event_time(_ev, max_out_of_order=datetime.timedelta(seconds=2, microseconds=5))
+         .with_late_data(SINK).over(_Agg))
+    assert s.event_time == ("event_time", _ev, 2000005000, "side", 7, SINK.to_tuple(), False)
     p = _src("a").key_by(_key).to(wallaroo.range_windows(10).over(_Agg)).to_sink(SINK)
     assert len(p._pipeline_tree.vs[0][2]) == 5
 
