@@ -27,7 +27,7 @@ __all__ = [
     "KafkaSourceConfig", "KafkaSinkConfig",
     "CustomKafkaSourceCLIParser", "CustomKafkaSinkCLIParser",
     "DefaultKafkaSourceCLIParser", "DefaultKafkaSinkCLIParser",
-    "range_windows", "count_windows", "Aggregation",
+    "range_windows", "count_windows", "session_windows", "late_to", "Aggregation",
     "nanoseconds", "microseconds", "milliseconds", "seconds", "minutes", "hours",
     "tcp_parse_input_addrs", "tcp_parse_output_addrs",
     "kafka_parse_source_options", "kafka_parse_sink_options",
@@ -698,8 +698,14 @@ class Pipeline(object):
 
     def to(self, computation):
         if isinstance(computation, RangeWindows):
-            return self._then(("to_range_windows", computation.range, computation.slide,
-                               computation.delay, computation.aggregation))
+            stage = ("to_range_windows", computation.range, computation.slide,
+                     computation.delay, computation.aggregation)
+            if computation.event_time is not None:
+                stage += (computation.event_time,)
+            return self._then(stage)
+        if isinstance(computation, SessionWindows):
+            return self._then(("to_session_windows", computation.gap,
+                               computation.aggregation, computation.event_time))
         if isinstance(computation, CountWindows):
             return self._then(("to_count_windows", computation.count,
                                computation.aggregation))
@@ -787,11 +793,106 @@ def _check_int(value, what, minimum):
     return value
 
 
-class RangeWindowsBuilder(object):
+class _EventTimeOptions(object):
+    """Bettong's extension of the window builders: with_event_time() and
+    with_late_data() (docs/user-guide.md, "Windows on event time")."""
+
+    def _init_event_time(self):
+        self.extractor = None
+        self.max_out_of_order = None
+        self.late_policy = None
+        self.keep = None
+
+    def with_event_time(self, extractor, max_out_of_order=0):
+        """Windows on the time extractor(msg) returns (an int of ns since
+        1970, or a datetime; a naive one is UTC) instead of the ingest time.
+        A key's watermark trails its greatest event time by max_out_of_order
+        (ns), and moves on with the wall clock while the key is idle."""
+        if self.extractor is not None:
+            raise WallarooParameterError("Only call `with_event_time()` once per window "
+                                         "specification.")
+        if not callable(extractor):
+            raise WallarooParameterError("with_event_time(%r): the extractor must be "
+                                         "callable (msg -> event time)" % (extractor,))
+        self.extractor = getattr(extractor, "_bettong_fn", extractor)
+        self.max_out_of_order = _check_int(_timedelta_ns(max_out_of_order),
+                                           "with_event_time: max_out_of_order", 0)
+        return self
+
+    def with_late_data(self, policy, keep=None):
+        """What becomes of a message whose event time is before its key's
+        watermark: "drop" (the default; counted and logged), "update" (it is
+        added to its windows while they are kept, `keep` ns after they
+        closed, by default the range (gap), and each closed one is output
+        again) or a sink config / wallaroo.late_to(sink config) (it goes to
+        that sink, encoded by its encoder)."""
+        if self.late_policy is not None:
+            raise WallarooParameterError("Only call `with_late_data()` once per window "
+                                         "specification.")
+        if isinstance(policy, LateTo):
+            policy = policy.sink_config
+        if policy == "drop" or policy == "update":
+            self.late_policy = (policy, None)
+        elif callable(getattr(policy, "to_tuple", None)):
+            self.late_policy = ("side", _check_config(policy, "with_late_data"))
+        else:
+            raise WallarooParameterError("with_late_data(%r): the policy is \"drop\", "
+                                         "\"update\" or a sink config (wallaroo.late_to"
+                                         "(sink config))" % (policy,))
+        if keep is not None:
+            if self.late_policy[0] != "update":
+                raise WallarooParameterError("with_late_data: keep= is for \"update\"")
+            self.keep = _check_int(_timedelta_ns(keep), "with_late_data: keep", 0)
+        return self
+
+    def _event_time_stage(self, aggregation, default_keep):
+        policy, sink = self.late_policy or ("drop", None)
+        keep = default_keep if self.keep is None else self.keep
+        return ("event_time", self.extractor, self.max_out_of_order or 0, policy, keep, sink,
+                _output_takes_bounds(aggregation))
+
+
+def _timedelta_ns(value):
+    """A datetime.timedelta as int ns (Bytewax's spelling of durations); any
+    other value as it is."""
+    import datetime
+    if isinstance(value, datetime.timedelta):
+        return ((value.days * 86400 + value.seconds) * 10 ** 6 + value.microseconds) * 1000
+    return value
+
+
+def _output_takes_bounds(agg):
+    """Whether the aggregation's output() takes a third argument: the
+    window's (start, end) in ns."""
+    try:
+        sig = inspect.signature(agg.output)
+    except (TypeError, ValueError):
+        return False
+    try:
+        sig.bind(None, None, None)
+    except TypeError:
+        return False
+    return True
+
+
+class LateTo(object):
+    """wallaroo.late_to(sink_config): late messages go to that sink."""
+
+    def __init__(self, sink_config):
+        _check_config(sink_config, "late_to")
+        self.sink_config = sink_config
+
+
+def late_to(sink_config):
+    return LateTo(sink_config)
+
+
+class RangeWindowsBuilder(_EventTimeOptions):
     def __init__(self, wrange):
         self.range = wrange
         self.slide = None
         self.delay = None
+        self._init_event_time()
 
     def with_slide(self, slide):
         if self.slide is not None:
@@ -810,7 +911,17 @@ class RangeWindowsBuilder(object):
     def over(self, aggregation_cls):
         slide = self.range if self.slide is None else self.slide
         delay = 0 if self.delay is None else self.delay
-        return RangeWindows(self.range, slide, delay, aggregation_cls())
+        w = RangeWindows(self.range, slide, delay, aggregation_cls())
+        if self.extractor is None:
+            if self.late_policy is not None:
+                raise WallarooParameterError("with_late_data() needs with_event_time(): "
+                                             "ingest-time range windows drop nothing")
+            return w
+        if self.delay is not None:
+            raise WallarooParameterError("with_delay() is for ingest time; on event time "
+                                         "give max_out_of_order to with_event_time()")
+        w.event_time = self._event_time_stage(w.aggregation, w.range)
+        return w
 
 
 class RangeWindows(object):
@@ -824,6 +935,27 @@ class RangeWindows(object):
                                          "than the range (%d)" % (slide, wrange))
         _validate_aggregation(agg)
         self.aggregation = agg
+        self.event_time = None
+
+
+class SessionWindowsBuilder(_EventTimeOptions):
+    """Bettong's session windows: a key's messages at most `gap` ns apart
+    are in one window; on the ingest time, or on event time."""
+
+    def __init__(self, gap):
+        self.gap = _check_int(gap, "session_windows: the gap", 1)
+        self._init_event_time()
+
+    def over(self, aggregation_cls):
+        return SessionWindows(self.gap, aggregation_cls(), self)
+
+
+class SessionWindows(object):
+    def __init__(self, gap, agg, builder):
+        _validate_aggregation(agg)
+        self.gap = gap
+        self.aggregation = agg
+        self.event_time = builder._event_time_stage(agg, gap)
 
 
 class CountWindowsBuilder(object):
@@ -847,6 +979,10 @@ def range_windows(wrange):
 
 def count_windows(count):
     return CountWindowsBuilder(count)
+
+
+def session_windows(gap):
+    return SessionWindowsBuilder(gap)
 
 
 # Time units of Wallaroo 0.6.1: integer nanoseconds.

@@ -383,16 +383,19 @@ static void window_outputs(exec_t *x, pipeline_t *p, size_t i, PyObject *outs, P
 }
 
 /* One key's windows, with the outputs (new list) they gave, or NULL after
- * reporting. Marked changed for the next incremental checkpoint. */
+ * reporting. Marked changed for the next incremental checkpoint. *late_side:
+ * the message is late and goes to the window's late sink (event time). */
 static PyObject *window_run(exec_t *x, step_t *s, unsigned slot, PyObject *key, PyObject *st,
-                            PyObject *msg, int64_t now, int idle)
+                            PyObject *msg, int64_t now, int idle, int *late_side)
 {
     PyObject *ks = window_key_str(key);
     PyObject *outs = ks ? PyList_New(0) : NULL;
     int rc = outs ? (msg ? window_message(s->window, st, ks, msg, now, now, outs)
                          : window_tick(s->window, st, ks, now, idle, outs)) : -1;
     Py_XDECREF(ks);
-    if (rc == 0 && x->track_changes && state_mark_changed(s->state, slot, key) < 0)
+    if (late_side)
+        *late_side = rc == 1;
+    if (rc >= 0 && x->track_changes && state_mark_changed(s->state, slot, key) < 0)
         rc = -1;
     if (rc < 0) {
         user_error(x, s->label);
@@ -421,7 +424,14 @@ static void run_window(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObje
         user_error(x, "window state");
         return;
     }
-    PyObject *outs = window_run(x, s, slot, key, st, msg, window_now(), 0);
+    int late_side = 0;
+    PyObject *outs = window_run(x, s, slot, key, st, msg, window_now(), 0, &late_side);
+    if (late_side) {
+        /* the window's late sink: its own sink and encoder (stream/window.h) */
+        const window_spec_t *w = s->window;
+        pipe_out_t late = {.sink = w->late_sink, .encode = w->late_encode};
+        emit_to(x, p, &late, msg);
+    }
     if (outs)
         window_outputs(x, p, i, outs, key);
     Py_XDECREF(outs);
@@ -433,7 +443,7 @@ static void tick_window_step(exec_t *x, pipeline_t *p, size_t i, int64_t now)
 {
     step_t *s = &p->steps[i];
     int idle = window_idle(s->window, now);
-    int64_t wm = s->window->last_input_ns;
+    int64_t wm = window_tick_clock(s->window, now);
     for (unsigned slot = 0; slot < ROUTING_SLOTS && !x->stop_requested; slot++) {
         if (!s->state->slots[slot] || (x->table && routing_owner(x->table, slot) != x->self))
             continue;
@@ -449,7 +459,7 @@ static void tick_window_step(exec_t *x, pipeline_t *p, size_t i, int64_t now)
             if (window_state_empty(st))
                 continue;
             x->cur_failed = 0;
-            PyObject *outs = window_run(x, s, slot, key, st, NULL, wm, idle);
+            PyObject *outs = window_run(x, s, slot, key, st, NULL, wm, idle, NULL);
             if (outs)
                 window_outputs(x, p, i, outs, key);
             Py_XDECREF(outs);

@@ -366,7 +366,22 @@ static window_spec_t *window_loaded(const app_t *app, const state_store_t *st)
     return NULL;
 }
 
-/* ("to_range_windows", range, slide, delay, agg) / ("to_count_windows", n,
+/* A window's late sink (event time, LATE_SIDE): one of the application's
+ * sinks, with its encoder, loaded as a to_sink's. */
+static int load_late_sink(app_t *app, window_spec_t *w, char *err, size_t errlen)
+{
+    pipeline_t tmp = {0};
+    int rc = load_sink_config(app, &tmp, w->late_sink_cfg, err, errlen);
+    if (rc == 0) {
+        w->late_sink = tmp.outs[0].sink;
+        w->late_encode = tmp.outs[0].encode;
+    }
+    free(tmp.outs);
+    return rc;
+}
+
+/* ("to_range_windows", range, slide, delay, agg[, event_time]) /
+ * ("to_session_windows", gap, agg, event_time) / ("to_count_windows", n,
  * agg): a step over the stream's key whose per-key state is the key's windows
  * (a list, stream/window.h) in a store of its own. */
 static int load_window(app_t *app, step_t *s, PyObject *stage, Py_ssize_t node, Py_ssize_t idx,
@@ -374,10 +389,12 @@ static int load_window(app_t *app, step_t *s, PyObject *stage, Py_ssize_t node, 
 {
     const char *tag = stage_tag(stage);
     s->kind = STEP_WINDOW;
-    PyObject *agg = PyTuple_GET_ITEM(stage, PyTuple_GET_SIZE(stage) - 1);
+    PyObject *agg = window_stage_aggregation(stage);
+    if (!agg)
+        return fail(err, errlen, "%s: a window stage without its aggregation", tag);
     char what[64];
-    snprintf(what, sizeof what, "%s", strcmp(tag, "to_range_windows") == 0
-             ? "range windows" : "count windows");
+    snprintf(what, sizeof what, "%s", strcmp(tag, "to_range_windows") == 0 ? "range windows"
+             : strcmp(tag, "to_session_windows") == 0 ? "session windows" : "count windows");
     if (!(s->label = app_label(agg, what, err, errlen)))
         return -1;
     char name[64];
@@ -389,6 +406,8 @@ static int load_window(app_t *app, step_t *s, PyObject *stage, Py_ssize_t node, 
     }
     if (!(s->window = window_spec_new(stage, err, errlen)))
         return -1;
+    if (s->window->late_sink_cfg && load_late_sink(app, s->window, err, errlen) < 0)
+        return -1;
     s->state = state_store_get(&app->states, name, (PyObject *)&PyList_Type, err, errlen);
     return s->state ? 0 : -1;
 }
@@ -399,7 +418,8 @@ static int load_step(app_t *app, step_t *s, PyObject *stage, const tree_t *t, Py
     const char *tag = stage_tag(stage);
     if (!tag)
         return fail(err, errlen, "a stage that is not a (tag, ...) tuple");
-    if (strcmp(tag, "to_range_windows") == 0 || strcmp(tag, "to_count_windows") == 0)
+    if (strcmp(tag, "to_range_windows") == 0 || strcmp(tag, "to_count_windows") == 0 ||
+        strcmp(tag, "to_session_windows") == 0)
         return load_window(app, s, stage, node, idx, err, errlen);
     if (strcmp(tag, "collect") == 0)
         return load_key_step(s, stage, t, node, idx, err, errlen);

@@ -1,7 +1,9 @@
 #include "stream/window.h"
 
+#include <datetime.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "util/log.h"
@@ -12,6 +14,14 @@
 /* A window needs this many panes at most: beyond, the bookkeeping per message
  * would cost more than the aggregation (a range of an hour sliding by 1 ns). */
 #define MAX_PANES 100000
+/* Event-time range windows: at most this many windows per message. */
+#define MAX_ET_WINDOWS_PER_MESSAGE 1000
+/* Event-time windows' timer: half a slide (or gap), within these bounds. */
+#define ET_TICK_MIN_NS 10000000LL
+#define ET_TICK_MAX_NS 1000000000LL
+/* Event times beyond this (about 146 years from 1970) are refused: the
+ * watermark arithmetic must not overflow. */
+#define ET_LIMIT_NS (1LL << 62)
 
 /* The wall clock never goes back here (the loop is one thread): a step back
  * of the system clock (NTP) would otherwise make new messages "late". */
@@ -73,14 +83,87 @@ static int load_aggregation(window_spec_t *w, PyObject *agg, char *err, size_t e
     return 0;
 }
 
+/* ("event_time", extractor or None, max_out_of_order, policy, keep, sink
+ * config or None, output_bounds): the Python builder checked the values;
+ * this checks their types again (a hand-made stage). */
+static int load_event_time(window_spec_t *w, PyObject *et, char *err, size_t errlen)
+{
+    if (!PyTuple_Check(et) || PyTuple_GET_SIZE(et) != 7 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(et, 0)) ||
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(et, 0), "event_time") != 0)
+        return snprintf(err, errlen, "windows: expected (\"event_time\", extractor, "
+                        "max_out_of_order, policy, keep, sink, output_bounds)"), -1;
+    PyObject *ex = PyTuple_GET_ITEM(et, 1), *policy = PyTuple_GET_ITEM(et, 3);
+    PyObject *sink = PyTuple_GET_ITEM(et, 5);
+    long long ooo, keep;
+    if (int_arg(PyTuple_GET_ITEM(et, 2), 0, &ooo, "with_event_time: max_out_of_order", err,
+                errlen) ||
+        int_arg(PyTuple_GET_ITEM(et, 4), 0, &keep, "with_late_data: keep", err, errlen))
+        return -1;
+    if (ooo > ET_LIMIT_NS || keep > ET_LIMIT_NS)
+        return snprintf(err, errlen, "windows: max_out_of_order or keep too large"), -1;
+    if (ex != Py_None) {
+        if (!PyCallable_Check(ex))
+            return snprintf(err, errlen, "with_event_time: the extractor is not callable"), -1;
+        w->extractor = Py_NewRef(ex);
+    }
+    const char *pol = PyUnicode_Check(policy) ? PyUnicode_AsUTF8(policy) : NULL;
+    if (pol && strcmp(pol, "drop") == 0) {
+        w->late_policy = LATE_DROP;
+    } else if (pol && strcmp(pol, "update") == 0) {
+        w->late_policy = LATE_UPDATE;
+    } else if (pol && strcmp(pol, "side") == 0 && sink != Py_None) {
+        w->late_policy = LATE_SIDE;
+        w->late_sink_cfg = Py_NewRef(sink);
+    } else {
+        PyErr_Clear();
+        return snprintf(err, errlen, "with_late_data: the policy must be \"drop\", "
+                        "\"update\" or a sink config"), -1;
+    }
+    w->et = 1;
+    w->max_ooo = ooo;
+    w->keep = keep;
+    w->output_bounds = PyObject_IsTrue(PyTuple_GET_ITEM(et, 6)) == 1;
+    PyDateTime_IMPORT;
+    if (!PyDateTimeAPI)
+        return snprintf(err, errlen, "windows: the datetime module cannot be loaded"), -1;
+    w->epoch_naive = PyDateTime_FromDateAndTime(1970, 1, 1, 0, 0, 0, 0);
+    w->epoch_utc = PyDateTimeAPI->DateTime_FromDateAndTime(
+        1970, 1, 1, 0, 0, 0, 0, PyDateTime_TimeZone_UTC, PyDateTimeAPI->DateTimeType);
+    if (!w->epoch_naive || !w->epoch_utc) {
+        PyErr_Clear();
+        return snprintf(err, errlen, "windows: cannot make the epoch's datetime"), -1;
+    }
+    return 0;
+}
+
+/* ("to_range_windows", r, s, d, agg, ET): range windows on event time. */
+static int load_range_et(window_spec_t *w, PyObject *stage, char *err, size_t errlen)
+{
+    if (PyTuple_GET_SIZE(stage) == 5)
+        return 0;
+    if (PyTuple_GET_SIZE(stage) != 6)
+        return snprintf(err, errlen, "to_range_windows: expected (tag, range, slide, delay, "
+                        "aggregation[, event_time])"), -1;
+    if (w->delay_given != 0)
+        return snprintf(err, errlen, "range_windows: with_delay() is for ingest time; on event "
+                        "time give max_out_of_order to with_event_time()"), -1;
+    /* On event time each message updates every window it is in. */
+    if ((w->range + w->slide - 1) / w->slide > MAX_ET_WINDOWS_PER_MESSAGE)
+        return snprintf(err, errlen, "range_windows: on event time a message is in each of "
+                        "range/slide windows; at most %d are supported",
+                        MAX_ET_WINDOWS_PER_MESSAGE), -1;
+    return load_event_time(w, PyTuple_GET_ITEM(stage, 5), err, errlen);
+}
+
 /* Wallaroo 0.6.1's _SlidingWindows set-up: panes of gcd(range, slide), the
  * delay rounded up to whole slides, a ring of a window plus the delay. */
 static int load_range(window_spec_t *w, PyObject *stage, char *err, size_t errlen)
 {
     long long r, s, d;
-    if (PyTuple_GET_SIZE(stage) != 5)
+    if (PyTuple_GET_SIZE(stage) != 5 && PyTuple_GET_SIZE(stage) != 6)
         return snprintf(err, errlen, "to_range_windows: expected (tag, range, slide, delay, "
-                        "aggregation)"), -1;
+                        "aggregation[, event_time])"), -1;
     if (int_arg(PyTuple_GET_ITEM(stage, 1), 1, &r, "range_windows: the range", err, errlen) ||
         int_arg(PyTuple_GET_ITEM(stage, 2), 1, &s, "range_windows: the slide", err, errlen) ||
         int_arg(PyTuple_GET_ITEM(stage, 3), 0, &d, "range_windows: the delay", err, errlen))
@@ -103,6 +186,8 @@ static int load_range(window_spec_t *w, PyObject *stage, char *err, size_t errle
         return snprintf(err, errlen, "range_windows: range %lld, slide %lld and delay %lld "
                         "need %zd panes of gcd(range, slide) ns; at most %d are supported",
                         r, s, d, w->ring, MAX_PANES), -1;
+    if (load_range_et(w, stage, err, errlen) < 0)
+        return -1;
     return load_aggregation(w, PyTuple_GET_ITEM(stage, 4), err, errlen);
 }
 
@@ -118,6 +203,34 @@ static int load_count(window_spec_t *w, PyObject *stage, char *err, size_t errle
     return load_aggregation(w, PyTuple_GET_ITEM(stage, 2), err, errlen);
 }
 
+/* ("to_session_windows", gap, agg, ET). */
+static int load_session(window_spec_t *w, PyObject *stage, char *err, size_t errlen)
+{
+    long long gap;
+    if (PyTuple_GET_SIZE(stage) != 4)
+        return snprintf(err, errlen, "to_session_windows: expected (tag, gap, aggregation, "
+                        "event_time)"), -1;
+    if (int_arg(PyTuple_GET_ITEM(stage, 1), 1, &gap, "session_windows: the gap", err, errlen))
+        return -1;
+    if (gap > ET_LIMIT_NS)
+        return snprintf(err, errlen, "session_windows: the gap is too large"), -1;
+    w->kind = WINDOW_SESSION;
+    w->gap = gap;
+    if (load_event_time(w, PyTuple_GET_ITEM(stage, 3), err, errlen) < 0)
+        return -1;
+    return load_aggregation(w, PyTuple_GET_ITEM(stage, 2), err, errlen);
+}
+
+PyObject *window_stage_aggregation(PyObject *stage)
+{
+    if (!PyTuple_Check(stage) || PyTuple_GET_SIZE(stage) < 3 ||
+        !PyUnicode_Check(PyTuple_GET_ITEM(stage, 0)))
+        return NULL;
+    PyObject *tag = PyTuple_GET_ITEM(stage, 0);
+    Py_ssize_t i = PyUnicode_CompareWithASCIIString(tag, "to_range_windows") == 0 ? 4 : 2;
+    return i < PyTuple_GET_SIZE(stage) ? PyTuple_GET_ITEM(stage, i) : NULL;
+}
+
 window_spec_t *window_spec_new(PyObject *stage, char *err, size_t errlen)
 {
     window_spec_t *w = calloc(1, sizeof *w);
@@ -126,8 +239,14 @@ window_spec_t *window_spec_new(PyObject *stage, char *err, size_t errlen)
         return NULL;
     }
     PyObject *tag = PyTuple_GET_ITEM(stage, 0);
-    int range = PyUnicode_CompareWithASCIIString(tag, "to_range_windows") == 0;
-    if ((range ? load_range(w, stage, err, errlen) : load_count(w, stage, err, errlen)) < 0) {
+    int rc;
+    if (PyUnicode_CompareWithASCIIString(tag, "to_range_windows") == 0)
+        rc = load_range(w, stage, err, errlen);
+    else if (PyUnicode_CompareWithASCIIString(tag, "to_session_windows") == 0)
+        rc = load_session(w, stage, err, errlen);
+    else
+        rc = load_count(w, stage, err, errlen);
+    if (rc < 0) {
         window_spec_free(w);
         return NULL;
     }
@@ -142,9 +261,19 @@ void window_spec_free(window_spec_t *w)
 {
     if (!w)
         return;
-    if (w->late > 1)
-        log_warn("windows: %llu messages older than every open window of their key were "
-                 "dropped", (unsigned long long)w->late);
+    if (w->late > 1 || (w->et && w->late == 1))
+        log_warn("windows: %llu %s dropped", (unsigned long long)w->late,
+                 w->et ? "late messages (event time before their key's watermark) were"
+                       : "messages older than every open window of their key were");
+    if (w->late_side || w->late_updated)
+        log_info("windows: %llu late messages went to the late sink, %llu updated kept "
+                 "windows", (unsigned long long)w->late_side,
+                 (unsigned long long)w->late_updated);
+    Py_XDECREF(w->extractor);
+    Py_XDECREF(w->late_sink_cfg);
+    Py_XDECREF(w->late_encode);
+    Py_XDECREF(w->epoch_naive);
+    Py_XDECREF(w->epoch_utc);
     Py_XDECREF(w->init);
     Py_XDECREF(w->update);
     Py_XDECREF(w->combine);
@@ -154,6 +283,11 @@ void window_spec_free(window_spec_t *w)
 
 int64_t window_tick_period(const window_spec_t *w)
 {
+    if (w->et) {
+        int64_t half = (w->kind == WINDOW_SESSION ? w->gap : w->slide) / 2;
+        return half < ET_TICK_MIN_NS ? ET_TICK_MIN_NS
+                                     : half > ET_TICK_MAX_NS ? ET_TICK_MAX_NS : half;
+    }
     return w->kind == WINDOW_RANGE ? 2 * (w->range + w->delay_given) : COUNT_TICK_NS;
 }
 
@@ -168,14 +302,24 @@ int64_t window_next_tick(const window_spec_t *w, int64_t now)
     return now + period;
 }
 
+int64_t window_tick_clock(const window_spec_t *w, int64_t now)
+{
+    return w->et ? now : w->last_input_ns;
+}
+
 int window_idle(const window_spec_t *w, int64_t now)
 {
-    return w->kind == WINDOW_RANGE && now - w->last_input_ns > 4 * (w->range + w->delay_given);
+    return w->kind == WINDOW_RANGE && !w->et &&
+           now - w->last_input_ns > 4 * (w->range + w->delay_given);
 }
 
 int window_state_empty(PyObject *st)
 {
-    return !PyList_Check(st) || PyList_GET_SIZE(st) == 0;
+    if (!PyList_Check(st) || PyList_GET_SIZE(st) == 0)
+        return 1;
+    /* event time: [max_ev, seen_at, wm, wins] with no window */
+    return PyList_GET_SIZE(st) == 4 && PyList_Check(PyList_GET_ITEM(st, 3)) &&
+           PyList_GET_SIZE(PyList_GET_ITEM(st, 3)) == 0;
 }
 
 /* ------------------------------------------------------------ outputs */
@@ -382,6 +526,391 @@ static int count_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject
     return v ? PyList_SetItem(st, 0, v) : -1;
 }
 
+/* ------------------------------------------------------------ event time */
+
+static int64_t floor_div(int64_t a, int64_t b)
+{
+    int64_t q = a / b;
+    return (a % b != 0 && (a < 0) != (b < 0)) ? q - 1 : q;
+}
+
+/* A datetime as ns since the epoch; a naive one is taken as UTC. */
+static int datetime_ns(window_spec_t *w, PyObject *v, int64_t *ev)
+{
+    PyObject *tz = PyObject_GetAttrString(v, "tzinfo");
+    if (!tz)
+        return -1;
+    PyObject *d = PyNumber_Subtract(v, tz == Py_None ? w->epoch_naive : w->epoch_utc);
+    Py_DECREF(tz);
+    if (!d)
+        return -1;
+    if (!PyDelta_Check(d)) {
+        Py_DECREF(d);
+        PyErr_SetString(PyExc_TypeError, "event time: datetime - epoch is not a timedelta");
+        return -1;
+    }
+    long long days = PyDateTime_DELTA_GET_DAYS(d), secs = PyDateTime_DELTA_GET_SECONDS(d),
+              us = PyDateTime_DELTA_GET_MICROSECONDS(d);
+    Py_DECREF(d);
+    if (days > 53000 || days < -53000) {
+        PyErr_Format(PyExc_ValueError, "event time %R is more than 145 years from 1970", v);
+        return -1;
+    }
+    *ev = ((days * 86400 + secs) * 1000000 + us) * 1000;
+    return 0;
+}
+
+/* The extractor's value: an int (ns since the epoch) or a datetime. */
+static int event_time_value(window_spec_t *w, PyObject *v, int64_t *ev)
+{
+    if (PyLong_Check(v) && !PyBool_Check(v)) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (n == -1 && PyErr_Occurred())
+            return -1;
+        if (overflow || n > ET_LIMIT_NS || n < -ET_LIMIT_NS) {
+            PyErr_Format(PyExc_ValueError, "event time %R ns is out of range (at most 2**62 "
+                         "ns from 1970)", v);
+            return -1;
+        }
+        *ev = n;
+        return 0;
+    }
+    if (PyDateTime_Check(v))
+        return datetime_ns(w, v, ev);
+    PyErr_Format(PyExc_TypeError, "the event-time extractor returned %.100s; expected an int "
+                 "(ns since 1970) or a datetime", Py_TYPE(v)->tp_name);
+    return -1;
+}
+
+/* The message's event time: the extractor's, or the ingest time `now`. */
+static int event_time(window_spec_t *w, PyObject *msg, int64_t now, int64_t *ev)
+{
+    if (!w->extractor) {
+        *ev = now;
+        return 0;
+    }
+    PyObject *v = PyObject_CallOneArg(w->extractor, msg);
+    if (!v)
+        return -1;
+    int rc = event_time_value(w, v, ev);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* A key's clock and windows: [max_ev, seen_at, wm, wins]. */
+typedef struct {
+    int64_t max_ev, seen_at, wm;
+    PyObject *wins; /* borrowed from the state */
+} et_state_t;
+
+static int et_read(PyObject *st, et_state_t *e)
+{
+    if (PyList_GET_SIZE(st) != 4 || !PyList_Check(PyList_GET_ITEM(st, 3))) {
+        PyErr_SetString(PyExc_TypeError, "window state is not an event-time window's");
+        return -1;
+    }
+    e->max_ev = PyLong_AsLongLong(PyList_GET_ITEM(st, 0));
+    e->seen_at = PyLong_AsLongLong(PyList_GET_ITEM(st, 1));
+    e->wm = PyLong_AsLongLong(PyList_GET_ITEM(st, 2));
+    e->wins = PyList_GET_ITEM(st, 3);
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+static int set_int(PyObject *list, Py_ssize_t i, int64_t v)
+{
+    PyObject *o = PyLong_FromLongLong(v);
+    return o ? PyList_SetItem(list, i, o) : -1;
+}
+
+static int et_write(PyObject *st, const et_state_t *e)
+{
+    return set_int(st, 0, e->max_ev) < 0 || set_int(st, 1, e->seen_at) < 0 ||
+           set_int(st, 2, e->wm) < 0 ? -1 : 0;
+}
+
+/* The first message of a key: its clock starts at this message. */
+static int et_start(window_spec_t *w, PyObject *st, int64_t ev, int64_t now)
+{
+    PyObject *wins = PyList_New(0);
+    int rc = wins && PyList_Append(st, Py_None) == 0 && PyList_Append(st, Py_None) == 0 &&
+             PyList_Append(st, Py_None) == 0 && PyList_Append(st, wins) == 0 ? 0 : -1;
+    Py_XDECREF(wins);
+    et_state_t e = {ev, now, ev - w->max_ooo, NULL};
+    return rc == 0 ? et_write(st, &e) : -1;
+}
+
+/* A window: [start, end, acc, closed]. */
+typedef struct {
+    int64_t start, end;
+    PyObject *acc; /* borrowed */
+    int closed;
+} et_win_t;
+
+static int win_read(PyObject *wins, Py_ssize_t i, et_win_t *v)
+{
+    PyObject *win = PyList_GET_ITEM(wins, i);
+    if (!PyList_Check(win) || PyList_GET_SIZE(win) != 4) {
+        PyErr_SetString(PyExc_TypeError, "a window in the state is not [start, end, acc, "
+                        "closed]");
+        return -1;
+    }
+    v->start = PyLong_AsLongLong(PyList_GET_ITEM(win, 0));
+    v->end = PyLong_AsLongLong(PyList_GET_ITEM(win, 1));
+    v->acc = PyList_GET_ITEM(win, 2);
+    v->closed = PyList_GET_ITEM(win, 3) == Py_True;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
+/* A new window (owned), or NULL with an exception. */
+static PyObject *win_new(int64_t start, int64_t end, PyObject *acc, int closed)
+{
+    return Py_BuildValue("[LLOO]", (long long)start, (long long)end, acc,
+                         closed ? Py_True : Py_False);
+}
+
+/* The watermark at which a window closes: no on-time message (one at or
+ * past the watermark) can fall in it any more. */
+static int64_t close_at(const window_spec_t *w, const et_win_t *v)
+{
+    return w->kind == WINDOW_SESSION ? v->end + w->gap + 1 : v->end;
+}
+
+/* Whether a closed window is still kept (LATE_UPDATE) at watermark wm. */
+static int kept(const window_spec_t *w, const et_win_t *v, int64_t wm)
+{
+    return w->late_policy == LATE_UPDATE && wm <= close_at(w, v) + w->keep;
+}
+
+/* output(key, acc) or output(key, acc, (start, end)). */
+static int et_output(window_spec_t *w, PyObject *key, const et_win_t *v, PyObject *outs)
+{
+    if (!w->output_bounds)
+        return emit_output(w, key, v->acc, outs);
+    PyObject *bounds = Py_BuildValue("(LL)", (long long)v->start, (long long)v->end);
+    PyObject *out = bounds ? PyObject_CallFunctionObjArgs(w->output, key, v->acc, bounds, NULL)
+                           : NULL;
+    Py_XDECREF(bounds);
+    if (!out)
+        return -1;
+    int rc = out == Py_None ? 0 : PyList_Append(outs, out);
+    Py_DECREF(out);
+    return rc;
+}
+
+/* Remove window *i; *i steps back so that a loop's i++ reads the next. */
+static int remove_win(PyObject *wins, Py_ssize_t *i)
+{
+    Py_ssize_t at = (*i)--;
+    return PyList_SetSlice(wins, at, at + 1, NULL);
+}
+
+/* Output, in order, each open window the watermark closed: it is kept, marked
+ * closed, with LATE_UPDATE, else removed. Kept windows past `keep` go. */
+static int et_close(window_spec_t *w, et_state_t *e, PyObject *key, PyObject *outs)
+{
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(e->wins); i++) {
+        et_win_t v;
+        if (win_read(e->wins, i, &v) < 0)
+            return -1;
+        int rc = 0;
+        if (!v.closed && close_at(w, &v) <= e->wm) {
+            Py_INCREF(v.acc); /* held while output runs and the window may go */
+            rc = et_output(w, key, &v, outs);
+            if (kept(w, &v, e->wm))
+                PyList_SetItem(PyList_GET_ITEM(e->wins, i), 3, Py_NewRef(Py_True));
+            else if (remove_win(e->wins, &i) < 0)
+                rc = -1;
+            Py_DECREF(v.acc);
+        } else if (v.closed && !kept(w, &v, e->wm)) {
+            if (remove_win(e->wins, &i) < 0)
+                rc = -1;
+        }
+        if (rc < 0) /* closed either way: an output() that raised does not fire again */
+            return -1;
+    }
+    return 0;
+}
+
+/* update(msg, acc) on the window [start, end) of a range, created (with a
+ * new accumulator) if it has none; *out_closed: it is a closed one. */
+static int range_add(window_spec_t *w, et_state_t *e, int64_t start, PyObject *msg,
+                     et_win_t *out)
+{
+    Py_ssize_t n = PyList_GET_SIZE(e->wins), i = 0;
+    et_win_t v = {0};
+    for (; i < n; i++) {
+        if (win_read(e->wins, i, &v) < 0)
+            return -1;
+        if (v.start >= start)
+            break;
+    }
+    if (i == n || v.start != start) {
+        PyObject *acc = PyObject_CallNoArgs(w->init);
+        v.start = start;
+        v.end = start + w->range;
+        v.closed = close_at(w, &v) <= e->wm;
+        PyObject *win = acc ? win_new(v.start, v.end, acc, v.closed) : NULL;
+        Py_XDECREF(acc);
+        if (!win || PyList_Insert(e->wins, i, win) < 0) {
+            Py_XDECREF(win);
+            return -1;
+        }
+        Py_DECREF(win);
+        v.acc = PyList_GET_ITEM(win, 2);
+    }
+    *out = v;
+    Py_INCREF(v.acc);
+    int rc = update_acc(w, msg, v.acc);
+    Py_DECREF(v.acc);
+    return rc;
+}
+
+/* A range message at ev: into each window [k*slide, k*slide + range) it is
+ * in; a late one (LATE_UPDATE) only into those still kept, the closed ones
+ * output again. *added: how many windows took it. */
+static int range_et_message(window_spec_t *w, et_state_t *e, PyObject *key, PyObject *msg,
+                            int64_t ev, int late, PyObject *outs, int *added)
+{
+    int64_t lo = floor_div(ev - w->range, w->slide) + 1, hi = floor_div(ev, w->slide);
+    for (int64_t k = lo; k <= hi; k++) {
+        et_win_t v = {k * w->slide, k * w->slide + w->range, NULL, 0};
+        if (late && close_at(w, &v) <= e->wm && !kept(w, &v, e->wm))
+            continue;
+        if (range_add(w, e, v.start, msg, &v) < 0)
+            return -1;
+        ++*added;
+        if (v.closed && et_output(w, key, &v, outs) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The accumulator of windows [a, b) combined in order (new), or NULL. */
+static PyObject *combine_range(window_spec_t *w, PyObject *wins, Py_ssize_t a, Py_ssize_t b)
+{
+    PyObject *acc = Py_NewRef(PyList_GET_ITEM(PyList_GET_ITEM(wins, a), 2));
+    for (Py_ssize_t i = a + 1; acc && i < b; i++) {
+        PyObject *next = PyObject_CallFunctionObjArgs(
+            w->combine, acc, PyList_GET_ITEM(PyList_GET_ITEM(wins, i), 2), NULL);
+        Py_SETREF(acc, next);
+    }
+    return acc;
+}
+
+/* A session message at ev: the sessions it is at most `gap` from (open ones;
+ * with LATE_UPDATE kept closed ones too) merge with it into one (combine());
+ * none: a session of its own. A late one (LATE_UPDATE) that leaves a closed
+ * session outputs it again. */
+static int session_message(window_spec_t *w, et_state_t *e, PyObject *key, PyObject *msg,
+                           int64_t ev, int late, PyObject *outs, int *added)
+{
+    Py_ssize_t n = PyList_GET_SIZE(e->wins), a = 0, b;
+    et_win_t v;
+    for (; a < n; a++) {
+        if (win_read(e->wins, a, &v) < 0)
+            return -1;
+        if (v.end + w->gap >= ev)
+            break;
+    }
+    for (b = a; b < n; b++) {
+        if (win_read(e->wins, b, &v) < 0)
+            return -1;
+        if (v.start - w->gap > ev)
+            break;
+    }
+    et_win_t m = {ev, ev, NULL, 0};
+    if (a < b) {
+        et_win_t first, last;
+        if (win_read(e->wins, a, &first) < 0 || win_read(e->wins, b - 1, &last) < 0)
+            return -1;
+        m.start = first.start < ev ? first.start : ev;
+        m.end = last.end > ev ? last.end : ev;
+    }
+    m.closed = close_at(w, &m) <= e->wm;
+    if (late && m.closed && !kept(w, &m, e->wm))
+        return 0;
+    PyObject *acc = a < b ? combine_range(w, e->wins, a, b) : PyObject_CallNoArgs(w->init);
+    PyObject *win = acc ? win_new(m.start, m.end, acc, m.closed) : NULL;
+    int rc = win && update_acc(w, msg, acc) == 0 ? 0 : -1;
+    m.acc = acc;
+    if (rc == 0) {
+        PyObject *one = PyList_New(1);
+        rc = one ? 0 : -1;
+        if (one) {
+            PyList_SET_ITEM(one, 0, Py_NewRef(win));
+            rc = PyList_SetSlice(e->wins, a, b, one);
+            Py_DECREF(one);
+        }
+    }
+    if (rc == 0) {
+        ++*added;
+        if (m.closed)
+            rc = et_output(w, key, &m, outs);
+    }
+    Py_XDECREF(win);
+    Py_XDECREF(acc);
+    return rc;
+}
+
+static int et_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg,
+                      int64_t now, PyObject *outs)
+{
+    int64_t ev;
+    if (event_time(w, msg, now, &ev) < 0)
+        return -1;
+    if (PyList_GET_SIZE(st) == 0 && et_start(w, st, ev, now) < 0)
+        return -1;
+    et_state_t e;
+    if (et_read(st, &e) < 0)
+        return -1;
+    if (ev > e.max_ev)
+        e.max_ev = ev;
+    e.seen_at = now;
+    if (e.max_ev - w->max_ooo > e.wm)
+        e.wm = e.max_ev - w->max_ooo;
+    if (et_write(st, &e) < 0)
+        return -1;
+    int late = ev < e.wm, added = 0;
+    if (late && w->late_policy == LATE_SIDE) {
+        w->late_side++;
+        return 1;
+    }
+    if (!late || w->late_policy == LATE_UPDATE) {
+        int rc = w->kind == WINDOW_SESSION
+                     ? session_message(w, &e, key, msg, ev, late, outs, &added)
+                     : range_et_message(w, &e, key, msg, ev, late, outs, &added);
+        if (rc < 0)
+            return -1;
+    }
+    if (late && added)
+        w->late_updated++;
+    if (late && !added && w->late++ == 0)
+        log_warn("windows: a late message (event time %lld ns, %lld ns behind its key's "
+                 "watermark) was dropped; further ones are counted at exit", (long long)ev,
+                 (long long)(e.wm - ev));
+    return et_close(w, &e, key, outs);
+}
+
+/* The timer: the key's watermark moves on with the wall clock since its
+ * latest message; the windows it passed close. */
+static int et_tick(window_spec_t *w, PyObject *st, PyObject *key, int64_t now, PyObject *outs)
+{
+    et_state_t e;
+    if (et_read(st, &e) < 0)
+        return -1;
+    int64_t idle = now > e.seen_at ? now - e.seen_at : 0;
+    if (idle > ET_LIMIT_NS)
+        idle = ET_LIMIT_NS;
+    int64_t wm = e.max_ev - w->max_ooo + idle;
+    if (wm <= e.wm)
+        return 0;
+    e.wm = wm;
+    if (et_write(st, &e) < 0)
+        return -1;
+    return et_close(w, &e, key, outs);
+}
+
 /* ------------------------------------------------------------ entry points */
 
 int window_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg, int64_t ev,
@@ -391,6 +920,8 @@ int window_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg,
         PyErr_SetString(PyExc_TypeError, "window state is not a list");
         return -1;
     }
+    if (w->et)
+        return et_message(w, st, key, msg, wm, outs);
     if (wm > w->last_input_ns)
         w->last_input_ns = wm;
     if (w->kind == WINDOW_COUNT)
@@ -407,6 +938,8 @@ int window_tick(window_spec_t *w, PyObject *st, PyObject *key, int64_t wm, int i
 {
     if (window_state_empty(st))
         return 0;
+    if (w->et)
+        return et_tick(w, st, key, wm, outs);
     if (w->kind == WINDOW_COUNT)
         return count_fire(w, st, key, outs);
     return idle ? range_flush(w, st, key, outs) : range_trigger(w, st, key, wm, outs);
