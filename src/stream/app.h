@@ -52,6 +52,10 @@ typedef struct {
     PyObject *gen_apply;       /* owned: generator.apply */
     unsigned max_clients;      /* TCP: connections served at once (0: no limit) */
     int initializer_only;      /* runs on the cluster's initializer only (Wallaroo 0.6) */
+    /* A Wallaroo 0.6.1 source connector whose decoder is a
+     * stream_message_decoder: a TCP source whose frames are connector frames
+     * (frame_spec_connector), `decode` the user's function on the payload. */
+    int connector;
 } source_t;
 
 typedef struct {
@@ -64,6 +68,10 @@ typedef struct {
 typedef struct {
     size_t sink;        /* into app->sinks: pipelines to one address share it */
     PyObject *encode;   /* owned */
+    /* A Wallaroo 0.6.1 sink connector's stream_message_encoder: `encode` is
+     * the user's function and each output is written as a connector frame
+     * (event time 0, as Wallaroo writes it), framed here in C. */
+    int connector_frame;
 } pipe_out_t;
 
 typedef struct {
