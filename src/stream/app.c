@@ -322,8 +322,7 @@ int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t
         return fail(err, errlen, "out of memory");
     }
     p->outs = grown;
-    p->outs[p->nouts].sink = sink;
-    p->outs[p->nouts].encode = encode;
+    p->outs[p->nouts] = (pipe_out_t){.sink = sink, .encode = encode};
     p->nouts++;
     return 0;
 }

@@ -551,7 +551,6 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
         run_from(x, p, 0, msg);
     Py_DECREF(msg);
     x->cur_frame = NULL;
-    x->cur_event_time = 0;
     return 0;
 }
 
@@ -561,6 +560,7 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
     x->cur_frame = NULL;
     x->cur_message = msg;
     x->cur_failed = 0;
+    x->cur_event_time = 0;
     run_from(x, p, 0, msg);
     x->cur_message = NULL;
 }
@@ -573,6 +573,7 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;
+    x->cur_event_time = 0; /* not carried between workers */
     if (p->steps[step].kind == STEP_KEY_BY)
         run_key_by(x, p, step, msg, key);
     else
