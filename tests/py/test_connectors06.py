@@ -217,6 +217,34 @@ def test_source_connector_writes_frames(on_path):
     server.close()
 
 
+def test_source_connector_retries_until_the_engine_listens(on_path, monkeypatch):
+    """connect() tries again while the connection is refused (the engine is
+    not up yet): here a reserved port that starts listening after the
+    connector has been refused twice."""
+    reserved = socket.socket()
+    reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
+    refusals = []
+
+    def counted_sleep(seconds):
+        assert seconds == X.CONNECT_RETRY_SECONDS
+        refusals.append(seconds)
+        if len(refusals) == 2:
+            reserved.listen(1)
+
+    monkeypatch.setattr(X.time, "sleep", counted_sleep)
+    src = X.SourceConnector(["prog"] + FEED_ARGS + ["--feed-port", str(port)])
+    src.connect()
+    assert len(refusals) == 2
+    conn, _ = reserved.accept()
+    src.write(b"x")
+    assert recv_all(conn, 13) == struct.pack("<Iq", 9, 0) + b"x"
+    src.close()
+    conn.close()
+    reserved.close()
+
+
 def test_sink_connector_reads_every_worker(on_path):
     """Frames from several connections, split anywhere, come out whole and
     decoded; a connection's frames keep their order; a closed connection's
@@ -298,9 +326,9 @@ class SinkScript:
         return self.values()
 
 
-def feed(bt, port, values):
+def feed(bt, port, values, extra=()):
     """connector_feed.py: the values, then it closes its connection and exits."""
-    p = bt.procs.spawn([sys.executable, FEED] + FEED_ARGS + ["--feed-port", port],
+    p = bt.procs.spawn([sys.executable, FEED] + FEED_ARGS + ["--feed-port", port] + list(extra),
                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        env=script_env())
     try:
@@ -344,7 +372,8 @@ def test_celsius_connectors_two_workers(bt, form):
     c = Cluster(bt, APP, 2, form, nins=0, sources="initializer",
                 extra=["--feed-port", 0, "--conversion-port", sink.port])
     port = wait_sources(c.engines[0], 1)[SOURCE]
-    feed(bt, port, VALUES)
+    # Event times (ms) on the frames change nothing in the output.
+    feed(bt, port, VALUES, ["--celsius_feed-event_time", "1544000000000"])
     got = sink.wait_values(len(VALUES))
     assert sorted(got) == sorted(fahrenheit(v) for v in VALUES)
     c.stop()
