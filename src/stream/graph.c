@@ -182,21 +182,9 @@ static int load_tcp_source(source_t *src, PyObject *cfg, uint64_t max_frame, con
     return app_load_decoder(src, PyTuple_GET_ITEM(cfg, 3), max_frame, err, errlen);
 }
 
-/* Whether a codec is wallaroo.experimental's stream_message_encoder/decoder,
- * whose connector framing the engine does in C. */
-static int is_connector_codec(PyObject *codec)
-{
-    PyObject *mark = py_getattr_opt(codec, "_bettong_connector_frame");
-    int yes = mark && PyObject_IsTrue(mark) == 1;
-    Py_XDECREF(mark);
-    PyErr_Clear();
-    return yes;
-}
-
-/* ("source_connector", name, host, port, encoder, decoder): a TCP listener of
- * connector frames (Wallaroo 0.6.1 serves up to 10 connections). A decoder
- * from stream_message_decoder gets only the payload, the frame cut in C;
- * another decoder object frames and decodes as it says, as in Wallaroo. */
+/* ("source_connector", name, host, port, encoder, decoder): a TCP listener
+ * (Wallaroo 0.6.1 serves up to 10 connections) framed by the decoder: a
+ * stream_message_decoder's connector frames are cut in C (app_load_decoder). */
 static int load_connector_source(source_t *src, PyObject *cfg, uint64_t max_frame,
                                  const char *what, char *err, size_t errlen)
 {
@@ -210,13 +198,7 @@ static int load_connector_source(source_t *src, PyObject *cfg, uint64_t max_fram
         return -1;
     src->kind = SOURCE_TCP;
     src->max_clients = CONNECTOR_SOURCE_CLIENTS;
-    PyObject *dec = PyTuple_GET_ITEM(cfg, 5);
-    if (!is_connector_codec(dec))
-        return app_load_decoder(src, dec, max_frame, err, errlen);
-    src->connector = 1;
-    frame_spec_connector(&src->frame, max_frame);
-    src->decode = app_callable(dec, "decode", "source connector decoder", err, errlen);
-    return src->decode ? 0 : -1;
+    return app_load_decoder(src, PyTuple_GET_ITEM(cfg, 5), max_frame, err, errlen);
 }
 
 static int load_gen_source(source_t *src, PyObject *cfg, const char *what, char *err,
@@ -261,9 +243,9 @@ static int load_source(pipeline_t *p, PyObject *stage, uint64_t max_frame, char 
 }
 
 /* ("sink_connector", name, host, port, encoder, decoder): every worker
- * connects to host:port, as to a TCP sink. Outputs of a stream_message_encoder
- * are framed in C; another encoder's bytes go out as they are (Wallaroo writes
- * whatever encode() returns). */
+ * connects to host:port, as to a TCP sink; the encoder's output is written as
+ * Wallaroo writes encode()'s: a stream_message_encoder's as connector frames
+ * (made in C, app_add_out), another's as it is. */
 static int load_connector_sink(app_t *app, pipeline_t *p, PyObject *cfg, char *err,
                                size_t errlen)
 {
@@ -273,13 +255,10 @@ static int load_connector_sink(app_t *app, pipeline_t *p, PyObject *cfg, char *e
     char host[256];
     int port;
     size_t index;
-    PyObject *enc = PyTuple_GET_ITEM(cfg, 4);
     if (host_port_of(cfg, 2, host, sizeof host, &port, "sink connector", err, errlen) < 0 ||
-        app_sink_index(app, host, port, &index, err, errlen) < 0 ||
-        app_add_out(p, index, enc, err, errlen) < 0)
+        app_sink_index(app, host, port, &index, err, errlen) < 0)
         return -1;
-    p->outs[p->nouts - 1].connector_frame = is_connector_codec(enc);
-    return 0;
+    return app_add_out(p, index, PyTuple_GET_ITEM(cfg, 4), err, errlen);
 }
 
 static int load_sink_config(app_t *app, pipeline_t *p, PyObject *cfg, char *err, size_t errlen)

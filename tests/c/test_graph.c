@@ -89,6 +89,10 @@ static const char *APP =
     "    feed = X.SourceConnectorConfig('feed', encoder=cenc, decoder=dec, port=0)\n"
     "    out = X.SinkConnectorConfig('out', encoder=enc_text, decoder=cdec, port=9)\n"
     "    return wallaroo.build_application('k', wallaroo.source('S', feed).to_sink(out))\n"
+    "def tcp_connector_codecs(args):\n"
+    "    src = wallaroo.TCPSourceConfig('127.0.0.1', 0, cdec)\n"
+    "    out = wallaroo.TCPSinkConfig('127.0.0.1', 9, cenc)\n"
+    "    return wallaroo.build_application('k', wallaroo.source('S', src).to_sink(out))\n"
     "import wallaroo.experimental\n"
     "@wallaroo.experimental.stream_message_decoder\n"
     "def cdec(b):\n"
@@ -420,6 +424,15 @@ static void test_connectors(void **state)
     assert_int_equal(src->frame.big_endian, 1);
     assert_int_equal(src->frame.payload_skip, 0);
     assert_int_equal(c.pipes[0].outs[0].connector_frame, 0);
+    app_free(&c);
+    /* Connector codecs in TCP configs frame as they say too: connector frames,
+     * cut and made in C (Wallaroo's decode() slices, its encode() frames). */
+    assert_int_equal(load_other(&c, "tcp_connector_codecs", err, sizeof err), 0);
+    src = &c.pipes[0].source;
+    assert_int_equal(src->connector, 1);
+    assert_int_equal(src->frame.payload_skip, 8);
+    assert_int_equal(src->max_clients, 10); /* TCPSourceConfig's default parallelism */
+    assert_int_equal(c.pipes[0].outs[0].connector_frame, 1);
     app_free(&c);
 }
 
