@@ -326,6 +326,18 @@ class SinkScript:
         return self.values()
 
 
+def accepted_connections(port):
+    """Established TCP connections whose local end is 127.0.0.1:port (Linux's
+    /proc/net/tcp: the sink connector's side of each worker's connection)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            local, state = line.split()[1], line.split()[3]
+            n += local == "0100007F:%04X" % port and state == "01"
+    return n
+
+
 def feed(bt, port, values, extra=()):
     """connector_feed.py: the values, then it closes its connection and exits."""
     p = bt.procs.spawn([sys.executable, FEED] + FEED_ARGS + ["--feed-port", port] + list(extra),
@@ -347,6 +359,8 @@ def test_celsius_connectors_one_worker(bt):
     sink = SinkScript(bt)
     eng = bt.engine(APP, wait=False, extra=["--feed-port", 0, "--conversion-port", sink.port])
     port = wait_sources(eng, 1)[SOURCE]
+    wait_until(lambda: accepted_connections(sink.port) == 1, 15,
+               "the worker connected to the sink connector")
     # Bad input: a length that leaves no room for the event time closes that
     # connection, with a log line; the engine goes on.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -372,6 +386,8 @@ def test_celsius_connectors_two_workers(bt, form):
     c = Cluster(bt, APP, 2, form, nins=0, sources="initializer",
                 extra=["--feed-port", 0, "--conversion-port", sink.port])
     port = wait_sources(c.engines[0], 1)[SOURCE]
+    wait_until(lambda: accepted_connections(sink.port) == 2, 15,
+               "both workers connected to the sink connector")
     # Event times (ms) on the frames change nothing in the output.
     feed(bt, port, VALUES, ["--celsius_feed-event_time", "1544000000000"])
     got = sink.wait_values(len(VALUES))
