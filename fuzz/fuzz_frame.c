@@ -5,7 +5,9 @@
  *       length callback (as a Python decoder's payload_length)
  *   [1] bits 0-2: max_payload choice, bits 3-5: header length choice (which
  *       may disagree with the format: then it is refused)
- *   [2] chunk size of the reads (0: all at once)   [3] callback quirks
+ *   [2] chunk size of the reads (0: all at once)
+ *   [3] bits 0-1: callback quirks; bit 2: 8 bytes of the declared length are
+ *       skipped (payload_skip, as the connector frame's event time)
  * The stream is cut twice: fed whole, and fed in reads of the chosen size into
  * a buffer that is consumed frame by frame (inconn.c's drain_frames). Both
  * must give the same frames, and every answer of frame_next must be
@@ -81,6 +83,10 @@ static frame_status next_checked(const frame_spec_t *s, unsigned mode, const uin
         return st;
     }
     CHECK(declared == want);
+    if (want < s->payload_skip) {
+        CHECK(st == FRAME_BAD_HEADER);
+        return st;
+    }
     if (want > s->max_payload || want > SIZE_MAX - s->header_len) {
         CHECK(st == FRAME_TOO_LARGE);
         return st;
@@ -90,7 +96,8 @@ static frame_status next_checked(const frame_spec_t *s, unsigned mode, const uin
         CHECK(st == FRAME_NEED_MORE);
         return st;
     }
-    CHECK(st == FRAME_OK && *poff == s->header_len && *plen == want);
+    CHECK(st == FRAME_OK && *poff == s->header_len + s->payload_skip &&
+          *plen == want - s->payload_skip);
     CHECK(*poff + *plen == *flen && *flen <= avail);
     return st;
 }
@@ -114,6 +121,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         s.length_ctx = &mode;
     }
     s.max_payload = limits[data[1] & 7];
+    if (mode & 4)
+        s.payload_skip = 8;
     size_t chunk = data[2] ? data[2] : size;
     const uint8_t *stream = data + 4;
     size_t n = size - 4;

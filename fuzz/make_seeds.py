@@ -49,6 +49,10 @@ def frame_seeds():
     yield "callback", frame_pre(None, 4, 4, mode=1) + struct.pack("<I", 3) + b"abc" + b"\xff\0\0\0"
     yield "callback-wrap", frame_pre(None, 8, 7, mode=2) + b"\x10" + b"\0" * 7
     yield "callback-no-header", frame_pre(None, 0, 4, mode=2)
+    # Wallaroo 0.6.1's connector frames: <I length counting an 8-byte event time.
+    conn = struct.pack("<Iq", 10, 7) + b"ab" + struct.pack("<Iq", 8, -1)
+    yield "connector", frame_pre("<I", 4, 4, chunk=5, mode=4) + conn
+    yield "connector-short", frame_pre("<I", 4, 4, mode=4) + struct.pack("<I", 7) + b"\0" * 7
 
 
 # ---- wire: [k][max_frame choice][pre] k ops, body.  op = kind + 7 * n

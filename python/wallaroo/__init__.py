@@ -1009,3 +1009,10 @@ def minutes(x):
 
 def hours(x):
     return minutes(x) * 60
+
+
+# As in Wallaroo 0.6.1, `import wallaroo` also imports wallaroo.experimental
+# (the connectors), whose codec classes are wallaroo's too. Last: it builds on
+# the names above.
+from wallaroo import experimental  # noqa: E402
+from wallaroo.experimental import ConnectorDecoder, ConnectorEncoder  # noqa: E402,F401

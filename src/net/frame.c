@@ -48,6 +48,7 @@ int frame_spec_from_struct(frame_spec_t *spec, size_t header_len, const char *fm
     spec->is_signed = is_signed;
     spec->length_fn = NULL;
     spec->length_ctx = NULL;
+    spec->payload_skip = 0;
     return 0;
 }
 
@@ -84,6 +85,8 @@ frame_status frame_next(const frame_spec_t *spec, const uint8_t *data, size_t av
     if (rc < 0)
         return FRAME_BAD_HEADER;
     *declared_len = len;
+    if (len < spec->payload_skip)
+        return FRAME_BAD_HEADER;
     if (len > spec->max_payload)
         return FRAME_TOO_LARGE;
     /* Guard the sum below against wrapping when max_payload does not bound it. */
@@ -93,8 +96,8 @@ frame_status frame_next(const frame_spec_t *spec, const uint8_t *data, size_t av
     *frame_len = total;
     if (avail < total)
         return FRAME_NEED_MORE;
-    *payload_off = spec->header_len;
-    *payload_len = (size_t)len;
+    *payload_off = spec->header_len + spec->payload_skip;
+    *payload_len = (size_t)len - spec->payload_skip;
     return FRAME_OK;
 }
 
@@ -104,4 +107,34 @@ void frame_put_u32be(uint8_t out[4], uint32_t v)
     out[1] = (uint8_t)(v >> 16);
     out[2] = (uint8_t)(v >> 8);
     out[3] = (uint8_t)v;
+}
+
+void frame_spec_connector(frame_spec_t *spec, uint64_t max_payload)
+{
+    *spec = (frame_spec_t){.header_len = 4, .int_size = 4, .big_endian = 0, .is_signed = 0,
+                           .payload_skip = 8};
+    /* The declared length counts the event time too. */
+    spec->max_payload = max_payload > UINT64_MAX - 8 ? UINT64_MAX : max_payload + 8;
+}
+
+int frame_put_connector_header(uint8_t out[FRAME_CONNECTOR_HEADER], size_t payload_len,
+                               int64_t event_time)
+{
+    if (payload_len > UINT32_MAX - 8)
+        return -1;
+    uint32_t len = (uint32_t)payload_len + 8;
+    uint64_t t = (uint64_t)event_time;
+    for (int i = 0; i < 4; i++)
+        out[i] = (uint8_t)(len >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        out[4 + i] = (uint8_t)(t >> (8 * i));
+    return 0;
+}
+
+int64_t frame_connector_event_time(const uint8_t *frame)
+{
+    uint64_t t = 0;
+    for (int i = 7; i >= 0; i--)
+        t = (t << 8) | frame[4 + i];
+    return (int64_t)t;
 }

@@ -1,7 +1,15 @@
 /* Length-prefixed framing: a fixed-size header that holds the payload length,
  * then the payload. The header is parsed in C for the struct formats that are a
  * single integer (">I", "<H", "!Q", ...); any other decoder supplies a length
- * callback (the Python bridge calls the user's payload_length there). */
+ * callback (the Python bridge calls the user's payload_length there).
+ *
+ * Wallaroo 0.6.1's connector frame (wallaroo.experimental) is one of these with
+ * a prefix inside the counted length:
+ *     u32 LE  L = 8 + len(payload)
+ *     i64 LE  event time (ms since the epoch, or whatever the producer gave; 0 by default)
+ *     payload
+ * A spec with payload_skip = 8 hands over only the payload; the event time
+ * stays in the frame (frame_connector_event_time). */
 #ifndef BETTONG_FRAME_H
 #define BETTONG_FRAME_H
 
@@ -21,7 +29,10 @@ typedef struct {
     /* Otherwise: */
     frame_length_fn length_fn;
     void *length_ctx;
-    uint64_t max_payload; /* larger frames are refused */
+    uint64_t max_payload; /* larger frames are refused (the declared length) */
+    /* Bytes at the start of the declared length that are not payload (the
+     * connector frame's event time); a shorter declared length is a bad header. */
+    size_t payload_skip;
 } frame_spec_t;
 
 /* Fill `spec` from a struct format of one integer; header_len must equal the
@@ -47,5 +58,18 @@ frame_status frame_next(const frame_spec_t *spec, const uint8_t *data, size_t av
 
 /* Write a 4-byte big-endian length header into out. */
 void frame_put_u32be(uint8_t out[4], uint32_t v);
+
+/* ---- Wallaroo 0.6.1 connector frames ---- */
+
+#define FRAME_CONNECTOR_HEADER 12 /* u32 LE length + i64 LE event time */
+
+/* The spec of connector frames whose payload is at most max_payload bytes. */
+void frame_spec_connector(frame_spec_t *spec, uint64_t max_payload);
+/* Write the 12 bytes before a payload of payload_len bytes. Returns 0, or -1
+ * if the payload is too long for the u32 length (nothing written). */
+int frame_put_connector_header(uint8_t out[FRAME_CONNECTOR_HEADER], size_t payload_len,
+                               int64_t event_time);
+/* The event time of a whole connector frame (frame_next said FRAME_OK). */
+int64_t frame_connector_event_time(const uint8_t *frame);
 
 #endif

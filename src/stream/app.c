@@ -131,9 +131,28 @@ static int load_host_port(PyObject *desc, char *host, size_t hostlen, int *port,
     return 0;
 }
 
+/* Whether a codec is wallaroo.experimental's stream_message_encoder/decoder,
+ * whose connector framing the engine does in C. */
+static int is_connector_codec(PyObject *codec)
+{
+    PyObject *mark = py_getattr_opt(codec, "_bettong_connector_frame");
+    int yes = mark && PyObject_IsTrue(mark) == 1;
+    Py_XDECREF(mark);
+    PyErr_Clear();
+    return yes;
+}
+
 int app_load_decoder(source_t *src, PyObject *dec, uint64_t max_frame, char *err,
                      size_t errlen)
 {
+    if (is_connector_codec(dec)) {
+        /* Its header_length/payload_length/decode would say the same, a
+         * Python call per frame and a slice per message later. */
+        src->connector = 1;
+        frame_spec_connector(&src->frame, max_frame);
+        src->decode = callable_of(dec, "decode", "decoder", err, errlen);
+        return src->decode ? 0 : -1;
+    }
     src->frame.max_payload = max_frame;
     PyObject *fmt = py_getattr_opt(dec, "_bettong_length_fmt");
     PyObject *hlen = py_getattr_opt(dec, "_bettong_header_length");
@@ -322,8 +341,8 @@ int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t
         return fail(err, errlen, "out of memory");
     }
     p->outs = grown;
-    p->outs[p->nouts].sink = sink;
-    p->outs[p->nouts].encode = encode;
+    p->outs[p->nouts] = (pipe_out_t){.sink = sink, .encode = encode,
+                                     .connector_frame = is_connector_codec(encoder)};
     p->nouts++;
     return 0;
 }

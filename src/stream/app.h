@@ -52,6 +52,10 @@ typedef struct {
     PyObject *gen_apply;       /* owned: generator.apply */
     unsigned max_clients;      /* TCP: connections served at once (0: no limit) */
     int initializer_only;      /* runs on the cluster's initializer only (Wallaroo 0.6) */
+    /* A Wallaroo 0.6.1 source connector whose decoder is a
+     * stream_message_decoder: a TCP source whose frames are connector frames
+     * (frame_spec_connector), `decode` the user's function on the payload. */
+    int connector;
 } source_t;
 
 typedef struct {
@@ -64,6 +68,10 @@ typedef struct {
 typedef struct {
     size_t sink;        /* into app->sinks: pipelines to one address share it */
     PyObject *encode;   /* owned */
+    /* A Wallaroo 0.6.1 sink connector's stream_message_encoder: `encode` is
+     * the user's function and each output is written as a connector frame
+     * (event time 0, as Wallaroo writes it), framed here in C. */
+    int connector_frame;
 } pipe_out_t;
 
 typedef struct {
@@ -116,7 +124,8 @@ PyObject *app_callable(PyObject *obj, const char *method, const char *what, char
                        size_t errlen);
 /* "computation 'NAME'" from obj.name(): malloc'd, or NULL. */
 char *app_label(PyObject *obj, const char *what, char *err, size_t errlen);
-/* The framing and decode of a TCP source from its decoder object. */
+/* The framing and decode of a TCP source from its decoder object (a
+ * stream_message_decoder's connector frames are cut in C: src->connector). */
 int app_load_decoder(source_t *src, PyObject *dec, uint64_t max_frame, char *err,
                      size_t errlen);
 /* Resolve host:port into src (a TCP source). */
@@ -124,7 +133,8 @@ int app_source_addr(source_t *src, const char *host, int port, char *err, size_t
 /* The index of the sink at host:port in app->sinks, added if new. */
 int app_sink_index(app_t *app, const char *host, int port, size_t *index, char *err,
                    size_t errlen);
-/* Append an output (sink index, encoder object) to p. */
+/* Append an output (sink index, encoder object) to p (a
+ * stream_message_encoder's as connector frames: connector_frame). */
 int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t errlen);
 /* Refuse two TCP sources on one address. */
 int app_check_listen_addresses(app_t *app, char *err, size_t errlen);

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "net/frame.h"
 #include "py/bridge.h"
 #include "py/pyerr.h"
 #include "py/pykey.h"
@@ -51,6 +52,32 @@ static void user_error(exec_t *x, const char *where)
     }
 }
 
+/* An encoded output into its sink's buffer: as it is, or as a connector
+ * frame. Returns 0, or -1 after reporting. */
+static int append_output(exec_t *x, const pipe_out_t *o, buf_t *b, const char *data, size_t n)
+{
+    if (o->connector_frame) {
+        uint8_t hdr[FRAME_CONNECTOR_HEADER];
+        if (frame_put_connector_header(hdr, n, 0) < 0) {
+            PyErr_Format(PyExc_ValueError, "a connector frame holds at most 4 GiB - 9 bytes; "
+                         "the encoder returned %zu", n);
+            user_error(x, "encoder");
+            return -1;
+        }
+        /* Room for the whole frame first: never a header without its payload. */
+        if (buf_reserve(b, sizeof hdr + n) < 0) {
+            log_error("out of memory buffering sink output");
+            return -1;
+        }
+        buf_append(b, hdr, sizeof hdr);
+    }
+    if (buf_append(b, data, n) < 0) {
+        log_error("out of memory buffering sink output");
+        return -1;
+    }
+    return 0;
+}
+
 /* Encode msg into one output's sink buffer. */
 static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObject *msg)
 {
@@ -87,9 +114,7 @@ static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObjec
         user_error(x, "encoder");
         return;
     }
-    if (buf_append(b, data, (size_t)n) < 0)
-        log_error("out of memory buffering sink output");
-    else
+    if (append_output(x, o, b, data, (size_t)n) == 0)
         x->messages_out++;
     if (have_view)
         PyBuffer_Release(&view);
@@ -531,6 +556,7 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
     x->cur_frame_len = frame_len;
     x->cur_message = NULL;
     x->cur_failed = 0;
+    x->cur_event_time = p->source.connector ? frame_connector_event_time(frame) : 0;
     if (msg != Py_None)
         run_from(x, p, 0, msg);
     Py_DECREF(msg);
@@ -544,6 +570,7 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
     x->cur_frame = NULL;
     x->cur_message = msg;
     x->cur_failed = 0;
+    x->cur_event_time = 0;
     run_from(x, p, 0, msg);
     x->cur_message = NULL;
 }
@@ -556,6 +583,7 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;
+    x->cur_event_time = 0; /* not carried between workers */
     if (p->steps[step].kind == STEP_KEY_BY)
         run_key_by(x, p, step, msg, key);
     else

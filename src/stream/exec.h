@@ -37,6 +37,13 @@ typedef struct {
     const uint8_t *cur_frame;
     size_t cur_frame_len;
     PyObject *cur_message;  /* borrowed; generator or forwarded input */
+    /* The event time of the connector frame being (or last) run by
+     * exec_frame (source.connector), as its producer wrote it (ms since the
+     * epoch by convention); 0 for any other input, generator messages and
+     * messages forwarded from another worker (it is not carried). Recorded
+     * for event-time windows: Wallaroo 0.6.1 itself stamps messages with
+     * their ingest time and drops this. */
+    int64_t cur_event_time;
     int cur_failed;
     uint64_t forwarded;
     /* Private to exec.c: set through exec_set_router and exec_count_slot_runs,

@@ -9,6 +9,9 @@
 
 #define fail app_fail
 
+/* Wallaroo 0.6.1 serves this many connections on a source connector. */
+#define CONNECTOR_SOURCE_CLIENTS 10
+
 /* The tree, checked: every node but the root has one parent, and walking up
  * from any node reaches the root. vs and es are borrowed. */
 typedef struct {
@@ -132,12 +135,13 @@ static int port_of(PyObject *v, int *port)
     return 0;
 }
 
-static int host_port_of(PyObject *cfg, char *host, size_t hostlen, int *port, const char *what,
-                        char *err, size_t errlen)
+/* The host at cfg[at] and the port after it. */
+static int host_port_of(PyObject *cfg, Py_ssize_t at, char *host, size_t hostlen, int *port,
+                        const char *what, char *err, size_t errlen)
 {
-    PyObject *h = PyTuple_GET_ITEM(cfg, 1);
+    PyObject *h = PyTuple_GET_ITEM(cfg, at);
     const char *u = PyUnicode_Check(h) ? PyUnicode_AsUTF8(h) : NULL;
-    if (!u || port_of(PyTuple_GET_ITEM(cfg, 2), port) < 0) {
+    if (!u || port_of(PyTuple_GET_ITEM(cfg, at + 1), port) < 0) {
         PyErr_Clear();
         return fail(err, errlen, "%s: bad host or port (a str host and an int or str port "
                     "in 0..65535)", what);
@@ -150,11 +154,8 @@ static int host_port_of(PyObject *cfg, char *host, size_t hostlen, int *port, co
 static int refuse_kind(const char *what, const char *kind, char *err, size_t errlen)
 {
     if (strcmp(kind, "kafka") == 0 || strcmp(kind, "kafka-internal") == 0)
-        return fail(err, errlen, "%s: Kafka is not supported by Bettong (TCP and generator "
-                    "sources, TCP sinks are)", what);
-    if (strcmp(kind, "source_connector") == 0 || strcmp(kind, "sink_connector") == 0)
-        return fail(err, errlen, "%s: connectors (wallaroo.experimental) are not supported by "
-                    "Bettong yet", what);
+        return fail(err, errlen, "%s: Kafka is not supported by Bettong (TCP, generator and "
+                    "connector sources, TCP and connector sinks are)", what);
     return fail(err, errlen, "%s: unknown kind '%s'", what, kind);
 }
 
@@ -173,12 +174,31 @@ static int load_tcp_source(source_t *src, PyObject *cfg, uint64_t max_frame, con
     }
     char host[256];
     int port;
-    if (host_port_of(cfg, host, sizeof host, &port, what, err, errlen) < 0 ||
+    if (host_port_of(cfg, 1, host, sizeof host, &port, what, err, errlen) < 0 ||
         app_source_addr(src, host, port, err, errlen) < 0)
         return -1;
     src->kind = SOURCE_TCP;
     src->max_clients = (unsigned)n;
     return app_load_decoder(src, PyTuple_GET_ITEM(cfg, 3), max_frame, err, errlen);
+}
+
+/* ("source_connector", name, host, port, encoder, decoder): a TCP listener
+ * (Wallaroo 0.6.1 serves up to 10 connections) framed by the decoder: a
+ * stream_message_decoder's connector frames are cut in C (app_load_decoder). */
+static int load_connector_source(source_t *src, PyObject *cfg, uint64_t max_frame,
+                                 const char *what, char *err, size_t errlen)
+{
+    if (PyTuple_GET_SIZE(cfg) != 6)
+        return fail(err, errlen, "%s: expected (\"source_connector\", name, host, port, "
+                    "encoder, decoder)", what);
+    char host[256];
+    int port;
+    if (host_port_of(cfg, 2, host, sizeof host, &port, what, err, errlen) < 0 ||
+        app_source_addr(src, host, port, err, errlen) < 0)
+        return -1;
+    src->kind = SOURCE_TCP;
+    src->max_clients = CONNECTOR_SOURCE_CLIENTS;
+    return app_load_decoder(src, PyTuple_GET_ITEM(cfg, 5), max_frame, err, errlen);
 }
 
 static int load_gen_source(source_t *src, PyObject *cfg, const char *what, char *err,
@@ -217,7 +237,28 @@ static int load_source(pipeline_t *p, PyObject *stage, uint64_t max_frame, char 
         return load_tcp_source(&p->source, cfg, max_frame, what, err, errlen);
     if (strcmp(kind, "gen") == 0)
         return load_gen_source(&p->source, cfg, what, err, errlen);
+    if (strcmp(kind, "source_connector") == 0)
+        return load_connector_source(&p->source, cfg, max_frame, what, err, errlen);
     return refuse_kind(what, kind, err, errlen);
+}
+
+/* ("sink_connector", name, host, port, encoder, decoder): every worker
+ * connects to host:port, as to a TCP sink; the encoder's output is written as
+ * Wallaroo writes encode()'s: a stream_message_encoder's as connector frames
+ * (made in C, app_add_out), another's as it is. */
+static int load_connector_sink(app_t *app, pipeline_t *p, PyObject *cfg, char *err,
+                               size_t errlen)
+{
+    if (PyTuple_GET_SIZE(cfg) != 6)
+        return fail(err, errlen, "sink: expected (\"sink_connector\", name, host, port, "
+                    "encoder, decoder)");
+    char host[256];
+    int port;
+    size_t index;
+    if (host_port_of(cfg, 2, host, sizeof host, &port, "sink connector", err, errlen) < 0 ||
+        app_sink_index(app, host, port, &index, err, errlen) < 0)
+        return -1;
+    return app_add_out(p, index, PyTuple_GET_ITEM(cfg, 4), err, errlen);
 }
 
 static int load_sink_config(app_t *app, pipeline_t *p, PyObject *cfg, char *err, size_t errlen)
@@ -225,6 +266,8 @@ static int load_sink_config(app_t *app, pipeline_t *p, PyObject *cfg, char *err,
     const char *kind = stage_tag(cfg);
     if (!kind)
         return fail(err, errlen, "to_sink: %s", "not a sink config");
+    if (strcmp(kind, "sink_connector") == 0)
+        return load_connector_sink(app, p, cfg, err, errlen);
     if (strcmp(kind, "tcp") != 0)
         return refuse_kind("sink", kind, err, errlen);
     if (PyTuple_GET_SIZE(cfg) != 4)
@@ -232,7 +275,7 @@ static int load_sink_config(app_t *app, pipeline_t *p, PyObject *cfg, char *err,
     char host[256];
     int port;
     size_t index;
-    if (host_port_of(cfg, host, sizeof host, &port, "sink", err, errlen) < 0 ||
+    if (host_port_of(cfg, 1, host, sizeof host, &port, "sink", err, errlen) < 0 ||
         app_sink_index(app, host, port, &index, err, errlen) < 0)
         return -1;
     return app_add_out(p, index, PyTuple_GET_ITEM(cfg, 3), err, errlen);

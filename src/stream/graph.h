@@ -11,7 +11,13 @@
  * tree) that both pipelines' steps use, and the same sinks. key_by becomes a
  * STEP_KEY_BY that sets the stream's key, collect() one with a constant key,
  * and to_sinks a pipeline with several outputs. Sources run on the cluster's
- * initializer only, as in Wallaroo 0.6.1. */
+ * initializer only, as in Wallaroo 0.6.1.
+ *
+ * wallaroo.experimental's connectors: a "source_connector" is a TCP source of
+ * connector frames (net/frame.h) on the config's host:port, a "sink_connector"
+ * a sink every worker connects to whose outputs are connector frames; with
+ * stream_message_decoder/encoder the framing is done in C and the user's
+ * functions see only the payload. */
 #ifndef BETTONG_GRAPH_H
 #define BETTONG_GRAPH_H
 

@@ -1,6 +1,7 @@
 /* Unit tests for src/net/frame: struct-format specs, header decoding, frame_next
  * over partial, exact, multiple, empty, oversized and callback-decoded frames,
- * and frame_put_u32be. */
+ * frame_put_u32be, and Wallaroo 0.6.1's connector frames (u32 LE length, i64 LE
+ * event time, payload). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -478,6 +479,111 @@ static void test_put_u32be(void **state)
     }
 }
 
+/* ---- connector frames (Wallaroo 0.6.1's wallaroo.experimental) ------------- */
+
+/* The header of a 2-byte payload written with event time 0: Wallaroo's own
+ * encode(b"ab") is 0a000000 0000000000000000 6162. */
+static void test_connector_header_bytes(void **state)
+{
+    (void)state;
+    uint8_t h[FRAME_CONNECTOR_HEADER];
+    static const uint8_t want0[] = {0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(frame_put_connector_header(h, 2, 0), 0);
+    assert_memory_equal(h, want0, sizeof want0);
+    /* 1000 ms and a negative time, little-endian two's complement. */
+    static const uint8_t want1[] = {0x08, 0, 0, 0, 0xe8, 0x03, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(frame_put_connector_header(h, 0, 1000), 0);
+    assert_memory_equal(h, want1, sizeof want1);
+    assert_int_equal(frame_put_connector_header(h, 5, -2), 0);
+    static const uint8_t want2[] = {0x0d, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff,
+                                    0xff, 0xff, 0xff, 0xff};
+    assert_memory_equal(h, want2, sizeof want2);
+    assert_int_equal(frame_connector_event_time(h), -2);
+}
+
+static void test_connector_header_too_long(void **state)
+{
+    (void)state;
+    uint8_t h[FRAME_CONNECTOR_HEADER];
+    memset(h, 0x55, sizeof h);
+    assert_int_equal(frame_put_connector_header(h, (size_t)UINT32_MAX - 8, 0), 0);
+    assert_int_equal(h[0], 0xff);
+    assert_int_equal(h[3], 0xff);
+    memset(h, 0x55, sizeof h);
+    assert_int_equal(frame_put_connector_header(h, (size_t)UINT32_MAX - 7, 0), -1);
+    assert_int_equal(h[0], 0x55); /* nothing written */
+}
+
+/* frame_next over connector frames: the payload without the event time, the
+ * event time from the frame, partial frames, and several in a row. */
+static void test_connector_next(void **state)
+{
+    (void)state;
+    frame_spec_t s;
+    frame_spec_connector(&s, 100);
+    uint8_t buf[64];
+    size_t n = 0;
+    const char *payloads[] = {"ab", "", "xyz"};
+    int64_t times[] = {0, 1544000000000LL, -1};
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen(payloads[i]);
+        assert_int_equal(frame_put_connector_header(buf + n, len, times[i]), 0);
+        memcpy(buf + n + FRAME_CONNECTOR_HEADER, payloads[i], len);
+        n += FRAME_CONNECTOR_HEADER + len;
+    }
+    size_t pos = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t poff = 0, plen = 0, flen = 0;
+        uint64_t declared = 0;
+        size_t len = strlen(payloads[i]);
+        /* One byte short: more is needed, and how much the frame is. */
+        assert_int_equal(frame_next(&s, buf + pos, FRAME_CONNECTOR_HEADER + len - 1, &poff,
+                                    &plen, &flen, &declared), FRAME_NEED_MORE);
+        assert_int_equal(flen, FRAME_CONNECTOR_HEADER + len);
+        assert_int_equal(frame_next(&s, buf + pos, n - pos, &poff, &plen, &flen, &declared),
+                         FRAME_OK);
+        assert_int_equal(declared, 8 + len);
+        assert_int_equal(poff, FRAME_CONNECTOR_HEADER);
+        assert_int_equal(plen, len);
+        assert_int_equal(flen, FRAME_CONNECTOR_HEADER + len);
+        assert_memory_equal(buf + pos + poff, payloads[i], len);
+        assert_true(frame_connector_event_time(buf + pos) == times[i]);
+        pos += flen;
+    }
+    assert_int_equal(pos, n);
+}
+
+/* A declared length below 8 (no room for the event time) is a bad header;
+ * the limit counts the payload only. */
+static void test_connector_bad_and_large(void **state)
+{
+    (void)state;
+    frame_spec_t s;
+    frame_spec_connector(&s, 4);
+    size_t poff, plen, flen;
+    uint64_t declared;
+    for (uint8_t l = 0; l < 8; l++) {
+        uint8_t h[FRAME_CONNECTOR_HEADER] = {l};
+        assert_int_equal(frame_next(&s, h, sizeof h, &poff, &plen, &flen, &declared),
+                         FRAME_BAD_HEADER);
+    }
+    uint8_t h[FRAME_CONNECTOR_HEADER + 5];
+    memset(h, 0, sizeof h);
+    assert_int_equal(frame_put_connector_header(h, 4, 0), 0);
+    assert_int_equal(frame_next(&s, h, FRAME_CONNECTOR_HEADER + 4, &poff, &plen, &flen,
+                                &declared), FRAME_OK);
+    assert_int_equal(frame_put_connector_header(h, 5, 0), 0);
+    assert_int_equal(frame_next(&s, h, sizeof h, &poff, &plen, &flen, &declared),
+                     FRAME_TOO_LARGE);
+    /* No wrap when the limit is the largest there is. */
+    frame_spec_connector(&s, UINT64_MAX);
+    assert_true(s.max_payload == UINT64_MAX);
+    /* A plain spec skips nothing, whatever was in the struct before. */
+    memset(&s, 0x7f, sizeof s);
+    assert_int_equal(frame_spec_from_struct(&s, 4, ">I"), 0);
+    assert_int_equal(s.payload_skip, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -495,6 +601,10 @@ int main(void)
         cmocka_unit_test(test_next_huge_length_no_wrap),
         cmocka_unit_test(test_next_length_callback),
         cmocka_unit_test(test_put_u32be),
+        cmocka_unit_test(test_connector_header_bytes),
+        cmocka_unit_test(test_connector_header_too_long),
+        cmocka_unit_test(test_connector_next),
+        cmocka_unit_test(test_connector_bad_and_large),
     };
     return cmocka_run_group_tests_name("frame", tests, NULL, NULL);
 }

@@ -2,8 +2,9 @@
  * compiled onto pipelines, and frames run through them with no network: a
  * merge shares its steps' state, key_by keys the stream (and routes it in a
  * cluster), collect() keys it with one constant, to_sinks writes every output
- * to each sink, and the 0.6 return conventions hold. Misbuilt trees are
- * refused with a message. */
+ * to each sink, the 0.6 return conventions hold, and connectors
+ * (wallaroo.experimental) frame in C. Misbuilt trees are refused with a
+ * message. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -77,6 +78,31 @@ static const char *APP =
     "    def update(self, d, a): pass\n"
     "    def combine(self, a, b): return a + b\n"
     "    def output(self, k, a): return None\n"
+    "def connected(args):\n"
+    "    import wallaroo.experimental as X\n"
+    "    feed = X.SourceConnectorConfig('feed', encoder=cenc, decoder=cdec, port=0)\n"
+    "    out = X.SinkConnectorConfig('out', encoder=cenc, decoder=cdec, port='9')\n"
+    "    return wallaroo.build_application('k', wallaroo.source('S', feed)\n"
+    "        .to_sinks([out, wallaroo.TCPSinkConfig('127.0.0.1', 10, enc_text)]))\n"
+    "def connected_own_codecs(args):\n"
+    "    import wallaroo.experimental as X\n"
+    "    feed = X.SourceConnectorConfig('feed', encoder=cenc, decoder=dec, port=0)\n"
+    "    out = X.SinkConnectorConfig('out', encoder=enc_text, decoder=cdec, port=9)\n"
+    "    return wallaroo.build_application('k', wallaroo.source('S', feed).to_sink(out))\n"
+    "def tcp_connector_codecs(args):\n"
+    "    src = wallaroo.TCPSourceConfig('127.0.0.1', 0, cdec)\n"
+    "    out = wallaroo.TCPSinkConfig('127.0.0.1', 9, cenc)\n"
+    "    return wallaroo.build_application('k', wallaroo.source('S', src).to_sink(out))\n"
+    "import wallaroo.experimental\n"
+    "@wallaroo.experimental.stream_message_decoder\n"
+    "def cdec(b):\n"
+    "    return b.decode()\n"
+    "@wallaroo.experimental.stream_message_encoder\n"
+    "def cenc(s):\n"
+    "    return None if s == 'quiet' else s\n"
+    "@wallaroo.encoder\n"
+    "def enc_text(s):\n"
+    "    return '<' + s + '>'\n"
     "@wallaroo.encoder\n"
     "def enc(t):\n"
     "    return '%s=%d;' % t\n"
@@ -339,6 +365,77 @@ static void test_windows_after_a_merge(void **state)
     app_free(&c);
 }
 
+/* Run one whole connector frame (payload, event time) through pipeline 0 of c. */
+static void run_connector_frame(app_t *c, const char *payload, int64_t event_time)
+{
+    uint8_t frame[128];
+    size_t n = strlen(payload);
+    assert_int_equal(frame_put_connector_header(frame, n, event_time), 0);
+    memcpy(frame + FRAME_CONNECTOR_HEADER, payload, n);
+    assert_int_equal(exec_frame(&x, &c->pipes[0], frame, FRAME_CONNECTOR_HEADER + n,
+                                frame + FRAME_CONNECTOR_HEADER, n), 0);
+}
+
+/* wallaroo.experimental's connectors: the source is a TCP listener of
+ * connector frames (10 connections), framed in C, its decoder called on the
+ * payload only, the frame's event time kept; the sink connector's outputs
+ * are connector frames (event time 0) made in C, a None writes nothing, and a
+ * TCP sink beside it gets the plain bytes. */
+static void test_connectors(void **state)
+{
+    app_t c;
+    char err[1024];
+    assert_int_equal(load_other(&c, "connected", err, sizeof err), 0);
+    source_t *src = &c.pipes[0].source;
+    assert_int_equal(src->kind, SOURCE_TCP);
+    assert_int_equal(src->connector, 1);
+    assert_int_equal(src->port, 0);
+    assert_int_equal(src->max_clients, 10);
+    assert_int_equal(src->frame.header_len, 4);
+    assert_int_equal(src->frame.big_endian, 0);
+    assert_int_equal(src->frame.payload_skip, 8);
+    assert_null(src->frame.length_fn);
+    assert_true(src->frame.max_payload == (1 << 20) + 8);
+    assert_int_equal(c.nsinks, 2);
+    assert_int_equal(c.sinks[0].port, 9);
+    assert_int_equal(c.pipes[0].outs[0].connector_frame, 1);
+    assert_int_equal(c.pipes[0].outs[1].connector_frame, 0);
+    exec_t saved = x;
+    x.app = &c;
+    buf_clear(&out0);
+    buf_clear(&out1);
+    run_connector_frame(&c, "ab", 1544000000123LL);
+    assert_true(x.cur_event_time == 1544000000123LL);
+    run_connector_frame(&c, "quiet", -5);
+    assert_true(x.cur_event_time == -5);
+    run_connector_frame(&c, "", 0);
+    static const uint8_t want[] = {0x0a, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 'a', 'b',
+                                   0x08, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    assert_int_equal(buf_unread(&out0), sizeof want);
+    assert_memory_equal(buf_head(&out0), want, sizeof want);
+    assert_string_equal(text_of(&out1), "<ab><quiet><>");
+    x = saved;
+    app_free(&c);
+    /* Codecs of other kinds frame as they say, as in Wallaroo: a >I decoder,
+     * an encoder's bytes as they are. */
+    assert_int_equal(load_other(&c, "connected_own_codecs", err, sizeof err), 0);
+    src = &c.pipes[0].source;
+    assert_int_equal(src->connector, 0);
+    assert_int_equal(src->frame.big_endian, 1);
+    assert_int_equal(src->frame.payload_skip, 0);
+    assert_int_equal(c.pipes[0].outs[0].connector_frame, 0);
+    app_free(&c);
+    /* Connector codecs in TCP configs frame as they say too: connector frames,
+     * cut and made in C (Wallaroo's decode() slices, its encode() frames). */
+    assert_int_equal(load_other(&c, "tcp_connector_codecs", err, sizeof err), 0);
+    src = &c.pipes[0].source;
+    assert_int_equal(src->connector, 1);
+    assert_int_equal(src->frame.payload_skip, 8);
+    assert_int_equal(src->max_clients, 10); /* TCPSourceConfig's default parallelism */
+    assert_int_equal(c.pipes[0].outs[0].connector_frame, 1);
+    app_free(&c);
+}
+
 /* A tree given by hand (Python source evaluated with graph_app's names). */
 static void assert_refused(const char *expr, const char *message)
 {
@@ -375,8 +472,15 @@ static void test_bad_trees_refused(void **state)
                    SINK "]], [[]])", "the slide must not be larger than the range");
     assert_refused("('a', 0, [[('source', 's', ('kafka-internal', 'k', dec)), " SINK "]], [[]])",
                    "Kafka is not supported by Bettong");
-    assert_refused("('a', 0, [[" SRC ", ('to_sink', ('sink_connector', 'n', 'h', '1', enc, "
-                   "dec))]], [[]])", "connectors (wallaroo.experimental) are not supported");
+    assert_refused("('a', 0, [[" SRC ", ('to_sink', ('sink_connector', 'n', 'h', '1', enc))]], "
+                   "[[]])", "expected (\"sink_connector\", name, host, port, encoder, decoder)");
+    assert_refused("('a', 0, [[('source', 's', ('source_connector', 'n', 'h', '1', dec)), " SINK
+                   "]], [[]])", "expected (\"source_connector\", name, host, port, encoder, "
+                   "decoder)");
+    assert_refused("('a', 0, [[('source', 's', ('source_connector', 'n', '127.0.0.1', '70000', "
+                   "cenc, cdec)), " SINK "]], [[]])", "bad host or port");
+    assert_refused("('a', 0, [[" SRC ", ('to_sink', ('sink_connector', 'n', '127.0.0.1', 'x', "
+                   "cenc, cdec))]], [[]])", "bad host or port");
     assert_refused("('a', 0, [[('source', 's', ('tcp', 'h', 'x', dec, 10)), " SINK "]], [[]])",
                    "bad host or port");
     assert_refused("('a', 0, [[" SRC "[:2] + ((\"tcp\", \"h\", 1, dec, 0),), " SINK "]], [[]])",
@@ -398,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_06_conventions_refuse),
         cmocka_unit_test(test_key_by_routes_to_the_key_owner),
         cmocka_unit_test(test_collect_has_one_key),
+        cmocka_unit_test(test_connectors),
         cmocka_unit_test(test_windows_after_a_merge),
         cmocka_unit_test(test_bad_trees_refused),
     };

@@ -6,7 +6,6 @@ computes here. Wallaroo 0.6.1's own examples run unchanged when a copy of its
 sources is at $WALLAROO061 (default /tmp/w061); their tests skip otherwise."""
 
 import collections
-import importlib
 import json
 import os
 import random
@@ -14,7 +13,6 @@ import re
 import socket
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -240,13 +238,6 @@ def test_decorators_as_wallaroo_06_has_them():
 def test_parallelism_must_be_a_positive_int(value):
     with pytest.raises(wallaroo.WallarooParameterError, match="parallelism"):
         wallaroo.TCPSourceConfig("127.0.0.1", 7000, _dec, parallelism=value)
-
-
-def test_connectors_say_they_are_not_there_yet():
-    # Windows are in test_windows06.py.
-    sys.modules.pop("wallaroo.experimental", None)
-    with pytest.raises(ImportError, match="wallaroo.experimental .* not supported by Bettong yet"):
-        importlib.import_module("wallaroo.experimental")
 
 
 # ------------------------------------------------------------------ Bettong's examples, 0.6 style
@@ -721,10 +712,10 @@ def test_wallaroo_alerts(bt, example, n, form):
     run.stop()
 
 
+# Windows are in test_windows06.py, connectors in test_connectors06.py.
 @pytest.mark.parametrize("example, message", [
-    ("celsius_connectors/celsius.py", "wallaroo.experimental (Wallaroo 0.6.1's connectors"),
     ("celsius-kafka/celsius.py", "Kafka is not supported by Bettong"),
-], ids=["connectors", "kafka"])
+], ids=["kafka"])
 def test_wallaroo_examples_not_supported_yet_say_so(bt, example, message):
     app = w061_example(*example.split("/"))
     eng = bt.engine(app, extra=["--out", "127.0.0.1:9"], wait=False)
