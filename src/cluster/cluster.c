@@ -219,12 +219,12 @@ static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyO
     if (buf_append(b, hdr, sizeof hdr) < 0)
         return -1;
     size_t kstart = cl_mark(b);
-    if ((key && app_serialize_into(c->app, key, b) < 0)) {
+    if (key && app_value_encode(c->app, key, b) < 0) {
         b->len = b->off + start;
         return -1;
     }
     cl_put_be32(cl_at(b, start + 9), cl_mark(b) - kstart);
-    if (app_serialize_into(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
+    if (app_message_encode(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
         b->len = b->off + start;
         return -1;
     }
@@ -1031,8 +1031,8 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
             return -1;
         if (p)
             p->processed++;
-        PyObject *key = klen ? app_deserialize(c->app, kdata, klen) : NULL;
-        PyObject *msg = !klen || key ? app_deserialize(c->app, data, n) : NULL;
+        PyObject *key = klen ? app_value_decode(c->app, kdata, klen) : NULL;
+        PyObject *msg = !klen || key ? app_message_decode(c->app, data, n) : NULL;
         int rc = 0;
         if (msg) {
             rc = exec_forwarded(c->x, pipe, step, msg, key);

@@ -1,0 +1,70 @@
+"""An application's own serialize/deserialize (a module-level pair, as in
+Wallaroo) is for its messages between workers only: keys and state travel, move
+and are checkpointed in Bettong's own encoding. The application here
+(apps/own_serializers.py) knows its message class only, as Wallaroo's
+performance-suite market spread: on two workers, while the cluster grows and
+shrinks, every key's running sums stay exact. Errors of serialize are reported
+with the place they come from."""
+
+import re
+import subprocess
+import threading
+
+from conftest import BIN, Cluster, app_path, lines_of, wait_until
+from test_cluster import check_sums, keyed_input, send_frames, send_slowly
+
+APP = app_path("own_serializers")
+
+
+def frames_of(msgs):
+    return [("%s,%d" % kv).encode() for kv in msgs]
+
+
+def test_own_serializers_on_two_workers(bt):
+    msgs = keyed_input(200, 4000, 11)
+    recv = bt.receiver()
+    c = Cluster(bt, APP, 2, "workers", outs=[recv.port])
+    send_frames(c.ports[0][0], frames_of(msgs))
+    got = recv.wait_lines(len(msgs), timeout=30)
+    check_sums(lines_of(got), msgs)
+    st = c.workers()
+    assert all(w[1] > 0 for w in st.values()), st
+    c.stop()
+    err = c.stderr()
+    assert "user code raised" not in err, err
+    assert "lost" not in err, err
+
+
+def test_state_moves_in_bettongs_encoding_when_the_cluster_grows_and_shrinks(bt):
+    """Each key's state moves with its slots (first to the joiner, then away
+    from the worker that leaves); serialize, which knows messages only, is
+    never given a state: the sums go on exactly."""
+    msgs = keyed_input(300, 6000, 12)
+    parts = [msgs[:2000], msgs[2000:4000], msgs[4000:]]
+    recv = bt.receiver()
+    c = Cluster(bt, APP, 2, "flags", outs=[recv.port])
+    c.wait_formed(2)
+    send_frames(c.ports[0][0], frames_of(parts[0]))
+    recv.wait_lines(2000, timeout=30)
+    w3 = c.add_worker(join=True, name="w3")
+    c.wait_formed(3)
+    send_frames(c.ports[1][0], frames_of(parts[1]))
+    recv.wait_lines(4000, timeout=30)
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    send_frames(c.ports[2][0], frames_of(parts[2]))
+    got = recv.wait_lines(len(msgs), timeout=30)
+    check_sums(lines_of(got), msgs)
+    st = c.workers()
+    assert st["w2"][0] == "left" and st["w1"][1] + st["w3"][1] == 4096, st
+    err = c.stderr()
+    assert re.search(r"moved \d+ slots away", err), err
+    assert "user code raised" not in err, err
+    assert "lost" not in err, err
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    rc, err = w3.wait_exit(30)
+    assert rc == 0, err
