@@ -11,7 +11,8 @@ import subprocess
 import threading
 
 from conftest import BIN, Cluster, app_path, lines_of, wait_until
-from test_cluster import check_sums, keyed_input, send_frames, send_slowly
+from test_cluster import check_sums, keyed_input, send_frames
+from test_resilience import FORMED, LOADS, NEVER, resil_flags, stop_ok
 
 APP = app_path("own_serializers")
 
@@ -68,3 +69,31 @@ def test_state_moves_in_bettongs_encoding_when_the_cluster_grows_and_shrinks(bt)
     assert rc == 0, err
     rc, err = w3.wait_exit(30)
     assert rc == 0, err
+
+
+def test_state_checkpointed_in_bettongs_encoding(bt, tmp_path):
+    """With resilience on two workers: the state checkpointed at a clean stop
+    (pickle, not serialize) is the state the restarted workers go on from."""
+    msgs = keyed_input(200, 3000, 13)
+    rdir = tmp_path / "resil"
+    recv = bt.receiver()
+    eng = bt.engine(APP, ins=[0], outs=[recv.port],
+                    extra=["--workers", 2] + resil_flags(rdir, interval=NEVER))
+    eng.wait_log(FORMED)
+    send_frames(eng.in_ports[0], frames_of(msgs[:1500]))
+    recv.wait_lines(1500, timeout=30)
+    stop_ok(eng)
+    eng = bt.restart(eng)
+    n = int(eng.wait_log(LOADS).group(1))
+    keys = 0
+    for name in ("worker1", "worker2"):
+        m = eng.wait_log(r"recovered from checkpoint %d in %s: (\d+) keys of state"
+                         % (n, re.escape(str(rdir / name))))
+        keys += int(m.group(1))
+    assert keys == len({k for k, _ in msgs[:1500]}), eng.stderr()
+    eng.wait_log(FORMED)
+    send_frames(eng.in_ports[0], frames_of(msgs[1500:]))
+    got = recv.wait_lines(len(msgs), timeout=30)
+    check_sums(lines_of(got), msgs)
+    err = stop_ok(eng)
+    assert "user code raised" not in err, err
