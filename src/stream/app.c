@@ -437,22 +437,24 @@ static int load_pickle(app_t *app, char *err, size_t errlen)
     return 0;
 }
 
-/* "module 'M' (FILE:LINE)", FILE:LINE where fn is defined, for the messages
- * about what fn returned (no traceback points there: fn had returned). */
-static char *describe_function(PyObject *module, PyObject *fn)
+/* "NAME() of module 'M' (FILE:LINE)", FILE:LINE where fn is defined: what
+ * the reports of errors name (no traceback points into fn once it has
+ * returned something wrong, nor into a builtin). malloc'd, or NULL. */
+static char *describe_function(PyObject *module, const char *name, PyObject *fn)
 {
     PyObject *code = py_getattr_opt(fn, "__code__");
     const char *file = code && PyCode_Check(code)
                            ? PyUnicode_AsUTF8(((PyCodeObject *)code)->co_filename) : NULL;
     int line = code && PyCode_Check(code) ? ((PyCodeObject *)code)->co_firstlineno : 0;
     PyErr_Clear();
-    const char *name = PyModule_GetName(module);
+    const char *mod = PyModule_GetName(module);
     PyErr_Clear();
     char text[1024];
     if (file)
-        snprintf(text, sizeof text, "module '%s' (%s:%d)", name ? name : "?", file, line);
+        snprintf(text, sizeof text, "%s() of module '%s' (%s:%d)", name, mod ? mod : "?",
+                 file, line);
     else
-        snprintf(text, sizeof text, "module '%s'", name ? name : "?");
+        snprintf(text, sizeof text, "%s() of module '%s'", name, mod ? mod : "?");
     Py_XDECREF(code);
     return strdup(text);
 }
@@ -479,15 +481,23 @@ static int load_serializers(app_t *app, char *err, size_t errlen)
                  PyModule_GetName(app->module));
         PyErr_Clear();
     }
-    if (!own) {
+    if (own) {
+        app->user_serialize = ser;
+        app->user_deserialize = de;
+        const char *mod = PyModule_GetName(app->module);
+        PyErr_Clear();
+        char name[300];
+        snprintf(name, sizeof name, "serialize() of module '%s'", mod ? mod : "?");
+        app->message_encoder = strdup(name);
+        snprintf(name, sizeof name, "deserialize() of module '%s'", mod ? mod : "?");
+        app->message_decoder = strdup(name);
+    } else {
         Py_XDECREF(ser);
         Py_XDECREF(de);
-        return 0;
+        app->message_encoder = strdup("pickle.dumps");
+        app->message_decoder = strdup("pickle.loads");
     }
-    app->user_serialize = ser;
-    app->user_deserialize = de;
-    app->serializers_at = describe_function(app->module, ser);
-    if (!app->serializers_at)
+    if (!app->message_encoder || !app->message_decoder)
         return fail(err, errlen, "out of memory");
     return 0;
 }
@@ -512,9 +522,11 @@ int app_message_encode(app_t *app, PyObject *msg, buf_t *out)
         return -1;
     if (PyUnicode_Check(r) || PyObject_GetBuffer(r, &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "serialize() of %s returned %.100s, expected bytes "
-                     "(given a %.100s)", app->serializers_at, Py_TYPE(r)->tp_name,
+        char *fn = describe_function(app->module, "serialize", app->user_serialize);
+        PyErr_Format(PyExc_TypeError, "%s returned %.100s, expected bytes (given a %.100s)",
+                     fn ? fn : app->message_encoder, Py_TYPE(r)->tp_name,
                      Py_TYPE(msg)->tp_name);
+        free(fn);
         Py_DECREF(r);
         return -1;
     }
@@ -613,7 +625,8 @@ void app_free(app_t *app)
     state_registry_free(&app->states);
     Py_XDECREF(app->user_serialize);
     Py_XDECREF(app->user_deserialize);
-    free(app->serializers_at);
+    free(app->message_encoder);
+    free(app->message_decoder);
     Py_XDECREF(app->dumps);
     Py_XDECREF(app->loads);
     Py_XDECREF(app->protocol);

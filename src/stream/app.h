@@ -93,7 +93,10 @@ typedef struct {
      * with pickle (protocol 5). */
     PyObject *user_serialize;   /* owned, or NULL: pickle for the messages too */
     PyObject *user_deserialize; /* owned, or NULL */
-    char *serializers_at;       /* "module 'M' (M.py:LINE)": for error messages */
+    /* What encodes and decodes the messages, for error reports: "serialize()
+     * of module 'M'" and the like, or "pickle.dumps"/"pickle.loads". */
+    char *message_encoder;
+    char *message_decoder;
     PyObject *dumps;            /* owned: pickle.dumps */
     PyObject *loads;            /* owned: pickle.loads */
     PyObject *protocol;         /* owned: the pickle protocol */

@@ -97,3 +97,63 @@ def test_state_checkpointed_in_bettongs_encoding(bt, tmp_path):
     check_sums(lines_of(got), msgs)
     err = stop_ok(eng)
     assert "user code raised" not in err, err
+
+
+def line_of(text):
+    """The line of APP that starts with `text`."""
+    for i, line in enumerate(APP.read_text().splitlines(), 1):
+        if line.startswith(text):
+            return i
+    raise AssertionError("no line %r in %s" % (text, APP))
+
+
+LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d\.\d+ bettong\[worker\d\] (?:ERROR|WARN|INFO): ", re.M)
+STOPPED = re.compile(r"stopped after [\d.]+ s: (\d+) messages in, (\d+) out, (\d+) forwarded "
+                     r"to other workers, (\d+) failed")
+
+
+def run_failing_serializer(bt, flag):
+    """500 messages on two workers whose serialize fails; the log without
+    timestamps and the totals of the workers' last lines."""
+    msgs = keyed_input(50, 500, 14)
+    recv = bt.receiver()
+    c = Cluster(bt, APP, 2, "workers", outs=[recv.port], extra=flag)
+    send_frames(c.ports[0][0], frames_of(msgs))
+    wait_until(lambda: sum(int(w[3]) for w in c.workers().values()) == 500 or None, 20,
+               "500 messages in", interval=0.1)
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
+    stops = [tuple(map(int, m)) for m in STOPPED.findall(err)]
+    assert len(stops) == 2, err
+    ins, outs, fwd, failed = (sum(s[i] for s in stops) for i in range(4))
+    assert (ins, outs + failed, fwd, failed) == (500, 500, failed, failed), stops
+    assert 0 < failed < 500
+    return LOG_PREFIX.sub("", err), failed
+
+
+def test_serialize_returning_no_bytes_is_reported_with_its_place(bt):
+    log, failed = run_failing_serializer(bt, ["--serialize-returns", "int"])
+    where = "serialize() of module 'own_serializers' (a message for another worker)"
+    what = ("TypeError: serialize() of module 'own_serializers' (%s:%d) returned int, "
+            "expected bytes (given a Reading)" % (APP, line_of("def serialize(")))
+    assert ("user code raised in %s (first of its kind; repeats are counted):\n%s\n"
+            % (where, what)) in log, log
+    last = re.findall(r"^%s: (\d+) more time\(s\), (\d+) in all$"
+                      % re.escape("%s: %s" % (where, what)), log, re.M)
+    assert last and int(last[-1][1]) == failed, log
+    assert " at ?" not in log, log
+
+
+def test_serialize_raising_is_reported_at_the_users_line(bt):
+    log, failed = run_failing_serializer(bt, ["--serialize-raises"])
+    where = "serialize() of module 'own_serializers' (a message for another worker)"
+    line = line_of('        raise ValueError("cannot serialize')
+    assert ("user code raised in %s (first of its kind; repeats are counted):\n"
+            "Traceback (most recent call last):\n"
+            '  File "%s", line %d, in serialize\n'
+            '    raise ValueError("cannot serialize %%s" %% type(o).__name__)\n'
+            "ValueError: cannot serialize Reading\n" % (where, APP, line)) in log, log
+    last = re.findall(r"^%s: ValueError at %s:%d: (\d+) more time\(s\), (\d+) in all$"
+                      % (re.escape(where), re.escape(str(APP)), line), log, re.M)
+    assert last and int(last[-1][1]) == failed, log
+    assert " at ?" not in log, log
