@@ -523,7 +523,7 @@ int app_message_encode(app_t *app, PyObject *msg, buf_t *out)
     if (PyUnicode_Check(r) || PyObject_GetBuffer(r, &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
         char *fn = describe_function(app->module, "serialize", app->user_serialize);
-        PyErr_Format(PyExc_TypeError, "%s returned %.100s, expected bytes (given a %.100s)",
+        PyErr_Format(PyExc_TypeError, "%s returned %.100s, expected bytes (message type %.100s)",
                      fn ? fn : app->message_encoder, Py_TYPE(r)->tp_name,
                      Py_TYPE(msg)->tp_name);
         free(fn);

@@ -25,6 +25,7 @@ def test_own_serializers_on_two_workers(bt):
     msgs = keyed_input(200, 4000, 11)
     recv = bt.receiver()
     c = Cluster(bt, APP, 2, "workers", outs=[recv.port])
+    c.wait_formed(2)
     send_frames(c.ports[0][0], frames_of(msgs))
     got = recv.wait_lines(len(msgs), timeout=30)
     check_sums(lines_of(got), msgs)
@@ -118,6 +119,7 @@ def run_failing_serializer(bt, flag):
     msgs = keyed_input(50, 500, 14)
     recv = bt.receiver()
     c = Cluster(bt, APP, 2, "workers", outs=[recv.port], extra=flag)
+    c.wait_formed(2)
     send_frames(c.ports[0][0], frames_of(msgs))
     wait_until(lambda: sum(int(w[3]) for w in c.workers().values()) == 500 or None, 20,
                "500 messages in", interval=0.1)
@@ -135,7 +137,7 @@ def test_serialize_returning_no_bytes_is_reported_with_its_place(bt):
     log, failed = run_failing_serializer(bt, ["--serialize-returns", "int"])
     where = "serialize() of module 'own_serializers' (a message for another worker)"
     what = ("TypeError: serialize() of module 'own_serializers' (%s:%d) returned int, "
-            "expected bytes (given a Reading)" % (APP, line_of("def serialize(")))
+            "expected bytes (message type Reading)" % (APP, line_of("def serialize(")))
     assert ("user code raised in %s (first of its kind; repeats are counted):\n%s\n"
             % (where, what)) in log, log
     last = re.findall(r"^%s: (\d+) more time\(s\), (\d+) in all$"
