@@ -71,26 +71,28 @@ static void exception_text(PyObject *value, char *out, size_t outlen)
     Py_XDECREF(s);
 }
 
-/* The kind of a label with an exception's text in it: numbers and addresses
- * (0x...) do not count, so that messages naming a slot or an object's address
- * stay one kind (a stream of them cannot flood the log). */
-static uint64_t kind_of_text(const char *label)
+/* The kind of an error labelled by its text: where, the type, and the text
+ * with its numbers and addresses (0x...) left out, so that messages naming a
+ * slot or an object's address stay one kind (a stream of them cannot flood
+ * the log). */
+static uint64_t kind_of_text(const char *where, const char *tname, const char *text)
 {
-    char shape[1024];
-    size_t n = 0;
-    for (const char *p = label; *p && n < sizeof shape - 1;) {
+    char shape[1536];
+    int n = snprintf(shape, sizeof shape, "%s: %s: ", where, tname);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof shape ? (size_t)n : sizeof shape - 1;
+    for (const char *p = text; *p && len < sizeof shape - 1;) {
         if (*p >= '0' && *p <= '9') {
             if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
                 p += 2;
             while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
                    (*p >= 'A' && *p <= 'F'))
                 p++;
-            shape[n++] = '#';
+            shape[len++] = '#';
         } else {
-            shape[n++] = *p++;
+            shape[len++] = *p++;
         }
     }
-    return hash_bytes(shape, n, 0x5eed) | 1;
+    return hash_bytes(shape, len, 0x5eed) | 1;
 }
 
 static pyerr_kind *find_kind(uint64_t key)
@@ -119,7 +121,7 @@ void pyerr_report(const char *where)
     } else {
         exception_text(value, loc, sizeof loc);
         snprintf(label, sizeof label, "%s: %s: %s", where, tname, loc);
-        key = kind_of_text(label);
+        key = kind_of_text(where, tname, loc);
     }
     pyerr_kind *k = find_kind(key);
     if (!k) {
