@@ -159,3 +159,45 @@ def test_serialize_raising_is_reported_at_the_users_line(bt):
                       % (re.escape(where), re.escape(str(APP)), line), log, re.M)
     assert last and int(last[-1][1]) == failed, log
     assert " at ?" not in log, log
+
+
+def test_deserialize_raising_is_reported_at_the_users_line(bt):
+    log, failed = run_failing_serializer(bt, ["--deserialize-raises"])
+    where = "deserialize() of module 'own_serializers' (a message from another worker)"
+    line = line_of('        raise ValueError("cannot deserialize')
+    first = re.findall(r"^user code raised in %s \(first of its kind; repeats are counted\):\n"
+                       r"Traceback \(most recent call last\):\n"
+                       r'  File "%s", line %d, in deserialize\n'
+                       r".*\n"
+                       r"ValueError: cannot deserialize \d+ bytes$"
+                       % (re.escape(where), re.escape(str(APP)), line), log, re.M)
+    assert len(first) == 1, log
+    last = re.findall(r"^%s: ValueError at %s:%d: (\d+) more time\(s\), (\d+) in all$"
+                      % (re.escape(where), re.escape(str(APP)), line), log, re.M)
+    assert last and int(last[-1][1]) == failed, log
+    assert " at ?" not in log, log
+
+
+def test_errors_without_a_python_line_are_labelled_by_their_text(bt):
+    """A key extractor's int key out of range: Bettong refuses it after the
+    function returned, so no Python line points there; the report gives the
+    text, and keys that differ only in the number are one kind (one log entry
+    with the first text, the rest counted)."""
+    r1, r2 = bt.receiver(), bt.receiver()
+    eng = bt.engine(app_path("w06_keyed"), ins=[0], outs=[r1.port, r2.port])
+    bad = [("i:-%d,1" % i).encode() for i in range(1, 51)]
+    send_frames(eng.in_ports[0], bad + [b"a,1"])
+    assert r1.wait_bytes(len(b"a => 1\n")) == b"a => 1\n"
+    rc, err = eng.stop()
+    assert rc == 0, err
+    log = re.sub(r"^\S+ bettong run (?:ERROR|WARN|INFO): ", "", err, flags=re.M)
+    text = ("ValueError: key_extractor returned -1: an int key n stands for chr(n), which "
+            "needs 0 <= n <= 0x10ffff")
+    first = re.findall(r"^user code raised in (.*) \(first of its kind; repeats are "
+                       r"counted\):\n(.*)$", log, re.M)
+    assert len(first) == 1 and first[0][1] == text, log
+    last = re.findall(r"^%s: %s: (\d+) more time\(s\), (\d+) in all$"
+                      % (re.escape(first[0][0]), re.escape(text)), log, re.M)
+    assert last and last[-1][1] == "50" and sum(int(m) for m, _ in last) == 49, log
+    assert first[0][0] == "key extractor 'extract_key'", log
+    assert " at ?" not in log, log

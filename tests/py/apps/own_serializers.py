@@ -4,20 +4,22 @@ anything else (a key, a dict of states, a state) gives None. Wallaroo used an
 application's serialize for its messages between workers; Bettong too, and for
 nothing else. Frames are "key,value"; the output is "key => running sum".
 
-`--serialize-returns int` makes serialize return an int for every message and
-`--serialize-raises` makes it raise: the tests of how such errors are reported."""
+`--serialize-returns int` makes serialize return an int for every message;
+`--serialize-raises` and `--deserialize-raises` make them raise: the tests of
+how such errors are reported."""
 
 import struct
 
 import wallaroo
 
-MODE = {"returns": None, "raises": False}
+MODE = {"returns": None, "raises": False, "de_raises": False}
 
 
 def application_setup(args):
     if "--serialize-returns" in args:
         MODE["returns"] = args[args.index("--serialize-returns") + 1]
     MODE["raises"] = "--serialize-raises" in args
+    MODE["de_raises"] = "--deserialize-raises" in args
     in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0]
     out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
     ab = wallaroo.ApplicationBuilder("Own serializers")
@@ -50,6 +52,8 @@ def serialize(o):
 
 
 def deserialize(bs):
+    if MODE["de_raises"]:
+        raise ValueError("cannot deserialize %d bytes" % len(bs))
     n, value = struct.unpack(">HQ", bs[:10])
     if len(bs) != 10 + n:
         return None
