@@ -3,16 +3,23 @@ Wallaroo) is for its messages between workers only: keys and state travel, move
 and are checkpointed in Bettong's own encoding. The application here
 (apps/own_serializers.py) knows its message class only, as Wallaroo's
 performance-suite market spread: on two workers, while the cluster grows and
-shrinks, every key's running sums stay exact. Errors of serialize are reported
-with the place they come from."""
+shrinks, and across a checkpoint and restart, every key's running sums stay
+exact; Wallaroo 0.6.1's market spread itself (when its sources are at
+$WALLAROO061) gives exactly its results through a shrink. Errors of
+serialize/deserialize are reported with the place they come from (exact log
+lines), and so is an error no Python line points at."""
 
+import random
 import re
+import struct
 import subprocess
-import threading
 
-from conftest import BIN, Cluster, app_path, lines_of, wait_until
+import pytest
+
+from conftest import BIN, Cluster, app_path, lines_of, parse_frames, wait_until
 from test_cluster import check_sums, keyed_input, send_frames
 from test_resilience import FORMED, LOADS, NEVER, resil_flags, stop_ok
+from test_wallaroo06 import W061, Run, send
 
 APP = app_path("own_serializers")
 
@@ -201,3 +208,69 @@ def test_errors_without_a_python_line_are_labelled_by_their_text(bt):
     assert last and last[-1][1] == "50" and sum(int(m) for m, _ in last) == 49, log
     assert first[0][0] == "key extractor 'extract_key'", log
     assert " at ?" not in log, log
+
+
+# ------------------------------------------------------------------ Wallaroo's own app
+
+def market_data(symbol, bid, offer):
+    return struct.pack(">B4s21sdd", 2, symbol, b"20180101-00:00:00.000", bid, offer)
+
+
+def order(side, account, order_id, symbol, qty, price):
+    return struct.pack(">BBI6s4sdd21s", 1, side, account, order_id, symbol, qty, price,
+                       b"20180101-00:00:00.000")
+
+
+def test_wallaroo_performance_market_spread_on_two_workers_through_a_shrink(bt):
+    """Wallaroo 0.6.1's performance-suite market spread, unchanged: its
+    serialize knows its messages, its state class and its functions, and
+    returns None for anything else. On two workers, quotes sent first set each
+    symbol's state; orders, half before and half after w2 leaves (its slots'
+    state moving to w1), each give a result exactly when that state says to
+    reject trades, with that state's bid and offer."""
+    app = W061 / "testing" / "performance" / "apps" / "python" / "market_spread" / \
+        "market_spread.py"
+    if not app.exists():
+        pytest.skip("Wallaroo 0.6.1's sources are not at %s (set WALLAROO061)" % W061)
+    rng = random.Random(15)
+    symbols = [b"S%03d" % i for i in range(120)]
+    quotes = {}
+    for s in symbols[:100]:  # the last 20 get no quote: the initial state rejects
+        mid = round(rng.uniform(20, 200), 2)
+        spread = rng.choice([0.01, 0.02, 0.5, 3.0])
+        quotes[s] = (round(mid - spread / 2, 3), round(mid + spread / 2, 3))
+    orders = [(rng.choice([1, 2]), rng.randrange(1, 10 ** 6), b"o%05d" % i, rng.choice(symbols),
+               float(rng.randrange(1, 500)), round(rng.uniform(20, 200), 2))
+              for i in range(600)]
+
+    def expected(o):
+        bid, offer = quotes.get(o[3], (0.0, 0.0))
+        if o[3] in quotes and offer - bid < 0.05 and (offer - bid) / ((bid + offer) / 2) < 0.05:
+            return None  # a tight spread: the trade is not rejected
+        return o + (bid, offer)
+
+    want = sorted(e for e in map(expected, orders) if e)
+    assert 100 < len(want) < 600
+    recv = bt.receiver(framed=True)
+    run = Run(bt, app, 2, "flags", nins=2, outs=[recv.port])
+    c = run.cluster
+    c.wait_formed(2)
+    send(run.port("Market Data"), [market_data(s, *q) for s, q in quotes.items()])
+    wait_until(lambda: sum(int(w[3]) for w in c.workers().values()) == len(quotes) or None,
+               20, "every quote in", interval=0.1)
+    send(run.port("Orders"), [order(*o) for o in orders[:300]])
+    p = subprocess.run([BIN, "cluster", "shrink", "--control", c.control, "--worker", "w2"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stdout + p.stderr
+    rc, err = c.engines[1].wait_exit(20)
+    assert rc == 0, err
+    send(run.port("Orders"), [order(*o) for o in orders[300:]])
+    data = recv.wait_bytes(60 * len(want), timeout=30)
+    got = sorted(struct.unpack(">HI6s4sddddQ", f)[:8] for f in parse_frames(data))
+    assert got == want
+    err = c.stderr()
+    assert re.search(r"moved \d+ slots away", err), err
+    for bad in ("user code raised", "Don't know how", "lost"):
+        assert bad not in err, err
+    rc, err = c.engines[0].stop(timeout=30)
+    assert rc == 0, err
