@@ -82,10 +82,43 @@ static void on_answer(cl_link_t *l, const uint8_t *body, size_t len)
         link_fail(l, "%s", "the peer broke the handshake (neither WELCOME nor REFUSED)");
 }
 
+/* After the WELCOME the acceptor says nothing more on this link, unless it
+ * refuses what we said after it (the coordinator: a JOIN under a name another
+ * worker took meanwhile). Anything else is dropped unread. */
+static void after_welcome(cl_link_t *l, const uint8_t *p, size_t n)
+{
+    if (buf_append(&l->in, p, n) < 0) {
+        buf_free(&l->in);
+        return;
+    }
+    for (;;) {
+        size_t un = buf_unread(&l->in);
+        if (un < 4)
+            return;
+        const uint8_t *h = buf_head(&l->in);
+        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
+        if (len == 0 || len > LINK_MAX_FRAME) {
+            buf_free(&l->in); /* not framed as ours: nothing here to read */
+            return;
+        }
+        if (un < 4 + (size_t)len)
+            return;
+        char why[200];
+        if (cl_refused_why(h + 4, len, why, sizeof why)) {
+            link_fail(l, "refused: %s", why);
+            return;
+        }
+        buf_consume(&l->in, 4 + (size_t)len);
+    }
+}
+
 static void on_data(outconn_t *o, const uint8_t *p, size_t n)
 {
     cl_link_t *l = cl_link_of(o);
-    /* After the WELCOME the acceptor has nothing to say on this link. */
+    if (l->state == LINK_UP) {
+        after_welcome(l, p, n);
+        return;
+    }
     if (l->state != LINK_HELLO && l->state != LINK_PROOF)
         return;
     if (buf_append(&l->in, p, n) < 0) {

@@ -3,10 +3,11 @@
  * On every connection the link sends the HELLO with its identity, checks the
  * acceptor's proof of the cluster secret, sends its own proof and waits for the
  * WELCOME; only then does it write what the owner queued (outconn's held mode).
- * An acceptor that cannot prove the secret, or that refuses us, fails the link:
- * a line is logged, nothing else is sent, the connection is dropped and the
- * outconn reports it (its on_lost), with `failed` set so the owner can tell an
- * authentication failure from a connection that merely broke. */
+ * An acceptor that cannot prove the secret, or that refuses us (at the
+ * handshake, or after the WELCOME: the coordinator refusing a JOIN), fails the
+ * link: a line is logged, nothing else is sent, the connection is dropped and
+ * the outconn reports it (its on_lost), with `failed` set so the owner can tell
+ * an authentication failure or a refusal from a connection that merely broke. */
 #ifndef BETTONG_CLINK_H
 #define BETTONG_CLINK_H
 
@@ -23,7 +24,7 @@ typedef struct {
     uint8_t identity[5 + CL_NAME_MAX];
     size_t identity_len;
     auth_session_t s;
-    buf_t in;     /* handshake bytes read so far */
+    buf_t in;     /* bytes read so far: the handshake, then a refusal */
     int state;
     int up;       /* the current connection was welcomed */
     int failed;   /* the handshake failed: why says how */

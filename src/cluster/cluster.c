@@ -205,11 +205,21 @@ static void link_broken(cluster_t *c, peer_t *p)
 
 /* ------------------------------------------------------------ forwarding */
 
+/* With a Python exception set: report it as raised by `codec` (the message's
+ * serialize/deserialize, or Bettong's encoding for a key) while handling `what`,
+ * so that an exception without a traceback still says whose it is. */
+static void report_codec_error(const char *codec, const char *what)
+{
+    char where[1200];
+    snprintf(where, sizeof where, "%s (%s)", codec, what);
+    pyerr_report(where);
+}
+
 /* CL_MSG: u32 frame length, type, u16 pipe, u16 step, u32 length of the key's
  * form (0: no key), the key, then the message, each serialized once straight
  * into the link's buffer. The key travels so that the owner does not call the
  * partition function again. Returns 0, or -1 (nothing appended; a Python
- * exception or out of memory). */
+ * exception or out of memory), -2 when it was the key's encoding that failed. */
 static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyObject *msg,
                        PyObject *key)
 {
@@ -219,12 +229,12 @@ static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyO
     if (buf_append(b, hdr, sizeof hdr) < 0)
         return -1;
     size_t kstart = cl_mark(b);
-    if ((key && app_serialize_into(c->app, key, b) < 0)) {
+    if (key && app_value_encode(c->app, key, b) < 0) {
         b->len = b->off + start;
-        return -1;
+        return -2;
     }
     cl_put_be32(cl_at(b, start + 9), cl_mark(b) - kstart);
-    if (app_serialize_into(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
+    if (app_message_encode(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
         b->len = b->off + start;
         return -1;
     }
@@ -244,12 +254,14 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         exec_count_failed(c->x);
         return;
     }
-    if (put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key) == 0) {
+    int rc = put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key);
+    if (rc == 0) {
         p->sent++;
         return;
     }
     if (PyErr_Occurred())
-        pyerr_report("serialize (a message for another worker)");
+        report_codec_error(rc == -2 ? "Bettong's encoding of its key" : c->app->message_encoder,
+                           "a message for another worker");
     else
         log_error("cluster: a message cannot be forwarded (too large or out of memory); "
                   "dropped");
@@ -1031,15 +1043,17 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
             return -1;
         if (p)
             p->processed++;
-        PyObject *key = klen ? app_deserialize(c->app, kdata, klen) : NULL;
-        PyObject *msg = !klen || key ? app_deserialize(c->app, data, n) : NULL;
+        PyObject *key = klen ? app_value_decode(c->app, kdata, klen) : NULL;
+        PyObject *msg = !klen || key ? app_message_decode(c->app, data, n) : NULL;
         int rc = 0;
         if (msg) {
             rc = exec_forwarded(c->x, pipe, step, msg, key);
             c->hooks.ran(c->hooks.ctx);
         }
         else {
-            pyerr_report("deserialize (a message from another worker)");
+            report_codec_error(klen && !key ? "Bettong's encoding of its key"
+                                              : c->app->message_decoder,
+                               "a message from another worker");
             exec_count_failed(c->x);
         }
         Py_XDECREF(key);

@@ -269,7 +269,9 @@ static int all_owners_joined(coord_t *k)
     return 1;
 }
 
-/* A worker says JOIN on its control connection. */
+/* A worker says JOIN on its control connection. Returns 0 (admitted, or
+ * refused: the refusal is logged and sent, and the connection closes once it
+ * is out), or -1 for a malformed JOIN. */
 static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
 {
     char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
@@ -281,25 +283,25 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
     if (r->err || !name[0] || strlen(token) != CL_TOKEN_LEN)
         return -1;
     if (strcmp(name, kc->hello.name) != 0) {
-        log_error("cluster: refusing a JOIN as '%s' on a connection proven as '%s' (from %s)",
-                  name, kc->hello.name, ic->peer);
-        return -1;
+        cl_refuse(ic, "a JOIN as '%s' on a connection proven as '%s'", name, kc->hello.name);
+        return 0;
     }
+    /* judge() checked the name at the handshake; it can be taken since, by
+     * another worker started with the same name at the same time. */
     if (member_named(k, name)) {
-        log_error("cluster: refusing a second worker named '%s' (from %s)", name, ic->peer);
-        return -1;
+        cl_refuse(ic, "a worker named '%s' is already in the cluster", name);
+        return 0;
     }
     if (k->nm >= CL_MAX_WORKERS || k->stopping) {
-        log_error("cluster: refusing worker '%s': %s", name,
+        cl_refuse(ic, "worker '%s': %s", name,
                   k->stopping ? "the cluster is stopping" : "too many workers");
-        return -1;
+        return 0;
     }
     struct sockaddr_storage sa;
     char err[300];
     if (hostport_lookup(control, &sa, err, sizeof err) < 0) {
-        log_error("cluster: refusing worker '%s': bad control address '%s': %s", name, control,
-                  err);
-        return -1;
+        cl_refuse(ic, "worker '%s': bad control address '%s': %s", name, control, err);
+        return 0;
     }
     member_t *m = calloc(1, sizeof *m);
     if (!m)

@@ -18,9 +18,9 @@ static void put_part(app_t *app, wire_wr_t *w, state_store_t *s, int kind, PyObj
     size_t start = cl_mark(w->b);
     if (w->err)
         return;
-    if (app_serialize_into(app, obj, w->b) < 0 || cl_mark(w->b) - start > UINT32_MAX) {
+    if (app_value_encode(app, obj, w->b) < 0 || cl_mark(w->b) - start > UINT32_MAX) {
         if (PyErr_Occurred())
-            pyerr_report("serialize (state moving to another worker)");
+            pyerr_report("Bettong's encoding (state moving to another worker)");
         log_error("cluster: the state of '%s' in slot %u cannot be moved; it is lost", s->name,
                   slot);
         w->b->len = w->b->off + start;
@@ -77,7 +77,7 @@ int migrate_install(app_t *app, wire_rd_t *r)
         if (kind == 0)
             continue; /* the old owner could not serialize it (logged there) */
         state_store_t *s = store_named(app, name, nlen);
-        PyObject *obj = s ? app_deserialize(app, bytes, len) : NULL;
+        PyObject *obj = s ? app_value_decode(app, bytes, len) : NULL;
         int rc = -1;
         if (obj && kind == 1) {
             rc = state_slot_put(s, slot, obj);
@@ -88,7 +88,7 @@ int migrate_install(app_t *app, wire_rd_t *r)
         Py_XDECREF(obj);
         if (rc < 0) {
             if (PyErr_Occurred())
-                pyerr_report("deserialize (state moved from another worker)");
+                pyerr_report("Bettong's encoding (state moved from another worker)");
             log_error("cluster: the state of '%.*s' in slot %u could not be installed; it is "
                       "lost", (int)nlen, (const char *)name, slot);
         }

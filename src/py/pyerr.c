@@ -23,10 +23,11 @@ static uint64_t total;
 static uint64_t overflow; /* errors of kinds beyond the table */
 static uint64_t last_summary_ns;
 
-/* Where the exception was raised: the innermost traceback entry. */
-static void innermost_location(PyObject *tb, char *out, size_t outlen)
+/* Where the exception was raised: the innermost traceback entry. Returns 0
+ * when there is none (raised in C: by Bettong, or a builtin it called). */
+static int innermost_location(PyObject *tb, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "?");
+    int found = 0;
     Py_XINCREF(tb);
     while (tb && tb != Py_None) {
         PyObject *next = PyObject_GetAttrString(tb, "tb_next");
@@ -46,14 +47,52 @@ static void innermost_location(PyObject *tb, char *out, size_t outlen)
         PyObject *frame = PyObject_GetAttrString(tb, "tb_frame");
         PyCodeObject *code = frame ? PyFrame_GetCode((PyFrameObject *)frame) : NULL;
         const char *file = code ? PyUnicode_AsUTF8(code->co_filename) : NULL;
-        if (file && lineno)
+        if (file && lineno) {
             snprintf(out, outlen, "%s:%ld", file, PyLong_AsLong(lineno));
+            found = 1;
+        }
         PyErr_Clear();
         Py_XDECREF((PyObject *)code);
         Py_XDECREF(frame);
         Py_XDECREF(lineno);
     }
     Py_XDECREF(tb);
+    return found;
+}
+
+/* An exception with no Python frame: its own text is what says where it
+ * comes from (Bettong's messages name the user's function and file). */
+static void exception_text(PyObject *value, char *out, size_t outlen)
+{
+    PyObject *s = value ? PyObject_Str(value) : NULL;
+    const char *u = s ? PyUnicode_AsUTF8(s) : NULL;
+    snprintf(out, outlen, "%s", u && *u ? u : "(no message)");
+    PyErr_Clear();
+    Py_XDECREF(s);
+}
+
+/* The kind of an error labelled by its text: where, the type, and the text
+ * with its numbers and addresses (0x...) left out, so that messages naming a
+ * slot or an object's address stay one kind (a stream of them cannot flood
+ * the log). */
+static uint64_t kind_of_text(const char *where, const char *tname, const char *text)
+{
+    char shape[1536];
+    int n = snprintf(shape, sizeof shape, "%s: %s: ", where, tname);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof shape ? (size_t)n : sizeof shape - 1;
+    for (const char *p = text; *p && len < sizeof shape - 1;) {
+        if (*p >= '0' && *p <= '9') {
+            if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X'))
+                p += 2;
+            while ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+                   (*p >= 'A' && *p <= 'F'))
+                p++;
+            shape[len++] = '#';
+        } else {
+            shape[len++] = *p++;
+        }
+    }
+    return hash_bytes(shape, len, 0x5eed) | 1;
 }
 
 static pyerr_kind *find_kind(uint64_t key)
@@ -73,11 +112,17 @@ void pyerr_report(const char *where)
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     char loc[512];
-    innermost_location(tb, loc, sizeof loc);
     const char *tname = type ? ((PyTypeObject *)type)->tp_name : "?";
     char label[1024];
-    snprintf(label, sizeof label, "%s: %s at %s", where, tname, loc);
-    uint64_t key = hash_bytes(label, strlen(label), 0x5eed) | 1;
+    uint64_t key;
+    if (innermost_location(tb, loc, sizeof loc)) {
+        snprintf(label, sizeof label, "%s: %s at %s", where, tname, loc);
+        key = hash_bytes(label, strlen(label), 0x5eed) | 1;
+    } else {
+        exception_text(value, loc, sizeof loc);
+        snprintf(label, sizeof label, "%s: %s: %s", where, tname, loc);
+        key = kind_of_text(where, tname, loc);
+    }
     pyerr_kind *k = find_kind(key);
     if (!k) {
         overflow++;

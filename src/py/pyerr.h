@@ -1,5 +1,6 @@
 /* Accounting of exceptions raised by user code. The first occurrence of each
- * distinct error (where it was raised: step, exception type, file and line) is
+ * distinct error (where it was raised: step, exception type, file and line; for
+ * an exception raised in C, with no Python frame, its text instead) is
  * logged with its full traceback; repeats are only counted, and summarised at most
  * every few seconds and at exit, so a bad message stream cannot flood the log. */
 #ifndef BETTONG_PYERR_H

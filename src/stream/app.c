@@ -442,24 +442,49 @@ static int build_from_description(app_t *app, PyObject *desc, const app_options_
     return app_check_listen_addresses(app, err, errlen);
 }
 
-static int use_pickle(app_t *app, char *err, size_t errlen)
+static int load_pickle(app_t *app, char *err, size_t errlen)
 {
     PyObject *pickle = PyImport_ImportModule("pickle");
     if (pickle) {
-        app->serialize = PyObject_GetAttrString(pickle, "dumps");
-        app->deserialize = PyObject_GetAttrString(pickle, "loads");
+        app->dumps = PyObject_GetAttrString(pickle, "dumps");
+        app->loads = PyObject_GetAttrString(pickle, "loads");
         app->protocol = PyLong_FromLong(5);
         Py_DECREF(pickle);
     }
-    if (!app->serialize || !app->deserialize || !app->protocol)
+    if (!app->dumps || !app->loads || !app->protocol)
         return fail_py(err, errlen, "cannot load pickle");
     return 0;
 }
 
+/* "NAME() of module 'M' (FILE:LINE)", FILE:LINE where fn is defined: what
+ * the reports of errors name (no traceback points into fn once it has
+ * returned something wrong, nor into a builtin). malloc'd, or NULL. */
+static char *describe_function(PyObject *module, const char *name, PyObject *fn)
+{
+    PyObject *code = py_getattr_opt(fn, "__code__");
+    const char *file = code && PyCode_Check(code)
+                           ? PyUnicode_AsUTF8(((PyCodeObject *)code)->co_filename) : NULL;
+    int line = code && PyCode_Check(code) ? ((PyCodeObject *)code)->co_firstlineno : 0;
+    PyErr_Clear();
+    const char *mod = PyModule_GetName(module);
+    PyErr_Clear();
+    char text[1024];
+    if (file)
+        snprintf(text, sizeof text, "%s() of module '%s' (%s:%d)", name, mod ? mod : "?",
+                 file, line);
+    else
+        snprintf(text, sizeof text, "%s() of module '%s'", name, mod ? mod : "?");
+    Py_XDECREF(code);
+    return strdup(text);
+}
+
 /* The module's own serialize/deserialize when it defines both (and they are
- * not wallaroo's defaults, which are pickle anyway); pickle otherwise. */
+ * not wallaroo's defaults, which are pickle anyway): for its messages only.
+ * Pickle is loaded in every case: keys and state always go through it. */
 static int load_serializers(app_t *app, char *err, size_t errlen)
 {
+    if (load_pickle(app, err, errlen) < 0)
+        return -1;
     PyObject *ser = py_getattr_opt(app->module, "serialize");
     PyObject *de = py_getattr_opt(app->module, "deserialize");
     int own = ser && de && PyCallable_Check(ser) && PyCallable_Check(de);
@@ -475,28 +500,52 @@ static int load_serializers(app_t *app, char *err, size_t errlen)
                  PyModule_GetName(app->module));
         PyErr_Clear();
     }
-    if (!own) {
+    if (own) {
+        app->user_serialize = ser;
+        app->user_deserialize = de;
+        const char *mod = PyModule_GetName(app->module);
+        PyErr_Clear();
+        char name[300];
+        snprintf(name, sizeof name, "serialize() of module '%s'", mod ? mod : "?");
+        app->message_encoder = strdup(name);
+        snprintf(name, sizeof name, "deserialize() of module '%s'", mod ? mod : "?");
+        app->message_decoder = strdup(name);
+    } else {
         Py_XDECREF(ser);
         Py_XDECREF(de);
-        return use_pickle(app, err, errlen);
+        app->message_encoder = strdup("pickle.dumps");
+        app->message_decoder = strdup("pickle.loads");
     }
-    app->serialize = ser;
-    app->deserialize = de;
+    if (!app->message_encoder || !app->message_decoder)
+        return fail(err, errlen, "out of memory");
     return 0;
 }
 
-int app_serialize_into(app_t *app, PyObject *obj, buf_t *out)
+int app_value_encode(app_t *app, PyObject *obj, buf_t *out)
 {
-    if (app->protocol)
-        return msgcodec_encode(out, obj, app->serialize, app->protocol);
-    PyObject *r = py_call1(app->serialize, obj);
+    return msgcodec_encode(out, obj, app->dumps, app->protocol);
+}
+
+PyObject *app_value_decode(app_t *app, const void *data, size_t len)
+{
+    return msgcodec_decode(data, len, app->loads);
+}
+
+int app_message_encode(app_t *app, PyObject *msg, buf_t *out)
+{
+    if (!app->user_serialize)
+        return app_value_encode(app, msg, out);
+    PyObject *r = py_call1(app->user_serialize, msg);
     Py_buffer view;
     if (!r)
         return -1;
     if (PyUnicode_Check(r) || PyObject_GetBuffer(r, &view, PyBUF_SIMPLE) < 0) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "serialize() returned %.100s, expected bytes",
-                     Py_TYPE(r)->tp_name);
+        char *fn = describe_function(app->module, "serialize", app->user_serialize);
+        PyErr_Format(PyExc_TypeError, "%s returned %.100s, expected bytes (message type %.100s)",
+                     fn ? fn : app->message_encoder, Py_TYPE(r)->tp_name,
+                     Py_TYPE(msg)->tp_name);
+        free(fn);
         Py_DECREF(r);
         return -1;
     }
@@ -508,12 +557,12 @@ int app_serialize_into(app_t *app, PyObject *obj, buf_t *out)
     return rc;
 }
 
-PyObject *app_deserialize(app_t *app, const void *data, size_t len)
+PyObject *app_message_decode(app_t *app, const void *data, size_t len)
 {
-    if (app->protocol)
-        return msgcodec_decode(data, len, app->deserialize);
+    if (!app->user_deserialize)
+        return app_value_decode(app, data, len);
     PyObject *b = PyBytes_FromStringAndSize(data, (Py_ssize_t)len);
-    PyObject *r = b ? py_call1(app->deserialize, b) : NULL;
+    PyObject *r = b ? py_call1(app->user_deserialize, b) : NULL;
     Py_XDECREF(b);
     return r;
 }
@@ -593,8 +642,12 @@ void app_free(app_t *app)
     free(app->pipes);
     free(app->sinks);
     state_registry_free(&app->states);
-    Py_XDECREF(app->serialize);
-    Py_XDECREF(app->deserialize);
+    Py_XDECREF(app->user_serialize);
+    Py_XDECREF(app->user_deserialize);
+    free(app->message_encoder);
+    free(app->message_decoder);
+    Py_XDECREF(app->dumps);
+    Py_XDECREF(app->loads);
     Py_XDECREF(app->protocol);
     Py_XDECREF(app->module);
     free(app->name);

@@ -94,11 +94,20 @@ typedef struct {
     sink_addr_t *sinks;
     size_t nsinks;
     state_registry_t states;
-    /* What messages and state crossing a worker boundary go through: the
-     * module's own serialize/deserialize, or pickle (protocol 5). */
-    PyObject *serialize;   /* owned */
-    PyObject *deserialize; /* owned */
-    PyObject *protocol;    /* owned: the pickle protocol, NULL for the module's own */
+    /* Messages crossing a worker boundary go through the module's own
+     * serialize/deserialize when it defines both (as in Wallaroo, which used
+     * them for its messages); everything else that crosses or is kept (keys,
+     * state) and the messages of the other modules go through py/msgcodec
+     * with pickle (protocol 5). */
+    PyObject *user_serialize;   /* owned, or NULL: pickle for the messages too */
+    PyObject *user_deserialize; /* owned, or NULL */
+    /* What encodes and decodes the messages, for error reports: "serialize()
+     * of module 'M'" and the like, or "pickle.dumps"/"pickle.loads". */
+    char *message_encoder;
+    char *message_decoder;
+    PyObject *dumps;            /* owned: pickle.dumps */
+    PyObject *loads;            /* owned: pickle.loads */
+    PyObject *protocol;         /* owned: the pickle protocol */
 } app_t;
 
 typedef struct {
@@ -140,11 +149,16 @@ int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t
 int app_check_listen_addresses(app_t *app, char *err, size_t errlen);
 /* With GIL. */
 void app_free(app_t *app);
-/* With GIL. Append obj's serialized form to out (with pickle, through
- * py/msgcodec). Returns 0, or -1 with a Python exception (out may hold a
- * partial form: the caller cuts it off). */
-int app_serialize_into(app_t *app, PyObject *obj, buf_t *out);
-/* With GIL. The object back from its serialized form, or NULL with an exception. */
-PyObject *app_deserialize(app_t *app, const void *data, size_t len);
+/* With GIL. Append a message's serialized form to out: through the module's
+ * own serialize, or py/msgcodec. Returns 0, or -1 with a Python exception
+ * whose text names the module's serialize when it returned no bytes (out may
+ * hold a partial form: the caller cuts it off). */
+int app_message_encode(app_t *app, PyObject *msg, buf_t *out);
+/* With GIL. The message back from its serialized form, or NULL with an exception. */
+PyObject *app_message_decode(app_t *app, const void *data, size_t len);
+/* With GIL. Keys and state: always py/msgcodec (pickle), never the module's
+ * serialize, which may know its messages only. Same returns as above. */
+int app_value_encode(app_t *app, PyObject *obj, buf_t *out);
+PyObject *app_value_decode(app_t *app, const void *data, size_t len);
 
 #endif
