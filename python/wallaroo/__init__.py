@@ -793,6 +793,11 @@ def _check_int(value, what, minimum):
     return value
 
 
+# with_event_time() without an extractor: the event time of the message's
+# source (a connector frame's), which the engine keeps beside the message.
+_SOURCE_TIME = "source"
+
+
 class _EventTimeOptions(object):
     """Bettong's extension of the window builders: with_event_time() and
     with_late_data() (docs/user-guide.md, "Windows on event time")."""
@@ -803,18 +808,24 @@ class _EventTimeOptions(object):
         self.late_policy = None
         self.keep = None
 
-    def with_event_time(self, extractor, max_out_of_order=0):
+    def with_event_time(self, extractor=None, max_out_of_order=0):
         """Windows on the time extractor(msg) returns (an int of ns since
-        1970, or a datetime; a naive one is UTC) instead of the ingest time.
-        A key's watermark trails its greatest event time by max_out_of_order
-        (ns), and moves on with the wall clock while the key is idle."""
+        1970, or a datetime; a naive one is UTC) instead of the ingest time;
+        with no extractor, on the event time the source gives each message
+        (a connector frame's, in ms). A key's watermark trails its greatest
+        event time by max_out_of_order (ns), and moves on with the wall clock
+        while the key is idle."""
         if self.extractor is not None:
             raise WallarooParameterError("Only call `with_event_time()` once per window "
                                          "specification.")
-        if not callable(extractor):
+        if extractor is None:
+            self.extractor = _SOURCE_TIME
+        elif callable(extractor):
+            self.extractor = getattr(extractor, "_bettong_fn", extractor)
+        else:
             raise WallarooParameterError("with_event_time(%r): the extractor must be "
-                                         "callable (msg -> event time)" % (extractor,))
-        self.extractor = getattr(extractor, "_bettong_fn", extractor)
+                                         "callable (msg -> event time), or None for the "
+                                         "source's event time" % (extractor,))
         self.max_out_of_order = _check_int(_timedelta_ns(max_out_of_order),
                                            "with_event_time: max_out_of_order", 0)
         return self

@@ -218,22 +218,27 @@ static void report_codec_error(const char *codec, const char *what)
 /* CL_MSG: u32 frame length, type, u16 pipe, u16 step, u32 length of the key's
  * form (0: no key), the key, then the message, each serialized once straight
  * into the link's buffer. The key travels so that the owner does not call the
- * partition function again. Returns 0, or -1 (nothing appended; a Python
- * exception or out of memory), -2 when it was the key's encoding that failed. */
+ * partition function again. A message with an event time from its source (a
+ * connector frame's) goes as CL_MSG_ET, the event time after the step.
+ * Returns 0, or -1 (nothing appended; a Python exception or out of memory),
+ * -2 when it was the key's encoding that failed. */
 static int put_message(cluster_t *c, buf_t *b, unsigned pipe, unsigned step, PyObject *msg,
-                       PyObject *key)
+                       PyObject *key, int64_t event_time)
 {
     size_t start = cl_mark(b);
-    uint8_t hdr[13] = {0, 0, 0, 0, CL_MSG, (uint8_t)(pipe >> 8), (uint8_t)pipe,
-                       (uint8_t)(step >> 8), (uint8_t)step, 0, 0, 0, 0};
-    if (buf_append(b, hdr, sizeof hdr) < 0)
+    uint8_t hdr[21] = {0, 0, 0, 0, event_time ? CL_MSG_ET : CL_MSG, (uint8_t)(pipe >> 8),
+                       (uint8_t)pipe, (uint8_t)(step >> 8), (uint8_t)step};
+    size_t et_len = event_time ? 8 : 0;
+    for (size_t i = 0; i < et_len; i++)
+        hdr[9 + i] = (uint8_t)((uint64_t)event_time >> (56 - 8 * i));
+    if (buf_append(b, hdr, 13 + et_len) < 0)
         return -1;
     size_t kstart = cl_mark(b);
     if (key && app_value_encode(c->app, key, b) < 0) {
         b->len = b->off + start;
         return -2;
     }
-    cl_put_be32(cl_at(b, start + 9), cl_mark(b) - kstart);
+    cl_put_be32(cl_at(b, start + 9 + et_len), cl_mark(b) - kstart);
     if (app_message_encode(c->app, msg, b) < 0 || cl_mark(b) - start - 4 > CL_MAX_FRAME) {
         b->len = b->off + start;
         return -1;
@@ -254,7 +259,8 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         exec_count_failed(c->x);
         return;
     }
-    int rc = put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key);
+    int rc = put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key,
+                         exec_event_time(c->x));
     if (rc == 0) {
         p->sent++;
         return;
@@ -1032,9 +1038,11 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
     uint8_t type = wire_u8(&r);
     peer_t *p = c->peers[ci->hello.index];
     switch (type) {
-    case CL_MSG: {
+    case CL_MSG:
+    case CL_MSG_ET: {
         unsigned pipe = wire_u16(&r);
         unsigned step = wire_u16(&r);
+        int64_t event_time = type == CL_MSG_ET ? (int64_t)wire_u64(&r) : 0;
         uint32_t klen = wire_u32(&r);
         const uint8_t *kdata = wire_bytes(&r, klen);
         size_t n;
@@ -1047,7 +1055,7 @@ static int data_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
         PyObject *msg = !klen || key ? app_message_decode(c->app, data, n) : NULL;
         int rc = 0;
         if (msg) {
-            rc = exec_forwarded(c->x, pipe, step, msg, key);
+            rc = exec_forwarded(c->x, pipe, step, msg, key, event_time);
             c->hooks.ran(c->hooks.ctx);
         }
         else {

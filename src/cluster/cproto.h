@@ -83,6 +83,8 @@ enum {
     CL_MSG = 10,       /* u16 pipe, u16 step, rest: the serialized message */
     CL_STATE = 11,     /* u16 slot, u16 n, n x (str16 store, u8 kind, u32 len, bytes) */
     CL_BARRIER = 12,   /* u64 n: what follows on this link comes after checkpoint n */
+    CL_MSG_ET = 13,    /* CL_MSG with the event time its source gave: u16 pipe, u16 step,
+                          i64 event time, then as CL_MSG (sent when it is not 0) */
     /* control: worker -> coordinator */
     CL_JOIN = 20,      /* str16 name (the one proven), str16 control address, str16 data
                           address, str16 join token (the coordinator proves it back) */

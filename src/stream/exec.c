@@ -159,6 +159,8 @@ void exec_count_slot_runs(exec_t *x, uint32_t *counts) { x->slot_runs = counts; 
 
 void exec_count_failed(exec_t *x) { x->failed++; }
 
+int64_t exec_event_time(const exec_t *x) { return x->cur_event_time; }
+
 /* Whether the message must go on elsewhere: if its slot belongs to another
  * worker it is handed to the cluster and 1 is returned. */
 static int forwarded_away(exec_t *x, pipeline_t *p, step_t *s, unsigned slot, PyObject *msg,
@@ -415,7 +417,8 @@ static PyObject *window_run(exec_t *x, step_t *s, unsigned slot, PyObject *key, 
 {
     PyObject *ks = window_key_str(key);
     PyObject *outs = ks ? PyList_New(0) : NULL;
-    int rc = outs ? (msg ? window_message(s->window, st, ks, msg, now, now, outs)
+    int64_t ev = s->window->source_time ? x->cur_event_time : now;
+    int rc = outs ? (msg ? window_message(s->window, st, ks, msg, ev, now, outs)
                          : window_tick(s->window, st, ks, now, idle, outs)) : -1;
     Py_XDECREF(ks);
     if (late_side)
@@ -498,6 +501,7 @@ int64_t exec_windows_due(exec_t *x, int64_t now)
     int64_t next = INT64_MAX;
     x->cur_frame = NULL;
     x->cur_message = NULL;
+    x->cur_event_time = 0; /* a window's output has no source event time */
     for (size_t j = 0; j < x->app->npipes; j++) {
         pipeline_t *p = &x->app->pipes[j];
         for (size_t i = 0; i < p->nsteps; i++) {
@@ -575,7 +579,8 @@ void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
     x->cur_message = NULL;
 }
 
-int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key)
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key,
+                   int64_t event_time)
 {
     if (pipe >= x->app->npipes || step >= x->app->pipes[pipe].nsteps)
         return -1;
@@ -583,7 +588,7 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;
-    x->cur_event_time = 0; /* not carried between workers */
+    x->cur_event_time = event_time;
     if (p->steps[step].kind == STEP_KEY_BY)
         run_key_by(x, p, step, msg, key);
     else

@@ -37,12 +37,12 @@ typedef struct {
     const uint8_t *cur_frame;
     size_t cur_frame_len;
     PyObject *cur_message;  /* borrowed; generator or forwarded input */
-    /* The event time of the connector frame being (or last) run by
-     * exec_frame (source.connector), as its producer wrote it (ms since the
-     * epoch by convention); 0 for any other input, generator messages and
-     * messages forwarded from another worker (it is not carried). Recorded
-     * for event-time windows: Wallaroo 0.6.1 itself stamps messages with
-     * their ingest time and drops this. */
+    /* The event time of the message being run: a connector frame's
+     * (source.connector) as its producer wrote it (ms since the epoch by
+     * convention), carried to the worker a message is forwarded to; 0 for
+     * any other input (none). Windows given with_event_time() without an
+     * extractor use it (Wallaroo 0.6.1 stamped messages with their ingest
+     * time and dropped it). */
     int64_t cur_event_time;
     int cur_failed;
     uint64_t forwarded;
@@ -78,10 +78,16 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
 void exec_message(exec_t *x, pipeline_t *p, PyObject *msg);
 
 /* Run a message another worker forwarded from `step` of pipeline `pipe`, with
- * the partition key it computed (NULL: compute it here). Returns 0 (a failure of
+ * the partition key it computed (NULL: compute it here) and the event time
+ * its source gave (0: none). Returns 0 (a failure of
  * user code is reported and counted), or -1 if pipe/step do not exist here
  * (the peer runs another application). */
-int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key);
+int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObject *key,
+                   int64_t event_time);
+
+/* The event time of the message being run (cur_event_time), for the cluster
+ * to send along with a message it forwards. */
+int64_t exec_event_time(const exec_t *x);
 
 /* With GIL. Run the timers of the window steps that are due at `now` (ns,
  * window_now()): outputs of the windows they close, on this worker's slots.

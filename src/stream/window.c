@@ -102,7 +102,9 @@ static int load_event_time(window_spec_t *w, PyObject *et, char *err, size_t err
         return -1;
     if (ooo > ET_LIMIT_NS || keep > ET_LIMIT_NS)
         return snprintf(err, errlen, "windows: max_out_of_order or keep too large"), -1;
-    if (ex != Py_None) {
+    if (PyUnicode_Check(ex) && PyUnicode_CompareWithASCIIString(ex, "source") == 0) {
+        w->source_time = 1;
+    } else if (ex != Py_None) {
         if (!PyCallable_Check(ex))
             return snprintf(err, errlen, "with_event_time: the extractor is not callable"), -1;
         w->extractor = Py_NewRef(ex);
@@ -583,11 +585,33 @@ static int event_time_value(window_spec_t *w, PyObject *v, int64_t *ev)
     return -1;
 }
 
-/* The message's event time: the extractor's, or the ingest time `now`. */
-static int event_time(window_spec_t *w, PyObject *msg, int64_t now, int64_t *ev)
+/* The event time a source gave (ms since 1970, as connector frames carry it;
+ * 0: none) in ns. */
+static int source_time_ns(int64_t ms, int64_t *ev)
 {
+    if (ms == 0) {
+        PyErr_SetString(PyExc_ValueError, "the message has no event time from its source "
+                        "(with_event_time() without an extractor takes a connector frame's "
+                        "event time; this one is 0 or the message is not from a connector)");
+        return -1;
+    }
+    if (ms > ET_LIMIT_NS / 1000000 || ms < -ET_LIMIT_NS / 1000000) {
+        PyErr_Format(PyExc_ValueError, "the source's event time %lld ms is out of range",
+                     (long long)ms);
+        return -1;
+    }
+    *ev = ms * 1000000;
+    return 0;
+}
+
+/* The message's event time: the extractor's, the source's (`given`, ms), or
+ * the ingest time (`given`). */
+static int event_time(window_spec_t *w, PyObject *msg, int64_t given, int64_t *ev)
+{
+    if (w->source_time)
+        return source_time_ns(given, ev);
     if (!w->extractor) {
-        *ev = now;
+        *ev = given;
         return 0;
     }
     PyObject *v = PyObject_CallOneArg(w->extractor, msg);
@@ -854,10 +878,10 @@ static int session_message(window_spec_t *w, et_state_t *e, PyObject *key, PyObj
 }
 
 static int et_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg,
-                      int64_t now, PyObject *outs)
+                      int64_t given, int64_t now, PyObject *outs)
 {
     int64_t ev;
-    if (event_time(w, msg, now, &ev) < 0)
+    if (event_time(w, msg, given, &ev) < 0)
         return -1;
     if (PyList_GET_SIZE(st) == 0 && et_start(w, st, ev, now) < 0)
         return -1;
@@ -921,7 +945,7 @@ int window_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg,
         return -1;
     }
     if (w->et)
-        return et_message(w, st, key, msg, wm, outs);
+        return et_message(w, st, key, msg, ev, wm, outs);
     if (wm > w->last_input_ns)
         w->last_input_ns = wm;
     if (w->kind == WINDOW_COUNT)

@@ -84,6 +84,7 @@ typedef struct {
     int et;
     int64_t gap;                  /* session windows */
     PyObject *extractor;          /* owned; NULL: the ingest time is the event time */
+    int source_time;              /* no extractor: the source's event time (ms) */
     int64_t max_ooo;              /* max out of order, ns */
     window_late_policy late_policy;
     int64_t keep;                 /* LATE_UPDATE: closed windows kept this long (ns) */
@@ -101,8 +102,9 @@ int64_t window_now(void);
 /* With GIL. A spec for ("to_range_windows", range, slide, delay, agg),
  * ("to_range_windows", range, slide, 0, agg, ET) (event time),
  * ("to_session_windows", gap, agg, ET) or ("to_count_windows", count, agg),
- * where ET = ("event_time", extractor or None, max_out_of_order, policy
- * ("drop", "update" or "side"), keep, sink config or None, output_bounds);
+ * where ET = ("event_time", extractor or None (ingest time) or "source",
+ * max_out_of_order, policy ("drop", "update" or "side"), keep, sink config or
+ * None, output_bounds);
  * NULL with a message in err. */
 window_spec_t *window_spec_new(PyObject *stage, char *err, size_t errlen);
 /* With GIL. */
@@ -120,7 +122,9 @@ int64_t window_tick_period(const window_spec_t *w);
  * `st` (a list, see above): the windows it closes are output first, then it is
  * added. Each non-None output is appended to `outs`. `ev` and `wm` are the
  * ingest time (both); event-time windows take the event time from the
- * extractor and `wm` as the wall clock of the key's idle clock. Returns 0, 1
+ * extractor and `wm` as the wall clock of the key's idle clock; with
+ * source_time, `ev` is the event time the message's source gave (ms since
+ * 1970, a connector frame's; 0: none, a user error). Returns 0, 1
  * when the message is late and goes to the late sink (LATE_SIDE), or -1 with
  * a Python exception (st stays usable). */
 int window_message(window_spec_t *w, PyObject *st, PyObject *key, PyObject *msg, int64_t ev,

@@ -276,12 +276,12 @@ static void test_forwarding_by_table(void **state)
     routing_assign(&t, slot_of("h"), 0);
     buf_clear(&out);
     PyObject *msg = PyUnicode_FromString("hello"), *key = PyUnicode_FromString("h");
-    assert_int_equal(exec_forwarded(&x, 0, 2, msg, key), 0);
-    assert_int_equal(exec_forwarded(&x, 0, 2, msg, NULL), 0); /* key computed here */
+    assert_int_equal(exec_forwarded(&x, 0, 2, msg, key, 0), 0);
+    assert_int_equal(exec_forwarded(&x, 0, 2, msg, NULL, 0), 0); /* key computed here */
     assert_memory_equal(buf_head(&out), "hello=1;hello=2;", 16);
     /* A step this application does not have is refused. */
-    assert_int_equal(exec_forwarded(&x, 0, 9, msg, key), -1);
-    assert_int_equal(exec_forwarded(&x, 7, 0, msg, key), -1);
+    assert_int_equal(exec_forwarded(&x, 0, 9, msg, key, 0), -1);
+    assert_int_equal(exec_forwarded(&x, 7, 0, msg, key, 0), -1);
     Py_DECREF(msg);
     Py_DECREF(key);
     exec_set_router(&x, NULL, 0, NULL, NULL);

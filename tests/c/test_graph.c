@@ -285,8 +285,8 @@ static void test_key_by_routes_to_the_key_owner(void **state)
     routing_assign(&t, slot_of_bytes("k"), 0);
     buf_clear(&out0);
     PyObject *msg = PyUnicode_FromString("kiwi"), *key = PyBytes_FromString("k");
-    assert_int_equal(exec_forwarded(&x, 1, 1, msg, key), 0);
-    assert_int_equal(exec_forwarded(&x, 0, 2, msg, key), 0); /* straight to the state */
+    assert_int_equal(exec_forwarded(&x, 1, 1, msg, key, 0), 0);
+    assert_int_equal(exec_forwarded(&x, 0, 2, msg, key, 0), 0); /* straight to the state */
     assert_string_equal(text_of(&out0), "kiwi=1;kiwi=2;");
     Py_DECREF(msg);
     Py_DECREF(key);

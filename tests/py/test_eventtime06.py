@@ -14,6 +14,8 @@ sent on one connection: a key's messages reach its windows in order."""
 import collections
 import random
 import re
+import socket
+import struct
 
 import pytest
 
@@ -203,6 +205,47 @@ def test_out_of_order_input_gives_the_sorted_inputs_windows(bt, window, n, form)
     assert got == want
     su = {l[2:] for l in got if l.startswith("s-")}
     assert su == {l[2:] for l in got if l.startswith("u-")}
+    run.stop()
+
+
+def connector_frames(events):
+    """Connector frames (<I length, <q event time in ms, payload) whose
+    payload's own ms is 0: only the frame's event time can place them."""
+    payloads = [(("%s,0,%d" % (k, v)).encode(), ms) for k, ms, v in events]
+    return b"".join(struct.pack("<Iq", 8 + len(p), ms) + p for p, ms in payloads)
+
+
+@pytest.mark.parametrize("n,form", FORMS, ids=FORM_IDS)
+def test_windows_on_the_event_time_of_connector_frames(bt, n, form):
+    """with_event_time() without an extractor: each message's time is its
+    connector frame's (ms), carried with the message to the worker that owns
+    its key. Out-of-order input gives the sorted input's windows."""
+    rng = random.Random(7 + n)
+    ooo = 1000
+    sent, events = data(rng, KEYS, 16, 4000, ooo)
+    want = expect_range(events, 1000, 1000)
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, n, form, outs=[recv.port],
+              extra=["--window", "tumbling", "--ooo-ms", str(ooo), "--source-time"])
+    with socket.create_connection(("127.0.0.1", run.port()), timeout=10) as s:
+        s.sendall(connector_frames(interleave(rng, sent) + closers(sent)))
+    assert out.next(len(want)) == want
+    run.stop()
+
+
+def test_a_message_without_a_source_event_time_is_a_user_error(bt):
+    """A connector frame with event time 0 (none given) cannot be windowed on
+    its source's time: logged as a user error; the others are windowed."""
+    recv = bt.receiver()
+    out = Out(recv)
+    run = Run(bt, APP, 1, None, outs=[recv.port],
+              extra=["--window", "tumbling", "--ooo-ms", "100", "--source-time"])
+    events = [("a", BASE, 1), ("a", 0, 2), ("a", BASE + 10, 3)] + closers(["a"])
+    with socket.create_connection(("127.0.0.1", run.port()), timeout=10) as s:
+        s.sendall(connector_frames(events))
+    assert out.next(1) == ["a [%d,%d) 1,3" % (BASE - BASE % 1000, BASE - BASE % 1000 + 1000)]
+    run.engine.wait_log(r"the message has no event time from its source")
     run.stop()
 
 

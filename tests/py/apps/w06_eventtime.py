@@ -12,6 +12,10 @@ with .with_event_time(extractor, max_out_of_order=--ooo-ms) and
 --out address gets "LATE key,ms,value" lines). Each window's output is
 "key [start,end) v1,v2,..." (ms; the values sorted), from output(key, acc,
 window); with --datetime the extractor returns a datetime instead of ns.
+With --source-time the frames are connector frames (wallaroo.experimental's
+stream_message_decoder) and the windows take their event time from the
+frame, with_event_time() having no extractor; `ms` in the payload is then
+not used.
 """
 
 import argparse
@@ -30,6 +34,7 @@ def application_setup(args):
     parser.add_argument("--late", default="drop", choices=["drop", "update", "side"])
     parser.add_argument("--keep-ms", type=int, default=None)
     parser.add_argument("--datetime", action="store_true")
+    parser.add_argument("--source-time", action="store_true")
     opts, _ = parser.parse_known_args(args[1:])
     in_host, in_port = wallaroo.tcp_parse_input_addrs(args)[0]
     outs = wallaroo.tcp_parse_output_addrs(args)
@@ -40,8 +45,11 @@ def application_setup(args):
         w = wallaroo.range_windows(ms(opts.range_ms))
         if opts.window == "sliding":
             w = w.with_slide(ms(opts.range_ms // 2))
-    w = w.with_event_time(event_time_dt if opts.datetime else event_time,
-                          max_out_of_order=ms(opts.ooo_ms))
+    if opts.source_time:
+        w = w.with_event_time(max_out_of_order=ms(opts.ooo_ms))
+    else:
+        w = w.with_event_time(event_time_dt if opts.datetime else event_time,
+                              max_out_of_order=ms(opts.ooo_ms))
     if opts.late == "side":
         w = w.with_late_data(wallaroo.late_to(
             wallaroo.TCPSinkConfig(outs[1][0], outs[1][1], encode_late)))
@@ -50,7 +58,8 @@ def application_setup(args):
         w = w.with_late_data("update", keep=keep)
     else:
         w = w.with_late_data("drop")
-    pipeline = (wallaroo.source("events", wallaroo.TCPSourceConfig(in_host, in_port, decode))
+    decoder = decode_connector_frame if opts.source_time else decode
+    pipeline = (wallaroo.source("events", wallaroo.TCPSourceConfig(in_host, in_port, decoder))
                 .key_by(extract_key)
                 .to(w.over(Values))
                 .to_sink(wallaroo.TCPSinkConfig(outs[0][0], outs[0][1], encode)))
@@ -59,6 +68,12 @@ def application_setup(args):
 
 @wallaroo.decoder(header_length=4, length_fmt=">I")
 def decode(bs):
+    key, ms, value = bs.decode().split(",")
+    return key, int(ms), int(value)
+
+
+@wallaroo.experimental.stream_message_decoder
+def decode_connector_frame(bs):
     key, ms, value = bs.decode().split(",")
     return key, int(ms), int(value)
 
