@@ -59,6 +59,7 @@ struct engine {
     int paused;         /* sources not reading: bp_paused or held */
     int bp_paused;      /* backpressure from the sinks and links */
     int held;           /* the cluster holds the sources (forming, moving slots) */
+    int formed;         /* the cluster let the sources run once (it has formed) */
     const engine_cluster_ops_t *cl; /* NULL: a worker on its own */
     void *cluster;                  /* what cl->start made */
     uv_timer_t stop_timer; /* a cluster stop that does not come */
@@ -337,6 +338,26 @@ static void on_drain_timer(uv_timer_t *t)
 
 static void on_final_checkpoint(void *ctx) { ((engine_t *)ctx)->final_checkpoint = 0; }
 
+/* A cluster's sources accept connections before it has formed but read
+ * nothing until it has (the routing is not known yet): what such a connection
+ * sent is processed once the cluster forms. A stop before that leaves it
+ * unread, so the exit status must not say that all went well. */
+static void check_unread_before_forming(engine_t *e)
+{
+    if (!e->opt->cluster || e->formed)
+        return;
+    size_t conns = 0;
+    for (size_t i = 0; i < e->app->npipes; i++)
+        if (e->sources[i].listening)
+            conns += e->sources[i].listener.nconns - e->sources[i].listener.nclosing;
+    if (!conns)
+        return;
+    log_error("stopping before the cluster formed: %zu source connection(s) were accepted "
+              "and never read; whatever they sent is not processed", conns);
+    if (e->exit_code == 0)
+        e->exit_code = 1;
+}
+
 static void begin_stop(engine_t *e, int code, const char *why)
 {
     if (e->stopping)
@@ -345,6 +366,8 @@ static void begin_stop(engine_t *e, int code, const char *why)
     e->exit_code = code;
     uv_timer_stop(&e->stop_timer);
     log_info("stopping (%s): flushing %zu bytes to the sinks", why, sinks_backlog(e));
+    if (code != ENGINE_EXIT_RESTART)
+        check_unread_before_forming(e);
     for (size_t i = 0; i < e->app->npipes; i++) {
         source_rt_t *s = &e->sources[i];
         if (s->listening) {
@@ -401,6 +424,8 @@ static void hook_hold(void *ctx, int hold)
 {
     engine_t *e = ctx;
     e->held = hold;
+    if (!hold)
+        e->formed = 1;
     apply_pause(e);
 }
 
@@ -510,9 +535,13 @@ static int start_sources(engine_t *e)
         }
         char name[300];
         snprintf(name, sizeof name, "source '%s'", s->pipe->name);
+        /* The workers of a cluster on one machine may all be given the same
+         * --in (Wallaroo's command lines are): they share the port, and a
+         * connection may land on any of them, which is fine since every
+         * message is routed by its key to the worker that owns it. */
         int (*start)(listener_t *, uv_loop_t *, const struct sockaddr *, const frame_spec_t *,
                      const inconn_handler_t *, void *, const char *, char *, size_t) =
-            e->opt->shared_ports ? listener_start_shared : listener_start;
+            e->opt->shared_ports || e->opt->cluster ? listener_start_shared : listener_start;
         if (start(&s->listener, &e->loop, (struct sockaddr *)&s->pipe->source.addr,
                   &s->pipe->source.frame, &source_handler, s, name, err, sizeof err) < 0) {
             log_error("%s", err);
