@@ -224,6 +224,12 @@ static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const cha
             j += skip;
             continue;
         }
+        /* One external channel for the cluster: the initializer's. A clean
+         * shutdown there stops every worker. */
+        if (i > 0 && (strcmp(argv[j], "--external") == 0 || strcmp(argv[j], "-e") == 0)) {
+            j += j + 1 < argc ? 2 : 1;
+            continue;
+        }
         args[k++] = argv[j++];
     }
     args[k++] = "--name";

@@ -334,6 +334,9 @@ int cmd_run(int argc, char **argv)
         c.cluster.checkpoint_interval_ns = a.engine.checkpoint_interval_ns;
     }
     if (rc > 0) {
+        /* A peer of the external channel beyond loopback proves the cluster's secret. */
+        a.engine.external_secret = c.cluster.secret.secret;
+        a.engine.external_secret_len = c.cluster.secret.len;
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;
         a.engine.joined = !c.cluster.initializer;

@@ -10,6 +10,7 @@
 #include "net/inconn.h"
 #include "net/outconn.h"
 #include "stream/eoproto.h"
+#include "stream/external.h"
 #include "stream/resil.h"
 #include "stream/sink.h"
 #include "py/bridge.h"
@@ -63,6 +64,7 @@ struct engine {
     const engine_cluster_ops_t *cl; /* NULL: a worker on its own */
     void *cluster;                  /* what cl->start made */
     uv_timer_t stop_timer; /* a cluster stop that does not come */
+    external_t *external;  /* --external; NULL: none */
     int stopping;
     int final_checkpoint; /* stopping waits for the last checkpoint */
     int exit_code;
@@ -308,6 +310,7 @@ static void finish(engine_t *e)
         resil_shutdown(e->resil);
     if (e->cluster)
         e->cl->shutdown(e->cluster);
+    external_close(e->external);
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
@@ -402,6 +405,19 @@ static void on_stop_timer(uv_timer_t *t)
     begin_stop(e, 1, "cluster stop timed out");
 }
 
+/* Stop: in a cluster, every worker together (the coordinator's FINISH
+ * comes back as the finish hook); alone, this worker. */
+static void stop_everywhere(engine_t *e, const char *why)
+{
+    if (e->cluster && e->cl->request_stop(e->cluster, why) == 0) {
+        log_info("%s: asking the cluster to stop", why);
+        uv_timer_start(&e->stop_timer, on_stop_timer,
+                       (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
+        return;
+    }
+    begin_stop(e, 0, why);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     engine_t *e = h->data;
@@ -409,13 +425,16 @@ static void on_signal(uv_signal_t *h, int signum)
         log_warn("second %s: exiting without waiting for the sinks", strsignal(signum));
         exit(1);
     }
-    if (e->cluster && e->cl->request_stop(e->cluster, strsignal(signum)) == 0) {
-        log_info("%s: asking the cluster to stop", strsignal(signum));
-        uv_timer_start(&e->stop_timer, on_stop_timer,
-                       (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
+    stop_everywhere(e, strsignal(signum));
+}
+
+/* A clean shutdown from the external channel: as a first signal. */
+static void on_external_shutdown(void *ctx, const char *reason)
+{
+    engine_t *e = ctx;
+    if (e->stopping || uv_is_active((uv_handle_t *)&e->stop_timer))
         return;
-    }
-    begin_stop(e, 0, strsignal(signum));
+    stop_everywhere(e, "external clean shutdown");
 }
 
 /* ------------------------------------------------------------ the cluster's hooks */
@@ -555,6 +574,22 @@ static int start_sources(engine_t *e)
         if (e->paused)
             listener_pause(&s->listener);
         log_info("%s listening on %s", name, s->listener.addr);
+    }
+    return 0;
+}
+
+/* --external: Wallaroo's external channel. Returns 0, or -1 (logged). */
+static int start_external(engine_t *e)
+{
+    if (!e->opt->external_addr)
+        return 0;
+    external_config_t cfg = {.addr = e->opt->external_addr, .secret = e->opt->external_secret,
+                             .secret_len = e->opt->external_secret_len,
+                             .shutdown = on_external_shutdown, .ctx = e};
+    char err[600];
+    if (external_start(&e->external, &e->loop, &cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
     }
     return 0;
 }
@@ -784,6 +819,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     } else if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");
+    } else if (start_external(&e) < 0) {
+        begin_stop(&e, 2, "the external channel cannot listen");
     } else {
         log_info("ready: application '%s', %zu pipeline(s), %zu sink(s)", app->name,
                  app->npipes, app->nsinks);
@@ -805,6 +842,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
         e.cl->free(e.cluster);
     }
     resil_free(e.resil);
+    external_free(e.external);
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");
     if (e.dead_letter)
