@@ -241,7 +241,18 @@ static void on_conn_closed(void *owner, inconn_t *c)
               (unsigned long long)c->id, c->peer);
 }
 
+/* Before a cluster has formed a source accepts but does not read: say so,
+ * once per connection, so that a producer's wait has an explanation. */
+static void on_conn_opened(void *owner, inconn_t *c)
+{
+    source_rt_t *s = owner;
+    if (s->e->opt->cluster && !s->e->formed)
+        log_info("%s: connection %llu from %s is read once the cluster has formed",
+                 c->listener->name, (unsigned long long)c->id, c->peer);
+}
+
 static const inconn_handler_t source_handler = {
+    .opened = on_conn_opened,
     .batch_begin = batch_begin,
     .frame = on_frame,
     .batch_end = batch_end,
