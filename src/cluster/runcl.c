@@ -243,6 +243,23 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
     return 1;
 }
 
+/* A worker alone with --external: the secret a peer of the external channel
+ * beyond loopback must prove is the cluster secret's flags' (a cluster reads
+ * it in cluster_mode). Returns 0, or -1 after a message. */
+static int external_secret_alone(cl_args_t *a)
+{
+    cl_secret_t *s = &a->cluster.secret;
+    memset(s, 0, sizeof *s);
+    char err[600];
+    guard_secret_src_t src = {.flag = "--cluster-secret", .value = a->secret,
+                              .file = a->secret_file, .env = "BETTONG_CLUSTER_SECRET"};
+    if (guard_secret_get(&src, s->secret, sizeof s->secret, &s->len, err, sizeof err) < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* A cluster with resilience restarts from its checkpoints: every worker must
  * come back under the name it had. */
 static int check_resilience(const cl_args_t *c)
@@ -325,6 +342,14 @@ int cmd_run(int argc, char **argv)
     if (rc < 0) {
         run_args_free(&a);
         return 2;
+    }
+    if (rc == 0 && a.engine.external_addr && external_secret_alone(&c) < 0) {
+        run_args_free(&a);
+        return 2;
+    }
+    if (rc == 0) {
+        a.engine.external_secret = c.cluster.secret.secret;
+        a.engine.external_secret_len = c.cluster.secret.len;
     }
     a.engine.worker_name = c.name;
     if (rc > 0 && a.engine.resilience) {

@@ -23,6 +23,7 @@ typedef struct {
     authconn_t auth;
     int in_handshake; /* a HELLO came: the frames are the handshake's until it ends */
     int trusted;      /* on loopback, or it proved the secret */
+    int proven;       /* it proved the secret */
 } ext_conn_t;
 
 static uint16_t be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
@@ -40,6 +41,8 @@ static void conn_opened(void *owner, inconn_t *ic)
         return;
     }
     ec->trusted = ic->peer_loopback;
+    if (ec->trusted)
+        inconn_authenticated(ic); /* no handshake deadline for it */
     ic->user = ec;
     inconn_set_max_payload(ic, ec->trusted ? EXT_MAX_FRAME : AUTH_MAX_FRAME);
 }
@@ -84,7 +87,7 @@ static int handshake_frame(external_t *x, inconn_t *ic, ext_conn_t *ec, const ui
     }
     auth_session_clear(&ec->auth.s);
     ec->in_handshake = 0;
-    ec->trusted = 1;
+    ec->trusted = ec->proven = 1;
     inconn_authenticated(ic);
     wire_wr_t w;
     wire_begin(&w, inconn_out(ic), EXT_WELCOME, AUTH_MAX_FRAME);
@@ -153,7 +156,7 @@ static int conn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t fr
     ext_conn_t *ec = ic->user;
     if (!ec)
         return -1;
-    if (ec->in_handshake || (payload_len > 0 && payload[0] == AUTH_HELLO && !ic->authed)) {
+    if (ec->in_handshake || (payload_len > 0 && payload[0] == AUTH_HELLO && !ec->proven)) {
         ec->in_handshake = 1;
         return handshake_frame(x, ic, ec, payload, payload_len);
     }
@@ -213,6 +216,9 @@ int external_start(external_t **out, uv_loop_t *loop, const external_config_t *c
                        "external channel", err, errlen) < 0)
         return -1;
     x->listening = 1;
+    /* A peer beyond loopback that does not prove the secret in time is closed,
+     * as on every other port that runs commands. */
+    listener_require_auth(&x->l, EXT_HANDSHAKE_MS);
     log_info("external channel listening on %s", x->l.addr);
     return 0;
 }

@@ -33,6 +33,7 @@
 #define EXT_WELCOME 4
 #define EXT_REFUSED 5
 #define EXT_MAX_FRAME 65536u
+#define EXT_HANDSHAKE_MS 10000 /* a peer beyond loopback proves the secret by then */
 
 /* Wallaroo's message ids. */
 enum { EXT06_PRINT = 1, EXT06_CLEAN_SHUTDOWN = 3, EXT04_PRINT = 11, EXT04_CLEAN_SHUTDOWN = 13 };

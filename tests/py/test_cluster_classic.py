@@ -386,3 +386,29 @@ def test_joiner_gives_up_on_a_silent_coordinator(bt, flag):
     assert rc == 3, err
     assert ("cluster: no coordinator answers at %s: the peer accepted the connection but did "
             "not finish the cluster handshake within 1.0 s" % addr) in err
+
+
+def test_external_alone_beyond_loopback(bt, monkeypatch):
+    """A worker alone takes the secret from the cluster-secret flags for its
+    channel; a peer beyond loopback that proves nothing in time is closed."""
+    ip = local_address()
+    if not ip:
+        pytest.skip("no non-loopback address on this machine")
+    monkeypatch.setenv("BETTONG_AUTH_TIMEOUT_MS", "300")
+    monkeypatch.setenv("BETTONG_CLUSTER_SECRET", "alone-secret")
+    recv = bt.receiver()
+    eng = bt.engine(example_path("alphabet"), ins=[0], outs=[recv.port],
+                    extra=["--external", "0.0.0.0:0"])
+    port = int(eng.wait_log(r"external channel listening on " + ADDR_RE).group(1)
+               .rsplit(":", 1)[1])
+    with socket.create_connection((ip, port), timeout=10) as s:
+        s.settimeout(20)
+        assert s.recv(100) == b""  # silent: closed at the deadline
+    assert eng.alive()
+    monkeypatch.delenv("BETTONG_CLUSTER_SECRET")
+    p = subprocess.run([BIN, "cluster", "shutdown", "%s:%d" % (ip, port),
+                        "--cluster-secret", "alone-secret"], capture_output=True, text=True,
+                       timeout=30)
+    assert p.returncode == 0, p.stderr
+    rc, err = eng.wait_exit(30)
+    assert rc == 0, err
