@@ -131,17 +131,34 @@ def alphabet_votes(seed, n=1500):
 
 # ------------------------------------------------------------------ the same --in on both workers
 
+def frames_in(control):
+    """{worker name: frames read from its sources} from `bettong cluster status`."""
+    p = subprocess.run([BIN, "cluster", "status", "--control", control],
+                       capture_output=True, text=True, timeout=20)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return {f[0]: int(f[5]) for f in (l.split() for l in p.stdout.splitlines()[2:])}
+
+
 def test_word_count_with_wallaroos_two_worker_command_lines(bt):
-    """Both workers get the same --in; connections land on either, the words are
-    routed by key: exact counts, and both workers exit 0 at the end."""
+    """Both workers get the same --in; connections land on either (the test
+    connects until both have read some), the words are routed by key: exact
+    counts, and both workers exit 0 at the end."""
     recv = bt.receiver()
     pair = WallarooPair(bt, "word_count", recv.port)
-    lines = [l.encode() for l in word_lines()]
-    for _ in range(6):  # several connections: the kernel spreads them over both
+    lines = [l.encode() for l in word_lines(60)]
+    passes = 0
+    counts = {}
+    while passes < 4 or min(counts.values()) == 0:
+        assert passes < 40, "the kernel never gave the joiner a connection: %s" % counts
         send_frames(pair.in_port, lines)
-    want = word_count_total(word_lines(), 6)
+        passes += 1
+        counts = wait_until(
+            lambda: (lambda c: c if sum(c.values()) == passes * len(lines) else None)(
+                frames_in(pair.control)), 20, "every frame read")
+    assert set(counts) == {"initializer", "worker2"}
+    want = word_count_total(word_lines(60), passes)
     data = recv.wait_lines(want, timeout=30)
-    assert check_word_counts(data, word_lines(), 6) == want
+    assert check_word_counts(data, word_lines(60), passes) == want
     rc, err = pair.init.stop(timeout=30)
     assert rc == 0, err
     pair.wait_all_exit(0)
