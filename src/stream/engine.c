@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <uv.h>
 
 #include "net/addr.h"
@@ -352,6 +353,18 @@ static void on_drain_timer(uv_timer_t *t)
 
 static void on_final_checkpoint(void *ctx) { ((engine_t *)ctx)->final_checkpoint = 0; }
 
+/* Bytes a connection sent that nobody read yet (-1: unknown, counted as some). */
+static long unread_bytes(inconn_t *c)
+{
+    uv_os_fd_t fd;
+    int n = 0;
+    if (buf_unread(&c->in))
+        return (long)buf_unread(&c->in);
+    if (uv_fileno(&c->h.handle, &fd) != 0 || ioctl(fd, FIONREAD, &n) < 0)
+        return -1;
+    return n;
+}
+
 /* A cluster's sources accept connections before it has formed but read
  * nothing until it has (the routing is not known yet): what such a connection
  * sent is processed once the cluster forms. A stop before that leaves it
@@ -363,11 +376,12 @@ static void check_unread_before_forming(engine_t *e)
     size_t conns = 0;
     for (size_t i = 0; i < e->app->npipes; i++)
         if (e->sources[i].listening)
-            conns += e->sources[i].listener.nconns - e->sources[i].listener.nclosing;
+            for (inconn_t *c = e->sources[i].listener.conns; c; c = c->next)
+                conns += !c->closing && unread_bytes(c) != 0;
     if (!conns)
         return;
     log_error("stopping before the cluster formed: %zu source connection(s) were accepted "
-              "and never read; whatever they sent is not processed", conns);
+              "and never read; what they sent is not processed", conns);
     if (e->exit_code == 0)
         e->exit_code = 1;
 }

@@ -198,16 +198,19 @@ def test_data_sent_before_the_joiner_starts_is_processed_once_formed(bt):
     pair.wait_all_exit(0)
 
 
-def test_stop_before_forming_with_unread_data_is_not_a_success(bt):
-    """Accepted and never read: the exit status says so, with a log line."""
+@pytest.mark.parametrize("sent", [b"a\x00\x00\x00\x01", b""], ids=["data", "nothing"])
+def test_stop_before_forming_with_unread_data_is_not_a_success(bt, sent):
+    """Accepted and never read: the exit status says so, with a log line; a
+    connection that sent nothing loses nothing."""
     recv = bt.receiver()
     pair = WallarooPair(bt, "alphabet", recv.port, start_joiner=False)
-    send_frames(pair.in_port, [b"a\x00\x00\x00\x01"])
-    pair.init.wait_log(r"is read once the cluster has formed")
-    rc, err = pair.init.stop(timeout=30)
-    assert rc == 1, err
-    assert "stopping before the cluster formed: 1 source connection(s) were accepted and " \
-           "never read" in err
+    with socket.create_connection(("127.0.0.1", pair.in_port), timeout=10) as s:
+        s.sendall(sent)
+        pair.init.wait_log(r"is read once the cluster has formed")
+        rc, err = pair.init.stop(timeout=30)
+    lost = "stopping before the cluster formed: 1 source connection(s) were accepted and " \
+           "never read"
+    assert (rc, lost in err) == ((1, True) if sent else (0, False)), err
 
 
 # ------------------------------------------------------------------ the external channel
