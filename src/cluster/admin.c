@@ -266,6 +266,11 @@ int cmd_cluster(int argc, char **argv)
     if (timeout <= 0)
         timeout = 60;
     if (strcmp(sub, "shutdown") == 0) {
+        if (external && !control && tls) {
+            fprintf(stderr, "bettong cluster shutdown: an external channel does not speak TLS "
+                            "(--tls is for --control)\n");
+            return 2;
+        }
         if (external && !control)
             return shutdown_external(external, &secret, timeout);
         if (control && !external)
