@@ -97,20 +97,21 @@ static int handshake_frame(external_t *x, inconn_t *ic, ext_conn_t *ec, const ui
     return 0;
 }
 
-/* A Wallaroo frame's message id and payload, either version. Returns 0 (id06
- * or id04 set, the other 0), or -1 if malformed. */
-static int decode(const uint8_t *body, size_t len, unsigned *id06, unsigned *id04,
-                  const uint8_t **payload, size_t *n)
+int external_decode(const uint8_t *body, size_t len, int *version, unsigned *id,
+                    const uint8_t **payload, size_t *n)
 {
-    *id06 = *id04 = 0;
+    /* 0.6: ids are below 256, so the first byte is 0; 0.4: a type tag of 1,
+     * and its string's own length must match the frame's. */
     if (len >= 2 && body[0] == 0x00) {
-        *id06 = be16(body);
+        *version = 6;
+        *id = be16(body);
         *payload = body + 2;
         *n = len - 2;
         return 0;
     }
     if (len >= 7 && body[0] == 0x01 && be32(body + 3) == len - 7) {
-        *id04 = be16(body + 1);
+        *version = 4;
+        *id = be16(body + 1);
         *payload = body + 7;
         *n = len - 7;
         return 0;
@@ -120,10 +121,11 @@ static int decode(const uint8_t *body, size_t len, unsigned *id06, unsigned *id0
 
 static int message_frame(external_t *x, inconn_t *ic, const uint8_t *body, size_t len)
 {
-    unsigned id06, id04;
+    int version;
+    unsigned id;
     const uint8_t *payload;
     size_t n;
-    if (decode(body, len, &id06, &id04, &payload, &n) < 0) {
+    if (external_decode(body, len, &version, &id, &payload, &n) < 0) {
         log_warn("%s: a frame from %s is not a Wallaroo external message; closing",
                  ic->listener->name, ic->peer);
         return -1;
@@ -131,7 +133,8 @@ static int message_frame(external_t *x, inconn_t *ic, const uint8_t *body, size_
     char text[512];
     snprintf(text, sizeof text, "%.*s", (int)(n < sizeof text ? n : sizeof text - 1),
              (const char *)payload);
-    if (id06 == EXT06_CLEAN_SHUTDOWN || id04 == EXT04_CLEAN_SHUTDOWN) {
+    int v6 = version == 6;
+    if (id == (v6 ? EXT06_CLEAN_SHUTDOWN : EXT04_CLEAN_SHUTDOWN)) {
         log_info("%s: external clean shutdown received from %s%s%s", ic->listener->name,
                  ic->peer, text[0] ? ": " : "", text);
         /* Closed once written: the sender knows the message was taken. */
@@ -139,13 +142,13 @@ static int message_frame(external_t *x, inconn_t *ic, const uint8_t *body, size_
         x->cfg.shutdown(x->cfg.ctx, text);
         return 1;
     }
-    if (id06 == EXT06_PRINT || id04 == EXT04_PRINT) {
+    if (id == (v6 ? EXT06_PRINT : EXT04_PRINT)) {
         log_info("%s: external print: %s", ic->listener->name, text);
         return 0;
     }
     log_warn("%s: Wallaroo external message %u (version %s) from %s is not supported here "
-             "(only clean shutdown and print are); closing", ic->listener->name,
-             id06 ? id06 : id04, id06 ? "0.6" : "0.4", ic->peer);
+             "(only clean shutdown and print are); closing", ic->listener->name, id,
+             v6 ? "0.6" : "0.4", ic->peer);
     return -1;
 }
 

@@ -27,6 +27,7 @@
 #define BETTONG_EXTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #define EXT_SERVICE "external"
@@ -37,6 +38,12 @@
 
 /* Wallaroo's message ids. */
 enum { EXT06_PRINT = 1, EXT06_CLEAN_SHUTDOWN = 3, EXT04_PRINT = 11, EXT04_CLEAN_SHUTDOWN = 13 };
+
+/* A Wallaroo external frame's body (what follows its u32 length), either
+ * version: 0 with *version (4 or 6), *id and the payload (pointing into
+ * body), or -1 if it is neither. */
+int external_decode(const uint8_t *body, size_t len, int *version, unsigned *id,
+                    const uint8_t **payload, size_t *n);
 
 typedef struct external external_t;
 
