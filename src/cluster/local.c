@@ -230,6 +230,11 @@ static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const cha
             j += j + 1 < argc ? 2 : 1;
             continue;
         }
+        if (i > 0 && (strncmp(argv[j], "--external=", 11) == 0 ||
+                      strncmp(argv[j], "-e=", 3) == 0)) {
+            j++;
+            continue;
+        }
         args[k++] = argv[j++];
     }
     args[k++] = "--name";

@@ -198,6 +198,21 @@ def test_data_sent_before_the_joiner_starts_is_processed_once_formed(bt):
     pair.wait_all_exit(0)
 
 
+def test_alphabet_sent_before_the_joiner_starts_comes_out_exactly(bt):
+    """One connection, held until the cluster forms: the running totals come
+    out byte for byte."""
+    payloads, expected = alphabet_votes(11, n=500)
+    recv = bt.receiver()
+    pair = WallarooPair(bt, "alphabet", recv.port, start_joiner=False)
+    send_frames(pair.in_port, payloads)
+    pair.init.wait_log(r"is read once the cluster has formed")
+    assert recv.data() == b""
+    pair.start_joiner()
+    assert recv.wait_bytes(len(expected), timeout=30) == expected
+    pair.init.stop(timeout=30)
+    pair.wait_all_exit(0)
+
+
 @pytest.mark.parametrize("sent", [b"a\x00\x00\x00\x01", b""], ids=["data", "nothing"])
 def test_stop_before_forming_with_unread_data_is_not_a_success(bt, sent):
     """Accepted and never read: the exit status says so, with a log line; a
@@ -269,7 +284,7 @@ def test_external_channel_with_workers_and_alone(bt):
     payloads, expected = alphabet_votes(5, n=200)
     recv = bt.receiver()
     eng = bt.engine(example_path("alphabet"), ins=[0], outs=[recv.port],
-                    extra=["--workers", "2", "--external", "127.0.0.1:0"])
+                    extra=["--workers", "2", "--external=127.0.0.1:0"])
     ext = eng.wait_log(r"external channel listening on " + ADDR_RE).group(1)
     eng.wait_log(r"cluster: formed with 2 workers")
     assert eng.count_log(r"external channel listening") == 1
