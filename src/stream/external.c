@@ -130,9 +130,12 @@ static int message_frame(external_t *x, inconn_t *ic, const uint8_t *body, size_
                  ic->listener->name, ic->peer);
         return -1;
     }
+    /* The payload goes into a log line: control characters become '?'. */
     char text[512];
-    snprintf(text, sizeof text, "%.*s", (int)(n < sizeof text ? n : sizeof text - 1),
-             (const char *)payload);
+    size_t k = n < sizeof text ? n : sizeof text - 1;
+    for (size_t i = 0; i < k; i++)
+        text[i] = payload[i] < 0x20 || payload[i] == 0x7f ? '?' : (char)payload[i];
+    text[k] = '\0';
     int v6 = version == 6;
     if (id == (v6 ? EXT06_CLEAN_SHUTDOWN : EXT04_CLEAN_SHUTDOWN)) {
         log_info("%s: external clean shutdown received from %s%s%s", ic->listener->name,
