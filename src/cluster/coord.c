@@ -1626,6 +1626,11 @@ static void on_tick(uv_timer_t *t)
         }
         ic = next;
     }
+    /* Our links to the members give up on one that takes the connection and
+     * never finishes the handshake (the member is then lost). */
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]) && k->m[i]->out_open)
+            cl_link_check_deadline(&k->m[i]->out, k->cfg.handshake_ms);
     check_suspects(k, now);
     if (k->status_admin && now > k->status_deadline_ns)
         status_reply(k);

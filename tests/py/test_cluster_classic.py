@@ -450,3 +450,35 @@ def test_external_alone_beyond_loopback(bt, monkeypatch):
     assert p.returncode == 0, p.stderr
     rc, err = eng.wait_exit(30)
     assert rc == 0, err
+
+
+def test_coordinator_gives_up_on_a_member_that_never_answers(bt):
+    """The other way round: a 'worker' joins (the test, speaking the protocol)
+    with a control address that accepts and says nothing; the coordinator's
+    link to it fails at the handshake deadline and the member is lost."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        recv = bt.receiver()
+        init = bt.engine(None, wait=False, extra=wallaroo_flags(
+            "alphabet", "127.0.0.1:0", recv.port, "initializer",
+            extra=["--cluster-handshake-timeout", "1"]))
+        control = init.wait_log(r"coordinator listening on " + ADDR_RE).group(1)
+        host, port = control.split(":")
+        name = b"fake"
+        identity = bytes([1]) + struct.pack(">HH", 0xffff, len(name)) + name
+        addr = ("127.0.0.1:%d" % silent.getsockname()[1]).encode()
+
+        def str16(b):
+            return struct.pack(">H", len(b)) + b
+        with socket.create_connection((host, int(port)), timeout=10) as s:
+            assert auth_handshake(s, "cluster", identity, b"") == b"\x04"
+            join = bytes([20]) + str16(name) + str16(addr) + str16(addr) + str16(b"ab" * 16)
+            s.sendall(struct.pack(">I", len(join)) + join)
+            init.wait_log(r"cluster: worker 'fake' \(data %s\) is lost: the peer accepted the "
+                          r"connection but did not finish the cluster handshake within 1\.0 s"
+                          % re.escape(addr.decode()))
+        init.stop(timeout=30)
+    finally:
+        silent.close()
