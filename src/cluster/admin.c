@@ -9,9 +9,11 @@
 #include <unistd.h>
 
 #include "cluster/cproto.h"
+#include "net/addr.h"
 #include "net/guard.h"
 #include "net/sock.h"
 #include "net/bconn.h"
+#include "stream/external.h"
 #include "util/args.h"
 
 static void usage(FILE *f)
@@ -19,15 +21,22 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: bettong cluster status --control H:P [options]\n"
 "       bettong cluster shrink --control H:P --worker NAME [options]\n"
+"       bettong cluster shutdown --external H:P | --control H:P | H:P [options]\n"
 "\n"
 "  status      print the workers of the cluster whose coordinator (the\n"
 "              initializer) listens on H:P: their state, slots, keys and message\n"
 "              counts; exit 1 (PROBLEM lines) if a worker is lost or silent,\n"
 "              slots have no worker, or the cluster has not formed\n"
 "  shrink      move the slots (and their state) of worker NAME to the others and\n"
-"              let it exit; returns once it has left\n"
+"              let it exit; returns once it has left\n""  shutdown    stop the whole cluster cleanly: every worker flushes its sinks\n"
+"              and exits. Through a worker's external channel (--external, or\n"
+"              the address alone, as Wallaroo's cluster_shutdown takes it; it\n"
+"              sends Wallaroo's clean shutdown message) or the coordinator's\n"
+"              control address; returns once the worker took it\n"
 "\n"
 "  --control, -c H:P       the coordinator's control address\n"
+"  --external H:P          a worker's external channel (shutdown; beyond\n"
+"                          loopback it proves the cluster secret first)\n"
 "  --worker NAME           the worker to remove (shrink)\n"
 "  --cluster-secret S      the cluster's secret (or BETTONG_CLUSTER_SECRET; warns:\n"
 "                          ps shows a command line to every user)\n"
@@ -126,6 +135,89 @@ done:
     return code;
 }
 
+/* Whether c's peer is on loopback (there the external channel takes
+ * Wallaroo's frames as they come; elsewhere the secret is proven first). */
+static int peer_is_loopback(int fd)
+{
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof sa;
+    return getpeername(fd, (struct sockaddr *)&sa, &len) == 0 &&
+           sockaddr_is_loopback((struct sockaddr *)&sa);
+}
+
+/* Prove the cluster secret to an external channel beyond loopback. Returns 0,
+ * or -1 after printing why. */
+static int external_handshake(bconn_t *c, const char *addr, const cl_secret_t *secret,
+                              double deadline, buf_t *in)
+{
+    static const char id[] = "bettong cluster shutdown";
+    const uint8_t *answer = NULL;
+    size_t len = 0;
+    char why[300];
+    int rc = bconn_handshake(c, in, EXT_SERVICE, id, sizeof id - 1, secret->secret,
+                             secret->len, AUTH_MAX_FRAME, deadline, EXT_REFUSED, &answer, &len);
+    if (rc == 0 && len == 1 && answer[0] == EXT_WELCOME) {
+        buf_consume(in, 4 + len);
+        return 0;
+    }
+    if (rc == 0 && len >= 3 && answer[0] == EXT_REFUSED) {
+        size_t n = (size_t)answer[1] << 8 | answer[2];
+        snprintf(why, sizeof why, "%.*s", (int)(n <= len - 3 ? n : len - 3),
+                 (const char *)answer + 3);
+        fprintf(stderr, "bettong cluster: %s refused the connection: %s\n", addr, why);
+    } else if (rc == SOCK_HS_EPROOF) {
+        fprintf(stderr, "bettong cluster: %s cannot prove the cluster secret: not this "
+                "cluster's worker, or the secret given here is wrong; nothing was sent\n", addr);
+    } else {
+        fprintf(stderr, "bettong cluster: %s does not answer the handshake of an external "
+                "channel (%s)\n", addr, errno == ETIMEDOUT ? "timed out" : "closed");
+    }
+    return -1;
+}
+
+/* Send Wallaroo's clean shutdown (0.6 frame) to a worker's external channel
+ * and wait until the worker closes the connection (it took the message). */
+static int shutdown_external(const char *addr, const cl_secret_t *secret, double timeout)
+{
+    static const uint8_t clean_shutdown[] = {0, 0, 0, 2, 0, EXT06_CLEAN_SHUTDOWN};
+    bconn_t c;
+    double deadline = sock_now() + timeout;
+    int what = 0;
+    char why[400];
+    if (bconn_open(&c, addr, 0, deadline, &what, why, sizeof why) < 0) {
+        if (what == SOCK_CA_ADDRESS)
+            fprintf(stderr, "bettong cluster: bad address '%s' (want HOST:PORT)\n", addr);
+        else
+            fprintf(stderr, "bettong cluster: cannot connect to %s: %s\n", addr, why);
+        return 2;
+    }
+    buf_t in;
+    buf_init(&in);
+    int code = 2;
+    if (!peer_is_loopback(c.fd) && external_handshake(&c, addr, secret, deadline, &in) < 0)
+        goto done;
+    if (bconn_write_all(&c, clean_shutdown, sizeof clean_shutdown, deadline) < 0) {
+        fprintf(stderr, "bettong cluster: cannot send to %s: %s\n", addr, strerror(errno));
+        goto done;
+    }
+    const uint8_t *body;
+    size_t len;
+    /* The worker answers nothing: it closes the connection once it took the message. */
+    if (bconn_read_frame(&c, &in, EXT_MAX_FRAME, deadline, &body, &len) < 0 &&
+        errno == ETIMEDOUT) {
+        fprintf(stderr, "bettong cluster: %s did not confirm the shutdown within %.0f s\n",
+                addr, timeout);
+        goto done;
+    }
+    printf("clean shutdown sent to %s: the cluster is stopping\n", addr);
+    code = 0;
+done:
+    close(c.fd);
+    bconn_free(&c);
+    buf_free(&in);
+    return code;
+}
+
 int cmd_cluster(int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
@@ -133,7 +225,7 @@ int cmd_cluster(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *sub = argv[1];
-    const char *control = NULL, *worker = NULL, *v;
+    const char *control = NULL, *worker = NULL, *external = NULL, *v;
     guard_secret_src_t src = {.flag = "--cluster-secret", .env = "BETTONG_CLUSTER_SECRET"};
     double timeout = 60;
     int tls = 0;
@@ -144,6 +236,11 @@ int cmd_cluster(int argc, char **argv)
             control = v;
         else if ((v = args_flag_value(argc, argv, &i, "--worker", &missing)))
             worker = v;
+        else if ((v = args_flag_value(argc, argv, &i, "--external", &missing)) ||
+                 (v = args_flag_value(argc, argv, &i, "-e", &missing)))
+            external = v;
+        else if (i == 2 && strcmp(sub, "shutdown") == 0 && argv[i][0] != '-')
+            external = argv[i]; /* Wallaroo's cluster_shutdown HOST:PORT */
         else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret", &missing)))
             src.value = v;
         else if ((v = args_flag_value(argc, argv, &i, "--cluster-secret-file", &missing)))
@@ -164,6 +261,26 @@ int cmd_cluster(int argc, char **argv)
     if (guard_secret_get(&src, secret.secret, sizeof secret.secret, &secret.len, err,
                          sizeof err) < 0) {
         fprintf(stderr, "bettong cluster: %s\n", err);
+        return 2;
+    }
+    if (timeout <= 0)
+        timeout = 60;
+    if (strcmp(sub, "shutdown") == 0) {
+        if (external && !control && tls) {
+            fprintf(stderr, "bettong cluster shutdown: an external channel does not speak TLS "
+                            "(--tls is for --control)\n");
+            return 2;
+        }
+        if (external && !control)
+            return shutdown_external(external, &secret, timeout);
+        if (control && !external)
+            return ask(control, tls, &secret, CL_ASK_STOP, NULL, timeout);
+        fprintf(stderr, "bettong cluster shutdown: give one of --external H:P (a worker's "
+                        "external channel) and --control H:P (the coordinator)\n");
+        return 2;
+    }
+    if (external) {
+        fprintf(stderr, "bettong cluster %s: --external is for shutdown only\n", sub);
         return 2;
     }
     if (!control) {

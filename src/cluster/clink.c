@@ -160,12 +160,34 @@ void cl_link_init(cl_link_t *l, uv_loop_t *loop, const struct sockaddr *addr, co
     buf_free(&id);
     buf_init(&l->in);
     l->state = 0;
-    l->up = l->failed = 0;
+    l->up = l->failed = l->timed_out = 0;
+    l->conn_seen = l->conn_ms = 0;
     l->why[0] = '\0';
     outconn_set_held(&l->o);
     if (secret->tls_client)
         outconn_set_tls(&l->o, secret->tls_client);
     outconn_set_reader(&l->o, on_connected, on_data);
+}
+
+int cl_link_check_deadline(cl_link_t *l, unsigned limit_ms)
+{
+    outconn_t *o = &l->o;
+    if (l->up || l->failed || !o->connected)
+        return 0;
+    uint64_t now = uv_now(o->loop);
+    if (o->reconnects != l->conn_seen) {
+        l->conn_seen = o->reconnects;
+        l->conn_ms = now;
+        return 0;
+    }
+    if (now - l->conn_ms < limit_ms)
+        return 0;
+    char detail[64];
+    snprintf(detail, sizeof detail, "%.1f s", (double)limit_ms / 1000.0);
+    l->timed_out = 1;
+    link_fail(l, "the peer accepted the connection but did not finish the cluster handshake "
+              "within %s (not a cluster member, or it hangs)", detail);
+    return 1;
 }
 
 void cl_link_free(cl_link_t *l)

@@ -28,6 +28,9 @@ typedef struct {
     int state;
     int up;       /* the current connection was welcomed */
     int failed;   /* the handshake failed: why says how */
+    int timed_out; /* ... because the acceptor did not finish it in time */
+    uint64_t conn_seen;  /* the outconn's connection count when last looked at */
+    uint64_t conn_ms;    /* loop time that connection was first seen */
     char why[300];
 } cl_link_t;
 
@@ -39,6 +42,13 @@ void cl_link_init(cl_link_t *l, uv_loop_t *loop, const struct sockaddr *addr, co
 
 /* The link of an outconn made by cl_link_init. */
 static inline cl_link_t *cl_link_of(outconn_t *o) { return (cl_link_t *)o; }
+
+/* The opener's handshake deadline: called now and then (the owner's tick).
+ * A connection the acceptor took but whose handshake it has not finished
+ * within limit_ms of being seen connected (it accepts TCP and says nothing:
+ * not a cluster member, or hung) fails the link like a refusal, with
+ * timed_out set. Returns 1 if it did so now. */
+int cl_link_check_deadline(cl_link_t *l, unsigned limit_ms);
 
 /* After the outconn closed. */
 void cl_link_free(cl_link_t *l);

@@ -405,6 +405,14 @@ static void lose_coordinator(cluster_t *c, const char *why)
 static void on_coord_link_lost(outconn_t *o, const char *why)
 {
     cluster_t *c = o->owner;
+    if (cl_link_of(o)->timed_out && !c->stopping && !c->coord_lost) {
+        /* Something listens there but does not answer: not worth waiting on. */
+        c->coord_lost = 1;
+        c->lost_any = 1;
+        log_error("cluster: no coordinator answers at %s: %s; stopping", c->cfg.control, why);
+        c->hooks.finish(c->hooks.ctx, 3, "no answer from the coordinator");
+        return;
+    }
     if (cl_link_of(o)->failed && !c->stopping && !c->coord_lost) {
         /* Not a broken connection: the coordinator could not prove the secret,
          * or refused us. Trying again (a restart included) meets the same. */
@@ -1210,6 +1218,22 @@ static void expire_handshakes(cluster_t *c, listener_t *l, uint64_t now)
     }
 }
 
+/* Our own links wait for their acceptors' handshakes no longer than theirs
+ * wait for ours: a coordinator or peer that takes the connection and says
+ * nothing fails the link (the coordinator's: this worker stops with 3). */
+static void check_link_deadlines(cluster_t *c)
+{
+    if (c->stopping)
+        return;
+    if (c->to_coord_open && !c->coord_lost)
+        cl_link_check_deadline(&c->to_coord, c->cfg.handshake_ms);
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        peer_t *p = c->peers[i];
+        if (p && p->link_open && !p->lost && !p->unreachable)
+            cl_link_check_deadline(&p->link, c->cfg.handshake_ms);
+    }
+}
+
 static void on_tick(uv_timer_t *t)
 {
     cluster_t *c = t->data;
@@ -1228,6 +1252,7 @@ static void on_tick(uv_timer_t *t)
         expire_handshakes(c, &c->control_l, now);
     if (c->data_up)
         expire_handshakes(c, &c->data_l, now);
+    check_link_deadlines(c);
     for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
         peer_t *p = c->peers[i];
         if (p && p->link_down_ns && !p->bye && !c->stopping && now - p->link_down_ns > 500000000u)

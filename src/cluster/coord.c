@@ -1190,6 +1190,17 @@ static void request_stop(coord_t *k, const char *who, const char *why)
     next_op(k);
 }
 
+/* `bettong cluster shutdown --control`: the cluster stops as on a signal. */
+static void ask_stop(coord_t *k, inconn_t *admin)
+{
+    char who[128];
+    snprintf(who, sizeof who, "bettong cluster shutdown (from %s)", admin->peer);
+    int already = k->stopping;
+    request_stop(k, who, "asked by an admin");
+    reply_admin(admin, 0, already ? "the cluster is already stopping\n"
+                                  : "the cluster is stopping\n");
+}
+
 /* ------------------------------------------------------------ failures */
 
 static void member_lost(coord_t *k, member_t *m, const char *why)
@@ -1524,6 +1535,8 @@ static int kconn_frame(void *owner, inconn_t *ic, const uint8_t *frame, size_t f
             ask_status(k, ic);
         else if (type == CL_ASK_SHRINK)
             ask_shrink(k, ic, &r);
+        else if (type == CL_ASK_STOP)
+            ask_stop(k, ic);
         else
             return -1;
         return 1;
@@ -1615,6 +1628,11 @@ static void on_tick(uv_timer_t *t)
         }
         ic = next;
     }
+    /* Our links to the members give up on one that takes the connection and
+     * never finishes the handshake (the member is then lost). */
+    for (unsigned i = 0; i < k->nm; i++)
+        if (live(k->m[i]) && k->m[i]->out_open)
+            cl_link_check_deadline(&k->m[i]->out, k->cfg.handshake_ms);
     check_suspects(k, now);
     if (k->status_admin && now > k->status_deadline_ns)
         status_reply(k);

@@ -128,6 +128,7 @@ enum {
     CL_ASK_STATUS = 50,
     CL_ASK_SHRINK = 51, /* str16 worker name */
     CL_REPLY = 52,      /* u8 code (0: ok), rest: text for the user */
+    CL_ASK_STOP = 53,   /* stop the whole cluster (`bettong cluster shutdown`) */
 };
 
 enum { CL_CH_CONTROL = 1, CL_CH_DATA = 2, CL_CH_ADMIN = 3 };

@@ -224,6 +224,17 @@ static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const cha
             j += skip;
             continue;
         }
+        /* One external channel for the cluster: the initializer's. A clean
+         * shutdown there stops every worker. */
+        if (i > 0 && (strcmp(argv[j], "--external") == 0 || strcmp(argv[j], "-e") == 0)) {
+            j += j + 1 < argc ? 2 : 1;
+            continue;
+        }
+        if (i > 0 && (strncmp(argv[j], "--external=", 11) == 0 ||
+                      strncmp(argv[j], "-e=", 3) == 0)) {
+            j++;
+            continue;
+        }
         args[k++] = argv[j++];
     }
     args[k++] = "--name";

@@ -71,7 +71,9 @@ static void cluster_usage(FILE *f)
 "Clusters (the same application on many workers; state partitions spread over\n"
 "them, messages routed to the worker that holds their key's state):\n"
 "  --workers N                 run N local worker processes as one cluster; they\n"
-"                              share each --in port and stop together\n"
+"                              share each --in port and stop together (workers\n"
+"                              started with the flags below and the same --in\n"
+"                              on one machine share it too)\n"
 "  --cluster-initializer, -t   this worker starts the cluster (with --worker-count\n"
 "                              > 1, or with --control) and runs its coordinator\n"
 "  --worker-count, -w N        the cluster forms once N workers have joined\n"
@@ -243,6 +245,23 @@ static int cluster_mode(cl_args_t *a, double flush_timeout_s)
     return 1;
 }
 
+/* A worker alone with --external: the secret a peer of the external channel
+ * beyond loopback must prove is the cluster secret's flags' (a cluster reads
+ * it in cluster_mode). Returns 0, or -1 after a message. */
+static int external_secret_alone(cl_args_t *a)
+{
+    cl_secret_t *s = &a->cluster.secret;
+    memset(s, 0, sizeof *s);
+    char err[600];
+    guard_secret_src_t src = {.flag = "--cluster-secret", .value = a->secret,
+                              .file = a->secret_file, .env = "BETTONG_CLUSTER_SECRET"};
+    if (guard_secret_get(&src, s->secret, sizeof s->secret, &s->len, err, sizeof err) < 0) {
+        fprintf(stderr, "bettong run: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* A cluster with resilience restarts from its checkpoints: every worker must
  * come back under the name it had. */
 static int check_resilience(const cl_args_t *c)
@@ -326,6 +345,14 @@ int cmd_run(int argc, char **argv)
         run_args_free(&a);
         return 2;
     }
+    if (rc == 0 && a.engine.external_addr && external_secret_alone(&c) < 0) {
+        run_args_free(&a);
+        return 2;
+    }
+    if (rc == 0) {
+        a.engine.external_secret = c.cluster.secret.secret;
+        a.engine.external_secret_len = c.cluster.secret.len;
+    }
     a.engine.worker_name = c.name;
     if (rc > 0 && a.engine.resilience) {
         c.cluster.resilience = 1;
@@ -334,6 +361,9 @@ int cmd_run(int argc, char **argv)
         c.cluster.checkpoint_interval_ns = a.engine.checkpoint_interval_ns;
     }
     if (rc > 0) {
+        /* A peer of the external channel beyond loopback proves the cluster's secret. */
+        a.engine.external_secret = c.cluster.secret.secret;
+        a.engine.external_secret_len = c.cluster.secret.len;
         a.engine.cluster = &cluster_engine_ops;
         a.engine.cluster_config = &c.cluster;
         a.engine.joined = !c.cluster.initializer;

@@ -23,7 +23,8 @@ static void usage(FILE *f)
             "  worker    run a pool's tasks, or lend this machine's cores to a pool\n"
             "            (bettong worker --help)\n"
             "  store     run the persistent-object data service (bettong store --help)\n"
-            "  cluster   ask a running stream cluster: status, shrink (bettong cluster --help)\n");
+            "  cluster   ask a running stream cluster: status, shrink, shutdown\n"
+            "            (bettong cluster --help)\n");
 }
 
 int main(int argc, char **argv)

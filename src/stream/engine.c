@@ -4,12 +4,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <uv.h>
 
 #include "net/addr.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
 #include "stream/eoproto.h"
+#include "stream/external.h"
 #include "stream/resil.h"
 #include "stream/sink.h"
 #include "py/bridge.h"
@@ -59,9 +61,11 @@ struct engine {
     int paused;         /* sources not reading: bp_paused or held */
     int bp_paused;      /* backpressure from the sinks and links */
     int held;           /* the cluster holds the sources (forming, moving slots) */
+    int formed;         /* the cluster let the sources run once (it has formed) */
     const engine_cluster_ops_t *cl; /* NULL: a worker on its own */
     void *cluster;                  /* what cl->start made */
     uv_timer_t stop_timer; /* a cluster stop that does not come */
+    external_t *external;  /* --external; NULL: none */
     int stopping;
     int final_checkpoint; /* stopping waits for the last checkpoint */
     int exit_code;
@@ -238,7 +242,18 @@ static void on_conn_closed(void *owner, inconn_t *c)
               (unsigned long long)c->id, c->peer);
 }
 
+/* Before a cluster has formed a source accepts but does not read: say so,
+ * once per connection, so that a producer's wait has an explanation. */
+static void on_conn_opened(void *owner, inconn_t *c)
+{
+    source_rt_t *s = owner;
+    if (s->e->opt->cluster && !s->e->formed)
+        log_info("%s: connection %llu from %s is read once the cluster has formed",
+                 c->listener->name, (unsigned long long)c->id, c->peer);
+}
+
 static const inconn_handler_t source_handler = {
+    .opened = on_conn_opened,
     .batch_begin = batch_begin,
     .frame = on_frame,
     .batch_end = batch_end,
@@ -307,6 +322,7 @@ static void finish(engine_t *e)
         resil_shutdown(e->resil);
     if (e->cluster)
         e->cl->shutdown(e->cluster);
+    external_close(e->external);
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
@@ -337,6 +353,39 @@ static void on_drain_timer(uv_timer_t *t)
 
 static void on_final_checkpoint(void *ctx) { ((engine_t *)ctx)->final_checkpoint = 0; }
 
+/* Bytes a connection sent that nobody read yet (-1: unknown, counted as some). */
+static long unread_bytes(inconn_t *c)
+{
+    uv_os_fd_t fd;
+    int n = 0;
+    if (buf_unread(&c->in))
+        return (long)buf_unread(&c->in);
+    if (uv_fileno(&c->h.handle, &fd) != 0 || ioctl(fd, FIONREAD, &n) < 0)
+        return -1;
+    return n;
+}
+
+/* A cluster's sources accept connections before it has formed but read
+ * nothing until it has (the routing is not known yet): what such a connection
+ * sent is processed once the cluster forms. A stop before that leaves it
+ * unread, so the exit status must not say that all went well. */
+static void check_unread_before_forming(engine_t *e)
+{
+    if (!e->opt->cluster || e->formed)
+        return;
+    size_t conns = 0;
+    for (size_t i = 0; i < e->app->npipes; i++)
+        if (e->sources[i].listening)
+            for (inconn_t *c = e->sources[i].listener.conns; c; c = c->next)
+                conns += !c->closing && unread_bytes(c) != 0;
+    if (!conns)
+        return;
+    log_error("stopping before the cluster formed: %zu source connection(s) were accepted "
+              "and never read; what they sent is not processed", conns);
+    if (e->exit_code == 0)
+        e->exit_code = 1;
+}
+
 static void begin_stop(engine_t *e, int code, const char *why)
 {
     if (e->stopping)
@@ -345,6 +394,8 @@ static void begin_stop(engine_t *e, int code, const char *why)
     e->exit_code = code;
     uv_timer_stop(&e->stop_timer);
     log_info("stopping (%s): flushing %zu bytes to the sinks", why, sinks_backlog(e));
+    if (code != ENGINE_EXIT_RESTART)
+        check_unread_before_forming(e);
     for (size_t i = 0; i < e->app->npipes; i++) {
         source_rt_t *s = &e->sources[i];
         if (s->listening) {
@@ -379,6 +430,19 @@ static void on_stop_timer(uv_timer_t *t)
     begin_stop(e, 1, "cluster stop timed out");
 }
 
+/* Stop: in a cluster, every worker together (the coordinator's FINISH
+ * comes back as the finish hook); alone, this worker. */
+static void stop_everywhere(engine_t *e, const char *why)
+{
+    if (e->cluster && e->cl->request_stop(e->cluster, why) == 0) {
+        log_info("%s: asking the cluster to stop", why);
+        uv_timer_start(&e->stop_timer, on_stop_timer,
+                       (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
+        return;
+    }
+    begin_stop(e, 0, why);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     engine_t *e = h->data;
@@ -386,13 +450,16 @@ static void on_signal(uv_signal_t *h, int signum)
         log_warn("second %s: exiting without waiting for the sinks", strsignal(signum));
         exit(1);
     }
-    if (e->cluster && e->cl->request_stop(e->cluster, strsignal(signum)) == 0) {
-        log_info("%s: asking the cluster to stop", strsignal(signum));
-        uv_timer_start(&e->stop_timer, on_stop_timer,
-                       (uint64_t)((e->opt->flush_timeout_s + 5) * 1000), 0);
+    stop_everywhere(e, strsignal(signum));
+}
+
+/* A clean shutdown from the external channel: as a first signal. */
+static void on_external_shutdown(void *ctx, const char *reason)
+{
+    engine_t *e = ctx;
+    if (e->stopping || uv_is_active((uv_handle_t *)&e->stop_timer))
         return;
-    }
-    begin_stop(e, 0, strsignal(signum));
+    stop_everywhere(e, "external clean shutdown");
 }
 
 /* ------------------------------------------------------------ the cluster's hooks */
@@ -401,6 +468,8 @@ static void hook_hold(void *ctx, int hold)
 {
     engine_t *e = ctx;
     e->held = hold;
+    if (!hold)
+        e->formed = 1;
     apply_pause(e);
 }
 
@@ -510,9 +579,13 @@ static int start_sources(engine_t *e)
         }
         char name[300];
         snprintf(name, sizeof name, "source '%s'", s->pipe->name);
+        /* The workers of a cluster on one machine may all be given the same
+         * --in (Wallaroo's command lines are): they share the port, and a
+         * connection may land on any of them, which is fine since every
+         * message is routed by its key to the worker that owns it. */
         int (*start)(listener_t *, uv_loop_t *, const struct sockaddr *, const frame_spec_t *,
                      const inconn_handler_t *, void *, const char *, char *, size_t) =
-            e->opt->shared_ports ? listener_start_shared : listener_start;
+            e->opt->shared_ports || e->opt->cluster ? listener_start_shared : listener_start;
         if (start(&s->listener, &e->loop, (struct sockaddr *)&s->pipe->source.addr,
                   &s->pipe->source.frame, &source_handler, s, name, err, sizeof err) < 0) {
             log_error("%s", err);
@@ -526,6 +599,22 @@ static int start_sources(engine_t *e)
         if (e->paused)
             listener_pause(&s->listener);
         log_info("%s listening on %s", name, s->listener.addr);
+    }
+    return 0;
+}
+
+/* --external: Wallaroo's external channel. Returns 0, or -1 (logged). */
+static int start_external(engine_t *e)
+{
+    if (!e->opt->external_addr)
+        return 0;
+    external_config_t cfg = {.addr = e->opt->external_addr, .secret = e->opt->external_secret,
+                             .secret_len = e->opt->external_secret_len,
+                             .shutdown = on_external_shutdown, .ctx = e};
+    char err[600];
+    if (external_start(&e->external, &e->loop, &cfg, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
     }
     return 0;
 }
@@ -755,6 +844,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     } else if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");
+    } else if (start_external(&e) < 0) {
+        begin_stop(&e, 2, "the external channel cannot listen");
     } else {
         log_info("ready: application '%s', %zu pipeline(s), %zu sink(s)", app->name,
                  app->npipes, app->nsinks);
@@ -776,6 +867,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
         e.cl->free(e.cluster);
     }
     resil_free(e.resil);
+    external_free(e.external);
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");
     if (e.dead_letter)

@@ -101,6 +101,11 @@ typedef struct {
     int shared_ports;            /* sources share their ports with sibling processes */
     unsigned source_idle_ms;     /* close a source connection silent this long (0: never) */
     const char *worker_name;     /* --name (NULL: "initializer") */
+    /* --external H:P: Wallaroo's external channel (stream/external.h), NULL:
+     * none; a peer beyond loopback must prove external_secret (the cluster's). */
+    const char *external_addr;
+    const char *external_secret;
+    size_t external_secret_len;
     /* A member of a cluster that another worker initialized: sources that run
      * on the initializer only (Wallaroo 0.6's) do not run here. */
     int joined;

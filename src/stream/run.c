@@ -25,7 +25,6 @@ typedef struct {
 #define NO_SPIKE "Wallaroo's network fault injection (spike) is not built in"
 
 static const ignored_flag_t ignored_flags[] = {
-    {"--external", "-e", 1, "there is no external control channel"},
     {"--metrics", "-m", 1, "no metrics are sent"},
     {"--stop-pause", NULL, 1, "a cluster change pauses the sources only while it runs"},
     {"--log-rotation", NULL, 0, "there is no event log to rotate"},
@@ -88,6 +87,13 @@ static void usage(FILE *f, const run_ext_t *ext)
 "  --resilience-dir DIR        where: DIR/<worker name>/ (default /tmp)\n"
 "  --time-between-checkpoints NS\n"
 "                              nanoseconds between checkpoints (default 1000000000)\n"
+"  --external, -e H:P          Wallaroo's external channel: listen there (a bare\n"
+"                              port: on 127.0.0.1; port 0: one the kernel picks,\n"
+"                              logged) for a clean shutdown (`bettong cluster\n"
+"                              shutdown --external H:P`, Wallaroo's cluster_shutdown)\n"
+"                              that stops this worker, or its whole cluster, after\n"
+"                              flushing the sinks. Beyond loopback it needs the\n"
+"                              cluster secret, which remote peers must prove\n"
 "  -h, --help                  this text\n");
     if (ext && ext->usage)
         ext->usage(f);
@@ -95,7 +101,7 @@ static void usage(FILE *f, const run_ext_t *ext)
 "\n"
 "Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
-"  --external/-e, --metrics/-m, --stop-pause, --log-rotation,\n"
+"  --metrics/-m, --stop-pause, --log-rotation,\n"
 "  --event-log-file-size, --resilience-no-local-file-io, --spike-seed,\n"
 "  --spike-drop, --spike-prob, --spike-margin, --ponythreads, --ponyminthreads,\n"
 "  --ponysuspendthreshold, --ponycdinterval, --ponygcinitial, --ponygcfactor,\n"
@@ -228,6 +234,9 @@ static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
     int rc;
     if ((v = flag_value(argc, argv, i, "--application-module"))) {
         snprintf(a->module, sizeof a->module, "%s", v);
+    } else if ((v = flag_value(argc, argv, i, "--external")) ||
+               (v = flag_value(argc, argv, i, "-e"))) {
+        a->engine.external_addr = v;
     } else if ((v = flag_value(argc, argv, i, "--application-path"))) {
         if (add_path_list(a, v) < 0)
             return -1;

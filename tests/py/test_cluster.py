@@ -185,13 +185,13 @@ def test_ignored_flags_warned_once_by_the_workers_parent(bt):
     workers it starts (with the same flags) do not repeat it."""
     recv = bt.receiver()
     c = Cluster(bt, example_path("reverse"), 2, "workers", outs=[recv.port],
-                extra=["--ponythreads", "4", "--external", "127.0.0.1:5050"])
+                extra=["--ponythreads", "4", "--metrics", "127.0.0.1:5001"])
     c.wait_formed()
     send_frames(c.ports[0][0], [b"abc"])
     assert recv.wait_bytes(4) == b"cba\n"
     c.stop()
     err = c.stderr()
-    for flag in ("--ponythreads", "--external"):
+    for flag in ("--ponythreads", "--metrics"):
         assert err.count("%s is accepted for Wallaroo compatibility" % flag) == 1, err
 
 
