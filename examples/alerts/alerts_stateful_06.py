@@ -1,7 +1,7 @@
 """Alerts on account balances, with Wallaroo 0.6's pipeline API (the shape of
 Wallaroo 0.6.1's alerts_stateful example, with Bettong's own data).
 
-A generator source (transactions.py) makes bank transactions for five
+A generator source (alerts_transactions.py) makes bank transactions for five
 accounts; key_by(user) gives each account its own TransactionTotal state,
 which adds up the account's transactions. After every transaction that
 leaves the balance above 2000 the sink gets "Deposit Alert for <user>:
@@ -22,7 +22,7 @@ differently from run to run).
 
 import wallaroo
 
-from transactions import alert, encode_alert, flags, generator_source
+from alerts_transactions import alert, encode_alert, flags, generator_source
 
 THRESHOLD = 2000
 

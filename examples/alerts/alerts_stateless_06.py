@@ -1,7 +1,7 @@
 """Alerts on single transactions, with Wallaroo 0.6's pipeline API (the shape
 of Wallaroo 0.6.1's alerts_stateless example, with Bettong's own data).
 
-A generator source (transactions.py) makes bank transactions; a stateless
+A generator source (alerts_transactions.py) makes bank transactions; a stateless
 computation checks each one and, for a deposit of more than 4000, writes
 "Deposit Alert for transaction <id>: <amount>\\n" to the sink, for a
 withdrawal of more than 4000 "Withdrawal Alert for transaction <id>:
@@ -22,7 +22,7 @@ the first worker, so the alerts come in the transactions' order.
 
 import wallaroo
 
-from transactions import alert, encode_alert, flags, generator_source
+from alerts_transactions import alert, encode_alert, flags, generator_source
 
 THRESHOLD = 4000
 

@@ -2,7 +2,7 @@
 Wallaroo 0.6.1's windows (the shape of its alerts_windowed example, with
 Bettong's own data), and optionally on the transactions' own time.
 
-A generator source (transactions.py) makes bank transactions for five
+A generator source (alerts_transactions.py) makes bank transactions for five
 accounts; key_by(user), then range_windows(9 s).with_slide(3 s) over
 TotalAggregation adds up each account's transactions per window. A window
 whose total is above 2000 writes "Deposit Alert for <user>: <total>\\n",
@@ -16,7 +16,7 @@ transaction carries (transaction id x --interval-ms), through Bettong's
 `with_event_time` extension: the windows, and so the alerts, depend only on
 the transactions: the same on every run and on any number of workers.
 
-Flags (besides transactions.py's --transactions N and --interval-ms MS):
+Flags (besides alerts_transactions.py's --transactions N and --interval-ms MS):
 
     --range-ms MS     the windows' length (default 9000)
     --slide-ms MS     how far apart windows start (default 3000)
@@ -38,7 +38,7 @@ and an account's alerts come in its windows' order.
 
 import wallaroo
 
-from transactions import alert, encode_alert, flags, generator_source
+from alerts_transactions import alert, encode_alert, flags, generator_source
 
 THRESHOLD = 2000
 

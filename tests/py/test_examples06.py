@@ -27,7 +27,7 @@ ALERT_RE = re.compile(r"^(Deposit|Withdrawal) Alert for (.+): (-?\d+)$")
 # ------------------------------------------------------------------ the model
 
 def balance_level(tid):
-    """An account's balance just after transaction `tid` (transactions.py's
+    """An account's balance just after transaction `tid` (alerts_transactions.py's
     documented rule: splitmix64's finaliser of tid + 1, into [-2500, 2500])."""
     m = (1 << 64) - 1
     x = (tid + 1) * 0x9E3779B97F4A7C15 & m
