@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from conftest import EXAMPLES
+from conftest import EXAMPLES, wait_until
 from test_wallaroo06 import FORMS, FORM_IDS, GenRun, complete_lines
 
 ALERTS = EXAMPLES / "alerts"
@@ -202,3 +202,39 @@ def test_alerts_flags_are_checked(bt):
     rc, err = eng.wait_exit(20)
     assert rc != 0, err
     assert "--transactions must be >= 1" in err, err
+
+
+# ------------------------------------------------------------------ resilience
+
+def test_alerts_stateful_06_exactly_once_across_a_kill(bt, tmp_path):
+    """The generator keeps no memory of its own (the next transaction comes
+    from the last one alone): with resilience, killed (SIGKILL) mid-stream and
+    restarted, the source goes on from the checkpoint's last transaction and
+    the balances from the checkpoint's, and the exactly-once receiver gets the
+    output of a run without a crash, byte for byte (one worker: in order)."""
+    import test_resilience as tr
+    count = 300000
+    txs = model_transactions(count)
+    totals = collections.Counter()
+    want = []
+    for _, user, amount, _ in txs:
+        totals[user] += amount
+        line = alert_line(user, totals[user], 2000)
+        if line:
+            want.append(line + "\n")
+    expected = "".join(want).encode()
+    recv = tr.eo_receiver(bt)
+    eng = bt.engine(ALERTS / "alerts_stateful_06.py", outs=[recv.port],
+                    extra=["--transactions", count] + tr.resil_flags(tmp_path / "r", debug=True))
+    wait_until(lambda: len(recv.data()) >= len(expected) // 4, 30, "a quarter of the output")
+    eng.wait_log(tr.COMPLETE, count=2, timeout=15)
+    assert DONE not in eng.stderr(), "the run is too short: the source was done before the kill"
+    print("killed at %d of %d bytes of output" % (len(recv.data()), len(expected)))
+    eng.kill()
+    eng = bt.restart(eng)
+    assert int(eng.wait_log(tr.RECOVERED).group(1)) >= 1
+    eng.wait_log(DONE, timeout=60)
+    tr.wait_output(recv, expected, timeout=60)
+    tr.stop_ok(eng)
+    assert recv.stop() == 0
+    tr.assert_same_output(recv.data(), expected)
