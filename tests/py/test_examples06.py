@@ -7,7 +7,8 @@ from the examples.
 The generators stop after --transactions N; a test waits for the engine to
 log that its source is done and for the alerts to arrive. Where the order
 across accounts is not guaranteed (keyed state on several workers), outputs
-are compared per account, in order. (word_count_06.py's key_by is tested the
+are compared per account, in order. With resilience, a kill in mid-stream
+changes nothing in the output. (word_count_06.py's key_by is tested the
 same way in test_wallaroo06.py: test_word_count_06.)"""
 
 import collections
