@@ -47,11 +47,15 @@ def window_flags(parser):
     parser.add_argument("--range-ms", type=int, default=9000)
     parser.add_argument("--slide-ms", type=int, default=3000)
     parser.add_argument("--event-time", action="store_true")
-    parser.add_argument("--late-ms", type=int, default=2000)
+    parser.add_argument("--late-ms", type=int, default=None)
 
 
 def application_setup(args):
     opts = flags(args, window_flags)
+    if opts.late_ms is not None and not opts.event_time:
+        raise ValueError("--late-ms is for windows on event time (--event-time)")
+    if opts.late_ms is None:
+        opts.late_ms = 2000
     out_host, out_port = wallaroo.tcp_parse_output_addrs(args)[0]
     windows = (wallaroo.range_windows(wallaroo.milliseconds(opts.range_ms))
                .with_slide(wallaroo.milliseconds(opts.slide_ms)))

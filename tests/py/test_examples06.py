@@ -197,12 +197,15 @@ def test_alerts_windowed_06_on_ingest_time(bt, n, form):
     run.stop()
 
 
-def test_alerts_flags_are_checked(bt):
-    eng = bt.engine(ALERTS / "alerts_stateful_06.py", outs=[9],
-                    extra=["--transactions", "0"], wait=False)
+@pytest.mark.parametrize("example, flags, message", [
+    ("alerts_stateful_06.py", ["--transactions", "0"], "--transactions must be >= 1"),
+    ("alerts_windowed_06.py", ["--late-ms", "5"], "--late-ms is for windows on event time"),
+], ids=["no-transactions", "late-without-event-time"])
+def test_alerts_flags_are_checked(bt, example, flags, message):
+    eng = bt.engine(ALERTS / example, outs=[9], extra=flags, wait=False)
     rc, err = eng.wait_exit(20)
-    assert rc != 0, err
-    assert "--transactions must be >= 1" in err, err
+    assert rc == 2, err
+    assert message in err, err
 
 
 # ------------------------------------------------------------------ resilience
