@@ -330,6 +330,8 @@ int app_sink_index(app_t *app, const char *host, int port, size_t *index, char *
     return 0;
 }
 
+static char *describe_encoder(PyObject *encoder, PyObject *encode);
+
 int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t errlen)
 {
     PyObject *encode = callable_of(encoder, "encode", "encoder", err, errlen);
@@ -341,8 +343,14 @@ int app_add_out(pipeline_t *p, size_t sink, PyObject *encoder, char *err, size_t
         return fail(err, errlen, "out of memory");
     }
     p->outs = grown;
+    char *label = describe_encoder(encoder, encode);
+    if (!label) {
+        Py_DECREF(encode);
+        return fail(err, errlen, "out of memory");
+    }
     p->outs[p->nouts] = (pipe_out_t){.sink = sink, .encode = encode,
-                                     .connector_frame = is_connector_codec(encoder)};
+                                     .connector_frame = is_connector_codec(encoder),
+                                     .label = label};
     p->nouts++;
     return 0;
 }
@@ -456,25 +464,52 @@ static int load_pickle(app_t *app, char *err, size_t errlen)
     return 0;
 }
 
-/* "NAME() of module 'M' (FILE:LINE)", FILE:LINE where fn is defined: what
- * the reports of errors name (no traceback points into fn once it has
- * returned something wrong, nor into a builtin). malloc'd, or NULL. */
-static char *describe_function(PyObject *module, const char *name, PyObject *fn)
+/* Where fn is defined, as " (FILE:LINE)" into out ("" when it has no Python
+ * code): what the reports of errors name, since no traceback points into fn
+ * once it has returned something wrong. */
+static void function_place(PyObject *fn, char *out, size_t outlen)
 {
     PyObject *code = py_getattr_opt(fn, "__code__");
     const char *file = code && PyCode_Check(code)
                            ? PyUnicode_AsUTF8(((PyCodeObject *)code)->co_filename) : NULL;
     int line = code && PyCode_Check(code) ? ((PyCodeObject *)code)->co_firstlineno : 0;
     PyErr_Clear();
+    if (file)
+        snprintf(out, outlen, " (%s:%d)", file, line);
+    else
+        snprintf(out, outlen, "%s", "");
+    Py_XDECREF(code);
+}
+
+/* "NAME() of module 'M' (FILE:LINE)". malloc'd, or NULL. */
+static char *describe_function(PyObject *module, const char *name, PyObject *fn)
+{
+    char place[900];
+    function_place(fn, place, sizeof place);
     const char *mod = PyModule_GetName(module);
     PyErr_Clear();
     char text[1024];
-    if (file)
-        snprintf(text, sizeof text, "%s() of module '%s' (%s:%d)", name, mod ? mod : "?",
-                 file, line);
-    else
-        snprintf(text, sizeof text, "%s() of module '%s'", name, mod ? mod : "?");
-    Py_XDECREF(code);
+    snprintf(text, sizeof text, "%s() of module '%s'%s", name, mod ? mod : "?", place);
+    return strdup(text);
+}
+
+/* "encoder 'f' (FILE:LINE)" for a wallaroo-decorated encoder (its function)
+ * or any object with an encode method. malloc'd, or NULL. */
+static char *describe_encoder(PyObject *encoder, PyObject *encode)
+{
+    PyObject *fn = py_getattr_opt(encoder, "_bettong_fn");
+    if (!fn)
+        fn = py_getattr_opt(encode, "__func__");
+    if (!fn)
+        fn = Py_NewRef(encode);
+    PyObject *name = py_getattr_opt(fn, "__qualname__");
+    const char *u = name && PyUnicode_Check(name) ? PyUnicode_AsUTF8(name) : NULL;
+    PyErr_Clear();
+    char place[900], text[1100];
+    function_place(fn, place, sizeof place);
+    snprintf(text, sizeof text, "encoder '%s'%s", u ? u : "?", place);
+    Py_XDECREF(name);
+    Py_DECREF(fn);
     return strdup(text);
 }
 
@@ -634,8 +669,10 @@ void app_free(app_t *app)
         Py_XDECREF(p->source.payload_length);
         Py_XDECREF(p->source.gen_initial);
         Py_XDECREF(p->source.gen_apply);
-        for (size_t j = 0; j < p->nouts; j++)
+        for (size_t j = 0; j < p->nouts; j++) {
             Py_XDECREF(p->outs[j].encode);
+            free(p->outs[j].label);
+        }
         free(p->outs);
         free(p->name);
     }

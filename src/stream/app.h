@@ -72,6 +72,7 @@ typedef struct {
      * the user's function and each output is written as a connector frame
      * (event time 0, as Wallaroo writes it), framed here in C. */
     int connector_frame;
+    char *label;        /* "encoder 'f' (FILE:LINE)": what its errors name */
 } pipe_out_t;
 
 typedef struct {

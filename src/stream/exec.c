@@ -52,6 +52,9 @@ static void user_error(exec_t *x, const char *where)
     }
 }
 
+/* What an encoder's errors are reported as. */
+static const char *encoder_label(const pipe_out_t *o) { return o->label ? o->label : "encoder"; }
+
 /* An encoded output into its sink's buffer: as it is, or as a connector
  * frame. Returns 0, or -1 after reporting. */
 static int append_output(exec_t *x, const pipe_out_t *o, buf_t *b, const char *data, size_t n)
@@ -61,7 +64,7 @@ static int append_output(exec_t *x, const pipe_out_t *o, buf_t *b, const char *d
         if (frame_put_connector_header(hdr, n, 0) < 0) {
             PyErr_Format(PyExc_ValueError, "a connector frame holds at most 4 GiB - 9 bytes; "
                          "the encoder returned %zu", n);
-            user_error(x, "encoder");
+            user_error(x, encoder_label(o));
             return -1;
         }
         /* Room for the whole frame first: never a header without its payload. */
@@ -83,7 +86,7 @@ static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObjec
 {
     PyObject *out = py_call1(o->encode, msg);
     if (!out) {
-        user_error(x, "encoder");
+        user_error(x, encoder_label(o));
         return;
     }
     if (out == Py_None && p->api06) {
@@ -111,7 +114,7 @@ static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObjec
     }
     if (!data) {
         Py_DECREF(out);
-        user_error(x, "encoder");
+        user_error(x, encoder_label(o));
         return;
     }
     if (append_output(x, o, b, data, (size_t)n) == 0)

@@ -125,6 +125,23 @@ def test_exception_skipped(bt, step, policy):
     assert_logged_once(err, step)
 
 
+def test_encoder_returning_the_wrong_type_names_the_encoder(bt):
+    """No traceback points into an encoder that returned an int: the report
+    names the encoder and where it is defined; the message is skipped."""
+    recv = bt.receiver()
+    eng = bt.engine(ERRORS_APP, ins=[0], outs=[recv.port], extra=["--fail-in", "encoder-type"])
+    bt.send_payloads(eng.in_ports[0], ["good 1", "boom 1", "boom 2", "good 2"])
+    assert recv.wait_bytes(14) == b"good 1\ngood 2\n"
+    line = eng.wait_log(r"user code raised in encoder .*").group(0)
+    place = "encoder 'LineEncoder.encode' (%s:%d)" % (
+        ERRORS_APP, 1 + next(i for i, l in enumerate(open(ERRORS_APP))
+                             if l.strip().startswith("def encode(")))
+    assert place in line, line
+    err = stop_ok(eng)
+    assert "TypeError: encoder returned int, expected bytes or str" in err, err
+    assert " at ?" not in err, err
+
+
 @pytest.mark.parametrize("step", ["compute", "state", "encoder"])
 def test_exception_dead_letter(bt, step):
     """--on-error dead-letter:FILE appends each failed message's input frame,

@@ -2,16 +2,18 @@
 
     bettong run tests/py/apps/errors_app.py --in H:P --out H:P --fail-in STEP
 
-STEP is compute, partition, state, encoder or none. Good messages come out as
+STEP is compute, partition, state, encoder, encoder-type or none. Good messages come out as
 "text\\n", in order per connection (to, then to_state_partition keyed by the
 first character). The failure raises ValueError("deliberate failure in STEP"),
 the same text every time. A frame whose payload starts with b"!decoder" makes
-the decoder raise; a payload that is not UTF-8 makes it raise too.
+the decoder raise; a payload that is not UTF-8 makes it raise too. With
+encoder-type, the encoder returns an int (not bytes or str) for "boom"
+messages instead of raising.
 """
 
 import wallaroo
 
-STEPS = ("compute", "partition", "state", "encoder", "none")
+STEPS = ("compute", "partition", "state", "encoder", "encoder-type", "none")
 
 
 def flag(args, name, default):
@@ -101,4 +103,6 @@ class LineEncoder(object):
 
     def encode(self, data):
         maybe_fail(self.step, "encoder", data)
+        if self.step == "encoder-type" and data.startswith("boom"):
+            return len(data)
         return data + "\n"
