@@ -1,0 +1,171 @@
+"""Lithops' ResponseFuture over a Bettong future.
+
+Lithops' futures are not concurrent.futures ones: `done`, `ready`, `success`,
+`error`, `running` are properties (so `if f.done:` reads the state), a future
+moves Running -> Ready (finished, not yet looked at) -> Success/Done/Error once
+wait()/status()/result() has read it, and result(throw_except=False) returns
+None for a failed call. Bettong's own futures (bettong.ResponseFuture, a
+concurrent.futures.Future with done() a method) are unchanged; this class
+holds one (`_bf`).
+
+Results travel with the status here (there is no separate download), so
+status() of a successful call leaves it Done, as Lithops does for results
+small enough to come inline.
+"""
+
+import logging
+
+logger = logging.getLogger(__name__)
+
+
+class ResponseFuture:
+    """The result of one Lithops call (a Bettong call underneath)."""
+
+    class State:
+        New = "New"
+        Invoked = "Invoked"
+        Running = "Running"
+        Ready = "Ready"
+        Success = "Success"
+        Error = "Error"
+        Done = "Done"
+        Unknown = "Unknown"
+
+    def __init__(self, bf, call_id, job):
+        self._bf = bf
+        self.call_id = f"{call_id:05d}"
+        self.job_id = job.job_id
+        self.job_key = job.job_key
+        self.executor_id = job.executor_id
+        self.function_name = job.function_name
+        self.execution_timeout = job.execution_timeout
+        self.runtime_memory = job.runtime_memory
+        self.runtime_name = "bettong"
+        self.activation_id = None
+        self.logs = None
+        self._produce_output = True
+        self._read = False
+        self._state = None          # set once read: Success, Done or Error
+        self._exception = None      # (type, value, traceback) of a failed call
+        self._call_output = None
+        self._call_status = None
+        self._new_futures = None
+
+    def __repr__(self):
+        return f"<lithops ResponseFuture {self.job_key}/{self.call_id} {self._current()}>"
+
+    def _current(self):
+        if self._state is not None:
+            return self._state
+        return ResponseFuture.State.Ready if self._bf.done() else ResponseFuture.State.Running
+
+    def _set_state(self, state):
+        self._state = state
+
+    def cancel(self):
+        raise NotImplementedError("Cannot cancel dispatched jobs")
+
+    def cancelled(self):
+        raise NotImplementedError("Cannot cancel dispatched jobs")
+
+    @property
+    def new(self):
+        return False  # a future exists once its call is sent
+
+    @property
+    def invoked(self):
+        return False  # (sent calls are Running until they end: the pool does not say when one starts)
+
+    @property
+    def running(self):
+        return self._current() == ResponseFuture.State.Running
+
+    @property
+    def ready(self):
+        return self._current() == ResponseFuture.State.Ready
+
+    @property
+    def error(self):
+        return self._current() == ResponseFuture.State.Error
+
+    @property
+    def success(self):
+        return self._current() in (ResponseFuture.State.Success, ResponseFuture.State.Error)
+
+    @property
+    def done(self):
+        return self._current() in (ResponseFuture.State.Done, ResponseFuture.State.Error,
+                                   ResponseFuture.State.Unknown)
+
+    @property
+    def futures(self):
+        return self._new_futures is not None
+
+    @property
+    def stats(self):
+        s = self._bf.stats
+        if not s:
+            return {}
+        return {
+            "host_submit_tstamp": s["submitted"],
+            "worker_start_tstamp": s["started"],
+            "worker_end_tstamp": s["finished"],
+            "worker_exec_time": round(s["exec_time"], 8),
+            "worker_func_exec_time": round(s["exec_time"], 8),
+            "worker_id": s["worker"],
+            "attempts": s["attempts"],
+        }
+
+    def _settle(self, bf_timeout=None):
+        """Wait for the Bettong call and read its outcome (once)."""
+        if self._state is not None:
+            return
+        bf = self._bf
+        try:
+            exc = bf.exception(bf_timeout)
+        except BaseException as e:  # cancelled (the pool went away, ...)
+            exc = e
+        if exc is None:
+            self._call_output = bf.result()
+            self._state = ResponseFuture.State.Done
+        else:
+            exc = self._lithops_exception(exc)
+            self._exception = (type(exc), exc, exc.__traceback__)
+            self._state = ResponseFuture.State.Error
+        self._call_status = {"type": "__end__", "exception": exc is not None,
+                             "activation_id": None, **self.stats}
+
+    def _lithops_exception(self, exc):
+        """A worker that died running a call with a memory limit is, as Lithops
+        assumes for a killed call, out of memory."""
+        from bettong.errors import WorkerDied
+        if isinstance(exc, WorkerDied) and self.runtime_memory:
+            err = MemoryError("Function exceeded maximum memory and was killed")
+            err.__cause__ = exc
+            return err
+        return exc
+
+    def _raise(self):
+        typ, value, tb = self._exception
+        raise value.with_traceback(tb)
+
+    def status(self, throw_except=True, internal_storage=None, check_only=False, wait_dur_sec=1):
+        """The call's status (a dict) once it ended; raises the call's exception
+        when it failed and throw_except is true. check_only: None at once if
+        the call has not ended."""
+        if check_only and self._state is None and not self._bf.done():
+            return None
+        self._settle()
+        if self._state == ResponseFuture.State.Error:
+            if throw_except:
+                self._raise()
+            return None
+        return self._call_status
+
+    def result(self, throw_except=True, internal_storage=None, retries=10, wait_dur_sec=1):
+        """The call's value (waiting for it). A failed call raises its exception,
+        or returns None with throw_except=False."""
+        self.status(throw_except=throw_except)
+        if self._state == ResponseFuture.State.Error:
+            return None
+        return self._call_output

@@ -1,0 +1,113 @@
+"""Lithops' helpers that its users and tests import."""
+
+import inspect
+import os
+import uuid
+
+
+def is_lithops_worker():
+    """Whether this runs inside a call (on a Bettong worker)."""
+    return "LITHOPS_WORKER" in os.environ
+
+
+def create_executor_id():
+    return f"{uuid.uuid4().hex[:6]}-{os.getpid() % 1000:03d}"
+
+
+def is_object_processing_function(map_function):
+    try:
+        return {"obj"} & set(inspect.signature(map_function).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def is_unix_system():
+    return os.name == "posix"
+
+
+class FuturesList(list):
+    """The list map()/map_reduce() return: futures, with map/wait/get_result."""
+
+    executor = None
+    config = None
+
+    def _executor(self):
+        if self.executor is None:
+            from lithops import FunctionExecutor
+            self.executor = FunctionExecutor(config=self.config)
+        return self.executor
+
+    def map(self, map_function, sync=False, **kwargs):
+        raise NotImplementedError(
+            "lithops on Bettong: futures as map input (function chaining) are not available yet")
+
+    def map_reduce(self, map_function, reduce_function, sync=False, **kwargs):
+        raise NotImplementedError(
+            "lithops on Bettong: futures as map input (function chaining) are not available yet")
+
+    def wait(self, **kwargs):
+        return self._executor().wait(self, **kwargs)
+
+    def get_result(self, **kwargs):
+        return self._executor().get_result(self, **kwargs)
+
+    def __reduce__(self):
+        return (list, (list(self),))
+
+
+def create_futures_list(futures, executor):
+    fl = FuturesList(futures)
+    fl.config = executor.config
+    fl.executor = executor
+    return fl
+
+
+def format_data(iterdata, extra_args):
+    """iterdata as Lithops takes it: a range or set becomes a list, anything else
+    that is not a list is ONE item; extra_args appended (tuple) or merged (dict)."""
+    if type(iterdata) in (range, set):
+        data = list(iterdata)
+    elif type(iterdata) is not list and type(iterdata) is not FuturesList:
+        data = [iterdata]
+    else:
+        data = iterdata
+    if extra_args:
+        out = []
+        for d in data:
+            if type(d) is tuple:
+                if type(extra_args) is not tuple:
+                    raise Exception("extra_args must contain args in a tuple")
+                out.append(d + extra_args)
+            elif type(d) is dict:
+                if type(extra_args) is not dict:
+                    raise Exception("extra_args must contain kwargs in a dictionary")
+                d = dict(d)
+                d.update(extra_args)
+                out.append(d)
+            else:
+                out.append((d, *extra_args))
+        data = out
+    return data
+
+
+def verify_args(func, iterdata, extra_args):
+    """Each item as a dict of func's parameters (Lithops' envelope); a dict item
+    must name every parameter (unless func takes **kwargs)."""
+    data = format_data(iterdata, extra_args)
+    reserved = ("ibm_cos", "storage", "id", "rabbitmq")
+    sig = inspect.signature(func)
+    sig = sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in reserved])
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    out = []
+    for elem in data:
+        if isinstance(elem, dict):
+            if var_kw or set(sig.parameters) <= set(elem):
+                out.append(elem)
+            else:
+                raise ValueError("Check the args names in the data. You provided these args: ",
+                                 f"{list(elem)}, and the args must be: {list(sig.parameters)}")
+        elif isinstance(elem, tuple):
+            out.append(dict(sig.bind(*elem).arguments))
+        else:
+            out.append(dict(sig.bind(elem).arguments))
+    return out
