@@ -191,7 +191,8 @@ bench: $(BUILD)/bettong $(PYEXT)
 
 # The binary looks for its Python library at <bindir>/../lib/bettong/python. The
 # `bettong` package (with its extension) goes where $(PYTHON) imports from (its
-# sysconfig 'purelib'), told where the installed binary is by _install.py.
+# sysconfig 'purelib'), told where the installed binary is by _install.py, and so
+# do the Lithops and PyWren compatibility packages (`lithops`, `pywren_ibm_cloud`).
 PREFIX ?= /usr/local
 install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
@@ -203,7 +204,12 @@ install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) "$$site/bettong/"; \
 	  rm -f "$$site/bettong/_install.py"; \
 	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
-	  echo "installed the bettong package in $$site/bettong"
+	  echo "installed the bettong package in $$site/bettong"; \
+	  for pkg in lithops pywren_ibm_cloud; do \
+	    rm -rf "$$site/$$pkg"; cp -r python/$$pkg "$$site/$$pkg"; \
+	    find "$$site/$$pkg" -name __pycache__ -prune -exec rm -rf {} +; \
+	  done; \
+	  echo "installed the lithops and pywren_ibm_cloud compatibility packages in $$site"
 
 clean:
 	rm -rf build build-asan build-fuzz

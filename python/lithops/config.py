@@ -197,7 +197,7 @@ def extract_standalone_config(config):
 class Settings:
     """What a configuration means for a Bettong executor."""
 
-    def __init__(self, config):
+    def __init__(self, config, ignored=()):
         cl = config["lithops"]
         sec = config.get(cl["backend"]) or {}
         workers = sec.get("max_workers") or sec.get("worker_processes")
@@ -219,14 +219,14 @@ class Settings:
         self.storage = cl.get("storage")
         self.backend = cl["backend"]
         self.mode = cl["mode"]
-        _note_ignored(config)
+        _note_ignored(config, ignored)
 
 
-def _note_ignored(config):
+def _note_ignored(config, more=()):
     """One warning, once per process and set of keys, naming what the
     configuration sets that means nothing on a Bettong pool."""
     cl = config.get("lithops") or {}
-    ignored = []
+    ignored = list(more)
     for k, v in cl.items():
         if k in _LITHOPS_APPLIED:
             continue
@@ -240,12 +240,15 @@ def _note_ignored(config):
         if section == "lithops" or not body:
             continue
         if section not in used:
-            ignored.append(section)
+            if isinstance(body, dict):
+                ignored += [f"{section}.{k}" for k in body]
+            else:
+                ignored.append(section)
             continue
         if isinstance(body, dict):
             ignored += [f"{section}.{k}" for k in body if k not in _BACKEND_APPLIED]
     if cl.get("backend") not in (None, c.LOCALHOST):
-        ignored.append(f"lithops.backend={cl.get('backend')} (calls run on Bettong's pool)")
+        ignored.append(f"compute backend {cl.get('backend')!r} (calls run on Bettong's pool)")
     if ignored:
         text = ", ".join(sorted(ignored))
         if text not in _noted:

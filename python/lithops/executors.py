@@ -74,6 +74,9 @@ def _refuse_objects(map_function, map_iterdata, obj_chunk_size=None, obj_chunk_n
 class FunctionExecutor:
     """Lithops' FunctionExecutor: calls run on a Bettong pool."""
 
+    _verify_args = staticmethod(verify_args)  # (PyWren's binds lists too)
+    _ignored = ()  # (PyWren's: its arguments that mean nothing here, for the note)
+
     def __init__(self, mode=None, config=None, config_file=None, backend=None, storage=None,
                  monitoring=None, log_level=False, **kwargs):
         config_ow = {"lithops": {}, "backend": {}}
@@ -89,7 +92,7 @@ class FunctionExecutor:
         level = log_level or self.config["lithops"].get("log_level")
         if level:
             logging.getLogger("lithops").setLevel(str(level).upper())
-        self._settings = Settings(self.config)
+        self._settings = Settings(self.config, self._ignored)
         self.storage = Storage(storage_config=extract_storage_config(self.config))
         self.backend = self.config["lithops"]["backend"]
         self.mode = self.config["lithops"]["mode"]
@@ -138,7 +141,7 @@ class FunctionExecutor:
 
     def _map_items(self, job, func, iterdata, extra_args, extra_env, chunksize,
                    include_modules, exclude_modules):
-        envelopes = verify_args(func, iterdata, extra_args)
+        envelopes = self._verify_args(func, iterdata, extra_args)
         items = list(enumerate(envelopes))
         bfs = self._bx.map(LithopsCall(func, job.job_key, self.storage), items,
                            extra_env=extra_env, chunksize=chunksize,
@@ -191,7 +194,7 @@ class FunctionExecutor:
                     self._settings.timeout,
                     reduce_runtime_memory if reduce_runtime_memory is not None
                     else self._settings.runtime_memory)
-        envelopes = verify_args(map_function, map_iterdata, extra_args)
+        envelopes = self._verify_args(map_function, map_iterdata, extra_args)
         rf = self._bx.map_reduce(
             LithopsCall(map_function, mjob.job_key, self.storage), list(enumerate(envelopes)),
             LithopsReduce(reduce_function, rjob.job_key, self.storage, extra_args_reduce),
@@ -203,7 +206,7 @@ class FunctionExecutor:
         self.futures.extend(maps)
         self.futures.append(reduce)
         if spawn_reducer != ALWAYS and maps:
-            self.wait(maps, return_when=spawn_reducer)
+            self._wait(maps, return_when=spawn_reducer)
         for f in maps:  # Lithops' _set_mapreduce: their results are the reduce's input
             f._read = True
             f._produce_output = False
@@ -214,6 +217,11 @@ class FunctionExecutor:
              timeout=None, threadpool_size=THREADPOOL_SIZE, wait_dur_sec=None,
              show_progressbar=True):
         """(done, not_done) FuturesLists; see lithops.wait.wait."""
+        return self._wait(fs, throw_except, return_when, download_results, timeout,
+                          show_progressbar)
+
+    def _wait(self, fs=None, throw_except=True, return_when=ALL_COMPLETED,
+              download_results=False, timeout=None, show_progressbar=True):
         futures = fs or self.futures
         if type(futures) not in (list, FuturesList):
             futures = [futures]
@@ -233,8 +241,8 @@ class FunctionExecutor:
                    threadpool_size=THREADPOOL_SIZE, wait_dur_sec=None, show_progressbar=True):
         """The results of fs (default: every future not read yet), in order; one
         value when that is one result and the last call was not a map."""
-        fs_done, _ = self.wait(fs=fs, throw_except=throw_except, timeout=timeout,
-                               download_results=True, show_progressbar=show_progressbar)
+        fs_done, _ = self._wait(fs=fs, throw_except=throw_except, timeout=timeout,
+                                download_results=True, show_progressbar=show_progressbar)
         result = []
         for f in fs_done:
             if f.futures or not f._produce_output:

@@ -21,14 +21,19 @@ def _signature(func):
 def prepare_args(func, data, sig=None):
     sig = sig or _signature(func)
     var_pos = var_kw = None
+    pos_only = []
     if sig is not None:
         for name, p in sig.parameters.items():
             if p.kind == p.VAR_POSITIONAL:
                 var_pos = name
             elif p.kind == p.VAR_KEYWORD:
                 var_kw = name
+            elif p.kind == p.POSITIONAL_ONLY:
+                pos_only.append(name)
     payload = dict(data)
-    args = (payload.pop(var_pos) or ()) if var_pos in payload else ()
+    # (positional-only parameters, as a builtin's, cannot be given by keyword)
+    head = tuple(payload.pop(n) for n in pos_only if n in payload)
+    args = head + tuple((payload.pop(var_pos) or ()) if var_pos in payload else ())
     kwargs = (payload.pop(var_kw) or {}) if var_kw in payload else {}
     kwargs.update(payload)
     return args, kwargs
