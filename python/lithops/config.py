@@ -155,7 +155,7 @@ def default_storage_config(config_file=None, config_data=None, backend=None):
     if not isinstance(data.get(sb), dict):
         data[sb] = {}
     if sb == c.LOCALHOST:
-        data[sb].setdefault("storage_bucket", "storage")
+        data[sb].setdefault("storage_bucket", data["lithops"].get("storage_bucket", "storage"))
     return data
 
 

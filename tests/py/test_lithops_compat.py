@@ -1,0 +1,333 @@
+"""Lithops programs unchanged on Bettong (python/lithops): a Lithops program
+against the local pool and a remote pool (BETTONG_POOL / BETTONG_SECRET), and
+every parameter the compatibility layer accepts, each with an effect seen
+from outside: chunksize, timeout, runtime_memory, include_modules,
+exclude_modules, clean(), wait/get_result's throw_except, return_when and
+timeout, spawn_reducer, the futures' Lithops states, the configuration."""
+
+import logging
+import os
+import random
+import sys
+import textwrap
+import time
+
+import cloudpickle
+import pytest
+
+from executor_helpers import EXEC_APPS, RESULT_TIMEOUT, TcpPool, run_script, sub_env
+
+import lithops  # noqa: E402 (executor_helpers put python/ on sys.path)
+from lithops.config import default_config, extract_storage_config  # noqa: E402
+from lithops.storage.utils import CloudObject, StorageNoSuchKeyError  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+T = RESULT_TIMEOUT
+SECRET = "bt-lithops-" + "%08x" % random.getrandbits(32)
+CONFIG = {"lithops": {"backend": "localhost", "storage": "localhost"}}
+PROGRAM_OUTPUT = """\
+map [2, 4, 6]
+chunksize [10, 11, 12, 13, 14]
+map_reduce 12
+call_async 5 5
+raised boom 2
+throw_except=False [1, None, 3]
+lithops.get_result [10]
+lithops.wait 2 0 [True, True]
+storage localhost storage
+words 5
+cloudobjects 5
+cleaned [[], []]
+no such key
+retries [0, 1, 2] 0
+pool [1, 2, 3] [3, 7]
+"""
+
+
+# ------------------------------------------------------------------ a program, unchanged
+
+def test_lithops_program_on_the_local_pool(tmp_path):
+    env = sub_env(extra={"BETTONG_STORAGE_DIR": tmp_path / "store"})
+    env.pop("BETTONG_POOL", None)
+    r = run_script(EXEC_APPS / "lithops_program.py", [tmp_path], env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == PROGRAM_OUTPUT
+    assert r.stderr == ""
+
+
+def test_lithops_program_on_a_remote_pool(tmp_path, procs):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=2)
+    env = sub_env(extra={"BETTONG_STORAGE_DIR": tmp_path / "store",
+                         "BETTONG_POOL": pool.address, "BETTONG_SECRET": SECRET})
+    r = run_script(EXEC_APPS / "lithops_program.py", [tmp_path], env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == PROGRAM_OUTPUT
+    assert r.stderr == ""
+    assert pool.alive()
+
+
+# ------------------------------------------------------------------ parameters
+
+@pytest.fixture(scope="module")
+def storage_dir(tmp_path_factory):
+    saved = os.environ.get("BETTONG_STORAGE_DIR")
+    d = tmp_path_factory.mktemp("lithops-storage")
+    os.environ["BETTONG_STORAGE_DIR"] = str(d)
+    try:
+        yield d
+    finally:
+        if saved is None:
+            os.environ.pop("BETTONG_STORAGE_DIR", None)
+        else:
+            os.environ["BETTONG_STORAGE_DIR"] = saved
+
+
+@pytest.fixture(scope="module")
+def fexec(storage_dir):
+    ex = lithops.FunctionExecutor(config=CONFIG, max_workers=2)
+    try:
+        yield ex
+    finally:
+        ex._bx.close()
+
+
+def pid_of(x):
+    return os.getpid()
+
+
+def slow(x):
+    time.sleep(x)
+    return x
+
+
+def alloc(mib):
+    return len(bytearray(mib * 1024 * 1024))
+
+
+def test_map_third_positional_is_chunksize(fexec):
+    fs = fexec.map(pid_of, range(4), 2)
+    pids = fexec.get_result(fs)
+    # one worker invocation per chunk of two calls: each chunk's calls ran in one process
+    assert pids[0] == pids[1] and pids[2] == pids[3]
+    assert [f.call_id for f in fs] == ["00000", "00001", "00002", "00003"]
+
+
+def length(s):
+    return len(s)
+
+
+def test_str_iterdata_is_one_item_and_object_input_is_refused(fexec):
+    assert fexec.get_result(fexec.map(length, "abc")) == [3]
+
+    def per_object(obj):
+        return obj.key
+
+    with pytest.raises(NotImplementedError, match="`obj` parameter"):
+        fexec.map(per_object, "localhost://storage/prefix/")
+    with pytest.raises(NotImplementedError, match="obj_chunk_size"):
+        fexec.map(length, ["ab"], obj_chunk_size=1 << 20)
+    with pytest.raises(NotImplementedError, match="obj_reduce_by_key"):
+        fexec.map_reduce(length, ["ab"], sum, obj_reduce_by_key=True)
+
+
+def test_timeout_stops_the_call_with_timeout_error(fexec):
+    t0 = time.monotonic()
+    f = fexec.call_async(slow, 30, timeout=1)
+    with pytest.raises(TimeoutError):
+        f.result()
+    assert time.monotonic() - t0 < 10
+    assert f.error and f.done
+    assert fexec.get_result(fexec.map(slow, [0, 0], timeout=5)) == [0, 0]
+
+
+def test_runtime_memory_limits_each_call(fexec):
+    fs = fexec.map(alloc, [256, 16], runtime_memory=64)
+    with pytest.raises(MemoryError):
+        fs[0].result()
+    assert fs[1].result() == 16 * 1024 * 1024
+    assert fexec.get_result(fexec.map(alloc, [256], runtime_memory=512)) == [256 * 1024 * 1024]
+    # the limit holds for the call only: the same workers allocate freely afterwards
+    assert fexec.get_result(fexec.map(alloc, [256, 256])) == [256 * 1024 * 1024] * 2
+
+
+def test_include_modules_ships_a_module_the_workers_cannot_import(fexec, tmp_path):
+    fexec.get_result(fexec.map(pid_of, [0, 1]))  # the pool runs (its workers' path is fixed)
+    (tmp_path / "lithops_shipped_mod.py").write_text(
+        "def triple(x):\n    return 3 * x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import lithops_shipped_mod as mod
+        with pytest.raises(Exception, match="could not be unpickled|No module named"):
+            fexec.get_result(fexec.map(mod.triple, [1]))
+        fs = fexec.map(mod.triple, [1, 2], include_modules=["lithops_shipped_mod"])
+        assert fexec.get_result(fs) == [3, 6]
+        f = fexec.call_async(mod.triple, 5, include_modules=["lithops_shipped_mod"])
+        assert f.result() == 15
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lithops_shipped_mod", None)
+
+
+def test_exclude_modules_keeps_a_module_by_reference(storage_dir, tmp_path):
+    (tmp_path / "lithops_ref_mod.py").write_text(textwrap.dedent("""\
+        import sys
+
+        def imported_here(x):
+            return "lithops_ref_mod" in sys.modules
+    """))
+    sys.path.insert(0, str(tmp_path))  # before the pool starts: its workers can import it
+    try:
+        import lithops_ref_mod as mod
+        cloudpickle.register_pickle_by_value(mod)
+        ex = lithops.FunctionExecutor(config=CONFIG, max_workers=1)
+        try:
+            # by value: the worker never imports the module
+            assert ex.get_result(ex.map(mod.imported_here, [0])) == [False]
+            fs = ex.map(mod.imported_here, [0], exclude_modules=["lithops_ref_mod"])
+            assert ex.get_result(fs) == [True]
+        finally:
+            ex._bx.close()
+            cloudpickle.unregister_pickle_by_value(mod)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("lithops_ref_mod", None)
+
+
+def test_clean_removes_the_jobs_cloudobjects(fexec):
+    def put(x, storage):
+        return storage.put_cloudobject(b"%d" % x)
+
+    fs = fexec.map(put, [1, 2, 3])
+    cos = fexec.get_result(fs)
+    st = fexec.storage
+    assert all(isinstance(c, CloudObject) for c in cos)
+    assert all(c.key.startswith("lithops.jobs/tmp/%s/" % fs[0].job_key) for c in cos)
+    assert [st.get_cloudobject(c) for c in cos] == [b"1", b"2", b"3"]
+    fexec.clean(cs=[cos[0]])
+    assert st.list_keys(st.bucket, cos[0].key) == []
+    assert st.list_keys(st.bucket, cos[1].key) == [cos[1].key]
+    kept = st.put_cloudobject(b"mine", key="kept/one")
+    fexec.clean(fs=fs)
+    assert st.list_keys(st.bucket, "lithops.jobs/tmp/%s/" % fs[0].job_key) == []
+    assert st.get_cloudobject(kept) == b"mine"
+
+
+def test_wait_and_get_result_throw_except(fexec):
+    def boom(x):
+        if x:
+            raise ValueError("boom")
+        return x
+
+    fs = fexec.map(boom, [0, 1])
+    with pytest.raises(ValueError, match="boom"):
+        fexec.wait(fs)
+    fs = fexec.map(boom, [0, 1])
+    done, not_done = fexec.wait(fs, throw_except=False)
+    assert list(done) == fs and list(not_done) == []
+    assert [f.error for f in fs] == [False, True]
+    assert fexec.get_result(fs, False) == [0, None]  # positional: throw_except
+    assert lithops.get_result(fs, throw_except=False) == [0, None]
+    with pytest.raises(ValueError):
+        lithops.get_result(fs)
+
+
+def test_return_when_and_wait_timeout(fexec):
+    fs = fexec.map(slow, [0, 0, 4, 4])
+    done, not_done = fexec.wait(fs, return_when=lithops.ALWAYS)
+    assert len(done) + len(not_done) == 4 and len(not_done) >= 2
+    done, not_done = fexec.wait(fs, return_when=lithops.ANY_COMPLETED)
+    assert 1 <= len(done) <= 2 and fs[2] in not_done
+    done, not_done = fexec.wait(fs, return_when=50)
+    assert list(done) == fs[:2] and list(not_done) == fs[2:]
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="Timeout of 1 seconds"):
+        fexec.wait(fs, timeout=1)
+    assert time.monotonic() - t0 < 3
+    with pytest.raises(ValueError, match="return_when"):
+        fexec.wait(fs, return_when=101)
+    assert fexec.get_result(fs) == [0, 0, 4, 4]
+
+
+def test_future_states_are_lithops_properties(fexec):
+    f = fexec.call_async(slow, 1)
+    assert f.running and not f.done and not f.ready
+    if f.done:  # a property, as in Lithops: never true while the call runs
+        pytest.fail("f.done is true for a running call")
+    while not f.ready:  # ended, not read yet
+        time.sleep(0.02)
+    assert not f.done and not f.success
+    fexec.wait([f])
+    # Done (its result is read): `success` is Lithops' "status read, result not yet"
+    assert f.done and not f.success and not f.error and not f.running
+    assert f.result() == 1
+    assert f.stats["worker_end_tstamp"] >= f.stats["worker_start_tstamp"] > 0
+    with pytest.raises(NotImplementedError):
+        f.cancel()
+
+
+def test_spawn_reducer_returns_after_that_share_of_maps(fexec):
+    fs = fexec.map_reduce(slow, [1, 1], sum, spawn_reducer=lithops.ALWAYS)
+    assert all(f.running for f in fs[:2]), "map_reduce waited for maps with ALWAYS"
+    assert fexec.get_result(fs) == 2
+    fs = fexec.map_reduce(slow, [0.5, 0.5], sum, spawn_reducer=100)
+    assert all(f.done for f in fs[:2]), "map_reduce returned before the maps with 100"
+    assert fexec.get_result(fs) == 1.0
+    assert len(fs) == 3
+
+
+def test_retrying_executor_reruns_a_timed_out_call(storage_dir, tmp_path):
+    def sleeps_once(i):
+        mark = tmp_path / ("ran-%d" % i)
+        if not mark.exists():
+            mark.write_text("")
+            time.sleep(30)
+        return i
+
+    ex = lithops.FunctionExecutor(config=CONFIG, max_workers=2)
+    try:
+        with lithops.RetryingFunctionExecutor(ex) as rexec:
+            fs = rexec.map(sleeps_once, [0, 1], timeout=1, retries=1)
+            done, pending = rexec.wait(fs, throw_except=False)
+            assert sorted(f.result() for f in done) == [0, 1] and pending == []
+            assert [f.failure_count for f in fs] == [1, 1]
+    finally:
+        ex._bx.close()
+
+
+def test_configuration_what_applies_and_the_note(storage_dir, caplog):
+    cfg = {"lithops": {"backend": "localhost", "storage": "localhost", "monitoring": "rabbitmq",
+                       "execution_timeout": 1},
+           "localhost": {"max_workers": 1, "runtime": "python3.11"},
+           "aws_lambda": {"region": "eu-west-1"}}
+    with caplog.at_level(logging.WARNING, logger="lithops"):
+        ex = lithops.FunctionExecutor(config=cfg)
+        ex2 = lithops.FunctionExecutor(config=cfg)
+    notes = [r.getMessage() for r in caplog.records]
+    assert notes == ["lithops on Bettong: config settings with no meaning here, ignored: "
+                     "aws_lambda.region, lithops.monitoring, localhost.runtime"]
+    try:
+        # max_workers 1: one worker process; execution_timeout 1: the default timeout
+        assert len(set(ex.get_result(ex.map(pid_of, range(4))))) == 1
+        with pytest.raises(TimeoutError):
+            ex.call_async(slow, 20).result()
+    finally:
+        ex._bx.close()
+        ex2._bx.close()
+
+
+def test_storage_from_config(storage_dir):
+    st = lithops.Storage(storage_config=extract_storage_config(default_config(config_data=CONFIG)))
+    assert (st.backend, st.bucket) == ("localhost", "storage")
+    st.put_object(st.bucket, "cfg/x", b"123")
+    assert st.head_bucket(st.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    assert st.head_object(st.bucket, "cfg/x")["content-length"] == "3"
+    with pytest.raises(StorageNoSuchKeyError):
+        st.get_object(st.bucket, "cfg/none")
+    st.delete_object(st.bucket, "cfg/x")
+    other = {"lithops": {"backend": "localhost", "storage": "localhost",
+                         "storage_bucket": "b2"}}
+    assert lithops.Storage(config=other).bucket == "b2"
+    with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
+        lithops.Storage(config={"lithops": {"backend": "aws_lambda"}})
