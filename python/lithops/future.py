@@ -103,6 +103,8 @@ class ResponseFuture:
 
     @property
     def stats(self):
+        if self.__dict__.get("_stats") is not None:
+            return self._stats
         s = self._bf.stats
         if not s:
             return {}
@@ -126,14 +128,28 @@ class ResponseFuture:
         except BaseException as e:  # cancelled (the pool went away, ...)
             exc = e
         if exc is None:
-            self._call_output = bf.result()
+            out = self._call_output = bf.result()
             self._state = ResponseFuture.State.Done
+            new = _returned_futures(out)
+            if new is not None:  # function composition: the call returned futures
+                self._new_futures = new
         else:
             exc = self._lithops_exception(exc)
             self._exception = (type(exc), exc, exc.__traceback__)
             self._state = ResponseFuture.State.Error
         self._call_status = {"type": "__end__", "exception": exc is not None,
                              "activation_id": None, **self.stats}
+
+    def __reduce__(self):
+        """A future travels (returned by a function, ...) as its outcome: it is
+        waited for, and unpickles as a future that has ended with it."""
+        self._settle()
+        exc = self._exception[1] if self._exception is not None else None
+        if exc is not None:
+            exc.__traceback__ = None
+        return (_ended_future, (self.call_id, self.job_id, self.job_key, self.executor_id,
+                                self.function_name, self.runtime_memory, self.stats,
+                                self._call_output, exc))
 
     def _lithops_exception(self, exc):
         """A worker that died running a call with a memory limit is, as Lithops
@@ -169,3 +185,48 @@ class ResponseFuture:
         if self._state == ResponseFuture.State.Error:
             return None
         return self._call_output
+
+
+class _Ended:
+    """The Bettong future of a future that ended elsewhere."""
+
+    stats = {}
+
+    def done(self):
+        return True
+
+
+def _ended_future(call_id, job_id, job_key, executor_id, function_name, runtime_memory, stats,
+                  output, exc):
+    f = ResponseFuture(_Ended(), 0, _JobInfo(job_id, job_key, executor_id, function_name,
+                                             runtime_memory))
+    f.call_id = call_id
+    f._stats = stats
+    f._call_output = output
+    if exc is None:
+        f._state = ResponseFuture.State.Done
+        f._new_futures = _returned_futures(output)
+    else:
+        f._state = ResponseFuture.State.Error
+        f._exception = (type(exc), exc, None)
+    f._call_status = {"type": "__end__", "exception": exc is not None, "activation_id": None}
+    return f
+
+
+class _JobInfo:
+    def __init__(self, job_id, job_key, executor_id, function_name, runtime_memory):
+        self.job_id = job_id
+        self.job_key = job_key
+        self.executor_id = executor_id
+        self.function_name = function_name
+        self.execution_timeout = None
+        self.runtime_memory = runtime_memory
+
+
+def _returned_futures(out):
+    """The futures a call returned (one, or a non-empty list of them), or None."""
+    if isinstance(out, ResponseFuture):
+        return [out]
+    if isinstance(out, (list, tuple)) and out and all(isinstance(x, ResponseFuture) for x in out):
+        return list(out)
+    return None

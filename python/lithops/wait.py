@@ -61,13 +61,22 @@ def _block(fs, return_when, download_results, timeout, show_progressbar):
 
 
 def _read(fs, download_results, throw_except):
-    """Read the outcome of every future whose call ended (in order)."""
-    for f in fs:
+    """Read the outcome of every future whose call ended (in order); the
+    futures a call returned join fs (Lithops' function composition)."""
+    seen = set(map(id, fs))
+    i = 0
+    while i < len(fs):
+        f = fs[i]
+        i += 1
         if f._state is None and f._bf.done():
             if download_results:
                 f.result(throw_except=throw_except)
             else:
                 f.status(throw_except=throw_except)
+        for g in f._new_futures or ():
+            if id(g) not in seen:
+                seen.add(id(g))
+                fs.append(g)
 
 
 def wait(fs, internal_storage=None, job_monitor=None, throw_except=True,
@@ -84,11 +93,10 @@ def wait(fs, internal_storage=None, job_monitor=None, throw_except=True,
         if not isinstance(f, ResponseFuture):
             raise TypeError(f"lithops.wait() takes lithops futures, not {type(f).__name__}")
     not_done = [f for f in fs if not _is_done(f, download_results)]
-    if not_done:
-        if return_when != ALWAYS:
-            watched = not_done if futures_from_executor_wait else fs
-            _block(watched, return_when, download_results, timeout, show_progressbar)
-        _read(fs, download_results, throw_except)
+    if not_done and return_when != ALWAYS:
+        watched = not_done if futures_from_executor_wait else fs
+        _block(watched, return_when, download_results, timeout, show_progressbar)
+    _read(fs, download_results, throw_except)
     fs_done = [f for f in fs if _is_done(f, download_results)]
     fs_notdone = [f for f in fs if not _is_done(f, download_results)]
     return fs_done, fs_notdone

@@ -331,3 +331,39 @@ def test_storage_from_config(storage_dir):
     assert lithops.Storage(config=other).bucket == "b2"
     with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
         lithops.Storage(config={"lithops": {"backend": "aws_lambda"}})
+
+
+def returns_futures(n):
+    def inc(x):
+        return x + 1
+
+    inner = lithops.FunctionExecutor(config=CONFIG, max_workers=1)
+    return inner.map(inc, range(n))
+
+
+def returns_a_future(x):
+    inner = lithops.FunctionExecutor(config=CONFIG, max_workers=1)
+    return inner.call_async(slow, x)
+
+
+def test_a_function_can_return_futures(fexec):
+    f = fexec.call_async(returns_futures, 3)
+    assert fexec.get_result([f]) == [1, 2, 3]   # the results of the futures it returned
+    assert f.futures and len(f.result()) == 3
+    fs = [fexec.call_async(returns_a_future, 0)]
+    assert fexec.get_result(fs) == 0 and len(fs) == 2  # (one value: the last call was no map)
+
+
+def test_futures_pickle_as_their_outcome(fexec):
+    import pickle
+
+    def boom(x):
+        raise KeyError(x)
+
+    f, g = fexec.map(slow, [0.2]) + fexec.map(boom, [7])
+    f2, g2 = pickle.loads(pickle.dumps([f, g]))  # (waits for them)
+    assert f2.done and f2.result() == 0.2
+    assert g2.error
+    with pytest.raises(KeyError):
+        g2.result()
+    assert g2.result(throw_except=False) is None
