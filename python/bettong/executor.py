@@ -852,6 +852,30 @@ class FunctionExecutor:
         self._record("map_reduce", [rf])
         return rf
 
+    def _reduce_of(self, maps, reduce_function, extra_env=None, timeout=None, retries=None,
+                   **options):
+        """reduce_function(list of the results of `maps`) on a worker once they are
+        done: its future. maps: futures of this executor's calls, one call each
+        (not items of a chunked map). For the `lithops` package's one reducer
+        per object."""
+        _check_options("_reduce_of", options, _CALL_OPTIONS)
+        if any(f._chunk is not None for f in maps):
+            raise ValueError("a reduce over some calls cannot take items of a chunked map")
+        rship = _Ship.of(options, default_memory=self._memory)
+        rfn = _wrap(reduce_function, extra_env, rship)
+        if rship is not None and rship.modules:
+            rpf = shipped_function(rfn, rship.include, rship.exclude)
+        else:
+            rpf = self._pickled(rfn)
+        rstorage = self.storage if "storage" in _params(reduce_function) else None
+        client = self._get_client()
+        rf = ResponseFuture(client, None)
+        _Reduce(self, client, rpf, list(maps), rf,
+                _timeout_ms(self._timeout if timeout is None else timeout),
+                self._retries if retries is None else _retries(retries), rstorage)
+        self._record("map_reduce", [rf])
+        return rf
+
     # ------------------------------------------------------------ results
     def _uncollected(self):
         jobs = list(self._jobs.values())

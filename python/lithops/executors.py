@@ -31,6 +31,7 @@ import bettong
 from lithops import constants
 from lithops.config import Settings, default_config, extract_storage_config
 from lithops.future import ResponseFuture
+from lithops.partitioner import create_partitions
 from lithops.storage import Storage
 from lithops.storage.utils import CloudObject, create_job_key
 from lithops.utils import (FuturesList, create_executor_id, create_futures_list,
@@ -53,22 +54,26 @@ class _Job:
         self.runtime_memory = memory
 
 
-def _refuse_objects(map_function, map_iterdata, obj_chunk_size=None, obj_chunk_number=None,
-                    obj_reduce_by_key=False):
+def _refuse_futures(map_iterdata):
     if isinstance(map_iterdata, FuturesList) or (
             isinstance(map_iterdata, (list, tuple)) and any(isinstance(x, ResponseFuture)
                                                             for x in map_iterdata)):
         raise NotImplementedError(
             "lithops on Bettong: futures as map input (function chaining) are not available yet")
+
+
+def _object_options(map_function, obj_chunk_size=None, obj_chunk_number=None,
+                    obj_reduce_by_key=False):
+    """Whether map_function processes objects (an `obj` parameter); the
+    object options are refused for any other function."""
     if is_object_processing_function(map_function):
-        raise NotImplementedError(
-            "lithops on Bettong: functions with an `obj` parameter (data from object storage: "
-            "a bucket, prefix, keys or URLs as iterdata) are not available yet")
+        return True
     for name, value in (("obj_chunk_size", obj_chunk_size), ("obj_chunk_number", obj_chunk_number),
                         ("obj_reduce_by_key", obj_reduce_by_key)):
         if value:
-            raise NotImplementedError(
-                f"lithops on Bettong: {name} (chunking objects from storage) is not available yet")
+            raise ValueError(f"{name} applies to functions with an `obj` parameter (data from "
+                             "storage), which this one has not")
+    return False
 
 
 class FunctionExecutor:
@@ -139,9 +144,20 @@ class FunctionExecutor:
             opts["exclude_modules"] = exc
         return opts
 
-    def _map_items(self, job, func, iterdata, extra_args, extra_env, chunksize,
-                   include_modules, exclude_modules):
+    def _envelopes(self, func, iterdata, extra_args, objects, chunk_size=None, chunk_number=None,
+                   newline="\n"):
+        """The items as Lithops' parameter dicts; for a function with an `obj`
+        parameter, one per partition of the objects they name, and the number
+        of partitions of each object."""
         envelopes = self._verify_args(func, iterdata, extra_args)
+        if not objects:
+            return envelopes, None
+        return create_partitions(self.storage, envelopes, chunk_size, chunk_number, newline)
+
+    def _map_items(self, job, func, iterdata, extra_args, extra_env, chunksize,
+                   include_modules, exclude_modules, envelopes=None):
+        if envelopes is None:
+            envelopes = self._verify_args(func, iterdata, extra_args)
         items = list(enumerate(envelopes))
         bfs = self._bx.map(LithopsCall(func, job.job_key, self.storage), items,
                            extra_env=extra_env, chunksize=chunksize,
@@ -154,22 +170,26 @@ class FunctionExecutor:
     def call_async(self, func, data, extra_env=None, runtime_memory=None, timeout=None,
                    include_modules=[], exclude_modules=[]):
         """Run func once on data; its future."""
-        _refuse_objects(func, None)
+        objects = _object_options(func)
+        envelopes, _ = self._envelopes(func, [data], None, objects)
         job = self._create_job("A", func, timeout, runtime_memory)
         self.last_call = "call_async"
-        return self._map_items(job, func, [data], None, extra_env, None, include_modules,
-                               exclude_modules)[0]
+        return self._map_items(job, func, None, None, extra_env, None, include_modules,
+                               exclude_modules, envelopes)[0]
 
     def map(self, map_function, map_iterdata, chunksize=None, extra_args=None, extra_env=None,
             runtime_memory=None, obj_chunk_size=None, obj_chunk_number=None, obj_newline="\n",
             timeout=None, include_modules=[], exclude_modules=[]):
         """One call per item of map_iterdata (a list, range or set; anything else
         is one item); a FuturesList in order."""
-        _refuse_objects(map_function, map_iterdata, obj_chunk_size, obj_chunk_number)
+        _refuse_futures(map_iterdata)
+        objects = _object_options(map_function, obj_chunk_size, obj_chunk_number)
+        envelopes, _ = self._envelopes(map_function, map_iterdata, extra_args, objects,
+                                       obj_chunk_size, obj_chunk_number, obj_newline)
         job = self._create_job("M", map_function, timeout, runtime_memory)
         self.last_call = "map"
-        fs = self._map_items(job, map_function, map_iterdata, extra_args, extra_env, chunksize,
-                             include_modules, exclude_modules)
+        fs = self._map_items(job, map_function, None, None, extra_env, chunksize,
+                             include_modules, exclude_modules, envelopes)
         return create_futures_list(fs, self)
 
     def map_reduce(self, map_function, map_iterdata, reduce_function, chunksize=None,
@@ -181,8 +201,9 @@ class FunctionExecutor:
         """A map, then reduce_function(list of the map results) on a worker once
         all maps are done. Returns the map futures and the reduce's (whose
         result is get_result()'s)."""
-        _refuse_objects(map_function, map_iterdata, obj_chunk_size, obj_chunk_number,
-                        obj_reduce_by_key)
+        _refuse_futures(map_iterdata)
+        objects = _object_options(map_function, obj_chunk_size, obj_chunk_number,
+                                  obj_reduce_by_key)
         if extra_args_reduce is not None and type(extra_args_reduce) is not tuple:
             raise Exception("extra_args must contain args in a tuple")
         if spawn_reducer != ALWAYS and not (isinstance(spawn_reducer, int)
@@ -194,23 +215,41 @@ class FunctionExecutor:
                     self._settings.timeout,
                     reduce_runtime_memory if reduce_runtime_memory is not None
                     else self._settings.runtime_memory)
-        envelopes = self._verify_args(map_function, map_iterdata, extra_args)
-        rf = self._bx.map_reduce(
-            LithopsCall(map_function, mjob.job_key, self.storage), list(enumerate(envelopes)),
-            LithopsReduce(reduce_function, rjob.job_key, self.storage, extra_args_reduce),
-            extra_env=extra_env, chunksize=chunksize, timeout=mjob.execution_timeout,
-            map_runtime_memory=mjob.runtime_memory, reduce_runtime_memory=rjob.runtime_memory,
-            **self._modules(include_modules, exclude_modules))
-        maps = [ResponseFuture(bf, i, mjob) for i, bf in enumerate(rf.map_futures)]
-        reduce = ResponseFuture(rf, 0, rjob)
-        self.futures.extend(maps)
-        self.futures.append(reduce)
+        envelopes, parts = self._envelopes(map_function, map_iterdata, extra_args, objects,
+                                           obj_chunk_size, obj_chunk_number, obj_newline)
+        modules = self._modules(include_modules, exclude_modules)
+        reducer = LithopsReduce(reduce_function, rjob.job_key, self.storage, extra_args_reduce)
+        if obj_reduce_by_key:
+            # one reducer per object, over the results of its partitions
+            if chunksize and chunksize > 1:
+                raise ValueError("lithops on Bettong: chunksize with obj_reduce_by_key is not "
+                                 "available (a reducer takes its object's calls)")
+            maps = self._map_items(mjob, map_function, None, None, extra_env, None,
+                                   include_modules, exclude_modules, envelopes)
+            reduces, start = [], 0
+            for i, n in enumerate(parts):
+                rf = self._bx._reduce_of([f._bf for f in maps[start:start + n]], reducer,
+                                         extra_env=extra_env, timeout=rjob.execution_timeout,
+                                         runtime_memory=rjob.runtime_memory,
+                                         **modules)
+                reduces.append(ResponseFuture(rf, i, rjob))
+                start += n
+        else:
+            rf = self._bx.map_reduce(
+                LithopsCall(map_function, mjob.job_key, self.storage), list(enumerate(envelopes)),
+                reducer, extra_env=extra_env, chunksize=chunksize,
+                timeout=mjob.execution_timeout, map_runtime_memory=mjob.runtime_memory,
+                reduce_runtime_memory=rjob.runtime_memory, **modules)
+            maps = [ResponseFuture(bf, i, mjob) for i, bf in enumerate(rf.map_futures)]
+            self.futures.extend(maps)
+            reduces = [ResponseFuture(rf, 0, rjob)]
+        self.futures.extend(reduces)
         if spawn_reducer != ALWAYS and maps:
             self._wait(maps, return_when=spawn_reducer)
         for f in maps:  # Lithops' _set_mapreduce: their results are the reduce's input
             f._read = True
             f._produce_output = False
-        return create_futures_list(maps + [reduce], self)
+        return create_futures_list(maps + reduces, self)
 
     # ------------------------------------------------------------ results
     def wait(self, fs=None, throw_except=True, return_when=ALL_COMPLETED, download_results=False,

@@ -74,6 +74,9 @@ class LithopsCall:
             data["storage"] = self.storage
         if "id" in params:
             data["id"] = call_id
+        if "obj" in params and hasattr(data.get("obj"), "total_parts"):
+            from lithops.partitioner import load
+            load(data["obj"], self.storage)
         return _run(func, data, sig, f"{self.job_key}/{call_id:05d}")
 
     def __repr__(self):
