@@ -37,6 +37,7 @@ lithops.get_result [10]
 lithops.wait 2 0 [True, True]
 storage localhost storage
 words 5
+objects 8 5
 cloudobjects 5
 cleaned [[], []]
 no such key
@@ -118,17 +119,21 @@ def length(s):
     return len(s)
 
 
-def test_str_iterdata_is_one_item_and_object_input_is_refused(fexec):
+def test_str_iterdata_is_one_item_and_what_is_refused(fexec):
     assert fexec.get_result(fexec.map(length, "abc")) == [3]
 
     def per_object(obj):
         return obj.key
 
-    with pytest.raises(NotImplementedError, match="`obj` parameter"):
-        fexec.map(per_object, "localhost://storage/prefix/")
-    with pytest.raises(NotImplementedError, match="obj_chunk_size"):
+    with pytest.raises(Exception, match="No objects found"):
+        fexec.map(per_object, "localhost://storage/no-such-prefix/")
+    with pytest.raises(NotImplementedError, match="objects from URLs"):
+        fexec.map(per_object, ["https://example.com/data.txt"])
+    with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
+        fexec.map(per_object, ["s3://bucket/key"])
+    with pytest.raises(ValueError, match="obj_chunk_size applies to functions with an `obj`"):
         fexec.map(length, ["ab"], obj_chunk_size=1 << 20)
-    with pytest.raises(NotImplementedError, match="obj_reduce_by_key"):
+    with pytest.raises(ValueError, match="obj_reduce_by_key applies"):
         fexec.map_reduce(length, ["ab"], sum, obj_reduce_by_key=True)
 
 
@@ -367,3 +372,74 @@ def test_futures_pickle_as_their_outcome(fexec):
     with pytest.raises(KeyError):
         g2.result()
     assert g2.result(throw_except=False) is None
+
+
+# ------------------------------------------------------------------ data from storage
+
+TEXT = "".join("line %d %s\n" % (i, "w " * (i % 7)) for i in range(3000)).encode()
+
+
+def lines_and_words(obj):
+    data = obj.data_stream.read()
+    return [obj.key, obj.part, obj.total_parts, data.count(b"\n"), len(data.split())]
+
+
+def words_in(results):
+    return sum(r[4] for r in results)
+
+
+@pytest.fixture(scope="module")
+def dataset(fexec):
+    st = fexec.storage
+    st.put_object(st.bucket, "ds/a.txt", TEXT)
+    st.put_object(st.bucket, "ds/b.txt", TEXT[:1001])
+    st.put_object(st.bucket, "other/c.txt", b"x y z\n")
+    return len(TEXT.split()) + len(TEXT[:1001].split()), TEXT.count(b"\n") + TEXT[:1001].count(b"\n")
+
+
+def test_map_over_a_prefix_one_call_per_object(fexec, dataset):
+    res = fexec.get_result(fexec.map(lines_and_words, "localhost://storage/ds/"))
+    assert [r[:3] for r in res] == [["ds/a.txt", 1, 1], ["ds/b.txt", 1, 1]]
+    assert (sum(r[4] for r in res), sum(r[3] for r in res)) == dataset
+    # keys, a CloudObject, the bucket named without the backend
+    co = CloudObject("localhost", "storage", "other/c.txt")
+    res = fexec.get_result(fexec.map(lines_and_words, ["localhost://storage/ds/b.txt", co,
+                                                       "storage/ds/b.txt"]))
+    assert [r[0] for r in res] == ["ds/b.txt", "other/c.txt", "ds/b.txt"]
+
+
+@pytest.mark.parametrize("opts, parts_a", [({"obj_chunk_size": 8192}, -(-len(TEXT) // 8192)),
+                                           ({"obj_chunk_number": 3}, 3)])
+def test_chunks_keep_whole_lines(fexec, dataset, opts, parts_a):
+    fs = fexec.map(lines_and_words, "localhost://storage/ds/", **opts)
+    res = fexec.get_result(fs)
+    a = [r for r in res if r[0] == "ds/a.txt"]
+    assert [r[1] for r in a] == list(range(1, parts_a + 1)) and {r[2] for r in a} == {parts_a}
+    # every line read once: the words and lines add up exactly
+    assert (sum(r[4] for r in res), sum(r[3] for r in res)) == dataset
+
+
+def test_newline_none_cuts_at_the_byte(fexec, dataset):
+    res = fexec.get_result(fexec.map(lines_and_words, "localhost://storage/ds/a.txt",
+                                     obj_chunk_size=1000, obj_newline=None))
+    assert len(res) == -(-len(TEXT) // 1000)
+    assert sum(r[3] for r in res) == TEXT.count(b"\n")
+    assert sum(r[4] for r in res) > len(TEXT.split())  # words cut in two are counted twice
+
+
+def test_map_reduce_over_objects_and_one_reducer_per_object(fexec, dataset):
+    fs = fexec.map_reduce(lines_and_words, "localhost://storage/ds/", words_in,
+                          obj_chunk_number=2)
+    assert len(fs) == 2 * 2 + 1
+    assert fexec.get_result(fs) == dataset[0]
+    fs = fexec.map_reduce(lines_and_words, "localhost://storage/ds/", words_in,
+                          obj_chunk_number=2, obj_reduce_by_key=True)
+    assert len(fs) == 2 * 2 + 2
+    assert fexec.get_result(fs) == [len(TEXT.split()), len(TEXT[:1001].split())]
+
+
+def test_local_paths(fexec, tmp_path):
+    (tmp_path / "p1.txt").write_bytes(b"a b\nc\n")
+    (tmp_path / "p2.txt").write_bytes(b"d\n")
+    res = fexec.get_result(fexec.map(lines_and_words, str(tmp_path)))
+    assert [r[0] for r in res] == ["p1.txt", "p2.txt"] and [r[4] for r in res] == [3, 1]

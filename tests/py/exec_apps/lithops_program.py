@@ -29,6 +29,10 @@ def count_words(key, bucket, storage):
     return len(storage.get_object(bucket, key).split())
 
 
+def count_obj(obj):
+    return len(obj.data_stream.read().split())
+
+
 def put_count(key, bucket, storage):
     return storage.put_cloudobject(pickle.dumps(count_words(key, bucket, storage)))
 
@@ -80,6 +84,9 @@ storage.put_object(storage.bucket, "texts/b", b"four five")
 keys = storage.list_keys(storage.bucket, "texts/")
 fexec.map_reduce(count_words, [(k, storage.bucket) for k in keys], total)
 print("words", fexec.get_result())
+fs = fexec.map_reduce(count_obj, "localhost://%s/texts/" % storage.bucket, total,
+                      obj_chunk_size=4)
+print("objects", len(fs), fexec.get_result(fs))
 cos = fexec.get_result(fexec.map(put_count, [(k, storage.bucket) for k in keys]))
 print("cloudobjects", fexec.get_result(fexec.call_async(sum_cloudobjects, cos)))
 fexec.clean(cs=cos)
