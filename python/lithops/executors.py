@@ -19,9 +19,11 @@ Every parameter does what Lithops documents or is refused:
 - chunksize: that many calls per worker invocation;
 - spawn_reducer: map_reduce returns once that percentage of the maps is done
   (ALWAYS: at once), as Lithops does; the reduce itself starts when all are;
-- functions with an `obj` parameter (object-storage input), obj_chunk_size,
-  obj_chunk_number, obj_reduce_by_key, storage backends other than localhost,
-  futures as map input: refused (not available yet).
+- functions with an `obj` parameter: data from storage (lithops.partitioner),
+  obj_chunk_size / obj_chunk_number / obj_newline partitions, obj_reduce_by_key
+  one reducer per object;
+- storage backends other than localhost, objects from URLs, futures as map
+  input: refused (not available yet).
 """
 
 import logging

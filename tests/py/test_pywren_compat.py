@@ -112,11 +112,19 @@ def test_return_when_constants(pw):
         pw.wait(fs, return_when=100)
 
 
-def test_refused_object_chunking_and_backends(pw):
-    with pytest.raises(NotImplementedError, match="chunk_size|obj_chunk_size"):
+def words(obj):
+    return len(obj.data_stream.read().split())
+
+
+def test_object_chunking_and_what_is_refused(pw):
+    st = pw.storage
+    st.put_object(st.bucket, "pw/a.txt", b"".join(b"w%d x y\n" % i for i in range(1000)))
+    fs = pw.map_reduce(words, "localhost://%s/pw/" % st.bucket, sum, chunk_n=4,
+                       reducer_one_per_object=True)
+    assert len(fs) == 4 + 1
+    assert pw.get_result(fs) == 3000
+    with pytest.raises(ValueError, match="obj_chunk_size applies"):
         pw.map(double, [1], chunk_size=1 << 20)
-    with pytest.raises(NotImplementedError, match="obj_reduce_by_key"):
-        pw.map_reduce(double, [1], sum, reducer_one_per_object=True)
     with pytest.raises(NotImplementedError, match="storage backend 'ibm_cos'"):
         pywren.ibm_cf_executor(storage_backend="ibm_cos")
 
