@@ -31,25 +31,30 @@ class ResponseFuture:
         Done = "Done"
         Unknown = "Unknown"
 
+    # (defaults on the class: a map makes one future per item)
+    activation_id = None
+    logs = None
+    runtime_name = "bettong"
+    _produce_output = True
+    _read = False
+    _state = None          # set once read: Success, Done or Error
+    _exception = None      # (type, value, traceback) of a failed call
+    _call_output = None
+    _call_status = None
+    _new_futures = None
+    _stats = None
+
     def __init__(self, bf, call_id, job):
         self._bf = bf
         self.call_id = f"{call_id:05d}"
-        self.job_id = job.job_id
-        self.job_key = job.job_key
-        self.executor_id = job.executor_id
-        self.function_name = job.function_name
-        self.execution_timeout = job.execution_timeout
-        self.runtime_memory = job.runtime_memory
-        self.runtime_name = "bettong"
-        self.activation_id = None
-        self.logs = None
-        self._produce_output = True
-        self._read = False
-        self._state = None          # set once read: Success, Done or Error
-        self._exception = None      # (type, value, traceback) of a failed call
-        self._call_output = None
-        self._call_status = None
-        self._new_futures = None
+        self._job = job
+
+    job_id = property(lambda self: self._job.job_id)
+    job_key = property(lambda self: self._job.job_key)
+    executor_id = property(lambda self: self._job.executor_id)
+    function_name = property(lambda self: self._job.function_name)
+    execution_timeout = property(lambda self: self._job.execution_timeout)
+    runtime_memory = property(lambda self: self._job.runtime_memory)
 
     def __repr__(self):
         return f"<lithops ResponseFuture {self.job_key}/{self.call_id} {self._current()}>"
@@ -103,7 +108,7 @@ class ResponseFuture:
 
     @property
     def stats(self):
-        if self.__dict__.get("_stats") is not None:
+        if self._stats is not None:
             return self._stats
         s = self._bf.stats
         if not s:
@@ -138,7 +143,7 @@ class ResponseFuture:
             self._exception = (type(exc), exc, exc.__traceback__)
             self._state = ResponseFuture.State.Error
         self._call_status = {"type": "__end__", "exception": exc is not None,
-                             "activation_id": None, **self.stats}
+                             "activation_id": None}
 
     def __reduce__(self):
         """A future travels (returned by a function, ...) as its outcome: it is

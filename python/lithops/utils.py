@@ -97,17 +97,42 @@ def verify_args(func, iterdata, extra_args):
     reserved = ("ibm_cos", "storage", "id", "rabbitmq")
     sig = inspect.signature(func)
     sig = sig.replace(parameters=[p for n, p in sig.parameters.items() if n not in reserved])
-    var_kw = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    params = list(sig.parameters.values())
+    var_kw = any(p.kind == p.VAR_KEYWORD for p in params)
+    names = set(sig.parameters)
+    # What sig.bind gives, without it, for the common shapes: k values for the
+    # first k plain positional parameters when every later one has a default
+    # (or is *args / **kwargs).
+    plain = []
+    for p in params:
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            break
+        plain.append(p)
+
+    def quick(k):
+        if k > len(plain):
+            return None
+        rest = params[k:]
+        if all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in rest):
+            return [p.name for p in plain[:k]]
+        return None
+
+    one = quick(1)
     out = []
+    append = out.append
     for elem in data:
         if isinstance(elem, dict):
-            if var_kw or set(sig.parameters) <= set(elem):
-                out.append(elem)
+            if var_kw or names <= set(elem):
+                append(elem)
             else:
                 raise ValueError("Check the args names in the data. You provided these args: ",
                                  f"{list(elem)}, and the args must be: {list(sig.parameters)}")
         elif isinstance(elem, tuple):
-            out.append(dict(sig.bind(*elem).arguments))
+            keys = quick(len(elem))
+            append(dict(zip(keys, elem)) if keys is not None else dict(sig.bind(*elem).arguments))
+        elif one is not None:
+            append({one[0]: elem})
         else:
-            out.append(dict(sig.bind(elem).arguments))
+            append(dict(sig.bind(elem).arguments))
     return out

@@ -65,10 +65,17 @@ class LithopsCall:
         self.job_key = job_key
         self.storage = storage
 
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_sig", None)
+        return state
+
     def __call__(self, call_id, data):
         func = self.func
-        sig = _signature(func)
-        params = sig.parameters if sig is not None else {}
+        sig = self.__dict__.get("_sig")
+        if sig is None:  # (once per worker: this object is kept while its function is)
+            sig = self._sig = _signature(func) or inspect.Signature()
+        params = sig.parameters
         data = dict(data)
         if "storage" in params:
             data["storage"] = self.storage
