@@ -202,6 +202,7 @@ class Settings:
         sec = config.get(cl["backend"]) or {}
         workers = sec.get("max_workers") or sec.get("worker_processes")
         self.workers = int(workers) if workers else None
+        self.workers_asked = "max_workers" in sec
         self.runtime_memory = sec.get("runtime_memory")
         timeout = cl.get("execution_timeout") or c.LITHOPS_DEFAULT_CONFIG_KEYS["execution_timeout"]
         if sec.get("runtime_timeout"):
@@ -220,6 +221,13 @@ class Settings:
         self.backend = cl["backend"]
         self.mode = cl["mode"]
         _note_ignored(config, ignored)
+
+
+def note_once(text):
+    """A warning, once per process."""
+    if text not in _noted:
+        _noted.add(text)
+        logger.warning("%s", text)
 
 
 def _note_ignored(config, more=()):
@@ -250,8 +258,5 @@ def _note_ignored(config, more=()):
     if cl.get("backend") not in (None, c.LOCALHOST):
         ignored.append(f"compute backend {cl.get('backend')!r} (calls run on Bettong's pool)")
     if ignored:
-        text = ", ".join(sorted(ignored))
-        if text not in _noted:
-            _noted.add(text)
-            logger.warning("lithops on Bettong: config settings with no meaning here, "
-                           "ignored: %s", text)
+        note_once("lithops on Bettong: config settings with no meaning here, ignored: "
+                  + ", ".join(sorted(ignored)))

@@ -31,7 +31,7 @@ import logging
 import bettong
 
 from lithops import constants
-from lithops.config import Settings, default_config, extract_storage_config
+from lithops.config import Settings, default_config, extract_storage_config, note_once
 from lithops.future import ResponseFuture
 from lithops.partitioner import create_partitions
 from lithops.storage import Storage
@@ -112,6 +112,9 @@ class FunctionExecutor:
         self.log_path = None
         self._bx = bettong.FunctionExecutor(workers=self._settings.workers,
                                             show_progressbar=False)
+        if self._bx.address and self._settings.workers_asked:
+            note_once(f"lithops on Bettong: max_workers={self._settings.workers} ignored: calls "
+                      f"run on the pool at {self._bx.address} (BETTONG_POOL), with its workers")
 
     def __enter__(self):
         return self

@@ -66,6 +66,15 @@ def test_lithops_program_on_a_remote_pool(tmp_path, procs):
     assert r.returncode == 0, r.stderr
     assert r.stdout == PROGRAM_OUTPUT
     assert r.stderr == ""
+    # a local pool's size means nothing for a remote pool: said once
+    r = run_script("import lithops\n"
+                   "for _ in range(2):\n"
+                   "    ex = lithops.FunctionExecutor(max_workers=3)\n"
+                   "    print(ex.get_result(ex.map(abs, [-1, -2])))\n", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "[1, 2]\n[1, 2]\n"
+    assert r.stderr == ("lithops on Bettong: max_workers=3 ignored: calls run on the pool at "
+                        "%s (BETTONG_POOL), with its workers\n" % pool.address)
     assert pool.alive()
 
 
