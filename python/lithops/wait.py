@@ -8,7 +8,6 @@ with download_results): with throw_except the first failed call's exception is
 raised.
 """
 
-import math
 import time
 
 from bettong.futures import ANY_COMPLETED as _B_ANY, wait_futures as _wait_futures
