@@ -304,7 +304,7 @@ def shipped_function(fn, include=None, exclude=None):
                 cloudpickle.register_pickle_by_value(_module(name))
                 added.append(name)
         for name in exclude:
-            if name in registered:
+            if name in registered and name in sys.modules:
                 cloudpickle.unregister_pickle_by_value(sys.modules[name])
                 removed.append(name)
         return dumps_function(fn)

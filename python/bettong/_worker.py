@@ -61,8 +61,8 @@ class LimitedFunction:
                 import resource
                 limit = resource.getrlimit(resource.RLIMIT_AS)
                 want = _address_space() + int(self.memory_mb) * 1024 * 1024
-                if limit[1] != resource.RLIM_INFINITY:
-                    want = min(want, limit[1])
+                if limit[0] != resource.RLIM_INFINITY:  # never above a limit already there
+                    want = min(want, limit[0])
                 resource.setrlimit(resource.RLIMIT_AS, (want, limit[1]))
             return self.func(*args, **kwargs)
         finally:
