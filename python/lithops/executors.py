@@ -22,8 +22,10 @@ Every parameter does what Lithops documents or is refused:
 - functions with an `obj` parameter: data from storage (lithops.partitioner),
   obj_chunk_size / obj_chunk_number / obj_newline partitions, obj_reduce_by_key
   one reducer per object;
-- storage backends other than localhost, objects from URLs, futures as map
-  input: refused (not available yet).
+- futures as map input: each call starts on its input's result (_chain);
+  futures returned by a call stand for it in wait/get_result;
+- storage backends other than localhost, objects from URLs: refused (not
+  available yet).
 """
 
 import logging
@@ -32,14 +34,14 @@ import bettong
 
 from lithops import constants
 from lithops.config import Settings, default_config, extract_storage_config, note_once
-from lithops.future import ResponseFuture
+from lithops.future import ResponseFuture, _Ended
 from lithops.partitioner import create_partitions
 from lithops.storage import Storage
 from lithops.storage.utils import CloudObject, create_job_key
 from lithops.utils import (FuturesList, create_executor_id, create_futures_list,
                            is_object_processing_function, verify_args)
 from lithops.wait import ALL_COMPLETED, ALWAYS, THREADPOOL_SIZE, wait
-from lithops.worker import LithopsCall, LithopsReduce
+from lithops.worker import LithopsCall, LithopsChained, LithopsReduce
 
 logger = logging.getLogger(__name__)
 
@@ -56,12 +58,14 @@ class _Job:
         self.runtime_memory = memory
 
 
-def _refuse_futures(map_iterdata):
-    if isinstance(map_iterdata, FuturesList) or (
-            isinstance(map_iterdata, (list, tuple)) and any(isinstance(x, ResponseFuture)
-                                                            for x in map_iterdata)):
-        raise NotImplementedError(
-            "lithops on Bettong: futures as map input (function chaining) are not available yet")
+def _futures_input(map_iterdata):
+    """Whether map_iterdata is futures (function chaining): all of them, or none."""
+    if not isinstance(map_iterdata, (list, tuple)):
+        return False
+    n = sum(isinstance(x, ResponseFuture) for x in map_iterdata)
+    if n and n != len(map_iterdata):
+        raise TypeError("map_iterdata mixes futures and other items")
+    return n > 0
 
 
 def _object_options(map_function, obj_chunk_size=None, obj_chunk_number=None,
@@ -187,7 +191,11 @@ class FunctionExecutor:
             timeout=None, include_modules=[], exclude_modules=[]):
         """One call per item of map_iterdata (a list, range or set; anything else
         is one item); a FuturesList in order."""
-        _refuse_futures(map_iterdata)
+        if _futures_input(map_iterdata):
+            return create_futures_list(self._chain(map_function, map_iterdata, obj_chunk_size,
+                                                   obj_chunk_number, extra_env, timeout,
+                                                   runtime_memory, include_modules,
+                                                   exclude_modules), self)
         objects = _object_options(map_function, obj_chunk_size, obj_chunk_number)
         envelopes, _ = self._envelopes(map_function, map_iterdata, extra_args, objects,
                                        obj_chunk_size, obj_chunk_number, obj_newline)
@@ -206,7 +214,7 @@ class FunctionExecutor:
         """A map, then reduce_function(list of the map results) on a worker once
         all maps are done. Returns the map futures and the reduce's (whose
         result is get_result()'s)."""
-        _refuse_futures(map_iterdata)
+        chained = _futures_input(map_iterdata)
         objects = _object_options(map_function, obj_chunk_size, obj_chunk_number,
                                   obj_reduce_by_key)
         if extra_args_reduce is not None and type(extra_args_reduce) is not tuple:
@@ -220,12 +228,19 @@ class FunctionExecutor:
                     self._settings.timeout,
                     reduce_runtime_memory if reduce_runtime_memory is not None
                     else self._settings.runtime_memory)
-        envelopes, parts = self._envelopes(map_function, map_iterdata, extra_args, objects,
-                                           obj_chunk_size, obj_chunk_number, obj_newline)
         modules = self._modules(include_modules, exclude_modules)
         reducer = LithopsReduce(reduce_function, rjob.job_key, self.storage, extra_args_reduce)
-        if obj_reduce_by_key:
+        if chained:
+            maps = self._chain(map_function, map_iterdata, None, None, extra_env, timeout,
+                               map_runtime_memory, include_modules, exclude_modules, mjob)
+            rf = self._bx._reduce_of([f._bf for f in maps], reducer, extra_env=extra_env,
+                                     timeout=rjob.execution_timeout,
+                                     runtime_memory=rjob.runtime_memory, **modules)
+            reduces = [ResponseFuture(rf, 0, rjob)]
+        elif obj_reduce_by_key:
             # one reducer per object, over the results of its partitions
+            envelopes, parts = self._envelopes(map_function, map_iterdata, extra_args, objects,
+                                               obj_chunk_size, obj_chunk_number, obj_newline)
             if chunksize and chunksize > 1:
                 raise ValueError("lithops on Bettong: chunksize with obj_reduce_by_key is not "
                                  "available (a reducer takes its object's calls)")
@@ -240,6 +255,8 @@ class FunctionExecutor:
                 reduces.append(ResponseFuture(rf, i, rjob))
                 start += n
         else:
+            envelopes, _ = self._envelopes(map_function, map_iterdata, extra_args, objects,
+                                           obj_chunk_size, obj_chunk_number, obj_newline)
             rf = self._bx.map_reduce(
                 LithopsCall(map_function, mjob.job_key, self.storage), list(enumerate(envelopes)),
                 reducer, extra_env=extra_env, chunksize=chunksize,
@@ -255,6 +272,33 @@ class FunctionExecutor:
             f._read = True
             f._produce_output = False
         return create_futures_list(maps + reduces, self)
+
+    def _chain(self, func, inputs, obj_chunk_size, obj_chunk_number, extra_env, timeout,
+               memory, include_modules, exclude_modules, job=None):
+        """One call of func per input future, on its result, started on a worker
+        as soon as that result is there (function chaining)."""
+        if is_object_processing_function(func) or obj_chunk_size or obj_chunk_number:
+            raise NotImplementedError("lithops on Bettong: objects from futures' results are "
+                                      "not available")
+        job = job or self._create_job("M", func, timeout, memory)
+        modules = self._modules(include_modules, exclude_modules)
+        fs = []
+        for i, inp in enumerate(inputs):
+            inp._produce_output = False  # its result is this call's input
+            bf = inp._bf
+            if isinstance(bf, _Ended) or bf._chunk is not None:
+                # ended elsewhere, or an item of a chunked map: its value, sent
+                bf = self._bx.call_async(LithopsCall(func, job.job_key, self.storage),
+                                         (i, verify_args(func, [inp.result()], None)[0]),
+                                         extra_env=extra_env, timeout=job.execution_timeout,
+                                         runtime_memory=job.runtime_memory, **modules)
+            else:
+                bf = self._bx._reduce_of([bf], LithopsChained(func, job.job_key, self.storage, i),
+                                         extra_env=extra_env, timeout=job.execution_timeout,
+                                         runtime_memory=job.runtime_memory, **modules)
+            fs.append(ResponseFuture(bf, i, job))
+        self.futures.extend(fs)
+        return fs
 
     # ------------------------------------------------------------ results
     def wait(self, fs=None, throw_except=True, return_when=ALL_COMPLETED, download_results=False,

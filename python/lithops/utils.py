@@ -37,19 +37,36 @@ class FuturesList(list):
             self.executor = FunctionExecutor(config=self.config)
         return self.executor
 
+    def _extend_futures(self, fs):
+        for fut in self:
+            fut._produce_output = False
+        if not hasattr(self, "alt_list"):
+            self.alt_list = list(self)
+        self.alt_list.extend(fs)
+        self.clear()
+        self.extend(fs)
+
     def map(self, map_function, sync=False, **kwargs):
-        raise NotImplementedError(
-            "lithops on Bettong: futures as map input (function chaining) are not available yet")
+        """map_function over the results of these futures (each call starts as
+        soon as its input is there; sync: once all are)."""
+        ex = self._executor()
+        if sync:
+            ex.wait(self)
+        self._extend_futures(ex.map(map_function, list(self), **kwargs))
+        return self
 
     def map_reduce(self, map_function, reduce_function, sync=False, **kwargs):
-        raise NotImplementedError(
-            "lithops on Bettong: futures as map input (function chaining) are not available yet")
+        ex = self._executor()
+        if sync:
+            ex.wait(self)
+        self._extend_futures(ex.map_reduce(map_function, list(self), reduce_function, **kwargs))
+        return self
 
     def wait(self, **kwargs):
-        return self._executor().wait(self, **kwargs)
+        return self._executor().wait(getattr(self, "alt_list", self), **kwargs)
 
     def get_result(self, **kwargs):
-        return self._executor().get_result(self, **kwargs)
+        return self._executor().get_result(getattr(self, "alt_list", self), **kwargs)
 
     def __reduce__(self):
         return (list, (list(self),))

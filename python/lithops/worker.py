@@ -112,3 +112,18 @@ class LithopsReduce:
         if "id" in params:
             data["id"] = 0
         return _run(func, data, sig, f"{self.job_key}/00000")
+
+
+class LithopsChained:
+    """A call on the result of an earlier call (a future given as map input):
+    run as the reduce of that one call, so it starts when the result is there
+    and gets it without a trip through the client; the result is bound to the
+    function's parameters as an item would be."""
+
+    def __init__(self, func, job_key, storage, call_id):
+        self.call = LithopsCall(func, job_key, storage)
+        self.call_id = call_id
+
+    def __call__(self, results):
+        from lithops.utils import verify_args
+        return self.call(self.call_id, verify_args(self.call.func, [results[0]], None)[0])

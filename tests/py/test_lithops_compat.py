@@ -452,3 +452,34 @@ def test_local_paths(fexec, tmp_path):
     (tmp_path / "p2.txt").write_bytes(b"d\n")
     res = fexec.get_result(fexec.map(lines_and_words, str(tmp_path)))
     assert [r[0] for r in res] == ["p1.txt", "p2.txt"] and [r[4] for r in res] == [3, 1]
+
+
+def plus_one_slowly(x):
+    time.sleep(0.3)
+    return x + 1
+
+
+def test_futures_as_map_input(fexec):
+    first = fexec.map(plus_one_slowly, range(4))
+    t0 = time.monotonic()
+    second = fexec.map(double_it, first)  # each starts when its input's result is there
+    assert time.monotonic() - t0 < 0.25, "map waited for its input futures"
+    assert all(f.running for f in second)
+    assert fexec.get_result(second) == [2, 4, 6, 8]
+    assert fexec.get_result(first + second) == [2, 4, 6, 8]  # the inputs give no output now
+    chained = fexec.map(plus_one_slowly, range(3)).map(double_it).map(plus_one_slowly)
+    assert chained.get_result() == [3, 5, 7]
+    fs = fexec.map_reduce(double_it, fexec.map(plus_one_slowly, range(3)), sum)
+    assert fexec.get_result(fs) == 12
+
+    def boom(x):
+        raise ValueError("input %d" % x)
+
+    with pytest.raises(ValueError, match="input 5"):
+        fexec.get_result(fexec.map(double_it, fexec.map(boom, [5])))
+    with pytest.raises(TypeError, match="mixes futures"):
+        fexec.map(double_it, [first[0], 1])
+
+
+def double_it(x):
+    return 2 * x
