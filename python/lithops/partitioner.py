@@ -3,8 +3,9 @@ processing), on the localhost storage backend and local paths.
 
 The `obj` of each item names a bucket or a prefix (`localhost://bucket/`,
 `localhost://bucket/prefix/`, or without the scheme: the executor's storage
-backend), an object key (`localhost://bucket/key`), a CloudObject, or a local
-file or directory (`/path`). It is expanded into the objects it names and each
+backend), an object key (`localhost://bucket/key`), a CloudObject, a local
+file or directory (`/path`), or a URL (http, https: read with byte ranges when
+the server serves them, else whole). It is expanded into the objects it names and each
 object, with obj_chunk_size (bytes) or obj_chunk_number, into partitions: one
 call each, with Lithops' `obj` (bucket, key, part, total_parts, chunk_size,
 data_byte_range, newline; data_stream on the worker). With a newline (the
@@ -16,7 +17,7 @@ import io
 import os
 
 from lithops.storage.storage import check_backend
-from lithops.storage.utils import CloudObject
+from lithops.storage.utils import CloudObject, CloudObjectUrl
 
 _STEP = 128 * 1024  # bytes read at a time while looking for a line's end
 
@@ -93,11 +94,11 @@ def create_partitions(storage, envelopes, chunk_size, chunk_number, newline):
             ref = f"{ref.backend}://{ref.bucket}/{ref.key}"
         if not isinstance(ref, str):
             raise TypeError(f"obj must name a bucket, prefix, key or path, not {ref!r}")
-        if ref.startswith(("http://", "https://")):
-            raise NotImplementedError("lithops on Bettong: objects from URLs are not available "
-                                      "yet (storage objects and local paths are)")
         for make_obj, size in _objects(storage, ref):
-            parts = _split(make_obj, entry, size, chunk_size, chunk_number, newline)
+            if size < 0:  # no byte ranges: the whole object in one call
+                parts = _split(make_obj, entry, -size - 1, None, None, newline)
+            else:
+                parts = _split(make_obj, entry, size, chunk_size, chunk_number, newline)
             partitions += parts
             parts_per_object.append(len(parts))
     if not partitions:
@@ -105,8 +106,24 @@ def create_partitions(storage, envelopes, chunk_size, chunk_number, newline):
     return partitions, parts_per_object
 
 
+def _url_head(url):
+    """(size, whether the server serves byte ranges) of a URL."""
+    import urllib.request
+    req = urllib.request.Request(url, method="HEAD")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        size = r.headers.get("content-length")
+        ranges = (r.headers.get("accept-ranges") or "").lower() == "bytes"
+    if size is None:
+        raise ValueError(f"{url}: the server does not say its size (no content-length)")
+    return int(size), ranges
+
+
 def _objects(storage, ref):
-    """[(a maker of the object's `obj`, its size)] of what ref names."""
+    """[(a maker of the object's `obj`, its size)] of what ref names. (A URL
+    whose server serves no byte ranges is one partition: size -1 below.)"""
+    if ref.startswith(("http://", "https://")):
+        size, ranges = _url_head(ref)
+        return [((lambda: CloudObjectUrl(ref)), size if ranges else -size - 1)]
     if ref.startswith("/"):
         if os.path.isdir(ref):
             paths = sorted(os.path.join(ref, n) for n in os.listdir(ref))
@@ -132,7 +149,20 @@ def _objects(storage, ref):
 
 def load(obj, storage):
     """Give obj its data_stream: the bytes of its partition."""
-    if hasattr(obj, "path"):
+    if hasattr(obj, "url"):
+        import urllib.request
+
+        def get(a, b):
+            req = urllib.request.Request(obj.url, headers={"Range": f"bytes={a}-{b}"})
+            with urllib.request.urlopen(req, timeout=300) as r:
+                data = r.read()
+                return data if r.status == 206 else data[a:b + 1]
+        if getattr(obj, "data_byte_range", None) is None:
+            with urllib.request.urlopen(obj.url, timeout=300) as r:
+                obj.data_stream = io.BytesIO(r.read())
+            return obj
+        size = _url_head(obj.url)[0]
+    elif hasattr(obj, "path"):
         size = os.path.getsize(obj.path)
 
         def get(a, b):

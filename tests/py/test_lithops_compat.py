@@ -136,8 +136,6 @@ def test_str_iterdata_is_one_item_and_what_is_refused(fexec):
 
     with pytest.raises(Exception, match="No objects found"):
         fexec.map(per_object, "localhost://storage/no-such-prefix/")
-    with pytest.raises(NotImplementedError, match="objects from URLs"):
-        fexec.map(per_object, ["https://example.com/data.txt"])
     with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
         fexec.map(per_object, ["s3://bucket/key"])
     with pytest.raises(ValueError, match="obj_chunk_size applies to functions with an `obj`"):
@@ -483,3 +481,61 @@ def test_futures_as_map_input(fexec):
 
 def double_it(x):
     return 2 * x
+
+
+class _Files:
+    """A loopback HTTP server of some bytes at /data.txt, with byte ranges or
+    without."""
+
+    def __init__(self, body, ranges):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _send(self, with_body):
+                rng = self.headers.get("Range") if ranges else None
+                data, status = body, 200
+                if rng:
+                    a, b = rng.split("=")[1].split("-")
+                    data, status = body[int(a):int(b) + 1], 206
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body) if not with_body else len(data)))
+                if ranges:
+                    self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+                if with_body:
+                    self.wfile.write(data)
+
+            def do_HEAD(self):
+                self._send(False)
+
+            def do_GET(self):
+                self._send(True)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/data.txt" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def url_lines_and_words(id, obj):
+    data = obj.data_stream.read()
+    return [obj.url, obj.part, data.count(b"\n"), len(data.split())]
+
+
+@pytest.mark.parametrize("ranges, parts", [(True, 4), (False, 1)])
+def test_objects_from_urls(fexec, ranges, parts):
+    srv = _Files(TEXT, ranges)
+    try:
+        res = fexec.get_result(fexec.map(url_lines_and_words, [srv.url], obj_chunk_number=4))
+    finally:
+        srv.close()
+    assert [r[1] for r in res] == list(range(1, parts + 1))
+    assert (sum(r[2] for r in res), sum(r[3] for r in res)) == (TEXT.count(b"\n"),
+                                                                len(TEXT.split()))
