@@ -539,3 +539,22 @@ def test_objects_from_urls(fexec, ranges, parts):
     assert [r[1] for r in res] == list(range(1, parts + 1))
     assert (sum(r[2] for r in res), sum(r[3] for r in res)) == (TEXT.count(b"\n"),
                                                                 len(TEXT.split()))
+
+
+def test_config_file(storage_dir, tmp_path, monkeypatch):
+    from lithops.config import load_yaml_config
+    path = tmp_path / "lithops.yaml"
+    path.write_text("lithops:\n  backend: localhost\n  storage: localhost\n"
+                    "  storage_bucket: fromfile\n"
+                    "localhost:\n  max_workers: 1\n")
+    assert load_yaml_config(str(path))["localhost"] == {"max_workers": 1}
+    assert load_yaml_config(str(tmp_path / "none.yaml")) == {}
+    monkeypatch.setenv("LITHOPS_CONFIG_FILE", str(path))
+    for ex in (lithops.FunctionExecutor(config_file=str(path)), lithops.FunctionExecutor()):
+        try:
+            assert ex.storage.bucket == "fromfile"
+            assert len(set(ex.get_result(ex.map(pid_of, range(3))))) == 1
+        finally:
+            ex._bx.close()
+    with pytest.raises(FileNotFoundError):
+        lithops.FunctionExecutor(config_file=str(tmp_path / "missing.yaml"))
