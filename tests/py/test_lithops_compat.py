@@ -558,3 +558,17 @@ def test_config_file(storage_dir, tmp_path, monkeypatch):
             ex._bx.close()
     with pytest.raises(FileNotFoundError):
         lithops.FunctionExecutor(config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_runtime_timeout_caps_every_call(storage_dir):
+    ex = lithops.FunctionExecutor(config=CONFIG, runtime_timeout=1, max_workers=1)
+    try:
+        t0 = time.monotonic()
+        f = ex.call_async(slow, 20)
+        with pytest.raises(TimeoutError):
+            f.result()
+        assert time.monotonic() - t0 < 10
+        assert f.execution_timeout == 1
+        assert ex.get_result(ex.map(slow, [0])) == [0]
+    finally:
+        ex._bx.close()
