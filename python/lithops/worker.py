@@ -117,8 +117,8 @@ class LithopsReduce:
 class LithopsChained:
     """A call on the result of an earlier call (a future given as map input):
     run as the reduce of that one call, so it starts when the result is there
-    and gets it without a trip through the client; the result is bound to the
-    function's parameters as an item would be."""
+    (the client forwards the result's pickle without unpickling it); the
+    result is bound to the function's parameters as an item would be."""
 
     def __init__(self, func, job_key, storage, call_id):
         self.call = LithopsCall(func, job_key, storage)
