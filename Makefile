@@ -85,10 +85,14 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang-14 does not pull
 # in) are for `make fuzz`; libhiredis-dev for the store's --metadata (a service
 # of several backends), whose tests start their own redis-server; python3-yaml
-# for the `lithops` package's reading of Lithops' YAML config files.
+# for the `lithops` package's reading of Lithops' YAML config files, python3-boto3
+# for its S3 storage backends, whose tests run a local S3 server (s3rver, from
+# the npm registry with the npm of nodejs, installed in $(BUILD)/npm).
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server python3-yaml
+	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs
+S3RVER_VERSION = 3.7.1
+
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -98,6 +102,8 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
+	@test -x $(BUILD)/npm/node_modules/.bin/s3rver || \
+	  npm install --no-audit --no-fund --silent --prefix $(BUILD)/npm s3rver@$(S3RVER_VERSION)
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done

@@ -29,7 +29,10 @@ _LITHOPS_APPLIED = {"mode", "backend", "storage", "execution_timeout", "log_leve
 _LITHOPS_FILLED = {"monitoring": "storage", "monitoring_interval": None, "chunksize": None,
                    "log_format": None, "log_stream": None, "log_filename": None}
 _BACKEND_APPLIED = {"max_workers", "worker_processes", "runtime_memory", "runtime_timeout",
-                    "storage_bucket", "user_agent"}
+                    "storage_bucket", "user_agent", "storage_dir",
+                    # an S3 storage backend's connection (lithops.storage.s3)
+                    "endpoint", "region", "access_key_id", "secret_access_key",
+                    "session_token"}
 _noted = set()
 
 
@@ -244,6 +247,8 @@ def _note_ignored(config, more=()):
             continue
         ignored.append(f"lithops.{k}")
     used = {cl.get("backend"), cl.get("storage")}
+    if cl.get("storage") == "aws_s3":
+        used.add("aws")  # (its credentials)
     for section, body in config.items():
         if section == "lithops" or not body:
             continue

@@ -136,6 +136,9 @@ def _objects(storage, ref):
     sb, bucket, prefix, name = split_object_url(ref)
     sb = sb or storage.backend
     check_backend(sb)
+    if sb != storage.backend:
+        raise NotImplementedError(f"lithops on Bettong: objects of storage backend {sb!r} while "
+                                  f"the executor's storage is {storage.backend!r}")
     if name:
         key = f"{prefix}/{name}" if prefix else name
         size = int(storage.head_object(bucket, key)["content-length"])

@@ -8,6 +8,8 @@ timeout, spawn_reducer, the futures' Lithops states, the configuration."""
 import logging
 import os
 import random
+import re
+import subprocess
 import sys
 import textwrap
 import time
@@ -15,7 +17,8 @@ import time
 import cloudpickle
 import pytest
 
-from executor_helpers import EXEC_APPS, RESULT_TIMEOUT, TcpPool, run_script, sub_env
+from executor_helpers import (EXEC_APPS, REPO, RESULT_TIMEOUT, LineReader, TcpPool, kill_group,
+                              run_script, sub_env)
 
 import lithops  # noqa: E402 (executor_helpers put python/ on sys.path)
 from lithops.config import default_config, extract_storage_config  # noqa: E402
@@ -136,7 +139,7 @@ def test_str_iterdata_is_one_item_and_what_is_refused(fexec):
 
     with pytest.raises(Exception, match="No objects found"):
         fexec.map(per_object, "localhost://storage/no-such-prefix/")
-    with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
+    with pytest.raises(NotImplementedError, match="storage backend 'aws_s3' while"):
         fexec.map(per_object, ["s3://bucket/key"])
     with pytest.raises(ValueError, match="obj_chunk_size applies to functions with an `obj`"):
         fexec.map(length, ["ab"], obj_chunk_size=1 << 20)
@@ -341,8 +344,12 @@ def test_storage_from_config(storage_dir):
     other = {"lithops": {"backend": "localhost", "storage": "localhost",
                          "storage_bucket": "b2"}}
     assert lithops.Storage(config=other).bucket == "b2"
-    with pytest.raises(NotImplementedError, match="storage backend 'aws_s3'"):
+    with pytest.raises(ValueError, match="'aws_s3': the config names no `storage_bucket`"):
         lithops.Storage(config={"lithops": {"backend": "aws_lambda"}})
+    with pytest.raises(ValueError, match="'minio': the config names no `endpoint`"):
+        lithops.Storage(config={"lithops": {"storage": "minio"}, "minio": {}})
+    with pytest.raises(NotImplementedError, match="storage backend 'gcp_storage'"):
+        lithops.Storage(config={"lithops": {"storage": "gcp_storage"}})
 
 
 def returns_futures(n):
@@ -570,5 +577,81 @@ def test_runtime_timeout_caps_every_call(storage_dir):
         assert time.monotonic() - t0 < 10
         assert f.execution_timeout == 1
         assert ex.get_result(ex.map(slow, [0])) == [0]
+    finally:
+        ex._bx.close()
+
+
+# ------------------------------------------------------------------ S3 (a local S3 server)
+
+S3RVER = REPO / "build" / "npm" / "node_modules" / ".bin" / "s3rver"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """s3rver (`make deps` installs it) on a loopback port it picks, bucket "bt":
+    a Lithops config whose storage is that server (as MinIO)."""
+    if not S3RVER.exists():
+        pytest.fail("%s is missing: run `make deps`" % S3RVER)
+    d = tmp_path_factory.mktemp("s3rver")
+    p = subprocess.Popen([str(S3RVER), "-d", str(d), "-a", "127.0.0.1", "-p", "0",
+                          "--configure-bucket", "bt"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    out = LineReader(p.stdout)
+    try:
+        m = out.wait_for(re.compile(r"listening on (\S+)"), 30)
+        if m is None:
+            pytest.fail("s3rver did not start:\n" + out.text())
+        yield {"lithops": {"backend": "localhost", "storage": "minio"},
+               "minio": {"endpoint": "http://" + m.group(1), "access_key_id": "S3RVER",
+                         "secret_access_key": "S3RVER", "storage_bucket": "bt"}}
+    finally:
+        kill_group(p)
+        p.wait(10)
+
+
+def test_s3_storage(s3):
+    st = lithops.Storage(config=s3)
+    assert (st.backend, st.bucket) == ("minio", "bt")
+    st.put_object(st.bucket, "t/a", b"0123456789")
+    st.put_object(st.bucket, "t/b/c", "text")
+    assert st.get_object(st.bucket, "t/a", extra_get_args={"Range": "bytes=1-4"}) == b"1234"
+    assert st.get_object(st.bucket, "t/a", stream=True).read() == b"0123456789"
+    assert st.head_object(st.bucket, "t/a")["content-length"] == "10"
+    assert st.list_keys(st.bucket, "t/") == ["t/a", "t/b/c"]
+    assert [(o["Key"], o["Size"]) for o in st.list_objects(st.bucket, "t/b")] == [("t/b/c", 4)]
+    assert st.head_bucket(st.bucket)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    with pytest.raises(StorageNoSuchKeyError):
+        st.get_object(st.bucket, "t/none")
+    with pytest.raises(StorageNoSuchKeyError):
+        st.head_object(st.bucket, "t/none")
+    co = st.put_cloudobject(b"cloud")
+    assert st.get_cloudobject(co) == b"cloud"
+    st.delete_cloudobjects([co])
+    st.delete_objects(st.bucket, ["t/a", "t/b/c"])
+    assert st.list_keys(st.bucket, "t/") == []
+
+
+def test_s3_map_reduce_over_a_prefix(s3):
+    ex = lithops.FunctionExecutor(config=s3, max_workers=2)
+    try:
+        st = ex.storage
+        st.put_object(st.bucket, "ds/a.txt", TEXT)
+        st.put_object(st.bucket, "ds/b.txt", TEXT[:1001])
+        fs = ex.map_reduce(lines_and_words, "minio://bt/ds/", words_in, obj_chunk_size=8192)
+        assert len(fs) == -(-len(TEXT) // 8192) + 1 + 1
+        assert ex.get_result(fs) == len(TEXT.split()) + len(TEXT[:1001].split())
+        fs = ex.map_reduce(lines_and_words, ["bt/ds/a.txt", "bt/ds/b.txt"], words_in,
+                           obj_chunk_number=3, obj_reduce_by_key=True)
+        assert ex.get_result(fs) == [len(TEXT.split()), len(TEXT[:1001].split())]
+
+        def put(x, storage):
+            return storage.put_cloudobject(b"%d" % x)
+
+        fs = ex.map(put, [1, 2])
+        cos = ex.get_result(fs)
+        assert [st.get_cloudobject(c) for c in cos] == [b"1", b"2"]
+        ex.clean(fs=fs)
+        assert st.list_keys(st.bucket, "lithops.jobs/tmp/%s/" % fs[0].job_key) == []
     finally:
         ex._bx.close()

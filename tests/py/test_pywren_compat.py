@@ -125,8 +125,10 @@ def test_object_chunking_and_what_is_refused(pw):
     assert pw.get_result(fs) == 3000
     with pytest.raises(ValueError, match="obj_chunk_size applies"):
         pw.map(double, [1], chunk_size=1 << 20)
-    with pytest.raises(NotImplementedError, match="storage backend 'ibm_cos'"):
+    with pytest.raises(ValueError, match="'ibm_cos': the config names no `endpoint`"):
         pywren.ibm_cf_executor(storage_backend="ibm_cos")
+    with pytest.raises(NotImplementedError, match="storage backend 'swift'"):
+        pywren.ibm_cf_executor(storage_backend="swift")
 
 
 def test_clean_cloudobjects(pw):

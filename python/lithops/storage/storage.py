@@ -2,8 +2,9 @@
 
 Backend `localhost`: Bettong's directory store (bettong.Storage; its directory
 is $BETTONG_STORAGE_DIR, or ~/.local/share/bettong/storage), bucket from the
-config's `storage_bucket` (Lithops' localhost default: "storage"). Other
-backends (S3, IBM COS, ...) are refused: not available yet.
+config's `storage_bucket` (Lithops' localhost default: "storage"). Backends
+aws_s3, minio, ibm_cos and ceph: an S3-API service through boto3
+(lithops.storage.s3). Others are refused.
 """
 
 import itertools
@@ -15,8 +16,9 @@ import bettong.storage as _bs
 from lithops.config import default_storage_config, extract_storage_config
 from lithops.constants import JOBS_PREFIX, TEMP_PREFIX
 from lithops.storage import utils
+from lithops.storage.s3 import S3_BACKENDS, S3Storage, s3_settings
 
-SUPPORTED_BACKENDS = ("localhost",)
+SUPPORTED_BACKENDS = ("localhost",) + S3_BACKENDS
 _COBJECTS_INDEX = itertools.count()
 _PROCESS_TOKEN = uuid.uuid4().hex[:8]  # cloudobject keys from many workers never collide
 
@@ -41,14 +43,21 @@ class Storage:
         self.backend = self.config["backend"]
         check_backend(self.backend)
         section = self.config.get(self.backend) or {}
-        self.storage_handler = _bs.Storage(section.get("storage_dir"))
-        self.bucket = section.get("storage_bucket") or "storage"
+        if self.backend == "localhost":
+            self.storage_handler = _bs.Storage(section.get("storage_dir"))
+            self.bucket = section.get("storage_bucket") or "storage"
+        else:
+            self.storage_handler = S3Storage(s3_settings(self.config, self.backend))
+            self.bucket = section.get("storage_bucket")
+            if not self.bucket:
+                raise ValueError(f"storage backend {self.backend!r}: the config names no "
+                                 "`storage_bucket`")
 
     def __reduce__(self):
-        return (_rebuild, (self.config, self.storage_handler.directory, self.bucket))
+        return (_rebuild, (self.config, self.storage_handler, self.bucket))
 
     def __repr__(self):
-        return f"<lithops.Storage {self.backend} {self.storage_handler.directory} bucket {self.bucket!r}>"
+        return f"<lithops.Storage {self.backend} {self.storage_handler!r} bucket {self.bucket!r}>"
 
     def get_client(self):
         return self.storage_handler
@@ -74,13 +83,16 @@ class Storage:
     def download_file(self, bucket, key, file_name=None, extra_args={}, config=None):
         file_name = file_name or key
         os.makedirs(os.path.dirname(os.path.abspath(file_name)), exist_ok=True)
-        with self.storage_handler.get_object(bucket, key, stream=True) as src, \
-                open(file_name, "wb") as out:
-            while True:
-                chunk = src.read(1 << 20)
-                if not chunk:
-                    break
-                out.write(chunk)
+        src = self.storage_handler.get_object(bucket, key, stream=True)
+        try:
+            with open(file_name, "wb") as out:
+                while True:
+                    chunk = src.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+        finally:
+            src.close()
         return True
 
     def head_object(self, bucket, key):
@@ -153,10 +165,12 @@ class Storage:
         return n
 
 
-def _rebuild(config, directory, bucket):
+def _rebuild(config, handler, bucket):
+    """A Storage as pickled: its handler pickles as its directory (localhost)
+    or its connection settings (S3)."""
     s = Storage.__new__(Storage)
     s.config = config
     s.backend = config["backend"]
-    s.storage_handler = _bs.Storage(directory)
+    s.storage_handler = handler
     s.bucket = bucket
     return s
