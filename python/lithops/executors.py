@@ -24,7 +24,7 @@ Every parameter does what Lithops documents or is refused:
   one reducer per object;
 - futures as map input: each call starts on its input's result (_chain);
   futures returned by a call stand for it in wait/get_result;
-- storage backends other than localhost: refused (not available yet).
+- storage backends other than localhost and the S3 ones: refused.
 """
 
 import logging
