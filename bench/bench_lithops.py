@@ -38,15 +38,17 @@ S3RVER = os.path.join(REPO, "build", "npm", "node_modules", ".bin", "s3rver")
 
 
 def make_block(seed=13):
+    import itertools
     rnd = random.Random(seed)
     vocab = ["w%d" % i for i in range(50000)]
-    weights = [1.0 / (i + 1) for i in range(len(vocab))]
+    cum = list(itertools.accumulate(1.0 / (i + 1) for i in range(len(vocab))))
     out, size = [], 0
     while size < BLOCK:
-        words = rnd.choices(vocab, weights, k=12)
-        line = " ".join(words) + "\n"
-        out.append(line)
-        size += len(line)
+        words = rnd.choices(vocab, cum_weights=cum, k=12 * 4096)
+        lines = [" ".join(words[i:i + 12]) for i in range(0, len(words), 12)]
+        text = "\n".join(lines) + "\n"
+        out.append(text)
+        size += len(text)
     data = "".join(out).encode()
     cut = data.rfind(b"\n", 0, BLOCK) + 1
     return data[:cut]
