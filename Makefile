@@ -84,10 +84,15 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # Install missing Debian packages. Cheap when everything is present.
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang-14 does not pull
 # in) are for `make fuzz`; libhiredis-dev for the store's --metadata (a service
-# of several backends), whose tests start their own redis-server.
+# of several backends), whose tests start their own redis-server; python3-yaml
+# for the `lithops` package's reading of Lithops' YAML config files, python3-boto3
+# for its S3 storage backends, whose tests run a local S3 server (s3rver, from
+# the npm registry with the npm of nodejs, installed in $(BUILD)/npm).
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server
+	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs
+S3RVER_VERSION = 3.7.1
+
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -97,6 +102,8 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
+	@test -x $(BUILD)/npm/node_modules/.bin/s3rver || \
+	  npm install --no-audit --no-fund --silent --prefix $(BUILD)/npm s3rver@$(S3RVER_VERSION)
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
@@ -191,7 +198,8 @@ bench: $(BUILD)/bettong $(PYEXT)
 
 # The binary looks for its Python library at <bindir>/../lib/bettong/python. The
 # `bettong` package (with its extension) goes where $(PYTHON) imports from (its
-# sysconfig 'purelib'), told where the installed binary is by _install.py.
+# sysconfig 'purelib'), told where the installed binary is by _install.py, and so
+# do the Lithops and PyWren compatibility packages (`lithops`, `pywren_ibm_cloud`).
 PREFIX ?= /usr/local
 install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
@@ -203,7 +211,12 @@ install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) "$$site/bettong/"; \
 	  rm -f "$$site/bettong/_install.py"; \
 	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
-	  echo "installed the bettong package in $$site/bettong"
+	  echo "installed the bettong package in $$site/bettong"; \
+	  for pkg in lithops pywren_ibm_cloud; do \
+	    rm -rf "$$site/$$pkg"; cp -r python/$$pkg "$$site/$$pkg"; \
+	    find "$$site/$$pkg" -name __pycache__ -prune -exec rm -rf {} +; \
+	  done; \
+	  echo "installed the lithops and pywren_ibm_cloud compatibility packages in $$site"
 
 clean:
 	rm -rf build build-asan build-fuzz

@@ -273,3 +273,43 @@ def quick_check(fn):
         return True
 
     return unchanged
+
+
+# ------------------------------------------------------------------ modules by
+# value or by reference (map/call_async's include_modules / exclude_modules)
+
+def _module(name):
+    if not isinstance(name, str) or not name or name.endswith((".py", ".so")):
+        raise ValueError(f"include_modules/exclude_modules take module names, not {name!r}")
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise ValueError(f"include_modules: cannot import module {name!r}: {e}") from e
+
+
+def shipped_function(fn, include=None, exclude=None):
+    """fn pickled (a PickledFunction, never cached) with the modules named in
+    `include` sent by value (their code travels with the function: the workers
+    need not be able to import them) and those in `exclude` by reference (the
+    workers import them), whatever cloudpickle's registry says otherwise. The
+    registry is put back as it was afterwards."""
+    include = [m for m in (include or ()) if m not in (exclude or ())]
+    exclude = list(exclude or ())
+    registered = set(cloudpickle.list_registry_pickle_by_value())
+    added, removed = [], []
+    try:
+        for name in include:
+            if name not in registered:
+                cloudpickle.register_pickle_by_value(_module(name))
+                added.append(name)
+        for name in exclude:
+            if name in registered and name in sys.modules:
+                cloudpickle.unregister_pickle_by_value(sys.modules[name])
+                removed.append(name)
+        return dumps_function(fn)
+    finally:
+        for name in added:
+            cloudpickle.unregister_pickle_by_value(sys.modules[name])
+        for name in removed:
+            cloudpickle.register_pickle_by_value(sys.modules[name])

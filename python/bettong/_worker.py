@@ -29,6 +29,56 @@ class EnvFunction:
         return f"<{self.func!r} with extra_env {sorted(self.env)}>"
 
 
+def _address_space():
+    """The bytes this process has mapped now (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm", "rb") as f:
+        pages = int(f.read().split()[0])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+class LimitedFunction:
+    """Runs `func` with what map/call_async's runtime_memory and extra_env ask
+    for the duration of one call, then puts the worker back as it was.
+
+    memory_mb: the call may grow its worker's address space by at most that many
+    MiB: RLIMIT_AS is lowered to what is mapped now plus that, around the call
+    only (a soft limit, raised again afterwards; the hard limit is untouched).
+    An allocation past it fails, so the call fails with MemoryError. (If the
+    worker's own threads cannot allocate meanwhile, the worker dies and is
+    replaced: the call then fails with WorkerDied.)"""
+
+    def __init__(self, func, env=None, memory_mb=None):
+        self.func = func
+        self.env = {str(k): str(v) for k, v in (env or {}).items()}
+        self.memory_mb = memory_mb
+
+    def __call__(self, *args, **kwargs):
+        saved = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        limit = None
+        try:
+            if self.memory_mb:
+                import resource
+                limit = resource.getrlimit(resource.RLIMIT_AS)
+                want = _address_space() + int(self.memory_mb) * 1024 * 1024
+                if limit[0] != resource.RLIM_INFINITY:  # never above a limit already there
+                    want = min(want, limit[0])
+                resource.setrlimit(resource.RLIMIT_AS, (want, limit[1]))
+            return self.func(*args, **kwargs)
+        finally:
+            if limit is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_AS, limit)
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def __repr__(self):
+        return f"<{self.func!r} with memory {self.memory_mb} MiB, extra_env {sorted(self.env)}>"
+
+
 class ChunkFunction:
     """Runs `func` over a chunk of calls (map with chunksize): one pool call for
     many items. Returns (results, errors): results in order (None where the call

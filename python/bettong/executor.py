@@ -21,8 +21,8 @@ import cloudpickle
 
 from . import _near, _pool
 from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
-                      function_fingerprint, quick_check, short_repr)
-from ._worker import ChunkedResults, ChunkFunction, EnvFunction
+                      function_fingerprint, quick_check, shipped_function, short_repr)
+from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
 from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
                       make_items, resolve_local, results_of, wait_futures)
 from .storage import Storage
@@ -39,20 +39,75 @@ _FIRST_CHUNK = 256
 _CALLS_PER_JOB = 256
 _MAX_CHUNK = 8192
 
-# Lithops options that mean nothing here (accepted so its code runs unchanged).
-_IGNORED_OPTIONS = frozenset((
-    "config", "backend", "compute_backend", "storage_backend", "runtime", "runtime_memory",
-    "log_level", "type", "mode", "monitoring", "remote_invoker", "include_modules",
-    "exclude_modules", "obj_chunk_size", "obj_chunk_number", "obj_newline",
-    "map_runtime_memory", "reduce_runtime_memory", "reducer_one_per_object",
-    "spawn_reducer", "invoke_pool_threads", "runtime_timeout",
-))
+# Options of a call (map, call_async, map_reduce) beyond the positional ones,
+# each done as it says (see _Ship); anything else is refused. (Lithops' other
+# spellings are the `lithops` compatibility package's.)
+_CALL_OPTIONS = frozenset(("runtime_memory", "include_modules", "exclude_modules"))
+_REDUCE_OPTIONS = _CALL_OPTIONS | {"map_runtime_memory", "reduce_runtime_memory"}
 
 
-def _check_options(where, options):
-    unknown = set(options) - _IGNORED_OPTIONS
+def _check_options(where, options, allowed=frozenset()):
+    unknown = set(options) - allowed
     if unknown:
-        raise TypeError(f"{where}() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        hint = ""
+        if unknown & {"config", "backend", "storage", "log_level", "obj_chunk_size",
+                      "obj_chunk_number", "spawn_reducer", "runtime", "mode"}:
+            hint = " (Lithops' spellings: `import lithops`, see the user guide)"
+        raise TypeError(f"{where}() got unexpected keyword argument(s): "
+                        f"{', '.join(sorted(unknown))}{hint}")
+
+
+def _memory_mb(value, what="runtime_memory"):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{what} must be a positive number of MiB, not {value!r}")
+    return value
+
+
+def _module_list(value, what):
+    if value is None:
+        return ()
+    if isinstance(value, str) or not all(isinstance(m, str) for m in value):
+        raise ValueError(f"{what} must be a list of module names, not {value!r}")
+    return tuple(value)
+
+
+class _Ship:
+    """How a call's function is sent and run: runtime_memory (MiB the call may
+    add to its worker's address space, see _worker.LimitedFunction), and the
+    modules pickled by value (include_modules) or by reference (exclude_modules)
+    with it (see _serial.shipped_function)."""
+
+    __slots__ = ("memory", "include", "exclude")
+
+    def __init__(self, memory=None, include=(), exclude=()):
+        self.memory = memory
+        self.include = include
+        self.exclude = exclude
+
+    @classmethod
+    def of(cls, options, memory_key="runtime_memory", default_memory=None):
+        """The _Ship of a call's options, or None when they ask for nothing."""
+        memory = _memory_mb(options.get(memory_key), memory_key)
+        if memory is None:
+            memory = default_memory
+        include = _module_list(options.get("include_modules"), "include_modules")
+        exclude = _module_list(options.get("exclude_modules"), "exclude_modules")
+        if memory is None and not include and not exclude:
+            return None
+        return cls(memory, include, exclude)
+
+    @property
+    def modules(self):
+        return bool(self.include or self.exclude)
+
+
+def _wrap(func, extra_env, ship):
+    """The function the workers run: func, with extra_env and the memory limit."""
+    if ship is not None and ship.memory:
+        return LimitedFunction(func, extra_env, ship.memory)
+    return EnvFunction(func, extra_env) if extra_env else func
 
 
 def _timeout_ms(timeout):
@@ -394,8 +449,9 @@ class FunctionExecutor:
 
     def __init__(self, workers=None, address=None, secret=None, storage=None,
                  storage_dir=None, timeout=None, retries=0, show_progressbar=None,
-                 name=None, max_workers=None, **options):
+                 name=None, max_workers=None, runtime_memory=None, **options):
         _check_options("FunctionExecutor", options)
+        self._memory = _memory_mb(runtime_memory)
         if workers is None:
             workers = max_workers
         if workers is not None and int(workers) < 1:
@@ -473,8 +529,10 @@ class FunctionExecutor:
 
     shutdown = close
 
-    def clean(self, *args, **kwargs):
-        """Lithops' clean(): nothing to remove here."""
+    def clean(self):
+        """Nothing to remove: arguments and results travel in the pool's
+        messages, never through storage (the `lithops` package's clean()
+        removes its jobs' temporary objects)."""
 
     def _interrupt(self):
         with self._lock:
@@ -525,18 +583,23 @@ class FunctionExecutor:
         return pf
 
     def _submit_items(self, func, items, binding, extra_env, chunksize, timeout, retries,
-                      near=None):
+                      near=None, ship=None):
         """Send one call per item (chunksize None or 1) or one per chunk of
         chunksize items, each near the store backend `near` says (see
-        bettong._near); returns a future per item, in order."""
-        fn = EnvFunction(func, extra_env) if extra_env else func
+        bettong._near), run as `ship` says (_Ship); returns a future per item,
+        in order."""
+        fn = _wrap(func, extra_env, ship)
         if chunksize is not None:
             chunksize = int(chunksize)
             if chunksize < 1:
                 raise ValueError("chunksize must be at least 1")
         n = len(items)
         chunked = chunksize is not None and chunksize > 1 and n > 1
-        pf = self._chunk_function(fn, binding.simple) if chunked else self._pickled(fn)
+        if ship is not None and ship.modules:
+            pf = shipped_function(ChunkFunction(fn, binding.simple) if chunked else fn,
+                                  ship.include, ship.exclude)
+        else:
+            pf = self._chunk_function(fn, binding.simple) if chunked else self._pickled(fn)
         tms = self._tms if timeout is None else _timeout_ms(timeout)
         retries = self._retries if retries is None else _retries(retries)
         if n == 0:
@@ -638,10 +701,13 @@ class FunctionExecutor:
             if isinstance(futures, FutureList):
                 self._recent.append(weakref.ref(futures))
 
-    def _send_one(self, fn, payload, timeout, retries, near=None):
+    def _send_one(self, fn, payload, timeout, retries, near=None, ship=None):
         """One call of fn with an already pickled (args, kwargs), near the store
         backend named `near` (None: anywhere): its future."""
-        pf = self._pickled(fn)
+        if ship is not None and ship.modules:
+            pf = shipped_function(fn, ship.include, ship.exclude)
+        else:
+            pf = self._pickled(fn)
         tms = self._tms if timeout is None else _timeout_ms(timeout)
         retries = self._retries if retries is None else _retries(retries)
         client = self._get_client()
@@ -659,17 +725,20 @@ class FunctionExecutor:
         """Run func once on data (bound like one map item). Returns its future.
         near: as for map (by default, near the backend of the first argument
         that is a persistent object)."""
-        if options:
-            _check_options("call_async", options)
+        ship = None
+        if options or self._memory:
+            _check_options("call_async", options, _CALL_OPTIONS)
+            ship = _Ship.of(options, default_memory=self._memory)
         hot = self._hot
-        if (hot is not None and hot.ref() is func and extra_env is None and timeout is None
+        if (hot is not None and hot.ref() is func and ship is None and extra_env is None
+                and timeout is None
                 and retries is None and near is None and not _near.maybe_near(data)):
             with self._hot_lock:  # (its function stays pinned until it is sent)
                 f = hot.call(self, func, data) if hot is self._hot else None
             if f is not None:
                 return f
-        f = self._call_async(func, data, extra_env, timeout, retries, near)
-        if extra_env is None and timeout is None and retries is None:
+        f = self._call_async(func, data, extra_env, timeout, retries, near, ship)
+        if extra_env is None and timeout is None and retries is None and ship is None:
             self._make_hot(func)
         return f
 
@@ -694,7 +763,7 @@ class FunctionExecutor:
             if ref is not None and binding is not None and client is not None:
                 self._hot = _Hot(ref, binding, pf, fp, client, client.pin_function(pf))
 
-    def _call_async(self, func, data, extra_env, timeout, retries, near=None):
+    def _call_async(self, func, data, extra_env, timeout, retries, near=None, ship=None):
         binding = self._bindings.get(func) if extra_env is None else None
         if binding is None:
             binding = _Binding(func, None, self.storage, "call_async")
@@ -705,8 +774,8 @@ class FunctionExecutor:
                     pass
         places = _near.Places(near).of_items([data])
         payload = binding.one(0, data)
-        fn = EnvFunction(func, extra_env) if extra_env else func
-        f = self._send_one(fn, payload, timeout, retries, places[0] if places else None)
+        fn = _wrap(func, extra_env, ship)
+        f = self._send_one(fn, payload, timeout, retries, places[0] if places else None, ship)
         with self._hot_lock:
             self._note_call(f)
         return f
@@ -738,12 +807,18 @@ class FunctionExecutor:
         with each item, returns one of those; anything else: every call near
         that backend or object. A call goes to a free worker near its backend,
         else to any free worker (it never waits for a busy one). Each future's
-        stats["worker_near"] says where it ran."""
-        _check_options("map", options)
+        stats["worker_near"] says where it ran.
+
+        runtime_memory=MiB: each call may grow its worker's address space by at
+        most that much (else it fails with MemoryError); include_modules /
+        exclude_modules: module names sent by value with the function / by
+        reference (imported by the workers)."""
+        _check_options("map", options, _CALL_OPTIONS)
+        ship = _Ship.of(options, default_memory=self._memory)
         items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
         binding = _Binding(map_function, extra_args, self.storage, "map")
         fs = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
-                                retries, near)
+                                retries, near, ship)
         self._record("map", fs)
         return fs
 
@@ -753,18 +828,49 @@ class FunctionExecutor:
         """A map, then reduce_function(list of the map results, in iterdata order) on a
         worker as soon as the maps are done. Returns the reduce's future (its
         `map_futures` attribute holds the map's). A failed map call fails the reduce
-        with the same exception."""
-        _check_options("map_reduce", options)
-        rfn = EnvFunction(reduce_function, extra_env) if extra_env else reduce_function
-        rpf = self._pickled(rfn)
+        with the same exception. runtime_memory (or map_runtime_memory and
+        reduce_runtime_memory), include_modules, exclude_modules: as for map."""
+        _check_options("map_reduce", options, _REDUCE_OPTIONS)
+        mem = options.get("runtime_memory")
+        mship = _Ship.of(options, "map_runtime_memory", _memory_mb(mem) or self._memory)
+        rship = _Ship.of(options, "reduce_runtime_memory", _memory_mb(mem) or self._memory)
+        rfn = _wrap(reduce_function, extra_env, rship)
+        if rship is not None and rship.modules:
+            rpf = shipped_function(rfn, rship.include, rship.exclude)
+        else:
+            rpf = self._pickled(rfn)
         rstorage = self.storage if "storage" in _params(reduce_function) else None
         items = map_iterdata if isinstance(map_iterdata, list) else list(map_iterdata)
         binding = _Binding(map_function, extra_args, self.storage, "map_reduce")
         maps = self._submit_items(map_function, items, binding, extra_env, chunksize, timeout,
-                                  retries, near)
+                                  retries, near, mship)
         client = self._get_client()
         rf = ResponseFuture(client, None)
         _Reduce(self, client, rpf, maps, rf,
+                _timeout_ms(self._timeout if timeout is None else timeout),
+                self._retries if retries is None else _retries(retries), rstorage)
+        self._record("map_reduce", [rf])
+        return rf
+
+    def _reduce_of(self, maps, reduce_function, extra_env=None, timeout=None, retries=None,
+                   **options):
+        """reduce_function(list of the results of `maps`) on a worker once they are
+        done: its future. maps: futures of this executor's calls, one call each
+        (not items of a chunked map). For the `lithops` package's one reducer
+        per object."""
+        _check_options("_reduce_of", options, _CALL_OPTIONS)
+        if any(f._chunk is not None for f in maps):
+            raise ValueError("a reduce over some calls cannot take items of a chunked map")
+        rship = _Ship.of(options, default_memory=self._memory)
+        rfn = _wrap(reduce_function, extra_env, rship)
+        if rship is not None and rship.modules:
+            rpf = shipped_function(rfn, rship.include, rship.exclude)
+        else:
+            rpf = self._pickled(rfn)
+        rstorage = self.storage if "storage" in _params(reduce_function) else None
+        client = self._get_client()
+        rf = ResponseFuture(client, None)
+        _Reduce(self, client, rpf, list(maps), rf,
                 _timeout_ms(self._timeout if timeout is None else timeout),
                 self._retries if retries is None else _retries(retries), rstorage)
         self._record("map_reduce", [rf])

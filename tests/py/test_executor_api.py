@@ -887,3 +887,31 @@ def test_plot(ex, tmp_path):
         return
     ex.plot(fs, str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------ options that do what they say
+
+def _alloc(mib):
+    return len(bytearray(mib * 1024 * 1024))
+
+
+def test_runtime_memory_is_a_per_call_limit(ex):
+    fs = ex.map(_alloc, [200, 8], runtime_memory=48)
+    with pytest.raises(MemoryError):
+        fs[0].result(timeout=T)
+    assert fs[1].result(timeout=T) == 8 * 1024 * 1024
+    assert ex.call_async(_alloc, 200).result(timeout=T) == 200 * 1024 * 1024  # no limit left
+    rf = ex.map_reduce(_alloc, [8, 8], sum, map_runtime_memory=48)
+    assert rf.result(timeout=T) == 16 * 1024 * 1024
+    with pytest.raises(ValueError, match="runtime_memory"):
+        ex.map(_alloc, [1], runtime_memory=0)
+
+
+def test_lithops_options_are_refused_not_ignored(ex):
+    for opts in ({"log_level": "DEBUG"}, {"obj_chunk_size": 1 << 20}, {"spawn_reducer": 20}):
+        with pytest.raises(TypeError, match="import lithops"):
+            ex.map(_alloc, [1], **opts)
+    with pytest.raises(TypeError, match="config"):
+        bettong.FunctionExecutor(config={})
+    with pytest.raises(ValueError, match="module names"):
+        ex.map(_alloc, [1], include_modules=["some/file.py"])

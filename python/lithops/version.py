@@ -1,0 +1,3 @@
+"""The Lithops API level this compatibility package follows."""
+
+__version__ = "3.7.1"
