@@ -91,7 +91,7 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
 	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs
-S3RVER_VERSION = 3.7.1
+S3RVER = $(BUILD)/npm/node_modules/.bin/s3rver
 
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
@@ -102,8 +102,15 @@ deps:
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq $$missing; \
 	else echo "deps: all present"; fi
-	@test -x $(BUILD)/npm/node_modules/.bin/s3rver || \
-	  npm install --no-audit --no-fund --silent --prefix $(BUILD)/npm s3rver@$(S3RVER_VERSION)
+	@$(MAKE) --no-print-directory $(S3RVER)
+
+# The test servers from the npm registry, at the versions of the committed
+# lockfile (tests/npm), in $(BUILD)/npm.
+$(S3RVER): tests/npm/package.json tests/npm/package-lock.json
+	@mkdir -p $(BUILD)/npm
+	cp tests/npm/package.json tests/npm/package-lock.json $(BUILD)/npm/
+	cd $(BUILD)/npm && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
