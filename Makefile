@@ -84,10 +84,11 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # Install missing Debian packages. Cheap when everything is present.
 # clang and libclang-rt-14-dev (libFuzzer's runtime, which clang-14 does not pull
 # in) are for `make fuzz`; libhiredis-dev for the store's --metadata (a service
-# of several backends), whose tests start their own redis-server.
+# of several backends), whose tests start their own redis-server; prometheus for
+# tests/py/test_metrics.py, which scrapes a running cluster with a real server.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server
+	libhiredis-dev redis-server prometheus
 deps:
 	@missing=""; for p in $(DEB_PKGS); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
