@@ -878,7 +878,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     e.x.on_error = opt->on_error;
     e.x.dead_letter = e.dead_letter;
     engine_ref_t *metric_refs = NULL;
-    if (open_metrics(&e, &metric_refs) < 0 || open_resilience(&e) < 0) {
+    if (open_metrics(&e, &metric_refs) < 0 || open_resilience(&e) < 0 ||
+        (e.metrics && resil_register_metrics(e.resil, e.metrics) < 0)) {
         metrics_free(e.metrics);
         free(metric_refs);
         uv_loop_close(&e.loop);
