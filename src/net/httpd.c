@@ -36,6 +36,7 @@ struct hconn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wr;
+    uv_shutdown_t sd;
     int open_handles; /* closed when both tcp and timer are */
     int answered;
     int closing;
@@ -78,9 +79,36 @@ static void conn_close(hconn_t *c)
     uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
 }
 
+/* A linger after the answer: bytes the client sent that were not read
+ * (an oversized head) would make close() send a reset, which can destroy
+ * the answer before the client reads it. So: FIN, read and drop until the
+ * client closes, or this long. */
+#define HTTPD_LINGER_MS 1000
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+static void on_linger_timeout(uv_timer_t *t) { conn_close(t->data); }
+
+static void on_shutdown(uv_shutdown_t *sd, int status)
+{
+    hconn_t *c = sd->data;
+    if (c->closing)
+        return;
+    if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_linger_timeout, HTTPD_LINGER_MS, 0);
+}
+
 static void on_written(uv_write_t *wr, int status)
 {
-    conn_close(wr->data);
+    hconn_t *c = wr->data;
+    c->sd.data = c;
+    if (c->closing)
+        return;
+    if (status < 0 || uv_shutdown(&c->sd, (uv_stream_t *)&c->tcp, on_shutdown) != 0)
+        conn_close(c);
 }
 
 static const char *status_text(int status)
@@ -216,7 +244,10 @@ static void serve(hconn_t *c)
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     hconn_t *c = handle->data;
-    /* One byte beyond the bound, so that an oversized head is seen as such. */
+    if (c->answered) { /* lingering: what comes is dropped */
+        *buf = uv_buf_init(c->req, sizeof c->req);
+        return;
+    }
     size_t room = sizeof c->req - c->len;
     *buf = uv_buf_init(c->req + c->len, (unsigned)room);
 }
@@ -224,6 +255,11 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     hconn_t *c = s->data;
+    if (c->answered) {
+        if (n < 0)
+            conn_close(c);
+        return;
+    }
     if (n < 0) {
         if (n != UV_EOF && !c->answered)
             log_warn("%s: connection from %s: %s", c->h->what, c->peer, uv_strerror((int)n));
