@@ -12,9 +12,14 @@ runs on the machine). The report gives the medians per mode and the cost
 the call latency sampling adds (twice per step and once per output, for one
 input in 64).
 
-    /usr/bin/python3 bench/bench_metrics.py [--rounds 5] [--passes 300] [--record]
+    /usr/bin/python3 bench/bench_metrics.py [--rounds 5] [--passes 300]
+        [--baseline-bin PATH] [--record]
 
---record appends a section to bench/RESULTS.md.
+With metrics off the engine still keeps its message counters (they are plain
+fields incremented in place, with or without an endpoint); --baseline-bin
+adds a third mode, a `bettong` built from a commit before the metrics code,
+to measure those counters too. --record appends a section to
+bench/RESULTS.md.
 """
 
 import argparse
@@ -88,9 +93,8 @@ class Scraper(threading.Thread):
             self.done.wait(1.0)
 
 
-def one_round(bin_, tmp, metrics, passes, words):
+def one_round(bin_, tmp, tag, metrics, passes, words):
     expect = passes * words
-    tag = "on" if metrics else "off"
     logs = {k: os.path.join(tmp, "%s-%s.log" % (k, tag)) for k in ("recv", "run", "send")}
     recv = subprocess.Popen([bin_, "receive", "--no-write", "--expect", str(expect),
                              "--timeout", "300"], stderr=open(logs["recv"], "w"))
@@ -156,45 +160,70 @@ def main():
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "bettong"))
     ap.add_argument("--rounds", type=int, default=5, help="rounds per mode (alternating)")
     ap.add_argument("--passes", type=int, default=300, help="corpus passes per round")
+    ap.add_argument("--baseline-bin", help="a bettong from before the metrics code")
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     a = ap.parse_args()
     words = words_per_pass()
     tmp = tempfile.mkdtemp(prefix="bench-metrics-")
-    res = {False: [], True: []}
+    modes = [("off", a.bin, False), ("on", a.bin, True)]
+    if a.baseline_bin:
+        modes.append(("base", a.baseline_bin, False))
+    res = {m[0]: [] for m in modes}
     for r in range(a.rounds):
-        for metrics in ((False, True) if r % 2 == 0 else (True, False)):
-            x = one_round(a.bin, tmp, metrics, a.passes, words)
-            res[metrics].append(x)
-            print("round %d metrics %-3s %9.0f words/s wall, %9.0f words/CPU-s%s"
-                  % (r + 1, "on" if metrics else "off", x["wall_wps"], x["cpu_wps"],
+        # every mode once a round, in an order that rotates
+        for tag, bin_, metrics in modes[r % len(modes):] + modes[:r % len(modes)]:
+            x = one_round(bin_, tmp, tag, metrics, a.passes, words)
+            res[tag].append(x)
+            print("round %d %-4s %9.0f words/s wall, %9.0f words/CPU-s%s"
+                  % (r + 1, tag, x["wall_wps"], x["cpu_wps"],
                      ", %d scrapes" % x["scrapes"] if metrics else ""), flush=True)
     med = {m: {k: statistics.median(x[k] for x in res[m]) for k in ("wall_wps", "cpu_wps")}
            for m in res}
-    cost_wall = 1 - med[True]["wall_wps"] / med[False]["wall_wps"]
-    cost_cpu = 1 - med[True]["cpu_wps"] / med[False]["cpu_wps"]
+    cost_wall = 1 - med["on"]["wall_wps"] / med["off"]["wall_wps"]
+    cost_cpu = 1 - med["on"]["cpu_wps"] / med["off"]["cpu_wps"]
     clk = clock_cost(tmp)
+    base = []
+    if a.baseline_bin:
+        base = [
+            "- base (the binary of --baseline-bin, without any metrics code): %s words/s "
+            "wall, %s words per CPU-second; metrics on vs base: %.1f %% of wall, %.1f %% of "
+            "CPU throughput; off vs base: %.1f %%, %.1f %%" % (
+                "{:,.0f}".format(med["base"]["wall_wps"]),
+                "{:,.0f}".format(med["base"]["cpu_wps"]),
+                100 * (1 - med["on"]["wall_wps"] / med["base"]["wall_wps"]),
+                100 * (1 - med["on"]["cpu_wps"] / med["base"]["cpu_wps"]),
+                100 * (1 - med["off"]["wall_wps"] / med["base"]["wall_wps"]),
+                100 * (1 - med["off"]["cpu_wps"] / med["base"]["cpu_wps"])),
+            "- per round, base: %s" % ", ".join(
+                "{:,.0f}/{:,.0f}".format(x["wall_wps"], x["cpu_wps"]) for x in res["base"]),
+        ]
     lines = [
         "## %s UTC: metrics cost (bench/bench_metrics.py)" %
         datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
         "",
         "- command (from the repository root): `/usr/bin/python3 bench/bench_metrics.py "
-        "--rounds %d --passes %d%s`" % (a.rounds, a.passes, " --record" if a.record else ""),
+        "--rounds %d --passes %d%s%s`" % (a.rounds, a.passes,
+                                          " --baseline-bin %s" % a.baseline_bin
+                                          if a.baseline_bin else "",
+                                          " --record" if a.record else ""),
         "- word count (examples/word_count) on one worker, %d words a round (%d passes of "
         "bettong_tales.txt), metrics off vs on (--metrics-listen, /metrics scraped every "
-        "second), %d rounds each, alternating" % (a.passes * words, a.passes, a.rounds),
+        "second), %d rounds each, the modes' order rotating" % (a.passes * words, a.passes,
+                                                                 a.rounds),
         "- medians: off %s words/s wall, %s words per engine CPU-second; on %s words/s "
         "wall, %s words per CPU-second" % tuple("{:,.0f}".format(v) for v in (
-            med[False]["wall_wps"], med[False]["cpu_wps"], med[True]["wall_wps"],
-            med[True]["cpu_wps"])),
+            med["off"]["wall_wps"], med["off"]["cpu_wps"], med["on"]["wall_wps"],
+            med["on"]["cpu_wps"])),
         "- cost of metrics on: %.1f %% of wall throughput, %.1f %% of CPU throughput "
         "(target: at most 3 %%)" % (100 * cost_wall, 100 * cost_cpu),
-        "- per round, off: %s" % ", ".join("{:,.0f}/{:,.0f}".format(x["wall_wps"], x["cpu_wps"])
-                                            for x in res[False]),
+        "- per round (words/s wall / words per CPU-second), off: %s" % ", ".join(
+            "{:,.0f}/{:,.0f}".format(x["wall_wps"], x["cpu_wps"]) for x in res["off"]),
         "- per round, on: %s" % ", ".join("{:,.0f}/{:,.0f}".format(x["wall_wps"], x["cpu_wps"])
-                                           for x in res[True]),
+                                           for x in res["on"]),
+    ] + base + [
         "- one clock_gettime(CLOCK_MONOTONIC) here: %.1f ns (latency sampling reads the "
         "clock for one input in 64)" % clk,
-        "- a scrape's body: %d bytes" % res[True][-1]["scrape_bytes"],
+        "- a scrape's body: %d bytes" % res["on"][-1]["scrape_bytes"],
         "",
     ]
     print("\n".join(lines))

@@ -116,7 +116,7 @@ static int append_output(exec_t *x, const pipe_out_t *o, buf_t *b, const char *d
 }
 
 /* Encode msg into one output's sink buffer. */
-static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObject *msg)
+static void emit_to(exec_t *x, const pipeline_t *p, pipe_out_t *o, PyObject *msg)
 {
     PyObject *out = py_call1(o->encode, msg);
     if (!out) {
@@ -153,7 +153,7 @@ static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObjec
     }
     if (append_output(x, o, b, data, (size_t)n) == 0) {
         x->messages_out++;
-        ((pipe_out_t *)o)->messages++;
+        o->messages++;
         if (x->sampling)
             metrics_hist_record(&x->end_to_end, now_ns() - x->t_in);
     }
