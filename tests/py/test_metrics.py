@@ -18,7 +18,7 @@ import json
 
 import pytest
 
-from conftest import Cluster, example_path, load_module, wait_until
+from conftest import Cluster, app_path, example_path, load_module, wait_until
 
 METRICS_RE = re.compile(r"metrics listening on (127\.0\.0\.1:\d+)")
 SAMPLE_EVERY = 64
@@ -153,6 +153,50 @@ def test_wallaroo_metrics_flag_serves_the_same(bt):
     rc, err = eng.stop()
     assert rc == 0, err
     assert "for Wallaroo compatibility" not in err, err
+
+
+def test_user_errors_by_where_and_decoder_errors(bt):
+    recv = bt.receiver()
+    eng = bt.engine(app_path("errors_app"), ins=[0], outs=[recv.port],
+                    extra=["--fail-in", "compute", "--metrics-listen", "127.0.0.1:0"])
+    [addr] = metrics_addrs(eng, 1)
+    bt.send_payloads(eng.in_ports[0], [b"ab", b"boom1", b"cd", b"boom2", b"ef"])
+    assert recv.wait_bytes(9) == b"ab\ncd\nef\n"
+    bt.send_payloads(eng.in_ports[0], [b"!decoder"])
+    m = wait_until(lambda: (lambda s: s if value(s, "bettong_source_decode_errors_total") == 1
+                            else None)(parse(scrape(addr))), 10, "the decoder error counted")
+    assert value(m, "bettong_source_messages_total") == 6
+    assert value(m, "bettong_step_messages_in_total", step="0") == 5
+    assert value(m, "bettong_step_messages_out_total", step="0") == 3
+    assert value(m, "bettong_step_messages_in_total", step="1") == 3
+    assert value(m, "bettong_sink_messages_total") == 3
+    assert value(m, "bettong_messages_failed_total") == 2
+    errors = {dict(ls)["where"]: v for (n, ls), v in m.items()
+              if n == "bettong_user_errors_total"}
+    assert list(errors.values()) == [2] and "echo" in list(errors)[0], errors
+    rc, err = eng.stop()
+    assert rc == 0, err
+
+
+def test_checkpoint_metrics(bt, tmp_path):
+    recv = bt.receiver()
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--metrics-listen", "127.0.0.1:0", "--run-with-resilience",
+                           "--resilience-dir", str(tmp_path / "resil"),
+                           "--time-between-checkpoints", "50000000"])
+    [addr] = metrics_addrs(eng, 1)
+    bt.send_payloads(eng.in_ports[0], [line.encode() for line in LINES])
+    m = wait_until(lambda: (lambda s: s if value(s, "bettong_checkpoints_total") >= 3
+                            else None)(parse(scrape(addr))), 15, "three checkpoints")
+    done = value(m, "bettong_checkpoints_total")
+    assert value(m, "bettong_checkpoints_failed_total") == 0
+    assert value(m, "bettong_checkpoint_duration_seconds_count") == done
+    assert value(m, "bettong_checkpoint_size_bytes_count") == done
+    assert value(m, "bettong_checkpoint_last_size_bytes") > 0
+    assert value(m, "bettong_checkpoint_last_id") >= done
+    assert value(m, "bettong_checkpoint_pause_seconds_count") >= done
+    rc, err = eng.stop()
+    assert rc == 0, err
 
 
 def http_raw(addr, data, timeout=10):
