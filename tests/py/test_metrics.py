@@ -178,6 +178,28 @@ def test_user_errors_by_where_and_decoder_errors(bt):
     assert rc == 0, err
 
 
+def test_wallaroo06_key_by_and_to_sinks(bt):
+    """A 0.6 pipeline: parse -> key_by -> state_computation_multi -> two
+    sinks, the second's encoder returning None for odd sums (not counted)."""
+    r1, r2 = bt.receiver(), bt.receiver()
+    eng = bt.engine(app_path("w06_keyed"), ins=[0], outs=[r1.port, r2.port],
+                    extra=["--metrics-listen", "127.0.0.1:0"])
+    [addr] = metrics_addrs(eng, 1)
+    bt.send_payloads(eng.in_ports[0], [b"a,1", b"b,2", b"a,9", b"c,5"])
+    # sums: a 1, b 2, a 10 (and -10), c 5
+    assert r2.wait_bytes(len(b"b 2\na 10\na -10\n")) == b"b 2\na 10\na -10\n"
+    m = wait_until(lambda: (lambda s: s if total(s, "bettong_sink_messages_total") == 8
+                            else None)(parse(scrape(addr))), 10, "every output counted")
+    for step, n_in, n_out in ((0, 4, 4), (1, 4, 4), (2, 4, 5)):
+        assert value(m, "bettong_step_messages_in_total", step=str(step)) == n_in, step
+        assert value(m, "bettong_step_messages_out_total", step=str(step)) == n_out, step
+    assert value(m, "bettong_sink_messages_total", sink="127.0.0.1:%d" % r1.port) == 5
+    assert value(m, "bettong_sink_messages_total", sink="127.0.0.1:%d" % r2.port) == 3
+    assert value(m, "bettong_state_keys") == 3
+    rc, err = eng.stop()
+    assert rc == 0, err
+
+
 def test_checkpoint_metrics(bt, tmp_path):
     recv = bt.receiver()
     eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
