@@ -16,6 +16,7 @@ typedef struct {
     const metrics_hist_t *hist;
     double scale;
     unsigned lo, hi;
+    char (*le)[48]; /* the buckets' le="..." labels, made once at registration */
 } series_t;
 
 typedef struct {
@@ -46,8 +47,10 @@ void metrics_free(metrics_t *m)
         return;
     for (size_t i = 0; i < m->nfams; i++) {
         family_t *f = &m->fams[i];
-        for (size_t j = 0; j < f->nseries; j++)
+        for (size_t j = 0; j < f->nseries; j++) {
             free(f->series[j].labels);
+            free(f->series[j].le);
+        }
         free(f->series);
         free(f->name);
         free(f->help);
@@ -90,9 +93,23 @@ static int escape_help(buf_t *out, const char *help)
     return 0;
 }
 
+/* A count as decimal digits, without snprintf (most of what a scrape is). */
+static int put_u64(buf_t *out, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return buf_append(out, tmp + i, sizeof tmp - i);
+}
+
 int metrics_number(buf_t *out, double v)
 {
     char tmp[40];
+    if (v >= 0 && v < 9007199254740992.0 && v == (double)(uint64_t)v)
+        return put_u64(out, (uint64_t)v);
     if (isnan(v))
         return put(out, "NaN");
     if (isinf(v))
@@ -222,19 +239,42 @@ int metrics_gauge_fn(metrics_t *m, const char *name, const char *help, metrics_l
     return 0;
 }
 
+/* The buckets' le="..." labels of a histogram, made once. NULL: no memory. */
+static char (*bucket_labels(double scale, unsigned lo, unsigned hi))[48]
+{
+    char (*le)[48] = calloc(hi - lo + 1, sizeof *le);
+    for (unsigned k = lo; le && k <= hi; k++) {
+        buf_t num;
+        buf_init(&num);
+        if (metrics_number(&num, ldexp(1.0, (int)k) * scale) < 0) {
+            buf_free(&num);
+            free(le);
+            return NULL;
+        }
+        snprintf(le[k - lo], sizeof le[0], "le=\"%.*s\"", (int)buf_unread(&num),
+                 (const char *)buf_head(&num));
+        buf_free(&num);
+    }
+    return le;
+}
+
 int metrics_histogram(metrics_t *m, const char *name, const char *help, metrics_labels_t labels,
                       const metrics_hist_t *h, double scale, unsigned lo, unsigned hi)
 {
     if (lo > hi || hi >= METRICS_HIST_BINS)
         return -1;
-    series_t *s = add_series(m, name, help, METRIC_HISTOGRAM, labels);
-    if (!s)
+    char (*le)[48] = bucket_labels(scale, lo, hi);
+    series_t *s = le ? add_series(m, name, help, METRIC_HISTOGRAM, labels) : NULL;
+    if (!s) {
+        free(le);
         return -1;
+    }
     s->kind = SRC_HIST;
     s->hist = h;
     s->scale = scale;
     s->lo = lo;
     s->hi = hi;
+    s->le = le;
     return 0;
 }
 
@@ -281,17 +321,7 @@ static int render_hist(buf_t *b, const char *name, const series_t *s)
         cum += h->bins[k];
     for (unsigned k = s->lo; k <= s->hi; k++) {
         cum += h->bins[k];
-        char le[64];
-        int n = snprintf(le, sizeof le, "le=\"");
-        buf_t tmp = {0};
-        if (metrics_number(&tmp, ldexp(1.0, (int)k) * s->scale) < 0) {
-            buf_free(&tmp);
-            return -1;
-        }
-        snprintf(le + n, sizeof le - (size_t)n, "%.*s\"", (int)buf_unread(&tmp),
-                 (const char *)buf_head(&tmp));
-        buf_free(&tmp);
-        if (sample(b, name, "_bucket", s->labels, le, (double)cum))
+        if (sample(b, name, "_bucket", s->labels, s->le[k - s->lo], (double)cum))
             return -1;
     }
     return sample(b, name, "_bucket", s->labels, "le=\"+Inf\"", (double)h->count) ||
