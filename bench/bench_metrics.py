@@ -18,8 +18,12 @@ input in 64).
 With metrics off the engine still keeps its message counters (they are plain
 fields incremented in place, with or without an endpoint); --baseline-bin
 adds a third mode, a `bettong` built from a commit before the metrics code,
-to measure those counters too. --record appends a section to
-bench/RESULTS.md.
+to measure those counters too; the runs in bench/RESULTS.md used one built
+from c22d26d, the commit before them:
+
+    git archive c22d26d | tar -x -C /tmp/m/base && make -C /tmp/m/base build/bettong
+
+--record appends a section to bench/RESULTS.md.
 """
 
 import argparse
