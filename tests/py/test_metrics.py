@@ -83,6 +83,11 @@ def total(samples, name, **labels):
     return sum(v for (n, ls), v in samples.items() if n == name and want <= set(ls))
 
 
+def worker_name(samples):
+    [name] = [dict(ls)["worker"] for (n, ls) in samples if n == "bettong_worker_info"]
+    return name
+
+
 def metrics_addrs(eng, n):
     eng.wait_log(METRICS_RE.pattern, count=n)
     return METRICS_RE.findall(eng.stderr())
@@ -303,8 +308,7 @@ def cluster_counts(bt, extra=()):
 def test_two_workers_count_and_forward_exactly(bt):
     c, addrs, ms, words = cluster_counts(bt)
     n_words = sum(len(w) for w in words)
-    names = [next(dict(ls)["worker"] for (n, ls) in m if n == "bettong_worker_info")
-             for m in ms]
+    names = [worker_name(m) for m in ms]
     assert sorted(names) == ["worker1", "worker2"], names
     # The lines went to either worker; each word ran where its partition is.
     assert sum(total(m, "bettong_source_messages_total") for m in ms) == len(LINES)
@@ -324,6 +328,44 @@ def test_two_workers_count_and_forward_exactly(bt):
     ran_here = sum(total(m, "bettong_step_messages_in_total", step="1") for m in ms) - forwarded
     assert forwarded > 0 and ran_here > 0
     c.stop()
+
+
+def reserve_two_ports():
+    """Two consecutive ports, each held by a bound (never listening) socket
+    with SO_REUSEADDR, as conftest's PortReservations holds one: (port,
+    sockets to close)."""
+    for _ in range(50):
+        a = socket.socket()
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        a.bind(("127.0.0.1", 0))
+        port = a.getsockname()[1]
+        b = socket.socket()
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            b.bind(("127.0.0.1", port + 1))
+            return port, [a, b]
+        except OSError:
+            a.close()
+            b.close()
+    pytest.fail("no two consecutive free ports")
+
+
+def test_workers_get_consecutive_metrics_ports(bt):
+    """--workers 2 --metrics-listen H:P: worker 1 serves on P, worker 2 on P + 1."""
+    port, held = reserve_two_ports()
+    try:
+        recv = bt.receiver()
+        c = Cluster(bt, example_path("reverse"), 2, "workers", outs=[recv.port],
+                    extra=["--metrics-listen", "127.0.0.1:%d" % port])
+        addrs = metrics_addrs(c.engines[0], 2)
+        assert sorted(addrs) == ["127.0.0.1:%d" % port, "127.0.0.1:%d" % (port + 1)]
+        names = {a: worker_name(parse(scrape(a))) for a in addrs}
+        assert names == {"127.0.0.1:%d" % port: "worker1",
+                         "127.0.0.1:%d" % (port + 1): "worker2"}, names
+        c.stop()
+    finally:
+        for sock in held:
+            sock.close()
 
 
 PROMETHEUS = shutil.which("prometheus")
