@@ -6,15 +6,13 @@ requests are answered and closed without harm, and a real Prometheus server
 (Debian's `prometheus`, installed by `make deps`) scrapes a two-worker cluster
 and answers queries with the same numbers."""
 
+import json
 import math
 import re
 import shutil
 import socket
-import subprocess
-import time
 import urllib.parse
 import urllib.request
-import json
 
 import pytest
 
