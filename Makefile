@@ -87,10 +87,11 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # of several backends), whose tests start their own redis-server; python3-yaml
 # for the `lithops` package's reading of Lithops' YAML config files, python3-boto3
 # for its S3 storage backends, whose tests run a local S3 server (s3rver, from
-# the npm registry with the npm of nodejs, installed in $(BUILD)/npm).
+# the npm registry with the npm of nodejs, installed in $(BUILD)/npm); prometheus
+# for tests/py/test_metrics.py, which scrapes a running cluster with a real server.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs
+	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs prometheus
 S3RVER = $(BUILD)/npm/node_modules/.bin/s3rver
 
 deps:
@@ -144,7 +145,7 @@ FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers -O1 -g -fno-omit-frame-pointer $(FUZZ_SAN) \
 	-fsanitize=fuzzer-no-link -Isrc -I$(PY_INCLUDE) -DBETTONG_PYTHON='"$(PY_EXE)"'
-FUZZ_TARGETS = frame wire msgcodec store_req pool_calls hello auth pickrefs
+FUZZ_TARGETS = frame wire msgcodec store_req pool_calls hello auth pickrefs http
 # fuzz_auth: the challenge-response handshake (net/auth.c), the blocking client's
 # frame reader and handshake (net/sock.c) and the identity decoders; cproto.c
 # for cl_get_identity (its connection calls are faked in the harness).
@@ -158,6 +159,9 @@ FUZZ_LIBS_msgcodec = $(PY_LDLIBS)
 FUZZ_SRC_store_req = src/store/sreq.c src/store/sreply.c src/net/wire.c src/util/buf.c
 FUZZ_SRC_pool_calls = src/pool/calls.c src/net/wire.c src/util/buf.c
 FUZZ_SRC_pickrefs = src/store/pickrefs.c
+# fuzz_http: the metrics endpoint's request parser and label escaping.
+FUZZ_SRC_http = src/net/httpd.c src/net/addr.c src/util/metrics.c src/util/buf.c src/util/log.c
+FUZZ_LIBS_http = -luv -lm
 FUZZ_SRC_hello = src/cluster/cproto.c src/net/addr.c src/net/frame.c src/net/wire.c \
 	src/net/auth.c src/net/authconn.c \
 	src/store/sconn.c src/store/sreq.c src/store/sreply.c \

@@ -285,6 +285,17 @@ def auth_seeds():
     yield "identity-cut", auth(A_IDENTITY, b"pool", 0, u8(1) + u8(2) + u32(1) + u16(9) + b"ab")
 
 
+# ---- http: [path buffer size] then a request head
+def http_seeds():
+    yield "get-metrics", b"\x40GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    yield "query", b"\x40GET /metrics?a=b HTTP/1.0\r\n\r\n"
+    yield "post", b"\x40POST /metrics HTTP/1.1\r\n\r\n"
+    yield "http2", b"\x40GET / HTTP/2.0\r\n\r\n"
+    yield "long-path", b"\x04GET /metrics HTTP/1.1\r\n\r\n"
+    yield "label", b"\x10a\\b\"c\nd"
+    yield "bare-lf", b"\x40GET / HTTP/1.1\n\n"
+
+
 TARGETS = {
     "frame": frame_seeds,
     "wire": wire_seeds,
@@ -293,6 +304,7 @@ TARGETS = {
     "pool_calls": pool_calls_seeds,
     "hello": hello_seeds,
     "auth": auth_seeds,
+    "http": http_seeds,
 }
 
 

@@ -31,6 +31,7 @@ typedef struct {
     cl_link_t link; /* our data connection to it */
     int link_open;
     uint64_t sent;      /* messages appended to the link */
+    uint64_t sent_bytes; /* their bytes (frames), for the metrics */
     uint64_t processed; /* messages from it run here */
     uint64_t dropped;   /* messages for its slots dropped after it was lost */
     int known;          /* a MEMBERS listed it (its name is the coordinator's word) */
@@ -259,10 +260,12 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         exec_count_failed(c->x);
         return;
     }
-    int rc = put_message(c, outconn_buffer(&p->link.o), pipe, step, msg, key,
-                         exec_event_time(c->x));
+    buf_t *b = outconn_buffer(&p->link.o);
+    size_t before = buf_unread(b);
+    int rc = put_message(c, b, pipe, step, msg, key, exec_event_time(c->x));
     if (rc == 0) {
         p->sent++;
+        p->sent_bytes += buf_unread(b) - before;
         return;
     }
     if (PyErr_Occurred())
@@ -272,6 +275,59 @@ static void forward(void *ctx, unsigned owner, unsigned pipe, unsigned step, PyO
         log_error("cluster: a message cannot be forwarded (too large or out of memory); "
                   "dropped");
     exec_count_failed(c->x);
+}
+
+/* ------------------------------------------------------------ metrics */
+
+/* One series per peer this worker knows, from the peer's counters, read on
+ * the loop thread when /metrics is rendered. */
+typedef enum { PM_SENT, PM_SENT_BYTES, PM_RUN, PM_DROPPED, PM_BACKLOG } peer_metric_t;
+
+static double peer_value(const peer_t *p, peer_metric_t what)
+{
+    switch (what) {
+    case PM_SENT: return (double)p->sent;
+    case PM_SENT_BYTES: return (double)p->sent_bytes;
+    case PM_RUN: return (double)p->processed;
+    case PM_DROPPED: return (double)p->dropped;
+    default: return p->link_open ? (double)outconn_backlog(&p->link.o) : 0;
+    }
+}
+
+static void collect_peers(cluster_t *c, metrics_out_t *out, peer_metric_t what)
+{
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        const peer_t *p = c->peers[i];
+        if (!p || (c->have_self && i == c->self))
+            continue;
+        const char *l[] = {"peer", p->name[0] ? p->name : "?", NULL};
+        metrics_emit(out, l, peer_value(p, what));
+    }
+}
+
+static void collect_sent(void *ctx, metrics_out_t *o) { collect_peers(ctx, o, PM_SENT); }
+static void collect_bytes(void *ctx, metrics_out_t *o) { collect_peers(ctx, o, PM_SENT_BYTES); }
+static void collect_run(void *ctx, metrics_out_t *o) { collect_peers(ctx, o, PM_RUN); }
+static void collect_dropped(void *ctx, metrics_out_t *o) { collect_peers(ctx, o, PM_DROPPED); }
+static void collect_backlog(void *ctx, metrics_out_t *o) { collect_peers(ctx, o, PM_BACKLOG); }
+
+static int register_metrics(cluster_t *c, metrics_t *m)
+{
+    return metrics_collector(m, "bettong_forwarded_messages_total",
+                             "Messages this worker forwarded to a peer (their state's slot "
+                             "is the peer's).", METRIC_COUNTER, collect_sent, c) ||
+           metrics_collector(m, "bettong_forwarded_bytes_total",
+                             "Bytes of the frames of the messages forwarded to a peer.",
+                             METRIC_COUNTER, collect_bytes, c) ||
+           metrics_collector(m, "bettong_forwarded_in_messages_total",
+                             "Messages a peer forwarded that ran on this worker.",
+                             METRIC_COUNTER, collect_run, c) ||
+           metrics_collector(m, "bettong_forward_dropped_messages_total",
+                             "Messages for a peer's slots dropped (the peer was lost or its "
+                             "link failed).", METRIC_COUNTER, collect_dropped, c) ||
+           metrics_collector(m, "bettong_link_backlog_bytes",
+                             "Bytes waiting in this worker's data link to a peer.",
+                             METRIC_GAUGE, collect_backlog, c);
 }
 
 void cluster_flush(cluster_t *c)
@@ -1297,6 +1353,10 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
     c->x = x;
     c->cfg = *cfg;
     c->hooks = *hooks;
+    if (hooks->metrics && register_metrics(c, hooks->metrics) < 0) {
+        snprintf(err, errlen, "cannot register the cluster's metrics (out of memory)");
+        return -1;
+    }
     cl_frame_spec(&c->spec);
     uv_timer_init(loop, &c->tick);
     c->tick.data = c;

@@ -203,9 +203,47 @@ static int own_flag(char **argv, int i, int argc, int *skip)
     return 0;
 }
 
+/* --metrics-listen H:P (or --metrics, -m; also as FLAG=H:P) for worker i:
+ * each worker serves its own, so a port P > 0 becomes P + i (port 0 stays 0:
+ * each gets its own from the kernel). Returns the argument to pass, argv[j]
+ * itself when it is not such a flag's value; *value_of says argv[j] is the
+ * flag and argv[j + 1] its value. */
+static const char *metrics_flag_for(char **argv, int argc, int j, unsigned i, char *out,
+                                    size_t outlen, int *value_of)
+{
+    static const char *flags[] = {"--metrics-listen", "--metrics", "-m", NULL};
+    *value_of = 0;
+    for (int k = 0; flags[k]; k++) {
+        size_t fl = strlen(flags[k]);
+        const char *v = NULL;
+        if (strcmp(argv[j], flags[k]) == 0 && j + 1 < argc) {
+            *value_of = 1;
+            v = argv[j + 1];
+        } else if (strncmp(argv[j], flags[k], fl) == 0 && argv[j][fl] == '=') {
+            v = argv[j] + fl + 1;
+        }
+        if (!v)
+            continue;
+        const char *colon = strrchr(v, ':');
+        const char *digits = colon ? colon + 1 : v;
+        char *end;
+        long p = strtol(digits, &end, 10);
+        if (*end || end == digits || p <= 0 || p + (long)i > 65535)
+            return *value_of ? v : argv[j];
+        int hl = (int)(digits - v);
+        if (*value_of)
+            snprintf(out, outlen, "%.*s%ld", hl, v, p + (long)i);
+        else
+            snprintf(out, outlen, "%s=%.*s%ld", flags[k], hl, v, p + (long)i);
+        return out;
+    }
+    return argv[j];
+}
+
 static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const char *base,
                         int port, int fd)
 {
+    char metrics_addr[300];
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1)
         _exit(3);
@@ -235,7 +273,17 @@ static void exec_worker(int argc, char **argv, unsigned i, unsigned n, const cha
             j++;
             continue;
         }
-        args[k++] = argv[j++];
+        int value_of;
+        const char *m = metrics_flag_for(argv, argc, j, i, metrics_addr, sizeof metrics_addr,
+                                         &value_of);
+        if (value_of) {
+            args[k++] = argv[j++];
+            args[k++] = (char *)m;
+            j++;
+            continue;
+        }
+        args[k++] = m == argv[j] ? argv[j] : (char *)m;
+        j++;
     }
     args[k++] = "--name";
     args[k++] = name;

@@ -11,6 +11,7 @@
 
 #include "net/frame.h"
 #include "util/buf.h"
+#include "util/metrics.h"
 #include "stream/state.h"
 #include "stream/window.h"
 
@@ -21,6 +22,14 @@ typedef enum {
     STEP_KEYED_STATE, /* a state computation over the stream's key; returns its output */
     STEP_WINDOW       /* range or count windows over the stream's key (stream/window.h) */
 } step_kind;
+
+/* A step's counts for the metrics endpoint (stream/smetrics.h), kept by
+ * exec.c on the loop thread: messages it ran here, outputs it passed on,
+ * and its Python call's time (sampled messages). */
+typedef struct {
+    uint64_t in, out;
+    metrics_hist_t latency; /* ns */
+} step_stats_t;
 
 typedef struct {
     step_kind kind;
@@ -36,6 +45,7 @@ typedef struct {
      * are in `state`, per key */
     window_spec_t *window;
     int window_borrowed;    /* the spec is another pipeline's (a merge's shared stage) */
+    step_stats_t stats;
 } step_t;
 
 typedef enum { SOURCE_TCP, SOURCE_GEN } source_kind;
@@ -73,6 +83,7 @@ typedef struct {
      * (event time 0, as Wallaroo writes it), framed here in C. */
     int connector_frame;
     char *label;        /* "encoder 'f' (FILE:LINE)": what its errors name */
+    uint64_t messages;  /* outputs encoded into the sink's buffer (metrics) */
 } pipe_out_t;
 
 typedef struct {
@@ -85,6 +96,9 @@ typedef struct {
     /* Wallaroo 0.6 conventions: an encoder's None writes nothing, and
      * compute_multi must return a list (or None). */
     int api06;
+    /* Metrics: messages its source gave this worker (frames or generator
+     * values), and frames whose decoder raised. */
+    uint64_t messages_in, decode_errors;
 } pipeline_t;
 
 typedef struct {

@@ -8,12 +8,14 @@
 #include <uv.h>
 
 #include "net/addr.h"
+#include "net/httpd.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
 #include "stream/eoproto.h"
 #include "stream/external.h"
 #include "stream/resil.h"
 #include "stream/sink.h"
+#include "stream/smetrics.h"
 #include "py/bridge.h"
 #include "py/pyerr.h"
 #include "util/hist.h"
@@ -72,6 +74,8 @@ struct engine {
     uint64_t stop_deadline_ns;
     uint64_t started_ns;
     FILE *dead_letter;
+    metrics_t *metrics;    /* --metrics-listen; NULL: none */
+    httpd_t *httpd;
 };
 
 static void begin_stop(engine_t *e, int code, const char *why);
@@ -323,6 +327,8 @@ static void finish(engine_t *e)
     if (e->cluster)
         e->cl->shutdown(e->cluster);
     external_close(e->external);
+    httpd_close(e->httpd);
+    e->httpd = NULL;
     uv_close((uv_handle_t *)&e->stop_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->drain_timer, close_cb_noop);
     uv_close((uv_handle_t *)&e->stats_timer, close_cb_noop);
@@ -603,6 +609,88 @@ static int start_sources(engine_t *e)
     return 0;
 }
 
+/* ------------------------------------------------------------ metrics */
+
+typedef struct {
+    engine_t *e;
+    size_t i;
+} engine_ref_t;
+
+static double sink_backlog_bytes(void *ctx)
+{
+    engine_ref_t *r = ctx;
+    return (double)sink_backlog(&r->e->sinks[r->i]);
+}
+
+/* 1 while a source that runs here is not reading (backpressure, or held by
+ * the cluster while it forms or moves slots). */
+static double source_paused(void *ctx)
+{
+    engine_ref_t *r = ctx;
+    source_rt_t *s = &r->e->sources[r->i];
+    return (s->listening || s->gen_active) && r->e->paused;
+}
+
+static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
+
+/* The engine's own series: what exec and the app count (smetrics), and the
+ * sinks' backlogs and the sources' pauses. Refs live as long as the registry. */
+static int register_engine_metrics(engine_t *e, engine_ref_t *refs)
+{
+    const char *worker = e->opt->worker_name ? e->opt->worker_name : "initializer";
+    if (smetrics_register(e->metrics, e->app, &e->x, worker) < 0)
+        return -1;
+    for (size_t i = 0; i < e->app->nsinks; i++) {
+        char sink[300];
+        snprintf(sink, sizeof sink, "%s:%d", e->app->sinks[i].host, e->app->sinks[i].port);
+        const char *l[] = {"sink", sink, NULL};
+        refs[i] = (engine_ref_t){e, i};
+        if (metrics_gauge_fn(e->metrics, "bettong_sink_backlog_bytes",
+                             "Bytes of output waiting to be written to a sink.", l,
+                             sink_backlog_bytes, &refs[i]))
+            return -1;
+    }
+    for (size_t i = 0; i < e->app->npipes; i++) {
+        const char *l[] = {"pipeline", e->app->pipes[i].name, NULL};
+        refs[e->app->nsinks + i] = (engine_ref_t){e, i};
+        if (metrics_gauge_fn(e->metrics, "bettong_source_paused",
+                             "1 while this pipeline's source runs here but does not read "
+                             "(backpressure, or the cluster holds it).", l, source_paused,
+                             &refs[e->app->nsinks + i]))
+            return -1;
+    }
+    return 0;
+}
+
+/* --metrics-listen: the registry, filled before the cluster starts (it adds
+ * its own), served once everything is registered. */
+static int open_metrics(engine_t *e, engine_ref_t **refs)
+{
+    if (!e->opt->metrics_addr)
+        return 0;
+    e->metrics = metrics_new();
+    *refs = calloc(e->app->nsinks + e->app->npipes + 1, sizeof **refs);
+    if (!e->metrics || !*refs || register_engine_metrics(e, *refs) < 0) {
+        log_error("metrics: cannot register the worker's metrics (out of memory?)");
+        return -1;
+    }
+    return 0;
+}
+
+static int start_metrics(engine_t *e)
+{
+    if (!e->metrics)
+        return 0;
+    char err[600];
+    if (!(e->httpd = httpd_start(&e->loop, e->opt->metrics_addr, "metrics", err, sizeof err))) {
+        log_error("%s", err);
+        return -1;
+    }
+    httpd_route(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, e->metrics);
+    log_info("metrics listening on %s", httpd_addr(e->httpd));
+    return 0;
+}
+
 /* --external: Wallaroo's external channel. Returns 0, or -1 (logged). */
 static int start_external(engine_t *e)
 {
@@ -789,7 +877,11 @@ int engine_run(app_t *app, const engine_options_t *opt)
     e.x.sink_bufs = e.sink_bufs;
     e.x.on_error = opt->on_error;
     e.x.dead_letter = e.dead_letter;
-    if (open_resilience(&e) < 0) {
+    engine_ref_t *metric_refs = NULL;
+    if (open_metrics(&e, &metric_refs) < 0 || open_resilience(&e) < 0 ||
+        (e.metrics && resil_register_metrics(e.resil, e.metrics) < 0)) {
+        metrics_free(e.metrics);
+        free(metric_refs);
         uv_loop_close(&e.loop);
         free(e.sources);
         free(e.sinks);
@@ -819,7 +911,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
         engine_cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
                                  .finish = hook_finish, .progress = hook_progress,
-                                 .ran = hook_ran};
+                                 .ran = hook_ran, .metrics = e.metrics};
         if (e.resil) {
             hooks.checkpoint_sources = hook_checkpoint_sources;
             hooks.checkpoint_state = hook_checkpoint_state;
@@ -841,6 +933,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     }
     if (e.stopping) {
         /* the cluster could not start: nothing listens */
+    } else if (start_metrics(&e) < 0) {
+        begin_stop(&e, 2, "the metrics endpoint cannot listen");
     } else if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");
@@ -868,6 +962,8 @@ int engine_run(app_t *app, const engine_options_t *opt)
     }
     resil_free(e.resil);
     external_free(e.external);
+    metrics_free(e.metrics);
+    free(metric_refs);
     if (uv_loop_close(&e.loop) != 0)
         log_debug("event loop closed with handles still open");
     if (e.dead_letter)

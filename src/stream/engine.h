@@ -12,6 +12,7 @@
 
 #include "stream/app.h"
 #include "stream/exec.h"
+#include "util/metrics.h"
 
 /* What a cluster, a layer above the engine, asks of the engine it runs in. */
 typedef struct {
@@ -53,6 +54,9 @@ typedef struct {
      * position this worker reached). */
     void (*stream_granted)(void *ctx, uint32_t id, uint64_t pos);
     uint64_t (*stream_release)(void *ctx, const char *name);
+    /* --metrics-listen: the worker's registry, for the cluster's own series
+     * (rendered on the loop thread); NULL without. */
+    metrics_t *metrics;
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that
@@ -114,6 +118,9 @@ typedef struct {
     int resilience;
     const char *resilience_dir;
     uint64_t checkpoint_interval_ns;
+    /* --metrics-listen (or Wallaroo's --metrics) H:P: serve /metrics there
+     * (stream/smetrics.h); NULL: no endpoint, and no latency sampling. */
+    const char *metrics_addr;
 } engine_options_t;
 
 /* The exit code of a worker that must start again from the last complete

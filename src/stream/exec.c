@@ -7,16 +7,32 @@
 #include "py/pyerr.h"
 #include "py/pykey.h"
 #include "util/hash.h"
+#include "util/hist.h"
 #include "util/log.h"
 
 static void run_from(exec_t *x, pipeline_t *p, size_t i, PyObject *msg);
 static void run_step(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObject *key);
+
+/* Count an error of `where` (a label that lives as long as the app): by
+ * pointer, in a small table; the error path only. */
+static void count_error(exec_t *x, const char *where)
+{
+    for (size_t i = 0; i < EXEC_ERROR_KINDS; i++) {
+        if (x->errors[i].where == where || !x->errors[i].where) {
+            x->errors[i].where = where;
+            x->errors[i].n++;
+            return;
+        }
+    }
+    x->errors_other++;
+}
 
 /* A user callback raised: count and log it, then apply the policy to the input
  * message (once per input, however many of its branches fail). */
 static void user_error(exec_t *x, const char *where)
 {
     pyerr_report(where);
+    count_error(x, where);
     if (x->cur_failed)
         return;
     x->cur_failed = 1;
@@ -52,6 +68,24 @@ static void user_error(exec_t *x, const char *where)
     }
 }
 
+/* A sampled input's clock reads (one input in EXEC_SAMPLE_EVERY): a step's
+ * Python call, and the time from taking the input to an output encoded. */
+static inline uint64_t sample_start(const exec_t *x) { return x->sampling ? now_ns() : 0; }
+
+static inline void sample_step(const exec_t *x, step_t *s, uint64_t t0)
+{
+    if (x->sampling)
+        metrics_hist_record(&s->stats.latency, now_ns() - t0);
+}
+
+/* A new input: whether it is timed. */
+static inline void take_input(exec_t *x)
+{
+    x->sampling = x->sample_latency && (x->inputs++ & (EXEC_SAMPLE_EVERY - 1)) == 0;
+    if (x->sampling)
+        x->t_in = now_ns();
+}
+
 /* What an encoder's errors are reported as. */
 static const char *encoder_label(const pipe_out_t *o) { return o->label ? o->label : "encoder"; }
 
@@ -82,7 +116,7 @@ static int append_output(exec_t *x, const pipe_out_t *o, buf_t *b, const char *d
 }
 
 /* Encode msg into one output's sink buffer. */
-static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObject *msg)
+static void emit_to(exec_t *x, const pipeline_t *p, pipe_out_t *o, PyObject *msg)
 {
     PyObject *out = py_call1(o->encode, msg);
     if (!out) {
@@ -117,8 +151,12 @@ static void emit_to(exec_t *x, const pipeline_t *p, const pipe_out_t *o, PyObjec
         user_error(x, encoder_label(o));
         return;
     }
-    if (append_output(x, o, b, data, (size_t)n) == 0)
+    if (append_output(x, o, b, data, (size_t)n) == 0) {
         x->messages_out++;
+        o->messages++;
+        if (x->sampling)
+            metrics_hist_record(&x->end_to_end, now_ns() - x->t_in);
+    }
     if (have_view)
         PyBuffer_Release(&view);
     Py_DECREF(out);
@@ -161,6 +199,19 @@ void exec_set_router(exec_t *x, const routing_table_t *table, unsigned self,
 void exec_count_slot_runs(exec_t *x, uint32_t *counts) { x->slot_runs = counts; }
 
 void exec_count_failed(exec_t *x) { x->failed++; }
+
+int exec_slot_here(const exec_t *x, unsigned slot)
+{
+    return !x->table || routing_owner(x->table, slot) == x->self;
+}
+
+unsigned exec_slots_here(const exec_t *x)
+{
+    unsigned n = 0;
+    for (unsigned slot = 0; slot < ROUTING_SLOTS; slot++)
+        n += exec_slot_here(x, slot) != 0;
+    return n;
+}
 
 int64_t exec_event_time(const exec_t *x) { return x->cur_event_time; }
 
@@ -255,8 +306,10 @@ static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n && !x->stop_requested; i++)
-        if (items[i] != Py_None)
+        if (items[i] != Py_None) {
+            s->stats.out++;
             run_step(x, p, next, items[i], key);
+        }
     Py_DECREF(seq);
 }
 
@@ -265,10 +318,12 @@ static void run_each(exec_t *x, pipeline_t *p, size_t next, PyObject *outs, step
 static void go_on(exec_t *x, pipeline_t *p, size_t i, PyObject *out, PyObject *key)
 {
     step_t *s = &p->steps[i];
-    if (s->multi)
+    if (s->multi) {
         run_each(x, p, i + 1, out, s, key);
-    else if (out != Py_None)
+    } else if (out != Py_None) {
+        s->stats.out++;
         run_step(x, p, i + 1, out, key);
+    }
 }
 
 /* Split a state computation's (output, state_changed) result. Returns a borrowed
@@ -298,15 +353,21 @@ static void run_classic(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObj
     step_t *s = &p->steps[i];
     PyObject *r, *key = NULL;
     unsigned slot = 0;
+    uint64_t t0;
     if (s->kind == STEP_STATELESS) {
+        s->stats.in++;
+        t0 = sample_start(x);
         r = py_call1(s->fn, msg);
     } else {
         int away = 0;
         PyObject *st = state_of(x, p, s, msg, known_key, &away, &slot, &key);
         if (!st)
             return;
+        s->stats.in++;
+        t0 = sample_start(x);
         r = py_call2(s->fn, msg, st);
     }
+    sample_step(x, s, t0);
     if (!r) {
         Py_XDECREF(key);
         user_error(x, s->label);
@@ -329,9 +390,12 @@ static void run_classic(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObj
  * NULL after reporting. collect()'s constant key costs no Python call. */
 static PyObject *stream_key(exec_t *x, step_t *s, PyObject *msg)
 {
+    s->stats.in++;
     if (s->const_key)
         return Py_NewRef(s->const_key);
+    uint64_t t0 = sample_start(x);
     PyObject *r = py_call1(s->key_fn, msg);
+    sample_step(x, s, t0);
     PyObject *key = r ? pykey_wallaroo06(r) : NULL;
     Py_XDECREF(r);
     if (!key)
@@ -352,7 +416,12 @@ static void run_key_by(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObje
         return;
     if (pykey_hash(key, &h) < 0) {
         user_error(x, s->label);
-    } else if (!forwarded_away(x, p, s, routing_slot(h), msg, key)) {
+        Py_DECREF(key);
+        return;
+    }
+    if (!known_key)
+        s->stats.out++; /* counted where the key was computed, forwarded or not */
+    if (!forwarded_away(x, p, s, routing_slot(h), msg, key)) {
         if (x->slot_runs)
             x->slot_runs[routing_slot(h)]++;
         run_step(x, p, i + 1, msg, key);
@@ -384,7 +453,10 @@ static void run_keyed_state(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, P
         user_error(x, "state class");
         return;
     }
+    s->stats.in++;
+    uint64_t t0 = sample_start(x);
     PyObject *r = py_call2(s->fn, msg, st);
+    sample_step(x, s, t0);
     Py_XDECREF(fresh);
     if (!r) {
         user_error(x, s->label);
@@ -408,8 +480,10 @@ static PyObject *window_key_str(PyObject *key)
 /* A window step's outputs go on, in order, with the key. */
 static void window_outputs(exec_t *x, pipeline_t *p, size_t i, PyObject *outs, PyObject *key)
 {
-    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(outs) && !x->stop_requested; k++)
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(outs) && !x->stop_requested; k++) {
+        p->steps[i].stats.out++;
         run_step(x, p, i + 1, PyList_GET_ITEM(outs, k), key);
+    }
 }
 
 /* One key's windows, with the outputs (new list) they gave, or NULL after
@@ -456,7 +530,10 @@ static void run_window(exec_t *x, pipeline_t *p, size_t i, PyObject *msg, PyObje
         return;
     }
     int late_side = 0;
+    s->stats.in++;
+    uint64_t t0 = sample_start(x);
     PyObject *outs = window_run(x, s, slot, key, st, msg, window_now(), 0, &late_side);
+    sample_step(x, s, t0);
     if (late_side) {
         /* the window's late sink: its own sink and encoder (stream/window.h) */
         const window_spec_t *w = s->window;
@@ -505,6 +582,7 @@ int64_t exec_windows_due(exec_t *x, int64_t now)
     x->cur_frame = NULL;
     x->cur_message = NULL;
     x->cur_event_time = 0; /* a window's output has no source event time */
+    x->sampling = 0;      /* timer outputs are not inputs: not timed */
     for (size_t j = 0; j < x->app->npipes; j++) {
         pipeline_t *p = &x->app->pipes[j];
         for (size_t i = 0; i < p->nsteps; i++) {
@@ -550,10 +628,13 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
                const uint8_t *payload, size_t payload_len)
 {
     x->frames_in++;
+    p->messages_in++;
+    take_input(x);
     PyObject *bytes = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)payload_len);
     PyObject *msg = bytes ? py_call1(p->source.decode, bytes) : NULL;
     Py_XDECREF(bytes);
     if (!msg) {
+        p->decode_errors++;
         char where[300];
         snprintf(where, sizeof where, "decoder of pipeline '%s'", p->name);
         pyerr_report(where);
@@ -574,6 +655,8 @@ int exec_frame(exec_t *x, pipeline_t *p, const uint8_t *frame, size_t frame_len,
 void exec_message(exec_t *x, pipeline_t *p, PyObject *msg)
 {
     x->frames_in++;
+    p->messages_in++;
+    take_input(x);
     x->cur_frame = NULL;
     x->cur_message = msg;
     x->cur_failed = 0;
@@ -588,6 +671,7 @@ int exec_forwarded(exec_t *x, unsigned pipe, unsigned step, PyObject *msg, PyObj
     if (pipe >= x->app->npipes || step >= x->app->pipes[pipe].nsteps)
         return -1;
     pipeline_t *p = &x->app->pipes[pipe];
+    take_input(x);
     x->cur_frame = NULL;
     x->cur_failed = 0;
     x->cur_message = msg;

@@ -16,6 +16,10 @@
 #include "stream/routing.h"
 #include "util/buf.h"
 
+/* Latency is sampled: one input in this many (a power of two). */
+#define EXEC_SAMPLE_EVERY 64
+#define EXEC_ERROR_KINDS 32
+
 typedef enum { ON_ERROR_SKIP, ON_ERROR_DEAD_LETTER, ON_ERROR_STOP } on_error_t;
 
 /* How a message whose state lives on worker `owner` leaves this one (msg and
@@ -56,6 +60,18 @@ typedef struct {
     /* With resilience: mark the state a step reports changed (the classic
      * API's (output, changed)), for incremental checkpoints. */
     int track_changes;
+    /* Metrics (stream/smetrics.h), all on the loop thread. With sample_latency
+     * set, one input in EXEC_SAMPLE_EVERY is timed: its steps' Python calls
+     * and, from when this worker took it (t_in) to each output encoded. */
+    int sample_latency;
+    int sampling;           /* the input being run is timed */
+    uint64_t inputs;        /* inputs taken (frames, generator values, forwarded) */
+    uint64_t t_in;
+    metrics_hist_t end_to_end; /* ns */
+    /* User errors by where they were raised (a step's or an encoder's label,
+     * "partition function", ...: labels that live as long as the app). */
+    struct { const char *where; uint64_t n; } errors[EXEC_ERROR_KINDS];
+    uint64_t errors_other;  /* kinds beyond the table */
 } exec_t;
 
 /* In a cluster: who owns each slot (this worker is `self`), and how messages
@@ -93,6 +109,10 @@ int64_t exec_event_time(const exec_t *x);
  * window_now()): outputs of the windows they close, on this worker's slots.
  * Returns when the next one is due (INT64_MAX: no window step). */
 int64_t exec_windows_due(exec_t *x, int64_t now);
+
+/* Slots this worker owns (all of them alone), and whether it owns `slot`. */
+unsigned exec_slots_here(const exec_t *x);
+int exec_slot_here(const exec_t *x, unsigned slot);
 
 /* frame_length_fn for decoders whose header C cannot parse: calls the user's
  * payload_length. ctx is the source_t. */

@@ -88,8 +88,12 @@ struct resil {
     void (*final_done)(void *ctx);
     void *final_ctx;
     int closing;
-    /* Figures for the log. */
+    /* Figures for the log, and the metrics (resil_register_metrics). */
     uint64_t completed, failed, skipped, pause_max_ns;
+    uint64_t last_size, last_n;
+    metrics_hist_t duration; /* ns: from the cut to complete */
+    metrics_hist_t size;     /* bytes of the checkpoint's file */
+    metrics_hist_t pause;    /* ns: the longest loop pause of a cut's state writing */
 };
 
 static void cut(resil_t *r);
@@ -351,6 +355,10 @@ static void completed(resil_t *r)
         r->deltas++;
     }
     r->completed++;
+    r->last_size = in->size;
+    r->last_n = in->n;
+    metrics_hist_record(&r->duration, now_ns() - r->cut_ns);
+    metrics_hist_record(&r->size, in->size);
     if (r->closing)
         return; /* the sinks and sources are gone */
     for (size_t i = 0; i < r->nsinks; i++)
@@ -499,6 +507,7 @@ static void state_written(resil_t *r)
         return;
     }
     r->force_full = 0;
+    metrics_hist_record(&r->pause, r->cut_pause_ns);
     log_debug("checkpoint %llu cut: %s, %llu keys, %zu bytes, loop paused %.2f ms (longest "
               "step), state written in %.1f ms", (unsigned long long)n,
               r->full ? "full" : "incremental", (unsigned long long)st.keys,
@@ -509,6 +518,33 @@ static void state_written(resil_t *r)
 
 /* One turn of writing owed state, with the GIL; the longest is the pause
  * this checkpoint puts on the loop. */
+int resil_register_metrics(resil_t *r, metrics_t *m)
+{
+    if (!r)
+        return 0;
+    return metrics_counter(m, "bettong_checkpoints_total",
+                           "Checkpoints this worker completed (its part on disk, fsynced).",
+                           NULL, &r->completed) ||
+           metrics_counter(m, "bettong_checkpoints_failed_total",
+                           "Checkpoints this worker could not take or write.", NULL,
+                           &r->failed) ||
+           metrics_gauge(m, "bettong_checkpoint_last_id", "The last checkpoint completed here.",
+                         NULL, &r->last_n) ||
+           metrics_gauge(m, "bettong_checkpoint_last_size_bytes",
+                         "Size of the last checkpoint's file on this worker.", NULL,
+                         &r->last_size) ||
+           metrics_histogram(m, "bettong_checkpoint_duration_seconds",
+                             "From a checkpoint's cut to its file written and fsynced.", NULL,
+                             &r->duration, 1e-9, 17, 37) ||
+           metrics_histogram(m, "bettong_checkpoint_size_bytes",
+                             "Sizes of this worker's checkpoint files (full or incremental).",
+                             NULL, &r->size, 1, 8, 36) ||
+           metrics_histogram(m, "bettong_checkpoint_pause_seconds",
+                             "The longest pause of the event loop while a checkpoint's state "
+                             "was written out (one per checkpoint).", NULL, &r->pause, 1e-9, 10,
+                             32);
+}
+
 static int write_some(resil_t *r)
 {
     uint64_t t0 = now_ns();

@@ -111,6 +111,10 @@ void resil_shutdown(resil_t *r);
  * it held. */
 void resil_drop_python(resil_t *r);
 /* After the loop ended. */
+/* --metrics-listen: its checkpoints' counts, durations and sizes (read on
+ * the loop thread, where completions are handled). r may be NULL (no
+ * resilience: nothing registered). Returns 0 or -1. */
+int resil_register_metrics(resil_t *r, metrics_t *m);
 void resil_free(resil_t *r);
 
 #endif

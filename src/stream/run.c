@@ -25,7 +25,6 @@ typedef struct {
 #define NO_SPIKE "Wallaroo's network fault injection (spike) is not built in"
 
 static const ignored_flag_t ignored_flags[] = {
-    {"--metrics", "-m", 1, "no metrics are sent"},
     {"--stop-pause", NULL, 1, "a cluster change pauses the sources only while it runs"},
     {"--log-rotation", NULL, 0, "there is no event log to rotate"},
     {"--event-log-file-size", NULL, 1, "there is no event log to rotate"},
@@ -94,6 +93,12 @@ static void usage(FILE *f, const run_ext_t *ext)
 "                              that stops this worker, or its whole cluster, after\n"
 "                              flushing the sinks. Beyond loopback it needs the\n"
 "                              cluster secret, which remote peers must prove\n"
+"  --metrics-listen H:P        serve Prometheus metrics at http://H:P/metrics (a\n"
+"                              bare port: on 127.0.0.1; port 0: one the kernel\n"
+"                              picks, logged as \"metrics listening on H:P\"); with\n"
+"                              --workers N and a port P > 0, worker i gets P + i - 1\n"
+"  --metrics, -m H:P           Wallaroo's spelling of --metrics-listen (Wallaroo\n"
+"                              sent to a Metrics UI there; Bettong serves there)\n"
 "  -h, --help                  this text\n");
     if (ext && ext->usage)
         ext->usage(f);
@@ -101,13 +106,13 @@ static void usage(FILE *f, const run_ext_t *ext)
 "\n"
 "Other Wallaroo worker flags are accepted so Wallaroo command lines work unchanged:\n"
 "  --in/-i, --out/-o           read by the application (tcp_parse_input_addrs ...)\n"
-"  --metrics/-m, --stop-pause, --log-rotation,\n"
+"  --stop-pause, --log-rotation,\n"
 "  --event-log-file-size, --resilience-no-local-file-io, --spike-seed,\n"
 "  --spike-drop, --spike-prob, --spike-margin, --ponythreads, --ponyminthreads,\n"
 "  --ponysuspendthreshold, --ponycdinterval, --ponygcinitial, --ponygcfactor,\n"
 "  --ponynoblock, --ponypin, --ponypinasio, --ponynopin, --ponynoscale,\n"
 "  --ponynoyield\n"
-"                              accepted without effect (metrics, Wallaroo's event\n"
+"                              accepted without effect (Wallaroo's event\n"
 "                              log, fault injection and Pony runtime tuning have no\n"
 "                              meaning here); each one given is named in a warning\n"
 "                              at start-up\n");
@@ -237,6 +242,10 @@ static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
     } else if ((v = flag_value(argc, argv, i, "--external")) ||
                (v = flag_value(argc, argv, i, "-e"))) {
         a->engine.external_addr = v;
+    } else if ((v = flag_value(argc, argv, i, "--metrics-listen")) ||
+               (v = flag_value(argc, argv, i, "--metrics")) ||
+               (v = flag_value(argc, argv, i, "-m"))) {
+        a->engine.metrics_addr = v;
     } else if ((v = flag_value(argc, argv, i, "--application-path"))) {
         if (add_path_list(a, v) < 0)
             return -1;

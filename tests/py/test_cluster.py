@@ -182,17 +182,21 @@ def test_market_spread_on_workers(bt, n, form):
 
 def test_ignored_flags_warned_once_by_the_workers_parent(bt):
     """With --workers, the parent names each ignored Wallaroo flag once; the
-    workers it starts (with the same flags) do not repeat it."""
+    workers it starts (with the same flags) do not repeat it. Wallaroo's
+    --metrics is not one of them: each worker serves its metrics there (port
+    0: each its own)."""
     recv = bt.receiver()
     c = Cluster(bt, example_path("reverse"), 2, "workers", outs=[recv.port],
-                extra=["--ponythreads", "4", "--metrics", "127.0.0.1:5001"])
+                extra=["--ponythreads", "4", "--stop-pause", "5", "--metrics", "127.0.0.1:0"])
     c.wait_formed()
     send_frames(c.ports[0][0], [b"abc"])
     assert recv.wait_bytes(4) == b"cba\n"
     c.stop()
     err = c.stderr()
-    for flag in ("--ponythreads", "--metrics"):
+    for flag in ("--ponythreads", "--stop-pause"):
         assert err.count("%s is accepted for Wallaroo compatibility" % flag) == 1, err
+    assert "--metrics is accepted" not in err, err
+    assert len(set(re.findall(r"metrics listening on (\S+)", err))) == 2, err
 
 
 # ------------------------------------------------------------------ sharing a port

@@ -399,7 +399,7 @@ def test_ignored_wallaroo_flags_warned_once(bt):
     flags the application reads are not, and the application runs as usual."""
     recv = bt.receiver()
     eng = bt.engine(example_path("reverse"), ins=[0], outs=[recv.port],
-                    extra=["--metrics", "127.0.0.1:5001", "-m", "127.0.0.1:5002",
+                    extra=["--stop-pause", "5", "--stop-pause", "6",
                            "--ponythreads", "4", "--ponynoblock", "--ponythreads=2",
                            "--spike-drop"])
     port = eng.in_ports[0]
@@ -409,7 +409,7 @@ def test_ignored_wallaroo_flags_warned_once(bt):
     assert recv.wait_bytes(len(expected)) == expected
     err = stop_ok(eng)
     ready = err.index("ready:")
-    for flag in ("--metrics", "--ponythreads", "--ponynoblock", "--spike-drop"):
+    for flag in ("--stop-pause", "--ponythreads", "--ponynoblock", "--spike-drop"):
         warning = "%s is accepted for Wallaroo compatibility but has no effect" % flag
         assert err.count(warning) == 1, err
         assert err.index(warning) < ready, err
