@@ -682,7 +682,17 @@ static int start_metrics(engine_t *e)
     if (!e->metrics)
         return 0;
     char err[600];
-    if (!(e->httpd = httpd_start(&e->loop, e->opt->metrics_addr, "metrics", err, sizeof err))) {
+    e->httpd = httpd_start(&e->loop, e->opt->metrics_addr, "metrics", err, sizeof err);
+    if (!e->httpd && e->opt->metrics_wallaroo) {
+        char any[300];
+        const char *colon = strrchr(e->opt->metrics_addr, ':');
+        int hostlen = colon ? (int)(colon - e->opt->metrics_addr) : 0;
+        snprintf(any, sizeof any, "%.*s:0", hostlen, e->opt->metrics_addr);
+        log_warn("%s (--metrics: Wallaroo's command lines give every worker of a host the "
+                 "same address); serving on a port the kernel picks instead", err);
+        e->httpd = httpd_start(&e->loop, any, "metrics", err, sizeof err);
+    }
+    if (!e->httpd) {
         log_error("%s", err);
         return -1;
     }

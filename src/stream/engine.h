@@ -121,6 +121,10 @@ typedef struct {
     /* --metrics-listen (or Wallaroo's --metrics) H:P: serve /metrics there
      * (stream/smetrics.h); NULL: no endpoint, and no latency sampling. */
     const char *metrics_addr;
+    /* It came as Wallaroo's --metrics: Wallaroo's command lines give every
+     * worker on a host the same one (Wallaroo sent metrics there), so when
+     * it cannot be bound this worker serves on a port the kernel picks. */
+    int metrics_wallaroo;
 } engine_options_t;
 
 /* The exit code of a worker that must start again from the last complete

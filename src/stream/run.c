@@ -98,7 +98,9 @@ static void usage(FILE *f, const run_ext_t *ext)
 "                              picks, logged as \"metrics listening on H:P\"); with\n"
 "                              --workers N and a port P > 0, worker i gets P + i - 1\n"
 "  --metrics, -m H:P           Wallaroo's spelling of --metrics-listen (Wallaroo\n"
-"                              sent to a Metrics UI there; Bettong serves there)\n"
+"                              sent to a Metrics UI there; Bettong serves there,\n"
+"                              or, if H:P cannot be bound (Wallaroo's command lines\n"
+"                              give each worker of a host the same), on H:0, logged)\n"
 "  -h, --help                  this text\n");
     if (ext && ext->usage)
         ext->usage(f);
@@ -242,10 +244,13 @@ static int take_engine_flag(run_args_t *a, int argc, char **argv, int *i)
     } else if ((v = flag_value(argc, argv, i, "--external")) ||
                (v = flag_value(argc, argv, i, "-e"))) {
         a->engine.external_addr = v;
-    } else if ((v = flag_value(argc, argv, i, "--metrics-listen")) ||
-               (v = flag_value(argc, argv, i, "--metrics")) ||
+    } else if ((v = flag_value(argc, argv, i, "--metrics-listen"))) {
+        a->engine.metrics_addr = v;
+        a->engine.metrics_wallaroo = 0;
+    } else if ((v = flag_value(argc, argv, i, "--metrics")) ||
                (v = flag_value(argc, argv, i, "-m"))) {
         a->engine.metrics_addr = v;
+        a->engine.metrics_wallaroo = 1;
     } else if ((v = flag_value(argc, argv, i, "--application-path"))) {
         if (add_path_list(a, v) < 0)
             return -1;

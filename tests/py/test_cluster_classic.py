@@ -28,11 +28,12 @@ ADDR_RE = r"(\d+\.\d+\.\d+\.\d+:\d+)"
 
 
 def wallaroo_flags(module, ins, out_port, role, control="127.0.0.1:0", name=None,
-                   external="127.0.0.1:0", extra=()):
+                   external="127.0.0.1:0", metrics="127.0.0.1:0", extra=()):
     """A worker's command line as Wallaroo's docs give it (running-wallaroo.md),
-    every port 0 but the shared --in once the initializer picked it."""
+    every port 0 but the shared --in and --metrics once the initializer picked
+    them."""
     args = ["--application-module", module, "--application-path", str(EXAMPLES / module),
-            "--in", ins, "--out", "127.0.0.1:%d" % out_port, "--metrics", "127.0.0.1:0",
+            "--in", ins, "--out", "127.0.0.1:%d" % out_port, "--metrics", metrics,
             "--control", control, "--external", external, "--ponythreads=1", "--ponynoblock",
             "--log-level", "info"]
     if role == "initializer":
@@ -55,6 +56,7 @@ class WallarooPair:
                                                    "initializer", extra=extra))
         self.in_port = int(self.init.wait_log(r"source '[^']*' listening on \S+:(\d+)").group(1))
         self.control = self.init.wait_log(r"coordinator listening on " + ADDR_RE).group(1)
+        self.metrics = self.init.wait_log(r"metrics listening on " + ADDR_RE).group(1)
         self.external = self.init.wait_log(r"external channel listening on " + ADDR_RE).group(1)
         self.joiner = None
         if start_joiner:
@@ -64,10 +66,13 @@ class WallarooPair:
         self.joiner = self.bt.engine(
             None, wait=False,
             extra=wallaroo_flags(self.module, "127.0.0.1:%d" % self.in_port, self.out_port,
-                                 "joiner", control=self.control, extra=self.extra))
+                                 "joiner", control=self.control, metrics=self.metrics,
+                                 extra=self.extra))
         # Same --in, same port: the joiner listens on it too.
         port = int(self.joiner.wait_log(r"source '[^']*' listening on \S+:(\d+)").group(1))
         assert port == self.in_port
+        # Same --metrics (Wallaroo's UI address): taken, so served elsewhere.
+        assert self.joiner.wait_log(r"metrics listening on " + ADDR_RE).group(1) != self.metrics
         self.joiner_external = self.joiner.wait_log(
             r"external channel listening on " + ADDR_RE).group(1)
         self.init.wait_log(r"cluster: formed with 2 workers")

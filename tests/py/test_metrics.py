@@ -282,6 +282,28 @@ def test_metrics_port_in_use_is_refused(bt):
     assert "metrics: cannot listen on 127.0.0.1:%d: address already in use" % port in err, err
 
 
+def test_wallaroo_metrics_address_taken_serves_on_another_port(bt):
+    """Wallaroo's command lines give every worker of a host the same --metrics
+    (Wallaroo sent metrics there): when it cannot be bound, the worker says so
+    and serves on a port the kernel picks, instead of failing to start."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        recv = bt.receiver()
+        eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                        extra=["--metrics", "127.0.0.1:%d" % port])
+        [addr] = metrics_addrs(eng, 1)
+        assert addr != "127.0.0.1:%d" % port and addr.startswith("127.0.0.1:"), addr
+        eng.wait_log(r"metrics: cannot listen on 127\.0\.0\.1:%d: address already in use "
+                     r"\(--metrics: .*\); serving on a port the kernel picks instead" % port)
+        bt.send_payloads(eng.in_ports[0], [b"one two"])
+        wait_until(lambda: value(parse(scrape(addr)), "bettong_sink_messages_total") == 2, 10,
+                   "two outputs counted")
+    rc, err = eng.stop()
+    assert rc == 0, err
+
+
 def cluster_counts(bt, extra=()):
     """A two-worker word count (--workers 2) fed LINES, once every output is
     counted: (cluster, metrics addresses, [parsed scrape per worker], words)."""
