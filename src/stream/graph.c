@@ -418,6 +418,7 @@ static int load_late_sink(app_t *app, window_spec_t *w, char *err, size_t errlen
     if (rc == 0) {
         w->late_sink = tmp.outs[0].sink;
         w->late_encode = tmp.outs[0].encode;
+        free(tmp.outs[0].label);
     }
     free(tmp.outs);
     return rc;
