@@ -305,6 +305,7 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
             rc = bad_peer(pe, "out of memory queueing calls");
             break;
         }
+        pmetrics_submitted(&p->counters, e.n);
         int s = sched_call_near(p->sched, pe->client, h.func_id, e.call_id, h.timeout_ms,
                                 h.retries, place, &sp, now);
         if (s == SCHED_DUPLICATE)
@@ -529,6 +530,8 @@ static void op_result(void *ctx, void *cio, const sched_result_t *r)
 {
     pool_t *p = ctx;
     peer_t *pe = cio;
+    pmetrics_result(&p->counters, r->status, r->submitted_us, r->started_us, r->finished_us,
+                    pool_now_us(p), r->payload_len);
     proto_wr_t w;
     out_begin(pe, &w, MSG_RESULT);
     put_result_head(&w, r, r->status);

@@ -39,6 +39,7 @@ typedef struct {
     long near_wait_ms;
     inconn_flags_t limits;
     guard_tls_args_t tls;
+    const char *metrics_addr; /* --metrics-listen; NULL: none */
 } pool_args_t;
 
 static void usage(FILE *f)
@@ -78,6 +79,9 @@ static void usage(FILE *f)
 "                        never waits\n"
 GUARD_TLS_USAGE
 INCONN_FLAGS_USAGE
+"  --metrics-listen H:P  serve Prometheus metrics at http://H:P/metrics (a bare\n"
+"                        port or :P means 127.0.0.1; port 0: one the kernel\n"
+"                        picks, logged as \"metrics listening on H:P\")\n"
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -110,6 +114,8 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
             a->listen = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--unix", &missing))) {
             a->unix_path = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--metrics-listen", &missing))) {
+            a->metrics_addr = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
             a->secret = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret-file", &missing))) {
@@ -330,6 +336,9 @@ void pool_stop(pool_t *p, int code, const char *why)
     log_info("stopping (%s)", why);
     uv_timer_stop(&p->housekeeping);
     uv_timer_stop(&p->timeouts);
+    if (p->httpd)
+        httpd_close(p->httpd);
+    p->httpd = NULL;
     if (p->tcp_open)
         listener_close(&p->tcp, on_listener_closed);
     if (p->unix_open)
@@ -451,6 +460,30 @@ static int start_locals(pool_t *p, long n)
     return 0;
 }
 
+static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
+
+/* --metrics-listen: the registry and its endpoint, on the pool's loop (the
+ * counters are read there, where peer.c counts them). Returns 0 or -1. */
+static int start_metrics(pool_t *p, const char *addr)
+{
+    if (!addr)
+        return 0;
+    char err[600];
+    p->metrics = metrics_new();
+    if (!p->metrics || pmetrics_register(p->metrics, p) < 0) {
+        log_error("metrics: cannot register the pool's metrics (out of memory)");
+        return -1;
+    }
+    p->httpd = httpd_start(&p->loop, addr, "metrics", err, sizeof err);
+    if (!p->httpd) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    httpd_route(p->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, p->metrics);
+    log_info("metrics listening on %s", httpd_addr(p->httpd));
+    return 0;
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -496,6 +529,8 @@ int cmd_pool(int argc, char **argv)
         return 2;
     }
     int rc = start_listeners(p, &a);
+    if (rc == 0)
+        rc = start_metrics(p, a.metrics_addr);
     if (rc == 0) {
         announce(p);
         choose_worker_connect(p);
@@ -510,6 +545,7 @@ int cmd_pool(int argc, char **argv)
     }
     uv_run(&p->loop, UV_RUN_DEFAULT);
     sched_free(p->sched);
+    metrics_free(p->metrics);
     free(p->locals);
     if (uv_loop_close(&p->loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -15,7 +15,9 @@
 #include <uv.h>
 
 #include "net/frame.h"
+#include "net/httpd.h"
 #include "net/inconn.h"
+#include "pool/pmetrics.h"
 #include "pool/sched.h"
 
 typedef struct peer peer_t;
@@ -58,6 +60,11 @@ typedef struct pool {
     /* local workers */
     local_worker_t *locals;
     unsigned nlocals;
+
+    /* --metrics-listen (pmetrics.h); the counters are kept either way */
+    pool_counters_t counters;
+    metrics_t *metrics; /* NULL: no endpoint */
+    httpd_t *httpd;
 
     uv_signal_t sigint, sigterm, sigchld;
     uv_timer_t housekeeping, timeouts, kill_timer;

@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,8 @@ struct committer {
     /* Statistics (committer thread), logged at stop: commits per request says
      * whether requests that arrive during a commit share the next one. */
     uint64_t batches, units, largest;
+    committer_stats_t pending; /* committer thread, under mu (committer_stats) */
+    committer_stats_t stats;   /* loop thread */
     /* committer_set_directory */
     meta_t *meta;
     char name[256], address[320];
@@ -718,7 +721,48 @@ static void apply_unit(committer_t *c, sdb_write_t *w, wunit_t *u)
 
 /* ------------------------------------------------------------ the thread */
 
-static void commit_batch(committer_t *c, wunit_t *batch)
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Under mu: the batch's figures, for the loop to take (deliver). */
+static void record_batch(committer_t *c, size_t n, uint64_t commit_ns, int ok)
+{
+    c->pending.commits++;
+    c->pending.units += n;
+    c->pending.failed += !ok;
+    metrics_hist_record(&c->pending.batch_units, n);
+    metrics_hist_record(&c->pending.commit_ns, commit_ns);
+}
+
+static void hist_add(metrics_hist_t *to, const metrics_hist_t *from)
+{
+    for (unsigned i = 0; i < METRICS_HIST_BINS; i++)
+        to->bins[i] += from->bins[i];
+    to->count += from->count;
+    to->sum += from->sum;
+}
+
+/* Under mu, on the loop thread: take the committer thread's figures. */
+static void take_stats(committer_t *c)
+{
+    if (!c->pending.commits)
+        return;
+    c->stats.commits += c->pending.commits;
+    c->stats.units += c->pending.units;
+    c->stats.failed += c->pending.failed;
+    hist_add(&c->stats.batch_units, &c->pending.batch_units);
+    hist_add(&c->stats.commit_ns, &c->pending.commit_ns);
+    memset(&c->pending, 0, sizeof c->pending);
+}
+
+const committer_stats_t *committer_stats(const committer_t *c) { return &c->stats; }
+
+/* Returns whether the batch committed; *commit_ns: how long its commit took. */
+static int commit_batch(committer_t *c, wunit_t *batch, size_t *nunits, uint64_t *commit_ns)
 {
     sdb_write_t w;
     int ok = sdb_write_begin(c->db, &w) == SDB_OK;
@@ -729,8 +773,11 @@ static void commit_batch(committer_t *c, wunit_t *batch)
         if (ok)
             apply_unit(c, &w, u);
     }
+    uint64_t t0 = mono_ns();
     if (ok && sdb_write_commit(&w) != SDB_OK)
         ok = 0;
+    *commit_ns = mono_ns() - t0;
+    *nunits = n;
     if (c->meta)
         settle_effects(c, ok);
     if (!ok) {
@@ -745,6 +792,7 @@ static void commit_batch(committer_t *c, wunit_t *batch)
     if (n > c->largest)
         c->largest = n;
     atomic_store(&c->durable, last);
+    return ok;
 }
 
 static void *committer_main(void *arg)
@@ -759,8 +807,11 @@ static void *committer_main(void *arg)
         if (!batch)
             break; /* stopping and nothing left */
         pthread_mutex_unlock(&c->mu);
-        commit_batch(c, batch);
+        size_t n;
+        uint64_t commit_ns;
+        int ok = commit_batch(c, batch, &n, &commit_ns);
         pthread_mutex_lock(&c->mu);
+        record_batch(c, n, commit_ns, ok);
         if (c->done_tail)
             c->done_tail->next = batch;
         else
@@ -780,6 +831,7 @@ static void deliver(committer_t *c)
     pthread_mutex_lock(&c->mu);
     wunit_t *u = c->done;
     c->done = c->done_tail = NULL;
+    take_stats(c);
     pthread_mutex_unlock(&c->mu);
     while (u) {
         wunit_t *next = u->next;

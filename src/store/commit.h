@@ -24,6 +24,7 @@
 #include "store/meta.h"
 #include "store/sdb.h"
 #include "util/buf.h"
+#include "util/metrics.h"
 
 typedef enum {
     WOP_CREATE = 1,   /* new object (id, class_id, data); taken id: BAD_REQUEST */
@@ -98,6 +99,19 @@ committer_t *committer_start(uv_loop_t *loop, sdb_t *db, void (*on_done)(void *c
  * name and address. Before the first unit. */
 void committer_set_directory(committer_t *c, meta_t *meta, const char *name,
                              const char *address);
+/* The committer's figures, for the metrics. The committer thread records each
+ * batch into a copy of its own, under the mutex it already takes to hand the
+ * batch back; the loop thread adds that copy into these (and empties it) as
+ * it takes the batch (the same lock), so these are the loop's own: read them
+ * on the loop thread. commit_ns: sdb_write_commit, LMDB's commit of the
+ * batch with its fsync. */
+typedef struct {
+    uint64_t commits, units, failed;
+    metrics_hist_t batch_units; /* units per commit */
+    metrics_hist_t commit_ns;
+} committer_stats_t;
+const committer_stats_t *committer_stats(const committer_t *c);
+
 /* Queue a unit (any thread). Returns its sequence number. */
 uint64_t committer_submit(committer_t *c, wunit_t *u);
 /* The highest sequence number known to be on disk (any thread). */

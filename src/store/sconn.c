@@ -187,6 +187,7 @@ void sconn_drop_held(store_t *st)
 void sreq_free(sreq_t *r)
 {
     sconn_t *cn = r->conn;
+    stmetrics_answered(&cn->st->counters, r->type, uv_hrtime() - r->read_ns);
     cn->reqs--;
     cn->bytes -= r->cost;
     pause_check(cn);
@@ -323,6 +324,7 @@ static int on_request(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t
         return bad_input(cn, "%s (type %u)", why, type);
     }
     if (rc > 0) {
+        cn->st->counters.bad_requests++;
         answer_bad_request(cn, q->id, why);
         sreq_destroy(q);
         return 0;
@@ -330,6 +332,8 @@ static int on_request(sconn_t *cn, size_t frame_len, const uint8_t *body, size_t
     q->conn = cn;
     cn->refs++;
     q->cost = len;
+    q->read_ns = uv_hrtime();
+    stmetrics_request(&cn->st->counters, q->type);
     cn->reqs++;
     cn->bytes += len;
     sobj_submit(cn->st, q);

@@ -350,6 +350,28 @@ static int check(int rc, const char *what)
 
 static int key_ok(size_t n, size_t max) { return n >= 1 && n <= max; }
 
+int sdb_usage(sdb_t *db, sdb_usage_t *out)
+{
+    memset(out, 0, sizeof *out);
+    MDB_txn *txn = NULL;
+    MDB_stat ms;
+    MDB_envinfo info;
+    if (mdb_txn_begin(db->env, NULL, MDB_RDONLY, &txn) != 0)
+        return -1;
+    int ok = mdb_stat(txn, db->objects, &ms) == 0;
+    if (ok)
+        out->objects = ms.ms_entries;
+    mdb_txn_abort(txn);
+    if (ok && mdb_env_info(db->env, &info) == 0)
+        out->used_bytes = (uint64_t)(info.me_last_pgno + 1) * ms.ms_psize;
+    char path[4200];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/data.mdb", db->dir);
+    if (stat(path, &st) == 0)
+        out->file_bytes = (uint64_t)st.st_blocks * 512;
+    return ok ? 0 : -1;
+}
+
 int sdb_read_begin(sdb_t *db, sdb_read_t *r)
 {
     MDB_txn *txn = NULL;

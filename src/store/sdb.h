@@ -87,6 +87,15 @@ const char *sdb_backend_id(const sdb_t *db);
 /* The format version on disk: SDB_VERSION, or 1 until srefs_ensure upgraded it. */
 uint32_t sdb_version(const sdb_t *db);
 
+/* For the metrics (any thread; a read transaction of its own): entries in
+ * the objects database (masters and replicas held here), bytes of the map in
+ * use (pages up to the last one used, times the page size) and bytes of
+ * data.mdb allocated on disk (st_blocks; the file is sparse). 0 or -1. */
+typedef struct {
+    uint64_t objects, used_bytes, file_bytes;
+} sdb_usage_t;
+int sdb_usage(sdb_t *db, sdb_usage_t *out);
+
 /* ---- reads: a read transaction per sdb_read_t; results point into the map and
  * stay valid until sdb_read_end. ---- */
 

@@ -1,5 +1,6 @@
 #include "store/spy.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +96,10 @@ struct spy {
     uint64_t inline_ns; /* the longest inline run allowed; 0: never inline */
     omap_t objs;
     size_t live;
+    /* For the metrics (spy_cache_stats), read by the loop thread without the
+     * GIL: relaxed atomics, written with the GIL held. live_pub is `live` as
+     * of the last spy_trim (after every job). */
+    _Atomic uint64_t hits, loads, live_pub;
     rlist_t lru, tombs;
     idmap_t classes; /* class_id -> sclass_t */
     idmap_t types;   /* (uintptr_t)class object -> sclass_t */
@@ -1125,8 +1130,11 @@ static reg_t *reg_get(spy_t *sp, const char *id, size_t n, int *status)
         tomb_drop(sp, e); /* deleted on disk too */
         e = NULL;
     }
-    if (!e)
+    if (!e) {
+        atomic_fetch_add_explicit(&sp->loads, 1, memory_order_relaxed);
         return reg_load(sp, id, n, status);
+    }
+    atomic_fetch_add_explicit(&sp->hits, 1, memory_order_relaxed);
     lru_touch(sp, e);
     *status = FOUND;
     return e;
@@ -1159,6 +1167,14 @@ void spy_trim(spy_t *sp)
             reg_evict(sp, e);
         e = prev;
     }
+    atomic_store_explicit(&sp->live_pub, sp->live, memory_order_relaxed);
+}
+
+void spy_cache_stats(const spy_t *sp, uint64_t *hits, uint64_t *loads, uint64_t *live)
+{
+    *hits = atomic_load_explicit(&sp->hits, memory_order_relaxed);
+    *loads = atomic_load_explicit(&sp->loads, memory_order_relaxed);
+    *live = atomic_load_explicit(&sp->live_pub, memory_order_relaxed);
 }
 
 void spy_unload(spy_t *sp, buf_t *answer, uint64_t req)

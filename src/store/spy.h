@@ -92,6 +92,10 @@ void spy_trim(spy_t *sp);
  * cache's size (UNLOAD), until none is left that nothing else holds; append
  * the answer to request req (OK with the number dropped) to answer. */
 void spy_unload(spy_t *sp, buf_t *answer, uint64_t req);
+/* For the metrics (any thread, no GIL): lookups of an object id that found it
+ * loaded (hits) and that read it from LMDB (loads: found there or not), and
+ * the loaded objects as of the last spy_trim. */
+void spy_cache_stats(const spy_t *sp, uint64_t *hits, uint64_t *loads, uint64_t *live);
 /* Loaded objects now (GIL held). */
 size_t spy_cached(const spy_t *sp);
 

@@ -82,6 +82,7 @@ struct sreq {
     struct sobj *ent;       /* the object it is queued behind or is a unit about;
                                NULL for the others */
     size_t cost;            /* bytes counted against the connection */
+    uint64_t read_ns;       /* uv_hrtime when parsed (stmetrics.h latency) */
     pyjob_t pj;             /* its run on a Python thread */
     /* The unit: its one op, or ops laid out in unit_bytes (with the bytes
      * they point to) when a run or a PERSIST makes several; the unit's seq

@@ -37,6 +37,7 @@ typedef struct {
     inconn_flags_t limits;
     guard_tls_args_t tls;
     const char *name, *metadata, *advertise;
+    const char *metrics_addr; /* --metrics-listen; NULL: none */
 } store_args_t;
 
 static void usage(FILE *f)
@@ -85,6 +86,9 @@ static void usage(FILE *f)
 "                        burst. 0: sleep at once\n"
 GUARD_TLS_USAGE
 INCONN_FLAGS_USAGE
+"  --metrics-listen H:P  serve Prometheus metrics at http://H:P/metrics (a bare\n"
+"                        port or :P means 127.0.0.1; port 0: one the kernel\n"
+"                        picks, logged as \"metrics listening on H:P\")\n"
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
@@ -117,6 +121,8 @@ static int parse_args(int argc, char **argv, store_args_t *a)
             a->metadata = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--advertise", &missing))) {
             a->advertise = v;
+        } else if ((v = args_flag_value(argc, argv, &i, "--metrics-listen", &missing))) {
+            a->metrics_addr = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--listen", &missing))) {
             a->listen = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--secret", &missing))) {
@@ -269,6 +275,9 @@ static void store_stop(store_t *st, const char *why)
     st->stopping = 1;
     log_info("stopping (%s)", why);
     uv_timer_stop(&st->sweep);
+    if (st->httpd)
+        httpd_close(st->httpd);
+    st->httpd = NULL;
     listener_close(&st->tcp, on_listener_closed);
 }
 
@@ -345,6 +354,30 @@ static int start(store_t *st, const store_args_t *a)
     return 0;
 }
 
+static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
+
+/* --metrics-listen: the registry and its endpoint, on the store's loop (where
+ * sconn.c counts; see stmetrics.h for the other threads' figures). */
+static int start_metrics(store_t *st, const char *addr)
+{
+    if (!addr)
+        return 0;
+    char err[600];
+    st->metrics = metrics_new();
+    if (!st->metrics || stmetrics_register(st->metrics, st) < 0) {
+        fprintf(stderr, PROG ": cannot register the store's metrics (out of memory)\n");
+        return -1;
+    }
+    st->httpd = httpd_start(&st->loop, addr, "metrics", err, sizeof err);
+    if (!st->httpd) {
+        fprintf(stderr, PROG ": %s\n", err);
+        return -1;
+    }
+    httpd_route(st->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, st->metrics);
+    log_info("metrics listening on %s", httpd_addr(st->httpd));
+    return 0;
+}
+
 static void close_walk_cb(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -373,6 +406,7 @@ static void finish(store_t *st)
         py_stop();
     }
     pyexec_free(st->px);
+    metrics_free(st->metrics);
     committer_free(st->cm);
     omap_free(&st->objs);
     meta_close(st->meta);
@@ -434,7 +468,7 @@ int cmd_store(int argc, char **argv)
                              &st->secret_len) < 0 ||
         guard_service_tls(PROG, &a.tls, &st->tls) < 0 || uv_loop_init(&st->loop) < 0)
         return 2;
-    if (start(st, &a) < 0) {
+    if (start(st, &a) < 0 || start_metrics(st, a.metrics_addr) < 0) {
         unwind(st);
         finish(st);
         return 2;

@@ -24,12 +24,14 @@
 #include <uv.h>
 
 #include "net/frame.h"
+#include "net/httpd.h"
 #include "net/inconn.h"
 #include "store/commit.h"
 #include "store/meta.h"
 #include "store/omap.h"
 #include "store/pyexec.h"
 #include "store/sdb.h"
+#include "store/stmetrics.h"
 
 typedef struct sconn sconn_t;
 typedef struct held held_t;
@@ -64,6 +66,9 @@ typedef struct store {
     int inline_ok;     /* --inline-us > 0: short requests may run on the loop thread */
     uint64_t spin_ns;  /* --spin-us: poll this long for more requests before sleeping */
     uint64_t frames;   /* requests read so far */
+    store_counters_t counters; /* stmetrics.h; kept with or without an endpoint */
+    metrics_t *metrics;        /* --metrics-listen; NULL: none */
+    httpd_t *httpd;
     int stopping;
     int exit_code;
 } store_t;

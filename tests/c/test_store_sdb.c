@@ -4,7 +4,8 @@
  * another store are refused without being touched; objects, aliases (unique,
  * removed with their object), classes (same bytes accepted, others refused);
  * a dropped unit leaves nothing behind; an aborted transaction stores
- * nothing. Crash safety itself is LMDB's (synchronous commits). */
+ * nothing; the usage figures of the metrics. Crash safety itself is LMDB's
+ * (synchronous commits). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -371,6 +372,31 @@ static void test_many_objects(void **state)
     sdb_close(db);
 }
 
+static void test_usage(void **state)
+{
+    /* The metrics' figures: objects in the objects database, the map's used
+     * bytes and the data file's allocated bytes, which grow with the data. */
+    sdb_t *db = fresh("usage");
+    sdb_usage_t u0, u1;
+    assert_int_equal(sdb_usage(db, &u0), 0);
+    assert_int_equal(u0.objects, 0);
+    assert_true(u0.used_bytes > 0 && u0.file_bytes > 0);
+    sdb_write_t w;
+    char id[40];
+    static char body[1000];
+    assert_int_equal(sdb_write_begin(db, &w), SDB_OK);
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(id, sizeof id, "00000000-0000-0000-0000-%012d", i);
+        assert_int_equal(sdb_put_object(&w, id, (size_t)n, 5, body, sizeof body, 1), SDB_OK);
+    }
+    assert_int_equal(sdb_write_commit(&w), SDB_OK);
+    assert_int_equal(sdb_usage(db, &u1), 0);
+    assert_int_equal(u1.objects, 1000);
+    assert_true(u1.used_bytes >= u0.used_bytes + 1000 * sizeof body);
+    assert_true(u1.file_bytes > u0.file_bytes);
+    sdb_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -383,6 +409,7 @@ int main(void)
         cmocka_unit_test(test_forwards),
         cmocka_unit_test(test_move_marks),
         cmocka_unit_test(test_many_objects),
+        cmocka_unit_test(test_usage),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
