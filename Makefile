@@ -26,7 +26,10 @@ LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lhiredis -lm -lpthrea
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
 LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/cluster/*.c src/pool/*.c src/tools/*.c src/store/*.c)
-LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/webassets.o
+# The dashboard's static files (web/dashboard/), turned into C by mk/embed.sh
+# (sh and od; nothing fetched) and built into the library (net/webassets.h).
+WEB_ASSETS := $(sort $(wildcard web/dashboard/*.html web/dashboard/*.js web/dashboard/*.css))
 MAIN_SRC := $(wildcard src/cmd/*.c)
 MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard src/*/*.h)
@@ -57,6 +60,14 @@ all: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 pyext: $(PYEXT) $(STOREEXT)
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -c $< -o $@
+
+$(BUILD)/gen/webassets.c: $(WEB_ASSETS) mk/embed.sh
+	@mkdir -p $(dir $@)
+	sh mk/embed.sh $@ $(WEB_ASSETS)
+
+$(BUILD)/obj/gen/webassets.o: $(BUILD)/gen/webassets.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -c $< -o $@
 
