@@ -99,10 +99,13 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # for the `lithops` package's reading of Lithops' YAML config files, python3-boto3
 # for its S3 storage backends, whose tests run a local S3 server (s3rver, from
 # the npm registry with the npm of nodejs, installed in $(BUILD)/npm); prometheus
-# for tests/py/test_metrics.py, which scrapes a running cluster with a real server.
+# for tests/py/test_metrics.py, which scrapes a running cluster with a real server;
+# chromium, chromium-driver and python3-selenium for tests/py/test_dashboard.py,
+# which loads the dashboard in a headless browser.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs prometheus
+	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs prometheus \
+	chromium chromium-driver python3-selenium
 S3RVER = $(BUILD)/npm/node_modules/.bin/s3rver
 
 deps:

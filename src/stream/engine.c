@@ -638,13 +638,20 @@ static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out)
 
 static int topology_page(void *ctx, buf_t *out) { return stopology_json(ctx, out); }
 
+static const char *source_bound_addr(void *ctx, size_t i)
+{
+    engine_t *e = ctx;
+    return e->sources[i].listening ? e->sources[i].listener.addr : NULL;
+}
+
 /* The endpoint's pages: /metrics (readable by a dashboard served by another
  * worker: docs/security.md), the topology, and the dashboard's files. */
 static int add_routes(engine_t *e)
 {
     e->topology = (stopology_t){.app = e->app, .cluster = e->opt->cluster != NULL,
                                 .worker = e->opt->worker_name ? e->opt->worker_name
-                                                              : "initializer"};
+                                                              : "initializer",
+                                .source_addr = source_bound_addr, .ctx = e};
     return httpd_route_flags(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page,
                              e->metrics, HTTPD_ANY_ORIGIN) ||
            httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,

@@ -49,18 +49,25 @@ static int put_addr(buf_t *out, const char *host, int port)
     return stopology_json_string(out, text);
 }
 
-static int put_source(buf_t *out, const source_t *s)
+static int put_source(buf_t *out, const stopology_t *t, size_t i)
 {
+    const source_t *s = &t->app->pipes[i].source;
     if (s->kind == SOURCE_GEN)
         return put(out, "{\"kind\":\"generator\"}");
-    return put(out, "{\"kind\":\"tcp\",\"addr\":") || put_addr(out, s->host, s->port) ||
+    const char *bound = t->source_addr ? t->source_addr(t->ctx, i) : NULL;
+    if (put(out, "{\"kind\":\"tcp\",\"addr\":") ||
+        (bound ? stopology_json_string(out, bound) : put_addr(out, s->host, s->port)))
+        return -1;
+    return
            put(out, s->initializer_only ? ",\"initializer_only\":true}" : "}");
 }
 
-static int put_pipeline(buf_t *out, const app_t *app, const pipeline_t *p)
+static int put_pipeline(buf_t *out, const stopology_t *t, size_t pi)
 {
+    const app_t *app = t->app;
+    const pipeline_t *p = &app->pipes[pi];
     if (put(out, "{\"name\":") || stopology_json_string(out, p->name) ||
-        put(out, ",\"source\":") || put_source(out, &p->source) || put(out, ",\"steps\":["))
+        put(out, ",\"source\":") || put_source(out, t, pi) || put(out, ",\"steps\":["))
         return -1;
     for (size_t i = 0; i < p->nsteps; i++) {
         char head[64];
@@ -93,7 +100,7 @@ int stopology_json(const stopology_t *t, buf_t *out)
     if (put(out, slots) || put(out, ",\"pipelines\":["))
         return -1;
     for (size_t i = 0; i < t->app->npipes; i++)
-        if ((i && put(out, ",")) || put_pipeline(out, t->app, &t->app->pipes[i]))
+        if ((i && put(out, ",")) || put_pipeline(out, t, i))
             return -1;
     return put(out, "]}\n");
 }

@@ -14,6 +14,10 @@ typedef struct {
     const app_t *app;
     const char *worker;  /* this worker's name */
     int cluster;         /* 1: one worker of a cluster */
+    /* The address pipeline i's source listens on here ("H:P", the port the
+     * kernel gave for port 0), or NULL: the configured one is shown. */
+    const char *(*source_addr)(void *ctx, size_t i);
+    void *ctx;
 } stopology_t;
 
 /* Append the JSON document to out. Returns 0 or -1 (memory). */
