@@ -134,8 +134,9 @@
     return list;
   }
 
+  /* "H:P", or a URL ("https://H:P") as given. */
   const workers = workerAddresses().map(addr => ({
-    addr: addr, base: addr === ownAddress() ? "" : "http://" + addr,
+    addr: addr, base: addr === ownAddress() ? "" : /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, "") : "http://" + addr,
     name: addr, up: false, error: "not polled yet", history: [], topology: null, slots: null
   }));
   const rebalances = [];
@@ -181,17 +182,29 @@
     return Infinity;
   }
 
+  /* A worker that does not answer must not hold up the others' polls. */
+  const FETCH_TIMEOUT_MS = 2000;
+
   async function fetchText(url) {
-    const r = await fetch(url, {cache: "no-store"});
-    if (!r.ok) throw new Error(url + ": HTTP " + r.status);
-    return r.text();
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
+    try {
+      const r = await fetch(url, {cache: "no-store", signal: ctl.signal});
+      if (!r.ok) throw new Error(url + ": HTTP " + r.status);
+      return await r.text();
+    } catch (e) {
+      throw e.name === "AbortError" ? new Error(url + ": no answer in " + FETCH_TIMEOUT_MS / 1000 + " s") : e;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async function poll(w) {
     try {
       if (!w.topology) {
+        /* A service without one (404) is shown without the stream panels. */
         try { w.topology = JSON.parse(await fetchText(w.base + "/topology.json")); }
-        catch (e) { w.topology = {service: "other"}; }
+        catch (e) { if (/HTTP 404/.test(String(e.message))) w.topology = {service: "other"}; }
       }
       const snap = parseMetrics(await fetchText(w.base + "/metrics"));
       const t = Date.now();
