@@ -157,3 +157,37 @@ def test_the_dashboard_in_a_browser(bt, tmp_path):
     finally:
         driver.quit()
     c.stop()
+
+
+@pytest.mark.skipif(webdriver is None or not CHROMIUM or not CHROMEDRIVER,
+                    reason="needs Debian's chromium, chromium-driver and python3-selenium "
+                    "(installed by `make deps`)")
+def test_the_dashboard_shows_a_rebalance(bt):
+    """A worker joins a running cluster: the page lists the slots each polled
+    worker gave up, and names the new peer it was not told about."""
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "flags", outs=[recv.port],
+                extra=["--metrics-listen", "127.0.0.1:0"])
+    c.wait_formed(2)
+    addrs = [metrics_addrs(e, 1)[0] for e in c.engines]
+    driver = chrome()
+    try:
+        driver.get("http://%s/?workers=%s" % (addrs[0], addrs[1]))
+        wait_until(lambda: panel_text(driver, "slots").count("2048 slots") == 2, 10,
+                   "two workers of 2048 slots each")
+        assert panel_text(driver, "rebalances") == ""
+        c.add_worker(join=True, name="w3")
+        c.wait_formed(3)
+        st = c.workers()
+        want = sorted("%s %d → %d slots" % (w, 2048, st[w][1]) for w in ("w1", "w2"))
+
+        def listed():
+            lines = panel_text(driver, "rebalances").splitlines()
+            got = sorted(line.split(": ", 1)[1] for line in lines if ": " in line)
+            return got == want
+        wait_until(listed, 10, "both workers' slots moving shown: %s" % want)
+        wait_until(lambda: "Peers not shown" in panel_text(driver, "workers-hint") and
+                   "w3" in panel_text(driver, "workers-hint"), 5, "w3 named as not polled")
+    finally:
+        driver.quit()
+    c.stop()
