@@ -191,3 +191,92 @@ def test_the_dashboard_shows_a_rebalance(bt):
     finally:
         driver.quit()
     c.stop()
+
+
+class FakeService:
+    """An endpoint of another kind (as a pool's or a store's): /metrics with
+    families the stream panels do not know, readable across origins, and no
+    /topology.json. Its counter grows by 3 per scrape."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        svc = self
+        self.scrapes = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                if self.path != "/metrics":
+                    self.send_error(404)
+                    return
+                svc.scrapes += 1
+                n = svc.scrapes
+                body = ("# HELP bettong_fake_calls_total Calls.\n"
+                        "# TYPE bettong_fake_calls_total counter\n"
+                        'bettong_fake_calls_total{kind="get"} %d\n'
+                        "# HELP bettong_fake_objects Objects.\n"
+                        "# TYPE bettong_fake_objects gauge\n"
+                        "bettong_fake_objects 42\n"
+                        "# HELP bettong_fake_call_seconds Call time.\n"
+                        "# TYPE bettong_fake_call_seconds histogram\n"
+                        'bettong_fake_call_seconds_bucket{le="0.001"} %d\n'
+                        'bettong_fake_call_seconds_bucket{le="+Inf"} %d\n'
+                        "bettong_fake_call_seconds_sum 0.5\n"
+                        "bettong_fake_call_seconds_count %d\n"
+                        % (3 * n, 5 * n, 7 * n, 7 * n)).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.addr = "127.0.0.1:%d" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.skipif(webdriver is None or not CHROMIUM or not CHROMEDRIVER,
+                    reason="needs Debian's chromium, chromium-driver and python3-selenium "
+                    "(installed by `make deps`)")
+def test_the_dashboard_shows_families_it_does_not_know(bt):
+    """Families of another service are shown as they come: a counter's value
+    and rate, a gauge, a histogram's count and quantiles."""
+    recv = bt.receiver()
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--metrics-listen", "127.0.0.1:0"])
+    [addr] = metrics_addrs(eng, 1)
+    fake = FakeService()
+    driver = chrome()
+    try:
+        driver.get("http://%s/?workers=%s" % (addr, fake.addr))
+        wait_until(lambda: shown(driver, "workers-up") == 2, 10, "both answering")
+
+        def row(name):
+            for line in panel_text(driver, "other").splitlines():
+                if name in line:
+                    return line.split("\t")
+            return None
+        # 3 a scrape, a scrape a second or a little more: a rate just under 3/s.
+        calls = wait_until(lambda: (lambda r: r if r and r[4] not in ("", "–/s") else None)(
+            row("bettong_fake_calls_total")), 10, "the counter's rate")
+        assert 2.0 <= float(calls[4][:-2]) <= 3.0, calls
+        assert calls[0] == fake.addr and calls[2] == "kind=get", calls
+        assert int(calls[3]) % 3 == 0 and int(calls[3]) >= 6, calls
+        assert row("bettong_fake_objects")[3] == "42"
+        hist = row("bettong_fake_call_seconds")
+        assert int(hist[3]) % 7 == 0 and hist[5] == "1.0 ms / > max", hist
+        # The stream worker's own panels are there too.
+        assert "Split and Count" in panel_text(driver, "topology")
+    finally:
+        driver.quit()
+        fake.close()
+    rc, err = eng.stop()
+    assert rc == 0, err

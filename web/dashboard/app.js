@@ -318,8 +318,10 @@
                el("div", {class: "label", text: label})]);
   }
 
+  /* Stream panels when a polled worker runs a stream application. */
   function hasStream() {
-    return upWorkers().some(w => sum(latest(w).snap, "bettong_worker_info") !== null);
+    return upWorkers().some(w => (w.topology && w.topology.service === "stream") ||
+                                 sum(latest(w).snap, "bettong_source_messages_total") !== null);
   }
 
   function renderSummary() {
@@ -491,11 +493,18 @@
     const stream = hasStream();
     const counter = stream ? "bettong_sink_messages_total" : null;
     const tput = [];
-    for (const w of up) {
-      if (counter) { tput.push({label: w.name + " out", points: rateLine(w, counter)}); continue; }
-      /* Not a stream: every counter of the worker, summed. */
-      const names = Object.keys(latest(w).snap.families).filter(n => latest(w).snap.families[n].type === "counter");
-      tput.push({label: w.name, points: sumLines(names.map(n => rateLine(w, n)))});
+    if (counter) {
+      for (const w of up) tput.push({label: w.name + " out", points: rateLine(w, counter)});
+    } else {
+      /* Not a stream: each counter family's rate (not bytes), over every
+       * worker, the first ten. */
+      const names = [];
+      for (const w of up)
+        for (const n of Object.keys(latest(w).snap.families))
+          if (latest(w).snap.families[n].type === "counter" && !/bytes/.test(n) && !names.includes(n))
+            names.push(n);
+      for (const n of names.sort().slice(0, 10))
+        tput.push({label: n.replace(/^bettong_/, ""), points: sumLines(up.map(w => rateLine(w, n)))});
     }
     drawChart("chart-throughput", "legend-throughput", tput, fmt);
     if (!stream) return;
