@@ -83,6 +83,22 @@ def chrome():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
+NO_BROWSER = None if webdriver and CHROMIUM and CHROMEDRIVER else (
+    "needs Debian's chromium, chromium-driver and python3-selenium (installed by `make deps`)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the module's tests (each loads its own page)."""
+    if NO_BROWSER:
+        pytest.skip(NO_BROWSER)
+    driver = chrome()
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
 def shown(driver, card):
     """A summary card's exact number (its data-value), or None. Read by a
     script, at once: the page redraws its panels every second."""
@@ -97,16 +113,13 @@ def panel_text(driver, panel):
                                  panel)
 
 
-@pytest.mark.skipif(webdriver is None or not CHROMIUM or not CHROMEDRIVER,
-                    reason="needs Debian's chromium, chromium-driver and python3-selenium "
-                    "(installed by `make deps`)")
-def test_the_dashboard_in_a_browser(bt, tmp_path):
+def test_the_dashboard_in_a_browser(bt, tmp_path, browser):
     recv = bt.receiver()
     c = Cluster(bt, example_path("word_count"), 2, "workers", outs=[recv.port],
                 extra=["--metrics-listen", "127.0.0.1:0"])
     addrs = metrics_addrs(c.engines[0], 2)
     c.wait_formed()
-    driver = chrome()
+    driver = browser
     try:
         # The first worker's page, told where the second's endpoint is, and
         # of an address where nothing answers (shown as down; the others go on).
@@ -155,14 +168,11 @@ def test_the_dashboard_in_a_browser(bt, tmp_path):
                   if e["level"] == "SEVERE" and dead not in e["message"]]
         assert errors == [], errors
     finally:
-        driver.quit()
+        driver.get("about:blank")  # no more polls of workers about to stop
     c.stop()
 
 
-@pytest.mark.skipif(webdriver is None or not CHROMIUM or not CHROMEDRIVER,
-                    reason="needs Debian's chromium, chromium-driver and python3-selenium "
-                    "(installed by `make deps`)")
-def test_the_dashboard_shows_a_rebalance(bt):
+def test_the_dashboard_shows_a_rebalance(bt, browser):
     """A worker joins a running cluster: the page lists the slots each polled
     worker gave up, and names the new peer it was not told about."""
     recv = bt.receiver()
@@ -170,7 +180,7 @@ def test_the_dashboard_shows_a_rebalance(bt):
                 extra=["--metrics-listen", "127.0.0.1:0"])
     c.wait_formed(2)
     addrs = [metrics_addrs(e, 1)[0] for e in c.engines]
-    driver = chrome()
+    driver = browser
     try:
         driver.get("http://%s/?workers=%s" % (addrs[0], addrs[1]))
         wait_until(lambda: panel_text(driver, "slots").count("2048 slots") == 2, 10,
@@ -189,7 +199,7 @@ def test_the_dashboard_shows_a_rebalance(bt):
         wait_until(lambda: "Peers not shown" in panel_text(driver, "workers-hint") and
                    "w3" in panel_text(driver, "workers-hint"), 5, "w3 named as not polled")
     finally:
-        driver.quit()
+        driver.get("about:blank")  # no more polls of workers about to stop
     c.stop()
 
 
@@ -243,10 +253,7 @@ class FakeService:
         self.server.server_close()
 
 
-@pytest.mark.skipif(webdriver is None or not CHROMIUM or not CHROMEDRIVER,
-                    reason="needs Debian's chromium, chromium-driver and python3-selenium "
-                    "(installed by `make deps`)")
-def test_the_dashboard_shows_families_it_does_not_know(bt):
+def test_the_dashboard_shows_families_it_does_not_know(bt, browser):
     """Families of another service are shown as they come: a counter's value
     and rate, a gauge, a histogram's count and quantiles."""
     recv = bt.receiver()
@@ -254,7 +261,7 @@ def test_the_dashboard_shows_families_it_does_not_know(bt):
                     extra=["--metrics-listen", "127.0.0.1:0"])
     [addr] = metrics_addrs(eng, 1)
     fake = FakeService()
-    driver = chrome()
+    driver = browser
     try:
         driver.get("http://%s/?workers=%s" % (addr, fake.addr))
         wait_until(lambda: shown(driver, "workers-up") == 2, 10, "both answering")
@@ -276,7 +283,7 @@ def test_the_dashboard_shows_families_it_does_not_know(bt):
         # The stream worker's own panels are there too.
         assert "Split and Count" in panel_text(driver, "topology")
     finally:
-        driver.quit()
+        driver.get("about:blank")
         fake.close()
     rc, err = eng.stop()
     assert rc == 0, err
