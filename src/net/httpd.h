@@ -1,8 +1,8 @@
 /* A minimal HTTP/1.1 server on a libuv loop, for a service's own endpoints
- * (/metrics, /topology.json, the dashboard's files of net/dashboard.h): GET only, one request per connection
- * (answered with Connection: close), a bounded request (HTTPD_MAX_REQUEST
- * bytes of request line and headers), a bounded number of connections, and a
- * deadline to send the request. A bad or oversized request gets a 4xx answer
+ * (/metrics, /topology.json, the dashboard's files of net/dashboard.h): GET
+ * only, one request per connection (answered with Connection: close), a
+ * bounded request (HTTPD_MAX_REQUEST bytes of request line and headers), a
+ * bounded number of connections, and a deadline to send the request. A bad or oversized request gets a 4xx answer
  * and a log line, and its connection is closed. Every page is made by a
  * route's callback on the loop thread, so it reads the service's counters
  * without locks; nothing here blocks the loop (writes are queued). */

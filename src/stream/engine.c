@@ -652,11 +652,13 @@ static int add_routes(engine_t *e)
                                 .worker = e->opt->worker_name ? e->opt->worker_name
                                                               : "initializer",
                                 .source_addr = source_bound_addr, .ctx = e};
-    return httpd_route_flags(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page,
-                             e->metrics, HTTPD_ANY_ORIGIN) ||
-           httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
-                             &e->topology, HTTPD_ANY_ORIGIN) ||
-           dashboard_routes(e->httpd);
+    if (httpd_route_flags(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page,
+                          e->metrics, HTTPD_ANY_ORIGIN) < 0 ||
+        httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
+                          &e->topology, HTTPD_ANY_ORIGIN) < 0 ||
+        dashboard_routes(e->httpd) < 0)
+        return -1;
+    return 0;
 }
 
 /* The engine's own series: what exec and the app count (smetrics), and the
