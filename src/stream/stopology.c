@@ -58,8 +58,7 @@ static int put_source(buf_t *out, const stopology_t *t, size_t i)
     if (put(out, "{\"kind\":\"tcp\",\"addr\":") ||
         (bound ? stopology_json_string(out, bound) : put_addr(out, s->host, s->port)))
         return -1;
-    return
-           put(out, s->initializer_only ? ",\"initializer_only\":true}" : "}");
+    return put(out, s->initializer_only ? ",\"initializer_only\":true}" : "}");
 }
 
 static int put_pipeline(buf_t *out, const stopology_t *t, size_t pi)
