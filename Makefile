@@ -26,7 +26,10 @@ LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lhiredis -lm -lpthrea
 # Every module under src/ except the entry point goes into one static library that
 # the binary, the unit tests and the benchmarks link against.
 LIB_SRC := $(wildcard src/util/*.c src/net/*.c src/py/*.c src/stream/*.c src/cluster/*.c src/pool/*.c src/tools/*.c src/store/*.c)
-LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ = $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/webassets.o
+# The dashboard's static files (web/dashboard/), turned into C by mk/embed.sh
+# (sh and od; nothing fetched) and built into the library (net/webassets.h).
+WEB_ASSETS := $(sort $(wildcard web/dashboard/*.html web/dashboard/*.js web/dashboard/*.css))
 MAIN_SRC := $(wildcard src/cmd/*.c)
 MAIN_OBJ = $(MAIN_SRC:%.c=$(BUILD)/obj/%.o)
 HEADERS := $(wildcard src/*/*.h)
@@ -60,6 +63,14 @@ $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -c $< -o $@
 
+$(BUILD)/gen/webassets.c: $(WEB_ASSETS) mk/embed.sh
+	@mkdir -p $(dir $@)
+	sh mk/embed.sh $@ $(WEB_ASSETS)
+
+$(BUILD)/obj/gen/webassets.o: $(BUILD)/gen/webassets.c $(HEADERS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_BASE) -c $< -o $@
+
 $(BUILD)/libbettong.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -88,10 +99,13 @@ $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 # for the `lithops` package's reading of Lithops' YAML config files, python3-boto3
 # for its S3 storage backends, whose tests run a local S3 server (s3rver, from
 # the npm registry with the npm of nodejs, installed in $(BUILD)/npm); prometheus
-# for tests/py/test_metrics.py, which scrapes a running cluster with a real server.
+# for tests/py/test_metrics.py, which scrapes a running cluster with a real server;
+# chromium, chromium-driver and python3-selenium for tests/py/test_dashboard.py,
+# which loads the dashboard in a headless browser.
 DEB_PKGS = build-essential libuv1-dev libcmocka-dev python3-dev python3-pytest \
 	python3-cloudpickle liblmdb-dev zlib1g-dev libssl-dev clang libclang-rt-14-dev \
-	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs prometheus
+	libhiredis-dev redis-server python3-yaml python3-boto3 nodejs prometheus \
+	chromium chromium-driver python3-selenium
 S3RVER = $(BUILD)/npm/node_modules/.bin/s3rver
 
 deps:

@@ -13,6 +13,7 @@ typedef struct {
     char content_type[96];
     httpd_page_fn fn;
     void *ctx;
+    unsigned flags; /* HTTPD_ANY_ORIGIN */
 } route_t;
 
 typedef struct hconn hconn_t;
@@ -127,18 +128,21 @@ static const char *status_text(int status)
 }
 
 /* The answer (head and body) is written once; the connection closes after it. */
-static void answer(hconn_t *c, int status, const char *ctype, const buf_t *body)
+static void answer(hconn_t *c, int status, const char *ctype, const buf_t *body,
+                   unsigned flags)
 {
     if (c->answered || c->closing)
         return;
     c->answered = 1;
     uv_read_stop((uv_stream_t *)&c->tcp);
     uv_timer_stop(&c->timer);
-    char head[320];
+    char head[384];
     size_t blen = body ? buf_unread(body) : 0;
     int n = snprintf(head, sizeof head,
                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\n\r\n", status, status_text(status), ctype, blen);
+                     "Cache-Control: no-store\r\n%sConnection: close\r\n\r\n", status,
+                     status_text(status), ctype, blen,
+                     flags & HTTPD_ANY_ORIGIN ? "Access-Control-Allow-Origin: *\r\n" : "");
     if (buf_append(&c->out, head, (size_t)n) < 0 ||
         (blen && buf_append(&c->out, buf_head(body), blen) < 0)) {
         conn_close(c);
@@ -159,7 +163,7 @@ static void answer_error(hconn_t *c, int status, const char *why)
     char text[64];
     int n = snprintf(text, sizeof text, "%d %s\n", status, status_text(status));
     buf_append(&body, text, (size_t)n);
-    answer(c, status, "text/plain; charset=utf-8", &body);
+    answer(c, status, "text/plain; charset=utf-8", &body, 0);
     buf_free(&body);
 }
 
@@ -226,7 +230,7 @@ static void serve(hconn_t *c)
         buf_t body;
         buf_init(&body);
         if (h->routes[i].fn(h->routes[i].ctx, &body) == 0)
-            answer(c, 200, h->routes[i].content_type, &body);
+            answer(c, 200, h->routes[i].content_type, &body, h->routes[i].flags);
         else
             answer_error(c, 500, "the page could not be made");
         buf_free(&body);
@@ -237,7 +241,7 @@ static void serve(hconn_t *c)
     buf_t body;
     buf_init(&body);
     buf_append(&body, "404 Not Found\n", 14);
-    answer(c, 404, "text/plain; charset=utf-8", &body);
+    answer(c, 404, "text/plain; charset=utf-8", &body, 0);
     buf_free(&body);
 }
 
@@ -375,6 +379,12 @@ httpd_t *httpd_start(uv_loop_t *loop, const char *addr, const char *what, char *
 int httpd_route(httpd_t *h, const char *path, const char *content_type, httpd_page_fn fn,
                 void *ctx)
 {
+    return httpd_route_flags(h, path, content_type, fn, ctx, 0);
+}
+
+int httpd_route_flags(httpd_t *h, const char *path, const char *content_type, httpd_page_fn fn,
+                      void *ctx, unsigned flags)
+{
     if (h->nroutes == HTTPD_MAX_ROUTES || strlen(path) >= sizeof h->routes[0].path)
         return -1;
     route_t *r = &h->routes[h->nroutes++];
@@ -382,6 +392,7 @@ int httpd_route(httpd_t *h, const char *path, const char *content_type, httpd_pa
     snprintf(r->content_type, sizeof r->content_type, "%s", content_type);
     r->fn = fn;
     r->ctx = ctx;
+    r->flags = flags;
     return 0;
 }
 

@@ -1,8 +1,8 @@
 /* A minimal HTTP/1.1 server on a libuv loop, for a service's own endpoints
- * (/metrics; later a dashboard): GET only, one request per connection
- * (answered with Connection: close), a bounded request (HTTPD_MAX_REQUEST
- * bytes of request line and headers), a bounded number of connections, and a
- * deadline to send the request. A bad or oversized request gets a 4xx answer
+ * (/metrics, /topology.json, the dashboard's files of net/dashboard.h): GET
+ * only, one request per connection (answered with Connection: close), a
+ * bounded request (HTTPD_MAX_REQUEST bytes of request line and headers), a
+ * bounded number of connections, and a deadline to send the request. A bad or oversized request gets a 4xx answer
  * and a log line, and its connection is closed. Every page is made by a
  * route's callback on the loop thread, so it reads the service's counters
  * without locks; nothing here blocks the loop (writes are queued). */
@@ -17,7 +17,7 @@
 #define HTTPD_MAX_REQUEST 8192
 #define HTTPD_MAX_CONNS 64
 #define HTTPD_REQUEST_TIMEOUT_MS 5000
-#define HTTPD_MAX_ROUTES 8
+#define HTTPD_MAX_ROUTES 16
 
 typedef struct httpd httpd_t;
 
@@ -32,6 +32,12 @@ httpd_t *httpd_start(uv_loop_t *loop, const char *addr, const char *what, char *
 /* Serve path (exact, query string ignored) with fn. Returns 0 or -1 (full). */
 int httpd_route(httpd_t *h, const char *path, const char *content_type, httpd_page_fn fn,
                 void *ctx);
+/* httpd_route_flags' flags. ANY_ORIGIN: the answer carries
+ * "Access-Control-Allow-Origin: *", so a page served by another worker's
+ * endpoint may read it (the dashboard of a cluster; for read-only pages). */
+#define HTTPD_ANY_ORIGIN 1u
+int httpd_route_flags(httpd_t *h, const char *path, const char *content_type, httpd_page_fn fn,
+                      void *ctx, unsigned flags);
 /* The bound address, "host:port". */
 const char *httpd_addr(const httpd_t *h);
 /* Close the listener and every connection; freed once libuv has let go. */

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "net/addr.h"
+#include "net/dashboard.h"
 #include "net/httpd.h"
 #include "net/inconn.h"
 #include "net/outconn.h"
@@ -16,6 +17,7 @@
 #include "stream/resil.h"
 #include "stream/sink.h"
 #include "stream/smetrics.h"
+#include "stream/stopology.h"
 #include "py/bridge.h"
 #include "py/pyerr.h"
 #include "util/hist.h"
@@ -76,6 +78,7 @@ struct engine {
     FILE *dead_letter;
     metrics_t *metrics;    /* --metrics-listen; NULL: none */
     httpd_t *httpd;
+    stopology_t topology;  /* what /topology.json describes */
 };
 
 static void begin_stop(engine_t *e, int code, const char *why);
@@ -633,6 +636,31 @@ static double source_paused(void *ctx)
 
 static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
 
+static int topology_page(void *ctx, buf_t *out) { return stopology_json(ctx, out); }
+
+static const char *source_bound_addr(void *ctx, size_t i)
+{
+    engine_t *e = ctx;
+    return e->sources[i].listening ? e->sources[i].listener.addr : NULL;
+}
+
+/* The endpoint's pages: /metrics (readable by a dashboard served by another
+ * worker: docs/security.md), the topology, and the dashboard's files. */
+static int add_routes(engine_t *e)
+{
+    e->topology = (stopology_t){.app = e->app, .cluster = e->opt->cluster != NULL,
+                                .worker = e->opt->worker_name ? e->opt->worker_name
+                                                              : "initializer",
+                                .source_addr = source_bound_addr, .ctx = e};
+    if (httpd_route_flags(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page,
+                          e->metrics, HTTPD_ANY_ORIGIN) < 0 ||
+        httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
+                          &e->topology, HTTPD_ANY_ORIGIN) < 0 ||
+        dashboard_routes(e->httpd) < 0)
+        return -1;
+    return 0;
+}
+
 /* The engine's own series: what exec and the app count (smetrics), and the
  * sinks' backlogs and the sources' pauses. Refs live as long as the registry. */
 static int register_engine_metrics(engine_t *e, engine_ref_t *refs)
@@ -696,8 +724,12 @@ static int start_metrics(engine_t *e)
         log_error("%s", err);
         return -1;
     }
-    httpd_route(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, e->metrics);
+    if (add_routes(e) < 0) {
+        log_error("metrics: too many routes on the endpoint");
+        return -1;
+    }
     log_info("metrics listening on %s", httpd_addr(e->httpd));
+    log_info("dashboard at http://%s/", httpd_addr(e->httpd));
     return 0;
 }
 
