@@ -23,3 +23,13 @@ int dashboard_routes(httpd_t *h)
     }
     return 0;
 }
+
+static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
+
+int dashboard_serve_metrics(httpd_t *h, metrics_t *m)
+{
+    if (httpd_route_flags(h, "/metrics", METRICS_CONTENT_TYPE, metrics_page, m,
+                          HTTPD_ANY_ORIGIN) < 0)
+        return -1;
+    return dashboard_routes(h);
+}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "net/dashboard.h"
 #include "net/guard.h"
 #include "pool/peer.h"
 #include "pool/proto.h"
@@ -460,8 +461,6 @@ static int start_locals(pool_t *p, long n)
     return 0;
 }
 
-static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
-
 /* --metrics-listen: the registry and its endpoint, on the pool's loop (the
  * counters are read there, where peer.c counts them). Returns 0 or -1. */
 static int start_metrics(pool_t *p, const char *addr)
@@ -479,8 +478,12 @@ static int start_metrics(pool_t *p, const char *addr)
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    httpd_route(p->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, p->metrics);
+    if (dashboard_serve_metrics(p->httpd, p->metrics) < 0) {
+        log_error("metrics: too many routes on the endpoint");
+        return -1;
+    }
     log_info("metrics listening on %s", httpd_addr(p->httpd));
+    log_info("dashboard at http://%s/", httpd_addr(p->httpd));
     return 0;
 }
 

@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "net/addr.h"
+#include "net/dashboard.h"
 #include "net/bconn.h"
 #include "net/guard.h"
 #include "py/bridge.h"
@@ -354,8 +355,6 @@ static int start(store_t *st, const store_args_t *a)
     return 0;
 }
 
-static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
-
 /* --metrics-listen: the registry and its endpoint, on the store's loop (where
  * sconn.c counts; see stmetrics.h for the other threads' figures). */
 static int start_metrics(store_t *st, const char *addr)
@@ -373,8 +372,12 @@ static int start_metrics(store_t *st, const char *addr)
         fprintf(stderr, PROG ": %s\n", err);
         return -1;
     }
-    httpd_route(st->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page, st->metrics);
+    if (dashboard_serve_metrics(st->httpd, st->metrics) < 0) {
+        log_error("metrics: too many routes on the endpoint");
+        return -1;
+    }
     log_info("metrics listening on %s", httpd_addr(st->httpd));
+    log_info("dashboard at http://%s/", httpd_addr(st->httpd));
     return 0;
 }
 

@@ -634,8 +634,6 @@ static double source_paused(void *ctx)
     return (s->listening || s->gen_active) && r->e->paused;
 }
 
-static int metrics_page(void *ctx, buf_t *out) { return metrics_render(ctx, out); }
-
 static int topology_page(void *ctx, buf_t *out) { return stopology_json(ctx, out); }
 
 static const char *source_bound_addr(void *ctx, size_t i)
@@ -652,11 +650,9 @@ static int add_routes(engine_t *e)
                                 .worker = e->opt->worker_name ? e->opt->worker_name
                                                               : "initializer",
                                 .source_addr = source_bound_addr, .ctx = e};
-    if (httpd_route_flags(e->httpd, "/metrics", METRICS_CONTENT_TYPE, metrics_page,
-                          e->metrics, HTTPD_ANY_ORIGIN) < 0 ||
-        httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
+    if (httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
                           &e->topology, HTTPD_ANY_ORIGIN) < 0 ||
-        dashboard_routes(e->httpd) < 0)
+        dashboard_serve_metrics(e->httpd, e->metrics) < 0)
         return -1;
     return 0;
 }

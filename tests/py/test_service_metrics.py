@@ -15,7 +15,7 @@ import sys
 import cloudpickle
 import pytest
 
-from conftest import BIN, wait_until
+from conftest import BIN, REPO, wait_until
 from executor_helpers import RESULT_TIMEOUT, LineReader, TcpPool, sub_env
 from test_metrics import PROMETHEUS, http_json, http_raw, parse, prom_query, scrape, value
 
@@ -144,6 +144,21 @@ def test_pool_bad_http_requests_are_harmless(procs, executors):
     assert c.get_result(c.map(square, range(4)), timeout=T) == [0, 1, 4, 9]
     wait_until(lambda: pool_done(parse(scrape(addr))) == 4, 10, "the pool still counts")
     assert pool.alive()
+
+
+def test_pool_and_store_serve_the_dashboard(procs, stores):
+    """The dashboard's page and files come from a pool's and a store's
+    endpoint too, and their /metrics is readable from the page's origin."""
+    pool, paddr = metrics_pool(procs)
+    st, saddr = metrics_store(stores)
+    page = (REPO / "web" / "dashboard" / "index.html").read_bytes()
+    for addr in (paddr, saddr):
+        got = http_raw(addr, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 "), head
+        assert body == page
+        got = http_raw(addr, b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        assert b"\r\nAccess-Control-Allow-Origin: *\r\n" in got.partition(b"\r\n\r\n")[0]
 
 
 @pytest.mark.parametrize("service", [["pool", "--listen", "127.0.0.1:0", "--workers", "0"],
