@@ -1,0 +1,232 @@
+"""`bettong top`: a terminal view of the metrics endpoints. With --once (or
+stdout not a terminal) it prints one snapshot: the totals summed over the
+workers are exact, rates come from two scrapes --interval apart, an address
+that does not answer or answers garbage is named with the reason and makes
+the exit code 1, never a crash."""
+
+import re
+import socket
+import subprocess
+import threading
+
+from conftest import BIN, Cluster, example_path, wait_until
+from test_metrics import LINES, metrics_addrs, parse, scrape, split_words, total
+
+
+def top(*args, timeout=20):
+    p = subprocess.run([BIN, "top"] + [str(a) for a in args], capture_output=True,
+                       timeout=timeout)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def row(out, pattern):
+    """The fields of the one output line matching `pattern` (a regex, from
+    the line's start after the indent)."""
+    found = [line.split() for line in out.splitlines() if re.match(r"\s*" + pattern, line)]
+    assert len(found) == 1, "%r in:\n%s" % (pattern, out)
+    return found[0]
+
+
+def check_totals(out, n_lines, n_words):
+    pipe = "Split and Count"
+    assert row(out, re.escape(pipe) + r" +\d")[3] == str(n_lines), out
+    # "0 computation 'split into words'  in  out  in/s  p50  p99"
+    step0 = row(out, r"0 computation 'split into words' ")
+    assert step0[5:7] == [str(n_lines), str(n_words)], out
+    step1 = row(out, r"1 computation 'count word' ")
+    assert step1[4:6] == [str(n_words), str(n_words)], out
+    assert re.search(r"^\s+127\.0\.0\.1:\d+ \(%s\) +%d " % (pipe, n_words), out, re.M), out
+    assert "failed messages 0 " in out and "no user errors" in out, out
+
+
+def feed_word_count(bt, extra=()):
+    recv = bt.receiver()
+    eng = bt.engine(example_path("word_count"), ins=[0], outs=[recv.port],
+                    extra=["--metrics-listen", "127.0.0.1:0"] + list(extra))
+    [addr] = metrics_addrs(eng, 1)
+    words = split_words()
+    n_words = sum(len(w) for w in words)
+    bt.send_payloads(eng.in_ports[0], [line.encode() for line in LINES])
+    wait_until(lambda: total(parse(scrape(addr)), "bettong_sink_messages_total") == n_words,
+               10, "every output counted")
+    return eng, addr, n_words
+
+
+def test_once_one_worker_exact_totals(bt):
+    eng, addr, n_words = feed_word_count(bt)
+    rc, out, err = top("--once", "--interval", "0", addr)
+    assert rc == 0, err
+    assert "1 of 1 endpoints up  one scrape, no rates" in out, out
+    assert re.search(r"^  %s +worker initializer " % re.escape(addr), out, re.M), out
+    check_totals(out, len(LINES), n_words)
+    assert row(out, r"initializer ")[5:7] == ["4096", "27"], out  # slots, keys
+    # Not a terminal: one snapshot, no screen clearing.
+    rc, out2, err = top(addr, "--interval", "0.1")
+    assert rc == 0 and "\033[" not in out2, out2
+    check_totals(out2, len(LINES), n_words)
+    rc, err = eng.stop()
+    assert rc == 0, err
+
+
+def test_rate_between_two_scrapes(bt):
+    """Lines sent while top waits between its two scrapes give a rate > 0."""
+    eng, addr, n_words = feed_word_count(bt)
+    p = subprocess.Popen([BIN, "top", "--once", "--interval", "1.5", addr],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bt.send_payloads(eng.in_ports[0], [b"more words here"] * 20)
+    out, err = p.communicate(timeout=20)
+    out = out.decode()
+    assert p.returncode == 0, err
+    assert re.search(r"rates over 1\.\d\d s", out), out
+    src = row(out, r"Split and Count +\d")
+    # The first scrape may have come after some of the 20 lines: a rate > 0,
+    # at most 20 lines over the interval.
+    assert int(src[3]) == len(LINES) + 20, out
+    assert 0 < float(src[4]) <= 20 / 1.5 + 0.1, out
+    rc, err = eng.stop()
+    assert rc == 0, err
+
+
+def test_two_workers_totals(bt):
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "workers", outs=[recv.port],
+                extra=["--metrics-listen", "127.0.0.1:0"])
+    addrs = metrics_addrs(c.engines[0], 2)
+    c.wait_formed()
+    words = split_words()
+    n_words = sum(len(w) for w in words)
+    bt.send_payloads(c.ports[0][0], [line.encode() for line in LINES])
+    wait_until(lambda: sum(total(parse(scrape(a)), "bettong_sink_messages_total")
+                           for a in addrs) == n_words, 15, "every output counted")
+    ms = [parse(scrape(a)) for a in addrs]
+    rc, out, err = top("--once", "--interval", "0.2", *addrs)
+    assert rc == 0, err
+    assert "2 of 2 endpoints up  rates over 0.2" in out, out
+    check_totals(out, len(LINES), n_words)
+    # A line per worker: its slots; both sum to 4096; forwarding happened.
+    w1, w2 = row(out, r"worker1 "), row(out, r"worker2 ")
+    assert int(w1[5]) + int(w2[5]) == 4096, out
+    assert int(w1[5]) == total(ms[[("worker", "worker1") in dict(
+        [(n, ls) for (n, ls) in m.keys() if n == "bettong_worker_info"][0][1]).items()
+        for m in ms].index(True)], "bettong_slots"), out
+    c.stop()
+
+
+def test_unreachable_address_is_named(bt):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: refused
+        rc, out, err = top("--once", "--interval", "0", "127.0.0.1:%d" % port)
+    assert rc == 1, (out, err)
+    msg = "127.0.0.1:%d: cannot connect: Connection refused" % port
+    assert ("bettong top: " + msg) in err, err
+    assert "DOWN: cannot connect: Connection refused" in out, out
+    rc, out, err = top("--once", "nonsense")
+    assert rc == 1 and "nonsense: bad address" in err, err
+    rc, out, err = top("--once")
+    assert rc == 2 and "no metrics address given" in err, err
+    rc, out, err = top("--control", "127.0.0.1:1")
+    assert rc == 2 and "the coordinator does not know its workers' metrics addresses" in err
+    rc, out, err = top("--interval", "x", "127.0.0.1:1")
+    assert rc == 2 and "--interval wants seconds" in err, err
+
+
+class GarbageServer:
+    """Answers every connection with `reply` and closes (or, reply=None,
+    accepts and never answers)."""
+
+    def __init__(self, reply):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.reply = reply
+        self.held = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.reply is None:
+                self.held.append(conn)
+                continue
+            try:
+                conn.recv(65536)
+                conn.sendall(self.reply)
+            except OSError:
+                pass
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n"
+
+
+def test_garbage_endpoints_are_reported(bt):
+    cases = [
+        (b"\x00\x01\x02 not http at all", "not an HTTP answer"),
+        (b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n", "answered 'HTTP/1.1 404 Not Found' (not 200)"),
+        (OK_HEAD + b"# TYPE x counter\nx 1\nthis is { not a metric\n",
+         "not the Prometheus text format: line 3: "),
+        (OK_HEAD + b"x{a=\"1} 2\n", "not the Prometheus text format: line 1: label a"),
+        (OK_HEAD + b"x 1 2 3\n", "line 1: x: text after the value and timestamp"),
+        (b"HTTP/1.1 200 OK\r\nConte", "an HTTP answer without the end of its head"),
+    ]
+    for reply, want in cases:
+        srv = GarbageServer(reply)
+        try:
+            rc, out, err = top("--once", "--interval", "0", srv.addr)
+        finally:
+            srv.close()
+        assert rc == 1, (reply, out, err)
+        assert ("bettong top: %s: " % srv.addr) in err and want in err, (want, err)
+    silent = GarbageServer(None)
+    try:
+        rc, out, err = top("--once", "--interval", "0", "--timeout", "0.3", silent.addr)
+    finally:
+        silent.close()
+    assert rc == 1 and "no complete answer in time (read 0 bytes)" in err, err
+
+
+def test_generic_families_grouped(bt):
+    """Families the stream summary does not know (a pool's, a store's) are
+    listed by group, with a rate for counters and percentiles for histograms."""
+    body = (b"# TYPE bettong_pool_calls_total counter\n"
+            b"bettong_pool_calls_total{state=\"done\"} 12\n"
+            b"bettong_pool_calls_total{state=\"failed\"} 1\n"
+            b"# TYPE bettong_pool_calls_queued gauge\n"
+            b"bettong_pool_calls_queued 3\n"
+            b"# TYPE bettong_store_call_seconds histogram\n"
+            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"0.001\"} 50\n"
+            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"0.002\"} 100\n"
+            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"+Inf\"} 100\n"
+            b"bettong_store_call_seconds_sum{kind=\"get\"} 0.1\n"
+            b"bettong_store_call_seconds_count{kind=\"get\"} 100\n")
+    a, b = GarbageServer(OK_HEAD + body), GarbageServer(OK_HEAD + body)
+    try:
+        rc, out, err = top("--once", "--interval", "0", a.addr, b.addr)
+    finally:
+        a.close()
+        b.close()
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert "pool" in lines and "store" in lines, out
+    # Summed over the two endpoints.
+    assert row(out, r'bettong_pool_calls_total\{state=done\}')[1] == "24", out
+    assert row(out, r'bettong_pool_calls_total\{state=failed\}')[1] == "2", out
+    assert row(out, r"bettong_pool_calls_queued ")[1] == "6", out
+    # 200 observations, half <= 1 ms: p50 = 1 ms, p99 = 1.98 ms.
+    assert row(out, r"bettong_store_call_seconds\{kind=get\}")[1:] == \
+        ["count", "200", "(-/s)", "p50", "1.0ms", "p99", "2.0ms"], out
+
+
+def test_help():
+    rc, out, err = top("--help")
+    assert rc == 0 and out.startswith("usage: bettong top [options] H:P [H:P...]"), out
