@@ -31,7 +31,8 @@ size_t topcalc_delta(const topcalc_bucket_t *before, size_t nbefore,
     for (size_t i = 0; i < nafter; i++) {
         while (j < nbefore && before[j].le < after[i].le)
             j++;
-        double was = j < nbefore && before[j].le == after[i].le ? before[j].count : 0;
+        double was = j < nbefore && before[j].le == after[i].le ? before[j].count
+                     : j > 0 ? before[j - 1].count : 0;
         if (after[i].count < was)
             reset = 1;
         out[i] = (topcalc_bucket_t){after[i].le, after[i].count - was};

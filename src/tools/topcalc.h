@@ -20,7 +20,9 @@ double topcalc_rate(double before, double after, double seconds);
 void topcalc_sort(topcalc_bucket_t *b, size_t n);
 
 /* after - before, bucket by bucket, into out (matched by le; a bucket missing
- * from before counts from 0; a reset, any bucket going down, gives after).
+ * from before is taken to have held what the nearest lower one of before held,
+ * the least a cumulative count can be, or 0; a reset, any bucket going down,
+ * gives after as it is).
  * Both sorted. Returns the number written (<= nafter). */
 size_t topcalc_delta(const topcalc_bucket_t *before, size_t nbefore,
                      const topcalc_bucket_t *after, size_t nafter, topcalc_bucket_t *out);
