@@ -368,7 +368,7 @@ static int parse_line(prom_doc_t *d, cursor_t *c)
 int prom_parse(prom_doc_t *d, const char *text, size_t len, char *err, size_t errlen)
 {
     cursor_t c = {.err = err, .errlen = errlen, .lineno = 0};
-    if (memchr(text, '\0', len)) {
+    if (len && memchr(text, '\0', len)) {
         snprintf(err, errlen, "a NUL byte in the text");
         return -1;
     }
@@ -376,7 +376,8 @@ int prom_parse(prom_doc_t *d, const char *text, size_t len, char *err, size_t er
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    memcpy(d->arena, text, len);
+    if (len)
+        memcpy(d->arena, text, len);
     d->arena[len] = '\0';
     char *p = d->arena, *end = d->arena + len;
     while (p < end) {
