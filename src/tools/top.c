@@ -902,6 +902,10 @@ int cmd_top(int argc, char **argv)
     if (rc >= 0)
         return rc;
     int once = a.once || !isatty(STDOUT_FILENO);
+    /* A screen goes out in one write, not line by line (no flicker). */
+    static char screen[1 << 16];
+    if (!once)
+        setvbuf(stdout, screen, _IOFBF, sizeof screen);
     endpoint_t *now = calloc(a.naddrs, sizeof *now), *before = calloc(a.naddrs, sizeof *before);
     if (!now || !before) {
         fprintf(stderr, "bettong top: out of memory\n");

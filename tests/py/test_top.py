@@ -230,3 +230,40 @@ def test_generic_families_grouped(bt):
 def test_help():
     rc, out, err = top("--help")
     assert rc == 0 and out.startswith("usage: bettong top [options] H:P [H:P...]"), out
+
+
+def test_terminal_redraws_until_interrupted(bt):
+    """On a terminal (a pty here) top clears and redraws every --interval
+    until it is interrupted; --interval 0 (one scrape) is refused there."""
+    import os
+    import pty
+    import select
+    import signal
+    eng, addr, n_words = feed_word_count(bt)
+    master, slave = pty.openpty()
+    p = subprocess.Popen([BIN, "top", "--interval", "0.1", addr], stdout=slave,
+                         stderr=subprocess.PIPE)
+    os.close(slave)
+    seen = b""
+    try:
+        def two_screens():
+            nonlocal seen
+            if select.select([master], [], [], 0.1)[0]:
+                seen += os.read(master, 65536)
+            return seen.count(b"\033[H\033[2J") >= 2
+        wait_until(two_screens, 10, "two screens")
+        assert p.poll() is None
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(10)
+        os.close(master)
+    screen = seen.split(b"\033[H\033[2J")[2].decode().replace("\r\n", "\n")
+    assert "rates over 0.1" in screen, screen
+    master, slave = pty.openpty()
+    p = subprocess.run([BIN, "top", "--interval", "0", addr], stdout=slave,
+                       stderr=subprocess.PIPE, timeout=10)
+    os.close(slave)
+    os.close(master)
+    assert p.returncode == 2 and b"--interval 0 takes one scrape: only with --once" in p.stderr
+    rc, err = eng.stop()
+    assert rc == 0, err
