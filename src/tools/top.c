@@ -447,10 +447,13 @@ static char *slot(void) { return scratch[si++ % 12]; }
 
 /* ------------------------------------------------------------ stream summary */
 
-/* The families the stream summary shows (left out of its generic section
- * unless --all). */
-static int stream_family(const char *f)
+/* The families a summary shows (left out of the generic sections unless
+ * --all): the stream's, and the store's requests by kind. */
+static int summarized_family(const char *f)
 {
+    if (strcmp(f, "bettong_store_requests_total") == 0 ||
+        strcmp(f, "bettong_store_request_seconds") == 0)
+        return 1;
     static const char *prefixes[] = {"bettong_worker_info", "bettong_source_", "bettong_step_",
                                      "bettong_sink_", "bettong_end_to_end_",
                                      "bettong_messages_failed", "bettong_user_errors",
@@ -642,6 +645,66 @@ static void show_stream(const view_t *v, endpoint_t *eps, endpoint_t *before, si
     show_workers(eps, neps, before, v->seconds);
 }
 
+/* ------------------------------------------------------------ pool, store */
+
+/* p50 and p99 of an unlabelled histogram, as text ("p50 X p99 Y"), or "". */
+static const char *latency_text(char *out, size_t len, const view_t *v, const char *family)
+{
+    char prefix[PROM_MAX_NAME + 16];
+    snprintf(prefix, sizeof prefix, "%s_bucket\1\2", family);
+    double p50, p99, count;
+    int interval;
+    percentiles(v, prefix, &p50, &p99, &count, &interval);
+    if (count > 0)
+        snprintf(out, len, "p50 %s p99 %s", F(fmt_secs, p50), F(fmt_secs, p99));
+    else
+        snprintf(out, len, "-");
+    return out;
+}
+
+/* A pool's calls (bettong pool --metrics-listen): one line of counts. */
+static void show_pool(const view_t *v)
+{
+    double queued = table_sum(&v->now, "bettong_pool_calls_queued", NULL, NULL);
+    double done = table_sum(&v->now, "bettong_pool_calls_done_total", NULL, NULL);
+    if (isnan(queued) && isnan(done))
+        return;
+    printf("\nPOOL (summed over the pools)\n");
+    printf("  calls queued %s running %s done %s (%s/s) failed %s (%s/s) workers %s\n",
+           F(fmt_num, queued),
+           F(fmt_num, table_sum(&v->now, "bettong_pool_calls_running", NULL, NULL)),
+           F(fmt_num, done), F(fmt_rate, rate_of(v, "bettong_pool_calls_done_total", NULL, NULL)),
+           F(fmt_num, table_sum(&v->now, "bettong_pool_calls_failed_total", NULL, NULL)),
+           F(fmt_rate, rate_of(v, "bettong_pool_calls_failed_total", NULL, NULL)),
+           F(fmt_num, table_sum(&v->now, "bettong_pool_workers", NULL, NULL)));
+    char run[64], over[64];
+    printf("  call run %s; overhead %s\n",
+           latency_text(run, sizeof run, v, "bettong_pool_call_run_seconds"),
+           latency_text(over, sizeof over, v, "bettong_pool_call_overhead_seconds"));
+}
+
+/* A store's requests by kind: count, rate, latency. */
+static void show_store(const view_t *v)
+{
+    size_t from, to;
+    table_range(&v->now, "bettong_store_requests_total\1", &from, &to);
+    if (from == to)
+        return;
+    printf("\nSTORE (summed over the stores)\n");
+    printf("  %-34s %12s %10s %9s %9s\n", "requests by kind", "total", "/s", "p50", "p99");
+    for (size_t i = from; i < to; i++) {
+        const prom_sample_t *s = v->now.e[i].s;
+        const char *kind = prom_label(s, "kind");
+        char prefix[PROM_MAX_NAME * 4 + 1024];
+        hist_prefix(prefix, sizeof prefix, "bettong_store_request_seconds", s);
+        double p50, p99, count;
+        int interval;
+        percentiles(v, prefix, &p50, &p99, &count, &interval);
+        printf("  %-34.34s %12s %10s %9s %9s\n", kind ? kind : "?", F(fmt_num, v->now.e[i].value),
+               F(fmt_rate, rate_key(v, &v->now.e[i])), F(fmt_secs, p50), F(fmt_secs, p99));
+    }
+}
+
 /* ------------------------------------------------------------ generic families */
 
 /* "bettong_pool_calls_total" -> "pool"; other names: their first word. */
@@ -708,7 +771,7 @@ static void show_generic(const view_t *v, endpoint_t *eps, size_t neps)
             continue;
         for (size_t k = 0; k < eps[i].doc.n; k++) {
             const prom_sample_t *s = &eps[i].doc.samples[k];
-            if (!v->all && stream_family(s->family))
+            if (!v->all && summarized_family(s->family))
                 continue;
             char *key = series_key(s->name, s);
             ent_t *e = key ? table_find(&v->now, key) : NULL;
@@ -764,6 +827,8 @@ static int show(endpoint_t *now, endpoint_t *before, size_t neps, double seconds
     }
     show_header(now, neps, seconds);
     show_stream(&v, now, before, neps);
+    show_pool(&v);
+    show_store(&v);
     show_generic(&v, now, neps);
     table_free(&v.now);
     table_free(&v.before);

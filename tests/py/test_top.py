@@ -69,20 +69,25 @@ def test_once_one_worker_exact_totals(bt):
 
 
 def test_rate_between_two_scrapes(bt):
-    """Lines sent while top waits between its two scrapes give a rate > 0."""
+    """Lines sent at 400/s while top takes its two scrapes give a rate near
+    that; when the sender is done, the totals are exact again."""
     eng, addr, n_words = feed_word_count(bt)
-    p = subprocess.Popen([BIN, "top", "--once", "--interval", "1.5", addr],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    bt.send_payloads(eng.in_ports[0], [b"more words here"] * 20)
-    out, err = p.communicate(timeout=20)
-    out = out.decode()
-    assert p.returncode == 0, err
-    assert re.search(r"rates over 1\.\d\d s", out), out
+    sender = bt.send_async(eng.in_ports[0], bt.framed_file([line.encode() for line in LINES]),
+                           extra=["--rate", "400", "--repeat", "6"])  # 900 lines, 2.25 s
+    wait_until(lambda: total(parse(scrape(addr)), "bettong_source_messages_total") > len(LINES),
+               10, "the sender's lines arrive")
+    rc, out, err = top("--once", "--interval", "0.5", addr)
+    assert rc == 0, err
+    assert sender.poll() is None, "the sender finished before the second scrape"
+    assert re.search(r"rates over 0\.5\d s", out), out
     src = row(out, r"Split and Count +\d")
-    # The first scrape may have come after some of the 20 lines: a rate > 0,
-    # at most 20 lines over the interval.
-    assert int(src[3]) == len(LINES) + 20, out
-    assert 0 < float(src[4]) <= 20 / 1.5 + 0.1, out
+    assert 200 <= float(src[4]) <= 600, out  # lines/s: about 400
+    bt.wait_senders([sender])
+    n = len(LINES) * 7
+    wait_until(lambda: total(parse(scrape(addr)), "bettong_source_messages_total") == n, 10,
+               "every line counted")
+    rc, out, err = top("--once", "--interval", "0", addr)
+    assert row(out, r"Split and Count +\d")[3] == str(n), out
     rc, err = eng.stop()
     assert rc == 0, err
 
@@ -195,36 +200,69 @@ def test_garbage_endpoints_are_reported(bt):
     assert rc == 1 and "no complete answer in time (read 0 bytes)" in err, err
 
 
-def test_generic_families_grouped(bt):
-    """Families the stream summary does not know (a pool's, a store's) are
-    listed by group, with a rate for counters and percentiles for histograms."""
-    body = (b"# TYPE bettong_pool_calls_total counter\n"
-            b"bettong_pool_calls_total{state=\"done\"} 12\n"
-            b"bettong_pool_calls_total{state=\"failed\"} 1\n"
-            b"# TYPE bettong_pool_calls_queued gauge\n"
-            b"bettong_pool_calls_queued 3\n"
-            b"# TYPE bettong_store_call_seconds histogram\n"
-            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"0.001\"} 50\n"
-            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"0.002\"} 100\n"
-            b"bettong_store_call_seconds_bucket{kind=\"get\",le=\"+Inf\"} 100\n"
-            b"bettong_store_call_seconds_sum{kind=\"get\"} 0.1\n"
-            b"bettong_store_call_seconds_count{kind=\"get\"} 100\n")
-    a, b = GarbageServer(OK_HEAD + body), GarbageServer(OK_HEAD + body)
+POOL_BODY = (b"# TYPE bettong_pool_calls_queued gauge\n"
+             b"bettong_pool_calls_queued 3\n"
+             b"# TYPE bettong_pool_calls_running gauge\n"
+             b"bettong_pool_calls_running 2\n"
+             b"# TYPE bettong_pool_calls_done_total counter\n"
+             b"bettong_pool_calls_done_total{outcome=\"ok\"} 12\n"
+             b"bettong_pool_calls_done_total{outcome=\"raised\"} 1\n"
+             b"# TYPE bettong_pool_calls_failed_total counter\n"
+             b"bettong_pool_calls_failed_total 1\n"
+             b"# TYPE bettong_pool_workers gauge\n"
+             b"bettong_pool_workers 4\n"
+             b"# TYPE bettong_pool_call_run_seconds histogram\n"
+             b"bettong_pool_call_run_seconds_bucket{le=\"0.001\"} 4\n"
+             b"bettong_pool_call_run_seconds_bucket{le=\"0.002\"} 8\n"
+             b"bettong_pool_call_run_seconds_bucket{le=\"+Inf\"} 8\n"
+             b"bettong_pool_call_run_seconds_sum 0.01\n"
+             b"bettong_pool_call_run_seconds_count 8\n")
+STORE_BODY = (b"# TYPE bettong_store_requests_total counter\n"
+              b"bettong_store_requests_total{kind=\"get\"} 100\n"
+              b"bettong_store_requests_total{kind=\"persist\"} 7\n"
+              b"# TYPE bettong_store_request_seconds histogram\n"
+              b"bettong_store_request_seconds_bucket{kind=\"get\",le=\"0.001\"} 50\n"
+              b"bettong_store_request_seconds_bucket{kind=\"get\",le=\"0.002\"} 100\n"
+              b"bettong_store_request_seconds_bucket{kind=\"get\",le=\"+Inf\"} 100\n"
+              b"bettong_store_request_seconds_sum{kind=\"get\"} 0.1\n"
+              b"bettong_store_request_seconds_count{kind=\"get\"} 100\n"
+              b"# TYPE bettong_store_objects gauge\n"
+              b"bettong_store_objects 5\n"
+              b"# TYPE bettong_store_commit_seconds histogram\n"
+              b"bettong_store_commit_seconds_bucket{le=\"0.004\"} 2\n"
+              b"bettong_store_commit_seconds_bucket{le=\"+Inf\"} 2\n"
+              b"bettong_store_commit_seconds_sum 0.004\n"
+              b"bettong_store_commit_seconds_count 2\n")
+
+
+def test_pool_and_store_families(bt):
+    """A pool's and a store's families (as the endpoints of `bettong pool` and
+    `bettong store` name them) get summary lines; every family is listed by
+    group, summed over the endpoints, counters with a rate, histograms with
+    percentiles."""
+    servers = [GarbageServer(OK_HEAD + POOL_BODY), GarbageServer(OK_HEAD + POOL_BODY),
+               GarbageServer(OK_HEAD + STORE_BODY)]
     try:
-        rc, out, err = top("--once", "--interval", "0", a.addr, b.addr)
+        rc, out, err = top("--once", "--interval", "0", *[s.addr for s in servers])
     finally:
-        a.close()
-        b.close()
+        for s in servers:
+            s.close()
     assert rc == 0, err
+    assert "calls queued 6 running 4 done 26 (-/s) failed 2 (-/s) workers 8" in out, out
+    # 16 runs, half <= 1 ms: p50 = 1 ms; p99 = 1 + 1 * (15.84 - 8) / 8 ms.
+    assert "call run p50 1.0ms p99 2.0ms; overhead -" in out, out
+    assert row(out, r"get ")[1:] == ["100", "-", "1.0ms", "2.0ms"], out
+    assert row(out, r"persist ")[1:] == ["7", "-", "-", "-"], out
     lines = out.splitlines()
     assert "pool" in lines and "store" in lines, out
-    # Summed over the two endpoints.
-    assert row(out, r'bettong_pool_calls_total\{state=done\}')[1] == "24", out
-    assert row(out, r'bettong_pool_calls_total\{state=failed\}')[1] == "2", out
+    assert row(out, r'bettong_pool_calls_done_total\{outcome=ok\}')[1:] == ["24", "-/s"], out
     assert row(out, r"bettong_pool_calls_queued ")[1] == "6", out
-    # 200 observations, half <= 1 ms: p50 = 1 ms, p99 = 1.98 ms.
-    assert row(out, r"bettong_store_call_seconds\{kind=get\}")[1:] == \
-        ["count", "200", "(-/s)", "p50", "1.0ms", "p99", "2.0ms"], out
+    assert row(out, r"bettong_store_objects ")[1] == "5", out
+    # 2 commits <= 4 ms: p50 = 2 ms (linear from 0), p99 = 3.96 ms.
+    assert row(out, r"bettong_store_commit_seconds ")[1:] == \
+        ["count", "2", "(-/s)", "p50", "2.0ms", "p99", "4.0ms"], out
+    # The requests by kind are in the store summary, not listed again.
+    assert "bettong_store_requests_total" not in out, out
 
 
 def test_help():
