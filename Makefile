@@ -162,11 +162,12 @@ FUZZ_SRC_pickrefs = src/store/pickrefs.c
 # fuzz_http: the metrics endpoint's request parser and label escaping.
 FUZZ_SRC_http = src/net/httpd.c src/net/addr.c src/util/metrics.c src/util/buf.c src/util/log.c
 FUZZ_LIBS_http = -luv -lm
-# fuzz_promparse: `bettong top`'s parser of the text format and its quantiles;
-# metrics.c writes the parsed document back for the round trip.
-FUZZ_SRC_promparse = src/util/promparse.c src/tools/topcalc.c src/util/metrics.c \
-	src/util/buf.c src/util/log.c
-FUZZ_LIBS_promparse = -lm
+# fuzz_promparse: `bettong top`'s parser of the text format and its quantiles,
+# and its reading of an HTTP answer (scrape.c, which links the blocking client
+# of net/sock.c); metrics.c writes the parsed document back for the round trip.
+FUZZ_SRC_promparse = src/util/promparse.c src/tools/topcalc.c src/tools/scrape.c \
+	src/util/metrics.c src/net/sock.c src/net/auth.c src/net/wire.c src/util/buf.c src/util/log.c
+FUZZ_LIBS_promparse = -lm -lcrypto
 FUZZ_SRC_hello = src/cluster/cproto.c src/net/addr.c src/net/frame.c src/net/wire.c \
 	src/net/auth.c src/net/authconn.c \
 	src/store/sconn.c src/store/sreq.c src/store/sreply.c \

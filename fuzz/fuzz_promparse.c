@@ -8,12 +8,15 @@
  * document written back in the format (names, labels escaped by
  * util/metrics.c, values by metrics_number) parses again to the same
  * samples. The buckets of the samples that have an le label, when they form
- * a valid cumulative histogram, give quantiles within its bounds. */
+ * a valid cumulative histogram, give quantiles within its bounds. The same
+ * bytes as a whole HTTP answer (tools/scrape.c's scrape_http_body): a body
+ * found lies within them, after the head's blank line, for a 200 status. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "tools/scrape.h"
 #include "tools/topcalc.h"
 #include "util/buf.h"
 #include "util/metrics.h"
@@ -126,8 +129,24 @@ static void check_quantiles(const prom_doc_t *d)
         CHECK(q50 <= q99);
 }
 
+static void check_http_answer(const uint8_t *data, size_t size)
+{
+    const char *p = (const char *)data, *body = NULL;
+    size_t len = 0;
+    char err[200] = "";
+    if (scrape_http_body(p, size, &body, &len, err, sizeof err) < 0) {
+        CHECK(err[0]);
+        return;
+    }
+    CHECK(body >= p + 16 && body + len == p + size);
+    CHECK(memcmp(p, "HTTP/1.", 7) == 0 && memcmp(p + 8, " 200", 4) == 0);
+    CHECK(p[12] == ' ' || p[12] == '\r');
+    CHECK(memcmp(body - 4, "\r\n\r\n", 4) == 0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    check_http_answer(data, size);
     prom_doc_t d;
     prom_doc_init(&d);
     char err[300] = "";

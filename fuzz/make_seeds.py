@@ -296,7 +296,7 @@ def http_seeds():
     yield "bare-lf", b"\x40GET / HTTP/1.1\n\n"
 
 
-# ---- promparse: a /metrics body as a server sends it
+# ---- promparse: a /metrics body as a server sends it (or a whole HTTP answer)
 def promparse_seeds():
     yield "stream", (b"# HELP bettong_worker_info This worker's name and application.\n"
                      b"# TYPE bettong_worker_info gauge\n"
@@ -317,6 +317,10 @@ def promparse_seeds():
     yield "bad-type", b"# TYPE x countr\nx 1\n"
     yield "html", b"<html><body>404</body></html>\n"
     yield "trailing", b"x 1 2 3\n"
+    yield "http-ok", (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                      b"Connection: close\r\n\r\n# TYPE x counter\nx 1\n")
+    yield "http-404", b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n"
+    yield "http-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nx 1\n\r\n"
 
 
 TARGETS = {

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +10,11 @@
 
 #include "net/sock.h"
 #include "tools/cli.h"
+#include "tools/scrape.h"
 #include "tools/topcalc.h"
 #include "util/buf.h"
 #include "util/promparse.h"
 
-#define TOP_MAX_BODY (16u << 20)
 #define TOP_MAX_ENDPOINTS 256
 #define TOP_MAX_BUCKETS 256
 
@@ -28,123 +27,10 @@ typedef struct {
     prom_doc_t doc;
 } endpoint_t;
 
-/* Read until the peer closes, at most TOP_MAX_BODY bytes, before the deadline. */
-static int read_all(int fd, buf_t *in, double deadline, char *err, size_t errlen)
-{
-    for (;;) {
-        int ms = sock_ms_left(deadline);
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        int r = ms == 0 ? 0 : poll(&p, 1, ms);
-        if (r == 0) {
-            snprintf(err, errlen, "no complete answer in time (read %zu bytes)", buf_unread(in));
-            return -1;
-        }
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            snprintf(err, errlen, "poll: %s", strerror(errno));
-            return -1;
-        }
-        if (buf_reserve(in, 65536) < 0) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        ssize_t n = read(fd, in->data + in->len, 65536);
-        if (n == 0)
-            return 0;
-        if (n < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue;
-            snprintf(err, errlen, "read: %s", strerror(errno));
-            return -1;
-        }
-        in->len += (size_t)n;
-        if (buf_unread(in) > TOP_MAX_BODY) {
-            snprintf(err, errlen, "answer larger than %u bytes", TOP_MAX_BODY);
-            return -1;
-        }
-    }
-}
-
-/* The body of an HTTP/1.x 200 answer in `in`: *body, *len. */
-static int http_body(const buf_t *in, const char **body, size_t *len, char *err, size_t errlen)
-{
-    const char *p = (const char *)buf_head(in);
-    size_t n = buf_unread(in);
-    if (n < 12 || memcmp(p, "HTTP/1.", 7) != 0) {
-        snprintf(err, errlen, "not an HTTP answer (%zu bytes that do not start with HTTP/1.)",
-                 n);
-        return -1;
-    }
-    const char *head_end = memmem(p, n, "\r\n\r\n", 4);
-    if (!head_end) {
-        snprintf(err, errlen, "an HTTP answer without the end of its head");
-        return -1;
-    }
-    if (memcmp(p + 8, " 200", 4) != 0) {
-        const char *eol = memchr(p, '\r', n);
-        snprintf(err, errlen, "answered '%.*s' (not 200)", (int)(eol - p > 80 ? 80 : eol - p),
-                 p);
-        return -1;
-    }
-    /* Our servers close instead of chunking; another server may not. */
-    for (const char *q = p; q < head_end; q++)
-        if ((*q == 'T' || *q == 't') && (size_t)(head_end - q) > 26 &&
-            strncasecmp(q, "transfer-encoding: chunked", 26) == 0) {
-            snprintf(err, errlen, "a chunked answer (not supported: not a Bettong endpoint?)");
-            return -1;
-        }
-    *body = head_end + 4;
-    *len = n - (size_t)(*body - p);
-    return 0;
-}
-
-static int http_get_metrics(const char *addr, double timeout, buf_t *in, char *err,
-                            size_t errlen)
-{
-    double deadline = sock_now() + timeout;
-    int what = 0;
-    char why[200];
-    int fd = sock_connect_addr(addr, 0, deadline, &what, why, sizeof why);
-    if (fd < 0) {
-        if (what == SOCK_CA_ADDRESS)
-            snprintf(err, errlen, "bad address (want HOST:PORT): %s", why);
-        else
-            snprintf(err, errlen, "cannot connect: %s", why);
-        return -1;
-    }
-    char req[700];
-    int n = snprintf(req, sizeof req,
-                     "GET /metrics HTTP/1.1\r\nHost: %s\r\nAccept: text/plain\r\n"
-                     "User-Agent: bettong-top\r\nConnection: close\r\n\r\n", addr);
-    int rc = -1;
-    if (sock_write_all(fd, req, (size_t)n, deadline) < 0)
-        snprintf(err, errlen, "cannot send the request: %s",
-                 errno == ETIMEDOUT ? "timed out" : strerror(errno));
-    else
-        rc = read_all(fd, in, deadline, err, errlen);
-    close(fd);
-    return rc;
-}
-
 static void scrape(endpoint_t *ep, double timeout)
 {
     prom_doc_free(&ep->doc);
-    ep->up = 0;
-    ep->err[0] = '\0';
-    buf_t in;
-    buf_init(&in);
-    const char *body;
-    size_t len;
-    char why[400];
-    if (http_get_metrics(ep->addr, timeout, &in, why, sizeof why) < 0 ||
-        http_body(&in, &body, &len, why, sizeof why) < 0)
-        snprintf(ep->err, sizeof ep->err, "%s", why);
-    else if (prom_parse(&ep->doc, body, len, why, sizeof why) < 0)
-        snprintf(ep->err, sizeof ep->err, "not the Prometheus text format: %s", why);
-    else
-        ep->up = 1;
-    buf_free(&in);
+    ep->up = scrape_metrics(ep->addr, timeout, &ep->doc, ep->err, sizeof ep->err) == 0;
 }
 
 /* ------------------------------------------------------------ series tables */

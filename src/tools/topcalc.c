@@ -59,5 +59,6 @@ double topcalc_quantile(const topcalc_bucket_t *b, size_t n, double q)
     double in = b[i].count - below;
     if (!(in > 0))
         return b[i].le;
-    return lower + (b[i].le - lower) * (rank - below) / in;
+    double r = lower + (b[i].le - lower) * ((rank - below) / in);
+    return r < b[i].le ? r : b[i].le; /* rounding must not leave the bucket */
 }
