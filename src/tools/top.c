@@ -243,6 +243,7 @@ static size_t buckets_of(const table_t *t, const char *prefix, topcalc_bucket_t 
 static void percentiles(const view_t *v, const char *prefix, double *p50, double *p99,
                         double *count, int *interval)
 {
+    /* top is one thread drawing one line at a time: scratch space, not stack. */
     static topcalc_bucket_t now[TOP_MAX_BUCKETS], before[TOP_MAX_BUCKETS],
         delta[TOP_MAX_BUCKETS];
     size_t n = buckets_of(&v->now, prefix, now), m = 0;
@@ -261,6 +262,8 @@ static void percentiles(const view_t *v, const char *prefix, double *p50, double
     *p99 = topcalc_quantile(use, n, 0.99);
 }
 
+/* The key prefix of a histogram series' buckets. A label set too long for
+ * out is cut: such a series shows no percentiles (nothing worse). */
 static void hist_prefix(char *out, size_t len, const char *family, const prom_sample_t *s)
 {
     buf_t b;
@@ -369,7 +372,8 @@ static void show_sources(const view_t *v)
     }
 }
 
-/* Steps in order: by pipeline, then by index (not by name). */
+/* Steps in order: by pipeline, then by index (not by name). qsort has no
+ * context argument; the table being sorted is set just before the call. */
 static const table_t *sort_table;
 
 static int by_pipeline_step(const void *a, const void *b)
@@ -647,30 +651,58 @@ static void show_series(const view_t *v, ent_t *e)
         printf("    %-50.50s %14s\n", label, F(fmt_num, e->value));
 }
 
-/* Every family present (not shown by a summary, unless --all), grouped by
- * the word after bettong_, in the order the endpoints serve them. */
-static void show_generic(const view_t *v, endpoint_t *eps, size_t neps)
+#define TOP_MAX_GROUPS 256
+
+/* Whether s is listed in the generic sections: not in a summary (unless
+ * --all), and not yet shown (a histogram's line shows all its samples). */
+static ent_t *unshown(const view_t *v, const prom_sample_t *s)
 {
-    char group[64], last[64] = "";
-    for (size_t i = 0; i < neps; i++) {
-        if (!eps[i].up)
-            continue;
-        for (size_t k = 0; k < eps[i].doc.n; k++) {
+    if (!v->all && summarized_family(s->family))
+        return NULL;
+    char *key = series_key(s->name, s);
+    ent_t *e = key ? table_find(&v->now, key) : NULL;
+    free(key);
+    return e && !e->shown ? e : NULL;
+}
+
+/* The groups of the families listed, in the order the endpoints serve them. */
+static size_t list_groups(const view_t *v, endpoint_t *eps, size_t neps,
+                          char groups[][64])
+{
+    size_t n = 0;
+    for (size_t i = 0; i < neps; i++)
+        for (size_t k = 0; eps[i].up && k < eps[i].doc.n; k++) {
             const prom_sample_t *s = &eps[i].doc.samples[k];
             if (!v->all && summarized_family(s->family))
                 continue;
-            char *key = series_key(s->name, s);
-            ent_t *e = key ? table_find(&v->now, key) : NULL;
-            free(key);
-            if (!e || e->shown)
-                continue;
-            group_of(s->family, group, sizeof group);
-            if (strcmp(group, last) != 0) {
-                printf("\n%s\n", group);
-                snprintf(last, sizeof last, "%s", group);
-            }
-            show_series(v, e);
+            char g[64];
+            group_of(s->family, g, sizeof g);
+            size_t j = 0;
+            while (j < n && strcmp(groups[j], g) != 0)
+                j++;
+            if (j == n && n < TOP_MAX_GROUPS)
+                memcpy(groups[n++], g, sizeof g);
         }
+    return n;
+}
+
+/* Every family present (not shown by a summary, unless --all), grouped by
+ * the word after bettong_, groups and series in the order served. */
+static void show_generic(const view_t *v, endpoint_t *eps, size_t neps)
+{
+    static char groups[TOP_MAX_GROUPS][64];
+    size_t ngroups = list_groups(v, eps, neps, groups);
+    for (size_t g = 0; g < ngroups; g++) {
+        printf("\n%s\n", groups[g]);
+        for (size_t i = 0; i < neps; i++)
+            for (size_t k = 0; eps[i].up && k < eps[i].doc.n; k++) {
+                const prom_sample_t *s = &eps[i].doc.samples[k];
+                char mine[64];
+                group_of(s->family, mine, sizeof mine);
+                ent_t *e = strcmp(mine, groups[g]) == 0 ? unshown(v, s) : NULL;
+                if (e)
+                    show_series(v, e);
+            }
     }
 }
 

@@ -60,6 +60,14 @@ def test_once_one_worker_exact_totals(bt):
     assert re.search(r"^  %s +worker initializer " % re.escape(addr), out, re.M), out
     check_totals(out, len(LINES), n_words)
     assert row(out, r"initializer ")[5:7] == ["4096", "27"], out  # slots, keys
+    # The families the summary shows are listed only with --all.
+    assert "bettong_step_messages_in_total" not in out, out
+    rc, out_all, err = top("--once", "--interval", "0", "--all", addr)
+    assert rc == 0, err
+    assert row(out_all, r"bettong_sink_messages_total\{")[-2] == str(n_words), out_all
+    groups = [line for line in out_all.splitlines() if re.match(r"^[a-z]", line)]
+    assert len(groups) == len(set(groups)), out_all  # each group once
+    assert row(out_all, r"bettong_slots ")[1] == "4096", out_all
     # Not a terminal: one snapshot, no screen clearing.
     rc, out2, err = top(addr, "--interval", "0.1")
     assert rc == 0 and "\033[" not in out2, out2
