@@ -10,7 +10,8 @@ import subprocess
 import threading
 
 from conftest import BIN, Cluster, example_path, wait_until
-from test_metrics import LINES, metrics_addrs, parse, scrape, split_words, total
+from test_metrics import (LINES, metrics_addrs, parse, scrape, split_words, total, value,
+                          worker_name)
 
 
 def top(*args, timeout=20):
@@ -116,12 +117,12 @@ def test_two_workers_totals(bt):
     assert rc == 0, err
     assert "2 of 2 endpoints up  rates over 0.2" in out, out
     check_totals(out, len(LINES), n_words)
-    # A line per worker: its slots; both sum to 4096; forwarding happened.
-    w1, w2 = row(out, r"worker1 "), row(out, r"worker2 ")
-    assert int(w1[5]) + int(w2[5]) == 4096, out
-    assert int(w1[5]) == total(ms[[("worker", "worker1") in dict(
-        [(n, ls) for (n, ls) in m.keys() if n == "bettong_worker_info"][0][1]).items()
-        for m in ms].index(True)], "bettong_slots"), out
+    # A line per worker with its own slots and keys (as its endpoint says).
+    for m in ms:
+        fields = row(out, r"%s " % worker_name(m))
+        assert fields[5:7] == ["%d" % value(m, "bettong_slots"),
+                               "%d" % value(m, "bettong_state_keys")], out
+    assert sum(int(row(out, r"worker%d " % i)[5]) for i in (1, 2)) == 4096, out
     c.stop()
 
 
