@@ -82,7 +82,7 @@ def test_rate_between_two_scrapes(bt):
     that; when the sender is done, the totals are exact again."""
     eng, addr, n_words = feed_word_count(bt)
     sender = bt.send_async(eng.in_ports[0], bt.framed_file([line.encode() for line in LINES]),
-                           extra=["--rate", "400", "--repeat", "6"])  # 900 lines, 2.25 s
+                           extra=["--rate", "400", "--repeat", "10"])  # 1500 lines, 3.75 s
     wait_until(lambda: total(parse(scrape(addr)), "bettong_source_messages_total") > len(LINES),
                10, "the sender's lines arrive")
     rc, out, err = top("--once", "--interval", "0.5", addr)
@@ -92,7 +92,7 @@ def test_rate_between_two_scrapes(bt):
     src = row(out, r"Split and Count +\d")
     assert 200 <= float(src[4]) <= 600, out  # lines/s: about 400
     bt.wait_senders([sender])
-    n = len(LINES) * 7
+    n = len(LINES) * 11
     wait_until(lambda: total(parse(scrape(addr)), "bettong_source_messages_total") == n, 10,
                "every line counted")
     rc, out, err = top("--once", "--interval", "0", addr)
