@@ -296,6 +296,33 @@ def http_seeds():
     yield "bare-lf", b"\x40GET / HTTP/1.1\n\n"
 
 
+# ---- promparse: a /metrics body as a server sends it (or a whole HTTP answer)
+def promparse_seeds():
+    yield "stream", (b"# HELP bettong_worker_info This worker's name and application.\n"
+                     b"# TYPE bettong_worker_info gauge\n"
+                     b"bettong_worker_info{worker=\"worker1\",application=\"wc\"} 1\n"
+                     b"# TYPE bettong_step_messages_in_total counter\n"
+                     b"bettong_step_messages_in_total{pipeline=\"Split and Count\",step=\"0\","
+                     b"name=\"computation 'split'\"} 150\n"
+                     b"# TYPE bettong_step_latency_seconds histogram\n"
+                     b"bettong_step_latency_seconds_bucket{step=\"0\",le=\"1.28e-07\"} 1\n"
+                     b"bettong_step_latency_seconds_bucket{step=\"0\",le=\"2.56e-07\"} 3\n"
+                     b"bettong_step_latency_seconds_bucket{step=\"0\",le=\"+Inf\"} 3\n"
+                     b"bettong_step_latency_seconds_sum{step=\"0\"} 5.1e-07\n"
+                     b"bettong_step_latency_seconds_count{step=\"0\"} 3\n")
+    yield "escapes", b'x{a="q\\"u\\\\o\\nte",b="",} -1.5e3 1712345678000\r\n'
+    yield "specials", b"a +Inf\nb -Inf\nc NaN\n# TYPE d summary\nd{quantile=\"0.5\"} 1\nd_sum 2\nd_count 3\n"
+    yield "comments", b"# just a comment\n\n  \t\n# HELP x \\ help\n# TYPE x untyped\nx 0\n"
+    yield "bad-label", b'x{a="1} 2\n'
+    yield "bad-type", b"# TYPE x countr\nx 1\n"
+    yield "html", b"<html><body>404</body></html>\n"
+    yield "trailing", b"x 1 2 3\n"
+    yield "http-ok", (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                      b"Connection: close\r\n\r\n# TYPE x counter\nx 1\n")
+    yield "http-404", b"HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n"
+    yield "http-chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nx 1\n\r\n"
+
+
 TARGETS = {
     "frame": frame_seeds,
     "wire": wire_seeds,
@@ -305,6 +332,7 @@ TARGETS = {
     "hello": hello_seeds,
     "auth": auth_seeds,
     "http": http_seeds,
+    "promparse": promparse_seeds,
 }
 
 

@@ -8,6 +8,7 @@
 #include "store/store.h"
 #include "cluster/runcl.h"
 #include "tools/tools.h"
+#include "tools/top.h"
 #include "util/fdlimit.h"
 
 static void usage(FILE *f)
@@ -24,7 +25,9 @@ static void usage(FILE *f)
             "            (bettong worker --help)\n"
             "  store     run the persistent-object data service (bettong store --help)\n"
             "  cluster   ask a running stream cluster: status, shrink, shutdown\n"
-            "            (bettong cluster --help)\n");
+            "            (bettong cluster --help)\n"
+            "  top       a terminal view of running services' metrics\n"
+            "            (bettong top --help)\n");
 }
 
 int main(int argc, char **argv)
@@ -48,6 +51,8 @@ int main(int argc, char **argv)
         return cmd_worker(argc - 1, argv + 1);
     if (strcmp(cmd, "cluster") == 0)
         return cmd_cluster(argc - 1, argv + 1);
+    if (strcmp(cmd, "top") == 0)
+        return cmd_top(argc - 1, argv + 1);
     if (strcmp(cmd, "store") == 0)
         return cmd_store(argc - 1, argv + 1);
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
