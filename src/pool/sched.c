@@ -849,3 +849,11 @@ void sched_stats(const sched_t *s, sched_stats_t *out)
     out->running = s->running;
     out->queued_bytes = s->queued_bytes;
 }
+
+int sched_task_running(const sched_t *s, uint64_t task_id)
+{
+    for (const sched_worker_t *w = s->workers; w; w = w->next)
+        if (w->tasks.head && w->tasks.head->task_id == task_id)
+            return 1;
+    return 0;
+}

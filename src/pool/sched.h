@@ -176,6 +176,9 @@ typedef struct {
     size_t queued_bytes;  /* argument bytes of queued calls */
 } sched_stats_t;
 void sched_stats(const sched_t *s, sched_stats_t *out);
+/* Whether task_id is running now (the head of its worker's tasks): a sub-call
+ * token (pool/subcall.h) holds only then. */
+int sched_task_running(const sched_t *s, uint64_t task_id);
 /* Whether the send-ahead rule lets one more task go to the worker now. */
 int sched_worker_has_room(const sched_t *s, const sched_worker_t *w, uint64_t now);
 /* Tasks sent to the worker and not yet DONE. */

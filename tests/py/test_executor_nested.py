@@ -1,0 +1,70 @@
+"""Nested executors: a FunctionExecutor (or lithops.FunctionExecutor) made
+inside a function running on a pool submits to that same pool, through a
+sub-call token of the running call (never the pool's secret), and a token from
+a call that is over is refused."""
+
+import os
+import random
+import sys
+
+import cloudpickle
+import pytest
+
+from executor_helpers import RESULT_TIMEOUT, TcpPool
+
+import bettong  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+T = RESULT_TIMEOUT
+SECRET = "bt-nested-secret-" + "%08x" % random.getrandbits(32)
+
+
+def square(x):
+    return x * x
+
+
+def nested_sum(n):
+    """A call that maps n sub-calls on its own pool and waits for them."""
+    import bettong
+    with bettong.FunctionExecutor() as ex:
+        where = ex._get_client().address
+        return sum(ex.get_result(ex.map(square, range(n)), timeout=60)), where, \
+            "BETTONG_SECRET" in os.environ
+
+
+def ticket(_=None):
+    from bettong import _pool
+    return _pool.subcall_ticket()
+
+
+def test_nested_executor_uses_the_remote_pool_without_the_secret(procs, executors):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=3)
+    c = executors(pool.address)
+    total, where, saw_secret = c.call_async(nested_sum, 4).result(timeout=T)
+    assert total == 0 + 1 + 4 + 9
+    assert where == pool.address  # the same pool, not a local one
+    assert saw_secret is False
+
+
+def test_token_of_a_finished_call_is_refused(procs, executors):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=1)
+    c = executors(pool.address)
+    address, task, token = c.call_async(ticket, None).result(timeout=T)
+    assert address == pool.address and task > 0 and len(token) == 32
+    assert token != SECRET.encode()
+    from bettong import _bettong
+    with pytest.raises(Exception, match="no longer holds"):
+        _bettong.Connection(address, token, "stale", parent_task=task)
+    # a token is not the secret: it cannot join as a plain client either
+    with pytest.raises(Exception, match="authentication failed"):
+        _bettong.Connection(address, token, "as-client")
+    # nor name another task
+    with pytest.raises(Exception, match="authentication failed|no longer holds"):
+        _bettong.Connection(address, token, "other", parent_task=task + 1)
+
+
+def test_outside_a_call_there_is_no_ticket():
+    assert ticket() is None
