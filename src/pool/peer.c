@@ -8,6 +8,7 @@
 #include "net/authconn.h"
 #include "pool/blob.h"
 #include "pool/calls.h"
+#include "pool/lend.h"
 #include "pool/proto.h"
 #include "pool/subcall.h"
 #include "util/log.h"
@@ -240,7 +241,10 @@ static int on_identity(peer_t *pe)
             return refuse(pe, ROLE_CLIENT, why);
         }
         pe->parent_task = id.parent_task;
-        return accept_peer(pe, ROLE_CLIENT);
+        int rc = accept_peer(pe, ROLE_CLIENT);
+        if (rc == 0 && pe->role == ROLE_CLIENT)
+            sched_lend(p->sched, pe->parent_task); /* see pool/lend.h */
+        return rc;
     }
     return accept_peer(pe, id.role);
 }
@@ -487,6 +491,8 @@ static void on_closed(void *owner, inconn_t *c)
         log_info("%s left", label(pe, who, sizeof who));
     /* While stopping the scheduler is not touched: it is freed whole. */
     if (pe->role == ROLE_CLIENT && !p->stopping) {
+        if (pe->parent_task)
+            sched_unlend(p->sched, pe->parent_task);
         sched_client_remove(p->sched, pe->client);
         if (pe == p->first_client && p->exit_with_client)
             pool_stop(p, 0, "the first client went away (--exit-with-client)");
@@ -680,10 +686,25 @@ static void arm_timeouts(pool_t *p, uint64_t next, uint64_t now)
     uv_timer_start(&p->timeouts, on_timeout_timer, ms, 0);
 }
 
+int peer_close_idle_worker(pool_t *p, uint32_t pid)
+{
+    for (peer_t *pe = p->peers; pe; pe = pe->next) {
+        if (pe->role == ROLE_WORKER && pe->pid == pid && pe->worker &&
+            sched_worker_idle(pe->worker)) {
+            sched_worker_remove(p->sched, pe->worker, pool_now_us(p)); /* nothing to lose */
+            pe->worker = NULL;
+            inconn_close(pe->c, NULL); /* it exits when its connection closes */
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void peer_after_event(pool_t *p)
 {
     if (p->stopping)
         return;
+    lend_adjust(p); /* calls that wait on sub-calls: temporary workers (pool/lend.h) */
     uint64_t now = pool_now_us(p);
     /* Timeouts before dispatching (a killed worker's tasks go out at once) and
      * after (the deadlines of the tasks just sent arm the timer). */

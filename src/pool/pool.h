@@ -58,6 +58,7 @@ typedef struct pool {
     /* local workers */
     local_worker_t *locals;
     unsigned nlocals;
+    struct lend *lend;        /* temporary workers for lent slots (pool/lend.h) */
 
     uv_signal_t sigint, sigterm, sigchld;
     uv_timer_t housekeeping, timeouts, kill_timer;
