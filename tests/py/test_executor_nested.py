@@ -5,8 +5,12 @@ a call that is over is refused."""
 
 import os
 import random
+import re
 import sys
 
+import time
+
+import authwire
 import cloudpickle
 import pytest
 
@@ -15,6 +19,7 @@ from executor_helpers import RESULT_TIMEOUT, TcpPool
 import bettong  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(authwire)
 
 T = RESULT_TIMEOUT
 SECRET = "bt-nested-secret-" + "%08x" % random.getrandbits(32)
@@ -64,6 +69,42 @@ def test_token_of_a_finished_call_is_refused(procs, executors):
     # nor name another task
     with pytest.raises(Exception, match="could not prove|authentication failed|no longer holds"):
         _bettong.Connection(address, token, "other", parent_task=task + 1)
+
+
+def join_as_worker_with_my_token(_=None):
+    """From inside a call: try the call's own token as a worker's key."""
+    import socket
+    from bettong import _pool
+    address, task, token = _pool.subcall_ticket()
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        try:
+            authwire.auth_handshake(s, "pool", authwire.pool_identity(role=2, name="w"), token)
+        except authwire.AuthFailed:
+            return "refused"
+        return "accepted"
+
+
+def test_a_token_cannot_join_as_a_worker(procs, executors):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=1)
+    c = executors(pool.address)
+    assert c.call_async(join_as_worker_with_my_token, None).result(timeout=T) == "refused"
+
+
+def nested_where(_=None):
+    import bettong
+    with bettong.FunctionExecutor() as ex:
+        return ex.call_async(square, 3).result(timeout=60), ex._get_client().address
+
+
+def test_explicit_bettong_pool_wins(procs, executors):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=1)
+    other = TcpPool(procs, None, workers=1)  # loopback, no secret
+    c = executors(pool.address)
+    f = c.call_async(nested_where, None, extra_env={"BETTONG_POOL": other.address})
+    assert f.result(timeout=T) == (9, other.address)
 
 
 def test_outside_a_call_there_is_no_ticket():
@@ -119,6 +160,19 @@ def test_nested_map_on_a_fixed_remote_pool_of_two_workers(procs, executors):
     c = executors(pool.address)
     out = c.get_result(c.map(nested_sum, [4, 4, 4, 4]), timeout=T)
     assert [r[0] for r in out] == [14] * 4
+
+
+def test_temporary_workers_are_let_go_afterwards(procs, executors):
+    pool = TcpPool(procs, SECRET, workers=2)
+    c = executors(pool.address)
+    out = c.get_result(c.map(nested_sum, [4, 4]), timeout=T)
+    assert [r[0] for r in out] == [14, 14]
+    # The nested executors closed: their lent slots end, the extra workers go.
+    deadline = time.monotonic() + 15
+    while c.status()["workers"] != 2:
+        assert time.monotonic() < deadline, "temporary workers still there: %s" % c.status()
+        time.sleep(0.05)
+    assert pool.out.wait_for(re.compile(r"started temporary worker lent-1"), 5)
 
 
 def test_three_levels_on_a_local_pool_of_two_workers():
