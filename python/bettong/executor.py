@@ -397,7 +397,8 @@ class _Hot:
         """The future of func(data), or None when the slow path must run. With
         the executor's _hot_lock held."""
         client = self.client
-        if client is not ex._client or client.closed or client._closing or client.pid != _getpid():
+        if (client is not ex._client or client.closed or client._closing
+                or client.pid != _getpid() or (client.parent_task and _stale_subcall(client))):
             return None
         if self.fp is not None:
             quick = self.quick
