@@ -19,6 +19,11 @@
  * is refused by the version byte (the first two fields never move), with a
  * reason naming both versions.
  *
+ * A function running on the pool connects back as ROLE_SUBCALL: its identity
+ * ends with the u64 id of the task it runs in, and its handshake key is that
+ * task's token (pool/subcall.h), accepted only while the task runs; it is
+ * then a client like any other.
+ *
  * Once the peer's proof holds the pool judges that identity and answers WELCOME
  * or REFUSED (and closes). A handshake that fails (a wrong proof: a replayed
  * session, a wrong secret) is answered REFUSED "authentication failed: ..." and

@@ -107,6 +107,25 @@ def test_explicit_bettong_pool_wins(procs, executors):
     assert f.result(timeout=T) == (9, other.address)
 
 
+def reuse_executor(n):
+    """An executor kept in the worker process across calls."""
+    import bettong
+    ex = getattr(sys, "_bt_nested_ex", None)
+    if ex is None:
+        ex = sys._bt_nested_ex = bettong.FunctionExecutor()
+    return ex.call_async(square, n).result(timeout=60), ex._get_client().parent_task
+
+
+def test_an_executor_kept_across_calls_reconnects_per_call(procs, executors):
+    pool = TcpPool(procs, SECRET)
+    pool.add_worker(procs_n=1)
+    c = executors(pool.address)
+    out = [c.call_async(reuse_executor, n).result(timeout=T) for n in (2, 3, 4)]
+    assert [r for r, _ in out] == [4, 9, 16]
+    tasks = [t for _, t in out]
+    assert len(set(tasks)) == 3 and all(tasks), tasks
+
+
 def test_outside_a_call_there_is_no_ticket():
     assert ticket() is None
 
