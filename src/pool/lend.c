@@ -14,7 +14,12 @@ struct lend {
     unsigned n;      /* slots in use */
     unsigned next;   /* the next one's name is lent-<next> */
     int warned;      /* the bound was reached (warned once per time it is) */
+    uint64_t retry_ms; /* a busy one was not let go: try again from then */
 };
+
+/* How often to look again for a temporary worker to let go while the ones
+ * too many are all busy (each look walks the peers). */
+#define LET_GO_RETRY_MS 100
 
 int lend_init(pool_t *p, unsigned max)
 {
@@ -101,8 +106,14 @@ void lend_adjust(pool_t *p)
         if (l->n == before)
             break;
     }
-    while (l->n > target && let_one_go(p, l))
-        ;
+    if (l->n > target) {
+        uint64_t now = pool_now_ms(p);
+        if (now < l->retry_ms)
+            return;
+        while (l->n > target && let_one_go(p, l))
+            ;
+        l->retry_ms = l->n > target ? now + LET_GO_RETRY_MS : 0;
+    }
 }
 
 int lend_reaped(pool_t *p, pid_t pid)

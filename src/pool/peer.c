@@ -57,7 +57,10 @@ static const char *role_name(int role)
  * "near store 'b1'" for a worker that has a locality. */
 static const char *label(const peer_t *pe, char *out, size_t outlen)
 {
-    if (pe->role)
+    if (pe->role && pe->parent_task)
+        snprintf(out, outlen, "client %u '%s' (pid %u, sub-calls of task %llu) from %s", pe->id,
+                 pe->name, pe->pid, (unsigned long long)pe->parent_task, pe->c->peer);
+    else if (pe->role)
         snprintf(out, outlen, "%s %u '%s' (pid %u)%s%s%s from %s", role_name(pe->role), pe->id,
                  pe->name, pe->pid, pe->near[0] ? " near store '" : "", pe->near,
                  pe->near[0] ? "'" : "", pe->c->peer);

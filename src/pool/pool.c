@@ -288,6 +288,7 @@ static void on_housekeeping(uv_timer_t *t)
             start_local(p, lw);
     }
     peer_sweep(p);
+    lend_adjust(p); /* temporary workers still busy when their lending ended */
 }
 
 /* ------------------------------------------------------------ stop */
