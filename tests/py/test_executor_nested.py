@@ -194,6 +194,19 @@ def test_temporary_workers_are_let_go_afterwards(procs, executors):
     assert pool.out.wait_for(re.compile(r"started temporary worker lent-1"), 5)
 
 
+def test_max_lent_bounds_the_temporary_workers(procs, executors):
+    # Two waiting calls, one temporary worker allowed: it runs both calls'
+    # sub-calls (leaves: nothing waits behind them), and the pool says the
+    # bound was reached.
+    pool = TcpPool(procs, SECRET, workers=2, extra=["--max-lent", "1"])
+    c = executors(pool.address)
+    out = c.get_result(c.map(nested_sum, [4, 5]), timeout=T)
+    assert [r[0] for r in out] == [14, 30]
+    assert pool.out.wait_for(re.compile(r"2 calls wait on their own sub-calls, more than "
+                                        r"--max-lent 1"), 5)
+    assert len(re.findall(r"started temporary worker", pool.out.text())) == 1
+
+
 def test_three_levels_on_a_local_pool_of_two_workers():
     with bettong.FunctionExecutor(workers=2) as ex:
         assert ex.get_result(ex.map(nested_twice, [2, 3]), timeout=T) == [[1, 5], [5, 14]]
