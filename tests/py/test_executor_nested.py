@@ -14,7 +14,7 @@ import authwire
 import cloudpickle
 import pytest
 
-from executor_helpers import RESULT_TIMEOUT, TcpPool
+from executor_helpers import RESULT_TIMEOUT, TcpPool, stat
 
 import bettong  # noqa: E402
 
@@ -205,6 +205,30 @@ def test_max_lent_bounds_the_temporary_workers(procs, executors):
     assert pool.out.wait_for(re.compile(r"2 calls wait on their own sub-calls, more than "
                                         r"--max-lent 1"), 5)
     assert len(re.findall(r"started temporary worker", pool.out.text())) == 1
+
+
+def step(kind):
+    """One function for quick calls and for a call that nests (so that the
+    pool, knowing it is quick, sends several to one worker ahead)."""
+    if kind == "quick":
+        return 0
+    import bettong
+    with bettong.FunctionExecutor() as ex:
+        return sum(ex.get_result(ex.map(step, ["quick"] * 3), timeout=60)) + 1
+
+
+def test_calls_sent_ahead_to_a_lending_worker_are_taken_back(procs, executors):
+    pool = TcpPool(procs, SECRET, workers=1)
+    c = executors(pool.address)
+    warm = c.map(step, ["quick"] * 4)  # its run time is known: send-ahead applies
+    assert c.get_result(warm, timeout=T) == [0] * 4
+    w = stat(warm[0], "worker")
+    fs = c.map(step, ["nest", "quick", "quick"])
+    assert c.get_result(fs, timeout=T) == [1, 0, 0]
+    assert stat(fs[0], "worker") == w
+    # The quick calls were sent ahead to w behind the nesting call; once it
+    # lent its slot they were taken back and ran on the temporary worker.
+    assert {stat(f, "worker") for f in fs[1:]} != {w}, [stat(f, "worker") for f in fs]
 
 
 def test_three_levels_on_a_local_pool_of_two_workers():
