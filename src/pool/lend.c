@@ -11,6 +11,7 @@
 struct lend {
     unsigned max;
     pid_t *pids;     /* max slots; 0: free */
+    unsigned *index; /* slot i runs lent-<index[i]> */
     unsigned n;      /* slots in use */
     unsigned next;   /* the next one's name is lent-<next> */
     int warned;      /* the bound was reached (warned once per time it is) */
@@ -28,7 +29,10 @@ int lend_init(pool_t *p, unsigned max)
         return -1;
     l->max = max;
     l->pids = max ? calloc(max, sizeof *l->pids) : NULL;
-    if (max && !l->pids) {
+    l->index = max ? calloc(max, sizeof *l->index) : NULL;
+    if (max && (!l->pids || !l->index)) {
+        free(l->pids);
+        free(l->index);
         free(l);
         return -1;
     }
@@ -41,6 +45,7 @@ void lend_free(pool_t *p)
     if (!p->lend)
         return;
     free(p->lend->pids);
+    free(p->lend->index);
     free(p->lend);
     p->lend = NULL;
 }
@@ -66,6 +71,7 @@ static void start_one(pool_t *p, struct lend *l)
         return;
     }
     l->pids[slot] = pid;
+    l->index[slot] = l->next;
     l->n++;
     log_info("started temporary worker %s (pid %d): a call waits on its sub-calls", name,
              (int)pid);
@@ -75,7 +81,9 @@ static void start_one(pool_t *p, struct lend *l)
 static int let_one_go(pool_t *p, struct lend *l)
 {
     for (unsigned i = l->max; i-- > 0;) {
-        if (l->pids[i] && peer_close_idle_worker(p, (uint32_t)l->pids[i])) {
+        char name[32];
+        snprintf(name, sizeof name, "lent-%u", l->index[i]);
+        if (l->pids[i] && peer_close_idle_worker(p, (uint32_t)l->pids[i], name)) {
             log_debug("temporary worker pid %d let go", (int)l->pids[i]);
             l->pids[i] = 0; /* it exits once its connection closes; reaped then */
             l->n--;

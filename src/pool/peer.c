@@ -689,11 +689,11 @@ static void arm_timeouts(pool_t *p, uint64_t next, uint64_t now)
     uv_timer_start(&p->timeouts, on_timeout_timer, ms, 0);
 }
 
-int peer_close_idle_worker(pool_t *p, uint32_t pid)
+int peer_close_idle_worker(pool_t *p, uint32_t pid, const char *name)
 {
     for (peer_t *pe = p->peers; pe; pe = pe->next) {
-        if (pe->role == ROLE_WORKER && pe->pid == pid && pe->worker &&
-            sched_worker_idle(pe->worker)) {
+        if (pe->role == ROLE_WORKER && pe->pid == pid && strcmp(pe->name, name) == 0 &&
+            pe->worker && sched_worker_idle(pe->worker)) {
             sched_worker_remove(p->sched, pe->worker, pool_now_us(p)); /* nothing to lose */
             pe->worker = NULL;
             inconn_close(pe->c, NULL); /* it exits when its connection closes */
