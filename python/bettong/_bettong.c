@@ -659,14 +659,17 @@ static int take_answer(Conn *c, const uint8_t *body, size_t len)
 
 static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"address", "secret", "name", "timeout", NULL};
+    /* parent_task: connect as the sub-call client of that running task, with
+     * its token as `secret` (pool/subcall.h); 0: an ordinary client. */
+    static char *kwlist[] = {"address", "secret", "name", "timeout", "parent_task", NULL};
     PyObject *address;
     Py_buffer secret = {0};
     const char *name = "";
     Py_ssize_t namelen = 0;
     double timeout = 30.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|y*s#d:Connection", kwlist, &address,
-                                     &secret, &name, &namelen, &timeout))
+    unsigned long long parent_task = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "U|y*s#dK:Connection", kwlist, &address,
+                                     &secret, &name, &namelen, &timeout, &parent_task))
         return -1;
     if (c->fd >= 0 || c->address) {
         PyErr_SetString(PyExc_RuntimeError, "Connection already initialised");
@@ -680,8 +683,10 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     buf_init(&id);
     if (!addr)
         goto fail;
-    if (proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name, (size_t)namelen, NULL,
-                           0) < 0) {
+    if ((parent_task ? proto_put_subcall_identity(&id, (uint32_t)getpid(), name,
+                                                  (size_t)namelen, parent_task)
+                     : proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name,
+                                          (size_t)namelen, NULL, 0)) < 0) {
         PyErr_NoMemory();
         goto fail;
     }

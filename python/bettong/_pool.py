@@ -209,6 +209,14 @@ def _close_all():
             pass
 
 
+def subcall_ticket():
+    """(pool address, task id, token) when this code runs inside a call on a
+    pool: the way back into that pool for a nested executor (a token that holds
+    only while the call runs, never the pool's secret); None elsewhere."""
+    mod = sys.modules.get("_bettong_worker")  # made by the worker process itself
+    return mod.subcall() if mod is not None else None
+
+
 class Client:
     """One connection to a pool and everything in flight on it."""
 
@@ -216,6 +224,11 @@ class Client:
         ext = _extension()
         self.pid = os.getpid()
         self.local = None
+        self.parent_task = 0
+        ticket = subcall_ticket() if address is None and secret is None else None
+        if ticket is not None:
+            # Inside a call on a pool: back into the same pool as its sub-call client.
+            address, self.parent_task, secret = ticket
         if secret is None:
             secret = os.environ.get("BETTONG_SECRET", "")
         if isinstance(secret, str):
@@ -226,7 +239,10 @@ class Client:
         if name is None:
             name = f"{os.path.basename(sys.argv[0] or 'python')}[{os.getpid()}]"
         try:
-            self.conn = ext.Connection(address, secret, name)
+            if self.parent_task:
+                self.conn = ext.Connection(address, secret, name, parent_task=self.parent_task)
+            else:
+                self.conn = ext.Connection(address, secret, name)
         except BaseException:
             if self.local:
                 self.local.stop()

@@ -397,7 +397,8 @@ class _Hot:
         """The future of func(data), or None when the slow path must run. With
         the executor's _hot_lock held."""
         client = self.client
-        if client is not ex._client or client.closed or client._closing or client.pid != _getpid():
+        if (client is not ex._client or client.closed or client._closing
+                or client.pid != _getpid() or (client.parent_task and _stale_subcall(client))):
             return None
         if self.fp is not None:
             quick = self.quick
@@ -487,11 +488,15 @@ class FunctionExecutor:
     # ------------------------------------------------------------ the pool
     def _get_client(self):
         c = self._client
-        if c is not None and not c.closed and not c._closing and c.pid == os.getpid():
+        if (c is not None and not c.closed and not c._closing and c.pid == os.getpid()
+                and not (c.parent_task and _stale_subcall(c))):
             return c
         with self._lock:
             c = self._client
-            if c is None or c.closed or c._closing or c.pid != os.getpid():
+            if (c is None or c.closed or c._closing or c.pid != os.getpid()
+                    or (c.parent_task and _stale_subcall(c))):
+                if c is not None and c.parent_task and not c.closed:
+                    c.release()  # a way back in from a call that is over
                 if c is not None and c.closed and c.pid == os.getpid():
                     c.close()  # the pool went away: reap what is left of it
                 self._client = None
@@ -926,6 +931,13 @@ class FunctionExecutor:
         elif isinstance(fs, ResponseFuture):
             fs = [fs]
         return plot_timeline(list(fs), path or dst or "bettong-timeline.png")
+
+
+def _stale_subcall(client):
+    """Whether a sub-call client (see _pool.subcall_ticket) was made in another
+    call than the one running now: a new call needs its own way back in."""
+    ticket = _pool.subcall_ticket()
+    return ticket is None or ticket[1] != client.parent_task
 
 
 def default_executor(**kwargs):

@@ -1,5 +1,10 @@
 #include "net/authconn.h"
 
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 int authconn_frame(authconn_t *a, inconn_t *c, const char *service, const void *secret,
                    size_t secret_len, const uint8_t *body, size_t len, const char **why)
 {
@@ -37,4 +42,32 @@ int authconn_frame(authconn_t *a, inconn_t *c, const char *service, const void *
         return AUTHCONN_CLOSE;
     }
     return AUTHCONN_DONE;
+}
+
+int authconn_frame_keyed(authconn_t *a, inconn_t *c, const char *service, authconn_key_fn key_of,
+                         void *ctx, const uint8_t *body, size_t len, const char **why)
+{
+    if (!a->challenged) {
+        /* The identity is known only once the HELLO is read: read it, pick the
+         * key, then answer it as authconn_frame does (auth_server_hello is
+         * idempotent: it starts the session afresh). */
+        auth_session_t peek;
+        memset(&peek, 0, sizeof peek);
+        if (auth_server_hello(&peek, body, len, service) == AUTH_OK) {
+            a->key_len = 0;
+            if (key_of(ctx, peek.identity, peek.identity_len, a->key, &a->key_len) < 0 ||
+                a->key_len > AUTHCONN_KEY_MAX) {
+                /* no key can match: a random one fails the proof */
+                a->key_len = AUTHCONN_KEY_MAX;
+                RAND_bytes(a->key, AUTHCONN_KEY_MAX);
+            }
+        }
+        auth_session_clear(&peek);
+    }
+    int rc = authconn_frame(a, c, service, a->key, a->key_len, body, len, why);
+    if (rc != AUTHCONN_MORE) {
+        OPENSSL_cleanse(a->key, sizeof a->key);
+        a->key_len = 0;
+    }
+    return rc;
 }

@@ -10,9 +10,15 @@
 #include "net/auth.h"
 #include "net/inconn.h"
 
+/* The longest key authconn_frame_keyed can hold. */
+#define AUTHCONN_KEY_MAX 256
+
 typedef struct {
     auth_session_t s; /* after AUTHCONN_DONE: the identity the peer proved */
     int challenged;   /* the CHALLENGE went out; a PROOF is expected next */
+    /* authconn_frame_keyed: the key the identity of the HELLO was given */
+    uint8_t key[AUTHCONN_KEY_MAX];
+    size_t key_len;
 } authconn_t;
 
 enum {
@@ -31,5 +37,17 @@ enum {
  * (the caller sets it with inconn_set_max_payload when the connection opens). */
 int authconn_frame(authconn_t *a, inconn_t *c, const char *service, const void *secret,
                    size_t secret_len, const uint8_t *body, size_t len, const char **why);
+
+/* The key a peer must prove, chosen from the identity its HELLO claims: fill
+ * key (at most AUTHCONN_KEY_MAX bytes) and *key_len, return 0; -1 when that
+ * identity can have no key (the handshake is then refused as a failed proof). */
+typedef int (*authconn_key_fn)(void *ctx, const uint8_t *identity, size_t identity_len,
+                               uint8_t *key, size_t *key_len);
+
+/* authconn_frame with a key per identity (a service that accepts capability
+ * tokens as well as its secret: see pool/subcall.h). The key is wiped once the
+ * handshake ends. */
+int authconn_frame_keyed(authconn_t *a, inconn_t *c, const char *service, authconn_key_fn key_of,
+                         void *ctx, const uint8_t *body, size_t len, const char **why);
 
 #endif

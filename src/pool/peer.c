@@ -8,7 +8,9 @@
 #include "net/authconn.h"
 #include "pool/blob.h"
 #include "pool/calls.h"
+#include "pool/lend.h"
 #include "pool/proto.h"
+#include "pool/subcall.h"
 #include "util/log.h"
 
 /* The handshake (frames of at most AUTH_MAX_FRAME) must be over this soon. */
@@ -38,6 +40,7 @@ struct peer {
     char near[PROTO_PLACE_MAX + 1]; /* a worker's locality ("": none) */
     sched_client_t *client;
     sched_worker_t *worker; /* NULL once the scheduler let go of it */
+    uint64_t parent_task;   /* a sub-call client's task (pool/subcall.h); 0: none */
     uint64_t deadline_ms;   /* handshake or linger deadline; 0: none */
     int dirty;              /* written to since the last flush */
     peer_t *prev, *next;
@@ -54,7 +57,10 @@ static const char *role_name(int role)
  * "near store 'b1'" for a worker that has a locality. */
 static const char *label(const peer_t *pe, char *out, size_t outlen)
 {
-    if (pe->role)
+    if (pe->role && pe->parent_task)
+        snprintf(out, outlen, "client %u '%s' (pid %u, sub-calls of task %llu) from %s", pe->id,
+                 pe->name, pe->pid, (unsigned long long)pe->parent_task, pe->c->peer);
+    else if (pe->role)
         snprintf(out, outlen, "%s %u '%s' (pid %u)%s%s%s from %s", role_name(pe->role), pe->id,
                  pe->name, pe->pid, pe->near[0] ? " near store '" : "", pe->near,
                  pe->near[0] ? "'" : "", pe->c->peer);
@@ -164,8 +170,8 @@ static int accept_peer(peer_t *pe, int role)
         pe->client = sched_client_add(p->sched, pe);
         if (!pe->client)
             return bad_peer(pe, "out of memory");
-        if (!p->had_client)
-            p->first_client = pe;
+        if (!p->had_client && !pe->parent_task)
+            p->first_client = pe; /* (a sub-call client is never the one it exits with) */
         p->had_client = 1;
         if (p->clients_paused)
             inconn_pause(pe->c);
@@ -213,7 +219,7 @@ static int on_identity(peer_t *pe)
     auth_session_clear(&pe->auth.s);
     if (bad)
         return refuse(pe, 0, "malformed identity in the handshake (another Bettong release?)");
-    if (id.role != ROLE_CLIENT && id.role != ROLE_WORKER)
+    if (id.role != ROLE_CLIENT && id.role != ROLE_WORKER && id.role != ROLE_SUBCALL)
         return refuse(pe, id.role, "unknown role in the handshake");
     if (id.version != PROTO_VERSION) {
         char why[96];
@@ -224,11 +230,46 @@ static int on_identity(peer_t *pe)
     if (long_near)
         return refuse(pe, id.role, "the store name given with --near-store is longer than "
                                    "63 bytes");
-    if (id.role == ROLE_CLIENT)
+    if (id.role != ROLE_WORKER)
         pe->near[0] = '\0'; /* a locality means nothing for a client */
     if (p->stopping)
         return refuse(pe, id.role, "the pool is stopping");
+    if (id.role == ROLE_SUBCALL) {
+        /* Its proof holds for its task's token: take it only while that runs. */
+        if (!sched_task_running(p->sched, id.parent_task)) {
+            char why[160];
+            snprintf(why, sizeof why, "the sub-call token of task %llu no longer holds: that "
+                     "call is not running (a token is good only while its call runs)",
+                     (unsigned long long)id.parent_task);
+            return refuse(pe, ROLE_CLIENT, why);
+        }
+        pe->parent_task = id.parent_task;
+        int rc = accept_peer(pe, ROLE_CLIENT);
+        if (rc == 0 && pe->role == ROLE_CLIENT)
+            sched_lend(p->sched, pe->parent_task); /* see pool/lend.h */
+        return rc;
+    }
     return accept_peer(pe, id.role);
+}
+
+/* The key a peer proves: the secret, or for a sub-call client the token of the
+ * task it names (pool/subcall.h; whether that task runs is judged once the
+ * proof holds, in on_identity). */
+static int key_of_identity(void *ctx, const uint8_t *identity, size_t len, uint8_t *key,
+                           size_t *key_len)
+{
+    pool_t *p = ctx;
+    proto_identity_t id;
+    if (proto_get_identity(identity, len, &id) == 0 && id.role == ROLE_SUBCALL &&
+        id.version == PROTO_VERSION) {
+        *key_len = SUBCALL_KEY_LEN;
+        return subcall_token_of_secret(p->secret, p->secret_len, id.parent_task, key);
+    }
+    if (p->secret_len > AUTHCONN_KEY_MAX)
+        return -1;
+    memcpy(key, p->secret, p->secret_len);
+    *key_len = p->secret_len;
+    return 0;
 }
 
 /* A frame before WELCOME: only the handshake (net/authconn.h) is read. */
@@ -236,8 +277,8 @@ static int on_handshake(peer_t *pe, const uint8_t *body, size_t len)
 {
     pool_t *p = pe->pool;
     const char *why = "";
-    int rc = authconn_frame(&pe->auth, pe->c, POOL_SERVICE, p->secret, p->secret_len, body, len,
-                            &why);
+    int rc = authconn_frame_keyed(&pe->auth, pe->c, POOL_SERVICE, key_of_identity, p, body, len,
+                                  &why);
     switch (rc) {
     case AUTHCONN_MORE:
         return 0;
@@ -454,6 +495,8 @@ static void on_closed(void *owner, inconn_t *c)
         log_info("%s left", label(pe, who, sizeof who));
     /* While stopping the scheduler is not touched: it is freed whole. */
     if (pe->role == ROLE_CLIENT && !p->stopping) {
+        if (pe->parent_task)
+            sched_unlend(p->sched, pe->parent_task);
         sched_client_remove(p->sched, pe->client);
         if (pe == p->first_client && p->exit_with_client)
             pool_stop(p, 0, "the first client went away (--exit-with-client)");
@@ -649,10 +692,25 @@ static void arm_timeouts(pool_t *p, uint64_t next, uint64_t now)
     uv_timer_start(&p->timeouts, on_timeout_timer, ms, 0);
 }
 
+int peer_close_idle_worker(pool_t *p, uint32_t pid, const char *name)
+{
+    for (peer_t *pe = p->peers; pe; pe = pe->next) {
+        if (pe->role == ROLE_WORKER && pe->pid == pid && strcmp(pe->name, name) == 0 &&
+            pe->worker && sched_worker_idle(pe->worker)) {
+            sched_worker_remove(p->sched, pe->worker, pool_now_us(p)); /* nothing to lose */
+            pe->worker = NULL;
+            inconn_close(pe->c, NULL); /* it exits when its connection closes */
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void peer_after_event(pool_t *p)
 {
     if (p->stopping)
         return;
+    lend_adjust(p); /* calls that wait on sub-calls: temporary workers (pool/lend.h) */
     uint64_t now = pool_now_us(p);
     /* Timeouts before dispatching (a killed worker's tasks go out at once) and
      * after (the deadlines of the tasks just sent arm the timer). */

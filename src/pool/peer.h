@@ -37,4 +37,8 @@ void peer_after_event(pool_t *p);
  * take their last bytes (REFUSED) in time. */
 void peer_sweep(pool_t *p);
 
+/* Close the connection of the worker process `pid` named `name` if it has no
+ * task at all (a temporary worker let go, pool/lend.h). Returns 1 if it did. */
+int peer_close_idle_worker(pool_t *p, uint32_t pid, const char *name);
+
 #endif

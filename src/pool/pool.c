@@ -11,6 +11,7 @@
 #include "net/addr.h"
 #include "net/dashboard.h"
 #include "net/guard.h"
+#include "pool/lend.h"
 #include "pool/peer.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
@@ -38,6 +39,7 @@ typedef struct {
     const char *log_level;
     unsigned ahead;
     long near_wait_ms;
+    long max_lent;
     inconn_flags_t limits;
     guard_tls_args_t tls;
     const char *metrics_addr; /* --metrics-listen; NULL: none */
@@ -73,6 +75,9 @@ static void usage(FILE *f)
 "                        connects within 120 s\n"
 "  --ahead N             most tasks sent ahead to one worker (default 64); the\n"
 "                        pool sends fewer when tasks are slow\n"
+"  --max-lent N          most temporary workers started for calls that wait on\n"
+"                        their own sub-calls (nested executors; default 16; 0:\n"
+"                        none). See the user guide, \"Nested executors\"\n"
 "  --near-wait MS        how long a call that prefers the workers near a store\n"
 "                        backend (bettong worker --near-store) waits for one of\n"
 "                        them to have room before another worker may take it\n"
@@ -97,6 +102,7 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
     a->workers = -1;
     a->ahead = 64;
     a->near_wait_ms = 20;
+    a->max_lent = LEND_MAX_DEFAULT;
     for (int i = 1; i < argc; i++) {
         int missing = 0;
         const char *v;
@@ -130,6 +136,11 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
         } else if ((v = args_flag_value(argc, argv, &i, "--workers", &missing))) {
             if (args_parse_long(v, 0, 4096, &a->workers) < 0) {
                 fprintf(stderr, PROG ": --workers takes a number from 0 to 4096\n");
+                return -1;
+            }
+        } else if ((v = args_flag_value(argc, argv, &i, "--max-lent", &missing))) {
+            if (args_parse_long(v, 0, 4096, &a->max_lent) < 0) {
+                fprintf(stderr, PROG ": --max-lent takes a number from 0 to 4096\n");
                 return -1;
             }
         } else if ((v = args_flag_value(argc, argv, &i, "--ahead", &missing))) {
@@ -244,8 +255,10 @@ static void on_sigchld(uv_signal_t *h, int signum)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         local_worker_t *lw = find_local(p, pid);
-        if (!lw)
+        if (!lw) {
+            lend_reaped(p, pid); /* a temporary worker (pool/lend.h) is not restarted */
             continue;
+        }
         if (p->stopping) {
             lw->pid = 0;
             continue;
@@ -282,6 +295,7 @@ static void on_housekeeping(uv_timer_t *t)
             start_local(p, lw);
     }
     peer_sweep(p);
+    lend_adjust(p); /* temporary workers still busy when their lending ended */
 }
 
 /* ------------------------------------------------------------ stop */
@@ -527,7 +541,7 @@ int cmd_pool(int argc, char **argv)
     sched_config_t cfg = {.ahead_max = a.ahead,
                           .near_wait_us = a.near_wait_ms ? (uint64_t)a.near_wait_ms * 1000 : 1};
     p->sched = sched_new(&cfg, &peer_sched_ops, p);
-    if (!p->sched || uv_loop_init(&p->loop) < 0) {
+    if (!p->sched || lend_init(p, (unsigned)a.max_lent) < 0 || uv_loop_init(&p->loop) < 0) {
         fprintf(stderr, PROG ": out of memory\n");
         return 2;
     }
@@ -549,6 +563,7 @@ int cmd_pool(int argc, char **argv)
     uv_run(&p->loop, UV_RUN_DEFAULT);
     sched_free(p->sched);
     metrics_free(p->metrics);
+    lend_free(p);
     free(p->locals);
     if (uv_loop_close(&p->loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -60,6 +60,7 @@ typedef struct pool {
     /* local workers */
     local_worker_t *locals;
     unsigned nlocals;
+    struct lend *lend;        /* temporary workers for lent slots (pool/lend.h) */
 
     /* --metrics-listen (pmetrics.h); the counters are kept either way */
     pool_counters_t counters;

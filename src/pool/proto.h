@@ -19,6 +19,11 @@
  * is refused by the version byte (the first two fields never move), with a
  * reason naming both versions.
  *
+ * A function running on the pool connects back as ROLE_SUBCALL: its identity
+ * ends with the u64 id of the task it runs in, and its handshake key is that
+ * task's token (pool/subcall.h), accepted only while the task runs; it is
+ * then a client like any other.
+ *
  * Once the peer's proof holds the pool judges that identity and answers WELCOME
  * or REFUSED (and closes). A handshake that fails (a wrong proof: a replayed
  * session, a wrong secret) is answered REFUSED "authentication failed: ..." and
@@ -118,7 +123,9 @@ typedef enum {
     MSG_SKIP = 34, /* added: see above */
 } msg_type;
 
-typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2 } peer_role;
+/* ROLE_SUBCALL: a client inside a running call, whose handshake key is that
+ * call's token (pool/subcall.h); its identity ends with u64 parent task id. */
+typedef enum { ROLE_CLIENT = 1, ROLE_WORKER = 2, ROLE_SUBCALL = 3 } peer_role;
 
 typedef enum {
     CALL_OK = 0,           /* payload: pickled result */
@@ -195,6 +202,19 @@ static inline int proto_put_identity(buf_t *b, uint8_t role, uint32_t pid, const
     return wire_end_fields(&w);
 }
 
+/* A sub-call client's identity: proto_put_identity's, then the u64 id of the
+ * task it submits from. Returns 0 or -1. */
+static inline int proto_put_subcall_identity(buf_t *b, uint32_t pid, const char *name,
+                                             size_t name_len, uint64_t parent_task)
+{
+    if (proto_put_identity(b, ROLE_SUBCALL, pid, name, name_len, NULL, 0) < 0)
+        return -1;
+    wire_wr_t w;
+    wire_begin_fields(&w, b);
+    wire_put_u64(&w, parent_task);
+    return wire_end_fields(&w);
+}
+
 /* An identity as proto_get_identity reads it; name points into the input. */
 typedef struct {
     uint8_t role, version;
@@ -203,6 +223,7 @@ typedef struct {
     size_t name_len;
     const uint8_t *near; /* NULL (near_len 0) when the identity is of another version */
     size_t near_len;
+    uint64_t parent_task; /* ROLE_SUBCALL: the task it submits from; else 0 */
 } proto_identity_t;
 
 /* Decode an identity (see above), as the pool does after the handshake: a
@@ -221,8 +242,11 @@ static inline int proto_get_identity(const uint8_t *p, size_t len, proto_identit
     id->name = wire_str16(&r, &id->name_len);
     id->near = NULL;
     id->near_len = 0;
+    id->parent_task = 0;
     if (!r.err && id->version == PROTO_VERSION)
         id->near = wire_str16(&r, &id->near_len);
+    if (!r.err && id->version == PROTO_VERSION && id->role == ROLE_SUBCALL)
+        id->parent_task = wire_u64(&r);
     return r.err ? -1 : 0;
 }
 

@@ -39,6 +39,7 @@ struct call {
     uint16_t retries;
     uint32_t attempts;      /* runs so far, counting the current one */
     int cancel_pending;     /* CANCEL asked while sent ahead: SKIP sent to the worker */
+    int requeue_pending;    /* taken back from a lending worker: SKIP sent (sched_lend) */
     uint64_t submitted_us;
     sched_worker_t *worker; /* NULL while queued */
     uint16_t place;         /* the place it would rather run at; 0: none */
@@ -77,6 +78,8 @@ struct sched_worker {
     uint16_t place;       /* where it runs: 0 none */
     call_list_t tasks;    /* sent, not DONE; the head is running */
     uint64_t head_start;  /* when the head started (see sched.h) */
+    uint32_t lending;     /* sub-call clients of the head task (sched_lend); 0 when the
+                             head changes */
     idmap_t gids;         /* functions this worker has: gid -> func_t */
     sched_worker_t *prev, *next;
 };
@@ -91,6 +94,7 @@ struct sched {
     sched_worker_t *workers;
     sched_worker_t *rr; /* where the next dispatch round starts */
     uint32_t nworkers;
+    uint32_t nlending;  /* workers whose lending is > 0 */
     uint32_t running;
     idmap_t funcs; /* gid -> func_t, every live function */
     uint64_t next_gid;
@@ -493,9 +497,13 @@ void sched_client_remove(sched_t *s, sched_client_t *c)
 
 /* The worker's first task starts running now. If this is its last allowed run
  * its arguments are never sent again: let them go (they may be large). */
-static void head_started(sched_worker_t *w, uint64_t now)
+static void head_started(sched_t *s, sched_worker_t *w, uint64_t now)
 {
     w->head_start = now;
+    if (w->lending) { /* a new head: the old one's sub-call clients lend nothing */
+        w->lending = 0;
+        s->nlending--;
+    }
     call_t *k = w->tasks.head;
     if (k && k->attempts > k->retries && k->args.blob) {
         blob_unref(k->args.blob);
@@ -540,6 +548,10 @@ static void worker_gone(sched_t *s, sched_worker_t *w, uint8_t status, const cha
     call_t *running = w->tasks.head;
     if (running)
         list_unlink(&w->tasks, running);
+    if (w->lending) {
+        w->lending = 0;
+        s->nlending--;
+    }
     s->running -= (uint32_t)w->tasks.n + (running ? 1 : 0);
     /* The ones sent ahead never started: undo their attempt. */
     call_list_t back = {0};
@@ -548,6 +560,7 @@ static void worker_gone(sched_t *s, sched_worker_t *w, uint8_t status, const cha
         list_unlink(&w->tasks, k);
         k->attempts--;
         k->worker = NULL;
+        k->requeue_pending = 0;
         if (k->client && k->cancel_pending)
             call_cancelled(s, k, now);
         else if (k->client)
@@ -597,16 +610,20 @@ static int done_skipped(sched_t *s, sched_worker_t *w, uint64_t task_id, uint64_
     call_t *k = w->tasks.head;
     while (k && k->task_id != task_id)
         k = k->next;
-    if (!k || !k->cancel_pending)
+    if (!k || !(k->cancel_pending || k->requeue_pending))
         return SCHED_PROTOCOL;
     int was_head = k == w->tasks.head;
     list_unlink(&w->tasks, k);
     s->running--;
     k->worker = NULL;
     k->attempts--;
+    k->requeue_pending = 0;
     if (was_head)
-        head_started(w, now);
-    call_cancelled(s, k, now);
+        head_started(s, w, now);
+    if (k->cancel_pending || !k->client)
+        call_cancelled(s, k, now);
+    else
+        queue_add(s, k, 1); /* taken back from a lending worker: first in line */
     return SCHED_OK;
 }
 
@@ -624,7 +641,7 @@ int sched_done(sched_t *s, sched_worker_t *w, uint64_t task_id, uint8_t status,
     list_unlink(&w->tasks, k);
     s->running--;
     k->worker = NULL;
-    head_started(w, now);
+    head_started(s, w, now);
     /* The worker's own clock measures the run; +1 keeps "seen" distinct from 0. */
     func_t *f = k->func;
     uint64_t d = finished_us > started_us ? finished_us - started_us : 0;
@@ -652,6 +669,8 @@ int sched_worker_has_room(const sched_t *s, const sched_worker_t *w, uint64_t no
 {
     const sched_config_t *cfg = &s->cfg;
     size_t n = w->tasks.n;
+    if (w->lending)
+        return 0; /* its slot is lent (sched_lend): nothing more goes there */
     if (n < cfg->ahead_min)
         return 1;
     if (n >= cfg->ahead_max)
@@ -681,13 +700,14 @@ static void send_task(sched_t *s, sched_worker_t *w, call_t *k, uint64_t now)
         (void)idmap_put(&w->gids, f->gid, f);
     }
     int idle = w->tasks.n == 0;
+    k->requeue_pending = 0;
     k->attempts++;
     k->worker = w;
     list_push_back(&w->tasks, k);
     s->running++;
     s->ops->task(s->ctx, w->io, k->task_id, f->gid, &k->args);
     if (idle)
-        head_started(w, now);
+        head_started(s, w, now);
 }
 
 /* The call worker w should take next, or NULL: the oldest call preferring
@@ -849,3 +869,48 @@ void sched_stats(const sched_t *s, sched_stats_t *out)
     out->running = s->running;
     out->queued_bytes = s->queued_bytes;
 }
+
+int sched_task_running(const sched_t *s, uint64_t task_id)
+{
+    for (const sched_worker_t *w = s->workers; w; w = w->next)
+        if (w->tasks.head && w->tasks.head->task_id == task_id)
+            return 1;
+    return 0;
+}
+
+static sched_worker_t *worker_running(const sched_t *s, uint64_t task_id)
+{
+    for (sched_worker_t *w = s->workers; w; w = w->next)
+        if (w->tasks.head && w->tasks.head->task_id == task_id)
+            return w;
+    return NULL;
+}
+
+int sched_lend(sched_t *s, uint64_t task_id)
+{
+    sched_worker_t *w = worker_running(s, task_id);
+    if (!w)
+        return 0;
+    if (w->lending++ == 0)
+        s->nlending++;
+    /* What was sent ahead would wait behind a call that may block on its
+     * sub-calls: ask for it back (done_skipped requeues it). */
+    for (call_t *k = w->tasks.head->next; k; k = k->next) {
+        if (!k->cancel_pending && !k->requeue_pending) {
+            k->requeue_pending = 1;
+            s->ops->skip(s->ctx, w->io, k->task_id);
+        }
+    }
+    return 1;
+}
+
+void sched_unlend(sched_t *s, uint64_t task_id)
+{
+    sched_worker_t *w = worker_running(s, task_id);
+    if (w && w->lending && --w->lending == 0)
+        s->nlending--;
+}
+
+uint32_t sched_lending(const sched_t *s) { return s->nlending; }
+
+int sched_worker_idle(const sched_worker_t *w) { return w->tasks.n == 0; }

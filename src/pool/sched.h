@@ -176,6 +176,22 @@ typedef struct {
     size_t queued_bytes;  /* argument bytes of queued calls */
 } sched_stats_t;
 void sched_stats(const sched_t *s, sched_stats_t *out);
+/* Lending (the pool's answer to nested executors, see docs/user-guide.md): a
+ * sub-call client of running task task_id came (pool/subcall.h), so that call
+ * may block waiting for its sub-calls. Its worker gets nothing more while it
+ * lends, and the tasks sent ahead to it are taken back (SKIP; back to the
+ * front of the queue). The pool makes up for the lent slots with temporary
+ * workers (pool/lend.h). Ends with sched_unlend, or when the task finishes.
+ * Returns 1, or 0 when the task is not running. */
+int sched_lend(sched_t *s, uint64_t task_id);
+void sched_unlend(sched_t *s, uint64_t task_id);
+/* Workers lending their slot now. */
+uint32_t sched_lending(const sched_t *s);
+/* Whether a worker has no task at all (nothing running, nothing sent ahead). */
+int sched_worker_idle(const sched_worker_t *w);
+/* Whether task_id is running now (the head of its worker's tasks): a sub-call
+ * token (pool/subcall.h) holds only then. */
+int sched_task_running(const sched_t *s, uint64_t task_id);
 /* Whether the send-ahead rule lets one more task go to the worker now. */
 int sched_worker_has_room(const sched_t *s, const sched_worker_t *w, uint64_t now);
 /* Tasks sent to the worker and not yet DONE. */

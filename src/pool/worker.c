@@ -6,10 +6,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "net/guard.h"
 #include "pool/join.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
+#include "pool/subcall.h"
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
@@ -151,6 +154,51 @@ static void send_text_error(uint64_t task_id, const wrun_out_t *out, const char 
     }
 }
 
+/* The way back into the pool for the function running (pool/subcall.h): the
+ * worker key (derived from the secret, which is then forgotten), the address
+ * this worker joined and the task running now (0: none). Python reads them
+ * only through _bettong_worker.subcall(), which gives the running task's token. */
+static uint8_t sub_key[SUBCALL_KEY_LEN];
+static char *sub_address;
+static uint64_t sub_task;
+
+static PyObject *py_subcall(PyObject *self, PyObject *noargs)
+{
+    uint8_t token[SUBCALL_KEY_LEN];
+    if (!sub_task || !sub_address)
+        Py_RETURN_NONE;
+    if (subcall_token(sub_key, sub_task, token) < 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot derive the sub-call token");
+        return NULL;
+    }
+    return Py_BuildValue("(sKy#)", sub_address, (unsigned long long)sub_task, (const char *)token,
+                         (Py_ssize_t)sizeof token);
+}
+
+static PyMethodDef subcall_methods[] = {
+    {"subcall", py_subcall, METH_NOARGS,
+     "(pool address, task id, token) of the call running now, or None: what a nested "
+     "executor connects with (a token holds only while its call runs)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef subcall_module = {PyModuleDef_HEAD_INIT, "_bettong_worker", NULL, -1,
+                                            subcall_methods};
+
+/* Put _bettong_worker in sys.modules. With the GIL. Returns 0 or -1. */
+static int add_subcall_module(void)
+{
+    PyObject *m = PyModule_Create(&subcall_module);
+    if (!m)
+        return -1;
+    PyObject *mods = PyImport_GetModuleDict(); /* borrowed */
+    int rc = PyDict_SetItemString(mods, "_bettong_worker", m);
+    Py_DECREF(m);
+    if (rc < 0)
+        PyErr_Clear();
+    return rc;
+}
+
 /* Runs the task and frees its message (as soon as its arguments are read). */
 static void run_task(wmsg_t *m)
 {
@@ -159,8 +207,11 @@ static void run_task(wmsg_t *m)
     uint64_t task_id = m->id;
     int ok = wrun_prepare(m->gid, m->payload, m->len, &call, &out) == 0;
     wio_msg_free(m);
-    if (ok)
+    if (ok) {
+        sub_task = task_id;
         wrun_run(&call, &out);
+        sub_task = 0;
+    }
     const void *data;
     size_t len;
     wrun_payload(&out, &data, &len);
@@ -250,7 +301,14 @@ static int run_process(const worker_args_t *a)
     }
     uint32_t id = 0;
     int rc = wio_hello(a->connect, name, a->near, secret, &id, err, sizeof err);
+    int keyed = rc == 0 ? subcall_worker_key(secret, strlen(secret), sub_key) : 0;
+    OPENSSL_cleanse(secret, strlen(secret));
     free(secret);
+    sub_address = strdup(a->connect);
+    if (keyed < 0 || !sub_address) {
+        log_error("cannot derive the sub-call key (out of memory?)");
+        return WORKER_EXIT_ERROR;
+    }
     if (rc != 0) {
         log_error("%s", err);
         return rc;
@@ -269,6 +327,10 @@ static int run_process(const worker_args_t *a)
         return WORKER_EXIT_ERROR;
     }
     py_gil_enter();
+    if (add_subcall_module() < 0) {
+        log_error("cannot make the _bettong_worker module");
+        return WORKER_EXIT_ERROR;
+    }
     if (wrun_init(err, sizeof err) < 0 || wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;

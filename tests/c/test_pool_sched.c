@@ -1033,6 +1033,50 @@ static void test_places_interned_and_bounded(void **state)
     sched_free(s);
 }
 
+/* A worker lending its slot (a call waiting on its sub-calls) gets nothing
+ * more; what was sent ahead to it is asked back (SKIP) and, once dropped,
+ * goes to the front of the queue, to another worker. When the head task is
+ * done, the lending ends with it. */
+static void test_lend_takes_back_sent_ahead_and_blocks_worker(void **state)
+{
+    static char w2_io[4];
+    sched_t *s = new_sched(4, 4, 1000000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    sched_worker_t *w = sched_worker_add(s, worker_io, 1, 100);
+    add_func(s, c, 1);
+    for (uint64_t i = 1; i <= 3; i++)
+        add_call(s, c, 1, i, 0, 0, 10);
+    sched_dispatch(s, 10);
+    assert_int_equal(count(EV_TASK, worker_io, 0), 3); /* 1 running, 2 and 3 ahead */
+    uint64_t head = nth(EV_TASK, worker_io, 0, 0)->id;
+    assert_int_equal(sched_lend(s, head + 100), 0); /* not running: nothing */
+    assert_int_equal(sched_lend(s, head), 1);
+    assert_int_equal(sched_lending(s), 1);
+    assert_int_equal(count(EV_SKIP, worker_io, 0), 2);
+    uint64_t t2 = nth(EV_TASK, worker_io, 1, 0)->id, t3 = nth(EV_TASK, worker_io, 2, 0)->id;
+    assert_int_equal(sched_done(s, w, t3, CALL_CANCELLED, 20, 20, NULL, 0, 20), SCHED_OK);
+    assert_int_equal(sched_done(s, w, t2, CALL_CANCELLED, 20, 20, NULL, 0, 20), SCHED_OK);
+    assert_int_equal(count(EV_CANCELLED, NULL, 0), 0); /* not cancelled: queued again */
+    add_call(s, c, 1, 4, 0, 0, 21);
+    size_t mark = nev;
+    sched_dispatch(s, 22);
+    assert_int_equal(count(EV_TASK, worker_io, mark), 0); /* lending: nothing for it */
+    sched_worker_t *w2 = sched_worker_add(s, w2_io, 2, 200);
+    sched_dispatch(s, 23);
+    assert_int_equal(count(EV_TASK, w2_io, mark), 3);
+    /* in their first order: 2, 3, then 4 */
+    assert_int_equal(task_call(nth(EV_TASK, w2_io, 0, mark)), 2);
+    assert_int_equal(task_call(nth(EV_TASK, w2_io, 1, mark)), 3);
+    assert_int_equal(task_call(nth(EV_TASK, w2_io, 2, mark)), 4);
+    /* the head is done: the lending ends with it */
+    done_ok(s, w, nth(EV_TASK, worker_io, 0, 0), 10, 30);
+    assert_int_equal(sched_lending(s), 0);
+    sched_unlend(s, head); /* its sub-call client leaving later changes nothing */
+    assert_int_equal(sched_lending(s), 0);
+    (void)w2;
+    sched_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1061,6 +1105,7 @@ int main(void)
         cmocka_unit_test(test_retry_keeps_place),
         cmocka_unit_test(test_places_interned_and_bounded),
         cmocka_unit_test(test_near_wait_configurable),
+        cmocka_unit_test(test_lend_takes_back_sent_ahead_and_blocks_worker),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
