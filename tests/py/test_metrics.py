@@ -403,23 +403,24 @@ def prom_query(base, expr):
     return float(res[0]["value"][1]) if res else None
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary (Debian package "
-                    "'prometheus', installed by `make deps`) is not on PATH")
-def test_a_prometheus_server_scrapes_a_cluster(bt, tmp_path):
-    c, addrs, ms, words = cluster_counts(bt)
-    n_words = sum(len(w) for w in words)
-    # Prometheus prints no bound port for port 0: a reserved one (conftest).
-    port = bt.reserve_port()
+def start_prometheus(procs, tmp_path, port, jobs):
+    """A real Prometheus server on 127.0.0.1:port (it prints no bound port for
+    port 0: a reserved one, conftest), scraping every 200 ms the targets of
+    `jobs` ({job name: [H:P, ...]}), once it reports every target up: its base
+    URL and its process."""
     conf = tmp_path / "prometheus.yml"
     conf.write_text("global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n"
-                    "scrape_configs:\n  - job_name: bettong\n    static_configs:\n"
-                    "      - targets: [%s]\n" % ", ".join('"%s"' % a for a in addrs))
+                    "scrape_configs:\n" + "".join(
+                        "  - job_name: %s\n    static_configs:\n      - targets: [%s]\n"
+                        % (job, ", ".join('"%s"' % a for a in targets))
+                        for job, targets in jobs.items()))
     log = open(tmp_path / "prometheus.log", "wb")
-    prom = bt.procs.spawn([PROMETHEUS, "--config.file", str(conf),
-                           "--web.listen-address", "127.0.0.1:%d" % port,
-                           "--storage.tsdb.path", str(tmp_path / "tsdb")],
-                          stdout=log, stderr=log)
+    prom = procs.spawn([PROMETHEUS, "--config.file", str(conf),
+                        "--web.listen-address", "127.0.0.1:%d" % port,
+                        "--storage.tsdb.path", str(tmp_path / "tsdb")],
+                       stdout=log, stderr=log)
     base = "http://127.0.0.1:%d" % port
+    n = sum(len(t) for t in jobs.values())
 
     def targets_up():
         if prom.poll() is not None:
@@ -430,8 +431,17 @@ def test_a_prometheus_server_scrapes_a_cluster(bt, tmp_path):
         except OSError:
             return False
         active = d["data"]["activeTargets"]
-        return len(active) == 2 and all(t["health"] == "up" for t in active)
-    wait_until(targets_up, 30, "prometheus to scrape both workers", interval=0.2)
+        return len(active) == n and all(t["health"] == "up" for t in active)
+    wait_until(targets_up, 30, "prometheus to scrape its %d targets" % n, interval=0.2)
+    return base, prom
+
+
+@pytest.mark.skipif(PROMETHEUS is None, reason="the prometheus binary (Debian package "
+                    "'prometheus', installed by `make deps`) is not on PATH")
+def test_a_prometheus_server_scrapes_a_cluster(bt, tmp_path):
+    c, addrs, ms, words = cluster_counts(bt)
+    n_words = sum(len(w) for w in words)
+    base, prom = start_prometheus(bt.procs, tmp_path, bt.reserve_port(), {"bettong": addrs})
     got = wait_until(lambda: prom_query(base, "sum(bettong_source_messages_total)"), 15,
                      "a query result", interval=0.2)
     assert got == len(LINES)

@@ -17,7 +17,8 @@ import pytest
 
 from conftest import BIN, REPO, wait_until
 from executor_helpers import RESULT_TIMEOUT, LineReader, TcpPool, sub_env
-from test_metrics import PROMETHEUS, http_json, http_raw, parse, prom_query, scrape, value
+from test_metrics import (PROMETHEUS, http_raw, parse, prom_query, scrape, start_prometheus,
+                          value)
 
 import bettong  # noqa: E402,F401
 
@@ -285,31 +286,8 @@ def test_a_prometheus_server_scrapes_a_pool_and_a_store(procs, executors, stores
     store_known_requests()
     wait_until(lambda: pool_done(parse(scrape(paddr))) == n, 10, "the pool's count")
     wait_until(lambda: latencies_counted(saddr), 10, "the store's count")
-    port = reserve_port()
-    conf = tmp_path / "prometheus.yml"
-    conf.write_text("global:\n  scrape_interval: 200ms\n  scrape_timeout: 150ms\n"
-                    "scrape_configs:\n"
-                    "  - job_name: pool\n    static_configs:\n      - targets: [\"%s\"]\n"
-                    "  - job_name: store\n    static_configs:\n      - targets: [\"%s\"]\n"
-                    % (paddr, saddr))
-    log = open(tmp_path / "prometheus.log", "wb")
-    prom = procs.spawn([PROMETHEUS, "--config.file", str(conf),
-                        "--web.listen-address", "127.0.0.1:%d" % port,
-                        "--storage.tsdb.path", str(tmp_path / "tsdb")],
-                       stdout=log, stderr=log)
-    base = "http://127.0.0.1:%d" % port
-
-    def targets_up():
-        if prom.poll() is not None:
-            pytest.fail("prometheus exited with %d:\n%s" % (
-                prom.returncode, (tmp_path / "prometheus.log").read_text()))
-        try:
-            d = http_json(base + "/api/v1/targets")
-        except OSError:
-            return False
-        active = d["data"]["activeTargets"]
-        return len(active) == 2 and all(t["health"] == "up" for t in active)
-    wait_until(targets_up, 30, "prometheus to scrape the pool and the store", interval=0.2)
+    base, prom = start_prometheus(procs, tmp_path, reserve_port(),
+                                  {"pool": [paddr], "store": [saddr]})
     got = wait_until(lambda: prom_query(base, "sum(bettong_pool_calls_submitted_total)"), 15,
                      "a query result", interval=0.2)
     assert got == n
