@@ -5,6 +5,21 @@ import pickle
 import traceback
 
 
+def _set_env(env):
+    """Set env's variables; what they were (None: unset), for _restore_env."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    return saved
+
+
+def _restore_env(saved):
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 class EnvFunction:
     """Runs `func` with extra environment variables set for the duration of the
     call (map/call_async's extra_env), then puts the environment back."""
@@ -14,16 +29,11 @@ class EnvFunction:
         self.env = {str(k): str(v) for k, v in env.items()}
 
     def __call__(self, *args, **kwargs):
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
+        saved = _set_env(self.env)
         try:
             return self.func(*args, **kwargs)
         finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            _restore_env(saved)
 
     def __repr__(self):
         return f"<{self.func!r} with extra_env {sorted(self.env)}>"
@@ -53,8 +63,7 @@ class LimitedFunction:
         self.memory_mb = memory_mb
 
     def __call__(self, *args, **kwargs):
-        saved = {k: os.environ.get(k) for k in self.env}
-        os.environ.update(self.env)
+        saved = _set_env(self.env)
         limit = None
         try:
             if self.memory_mb:
@@ -69,11 +78,7 @@ class LimitedFunction:
             if limit is not None:
                 import resource
                 resource.setrlimit(resource.RLIMIT_AS, limit)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            _restore_env(saved)
 
     def __repr__(self):
         return f"<{self.func!r} with memory {self.memory_mb} MiB, extra_env {sorted(self.env)}>"
