@@ -85,6 +85,21 @@ static void on_answer(cl_link_t *l, const uint8_t *body, size_t len)
 /* After the WELCOME the acceptor says nothing more on this link, unless it
  * refuses what we said after it (the coordinator: a JOIN under a name another
  * worker took meanwhile). Anything else is dropped unread. */
+/* The next whole frame in l->in (*h its length field, *len its body's
+ * length): 1, 0 when it is not all there yet, -1 when the length is not one
+ * of ours. */
+static int next_frame(cl_link_t *l, const uint8_t **h, uint32_t *len)
+{
+    size_t un = buf_unread(&l->in);
+    if (un < 4)
+        return 0;
+    *h = buf_head(&l->in);
+    *len = (uint32_t)(*h)[0] << 24 | (uint32_t)(*h)[1] << 16 | (uint32_t)(*h)[2] << 8 | (*h)[3];
+    if (*len == 0 || *len > LINK_MAX_FRAME)
+        return -1;
+    return un >= 4 + (size_t)*len;
+}
+
 static void after_welcome(cl_link_t *l, const uint8_t *p, size_t n)
 {
     if (buf_append(&l->in, p, n) < 0) {
@@ -92,16 +107,12 @@ static void after_welcome(cl_link_t *l, const uint8_t *p, size_t n)
         return;
     }
     for (;;) {
-        size_t un = buf_unread(&l->in);
-        if (un < 4)
-            return;
-        const uint8_t *h = buf_head(&l->in);
-        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-        if (len == 0 || len > LINK_MAX_FRAME) {
+        const uint8_t *h;
+        uint32_t len;
+        int rc = next_frame(l, &h, &len);
+        if (rc < 0)
             buf_free(&l->in); /* not framed as ours: nothing here to read */
-            return;
-        }
-        if (un < 4 + (size_t)len)
+        if (rc <= 0)
             return;
         char why[200];
         if (cl_refused_why(h + 4, len, why, sizeof why)) {
@@ -126,16 +137,12 @@ static void on_data(outconn_t *o, const uint8_t *p, size_t n)
         return;
     }
     while (l->state == LINK_HELLO || l->state == LINK_PROOF) {
-        size_t un = buf_unread(&l->in);
-        if (un < 4)
-            return;
-        const uint8_t *h = buf_head(&l->in);
-        uint32_t len = (uint32_t)h[0] << 24 | (uint32_t)h[1] << 16 | (uint32_t)h[2] << 8 | h[3];
-        if (len == 0 || len > LINK_MAX_FRAME) {
+        const uint8_t *h;
+        uint32_t len;
+        int rc = next_frame(l, &h, &len);
+        if (rc < 0)
             link_fail(l, "%s", "the peer does not speak the cluster handshake");
-            return;
-        }
-        if (un < 4 + (size_t)len)
+        if (rc <= 0)
             return;
         if (l->state == LINK_HELLO)
             on_challenge(l, h + 4, len);
