@@ -87,6 +87,13 @@ def port_open(port, host="127.0.0.1"):
 from proctree import children_of  # noqa: E402,F401  (re-exported for the tests)
 
 
+def sanitized(pid=None):
+    """Whether a process (this one by default) runs with AddressSanitizer
+    (`make asan`, which preloads it into every process the tests start)."""
+    with open("/proc/%s/maps" % (pid or "self")) as f:
+        return "libasan" in f.read()
+
+
 def wait_until(predicate, timeout, what, interval=0.02):
     """Poll `predicate` until it returns a true value (returned); fail after `timeout`."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import (BIN, REPO, SOURCE_RE, authenticated_socket, example_path,
+from conftest import (BIN, REPO, SOURCE_RE, authenticated_socket, example_path, sanitized,
                       wait_until)
 
 PYDIR = REPO / "python"
@@ -46,16 +46,11 @@ def low_fd_limit():
 
 # ------------------------------------------------------------------ helpers
 
-def sanitized(pid):
-    """Whether the process runs with AddressSanitizer (`make asan`): its
-    allocator's redzones and quarantine cost more per connection than the
-    target allows, so there only an amplification (gigabytes) fails the test."""
-    with open("/proc/%d/maps" % pid) as f:
-        return "libasan" in f.read()
-
-
 def rss_limits(pid):
-    """(total RSS limit, growth limit) in MB for the amplification tests."""
+    """(total RSS limit, growth limit) in MB for the amplification tests. Under
+    AddressSanitizer the allocator's redzones and quarantine cost more per
+    connection than the target allows, so there only an amplification
+    (gigabytes) fails the test."""
     return (1000, 1000) if sanitized(pid) else (RSS_LIMIT_MB, 50)
 
 

@@ -15,6 +15,7 @@ import time
 import cloudpickle
 import pytest
 
+from conftest import sanitized
 from executor_helpers import RESULT_TIMEOUT, bettong_procs, descendants, stat, wait_all_gone
 
 import bettong  # noqa: E402  (executor_helpers puts python/ on sys.path)
@@ -895,6 +896,8 @@ def _alloc(mib):
     return len(bytearray(mib * 1024 * 1024))
 
 
+@pytest.mark.skipif(sanitized(), reason="RLIMIT_AS cannot work under AddressSanitizer, "
+                    "whose shadow memory needs terabytes of address space")
 def test_runtime_memory_is_a_per_call_limit(ex):
     fs = ex.map(_alloc, [200, 8], runtime_memory=48)
     with pytest.raises(MemoryError):
