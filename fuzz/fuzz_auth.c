@@ -343,20 +343,34 @@ static void op_identity(const uint8_t *p, size_t n)
             used += 2 + pi.near_len;
             CHECK(used <= n);
         }
+        /* a sub-call client's identity (this version) ends with its parent task */
+        size_t parent_at = used;
+        if (pi.near && pi.role == ROLE_SUBCALL) {
+            CHECK(used + 8 <= n);
+            uint64_t t = 0;
+            for (size_t i = 0; i < 8; i++)
+                t = t << 8 | p[used + i];
+            CHECK(t == pi.parent_task);
+        } else {
+            CHECK(pi.parent_task == 0);
+        }
         if (pi.name_len <= PROTO_NAME_MAX && pi.near_len <= PROTO_PLACE_MAX) {
             CHECK(proto_put_identity(&b, pi.role, pi.pid, (const char *)pi.name, pi.name_len,
                                      (const char *)pi.near, pi.near_len) == 0);
             if (!pi.near)
                 b.len -= 2; /* (another version's identity has no near to compare) */
-            CHECK(buf_unread(&b) == used);
+            CHECK(buf_unread(&b) == parent_at);
             buf_head(&b)[1] = pi.version;
-            CHECK(memcmp(buf_head(&b), p, used) == 0);
+            CHECK(memcmp(buf_head(&b), p, parent_at) == 0);
         }
     } else {
-        /* cut short in the name, or (this version) in the near */
+        /* cut short in the name, or (this version) in the near, or (a
+         * sub-call client's) in its parent task */
         size_t at = n < 8 ? 0 : 8 + (size_t)(p[6] << 8 | p[7]);
+        size_t near_end = n < at + 2 ? 0 : at + 2 + (size_t)(p[at] << 8 | p[at + 1]);
         CHECK(n < 8 || n < at ||
-              (p[1] == PROTO_VERSION && (n < at + 2 || n < at + 2 + (size_t)(p[at] << 8 | p[at + 1]))));
+              (p[1] == PROTO_VERSION &&
+               (n < at + 2 || n < near_end || (p[0] == ROLE_SUBCALL && n < near_end + 8))));
     }
     buf_clear(&b);
     sproto_identity_t si;
