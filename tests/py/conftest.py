@@ -5,6 +5,7 @@ process killed at teardown.
 The binary is $BETTONG_BIN, or build/bettong in the repository.
 """
 
+import functools
 import importlib.util
 import os
 import re
@@ -92,6 +93,15 @@ def sanitized(pid=None):
     (`make asan`, which preloads it into every process the tests start)."""
     with open("/proc/%s/maps" % (pid or "self")) as f:
         return "libasan" in f.read()
+
+
+@functools.lru_cache(maxsize=None)
+def bin_sanitized():
+    """Whether the bettong binary under test is built with AddressSanitizer
+    (`make asan`): the processes it runs (stream workers, pool workers,
+    stores) run with it."""
+    with open(BIN, "rb") as f:
+        return b"libasan.so" in f.read()
 
 
 def wait_until(predicate, timeout, what, interval=0.02):

@@ -15,7 +15,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import sanitized
+from conftest import bin_sanitized
 from executor_helpers import RESULT_TIMEOUT, bettong_procs, descendants, stat, wait_all_gone
 
 import bettong  # noqa: E402  (executor_helpers puts python/ on sys.path)
@@ -896,7 +896,7 @@ def _alloc(mib):
     return len(bytearray(mib * 1024 * 1024))
 
 
-@pytest.mark.skipif(sanitized(), reason="RLIMIT_AS cannot work under AddressSanitizer, "
+@pytest.mark.skipif(bin_sanitized(), reason="RLIMIT_AS cannot work under AddressSanitizer, "
                     "whose shadow memory needs terabytes of address space")
 def test_runtime_memory_is_a_per_call_limit(ex):
     fs = ex.map(_alloc, [200, 8], runtime_memory=48)
