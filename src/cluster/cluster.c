@@ -15,6 +15,7 @@
 #include "net/outconn.h"
 #include "py/bridge.h"
 #include "py/pyerr.h"
+#include "stream/stopology.h"
 #include "util/hist.h"
 #include "util/log.h"
 
@@ -28,6 +29,7 @@ typedef struct {
     char name[CL_NAME_MAX];
     char control[CL_ADDR_MAX];
     char data[CL_ADDR_MAX];
+    char metrics[CL_ADDR_MAX]; /* its metrics endpoint, "" without */
     cl_link_t link; /* our data connection to it */
     int link_open;
     uint64_t sent;      /* messages appended to the link */
@@ -67,6 +69,8 @@ struct cluster {
     peer_t *peers[CL_MAX_WORKERS];
     unsigned self;
     int have_self;
+    int self_state;                 /* as the last MEMBERS said */
+    char metrics_addr[CL_ADDR_MAX]; /* our metrics endpoint, "" without */
     routing_table_t table;
     int have_table;
     uint32_t slot_runs[ROUTING_SLOTS]; /* messages run per slot since the last LOADQ */
@@ -526,6 +530,7 @@ static int join_coordinator(cluster_t *c, char *err, size_t errlen)
     wire_put_str16(&w, c->control_l.addr, strlen(c->control_l.addr));
     wire_put_str16(&w, c->data_l.addr, strlen(c->data_l.addr));
     wire_put_str16(&w, c->token, strlen(c->token));
+    wire_put_str16(&w, c->metrics_addr, strlen(c->metrics_addr));
     wire_end(&w);
     c->to_coord_open = 1;
     c->open_handles++;
@@ -561,10 +566,14 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
     for (unsigned i = 0; i < n && !r->err; i++) {
         unsigned index = wire_u16(r);
         int state = wire_u8(r);
-        char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
+        char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX],
+            metrics[CL_ADDR_MAX];
         cl_str16(r, name, sizeof name);
         cl_str16(r, control, sizeof control);
         cl_str16(r, data, sizeof data);
+        cl_str16(r, metrics, sizeof metrics);
+        if (!r->err && index == c->self)
+            c->self_state = state;
         if (r->err || index == c->self)
             continue;
         peer_t *p = peer_get(c, index);
@@ -574,6 +583,7 @@ static void apply_members(cluster_t *c, wire_rd_t *r)
         p->known = 1;
         snprintf(p->control, sizeof p->control, "%s", control);
         snprintf(p->data, sizeof p->data, "%s", data);
+        snprintf(p->metrics, sizeof p->metrics, "%s", metrics);
         if (state == CL_LOST_STATE) {
             peer_lost(c, p, "reported by the coordinator");
             continue;
@@ -1353,6 +1363,9 @@ int cluster_start(cluster_t **out, uv_loop_t *loop, app_t *app, exec_t *x,
     c->x = x;
     c->cfg = *cfg;
     c->hooks = *hooks;
+    snprintf(c->metrics_addr, sizeof c->metrics_addr, "%s",
+             hooks->metrics_addr ? hooks->metrics_addr : "");
+    c->hooks.metrics_addr = NULL; /* (the copy above is what lives on) */
     if (hooks->metrics && register_metrics(c, hooks->metrics) < 0) {
         snprintf(err, errlen, "cannot register the cluster's metrics (out of memory)");
         return -1;
@@ -1524,7 +1537,47 @@ static void op_claim_stream(void *h, uint32_t id, const char *name)
     cluster_claim_stream(h, id, name);
 }
 
+static int member_json(buf_t *out, int first, const char *name, unsigned index, int state,
+                       const char *metrics)
+{
+    char head[64];
+    snprintf(head, sizeof head, "%s{\"index\":%u,\"state\":", first ? "" : ",", index);
+    return buf_append(out, head, strlen(head)) ||
+           stopology_json_string(out, state ? cl_state_name(state) : "joining") ||
+           buf_append(out, ",\"name\":", 8) || stopology_json_string(out, name) ||
+           buf_append(out, ",\"metrics\":", 11) || stopology_json_string(out, metrics) ||
+           buf_append(out, "}", 1)
+               ? -1
+               : 0;
+}
+
+/* The members as this worker knows them, itself included, as a JSON array:
+ * what lets a dashboard or `bettong top` given one worker find the others. */
+static int op_members_json(const void *handle, buf_t *out)
+{
+    const cluster_t *c = handle;
+    if (buf_append(out, "[", 1) < 0)
+        return -1;
+    int first = 1;
+    if (c->have_self) {
+        if (member_json(out, 1, c->cfg.name, c->self, c->self_state, c->metrics_addr) < 0)
+            return -1;
+        first = 0;
+    }
+    for (unsigned i = 0; i < CL_MAX_WORKERS; i++) {
+        const peer_t *p = c->peers[i];
+        if (!p || !p->known || (c->have_self && i == c->self))
+            continue;
+        if (member_json(out, first, p->name, i, p->lost ? CL_LOST_STATE : p->state,
+                        p->metrics) < 0)
+            return -1;
+        first = 0;
+    }
+    return buf_append(out, "]", 1) < 0 ? -1 : 0;
+}
+
 const engine_cluster_ops_t cluster_engine_ops = {
+    .members_json = op_members_json,
     .start = op_start,
     .flush = op_flush,
     .keepalive = op_keepalive,

@@ -36,6 +36,7 @@ typedef struct {
     char name[CL_NAME_MAX];
     char control[CL_ADDR_MAX];
     char data[CL_ADDR_MAX];
+    char metrics[CL_ADDR_MAX]; /* its metrics endpoint, "" without */
     inconn_t *in;      /* its control connection to us */
     cl_link_t out;     /* ours to its control listener */
     int out_open;
@@ -168,6 +169,7 @@ static void send_members(coord_t *k, member_t *to)
         wire_put_str16(&w, m->name, strlen(m->name));
         wire_put_str16(&w, m->control, strlen(m->control));
         wire_put_str16(&w, m->data, strlen(m->data));
+        wire_put_str16(&w, m->metrics, strlen(m->metrics));
     }
     wire_end(&w);
     outconn_flush(&to->out.o);
@@ -275,11 +277,13 @@ static int all_owners_joined(coord_t *k)
 static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
 {
     char name[CL_NAME_MAX], control[CL_ADDR_MAX], data[CL_ADDR_MAX];
-    char token[CL_TOKEN_LEN + 1];
+    char token[CL_TOKEN_LEN + 1], metrics[CL_ADDR_MAX] = "";
     cl_str16(r, name, sizeof name);
     cl_str16(r, control, sizeof control);
     cl_str16(r, data, sizeof data);
     cl_str16(r, token, sizeof token);
+    if (!r->err && r->p < r->end) /* optional: none without a metrics endpoint */
+        cl_str16(r, metrics, sizeof metrics);
     if (r->err || !name[0] || strlen(token) != CL_TOKEN_LEN)
         return -1;
     if (strcmp(name, kc->hello.name) != 0) {
@@ -311,6 +315,7 @@ static int admit(coord_t *k, inconn_t *ic, kconn_t *kc, wire_rd_t *r)
     snprintf(m->name, sizeof m->name, "%s", name);
     snprintf(m->control, sizeof m->control, "%s", control);
     snprintf(m->data, sizeof m->data, "%s", data);
+    snprintf(m->metrics, sizeof m->metrics, "%s", metrics);
     m->in = ic;
     kc->member = (int)m->index;
     char lname[128];
@@ -1092,24 +1097,26 @@ static void status_reply(coord_t *k)
                             k->formed ? "formed" : "forming", count_state(k, CL_ACTIVE),
                             k->l.addr);
     off += (size_t)snprintf(text + off, sizeof text - off,
-                            "%-16s %5s %-8s %6s %8s %10s %10s %10s %s\n", "NAME", "INDEX",
-                            "STATE", "SLOTS", "KEYS", "IN", "OUT", "FORWARDED", "DATA");
+                            "%-16s %5s %-8s %6s %8s %10s %10s %10s %-21s %s\n", "NAME",
+                            "INDEX", "STATE", "SLOTS", "KEYS", "IN", "OUT", "FORWARDED",
+                            "METRICS", "DATA");
     for (unsigned i = 0; i < k->nm && off < sizeof text - 200; i++) {
         member_t *m = k->m[i];
         unsigned slots = k->formed ? routing_count(&k->table, i) : 0;
         if (live(m) && m->status_ok)
             off += (size_t)snprintf(text + off, sizeof text - off,
-                                    "%-16s %5u %-8s %6u %8llu %10llu %10llu %10llu %s\n",
+                                    "%-16s %5u %-8s %6u %8llu %10llu %10llu %10llu %-21s %s\n",
                                     m->name, i, cl_state_name(m->state), slots,
                                     (unsigned long long)m->keys,
                                     (unsigned long long)m->in_count,
                                     (unsigned long long)m->out_count,
-                                    (unsigned long long)m->forwarded, m->data);
+                                    (unsigned long long)m->forwarded,
+                                    m->metrics[0] ? m->metrics : "-", m->data);
         else
             off += (size_t)snprintf(text + off, sizeof text - off,
-                                    "%-16s %5u %-8s %6u %8s %10s %10s %10s %s\n", m->name, i,
-                                    live(m) ? "silent" : cl_state_name(m->state), slots, "-",
-                                    "-", "-", "-", m->data);
+                                    "%-16s %5u %-8s %6u %8s %10s %10s %10s %-21s %s\n", m->name,
+                                    i, live(m) ? "silent" : cl_state_name(m->state), slots, "-",
+                                    "-", "-", "-", m->metrics[0] ? m->metrics : "-", m->data);
     }
     if (off >= sizeof text)
         off = sizeof text - 1;

@@ -87,7 +87,8 @@ enum {
                           i64 event time, then as CL_MSG (sent when it is not 0) */
     /* control: worker -> coordinator */
     CL_JOIN = 20,      /* str16 name (the one proven), str16 control address, str16 data
-                          address, str16 join token (the coordinator proves it back) */
+                          address, str16 join token (the coordinator proves it back),
+                          [str16 metrics address, "" for none] */
     CL_COUNTS = 21,    /* u32 seq, u16 n, n x (u16 peer, u64 sent, u64 processed) */
     CL_INSTALLED = 22, /* u32 slots installed since the last one */
     CL_ACK = 23,       /* u32 seq */
@@ -104,7 +105,7 @@ enum {
                           its own link and declares it lost or not */
     /* control: coordinator -> worker */
     CL_MEMBERS = 30,   /* u16 you, u16 n, n x (u16 index, u8 state, str16 name,
-                          str16 control, str16 data) */
+                          str16 control, str16 data, str16 metrics) */
     CL_TABLE = 31,     /* u32 seq, ROUTING_SLOTS x u16 owner */
     CL_PAUSE = 32,     /* u32 seq: hold the sources, then answer COUNTS */
     CL_COUNTQ = 33,    /* u32 seq: answer COUNTS */

@@ -642,6 +642,14 @@ static const char *source_bound_addr(void *ctx, size_t i)
     return e->sources[i].listening ? e->sources[i].listener.addr : NULL;
 }
 
+static int cluster_members(void *ctx, buf_t *out)
+{
+    engine_t *e = ctx;
+    if (!e->cluster || !e->cl->members_json)
+        return buf_append(out, "[]", 2) < 0 ? -1 : 0;
+    return e->cl->members_json(e->cluster, out);
+}
+
 /* The endpoint's pages: /metrics (readable by a dashboard served by another
  * worker: docs/security.md), the topology, and the dashboard's files. */
 static int add_routes(engine_t *e)
@@ -649,7 +657,8 @@ static int add_routes(engine_t *e)
     e->topology = (stopology_t){.app = e->app, .cluster = e->opt->cluster != NULL,
                                 .worker = e->opt->worker_name ? e->opt->worker_name
                                                               : "initializer",
-                                .source_addr = source_bound_addr, .ctx = e};
+                                .source_addr = source_bound_addr,
+                                .members = e->opt->cluster ? cluster_members : NULL, .ctx = e};
     if (httpd_route_flags(e->httpd, "/topology.json", "application/json", topology_page,
                           &e->topology, HTTPD_ANY_ORIGIN) < 0 ||
         dashboard_serve_metrics(e->httpd, e->metrics) < 0)
@@ -942,14 +951,18 @@ int engine_run(app_t *app, const engine_options_t *opt)
     uv_timer_start(&e.stats_timer, on_stats_timer, STATS_INTERVAL_MS, STATS_INTERVAL_MS);
 
     start_sinks(&e);
-    if (opt->cluster) {
+    /* Before the cluster: the JOIN tells the others where our metrics are. */
+    if (start_metrics(&e) < 0) {
+        begin_stop(&e, 2, "the metrics endpoint cannot listen");
+    } else if (opt->cluster) {
         /* Sources wait until the cluster has formed. */
         e.held = 1;
         e.paused = 1;
         engine_cluster_hooks_t hooks = {.ctx = &e, .hold_sources = hook_hold,
                                  .batch_begin = hook_batch_begin, .batch_end = hook_batch_end,
                                  .finish = hook_finish, .progress = hook_progress,
-                                 .ran = hook_ran, .metrics = e.metrics};
+                                 .ran = hook_ran, .metrics = e.metrics,
+                                 .metrics_addr = e.httpd ? httpd_addr(e.httpd) : NULL};
         if (e.resil) {
             hooks.checkpoint_sources = hook_checkpoint_sources;
             hooks.checkpoint_state = hook_checkpoint_state;
@@ -970,9 +983,7 @@ int engine_run(app_t *app, const engine_options_t *opt)
         }
     }
     if (e.stopping) {
-        /* the cluster could not start: nothing listens */
-    } else if (start_metrics(&e) < 0) {
-        begin_stop(&e, 2, "the metrics endpoint cannot listen");
+        /* the metrics endpoint or the cluster could not start: no source listens */
     } else if (start_sources(&e) < 0) {
         e.exit_code = 2;
         begin_stop(&e, 2, "a source cannot listen");

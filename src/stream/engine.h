@@ -12,6 +12,7 @@
 
 #include "stream/app.h"
 #include "stream/exec.h"
+#include "util/buf.h"
 #include "util/metrics.h"
 
 /* What a cluster, a layer above the engine, asks of the engine it runs in. */
@@ -57,6 +58,9 @@ typedef struct {
     /* --metrics-listen: the worker's registry, for the cluster's own series
      * (rendered on the loop thread); NULL without. */
     metrics_t *metrics;
+    /* Its endpoint's bound address ("H:P"), told to the other members so that
+     * a dashboard or `bettong top` finds every worker from one; NULL without. */
+    const char *metrics_addr;
 } engine_cluster_hooks_t;
 
 /* How the engine reaches the cluster without knowing it: the command that
@@ -92,6 +96,9 @@ typedef struct {
     /* A resumable stream connected here: ask the coordinator for it (the
      * answer is the stream_granted hook, with this id). */
     void (*claim_stream)(void *handle, uint32_t id, const char *name);
+    /* Append the members (this worker too) as a JSON array of {index, state,
+     * name, metrics}, for /topology.json. 0, or -1 (memory). */
+    int (*members_json)(const void *handle, buf_t *out);
 } engine_cluster_ops_t;
 
 typedef struct {

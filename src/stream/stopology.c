@@ -101,5 +101,9 @@ int stopology_json(const stopology_t *t, buf_t *out)
     for (size_t i = 0; i < t->app->npipes; i++)
         if ((i && put(out, ",")) || put_pipeline(out, t, i))
             return -1;
-    return put(out, "]}\n");
+    if (put(out, "]"))
+        return -1;
+    if (t->members && (put(out, ",\"members\":") || t->members(t->ctx, out)))
+        return -1;
+    return put(out, "}\n");
 }

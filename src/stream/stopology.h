@@ -2,7 +2,8 @@
  * (served at /topology.json by the worker's metrics endpoint): the
  * application, this worker, and per pipeline its source, its steps (index,
  * name, kind: the same index and name as the step metrics' labels) and its
- * sinks (H:P, as the sink metrics' label). Made from the loaded app_t, in C;
+ * sinks (H:P, as the sink metrics' label); in a cluster, the members (name,
+ * state, metrics address) this worker knows. Made from the loaded app_t, in C;
  * no Python. */
 #ifndef BETTONG_STOPOLOGY_H
 #define BETTONG_STOPOLOGY_H
@@ -17,6 +18,9 @@ typedef struct {
     /* The address pipeline i's source listens on here ("H:P", the port the
      * kernel gave for port 0), or NULL: the configured one is shown. */
     const char *(*source_addr)(void *ctx, size_t i);
+    /* A cluster's members with their metrics addresses (a JSON array appended
+     * to out; 0 or -1), or NULL outside a cluster: "members" is left out. */
+    int (*members)(void *ctx, buf_t *out);
     void *ctx;
 } stopology_t;
 

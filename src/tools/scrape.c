@@ -79,8 +79,8 @@ int scrape_http_body(const char *p, size_t n, const char **body, size_t *len, ch
     return 0;
 }
 
-static int http_get_metrics(const char *addr, double timeout, buf_t *in, char *err,
-                            size_t errlen)
+static int http_get(const char *addr, const char *path, double timeout, buf_t *in, char *err,
+                    size_t errlen)
 {
     double deadline = sock_now() + timeout;
     int what = 0;
@@ -95,8 +95,8 @@ static int http_get_metrics(const char *addr, double timeout, buf_t *in, char *e
     }
     char req[700];
     int n = snprintf(req, sizeof req,
-                     "GET /metrics HTTP/1.1\r\nHost: %s\r\nAccept: text/plain\r\n"
-                     "User-Agent: bettong-top\r\nConnection: close\r\n\r\n", addr);
+                     "GET %s HTTP/1.1\r\nHost: %s\r\n"
+                     "User-Agent: bettong-top\r\nConnection: close\r\n\r\n", path, addr);
     int rc = -1;
     if (sock_write_all(fd, req, (size_t)n, deadline) < 0)
         snprintf(err, errlen, "cannot send the request: %s",
@@ -115,7 +115,7 @@ int scrape_metrics(const char *addr, double timeout, prom_doc_t *doc, char *err,
     size_t len;
     char why[400];
     int rc = -1;
-    if (http_get_metrics(addr, timeout, &in, why, sizeof why) < 0 ||
+    if (http_get(addr, "/metrics", timeout, &in, why, sizeof why) < 0 ||
         scrape_http_body((const char *)buf_head(&in), buf_unread(&in), &body, &len, why,
                          sizeof why) < 0)
         snprintf(err, errlen, "%s", why);
@@ -123,6 +123,54 @@ int scrape_metrics(const char *addr, double timeout, prom_doc_t *doc, char *err,
         snprintf(err, errlen, "not the Prometheus text format: %s", why);
     else
         rc = 0;
+    buf_free(&in);
+    return rc;
+}
+
+size_t scrape_members_parse(const char *json, size_t len, char (*out)[SCRAPE_ADDR_MAX],
+                            size_t cap)
+{
+    static const char members[] = "\"members\":[", key[] = "\"metrics\":\"";
+    const char *end = json + len;
+    const char *p = memmem(json, len, members, sizeof members - 1);
+    size_t n = 0;
+    if (!p)
+        return 0;
+    const char *close = memchr(p, ']', (size_t)(end - p));
+    if (close)
+        end = close;
+    while (n < cap && (p = memmem(p, (size_t)(end - p), key, sizeof key - 1)) != NULL) {
+        p += sizeof key - 1;
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            break;
+        size_t alen = (size_t)(q - p);
+        /* An address has no escapes; "" is a member without an endpoint. */
+        if (alen > 0 && alen < SCRAPE_ADDR_MAX && !memchr(p, '\\', alen)) {
+            memcpy(out[n], p, alen);
+            out[n++][alen] = '\0';
+        }
+        p = q + 1;
+    }
+    return n;
+}
+
+int scrape_members(const char *addr, double timeout, char (*out)[SCRAPE_ADDR_MAX], size_t cap,
+                   size_t *n)
+{
+    buf_t in;
+    buf_init(&in);
+    const char *body;
+    size_t len;
+    char why[400];
+    int rc = -1;
+    *n = 0;
+    if (http_get(addr, "/topology.json", timeout, &in, why, sizeof why) == 0 &&
+        scrape_http_body((const char *)buf_head(&in), buf_unread(&in), &body, &len, why,
+                         sizeof why) == 0) {
+        *n = scrape_members_parse(body, len, out, cap);
+        rc = 0;
+    }
     buf_free(&in);
     return rc;
 }

@@ -25,4 +25,19 @@ int scrape_metrics(const char *addr, double timeout, prom_doc_t *doc, char *err,
 int scrape_http_body(const char *p, size_t n, const char **body, size_t *len, char *err,
                      size_t errlen);
 
+/* The longest metrics address a cluster member announces, with its NUL. */
+#define SCRAPE_ADDR_MAX 300
+
+/* The metrics addresses of the cluster members that a stream worker's
+ * /topology.json lists ("members": itself and the others, as the cluster told
+ * it), into out[cap]; *n of them. Returns 0 (n is 0 for a pool, a store or a
+ * single worker), or -1 when addr did not answer with the page. */
+int scrape_members(const char *addr, double timeout, char (*out)[SCRAPE_ADDR_MAX], size_t cap,
+                   size_t *n);
+
+/* The same from the page's text (public for the tests): the non-empty
+ * "metrics" strings of the "members" array. */
+size_t scrape_members_parse(const char *json, size_t len, char (*out)[SCRAPE_ADDR_MAX],
+                            size_t cap);
+
 #endif

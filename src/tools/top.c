@@ -792,8 +792,9 @@ static void usage(FILE *f)
 "  --all, -a               also list the families the stream summary shows\n"
 "  --help                  this text\n"
 "\n"
-"The coordinator does not know its workers' metrics addresses, so top takes\n"
-"the addresses themselves (--control is refused).\n");
+"A cluster's workers tell each other their metrics addresses: given one\n"
+"worker, top finds the others (from its /topology.json) and shows them all.\n"
+"--control is refused: give a worker's metrics address instead.\n");
 }
 
 typedef struct {
@@ -844,9 +845,9 @@ static int parse_args(int argc, char **argv, top_args_t *a)
         case OPT_ONCE: a->once = 1; break;
         case OPT_ALL: a->all = 1; break;
         case OPT_CONTROL:
-            fprintf(stderr, "bettong top: --control: the coordinator does not know its workers' "
-                    "metrics addresses; give them instead (each worker logs 'metrics "
-                    "listening on H:P')\n");
+            fprintf(stderr, "bettong top: --control: give the metrics address of any worker "
+                    "instead (each logs 'metrics listening on H:P'; `bettong cluster status` "
+                    "lists them): top finds the other workers from it\n");
             return 2;
         case OPT_HELP: usage(stdout); return 0;
         }
@@ -878,12 +879,35 @@ static double scrape_all(endpoint_t *eps, size_t n, double timeout)
     return t;
 }
 
+/* The other workers of a cluster, from the topology page of each stream
+ * worker given: one address is enough to watch the whole cluster. */
+static void add_members(top_args_t *a, double timeout)
+{
+    static char found[TOP_MAX_ENDPOINTS][SCRAPE_ADDR_MAX];
+    size_t nfound = 0, given = a->naddrs;
+    for (size_t i = 0; i < given && nfound < TOP_MAX_ENDPOINTS; i++) {
+        size_t n = 0;
+        if (scrape_members(a->addrs[i], timeout, found + nfound, TOP_MAX_ENDPOINTS - nfound,
+                           &n) < 0)
+            continue; /* (the scrape says why) */
+        for (size_t k = nfound; k < nfound + n; k++) {
+            int known = 0;
+            for (size_t j = 0; j < a->naddrs && !known; j++)
+                known = strcmp(a->addrs[j], found[k]) == 0;
+            if (!known && a->naddrs < TOP_MAX_ENDPOINTS)
+                a->addrs[a->naddrs++] = found[k];
+        }
+        nfound += n;
+    }
+}
+
 int cmd_top(int argc, char **argv)
 {
     top_args_t a;
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0)
         return rc;
+    add_members(&a, a.timeout);
     int once = a.once || !isatty(STDOUT_FILENO);
     /* A screen goes out in one write, not line by line (no flicker). */
     static char screen[1 << 16];

@@ -52,11 +52,32 @@ static void test_refusals(void **state)
             "a chunked answer (not supported: not a Bettong endpoint?)");
 }
 
+/* The metrics addresses a worker's topology page lists for its cluster. */
+static void test_members(void **state)
+{
+    char out[4][SCRAPE_ADDR_MAX];
+    const char *page = "{\"service\":\"stream\",\"pipelines\":[{\"metrics\":\"no:1\"}],"
+                       "\"members\":[{\"index\":0,\"state\":\"active\",\"name\":\"w1\","
+                       "\"metrics\":\"127.0.0.1:9001\"},{\"index\":1,\"name\":\"w2\","
+                       "\"metrics\":\"\"},{\"name\":\"w3\",\"metrics\":\"h:9\"}],"
+                       "\"after\":{\"metrics\":\"no:2\"}}";
+    assert_int_equal(scrape_members_parse(page, strlen(page), out, 4), 2);
+    assert_string_equal(out[0], "127.0.0.1:9001");
+    assert_string_equal(out[1], "h:9");
+    /* At most cap; a page without members (a pool, one worker) has none. */
+    assert_int_equal(scrape_members_parse(page, strlen(page), out, 1), 1);
+    assert_int_equal(scrape_members_parse("{\"service\":\"pool\"}", 18, out, 4), 0);
+    /* Cut short inside a string: what was whole is kept. */
+    assert_int_equal(scrape_members_parse(page, (size_t)(strstr(page, "h:9") - page + 1), out,
+                                          4), 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bodies),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

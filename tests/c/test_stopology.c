@@ -22,6 +22,12 @@ static char *text_of(buf_t *b)
     return s;
 }
 
+static int members_of(void *ctx, buf_t *out)
+{
+    (void)ctx;
+    return buf_append(out, "[{\"name\":\"w\"}]", 14) < 0 ? -1 : 0;
+}
+
 static void test_json_string_escaping(void **state)
 {
     buf_t b;
@@ -69,6 +75,15 @@ static void test_topology_exact(void **state)
     assert_int_equal(stopology_json(&t, &b), 0);
     s = text_of(&b);
     assert_non_null(strstr(s, "\"addr\":\"127.0.0.1:0\""));
+    assert_null(strstr(s, "members"));
+    free(s);
+    /* In a cluster, the members the cluster layer lists close the document. */
+    t.members = members_of;
+    buf_init(&b);
+    assert_int_equal(stopology_json(&t, &b), 0);
+    s = text_of(&b);
+    const char *tail = "\"sinks\":[]}],\"members\":[{\"name\":\"w\"}]}\n";
+    assert_string_equal(s + strlen(s) - strlen(tail), tail);
     free(s);
 }
 

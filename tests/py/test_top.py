@@ -4,10 +4,12 @@ workers are exact, rates come from two scrapes --interval apart, an address
 that does not answer or answers garbage is named with the reason and makes
 the exit code 1, never a crash."""
 
+import json
 import re
 import socket
 import subprocess
 import threading
+import urllib.request
 
 from conftest import BIN, Cluster, example_path, wait_until
 from test_metrics import (LINES, metrics_addrs, parse, scrape, split_words, total, value,
@@ -126,6 +128,42 @@ def test_two_workers_totals(bt):
     c.stop()
 
 
+def test_one_worker_address_finds_the_cluster(bt):
+    """Workers tell each other their metrics addresses (in the JOIN, through
+    the coordinator's member list): each one's /topology.json lists both,
+    `bettong cluster status` shows them, and top given one address shows
+    the two workers with the cluster's exact totals."""
+    recv = bt.receiver()
+    c = Cluster(bt, example_path("word_count"), 2, "workers", outs=[recv.port],
+                extra=["--metrics-listen", "127.0.0.1:0"])
+    addrs = metrics_addrs(c.engines[0], 2)
+    c.wait_formed()
+
+    def members(addr):
+        with urllib.request.urlopen("http://%s/topology.json" % addr, timeout=5) as r:
+            return json.load(r)["members"]
+    for a in addrs:
+        ms = wait_until(lambda: (lambda m: m if len(m) == 2 else None)(members(a)), 10,
+                        "both members on " + a)
+        assert sorted(m["metrics"] for m in ms) == sorted(addrs), ms
+        assert sorted(m["name"] for m in ms) == ["worker1", "worker2"], ms
+        assert {m["state"] for m in ms} == {"active"}, ms
+    status = c.status().stdout
+    assert all(re.search(r" %s +127\.0\.0\.1:\d+$" % re.escape(a), status, re.M)
+               for a in addrs), status
+    words = split_words()
+    n_words = sum(len(w) for w in words)
+    bt.send_payloads(c.ports[0][0], [line.encode() for line in LINES])
+    wait_until(lambda: sum(total(parse(scrape(a)), "bettong_sink_messages_total")
+                           for a in addrs) == n_words, 15, "every output counted")
+    for given in addrs:
+        rc, out, err = top("--once", "--interval", "0", given)
+        assert rc == 0, err
+        assert "2 of 2 endpoints up" in out, out
+        check_totals(out, len(LINES), n_words)
+    c.stop()
+
+
 def test_unreachable_address_is_named(bt):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,7 +178,7 @@ def test_unreachable_address_is_named(bt):
     rc, out, err = top("--once")
     assert rc == 2 and "no metrics address given" in err, err
     rc, out, err = top("--control", "127.0.0.1:1")
-    assert rc == 2 and "the coordinator does not know its workers' metrics addresses" in err
+    assert rc == 2 and "--control: give the metrics address of any worker instead" in err, err
     rc, out, err = top("--interval", "x", "127.0.0.1:1")
     assert rc == 2 and "--interval wants seconds" in err, err
 
