@@ -380,6 +380,8 @@
                  fmt(v("bettong_slots")), fmt(v("bettong_state_keys")),
                  v("bettong_source_paused") ? "paused" : "",
                  fmt(v("bettong_messages_failed_total")));
+      else if (stream)
+        row.push("", "", "", "", "", "", "");
       return row;
     });
     replace("workers", table([stream ? "worker" : "endpoint", "metrics address", "service", "state"].concat(
