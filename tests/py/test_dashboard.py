@@ -381,13 +381,13 @@ def test_the_dashboard_of_a_pool(procs, executors, tmp_path, browser):
         s = wait_until(lambda: (lambda s: s if tsm.pool_done(s) == 6 else None)(
             parse(scrape(addr))), 10, "every call counted")
         wait_until(lambda: shown(driver, "pool-done") == 6, 5, "the page's count")
+        assert shown(driver, "pool-done-rate") > 0
         assert shown(driver, "pool-failed") == value(s, "bettong_pool_calls_failed_total") == 1
         assert shown(driver, "pool-running") == 0 and shown(driver, "pool-queued") == 0
         done = metrics_rows(s)
         assert sum(int(v[2]) for v in done.values()) == 5
         assert sum(int(v[3]) for v in done.values()) == 2  # 1 run and 1 retry
         wait_until(lambda: pool_rows(driver) == done, 5, "each worker's runs")
-        assert shown(driver, "pool-done-rate") > 0
         assert "pool calls raised" in panel_text(driver, "errors")
         # The run times of the last 30 s: a p50 for the pool.
         [row] = panel_text(driver, "pool-latency").splitlines()[1:]
