@@ -1,5 +1,7 @@
 #include "pool/pmetrics.h"
 
+#include <stdio.h>
+
 #include "pool/pool.h"
 
 #define US 1e-6
@@ -40,6 +42,56 @@ static double local_workers(void *ctx)
     return n;
 }
 
+/* Per connected worker (they come and go): labelled by the pool's number for
+ * it (as its log lines name it, "worker 3") and its process id. */
+typedef struct {
+    metrics_out_t *out;
+    int runs; /* 0: calls in flight; 1: runs by outcome */
+} worker_emit_t;
+
+static void emit_worker(void *ctx, const sched_worker_stats_t *ws)
+{
+    worker_emit_t *e = ctx;
+    char id[16], pid[16];
+    snprintf(id, sizeof id, "%u", (unsigned)ws->id);
+    snprintf(pid, sizeof pid, "%u", (unsigned)ws->pid);
+    if (!e->runs) {
+        const char *l[] = {"worker", id, "pid", pid, NULL};
+        metrics_emit(e->out, l, ws->inflight);
+        return;
+    }
+    const uint64_t n[3] = {ws->runs_ok, ws->runs_raised, ws->runs_error};
+    const char *outcome[3] = {"ok", "raised", "error"};
+    for (unsigned i = 0; i < 3; i++) {
+        const char *l[] = {"worker", id, "pid", pid, "outcome", outcome[i], NULL};
+        metrics_emit(e->out, l, (double)n[i]);
+    }
+}
+
+static void worker_inflight(void *ctx, metrics_out_t *out)
+{
+    worker_emit_t e = {out, 0};
+    sched_each_worker(((pool_t *)ctx)->sched, emit_worker, &e);
+}
+
+static void worker_runs(void *ctx, metrics_out_t *out)
+{
+    worker_emit_t e = {out, 1};
+    sched_each_worker(((pool_t *)ctx)->sched, emit_worker, &e);
+}
+
+static int register_workers(metrics_t *m, pool_t *p)
+{
+    return metrics_collector(m, "bettong_pool_worker_calls_in_flight",
+                             "Calls sent to this worker and not yet done: the one running and "
+                             "those sent ahead, waiting at the worker.",
+                             METRIC_GAUGE, worker_inflight, p) ||
+           metrics_collector(m, "bettong_pool_worker_runs_total",
+                             "Runs this worker reported done, by outcome (every run of a "
+                             "retried call; not calls it was asked to skip).",
+                             METRIC_COUNTER, worker_runs, p);
+}
+
 static int register_outcomes(metrics_t *m, pool_counters_t *k)
 {
     for (unsigned i = 0; i < PMETRICS_OUTCOMES; i++) {
@@ -56,7 +108,8 @@ static int register_outcomes(metrics_t *m, pool_counters_t *k)
 int pmetrics_register(metrics_t *m, pool_t *p)
 {
     pool_counters_t *k = &p->counters;
-    int rc = metrics_counter(m, "bettong_pool_calls_submitted_total",
+    int rc = metrics_service_info(m, "pool") ||
+           metrics_counter(m, "bettong_pool_calls_submitted_total",
                            "Calls received from clients.", NULL, &k->submitted) ||
            metrics_gauge_fn(m, "bettong_pool_calls_queued",
                             "Calls waiting in the pool for a worker.", NULL, queued, p) ||
@@ -82,6 +135,7 @@ int pmetrics_register(metrics_t *m, pool_t *p)
            metrics_gauge_fn(m, "bettong_pool_local_workers_running",
                             "Local worker processes (--workers) running.", NULL,
                             local_workers, p) ||
+           register_workers(m, p) ||
            metrics_counter(m, "bettong_pool_call_args_bytes_total",
                            "Bytes of call arguments received from clients (pickled).", NULL,
                            &k->args_bytes) ||

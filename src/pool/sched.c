@@ -81,6 +81,7 @@ struct sched_worker {
     uint32_t lending;     /* sub-call clients of the head task (sched_lend); 0 when the
                              head changes */
     idmap_t gids;         /* functions this worker has: gid -> func_t */
+    uint64_t runs[3];     /* DONEs it reported, by outcome (sched_worker_stats_t) */
     sched_worker_t *prev, *next;
 };
 
@@ -641,6 +642,7 @@ int sched_done(sched_t *s, sched_worker_t *w, uint64_t task_id, uint8_t status,
     list_unlink(&w->tasks, k);
     s->running--;
     k->worker = NULL;
+    w->runs[status == CALL_OK ? 0 : status == CALL_RAISED ? 1 : 2]++;
     head_started(s, w, now);
     /* The worker's own clock measures the run; +1 keeps "seen" distinct from 0. */
     func_t *f = k->func;
@@ -868,6 +870,20 @@ void sched_stats(const sched_t *s, sched_stats_t *out)
     out->queued = (uint32_t)s->queue.n;
     out->running = s->running;
     out->queued_bytes = s->queued_bytes;
+}
+
+void sched_each_worker(const sched_t *s,
+                       void (*fn)(void *ctx, const sched_worker_stats_t *ws), void *ctx)
+{
+    const sched_worker_t *w = s->workers;
+    while (w && w->next) /* new workers are added at the head: start at the oldest */
+        w = w->next;
+    for (; w; w = w->prev) {
+        sched_worker_stats_t ws = {.id = w->id, .pid = w->pid, .inflight = (uint32_t)w->tasks.n,
+                                   .runs_ok = w->runs[0], .runs_raised = w->runs[1],
+                                   .runs_error = w->runs[2]};
+        fn(ctx, &ws);
+    }
 }
 
 int sched_task_running(const sched_t *s, uint64_t task_id)

@@ -176,6 +176,18 @@ typedef struct {
     size_t queued_bytes;  /* argument bytes of queued calls */
 } sched_stats_t;
 void sched_stats(const sched_t *s, sched_stats_t *out);
+
+/* One connected worker's figures (the pool's per-worker metrics). */
+typedef struct {
+    uint32_t id, pid;  /* as given to sched_worker_add */
+    uint32_t inflight; /* tasks sent to it, not yet DONE: the running one and those
+                          sent ahead (sched_worker_inflight) */
+    uint64_t runs_ok, runs_raised, runs_error; /* DONEs it reported, by outcome: every
+                          run, a retried call's each; not the tasks it skipped */
+} sched_worker_stats_t;
+/* fn for every connected worker, the longest connected first. */
+void sched_each_worker(const sched_t *s,
+                       void (*fn)(void *ctx, const sched_worker_stats_t *ws), void *ctx);
 /* Lending (the pool's answer to nested executors, see docs/user-guide.md): a
  * sub-call client of running task task_id came (pool/subcall.h), so that call
  * may block waiting for its sub-calls. Its worker gets nothing more while it

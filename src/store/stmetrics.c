@@ -126,7 +126,7 @@ static int register_commits(metrics_t *m, const committer_stats_t *c)
 
 int stmetrics_register(metrics_t *m, store_t *st)
 {
-    int rc = register_kinds(m, &st->counters) ||
+    int rc = metrics_service_info(m, "store") || register_kinds(m, &st->counters) ||
              metrics_counter(m, "bettong_store_bad_requests_total",
                              "Well-formed requests refused (answered BAD_REQUEST).", NULL,
                              &st->counters.bad_requests) ||

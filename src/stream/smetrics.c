@@ -77,7 +77,8 @@ static int register_pipeline(metrics_t *m, app_t *app, pipeline_t *p)
 int smetrics_register(metrics_t *m, app_t *app, exec_t *x, const char *worker)
 {
     const char *lw[] = {"worker", worker, "application", app->name ? app->name : "", NULL};
-    if (metrics_gauge_fn(m, "bettong_worker_info", "This worker's name and application.", lw,
+    if (metrics_service_info(m, "stream") ||
+        metrics_gauge_fn(m, "bettong_worker_info", "This worker's name and application.", lw,
                          worker_info, NULL))
         return -1;
     for (size_t i = 0; i < app->npipes; i++)

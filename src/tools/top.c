@@ -347,7 +347,8 @@ static int summarized_family(const char *f)
                                      "bettong_sink_", "bettong_end_to_end_",
                                      "bettong_messages_failed", "bettong_user_errors",
                                      "bettong_slots", "bettong_state_keys",
-                                     "bettong_forward", "bettong_link_backlog", NULL};
+                                     "bettong_forward", "bettong_link_backlog",
+                                     "bettong_pool_worker_", "bettong_service_info", NULL};
     for (size_t i = 0; prefixes[i]; i++)
         if (strncmp(f, prefixes[i], strlen(prefixes[i])) == 0)
             return 1;
@@ -477,14 +478,21 @@ static void show_latency_and_errors(const view_t *v)
     }
 }
 
-static const char *worker_name(const endpoint_t *ep)
+/* The value of label `label` of the endpoint's series `info` ("?" if it has
+ * none), or NULL when there is no such series. */
+static const char *info_label(const endpoint_t *ep, const char *info, const char *label)
 {
     for (size_t i = 0; i < ep->doc.n; i++)
-        if (strcmp(ep->doc.samples[i].name, "bettong_worker_info") == 0) {
-            const char *w = prom_label(&ep->doc.samples[i], "worker");
+        if (strcmp(ep->doc.samples[i].name, info) == 0) {
+            const char *w = prom_label(&ep->doc.samples[i], label);
             return w ? w : "?";
         }
     return NULL;
+}
+
+static const char *worker_name(const endpoint_t *ep)
+{
+    return info_label(ep, "bettong_worker_info", "worker");
 }
 
 static void show_workers(endpoint_t *eps, size_t neps, endpoint_t *before, double seconds)
@@ -571,6 +579,48 @@ static void show_pool(const view_t *v)
     printf("  call run %s; overhead %s\n",
            latency_text(run, sizeof run, v, "bettong_pool_call_run_seconds"),
            latency_text(over, sizeof over, v, "bettong_pool_call_overhead_seconds"));
+}
+
+/* A runs series of the same worker (labels worker and pid) as in-flight
+ * sample s, with the given outcome: its entry in t, or NULL. */
+static const ent_t *runs_of(const table_t *t, const prom_sample_t *s, const char *outcome)
+{
+    size_t from, to;
+    table_range(t, "bettong_pool_worker_runs_total\1", &from, &to);
+    const char *w = prom_label(s, "worker"), *pid = prom_label(s, "pid");
+    for (size_t i = from; i < to; i++) {
+        const prom_sample_t *r = t->e[i].s;
+        const char *rw = prom_label(r, "worker"), *rp = prom_label(r, "pid");
+        const char *ro = prom_label(r, "outcome");
+        if (w && rw && strcmp(w, rw) == 0 && (!pid || (rp && strcmp(pid, rp) == 0)) && ro &&
+            strcmp(ro, outcome) == 0)
+            return &t->e[i];
+    }
+    return NULL;
+}
+
+/* A pool's workers, one line each: calls in flight, runs by outcome. */
+static void show_pool_workers(const view_t *v)
+{
+    size_t from, to;
+    table_range(&v->now, "bettong_pool_worker_calls_in_flight\1", &from, &to);
+    if (from == to)
+        return;
+    printf("  %-8s %8s %10s %10s %8s %8s %10s\n", "worker", "pid", "in flight", "runs ok",
+           "raised", "error", "runs/s");
+    for (size_t i = from; i < to; i++) {
+        const prom_sample_t *s = v->now.e[i].s;
+        const char *w = prom_label(s, "worker"), *pid = prom_label(s, "pid");
+        const ent_t *r[3] = {runs_of(&v->now, s, "ok"), runs_of(&v->now, s, "raised"),
+                             runs_of(&v->now, s, "error")};
+        double per_s = 0; /* NAN with no rates (one scrape) */
+        for (unsigned k = 0; k < 3; k++)
+            per_s += r[k] ? rate_key(v, r[k]) : 0;
+        printf("  %-8.8s %8.8s %10s %10s %8s %8s %10s\n", w ? w : "?", pid ? pid : "?",
+               F(fmt_num, v->now.e[i].value), F(fmt_num, r[0] ? r[0]->value : NAN),
+               F(fmt_num, r[1] ? r[1]->value : NAN), F(fmt_num, r[2] ? r[2]->value : NAN),
+               F(fmt_rate, r[0] ? per_s : NAN));
+    }
 }
 
 /* A store's requests by kind: count, rate, latency. */
@@ -729,8 +779,9 @@ static void show_header(endpoint_t *eps, size_t neps, double seconds)
             continue;
         }
         const char *w = worker_name(&eps[i]);
-        printf("  %-24s %s%s (%zu samples)\n", eps[i].addr, w ? "worker " : "", w ? w : "up",
-               eps[i].doc.n);
+        const char *kind = info_label(&eps[i], "bettong_service_info", "service");
+        printf("  %-24s %s%s (%zu samples)\n", eps[i].addr, w ? "worker " : "",
+               w ? w : kind ? kind : "up", eps[i].doc.n);
     }
 }
 
@@ -746,6 +797,7 @@ static int show(endpoint_t *now, endpoint_t *before, size_t neps, double seconds
     show_header(now, neps, seconds);
     show_stream(&v, now, before, neps);
     show_pool(&v);
+    show_pool_workers(&v);
     show_store(&v);
     show_generic(&v, now, neps);
     table_free(&v.now);

@@ -239,6 +239,15 @@ int metrics_gauge_fn(metrics_t *m, const char *name, const char *help, metrics_l
     return 0;
 }
 
+int metrics_service_info(metrics_t *m, const char *service)
+{
+    static const uint64_t one = 1;
+    const char *l[] = {"service", service, NULL};
+    return metrics_gauge(m, "bettong_service_info",
+                         "1; its label names the kind of service this endpoint is: stream (a "
+                         "worker of bettong run), pool or store.", l, &one);
+}
+
 /* The buckets' le="..." labels of a histogram, made once. NULL: no memory. */
 static char (*bucket_labels(double scale, unsigned lo, unsigned hi))[48]
 {

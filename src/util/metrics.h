@@ -72,6 +72,11 @@ int metrics_collector(metrics_t *m, const char *name, const char *help, metric_t
                       void (*collect)(void *ctx, metrics_out_t *out), void *ctx);
 void metrics_emit(metrics_out_t *out, metrics_labels_t labels, double value);
 
+/* bettong_service_info{service="..."} 1: which kind of service serves this
+ * registry ("stream", "pool", "store"), so that a reader (the dashboard,
+ * `bettong top`) need not guess from the other families. Returns 0 or -1. */
+int metrics_service_info(metrics_t *m, const char *service);
+
 /* The whole registry as text/plain; version=0.0.4. Returns 0 or -1 (memory). */
 int metrics_render(const metrics_t *m, buf_t *out);
 

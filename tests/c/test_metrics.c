@@ -53,6 +53,20 @@ static void test_counters_gauges_exact(void **state)
     metrics_free(m);
 }
 
+static void test_service_info(void **state)
+{
+    metrics_t *m = metrics_new();
+    assert_int_equal(metrics_service_info(m, "pool"), 0);
+    char *s = render(m);
+    assert_string_equal(s,
+                        "# HELP bettong_service_info 1; its label names the kind of service "
+                        "this endpoint is: stream (a worker of bettong run), pool or store.\n"
+                        "# TYPE bettong_service_info gauge\n"
+                        "bettong_service_info{service=\"pool\"} 1\n");
+    free(s);
+    metrics_free(m);
+}
+
 static void test_label_and_help_escaping(void **state)
 {
     metrics_t *m = metrics_new();
@@ -222,6 +236,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_counters_gauges_exact),
+        cmocka_unit_test(test_service_info),
         cmocka_unit_test(test_label_and_help_escaping),
         cmocka_unit_test(test_hist_bins),
         cmocka_unit_test(test_histogram_exact),

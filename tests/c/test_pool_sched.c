@@ -479,6 +479,69 @@ static void test_retries(void **state)
     sched_free(s);
 }
 
+/* sched_each_worker: every connected worker, the oldest first, with its
+ * tasks in flight and its DONEs by outcome. */
+#define MAX_SEEN 4
+static sched_worker_stats_t seen[MAX_SEEN];
+static size_t nseen;
+
+static void see_worker(void *ctx, const sched_worker_stats_t *ws)
+{
+    assert_true(nseen < MAX_SEEN);
+    seen[nseen++] = *ws;
+}
+
+static void each_worker(sched_t *s)
+{
+    nseen = 0;
+    sched_each_worker(s, see_worker, NULL);
+}
+
+static void test_each_worker_figures(void **state)
+{
+    sched_t *s = new_sched(2, 2, 1000);
+    sched_client_t *c = sched_client_add(s, client_io);
+    each_worker(s);
+    assert_int_equal(nseen, 0);
+    sched_worker_t *a = sched_worker_add(s, &worker_io[0], 7, 70);
+    sched_worker_t *b = sched_worker_add(s, &worker_io[1], 9, 90);
+    add_func(s, c, 1);
+    for (uint64_t id = 1; id <= 5; id++)
+        add_call(s, c, 1, id, 0, 0, 0);
+    sched_dispatch(s, 0);
+    each_worker(s);
+    assert_int_equal(nseen, 2);
+    assert_int_equal(seen[0].id, 7); /* the oldest first */
+    assert_int_equal(seen[0].pid, 70);
+    assert_int_equal(seen[1].id, 9);
+    assert_int_equal(seen[1].pid, 90);
+    assert_int_equal(seen[0].inflight, 2); /* ahead_min 2 each; one call queued */
+    assert_int_equal(seen[1].inflight, 2);
+    assert_int_equal(seen[0].runs_ok + seen[0].runs_raised + seen[0].runs_error, 0);
+    /* a: one ok; b: one raised (no retry), one error. */
+    done_ok(s, a, nth(EV_TASK, &worker_io[0], 0, 0), 0, 1);
+    assert_int_equal(sched_done(s, b, nth(EV_TASK, &worker_io[1], 0, 0)->id, CALL_RAISED, 0, 1,
+                                (const uint8_t *)"x", 1, 1),
+                     SCHED_OK);
+    assert_int_equal(sched_done(s, b, nth(EV_TASK, &worker_io[1], 1, 0)->id, CALL_ERROR, 1, 2,
+                                (const uint8_t *)"e", 1, 2),
+                     SCHED_OK);
+    each_worker(s);
+    assert_int_equal(seen[0].inflight, 1);
+    assert_int_equal(seen[0].runs_ok, 1);
+    assert_int_equal(seen[0].runs_raised, 0);
+    assert_int_equal(seen[1].inflight, 0);
+    assert_int_equal(seen[1].runs_ok, 0);
+    assert_int_equal(seen[1].runs_raised, 1);
+    assert_int_equal(seen[1].runs_error, 1);
+    /* A worker that goes is no longer listed. */
+    sched_worker_remove(s, a, 3);
+    each_worker(s);
+    assert_int_equal(nseen, 1);
+    assert_int_equal(seen[0].id, 9);
+    sched_free(s);
+}
+
 static void test_cancel(void **state)
 {
     sched_t *s = new_sched(1, 1, 1000);
@@ -1106,6 +1169,7 @@ int main(void)
         cmocka_unit_test(test_places_interned_and_bounded),
         cmocka_unit_test(test_near_wait_configurable),
         cmocka_unit_test(test_lend_takes_back_sent_ahead_and_blocks_worker),
+        cmocka_unit_test(test_each_worker_figures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,13 +1,16 @@
-"""The live dashboard of `bettong run` (/ of the --metrics-listen endpoint):
-the files built into the binary, /topology.json made from the application,
-/metrics readable by a page of another worker (CORS), and the page itself in
-a real browser: headless Chromium (Debian's `chromium`) driven through
-ChromeDriver (`chromium-driver`) by Debian's python3-selenium, all installed
-by `make deps`, against a running two-worker word count.
+"""The live dashboard of `bettong run`, `bettong pool` and `bettong store` (/
+of the --metrics-listen endpoint): the files built into the binary,
+/topology.json made from the application, /metrics readable by a page of
+another worker (CORS), and the page itself in a real browser: headless
+Chromium (Debian's `chromium`) driven through ChromeDriver (`chromium-driver`)
+by Debian's python3-selenium, all installed by `make deps`, against a running
+two-worker word count, a pool with calls in flight and a store under calls.
 
-The browser test saves a screenshot of the page as dashboard.png in its tmp
-dir (pytest keeps the last three runs' under /tmp/pytest-of-$USER/); set
-BETTONG_DASHBOARD_SCREENSHOT=FILE to have it copied there as well."""
+The browser tests save a screenshot of the page (dashboard.png, pool.png,
+store.png) in their tmp dir (pytest keeps the last three runs' under
+/tmp/pytest-of-$USER/); set BETTONG_DASHBOARD_SCREENSHOT=FILE to have the
+stream's copied there as well (and the pool's and the store's next to it,
+FILE with -pool, -store before its extension)."""
 
 import json
 import os
@@ -17,7 +20,9 @@ import urllib.request
 import pytest
 
 from conftest import Cluster, example_path, wait_until
-from test_metrics import LINES, METRICS_RE, metrics_addrs, parse, scrape, split_words, total
+from test_metrics import (LINES, METRICS_RE, metrics_addrs, parse, scrape, split_words, total,
+                          value)
+import test_service_metrics as tsm
 
 try:
     from selenium import webdriver
@@ -46,6 +51,7 @@ def test_the_page_and_topology_are_served(bt):
     for path, name, ctype in (("/", "index.html", "text/html; charset=utf-8"),
                               ("/index.html", "index.html", "text/html; charset=utf-8"),
                               ("/app.js", "app.js", "text/javascript; charset=utf-8"),
+                              ("/services.js", "services.js", "text/javascript; charset=utf-8"),
                               ("/style.css", "style.css", "text/css; charset=utf-8")):
         status, headers, body = get(addr, path)
         assert status == 200 and headers["Content-Type"] == ctype, (path, headers)
@@ -287,3 +293,152 @@ def test_the_dashboard_shows_families_it_does_not_know(bt, browser):
         fake.close()
     rc, err = eng.stop()
     assert rc == 0, err
+
+
+def displayed(driver, panel):
+    return driver.execute_script(
+        "return document.getElementById(arguments[0]).getClientRects().length > 0;",
+        panel)
+
+
+def screenshot(driver, tmp_path, name):
+    """Saves the page as tmp_path/NAME.png (and copies it next to
+    BETTONG_DASHBOARD_SCREENSHOT, FILE-NAME.png, when set)."""
+    shot = str(tmp_path / (name + ".png"))
+    assert driver.save_screenshot(shot)
+    with open(shot, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    keep = os.environ.get("BETTONG_DASHBOARD_SCREENSHOT")
+    if keep:
+        base, ext = os.path.splitext(keep)
+        shutil.copyfile(shot, "%s-%s%s" % (base, name, ext or ".png"))
+
+
+def no_page_errors(driver):
+    errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert errors == [], errors
+
+
+def pool_rows(driver):
+    """The pool workers panel: {worker: (pid, in flight, runs ok, raised)}."""
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#pool-worker-list tbody tr')).map(tr =>"
+        " [tr.cells[1].innerText, tr.cells[2].innerText,"
+        "  tr.cells[3].querySelector('.inflight').getAttribute('data-value'),"
+        "  tr.cells[4].innerText, tr.cells[5].innerText]);")
+    return {r[0]: (r[1], float(r[2]), r[3], r[4]) for r in rows}
+
+
+def metrics_rows(s):
+    """The same figures, from a pool's /metrics."""
+    out = {}
+    for (n, ls), v in s.items():
+        if n == "bettong_pool_worker_calls_in_flight":
+            w = dict(ls)["worker"]
+            out[w] = (dict(ls)["pid"], v,
+                      "%d" % value(s, "bettong_pool_worker_runs_total", worker=w, outcome="ok"),
+                      "%d" % value(s, "bettong_pool_worker_runs_total", worker=w,
+                                   outcome="raised"))
+    return out
+
+
+def test_the_dashboard_of_a_pool(procs, executors, tmp_path, browser):
+    """A pool's page: its workers, each one's calls in flight (held at a
+    gate), then the calls done, as /metrics has them."""
+    pool, addr = tsm.metrics_pool(procs, workers=2)
+    wait_until(lambda: value(parse(scrape(addr)), "bettong_pool_workers") == 2, 15,
+               "both workers connected")
+    driver = browser
+    driver.get_log("browser")  # (what earlier tests' pages logged)
+    try:
+        driver.get("http://%s/" % addr)
+        wait_until(lambda: shown(driver, "pool-workers") == 2, 10, "two workers shown")
+        assert displayed(driver, "pool-panel") and displayed(driver, "store-panel") is False
+        assert not displayed(driver, "topology-panel")
+        assert not displayed(driver, "chart-throughput")
+        idle = metrics_rows(parse(scrape(addr)))
+        assert len(idle) == 2
+        wait_until(lambda: pool_rows(driver) == idle, 5, "the idle workers as /metrics has them")
+        assert shown(driver, "pool-done") == 0
+
+        c = executors(pool.address, secret=tsm.SECRET)
+        gate = str(tmp_path / "gate")
+        fs = [c.call_async(tsm.waits_for, (gate, i)) for i in range(5)]
+        # One call at each worker (nothing sent ahead behind a call of
+        # unknown length), three queued: the page shows what /metrics says.
+        wait_until(lambda: shown(driver, "pool-running") == 2 and
+                   shown(driver, "pool-queued") == 3, 10, "two calls running, three queued")
+        assert shown(driver, "pool-in-flight") == 2
+        busy = metrics_rows(parse(scrape(addr)))
+        assert sorted(v[1] for v in busy.values()) == [1, 1], busy
+        wait_until(lambda: pool_rows(driver) == busy, 5, "one call in flight at each worker")
+        assert shown(driver, "pool-done") == 0
+
+        open(gate, "w").close()
+        assert [f.result(timeout=tsm.T) for f in fs] == list(range(5))
+        with pytest.raises(KeyError):
+            c.call_async(tsm.always_raises, 1, retries=1).result(timeout=tsm.T)
+        s = wait_until(lambda: (lambda s: s if tsm.pool_done(s) == 6 else None)(
+            parse(scrape(addr))), 10, "every call counted")
+        wait_until(lambda: shown(driver, "pool-done") == 6, 5, "the page's count")
+        assert shown(driver, "pool-done-rate") > 0
+        assert shown(driver, "pool-failed") == value(s, "bettong_pool_calls_failed_total") == 1
+        assert shown(driver, "pool-running") == 0 and shown(driver, "pool-queued") == 0
+        done = metrics_rows(s)
+        assert sum(int(v[2]) for v in done.values()) == 5
+        assert sum(int(v[3]) for v in done.values()) == 2  # 1 run and 1 retry
+        wait_until(lambda: pool_rows(driver) == done, 5, "each worker's runs")
+        assert "pool calls raised" in panel_text(driver, "errors")
+        # The run times of the last 30 s: a p50 for the pool.
+        [row] = panel_text(driver, "pool-latency").splitlines()[1:]
+        assert row.split("\t")[2] not in ("", "–"), row
+        screenshot(driver, tmp_path, "pool")
+        no_page_errors(driver)
+    finally:
+        driver.get("about:blank")
+
+
+def test_the_dashboard_of_a_store(stores, tmp_path, browser):
+    """A store's page: requests by kind, objects, cache and commits, moving
+    as calls come, as /metrics has them."""
+    from bettong import objects
+    st, addr = tsm.metrics_store(stores)
+    driver = browser
+    driver.get_log("browser")  # (what earlier tests' pages logged)
+    try:
+        driver.get("http://%s/" % addr)
+        wait_until(lambda: shown(driver, "store-requests") == 0, 10, "the store shown")
+        assert displayed(driver, "store-panel") and not displayed(driver, "pool-panel")
+        assert not displayed(driver, "topology-panel")
+        assert panel_text(driver, "store-kind-list") == "no request yet"
+        objects.connect(st.address)
+        c2 = tsm.store_known_requests()
+        s = wait_until(lambda: tsm.latencies_counted(addr), 10, "every request counted")
+        n = sum(tsm.STORE_KINDS.values())
+        wait_until(lambda: shown(driver, "store-requests") == n, 5, "the page's count")
+        assert shown(driver, "store-objects") == value(s, "bettong_store_objects") == 3
+        assert shown(driver, "store-cached") == value(s, "bettong_store_cached_objects")
+        assert shown(driver, "store-commits") == value(s, "bettong_store_commits_total")
+        assert shown(driver, "store-disk") == value(s, "bettong_store_disk_bytes")
+        assert shown(driver, "store-hit-ratio") == 3 / 5  # 3 hits, 2 loads
+        assert shown(driver, "store-rate") > 0
+        kinds = {line.split("\t")[1]: line.split("\t")[2]
+                 for line in panel_text(driver, "store-kind-list").splitlines()[1:]}
+        assert kinds == {k: str(v) for k, v in tsm.STORE_KINDS.items()}, kinds
+        # More calls: the numbers move.
+        for _ in range(10):
+            c2.incr()
+        wait_until(lambda: tsm.kinds(parse(scrape(addr)))["call"] == 15, 10, "10 calls more")
+        wait_until(lambda: shown(driver, "store-requests") == n + 10, 5, "the page's count")
+        kinds = {line.split("\t")[1]: line.split("\t")[2]
+                 for line in panel_text(driver, "store-kind-list").splitlines()[1:]}
+        assert kinds["call"] == "15", kinds
+        commits = panel_text(driver, "store-commit-list").splitlines()[1].split("\t")
+        s = parse(scrape(addr))
+        assert commits[1] == "%d" % value(s, "bettong_store_commits_total"), commits
+        screenshot(driver, tmp_path, "store")
+        no_page_errors(driver)
+    finally:
+        driver.get("about:blank")
+        objects.disconnect()
+    assert st.stop() == 0

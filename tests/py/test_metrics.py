@@ -86,6 +86,12 @@ def worker_name(samples):
     return name
 
 
+def service_kinds(samples):
+    """The service label(s) of bettong_service_info, each of value 1."""
+    return [dict(ls)["service"] for (n, ls), v in samples.items()
+            if n == "bettong_service_info" and v == 1]
+
+
 def metrics_addrs(eng, n):
     eng.wait_log(METRICS_RE.pattern, count=n)
     return METRICS_RE.findall(eng.stderr())
@@ -135,6 +141,7 @@ def test_one_worker_counts_exactly(bt):
                             else None)(parse(scrape(addr))), 10, "every output counted")
     check_one_worker(m, words)
     assert value(m, "bettong_worker_info", worker="initializer") == 1
+    assert service_kinds(m) == ["stream"]
     # word_count's partitions are its keys: 'a'..'z' and '!', made up front.
     assert value(m, "bettong_state_keys") == 27
     # Every word is new: "word => 1" each, all delivered.

@@ -6,6 +6,7 @@ commits; bad HTTP requests are answered and closed without harm; and a real
 Prometheus server (Debian's `prometheus`) scrapes a pool and a store and
 answers queries with the same numbers."""
 
+import os
 import random
 import re
 import socket
@@ -17,8 +18,8 @@ import pytest
 
 from conftest import BIN, REPO, wait_until
 from executor_helpers import RESULT_TIMEOUT, LineReader, TcpPool, sub_env
-from test_metrics import (PROMETHEUS, http_raw, parse, prom_query, scrape, start_prometheus,
-                          value)
+from test_metrics import (PROMETHEUS, http_raw, parse, prom_query, scrape, service_kinds,
+                          start_prometheus, value)
 
 import bettong  # noqa: E402,F401
 
@@ -101,6 +102,67 @@ def sleeps(seconds):
     import time
     time.sleep(seconds)
     return seconds
+
+
+def waits_for(path, x):
+    """Returns x once the file path exists: a call kept in flight until then."""
+    import os
+    import time
+    while not os.path.exists(path):
+        time.sleep(0.005)
+    return x
+
+
+def per_worker(s, name, **labels):
+    """{worker: value} of a per-worker family's series matching labels."""
+    want = set(labels.items())
+    return {dict(ls)["worker"]: v for (n, ls), v in s.items()
+            if n == name and want <= set(ls)}
+
+
+def test_pool_counts_calls_in_flight_per_worker(procs, executors, tmp_path):
+    pool, addr = metrics_pool(procs, workers=2)
+    wait_until(lambda: value(parse(scrape(addr)), "bettong_pool_workers") == 2, 15,
+               "both workers connected")
+    s = parse(scrape(addr))
+    assert service_kinds(s) == ["pool"]
+    assert per_worker(s, "bettong_pool_worker_calls_in_flight") == {
+        w: 0 for w in per_worker(s, "bettong_pool_worker_calls_in_flight")}
+    workers = sorted(per_worker(s, "bettong_pool_worker_calls_in_flight"))
+    assert len(workers) == 2
+    # Each worker's pid label is one of the pool's running worker processes.
+    pids = {dict(ls)["pid"] for (n, ls) in s if n == "bettong_pool_worker_calls_in_flight"}
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(int(pid), 0)
+    c = executors(pool.address)
+    # 5 calls of a function never seen to finish: one goes to each worker
+    # (nothing is sent ahead behind a call of unknown length), 3 wait.
+    gate = str(tmp_path / "gate")
+    fs = [c.call_async(waits_for, (gate, i)) for i in range(5)]
+
+    def all_sent(s):
+        return (value(s, "bettong_pool_calls_running") == 2 and
+                value(s, "bettong_pool_calls_queued") == 3)
+    s = wait_until(lambda: (lambda s: s if all_sent(s) else None)(parse(scrape(addr))), 10,
+                   "two calls running and three queued")
+    assert per_worker(s, "bettong_pool_worker_calls_in_flight") == {w: 1 for w in workers}
+    assert per_worker(s, "bettong_pool_worker_runs_total") == {w: 0 for w in workers}
+    open(gate, "w").close()
+    assert [f.result(timeout=T) for f in fs] == list(range(5))
+    # A call retried twice raises on each run: 3 runs, each counted where it ran.
+    with pytest.raises(KeyError):
+        c.call_async(always_raises, 1, retries=2).result(timeout=T)
+    s = wait_until(lambda: (lambda s: s if pool_done(s) == 6 else None)(parse(scrape(addr))),
+                   10, "every call counted")
+    assert per_worker(s, "bettong_pool_worker_calls_in_flight") == {w: 0 for w in workers}
+    ok = per_worker(s, "bettong_pool_worker_runs_total", outcome="ok")
+    raised = per_worker(s, "bettong_pool_worker_runs_total", outcome="raised")
+    assert sorted(ok) == workers and sorted(raised) == workers
+    assert sum(ok.values()) == 5 and sum(raised.values()) == 3
+    assert all(v >= 1 for v in ok.values()), ok  # both ran one of the first two
+    assert per_worker(s, "bettong_pool_worker_runs_total", outcome="error") == {
+        w: 0 for w in workers}
 
 
 def test_pool_counts_retries_once_and_timeouts(procs, executors):
@@ -251,6 +313,7 @@ def test_store_counts_requests_exactly(stores):
     st, addr = metrics_store(stores)
     s = parse(scrape(addr))
     assert kinds(s) == {}
+    assert service_kinds(s) == ["store"]
     assert value(s, "bettong_store_objects") == 0
     assert value(s, "bettong_store_commits_total") == 0
     objects.connect(st.address)
@@ -295,6 +358,9 @@ def test_a_prometheus_server_scrapes_a_pool_and_a_store(procs, executors, stores
     assert prom_query(base, "bettong_pool_calls_failed_total") == 3
     assert prom_query(base, "bettong_pool_call_run_seconds_count") == n
     assert prom_query(base, "bettong_pool_workers") == 1
+    assert prom_query(base, "sum(bettong_pool_worker_runs_total)") == n
+    assert prom_query(base, "sum(bettong_pool_worker_calls_in_flight)") == 0
+    assert prom_query(base, 'bettong_service_info{job="store"}') == 1
     assert prom_query(base, 'bettong_store_requests_total{job="store",kind="call"}') == 5
     assert prom_query(base, "sum(bettong_store_requests_total)") == sum(STORE_KINDS.values())
     assert prom_query(base, "bettong_store_objects") == 3

@@ -352,3 +352,39 @@ def test_terminal_redraws_until_interrupted(bt):
     assert p.returncode == 2 and b"--interval 0 takes one scrape: only with --once" in p.stderr
     rc, err = eng.stop()
     assert rc == 0, err
+
+
+def test_a_pool_s_calls_in_flight_per_worker(procs, executors, tmp_path):
+    """A running pool: one line per worker, its calls in flight (two held at
+    a gate), then its runs by outcome, as /metrics has them; the per-worker
+    families are not listed again below."""
+    import test_service_metrics as tsm
+    pool, addr = tsm.metrics_pool(procs, workers=2)
+    wait_until(lambda: value(parse(scrape(addr)), "bettong_pool_workers") == 2, 15,
+               "both workers connected")
+    c = executors(pool.address, secret=tsm.SECRET)
+    gate = str(tmp_path / "gate")
+    fs = [c.call_async(tsm.waits_for, (gate, i)) for i in range(3)]
+    wait_until(lambda: value(parse(scrape(addr)), "bettong_pool_calls_running") == 2, 10,
+               "a call at each worker")
+    s = parse(scrape(addr))
+    workers = {dict(ls)["worker"]: dict(ls)["pid"] for (n, ls) in s
+               if n == "bettong_pool_worker_calls_in_flight"}
+    rc, out, err = top("--once", "--interval", "0", addr)
+    assert rc == 0, err
+    assert row(out, r"worker +pid +in flight")[-1] == "runs/s", out
+    assert row(out, re.escape(addr))[1] == "pool", out  # the kind it names itself
+    for w, pid in workers.items():
+        assert row(out, r"%s +%s " % (w, pid))[2:] == ["1", "0", "0", "0", "-"], out
+    assert "bettong_pool_worker_" not in out, out
+    open(gate, "w").close()
+    assert [f.result(timeout=tsm.T) for f in fs] == [0, 1, 2]
+    wait_until(lambda: tsm.pool_done(parse(scrape(addr))) == 3, 10, "the calls counted")
+    rc, out, err = top("--once", "--interval", "0.2", addr)
+    assert rc == 0, err
+    s = parse(scrape(addr))
+    for w, pid in workers.items():
+        ok = value(s, "bettong_pool_worker_runs_total", worker=w, outcome="ok")
+        assert row(out, r"%s +%s " % (w, pid))[2:] == ["0", "%d" % ok, "0", "0", "0.0"], out
+    rc, out, err = top("--once", "--interval", "0", "--all", addr)
+    assert "bettong_pool_worker_calls_in_flight" in out, out

@@ -1,7 +1,10 @@
 /* Bettong's live dashboard. Plain JS, no library: it polls /metrics (the
  * Prometheus text format) of this endpoint and of the workers named in the
  * URL (?workers=H:P,H:P) every second, keeps the last minutes of samples in
- * memory, and redraws. /topology.json gives the stream application's shape.
+ * memory, and redraws. Each endpoint says which kind of service it is in
+ * bettong_service_info{service="stream"|"pool"|"store"}; /topology.json gives
+ * a stream application's shape. This file draws the common and the stream
+ * panels; services.js the pool's and the store's, through window.BettongDashboard.
  * Every text from the server goes into the page as text, never as HTML. */
 "use strict";
 
@@ -63,7 +66,7 @@
     if (b === null || b === undefined) return "–";
     if (b >= 1 << 20) return (b / (1 << 20)).toFixed(1) + " MiB";
     if (b >= 1 << 10) return (b / (1 << 10)).toFixed(1) + " KiB";
-    return b + " B";
+    return Math.round(b) + " B";
   }
 
   /* ---------------------------------------------------- the text format */
@@ -182,6 +185,17 @@
     return Infinity;
   }
 
+  /* Histograms whose p50 and p99 are kept with each poll's sample (for the
+   * charts): [key, family]; services.js adds its own. */
+  const tracked = [["e2e", "bettong_end_to_end_latency_seconds"]];
+
+  /* The kind of service of a snapshot's endpoint, as it names itself; null
+   * for an endpoint that does not (an older one, another program). */
+  function serviceOf(snap) {
+    const info = series(snap, "bettong_service_info")[0];
+    return info ? info.labels.service : null;
+  }
+
   /* A worker that does not answer must not hold up the others' polls. */
   const FETCH_TIMEOUT_MS = 2000;
 
@@ -201,19 +215,24 @@
 
   async function poll(w) {
     try {
-      if (!w.topology) {
-        /* A service without one (404) is shown without the stream panels. */
+      const snap = parseMetrics(await fetchText(w.base + "/metrics"));
+      const named = serviceOf(snap);
+      if (!w.topology && (named === "stream" || named === null)) {
+        /* An endpoint that does not name itself is a stream worker if it has
+         * a topology; without one (404) it is shown as "other". */
         try { w.topology = JSON.parse(await fetchText(w.base + "/topology.json")); }
         catch (e) { if (/HTTP 404/.test(String(e.message))) w.topology = {service: "other"}; }
       }
-      const snap = parseMetrics(await fetchText(w.base + "/metrics"));
+      w.service = named || (w.topology && w.topology.service === "stream" ? "stream" : "other");
       const t = Date.now();
       w.history.push({t: t, snap: snap});
-      /* The end-to-end quantiles of this moment, kept for the chart. */
-      const e2e = "bettong_end_to_end_latency_seconds";
-      const p99 = quantile(w, e2e, {}, 0.99, 10);
-      w.history[w.history.length - 1].lat = {p50: quantile(w, e2e, {}, 0.5, 10),
-                                             p99: p99 === Infinity ? null : p99};
+      /* The quantiles of this moment (over the last 10 s), kept for the charts. */
+      const lat = w.history[w.history.length - 1].lat = {};
+      for (const [key, family] of tracked) {
+        if (!snap.families[family]) continue;
+        const p99 = quantile(w, family, {}, 0.99, 10);
+        lat[key] = {p50: quantile(w, family, {}, 0.5, 10), p99: p99 === Infinity ? null : p99};
+      }
       while (w.history.length && t - w.history[0].t > WINDOW_S * 1000) w.history.shift();
       const info = series(snap, "bettong_worker_info")[0];
       if (info) w.name = info.labels.worker;
@@ -279,6 +298,12 @@
     return pts;
   }
 
+  /* A tracked histogram's quantile q ("p50", "p99") at each sample. */
+  function quantileLine(w, key, q) {
+    return w.history.map(h => [h.t, h.lat && h.lat[key] && h.lat[key][q] !== null
+                                      ? h.lat[key][q] : NaN]);
+  }
+
   /* The same rate summed over every worker, aligned on the latest worker's
    * clock by rounding to the second. */
   function sumLines(lines) {
@@ -318,14 +343,15 @@
                el("div", {class: "label", text: label})]);
   }
 
+  /* The endpoints answering of one kind of service. */
+  function upOf(service) { return upWorkers().filter(w => w.service === service); }
+
   /* Stream panels when a polled worker runs a stream application. */
-  function hasStream() {
-    return upWorkers().some(w => (w.topology && w.topology.service === "stream") ||
-                                 sum(latest(w).snap, "bettong_source_messages_total") !== null);
-  }
+  function hasStream() { return upOf("stream").length > 0; }
 
   function renderSummary() {
-    const cards = [card("workers-up", "workers answering", upWorkers().length,
+    const cards = [card("workers-up", upWorkers().every(w => w.service === "stream")
+                          ? "workers answering" : "endpoints answering", upWorkers().length,
                         upWorkers().length + " / " + workers.length)];
     if (hasStream()) {
       cards.push(card("total-in", "messages in (sources)", totalOf("bettong_source_messages_total")),
@@ -334,22 +360,32 @@
                  card("rate-out", "out per second", rateOf("bettong_sink_messages_total")),
                  card("total-failed", "failed messages", totalOf("bettong_messages_failed_total")));
     }
+    for (const f of extraCards) cards.push(...f());
     replace("summary", el("div", {class: "cards"}, cards));
   }
 
+  /* Every polled endpoint; the stream's columns when a worker runs one. */
   function renderWorkers() {
+    const stream = hasStream();
+    document.getElementById("workers-title").textContent =
+      upWorkers().every(w => w.service === "stream") ? "Workers" : "Endpoints";
     const rows = workers.map(w => {
       const s = latest(w) ? latest(w).snap : null;
       const v = (name) => s && w.up ? sum(s, name) : null;
-      return [w.name, w.addr, w.up ? "up" : "down: " + w.error,
-              fmt(w.up ? rate(w, "bettong_source_messages_total") : null),
-              fmt(w.up ? rate(w, "bettong_sink_messages_total") : null),
-              fmt(w.up ? rate(w, "bettong_forwarded_messages_total") : null),
-              fmt(v("bettong_slots")), fmt(v("bettong_state_keys")),
-              v("bettong_source_paused") ? "paused" : "", fmt(v("bettong_messages_failed_total"))];
+      const row = [w.name, w.addr, w.service || "", w.up ? "up" : "down: " + w.error];
+      if (stream && w.service === "stream")
+        row.push(fmt(w.up ? rate(w, "bettong_source_messages_total") : null),
+                 fmt(w.up ? rate(w, "bettong_sink_messages_total") : null),
+                 fmt(w.up ? rate(w, "bettong_forwarded_messages_total") : null),
+                 fmt(v("bettong_slots")), fmt(v("bettong_state_keys")),
+                 v("bettong_source_paused") ? "paused" : "",
+                 fmt(v("bettong_messages_failed_total")));
+      else if (stream)
+        row.push("", "", "", "", "", "", "");
+      return row;
     });
-    replace("workers", table(["worker", "metrics address", "state", "in/s", "out/s",
-                              "forwarded/s", "slots", "keys", "sources", "failed"], rows));
+    replace("workers", table([stream ? "worker" : "endpoint", "metrics address", "service", "state"].concat(
+      stream ? ["in/s", "out/s", "forwarded/s", "slots", "keys", "sources", "failed"] : []), rows));
     /* Peers this page does not poll: a worker of the cluster missing from ?workers=. */
     const names = workers.map(w => w.name), unseen = [];
     for (const w of upWorkers())
@@ -446,20 +482,24 @@
     const kinds = [["bettong_user_errors_total", s => "user code: " + s.labels.where],
                    ["bettong_source_decode_errors_total", s => "decoder of " + s.labels.pipeline],
                    ["bettong_forward_dropped_messages_total", s => "dropped for peer " + s.labels.peer],
-                   ["bettong_messages_failed_total", () => "failed messages"]];
+                   ["bettong_messages_failed_total", () => "failed messages"],
+                   ["bettong_pool_calls_done_total", s => /^(ok|cancelled)$/.test(s.labels.outcome)
+                     ? null : "pool calls " + s.labels.outcome],
+                   ["bettong_store_bad_requests_total", () => "store requests refused"],
+                   ["bettong_store_commit_failures_total", () => "store commits failed"]];
     for (const w of upWorkers())
       for (const [name, what] of kinds)
         for (const s of series(latest(w).snap, name))
-          if (s.value > 0) rows.push([w.name, what(s), fmt(s.value),
+          if (s.value > 0 && what(s)) rows.push([w.name, what(s), fmt(s.value),
                                       fmt(rate(w, name, s.labels, 60)) + "/s"]);
     replace("errors", rows.length ? table(["worker", "what", "count", "last minute"], rows)
                                   : el("p", {class: "ok", text: "none"}));
   }
 
-  /* Families the stream panels do not show (a pool's, a store's, the
-   * checkpoints'): counters as totals and rates, gauges as values,
-   * histograms as counts and quantiles. */
-  const SHOWN = /^bettong_(worker_info|source_|step_|sink_|end_to_end|messages_failed|user_errors|slots$|state_keys|forward|link_backlog)/;
+  /* Families the panels do not show (the checkpoints', another program's):
+   * counters as totals and rates, gauges as values, histograms as counts and
+   * quantiles. A pool's and a store's are all in their panels (services.js). */
+  const SHOWN = /^bettong_(service_info|worker_info|source_|step_|sink_|end_to_end|messages_failed|user_errors|slots$|state_keys|forward|link_backlog|pool_|store_)/;
 
   function renderOther() {
     const rows = [];
@@ -489,7 +529,7 @@
 
   function renderCharts() {
     document.getElementById("window-minutes").textContent = String(WINDOW_S / 60);
-    const up = upWorkers();
+    const up = upWorkers().filter(w => w.service === "stream" || w.service === "other");
     const stream = hasStream();
     const counter = stream ? "bettong_sink_messages_total" : null;
     const tput = [];
@@ -509,10 +549,9 @@
     drawChart("chart-throughput", "legend-throughput", tput, fmt);
     if (!stream) return;
     const lat = [];
-    for (const w of up)
+    for (const w of upOf("stream"))
       for (const q of ["p50", "p99"])
-        lat.push({label: w.name + " " + q,
-                  points: w.history.map(h => [h.t, h.lat && h.lat[q] !== null ? h.lat[q] : NaN])});
+        lat.push({label: w.name + " " + q, points: quantileLine(w, "e2e", q)});
     drawChart("chart-latency", "legend-latency", lat, fmtSeconds);
     const topo = topology(), steps = [];
     if (topo) for (const p of topo.pipelines) for (const s of p.steps) {
@@ -523,15 +562,25 @@
     drawChart("chart-steps", "legend-steps", steps, fmt);
   }
 
+  /* What services.js adds: summary cards (functions returning cards) and
+   * renderers of its panels. */
+  const extraCards = [], extraRenderers = [];
+
   function render() {
     document.body.classList.toggle("no-stream", !hasStream());
+    document.body.classList.toggle("has-pool", upOf("pool").length > 0);
+    document.body.classList.toggle("has-store", upOf("store").length > 0);
+    /* The generic throughput chart: for stream workers and unknown endpoints. */
+    document.body.classList.toggle("no-generic", !upWorkers().some(
+      w => w.service === "stream" || w.service === "other"));
     const up = upWorkers().length;
     const status = document.getElementById("status");
-    status.textContent = up + " of " + workers.length + " worker(s) answering; updated " +
+    const what = upWorkers().every(w => w.service === "stream") ? " worker(s)" : " endpoint(s)";
+    status.textContent = up + " of " + workers.length + what + " answering; updated " +
       new Date().toLocaleTimeString();
     status.className = up === workers.length ? "ok" : "bad";
     for (const f of [renderSummary, renderWorkers, renderTopology, renderCharts, renderSteps,
-                     renderSlots, renderBacklogs, renderErrors, renderOther]) {
+                     renderSlots, renderBacklogs, renderErrors, renderOther].concat(extraRenderers)) {
       try { f(); } catch (e) { console.error(f.name, e); }
     }
     document.body.setAttribute("data-polls", String(++polls));
@@ -543,5 +592,15 @@
     render();
     setTimeout(tick, POLL_MS);
   }
-  tick();
+
+  /* For services.js (loaded after this file, before the first poll). */
+  window.BettongDashboard = {
+    el: el, replace: replace, table: table, fmt: fmt, fmtSeconds: fmtSeconds,
+    fmtBytes: fmtBytes, sum: sum, series: series, labelValues: labelValues, latest: latest,
+    rate: rate, quantile: quantile, rateLine: rateLine, sumLines: sumLines,
+    quantileLine: quantileLine, drawChart: drawChart, card: card, upOf: upOf,
+    tracked: tracked, extraCards: extraCards, extraRenderers: extraRenderers,
+    LATENCY_S: LATENCY_S, COLORS: COLORS
+  };
+  document.addEventListener("DOMContentLoaded", tick);
 })();
