@@ -138,10 +138,35 @@
   }
 
   /* "H:P", or a URL ("https://H:P") as given. */
-  const workers = workerAddresses().map(addr => ({
-    addr: addr, base: addr === ownAddress() ? "" : /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, "") : "http://" + addr,
-    name: addr, up: false, error: "not polled yet", history: [], topology: null, slots: null
-  }));
+  function newWorker(addr) {
+    return {
+      addr: addr, base: addr === ownAddress() ? "" : /^https?:\/\//.test(addr) ? addr.replace(/\/+$/, "") : "http://" + addr,
+      name: addr, up: false, error: "not polled yet", history: [], topology: null, slots: null
+    };
+  }
+  const workers = workerAddresses().map(newWorker);
+
+  /* A cluster worker's topology lists the members it knows with their
+   * metrics addresses: the page polls every one of them without being told
+   * (a worker that joins later is found at the next refresh). */
+  const MEMBERS_EVERY = 5; /* polls between two reads of the own topology */
+  function addMembers(topo) {
+    for (const m of (topo && topo.members) || []) {
+      if (!m.metrics || m.state === "left" || m.state === "LOST") continue;
+      if (workers.some(w => w.addr === m.metrics || (w.name === m.name && w.up))) continue;
+      workers.push(newWorker(m.metrics));
+    }
+  }
+
+  async function refreshMembers() {
+    const own = workers[0];
+    if (own.service !== "stream" || !own.topology || !own.topology.cluster) return;
+    try {
+      const topo = JSON.parse(await fetchText("/topology.json"));
+      own.topology = topo;
+      addMembers(topo);
+    } catch (e) { /* the next poll shows the worker's state */ }
+  }
   const rebalances = [];
 
   function latest(w) { return w.history.length ? w.history[w.history.length - 1] : null; }
@@ -220,7 +245,10 @@
       if (!w.topology && (named === "stream" || named === null)) {
         /* An endpoint that does not name itself is a stream worker if it has
          * a topology; without one (404) it is shown as "other". */
-        try { w.topology = JSON.parse(await fetchText(w.base + "/topology.json")); }
+        try {
+          w.topology = JSON.parse(await fetchText(w.base + "/topology.json"));
+          if (w === workers[0]) addMembers(w.topology);
+        }
         catch (e) { if (/HTTP 404/.test(String(e.message))) w.topology = {service: "other"}; }
       }
       w.service = named || (w.topology && w.topology.service === "stream" ? "stream" : "other");
@@ -386,13 +414,14 @@
     });
     replace("workers", table([stream ? "worker" : "endpoint", "metrics address", "service", "state"].concat(
       stream ? ["in/s", "out/s", "forwarded/s", "slots", "keys", "sources", "failed"] : []), rows));
-    /* Peers this page does not poll: a worker of the cluster missing from ?workers=. */
+    /* Peers this page does not poll: a worker without a metrics endpoint, or
+     * one the members list does not give yet. */
     const names = workers.map(w => w.name), unseen = [];
     for (const w of upWorkers())
       for (const p of labelValues(latest(w).snap, "bettong_link_backlog_bytes", "peer"))
         if (!names.includes(p) && !unseen.includes(p)) unseen.push(p);
     document.getElementById("workers-hint").textContent = unseen.length
-      ? "Peers not shown (add their metrics addresses to ?workers=): " + unseen.join(", ") : "";
+      ? "Peers not shown (no metrics address known; add it to ?workers=): " + unseen.join(", ") : "";
   }
 
   function topology() {
@@ -588,6 +617,7 @@
 
   let polls = 0;
   async function tick() {
+    if (polls % MEMBERS_EVERY === 0) await refreshMembers();
     await Promise.all(workers.map(poll));
     render();
     setTimeout(tick, POLL_MS);
