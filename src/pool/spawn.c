@@ -12,6 +12,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "py/bridge.h"
+#include "util/log.h"
+
+#ifndef BETTONG_PYTHON
+#define BETTONG_PYTHON "python3"
+#endif
+#ifndef BETTONG_EXT_SUFFIX
+#define BETTONG_EXT_SUFFIX ".so"
+#endif
+
 extern char **environ;
 
 #define SECRET_VAR "BETTONG_SECRET"
@@ -63,6 +73,39 @@ static void child_exec(const char *exe, char **argv, char **env, pid_t parent, i
     _exit(127);
 }
 
+/* The python3 host's start: sys.path[0] (the script's directory for -c) becomes
+ * the library directory, as in the embedded interpreter; the rest of argv are
+ * the worker's flags. */
+#define PYTHON_HOST_BOOT \
+    "import sys; sys.path[0] = sys.argv[1]; from bettong._wproc import main; " \
+    "sys.exit(main(sys.argv[2:]))"
+
+/* Whether workers run in the python3 host (spawn.h): 1, 0, or -1 when
+ * BETTONG_WORKER_HOST asks for neither. Decided once. */
+static int use_python_host(void)
+{
+    static int decided = -2;
+    if (decided > -2)
+        return decided;
+    const char *host = getenv("BETTONG_WORKER_HOST");
+    if (host && *host && strcmp(host, "python") != 0 && strcmp(host, "embedded") != 0)
+        return decided = -1;
+    decided = 0;
+#ifdef BETTONG_WORKER_EMBEDDED_ONLY
+    return decided;
+#endif
+    if (host && strcmp(host, "embedded") == 0)
+        return decided;
+    char ext[PATH_MAX];
+    snprintf(ext, sizeof ext, "%s/bettong/_wproc%s", py_library_dir(), BETTONG_EXT_SUFFIX);
+    if (access(ext, R_OK) == 0 && access(BETTONG_PYTHON, X_OK) == 0)
+        decided = 1;
+    else
+        log_info("workers use the embedded interpreter (slower for CPU-bound Python): %s or "
+                 "%s is missing", ext, BETTONG_PYTHON);
+    return decided;
+}
+
 pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
 {
     static char exe[PATH_MAX];
@@ -75,10 +118,24 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
         }
         exe[n] = '\0';
     }
-    const char *argv[12];
+    int python_host = use_python_host();
+    if (python_host < 0) {
+        snprintf(err, errlen, "BETTONG_WORKER_HOST is '%s': it takes 'python' or 'embedded'",
+                 getenv("BETTONG_WORKER_HOST"));
+        return -1;
+    }
+    const char *argv[16];
     int k = 0;
-    argv[k++] = exe;
-    argv[k++] = "worker";
+    if (python_host) {
+        argv[k++] = BETTONG_PYTHON;
+        argv[k++] = "-u";
+        argv[k++] = "-c";
+        argv[k++] = PYTHON_HOST_BOOT;
+        argv[k++] = py_library_dir();
+    } else {
+        argv[k++] = exe;
+        argv[k++] = "worker";
+    }
     argv[k++] = "--connect";
     argv[k++] = a->connect;
     argv[k++] = "--name";
@@ -102,7 +159,7 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(exe, (char **)argv, env, parent, devnull);
+        child_exec(argv[0], (char **)argv, env, parent, devnull);
     int fork_errno = errno;
     if (devnull >= 0)
         close(devnull);
