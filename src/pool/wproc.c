@@ -1,6 +1,5 @@
 #include "pool/wproc.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -220,23 +219,6 @@ static int set_user_env(const char *near, int embedded)
     return set_python_env("BETTONG_NEAR_STORE", near);
 }
 
-/* python3 installed its SIGINT handler (KeyboardInterrupt); the embedded host
- * installs none: a Ctrl-C meant for the program ends its workers the same way in
- * both (the default action), through the signal module so that
- * signal.getsignal() tells the truth. With the GIL. Returns 0 or -1. */
-static int default_sigint(void)
-{
-    PyObject *signal = PyImport_ImportModule("signal");
-    PyObject *dfl = signal ? PyObject_GetAttrString(signal, "SIG_DFL") : NULL;
-    PyObject *r = dfl ? PyObject_CallMethod(signal, "signal", "iO", SIGINT, dfl) : NULL;
-    Py_XDECREF(r);
-    Py_XDECREF(dfl);
-    Py_XDECREF(signal);
-    if (!r)
-        PyErr_Clear();
-    return r ? 0 : -1;
-}
-
 /* The Python side: start the embedded interpreter, or adopt the running one
  * (python3 host, GIL held): either way py_gil_enter/py_gil_leave work after it.
  * Returns with the GIL held; 0 or -1 with err set. */
@@ -251,9 +233,9 @@ static int start_python(int embedded, char *err, size_t errlen)
         PyObject *argv = Py_BuildValue("[s]", "");
         int rc = argv ? PySys_SetObject("argv", argv) : -1;
         Py_XDECREF(argv);
-        if (rc < 0 || default_sigint() < 0) {
+        if (rc < 0) {
             PyErr_Clear();
-            snprintf(err, errlen, "cannot set sys.argv or SIGINT's handler");
+            snprintf(err, errlen, "cannot set sys.argv");
             return -1;
         }
         py_adopt();
