@@ -21,7 +21,8 @@ REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
 	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"' \
-	-DBETTONG_EXT_SUFFIX='"$(or $(EXT_SUFFIX),.so)"' $(if $(SAN_FLAGS),-DBETTONG_WORKER_EMBEDDED_ONLY)
+	-DBETTONG_EXT_SUFFIX='"$(or $(EXT_SUFFIX),.so)"' -DBETTONG_PURELIB='"$(PY_PURELIB)"' \
+	$(if $(SAN_FLAGS),-DBETTONG_WORKER_EMBEDDED_ONLY)
 LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lhiredis -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
@@ -247,14 +248,14 @@ bench: $(BUILD)/bettong $(PYEXT)
 # sysconfig 'purelib'), told where the installed binary is by _install.py, and so
 # do the Lithops and PyWren compatibility packages (`lithops`, `pywren_ibm_cloud`).
 PREFIX ?= /usr/local
-install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
+install: $(BUILD)/bettong $(PYEXT) $(STOREEXT) $(WPROCEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/bettong/python
 	cp -r python/wallaroo $(DESTDIR)$(PREFIX)/lib/bettong/python/
 	find $(DESTDIR)$(PREFIX)/lib/bettong/python -name __pycache__ -prune -exec rm -rf {} +
 	set -e; site="$(DESTDIR)$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
 	  rm -rf "$$site/bettong"; mkdir -p "$$site/bettong"; \
-	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) "$$site/bettong/"; \
+	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) $(WPROCEXT) "$$site/bettong/"; \
 	  rm -f "$$site/bettong/_install.py"; \
 	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
 	  echo "installed the bettong package in $$site/bettong"; \

@@ -21,6 +21,9 @@
 #ifndef BETTONG_EXT_SUFFIX
 #define BETTONG_EXT_SUFFIX ".so"
 #endif
+#ifndef BETTONG_PURELIB
+#define BETTONG_PURELIB ""
+#endif
 
 extern char **environ;
 
@@ -96,13 +99,19 @@ static int use_python_host(void)
 #endif
     if (host && strcmp(host, "embedded") == 0)
         return decided;
-    char ext[PATH_MAX];
+    /* The bettong package next to the binary's Python library (a build tree),
+     * or where `make install` put it (the configured Python's purelib, on
+     * python3's sys.path after the library directory). */
+    char ext[PATH_MAX], installed[PATH_MAX];
     snprintf(ext, sizeof ext, "%s/bettong/_wproc%s", py_library_dir(), BETTONG_EXT_SUFFIX);
-    if (access(ext, R_OK) == 0 && access(BETTONG_PYTHON, X_OK) == 0)
+    snprintf(installed, sizeof installed, "%s/bettong/_wproc%s", BETTONG_PURELIB,
+             BETTONG_EXT_SUFFIX);
+    int found = access(ext, R_OK) == 0 || (BETTONG_PURELIB[0] && access(installed, R_OK) == 0);
+    if (found && access(BETTONG_PYTHON, X_OK) == 0)
         decided = 1;
     else
-        log_info("workers use the embedded interpreter (slower for CPU-bound Python): %s or "
-                 "%s is missing", ext, BETTONG_PYTHON);
+        log_info("workers use the embedded interpreter (slower for CPU-bound Python): %s is "
+                 "missing", found ? BETTONG_PYTHON : ext);
     return decided;
 }
 
