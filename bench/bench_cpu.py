@@ -2,6 +2,7 @@
 python3 process (issue 15, item 1: a worker must run within 1.02x).
 
     /usr/bin/python3 bench/bench_cpu.py [--rounds 7] [--tasks 4] [--task-seconds 0.25]
+    /usr/bin/python3 bench/bench_cpu.py --instructions [--loops 1000000]
 
 Run it with the interpreter the build embeds (/usr/bin/python3 by default): the
 forked baseline is a fork of this process. Each round runs `tasks` calls of
@@ -26,7 +27,14 @@ with other work), and a ratio within one round cancels most of that.
 Two figures per kind: the wall time of the calls as the caller sees it (fork to
 waitpid; map to get_result; pyembed: inside the process) and the CPU time of the
 loop itself (time.thread_time() around each call, summed: the interpreter's
-speed, nearly free of what else runs on the machine).
+speed, less disturbed by what else runs on the machine).
+
+--instructions counts instead of timing, which no other load disturbs: the
+machine instructions of one spin(--loops) call under valgrind's callgrind
+(valgrind must be installed; it is not a build dependency) in a worker of each
+host (a `bettong pool --workers 0` and one worker started by hand under
+valgrind; counters zeroed and dumped around the call with callgrind_control),
+and in a forked python3 child (the child of a run with 0 loops subtracted).
 """
 
 import argparse
@@ -132,6 +140,96 @@ def worker_exe(ex):
                          show_progressbar=False)
 
 
+# ------------------------------------------------------------------ --instructions
+
+BOOT = ("import sys; sys.path[0] = sys.argv[1]; from bettong._wproc import main; "
+        "sys.exit(main(sys.argv[2:]))")
+
+FORK_MAIN = SPIN_SRC + '''
+import os, sys
+spin(10)
+pid = os.fork()
+if pid == 0:
+    spin(int(sys.argv[1]))
+    os._exit(0)
+os.waitpid(pid, 0)
+'''
+
+
+def callgrind_summary(path):
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise RuntimeError("no summary in " + path)
+
+
+def forked_instructions(loops, tmp):
+    """Instructions of spin(loops) in a forked child: its total minus that of a
+    child that ran spin(0)."""
+    out = {}
+    for n in (0, loops):
+        d = os.path.join(tmp, "fork%d" % n)
+        os.mkdir(d)
+        subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=%s/cg.%%p" % d,
+                        sys.executable, "-c", FORK_MAIN, str(n)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the child's file is the one of the process that did not start first
+        files = sorted(os.listdir(d), key=lambda f: int(f.split(".")[1]))
+        out[n] = callgrind_summary(os.path.join(d, files[-1]))
+    return out[loops] - out[0]
+
+
+def worker_instructions(host, loops, tmp):
+    """Instructions of one spin(loops) call in a pool worker of `host`."""
+    binary = os.path.join(os.environ.get("BETTONG_BUILD", os.path.join(REPO, "build")), "bettong")
+    pool = subprocess.Popen([binary, "pool", "--listen", "127.0.0.1:0", "--workers", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    worker = None
+    try:
+        line = pool.stdout.readline()
+        address = line.split("listening on ")[1].split()[0]
+        d = os.path.join(tmp, host)
+        os.mkdir(d)
+        if host == "python":
+            cmd = [sys.executable, "-u", "-c", BOOT, os.path.join(REPO, "python")]
+        else:
+            cmd = [binary, "worker"]
+        worker = subprocess.Popen(["valgrind", "--tool=callgrind",
+                                   "--callgrind-out-file=%s/cg.%%p" % d] + cmd
+                                  + ["--connect", address, "--name", host],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ex = bettong.FunctionExecutor(address=address, secret="")
+        try:
+            ex.get_result(ex.map(timed_spin, [10, 10]), show_progressbar=False)
+            pid = ex.get_result(ex.call_async(lambda _: os.getpid(), 0), show_progressbar=False)
+            subprocess.run(["callgrind_control", "-z", str(pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            ex.get_result(ex.call_async(spin, loops), show_progressbar=False)
+            subprocess.run(["callgrind_control", "-d", str(pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        finally:
+            ex.close()
+        return callgrind_summary(os.path.join(d, "cg.%d.1" % pid))
+    finally:
+        pool.terminate()
+        pool.wait()
+        if worker is not None:
+            worker.wait(timeout=60)
+
+
+def instructions(loops):
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        got = {"forked": forked_instructions(loops, tmp),
+               "pool": worker_instructions("python", loops, tmp),
+               "pool-embedded": worker_instructions("embedded", loops, tmp)}
+    print("instructions of one spin(%d) call (callgrind):" % loops)
+    for k, v in got.items():
+        print("  %-14s %6.1f M   %.3f x forked   %.3f x pool" % (k, v / 1e6, v / got["forked"],
+                                                               v / got["pool"]))
+
+
 def fmt(xs):
     return "%.3f s (%.3f-%.3f)" % (statistics.median(xs), min(xs), max(xs))
 
@@ -142,7 +240,13 @@ def main():
     ap.add_argument("--tasks", type=int, default=4)
     ap.add_argument("--task-seconds", type=float, default=0.25)
     ap.add_argument("--no-pyembed", action="store_true")
+    ap.add_argument("--instructions", action="store_true",
+                    help="count instructions under callgrind instead of timing")
+    ap.add_argument("--loops", type=int, default=1_000_000,
+                    help="spin()'s loop count for --instructions")
     args = ap.parse_args()
+    if args.instructions:
+        return instructions(args.loops)
     if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
         print("note: running on %s; the forked baseline is a fork of it" % sys.executable)
 
