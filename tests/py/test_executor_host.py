@@ -14,7 +14,7 @@ import sys
 import cloudpickle
 import pytest
 
-from conftest import BIN
+from conftest import BIN, bin_sanitized
 from executor_helpers import RESULT_TIMEOUT, TcpPool, sub_env
 
 import bettong  # noqa: E402
@@ -47,6 +47,13 @@ def describe_process(_):
     }
 
 
+def python_host():
+    """The executable of a worker hosted by python3: the binary itself in a
+    sanitizer build (`make asan`), whose workers stay embedded so that the
+    sanitizers cover the worker's C code."""
+    return os.path.realpath(BIN if bin_sanitized() else sys.executable)
+
+
 def expected(exe):
     return {"exe": exe, "argv": [""], "path0": REPO_PYTHON, "sigint_caught": True,
             "secret_vars": [], "secret_values": [], "unbuffered": "1"}
@@ -55,7 +62,7 @@ def expected(exe):
 @pytest.mark.parametrize("host", ["python", "embedded"])
 def test_local_pool_workers_host(host, monkeypatch):
     monkeypatch.setenv("BETTONG_WORKER_HOST", host)
-    want = os.path.realpath(sys.executable if host == "python" else BIN)
+    want = python_host() if host == "python" else os.path.realpath(BIN)
     with bettong.FunctionExecutor(workers=1) as ex:
         got = ex.call_async(describe_process, 0).result(timeout=T)
     assert got == expected(want)
@@ -68,7 +75,7 @@ def test_joined_workers_run_in_python3_without_the_secret(procs, executors):
     pool = TcpPool(procs, SECRET)
     pool.add_worker(env={"BETTONG_WORKER_HOST": "python"})
     got = executors(pool.address).call_async(describe_process, 0).result(timeout=T)
-    assert got == expected(os.path.realpath(sys.executable))
+    assert got == expected(python_host())
 
 
 def test_unknown_worker_host_is_refused(procs):
