@@ -142,8 +142,8 @@ def worker_exe(ex):
 
 # ------------------------------------------------------------------ --instructions
 
-BOOT = ("import sys; sys.path[0] = sys.argv[1]; from bettong._wproc import main; "
-        "sys.exit(main(sys.argv[2:]))")
+BOOT = ("import sys; sys.path[:1] = [sys.argv[1]] + ([] if sys.path[0] == '' else sys.path[:1]); "
+        "from bettong._wproc import main; sys.exit(main(sys.argv[2:]))")  # as src/pool/spawn.c
 
 FORK_MAIN = SPIN_SRC + '''
 import os, sys

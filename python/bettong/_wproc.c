@@ -1,7 +1,7 @@
 /* bettong._wproc: a pool's worker process hosted by the python3 executable
  * (src/pool/wproc.h). The pool starts workers as
  *
- *   python3 -u -c "import sys; sys.path[0] = sys.argv[1]; from bettong._wproc
+ *   python3 -u -c "import sys; <LIBDIR first on sys.path>; from bettong._wproc
  *       import main; sys.exit(main(sys.argv[2:]))" LIBDIR --connect ADDR ...
  *
  * (src/pool/spawn.c), so user code runs on the interpreter build of a plain

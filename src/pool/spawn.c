@@ -76,12 +76,13 @@ static void child_exec(const char *exe, char **argv, char **env, pid_t parent, i
     _exit(127);
 }
 
-/* The python3 host's start: sys.path[0] (the script's directory for -c) becomes
- * the library directory, as in the embedded interpreter; the rest of argv are
- * the worker's flags. */
+/* The python3 host's start: the library directory goes first on sys.path, in
+ * place of the current directory that -c puts there (none under
+ * PYTHONSAFEPATH), as in the embedded interpreter; the rest of argv are the
+ * worker's flags. */
 #define PYTHON_HOST_BOOT \
-    "import sys; sys.path[0] = sys.argv[1]; from bettong._wproc import main; " \
-    "sys.exit(main(sys.argv[2:]))"
+    "import sys; sys.path[:1] = [sys.argv[1]] + ([] if sys.path[0] == '' else sys.path[:1]); " \
+    "from bettong._wproc import main; sys.exit(main(sys.argv[2:]))"
 
 /* Whether workers run in the python3 host (spawn.h): 1, 0, or -1 when
  * BETTONG_WORKER_HOST asks for neither. Decided once. */

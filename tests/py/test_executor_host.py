@@ -94,3 +94,23 @@ def test_bettong_worker_connect_by_hand_is_embedded(procs, executors):
     procs.spawn([BIN, "worker", "--connect", pool.address], env=env)
     got = executors(pool.address).call_async(describe_process, 0).result(timeout=T)
     assert got == expected(os.path.realpath(BIN))
+
+
+def worker_sys_path(_):
+    return list(sys.path)
+
+
+def test_python_host_under_safe_path_keeps_the_standard_path(monkeypatch):
+    """With PYTHONSAFEPATH, `python3 -c` puts no current directory first: the
+    library directory is then put before the standard entries, none replaced."""
+    import ast
+    import subprocess
+    monkeypatch.setenv("PYTHONSAFEPATH", "1")
+    monkeypatch.setenv("BETTONG_WORKER_HOST", "python")
+    standard = subprocess.run([sys.executable, "-c", "import sys; print(repr(sys.path))"],
+                              capture_output=True, text=True, check=True).stdout
+    with bettong.FunctionExecutor(workers=1) as ex:
+        path = ex.call_async(worker_sys_path, 0).result(timeout=T)
+    assert os.path.realpath(path[0]) == REPO_PYTHON
+    missing = [p for p in ast.literal_eval(standard) if p not in path]
+    assert missing == [], (missing, path)
