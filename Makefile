@@ -20,7 +20,9 @@ include mk/python.mk
 REPO := $(abspath .)
 CFLAGS_BASE = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) $(SAN_FLAGS) -Isrc -I$(PY_INCLUDE) \
-	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
+	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"' \
+	-DBETTONG_EXT_SUFFIX='"$(or $(EXT_SUFFIX),.so)"' -DBETTONG_PURELIB='"$(PY_PURELIB)"' \
+	$(if $(SAN_FLAGS),-DBETTONG_WORKER_EMBEDDED_ONLY)
 LDLIBS_BASE = $(PY_LDLIBS) -luv -llmdb -lz -lssl -lcrypto -lhiredis -lm -lpthread
 
 # Every module under src/ except the entry point goes into one static library that
@@ -47,17 +49,27 @@ PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))
 STOREEXT_SRC := python/bettong/_store.c $(CLIENT_SRC)
 STOREEXT_OBJ = $(STOREEXT_SRC:%.c=$(BUILD)/pic/%.o)
+# The pool's worker process hosted by the python3 executable, bettong._wproc
+# (src/pool/wproc.h: user code then runs on python3's own interpreter build,
+# PGO + LTO on Debian, not the static libpython's code), built the same way.
+WPROCEXT := python/bettong/_wproc$(or $(EXT_SUFFIX),.so)
+WPROCEXT_SRC := python/bettong/_wproc.c src/pool/wproc.c src/pool/wrun.c src/pool/wio.c \
+	src/pool/proto.c src/pool/subcall.c src/py/bridge.c src/util/log.c src/util/idmap.c \
+	src/util/hash.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c src/net/wire.c \
+	src/util/buf.c
+WPROCEXT_OBJ = $(WPROCEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE)
+	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE) \
+	-DBETTONG_PYTHON='"$(PY_EXE)"' -DBETTONG_PYLIB='"$(REPO)/python"'
 
 CTEST_SRC := $(wildcard tests/c/test_*.c)
 CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test ctest pytest asan demo bench clean install pyext fuzz fuzz-smoke
 
-all: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
+all: $(BUILD)/bettong $(PYEXT) $(STOREEXT) $(WPROCEXT)
 
-pyext: $(PYEXT) $(STOREEXT)
+pyext: $(PYEXT) $(STOREEXT) $(WPROCEXT)
 
 $(BUILD)/obj/%.o: %.c $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -87,6 +99,9 @@ $(PYEXT): $(PYEXT_OBJ)
 
 $(STOREEXT): $(STOREEXT_OBJ)
 	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lssl -lcrypto -lpthread
+
+$(WPROCEXT): $(WPROCEXT_OBJ)
+	$(CC) -shared -o $@ $(WPROCEXT_OBJ) -lssl -lcrypto -lpthread
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)
@@ -130,7 +145,7 @@ $(S3RVER): tests/npm/package.json tests/npm/package-lock.json
 ctest: $(CTEST_BIN)
 	@set -e; for t in $(CTEST_BIN); do echo "== $$t"; $$t; done
 
-pytest: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
+pytest: $(BUILD)/bettong $(PYEXT) $(STOREEXT) $(WPROCEXT)
 	BETTONG_BIN=$(abspath $(BUILD)/bettong) $(PYTHON) -m pytest -q tests/py $(PYTEST_ARGS)
 
 # The fuzz smoke run comes after the other tests, not beside them under -j (it
@@ -233,14 +248,14 @@ bench: $(BUILD)/bettong $(PYEXT)
 # sysconfig 'purelib'), told where the installed binary is by _install.py, and so
 # do the Lithops and PyWren compatibility packages (`lithops`, `pywren_ibm_cloud`).
 PREFIX ?= /usr/local
-install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
+install: $(BUILD)/bettong $(PYEXT) $(STOREEXT) $(WPROCEXT)
 	install -D -m 755 $(BUILD)/bettong $(DESTDIR)$(PREFIX)/bin/bettong
 	mkdir -p $(DESTDIR)$(PREFIX)/lib/bettong/python
 	cp -r python/wallaroo $(DESTDIR)$(PREFIX)/lib/bettong/python/
 	find $(DESTDIR)$(PREFIX)/lib/bettong/python -name __pycache__ -prune -exec rm -rf {} +
 	set -e; site="$(DESTDIR)$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; \
 	  rm -rf "$$site/bettong"; mkdir -p "$$site/bettong"; \
-	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) "$$site/bettong/"; \
+	  cp python/bettong/*.py $(PYEXT) $(STOREEXT) $(WPROCEXT) "$$site/bettong/"; \
 	  rm -f "$$site/bettong/_install.py"; \
 	  printf '# Written by make install.\nBIN = %s\n' "'$(PREFIX)/bin/bettong'" > "$$site/bettong/_install.py"; \
 	  echo "installed the bettong package in $$site/bettong"; \
@@ -252,4 +267,4 @@ install: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
 
 clean:
 	rm -rf build build-asan build-fuzz
-	rm -f python/bettong/_bettong*.so python/bettong/_store*.so
+	rm -f python/bettong/_bettong*.so python/bettong/_store*.so python/bettong/_wproc*.so

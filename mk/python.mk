@@ -9,6 +9,9 @@
 PY_STATIC ?= 1
 PY_CONFIG = $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config_var("$(1)") or "")'
 PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+# Where `make install` puts the bettong package (the installed binary's pool looks
+# there for the worker extension, src/pool/spawn.c).
+PY_PURELIB = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 PY_EXE = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 PY_STATIC_LIB = $(shell $(PYTHON) -c 'import os, sysconfig as s; \
 	p = os.path.join(s.get_config_var("LIBPL") or "", s.get_config_var("LIBRARY") or ""); \

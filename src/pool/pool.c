@@ -19,6 +19,9 @@
 #include "util/log.h"
 
 #define PROG "bettong pool"
+#ifndef BETTONG_PYTHON
+#define BETTONG_PYTHON "python3"
+#endif
 #define HOUSEKEEPING_MS 200
 /* After SIGTERM, local workers get this long before SIGKILL. */
 #define STOP_GRACE_MS 2000
@@ -91,7 +94,13 @@ INCONN_FLAGS_USAGE
 "  --log-level LEVEL     debug, info (default), warn, error\n"
 "  -h, --help            this text\n"
 "\n"
-"SIGINT or SIGTERM stops the workers (SIGTERM, SIGKILL after 2 s) and exits 0.\n");
+"SIGINT or SIGTERM stops the workers (SIGTERM, SIGKILL after 2 s) and exits 0.\n"
+"\n"
+"Local workers run in the configured python3 (" BETTONG_PYTHON ") through the\n"
+"bettong._wproc extension: Python code runs as fast as in a plain python3 process.\n"
+"BETTONG_WORKER_HOST=embedded runs them in this binary's embedded interpreter\n"
+"instead (`bettong worker --connect`; slower for CPU-bound Python); python is the\n"
+"default.\n");
 }
 
 

@@ -12,6 +12,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "py/bridge.h"
+#include "util/log.h"
+
+#ifndef BETTONG_PYTHON
+#define BETTONG_PYTHON "python3"
+#endif
+#ifndef BETTONG_EXT_SUFFIX
+#define BETTONG_EXT_SUFFIX ".so"
+#endif
+#ifndef BETTONG_PURELIB
+#define BETTONG_PURELIB ""
+#endif
+
 extern char **environ;
 
 #define SECRET_VAR "BETTONG_SECRET"
@@ -63,6 +76,46 @@ static void child_exec(const char *exe, char **argv, char **env, pid_t parent, i
     _exit(127);
 }
 
+/* The python3 host's start: the library directory goes first on sys.path, in
+ * place of the current directory that -c puts there (none under
+ * PYTHONSAFEPATH), as in the embedded interpreter; the rest of argv are the
+ * worker's flags. */
+#define PYTHON_HOST_BOOT \
+    "import sys; sys.path[:1] = [sys.argv[1]] + ([] if sys.path[0] == '' else sys.path[:1]); " \
+    "from bettong._wproc import main; sys.exit(main(sys.argv[2:]))"
+
+/* Whether workers run in the python3 host (spawn.h): 1, 0, or -1 when
+ * BETTONG_WORKER_HOST asks for neither. Decided once. */
+static int use_python_host(void)
+{
+    static int decided = -2;
+    if (decided > -2)
+        return decided;
+    const char *host = getenv("BETTONG_WORKER_HOST");
+    if (host && *host && strcmp(host, "python") != 0 && strcmp(host, "embedded") != 0)
+        return decided = -1;
+    decided = 0;
+#ifdef BETTONG_WORKER_EMBEDDED_ONLY
+    return decided;
+#endif
+    if (host && strcmp(host, "embedded") == 0)
+        return decided;
+    /* The bettong package next to the binary's Python library (a build tree),
+     * or where `make install` put it (the configured Python's purelib, on
+     * python3's sys.path after the library directory). */
+    char ext[PATH_MAX], installed[PATH_MAX];
+    snprintf(ext, sizeof ext, "%s/bettong/_wproc%s", py_library_dir(), BETTONG_EXT_SUFFIX);
+    snprintf(installed, sizeof installed, "%s/bettong/_wproc%s", BETTONG_PURELIB,
+             BETTONG_EXT_SUFFIX);
+    int found = access(ext, R_OK) == 0 || (BETTONG_PURELIB[0] && access(installed, R_OK) == 0);
+    if (found && access(BETTONG_PYTHON, X_OK) == 0)
+        decided = 1;
+    else
+        log_info("workers use the embedded interpreter (slower for CPU-bound Python): %s is "
+                 "missing", found ? BETTONG_PYTHON : ext);
+    return decided;
+}
+
 pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
 {
     static char exe[PATH_MAX];
@@ -75,10 +128,24 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
         }
         exe[n] = '\0';
     }
-    const char *argv[12];
+    int python_host = use_python_host();
+    if (python_host < 0) {
+        snprintf(err, errlen, "BETTONG_WORKER_HOST is '%s': it takes 'python' or 'embedded'",
+                 getenv("BETTONG_WORKER_HOST"));
+        return -1;
+    }
+    const char *argv[16];
     int k = 0;
-    argv[k++] = exe;
-    argv[k++] = "worker";
+    if (python_host) {
+        argv[k++] = BETTONG_PYTHON;
+        argv[k++] = "-u";
+        argv[k++] = "-c";
+        argv[k++] = PYTHON_HOST_BOOT;
+        argv[k++] = py_library_dir();
+    } else {
+        argv[k++] = exe;
+        argv[k++] = "worker";
+    }
     argv[k++] = "--connect";
     argv[k++] = a->connect;
     argv[k++] = "--name";
@@ -102,7 +169,7 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(exe, (char **)argv, env, parent, devnull);
+        child_exec(argv[0], (char **)argv, env, parent, devnull);
     int fork_errno = errno;
     if (devnull >= 0)
         close(devnull);

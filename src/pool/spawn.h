@@ -1,5 +1,12 @@
-/* Starting `bettong worker --connect ADDR` processes: the pool's local workers
- * and the join supervisor's children.
+/* Starting worker processes (pool/wproc.h): the pool's local workers and the
+ * join supervisor's children.
+ *
+ * A worker runs in the python3 executable the build was configured with, through
+ * the extension bettong._wproc, so user code runs as fast as in a plain python3
+ * process (wproc.h says why the bettong binary's interpreter is slower). It is
+ * `bettong worker --connect ADDR` (the embedded interpreter) when the extension
+ * is not built, in a sanitizer build (so the sanitizers cover the worker's C
+ * code), or when BETTONG_WORKER_HOST=embedded (for comparisons).
  *
  * The child dies with its parent (PR_SET_PDEATHSIG), so no worker outlives a
  * pool killed with SIGKILL. The secret goes through the environment
@@ -21,7 +28,7 @@ typedef struct {
     const char *log_level; /* NULL: the default */
 } spawn_args_t;
 
-/* Fork and exec this binary as a worker. Returns the pid, or -1 with err set. */
+/* Fork and exec a worker. Returns the pid, or -1 with err set. */
 pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen);
 
 /* "exited with status N" / "killed by signal N (NAME)" for a wait status. */

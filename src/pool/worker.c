@@ -6,22 +6,15 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/crypto.h>
-
 #include "net/guard.h"
 #include "pool/join.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
-#include "pool/subcall.h"
-#include "pool/wio.h"
-#include "pool/wrun.h"
-#include "py/bridge.h"
+#include "pool/wproc.h"
 #include "util/args.h"
 #include "util/log.h"
 
 #define PROG "bettong worker"
-/* Results at least this large are written from the bytes object itself. */
-#define PIN_MIN (64 * 1024)
 
 typedef struct {
     const char *connect;
@@ -141,204 +134,6 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
     return 0;
 }
 
-/* ------------------------------------------------------------ process mode */
-
-static void release_pin(void *pin) { Py_DECREF((PyObject *)pin); }
-
-static void send_text_error(uint64_t task_id, const wrun_out_t *out, const char *text)
-{
-    if (wio_done(task_id, CALL_ERROR, out->started_us, out->finished_us, text, strlen(text),
-                 NULL) < 0) {
-        log_error("cannot queue a result: out of memory");
-        _exit(WORKER_EXIT_ERROR);
-    }
-}
-
-/* The way back into the pool for the function running (pool/subcall.h): the
- * worker key (derived from the secret, which is then forgotten), the address
- * this worker joined and the task running now (0: none). Python reads them
- * only through _bettong_worker.subcall(), which gives the running task's token. */
-static uint8_t sub_key[SUBCALL_KEY_LEN];
-static char *sub_address;
-static uint64_t sub_task;
-
-static PyObject *py_subcall(PyObject *self, PyObject *noargs)
-{
-    uint8_t token[SUBCALL_KEY_LEN];
-    if (!sub_task || !sub_address)
-        Py_RETURN_NONE;
-    if (subcall_token(sub_key, sub_task, token) < 0) {
-        PyErr_SetString(PyExc_RuntimeError, "cannot derive the sub-call token");
-        return NULL;
-    }
-    return Py_BuildValue("(sKy#)", sub_address, (unsigned long long)sub_task, (const char *)token,
-                         (Py_ssize_t)sizeof token);
-}
-
-static PyMethodDef subcall_methods[] = {
-    {"subcall", py_subcall, METH_NOARGS,
-     "(pool address, task id, token) of the call running now, or None: what a nested "
-     "executor connects with (a token holds only while its call runs)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static struct PyModuleDef subcall_module = {PyModuleDef_HEAD_INIT, "_bettong_worker", NULL, -1,
-                                            subcall_methods};
-
-/* Put _bettong_worker in sys.modules. With the GIL. Returns 0 or -1. */
-static int add_subcall_module(void)
-{
-    PyObject *m = PyModule_Create(&subcall_module);
-    if (!m)
-        return -1;
-    PyObject *mods = PyImport_GetModuleDict(); /* borrowed */
-    int rc = PyDict_SetItemString(mods, "_bettong_worker", m);
-    Py_DECREF(m);
-    if (rc < 0)
-        PyErr_Clear();
-    return rc;
-}
-
-/* Runs the task and frees its message (as soon as its arguments are read). */
-static void run_task(wmsg_t *m)
-{
-    wrun_out_t out;
-    wrun_call_t call;
-    uint64_t task_id = m->id;
-    int ok = wrun_prepare(m->gid, m->payload, m->len, &call, &out) == 0;
-    wio_msg_free(m);
-    if (ok) {
-        sub_task = task_id;
-        wrun_run(&call, &out);
-        sub_task = 0;
-    }
-    const void *data;
-    size_t len;
-    wrun_payload(&out, &data, &len);
-    /* A large result is written from its bytes object: no copy. */
-    PyObject *pin = out.bytes && len >= PIN_MIN ? out.bytes : NULL;
-    if (wio_done_wrapped(task_id, out.status, out.started_us, out.finished_us, out.head,
-                         out.head_len, data, len, pin, out.tail, out.tail_len) == 0) {
-        if (pin)
-            out.bytes = NULL; /* comes back through wio_released */
-    } else {
-        char text[200];
-        snprintf(text, sizeof text, "the result (%zu bytes) is too large to send (the limit is "
-                 "%llu bytes) or memory ran out", len, (unsigned long long)PROTO_MAX_FRAME);
-        send_text_error(task_id, &out, text);
-    }
-    wrun_out_clear(&out);
-}
-
-/* Handles and frees the message. */
-static void handle(wmsg_t *m)
-{
-    switch (m->type) {
-    case MSG_FUNCDEF:
-        log_debug("function %llu (%zu bytes)", (unsigned long long)m->id, m->len);
-        wrun_funcdef(m->id, m->payload, m->len);
-        wio_msg_free(m);
-        break;
-    case MSG_FUNCDROP:
-        log_debug("function %llu dropped", (unsigned long long)m->id);
-        wrun_funcdrop(m->id);
-        wio_msg_free(m);
-        break;
-    default:
-        run_task(m);
-        break;
-    }
-}
-
-/* Messages until the connection closes (the I/O thread exits the process). */
-static void serve(void)
-{
-    for (;;) {
-        wmsg_t *m = wio_take(0);
-        if (!m) {
-            /* Nothing to do: let user threads have the GIL while we wait. */
-            py_gil_leave();
-            m = wio_take(1);
-            py_gil_enter();
-        }
-        wio_released(release_pin);
-        handle(m);
-    }
-}
-
-/* The secret is for the handshake only: user code never sees it. */
-static char *take_secret(void)
-{
-    const char *s = getenv("BETTONG_SECRET");
-    char *copy = strdup(s ? s : "");
-    unsetenv("BETTONG_SECRET");
-    return copy;
-}
-
-static int run_process(const worker_args_t *a)
-{
-    char name[128], err[512];
-    if (a->name) {
-        snprintf(name, sizeof name, "%s", a->name);
-    } else {
-        char host[64] = "worker";
-        gethostname(host, sizeof host - 1);
-        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
-    }
-    char role[160];
-    snprintf(role, sizeof role, "worker %s", name);
-    log_set_role(role);
-    /* The secret is the handshake's key; it is never sent. */
-    char *secret = take_secret();
-    if (!secret) {
-        log_error("out of memory");
-        return WORKER_EXIT_ERROR;
-    }
-    if (wio_connect(a->connect, err, sizeof err) < 0) {
-        free(secret);
-        log_error("%s", err);
-        return WORKER_EXIT_NO_CONNECT;
-    }
-    uint32_t id = 0;
-    int rc = wio_hello(a->connect, name, a->near, secret, &id, err, sizeof err);
-    int keyed = rc == 0 ? subcall_worker_key(secret, strlen(secret), sub_key) : 0;
-    OPENSSL_cleanse(secret, strlen(secret));
-    free(secret);
-    sub_address = strdup(a->connect);
-    if (keyed < 0 || !sub_address) {
-        log_error("cannot derive the sub-call key (out of memory?)");
-        return WORKER_EXIT_ERROR;
-    }
-    if (rc != 0) {
-        log_error("%s", err);
-        return rc;
-    }
-    log_debug("connected to %s as worker %u", a->connect, id);
-    /* Prints from user code reach the log promptly. */
-    setenv("PYTHONUNBUFFERED", "1", 0);
-    /* User code may want to know which backend it runs next to. */
-    if (a->near)
-        setenv("BETTONG_NEAR_STORE", a->near, 1);
-    else
-        unsetenv("BETTONG_NEAR_STORE");
-    char *pyargv[] = {"", NULL};
-    if (py_start(1, pyargv, NULL, err, sizeof err) < 0) {
-        log_error("%s", err);
-        return WORKER_EXIT_ERROR;
-    }
-    py_gil_enter();
-    if (add_subcall_module() < 0) {
-        log_error("cannot make the _bettong_worker module");
-        return WORKER_EXIT_ERROR;
-    }
-    if (wrun_init(err, sizeof err) < 0 || wio_start(err, sizeof err) < 0) {
-        log_error("%s", err);
-        return WORKER_EXIT_ERROR;
-    }
-    serve();
-    return WORKER_EXIT_OK;
-}
-
 int cmd_worker(int argc, char **argv)
 {
     worker_args_t a;
@@ -348,8 +143,11 @@ int cmd_worker(int argc, char **argv)
     }
     if (a.log_level)
         log_set_level((log_level)log_parse_level(a.log_level));
-    if (a.connect)
-        return run_process(&a);
+    if (a.connect) {
+        /* By hand (or a sanitizer build's pool): the embedded interpreter. */
+        wproc_args_t w = {.connect = a.connect, .name = a.name, .near = a.near};
+        return wproc_run(&w, 1);
+    }
     log_set_role("worker --join");
     char host[64] = "worker";
     gethostname(host, sizeof host - 1);

@@ -1,9 +1,8 @@
 /* `bettong worker`: a process that runs tasks for a pool.
  *
- * --connect ADDR (what the pool spawns): connect, the handshake, then run tasks with
- * embedded Python until the connection closes (wio.h: I/O threads; wrun.h:
- * the Python side). The main thread holds the GIL while it runs tasks and
- * releases it only while it waits for the next message.
+ * --connect ADDR: one worker process with the binary's embedded Python
+ * (wproc.h; by hand, or what the pool starts when python3 cannot host its
+ * workers: spawn.h).
  *
  * --join HOST:PORT (run by hand on a machine that lends its cores): a small
  * supervisor without Python (join.h). */

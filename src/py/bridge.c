@@ -60,7 +60,12 @@ static void find_library_dir(void)
     snprintf(library_dir, sizeof library_dir, "%s", BETTONG_PYLIB);
 }
 
-const char *py_library_dir(void) { return library_dir; }
+const char *py_library_dir(void)
+{
+    if (!library_dir[0])
+        find_library_dir();
+    return library_dir;
+}
 
 static int status_failed(PyStatus st, PyConfig *config, char *err, size_t errlen)
 {
@@ -132,6 +137,8 @@ void py_stop(void)
     if (Py_FinalizeEx() < 0)
         log_warn("Python finalization reported an error");
 }
+
+void py_adopt(void) { saved_tstate = PyEval_SaveThread(); }
 
 void py_gil_enter(void) { PyEval_RestoreThread(saved_tstate); }
 

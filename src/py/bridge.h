@@ -20,6 +20,11 @@ int py_start(int argc, char **argv, const char *const *paths, char *err, size_t 
 /* Finalize (takes the GIL itself). */
 void py_stop(void);
 
+/* Python runs already, started by its own executable, and this thread holds
+ * the GIL (an extension module's code): take it as if py_start had started it.
+ * Returns with the GIL released, like py_start. */
+void py_adopt(void);
+
 void py_gil_enter(void);
 void py_gil_leave(void);
 
@@ -37,7 +42,8 @@ void py_thread_enter(py_thread_t *t);
 void py_thread_leave(py_thread_t *t);
 void py_thread_done(py_thread_t *t);
 
-/* The directory holding the `wallaroo` and `bettong` packages. */
+/* The directory holding the `wallaroo` and `bettong` packages (found on the
+ * first call if py_start has not run). */
 const char *py_library_dir(void);
 
 /* Fetch the current exception and return its formatted traceback (malloc'd;

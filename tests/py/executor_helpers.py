@@ -192,9 +192,10 @@ def marked(marker):
 
 
 def bettong_procs(refs):
-    """Those of `refs` that are a `bettong` binary (pool, worker, ...)."""
+    """Those of `refs` that are a `bettong` binary (pool, worker, ...) or a worker
+    hosted by python3 (bettong._wproc)."""
     return [r for r in refs if "bettong" in r.cmd.split(" ")[0] or " pool" in r.cmd
-            or " worker" in r.cmd]
+            or " worker" in r.cmd or "bettong._wproc" in r.cmd]
 
 
 def wait_all_gone(refs, timeout, what):
