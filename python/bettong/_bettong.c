@@ -76,6 +76,7 @@
 #include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
+#include "pool/shm.h"
 #include "util/buf.h"
 
 /* Payloads from this size are written from the caller's buffer, not copied. */
@@ -124,6 +125,11 @@ typedef struct {
     size_t big_tail_have;
     uint32_t peer_id;
     uint32_t workers;
+    /* Large results come as memfds (pool/shm.h): the pool's WELCOME said so.
+     * Descriptors received ahead of their RESULT_FD frames wait in fdq (the
+     * receiving thread's). */
+    int fds;
+    shm_fdq_t fdq;
     PyObject *address;
     /* The last worker_near seen, as a str (owned), so that results from the
      * same place share one object instead of decoding it each time. */
@@ -430,7 +436,7 @@ static PyObject *result_tuple_ex(Conn *c, const uint8_t *fixed, PyObject *payloa
         return NULL;
     }
     PyObject *v[9] = {
-        PyLong_FromLong(type),
+        PyLong_FromLong(type == MSG_RESULT_FD ? MSG_RESULT : type), /* one event for both */
         PyLong_FromUnsignedLongLong(call_id),
         PyLong_FromLong(status),
         PyLong_FromUnsignedLong(worker),
@@ -463,6 +469,80 @@ static PyObject *result_tuple(Conn *c, const uint8_t *fixed, PyObject *payload)
     return result_tuple_ex(c, fixed, payload, 0);
 }
 
+/* Pickle protocol 5 of one bytes object: PROTO 5, BINBYTES (u32 little-endian
+ * length), the bytes, then MEMOIZE and STOP. */
+#define RAW_HEAD 7
+#define RAW_TAIL 2
+static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
+
+/* The payload of a RESULT_FD from its memfd: the result itself when it is the
+ * pickle of one bytes object (read straight into the caller's bytes), else
+ * the pickle. One copy, made without the GIL; the descriptor is closed here,
+ * so nothing outlives the event. Returns a new reference, *raw set. */
+static PyObject *payload_of_fd(int fd, uint64_t size, uint8_t status, int *raw)
+{
+    uint8_t head[RAW_HEAD], tail[RAW_TAIL];
+    *raw = 0;
+    if (status == CALL_OK && size >= RAW_HEAD + RAW_TAIL &&
+        shm_read(fd, 0, head, RAW_HEAD) == 0 && shm_read(fd, size - RAW_TAIL, tail, RAW_TAIL) == 0) {
+        uint32_t rawlen = (uint32_t)head[3] | ((uint32_t)head[4] << 8) |
+                          ((uint32_t)head[5] << 16) | ((uint32_t)head[6] << 24);
+        *raw = head[0] == 0x80 && head[1] == 5 && head[2] == 'B' &&
+               (uint64_t)rawlen + RAW_HEAD + RAW_TAIL == size &&
+               memcmp(tail, raw_tail, RAW_TAIL) == 0;
+    }
+    size_t off = *raw ? RAW_HEAD : 0;
+    size_t n = (size_t)size - (*raw ? RAW_HEAD + RAW_TAIL : 0);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!b)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    buf_prefault(PyBytes_AS_STRING(b), n);
+    rc = shm_read(fd, off, PyBytes_AS_STRING(b), n);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(b);
+        PyErr_Format(ProtocolError, "cannot read a result of %zu bytes from its shared memory: %s",
+                     n, strerror(errno));
+        return NULL;
+    }
+    return b;
+}
+
+/* RESULT_FD: RESULT's head, then u64 size; the payload in the oldest
+ * descriptor received. */
+static PyObject *result_of_fd(Conn *c, const uint8_t *body, size_t len)
+{
+    long head = result_head_len(body, len);
+    if (head <= 0 || len != (size_t)head + 8) {
+        PyErr_Format(ProtocolError, "malformed RESULT_FD (%zu bytes)", len);
+        return NULL;
+    }
+    proto_rd_t r;
+    proto_rd_init(&r, body + head, 8);
+    uint64_t size = proto_u64(&r);
+    int fd = shm_fdq_pop(&c->fdq);
+    if (fd < 0) {
+        PyErr_SetString(ProtocolError, "RESULT_FD came without a descriptor");
+        return NULL;
+    }
+    char why[160];
+    PyObject *payload = NULL;
+    int raw = 0;
+    if (size > PROTO_MAX_FRAME || shm_check(fd, size, why, sizeof why) < 0) {
+        if (size > PROTO_MAX_FRAME)
+            snprintf(why, sizeof why, "a payload of %llu bytes", (unsigned long long)size);
+        PyErr_Format(ProtocolError, "RESULT_FD: %s", why);
+    } else {
+        payload = payload_of_fd(fd, size, body[9], &raw);
+    }
+    close(fd);
+    if (!payload)
+        return NULL;
+    return result_tuple_ex(c, body, payload, raw);
+}
+
 /* One decoded frame body (type byte first) as an event tuple. */
 static PyObject *decode_frame(Conn *c, const uint8_t *body, size_t len)
 {
@@ -480,6 +560,10 @@ static PyObject *decode_frame(Conn *c, const uint8_t *body, size_t len)
             return NULL;
         return result_tuple(c, body, payload);
     }
+    case MSG_RESULT_FD:
+        if (!c->fds)
+            break;
+        return result_of_fd(c, body, len);
     case MSG_CANCELLED: {
         uint64_t id = proto_u64(&r);
         uint8_t dropped = proto_u8(&r);
@@ -526,12 +610,6 @@ static int drain_frames(Conn *c, PyObject *events)
     }
     return 0;
 }
-
-/* Pickle protocol 5 of one bytes object: PROTO 5, BINBYTES (u32 little-endian
- * length), the bytes, then MEMOIZE and STOP. */
-#define RAW_HEAD 7
-#define RAW_TAIL 2
-static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
 
 /* If the partial frame at the head of c->in is a large RESULT, move it into a
  * bytes object that the rest is read into: the payload, or (a successful result
@@ -636,6 +714,8 @@ static int take_answer(Conn *c, const uint8_t *body, size_t len)
     if (type == MSG_WELCOME) {
         c->peer_id = proto_u32(&r);
         c->workers = proto_u32(&r);
+        /* A pool of an older build ends here: no descriptors then. */
+        c->fds = r.p < r.end && (proto_u8(&r) & PROTO_TAKES_FDS);
         if (!r.err)
             return 0;
         PyErr_SetString(ProtocolError, "malformed WELCOME");
@@ -683,10 +763,13 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     buf_init(&id);
     if (!addr)
         goto fail;
+    /* On a Unix socket large results may come as descriptors (pool/shm.h). */
+    int local = (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/') && shm_enabled();
     if ((parent_task ? proto_put_subcall_identity(&id, (uint32_t)getpid(), name,
                                                   (size_t)namelen, parent_task)
                      : proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name,
-                                          (size_t)namelen, NULL, 0)) < 0) {
+                                          (size_t)namelen, NULL, 0)) < 0 ||
+        proto_put_identity_flags(&id, local ? PROTO_TAKES_FDS : 0) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -736,6 +819,7 @@ static PyObject *Conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!c)
         return NULL;
     c->fd = -1;
+    shm_fdq_init(&c->fdq);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->send_mu, NULL);
     buf_init(&c->in);
@@ -753,6 +837,7 @@ static void Conn_dealloc(Conn *c)
     if (c->bc_open)
         bconn_free(&c->bc);
     buf_free(&c->in);
+    shm_fdq_close(&c->fdq);
     Py_CLEAR(c->big);
     Py_CLEAR(c->near_str);
     Py_CLEAR(c->address);
@@ -1016,6 +1101,15 @@ static PyObject *Conn_status(Conn *c, PyObject *unused)
     return res;
 }
 
+/* bconn_recv, or on a connection that passes descriptors a recvmsg that
+ * keeps them (c->fdq). */
+static ssize_t conn_recv(Conn *c, void *dst, size_t want, int flags)
+{
+    if (c->fds)
+        return shm_recv(c->bc.fd, dst, want, flags, &c->fdq);
+    return bconn_recv(&c->bc, dst, want, flags);
+}
+
 static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
 {
     for (;;) {
@@ -1055,18 +1149,23 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
         if (fd < 0)
             return closed_error();
         /* What is already there is read without letting go of the GIL. */
-        ssize_t r = bconn_recv(&c->bc, dst, want, MSG_DONTWAIT);
+        ssize_t r = conn_recv(c, dst, want, MSG_DONTWAIT);
         int pr = 1, err = errno;
         if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             Py_BEGIN_ALLOW_THREADS
             struct pollfd pfd = {fd, POLLIN, 0};
             pr = poll(&pfd, 1, sock_ms_left(deadline));
             if (pr > 0)
-                r = bconn_recv(&c->bc, dst, want, 0);
+                r = conn_recv(c, dst, want, 0);
             err = errno;
             Py_END_ALLOW_THREADS
         }
         fd_leave(c);
+        if (c->fdq.overflow) {
+            PyErr_Format(ProtocolError, "the pool sent more than %d descriptors ahead of their "
+                         "frames", SHM_MAX_PENDING);
+            return NULL;
+        }
         if (pr < 0 || (pr > 0 && r < 0)) {
             if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0)

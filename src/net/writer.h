@@ -26,6 +26,7 @@ typedef struct wseg {
     size_t reflen;
     writer_release_fn release;
     void *ctx;
+    uv_stream_t *handle;       /* sent with the segment's first byte (writer_put_handle) */
 } wseg_t;
 
 struct writer {
@@ -63,6 +64,12 @@ static inline buf_t *writer_buf(writer_t *w) { return &w->pending; }
  * bytes are written or dropped (also when this fails: returns -1, out of
  * memory). */
 int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn release, void *ctx);
+/* writer_put_ref for a segment that carries `handle` (an ipc pipe's uv_write2:
+ * its descriptor goes with the segment's first byte). The stream must be an
+ * ipc pipe; release(ctx) once written or dropped (the handle stays the
+ * caller's until then). Returns 0 or -1 as writer_put_ref. */
+int writer_put_handle(writer_t *w, const void *p, size_t n, uv_stream_t *handle,
+                      writer_release_fn release, void *ctx);
 /* Start writing if there is something to write and nothing in flight. */
 void writer_flush(writer_t *w);
 /* From now on, writer_flush first tries to write pending bytes at once
