@@ -893,6 +893,88 @@ typedef struct {
 } item_t;
 
 /* send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None) */
+/* One call whose arguments (the n views) go in a memfd (pool/shm.h): a
+ * CALLS_FD frame with the descriptor attached. The memfd is made and sent
+ * without the GIL (the views stay held). Returns 0, or -1 with an exception. */
+static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t retries,
+                        const char *near, size_t near_len, uint64_t call_id,
+                        const Py_buffer *views, Py_ssize_t n, uint64_t size)
+{
+    struct iovec *iov = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *iov);
+    buf_t b;
+    buf_init(&b);
+    proto_wr_t w;
+    proto_begin(&w, &b, MSG_CALLS_FD);
+    proto_put_u64(&w, func_id);
+    proto_put_u32(&w, timeout_ms);
+    proto_put_u16(&w, retries);
+    proto_put_str16(&w, near ? near : "", near_len);
+    proto_put_u64(&w, call_id);
+    proto_put_u64(&w, size);
+    if (!iov || proto_end(&w) < 0) {
+        PyMem_Free(iov);
+        buf_free(&b);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t q = 0; q < n; q++)
+        iov[q] = (struct iovec){views[q].buf, (size_t)views[q].len};
+    int sock = fd_enter(c);
+    if (sock < 0) {
+        PyMem_Free(iov);
+        buf_free(&b);
+        closed_error();
+        return -1;
+    }
+    int rc = 0, err = 0, made = 1;
+    Py_BEGIN_ALLOW_THREADS
+    int mfd = shm_create(iov, (int)n, (size_t)size);
+    if (mfd < 0) {
+        made = 0;
+        err = errno;
+    } else {
+        pthread_mutex_lock(&c->send_mu);
+        ssize_t sent;
+        for (;;) {
+            sent = shm_send_fd(sock, buf_head(&b), buf_unread(&b), mfd, 0);
+            if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                struct pollfd pfd = {sock, POLLOUT, 0};
+                poll(&pfd, 1, -1);
+                continue;
+            }
+            break;
+        }
+        err = errno;
+        close(mfd);
+        if (sent <= 0) {
+            rc = -1;
+        } else if ((size_t)sent < buf_unread(&b)) {
+            struct iovec rest = {(void *)(buf_head(&b) + sent), buf_unread(&b) - (size_t)sent};
+            struct iovec *rp = &rest;
+            size_t cnt = 1;
+            while ((rc = send_iov(&c->bc, &rp, &cnt, 0)) == -2)
+                ;
+            err = errno;
+        }
+        pthread_mutex_unlock(&c->send_mu);
+    }
+    Py_END_ALLOW_THREADS
+    fd_leave(c);
+    PyMem_Free(iov);
+    buf_free(&b);
+    if (!made) {
+        errno = err;
+        PyErr_Format(PyExc_OSError, "cannot put %llu bytes of arguments in shared memory: %s",
+                     (unsigned long long)size, strerror(err));
+        return -1;
+    }
+    if (rc < 0) {
+        PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s", strerror(err));
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Conn_send_calls(Conn *c, PyObject *args)
 {
     unsigned long long func_id;
@@ -985,12 +1067,28 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
 
     Py_ssize_t i = 0;
     while (i < n) {
+        if (c->fds && items[i].len >= SHM_MIN) {
+            /* Large arguments go as a memfd, after what is gathered so far. */
+            PyObject *sent = out_send(c, &o);
+            if (!sent)
+                goto done;
+            Py_DECREF(sent);
+            out_free(&o);
+            out_init(&o);
+            if (send_call_fd(c, func_id, (uint32_t)timeout_ms, (uint16_t)retries, near,
+                             (size_t)near_len, idv[i], &views[items[i].first], items[i].nviews,
+                             items[i].len) < 0)
+                goto done;
+            i++;
+            continue;
+        }
         /* Items [i, j) go in this frame. */
         Py_ssize_t j = i;
         uint64_t size = 1 + 8 + 4 + 2 + 2 + (uint64_t)near_len + 4;
         while (j < n) {
             uint64_t add = 12 + items[j].len;
-            if (j > i && size + add > CALLS_FRAME_SOFT)
+            if (j > i && (size + add > CALLS_FRAME_SOFT ||
+                          (c->fds && items[j].len >= SHM_MIN)))
                 break;
             size += add;
             j++;

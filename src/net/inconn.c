@@ -584,23 +584,33 @@ void inconn_fd_close(uv_pipe_t *fd)
         uv_close((uv_handle_t *)fd, free_fd_handle);
 }
 
+typedef struct {
+    writer_release_fn release;
+    void *ctx;
+    uint8_t frame[];
+} fd_frame_t;
+
 static void release_fd_frame(void *ctx)
 {
-    void **parts = ctx; /* [0]: the handle, then the frame's bytes */
-    inconn_fd_close(parts[0]);
-    free(parts);
+    fd_frame_t *f = ctx;
+    if (f->release)
+        f->release(f->ctx);
+    free(f);
 }
 
-int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd)
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd,
+                  writer_release_fn release, void *ctx)
 {
-    void **parts = malloc(sizeof(void *) + n);
-    if (!parts) {
-        inconn_fd_close(fd);
+    fd_frame_t *f = malloc(sizeof *f + n);
+    if (!f) {
+        if (release)
+            release(ctx);
         return -1;
     }
-    parts[0] = fd;
-    memcpy(parts + 1, frame, n);
-    return writer_put_handle(&c->out, parts + 1, n, (uv_stream_t *)fd, release_fd_frame, parts);
+    f->release = release;
+    f->ctx = ctx;
+    memcpy(f->frame, frame, n);
+    return writer_put_handle(&c->out, f->frame, n, (uv_stream_t *)fd, release_fd_frame, f);
 }
 
 /* The peer's address for log lines: host:port, or for a Unix socket the peer's

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -47,6 +48,7 @@ struct peer {
     uint64_t deadline_ms;   /* handshake or linger deadline; 0: none */
     int dirty;              /* written to since the last flush */
     int fds;                /* descriptors travel on its connection (pool/shm.h) */
+    int answered;           /* a worker sent a DONE: its reader takes descriptors */
     peer_t *prev, *next;
 };
 
@@ -137,6 +139,56 @@ static blob_t *frame_blob(peer_t *pe, size_t frame_len, const uint8_t *p, size_t
             return blob_wrap(block);
     }
     return blob_copy(p, n);
+}
+
+/* ------------------------------------------------------------ descriptors */
+
+/* A payload received as a memfd (pool/shm.h), mapped; its pages are touched
+ * only if it must go out as bytes. */
+typedef struct {
+    uv_pipe_t *fd;
+    void *map;
+    size_t len;
+} mapped_t;
+
+static void close_fd_cb(void *fd) { inconn_fd_close(fd); }
+
+static void release_mapped_parts(mapped_t *m)
+{
+    munmap(m->map, m->len);
+    inconn_fd_close(m->fd);
+}
+
+static void release_mapped(void *ctx)
+{
+    release_mapped_parts(ctx);
+    free(ctx);
+}
+
+/* The oldest descriptor received on pe's connection, checked to be a payload
+ * of `size` bytes (shm_check) and mapped. Returns 0 (*out filled), or -1 with
+ * the reason in why. */
+static int take_mapped(peer_t *pe, uint64_t size, mapped_t *out, char *why, size_t whylen)
+{
+    uv_pipe_t *fd = inconn_take_fd(pe->c);
+    if (!fd) {
+        snprintf(why, whylen, "no descriptor came with it");
+        return -1;
+    }
+    uv_os_fd_t osfd = -1;
+    if (size == 0 || size > PROTO_MAX_FRAME) {
+        snprintf(why, whylen, "a payload of %llu bytes", (unsigned long long)size);
+    } else if (uv_fileno((uv_handle_t *)fd, &osfd) == 0 &&
+               shm_check(osfd, size, why, whylen) == 0) {
+        void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, osfd, 0);
+        if (map != MAP_FAILED) {
+            *out = (mapped_t){.fd = fd, .map = map, .len = (size_t)size};
+            return 0;
+        }
+        snprintf(why, whylen, "cannot map it: %s", strerror(errno));
+    }
+    inconn_fd_close(fd);
+    return -1;
 }
 
 /* ------------------------------------------------------------ handshake */
@@ -364,6 +416,49 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
     return rc;
 }
 
+/* CALLS_FD: one call whose arguments came as a memfd. The call's span is the
+ * mapping, kept by a blob that also holds the descriptor, so that a worker
+ * that takes descriptors gets it as TASK_FD (op_task), and any other the
+ * bytes. */
+static int on_calls_fd(peer_t *pe, proto_rd_t *r)
+{
+    pool_t *p = pe->pool;
+    uint64_t func_id = proto_u64(r);
+    uint32_t timeout_ms = proto_u32(r);
+    uint16_t retries = proto_u16(r);
+    size_t near_len;
+    const uint8_t *near = proto_str16(r, &near_len);
+    uint64_t call_id = proto_u64(r);
+    uint64_t size = proto_u64(r);
+    if (r->err || r->p != r->end)
+        return bad_peer(pe, "malformed CALLS_FD");
+    if (near_len > PROTO_PLACE_MAX)
+        return bad_peer(pe, "CALLS_FD near a store name longer than %d bytes", PROTO_PLACE_MAX);
+    mapped_t m;
+    char why[160];
+    if (take_mapped(pe, size, &m, why, sizeof why) < 0)
+        return bad_peer(pe, "CALLS_FD for call %llu: %s", (unsigned long long)call_id, why);
+    mapped_t *owned = malloc(sizeof *owned);
+    if (!owned) {
+        release_mapped_parts(&m);
+        return bad_peer(pe, "out of memory queueing calls");
+    }
+    *owned = m;
+    blob_t *b = blob_external(owned, release_mapped, m.fd);
+    if (!b)
+        return bad_peer(pe, "out of memory queueing calls");
+    span_t sp = {.blob = b, .p = m.map, .n = m.len};
+    uint16_t place = sched_place(p->sched, (const char *)near, near_len);
+    pmetrics_submitted(&p->counters, m.len);
+    int s = sched_call_near(p->sched, pe->client, func_id, call_id, timeout_ms, retries, place,
+                            &sp, pool_now_us(p)); /* (takes the reference) */
+    if (s == SCHED_DUPLICATE)
+        return bad_peer(pe, "call id %llu is already in use", (unsigned long long)call_id);
+    if (s < 0)
+        return bad_peer(pe, "out of memory queueing calls");
+    return 0;
+}
+
 static int on_status(peer_t *pe)
 {
     sched_stats_t st;
@@ -389,6 +484,10 @@ static int on_client_msg(peer_t *pe, size_t frame_len, const uint8_t *body, size
         return on_func(pe, frame_len, &r);
     case MSG_CALLS:
         return on_calls(pe, frame_len, &r);
+    case MSG_CALLS_FD:
+        if (!pe->fds)
+            return bad_peer(pe, "CALLS_FD on a connection that does not pass descriptors");
+        return on_calls_fd(pe, &r);
     case MSG_CANCEL:
         id = proto_u64(&r);
         if (r.err)
@@ -410,33 +509,19 @@ static int on_client_msg(peer_t *pe, size_t frame_len, const uint8_t *body, size
 
 /* ------------------------------------------------------------ workers */
 
-/* The memfd of a DONE_FD: taken from the connection, checked, mapped (pages
- * are not touched unless the payload must go out as bytes) into p->cur_*.
- * Returns 0, or -1 (bad_peer: the connection closes). */
+/* The memfd of a DONE_FD, checked and mapped, into p->cur_*. Returns 0, or
+ * -1 (bad_peer: the connection closes). */
 static int take_payload_fd(peer_t *pe, uint64_t task_id, uint64_t size)
 {
     pool_t *p = pe->pool;
-    uv_pipe_t *fd = inconn_take_fd(pe->c);
-    if (!fd)
-        return bad_peer(pe, "DONE_FD for task %llu came without a descriptor",
-                        (unsigned long long)task_id);
-    uv_os_fd_t osfd = -1;
+    mapped_t m;
     char why[160];
-    if (size == 0 || size > PROTO_MAX_FRAME) {
-        snprintf(why, sizeof why, "a payload of %llu bytes", (unsigned long long)size);
-    } else if (uv_fileno((uv_handle_t *)fd, &osfd) == 0 && shm_check(osfd, size, why,
-                                                                       sizeof why) == 0) {
-        void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, osfd, 0);
-        if (map != MAP_FAILED) {
-            p->cur_fd = fd;
-            p->cur_map = map;
-            p->cur_map_len = (size_t)size;
-            return 0;
-        }
-        snprintf(why, sizeof why, "cannot map it");
-    }
-    inconn_fd_close(fd);
-    return bad_peer(pe, "DONE_FD for task %llu: %s", (unsigned long long)task_id, why);
+    if (take_mapped(pe, size, &m, why, sizeof why) < 0)
+        return bad_peer(pe, "DONE_FD for task %llu: %s", (unsigned long long)task_id, why);
+    p->cur_fd = m.fd;
+    p->cur_map = m.map;
+    p->cur_map_len = m.len;
+    return 0;
 }
 
 /* Let go of what take_payload_fd left (op_result did not take it). */
@@ -477,6 +562,7 @@ static int on_done(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len
         if (r.err)
             return bad_peer(pe, "truncated DONE");
     }
+    pe->answered = 1;
     if (!pe->worker) {
         drop_payload_fd(p);
         return 0; /* being closed for a timeout: its results no longer count */
@@ -611,6 +697,28 @@ static void op_task(void *ctx, void *wio, uint64_t task_id, uint64_t gid, const 
 {
     peer_t *pe = wio;
     proto_wr_t w;
+    /* (Not before the worker's first DONE: until its handshake is over it
+     * reads without taking descriptors, and one sent then would be lost.) */
+    if (args->blob && args->blob->fd && pe->fds && pe->answered) {
+        /* Arguments that came as a memfd go on as that memfd. */
+        buf_t b;
+        buf_init(&b);
+        proto_begin(&w, &b, MSG_TASK_FD);
+        proto_put_u64(&w, task_id);
+        proto_put_u64(&w, gid);
+        proto_put_u64(&w, args->n);
+        blob_ref(args->blob);
+        if (proto_end(&w) < 0) {
+            blob_unref(args->blob);
+            write_failed(pe);
+        } else if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), args->blob->fd,
+                                 blob_unref_cb, args->blob) < 0) {
+            write_failed(pe);
+        }
+        buf_free(&b);
+        pe->dirty = 1;
+        return;
+    }
     out_begin(pe, &w, MSG_TASK);
     proto_put_u64(&w, task_id);
     proto_put_u64(&w, gid);
@@ -629,19 +737,6 @@ static void put_result_head(proto_wr_t *w, const sched_result_t *r, uint8_t stat
     proto_put_str16(w, r->worker_near, r->worker_near_len);
 }
 
-typedef struct {
-    uv_pipe_t *fd;
-    void *map;
-    size_t len;
-} mapped_t;
-
-static void release_mapped(void *ctx)
-{
-    mapped_t *m = ctx;
-    munmap(m->map, m->len);
-    inconn_fd_close(m->fd);
-    free(m);
-}
 
 /* A result whose payload is the memfd in p->cur_fd: the descriptor goes on
  * to a client that takes descriptors (RESULT_FD), else its bytes go out from
@@ -663,7 +758,7 @@ static void result_of_fd(peer_t *pe, const sched_result_t *r)
         } else {
             uv_pipe_t *fd = p->cur_fd;
             p->cur_fd = NULL;
-            if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), fd) < 0)
+            if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), fd, close_fd_cb, fd) < 0)
                 write_failed(pe);
         }
         buf_free(&b);

@@ -84,9 +84,14 @@
  *                           frame's first byte
  *  pool -> client RESULT_FD RESULT's fields up to worker_near, then u64 size:
  *                           RESULT, its payload in the attached memfd
+ *  client -> pool CALLS_FD  u64 func_id, u32 timeout_ms, u16 retries, str16 near,
+ *                           u64 call_id, u64 size: one call, its pickled
+ *                           (args, kwargs) in the attached memfd
+ *  pool -> worker TASK_FD   u64 task_id, u64 func_gid, u64 size: TASK, its
+ *                           payload in the attached memfd
  *
- * A pool that cannot pass the descriptor on (a client over TCP or of an older
- * build) maps it and sends a plain RESULT. A frame that announces a
+ * A pool that cannot pass the descriptor on (a client or worker over TCP or
+ * of an older build) maps it and sends the bytes (RESULT, TASK). A frame that announces a
  * descriptor none came for, a file of another size or without its seals, or
  * more than SHM_MAX_PENDING descriptors ahead of their frames closes the
  * connection with a log line.
@@ -144,6 +149,8 @@ typedef enum {
     MSG_SKIP = 34, /* added: see above */
     MSG_DONE_FD = 35,   /* added: see above */
     MSG_RESULT_FD = 23, /* added: see above */
+    MSG_CALLS_FD = 16,  /* added: see above */
+    MSG_TASK_FD = 36,   /* added: see above */
 } msg_type;
 
 /* ROLE_SUBCALL: a client inside a running call, whose handshake key is that

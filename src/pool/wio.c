@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -63,6 +64,7 @@ static struct {
     oseg_t *released; /* pinned segments written, for the main thread */
     buf_t early;      /* read during the handshake: what came after WELCOME */
     int fds;          /* large payloads go as memfds (the pool's WELCOME said so) */
+    shm_fdq_t fdq;    /* descriptors received ahead of their frames (reader's) */
 } io = {
     .conn = {.fd = -1},
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -101,11 +103,25 @@ int wio_connect(const char *addr, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ blocking I/O */
 
+/* bconn_recv, or once descriptors travel a recvmsg that keeps them (io.fdq). */
+static ssize_t conn_recv(void *p, size_t n)
+{
+    if (!io.fds)
+        return bconn_recv(&io.conn, p, n, 0);
+    ssize_t r = shm_recv(io.conn.fd, p, n, 0, &io.fdq);
+    if (io.fdq.overflow) {
+        log_error("the pool sent more than %d descriptors ahead of their frames: exiting",
+                  SHM_MAX_PENDING);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    return r;
+}
+
 static int read_all(void *p, size_t n)
 {
     uint8_t *b = p;
     while (n > 0) {
-        ssize_t r = bconn_recv(&io.conn, b, n, 0);
+        ssize_t r = conn_recv(b, n);
         if (r <= 0)
             return -1;
         b += r;
@@ -209,6 +225,30 @@ static void die_bad_frame(const char *what, unsigned type)
     _exit(WORKER_EXIT_ERROR);
 }
 
+/* A TASK_FD's arguments: the oldest descriptor received, checked and mapped
+ * (read-only, its pages mapped at once); the unpickler reads them there. */
+static void map_task_payload(wmsg_t *m, uint64_t size)
+{
+    char why[160];
+    int fd = shm_fdq_pop(&io.fdq);
+    if (fd < 0)
+        die_bad_frame("TASK_FD without a descriptor", MSG_TASK_FD);
+    if (size > PROTO_MAX_FRAME || shm_check(fd, size, why, sizeof why) < 0) {
+        log_error("bad TASK_FD from the pool: %s: exiting",
+                  size > PROTO_MAX_FRAME ? "too large" : why);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    m->map = shm_map(fd, (size_t)size);
+    close(fd);
+    if (!m->map) {
+        log_error("cannot map the arguments of a task (%llu bytes): exiting",
+                  (unsigned long long)size);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    m->payload = m->map;
+    m->len = (size_t)size;
+}
+
 /* Fill in m's fields from its body. */
 static void parse_msg(wmsg_t *m, size_t len)
 {
@@ -230,6 +270,14 @@ static void parse_msg(wmsg_t *m, size_t len)
         break;
     case MSG_SKIP:
         m->id = proto_u64(&r);
+        break;
+    case MSG_TASK_FD:
+        if (!io.fds)
+            die_bad_frame("descriptors do not travel on this connection", m->type);
+        m->id = proto_u64(&r);
+        m->gid = proto_u64(&r);
+        map_task_payload(m, proto_u64(&r));
+        m->type = MSG_TASK;
         break;
     default:
         die_bad_frame("not a message a worker expects", m->type);
@@ -361,7 +409,7 @@ static void *reader_main(void *arg)
             log_error("out of memory reading from the pool: exiting");
             _exit(WORKER_EXIT_ERROR);
         }
-        ssize_t n = bconn_recv(&io.conn, rb.data + rb.len, rb.cap - rb.len, 0);
+        ssize_t n = conn_recv(rb.data + rb.len, rb.cap - rb.len);
         if (n <= 0)
             connection_gone();
         rb.len += (size_t)n;
@@ -388,7 +436,12 @@ wmsg_t *wio_take(int wait)
     return m;
 }
 
-void wio_msg_free(wmsg_t *m) { free(m); }
+void wio_msg_free(wmsg_t *m)
+{
+    if (m && m->map)
+        munmap(m->map, m->len);
+    free(m);
+}
 
 /* ------------------------------------------------------------ writer thread */
 
