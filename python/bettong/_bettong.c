@@ -130,6 +130,7 @@ typedef struct {
      * receiving thread's). */
     int fds;
     shm_fdq_t fdq;
+    uint64_t shm_results, shm_calls; /* payloads that came / went as memfds */
     PyObject *address;
     /* The last worker_near seen, as a str (owned), so that results from the
      * same place share one object instead of decoding it each time. */
@@ -540,6 +541,7 @@ static PyObject *result_of_fd(Conn *c, const uint8_t *body, size_t len)
     close(fd);
     if (!payload)
         return NULL;
+    c->shm_results++;
     return result_tuple_ex(c, body, payload, raw);
 }
 
@@ -1079,6 +1081,7 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
                              (size_t)near_len, idv[i], &views[items[i].first], items[i].nviews,
                              items[i].len) < 0)
                 goto done;
+            c->shm_calls++;
             i++;
             continue;
         }
@@ -1339,6 +1342,16 @@ static PyObject *Conn_get_peer_id(Conn *c, void *unused)
     return PyLong_FromUnsignedLong(c->peer_id);
 }
 
+static PyObject *Conn_get_shm_results(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(c->shm_results);
+}
+
+static PyObject *Conn_get_shm_calls(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(c->shm_calls);
+}
+
 static PyObject *Conn_get_workers(Conn *c, void *unused)
 {
     return PyLong_FromUnsignedLong(c->workers);
@@ -1379,6 +1392,10 @@ static PyGetSetDef Conn_getset[] = {
     {"closed", (getter)Conn_get_closed, NULL, "close() was called", NULL},
     {"peer_id", (getter)Conn_get_peer_id, NULL, "the id the pool gave this client", NULL},
     {"workers", (getter)Conn_get_workers, NULL, "workers in the pool at WELCOME", NULL},
+    {"shm_results", (getter)Conn_get_shm_results, NULL,
+     "results that came as shared memory (a memfd) so far", NULL},
+    {"shm_calls", (getter)Conn_get_shm_calls, NULL,
+     "calls whose arguments went as shared memory (a memfd) so far", NULL},
     {"address", (getter)Conn_get_address, NULL, "the pool's address", NULL},
     {NULL},
 };
