@@ -598,7 +598,7 @@ static void release_fd_frame(void *ctx)
     free(f);
 }
 
-int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd,
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd, size_t held,
                   writer_release_fn release, void *ctx)
 {
     fd_frame_t *f = malloc(sizeof *f + n);
@@ -610,7 +610,7 @@ int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd,
     f->release = release;
     f->ctx = ctx;
     memcpy(f->frame, frame, n);
-    return writer_put_handle(&c->out, f->frame, n, (uv_stream_t *)fd, release_fd_frame, f);
+    return writer_put_handle(&c->out, f->frame, n, (uv_stream_t *)fd, held, release_fd_frame, f);
 }
 
 /* The peer's address for log lines: host:port, or for a Unix socket the peer's

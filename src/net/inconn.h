@@ -219,8 +219,9 @@ uv_pipe_t *inconn_take_fd(inconn_t *c);
 void inconn_fd_close(uv_pipe_t *fd);
 /* Queue a copy of frame[0..n) with fd attached to its first byte (c must pass
  * descriptors); fd must stay open until release(ctx), which runs once the
- * frame is written or dropped, also on failure (returns -1: out of memory). */
-int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd,
+ * frame is written or dropped, also on failure (returns -1: out of memory).
+ * `held`: the bytes fd holds, counted in inconn_backlog until then. */
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd, size_t held,
                   writer_release_fn release, void *ctx);
 
 /* The connection's TLS channel binding into b (TLS_BINDING_LEN bytes):

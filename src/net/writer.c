@@ -93,6 +93,7 @@ static void seg_append(writer_t *w, wseg_t *s, size_t n)
 /* A segment is written (or dropped): release what it holds, keep its parts. */
 static void seg_done(writer_t *w, wseg_t *s)
 {
+    w->held -= s->held;
     if (s->ref) {
         if (s->release)
             s->release(s->ctx);
@@ -150,12 +151,14 @@ int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn relea
     return 0;
 }
 
-int writer_put_handle(writer_t *w, const void *p, size_t n, uv_stream_t *handle,
+int writer_put_handle(writer_t *w, const void *p, size_t n, uv_stream_t *handle, size_t held,
                       writer_release_fn release, void *ctx)
 {
     if (n == 0 || writer_put_ref(w, p, n, release, ctx) < 0)
         return -1;
     w->tail->handle = handle;
+    w->tail->held = held;
+    w->held += held;
     return 0;
 }
 

@@ -711,7 +711,7 @@ static void op_task(void *ctx, void *wio, uint64_t task_id, uint64_t gid, const 
         if (proto_end(&w) < 0) {
             blob_unref(args->blob);
             write_failed(pe);
-        } else if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), args->blob->fd,
+        } else if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), args->blob->fd, args->n,
                                  blob_unref_cb, args->blob) < 0) {
             write_failed(pe);
         }
@@ -758,7 +758,8 @@ static void result_of_fd(peer_t *pe, const sched_result_t *r)
         } else {
             uv_pipe_t *fd = p->cur_fd;
             p->cur_fd = NULL;
-            if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), fd, close_fd_cb, fd) < 0)
+            if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), fd, r->payload_len,
+                              close_fd_cb, fd) < 0)
                 write_failed(pe);
         }
         buf_free(&b);
