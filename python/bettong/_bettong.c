@@ -21,7 +21,10 @@
  *       follow it: first, first+1, ...) or a sequence as long as payloads. The
  *       items are cut into frames of about 8 MiB; everything goes out in one
  *       sendmsg() series under the sender lock. Payloads of 8 KiB and more are not
- *       copied: they are written from the caller's objects (writev).
+ *       copied: they are written from the caller's objects (writev). On a
+ *       Unix socket whose pool takes descriptors, a payload of SHM_MIN (1 MiB)
+ *       or more goes as a CALLS_FD of its own: written into a sealed memfd
+ *       and the descriptor sent (pool/shm.h).
  *   cancel(call_ids)                     CANCEL for one id or a sequence of ids
  *   forget(func_id)                      FORGET
  *   status()                             STATUS (the reply arrives through recv)
@@ -34,6 +37,9 @@
  *         (MSG_CANCELLED, call_id, cancelled: bool)
  *         (MSG_STATUS_REPLY, workers, queued, running)
  *         (type, body: bytes) for any other type.
+ *       A RESULT_FD (the payload in a memfd, pool/shm.h) gives the same
+ *       tuple as a RESULT: its payload is read from the memfd with one pread,
+ *       and the descriptor closed at once.
  *       A RESULT of 64 KiB or more is read from the socket straight into its
  *       bytes object. When such a result is a successful one whose payload is a
  *       pickled bytes object (protocol 5: the common big result), the bytes are
@@ -45,6 +51,7 @@
  *   close()                              shuts the socket down (wakes a blocked
  *                                        recv) and closes it once no thread uses it
  *   fileno(), closed, peer_id, workers, address
+ *   shm_results, shm_calls: results received and calls sent as memfds so far
  *
  * And for futures.ChunkItem (the futures of a chunked map's items):
  * chunk_items(cls, chunk, n) makes a chunk's n items in one go, chunk_run(cls, fs,

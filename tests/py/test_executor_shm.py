@@ -111,6 +111,42 @@ def test_switched_off_by_environment(monkeypatch):
         assert (conn.shm_results, conn.shm_calls) == (0, 0)
 
 
+class MixedPool:
+    """`bettong pool --unix PATH --listen 127.0.0.1:0`: unix and tcp addresses;
+    add_worker joins a `bettong worker` over TCP."""
+
+    def __init__(self, procs, tmp_path, workers):
+        self.procs = procs
+        self.proc = procs.spawn([BIN, "pool", "--unix", str(tmp_path / "p.sock"), "--listen",
+                                 "127.0.0.1:0", "--workers", str(workers), "--secret", SECRET],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sub_env())
+        self.out = LineReader(self.proc.stdout)
+        m = self.out.wait_for(re.compile(r"listening on (unix:\S+) and (\S+)"), 15)
+        if m is None:
+            kill_group(self.proc)
+            pytest.fail("the pool did not start:\n" + self.out.text())
+        self.unix, self.tcp = m.group(1), m.group(2)
+
+    def add_worker(self):
+        env = sub_env()
+        env["BETTONG_SECRET"] = SECRET
+        self.procs.spawn([BIN, "worker", "--join", self.tcp, "--procs", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def test_pool_sends_bytes_to_a_tcp_client_of_a_local_worker(procs, executors, tmp_path):
+    pool = MixedPool(procs, tmp_path, workers=1)  # its worker on the Unix socket
+    conn = check_round_trip(executors(pool.tcp))
+    assert (conn.shm_results, conn.shm_calls) == (0, 0)
+
+
+def test_pool_sends_bytes_to_a_tcp_worker_of_a_local_client(procs, executors, tmp_path):
+    pool = MixedPool(procs, tmp_path, workers=0)
+    pool.add_worker()
+    conn = check_round_trip(executors(pool.unix))
+    assert (conn.shm_results, conn.shm_calls) == (0, 2)
+
+
 # ------------------------------------------------------------------ no leaks
 
 def wait_fd_counts(want, timeout=10):
