@@ -904,7 +904,8 @@ typedef struct {
 /* send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None) */
 /* One call whose arguments (the n views) go in a memfd (pool/shm.h): a
  * CALLS_FD frame with the descriptor attached. The memfd is made and sent
- * without the GIL (the views stay held). Returns 0, or -1 with an exception. */
+ * without the GIL (the views stay held). Returns 0, 1 if no memfd could be
+ * made (nothing was sent), or -1 with an exception. */
 static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t retries,
                         const char *near, size_t near_len, uint64_t call_id,
                         const Py_buffer *views, Py_ssize_t n, uint64_t size)
@@ -971,12 +972,8 @@ static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t
     fd_leave(c);
     PyMem_Free(iov);
     buf_free(&b);
-    if (!made) {
-        errno = err;
-        PyErr_Format(PyExc_OSError, "cannot put %llu bytes of arguments in shared memory: %s",
-                     (unsigned long long)size, strerror(err));
-        return -1;
-    }
+    if (!made)
+        return 1; /* (out of memory or descriptors: the socket path instead) */
     if (rc < 0) {
         PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s", strerror(err));
         return -1;
@@ -1075,8 +1072,9 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
     }
 
     Py_ssize_t i = 0;
+    int fd_ok = 1; /* memfds can be made */
     while (i < n) {
-        if (c->fds && items[i].len >= SHM_MIN) {
+        if (c->fds && fd_ok && items[i].len >= SHM_MIN) {
             /* Large arguments go as a memfd, after what is gathered so far. */
             PyObject *sent = out_send(c, &o);
             if (!sent)
@@ -1084,12 +1082,17 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
             Py_DECREF(sent);
             out_free(&o);
             out_init(&o);
-            if (send_call_fd(c, func_id, (uint32_t)timeout_ms, (uint16_t)retries, near,
-                             (size_t)near_len, idv[i], &views[items[i].first], items[i].nviews,
-                             items[i].len) < 0)
+            int rc = send_call_fd(c, func_id, (uint32_t)timeout_ms, (uint16_t)retries, near,
+                                  (size_t)near_len, idv[i], &views[items[i].first],
+                                  items[i].nviews, items[i].len);
+            if (rc < 0)
                 goto done;
-            c->shm_calls++;
-            i++;
+            if (rc == 0) {
+                c->shm_calls++;
+                i++;
+            } else {
+                fd_ok = 0; /* this one and the rest go on the socket */
+            }
             continue;
         }
         /* Items [i, j) go in this frame. */
@@ -1098,7 +1101,7 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
         while (j < n) {
             uint64_t add = 12 + items[j].len;
             if (j > i && (size + add > CALLS_FRAME_SOFT ||
-                          (c->fds && items[j].len >= SHM_MIN)))
+                          (c->fds && fd_ok && items[j].len >= SHM_MIN)))
                 break;
             size += add;
             j++;

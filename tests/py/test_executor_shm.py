@@ -147,6 +147,35 @@ def test_pool_sends_bytes_to_a_tcp_worker_of_a_local_client(procs, executors, tm
     assert (conn.shm_results, conn.shm_calls) == (0, 2)
 
 
+def lowest_free_fd():
+    n = 0
+    while True:
+        try:
+            os.fstat(n)
+        except OSError:
+            return n
+        n += 1
+
+
+def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
+    import resource
+    with bettong.FunctionExecutor(workers=1) as ex:
+        big = data_of(10)
+        want = (hashlib.sha256(big).hexdigest(), SIZE, "bytes")
+        assert ex.call_async(digest, big).result(timeout=T) == want
+        conn = ex._client.conn
+        assert conn.shm_calls == 1
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            # no descriptor left for a memfd until the (small) result is in
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
+            got = ex.call_async(digest, big).result(timeout=T)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert got == want
+        assert conn.shm_calls == 1
+
+
 # ------------------------------------------------------------------ no leaks
 
 def wait_fd_counts(want, timeout=10):
