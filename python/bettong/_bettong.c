@@ -1277,6 +1277,11 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
                          "frames", SHM_MAX_PENDING);
             return NULL;
         }
+        if (c->fdq.lost) {
+            PyErr_SetString(PyExc_OSError, "a result's shared memory could not be received "
+                            "(the process's open-file limit reached?)");
+            return NULL;
+        }
         if (pr < 0 || (pr > 0 && r < 0)) {
             if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0)

@@ -183,8 +183,9 @@ ssize_t shm_recv(int sock, void *p, size_t n, int flags, shm_fdq_t *q)
             fdq_push(q, fd);
         }
     }
-    /* Descriptors the control buffer had no room for were closed by the kernel. */
+    /* Descriptors that did not fit (the control buffer, or the open-file
+     * limit) were closed by the kernel. */
     if (msg.msg_flags & MSG_CTRUNC)
-        q->overflow = 1;
+        q->lost = 1;
     return r;
 }

@@ -58,6 +58,7 @@ typedef struct {
     int fds[SHM_MAX_PENDING];
     unsigned head, n;
     int overflow; /* more came than fit (they were closed): a broken peer */
+    int lost;     /* some could not be received (the open-file limit?) */
 } shm_fdq_t;
 
 void shm_fdq_init(shm_fdq_t *q);
@@ -67,7 +68,8 @@ int shm_fdq_pop(shm_fdq_t *q);
 void shm_fdq_close(shm_fdq_t *q);
 /* recv(2) on the Unix socket sock that also takes SCM_RIGHTS descriptors
  * (close-on-exec) into q; those beyond its room are closed and set
- * q->overflow. Returns as recv. */
+ * q->overflow; descriptors the kernel could not hand over (MSG_CTRUNC: no
+ * room in this process's descriptor table) set q->lost. Returns as recv. */
 ssize_t shm_recv(int sock, void *p, size_t n, int flags, shm_fdq_t *q);
 
 #endif

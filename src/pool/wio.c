@@ -109,9 +109,13 @@ static ssize_t conn_recv(void *p, size_t n)
     if (!io.fds)
         return bconn_recv(&io.conn, p, n, 0);
     ssize_t r = shm_recv(io.conn.fd, p, n, 0, &io.fdq);
-    if (io.fdq.overflow) {
-        log_error("the pool sent more than %d descriptors ahead of their frames: exiting",
-                  SHM_MAX_PENDING);
+    if (io.fdq.overflow || io.fdq.lost) {
+        if (io.fdq.overflow)
+            log_error("the pool sent more than %d descriptors ahead of their frames: exiting",
+                      SHM_MAX_PENDING);
+        else
+            log_error("a task's shared memory could not be received (open-file limit?): "
+                      "exiting");
         _exit(WORKER_EXIT_ERROR);
     }
     return r;

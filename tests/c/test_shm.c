@@ -1,7 +1,8 @@
 /* Unit tests for src/pool/shm: a sealed memfd made from iovecs holds their
  * bytes and passes shm_check; a wrong size, missing seals or a pipe do not; a
  * descriptor sent with shm_send_fd comes out of shm_recv's queue in order; more
- * than SHM_MAX_PENDING set the overflow flag and none leaks. */
+ * than SHM_MAX_PENDING set the overflow flag and none leaks; one the receiver
+ * has no room for sets the lost flag. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +14,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -150,6 +152,37 @@ static void test_too_many_overflow_without_leaks(void **state)
     close(sv[1]);
 }
 
+/* A receiver with no room in its descriptor table: the bytes come, the
+ * descriptor is lost and said to be. */
+static void test_no_room_sets_lost(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    struct iovec a = {"A", 1};
+    int fd = shm_create(&a, 1, 1);
+    assert_int_equal(shm_send_fd(sv[0], "x", 1, fd, 0), 1);
+    close(fd);
+    int lowest = 0;
+    while (fcntl(lowest, F_GETFD) >= 0)
+        lowest++;
+    struct rlimit old, low;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+    shm_fdq_t q;
+    shm_fdq_init(&q);
+    char c;
+    ssize_t r = shm_recv(sv[1], &c, 1, 0, &q);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(r, 1);
+    assert_int_equal(q.n, 0);
+    assert_true(q.lost);
+    assert_false(q.overflow);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_enabled_by_environment(void **state)
 {
     unsetenv(SHM_ENV_OFF);
@@ -168,6 +201,7 @@ int main(void)
         cmocka_unit_test(test_check_refuses),
         cmocka_unit_test(test_send_and_receive_in_order),
         cmocka_unit_test(test_too_many_overflow_without_leaks),
+        cmocka_unit_test(test_no_room_sets_lost),
         cmocka_unit_test(test_enabled_by_environment),
     };
     return cmocka_run_group_tests_name("shm", tests, NULL, NULL);
