@@ -354,6 +354,9 @@ static void op_identity(const uint8_t *p, size_t n)
         } else {
             CHECK(pi.parent_task == 0);
         }
+        /* then (this version) a u8 of flags, when the identity goes on */
+        size_t flags_at = parent_at + (pi.near && pi.role == ROLE_SUBCALL ? 8 : 0);
+        CHECK(pi.flags == (pi.near && n > flags_at ? p[flags_at] : 0));
         if (pi.name_len <= PROTO_NAME_MAX && pi.near_len <= PROTO_PLACE_MAX) {
             CHECK(proto_put_identity(&b, pi.role, pi.pid, (const char *)pi.name, pi.name_len,
                                      (const char *)pi.near, pi.near_len) == 0);

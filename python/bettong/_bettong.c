@@ -21,7 +21,10 @@
  *       follow it: first, first+1, ...) or a sequence as long as payloads. The
  *       items are cut into frames of about 8 MiB; everything goes out in one
  *       sendmsg() series under the sender lock. Payloads of 8 KiB and more are not
- *       copied: they are written from the caller's objects (writev).
+ *       copied: they are written from the caller's objects (writev). On a
+ *       Unix socket whose pool takes descriptors, a payload of SHM_MIN (1 MiB)
+ *       or more goes as a CALLS_FD of its own: written into a sealed memfd
+ *       and the descriptor sent (pool/shm.h).
  *   cancel(call_ids)                     CANCEL for one id or a sequence of ids
  *   forget(func_id)                      FORGET
  *   status()                             STATUS (the reply arrives through recv)
@@ -34,6 +37,9 @@
  *         (MSG_CANCELLED, call_id, cancelled: bool)
  *         (MSG_STATUS_REPLY, workers, queued, running)
  *         (type, body: bytes) for any other type.
+ *       A RESULT_FD (the payload in a memfd, pool/shm.h) gives the same
+ *       tuple as a RESULT: its payload is read from the memfd with one pread,
+ *       and the descriptor closed at once.
  *       A RESULT of 64 KiB or more is read from the socket straight into its
  *       bytes object. When such a result is a successful one whose payload is a
  *       pickled bytes object (protocol 5: the common big result), the bytes are
@@ -45,6 +51,7 @@
  *   close()                              shuts the socket down (wakes a blocked
  *                                        recv) and closes it once no thread uses it
  *   fileno(), closed, peer_id, workers, address
+ *   shm_results, shm_calls: results received and calls sent as memfds so far
  *
  * And for futures.ChunkItem (the futures of a chunked map's items):
  * chunk_items(cls, chunk, n) makes a chunk's n items in one go, chunk_run(cls, fs,
@@ -76,6 +83,7 @@
 #include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
+#include "pool/shm.h"
 #include "util/buf.h"
 
 /* Payloads from this size are written from the caller's buffer, not copied. */
@@ -124,6 +132,12 @@ typedef struct {
     size_t big_tail_have;
     uint32_t peer_id;
     uint32_t workers;
+    /* Large results come as memfds (pool/shm.h): the pool's WELCOME said so.
+     * Descriptors received ahead of their RESULT_FD frames wait in fdq (the
+     * receiving thread's). */
+    int fds;
+    shm_fdq_t fdq;
+    uint64_t shm_results, shm_calls; /* payloads that came / went as memfds */
     PyObject *address;
     /* The last worker_near seen, as a str (owned), so that results from the
      * same place share one object instead of decoding it each time. */
@@ -430,7 +444,7 @@ static PyObject *result_tuple_ex(Conn *c, const uint8_t *fixed, PyObject *payloa
         return NULL;
     }
     PyObject *v[9] = {
-        PyLong_FromLong(type),
+        PyLong_FromLong(type == MSG_RESULT_FD ? MSG_RESULT : type), /* one event for both */
         PyLong_FromUnsignedLongLong(call_id),
         PyLong_FromLong(status),
         PyLong_FromUnsignedLong(worker),
@@ -463,6 +477,81 @@ static PyObject *result_tuple(Conn *c, const uint8_t *fixed, PyObject *payload)
     return result_tuple_ex(c, fixed, payload, 0);
 }
 
+/* Pickle protocol 5 of one bytes object: PROTO 5, BINBYTES (u32 little-endian
+ * length), the bytes, then MEMOIZE and STOP. */
+#define RAW_HEAD 7
+#define RAW_TAIL 2
+static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
+
+/* The payload of a RESULT_FD from its memfd: the result itself when it is the
+ * pickle of one bytes object (read straight into the caller's bytes), else
+ * the pickle. One copy, made without the GIL; the descriptor is closed here,
+ * so nothing outlives the event. Returns a new reference, *raw set. */
+static PyObject *payload_of_fd(int fd, uint64_t size, uint8_t status, int *raw)
+{
+    uint8_t head[RAW_HEAD], tail[RAW_TAIL];
+    *raw = 0;
+    if (status == CALL_OK && size >= RAW_HEAD + RAW_TAIL &&
+        shm_read(fd, 0, head, RAW_HEAD) == 0 && shm_read(fd, size - RAW_TAIL, tail, RAW_TAIL) == 0) {
+        uint32_t rawlen = (uint32_t)head[3] | ((uint32_t)head[4] << 8) |
+                          ((uint32_t)head[5] << 16) | ((uint32_t)head[6] << 24);
+        *raw = head[0] == 0x80 && head[1] == 5 && head[2] == 'B' &&
+               (uint64_t)rawlen + RAW_HEAD + RAW_TAIL == size &&
+               memcmp(tail, raw_tail, RAW_TAIL) == 0;
+    }
+    size_t off = *raw ? RAW_HEAD : 0;
+    size_t n = (size_t)size - (*raw ? RAW_HEAD + RAW_TAIL : 0);
+    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
+    if (!b)
+        return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    buf_prefault(PyBytes_AS_STRING(b), n);
+    rc = shm_read(fd, off, PyBytes_AS_STRING(b), n);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(b);
+        PyErr_Format(ProtocolError, "cannot read a result of %zu bytes from its shared memory: %s",
+                     n, strerror(errno));
+        return NULL;
+    }
+    return b;
+}
+
+/* RESULT_FD: RESULT's head, then u64 size; the payload in the oldest
+ * descriptor received. */
+static PyObject *result_of_fd(Conn *c, const uint8_t *body, size_t len)
+{
+    long head = result_head_len(body, len);
+    if (head <= 0 || len != (size_t)head + 8) {
+        PyErr_Format(ProtocolError, "malformed RESULT_FD (%zu bytes)", len);
+        return NULL;
+    }
+    proto_rd_t r;
+    proto_rd_init(&r, body + head, 8);
+    uint64_t size = proto_u64(&r);
+    int fd = shm_fdq_pop(&c->fdq);
+    if (fd < 0) {
+        PyErr_SetString(ProtocolError, "RESULT_FD came without a descriptor");
+        return NULL;
+    }
+    char why[160];
+    PyObject *payload = NULL;
+    int raw = 0;
+    if (size > PROTO_MAX_FRAME || shm_check(fd, size, why, sizeof why) < 0) {
+        if (size > PROTO_MAX_FRAME)
+            snprintf(why, sizeof why, "a payload of %llu bytes", (unsigned long long)size);
+        PyErr_Format(ProtocolError, "RESULT_FD: %s", why);
+    } else {
+        payload = payload_of_fd(fd, size, body[9], &raw);
+    }
+    close(fd);
+    if (!payload)
+        return NULL;
+    c->shm_results++;
+    return result_tuple_ex(c, body, payload, raw);
+}
+
 /* One decoded frame body (type byte first) as an event tuple. */
 static PyObject *decode_frame(Conn *c, const uint8_t *body, size_t len)
 {
@@ -480,6 +569,10 @@ static PyObject *decode_frame(Conn *c, const uint8_t *body, size_t len)
             return NULL;
         return result_tuple(c, body, payload);
     }
+    case MSG_RESULT_FD:
+        if (!c->fds)
+            break;
+        return result_of_fd(c, body, len);
     case MSG_CANCELLED: {
         uint64_t id = proto_u64(&r);
         uint8_t dropped = proto_u8(&r);
@@ -526,12 +619,6 @@ static int drain_frames(Conn *c, PyObject *events)
     }
     return 0;
 }
-
-/* Pickle protocol 5 of one bytes object: PROTO 5, BINBYTES (u32 little-endian
- * length), the bytes, then MEMOIZE and STOP. */
-#define RAW_HEAD 7
-#define RAW_TAIL 2
-static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
 
 /* If the partial frame at the head of c->in is a large RESULT, move it into a
  * bytes object that the rest is read into: the payload, or (a successful result
@@ -636,6 +723,8 @@ static int take_answer(Conn *c, const uint8_t *body, size_t len)
     if (type == MSG_WELCOME) {
         c->peer_id = proto_u32(&r);
         c->workers = proto_u32(&r);
+        /* A pool of an older build ends here: no descriptors then. */
+        c->fds = r.p < r.end && (proto_u8(&r) & PROTO_TAKES_FDS);
         if (!r.err)
             return 0;
         PyErr_SetString(ProtocolError, "malformed WELCOME");
@@ -683,10 +772,13 @@ static int Conn_init(Conn *c, PyObject *args, PyObject *kw)
     buf_init(&id);
     if (!addr)
         goto fail;
+    /* On a Unix socket large results may come as descriptors (pool/shm.h). */
+    int local = (strncmp(addr, "unix:", 5) == 0 || addr[0] == '/') && shm_enabled();
     if ((parent_task ? proto_put_subcall_identity(&id, (uint32_t)getpid(), name,
                                                   (size_t)namelen, parent_task)
                      : proto_put_identity(&id, ROLE_CLIENT, (uint32_t)getpid(), name,
-                                          (size_t)namelen, NULL, 0)) < 0) {
+                                          (size_t)namelen, NULL, 0)) < 0 ||
+        proto_put_identity_flags(&id, local ? PROTO_TAKES_FDS : 0) < 0) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -736,6 +828,7 @@ static PyObject *Conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     if (!c)
         return NULL;
     c->fd = -1;
+    shm_fdq_init(&c->fdq);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->send_mu, NULL);
     buf_init(&c->in);
@@ -753,6 +846,7 @@ static void Conn_dealloc(Conn *c)
     if (c->bc_open)
         bconn_free(&c->bc);
     buf_free(&c->in);
+    shm_fdq_close(&c->fdq);
     Py_CLEAR(c->big);
     Py_CLEAR(c->near_str);
     Py_CLEAR(c->address);
@@ -808,6 +902,85 @@ typedef struct {
 } item_t;
 
 /* send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None) */
+/* One call whose arguments (the n views) go in a memfd (pool/shm.h): a
+ * CALLS_FD frame with the descriptor attached. The memfd is made and sent
+ * without the GIL (the views stay held). Returns 0, 1 if no memfd could be
+ * made (nothing was sent), or -1 with an exception. */
+static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t retries,
+                        const char *near, size_t near_len, uint64_t call_id,
+                        const Py_buffer *views, Py_ssize_t n, uint64_t size)
+{
+    struct iovec *iov = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *iov);
+    buf_t b;
+    buf_init(&b);
+    proto_wr_t w;
+    proto_begin(&w, &b, MSG_CALLS_FD);
+    proto_put_u64(&w, func_id);
+    proto_put_u32(&w, timeout_ms);
+    proto_put_u16(&w, retries);
+    proto_put_str16(&w, near ? near : "", near_len);
+    proto_put_u64(&w, call_id);
+    proto_put_u64(&w, size);
+    if (!iov || proto_end(&w) < 0) {
+        PyMem_Free(iov);
+        buf_free(&b);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t q = 0; q < n; q++)
+        iov[q] = (struct iovec){views[q].buf, (size_t)views[q].len};
+    int sock = fd_enter(c);
+    if (sock < 0) {
+        PyMem_Free(iov);
+        buf_free(&b);
+        closed_error();
+        return -1;
+    }
+    int rc = 0, err = 0, made = 1;
+    Py_BEGIN_ALLOW_THREADS
+    int mfd = shm_create(iov, (int)n, (size_t)size);
+    if (mfd < 0) {
+        made = 0;
+        err = errno;
+    } else {
+        pthread_mutex_lock(&c->send_mu);
+        ssize_t sent;
+        for (;;) {
+            sent = shm_send_fd(sock, buf_head(&b), buf_unread(&b), mfd, 0);
+            if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                struct pollfd pfd = {sock, POLLOUT, 0};
+                poll(&pfd, 1, -1);
+                continue;
+            }
+            break;
+        }
+        err = errno;
+        close(mfd);
+        if (sent <= 0) {
+            rc = -1;
+        } else if ((size_t)sent < buf_unread(&b)) {
+            struct iovec rest = {(void *)(buf_head(&b) + sent), buf_unread(&b) - (size_t)sent};
+            struct iovec *rp = &rest;
+            size_t cnt = 1;
+            while ((rc = send_iov(&c->bc, &rp, &cnt, 0)) == -2)
+                ;
+            err = errno;
+        }
+        pthread_mutex_unlock(&c->send_mu);
+    }
+    Py_END_ALLOW_THREADS
+    fd_leave(c);
+    PyMem_Free(iov);
+    buf_free(&b);
+    if (!made)
+        return 1; /* (out of memory or descriptors: the socket path instead) */
+    if (rc < 0) {
+        PyErr_Format(PyExc_ConnectionError, "connection to the pool lost: %s", strerror(err));
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *Conn_send_calls(Conn *c, PyObject *args)
 {
     unsigned long long func_id;
@@ -899,13 +1072,36 @@ static PyObject *Conn_send_calls(Conn *c, PyObject *args)
     }
 
     Py_ssize_t i = 0;
+    int fd_ok = 1; /* memfds can be made */
     while (i < n) {
+        if (c->fds && fd_ok && items[i].len >= SHM_MIN) {
+            /* Large arguments go as a memfd, after what is gathered so far. */
+            PyObject *sent = out_send(c, &o);
+            if (!sent)
+                goto done;
+            Py_DECREF(sent);
+            out_free(&o);
+            out_init(&o);
+            int rc = send_call_fd(c, func_id, (uint32_t)timeout_ms, (uint16_t)retries, near,
+                                  (size_t)near_len, idv[i], &views[items[i].first],
+                                  items[i].nviews, items[i].len);
+            if (rc < 0)
+                goto done;
+            if (rc == 0) {
+                c->shm_calls++;
+                i++;
+            } else {
+                fd_ok = 0; /* this one and the rest go on the socket */
+            }
+            continue;
+        }
         /* Items [i, j) go in this frame. */
         Py_ssize_t j = i;
         uint64_t size = 1 + 8 + 4 + 2 + 2 + (uint64_t)near_len + 4;
         while (j < n) {
             uint64_t add = 12 + items[j].len;
-            if (j > i && size + add > CALLS_FRAME_SOFT)
+            if (j > i && (size + add > CALLS_FRAME_SOFT ||
+                          (c->fds && fd_ok && items[j].len >= SHM_MIN)))
                 break;
             size += add;
             j++;
@@ -1016,6 +1212,15 @@ static PyObject *Conn_status(Conn *c, PyObject *unused)
     return res;
 }
 
+/* bconn_recv, or on a connection that passes descriptors a recvmsg that
+ * keeps them (c->fdq). */
+static ssize_t conn_recv(Conn *c, void *dst, size_t want, int flags)
+{
+    if (c->fds)
+        return shm_recv(c->bc.fd, dst, want, flags, &c->fdq);
+    return bconn_recv(&c->bc, dst, want, flags);
+}
+
 static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
 {
     for (;;) {
@@ -1055,18 +1260,28 @@ static PyObject *recv_loop(Conn *c, double deadline, PyObject *events)
         if (fd < 0)
             return closed_error();
         /* What is already there is read without letting go of the GIL. */
-        ssize_t r = bconn_recv(&c->bc, dst, want, MSG_DONTWAIT);
+        ssize_t r = conn_recv(c, dst, want, MSG_DONTWAIT);
         int pr = 1, err = errno;
         if (r < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
             Py_BEGIN_ALLOW_THREADS
             struct pollfd pfd = {fd, POLLIN, 0};
             pr = poll(&pfd, 1, sock_ms_left(deadline));
             if (pr > 0)
-                r = bconn_recv(&c->bc, dst, want, 0);
+                r = conn_recv(c, dst, want, 0);
             err = errno;
             Py_END_ALLOW_THREADS
         }
         fd_leave(c);
+        if (c->fdq.overflow) {
+            PyErr_Format(ProtocolError, "the pool sent more than %d descriptors ahead of their "
+                         "frames", SHM_MAX_PENDING);
+            return NULL;
+        }
+        if (c->fdq.lost) {
+            PyErr_SetString(PyExc_OSError, "a result's shared memory could not be received "
+                            "(the process's open-file limit reached?)");
+            return NULL;
+        }
         if (pr < 0 || (pr > 0 && r < 0)) {
             if (err == EINTR) {
                 if (PyErr_CheckSignals() < 0)
@@ -1142,6 +1357,16 @@ static PyObject *Conn_get_peer_id(Conn *c, void *unused)
     return PyLong_FromUnsignedLong(c->peer_id);
 }
 
+static PyObject *Conn_get_shm_results(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(c->shm_results);
+}
+
+static PyObject *Conn_get_shm_calls(Conn *c, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(c->shm_calls);
+}
+
 static PyObject *Conn_get_workers(Conn *c, void *unused)
 {
     return PyLong_FromUnsignedLong(c->workers);
@@ -1182,6 +1407,10 @@ static PyGetSetDef Conn_getset[] = {
     {"closed", (getter)Conn_get_closed, NULL, "close() was called", NULL},
     {"peer_id", (getter)Conn_get_peer_id, NULL, "the id the pool gave this client", NULL},
     {"workers", (getter)Conn_get_workers, NULL, "workers in the pool at WELCOME", NULL},
+    {"shm_results", (getter)Conn_get_shm_results, NULL,
+     "results that came as shared memory (a memfd) so far", NULL},
+    {"shm_calls", (getter)Conn_get_shm_calls, NULL,
+     "calls whose arguments went as shared memory (a memfd) so far", NULL},
     {"address", (getter)Conn_get_address, NULL, "the pool's address", NULL},
     {NULL},
 };

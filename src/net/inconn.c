@@ -487,6 +487,13 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         return;
     c->last_rx_ms = loop_ms(c);
     c->heard = 1;
+    if (inconn_passes_fds(c) && uv_pipe_pending_count(&c->h.pipe) > INCONN_MAX_PENDING_FDS) {
+        char why[128];
+        snprintf(why, sizeof why, "more than %d file descriptors sent ahead of the frames that "
+                 "take them", INCONN_MAX_PENDING_FDS);
+        inconn_close(c, why); /* libuv closes those it holds */
+        return;
+    }
     if (!c->tls)
         c->in.len += (size_t)nread;
     else if (tls_read(c, (const uint8_t *)b->base, (size_t)nread) < 0)
@@ -537,6 +544,74 @@ void inconn_resume(inconn_t *c)
 }
 
 static void free_unaccepted(uv_handle_t *h) { free(h->data); }
+
+/* ------------------------------------------------------------ descriptors */
+
+int inconn_passes_fds(const inconn_t *c)
+{
+    return c->listener->is_unix && c->listener->pass_fds && !c->tls;
+}
+
+static void free_fd_handle(uv_handle_t *h) { free(h); }
+
+uv_pipe_t *inconn_take_fd(inconn_t *c)
+{
+    if (!inconn_passes_fds(c) || c->closing || uv_pipe_pending_count(&c->h.pipe) == 0)
+        return NULL;
+    uv_pipe_t *p = malloc(sizeof *p);
+    if (!p)
+        return NULL;
+    uv_pipe_init(c->listener->loop, p, 0);
+    p->data = NULL;
+    int rc = uv_accept(&c->h.stream, (uv_stream_t *)p);
+    /* With no descriptor left, uv_accept watches the connection for input
+     * again: if it is not being read, have libuv stop that (start, then stop,
+     * is how its flags and the watcher agree again). */
+    if (!c->reading) {
+        uv_read_start(&c->h.stream, alloc_cb, read_cb);
+        uv_read_stop(&c->h.stream);
+    }
+    if (rc < 0) {
+        uv_close((uv_handle_t *)p, free_fd_handle);
+        return NULL;
+    }
+    return p;
+}
+
+void inconn_fd_close(uv_pipe_t *fd)
+{
+    if (fd)
+        uv_close((uv_handle_t *)fd, free_fd_handle);
+}
+
+typedef struct {
+    writer_release_fn release;
+    void *ctx;
+    uint8_t frame[];
+} fd_frame_t;
+
+static void release_fd_frame(void *ctx)
+{
+    fd_frame_t *f = ctx;
+    if (f->release)
+        f->release(f->ctx);
+    free(f);
+}
+
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd, size_t held,
+                  writer_release_fn release, void *ctx)
+{
+    fd_frame_t *f = malloc(sizeof *f + n);
+    if (!f) {
+        if (release)
+            release(ctx);
+        return -1;
+    }
+    f->release = release;
+    f->ctx = ctx;
+    memcpy(f->frame, frame, n);
+    return writer_put_handle(&c->out, f->frame, n, (uv_stream_t *)fd, held, release_fd_frame, f);
+}
 
 /* The peer's address for log lines: host:port, or for a Unix socket the peer's
  * pid (the socket has no address). */
@@ -667,7 +742,7 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     if (l->is_unix)
-        uv_pipe_init(l->loop, &c->h.pipe, 0);
+        uv_pipe_init(l->loop, &c->h.pipe, l->pass_fds);
     else
         uv_tcp_init(l->loop, &c->h.tcp);
     c->h.handle.data = c;

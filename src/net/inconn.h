@@ -96,6 +96,7 @@ struct listener {
     uint64_t refused;   /* connections refused at the cap, not yet logged */
     uint64_t refusal_logged_ms;
     tls_ctx_t *tls;  /* listener_set_tls; NULL: plain TCP */
+    int pass_fds;    /* listener_pass_fds */
     int paused;      /* new and existing connections do not read */
     int closing;
     uint64_t next_id;
@@ -200,6 +201,29 @@ static inline void inconn_authenticated(inconn_t *c) { c->authed = 1; }
  * with a log line. The auth handshake (net/authconn.h) binds itself to the
  * session (inconn_binding). */
 static inline void listener_set_tls(listener_t *l, tls_ctx_t *ctx) { l->tls = ctx; }
+/* Connections accepted from now on by this Unix-domain listener can receive
+ * and send file descriptors (SCM_RIGHTS; libuv's ipc pipes): see
+ * inconn_take_fd. One that has more than INCONN_MAX_PENDING_FDS received and
+ * not taken is closed with a log line. */
+#define INCONN_MAX_PENDING_FDS 8
+static inline void listener_pass_fds(listener_t *l) { l->pass_fds = 1; }
+/* 1 if descriptors travel on c (see listener_pass_fds). */
+int inconn_passes_fds(const inconn_t *c);
+/* Only inside the frame callback: the oldest descriptor received on c and
+ * not yet taken, held by a new pipe handle (uv_fileno gives it), which the
+ * caller gives to inconn_put_fd or inconn_fd_close. NULL if there is none. A
+ * descriptor arrives with the first byte of the frame it belongs to, so the
+ * frame that announces one finds it here. */
+uv_pipe_t *inconn_take_fd(inconn_t *c);
+/* Close a descriptor inconn_take_fd gave (its handle is freed later). */
+void inconn_fd_close(uv_pipe_t *fd);
+/* Queue a copy of frame[0..n) with fd attached to its first byte (c must pass
+ * descriptors); fd must stay open until release(ctx), which runs once the
+ * frame is written or dropped, also on failure (returns -1: out of memory).
+ * `held`: the bytes fd holds, counted in inconn_backlog until then. */
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd, size_t held,
+                  writer_release_fn release, void *ctx);
+
 /* The connection's TLS channel binding into b (TLS_BINDING_LEN bytes):
  * returns the length, or 0 on a connection without TLS. */
 size_t inconn_binding(inconn_t *c, uint8_t *b);

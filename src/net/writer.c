@@ -93,6 +93,7 @@ static void seg_append(writer_t *w, wseg_t *s, size_t n)
 /* A segment is written (or dropped): release what it holds, keep its parts. */
 static void seg_done(writer_t *w, wseg_t *s)
 {
+    w->held -= s->held;
     if (s->ref) {
         if (s->release)
             s->release(s->ctx);
@@ -147,6 +148,17 @@ int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn relea
     s->release = release;
     s->ctx = ctx;
     seg_append(w, s, n);
+    return 0;
+}
+
+int writer_put_handle(writer_t *w, const void *p, size_t n, uv_stream_t *handle, size_t held,
+                      writer_release_fn release, void *ctx)
+{
+    if (n == 0 || writer_put_ref(w, p, n, release, ctx) < 0)
+        return -1;
+    w->tail->handle = handle;
+    w->tail->held = held;
+    w->held += held;
     return 0;
 }
 
@@ -224,12 +236,14 @@ static int write_pending_now(writer_t *w)
     return 0;
 }
 
-static void start_write(writer_t *w, uv_buf_t *bufs, unsigned nb, size_t total)
+static void start_write(writer_t *w, uv_buf_t *bufs, unsigned nb, size_t total,
+                        uv_stream_t *handle)
 {
     w->req.data = w;
     w->writing = 1;
     w->inflight = total;
-    int rc = uv_write(&w->req, w->stream, bufs, nb, on_write);
+    int rc = handle ? uv_write2(&w->req, w->stream, bufs, nb, handle, on_write)
+                    : uv_write(&w->req, w->stream, bufs, nb, on_write);
     if (rc < 0) {
         w->writing = 0;
         w->inflight = 0;
@@ -318,7 +332,7 @@ static void flush_tls(writer_t *w)
             buf_consume(&w->cipher, (size_t)r);
     }
     uv_buf_t b = uv_buf_init((char *)buf_head(&w->cipher), (unsigned)buf_unread(&w->cipher));
-    start_write(w, &b, 1, total);
+    start_write(w, &b, 1, total, NULL);
 }
 
 void writer_flush(writer_t *w)
@@ -341,7 +355,12 @@ void writer_flush(writer_t *w)
     unsigned nb = 0;
     size_t total = 0;
     size_t off = w->head_off;
+    /* A segment with a handle starts a write of its own (its descriptor goes
+     * with that write's first byte). */
+    uv_stream_t *handle = off == 0 ? w->head->handle : NULL;
     for (wseg_t *s = w->head; s && nb < WRITE_BUFS && total < w->max_write; s = s->next) {
+        if (s->handle && s != w->head)
+            break;
         size_t n = seg_len(s) - off;
         if (n > w->max_write - total)
             n = w->max_write - total;
@@ -349,7 +368,7 @@ void writer_flush(writer_t *w)
         total += n;
         off = 0;
     }
-    start_write(w, bufs, nb, total);
+    start_write(w, bufs, nb, total, handle);
 }
 
 static void drop_segments(writer_t *w)

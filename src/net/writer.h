@@ -26,6 +26,8 @@ typedef struct wseg {
     size_t reflen;
     writer_release_fn release;
     void *ctx;
+    uv_stream_t *handle;       /* sent with the segment's first byte (writer_put_handle) */
+    size_t held;               /* bytes its handle stands for (writer_put_handle) */
 } wseg_t;
 
 struct writer {
@@ -39,6 +41,7 @@ struct writer {
     size_t head_off;     /* bytes of the head segment already written */
     size_t queued;       /* bytes in segments not yet written */
     size_t inflight;     /* bytes in the write in progress */
+    size_t held;         /* bytes queued handles stand for (writer_put_handle) */
     size_t max_write;    /* bytes per uv_write, so progress is reported often */
     int writing;
     int freed;
@@ -63,6 +66,14 @@ static inline buf_t *writer_buf(writer_t *w) { return &w->pending; }
  * bytes are written or dropped (also when this fails: returns -1, out of
  * memory). */
 int writer_put_ref(writer_t *w, const void *p, size_t n, writer_release_fn release, void *ctx);
+/* writer_put_ref for a segment that carries `handle` (an ipc pipe's uv_write2:
+ * its descriptor goes with the segment's first byte). The stream must be an
+ * ipc pipe; release(ctx) once written or dropped (the handle stays the
+ * caller's until then). `held`: the bytes the handle stands for (a memfd's
+ * size), counted in the backlog until then, so that backpressure sees them.
+ * Returns 0 or -1 as writer_put_ref. */
+int writer_put_handle(writer_t *w, const void *p, size_t n, uv_stream_t *handle, size_t held,
+                      writer_release_fn release, void *ctx);
 /* Start writing if there is something to write and nothing in flight. */
 void writer_flush(writer_t *w);
 /* From now on, writer_flush first tries to write pending bytes at once
@@ -85,7 +96,7 @@ int stream_write_tls_out(uv_stream_t *s, tls_conn_t *t);
 /* Bytes not yet written (including the write in flight). */
 static inline size_t writer_backlog(const writer_t *w)
 {
-    return w->queued + buf_unread(&w->pending);
+    return w->queued + buf_unread(&w->pending) + w->held;
 }
 /* Drop every byte queued or pending (not a write in flight): the owner will
  * send something else on a new connection. */

@@ -10,6 +10,8 @@ blob_t *blob_copy(const void *p, size_t n)
         return NULL;
     b->refs = 1;
     b->owned = NULL;
+    b->release = NULL;
+    b->fd = NULL;
     b->len = n;
     if (n)
         memcpy(b->data, p, n);
@@ -25,6 +27,23 @@ blob_t *blob_wrap(void *block)
     }
     b->refs = 1;
     b->owned = block;
+    b->release = NULL;
+    b->fd = NULL;
+    b->len = 0;
+    return b;
+}
+
+blob_t *blob_external(void *owned, void (*release)(void *owned), void *fd)
+{
+    blob_t *b = malloc(sizeof *b);
+    if (!b) {
+        release(owned);
+        return NULL;
+    }
+    b->refs = 1;
+    b->owned = owned;
+    b->release = release;
+    b->fd = fd;
     b->len = 0;
     return b;
 }
@@ -35,7 +54,10 @@ void blob_unref(blob_t *b)
 {
     if (!b || --b->refs > 0)
         return;
-    free(b->owned);
+    if (b->release)
+        b->release(b->owned);
+    else
+        free(b->owned);
     free(b);
 }
 

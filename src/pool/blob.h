@@ -16,6 +16,8 @@
 typedef struct {
     size_t refs;
     void *owned;  /* a taken block to free(), or NULL when the bytes are inline */
+    void (*release)(void *owned); /* blob_external: frees `owned` instead of free() */
+    void *fd;     /* blob_external: a descriptor the bytes can travel as (pool/shm.h) */
     size_t len;   /* inline bytes */
     uint8_t data[];
 } blob_t;
@@ -25,6 +27,10 @@ blob_t *blob_copy(const void *p, size_t n);
 /* A blob owning `block` (malloc'd; refs 1). On failure the block is freed and
  * NULL returned. */
 blob_t *blob_wrap(void *block);
+/* A blob whose bytes live elsewhere (a mapped memfd), let go of by
+ * release(owned) with the last reference; fd as in blob_t. NULL if memory ran
+ * out (then release(owned) has run). */
+blob_t *blob_external(void *owned, void (*release)(void *owned), void *fd);
 void blob_ref(blob_t *b);
 void blob_unref(blob_t *b);
 /* For release callbacks that take a void pointer (writer segments). */

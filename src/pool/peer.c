@@ -3,13 +3,17 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "net/authconn.h"
 #include "pool/blob.h"
 #include "pool/calls.h"
 #include "pool/lend.h"
 #include "pool/proto.h"
+#include "pool/shm.h"
 #include "pool/subcall.h"
 #include "util/log.h"
 
@@ -43,6 +47,8 @@ struct peer {
     uint64_t parent_task;   /* a sub-call client's task (pool/subcall.h); 0: none */
     uint64_t deadline_ms;   /* handshake or linger deadline; 0: none */
     int dirty;              /* written to since the last flush */
+    int fds;                /* descriptors travel on its connection (pool/shm.h) */
+    int answered;           /* a worker sent a DONE: its reader takes descriptors */
     peer_t *prev, *next;
 };
 
@@ -135,6 +141,56 @@ static blob_t *frame_blob(peer_t *pe, size_t frame_len, const uint8_t *p, size_t
     return blob_copy(p, n);
 }
 
+/* ------------------------------------------------------------ descriptors */
+
+/* A payload received as a memfd (pool/shm.h), mapped; its pages are touched
+ * only if it must go out as bytes. */
+typedef struct {
+    uv_pipe_t *fd;
+    void *map;
+    size_t len;
+} mapped_t;
+
+static void close_fd_cb(void *fd) { inconn_fd_close(fd); }
+
+static void release_mapped_parts(mapped_t *m)
+{
+    munmap(m->map, m->len);
+    inconn_fd_close(m->fd);
+}
+
+static void release_mapped(void *ctx)
+{
+    release_mapped_parts(ctx);
+    free(ctx);
+}
+
+/* The oldest descriptor received on pe's connection, checked to be a payload
+ * of `size` bytes (shm_check) and mapped. Returns 0 (*out filled), or -1 with
+ * the reason in why. */
+static int take_mapped(peer_t *pe, uint64_t size, mapped_t *out, char *why, size_t whylen)
+{
+    uv_pipe_t *fd = inconn_take_fd(pe->c);
+    if (!fd) {
+        snprintf(why, whylen, "no descriptor came with it");
+        return -1;
+    }
+    uv_os_fd_t osfd = -1;
+    if (size == 0 || size > PROTO_MAX_FRAME) {
+        snprintf(why, whylen, "a payload of %llu bytes", (unsigned long long)size);
+    } else if (uv_fileno((uv_handle_t *)fd, &osfd) == 0 &&
+               shm_check(osfd, size, why, whylen) == 0) {
+        void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, osfd, 0);
+        if (map != MAP_FAILED) {
+            *out = (mapped_t){.fd = fd, .map = map, .len = (size_t)size};
+            return 0;
+        }
+        snprintf(why, whylen, "cannot map it: %s", strerror(errno));
+    }
+    inconn_fd_close(fd);
+    return -1;
+}
+
 /* ------------------------------------------------------------ handshake */
 
 static void copy_name(char *out, size_t outlen, const uint8_t *s, size_t n)
@@ -195,6 +251,7 @@ static int accept_peer(peer_t *pe, int role)
     out_begin(pe, &w, MSG_WELCOME);
     proto_put_u32(&w, pe->id);
     proto_put_u32(&w, st.workers);
+    proto_put_u8(&w, pe->fds ? PROTO_TAKES_FDS : 0);
     out_end(pe, &w);
     char who[320];
     log_info("%s joined", label(pe, who, sizeof who));
@@ -210,6 +267,7 @@ static int on_identity(peer_t *pe)
     int long_near = 0;
     if (!bad) {
         pe->pid = id.pid;
+        pe->fds = (id.flags & PROTO_TAKES_FDS) && inconn_passes_fds(pe->c);
         copy_name(pe->name, sizeof pe->name, id.name, id.name_len);
         long_near = id.near_len > PROTO_PLACE_MAX;
         if (!long_near && id.near)
@@ -358,6 +416,49 @@ static int on_calls(peer_t *pe, size_t frame_len, proto_rd_t *r)
     return rc;
 }
 
+/* CALLS_FD: one call whose arguments came as a memfd. The call's span is the
+ * mapping, kept by a blob that also holds the descriptor, so that a worker
+ * that takes descriptors gets it as TASK_FD (op_task), and any other the
+ * bytes. */
+static int on_calls_fd(peer_t *pe, proto_rd_t *r)
+{
+    pool_t *p = pe->pool;
+    uint64_t func_id = proto_u64(r);
+    uint32_t timeout_ms = proto_u32(r);
+    uint16_t retries = proto_u16(r);
+    size_t near_len;
+    const uint8_t *near = proto_str16(r, &near_len);
+    uint64_t call_id = proto_u64(r);
+    uint64_t size = proto_u64(r);
+    if (r->err || r->p != r->end)
+        return bad_peer(pe, "malformed CALLS_FD");
+    if (near_len > PROTO_PLACE_MAX)
+        return bad_peer(pe, "CALLS_FD near a store name longer than %d bytes", PROTO_PLACE_MAX);
+    mapped_t m;
+    char why[160];
+    if (take_mapped(pe, size, &m, why, sizeof why) < 0)
+        return bad_peer(pe, "CALLS_FD for call %llu: %s", (unsigned long long)call_id, why);
+    mapped_t *owned = malloc(sizeof *owned);
+    if (!owned) {
+        release_mapped_parts(&m);
+        return bad_peer(pe, "out of memory queueing calls");
+    }
+    *owned = m;
+    blob_t *b = blob_external(owned, release_mapped, m.fd);
+    if (!b)
+        return bad_peer(pe, "out of memory queueing calls");
+    span_t sp = {.blob = b, .p = m.map, .n = m.len};
+    uint16_t place = sched_place(p->sched, (const char *)near, near_len);
+    pmetrics_submitted(&p->counters, m.len);
+    int s = sched_call_near(p->sched, pe->client, func_id, call_id, timeout_ms, retries, place,
+                            &sp, pool_now_us(p)); /* (takes the reference) */
+    if (s == SCHED_DUPLICATE)
+        return bad_peer(pe, "call id %llu is already in use", (unsigned long long)call_id);
+    if (s < 0)
+        return bad_peer(pe, "out of memory queueing calls");
+    return 0;
+}
+
 static int on_status(peer_t *pe)
 {
     sched_stats_t st;
@@ -383,6 +484,10 @@ static int on_client_msg(peer_t *pe, size_t frame_len, const uint8_t *body, size
         return on_func(pe, frame_len, &r);
     case MSG_CALLS:
         return on_calls(pe, frame_len, &r);
+    case MSG_CALLS_FD:
+        if (!pe->fds)
+            return bad_peer(pe, "CALLS_FD on a connection that does not pass descriptors");
+        return on_calls_fd(pe, &r);
     case MSG_CANCEL:
         id = proto_u64(&r);
         if (r.err)
@@ -404,24 +509,64 @@ static int on_client_msg(peer_t *pe, size_t frame_len, const uint8_t *body, size
 
 /* ------------------------------------------------------------ workers */
 
+/* The memfd of a DONE_FD, checked and mapped, into p->cur_*. Returns 0, or
+ * -1 (bad_peer: the connection closes). */
+static int take_payload_fd(peer_t *pe, uint64_t task_id, uint64_t size)
+{
+    pool_t *p = pe->pool;
+    mapped_t m;
+    char why[160];
+    if (take_mapped(pe, size, &m, why, sizeof why) < 0)
+        return bad_peer(pe, "DONE_FD for task %llu: %s", (unsigned long long)task_id, why);
+    p->cur_fd = m.fd;
+    p->cur_map = m.map;
+    p->cur_map_len = m.len;
+    return 0;
+}
+
+/* Let go of what take_payload_fd left (op_result did not take it). */
+static void drop_payload_fd(pool_t *p)
+{
+    if (p->cur_map)
+        munmap(p->cur_map, p->cur_map_len);
+    inconn_fd_close(p->cur_fd);
+    p->cur_map = NULL;
+    p->cur_fd = NULL;
+    p->cur_map_len = 0;
+}
+
 static int on_done(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len)
 {
     pool_t *p = pe->pool;
     proto_rd_t r;
     proto_rd_init(&r, body, len);
     uint8_t type = proto_u8(&r);
-    if (type != MSG_DONE)
+    if (type != MSG_DONE && !(type == MSG_DONE_FD && pe->fds))
         return bad_peer(pe, "message type %u is not one a worker sends", type);
     uint64_t task_id = proto_u64(&r);
     uint8_t status = proto_u8(&r);
     uint64_t started = proto_u64(&r);
     uint64_t finished = proto_u64(&r);
     size_t n;
-    const uint8_t *payload = proto_rest(&r, &n);
-    if (r.err)
-        return bad_peer(pe, "truncated DONE");
-    if (!pe->worker)
+    const uint8_t *payload;
+    if (type == MSG_DONE_FD) {
+        uint64_t size = proto_u64(&r);
+        if (r.err || r.p != r.end)
+            return bad_peer(pe, "malformed DONE_FD");
+        if (take_payload_fd(pe, task_id, size) < 0)
+            return -1;
+        payload = p->cur_map;
+        n = p->cur_map_len;
+    } else {
+        payload = proto_rest(&r, &n);
+        if (r.err)
+            return bad_peer(pe, "truncated DONE");
+    }
+    pe->answered = 1;
+    if (!pe->worker) {
+        drop_payload_fd(p);
         return 0; /* being closed for a timeout: its results no longer count */
+    }
     /* A large result goes to the client from this frame's memory. */
     if (frame_len >= TAKE_MIN)
         p->cur_block = inconn_take_frame(pe->c);
@@ -429,6 +574,7 @@ static int on_done(peer_t *pe, size_t frame_len, const uint8_t *body, size_t len
                         pool_now_us(p));
     inconn_block_free(p->cur_block);
     p->cur_block = NULL;
+    drop_payload_fd(p);
     if (rc == SCHED_PROTOCOL)
         return bad_peer(pe, "DONE for task %llu with status %u does not match the task it runs",
                         (unsigned long long)task_id, status);
@@ -551,6 +697,28 @@ static void op_task(void *ctx, void *wio, uint64_t task_id, uint64_t gid, const 
 {
     peer_t *pe = wio;
     proto_wr_t w;
+    /* (Not before the worker's first DONE: until its handshake is over it
+     * reads without taking descriptors, and one sent then would be lost.) */
+    if (args->blob && args->blob->fd && pe->fds && pe->answered) {
+        /* Arguments that came as a memfd go on as that memfd. */
+        buf_t b;
+        buf_init(&b);
+        proto_begin(&w, &b, MSG_TASK_FD);
+        proto_put_u64(&w, task_id);
+        proto_put_u64(&w, gid);
+        proto_put_u64(&w, args->n);
+        blob_ref(args->blob);
+        if (proto_end(&w) < 0) {
+            blob_unref(args->blob);
+            write_failed(pe);
+        } else if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), args->blob->fd, args->n,
+                                 blob_unref_cb, args->blob) < 0) {
+            write_failed(pe);
+        }
+        buf_free(&b);
+        pe->dirty = 1;
+        return;
+    }
     out_begin(pe, &w, MSG_TASK);
     proto_put_u64(&w, task_id);
     proto_put_u64(&w, gid);
@@ -569,6 +737,52 @@ static void put_result_head(proto_wr_t *w, const sched_result_t *r, uint8_t stat
     proto_put_str16(w, r->worker_near, r->worker_near_len);
 }
 
+
+/* A result whose payload is the memfd in p->cur_fd: the descriptor goes on
+ * to a client that takes descriptors (RESULT_FD), else its bytes go out from
+ * the mapping (a plain RESULT). Either way p->cur_* pass to the writer. */
+static void result_of_fd(peer_t *pe, const sched_result_t *r)
+{
+    pool_t *p = pe->pool;
+    proto_wr_t w;
+    if (pe->fds) {
+        buf_t b;
+        buf_init(&b);
+        proto_begin(&w, &b, MSG_RESULT_FD);
+        put_result_head(&w, r, r->status);
+        proto_put_u64(&w, r->payload_len);
+        /* (on failure p->cur_fd is closed by on_done; inconn_put_fd closes
+         * what it was given) */
+        if (proto_end(&w) < 0) {
+            write_failed(pe);
+        } else {
+            uv_pipe_t *fd = p->cur_fd;
+            p->cur_fd = NULL;
+            if (inconn_put_fd(pe->c, buf_head(&b), buf_unread(&b), fd, r->payload_len,
+                              close_fd_cb, fd) < 0)
+                write_failed(pe);
+        }
+        buf_free(&b);
+        pe->dirty = 1;
+        return;
+    }
+    mapped_t *m = malloc(sizeof *m);
+    out_begin(pe, &w, MSG_RESULT);
+    put_result_head(&w, r, r->status);
+    if (!m || proto_end_with(&w, r->payload_len) < 0) {
+        free(m);
+        write_failed(pe);
+        return;
+    }
+    m->fd = p->cur_fd;
+    m->map = p->cur_map;
+    m->len = p->cur_map_len;
+    p->cur_fd = NULL;
+    p->cur_map = NULL;
+    if (inconn_put_ref(pe->c, m->map, m->len, release_mapped, m) < 0)
+        write_failed(pe);
+}
+
 static void op_result(void *ctx, void *cio, const sched_result_t *r)
 {
     pool_t *p = ctx;
@@ -576,6 +790,10 @@ static void op_result(void *ctx, void *cio, const sched_result_t *r)
     pmetrics_result(&p->counters, r->status, r->submitted_us, r->started_us, r->finished_us,
                     pool_now_us(p), r->payload_len);
     proto_wr_t w;
+    if (p->cur_fd && r->payload == p->cur_map && r->payload_len == p->cur_map_len) {
+        result_of_fd(pe, r);
+        return;
+    }
     out_begin(pe, &w, MSG_RESULT);
     put_result_head(&w, r, r->status);
     /* The payload still lies in the DONE frame's memory: hand that over. */

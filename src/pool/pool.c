@@ -431,6 +431,7 @@ static int start_listeners(pool_t *p, const pool_args_t *a)
             fprintf(stderr, PROG ": %s\n", err);
             return -1;
         }
+        listener_pass_fds(&p->unx); /* large payloads as memfds (pool/shm.h) */
         p->have_unix = p->unix_open = 1;
         listener_require_auth(&p->unx, AUTH_DEADLINE_MS);
     }

@@ -56,6 +56,10 @@ typedef struct pool {
     int had_client;           /* a client has been accepted (ever) */
     int clients_paused, workers_paused;
     void *cur_block;         /* memory of the DONE frame being handled, if taken */
+    /* The memfd of the DONE_FD being handled (pool/shm.h), and its mapping. */
+    uv_pipe_t *cur_fd;
+    void *cur_map;
+    size_t cur_map_len;
 
     /* local workers */
     local_worker_t *locals;

@@ -72,6 +72,30 @@
  *                           it had sent ahead to a worker, and answers that
  *                           CANCEL once the worker has answered.
  *
+ * Shared-memory payloads (added to version 3; pool/shm.h): a peer on the
+ * pool's Unix socket may end its identity with a u8 of flags, PROTO_TAKES_FDS
+ * meaning it can send and receive descriptors (older peers end before it and
+ * are read as 0), and the pool's WELCOME then ends with the same u8: set when
+ * that connection carries descriptors both ways. Only between two such ends:
+ *
+ *  worker -> pool DONE_FD   u64 task_id, u8 status, u64 started_us,
+ *                           u64 finished_us, u64 size: DONE, its payload in
+ *                           the sealed memfd attached (SCM_RIGHTS) to the
+ *                           frame's first byte
+ *  pool -> client RESULT_FD RESULT's fields up to worker_near, then u64 size:
+ *                           RESULT, its payload in the attached memfd
+ *  client -> pool CALLS_FD  u64 func_id, u32 timeout_ms, u16 retries, str16 near,
+ *                           u64 call_id, u64 size: one call, its pickled
+ *                           (args, kwargs) in the attached memfd
+ *  pool -> worker TASK_FD   u64 task_id, u64 func_gid, u64 size: TASK, its
+ *                           payload in the attached memfd
+ *
+ * A pool that cannot pass the descriptor on (a client or worker over TCP or
+ * of an older build) maps it and sends the bytes (RESULT, TASK). A frame that announces a
+ * descriptor none came for, a file of another size or without its seals, or
+ * more than SHM_MAX_PENDING descriptors ahead of their frames closes the
+ * connection with a log line.
+ *
  * Locality (version 3): a call whose `near` names a place goes to a worker
  * whose `near` is the same name when one has room (see pool/sched.h); failing
  * that, to any worker with room, so no call waits for a busy or absent near
@@ -101,6 +125,8 @@
 /* The longest locality name (a store backend's name) in an identity or CALLS;
  * a longer one is refused (a worker) or cut (the client never sends one). */
 #define PROTO_PLACE_MAX 63
+/* Identity and WELCOME flag: descriptors travel on this connection. */
+#define PROTO_TAKES_FDS 1
 /* Largest frame accepted: a result or argument of a few GB is not sent as one. */
 #define PROTO_MAX_FRAME (2047ull * 1024 * 1024)
 
@@ -121,6 +147,10 @@ typedef enum {
     MSG_TASK = 32,
     MSG_DONE = 33,
     MSG_SKIP = 34, /* added: see above */
+    MSG_DONE_FD = 35,   /* added: see above */
+    MSG_RESULT_FD = 23, /* added: see above */
+    MSG_CALLS_FD = 16,  /* added: see above */
+    MSG_TASK_FD = 36,   /* added: see above */
 } msg_type;
 
 /* ROLE_SUBCALL: a client inside a running call, whose handshake key is that
@@ -215,6 +245,16 @@ static inline int proto_put_subcall_identity(buf_t *b, uint32_t pid, const char 
     return wire_end_fields(&w);
 }
 
+/* End an identity with its flags (PROTO_TAKES_FDS; see above), after
+ * proto_put_identity or proto_put_subcall_identity. Returns 0 or -1. */
+static inline int proto_put_identity_flags(buf_t *b, uint8_t flags)
+{
+    wire_wr_t w;
+    wire_begin_fields(&w, b);
+    wire_put_u8(&w, flags);
+    return wire_end_fields(&w);
+}
+
 /* An identity as proto_get_identity reads it; name points into the input. */
 typedef struct {
     uint8_t role, version;
@@ -224,6 +264,7 @@ typedef struct {
     const uint8_t *near; /* NULL (near_len 0) when the identity is of another version */
     size_t near_len;
     uint64_t parent_task; /* ROLE_SUBCALL: the task it submits from; else 0 */
+    uint8_t flags;        /* PROTO_TAKES_FDS; 0 when the identity ends before them */
 } proto_identity_t;
 
 /* Decode an identity (see above), as the pool does after the handshake: a
@@ -243,10 +284,13 @@ static inline int proto_get_identity(const uint8_t *p, size_t len, proto_identit
     id->near = NULL;
     id->near_len = 0;
     id->parent_task = 0;
+    id->flags = 0;
     if (!r.err && id->version == PROTO_VERSION)
         id->near = wire_str16(&r, &id->near_len);
     if (!r.err && id->version == PROTO_VERSION && id->role == ROLE_SUBCALL)
         id->parent_task = wire_u64(&r);
+    if (!r.err && id->version == PROTO_VERSION && r.p < r.end)
+        id->flags = wire_u8(&r);
     return r.err ? -1 : 0;
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/uio.h>
@@ -18,6 +19,7 @@
 #include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
+#include "pool/shm.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -38,7 +40,16 @@ typedef struct oseg {
     const uint8_t *p; /* pinned bytes (pin != NULL) */
     size_t n;
     void *pin;
+    /* A DONE whose payload (head, p[0..n), tail) goes in a memfd (shm.h). */
+    struct shm_done *shm;
 } oseg_t;
+
+typedef struct shm_done {
+    uint64_t task_id, started_us, finished_us;
+    uint8_t status;
+    uint8_t head[64], tail[64];
+    size_t hlen, tlen;
+} shm_done_t;
 
 static struct {
     bconn_t conn; /* to the pool, plain or TLS */
@@ -52,6 +63,8 @@ static struct {
     int writer_waiting;
     oseg_t *released; /* pinned segments written, for the main thread */
     buf_t early;      /* read during the handshake: what came after WELCOME */
+    int fds;          /* large payloads go as memfds (the pool's WELCOME said so) */
+    shm_fdq_t fdq;    /* descriptors received ahead of their frames (reader's) */
 } io = {
     .conn = {.fd = -1},
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -90,11 +103,29 @@ int wio_connect(const char *addr, char *err, size_t errlen)
 
 /* ------------------------------------------------------------ blocking I/O */
 
+/* bconn_recv, or once descriptors travel a recvmsg that keeps them (io.fdq). */
+static ssize_t conn_recv(void *p, size_t n)
+{
+    if (!io.fds)
+        return bconn_recv(&io.conn, p, n, 0);
+    ssize_t r = shm_recv(io.conn.fd, p, n, 0, &io.fdq);
+    if (io.fdq.overflow || io.fdq.lost) {
+        if (io.fdq.overflow)
+            log_error("the pool sent more than %d descriptors ahead of their frames: exiting",
+                      SHM_MAX_PENDING);
+        else
+            log_error("a task's shared memory could not be received (open-file limit?): "
+                      "exiting");
+        _exit(WORKER_EXIT_ERROR);
+    }
+    return r;
+}
+
 static int read_all(void *p, size_t n)
 {
     uint8_t *b = p;
     while (n > 0) {
-        ssize_t r = bconn_recv(&io.conn, b, n, 0);
+        ssize_t r = conn_recv(b, n);
         if (r <= 0)
             return -1;
         b += r;
@@ -112,6 +143,8 @@ static int parse_answer(const uint8_t *body, size_t n, uint32_t *peer_id, char *
     if (type == MSG_WELCOME) {
         *peer_id = proto_u32(&r);
         proto_u32(&r);
+        /* A pool of an older build ends here: no descriptors then. */
+        io.fds = r.p < r.end && (proto_u8(&r) & PROTO_TAKES_FDS);
         if (!r.err)
             return 0;
     } else if (type == MSG_REFUSED) {
@@ -151,13 +184,24 @@ static int handshake_failed(int rc, int e, const char *addr, char *err, size_t e
     return WORKER_EXIT_NO_CONNECT;
 }
 
+/* Descriptors can travel: a plain Unix-domain connection. */
+static int on_unix_socket(void)
+{
+    int domain = 0;
+    socklen_t dlen = sizeof domain;
+    return !io.conn.tls && getsockopt(io.conn.fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 &&
+           domain == AF_UNIX;
+}
+
 int wio_hello(const char *addr, const char *name, const char *near, const char *secret,
               uint32_t *peer_id, char *err, size_t errlen)
 {
     buf_t id;
     buf_init(&id);
     if (proto_put_identity(&id, ROLE_WORKER, (uint32_t)getpid(), name, strlen(name), near,
-                           near ? strlen(near) : 0) < 0) {
+                           near ? strlen(near) : 0) < 0 ||
+        proto_put_identity_flags(&id, on_unix_socket() && shm_enabled() ? PROTO_TAKES_FDS : 0)
+            < 0) {
         snprintf(err, errlen, "out of memory");
         return WORKER_EXIT_ERROR;
     }
@@ -185,6 +229,30 @@ static void die_bad_frame(const char *what, unsigned type)
     _exit(WORKER_EXIT_ERROR);
 }
 
+/* A TASK_FD's arguments: the oldest descriptor received, checked and mapped
+ * (read-only, its pages mapped at once); the unpickler reads them there. */
+static void map_task_payload(wmsg_t *m, uint64_t size)
+{
+    char why[160];
+    int fd = shm_fdq_pop(&io.fdq);
+    if (fd < 0)
+        die_bad_frame("TASK_FD without a descriptor", MSG_TASK_FD);
+    if (size > PROTO_MAX_FRAME || shm_check(fd, size, why, sizeof why) < 0) {
+        log_error("bad TASK_FD from the pool: %s: exiting",
+                  size > PROTO_MAX_FRAME ? "too large" : why);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    m->map = shm_map(fd, (size_t)size);
+    close(fd);
+    if (!m->map) {
+        log_error("cannot map the arguments of a task (%llu bytes): exiting",
+                  (unsigned long long)size);
+        _exit(WORKER_EXIT_ERROR);
+    }
+    m->payload = m->map;
+    m->len = (size_t)size;
+}
+
 /* Fill in m's fields from its body. */
 static void parse_msg(wmsg_t *m, size_t len)
 {
@@ -206,6 +274,14 @@ static void parse_msg(wmsg_t *m, size_t len)
         break;
     case MSG_SKIP:
         m->id = proto_u64(&r);
+        break;
+    case MSG_TASK_FD:
+        if (!io.fds)
+            die_bad_frame("descriptors do not travel on this connection", m->type);
+        m->id = proto_u64(&r);
+        m->gid = proto_u64(&r);
+        map_task_payload(m, proto_u64(&r));
+        m->type = MSG_TASK;
         break;
     default:
         die_bad_frame("not a message a worker expects", m->type);
@@ -337,7 +413,7 @@ static void *reader_main(void *arg)
             log_error("out of memory reading from the pool: exiting");
             _exit(WORKER_EXIT_ERROR);
         }
-        ssize_t n = bconn_recv(&io.conn, rb.data + rb.len, rb.cap - rb.len, 0);
+        ssize_t n = conn_recv(rb.data + rb.len, rb.cap - rb.len);
         if (n <= 0)
             connection_gone();
         rb.len += (size_t)n;
@@ -364,7 +440,12 @@ wmsg_t *wio_take(int wait)
     return m;
 }
 
-void wio_msg_free(wmsg_t *m) { free(m); }
+void wio_msg_free(wmsg_t *m)
+{
+    if (m && m->map)
+        munmap(m->map, m->len);
+    free(m);
+}
 
 /* ------------------------------------------------------------ writer thread */
 
@@ -392,12 +473,44 @@ int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t fin
                             NULL, 0);
 }
 
+/* A DONE whose payload the writer thread puts in a memfd (see write_shm). */
+static int queue_shm_done(uint64_t task_id, uint8_t status, uint64_t started_us,
+                          uint64_t finished_us, const void *head, size_t hlen,
+                          const void *payload, size_t len, void *pin, const void *tail,
+                          size_t tlen)
+{
+    oseg_t *s = oseg_new();
+    shm_done_t *d = calloc(1, sizeof *d);
+    if (!s || !d) {
+        free(s);
+        free(d);
+        return -1;
+    }
+    *d = (shm_done_t){.task_id = task_id, .started_us = started_us, .finished_us = finished_us,
+                      .status = status, .hlen = hlen, .tlen = tlen};
+    memcpy(d->head, head, hlen);
+    memcpy(d->tail, tail, tlen);
+    s->p = payload;
+    s->n = len;
+    s->pin = pin;
+    s->shm = d;
+    pthread_mutex_lock(&io.out_mu);
+    oseg_append(s);
+    if (io.writer_waiting)
+        pthread_cond_signal(&io.out_cv);
+    pthread_mutex_unlock(&io.out_mu);
+    return 0;
+}
+
 int wio_done_wrapped(uint64_t task_id, uint8_t status, uint64_t started_us,
                      uint64_t finished_us, const void *head, size_t hlen, const void *payload,
                      size_t len, void *pin, const void *tail, size_t tlen)
 {
     if (len > PROTO_MAX_FRAME - 64 || hlen + tlen > 64 || len + hlen + tlen > PROTO_MAX_FRAME - 64)
         return -1;
+    if (pin && io.fds && hlen + len + tlen >= SHM_MIN)
+        return queue_shm_done(task_id, status, started_us, finished_us, head, hlen, payload, len,
+                              pin, tail, tlen);
     int rc = -1;
     pthread_mutex_lock(&io.out_mu);
     oseg_t *s = io.out_tail;
@@ -466,16 +579,17 @@ void wio_released(void (*release)(void *pin))
 static size_t oseg_len(const oseg_t *s) { return s->pin ? s->n : buf_unread(&s->b); }
 static const uint8_t *oseg_data(const oseg_t *s) { return s->pin ? s->p : buf_head(&s->b); }
 
-/* Write the segments, in batches of iovecs, all of them or die. */
-static void write_segments(oseg_t *s)
+/* Write the segments from s up to stop (not included), in batches of
+ * iovecs, all of them or die. */
+static void write_segments(oseg_t *s, const oseg_t *stop)
 {
     struct iovec iov[IOV_BATCH];
     size_t off = 0; /* into s */
-    while (s) {
+    while (s != stop) {
         int n = 0;
         oseg_t *t = s;
         size_t toff = off;
-        for (; t && n < IOV_BATCH; t = t->next, toff = 0) {
+        for (; t != stop && n < IOV_BATCH; t = t->next, toff = 0) {
             size_t len = oseg_len(t) - toff;
             if (len == 0)
                 continue;
@@ -492,7 +606,7 @@ static void write_segments(oseg_t *s)
             connection_gone();
         /* Advance past what was written. */
         size_t left = (size_t)w;
-        while (s && left >= oseg_len(s) - off) {
+        while (s != stop && left >= oseg_len(s) - off) {
             left -= oseg_len(s) - off;
             off = 0;
             s = s->next;
@@ -502,6 +616,64 @@ static void write_segments(oseg_t *s)
     /* Over TLS the last ciphertext may still wait. */
     if (bconn_flush(&io.conn, 0) < 0)
         connection_gone();
+}
+
+/* A DONE of a large payload: written into a sealed memfd, which goes to the
+ * pool attached to a DONE_FD frame. If no memfd can be made (out of memory,
+ * no descriptors left) the payload goes on the socket as ever. */
+static void write_shm(oseg_t *s)
+{
+    shm_done_t *d = s->shm;
+    struct iovec iov[3] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
+    size_t total = d->hlen + s->n + d->tlen;
+    int fd = shm_create(iov, 3, total);
+    buf_t b;
+    buf_init(&b);
+    proto_wr_t w;
+    proto_begin(&w, &b, fd >= 0 ? MSG_DONE_FD : MSG_DONE);
+    proto_put_u64(&w, d->task_id);
+    proto_put_u8(&w, d->status);
+    proto_put_u64(&w, d->started_us);
+    proto_put_u64(&w, d->finished_us);
+    if (fd >= 0) {
+        proto_put_u64(&w, total);
+        if (proto_end(&w) < 0)
+            connection_gone();
+        ssize_t sent = shm_send_fd(io.conn.fd, buf_head(&b), buf_unread(&b), fd, 0);
+        close(fd);
+        if (sent <= 0)
+            connection_gone();
+        oseg_t rest = {.p = buf_head(&b) + sent, .n = buf_unread(&b) - (size_t)sent,
+                       .pin = s->pin};
+        write_segments(&rest, NULL);
+    } else {
+        log_warn("cannot put a result of %zu bytes in shared memory (%s): sending it on the "
+                 "socket", total, strerror(errno));
+        proto_put_bytes(&w, d->head, d->hlen);
+        if (proto_end_with(&w, s->n + d->tlen) < 0)
+            connection_gone();
+        oseg_t tail = {.p = d->tail, .n = d->tlen, .pin = s->pin};
+        oseg_t body = {.next = &tail, .p = s->p, .n = s->n, .pin = s->pin};
+        oseg_t hd = {.next = &body, .p = buf_head(&b), .n = buf_unread(&b), .pin = s->pin};
+        write_segments(&hd, NULL);
+    }
+    buf_free(&b);
+    free(d);
+    s->shm = NULL;
+}
+
+/* Write the list: runs of plain segments in batches, memfd DONEs one by one. */
+static void write_list(oseg_t *list)
+{
+    oseg_t *run = list;
+    for (oseg_t *s = list; s; s = s->next) {
+        if (!s->shm)
+            continue;
+        write_segments(run, s);
+        write_shm(s);
+        run = s->next;
+    }
+    write_segments(run, NULL);
 }
 
 static void *writer_main(void *arg)
@@ -517,7 +689,7 @@ static void *writer_main(void *arg)
         io.out_head = io.out_tail = NULL;
         pthread_mutex_unlock(&io.out_mu);
 
-        write_segments(list);
+        write_list(list);
 
         /* Pinned payloads go back to the main thread (it holds the GIL to
          * release them); byte segments are freed here. */

@@ -31,11 +31,14 @@
 
 typedef struct wmsg {
     struct wmsg *next;
-    uint8_t type;        /* MSG_FUNCDEF, MSG_FUNCDROP or MSG_TASK (SKIP never queued) */
+    uint8_t type;        /* MSG_FUNCDEF, MSG_FUNCDROP or MSG_TASK (SKIP never queued;
+                            a TASK_FD is queued as a TASK) */
     uint64_t id;         /* task_id (TASK) or func_gid */
     uint64_t gid;        /* TASK: func_gid */
     const uint8_t *payload;
     size_t len;
+    void *map;           /* TASK_FD: the payload's mapping (pool/shm.h), unmapped by
+                            wio_msg_free */
     uint8_t body[];      /* the frame body the fields point into */
 } wmsg_t;
 

@@ -83,6 +83,29 @@ static void test_identity(void **state)
     buf_free(&b);
 }
 
+/* The flags that may end an identity (shared-memory payloads): read when
+ * there, 0 when the identity ends before them (an older peer). */
+static void test_identity_flags(void **state)
+{
+    buf_t b;
+    buf_init(&b);
+    proto_identity_t id;
+    assert_int_equal(proto_put_identity(&b, ROLE_CLIENT, 7, "c", 1, NULL, 0), 0);
+    assert_int_equal(proto_get_identity(buf_head(&b), buf_unread(&b), &id), 0);
+    assert_int_equal(id.flags, 0);
+    assert_int_equal(proto_put_identity_flags(&b, PROTO_TAKES_FDS), 0);
+    assert_int_equal(proto_get_identity(buf_head(&b), buf_unread(&b), &id), 0);
+    assert_int_equal(id.flags, PROTO_TAKES_FDS);
+    assert_int_equal(id.role, ROLE_CLIENT);
+    buf_clear(&b);
+    assert_int_equal(proto_put_subcall_identity(&b, 7, "s", 1, 99), 0);
+    assert_int_equal(proto_put_identity_flags(&b, PROTO_TAKES_FDS), 0);
+    assert_int_equal(proto_get_identity(buf_head(&b), buf_unread(&b), &id), 0);
+    assert_int_equal(id.parent_task, 99);
+    assert_int_equal(id.flags, PROTO_TAKES_FDS);
+    buf_free(&b);
+}
+
 static void test_welcome_refused(void **state)
 {
     buf_t b;
@@ -518,6 +541,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_identity),
+        cmocka_unit_test(test_identity_flags),
         cmocka_unit_test(test_welcome_refused),
         cmocka_unit_test(test_func_and_short_messages),
         cmocka_unit_test(test_calls),

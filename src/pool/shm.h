@@ -1,0 +1,75 @@
+/* Large payloads on a local pool: shared memory handed over the Unix socket.
+ *
+ * A payload of at least SHM_MIN bytes that goes between processes of one
+ * machine (a worker, the pool, a client on the pool's Unix socket) is written
+ * once into a memfd, sealed so that it can neither change nor shrink, and only
+ * the descriptor travels: as SCM_RIGHTS ancillary data on the first byte of a
+ * small frame that says "the payload is in the attached descriptor, N bytes"
+ * (pool/proto.h: DONE_FD, RESULT_FD). The pool passes the descriptor on
+ * without touching the bytes; the receiver checks the size and the seals
+ * (shm_check) and reads the bytes where they are needed (shm_read), then
+ * closes it. The kernel frees the memory when the last descriptor closes, so a
+ * process that dies mid-transfer leaks nothing.
+ *
+ * Descriptors come ahead of or with their frames, never after (the kernel
+ * delivers SCM_RIGHTS with the first byte of the sendmsg that carried them),
+ * and are taken in order: the receiver keeps them in a small FIFO (shm_fdq_t,
+ * at most SHM_MAX_PENDING); a peer that sends more than that without the
+ * frames that take them is not speaking the protocol. */
+#ifndef BETTONG_SHM_H
+#define BETTONG_SHM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+/* Payloads at least this large go through a memfd where both ends can. */
+#define SHM_MIN (1024 * 1024)
+/* Descriptors a connection may have received ahead of the frames that take
+ * them. */
+#define SHM_MAX_PENDING 8
+/* The environment variable that turns the memfd path off (1: off) in the
+ * process that would send: to compare with the socket path. */
+#define SHM_ENV_OFF "BETTONG_NO_SHM"
+
+/* A sealed memfd holding the iovecs' bytes, one after the other (total of
+ * them). Returns the descriptor (close-on-exec) or -1 with errno set. */
+int shm_create(const struct iovec *iov, int n, size_t total);
+/* Whether fd is a payload this module made: a regular file of exactly `size`
+ * bytes sealed against writes, shrinking and growing. Returns 0, or -1 with
+ * the reason in why. */
+int shm_check(int fd, uint64_t size, char *why, size_t whylen);
+/* Read n bytes at off of fd into dst (all of them). Returns 0 or -1. */
+int shm_read(int fd, uint64_t off, void *dst, size_t n);
+/* A read-only shared mapping of the first size bytes of fd, its pages mapped
+ * at once. NULL on failure. Unmap with munmap(p, size). */
+void *shm_map(int fd, size_t size);
+/* 1 unless SHM_ENV_OFF is set to a non-empty value other than "0". */
+int shm_enabled(void);
+
+/* Send p[0..n) on the Unix socket sock with fd attached to its first byte;
+ * MSG_NOSIGNAL, and flags (MSG_DONTWAIT, ...). Returns the bytes sent (at
+ * least 1 means the descriptor went with them) or -1 with errno. */
+ssize_t shm_send_fd(int sock, const void *p, size_t n, int fd, int flags);
+
+/* Received descriptors, oldest first. */
+typedef struct {
+    int fds[SHM_MAX_PENDING];
+    unsigned head, n;
+    int overflow; /* more came than fit (they were closed): a broken peer */
+    int lost;     /* some could not be received (the open-file limit?) */
+} shm_fdq_t;
+
+void shm_fdq_init(shm_fdq_t *q);
+/* The oldest descriptor (now the caller's), or -1 if there is none. */
+int shm_fdq_pop(shm_fdq_t *q);
+/* Close every descriptor in the queue. */
+void shm_fdq_close(shm_fdq_t *q);
+/* recv(2) on the Unix socket sock that also takes SCM_RIGHTS descriptors
+ * (close-on-exec) into q; those beyond its room are closed and set
+ * q->overflow; descriptors the kernel could not hand over (MSG_CTRUNC: no
+ * room in this process's descriptor table) set q->lost. Returns as recv. */
+ssize_t shm_recv(int sock, void *p, size_t n, int flags, shm_fdq_t *q);
+
+#endif

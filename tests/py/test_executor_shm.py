@@ -1,0 +1,329 @@
+"""Large arguments and results as shared memory (src/pool/shm.h): on a local
+pool (its Unix socket) a payload of 1 MiB or more travels as a sealed memfd
+passed over the socket, on a TCP pool as bytes. Results and arguments arrive
+byte for byte either way; descriptors are released (the client's, the pool's
+and the worker's counts come back to where they were); a worker that dies
+while its large result is being made fails that call only; a peer that sends
+a descriptor of the wrong size, an unsealed one, a frame without one or
+descriptors without frames is closed with a log line."""
+
+import fcntl
+import hashlib
+import os
+import random
+import re
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import pytest
+
+from conftest import BIN, auth_handshake, pool_identity
+from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, LineReader, TcpPool,
+                              descendants, kill_group, sub_env)
+
+import bettong  # noqa: E402
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+T = RESULT_TIMEOUT
+SECRET = "bt-test-secret-" + "%08x" % random.getrandbits(32)
+SIZE = 3 * 1000 * 1000  # above SHM_MIN (1 MiB)
+
+
+def data_of(seed, n=SIZE):
+    return random.Random(seed).randbytes(n)
+
+
+def make_result(seed):
+    return data_of(seed)
+
+
+def digest(b):
+    return hashlib.sha256(b).hexdigest(), len(b), type(b).__name__
+
+
+def echo(b):
+    return b
+
+
+def numbers(n):
+    return list(range(n))
+
+
+class DieWhilePickled:
+    def __reduce__(self):
+        os._exit(9)
+
+
+def die_making_result(seed):
+    return [data_of(seed), DieWhilePickled()]
+
+
+def die_holding_argument(b):
+    os._exit(9)
+
+
+def fd_count(pid="self"):
+    return len(os.listdir("/proc/%s/fd" % pid))
+
+
+def worker_pids(ex):
+    return [r.pid for r in descendants(ex._client.local.proc.pid)]
+
+
+def check_round_trip(ex):
+    """Each kind of large payload arrives whole. Returns the client's
+    connection (made by the first call)."""
+    assert ex.call_async(make_result, 1).result(timeout=T) == data_of(1)
+    big = data_of(2)
+    assert ex.call_async(digest, big).result(timeout=T) == (
+        hashlib.sha256(big).hexdigest(), SIZE, "bytes")
+    assert ex.call_async(echo, big).result(timeout=T) == big
+    assert ex.call_async(numbers, 400000).result(timeout=T) == list(range(400000))
+    assert ex.call_async(echo, b"small").result(timeout=T) == b"small"
+    return ex._client.conn
+
+
+# ------------------------------------------------------------------ the paths
+
+def test_local_pool_passes_large_payloads_as_shared_memory():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        conn = check_round_trip(ex)
+        # make_result, echo and numbers came as memfds; digest and echo went as one
+        assert (conn.shm_results, conn.shm_calls) == (3, 2)
+
+
+def test_tcp_pool_keeps_the_socket_path(procs, executors):
+    pool = TcpPool(procs, SECRET, workers=1)
+    ex = executors(pool.address)
+    conn = check_round_trip(ex)
+    assert (conn.shm_results, conn.shm_calls) == (0, 0)
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("BETTONG_NO_SHM", "1")
+    with bettong.FunctionExecutor(workers=1) as ex:
+        conn = check_round_trip(ex)
+        assert (conn.shm_results, conn.shm_calls) == (0, 0)
+
+
+class MixedPool:
+    """`bettong pool --unix PATH --listen 127.0.0.1:0`: unix and tcp addresses;
+    add_worker joins a `bettong worker` over TCP."""
+
+    def __init__(self, procs, tmp_path, workers):
+        self.procs = procs
+        self.proc = procs.spawn([BIN, "pool", "--unix", str(tmp_path / "p.sock"), "--listen",
+                                 "127.0.0.1:0", "--workers", str(workers), "--secret", SECRET],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sub_env())
+        self.out = LineReader(self.proc.stdout)
+        m = self.out.wait_for(re.compile(r"listening on (unix:\S+) and (\S+)"), 15)
+        if m is None:
+            kill_group(self.proc)
+            pytest.fail("the pool did not start:\n" + self.out.text())
+        self.unix, self.tcp = m.group(1), m.group(2)
+
+    def add_worker(self):
+        env = sub_env()
+        env["BETTONG_SECRET"] = SECRET
+        self.procs.spawn([BIN, "worker", "--join", self.tcp, "--procs", "1"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+
+def test_pool_sends_bytes_to_a_tcp_client_of_a_local_worker(procs, executors, tmp_path):
+    pool = MixedPool(procs, tmp_path, workers=1)  # its worker on the Unix socket
+    conn = check_round_trip(executors(pool.tcp))
+    assert (conn.shm_results, conn.shm_calls) == (0, 0)
+
+
+def test_pool_sends_bytes_to_a_tcp_worker_of_a_local_client(procs, executors, tmp_path):
+    pool = MixedPool(procs, tmp_path, workers=0)
+    pool.add_worker()
+    conn = check_round_trip(executors(pool.unix))
+    assert (conn.shm_results, conn.shm_calls) == (0, 2)
+
+
+def lowest_free_fd():
+    n = 0
+    while True:
+        try:
+            os.fstat(n)
+        except OSError:
+            return n
+        n += 1
+
+
+def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
+    import resource
+    with bettong.FunctionExecutor(workers=1) as ex:
+        big = data_of(10)
+        want = (hashlib.sha256(big).hexdigest(), SIZE, "bytes")
+        assert ex.call_async(digest, big).result(timeout=T) == want
+        conn = ex._client.conn
+        assert conn.shm_calls == 1
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:
+            # no descriptor left for a memfd until the (small) result is in
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
+            got = ex.call_async(digest, big).result(timeout=T)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert got == want
+        assert conn.shm_calls == 1
+
+
+# ------------------------------------------------------------------ no leaks
+
+def wait_fd_counts(want, timeout=10):
+    """The fd counts of want's pids come back to want's values (a closing
+    descriptor may be a loop turn late in the pool). Returns the last counts."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = {pid: fd_count(pid) for pid in want}
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+def test_descriptors_are_released():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        big = data_of(3)
+        assert ex.call_async(digest, big).result(timeout=T)[1] == SIZE  # warm
+        assert len(ex.call_async(make_result, 4).result(timeout=T)) == SIZE
+        pids = ["self", ex._client.local.proc.pid] + worker_pids(ex)
+        before = {pid: fd_count(pid) for pid in pids}
+        for i in range(12):
+            fs = [ex.call_async(make_result, i), ex.call_async(digest, big)]
+            assert fs[0].result(timeout=T) == data_of(i)
+            assert fs[1].result(timeout=T)[1] == SIZE
+            del fs
+        assert wait_fd_counts(before) == before
+        assert ex._client.conn.shm_results >= 13
+
+
+def test_worker_dying_mid_transfer_fails_that_call_only():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        assert ex.call_async(digest, data_of(5)).result(timeout=T)[1] == SIZE  # warm
+        pids = ["self", ex._client.local.proc.pid]
+        before = {pid: fd_count(pid) for pid in pids}
+        f = ex.call_async(die_making_result, 6)
+        with pytest.raises(bettong.errors.WorkerDied):
+            f.result(timeout=T)
+        # a large argument the pool passed on as a memfd, to a worker that dies
+        assert ex.call_async(echo, b"warm").result(timeout=T) == b"warm"
+        g = ex.call_async(die_holding_argument, data_of(9))
+        with pytest.raises(bettong.errors.WorkerDied):
+            g.result(timeout=T)
+        del g
+        # the pool starts another worker; it takes large payloads as before
+        assert ex.call_async(make_result, 7).result(timeout=T) == data_of(7)
+        assert ex.call_async(digest, data_of(8)).result(timeout=T)[1] == SIZE
+        del f
+        assert wait_fd_counts(before) == before
+
+
+# ------------------------------------------------------------------ bad peers
+
+MSG_WELCOME, MSG_CALLS_FD = 2, 16
+PROTO_TAKES_FDS = 1
+
+
+@pytest.fixture
+def unix_pool(procs, tmp_path):
+    """`bettong pool --unix PATH --workers 0`: (address, output reader)."""
+    path = str(tmp_path / "pool.sock")
+    p = procs.spawn([BIN, "pool", "--unix", path, "--workers", "0", "--secret", SECRET],
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=sub_env())
+    out = LineReader(p.stdout)
+    if out.wait_for(POOL_LISTEN_RE, 15) is None:
+        kill_group(p)
+        pytest.fail("the pool did not start:\n" + out.text())
+    return path, out
+
+
+def raw_client(path):
+    """A client that announced it passes descriptors, past WELCOME."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(path)
+    ident = pool_identity() + bytes([PROTO_TAKES_FDS])
+    body = auth_handshake(s, "pool", ident, SECRET)
+    assert body[0] == MSG_WELCOME and body[-1] == PROTO_TAKES_FDS, body
+    return s
+
+
+def payload_fd(n, seal=True):
+    fd = os.memfd_create("test", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    os.write(fd, b"p" * n)
+    if seal:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS,
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE)
+    return fd
+
+
+def calls_fd_frame(call_id, size):
+    body = (bytes([MSG_CALLS_FD]) + struct.pack(">QIH", 1, 0, 0) + struct.pack(">H", 0)
+            + struct.pack(">QQ", call_id, size))
+    return struct.pack(">I", len(body)) + body
+
+
+def saw(out, text, timeout=10):
+    return out.wait_for(re.compile(re.escape(text)), timeout) is not None
+
+
+def closed(s, timeout=10):
+    s.settimeout(timeout)
+    try:
+        while True:
+            if not s.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False
+
+
+def send_frame_with_fd(s, frame, fd):
+    socket.send_fds(s, [frame], [fd])
+    os.close(fd)
+
+
+@pytest.mark.parametrize("case,announced,seal,expect", [
+    ("size", 1000, True, "CALLS_FD for call 7: the file sent holds 2000 bytes, "
+                         "the frame says 1000"),
+    ("unsealed", 2000, False, "CALLS_FD for call 7: the file sent is not sealed against changes"),
+])
+def test_bad_descriptor_closes_the_connection(unix_pool, case, announced, seal, expect):
+    path, out = unix_pool
+    s = raw_client(path)
+    send_frame_with_fd(s, calls_fd_frame(7, announced), payload_fd(2000, seal))
+    assert closed(s)
+    assert saw(out, expect), out.text()
+
+
+def test_frame_without_descriptor_closes_the_connection(unix_pool):
+    path, out = unix_pool
+    s = raw_client(path)
+    s.sendall(calls_fd_frame(8, 2000))
+    assert closed(s)
+    assert saw(out, "CALLS_FD for call 8: no descriptor came with it"), out.text()
+
+
+def test_descriptors_without_frames_close_the_connection(unix_pool):
+    path, out = unix_pool
+    s = raw_client(path)
+    fds = [payload_fd(10) for _ in range(9)]
+    try:
+        # the start of a frame that never ends, one descriptor per byte
+        for i, fd in enumerate(fds):
+            socket.send_fds(s, [b"\x00" if i < 3 else b"\x10"], [fd])
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    for fd in fds:
+        os.close(fd)
+    assert closed(s)
+    assert saw(out, "more than 8 file descriptors sent ahead of the frames"), out.text()
