@@ -56,7 +56,7 @@ WPROCEXT := python/bettong/_wproc$(or $(EXT_SUFFIX),.so)
 WPROCEXT_SRC := python/bettong/_wproc.c src/pool/wproc.c src/pool/wrun.c src/pool/wio.c \
 	src/pool/proto.c src/pool/subcall.c src/py/bridge.c src/util/log.c src/util/idmap.c \
 	src/util/hash.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c src/net/wire.c \
-	src/util/buf.c
+	src/util/buf.c src/pool/shm.c
 WPROCEXT_OBJ = $(WPROCEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE) \
@@ -100,8 +100,13 @@ $(PYEXT): $(PYEXT_OBJ)
 $(STOREEXT): $(STOREEXT_OBJ)
 	$(CC) -shared -o $@ $(STOREEXT_OBJ) -lssl -lcrypto -lpthread
 
+# Loaded once here: a C file missing from WPROCEXT_SRC is an undefined symbol
+# that would otherwise show only when a pool starts its workers.
 $(WPROCEXT): $(WPROCEXT_OBJ)
 	$(CC) -shared -o $@ $(WPROCEXT_OBJ) -lssl -lcrypto -lpthread
+	@$(PYTHON) -c 'import importlib.util as u, sys; \
+		s = u.spec_from_file_location("bettong._wproc", sys.argv[1]); \
+		s.loader.exec_module(u.module_from_spec(s))' $@ || { rm -f $@; exit 1; }
 
 $(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
 	@mkdir -p $(dir $@)
