@@ -29,22 +29,34 @@ extern char **environ;
 
 #define SECRET_VAR "BETTONG_SECRET"
 
+/* glibc's malloc asks for transparent huge pages for what it maps (glibc 2.35
+ * on; an older one ignores the name): a large argument or result, or a large
+ * object user code makes, is then faulted in 2 MiB at a time, 512 times fewer
+ * faults (on a VM whose memory is backed lazily, each is also the
+ * hypervisor's). Set only when the environment has no GLIBC_TUNABLES. */
+#define HUGE_PAGES_TUNABLE "GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+
 /* The environment for the child: ours without BETTONG_SECRET, plus the secret
- * to pass on. Built before fork: the child may only call async-signal-safe
- * functions. */
+ * to pass on, and HUGE_PAGES_TUNABLE. Built before fork: the child may only
+ * call async-signal-safe functions. */
 static char **child_env(const char *secret, char **secret_entry)
 {
     size_t n = 0;
     while (environ[n])
         n++;
-    char **env = calloc(n + 2, sizeof *env);
+    char **env = calloc(n + 3, sizeof *env);
     if (!env)
         return NULL;
     size_t k = 0;
     size_t vlen = strlen(SECRET_VAR);
-    for (size_t i = 0; i < n; i++)
+    int tunables = 0;
+    for (size_t i = 0; i < n; i++) {
+        tunables |= strncmp(environ[i], "GLIBC_TUNABLES=", 15) == 0;
         if (!(strncmp(environ[i], SECRET_VAR, vlen) == 0 && environ[i][vlen] == '='))
             env[k++] = environ[i];
+    }
+    if (!tunables)
+        env[k++] = (char *)HUGE_PAGES_TUNABLE;
     *secret_entry = NULL;
     if (secret && *secret) {
         size_t len = vlen + 1 + strlen(secret) + 1;

@@ -118,6 +118,15 @@ void buf_prefault(void *p, size_t n)
 {
     if (n < BUF_PREFAULT_MIN)
         return;
+    /* Huge pages where the system gives them on request (transparent huge
+     * pages "madvise", Debian's default): 512 times fewer faults, each also
+     * a fault of the hypervisor on a VM whose memory is backed lazily; the
+     * region is populated at once, so nothing is wasted. */
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t hstart = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    uintptr_t hend = ((uintptr_t)p + n) & ~(huge - 1);
+    if (hend > hstart)
+        (void)madvise((void *)hstart, hend - hstart, MADV_HUGEPAGE);
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t start = ((uintptr_t)p + page - 1) & ~(page - 1);
     uintptr_t end = ((uintptr_t)p + n) & ~(page - 1);
