@@ -28,7 +28,7 @@ from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, 
 from .storage import Storage
 
 _dumps = pickle.dumps
-_getpid = os.getpid
+_PID = _pool.PID  # [this process's id], kept across forks (see _pool.PID)
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
 
@@ -398,7 +398,7 @@ class _Hot:
         the executor's _hot_lock held."""
         client = self.client
         if (client is not ex._client or client.closed or client._closing
-                or client.pid != _getpid() or (client.parent_task and _stale_subcall(client))):
+                or client.pid != _PID[0] or (client.parent_task and _stale_subcall(client))):
             return None
         if self.fp is not None:
             quick = self.quick
@@ -488,7 +488,7 @@ class FunctionExecutor:
     # ------------------------------------------------------------ the pool
     def _get_client(self):
         c = self._client
-        if (c is not None and not c.closed and not c._closing and c.pid == os.getpid()
+        if (c is not None and not c.closed and not c._closing and c.pid == _PID[0]
                 and not (c.parent_task and _stale_subcall(c))):
             return c
         with self._lock:
