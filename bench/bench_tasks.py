@@ -22,7 +22,9 @@ Systems, each with --workers worker processes (default 2):
 
 Figures (every one for every system; per round the systems run one at a time,
 in alternating order: forward in even rounds, reversed in odd ones; only the
-system being measured has processes alive):
+system being measured has processes alive; for figures 1, 2, 3 and 5 each
+system's executor is created and warmed up -- 1,000 calls (Dask 100) and a
+chunked map of 20 chunks, twice -- then measured, then closed):
   1. per-call overhead: --tasks calls of a function returning its argument, each
      its own future (bettong call_async, Pool.apply_async, PPE.submit,
      Client.submit); wall time from the first submit to the last result, per call.
@@ -332,8 +334,9 @@ def steady_round(sysname, args, items_payload):
     a.open(args.workers)
     out = {}
     try:
-        for _ in range(2):  # workers up and warm
+        for _ in range(2):  # workers up and warm, the chunked path too
             a.calls(noop, range(100 if sysname == "Dask" else 1000))
+            a.map(cheap, range(args.chunksize * 20), args.chunksize)
         # 1: per-call overhead
         n = args.dask_tasks if sysname == "Dask" else args.tasks
         t, res = timed(lambda: a.calls(noop, range(n)))
@@ -792,6 +795,12 @@ def main():
         notes.append("(5) the result is made in the worker (`b'Z' * n`), so its time is "
                      "included; the argument is made once in the caller; one call each")
     notes += ["SKIPPED " + s for s in skipped]
+    busy = [x for x in (load0, load1) if x != "?" and float(x.split()[0]) > 0.5 * (m["nproc"] or 1)]
+    if busy:
+        notes.append("WARNING: the machine was busy (1-minute load average %s on %d CPUs): "
+                     "other work shared the cores, so these figures, the CPU-bound ones "
+                     "most, say little; take them again on a quiet machine"
+                     % (" / ".join(x.split()[0] for x in busy), m["nproc"]))
 
     print()
     print("Medians over %d rounds (min-max):" % args.rounds)
