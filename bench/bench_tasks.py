@@ -538,7 +538,8 @@ class Fig:
         self.short = short  # the row's name in the ratio table
 
 
-def cell(fig, vals):
+def cell(fig, by_round):
+    vals = list(by_round.values())
     if not vals:
         return "-"
     m = fig.fmt % med(vals)
@@ -623,12 +624,25 @@ def main():
     started = datetime.datetime.now(datetime.timezone.utc)
     t_start = time.perf_counter()
 
-    # per figure key: {system: [value per round]}
+    # per figure key: {system: {round: value}}
     data = {}
+    failures = []
 
-    def add(sysname, values):
+    def add(sysname, rnd, values):
         for k, v in values.items():
-            data.setdefault(k, {}).setdefault(sysname, []).append(v)
+            data.setdefault(k, {}).setdefault(sysname, {})[rnd] = v
+
+    def attempt(what, sysname, rnd, fn):
+        """fn() or, when it fails, None with the failure printed and noted (the run
+        goes on: the system has no figure from that round)."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001 (reported, and in the record)
+            msg = "round %d, %s %s: %s: %s" % (rnd + 1, what, sysname, type(e).__name__,
+                                                (str(e).strip().splitlines() or [""])[-1])
+            failures.append(msg)
+            print("FAILED " + msg, flush=True)
+            return None
 
     procs_seen = {}
     payload = b"\xa5" * (args.transfer_mb * 1000000) if "steady" in phases else None
@@ -644,26 +658,33 @@ def main():
         if "steady" in phases:
             for s in order:
                 print("round %d/%d steady %s..." % (r + 1, args.rounds, s), flush=True)
-                v = steady_round(s, args, payload)
-                add(s, v)
+                v = attempt("steady", s, r, lambda: steady_round(s, args, payload))
+                if v is None:
+                    continue
+                add(s, r, v)
                 print("  " + ", ".join("%s %.3g" % kv for kv in v.items()), flush=True)
         if "cpu" in phases:
             for s in order_of(["forked"] + systems, r):
                 print("round %d/%d cpu %s..." % (r + 1, args.rounds, s), flush=True)
-                v = cpu_round(s, loops, args.cpu_tasks, want)
+                v = attempt("cpu", s, r, lambda: cpu_round(s, loops, args.cpu_tasks, want))
+                if v is None:
+                    continue
                 v["speedup"] = v["cpu1_s"] / v["cpu2_s"]
-                add(s, v)
+                add(s, r, v)
                 print("  " + ", ".join("%s %.3f" % kv for kv in v.items()), flush=True)
         if "startup" in phases:
             for s in order:
                 print("round %d/%d start-up %s..." % (r + 1, args.rounds, s), flush=True)
-                v = startup_round(s, args)
+                v = attempt("start-up", s, r, lambda: startup_round(s, args))
+                if v is None:
+                    continue
                 procs_seen[s] = v.pop("procs")
-                add(s, v)
+                add(s, r, v)
                 print("  " + ", ".join("%s %.1f" % kv for kv in v.items()), flush=True)
     bare = None
     if "startup" in phases:
-        bare = startup_once("none", args.workers)["mem"]["client_rss"]
+        bare = attempt("start-up", "bare python", 0,
+                       lambda: startup_once("none", args.workers)["mem"]["client_rss"])
 
     elapsed = time.perf_counter() - t_start
     load1, steal1 = loadavg(), cpu_steal()
@@ -703,7 +724,7 @@ def main():
     cols = (["forked"] if "cpu" in phases else []) + systems
     colname = {"PPE": "ProcessPoolExecutor"}
     header = ["figure"] + [colname.get(c, c) for c in cols]
-    value_rows = [[f.label] + [cell(f, data[f.key].get(c, [])) for c in cols] for f in figs]
+    value_rows = [[f.label] + [cell(f, data[f.key].get(c, {})) for c in cols] for f in figs]
 
     # ratios bettong / baseline, per round, then median
     bases = [c for c in cols if c != "bettong"]
@@ -718,7 +739,7 @@ def main():
         row = [f.short + (" (lower is better)" if f.better == "low" else " (higher is better)")]
         for c in bases:
             o = data[f.key].get(c)
-            txt, v = ratio_cell(list(zip(b, o))) if o else ("-", None)
+            txt, v = ratio_cell([(b[k], o[k]) for k in sorted(b) if k in o]) if o else ("-", None)
             ratio[(f.key, c)] = v
             row.append(txt)
         ratio_rows.append(row)
@@ -729,7 +750,7 @@ def main():
 
     targets = []
     if "call_us" in data and "bettong" in data["call_us"]:
-        v = med(data["call_us"]["bettong"])
+        v = med(data["call_us"]["bettong"].values())
         targets.append(["call_async per call", "%.2f us" % v, "<= %.0f us" % TARGET_CALL_US,
                         verdict(v <= TARGET_CALL_US)])
     if ratio.get(("mapk_s", "Pool")) is not None:
@@ -746,12 +767,12 @@ def main():
             targets.append(["CPU-bound, bettong / forked, 2 workers", "%.3f x" % v2,
                             "<= %.2f x" % TARGET_CPU_RATIO, verdict(v2 <= TARGET_CPU_RATIO)])
     if "first_ms" in data and "bettong" in data["first_ms"]:
-        v = med(data["first_ms"]["bettong"])
+        v = med(data["first_ms"]["bettong"].values())
         targets.append(["start-up, create + first result", "%.1f ms" % v,
                         "<= %.0f ms" % TARGET_STARTUP_MS, verdict(v <= TARGET_STARTUP_MS)])
     for k, what in (("result_mbps", "result"), ("arg_mbps", "argument")):
         if k in data and "bettong" in data[k]:
-            v = med(data[k]["bettong"])
+            v = med(data[k]["bettong"].values())
             targets.append(["%d MB %s" % (args.transfer_mb, what), "%.0f MB/s" % v,
                             ">= %.0f MB/s" % TARGET_MBPS, verdict(v >= TARGET_MBPS)])
     target_header = ["target (issue 15)", "bettong", "target", "verdict"]
@@ -795,6 +816,7 @@ def main():
         notes.append("(5) the result is made in the worker (`b'Z' * n`), so its time is "
                      "included; the argument is made once in the caller; one call each")
     notes += ["SKIPPED " + s for s in skipped]
+    notes += ["FAILED " + f for f in failures]
     busy = [x for x in (load0, load1) if x != "?" and float(x.split()[0]) > 0.5 * (m["nproc"] or 1)]
     if busy:
         notes.append("WARNING: the machine was busy (1-minute load average %s on %d CPUs): "
