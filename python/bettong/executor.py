@@ -14,6 +14,7 @@ import math
 import operator
 import os
 import pickle
+import sys
 import threading
 import weakref
 
@@ -29,6 +30,7 @@ from .storage import Storage
 
 _dumps = pickle.dumps
 _PID = _pool.PID  # [this process's id], kept across forks (see _pool.PID)
+_MODULES = sys.modules  # no persistent object can exist before bettong.objects is imported
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
 
@@ -737,7 +739,8 @@ class FunctionExecutor:
         hot = self._hot
         if (hot is not None and hot.ref() is func and ship is None and extra_env is None
                 and timeout is None
-                and retries is None and near is None and not _near.maybe_near(data)):
+                and retries is None and near is None
+                and ("bettong.objects" not in _MODULES or not _near.maybe_near(data))):
             with self._hot_lock:  # (its function stays pinned until it is sent)
                 f = hot.call(self, func, data) if hot is self._hot else None
             if f is not None:
