@@ -597,8 +597,8 @@ def main():
     ap.add_argument("--results", default=RESULTS, help="file --record appends to")
     args = ap.parse_args()
     if args.quick:
-        args.tasks, args.dask_tasks, args.map_items, args.dask_map_items = 2000, 100, 10000, 200
-        args.rounds, args.cpu_tasks, args.cpu_seconds, args.transfer_mb = 1, 4, 0.05, 20
+        args.tasks, args.dask_tasks, args.map_items, args.dask_map_items = 1000, 50, 5000, 100
+        args.rounds, args.cpu_tasks, args.cpu_seconds, args.transfer_mb = 1, 4, 0.05, 10
         args.startup_repeats = 1
     command = "PYTHONPATH=python " + " ".join(shlex.quote(a) for a in [
         sys.executable, os.path.relpath(os.path.abspath(sys.argv[0]), REPO)] + sys.argv[1:])
