@@ -1226,9 +1226,10 @@ static Py_ssize_t slot_offset(PyTypeObject *cls, const char *name)
 /* A new, empty cls object. For a class whose __new__ is object's, just its
  * memory (PyType_GenericNew): object.__new__ would also give it an array of
  * inline attribute values sized for every attribute the class's instances have
- * held (a second allocation, larger than the object, and most of an item's
- * cost), while an item holds only its two slots. An attribute stored on it
- * later finds no such array and gets a dict, as after vars(obj). */
+ * held (a second allocation per item, larger than the item: about a fifth of
+ * the cost of making 200,000 of them), while an item holds only its two slots.
+ * An attribute stored on it later finds no such array and gets a dict, as
+ * after vars(obj). */
 static PyObject *new_item(PyTypeObject *cls, PyObject *noargs)
 {
     if (cls->tp_new == PyBaseObject_Type.tp_new)
