@@ -14,6 +14,7 @@ import math
 import operator
 import os
 import pickle
+import sys
 import threading
 import weakref
 
@@ -28,7 +29,8 @@ from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, 
 from .storage import Storage
 
 _dumps = pickle.dumps
-_getpid = os.getpid
+_PID = _pool.PID  # [this process's id], kept across forks (see _pool.PID)
+_MODULES = sys.modules  # no persistent object can exist before bettong.objects is imported
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
 
@@ -398,7 +400,7 @@ class _Hot:
         the executor's _hot_lock held."""
         client = self.client
         if (client is not ex._client or client.closed or client._closing
-                or client.pid != _getpid() or (client.parent_task and _stale_subcall(client))):
+                or client.pid != _PID[0] or (client.parent_task and _stale_subcall(client))):
             return None
         if self.fp is not None:
             quick = self.quick
@@ -488,7 +490,7 @@ class FunctionExecutor:
     # ------------------------------------------------------------ the pool
     def _get_client(self):
         c = self._client
-        if (c is not None and not c.closed and not c._closing and c.pid == os.getpid()
+        if (c is not None and not c.closed and not c._closing and c.pid == _PID[0]
                 and not (c.parent_task and _stale_subcall(c))):
             return c
         with self._lock:
@@ -737,7 +739,8 @@ class FunctionExecutor:
         hot = self._hot
         if (hot is not None and hot.ref() is func and ship is None and extra_env is None
                 and timeout is None
-                and retries is None and near is None and not _near.maybe_near(data)):
+                and retries is None and near is None
+                and ("bettong.objects" not in _MODULES or not _near.maybe_near(data))):
             with self._hot_lock:  # (its function stays pinned until it is sent)
                 f = hot.call(self, func, data) if hot is self._hot else None
             if f is not None:

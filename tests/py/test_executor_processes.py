@@ -291,3 +291,58 @@ def test_200mb_argument_and_result():
     assert extra_mb < 3 * mb, (
         "the caller's peak RSS grew by %.0f MB for a %d MB payload (limit 3x): %s"
         % (extra_mb, mb, out))
+
+
+# ------------------------------------------------------------------ a forked caller
+
+FORKED_CALLER = r'''
+import json, os, sys
+import bettong
+
+def pid_of(x):
+    return os.getppid()
+
+ex = bettong.FunctionExecutor(workers=1)
+# call_async twice: the second takes the prepared (hot) path, which is the one
+# that must notice the fork below.
+parent_pools = {ex.call_async(pid_of, 0).result(), ex.call_async(pid_of, 1).result()}
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.close(r)
+    try:
+        # the parent's pool connection is not the child's: a pool of its own
+        out = {"child_pool": ex.call_async(pid_of, 2).result(),
+               "child_map": ex.get_result(ex.map(pid_of, [3]))[0]}
+    except BaseException as e:
+        out = {"error": repr(e)}
+    os.write(w, json.dumps(out).encode())
+    os._exit(0)
+os.close(w)
+got = b""
+while True:
+    b = os.read(r, 4096)
+    if not b:
+        break
+    got += b
+os.waitpid(child, 0)
+child_out = json.loads(got)
+after = ex.call_async(pid_of, 4).result()  # the parent's own pool still serves it
+ex.close()
+print(json.dumps({"parent_pools": len(parent_pools), "same_after": after in parent_pools,
+                  "child_other_pool": child_out.get("child_pool") not in parent_pools,
+                  "child_map_same_pool": child_out.get("child_map") == child_out.get("child_pool"),
+                  "child": child_out}))
+'''
+
+
+def test_forked_caller_gets_its_own_pool():
+    """A process forked after call_async has run (so its fast path is prepared)
+    does not send on its parent's connection: its calls start a pool of its own,
+    and the parent's keeps working."""
+    r = run_script(FORKED_CALLER)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert "error" not in out["child"], out
+    assert (out["parent_pools"], out["same_after"], out["child_other_pool"],
+            out["child_map_same_pool"]) == (1, True, True, True), out
