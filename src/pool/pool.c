@@ -15,6 +15,7 @@
 #include "pool/peer.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
+#include "pool/tmpl.h"
 #include "util/args.h"
 #include "util/log.h"
 
@@ -173,7 +174,8 @@ uint64_t pool_now_us(const pool_t *p) { return uv_hrtime() / 1000 + p->clock_bas
 
 /* ------------------------------------------------------------ local workers */
 
-static void start_local(pool_t *p, local_worker_t *lw)
+/* Exec a local worker (when the worker template cannot fork it). */
+static void exec_local(pool_t *p, local_worker_t *lw)
 {
     char name[32], err[256];
     snprintf(name, sizeof name, "local-%u", lw->index);
@@ -193,6 +195,43 @@ static void start_local(pool_t *p, local_worker_t *lw)
         return;
     }
     log_debug("started local worker %s (pid %d)", name, (int)lw->pid);
+}
+
+/* Start a local worker: forked by the worker template (its pid comes in
+ * pool_local_forked), else exec'd. */
+static void start_local(pool_t *p, local_worker_t *lw)
+{
+    char name[32];
+    snprintf(name, sizeof name, "local-%u", lw->index);
+    lw->restart_at_ms = 0;
+    lw->started_ms = pool_now_ms(p);
+    if (tmpl_request(p, lw->index, name) == 0) {
+        lw->forking = 1;
+        return;
+    }
+    exec_local(p, lw);
+}
+
+void pool_local_forked(pool_t *p, unsigned index, pid_t pid)
+{
+    if (index < 1 || index > p->nlocals || !p->locals[index - 1].forking) {
+        log_warn("the worker template answered for no worker asked (local-%u)", index);
+        return;
+    }
+    local_worker_t *lw = &p->locals[index - 1];
+    lw->forking = 0;
+    if (pid > 0) {
+        lw->pid = pid;
+        log_debug("started local worker local-%u (pid %d, forked)", index, (int)pid);
+        if (p->stopping)
+            kill(pid, SIGKILL);
+        return;
+    }
+    if (p->stopping)
+        return;
+    if (pid != -ECHILD)
+        log_warn("the worker template could not fork local-%u: %s", index, strerror(-pid));
+    exec_local(p, lw);
 }
 
 static local_worker_t *find_local(pool_t *p, pid_t pid)
@@ -216,7 +255,7 @@ static unsigned live_locals(const pool_t *p)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < p->nlocals; i++)
-        n += p->locals[i].pid > 0;
+        n += p->locals[i].pid > 0 || p->locals[i].forking;
     return n;
 }
 
@@ -253,7 +292,12 @@ static void on_sigchld(uv_signal_t *h, int signum)
     pool_t *p = h->data;
     int status;
     pid_t pid;
+    /* A forked worker's pid is in the template's socket before it can be
+     * reaped (tmpl.h): read it first. */
+    tmpl_drain(p);
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (tmpl_reaped(p, pid, status))
+            continue;
         local_worker_t *lw = find_local(p, pid);
         if (!lw) {
             lend_reaped(p, pid); /* a temporary worker (pool/lend.h) is not restarted */
@@ -304,7 +348,7 @@ static void close_noop(uv_handle_t *h) { (void)h; }
 
 static void maybe_finish(pool_t *p)
 {
-    if (!p->stopping || p->tcp_open || p->unix_open || live_locals(p) > 0)
+    if (!p->stopping || p->tcp_open || p->unix_open || live_locals(p) > 0 || tmpl_alive(p))
         return;
     if (uv_is_closing((uv_handle_t *)&p->sigchld))
         return;
@@ -340,6 +384,7 @@ static void on_kill_timer(uv_timer_t *t)
         log_warn("%u local worker(s) still running %d s after SIGTERM: SIGKILL",
                  live_locals(p), STOP_GRACE_MS / 1000);
     kill_locals(p, SIGKILL);
+    tmpl_stop(p, SIGKILL);
 }
 
 void pool_stop(pool_t *p, int code, const char *why)
@@ -359,6 +404,7 @@ void pool_stop(pool_t *p, int code, const char *why)
     if (p->unix_open)
         listener_close(&p->unx, on_listener_closed);
     kill_locals(p, SIGTERM);
+    tmpl_stop(p, SIGTERM);
     uv_timer_start(&p->kill_timer, on_kill_timer, STOP_GRACE_MS, 0);
     maybe_finish(p);
 }
@@ -368,6 +414,7 @@ static void on_signal(uv_signal_t *h, int signum)
     pool_t *p = h->data;
     if (p->stopping) {
         kill_locals(p, SIGKILL);
+        tmpl_stop(p, SIGKILL);
         return;
     }
     pool_stop(p, 0, strsignal(signum));
@@ -467,6 +514,7 @@ static int start_locals(pool_t *p, long n)
         return -1;
     }
     p->nlocals = (unsigned)n;
+    tmpl_start(p); /* else they are exec'd */
     for (unsigned i = 0; i < p->nlocals; i++) {
         p->locals[i].index = i + 1;
         start_local(p, &p->locals[i]);
@@ -564,6 +612,7 @@ int cmd_pool(int argc, char **argv)
     sched_free(p->sched);
     metrics_free(p->metrics);
     lend_free(p);
+    tmpl_free(p);
     free(p->locals);
     if (uv_loop_close(&p->loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -13,6 +13,7 @@
 #include "pool/proto.h"
 #include "pool/spawn.h"
 #include "pool/subcall.h"
+#include "pool/tmpl.h"
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
@@ -32,6 +33,7 @@ typedef struct {
     const char *near; /* --near-store: a store backend's name */
     long procs;       /* -1: one per CPU */
     double give_up_s;
+    int template;     /* --template: the pool's worker template (pool/tmpl.h) */
 } worker_args_t;
 
 static void usage(FILE *f)
@@ -66,6 +68,9 @@ static void usage(FILE *f)
 "                      persistent objects), and their results say so. User code\n"
 "                      sees it as $BETTONG_NEAR_STORE\n"
 "\n"
+"(--template, with --connect, is the pool's own: the process that starts Python\n"
+"once and forks the pool's local workers from it, on the pool's request.)\n"
+"\n"
 "Environment: BETTONG_SECRET (the secret), BETTONG_WORKER_PATH (directories to\n"
 "add to sys.path, separated by ':', so the caller's modules import).\n");
 }
@@ -94,6 +99,8 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
+        } else if (strcmp(argv[i], "--template") == 0) {
+            a->template = 1;
         } else if ((v = args_flag_value(argc, argv, &i, "--connect", &missing))) {
             a->connect = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--join", &missing))) {
@@ -136,6 +143,10 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
     }
     if (!a->connect == !a->join) {
         fprintf(stderr, PROG ": give one of --join HOST:PORT or --connect ADDR\n");
+        return -1;
+    }
+    if (a->template && !a->connect) {
+        fprintf(stderr, PROG ": --template goes with --connect\n");
         return -1;
     }
     return 0;
@@ -275,36 +286,23 @@ static char *take_secret(void)
     return copy;
 }
 
-static int run_process(const worker_args_t *a)
+/* Connect to the pool and do the handshake as `name`; derive the sub-call key.
+ * Takes the secret (wiped and freed). Returns 0 or the exit status. */
+static int join_pool(const char *connect, const char *name, const char *near, char *secret)
 {
-    char name[128], err[512];
-    if (a->name) {
-        snprintf(name, sizeof name, "%s", a->name);
-    } else {
-        char host[64] = "worker";
-        gethostname(host, sizeof host - 1);
-        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
-    }
-    char role[160];
-    snprintf(role, sizeof role, "worker %s", name);
-    log_set_role(role);
-    /* The secret is the handshake's key; it is never sent. */
-    char *secret = take_secret();
-    if (!secret) {
-        log_error("out of memory");
-        return WORKER_EXIT_ERROR;
-    }
-    if (wio_connect(a->connect, err, sizeof err) < 0) {
+    char err[512];
+    if (wio_connect(connect, err, sizeof err) < 0) {
+        OPENSSL_cleanse(secret, strlen(secret));
         free(secret);
         log_error("%s", err);
         return WORKER_EXIT_NO_CONNECT;
     }
     uint32_t id = 0;
-    int rc = wio_hello(a->connect, name, a->near, secret, &id, err, sizeof err);
+    int rc = wio_hello(connect, name, near, secret, &id, err, sizeof err);
     int keyed = rc == 0 ? subcall_worker_key(secret, strlen(secret), sub_key) : 0;
     OPENSSL_cleanse(secret, strlen(secret));
     free(secret);
-    sub_address = strdup(a->connect);
+    sub_address = strdup(connect);
     if (keyed < 0 || !sub_address) {
         log_error("cannot derive the sub-call key (out of memory?)");
         return WORKER_EXIT_ERROR;
@@ -313,12 +311,20 @@ static int run_process(const worker_args_t *a)
         log_error("%s", err);
         return rc;
     }
-    log_debug("connected to %s as worker %u", a->connect, id);
+    log_debug("connected to %s as worker %u", connect, id);
+    return 0;
+}
+
+/* Start the embedded Python with what every task needs (pickle, cloudpickle,
+ * the caller's sys.path) and keep its GIL. Returns 0 or the exit status. */
+static int start_python(const char *near)
+{
+    char err[512];
     /* Prints from user code reach the log promptly. */
     setenv("PYTHONUNBUFFERED", "1", 0);
     /* User code may want to know which backend it runs next to. */
-    if (a->near)
-        setenv("BETTONG_NEAR_STORE", a->near, 1);
+    if (near)
+        setenv("BETTONG_NEAR_STORE", near, 1);
     else
         unsetenv("BETTONG_NEAR_STORE");
     char *pyargv[] = {"", NULL};
@@ -331,12 +337,90 @@ static int run_process(const worker_args_t *a)
         log_error("cannot make the _bettong_worker module");
         return WORKER_EXIT_ERROR;
     }
-    if (wrun_init(err, sizeof err) < 0 || wio_start(err, sizeof err) < 0) {
+    if (wrun_init(err, sizeof err) < 0) {
+        log_error("%s", err);
+        return WORKER_EXIT_ERROR;
+    }
+    return 0;
+}
+
+/* The I/O threads, then tasks until the connection closes. */
+static int serve_tasks(void)
+{
+    char err[512];
+    if (wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;
     }
     serve();
     return WORKER_EXIT_OK;
+}
+
+static void set_role(const char *name)
+{
+    char role[160];
+    snprintf(role, sizeof role, "worker %s", name);
+    log_set_role(role);
+}
+
+static int run_process(const worker_args_t *a)
+{
+    char name[128];
+    if (a->name) {
+        snprintf(name, sizeof name, "%s", a->name);
+    } else {
+        char host[64] = "worker";
+        gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
+    }
+    set_role(name);
+    /* The secret is the handshake's key; it is never sent. */
+    char *secret = take_secret();
+    if (!secret) {
+        log_error("out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    /* The pool proves itself before Python even starts. */
+    int rc = join_pool(a->connect, name, a->near, secret);
+    if (rc == 0)
+        rc = start_python(a->near);
+    return rc == 0 ? serve_tasks() : rc;
+}
+
+/* --template: what a forked worker runs, and what it needs of the template. */
+typedef struct {
+    const char *connect;
+    char *secret; /* the template's copy */
+} forked_t;
+
+static int run_forked(const char *name, void *arg)
+{
+    forked_t *f = arg;
+    set_role(name);
+    char *secret = strdup(f->secret);
+    OPENSSL_cleanse(f->secret, strlen(f->secret)); /* this process's copy of it */
+    if (!secret) {
+        log_error("out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    int rc = join_pool(f->connect, name, NULL, secret);
+    return rc == 0 ? serve_tasks() : rc;
+}
+
+static int run_template(const worker_args_t *a)
+{
+    log_set_role("worker template");
+    forked_t f = {.connect = a->connect, .secret = take_secret()};
+    if (!f.secret) {
+        log_error("out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    int rc = start_python(NULL);
+    if (rc == 0)
+        rc = tmpl_serve(run_forked, &f);
+    OPENSSL_cleanse(f.secret, strlen(f.secret));
+    free(f.secret);
+    return rc;
 }
 
 int cmd_worker(int argc, char **argv)
@@ -348,6 +432,8 @@ int cmd_worker(int argc, char **argv)
     }
     if (a.log_level)
         log_set_level((log_level)log_parse_level(a.log_level));
+    if (a.template)
+        return run_template(&a);
     if (a.connect)
         return run_process(&a);
     log_set_role("worker --join");
