@@ -55,7 +55,15 @@ CTEST_BIN = $(CTEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 .PHONY: all deps test ctest pytest asan demo bench clean install pyext fuzz fuzz-smoke
 
-all: $(BUILD)/bettong $(PYEXT) $(STOREEXT)
+all: $(BUILD)/bettong $(PYEXT) $(STOREEXT) $(BUILD)/pyc.stamp
+
+# The package's modules byte-compiled, as an installed package's are: without
+# them every start of a client or worker compiles what it imports (when
+# PYTHONDONTWRITEBYTECODE is set, or the tree is read-only).
+$(BUILD)/pyc.stamp: $(wildcard python/bettong/*.py)
+	@mkdir -p $(BUILD)
+	$(PYTHON) -m compileall -q python/bettong
+	@touch $@
 
 pyext: $(PYEXT) $(STOREEXT)
 

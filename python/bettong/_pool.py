@@ -14,10 +14,8 @@ import os
 import queue
 import re
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import weakref
@@ -75,6 +73,7 @@ def find_binary():
             return BIN
     except ImportError:
         pass
+    import shutil
     found = shutil.which("bettong")
     if found:
         return found
@@ -99,17 +98,52 @@ def worker_path():
     return os.pathsep.join(out)
 
 
+def _private_dir(parent):
+    """A new directory of mode 0700 under parent (tempfile.mkdtemp, without
+    importing tempfile and shutil: the start of a pool is on the path of the
+    first call)."""
+    for _ in range(100):
+        path = os.path.join(parent, "bettong-" + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a directory in {parent}")
+
+
+def _remove_dir(path):
+    import shutil
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _secret_bytes(secret):
+    """The secret to use: as given, else $BETTONG_SECRET; bytes."""
+    if secret is None:
+        secret = os.environ.get("BETTONG_SECRET", "")
+    return secret.encode() if isinstance(secret, str) else secret
+
+
 class LocalPool:
     """A `bettong pool` process on a Unix socket in a private directory. It exits
-    (with its workers) when our connection closes, even if we are killed."""
+    (with its workers) when our connection closes, even if we are killed.
+
+    Made, it is starting: the process runs while the caller goes on (an executor
+    starts its pool when it is made, so the pool and its workers start while the
+    first call is prepared); address() waits for it to listen."""
 
     def __init__(self, workers, secret=b""):
         self.workers = workers
-        self.dir = tempfile.mkdtemp(prefix="bettong-")  # mode 0700
+        self.pid = os.getpid()
+        self._address = None
+        parent = os.environ.get("TMPDIR") or "/tmp"
+        if not os.path.isdir(parent):
+            parent = "/tmp"
+        self.dir = _private_dir(parent)
         sock = os.path.join(self.dir, "pool.sock")
         if len(sock.encode()) > 100:  # sun_path is short
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = tempfile.mkdtemp(prefix="bettong-", dir="/tmp")
+            _remove_dir(self.dir)
+            self.dir = _private_dir("/tmp")
             sock = os.path.join(self.dir, "pool.sock")
         binary = find_binary()
         env = dict(os.environ)
@@ -127,13 +161,18 @@ class LocalPool:
                 cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
                 close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
         except OSError as e:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            _remove_dir(self.dir)
             raise errors.PoolError(f"cannot start {binary}: {e}") from e
-        try:
-            self.address = self._read_address()
-        except BaseException:
-            self.stop()
-            raise
+
+    def address(self):
+        """The address once the pool listens (waits for its line)."""
+        if self._address is None:
+            try:
+                self._address = self._read_address()
+            except BaseException:
+                self.stop()
+                raise
+        return self._address
 
     def _read_address(self):
         out = self.proc.stdout
@@ -182,7 +221,18 @@ class LocalPool:
                     pass
             if proc.stdout and not proc.stdout.closed:
                 proc.stdout.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        _remove_dir(self.dir)
+
+    def abandon(self):
+        """Stop a pool nobody connected to (its executor closed unused)."""
+        if self.pid != os.getpid():
+            return  # a forked child's copy: the parent's pool is not ours
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, 15)  # its session: it stops its workers
+            except OSError:
+                pass
+        self.stop()
 
 
 _clients = weakref.WeakSet()
@@ -217,10 +267,21 @@ def subcall_ticket():
     return mod.subcall() if mod is not None else None
 
 
+def start_local(workers=None, secret=None):
+    """A local pool starting for a Client(local=...) to come, or None where a
+    Client would not start one (inside a call on a pool, a nested executor goes
+    back into that pool)."""
+    if subcall_ticket() is not None:
+        return None
+    return LocalPool(workers or default_workers(), _secret_bytes(secret))
+
+
 class Client:
     """One connection to a pool and everything in flight on it."""
 
-    def __init__(self, address=None, secret=None, workers=None, name=None):
+    def __init__(self, address=None, secret=None, workers=None, name=None, local=None):
+        """local: a LocalPool already starting (start_local), used when no address
+        is given; else one is started here."""
         ext = _extension()
         self.pid = os.getpid()
         self.local = None
@@ -229,13 +290,13 @@ class Client:
         if ticket is not None:
             # Inside a call on a pool: back into the same pool as its sub-call client.
             address, self.parent_task, secret = ticket
-        if secret is None:
-            secret = os.environ.get("BETTONG_SECRET", "")
-        if isinstance(secret, str):
-            secret = secret.encode()
+        secret = _secret_bytes(secret)
         if address is None:
-            self.local = LocalPool(workers or default_workers(), secret)
-            address = self.local.address
+            if local is not None and local.pid == self.pid:
+                self.local = local
+            else:
+                self.local = LocalPool(workers or default_workers(), secret)
+            address = self.local.address()
         if name is None:
             name = f"{os.path.basename(sys.argv[0] or 'python')}[{os.getpid()}]"
         try:

@@ -8,7 +8,6 @@ and unpickled only when asked for.
 """
 
 import collections
-import inspect
 import itertools
 import math
 import operator
@@ -17,11 +16,10 @@ import pickle
 import threading
 import weakref
 
-import cloudpickle
-
 from . import _near, _pool
-from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
-                      function_fingerprint, quick_check, shipped_function, short_repr)
+from ._serial import (Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps, dumps_args,
+                      dumps_function, function_fingerprint, quick_check, shipped_function,
+                      short_repr)
 from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
 from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
                       make_items, resolve_local, results_of, wait_futures)
@@ -144,6 +142,7 @@ def _params(func):
 
 
 def _signature_params(func):
+    import inspect  # (not at import: it is slow to import, and many never need it)
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
@@ -275,7 +274,7 @@ def chunk_payload(binding, items, base):
     except Exception:
         pass
     try:
-        return cloudpickle.dumps(obj, 5)
+        return cloudpickle_dumps(obj)
     except Exception:
         for j, x in enumerate(items):  # name the item that does not pickle
             binding.one(base + j, x)
@@ -443,7 +442,8 @@ class FunctionExecutor:
     FunctionExecutor(address="host:port")   a running pool (secret=, or $BETTONG_SECRET;
                                             address= defaults to $BETTONG_POOL if set)
 
-    The local pool starts on first use and is reused; close() (or the with block,
+    The local pool starts when the executor is made (it starts in the background
+    while the first call is prepared) and is reused; close() (or the with block,
     or the end of the program) stops it. `storage` / `storage_dir` choose the
     Storage handed to functions with a `storage` parameter. `timeout` (seconds) and
     `retries` are the defaults of every call."""
@@ -484,6 +484,13 @@ class FunctionExecutor:
         self._calls_job = None  # the Job of the latest call_asyncs in a row
         self._hot_lock = threading.Lock()
         self._finalizer = None
+        # The local pool starts now, in the background: its process and workers
+        # start while the caller prepares its first call (see _pool.LocalPool).
+        self._starting = None
+        if address is None:
+            self._starting = _pool.start_local(self._workers, secret)
+            if self._starting is not None:
+                self._finalizer = weakref.finalize(self, self._starting.abandon)
 
     # ------------------------------------------------------------ the pool
     def _get_client(self):
@@ -500,8 +507,9 @@ class FunctionExecutor:
                 if c is not None and c.closed and c.pid == os.getpid():
                     c.close()  # the pool went away: reap what is left of it
                 self._client = None
+                local, self._starting = self._starting, None
                 c = self._client = _pool.Client(self.address, self._secret, self._workers,
-                                                self._name)
+                                                self._name, local=local)
                 # An executor dropped without close() does not leave its pool running
                 # for the rest of the program: it closes once its calls are done.
                 if self._finalizer is not None:
@@ -524,9 +532,12 @@ class FunctionExecutor:
         are cancelled. The executor starts a new pool if used again."""
         with self._lock:
             c, self._client = self._client, None
+            local, self._starting = self._starting, None
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None
+        if local is not None:
+            local.abandon()
         with self._hot_lock:
             self._hot = None  # (its pin goes with the connection)
         if c is not None:
@@ -559,7 +570,8 @@ class FunctionExecutor:
         return False
 
     def __repr__(self):
-        where = self.address or ("local pool" if self._client else "local pool (not started)")
+        where = self.address or ("local pool" if self._client or self._starting
+                                 else "local pool (not started)")
         return f"<bettong.FunctionExecutor {where}>"
 
     # ------------------------------------------------------------ submitting

@@ -389,13 +389,42 @@ static int run_process(const worker_args_t *a)
 
 /* --template: what a forked worker runs, and what it needs of the template. */
 typedef struct {
-    const char *connect;
-    char *secret; /* the template's copy */
+    char *connect;    /* copies: the argv strings are written over (show_args) */
+    char *log_level;  /* NULL: none */
+    char *secret;     /* the template's copy */
+    char *args;       /* the template's argv strings, one after the other */
+    size_t args_len;  /* from argv[0] to the end of the last one */
 } forked_t;
+
+/* A forked worker shows (ps, /proc/PID/cmdline) the command line an exec'd
+ * one would have, not the template's: written over the template's argv
+ * strings, which it fits in (a name of TMPL_NAME_MAX in place of "template"
+ * and "--template" gone), the rest zeroed. */
+static void show_args(const forked_t *f, const char *name)
+{
+    if (!f->args)
+        return;
+    const char *parts[] = {f->args, "worker", "--connect", f->connect, "--name", name,
+                           f->log_level ? "--log-level" : NULL, f->log_level};
+    char buf[4096];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts && parts[i]; i++) {
+        size_t len = strlen(parts[i]) + 1;
+        if (n + len > sizeof buf)
+            return;
+        memcpy(buf + n, parts[i], len);
+        n += len;
+    }
+    if (n > f->args_len)
+        return;
+    memcpy(f->args, buf, n);
+    memset(f->args + n, 0, f->args_len - n);
+}
 
 static int run_forked(const char *name, void *arg)
 {
     forked_t *f = arg;
+    show_args(f, name);
     set_role(name);
     char *secret = strdup(f->secret);
     OPENSSL_cleanse(f->secret, strlen(f->secret)); /* this process's copy of it */
@@ -407,19 +436,36 @@ static int run_forked(const char *name, void *arg)
     return rc == 0 ? serve_tasks() : rc;
 }
 
-static int run_template(const worker_args_t *a)
+/* The program's argv strings as one area, if they lie one after the other as
+ * exec laid them out: argv here is main's from its [1] ("worker"), so [-1] is
+ * the program's path. */
+static void args_area(int argc, char **argv, forked_t *f)
+{
+    char **all = argv - 1;
+    for (int i = 1; i <= argc; i++)
+        if (all[i] != all[i - 1] + strlen(all[i - 1]) + 1)
+            return;
+    f->args = all[0];
+    f->args_len = (size_t)(all[argc] + strlen(all[argc]) + 1 - all[0]);
+}
+
+static int run_template(const worker_args_t *a, int argc, char **argv)
 {
     log_set_role("worker template");
-    forked_t f = {.connect = a->connect, .secret = take_secret()};
-    if (!f.secret) {
+    forked_t f = {.connect = strdup(a->connect),
+                  .log_level = a->log_level ? strdup(a->log_level) : NULL,
+                  .secret = take_secret()};
+    args_area(argc, argv, &f);
+    int rc = WORKER_EXIT_ERROR;
+    if (!f.secret || !f.connect || (a->log_level && !f.log_level))
         log_error("out of memory");
-        return WORKER_EXIT_ERROR;
-    }
-    int rc = start_python(NULL);
-    if (rc == 0)
+    else if ((rc = start_python(NULL)) == 0)
         rc = tmpl_serve(run_forked, &f);
-    OPENSSL_cleanse(f.secret, strlen(f.secret));
+    if (f.secret)
+        OPENSSL_cleanse(f.secret, strlen(f.secret));
     free(f.secret);
+    free(f.connect);
+    free(f.log_level);
     return rc;
 }
 
@@ -433,7 +479,7 @@ int cmd_worker(int argc, char **argv)
     if (a.log_level)
         log_set_level((log_level)log_parse_level(a.log_level));
     if (a.template)
-        return run_template(&a);
+        return run_template(&a, argc, argv);
     if (a.connect)
         return run_process(&a);
     log_set_role("worker --join");
