@@ -488,7 +488,10 @@ class FunctionExecutor:
         # start while the caller prepares its first call (see _pool.LocalPool).
         self._starting = None
         if address is None:
-            self._starting = _pool.start_local(self._workers, secret)
+            try:
+                self._starting = _pool.start_local(self._workers, secret)
+            except Exception:  # reported where it was: on first use, starting it again
+                self._starting = None
             if self._starting is not None:
                 self._finalizer = weakref.finalize(self, self._starting.abandon)
 
