@@ -172,11 +172,12 @@ void tmpl_free(pool_t *p)
 
 /* ------------------------------------------------------------ the template's side */
 
-/* In the worker, after the middle process exited: wait until the pool (a
- * subreaper) is our parent, then die with it. Returns 0, or -1 if the pool
- * is gone. */
-static int adopted_by(pid_t pool, pid_t middle)
+/* In a forked worker: the pool, and the middle process it waits to be gone. */
+static pid_t my_pool, my_middle;
+
+int tmpl_adopted(void)
 {
+    pid_t pool = my_pool, middle = my_middle;
     for (int i = 0; getppid() == middle; i++) {
         if (i == 20000) /* 2 s: the middle process exits right after fork */
             return -1;
@@ -206,8 +207,8 @@ static void fork_worker(const tmpl_req_t *req, pid_t pool, int (*run)(const char
         if (worker == 0) {
             close(TMPL_FD);
             PyOS_AfterFork_Child();
-            if (adopted_by(pool, me) < 0)
-                _exit(WORKER_EXIT_ERROR);
+            my_pool = pool;
+            my_middle = me;
             exit(run(req->name, arg));
         }
         /* Before exiting: the pool reads the pid before it can reap the worker. */

@@ -64,9 +64,13 @@ void tmpl_free(struct pool *p);
 /* ---- the template's side */
 /* Serve requests on TMPL_FD until the pool closes it (returns 0) or it fails
  * (returns 1). Python must be started and its GIL held by this, the only,
- * thread. In each forked worker, after Python's after-fork handling and once
- * the pool is its parent, run(name, arg) runs and its value is the worker's
- * exit status. */
+ * thread. In each forked worker, after Python's after-fork handling,
+ * run(name, arg) runs and its value is the worker's exit status; it must call
+ * tmpl_adopted before it runs anything for the pool. */
 int tmpl_serve(int (*run)(const char *name, void *arg), void *arg);
+/* In a forked worker: wait until the middle process is gone and the pool is
+ * our parent, then die with it (PR_SET_PDEATHSIG). Returns 0, or -1 if the
+ * pool is gone. (Called after the handshake, which it overlaps with.) */
+int tmpl_adopted(void);
 
 #endif

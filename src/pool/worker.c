@@ -433,6 +433,10 @@ static int run_forked(const char *name, void *arg)
         return WORKER_EXIT_ERROR;
     }
     int rc = join_pool(f->connect, name, NULL, secret);
+    if (rc == 0 && tmpl_adopted() < 0) {
+        log_error("the pool is gone");
+        rc = WORKER_EXIT_ERROR;
+    }
     return rc == 0 ? serve_tasks() : rc;
 }
 
