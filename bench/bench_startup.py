@@ -89,9 +89,9 @@ SYSTEMS = {
 }
 
 
-def trial(python, system, n, env):
+def trial(python, system, n, env, pydir=PYDIR):
     spec = {k: v.format(n=n) for k, v in SYSTEMS[system].items()}
-    code = TRIAL.format(pydir=PYDIR, **spec)
+    code = TRIAL.format(pydir=pydir, **spec)
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env,
                          timeout=60)
     if out.returncode != 0:
@@ -149,10 +149,13 @@ def main():
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--bin", default=os.path.join(REPO, "build", "bettong"))
+    ap.add_argument("--pydir", default=PYDIR,
+                    help="the directory of the bettong package to measure (default: this "
+                         "repository's python/; another checkout's, with --bin, to compare)")
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = ap.parse_args()
 
-    subprocess.run([args.python, "-m", "compileall", "-q", os.path.join(PYDIR, "bettong")],
+    subprocess.run([args.python, "-m", "compileall", "-q", os.path.join(args.pydir, "bettong")],
                    check=True)
     env = dict(os.environ, BETTONG_BIN=args.bin)
     env.pop("BETTONG_POOL", None)
@@ -165,7 +168,7 @@ def main():
         order = names[r % len(names):] + names[:r % len(names)]
         got = {}
         for s in order:
-            got[s] = trial(args.python, s, n, env)
+            got[s] = trial(args.python, s, n, env, args.pydir)
             res[s].append(got[s])
         for s in names[1:]:
             ratios[s].append(got["bettong"]["first"] / got[s]["first"])
@@ -180,7 +183,8 @@ def main():
     lines = []
     lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
                  f"{platform.python_version()}; load average at the end {load[0]:.2f}")
-    lines.append(f"Command: python3 bench/bench_startup.py --rounds {args.rounds}"
+    other = f" --bin {args.bin} --pydir {args.pydir}" if args.pydir != PYDIR else ""
+    lines.append(f"Command: python3 bench/bench_startup.py --rounds {args.rounds}{other}"
                  f" (workers {n})")
     lines.append("")
     lines.append("| system | creation + first result | from interpreter start | import | "

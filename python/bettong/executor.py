@@ -511,6 +511,11 @@ class FunctionExecutor:
                     c.close()  # the pool went away: reap what is left of it
                 self._client = None
                 local, self._starting = self._starting, None
+                if local is not None and local.proc.poll() is not None:
+                    # it stopped waiting for us (`bettong pool --exit-with-client`
+                    # waits 120 s for its first client): start another
+                    local.abandon()
+                    local = None
                 c = self._client = _pool.Client(self.address, self._secret, self._workers,
                                                 self._name, local=local)
                 # An executor dropped without close() does not leave its pool running

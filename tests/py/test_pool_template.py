@@ -146,3 +146,15 @@ def test_an_executor_closed_unused_stops_its_pool():
     ex.close()
     assert local.proc.wait(timeout=TIMEOUT) is not None
     assert not os.path.exists(local.dir)
+
+
+def test_a_pool_that_stopped_waiting_is_started_again():
+    """A pool started with its executor gives up after 120 s without a client
+    (--exit-with-client); the first call then starts another."""
+    with bettong.FunctionExecutor(workers=1) as ex:
+        gone = ex._starting
+        gone.proc.terminate()  # as when it gives up
+        gone.proc.wait(timeout=TIMEOUT)
+        pid, ppid = ex.call_async(_where, 0).result(timeout=TIMEOUT)
+        assert ppid == ex._client.local.proc.pid != gone.proc.pid
+        assert not os.path.exists(gone.dir)
