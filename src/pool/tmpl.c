@@ -225,9 +225,23 @@ static void fork_worker(const tmpl_req_t *req, pid_t pool, int (*run)(const char
         ;
 }
 
+/* gc.freeze(): the template's objects are left out of collections, so a
+ * collection in a worker does not write to (and so copy) the pages it shares
+ * with the template. */
+static void freeze_objects(void)
+{
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *r = gc ? PyObject_CallMethod(gc, "freeze", NULL) : NULL;
+    if (!r)
+        PyErr_Clear(); /* an optimisation only */
+    Py_XDECREF(r);
+    Py_XDECREF(gc);
+}
+
 int tmpl_serve(int (*run)(const char *name, void *arg), void *arg)
 {
     pid_t pool = getppid();
+    freeze_objects();
     for (;;) {
         tmpl_req_t req;
         ssize_t n = recv(TMPL_FD, &req, sizeof req, 0);
