@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "net/auth.h"
 #include "net/dashboard.h"
 #include "net/guard.h"
 #include "pool/lend.h"
@@ -603,6 +604,8 @@ int cmd_pool(int argc, char **argv)
         long n = a.workers >= 0 ? a.workers : (long)spawn_ncpu();
         if (start_locals(p, n) < 0)
             pool_stop(p, 1, "out of memory");
+        /* Now rather than in the first handshake (a client may be waiting). */
+        auth_warm();
     }
     if (rc < 0) {
         /* Close whatever did start, so the loop can be closed cleanly. */

@@ -8,6 +8,7 @@
 
 #include <openssl/crypto.h>
 
+#include "net/auth.h"
 #include "net/guard.h"
 #include "pool/join.h"
 #include "pool/proto.h"
@@ -463,8 +464,10 @@ static int run_template(const worker_args_t *a, int argc, char **argv)
     int rc = WORKER_EXIT_ERROR;
     if (!f.secret || !f.connect || (a->log_level && !f.log_level))
         log_error("out of memory");
-    else if ((rc = start_python(NULL)) == 0)
+    else if ((rc = start_python(NULL)) == 0) {
+        auth_warm(); /* once, not in every worker (else each does it) */
         rc = tmpl_serve(run_forked, &f);
+    }
     if (f.secret)
         OPENSSL_cleanse(f.secret, strlen(f.secret));
     free(f.secret);
