@@ -16,14 +16,47 @@ import pickle
 import threading
 import weakref
 
-from . import _near, _pool
-from ._serial import (Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps, dumps_args,
-                      dumps_function, function_fingerprint, quick_check, shipped_function,
-                      short_repr)
-from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
-from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
-                      make_items, resolve_local, results_of, wait_futures)
-from .storage import Storage
+from . import _localpool
+
+# The rest of the package (the extension, futures, serialization, storage) is
+# imported by the first executor made, once it has started its local pool: the
+# pool and its workers start while these import (_load). Nothing below uses
+# them before an executor exists.
+_LAZY = frozenset((
+    "_near", "_pool", "Raw", "Unsafe", "bytes_arg_payload", "cloudpickle_dumps", "dumps_args",
+    "dumps_function", "function_fingerprint", "quick_check", "shipped_function", "short_repr",
+    "ChunkedResults", "ChunkFunction", "EnvFunction", "LimitedFunction", "ALL_COMPLETED",
+    "FINISHED", "CancelledError", "FutureList", "Job", "ResponseFuture", "make_items",
+    "resolve_local", "results_of", "wait_futures", "Storage"))
+_loaded = False
+
+
+def _load():
+    global _loaded, _near, _pool, Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps
+    global dumps_args, dumps_function, function_fingerprint, quick_check, shipped_function
+    global short_repr, ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
+    global ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture
+    global make_items, resolve_local, results_of, wait_futures, Storage
+    if _loaded:
+        return
+    from . import _near, _pool
+    from ._serial import (Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps, dumps_args,
+                          dumps_function, function_fingerprint, quick_check, shipped_function,
+                          short_repr)
+    from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
+    from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job,
+                          ResponseFuture, make_items, resolve_local, results_of, wait_futures)
+    from .storage import Storage
+    _loaded = True
+
+
+def __getattr__(name):
+    """The names _load imports, for who reads them from this module first."""
+    if name in _LAZY:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _dumps = pickle.dumps
 _getpid = os.getpid
@@ -462,6 +495,18 @@ class FunctionExecutor:
         self._workers = int(workers) if workers is not None else None
         self.address = address
         self._secret = secret
+        # The local pool starts now, in the background: its process and workers
+        # start while the rest is imported and the first call prepared.
+        self._finalizer = None
+        self._starting = None
+        if address is None:
+            try:
+                self._starting = _localpool.start_local(self._workers, secret)
+            except Exception:  # reported where it was: on first use, starting it again
+                self._starting = None
+            if self._starting is not None:
+                self._finalizer = weakref.finalize(self, self._starting.abandon)
+        _load()
         if isinstance(storage, Storage):
             self.storage = storage
         elif storage_dir is not None:
@@ -483,17 +528,6 @@ class FunctionExecutor:
         self._hot = None  # call_async's last function, prepared (_Hot)
         self._calls_job = None  # the Job of the latest call_asyncs in a row
         self._hot_lock = threading.Lock()
-        self._finalizer = None
-        # The local pool starts now, in the background: its process and workers
-        # start while the caller prepares its first call (see _pool.LocalPool).
-        self._starting = None
-        if address is None:
-            try:
-                self._starting = _pool.start_local(self._workers, secret)
-            except Exception:  # reported where it was: on first use, starting it again
-                self._starting = None
-            if self._starting is not None:
-                self._finalizer = weakref.finalize(self, self._starting.abandon)
 
     # ------------------------------------------------------------ the pool
     def _get_client(self):
@@ -908,7 +942,7 @@ class FunctionExecutor:
         single = len(jobs) == 1 and jobs[0].kind in ("call_async", "map_reduce") and len(fs) == 1
         return fs, single
 
-    def wait(self, fs=None, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None,
+    def wait(self, fs=None, return_when="ALL_COMPLETED", timeout=None, show_progressbar=None,
              **options):
         """Wait for futures (all this executor's uncollected ones by default).
         Returns (done, not_done). return_when: ALL_COMPLETED, ANY_COMPLETED, ALWAYS."""
