@@ -158,3 +158,19 @@ def test_a_pool_that_stopped_waiting_is_started_again():
         pid, ppid = ex.call_async(_where, 0).result(timeout=TIMEOUT)
         assert ppid == ex._client.local.proc.pid != gone.proc.pid
         assert not os.path.exists(gone.dir)
+
+
+def test_the_executor_module_starts_light():
+    """What `bettong.FunctionExecutor` imports before an executor starts its
+    pool: nothing heavy (the rest comes once the pool is starting)."""
+    import subprocess
+    import sys
+    code = ("import sys; import bettong; bettong.FunctionExecutor; "
+            "heavy = ['cloudpickle', 'bettong._bettong', 'concurrent.futures', 'bettong.futures', "
+            "'inspect', 'email.utils', 'tempfile', 'shutil']; "
+            "print([m for m in heavy if m in sys.modules])")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(bettong.__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=TIMEOUT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
