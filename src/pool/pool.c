@@ -245,6 +245,7 @@ static local_worker_t *find_local(pool_t *p, pid_t pid)
 
 void pool_kill_local(pool_t *p, uint32_t pid)
 {
+    tmpl_drain(p); /* a forked worker may have joined before its pid was read */
     local_worker_t *lw = find_local(p, (pid_t)pid);
     if (lw) {
         lw->killed = 1;
