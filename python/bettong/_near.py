@@ -25,7 +25,6 @@ backend id's name from bettong.objects.backends() (asked once per map).
 """
 
 import sys
-import uuid
 
 
 def _objects():
@@ -105,7 +104,8 @@ class Places:
             return self._name_of_id(objects.backend_of(v))
         if isinstance(v, objects.Backend):
             return v.name
-        if isinstance(v, uuid.UUID):
+        uuid = sys.modules.get("uuid")  # (a UUID can only come from a loaded uuid)
+        if uuid is not None and isinstance(v, uuid.UUID):
             v = str(v)
         if isinstance(v, str):
             if self._names is None:

@@ -1,4 +1,4 @@
-"""The connection to a pool: starting a local `bettong pool`, the receiver thread
+"""The connection to a pool (a local one is started by bettong._localpool): the receiver thread
 that resolves futures, call and function ids, cancel, close.
 
 One `Client` per pool connection. Senders may be any thread (the extension has one
@@ -12,17 +12,13 @@ import atexit
 import collections
 import os
 import queue
-import re
-import select
-import shutil
-import subprocess
 import sys
-import tempfile
 import threading
-import time
 import weakref
 
 from . import errors
+from ._localpool import (LocalPool, _secret_bytes, default_workers, find_binary,  # noqa: F401
+                         start_local, subcall_ticket, worker_path)
 from . import futures as _futures_mod
 from ._serial import payload_size
 from .futures import (_COND, _DONE, _notify, CANCELLED_AND_NOTIFIED, CALL_CANCELLED, CALL_OK,
@@ -38,8 +34,6 @@ MSG_RESULT = 20
 MSG_CANCELLED = 13
 MSG_STATUS_REPLY = 22
 
-_LISTENING = re.compile(r"bettong pool: listening on (\S+)")
-_START_TIMEOUT = float(os.environ.get("BETTONG_POOL_START_TIMEOUT", "60"))
 
 # Calls held back by call_async/submit before they are sent at once.
 _OUTQ_MAX = 512
@@ -73,133 +67,6 @@ def _extension():
     return _bettong
 
 
-def find_binary():
-    """The bettong binary: $BETTONG_BIN, the build tree next to this package, the
-    installed one, or `bettong` on PATH."""
-    env = os.environ.get("BETTONG_BIN")
-    if env:
-        return env
-    here = os.path.dirname(os.path.abspath(__file__))
-    if os.path.basename(os.path.dirname(here)) == "python":  # <repo>/python/bettong
-        cand = os.path.normpath(os.path.join(here, "..", "..", "build", "bettong"))
-        if os.path.isfile(cand) and os.access(cand, os.X_OK):
-            return cand
-    try:
-        from ._install import BIN
-        if os.path.isfile(BIN) and os.access(BIN, os.X_OK):
-            return BIN
-    except ImportError:
-        pass
-    found = shutil.which("bettong")
-    if found:
-        return found
-    raise FileNotFoundError(
-        "cannot find the bettong binary: set BETTONG_BIN, build it (make) or install it "
-        "(make install)")
-
-
-def default_workers():
-    """One worker per core."""
-    return os.cpu_count() or 1
-
-
-def worker_path():
-    """The caller's sys.path for the workers (so the script's modules import)."""
-    cwd = os.getcwd()
-    out = []
-    for p in sys.path:
-        p = cwd if p == "" else p
-        if p not in out:
-            out.append(p)
-    return os.pathsep.join(out)
-
-
-class LocalPool:
-    """A `bettong pool` process on a Unix socket in a private directory. It exits
-    (with its workers) when our connection closes, even if we are killed."""
-
-    def __init__(self, workers, secret=b""):
-        self.workers = workers
-        self.dir = tempfile.mkdtemp(prefix="bettong-")  # mode 0700
-        sock = os.path.join(self.dir, "pool.sock")
-        if len(sock.encode()) > 100:  # sun_path is short
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir = tempfile.mkdtemp(prefix="bettong-", dir="/tmp")
-            sock = os.path.join(self.dir, "pool.sock")
-        binary = find_binary()
-        env = dict(os.environ)
-        env["BETTONG_WORKER_PATH"] = worker_path()
-        # The socket is private (0700 directory); a secret, when there is one, is
-        # the one this client sends (given by environment, not on the command line).
-        if secret:
-            env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
-        else:
-            env.pop("BETTONG_SECRET", None)
-        cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
-               "--log-level", os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")]
-        try:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
-                close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
-        except OSError as e:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            raise errors.PoolError(f"cannot start {binary}: {e}") from e
-        try:
-            self.address = self._read_address()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _read_address(self):
-        out = self.proc.stdout
-        fd = out.fileno()
-        data = b""
-        deadline = time.monotonic() + _START_TIMEOUT
-        while b"\n" not in data:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise errors.PoolError(
-                    f"bettong pool did not start listening within {_START_TIMEOUT:.0f} s")
-            r, _, _ = select.select([fd], [], [], min(left, 0.5))
-            if r:
-                chunk = os.read(fd, 4096)
-                if not chunk:
-                    break
-                data += chunk
-        line = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-        m = _LISTENING.search(line)
-        if not m:
-            try:
-                rc = self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                rc = None
-            what = f"exited with status {rc}" if rc is not None else f"printed {line!r}"
-            raise errors.PoolError(f"bettong pool {what} instead of listening "
-                                   "(its messages are above)")
-        out.close()  # the pool prints nothing more
-        return m.group(1)
-
-    def stop(self, timeout=5.0):
-        """After our connection closed the pool exits by itself; wait for it, then
-        make sure, and remove the socket's directory."""
-        proc = self.proc if hasattr(self, "proc") else None
-        if proc is not None:
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, 9)  # its own session: the pool and its workers
-                except OSError:
-                    proc.kill()
-                try:
-                    proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    pass
-            if proc.stdout and not proc.stdout.closed:
-                proc.stdout.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 _clients = weakref.WeakSet()
 
 
@@ -224,18 +91,12 @@ def _close_all():
             pass
 
 
-def subcall_ticket():
-    """(pool address, task id, token) when this code runs inside a call on a
-    pool: the way back into that pool for a nested executor (a token that holds
-    only while the call runs, never the pool's secret); None elsewhere."""
-    mod = sys.modules.get("_bettong_worker")  # made by the worker process itself
-    return mod.subcall() if mod is not None else None
-
-
 class Client:
     """One connection to a pool and everything in flight on it."""
 
-    def __init__(self, address=None, secret=None, workers=None, name=None):
+    def __init__(self, address=None, secret=None, workers=None, name=None, local=None):
+        """local: a LocalPool already starting (start_local), used when no address
+        is given; else one is started here."""
         ext = _extension()
         self.pid = os.getpid()
         self.local = None
@@ -244,13 +105,13 @@ class Client:
         if ticket is not None:
             # Inside a call on a pool: back into the same pool as its sub-call client.
             address, self.parent_task, secret = ticket
-        if secret is None:
-            secret = os.environ.get("BETTONG_SECRET", "")
-        if isinstance(secret, str):
-            secret = secret.encode()
+        secret = _secret_bytes(secret)
         if address is None:
-            self.local = LocalPool(workers or default_workers(), secret)
-            address = self.local.address
+            if local is not None and local.pid == self.pid:
+                self.local = local
+            else:
+                self.local = LocalPool(workers or default_workers(), secret)
+            address = self.local.address()
         if name is None:
             name = f"{os.path.basename(sys.argv[0] or 'python')}[{os.getpid()}]"
         try:

@@ -14,7 +14,24 @@ import sys
 import types
 import weakref
 
-import cloudpickle
+
+class _Cloudpickle:
+    """cloudpickle, imported when first used: it is the largest import of the
+    client, and an executor starts its pool before it needs it (so the pool
+    starts while it is imported). Once imported, the module replaces this."""
+
+    def __getattr__(self, name):
+        import cloudpickle as module
+        globals()["cloudpickle"] = module
+        return getattr(module, name)
+
+
+cloudpickle = _Cloudpickle()
+
+
+def cloudpickle_dumps(obj):
+    """cloudpickle.dumps(obj, 5)."""
+    return cloudpickle.dumps(obj, 5)
 
 _MAIN = b"__main__"
 _dumps = pickle.dumps
@@ -62,14 +79,19 @@ def _bytes_arg_tail():
     return tail
 
 
-_BYTES_ARG_TAIL = _bytes_arg_tail()
+_BYTES_ARG_TAIL = False  # False: not checked yet (on first use: it pickles 0.5 MB)
 
 
 def bytes_arg_payload(b):
     """The pickle of ((b,), {}) as (head, b, tail), or None when b is too small,
     too large or pickle does not lay it out as expected."""
+    global _BYTES_ARG_TAIL
     n = len(b)
-    if _BYTES_ARG_TAIL is None or n < BIG_BYTES_ARG or n >= 1 << 32:
+    if n < BIG_BYTES_ARG or n >= 1 << 32:
+        return None
+    if _BYTES_ARG_TAIL is False:
+        _BYTES_ARG_TAIL = _bytes_arg_tail()
+    if _BYTES_ARG_TAIL is None:
         return None
     return (b"\x80\x05B" + n.to_bytes(4, "little"), b, _BYTES_ARG_TAIL)
 

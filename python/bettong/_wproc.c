@@ -39,8 +39,14 @@ static PyObject *wproc_main(PyObject *self, PyObject *args)
         return NULL;
     }
     wproc_args_t a = {0};
+    int template = 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(args); i += 2) {
         const char *flag = PyUnicode_AsUTF8(PyList_GET_ITEM(args, i));
+        if (flag && strcmp(flag, "--template") == 0) {
+            template = 1; /* (a flag without a value) */
+            i--;
+            continue;
+        }
         const char *v = flag ? flag_value(args, i) : NULL;
         if (!v)
             return NULL;
@@ -66,7 +72,7 @@ static PyObject *wproc_main(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "--connect ADDR is required");
         return NULL;
     }
-    return PyLong_FromLong(wproc_run(&a, 0));
+    return PyLong_FromLong(template ? wproc_template(&a, 0) : wproc_run(&a, 0));
 }
 
 static PyMethodDef methods[] = {

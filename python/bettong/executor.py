@@ -8,7 +8,6 @@ and unpickled only when asked for.
 """
 
 import collections
-import inspect
 import itertools
 import math
 import operator
@@ -18,18 +17,51 @@ import sys
 import threading
 import weakref
 
-import cloudpickle
+from . import _localpool
 
-from . import _near, _pool
-from ._serial import (Raw, Unsafe, bytes_arg_payload, dumps_args, dumps_function,
-                      function_fingerprint, quick_check, shipped_function, short_repr)
-from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
-from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture,
-                      make_items, resolve_local, results_of, wait_futures)
-from .storage import Storage
+# The rest of the package (the extension, futures, serialization, storage) is
+# imported by the first executor made, once it has started its local pool: the
+# pool and its workers start while these import (_load). Nothing below uses
+# them before an executor exists.
+_LAZY = frozenset((
+    "_near", "_pool", "Raw", "Unsafe", "bytes_arg_payload", "cloudpickle_dumps", "dumps_args",
+    "dumps_function", "function_fingerprint", "quick_check", "shipped_function", "short_repr",
+    "ChunkedResults", "ChunkFunction", "EnvFunction", "LimitedFunction", "ALL_COMPLETED",
+    "FINISHED", "CancelledError", "FutureList", "Job", "ResponseFuture", "make_items",
+    "resolve_local", "results_of", "wait_futures", "Storage"))
+_loaded = False
+
+
+def _load():
+    global _loaded, _near, _pool, Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps
+    global dumps_args, dumps_function, function_fingerprint, quick_check, shipped_function
+    global short_repr, ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
+    global ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture
+    global make_items, resolve_local, results_of, wait_futures, Storage, _PID
+    if _loaded:
+        return
+    from . import _near, _pool
+    from ._serial import (Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps, dumps_args,
+                          dumps_function, function_fingerprint, quick_check, shipped_function,
+                          short_repr)
+    from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
+    from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job,
+                          ResponseFuture, make_items, resolve_local, results_of, wait_futures)
+    from .storage import Storage
+    _PID = _pool.PID
+    _loaded = True
+
+
+def __getattr__(name):
+    """The names _load imports, for who reads them from this module first."""
+    if name in _LAZY:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _dumps = pickle.dumps
-_PID = _pool.PID  # [this process's id], kept across forks (see _pool.PID)
+_PID = None  # _pool.PID once loaded: [this process's id], kept across forks
 _MODULES = sys.modules  # no persistent object can exist before bettong.objects is imported
 _MAIN = b"__main__"
 _E = {}  # the kwargs of a call without any (never mutated)
@@ -146,6 +178,7 @@ def _params(func):
 
 
 def _signature_params(func):
+    import inspect  # (not at import: it is slow to import, and many never need it)
     try:
         sig = inspect.signature(func)
     except (TypeError, ValueError):
@@ -277,7 +310,7 @@ def chunk_payload(binding, items, base):
     except Exception:
         pass
     try:
-        return cloudpickle.dumps(obj, 5)
+        return cloudpickle_dumps(obj)
     except Exception:
         for j, x in enumerate(items):  # name the item that does not pickle
             binding.one(base + j, x)
@@ -445,7 +478,8 @@ class FunctionExecutor:
     FunctionExecutor(address="host:port")   a running pool (secret=, or $BETTONG_SECRET;
                                             address= defaults to $BETTONG_POOL if set)
 
-    The local pool starts on first use and is reused; close() (or the with block,
+    The local pool starts when the executor is made (it starts in the background
+    while the first call is prepared) and is reused; close() (or the with block,
     or the end of the program) stops it. `storage` / `storage_dir` choose the
     Storage handed to functions with a `storage` parameter. `timeout` (seconds) and
     `retries` are the defaults of every call."""
@@ -464,6 +498,18 @@ class FunctionExecutor:
         self._workers = int(workers) if workers is not None else None
         self.address = address
         self._secret = secret
+        # The local pool starts now, in the background: its process and workers
+        # start while the rest is imported and the first call prepared.
+        self._finalizer = None
+        self._starting = None
+        if address is None:
+            try:
+                self._starting = _localpool.start_local(self._workers, secret)
+            except Exception:  # reported where it was: on first use, starting it again
+                self._starting = None
+            if self._starting is not None:
+                self._finalizer = weakref.finalize(self, self._starting.abandon)
+        _load()
         if isinstance(storage, Storage):
             self.storage = storage
         elif storage_dir is not None:
@@ -485,7 +531,6 @@ class FunctionExecutor:
         self._hot = None  # call_async's last function, prepared (_Hot)
         self._calls_job = None  # the Job of the latest call_asyncs in a row
         self._hot_lock = threading.Lock()
-        self._finalizer = None
 
     # ------------------------------------------------------------ the pool
     def _get_client(self):
@@ -502,8 +547,14 @@ class FunctionExecutor:
                 if c is not None and c.closed and c.pid == os.getpid():
                     c.close()  # the pool went away: reap what is left of it
                 self._client = None
+                local, self._starting = self._starting, None
+                if local is not None and local.proc.poll() is not None:
+                    # it stopped waiting for us (`bettong pool --exit-with-client`
+                    # waits 120 s for its first client): start another
+                    local.abandon()
+                    local = None
                 c = self._client = _pool.Client(self.address, self._secret, self._workers,
-                                                self._name)
+                                                self._name, local=local)
                 # An executor dropped without close() does not leave its pool running
                 # for the rest of the program: it closes once its calls are done.
                 if self._finalizer is not None:
@@ -526,9 +577,12 @@ class FunctionExecutor:
         are cancelled. The executor starts a new pool if used again."""
         with self._lock:
             c, self._client = self._client, None
+            local, self._starting = self._starting, None
             if self._finalizer is not None:
                 self._finalizer.detach()
                 self._finalizer = None
+        if local is not None:
+            local.abandon()
         with self._hot_lock:
             self._hot = None  # (its pin goes with the connection)
         if c is not None:
@@ -561,7 +615,8 @@ class FunctionExecutor:
         return False
 
     def __repr__(self):
-        where = self.address or ("local pool" if self._client else "local pool (not started)")
+        where = self.address or ("local pool" if self._client or self._starting
+                                 else "local pool (not started)")
         return f"<bettong.FunctionExecutor {where}>"
 
     # ------------------------------------------------------------ submitting
@@ -891,7 +946,7 @@ class FunctionExecutor:
         single = len(jobs) == 1 and jobs[0].kind in ("call_async", "map_reduce") and len(fs) == 1
         return fs, single
 
-    def wait(self, fs=None, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None,
+    def wait(self, fs=None, return_when="ALL_COMPLETED", timeout=None, show_progressbar=None,
              **options):
         """Wait for futures (all this executor's uncollected ones by default).
         Returns (done, not_done). return_when: ALL_COMPLETED, ANY_COMPLETED, ALWAYS."""

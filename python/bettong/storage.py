@@ -8,13 +8,9 @@ passed to functions running on the workers (of the same machine, or of machines
 that share the directory).
 """
 
-import datetime
-import email.utils
 import io
 import os
 import re
-import shutil
-import tempfile
 
 _TMP_PREFIX = ".bettong-tmp-"
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
@@ -60,6 +56,7 @@ def _key_parts(key):
 
 
 def _iso(ts):
+    import datetime
     return datetime.datetime.fromtimestamp(ts, tz=datetime.timezone.utc)
 
 
@@ -97,6 +94,7 @@ class Storage:
         path = self._path(bucket, key)
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
+        import tempfile
         fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=parent)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -105,6 +103,7 @@ class Storage:
                 elif isinstance(body, (bytes, bytearray, memoryview)):
                     out.write(body)
                 elif hasattr(body, "read"):
+                    import shutil
                     shutil.copyfileobj(body, out, 1 << 20)
                 else:
                     raise TypeError(f"body must be bytes, str or a file object, not {type(body).__name__}")
@@ -176,6 +175,7 @@ class Storage:
             raise StorageNoSuchKeyError(bucket, key) from None
         if not os.path.isfile(path):
             raise StorageNoSuchKeyError(bucket, key)
+        import email.utils
         return {
             "content-length": str(st.st_size),
             "last-modified": email.utils.formatdate(st.st_mtime, usegmt=True),

@@ -112,5 +112,10 @@ int auth_server_proof(const auth_session_t *s, const uint8_t *body, size_t len,
 
 /* Forget a session's nonces and identity. */
 void auth_session_clear(auth_session_t *s);
+/* Do once what every handshake needs of OpenSSL (its configuration file, the
+ * random generator, HMAC-SHA256), so that a service's first handshake does not
+ * (the pool after it listens; the worker template before it forks: OpenSSL
+ * reseeds its generator in a child after fork). Returns 0 or -1. */
+int auth_warm(void);
 
 #endif

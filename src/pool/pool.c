@@ -9,12 +9,14 @@
 #include <unistd.h>
 
 #include "net/addr.h"
+#include "net/auth.h"
 #include "net/dashboard.h"
 #include "net/guard.h"
 #include "pool/lend.h"
 #include "pool/peer.h"
 #include "pool/proto.h"
 #include "pool/spawn.h"
+#include "pool/tmpl.h"
 #include "util/args.h"
 #include "util/log.h"
 
@@ -182,7 +184,8 @@ uint64_t pool_now_us(const pool_t *p) { return uv_hrtime() / 1000 + p->clock_bas
 
 /* ------------------------------------------------------------ local workers */
 
-static void start_local(pool_t *p, local_worker_t *lw)
+/* Exec a local worker (when the worker template cannot fork it). */
+static void exec_local(pool_t *p, local_worker_t *lw)
 {
     char name[32], err[256];
     snprintf(name, sizeof name, "local-%u", lw->index);
@@ -204,6 +207,43 @@ static void start_local(pool_t *p, local_worker_t *lw)
     log_debug("started local worker %s (pid %d)", name, (int)lw->pid);
 }
 
+/* Start a local worker: forked by the worker template (its pid comes in
+ * pool_local_forked), else exec'd. */
+static void start_local(pool_t *p, local_worker_t *lw)
+{
+    char name[32];
+    snprintf(name, sizeof name, "local-%u", lw->index);
+    lw->restart_at_ms = 0;
+    lw->started_ms = pool_now_ms(p);
+    if (tmpl_request(p, lw->index, name) == 0) {
+        lw->forking = 1;
+        return;
+    }
+    exec_local(p, lw);
+}
+
+void pool_local_forked(pool_t *p, unsigned index, pid_t pid)
+{
+    if (index < 1 || index > p->nlocals || !p->locals[index - 1].forking) {
+        log_warn("the worker template answered for no worker asked (local-%u)", index);
+        return;
+    }
+    local_worker_t *lw = &p->locals[index - 1];
+    lw->forking = 0;
+    if (pid > 0) {
+        lw->pid = pid;
+        log_debug("started local worker local-%u (pid %d, forked)", index, (int)pid);
+        if (p->stopping)
+            kill(pid, SIGKILL);
+        return;
+    }
+    if (p->stopping)
+        return;
+    if (pid != -ECHILD)
+        log_warn("the worker template could not fork local-%u: %s", index, strerror(-pid));
+    exec_local(p, lw);
+}
+
 static local_worker_t *find_local(pool_t *p, pid_t pid)
 {
     for (unsigned i = 0; i < p->nlocals; i++)
@@ -214,6 +254,7 @@ static local_worker_t *find_local(pool_t *p, pid_t pid)
 
 void pool_kill_local(pool_t *p, uint32_t pid)
 {
+    tmpl_drain(p); /* a forked worker may have joined before its pid was read */
     local_worker_t *lw = find_local(p, (pid_t)pid);
     if (lw) {
         lw->killed = 1;
@@ -225,7 +266,7 @@ static unsigned live_locals(const pool_t *p)
 {
     unsigned n = 0;
     for (unsigned i = 0; i < p->nlocals; i++)
-        n += p->locals[i].pid > 0;
+        n += p->locals[i].pid > 0 || p->locals[i].forking;
     return n;
 }
 
@@ -262,7 +303,12 @@ static void on_sigchld(uv_signal_t *h, int signum)
     pool_t *p = h->data;
     int status;
     pid_t pid;
+    /* A forked worker's pid is in the template's socket before it can be
+     * reaped (tmpl.h): read it first. */
+    tmpl_drain(p);
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (tmpl_reaped(p, pid, status))
+            continue;
         local_worker_t *lw = find_local(p, pid);
         if (!lw) {
             lend_reaped(p, pid); /* a temporary worker (pool/lend.h) is not restarted */
@@ -313,7 +359,7 @@ static void close_noop(uv_handle_t *h) { (void)h; }
 
 static void maybe_finish(pool_t *p)
 {
-    if (!p->stopping || p->tcp_open || p->unix_open || live_locals(p) > 0)
+    if (!p->stopping || p->tcp_open || p->unix_open || live_locals(p) > 0 || tmpl_alive(p))
         return;
     if (uv_is_closing((uv_handle_t *)&p->sigchld))
         return;
@@ -349,6 +395,7 @@ static void on_kill_timer(uv_timer_t *t)
         log_warn("%u local worker(s) still running %d s after SIGTERM: SIGKILL",
                  live_locals(p), STOP_GRACE_MS / 1000);
     kill_locals(p, SIGKILL);
+    tmpl_stop(p, SIGKILL);
 }
 
 void pool_stop(pool_t *p, int code, const char *why)
@@ -368,6 +415,7 @@ void pool_stop(pool_t *p, int code, const char *why)
     if (p->unix_open)
         listener_close(&p->unx, on_listener_closed);
     kill_locals(p, SIGTERM);
+    tmpl_stop(p, SIGTERM);
     uv_timer_start(&p->kill_timer, on_kill_timer, STOP_GRACE_MS, 0);
     maybe_finish(p);
 }
@@ -377,6 +425,7 @@ static void on_signal(uv_signal_t *h, int signum)
     pool_t *p = h->data;
     if (p->stopping) {
         kill_locals(p, SIGKILL);
+        tmpl_stop(p, SIGKILL);
         return;
     }
     pool_stop(p, 0, strsignal(signum));
@@ -477,6 +526,7 @@ static int start_locals(pool_t *p, long n)
         return -1;
     }
     p->nlocals = (unsigned)n;
+    tmpl_start(p); /* else they are exec'd */
     for (unsigned i = 0; i < p->nlocals; i++) {
         p->locals[i].index = i + 1;
         start_local(p, &p->locals[i]);
@@ -565,6 +615,8 @@ int cmd_pool(int argc, char **argv)
         long n = a.workers >= 0 ? a.workers : (long)spawn_ncpu();
         if (start_locals(p, n) < 0)
             pool_stop(p, 1, "out of memory");
+        /* Now rather than in the first handshake (a client may be waiting). */
+        auth_warm();
     }
     if (rc < 0) {
         /* Close whatever did start, so the loop can be closed cleanly. */
@@ -574,6 +626,7 @@ int cmd_pool(int argc, char **argv)
     sched_free(p->sched);
     metrics_free(p->metrics);
     lend_free(p);
+    tmpl_free(p);
     free(p->locals);
     if (uv_loop_close(&p->loop) != 0)
         log_debug("event loop closed with handles still open");

@@ -29,6 +29,7 @@ typedef struct {
     unsigned quick_deaths; /* deaths soon after start in a row: back-off */
     int killed;         /* we killed it (a timeout): not its own fault */
     uint64_t restart_at_ms; /* when not running: when to start it again */
+    int forking;        /* asked of the worker template (tmpl.h), no pid yet */
 } local_worker_t;
 
 typedef struct pool {
@@ -65,6 +66,7 @@ typedef struct pool {
     local_worker_t *locals;
     unsigned nlocals;
     struct lend *lend;        /* temporary workers for lent slots (pool/lend.h) */
+    struct tmpl *tmpl;        /* the worker template (pool/tmpl.h); NULL: none */
 
     /* --metrics-listen (pmetrics.h); the counters are kept either way */
     pool_counters_t counters;
@@ -87,6 +89,9 @@ uint64_t pool_now_us(const pool_t *p);
 static inline uint64_t pool_now_ms(const pool_t *p) { return pool_now_us(p) / 1000; }
 /* SIGKILL the process if it is one of our local workers. */
 void pool_kill_local(pool_t *p, uint32_t pid);
+/* The worker template's answer for local worker `index`: its pid, or -errno
+ * (then it is exec'd instead). */
+void pool_local_forked(pool_t *p, unsigned index, pid_t pid);
 /* Begin an orderly stop (workers stopped, exit with `code`). */
 void pool_stop(pool_t *p, int code, const char *why);
 

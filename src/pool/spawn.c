@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "pool/tmpl.h"
 #include "py/bridge.h"
 #include "util/log.h"
 
@@ -72,9 +74,25 @@ static char **child_env(const char *secret, char **secret_entry)
     return env;
 }
 
-/* In the child, between fork and exec. */
-static void child_exec(const char *exe, char **argv, char **env, pid_t parent, int devnull)
+/* In the child, before it may take a signal: the parent's handlers (libuv's,
+ * which take a lock shared with the parent through an inherited pipe) must
+ * never run here. What exec would do to them anyway: back to the default;
+ * ignored signals stay ignored. */
+static void default_handlers(void)
 {
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction sa;
+        if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
+            sa.sa_handler != SIG_DFL)
+            signal(sig, SIG_DFL);
+    }
+}
+
+/* In the child, between fork and exec (signals blocked by the parent). */
+static void child_exec(const char *exe, char **argv, char **env, pid_t parent, int devnull,
+                       int template_fd)
+{
+    default_handlers();
     /* Die with the parent; if it already died before prctl, go now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(127);
@@ -84,6 +102,10 @@ static void child_exec(const char *exe, char **argv, char **env, pid_t parent, i
     if (devnull >= 0)
         dup2(devnull, 0);
     dup2(2, 1);
+    /* The template's control socket as its fd 3, open across exec. */
+    if (template_fd > 0 && (template_fd == TMPL_FD ? fcntl(TMPL_FD, F_SETFD, 0)
+                                                   : dup2(template_fd, TMPL_FD)) < 0)
+        _exit(127);
     execve(exe, argv, env);
     _exit(127);
 }
@@ -146,7 +168,7 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
                  getenv("BETTONG_WORKER_HOST"));
         return -1;
     }
-    const char *argv[16];
+    const char *argv[17];
     int k = 0;
     if (python_host) {
         argv[k++] = BETTONG_PYTHON;
@@ -170,6 +192,8 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
         argv[k++] = "--near-store";
         argv[k++] = a->near;
     }
+    if (a->template_fd > 0)
+        argv[k++] = "--template";
     argv[k] = NULL;
     char *secret_entry;
     char **env = child_env(a->secret, &secret_entry);
@@ -179,10 +203,15 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
     }
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
+    /* No signal handler of ours may run in the child (see default_handlers). */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(argv[0], (char **)argv, env, parent, devnull);
+        child_exec(argv[0], (char **)argv, env, parent, devnull, a->template_fd);
     int fork_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (devnull >= 0)
         close(devnull);
     free(secret_entry);

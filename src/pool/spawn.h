@@ -26,6 +26,8 @@ typedef struct {
     const char *near;      /* the store backend it runs next to; NULL: none */
     const char *secret;    /* NULL or "": none */
     const char *log_level; /* NULL: the default */
+    int template_fd;       /* > 0: start the worker template (pool/tmpl.h), this fd
+                            * being its control socket (fd 0 is always stdin) */
 } spawn_args_t;
 
 /* Fork and exec a worker. Returns the pid, or -1 with err set. */

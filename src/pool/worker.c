@@ -25,6 +25,7 @@ typedef struct {
     const char *near; /* --near-store: a store backend's name */
     long procs;       /* -1: one per CPU */
     double give_up_s;
+    int template;     /* --template: the pool's worker template (pool/tmpl.h) */
 } worker_args_t;
 
 static void usage(FILE *f)
@@ -59,6 +60,9 @@ static void usage(FILE *f)
 "                      persistent objects), and their results say so. User code\n"
 "                      sees it as $BETTONG_NEAR_STORE\n"
 "\n"
+"(--template, with --connect, is the pool's own: the process that starts Python\n"
+"once and forks the pool's local workers from it, on the pool's request.)\n"
+"\n"
 "Environment: BETTONG_SECRET (the secret), BETTONG_WORKER_PATH (directories to\n"
 "add to sys.path, separated by ':', so the caller's modules import).\n");
 }
@@ -87,6 +91,8 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage(stdout);
             exit(0);
+        } else if (strcmp(argv[i], "--template") == 0) {
+            a->template = 1;
         } else if ((v = args_flag_value(argc, argv, &i, "--connect", &missing))) {
             a->connect = v;
         } else if ((v = args_flag_value(argc, argv, &i, "--join", &missing))) {
@@ -131,6 +137,10 @@ static int parse_args(int argc, char **argv, worker_args_t *a)
         fprintf(stderr, PROG ": give one of --join HOST:PORT or --connect ADDR\n");
         return -1;
     }
+    if (a->template && !a->connect) {
+        fprintf(stderr, PROG ": --template goes with --connect\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -146,7 +156,7 @@ int cmd_worker(int argc, char **argv)
     if (a.connect) {
         /* By hand (or a sanitizer build's pool): the embedded interpreter. */
         wproc_args_t w = {.connect = a.connect, .name = a.name, .near = a.near};
-        return wproc_run(&w, 1);
+        return a.template ? wproc_template(&w, 1) : wproc_run(&w, 1);
     }
     log_set_role("worker --join");
     char host[64] = "worker";

@@ -1,5 +1,6 @@
 #include "pool/wproc.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,8 +8,11 @@
 
 #include <openssl/crypto.h>
 
+#include "net/auth.h"
+
 #include "pool/proto.h"
 #include "pool/subcall.h"
+#include "pool/tmplfork.h"
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
@@ -244,38 +248,19 @@ static int start_python(int embedded, char *err, size_t errlen)
     return 0;
 }
 
-int wproc_run(const wproc_args_t *a, int embedded)
+/* Connect and do the handshake as `name`, then derive the sub-call key.
+ * Takes the secret (wiped and freed). When Python runs already (its GIL held
+ * by this thread), the GIL is let go meanwhile: the handshake may wait up to
+ * 30 s. Returns 0 or a WORKER_EXIT_* status (logged). */
+static int join_pool(const char *connect, const char *name, const char *near, char *secret,
+                     int python_running)
 {
-    char name[128], err[512];
-    if (a->name) {
-        snprintf(name, sizeof name, "%s", a->name);
-    } else {
-        char host[64] = "worker";
-        gethostname(host, sizeof host - 1);
-        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
-    }
-    char role[160];
-    snprintf(role, sizeof role, "worker %s", name);
-    log_set_role(role);
-    /* The secret is the handshake's key; it is never sent. */
-    char *secret = take_secret();
-    if (!secret) {
-        log_error("out of memory");
-        return WORKER_EXIT_ERROR;
-    }
-    if (!embedded && forget_python_env("BETTONG_SECRET") < 0) {
-        OPENSSL_cleanse(secret, strlen(secret));
-        free(secret);
-        log_error("cannot remove the secret from os.environ");
-        return WORKER_EXIT_ERROR;
-    }
-    /* Released while connecting: nothing else runs Python in this process yet,
-     * but the handshake may wait up to 30 s. */
-    PyThreadState *ts = embedded ? NULL : PyEval_SaveThread();
-    int rc = wio_connect(a->connect, err, sizeof err) < 0 ? WORKER_EXIT_NO_CONNECT : 0;
+    char err[512];
+    PyThreadState *ts = python_running ? PyEval_SaveThread() : NULL;
+    int rc = wio_connect(connect, err, sizeof err) < 0 ? WORKER_EXIT_NO_CONNECT : 0;
     uint32_t id = 0;
     if (rc == 0)
-        rc = wio_hello(a->connect, name, a->near, secret, &id, err, sizeof err);
+        rc = wio_hello(connect, name, near, secret, &id, err, sizeof err);
     int keyed = rc == 0 ? subcall_worker_key(secret, strlen(secret), sub_key) : 0;
     OPENSSL_cleanse(secret, strlen(secret));
     free(secret);
@@ -285,14 +270,22 @@ int wproc_run(const wproc_args_t *a, int embedded)
         log_error("%s", err);
         return rc;
     }
-    sub_address = strdup(a->connect);
+    sub_address = strdup(connect);
     if (keyed < 0 || !sub_address) {
         log_error("cannot derive the sub-call key (out of memory?)");
         return WORKER_EXIT_ERROR;
     }
-    log_debug("connected to %s as worker %u (%s)", a->connect, id,
-              embedded ? "embedded Python" : "python3 host");
-    if (set_user_env(a->near, embedded) < 0) {
+    log_debug("connected to %s as worker %u", connect, id);
+    return 0;
+}
+
+/* Python as a task needs it, GIL held: the environment user code sees, the
+ * interpreter (started or adopted), _bettong_worker, and wrun's imports.
+ * Returns 0 or WORKER_EXIT_ERROR (logged). */
+static int prepare_python(const char *near, int embedded)
+{
+    char err[512];
+    if (set_user_env(near, embedded) < 0) {
         log_error("cannot set the environment of user code");
         return WORKER_EXIT_ERROR;
     }
@@ -304,10 +297,169 @@ int wproc_run(const wproc_args_t *a, int embedded)
         log_error("cannot make the _bettong_worker module");
         return WORKER_EXIT_ERROR;
     }
-    if (wrun_init(err, sizeof err) < 0 || wio_start(err, sizeof err) < 0) {
+    if (wrun_init(err, sizeof err) < 0) {
+        log_error("%s", err);
+        return WORKER_EXIT_ERROR;
+    }
+    return 0;
+}
+
+/* The I/O threads, then tasks until the connection closes. */
+static int serve_tasks(void)
+{
+    char err[512];
+    if (wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;
     }
     serve();
     return WORKER_EXIT_OK;
+}
+
+static void set_role(const char *name)
+{
+    char role[160];
+    snprintf(role, sizeof role, "worker %s", name);
+    log_set_role(role);
+}
+
+/* The secret for the handshake, out of the environment user code sees (in
+ * the python3 host, os.environ's copy too). NULL when out of memory (logged). */
+static char *secret_for_handshake(int embedded)
+{
+    char *secret = take_secret();
+    if (!secret) {
+        log_error("out of memory");
+        return NULL;
+    }
+    if (!embedded && forget_python_env("BETTONG_SECRET") < 0) {
+        OPENSSL_cleanse(secret, strlen(secret));
+        free(secret);
+        log_error("cannot remove the secret from os.environ");
+        return NULL;
+    }
+    return secret;
+}
+
+int wproc_run(const wproc_args_t *a, int embedded)
+{
+    char name[128];
+    if (a->name) {
+        snprintf(name, sizeof name, "%s", a->name);
+    } else {
+        char host[64] = "worker";
+        gethostname(host, sizeof host - 1);
+        snprintf(name, sizeof name, "%s-%d", host, (int)getpid());
+    }
+    set_role(name);
+    /* The secret is the handshake's key; it is never sent. */
+    char *secret = secret_for_handshake(embedded);
+    if (!secret)
+        return WORKER_EXIT_ERROR;
+    /* In the embedded host, the pool proves itself before Python even starts. */
+    int rc = join_pool(a->connect, name, a->near, secret, !embedded);
+    if (rc == 0)
+        rc = prepare_python(a->near, embedded);
+    return rc == 0 ? serve_tasks() : rc;
+}
+
+/* ------------------------------------------------------------ the worker template */
+
+/* What a forked worker needs of the template (pool/tmpl.h). */
+typedef struct {
+    char *connect; /* copies: the command line's strings are written over */
+    char *secret;  /* the template's copy; each worker wipes its own */
+    char *cmd;     /* this process's command line area (/proc/PID/cmdline) */
+    size_t cmd_len;
+    char *orig;    /* a copy of the template's command line, as it was */
+} forked_t;
+
+/* The process's command line area, from /proc/self/stat's arg_start and
+ * arg_end (fields 48 and 49), and a copy of what it holds. */
+static void find_cmdline(forked_t *f)
+{
+    FILE *st = fopen("/proc/self/stat", "r");
+    char line[2048];
+    size_t n = st ? fread(line, 1, sizeof line - 1, st) : 0;
+    if (st)
+        fclose(st);
+    line[n] = '\0';
+    char *p = strrchr(line, ')'); /* after the command name, which may hold spaces */
+    unsigned long long start = 0, end = 0;
+    for (int field = 2; p && field < 48; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || sscanf(p, " %llu %llu", &start, &end) != 2 || end <= start)
+        return;
+    f->cmd = (char *)(uintptr_t)start;
+    f->cmd_len = (size_t)(end - start);
+    f->orig = malloc(f->cmd_len);
+    if (f->orig)
+        memcpy(f->orig, f->cmd, f->cmd_len);
+}
+
+/* A forked worker shows (`ps`, the tests' process checks) the command line an
+ * exec'd one has: the template's without "--template" and with its own name
+ * after "--name", written over the template's (it fits: "template" is as long
+ * as a local worker's name, and "--template" goes), the rest zeroed. */
+static void show_cmdline(const forked_t *f, const char *name)
+{
+    if (!f->orig || f->orig[f->cmd_len - 1] != '\0')
+        return;
+    char buf[8192];
+    size_t n = 0;
+    int after_name = 0;
+    for (const char *part = f->orig; part < f->orig + f->cmd_len; part += strlen(part) + 1) {
+        const char *shown = after_name ? name : part;
+        after_name = strcmp(part, "--name") == 0;
+        if (strcmp(part, "--template") == 0)
+            continue;
+        size_t len = strlen(shown) + 1;
+        if (n + len > sizeof buf)
+            return;
+        memcpy(buf + n, shown, len);
+        n += len;
+    }
+    if (n > f->cmd_len)
+        return;
+    memcpy(f->cmd, buf, n);
+    memset(f->cmd + n, 0, f->cmd_len - n);
+}
+
+static int run_forked(const char *name, void *arg)
+{
+    forked_t *f = arg;
+    show_cmdline(f, name);
+    set_role(name);
+    char *secret = strdup(f->secret);
+    OPENSSL_cleanse(f->secret, strlen(f->secret)); /* this process's copy of it */
+    if (!secret) {
+        log_error("out of memory");
+        return WORKER_EXIT_ERROR;
+    }
+    int rc = join_pool(f->connect, name, NULL, secret, 1);
+    if (rc == 0 && tmpl_adopted() < 0) {
+        log_error("the pool is gone");
+        rc = WORKER_EXIT_ERROR;
+    }
+    return rc == 0 ? serve_tasks() : rc;
+}
+
+int wproc_template(const wproc_args_t *a, int embedded)
+{
+    log_set_role("worker template");
+    forked_t f = {.connect = strdup(a->connect), .secret = secret_for_handshake(embedded)};
+    find_cmdline(&f);
+    int rc = WORKER_EXIT_ERROR;
+    if (!f.connect || !f.secret)
+        log_error("out of memory");
+    else if ((rc = prepare_python(NULL, embedded)) == 0) {
+        auth_warm(); /* once, not in every worker */
+        rc = tmpl_serve(run_forked, &f);
+    }
+    if (f.secret)
+        OPENSSL_cleanse(f.secret, strlen(f.secret));
+    free(f.secret);
+    free(f.connect);
+    free(f.orig);
+    return rc;
 }

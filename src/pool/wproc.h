@@ -33,4 +33,11 @@ typedef struct {
  * BETTONG_NEAR_STORE, PYTHONUNBUFFERED). */
 int wproc_run(const wproc_args_t *a, int embedded);
 
+/* The pool's worker template (pool/tmpl.h), in either host: Python made
+ * ready for tasks once (the same as wproc_run's, cloudpickle imported), then
+ * a worker forked per request of the pool on TMPL_FD; each runs as wproc_run
+ * from the handshake on. Returns when the pool closes the socket (0) or it
+ * fails (a WORKER_EXIT_* status). */
+int wproc_template(const wproc_args_t *a, int embedded);
+
 #endif
