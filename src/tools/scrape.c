@@ -107,6 +107,18 @@ static int http_get(const char *addr, const char *path, double timeout, buf_t *i
     return rc;
 }
 
+/* GET path into in, and its body (within in) when the answer is a 200.
+ * Returns 0, or -1 with why in err. */
+static int get_body(const char *addr, const char *path, double timeout, buf_t *in,
+                    const char **body, size_t *len, char *err, size_t errlen)
+{
+    return http_get(addr, path, timeout, in, err, errlen) < 0 ||
+                   scrape_http_body((const char *)buf_head(in), buf_unread(in), body, len, err,
+                                    errlen) < 0
+               ? -1
+               : 0;
+}
+
 int scrape_metrics(const char *addr, double timeout, prom_doc_t *doc, char *err, size_t errlen)
 {
     buf_t in;
@@ -115,9 +127,7 @@ int scrape_metrics(const char *addr, double timeout, prom_doc_t *doc, char *err,
     size_t len;
     char why[400];
     int rc = -1;
-    if (http_get(addr, "/metrics", timeout, &in, why, sizeof why) < 0 ||
-        scrape_http_body((const char *)buf_head(&in), buf_unread(&in), &body, &len, why,
-                         sizeof why) < 0)
+    if (get_body(addr, "/metrics", timeout, &in, &body, &len, why, sizeof why) < 0)
         snprintf(err, errlen, "%s", why);
     else if (prom_parse(doc, body, len, why, sizeof why) < 0)
         snprintf(err, errlen, "not the Prometheus text format: %s", why);
@@ -163,14 +173,8 @@ int scrape_members(const char *addr, double timeout, char (*out)[SCRAPE_ADDR_MAX
     const char *body;
     size_t len;
     char why[400];
-    int rc = -1;
-    *n = 0;
-    if (http_get(addr, "/topology.json", timeout, &in, why, sizeof why) == 0 &&
-        scrape_http_body((const char *)buf_head(&in), buf_unread(&in), &body, &len, why,
-                         sizeof why) == 0) {
-        *n = scrape_members_parse(body, len, out, cap);
-        rc = 0;
-    }
+    int rc = get_body(addr, "/topology.json", timeout, &in, &body, &len, why, sizeof why);
+    *n = rc == 0 ? scrape_members_parse(body, len, out, cap) : 0;
     buf_free(&in);
     return rc;
 }

@@ -1102,3 +1102,17 @@ def tcp_recorder():
     finally:
         for r in made:
             r.close()
+
+
+def closed_by_peer(s, timeout=10.0):
+    """Whether the peer closed (or reset) the connection within timeout,
+    reading and dropping what it sent before."""
+    s.settimeout(timeout)
+    try:
+        while True:
+            if not s.recv(65536):
+                return True
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except socket.timeout:
+        return False

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from conftest import (BIN, REPO, SOURCE_RE, authenticated_socket, example_path, sanitized,
-                      wait_until)
+from conftest import (BIN, REPO, SOURCE_RE, authenticated_socket, closed_by_peer, example_path,
+                      sanitized, wait_until)
 
 PYDIR = REPO / "python"
 PYTHON = "/usr/bin/python3"
@@ -74,18 +74,6 @@ def unread_on(port):
             if int(local.split(":")[1], 16) == port and fields[3] == "01":
                 total += int(rx, 16)
     return total
-
-
-def closed_by_peer(s, timeout=5.0):
-    s.settimeout(timeout)
-    try:
-        while True:
-            if not s.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
 
 
 class Service:

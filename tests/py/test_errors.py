@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from conftest import (APPS, SOURCE_RE, app_path, example_path, frame, frames, lines_of,
-                      py_send)
+from conftest import (APPS, SOURCE_RE, app_path, closed_by_peer, example_path, frame, frames,
+                      lines_of, py_send)
 
 ERRORS_APP = app_path("errors_app")
 
@@ -196,19 +196,6 @@ BAD_INPUTS = {
     "decoder raises": frame(b"!decoder please fail"),
     "not utf-8": frame(b"\xff\xfe\xfd bad bytes"),
 }
-
-
-def closed_by_peer(sock, timeout=10):
-    sock.settimeout(timeout)
-    try:
-        while True:
-            data = sock.recv(4096)
-            if not data:
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_INPUTS))

@@ -16,7 +16,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, auth_hello, pool_identity
+from conftest import BIN, auth_hello, closed_by_peer, pool_identity
 from executor_helpers import RESULT_TIMEOUT, TcpPool, stat, sub_env
 
 import bettong  # noqa: E402
@@ -226,21 +226,6 @@ GARBAGE = {
     "bad-version-hello": hello_frame(200),
     "random": random.Random(42).randbytes(8192),
 }
-
-
-def closed_by_peer(s, timeout=5.0):
-    s.settimeout(0.2)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            data = s.recv(65536)
-        except socket.timeout:
-            continue
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        if not data:
-            return True
-    return False
 
 
 def test_garbage_on_the_port_closes_that_connection_only(procs, executors):

@@ -21,7 +21,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, auth_handshake, pool_identity
+from conftest import BIN, auth_handshake, closed_by_peer, pool_identity
 from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, LineReader, TcpPool,
                               descendants, kill_group, sub_env)
 
@@ -275,18 +275,6 @@ def saw(out, text, timeout=10):
     return out.wait_for(re.compile(re.escape(text)), timeout) is not None
 
 
-def closed(s, timeout=10):
-    s.settimeout(timeout)
-    try:
-        while True:
-            if not s.recv(65536):
-                return True
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except socket.timeout:
-        return False
-
-
 def send_frame_with_fd(s, frame, fd):
     socket.send_fds(s, [frame], [fd])
     os.close(fd)
@@ -301,7 +289,7 @@ def test_bad_descriptor_closes_the_connection(unix_pool, case, announced, seal, 
     path, out = unix_pool
     s = raw_client(path)
     send_frame_with_fd(s, calls_fd_frame(7, announced), payload_fd(2000, seal))
-    assert closed(s)
+    assert closed_by_peer(s)
     assert saw(out, expect), out.text()
 
 
@@ -309,7 +297,7 @@ def test_frame_without_descriptor_closes_the_connection(unix_pool):
     path, out = unix_pool
     s = raw_client(path)
     s.sendall(calls_fd_frame(8, 2000))
-    assert closed(s)
+    assert closed_by_peer(s)
     assert saw(out, "CALLS_FD for call 8: no descriptor came with it"), out.text()
 
 
@@ -325,5 +313,5 @@ def test_descriptors_without_frames_close_the_connection(unix_pool):
         pass
     for fd in fds:
         os.close(fd)
-    assert closed(s)
+    assert closed_by_peer(s)
     assert saw(out, "more than 8 file descriptors sent ahead of the frames"), out.text()
