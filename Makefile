@@ -214,7 +214,7 @@ FUZZ_SRC_hello = src/cluster/cproto.c src/net/addr.c src/net/frame.c src/net/wir
 	src/net/auth.c src/net/authconn.c \
 	src/store/sconn.c src/store/sreq.c src/store/sreply.c \
 	src/pool/peer.c src/pool/sched.c src/pool/blob.c src/pool/calls.c \
-	src/pool/lend.c src/pool/subcall.c src/pool/spawn.c \
+	src/pool/lend.c src/pool/subcall.c src/pool/spawn.c src/pool/shm.c \
 	src/util/buf.c src/util/hash.c src/util/idmap.c src/util/log.c
 FUZZ_LIBS_hello = -luv -lcrypto
 FUZZ_BIN = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)

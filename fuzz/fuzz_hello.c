@@ -87,6 +87,19 @@ void inconn_resume(inconn_t *c) { c->paused = 0; }
 void inconn_block_free(void *block) { free(block); }
 /* No TLS here: handshakes run without a channel binding. */
 size_t inconn_binding(inconn_t *c, uint8_t *b) { return 0; }
+/* No descriptors travel here (a TCP-like connection): the pool's memfd
+ * frames are refused as they are from a peer that cannot pass them. */
+int inconn_passes_fds(const inconn_t *c) { return 0; }
+uv_pipe_t *inconn_take_fd(inconn_t *c) { return NULL; }
+void inconn_fd_close(uv_pipe_t *fd) {}
+int inconn_put_fd(inconn_t *c, const void *frame, size_t n, uv_pipe_t *fd, size_t held,
+                  writer_release_fn release, void *ctx)
+{
+    release(ctx); /* as inconn.c on failure */
+    return -1;
+}
+/* spawn.c's, for the workers the pool would start (none here). */
+const char *py_library_dir(void) { return ""; }
 
 /* As inconn.c: the frame stays where it is, its block now belongs to the caller. */
 void *inconn_take_frame(inconn_t *c)
