@@ -8,12 +8,12 @@ import random
 import re
 import sys
 
-import time
 
 import authwire
 import cloudpickle
 import pytest
 
+from conftest import wait_until
 from executor_helpers import RESULT_TIMEOUT, TcpPool, stat
 
 import bettong  # noqa: E402
@@ -187,10 +187,7 @@ def test_temporary_workers_are_let_go_afterwards(procs, executors):
     out = c.get_result(c.map(nested_sum, [4, 4]), timeout=T)
     assert [r[0] for r in out] == [14, 14]
     # The nested executors closed: their lent slots end, the extra workers go.
-    deadline = time.monotonic() + 15
-    while c.status()["workers"] != 2:
-        assert time.monotonic() < deadline, "temporary workers still there: %s" % c.status()
-        time.sleep(0.05)
+    wait_until(lambda: c.status()["workers"] == 2, 15, "the temporary workers to go")
     assert pool.out.wait_for(re.compile(r"started temporary worker lent-1"), 5)
 
 

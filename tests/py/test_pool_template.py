@@ -11,6 +11,7 @@ import time
 import pytest
 
 import executor_helpers  # noqa: F401  (puts python/ on sys.path)
+from conftest import wait_until
 import bettong
 
 TIMEOUT = 30
@@ -86,10 +87,8 @@ def _call_after_kill(ex):
 
 
 def _wait_gone(pid):
-    deadline = time.monotonic() + TIMEOUT
-    while _status(pid, "State") not in (None, "Z"):
-        assert time.monotonic() < deadline, f"{pid} still there"
-        time.sleep(0.01)
+    wait_until(lambda: _status(pid, "State") in (None, "Z"), TIMEOUT, f"{pid} to be gone",
+               interval=0.01)
 
 
 def test_workers_are_the_pools_children_forked_from_the_template(capfd):
