@@ -58,6 +58,7 @@
 #include "pool/peer.h"
 #include "pool/pool.h"
 #include "pool/proto.h"
+#include "pool/subcall.h"
 #include "store/sconn.h"
 #include "store/sobj.h"
 #include "store/sproto.h"
@@ -346,6 +347,19 @@ static int make_identity(const svc_t *s, unsigned mode, cur_t m, buf_t *id)
     return channel >= CL_CH_CONTROL && channel <= CL_CH_ADMIN && n > 0 && n < CL_NAME_MAX;
 }
 
+/* Whether the pool reads this identity as a sub-call client's: its key is
+ * then the token of the task it names (pool/subcall.h), put in token. */
+static int subcall_identity(const svc_t *s, const uint8_t *id, size_t len,
+                            uint8_t token[SUBCALL_KEY_LEN])
+{
+    proto_identity_t pid;
+    if (s->kind != SVC_POOL || proto_get_identity(id, len, &pid) != 0 ||
+        pid.role != ROLE_SUBCALL || pid.version != PROTO_VERSION)
+        return 0;
+    CHECK(subcall_token_of_secret(s->secret, s->secret_len, pid.parent_task, token) == 0);
+    return 1;
+}
+
 static const char *other_service(const svc_t *s)
 {
     return s->kind == SVC_POOL ? STORE_SERVICE : s->kind == SVC_STORE ? CL_SERVICE : POOL_SERVICE;
@@ -381,6 +395,8 @@ static void handshake(svc_t *s, int i, const uint8_t *b, size_t n)
     auth_session_t cs;
     CHECK(auth_client_hello(&cs, &hello, (mode & 8) ? other_service(s) : s->service,
                             buf_head(&id), buf_unread(&id)) == AUTH_OK);
+    uint8_t token[SUBCALL_KEY_LEN];
+    int subcall = subcall_identity(s, buf_head(&id), buf_unread(&id), token);
     buf_free(&id);
     if (mode & 0x10)
         buf_head(&hello)[5] ^= 0x80; /* the version byte: never AUTH_VERSION */
@@ -402,10 +418,15 @@ static void handshake(svc_t *s, int i, const uint8_t *b, size_t n)
     if (!a)
         goto done;
 
-    /* The client's key: the service's, or with mode bit 5 the other one. */
+    /* The client's key: the one the service asks of this identity, or with
+     * mode bit 5 another one. */
     int wrong_key = (mode & 0x20) != 0;
     const void *key = s->secret;
     size_t key_len = s->secret_len;
+    if (subcall) {
+        key = token;
+        key_len = sizeof token;
+    }
     if (wrong_key) {
         key = s->secret_len ? "" : SECRET;
         key_len = s->secret_len ? 0 : strlen(SECRET);

@@ -89,7 +89,7 @@ void wire_put_str16(wire_wr_t *w, const char *s, size_t n)
 void wire_rd_init(wire_rd_t *r, const uint8_t *body, size_t len)
 {
     r->p = body;
-    r->end = body + len;
+    r->end = len ? body + len : body; /* NULL + 0 is undefined in C */
     r->err = 0;
 }
 
