@@ -56,7 +56,7 @@ WPROCEXT := python/bettong/_wproc$(or $(EXT_SUFFIX),.so)
 WPROCEXT_SRC := python/bettong/_wproc.c src/pool/wproc.c src/pool/wrun.c src/pool/wio.c \
 	src/pool/proto.c src/pool/subcall.c src/py/bridge.c src/util/log.c src/util/idmap.c \
 	src/util/hash.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c src/net/wire.c \
-	src/util/buf.c src/pool/shm.c src/pool/tmplfork.c
+	src/util/buf.c src/pool/shm.c src/pool/tmplfork.c src/util/sigreset.c
 WPROCEXT_OBJ = $(WPROCEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE) \
@@ -215,7 +215,7 @@ FUZZ_SRC_hello = src/cluster/cproto.c src/net/addr.c src/net/frame.c src/net/wir
 	src/store/sconn.c src/store/sreq.c src/store/sreply.c \
 	src/pool/peer.c src/pool/sched.c src/pool/blob.c src/pool/calls.c \
 	src/pool/lend.c src/pool/subcall.c src/pool/spawn.c src/pool/shm.c \
-	src/util/buf.c src/util/hash.c src/util/idmap.c src/util/log.c
+	src/util/buf.c src/util/hash.c src/util/idmap.c src/util/log.c src/util/sigreset.c
 FUZZ_LIBS_hello = -luv -lcrypto
 FUZZ_BIN = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SMOKE_SECONDS ?= 5

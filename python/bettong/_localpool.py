@@ -90,6 +90,112 @@ def _secret_bytes(secret):
     return secret.encode() if isinstance(secret, str) else secret
 
 
+def _forks_template(secret):
+    """Whether this process forks the pool's worker template itself (see
+    _ForkedPool): BETTONG_WORKER_START=fork (the default) or exec."""
+    how = os.environ.get("BETTONG_WORKER_START") or "fork"
+    if how not in ("fork", "exec"):
+        raise _pool_error(f"BETTONG_WORKER_START is {how!r}: it takes 'fork' or 'exec'")
+    if how == "exec" or secret or os.environ.get("BETTONG_WORKER_HOST") == "embedded":
+        return False
+    try:
+        from . import _wproc
+    except ImportError:  # another interpreter than the build's: exec'd workers
+        return False
+    return hasattr(_wproc, "start_pool")
+
+
+def _in_template():
+    """Run in the worker template forked from this process, before it serves:
+    what an exec'd worker would have. Signals handled by Python code go back to
+    their default (the pool stops workers with SIGTERM); stdin reads /dev/null;
+    stdout (which is stderr there, as for every worker) and stderr are
+    unbuffered, as under python3 -u."""
+    import io
+    import signal
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (OSError, ValueError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            signal.signal(sig, signal.SIG_DFL)
+    streams = []
+    for fd, old in ((1, sys.stdout), (2, sys.stderr)):
+        encoding = getattr(old, "encoding", None) or "utf-8"
+        errors = getattr(old, "errors", None) or ("backslashreplace" if fd == 2 else "strict")
+        streams.append(io.TextIOWrapper(io.FileIO(fd, "wb", closefd=False), encoding=encoding,
+                                        errors=errors, write_through=True))
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__ = streams
+    sys.stdin = sys.__stdin__ = open(os.devnull, encoding="utf-8")
+
+
+class _ForkedPool:
+    """A `bettong pool` whose worker template is forked from this process
+    (bettong._wproc.start_pool): the workers start as multiprocessing's fork
+    start does, with this interpreter's modules imported already, instead of
+    each exec'ing python3 and importing. The template is forked by the pool's
+    process before it execs, so it and the workers are the pool's children
+    (src/pool/tmpl.h). The part of subprocess.Popen that LocalPool uses."""
+
+    def __init__(self, pid, out_fd):
+        self.pid = pid
+        self.stdout = os.fdopen(out_fd, "rb")
+        self.returncode = None
+
+    @classmethod
+    def start(cls, cmd, env, connect, log_level):
+        """The pool started, or None when this process cannot fork one (it has
+        more threads than one: exec then)."""
+        from . import _wproc
+        for stream in (sys.stdout, sys.stderr):  # nothing written twice
+            try:
+                stream.flush()
+            except (AttributeError, OSError, ValueError):
+                pass
+        started = _wproc.start_pool([os.fsencode(c) for c in cmd],
+                                    [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()],
+                                    connect, log_level, _in_template)
+        return None if started is None else cls(*started)
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = 0  # reaped elsewhere
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        if self.poll() is not None:
+            return self.returncode
+        if timeout is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
+        fd = os.pidfd_open(self.pid)
+        try:
+            select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+        if self.poll() is None:
+            raise subprocess.TimeoutExpired(self.pid, timeout)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self):
+        self.send_signal(15)
+
+    def kill(self):
+        self.send_signal(9)
+
+
 class LocalPool:
     """A `bettong pool` process on a Unix socket in a private directory. It exits
     (with its workers) when our connection closes, even if we are killed.
@@ -120,12 +226,17 @@ class LocalPool:
             env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
         else:
             env.pop("BETTONG_SECRET", None)
+        log_level = os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")
         cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
-               "--log-level", os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")]
+               "--log-level", log_level]
         try:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
-                close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
+            self.proc = None
+            if workers and _forks_template(secret):
+                self.proc = _ForkedPool.start(cmd, env, "unix:" + sock, log_level)
+            if self.proc is None:
+                self.proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                    close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
         except OSError as e:
             _remove_dir(self.dir)
             raise _pool_error(f"cannot start {binary}: {e}") from e

@@ -48,6 +48,7 @@ typedef struct {
     inconn_flags_t limits;
     guard_tls_args_t tls;
     const char *metrics_addr; /* --metrics-listen; NULL: none */
+    long template_pid;        /* --template-pid; 0: none */
 } pool_args_t;
 
 static void usage(FILE *f)
@@ -94,6 +95,9 @@ INCONN_FLAGS_USAGE
 "                        port or :P means 127.0.0.1; port 0: one the kernel\n"
 "                        picks, logged as \"metrics listening on H:P\")\n"
 "  --log-level LEVEL     debug, info (default), warn, error\n"
+"  --template-pid PID    (for the bettong package) the worker template is\n"
+"                        started already: our child PID, its control socket on\n"
+"                        fd 3\n"
 "  -h, --help            this text\n"
 "\n"
 "SIGINT or SIGTERM stops the workers (SIGTERM, SIGKILL after 2 s) and exits 0.\n"
@@ -160,6 +164,11 @@ static int parse_args(int argc, char **argv, pool_args_t *a)
                 return -1;
             }
             a->ahead = (unsigned)n;
+        } else if ((v = args_flag_value(argc, argv, &i, "--template-pid", &missing))) {
+            if (args_parse_long(v, 1, 0x7fffffff, &a->template_pid) < 0) {
+                fprintf(stderr, PROG ": --template-pid takes a process id\n");
+                return -1;
+            }
         } else if ((v = args_flag_value(argc, argv, &i, "--near-wait", &missing))) {
             if (args_parse_long(v, 0, 3600000, &a->near_wait_ms) < 0) {
                 fprintf(stderr, PROG ": --near-wait takes milliseconds, from 0 to 3600000\n");
@@ -516,17 +525,23 @@ static void start_handles(pool_t *p)
     uv_timer_start(&p->housekeeping, on_housekeeping, HOUSEKEEPING_MS, HOUSEKEEPING_MS);
 }
 
-static int start_locals(pool_t *p, long n)
+static int start_locals(pool_t *p, long n, pid_t template_pid)
 {
-    if (n == 0)
+    if (n == 0) {
+        if (template_pid)
+            close(TMPL_FD); /* the template exits when it reads EOF */
         return 0;
+    }
     p->locals = calloc((size_t)n, sizeof *p->locals);
     if (!p->locals) {
         log_error("out of memory");
         return -1;
     }
     p->nlocals = (unsigned)n;
-    tmpl_start(p); /* else they are exec'd */
+    if (template_pid)
+        tmpl_adopt(p, TMPL_FD, template_pid); /* else they are exec'd */
+    else
+        tmpl_start(p); /* likewise */
     for (unsigned i = 0; i < p->nlocals; i++) {
         p->locals[i].index = i + 1;
         start_local(p, &p->locals[i]);
@@ -613,7 +628,7 @@ int cmd_pool(int argc, char **argv)
         choose_worker_connect(p);
         start_handles(p);
         long n = a.workers >= 0 ? a.workers : (long)spawn_ncpu();
-        if (start_locals(p, n) < 0)
+        if (start_locals(p, n, (pid_t)a.template_pid) < 0)
             pool_stop(p, 1, "out of memory");
         /* Now rather than in the first handshake (a client may be waiting). */
         auth_warm();

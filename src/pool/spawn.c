@@ -16,6 +16,7 @@
 #include "pool/tmpl.h"
 #include "py/bridge.h"
 #include "util/log.h"
+#include "util/sigreset.h"
 
 #ifndef BETTONG_PYTHON
 #define BETTONG_PYTHON "python3"
@@ -74,25 +75,11 @@ static char **child_env(const char *secret, char **secret_entry)
     return env;
 }
 
-/* In the child, before it may take a signal: the parent's handlers (libuv's,
- * which take a lock shared with the parent through an inherited pipe) must
- * never run here. What exec would do to them anyway: back to the default;
- * ignored signals stay ignored. */
-static void default_handlers(void)
-{
-    for (int sig = 1; sig < NSIG; sig++) {
-        struct sigaction sa;
-        if (sigaction(sig, NULL, &sa) == 0 && sa.sa_handler != SIG_IGN &&
-            sa.sa_handler != SIG_DFL)
-            signal(sig, SIG_DFL);
-    }
-}
-
 /* In the child, between fork and exec (signals blocked by the parent). */
 static void child_exec(const char *exe, char **argv, char **env, pid_t parent, int devnull,
                        int template_fd)
 {
-    default_handlers();
+    sig_reset_handlers(); /* (libuv's share a pipe with the parent) */
     /* Die with the parent; if it already died before prctl, go now. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
         _exit(127);
@@ -203,7 +190,7 @@ pid_t spawn_worker(const spawn_args_t *a, char *err, size_t errlen)
     }
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     pid_t parent = getpid();
-    /* No signal handler of ours may run in the child (see default_handlers). */
+    /* No signal handler of ours may run in the child (see sig_reset_handlers). */
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);

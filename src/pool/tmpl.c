@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -76,13 +78,37 @@ static void on_readable(uv_poll_t *h, int status, int events)
     tmpl_drain(h->data);
 }
 
-int tmpl_start(pool_t *p)
+/* Poll our end of the control socket of a template that runs. Returns 0, or
+ * -1 (t freed, fd closed; the caller says why). */
+static int attach(pool_t *p, struct tmpl *t, int fd, pid_t pid)
 {
-    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
-        log_warn("cannot become a child subreaper (%s): workers are started by exec",
-                 strerror(errno));
+    if (uv_poll_init(&p->loop, &t->poll, fd) < 0) {
+        close(fd);
+        free(t);
         return -1;
     }
+    t->fd = fd;
+    t->pid = pid;
+    t->poll.data = p;
+    uv_poll_start(&t->poll, UV_READABLE, on_readable);
+    p->tmpl = t;
+    log_debug("worker template started (pid %d)", (int)pid);
+    return 0;
+}
+
+static int become_subreaper(void)
+{
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) == 0)
+        return 0;
+    log_warn("cannot become a child subreaper (%s): workers are started by exec",
+             strerror(errno));
+    return -1;
+}
+
+int tmpl_start(pool_t *p)
+{
+    if (become_subreaper() < 0)
+        return -1;
     struct tmpl *t = calloc(1, sizeof *t);
     int sv[2];
     if (!t || socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
@@ -97,22 +123,44 @@ int tmpl_start(pool_t *p)
                       .secret = p->secret_len ? p->secret : NULL,
                       .log_level = p->log_level,
                       .template_fd = sv[1]};
-    t->pid = spawn_worker(&a, err, sizeof err);
+    pid_t pid = spawn_worker(&a, err, sizeof err);
     close(sv[1]);
-    if (t->pid < 0 || uv_poll_init(&p->loop, &t->poll, sv[0]) < 0) {
-        log_warn("cannot start the worker template (%s): workers are started by exec",
-                 t->pid < 0 ? err : "poll");
-        if (t->pid > 0)
-            kill(t->pid, SIGKILL); /* reaped as an unknown child */
+    if (pid < 0) {
+        log_warn("cannot start the worker template (%s): workers are started by exec", err);
         close(sv[0]);
         free(t);
         return -1;
     }
-    t->fd = sv[0];
-    t->poll.data = p;
-    uv_poll_start(&t->poll, UV_READABLE, on_readable);
-    p->tmpl = t;
-    log_debug("worker template started (pid %d)", (int)t->pid);
+    if (attach(p, t, sv[0], pid) < 0) {
+        log_warn("cannot start the worker template (poll): workers are started by exec");
+        kill(pid, SIGKILL); /* reaped as an unknown child */
+        return -1;
+    }
+    return 0;
+}
+
+int tmpl_adopt(pool_t *p, int fd, pid_t pid)
+{
+    struct stat st;
+    int sock_type = 0;
+    socklen_t len = sizeof sock_type;
+    /* Ours: a SEQPACKET socket, and a child of ours still running. */
+    int ok = fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode) &&
+             getsockopt(fd, SOL_SOCKET, SO_TYPE, &sock_type, &len) == 0 &&
+             sock_type == SOCK_SEQPACKET && waitpid(pid, NULL, WNOHANG) == 0;
+    struct tmpl *t = ok ? calloc(1, sizeof *t) : NULL;
+    if (!t || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || become_subreaper() < 0) {
+        log_warn("the worker template given (pid %ld, fd %d) is not one: workers are started "
+                 "by exec", (long)pid, fd);
+        free(t);
+        close(fd); /* a template reads EOF and exits */
+        return -1;
+    }
+    if (attach(p, t, fd, pid) < 0) {
+        log_warn("cannot use the worker template (poll): workers are started by exec");
+        kill(pid, SIGKILL);
+        return -1;
+    }
     return 0;
 }
 

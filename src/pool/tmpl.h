@@ -45,6 +45,11 @@ struct pool;
 /* Become a subreaper and start the template process. Returns 0, or -1 (a
  * warning logged; workers are then exec'd). */
 int tmpl_start(struct pool *p);
+/* The same with a template started already, our child `pid` with its control
+ * socket's other end at our `fd` (bettong._wproc.start_pool forks it from a
+ * python3 client before it execs us). Returns 0, or -1 (a warning logged, fd
+ * closed; workers are then exec'd). */
+int tmpl_adopt(struct pool *p, int fd, pid_t pid);
 /* Ask for local worker `index` named `name`: its pid comes later through
  * pool_local_forked. Returns 0, or -1 when there is no template (exec it). */
 int tmpl_request(struct pool *p, unsigned index, const char *name);

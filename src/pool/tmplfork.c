@@ -39,8 +39,8 @@ static void reply(int fd, uint32_t index, int32_t pid)
 }
 
 /* Fork the worker asked for (twice: see tmpl.h). */
-static void fork_worker(const tmpl_req_t *req, pid_t pool, int (*run)(const char *, void *),
-                        void *arg)
+static void fork_worker(int fd, const tmpl_req_t *req, pid_t pool,
+                        int (*run)(const char *, void *), void *arg)
 {
     PyOS_BeforeFork();
     pid_t middle = fork();
@@ -48,20 +48,20 @@ static void fork_worker(const tmpl_req_t *req, pid_t pool, int (*run)(const char
         pid_t me = getpid();
         pid_t worker = fork();
         if (worker == 0) {
-            close(TMPL_FD);
+            close(fd);
             PyOS_AfterFork_Child();
             my_pool = pool;
             my_middle = me;
             exit(run(req->name, arg));
         }
         /* Before exiting: the pool reads the pid before it can reap the worker. */
-        reply(TMPL_FD, req->index, worker > 0 ? worker : -errno);
+        reply(fd, req->index, worker > 0 ? worker : -errno);
         _exit(0);
     }
     int fork_errno = errno;
     PyOS_AfterFork_Parent();
     if (middle < 0) {
-        reply(TMPL_FD, req->index, -fork_errno);
+        reply(fd, req->index, -fork_errno);
         return;
     }
     while (waitpid(middle, NULL, 0) < 0 && errno == EINTR)
@@ -81,13 +81,13 @@ static void freeze_objects(void)
     Py_XDECREF(gc);
 }
 
-int tmpl_serve(int (*run)(const char *name, void *arg), void *arg)
+int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg)
 {
     pid_t pool = getppid();
     freeze_objects();
     for (;;) {
         tmpl_req_t req;
-        ssize_t n = recv(TMPL_FD, &req, sizeof req, 0);
+        ssize_t n = recv(fd, &req, sizeof req, 0);
         if (n < 0 && errno == EINTR)
             continue;
         if (n == 0)
@@ -97,6 +97,6 @@ int tmpl_serve(int (*run)(const char *name, void *arg), void *arg)
             return 1;
         }
         req.name[sizeof req.name - 1] = '\0';
-        fork_worker(&req, pool, run, arg);
+        fork_worker(fd, &req, pool, run, arg);
     }
 }

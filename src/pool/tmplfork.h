@@ -5,12 +5,12 @@
 #ifndef BETTONG_TMPLFORK_H
 #define BETTONG_TMPLFORK_H
 
-/* Serve requests on TMPL_FD until the pool closes it (returns 0) or it fails
- * (returns 1). Python must be started and its GIL held by this, the only,
+/* Serve requests on the control socket fd (TMPL_FD in an exec'd template)
+ * until the pool closes it (returns 0) or it fails (returns 1). Python must be started and its GIL held by this, the only,
  * thread. In each forked worker, after Python's after-fork handling,
  * run(name, arg) runs and its value is the worker's exit status; it must call
  * tmpl_adopted before it runs anything for the pool. */
-int tmpl_serve(int (*run)(const char *name, void *arg), void *arg);
+int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg);
 /* In a forked worker: wait until the middle process is gone and the pool is
  * our parent, then die with it (PR_SET_PDEATHSIG). Returns 0, or -1 if the
  * pool is gone. (Called after the handshake, which it overlaps with.) */

@@ -12,6 +12,7 @@
 
 #include "pool/proto.h"
 #include "pool/subcall.h"
+#include "pool/tmpl.h"
 #include "pool/tmplfork.h"
 #include "pool/wio.h"
 #include "pool/wrun.h"
@@ -419,8 +420,10 @@ static void show_cmdline(const forked_t *f, const char *name)
         memcpy(buf + n, shown, len);
         n += len;
     }
-    if (n > f->cmd_len)
-        return;
+    if (n > f->cmd_len) {
+        n = f->cmd_len; /* what fits */
+        buf[n - 1] = '\0';
+    }
     memcpy(f->cmd, buf, n);
     memset(f->cmd + n, 0, f->cmd_len - n);
 }
@@ -444,6 +447,50 @@ static int run_forked(const char *name, void *arg)
     return rc == 0 ? serve_tasks() : rc;
 }
 
+/* A template forked from a python3 client has the client's command line
+ * area: it shows what an exec'd template would, short of the python3 -c
+ * prologue and the address, or as much of it as fits. */
+static void cmdline_of_template(forked_t *f, const char *log_level)
+{
+    const char *parts[] = {"bettong-worker", "--name", "template", "--template",
+                           log_level ? "--log-level" : NULL, log_level};
+    char shown[512];
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof parts / sizeof *parts && parts[i]; i++) {
+        size_t len = strlen(parts[i]) + 1;
+        if (n + len > sizeof shown)
+            break;
+        memcpy(shown + n, parts[i], len);
+        n += len;
+    }
+    if (!f->cmd || !(f->orig = calloc(1, f->cmd_len)))
+        return;
+    memcpy(f->orig, shown, n < f->cmd_len ? n : f->cmd_len);
+    f->orig[f->cmd_len - 1] = '\0'; /* cut at the end of the area if it is short */
+    memcpy(f->cmd, f->orig, f->cmd_len);
+}
+
+int wproc_template_forked(int fd, const char *connect, const char *log_level)
+{
+    log_set_role("worker template");
+    forked_t f = {.connect = strdup(connect), .secret = strdup("")};
+    find_cmdline(&f);
+    free(f.orig);
+    f.orig = NULL;
+    cmdline_of_template(&f, log_level);
+    int rc = WORKER_EXIT_ERROR;
+    if (!f.connect || !f.secret)
+        log_error("out of memory");
+    else if ((rc = prepare_python(NULL, 0)) == 0) {
+        auth_warm();
+        rc = tmpl_serve(fd, run_forked, &f);
+    }
+    free(f.secret);
+    free(f.connect);
+    free(f.orig);
+    return rc;
+}
+
 int wproc_template(const wproc_args_t *a, int embedded)
 {
     log_set_role("worker template");
@@ -454,7 +501,7 @@ int wproc_template(const wproc_args_t *a, int embedded)
         log_error("out of memory");
     else if ((rc = prepare_python(NULL, embedded)) == 0) {
         auth_warm(); /* once, not in every worker */
-        rc = tmpl_serve(run_forked, &f);
+        rc = tmpl_serve(TMPL_FD, run_forked, &f);
     }
     if (f.secret)
         OPENSSL_cleanse(f.secret, strlen(f.secret));

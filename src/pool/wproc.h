@@ -40,4 +40,13 @@ int wproc_run(const wproc_args_t *a, int embedded);
  * fails (a WORKER_EXIT_* status). */
 int wproc_template(const wproc_args_t *a, int embedded);
 
+/* The same template, forked from a python3 client that starts its own local
+ * pool (bettong._wproc.start_pool): Python runs (GIL held), fd is the control
+ * socket (a number the client had not open: no object of its names it), the
+ * pool is our parent, the pool has no secret (a pool with
+ * one execs its template: no copy of a secret may be in a worker's memory
+ * user code reads). log_level: what the pool was given, or NULL. Returns as
+ * wproc_template. */
+int wproc_template_forked(int fd, const char *connect, const char *log_level);
+
 #endif

@@ -62,6 +62,7 @@ def expected(exe):
 @pytest.mark.parametrize("host", ["python", "embedded"])
 def test_local_pool_workers_host(host, monkeypatch):
     monkeypatch.setenv("BETTONG_WORKER_HOST", host)
+    monkeypatch.setenv("BETTONG_WORKER_START", "exec")  # forked: test_pool_forked.py
     want = python_host() if host == "python" else os.path.realpath(BIN)
     with bettong.FunctionExecutor(workers=1) as ex:
         got = ex.call_async(describe_process, 0).result(timeout=T)
@@ -107,6 +108,7 @@ def test_python_host_under_safe_path_keeps_the_standard_path(monkeypatch):
     import subprocess
     monkeypatch.setenv("PYTHONSAFEPATH", "1")
     monkeypatch.setenv("BETTONG_WORKER_HOST", "python")
+    monkeypatch.setenv("BETTONG_WORKER_START", "exec")  # (a forked one has our sys.path)
     standard = subprocess.run([sys.executable, "-c", "import sys; print(repr(sys.path))"],
                               capture_output=True, text=True, check=True).stdout
     with bettong.FunctionExecutor(workers=1) as ex:

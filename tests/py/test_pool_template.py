@@ -1,4 +1,5 @@
-"""A local pool's workers are forked from its worker template (src/pool/tmpl.h):
+"""A local pool's workers are forked from its worker template (src/pool/tmpl.h),
+exec'd by the pool or forked from the caller (bettong._wproc.start_pool):
 they are still the pool's own children (it reaps, restarts and kills them), a
 worker that dies is forked again, and a pool whose template is gone goes on
 exec'ing its workers."""
@@ -17,10 +18,13 @@ import bettong
 TIMEOUT = 30
 
 
-@pytest.fixture(autouse=True)
-def pool_debug_log(monkeypatch):
-    """The pools started here log which workers they fork (read with capfd)."""
+@pytest.fixture(autouse=True, params=["fork", "exec"])
+def pool_debug_log(request, monkeypatch):
+    """The pools started here log which workers they fork (read with capfd).
+    Each test runs with the template forked from this process (the default,
+    test_pool_forked.py) and with an exec'd one (BETTONG_WORKER_START=exec)."""
     monkeypatch.setenv("BETTONG_POOL_LOG_LEVEL", "debug")
+    monkeypatch.setenv("BETTONG_WORKER_START", request.param)
 
 
 def _status(pid, key):
@@ -95,8 +99,8 @@ def test_workers_are_the_pools_children_forked_from_the_template(capfd):
     with bettong.FunctionExecutor(workers=2) as ex:
         assert ex.call_async(_where, 0).result(timeout=TIMEOUT)
         pool_pid = ex._client.local.proc.pid
+        workers = _worker_pids(ex, 2)  # (each has shown its own command line)
         template = _template(pool_pid)
-        workers = _worker_pids(ex, 2)
         # forked (the template's command line), yet the pool is their parent
         assert set(workers.values()) == {pool_pid}
         err = capfd.readouterr().err
