@@ -25,6 +25,13 @@ range, a ratio the median of the per-round ratios):
   3. `bettong pool --workers N` exec -> its "listening on" line (it accepts
      calls from then on), and -> all N workers joined (from its log).
 
+"bettong" is the default, the local pool's worker template forked from the
+caller; "bettong (exec)" the same with BETTONG_WORKER_START=exec (the template
+exec's python3 and imports). --caller-imports MODULE (e.g. numpy) has the
+script import MODULE before the clock and f use it, as a data program's
+function does: workers forked from the caller have it already, exec'd ones
+import it before the first call runs.
+
 The bettong package's modules are byte-compiled first (python3 -m compileall,
 as an installed package is; `make` does it too), so that no run compiles them.
 
@@ -57,10 +64,11 @@ TRIAL = r'''
 import os, sys, time
 t_start = time.perf_counter()
 sys.path.insert(0, {pydir!r})
+{caller_imports}
 {imp}
 t_imported = time.perf_counter()
 def f(x):
-    return x + 1
+    return x + 1{uses}
 t0 = time.perf_counter()
 {create}
 r = {first}
@@ -73,11 +81,13 @@ print(json.dumps({{"first": t1 - t0, "total": t1 - t_start, "import": t_imported
                   "close": t2 - t1}}))
 '''
 
+BETTONG = dict(imp="import bettong",
+               create="ex = bettong.FunctionExecutor()",
+               first="ex.call_async(f, 1).result()",
+               close="ex.close()")
 SYSTEMS = {
-    "bettong": dict(imp="import bettong",
-                    create="ex = bettong.FunctionExecutor()",
-                    first="ex.call_async(f, 1).result()",
-                    close="ex.close()"),
+    "bettong": BETTONG,
+    "bettong (exec)": dict(BETTONG, env={"BETTONG_WORKER_START": "exec"}),
     "mp.Pool": dict(imp="import multiprocessing",
                     create="ex = multiprocessing.Pool({n})",
                     first="ex.apply_async(f, (1,)).get()",
@@ -89,9 +99,13 @@ SYSTEMS = {
 }
 
 
-def trial(python, system, n, env, pydir=PYDIR):
-    spec = {k: v.format(n=n) for k, v in SYSTEMS[system].items()}
-    code = TRIAL.format(pydir=pydir, **spec)
+def trial(python, system, n, env, pydir=PYDIR, caller_imports=None):
+    spec = {k: v.format(n=n) for k, v in SYSTEMS[system].items() if k != "env"}
+    code = TRIAL.format(pydir=pydir,
+                        caller_imports=f"import {caller_imports}" if caller_imports else "",
+                        uses=f" + 0 * len({caller_imports}.__name__)" if caller_imports else "",
+                        **spec)
+    env = dict(env, **SYSTEMS[system].get("env", {}))
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env,
                          timeout=60)
     if out.returncode != 0:
@@ -152,6 +166,8 @@ def main():
     ap.add_argument("--pydir", default=PYDIR,
                     help="the directory of the bettong package to measure (default: this "
                          "repository's python/; another checkout's, with --bin, to compare)")
+    ap.add_argument("--caller-imports", metavar="MODULE",
+                    help="the script imports MODULE before the clock and f uses it")
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = ap.parse_args()
 
@@ -159,6 +175,7 @@ def main():
                    check=True)
     env = dict(os.environ, BETTONG_BIN=args.bin)
     env.pop("BETTONG_POOL", None)
+    env.pop("BETTONG_WORKER_START", None)  # each system says its own
     n = args.workers
     names = list(SYSTEMS)
     res = {s: [] for s in names}
@@ -168,7 +185,7 @@ def main():
         order = names[r % len(names):] + names[:r % len(names)]
         got = {}
         for s in order:
-            got[s] = trial(args.python, s, n, env, args.pydir)
+            got[s] = trial(args.python, s, n, env, args.pydir, args.caller_imports)
             res[s].append(got[s])
         for s in names[1:]:
             ratios[s].append(got["bettong"]["first"] / got[s]["first"])
@@ -184,6 +201,8 @@ def main():
     lines.append(f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
                  f"{platform.python_version()}; load average at the end {load[0]:.2f}")
     other = f" --bin {args.bin} --pydir {args.pydir}" if args.pydir != PYDIR else ""
+    if args.caller_imports:
+        other += f" --caller-imports {args.caller_imports}"
     lines.append(f"Command: python3 bench/bench_startup.py --rounds {args.rounds}{other}"
                  f" (workers {n})")
     lines.append("")
