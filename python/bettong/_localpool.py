@@ -148,6 +148,13 @@ class _ForkedPool:
         """The pool started, or None when this process cannot fork one (it has
         more threads than one: exec then)."""
         from . import _wproc
+        try:
+            # Before the fork: the template has it then (its workers load
+            # every function with it), and so do we for our first call,
+            # imported once on the way of both instead of twice side by side.
+            import cloudpickle  # noqa: F401
+        except ImportError:
+            pass
         for stream in (sys.stdout, sys.stderr):  # nothing written twice
             try:
                 stream.flush()

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "net/auth.h"
 #include "pool/tmpl.h"
 #include "pool/wio.h"
 #include "pool/wproc.h"
@@ -261,6 +262,10 @@ static PyObject *wproc_start_pool(PyObject *self, PyObject *args)
         PyErr_SetFromErrno(PyExc_OSError);
         goto done;
     }
+    /* OpenSSL set up once here, for our own handshake to come and for the
+     * template and its workers (auth_warm: its configuration, the random
+     * generator, which reseeds in a child, HMAC). */
+    auth_warm();
     /* No handler of Python's may run in the pool's process before it execs. */
     sigset_t all;
     sigfillset(&all);
