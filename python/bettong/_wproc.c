@@ -266,6 +266,7 @@ static PyObject *wproc_start_pool(PyObject *self, PyObject *args)
      * template and its workers (auth_warm: its configuration, the random
      * generator, which reseeds in a child, HMAC). */
     auth_warm();
+    fflush(NULL); /* C stdio's buffers: written once, not again by each worker's exit */
     /* No handler of Python's may run in the pool's process before it execs. */
     sigset_t all;
     sigfillset(&all);

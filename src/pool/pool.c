@@ -416,6 +416,12 @@ void pool_stop(pool_t *p, int code, const char *why)
     log_info("stopping (%s)", why);
     uv_timer_stop(&p->housekeeping);
     uv_timer_stop(&p->timeouts);
+    /* The local workers first: the template's replies drained (tmpl_stop)
+     * so that a worker forked a moment ago is known and stopped too, then
+     * every one, before their connections close (a worker still in its
+     * handshake would otherwise log the closed connection as an error). */
+    tmpl_stop(p, SIGTERM);
+    kill_locals(p, SIGTERM);
     if (p->httpd)
         httpd_close(p->httpd);
     p->httpd = NULL;
@@ -423,8 +429,6 @@ void pool_stop(pool_t *p, int code, const char *why)
         listener_close(&p->tcp, on_listener_closed);
     if (p->unix_open)
         listener_close(&p->unx, on_listener_closed);
-    kill_locals(p, SIGTERM);
-    tmpl_stop(p, SIGTERM);
     uv_timer_start(&p->kill_timer, on_kill_timer, STOP_GRACE_MS, 0);
     maybe_finish(p);
 }

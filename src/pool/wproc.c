@@ -252,28 +252,26 @@ static int start_python(int embedded, char *err, size_t errlen)
 /* Connect and do the handshake as `name`, then derive the sub-call key.
  * Takes the secret (wiped and freed). When Python runs already (its GIL held
  * by this thread), the GIL is let go meanwhile: the handshake may wait up to
- * 30 s. Returns 0 or a WORKER_EXIT_* status (logged). */
+ * 30 s. Returns 0 or a WORKER_EXIT_* status, with why in err (the caller
+ * logs it). */
 static int join_pool(const char *connect, const char *name, const char *near, char *secret,
-                     int python_running)
+                     int python_running, char *err, size_t errlen)
 {
-    char err[512];
     PyThreadState *ts = python_running ? PyEval_SaveThread() : NULL;
-    int rc = wio_connect(connect, err, sizeof err) < 0 ? WORKER_EXIT_NO_CONNECT : 0;
+    int rc = wio_connect(connect, err, errlen) < 0 ? WORKER_EXIT_NO_CONNECT : 0;
     uint32_t id = 0;
     if (rc == 0)
-        rc = wio_hello(connect, name, near, secret, &id, err, sizeof err);
+        rc = wio_hello(connect, name, near, secret, &id, err, errlen);
     int keyed = rc == 0 ? subcall_worker_key(secret, strlen(secret), sub_key) : 0;
     OPENSSL_cleanse(secret, strlen(secret));
     free(secret);
     if (ts)
         PyEval_RestoreThread(ts);
-    if (rc != 0) {
-        log_error("%s", err);
+    if (rc != 0)
         return rc;
-    }
     sub_address = strdup(connect);
     if (keyed < 0 || !sub_address) {
-        log_error("cannot derive the sub-call key (out of memory?)");
+        snprintf(err, errlen, "cannot derive the sub-call key (out of memory?)");
         return WORKER_EXIT_ERROR;
     }
     log_debug("connected to %s as worker %u", connect, id);
@@ -358,7 +356,10 @@ int wproc_run(const wproc_args_t *a, int embedded)
     if (!secret)
         return WORKER_EXIT_ERROR;
     /* In the embedded host, the pool proves itself before Python even starts. */
-    int rc = join_pool(a->connect, name, a->near, secret, !embedded);
+    char err[512];
+    int rc = join_pool(a->connect, name, a->near, secret, !embedded, err, sizeof err);
+    if (rc != 0)
+        log_error("%s", err);
     if (rc == 0)
         rc = prepare_python(a->near, embedded);
     return rc == 0 ? serve_tasks() : rc;
@@ -439,10 +440,15 @@ static int run_forked(const char *name, void *arg)
         log_error("out of memory");
         return WORKER_EXIT_ERROR;
     }
-    int rc = join_pool(f->connect, name, NULL, secret, 1);
-    if (rc == 0 && tmpl_adopted() < 0) {
-        log_error("the pool is gone");
+    char err[512];
+    int rc = join_pool(f->connect, name, NULL, secret, 1, err, sizeof err);
+    if (tmpl_adopted() < 0) {
+        /* Forked as the pool stopped (its pid never reached it, so it could
+         * not stop us): nothing to say. */
+        log_debug("the pool is gone%s%s", rc ? ": " : "", rc ? err : "");
         rc = WORKER_EXIT_ERROR;
+    } else if (rc != 0) {
+        log_error("%s", err);
     }
     return rc == 0 ? serve_tasks() : rc;
 }
