@@ -17,6 +17,7 @@
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
+#include "py/hugealloc.h"
 #include "util/log.h"
 
 /* Results at least this large are written from the bytes object itself. */
@@ -484,6 +485,12 @@ int wproc_template_forked(int fd, const char *connect, const char *log_level)
     free(f.orig);
     f.orig = NULL;
     cmdline_of_template(&f, log_level);
+    /* The caller's glibc has no malloc.hugetlb tunable (spawn.c gives it to
+     * exec'd workers unless GLIBC_TUNABLES is set): the same for Python's
+     * large blocks, unless the caller set tunables of its own. */
+    const char *tunables = getenv("GLIBC_TUNABLES");
+    if (!tunables || !*tunables)
+        hugealloc_install();
     int rc = WORKER_EXIT_ERROR;
     if (!f.connect || !f.secret)
         log_error("out of memory");

@@ -174,3 +174,29 @@ with bettong.FunctionExecutor(workers=1) as ex:
         p.stdout.close()
         p.stderr.close()
     assert p.returncode == 0
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "never"
+
+
+@pytest.mark.skipif(_thp_mode() not in ("madvise", "always"),
+                    reason="no transparent huge pages on this kernel")
+def test_a_forked_workers_large_blocks_get_huge_pages():
+    """What glibc's malloc.hugetlb tunable gives an exec'd worker (src/py/hugealloc.h):
+    a 64 MB object is backed by transparent huge pages."""
+    got = run_script(r'''
+def fill(n):
+    b = bytearray(n)
+    b[::4096] = b"\1" * len(range(0, n, 4096))
+    with open("/proc/self/smaps_rollup") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+with bettong.FunctionExecutor(workers=1) as ex:
+    report(ex, {"huge_kb": ex.call_async(fill, 64 << 20).result(timeout=60)})
+''', env={"GLIBC_TUNABLES": ""})
+    assert got["pool"] == "_ForkedPool"
+    assert got["huge_kb"] >= 2048, got
