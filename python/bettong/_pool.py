@@ -128,9 +128,8 @@ class Client:
         self.closed = False
         self._closing = False
         self._pending = {}            # call_id -> future
-        self._ids_lock = threading.Lock()
+        self._ids = ext.CallIds()      # call ids (also taken by executor._Hot's HotCall)
         self._func_lock = threading.Lock()
-        self._next_call = 1
         self._next_func = 1
         self._funcs = collections.OrderedDict()  # digest -> [func_id, size, pins]
         self._func_bytes = 0
@@ -152,10 +151,7 @@ class Client:
     # ------------------------------------------------------------ ids, functions
     def call_ids(self, n):
         """Reserve n consecutive call ids; returns the first."""
-        with self._ids_lock:
-            first = self._next_call
-            self._next_call += n
-        return first
+        return self._ids.take(n)
 
     def pin_function(self, pf):
         """The pool's id for a pickled function, sending it if the pool does not
@@ -239,10 +235,14 @@ class Client:
         q.append((func_id, timeout_ms, retries, call_id, payload, near))
         n = len(q)
         if n == 1:
-            self._start_flusher()
-            self._flush_ev.set()
+            self._kick()
         elif n >= _OUTQ_MAX:
             self.flush()
+
+    def _kick(self):
+        """Wake the flusher for the first call held back."""
+        self._start_flusher()
+        self._flush_ev.set()
 
     def _start_flusher(self):
         if self._flusher is None:
