@@ -11,6 +11,7 @@ receiver from draining results.
 import atexit
 import collections
 import os
+from itertools import repeat as _repeat, starmap as _starmap
 import queue
 import sys
 import threading
@@ -274,7 +275,19 @@ class Client:
             n = len(q)
             if n == 0:
                 return
-            items = [q.popleft() for _ in range(n)]
+            items = list(_starmap(q.popleft, _repeat((), n)))
+            # The common case, one group (a loop of call_async on one function):
+            # told and sent without a Python step per call.
+            fs, ts, rs, ids, payloads, nears = zip(*items)
+            f0, t0, r0, near = fs[0], ts[0], rs[0], nears[0]
+            if (fs.count(f0) == n and ts.count(t0) == n and rs.count(r0) == n
+                    and nears.count(near) == n):
+                try:
+                    self.conn.send_calls(f0, t0, r0, ids, payloads, near)
+                except BaseException:
+                    q.extendleft(reversed(items))  # (see below)
+                    raise
+                return
             start = 0
             while start < n:
                 f0, t0, r0 = items[start][:3]
