@@ -18,6 +18,7 @@
 #include "_hot.h"
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ CallIds */
@@ -335,6 +336,125 @@ static int function_unchanged(HotCall *h, PyObject *func)
 
 /* ---- the call */
 
+/* ---- the pickle of the plainest arguments */
+
+enum { PICKLE_HEAD = 11 };   /* PROTO 5, FRAME and its 8-byte length */
+
+/* The opcodes of data alone for simple_payload, into out (at least 258 bytes):
+ * their length, 0 when data is of none of those kinds. */
+static size_t simple_arg(PyObject *data, unsigned char *out)
+{
+    PyTypeObject *t = Py_TYPE(data);
+    size_t n = 0;
+    if (data == Py_None) {
+        out[n++] = 'N';
+    } else if (data == Py_True || data == Py_False) {
+        out[n++] = data == Py_True ? 0x88 : 0x89;
+    } else if (t == &PyLong_Type) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(data, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();   /* (an exact int: only overflow) */
+            return 0;
+        }
+        uint64_t u = (uint64_t)v;
+        if (v >= 0 && v < 256) {
+            out[n++] = 'K';   /* BININT1 */
+            out[n++] = (unsigned char)v;
+        } else if (v >= 0 && v < 65536) {
+            out[n++] = 'M';   /* BININT2 */
+            out[n++] = (unsigned char)u;
+            out[n++] = (unsigned char)(u >> 8);
+        } else if (v >= INT32_MIN && v <= INT32_MAX) {
+            out[n++] = 'J';   /* BININT, little-endian */
+            for (int i = 0; i < 4; i++)
+                out[n++] = (unsigned char)(u >> (8 * i));
+        } else {
+            /* LONG1: the fewest little-endian two's complement bytes, as
+             * _pickle's save_long counts them (bits of |v|, / 8, + 1; a
+             * negative's redundant top 0xff dropped). */
+            unsigned char b[9];
+            uint64_t mag = v < 0 ? (uint64_t)(-(v + 1)) + 1 : u;
+            int nbits = 64 - __builtin_clzll(mag);
+            int nbytes = nbits / 8 + 1;
+            for (int i = 0; i < 8; i++)
+                b[i] = (unsigned char)(u >> (8 * i));
+            b[8] = v < 0 ? 0xff : 0x00;
+            if (v < 0 && nbytes > 1 && b[nbytes - 1] == 0xff && (b[nbytes - 2] & 0x80))
+                nbytes--;
+            out[n++] = 0x8a;
+            out[n++] = (unsigned char)nbytes;
+            memcpy(out + n, b, (size_t)nbytes);
+            n += (size_t)nbytes;
+        }
+    } else if (t == &PyFloat_Type) {
+        out[n++] = 'G';   /* BINFLOAT, big-endian */
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(data), (char *)(out + n), 0) < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        n += 8;
+    } else if (t == &PyUnicode_Type && PyUnicode_IS_ASCII(data) &&
+               PyUnicode_GET_LENGTH(data) < 256) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(data);
+        out[n++] = 0x8c;   /* SHORT_BINUNICODE */
+        out[n++] = (unsigned char)len;
+        memcpy(out + n, PyUnicode_DATA(data), (size_t)len);
+        n += (size_t)len;
+        out[n++] = 0x94;   /* MEMOIZE */
+    }
+    return n;
+}
+
+/* pickle.dumps(((data,), {}), 5), written here when data is None, a bool, an
+ * int of 64 bits, a float or an ASCII str of under 256 characters (the C
+ * pickler's own bytes for them: its fixed opcodes for those types come before
+ * any dispatch table or reducer_override, and test_executor_hot compares the
+ * two); NULL without an exception for any other data, NULL with one when out
+ * of memory. */
+static PyObject *simple_payload(PyObject *data)
+{
+    static const unsigned char tail[] = {0x85, 0x94, '}', 0x94, 0x86, 0x94, '.'};
+    unsigned char arg[260];
+    size_t n = simple_arg(data, arg);
+    if (n == 0)
+        return NULL;
+    uint64_t body = n + sizeof tail;   /* the frame: all after its header */
+    PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(PICKLE_HEAD + body));
+    if (!out)
+        return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    p[0] = 0x80;   /* PROTO 5 */
+    p[1] = 5;
+    p[2] = 0x95;   /* FRAME */
+    for (int i = 0; i < 8; i++)
+        p[3 + i] = (unsigned char)(body >> (8 * i));
+    memcpy(p + PICKLE_HEAD, arg, n);
+    memcpy(p + PICKLE_HEAD + n, tail, sizeof tail);
+    return out;
+}
+
+/* simple_args_pickle(data) -> simple_payload(data), or None: for the tests. */
+static PyObject *mod_simple_args_pickle(PyObject *m, PyObject *data)
+{
+    PyObject *p = simple_payload(data);
+    return p || PyErr_Occurred() ? p : Py_NewRef(Py_None);
+}
+
+/* Whether a pickle names something of the caller's script. */
+static int main_named(PyObject *payload)
+{
+    return memmem(PyBytes_AS_STRING(payload), (size_t)PyBytes_GET_SIZE(payload), "__main__",
+                  8) != NULL;
+}
+
+/* binding.one(0, data), dropping `drop` (a payload not to be sent, or NULL). */
+static PyObject *from_binding(HotCall *h, PyObject *data, PyObject *drop)
+{
+    Py_XDECREF(drop);
+    return PyObject_CallMethodObjArgs(h->obj[F_BINDING], s_one, s_zero, data, NULL);
+}
+
 /* The pickled (args, kwargs) of data: ((data,), {}) pickled here when the
  * binding is the simple one and data is not a tuple, dict or bytes, and the
  * pickle names nothing of the caller's script; else binding.one(0, data).
@@ -344,6 +464,9 @@ static PyObject *make_payload(HotCall *h, PyObject *data)
     PyTypeObject *t = Py_TYPE(data);
     PyObject *payload = NULL;
     if (h->num[I_SIMPLE] && t != &PyTuple_Type && t != &PyDict_Type && t != &PyBytes_Type) {
+        payload = simple_payload(data);
+        if (payload || PyErr_Occurred())
+            return payload && main_named(payload) ? from_binding(h, data, payload) : payload;
         PyObject *obj = Py_BuildValue("((O)O)", data, h->obj[F_KWARGS]);
         if (!obj)
             return NULL;
@@ -354,15 +477,11 @@ static PyObject *make_payload(HotCall *h, PyObject *data)
             if (!PyErr_ExceptionMatches(PyExc_Exception))
                 return NULL;
             PyErr_Clear();   /* binding.one says why */
-        } else if (!PyBytes_Check(payload) ||
-                   memmem(PyBytes_AS_STRING(payload), (size_t)PyBytes_GET_SIZE(payload),
-                          "__main__", 8)) {
+        } else if (!PyBytes_Check(payload) || main_named(payload)) {
             Py_CLEAR(payload);   /* something of the caller's script: by value */
         }
     }
-    if (!payload)
-        payload = PyObject_CallMethodObjArgs(h->obj[F_BINDING], s_one, s_zero, data, NULL);
-    return payload;
+    return payload ? payload : from_binding(h, data, NULL);
 }
 
 /* The size of a payload as sent, or -1 (exception set). */
@@ -574,9 +693,17 @@ static PyTypeObject HotCallType = {
     .tp_call = PyVectorcall_Call,
 };
 
+static PyMethodDef hot_functions[] = {
+    {"simple_args_pickle", mod_simple_args_pickle, METH_O,
+     "simple_args_pickle(x) -> pickle.dumps(((x,), {}), 5) as HotCall writes it, or None "
+     "when it leaves x to pickle.dumps."},
+    {NULL},
+};
+
 int hot_add_types(PyObject *module)
 {
-    if (intern_names() < 0 || PyType_Ready(&CallIdsType) < 0 || PyType_Ready(&HotCallType) < 0)
+    if (intern_names() < 0 || PyType_Ready(&CallIdsType) < 0 || PyType_Ready(&HotCallType) < 0 ||
+        PyModule_AddFunctions(module, hot_functions) < 0)
         return -1;
     Py_INCREF(&CallIdsType);
     if (PyModule_AddObject(module, "CallIds", (PyObject *)&CallIdsType) < 0) {

@@ -219,3 +219,28 @@ def test_argument_of_the_callers_script():
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1]) == {"hot": True,
                                                              "out": [0, 1, 2, 3, 4]}
+
+
+def test_plain_arguments_pickled_in_c_as_pickle_does():
+    # HotCall writes the pickle of ((x,), {}) itself for the plainest x: byte
+    # for byte what pickle.dumps makes, else it leaves x to pickle.dumps.
+    import pickle
+    import random
+    rnd = random.Random(15)
+    values = [None, True, False, 0.0, -0.0, 1.5, float("inf"), 1e308, "", "ab", "x" * 255,
+              "__main__"]
+    values += [s * (1 << k) + d for k in range(64) for s in (1, -1) for d in (-1, 0, 1)]
+    values += [rnd.randint(-(1 << 63), (1 << 63) - 1) for _ in range(2000)]
+    for v in values:
+        if type(v) is int and not -(1 << 63) <= v < (1 << 63):
+            continue  # (left to pickle.dumps: below)
+        assert _bettong.simple_args_pickle(v) == pickle.dumps(((v,), {}), 5), v
+    for v in (1 << 63, -(1 << 63) - 1, "x" * 256, "é", 3j, b"b", (1,), [1], True.__class__):
+        assert _bettong.simple_args_pickle(v) is None, v
+
+
+def test_plain_arguments_on_the_prepared_path(ex):
+    values = [None, True, -1, 1 << 40, -(1 << 63), 1 << 70, 2.5, "text", "x" * 300, "é",
+              "__main__"]
+    fs = hot_calls(ex, ident, values)
+    assert [f.result(timeout=T) for f in fs] == values
