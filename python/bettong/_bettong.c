@@ -473,6 +473,10 @@ static PyObject *result_tuple_ex(Conn *c, const uint8_t *fixed, PyObject *payloa
         Py_INCREF(Py_True);
         PyTuple_SET_ITEM(t, 10, Py_True);
     }
+    /* Ints, a str or None, a bytes: it can be in no reference cycle, so the
+     * cycle collector need not walk it (a future holds it for its stats: a
+     * map's worth of them would otherwise be walked by every collection). */
+    PyObject_GC_UnTrack(t);
     return t;
 }
 

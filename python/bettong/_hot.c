@@ -611,6 +611,8 @@ static int submit(HotCall *h, PyObject *ex, PyObject *call_id, PyObject *payload
                                   call_id, payload, Py_None);
     if (!item)
         return -1;
+    if (PyBytes_CheckExact(payload))
+        PyObject_GC_UnTrack(item);   /* ints, bytes, None: in no cycle, not to be walked */
     PyObject *pending = h->obj[F_PENDING];
     if (PyDict_SetItem(pending, call_id, f) < 0) {
         Py_DECREF(item);
