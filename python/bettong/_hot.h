@@ -6,13 +6,15 @@
  *   HotCall(...)       what _Hot prepared for one function; called as
  *                      hot(executor, func, data) -> the call's future, or None
  *                      when the slow path must run
+ *   simple_args_pickle(x)  the pickle of ((x,), {}) as HotCall writes it for
+ *                      the plainest x (None otherwise): for the tests
  */
 #ifndef BETTONG_PY_HOT_H
 #define BETTONG_PY_HOT_H
 
 #include <Python.h>
 
-/* Add CallIds and HotCall to the module. Returns 0, or -1 with an exception set. */
+/* Add CallIds, HotCall and simple_args_pickle to the module. Returns 0, or -1 with an exception set. */
 int hot_add_types(PyObject *module);
 
 #endif
