@@ -338,6 +338,10 @@ static int function_unchanged(HotCall *h, PyObject *func)
 
 /* ---- the pickle of the plainest arguments */
 
+#if PY_VERSION_HEX < 0x030B0000
+#define PyFloat_Pack8 _PyFloat_Pack8   /* (public from 3.11) */
+#endif
+
 enum { PICKLE_HEAD = 11 };   /* PROTO 5, FRAME and its 8-byte length */
 
 /* The opcodes of data alone for simple_payload, into out (at least 258 bytes):
