@@ -393,7 +393,7 @@ static size_t simple_arg(PyObject *data, unsigned char *out)
         }
     } else if (t == &PyFloat_Type) {
         out[n++] = 'G';   /* BINFLOAT, big-endian */
-        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(data), (char *)(out + n), 0) < 0) {
+        if (PyFloat_Pack8(PyFloat_AS_DOUBLE(data), (void *)(out + n), 0) < 0) {
             PyErr_Clear();
             return 0;
         }
