@@ -57,6 +57,9 @@
  * chunk_items(cls, chunk, n) makes a chunk's n items in one go, chunk_run(cls, fs,
  * start) measures a run of one chunk's items in a list, gc_track(obj).
  *
+ * And for FunctionExecutor.call_async (_hot.h): CallIds, a connection's call id
+ * counter, and HotCall, the submit side of a call_async on a prepared function.
+ *
  * Threads: any number of senders (one sender lock: frames never interleave), and
  * one receiving thread at a time (a second concurrent recv raises RuntimeError).
  * Calls that would block release the GIL; a send the socket takes at once, or a
@@ -80,6 +83,7 @@
 #include <unistd.h>
 
 #include "_connerr.h"
+#include "_hot.h"
 #include "net/bconn.h"
 #include "net/sock.h"
 #include "pool/proto.h"
@@ -469,6 +473,10 @@ static PyObject *result_tuple_ex(Conn *c, const uint8_t *fixed, PyObject *payloa
         Py_INCREF(Py_True);
         PyTuple_SET_ITEM(t, 10, Py_True);
     }
+    /* Ints, a str or None, a bytes: it can be in no reference cycle, so the
+     * cycle collector need not walk it (a future holds it for its stats: a
+     * map's worth of them would otherwise be walked by every collection). */
+    PyObject_GC_UnTrack(t);
     return t;
 }
 
@@ -1627,6 +1635,8 @@ PyMODINIT_FUNC PyInit__bettong(void)
         Py_DECREF(&ConnType);
         goto fail;
     }
+    if (hot_add_types(m) < 0)
+        goto fail;
     Py_INCREF(RefusedError);
     Py_INCREF(AuthenticationError);
     Py_INCREF(ProtocolError);

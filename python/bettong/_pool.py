@@ -11,6 +11,7 @@ receiver from draining results.
 import atexit
 import collections
 import os
+from itertools import repeat as _repeat, starmap as _starmap
 import queue
 import sys
 import threading
@@ -128,9 +129,8 @@ class Client:
         self.closed = False
         self._closing = False
         self._pending = {}            # call_id -> future
-        self._ids_lock = threading.Lock()
+        self._ids = ext.CallIds()      # call ids (also taken by executor._Hot's HotCall)
         self._func_lock = threading.Lock()
-        self._next_call = 1
         self._next_func = 1
         self._funcs = collections.OrderedDict()  # digest -> [func_id, size, pins]
         self._func_bytes = 0
@@ -152,10 +152,7 @@ class Client:
     # ------------------------------------------------------------ ids, functions
     def call_ids(self, n):
         """Reserve n consecutive call ids; returns the first."""
-        with self._ids_lock:
-            first = self._next_call
-            self._next_call += n
-        return first
+        return self._ids.take(n)
 
     def pin_function(self, pf):
         """The pool's id for a pickled function, sending it if the pool does not
@@ -239,10 +236,14 @@ class Client:
         q.append((func_id, timeout_ms, retries, call_id, payload, near))
         n = len(q)
         if n == 1:
-            self._start_flusher()
-            self._flush_ev.set()
+            self._kick()
         elif n >= _OUTQ_MAX:
             self.flush()
+
+    def _kick(self):
+        """Wake the flusher for the first call held back."""
+        self._start_flusher()
+        self._flush_ev.set()
 
     def _start_flusher(self):
         if self._flusher is None:
@@ -274,7 +275,19 @@ class Client:
             n = len(q)
             if n == 0:
                 return
-            items = [q.popleft() for _ in range(n)]
+            items = list(_starmap(q.popleft, _repeat((), n)))
+            # The common case, one group (a loop of call_async on one function):
+            # told and sent without a Python step per call.
+            fs, ts, rs, ids, payloads, nears = zip(*items)
+            f0, t0, r0, near = fs[0], ts[0], rs[0], nears[0]
+            if (fs.count(f0) == n and ts.count(t0) == n and rs.count(r0) == n
+                    and nears.count(near) == n):
+                try:
+                    self.conn.send_calls(f0, t0, r0, ids, payloads, near)
+                except BaseException:
+                    q.extendleft(reversed(items))  # (see below)
+                    raise
+                return
             start = 0
             while start < n:
                 f0, t0, r0 = items[start][:3]

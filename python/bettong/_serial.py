@@ -258,12 +258,14 @@ def function_fingerprint(fn, depth=0):
     return tuple(parts)
 
 
-def quick_check(fn):
+def quick_snapshot(fn):
     """For the plainest functions (no closure, keyword defaults or attributes;
     defaults and the globals it uses all plain values, modules, classes or
-    builtins): a callable telling, by identity checks only, that fn still has
-    the fingerprint it has now (see function_fingerprint). None for any other
-    function, or when that cannot be told (Unsafe)."""
+    builtins): what tells, by identity checks only, that fn still has the
+    fingerprint it has now (see function_fingerprint): (code, defaults, name,
+    qualname, module, globals, names of the globals it uses, their values or
+    _MISSING). None for any other function. (Read by quick_check, and in C by
+    _bettong.HotCall: the same checks.)"""
     if type(fn) is not types.FunctionType or fn.__dict__ or fn.__closure__ or fn.__kwdefaults__:
         return None
     defaults = fn.__defaults__
@@ -271,7 +273,9 @@ def quick_check(fn):
         return None
     code = fn.__code__
     g = fn.__globals__
-    names = _global_names(code)
+    if type(g) is not dict:
+        return None
+    names = tuple(_global_names(code))
     seen = []
     for name in names:
         v = g.get(name, _MISSING)
@@ -279,7 +283,16 @@ def quick_check(fn):
                 and not isinstance(v, (types.ModuleType, type, types.BuiltinFunctionType))):
             return None  # (a function, whose own fingerprint would be needed)
         seen.append(v)
-    name, qual, mod = fn.__name__, fn.__qualname__, fn.__module__
+    return (code, defaults, fn.__name__, fn.__qualname__, fn.__module__, g, names, tuple(seen))
+
+
+def quick_check(fn):
+    """A callable telling, by identity checks only, that fn still has the
+    fingerprint it has now (see quick_snapshot); None when that cannot be told."""
+    snap = quick_snapshot(fn)
+    if snap is None:
+        return None
+    code, defaults, name, qual, mod, g, names, seen = snap
     pairs = tuple(zip(names, seen))
     get = g.get
 

@@ -25,7 +25,8 @@ from . import _localpool
 # them before an executor exists.
 _LAZY = frozenset((
     "_near", "_pool", "Raw", "Unsafe", "bytes_arg_payload", "cloudpickle_dumps", "dumps_args",
-    "dumps_function", "function_fingerprint", "quick_check", "shipped_function", "short_repr",
+    "dumps_function", "function_fingerprint", "quick_snapshot", "shipped_function", "short_repr",
+    "payload_size", "_MISSING", "_bettong",
     "ChunkedResults", "ChunkFunction", "EnvFunction", "LimitedFunction", "ALL_COMPLETED",
     "FINISHED", "CancelledError", "FutureList", "Job", "ResponseFuture", "make_items",
     "resolve_local", "results_of", "wait_futures", "Storage"))
@@ -34,16 +35,17 @@ _loaded = False
 
 def _load():
     global _loaded, _near, _pool, Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps
-    global dumps_args, dumps_function, function_fingerprint, quick_check, shipped_function
+    global dumps_args, dumps_function, function_fingerprint, quick_snapshot, shipped_function
+    global payload_size, _MISSING, _bettong
     global short_repr, ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
     global ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture
     global make_items, resolve_local, results_of, wait_futures, Storage, _PID
     if _loaded:
         return
-    from . import _near, _pool
-    from ._serial import (Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps, dumps_args,
-                          dumps_function, function_fingerprint, quick_check, shipped_function,
-                          short_repr)
+    from . import _bettong, _near, _pool
+    from ._serial import (_MISSING, Raw, Unsafe, bytes_arg_payload, cloudpickle_dumps,
+                          dumps_args, dumps_function, function_fingerprint, payload_size,
+                          quick_snapshot, shipped_function, short_repr)
     from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
     from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job,
                           ResponseFuture, make_items, resolve_local, results_of, wait_futures)
@@ -414,54 +416,42 @@ class _Hot:
     so that a loop of call_async on one function skips the lookups: the
     binding, the pickled function (still checked against the function's
     fingerprint on every call, as _pickled does, unless it travels by
-    reference) and its id in the pool's registry, pinned while it is kept."""
+    reference) and its id in the pool's registry, pinned while it is kept.
 
-    __slots__ = ("ref", "binding", "pf", "fp", "quick", "client", "func_id")
+    `call(executor, func, data)` (with the executor's _hot_lock held) is the
+    future of func(data), or None when the slow path must run: a
+    _bettong.HotCall, which checks the client (the executor's current one, open,
+    made by this process, not a stale sub-call client) and the function (by
+    the identities of _serial.quick_snapshot, else by its fingerprint), pickles
+    ((data,), {}) (binding.one when the binding or the item is not the simple
+    kind, or the pickle names __main__), then makes the future, holds the call
+    back in the client's out queue (Client.submit_one) and notes it in the
+    executor's Jobs (_note_call), in one C call."""
 
-    def __init__(self, ref, binding, pf, fp, client, func_id):
+    __slots__ = ("ref", "binding", "pf", "fp", "client", "func_id", "call")
+
+    def __init__(self, ex, ref, binding, pf, fp, client, func_id):
         self.ref = ref
         self.binding = binding
         self.pf = pf
         self.fp = fp
-        # the plainest functions are checked by identities (_serial.quick_check)
-        self.quick = quick_check(ref()) if fp is not None else None
         self.client = client
         self.func_id = func_id
-
-    def call(self, ex, func, data):
-        """The future of func(data), or None when the slow path must run. With
-        the executor's _hot_lock held."""
-        client = self.client
-        if (client is not ex._client or client.closed or client._closing
-                or client.pid != _PID[0] or (client.parent_task and _stale_subcall(client))):
-            return None
-        if self.fp is not None:
-            quick = self.quick
-            try:
-                if quick is not None:
-                    if not quick(func) and function_fingerprint(func) != self.fp:
-                        return None
-                elif function_fingerprint(func) != self.fp:
-                    return None
-            except Unsafe:
-                return None
-        binding = self.binding
-        t = type(data)
-        payload = None
-        if binding.simple and t is not tuple and t is not dict and t is not bytes:
-            try:
-                payload = _dumps(((data,), _E), 5)  # what binding.one does, inline
-            except Exception:  # noqa: BLE001 (binding.one says why)
-                payload = None
-            if payload is not None and _MAIN in payload:
-                payload = None  # something of the caller's script: by value
-        if payload is None:
-            payload = binding.one(0, data)
-        call_id = client.call_ids(1)
-        f = ResponseFuture(client, call_id)
-        client.submit_one(self.func_id, ex._tms, ex._retries, call_id, payload, f)
-        ex._note_call(f)
-        return f
+        check = None
+        if fp is not None:
+            def check(f, fp=fp):
+                try:
+                    return function_fingerprint(f) == fp
+                except Unsafe:
+                    return False
+        self.call = _bettong.HotCall(
+            ids=client._ids, client=client, pending=client._pending, outq=client._outq,
+            pid_list=_PID, pid=client.pid, parent_task=client.parent_task, stale=_stale_subcall,
+            quick=quick_snapshot(ref()) if fp is not None else None, missing=_MISSING,
+            check=check, binding=binding, simple=binding.simple, dumps=_dumps, kwargs=_E,
+            protocol=5, func_id=func_id, tms=ex._tms, retries=ex._retries,
+            future_type=ResponseFuture, payload_size=payload_size, jobs=ex._jobs,
+            max_args=_pool._MAX_ARGS, outq_max=_pool._OUTQ_MAX, per_job=_CALLS_PER_JOB)
 
     def drop(self):
         try:
@@ -824,7 +814,7 @@ class FunctionExecutor:
             if old is not None:
                 old.drop()
             if ref is not None and binding is not None and client is not None:
-                self._hot = _Hot(ref, binding, pf, fp, client, client.pin_function(pf))
+                self._hot = _Hot(self, ref, binding, pf, fp, client, client.pin_function(pf))
 
     def _call_async(self, func, data, extra_env, timeout, retries, near=None, ship=None):
         binding = self._bindings.get(func) if extra_env is None else None

@@ -90,7 +90,9 @@ class ResponseFuture(_cf.Future):
     def __init__(self, client=None, call_id=None):  # noqa: D107 (no super().__init__: no lock)
         # Every attribute set later on the hot paths is made here, so that setting
         # it then does not grow the instance's dict (which costs more than all of
-        # this).
+        # this). call_async's prepared path (_bettong.HotCall) makes its futures
+        # without running this: each attribute below other than _client and
+        # _call_id must equal its class default.
         self._client = client
         self._call_id = call_id
         self._state = PENDING

@@ -179,12 +179,14 @@ def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
 # ------------------------------------------------------------------ no leaks
 
 def wait_fd_counts(want, timeout=10):
-    """The fd counts of want's pids come back to want's values (a closing
-    descriptor may be a loop turn late in the pool). Returns the last counts."""
+    """The fd counts of want's pids come back to at most want's values (a
+    closing descriptor may be a loop turn late in the pool; and want itself may
+    have been read while a warm-up call's descriptor was still closing, so a
+    count may end lower). Returns the last counts."""
     deadline = time.monotonic() + timeout
     while True:
         got = {pid: fd_count(pid) for pid in want}
-        if got == want or time.monotonic() > deadline:
+        if all(got[p] <= want[p] for p in want) or time.monotonic() > deadline:
             return got
         time.sleep(0.05)
 
@@ -201,7 +203,8 @@ def test_descriptors_are_released():
             assert fs[0].result(timeout=T) == data_of(i)
             assert fs[1].result(timeout=T)[1] == SIZE
             del fs
-        assert wait_fd_counts(before) == before
+        after = wait_fd_counts(before)
+        assert all(after[p] <= before[p] for p in pids), (before, after)
         assert ex._client.conn.shm_results >= 13
 
 
@@ -223,7 +226,8 @@ def test_worker_dying_mid_transfer_fails_that_call_only():
         assert ex.call_async(make_result, 7).result(timeout=T) == data_of(7)
         assert ex.call_async(digest, data_of(8)).result(timeout=T)[1] == SIZE
         del f
-        assert wait_fd_counts(before) == before
+        after = wait_fd_counts(before)
+        assert all(after[p] <= before[p] for p in pids), (before, after)
 
 
 # ------------------------------------------------------------------ bad peers
