@@ -18,13 +18,13 @@ import time
 
 import pytest
 
-from conftest import bin_sanitized
+from conftest import BIN, bin_sanitized
 from executor_helpers import RESULT_TIMEOUT
 
 T = RESULT_TIMEOUT
 PYDIR = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "python"))
 
-pytestmark = pytest.mark.skipif(
+no_fork_in_sanitizer_builds = pytest.mark.skipif(
     bin_sanitized(), reason="a sanitizer build's workers run in the bettong binary: no fork")
 
 # What a worker reports of itself: its executable, its first sys.path entry,
@@ -65,6 +65,7 @@ def run_script(body, env=None, timeout=T):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@no_fork_in_sanitizer_builds
 def test_workers_are_forked_from_the_caller():
     got = run_script(r'''
 import colorsys  # imported by the caller only
@@ -81,6 +82,7 @@ with bettong.FunctionExecutor(workers=1) as ex:
     assert got["unbuffered"] == "1" and got["secret"] is False
 
 
+@no_fork_in_sanitizer_builds
 def test_the_callers_sockets_and_pipes_are_not_held(tmp_path):
     """The caller's socket and pipe read as /dev/null in a worker (closing them
     in the caller ends them: the peer sees EOF); a regular file stays open."""
@@ -107,6 +109,7 @@ with bettong.FunctionExecutor(workers=1) as ex:
     assert got["socket_eof"] is True and got["pipe_eof"] is True
 
 
+@no_fork_in_sanitizer_builds
 def test_a_caller_with_threads_execs_the_template():
     """Another thread may hold a lock the fork would copy held: exec instead."""
     got = run_script(r'''
@@ -124,6 +127,7 @@ finally:
     assert got["colorsys"] is False
 
 
+@no_fork_in_sanitizer_builds
 def test_a_caller_with_a_secret_execs_the_template():
     """No copy of the secret may be in a worker's memory: a forked one would
     have the caller's."""
@@ -143,6 +147,7 @@ def test_an_unknown_start_mode_is_refused():
     assert "BETTONG_WORKER_START is 'spawn': it takes 'fork' or 'exec'" in out.stderr
 
 
+@no_fork_in_sanitizer_builds
 def test_prints_of_a_forked_worker_reach_stderr_at_once():
     """Not held in a buffer until the worker ends (as under python3 -u)."""
     body = r'''
@@ -200,3 +205,30 @@ with bettong.FunctionExecutor(workers=1) as ex:
 ''', env={"GLIBC_TUNABLES": ""})
     assert got["pool"] == "_ForkedPool"
     assert got["huge_kb"] >= 2048, got
+
+
+def test_a_pool_given_no_template_execs_its_workers(tmp_path):
+    """--template-pid names a process that is not its child, fd 3 is no
+    socket: the pool says so and execs its workers."""
+    p = subprocess.Popen([BIN, "pool", "--unix", str(tmp_path / "s"), "--workers", "1",
+                          "--template-pid", "1", "--log-level", "debug"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = b""
+    try:
+        assert b"listening on" in p.stdout.readline()
+        deadline = time.monotonic() + T
+        while b"started local worker local-1 (pid" not in err:
+            left = deadline - time.monotonic()
+            assert left > 0, err
+            if select.select([p.stderr], [], [], left)[0]:
+                chunk = os.read(p.stderr.fileno(), 4096)
+                assert chunk, err
+                err += chunk
+    finally:
+        p.terminate()
+        p.wait(timeout=T)
+        p.stdout.close()
+        p.stderr.close()
+    text = err.decode()
+    assert "the worker template given (pid 1, fd 3) is not one: workers are started by exec" in text
+    assert "forked)" not in text
