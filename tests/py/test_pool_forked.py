@@ -189,6 +189,7 @@ def _thp_mode():
         return "never"
 
 
+@no_fork_in_sanitizer_builds
 @pytest.mark.skipif(_thp_mode() not in ("madvise", "always"),
                     reason="no transparent huge pages on this kernel")
 def test_a_forked_workers_large_blocks_get_huge_pages():
