@@ -229,9 +229,10 @@ static void die_bad_frame(const char *what, unsigned type)
     _exit(WORKER_EXIT_ERROR);
 }
 
-/* A TASK_FD's arguments: the oldest descriptor received, checked and mapped
- * (read-only, its pages mapped at once); the unpickler reads them there. */
-static void map_task_payload(wmsg_t *m, uint64_t size)
+/* A TASK_FD's arguments: the oldest descriptor received, checked (size and
+ * seals) and kept for the unpickler, which reads it with pread (pool/preader.h:
+ * no mapping, whose fresh 4 KiB page-table entries cost more than the copy). */
+static void take_task_payload(wmsg_t *m, uint64_t size)
 {
     char why[160];
     int fd = shm_fdq_pop(&io.fdq);
@@ -242,14 +243,8 @@ static void map_task_payload(wmsg_t *m, uint64_t size)
                   size > PROTO_MAX_FRAME ? "too large" : why);
         _exit(WORKER_EXIT_ERROR);
     }
-    m->map = shm_map(fd, (size_t)size);
-    close(fd);
-    if (!m->map) {
-        log_error("cannot map the arguments of a task (%llu bytes): exiting",
-                  (unsigned long long)size);
-        _exit(WORKER_EXIT_ERROR);
-    }
-    m->payload = m->map;
+    m->fd = fd;
+    m->payload = NULL;
     m->len = (size_t)size;
 }
 
@@ -280,7 +275,7 @@ static void parse_msg(wmsg_t *m, size_t len)
             die_bad_frame("descriptors do not travel on this connection", m->type);
         m->id = proto_u64(&r);
         m->gid = proto_u64(&r);
-        map_task_payload(m, proto_u64(&r));
+        take_task_payload(m, proto_u64(&r));
         m->type = MSG_TASK;
         break;
     default:
@@ -298,6 +293,7 @@ static wmsg_t *msg_alloc(size_t len)
         _exit(WORKER_EXIT_ERROR);
     }
     memset(m, 0, sizeof *m);
+    m->fd = -1;
     return m;
 }
 
@@ -442,8 +438,8 @@ wmsg_t *wio_take(int wait)
 
 void wio_msg_free(wmsg_t *m)
 {
-    if (m && m->map)
-        munmap(m->map, m->len);
+    if (m && m->fd >= 0)
+        close(m->fd);
     free(m);
 }
 
