@@ -20,6 +20,7 @@
 #include "net/sock.h"
 #include "pool/proto.h"
 #include "pool/shm.h"
+#include "pool/shmspare.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -65,6 +66,8 @@ static struct {
     buf_t early;      /* read during the handshake: what came after WELCOME */
     int fds;          /* large payloads go as memfds (the pool's WELCOME said so) */
     shm_fdq_t fdq;    /* descriptors received ahead of their frames (reader's) */
+    shm_spare_t spare; /* the next DONE_FD's memfd, made ready (pool/shmspare.h;
+                          freed with the process) */
 } io = {
     .conn = {.fd = -1},
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -622,7 +625,13 @@ static void write_shm(oseg_t *s)
     shm_done_t *d = s->shm;
     struct iovec iov[3] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
     size_t total = d->hlen + s->n + d->tlen;
-    int fd = shm_create(iov, 3, total);
+    int fd = shm_spare_take(&io.spare, total);
+    if (fd >= 0 && shm_fill(fd, iov, 3) < 0) {
+        int e = errno;
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
     buf_t b;
     buf_init(&b);
     proto_wr_t w;
@@ -725,6 +734,7 @@ int wio_start(char *err, size_t errlen)
         int size = WIO_UNIX_SNDBUF;
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
+    shm_spare_init(&io.spare);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

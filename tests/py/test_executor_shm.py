@@ -21,7 +21,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, auth_handshake, closed_by_peer, pool_identity
+from conftest import BIN, auth_handshake, closed_by_peer, pool_identity, wait_until
 from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, LineReader, TcpPool,
                               descendants, kill_group, sub_env)
 
@@ -67,8 +67,21 @@ def die_holding_argument(b):
     os._exit(9)
 
 
+def payload_fds(pid="self"):
+    """The large-payload memfds pid holds."""
+    n = 0
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try:
+            n += os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith("/memfd:bettong-payload")
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
 def fd_count(pid="self"):
-    return len(os.listdir("/proc/%s/fd" % pid))
+    """pid's descriptors other than payload memfds: a client or a worker may
+    hold one of those, made ready for its next large payload (pool/shmspare.h)."""
+    return len(os.listdir("/proc/%s/fd" % pid)) - payload_fds(pid)
 
 
 def worker_pids(ex):
@@ -165,15 +178,18 @@ def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
         assert ex.call_async(digest, big).result(timeout=T) == want
         conn = ex._client.conn
         assert conn.shm_calls == 1
+        # the memfd of the next call is made ready meanwhile (pool/shmspare.h)
+        wait_until(lambda: conn.shm_spare >= SIZE, 10, "a spare memfd")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
-            # no descriptor left for a memfd until the (small) result is in
+            # no descriptor left for a memfd until the (small) results are in:
+            # the spare made before serves one call, the next has none
             resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
-            got = ex.call_async(digest, big).result(timeout=T)
+            got = [ex.call_async(digest, big).result(timeout=T) for _ in range(2)]
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        assert got == want
-        assert conn.shm_calls == 1
+        assert got == [want, want]
+        assert conn.shm_calls == 2
 
 
 # ------------------------------------------------------------------ no leaks
@@ -203,6 +219,9 @@ def test_descriptors_are_released():
             del fs
         assert wait_fd_counts(before) == before
         assert ex._client.conn.shm_results >= 13
+        # memfds: the pool holds none; the client and the worker at most their spare
+        assert payload_fds(pids[1]) == 0
+        assert [payload_fds(pid) <= 1 for pid in pids] == [True] * len(pids)
 
 
 def test_worker_dying_mid_transfer_fails_that_call_only():
