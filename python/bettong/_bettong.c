@@ -838,7 +838,7 @@ static PyObject *Conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     c->fd = -1;
     shm_fdq_init(&c->fdq);
-    shm_spare_init(&c->spare);
+    shm_spare_init(&c->spare, SHM_SPARE_IDLE_MS);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->send_mu, NULL);
     buf_init(&c->in);

@@ -6,8 +6,9 @@
 #include <time.h>
 #include <unistd.h>
 
-void shm_spare_init(shm_spare_t *s)
+void shm_spare_init(shm_spare_t *s, long idle_ms)
 {
+    s->idle_ms = idle_ms;
     pthread_mutex_init(&s->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -81,7 +82,7 @@ static void *spare_main(void *arg)
         if (s->fd >= 0) {
             /* Freed if not taken in time. */
             struct timespec ts;
-            deadline_in(&ts, SHM_SPARE_IDLE_MS);
+            deadline_in(&ts, s->idle_ms);
             int fd = s->fd;
             while (!s->closing && s->fd == fd && s->want == 0 &&
                    pthread_cond_timedwait(&s->cv, &s->mu, &ts) != ETIMEDOUT)

@@ -21,7 +21,7 @@
 
 /* The largest spare kept. */
 #define SHM_SPARE_MAX ((size_t)512 * 1024 * 1024)
-/* A spare not taken within this time is freed. */
+/* A spare not taken within this time is freed (the usual idle_ms). */
 #define SHM_SPARE_IDLE_MS 5000
 
 typedef struct {
@@ -32,10 +32,12 @@ typedef struct {
     size_t want;    /* the size to make next; 0: nothing asked */
     int started;    /* the thread runs */
     int closing;
+    long idle_ms;   /* a spare not taken in this time is freed */
     pthread_t th;
 } shm_spare_t;
 
-void shm_spare_init(shm_spare_t *s);
+/* idle_ms: SHM_SPARE_IDLE_MS (tests use less). */
+void shm_spare_init(shm_spare_t *s, long idle_ms);
 /* A memfd of `total` bytes for a payload (not sealed: shm_fill seals it),
  * the spare when it is large enough (else a new one), and ask for the next
  * spare of that size. Returns the descriptor, or -1 with errno. */

@@ -734,7 +734,7 @@ int wio_start(char *err, size_t errlen)
         int size = WIO_UNIX_SNDBUF;
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
-    shm_spare_init(&io.spare);
+    shm_spare_init(&io.spare, SHM_SPARE_IDLE_MS);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
