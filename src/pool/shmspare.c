@@ -114,12 +114,15 @@ int shm_spare_take(shm_spare_t *s, size_t total)
     s->size = 0;
     if (total <= SHM_SPARE_MAX && !s->closing) {
         s->want = total;
+        if (s->started && s->pid != getpid())
+            s->started = 0; /* forked since: the thread stayed in the parent */
         if (!s->started) {
             /* No thread, no spare: the sender makes its own as before. */
             pthread_attr_t at;
             pthread_attr_init(&at);
             pthread_attr_setstacksize(&at, 64 * 1024);
             s->started = pthread_create(&s->th, &at, spare_main, s) == 0;
+            s->pid = getpid();
             pthread_attr_destroy(&at);
         }
         pthread_cond_signal(&s->cv);
@@ -152,7 +155,7 @@ void shm_spare_close(shm_spare_t *s)
 {
     shm_spare_stop(s);
     /* (started is only set under mu by takers, none of which runs now) */
-    if (s->started)
+    if (s->started && s->pid == getpid())
         pthread_join(s->th, NULL);
     s->started = 0;
     pthread_cond_destroy(&s->cv);

@@ -18,6 +18,7 @@
 
 #include <pthread.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* The largest spare kept. */
 #define SHM_SPARE_MAX ((size_t)512 * 1024 * 1024)
@@ -34,6 +35,7 @@ typedef struct {
     int closing;
     long idle_ms;   /* a spare not taken in this time is freed */
     pthread_t th;
+    pid_t pid;      /* the process the thread runs in (a forked child has none) */
 } shm_spare_t;
 
 /* idle_ms: SHM_SPARE_IDLE_MS (tests use less). */
