@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "util/buf.h"
+
 /* Reads at least this large are made without the GIL. */
 #define PREADER_NOGIL (256 * 1024)
 /* readline reads the file in pieces of this size. */
@@ -30,6 +32,11 @@ static Py_ssize_t read_at(PReader *r, char *dst, size_t n)
     size_t got = 0;
     int err = 0;
     PyThreadState *ts = n >= PREADER_NOGIL ? PyEval_SaveThread() : NULL;
+    /* A large destination (the bytes object of a large argument) is fresh
+     * memory: backed at once, in huge pages where the system gives them, not
+     * a fault per 4 KiB page during the copy (whatever the process's malloc
+     * does: a worker forked from its caller has the caller's). */
+    buf_prefault(dst, n);
     while (got < n) {
         ssize_t k = pread(r->fd, dst + got, n - got, (off_t)(r->off + got));
         if (k < 0 && errno == EINTR)
