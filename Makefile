@@ -43,7 +43,8 @@ EXT_SUFFIX := $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_config
 PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
 CLIENT_SRC := python/bettong/_connerr.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c \
 	src/net/wire.c src/util/buf.c
-PYEXT_SRC := python/bettong/_bettong.c python/bettong/_hot.c src/pool/proto.c src/pool/shm.c $(CLIENT_SRC)
+PYEXT_SRC := python/bettong/_bettong.c python/bettong/_hot.c src/pool/proto.c src/pool/shm.c \
+	src/pool/shmspare.c $(CLIENT_SRC)
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
 STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))
@@ -56,7 +57,8 @@ WPROCEXT := python/bettong/_wproc$(or $(EXT_SUFFIX),.so)
 WPROCEXT_SRC := python/bettong/_wproc.c src/pool/wproc.c src/pool/wrun.c src/pool/wio.c \
 	src/pool/proto.c src/pool/subcall.c src/py/bridge.c src/util/log.c src/util/idmap.c \
 	src/util/hash.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c src/net/wire.c \
-	src/util/buf.c src/pool/shm.c src/pool/tmplfork.c src/util/sigreset.c src/py/hugealloc.c
+	src/util/buf.c src/pool/shm.c src/pool/tmplfork.c src/util/sigreset.c src/py/hugealloc.c \
+	src/pool/preader.c src/pool/shmspare.c
 WPROCEXT_OBJ = $(WPROCEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers $(OPT) -fPIC -fvisibility=hidden -Isrc -I$(PY_INCLUDE) \

@@ -19,6 +19,7 @@ Each round times, in an order that alternates between rounds:
 Prints medians and ranges. Usage:
 
   PYTHONPATH=python /usr/bin/python3 bench/bench_transfer.py [--mb 100] [--rounds 5]
+      [--kinds result,argument,made] [--paths shm,socket,Pool]
 """
 
 import argparse
@@ -94,17 +95,23 @@ def main():
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--kinds", default="result,argument,made")
+    ap.add_argument("--paths", default="shm,socket,Pool",
+                    help="which of shm, socket, Pool to time (shm alone: quick A/B runs "
+                    "of two trees, alternated by the caller)")
     args = ap.parse_args()
     n = args.mb * 1000 * 1000
     kinds = args.kinds.split(",")
     arg = b"z" * n
-    pool = multiprocessing.Pool(1)
-    ex_shm, ex_sock = executor(True), executor(False)
+    paths = args.paths.split(",")
+    pool = multiprocessing.Pool(1) if "Pool" in paths else None
+    ex_shm = executor(True) if "shm" in paths else None
+    ex_sock = executor(False) if "socket" in paths else None
     runners = {
         "shm": lambda f, a: ex_shm.call_async(f, a).result(),
         "socket": lambda f, a: ex_sock.call_async(f, a).result(),
         "Pool": lambda f, a: pool.apply_async(f, (a,)).get(),
     }
+    runners = {name: run for name, run in runners.items() if name in paths}
     # warm: every worker holds the blob, every path has run once
     for name, run in runners.items():
         run(held_blob, n)
@@ -122,9 +129,11 @@ def main():
             mbps = [args.mb / t for t in times[(kind, name)]]
             print("  %-9s %-7s %6.0f  [%.0f-%.0f]" % (kind, name, statistics.median(mbps),
                                                     min(mbps), max(mbps)))
-    ex_shm.close()
-    ex_sock.close()
-    pool.terminate()
+    for ex in (ex_shm, ex_sock):
+        if ex is not None:
+            ex.close()
+    if pool is not None:
+        pool.terminate()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@
  *                                        recv) and closes it once no thread uses it
  *   fileno(), closed, peer_id, workers, address
  *   shm_results, shm_calls: results received and calls sent as memfds so far
+ *   shm_spare: bytes of the memfd made ready for the next large call
+ *       (pool/shmspare.h: after a call of N bytes went as a memfd, a thread
+ *       of the connection allocates another of N bytes while it runs; freed
+ *       after SHM_SPARE_IDLE_MS unused and by close())
  *
  * And for futures.ChunkItem (the futures of a chunked map's items):
  * chunk_items(cls, chunk, n) makes a chunk's n items in one go, chunk_run(cls, fs,
@@ -88,6 +92,7 @@
 #include "net/sock.h"
 #include "pool/proto.h"
 #include "pool/shm.h"
+#include "pool/shmspare.h"
 #include "util/buf.h"
 
 /* Payloads from this size are written from the caller's buffer, not copied. */
@@ -142,6 +147,9 @@ typedef struct {
     int fds;
     shm_fdq_t fdq;
     uint64_t shm_results, shm_calls; /* payloads that came / went as memfds */
+    /* The next CALLS_FD's memfd, made ready while a call runs (pool/shmspare.h);
+     * stopped by close(), freed by dealloc. */
+    shm_spare_t spare;
     PyObject *address;
     /* The last worker_near seen, as a str (owned), so that results from the
      * same place share one object instead of decoding it each time. */
@@ -177,6 +185,7 @@ static void fd_leave(Conn *c)
 
 static void conn_shutdown(Conn *c)
 {
+    shm_spare_stop(&c->spare); /* (not another one made for a closed connection) */
     pthread_mutex_lock(&c->mu);
     if (!c->closed) {
         c->closed = 1;
@@ -837,6 +846,7 @@ static PyObject *Conn_new(PyTypeObject *type, PyObject *args, PyObject *kw)
         return NULL;
     c->fd = -1;
     shm_fdq_init(&c->fdq);
+    shm_spare_init(&c->spare, SHM_SPARE_IDLE_MS);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->send_mu, NULL);
     buf_init(&c->in);
@@ -855,6 +865,7 @@ static void Conn_dealloc(Conn *c)
         bconn_free(&c->bc);
     buf_free(&c->in);
     shm_fdq_close(&c->fdq);
+    shm_spare_close(&c->spare);
     Py_CLEAR(c->big);
     Py_CLEAR(c->near_str);
     Py_CLEAR(c->address);
@@ -946,7 +957,13 @@ static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t
     }
     int rc = 0, err = 0, made = 1;
     Py_BEGIN_ALLOW_THREADS
-    int mfd = shm_create(iov, (int)n, (size_t)size);
+    int mfd = shm_spare_take(&c->spare, (size_t)size);
+    if (mfd >= 0 && shm_fill(mfd, iov, (int)n) < 0) {
+        int e = errno;
+        close(mfd);
+        mfd = -1;
+        errno = e;
+    }
     if (mfd < 0) {
         made = 0;
         err = errno;
@@ -1375,6 +1392,15 @@ static PyObject *Conn_get_shm_calls(Conn *c, void *unused)
     return PyLong_FromUnsignedLongLong(c->shm_calls);
 }
 
+static PyObject *Conn_get_shm_spare(Conn *c, void *unused)
+{
+    size_t n;
+    Py_BEGIN_ALLOW_THREADS /* (its lock is held while a spare is closed) */
+    n = shm_spare_bytes(&c->spare);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromSize_t(n);
+}
+
 static PyObject *Conn_get_workers(Conn *c, void *unused)
 {
     return PyLong_FromUnsignedLong(c->workers);
@@ -1419,6 +1445,8 @@ static PyGetSetDef Conn_getset[] = {
      "results that came as shared memory (a memfd) so far", NULL},
     {"shm_calls", (getter)Conn_get_shm_calls, NULL,
      "calls whose arguments went as shared memory (a memfd) so far", NULL},
+    {"shm_spare", (getter)Conn_get_shm_spare, NULL,
+     "bytes of the memfd made ready for the next large call (0: none)", NULL},
     {"address", (getter)Conn_get_address, NULL, "the pool's address", NULL},
     {NULL},
 };

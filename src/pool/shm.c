@@ -49,14 +49,24 @@ static int write_all(int fd, const struct iovec *iov, int n)
     return 0;
 }
 
+int shm_fill(int fd, const struct iovec *iov, int n)
+{
+    errno = 0;
+    if (write_all(fd, iov, n) < 0 || fcntl(fd, F_ADD_SEALS, SHM_SEALS | F_SEAL_SEAL) < 0) {
+        if (!errno)
+            errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
 int shm_create(const struct iovec *iov, int n, size_t total)
 {
     int fd = memfd_create("bettong-payload", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -1;
     /* The size first: the writes then fill pages without growing the file. */
-    if (ftruncate(fd, (off_t)total) < 0 || write_all(fd, iov, n) < 0 ||
-        fcntl(fd, F_ADD_SEALS, SHM_SEALS | F_SEAL_SEAL) < 0) {
+    if (ftruncate(fd, (off_t)total) < 0 || shm_fill(fd, iov, n) < 0) {
         int e = errno ? errno : EIO;
         close(fd);
         errno = e;

@@ -36,6 +36,10 @@
 /* A sealed memfd holding the iovecs' bytes, one after the other (total of
  * them). Returns the descriptor (close-on-exec) or -1 with errno set. */
 int shm_create(const struct iovec *iov, int n, size_t total);
+/* The same into fd, a memfd of exactly `total` bytes not sealed yet (from
+ * pool/shmspare.h): writes the iovecs and seals it. Returns 0, or -1 with
+ * errno (fd is still the caller's either way). */
+int shm_fill(int fd, const struct iovec *iov, int n);
 /* Whether fd is a payload this module made: a regular file of exactly `size`
  * bytes sealed against writes, shrinking and growing. Returns 0, or -1 with
  * the reason in why. */

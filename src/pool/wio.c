@@ -20,6 +20,7 @@
 #include "net/sock.h"
 #include "pool/proto.h"
 #include "pool/shm.h"
+#include "pool/shmspare.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -65,6 +66,8 @@ static struct {
     buf_t early;      /* read during the handshake: what came after WELCOME */
     int fds;          /* large payloads go as memfds (the pool's WELCOME said so) */
     shm_fdq_t fdq;    /* descriptors received ahead of their frames (reader's) */
+    shm_spare_t spare; /* the next DONE_FD's memfd, made ready (pool/shmspare.h;
+                          freed with the process) */
 } io = {
     .conn = {.fd = -1},
     .in_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -229,9 +232,10 @@ static void die_bad_frame(const char *what, unsigned type)
     _exit(WORKER_EXIT_ERROR);
 }
 
-/* A TASK_FD's arguments: the oldest descriptor received, checked and mapped
- * (read-only, its pages mapped at once); the unpickler reads them there. */
-static void map_task_payload(wmsg_t *m, uint64_t size)
+/* A TASK_FD's arguments: the oldest descriptor received, checked (size and
+ * seals) and kept for the unpickler, which reads it with pread (pool/preader.h:
+ * no mapping, whose fresh 4 KiB page-table entries cost more than the copy). */
+static void take_task_payload(wmsg_t *m, uint64_t size)
 {
     char why[160];
     int fd = shm_fdq_pop(&io.fdq);
@@ -242,14 +246,8 @@ static void map_task_payload(wmsg_t *m, uint64_t size)
                   size > PROTO_MAX_FRAME ? "too large" : why);
         _exit(WORKER_EXIT_ERROR);
     }
-    m->map = shm_map(fd, (size_t)size);
-    close(fd);
-    if (!m->map) {
-        log_error("cannot map the arguments of a task (%llu bytes): exiting",
-                  (unsigned long long)size);
-        _exit(WORKER_EXIT_ERROR);
-    }
-    m->payload = m->map;
+    m->fd = fd;
+    m->payload = NULL;
     m->len = (size_t)size;
 }
 
@@ -280,7 +278,7 @@ static void parse_msg(wmsg_t *m, size_t len)
             die_bad_frame("descriptors do not travel on this connection", m->type);
         m->id = proto_u64(&r);
         m->gid = proto_u64(&r);
-        map_task_payload(m, proto_u64(&r));
+        take_task_payload(m, proto_u64(&r));
         m->type = MSG_TASK;
         break;
     default:
@@ -298,6 +296,7 @@ static wmsg_t *msg_alloc(size_t len)
         _exit(WORKER_EXIT_ERROR);
     }
     memset(m, 0, sizeof *m);
+    m->fd = -1;
     return m;
 }
 
@@ -442,8 +441,8 @@ wmsg_t *wio_take(int wait)
 
 void wio_msg_free(wmsg_t *m)
 {
-    if (m && m->map)
-        munmap(m->map, m->len);
+    if (m && m->fd >= 0)
+        close(m->fd);
     free(m);
 }
 
@@ -626,7 +625,13 @@ static void write_shm(oseg_t *s)
     shm_done_t *d = s->shm;
     struct iovec iov[3] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
     size_t total = d->hlen + s->n + d->tlen;
-    int fd = shm_create(iov, 3, total);
+    int fd = shm_spare_take(&io.spare, total);
+    if (fd >= 0 && shm_fill(fd, iov, 3) < 0) {
+        int e = errno;
+        close(fd);
+        fd = -1;
+        errno = e;
+    }
     buf_t b;
     buf_init(&b);
     proto_wr_t w;
@@ -729,6 +734,7 @@ int wio_start(char *err, size_t errlen)
         int size = WIO_UNIX_SNDBUF;
         (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
+    shm_spare_init(&io.spare, SHM_SPARE_IDLE_MS);
     pthread_t t;
     pthread_attr_t attr;
     pthread_attr_init(&attr);

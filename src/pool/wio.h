@@ -37,8 +37,9 @@ typedef struct wmsg {
     uint64_t gid;        /* TASK: func_gid */
     const uint8_t *payload;
     size_t len;
-    void *map;           /* TASK_FD: the payload's mapping (pool/shm.h), unmapped by
-                            wio_msg_free */
+    int fd;              /* TASK_FD: the payload's memfd (pool/shm.h), checked, to
+                            read with pread (payload NULL, len its size); closed
+                            by wio_msg_free. -1 otherwise */
     uint8_t body[];      /* the frame body the fields point into */
 } wmsg_t;
 

@@ -85,7 +85,7 @@ static void run_task(wmsg_t *m)
     wrun_out_t out;
     wrun_call_t call;
     uint64_t task_id = m->id;
-    int ok = wrun_prepare(m->gid, m->payload, m->len, &call, &out) == 0;
+    int ok = wrun_prepare(m->gid, m->payload, m->len, m->fd, &call, &out) == 0;
     wio_msg_free(m);
     if (ok) {
         sub_task = task_id;

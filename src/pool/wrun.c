@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "util/idmap.h"
+#include "pool/preader.h"
 #include "pool/proto.h"
 #include "py/bridge.h"
 #include "util/log.h"
@@ -17,7 +18,7 @@ typedef struct {
     char *error;
 } fentry_t;
 
-static PyObject *pickle_loads, *pickle_dumps, *cloudpickle_dumps, *format_exception;
+static PyObject *pickle_loads, *pickle_load, *pickle_dumps, *cloudpickle_dumps, *format_exception;
 static PyObject *protocol5;
 static idmap_t funcs; /* gid -> fentry_t */
 
@@ -107,7 +108,8 @@ int wrun_init(char *err, size_t errlen)
         free(why);
     }
     pickle_loads = import_attr("pickle", "loads");
-    pickle_dumps = pickle_loads ? import_attr("pickle", "dumps") : NULL;
+    pickle_load = pickle_loads ? import_attr("pickle", "load") : NULL;
+    pickle_dumps = pickle_load ? import_attr("pickle", "dumps") : NULL;
     format_exception = pickle_dumps ? import_attr("traceback", "format_exception") : NULL;
     protocol5 = PyLong_FromLong(5);
     if (!format_exception || !protocol5) {
@@ -294,6 +296,21 @@ static void raised(wrun_out_t *out)
     Py_XDECREF(tb);
 }
 
+/* Unpickle bytes [0, n) of the memfd fd (pool/preader.h): a large bytes
+ * object in them is read straight into the bytes object made for it. */
+static PyObject *load_from_fd(int fd, size_t n)
+{
+    PyObject *reader = preader_new(fd, n);
+    if (!reader)
+        return NULL;
+    PyObject *obj = py_call1(pickle_load, reader);
+    /* fd is closed after this call: a reader that escaped must not read
+     * whatever file gets its number next. */
+    preader_detach(reader);
+    Py_DECREF(reader);
+    return obj;
+}
+
 /* ------------------------------------------------------------ tasks */
 
 static void error_out(wrun_out_t *out, char *text)
@@ -303,10 +320,10 @@ static void error_out(wrun_out_t *out, char *text)
 }
 
 /* args, kwargs from the task's payload, or an error in out. */
-static int unpack_args(const uint8_t *p, size_t n, PyObject **args, PyObject **kwargs,
+static int unpack_args(const uint8_t *p, size_t n, int fd, PyObject **args, PyObject **kwargs,
                        wrun_out_t *out)
 {
-    PyObject *pair = loads_in_place(p, n);
+    PyObject *pair = fd >= 0 ? load_from_fd(fd, n) : loads_in_place(p, n);
     if (!pair) {
         char *tb = py_take_traceback();
         error_out(out, text_printf("the call's arguments could not be unpickled in the worker "
@@ -374,7 +391,8 @@ static void result_out(PyObject *res, wrun_out_t *out)
     free(why);
 }
 
-int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, wrun_call_t *call, wrun_out_t *out)
+int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, int fd, wrun_call_t *call,
+                 wrun_out_t *out)
 {
     memset(out, 0, sizeof *out);
     memset(call, 0, sizeof *call);
@@ -385,7 +403,7 @@ int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, wrun_call_t *call, wr
                                    (unsigned long long)gid));
     else if (e->error)
         error_out(out, text_printf("%s", e->error));
-    else if (unpack_args(p, n, &call->args, &call->kwargs, out) == 0)
+    else if (unpack_args(p, n, fd, &call->args, &call->kwargs, out) == 0)
         call->fn = Py_NewRef(e->fn);
     if (!call->fn) {
         out->finished_us = proto_now_us();

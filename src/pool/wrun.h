@@ -47,10 +47,13 @@ typedef struct {
     PyObject *fn, *args, *kwargs; /* owned */
 } wrun_call_t;
 
-/* Step 1: find the function and unpickle the arguments. Returns 0, or -1 with
- * out filled in (CALL_ERROR). Either way the payload is not needed any more, so
- * a large one can be freed before the call runs. */
-int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, wrun_call_t *call, wrun_out_t *out);
+/* Step 1: find the function and unpickle the arguments: the n bytes at p, or,
+ * when fd >= 0, bytes [0, n) of that memfd (read with pread, pool/preader.h;
+ * fd stays the caller's). Returns 0, or -1 with out filled in (CALL_ERROR).
+ * Either way the payload is not needed any more, so a large one can be freed
+ * before the call runs. */
+int wrun_prepare(uint64_t gid, const uint8_t *p, size_t n, int fd, wrun_call_t *call,
+                 wrun_out_t *out);
 /* Step 2: run the call and pickle its outcome into out (bytes or text set). */
 void wrun_run(wrun_call_t *call, wrun_out_t *out);
 /* Put the payload of out in (*data, *len) (between out->head and out->tail). */

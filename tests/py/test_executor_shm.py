@@ -21,7 +21,7 @@ import time
 import cloudpickle
 import pytest
 
-from conftest import BIN, auth_handshake, closed_by_peer, pool_identity
+from conftest import BIN, auth_handshake, closed_by_peer, pool_identity, wait_until
 from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, LineReader, TcpPool,
                               descendants, kill_group, sub_env)
 
@@ -40,6 +40,10 @@ def data_of(seed, n=SIZE):
 
 def make_result(seed):
     return data_of(seed)
+
+
+def make_result_of(seed, n):
+    return data_of(seed, n)
 
 
 def digest(b):
@@ -67,8 +71,21 @@ def die_holding_argument(b):
     os._exit(9)
 
 
+def payload_fds(pid="self"):
+    """The large-payload memfds pid holds."""
+    n = 0
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try:
+            n += os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith("/memfd:bettong-payload")
+        except OSError:
+            pass  # closed meanwhile
+    return n
+
+
 def fd_count(pid="self"):
-    return len(os.listdir("/proc/%s/fd" % pid))
+    """pid's descriptors other than payload memfds: a client or a worker may
+    hold one of those, made ready for its next large payload (pool/shmspare.h)."""
+    return len(os.listdir("/proc/%s/fd" % pid)) - payload_fds(pid)
 
 
 def worker_pids(ex):
@@ -165,15 +182,70 @@ def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
         assert ex.call_async(digest, big).result(timeout=T) == want
         conn = ex._client.conn
         assert conn.shm_calls == 1
+        # the memfd of the next call is made ready meanwhile (pool/shmspare.h)
+        wait_until(lambda: conn.shm_spare >= SIZE, 10, "a spare memfd")
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
-            # no descriptor left for a memfd until the (small) result is in
+            # no descriptor left for a memfd until the (small) results are in:
+            # the spare made before serves one call, the next has none
             resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
-            got = ex.call_async(digest, big).result(timeout=T)
+            got = [ex.call_async(digest, big).result(timeout=T) for _ in range(2)]
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-        assert got == want
-        assert conn.shm_calls == 1
+        assert got == [want, want]
+        assert conn.shm_calls == 2
+
+
+def parts(big):
+    """An argument of several large parts: what the worker reads from the
+    memfd piece by piece (pool/preader.h) and must put back in order."""
+    return {"b": big, "ba": bytearray(big[:1500000]), "s": "\u00e9" * 700000,
+            "l": [big[:100], 7, None, big[-1200000:]], "t": (1.5, b"small")}
+
+
+def describe(x):
+    return {k: (type(v).__name__, hashlib.sha256(repr(v).encode()).hexdigest())
+            for k, v in x.items()}
+
+
+def test_arguments_of_many_parts_arrive_whole():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        arg = parts(data_of(11))
+        assert ex.call_async(describe, (arg,)).result(timeout=T) == describe(arg)
+        assert ex.call_async(echo, (arg,)).result(timeout=T) == arg
+        assert ex._client.conn.shm_calls == 2
+
+
+def test_many_large_calls_of_changing_sizes():
+    """Each memfd (a new one or the spare made ready while the previous call
+    ran, larger or smaller than this payload) holds this call's bytes only."""
+    sizes = [SIZE, SIZE // 2, SIZE * 2, SIZE * 2, 1100000, SIZE]
+    with bettong.FunctionExecutor(workers=1) as ex:
+        for i, n in enumerate(sizes):
+            big = data_of(20 + i, n)
+            assert ex.call_async(digest, big).result(timeout=T) == (
+                hashlib.sha256(big).hexdigest(), n, "bytes")
+            assert ex.call_async(make_result_of, (40 + i, n)).result(timeout=T) == data_of(40 + i, n)
+        # in flight together: each call has its own memfd
+        bigs = [data_of(60 + i, n) for i, n in enumerate(sizes)]
+        fs = [ex.call_async(echo, b) for b in bigs]
+        assert [f.result(timeout=T) for f in fs] == bigs
+        conn = ex._client.conn
+        assert conn.shm_calls == 2 * len(sizes)
+        assert conn.shm_results == 2 * len(sizes)
+
+
+def test_spare_memfd_is_freed_by_close():
+    ex = bettong.FunctionExecutor(workers=1)
+    try:
+        assert ex.call_async(digest, data_of(12)).result(timeout=T)[1] == SIZE
+        conn = ex._client.conn
+        wait_until(lambda: conn.shm_spare >= SIZE, 10, "a spare memfd")
+        assert payload_fds() == 1
+    finally:
+        ex.close()
+    assert conn.shm_spare == 0
+    assert payload_fds() == 0
 
 
 # ------------------------------------------------------------------ no leaks
@@ -206,6 +278,9 @@ def test_descriptors_are_released():
         after = wait_fd_counts(before)
         assert all(after[p] <= before[p] for p in pids), (before, after)
         assert ex._client.conn.shm_results >= 13
+        # memfds: the pool holds none; the client and the worker at most their spare
+        assert payload_fds(pids[1]) == 0
+        assert [payload_fds(pid) <= 1 for pid in pids] == [True] * len(pids)
 
 
 def test_worker_dying_mid_transfer_fails_that_call_only():
