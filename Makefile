@@ -118,7 +118,7 @@ $(WPROCEXT): $(WPROCEXT_OBJ)
 		s = u.spec_from_file_location("bettong._wproc", sys.argv[1]); \
 		s.loader.exec_module(u.module_from_spec(s))' $@ || { rm -f $@; exit 1; }
 
-$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS)
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libbettong.a $(HEADERS) $(wildcard tests/c/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_BASE) -o $@ $< $(BUILD)/libbettong.a $(LDLIBS_BASE) -lcmocka
 

@@ -18,18 +18,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fdcount.h"
 #include "pool/shm.h"
 
-static int open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 static void test_create_holds_the_bytes(void **state)
 {

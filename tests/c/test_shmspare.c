@@ -17,21 +17,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdcount.h"
 #include "pool/shm.h"
 #include "pool/shmspare.h"
 
 #define MB (1024 * 1024)
 
-static int open_fds(void)
-{
-    int n = 0;
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
 
 static long long file_size(int fd)
 {
