@@ -60,13 +60,28 @@ int shm_fill(int fd, const struct iovec *iov, int n)
     return 0;
 }
 
-int shm_create(const struct iovec *iov, int n, size_t total)
+int shm_new(size_t size, int prealloc)
 {
     int fd = memfd_create("bettong-payload", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return -1;
+    int rc = prealloc ? fallocate(fd, 0, 0, (off_t)size) : ftruncate(fd, (off_t)size);
+    if (rc < 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    return fd;
+}
+
+int shm_create(const struct iovec *iov, int n, size_t total)
+{
     /* The size first: the writes then fill pages without growing the file. */
-    if (ftruncate(fd, (off_t)total) < 0 || shm_fill(fd, iov, n) < 0) {
+    int fd = shm_new(total, 0);
+    if (fd < 0)
+        return -1;
+    if (shm_fill(fd, iov, n) < 0) {
         int e = errno ? errno : EIO;
         close(fd);
         errno = e;

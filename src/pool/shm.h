@@ -33,6 +33,10 @@
  * process that would send: to compare with the socket path. */
 #define SHM_ENV_OFF "BETTONG_NO_SHM"
 
+/* A new memfd of size bytes (close-on-exec, sealable, not yet sealed), its
+ * pages allocated now with prealloc (fallocate) or as written. Returns the
+ * descriptor or -1 with errno set. */
+int shm_new(size_t size, int prealloc);
 /* A sealed memfd holding the iovecs' bytes, one after the other (total of
  * them). Returns the descriptor (close-on-exec) or -1 with errno set. */
 int shm_create(const struct iovec *iov, int n, size_t total);

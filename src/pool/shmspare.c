@@ -1,10 +1,10 @@
 #include "pool/shmspare.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "pool/shm.h"
 
 void shm_spare_init(shm_spare_t *s, long idle_ms)
 {
@@ -22,21 +22,6 @@ void shm_spare_init(shm_spare_t *s, long idle_ms)
 
 /* A new memfd (sealable, close-on-exec) of size bytes, its pages allocated
  * when prealloc. -1 with errno on failure. */
-static int new_memfd(size_t size, int prealloc)
-{
-    int fd = memfd_create("bettong-payload", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return -1;
-    int rc = prealloc ? fallocate(fd, 0, 0, (off_t)size) : ftruncate(fd, (off_t)size);
-    if (rc < 0) {
-        int e = errno;
-        close(fd);
-        errno = e;
-        return -1;
-    }
-    return fd;
-}
-
 static void deadline_in(struct timespec *ts, long ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ts);
@@ -69,7 +54,7 @@ static void *spare_main(void *arg)
             size_t size = s->want;
             s->want = 0;
             pthread_mutex_unlock(&s->mu);
-            int fd = new_memfd(size, 1); /* (no room: no spare, the sender makes its own) */
+            int fd = shm_new(size, 1); /* (no room: no spare, the sender makes its own) */
             pthread_mutex_lock(&s->mu);
             if (fd >= 0 && (s->closing || s->fd >= 0)) {
                 close(fd);
@@ -136,7 +121,7 @@ int shm_spare_take(shm_spare_t *s, size_t total)
         close(fd);
         fd = -1;
     }
-    return fd >= 0 ? fd : new_memfd(total, 0);
+    return fd >= 0 ? fd : shm_new(total, 0);
 }
 
 void shm_spare_stop(shm_spare_t *s)

@@ -378,8 +378,8 @@ typedef struct {
 } forked_t;
 
 /* The process's command line area, from /proc/self/stat's arg_start and
- * arg_end (fields 48 and 49), and a copy of what it holds. */
-static void find_cmdline(forked_t *f)
+ * arg_end (fields 48 and 49), and with copy, a copy of what it holds. */
+static void find_cmdline(forked_t *f, int copy)
 {
     FILE *st = fopen("/proc/self/stat", "r");
     char line[2048];
@@ -395,6 +395,8 @@ static void find_cmdline(forked_t *f)
         return;
     f->cmd = (char *)(uintptr_t)start;
     f->cmd_len = (size_t)(end - start);
+    if (!copy)
+        return;
     f->orig = malloc(f->cmd_len);
     if (f->orig)
         memcpy(f->orig, f->cmd, f->cmd_len);
@@ -481,9 +483,7 @@ int wproc_template_forked(int fd, const char *connect, const char *log_level)
 {
     log_set_role("worker template");
     forked_t f = {.connect = strdup(connect), .secret = strdup("")};
-    find_cmdline(&f);
-    free(f.orig);
-    f.orig = NULL;
+    find_cmdline(&f, 0); /* the caller's: what it shows is made up below */
     cmdline_of_template(&f, log_level);
     /* The caller's glibc has no malloc.hugetlb tunable (spawn.c gives it to
      * exec'd workers unless GLIBC_TUNABLES is set): the same for Python's
@@ -494,10 +494,8 @@ int wproc_template_forked(int fd, const char *connect, const char *log_level)
     int rc = WORKER_EXIT_ERROR;
     if (!f.connect || !f.secret)
         log_error("out of memory");
-    else if ((rc = prepare_python(NULL, 0)) == 0) {
-        auth_warm();
-        rc = tmpl_serve(fd, run_forked, &f);
-    }
+    else if ((rc = prepare_python(NULL, 0)) == 0)
+        rc = tmpl_serve(fd, run_forked, &f); /* (OpenSSL set up by the caller: start_pool) */
     free(f.secret);
     free(f.connect);
     free(f.orig);
@@ -508,7 +506,7 @@ int wproc_template(const wproc_args_t *a, int embedded)
 {
     log_set_role("worker template");
     forked_t f = {.connect = strdup(a->connect), .secret = secret_for_handshake(embedded)};
-    find_cmdline(&f);
+    find_cmdline(&f, 1);
     int rc = WORKER_EXIT_ERROR;
     if (!f.connect || !f.secret)
         log_error("out of memory");

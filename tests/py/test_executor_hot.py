@@ -7,14 +7,15 @@ classes as arguments."""
 
 import gc
 import json
+import os
 import sys
 import threading
-import time
 import weakref
 
 import cloudpickle
 import pytest
 
+from conftest import wait_until
 from executor_helpers import RESULT_TIMEOUT, run_script
 
 import bettong  # noqa: E402  (executor_helpers puts python/ on sys.path)
@@ -38,9 +39,24 @@ def boom(x):
     raise ValueError("boom %s" % x)
 
 
-def sleep_ret(x):
-    time.sleep(x)
-    return x
+def gated(gate):
+    """A function that returns x once the FIFO gate is opened for writing and
+    closed (open_gate): a call that holds its worker until the test says."""
+    def ret_when_open(x):
+        with open(gate) as f:
+            f.read()
+        return x
+    return ret_when_open
+
+
+def open_gate(gate):
+    """Once a call waits at gate (it has the FIFO open for reading), let it go."""
+    def writer():
+        try:
+            return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # ENXIO: no reader yet
+            return None
+    os.close(wait_until(writer, T, "the call to wait at its gate"))
 
 
 @pytest.fixture
@@ -96,13 +112,17 @@ def test_hot_call_that_raises(ex):
     assert isinstance(fs[0].exception(timeout=T), ValueError)
 
 
-def test_hot_call_cancelled_before_it_runs():
+def test_hot_call_cancelled_before_it_runs(tmp_path):
+    gate = str(tmp_path / "gate")
+    os.mkfifo(gate)
+    held = gated(gate)
     e = bettong.FunctionExecutor(workers=1)
     try:
-        first = e.call_async(sleep_ret, 1.0)
-        queued = e.call_async(sleep_ret, 1.5)  # the prepared path; waits for the worker
+        first = e.call_async(held, 1.0)
+        queued = e.call_async(held, 1.5)  # the prepared path; waits for the worker
         assert e._hot is not None
         assert queued.cancel() and queued.cancelled()
+        open_gate(gate)
         assert first.result(timeout=T) == 1.0
         with pytest.raises(bettong.CancelledError):
             queued.result(timeout=T)
