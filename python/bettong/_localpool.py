@@ -7,13 +7,11 @@ the standard library's light modules here.
 """
 
 import os
-import re
 import select
-import subprocess
 import sys
 import time
 
-_LISTENING = re.compile(r"bettong pool: listening on (\S+)")
+_LISTENING = b"bettong pool: listening on "
 _START_TIMEOUT = float(os.environ.get("BETTONG_POOL_START_TIMEOUT", "60"))
 
 
@@ -148,13 +146,6 @@ class _ForkedPool:
         """The pool started, or None when this process cannot fork one (it has
         more threads than one: exec then)."""
         from . import _wproc
-        try:
-            # Before the fork: the template has it then (its workers load
-            # every function with it), and so do we for our first call,
-            # imported once on the way of both instead of twice side by side.
-            import cloudpickle  # noqa: F401
-        except ImportError:
-            pass
         for stream in (sys.stdout, sys.stderr):  # nothing written twice
             try:
                 stream.flush()
@@ -189,6 +180,7 @@ class _ForkedPool:
         finally:
             os.close(fd)
         if self.poll() is None:
+            import subprocess
             raise subprocess.TimeoutExpired(self.pid, timeout)
         return self.returncode
 
@@ -241,6 +233,7 @@ class LocalPool:
             if workers and _forks_template(secret):
                 self.proc = _ForkedPool.start(cmd, env, "unix:" + sock, log_level)
             if self.proc is None:
+                import subprocess
                 self.proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
                     close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
@@ -274,9 +267,12 @@ class LocalPool:
                 if not chunk:
                     break
                 data += chunk
-        line = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-        m = _LISTENING.search(line)
-        if not m:
+        line = data.split(b"\n", 1)[0]
+        at = line.find(_LISTENING)
+        address = line[at + len(_LISTENING):].split()[:1] if at >= 0 else None
+        if not address:
+            import subprocess
+            line = line.decode("utf-8", "replace")
             try:
                 rc = self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -285,13 +281,14 @@ class LocalPool:
             raise _pool_error(f"bettong pool {what} instead of listening "
                                    "(its messages are above)")
         out.close()  # the pool prints nothing more
-        return m.group(1)
+        return address[0].decode("utf-8", "surrogateescape")
 
     def stop(self, timeout=5.0):
         """After our connection closed the pool exits by itself; wait for it, then
         make sure, and remove the socket's directory."""
         proc = self.proc if hasattr(self, "proc") else None
         if proc is not None:
+            import subprocess
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
