@@ -103,6 +103,22 @@ def _forks_template(secret):
     return hasattr(_wproc, "start_pool")
 
 
+def _huge_pages():
+    """Large blocks (32 MiB and more) of this process in transparent huge pages,
+    as in the pool's workers (bettong._wproc.huge_pages), unless GLIBC_TUNABLES
+    says how this process's malloc is to behave: large arguments and results
+    travel through a local pool's shared memory, and on a VM the 4 KiB page
+    faults of filling and first reading a 100 MB bytes take most of its time."""
+    if os.environ.get("GLIBC_TUNABLES"):
+        return
+    try:
+        from . import _wproc
+    except ImportError:  # another interpreter than the build's
+        return
+    if hasattr(_wproc, "huge_pages"):
+        _wproc.huge_pages()
+
+
 def _in_template():
     """Run in the worker template forked from this process, before it serves:
     what an exec'd worker would have. Signals handled by Python code go back to
@@ -225,6 +241,7 @@ class LocalPool:
             env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
         else:
             env.pop("BETTONG_SECRET", None)
+        _huge_pages()
         log_level = os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")
         cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
                "--log-level", log_level]

@@ -34,6 +34,7 @@
 #include "pool/tmpl.h"
 #include "pool/wio.h"
 #include "pool/wproc.h"
+#include "py/hugealloc.h"
 #include "util/log.h"
 #include "util/sigreset.h"
 
@@ -302,7 +303,22 @@ done:
     return ret;
 }
 
+/* huge_pages(): Python's large blocks in transparent huge pages from now on
+ * in this process (py/hugealloc.h), as in the pool's workers: a caller's
+ * 100 MB argument or result is then made, and first read, 512 times fewer
+ * pages at a time. A template forked after it has it already. */
+static PyObject *wproc_huge_pages(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    hugealloc_install();
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
+    {"huge_pages", wproc_huge_pages, METH_NOARGS,
+     "huge_pages(): Python's blocks of 32 MiB and more in transparent huge pages\n"
+     "from now on in this process (madvise(MADV_HUGEPAGE) before first use)."},
     {"main", wproc_main, METH_O,
      "main(args): run this process as a pool's worker (returns only if it cannot start)."},
     {"start_pool", wproc_start_pool, METH_VARARGS,

@@ -208,6 +208,34 @@ with bettong.FunctionExecutor(workers=1) as ex:
     assert got["huge_kb"] >= 2048, got
 
 
+CALLER_HUGE = r'''
+def huge_kb_of(n):
+    def total():
+        with open("/proc/self/smaps_rollup") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+    before = total()
+    b = bytearray(n)
+    b[::4096] = b"\1" * len(range(0, n, 4096))
+    return total() - before
+with bettong.FunctionExecutor(workers=1) as ex:
+    ex.call_async(len, b"").result(timeout=60)
+    report(ex, {"huge_kb": huge_kb_of(64 << 20)})
+'''
+
+
+@pytest.mark.skipif(_thp_mode() != "madvise", reason="needs transparent huge pages on madvise")
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_the_callers_large_blocks_get_huge_pages_once_it_has_a_local_pool(start):
+    """The caller's own large blocks too (a 100 MB argument made, a result read
+    into a fresh bytes): huge pages from its first local pool on, however its
+    workers start, unless GLIBC_TUNABLES tells its malloc what to do."""
+    got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "", "BETTONG_WORKER_START": start})
+    assert got["huge_kb"] >= 32 << 10, got
+    got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "glibc.malloc.check=0",
+                                       "BETTONG_WORKER_START": start})
+    assert got["huge_kb"] == 0, got
+
+
 def test_a_pool_given_no_template_execs_its_workers(tmp_path):
     """--template-pid names a process that is not its child, fd 3 is no
     socket: the pool says so and execs its workers."""
