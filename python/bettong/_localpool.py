@@ -103,20 +103,20 @@ def _forks_template(secret):
     return hasattr(_wproc, "start_pool")
 
 
-def _huge_pages():
-    """Large blocks (32 MiB and more) of this process in transparent huge pages,
-    as in the pool's workers (bettong._wproc.huge_pages), unless GLIBC_TUNABLES
-    says how this process's malloc is to behave: large arguments and results
-    travel through a local pool's shared memory, and on a VM the 4 KiB page
-    faults of filling and first reading a 100 MB bytes take most of its time."""
-    if os.environ.get("GLIBC_TUNABLES"):
-        return
+def _tune_memory():
+    """This process's Python memory as in the pool's workers
+    (bettong._wproc.tune_memory): small-object arenas populated when made, and
+    large blocks (32 MiB and more) in transparent huge pages unless
+    GLIBC_TUNABLES says how this process's malloc is to behave. On a VM every
+    page fault is also the hypervisor's: they are most of the time of making
+    20,000 futures, or of filling and first reading a 100 MB bytes (a local
+    pool's large arguments and results travel through shared memory)."""
     try:
         from . import _wproc
     except ImportError:  # another interpreter than the build's
         return
-    if hasattr(_wproc, "huge_pages"):
-        _wproc.huge_pages()
+    if hasattr(_wproc, "tune_memory"):
+        _wproc.tune_memory(not os.environ.get("GLIBC_TUNABLES"))
 
 
 def _in_template():
@@ -241,7 +241,7 @@ class LocalPool:
             env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
         else:
             env.pop("BETTONG_SECRET", None)
-        _huge_pages()
+        _tune_memory()
         log_level = os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")
         cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
                "--log-level", log_level]

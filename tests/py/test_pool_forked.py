@@ -209,6 +209,14 @@ with bettong.FunctionExecutor(workers=1) as ex:
 
 
 CALLER_HUGE = r'''
+import ctypes
+class ArenaAllocator(ctypes.Structure):
+    _fields_ = [("ctx", ctypes.c_void_p), ("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p)]
+def arena_alloc():
+    a = ArenaAllocator()
+    ctypes.pythonapi.PyObject_GetArenaAllocator(ctypes.byref(a))
+    return a.alloc
+plain_arenas = arena_alloc()
 def huge_kb_of(n):
     def total():
         with open("/proc/self/smaps_rollup") as f:
@@ -219,21 +227,24 @@ def huge_kb_of(n):
     return total() - before
 with bettong.FunctionExecutor(workers=1) as ex:
     ex.call_async(len, b"").result(timeout=60)
-    report(ex, {"huge_kb": huge_kb_of(64 << 20)})
+    report(ex, {"huge_kb": huge_kb_of(64 << 20), "arenas_wrapped": arena_alloc() != plain_arenas})
 '''
 
 
 @pytest.mark.skipif(_thp_mode() != "madvise", reason="needs transparent huge pages on madvise")
 @pytest.mark.parametrize("start", ["fork", "exec"])
-def test_the_callers_large_blocks_get_huge_pages_once_it_has_a_local_pool(start):
+def test_the_callers_memory_is_tuned_once_it_has_a_local_pool(start):
     """The caller's own large blocks too (a 100 MB argument made, a result read
     into a fresh bytes): huge pages from its first local pool on, however its
-    workers start, unless GLIBC_TUNABLES tells its malloc what to do."""
+    workers start, unless GLIBC_TUNABLES tells its malloc what to do; and its
+    small-object arenas populated when made."""
     got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "", "BETTONG_WORKER_START": start})
     assert got["huge_kb"] >= 32 << 10, got
+    assert got["arenas_wrapped"] is True  # (src/py/arenas.h: whatever GLIBC_TUNABLES says)
     got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "glibc.malloc.check=0",
                                        "BETTONG_WORKER_START": start})
     assert got["huge_kb"] == 0, got
+    assert got["arenas_wrapped"] is True
 
 
 def test_a_pool_given_no_template_execs_its_workers(tmp_path):
