@@ -1,18 +1,33 @@
 """Serialization of functions and call arguments.
 
-Functions go with cloudpickle (lambdas, closures, functions of __main__ travel by
-value). Arguments go with plain pickle (protocol 5, fast, in C) unless that fails or
-the pickle names __main__ (a class or function of the caller's script, which a
-worker's __main__ does not have): then with cloudpickle, which sends those by value.
+Functions go with the standard pickler when that gives what cloudpickle would
+(see dumps_function): a function a worker can import by name, or a "plain"
+function sent by value (no closure; what it captures pickles without naming
+__main__), rebuilt on the worker by bettong._fn. Any other goes with
+cloudpickle (lambdas, closures, functions of __main__ using other functions or
+classes of __main__ travel by value). Arguments go with plain pickle (protocol
+5, fast, in C) unless that fails or the pickle names __main__ (a class or
+function of the caller's script, which a worker's __main__ does not have):
+then with cloudpickle, which sends those by value.
+
+Cheap to import (it is on the way to an executor's first result): cloudpickle,
+reprlib and the opcode tables are imported when first needed.
 """
 
-import dis
-import hashlib
-import pickle
-import reprlib
+import marshal
 import sys
 import types
-import weakref
+
+from . import _fn
+
+try:
+    from _pickle import dumps as _dumps, loads as _loads
+except ImportError:  # an interpreter without the C pickler
+    from pickle import dumps as _dumps, loads as _loads
+try:
+    from _blake2 import blake2b as _blake2b  # what hashlib.blake2b is
+except ImportError:
+    from hashlib import blake2b as _blake2b
 
 
 class _Cloudpickle:
@@ -34,14 +49,18 @@ def cloudpickle_dumps(obj):
     return cloudpickle.dumps(obj, 5)
 
 _MAIN = b"__main__"
-_dumps = pickle.dumps
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 80
+_short = None
 
 
 def short_repr(obj):
+    global _short
     try:
+        if _short is None:
+            import reprlib
+            r = reprlib.Repr()
+            r.maxstring = 60
+            r.maxother = 80
+            _short = r
         return _short.repr(obj)
     except Exception:
         return f"<{type(obj).__name__} object>"
@@ -69,7 +88,7 @@ def _bytes_arg_tail():
     tail = None
     for n in (BIG_BYTES_ARG, 3 * BIG_BYTES_ARG + 7):
         data = b"\0" * n
-        p = pickle.dumps(((data,), {}), 5)
+        p = _dumps(((data,), {}), 5)
         head = b"\x80\x05B" + n.to_bytes(4, "little")
         if not p.startswith(head) or p[7:7 + n] != data:
             return None
@@ -101,7 +120,7 @@ def payload_size(p):
 
 
 def digest(payload):
-    return hashlib.blake2b(payload, digest_size=16).digest()
+    return _blake2b(payload, digest_size=16).digest()
 
 
 class PickledFunction:
@@ -118,6 +137,14 @@ class PickledFunction:
 
 
 def dumps_function(fn):
+    """fn pickled as cloudpickle.dumps(fn, 5) would, as a PickledFunction:
+    with the standard pickler when that gives the same function in the worker
+    (no need to import cloudpickle on either side), else with cloudpickle."""
+    registry = _registry()
+    if not registry:
+        pf = _dumps_plain(fn)
+        if pf is not None:
+            return pf
     try:
         payload = cloudpickle.dumps(fn, 5)
     except Exception as e:
@@ -125,6 +152,112 @@ def dumps_function(fn):
     by_ref = (isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
               and b"cloudpickle" not in payload)
     return PickledFunction(payload, by_ref)
+
+
+def _dumps_plain(fn):
+    """fn as a PickledFunction made by the standard pickler, or None when that
+    might not give what cloudpickle gives (cloudpickle's registry of modules
+    sent by value is empty here):
+    - a function the worker imports by name, or any other callable whose pickle
+      does not name __main__: cloudpickle reduces those as pickle does (it
+      differs for functions and classes sent by value, which pickle refuses or
+      names in __main__, and for values pickle refuses);
+    - a function sent by value: see plain_payload."""
+    if type(fn) is types.FunctionType and not importable(fn):
+        if fn.__module__ is None:  # cloudpickle looks for it in every module
+            return None
+        p = plain_payload(fn)
+        return None if p is None else PickledFunction(p, False)
+    try:
+        p = _dumps(fn, 5)
+    except Exception:
+        return None
+    if _MAIN in p:
+        return None
+    return PickledFunction(p, isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
+                           and b"cloudpickle" not in p)
+
+
+def _submodules(code, modules):
+    """The submodules of the packages in `modules` that are imported and that
+    code may reach by attribute (cloudpickle's _find_imported_submodules: they
+    are imported in the worker before the function is made)."""
+    subs = []
+    names = None
+    for m in modules:
+        if getattr(m, "__package__", None):
+            if names is None:
+                names = set(code.co_names)
+            prefix = m.__name__ + "."
+            for name in list(sys.modules):
+                if name is not None and name.startswith(prefix):
+                    if not set(name[len(prefix):].split(".")) - names:
+                        subs.append(name)
+    return subs
+
+
+def plain_payload(fn):
+    """The standard pickle of fn, a function sent by value, rebuilt in the
+    worker by bettong._fn.function as cloudpickle would (same globals dict
+    contents, names, defaults, annotations, doc, attributes); None when fn is
+    not plain: it has a closure, or its globals are not a dict, or the values
+    it captures (the globals its code uses, its defaults and keyword defaults,
+    annotations, doc, attributes) do not pickle with the standard pickler or
+    their pickle names __main__ (a class or function of the caller's script,
+    which cloudpickle sends by value), or it uses a module not in sys.modules
+    or __main__ itself. Modules travel by name; the function itself, where its
+    code names it (recursion), is the rebuilt function."""
+    if fn.__closure__ is not None:
+        return None
+    g = fn.__globals__
+    if type(g) is not dict:
+        return None
+    code = fn.__code__
+    order = []
+    used = {}
+    modules = {}
+    module_objs = []
+    selves = []
+    for name in _global_names(code):
+        v = g.get(name, _MISSING)
+        if v is _MISSING:
+            continue
+        order.append(name)
+        if v is fn:
+            selves.append(name)
+        elif type(v) is types.ModuleType:
+            mname = v.__name__
+            if mname == "__main__" or mname not in sys.modules:
+                return None
+            modules[name] = mname
+            module_objs.append(v)
+        elif isinstance(v, types.ModuleType):  # a module subclass: as cloudpickle may not
+            return None
+        else:
+            used[name] = v
+    try:
+        values = _dumps((used, fn.__defaults__, fn.__kwdefaults__, fn.__annotations__,
+                         fn.__doc__, fn.__dict__), 5)
+        if _MAIN in values:
+            return None
+        base = {k: g[k] for k in ("__package__", "__name__", "__path__", "__file__") if k in g}
+        head = (_fn.INTERPRETER, marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__,
+                base, tuple(order), modules, tuple(selves), _submodules(code, module_objs))
+        return _dumps(_PlainFunction(head, values), 5)
+    except Exception:
+        return None
+
+
+class _PlainFunction:
+    """Pickles as bettong._fn.function(head, values)."""
+
+    __slots__ = ("args",)
+
+    def __init__(self, head, values):
+        self.args = (head, values)
+
+    def __reduce__(self):
+        return (_fn.function, self.args)
 
 
 class Raw:
@@ -139,7 +272,7 @@ class Raw:
         self.payload = payload
 
     def __reduce__(self):
-        return (pickle.loads, (self.payload,))
+        return (_loads, (self.payload,))
 
 
 # ------------------------------------------------------------------ reuse of a
@@ -159,9 +292,6 @@ class Unsafe(Exception):
     """What a function captures cannot be compared cheaply."""
 
 
-_GLOBAL_OPS = frozenset(dis.opmap[n] for n in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")
-                        if n in dis.opmap)
-_code_globals = weakref.WeakKeyDictionary()
 _code_names = {}
 _CODE_NAMES_MAX = 1024
 _ATOMS = frozenset((int, float, complex, str, bytes, bool, type(None), range,
@@ -171,27 +301,90 @@ _MISSING = object()
 _MAX_DEPTH = 4
 _MAX_ITEMS = 64
 
+# The opcodes that name a global (what cloudpickle looks for with dis), and
+# EXTENDED_ARG, by interpreter version: read from the opcode module (1 ms to
+# import, dis 3 ms) unless known here; tests/py/test_plain_functions.py checks
+# these against it.
+_KNOWN_OPS = {(3, 11): (116, 97, 98, 144)}
+_ops = None
+
+
+def _global_ops():
+    global _ops
+    if _ops is None:
+        known = _KNOWN_OPS.get(sys.version_info[:2]) if sys.implementation.name == "cpython" else None
+        if known is None:
+            import opcode
+            m = opcode.opmap
+            known = (m["LOAD_GLOBAL"], m["STORE_GLOBAL"], m["DELETE_GLOBAL"], m["EXTENDED_ARG"])
+        # Since 3.11 LOAD_GLOBAL's argument is the name's index times 2 (plus
+        # one when it pushes a NULL first).
+        _ops = known + (1 if sys.version_info >= (3, 11) else 0,)
+    return _ops
+
+
+def _scan_global_names(co, found):
+    """Append to found the names co's global instructions use, then those of
+    the code objects among its constants (nested functions, comprehensions,
+    classes), recursively; what dis.get_instructions would give. The
+    bytecode is read as (opcode, argument) byte pairs; inline caches are
+    zeros in co_code."""
+    load, store, delete, extended, shift = _global_ops()
+    names = co.co_names
+    code = co.co_code
+    ext = 0
+    for i in range(0, len(code), 2):
+        op = code[i]
+        arg = code[i + 1] | ext
+        if op == extended:
+            ext = arg << 8
+            continue
+        ext = 0
+        if op == load:
+            found.append(names[arg >> shift])
+        elif op == store or op == delete:
+            found.append(names[arg])
+    for c in co.co_consts:
+        if type(c) is types.CodeType:
+            _scan_global_names(c, found)
+
 
 def _global_names(co):
-    """Names of the globals a code object (and the code nested in it) uses."""
+    """Names of the globals a code object (and the code nested in it) uses, in
+    order of first use, each once (cloudpickle's _extract_code_globals)."""
     names = _code_names.get(co)
-    if names is not None:
-        return names
-    names = _code_globals.get(co)
     if names is None:
-        found = [ins.argval for ins in dis.get_instructions(co) if ins.opcode in _GLOBAL_OPS]
-        for c in co.co_consts:
-            if isinstance(c, types.CodeType):
-                found.extend(_global_names(c))
+        found = []
+        _scan_global_names(co, found)
         names = tuple(dict.fromkeys(found))
-        _code_globals[co] = names
-    # A plain dict in front of the weak one (whose get() is Python code): it is
-    # consulted on every call_async of a function pickled by value. Bounded, as
-    # it keeps the code objects alive.
-    if len(_code_names) >= _CODE_NAMES_MAX:
-        _code_names.clear()
-    _code_names[co] = names
+        # Consulted on every call_async of a function pickled by value; bounded,
+        # as it keeps the code objects alive.
+        if len(_code_names) >= _CODE_NAMES_MAX:
+            _code_names.clear()
+        _code_names[co] = names
     return names
+
+
+def _registry():
+    """cloudpickle's pickle-by-value registry (module names), empty when
+    cloudpickle is not imported (nothing can have been registered then)."""
+    cp = sys.modules.get("cloudpickle")
+    if cp is None:
+        return ()
+    try:
+        return cp.list_registry_pickle_by_value()
+    except AttributeError:  # an old cloudpickle
+        return ()
+
+
+def _by_value_module(name, registry):
+    """True when cloudpickle sends the module `name` (or what it holds) by
+    value: it or a package above it is in its registry."""
+    while name:
+        if name in registry:
+            return True
+        name = name.rpartition(".")[0]
+    return False
 
 
 def importable(obj):
@@ -204,11 +397,9 @@ def importable(obj):
     m = sys.modules.get(mod)
     if m is None:
         return False
-    try:
-        if mod in cloudpickle.list_registry_pickle_by_value():
-            return False
-    except AttributeError:  # an old cloudpickle
-        pass
+    registry = _registry()
+    if registry and _by_value_module(mod, registry):
+        return False
     o = m
     for part in qual.split("."):
         o = getattr(o, part, None)
