@@ -1,14 +1,15 @@
 """Functions sent by value without cloudpickle: the worker's side.
 
-_serial.dumps_function sends a plain function (one without a closure whose
-defaults and the globals it uses pickle with the standard pickler) as a pickle
-of `function(head, values)`: its code marshalled, its names, and the pickle of
-the values it captures. This module rebuilds it as cloudpickle would: a new
-globals dict holding the defining module's __package__, __name__, __path__ and
-__file__, __builtins__, and the globals the code uses (modules imported by
-name, the function itself where its code names it, the rest by value); then
-the function's name, qualname, module, doc, defaults, keyword defaults,
-annotations and attributes.
+_serial's standard pickler (see _serial.dumps_function) sends a function
+without a closure that a worker cannot import by name as cloudpickle does, in
+two steps: make() builds it from its marshalled code over a new globals dict
+holding the defining module's __package__, __name__, __path__ and __file__
+(one dict for the functions of one pickle that shared their globals), and
+setstate() adds the globals the code uses (modules by name through module(),
+functions, classes, values), names, doc, defaults, keyword defaults,
+annotations and attributes: the same steps, in the same order, as
+cloudpickle's _make_function and _function_setstate, so the function and its
+globals dict are the ones cloudpickle gives.
 
 Imported by a worker when it loads such a function: only what is loaded
 already at start-up (marshal, sys, types).
@@ -25,54 +26,47 @@ import _frozen_importlib_external
 # implementation) refuses the function instead of running it wrong.
 INTERPRETER = (sys.implementation.name, _frozen_importlib_external.MAGIC_NUMBER)
 
-# head: (INTERPRETER, marshalled code, name, qualname, module, base globals,
-#        global names in order, {name: module name}, names of the function
-#        itself, submodules to import)
-# values: pickle of ({name: value}, defaults, kwdefaults, annotations, doc,
-#         attributes)
-_HEAD_LEN = 10
 
 
 class InterpreterMismatch(ImportError):
     """The function's code was compiled for another interpreter."""
 
 
-def _module(name):
+def module(name):
+    """The module `name`, imported (cloudpickle's subimport)."""
     __import__(name)
     return sys.modules[name]
 
 
-def function(head, values):
-    """The function head and values describe (see _serial.plain_payload)."""
-    if type(head) is not tuple or len(head) != _HEAD_LEN:
-        raise ValueError("bettong: malformed function payload")
-    (interp, code, name, qualname, module, base, order, modules, selves, submodules) = head
-    if interp != INTERPRETER:
+def make(interpreter, code, base, qualname):
+    """A function of the code marshalled in `code` over the globals dict
+    `base` (shared by the functions of one pickle that shared their globals
+    in the caller; setstate fills it); the rest comes with setstate."""
+    if interpreter != INTERPRETER:
         raise InterpreterMismatch(
             f"the function {qualname!r} was sent by an interpreter whose bytecode is "
-            f"{interp[0]} {bytes(interp[1]).hex()}, but this worker runs {INTERPRETER[0]} "
-            f"{INTERPRETER[1].hex()} ({sys.version.split()[0]}): run the workers with the "
-            f"caller's Python version")
-    import pickle  # (loaded already: this runs inside pickle.loads)
-    used, defaults, kwdefaults, annotations, doc, attrs = pickle.loads(values)
-    for sub in submodules:
-        _module(sub)
-    g = dict(base)
-    g["__builtins__"] = __builtins__
-    fn = types.FunctionType(marshal.loads(code), g, name, defaults, None)
-    for n in order:
-        if n in modules:
-            g[n] = _module(modules[n])
-        elif n in selves:
-            g[n] = fn
-        else:
-            g[n] = used[n]
-    g["__builtins__"] = __builtins__
-    fn.__qualname__ = qualname
-    fn.__module__ = module
-    fn.__doc__ = doc
-    fn.__kwdefaults__ = kwdefaults
-    fn.__annotations__ = annotations
+            f"{interpreter[0]} {bytes(interpreter[1]).hex()}, but this worker runs "
+            f"{INTERPRETER[0]} {INTERPRETER[1].hex()} ({sys.version.split()[0]}): run the "
+            f"workers with the caller's Python version")
+    base["__builtins__"] = __builtins__
+    return types.FunctionType(marshal.loads(code), base, None, None, None)
+
+
+def setstate(fn, state):
+    """Complete a function make() made: the globals its code uses (the
+    submodules its code may reach were imported while unpickling the state),
+    names, doc, defaults, annotations and attributes."""
+    (name, qualname, module_name, doc, defaults, kwdefaults, annotations, attrs, used,
+     _submodules) = state
     if attrs:
         fn.__dict__.update(attrs)
-    return fn
+    g = fn.__globals__
+    g.update(used)
+    g["__builtins__"] = __builtins__
+    fn.__name__ = name
+    fn.__qualname__ = qualname
+    fn.__annotations__ = annotations
+    fn.__kwdefaults__ = kwdefaults
+    fn.__defaults__ = defaults
+    fn.__module__ = module_name
+    fn.__doc__ = doc

@@ -1,11 +1,10 @@
 """Serialization of functions and call arguments.
 
 Functions go with the standard pickler when that gives what cloudpickle would
-(see dumps_function): a function a worker can import by name, or a "plain"
-function sent by value (no closure; what it captures pickles without naming
-__main__), rebuilt on the worker by bettong._fn. Any other goes with
-cloudpickle (lambdas, closures, functions of __main__ using other functions or
-classes of __main__ travel by value). Arguments go with plain pickle (protocol
+(see _PlainPickler): functions a worker can import by name, and functions
+without a closure sent by value (those of __main__, lambdas), rebuilt on the
+worker by bettong._fn as cloudpickle does. Any other goes with cloudpickle
+(closures, classes of __main__ travel by value). Arguments go with plain pickle (protocol
 5, fast, in C) unless that fails or the pickle names __main__ (a class or
 function of the caller's script, which a worker's __main__ does not have):
 then with cloudpickle, which sends those by value.
@@ -14,6 +13,7 @@ Cheap to import (it is on the way to an executor's first result): cloudpickle,
 reprlib and the opcode tables are imported when first needed.
 """
 
+import io
 import marshal
 import sys
 import types
@@ -21,9 +21,9 @@ import types
 from . import _fn
 
 try:
-    from _pickle import dumps as _dumps, loads as _loads
+    from _pickle import Pickler as _Pickler, dumps as _dumps, loads as _loads
 except ImportError:  # an interpreter without the C pickler
-    from pickle import dumps as _dumps, loads as _loads
+    from pickle import Pickler as _Pickler, dumps as _dumps, loads as _loads
 try:
     from _blake2 import blake2b as _blake2b  # what hashlib.blake2b is
 except ImportError:
@@ -155,109 +155,112 @@ def dumps_function(fn):
 
 
 def _dumps_plain(fn):
-    """fn as a PickledFunction made by the standard pickler, or None when that
-    might not give what cloudpickle gives (cloudpickle's registry of modules
-    sent by value is empty here):
-    - a function the worker imports by name, or any other callable whose pickle
-      does not name __main__: cloudpickle reduces those as pickle does (it
-      differs for functions and classes sent by value, which pickle refuses or
-      names in __main__, and for values pickle refuses);
-    - a function sent by value: see plain_payload."""
-    if type(fn) is types.FunctionType and not importable(fn):
-        if fn.__module__ is None:  # cloudpickle looks for it in every module
-            return None
-        p = plain_payload(fn)
-        return None if p is None else PickledFunction(p, False)
+    """fn as a PickledFunction made by the standard pickler (_PlainPickler),
+    or None when it might not give what cloudpickle gives (cloudpickle's
+    registry of modules sent by value is empty here)."""
+    buf = io.BytesIO()
+    pickler = _PlainPickler(buf)
     try:
-        p = _dumps(fn, 5)
+        pickler.dump(fn)
     except Exception:
         return None
-    if _MAIN in p:
-        return None
-    return PickledFunction(p, isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
-                           and b"cloudpickle" not in p)
+    by_ref = (isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
+              and not pickler.by_value)
+    return PickledFunction(buf.getvalue(), by_ref)
 
 
-def _submodules(code, modules):
-    """The submodules of the packages in `modules` that are imported and that
-    code may reach by attribute (cloudpickle's _find_imported_submodules: they
-    are imported in the worker before the function is made)."""
+class _NotPlain(Exception):
+    """cloudpickle would pickle this otherwise than the standard pickler."""
+
+
+# Types cloudpickle reduces its own way (its dispatch table, by exact type):
+# what holds one goes with cloudpickle. By name, not to import their modules.
+_CLOUDPICKLE_TYPES = frozenset((
+    "builtins.classmethod", "builtins.staticmethod", "builtins.property", "builtins.cell",
+    "builtins.code", "builtins.getset_descriptor", "builtins.method", "builtins.mappingproxy",
+    "builtins.memoryview", "builtins.dict_keys", "builtins.dict_values", "builtins.dict_items",
+    "collections.odict_keys", "collections.odict_values", "collections.odict_items",
+    "builtins.odict_keys", "builtins.odict_values", "builtins.odict_items",
+    "abc.abstractmethod", "abc.abstractclassmethod", "abc.abstractstaticmethod",
+    "abc.abstractproperty", "_io.TextIOWrapper", "logging.Logger", "logging.RootLogger",
+    "_weakrefset.WeakSet", "typing.TypeVar"))
+_SINGLETON_TYPES = (type(None), type(Ellipsis), type(NotImplemented))
+
+
+class _PlainPickler(_Pickler):
+    """The standard pickler (protocol 5, in C), which pickles what cloudpickle
+    pickles as cloudpickle would (the same objects in the worker) and refuses
+    (_NotPlain) the rest:
+    - a function a worker imports by name (its module is imported, not
+      __main__, and holds it under its qualname), a class likewise: by name;
+    - another function without a closure: by value, as cloudpickle does
+      (bettong._fn.make and setstate rebuild it), its globals dict shared with
+      the other functions of the pickle that share it here;
+    - a module in sys.modules: imported by name (not __main__);
+    - a class not importable by name, a function with a closure, a module not
+      in sys.modules, an object of a type cloudpickle reduces its own way:
+      refused;
+    - anything else: as pickle does (so does cloudpickle)."""
+
+    def __init__(self, file):
+        super().__init__(file, 5)
+        self.globals_ref = {}
+        self.by_value = False
+
+    def reducer_override(self, obj):
+        t = type(obj)
+        if t is types.FunctionType:
+            if importable(obj):
+                return NotImplemented
+            return self._function_reduce(obj)
+        if t is types.ModuleType:
+            name = obj.__name__
+            if name == "__main__" or name not in sys.modules:
+                raise _NotPlain(name)
+            return (_fn.module, (name,))
+        if isinstance(obj, type):
+            if obj in _SINGLETON_TYPES or importable(obj):
+                return NotImplemented
+            raise _NotPlain(obj)
+        if f"{t.__module__}.{t.__qualname__}" in _CLOUDPICKLE_TYPES or isinstance(obj, types.ModuleType):
+            raise _NotPlain(t)
+        return NotImplemented
+
+    def _function_reduce(self, fn):
+        """cloudpickle's _dynamic_function_reduce, without a closure."""
+        g = fn.__globals__
+        if fn.__closure__ is not None or type(g) is not dict or fn.__module__ is None:
+            raise _NotPlain(fn)
+        self.by_value = True
+        base = self.globals_ref.get(id(g))
+        if base is None:
+            base = self.globals_ref[id(g)] = {
+                k: g[k] for k in ("__package__", "__name__", "__path__", "__file__") if k in g}
+        code = fn.__code__
+        used = {k: g[k] for k in _global_names(code) if k in g}
+        state = (fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__, fn.__defaults__,
+                 fn.__kwdefaults__, fn.__annotations__, fn.__dict__, used,
+                 _submodules(code, used.values()))
+        return (_fn.make, (_fn.INTERPRETER, marshal.dumps(code), base, fn.__qualname__), state,
+                None, None, _fn.setstate)
+
+
+def _submodules(code, values):
+    """The submodules, imported here, of the packages among values that code
+    may reach by attribute (cloudpickle's _find_imported_submodules: they are
+    imported in the worker before the function is completed)."""
     subs = []
     names = None
-    for m in modules:
-        if getattr(m, "__package__", None):
+    for m in values:
+        if isinstance(m, types.ModuleType) and getattr(m, "__package__", None):
             if names is None:
                 names = set(code.co_names)
             prefix = m.__name__ + "."
             for name in list(sys.modules):
                 if name is not None and name.startswith(prefix):
                     if not set(name[len(prefix):].split(".")) - names:
-                        subs.append(name)
+                        subs.append(sys.modules[name])
     return subs
-
-
-def plain_payload(fn):
-    """The standard pickle of fn, a function sent by value, rebuilt in the
-    worker by bettong._fn.function as cloudpickle would (same globals dict
-    contents, names, defaults, annotations, doc, attributes); None when fn is
-    not plain: it has a closure, or its globals are not a dict, or the values
-    it captures (the globals its code uses, its defaults and keyword defaults,
-    annotations, doc, attributes) do not pickle with the standard pickler or
-    their pickle names __main__ (a class or function of the caller's script,
-    which cloudpickle sends by value), or it uses a module not in sys.modules
-    or __main__ itself. Modules travel by name; the function itself, where its
-    code names it (recursion), is the rebuilt function."""
-    if fn.__closure__ is not None:
-        return None
-    g = fn.__globals__
-    if type(g) is not dict:
-        return None
-    code = fn.__code__
-    order = []
-    used = {}
-    modules = {}
-    module_objs = []
-    selves = []
-    for name in _global_names(code):
-        v = g.get(name, _MISSING)
-        if v is _MISSING:
-            continue
-        order.append(name)
-        if v is fn:
-            selves.append(name)
-        elif type(v) is types.ModuleType:
-            mname = v.__name__
-            if mname == "__main__" or mname not in sys.modules:
-                return None
-            modules[name] = mname
-            module_objs.append(v)
-        elif isinstance(v, types.ModuleType):  # a module subclass: as cloudpickle may not
-            return None
-        else:
-            used[name] = v
-    try:
-        values = _dumps((used, fn.__defaults__, fn.__kwdefaults__, fn.__annotations__,
-                         fn.__doc__, fn.__dict__), 5)
-        if _MAIN in values:
-            return None
-        base = {k: g[k] for k in ("__package__", "__name__", "__path__", "__file__") if k in g}
-        head = (_fn.INTERPRETER, marshal.dumps(code), fn.__name__, fn.__qualname__, fn.__module__,
-                base, tuple(order), modules, tuple(selves), _submodules(code, module_objs))
-        return _dumps(_PlainFunction(head, values), 5)
-    except Exception:
-        return None
-
-
-class _PlainFunction:
-    """Pickles as bettong._fn.function(head, values)."""
-
-    __slots__ = ("args",)
-
-    def __init__(self, head, values):
-        self.args = (head, values)
-
-    def __reduce__(self):
-        return (_fn.function, self.args)
 
 
 class Raw:
