@@ -335,6 +335,25 @@ def test_plain_payload_is_not_by_reference_and_equal_functions_pickle_alike():
     assert _serial.dumps_function(f).payload == pf.payload
 
 
+def test_wrapped_plain_functions_go_with_the_standard_pickler():
+    # map's chunks and extra_env wrap the function in an object of
+    # bettong._worker: still no cloudpickle when the function is plain.
+    r = run_script(textwrap.dedent('''
+        import pickle, sys
+        import bettong._serial as S
+        from bettong._worker import ChunkFunction, EnvFunction
+        K = 5
+        def f(x):
+            return x + K
+        pfs = [S.dumps_function(ChunkFunction(f, True)), S.dumps_function(EnvFunction(f, {"A": "1"}))]
+        print([pf.by_reference for pf in pfs], [b"bettong._fn" in pf.payload for pf in pfs])
+        print(pickle.loads(pfs[0].payload)([1, 2])[0], pickle.loads(pfs[1].payload)(1))
+        print("cloudpickle" in sys.modules)
+    '''))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["[False, False] [True, True]", "[6, 7] 6", "False"]
+
+
 def test_registered_modules_send_everything_with_cloudpickle(tmp_path):
     # A module in cloudpickle's pickle-by-value registry: cloudpickle decides.
     (tmp_path / "plainfn_mod.py").write_text("def g(x):\n    return x + 1\n")
