@@ -222,7 +222,8 @@ class _PlainPickler(_Pickler):
             if obj in _SINGLETON_TYPES or importable(obj):
                 return NotImplemented
             raise _NotPlain(obj)
-        if f"{t.__module__}.{t.__qualname__}" in _CLOUDPICKLE_TYPES or isinstance(obj, types.ModuleType):
+        if (f"{t.__module__}.{t.__qualname__}" in _CLOUDPICKLE_TYPES
+                or isinstance(obj, types.ModuleType)):
             raise _NotPlain(t)
         return NotImplemented
 
@@ -315,7 +316,9 @@ _ops = None
 def _global_ops():
     global _ops
     if _ops is None:
-        known = _KNOWN_OPS.get(sys.version_info[:2]) if sys.implementation.name == "cpython" else None
+        known = None
+        if sys.implementation.name == "cpython":
+            known = _KNOWN_OPS.get(sys.version_info[:2])
         if known is None:
             import opcode
             m = opcode.opmap

@@ -69,6 +69,16 @@ def test_global_names_agree_with_dis_on_varied_code():
     ns = {}
     exec(_many_globals_source(400), ns)  # EXTENDED_ARG before LOAD_GLOBAL/STORE_GLOBAL
     codes.append(ns["many"].__code__)
+    # Code the interpreter has specialized (run often): co_code is the plain
+    # bytecode still, inline caches zeroed.
+    ns.update({f"g{i}": i for i in range(400)})
+    exec("import math\nK = 2\ndef hot(x):\n    return [math.floor(x) + K + len(str(y))"
+         " for y in range(3)]\n", ns)
+    for i in range(2000):
+        ns["hot"](i)
+        ns["many"]()
+    codes.append(ns["hot"].__code__)
+    assert _serial._global_names(ns["hot"].__code__) == ("range", "math", "K", "len", "str")
     n = 0
     for top in codes:
         for co in _all_code(top):
@@ -265,7 +275,8 @@ RECEIVER = textwrap.dedent('''
     after_plain = "cloudpickle" in sys.modules
     theirs = {n: describe(n, pickle.loads(bytes.fromhex(sent[n]["cloudpickle"]))) for n in names}
     report = {"after_plain": after_plain, "sender_after_plain": sent["cloudpickle_after_plain"],
-              "plain": sorted(ours), "by_reference": sorted(n for n in names if sent[n]["by_reference"]),
+              "plain": sorted(ours),
+              "by_reference": sorted(n for n in names if sent[n]["by_reference"]),
               "differences": [], "theirs": {}}
     for n in names:
         t = theirs[n]
@@ -345,7 +356,8 @@ def test_wrapped_plain_functions_go_with_the_standard_pickler():
         K = 5
         def f(x):
             return x + K
-        pfs = [S.dumps_function(ChunkFunction(f, True)), S.dumps_function(EnvFunction(f, {"A": "1"}))]
+        pfs = [S.dumps_function(ChunkFunction(f, True)),
+               S.dumps_function(EnvFunction(f, {"A": "1"}))]
         print([pf.by_reference for pf in pfs], [b"bettong._fn" in pf.payload for pf in pfs])
         print(pickle.loads(pfs[0].payload)([1, 2])[0], pickle.loads(pfs[1].payload)(1))
         print("cloudpickle" in sys.modules)
@@ -439,7 +451,8 @@ def test_executor_other_functions_still_go_with_cloudpickle():
             return lambda x: x + k
 
         with bettong.FunctionExecutor() as ex:
-            print(ex.call_async(f, 1).result(timeout=30), ex.call_async(make(5), 1).result(timeout=30))
+            print(ex.call_async(f, 1).result(timeout=30),
+                  ex.call_async(make(5), 1).result(timeout=30))
             print("cloudpickle" in sys.modules)
     '''))
     assert r.returncode == 0, r.stderr
