@@ -323,6 +323,14 @@ def test_plain_functions_are_the_functions_cloudpickle_gives(tmp_path):
     assert theirs["closure"] == ["6"]
 
 
+@pytest.fixture
+def no_registry(monkeypatch):
+    """cloudpickle's by-value registry seen as empty (another test module of
+    this process may have registered itself: everything goes with cloudpickle
+    then, see test_registered_modules_send_everything_with_cloudpickle)."""
+    monkeypatch.setattr(_serial, "_registry", lambda: ())
+
+
 def _main_function(src, name):
     """A function as if defined in a script's __main__."""
     ns = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -330,7 +338,7 @@ def _main_function(src, name):
     return ns[name]
 
 
-def test_by_reference_functions_use_the_standard_pickler():
+def test_by_reference_functions_use_the_standard_pickler(no_registry):
     import os.path
     pf = _serial.dumps_function(os.path.join)
     assert pf.by_reference and pf.payload == pickle.dumps(os.path.join, 5)
@@ -338,7 +346,7 @@ def test_by_reference_functions_use_the_standard_pickler():
     assert pf.by_reference and pf.payload == pickle.dumps(len, 5)
 
 
-def test_plain_payload_is_not_by_reference_and_equal_functions_pickle_alike():
+def test_plain_payload_is_not_by_reference_and_equal_functions_pickle_alike(no_registry):
     f = _main_function("K = 2\ndef f(x):\n    return x * K\n", "f")
     pf = _serial.dumps_function(f)
     assert not pf.by_reference and b"bettong._fn" in pf.payload
@@ -387,7 +395,7 @@ def test_registered_modules_send_everything_with_cloudpickle(tmp_path):
     assert r.stdout.split("\n")[:2] == ["True True", "False True False True"]
 
 
-def test_a_worker_with_another_bytecode_refuses_the_function(monkeypatch):
+def test_a_worker_with_another_bytecode_refuses_the_function(monkeypatch, no_registry):
     f = _main_function("def f(x):\n    return x + 1\n", "f")
     payload = _serial.dumps_function(f).payload
     monkeypatch.setattr(_fn, "INTERPRETER", ("cpython", b"\x00\x00\r\n"))
