@@ -436,8 +436,6 @@ def test_executor_runs_plain_functions_and_sees_rebound_globals():
     assert lines[2:4] == ["11", "120"]
 
 
-@pytest.mark.xfail(strict=True, reason="_localpool.py imports cloudpickle before the fork and "
-                   "src/pool/wrun.c imports it in every worker at start: see the plainfn report")
 def test_executor_plain_functions_import_no_cloudpickle():
     r = run_script(EXECUTOR_PLAIN)
     assert r.returncode == 0, r.stderr
