@@ -126,14 +126,15 @@ def _in_template():
     stdout (which is stderr there, as for every worker) and stderr are
     unbuffered, as under python3 -u."""
     import io
-    import signal
-    for sig in signal.valid_signals():
+    import _signal  # (signal's C part: the module around it imports enum, on the way of
+    # the first worker)
+    for sig in _signal.valid_signals():
         try:
-            handler = signal.getsignal(sig)
+            handler = _signal.getsignal(sig)
         except (OSError, ValueError):
             continue
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.signal(sig, signal.SIG_DFL)
+        if callable(handler) and handler is not _signal.default_int_handler:
+            _signal.signal(sig, _signal.SIG_DFL)
     streams = []
     for fd, old in ((1, sys.stdout), (2, sys.stderr)):
         encoding = getattr(old, "encoding", None) or "utf-8"
