@@ -11,9 +11,8 @@
  * run(name, arg) runs and its value is the worker's exit status; it must call
  * tmpl_adopted before it runs anything for the pool. */
 int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg);
-/* In a forked worker: wait until the middle process is gone and the pool is
- * our parent, then die with it (PR_SET_PDEATHSIG). Returns 0, or -1 if the
- * pool is gone. (Called after the handshake, which it overlaps with.) */
+/* In a forked worker: die with the pool, our parent (PR_SET_PDEATHSIG).
+ * Returns 0, or -1 if the pool is gone already. */
 int tmpl_adopted(void);
 
 #endif
