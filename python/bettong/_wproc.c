@@ -199,7 +199,6 @@ static void template_child(start_t *s, pid_t pool)
      * Python's after-fork work and the rest of the template's start-up side
      * by side with it, instead of being forked once it is done. */
     int precloned = tmpl_preclone(s->ctl[1], s->workers);
-    wproc_forked_begin(s->log_level, precloned);
     if (!precloned && tmpl_await_turns(s->ctl[1]) < 0)
         _exit(0); /* the pool stopped, or did not take us: the copies see us go */
     PyOS_AfterFork_Child();
@@ -211,7 +210,7 @@ static void template_child(start_t *s, pid_t pool)
         _exit(WORKER_EXIT_ERROR);
     }
     Py_DECREF(r);
-    _exit(wproc_template_forked(s->ctl[1], s->connect, precloned));
+    _exit(wproc_template_forked(s->ctl[1], s->connect, s->log_level, precloned));
 }
 
 /* The pool's process after the first fork: its own session, the template

@@ -479,30 +479,15 @@ static void cmdline_of_template(forked_t *f, const char *log_level)
     memcpy(f->cmd, f->orig, f->cmd_len);
 }
 
-/* The forked template's, and its copies' (tmpl_preclone): wproc_forked_begin on. */
-static forked_t forked;
-
-void wproc_forked_begin(const char *log_level, int precloned)
+int wproc_template_forked(int fd, const char *connect, const char *log_level, int precloned)
 {
-    find_cmdline(&forked, 0); /* the caller's: what it shows is made up below */
-    cmdline_of_template(&forked, log_level);
-    if (!precloned) {
-        log_set_role("worker template");
-        return;
-    }
-    /* Named as the pool names local worker k (the request, which comes
-     * later, has the name it shows from then on). */
-    char name[32];
-    snprintf(name, sizeof name, "local-%d", precloned);
-    show_cmdline(&forked, name);
-    set_role(name);
-}
-
-int wproc_template_forked(int fd, const char *connect, int precloned)
-{
-    forked_t f = forked;
-    f.connect = strdup(connect);
-    f.secret = strdup("");
+    char role[64];
+    snprintf(role, sizeof role, precloned ? "worker template (copy %d)" : "worker template",
+             precloned);
+    log_set_role(role);
+    forked_t f = {.connect = strdup(connect), .secret = strdup("")};
+    find_cmdline(&f, 0); /* the caller's: what it shows is made up below */
+    cmdline_of_template(&f, log_level);
     /* The caller's glibc has no malloc.hugetlb tunable (spawn.c gives it to
      * exec'd workers unless GLIBC_TUNABLES is set): the same for Python's
      * large blocks, unless the caller set tunables of its own. */

@@ -41,18 +41,14 @@ int wproc_run(const wproc_args_t *a, int embedded);
 int wproc_template(const wproc_args_t *a, int embedded);
 
 /* The same template, forked from a python3 client that starts its own local
- * pool (bettong._wproc.start_pool). First, right after the fork (C only:
- * Python is not restored yet), wproc_forked_begin: the command line `ps`
- * shows and the log's role, the template's or, in its copy that is to be
- * local worker k (tmpl_preclone), precloned = k, that worker's. log_level:
- * what the pool was given, or NULL. */
-void wproc_forked_begin(const char *log_level, int precloned);
-/* Then, Python restored (GIL held), wproc_template_forked: fd is the control
+ * pool (bettong._wproc.start_pool): Python runs (GIL held), fd is the control
  * socket (a number the client had not open: no object of its names it), the
- * pool is our parent, the pool has no secret (a pool with one execs its
- * template: no copy of a secret may be in a worker's memory user code
- * reads). A copy waits for its turn instead of serving. Returns as
+ * pool is our parent, the pool has no secret (a pool with
+ * one execs its template: no copy of a secret may be in a worker's memory
+ * user code reads). log_level: what the pool was given, or NULL. precloned:
+ * 0 in the template; k in its copy that is to be local worker k
+ * (tmpl_preclone: it waits for its turn instead of serving). Returns as
  * wproc_template. */
-int wproc_template_forked(int fd, const char *connect, int precloned);
+int wproc_template_forked(int fd, const char *connect, const char *log_level, int precloned);
 
 #endif
