@@ -32,7 +32,6 @@
 
 #include "net/auth.h"
 #include "pool/tmpl.h"
-#include "pool/tmplfork.h"
 #include "pool/wio.h"
 #include "pool/wproc.h"
 #include "util/log.h"
@@ -127,20 +126,6 @@ static char **bytes_array(PyObject *list, size_t extra)
     return out;
 }
 
-/* The value of --workers in the pool's command line, or 0 if it has none
- * (then every worker is forked when the pool asks for it). */
-static unsigned workers_asked(char **argv)
-{
-    for (size_t i = 1; argv[i] && argv[i + 1]; i++) {
-        if (strcmp(argv[i], "--workers") != 0)
-            continue;
-        char *end;
-        unsigned long n = strtoul(argv[i + 1], &end, 10);
-        return *end == '\0' && n <= TMPL_PRECLONE_MAX ? (unsigned)n : 0;
-    }
-    return 0;
-}
-
 /* fd moved to a number of at least 10 (so that putting others at 0, 1 and 3
  * cannot overwrite it), close-on-exec. */
 static int above_std(int fd) { return fcntl(fd, F_DUPFD_CLOEXEC, 10); }
@@ -176,15 +161,17 @@ typedef struct {
     sigset_t mask;     /* the caller's signal mask (all are blocked across fork) */
     const char *connect, *log_level;
     PyObject *in_template; /* called in the template before it serves */
-    unsigned workers;      /* the pool's --workers: cloned with the template */
 } start_t;
 
 /* The template, forked by the pool's process before it execs (so it is the
  * pool's child, as tmpl.h wants). Never returns. */
 static void template_child(start_t *s, pid_t pool)
 {
+    PyOS_AfterFork_Child();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != pool)
         _exit(WORKER_EXIT_ERROR);
+    signal(SIGCHLD, SIG_DFL); /* (a caller's handler has no business here) */
+    pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     /* The control socket stays where start_pool made it: a number no object
      * of the client's names (TMPL_FD may be one of its files). */
     close(s->out[0]);
@@ -195,22 +182,13 @@ static void template_child(start_t *s, pid_t pool)
     dup2(2, 1); /* as an exec'd worker's: prints go to stderr */
     detach_inherited_fds(s->devnull, s->ctl[1]);
     close(s->devnull);
-    /* The first local workers: copies of this process made now, which do
-     * Python's after-fork work and the rest of the template's start-up side
-     * by side with it, instead of being forked once it is done. */
-    int precloned = tmpl_preclone(s->ctl[1], s->workers);
-    if (!precloned && tmpl_await_turns(s->ctl[1]) < 0)
-        _exit(0); /* the pool stopped, or did not take us: the copies see us go */
-    PyOS_AfterFork_Child();
-    signal(SIGCHLD, SIG_DFL); /* (a caller's handler has no business here) */
-    pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     PyObject *r = PyObject_CallNoArgs(s->in_template);
     if (!r) {
         PyErr_Print();
         _exit(WORKER_EXIT_ERROR);
     }
     Py_DECREF(r);
-    _exit(wproc_template_forked(s->ctl[1], s->connect, s->log_level, precloned));
+    _exit(wproc_template_forked(s->ctl[1], s->connect, s->log_level));
 }
 
 /* The pool's process after the first fork: its own session, the template
@@ -274,7 +252,6 @@ static PyObject *wproc_start_pool(PyObject *self, PyObject *args)
     if (thread_count() != 1)
         Py_RETURN_NONE;
     s.argv = bytes_array(argv_list, 2);
-    s.workers = s.argv ? workers_asked(s.argv) : 0;
     s.env = s.argv ? bytes_array(env_list, 0) : NULL;
     PyObject *ret = NULL;
     if (!s.env)

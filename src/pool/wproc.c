@@ -479,12 +479,9 @@ static void cmdline_of_template(forked_t *f, const char *log_level)
     memcpy(f->cmd, f->orig, f->cmd_len);
 }
 
-int wproc_template_forked(int fd, const char *connect, const char *log_level, int precloned)
+int wproc_template_forked(int fd, const char *connect, const char *log_level)
 {
-    char role[64];
-    snprintf(role, sizeof role, precloned ? "worker template (copy %d)" : "worker template",
-             precloned);
-    log_set_role(role);
+    log_set_role("worker template");
     forked_t f = {.connect = strdup(connect), .secret = strdup("")};
     find_cmdline(&f, 0); /* the caller's: what it shows is made up below */
     cmdline_of_template(&f, log_level);
@@ -497,8 +494,8 @@ int wproc_template_forked(int fd, const char *connect, const char *log_level, in
     int rc = WORKER_EXIT_ERROR;
     if (!f.connect || !f.secret)
         log_error("out of memory");
-    else if ((rc = prepare_python(NULL, 0)) == 0) /* (OpenSSL set up by the caller: start_pool) */
-        rc = precloned ? tmpl_precloned_run(run_forked, &f) : tmpl_serve(fd, run_forked, &f);
+    else if ((rc = prepare_python(NULL, 0)) == 0)
+        rc = tmpl_serve(fd, run_forked, &f); /* (OpenSSL set up by the caller: start_pool) */
     free(f.secret);
     free(f.connect);
     free(f.orig);

@@ -45,10 +45,8 @@ int wproc_template(const wproc_args_t *a, int embedded);
  * socket (a number the client had not open: no object of its names it), the
  * pool is our parent, the pool has no secret (a pool with
  * one execs its template: no copy of a secret may be in a worker's memory
- * user code reads). log_level: what the pool was given, or NULL. precloned:
- * 0 in the template; k in its copy that is to be local worker k
- * (tmpl_preclone: it waits for its turn instead of serving). Returns as
+ * user code reads). log_level: what the pool was given, or NULL. Returns as
  * wproc_template. */
-int wproc_template_forked(int fd, const char *connect, const char *log_level, int precloned);
+int wproc_template_forked(int fd, const char *connect, const char *log_level);
 
 #endif
