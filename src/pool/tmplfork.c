@@ -33,6 +33,19 @@ static void reply(int fd, uint32_t index, int32_t pid)
         _exit(WORKER_EXIT_ERROR); /* the pool is gone */
 }
 
+int tmpl_thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 /* fork(), except that the child is our parent's (the pool's) and not ours:
  * clone(CLONE_PARENT) straight from the system call, which glibc's fork()
  * cannot ask for. The pool can then reap, restart and kill it as a child of
@@ -112,6 +125,15 @@ int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg)
             return 1;
         }
         req.name[sizeof req.name - 1] = '\0';
+        /* fork_sibling is sound with one thread only: should one have been
+         * started here (a library's at-fork hook, say), stop (the pool
+         * execs its workers from then on) rather than fork a worker that may
+         * find a lock of malloc's held forever. */
+        int threads = tmpl_thread_count();
+        if (threads != 1) {
+            log_error("the worker template runs %d threads: it cannot fork workers safely", threads);
+            return 1;
+        }
         fork_worker(fd, &req, pool, run, arg);
     }
 }

@@ -2,8 +2,10 @@
  * the pool: it forks a template that serves tmpl_serve on a socket pair, asks
  * it for workers, and checks that each worker is its own child (the template
  * clones it with CLONE_PARENT), that the pid comes back in the reply, that
- * the worker runs with the name asked for, and that a signal a worker raises
- * at itself reaches it, not the template it was cloned from. */
+ * the worker runs with the name asked for, that a signal a worker raises at
+ * itself reaches it, not the template it was cloned from, and that a
+ * template that runs a second thread forks nothing. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdarg.h>
@@ -39,7 +41,15 @@ typedef struct {
     int fd; /* our end of the control socket */
 } template_t;
 
-static void start_template(template_t *t, const char *expected_name)
+/* A thread that waits forever (for the template that must not fork with it). */
+static void *idle_thread(void *arg)
+{
+    for (;;)
+        pause();
+    return arg;
+}
+
+static void start_template_threads(template_t *t, const char *expected_name, int threads)
 {
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
@@ -49,12 +59,21 @@ static void start_template(template_t *t, const char *expected_name)
     if (t->tmpl == 0) {
         PyOS_AfterFork_Child();
         close(sv[0]);
+        pthread_t th;
+        for (int i = 1; i < threads; i++)
+            if (pthread_create(&th, NULL, idle_thread, NULL) != 0)
+                _exit(99);
         _exit(tmpl_serve(sv[1], run, (void *)expected_name));
     }
     PyOS_AfterFork_Parent();
     assert_true(t->tmpl > 0);
     close(sv[1]);
     t->fd = sv[0];
+}
+
+static void start_template(template_t *t, const char *expected_name)
+{
+    start_template_threads(t, expected_name, 1);
 }
 
 /* Ask for worker `index` named `name`: its pid, from the reply. */
@@ -114,6 +133,25 @@ static void test_a_signal_a_worker_raises_reaches_it_not_the_template(void **sta
     stop_template(&t);
 }
 
+static void test_a_template_with_two_threads_forks_nothing(void **state)
+{
+    template_t t;
+    start_template_threads(&t, "local-1", 2);
+    tmpl_req_t req;
+    memset(&req, 0, sizeof req);
+    req.index = 1;
+    strcpy(req.name, "local-1");
+    assert_int_equal(send(t.fd, &req, sizeof req, 0), sizeof req);
+    tmpl_reply_t r;
+    assert_int_equal(recv(t.fd, &r, sizeof r, 0), 0); /* no reply: it exited */
+    int status;
+    assert_int_equal(waitpid(t.tmpl, &status, 0), t.tmpl);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_int_equal(waitpid(-1, &status, WNOHANG), -1); /* and forked no worker */
+    close(t.fd);
+}
+
 static int setup(void **state)
 {
     char err[512];
@@ -136,6 +174,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workers_are_the_templates_parents_children),
         cmocka_unit_test(test_a_signal_a_worker_raises_reaches_it_not_the_template),
+        cmocka_unit_test(test_a_template_with_two_threads_forks_nothing),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
