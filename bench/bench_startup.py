@@ -30,7 +30,10 @@ caller; "bettong (exec)" the same with BETTONG_WORKER_START=exec (the template
 exec's python3 and imports). --caller-imports MODULE (e.g. numpy) has the
 script import MODULE before the clock and f use it, as a data program's
 function does: workers forked from the caller have it already, exec'd ones
-import it before the first call runs.
+import it before the first call runs. --function helper has f call another
+function of the script (f then travels by value, with cloudpickle, which the
+caller and the worker import on the way of the first call); the default, plain,
+is f(x) = x + 1 alone.
 
 The bettong package's modules are byte-compiled first (python3 -m compileall,
 as an installed package is; `make` does it too), so that no run compiles them.
@@ -67,8 +70,7 @@ sys.path.insert(0, {pydir!r})
 {caller_imports}
 {imp}
 t_imported = time.perf_counter()
-def f(x):
-    return x + 1{uses}
+{function}
 t0 = time.perf_counter()
 {create}
 r = {first}
@@ -99,12 +101,22 @@ SYSTEMS = {
 }
 
 
-def trial(python, system, n, env, pydir=PYDIR, caller_imports=None):
+# f as the script defines it (--function): "plain" uses nothing of the script
+# (bettong sends it without cloudpickle, src: python/bettong/_serial.py);
+# "helper" calls another function of the script's __main__, which travels by
+# value (cloudpickle, imported by the caller and by the worker).
+FUNCTIONS = {
+    "plain": "def f(x):\n    return x + 1{uses}\n",
+    "helper": "def g(x):\n    return x + 1{uses}\ndef f(x):\n    return g(x)\n",
+}
+
+
+def trial(python, system, n, env, pydir=PYDIR, caller_imports=None, function="plain"):
     spec = {k: v.format(n=n) for k, v in SYSTEMS[system].items() if k != "env"}
+    uses = f" + 0 * len({caller_imports}.__name__)" if caller_imports else ""
     code = TRIAL.format(pydir=pydir,
                         caller_imports=f"import {caller_imports}" if caller_imports else "",
-                        uses=f" + 0 * len({caller_imports}.__name__)" if caller_imports else "",
-                        **spec)
+                        function=FUNCTIONS[function].format(uses=uses), **spec)
     env = dict(env, **SYSTEMS[system].get("env", {}))
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env,
                          timeout=60)
@@ -168,6 +180,9 @@ def main():
                          "repository's python/; another checkout's, with --bin, to compare)")
     ap.add_argument("--caller-imports", metavar="MODULE",
                     help="the script imports MODULE before the clock and f uses it")
+    ap.add_argument("--function", choices=sorted(FUNCTIONS), default="plain",
+                    help="f uses nothing of the script (plain, the default) or calls a "
+                         "helper function of it (helper: sent with cloudpickle)")
     ap.add_argument("--record", action="store_true", help="append to bench/RESULTS.md")
     args = ap.parse_args()
 
@@ -185,7 +200,8 @@ def main():
         order = names[r % len(names):] + names[:r % len(names)]
         got = {}
         for s in order:
-            got[s] = trial(args.python, s, n, env, args.pydir, args.caller_imports)
+            got[s] = trial(args.python, s, n, env, args.pydir, args.caller_imports,
+                           args.function)
             res[s].append(got[s])
         for s in names[1:]:
             ratios[s].append(got["bettong"]["first"] / got[s]["first"])
@@ -203,6 +219,8 @@ def main():
     other = f" --bin {args.bin} --pydir {args.pydir}" if args.pydir != PYDIR else ""
     if args.caller_imports:
         other += f" --caller-imports {args.caller_imports}"
+    if args.function != "plain":
+        other += f" --function {args.function}"
     lines.append(f"Command: python3 bench/bench_startup.py --rounds {args.rounds}{other}"
                  f" (workers {n})")
     lines.append("")

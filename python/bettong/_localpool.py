@@ -7,13 +7,11 @@ the standard library's light modules here.
 """
 
 import os
-import re
 import select
-import subprocess
 import sys
 import time
 
-_LISTENING = re.compile(r"bettong pool: listening on (\S+)")
+_LISTENING = b"bettong pool: listening on "
 _START_TIMEOUT = float(os.environ.get("BETTONG_POOL_START_TIMEOUT", "60"))
 
 
@@ -105,6 +103,22 @@ def _forks_template(secret):
     return hasattr(_wproc, "start_pool")
 
 
+def _tune_memory():
+    """This process's Python memory as in the pool's workers
+    (bettong._wproc.tune_memory): small-object arenas populated when made, and
+    large blocks (32 MiB and more) in transparent huge pages unless
+    GLIBC_TUNABLES says how this process's malloc is to behave. On a VM every
+    page fault is also the hypervisor's: they are most of the time of making
+    20,000 futures, or of filling and first reading a 100 MB bytes (a local
+    pool's large arguments and results travel through shared memory)."""
+    try:
+        from . import _wproc
+    except ImportError:  # another interpreter than the build's
+        return
+    if hasattr(_wproc, "tune_memory"):
+        _wproc.tune_memory(not os.environ.get("GLIBC_TUNABLES"))
+
+
 def _in_template():
     """Run in the worker template forked from this process, before it serves:
     what an exec'd worker would have. Signals handled by Python code go back to
@@ -112,14 +126,15 @@ def _in_template():
     stdout (which is stderr there, as for every worker) and stderr are
     unbuffered, as under python3 -u."""
     import io
-    import signal
-    for sig in signal.valid_signals():
+    import _signal  # (signal's C part: the module around it imports enum, on the way of
+    # the first worker)
+    for sig in _signal.valid_signals():
         try:
-            handler = signal.getsignal(sig)
+            handler = _signal.getsignal(sig)
         except (OSError, ValueError):
             continue
-        if callable(handler) and handler is not signal.default_int_handler:
-            signal.signal(sig, signal.SIG_DFL)
+        if callable(handler) and handler is not _signal.default_int_handler:
+            _signal.signal(sig, _signal.SIG_DFL)
     streams = []
     for fd, old in ((1, sys.stdout), (2, sys.stderr)):
         encoding = getattr(old, "encoding", None) or "utf-8"
@@ -148,13 +163,6 @@ class _ForkedPool:
         """The pool started, or None when this process cannot fork one (it has
         more threads than one: exec then)."""
         from . import _wproc
-        try:
-            # Before the fork: the template has it then (its workers load
-            # every function with it), and so do we for our first call,
-            # imported once on the way of both instead of twice side by side.
-            import cloudpickle  # noqa: F401
-        except ImportError:
-            pass
         for stream in (sys.stdout, sys.stderr):  # nothing written twice
             try:
                 stream.flush()
@@ -189,6 +197,7 @@ class _ForkedPool:
         finally:
             os.close(fd)
         if self.poll() is None:
+            import subprocess
             raise subprocess.TimeoutExpired(self.pid, timeout)
         return self.returncode
 
@@ -233,6 +242,7 @@ class LocalPool:
             env["BETTONG_SECRET"] = secret.decode("utf-8", "surrogateescape")
         else:
             env.pop("BETTONG_SECRET", None)
+        _tune_memory()
         log_level = os.environ.get("BETTONG_POOL_LOG_LEVEL", "warn")
         cmd = [binary, "pool", "--unix", sock, "--workers", str(workers), "--exit-with-client",
                "--log-level", log_level]
@@ -241,6 +251,7 @@ class LocalPool:
             if workers and _forks_template(secret):
                 self.proc = _ForkedPool.start(cmd, env, "unix:" + sock, log_level)
             if self.proc is None:
+                import subprocess
                 self.proc = subprocess.Popen(
                     cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
                     close_fds=True, start_new_session=True)  # Ctrl-C reaches us, not it
@@ -274,9 +285,12 @@ class LocalPool:
                 if not chunk:
                     break
                 data += chunk
-        line = data.split(b"\n", 1)[0].decode("utf-8", "replace")
-        m = _LISTENING.search(line)
-        if not m:
+        line = data.split(b"\n", 1)[0]
+        at = line.find(_LISTENING)
+        address = line[at + len(_LISTENING):].split()[:1] if at >= 0 else None
+        if not address:
+            import subprocess
+            line = line.decode("utf-8", "replace")
             try:
                 rc = self.proc.wait(timeout=2)
             except subprocess.TimeoutExpired:
@@ -285,13 +299,14 @@ class LocalPool:
             raise _pool_error(f"bettong pool {what} instead of listening "
                                    "(its messages are above)")
         out.close()  # the pool prints nothing more
-        return m.group(1)
+        return address[0].decode("utf-8", "surrogateescape")
 
     def stop(self, timeout=5.0):
         """After our connection closed the pool exits by itself; wait for it, then
         make sure, and remove the socket's directory."""
         proc = self.proc if hasattr(self, "proc") else None
         if proc is not None:
+            import subprocess
             try:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

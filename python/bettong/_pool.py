@@ -12,7 +12,7 @@ import atexit
 import collections
 import os
 from itertools import repeat as _repeat, starmap as _starmap
-import queue
+from _queue import SimpleQueue as _SimpleQueue  # (not queue: it imports heapq, time...)
 import sys
 import threading
 import weakref
@@ -323,7 +323,7 @@ class Client:
         if self._deferred is None:
             with self._defer_lock:
                 if self._deferred is None:
-                    q = queue.SimpleQueue()
+                    q = _SimpleQueue()
                     t = threading.Thread(target=self._run_deferred, args=(q,),
                                          name="bettong-submit", daemon=True)
                     t.start()

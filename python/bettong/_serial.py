@@ -1,18 +1,33 @@
 """Serialization of functions and call arguments.
 
-Functions go with cloudpickle (lambdas, closures, functions of __main__ travel by
-value). Arguments go with plain pickle (protocol 5, fast, in C) unless that fails or
-the pickle names __main__ (a class or function of the caller's script, which a
-worker's __main__ does not have): then with cloudpickle, which sends those by value.
+Functions go with the standard pickler when that gives what cloudpickle would
+(see _PlainPickler): functions a worker can import by name, and functions
+without a closure sent by value (those of __main__, lambdas), rebuilt on the
+worker by bettong._fn as cloudpickle does. Any other goes with cloudpickle
+(closures, classes of __main__ travel by value). Arguments go with plain pickle (protocol
+5, fast, in C) unless that fails or the pickle names __main__ (a class or
+function of the caller's script, which a worker's __main__ does not have):
+then with cloudpickle, which sends those by value.
+
+Cheap to import (it is on the way to an executor's first result): cloudpickle,
+reprlib and the opcode tables are imported when first needed.
 """
 
-import dis
-import hashlib
-import pickle
-import reprlib
+import io
+import marshal
 import sys
 import types
-import weakref
+
+from . import _fn
+
+try:
+    from _pickle import Pickler as _Pickler, dumps as _dumps, loads as _loads
+except ImportError:  # an interpreter without the C pickler
+    from pickle import Pickler as _Pickler, dumps as _dumps, loads as _loads
+try:
+    from _blake2 import blake2b as _blake2b  # what hashlib.blake2b is
+except ImportError:
+    from hashlib import blake2b as _blake2b
 
 
 class _Cloudpickle:
@@ -34,14 +49,18 @@ def cloudpickle_dumps(obj):
     return cloudpickle.dumps(obj, 5)
 
 _MAIN = b"__main__"
-_dumps = pickle.dumps
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 80
+_short = None
 
 
 def short_repr(obj):
+    global _short
     try:
+        if _short is None:
+            import reprlib
+            r = reprlib.Repr()
+            r.maxstring = 60
+            r.maxother = 80
+            _short = r
         return _short.repr(obj)
     except Exception:
         return f"<{type(obj).__name__} object>"
@@ -69,7 +88,7 @@ def _bytes_arg_tail():
     tail = None
     for n in (BIG_BYTES_ARG, 3 * BIG_BYTES_ARG + 7):
         data = b"\0" * n
-        p = pickle.dumps(((data,), {}), 5)
+        p = _dumps(((data,), {}), 5)
         head = b"\x80\x05B" + n.to_bytes(4, "little")
         if not p.startswith(head) or p[7:7 + n] != data:
             return None
@@ -101,7 +120,7 @@ def payload_size(p):
 
 
 def digest(payload):
-    return hashlib.blake2b(payload, digest_size=16).digest()
+    return _blake2b(payload, digest_size=16).digest()
 
 
 class PickledFunction:
@@ -118,6 +137,14 @@ class PickledFunction:
 
 
 def dumps_function(fn):
+    """fn pickled as cloudpickle.dumps(fn, 5) would, as a PickledFunction:
+    with the standard pickler when that gives the same function in the worker
+    (no need to import cloudpickle on either side), else with cloudpickle."""
+    registry = _registry()
+    if not registry:
+        pf = _dumps_plain(fn)
+        if pf is not None:
+            return pf
     try:
         payload = cloudpickle.dumps(fn, 5)
     except Exception as e:
@@ -125,6 +152,116 @@ def dumps_function(fn):
     by_ref = (isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
               and b"cloudpickle" not in payload)
     return PickledFunction(payload, by_ref)
+
+
+def _dumps_plain(fn):
+    """fn as a PickledFunction made by the standard pickler (_PlainPickler),
+    or None when it might not give what cloudpickle gives (cloudpickle's
+    registry of modules sent by value is empty here)."""
+    buf = io.BytesIO()
+    pickler = _PlainPickler(buf)
+    try:
+        pickler.dump(fn)
+    except Exception:
+        return None
+    by_ref = (isinstance(fn, (types.FunctionType, types.BuiltinFunctionType))
+              and not pickler.by_value)
+    return PickledFunction(buf.getvalue(), by_ref)
+
+
+class _NotPlain(Exception):
+    """cloudpickle would pickle this otherwise than the standard pickler."""
+
+
+# Types cloudpickle reduces its own way (its dispatch table, by exact type):
+# what holds one goes with cloudpickle. By name, not to import their modules.
+_CLOUDPICKLE_TYPES = frozenset((
+    "builtins.classmethod", "builtins.staticmethod", "builtins.property", "builtins.cell",
+    "builtins.code", "builtins.getset_descriptor", "builtins.method", "builtins.mappingproxy",
+    "builtins.memoryview", "builtins.dict_keys", "builtins.dict_values", "builtins.dict_items",
+    "collections.odict_keys", "collections.odict_values", "collections.odict_items",
+    "builtins.odict_keys", "builtins.odict_values", "builtins.odict_items",
+    "abc.abstractmethod", "abc.abstractclassmethod", "abc.abstractstaticmethod",
+    "abc.abstractproperty", "_io.TextIOWrapper", "logging.Logger", "logging.RootLogger",
+    "_weakrefset.WeakSet", "typing.TypeVar"))
+_SINGLETON_TYPES = (type(None), type(Ellipsis), type(NotImplemented))
+
+
+class _PlainPickler(_Pickler):
+    """The standard pickler (protocol 5, in C), which pickles what cloudpickle
+    pickles as cloudpickle would (the same objects in the worker) and refuses
+    (_NotPlain) the rest:
+    - a function a worker imports by name (its module is imported, not
+      __main__, and holds it under its qualname), a class likewise: by name;
+    - another function without a closure: by value, as cloudpickle does
+      (bettong._fn.make and setstate rebuild it), its globals dict shared with
+      the other functions of the pickle that share it here;
+    - a module in sys.modules: imported by name (not __main__);
+    - a class not importable by name, a function with a closure, a module not
+      in sys.modules, an object of a type cloudpickle reduces its own way:
+      refused;
+    - anything else: as pickle does (so does cloudpickle)."""
+
+    def __init__(self, file):
+        super().__init__(file, 5)
+        self.globals_ref = {}
+        self.by_value = False
+
+    def reducer_override(self, obj):
+        t = type(obj)
+        if t is types.FunctionType:
+            if importable(obj):
+                return NotImplemented
+            return self._function_reduce(obj)
+        if t is types.ModuleType:
+            name = obj.__name__
+            if name == "__main__" or name not in sys.modules:
+                raise _NotPlain(name)
+            return (_fn.module, (name,))
+        if isinstance(obj, type):
+            if obj in _SINGLETON_TYPES or importable(obj):
+                return NotImplemented
+            raise _NotPlain(obj)
+        if (f"{t.__module__}.{t.__qualname__}" in _CLOUDPICKLE_TYPES
+                or isinstance(obj, types.ModuleType)):
+            raise _NotPlain(t)
+        return NotImplemented
+
+    def _function_reduce(self, fn):
+        """cloudpickle's _dynamic_function_reduce, without a closure."""
+        g = fn.__globals__
+        if fn.__closure__ is not None or type(g) is not dict or fn.__module__ is None:
+            raise _NotPlain(fn)
+        self.by_value = True
+        base = self.globals_ref.get(id(g))
+        if base is None:
+            base = self.globals_ref[id(g)] = {
+                k: g[k] for k in ("__package__", "__name__", "__path__", "__file__") if k in g}
+        code = fn.__code__
+        used = {k: g[k] for k in _global_names(code) if k in g}
+        state = (fn.__name__, fn.__qualname__, fn.__module__, fn.__doc__, fn.__defaults__,
+                 fn.__kwdefaults__, fn.__annotations__, fn.__dict__, used,
+                 _submodules(code, used.values()))
+        return (_fn.make, (_fn.INTERPRETER, marshal.dumps(code), base, fn.__qualname__), state,
+                None, None, _fn.setstate)
+
+
+def _submodules(code, values):
+    """The submodules, imported here, of the packages among values that code
+    may reach by attribute (cloudpickle's _find_imported_submodules: they are
+    imported in the worker before the function is completed)."""
+    subs = []
+    names = None
+    for m in values:
+        if isinstance(m, types.ModuleType) and getattr(m, "__package__", None):
+            if names is None:
+                names = set(code.co_names)
+            prefix = m.__name__ + "."
+            for name in list(sys.modules):
+                if name is not None and name.startswith(prefix):
+                    if not set(name[len(prefix):].split(".")) - names:
+                        subs.append(sys.modules[name])
+    return subs
 
 
 class Raw:
@@ -139,7 +276,7 @@ class Raw:
         self.payload = payload
 
     def __reduce__(self):
-        return (pickle.loads, (self.payload,))
+        return (_loads, (self.payload,))
 
 
 # ------------------------------------------------------------------ reuse of a
@@ -159,9 +296,6 @@ class Unsafe(Exception):
     """What a function captures cannot be compared cheaply."""
 
 
-_GLOBAL_OPS = frozenset(dis.opmap[n] for n in ("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL")
-                        if n in dis.opmap)
-_code_globals = weakref.WeakKeyDictionary()
 _code_names = {}
 _CODE_NAMES_MAX = 1024
 _ATOMS = frozenset((int, float, complex, str, bytes, bool, type(None), range,
@@ -171,27 +305,92 @@ _MISSING = object()
 _MAX_DEPTH = 4
 _MAX_ITEMS = 64
 
+# The opcodes that name a global (what cloudpickle looks for with dis), and
+# EXTENDED_ARG, by interpreter version: read from the opcode module (1 ms to
+# import, dis 3 ms) unless known here; tests/py/test_plain_functions.py checks
+# these against it.
+_KNOWN_OPS = {(3, 11): (116, 97, 98, 144)}
+_ops = None
+
+
+def _global_ops():
+    global _ops
+    if _ops is None:
+        known = None
+        if sys.implementation.name == "cpython":
+            known = _KNOWN_OPS.get(sys.version_info[:2])
+        if known is None:
+            import opcode
+            m = opcode.opmap
+            known = (m["LOAD_GLOBAL"], m["STORE_GLOBAL"], m["DELETE_GLOBAL"], m["EXTENDED_ARG"])
+        # Since 3.11 LOAD_GLOBAL's argument is the name's index times 2 (plus
+        # one when it pushes a NULL first).
+        _ops = known + (1 if sys.version_info >= (3, 11) else 0,)
+    return _ops
+
+
+def _scan_global_names(co, found):
+    """Append to found the names co's global instructions use, then those of
+    the code objects among its constants (nested functions, comprehensions,
+    classes), recursively; what dis.get_instructions would give. The
+    bytecode is read as (opcode, argument) byte pairs; inline caches are
+    zeros in co_code."""
+    load, store, delete, extended, shift = _global_ops()
+    names = co.co_names
+    code = co.co_code
+    ext = 0
+    for i in range(0, len(code), 2):
+        op = code[i]
+        arg = code[i + 1] | ext
+        if op == extended:
+            ext = arg << 8
+            continue
+        ext = 0
+        if op == load:
+            found.append(names[arg >> shift])
+        elif op == store or op == delete:
+            found.append(names[arg])
+    for c in co.co_consts:
+        if type(c) is types.CodeType:
+            _scan_global_names(c, found)
+
 
 def _global_names(co):
-    """Names of the globals a code object (and the code nested in it) uses."""
+    """Names of the globals a code object (and the code nested in it) uses, in
+    order of first use, each once (cloudpickle's _extract_code_globals)."""
     names = _code_names.get(co)
-    if names is not None:
-        return names
-    names = _code_globals.get(co)
     if names is None:
-        found = [ins.argval for ins in dis.get_instructions(co) if ins.opcode in _GLOBAL_OPS]
-        for c in co.co_consts:
-            if isinstance(c, types.CodeType):
-                found.extend(_global_names(c))
+        found = []
+        _scan_global_names(co, found)
         names = tuple(dict.fromkeys(found))
-        _code_globals[co] = names
-    # A plain dict in front of the weak one (whose get() is Python code): it is
-    # consulted on every call_async of a function pickled by value. Bounded, as
-    # it keeps the code objects alive.
-    if len(_code_names) >= _CODE_NAMES_MAX:
-        _code_names.clear()
-    _code_names[co] = names
+        # Consulted on every call_async of a function pickled by value; bounded,
+        # as it keeps the code objects alive.
+        if len(_code_names) >= _CODE_NAMES_MAX:
+            _code_names.clear()
+        _code_names[co] = names
     return names
+
+
+def _registry():
+    """cloudpickle's pickle-by-value registry (module names), empty when
+    cloudpickle is not imported (nothing can have been registered then)."""
+    cp = sys.modules.get("cloudpickle")
+    if cp is None:
+        return ()
+    try:
+        return cp.list_registry_pickle_by_value()
+    except AttributeError:  # an old cloudpickle
+        return ()
+
+
+def _by_value_module(name, registry):
+    """True when cloudpickle sends the module `name` (or what it holds) by
+    value: it or a package above it is in its registry."""
+    while name:
+        if name in registry:
+            return True
+        name = name.rpartition(".")[0]
+    return False
 
 
 def importable(obj):
@@ -204,11 +403,9 @@ def importable(obj):
     m = sys.modules.get(mod)
     if m is None:
         return False
-    try:
-        if mod in cloudpickle.list_registry_pickle_by_value():
-            return False
-    except AttributeError:  # an old cloudpickle
-        pass
+    registry = _registry()
+    if registry and _by_value_module(mod, registry):
+        return False
     o = m
     for part in qual.split("."):
         o = getattr(o, part, None)

@@ -1,8 +1,7 @@
 """Objects that run on the workers (kept import-light: the extension is not needed)."""
 
 import os
-import pickle
-import traceback
+from _pickle import dumps as _dumps, loads as _loads
 
 
 def _set_env(env):
@@ -146,11 +145,12 @@ class ChunkFunction:
 def describe(e):
     """(exception, type name, message, traceback) of an exception raised by a
     call; the exception is None when it would not pickle."""
+    import traceback  # (only when a call fails: it imports linecache, tokenize, re...)
     tb = e.__traceback__
     tb = tb.tb_next if tb is not None and tb.tb_next is not None else tb  # not our frame
     text = "".join(traceback.format_exception(type(e), e, tb))
     try:
-        pickle.dumps(e, 5)
+        _dumps(e, 5)
         exc = e
     except Exception:
         try:
@@ -168,7 +168,7 @@ def join_chunks(parts):
     chunk's pickled (results, errors) or its results list, in order."""
     out = []
     for p in parts:
-        out.extend(pickle.loads(p)[0] if isinstance(p, bytes) else p)
+        out.extend(_loads(p)[0] if isinstance(p, bytes) else p)
     return out
 
 

@@ -1,6 +1,6 @@
 """The exceptions of bettong, and how a failed call's payload becomes one."""
 
-import pickle
+from _pickle import loads as _loads  # (not pickle: the module imports re, struct...)
 
 try:  # the extension defines the connection-level errors
     from ._bettong import AuthenticationError, ProtocolError, RefusedError
@@ -68,7 +68,7 @@ def raised_exception(payload):
     """The exception to raise for a CALL_RAISED payload: pickled (exception or
     None, type name, message, traceback text)."""
     try:
-        described = pickle.loads(payload)
+        described = _loads(payload)
     except Exception as e:  # the exception's class is not importable here, ...
         return RemoteError("<unknown>", f"the remote exception could not be unpickled: {e!r}")
     return rebuilt_exception(described)

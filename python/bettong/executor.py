@@ -12,7 +12,6 @@ import itertools
 import math
 import operator
 import os
-import pickle
 import sys
 import threading
 import weakref
@@ -62,7 +61,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-_dumps = pickle.dumps
+try:  # pickle.dumps itself, without the module around it (re, struct...): the
+    # executor forks its pool as soon as it is made, and what it imports before
+    # is on the way of the first call
+    from _pickle import dumps as _dumps
+except ImportError:
+    from pickle import dumps as _dumps
 _PID = None  # _pool.PID once loaded: [this process's id], kept across forks
 _MODULES = sys.modules  # no persistent object can exist before bettong.objects is imported
 _MAIN = b"__main__"
@@ -171,11 +175,35 @@ def _params(func):
         return _params_cache[func]
     except (KeyError, TypeError):
         pass
-    out = _signature_params(func)
+    out = _code_params(func)
+    if out is None:
+        out = _signature_params(func)
     try:
         _params_cache[func] = out
     except TypeError:
         pass
+    return out
+
+
+_FUNCTION = type(_params)
+
+
+def _code_params(func):
+    """_params of a plain Python function, read from its code object (what
+    inspect.signature reads, without importing inspect: it is the slowest
+    import on the way to a first call); None for any other callable, or a
+    function that says it has another signature (__wrapped__, __signature__)."""
+    if type(func) is not _FUNCTION or "__wrapped__" in func.__dict__ \
+            or "__signature__" in func.__dict__:
+        return None
+    code = func.__code__
+    npos = code.co_argcount
+    names = code.co_varnames[:npos + code.co_kwonlyargcount]
+    out = {}
+    for i, name in enumerate(names):
+        if i < code.co_posonlyargcount:
+            continue
+        out[name] = i if i < npos else None
     return out
 
 

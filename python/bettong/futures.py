@@ -13,7 +13,6 @@
 
 import concurrent.futures as _cf
 import itertools
-import pickle
 import threading
 import time
 import weakref
@@ -37,7 +36,7 @@ try:
 except ImportError:
     CALL_OK, CALL_RAISED, CALL_WORKER_DIED, CALL_TIMEOUT, CALL_CANCELLED, CALL_ERROR = range(6)
 
-_loads = pickle.loads
+from _pickle import loads as _loads  # (pickle.loads without the module around it)
 
 # wait() conditions. The first two are concurrent.futures' own values, so the
 # standard module's constants work here too.

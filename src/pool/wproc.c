@@ -17,6 +17,7 @@
 #include "pool/wio.h"
 #include "pool/wrun.h"
 #include "py/bridge.h"
+#include "py/arenas.h"
 #include "py/hugealloc.h"
 #include "util/log.h"
 
@@ -293,6 +294,7 @@ static int prepare_python(const char *near, int embedded)
         log_error("%s", err);
         return WORKER_EXIT_ERROR;
     }
+    arenas_install(); /* (a template forked from a caller may have it already) */
     if (add_subcall_module() < 0) {
         log_error("cannot make the _bettong_worker module");
         return WORKER_EXIT_ERROR;

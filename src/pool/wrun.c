@@ -18,7 +18,10 @@ typedef struct {
     char *error;
 } fentry_t;
 
-static PyObject *pickle_loads, *pickle_load, *pickle_dumps, *cloudpickle_dumps, *format_exception;
+static PyObject *pickle_loads, *pickle_load, *pickle_dumps;
+/* Imported when first needed (see lazy_attr): NULL before, and after a failure. */
+static PyObject *cloudpickle_dumps, *format_exception;
+static int cloudpickle_tried, traceback_tried;
 static PyObject *protocol5;
 static idmap_t funcs; /* gid -> fentry_t */
 
@@ -77,6 +80,26 @@ static PyObject *import_attr(const char *module, const char *name)
     return a;
 }
 
+/* module.name imported on first use, not at start: a worker template forks its
+ * workers sooner without them (cloudpickle alone takes ~30 ms to import), and
+ * most workers never need them (a function that arrived cloudpickled imports
+ * cloudpickle by itself as it loads). NULL, with the exception cleared, when
+ * it cannot be imported; what for says what is lost then (logged once). */
+static PyObject *lazy_attr(PyObject **slot, int *tried, const char *module, const char *name,
+                           const char *what_for)
+{
+    if (*tried)
+        return *slot;
+    *tried = 1;
+    *slot = import_attr(module, name);
+    if (!*slot) {
+        char *why = take_summary();
+        log_warn("%s is not importable (%s): %s", module, why, what_for);
+        free(why);
+    }
+    return *slot;
+}
+
 static int add_caller_path(void)
 {
     const char *env = getenv("BETTONG_WORKER_PATH");
@@ -107,25 +130,24 @@ int wrun_init(char *err, size_t errlen)
         log_warn("cannot add BETTONG_WORKER_PATH to sys.path: %s", why);
         free(why);
     }
-    pickle_loads = import_attr("pickle", "loads");
-    pickle_load = pickle_loads ? import_attr("pickle", "load") : NULL;
-    pickle_dumps = pickle_load ? import_attr("pickle", "dumps") : NULL;
-    format_exception = pickle_dumps ? import_attr("traceback", "format_exception") : NULL;
+    /* _pickle: pickle's own functions, without the pure-Python module around
+     * them (which imports re, struct...). */
+    const char *pickler = "_pickle";
+    PyObject *probe = PyImport_ImportModule(pickler);
+    if (!probe) {
+        PyErr_Clear();
+        pickler = "pickle";
+    }
+    Py_XDECREF(probe);
+    pickle_loads = import_attr(pickler, "loads");
+    pickle_load = pickle_loads ? import_attr(pickler, "load") : NULL;
+    pickle_dumps = pickle_load ? import_attr(pickler, "dumps") : NULL;
     protocol5 = PyLong_FromLong(5);
-    if (!format_exception || !protocol5) {
+    if (!pickle_dumps || !protocol5) {
         char *why = take_summary();
-        snprintf(err, errlen, "cannot import pickle/traceback: %s", why);
+        snprintf(err, errlen, "cannot import pickle: %s", why);
         free(why);
         return -1;
-    }
-    /* Functions arrive cloudpickled: loading them needs cloudpickle importable
-     * (pickle.loads imports it by itself); it also pickles what pickle cannot. */
-    cloudpickle_dumps = import_attr("cloudpickle", "dumps");
-    if (!cloudpickle_dumps) {
-        char *why = take_summary();
-        log_warn("cloudpickle is not importable (%s): functions defined in the caller's "
-                 "__main__ and lambdas will not load", why);
-        free(why);
     }
     return 0;
 }
@@ -197,8 +219,10 @@ static PyObject *dumps_any(PyObject *obj, char **why)
         return b;
     char *e1 = take_summary();
     char *e2 = NULL;
-    if (cloudpickle_dumps) {
-        b = py_call2(cloudpickle_dumps, obj, protocol5);
+    PyObject *cp_dumps = lazy_attr(&cloudpickle_dumps, &cloudpickle_tried, "cloudpickle", "dumps",
+                                   "results that pickle cannot handle will not be sent");
+    if (cp_dumps) {
+        b = py_call2(cp_dumps, obj, protocol5);
         if (b) {
             free(e1);
             return b;
@@ -235,8 +259,11 @@ static PyObject *type_name(PyTypeObject *t)
 
 static PyObject *traceback_text(PyObject *type, PyObject *value, PyObject *tb)
 {
-    PyObject *lines = PyObject_CallFunctionObjArgs(format_exception, type, value,
-                                                   tb ? tb : Py_None, NULL);
+    PyObject *fmt = lazy_attr(&format_exception, &traceback_tried, "traceback",
+                              "format_exception", "errors will carry no traceback");
+    PyObject *lines = fmt ? PyObject_CallFunctionObjArgs(fmt, type, value, tb ? tb : Py_None,
+                                                         NULL)
+                          : NULL;
     PyObject *sep = lines ? PyUnicode_FromString("") : NULL;
     PyObject *text = sep ? PyUnicode_Join(sep, lines) : NULL;
     Py_XDECREF(sep);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "py/arenas.h"
 #include "util/log.h"
 
 #ifndef BETTONG_PYTHON
@@ -109,6 +110,7 @@ int py_start(int argc, char **argv, const char *const *paths, char *err, size_t 
     if (status_failed(st, &config, err, errlen))
         return -1;
     PyConfig_Clear(&config);
+    arenas_install();
 
     /* Inserted in reverse so the first of `paths` ends up first, and the
      * library directory ahead of all of them. */

@@ -918,3 +918,48 @@ def test_lithops_options_are_refused_not_ignored(ex):
         bettong.FunctionExecutor(config={})
     with pytest.raises(ValueError, match="module names"):
         ex.map(_alloc, [1], include_modules=["some/file.py"])
+
+
+def _params_cases():
+    import functools
+
+    def positional_only(x, /, y, *args, z=1, w, **kw):
+        pass
+
+    def nothing():
+        pass
+
+    def with_id(id, storage=None):
+        pass
+
+    @functools.wraps(with_id)
+    def wrapped(*a, **k):
+        pass
+
+    def said(a, b):
+        pass
+    said.__signature__ = __import__("inspect").signature(nothing)
+
+    class K:
+        def m(self, x):
+            pass
+    return [positional_only, nothing, with_id, wrapped, said, lambda q, *, r: 0,
+            K().m, K.m, print, functools.partial(with_id, 1)]
+
+
+@pytest.mark.parametrize("fn", _params_cases(), ids=lambda f: getattr(f, "__name__", "partial"))
+def test_parameters_read_without_inspect_match_the_signature(fn):
+    """A plain function's parameters are read from its code (inspect is slow to
+    import, on the way of a first call); anything else, and a function that
+    declares another signature (functools.wraps, __signature__), goes to
+    inspect.signature. Both must tell `id` and `storage` the same."""
+    from bettong import executor
+    got = executor._code_params(fn)
+    want = executor._signature_params(fn)
+    declares = getattr(fn, "__dict__", {})
+    if (type(fn).__name__ == "function" and "__wrapped__" not in declares
+            and "__signature__" not in declares):
+        assert got == want
+    else:
+        assert got is None
+    assert executor._params(fn) == want

@@ -208,6 +208,45 @@ with bettong.FunctionExecutor(workers=1) as ex:
     assert got["huge_kb"] >= 2048, got
 
 
+CALLER_HUGE = r'''
+import ctypes
+class ArenaAllocator(ctypes.Structure):
+    _fields_ = [("ctx", ctypes.c_void_p), ("alloc", ctypes.c_void_p), ("free", ctypes.c_void_p)]
+def arena_alloc():
+    a = ArenaAllocator()
+    ctypes.pythonapi.PyObject_GetArenaAllocator(ctypes.byref(a))
+    return a.alloc
+plain_arenas = arena_alloc()
+def huge_kb_of(n):
+    def total():
+        with open("/proc/self/smaps_rollup") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+    before = total()
+    b = bytearray(n)
+    b[::4096] = b"\1" * len(range(0, n, 4096))
+    return total() - before
+with bettong.FunctionExecutor(workers=1) as ex:
+    ex.call_async(len, b"").result(timeout=60)
+    report(ex, {"huge_kb": huge_kb_of(64 << 20), "arenas_wrapped": arena_alloc() != plain_arenas})
+'''
+
+
+@pytest.mark.skipif(_thp_mode() != "madvise", reason="needs transparent huge pages on madvise")
+@pytest.mark.parametrize("start", ["fork", "exec"])
+def test_the_callers_memory_is_tuned_once_it_has_a_local_pool(start):
+    """The caller's own large blocks too (a 100 MB argument made, a result read
+    into a fresh bytes): huge pages from its first local pool on, however its
+    workers start, unless GLIBC_TUNABLES tells its malloc what to do; and its
+    small-object arenas populated when made."""
+    got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "", "BETTONG_WORKER_START": start})
+    assert got["huge_kb"] >= 32 << 10, got
+    assert got["arenas_wrapped"] is True  # (src/py/arenas.h: whatever GLIBC_TUNABLES says)
+    got = run_script(CALLER_HUGE, env={"GLIBC_TUNABLES": "glibc.malloc.check=0",
+                                       "BETTONG_WORKER_START": start})
+    assert got["huge_kb"] == 0, got
+    assert got["arenas_wrapped"] is True
+
+
 def test_a_pool_given_no_template_execs_its_workers(tmp_path):
     """--template-pid names a process that is not its child, fd 3 is no
     socket: the pool says so and execs its workers."""
