@@ -32,6 +32,7 @@
 
 #include "net/auth.h"
 #include "pool/tmpl.h"
+#include "pool/tmplfork.h"
 #include "pool/wio.h"
 #include "pool/wproc.h"
 #include "py/arenas.h"
@@ -93,20 +94,6 @@ static PyObject *wproc_main(PyObject *self, PyObject *args)
 }
 
 /* ------------------------------------------------------------ start_pool */
-
-/* The threads of this process (/proc/self/status), or -1. */
-static int thread_count(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    int n = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "Threads: %d", &n) == 1)
-            break;
-    if (f)
-        fclose(f);
-    return n;
-}
 
 /* A NULL-terminated array of the list's bytes (borrowed from it, which must
  * outlive the array), with `extra` more NULL slots; NULL with an exception. */
@@ -172,7 +159,7 @@ static void template_child(start_t *s, pid_t pool)
     PyOS_AfterFork_Child();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != pool)
         _exit(WORKER_EXIT_ERROR);
-    signal(SIGCHLD, SIG_DFL); /* the template waits for its middle processes */
+    signal(SIGCHLD, SIG_DFL); /* (a caller's handler has no business here) */
     pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     /* The control socket stays where start_pool made it: a number no object
      * of the client's names (TMPL_FD may be one of its files). */
@@ -251,7 +238,7 @@ static PyObject *wproc_start_pool(PyObject *self, PyObject *args)
 #endif
     /* Another thread may hold a lock (malloc's, a Python object's) that the
      * template would then never see released: the caller execs instead. */
-    if (thread_count() != 1)
+    if (tmpl_thread_count() != 1)
         Py_RETURN_NONE;
     s.argv = bytes_array(argv_list, 2);
     s.env = s.argv ? bytes_array(env_list, 0) : NULL;

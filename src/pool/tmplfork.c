@@ -1,13 +1,17 @@
 #include "pool/tmplfork.h"
 
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "pool/tmpl.h"
@@ -15,18 +19,12 @@
 #include "py/bridge.h"
 #include "util/log.h"
 
-/* In a forked worker: the pool, and the middle process it waits to be gone. */
-static pid_t my_pool, my_middle;
+/* In a forked worker: the pool, our parent. */
+static pid_t my_pool;
 
 int tmpl_adopted(void)
 {
-    pid_t pool = my_pool, middle = my_middle;
-    for (int i = 0; getppid() == middle; i++) {
-        if (i == 20000) /* 2 s: the middle process exits right after fork */
-            return -1;
-        usleep(100);
-    }
-    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != pool)
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != my_pool)
         return -1;
     return 0;
 }
@@ -38,34 +36,110 @@ static void reply(int fd, uint32_t index, int32_t pid)
         _exit(WORKER_EXIT_ERROR); /* the pool is gone */
 }
 
-/* Fork the worker asked for (twice: see tmpl.h). */
+int tmpl_thread_count(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return n;
+}
+
+/* Where glibc keeps this thread's id in its thread descriptor, or NULL if
+ * it does not say. It says so to debuggers (libthread_db) in
+ * _thread_db_pthread_tid: {size in bits, count, offset in struct pthread}. */
+static int *cached_tid(void)
+{
+    const uint32_t *d = dlsym(RTLD_DEFAULT, "_thread_db_pthread_tid");
+    if (!d || d[0] != 32 || d[1] != 1)
+        return NULL;
+    int *tid = (int *)(void *)((char *)pthread_self() + d[2]);
+    return *tid == (int)syscall(SYS_gettid) ? tid : NULL; /* (only if it is it) */
+}
+
+/* clone3's arguments, as <linux/sched.h> has them (version 0, 64 bytes). */
+typedef struct {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
+} clone3_args_t;
+
+/* fork(), except that the child is our parent's (the pool's) and not ours:
+ * clone(CLONE_PARENT) straight from the system call, which glibc's fork()
+ * cannot ask for. The pool can then reap, restart and kill it as a child of
+ * its own, with no process in between to fork and to wait for (and no wait
+ * in the child for that one to be gone).
+ *
+ * What glibc's fork() does besides the system call, and why it is not
+ * needed here: this process is a Python template with one thread (tmpl.h;
+ * start_pool forks it only from a process with one thread, and tmpl_serve
+ * checks before each fork), and it clones between two requests, outside any
+ * libc call, so no lock of malloc's, stdio's or the loader's is held, and
+ * there is no other thread's stack to reclaim. Python's own before/after-fork
+ * work is done by the PyOS_*Fork calls around it, as around fork().
+ * pthread_atfork handlers are not run: Python registers none (its hooks are
+ * os.register_at_fork's, run by PyOS_*), and OpenSSL 3's do nothing (its
+ * random generator reseeds when getpid() changes). The thread id glibc
+ * caches in its thread descriptor is written by the kernel, as fork() has it
+ * written (CLONE_CHILD_SETTID, at the place glibc tells debuggers), so that
+ * pthread calls on the worker's first thread name it and not the template's
+ * (pthread_getcpuclockid, pthread_setschedparam...). Without clone3 (Linux
+ * before 5.3) or that place, the id stays the template's: glibc still
+ * signals the calling thread by its kernel id (raise, abort: glibc 2.34 on),
+ * and uses the cached one as an owner tag of mutexes, consistent within the
+ * child, but those pthread calls on pthread_self() would name the template's
+ * thread (Python's threading makes none). Robust mutexes are not registered
+ * again with the kernel (nothing of ours or Python's uses them). Returns the
+ * child's pid in the parent, 0 in the child, -1 with errno. */
+static pid_t fork_sibling(void)
+{
+    static int *tid;
+    static int looked;
+    if (!looked) {
+        tid = cached_tid();
+        looked = 1;
+    }
+    /* (No exit signal: with CLONE_PARENT the child gets ours, SIGCHLD, which
+     * clone3 refuses to be told.) */
+    clone3_args_t a = {.flags = CLONE_PARENT};
+    if (tid) {
+        a.flags |= CLONE_CHILD_SETTID;
+        a.child_tid = (uint64_t)(uintptr_t)tid;
+    }
+#ifdef SYS_clone3
+    long pid = syscall(SYS_clone3, &a, sizeof a);
+    if (pid >= 0 || (errno != ENOSYS && errno != EPERM)) /* (EPERM: a sandbox's filter) */
+        return (pid_t)pid;
+#endif
+    unsigned long flags = CLONE_PARENT | SIGCHLD;
+#if defined(__s390__) || defined(__CRIS__)
+    return (pid_t)syscall(SYS_clone, NULL, flags, NULL, NULL, NULL); /* (stack first there) */
+#else
+    return (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
+#endif
+}
+
+/* Fork the worker asked for, a child of the pool's (see fork_sibling). The
+ * worker sends the pool its own pid before anything else: by the time the
+ * pool can reap it, the pid is in the socket (the pool drains it first). */
 static void fork_worker(int fd, const tmpl_req_t *req, pid_t pool,
                         int (*run)(const char *, void *), void *arg)
 {
     PyOS_BeforeFork();
-    pid_t middle = fork();
-    if (middle == 0) {
-        pid_t me = getpid();
-        pid_t worker = fork();
-        if (worker == 0) {
-            close(fd);
-            PyOS_AfterFork_Child();
-            my_pool = pool;
-            my_middle = me;
-            exit(run(req->name, arg));
-        }
-        /* Before exiting: the pool reads the pid before it can reap the worker. */
-        reply(fd, req->index, worker > 0 ? worker : -errno);
-        _exit(0);
+    pid_t worker = fork_sibling();
+    if (worker == 0) {
+        reply(fd, req->index, (int32_t)getpid());
+        close(fd);
+        PyOS_AfterFork_Child();
+        my_pool = pool;
+        exit(run(req->name, arg));
     }
     int fork_errno = errno;
     PyOS_AfterFork_Parent();
-    if (middle < 0) {
+    if (worker < 0)
         reply(fd, req->index, -fork_errno);
-        return;
-    }
-    while (waitpid(middle, NULL, 0) < 0 && errno == EINTR)
-        ;
 }
 
 /* gc.freeze(): the template's objects are left out of collections, so a
@@ -97,6 +171,15 @@ int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg)
             return 1;
         }
         req.name[sizeof req.name - 1] = '\0';
+        /* fork_sibling is sound with one thread only: should one have been
+         * started here (a library's at-fork hook, say), stop (the pool
+         * execs its workers from then on) rather than fork a worker that may
+         * find a lock of malloc's held forever. */
+        int threads = tmpl_thread_count();
+        if (threads != 1) {
+            log_error("the worker template runs %d threads: it cannot fork workers safely", threads);
+            return 1;
+        }
         fork_worker(fd, &req, pool, run, arg);
     }
 }

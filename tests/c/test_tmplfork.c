@@ -1,0 +1,202 @@
+/* tmplfork: the worker template's side (pool/tmplfork.h). This process plays
+ * the pool: it forks a template that serves tmpl_serve on a socket pair, asks
+ * it for workers, and checks that each worker is its own child (the template
+ * clones it with CLONE_PARENT), that the pid comes back in the reply, that
+ * the worker runs with the name asked for, that a signal a worker raises at
+ * itself reaches it, not the template it was cloned from, that pthread calls
+ * on its first thread name that thread (glibc's cached thread id is the
+ * worker's), and that a template that runs a second thread forks nothing. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "pool/tmpl.h"
+#include "pool/tmplfork.h"
+#include "py/bridge.h"
+
+#define RAN_AS_ASKED 42
+
+/* A worker's body: RAN_AS_ASKED when it has the name asked for and the
+ * template's parent (this process) is its parent; "raise" raises SIGUSR1 at
+ * itself first (default action: it dies of it). */
+static int run(const char *name, void *arg)
+{
+    if (strcmp(name, "cpuclock") == 0) {
+        /* glibc's id of this thread is its own: its CPU clock is ours */
+        clockid_t clock;
+        struct timespec ts;
+        return pthread_getcpuclockid(pthread_self(), &clock) == 0 &&
+                       clock_gettime(clock, &ts) == 0 ? RAN_AS_ASKED : 2;
+    }
+    if (strcmp(name, "raise") == 0) {
+        signal(SIGUSR1, SIG_DFL);
+        raise(SIGUSR1);
+        return 1; /* not reached */
+    }
+    return strcmp(name, (const char *)arg) == 0 && tmpl_adopted() == 0 ? RAN_AS_ASKED : 1;
+}
+
+typedef struct {
+    pid_t tmpl;
+    int fd; /* our end of the control socket */
+} template_t;
+
+/* A thread that waits forever (for the template that must not fork with it). */
+static void *idle_thread(void *arg)
+{
+    for (;;)
+        pause();
+    return arg;
+}
+
+static void start_template_threads(template_t *t, const char *expected_name, int threads)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    fflush(NULL); /* (the workers exit(): nothing of ours written twice) */
+    PyOS_BeforeFork();
+    t->tmpl = fork();
+    if (t->tmpl == 0) {
+        PyOS_AfterFork_Child();
+        close(sv[0]);
+        pthread_t th;
+        for (int i = 1; i < threads; i++)
+            if (pthread_create(&th, NULL, idle_thread, NULL) != 0)
+                _exit(99);
+        _exit(tmpl_serve(sv[1], run, (void *)expected_name));
+    }
+    PyOS_AfterFork_Parent();
+    assert_true(t->tmpl > 0);
+    close(sv[1]);
+    t->fd = sv[0];
+}
+
+static void start_template(template_t *t, const char *expected_name)
+{
+    start_template_threads(t, expected_name, 1);
+}
+
+/* Ask for worker `index` named `name`: its pid, from the reply. */
+static pid_t ask(template_t *t, uint32_t index, const char *name)
+{
+    tmpl_req_t req;
+    memset(&req, 0, sizeof req);
+    req.index = index;
+    strncpy(req.name, name, sizeof req.name - 1);
+    assert_int_equal(send(t->fd, &req, sizeof req, 0), sizeof req);
+    tmpl_reply_t r;
+    assert_int_equal(recv(t->fd, &r, sizeof r, 0), sizeof r);
+    assert_int_equal(r.index, index);
+    assert_true(r.pid > 0);
+    return r.pid;
+}
+
+/* The template exits 0 once our end of the socket closes. */
+static void stop_template(template_t *t)
+{
+    close(t->fd);
+    int status;
+    assert_int_equal(waitpid(t->tmpl, &status, 0), t->tmpl);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static void test_workers_are_the_templates_parents_children(void **state)
+{
+    template_t t;
+    start_template(&t, "local-7");
+    for (int i = 0; i < 2; i++) {
+        pid_t w = ask(&t, 7, "local-7");
+        assert_int_not_equal(w, t.tmpl);
+        int status;
+        assert_int_equal(waitpid(w, &status, 0), w); /* ours to reap */
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
+    }
+    stop_template(&t);
+}
+
+static void test_a_signal_a_worker_raises_reaches_it_not_the_template(void **state)
+{
+    template_t t;
+    start_template(&t, "local-1");
+    pid_t w = ask(&t, 1, "raise");
+    int status;
+    assert_int_equal(waitpid(w, &status, 0), w);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGUSR1);
+    /* The template still serves. */
+    pid_t again = ask(&t, 1, "local-1");
+    assert_int_equal(waitpid(again, &status, 0), again);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
+    stop_template(&t);
+}
+
+static void test_a_workers_first_thread_is_its_own_for_pthread_calls(void **state)
+{
+    template_t t;
+    start_template(&t, "cpuclock");
+    pid_t w = ask(&t, 1, "cpuclock");
+    int status;
+    assert_int_equal(waitpid(w, &status, 0), w);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
+    stop_template(&t);
+}
+
+static void test_a_template_with_two_threads_forks_nothing(void **state)
+{
+    template_t t;
+    start_template_threads(&t, "local-1", 2);
+    tmpl_req_t req;
+    memset(&req, 0, sizeof req);
+    req.index = 1;
+    strcpy(req.name, "local-1");
+    assert_int_equal(send(t.fd, &req, sizeof req, 0), sizeof req);
+    tmpl_reply_t r;
+    assert_int_equal(recv(t.fd, &r, sizeof r, 0), 0); /* no reply: it exited */
+    int status;
+    assert_int_equal(waitpid(t.tmpl, &status, 0), t.tmpl);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 1);
+    assert_int_equal(waitpid(-1, &status, WNOHANG), -1); /* and forked no worker */
+    close(t.fd);
+}
+
+static int setup(void **state)
+{
+    char err[512];
+    static char *argv[] = {"test_tmplfork", NULL};
+    if (py_start(1, argv, NULL, err, sizeof err) < 0)
+        return -1;
+    py_gil_enter();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    py_gil_leave();
+    py_stop();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_workers_are_the_templates_parents_children),
+        cmocka_unit_test(test_a_signal_a_worker_raises_reaches_it_not_the_template),
+        cmocka_unit_test(test_a_workers_first_thread_is_its_own_for_pthread_calls),
+        cmocka_unit_test(test_a_template_with_two_threads_forks_nothing),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
