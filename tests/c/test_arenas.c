@@ -13,6 +13,7 @@
 
 #include "py/arenas.h"
 #include "py/bridge.h"
+#include "pysetup.h"
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -40,16 +41,6 @@ static int kernel_populates(void)
     if (p != MAP_FAILED)
         munmap(p, 4096);
     return ok;
-}
-
-static int setup(void **state)
-{
-    char err[512];
-    static char *argv[] = {"test_arenas", NULL};
-    if (py_start(1, argv, NULL, err, sizeof err) < 0)
-        return -1;
-    py_gil_enter();
-    return 0;
 }
 
 static void a_new_arena_is_populated(void **state)
@@ -103,5 +94,5 @@ int main(void)
         cmocka_unit_test(a_new_arena_is_populated),
         cmocka_unit_test(objects_live_and_die_in_the_arenas),
     };
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return cmocka_run_group_tests(tests, py_group_setup, py_group_teardown);
 }

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "py/bridge.h"
+#include "pysetup.h"
 #include "py/pykey.h"
 #include "util/hash.h"
 
@@ -18,23 +19,6 @@ static uint64_t key_hash_of(const char *expr)
     assert_int_equal(pykey_hash(v, &h), 0);
     Py_DECREF(v);
     return h;
-}
-
-static int setup(void **state)
-{
-    char err[512];
-    static char *argv[] = {"test_pykey", NULL};
-    if (py_start(1, argv, NULL, err, sizeof err) < 0)
-        return -1;
-    py_gil_enter();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    py_gil_leave();
-    py_stop();
-    return 0;
 }
 
 static void test_equal_numbers_hash_equal(void **state)
@@ -183,5 +167,5 @@ int main(void)
         cmocka_unit_test(test_wallaroo06_keys_are_bytes),
         cmocka_unit_test(test_wallaroo06_other_keys_refused),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, py_group_setup, py_group_teardown);
 }

@@ -22,6 +22,7 @@
 #include "pool/tmpl.h"
 #include "pool/tmplfork.h"
 #include "py/bridge.h"
+#include "pysetup.h"
 
 #define RAN_AS_ASKED 42
 
@@ -173,23 +174,6 @@ static void test_a_template_with_two_threads_forks_nothing(void **state)
     close(t.fd);
 }
 
-static int setup(void **state)
-{
-    char err[512];
-    static char *argv[] = {"test_tmplfork", NULL};
-    if (py_start(1, argv, NULL, err, sizeof err) < 0)
-        return -1;
-    py_gil_enter();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    py_gil_leave();
-    py_stop();
-    return 0;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,5 +182,5 @@ int main(void)
         cmocka_unit_test(test_a_workers_first_thread_is_its_own_for_pthread_calls),
         cmocka_unit_test(test_a_template_with_two_threads_forks_nothing),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, py_group_setup, py_group_teardown);
 }
