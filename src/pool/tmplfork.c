@@ -1,10 +1,7 @@
 #include "pool/tmplfork.h"
 
-#include <dlfcn.h>
 #include <errno.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,23 +46,6 @@ int tmpl_thread_count(void)
     return n;
 }
 
-/* Where glibc keeps this thread's id in its thread descriptor, or NULL if
- * it does not say. It says so to debuggers (libthread_db) in
- * _thread_db_pthread_tid: {size in bits, count, offset in struct pthread}. */
-static int *cached_tid(void)
-{
-    const uint32_t *d = dlsym(RTLD_DEFAULT, "_thread_db_pthread_tid");
-    if (!d || d[0] != 32 || d[1] != 1)
-        return NULL;
-    int *tid = (int *)(void *)((char *)pthread_self() + d[2]);
-    return *tid == (int)syscall(SYS_gettid) ? tid : NULL; /* (only if it is it) */
-}
-
-/* clone3's arguments, as <linux/sched.h> has them (version 0, 64 bytes). */
-typedef struct {
-    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls;
-} clone3_args_t;
-
 /* fork(), except that the child is our parent's (the pool's) and not ours:
  * clone(CLONE_PARENT) straight from the system call, which glibc's fork()
  * cannot ask for. The pool can then reap, restart and kill it as a child of
@@ -74,45 +54,27 @@ typedef struct {
  *
  * What glibc's fork() does besides the system call, and why it is not
  * needed here: this process is a Python template with one thread (tmpl.h;
- * start_pool forks it only from a process with one thread, and tmpl_serve
- * checks before each fork), and it clones between two requests, outside any
- * libc call, so no lock of malloc's, stdio's or the loader's is held, and
- * there is no other thread's stack to reclaim. Python's own before/after-fork
- * work is done by the PyOS_*Fork calls around it, as around fork().
- * pthread_atfork handlers are not run: Python registers none (its hooks are
+ * start_pool forks it only from a process with one thread, and it starts
+ * none), and it clones between two requests, outside any libc call, so no
+ * lock of malloc's, stdio's or the loader's is held, and there is no other
+ * thread's stack to reclaim. Python's own before/after-fork work is done by
+ * the PyOS_*Fork calls around it, as around fork(). pthread_atfork
+ * handlers are not run: Python registers none (its hooks are
  * os.register_at_fork's, run by PyOS_*), and OpenSSL 3's do nothing (its
- * random generator reseeds when getpid() changes). The thread id glibc
- * caches in its thread descriptor is written by the kernel, as fork() has it
- * written (CLONE_CHILD_SETTID, at the place glibc tells debuggers), so that
- * pthread calls on the worker's first thread name it and not the template's
- * (pthread_getcpuclockid, pthread_setschedparam...). Without clone3 (Linux
- * before 5.3) or that place, the id stays the template's: glibc still
- * signals the calling thread by its kernel id (raise, abort: glibc 2.34 on),
- * and uses the cached one as an owner tag of mutexes, consistent within the
- * child, but those pthread calls on pthread_self() would name the template's
- * thread (Python's threading makes none). Robust mutexes are not registered
- * again with the kernel (nothing of ours or Python's uses them). Returns the
- * child's pid in the parent, 0 in the child, -1 with errno. */
+ * random generator reseeds when getpid() changes). What stays stale in the
+ * child is the thread id cached in glibc's thread descriptor (fork() has the
+ * kernel write the new one there): glibc uses the kernel's own (gettid) to
+ * signal the calling thread (raise, abort, pthread_kill of itself: glibc
+ * 2.34 on), and the cached one as an owner tag of mutexes, which is
+ * consistent within the child; but pthread_setschedparam,
+ * pthread_setaffinity_np, pthread_getcpuclockid or pthread_setname_np on the
+ * worker's first thread (pthread_self()) would name the template's thread
+ * (Python itself calls none of them; threads the worker starts have their
+ * own ids). Robust mutexes are not registered again with the kernel (nothing
+ * of ours or Python's uses them). Returns the child's pid in the parent, 0
+ * in the child, -1 with errno. */
 static pid_t fork_sibling(void)
 {
-    static int *tid;
-    static int looked;
-    if (!looked) {
-        tid = cached_tid();
-        looked = 1;
-    }
-    /* (No exit signal: with CLONE_PARENT the child gets ours, SIGCHLD, which
-     * clone3 refuses to be told.) */
-    clone3_args_t a = {.flags = CLONE_PARENT};
-    if (tid) {
-        a.flags |= CLONE_CHILD_SETTID;
-        a.child_tid = (uint64_t)(uintptr_t)tid;
-    }
-#ifdef SYS_clone3
-    long pid = syscall(SYS_clone3, &a, sizeof a);
-    if (pid >= 0 || (errno != ENOSYS && errno != EPERM)) /* (EPERM: a sandbox's filter) */
-        return (pid_t)pid;
-#endif
     unsigned long flags = CLONE_PARENT | SIGCHLD;
 #if defined(__s390__) || defined(__CRIS__)
     return (pid_t)syscall(SYS_clone, NULL, flags, NULL, NULL, NULL); /* (stack first there) */

@@ -3,9 +3,8 @@
  * it for workers, and checks that each worker is its own child (the template
  * clones it with CLONE_PARENT), that the pid comes back in the reply, that
  * the worker runs with the name asked for, that a signal a worker raises at
- * itself reaches it, not the template it was cloned from, that pthread calls
- * on its first thread name that thread (glibc's cached thread id is the
- * worker's), and that a template that runs a second thread forks nothing. */
+ * itself reaches it, not the template it was cloned from, and that a
+ * template that runs a second thread forks nothing. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,7 +14,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -31,13 +29,6 @@
  * itself first (default action: it dies of it). */
 static int run(const char *name, void *arg)
 {
-    if (strcmp(name, "cpuclock") == 0) {
-        /* glibc's id of this thread is its own: its CPU clock is ours */
-        clockid_t clock;
-        struct timespec ts;
-        return pthread_getcpuclockid(pthread_self(), &clock) == 0 &&
-                       clock_gettime(clock, &ts) == 0 ? RAN_AS_ASKED : 2;
-    }
     if (strcmp(name, "raise") == 0) {
         signal(SIGUSR1, SIG_DFL);
         raise(SIGUSR1);
@@ -143,18 +134,6 @@ static void test_a_signal_a_worker_raises_reaches_it_not_the_template(void **sta
     stop_template(&t);
 }
 
-static void test_a_workers_first_thread_is_its_own_for_pthread_calls(void **state)
-{
-    template_t t;
-    start_template(&t, "cpuclock");
-    pid_t w = ask(&t, 1, "cpuclock");
-    int status;
-    assert_int_equal(waitpid(w, &status, 0), w);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
-    stop_template(&t);
-}
-
 static void test_a_template_with_two_threads_forks_nothing(void **state)
 {
     template_t t;
@@ -179,7 +158,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_workers_are_the_templates_parents_children),
         cmocka_unit_test(test_a_signal_a_worker_raises_reaches_it_not_the_template),
-        cmocka_unit_test(test_a_workers_first_thread_is_its_own_for_pthread_calls),
         cmocka_unit_test(test_a_template_with_two_threads_forks_nothing),
     };
     return cmocka_run_group_tests(tests, py_group_setup, py_group_teardown);
