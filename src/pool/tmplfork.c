@@ -5,8 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -64,15 +64,11 @@ int tmpl_thread_count(void)
  * random generator reseeds when getpid() changes). What stays stale in the
  * child is the thread id cached in glibc's thread descriptor (fork() has the
  * kernel write the new one there): glibc uses the kernel's own (gettid) to
- * signal the calling thread (raise, abort, pthread_kill of itself: glibc
- * 2.34 on), and the cached one as an owner tag of mutexes, which is
- * consistent within the child; but pthread_setschedparam,
- * pthread_setaffinity_np, pthread_getcpuclockid or pthread_setname_np on the
- * worker's first thread (pthread_self()) would name the template's thread
- * (Python itself calls none of them; threads the worker starts have their
- * own ids). Robust mutexes are not registered again with the kernel (nothing
- * of ours or Python's uses them). Returns the child's pid in the parent, 0
- * in the child, -1 with errno. */
+ * signal the calling thread (raise, abort: glibc 2.34 on), and the cached
+ * one only as an owner tag of mutexes, which is consistent within the child.
+ * Robust mutexes are not registered again with the kernel (nothing of ours
+ * or Python's uses them). Returns the child's pid in the parent, 0 in the
+ * child, -1 with errno. */
 static pid_t fork_sibling(void)
 {
     unsigned long flags = CLONE_PARENT | SIGCHLD;

@@ -7,9 +7,8 @@
 
 /* Serve requests on the control socket fd (TMPL_FD in an exec'd template)
  * until the pool closes it (returns 0) or it fails (returns 1; also when this
- * process runs more than one thread: see tmpl_thread_count). Python must be
- * started and its GIL held by this, the only, thread. Each worker is the
- * pool's child (pool/tmpl.h). In each, after Python's after-fork handling,
+ * process runs more than one thread: see tmpl_thread_count). Python must be started and its GIL held by this, the only,
+ * thread. In each forked worker, after Python's after-fork handling,
  * run(name, arg) runs and its value is the worker's exit status; it must call
  * tmpl_adopted before it runs anything for the pool. */
 int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg);
