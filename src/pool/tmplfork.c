@@ -71,12 +71,8 @@ int tmpl_thread_count(void)
  * child, -1 with errno. */
 static pid_t fork_sibling(void)
 {
-    unsigned long flags = CLONE_PARENT | SIGCHLD;
-#if defined(__s390__) || defined(__CRIS__)
-    return (pid_t)syscall(SYS_clone, NULL, flags, NULL, NULL, NULL); /* (stack first there) */
-#else
-    return (pid_t)syscall(SYS_clone, flags, NULL, NULL, NULL, NULL);
-#endif
+    return (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | SIGCHLD), NULL, NULL, NULL,
+                          NULL);
 }
 
 /* Fork the worker asked for, a child of the pool's (see fork_sibling). The
