@@ -159,7 +159,7 @@ static void template_child(start_t *s, pid_t pool)
     PyOS_AfterFork_Child();
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != pool)
         _exit(WORKER_EXIT_ERROR);
-    signal(SIGCHLD, SIG_DFL); /* (a caller's handler has no business here) */
+    signal(SIGCHLD, SIG_DFL); /* the template waits for its middle processes */
     pthread_sigmask(SIG_SETMASK, &s->mask, NULL);
     /* The control socket stays where start_pool made it: a number no object
      * of the client's names (TMPL_FD may be one of its files). */

@@ -9,15 +9,14 @@
  * end is its fd 3): the pool sends a tmpl_req_t per worker wanted, the
  * template answers a tmpl_reply_t with the new worker's pid.
  *
- * The pool is the parent of its workers: the template forks each with
- * clone(CLONE_PARENT) (pool/tmplfork.c), so it is the pool's child, not the
- * template's. The pool then reaps it, restarts it and kills it exactly as a
- * worker it had started itself; the worker sets PR_SET_PDEATHSIG, so it dies
- * with the pool. The worker writes the reply (its own pid) before anything
- * else, so by the time the pool can reap it its pid is already in the socket
- * (the pool drains the socket first when it reaps: tmpl_drain). The pool is
- * also a child subreaper (PR_SET_CHILD_SUBREAPER): a worker's own children
- * that outlive it are the pool's to reap.
+ * The pool stays the parent of its workers: the template forks twice and the
+ * middle process exits at once, so the worker is handed to the pool, which is
+ * a child subreaper (PR_SET_CHILD_SUBREAPER). The pool then reaps it, restarts
+ * it and kills it exactly as a worker it had started itself; the worker sets
+ * PR_SET_PDEATHSIG only once the pool is its parent, so it dies with the pool
+ * and not with the middle process. The middle process writes the reply before
+ * it exits, so by the time the pool can reap the worker its pid is already in
+ * the socket (the pool drains the socket first when it reaps: tmpl_drain).
  *
  * If the template cannot start or dies, the pool goes back to exec'ing
  * workers (spawn.h): slower to start, otherwise the same. */

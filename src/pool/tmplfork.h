@@ -13,10 +13,12 @@
  * tmpl_adopted before it runs anything for the pool. */
 int tmpl_serve(int fd, int (*run)(const char *name, void *arg), void *arg);
 /* The threads of this process (/proc/self/status), or -1. The template forks
- * only while it has one (see fork_sibling in pool/tmplfork.c). */
+ * only while it has one (a lock another thread holds would stay held in a
+ * worker). */
 int tmpl_thread_count(void);
-/* In a forked worker: die with the pool, our parent (PR_SET_PDEATHSIG).
- * Returns 0, or -1 if the pool is gone already. */
+/* In a forked worker: wait until the middle process is gone and the pool is
+ * our parent, then die with it (PR_SET_PDEATHSIG). Returns 0, or -1 if the
+ * pool is gone. (Called after the handshake, which it overlaps with.) */
 int tmpl_adopted(void);
 
 #endif

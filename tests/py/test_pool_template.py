@@ -125,27 +125,6 @@ def test_a_killed_worker_is_forked_again(capfd):
         assert _template(pool_pid) == template
 
 
-def _raise_sigkill(_):
-    signal.raise_signal(signal.SIGKILL)  # raise(): glibc's signal to the calling thread
-
-
-def test_a_worker_that_signals_itself_dies_and_not_its_template(capfd):
-    """A forked worker is cloned without glibc's fork() (pool/tmplfork.c): a
-    signal it raises at itself (pthread_kill of its own thread) still reaches
-    it, not the template it was forked from."""
-    with bettong.FunctionExecutor(workers=1) as ex:
-        (old,) = _worker_pids(ex, 1)
-        pool_pid = ex._client.local.proc.pid
-        template = _template(pool_pid)
-        with pytest.raises(bettong.WorkerDied):
-            ex.call_async(_raise_sigkill, 0).result(timeout=TIMEOUT)
-        _wait_gone(old)
-        pid, ppid = _call_after_kill(ex)
-        assert pid != old and ppid == pool_pid
-        assert _forked(capfd.readouterr().err, 1) == ([old, pid], [])
-        assert _template(pool_pid) == template
-
-
 def test_without_its_template_the_pool_execs_workers(capfd):
     with bettong.FunctionExecutor(workers=1) as ex:
         (old,) = _worker_pids(ex, 1)
