@@ -1,10 +1,11 @@
 /* tmplfork: the worker template's side (pool/tmplfork.h). This process plays
- * the pool: it forks a template that serves tmpl_serve on a socket pair, asks
- * it for workers, and checks that each worker is its own child (the template
- * clones it with CLONE_PARENT), that the pid comes back in the reply, that
- * the worker runs with the name asked for, that a signal a worker raises at
- * itself reaches it, not the template it was cloned from, and that a
- * template that runs a second thread forks nothing. */
+ * the pool (a child subreaper, as the pool is): it forks a template that
+ * serves tmpl_serve on a socket pair, asks it for workers, and checks that
+ * each worker becomes its own child (the template forks twice and the middle
+ * process exits), that the pid comes back in the reply, that the worker runs
+ * with the name asked for, that a signal a worker raises at itself reaches
+ * it, not the template, and that a template that runs a second thread forks
+ * nothing. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,7 +13,10 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -92,6 +96,20 @@ static pid_t ask(template_t *t, uint32_t index, const char *name)
     return r.pid;
 }
 
+/* Reap worker w, which is ours once the middle process that forked it has
+ * exited (it writes the reply first): until then waitpid says ECHILD. */
+static pid_t reap(pid_t w, int *status)
+{
+    struct timespec pause_ms = {0, 1000000};
+    for (int i = 0; i < 5000; i++) { /* 5 s */
+        pid_t r = waitpid(w, status, 0);
+        if (r >= 0 || errno != ECHILD)
+            return r;
+        nanosleep(&pause_ms, NULL);
+    }
+    return -1;
+}
+
 /* The template exits 0 once our end of the socket closes. */
 static void stop_template(template_t *t)
 {
@@ -102,7 +120,7 @@ static void stop_template(template_t *t)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
-static void test_workers_are_the_templates_parents_children(void **state)
+static void test_workers_become_the_templates_parents_children(void **state)
 {
     template_t t;
     start_template(&t, "local-7");
@@ -110,7 +128,7 @@ static void test_workers_are_the_templates_parents_children(void **state)
         pid_t w = ask(&t, 7, "local-7");
         assert_int_not_equal(w, t.tmpl);
         int status;
-        assert_int_equal(waitpid(w, &status, 0), w); /* ours to reap */
+        assert_int_equal(reap(w, &status), w); /* ours to reap */
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
     }
@@ -123,12 +141,12 @@ static void test_a_signal_a_worker_raises_reaches_it_not_the_template(void **sta
     start_template(&t, "local-1");
     pid_t w = ask(&t, 1, "raise");
     int status;
-    assert_int_equal(waitpid(w, &status, 0), w);
+    assert_int_equal(reap(w, &status), w);
     assert_true(WIFSIGNALED(status));
     assert_int_equal(WTERMSIG(status), SIGUSR1);
     /* The template still serves. */
     pid_t again = ask(&t, 1, "local-1");
-    assert_int_equal(waitpid(again, &status, 0), again);
+    assert_int_equal(reap(again, &status), again);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), RAN_AS_ASKED);
     stop_template(&t);
@@ -155,8 +173,10 @@ static void test_a_template_with_two_threads_forks_nothing(void **state)
 
 int main(void)
 {
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0)
+        return 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_workers_are_the_templates_parents_children),
+        cmocka_unit_test(test_workers_become_the_templates_parents_children),
         cmocka_unit_test(test_a_signal_a_worker_raises_reaches_it_not_the_template),
         cmocka_unit_test(test_a_template_with_two_threads_forks_nothing),
     };
