@@ -57,6 +57,20 @@ def report(ex, got):
 '''
 
 
+def read_until(stream, marker, timeout=T):
+    """What stream gave until it held marker (fails at EOF or after timeout)."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while marker not in got:
+        left = deadline - time.monotonic()
+        assert left > 0, got
+        if select.select([stream], [], [], left)[0]:
+            chunk = os.read(stream.fileno(), 4096)
+            assert chunk, got  # EOF: the process ended first
+            got += chunk
+    return got
+
+
 def run_script(body, env=None, timeout=T):
     full_env = dict(os.environ, PYDIR=PYDIR, **(env or {}))
     out = subprocess.run([sys.executable, "-c", COMMON + body], capture_output=True, text=True,
@@ -164,15 +178,7 @@ with bettong.FunctionExecutor(workers=1) as ex:
                          env=dict(os.environ, PYDIR=PYDIR))
     try:
         assert p.stdout.readline().strip() == b"_ForkedPool"
-        err = b""
-        deadline = time.monotonic() + T
-        while b"marker-from-the-worker" not in err:
-            left = deadline - time.monotonic()
-            assert left > 0, err
-            if select.select([p.stderr], [], [], left)[0]:
-                chunk = os.read(p.stderr.fileno(), 4096)
-                assert chunk, err  # EOF: the script ended first
-                err += chunk
+        read_until(p.stderr, b"marker-from-the-worker")
     finally:
         p.stdin.close()
         p.wait(timeout=T)
@@ -256,14 +262,7 @@ def test_a_pool_given_no_template_execs_its_workers(tmp_path):
     err = b""
     try:
         assert b"listening on" in p.stdout.readline()
-        deadline = time.monotonic() + T
-        while b"started local worker local-1 (pid" not in err:
-            left = deadline - time.monotonic()
-            assert left > 0, err
-            if select.select([p.stderr], [], [], left)[0]:
-                chunk = os.read(p.stderr.fileno(), 4096)
-                assert chunk, err
-                err += chunk
+        err = read_until(p.stderr, b"started local worker local-1 (pid")
     finally:
         p.terminate()
         p.wait(timeout=T)
