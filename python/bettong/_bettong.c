@@ -93,6 +93,7 @@
 #include "pool/proto.h"
 #include "pool/shm.h"
 #include "pool/shmspare.h"
+#include "py/mapped.h"
 #include "util/buf.h"
 
 /* Payloads from this size are written from the caller's buffer, not copied. */
@@ -500,14 +501,42 @@ static PyObject *result_tuple(Conn *c, const uint8_t *fixed, PyObject *payload)
 #define RAW_TAIL 2
 static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
 
+/* The bytes of an object file (pool/shm.h): its pages mapped as the bytes
+ * object (py/mapped.h), else copied with one pread. */
+static PyObject *bytes_of_object_file(int fd, uint64_t len, int *raw)
+{
+    *raw = 1;
+    PyObject *b = mapped_bytes(fd, SHM_OBJ_DATA, (size_t)len);
+    if (b)
+        return b;
+    if (len > PY_SSIZE_T_MAX || !(b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len)))
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    buf_prefault(PyBytes_AS_STRING(b), (size_t)len);
+    rc = shm_read(fd, SHM_OBJ_DATA, PyBytes_AS_STRING(b), (size_t)len);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        Py_DECREF(b);
+        PyErr_Format(ProtocolError, "cannot read a result of %llu bytes from its shared memory: %s",
+                     (unsigned long long)len, strerror(errno));
+        return NULL;
+    }
+    return b;
+}
+
 /* The payload of a RESULT_FD from its memfd: the result itself when it is the
  * pickle of one bytes object (read straight into the caller's bytes), else
  * the pickle. One copy, made without the GIL; the descriptor is closed here,
  * so nothing outlives the event. Returns a new reference, *raw set. */
 static PyObject *payload_of_fd(int fd, uint64_t size, uint8_t status, int *raw)
 {
-    uint8_t head[RAW_HEAD], tail[RAW_TAIL];
+    uint8_t head[SHM_OBJ_HEAD], tail[RAW_TAIL];
+    uint64_t objlen;
     *raw = 0;
+    if (status == CALL_OK && size >= SHM_OBJ_HEAD && shm_read(fd, 0, head, SHM_OBJ_HEAD) == 0 &&
+        shm_obj_parse(head, SHM_OBJ_HEAD, size, &objlen))
+        return bytes_of_object_file(fd, objlen, raw);
     if (status == CALL_OK && size >= RAW_HEAD + RAW_TAIL &&
         shm_read(fd, 0, head, RAW_HEAD) == 0 && shm_read(fd, size - RAW_TAIL, tail, RAW_TAIL) == 0) {
         uint32_t rawlen = (uint32_t)head[3] | ((uint32_t)head[4] << 8) |
@@ -1621,7 +1650,22 @@ static PyObject *mod_chunk_run(PyObject *m, PyObject *args)
     return PyLong_FromSsize_t(i - start);
 }
 
+static PyObject *mod_mapped_live(PyObject *self, PyObject *unused)
+{
+    return PyLong_FromSize_t(mapped_live());
+}
+
+static PyObject *mod_mapped_enabled(PyObject *self, PyObject *unused)
+{
+    return PyBool_FromLong(mapped_install());
+}
+
 static PyMethodDef mod_methods[] = {
+    {"mapped_live", mod_mapped_live, METH_NOARGS,
+     "Large results alive in this process whose bytes are a memfd's pages (py/mapped.h)."},
+    {"mapped_enabled", mod_mapped_enabled, METH_NOARGS,
+     "Whether large results can be taken as mappings (False under Python's debug "
+     "allocator hooks: they are copied then)."},
     {"gc_track", mod_gc_track, METH_O, "gc_track(obj): the cycle collector tracks obj again."},
     {"chunk_run", mod_chunk_run, METH_VARARGS,
      "chunk_run(cls, fs, start): length of the run of one chunk's items in fs from start."},
@@ -1640,6 +1684,9 @@ PyMODINIT_FUNC PyInit__bettong(void)
 {
     if (PyType_Ready(&ConnType) < 0)
         return NULL;
+    /* Before any connection, with no thread of ours running yet: large
+     * results are then taken as mappings (py/mapped.h). */
+    mapped_install();
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
         return NULL;

@@ -766,10 +766,23 @@ static void result_of_fd(peer_t *pe, const sched_result_t *r)
         pe->dirty = 1;
         return;
     }
+    /* An object file (pool/shm.h) goes as the pickle of its bytes. */
+    uint64_t objlen = 0;
+    int obj = r->status == CALL_OK &&
+              shm_obj_parse(p->cur_map, p->cur_map_len, p->cur_map_len, &objlen) &&
+              objlen <= UINT32_MAX;
+    const uint8_t *body = obj ? (const uint8_t *)p->cur_map + SHM_OBJ_DATA : p->cur_map;
+    size_t body_len = obj ? (size_t)objlen : p->cur_map_len;
+    static const uint8_t tail[2] = {0x94, '.'}; /* MEMOIZE, STOP */
     mapped_t *m = malloc(sizeof *m);
     out_begin(pe, &w, MSG_RESULT);
     put_result_head(&w, r, r->status);
-    if (!m || proto_end_with(&w, r->payload_len) < 0) {
+    if (obj) {
+        const uint8_t head[7] = {0x80, 5, 'B', (uint8_t)objlen, (uint8_t)(objlen >> 8),
+                                 (uint8_t)(objlen >> 16), (uint8_t)(objlen >> 24)};
+        proto_put_bytes(&w, head, sizeof head); /* PROTO 5, BINBYTES u32 */
+    }
+    if (!m || proto_end_with(&w, body_len + (obj ? sizeof tail : 0)) < 0) {
         free(m);
         write_failed(pe);
         return;
@@ -779,7 +792,9 @@ static void result_of_fd(peer_t *pe, const sched_result_t *r)
     m->len = p->cur_map_len;
     p->cur_fd = NULL;
     p->cur_map = NULL;
-    if (inconn_put_ref(pe->c, m->map, m->len, release_mapped, m) < 0)
+    if (inconn_put_ref(pe->c, body, body_len, release_mapped, m) < 0)
+        write_failed(pe);
+    else if (obj && buf_append(inconn_out(pe->c), tail, sizeof tail) < 0)
         write_failed(pe);
 }
 

@@ -134,6 +134,26 @@ void *shm_map(int fd, size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+void shm_obj_head(uint8_t head[SHM_OBJ_HEAD], uint64_t len)
+{
+    memcpy(head, SHM_OBJ_MAGIC, 8);
+    for (int i = 0; i < 8; i++)
+        head[8 + i] = (uint8_t)(len >> (8 * i));
+}
+
+int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len)
+{
+    if (n < SHM_OBJ_HEAD || memcmp(head, SHM_OBJ_MAGIC, 8) != 0)
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)head[8 + i] << (8 * i);
+    if (v > size || size - v != SHM_OBJ_DATA + 1)
+        return 0;
+    *len = v;
+    return 1;
+}
+
 ssize_t shm_send_fd(int sock, const void *p, size_t n, int fd, int flags)
 {
     union {

@@ -56,6 +56,23 @@ void *shm_map(int fd, size_t size);
 /* 1 unless SHM_ENV_OFF is set to a non-empty value other than "0". */
 int shm_enabled(void);
 
+/* A successful call's bytes result as an "object file": the memfd laid out
+ * so that the receiver can map the bytes as its own bytes object with no
+ * copy (py/mapped.h). Page 0 begins with SHM_OBJ_MAGIC and the bytes' length
+ * (u64 little-endian), the rest of it zeros; the bytes start at SHM_OBJ_DATA;
+ * one 0 byte follows them and ends the file. Every other successful payload
+ * is a pickle, and no pickle begins with a 0 byte, so the first bytes tell
+ * the two apart. Only the worker makes them; the pool passes them on (or
+ * sends a pickle of the bytes to a peer without descriptors). */
+#define SHM_OBJ_DATA 4096
+#define SHM_OBJ_HEAD 16
+#define SHM_OBJ_MAGIC "\0BTGOBJ1"
+/* The first SHM_OBJ_HEAD bytes of the object file of len bytes. */
+void shm_obj_head(uint8_t head[SHM_OBJ_HEAD], uint64_t len);
+/* Whether a file of `size` bytes that begins with head[0..n) is an object
+ * file whose size matches its length: 1 and *len, or 0. */
+int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len);
+
 /* Send p[0..n) on the Unix socket sock with fd attached to its first byte;
  * MSG_NOSIGNAL, and flags (MSG_DONTWAIT, ...). Returns the bytes sent (at
  * least 1 means the descriptor went with them) or -1 with errno. */

@@ -620,13 +620,35 @@ static void write_segments(oseg_t *s, const oseg_t *stop)
 /* A DONE of a large payload: written into a sealed memfd, which goes to the
  * pool attached to a DONE_FD frame. If no memfd can be made (out of memory,
  * no descriptors left) the payload goes on the socket as ever. */
+/* Whether the DONE is a successful call's bytes result sent as they are (the
+ * pickle head and tail wrun.c's result_out puts around them). */
+static int is_raw_bytes(const shm_done_t *d)
+{
+    return d->status == CALL_OK && d->hlen == 7 && d->head[0] == 0x80 && d->head[2] == 'B' &&
+           d->tlen == 2;
+}
+
 static void write_shm(oseg_t *s)
 {
     shm_done_t *d = s->shm;
-    struct iovec iov[3] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
-    size_t total = d->hlen + s->n + d->tlen;
+    static const uint8_t zeros[SHM_OBJ_DATA];
+    uint8_t obj[SHM_OBJ_HEAD];
+    struct iovec iov[4] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
+    int niov = 3;
+    if (is_raw_bytes(d)) {
+        /* An object file (shm.h): the client maps the bytes as its result. */
+        shm_obj_head(obj, s->n);
+        iov[0] = (struct iovec){obj, SHM_OBJ_HEAD};
+        iov[1] = (struct iovec){(void *)zeros, SHM_OBJ_DATA - SHM_OBJ_HEAD};
+        iov[2] = (struct iovec){(void *)s->p, s->n};
+        iov[3] = (struct iovec){(void *)zeros, 1};
+        niov = 4;
+    }
+    size_t total = 0;
+    for (int i = 0; i < niov; i++)
+        total += iov[i].iov_len;
     int fd = shm_spare_take(&io.spare, total);
-    if (fd >= 0 && shm_fill(fd, iov, 3) < 0) {
+    if (fd >= 0 && shm_fill(fd, iov, niov) < 0) {
         int e = errno;
         close(fd);
         fd = -1;

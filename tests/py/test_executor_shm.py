@@ -128,6 +128,57 @@ def test_switched_off_by_environment(monkeypatch):
         assert (conn.shm_results, conn.shm_calls) == (0, 0)
 
 
+def mapping_of(obj):
+    """The /proc/self/maps line of the mapping that holds obj's header."""
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= id(obj) < hi:
+                return line.strip()
+    return None
+
+
+def test_large_bytes_result_is_the_memfd_mapped_not_a_copy():
+    from bettong import _bettong
+    assert _bettong.mapped_enabled()
+    before = _bettong.mapped_live()
+    with bettong.FunctionExecutor(workers=1) as ex:
+        fut = ex.call_async(make_result, 11)
+        b = fut.result(timeout=T)
+        assert type(b) is bytes and b == data_of(11)
+        assert _bettong.mapped_live() == before + 1
+        assert "memfd:" in mapping_of(b)  # the worker's memfd, not this heap
+        assert hash(b) == hash(data_of(11)) and {b: 1}[data_of(11)] == 1
+        assert b[5:9] == data_of(11)[5:9] and (b + b"!")[-2:] == data_of(11)[-1:] + b"!"
+        # sent on as an argument (a copy into a new memfd), and back
+        assert ex.call_async(digest, b).result(timeout=T) == digest(data_of(11))
+        assert ex.call_async(echo, b).result(timeout=T) == data_of(11)
+        small = ex.call_async(make_result_of, (12, 1000)).result(timeout=T)
+        assert "memfd:" not in (mapping_of(small) or "")  # small results: copied
+        for pid in worker_pids(ex):
+            os.kill(pid, 9)
+    # the pool, its workers and the connection are gone: the bytes stay
+    assert hashlib.sha256(b).digest() == hashlib.sha256(data_of(11)).digest()
+    del b, fut, ex
+    wait_until(lambda: _bettong.mapped_live() == before, 10, "the mapped result was never freed")
+
+
+def test_results_are_copied_under_python_debug_allocator():
+    code = ("import bettong, sys, random\n"
+            "from bettong import _bettong\n"
+            "def f(n): return random.Random(n).randbytes(n)\n"
+            "with bettong.FunctionExecutor(workers=1) as ex:\n"
+            "    b = ex.call_async(f, 3000000).result(timeout=60)\n"
+            "assert b == random.Random(3000000).randbytes(3000000)\n"
+            "print(_bettong.mapped_enabled(), _bettong.mapped_live())\n")
+    env = sub_env()
+    env["PYTHONMALLOC"] = "debug"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "0"]
+
+
 class MixedPool:
     """`bettong pool --unix PATH --listen 127.0.0.1:0`: unix and tcp addresses;
     add_worker joins a `bettong worker` over TCP."""
