@@ -370,6 +370,30 @@ def steady_round(sysname, args, items_payload):
     return out
 
 
+def forked_make(nbytes):
+    """MB/s of blob(nbytes) made in a freshly forked process and sent nowhere:
+    the ceiling of a result made in the call (what a scheduler running the
+    function in the caller's own process, copying nothing, gets)."""
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rd)
+            t = time.perf_counter()
+            b = blob(nbytes)
+            t = time.perf_counter() - t
+            os.write(wr, b"%.9f %d" % (t, len(b)))
+        finally:
+            os._exit(0)
+    os.close(wr)
+    with os.fdopen(rd, "rb") as f:
+        t, n = f.read().split()
+    t, n = float(t), int(n)
+    os.waitpid(pid, 0)
+    assert n == nbytes
+    return nbytes / 1e6 / t
+
+
 # ------------------------------------------------------------------ CPU phase
 
 def forked_spin(loops, tasks, procs):
@@ -663,6 +687,10 @@ def main():
                     continue
                 add(s, r, v)
                 print("  " + ", ".join("%s %.3g" % kv for kv in v.items()), flush=True)
+            v = {"result_mbps": forked_make(args.transfer_mb * 1000000)}
+            add("forked", r, v)
+            print("  forked: made in a fresh process, result_mbps %.0f" % v["result_mbps"],
+                  flush=True)
         if "cpu" in phases:
             for s in order_of(["forked"] + systems, r):
                 print("round %d/%d cpu %s..." % (r + 1, args.rounds, s), flush=True)
@@ -721,7 +749,7 @@ def main():
             "(7) workers+helpers PSS"),
     ]
     figs = [f for f in figs if f.key in data]
-    cols = (["forked"] if "cpu" in phases else []) + systems
+    cols = (["forked"] if "cpu" in phases or "steady" in phases else []) + systems
     colname = {"PPE": "ProcessPoolExecutor"}
     header = ["figure"] + [colname.get(c, c) for c in cols]
     value_rows = [[f.label] + [cell(f, data[f.key].get(c, {})) for c in cols] for f in figs]
@@ -814,7 +842,10 @@ def main():
                      % (loops, one_task))
     if "steady" in phases:
         notes.append("(5) the result is made in the worker (`b'Z' * n`), so its time is "
-                     "included; the argument is made once in the caller; one call each")
+                     "included; the argument is made once in the caller; one call each; "
+                     "'forked' makes the same bytes in a freshly forked process and sends them "
+                     "nowhere: the ceiling of a result made in the call, what running the "
+                     "function in the caller's own process (Dask's threaded scheduler) gives")
     notes += ["SKIPPED " + s for s in skipped]
     notes += ["FAILED " + f for f in failures]
     busy = [x for x in (load0, load1) if x != "?" and float(x.split()[0]) > 0.5 * (m["nproc"] or 1)]
