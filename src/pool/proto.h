@@ -81,7 +81,10 @@
  *  worker -> pool DONE_FD   u64 task_id, u8 status, u64 started_us,
  *                           u64 finished_us, u64 size: DONE, its payload in
  *                           the sealed memfd attached (SCM_RIGHTS) to the
- *                           frame's first byte
+ *                           frame's first byte; a bytes result is an object
+ *                           file (pool/shm.h), passed on as it is, or sent
+ *                           as the pickle of its bytes to a client without
+ *                           descriptors
  *  pool -> client RESULT_FD RESULT's fields up to worker_near, then u64 size:
  *                           RESULT, its payload in the attached memfd
  *  client -> pool CALLS_FD  u64 func_id, u32 timeout_ms, u16 retries, str16 near,

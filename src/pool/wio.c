@@ -617,9 +617,6 @@ static void write_segments(oseg_t *s, const oseg_t *stop)
         connection_gone();
 }
 
-/* A DONE of a large payload: written into a sealed memfd, which goes to the
- * pool attached to a DONE_FD frame. If no memfd can be made (out of memory,
- * no descriptors left) the payload goes on the socket as ever. */
 /* Whether the DONE is a successful call's bytes result sent as they are (the
  * pickle head and tail wrun.c's result_out puts around them). */
 static int is_raw_bytes(const shm_done_t *d)
@@ -628,6 +625,9 @@ static int is_raw_bytes(const shm_done_t *d)
            d->tlen == 2;
 }
 
+/* A DONE of a large payload: written into a sealed memfd, which goes to the
+ * pool attached to a DONE_FD frame. If no memfd can be made (out of memory,
+ * no descriptors left) the payload goes on the socket as ever. */
 static void write_shm(oseg_t *s)
 {
     shm_done_t *d = s->shm;
