@@ -82,6 +82,18 @@ def payload_fds(pid="self"):
     return n
 
 
+def payload_fd_numbers():
+    """The numbers of this process's large-payload memfds."""
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink("/proc/self/fd/" + fd).startswith("/memfd:bettong-payload"):
+                out.append(int(fd))
+        except OSError:
+            pass  # (listdir's own descriptor, closed)
+    return out
+
+
 def fd_count(pid="self"):
     """pid's descriptors other than payload memfds: a client or a worker may
     hold one of those, made ready for its next large payload (pool/shmspare.h)."""
@@ -238,8 +250,12 @@ def test_arguments_go_on_the_socket_when_no_memfd_can_be_made():
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         try:
             # no descriptor left for a memfd until the (small) results are in:
-            # the spare made before serves one call, the next has none
-            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free_fd(), hard))
+            # the spare made before serves one call, the next has none. The
+            # limit is at most the spare's number, so that its number, free
+            # once the first call has sent it, cannot be taken again by the
+            # thread making the next spare (a race that thread could win)
+            spare = min(payload_fd_numbers())
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(lowest_free_fd(), spare), hard))
             got = [ex.call_async(digest, big).result(timeout=T) for _ in range(2)]
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
