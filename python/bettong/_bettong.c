@@ -954,11 +954,37 @@ typedef struct {
  * CALLS_FD frame with the descriptor attached. The memfd is made and sent
  * without the GIL (the views stay held). Returns 0, 1 if no memfd could be
  * made (nothing was sent), or -1 with an exception. */
+/* Protocol 5's pickle of ((b,), {}) after b's bytes (FRAME 8, then MEMOIZE,
+ * TUPLE1, MEMOIZE, EMPTY_DICT, MEMOIZE, TUPLE2, MEMOIZE, STOP): the tail of
+ * the three pieces _serial.bytes_arg_payload makes of a call whose one
+ * argument is a large bytes object. */
+static const uint8_t bytes_arg_tail[] = {0x95, 8, 0, 0, 0, 0, 0, 0, 0, 0x94,
+                                         0x85, 0x94, '}', 0x94, 0x86, 0x94, '.'};
+
+/* Whether the n views are (head, b, tail) of ((b,), {}), b a bytes object. */
+static int is_bytes_arg(const Py_buffer *views, Py_ssize_t n)
+{
+    if (n != 3 || views[0].len != RAW_HEAD || views[2].len != sizeof bytes_arg_tail ||
+        !views[1].obj || !PyBytes_CheckExact(views[1].obj))
+        return 0;
+    const uint8_t *h = views[0].buf;
+    uint64_t len = (uint64_t)h[3] | ((uint64_t)h[4] << 8) | ((uint64_t)h[5] << 16) |
+                   ((uint64_t)h[6] << 24);
+    return h[0] == 0x80 && h[1] == 5 && h[2] == 'B' && len == (uint64_t)views[1].len &&
+           memcmp(views[2].buf, bytes_arg_tail, sizeof bytes_arg_tail) == 0;
+}
+
 static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t retries,
                         const char *near, size_t near_len, uint64_t call_id,
                         const Py_buffer *views, Py_ssize_t n, uint64_t size)
 {
-    struct iovec *iov = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *iov);
+    /* One bytes argument goes as an object file (pool/shm.h): the worker
+     * maps it as that argument. */
+    int obj = is_bytes_arg(views, n);
+    uint8_t objhead[SHM_OBJ_HEAD];
+    struct iovec *iov = PyMem_Malloc((size_t)(obj ? 4 : n ? n : 1) * sizeof *iov);
+    if (iov && obj)
+        size = shm_obj_iov(iov, objhead, views[1].buf, (size_t)views[1].len);
     buf_t b;
     buf_init(&b);
     proto_wr_t w;
@@ -975,8 +1001,10 @@ static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t q = 0; q < n; q++)
+    for (Py_ssize_t q = 0; !obj && q < n; q++)
         iov[q] = (struct iovec){views[q].buf, (size_t)views[q].len};
+    if (obj)
+        n = 4;
     int sock = fd_enter(c);
     if (sock < 0) {
         PyMem_Free(iov);

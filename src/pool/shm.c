@@ -141,6 +141,17 @@ void shm_obj_head(uint8_t head[SHM_OBJ_HEAD], uint64_t len)
         head[8 + i] = (uint8_t)(len >> (8 * i));
 }
 
+size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *data, size_t len)
+{
+    static const uint8_t zeros[SHM_OBJ_DATA];
+    shm_obj_head(head, len);
+    iov[0] = (struct iovec){head, SHM_OBJ_HEAD};
+    iov[1] = (struct iovec){(void *)zeros, SHM_OBJ_DATA - SHM_OBJ_HEAD};
+    iov[2] = (struct iovec){(void *)data, len};
+    iov[3] = (struct iovec){(void *)zeros, 1};
+    return SHM_OBJ_DATA + len + 1;
+}
+
 int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len)
 {
     if (n < SHM_OBJ_HEAD || memcmp(head, SHM_OBJ_MAGIC, 8) != 0)

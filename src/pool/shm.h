@@ -62,13 +62,21 @@ int shm_enabled(void);
  * (u64 little-endian), the rest of it zeros; the bytes start at SHM_OBJ_DATA;
  * one 0 byte follows them and ends the file. Every other successful payload
  * is a pickle, and no pickle begins with a 0 byte, so the first bytes tell
- * the two apart. Only the worker makes them; the pool passes them on (or
- * sends a pickle of the bytes to a peer without descriptors). */
+ * the two apart. The pool passes them on, or sends their content to a peer
+ * without descriptors (a result: as the pickle of the bytes).
+ *
+ * Two uses: a worker's result that is one bytes object (DONE_FD), and a
+ * call whose arguments are one bytes object, ((b,), {}) (CALLS_FD, then
+ * TASK_FD; a worker reached over TCP gets the file's content as TASK's
+ * payload and reads it the same way). */
 #define SHM_OBJ_DATA 4096
 #define SHM_OBJ_HEAD 16
 #define SHM_OBJ_MAGIC "\0BTGOBJ1"
 /* The first SHM_OBJ_HEAD bytes of the object file of len bytes. */
 void shm_obj_head(uint8_t head[SHM_OBJ_HEAD], uint64_t len);
+/* The four pieces of the object file of data[0..len), written with
+ * shm_fill (head is the caller's, filled here). Returns the file's size. */
+size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *data, size_t len);
 /* Whether a file of `size` bytes that begins with head[0..n) is an object
  * file whose size matches its length: 1 and *len, or 0. */
 int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len);

@@ -631,22 +631,15 @@ static int is_raw_bytes(const shm_done_t *d)
 static void write_shm(oseg_t *s)
 {
     shm_done_t *d = s->shm;
-    static const uint8_t zeros[SHM_OBJ_DATA];
     uint8_t obj[SHM_OBJ_HEAD];
     struct iovec iov[4] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
     int niov = 3;
+    size_t total = d->hlen + s->n + d->tlen;
     if (is_raw_bytes(d)) {
         /* An object file (shm.h): the client maps the bytes as its result. */
-        shm_obj_head(obj, s->n);
-        iov[0] = (struct iovec){obj, SHM_OBJ_HEAD};
-        iov[1] = (struct iovec){(void *)zeros, SHM_OBJ_DATA - SHM_OBJ_HEAD};
-        iov[2] = (struct iovec){(void *)s->p, s->n};
-        iov[3] = (struct iovec){(void *)zeros, 1};
+        total = shm_obj_iov(iov, obj, s->p, s->n);
         niov = 4;
     }
-    size_t total = 0;
-    for (int i = 0; i < niov; i++)
-        total += iov[i].iov_len;
     int fd = shm_spare_take(&io.spare, total);
     if (fd >= 0 && shm_fill(fd, iov, niov) < 0) {
         int e = errno;

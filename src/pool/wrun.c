@@ -9,7 +9,9 @@
 #include "util/idmap.h"
 #include "pool/preader.h"
 #include "pool/proto.h"
+#include "pool/shm.h"
 #include "py/bridge.h"
+#include "py/mapped.h"
 #include "util/log.h"
 
 /* A function the pool sent, or why it could not be unpickled. */
@@ -125,6 +127,8 @@ static int add_caller_path(void)
 int wrun_init(char *err, size_t errlen)
 {
     idmap_init(&funcs);
+    /* A large bytes argument is then taken as its memfd mapped. */
+    mapped_install();
     if (add_caller_path() < 0) {
         char *why = take_summary();
         log_warn("cannot add BETTONG_WORKER_PATH to sys.path: %s", why);
@@ -346,10 +350,49 @@ static void error_out(wrun_out_t *out, char *text)
     out->text = text;
 }
 
+/* The one bytes argument of an object file (pool/shm.h): the memfd's pages
+ * mapped (py/mapped.h) or read, or, from a pool that could not pass the
+ * descriptor, the payload's bytes. NULL with no exception when the payload
+ * is not an object file (a pickle); NULL with one on failure. */
+static PyObject *object_file_arg(const uint8_t *p, size_t n, int fd)
+{
+    uint8_t head[SHM_OBJ_HEAD];
+    uint64_t len;
+    if (fd < 0) {
+        if (!shm_obj_parse(p, n, n, &len))
+            return NULL;
+        return PyBytes_FromStringAndSize((const char *)p + SHM_OBJ_DATA, (Py_ssize_t)len);
+    }
+    if (n < SHM_OBJ_HEAD || shm_read(fd, 0, head, SHM_OBJ_HEAD) < 0 ||
+        !shm_obj_parse(head, SHM_OBJ_HEAD, n, &len))
+        return NULL;
+    PyObject *b = mapped_bytes(fd, SHM_OBJ_DATA, (size_t)len);
+    if (b || len > PY_SSIZE_T_MAX || !(b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len)))
+        return b ? b : PyErr_NoMemory();
+    if (shm_read(fd, SHM_OBJ_DATA, PyBytes_AS_STRING(b), (size_t)len) < 0) {
+        Py_DECREF(b);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return b;
+}
+
 /* args, kwargs from the task's payload, or an error in out. */
 static int unpack_args(const uint8_t *p, size_t n, int fd, PyObject **args, PyObject **kwargs,
                        wrun_out_t *out)
 {
+    PyObject *arg = object_file_arg(p, n, fd);
+    if (arg || PyErr_Occurred()) {
+        *args = arg ? PyTuple_Pack(1, arg) : NULL;
+        Py_XDECREF(arg);
+        *kwargs = NULL;
+        if (*args)
+            return 0;
+        char *tb = py_take_traceback();
+        error_out(out, text_printf("the call's argument could not be read in the worker "
+                                   "(pid %d):\n%s", (int)getpid(), tb));
+        free(tb);
+        return -1;
+    }
     PyObject *pair = fd >= 0 ? load_from_fd(fd, n) : loads_in_place(p, n);
     if (!pair) {
         char *tb = py_take_traceback();

@@ -175,6 +175,30 @@ def test_large_bytes_result_is_the_memfd_mapped_not_a_copy():
     wait_until(lambda: _bettong.mapped_live() == before, 10, "the mapped result was never freed")
 
 
+def where_is(b):
+    """In the worker: the argument's length, digest and whether the mapping
+    that holds it is a memfd."""
+    return len(b), hashlib.sha256(b).hexdigest(), "memfd:" in (mapping_of(b) or "")
+
+
+def test_large_bytes_argument_is_the_memfd_mapped_in_the_worker():
+    big = data_of(13)
+    want = (SIZE, hashlib.sha256(big).hexdigest())
+    with bettong.FunctionExecutor(workers=1) as ex:
+        # the first task of a worker goes on its socket (pool/peer.c op_task):
+        # the object file's bytes, read as the argument all the same
+        assert ex.call_async(where_is, big).result(timeout=T) == want + (False,)
+        assert ex.call_async(where_is, big).result(timeout=T) == want + (True,)
+        # anything but one bytes argument is pickled as before
+        assert ex.call_async(where_is, bytearray(big)).result(timeout=T) == want + (False,)
+        assert ex.call_async(where_is, {"b": big}).result(timeout=T) == want + (False,)
+        # the worker sends the mapped argument back, and takes it again
+        back = ex.call_async(echo, big).result(timeout=T)
+        assert back == big
+        assert ex.call_async(where_is, back).result(timeout=T) == want + (True,)
+        assert ex._client.conn.shm_calls == 6
+
+
 def test_results_are_copied_under_python_debug_allocator():
     code = ("import bettong, sys, random\n"
             "from bettong import _bettong\n"
