@@ -234,7 +234,9 @@ static void die_bad_frame(const char *what, unsigned type)
 
 /* A TASK_FD's arguments: the oldest descriptor received, checked (size and
  * seals) and kept for the unpickler, which reads it with pread (pool/preader.h:
- * no mapping, whose fresh 4 KiB page-table entries cost more than the copy). */
+ * no mapping, whose fresh 4 KiB page-table entries, faulted in one by one,
+ * cost more than the copy), or, for an object file, for wrun.c to map as the
+ * one bytes argument (its pages populated in one call, py/mapped.h). */
 static void take_task_payload(wmsg_t *m, uint64_t size)
 {
     char why[160];
