@@ -950,10 +950,6 @@ typedef struct {
 } item_t;
 
 /* send_calls(func_id, timeout_ms, retries, call_ids, payloads, near=None) */
-/* One call whose arguments (the n views) go in a memfd (pool/shm.h): a
- * CALLS_FD frame with the descriptor attached. The memfd is made and sent
- * without the GIL (the views stay held). Returns 0, 1 if no memfd could be
- * made (nothing was sent), or -1 with an exception. */
 /* Protocol 5's pickle of ((b,), {}) after b's bytes (FRAME 8, then MEMOIZE,
  * TUPLE1, MEMOIZE, EMPTY_DICT, MEMOIZE, TUPLE2, MEMOIZE, STOP): the tail of
  * the three pieces _serial.bytes_arg_payload makes of a call whose one
@@ -974,6 +970,10 @@ static int is_bytes_arg(const Py_buffer *views, Py_ssize_t n)
            memcmp(views[2].buf, bytes_arg_tail, sizeof bytes_arg_tail) == 0;
 }
 
+/* One call whose arguments (the n views) go in a memfd (pool/shm.h): a
+ * CALLS_FD frame with the descriptor attached. The memfd is made and sent
+ * without the GIL (the views stay held). Returns 0, 1 if no memfd could be
+ * made (nothing was sent), or -1 with an exception. */
 static int send_call_fd(Conn *c, uint64_t func_id, uint32_t timeout_ms, uint16_t retries,
                         const char *near, size_t near_len, uint64_t call_id,
                         const Py_buffer *views, Py_ssize_t n, uint64_t size)
