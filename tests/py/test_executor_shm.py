@@ -71,27 +71,21 @@ def die_holding_argument(b):
     os._exit(9)
 
 
-def payload_fds(pid="self"):
-    """The large-payload memfds pid holds."""
-    n = 0
+def payload_fd_numbers(pid="self"):
+    """The numbers of the large-payload memfds pid holds."""
+    out = []
     for fd in os.listdir("/proc/%s/fd" % pid):
         try:
-            n += os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith("/memfd:bettong-payload")
-        except OSError:
-            pass  # closed meanwhile
-    return n
-
-
-def payload_fd_numbers():
-    """The numbers of this process's large-payload memfds."""
-    out = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink("/proc/self/fd/" + fd).startswith("/memfd:bettong-payload"):
+            if os.readlink("/proc/%s/fd/%s" % (pid, fd)).startswith("/memfd:bettong-payload"):
                 out.append(int(fd))
         except OSError:
-            pass  # (listdir's own descriptor, closed)
+            pass  # closed meanwhile (listdir's own descriptor)
     return out
+
+
+def payload_fds(pid="self"):
+    """How many large-payload memfds pid holds."""
+    return len(payload_fd_numbers(pid))
 
 
 def fd_count(pid="self"):
