@@ -534,9 +534,17 @@ static PyObject *payload_of_fd(int fd, uint64_t size, uint8_t status, int *raw)
     uint8_t head[SHM_OBJ_HEAD], tail[RAW_TAIL];
     uint64_t objlen;
     *raw = 0;
-    if (status == CALL_OK && size >= SHM_OBJ_HEAD && shm_read(fd, 0, head, SHM_OBJ_HEAD) == 0 &&
-        shm_obj_parse(head, SHM_OBJ_HEAD, size, &objlen))
+    int got = status == CALL_OK && size >= SHM_OBJ_HEAD && shm_read(fd, 0, head, SHM_OBJ_HEAD) == 0;
+    if (got && shm_obj_parse(head, SHM_OBJ_HEAD, size, &objlen))
         return bytes_of_object_file(fd, objlen, raw);
+    if (got && memcmp(head, SHM_OOB_MAGIC, 8) == 0) {
+        /* An out-of-band file: futures unpickle over views of its mapping;
+         * if it cannot be mapped, over its bytes read below. */
+        PyObject *m = mapped_file(fd, (size_t)size);
+        if (m)
+            return m;
+        PyErr_Clear();
+    }
     if (status == CALL_OK && size >= RAW_HEAD + RAW_TAIL &&
         shm_read(fd, 0, head, RAW_HEAD) == 0 && shm_read(fd, size - RAW_TAIL, tail, RAW_TAIL) == 0) {
         uint32_t rawlen = (uint32_t)head[3] | ((uint32_t)head[4] << 8) |

@@ -417,14 +417,24 @@ class _Reduce:
                         chunks = dict.fromkeys(f._chunk for f in self.maps)
                     for c in chunks:
                         ev = c._ev  # its payload is dropped only once _result is set
-                        parts.append(ev[9] if len(ev) == 10 else c._result[0])
+                        if len(ev) == 10 and type(ev[9]) is bytes and ev[9][:1] != b"\0":
+                            parts.append(ev[9])
+                        else:  # (taken as the value, or out of band: decoded here)
+                            c._decode()
+                            parts.append(c._result[0])
                     values = ChunkedResults(parts)
                 else:
                     values = []
                     for f in self.maps:
                         ev = f._ev  # its payload is dropped only once _result is set
                         n = len(ev)
-                        values.append(Raw(ev[9]) if n == 10 else ev[9] if n == 11 else f._result)
+                        if n == 10 and type(ev[9]) is bytes and ev[9][:1] != b"\0":
+                            values.append(Raw(ev[9]))
+                        elif n == 11:
+                            values.append(ev[9])
+                        else:  # (out of band: decoded here)
+                            f._decode()
+                            values.append(f._result)
                 kwargs = {"storage": self.storage} if self.storage is not None else {}
                 payload = _dumps(((values,), kwargs), 5)
                 del values

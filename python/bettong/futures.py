@@ -38,6 +38,33 @@ except ImportError:
 
 from _pickle import loads as _loads  # (pickle.loads without the module around it)
 
+# A result pickled with out-of-band buffers (src/pool/shm.h): a numpy array's
+# data, say, lies page-aligned after the pickle in a file the worker wrote; the
+# payload is that file mapped privately (bettong.MappedFile), or its bytes.
+_OOB_MAGIC = b"\0BTGOOB1"
+
+
+def _load_oob(payload):
+    """Unpickle an out-of-band file over views of it (no copy when mapped)."""
+    mv = memoryview(payload)
+    le = int.from_bytes
+    nbuf = le(mv[8:12], "little")
+    poff, plen = le(mv[16:24], "little"), le(mv[24:32], "little")
+    bufs = []
+    for i in range(nbuf):
+        at = 32 + 16 * i
+        off, n = le(mv[at:at + 8], "little"), le(mv[at + 8:at + 16], "little")
+        # (from bytes, a copy: the values would otherwise be read-only)
+        bufs.append(mv[off:off + n] if not mv.readonly else bytearray(mv[off:off + n]))
+    return _loads(mv[poff:poff + plen], buffers=bufs)
+
+
+def _load_result(payload):
+    """A successful call's value from its payload."""
+    if type(payload) is bytes and not payload.startswith(_OOB_MAGIC):
+        return _loads(payload)
+    return _load_oob(payload)
+
 # wait() conditions. The first two are concurrent.futures' own values, so the
 # standard module's constants work here too.
 ALL_COMPLETED = _cf.ALL_COMPLETED
@@ -196,7 +223,7 @@ class ResponseFuture(_cf.Future):
             self._result = payload
         elif status == CALL_OK:
             try:
-                self._result = _loads(payload)
+                self._result = _load_result(payload)
             except BaseException as e:
                 self._exception = e
         elif status == CALL_RAISED:

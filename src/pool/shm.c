@@ -152,6 +152,39 @@ size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *
     return SHM_OBJ_DATA + len + 1;
 }
 
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+size_t shm_oob_iov(uint8_t head[SHM_OBJ_DATA], const struct iovec *parts, int n,
+                   struct iovec *out, int *nout)
+{
+    static const uint8_t zeros[SHM_OBJ_DATA];
+    memset(head, 0, SHM_OBJ_DATA);
+    memcpy(head, SHM_OOB_MAGIC, 8);
+    put_le(head + 8, (uint64_t)(n - 1), 4);
+    put_le(head + 16, SHM_OBJ_DATA, 8);
+    put_le(head + 24, parts[0].iov_len, 8);
+    int k = 0;
+    out[k++] = (struct iovec){head, SHM_OBJ_DATA};
+    out[k++] = parts[0];
+    size_t off = SHM_OBJ_DATA + parts[0].iov_len;
+    for (int i = 1; i < n; i++) {
+        size_t pad = (SHM_OBJ_DATA - off % SHM_OBJ_DATA) % SHM_OBJ_DATA;
+        if (pad)
+            out[k++] = (struct iovec){(void *)zeros, pad};
+        off += pad;
+        put_le(head + 32 + 16 * (i - 1), off, 8);
+        put_le(head + 40 + 16 * (i - 1), parts[i].iov_len, 8);
+        out[k++] = parts[i];
+        off += parts[i].iov_len;
+    }
+    *nout = k;
+    return off;
+}
+
 int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len)
 {
     if (n < SHM_OBJ_HEAD || memcmp(head, SHM_OBJ_MAGIC, 8) != 0)

@@ -81,6 +81,26 @@ size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *
  * file whose size matches its length: 1 and *len, or 0. */
 int shm_obj_parse(const uint8_t *head, size_t n, uint64_t size, uint64_t *len);
 
+/* A successful call's result pickled with out-of-band buffers (pickle
+ * protocol 5's buffer_callback: a numpy array's data, a PickleBuffer) as an
+ * "out-of-band file", so that the receiver unpickles it over a private
+ * mapping of the file (pickle.loads(..., buffers=...)) with no copy. Page 0:
+ * SHM_OOB_MAGIC, u32 the number of buffers, u32 0, u64 the pickle's offset,
+ * u64 its length, then each buffer's u64 offset and u64 length (all
+ * little-endian); the pickle at SHM_OBJ_DATA; each buffer at the next page
+ * boundary after the one before. Told apart from a pickle (and an object
+ * file) by its first bytes. The pool passes it on as it is, or sends its
+ * bytes to a peer without descriptors, which reads the same layout. */
+#define SHM_OOB_MAGIC "\0BTGOOB1"
+/* The most buffers a file's page 0 lists; a result with more is pickled
+ * in-band. */
+#define SHM_OOB_MAX ((SHM_OBJ_DATA - 32) / 16)
+/* The pieces of the out-of-band file of parts[0] (the pickle) and parts[1..n)
+ * (the buffers, at most SHM_OOB_MAX): page 0 written into head, out[] (room
+ * for 2 * n pieces) filled. Returns the file's size; *nout is set. */
+size_t shm_oob_iov(uint8_t head[SHM_OBJ_DATA], const struct iovec *parts, int n,
+                   struct iovec *out, int *nout);
+
 /* Send p[0..n) on the Unix socket sock with fd attached to its first byte;
  * MSG_NOSIGNAL, and flags (MSG_DONTWAIT, ...). Returns the bytes sent (at
  * least 1 means the descriptor went with them) or -1 with errno. */

@@ -50,7 +50,20 @@ typedef struct shm_done {
     uint8_t status;
     uint8_t head[64], tail[64];
     size_t hlen, tlen;
+    /* Or an out-of-band file (shm.h) of parts[0] (the pickle) and parts[1..)
+     * (its buffers): its page 0 and its pieces (room for 2 * nparts). */
+    struct iovec *parts, *oob_iov;
+    int nparts;
+    uint8_t *oob_head;
 } shm_done_t;
+
+static void shm_done_free(shm_done_t *d)
+{
+    free(d->parts);
+    free(d->oob_iov);
+    free(d->oob_head);
+    free(d);
+}
 
 static struct {
     bconn_t conn; /* to the pool, plain or TLS */
@@ -503,6 +516,49 @@ static int queue_shm_done(uint64_t task_id, uint8_t status, uint64_t started_us,
     return 0;
 }
 
+int wio_passes_fds(void) { return io.fds; }
+
+int wio_done_parts(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t finished_us,
+                   const struct iovec *parts, int nparts, void *pin)
+{
+    if (!io.fds || !pin || nparts < 2 || nparts - 1 > SHM_OOB_MAX)
+        return -1;
+    uint64_t total = SHM_OBJ_DATA;
+    for (int i = 0; i < nparts; i++)
+        total += parts[i].iov_len + SHM_OBJ_DATA;
+    if (total > PROTO_MAX_FRAME - 64)
+        return -1;
+    oseg_t *s = oseg_new();
+    shm_done_t *d = calloc(1, sizeof *d);
+    if (d) {
+        d->parts = malloc((size_t)nparts * sizeof *d->parts);
+        d->oob_iov = malloc(2 * (size_t)nparts * sizeof *d->oob_iov);
+        d->oob_head = malloc(SHM_OBJ_DATA);
+    }
+    if (!s || !d || !d->parts || !d->oob_iov || !d->oob_head) {
+        free(s);
+        if (d)
+            shm_done_free(d);
+        return -1;
+    }
+    memcpy(d->parts, parts, (size_t)nparts * sizeof *parts);
+    d->nparts = nparts;
+    d->task_id = task_id;
+    d->status = status;
+    d->started_us = started_us;
+    d->finished_us = finished_us;
+    s->p = parts[0].iov_base;
+    s->n = parts[0].iov_len;
+    s->pin = pin;
+    s->shm = d;
+    pthread_mutex_lock(&io.out_mu);
+    oseg_append(s);
+    if (io.writer_waiting)
+        pthread_cond_signal(&io.out_cv);
+    pthread_mutex_unlock(&io.out_mu);
+    return 0;
+}
+
 int wio_done_wrapped(uint64_t task_id, uint8_t status, uint64_t started_us,
                      uint64_t finished_us, const void *head, size_t hlen, const void *payload,
                      size_t len, void *pin, const void *tail, size_t tlen)
@@ -634,12 +690,17 @@ static void write_shm(oseg_t *s)
 {
     shm_done_t *d = s->shm;
     uint8_t obj[SHM_OBJ_HEAD];
-    struct iovec iov[4] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
+    struct iovec few[4] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
+    struct iovec *iov = few;
     int niov = 3;
     size_t total = d->hlen + s->n + d->tlen;
-    if (is_raw_bytes(d)) {
+    if (d->parts) {
+        /* An out-of-band file (shm.h): the client unpickles over its mapping. */
+        iov = d->oob_iov;
+        total = shm_oob_iov(d->oob_head, d->parts, d->nparts, iov, &niov);
+    } else if (is_raw_bytes(d)) {
         /* An object file (shm.h): the client maps the bytes as its result. */
-        total = shm_obj_iov(iov, obj, s->p, s->n);
+        total = shm_obj_iov(few, obj, s->p, s->n);
         niov = 4;
     }
     int fd = shm_spare_take(&io.spare, total);
@@ -669,18 +730,22 @@ static void write_shm(oseg_t *s)
                        .pin = s->pin};
         write_segments(&rest, NULL);
     } else {
+        /* The same bytes on the socket: the client reads either. */
         log_warn("cannot put a result of %zu bytes in shared memory (%s): sending it on the "
                  "socket", total, strerror(errno));
-        proto_put_bytes(&w, d->head, d->hlen);
-        if (proto_end_with(&w, s->n + d->tlen) < 0)
+        oseg_t *segs = calloc((size_t)niov + 1, sizeof *segs);
+        if (!segs || proto_end_with(&w, total) < 0)
             connection_gone();
-        oseg_t tail = {.p = d->tail, .n = d->tlen, .pin = s->pin};
-        oseg_t body = {.next = &tail, .p = s->p, .n = s->n, .pin = s->pin};
-        oseg_t hd = {.next = &body, .p = buf_head(&b), .n = buf_unread(&b), .pin = s->pin};
-        write_segments(&hd, NULL);
+        segs[0] = (oseg_t){.p = buf_head(&b), .n = buf_unread(&b), .pin = s->pin};
+        for (int i = 0; i < niov; i++) {
+            segs[i].next = &segs[i + 1];
+            segs[i + 1] = (oseg_t){.p = iov[i].iov_base, .n = iov[i].iov_len, .pin = s->pin};
+        }
+        write_segments(segs, NULL);
+        free(segs);
     }
     buf_free(&b);
-    free(d);
+    shm_done_free(d);
     s->shm = NULL;
 }
 

@@ -21,6 +21,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* Exit statuses of `bettong worker --connect`, read by the join supervisor. */
 #define WORKER_EXIT_OK 0          /* the pool closed the connection */
@@ -76,6 +77,16 @@ int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t fin
 int wio_done_wrapped(uint64_t task_id, uint8_t status, uint64_t started_us,
                      uint64_t finished_us, const void *head, size_t hlen, const void *payload,
                      size_t len, void *pin, const void *tail, size_t tlen);
+/* A successful result pickled with out-of-band buffers: parts[0] the pickle,
+ * parts[1..nparts) the buffers (at most SHM_OOB_MAX), written as an
+ * out-of-band file (pool/shm.h) from where they lie; `pin` keeps them alive
+ * and comes back through wio_released. Only on a connection that passes
+ * descriptors (wio_passes_fds). Returns 0, or -1 (nothing queued; the
+ * caller still owns `pin`). */
+int wio_done_parts(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t finished_us,
+                   const struct iovec *parts, int nparts, void *pin);
+/* Whether large payloads go to the pool as memfds (its WELCOME said so). */
+int wio_passes_fds(void);
 /* Pins whose bytes were written: call release(pin) for each (main thread). */
 void wio_released(void (*release)(void *pin));
 

@@ -80,6 +80,43 @@ static int add_subcall_module(void)
     return rc;
 }
 
+/* A result with out-of-band buffers (wrun_out_t.oob) queued as an
+ * out-of-band file, written from the pickle and the buffers where they lie
+ * (pinned by a tuple of them). Returns 0, or -1 (nothing queued). */
+static int send_parts(uint64_t task_id, wrun_out_t *out)
+{
+    Py_ssize_t n = PyList_GET_SIZE(out->oob);
+    struct iovec *parts = malloc(((size_t)n + 1) * sizeof *parts);
+    PyObject *pin = PyTuple_New(n + 1);
+    if (!parts || !pin) {
+        free(parts);
+        Py_XDECREF(pin);
+        PyErr_Clear();
+        return -1;
+    }
+    parts[0] = (struct iovec){PyBytes_AS_STRING(out->bytes), (size_t)PyBytes_GET_SIZE(out->bytes)};
+    PyTuple_SET_ITEM(pin, 0, Py_NewRef(out->bytes));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* (contiguous: take_buffer took only such buffers) */
+        PyObject *mv = PyMemoryView_FromObject(PyList_GET_ITEM(out->oob, i));
+        if (!mv) {
+            free(parts);
+            Py_DECREF(pin);
+            PyErr_Clear();
+            return -1;
+        }
+        Py_buffer *v = PyMemoryView_GET_BUFFER(mv);
+        parts[i + 1] = (struct iovec){v->buf, (size_t)v->len};
+        PyTuple_SET_ITEM(pin, i + 1, mv);
+    }
+    int rc = wio_done_parts(task_id, out->status, out->started_us, out->finished_us, parts,
+                            (int)n + 1, pin);
+    free(parts);
+    if (rc < 0)
+        Py_DECREF(pin);
+    return rc;
+}
+
 /* Runs the task and frees its message (as soon as its arguments are read). */
 static void run_task(wmsg_t *m)
 {
@@ -92,6 +129,17 @@ static void run_task(wmsg_t *m)
         sub_task = task_id;
         wrun_run(&call, &out);
         sub_task = 0;
+    }
+    if (out.oob && send_parts(task_id, &out) == 0) {
+        wrun_out_clear(&out);
+        return;
+    }
+    /* (A result whose out-of-band file could not be queued is sent pickled
+     * again, in band.) */
+    if (out.oob && wrun_inband(&out) < 0) {
+        send_text_error(task_id, &out, "the result could not be pickled again in band");
+        wrun_out_clear(&out);
+        return;
     }
     const void *data;
     size_t len;
@@ -310,6 +358,7 @@ static int prepare_python(const char *near, int embedded)
 static int serve_tasks(void)
 {
     char err[512];
+    wrun_use_oob(wio_passes_fds()); /* large buffers of results as out-of-band files */
     if (wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;

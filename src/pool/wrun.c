@@ -216,9 +216,61 @@ void wrun_funcdrop(uint64_t gid) { fentry_free(idmap_del(&funcs, gid)); }
 
 /* pickle.dumps(obj, 5), else cloudpickle.dumps(obj, 5). On failure NULL, with
  * both reasons in *why (malloc'd). */
-static PyObject *dumps_any(PyObject *obj, char **why)
+/* ------------------------------------------------------------ out-of-band buffers */
+
+/* Buffers from this size go out of band. */
+#define OOB_MIN SHM_MIN
+
+static int use_oob;
+
+void wrun_use_oob(int on) { use_oob = on; }
+
+/* pickle's buffer_callback, bound to a list: a contiguous buffer of at least
+ * OOB_MIN bytes joins the list and goes out of band (False); any other stays
+ * in the pickle (True). */
+static PyObject *take_buffer(PyObject *list, PyObject *pb)
 {
-    PyObject *b = py_call2(pickle_dumps, obj, protocol5);
+    Py_buffer v;
+    if (PyList_GET_SIZE(list) >= SHM_OOB_MAX || PyObject_GetBuffer(pb, &v, PyBUF_ANY_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        Py_RETURN_TRUE;
+    }
+    Py_ssize_t n = v.len;
+    PyBuffer_Release(&v);
+    if (n < OOB_MIN)
+        Py_RETURN_TRUE;
+    if (PyList_Append(list, pb) < 0)
+        return NULL;
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef take_buffer_def = {"take_buffer", take_buffer, METH_O, NULL};
+
+/* dumps(obj, 5, buffer_callback=...) with the large buffers into *oob (a new
+ * list when there are any, else NULL). NULL with a Python exception. */
+static PyObject *dumps_oob(PyObject *dumps, PyObject *obj, PyObject **oob)
+{
+    *oob = NULL;
+    PyObject *list = PyList_New(0);
+    PyObject *cb = list ? PyCFunction_New(&take_buffer_def, list) : NULL;
+    PyObject *args = cb ? PyTuple_Pack(2, obj, protocol5) : NULL;
+    PyObject *kw = args ? Py_BuildValue("{sO}", "buffer_callback", cb) : NULL;
+    PyObject *b = kw ? PyObject_Call(dumps, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    Py_XDECREF(cb);
+    if (b && PyList_GET_SIZE(list) > 0)
+        *oob = Py_NewRef(list);
+    Py_XDECREF(list);
+    return b;
+}
+
+/* obj pickled (protocol 5) by pickle, else by cloudpickle; with oob, large
+ * buffers out of band into *oob (see dumps_oob). NULL with *why (if given)
+ * when neither could. */
+static PyObject *dumps_any_oob(PyObject *obj, char **why, PyObject **oob)
+{
+    PyObject *b = oob ? dumps_oob(pickle_dumps, obj, oob) : py_call2(pickle_dumps, obj, protocol5);
     if (b)
         return b;
     char *e1 = take_summary();
@@ -226,7 +278,7 @@ static PyObject *dumps_any(PyObject *obj, char **why)
     PyObject *cp_dumps = lazy_attr(&cloudpickle_dumps, &cloudpickle_tried, "cloudpickle", "dumps",
                                    "results that pickle cannot handle will not be sent");
     if (cp_dumps) {
-        b = py_call2(cp_dumps, obj, protocol5);
+        b = oob ? dumps_oob(cp_dumps, obj, oob) : py_call2(cp_dumps, obj, protocol5);
         if (b) {
             free(e1);
             return b;
@@ -238,6 +290,11 @@ static PyObject *dumps_any(PyObject *obj, char **why)
     free(e1);
     free(e2);
     return NULL;
+}
+
+static PyObject *dumps_any(PyObject *obj, char **why)
+{
+    return dumps_any_oob(obj, why, NULL);
 }
 
 /* "module.QualName", or "QualName" for builtins. New reference. */
@@ -446,7 +503,7 @@ static void result_out(PyObject *res, wrun_out_t *out)
         out->status = CALL_OK;
         return;
     }
-    out->bytes = dumps_any(res, &why);
+    out->bytes = dumps_any_oob(res, &why, use_oob ? &out->oob : NULL);
     if (out->bytes) {
         out->status = CALL_OK;
         return;
@@ -509,9 +566,28 @@ void wrun_payload(const wrun_out_t *out, const void **data, size_t *len)
     }
 }
 
+int wrun_inband(wrun_out_t *out)
+{
+    PyObject *args = PyTuple_Pack(1, out->bytes);
+    PyObject *kw = args ? Py_BuildValue("{sO}", "buffers", out->oob) : NULL;
+    PyObject *obj = kw ? PyObject_Call(pickle_loads, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_XDECREF(args);
+    PyObject *b = obj ? dumps_any(obj, NULL) : NULL;
+    Py_XDECREF(obj);
+    if (!b) {
+        PyErr_Clear();
+        return -1;
+    }
+    Py_SETREF(out->bytes, b);
+    Py_CLEAR(out->oob);
+    return 0;
+}
+
 void wrun_out_clear(wrun_out_t *out)
 {
     Py_CLEAR(out->bytes);
+    Py_CLEAR(out->oob);
     free(out->text);
     out->text = NULL;
 }

@@ -33,7 +33,21 @@ typedef struct {
      * pickle.dumps(result, 5) would put around it. Both lengths 0 otherwise. */
     uint8_t head[8], tail[2];
     size_t head_len, tail_len;
+    /* A result pickled with out-of-band buffers (see wrun_use_oob): a list of
+     * the PickleBuffers (owned) the pickle in bytes refers to, in order; NULL
+     * when there are none. */
+    PyObject *oob;
 } wrun_out_t;
+
+/* Large contiguous buffers of results (a numpy array's data, a PickleBuffer)
+ * are taken out of the pickle (protocol 5's buffer_callback) into
+ * wrun_out_t.oob, for a connection that sends them as an out-of-band file
+ * (pool/shm.h). Off by default. */
+void wrun_use_oob(int on);
+/* The result of out pickled again without out-of-band buffers (out->oob
+ * cleared): when they cannot go as an out-of-band file. Returns 0, or -1
+ * (out->bytes left as it was). */
+int wrun_inband(wrun_out_t *out);
 
 /* Import pickle, cloudpickle (optional, with a warning), traceback; add the
  * caller's sys.path (BETTONG_WORKER_PATH). With the GIL. Returns 0 or -1. */

@@ -169,3 +169,63 @@ PyObject *mapped_bytes(int fd, uint64_t off, size_t len)
 }
 
 size_t mapped_live(void) { return atomic_load(&nlive); }
+
+/* ------------------------------------------------------------ mapped_file */
+
+typedef struct {
+    PyObject_HEAD
+    char *p;
+    size_t len;
+} MappedFile;
+
+static int mf_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    MappedFile *m = (MappedFile *)self;
+    return PyBuffer_FillInfo(view, self, m->p, (Py_ssize_t)m->len, 0, flags);
+}
+
+static void mf_dealloc(PyObject *self)
+{
+    MappedFile *m = (MappedFile *)self;
+    if (m->p)
+        munmap(m->p, m->len);
+    Py_TYPE(self)->tp_free(self);
+}
+
+static Py_ssize_t mf_length(PyObject *self) { return (Py_ssize_t)((MappedFile *)self)->len; }
+
+static PyBufferProcs mf_as_buffer = {mf_getbuffer, NULL};
+static PySequenceMethods mf_as_sequence = {.sq_length = mf_length};
+
+static PyTypeObject MappedFileType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bettong.MappedFile",
+    .tp_basicsize = sizeof(MappedFile),
+    .tp_dealloc = mf_dealloc,
+    .tp_as_buffer = &mf_as_buffer,
+    .tp_as_sequence = &mf_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A file mapped privately: a result's out-of-band buffers lie in it.",
+};
+
+PyObject *mapped_file(int fd, size_t size)
+{
+    if (!(MappedFileType.tp_flags & Py_TPFLAGS_READY) && PyType_Ready(&MappedFileType) < 0)
+        return NULL;
+    if (size == 0 || size > PY_SSIZE_T_MAX)
+        return PyErr_Format(PyExc_ValueError, "cannot map %zu bytes", size);
+    char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+    if (p == MAP_FAILED)
+        return PyErr_SetFromErrno(PyExc_OSError);
+#ifdef MADV_POPULATE_READ
+    (void)madvise(p, size, MADV_POPULATE_READ); /* (a hint, as in mapped_bytes) */
+#endif
+    MappedFile *m = PyObject_New(MappedFile, &MappedFileType);
+    if (!m) {
+        munmap(p, size);
+        return NULL;
+    }
+    m->p = p;
+    m->len = size;
+    return (PyObject *)m;
+}

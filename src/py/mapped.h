@@ -37,6 +37,13 @@ int mapped_install(void);
  * failed): copy instead. GIL held. */
 PyObject *mapped_bytes(int fd, uint64_t off, size_t len);
 
+/* A new object exposing the first size bytes of fd, mapped privately
+ * (copy-on-write, so writable: what is written stays in this process), as a
+ * buffer (memoryview(obj)) and len(obj) == size; unmapped when it and every
+ * view of it are gone. The receiver of an out-of-band file (pool/shm.h)
+ * unpickles over views of it. NULL with an exception on failure. GIL held. */
+PyObject *mapped_file(int fd, size_t size);
+
 /* Objects made by mapped_bytes still alive (tests, metrics). */
 size_t mapped_live(void);
 

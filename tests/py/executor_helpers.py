@@ -10,6 +10,7 @@ not start).
 """
 
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -332,3 +333,15 @@ class TcpPool:
 
     def alive(self):
         return self.proc.poll() is None
+
+
+class Chunky:
+    """A value pickled as a numpy array is (protocol 5): its data as a
+    PickleBuffer, which a pickler may send out of band. Importable by name on
+    both sides (this module is not sent by value)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __reduce_ex__(self, protocol):
+        return (Chunky, (pickle.PickleBuffer(self.data),))

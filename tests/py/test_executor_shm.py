@@ -8,6 +8,7 @@ a descriptor of the wrong size, an unsealed one, a frame without one or
 descriptors without frames is closed with a log line."""
 
 import fcntl
+import gc
 import hashlib
 import os
 import random
@@ -22,12 +23,14 @@ import cloudpickle
 import pytest
 
 from conftest import BIN, auth_handshake, closed_by_peer, pool_identity, wait_until
-from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, LineReader, TcpPool,
+from executor_helpers import (POOL_LISTEN_RE, RESULT_TIMEOUT, Chunky, LineReader, TcpPool,
                               descendants, kill_group, sub_env)
 
 import bettong  # noqa: E402
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
+# (Chunky, for workers that cannot import it: a TCP pool's)
+cloudpickle.register_pickle_by_value(sys.modules["executor_helpers"])
 
 T = RESULT_TIMEOUT
 SECRET = "bt-test-secret-" + "%08x" % random.getrandbits(32)
@@ -191,6 +194,96 @@ def test_large_bytes_argument_is_the_memfd_mapped_in_the_worker():
         assert back == big
         assert ex.call_async(where_is, back).result(timeout=T) == want + (True,)
         assert ex._client.conn.shm_calls == 6
+
+
+def chunky(seed, n=SIZE):
+    return Chunky(bytearray(data_of(seed, n)))
+
+
+def chunkies(seed):
+    """Two buffers large enough to go out of band, one small enough not to."""
+    return {"big": chunky(seed), "big2": chunky(seed + 1, 2 * 1000 * 1000),
+            "small": chunky(seed + 2, 1000), "text": "ok"}
+
+
+def in_memfd(buf):
+    """Whether a writable buffer's memory is a memfd's mapping."""
+    import ctypes
+    return "memfd:" in (mapping_at(ctypes.addressof(ctypes.c_char.from_buffer(buf))) or "")
+
+
+def mapping_at(addr):
+    with open("/proc/self/maps") as f:
+        for line in f:
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            if lo <= addr < hi:
+                return line.strip()
+    return None
+
+
+def lengths_and_digests(values):
+    return [(len(v.data), hashlib.sha256(v.data).hexdigest()) for v in values]
+
+
+def check_chunkies(d, seed, mapped):
+    assert d["text"] == "ok"
+    for key, s, n in (("big", seed, SIZE), ("big2", seed + 1, 2 * 1000 * 1000),
+                      ("small", seed + 2, 1000)):
+        assert type(d[key]) is Chunky and bytes(d[key].data) == data_of(s, n), key
+    assert type(d["small"].data) is bytearray  # in the pickle
+    assert [in_memfd(d[k].data) for k in ("big", "big2")] == [mapped, mapped]
+
+
+def test_results_with_large_buffers_unpickle_over_the_memfd():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        c = ex.call_async(chunky, 21).result(timeout=T)
+        assert type(c.data) is memoryview and in_memfd(c.data)
+        assert bytes(c.data) == data_of(21)
+        c.data[0] ^= 1  # writable: this process's own copy of that page
+        assert bytes(c.data[1:]) == data_of(21)[1:] and c.data[0] == data_of(21)[0] ^ 1
+        d = ex.call_async(chunkies, 22).result(timeout=T)
+        check_chunkies(d, 22, mapped=True)
+        # a reduce gets the map's results whole (decoded here, pickled again)
+        rf = ex.map_reduce(chunky, [25, 26], lengths_and_digests)
+        assert rf.result(timeout=T) == [(SIZE, hashlib.sha256(data_of(s)).hexdigest())
+                                        for s in (25, 26)]
+        got = ex.map(chunky, [27, 28], chunksize=2)
+        assert [bytes(v.data) for v in ex.get_result(got)] == [data_of(27), data_of(28)]
+        for pid in worker_pids(ex):
+            os.kill(pid, 9)
+    # everything it came from is gone: the values stay
+    check_chunkies(d, 22, mapped=True)
+    assert payload_mappings() >= 2
+    del c, d, rf, got, ex
+    gc.collect()
+    assert payload_mappings() == 0  # unmapped with the values
+
+
+def payload_mappings():
+    with open("/proc/self/maps") as f:
+        return sum("memfd:bettong-payload" in line for line in f)
+
+
+def test_results_with_large_buffers_on_the_socket_paths(procs, executors, tmp_path):
+    # a TCP worker pickles them in band
+    pool = TcpPool(procs, SECRET, workers=1)
+    check_chunkies(executors(pool.address).call_async(chunkies, 30).result(timeout=T), 30,
+                   mapped=False)
+    # a local worker's out-of-band file, sent by the pool to a TCP client as bytes
+    mixed = MixedPool(procs, tmp_path, workers=1)
+    ex = executors(mixed.tcp)
+    ex.call_async(len, b"").result(timeout=T)
+    check_chunkies(ex.call_async(chunkies, 33).result(timeout=T), 33, mapped=False)
+
+
+def test_numpy_results_are_mapped():
+    np = pytest.importorskip("numpy")
+    with bettong.FunctionExecutor(workers=1) as ex:
+        a = ex.call_async(np.arange, 2000000).result(timeout=T)
+        assert a.dtype == np.arange(1).dtype and a.shape == (2000000,) and int(a[-1]) == 1999999
+        assert a.flags.writeable and in_memfd(a)
+        a[0] = 7
+        assert int(a.sum()) == 1999999 * 2000000 // 2 + 7
 
 
 def test_results_are_copied_under_python_debug_allocator():
