@@ -7,6 +7,9 @@
             the transfer plus the making, as bench_tasks.py's figure (4).
   argument  one call taking N MB of bytes (made once in the client) and
             returning its length.
+  array     one call returning an N MB numpy array made in the call
+            (numpy.ones): a result pickled with an out-of-band buffer
+            (--kinds result,argument,made,array; needs numpy).
 
 MB/s = N MB / wall time of call_async(...).result() (Pool: apply_async().get()).
 Each round times, in an order that alternates between rounds:
@@ -54,6 +57,12 @@ def length(b):
     return len(b)
 
 
+def made_array(n):
+    """An n-byte numpy array made in the call (float64s)."""
+    import numpy
+    return numpy.ones(n // 8)
+
+
 def timed(fn):
     t = time.perf_counter()
     r = fn()
@@ -83,6 +92,9 @@ def one(kind, runner, n, arg):
     elif kind == "made":
         t, r = timed(lambda: runner(made_blob, n))
         assert len(r) == n
+    elif kind == "array":
+        t, r = timed(lambda: runner(made_array, n))
+        assert r.nbytes == n
     else:
         t, r = timed(lambda: runner(length, arg))
         assert r == n
