@@ -487,6 +487,21 @@ int wio_done(uint64_t task_id, uint8_t status, uint64_t started_us, uint64_t fin
                             NULL, 0);
 }
 
+/* Hand s, a DONE that goes in a memfd (d), with its pinned bytes p[0..n), to
+ * the writer thread. */
+static void queue_shm_segment(oseg_t *s, const void *p, size_t n, void *pin, shm_done_t *d)
+{
+    s->p = p;
+    s->n = n;
+    s->pin = pin;
+    s->shm = d;
+    pthread_mutex_lock(&io.out_mu);
+    oseg_append(s);
+    if (io.writer_waiting)
+        pthread_cond_signal(&io.out_cv);
+    pthread_mutex_unlock(&io.out_mu);
+}
+
 /* A DONE whose payload the writer thread puts in a memfd (see write_shm). */
 static int queue_shm_done(uint64_t task_id, uint8_t status, uint64_t started_us,
                           uint64_t finished_us, const void *head, size_t hlen,
@@ -504,15 +519,7 @@ static int queue_shm_done(uint64_t task_id, uint8_t status, uint64_t started_us,
                       .status = status, .hlen = hlen, .tlen = tlen};
     memcpy(d->head, head, hlen);
     memcpy(d->tail, tail, tlen);
-    s->p = payload;
-    s->n = len;
-    s->pin = pin;
-    s->shm = d;
-    pthread_mutex_lock(&io.out_mu);
-    oseg_append(s);
-    if (io.writer_waiting)
-        pthread_cond_signal(&io.out_cv);
-    pthread_mutex_unlock(&io.out_mu);
+    queue_shm_segment(s, payload, len, pin, d);
     return 0;
 }
 
@@ -547,15 +554,7 @@ int wio_done_parts(uint64_t task_id, uint8_t status, uint64_t started_us, uint64
     d->status = status;
     d->started_us = started_us;
     d->finished_us = finished_us;
-    s->p = parts[0].iov_base;
-    s->n = parts[0].iov_len;
-    s->pin = pin;
-    s->shm = d;
-    pthread_mutex_lock(&io.out_mu);
-    oseg_append(s);
-    if (io.writer_waiting)
-        pthread_cond_signal(&io.out_cv);
-    pthread_mutex_unlock(&io.out_mu);
+    queue_shm_segment(s, parts[0].iov_base, parts[0].iov_len, pin, d);
     return 0;
 }
 

@@ -214,8 +214,6 @@ void wrun_funcdrop(uint64_t gid) { fentry_free(idmap_del(&funcs, gid)); }
 
 /* ------------------------------------------------------------ pickling */
 
-/* pickle.dumps(obj, 5), else cloudpickle.dumps(obj, 5). On failure NULL, with
- * both reasons in *why (malloc'd). */
 /* ------------------------------------------------------------ out-of-band buffers */
 
 /* Buffers from this size go out of band. */
@@ -265,9 +263,9 @@ static PyObject *dumps_oob(PyObject *dumps, PyObject *obj, PyObject **oob)
     return b;
 }
 
-/* obj pickled (protocol 5) by pickle, else by cloudpickle; with oob, large
- * buffers out of band into *oob (see dumps_oob). NULL with *why (if given)
- * when neither could. */
+/* pickle.dumps(obj, 5), else cloudpickle.dumps(obj, 5); with oob, large
+ * buffers out of band into *oob (see dumps_oob). On failure NULL, with both
+ * reasons in *why (malloc'd) if given. */
 static PyObject *dumps_any_oob(PyObject *obj, char **why, PyObject **oob)
 {
     PyObject *b = oob ? dumps_oob(pickle_dumps, obj, oob) : py_call2(pickle_dumps, obj, protocol5);
