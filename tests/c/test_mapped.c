@@ -3,7 +3,8 @@
  * file's), behaves as any bytes object (equality, hash, slicing), is
  * unmapped when it dies, moves to a normal block when resized in place, and
  * is refused (NULL, no exception, no crash) for a file too short, an offset
- * that is not a whole page, or a missing terminating NUL. */
+ * that is not a whole page, or a missing terminating NUL; and mapped_file
+ * gives a writable buffer over a file whose writes stay in this process. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -147,6 +148,31 @@ static void test_normal_blocks_untouched(void **state)
     assert_int_equal(mapped_install(), 1); /* again: nothing more */
 }
 
+static void test_mapped_file_is_a_private_writable_buffer(void **state)
+{
+    (void)state;
+    int fd = object_file(LEN, 0);
+    PyObject *m = mapped_file(fd, PAGE + LEN + 1);
+    assert_non_null(m);
+    assert_int_equal(PyObject_Length(m), PAGE + LEN + 1);
+    Py_buffer v;
+    assert_int_equal(PyObject_GetBuffer(m, &v, PyBUF_WRITABLE), 0);
+    assert_false(v.readonly);
+    char *p = v.buf;
+    assert_true(in_shared_file_page(p + PAGE + LEN / 2));
+    assert_int_equal(p[PAGE + 27], 'a' + 27 % 26);
+    p[PAGE] = 'Z'; /* this process's copy of that page */
+    char c;
+    assert_int_equal(pread(fd, &c, 1, PAGE), 1);
+    assert_int_equal(c, 'a'); /* the file's own byte is unchanged */
+    PyBuffer_Release(&v);
+    Py_DECREF(m);
+    assert_null(mapped_file(fd, 0));
+    assert_true(PyErr_Occurred());
+    PyErr_Clear();
+    close(fd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +180,7 @@ int main(void)
         cmocka_unit_test(test_resized_in_place_moves_to_a_normal_block),
         cmocka_unit_test(test_refused_cases),
         cmocka_unit_test(test_normal_blocks_untouched),
+        cmocka_unit_test(test_mapped_file_is_a_private_writable_buffer),
     };
     return cmocka_run_group_tests(tests, py_group_setup, py_group_teardown);
 }
