@@ -65,6 +65,7 @@ def _load_result(payload):
         return _loads(payload)
     return _load_oob(payload)
 
+
 # wait() conditions. The first two are concurrent.futures' own values, so the
 # standard module's constants work here too.
 ALL_COMPLETED = _cf.ALL_COMPLETED
