@@ -38,8 +38,11 @@
  *         (MSG_STATUS_REPLY, workers, queued, running)
  *         (type, body: bytes) for any other type.
  *       A RESULT_FD (the payload in a memfd, pool/shm.h) gives the same
- *       tuple as a RESULT: its payload is read from the memfd with one pread,
- *       and the descriptor closed at once.
+ *       tuple as a RESULT, and the descriptor is closed at once: a bytes
+ *       result's object file is mapped as that bytes (the eleventh item,
+ *       True, as below), an out-of-band file's payload is its private
+ *       mapping (futures unpickle over it), any other payload is read with
+ *       one pread.
  *       A RESULT of 64 KiB or more is read from the socket straight into its
  *       bytes object. When such a result is a successful one whose payload is a
  *       pickled bytes object (protocol 5: the common big result), the bytes are
@@ -501,75 +504,53 @@ static PyObject *result_tuple(Conn *c, const uint8_t *fixed, PyObject *payload)
 #define RAW_TAIL 2
 static const uint8_t raw_tail[RAW_TAIL] = {0x94, '.'};
 
-/* The bytes of an object file (pool/shm.h): its pages mapped as the bytes
- * object (py/mapped.h), else copied with one pread. */
-static PyObject *bytes_of_object_file(int fd, uint64_t len, int *raw)
+/* n bytes at off of the memfd fd in a new bytes object: one copy, made
+ * without the GIL. */
+static PyObject *bytes_of_fd(int fd, uint64_t off, uint64_t n)
 {
-    *raw = 1;
-    PyObject *b = mapped_bytes(fd, SHM_OBJ_DATA, (size_t)len);
-    if (b)
-        return b;
-    if (len > PY_SSIZE_T_MAX || !(b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len)))
+    PyObject *b = n <= PY_SSIZE_T_MAX ? PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n) : NULL;
+    if (!b)
         return PyErr_Occurred() ? NULL : PyErr_NoMemory();
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    buf_prefault(PyBytes_AS_STRING(b), (size_t)len);
-    rc = shm_read(fd, SHM_OBJ_DATA, PyBytes_AS_STRING(b), (size_t)len);
+    buf_prefault(PyBytes_AS_STRING(b), (size_t)n);
+    rc = shm_read(fd, off, PyBytes_AS_STRING(b), (size_t)n);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         Py_DECREF(b);
         PyErr_Format(ProtocolError, "cannot read a result of %llu bytes from its shared memory: %s",
-                     (unsigned long long)len, strerror(errno));
+                     (unsigned long long)n, strerror(errno));
         return NULL;
     }
     return b;
 }
 
-/* The payload of a RESULT_FD from its memfd: the result itself when it is the
- * pickle of one bytes object (read straight into the caller's bytes), else
- * the pickle. One copy, made without the GIL; the descriptor is closed here,
- * so nothing outlives the event. Returns a new reference, *raw set. */
+/* The payload of a RESULT_FD from its memfd (pool/shm.h):
+ * - an object file: the result itself, its pages mapped as the bytes object
+ *   (py/mapped.h), else read into it (*raw set);
+ * - an out-of-band file: its private mapping (py/mapped.h mapped_file), over
+ *   which futures unpickle, else its bytes;
+ * - anything else: the pickle, read.
+ * The descriptor is closed by the caller, so nothing outlives the event.
+ * Returns a new reference. */
 static PyObject *payload_of_fd(int fd, uint64_t size, uint8_t status, int *raw)
 {
-    uint8_t head[SHM_OBJ_HEAD], tail[RAW_TAIL];
+    uint8_t head[SHM_OBJ_HEAD];
     uint64_t objlen;
     *raw = 0;
     int got = status == CALL_OK && size >= SHM_OBJ_HEAD && shm_read(fd, 0, head, SHM_OBJ_HEAD) == 0;
-    if (got && shm_obj_parse(head, SHM_OBJ_HEAD, size, &objlen))
-        return bytes_of_object_file(fd, objlen, raw);
+    if (got && shm_obj_parse(head, SHM_OBJ_HEAD, size, &objlen)) {
+        *raw = 1;
+        PyObject *b = mapped_bytes(fd, SHM_OBJ_DATA, (size_t)objlen);
+        return b ? b : bytes_of_fd(fd, SHM_OBJ_DATA, objlen);
+    }
     if (got && memcmp(head, SHM_OOB_MAGIC, 8) == 0) {
-        /* An out-of-band file: futures unpickle over views of its mapping;
-         * if it cannot be mapped, over its bytes read below. */
         PyObject *m = mapped_file(fd, (size_t)size);
         if (m)
             return m;
         PyErr_Clear();
     }
-    if (status == CALL_OK && size >= RAW_HEAD + RAW_TAIL &&
-        shm_read(fd, 0, head, RAW_HEAD) == 0 && shm_read(fd, size - RAW_TAIL, tail, RAW_TAIL) == 0) {
-        uint32_t rawlen = (uint32_t)head[3] | ((uint32_t)head[4] << 8) |
-                          ((uint32_t)head[5] << 16) | ((uint32_t)head[6] << 24);
-        *raw = head[0] == 0x80 && head[1] == 5 && head[2] == 'B' &&
-               (uint64_t)rawlen + RAW_HEAD + RAW_TAIL == size &&
-               memcmp(tail, raw_tail, RAW_TAIL) == 0;
-    }
-    size_t off = *raw ? RAW_HEAD : 0;
-    size_t n = (size_t)size - (*raw ? RAW_HEAD + RAW_TAIL : 0);
-    PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)n);
-    if (!b)
-        return NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    buf_prefault(PyBytes_AS_STRING(b), n);
-    rc = shm_read(fd, off, PyBytes_AS_STRING(b), n);
-    Py_END_ALLOW_THREADS
-    if (rc < 0) {
-        Py_DECREF(b);
-        PyErr_Format(ProtocolError, "cannot read a result of %zu bytes from its shared memory: %s",
-                     n, strerror(errno));
-        return NULL;
-    }
-    return b;
+    return bytes_of_fd(fd, 0, size);
 }
 
 /* RESULT_FD: RESULT's head, then u64 size; the payload in the oldest

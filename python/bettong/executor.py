@@ -28,7 +28,7 @@ _LAZY = frozenset((
     "payload_size", "_MISSING", "_bettong",
     "ChunkedResults", "ChunkFunction", "EnvFunction", "LimitedFunction", "ALL_COMPLETED",
     "FINISHED", "CancelledError", "FutureList", "Job", "ResponseFuture", "make_items",
-    "resolve_local", "results_of", "wait_futures", "Storage"))
+    "resolve_local", "results_of", "wait_futures", "Storage", "_is_pickle"))
 _loaded = False
 
 
@@ -38,7 +38,7 @@ def _load():
     global payload_size, _MISSING, _bettong
     global short_repr, ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
     global ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job, ResponseFuture
-    global make_items, resolve_local, results_of, wait_futures, Storage, _PID
+    global make_items, resolve_local, results_of, wait_futures, Storage, _PID, _is_pickle
     if _loaded:
         return
     from . import _bettong, _near, _pool
@@ -47,7 +47,8 @@ def _load():
                           quick_snapshot, shipped_function, short_repr)
     from ._worker import ChunkedResults, ChunkFunction, EnvFunction, LimitedFunction
     from .futures import (ALL_COMPLETED, FINISHED, CancelledError, FutureList, Job,
-                          ResponseFuture, make_items, resolve_local, results_of, wait_futures)
+                          ResponseFuture, _is_pickle, make_items, resolve_local, results_of,
+                          wait_futures)
     from .storage import Storage
     _PID = _pool.PID
     _loaded = True
@@ -417,7 +418,7 @@ class _Reduce:
                         chunks = dict.fromkeys(f._chunk for f in self.maps)
                     for c in chunks:
                         ev = c._ev  # its payload is dropped only once _result is set
-                        if len(ev) == 10 and type(ev[9]) is bytes and ev[9][:1] != b"\0":
+                        if len(ev) == 10 and _is_pickle(ev[9]):
                             parts.append(ev[9])
                         else:  # (taken as the value, or out of band: decoded here)
                             c._decode()
@@ -428,7 +429,7 @@ class _Reduce:
                     for f in self.maps:
                         ev = f._ev  # its payload is dropped only once _result is set
                         n = len(ev)
-                        if n == 10 and type(ev[9]) is bytes and ev[9][:1] != b"\0":
+                        if n == 10 and _is_pickle(ev[9]):
                             values.append(Raw(ev[9]))
                         elif n == 11:
                             values.append(ev[9])

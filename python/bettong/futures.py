@@ -59,11 +59,14 @@ def _load_oob(payload):
     return _loads(mv[poff:poff + plen], buffers=bufs)
 
 
+def _is_pickle(payload):
+    """Whether a successful call's payload is a plain pickle (not out of band)."""
+    return type(payload) is bytes and not payload.startswith(_OOB_MAGIC)
+
+
 def _load_result(payload):
     """A successful call's value from its payload."""
-    if type(payload) is bytes and not payload.startswith(_OOB_MAGIC):
-        return _loads(payload)
-    return _load_oob(payload)
+    return _loads(payload) if _is_pickle(payload) else _load_oob(payload)
 
 
 # wait() conditions. The first two are concurrent.futures' own values, so the

@@ -773,15 +773,13 @@ static void result_of_fd(peer_t *pe, const sched_result_t *r)
               objlen <= UINT32_MAX;
     const uint8_t *body = obj ? (const uint8_t *)p->cur_map + SHM_OBJ_DATA : p->cur_map;
     size_t body_len = obj ? (size_t)objlen : p->cur_map_len;
-    static const uint8_t tail[2] = {0x94, '.'}; /* MEMOIZE, STOP */
+    uint8_t head[PROTO_BYTES_HEAD], tail[PROTO_BYTES_TAIL];
+    proto_bytes_pickle(head, tail, (uint32_t)objlen);
     mapped_t *m = malloc(sizeof *m);
     out_begin(pe, &w, MSG_RESULT);
     put_result_head(&w, r, r->status);
-    if (obj) {
-        const uint8_t head[7] = {0x80, 5, 'B', (uint8_t)objlen, (uint8_t)(objlen >> 8),
-                                 (uint8_t)(objlen >> 16), (uint8_t)(objlen >> 24)};
-        proto_put_bytes(&w, head, sizeof head); /* PROTO 5, BINBYTES u32 */
-    }
+    if (obj)
+        proto_put_bytes(&w, head, sizeof head);
     if (!m || proto_end_with(&w, body_len + (obj ? sizeof tail : 0)) < 0) {
         free(m);
         write_failed(pe);

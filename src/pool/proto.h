@@ -132,6 +132,14 @@
 #define PROTO_TAKES_FDS 1
 /* Largest frame accepted: a result or argument of a few GB is not sent as one. */
 #define PROTO_MAX_FRAME (2047ull * 1024 * 1024)
+/* pickle.dumps(b, 5) of a bytes object b of n < 2^32 bytes is PROTO 5,
+ * BINBYTES (u32 little-endian n), b's bytes, MEMOIZE, STOP: a large bytes
+ * result travels as that head, its own buffer and that tail (no copy into a
+ * pickle). */
+#define PROTO_BYTES_HEAD 7
+#define PROTO_BYTES_TAIL 2
+void proto_bytes_pickle(uint8_t head[PROTO_BYTES_HEAD], uint8_t tail[PROTO_BYTES_TAIL],
+                        uint32_t n);
 
 typedef enum {
     /* 1 was version 1's HELLO */

@@ -675,11 +675,11 @@ static void write_segments(oseg_t *s, const oseg_t *stop)
 }
 
 /* Whether the DONE is a successful call's bytes result sent as they are (the
- * pickle head and tail wrun.c's result_out puts around them). */
+ * pickle head and tail wrun.c's result_out puts around them, proto.h). */
 static int is_raw_bytes(const shm_done_t *d)
 {
-    return d->status == CALL_OK && d->hlen == 7 && d->head[0] == 0x80 && d->head[2] == 'B' &&
-           d->tlen == 2;
+    return d->status == CALL_OK && d->hlen == PROTO_BYTES_HEAD && d->head[0] == 0x80 &&
+           d->head[2] == 'B' && d->tlen == PROTO_BYTES_TAIL;
 }
 
 /* A DONE of a large payload: written into a sealed memfd, which goes to the

@@ -485,18 +485,10 @@ static void result_out(PyObject *res, wrun_out_t *out)
     char *why = NULL;
     Py_ssize_t n = PyBytes_CheckExact(res) ? PyBytes_GET_SIZE(res) : 0;
     if (n >= RAW_BYTES_MIN && (uint64_t)n <= UINT32_MAX) {
-        /* pickle.dumps(res, 5) is PROTO 5, BINBYTES (u32 little-endian length),
-         * the bytes, MEMOIZE, STOP: the same without copying the bytes. */
-        uint8_t *h = out->head;
-        h[0] = 0x80;
-        h[1] = 5;
-        h[2] = 'B';
-        for (int i = 0; i < 4; i++)
-            h[3 + i] = (uint8_t)((uint64_t)n >> (8 * i));
-        out->head_len = 7;
-        out->tail[0] = 0x94;
-        out->tail[1] = '.';
-        out->tail_len = 2;
+        /* pickle.dumps(res, 5) without copying the bytes (proto.h). */
+        proto_bytes_pickle(out->head, out->tail, (uint32_t)n);
+        out->head_len = PROTO_BYTES_HEAD;
+        out->tail_len = PROTO_BYTES_TAIL;
         out->bytes = Py_NewRef(res);
         out->status = CALL_OK;
         return;

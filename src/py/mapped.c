@@ -9,6 +9,10 @@
 
 #include "util/idmap.h"
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 /* Linux 5.14; older kernels say EINVAL */
+#endif
+
 /* The bytes object's header: what comes before its data. */
 #define HEAD offsetof(PyBytesObject, ob_sval)
 
@@ -148,11 +152,9 @@ PyObject *mapped_bytes(int fd, uint64_t off, size_t len)
         munmap(base, total);
         return NULL;
     }
-#ifdef MADV_POPULATE_READ
     /* The file's pages in one call rather than a fault per page on first
      * read (a hint: older kernels fault as they go). */
     (void)madvise(data, total - page, MADV_POPULATE_READ);
-#endif
     PyBytesObject *op = (PyBytesObject *)(data - HEAD);
     pthread_mutex_lock(&mu);
     int rc = idmap_put(&live, (uintptr_t)op, (void *)(uintptr_t)(len + 1));
@@ -217,9 +219,7 @@ PyObject *mapped_file(int fd, size_t size)
     char *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED)
         return PyErr_SetFromErrno(PyExc_OSError);
-#ifdef MADV_POPULATE_READ
     (void)madvise(p, size, MADV_POPULATE_READ); /* (a hint, as in mapped_bytes) */
-#endif
     MappedFile *m = PyObject_New(MappedFile, &MappedFileType);
     if (!m) {
         munmap(p, size);
