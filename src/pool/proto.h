@@ -138,8 +138,17 @@
  * pickle). */
 #define PROTO_BYTES_HEAD 7
 #define PROTO_BYTES_TAIL 2
-void proto_bytes_pickle(uint8_t head[PROTO_BYTES_HEAD], uint8_t tail[PROTO_BYTES_TAIL],
-                        uint32_t n);
+static inline void proto_bytes_pickle(uint8_t head[PROTO_BYTES_HEAD],
+                                      uint8_t tail[PROTO_BYTES_TAIL], uint32_t n)
+{
+    head[0] = 0x80; /* PROTO 5 */
+    head[1] = 5;
+    head[2] = 'B'; /* BINBYTES */
+    for (int i = 0; i < 4; i++)
+        head[3 + i] = (uint8_t)(n >> (8 * i));
+    tail[0] = 0x94; /* MEMOIZE */
+    tail[1] = '.';  /* STOP */
+}
 
 typedef enum {
     /* 1 was version 1's HELLO */
