@@ -762,8 +762,9 @@ class FunctionExecutor:
     @staticmethod
     def _send_chunks(client, func_id, tms, retries, items, binding, k, futures, places=None):
         # One call per k items; a message holds up to _MAX_CHUNK items' worth. The
-        # items' futures are made in C (make_items), a chunk's list at a time. A
-        # chunk is near the backend all its items are near (else nowhere).
+        # items' futures are made in C (make_items), all at once once the calls are
+        # sent (see _bettong.chunk_items). A chunk is near the backend all its items
+        # are near (else nowhere).
         RF = ResponseFuture
         n = len(items)
         cplaces = None if places is None else _near.chunk_places(places, n, k)
@@ -776,8 +777,6 @@ class FunctionExecutor:
             m = len(payloads)
             first = client.call_ids(m)
             carriers = [RF(client, first + j) for j in range(m)]
-            for j, c in enumerate(carriers):
-                futures += make_items(c, min(k, n - start - j * k))
             chunks += carriers
             c0 = start // k
             FunctionExecutor._submit_near(client, func_id, tms, retries, first, payloads,
@@ -785,6 +784,7 @@ class FunctionExecutor:
                                           None if cplaces is None else cplaces[c0:c0 + m])
             start = end
             per_msg = min(per_msg * 2, max(1, _MAX_CHUNK // k))
+        futures += make_items(chunks, k, n)
 
     def _record(self, kind, futures):
         if futures:
@@ -997,7 +997,7 @@ class FunctionExecutor:
             fs, single = self._uncollected()
         elif isinstance(fs, ResponseFuture):
             fs, single = [fs], True
-        else:
+        elif not isinstance(fs, list):
             fs = list(fs)
         show = self._show if show_progressbar is None else show_progressbar
         out = results_of(fs, timeout, show, throw_except, on_interrupt=self._interrupt)

@@ -23,9 +23,9 @@ from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHE
 from . import errors
 
 try:
-    from ._bettong import chunk_items as _chunk_items, chunk_run as _chunk_run, gc_track as _gc_track
+    from ._bettong import chunk_items as _chunk_items, chunk_runs as _chunk_runs, gc_track as _gc_track
 except ImportError:  # (only the workers import this without the extension)
-    _chunk_items = _chunk_run = None
+    _chunk_items = _chunk_runs = None
 
     def _gc_track(obj):
         pass
@@ -468,19 +468,21 @@ def _job_of(chunk):
     return ref() if ref is not None else None
 
 
-def make_items(chunk, n):
-    """The futures of the n items of a chunk's call, in order."""
-    chunk._n = n
+def make_items(chunks, k, n):
+    """The futures of the n items of the calls of consecutive chunks of k items
+    (the last may have fewer), in order."""
+    for c in chunks:
+        c._n = k
+    if chunks:
+        chunks[-1]._n = n - (len(chunks) - 1) * k
     if _chunk_items is not None:
-        return _chunk_items(ChunkItem, chunk, n)
-    return [ChunkItem(chunk, i) for i in range(n)]
+        return _chunk_items(ChunkItem, chunks, k, n)
+    return [ChunkItem(chunks[i // k], i % k) for i in range(n)]
 
 
 def _run(fs, i):
     """How many futures of the list fs from i on are consecutive items of one
     chunk (0 if fs[i] is not an item of a chunk)."""
-    if _chunk_run is not None:
-        return _chunk_run(ChunkItem, fs, i)
     f = fs[i]
     if type(f) is not ChunkItem:
         return 0
@@ -488,6 +490,19 @@ def _run(fs, i):
     while j < n and type(fs[j]) is ChunkItem and fs[j]._chunk is c and fs[j]._index == k + j - i:
         j += 1
     return j - i
+
+
+def _run_lengths(fs):
+    """The list fs cut into runs, in order: n > 0 for n consecutive items of one
+    chunk, 0 for one future outside such a run (one walk, in C)."""
+    if _chunk_runs is not None:
+        return _chunk_runs(ChunkItem, fs)
+    out, i, n = [], 0, len(fs)
+    while i < n:
+        m = _run(fs, i)
+        out.append(m)
+        i += m or 1
+    return out
 
 
 class FutureList(list):
@@ -593,52 +608,77 @@ class _Counter:
         self.n += 1
 
 
-def _pending(fs):
-    """The futures of fs not done yet (an item of a chunk is done with its chunk:
-    `(f._chunk or f)` reads the state without the item's property). The items of
-    a chunk in a row, as map made them, are looked at once per chunk."""
-    if not isinstance(fs, list) or not fs or fs[0]._chunk is None:
-        return [f for f in fs if (f._chunk or f)._state not in _DONE]
-    out = []
-    i, n = 0, len(fs)
-    while i < n:
-        m = _run(fs, i)
-        if m:
-            if fs[i]._chunk._state not in _DONE:
-                out += fs[i:i + m]
-            i += m
-            continue
-        f = fs[i]
-        if (f._chunk or f)._state not in _DONE:
-            out.append(f)
-        i += 1
-    return out
+class _Runs:
+    """A list of bettong futures seen as runs, from one walk of it: holders[j] is
+    the future whose state tells when the j-th run is done, weights[j] how many
+    futures of the list it stands for (None: one each) and starts[j] where it
+    starts. A run of one chunk's items, as map made them, is that chunk's call;
+    any other future is a run of one (an item: its chunk)."""
 
+    __slots__ = ("fs", "holders", "weights", "starts")
 
-def _all_ours(fs):
-    """Whether every future of the list fs is a bettong one (the items of a chunk
-    in a row, as map made them, are checked at once)."""
-    RF = ResponseFuture
-    if not fs or not isinstance(fs[0], RF) or fs[0]._chunk is None:
-        return all(map(isinstance, fs, itertools.repeat(RF)))
-    i, n = 0, len(fs)
-    while i < n:
-        m = _run(fs, i)
-        if m:
-            i += m
-        elif isinstance(fs[i], RF):
+    def __init__(self, fs, holders, weights):
+        self.fs, self.holders, self.weights = fs, holders, weights
+        self.starts = None if weights is None else [0, *itertools.accumulate(weights)][:-1]
+
+    @classmethod
+    def of(cls, fs):
+        """The runs of the list fs, or None when one of fs is not a bettong future."""
+        RF = ResponseFuture
+        if not fs or not isinstance(fs[0], RF) or fs[0]._chunk is None:
+            if not all(map(isinstance, fs, itertools.repeat(RF))):
+                return None
+            return cls(fs, [f._chunk or f for f in fs], None)
+        hs, ws, i = [], [], 0
+        for m in _run_lengths(fs):
+            f = fs[i]
+            if m:
+                hs.append(f._chunk)
+                ws.append(m)
+                i += m
+                continue
+            if not isinstance(f, RF):
+                return None
+            hs.append(f._chunk or f)
+            ws.append(1)
             i += 1
-        else:
-            return False
-    return True
+        return cls(fs, hs, ws)
+
+    def undone(self):
+        """The indexes of the runs not done yet."""
+        return [j for j, h in enumerate(self.holders) if h._state not in _DONE]
+
+    def count(self, runs):
+        """How many futures the runs of these indexes stand for."""
+        ws = self.weights
+        return len(runs) if ws is None else sum(ws[j] for j in runs)
+
+    def futures(self, runs):
+        """The futures of the runs of these indexes, in order."""
+        fs, ws = self.fs, self.weights
+        if ws is None:
+            return [fs[j] for j in runs]
+        out = []
+        for j in runs:
+            out += fs[self.starts[j]:self.starts[j] + ws[j]]
+        return out
+
+    def split(self):
+        """(done, not_done): the futures, in order."""
+        left = self.undone()
+        if not left:
+            return list(self.fs), []
+        nd = self.futures(left)
+        ids = set(map(id, nd))
+        return [f for f in self.fs if id(f) not in ids], nd
 
 
-def _split(fs):
-    not_done = _pending(fs)
-    if not not_done:
-        return list(fs), []
-    nd = set(map(id, not_done))
-    return [f for f in fs if id(f) not in nd], not_done
+def _pending(fs):
+    """The futures of the list fs not done yet."""
+    runs = _Runs.of(fs)
+    if runs is None:
+        return [f for f in fs if not f.done()]
+    return runs.futures(runs.undone())
 
 
 def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None,
@@ -650,10 +690,20 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
     Ctrl-C calls on_interrupt() (default: interrupt the futures' pools) and
     re-raises."""
     fs = fs if isinstance(fs, list) else list(fs)
+    return _wait_runs(fs, _Runs.of(fs), return_when, timeout, show_progressbar, on_interrupt,
+                      lists)
+
+
+def _wait_runs(fs, runs, return_when, timeout, show_progressbar, on_interrupt, lists,
+               ready=None):
+    """wait_futures on the list fs, whose runs (_Runs.of(fs)) are known. With
+    ALL_COMPLETED, ready(holders) is called, without the lock, with the futures
+    that tell when runs are done (see _Runs) as they are done, in order, while
+    the rest are waited for (results_of decodes them meanwhile)."""
     rw = _RETURN_WHEN.get(return_when)
     if rw is None:
         raise ValueError(f"unknown return_when {return_when!r}")
-    if not _all_ours(fs):
+    if runs is None:
         # other kinds of futures: the standard way
         if rw == ALWAYS:
             d, nd = [f for f in fs if f.done()], [f for f in fs if not f.done()]
@@ -661,21 +711,36 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
             d, nd = _cf.wait(fs, timeout, rw)
         d, nd = [f for f in fs if f in d], [f for f in fs if f in nd]
         return (d, nd) if lists else not nd
-    pending = _pending(fs)
+    pending = runs.undone()
     if rw == ALWAYS or not pending:
-        return _split(fs) if lists else not pending
+        return runs.split() if lists else not pending
 
     from .progress import Progress
     flush_all()  # calls held back to be sent together go now
     total = len(fs)
-    bar = Progress(total, total - len(pending), show_progressbar)
+    bar = Progress(total, total - runs.count(pending), show_progressbar)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        with _COND:
-            if rw == ALL_COMPLETED:
-                _wait_all(pending, total, bar, deadline)
+        if rw != ALL_COMPLETED:
+            with _COND:
+                _wait_first(runs.futures(pending), fs, rw, bar, deadline)
+        else:
+            hs = [runs.holders[j] for j in pending]
+            ws = None if runs.weights is None else [runs.weights[j] for j in pending]
+            base = total - (len(hs) if ws is None else sum(ws))
+            if ready is None:
+                with _COND:
+                    _wait_all(hs, ws, base, bar, deadline)
             else:
-                _wait_first(pending, fs, rw, bar, deadline)
+                ready(runs.holders)  # those done already: while the others run
+                i = 0
+                while i < len(hs):
+                    with _COND:
+                        j = _wait_all(hs, ws, base, bar, deadline, i, early=True)
+                    if j == i:
+                        break  # the deadline
+                    ready(hs[i:j])
+                    i = j
     except KeyboardInterrupt:
         bar.close()
         if on_interrupt is not None:
@@ -684,48 +749,32 @@ def wait_futures(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=N
             for c in {f._client for f in fs if f._client is not None}:
                 c.interrupt()
         raise
-    left = _pending(pending)
-    bar.update(total - len(left))
+    left = runs.undone()
+    bar.update(total - runs.count(left))
     bar.close()
     if not lists:
         return not left
-    return _split(fs) if left else (list(fs), [])
+    return runs.split() if left else (list(fs), [])
 
 
-def _holders(fs):
-    """The futures whose state tells when those of fs are done, and how many of
-    fs each stands for: a run of one chunk's items is its chunk's call once."""
-    if not fs or fs[0]._chunk is None:
-        return [f._chunk or f for f in fs], None
-    hs, ws = [], []
-    i, n = 0, len(fs)
-    while i < n:
-        m = _run(fs, i)
-        f = fs[i]
-        hs.append(f._chunk or f)
-        ws.append(m or 1)
-        i += m or 1
-    return hs, ws
-
-
-def _wait_all(pending, total, bar, deadline):
-    """With _COND held: until every future of pending is done (or the deadline).
-    A cursor walks them (a chunk's items at once); nothing is installed on the
-    futures."""
-    hs, ws = _holders(pending)
-    i, n = 0, len(hs)
-    base = total - len(pending)
+def _wait_all(hs, ws, base, bar, deadline, i=0, early=False):
+    """With _COND held: until every future of hs from i on is done (or the
+    deadline); early, only until one more is. hs[j] stands for ws[j] futures
+    (ws None: one each), base for those done before. A cursor walks them;
+    nothing is installed on the futures. Returns the cursor: where the first
+    future not done is, len(hs) once all are."""
+    n, start = len(hs), i
     next_draw = 0.0
     while True:
         while i < n and hs[i]._state in _DONE:
             i += 1
-        if i == n:
-            return
+        if i == n or (early and i > start):
+            return i
         wait_for = bar.tick if bar.active else None
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                return
+                return i
             wait_for = left if wait_for is None else min(left, wait_for)
         _COND.wait(wait_for)
         if bar.active and time.monotonic() >= next_draw:
@@ -776,13 +825,30 @@ def wait(fs, return_when=ALL_COMPLETED, timeout=None, show_progressbar=None):
     return wait_futures(fs, return_when, timeout, show_progressbar)
 
 
+def _decode_done(fs):
+    """Decode the results of these futures that are done (results_of calls it
+    while it waits for the others: unpickling overlaps the calls still running)."""
+    for f in fs:
+        if not f._dec and f._state == FINISHED:
+            f._decode()
+
+
 def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_interrupt=None):
-    """Results of futures in their order, after all are done; raises the first
-    failure (in order) unless throw_except is false (the exception is then put in
-    place of the result)."""
-    if not wait_futures(fs, ALL_COMPLETED, timeout, show_progressbar, on_interrupt, lists=False):
+    """Results of futures (a list) in their order, after all are done; raises the
+    first failure (in order) unless throw_except is false (the exception is then
+    put in place of the result)."""
+    runs = _Runs.of(fs)
+    if not _wait_runs(fs, runs, ALL_COMPLETED, timeout, show_progressbar, on_interrupt,
+                      lists=False, ready=_decode_done):
         raise TimeoutError(f"{len(_pending(fs))} of {len(fs)} calls were not done after "
                            f"{timeout} s")
+    # Where a whole chunk's items are in a row, as map made them: start -> chunk.
+    whole = {}
+    if runs is not None and runs.weights is not None:
+        for h, m, i in zip(runs.holders, runs.weights, runs.starts):
+            f = fs[i]
+            if f._chunk is h and m == h._n and f._index == 0:
+                whole[i] = h
     out = []
     append = out.append
     loads = _loads
@@ -792,10 +858,10 @@ def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_in
         i += 1
         chunk = f._chunk
         if chunk is not None:
-            # A whole chunk in a row (as map made them): its list at once.
-            m = chunk._n
-            if (f._index == 0 and chunk._state == FINISHED and not chunk._all_collected
-                    and m and _run(fs, i - 1) >= m):
+            # A whole chunk in a row: its list at once.
+            if (whole and whole.get(i - 1) is chunk and chunk._state == FINISHED
+                    and not chunk._all_collected):
+                m = chunk._n
                 if not chunk._dec:
                     chunk._decode()
                 if chunk._exception is None and not chunk._result[1]:

@@ -232,6 +232,27 @@ def test_map_chunksize(ex, chunksize):
     assert ex.get_result(fs, timeout=T) == [x * x for x in range(100)]
 
 
+def test_map_chunksize_futures_in_any_order(ex):
+    # The list is looked at as runs of one chunk's items (one walk, in C): any
+    # slice, order or mix of maps' futures still gives each future its own value.
+    a = ex.map(square, range(10), chunksize=4)
+    b = ex.map(square, range(10, 17), chunksize=3)
+    one = ex.call_async(square, 99)
+    mixed = a[5:] + b[::-1] + a[:5] + [b[0], b[0], one] + a[:4] + a[:4] + a[4:8] + [b[6]]
+    want = ([x * x for x in range(5, 10)] + [x * x for x in range(16, 9, -1)]
+            + [x * x for x in range(5)] + [100, 100, 99 * 99] + [x * x for x in range(4)] * 2
+            + [x * x for x in range(4, 8)] + [16 * 16])
+    assert ex.get_result(mixed, timeout=T) == want
+    done, not_done = bettong.wait(mixed, timeout=T)
+    assert done == mixed and not not_done
+    assert [f.result() for f in mixed] == want
+    # other kinds of futures in the list: waited for the standard way
+    other = concurrent.futures.Future()
+    other.set_result(7)
+    done, not_done = bettong.wait([other] + a, timeout=T)
+    assert done == [other] + a and not not_done
+
+
 def test_map_chunksize_with_id(ex):
     fs = ex.map(with_id, list("abcdefghij"), chunksize=3)
     assert results(fs) == [(c, i) for i, c in enumerate("abcdefghij")]
