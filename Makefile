@@ -58,7 +58,7 @@ WPROCEXT_SRC := python/bettong/_wproc.c src/pool/wproc.c src/pool/wrun.c src/poo
 	src/pool/proto.c src/pool/subcall.c src/py/bridge.c src/util/log.c src/util/idmap.c \
 	src/util/hash.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c src/net/wire.c \
 	src/util/buf.c src/pool/shm.c src/pool/tmplfork.c src/util/sigreset.c src/py/hugealloc.c \
-	src/py/arenas.c src/py/mapped.c \
+	src/py/arenas.c src/py/mapped.c src/py/shmblock.c \
 	src/pool/preader.c src/pool/shmspare.c
 WPROCEXT_OBJ = $(WPROCEXT_SRC:%.c=$(BUILD)/pic/%.o)
 CFLAGS_PIC = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \

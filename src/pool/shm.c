@@ -49,10 +49,18 @@ static int write_all(int fd, const struct iovec *iov, int n)
     return 0;
 }
 
+int shm_seal(int fd)
+{
+    int have = fcntl(fd, F_GET_SEALS);
+    if (have >= 0 && (have & (SHM_SEALS | F_SEAL_SEAL)) == (SHM_SEALS | F_SEAL_SEAL))
+        return 0;
+    return fcntl(fd, F_ADD_SEALS, SHM_SEALS | F_SEAL_SEAL) < 0 ? -1 : 0;
+}
+
 int shm_fill(int fd, const struct iovec *iov, int n)
 {
     errno = 0;
-    if (write_all(fd, iov, n) < 0 || fcntl(fd, F_ADD_SEALS, SHM_SEALS | F_SEAL_SEAL) < 0) {
+    if (write_all(fd, iov, n) < 0 || shm_seal(fd) < 0) {
         if (!errno)
             errno = EIO;
         return -1;

@@ -44,6 +44,9 @@ int shm_create(const struct iovec *iov, int n, size_t total);
  * pool/shmspare.h): writes the iovecs and seals it. Returns 0, or -1 with
  * errno (fd is still the caller's either way). */
 int shm_fill(int fd, const struct iovec *iov, int n);
+/* Seal fd against every change, as shm_fill does (0 if it is sealed so
+ * already), or -1 with errno. */
+int shm_seal(int fd);
 /* Whether fd is a payload this module made: a regular file of exactly `size`
  * bytes sealed against writes, shrinking and growing. Returns 0, or -1 with
  * the reason in why. */

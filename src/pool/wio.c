@@ -21,6 +21,7 @@
 #include "pool/proto.h"
 #include "pool/shm.h"
 #include "pool/shmspare.h"
+#include "py/shmblock.h"
 #include "util/buf.h"
 #include "util/log.h"
 
@@ -692,6 +693,7 @@ static void write_shm(oseg_t *s)
     struct iovec few[4] = {{d->head, d->hlen}, {(void *)s->p, s->n}, {d->tail, d->tlen}};
     struct iovec *iov = few;
     int niov = 3;
+    int block_fd = -1; /* the bytes' own file: the block's, not to be closed */
     size_t total = d->hlen + s->n + d->tlen;
     if (d->parts) {
         /* An out-of-band file (shm.h): the client unpickles over its mapping. */
@@ -701,9 +703,13 @@ static void write_shm(oseg_t *s)
         /* An object file (shm.h): the client maps the bytes as its result. */
         total = shm_obj_iov(few, obj, s->p, s->n);
         niov = 4;
+        /* Bytes made in a memfd block of their own (py/shmblock.h): that file. */
+        block_fd = shmblock_publish(s->p, s->n, obj, SHM_OBJ_HEAD);
+        if (block_fd >= 0 && shm_seal(block_fd) < 0)
+            block_fd = -1;
     }
-    int fd = shm_spare_take(&io.spare, total);
-    if (fd >= 0 && shm_fill(fd, iov, niov) < 0) {
+    int fd = block_fd >= 0 ? block_fd : shm_spare_take(&io.spare, total);
+    if (block_fd < 0 && fd >= 0 && shm_fill(fd, iov, niov) < 0) {
         int e = errno;
         close(fd);
         fd = -1;
@@ -722,7 +728,8 @@ static void write_shm(oseg_t *s)
         if (proto_end(&w) < 0)
             connection_gone();
         ssize_t sent = shm_send_fd(io.conn.fd, buf_head(&b), buf_unread(&b), fd, 0);
-        close(fd);
+        if (fd != block_fd)
+            close(fd);
         if (sent <= 0)
             connection_gone();
         oseg_t rest = {.p = buf_head(&b) + sent, .n = buf_unread(&b) - (size_t)sent,

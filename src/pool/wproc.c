@@ -19,6 +19,7 @@
 #include "py/bridge.h"
 #include "py/arenas.h"
 #include "py/hugealloc.h"
+#include "py/shmblock.h"
 #include "util/log.h"
 
 /* Results at least this large are written from the bytes object itself. */
@@ -359,6 +360,8 @@ static int serve_tasks(void)
 {
     char err[512];
     wrun_use_oob(wio_passes_fds()); /* large buffers of results as out-of-band files */
+    if (wio_passes_fds())
+        shmblock_install(); /* large bytes results as the files they were made in */
     if (wio_start(err, sizeof err) < 0) {
         log_error("%s", err);
         return WORKER_EXIT_ERROR;

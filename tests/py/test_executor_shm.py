@@ -172,6 +172,67 @@ def test_large_bytes_result_is_the_memfd_mapped_not_a_copy():
     wait_until(lambda: _bettong.mapped_live() == before, 10, "the mapped result was never freed")
 
 
+BLOCK = 40 * 1000 * 1000  # above SHMBLOCK_MIN (32 MiB): made in a memfd of its own
+_kept = []
+
+
+def made_and_kept(seed):
+    """A large bytes result the worker also keeps (sent twice: the same file)."""
+    if not _kept:
+        _kept.append(data_of(seed, BLOCK))
+    return _kept[0]
+
+
+def test_large_bytes_made_in_the_call_go_as_the_file_they_were_made_in():
+    # py/shmblock.h: the worker made them in a memfd of their own; that file is
+    # the result, mapped here, with no copy into a payload memfd.
+    with bettong.FunctionExecutor(workers=1) as ex:
+        b = ex.call_async(make_result_of, (21, BLOCK)).result(timeout=T)
+        assert b == data_of(21, BLOCK)
+        assert "memfd:bettong-block" in mapping_of(b)
+        k1 = ex.call_async(made_and_kept, 22).result(timeout=T)
+        k2 = ex.call_async(made_and_kept, 22).result(timeout=T)
+        assert k1 == k2 == data_of(22, BLOCK)
+        assert "memfd:bettong-block" in mapping_of(k1) and "memfd:bettong-block" in mapping_of(k2)
+        # no payload memfd was made for them, nor one made ready after them
+        assert all(payload_fds(pid) == 0 for pid in worker_pids(ex))
+        assert ex._client.conn.shm_results == 3
+        for pid in worker_pids(ex):
+            os.kill(pid, 9)
+    assert hashlib.sha256(b).digest() == hashlib.sha256(data_of(21, BLOCK)).digest()
+    assert k1 == data_of(22, BLOCK)
+
+
+def fork_with_a_block(_):
+    """In the worker: a large bytearray (a shared block), then os.fork(). Each
+    side writes after the fork; neither sees the other's write."""
+    big = bytearray(BLOCK)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        os.read(r, 1)  # the parent has written big[0]
+        ok = big[0] == 0
+        big[1] = 7
+        os._exit(0 if ok else 1)
+    os.close(r)
+    big[0] = 5
+    os.write(w, b"g")
+    os.close(w)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), big[0], big[1], make_result_of(23, BLOCK)
+
+
+def test_user_code_forking_in_a_worker_keeps_its_memory_its_own():
+    with bettong.FunctionExecutor(workers=1) as ex:
+        code, mine, theirs, b = ex.call_async(fork_with_a_block, None).result(timeout=T)
+        assert (code, mine, theirs) == (0, 5, 0)
+        assert b == data_of(23, BLOCK)
+        # the worker is whole after it: a large result, then another fork
+        assert ex.call_async(make_result_of, (24, BLOCK)).result(timeout=T) == data_of(24, BLOCK)
+        assert ex.call_async(fork_with_a_block, None).result(timeout=T)[:3] == (0, 5, 0)
+
+
 def where_is(b):
     """In the worker: the argument's length, digest and whether the mapping
     that holds it is a memfd."""
