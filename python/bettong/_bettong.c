@@ -61,9 +61,8 @@
  *       after SHM_SPARE_IDLE_MS unused and by close())
  *
  * And for futures.ChunkItem (the futures of a chunked map's items):
- * chunk_items(cls, chunks, k, n) makes the items of a message's chunks in one go,
- * chunk_run(cls, fs,
- * start) measures a run of one chunk's items in a list, gc_track(obj).
+ * chunk_items(cls, chunks, k, n) makes the items of a map's chunks in one go,
+ * chunk_runs(cls, fs) cuts a list into runs of one chunk's items, gc_track(obj).
  *
  * And for FunctionExecutor.call_async (_hot.h): CallIds, a connection's call id
  * counter, and HotCall, the submit side of a call_async on a prepared function.
@@ -1672,29 +1671,6 @@ static Py_ssize_t run_at(PyObject *fs, Py_ssize_t start, PyTypeObject *cls, Py_s
     return i - start;
 }
 
-/* chunk_run(cls, fs, start) -> n: how many futures of the list fs from start on
- * are the consecutive items of one chunk (see run_at): 0 when fs[start] is not a
- * cls. Lets a map's list be walked a chunk at a time. */
-static PyObject *mod_chunk_run(PyObject *m, PyObject *args)
-{
-    PyTypeObject *cls;
-    PyObject *fs;
-    Py_ssize_t start;
-    if (!PyArg_ParseTuple(args, "O!O!n:chunk_run", &PyType_Type, &cls, &PyList_Type, &fs,
-                          &start))
-        return NULL;
-    if (start < 0 || start >= PyList_GET_SIZE(fs))
-        return PyLong_FromLong(0);
-    Py_ssize_t off_chunk = slot_offset(cls, "_chunk");
-    if (off_chunk < 0)
-        return NULL;
-    Py_ssize_t off_index = slot_offset(cls, "_index");
-    if (off_index < 0)
-        return NULL;
-    Py_ssize_t r = run_at(fs, start, cls, off_chunk, off_index);
-    return r < 0 ? NULL : PyLong_FromSsize_t(r);
-}
-
 /* chunk_runs(cls, fs) -> [n, ...]: the list fs cut into runs, in order: n > 0 for
  * a run of n items of one chunk (see run_at), 0 for one future that is not in
  * such a run. One walk of the list, for all the waiting and collecting a map's
@@ -1749,8 +1725,6 @@ static PyMethodDef mod_methods[] = {
     {"chunk_runs", mod_chunk_runs, METH_VARARGS,
      "chunk_runs(cls, fs): the list fs as runs: n > 0 for n items of one chunk, 0 for one "
      "future outside such a run."},
-    {"chunk_run", mod_chunk_run, METH_VARARGS,
-     "chunk_run(cls, fs, start): length of the run of one chunk's items in fs from start."},
     {"now_us", mod_now_us, METH_NOARGS, "Microseconds since the epoch (the pool's clock)."},
     {"chunk_items", mod_chunk_items, METH_VARARGS,
      "chunk_items(cls, chunks, k, n): the n items of chunks of k items, cls objects with "

@@ -23,7 +23,8 @@ from concurrent.futures._base import (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHE
 from . import errors
 
 try:
-    from ._bettong import chunk_items as _chunk_items, chunk_runs as _chunk_runs, gc_track as _gc_track
+    from ._bettong import chunk_items as _chunk_items, chunk_runs as _chunk_runs
+    from ._bettong import gc_track as _gc_track
 except ImportError:  # (only the workers import this without the extension)
     _chunk_items = _chunk_runs = None
 
@@ -318,7 +319,7 @@ class ChunkItem(ResponseFuture):
     A map makes a chunk's items in C (make_items), untracked by the cycle
     collector (see _bettong.chunk_items). That stays sound because nothing an item
     can reach leads back to it: the chunk does not list its items (runs of them in
-    a list are found with chunk_run), it holds its Job weakly, and it holds items
+    a list are found with chunk_runs), it holds its Job weakly, and it holds items
     with waiters or callbacks (`_watch`) only until it is done. An item is tracked
     again before anything is stored on it (__setattr__)."""
 
@@ -886,22 +887,25 @@ def results_of(fs, timeout=None, show_progressbar=None, throw_except=True, on_in
                             f._collect()
                         append(values[k])
                         continue
-        # The common case inline: a plain successful result not yet looked at.
-        elif (ev := f._ev) is not None and not f._dec and ev[2] == CALL_OK and len(ev[9]) <= 4096:
-            try:
-                f._result = loads(ev[9])
-            except BaseException as e:
-                f._exception = e
-            f._dec = True
-            if not f._collected:
-                f._collected = True
-                job = f._job
-                if job is not None:
-                    f._job = None
-                    job.left -= 1
-                    if job.left <= 0:
-                        job.jobs.pop(id(job), None)
-            if f._exception is None:
+        # The common case inline: a plain successful result, decoded while the
+        # others were waited for, or here when small.
+        else:
+            if (not f._dec and (ev := f._ev) is not None and ev[2] == CALL_OK
+                    and len(ev[9]) <= 4096):
+                try:
+                    f._result = loads(ev[9])
+                except BaseException as e:
+                    f._exception = e
+                f._dec = True
+            if f._dec and f._exception is None and f._state == FINISHED:
+                if not f._collected:
+                    f._collected = True
+                    job = f._job
+                    if job is not None:
+                        f._job = None
+                        job.left -= 1
+                        if job.left <= 0:
+                            job.jobs.pop(id(job), None)
                 append(f._result)
                 continue
         try:

@@ -200,18 +200,30 @@ def _thp_mode():
                     reason="no transparent huge pages on this kernel")
 def test_a_forked_workers_large_blocks_get_huge_pages():
     """What glibc's malloc.hugetlb tunable gives an exec'd worker (src/py/hugealloc.h):
-    a 64 MB object is backed by transparent huge pages."""
-    got = run_script(r'''
+    a 64 MB object is backed by transparent huge pages -- when the worker's
+    connection carries no descriptors (BETTONG_NO_SHM=1 here). When it does, the
+    object is made in a memfd of its own instead (src/py/shmblock.h)."""
+    script = r'''
 def fill(n):
     b = bytearray(n)
     b[::4096] = b"\1" * len(range(0, n, 4096))
+    addr = ctypes.addressof((ctypes.c_char * n).from_buffer(b))
+    with open("/proc/self/maps") as f:
+        where = next(l for l in f if int(l.split("-")[0], 16) <= addr < int(l.split()[0].split("-")[1], 16))
     with open("/proc/self/smaps_rollup") as f:
-        return next(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+        huge = next(int(l.split()[1]) for l in f if l.startswith("AnonHugePages:"))
+    return huge, "memfd:bettong-block" in where
+import ctypes
 with bettong.FunctionExecutor(workers=1) as ex:
-    report(ex, {"huge_kb": ex.call_async(fill, 64 << 20).result(timeout=60)})
-''', env={"GLIBC_TUNABLES": ""})
+    huge_kb, in_memfd = ex.call_async(fill, 64 << 20).result(timeout=60)
+    report(ex, {"huge_kb": huge_kb, "in_memfd": in_memfd})
+'''
+    got = run_script(script, env={"GLIBC_TUNABLES": "", "BETTONG_NO_SHM": "1"})
     assert got["pool"] == "_ForkedPool"
-    assert got["huge_kb"] >= 2048, got
+    assert got["huge_kb"] >= 2048 and not got["in_memfd"], got
+    got = run_script(script, env={"GLIBC_TUNABLES": ""})
+    assert got["pool"] == "_ForkedPool"
+    assert got["in_memfd"], got
 
 
 CALLER_HUGE = r'''
