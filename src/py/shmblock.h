@@ -6,8 +6,9 @@
  * the costly part (measured for 100 MB: ~36 ms to fill a new memfd; making
  * the bytes 18 ms in huge pages the guest used lately, 250 ms in huge pages it
  * has not used for a few seconds, 48 ms in 4 KiB pages, 49 ms in a memfd's
- * pages populated in one call). Made in a memfd, the bytes are made once and
- * never copied: the same cost every time, whatever the guest did before.
+ * pages populated in one call, ~40 ms populated by two threads). Made in a
+ * memfd, the bytes are made once and never copied: the same cost every time,
+ * whatever the guest did before.
  *
  * Layout: a block of size bytes is the range [LEAD, LEAD + size) of its file
  * (the file is exactly that long), mapped from offset 0, where LEAD is a page
