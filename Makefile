@@ -44,7 +44,7 @@ PYEXT := python/bettong/_bettong$(or $(EXT_SUFFIX),.so)
 CLIENT_SRC := python/bettong/_connerr.c src/net/sock.c src/net/bconn.c src/net/tls.c src/net/auth.c \
 	src/net/wire.c src/util/buf.c
 PYEXT_SRC := python/bettong/_bettong.c python/bettong/_hot.c src/pool/proto.c src/pool/shm.c \
-	src/pool/shmspare.c src/py/mapped.c src/py/arenas.c src/util/idmap.c src/util/hash.c $(CLIENT_SRC)
+	src/pool/shmspare.c src/py/mapped.c src/util/idmap.c src/util/hash.c $(CLIENT_SRC)
 PYEXT_OBJ = $(PYEXT_SRC:%.c=$(BUILD)/pic/%.o)
 # The object store's client extension, bettong._store, built the same way.
 STOREEXT := $(if $(wildcard python/bettong/_store.c),python/bettong/_store$(or $(EXT_SUFFIX),.so))

@@ -96,7 +96,6 @@
 #include "pool/proto.h"
 #include "pool/shm.h"
 #include "pool/shmspare.h"
-#include "py/arenas.h"
 #include "py/mapped.h"
 #include "util/buf.h"
 
@@ -1565,8 +1564,7 @@ static PyObject *new_item(PyTypeObject *cls, PyObject *noargs)
  * The collector is off while they are made: each new item counts as a young
  * object though it is untracked at once, and a map making them a chunk at a time
  * ran ~270 young collections, ~25 middle ones and a full one, a quarter of its
- * time. Made a message's chunks at a time with the collector off, they bring one
- * young collection each. */
+ * time. Made all at once with the collector off, they bring one young collection. */
 static PyObject *mod_chunk_items(PyObject *m, PyObject *args)
 {
     PyTypeObject *cls;
@@ -1744,7 +1742,6 @@ PyMODINIT_FUNC PyInit__bettong(void)
     /* Before any connection, with no thread of ours running yet: large
      * results are then taken as mappings (py/mapped.h). */
     mapped_install();
-    arenas_install();
     PyObject *m = PyModule_Create(&moddef);
     if (!m)
         return NULL;
