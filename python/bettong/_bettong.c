@@ -1534,6 +1534,17 @@ static Py_ssize_t slot_offset(PyTypeObject *cls, const char *name)
     return off;
 }
 
+/* The offsets of a chunk item class's slots _chunk and _index: 0, or -1 with
+ * an exception. */
+static int item_slots(PyTypeObject *cls, Py_ssize_t *off_chunk, Py_ssize_t *off_index)
+{
+    *off_chunk = slot_offset(cls, "_chunk");
+    if (*off_chunk < 0)
+        return -1;
+    *off_index = slot_offset(cls, "_index");
+    return *off_index < 0 ? -1 : 0;
+}
+
 /* A new, empty cls object. For a class whose __new__ is object's, just its
  * memory (PyType_GenericNew): object.__new__ would also give it an array of
  * inline attribute values sized for every attribute the class's instances have
@@ -1578,11 +1589,8 @@ static PyObject *mod_chunk_items(PyObject *m, PyObject *args)
                             n, k, PyList_GET_SIZE(chunks));
     if (!PyType_IsSubtype(cls, &PyBaseObject_Type) || cls->tp_new == NULL)
         return PyErr_Format(PyExc_TypeError, "cannot make %s objects", cls->tp_name);
-    Py_ssize_t off_chunk = slot_offset(cls, "_chunk");
-    if (off_chunk < 0)
-        return NULL;
-    Py_ssize_t off_index = slot_offset(cls, "_index");
-    if (off_index < 0)
+    Py_ssize_t off_chunk, off_index;
+    if (item_slots(cls, &off_chunk, &off_index) < 0)
         return NULL;
     PyObject *noargs = PyTuple_New(0);
     if (!noargs)
@@ -1680,11 +1688,8 @@ static PyObject *mod_chunk_runs(PyObject *m, PyObject *args)
     PyObject *fs;
     if (!PyArg_ParseTuple(args, "O!O!:chunk_runs", &PyType_Type, &cls, &PyList_Type, &fs))
         return NULL;
-    Py_ssize_t off_chunk = slot_offset(cls, "_chunk");
-    if (off_chunk < 0)
-        return NULL;
-    Py_ssize_t off_index = slot_offset(cls, "_index");
-    if (off_index < 0)
+    Py_ssize_t off_chunk, off_index;
+    if (item_slots(cls, &off_chunk, &off_index) < 0)
         return NULL;
     PyObject *out = PyList_New(0);
     if (!out)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "py/mapped.h"
+#include "procmaps.h"
 #include "pysetup.h"
 
 #define PAGE 4096
@@ -53,17 +54,9 @@ static PyObject *expected(size_t len)
  * memory: its data is the memfd's. */
 static int in_shared_file_page(const void *p)
 {
-    char line[512];
-    FILE *f = fopen("/proc/self/maps", "r");
-    assert_non_null(f);
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo && (uintptr_t)p < hi)
-            found = strstr(line, "memfd:test-mapped") != NULL;
-    }
-    fclose(f);
-    return found;
+    int r = mapping_names(p, "memfd:test-mapped");
+    assert_true(r >= 0);
+    return r;
 }
 
 static void test_bytes_over_a_file(void **state)

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "py/shmblock.h"
+#include "procmaps.h"
 #include "pysetup.h"
 
 #define PAGE 4096
@@ -32,17 +33,9 @@ static const char head[HEADLEN] = "\0HEADTEST1234567";
 /* Whether p is in a mapping of one of the blocks' files. */
 static int in_block_file(const void *p)
 {
-    char line[512];
-    FILE *f = fopen("/proc/self/maps", "r");
-    assert_non_null(f);
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f)) {
-        unsigned long lo, hi;
-        if (sscanf(line, "%lx-%lx", &lo, &hi) == 2 && (uintptr_t)p >= lo && (uintptr_t)p < hi)
-            found = strstr(line, "memfd:bettong-block") != NULL;
-    }
-    fclose(f);
-    return found;
+    int r = mapping_names(p, "memfd:bettong-block");
+    assert_true(r >= 0);
+    return r;
 }
 
 static int mapped_at(const void *p)
