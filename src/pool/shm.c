@@ -142,11 +142,16 @@ void *shm_map(int fd, size_t size)
     return p == MAP_FAILED ? NULL : p;
 }
 
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
 void shm_obj_head(uint8_t head[SHM_OBJ_HEAD], uint64_t len)
 {
     memcpy(head, SHM_OBJ_MAGIC, 8);
-    for (int i = 0; i < 8; i++)
-        head[8 + i] = (uint8_t)(len >> (8 * i));
+    put_le(head + 8, len, 8);
 }
 
 size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *data, size_t len)
@@ -158,12 +163,6 @@ size_t shm_obj_iov(struct iovec iov[4], uint8_t head[SHM_OBJ_HEAD], const void *
     iov[2] = (struct iovec){(void *)data, len};
     iov[3] = (struct iovec){(void *)zeros, 1};
     return SHM_OBJ_DATA + len + 1;
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 size_t shm_oob_iov(uint8_t head[SHM_OBJ_DATA], const struct iovec *parts, int n,

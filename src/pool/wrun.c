@@ -214,8 +214,6 @@ void wrun_funcdrop(uint64_t gid) { fentry_free(idmap_del(&funcs, gid)); }
 
 /* ------------------------------------------------------------ pickling */
 
-/* ------------------------------------------------------------ out-of-band buffers */
-
 /* Buffers from this size go out of band. */
 #define OOB_MIN SHM_MIN
 
@@ -422,8 +420,13 @@ static PyObject *object_file_arg(const uint8_t *p, size_t n, int fd)
         !shm_obj_parse(head, SHM_OBJ_HEAD, n, &len))
         return NULL;
     PyObject *b = mapped_bytes(fd, SHM_OBJ_DATA, (size_t)len);
-    if (b || len > PY_SSIZE_T_MAX || !(b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len)))
-        return b ? b : PyErr_NoMemory();
+    if (b)
+        return b;
+    if (len > PY_SSIZE_T_MAX)
+        return PyErr_NoMemory();
+    b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)len); /* (mapping refused: a copy) */
+    if (!b)
+        return NULL;
     if (shm_read(fd, SHM_OBJ_DATA, PyBytes_AS_STRING(b), (size_t)len) < 0) {
         Py_DECREF(b);
         return PyErr_SetFromErrno(PyExc_OSError);
